@@ -1,0 +1,109 @@
+"""CLI commands for data: ``ifssnet phantom``, ``ifssnet seeds`` and ``ifssnet evaluate``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .errors import InputError
+from .progress import TqdmProgress
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("phantom", help="make a synthetic 3-D freehand ultrasound of the lower leg",
+                       description="Write OUTDIR/volume.nrrd (uint8) and OUTDIR/reference.seg.nrrd (GM, GL, SOL).")
+    p.add_argument("outdir", type=Path)
+    p.add_argument("--seed", type=int, default=0, help="subject seed (same seed and shape: same volume)")
+    p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None,
+                   help="slices, depth, width in voxels (default 1400 512 512, the paper's scale)")
+    p.add_argument("--spacing", type=float, default=None,
+                   help="isotropic voxel size in mm (default: 0.277 at paper scale, else fitted to the field of view)")
+    p.add_argument("--montage", type=Path, default=None, help="also write a PNG montage with the reference outlines")
+    p.set_defaults(func=_phantom)
+
+    s = sub.add_parser("seeds", help="cut seed annotations (a few slices) out of a reference segmentation")
+    s.add_argument("reference", type=Path, help="reference .seg.nrrd")
+    s.add_argument("--segment", default=None, help="segment name(s), comma-separated (default: all)")
+    s.add_argument("--at", type=int, default=None,
+                   help="first annotated slice (default: the slices of the largest cross-section)")
+    s.add_argument("--count", type=int, default=3, help="consecutive slices per group (default 3)")
+    s.add_argument("--every", type=int, default=None, help="repeat a group every N slices (paper protocol: 100)")
+    s.add_argument("-o", "--output", type=Path, required=True, help="output .seg.nrrd")
+    s.set_defaults(func=_seeds)
+
+    e = sub.add_parser("evaluate", help="score a segmentation against a reference (Dice, distances, volume)")
+    e.add_argument("pred", type=Path)
+    e.add_argument("ref", type=Path)
+    e.add_argument("--segment", default=None, help="segment name(s), comma-separated (default: all shared)")
+    e.add_argument("--exclude-annotated", action="store_true",
+                   help="leave out slices that PRED marks as annotated (seed slices)")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.set_defaults(func=_evaluate)
+
+
+def _phantom(args) -> int:
+    from .phantom import save_montage, write_phantom
+
+    kwargs = {"seed": args.seed}
+    if args.shape:
+        kwargs["shape"] = tuple(args.shape)
+    if args.spacing:
+        kwargs["spacing"] = args.spacing
+    bar = TqdmProgress()
+    try:
+        phantom = write_phantom(args.outdir, progress=bar, **kwargs)
+    finally:
+        bar.close()
+    if args.montage:
+        save_montage(phantom, args.montage)
+    print(f"wrote {args.outdir / 'volume.nrrd'} {phantom.volume.shape} and {args.outdir / 'reference.seg.nrrd'}")
+    return 0
+
+
+def _seeds(args) -> int:
+    from .io import read_segmentation, split_names, write_segmentation
+    from .seeds import make_seed_segmentation
+
+    ref = read_segmentation(args.reference)
+    names = split_names(args.segment, ref.names)
+    seeds = make_seed_segmentation(ref, names, at=args.at, count=args.count, every=args.every)
+    write_segmentation(seeds, args.output)
+    for s in seeds.segments:
+        print(f"{s.name}: slices {', '.join(map(str, s.annotated.slices))}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .cli import print_json
+    from .io import read_segmentation
+    from .metrics import evaluate
+
+    ref = read_segmentation(args.ref)
+    pred = read_segmentation(args.pred, reference=ref.geometry, reference_shape=ref.shape)
+    shared = [n for n in pred.names if n in ref.names]
+    names = [n.strip() for n in args.segment.split(",")] if args.segment else shared
+    missing = [n for n in names if n not in shared]
+    if missing or not names:
+        raise InputError(f"Segment(s) {', '.join(missing) or '(none)'} are not in both files.",
+                         f"Both files have: {', '.join(shared) or 'no segment of the same name'}.")
+    results = {}
+    for name in names:
+        exclude = ()
+        seg = pred.get(name)
+        if args.exclude_annotated and seg.annotated is not None:
+            exclude = seg.annotated.slices
+        results[name] = evaluate(seg.mask, ref.mask(name), ref.geometry.spacing_kji, exclude_slices=exclude)
+    if args.json:
+        print_json(results)
+    else:
+        print(format_metrics(results))
+    return 0
+
+
+def format_metrics(results: dict) -> str:
+    """A plain table, one row per segment: Dice, IoU, HD95, ASD (mm), volume (cm3), volume error (%)."""
+    head = f"{'segment':<10}{'Dice':>8}{'IoU':>8}{'HD95mm':>9}{'ASDmm':>8}{'vol cm3':>10}{'ref cm3':>10}{'err %':>8}"
+    rows = [head]
+    for name, m in results.items():
+        rows.append(f"{name:<10}{m['dice']:>8.4f}{m['iou']:>8.4f}{m['hd95_mm']:>9.2f}{m['asd_mm']:>8.2f}"
+                    f"{m['volume_cm3']:>10.2f}{m['ref_volume_mm3'] / 1000:>10.2f}{m['volume_error_pct']:>8.2f}")
+    return "\n".join(rows)

@@ -1,0 +1,399 @@
+"""Volumes and segmentations on disk, with their geometry.
+
+Arrays are indexed (k, j, i), like Slicer's ``arrayFromVolume``. Geometry is kept in ITK order
+(i, j, k) and LPS coordinates, like SimpleITK: ``physical = origin + direction @ diag(spacing) @ (i, j, k)``.
+
+Volumes: .nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd (SimpleITK).
+Segmentations: Slicer's .seg.nrrd (slicerio: names, colours, overlapping layers, tags) and plain
+labelmaps in any volume format (label v becomes segment ``Label_v``).
+
+Which slices of a segment were annotated travels in the segment tag ``IFSSNet.AnnotatedSlices``
+(``axis:s0,s1,...``, axis in array order, 0 = k), which Slicer keeps when it loads and saves the file.
+So an annotated slice with no foreground ("no muscle here") differs from an unannotated one.
+
+Every write goes to a temporary file in the target folder and is renamed into place: a failure
+(unwritable folder, full disk) leaves no partial file and leaves an existing file untouched.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import GeometryError, InputError, ResourceError, VolumeError
+
+VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+ANNOTATED_TAG = "IFSSNet.AnnotatedSlices"
+DEFAULT_COLORS = {
+    "GM": (0.89, 0.36, 0.72),   # pink, as in the paper's figures
+    "GL": (0.35, 0.78, 0.35),   # green
+    "SOL": (0.55, 0.40, 0.85),  # violet
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Voxel grid geometry in ITK order (i, j, k), LPS, mm.
+
+    ``spacing`` = (sx, sy, sz); ``origin`` = (x, y, z) of voxel (0, 0, 0); ``direction`` = the 3x3
+    direction matrix, row-major (9 numbers), as ``SimpleITK.Image.GetDirection()``.
+    """
+
+    spacing: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: Tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        sp = tuple(float(s) for s in self.spacing)
+        if len(sp) != 3 or not all(np.isfinite(sp)) or min(sp) <= 0:
+            raise GeometryError(f"Voxel spacing {sp} is not three positive numbers.",
+                                "Fix the volume's spacing in its header (Volumes module > Volume Information).")
+        object.__setattr__(self, "spacing", sp)
+        object.__setattr__(self, "origin", tuple(float(o) for o in self.origin))
+        d = tuple(float(v) for v in np.asarray(self.direction, dtype=float).ravel())
+        if len(d) != 9:
+            raise GeometryError("The direction matrix must have 9 numbers.", "Check the volume's header.")
+        object.__setattr__(self, "direction", d)
+
+    @property
+    def spacing_kji(self) -> Tuple[float, float, float]:
+        """Spacing in array order (sz, sy, sx), mm."""
+        return (self.spacing[2], self.spacing[1], self.spacing[0])
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        return float(np.prod(self.spacing))
+
+    @property
+    def ijk_to_lps(self) -> np.ndarray:
+        """4x4 homogeneous matrix from (i, j, k) to LPS mm."""
+        m = np.eye(4)
+        m[:3, :3] = np.asarray(self.direction).reshape(3, 3) @ np.diag(self.spacing)
+        m[:3, 3] = self.origin
+        return m
+
+    @classmethod
+    def from_ijk_to_lps(cls, matrix: np.ndarray) -> "Geometry":
+        m = np.asarray(matrix, dtype=float)
+        cols = m[:3, :3]
+        spacing = np.linalg.norm(cols, axis=0)
+        if np.any(spacing <= 0):
+            raise GeometryError("The image-to-physical matrix has a zero column.", "Check the file's header.")
+        return cls(tuple(spacing), tuple(m[:3, 3]), tuple((cols / spacing).ravel()))
+
+    @classmethod
+    def from_sitk(cls, image) -> "Geometry":
+        return cls(image.GetSpacing()[:3], image.GetOrigin()[:3], image.GetDirection()[:9])
+
+    def apply_to(self, image) -> None:
+        """Copy this geometry onto a SimpleITK image."""
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+
+    def same_as(self, other: "Geometry", tol: float = 1e-4) -> bool:
+        return (np.allclose(self.spacing, other.spacing, rtol=tol, atol=tol)
+                and np.allclose(self.origin, other.origin, rtol=tol, atol=tol)
+                and np.allclose(self.direction, other.direction, atol=tol))
+
+
+@dataclass
+class Image:
+    """A scalar volume: ``array`` (K, J, I) and its :class:`Geometry`."""
+
+    array: np.ndarray
+    geometry: Geometry = field(default_factory=Geometry)
+
+
+# --------------------------------------------------------------------------------------------------
+# Segmentations
+
+
+@dataclass(frozen=True)
+class AnnotatedSlices:
+    """Which slices of a segment were annotated: ``axis`` in array order (0 = k), sorted ``slices``."""
+
+    axis: int
+    slices: Tuple[int, ...]
+
+    def to_tag(self) -> str:
+        return f"{self.axis}:" + ",".join(str(s) for s in self.slices)
+
+    @classmethod
+    def from_tag(cls, text: str) -> "AnnotatedSlices":
+        try:
+            axis, _, rest = text.partition(":")
+            slices = tuple(sorted(int(s) for s in rest.split(",") if s.strip()))
+            return cls(int(axis), slices)
+        except ValueError as exc:
+            raise InputError(f"The segment tag {ANNOTATED_TAG}='{text}' is not 'axis:slice,slice,...'.",
+                             "Recreate the seed file with `ifssnet seeds`.") from exc
+
+
+@dataclass
+class Segment:
+    """One segment: ``mask`` uint8 (K, J, I) with 1 inside, ``color`` RGB in 0..1."""
+
+    name: str
+    mask: np.ndarray
+    color: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    annotated: Optional[AnnotatedSlices] = None
+
+
+@dataclass
+class Segmentation:
+    """Segments on one voxel grid (segments may overlap)."""
+
+    segments: List[Segment]
+    geometry: Geometry = field(default_factory=Geometry)
+
+    @property
+    def names(self) -> List[str]:
+        return [s.name for s in self.segments]
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        return tuple(self.segments[0].mask.shape) if self.segments else ()
+
+    def get(self, name: str) -> Segment:
+        for s in self.segments:
+            if s.name == name:
+                return s
+        raise InputError(f"The segmentation has no segment named '{name}'.",
+                         f"Choose one of: {', '.join(self.names) or '(none)'}.")
+
+    def mask(self, name: str) -> np.ndarray:
+        return self.get(name).mask
+
+
+# --------------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def atomic_write(path, write_fn) -> Path:
+    """Call ``write_fn(tmp_path)`` then move what it wrote onto ``path``.
+
+    ``tmp_path`` has the target's own file name inside a fresh hidden folder next to the target, so
+    writers that choose the format from the suffix, and detached headers (.mhd + .raw, .nhdr) that
+    name their data file, both work. On any failure the folder is removed and ``path`` is untouched.
+    """
+    import shutil
+
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ResourceError(f"The folder '{folder}' does not exist.", "Create it or choose another output path.")
+    if not os.access(folder, os.W_OK):
+        raise ResourceError(f"The folder '{folder}' is not writable.", "Choose an output path you can write to.")
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=folder))
+    try:
+        write_fn(str(tmpdir / path.name))
+        written = sorted(tmpdir.iterdir(), key=lambda p: p.name == path.name)  # the header last
+        for f in written:
+            os.replace(f, folder / f.name)
+    except OSError as exc:
+        raise ResourceError(f"Could not write '{path}': {exc.strerror or exc}.",
+                            "Free some disk space or choose another output path; nothing was written.") from exc
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Volumes
+
+
+def _sitk():
+    import SimpleITK as sitk
+
+    return sitk
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"The file '{path}' does not exist.", "Check the path.")
+    if path.is_dir():
+        raise InputError(f"'{path}' is a folder, not a file.", "Give the volume file inside it.")
+
+
+def read_volume(path) -> Image:
+    """Read a scalar 3-D volume. Returns :class:`Image` with ``array`` (K, J, I) in the file's dtype.
+
+    Raises :class:`VolumeError` for 2-D, 4-D or multi-component (RGB, vector) images.
+    """
+    sitk = _sitk()
+    path = Path(path)
+    _check_readable(path)
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(f"Could not read '{path}' as an image.",
+                         "Use .nrrd, .nii, .nii.gz, .mha or .mhd, and check that the file is complete.") from exc
+    check_scalar_3d(img.GetDimension(), img.GetNumberOfComponentsPerPixel(), str(path))
+    return Image(sitk.GetArrayFromImage(img), Geometry.from_sitk(img))
+
+
+def check_scalar_3d(dimension: int, components: int = 1, what: str = "The volume") -> None:
+    """Raise :class:`VolumeError` unless the image is scalar and 3-D."""
+    if dimension == 2:
+        raise VolumeError(f"{what} is a 2-D image; IFSS-Net propagates through a 3-D sweep.",
+                          "Load the reconstructed 3-D ultrasound volume, not a single frame.")
+    if dimension != 3:
+        raise VolumeError(f"{what} has {dimension} dimensions; IFSS-Net needs a 3-D scalar volume.",
+                          "Extract one 3-D frame first (Sequences module, or Volumes > Convert).")
+    if components != 1:
+        raise VolumeError(f"{what} has {components} components per voxel (RGB or vector).",
+                          "Convert it to a scalar volume first (Vector to Scalar Volume module).")
+
+
+def write_volume(image: Image, path) -> Path:
+    """Write ``image`` with its geometry, atomically. The format follows the suffix."""
+    sitk = _sitk()
+    arr = np.ascontiguousarray(image.array)
+    if arr.ndim != 3:
+        check_scalar_3d(arr.ndim, 1, "The array to write")
+    img = sitk.GetImageFromArray(arr)
+    image.geometry.apply_to(img)
+    return atomic_write(path, lambda tmp: sitk.WriteImage(img, tmp, True))
+
+
+# --------------------------------------------------------------------------------------------------
+# Segmentations
+
+
+def read_segmentation(path, reference: Optional[Geometry] = None,
+                      reference_shape: Optional[Sequence[int]] = None) -> Segmentation:
+    """Read a .seg.nrrd or a plain labelmap into a :class:`Segmentation` (masks (K, J, I) uint8).
+
+    With ``reference`` (and ``reference_shape`` (K, J, I)), segments are resampled (nearest neighbour)
+    onto that grid when the file's geometry differs, so they line up with the volume voxel for voxel.
+    """
+    path = Path(path)
+    _check_readable(path)
+    if path.name.lower().endswith(".seg.nrrd"):
+        seg = _read_seg_nrrd(path)
+    else:
+        seg = _read_labelmap(path)
+    if reference is not None:
+        shape = tuple(reference_shape) if reference_shape is not None else seg.shape
+        if not seg.geometry.same_as(reference) or seg.shape != shape:
+            seg = resample_segmentation(seg, reference, shape)
+    return seg
+
+
+def _read_seg_nrrd(path: Path) -> Segmentation:
+    import slicerio
+
+    try:
+        raw = slicerio.read_segmentation(str(path))
+    except Exception as exc:  # slicerio/pynrrd raise many types for a damaged header
+        raise InputError(f"Could not read the segmentation '{path}': {exc}.",
+                         "Check that it is a complete .seg.nrrd saved by Slicer or by ifssnet.") from exc
+    voxels = np.asarray(raw["voxels"])
+    layers = voxels if voxels.ndim == 4 else voxels[np.newaxis]
+    geometry = Geometry.from_ijk_to_lps(raw["ijkToLPS"])
+    segments = []
+    for info in raw.get("segments", []):
+        layer = layers[int(info.get("layer", 0))]
+        mask = (layer == int(info.get("labelValue", 1))).transpose(2, 1, 0)  # (i,j,k) -> (k,j,i)
+        tags = info.get("tags", {}) or {}
+        annotated = AnnotatedSlices.from_tag(tags[ANNOTATED_TAG]) if ANNOTATED_TAG in tags else None
+        color = tuple(info.get("color", DEFAULT_COLORS.get(info.get("name", ""), (0.5, 0.5, 0.5))))
+        segments.append(Segment(info.get("name", info.get("id", "Segment")),
+                                np.ascontiguousarray(mask, dtype=np.uint8), color, annotated))
+    return Segmentation(segments, geometry)
+
+
+def _read_labelmap(path: Path) -> Segmentation:
+    image = read_volume(path)
+    arr = image.array
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise InputError(f"'{path}' has non-integer voxel values, so it is not a labelmap.",
+                             "Give a .seg.nrrd or an integer labelmap.")
+        arr = arr.astype(np.int64)
+    segments = [Segment(f"Label_{int(v)}", (arr == v).astype(np.uint8)) for v in np.unique(arr) if v != 0]
+    return Segmentation(segments, image.geometry)
+
+
+def resample_segmentation(seg: Segmentation, reference: Geometry, shape: Sequence[int]) -> Segmentation:
+    """Resample every segment onto ``reference`` with grid ``shape`` (K, J, I), nearest neighbour."""
+    sitk = _sitk()
+    ref = sitk.Image([int(shape[2]), int(shape[1]), int(shape[0])], sitk.sitkUInt8)
+    reference.apply_to(ref)
+    out = []
+    for s in seg.segments:
+        img = sitk.GetImageFromArray(np.ascontiguousarray(s.mask, dtype=np.uint8))
+        seg.geometry.apply_to(img)
+        res = sitk.Resample(img, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        # Annotated slice indices do not survive a change of grid; drop them rather than mislead.
+        annotated = s.annotated if seg.geometry.same_as(reference) else None
+        out.append(Segment(s.name, sitk.GetArrayFromImage(res), s.color, annotated))
+    return Segmentation(out, reference)
+
+
+def write_segmentation(seg: Segmentation, path) -> Path:
+    """Write a .seg.nrrd that Slicer opens as is (names, colours, tags), atomically.
+
+    Non-overlapping segments share one layer; overlapping ones go to further layers, as Slicer does.
+    """
+    import slicerio
+
+    path = Path(path)
+    if not path.name.lower().endswith(".seg.nrrd"):
+        raise InputError(f"'{path.name}' does not end in .seg.nrrd.", "Name the output file like 'result.seg.nrrd'.")
+    if not seg.segments:
+        raise InputError("The segmentation has no segments to write.", "Add at least one segment.")
+    shape_ijk = tuple(reversed(seg.shape))
+    raw = slicerio.create_segmentation(shape_ijk, seg.geometry.ijk_to_lps, dtype="uint8")
+    for i, s in enumerate(seg.segments):
+        if s.mask.shape != seg.shape:
+            raise InputError(f"Segment '{s.name}' has shape {s.mask.shape}, not {seg.shape}.",
+                             "All segments must lie on the same grid.")
+        info = {"id": f"Segment_{i + 1}", "name": s.name, "color": list(map(float, s.color))}
+        if s.annotated is not None:
+            info["tags"] = {ANNOTATED_TAG: s.annotated.to_tag()}
+        slicerio.add_segment(raw, np.asarray(s.mask).transpose(2, 1, 0) > 0, info)
+    raw["containedRepresentationNames"] = ["Binary labelmap"]
+    raw["masterRepresentation"] = "Binary labelmap"
+    return atomic_write(path, lambda tmp: slicerio.write_segmentation(tmp, raw, compression_level=1))
+
+
+def segmentation_from_masks(masks: dict, geometry: Geometry,
+                            annotated: Optional[dict] = None) -> Segmentation:
+    """Build a :class:`Segmentation` from ``{name: mask (K, J, I)}`` with the default muscle colours."""
+    annotated = annotated or {}
+    segs = [Segment(name, np.asarray(m, dtype=np.uint8), DEFAULT_COLORS.get(name, _auto_color(i)),
+                    annotated.get(name)) for i, (name, m) in enumerate(masks.items())]
+    return Segmentation(segs, geometry)
+
+
+def _auto_color(i: int) -> Tuple[float, float, float]:
+    palette = [(0.9, 0.6, 0.2), (0.2, 0.6, 0.9), (0.9, 0.9, 0.3), (0.6, 0.3, 0.2), (0.3, 0.8, 0.8)]
+    return palette[i % len(palette)]
+
+
+def with_masks(seg: Segmentation, masks: dict) -> Segmentation:
+    """A copy of ``seg`` whose named segments' masks are replaced by ``masks``; annotations kept."""
+    return Segmentation([replace(s, mask=np.asarray(masks[s.name], dtype=np.uint8)) if s.name in masks else s
+                         for s in seg.segments], seg.geometry)
+
+
+def split_names(text: Optional[str], available: Iterable[str]) -> List[str]:
+    """Parse a comma-separated segment list (``None`` = all available) and check every name exists."""
+    available = list(available)
+    if not text:
+        return available
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise InputError(f"No segment named {', '.join(missing)}.", f"Choose from: {', '.join(available)}.")
+    return names
