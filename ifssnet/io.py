@@ -397,3 +397,14 @@ def split_names(text: Optional[str], available: Iterable[str]) -> List[str]:
     if missing:
         raise InputError(f"No segment named {', '.join(missing)}.", f"Choose from: {', '.join(available)}.")
     return names
+
+
+def write_json(obj, path) -> Path:
+    """Write ``obj`` as JSON, atomically (used for the sidecars: confidence, reports)."""
+    import json
+
+    def _write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, default=float)
+
+    return atomic_write(path, _write)

@@ -1,0 +1,154 @@
+"""Propagation: geometry, seed groups, painted slices, stopping, blending, confidence, errors, cancel."""
+import numpy as np
+import pytest
+import torch
+
+from fake_models import CopyModel, EmptyModel, UnsureModel
+from ifssnet.errors import Cancelled, ResourceError, SeedError, VolumeError
+from ifssnet.progress import CancelToken
+from ifssnet.propagate import propagate
+from ifssnet.seeds import cut_seeds
+
+K, J, I = 40, 50, 70
+
+
+def _volume(seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (K, J, I)).astype(np.uint8)
+
+
+def _tube():
+    m = np.zeros((K, J, I), np.uint8)
+    m[:, 12:34, 20:55] = 1
+    return m
+
+
+def test_copy_model_carries_the_painted_mask_through_the_whole_sweep():
+    m = _tube()
+    res = propagate(_volume(), {"T": cut_seeds(m, (18, 19, 20))}, CopyModel(size=64), device="cpu")
+    out = res.masks["T"]
+    assert out.shape == (K, J, I) and out.dtype == np.uint8
+    # Resampling 70x50 -> 64x64 -> back keeps a box within one voxel at its edges.
+    assert (out != m).sum() / m.sum() < 0.08
+    np.testing.assert_array_equal(out[18:21], m[18:21])
+    assert res.confidence["T"].shape == (K,)
+
+
+def test_painted_slices_come_out_exactly_as_painted():
+    m = _tube()
+    odd = m.copy()
+    odd[5, 15:17, 30:33] = 0        # a hole only on one painted slice
+    odd[30] = 0                      # an annotated slice with no muscle
+    seeds = cut_seeds(odd, (5, 18, 30))
+    res = propagate(_volume(), {"T": seeds}, CopyModel(size=32), device="cpu")
+    for k in (5, 18, 30):
+        np.testing.assert_array_equal(res.masks["T"][k], odd[k])
+
+
+def test_single_slice_groups_far_apart_and_stop_between_seeds_only():
+    m = _tube()
+    seeds = cut_seeds(m, (8, 20, 32))
+    res = propagate(_volume(), {"T": seeds}, CopyModel(size=32), device="cpu", between_seeds_only=True)
+    out = res.masks["T"]
+    assert out[:8].sum() == 0 and out[33:].sum() == 0
+    assert out[9:32].any(axis=(1, 2)).all()
+
+
+def test_runs_end_where_the_muscle_ends():
+    m = _tube()
+    res = propagate(_volume(), {"T": cut_seeds(m, (18, 19, 20))}, EmptyModel(size=32), device="cpu", patience=4)
+    out = res.masks["T"]
+    assert out.sum() == m[18:21].sum()
+    assert len(res.ended["T"]) == 2          # both directions stopped
+
+
+def test_blending_between_two_groups_follows_the_nearer_seed():
+    a = np.zeros((K, J, I), np.uint8)
+    a[:, 5:20, 5:30] = 1
+    b = np.zeros((K, J, I), np.uint8)
+    b[:, 25:45, 35:65] = 1
+    painted = a.copy()
+    painted[25:28] = b[25:28]
+    seeds = cut_seeds(painted, (5, 6, 7, 25, 26, 27))
+    out = propagate(_volume(), {"T": seeds}, CopyModel(size=32), device="cpu",
+                    between_seeds_only=True).masks["T"]
+    assert (out[9] & a[9]).sum() > 0.8 * a[9].sum()
+    assert (out[23] & b[23]).sum() > 0.8 * b[23].sum()
+
+
+def test_several_segments_in_one_batch():
+    m = _tube()
+    n = np.zeros_like(m)
+    n[:, 36:46, 5:15] = 1
+    res = propagate(_volume(), {"A": cut_seeds(m, (3, 4, 5)), "B": cut_seeds(n, (30, 31, 32))},
+                    CopyModel(size=32), device="cpu")
+    assert set(res.masks) == {"A", "B"}
+    assert res.masks["A"][36:46, 36:46, 5:15].sum() == 0
+    assert res.masks["B"][:, 12:34, 20:55].sum() == 0
+
+
+def test_confidence_is_lower_where_the_network_is_unsure():
+    m = _tube()
+    sure = propagate(_volume(), {"T": cut_seeds(m, (18, 19, 20))}, CopyModel(size=32), device="cpu").confidence["T"]
+    unsure = propagate(_volume(), {"T": cut_seeds(m, (18, 19, 20))}, UnsureModel(size=32), device="cpu").confidence["T"]
+    assert np.all((sure >= 0) & (sure <= 1))
+    assert unsure[25:35].mean() < sure[25:35].mean() - 0.2
+    assert sure[19] == 1.0
+
+
+def test_real_network_runs_end_to_end():
+    from ifssnet.model import IFSSNet, IFSSNetConfig
+
+    torch.manual_seed(0)
+    net = IFSSNet(IFSSNetConfig(size=32, width_mult=0.25))
+    res = propagate(_volume()[:12], {"T": cut_seeds(_tube()[:12], (4, 5, 6))}, net, device="cpu", stop_at_end=False)
+    assert res.masks["T"].shape == (12, J, I)
+
+
+@pytest.mark.parametrize("slices", [(), (10,), (10, 11)])
+def test_too_few_painted_slices(slices):
+    with pytest.raises(SeedError, match="at least 3|not painted"):
+        propagate(_volume(), {"T": cut_seeds(_tube(), slices)}, CopyModel(), device="cpu")
+
+
+def test_empty_segment():
+    with pytest.raises(SeedError, match="empty"):
+        propagate(_volume(), {"T": cut_seeds(np.zeros((K, J, I), np.uint8), (1, 2, 3))}, CopyModel(), device="cpu")
+
+
+@pytest.mark.parametrize("volume, match", [
+    (np.zeros((50, 60), np.uint8), "2-D"),
+    (np.zeros((2, K, J, I), np.uint8), "dimensions"),
+    (np.full((K, J, I), 7, np.uint8), "constant"),
+])
+def test_unusable_volumes(volume, match):
+    seeds = cut_seeds(_tube(), (1, 2, 3))
+    with pytest.raises(VolumeError, match=match):
+        propagate(volume, {"T": seeds}, CopyModel(), device="cpu")
+
+
+def test_negative_float_volume_is_fine():
+    vol = (_volume().astype(np.float32) - 300.0) * 0.01
+    res = propagate(vol, {"T": cut_seeds(_tube(), (1, 2, 3))}, CopyModel(size=32), device="cpu")
+    assert res.masks["T"].any()
+
+
+def test_cuda_requested_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ResourceError, match="GPU"):
+        propagate(_volume(), {"T": cut_seeds(_tube(), (1, 2, 3))}, CopyModel(), device="cuda")
+
+
+def test_cancel_raises_and_returns_nothing():
+    token = CancelToken()
+    calls = []
+
+    def progress(stage, done, total):
+        calls.append(stage)
+        if stage == "propagating" and done > 0:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        propagate(_volume(), {"T": cut_seeds(_tube(), (18, 19, 20))}, CopyModel(size=32), device="cpu",
+                  progress=progress, cancel=token, batch_size=1)
+    assert "propagating" in calls

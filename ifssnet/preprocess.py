@@ -1,0 +1,121 @@
+"""What the network sees: per-volume intensity normalisation and the in-plane working grid.
+
+Shared by propagation and training, so both see exactly the same input.
+
+- Intensities are z-scored per volume (robust statistics over a subsample of slices), never with
+  constants from one data set: a user's probe, gain and dynamic range differ from ours.
+- In-plane, each slice (J, I) is padded to a square (centred, with the volume's low value) and resized
+  to the network's working size S x S. Probabilities go back the same way (resize, then crop), so
+  the output lands on the volume's own grid. The sweep axis (K) is never resampled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .errors import VolumeError
+from .progress import CancelLike, ProgressFn, check_cancel, report
+
+
+def check_volume(volume: np.ndarray, window: int = 3) -> None:
+    """Raise :class:`VolumeError` for arrays IFSS-Net cannot propagate through. ``volume`` is (K, J, I)."""
+    if volume.ndim == 2:
+        raise VolumeError("The volume is a 2-D image; IFSS-Net propagates through a 3-D sweep.",
+                          "Load the reconstructed 3-D ultrasound volume, not a single frame.")
+    if volume.ndim != 3:
+        raise VolumeError(f"The volume has {volume.ndim} dimensions ({volume.shape}); a 3-D scalar volume is needed.",
+                          "Convert RGB or vector volumes to scalar, and pick one frame of a sequence.")
+    if volume.size == 0:
+        raise VolumeError("The volume is empty (no voxels).", "Load a volume with data.")
+    if not (np.issubdtype(volume.dtype, np.number) or volume.dtype == bool) or np.iscomplexobj(volume):
+        raise VolumeError(f"The volume's voxel type {volume.dtype} is not a real number type.",
+                          "Convert it to a scalar (integer or float) volume.")
+    if volume.shape[0] < window:
+        raise VolumeError(f"The volume has {volume.shape[0]} slices along the propagation axis; "
+                          f"at least {window} are needed for one window.",
+                          "Check that the painted slices lie across the sweep, or load the whole sweep.")
+    if min(volume.shape[1:]) < 8:
+        raise VolumeError(f"The slices are only {volume.shape[1]} x {volume.shape[2]} voxels.",
+                          "Check the propagation axis: paint the muscle on slices across the sweep.")
+
+
+def intensity_stats(volume: np.ndarray, max_slices: int = 64) -> Tuple[float, float]:
+    """Robust mean and standard deviation of ``volume`` (K, J, I), from at most ``max_slices`` slices.
+
+    Values outside the 0.5-99.5 percentiles are clipped first, so a few saturated voxels or a black
+    border do not dominate. Raises :class:`VolumeError` if the volume is constant.
+    """
+    step = max(1, volume.shape[0] // max_slices)
+    sample = np.asarray(volume[::step], dtype=np.float32)
+    finite = sample[np.isfinite(sample)]
+    if finite.size == 0:
+        raise VolumeError("The volume has no finite voxel values (all NaN or infinite).", "Check the volume's data.")
+    lo, hi = np.percentile(finite, [0.5, 99.5])
+    clipped = np.clip(finite, lo, hi)
+    mean, std = float(clipped.mean()), float(clipped.std())
+    if std <= 1e-6 * max(1.0, abs(mean)):
+        raise VolumeError("The volume is constant (every voxel has the same value), so there is nothing to follow.",
+                          "Check that the right volume is selected and that it loaded completely.")
+    return mean, std
+
+
+@dataclass(frozen=True)
+class InPlaneGrid:
+    """Maps slices of shape (J, I) to the square working grid (S, S) and back.
+
+    The slice is padded (centred) to (P, P) with P = max(J, I), then resized to (S, S).
+    """
+
+    shape_ji: Tuple[int, int]
+    size: int
+
+    @property
+    def padded(self) -> int:
+        return max(self.shape_ji)
+
+    @property
+    def pads(self) -> Tuple[int, int, int, int]:
+        """(left, right, top, bottom) padding in voxels, as ``torch.nn.functional.pad`` takes them."""
+        j, i = self.shape_ji
+        p = self.padded
+        return ((p - i) // 2, p - i - (p - i) // 2, (p - j) // 2, p - j - (p - j) // 2)
+
+    def to_work(self, slices, fill: float = 0.0):
+        """``slices`` torch (N, J, I) float -> (N, S, S). Area-averaged when shrinking."""
+        import torch.nn.functional as F
+
+        x = F.pad(slices[:, None], self.pads, value=fill)
+        if self.padded != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                              antialias=self.padded > self.size)
+        return x[:, 0]
+
+    def to_volume(self, prob):
+        """``prob`` torch (N, S, S) -> (N, J, I): bilinear resize of probabilities, then crop."""
+        import torch.nn.functional as F
+
+        x = prob[:, None]
+        if self.padded != self.size:
+            x = F.interpolate(x, size=(self.padded, self.padded), mode="bilinear", align_corners=False)
+        left, right, top, bottom = self.pads
+        j, i = self.shape_ji
+        return x[:, 0, top:top + j, left:left + i]
+
+
+def normalized_work_volume(volume: np.ndarray, grid: InPlaneGrid, mean: float, std: float,
+                           progress: Optional[ProgressFn] = None, cancel: CancelLike = None, chunk: int = 64):
+    """``volume`` (K, J, I) -> torch float32 (K, S, S): z-scored (clipped to +-5), padded with the
+    volume's lowest value, resized in-plane. Built ``chunk`` slices at a time to bound memory."""
+    import torch
+
+    K = volume.shape[0]
+    fill = float(np.clip((float(np.min(volume)) - mean) / std, -5, 5))
+    work = torch.empty((K, grid.size, grid.size), dtype=torch.float32)
+    for k0 in range(0, K, chunk):
+        check_cancel(cancel)
+        sl = torch.from_numpy(np.asarray(volume[k0:k0 + chunk], dtype=np.float32))
+        work[k0:k0 + chunk] = grid.to_work(((sl - mean) / std).clamp_(-5, 5), fill=fill)
+        report(progress, "preparing", min(k0 + chunk, K), K)
+    return work
