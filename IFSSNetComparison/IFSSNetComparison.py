@@ -1,0 +1,264 @@
+"""IFSS-Net Comparison: run IFSS-Net, Fill between slices, Grow from seeds and Watershed from the same seeds.
+
+Thin shell: the Logic (headless) is ``IFSSNetComparisonLib/logic.py``. ``prepare`` and ``publish`` run in the
+main thread (MRML), ``compute`` (the methods and the metrics, all in the ``ifssnet`` core) runs on a worker
+thread. The results are a table (one row per method and muscle), "Dice along the sweep" and "Volume error"
+plots, and one segmentation per method, shown in a table + plot layout.
+"""
+import unittest
+
+import slicer
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.util import VTKObservationMixin
+from typing import Annotated
+
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+
+from IFSSNetComparisonLib.logic import PROTOCOLS, IFSSNetComparisonLogic as _HeadlessLogic
+
+LAYOUT_ID = 20231  # a layout with the table on top and the two plots below
+
+
+class IFSSNetComparison(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "IFSS-Net Comparison"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = ["IFSSNetSegmentation"]
+        self.parent.contributors = ["IFSS-Net for 3D Slicer developers"]
+        self.parent.helpText = (
+            "Compare IFSS-Net with Slicer's Fill between slices, Grow from seeds and Watershed on a volume that has a "
+            "complete reference segmentation. Every method starts from the same seed slices; the table lists Dice, "
+            "surface distances and volume error per method and muscle. "
+            '<a href="https://github.com/ifssnet/SlicerIFSSNet#readme">User guide</a>.')
+        self.parent.acknowledgementText = "Method: Chanti et al., IFSS-Net, IEEE TMI 2021."
+
+
+@parameterNodeWrapper
+class IFSSNetComparisonParameterNode:
+    volume: vtkMRMLScalarVolumeNode
+    seeds: vtkMRMLSegmentationNode
+    reference: vtkMRMLSegmentationNode
+    protocol: Annotated[str, Choice(list(PROTOCOLS))] = "seeds"
+
+
+class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    POLL_MS = 100
+
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self.worker = None
+        self.ticket = None
+        self.job = None
+        self.cancelToken = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        import ctk
+        import qt
+
+        from IFSSNetComparisonLib.logic import availableMethods, methodLabel
+
+        self.logic = IFSSNetComparisonLogic()
+        box = ctk.ctkCollapsibleButton()
+        box.text = "Inputs"
+        self.layout.addWidget(box)
+        form = qt.QFormLayout(box)
+
+        def selector(types, name, tip):
+            s = slicer.qMRMLNodeComboBox()
+            s.nodeTypes = types
+            s.addEnabled = False
+            s.noneEnabled = name == "seeds"
+            s.setMRMLScene(slicer.mrmlScene)
+            s.setProperty("SlicerParameterName", name)
+            s.toolTip = tip
+            return s
+
+        form.addRow("Volume:", selector(["vtkMRMLScalarVolumeNode"], "volume", "The ultrasound volume."))
+        form.addRow("Seeds:", selector(["vtkMRMLSegmentationNode"], "seeds",
+                                       "Segmentation with the painted seed slices (protocol 'seeds')."))
+        form.addRow("Reference:", selector(["vtkMRMLSegmentationNode"], "reference",
+                                           "The complete segmentation the methods are scored against."))
+        self.protocolCombo = qt.QComboBox()
+        self.protocolCombo.addItems(list(PROTOCOLS))
+        self.protocolCombo.setProperty("SlicerParameterName", "protocol")
+        self.protocolCombo.toolTip = ("seeds: your painted slices. 3-seeds: 3 consecutive slices at the largest "
+                                      "cross-section of the reference. paper: 3 slices every 100 (as in the paper).")
+        form.addRow("Protocol:", self.protocolCombo)
+        self.methodChecks = {}
+        methodsBox = qt.QHBoxLayout()
+        for name in availableMethods() or ["ifssnet", "fbs", "gfs", "ws"]:
+            check = qt.QCheckBox(methodLabel(name))
+            check.checked = name in ("ifssnet", "fbs", "gfs", "ws")
+            self.methodChecks[name] = check
+            methodsBox.addWidget(check)
+        form.addRow("Methods:", methodsBox)
+        self.inputsFrame = box
+
+        self.compareButton = qt.QPushButton("Compare")
+        self.layout.addWidget(self.compareButton)
+        self.progressBar = qt.QProgressBar()
+        self.progressBar.visible = False
+        self.layout.addWidget(self.progressBar)
+        self.statusLabel = qt.QLabel("")
+        self.statusLabel.wordWrap = True
+        self.layout.addWidget(self.statusLabel)
+        self.layout.addStretch(1)
+
+        self.timer = qt.QTimer()
+        self.timer.setInterval(self.POLL_MS)
+        self.timer.connect("timeout()", self._poll)
+        self.compareButton.connect("clicked()", self.onCompareOrCancel)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda c, e: self.setParameterNode(None))
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def cleanup(self):
+        self.removeObservers()
+        if self.cancelToken is not None:
+            self.cancelToken.cancel()
+        self.timer.stop()
+
+    def setParameterNode(self, node):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        self._parameterNode = node
+        if node:
+            self._parameterNodeGuiTag = node.connectGui(self.inputsFrame)
+
+    def onCompareOrCancel(self):
+        if self.ticket is not None:
+            self.cancelToken.cancel()
+            self.statusLabel.text = "Cancelling..."
+            return
+        from ifssnet.progress import CancelToken
+
+        from IFSSNetSegmentationLib.gui import ensureTorch
+        from IFSSNetSegmentationLib.logic import BackgroundWorker
+
+        methods = [name for name, check in self.methodChecks.items() if check.checked]
+        if any(m in ("ifssnet", "pgnet", "unet3d") for m in methods) and not ensureTorch():
+            return
+        p = self._parameterNode
+        try:
+            self.job = self.logic.prepare(p.volume, p.seeds, p.reference, methods, p.protocol)
+        except Exception as exc:
+            slicer.util.errorDisplay(str(exc))
+            return
+        self.cancelToken = CancelToken()
+        if self.worker is None:
+            self.worker = BackgroundWorker()
+        self.worker.resetProgress()
+        self.ticket = self.worker.submit(self.logic.compute, self.job, progress=self.worker.progress,
+                                         cancel=self.cancelToken)
+        self.compareButton.text = "Cancel"
+        self.progressBar.setRange(0, 0)
+        self.progressBar.setFormat("preparing")
+        self.progressBar.visible = True
+        self.timer.start()
+
+    def _poll(self):
+        from IFSSNetSegmentationLib.logic import progressText
+
+        latest = self.worker.latestProgress()
+        if latest:
+            stage, done, total = latest
+            self.progressBar.setRange(0, max(total, 1))
+            self.progressBar.setValue(min(done, max(total, 1)))
+            self.progressBar.setFormat(progressText(stage, done, total))
+        for ticket, result, error in self.worker.poll():
+            if ticket != self.ticket:
+                continue
+            self.timer.stop()
+            self.ticket = None
+            self.compareButton.text = "Compare"
+            self.progressBar.visible = False
+            if error is not None:
+                from ifssnet.errors import Cancelled
+
+                from IFSSNetSegmentationLib.gui import offerInstall
+
+                self.statusLabel.text = "Cancelled. Nothing was added." if isinstance(error, Cancelled) else f"Failed: {error}"
+                if not isinstance(error, Cancelled) and not offerInstall(error):
+                    slicer.util.errorDisplay(str(error))
+                return
+            try:
+                table = self.logic.publish(self.job)
+            except Exception as exc:
+                slicer.util.errorDisplay(str(exc))
+                return
+            self.showResults(table)
+
+    def showResults(self, table):
+        layoutXml = """
+        <layout type="vertical" split="true">
+          <item><view class="vtkMRMLTableViewNode" singletontag="IFSSNetTable"><property name="viewlabel" action="default">T</property></view></item>
+          <item><layout type="horizontal" split="true">
+            <item><view class="vtkMRMLPlotViewNode" singletontag="IFSSNetPlot1"><property name="viewlabel" action="default">P1</property></view></item>
+            <item><view class="vtkMRMLPlotViewNode" singletontag="IFSSNetPlot2"><property name="viewlabel" action="default">P2</property></view></item>
+          </layout></item>
+        </layout>"""
+        layoutManager = slicer.app.layoutManager()
+        layoutNode = layoutManager.layoutLogic().GetLayoutNode()
+        if not layoutNode.IsLayoutDescription(LAYOUT_ID):
+            layoutNode.AddLayoutDescription(LAYOUT_ID, layoutXml)
+        layoutManager.setLayout(LAYOUT_ID)
+        tableView = slicer.app.layoutManager().tableWidget(0).tableView()
+        tableView.setMRMLTableNode(table)
+        charts = [self.logic.lastResult["diceChart"], self.logic.lastResult["volumeChart"]]
+        for index, chart in enumerate(charts):
+            widget = layoutManager.plotWidget(index)
+            if widget:
+                widget.mrmlPlotViewNode().SetPlotChartNodeID(chart.GetID())
+        self.statusLabel.text = f"{table.GetNumberOfRows()} rows; one segmentation per method was added to the scene."
+
+
+class IFSSNetComparisonLogic(ScriptedLoadableModuleLogic, _HeadlessLogic):
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        _HeadlessLogic.__init__(self)
+
+    def getParameterNode(self):
+        return IFSSNetComparisonParameterNode(super().getParameterNode())
+
+
+class IFSSNetComparisonTest(ScriptedLoadableModuleTest):
+    """Runs in Slicer: FBS and (when available) IFSS-Net on a phantom with 3 painted slices; checks the table."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_CompareOnPhantom()
+
+    def test_CompareOnPhantom(self):
+        import numpy as np
+
+        from ifssnet.phantom import make_phantom
+
+        from IFSSNetSegmentationLib import logic as L
+
+        phantom = make_phantom(seed=3, shape=(96, 128, 128))
+        sz, sy, sx = phantom.spacing_kji
+        volumeNode = slicer.util.addVolumeFromArray(phantom.volume, np.diag([-sx, -sy, sz, 1.0]), "Phantom")
+        reference = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Reference")
+        reference.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        sid = reference.GetSegmentation().AddEmptySegment("", "GM")
+        L.writeSegment(reference, sid, phantom.labels["GM"], L.referenceGeometry(volumeNode, reference))
+        methods = ["fbs"] + (["ifssnet"] if L.IFSSNetSegmentationLogic.torchAvailable() else [])
+        table = IFSSNetComparisonLogic().compare(volumeNode, None, reference, methods, "3-seeds")
+        self.assertEqual(table.GetNumberOfRows(), len(methods))
+        for row in range(table.GetNumberOfRows()):
+            self.assertGreater(float(table.GetCellText(row, 2)), 0.5)  # Dice
+        self.delayDisplay("Comparison self-test passed")
+
+
+if __name__ == "__main__":
+    unittest.main()

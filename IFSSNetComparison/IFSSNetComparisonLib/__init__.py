@@ -1,0 +1,1 @@
+"""IFSSNetComparison module library: the Logic (headless, no qt)."""

@@ -1,0 +1,289 @@
+"""Logic of the IFSS-Net Comparison module: run several methods from the same seeds and tabulate the metrics.
+
+Imports ``slicer`` (MRML), ``vtk``, ``numpy`` and ``ifssnet`` only (no qt, ctk or ScriptedLoadableModule).
+Every method runs through the core runner ``ifssnet.compare.compare`` (registered methods, timing, memory,
+scores from ``ifssnet.metrics``). This file only moves data between MRML and numpy (transposing so that
+the seed slices' axis comes first, as the core expects) and builds the table, plot and segmentation nodes.
+
+Outputs: one table node (one row per method and segment), a "Dice along the sweep" chart, a "Volume error"
+chart, and one segmentation node per method holding its result. A cancelled or failed run removes every
+node it created, so the scene is as it was.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import slicer
+import vtk
+
+from ifssnet.errors import InputError, SeedError
+from ifssnet.progress import check_cancel, report
+
+from IFSSNetSegmentationLib import logic as segmentationLogic
+
+PROTOCOLS = ("seeds", "3-seeds", "paper")
+METHOD_LABELS = {"ifssnet": "IFSS-Net", "fbs": "Fill between slices", "gfs": "Grow from seeds",
+                 "ws": "Watershed", "pgnet": "PG-Net", "unet3d": "3-D U-Net"}
+
+
+def methodLabel(method) -> str:
+    if not isinstance(method, str):
+        return getattr(method, "__name__", "custom")
+    try:
+        from ifssnet.baselines import registry
+
+        return registry.label(method)
+    except Exception:  # an unknown or unregistered name keeps its own label
+        return METHOD_LABELS.get(method, method)
+
+
+def availableMethods() -> List[str]:
+    """Method names the core can run here (the registry's, IFSS-Net included when torch is present)."""
+    try:
+        from ifssnet.baselines import registry
+
+        return list(registry.available())
+    except Exception:
+        return []
+
+
+def _segmentIdByName(segmentationNode, name: str) -> Optional[str]:
+    sid = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName(name)
+    return sid or None
+
+
+class IFSSNetComparisonLogic:
+    """``compare(volumeNode, seedSegmentationNode, referenceSegmentationNode, methods, protocol, progress=None,
+    cancel=None, *, segmentNames=None) -> vtkMRMLTableNode``
+
+    ``protocol``: ``"seeds"`` uses the painted slices of ``seedSegmentationNode``; ``"3-seeds"`` and ``"paper"``
+    take the seed slices from the reference (``ifssnet.seeds.protocol_slices``), so
+    ``seedSegmentationNode`` may be None. After a run, ``lastResult`` holds the table, the two chart nodes
+    and the result segmentation per method.
+    """
+
+    def __init__(self) -> None:
+        self.lastResult: Dict[str, object] = {}
+
+    def compare(self, volumeNode, seedSegmentationNode, referenceSegmentationNode, methods: Sequence,
+                protocol: str = "seeds", progress=None, cancel=None, *,
+                segmentNames: Optional[Sequence[str]] = None, createSegmentations: bool = True,
+                methodOptions: Optional[dict] = None):
+        job = self.prepare(volumeNode, seedSegmentationNode, referenceSegmentationNode, methods, protocol,
+                           progress=progress, segmentNames=segmentNames, methodOptions=methodOptions)
+        self.compute(job, progress=progress, cancel=cancel)
+        check_cancel(cancel)
+        return self.publish(job, progress=progress, createSegmentations=createSegmentations)
+
+    def prepare(self, volumeNode, seedSegmentationNode, referenceSegmentationNode, methods: Sequence,
+                protocol: str = "seeds", *, progress=None, segmentNames: Optional[Sequence[str]] = None,
+                methodOptions: Optional[dict] = None) -> dict:
+        """Main thread: read the volume, the reference and the seeds (MRML -> numpy). Changes nothing."""
+        if referenceSegmentationNode is None:
+            raise InputError("No reference segmentation is selected.", "Select the complete (ground truth) segmentation.")
+        if not methods:
+            raise InputError("No method is selected.", "Tick at least one method to compare.")
+        if protocol not in PROTOCOLS:
+            raise InputError(f"Unknown protocol '{protocol}'.", f"Use one of: {', '.join(PROTOCOLS)}.")
+        if protocol == "seeds" and seedSegmentationNode is None:
+            raise InputError("The 'seeds' protocol needs a seed segmentation.", "Select it, or use protocol '3-seeds'.")
+        segLogic = segmentationLogic.IFSSNetSegmentationLogic()
+        report(progress, "preparing", 0, 1)
+        volume = segmentationLogic.volumeToArray(volumeNode)
+        spacing = segmentationLogic.spacingKji(volumeNode)
+        refGeometry = segmentationLogic.referenceGeometry(volumeNode, referenceSegmentationNode)
+        reference = referenceSegmentationNode.GetSegmentation()
+        names = list(segmentNames) if segmentNames else [reference.GetSegment(s).GetName() for s in reference.GetSegmentIDs()]
+        if not names:
+            raise SeedError("The reference segmentation has no segments.", "Load the complete segmentation.")
+        refs: Dict[str, np.ndarray] = {}
+        seedJobs: List[segmentationLogic.SegmentJob] = []
+        for name in names:
+            rid = _segmentIdByName(referenceSegmentationNode, name)
+            if rid is None:
+                raise InputError(f"The reference has no segment '{name}'.", "Check the segment names.")
+            refs[name] = segmentationLogic.segmentToArray(referenceSegmentationNode, rid, refGeometry)
+            if protocol == "seeds":
+                sid = _segmentIdByName(seedSegmentationNode, name)
+                if sid is None:
+                    raise SeedError(f"The seed segmentation has no segment '{name}'.", "Paint it, or use protocol '3-seeds'.")
+                geometry = segmentationLogic.referenceGeometry(volumeNode, seedSegmentationNode)
+                painted = segmentationLogic.segmentToArray(seedSegmentationNode, sid, geometry)
+                axis, slices = segLogic._seedSlices(seedSegmentationNode.GetSegmentation().GetSegment(sid), painted)
+            else:  # the core runner cuts the seeds from the reference along the sweep (k)
+                axis, slices, painted = 0, (), None
+            seedJobs.append(segmentationLogic.SegmentJob(name, name, axis, tuple(slices), painted))
+        report(progress, "preparing", 1, 1)
+        return {"volumeNodeId": volumeNode.GetID(), "referenceNodeId": referenceSegmentationNode.GetID(),
+                "volume": volume, "spacing": spacing, "refs": refs, "seedJobs": seedJobs, "methods": list(methods),
+                "protocol": protocol, "methodOptions": dict(methodOptions or {}), "rows": []}
+
+    def compute(self, job: dict, progress=None, cancel=None) -> dict:
+        """Any thread: the core runner on numpy arrays, one call per propagation axis. Touches no MRML node."""
+        from ifssnet import compare as core
+        from ifssnet.seeds import SeedSet
+
+        byAxis: Dict[int, List[segmentationLogic.SegmentJob]] = {}
+        for seg in job["seedJobs"]:
+            byAxis.setdefault(seg.axis, []).append(seg)
+        rows = []
+        for axis, segs in byAxis.items():
+            check_cancel(cancel)
+            order = [axis] + [a for a in range(3) if a != axis]
+            volumeT = np.moveaxis(job["volume"], axis, 0)
+            spacingT = tuple(float(job["spacing"][a]) for a in order)
+            refsT = {seg.name: np.moveaxis(job["refs"][seg.name], axis, 0) for seg in segs}
+            seeds = None
+            if job["protocol"] == "seeds":
+                seeds = {}
+                for seg in segs:
+                    mask = np.zeros(volumeT.shape, np.uint8)
+                    paintedT = np.moveaxis(seg.painted, axis, 0)
+                    mask[list(seg.seedSlices)] = paintedT[list(seg.seedSlices)]
+                    seeds[seg.name] = SeedSet(mask=mask, slices=tuple(seg.seedSlices))
+            protocol = "3-seeds" if job["protocol"] == "seeds" else job["protocol"]
+            found = core.compare(volumeT, refsT, spacingT, job["methods"], protocol, progress=progress,
+                                 cancel=cancel, seeds=seeds, method_options=job["methodOptions"], keep_masks=True)
+            for row in found:
+                if row.get("mask") is not None:
+                    row["mask"] = np.ascontiguousarray(np.moveaxis(row["mask"], 0, axis))
+                row["axis"] = axis
+            rows += found
+        check_cancel(cancel)
+        job["rows"] = rows
+        return job
+
+    def publish(self, job: dict, progress=None, createSegmentations: bool = True):
+        """Main thread: the table, the charts and the result segmentations (numpy -> MRML), all or nothing."""
+        report(progress, "writing result", 0, 1)
+        volumeNode = slicer.mrmlScene.GetNodeByID(job["volumeNodeId"])
+        referenceNode = slicer.mrmlScene.GetNodeByID(job["referenceNodeId"])
+        if volumeNode is None or referenceNode is None:
+            raise InputError("The volume or the reference was removed during the run.", "Load it again and compare.")
+        rows = job["rows"]
+        created = []
+        try:
+            table = self._metricsTable(rows, created)
+            sliceDice = {f"{methodLabel(r['method'])} {r['muscle']}": r["slice_dice"] for r in rows
+                         if r.get("slice_dice") is not None}
+            diceChart = self._diceChart(sliceDice, created)
+            volumeChart = self._volumeErrorChart(rows, created)
+            segmentations = {}
+            if createSegmentations:
+                byMethod: Dict[str, Dict[str, np.ndarray]] = {}
+                for r in rows:
+                    if r.get("mask") is not None:
+                        byMethod.setdefault(methodLabel(r["method"]), {})[r["muscle"]] = r["mask"]
+                for label, masks in byMethod.items():
+                    segmentations[label] = self._resultSegmentation(volumeNode, referenceNode, label, masks, created)
+        except BaseException:
+            for node in reversed(created):
+                if node.GetScene() is not None:
+                    slicer.mrmlScene.RemoveNode(node)
+            raise
+        report(progress, "writing result", 1, 1)
+        self.lastResult = {"table": table, "diceChart": diceChart, "volumeChart": volumeChart,
+                           "segmentations": segmentations, "rows": rows}
+        return table
+
+    # ---- node builders -------------------------------------------------------------------------
+
+    @staticmethod
+    def _metricsTable(rows, created):
+        """One row per (method, muscle) with the core runner's columns (``ifssnet.compare.COLUMNS``)."""
+        from ifssnet.compare import COLUMNS
+
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "IFSS-Net comparison")
+        created.append(node)
+        table = node.GetTable()
+        textual = [c for c in COLUMNS if any(isinstance(r.get(c), str) for r in rows) or c in ("method", "muscle")]
+        for name in COLUMNS:
+            column = vtk.vtkStringArray() if name in textual else vtk.vtkDoubleArray()
+            column.SetName(name)
+            table.AddColumn(column)
+        table.SetNumberOfRows(len(rows))
+        for r, row in enumerate(rows):
+            for c, name in enumerate(COLUMNS):
+                value = row.get(name)
+                if name in textual:
+                    text = methodLabel(value) if name == "method" else ("" if value is None else str(value))
+                    table.SetValue(r, c, vtk.vtkVariant(text))
+                else:
+                    table.SetValue(r, c, vtk.vtkVariant(float("nan") if value is None else float(value)))
+        node.Modified()
+        return node
+
+    @staticmethod
+    def _chart(title, xTitle, yTitle, created):
+        chart = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotChartNode", title)
+        created.append(chart)
+        chart.SetTitle(title)
+        chart.SetXAxisTitle(xTitle)
+        chart.SetYAxisTitle(yTitle)
+        return chart
+
+    def _diceChart(self, sliceDice: Dict[str, np.ndarray], created):
+        tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "IFSS-Net Dice along the sweep")
+        created.append(tableNode)
+        length = max((len(v) for v in sliceDice.values()), default=0)
+        arrays = [np.arange(length, dtype=float)] + [np.pad(v, (0, length - len(v)), constant_values=np.nan)
+                                                      for v in sliceDice.values()]
+        table = tableNode.GetTable()
+        for name, values in zip(["slice"] + list(sliceDice), arrays):
+            column = vtk.vtkDoubleArray()
+            column.SetName(name)
+            column.SetNumberOfTuples(length)
+            for i, v in enumerate(values):
+                column.SetValue(i, float(v))
+            table.AddColumn(column)
+        chart = self._chart("Dice along the sweep", "slice", "Dice", created)
+        for name in sliceDice:
+            series = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", name)
+            created.append(series)
+            series.SetAndObserveTableNodeID(tableNode.GetID())
+            series.SetXColumnName("slice")
+            series.SetYColumnName(name)
+            series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+            series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleNone)
+            chart.AddAndObservePlotSeriesNodeID(series.GetID())
+        return chart
+
+    def _volumeErrorChart(self, rows, created):
+        tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "IFSS-Net volume error")
+        created.append(tableNode)
+        table = tableNode.GetTable()
+        labels = vtk.vtkStringArray()
+        labels.SetName("method / segment")
+        errors = vtk.vtkDoubleArray()
+        errors.SetName("volume_error_pct")
+        for row in rows:
+            labels.InsertNextValue(f"{methodLabel(row['method'])} {row['muscle']}")
+            errors.InsertNextValue(float(row.get("volume_error_pct", float("nan"))))
+        table.AddColumn(labels)
+        table.AddColumn(errors)
+        chart = self._chart("Volume error", "method / segment", "volume error (%)", created)
+        series = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", "volume error")
+        created.append(series)
+        series.SetAndObserveTableNodeID(tableNode.GetID())
+        series.SetLabelColumnName("method / segment")
+        series.SetYColumnName("volume_error_pct")
+        series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeBar)
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+        return chart
+
+    @staticmethod
+    def _resultSegmentation(volumeNode, referenceSegmentationNode, label, masks, created):
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{label} result")
+        created.append(node)
+        node.CreateDefaultDisplayNodes()
+        node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        geometry = segmentationLogic.referenceGeometry(volumeNode, node)
+        reference = referenceSegmentationNode.GetSegmentation()
+        for name, mask in masks.items():
+            sid = node.GetSegmentation().AddEmptySegment("", name)
+            rid = reference.GetSegmentIdBySegmentName(name)
+            if rid:
+                node.GetSegmentation().GetSegment(sid).SetColor(reference.GetSegment(rid).GetColor())
+            segmentationLogic.writeSegment(node, sid, mask, geometry)
+        return node

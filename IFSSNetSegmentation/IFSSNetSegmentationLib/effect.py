@@ -1,0 +1,93 @@
+"""The "IFSS-Net" Segment Editor effect: paint 3 slices, Propagate, Apply.
+
+Registered at start-up by ``IFSSNetSegmentation.py`` (as SegmentEditorExtraEffects registers its effects):
+``qSlicerSegmentEditorScriptedEffect.setPythonSource(<this file>)`` loads the class ``SegmentEditorEffect``.
+The panel (options, progress, preview, least-confident slices, Show volume) is
+:class:`IFSSNetSegmentationLib.gui.PropagatePanel`; the work is the Logic's.
+"""
+import os
+
+import qt
+
+from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
+
+ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "Resources", "Icons", "IFSSNetEffect.png")
+
+
+class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
+    """Propagates the painted slices of the selected segment (or of all visible segments) through the volume."""
+
+    def __init__(self, scriptedEffect):
+        scriptedEffect.name = "IFSS-Net"
+        scriptedEffect.perSegment = False  # it writes whole segments itself, with one undo state
+        scriptedEffect.requireSegments = True
+        AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
+        self.panel = None
+
+    def clone(self):
+        import qSlicerSegmentationsEditorEffectsPythonQt as effects
+
+        clonedEffect = effects.qSlicerSegmentEditorScriptedEffect(None)
+        clonedEffect.setPythonSource(__file__.replace("\\", "/"))
+        return clonedEffect
+
+    def icon(self):
+        return qt.QIcon(ICON_PATH) if os.path.exists(ICON_PATH) else qt.QIcon()
+
+    def helpText(self):
+        from IFSSNetSegmentationLib.gui import HELP_TEXT
+
+        return f"<html>{HELP_TEXT}</html>"
+
+    def setMRMLDefaults(self):
+        for name, value in (("Model", ""), ("Device", "auto"), ("Preset", "balanced"), ("Extent", "muscle"),
+                            ("AllVisible", "0")):
+            self.scriptedEffect.setParameterDefault(name, value)
+
+    def setupOptionsFrame(self):
+        from IFSSNetSegmentationLib.gui import PropagatePanel
+
+        frame = qt.QFrame()
+        layout = qt.QVBoxLayout(frame)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.panel = PropagatePanel(layout, self._inputs, saveUndo=self.scriptedEffect.saveStateForUndo,
+                                    settings=self._setting, setSetting=self._setSetting)
+        self.scriptedEffect.addOptionsWidget(frame)
+
+    def activate(self):
+        if self.panel:
+            self.panel.refreshModels()
+
+    def deactivate(self):
+        if self.panel and self.panel.previewShown:
+            self.panel.onApply()  # leaving the effect keeps the preview (undo can still remove it)
+
+    def updateGUIFromMRML(self):
+        if self.panel and not self.panel.running:
+            self.panel.updateFromSettings()
+
+    # ---- helpers for the panel -----------------------------------------------------------------
+
+    def _setting(self, name, default):
+        try:
+            value = self.scriptedEffect.parameter(name)
+        except Exception:
+            value = ""
+        return value if value != "" else default
+
+    def _setSetting(self, name, value):
+        self.scriptedEffect.setParameter(name, str(value))
+
+    def _inputs(self, allVisible):
+        editorNode = self.scriptedEffect.parameterSetNode()
+        segmentationNode = editorNode.GetSegmentationNode()
+        volumeNode = (editorNode.GetSourceVolumeNode() if hasattr(editorNode, "GetSourceVolumeNode")
+                      else editorNode.GetMasterVolumeNode())
+        if allVisible and segmentationNode is not None:
+            display = segmentationNode.GetDisplayNode()
+            ids = [sid for sid in segmentationNode.GetSegmentation().GetSegmentIDs()
+                   if display is None or display.GetSegmentVisibility(sid)]
+        else:
+            selected = editorNode.GetSelectedSegmentID()
+            ids = [selected] if selected else []
+        return volumeNode, segmentationNode, ids

@@ -1,0 +1,395 @@
+"""The Propagate panel shared by the "IFSS-Net" Segment Editor effect and the IFSSNetSegmentation module page.
+
+GUI only (qt, ctk, slicer): options, Propagate/Cancel, a progress bar with named states, preview with
+Apply/Cancel, the least-confident slices, and "Show volume". The work is the Logic's: ``prepare`` and
+``apply`` run in the main thread (MRML), ``compute`` runs on one persistent worker thread
+(:class:`~IFSSNetSegmentationLib.logic.BackgroundWorker`), polled by a ``qt.QTimer``.
+
+The owner (effect or module widget) gives three callables:
+``inputs(allVisible: bool) -> (volumeNode, segmentationNode, segmentIds)``, ``saveUndo()`` (before the preview is
+written; the effect calls ``scriptedEffect.saveStateForUndo()``), and ``settings(name, default)`` /
+``setSetting(name, value)`` to keep the options (effect parameters or parameter node).
+"""
+from __future__ import annotations
+
+import logging
+
+import qt
+import slicer
+
+from IFSSNetSegmentationLib import logic as L
+
+README_URL = "https://github.com/ifssnet/SlicerIFSSNet#readme"
+HELP_TEXT = (
+    "Paint the muscle on at least 3 slices (consecutive or far apart, several groups allowed) in any view, "
+    "then click Propagate: IFSS-Net carries them through the whole volume in the background. "
+    "Check the preview (repaint a least-confident slice and propagate again if needed), click Apply, and read "
+    f'the volume with "Show volume". <a href="{README_URL}">User guide</a>.'
+)
+
+DEVICES = [("auto", "Auto"), ("cpu", "CPU"), ("cuda", "GPU (CUDA)")]
+PRESETS = [("accurate", "Accurate"), ("balanced", "Balanced"), ("fast", "Fast")]
+EXTENTS = [("muscle", "To the ends of the muscle"), ("between", "Only between seed groups")]
+
+
+def ensureTorch(parent=None) -> bool:
+    """True if torch can be used; otherwise ask, then install it through the PyTorch extension."""
+    if L.IFSSNetSegmentationLogic.torchAvailable():
+        return True
+    try:
+        import PyTorchUtils
+    except ImportError:
+        slicer.util.errorDisplay("IFSS-Net needs PyTorch. Install the 'PyTorch' extension from the Extensions "
+                                 "Manager, restart Slicer, and try again.", parent=parent)
+        return False
+    if not slicer.util.confirmOkCancelDisplay(
+            "IFSS-Net needs PyTorch, which is not installed yet. Install it now? "
+            "This downloads about 1-3 GB and can take several minutes.", parent=parent):
+        return False
+    torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+    with slicer.util.WaitCursor():
+        torch = torchLogic.installTorch(askConfirmation=False)
+    if torch is None:
+        slicer.util.errorDisplay("PyTorch could not be installed. See the Python console for details.", parent=parent)
+        return False
+    return True
+
+
+def offerInstall(error, parent=None) -> bool:
+    """For a DependencyError that names a pip command: ask, then install it with slicer.util.pip_install."""
+    import re
+
+    from ifssnet.errors import DependencyError
+
+    if not isinstance(error, DependencyError):
+        return False
+    match = re.search(r"pip install ([\w.\-\[\]<>=!,]+(?:\s+[\w.\-\[\]<>=!,]+)*)", str(error))
+    if not match:
+        return False
+    packages = match.group(1).strip().rstrip(".,")
+    if packages.split()[0] == "torch":  # torch comes through the PyTorch extension, not plain pip
+        return ensureTorch(parent)
+    if not slicer.util.confirmOkCancelDisplay(f"{error}\n\nInstall {packages} into Slicer's Python now?", parent=parent):
+        return False
+    with slicer.util.WaitCursor():
+        slicer.util.pip_install(packages)
+    slicer.util.infoDisplay(f"Installed {packages}. Click the button again.", parent=parent)
+    return True
+
+
+def ensurePythonPackages(packages, parent=None) -> bool:
+    """``packages``: [(module name, pip name)]. Ask once, then pip-install the missing ones."""
+    import importlib.util
+
+    missing = [pipName for module, pipName in packages if importlib.util.find_spec(module) is None]
+    if not missing:
+        return True
+    if not slicer.util.confirmOkCancelDisplay(f"This needs the Python packages {', '.join(missing)}. Install them now?",
+                                              parent=parent):
+        return False
+    with slicer.util.WaitCursor():
+        slicer.util.pip_install(" ".join(missing))
+    return True
+
+
+class PropagatePanel:
+    """Builds the widgets into ``parentLayout`` and runs propagation jobs."""
+
+    POLL_MS = 100
+
+    def __init__(self, parentLayout, inputs, saveUndo=None, settings=None, setSetting=None, showSelectors=False):
+        self.inputs = inputs
+        self.saveUndo = saveUndo or (lambda: None)
+        self.settings = settings or (lambda name, default: default)
+        self.setSetting = setSetting or (lambda name, value: None)
+        self.logic = L.IFSSNetSegmentationLogic()
+        self.worker = None
+        self.job = None
+        self.ticket = None
+        self.cancelToken = None
+        self.previewShown = False
+        self.timer = qt.QTimer()
+        self.timer.setInterval(self.POLL_MS)
+        self.timer.connect("timeout()", self._poll)
+        self._build(parentLayout)
+        self.refreshModels()
+        self.updateButtons()
+
+    # ---- widgets -------------------------------------------------------------------------------
+
+    def _build(self, layout):
+        form = qt.QFormLayout()
+        layout.addLayout(form)
+
+        self.modelCombo = qt.QComboBox()
+        self.modelCombo.toolTip = "The network that propagates the slices. Hover an entry for its model card."
+        form.addRow("Model:", self.modelCombo)
+
+        self.deviceCombo = qt.QComboBox()
+        for key, label in DEVICES:
+            self.deviceCombo.addItem(label, key)
+        self.deviceCombo.toolTip = "Auto uses the GPU when PyTorch sees one, else the CPU."
+        form.addRow("Device:", self.deviceCombo)
+
+        self.presetCombo = qt.QComboBox()
+        for key, label in PRESETS:
+            self.presetCombo.addItem(label, key)
+        self.presetCombo.toolTip = "Accurate: slowest, most careful. Fast: for a quick look."
+        form.addRow("Preset:", self.presetCombo)
+
+        self.extentCombo = qt.QComboBox()
+        for key, label in EXTENTS:
+            self.extentCombo.addItem(label, key)
+        self.extentCombo.toolTip = ("To the ends of the muscle: propagation continues past the outer seed slices "
+                                    "until the muscle ends. Only between seed groups: stops at the outer seeds.")
+        form.addRow("Propagate:", self.extentCombo)
+
+        self.allVisibleCheck = qt.QCheckBox("All visible segments at once")
+        self.allVisibleCheck.toolTip = "Propagate every visible segment that has painted slices, in one run."
+        form.addRow(self.allVisibleCheck)
+
+        self.propagateButton = qt.QPushButton("Propagate")
+        self.propagateButton.toolTip = "Propagate the painted slices through the volume (in the background)."
+        layout.addWidget(self.propagateButton)
+
+        self.progressBar = qt.QProgressBar()
+        self.progressBar.setTextVisible(True)
+        self.progressBar.visible = False
+        layout.addWidget(self.progressBar)
+
+        previewRow = qt.QHBoxLayout()
+        self.applyButton = qt.QPushButton("Apply")
+        self.applyButton.toolTip = "Keep the propagated result (Edit > Undo can still take it back)."
+        self.discardButton = qt.QPushButton("Cancel")
+        self.discardButton.toolTip = "Discard the preview: the segment goes back to exactly what you painted."
+        previewRow.addWidget(self.applyButton)
+        previewRow.addWidget(self.discardButton)
+        layout.addLayout(previewRow)
+
+        self.confidenceList = qt.QListWidget()
+        self.confidenceList.toolTip = ("The slices the network is least sure about. Click one to jump there; "
+                                       "repaint it and click Propagate again to re-anchor from it.")
+        self.confidenceList.setMaximumHeight(110)
+        self.confidenceLabel = qt.QLabel("Least confident slices:")
+        layout.addWidget(self.confidenceLabel)
+        layout.addWidget(self.confidenceList)
+
+        self.volumeButton = qt.QPushButton("Show volume")
+        self.volumeButton.toolTip = "Run Segment Statistics (voxel count, mm3, cm3) and show the table."
+        layout.addWidget(self.volumeButton)
+
+        self.statusLabel = qt.QLabel("")
+        self.statusLabel.wordWrap = True
+        layout.addWidget(self.statusLabel)
+
+        self.propagateButton.connect("clicked()", self.onPropagateOrCancel)
+        self.applyButton.connect("clicked()", self.onApply)
+        self.discardButton.connect("clicked()", self.onDiscard)
+        self.confidenceList.connect("itemClicked(QListWidgetItem*)", self.onConfidenceItemClicked)
+        self.volumeButton.connect("clicked()", self.onShowVolume)
+        for combo, name in ((self.deviceCombo, "Device"), (self.presetCombo, "Preset"), (self.extentCombo, "Extent")):
+            combo.connect("currentIndexChanged(int)", lambda i, c=combo, n=name: self.setSetting(n, c.currentData))
+        self.modelCombo.connect("currentIndexChanged(int)",
+                                lambda i: self.setSetting("Model", self.modelCombo.currentData or ""))
+        self.allVisibleCheck.connect("toggled(bool)", lambda on: self.setSetting("AllVisible", "1" if on else "0"))
+
+    def refreshModels(self):
+        """Shipped model first, then the fine-tuned ones in the user's model folder (model card as tooltip)."""
+        current = self.settings("Model", "")
+        self.modelCombo.blockSignals(True)
+        self.modelCombo.clear()
+        models = self.logic.availableModels()
+        if not models:
+            self.modelCombo.addItem("Shipped IFSS-Net model", "")
+        for model in models:
+            label = model["name"] + (" (shipped)" if model["source"] == "shipped" else "")
+            self.modelCombo.addItem(label, model["path"])
+            self.modelCombo.setItemData(self.modelCombo.count - 1, model["card"] or model["path"], qt.Qt.ToolTipRole)
+        index = max(0, self.modelCombo.findData(current))
+        self.modelCombo.setCurrentIndex(index)
+        self.modelCombo.blockSignals(False)
+        self.updateFromSettings()
+
+    def updateFromSettings(self):
+        """Show the stored options (effect parameters or parameter node) without writing them back."""
+        widgets = (self.modelCombo, self.deviceCombo, self.presetCombo, self.extentCombo, self.allVisibleCheck)
+        for w in widgets:
+            w.blockSignals(True)
+        try:
+            model = self.settings("Model", "")
+            if self.modelCombo.findData(model) >= 0:
+                self.modelCombo.setCurrentIndex(self.modelCombo.findData(model))
+            for combo, name, default in ((self.deviceCombo, "Device", "auto"), (self.presetCombo, "Preset", "balanced"),
+                                         (self.extentCombo, "Extent", "muscle")):
+                combo.setCurrentIndex(max(0, combo.findData(self.settings(name, default))))
+            self.allVisibleCheck.checked = self.settings("AllVisible", "0") == "1"
+        finally:
+            for w in widgets:
+                w.blockSignals(False)
+
+    # ---- state ---------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.ticket is not None
+
+    def updateButtons(self):
+        self.propagateButton.text = "Cancel" if self.running else "Propagate"
+        self.propagateButton.enabled = True
+        self.applyButton.enabled = self.previewShown and not self.running
+        self.discardButton.enabled = self.previewShown and not self.running
+        for w in (self.modelCombo, self.deviceCombo, self.presetCombo, self.extentCombo, self.allVisibleCheck):
+            w.enabled = not self.running
+        self.progressBar.visible = self.running
+
+    def setStatus(self, text):
+        self.statusLabel.text = text
+        if text:
+            slicer.util.showStatusMessage(text, 3000)
+
+    # ---- actions -------------------------------------------------------------------------------
+
+    def onPropagateOrCancel(self):
+        if self.running:
+            if self.cancelToken is not None:
+                self.cancelToken.cancel()
+            self.setStatus("Cancelling...")
+            return
+        if self.previewShown:  # a new run starts from the applied state of the previous preview
+            self.onApply()
+        method = L.DEFAULT_METHOD
+        if not ensureTorch():
+            return
+        try:
+            volumeNode, segmentationNode, segmentIds = self.inputs(self.allVisibleCheck.checked)
+            self.job = self.logic.prepare(volumeNode, segmentationNode, segmentIds,
+                                          model=self.modelCombo.currentData or None,
+                                          device=self.deviceCombo.currentData, method=method,
+                                          preset=self.presetCombo.currentData, extent=self.extentCombo.currentData,
+                                          skipEmpty=self.allVisibleCheck.checked)
+            self.logic._acquire(segmentationNode)
+        except Exception as exc:
+            self.job = None
+            self._showError(exc)
+            return
+        from ifssnet.progress import CancelToken
+
+        self.cancelToken = CancelToken()
+        if self.worker is None:
+            self.worker = L.BackgroundWorker()
+        self.worker.resetProgress()
+        self.ticket = self.worker.submit(self.logic.compute, self.job, progress=self.worker.progress,
+                                         cancel=self.cancelToken)
+        self.progressBar.setRange(0, 0)
+        self.progressBar.setFormat("preparing")
+        self.setStatus("")
+        self.timer.start()
+        self.updateButtons()
+
+    def _poll(self):
+        if self.worker is None:
+            return
+        latest = self.worker.latestProgress()
+        if latest:
+            stage, done, total = latest
+            self.progressBar.setRange(0, max(total, 1))
+            self.progressBar.setValue(min(done, max(total, 1)))
+            self.progressBar.setFormat(L.progressText(stage, done, total))
+        for ticket, result, error in self.worker.poll():
+            if ticket != self.ticket:
+                continue
+            self.timer.stop()
+            self.ticket = None
+            segmentationNode = slicer.mrmlScene.GetNodeByID(self.job.segmentationNodeId)
+            if segmentationNode is not None:
+                self.logic._release(segmentationNode)
+            if error is not None:
+                self._showError(error)
+                self.job = None
+            else:
+                self._showPreview(segmentationNode)
+            self.updateButtons()
+
+    def _showPreview(self, segmentationNode):
+        self.progressBar.setFormat("writing result")
+        try:
+            self.saveUndo()
+            summary = self.logic.apply(self.job, segmentationNode, cancel=self.cancelToken)
+        except Exception as exc:
+            self._showError(exc)
+            self.job = None
+            return
+        self.previewShown = True
+        self.confidenceList.clear()
+        for sid, entry in summary["segments"].items():
+            for sliceIndex, confidence in entry["least_confident"]:
+                item = qt.QListWidgetItem(f"{entry['name']}: slice {sliceIndex} (confidence {confidence:.2f})")
+                item.setData(qt.Qt.UserRole, f"{entry['axis']}:{sliceIndex}")
+                self.confidenceList.addItem(item)
+        volumes = ", ".join(f"{e['name']} {e['volume_cm3']:.2f} cm3" for e in summary["segments"].values())
+        self.setStatus(f"Preview ready in {summary['run_time_s']:.1f} s on {summary['device']}: {volumes}. "
+                       "Apply to keep it, Cancel to go back.")
+
+    def onApply(self):
+        self.job = None
+        self.previewShown = False
+        self.setStatus("Applied.")
+        self.updateButtons()
+
+    def onDiscard(self):
+        if self.job is not None:
+            segmentationNode = slicer.mrmlScene.GetNodeByID(self.job.segmentationNodeId)
+            if segmentationNode is not None:
+                self.logic.revert(self.job, segmentationNode)
+        self.job = None
+        self.previewShown = False
+        self.confidenceList.clear()
+        self.setStatus("Preview discarded: the segment is as you painted it.")
+        self.updateButtons()
+
+    def onConfidenceItemClicked(self, item):
+        volumeNode, _, _ = self.inputs(False)
+        if volumeNode is None:
+            return
+        axis, index = (int(v) for v in item.data(qt.Qt.UserRole).split(":"))
+        r, a, s = L.sliceCenterRAS(volumeNode, axis, index)
+        slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+
+    def onShowVolume(self):
+        _, segmentationNode, _ = self.inputs(False)
+        if segmentationNode is None:
+            return
+        import SegmentStatistics
+
+        statsLogic = SegmentStatistics.SegmentStatisticsLogic()
+        parameterNode = statsLogic.getParameterNode()
+        parameterNode.SetParameter("Segmentation", segmentationNode.GetID())
+        parameterNode.SetParameter("ScalarVolumeSegmentStatisticsPlugin.enabled", "False")
+        parameterNode.SetParameter("ClosedSurfaceSegmentStatisticsPlugin.enabled", "False")
+        with slicer.util.WaitCursor():
+            statsLogic.computeStatistics()
+        tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", f"{segmentationNode.GetName()} volumes")
+        statsLogic.exportToTable(tableNode)
+        statsLogic.showTable(tableNode)
+
+    def _showError(self, exc):
+        from ifssnet.errors import Cancelled, IFSSNetError
+
+        if isinstance(exc, Cancelled):
+            self.setStatus("Cancelled. Nothing was changed.")
+            return
+        if offerInstall(exc):
+            self.setStatus("Installed the missing package. Click Propagate again.")
+            return
+        if isinstance(exc, IFSSNetError):
+            slicer.util.errorDisplay(str(exc))
+        else:
+            logging.exception("IFSS-Net propagation failed", exc_info=exc)
+            slicer.util.errorDisplay(f"Propagation failed: {exc}. Nothing was changed.")
+        self.setStatus("Failed. Nothing was changed.")
+
+    def cleanup(self):
+        """Called when the effect is deactivated or the module widget is destroyed."""
+        if self.running and self.cancelToken is not None:
+            self.cancelToken.cancel()
+        self.timer.stop()

@@ -1,0 +1,659 @@
+"""Logic of the IFSS-Net Segmentation module: MRML <-> numpy around the ``ifssnet`` core.
+
+This file imports ``slicer`` (MRML), ``vtk``, ``numpy`` and ``ifssnet`` only: no qt, no ctk, no
+``slicer.ScriptedLoadableModule``. It runs headless on slicer-core, in tests and in Slicer's
+Python console. torch and ``ifssnet.model`` are imported inside the functions that need them, so a
+Slicer without torch still loads the module.
+
+Geometry
+    Arrays from Slicer are indexed (k, j, i). The volume's IJK-to-RAS matrix carries spacing, origin and
+    an oblique direction. A segment is read as a binary labelmap *on the volume's grid* (resampled with
+    nearest neighbour if the segmentation's own geometry differs) and written back the same way
+    (``vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment``, as Segment Editor effects do).
+    The propagation axis is the array axis across which the painted slices lie; both arrays are
+    transposed so that it comes first, the core runs, and the result is transposed back.
+
+Which slices are seeds
+    The segment tag ``IFSSNet.AnnotatedSlices`` (``axis:s0,s1,...``, as ``ifssnet.io`` writes it) names
+    the painted slices; an annotated empty slice means "no muscle here". A segment without the tag is
+    a freshly painted one: its non-empty slices along the axis from ``find_axis`` are the seeds. After a run
+    the Logic stores the seeds in that tag and a checksum of every result slice in
+    ``IFSSNet.ResultSliceCRC``; a later run adds every slice whose checksum changed (the user corrected it)
+    to the seeds, which is how a repainted slice re-anchors the propagation.
+
+Safety
+    The result is computed completely before anything is written. The whole segmentation is snapshot
+    before writing and restored if writing fails; a cancelled or failed run leaves every segment
+    voxel-identical. Two runs on the same segmentation at once are refused.
+
+The work is split so that a GUI can keep MRML access in the main thread:
+``prepare`` (main thread, MRML -> numpy), ``compute`` (any thread, core only), ``apply`` (main thread,
+numpy -> MRML). ``propagate`` does the three in a row.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+import zlib
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from ifssnet.errors import IFSSNetError, InputError, SeedError, VolumeError
+from ifssnet.io import ANNOTATED_TAG, AnnotatedSlices
+from ifssnet.progress import check_cancel, report
+
+RESULT_CRC_TAG = "IFSSNet.ResultSliceCRC"
+DEFAULT_METHOD = "ifssnet"
+MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
+STAGE_PREPARING = "preparing"
+STAGE_PROPAGATING = "propagating"
+STAGE_WRITING = "writing result"
+LEAST_CONFIDENT_COUNT = 5
+
+
+# --------------------------------------------------------------------------------------------------
+# MRML <-> numpy (shared by the three modules' Logic classes)
+
+
+def volumeToArray(volumeNode) -> np.ndarray:
+    """A copy of the voxels of a scalar volume, (k, j, i). Raises VolumeError for unusable volumes."""
+    if volumeNode is None or volumeNode.GetImageData() is None:
+        raise InputError("No volume is selected, or the volume has no voxels.", "Select the ultrasound volume.")
+    if volumeNode.IsA("vtkMRMLVectorVolumeNode") or volumeNode.GetImageData().GetNumberOfScalarComponents() != 1:
+        raise VolumeError(f"The volume '{volumeNode.GetName()}' has several components per voxel (colour or vector).",
+                          "Convert it to a scalar volume first (Vector to Scalar Volume module).")
+    image = volumeNode.GetImageData()
+    shape = tuple(reversed(image.GetDimensions()))
+    array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(shape)
+    return np.array(array, copy=True)
+
+
+def ijkToRasArray(volumeNode) -> np.ndarray:
+    """The volume's IJK-to-RAS matrix as a 4x4 numpy array (spacing, origin, direction)."""
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def spacingKji(volumeNode) -> Tuple[float, float, float]:
+    """Spacing in array order (k, j, i), in mm."""
+    sx, sy, sz = volumeNode.GetSpacing()
+    return (float(sz), float(sy), float(sx))
+
+
+def referenceGeometry(volumeNode, segmentationNode):
+    """A ``vtkOrientedImageData`` with the volume's grid (no voxels), in the segmentation's frame."""
+    if volumeNode.GetParentTransformNode() is segmentationNode.GetParentTransformNode():
+        geometry = slicer.vtkOrientedImageData()
+        matrix = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(matrix)
+        geometry.SetImageToWorldMatrix(matrix)
+        geometry.SetExtent(volumeNode.GetImageData().GetExtent())
+        return geometry
+    # Different parent transforms: let Slicer map the volume's grid into the segmentation's frame.
+    geometry = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(
+        volumeNode, segmentationNode.GetParentTransformNode())
+    return geometry
+
+
+def orientedImageToArray(image, geometry) -> np.ndarray:
+    """Paste a labelmap (same grid as ``geometry``, any extent) into a full uint8 (k, j, i) array."""
+    e = geometry.GetExtent()
+    shape = (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
+    out = np.zeros(shape, np.uint8)
+    if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
+        return out
+    s = image.GetExtent()
+    if s[0] > s[1] or s[2] > s[3] or s[4] > s[5]:
+        return out
+    src = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
+        (s[5] - s[4] + 1, s[3] - s[2] + 1, s[1] - s[0] + 1))
+    lo = [max(s[2 * a], e[2 * a]) for a in range(3)]  # i, j, k
+    hi = [min(s[2 * a + 1], e[2 * a + 1]) for a in range(3)]
+    if any(l > h for l, h in zip(lo, hi)):
+        return out
+    out[lo[2] - e[4]:hi[2] - e[4] + 1, lo[1] - e[2]:hi[1] - e[2] + 1, lo[0] - e[0]:hi[0] - e[0] + 1] = (
+        src[lo[2] - s[4]:hi[2] - s[4] + 1, lo[1] - s[2]:hi[1] - s[2] + 1, lo[0] - s[0]:hi[0] - s[0] + 1] > 0)
+    return out
+
+
+def segmentToArray(segmentationNode, segmentId: str, geometry) -> np.ndarray:
+    """The segment as a uint8 (k, j, i) binary mask on ``geometry``'s grid (resampled if needed)."""
+    if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+        raise InputError(f"The segmentation has no segment with ID '{segmentId}'.", "Select an existing segment.")
+    labelmap = slicer.vtkOrientedImageData()
+    segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
+    if labelmap.GetPointData() is None or labelmap.GetPointData().GetScalars() is None:
+        return orientedImageToArray(None, geometry)
+    if not slicer.vtkOrientedImageDataResample.DoGeometriesMatch(labelmap, geometry):
+        resampled = slicer.vtkOrientedImageData()
+        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+            labelmap, geometry, resampled, False, True)  # nearest neighbour, pad to the reference
+        labelmap = resampled
+    return orientedImageToArray(labelmap, geometry)
+
+
+def arrayToOrientedImage(mask: np.ndarray, geometry):
+    """A uint8 ``vtkOrientedImageData`` with ``geometry``'s grid holding ``mask`` (k, j, i)."""
+    image = slicer.vtkOrientedImageData()
+    matrix = vtk.vtkMatrix4x4()
+    geometry.GetImageToWorldMatrix(matrix)
+    image.SetImageToWorldMatrix(matrix)
+    image.SetExtent(geometry.GetExtent())
+    flat = np.ascontiguousarray(mask, dtype=np.uint8).ravel()
+    scalars = numpy_support.numpy_to_vtk(flat, deep=True, array_type=vtk.VTK_UNSIGNED_CHAR)
+    image.GetPointData().SetScalars(scalars)
+    return image
+
+
+def writeSegment(segmentationNode, segmentId: str, mask: np.ndarray, geometry) -> None:
+    """Replace the segment's voxels by ``mask`` (k, j, i on ``geometry``'s grid), like an effect does."""
+    image = arrayToOrientedImage(mask, geometry)
+    ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        image, segmentationNode, segmentId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
+        image.GetExtent())
+    if not ok:
+        raise IFSSNetError(f"Slicer could not write the result into segment '{segmentId}'.",
+                           "Check that the segmentation is editable (not locked) and try again.")
+
+
+def snapshotSegmentation(segmentationNode):
+    """A deep copy of the whole segmentation (all layers, segments and tags)."""
+    backup = slicer.vtkSegmentation()
+    backup.DeepCopy(segmentationNode.GetSegmentation())
+    return backup
+
+
+def restoreSegmentation(segmentationNode, backup) -> None:
+    """Put a snapshot from :func:`snapshotSegmentation` back, voxel for voxel."""
+    wasModifying = segmentationNode.StartModify()
+    try:
+        segmentationNode.GetSegmentation().DeepCopy(backup)
+    finally:
+        segmentationNode.EndModify(wasModifying)
+    segmentationNode.Modified()
+
+
+def segmentTag(segment, tag: str) -> Optional[str]:
+    value = vtk.reference("")
+    return str(value) if segment.GetTag(tag, value) else None
+
+
+def sliceCRCs(mask: np.ndarray, axis: int) -> List[int]:
+    """A checksum of every slice of ``mask`` across ``axis`` (detects slices the user edited)."""
+    moved = np.moveaxis(mask, axis, 0)
+    return [zlib.crc32(np.ascontiguousarray(moved[s] > 0).tobytes()) for s in range(moved.shape[0])]
+
+
+def sliceCenterRAS(volumeNode, axis: int, index: int) -> Tuple[float, float, float]:
+    """RAS position of the centre of slice ``index`` across array axis ``axis`` (0 = k)."""
+    dims = volumeNode.GetImageData().GetDimensions()  # i, j, k
+    ijk = [(d - 1) / 2.0 for d in dims]
+    ijk[2 - axis] = float(index)
+    ras = ijkToRasArray(volumeNode) @ np.array(ijk + [1.0])
+    return (float(ras[0]), float(ras[1]), float(ras[2]))
+
+
+def voxelStatistics(segmentationNode, segmentId: str) -> Dict[str, float]:
+    """voxel_count, volume_mm3, volume_cm3 of a segment, computed as Segment Statistics' Labelmap plugin does.
+
+    The plugin takes the segment's binary labelmap in the segmentation's own geometry, counts voxels
+    above zero, and multiplies by the product of that labelmap's spacing.
+    """
+    labelmap = slicer.vtkOrientedImageData()
+    segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
+    count = 0
+    if labelmap.GetPointData() is not None and labelmap.GetPointData().GetScalars() is not None:
+        e = labelmap.GetExtent()
+        if e[0] <= e[1] and e[2] <= e[3] and e[4] <= e[5]:
+            count = int(np.count_nonzero(numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()) > 0))
+    voxel_mm3 = float(np.prod(labelmap.GetSpacing()))
+    return {"voxel_count": count, "volume_mm3": count * voxel_mm3, "volume_cm3": count * voxel_mm3 * 0.001}
+
+
+# --------------------------------------------------------------------------------------------------
+# The job that travels between prepare / compute / apply
+
+
+@dataclasses.dataclass
+class SegmentJob:
+    segmentId: str
+    name: str  # the key of this segment's seeds in the core call (the segment name, made unique)
+    axis: int  # array axis (0 = k) across which the seed slices lie
+    seedSlices: Tuple[int, ...]
+    painted: np.ndarray  # the segment before the run, (k, j, i) on the volume grid
+    result: Optional[np.ndarray] = None  # (k, j, i)
+    confidence: Optional[np.ndarray] = None  # (slices along axis,)
+
+
+@dataclasses.dataclass
+class PropagationJob:
+    volumeNodeId: str
+    segmentationNodeId: str
+    volume: np.ndarray  # (k, j, i)
+    spacingKji: Tuple[float, float, float]
+    segments: List[SegmentJob]
+    method: Any = DEFAULT_METHOD
+    model: Any = None
+    device: str = "auto"
+    preset: str = "balanced"
+    extent: str = "muscle"  # "muscle": to the ends of the muscle; "between": only between seed groups
+    runTime: float = 0.0
+    backup: Any = None  # the segmentation before apply (for Cancel of a preview)
+
+
+class IFSSNetSegmentationLogic:
+    """Propagate painted slices through the volume, and measure segment volumes.
+
+    ``propagate(volumeNode, segmentationNode, segmentIds=None, model=None, device="auto", progress=None,
+    cancel=None, *, method="ifssnet", preset="balanced", extent="muscle", skipEmpty=False) -> dict``
+
+    The returned dict::
+
+        {"segments": {segmentId: {"name", "voxel_count", "volume_mm3", "volume_cm3", "axis",
+                                  "seed_slices", "least_confident": [(slice, confidence), ...]}},
+         "run_time_s": float, "method": str, "device": str}
+    """
+
+    _busy: set = set()
+    _busyLock = threading.Lock()
+
+    def __init__(self, scene=None) -> None:
+        self.scene = scene
+
+    # ---- public API ----------------------------------------------------------------------------
+
+    def propagate(self, volumeNode, segmentationNode, segmentIds: Optional[Sequence[str]] = None,
+                  model=None, device: str = "auto", progress=None, cancel=None, *,
+                  method=DEFAULT_METHOD, preset: str = "balanced", extent: str = "muscle",
+                  skipEmpty: bool = False) -> dict:
+        job = self.prepare(volumeNode, segmentationNode, segmentIds, model=model, device=device,
+                           method=method, preset=preset, extent=extent, progress=progress, skipEmpty=skipEmpty)
+        self._acquire(segmentationNode)
+        try:
+            self.compute(job, progress=progress, cancel=cancel)
+            check_cancel(cancel)
+            return self.apply(job, segmentationNode, progress=progress, cancel=cancel)
+        finally:
+            self._release(segmentationNode)
+
+    def segmentVolumes(self, segmentationNode, segmentIds: Optional[Sequence[str]] = None) -> dict:
+        """Per segment ID: name, voxel_count, volume_mm3, volume_cm3 (as Segment Statistics computes them)."""
+        segmentation = segmentationNode.GetSegmentation()
+        ids = list(segmentIds) if segmentIds is not None else list(segmentation.GetSegmentIDs())
+        out = {}
+        for sid in ids:
+            stats = voxelStatistics(segmentationNode, sid)
+            stats["name"] = segmentation.GetSegment(sid).GetName()
+            out[sid] = stats
+        return out
+
+    @staticmethod
+    def volumeTable(volumes: dict, name: str = "Segment volumes", tableNode=None):
+        """A table node (segment, voxel_count, volume_mm3, volume_cm3) from :meth:`segmentVolumes`."""
+        if tableNode is None:
+            tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
+        table = tableNode.GetTable()
+        table.Initialize()
+        names = vtk.vtkStringArray()
+        names.SetName("segment")
+        table.AddColumn(names)
+        for column, cls in (("voxel_count", vtk.vtkIntArray), ("volume_mm3", vtk.vtkDoubleArray),
+                            ("volume_cm3", vtk.vtkDoubleArray)):
+            array = cls()
+            array.SetName(column)
+            table.AddColumn(array)
+        table.SetNumberOfRows(len(volumes))
+        for row, entry in enumerate(volumes.values()):
+            table.SetValue(row, 0, vtk.vtkVariant(str(entry.get("name", ""))))
+            table.SetValue(row, 1, vtk.vtkVariant(int(entry["voxel_count"])))
+            table.SetValue(row, 2, vtk.vtkVariant(float(entry["volume_mm3"])))
+            table.SetValue(row, 3, vtk.vtkVariant(float(entry["volume_cm3"])))
+        tableNode.Modified()
+        return tableNode
+
+    # ---- the three steps -----------------------------------------------------------------------
+
+    def prepare(self, volumeNode, segmentationNode, segmentIds=None, *, model=None, device="auto",
+                method=DEFAULT_METHOD, preset="balanced", extent="muscle", progress=None,
+                skipEmpty: bool = False) -> PropagationJob:
+        """Main thread: read the volume and the seeds from MRML. Changes nothing.
+
+        ``segmentIds=None`` takes every segment that has painted slices (as does ``skipEmpty=True`` for a
+        given list, e.g. "all visible segments"); an explicitly chosen empty segment is an error.
+        """
+        report(progress, STAGE_PREPARING, 0, 1)
+        if segmentationNode is None:
+            raise InputError("No segmentation is selected.", "Select the segmentation that holds the painted slices.")
+        volume = volumeToArray(volumeNode)
+        if volume.ndim != 3 or min(volume.shape) < 1:
+            raise VolumeError("The volume is not 3-D.", "Load a 3-D ultrasound volume.")
+        segmentation = segmentationNode.GetSegmentation()
+        if segmentIds is None:
+            segmentIds = [sid for sid in segmentation.GetSegmentIDs()]
+            skipEmpty = True
+        if not segmentIds:
+            raise SeedError("The segmentation has no segments.", "Add a segment and paint it on at least 3 slices.")
+        if extent not in ("muscle", "between"):
+            raise InputError(f"Unknown extent '{extent}'.", "Use 'muscle' or 'between'.")
+        segmentationNode.CreateBinaryLabelmapRepresentation()
+        geometry = referenceGeometry(volumeNode, segmentationNode)
+        segments = []
+        names = [segmentation.GetSegment(sid).GetName() if segmentation.GetSegment(sid) else sid for sid in segmentIds]
+        for sid in segmentIds:
+            segment = segmentation.GetSegment(sid)
+            if segment is None:
+                raise InputError(f"The segmentation has no segment with ID '{sid}'.", "Select an existing segment.")
+            painted = segmentToArray(segmentationNode, sid, geometry)
+            if skipEmpty and not painted.any() and not segmentTag(segment, ANNOTATED_TAG):
+                continue
+            axis, slices = self._seedSlices(segment, painted)
+            name = segment.GetName()
+            if names.count(name) > 1:  # two segments with one name: keep their seeds apart
+                name = f"{name} ({sid})"
+            segments.append(SegmentJob(sid, name, axis, slices, painted))
+        if not segments:
+            raise SeedError("None of the segments has painted slices.", "Paint a segment on at least 3 slices.")
+        report(progress, STAGE_PREPARING, 1, 1)
+        return PropagationJob(volumeNode.GetID(), segmentationNode.GetID(), volume, spacingKji(volumeNode),
+                              segments, method=method, model=model, device=device, preset=preset, extent=extent)
+
+    def compute(self, job: PropagationJob, progress=None, cancel=None) -> PropagationJob:
+        """Any thread: run the core on numpy arrays. Touches no MRML node."""
+        start = time.perf_counter()
+        from ifssnet.seeds import SeedSet
+        # Group the segments by propagation axis: the network sees one volume orientation per call.
+        byAxis: Dict[int, List[SegmentJob]] = {}
+        for seg in job.segments:
+            byAxis.setdefault(seg.axis, []).append(seg)
+        for axis, segs in byAxis.items():
+            check_cancel(cancel)
+            volumeT = np.moveaxis(job.volume, axis, 0)
+            spacingT = tuple(np.array(job.spacingKji)[[axis] + [a for a in range(3) if a != axis]])
+            seeds = {}
+            for seg in segs:
+                seedMask = np.zeros(volumeT.shape, np.uint8)
+                paintedT = np.moveaxis(seg.painted, axis, 0)
+                seedMask[list(seg.seedSlices)] = paintedT[list(seg.seedSlices)]
+                seeds[seg.name] = SeedSet(mask=seedMask, slices=tuple(seg.seedSlices))
+
+            report(progress, STAGE_PROPAGATING, 0, volumeT.shape[0])
+            masks, confidence = self._runCore(job, volumeT, seeds, spacingT, progress, cancel)
+            for seg in segs:
+                resultT = np.asarray(masks[seg.name]).astype(np.uint8, copy=True)
+                if resultT.shape != volumeT.shape:
+                    raise IFSSNetError(f"The method returned a mask of shape {resultT.shape}, expected {volumeT.shape}.",
+                                       "Report this as a bug.")
+                resultT = (resultT > 0).astype(np.uint8)
+                if job.extent == "between":
+                    lo, hi = min(seg.seedSlices), max(seg.seedSlices)
+                    resultT[:lo] = 0
+                    resultT[hi + 1:] = 0
+                paintedT = np.moveaxis(seg.painted, axis, 0)
+                resultT[list(seg.seedSlices)] = paintedT[list(seg.seedSlices)]  # painted slices stay as painted
+                seg.result = np.ascontiguousarray(np.moveaxis(resultT, 0, axis))
+                conf = confidence.get(seg.name) if confidence else None
+                seg.confidence = None if conf is None else np.asarray(conf, np.float32)
+        job.runTime = time.perf_counter() - start
+        return job
+
+    def apply(self, job: PropagationJob, segmentationNode, progress=None, cancel=None) -> dict:
+        """Main thread: write the results into the segments. All or nothing."""
+        if any(seg.result is None for seg in job.segments):
+            raise IFSSNetError("There is no result to write.", "Run the propagation first.")
+        check_cancel(cancel)
+        volumeNode = slicer.mrmlScene.GetNodeByID(job.volumeNodeId) if slicer.mrmlScene else None
+        if volumeNode is None:
+            raise InputError("The volume was removed from the scene during the run.", "Load it again and propagate.")
+        geometry = referenceGeometry(volumeNode, segmentationNode)
+        job.backup = snapshotSegmentation(segmentationNode)
+        total = len(job.segments)
+        try:
+            wasModifying = segmentationNode.StartModify()
+            try:
+                for n, seg in enumerate(job.segments):
+                    report(progress, STAGE_WRITING, n, total)
+                    writeSegment(segmentationNode, seg.segmentId, seg.result, geometry)
+                    segment = segmentationNode.GetSegmentation().GetSegment(seg.segmentId)
+                    segment.SetTag(ANNOTATED_TAG, AnnotatedSlices(seg.axis, tuple(sorted(seg.seedSlices))).to_tag())
+                    segment.SetTag(RESULT_CRC_TAG, ",".join(str(c) for c in sliceCRCs(seg.result, seg.axis)))
+            finally:
+                segmentationNode.EndModify(wasModifying)
+        except BaseException:
+            restoreSegmentation(segmentationNode, job.backup)
+            raise
+        report(progress, STAGE_WRITING, total, total)
+        return self._summary(job, segmentationNode)
+
+    def revert(self, job: PropagationJob, segmentationNode) -> None:
+        """Undo ``apply`` (Cancel of a preview): the segmentation goes back to what it was, voxel for voxel."""
+        if job.backup is not None:
+            restoreSegmentation(segmentationNode, job.backup)
+            job.backup = None
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _seedSlices(self, segment, painted: np.ndarray) -> Tuple[int, Tuple[int, ...]]:
+        tag = segmentTag(segment, ANNOTATED_TAG)
+        if tag:
+            annotated = AnnotatedSlices.from_tag(tag)
+            axis, slices = annotated.axis, set(annotated.slices)
+            crcText = segmentTag(segment, RESULT_CRC_TAG)
+            if crcText:
+                previous = [int(c) for c in crcText.split(",") if c.strip()]
+                now = sliceCRCs(painted, axis)
+                if len(previous) == len(now):
+                    slices |= {s for s, (a, b) in enumerate(zip(previous, now)) if a != b}
+            slices = {s for s in slices if 0 <= s < painted.shape[axis]}
+            return axis, tuple(sorted(slices))
+        from ifssnet.seeds import annotated_slices, find_axis
+
+        if not painted.any():
+            raise SeedError(f"Segment '{segment.GetName()}' is empty: no painted slices.",
+                            "Paint the muscle on at least 3 slices (consecutive or far apart), then propagate.")
+        axis = int(find_axis(painted))
+        return axis, tuple(annotated_slices(painted, axis))
+
+    def _runCore(self, job: PropagationJob, volumeT, seeds: dict, spacingT, progress, cancel):
+        """One call into the core. Returns (masks by name, confidence by name or {})."""
+        method = job.method
+        if method == DEFAULT_METHOD:
+            import inspect
+
+            from ifssnet.propagate import propagate as corePropagate  # lazy: imports torch
+
+            options = {"device": job.device, "stop_at_end": True, "preset": job.preset,
+                       "between_seeds_only": job.extent == "between", "progress": progress, "cancel": cancel}
+            accepted = inspect.signature(corePropagate).parameters
+            options = {k: v for k, v in options.items() if k in accepted}
+            result = corePropagate(volumeT, seeds, job.model, **options)
+            job.device = getattr(result, "device", job.device)
+            return result.masks, dict(result.confidence or {})
+        if callable(method):
+            fn = method
+        else:
+            from ifssnet.baselines import registry
+
+            fn = registry.get(method)
+        masks = {}
+        for name, seedSet in seeds.items():
+            check_cancel(cancel)
+            masks[name] = fn(volumeT, seedSet, spacingT, progress=progress, cancel=cancel)
+        return masks, {}
+
+    def _summary(self, job: PropagationJob, segmentationNode) -> dict:
+        volumes = self.segmentVolumes(segmentationNode, [s.segmentId for s in job.segments])
+        segments = {}
+        for seg in job.segments:
+            entry = dict(volumes[seg.segmentId])
+            entry.update(axis=seg.axis, seed_slices=list(seg.seedSlices),
+                         least_confident=self.leastConfident(seg))
+            segments[seg.segmentId] = entry
+        methodName = job.method if isinstance(job.method, str) else getattr(job.method, "__name__", "custom")
+        return {"segments": segments, "run_time_s": job.runTime, "method": methodName, "device": job.device}
+
+    @staticmethod
+    def leastConfident(seg: SegmentJob, count: int = LEAST_CONFIDENT_COUNT) -> List[Tuple[int, float]]:
+        """The ``count`` propagated slices with the lowest confidence, as (slice along axis, confidence)."""
+        if seg.confidence is None or seg.confidence.size == 0:
+            return []
+        seeds = set(seg.seedSlices)
+        order = [int(s) for s in np.argsort(seg.confidence, kind="stable") if int(s) not in seeds]
+        return [(s, float(seg.confidence[s])) for s in order[:count]]
+
+    @classmethod
+    def _acquire(cls, segmentationNode) -> None:
+        key = segmentationNode.GetID() or str(id(segmentationNode))
+        with cls._busyLock:
+            if key in cls._busy:
+                raise InputError(f"A propagation is already running on '{segmentationNode.GetName()}'.",
+                                 "Wait for it to finish or cancel it.")
+            cls._busy.add(key)
+
+    @classmethod
+    def _release(cls, segmentationNode) -> None:
+        key = segmentationNode.GetID() or str(id(segmentationNode))
+        with cls._busyLock:
+            cls._busy.discard(key)
+
+    # ---- models --------------------------------------------------------------------------------
+
+    @staticmethod
+    def shippedModelFolder() -> str:
+        """``Resources/Models`` next to the installed ``ifssnet`` package (same layout in the repo)."""
+        import ifssnet
+
+        return os.path.normpath(os.path.join(os.path.dirname(ifssnet.__file__), os.pardir, "Resources", "Models"))
+
+    @staticmethod
+    def userModelFolder() -> str:
+        """Where fine-tuned models go: $IFSSNET_MODEL_DIR, else ~/.ifssnet/models."""
+        return os.environ.get("IFSSNET_MODEL_DIR") or os.path.join(os.path.expanduser("~"), ".ifssnet", "models")
+
+    @classmethod
+    def availableModels(cls) -> List[Dict[str, str]]:
+        """Shipped and fine-tuned models: [{"name", "path", "card", "source"}], shipped first."""
+        models = []
+        for source, folder in (("shipped", cls.shippedModelFolder()), ("user", cls.userModelFolder())):
+            if not os.path.isdir(folder):
+                continue
+            for name in sorted(os.listdir(folder)):
+                stem, ext = os.path.splitext(name)
+                if ext.lower() not in MODEL_SUFFIXES or stem.endswith(".ckpt"):  # .ckpt.pt: training state
+                    continue
+                path = os.path.join(folder, name)
+                models.append({"name": stem, "path": path, "card": cls.modelCard(path), "source": source})
+        return models
+
+    @staticmethod
+    def modelCard(path: str, maxChars: int = 1500) -> str:
+        """The model card next to a checkpoint (<stem>.md, else MODEL_CARD.md / model_card.md in its folder)."""
+        folder, name = os.path.split(path)
+        stem = os.path.splitext(name)[0]
+        for candidate in (stem + ".md", "MODEL_CARD.md", "model_card.md", "README.md"):
+            p = os.path.join(folder, candidate)
+            if os.path.isfile(p):
+                try:
+                    with open(p, encoding="utf-8") as f:
+                        return f.read(maxChars)
+                except OSError:
+                    logging.warning("Cannot read model card %s", p)
+        return ""
+
+    @staticmethod
+    def torchAvailable() -> bool:
+        """True if torch can be imported (checked without importing it)."""
+        import importlib.util
+
+        return importlib.util.find_spec("torch") is not None
+
+
+# --------------------------------------------------------------------------------------------------
+# One persistent worker thread (the GUI polls it from a Qt timer; no Qt here)
+
+
+class BackgroundWorker:
+    """Runs submitted functions one after another in one persistent daemon thread.
+
+    torch keeps its per-thread state (CUDA context, thread pools) on one thread, and the Qt main loop
+    stays free. The GUI calls :meth:`poll` from a ``qt.QTimer`` in the main thread and applies results
+    there, so MRML is only touched from the main thread. ``progress`` returns a thread-safe callable
+    whose latest value :meth:`latestProgress` reports.
+    """
+
+    def __init__(self) -> None:
+        import queue
+
+        self._tasks: "queue.Queue" = queue.Queue()
+        self._done: "queue.Queue" = queue.Queue()
+        self._lock = threading.Lock()
+        self._progress: Optional[Tuple[str, int, int]] = None
+        self._busy = 0
+        self._nextTicket = 0
+        self._thread = threading.Thread(target=self._loop, name="IFSSNetWorker", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            ticket, fn, args, kwargs = self._tasks.get()
+            if fn is None:
+                return
+            try:
+                self._done.put((ticket, fn(*args, **kwargs), None))
+            except BaseException as exc:  # handed to the main thread, which shows it
+                self._done.put((ticket, None, exc))
+            finally:
+                with self._lock:
+                    self._busy -= 1
+
+    def submit(self, fn: Callable, *args, **kwargs) -> int:
+        with self._lock:
+            self._nextTicket += 1
+            self._busy += 1
+            ticket = self._nextTicket
+        self._tasks.put((ticket, fn, args, kwargs))
+        return ticket
+
+    def poll(self) -> List[Tuple[int, Any, Optional[BaseException]]]:
+        """Finished tasks since the last call: (ticket, result, error)."""
+        out = []
+        while not self._done.empty():
+            out.append(self._done.get_nowait())
+        return out
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._busy > 0
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        """A ``progress`` callback for the core (called from the worker thread)."""
+        with self._lock:
+            self._progress = (stage, int(done), int(total))
+
+    def resetProgress(self) -> None:
+        with self._lock:
+            self._progress = None
+
+    def latestProgress(self) -> Optional[Tuple[str, int, int]]:
+        with self._lock:
+            return self._progress
+
+    def stop(self) -> None:
+        self._tasks.put((0, None, (), {}))
+
+
+def progressText(stage: str, done: int, total: int) -> str:
+    """The named state the progress bar shows: "preparing", "propagating 12/40 slices", "writing result"."""
+    if stage == STAGE_PROPAGATING and total:
+        return f"propagating {done}/{total} slices"
+    if total and stage not in (STAGE_PREPARING, STAGE_WRITING):
+        return f"{stage} {done}/{total}"
+    return stage

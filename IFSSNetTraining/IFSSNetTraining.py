@@ -1,0 +1,324 @@
+"""IFSS-Net Training: fine-tune the network on your own annotated volumes, in a background process.
+
+Thin shell: the Logic (headless) is ``IFSSNetTrainingLib/logic.py``. Training runs as ``ifssnet train`` in a
+separate process (Slicer's PythonSlicer), so Slicer stays responsive and Cancel can stop it at once; the
+process writes one JSON line per step, which this module reads with a timer into a live loss plot.
+"""
+import os
+import shutil
+import tempfile
+import unittest
+
+import slicer
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper, WithinRange
+from slicer.util import VTKObservationMixin
+from typing import Annotated
+
+from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic as _HeadlessLogic
+
+
+class IFSSNetTraining(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "IFSS-Net Training"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = ["IFSSNetSegmentation"]
+        self.parent.contributors = ["IFSS-Net for 3D Slicer developers"]
+        self.parent.helpText = (
+            "Fine-tune IFSS-Net on your own volumes: add (volume, segmentation) pairs from the scene, choose full "
+            "supervision (complete annotations) or few-shot (a few annotated slices), and click Train. "
+            "The new model is saved to your model folder and appears in the IFSS-Net effect's model list. "
+            '<a href="https://github.com/ifssnet/SlicerIFSSNet#readme">User guide</a>.')
+        self.parent.acknowledgementText = "Method: Chanti et al., IFSS-Net, IEEE TMI 2021."
+
+
+@parameterNodeWrapper
+class IFSSNetTrainingParameterNode:
+    mode: Annotated[str, Choice(["fewshot", "full"])] = "fewshot"
+    epochs: Annotated[int, WithinRange(1, 1000)] = 10
+    stepsPerEpoch: Annotated[int, WithinRange(1, 100000)] = 100
+    outputName: str = "my-ifssnet"
+    device: Annotated[str, Choice(["cpu", "cuda"])] = "cpu"
+
+
+class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    POLL_MS = 500
+
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self.process = None
+        self.logPath = None
+        self.logOffset = 0
+        self.steps = []
+        self.lossTable = None
+        self.lossChart = None
+        self.outputPath = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        import ctk
+        import qt
+
+        self.logic = IFSSNetTrainingLogic()
+        box = ctk.ctkCollapsibleButton()
+        box.text = "Training data"
+        self.layout.addWidget(box)
+        form = qt.QFormLayout(box)
+        self.volumeSelector = slicer.qMRMLNodeComboBox()
+        self.volumeSelector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
+        self.volumeSelector.setMRMLScene(slicer.mrmlScene)
+        self.segmentationSelector = slicer.qMRMLNodeComboBox()
+        self.segmentationSelector.nodeTypes = ["vtkMRMLSegmentationNode"]
+        self.segmentationSelector.setMRMLScene(slicer.mrmlScene)
+        form.addRow("Volume:", self.volumeSelector)
+        form.addRow("Segmentation:", self.segmentationSelector)
+        self.addPairButton = qt.QPushButton("Add pair")
+        self.removePairButton = qt.QPushButton("Remove selected")
+        row = qt.QHBoxLayout()
+        row.addWidget(self.addPairButton)
+        row.addWidget(self.removePairButton)
+        form.addRow(row)
+        self.pairList = qt.QListWidget()
+        self.pairList.toolTip = "The (volume, segmentation) pairs to train on. Sparse annotations are fine in few-shot mode."
+        form.addRow(self.pairList)
+
+        options = ctk.ctkCollapsibleButton()
+        options.text = "Training"
+        self.layout.addWidget(options)
+        oform = qt.QFormLayout(options)
+        self.modeCombo = qt.QComboBox()
+        self.modeCombo.addItems(["fewshot", "full"])
+        self.modeCombo.setProperty("SlicerParameterName", "mode")
+        self.modeCombo.toolTip = "fewshot: a few annotated slices per volume; full: complete annotations."
+        oform.addRow("Mode:", self.modeCombo)
+        self.epochsSpin = qt.QSpinBox()
+        self.epochsSpin.setRange(1, 1000)
+        self.epochsSpin.setProperty("SlicerParameterName", "epochs")
+        oform.addRow("Epochs:", self.epochsSpin)
+        self.stepsSpin = qt.QSpinBox()
+        self.stepsSpin.setRange(1, 100000)
+        self.stepsSpin.setProperty("SlicerParameterName", "stepsPerEpoch")
+        oform.addRow("Steps per epoch:", self.stepsSpin)
+        self.deviceCombo = qt.QComboBox()
+        self.deviceCombo.addItems(["cpu", "cuda"])
+        self.deviceCombo.setProperty("SlicerParameterName", "device")
+        oform.addRow("Device:", self.deviceCombo)
+        self.baseCombo = qt.QComboBox()
+        self.baseCombo.toolTip = "The model to fine-tune from (hover for its model card)."
+        oform.addRow("Base model:", self.baseCombo)
+        self.outputEdit = qt.QLineEdit()
+        self.outputEdit.setProperty("SlicerParameterName", "outputName")
+        self.outputEdit.toolTip = "Name of the new model in your model folder."
+        oform.addRow("Output name:", self.outputEdit)
+
+        buttons = qt.QHBoxLayout()
+        self.trainButton = qt.QPushButton("Train")
+        self.resumeButton = qt.QPushButton("Resume")
+        self.resumeButton.toolTip = "Continue an interrupted run of this output name from its last checkpoint."
+        buttons.addWidget(self.trainButton)
+        buttons.addWidget(self.resumeButton)
+        self.layout.addLayout(buttons)
+        self.progressBar = qt.QProgressBar()
+        self.progressBar.visible = False
+        self.layout.addWidget(self.progressBar)
+        self.statusLabel = qt.QLabel("")
+        self.statusLabel.wordWrap = True
+        self.layout.addWidget(self.statusLabel)
+        self.layout.addStretch(1)
+
+        self.timer = qt.QTimer()
+        self.timer.setInterval(self.POLL_MS)
+        self.timer.connect("timeout()", self._poll)
+        self.addPairButton.connect("clicked()", self.onAddPair)
+        self.removePairButton.connect("clicked()", lambda: self.pairList.takeItem(self.pairList.currentRow))
+        self.trainButton.connect("clicked()", lambda: self.onTrainOrCancel(resume=False))
+        self.resumeButton.connect("clicked()", lambda: self.onTrainOrCancel(resume=True))
+        self.optionsFrame = options
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda c, e: self.setParameterNode(None))
+        self._refreshBaseModels()
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def cleanup(self):
+        self.removeObservers()
+        self.timer.stop()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+
+    def setParameterNode(self, node):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        self._parameterNode = node
+        if node:
+            self._parameterNodeGuiTag = node.connectGui(self.optionsFrame)
+
+    def _refreshBaseModels(self):
+        import qt
+
+        from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+
+        self.baseCombo.clear()
+        self.baseCombo.addItem("New network (no base model)", "")
+        for model in IFSSNetSegmentationLogic.availableModels():
+            self.baseCombo.addItem(model["name"], model["path"])
+            self.baseCombo.setItemData(self.baseCombo.count - 1, model["card"] or model["path"], qt.Qt.ToolTipRole)
+        if self.baseCombo.count > 1:
+            self.baseCombo.setCurrentIndex(1)
+
+    def onAddPair(self):
+        import qt
+
+        volume, seg = self.volumeSelector.currentNode(), self.segmentationSelector.currentNode()
+        if volume is None or seg is None:
+            slicer.util.errorDisplay("Select a volume and its segmentation first.")
+            return
+        item = qt.QListWidgetItem(f"{volume.GetName()}  +  {seg.GetName()}")
+        item.setData(qt.Qt.UserRole, f"{volume.GetID()}|{seg.GetID()}")
+        self.pairList.addItem(item)
+
+    def _pairs(self):
+        import qt
+
+        pairs = []
+        for row in range(self.pairList.count):
+            vid, sid = self.pairList.item(row).data(qt.Qt.UserRole).split("|")
+            volume, seg = slicer.mrmlScene.GetNodeByID(vid), slicer.mrmlScene.GetNodeByID(sid)
+            if volume is not None and seg is not None:
+                pairs.append((volume, seg))
+        return pairs
+
+    def onTrainOrCancel(self, resume=False):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # the core writes atomically: no partial model is left behind
+            self.statusLabel.text = "Cancelling... The last checkpoint is kept; Resume continues from it."
+            return
+        from IFSSNetSegmentationLib.gui import ensurePythonPackages, ensureTorch
+
+        if not ensureTorch() or not ensurePythonPackages([("tqdm", "tqdm"), ("slicerio", "slicerio")]):
+            return
+        p = self._parameterNode
+        self.outputPath = self.logic.defaultOutputPath(p.outputName.strip() or "my-ifssnet")
+        resumeFrom = self.logic.resumePath(self.outputPath) if resume else None
+        if resume and not resumeFrom:
+            slicer.util.errorDisplay(f"There is no interrupted run of '{p.outputName}' to resume.")
+            return
+        pairs = self._pairs()
+        if not pairs and not resumeFrom:
+            slicer.util.errorDisplay("Add at least one (volume, segmentation) pair.")
+            return
+        try:
+            workDir = tempfile.mkdtemp(prefix="IFSSNetTraining-")
+            with slicer.util.WaitCursor():
+                filePairs = self.logic.exportPairs(pairs, workDir)
+            self.logPath = os.path.join(workDir, "steps.jsonl")
+            self.logOffset = 0
+            self.steps = []
+            python = shutil.which("PythonSlicer") or None
+            cmd = self.logic.trainingCommand(filePairs, p.mode, p.epochs, self.outputPath, self.logPath,
+                                             baseModel=self.baseCombo.currentData or None, resume=resumeFrom,
+                                             stepsPerEpoch=p.stepsPerEpoch, device=p.device, python=python)
+            env = os.environ.copy()
+            import ifssnet
+
+            packageRoot = os.path.dirname(os.path.dirname(ifssnet.__file__))
+            env["PYTHONPATH"] = packageRoot + os.pathsep + env.get("PYTHONPATH", "")
+            import subprocess
+
+            self.process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        except Exception as exc:
+            slicer.util.errorDisplay(f"Could not start training: {exc}")
+            return
+        self.total = p.epochs * p.stepsPerEpoch
+        self.progressBar.setRange(0, self.total)
+        self.progressBar.setValue(0)
+        self.progressBar.setFormat("preparing")
+        self.progressBar.visible = True
+        self.trainButton.text = "Cancel"
+        self.resumeButton.enabled = False
+        self.timer.start()
+
+    def _poll(self):
+        records, self.logOffset = self.logic.readStepLog(self.logPath, self.logOffset)
+        if records:
+            self.steps += records
+            self.lossTable, self.lossChart = self.logic.updateLossPlot(self.steps, self.lossTable, self.lossChart)
+            if len(self.steps) == len(records):  # first records: show the plot
+                slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)
+                selection = slicer.app.applicationLogic().GetSelectionNode()
+                selection.SetActivePlotChartID(self.lossChart.GetID())
+                slicer.app.applicationLogic().PropagatePlotChartSelection()
+            last = self.steps[-1]
+            self.progressBar.setValue(int(last["step"]))
+            self.progressBar.setFormat(f"training step {int(last['step'])}/{self.total}, loss {last['loss']:.4f}")
+        code = self.process.poll()
+        if code is None:
+            return
+        self.timer.stop()
+        self.progressBar.visible = False
+        self.trainButton.text = "Train"
+        self.resumeButton.enabled = True
+        if code == 0:
+            self.logic.writeModelCard(self.outputPath, mode=self._parameterNode.mode, epochs=self._parameterNode.epochs,
+                                      baseModel=self.baseCombo.currentData or None,
+                                      cases=[self.pairList.item(r).text() for r in range(self.pairList.count)],
+                                      steps=self.steps)
+            self.statusLabel.text = f"Saved {self.outputPath}. It is now in the IFSS-Net effect's model list."
+            self._refreshBaseModels()
+        elif code < 0:
+            self.statusLabel.text = "Training cancelled. Click Resume to continue from the last checkpoint."
+        else:
+            err = self.process.stderr.read() if self.process.stderr else ""
+            lastLine = err.strip().splitlines()[-1] if err.strip() else f"exit code {code}"
+            self.statusLabel.text = f"Training failed: {lastLine}"
+            slicer.util.errorDisplay(f"Training failed: {lastLine}")
+        self.process = None
+
+
+class IFSSNetTrainingLogic(ScriptedLoadableModuleLogic, _HeadlessLogic):
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        _HeadlessLogic.__init__(self)
+
+    def getParameterNode(self):
+        return IFSSNetTrainingParameterNode(super().getParameterNode())
+
+
+class IFSSNetTrainingTest(ScriptedLoadableModuleTest):
+    """Runs in Slicer: a tiny fine-tuning run on a small phantom writes a model and its model card."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_TinyTrainingRun()
+
+    def test_TinyTrainingRun(self):
+        import numpy as np
+
+        from ifssnet.phantom import make_phantom
+
+        from IFSSNetSegmentationLib import logic as L
+
+        phantom = make_phantom(seed=2, shape=(48, 64, 64))
+        sz, sy, sx = phantom.spacing_kji
+        volumeNode = slicer.util.addVolumeFromArray(phantom.volume, np.diag([-sx, -sy, sz, 1.0]), "Phantom")
+        segNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Reference")
+        segNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        sid = segNode.GetSegmentation().AddEmptySegment("", "GM")
+        L.writeSegment(segNode, sid, phantom.labels["GM"], L.referenceGeometry(volumeNode, segNode))
+        out = os.path.join(tempfile.mkdtemp(), "selftest.pt")
+        path = IFSSNetTrainingLogic().train([(volumeNode, segNode)], "full", 1, outputPath=out, stepsPerEpoch=2,
+                                            runLength=6, size=32, widthMult=0.15)
+        self.assertTrue(os.path.exists(path))
+        self.assertTrue(os.path.exists(os.path.splitext(path)[0] + ".md"))
+        self.delayDisplay("Training self-test passed")
+
+
+if __name__ == "__main__":
+    unittest.main()

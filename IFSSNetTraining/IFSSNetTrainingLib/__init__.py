@@ -1,0 +1,1 @@
+"""IFSSNetTraining module library: the Logic (headless, no qt)."""

@@ -1,0 +1,250 @@
+"""Logic of the IFSS-Net Training module: scene or file pairs in, a fine-tuned model in the user's model folder.
+
+Imports ``slicer`` (MRML), ``vtk``, ``numpy`` and ``ifssnet`` only (no qt, ctk or ScriptedLoadableModule),
+so it runs headless. torch is imported inside :meth:`IFSSNetTrainingLogic.train` by the core.
+
+Two ways to run:
+- in process: :meth:`IFSSNetTrainingLogic.train` (tests, Slicer's Python console);
+- in a background process (the module's GUI): :meth:`exportPairs` writes the scene pairs to files, and
+  :meth:`trainingCommand` gives the ``ifssnet train`` command line, which writes one JSON line per step
+  (``--log``); :meth:`readStepLog` reads it back for the loss curve and :meth:`updateLossPlot` draws it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import sys
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import slicer
+
+from ifssnet.errors import InputError, ResourceError
+from ifssnet.io import ANNOTATED_TAG, AnnotatedSlices, Geometry, Segment, Segmentation
+
+try:  # the module folders are siblings on sys.path in Slicer and in the tests
+    from IFSSNetSegmentationLib import logic as segmentationLogic
+except ImportError:  # pragma: no cover - layout error
+    segmentationLogic = None
+
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+MODES = ("full", "fewshot")
+LOSS_TABLE_NAME = "IFSS-Net training loss"
+
+
+def geometryOf(volumeNode) -> Geometry:
+    """``ifssnet.io.Geometry`` (ITK order, LPS) of a volume node."""
+    return Geometry.from_ijk_to_lps(RAS_TO_LPS @ segmentationLogic.ijkToRasArray(volumeNode))
+
+
+def segmentationFromNodes(volumeNode, segmentationNode, segmentNames: Optional[Sequence[str]] = None) -> Segmentation:
+    """The segmentation node on the volume's grid as an ``ifssnet.io.Segmentation`` (with annotated slices)."""
+    geometry = segmentationLogic.referenceGeometry(volumeNode, segmentationNode)
+    segmentationNode.CreateBinaryLabelmapRepresentation()
+    segmentation = segmentationNode.GetSegmentation()
+    segments = []
+    for sid in segmentation.GetSegmentIDs():
+        segment = segmentation.GetSegment(sid)
+        if segmentNames and segment.GetName() not in segmentNames:
+            continue
+        mask = segmentationLogic.segmentToArray(segmentationNode, sid, geometry)
+        tag = segmentationLogic.segmentTag(segment, ANNOTATED_TAG)
+        annotated = AnnotatedSlices.from_tag(tag) if tag else None
+        segments.append(Segment(segment.GetName(), mask, tuple(segment.GetColor()), annotated))
+    return Segmentation(segments, geometryOf(volumeNode))
+
+
+class IFSSNetTrainingLogic:
+    """Fine-tune IFSS-Net on the user's annotated volumes.
+
+    ``train(pairs, mode, epochs, baseModel=None, outputPath=None, progress=None, cancel=None, **options) -> str``
+    ``pairs``: (volumeNode, segmentationNode) or (volumePath, annotationPath) tuples. Annotations may be
+    complete or sparse (segments tagged ``IFSSNet.AnnotatedSlices`` are known only on those slices).
+    Returns the path of the saved model; its model card is written next to it (``<stem>.md``).
+    """
+
+    def __init__(self) -> None:
+        self.steps: List[dict] = []
+
+    # ---- in process ----------------------------------------------------------------------------
+
+    def train(self, pairs, mode: str = "fewshot", epochs: int = 10, baseModel=None, outputPath=None,
+              progress=None, cancel=None, *, resume=None, stepsPerEpoch: int = 100, runLength: int = 32,
+              size: int = 128, widthMult: float = 1.0, device: str = "cpu",
+              segmentNames: Optional[Sequence[str]] = None, onStep: Optional[Callable[[dict], None]] = None) -> str:
+        if mode not in MODES:
+            raise InputError(f"Unknown training mode '{mode}'.", "Use 'full' or 'fewshot'.")
+        if not pairs:
+            raise InputError("No training pairs.", "Add at least one volume with its segmentation.")
+        outputPath = outputPath or self.defaultOutputPath("ifssnet-finetuned")
+        from ifssnet.dataset import case_from_arrays, load_case
+        from ifssnet.train import TrainConfig, train as coreTrain
+
+        if baseModel or resume:
+            from ifssnet.model.checkpoint import load_checkpoint
+
+            _, config, _ = load_checkpoint(resume or baseModel)
+            size = config.size
+            modelConfig = None
+        else:
+            from ifssnet.model import IFSSNetConfig
+
+            modelConfig = IFSSNetConfig(size=size, width_mult=widthMult)
+        cases = []
+        for n, (volume, annotation) in enumerate(pairs):
+            if isinstance(volume, (str, os.PathLike)):
+                cases.append(load_case(volume, annotation, size, segmentNames))
+            else:
+                seg = segmentationFromNodes(volume, annotation, segmentNames)
+                cases.append(case_from_arrays(segmentationLogic.volumeToArray(volume), seg, size, segmentNames,
+                                              volume.GetName() or f"case{n}"))
+        cfg = TrainConfig(mode=mode, epochs=int(epochs), steps_per_epoch=int(stepsPerEpoch), run_length=int(runLength))
+        self.steps = []
+
+        def stepHook(log) -> None:
+            entry = dataclasses.asdict(log)
+            self.steps.append(entry)
+            if onStep:
+                onStep(entry)
+
+        os.makedirs(os.path.dirname(os.path.abspath(outputPath)), exist_ok=True)
+        path = coreTrain(cases, outputPath, model_config=modelConfig, cfg=cfg, base_model=baseModel, resume=resume,
+                         command="Slicer IFSSNetTraining", data_description=", ".join(c.name for c in cases),
+                         progress=progress, cancel=cancel, on_step=stepHook, device=device)
+        self.writeModelCard(str(path), mode=mode, epochs=epochs, baseModel=baseModel,
+                            cases=[c.name for c in cases], steps=self.steps)
+        return str(path)
+
+    # ---- background process --------------------------------------------------------------------
+
+    @staticmethod
+    def exportPairs(pairs, folder: str) -> List[Tuple[str, str]]:
+        """Write scene pairs to ``folder`` (volume .nrrd + annotation .seg.nrrd) for a training process."""
+        from ifssnet.io import Image, write_segmentation, write_volume
+
+        os.makedirs(folder, exist_ok=True)
+        out = []
+        for n, (volume, annotation) in enumerate(pairs):
+            if isinstance(volume, (str, os.PathLike)):
+                out.append((str(volume), str(annotation)))
+                continue
+            vpath = os.path.join(folder, f"case{n:03d}_volume.nrrd")
+            apath = os.path.join(folder, f"case{n:03d}_annotation.seg.nrrd")
+            write_volume(Image(segmentationLogic.volumeToArray(volume), geometryOf(volume)), vpath)
+            write_segmentation(segmentationFromNodes(volume, annotation), apath)
+            out.append((vpath, apath))
+        return out
+
+    @staticmethod
+    def trainingCommand(filePairs, mode: str, epochs: int, outputPath: str, logPath: str, *, baseModel=None,
+                        resume=None, stepsPerEpoch: int = 100, device: str = "cpu", python: Optional[str] = None) -> List[str]:
+        """The ``ifssnet train`` command line for a background process (Slicer's PythonSlicer runs it)."""
+        cmd = [python or sys.executable, "-m", "ifssnet.cli", "train"]
+        cmd += [f"{v}:{a}" for v, a in filePairs]
+        cmd += ["--mode", mode, "--epochs", str(int(epochs)), "--steps", str(int(stepsPerEpoch)),
+                "--out", str(outputPath), "--log", str(logPath), "--device", device]
+        if resume:
+            cmd += ["--resume", str(resume)]
+        elif baseModel:
+            cmd += ["--from", str(baseModel)]
+        return cmd
+
+    @staticmethod
+    def readStepLog(logPath: str, start: int = 0) -> Tuple[List[dict], int]:
+        """New step records from the JSON-lines log, from byte ``start``; returns (records, next start)."""
+        if not os.path.exists(logPath):
+            return [], start
+        records = []
+        with open(logPath, encoding="utf-8") as f:
+            f.seek(start)
+            while True:
+                pos = f.tell()
+                line = f.readline()
+                if not line:
+                    break
+                if not line.endswith("\n"):  # a line still being written
+                    f.seek(pos)
+                    break
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+            return records, f.tell()
+
+    @staticmethod
+    def resumePath(outputPath: str) -> Optional[str]:
+        """The training checkpoint that Resume continues from (``<stem>.ckpt.pt``), if there is one."""
+        stem, _ = os.path.splitext(outputPath)
+        path = stem + ".ckpt.pt"
+        return path if os.path.exists(path) else None
+
+    # ---- results -------------------------------------------------------------------------------
+
+    @staticmethod
+    def defaultOutputPath(name: str) -> str:
+        folder = segmentationLogic.IFSSNetSegmentationLogic.userModelFolder()
+        return os.path.join(folder, name + ".pt")
+
+    @staticmethod
+    def writeModelCard(modelPath: str, *, mode, epochs, baseModel, cases, steps) -> str:
+        """A short model card next to the model (``<stem>.md``): the effect shows it as a tooltip."""
+        last = steps[-1] if steps else {}
+        lines = [
+            f"# {os.path.splitext(os.path.basename(modelPath))[0]}",
+            "",
+            f"- Fine-tuned in 3D Slicer (IFSSNetTraining) on {datetime.datetime.now().isoformat(timespec='minutes')}",
+            f"- Base model: {os.path.basename(str(baseModel)) if baseModel else 'new network'}",
+            f"- Mode: {'full supervision' if mode == 'full' else 'few-shot (sequential pseudo-labels)'}; epochs: {epochs}",
+            f"- Training cases: {', '.join(cases)}",
+            f"- Final loss {last.get('loss', float('nan')):.4f}, alpha {last.get('alpha', float('nan')):.3f}, "
+            f"beta {last.get('beta', float('nan')):.3f} after {last.get('step', 0)} steps",
+            "- Check it on a held-out volume (IFSSNetComparison) before clinical use.",
+        ]
+        path = os.path.splitext(modelPath)[0] + ".md"
+        tmp = path + ".tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise ResourceError(f"Could not write the model card {path}: {exc}.", "Check the folder is writable.") from exc
+        return path
+
+    @staticmethod
+    def updateLossPlot(steps: Sequence[dict], tableNode=None, chartNode=None):
+        """Loss, alpha and beta per step in a table node and a plot chart node (created when not given)."""
+        scene = slicer.mrmlScene
+        if tableNode is None:
+            tableNode = scene.AddNewNodeByClass("vtkMRMLTableNode", LOSS_TABLE_NAME)
+        table = tableNode.GetTable()
+        columns = ("step", "loss", "alpha", "beta")
+        import vtk
+
+        if table.GetNumberOfColumns() != len(columns):
+            table.Initialize()
+            for name in columns:
+                array = vtk.vtkDoubleArray()
+                array.SetName(name)
+                table.AddColumn(array)
+        table.SetNumberOfRows(len(steps))
+        for row, entry in enumerate(steps):
+            for col, name in enumerate(columns):
+                table.SetValue(row, col, vtk.vtkVariant(float(entry.get(name, np.nan))))
+        table.Modified()
+        tableNode.Modified()
+        if chartNode is None:
+            chartNode = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "IFSS-Net training")
+            chartNode.SetTitle("IFSS-Net training")
+            chartNode.SetXAxisTitle("step")
+            chartNode.SetYAxisTitle("loss / alpha / beta")
+            for name in columns[1:]:
+                series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", name)
+                series.SetAndObserveTableNodeID(tableNode.GetID())
+                series.SetXColumnName("step")
+                series.SetYColumnName(name)
+                series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+                series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleNone)
+                chartNode.AddAndObservePlotSeriesNodeID(series.GetID())
+        return tableNode, chartNode
