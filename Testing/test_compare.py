@@ -1,0 +1,182 @@
+"""The comparison runner: rows for every (muscle, method), CSV, table, plot, several cases, CLI."""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from ifssnet import compare as C
+from ifssnet.baselines import registry
+from ifssnet.errors import Cancelled, InputError
+from ifssnet.io import AnnotatedSlices, Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
+from ifssnet.progress import CancelToken
+from ifssnet.seeds import cut_seeds
+
+pytest.importorskip("itk")
+pytest.importorskip("SimpleITK")
+
+SPACING = (0.8, 0.4, 0.4)
+
+
+def tiny_case(K=36, J=40, I=44, seed=0):
+    """Two blob 'muscles' drifting along the sweep, on a speckled image. Returns (volume, refs)."""
+    rng = np.random.default_rng(seed)
+    k, j, i = np.meshgrid(np.arange(K), np.arange(J), np.arange(I), indexing="ij")
+    a = (((j - 14 - 3 * np.sin(k / 6)) / 7) ** 2 + ((i - 15) / 9) ** 2 < 1) & (k >= 2) & (k < K - 3)
+    b = (((j - 28) / 6) ** 2 + ((i - 28 - 3 * np.cos(k / 7)) / 10) ** 2 < 1) & ~a & (k >= 6) & (k < K - 6)
+    img = 40 + 40 * a + 25 * b + rng.normal(0, 8, a.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), {"GM": a.astype(np.uint8), "SOL": b.astype(np.uint8)}
+
+
+@pytest.fixture(scope="module")
+def rows():
+    vol, refs = tiny_case()
+    return C.compare(vol, refs, SPACING, ["fbs", "gfs", "ws"], "paper", every=12)
+
+
+def test_compare_returns_a_row_per_muscle_and_method(rows):
+    assert [(r["muscle"], r["method"]) for r in rows] == [(m, x) for m in ("GM", "SOL") for x in ("fbs", "gfs", "ws")]
+    for r in rows:
+        assert not r["error"]
+        for col in ("dice", "iou", "hd", "hd95", "asd", "slice_hd", "slice_asd", "precision", "recall",
+                    "volume_cm3", "volume_error_pct", "time_s", "peak_mb"):
+            assert col in r and isinstance(r[col], float), col
+        assert 0.0 <= r["dice"] <= 1.0 and r["time_s"] > 0 and r["peak_mb"] >= 0
+        assert r["protocol"] == "paper" and r["seed_slices_n"] % 3 == 0
+        assert r["slice_dice"].shape == (36,)
+        assert all(np.isnan(r["slice_dice"][s]) for s in r["seed_slices"])  # annotated slices not scored
+    assert max(r["dice"] for r in rows) > 0.5  # the methods do something sensible here
+
+
+def test_scores_exclude_seed_slices_and_cover_reference_extent():
+    vol, refs = tiny_case()
+    ref = refs["GM"]
+    seeds = cut_seeds(ref, (10, 11, 12))
+    perfect = C.score(ref.copy(), ref, SPACING, seeds.slices)
+    assert perfect["dice"] == 1.0 and perfect["hd"] == 0.0 and perfect["extent"] == (2, 32)
+    only_seeds = C.score(seeds.mask, ref, SPACING, seeds.slices)
+    assert only_seeds["dice"] == 0.0  # copying the seeds earns nothing
+    leak = ref.copy()
+    leak[0] = 1  # outside the reference's extent
+    assert C.score(leak, ref, SPACING, seeds.slices)["dice"] == 1.0
+    assert C.score(leak, ref, SPACING, seeds.slices, score_extent="volume")["dice"] < 1.0
+
+
+def test_new_method_joins_with_no_runner_change():
+    vol, refs = tiny_case()
+
+    def oracle(volume, seeds, spacing_kji, *, progress=None, cancel=None, truth=None):
+        return truth
+
+    registry.register("oracle", oracle, "Oracle")
+    try:
+        out = C.compare(vol, {"GM": refs["GM"]}, SPACING, ["oracle"], "3-seeds",
+                        method_options={"oracle": {"truth": refs["GM"]}})
+    finally:
+        registry.unregister("oracle")
+    assert len(out) == 1 and out[0]["dice"] == 1.0 and out[0]["protocol"] == "3-seeds"
+    assert out[0]["seed_slices_n"] == 3
+
+
+def test_failed_method_gives_an_error_row_and_unknown_method_fails_early():
+    vol, refs = tiny_case()
+
+    def broken(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        raise InputError("broken on purpose.", "")
+
+    registry.register("broken", broken)
+    try:
+        out = C.compare(vol, {"GM": refs["GM"]}, SPACING, ["broken"])
+    finally:
+        registry.unregister("broken")
+    assert out[0]["error"].startswith("broken") and math.isnan(out[0]["dice"])
+    assert "error" in C.format_table(out)
+    with pytest.raises(InputError):
+        C.compare(vol, refs, SPACING, ["fbs", "nope"])
+
+
+def test_compare_cancel_raises():
+    vol, refs = tiny_case()
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        C.compare(vol, refs, SPACING, ["fbs"], cancel=token)
+
+
+def test_csv_table_and_plot(rows, tmp_path):
+    path = C.write_csv(rows, tmp_path / "out.csv")
+    with open(path, newline="") as f:
+        got = list(csv.DictReader(f))
+    assert len(got) == len(rows) and got[0]["method"] == "fbs" and "slice_dice" not in got[0]
+    assert float(got[0]["dice"]) == pytest.approx(rows[0]["dice"])
+    table = C.format_table(rows)
+    for word in ("Dice", "HD95", "sASD", "err %", "time s", "peak MB", "fbs", "SOL"):
+        assert word in table
+    pytest.importorskip("matplotlib")
+    png = C.plot(rows, tmp_path / "out.png")
+    assert png.stat().st_size > 5000
+
+
+def _write_case(d, seed):
+    vol, refs = tiny_case(seed=seed)
+    geo = Geometry(spacing=SPACING[::-1])
+    d.mkdir()
+    write_volume(Image(vol, geo), d / "volume.nrrd")
+    write_segmentation(segmentation_from_masks(refs, geo), d / "reference.seg.nrrd")
+    return vol, refs, geo
+
+
+def test_compare_set_mean_and_std(tmp_path):
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    for n, d in enumerate(dirs):
+        _write_case(d, n)
+    res = C.compare_set(dirs, ["fbs", "ws"], "paper", segments=["GM"], every=12)
+    assert len(res["rows"]) == 4 and {r["case"] for r in res["rows"]} == {str(d) for d in dirs}
+    by = {s["method"]: s for s in res["summary"]}
+    assert set(by) == {"fbs", "ws"} and by["fbs"]["n"] == 2
+    dice = [r["dice"] for r in res["rows"] if r["method"] == "fbs"]
+    assert by["fbs"]["dice_mean"] == pytest.approx(np.mean(dice))
+    assert by["fbs"]["dice_std"] == pytest.approx(np.std(dice))
+    assert "±" in C.format_summary(res["summary"])
+
+
+def test_cli_compare_with_seed_file_and_protocol(tmp_path, capsys):
+    vol, refs, geo = _write_case(tmp_path / "case", 0)
+    seeds = {n: cut_seeds(m, (8, 9, 10, 24, 25, 26)) for n, m in refs.items()}
+    seg = segmentation_from_masks({n: s.mask for n, s in seeds.items()}, geo,
+                                  {n: AnnotatedSlices(0, s.slices) for n, s in seeds.items()})
+    write_segmentation(seg, tmp_path / "seeds.seg.nrrd")
+    parser = argparse.ArgumentParser()
+    C.add_commands(parser.add_subparsers(dest="command"))
+    case = tmp_path / "case"
+    args = parser.parse_args(["compare", str(case / "volume.nrrd"), str(tmp_path / "seeds.seg.nrrd"),
+                              str(case / "reference.seg.nrrd"), "--segment", "GM", "--methods", "fbs,ws",
+                              "--csv", str(tmp_path / "o.csv")])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "fbs" in out and "ws" in out and (tmp_path / "o.csv").exists()
+    with open(tmp_path / "o.csv", newline="") as f:
+        got = list(csv.DictReader(f))
+    assert [r["protocol"] for r in got] == ["given", "given"] and got[0]["seed_slices_n"] == "6"
+    args = parser.parse_args(["compare", str(case / "volume.nrrd"), "-", str(case / "reference.seg.nrrd"),
+                              "--methods", "gfs", "--protocol", "3-seeds", "--json"])
+    assert args.func(args) == 0
+    assert '"protocol": "3-seeds"' in capsys.readouterr().out
+    args = parser.parse_args(["compare-set", str(case), "--methods", "fbs", "--protocol", "paper", "--every", "12"])
+    assert args.func(args) == 0
+    assert "±" in capsys.readouterr().out
+
+
+def test_method_options_are_checked_and_parsed():
+    assert C.parse_options(["ws.feature_dtype=uint16", "gfs.extent_growth=none", "gfs.seed_locality=1.5",
+                            "fbs.isolate=true"]) == {"ws": {"feature_dtype": "uint16"},
+                                                     "gfs": {"extent_growth": None, "seed_locality": 1.5},
+                                                     "fbs": {"isolate": True}}
+    with pytest.raises(InputError):
+        C.parse_options(["ws=3"])
+    vol, refs = tiny_case()
+    with pytest.raises(InputError, match="object_scale_mm"):
+        C.compare(vol, refs, SPACING, ["ws"], method_options={"ws": {"object_scale": 3}})

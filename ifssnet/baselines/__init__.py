@@ -1,0 +1,78 @@
+"""Propagation baselines: Slicer's Fill between slices (FBS), Grow from seeds (GFS) and Watershed (WS).
+
+Each one reproduces what the Slicer effect computes, voxel for voxel, from the same painted slices:
+
+- :func:`ifssnet.baselines.fbs.fill_between_slices`: ITK MorphologicalContourInterpolator with
+  Slicer's defaults (``SegmentEditorFillBetweenSlicesEffect`` / ``vtkITKMorphologicalContourInterpolator``).
+- :func:`ifssnet.baselines.gfs.grow_from_seeds`: FastGrowCut (``itk-growcut``, the algorithm of
+  ``vtkImageGrowCutSegment`` / ``vtkITKGrowCut``), with Slicer's auto-complete extent.
+- :func:`ifssnet.baselines.ws.watershed`: SimpleITK gradient magnitude + morphological watershed
+  from markers (SegmentEditorExtraEffects' Watershed).
+
+All three follow the method contract of :mod:`ifssnet.baselines.registry` and are registered there
+under ``fbs``, ``gfs`` and ``ws``. Importing this package imports numpy only; ITK and SimpleITK are
+imported inside the functions.
+
+Seeds for GFS and WS: on an annotated slice, the target muscle is label 1 and *every other voxel*
+is label 2 (background, the other muscles included), which is what a Slicer user paints with a
+"target" and a "background" segment. Slices that are not annotated carry no label.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+
+from ..errors import SeedError, VolumeError
+from .registry import available, get, label, prepare, register, register_lazy, unregister
+
+__all__ = ["available", "get", "label", "prepare", "register", "register_lazy", "unregister",
+           "check_inputs", "marker_labels", "restore_painted", "TARGET_LABEL", "BACKGROUND_LABEL"]
+
+TARGET_LABEL = 1
+BACKGROUND_LABEL = 2
+
+
+def check_inputs(volume, seeds, spacing_kji) -> Tuple[np.ndarray, np.ndarray, Tuple[int, ...], Tuple[float, float, float]]:
+    """Validate a method's inputs; return ``(volume, seed_mask uint8 0/1, slices, spacing_kji)``.
+
+    ``volume`` (K, J, I) numeric; ``seeds.mask`` (K, J, I); ``seeds.slices`` indices into axis 0;
+    ``spacing_kji`` three positive numbers in mm. Raises VolumeError / SeedError with what to do.
+    """
+    volume = np.asarray(volume)
+    if volume.ndim != 3:
+        raise VolumeError(f"The volume has {volume.ndim} dimensions; a 3-D (K, J, I) volume is needed.",
+                          "Load a 3-D ultrasound volume (one scalar per voxel).")
+    if volume.dtype.kind not in "uifb" or min(volume.shape) < 1:
+        raise VolumeError(f"The volume has type {volume.dtype} and shape {volume.shape}.",
+                          "Use a non-empty scalar volume (integer or floating point).")
+    mask = np.asarray(getattr(seeds, "mask", None))
+    slices = tuple(int(s) for s in getattr(seeds, "slices", ()) or ())
+    if mask.shape != volume.shape:
+        raise SeedError(f"The seed mask has shape {mask.shape}, the volume {volume.shape}.",
+                        "Paint the seeds on the volume's own grid (or resample them onto it).")
+    if not slices:
+        raise SeedError("No slice is marked as annotated.", "Paint the target muscle on at least one slice.")
+    bad = [s for s in slices if not 0 <= s < volume.shape[0]]
+    if bad:
+        raise SeedError(f"Annotated slice(s) {bad} are outside the volume (0..{volume.shape[0] - 1}).",
+                        "Cut the seeds from a segmentation on the same volume.")
+    spacing = tuple(float(s) for s in spacing_kji)
+    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise VolumeError(f"Spacing {spacing_kji} is not three positive sizes in mm.", "Check the volume's geometry.")
+    return volume, (mask != 0).astype(np.uint8), tuple(sorted(set(slices))), spacing  # type: ignore[return-value]
+
+
+def marker_labels(mask: np.ndarray, slices) -> np.ndarray:
+    """Seed labelmap for GFS/WS: uint8 (K, J, I), 1 = target, 2 = background on annotated slices, 0 elsewhere."""
+    labels = np.zeros(mask.shape, np.uint8)
+    idx = list(slices)
+    labels[idx] = np.where(mask[idx] != 0, TARGET_LABEL, BACKGROUND_LABEL).astype(np.uint8)
+    return labels
+
+
+def restore_painted(out: np.ndarray, mask: np.ndarray, slices) -> np.ndarray:
+    """Put the annotated slices back exactly as painted (in place); returns ``out``."""
+    idx = list(slices)
+    out[idx] = (mask[idx] != 0)
+    return out

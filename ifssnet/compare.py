@@ -1,0 +1,727 @@
+"""Put propagation methods side by side on the same data: seeds by protocol, timing, memory, scores.
+
+Protocols (seed slices cut from the reference of each muscle by :func:`ifssnet.seeds.protocol_slices`):
+
+- ``3-seeds``: the clinical workflow; 3 consecutive annotated slices where the muscle's cross-section
+  is largest, and nothing else.
+- ``paper``: the paper's Table I; 3 consecutive annotated slices every 100 slices (about 3 %).
+
+Scoring: :func:`ifssnet.metrics.evaluate` over the reference's sweep extent (the slices from the first
+to the last slice where the reference muscle exists), with the annotated slices excluded (every
+method returns them as painted). ``score_extent="volume"`` scores every slice instead, which also
+counts leaks beyond the muscle's ends.
+
+Timing and memory, per method and muscle, in this process:
+
+- ``time_s``: wall-clock seconds of the method call (``time.perf_counter``), seeds and scoring excluded.
+- ``peak_mb``: peak resident memory (RSS) of the process during the call, above its RSS just before
+  the call, in MiB. On Linux the kernel's high-water mark is reset before each call (``/proc/self/clear_refs``
+  = 5) and read from ``VmHWM`` afterwards, so it counts every allocation: numpy, ITK's and SimpleITK's
+  C++ buffers, torch's CPU tensors. Where that is not available the figure is tracemalloc's peak, which
+  sees numpy/Python allocations only (column ``mem_source`` says which). Before each call the freed
+  heap is handed back to the OS (glibc ``malloc_trim``) so that memory kept from an earlier method does
+  not hide a later method's peak. GPU memory of a torch method is reported separately as
+  ``gpu_peak_mb`` when CUDA is in use.
+
+Methods come from :mod:`ifssnet.baselines.registry`; a newly registered method joins the table with
+no change here. Per-method options (e.g. the network's checkpoint) go through ``method_options``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import math
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import Cancelled, DependencyError, InputError, ResourceError, SeedError
+from .progress import check_cancel, report
+
+PROTOCOLS = ("3-seeds", "paper")
+DEFAULT_METHODS = ("fbs", "gfs", "ws")
+
+#: Columns of a result row, in table/CSV order (the row also carries ``slice_dice``, ``seed_slices`` and
+#: ``extent`` for the plot; those are not written to CSV).
+COLUMNS = ("method", "muscle", "protocol", "dice", "iou", "hd", "hd95", "asd", "slice_hd", "slice_asd",
+           "precision", "recall", "volume_cm3", "ref_volume_cm3", "volume_error_pct", "volume_diff_pct",
+           "time_s", "peak_mb", "gpu_peak_mb", "mem_source", "seed_slices_n", "error")
+METRIC_KEYS = ("dice", "iou", "hd", "hd95", "asd", "slice_hd", "slice_asd", "precision", "recall",
+               "volume_cm3", "volume_error_pct", "time_s", "peak_mb")
+_FROM_EVALUATE = {"dice": "dice", "iou": "iou", "hd": "hd_mm", "hd95": "hd95_mm", "asd": "asd_mm",
+                  "slice_hd": "slice_hd_mm", "slice_asd": "slice_asd_mm", "precision": "precision",
+                  "recall": "recall", "volume_cm3": "volume_cm3", "ref_volume_cm3": "ref_volume_cm3",
+                  "volume_error_pct": "volume_error_pct", "volume_diff_pct": "volume_diff_pct"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Seeds by protocol
+
+
+def protocol_seeds(ref_mask: np.ndarray, protocol: str = "3-seeds", count: int = 3, every: int = 100):
+    """Cut a :class:`ifssnet.seeds.SeedSet` out of a reference mask (K, J, I) by protocol."""
+    from .seeds import cut_seeds, protocol_slices
+
+    if protocol not in PROTOCOLS:
+        raise InputError(f"Unknown protocol {protocol!r}.", f"Choose one of: {', '.join(PROTOCOLS)}.")
+    ref_mask = np.asarray(ref_mask)
+    if not ref_mask.any():
+        raise SeedError("The reference segment is empty; there is nothing to cut seeds from.",
+                        "Check the segment name and the reference file.")
+    return cut_seeds(ref_mask, protocol_slices(ref_mask, protocol, count=count, every=every))
+
+
+def reference_extent(ref_mask: np.ndarray) -> Tuple[int, int]:
+    """(first, last) slice along axis 0 where the reference is non-empty (inclusive)."""
+    rows = np.flatnonzero(np.asarray(ref_mask).reshape(ref_mask.shape[0], -1).any(axis=1))
+    if rows.size == 0:
+        return (0, -1)
+    return int(rows[0]), int(rows[-1])
+
+
+# --------------------------------------------------------------------------------------------------
+# Memory measurement
+
+
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+class _PeakMemory:
+    """Peak RSS above the baseline during a block (Linux VmHWM reset), else tracemalloc's peak."""
+
+    def __init__(self) -> None:
+        self.peak_mb = math.nan
+        self.source = "rss"
+        self._base = 0
+
+    @staticmethod
+    def _status_kb(field: str) -> int:
+        with open("/proc/self/status", "r", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise OSError(field)
+
+    def __enter__(self) -> "_PeakMemory":
+        gc.collect()
+        _malloc_trim()  # give freed heap back to the OS, so an earlier method's leftovers do not hide this peak
+        try:
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+                f.write("5")  # reset the peak-RSS high-water mark to the current RSS
+            self._base = self._status_kb("VmRSS")
+        except OSError:
+            self.source = "tracemalloc"
+            tracemalloc.start()
+            tracemalloc.reset_peak()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.source == "rss":
+            try:
+                self.peak_mb = max(0, self._status_kb("VmHWM") - self._base) / 1024.0
+            except OSError:
+                self.peak_mb = math.nan
+        else:
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            self.peak_mb = peak / 2**20
+
+
+def _gpu_reset() -> bool:
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats()
+            return True
+    except Exception:  # noqa: BLE001 (a broken CUDA must not break the comparison)
+        pass
+    return False
+
+
+def _gpu_peak_mb() -> float:
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            return torch.cuda.max_memory_allocated() / 2**20
+    except Exception:  # noqa: BLE001
+        pass
+    return math.nan
+
+
+# --------------------------------------------------------------------------------------------------
+# The runner
+
+
+def run_method(name: str, volume: np.ndarray, seeds, spacing_kji, *, options: Optional[dict] = None,
+               progress=None, cancel=None) -> Tuple[np.ndarray, float, float, float, str]:
+    """Run one registered method; returns ``(mask uint8 (K, J, I), time_s, peak_mb, gpu_peak_mb, mem_source)``."""
+    from .baselines.registry import get, prepare
+
+    fn = get(name)
+    prepare(name)  # one-off imports/loading, not timed
+    _gpu_reset()
+    with _PeakMemory() as mem:
+        t0 = time.perf_counter()
+        try:
+            out = fn(volume, seeds, spacing_kji, progress=progress, cancel=cancel, **(options or {}))
+        except MemoryError as exc:
+            raise ResourceError(f"Method {name!r} ran out of memory on a volume of {volume.shape}.",
+                                "Crop the volume, or run the comparison on a smaller case.") from exc
+        seconds = time.perf_counter() - t0
+    out = np.asarray(out)
+    if out.shape != volume.shape:
+        raise InputError(f"Method {name!r} returned shape {out.shape}, the volume is {volume.shape}.",
+                         "Fix the method: it must return a (K, J, I) mask.")
+    return (out != 0).astype(np.uint8), seconds, mem.peak_mb, _gpu_peak_mb(), mem.source
+
+
+def score(pred: np.ndarray, ref: np.ndarray, spacing_kji, seed_slices: Sequence[int],
+          score_extent: str = "reference") -> dict:
+    """Scores of one prediction: evaluate() over the reference extent (or the volume), seed slices excluded.
+
+    Returns the row's metric columns plus ``slice_dice`` (float (K,), nan where both are empty or
+    the slice is not scored) and ``extent`` (first, last slice scored).
+    """
+    from .metrics import evaluate, slice_dice
+
+    K = ref.shape[0]
+    if score_extent == "reference":
+        k0, k1 = reference_extent(ref)
+    elif score_extent == "volume":
+        k0, k1 = 0, K - 1
+    else:
+        raise InputError(f"Unknown score extent {score_extent!r}.", "Use 'reference' or 'volume'.")
+    outside = [k for k in range(K) if k < k0 or k > k1]
+    exclude = sorted(set(int(s) for s in seed_slices) | set(outside))
+    m = evaluate(pred, ref, spacing_kji, exclude_slices=exclude)
+    row = {col: float(m[key]) for col, key in _FROM_EVALUATE.items()}
+    sd = slice_dice(pred, ref)
+    sd[exclude] = np.nan
+    row["slice_dice"] = sd
+    row["extent"] = (k0, k1)
+    return row
+
+
+def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji, methods: Iterable[str] = DEFAULT_METHODS,
+            protocol: str = "3-seeds", progress=None, cancel=None, *, seeds: Optional[Mapping[str, object]] = None,
+            count: int = 3, every: int = 100, method_options: Optional[Mapping[str, dict]] = None,
+            score_extent: str = "reference", keep_masks: bool = False) -> List[dict]:
+    """Run every method on every muscle and score it; one row (dict) per (muscle, method).
+
+    volume: (K, J, I) intensities; ref_masks: name -> reference mask (K, J, I); spacing_kji: (sz, sy, sx) mm.
+    methods: registered method names. protocol: ``"3-seeds"`` or ``"paper"`` (seeds cut from the
+    reference); ``seeds`` (name -> SeedSet) overrides the protocol for the muscles it names.
+    method_options: method name -> keyword arguments for that method (e.g. ``{"ifssnet": {"model": path}}``).
+    keep_masks: also put each prediction into its row under ``"mask"``.
+    Rows have the keys of :data:`COLUMNS` (times in s, distances in mm, volumes in cm3, memory in MiB)
+    plus ``slice_dice``, ``seed_slices`` and ``extent`` for :func:`plot`. A method that fails with an
+    ifssnet error gets a row with ``error`` set and nan scores; Cancelled and DependencyError propagate.
+    """
+    from .baselines.registry import get, prepare
+    from .errors import IFSSNetError
+
+    volume = np.asarray(volume)
+    methods = [m.strip().lower() for m in methods if m and m.strip()]
+    if not methods:
+        raise InputError("No method to compare.", "Give at least one method, e.g. --methods fbs,gfs,ws.")
+    if not ref_masks:
+        raise InputError("No reference segment to compare on.", "Give the reference segmentation and --segment.")
+    options = dict(method_options or {})
+    for name in methods:
+        _check_options(name, get(name), options.get(name))  # unknown name or option: fail before any work
+    for name in methods:
+        prepare(name)  # a missing package (ITK, torch) fails here, before any work
+    seeds = dict(seeds or {})
+    for muscle, ref in ref_masks.items():
+        if np.shape(ref) != volume.shape:
+            raise InputError(f"Reference '{muscle}' has shape {np.shape(ref)}, the volume {volume.shape}.",
+                             "Resample the reference onto the volume's grid.")
+    total = len(ref_masks) * len(methods)
+    done = 0
+    rows: List[dict] = []
+    report(progress, "Compare", 0, total)
+    for muscle, ref in ref_masks.items():
+        ref = (np.asarray(ref) != 0).astype(np.uint8)
+        check_cancel(cancel)
+        seed_set = seeds.get(muscle) or protocol_seeds(ref, protocol, count, every)
+        for name in methods:
+            check_cancel(cancel)
+            row = {"method": name, "muscle": muscle, "protocol": protocol if muscle not in seeds else "given",
+                   "seed_slices": tuple(int(s) for s in seed_set.slices), "seed_slices_n": len(seed_set.slices),
+                   "error": ""}
+            try:
+                pred, seconds, peak, gpu_peak, source = run_method(name, volume, seed_set, spacing_kji,
+                                                                   options=options.get(name), progress=progress,
+                                                                   cancel=cancel)
+            except (Cancelled, DependencyError):
+                raise
+            except IFSSNetError as err:
+                row.update({k: math.nan for k in _FROM_EVALUATE}, time_s=math.nan, peak_mb=math.nan,
+                           gpu_peak_mb=math.nan, mem_source="", error=str(err), slice_dice=None,
+                           extent=reference_extent(ref))
+                rows.append(row)
+                done += 1
+                report(progress, "Compare", done, total)
+                continue
+            row.update(time_s=seconds, peak_mb=peak, gpu_peak_mb=gpu_peak, mem_source=source)
+            row.update(score(pred, ref, spacing_kji, seed_set.slices, score_extent))
+            if keep_masks:
+                row["mask"] = pred
+            rows.append(row)
+            del pred
+            done += 1
+            report(progress, "Compare", done, total)
+    return rows
+
+
+def _check_options(name: str, fn, opts: Optional[dict]) -> None:
+    import inspect
+
+    if not opts:
+        return
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in opts if k not in params]
+    if unknown:
+        known = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("progress", "cancel")]
+        raise InputError(f"Method {name!r} has no option {', '.join(map(repr, unknown))}.",
+                         f"Its options are: {', '.join(known) or '(none)'}.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Output: CSV, table, plot
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return f"{v:.{digits}f}"
+
+
+def write_csv(rows: Sequence[dict], path) -> Path:
+    """Write the rows' scalar columns (:data:`COLUMNS`, then any extra scalar keys) to ``path``, atomically."""
+    from .io import atomic_write
+
+    extra: List[str] = []
+    for r in rows:
+        for k, v in r.items():
+            if k not in COLUMNS and k not in extra and (v is None or isinstance(v, (str, int, float, np.floating, np.integer))):
+                extra.append(k)
+    cols = [c for c in COLUMNS if any(c in r for r in rows)] + extra
+
+    def _write(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            for r in rows:
+                w.writerow(["" if r.get(c) is None else (repr(float(r[c])) if isinstance(r.get(c), (float, np.floating)) else r.get(c))
+                            for c in cols])
+
+    return atomic_write(path, _write)
+
+
+_TABLE = (("method", "method", 8, None), ("muscle", "muscle", 7, None), ("Dice", "dice", 7, 3), ("IoU", "iou", 7, 3),
+          ("HD", "hd", 7, 1), ("HD95", "hd95", 7, 1), ("ASD", "asd", 6, 2), ("sHD", "slice_hd", 6, 1),
+          ("sASD", "slice_asd", 6, 2), ("Prec", "precision", 6, 3), ("Rec", "recall", 6, 3),
+          ("vol cm3", "volume_cm3", 8, 2), ("err %", "volume_error_pct", 7, 1), ("time s", "time_s", 7, 2),
+          ("peak MB", "peak_mb", 8, 0))
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """A plain-text table: method, muscle, Dice, IoU, HD, HD95, ASD, per-slice HD/ASD (mm), precision,
+    recall, volume (cm3), volume error (%), wall time (s), peak memory (MiB). Failed runs show their error."""
+    head = " ".join(f"{title:>{w}}" if digits is not None else f"{title:<{w}}" for title, _, w, digits in _TABLE)
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"{r['method']:<8} {r['muscle']:<7} error: {r['error']}")
+            continue
+        cells = []
+        for _, key, w, digits in _TABLE:
+            v = r.get(key)
+            cells.append(f"{_fmt(v, digits):>{w}}" if digits is not None else f"{str(v):<{w}}")
+        lines.append(" ".join(cells))
+    lines.append("distances in mm (sHD/sASD: per-slice means, the paper's); scored over the reference's extent, "
+                 "annotated slices excluded")
+    return "\n".join(lines)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise DependencyError("Plotting needs matplotlib.", "Install it with: python -m pip install matplotlib") from exc
+    return plt
+
+
+def plot(results: Sequence[dict], path, title: str = "") -> Path:
+    """Dice per slice along the sweep for each method (one panel per muscle; seed slices marked), and a
+    bar chart of the signed volume error (%) per muscle and method. Writes a PNG (or any format matplotlib
+    knows from the suffix) atomically."""
+    from .io import atomic_write
+
+    plt = _pyplot()
+    rows = [r for r in results if not r.get("error")]
+    muscles = list(dict.fromkeys(r["muscle"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    if not rows:
+        raise InputError("There is nothing to plot: every run failed.", "See the table for the errors.")
+    colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(len(muscles) + 1, 1, figsize=(10, 2.6 * (len(muscles) + 1)), squeeze=False)
+    for ax, muscle in zip(axes[:-1, 0], muscles):
+        for r in rows:
+            if r["muscle"] != muscle or r.get("slice_dice") is None:
+                continue
+            sd = np.asarray(r["slice_dice"], float)
+            ax.plot(np.arange(sd.size), sd, lw=1.2, color=colors[r["method"]],
+                    label=f"{r['method']} (Dice {r['dice']:.3f})")
+        seeds_here = next((r["seed_slices"] for r in rows if r["muscle"] == muscle), ())
+        for s in seeds_here:
+            ax.axvline(s, color="0.6", lw=0.6, ls=":")
+        k0, k1 = next((r["extent"] for r in rows if r["muscle"] == muscle), (0, 0))
+        ax.set_xlim(k0 - 2, k1 + 2)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel(f"{muscle}: Dice")
+        ax.legend(loc="lower center", fontsize=7, ncol=max(1, len(methods)))
+        ax.grid(alpha=0.3)
+    axes[-2, 0].set_xlabel("slice along the sweep (dotted: annotated slices)")
+    ax = axes[-1, 0]
+    width = 0.8 / max(1, len(methods))
+    x = np.arange(len(muscles))
+    for i, m in enumerate(methods):
+        vals = [next((r.get("volume_diff_pct", r["volume_error_pct"]) for r in rows
+                      if r["muscle"] == mu and r["method"] == m), np.nan) for mu in muscles]
+        vals = [v if np.isfinite(v) else np.nan for v in vals]
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, color=colors[m], label=m)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(x)
+    ax.set_xticklabels(muscles)
+    ax.set_ylabel("volume error %")
+    ax.legend(fontsize=7, ncol=max(1, len(methods)))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    suffix = Path(path).suffix.lstrip(".") or "png"
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=suffix))
+    finally:
+        plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Several cases
+
+
+def summarize(rows: Sequence[dict], by: Sequence[str] = ("method",)) -> List[dict]:
+    """Mean and standard deviation (population, ddof=0) of each metric per group (default: per method).
+
+    Returns rows with the group keys, ``n`` (runs), ``failed`` (runs with an error), and for each metric
+    ``<metric>_mean`` and ``<metric>_std`` (non-finite values, e.g. an infinite distance, are left out of
+    the mean and counted in ``<metric>_nonfinite``).
+    """
+    groups: Dict[tuple, List[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in by), []).append(r)
+    out = []
+    for key, rs in groups.items():
+        ok = [r for r in rs if not r.get("error")]
+        s = dict(zip(by, key))
+        s["n"] = len(ok)
+        s["failed"] = len(rs) - len(ok)
+        for m in METRIC_KEYS:
+            vals = np.array([float(r.get(m, np.nan)) for r in ok], float)
+            fin = vals[np.isfinite(vals)]
+            s[f"{m}_mean"] = float(fin.mean()) if fin.size else math.nan
+            s[f"{m}_std"] = float(fin.std()) if fin.size else math.nan
+            s[f"{m}_nonfinite"] = int(vals.size - fin.size)
+        out.append(s)
+    return out
+
+
+def format_summary(summary: Sequence[dict], by: Sequence[str] = ("method",)) -> str:
+    """Mean ± std per group, like the paper's figures."""
+    cols = (("Dice", "dice", 3), ("IoU", "iou", 3), ("HD95", "hd95", 1), ("ASD", "asd", 2), ("sHD", "slice_hd", 1),
+            ("sASD", "slice_asd", 2), ("err %", "volume_error_pct", 1), ("time s", "time_s", 2), ("peak MB", "peak_mb", 0))
+    head = " ".join(f"{k:<8}" for k in by) + f" {'n':>3} " + " ".join(f"{t:>15}" for t, _, _ in cols)
+    lines = [head, "-" * len(head)]
+    for s in summary:
+        cells = [f"{_fmt(s['%s_mean' % k], d)} ± {_fmt(s['%s_std' % k], d)}" for _, k, d in cols]
+        lines.append(" ".join(f"{str(s[k]):<8}" for k in by) + f" {s['n']:>3} " + " ".join(f"{c:>15}" for c in cells))
+    return "\n".join(lines)
+
+
+def load_case(case_dir) -> Tuple[np.ndarray, Dict[str, np.ndarray], Tuple[float, float, float]]:
+    """A phantom case directory: ``volume.nrrd`` + ``reference.seg.nrrd`` -> (volume, {name: mask}, spacing_kji)."""
+    from .io import read_segmentation, read_volume
+
+    case = Path(case_dir)
+    vol_path, ref_path = case / "volume.nrrd", case / "reference.seg.nrrd"
+    for p in (vol_path, ref_path):
+        if not p.is_file():
+            raise InputError(f"{p} does not exist.", "A case directory holds volume.nrrd and reference.seg.nrrd "
+                                                     "(make one with `ifssnet phantom DIR`).")
+    image = read_volume(vol_path)
+    ref = read_segmentation(ref_path, reference=image.geometry, reference_shape=image.array.shape)
+    return image.array, {s.name: s.mask for s in ref.segments}, tuple(image.geometry.spacing_kji)
+
+
+def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, protocol: str = "3-seeds",
+                segments: Optional[Sequence[str]] = None, progress=None, cancel=None, **kwargs) -> dict:
+    """Run :func:`compare` on several case directories; ``{"rows": all rows (with "case"),
+    "summary": mean ± std per method, "summary_by_muscle": per method and muscle}``."""
+    if not case_dirs:
+        raise InputError("No case directory given.", "Give one or more directories made by `ifssnet phantom`.")
+    methods = list(methods)
+    rows: List[dict] = []
+    for i, case in enumerate(case_dirs):
+        check_cancel(cancel)
+        report(progress, "Cases", i, len(case_dirs))
+        volume, refs, spacing = load_case(case)
+        if segments:
+            missing = [s for s in segments if s not in refs]
+            if missing:
+                raise InputError(f"{case}: no segment named {', '.join(missing)}.", f"It has: {', '.join(refs)}.")
+            refs = {s: refs[s] for s in segments}
+        for r in compare(volume, refs, spacing, methods, protocol, progress=progress, cancel=cancel, **kwargs):
+            r["case"] = str(case)
+            rows.append(r)
+        del volume, refs
+    report(progress, "Cases", len(case_dirs), len(case_dirs))
+    return {"rows": rows, "summary": summarize(rows, ("method",)),
+            "summary_by_muscle": summarize(rows, ("method", "muscle"))}
+
+
+def plot_summary(summary: Sequence[dict], path, title: str = "") -> Path:
+    """Bar charts of Dice and volume error (mean ± std) per method (and muscle if the summary has it)."""
+    from .io import atomic_write
+
+    plt = _pyplot()
+    labels = [" ".join(str(s[k]) for k in ("method", "muscle") if k in s) for s in summary]
+    fig, axes = plt.subplots(1, 2, figsize=(max(6, 0.6 * len(labels) + 3), 3.5))
+    for ax, (key, name) in zip(axes, (("dice", "Dice"), ("volume_error_pct", "volume error %"))):
+        ax.bar(np.arange(len(labels)), [s[f"{key}_mean"] for s in summary], yerr=[s[f"{key}_std"] for s in summary],
+               capsize=3, color="tab:blue")
+        ax.set_xticks(np.arange(len(labels)))
+        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel(name)
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    suffix = Path(path).suffix.lstrip(".") or "png"
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=suffix))
+    finally:
+        plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def _method_list(text: Optional[str]) -> List[str]:
+    if not text:
+        return list(DEFAULT_METHODS)
+    return [m.strip().lower() for m in text.split(",") if m.strip()]
+
+
+def _seed_sets_from_file(path, names: Sequence[str], geometry, shape) -> Dict[str, object]:
+    """SeedSets from a seed .seg.nrrd: each segment's annotated slices (its tag, else its non-empty slices)."""
+    from .io import read_segmentation
+    from .seeds import SeedSet
+
+    seg = read_segmentation(path, reference=geometry, reference_shape=shape)
+    out = {}
+    for name in names:
+        s = seg.get(name)
+        mask = (np.asarray(s.mask) != 0).astype(np.uint8)
+        if s.annotated is not None:
+            if s.annotated.axis != 0:
+                raise SeedError(f"'{name}' is annotated across axis {s.annotated.axis}; the comparison propagates along axis 0.",
+                                "Paint the seeds on slices across the sweep (axis 0, the K axis).")
+            slices = tuple(int(k) for k in s.annotated.slices)
+        else:
+            slices = tuple(int(k) for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)))
+        if not slices:
+            raise SeedError(f"'{name}' has no annotated slice in {path}.", "Cut seeds with `ifssnet seeds`, or pass '-'.")
+        keep = np.zeros(mask.shape, np.uint8)
+        keep[list(slices)] = mask[list(slices)]
+        out[name] = SeedSet(keep, slices)
+    return out
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--segment", default=None, help="segment name(s), comma-separated (default: all, e.g. GM,GL,SOL)")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="registered methods, comma-separated (default fbs,gfs,ws; also ifssnet, pgnet, unet3d when installed)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="3-seeds",
+                   help="3-seeds: 3 consecutive slices at the largest cross-section; paper: 3 every 100 slices")
+    p.add_argument("--count", type=int, default=3, help="consecutive annotated slices per group (default 3)")
+    p.add_argument("--every", type=int, default=100, help="paper protocol: a group every N slices (default 100)")
+    p.add_argument("--score-extent", choices=("reference", "volume"), default="reference",
+                   help="score the reference's slice extent (default) or every slice")
+    p.add_argument("--model", default=None, help="IFSS-Net checkpoint for the 'ifssnet' method (default: shipped)")
+    p.add_argument("--device", default="auto", help="device for learned methods: auto | cpu | cuda")
+    p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="an option for one method, repeatable; e.g. ws.feature_dtype=uint16 (fast, not "
+                        "voxel-identical), ws.object_scale_mm=3, gfs.seed_locality=1, gfs.extent_growth=none, fbs.isolate=true")
+    p.add_argument("--csv", type=Path, default=None, help="write the rows to this CSV file")
+    p.add_argument("--plot", type=Path, default=None, help="write the plot (PNG) to this file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``compare`` and ``compare-set`` to the ``ifssnet`` command line."""
+    c = sub.add_parser("compare", help="compare propagation methods (FBS, GFS, WS, IFSS-Net, ...) on one volume",
+                       description="Run each method from the same seeds and score it against REF. "
+                                   "SEEDS is a seed .seg.nrrd, or '-' to cut seeds from REF by --protocol.")
+    c.add_argument("volume", type=Path)
+    c.add_argument("seeds", help="seed .seg.nrrd (annotated slices), or '-' to cut them from REF by protocol")
+    c.add_argument("ref", type=Path, help="reference .seg.nrrd")
+    _add_common(c)
+    c.set_defaults(func=_cli_compare)
+
+    s = sub.add_parser("compare-set", help="compare methods over several phantom cases (mean ± std per method)",
+                       description="Each DIR holds volume.nrrd and reference.seg.nrrd (from `ifssnet phantom`).")
+    s.add_argument("dirs", nargs="+", type=Path)
+    _add_common(s)
+    s.set_defaults(func=_cli_compare_set)
+
+
+add_cli = add_commands  # the name used in the task brief
+
+
+def _parse_value(text: str):
+    low = text.strip().lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_options(items: Sequence[str]) -> Dict[str, dict]:
+    """``["ws.feature_dtype=uint16", "gfs.seed_locality=1"]`` -> ``{"ws": {"feature_dtype": "uint16"}, ...}``."""
+    opts: Dict[str, dict] = {}
+    for item in items or ():
+        head, eq, value = item.partition("=")
+        method, dot, key = head.partition(".")
+        if not (eq and dot and method.strip() and key.strip()):
+            raise InputError(f"Option {item!r} is not METHOD.KEY=VALUE.", "Write e.g. --option ws.feature_dtype=uint16.")
+        opts.setdefault(method.strip().lower(), {})[key.strip()] = _parse_value(value)
+    return opts
+
+
+def _options(args) -> Dict[str, dict]:
+    opts: Dict[str, dict] = {}
+    if args.model or args.device != "auto":
+        for name in ("ifssnet", "pgnet", "unet3d"):
+            opts[name] = {"device": args.device}
+            if args.model and name == "ifssnet":
+                opts[name]["model"] = args.model
+    for method, kv in parse_options(args.option).items():
+        opts.setdefault(method, {}).update(kv)
+    return opts
+
+
+def _jsonable(rows: Sequence[dict]) -> List[dict]:
+    out = []
+    for r in rows:
+        d = {}
+        for k, v in r.items():
+            if k == "mask":
+                continue
+            if isinstance(v, np.ndarray):
+                v = [None if not np.isfinite(x) else float(x) for x in v]
+            elif isinstance(v, (float, np.floating)) and not np.isfinite(v):
+                v = None if np.isnan(v) else ("inf" if v > 0 else "-inf")
+            d[k] = v
+        out.append(d)
+    return out
+
+
+def _cli_compare(args) -> int:
+    from .cli import print_json
+    from .io import read_segmentation, read_volume, split_names
+    from .progress import TqdmProgress
+
+    image = read_volume(args.volume)
+    ref = read_segmentation(args.ref, reference=image.geometry, reference_shape=image.array.shape)
+    names = split_names(args.segment, ref.names)
+    seeds = None
+    if args.seeds != "-":
+        seeds = _seed_sets_from_file(args.seeds, names, image.geometry, image.array.shape)
+    bar = TqdmProgress()
+    try:
+        rows = compare(image.array, {n: ref.mask(n) for n in names}, image.geometry.spacing_kji, _method_list(args.methods),
+                       args.protocol, progress=bar, seeds=seeds, count=args.count, every=args.every,
+                       method_options=_options(args), score_extent=args.score_extent)
+    finally:
+        bar.close()
+    if args.csv:
+        write_csv(rows, args.csv)
+    if args.plot:
+        plot(rows, args.plot, title=f"{args.volume.name}: {args.protocol if seeds is None else 'given seeds'}")
+    if args.json:
+        print_json(_jsonable(rows))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def _cli_compare_set(args) -> int:
+    from .cli import print_json
+    from .progress import TqdmProgress
+
+    segments = [s.strip() for s in args.segment.split(",")] if args.segment else None
+    bar = TqdmProgress()
+    try:
+        res = compare_set(args.dirs, _method_list(args.methods), args.protocol, segments, progress=bar,
+                          count=args.count, every=args.every, method_options=_options(args),
+                          score_extent=args.score_extent)
+    finally:
+        bar.close()
+    if args.csv:
+        write_csv(res["rows"], args.csv)
+    if args.plot:
+        plot_summary(res["summary_by_muscle"], args.plot, title=f"{len(args.dirs)} cases, protocol {args.protocol}")
+    if args.json:
+        print_json({"summary": _jsonable(res["summary"]), "summary_by_muscle": _jsonable(res["summary_by_muscle"]),
+                    "rows": _jsonable(res["rows"])})
+    else:
+        print(f"{len(args.dirs)} case(s), protocol {args.protocol}; mean ± std per method")
+        print(format_summary(res["summary"]))
+        print()
+        print(format_summary(res["summary_by_muscle"], ("method", "muscle")))
+    return 0
