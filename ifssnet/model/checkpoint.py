@@ -1,0 +1,160 @@
+"""Checkpoints: safe to load (``torch.load(weights_only=True)``), self-describing, written atomically.
+
+Layout (a dict saved with ``torch.save``)::
+
+    arch             "ifssnet"
+    format_version   int (FORMAT_VERSION); a newer one is refused with a clear message
+    config           IFSSNetConfig as a JSON string
+    derived          channels / layer rates / bottleneck (information only)
+    package_version  ifssnet.__version__ of the writer
+    created          UTC ISO time
+    state_dict       the weights
+    extra            dict from the caller: training_command, data, step, optimizer, rng, ...
+
+``extra`` must hold only what ``weights_only`` loading accepts: tensors, str, int, float, bool, None,
+and lists/tuples/dicts of those. Convert numpy RNG state to lists or tensors first; anything else is
+refused at save time (so a checkpoint that was written can always be read back).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import pickle
+import tempfile
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..errors import ModelError, ResourceError
+from .config import IFSSNetConfig
+from .net import IFSSNet
+
+FORMAT_VERSION = 1
+ARCH = "ifssnet"
+_SAFE_SCALARS = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
+
+
+def _check_safe(obj: Any, where: str = "extra") -> None:
+    if isinstance(obj, _SAFE_SCALARS):
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_safe(v, f"{where}[{i}]")
+        return
+    if isinstance(obj, (dict, OrderedDict)):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"checkpoint {where} has a key of type {type(k).__name__}")
+            _check_safe(v, f"{where}[{k!r}]")
+        return
+    raise TypeError(f"checkpoint {where} holds a {type(obj).__name__}, which weights_only loading refuses; "
+                    "convert it to tensors, numbers, strings, lists or dicts")
+
+
+def save_checkpoint(path: Union[str, Path], model: nn.Module, config: Optional[IFSSNetConfig] = None,
+                    extra: Optional[dict] = None) -> Path:
+    """Write ``model`` (an :class:`IFSSNet`, possibly wrapped in DDP) atomically to ``path``.
+
+    The file appears complete or not at all (temp file in the same folder, fsync, ``os.replace``).
+    Raises ``TypeError`` if ``extra`` holds objects that ``weights_only`` loading would refuse,
+    :class:`ResourceError` if the folder cannot be written.
+    """
+    path = Path(path)
+    net = getattr(model, "module", model)  # DistributedDataParallel
+    config = config if config is not None else net.config
+    extra = dict(extra or {})
+    _check_safe(extra)
+    payload = {
+        "arch": ARCH,
+        "format_version": FORMAT_VERSION,
+        "config": config.to_json(),
+        "derived": json.dumps(config.derived()),
+        "package_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+        "extra": extra,
+    }
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise ResourceError(f"Cannot write the model file {path}: {exc.strerror or exc}.",
+                            "Choose a folder you can write to, with free disk space.") from exc
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _read(path: Path, map_location) -> Any:
+    if not path.is_file():
+        raise ModelError(f"The model file {path} does not exist.",
+                         "Check the path, or leave the model empty to use the shipped weights.")
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": we report our own error
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(str(path), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        msg = str(exc)
+        if "global" in msg.lower() or "unsupported class" in msg.lower():  # a class or function was pickled
+            raise ModelError(f"The model file {path} contains Python code or objects, not only weights; "
+                             "it was refused because loading it could run code.",
+                             "Use a checkpoint written by IFSS-Net's save_checkpoint.") from exc
+        raise ModelError(f"The model file {path} is corrupt or not a PyTorch weights file.",
+                         "Download or train it again.") from exc
+    except Exception as exc:  # zip/stream errors, truncation, EOF, not a torch file
+        raise ModelError(f"The model file {path} is corrupt or truncated ({type(exc).__name__}).",
+                         "Download or train it again.") from exc
+
+
+def load_checkpoint(path: Union[str, Path], map_location="cpu") -> Tuple[IFSSNet, IFSSNetConfig, dict]:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Returns ``(model in eval mode, config, meta)``; ``meta`` holds every field but the weights
+    (format_version, package_version, created, derived, and the ``extra`` entries merged in at top
+    level, e.g. training_command, data, step, optimizer, rng).
+    Raises :class:`ModelError` for a missing, corrupt, truncated or unsafe file, another architecture,
+    a newer format, or weights that do not match the stored configuration.
+    """
+    path = Path(path)
+    obj = _read(path, map_location)
+    if not isinstance(obj, dict) or "arch" not in obj or "state_dict" not in obj:
+        raise ModelError(f"The file {path} is not an IFSS-Net checkpoint.",
+                         "Choose a model file written by IFSS-Net (.pt).")
+    if obj["arch"] != ARCH:
+        raise ModelError(f"The file {path} holds a {obj['arch']!r} network, not IFSS-Net.",
+                         "Choose an IFSS-Net model file.")
+    version = obj.get("format_version")
+    if not isinstance(version, int):
+        raise ModelError(f"The file {path} has no valid format version.", "Download or train it again.")
+    if version > FORMAT_VERSION:
+        raise ModelError(f"The model file {path} was written by a newer IFSS-Net (format {version}; this "
+                         f"version reads up to {FORMAT_VERSION}).", "Update the IFSS-Net extension.")
+    config = IFSSNetConfig.from_json(obj.get("config"))
+    model = IFSSNet(config)
+    try:
+        model.load_state_dict(obj["state_dict"], strict=True)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise ModelError(f"The weights in {path} do not match their stored configuration ({first}).",
+                         "The file is damaged or was edited; use another checkpoint.") from exc
+    model.to(map_location if map_location is not None else "cpu")
+    model.eval()
+    meta = {k: v for k, v in obj.items() if k not in ("state_dict", "extra")}
+    extra = obj.get("extra") or {}
+    if isinstance(extra, dict):
+        meta.update(extra)
+    return model, config, meta

@@ -1,0 +1,186 @@
+"""Configuration of the IFSS-Net network: everything that fixes the architecture.
+
+The configuration is stored in every checkpoint as a JSON string, so a checkpoint always rebuilds
+the network that made it. Only plain JSON types appear here.
+
+What the network expects as input (the caller prepares it):
+
+* ``image``: float32 ``(B, 1, w, size, size)``, z-scored **per volume** by the caller
+  (``(v - v.mean()) / v.std()`` over the whole volume, or a robust equivalent). No constants from any
+  data set are baked in, so the net does not assume a probe, a gain or an anatomy.
+* ``prev_mask``: float32 ``(B, 1, w, size, size)`` in [0, 1] (a binary mask or probabilities of the
+  foreground) for the previous window.
+* ``size`` must be a multiple of 32 (five in-plane poolings by 2). Propagation resamples each slice
+  to ``size x size`` in-plane and the output back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ModelError
+
+PAPER_WIDTHS = (30, 30, 60, 60, 120)
+PAPER_RATES = (1, 6, 12, 18)
+NORMS = ("group", "layer", "instance", "none")
+
+
+def _odd_at_least(n: int) -> int:
+    """Smallest odd integer >= n (kernels need a centre for symmetric 'same' padding)."""
+    return n if n % 2 == 1 else n + 1
+
+
+@dataclass
+class IFSSNetConfig:
+    """Architecture of one IFSS-Net.
+
+    Attributes:
+        window: w, slices per window (paper 3).
+        size: in-plane working size H = W (paper 512; default 128 for CPU training). Multiple of 32.
+        widths: feature maps of the 5 encoder layers before ``width_mult`` (paper [30, 30, 60, 60, 120]).
+        width_mult: scales every width (rounded, at least 4), to train a smaller net on few cores.
+        rates: in-plane atrous rates of the separable convolutions (paper {1, 6, 12, 18}). Per layer,
+            each rate is clipped to ``map_size - 1`` and duplicates dropped (see ``layer_rates``).
+        norm: "group" (GroupNorm, up to ``norm_groups`` groups), "layer" (GroupNorm with 1 group),
+            "instance", or "none". Normalisation statistics are per slice (see docs of ``make_norm``).
+        norm_groups: most groups for "group"; the largest divisor of the channel count <= this is used.
+        enc_dropout, lstm_dropout, dec_dropout: paper 0.1, 0.4, 0.1.
+        dropout_mode: "channel" (default: drops whole feature maps of a slice, ``Dropout2d``) or
+            "element" (``Dropout``) for the encoder and decoder. The paper only says "a dropout
+            layer"; element-wise dropout at full resolution costs 15-35 ms per layer per window on
+            2 CPU cores (RNG-bound), channel dropout is ~free. The ConvLSTM dropout is element-wise.
+        lstm_kernel: ConvLSTM kernel (paper 3).
+        aspp_pool_branch: add a global-average-pool branch to each atrous block (prototype's ASPP).
+        fusion_attention: channel attention in the fusion module (prototype).
+        input_normalisation: documentation of what the net expects (not applied by the net).
+    """
+
+    window: int = 3
+    size: int = 128
+    widths: tuple = PAPER_WIDTHS
+    width_mult: float = 1.0
+    rates: tuple = PAPER_RATES
+    norm: str = "group"
+    norm_groups: int = 8
+    enc_dropout: float = 0.1
+    lstm_dropout: float = 0.4
+    dec_dropout: float = 0.1
+    dropout_mode: str = "channel"
+    lstm_kernel: int = 3
+    aspp_pool_branch: bool = True
+    fusion_attention: bool = True
+    input_normalisation: str = "per-volume z-score (caller); mask in [0, 1]"
+    arch: str = field(default="ifssnet")
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(v) for v in self.widths)
+        self.rates = tuple(int(v) for v in self.rates)
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        """Raise :class:`ModelError` if the configuration cannot build a network."""
+        def bad(what: str) -> ModelError:
+            return ModelError(f"Invalid IFSS-Net configuration: {what}.",
+                              "Fix the configuration or use a checkpoint made by this version.")
+        if self.arch != "ifssnet":
+            raise bad(f"arch is {self.arch!r}, expected 'ifssnet'")
+        if not isinstance(self.window, int) or self.window < 1:
+            raise bad(f"window must be a positive integer, got {self.window!r}")
+        if not isinstance(self.size, int) or self.size < 32 or self.size % 32:
+            raise bad(f"size must be a multiple of 32 and >= 32, got {self.size!r}")
+        if len(self.widths) != 5 or min(self.widths) < 1:
+            raise bad(f"widths must be 5 positive integers, got {self.widths!r}")
+        if not (0 < float(self.width_mult) <= 8):
+            raise bad(f"width_mult must be in (0, 8], got {self.width_mult!r}")
+        if not self.rates or min(self.rates) < 1:
+            raise bad(f"rates must be positive integers, got {self.rates!r}")
+        if self.norm not in NORMS:
+            raise bad(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.norm_groups < 1:
+            raise bad("norm_groups must be >= 1")
+        for name in ("enc_dropout", "lstm_dropout", "dec_dropout"):
+            p = getattr(self, name)
+            if not (0.0 <= p < 1.0):
+                raise bad(f"{name} must be in [0, 1), got {p!r}")
+        if self.dropout_mode not in ("channel", "element"):
+            raise bad(f"dropout_mode must be 'channel' or 'element', got {self.dropout_mode!r}")
+        if self.lstm_kernel < 1 or self.lstm_kernel % 2 == 0:
+            raise bad(f"lstm_kernel must be odd, got {self.lstm_kernel!r}")
+
+    # ------------------------------------------------------------- derived
+    def channels(self) -> list[int]:
+        """Effective widths of the 5 encoder layers after ``width_mult``."""
+        return [max(4, int(round(w * self.width_mult))) for w in self.widths]
+
+    def map_sizes(self) -> list[int]:
+        """In-plane size at which layer i's atrous block runs (before its pooling): size / 2**i."""
+        return [self.size >> i for i in range(5)]
+
+    def layer_rates(self) -> list[list[int]]:
+        """Rates per layer, each clipped to < the layer's map size, duplicates removed.
+
+        A 3x3 tap at dilation r >= map size only ever reads zero padding, so such a branch would
+        degenerate to a 1x1 convolution; clipping keeps it a real context branch (as the prototype's
+        shrinking rates do). At size 128: [[1,6,12,18]]*3, [1,6,12,15], [1,6,7].
+        """
+        out = []
+        for s in self.map_sizes():
+            rs: list[int] = []
+            for r in self.rates:
+                r = max(1, min(r, s - 1))
+                if r not in rs:
+                    rs.append(r)
+            out.append(rs)
+        return out
+
+    def bottleneck_size(self) -> int:
+        """f: in-plane size of the bottleneck (size / 32)."""
+        return self.size // 32
+
+    def fusion_kernels(self) -> tuple[int, int]:
+        """(temporal, in-plane) kernel lengths of the global feature matching: odd(w), odd(f)."""
+        return _odd_at_least(self.window), _odd_at_least(self.bottleneck_size())
+
+    def derived(self) -> dict[str, Any]:
+        """Derived facts recorded next to the config in checkpoints (not read back)."""
+        return {"channels": self.channels(), "layer_rates": self.layer_rates(),
+                "bottleneck": [self.window, self.bottleneck_size(), self.bottleneck_size()],
+                "fusion_kernels": list(self.fusion_kernels())}
+
+    # ------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["widths"] = list(self.widths)
+        d["rates"] = list(self.rates)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "IFSSNetConfig":
+        if not isinstance(d, dict):
+            raise ModelError("The model configuration is not a JSON object.",
+                             "The checkpoint is damaged; use another one.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ModelError(f"The model configuration has fields this version does not know: {unknown}.",
+                             "Update the IFSS-Net extension to use this checkpoint.")
+        try:
+            return cls(**d)
+        except TypeError as exc:  # wrong value types
+            raise ModelError(f"The model configuration is invalid: {exc}.",
+                             "The checkpoint is damaged; use another one.") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> "IFSSNetConfig":
+        try:
+            d = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise ModelError("The model configuration is not valid JSON.",
+                             "The checkpoint is damaged; use another one.") from exc
+        return cls.from_dict(d)
