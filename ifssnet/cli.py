@@ -2,7 +2,8 @@
 
 Each sub-command lives with the code it drives; this file only wires them. Errors of the core
 (:mod:`ifssnet.errors`) become one line on stderr and the error's exit code; ``--debug`` shows the
-traceback. Ctrl-C cancels cleanly (exit 130) and leaves no partial output file.
+traceback. Ctrl-C cancels cleanly (exit 130) and leaves no partial output file. Any other exception
+is a bug: one line that says so, exit 70 (``EX_SOFTWARE``), and the traceback with ``--debug``.
 """
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import argparse
 import importlib
 import json
 import sys
+import traceback
 from typing import List, Optional
 
 from . import __version__
-from .errors import Cancelled, IFSSNetError
+from .errors import Cancelled, IFSSNetError, ResourceError, missing_dependency
 
 # (module, function that adds the sub-parsers). Modules are imported only when the CLI starts, and
 # a module whose optional parts are missing still lets the others work.
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.startswith("ifssnet"):
                 continue  # that part of the package is not built yet
+            if missing_dependency(exc) is not None:
+                continue  # an optional dependency is missing: the other commands still work
             raise
         getattr(module, fn_name)(sub)
     return parser
@@ -49,24 +53,54 @@ def print_json(obj) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=float))
 
 
+#: Exit code of an unexpected failure (a bug): EX_SOFTWARE from sysexits.h.
+EXIT_INTERNAL = 70
+INTERNAL_TODO = "internal error, please report it with the output of the same command run with --debug"
+
+
+def _fail(err: IFSSNetError, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"ifssnet: {err}", file=sys.stderr)
+    return err.exit_code
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one sub-command and return the exit code (0 ok, 2 input, 3 model, 4 resources,
+    5 dependency, 70 internal error, 130 cancelled). Errors print one line on stderr; ``--debug``
+    adds the traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    debug = bool(getattr(args, "debug", False))
     try:
         result = args.func(args)
         return int(result or 0)
     except KeyboardInterrupt:
-        err = Cancelled("Interrupted (Ctrl-C).", "Nothing was written.")
-        print(f"ifssnet: {err}", file=sys.stderr)
-        return err.exit_code
+        return _fail(Cancelled("Interrupted (Ctrl-C).", "Nothing was written."), debug)
     except IFSSNetError as err:
-        if args.debug:
-            raise
-        print(f"ifssnet: {err}", file=sys.stderr)
-        return err.exit_code
+        return _fail(err, debug)
+    except ImportError as exc:
+        err = missing_dependency(exc)
+        if err is not None:
+            return _fail(err, debug)
+        return _internal(exc, debug)
+    except MemoryError:
+        return _fail(ResourceError("The computer ran out of memory.",
+                                   "Close other programs or crop the volume, then try again; nothing was written."),
+                     debug)
+    except Exception as exc:  # a bug: say so in one line, the traceback is one flag away
+        return _internal(exc, debug)
+
+
+def _internal(exc: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"ifssnet: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''} "
+          f"({INTERNAL_TODO}).", file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -63,7 +63,12 @@ def _seeds(args) -> int:
     from .io import read_segmentation, split_names, write_segmentation
     from .seeds import make_seed_segmentation
 
+    from .propagate_cli import check_output_path
+
+    check_output_path(args.output, (args.reference,))
     ref = read_segmentation(args.reference)
+    if not ref.segments:
+        raise InputError(f"'{args.reference}' holds no segment.", "Give a segmentation with the painted muscles.")
     names = split_names(args.segment, ref.names)
     seeds = make_seed_segmentation(ref, names, at=args.at, count=args.count, every=args.every)
     write_segmentation(seeds, args.output)
@@ -78,6 +83,8 @@ def _evaluate(args) -> int:
     from .metrics import evaluate
 
     ref = read_segmentation(args.ref)
+    if not ref.segments:
+        raise InputError(f"The reference '{args.ref}' holds no segment.", "Give the reference segmentation.")
     pred = read_segmentation(args.pred, reference=ref.geometry, reference_shape=ref.shape)
     shared = [n for n in pred.names if n in ref.names]
     names = [n.strip() for n in args.segment.split(",")] if args.segment else shared

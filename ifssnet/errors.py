@@ -62,3 +62,36 @@ class Cancelled(IFSSNetError):
 
     def __init__(self, what: str = "Cancelled by the user.", todo: str = "Nothing was changed.") -> None:
         super().__init__(what, todo)
+
+
+#: How to install each optional dependency, for :class:`DependencyError` messages.
+INSTALL_HINTS = {
+    "torch": "Install PyTorch: in 3D Slicer, install the 'PyTorch' extension (PyTorch Utils module); "
+             "on the command line, run: python -m pip install torch",
+    "matplotlib": "Install it: python -m pip install matplotlib",
+    "itk": "Install the ITK filters: python -m pip install \"ifssnet[baselines]\"",
+    "tqdm": "Install it: python -m pip install tqdm",
+}
+
+
+def missing_dependency(exc: ImportError) -> "DependencyError | None":
+    """The :class:`DependencyError` for an ``ImportError`` of an optional third-party package, or
+    ``None`` when the import that failed is not one of those (a bug, not a missing install)."""
+    name = (getattr(exc, "name", None) or "").split(".")[0]
+    if name not in INSTALL_HINTS:
+        return None
+    label = "PyTorch (torch)" if name == "torch" else name
+    return DependencyError(f"{label} is not installed, and this command needs it.", INSTALL_HINTS[name])
+
+
+def require(module_name: str):
+    """Import ``module_name`` or raise :class:`DependencyError` with the install command."""
+    import importlib
+
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        err = missing_dependency(exc)
+        if err is None:
+            raise
+        raise err from exc

@@ -29,6 +29,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .errors import InputError, ModelError, ResourceError, SeedError
+from .memory import check_propagation_memory
 from .preprocess import InPlaneGrid, check_volume, intensity_stats, normalized_work_volume
 from .progress import CancelLike, ProgressFn, check_cancel, report
 from .seeds import SeedSet, seed_groups, validate_seeds
@@ -171,6 +172,7 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     report(progress, "preparing", 0, 1)
     dev = resolve_device(device)
     net = load_model(model, dev)
+    check_propagation_memory(volume.shape, seed_map, net, batch_size)
     try:
         result = _propagate_on(volume, seed_map, net, dev, stop_at_end, between_seeds_only, patience,
                                min_area_fraction, batch_size, progress, cancel)
@@ -278,7 +280,7 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
         out = np.zeros((K, J, I), dtype=np.uint8)
         for k0 in range(0, K, chunk):
             out[k0:k0 + chunk] = (grid.to_volume(mean_p[k0:k0 + chunk]) > 0.5).numpy()
-            report(progress, "writing result", si * K + k0 + chunk, len(names) * K)
+            report(progress, "writing result", si * K + min(k0 + chunk, K), len(names) * K)
         sl = np.asarray(s.slices)
         out[sl] = (s.mask[sl] > 0)
         conf[sl] = 1.0

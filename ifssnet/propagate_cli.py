@@ -4,11 +4,15 @@ The seeds file is a .seg.nrrd (from Slicer or ``ifssnet seeds``). Annotated slic
 ``IFSSNet.AnnotatedSlices`` tag when present, else from the slices where the segment is painted
 (then an empty painted slice cannot be told from an unpainted one). The propagation axis is found
 from those slices, or given with ``--axis``; the volume is transposed so that it comes first, and the
-result transposed back. Writes OUT.seg.nrrd and OUT.confidence.json (per-slice confidence).
+result transposed back. Writes OUT.seg.nrrd (each segment tagged with its painted slices) and
+OUT.confidence.json (per-slice confidence), both or neither.
+
+Before the long work starts, it checks the output path, the device, the model file and the memory
+needed (:mod:`ifssnet.memory`), so a run that cannot finish is refused in seconds.
 """
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -62,30 +66,125 @@ def seeds_from_segmentation(seg, names, axis=None):
     return seed_map, ax
 
 
+def check_output_path(output: Path, inputs=()) -> Path:
+    """Refuse, before any work, an output that cannot be written or would overwrite an input."""
+    from .errors import InputError, ResourceError
+
+    output = Path(output)
+    if not output.name.lower().endswith(".seg.nrrd"):
+        raise InputError(f"'{output.name}' does not end in .seg.nrrd.", "Name the output file like 'result.seg.nrrd'.")
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise ResourceError(f"The output folder '{folder}' does not exist.", "Create it or choose another output path.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ResourceError(f"The output folder '{folder}' is not writable.", "Choose an output path you can write to.")
+    if output.is_dir():
+        raise InputError(f"The output '{output}' is a folder.", "Give a file name ending in .seg.nrrd.")
+    for p in inputs:
+        if Path(p).exists() and output.exists() and os.path.samefile(p, output):
+            raise InputError(f"The output '{output}' is one of the input files; writing it would replace your "
+                             "painted slices.", "Choose another output file name.")
+    return output
+
+
+def sidecar_path(output: Path) -> Path:
+    """OUT.seg.nrrd -> OUT.confidence.json."""
+    return Path(str(output)[: -len(".seg.nrrd")] + ".confidence.json")
+
+
+def _volume_header(path: Path):
+    """(shape (K, J, I), bytes per voxel) from the file header only, or ``None`` if it cannot be read
+    (then :func:`ifssnet.io.read_volume` reports the problem)."""
+    try:
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        size = reader.GetSize()
+        if len(size) != 3:
+            return None
+        comp = reader.GetNumberOfComponents()
+        probe = sitk.Image([1] * len(size), reader.GetPixelID(), max(1, comp))
+        itemsize = sitk.GetArrayViewFromImage(probe).itemsize
+        return (int(size[2]), int(size[1]), int(size[0])), int(itemsize) * max(1, comp)
+    except Exception:
+        return None
+
+
+def _write_outputs(seg, output: Path, sidecar_obj) -> None:
+    """Write OUT.seg.nrrd and OUT.confidence.json together: both into a hidden folder next to them,
+    then renamed into place. A failure or Ctrl-C before the renames leaves both files as they were."""
+    import shutil
+    import tempfile
+
+    from .errors import ResourceError
+    from .io import write_json, write_segmentation
+
+    folder = output.parent if str(output.parent) else Path(".")
+    sidecar = sidecar_path(output)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=folder))
+    try:
+        write_segmentation(seg, tmpdir / output.name)
+        write_json(sidecar_obj, tmpdir / sidecar.name)
+        try:
+            os.replace(tmpdir / sidecar.name, sidecar)
+            os.replace(tmpdir / output.name, output)
+        except OSError as exc:
+            raise ResourceError(f"Could not write '{output}': {exc.strerror or exc}.",
+                                "Free some disk space or choose another output path.") from exc
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
 def _propagate(args) -> int:
-    from .io import read_segmentation, read_volume, segmentation_from_masks, split_names, write_json, write_segmentation
+    from .errors import require
+
+    require("torch")
+    from .io import AnnotatedSlices, read_segmentation, read_volume, segmentation_from_masks, split_names
+    from .memory import check_memory, check_propagation_memory
+    from .preprocess import check_volume
     from .progress import TqdmProgress
-    from .propagate import propagate
+    from .propagate import load_model, propagate, resolve_device
+    from .seeds import validate_seeds
+
+    # Everything that can be checked cheaply is checked before the long work starts.
+    output = check_output_path(args.output, (args.volume, args.seeds))
+    device = resolve_device(args.device)
+    net = load_model(args.model, "cpu")
+    window = int(getattr(getattr(net, "config", None), "window", 3))
+    header = _volume_header(args.volume)
+    if header is not None:
+        shape, itemsize = header
+        check_memory(2 * itemsize * int(np.prod(shape)), "Reading the volume")
 
     img = read_volume(args.volume)
     seg = read_segmentation(args.seeds, reference=img.geometry, reference_shape=img.array.shape)
     names = split_names(args.segment, seg.names)
     seed_map, axis = seeds_from_segmentation(seg, names, args.axis)
     volume = np.moveaxis(img.array, axis, 0)
+    check_volume(volume, window)
+    for n, s in seed_map.items():
+        validate_seeds(s, name=n)
+    # The masks transposed back and slicerio's buffer when writing: 2 bytes per voxel per segment.
+    check_propagation_memory(volume.shape, seed_map, net, extra_bytes=2 * len(seed_map) * volume.size)
+
     bar = TqdmProgress()
     try:
-        result = propagate(volume, seed_map, args.model, device=args.device,
+        result = propagate(volume, seed_map, net, device=device,
                            between_seeds_only=args.between_seeds_only, progress=bar)
     finally:
         bar.close()
     masks = {n: np.ascontiguousarray(np.moveaxis(m, 0, axis)) for n, m in result.masks.items()}
-    write_segmentation(segmentation_from_masks(masks, img.geometry), args.output)
-    sidecar = Path(str(args.output)[: -len(".seg.nrrd")] + ".confidence.json")
-    write_json({"axis": axis, "confidence": {n: [round(float(c), 4) for c in v] for n, v in result.confidence.items()},
-                "least_confident": {n: result.least_confident(n) for n in masks}}, sidecar)
+    annotated = {n: AnnotatedSlices(axis, tuple(s.slices)) for n, s in seed_map.items()}
+    sidecar = sidecar_path(output)
+    _write_outputs(segmentation_from_masks(masks, img.geometry, annotated), output,
+                   {"axis": axis,
+                    "confidence": {n: [round(float(c), 4) for c in v] for n, v in result.confidence.items()},
+                    "least_confident": {n: result.least_confident(n) for n in masks}})
     spacing = img.geometry.spacing_kji
     vox = float(np.prod(spacing))
     for n, m in masks.items():
         print(f"{n}: {int(m.sum())} voxels, {m.sum() * vox / 1000:.2f} cm3")
-    print(f"wrote {args.output} and {sidecar} ({result.seconds:.1f} s on {result.device})")
+    print(f"wrote {output} and {sidecar} ({result.seconds:.1f} s on {result.device})")
     return 0

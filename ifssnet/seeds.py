@@ -49,7 +49,7 @@ def _as_mask3d(mask, what: str = "The mask") -> np.ndarray:
 def _nonempty_rows(mask: np.ndarray, axis: int = 0) -> np.ndarray:
     """Indices along ``axis`` of the slices of ``mask`` that hold a non-zero voxel, ascending (int64)."""
     m = np.moveaxis(mask, axis, 0)
-    return np.flatnonzero(m.reshape(m.shape[0], -1).any(axis=1))
+    return np.flatnonzero(m.reshape(m.shape[0], int(np.prod(m.shape[1:]))).any(axis=1))
 
 
 # ---------------------------------------------------------------------------------- seed set

@@ -1,0 +1,407 @@
+"""The ``ifssnet`` command line under bad input, faults and Ctrl-C (issue 8).
+
+Every error of the core is one line on stderr and its exit code (2 input, 3 model, 4 resources,
+5 dependency, 130 cancelled); anything else is a bug: one "internal error" line and exit 70. No
+traceback unless ``--debug``. A failed or interrupted run leaves no output file, and an existing
+output untouched. The CLI never touches the network.
+"""
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from fake_models import CopyModel
+from ifssnet.cli import EXIT_INTERNAL, main
+from ifssnet.io import (AnnotatedSlices, Geometry, Image, read_segmentation, segmentation_from_masks,
+                        write_segmentation, write_volume)
+
+REPO = Path(__file__).resolve().parent.parent
+K, J, I = 10, 24, 28
+OBLIQUE = Geometry(spacing=(0.3, 0.45, 1.6), origin=(-12.5, 3.0, 100.25),      # anisotropic and oblique
+                   direction=tuple(np.array([[0.0, -1.0, 0.0], [0.8, 0.0, 0.6], [-0.6, 0.0, 0.8]]).ravel()))
+
+
+def _muscle():
+    m = np.zeros((K, J, I), np.uint8)
+    m[:, 6:16, 8:20] = 1
+    return m
+
+
+def _write_case(folder: Path, volume=None, painted=None, slices=(4, 5, 6), tag=True, geometry=OBLIQUE):
+    vol = volume if volume is not None else np.random.default_rng(0).integers(0, 255, (K, J, I)).astype(np.uint8)
+    write_volume(Image(vol, geometry), folder / "volume.nrrd")
+    m = _muscle() if painted is None else painted
+    seeds = np.zeros_like(m)
+    seeds[list(slices)] = m[list(slices)]
+    ann = {"GM": AnnotatedSlices(0, tuple(slices))} if tag else None
+    write_segmentation(segmentation_from_masks({"GM": seeds}, geometry, ann), folder / "seeds.seg.nrrd")
+    return folder / "volume.nrrd", folder / "seeds.seg.nrrd"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A real, untrained, tiny IFSS-Net saved as a checkpoint."""
+    from ifssnet.model import IFSSNet, IFSSNetConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    return save_checkpoint(path, IFSSNet(IFSSNetConfig(size=32, width_mult=0.25)))
+
+
+@pytest.fixture
+def copy_net(monkeypatch):
+    """Replace the network by CopyModel (fast, exact) for tests of the plumbing."""
+    import ifssnet.propagate as prop
+
+    monkeypatch.setattr(prop, "load_model", lambda model=None, device="cpu": CopyModel(size=32))
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Any attempt to open a socket fails the test."""
+    def refuse(*a, **k):
+        raise AssertionError("network access attempted")
+
+    for name in ("socket", "create_connection", "getaddrinfo", "socketpair"):
+        monkeypatch.setattr(socket, name, refuse)
+
+
+def _cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _error_line(err: str) -> str:
+    """The last stderr line (tqdm may have drawn progress bars before it); it must be the only line
+    that is not a progress bar, and there is no traceback."""
+    assert "Traceback" not in err
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "it/s" not in ln
+             and "%|" not in ln and "it [" not in ln]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _leftovers(folder: Path):
+    return [p.name for p in folder.iterdir() if ".partial" in p.name or p.name.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------------------- happy paths
+def test_propagate_with_a_real_tiny_network_and_no_network_access(tmp_path, tiny_model, offline, capsys):
+    vol, seeds = _write_case(tmp_path)
+    code, out, err = _cli(capsys, "propagate", vol, seeds, "-o", tmp_path / "out.seg.nrrd",
+                          "--model", tiny_model, "--device", "cpu")
+    assert code == 0, err
+    res = read_segmentation(tmp_path / "out.seg.nrrd")
+    assert res.geometry.same_as(OBLIQUE, tol=1e-5) and res.shape == (K, J, I)
+    assert res.get("GM").annotated == AnnotatedSlices(0, (4, 5, 6))
+    np.testing.assert_array_equal(res.mask("GM")[4:7], _muscle()[4:7])         # painted slices as painted
+    side = json.loads((tmp_path / "out.confidence.json").read_text())
+    assert side["axis"] == 0 and len(side["confidence"]["GM"]) == K
+    assert "wrote" in out and not _leftovers(tmp_path)
+
+
+def test_seeds_on_another_grid_and_another_axis_are_resampled_not_refused(tmp_path, copy_net, capsys):
+    """A seed file saved on a finer grid (as from another reference volume), painted across j."""
+    vol, _ = _write_case(tmp_path)
+    fine = Geometry(spacing=(0.15, OBLIQUE.spacing[1], OBLIQUE.spacing[2]), origin=OBLIQUE.origin,
+                    direction=OBLIQUE.direction)
+    painted = np.zeros((K, J, 2 * I), np.uint8)
+    painted[1:9, 9:12, 16:40] = 1                            # slices j = 9, 10, 11, i doubled
+    write_segmentation(segmentation_from_masks({"GM": painted}, fine), tmp_path / "fine.seg.nrrd")
+    code, _, err = _cli(capsys, "propagate", vol, tmp_path / "fine.seg.nrrd", "-o", tmp_path / "o.seg.nrrd")
+    assert code == 0, err
+    res = read_segmentation(tmp_path / "o.seg.nrrd")
+    assert res.shape == (K, J, I) and res.geometry.same_as(OBLIQUE, tol=1e-5)
+    assert res.get("GM").annotated == AnnotatedSlices(1, (9, 10, 11))
+    assert json.loads((tmp_path / "o.confidence.json").read_text())["axis"] == 1
+    assert res.mask("GM")[1:9, :, 8:20].mean() > 0.9                       # carried along j
+
+
+# --------------------------------------------------------------------------------- errors
+def _corrupt(tmp_path, tiny_model):
+    p = tmp_path / "half.pt"
+    p.write_bytes(Path(tiny_model).read_bytes()[:5000])
+    return p
+
+
+def _newer(tmp_path, tiny_model):
+    obj = torch.load(tiny_model, weights_only=True)
+    obj["format_version"] = 99
+    torch.save(obj, tmp_path / "new.pt")
+    return tmp_path / "new.pt"
+
+
+def _flat(tmp_path):
+    sitk.WriteImage(sitk.Image([I, J], sitk.sitkUInt8), str(tmp_path / "flat.nrrd"))
+    return tmp_path / "flat.nrrd"
+
+
+def _rgb(tmp_path):
+    sitk.WriteImage(sitk.Image([I, J, K], sitk.sitkVectorUInt8, 3), str(tmp_path / "rgb.nrrd"))
+    return tmp_path / "rgb.nrrd"
+
+
+def _two_views(tmp_path):
+    m = np.zeros((K, J, I), np.uint8)
+    m[4:7, 6:16, 8:20] = 1
+    m[0:10, 18:22, 24] = 1                                    # a stroke painted in the sagittal view
+    write_segmentation(segmentation_from_masks({"GM": m}, OBLIQUE), tmp_path / "two.seg.nrrd")
+    return tmp_path / "two.seg.nrrd"
+
+
+def _constant(tmp_path):
+    write_volume(Image(np.full((K, J, I), 9, np.int16), OBLIQUE), tmp_path / "const.nrrd")
+    return tmp_path / "const.nrrd"
+
+
+# (name, how to change the arguments, exit code, words in the message)
+CASES = [
+    ("missing volume", lambda t, a: a.update(volume=t / "nope.nrrd"), 2, "does not exist"),
+    ("2-D image", lambda t, a: a.update(volume=_flat(t)), 2, "2-D image"),
+    ("RGB volume", lambda t, a: a.update(volume=_rgb(t)), 2, "components per voxel"),
+    ("constant volume", lambda t, a: a.update(volume=_constant(t)), 2, "constant"),
+    ("2 painted slices", lambda t, a: a.update(seeds=_write_case(t, slices=(4, 5))[1]), 2, "at least 3"),
+    ("nothing painted", lambda t, a: a.update(seeds=_write_case(t, painted=np.zeros((K, J, I), np.uint8),
+                                                                  tag=False)[1]), 2, "Nothing is painted"),
+    ("painted in two views", lambda t, a: a.update(seeds=_two_views(t)), 2, "two views"),
+    ("unknown segment", lambda t, a: a.extra.extend(["--segment", "SOL"]), 2, "No segment named SOL"),
+    ("missing model", lambda t, a: a.update(model=t / "nope.pt"), 3, "does not exist"),
+    ("truncated model", lambda t, a: a.update(model=_corrupt(t, a.tiny)), 3, "corrupt"),
+    ("newer model format", lambda t, a: a.update(model=_newer(t, a.tiny)), 3, "newer"),
+    ("no output folder", lambda t, a: a.update(output=t / "no" / "o.seg.nrrd"), 4, "does not exist"),
+    ("output suffix", lambda t, a: a.update(output=t / "o.nrrd"), 2, "does not end in .seg.nrrd"),
+    ("output is the seeds", lambda t, a: a.update(output=a["seeds"]), 2, "replace your painted slices"),
+]
+
+
+class _Args(dict):
+    def __init__(self, tmp_path, tiny):
+        vol, seeds = _write_case(tmp_path)
+        super().__init__(volume=vol, seeds=seeds, output=tmp_path / "out.seg.nrrd", model=tiny)
+        self.extra, self.tiny = [], tiny
+
+    def argv(self):
+        return ["propagate", self["volume"], self["seeds"], "-o", self["output"], "--model", self["model"],
+                "--device", "cpu"] + self.extra
+
+
+def never_propagate(monkeypatch):
+    """These errors must be found before the long work starts."""
+    import ifssnet.propagate as prop
+
+    def boom(*a, **k):
+        raise AssertionError("propagation started")
+
+    monkeypatch.setattr(prop, "propagate", boom)
+
+
+@pytest.fixture(name="never_propagate")
+def _never_propagate(monkeypatch):
+    never_propagate(monkeypatch)
+
+
+@pytest.mark.parametrize("name, change, code, words", CASES, ids=[c[0] for c in CASES])
+def test_each_error_is_one_line_and_its_exit_code(tmp_path, tiny_model, monkeypatch, capsys,
+                                                  name, change, code, words):
+    if name != "constant volume":         # found by the intensity statistics, at the start of propagate
+        never_propagate(monkeypatch)
+    args = _Args(tmp_path, tiny_model)
+    change(tmp_path, args)
+    seeds_before = Path(args["seeds"]).read_bytes()
+    got, out, err = _cli(capsys, *args.argv())
+    line = _error_line(err)
+    assert got == code, (name, err)
+    assert line.startswith("ifssnet: ") and words in line, line
+    assert not (tmp_path / "out.seg.nrrd").exists() and not _leftovers(tmp_path)
+    assert Path(args["seeds"]).read_bytes() == seeds_before
+
+
+def test_cuda_requested_but_absent(tmp_path, tiny_model, never_propagate, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    args = _Args(tmp_path, tiny_model)
+    code, _, err = _cli(capsys, *args.argv()[:-2], "--device", "cuda")
+    assert code == 4 and "GPU (CUDA) was requested" in _error_line(err)
+
+
+def test_too_large_for_memory_is_refused_before_starting_with_the_size(tmp_path, copy_net, never_propagate,
+                                                                       monkeypatch, capsys):
+    vol, seeds = _write_case(tmp_path)
+    monkeypatch.setenv("IFSSNET_AVAILABLE_MEMORY", "40M")
+    code, _, err = _cli(capsys, "propagate", vol, seeds, "-o", tmp_path / "o.seg.nrrd")
+    line = _error_line(err)
+    assert code == 4 and "needs about" in line and "GB are free" in line and "crop the volume" in line
+
+
+def test_debug_shows_the_traceback(tmp_path, tiny_model, capsys):
+    args = _Args(tmp_path, tiny_model)
+    args.update(model=tmp_path / "nope.pt")
+    code, _, err = _cli(capsys, "--debug", *args.argv())
+    assert code == 3 and "Traceback" in err and err.rstrip().splitlines()[-1].startswith("ifssnet: ")
+
+
+def test_an_unexpected_exception_is_an_internal_error_exit_70(tmp_path, copy_net, monkeypatch, capsys):
+    import ifssnet.propagate as prop
+
+    def bug(*a, **k):
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(prop, "propagate", bug)
+    vol, seeds = _write_case(tmp_path)
+    code, _, err = _cli(capsys, "propagate", vol, seeds, "-o", tmp_path / "o.seg.nrrd")
+    line = _error_line(err)
+    assert code == EXIT_INTERNAL == 70
+    assert "internal error" in line and "--debug" in line and "ZeroDivisionError" in line
+    code, _, err = _cli(capsys, "--debug", "propagate", vol, seeds, "-o", tmp_path / "o.seg.nrrd")
+    assert code == 70 and "Traceback" in err and "bug" in err
+    assert not (tmp_path / "o.seg.nrrd").exists()
+
+
+# ------------------------------------------------------------------ Ctrl-C and disk full
+def _old_outputs(tmp_path):
+    out = tmp_path / "out.seg.nrrd"
+    out.write_bytes(b"the previous result")
+    (tmp_path / "out.confidence.json").write_text("{}")
+    return out
+
+
+def _assert_old_outputs_untouched(tmp_path):
+    assert (tmp_path / "out.seg.nrrd").read_bytes() == b"the previous result"
+    assert (tmp_path / "out.confidence.json").read_text() == "{}"
+    assert not _leftovers(tmp_path)
+
+
+def test_ctrl_c_while_propagating_exits_130_and_writes_nothing(tmp_path, copy_net, monkeypatch, capsys):
+    import ifssnet.progress as progress
+
+    class Interrupting:
+        def __init__(self, *a, **k):
+            pass
+
+        def __call__(self, stage, done, total):
+            if stage == "propagating" and done > 0:
+                raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(progress, "TqdmProgress", Interrupting)
+    vol, seeds = _write_case(tmp_path)
+    _old_outputs(tmp_path)
+    code, _, err = _cli(capsys, "propagate", vol, seeds, "-o", tmp_path / "out.seg.nrrd")
+    assert code == 130 and "Interrupted (Ctrl-C). Nothing was written." in _error_line(err)
+    _assert_old_outputs_untouched(tmp_path)
+
+
+def test_ctrl_c_between_the_two_output_files_leaves_both_as_they_were(tmp_path, copy_net, monkeypatch, capsys):
+    import ifssnet.io as io
+
+    def interrupted(obj, path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io, "write_json", interrupted)      # the .seg.nrrd is already written by then
+    vol, seeds = _write_case(tmp_path)
+    _old_outputs(tmp_path)
+    code, _, _ = _cli(capsys, "propagate", vol, seeds, "-o", tmp_path / "out.seg.nrrd")
+    assert code == 130
+    _assert_old_outputs_untouched(tmp_path)
+
+
+def test_disk_full_while_writing(tmp_path, copy_net, monkeypatch, capsys):
+    import slicerio
+
+    def full(path, *a, **k):
+        Path(path).write_bytes(b"NRRD0004\n")                 # a partial file, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    vol, seeds = _write_case(tmp_path)
+    monkeypatch.setattr(slicerio, "write_segmentation", full)
+    _old_outputs(tmp_path)
+    code, _, err = _cli(capsys, "propagate", vol, seeds, "-o", tmp_path / "out.seg.nrrd")
+    line = _error_line(err)
+    assert code == 4 and "No space left on device" in line and "Free some disk space" in line
+    _assert_old_outputs_untouched(tmp_path)
+
+
+def test_output_folder_not_writable(tmp_path, copy_net, never_propagate, monkeypatch, capsys):
+    vol, seeds = _write_case(tmp_path)
+    out_dir = tmp_path / "locked"
+    out_dir.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m, **k: False if Path(p) == out_dir else real(p, m, **k))
+    code, _, err = _cli(capsys, "propagate", vol, seeds, "-o", out_dir / "o.seg.nrrd")
+    assert code == 4 and "not writable" in _error_line(err)
+
+
+# ----------------------------------------------------------------------- other commands
+def test_evaluate_and_seeds_errors(tmp_path, capsys):
+    vol, seeds = _write_case(tmp_path)
+    code, out, err = _cli(capsys, "evaluate", seeds, seeds, "--json")
+    assert code == 0 and json.loads(out)["GM"]["dice"] == 1.0
+    code, _, err = _cli(capsys, "evaluate", seeds, seeds, "--segment", "SOL")
+    assert code == 2 and "not in both files" in _error_line(err)
+    code, _, err = _cli(capsys, "seeds", seeds, "-o", seeds)
+    assert code == 2 and "replace your painted slices" in _error_line(err)
+    code, _, err = _cli(capsys, "seeds", tmp_path / "nope.seg.nrrd", "-o", tmp_path / "s.seg.nrrd")
+    assert code == 2 and "does not exist" in _error_line(err)
+
+
+# ---------------------------------------------------------------------- real processes
+def _python(code: str, cwd: Path, timeout=120):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "Testing")]),
+               OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_without_torch_propagate_says_how_to_install_it_and_the_rest_works(tmp_path):
+    vol, seeds = _write_case(tmp_path)
+    res = _python(f"""
+        import sys
+        sys.modules["torch"] = None                     # as if PyTorch were not installed
+        from ifssnet.cli import main
+        code = main(["propagate", {str(vol)!r}, {str(seeds)!r}, "-o", "out.seg.nrrd"])
+        ok = main(["evaluate", {str(seeds)!r}, {str(seeds)!r}])
+        sys.exit(code * 10 + ok)
+        """, tmp_path)
+    assert res.returncode == 50, res.stderr
+    line = _error_line(res.stderr)
+    assert "PyTorch (torch) is not installed" in line and "pip install torch" in line
+    assert "PyTorch" in line and "extension" in line
+    assert not (tmp_path / "out.seg.nrrd").exists()
+
+
+def test_a_real_sigint_exits_130_and_leaves_no_output(tmp_path):
+    vol, seeds = _write_case(tmp_path)
+    res = _python(f"""
+        import os, signal, sys, time
+        import ifssnet.progress as progress
+        import ifssnet.propagate as prop
+        from fake_models import CopyModel
+        prop.load_model = lambda model=None, device="cpu": CopyModel(size=32)
+
+        class SendsSigint:
+            def __init__(self, *a, **k): pass
+            def close(self): pass
+            def __call__(self, stage, done, total):
+                if stage == "propagating" and done > 0:
+                    os.kill(os.getpid(), signal.SIGINT)   # what Ctrl-C in a terminal sends
+                    time.sleep(30)
+
+        progress.TqdmProgress = SendsSigint
+        from ifssnet.cli import main
+        sys.exit(main(["propagate", {str(vol)!r}, {str(seeds)!r}, "-o", "out.seg.nrrd"]))
+        """, tmp_path)
+    assert res.returncode == 130, res.stderr
+    assert "Interrupted (Ctrl-C)" in _error_line(res.stderr)
+    assert not (tmp_path / "out.seg.nrrd").exists() and not _leftovers(tmp_path)
