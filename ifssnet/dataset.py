@@ -1,0 +1,169 @@
+"""Training cases on the network's working grid, and the random runs of slices the trainer samples.
+
+A case is a volume and an annotation (.seg.nrrd or labelmap). The annotation may be complete or
+sparse: a segment whose ``annotated`` field lists slices is known only there (few-shot). Every
+case is normalised per volume and resampled in-plane once (:mod:`ifssnet.preprocess`), then kept
+in memory as float16 (image) and uint8 (masks): a 1400-slice case at 128 x 128 is about 70 MB.
+
+Sampling follows the authors' prototype: a random run of consecutive slices of one segment, in a
+random direction, that starts on a slice where the segment is known and present.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import InputError
+from .io import Segmentation, read_segmentation, read_volume
+from .preprocess import InPlaneGrid, check_volume, intensity_stats, normalized_work_volume
+
+
+@dataclass
+class Case:
+    """One training case on the working grid.
+
+    ``image``: float16 (K, S, S), z-scored. ``masks``: name -> uint8 (K, S, S) (1 inside).
+    ``known``: name -> bool (K,), the slices whose annotation is real (all True when complete).
+    """
+
+    name: str
+    image: np.ndarray
+    masks: Dict[str, np.ndarray]
+    known: Dict[str, np.ndarray]
+
+    @property
+    def n_slices(self) -> int:
+        return self.image.shape[0]
+
+
+def load_case(volume_path, annotation_path, size: int, segments: Optional[Sequence[str]] = None,
+              name: Optional[str] = None) -> Case:
+    """Read a volume and its annotation and put both on the ``size`` x ``size`` working grid."""
+    import torch
+
+    img = read_volume(volume_path)
+    check_volume(img.array)
+    seg = read_segmentation(annotation_path, reference=img.geometry, reference_shape=img.array.shape)
+    return case_from_arrays(img.array, seg, size, segments, name or Path(volume_path).parent.name)
+
+
+def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
+                     segments: Optional[Sequence[str]] = None, name: str = "case") -> Case:
+    """Like :func:`load_case`, from an array (K, J, I) and a :class:`~ifssnet.io.Segmentation` on its grid."""
+    import torch
+
+    grid = InPlaneGrid(volume.shape[1:], size)
+    mean, std = intensity_stats(volume)
+    image = normalized_work_volume(volume, grid, mean, std).to(torch.float16).numpy()
+    masks, known = {}, {}
+    names = list(segments) if segments else seg.names
+    if not names:
+        raise InputError(f"The annotation of case '{name}' has no segments.", "Give a segmentation with at least one segment.")
+    for n in names:
+        s = seg.get(n)
+        m = torch.from_numpy(s.mask.astype(np.float32))
+        masks[n] = (grid.to_work(m) > 0.5).to(torch.uint8).numpy()
+        k = np.zeros(volume.shape[0], bool)
+        if s.annotated is None:
+            k[:] = True
+        else:
+            if s.annotated.axis != 0:
+                raise InputError(f"Segment '{n}' of case '{name}' is annotated across axis {s.annotated.axis}.",
+                                 "Training propagates along axis 0 (k); re-cut the annotation with `ifssnet seeds`.")
+            k[list(s.annotated.slices)] = True
+        known[n] = k
+    return Case(name, image, masks, known)
+
+
+def decremental_fractions(n_cases: int, total: float = 0.035, ratio: float = 0.5) -> List[float]:
+    """Annotated share per case for the paper's decremental schedule.
+
+    The share decays geometrically by ``ratio`` from case to case, scaled so that the mean over the
+    cases is ``total`` (paper: 3.5 %), and capped at 1. With 29 cases the first gets about half as
+    many annotated slices again as the second, and so on (paper: about 230, then 115, ...).
+    """
+    if n_cases <= 0:
+        return []
+    raw = np.array([ratio ** i for i in range(n_cases)])
+    frac = raw * total * n_cases / raw.sum()
+    # Capping at 1 loses share: hand it on to the next cases so the mean stays ``total``.
+    for i in range(n_cases):
+        if frac[i] > 1.0:
+            excess = frac[i] - 1.0
+            frac[i] = 1.0
+            if i + 1 < n_cases:
+                frac[i + 1:] += excess * raw[i + 1:] / raw[i + 1:].sum()
+    return [float(f) for f in frac]
+
+
+def sparsify(case: Case, fraction: float, group: int = 3) -> Case:
+    """Keep the annotation of ``case`` on about ``fraction`` of its slices, in groups of ``group``
+    consecutive slices spread evenly over the volume (the few-shot protocol). The rest is unknown."""
+    K = case.n_slices
+    n_groups = max(1, int(round(fraction * K / group)))
+    starts = np.linspace(0, K - group, n_groups).round().astype(int) if n_groups > 1 else np.array([K // 2 - group // 2])
+    known = np.zeros(K, bool)
+    for s in starts:
+        known[s:s + group] = True
+    return Case(case.name, case.image, case.masks, {n: known.copy() & case.known[n] for n in case.masks})
+
+
+@dataclass
+class Run:
+    """A sampled training run: ``image`` float32 (L, S, S), ``mask`` float32 (L, S, S),
+    ``known`` bool (L,), in run order (already reversed when the direction is backward)."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    known: np.ndarray
+    segment: str
+
+
+def sample_run(case: Case, rng: np.random.Generator, length: int, window: int = 3,
+               augment: bool = True) -> Optional[Run]:
+    """A random run of ``length`` slices of one segment of ``case`` that starts on ``window`` known
+    slices where the segment is present; reversed with probability 0.5. ``None`` if no segment fits."""
+    names = list(case.masks)
+    for _ in range(8):
+        name = names[rng.integers(len(names))]
+        known, mask = case.known[name], case.masks[name]
+        present = mask.reshape(mask.shape[0], -1).any(axis=1)
+        backward = bool(rng.random() < 0.5)
+        K = case.n_slices
+        if K < length:
+            length = K
+        idx = np.arange(K)
+        if backward:
+            idx = idx[::-1]
+        ok = np.array([known[idx[p:p + window]].all() and present[idx[p:p + window]].all()
+                       for p in range(0, K - length + 1)]) if K - length + 1 > 0 else np.array([], bool)
+        starts = np.flatnonzero(ok)
+        if starts.size == 0:
+            continue
+        p0 = int(starts[rng.integers(starts.size)])
+        sel = idx[p0:p0 + length]
+        image = case.image[sel].astype(np.float32)
+        m = mask[sel].astype(np.float32)
+        if augment:
+            image, m = _augment(image, m, rng)
+        return Run(image, m, known[sel].copy(), name)
+    return None
+
+
+def _augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """Intensity (gain, contrast, gamma-like), lateral flip and a small in-plane shift, the same for
+    every slice of the run. Masks move with the image."""
+    if rng.random() < 0.5:
+        image, mask = image[:, :, ::-1], mask[:, :, ::-1]
+    gain = rng.normal(0.0, 0.2)
+    contrast = float(np.exp(rng.normal(0.0, 0.15)))
+    image = image * contrast + gain
+    if rng.random() < 0.3:
+        image = np.sign(image) * np.abs(image) ** float(np.exp(rng.normal(0, 0.1)))
+    dy, dx = rng.integers(-4, 5, size=2)
+    image = np.roll(image, (int(dy), int(dx)), axis=(1, 2))
+    mask = np.roll(mask, (int(dy), int(dx)), axis=(1, 2))
+    return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(mask, dtype=np.float32)

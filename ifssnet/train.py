@@ -1,0 +1,409 @@
+"""Training: full supervision, few-shot with sequential pseudo-labels, the decremental schedule, TBPTT.
+
+One step takes a random run of ``run_length`` slices of one segment (:func:`ifssnet.dataset.sample_run`)
+and slides a window of w slices over it with stride 1, exactly as propagation does: the first window's
+mask input is the annotation of the run's first w slices, and every later window gets the previous
+window's prediction (detached), re-anchored on annotated slices and, in full supervision, on the
+ground truth every ``refeed_every`` windows (the prototype's 30).
+
+Targets per window (eq. 3-4 of the paper): in ``full`` mode the ground truth. In ``fewshot`` mode the
+annotation where a slice is annotated, else the previous window's prediction for that slice
+(sequential pseudo-label, thresholded at 0.5 and detached); slices with neither are left out of the
+Tversky sums. The loss of the run is 1 - mean over windows of TI, and TBPTT updates the network after
+each half of the run (the ConvLSTM state is detached between halves).
+
+Optimiser: Adam, ``lr`` (paper 1e-4) then ``lr_final`` (1e-5) for the last two epochs, L2 1e-5 on
+the network's weights (not on alpha/beta). Checkpoints every ``checkpoint_every`` steps hold the
+weights, optimiser, step and the RNG seed, so ``--resume`` continues exactly: the data and dropout
+of step n are drawn from generators seeded with (seed, n, rank).
+
+Distributed: ``torchrun --nproc_per_node N -m ifssnet.train ...`` runs data parallelism over cases
+(each rank samples its own shard; gradients are all-reduced after every TBPTT update, as DDP does),
+gloo on CPU, nccl on GPUs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import __version__
+from .dataset import Case, decremental_fractions, load_case, sample_run, sparsify
+from .errors import InputError, ModelError
+from .progress import CancelLike, ProgressFn, check_cancel, report
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (stored in the checkpoint)."""
+
+    mode: str = "full"                 # "full" | "fewshot"
+    epochs: int = 10
+    steps_per_epoch: int = 100
+    run_length: int = 32               # slices per sampled run (prototype: 100-199 on a GPU)
+    lr: float = 1e-4
+    lr_final: float = 1e-5             # last two epochs
+    l2: float = 1e-5                   # paper's lambda: + lambda ||W||^2 (Adam weight_decay = 2 lambda)
+    refeed_every: int = 30             # full mode: re-feed the ground truth every N windows
+    annotated_total: float = 0.035     # fewshot: mean annotated share over the cases (decremental)
+    decay_ratio: float = 0.5           # fewshot: annotated share ratio from one case to the next
+    seed: int = 0
+    checkpoint_every: int = 50
+    augment: bool = True
+    grad_clip: float = 5.0
+
+    def validate(self) -> None:
+        if self.mode not in ("full", "fewshot"):
+            raise InputError(f"Unknown training mode '{self.mode}'.", "Use --mode full or --mode fewshot.")
+        if self.epochs < 1 or self.steps_per_epoch < 1:
+            raise InputError("Epochs and steps per epoch must be at least 1.", "Check --epochs and --steps.")
+
+    def lr_at(self, step: int) -> float:
+        epoch = step // self.steps_per_epoch
+        return self.lr_final if epoch >= max(0, self.epochs - 2) and self.epochs > 2 else self.lr
+
+
+@dataclass
+class StepLog:
+    step: int
+    loss: float
+    alpha: float
+    beta: float
+    lr: float
+    seconds: float
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: int, state=None,
+                 first_prev=None):
+    """Slide windows over one run and return (loss, state, last prediction, per-window TI).
+
+    ``image``, ``mask``: torch (B, L, S, S) float; ``known``: torch bool (B, L). The first window
+    covers slices 1..w (its mask input is ``first_prev`` or the annotation of slices 0..w-1).
+    Returns the mean over windows of (1 - TI), so ``loss.backward()`` is eq. (4) without the L2 term.
+    """
+    import torch
+
+    B, L, S, _ = image.shape
+    w = model.config.window
+    prev = first_prev if first_prev is not None else mask[:, 0:w]
+    prev_pred = None                      # previous window's prediction (B, w, S, S), detached
+    losses = []
+    for t in range(1, L - w + 1):
+        img = image[:, t:t + w][:, None]
+        logits, state = model(img, prev[:, None], state)
+        prob = torch.softmax(logits, dim=1)[:, 1]                     # (B, w, S, S)
+        kn = known[:, t:t + w]                                        # (B, w)
+        if mode == "full":
+            target, weight = mask[:, t:t + w], torch.ones_like(kn, dtype=prob.dtype)
+        else:
+            target = mask[:, t:t + w].clone()
+            weight = kn.to(prob.dtype)
+            if prev_pred is not None:    # pseudo-labels: the previous window's view of slices t..t+w-2
+                pseudo = (prev_pred[:, 1:] > 0.5).to(prob.dtype)
+                unk = ~kn[:, :w - 1]
+                target[:, :w - 1][unk] = pseudo[unk]
+                weight[:, :w - 1][unk] = 1.0
+        losses.append(loss_fn(prob, target, weight[:, :, None, None].expand_as(prob), from_logits=False))
+        pred = prob.detach()
+        # Next mask input: this prediction, re-anchored on annotated slices (and the truth every N windows).
+        nxt = pred.clone()
+        anchor = kn if mode == "fewshot" else (kn if (t % refeed_every == 0) else torch.zeros_like(kn))
+        nxt[anchor] = mask[:, t:t + w][anchor]
+        prev = nxt
+        prev_pred = pred
+    if not losses:
+        raise InputError("A training run is shorter than two windows.", "Use a longer --run-length.")
+    return torch.stack(losses).mean(), state, prev
+
+
+def _detach_state(state):
+    import torch
+
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return type(state)(_detach_state(s) for s in state)
+
+
+def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: TrainConfig):
+    """One TBPTT step on a batch of runs (B, L, S, S): two updates, one after each half of the run."""
+    import torch
+
+    w = model.config.window
+    L = run_image.shape[1]
+    half = max(w + 1, (L + w) // 2)
+    state, prev, total = None, None, 0.0
+    segments = [(0, half)] + ([(half - w, L)] if L - (half - w) > w else [])
+    for a, b in segments:
+        optimizer.zero_grad(set_to_none=True)
+        loss, state, prev = windows_loss(model, loss_fn, run_image[:, a:b], run_mask[:, a:b], run_known[:, a:b],
+                                         cfg.mode, cfg.refeed_every, state, first_prev=prev if a else None)
+        loss.backward()
+        _average_gradients(optimizer)
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_([q for g in optimizer.param_groups for q in g["params"]], cfg.grad_clip)
+        optimizer.step()
+        state = _detach_state(state)
+        prev = prev.detach()
+        total += float(loss.detach()) / len(segments)
+    return total
+
+
+def _average_gradients(optimizer) -> None:
+    """Data parallelism over cases: average every gradient (the network's and alpha/beta's) across ranks.
+
+    This is what DistributedDataParallel's reducer computes. It is done explicitly because TBPTT calls
+    the network once per window before one backward, which DDP's one-forward-per-backward hooks do not expect.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for g in optimizer.param_groups:
+        for q in g["params"]:
+            if q.grad is not None:
+                dist.all_reduce(q.grad)
+                q.grad /= world
+
+
+def _broadcast_parameters(modules) -> None:
+    """Start every rank from rank 0's weights."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for m in modules:
+        for t in list(m.parameters()) + list(m.buffers()):
+            dist.broadcast(t.data, 0)
+
+
+def _seed_everything(cfg: TrainConfig, step: int, rank: int):
+    import torch
+
+    torch.manual_seed(hash((cfg.seed, step, rank)) & 0x7FFFFFFF)
+    return np.random.default_rng([cfg.seed, step, rank])
+
+
+def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[TrainConfig] = None,
+          base_model=None, resume=None, command: str = "", data_description: str = "",
+          progress: Optional[ProgressFn] = None, cancel: CancelLike = None,
+          on_step: Optional[Callable[[StepLog], None]] = None, rank: int = 0, world: int = 1,
+          device: str = "cpu") -> Path:
+    """Train (or fine-tune) IFSS-Net on ``cases`` and write the checkpoint to ``out_path``.
+
+    ``model_config``: an :class:`ifssnet.model.IFSSNetConfig` for a new network; ``base_model``: a
+    checkpoint to fine-tune from; ``resume``: a training checkpoint to continue exactly. A cancel
+    stops after the current step and leaves ``out_path`` as it was before the run started.
+    Returns the path written. ``on_step`` receives a :class:`StepLog` per step (for loss curves).
+    """
+    import torch
+
+    from .loss import ParametricTversky
+    from .model import IFSSNet, IFSSNetConfig
+    from .model.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = cfg or TrainConfig()
+    cfg.validate()
+    if not cases:
+        raise InputError("No training cases.", "Give at least one volume with its annotation.")
+    out_path = Path(out_path)
+    start_step, opt_state, loss_state = 0, None, None
+    if resume is not None:
+        model, model_config, meta = load_checkpoint(resume, map_location="cpu")
+        tr = meta.get("training", {})
+        if not tr:
+            raise ModelError(f"'{resume}' holds no training state, so it cannot be resumed.",
+                             "Resume from a checkpoint written during training, or fine-tune with --from.")
+        cfg = TrainConfig(**tr["config"])
+        start_step = int(tr["step"])
+        opt_state = tr.get("optimizer")
+        loss_state = tr.get("loss")
+    elif base_model is not None:
+        model, model_config, _ = load_checkpoint(base_model, map_location="cpu")
+    else:
+        torch.manual_seed(cfg.seed)          # the same seed gives the same initial weights
+        model = IFSSNet(model_config or IFSSNetConfig())
+    model_config = model.config
+    if cfg.mode == "fewshot":
+        cases = [c if not all(k.all() for k in c.known.values()) else sparsify(c, f)
+                 for c, f in zip(cases, decremental_fractions(len(cases), cfg.annotated_total, cfg.decay_ratio))]
+    my_cases = [c for i, c in enumerate(cases) if i % world == rank] or list(cases)
+
+    model.to(device).train()
+    loss_fn = ParametricTversky().to(device)
+    if loss_state is not None:
+        loss_fn.load_state_dict(loss_state)
+    _broadcast_parameters([model, loss_fn])
+    params = [{"params": model.parameters(), "weight_decay": 2 * cfg.l2},
+              {"params": loss_fn.parameters(), "weight_decay": 0.0}]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+
+    total = cfg.epochs * cfg.steps_per_epoch
+    report(progress, "training", start_step, total)
+
+    def save(step: int, path: Path) -> None:
+        if rank != 0:
+            return
+        save_checkpoint(path, model, model_config, {
+            "command": command, "data": data_description, "version": __version__,
+            "training": {"config": asdict(cfg), "step": step, "optimizer": opt.state_dict(),
+                         "loss": loss_fn.state_dict(), "alpha": float(loss_fn.alpha), "beta": float(loss_fn.beta)},
+        })
+
+    step = start_step
+    ckpt_path = out_path.with_name(out_path.stem + ".ckpt.pt")
+    while step < total:
+        check_cancel(cancel)
+        t0 = time.perf_counter()
+        rng = _seed_everything(cfg, step, rank)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr_at(step)
+        run = None
+        while run is None:
+            run = sample_run(my_cases[int(rng.integers(len(my_cases)))], rng, cfg.run_length,
+                             model_config.window, cfg.augment)
+        img = torch.from_numpy(run.image)[None].to(device)
+        msk = torch.from_numpy(run.mask)[None].to(device)
+        kn = torch.from_numpy(run.known)[None].to(device)
+        loss = train_step(model, loss_fn, opt, img, msk, kn, cfg)
+        step += 1
+        log = StepLog(step, loss, float(loss_fn.alpha), float(loss_fn.beta), cfg.lr_at(step - 1),
+                      time.perf_counter() - t0)
+        if on_step:
+            on_step(log)
+        report(progress, "training", step, total)
+        if step % cfg.checkpoint_every == 0 or step == total:
+            save(step, ckpt_path)
+    save(step, out_path)
+    return out_path
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def _case_paths(items: Sequence[str]) -> List[tuple]:
+    """CASES: phantom folders (volume.nrrd + reference.seg.nrrd) or VOLUME:ANNOTATION pairs."""
+    pairs = []
+    for it in items:
+        if ":" in it and not Path(it).exists():
+            v, a = it.split(":", 1)
+            pairs.append((Path(v), Path(a)))
+        else:
+            d = Path(it)
+            pairs.append((d / "volume.nrrd", d / "reference.seg.nrrd"))
+    return pairs
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("train", help="train or fine-tune IFSS-Net on annotated volumes",
+                       description="CASES are phantom folders (volume.nrrd + reference.seg.nrrd) or VOLUME:ANNOTATION pairs.")
+    add_train_arguments(p)
+    p.set_defaults(func=_train_cli)
+
+
+def add_train_arguments(p) -> None:
+    p.add_argument("cases", nargs="+")
+    p.add_argument("--arch", choices=["ifssnet", "pgnet", "unet3d"], default="ifssnet",
+                   help="network: IFSS-Net (default) or a learned baseline, PG-Net or the 3-D U-Net "
+                        "(full supervision; --run-length is PG-Net's run / the U-Net's patch depth)")
+    p.add_argument("--mode", choices=["full", "fewshot"], default="full")
+    p.add_argument("--out", type=Path, required=True, help="output model file (.pt)")
+    p.add_argument("--from", dest="base", type=Path, default=None, help="fine-tune from this model")
+    p.add_argument("--resume", type=Path, default=None, help="continue a run from its .ckpt.pt")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--steps", type=int, default=100, help="steps per epoch")
+    p.add_argument("--run-length", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--size", type=int, default=128, help="in-plane working size (multiple of 32)")
+    p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--segments", default=None, help="segments to train on, comma-separated (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--log", type=Path, default=None, help="append one JSON line per step")
+
+
+def _train_cli(args) -> int:
+    if getattr(args, "arch", "ifssnet") != "ifssnet":
+        from .baselines.learned_common import train_cli
+
+        return train_cli(args)
+    from .model import IFSSNetConfig
+    from .progress import TqdmProgress
+
+    rank, world = _init_distributed()
+    segments = [s.strip() for s in args.segments.split(",")] if args.segments else None
+    size = args.size
+    if args.resume or args.base:
+        from .model.checkpoint import load_checkpoint
+
+        _, mc, _ = load_checkpoint(args.resume or args.base)
+        size = mc.size
+    cases = [load_case(v, a, size, segments) for v, a in _case_paths(args.cases)]
+    cfg = TrainConfig(mode=args.mode, epochs=args.epochs, steps_per_epoch=args.steps, run_length=args.run_length,
+                      lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every)
+    logf = open(args.log, "a") if args.log and rank == 0 else None
+
+    def on_step(log: StepLog) -> None:
+        if logf:
+            logf.write(json.dumps(asdict(log)) + "\n")
+            logf.flush()
+
+    bar = TqdmProgress(disable=rank != 0)
+    try:
+        train(cases, args.out, model_config=IFSSNetConfig(size=args.size, width_mult=args.width_mult), cfg=cfg,
+              base_model=args.base, resume=args.resume, command="ifssnet train " + " ".join(map(shlex.quote, sys.argv[2:])),
+              data_description=", ".join(c.name for c in cases), progress=bar, on_step=on_step,
+              rank=rank, world=world, device=args.device)
+    finally:
+        bar.close()
+        if logf:
+            logf.close()
+    if rank == 0:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _init_distributed():
+    """(rank, world) from torchrun's environment; initialises the process group when world > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            import torch
+
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return rank, world
+
+
+def main(argv=None) -> int:
+    """``python -m ifssnet.train`` (and ``torchrun -m ifssnet.train``): the same arguments as ``ifssnet train``."""
+    p = argparse.ArgumentParser(prog="ifssnet.train")
+    add_train_arguments(p)
+    args = p.parse_args(argv)
+    from .cli import main as cli_main
+
+    return cli_main(["train"] + (argv if argv is not None else sys.argv[1:]))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
