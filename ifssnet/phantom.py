@@ -1,0 +1,161 @@
+"""Synthetic 3-D freehand B-mode ultrasound of the lower leg (GM, GL, SOL), our training and test data.
+
+``make_phantom(seed, shape, spacing)`` returns a :class:`Phantom`: a uint8 volume indexed (k, j, i)
+(k = sweep, knee -> ankle; j = depth from the skin down; i = lateral, medial on the left) and the
+reference masks of GM, GL and SOL. The same seed and shape always give the same volume. Each seed is
+a different "subject". See ``docs/phantom.md`` for the model, its parameters and its calibration.
+
+The anatomy is laid out in nominal mm over a 141.8 mm wide field of view (512 x 0.277 mm) and the
+leg always spans the whole sweep, so a small shape shows the whole calf at a coarser voxel size.
+``spacing=None`` picks that voxel size, ``0.277 * 512 / I`` mm (0.277 mm at the paper's 512 width).
+An explicit ``spacing`` only changes the geometry written to disk, not the picture.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import InputError
+from .progress import check_cancel, report
+from .phantom_anatomy import FOV_MM, make_subject
+from .phantom_speckle import Renderer, Schedule, make_schedule
+
+MUSCLES = ("GM", "GL", "SOL")
+CHUNK = 16  # slices rendered together (one FFT batch); memory ~ 40 bytes/voxel of a chunk
+
+
+@dataclass
+class Phantom:
+    """A phantom volume and its reference. Arrays are (K, J, I); ``spacing_kji`` = (sz, sy, sx) mm."""
+
+    volume: np.ndarray
+    labels: Dict[str, np.ndarray]
+    spacing_kji: Tuple[float, float, float]
+    seed: int = 0
+    schedule: Optional[Schedule] = field(default=None, repr=False)
+
+    @property
+    def geometry(self):
+        from .io import Geometry
+
+        sz, sy, sx = self.spacing_kji
+        return Geometry(spacing=(sx, sy, sz))
+
+    @property
+    def seams(self) -> Tuple[int, ...]:
+        return self.schedule.seams if self.schedule is not None else ()
+
+
+def default_spacing(shape: Sequence[int]) -> float:
+    """Voxel size (mm) that maps the nominal 141.8 mm field of view onto the shape's width."""
+    return FOV_MM / int(shape[2])
+
+
+def _check_shape(shape) -> Tuple[int, int, int]:
+    try:
+        K, J, I = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise InputError(f"Phantom shape {shape!r} is not three integers.", "Give --shape Z Y X, e.g. 400 128 128.")
+    if K < 20 or J < 32 or I < 32:
+        raise InputError(f"Phantom shape {(K, J, I)} is too small.", "Use at least 20 slices of 32 x 32 voxels.")
+    return K, J, I
+
+
+def make_phantom(seed: int = 0, shape: Sequence[int] = (1400, 512, 512), spacing: Optional[float] = None,
+                 progress=None, cancel=None, difficulty: float = 1.0) -> Phantom:
+    """Make the phantom of subject ``seed`` with array shape (K, J, I).
+
+    ``spacing`` (mm, isotropic): None = ``default_spacing(shape)`` (0.277 mm at 512 wide).
+    ``difficulty`` scales the freehand non-linearity (drift/twist wobble, lobes, misalignment);
+    1.0 is the calibrated value (see docs/phantom.md). Reports progress per chunk of slices and
+    raises :class:`~ifssnet.errors.Cancelled` between chunks when ``cancel`` is set.
+    """
+    K, J, I = _check_shape(shape)
+    sp = default_spacing(shape) if spacing is None else float(spacing)
+    if not np.isfinite(sp) or sp <= 0:
+        raise InputError(f"Spacing {spacing!r} is not a positive number of mm.", "Give e.g. --spacing 0.277.")
+    sub = make_subject(seed, K, difficulty)
+    sched = make_schedule(seed, K, difficulty)
+    rend = Renderer(sub, sched, seed, J, I)
+    volume = np.empty((K, J, I), np.uint8)
+    lab = np.empty((K, J, I), np.uint8)
+    for k0 in range(0, K, CHUNK):
+        check_cancel(cancel)
+        ks = list(range(k0, min(K, k0 + CHUNK)))
+        img, l = rend.render(ks)
+        volume[k0:k0 + len(ks)] = img
+        lab[k0:k0 + len(ks)] = l
+        report(progress, "Phantom", ks[-1] + 1, K)
+    check_cancel(cancel)
+    labels = {name: (lab == v).view(np.uint8) for v, name in enumerate(MUSCLES, start=1)}
+    del lab
+    return Phantom(volume, labels, (sp, sp, sp), int(seed), sched)
+
+
+def write_phantom(outdir, seed: int = 0, shape: Sequence[int] = (1400, 512, 512), spacing: Optional[float] = None,
+                  progress=None, cancel=None) -> Phantom:
+    """Make a phantom and write ``outdir/volume.nrrd`` and ``outdir/reference.seg.nrrd`` (GM, GL, SOL)."""
+    from .io import Image, segmentation_from_masks, write_segmentation, write_volume
+
+    ph = make_phantom(seed, shape, spacing, progress=progress, cancel=cancel)
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    geo = ph.geometry
+    write_volume(Image(ph.volume, geo), out / "volume.nrrd")
+    write_segmentation(segmentation_from_masks(dict(ph.labels), geo), out / "reference.seg.nrrd")
+    return ph
+
+
+COLORS = {"GM": (0.95, 0.35, 0.25), "GL": (0.25, 0.75, 1.0), "SOL": (1.0, 0.85, 0.2)}
+
+
+def save_montage(phantom: Phantom, path, fractions=(0.08, 0.25, 0.42, 0.58, 0.75, 0.92)) -> Path:
+    """Write a PNG: axial slices along the sweep with the reference outlines, and a longitudinal reslice."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vol = phantom.volume
+    K, J, I = vol.shape
+    sz, sy, sx = phantom.spacing_kji
+    n = len(fractions)
+    cols = 3
+    rows = (n + cols - 1) // cols
+    fig = plt.figure(figsize=(4.2 * cols, 3.6 * rows + 3.4), dpi=110, facecolor="black")
+    gs = fig.add_gridspec(rows + 1, cols, height_ratios=[1] * rows + [0.95], hspace=0.12, wspace=0.04)
+    for a, f in enumerate(fractions):
+        k = int(round(f * (K - 1)))
+        ax = fig.add_subplot(gs[a // cols, a % cols])
+        ax.imshow(vol[k], cmap="gray", vmin=0, vmax=255, extent=(0, I * sx, J * sy, 0), interpolation="nearest")
+        for name in MUSCLES:
+            m = phantom.labels[name][k]
+            if m.any():
+                ax.contour(np.arange(I) * sx + sx / 2, np.arange(J) * sy + sy / 2, m, levels=[0.5],
+                           colors=[COLORS[name]], linewidths=0.7)
+        present = [nm for nm in MUSCLES if phantom.labels[nm][k].any()]
+        ax.set_title(f"slice {k} ({100 * f:.0f} %): {' '.join(present) or '-'}", color="white", fontsize=8)
+        ax.set_ylim(min(J * sy, 75.0), 0)
+        ax.axis("off")
+    ax = fig.add_subplot(gs[rows, :])
+    # longitudinal reslice through the GM/GL region (medial third)
+    col = int(np.argmax(phantom.labels["GM"].sum(axis=(0, 1)))) if phantom.labels["GM"].any() else I // 3
+    sl = vol[:, :, col].T
+    ax.imshow(sl, cmap="gray", vmin=0, vmax=255, aspect="auto", extent=(0, K * sz, J * sy, 0), interpolation="nearest")
+    for name in MUSCLES:
+        m = phantom.labels[name][:, :, col].T
+        if m.any():
+            ax.contour(np.arange(K) * sz + sz / 2, np.arange(J) * sy + sy / 2, m, levels=[0.5],
+                       colors=[COLORS[name]], linewidths=0.6)
+    ax.set_ylim(min(J * sy, 75.0), 0)
+    ax.set_title(f"longitudinal reslice at i = {col} (knee left, ankle right); GM red, GL blue, SOL yellow",
+                 color="white", fontsize=8)
+    ax.axis("off")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, facecolor="black", bbox_inches="tight")
+    plt.close(fig)
+    return path
