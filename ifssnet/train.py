@@ -275,9 +275,14 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         for g in opt.param_groups:
             g["lr"] = cfg.lr_at(step)
         run = None
-        while run is None:
+        for _ in range(64):
             run = sample_run(my_cases[int(rng.integers(len(my_cases)))], rng, cfg.run_length,
                              model_config.window, cfg.augment)
+            if run is not None:
+                break
+        else:
+            raise InputError(f"No training case has {model_config.window} consecutive annotated slices where "
+                             "a segment is present.", "Annotate at least one group of consecutive slices per case.")
         img = torch.from_numpy(run.image)[None].to(device)
         msk = torch.from_numpy(run.mask)[None].to(device)
         kn = torch.from_numpy(run.known)[None].to(device)
