@@ -23,12 +23,10 @@ continues exactly. A cancel stops before the next step and leaves ``out_path`` a
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import shlex
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +34,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import InputError, ModelError, ResourceError
+from ..errors import InputError, ModelError
 from ..progress import CancelLike, ProgressFn, check_cancel, report
 
 ARCHS = ("pgnet", "unet3d")
@@ -77,42 +75,11 @@ def save_model(path: Union[str, Path], model, arch: str, config: dict, extra: Op
     Raises ``TypeError`` if ``extra`` holds what ``weights_only`` loading refuses, :class:`ResourceError`
     if the folder cannot be written.
     """
-    import torch
+    from ..model.checkpoint import write_weights
 
-    from .. import __version__
-    from ..model.checkpoint import FORMAT_VERSION, _check_safe
-
-    path = Path(path)
-    extra = dict(extra or {})
-    _check_safe(extra)
     n_params = int(sum(p.numel() for p in model.parameters()))
-    payload = {
-        "arch": arch,
-        "format_version": FORMAT_VERSION,
-        "config": json.dumps(config, sort_keys=True),
-        "derived": json.dumps({"parameters": n_params}),
-        "package_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        "extra": extra,
-    }
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise ResourceError(f"Cannot write the model file {path}: {exc.strerror or exc}.",
-                            "Choose a folder you can write to, with free disk space.") from exc
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_weights(path, model, arch, json.dumps(config, sort_keys=True),
+                         json.dumps({"parameters": n_params}), extra)
 
 
 def load_model_file(path: Union[str, Path], arch: str, build: Callable[[dict], Any],

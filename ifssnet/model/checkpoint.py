@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import pickle
-import tempfile
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -31,7 +29,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..errors import ModelError, ResourceError
+from ..errors import ModelError
 from .config import IFSSNetConfig
 from .net import IFSSNet
 
@@ -61,42 +59,35 @@ def save_checkpoint(path: Union[str, Path], model: nn.Module, config: Optional[I
                     extra: Optional[dict] = None) -> Path:
     """Write ``model`` (an :class:`IFSSNet`, possibly wrapped in DDP) atomically to ``path``.
 
-    The file appears complete or not at all (temp file in the same folder, fsync, ``os.replace``).
     Raises ``TypeError`` if ``extra`` holds objects that ``weights_only`` loading would refuse,
     :class:`ResourceError` if the folder cannot be written.
     """
-    path = Path(path)
     net = getattr(model, "module", model)  # DistributedDataParallel
     config = config if config is not None else net.config
+    return write_weights(path, net, ARCH, config.to_json(), json.dumps(config.derived()), extra)
+
+
+def write_weights(path: Union[str, Path], net: nn.Module, arch: str, config_json: str, derived_json: str,
+                  extra: Optional[dict] = None) -> Path:
+    """The checkpoint layout shared by every architecture (IFSS-Net, PG-Net, 3-D U-Net), written atomically:
+    the file appears complete or not at all (:func:`ifssnet.io.atomic_write`)."""
+    from ..io import atomic_write
+
+    path = Path(path)
     extra = dict(extra or {})
     _check_safe(extra)
     payload = {
-        "arch": ARCH,
+        "arch": arch,
         "format_version": FORMAT_VERSION,
-        "config": config.to_json(),
-        "derived": json.dumps(config.derived()),
+        "config": config_json,
+        "derived": derived_json,
         "package_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
         "extra": extra,
     }
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise ResourceError(f"Cannot write the model file {path}: {exc.strerror or exc}.",
-                            "Choose a folder you can write to, with free disk space.") from exc
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _read(path: Path, map_location) -> Any:
