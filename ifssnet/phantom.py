@@ -125,8 +125,10 @@ def save_montage(phantom: Phantom, path, fractions=(0.08, 0.25, 0.42, 0.58, 0.75
     n = len(fractions)
     cols = 3
     rows = (n + cols - 1) // cols
-    fig = plt.figure(figsize=(4.2 * cols, 3.6 * rows + 3.4), dpi=110, facecolor="black")
-    gs = fig.add_gridspec(rows + 1, cols, height_ratios=[1] * rows + [0.95], hspace=0.12, wspace=0.04)
+    shown = min(J * sy, 75.0)  # mm of depth shown
+    ah = 4.2 * shown / (I * sx)
+    fig = plt.figure(figsize=(4.2 * cols, (ah + 0.35) * rows + 3.0), dpi=110, facecolor="black")
+    gs = fig.add_gridspec(rows + 1, cols, height_ratios=[ah + 0.35] * rows + [3.0], hspace=0.15, wspace=0.04)
     for a, f in enumerate(fractions):
         k = int(round(f * (K - 1)))
         ax = fig.add_subplot(gs[a // cols, a % cols])
@@ -142,7 +144,11 @@ def save_montage(phantom: Phantom, path, fractions=(0.08, 0.25, 0.42, 0.58, 0.75
         ax.axis("off")
     ax = fig.add_subplot(gs[rows, :])
     # longitudinal reslice through the GM/GL region (medial third)
-    col = int(np.argmax(phantom.labels["GM"].sum(axis=(0, 1)))) if phantom.labels["GM"].any() else I // 3
+    # through the muscles, in the middle of the field (away from the bone shadows)
+    prof = sum(phantom.labels[n].sum(axis=(0, 1), dtype=np.int64) for n in MUSCLES).astype(float)
+    prof[: int(0.4 * I)] = 0
+    prof[int(0.6 * I):] = 0
+    col = int(np.argmax(prof)) if prof.any() else I // 2
     sl = vol[:, :, col].T
     ax.imshow(sl, cmap="gray", vmin=0, vmax=255, aspect="auto", extent=(0, K * sz, J * sy, 0), interpolation="nearest")
     for name in MUSCLES:

@@ -22,7 +22,7 @@ import numpy as np
 
 FOV_MM = 512 * 0.277  # nominal field of view width, mm
 TIP_MM = 4.0          # minimum thickness of a belly's end
-BUMP = 0.40           # peak relative compression of the bellies by probe pressure along the sweep (difficulty 1)
+BUMP = 0.30           # peak relative compression of the bellies by probe pressure along the sweep (difficulty 1)
 
 # tissue echogenicity (backscatter amplitude) and scatterer density (fraction of voxels)
 TISSUES = {
@@ -59,8 +59,8 @@ def wobble(rng: np.random.Generator, k: np.ndarray, amp: float, lam=(120.0, 400.
     return amp * out / s
 
 
-def bumps(rng: np.random.Generator, k: np.ndarray, amp: float, every: float = 150.0,
-          width=(25.0, 70.0)) -> np.ndarray:
+def bumps(rng: np.random.Generator, k: np.ndarray, amp: float, every: float = 100.0,
+          width=(12.0, 40.0)) -> np.ndarray:
     """Bumps along the sweep (probe pressure): Gaussians of ``width`` slices (sigma), about one per ``every`` slices."""
     out = np.zeros(k.shape, dtype=np.float64)
     n = max(1, int(round(k.size / every)))
@@ -114,9 +114,10 @@ def make_subject(seed: int, K: int, difficulty: float = 1.0) -> Subject:
     # gastrocnemii (nominal mm); GM medial, GL lateral, GL ends first
     gm_end = rng.uniform(0.50, 0.60)
     gl_end = gm_end - rng.uniform(0.04, 0.09)
-    gm_start, gl_start = rng.uniform(-0.04, 0.0), rng.uniform(-0.02, 0.03)
-    eGM = envelope(t, gm_start, rng.uniform(0.16, 0.26), gm_end, rise=1.2, fall=rng.uniform(0.9, 1.4))
-    eGL = envelope(t, gl_start, rng.uniform(0.14, 0.22), gl_end, rise=1.2, fall=rng.uniform(0.9, 1.4))
+    # the heads arise above the knee: at the knee crease (slice 0) both bellies are already large
+    gm_start, gl_start = rng.uniform(-0.22, -0.14), rng.uniform(-0.18, -0.10)
+    eGM = envelope(t, gm_start, rng.uniform(0.16, 0.26), gm_end, rise=1.2, fall=rng.uniform(0.4, 0.7))
+    eGL = envelope(t, gl_start, rng.uniform(0.14, 0.22), gl_end, rise=1.2, fall=rng.uniform(0.4, 0.7))
     p["GM_H"] = (rng.uniform(14, 19) + smooth_curve(rng, t, 2.0) + wobble(rng, k, 1.5 * d)) * eGM ** 0.8 \
         * (1 - bumps(rng, k, BUMP * d))
     p["GL_H"] = (rng.uniform(11, 15) + smooth_curve(rng, t, 1.5) + wobble(rng, k, 1.2 * d)) * eGL ** 0.8 \
@@ -140,7 +141,7 @@ def make_subject(seed: int, K: int, difficulty: float = 1.0) -> Subject:
 
     # soleus
     s0, s1 = rng.uniform(0.10, 0.20), rng.uniform(0.85, 0.90)
-    eS = envelope(t, s0, rng.uniform(0.42, 0.58), s1, rise=rng.uniform(1.0, 1.4), fall=rng.uniform(0.5, 0.9))
+    eS = envelope(t, s0, rng.uniform(0.42, 0.58), s1, rise=rng.uniform(0.5, 0.8), fall=rng.uniform(0.35, 0.6))
     p["SOL_H"] = (rng.uniform(16, 22) + smooth_curve(rng, t, 3.0) + wobble(rng, k, 2.0 * d)) * eS ** 0.8 * taper ** 0.5 \
         * (1 - bumps(rng, k, BUMP * d))
     p["SOL_xc"] = FOV_MM / 2 + rng.uniform(-5, 5) + smooth_curve(rng, t, 5.0) + drift - 0.6 * twist
@@ -238,7 +239,6 @@ def slice_anatomy(sub: Subject, k: int, J: int, I: int, shift_mm=(0.0, 0.0), con
 
     # soleus: under the aponeurosis, or under the fascia where no gastrocnemius
     hGs = _smooth1d(hG, 4.0 / mm)
-    s_top = np.maximum(g_bot + apo, fascia + P["gap"] + apo * (hG <= 0.05))
     s_top = np.where(hG > 0.05, g_bot + apo, fascia + P["gap"] + 0.6 * apo)
     sxc, sw = P["SOL_xc"], P["SOL_w"]
     hS = _lens(x, sxc - sw / 2, sxc + sw / 2, P["SOL_H"], P["SOL_p"], P["SOL_skew"], sub.lobes["SOL"][k])

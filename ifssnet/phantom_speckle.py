@@ -47,8 +47,8 @@ def make_schedule(seed: int, K: int, difficulty: float = 1.0) -> Schedule:
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EE9]))
     k = np.arange(K)
     n_sweeps = int(rng.integers(4, 7))
-    cuts = np.sort(rng.uniform(0.1, 0.9, n_sweeps - 1))
-    # keep seams apart
+    rng.uniform(0.1, 0.9, n_sweeps - 1)  # unused draw, kept so that published seeds stay the same
+    # seams spread along the sweep, kept apart
     cuts = np.linspace(0, 1, n_sweeps + 1)[1:-1] + rng.uniform(-0.35, 0.35, n_sweeps - 1) / n_sweeps
     seams = tuple(int(c * K) for c in cuts)
     sweep = np.searchsorted(np.asarray(seams), k, side="right")
