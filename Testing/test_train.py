@@ -149,3 +149,13 @@ def test_two_process_gloo_training(tmp_path):
 
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     assert (tmp_path / "ddp.pt").exists()
+
+
+def test_end_biased_runs_cross_the_end_of_the_muscle():
+    c = _case(K=60)
+    c.masks["A"][40:] = 0                        # the muscle spans slices 10..39: an end each way
+    c.masks["A"][:10] = 0
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        r = sample_run(c, rng, 12, end_fraction=1.0, augment=False)
+        assert r.mask[:3].any() and not r.mask[-1].any()

@@ -51,7 +51,7 @@ class TrainConfig:
     steps_per_epoch: int = 100
     run_length: int = 32               # slices per sampled run (prototype: 100-199 on a GPU)
     lr: float = 1e-4
-    lr_final: float = 1e-5             # last two epochs
+    lr_final: float = 1e-5             # last two epochs (paper: a tenth of lr)
     l2: float = 1e-5                   # paper's lambda: + lambda ||W||^2 (Adam weight_decay = 2 lambda)
     refeed_every: int = 30             # full mode: re-feed the ground truth every N windows
     annotated_total: float = 0.035     # fewshot: mean annotated share over the cases (decremental)
@@ -335,7 +335,8 @@ def add_train_arguments(p) -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--steps", type=int, default=100, help="steps per epoch")
     p.add_argument("--run-length", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper 1e-4)")
+    p.add_argument("--lr-final", type=float, default=None, help="for the last two epochs (default: lr / 10)")
     p.add_argument("--size", type=int, default=128, help="in-plane working size (multiple of 32)")
     p.add_argument("--width-mult", type=float, default=1.0)
     p.add_argument("--segments", default=None, help="segments to train on, comma-separated (default: all)")
@@ -363,7 +364,8 @@ def _train_cli(args) -> int:
         size = mc.size
     cases = [load_case(v, a, size, segments) for v, a in _case_paths(args.cases)]
     cfg = TrainConfig(mode=args.mode, epochs=args.epochs, steps_per_epoch=args.steps, run_length=args.run_length,
-                      lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every)
+                      lr=args.lr, lr_final=args.lr_final if args.lr_final is not None else args.lr / 10,
+                      seed=args.seed, checkpoint_every=args.checkpoint_every)
     logf = open(args.log, "a") if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:
