@@ -17,6 +17,26 @@ consecutive new slices with (almost) no foreground, so a muscle that ends does n
 
 Per-slice confidence in [0, 1] (:func:`slice_confidence`) combines the entropy of the blended
 probabilities in a band around the predicted boundary and the disagreement between runs.
+
+Speed (issue 7; numbers in ``docs/performance.md``). ``preset`` picks a row of :data:`PRESETS`.
+Whatever the preset, the work is organised the same way:
+
+* all runs of all segments (both directions of every seed group) advance in lock-step as one batch;
+* on a GPU (and on the CPU with ``PRE_ENCODE_ON_CPU``, off: it measured slower there) the image
+  stream, which has no recurrence, is encoded ahead of the sequential steps in large batches
+  (``net.encode_image``), in chunks bounded by ``PRE_ENCODE_BYTES`` of features; only the mask
+  stream, fusion, Bi-ConvLSTM and decoder run per step (``net.forward_from_features``). Backward
+  runs encode their windows in reversed slice order, exactly as the plain path does;
+* the result goes back to the volume grid only where it can be foreground: slices whose blended
+  probability never exceeds 0.5 are not resampled, and with an integer in-plane scale factor only
+  the foreground's bounding box (plus a margin) is (bilinear resampling is a convex combination, so
+  what is left out would threshold to 0 anyway).
+
+These give the same masks as the straightforward path (``preset="reference"``: one ``net(...)`` call
+per step, whole-slice resampling) up to float rounding (tested). The presets differ in the window
+stride (``fast`` steps by w slices: a third of the windows; the network still sees every slice) and,
+on a GPU only, in reduced-precision autocast. The working size is the one the network was trained at,
+in every preset.
 """
 from __future__ import annotations
 
@@ -34,6 +54,34 @@ from .preprocess import InPlaneGrid, check_volume, intensity_stats, normalized_w
 from .progress import CancelLike, ProgressFn, check_cancel, report
 from .seeds import SeedSet, seed_groups, validate_seeds
 
+#: The presets: one row each. ``stride``: window stride in slices (``"w"`` = the window length, so
+#: windows do not overlap; 1 = every slice is predicted by w windows and their mean is kept).
+#: ``pre_encode``: image stream encoded ahead in batches (GPU; CPU only with ``PRE_ENCODE_ON_CPU``). ``sparse_output``: resample only where the
+#: result can be foreground. ``gpu_autocast``: dtype of autocast on CUDA (never used on the CPU).
+#: ``reference`` is the straightforward path, kept for tests and benchmarks; it is not offered in the GUI.
+PRESETS: Dict[str, dict] = {
+    "accurate":  {"stride": 1,   "pre_encode": True,  "sparse_output": True,  "gpu_autocast": None},
+    "balanced":  {"stride": 1,   "pre_encode": True,  "sparse_output": True,  "gpu_autocast": "bfloat16"},
+    "fast":      {"stride": "w", "pre_encode": True,  "sparse_output": True,  "gpu_autocast": "float16"},
+    "reference": {"stride": 1,   "pre_encode": False, "sparse_output": False, "gpu_autocast": None},
+}
+#: The presets the GUI and the CLI offer, most accurate first.
+PRESET_NAMES = ("accurate", "balanced", "fast")
+#: Upper bound on pre-encoded image features held at once (bytes); see ``_FeatureCache``.
+PRE_ENCODE_BYTES = 64 * 2 ** 20
+#: Windows per ``encode_image`` call when pre-encoding, on the CPU and on a GPU. On 2 CPU cores a
+#: batch of 4-8 windows is already as fast per window as any larger one (measured: 0.045 s/window at
+#: batch 4 and 8, 0.059 at 16; size 128, width 0.5), so the CPU batch stays small and few windows
+#: are encoded for nothing when a run stops at the muscle's end. A GPU needs large batches.
+ENCODE_BATCH = 8
+ENCODE_BATCH_GPU = 64
+#: Pre-encode on the CPU too. Off: on 2 CPU cores it was not faster, it was about 10 % slower
+#: (alternating runs, 120 x 128 x 128, width 0.5, 1 thread: plain 8.7/8.9/13.3 s, pre-encoded
+#: 9.7/13.0/15.1 s; medium bench: 69.8 s vs 79.1 s), most likely because features encoded ahead have
+#: left the caches when the mask stream reads them, while a batch of 2 windows already keeps the
+#: cores busy. On a GPU a batch of 2 windows leaves the device idle, so there it is on.
+PRE_ENCODE_ON_CPU = False
+
 
 @dataclass
 class PropagationResult:
@@ -45,6 +93,9 @@ class PropagationResult:
     seconds: float = 0.0
     device: str = "cpu"
     ended: Dict[str, List[int]] = field(default_factory=dict)
+    preset: str = "balanced"
+    windows: int = 0           # network windows run (all runs together)
+    timings: Dict[str, float] = field(default_factory=dict)   # seconds per stage (prepare, encode, step, output)
 
     def least_confident(self, name: str, count: int = 5) -> List[int]:
         """The ``count`` slices of ``name`` with the lowest confidence, lowest first."""
@@ -123,10 +174,17 @@ class _Run:
     quiet: int = 0             # consecutive new slices with no foreground
     done: bool = False
     prev: object = None        # torch (w, S, S): the mask input of the next window
+    stride: int = 1            # slices between windows (the window's newest slice moves by this)
 
     @property
     def n_steps(self) -> int:
-        return len(self.order) - self.n_seeds
+        """Windows until the newest slice reaches the run's end: ``ceil(new slices / stride)``."""
+        return -(-(len(self.order) - self.n_seeds) // self.stride)
+
+    def first(self, w: int, step: int) -> int:
+        """Position (in ``order``) of the first slice of window ``step``; its newest slice is
+        ``n_seeds - 1 + (step + 1) * stride`` (clipped to the run's end by the callers)."""
+        return self.n_seeds - w + (step + 1) * self.stride
 
 
 def _make_runs(name: str, seeds: SeedSet, K: int, between_only: bool) -> List[_Run]:
@@ -147,15 +205,34 @@ def _make_runs(name: str, seeds: SeedSet, K: int, between_only: bool) -> List[_R
 # The propagation
 
 
+def resolve_preset(preset: str, window: int) -> dict:
+    """The settings of ``preset`` (a name in :data:`PRESETS`) for a network with window ``window``.
+
+    Returns a dict with ``stride`` resolved to an int in 1..window. Raises :class:`InputError` for an
+    unknown name.
+    """
+    key = (preset or "balanced").strip().lower()
+    if key not in PRESETS:
+        raise InputError(f"Unknown preset {preset!r}.", f"Choose one of: {', '.join(PRESET_NAMES)}.")
+    cfg = dict(PRESETS[key])
+    stride = window if cfg["stride"] == "w" else int(cfg["stride"])
+    cfg["stride"] = max(1, min(int(window), stride))
+    cfg["name"] = key
+    return cfg
+
+
 def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], model=None, *,
-              device: str = "auto", stop_at_end: bool = True, between_seeds_only: bool = False,
-              patience: int = 5, min_area_fraction: float = 0.02, batch_size: int = 32,
-              progress: Optional[ProgressFn] = None, cancel: CancelLike = None) -> PropagationResult:
+              device: str = "auto", preset: str = "balanced", stop_at_end: bool = True,
+              between_seeds_only: bool = False, patience: int = 5, min_area_fraction: float = 0.02,
+              batch_size: int = 32, progress: Optional[ProgressFn] = None,
+              cancel: CancelLike = None) -> PropagationResult:
     """Propagate the painted slices of every segment through ``volume`` (K, J, I).
 
     ``seeds``: one :class:`SeedSet` (returned under the name ``"segment"``) or ``{name: SeedSet}``.
     ``model``: ``None`` for the shipped network, a checkpoint path, or a loaded ``IFSSNet``.
     ``device``: ``auto`` | ``cpu`` | ``cuda``. A CUDA out-of-memory error falls back to the CPU with a warning.
+    ``preset``: ``accurate`` | ``balanced`` | ``fast`` (see :data:`PRESETS`; :func:`expected_seconds`
+    estimates the time before a run).
     ``stop_at_end``: end a run after ``patience`` new slices whose foreground is below
     ``min_area_fraction`` of the seeds' mean area. ``between_seeds_only``: do not go past the outermost
     seed groups. Returns :class:`PropagationResult`. Raises :class:`~ifssnet.errors.Cancelled` if
@@ -172,18 +249,21 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     report(progress, "preparing", 0, 1)
     dev = resolve_device(device)
     net = load_model(model, dev)
-    check_propagation_memory(volume.shape, seed_map, net, batch_size)
+    settings = resolve_preset(preset, _model_window_and_size(net)[0])
+    extra = PRE_ENCODE_BYTES if _uses_pre_encoding(settings, net, dev) else 0
+    check_propagation_memory(volume.shape, seed_map, net, batch_size, extra_bytes=extra)
     try:
         result = _propagate_on(volume, seed_map, net, dev, stop_at_end, between_seeds_only, patience,
-                               min_area_fraction, batch_size, progress, cancel)
+                               min_area_fraction, batch_size, progress, cancel, settings)
     except torch.cuda.OutOfMemoryError:
         warnings.warn("The GPU ran out of memory; propagating on the CPU instead (slower).", RuntimeWarning)
         torch.cuda.empty_cache()
         dev = "cpu"
         result = _propagate_on(volume, seed_map, net.to("cpu"), dev, stop_at_end, between_seeds_only, patience,
-                               min_area_fraction, batch_size, progress, cancel)
+                               min_area_fraction, batch_size, progress, cancel, settings)
     result.seconds = time.perf_counter() - t0
     result.device = dev
+    result.preset = settings["name"]
     return result
 
 
@@ -197,12 +277,143 @@ def _check_seeds(volume: np.ndarray, seed_map: Mapping[str, SeedSet]) -> None:
         validate_seeds(s, name=name)
 
 
-def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patience, min_area_fraction,
-                  batch_size, progress, cancel) -> PropagationResult:
+def _uses_pre_encoding(settings: dict, net, dev: str) -> bool:
+    return (bool(settings["pre_encode"]) and _has_feature_api(net)
+            and (str(dev).startswith("cuda") or PRE_ENCODE_ON_CPU))
+
+
+def _has_feature_api(net) -> bool:
+    return callable(getattr(net, "encode_image", None)) and callable(getattr(net, "forward_from_features", None))
+
+
+def _accepts_carry_index(net) -> bool:
+    import inspect
+
+    try:
+        return "carry_index" in inspect.signature(net.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _feature_bytes_per_window(net) -> int:
+    """float32 bytes of one window's image-stream features (5 skips + bottleneck)."""
+    cfg = net.config
+    chans = cfg.channels()
+    s = int(cfg.size)
+    per_slice = sum(c * (s >> i) ** 2 for i, c in enumerate(chans)) + chans[-1] * (s >> 5) ** 2
+    return 4 * int(cfg.window) * per_slice
+
+
+class _FeatureCache:
+    """Image-stream features of the next windows of the active runs, encoded ahead in large batches.
+
+    ``get(batch)`` returns :class:`~ifssnet.model.encoder.StreamFeatures` for the current step of each
+    run in ``batch``. When a run's current window is not held, the next windows of all ``active``
+    runs are encoded (enough steps ahead for one ``encode_batch``, within ``budget`` bytes); the old
+    chunk is dropped first, so at most one chunk is alive.
+    """
+
+    def __init__(self, net, window_slices, dev, budget: Optional[int] = None, encode_batch: Optional[int] = None,
+                 autocast=None):
+        self.net, self.window_slices, self.dev = net, window_slices, dev
+        self.per_window = _feature_bytes_per_window(net)
+        gpu = str(dev).startswith("cuda")
+        self.budget = PRE_ENCODE_BYTES if budget is None else budget
+        self.encode_batch = (ENCODE_BATCH_GPU if gpu else ENCODE_BATCH) if encode_batch is None else encode_batch
+        self.autocast = autocast
+        self.index: Dict[tuple, int] = {}
+        self.feats = None
+        self.seconds = 0.0
+
+    def _fill(self, active: Sequence[_Run]) -> None:
+        import torch
+
+        from .model.encoder import StreamFeatures
+
+        t0 = time.perf_counter()
+        self.feats = None
+        self.index = {}
+        # Steps ahead: enough for one encode batch, within the memory budget (at least one step).
+        n = max(1, len(active))
+        ahead = max(1, min(-(-self.encode_batch // n), int(self.budget // max(1, self.per_window * n))))
+        keys, wins = [], []
+        for j in range(ahead):
+            for r in active:
+                step = r.step + j
+                if step < r.n_steps:
+                    keys.append((id(r), step))
+                    wins.append(self.window_slices(r, step))
+        parts = []
+        for b0 in range(0, len(wins), self.encode_batch):
+            img = torch.stack(wins[b0:b0 + self.encode_batch])[:, None].to(self.dev)
+            with _autocast(self.dev, self.autocast):
+                parts.append(self.net.encode_image(img))
+        d = parts[0].depth
+        skips = tuple(torch.cat([p.skips[i] for p in parts]) if len(parts) > 1 else parts[0].skips[i]
+                      for i in range(len(parts[0].skips)))
+        bott = torch.cat([p.bottleneck for p in parts]) if len(parts) > 1 else parts[0].bottleneck
+        self.feats = StreamFeatures(skips, bott, len(wins), d)
+        self.index = {k: i for i, k in enumerate(keys)}
+        self.seconds += time.perf_counter() - t0
+
+    def get(self, batch: Sequence[_Run], active: Sequence[_Run]):
+        import torch
+
+        from .model.encoder import StreamFeatures
+
+        if any((id(r), r.step) not in self.index for r in batch):
+            self._fill(active)
+        idx = [self.index[(id(r), r.step)] for r in batch]
+        f, d = self.feats, self.feats.depth
+        if idx == list(range(idx[0], idx[0] + len(idx))):
+            return f.select(idx[0], idx[0] + len(idx))
+        rows = torch.as_tensor([i * d + j for i in idx for j in range(d)], device=f.bottleneck.device)
+        return StreamFeatures(tuple(s.index_select(0, rows) for s in f.skips), f.bottleneck.index_select(0, rows),
+                              len(idx), d)
+
+
+def _autocast(dev: str, dtype_name):
+    """Autocast on CUDA with ``dtype_name`` ("bfloat16"/"float16"); a no-op context elsewhere."""
+    import contextlib
+
     import torch
 
+    if not dtype_name or not str(dev).startswith("cuda"):
+        return contextlib.nullcontext()
+    dtype = getattr(torch, dtype_name)
+    if dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        dtype = torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _prepare_device(net, dev: str) -> None:
+    """GPU settings that do not change results on the CPU: cudnn autotuning, and torch.compile when
+    ``IFSSNET_COMPILE=1`` (guarded: any failure leaves the plain module)."""
+    import os
+
+    import torch
+
+    if not str(dev).startswith("cuda"):
+        return
+    torch.backends.cudnn.benchmark = True
+    if os.environ.get("IFSSNET_COMPILE") == "1" and not getattr(net, "_ifssnet_compiled", False):
+        try:
+            net.forward_from_features = torch.compile(net.forward_from_features, dynamic=True)
+            net._ifssnet_compiled = True
+        except Exception as exc:  # noqa: BLE001 (compile is optional)
+            warnings.warn(f"torch.compile is not available ({exc}); running uncompiled.", RuntimeWarning)
+
+
+def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patience, min_area_fraction,
+                  batch_size, progress, cancel, settings=None) -> PropagationResult:
+    import torch
+
+    settings = settings or resolve_preset("balanced", _model_window_and_size(net)[0])
+    timings: Dict[str, float] = {}
+    t_prep = time.perf_counter()
     K, J, I = volume.shape
     w, S = _model_window_and_size(net)
+    stride = int(settings["stride"])
     grid = InPlaneGrid((J, I), S)
     mean, std = intensity_stats(volume)
 
@@ -229,13 +440,28 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
     ended: Dict[str, List[int]] = {n: [] for n in seed_map}
 
     for r in runs:  # first mask input: the seed slices, the earliest repeated where there are fewer than w
+        r.stride = stride
         pos = np.clip(np.arange(r.n_seeds - w, r.n_seeds), 0, None)
         r.prev = torch.stack([seed_work[r.segment][int(r.order[p])] for p in pos])
+
+    def window_slices(r: _Run, step: int):
+        t = r.first(w, step)                         # first position of the image window
+        pos = np.clip(np.arange(t, t + w), 0, len(r.order) - 1)
+        return work[torch.as_tensor(r.order[pos])]
+
+    use_feats = _uses_pre_encoding(settings, net, dev)
+    carry = stride - 1
+    pass_carry = carry != 0 and _accepts_carry_index(net)
+    _prepare_device(net, dev)
+    amp = settings.get("gpu_autocast")
+    cache = _FeatureCache(net, window_slices, dev, autocast=amp) if use_feats else None
+    timings["prepare"] = time.perf_counter() - t_prep
 
     total = sum(r.n_steps for r in runs)
     done_steps = 0
     partial: Dict[int, Dict[int, List[torch.Tensor]]] = {id(r): {} for r in runs}
     state_of: Dict[int, object] = {}
+    t_loop = time.perf_counter()
     report(progress, "propagating", 0, total)
     with torch.inference_mode():
         while True:
@@ -245,17 +471,16 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
             check_cancel(cancel)
             for b0 in range(0, len(active), batch_size):
                 batch = active[b0:b0 + batch_size]
-                imgs, prevs, states = [], [], []
-                for r in batch:
-                    t = r.n_seeds - w + 1 + r.step              # first position of the image window
-                    pos = np.clip(np.arange(t, t + w), 0, len(r.order) - 1)
-                    imgs.append(work[torch.as_tensor(r.order[pos])])
-                    prevs.append(r.prev)
-                    states.append(state_of.get(id(r)))
-                img = torch.stack(imgs)[:, None].to(dev)
-                prev = torch.stack(prevs)[:, None].to(dev)
-                state = _stack_states(states, dev)
-                logits, new_state = net(img, prev, state)
+                prev = torch.stack([r.prev for r in batch])[:, None].to(dev)
+                state = _stack_states([state_of.get(id(r)) for r in batch], dev)
+                if use_feats:
+                    feats = cache.get(batch, active)
+                    with _autocast(dev, amp):
+                        logits, new_state = net.forward_from_features(feats, prev, state, carry)
+                else:
+                    img = torch.stack([window_slices(r, r.step) for r in batch])[:, None].to(dev)
+                    with _autocast(dev, amp):
+                        logits, new_state = (net(img, prev, state, carry) if pass_carry else net(img, prev, state))
                 prob = torch.softmax(logits.float(), dim=1)[:, 1].cpu()   # (B, w, S, S)
                 for bi, r in enumerate(batch):
                     state_of[id(r)] = _index_state(new_state, bi)
@@ -266,7 +491,10 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
             report(progress, "propagating", done_steps, total)
         for r in runs:
             _flush(r, partial[id(r)], num[r.segment], num2[r.segment], den[r.segment], upto=None)
+    timings["encode"] = cache.seconds if cache is not None else 0.0
+    timings["step"] = time.perf_counter() - t_loop - timings["encode"]
 
+    t_out = time.perf_counter()
     masks, confidence = {}, {}
     names = list(seed_map)
     for si, name in enumerate(names):
@@ -279,14 +507,60 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
         conf = slice_confidence(mean_p, var_p)
         out = np.zeros((K, J, I), dtype=np.uint8)
         for k0 in range(0, K, chunk):
-            out[k0:k0 + chunk] = (grid.to_volume(mean_p[k0:k0 + chunk]) > 0.5).numpy()
+            if settings["sparse_output"]:
+                _threshold_to_volume(grid, mean_p[k0:k0 + chunk], out[k0:k0 + chunk])
+            else:
+                out[k0:k0 + chunk] = (grid.to_volume(mean_p[k0:k0 + chunk]) > 0.5).numpy()
             report(progress, "writing result", si * K + min(k0 + chunk, K), len(names) * K)
         sl = np.asarray(s.slices)
         out[sl] = (s.mask[sl] > 0)
         conf[sl] = 1.0
         masks[name] = out
         confidence[name] = conf
-    return PropagationResult(masks, confidence, ended=ended)
+    timings["output"] = time.perf_counter() - t_out
+    return PropagationResult(masks, confidence, ended=ended, windows=done_steps, timings=timings)
+
+
+def _threshold_to_volume(grid: InPlaneGrid, prob, out: np.ndarray, margin: int = 2) -> None:
+    """``out[...] = grid.to_volume(prob) > 0.5`` for ``prob`` (N, S, S), computed only where it can be 1.
+
+    Bilinear resampling is a convex combination of neighbouring samples, so a slice whose samples
+    are all <= 0.5 resamples to <= 0.5 everywhere: it stays 0 (``out`` must come zeroed). With an
+    integer scale factor f = padded / S, a crop of the working grid [a, b) resamples to exactly the
+    rows [a f, b f) of the full result except next to the crop's edges; with ``margin`` >= 2 working
+    pixels around the foreground's bounding box, those edge rows only mix samples <= 0.5, so they and
+    everything outside the crop threshold to 0 either way.
+    """
+    import torch.nn.functional as F
+
+    hot = (prob > 0.5)
+    keep = hot.flatten(1).any(dim=1)
+    if not bool(keep.any()):
+        return
+    ks = keep.nonzero()[:, 0]
+    p = prob.index_select(0, ks)
+    S, P = grid.size, grid.padded
+    j, i = grid.shape_ji
+    left, right, top, bottom = grid.pads
+    if P == S or P % S != 0:
+        res = (grid.to_volume(p) > 0.5).numpy()
+        out[ks.numpy()] = res
+        return
+    f = P // S
+    h = hot.index_select(0, ks).any(dim=0)
+    rows = h.any(dim=1).nonzero()[:, 0]
+    cols = h.any(dim=0).nonzero()[:, 0]
+    a0, b0 = max(0, int(rows[0]) - margin), min(S, int(rows[-1]) + 1 + margin)
+    a1, b1 = max(0, int(cols[0]) - margin), min(S, int(cols[-1]) + 1 + margin)
+    crop = p[:, a0:b0, a1:b1][:, None]
+    up = F.interpolate(crop, size=((b0 - a0) * f, (b1 - a1) * f), mode="bilinear", align_corners=False)[:, 0] > 0.5
+    # padded-grid rows [a0 f, b0 f) and columns [a1 f, b1 f) -> volume rows/cols (minus the padding), clipped
+    r0, r1 = max(a0 * f, top), min(b0 * f, top + j)
+    c0, c1 = max(a1 * f, left), min(b1 * f, left + i)
+    if r1 <= r0 or c1 <= c0:
+        return
+    sub = up[:, r0 - a0 * f:r1 - a0 * f, c0 - a1 * f:c1 - a1 * f].numpy()
+    out[ks.numpy(), r0 - top:r1 - top, c0 - left:c1 - left] = sub
 
 
 def _stack_states(states: Sequence, dev):
@@ -313,12 +587,17 @@ def _index_state(state, i):
 
 
 def _advance(r: _Run, prob, w, seed_masks, partial, num, num2, den, min_area, stop_at_end, patience, ended):
-    """Record one window's probabilities ``prob`` (w, S, S) for run ``r`` and prepare its next input."""
-    t = r.n_seeds - w + 1 + r.step
+    """Record one window's probabilities ``prob`` (w, S, S) for run ``r`` and prepare its next input.
+
+    The next window's mask input is this window's prediction (the next window is this one moved by
+    ``r.stride`` slices), with painted slices re-anchored to their painted masks.
+    """
+    t = r.first(w, r.step)
+    L = len(r.order)
     nxt = prob.clone()
     for j in range(w):
         p = t + j
-        if p < 0 or p >= len(r.order):
+        if p < 0 or p >= L:
             continue
         k = int(r.order[p])
         if p < r.n_seeds:                      # a painted slice: re-anchor
@@ -326,20 +605,21 @@ def _advance(r: _Run, prob, w, seed_masks, partial, num, num2, den, min_area, st
             continue
         partial.setdefault(p, []).append(prob[j])
     r.prev = nxt
-    newest = t + w - 1
+    newest = min(t + w - 1, L - 1)
     r.step += 1
-    if stop_at_end and newest >= r.n_seeds:
-        area = float((prob[w - 1] > 0.5).sum())
-        r.quiet = r.quiet + 1 if area < min_area else 0
-        if r.quiet >= patience:
-            r.done = True
-            ended.append(int(r.order[newest]))
-            # The quiet tail is background: drop what was collected for it.
-            for p in list(partial):
-                if p > newest - patience:
-                    del partial[p]
-            _flush(r, partial, num, num2, den, upto=None)
-            return
+    if stop_at_end:
+        for p in range(max(newest - r.stride + 1, r.n_seeds), newest + 1):   # the new slices, in order
+            area = float((prob[p - t] > 0.5).sum())
+            r.quiet = r.quiet + 1 if area < min_area else 0
+            if r.quiet >= patience:
+                r.done = True
+                ended.append(int(r.order[p]))
+                # The quiet tail is background: drop what was collected for it (and anything after it).
+                for q in list(partial):
+                    if q > p - patience:
+                        del partial[q]
+                _flush(r, partial, num, num2, den, upto=None)
+                return
     _flush(r, partial, num, num2, den, upto=t)   # positions before t get no more windows
 
 
@@ -387,3 +667,86 @@ def slice_confidence(mean_p, var_p, band: int = 2) -> np.ndarray:
     conf = (1 - mean_ent) * (1 - mean_var.clamp(0, 1))
     conf[ring.sum(dim=(1, 2)) == 0] = 1.0
     return conf.clamp(0, 1).numpy().astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# Time estimate (shown by the Slicer effect before a run)
+
+_CALIBRATION: Dict[tuple, dict] = {}
+
+
+def _calibrate(net, dev: str, batch: int, settings: dict) -> dict:
+    """Seconds of one sequential step (batch ``batch``), of encoding one window, and per voxel of the
+    input/output resampling, measured once per (network, device, batch, GPU autocast) on this machine."""
+    import torch
+
+    w, S = _model_window_and_size(net)
+    key = (id(net), str(dev), int(batch), settings.get("gpu_autocast") if str(dev).startswith("cuda") else None)
+    if key in _CALIBRATION:
+        return _CALIBRATION[key]
+    _prepare_device(net, dev)
+
+    def timed(fn, reps=3):
+        """Minimum over ``reps`` timed calls after one warm-up (allocators, kernel selection): the
+        least disturbed figure on a shared machine."""
+        fn()
+        best = float("inf")
+        for _ in range(reps):
+            if str(dev).startswith("cuda"):
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            if str(dev).startswith("cuda"):
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t)
+        return best
+
+    amp = settings.get("gpu_autocast")
+    x = torch.rand(batch, 1, w, S, S, device=dev)
+    with torch.inference_mode():
+        if _has_feature_api(net):
+            nb = ENCODE_BATCH_GPU if str(dev).startswith("cuda") else ENCODE_BATCH
+            xe = torch.rand(nb, 1, w, S, S, device=dev)
+            with _autocast(dev, amp):
+                enc = timed(lambda: net.encode_image(xe)) / nb
+                feats = net.encode_image(x)
+                step = timed(lambda: net.forward_from_features(feats, x, None, 0))
+        else:
+            enc = 0.0
+            step = timed(lambda: net(x, x))
+    # resampling in and out: 4 slices of 4S x 4S -> S x S and back, per voxel
+    sl = torch.rand(4, 4 * S, 4 * S)
+    grid = InPlaneGrid((4 * S, 4 * S), S)
+    vin = timed(lambda: grid.to_work(sl), reps=2) / sl.numel()
+    small = torch.rand(4, S, S)
+    vout = timed(lambda: grid.to_volume(small) > 0.5, reps=2) / sl.numel()
+    cal = {"step_s": step, "encode_window_s": enc, "in_voxel_s": vin, "out_voxel_s": vout}
+    _CALIBRATION[key] = cal
+    return cal
+
+
+def expected_seconds(shape: Sequence[int], n_segments: int = 1, preset: str = "balanced", device: str = "auto",
+                     model=None, *, seed_groups: int = 1) -> float:
+    """Estimated wall time (s) of :func:`propagate` on a volume of ``shape`` (K, J, I).
+
+    Calibrated by a quick measured forward of the network on this machine (cached per network,
+    device, batch and preset; the first call takes about two network steps). Assumes every run goes
+    to the volume's end (``stop_at_end`` usually ends runs earlier, so the estimate is an upper
+    bound) and ``seed_groups`` groups of painted slices per segment, two runs each, all in lock-step.
+    ``model``: as for :func:`propagate` (None = the shipped network), or a loaded network.
+    """
+    K, J, I = (int(v) for v in shape)
+    dev = resolve_device(device)
+    net = load_model(model, dev)
+    w, S = _model_window_and_size(net)
+    settings = resolve_preset(preset, w)
+    stride = settings["stride"]
+    n_runs = 2 * max(1, int(seed_groups)) * max(1, int(n_segments))
+    batch = min(32, n_runs)
+    cal = _calibrate(net, dev, batch, settings)
+    per_run_slices = max(1, K // (2 * max(1, int(seed_groups))))
+    steps = -(-per_run_slices // stride) * -(-n_runs // batch)
+    windows = -(-per_run_slices // stride) * n_runs
+    net_s = steps * cal["step_s"] + windows * cal["encode_window_s"]   # the image stream runs either way
+    io_s = K * J * I * (cal["in_voxel_s"] + max(1, int(n_segments)) * cal["out_voxel_s"])
+    return float(net_s + io_s)
