@@ -28,6 +28,8 @@ def add_commands(sub) -> None:
     p.add_argument("--segment", default=None, help="segment name(s), comma-separated (default: all)")
     p.add_argument("--model", type=Path, default=None, help="model file (default: the shipped one)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--preset", default="balanced", choices=["accurate", "balanced", "fast"],
+                   help="speed/accuracy trade-off (see docs/performance.md)")
     p.add_argument("--axis", type=int, default=None, choices=[0, 1, 2],
                    help="array axis (k=0, j=1, i=2) the painted slices lie across (default: found)")
     p.add_argument("--between-seeds-only", action="store_true",
@@ -172,7 +174,7 @@ def _propagate(args) -> int:
     bar = TqdmProgress()
     try:
         result = propagate(volume, seed_map, net, device=device,
-                           between_seeds_only=args.between_seeds_only, progress=bar)
+                           between_seeds_only=args.between_seeds_only, preset=args.preset, progress=bar)
     finally:
         bar.close()
     masks = {n: np.ascontiguousarray(np.moveaxis(m, 0, axis)) for n, m in result.masks.items()}
