@@ -83,6 +83,15 @@ def test_muscles_appear_and_disappear_in_order(ph):
     assert K / 3 <= int(np.argmax(area)) <= 2 * K / 3 + 0.05 * K
 
 
+def test_gastrocnemius_heads_are_small_at_the_knee(ph):
+    """The heads arise just above the knee crease: present at slice 0, widest at 10-30 % of the sweep."""
+    K = SHAPE[0]
+    for n in ("GM", "GL"):
+        area = ph.labels[n].sum(axis=(1, 2))
+        assert 0 < area[0] < 0.35 * area.max()
+        assert 0.10 * K <= int(np.argmax(area)) <= 0.30 * K
+
+
 def test_cross_sections_are_not_ellipses(ph):
     """Lens/crescent shapes: the filled fraction of the bounding box is well below an ellipse's pi/4."""
     fills = []

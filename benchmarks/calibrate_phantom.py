@@ -8,7 +8,7 @@ middle slice of each group; the other seed slices are added back afterwards. Sco
 reference's sweep extent, annotated slices excluded. The gate: mean Dice over GM, GL, SOL in
 [0.86, 0.95] and mean volume error above 4 % (the paper's Table I: FBS Dice 0.918, 10.78 %).
 
-    python benchmarks/calibrate_phantom.py --shape 400 128 128 --seeds 0 1 2
+    python benchmarks/calibrate_phantom.py --shape 1400 128 128 --seeds 0 1 2
     python benchmarks/calibrate_phantom.py --shape 1400 512 512 --seeds 0
 """
 from __future__ import annotations
@@ -96,7 +96,7 @@ def calibrate(phantom, every=100, count=3, verbose=True):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shape", type=int, nargs=3, default=(400, 128, 128))
+    ap.add_argument("--shape", type=int, nargs=3, default=(1400, 128, 128))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--spacing", type=float, default=None)
     ap.add_argument("--difficulty", type=float, default=1.0)

@@ -22,7 +22,19 @@ import numpy as np
 
 FOV_MM = 512 * 0.277  # nominal field of view width, mm
 TIP_MM = 4.0          # minimum thickness of a belly's end
-BUMP = 0.30           # peak relative compression of the bellies by probe pressure along the sweep (difficulty 1)
+BUMP = 0.0            # peak relative compression of the bellies by probe pressure (difficulty 1); 0: off, see docs
+DRIFT_W = 2.0         # freehand drift wobble, mm (difficulty 1)
+TWIST_W = 2.5         # freehand twist wobble (deep vs superficial slide), mm (difficulty 1)
+# Systematic sources of Fill-between-slices error (docs/phantom.md, "Calibration"):
+# lobes of the cross-section outline (fascicle bundles) whose bulges and notches drift sideways along the sweep:
+# morphological interpolation between two key shapes with displaced bulges gives nearly their union (overfill);
+LOBE_AMP = {"GM": 0.47, "GL": 0.31, "SOL": 0.42}  # relative amplitude of the first lobe (difficulty 1)
+# the bellies thin fast past their widest part, then run on as a long thin wedge onto the aponeurosis
+# (convex area profile: linear interpolation between key slices overfills):
+DISTAL_TAPER = 4.0    # multiplier of the distal taper's exponent
+# the gastrocnemius heads arise from the femoral condyles just above the knee crease, so they are small at slice 0
+HEAD_GM = (-0.03, -0.01)  # where GM starts, fraction of the sweep (negative: above the crease)
+HEAD_GL = (-0.025, -0.005)
 
 # tissue echogenicity (backscatter amplitude) and scatterer density (fraction of voxels)
 TISSUES = {
@@ -106,18 +118,18 @@ def make_subject(seed: int, K: int, difficulty: float = 1.0) -> Subject:
     p["fat_ph"] = rng.uniform(0, 2 * np.pi) + smooth_curve(rng, t, 3.0)
 
     # leg twist (relative lateral slide of superficial vs deep structures) and freehand drift
-    drift = smooth_curve(rng, t, 9.0, n_terms=3) + wobble(rng, k, 3.0 * d, lam=(250, 600))
-    twist = wobble(rng, k, 3.5 * d, lam=(150, 450)) + smooth_curve(rng, t, 4.0)
+    drift = smooth_curve(rng, t, 9.0, n_terms=3) + wobble(rng, k, DRIFT_W * d, lam=(250, 600))
+    twist = wobble(rng, k, TWIST_W * d, lam=(150, 450)) + smooth_curve(rng, t, 4.0)
     p["drift"] = drift
     p["twist"] = twist
 
     # gastrocnemii (nominal mm); GM medial, GL lateral, GL ends first
     gm_end = rng.uniform(0.50, 0.60)
     gl_end = gm_end - rng.uniform(0.04, 0.09)
-    # the heads arise above the knee: at the knee crease (slice 0) both bellies are already large
-    gm_start, gl_start = rng.uniform(-0.22, -0.14), rng.uniform(-0.18, -0.10)
-    eGM = envelope(t, gm_start, rng.uniform(0.16, 0.26), gm_end, rise=1.2, fall=rng.uniform(0.4, 0.7))
-    eGL = envelope(t, gl_start, rng.uniform(0.14, 0.22), gl_end, rise=1.2, fall=rng.uniform(0.4, 0.7))
+    # the heads arise just above the knee crease: at slice 0 both bellies are present but still small
+    gm_start, gl_start = rng.uniform(*HEAD_GM), rng.uniform(*HEAD_GL)
+    eGM = envelope(t, gm_start, rng.uniform(0.16, 0.26), gm_end, rise=1.2, fall=rng.uniform(0.4, 0.7) * DISTAL_TAPER)
+    eGL = envelope(t, gl_start, rng.uniform(0.14, 0.22), gl_end, rise=1.2, fall=rng.uniform(0.4, 0.7) * DISTAL_TAPER)
     p["GM_H"] = (rng.uniform(14, 19) + smooth_curve(rng, t, 2.0) + wobble(rng, k, 1.5 * d)) * eGM ** 0.8 \
         * (1 - bumps(rng, k, BUMP * d))
     p["GL_H"] = (rng.uniform(11, 15) + smooth_curve(rng, t, 1.5) + wobble(rng, k, 1.2 * d)) * eGL ** 0.8 \
@@ -141,7 +153,7 @@ def make_subject(seed: int, K: int, difficulty: float = 1.0) -> Subject:
 
     # soleus
     s0, s1 = rng.uniform(0.10, 0.20), rng.uniform(0.85, 0.90)
-    eS = envelope(t, s0, rng.uniform(0.42, 0.58), s1, rise=rng.uniform(0.5, 0.8), fall=rng.uniform(0.35, 0.6))
+    eS = envelope(t, s0, rng.uniform(0.42, 0.58), s1, rise=rng.uniform(0.5, 0.8), fall=rng.uniform(0.35, 0.6) * DISTAL_TAPER)
     p["SOL_H"] = (rng.uniform(16, 22) + smooth_curve(rng, t, 3.0) + wobble(rng, k, 2.0 * d)) * eS ** 0.8 * taper ** 0.5 \
         * (1 - bumps(rng, k, BUMP * d))
     p["SOL_xc"] = FOV_MM / 2 + rng.uniform(-5, 5) + smooth_curve(rng, t, 5.0) + drift - 0.6 * twist
@@ -165,7 +177,7 @@ def make_subject(seed: int, K: int, difficulty: float = 1.0) -> Subject:
     p["septa_seed"] = np.full(K, rng.integers(1 << 30), dtype=np.float64)
 
     lobes = {}
-    for name, amp in (("GM", 0.18), ("GL", 0.12), ("SOL", 0.16)):
+    for name, amp in LOBE_AMP.items():
         n = 3
         arr = np.zeros((K, n, 2))
         for m in range(n):
