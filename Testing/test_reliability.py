@@ -118,8 +118,6 @@ def test_segments_painted_across_different_axes_are_refused():
     assert axis == 1 and seed_map["B"].slices == (8, 9, 10)
 
 
-@pytest.mark.xfail(strict=False, reason="find_axis: a stroke crossing more than 1 % of a small group raises the "
-                   "99th-percentile group length, so the stroke is taken for painted slices; see the report")
 def test_a_stroke_in_another_view_that_crosses_a_small_group_is_refused():
     from ifssnet.seeds import find_axis
 

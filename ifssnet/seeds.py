@@ -210,6 +210,17 @@ def _run_lengths(coords: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
+def _longest_painted_group(index: np.ndarray, min_share: float = 0.1) -> int:
+    """Longest run of consecutive slices (``index``: each painted voxel's slice index) whose painted
+    area is at least ``min_share`` of the largest slice's: a thin stroke from another view crossing
+    a few slices adds little area to them, so it does not lengthen the group it crosses."""
+    slices, area = np.unique(index, return_counts=True)
+    big = slices[area >= min_share * area.max()]
+    breaks = np.flatnonzero(np.diff(big) != 1)
+    lengths = np.diff(np.r_[-1, breaks, len(big) - 1])
+    return int(lengths.max())
+
+
 def find_axis(labelmap: np.ndarray) -> int:
     """The array axis (0 = k, 1 = j, 2 = i) that the painted slices lie across.
 
@@ -243,7 +254,8 @@ def find_axis(labelmap: np.ndarray) -> int:
     if votes[best]:
         # The 99th percentile, not the max: where a foreign stroke crosses a group, a few voxels of
         # the group see a long run across it.
-        longest_group = float(np.percentile(runs[vote == best, best], 99))
+        longest_group = min(float(np.percentile(runs[vote == best, best], 99)),
+                            float(_longest_painted_group(coords[:, best])))
         foreign = int(np.count_nonzero((vote >= 0) & (vote != best) & (runs[:, best] > longest_group)))
     n_slices = [len(np.unique(coords[:, a])) for a in range(3)]
     if votes[best] == 0 or runner_up > AXIS_VOTE_RATIO * votes[best] \
