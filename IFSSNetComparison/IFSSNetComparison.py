@@ -60,16 +60,13 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        import ctk
         import qt
 
         from IFSSNetComparisonLib.logic import availableMethods, methodLabel
+        from IFSSNetSegmentationLib.gui import addCollapsibleForm, addProgressAndStatus, pollTimer
 
         self.logic = IFSSNetComparisonLogic()
-        box = ctk.ctkCollapsibleButton()
-        box.text = "Inputs"
-        self.layout.addWidget(box)
-        form = qt.QFormLayout(box)
+        box, form = addCollapsibleForm(self.layout, "Inputs")
 
         def selector(types, name, tip):
             s = slicer.qMRMLNodeComboBox()
@@ -104,17 +101,9 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
         self.compareButton = qt.QPushButton("Compare")
         self.layout.addWidget(self.compareButton)
-        self.progressBar = qt.QProgressBar()
-        self.progressBar.visible = False
-        self.layout.addWidget(self.progressBar)
-        self.statusLabel = qt.QLabel("")
-        self.statusLabel.wordWrap = True
-        self.layout.addWidget(self.statusLabel)
-        self.layout.addStretch(1)
+        self.progressBar, self.statusLabel = addProgressAndStatus(self.layout)
 
-        self.timer = qt.QTimer()
-        self.timer.setInterval(self.POLL_MS)
-        self.timer.connect("timeout()", self._poll)
+        self.timer = pollTimer(self.POLL_MS, self._poll)
         self.compareButton.connect("clicked()", self.onCompareOrCancel)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda c, e: self.setParameterNode(None))
         self.setParameterNode(self.logic.getParameterNode())
@@ -126,11 +115,9 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.timer.stop()
 
     def setParameterNode(self, node):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-        self._parameterNode = node
-        if node:
-            self._parameterNodeGuiTag = node.connectGui(self.inputsFrame)
+        from IFSSNetSegmentationLib.gui import connectParameterNode
+
+        connectParameterNode(self, node, self.inputsFrame)
 
     def onCompareOrCancel(self):
         if self.ticket is not None:

@@ -66,13 +66,10 @@ class IFSSNetSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         import ctk
         import qt
 
-        from IFSSNetSegmentationLib.gui import PropagatePanel
+        from IFSSNetSegmentationLib.gui import PropagatePanel, addCollapsibleForm
 
         self.logic = IFSSNetSegmentationLogic()
-        inputs = ctk.ctkCollapsibleButton()
-        inputs.text = "Inputs"
-        self.layout.addWidget(inputs)
-        form = qt.QFormLayout(inputs)
+        inputs, form = addCollapsibleForm(self.layout, "Inputs")
 
         self.volumeSelector = slicer.qMRMLNodeComboBox()
         self.volumeSelector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
@@ -147,11 +144,9 @@ class IFSSNetSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             self.segmentSelector.setCurrentNode(self._parameterNode.segmentation)
 
     def setParameterNode(self, inputParameterNode):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.inputsFrame)
+        from IFSSNetSegmentationLib.gui import connectParameterNode
+
+        connectParameterNode(self, inputParameterNode, self.inputsFrame)
 
     def _onSegmentationChanged(self, node):
         if self._parameterNode and node is not self._parameterNode.segmentation:

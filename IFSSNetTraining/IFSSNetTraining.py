@@ -62,14 +62,12 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        import ctk
         import qt
 
+        from IFSSNetSegmentationLib.gui import addCollapsibleForm, addProgressAndStatus, pollTimer
+
         self.logic = IFSSNetTrainingLogic()
-        box = ctk.ctkCollapsibleButton()
-        box.text = "Training data"
-        self.layout.addWidget(box)
-        form = qt.QFormLayout(box)
+        box, form = addCollapsibleForm(self.layout, "Training data")
         self.volumeSelector = slicer.qMRMLNodeComboBox()
         self.volumeSelector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
         self.volumeSelector.setMRMLScene(slicer.mrmlScene)
@@ -88,10 +86,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.pairList.toolTip = "The (volume, segmentation) pairs to train on. Sparse annotations are fine in few-shot mode."
         form.addRow(self.pairList)
 
-        options = ctk.ctkCollapsibleButton()
-        options.text = "Training"
-        self.layout.addWidget(options)
-        oform = qt.QFormLayout(options)
+        options, oform = addCollapsibleForm(self.layout, "Training")
         self.modeCombo = qt.QComboBox()
         self.modeCombo.addItems(["fewshot", "full"])
         self.modeCombo.setProperty("SlicerParameterName", "mode")
@@ -124,17 +119,9 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         buttons.addWidget(self.trainButton)
         buttons.addWidget(self.resumeButton)
         self.layout.addLayout(buttons)
-        self.progressBar = qt.QProgressBar()
-        self.progressBar.visible = False
-        self.layout.addWidget(self.progressBar)
-        self.statusLabel = qt.QLabel("")
-        self.statusLabel.wordWrap = True
-        self.layout.addWidget(self.statusLabel)
-        self.layout.addStretch(1)
+        self.progressBar, self.statusLabel = addProgressAndStatus(self.layout)
 
-        self.timer = qt.QTimer()
-        self.timer.setInterval(self.POLL_MS)
-        self.timer.connect("timeout()", self._poll)
+        self.timer = pollTimer(self.POLL_MS, self._poll)
         self.addPairButton.connect("clicked()", self.onAddPair)
         self.removePairButton.connect("clicked()", lambda: self.pairList.takeItem(self.pairList.currentRow))
         self.trainButton.connect("clicked()", lambda: self.onTrainOrCancel(resume=False))
@@ -151,11 +138,9 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.process.terminate()
 
     def setParameterNode(self, node):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-        self._parameterNode = node
-        if node:
-            self._parameterNodeGuiTag = node.connectGui(self.optionsFrame)
+        from IFSSNetSegmentationLib.gui import connectParameterNode
+
+        connectParameterNode(self, node, self.optionsFrame)
 
     def _refreshBaseModels(self):
         import qt

@@ -378,12 +378,24 @@ def _pyplot():
     return plt
 
 
+def _save_figure(plt, fig, path, title: str = "") -> Path:
+    """Add the title, lay out and write ``fig`` atomically (format from the suffix, default png); close it."""
+    from .io import atomic_write
+
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    suffix = Path(path).suffix.lstrip(".") or "png"
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=suffix))
+    finally:
+        plt.close(fig)
+
+
 def plot(results: Sequence[dict], path, title: str = "") -> Path:
     """Dice per slice along the sweep for each method (one panel per muscle; seed slices marked), and a
     bar chart of the signed volume error (%) per muscle and method. Writes a PNG (or any format matplotlib
     knows from the suffix) atomically."""
-    from .io import atomic_write
-
     plt = _pyplot()
     rows = [r for r in results if not r.get("error")]
     muscles = list(dict.fromkeys(r["muscle"] for r in rows))
@@ -422,14 +434,7 @@ def plot(results: Sequence[dict], path, title: str = "") -> Path:
     ax.set_xticklabels(muscles)
     ax.set_ylabel("volume error %")
     ax.legend(fontsize=7, ncol=max(1, len(methods)))
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    suffix = Path(path).suffix.lstrip(".") or "png"
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=suffix))
-    finally:
-        plt.close(fig)
+    return _save_figure(plt, fig, path, title)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -517,8 +522,6 @@ def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, p
 
 def plot_summary(summary: Sequence[dict], path, title: str = "") -> Path:
     """Bar charts of Dice and volume error (mean ± std) per method (and muscle if the summary has it)."""
-    from .io import atomic_write
-
     plt = _pyplot()
     labels = [" ".join(str(s[k]) for k in ("method", "muscle") if k in s) for s in summary]
     fig, axes = plt.subplots(1, 2, figsize=(max(6, 0.6 * len(labels) + 3), 3.5))
@@ -529,14 +532,7 @@ def plot_summary(summary: Sequence[dict], path, title: str = "") -> Path:
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel(name)
         ax.grid(axis="y", alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    suffix = Path(path).suffix.lstrip(".") or "png"
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=suffix))
-    finally:
-        plt.close(fig)
+    return _save_figure(plt, fig, path, title)
 
 
 # --------------------------------------------------------------------------------------------------

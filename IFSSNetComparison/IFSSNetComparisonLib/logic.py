@@ -122,7 +122,6 @@ class IFSSNetComparisonLogic:
     def compute(self, job: dict, progress=None, cancel=None) -> dict:
         """Any thread: the core runner on numpy arrays, one call per propagation axis. Touches no MRML node."""
         from ifssnet import compare as core
-        from ifssnet.seeds import SeedSet
 
         byAxis: Dict[int, List[segmentationLogic.SegmentJob]] = {}
         for seg in job["seedJobs"]:
@@ -136,12 +135,7 @@ class IFSSNetComparisonLogic:
             refsT = {seg.name: np.moveaxis(job["refs"][seg.name], axis, 0) for seg in segs}
             seeds = None
             if job["protocol"] == "seeds":
-                seeds = {}
-                for seg in segs:
-                    mask = np.zeros(volumeT.shape, np.uint8)
-                    paintedT = np.moveaxis(seg.painted, axis, 0)
-                    mask[list(seg.seedSlices)] = paintedT[list(seg.seedSlices)]
-                    seeds[seg.name] = SeedSet(mask=mask, slices=tuple(seg.seedSlices))
+                seeds = segmentationLogic.seedSetsAlongAxis(segs, axis, volumeT.shape)
             protocol = "3-seeds" if job["protocol"] == "seeds" else job["protocol"]
             found = core.compare(volumeT, refsT, spacingT, job["methods"], protocol, progress=progress,
                                  cancel=cancel, seeds=seeds, method_options=job["methodOptions"], keep_masks=True)
@@ -239,14 +233,7 @@ class IFSSNetComparisonLogic:
             table.AddColumn(column)
         chart = self._chart("Dice along the sweep", "slice", "Dice", created)
         for name in sliceDice:
-            series = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", name)
-            created.append(series)
-            series.SetAndObserveTableNodeID(tableNode.GetID())
-            series.SetXColumnName("slice")
-            series.SetYColumnName(name)
-            series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
-            series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleNone)
-            chart.AddAndObservePlotSeriesNodeID(series.GetID())
+            created.append(segmentationLogic.addLinePlotSeries(slicer.mrmlScene, chart, tableNode, name, "slice"))
         return chart
 
     def _volumeErrorChart(self, rows, created):

@@ -92,6 +92,49 @@ def ensurePythonPackages(packages, parent=None) -> bool:
     return True
 
 
+# ---- small widget helpers shared by the module pages (IFSSNetSegmentation, IFSSNetComparison, IFSSNetTraining) ----
+
+
+def addCollapsibleForm(layout, text):
+    """A ``ctkCollapsibleButton`` titled ``text`` added to ``layout``, and the ``QFormLayout`` inside it."""
+    import ctk
+
+    box = ctk.ctkCollapsibleButton()
+    box.text = text
+    layout.addWidget(box)
+    return box, qt.QFormLayout(box)
+
+
+def addProgressAndStatus(layout):
+    """A hidden progress bar and a word-wrapped status label added to ``layout`` (then a stretch)."""
+    progressBar = qt.QProgressBar()
+    progressBar.visible = False
+    layout.addWidget(progressBar)
+    statusLabel = qt.QLabel("")
+    statusLabel.wordWrap = True
+    layout.addWidget(statusLabel)
+    layout.addStretch(1)
+    return progressBar, statusLabel
+
+
+def pollTimer(intervalMs, callback):
+    """A (stopped) ``QTimer`` calling ``callback`` every ``intervalMs`` ms."""
+    timer = qt.QTimer()
+    timer.setInterval(intervalMs)
+    timer.connect("timeout()", callback)
+    return timer
+
+
+def connectParameterNode(widget, node, frame):
+    """Disconnect ``widget``'s parameter node from its GUI, make ``node`` the widget's one and connect it to the
+    widgets in ``frame`` (``widget._parameterNode`` / ``widget._parameterNodeGuiTag``)."""
+    if widget._parameterNode:
+        widget._parameterNode.disconnectGui(widget._parameterNodeGuiTag)
+    widget._parameterNode = node
+    if node:
+        widget._parameterNodeGuiTag = node.connectGui(frame)
+
+
 class PropagatePanel:
     """Builds the widgets into ``parentLayout`` and runs propagation jobs."""
 

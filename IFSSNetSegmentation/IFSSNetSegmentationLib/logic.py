@@ -368,7 +368,6 @@ class IFSSNetSegmentationLogic:
     def compute(self, job: PropagationJob, progress=None, cancel=None) -> PropagationJob:
         """Any thread: run the core on numpy arrays. Touches no MRML node."""
         start = time.perf_counter()
-        from ifssnet.seeds import SeedSet
         # Group the segments by propagation axis: the network sees one volume orientation per call.
         byAxis: Dict[int, List[SegmentJob]] = {}
         for seg in job.segments:
@@ -377,12 +376,7 @@ class IFSSNetSegmentationLogic:
             check_cancel(cancel)
             volumeT = np.moveaxis(job.volume, axis, 0)
             spacingT = tuple(np.array(job.spacingKji)[[axis] + [a for a in range(3) if a != axis]])
-            seeds = {}
-            for seg in segs:
-                seedMask = np.zeros(volumeT.shape, np.uint8)
-                paintedT = np.moveaxis(seg.painted, axis, 0)
-                seedMask[list(seg.seedSlices)] = paintedT[list(seg.seedSlices)]
-                seeds[seg.name] = SeedSet(mask=seedMask, slices=tuple(seg.seedSlices))
+            seeds = seedSetsAlongAxis(segs, axis, volumeT.shape)
 
             report(progress, STAGE_PROPAGATING, 0, volumeT.shape[0])
             masks, confidence = self._runCore(job, volumeT, seeds, spacingT, progress, cancel)
@@ -648,6 +642,32 @@ class BackgroundWorker:
 
     def stop(self) -> None:
         self._tasks.put((0, None, (), {}))
+
+
+def seedSetsAlongAxis(segments: Sequence["SegmentJob"], axis: int, shape) -> Dict[str, Any]:
+    """``{segment name: SeedSet}`` of the painted seed slices of ``segments``, moved so ``axis`` comes first
+    (``shape`` is the moved volume's shape)."""
+    from ifssnet.seeds import SeedSet
+
+    seeds = {}
+    for seg in segments:
+        seedMask = np.zeros(shape, np.uint8)
+        paintedT = np.moveaxis(seg.painted, axis, 0)
+        seedMask[list(seg.seedSlices)] = paintedT[list(seg.seedSlices)]
+        seeds[seg.name] = SeedSet(mask=seedMask, slices=tuple(seg.seedSlices))
+    return seeds
+
+
+def addLinePlotSeries(scene, chartNode, tableNode, name: str, xColumn: str):
+    """Add a line series (scatter type, no markers) of column ``name`` against ``xColumn`` to ``chartNode``."""
+    series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", name)
+    series.SetAndObserveTableNodeID(tableNode.GetID())
+    series.SetXColumnName(xColumn)
+    series.SetYColumnName(name)
+    series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+    series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleNone)
+    chartNode.AddAndObservePlotSeriesNodeID(series.GetID())
+    return series
 
 
 def progressText(stage: str, done: int, total: int) -> str:

@@ -240,11 +240,5 @@ class IFSSNetTrainingLogic:
             chartNode.SetXAxisTitle("step")
             chartNode.SetYAxisTitle("loss / alpha / beta")
             for name in columns[1:]:
-                series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", name)
-                series.SetAndObserveTableNodeID(tableNode.GetID())
-                series.SetXColumnName("step")
-                series.SetYColumnName(name)
-                series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
-                series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleNone)
-                chartNode.AddAndObservePlotSeriesNodeID(series.GetID())
+                segmentationLogic.addLinePlotSeries(scene, chartNode, tableNode, name, "step")
         return tableNode, chartNode

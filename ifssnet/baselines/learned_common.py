@@ -89,7 +89,7 @@ def load_model_file(path: Union[str, Path], arch: str, build: Callable[[dict], A
     ``build(config_dict)`` makes the empty network. ``meta`` holds every field but the weights, with
     ``extra`` merged in. Raises :class:`ModelError` for a missing, corrupt, unsafe or foreign file.
     """
-    from ..model.checkpoint import FORMAT_VERSION, _read
+    from ..model.checkpoint import _read, check_format_version, checkpoint_meta, weights_mismatch_error
 
     path = Path(path)
     obj = _read(path, map_location)
@@ -99,12 +99,7 @@ def load_model_file(path: Union[str, Path], arch: str, build: Callable[[dict], A
     if obj["arch"] != arch:
         raise ModelError(f"The file {path} holds a {_LABEL.get(obj['arch'], obj['arch'])} network, "
                          f"not {_LABEL[arch]}.", f"Choose a model file written by `ifssnet train --arch {arch}`.")
-    version = obj.get("format_version")
-    if not isinstance(version, int):
-        raise ModelError(f"The file {path} has no valid format version.", "Download or train it again.")
-    if version > FORMAT_VERSION:
-        raise ModelError(f"The model file {path} was written by a newer IFSS-Net (format {version}; this "
-                         f"version reads up to {FORMAT_VERSION}).", "Update the IFSS-Net extension.")
+    check_format_version(obj, path)
     try:
         config = json.loads(obj.get("config") or "{}")
         model = build(config)
@@ -112,16 +107,10 @@ def load_model_file(path: Union[str, Path], arch: str, build: Callable[[dict], A
     except ModelError:
         raise
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc) else type(exc).__name__
-        raise ModelError(f"The weights in {path} do not match their stored configuration ({first}).",
-                         "The file is damaged or was edited; use another checkpoint.") from exc
+        raise weights_mismatch_error(path, exc) from exc
     model.to(map_location if map_location is not None else "cpu")
     model.eval()
-    meta = {k: v for k, v in obj.items() if k not in ("state_dict", "extra")}
-    extra = obj.get("extra") or {}
-    if isinstance(extra, dict):
-        meta.update(extra)
-    return model, config, meta
+    return model, config, checkpoint_meta(obj)
 
 
 def resolve_model(model, arch: str, build: Callable[[dict], Any], cls: type, device: str):

@@ -111,6 +111,33 @@ def _read(path: Path, map_location) -> Any:
                          "Download or train it again.") from exc
 
 
+def check_format_version(obj: dict, path) -> int:
+    """The checkpoint's ``format_version``; :class:`ModelError` if it is missing or newer than this version reads."""
+    version = obj.get("format_version")
+    if not isinstance(version, int):
+        raise ModelError(f"The file {path} has no valid format version.", "Download or train it again.")
+    if version > FORMAT_VERSION:
+        raise ModelError(f"The model file {path} was written by a newer IFSS-Net (format {version}; this "
+                         f"version reads up to {FORMAT_VERSION}).", "Update the IFSS-Net extension.")
+    return version
+
+
+def weights_mismatch_error(path, exc: Exception) -> ModelError:
+    """The error for weights that do not fit their stored configuration (``load_state_dict`` failed)."""
+    first = str(exc).strip().splitlines()[0][:300] if str(exc) else type(exc).__name__
+    return ModelError(f"The weights in {path} do not match their stored configuration ({first}).",
+                      "The file is damaged or was edited; use another checkpoint.")
+
+
+def checkpoint_meta(obj: dict) -> dict:
+    """Every field of a checkpoint but the weights, with the ``extra`` entries merged in at top level."""
+    meta = {k: v for k, v in obj.items() if k not in ("state_dict", "extra")}
+    extra = obj.get("extra") or {}
+    if isinstance(extra, dict):
+        meta.update(extra)
+    return meta
+
+
 def load_checkpoint(path: Union[str, Path], map_location="cpu") -> Tuple[IFSSNet, IFSSNetConfig, dict]:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
@@ -128,24 +155,13 @@ def load_checkpoint(path: Union[str, Path], map_location="cpu") -> Tuple[IFSSNet
     if obj["arch"] != ARCH:
         raise ModelError(f"The file {path} holds a {obj['arch']!r} network, not IFSS-Net.",
                          "Choose an IFSS-Net model file.")
-    version = obj.get("format_version")
-    if not isinstance(version, int):
-        raise ModelError(f"The file {path} has no valid format version.", "Download or train it again.")
-    if version > FORMAT_VERSION:
-        raise ModelError(f"The model file {path} was written by a newer IFSS-Net (format {version}; this "
-                         f"version reads up to {FORMAT_VERSION}).", "Update the IFSS-Net extension.")
+    check_format_version(obj, path)
     config = IFSSNetConfig.from_json(obj.get("config"))
     model = IFSSNet(config)
     try:
         model.load_state_dict(obj["state_dict"], strict=True)
     except (RuntimeError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc) else type(exc).__name__
-        raise ModelError(f"The weights in {path} do not match their stored configuration ({first}).",
-                         "The file is damaged or was edited; use another checkpoint.") from exc
+        raise weights_mismatch_error(path, exc) from exc
     model.to(map_location if map_location is not None else "cpu")
     model.eval()
-    meta = {k: v for k, v in obj.items() if k not in ("state_dict", "extra")}
-    extra = obj.get("extra") or {}
-    if isinstance(extra, dict):
-        meta.update(extra)
-    return model, config, meta
+    return model, config, checkpoint_meta(obj)
