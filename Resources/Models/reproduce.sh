@@ -1,33 +1,33 @@
 #!/usr/bin/env bash
 # Reproduce the shipped IFSS-Net weights (Resources/Models/ifssnet.pt) and their held-out scores.
-# Usage: bash Resources/Models/reproduce.sh [DATA_DIR]   (2 CPU cores: about 1.5 h; a GPU: minutes)
-# Every number in Resources/Models/README.md comes from these commands.
+# Usage, from the repository root: bash Resources/Models/reproduce.sh [WORK_DIR]
+# About 1.5 h on 2 CPU cores with one thread (OMP_NUM_THREADS=1 is faster than 2 when anything else runs).
+# The weights were made in two stages with the code of two commits; this script runs each stage with the
+# code of its own commit (git archive), so the data, the sampling and the schedule are the same.
+# Stage 1 ran --epochs 6 --steps 150 and was stopped at step 250 while its learning rate was still 1e-3:
+# --epochs 2 --steps 125 is the same 250 steps. Stage 2 ran --epochs 5 --steps 100 and was stopped at
+# step 350, 50 steps after its drop to 1e-4: --epochs 14 --steps 25 is the same schedule.
 set -euo pipefail
-DATA=${1:-.data}
-N_TRAIN=${N_TRAIN:-40}          # phantom subjects 1..N_TRAIN (training)
-TEST_SEEDS=${TEST_SEEDS:-"1000 1001 1002 1003 1004"}   # held out: never trained on
-EPOCHS=${EPOCHS:-8}
-STEPS=${STEPS:-75}
-MODE=${MODE:-full}
-OUT=${OUT:-Resources/Models/ifssnet.pt}
+W=${1:-.repro}
+mkdir -p "$W"
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+snapshot() { rm -rf "$W/code-$1"; mkdir -p "$W/code-$1"; git archive "$1" ifssnet | tar -x -C "$W/code-$1"; }
+snapshot 9fe2bcf; snapshot 30eec51; snapshot HEAD
 
-mkdir -p "$DATA/train" "$DATA/test"
-# Training phantoms: most at the demo's scale (400 x 128 x 128, 1.1 mm), a quarter at 700 x 256 x 256
-# (0.55 mm: finer slices and speckle that the working grid downsamples), so the network sees both.
-for s in $(seq 1 "$N_TRAIN"); do
-  shape="400 128 128"; [ $((s % 4)) -eq 0 ] && shape="700 256 256"
-  [ -f "$DATA/train/s$s/reference.seg.nrrd" ] || ifssnet phantom "$DATA/train/s$s" --seed "$s" --shape $shape
+# Training data: phantom subjects 1-40, 400 x 128 x 128, phantom code of commit 9fe2bcf.
+for s in $(seq 1 40); do
+  [ -f "$W/train/s$s/reference.seg.nrrd" ] || PYTHONPATH="$W/code-9fe2bcf" python -m ifssnet.cli phantom "$W/train/s$s" --seed "$s" --shape 400 128 128
 done
-for s in $TEST_SEEDS; do
-  [ -f "$DATA/test/s$s/reference.seg.nrrd" ] || ifssnet phantom "$DATA/test/s$s" --seed "$s" --shape 400 128 128
+PYTHONPATH="$W/code-9fe2bcf" python -m ifssnet.cli train "$W"/train/s* --mode full --out "$W/stage1.pt" \
+  --size 128 --width-mult 0.5 --epochs 2 --steps 125 --run-length 16 --lr 1e-3 --seed 0 --checkpoint-every 25
+PYTHONPATH="$W/code-30eec51" python -m ifssnet.cli train "$W"/train/s* --mode full --from "$W/stage1.pt" \
+  --out "$W/ifssnet.pt" --epochs 14 --steps 25 --run-length 20 --lr 1e-3 --lr-final 1e-4 --seed 1 --checkpoint-every 25
+
+# Held-out scores: subjects 1000-1004 with the current phantom, every method, both protocols.
+for s in 1000 1001 1002 1003 1004; do
+  [ -f "$W/test/s$s/reference.seg.nrrd" ] || PYTHONPATH="$W/code-HEAD" python -m ifssnet.cli phantom "$W/test/s$s" --seed "$s" --shape 400 128 128
 done
-
-ifssnet train "$DATA"/train/s* --mode "$MODE" --out "$OUT" --size 128 --width-mult 0.5 \
-  --epochs "$EPOCHS" --steps "$STEPS" --run-length 24 --lr 1e-3 --seed 0 --checkpoint-every 25 \
-  --log "${OUT%.pt}.log.jsonl"
-
-# Held-out scores, both protocols, every method, mean +- sd over the test cases.
 for protocol in 3-seeds paper; do
-  ifssnet compare-set "$DATA"/test/s* --methods ifssnet,fbs,gfs,ws --protocol "$protocol" \
-    --csv "${OUT%.pt}.heldout-$protocol.csv"
+  PYTHONPATH="$W/code-HEAD" python -m ifssnet.cli compare-set "$W"/test/s* --methods ifssnet,fbs,gfs,ws \
+    --model "$W/ifssnet.pt" --protocol "$protocol" --csv "$W/heldout-$protocol.csv"
 done
