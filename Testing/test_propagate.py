@@ -152,3 +152,21 @@ def test_cancel_raises_and_returns_nothing():
         propagate(_volume(), {"T": cut_seeds(_tube(), (18, 19, 20))}, CopyModel(size=32), device="cpu",
                   progress=progress, cancel=token, batch_size=1)
     assert "propagating" in calls
+
+
+def test_the_shipped_model_loads_and_propagates():
+    """The weights in Resources/Models/ are complete and run end to end (quality: README, model card)."""
+    from ifssnet.phantom import make_phantom
+    from ifssnet.propagate import default_model_path, load_model
+
+    if not default_model_path().exists():
+        pytest.skip("no shipped model in this checkout")
+    net = load_model(None, "cpu")
+    assert net.config.size == 128
+    ph = make_phantom(3, (60, 64, 64))
+    sol = ph.labels["SOL"]
+    k = int(np.argmax(sol.reshape(60, -1).sum(1)))
+    res = propagate(ph.volume, {"SOL": cut_seeds(sol, (k - 1, k, k + 1))}, None, device="cpu")
+    out = res.masks["SOL"]
+    np.testing.assert_array_equal(out[k - 1:k + 2], sol[k - 1:k + 2])
+    assert out[k + 2:k + 5].any()          # it propagated past the painted slices
