@@ -76,3 +76,18 @@ def restore_painted(out: np.ndarray, mask: np.ndarray, slices) -> np.ndarray:
     idx = list(slices)
     out[idx] = (mask[idx] != 0)
     return out
+
+
+def import_itk_filter(attribute: str, what: str, module: str, package: str):
+    """``import itk`` and load the wrapping of ``itk.<attribute>``; a missing install raises
+    :class:`~ifssnet.errors.DependencyError` naming ``what``, ITK's ``module`` and the pip ``package``."""
+    from ..errors import DependencyError
+
+    try:
+        import itk  # lazy: ITK takes seconds to import
+
+        getattr(itk, attribute)  # loads the module's wrapping
+    except (ImportError, AttributeError) as exc:
+        raise DependencyError(f"{what} needs ITK's {module} module.",
+                              f"Install it with: python -m pip install {package}") from exc
+    return itk

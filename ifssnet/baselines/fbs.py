@@ -34,9 +34,9 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import Cancelled, DependencyError, IFSSNetError, ResourceError
+from ..errors import Cancelled, IFSSNetError, ResourceError
 from ..progress import check_cancel, is_cancelled, report
-from . import check_inputs, restore_painted
+from . import import_itk_filter, check_inputs, restore_painted
 
 STAGE = "Fill between slices"
 #: Slicer's settings of vtkITKMorphologicalContourInterpolator (its constructor's values).
@@ -44,16 +44,6 @@ SLICER_DEFAULTS = dict(label=0, axis=-1, heuristic_alignment=True, use_distance_
                        use_ball_structuring_element=False)
 
 _ITK_LOCK = threading.Lock()  # one interpolation at a time: the global thread setting is process-wide
-
-
-def _import_itk():
-    try:
-        import itk  # noqa: WPS433 (lazy: ITK takes seconds to import)
-        itk.MorphologicalContourInterpolator  # noqa: B018 (loads the module's wrapping)
-    except (ImportError, AttributeError) as exc:
-        raise DependencyError("Fill between slices needs ITK's MorphologicalContourInterpolation module.",
-                              "Install it with: python -m pip install itk-morphologicalcontourinterpolation") from exc
-    return itk
 
 
 def key_slices(slices: Sequence[int]) -> Tuple[int, ...]:
@@ -86,7 +76,8 @@ def interpolate(labels: np.ndarray, *, label: int = 0, axis: int = -1, heuristic
     Defaults are Slicer's. Returns the uint8 (K, J, I) output of the filter. ``cancel`` is polled
     from the filter's progress events and aborts it (raises Cancelled).
     """
-    itk = _import_itk()
+    itk = import_itk_filter("MorphologicalContourInterpolator", "Fill between slices", "MorphologicalContourInterpolation",
+                            "itk-morphologicalcontourinterpolation")
     labels = np.ascontiguousarray(labels, dtype=np.uint8)
     image = itk.image_from_array(labels)
     with _ITK_LOCK:

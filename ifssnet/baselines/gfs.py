@@ -30,9 +30,9 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..errors import DependencyError, IFSSNetError
+from ..errors import IFSSNetError
 from ..progress import check_cancel, report
-from . import TARGET_LABEL, check_inputs, marker_labels, restore_painted
+from . import import_itk_filter, TARGET_LABEL, check_inputs, marker_labels, restore_painted
 
 STAGE = "Grow from seeds"
 #: Slicer's auto-complete margin: extentGrowthRatio at the first Initialize (see above) and the minimum margin.
@@ -42,16 +42,6 @@ SLICER_MIN_MARGIN = 3
 # itk::FastGrowCut is wrapped for these intensity types (label type: unsigned char).
 _WRAPPED = {np.dtype(np.uint8): "UC", np.dtype(np.uint16): "US", np.dtype(np.int16): "SS",
             np.dtype(np.float32): "F", np.dtype(np.float64): "D"}
-
-
-def _import_itk():
-    try:
-        import itk  # noqa: WPS433 (lazy)
-        itk.FastGrowCut  # noqa: B018 (loads the module's wrapping)
-    except (ImportError, AttributeError) as exc:
-        raise DependencyError("Grow from seeds needs ITK's FastGrowCut module.",
-                              "Install it with: python -m pip install itk-growcut") from exc
-    return itk
 
 
 def slicer_extent(labels: np.ndarray, growth: Optional[float] = SLICER_EXTENT_GROWTH,
@@ -82,7 +72,7 @@ def fast_grow_cut(intensity: np.ndarray, labels: np.ndarray, spacing_kji, distan
     Intensity types other than uint8/uint16/int16/float32/float64 are converted to float32, the type
     in which FastGrowCut computes its intensity differences anyway.
     """
-    itk = _import_itk()
+    itk = import_itk_filter("FastGrowCut", "Grow from seeds", "FastGrowCut", "itk-growcut")
     intensity = np.asarray(intensity)
     if intensity.dtype not in _WRAPPED:
         intensity = intensity.astype(np.float32)
