@@ -42,8 +42,6 @@ class Case:
 def load_case(volume_path, annotation_path, size: int, segments: Optional[Sequence[str]] = None,
               name: Optional[str] = None) -> Case:
     """Read a volume and its annotation and put both on the ``size`` x ``size`` working grid."""
-    import torch
-
     img = read_volume(volume_path)
     check_volume(img.array)
     seg = read_segmentation(annotation_path, reference=img.geometry, reference_shape=img.array.shape)

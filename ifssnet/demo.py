@@ -7,7 +7,6 @@ seeds, the result (.seg.nrrd), the per-slice confidence (JSON) and a PNG figure 
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ def run_demo(outdir: Path, seed: int = 1000, shape=DEMO_SHAPE, model=None, devic
     """Run the demo and return ``{muscle: metrics}`` plus ``"seconds"``."""
     from .io import AnnotatedSlices, segmentation_from_masks, write_json, write_segmentation
     from .metrics import evaluate
-    from .phantom import save_montage, write_phantom
+    from .phantom import write_phantom
     from .propagate import propagate
     from .seeds import cut_seeds, protocol_slices
 
@@ -60,7 +59,6 @@ def save_figure(ph, result, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     from .io import DEFAULT_COLORS
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
@@ -379,12 +379,6 @@ def segmentation_from_masks(masks: dict, geometry: Geometry,
 def _auto_color(i: int) -> Tuple[float, float, float]:
     palette = [(0.9, 0.6, 0.2), (0.2, 0.6, 0.9), (0.9, 0.9, 0.3), (0.6, 0.3, 0.2), (0.3, 0.8, 0.8)]
     return palette[i % len(palette)]
-
-
-def with_masks(seg: Segmentation, masks: dict) -> Segmentation:
-    """A copy of ``seg`` whose named segments' masks are replaced by ``masks``; annotations kept."""
-    return Segmentation([replace(s, mask=np.asarray(masks[s.name], dtype=np.uint8)) if s.name in masks else s
-                         for s in seg.segments], seg.geometry)
 
 
 def split_names(text: Optional[str], available: Iterable[str]) -> List[str]:

@@ -23,16 +23,14 @@ gloo on CPU, nccl on GPUs.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -404,9 +402,6 @@ def _init_distributed():
 
 def main(argv=None) -> int:
     """``python -m ifssnet.train`` (and ``torchrun -m ifssnet.train``): the same arguments as ``ifssnet train``."""
-    p = argparse.ArgumentParser(prog="ifssnet.train")
-    add_train_arguments(p)
-    args = p.parse_args(argv)
     from .cli import main as cli_main
 
     return cli_main(["train"] + (argv if argv is not None else sys.argv[1:]))
