@@ -87,3 +87,31 @@ def test_l2_penalty():
         m.weight.fill_(1.0); m.bias.fill_(2.0)
     assert float(l2_penalty(m, 1e-5).detach()) == pytest.approx(1e-5 * (6 * 1 + 2 * 4))
     assert l2_penalty(m).requires_grad
+
+
+def _leak_gradient(bce_weight, leaked):
+    """|d loss / d logit| for a window whose target is empty and whose prediction leaks ``leaked`` voxels."""
+    logit = torch.full((1, 3, 32, 32), -6.0)
+    logit.view(-1)[:leaked] = 6.0
+    logit.requires_grad_(True)
+    p = torch.sigmoid(logit)
+    ParametricTversky(bce_weight=bce_weight)(p, torch.zeros_like(p), from_logits=False).backward()
+    return float(logit.grad.abs().sum())
+
+
+def test_tversky_saturates_on_empty_targets_and_cross_entropy_does_not():
+    # Past a muscle's end the target is empty: the larger the leak, the weaker Tversky's pull to remove it.
+    assert _leak_gradient(0.0, 1000) < 1e-3 * _leak_gradient(0.0, 10)
+    assert _leak_gradient(1.0, 1000) > 1e3 * _leak_gradient(0.0, 1000)
+
+
+def test_cross_entropy_term_from_logits_equals_from_probabilities():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 2, 3, 8, 8)
+    t = (torch.rand(2, 1, 3, 8, 8) > 0.7).float()
+    w = torch.ones_like(t); w[:, :, 1] = 0
+    a = ParametricTversky(bce_weight=0.5)(logits, t, w)
+    b = ParametricTversky(bce_weight=0.5)(torch.softmax(logits, 1)[:, 1:], t, w, from_logits=False)
+    assert torch.allclose(a, b, atol=1e-5)
+    ce = torch.nn.functional.binary_cross_entropy(torch.softmax(logits, 1)[:, 1:][w > 0], t[w > 0])
+    assert float((a - ParametricTversky()(logits, t, w)).detach()) == pytest.approx(0.5 * float(ce), rel=1e-4)

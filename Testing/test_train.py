@@ -83,8 +83,9 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def test_resume_after_a_kill_continues_exactly(tmp_path, one_thread):
-    _train(tmp_path / "full.pt", 4)
+@pytest.mark.parametrize("extra", [{}, {"mask_jitter": 1.0, "bce_weight": 1.0}], ids=["paper-loss", "jitter-bce"])
+def test_resume_after_a_kill_continues_exactly(tmp_path, one_thread, extra):
+    _train(tmp_path / "full.pt", 4, **extra)
     token = CancelToken()
     steps = []
 
@@ -95,7 +96,7 @@ def test_resume_after_a_kill_continues_exactly(tmp_path, one_thread):
 
     with pytest.raises(Cancelled):
         train([_case(0), _case(1)], tmp_path / "part.pt", model_config=IFSSNetConfig(**TINY),
-              cfg=TrainConfig(epochs=1, steps_per_epoch=4, run_length=8, checkpoint_every=2, lr=1e-3),
+              cfg=TrainConfig(epochs=1, steps_per_epoch=4, run_length=8, checkpoint_every=2, lr=1e-3, **extra),
               progress=progress, cancel=token)
     assert not (tmp_path / "part.pt").exists()
     train([_case(0), _case(1)], tmp_path / "part.pt", resume=tmp_path / "part.ckpt.pt")
@@ -159,3 +160,19 @@ def test_end_biased_runs_cross_the_end_of_the_muscle():
     for _ in range(10):
         r = sample_run(c, rng, 12, end_fraction=1.0, augment=False)
         assert r.mask[:3].any() and not r.mask[-1].any()
+
+
+def test_jitter_mask_shifts_and_deforms_every_slice_alike():
+    from ifssnet.train import jitter_mask
+
+    m = torch.zeros(2, 3, 40, 40)
+    m[..., 12:28, 10:30] = 1
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(20):
+        j = jitter_mask(m)
+        assert j.shape == m.shape and set(torch.unique(j).tolist()) <= {0.0, 1.0}
+        assert torch.equal(j[:, 0], j[:, 1]) and torch.equal(j[:, 1], j[:, 2])
+        seen.add("dilated" if j.sum() > m.sum() else "eroded")
+        assert not torch.equal(j, m)
+    assert seen == {"dilated", "eroded"}

@@ -58,6 +58,8 @@ class TrainConfig:
     checkpoint_every: int = 50
     augment: bool = True
     grad_clip: float = 5.0
+    bce_weight: float = 0.0            # + this x voxel-wise cross-entropy (0 = the paper's loss; see loss.py)
+    mask_jitter: float = 0.0           # probability that a run starts from a deformed mask (see jitter_mask)
 
     def validate(self) -> None:
         if self.mode not in ("full", "fewshot"):
@@ -126,6 +128,30 @@ def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: in
     return torch.stack(losses).mean(), state, prev
 
 
+def jitter_mask(mask, max_shift: int = 3, max_radius: int = 3):
+    """Deform a mask window (B, w, S, S) in [0, 1]: one random in-plane shift (up to ``max_shift``
+    pixels) and one dilation or erosion (square, radius 1..``max_radius`` pixels), the same for the
+    w slices. Uses torch's RNG, so a seeded step deforms the same way.
+
+    A run that starts from a deformed mask teaches the network to pull a wrong mask back onto the
+    muscle's borders instead of copying it (MaskTrack, Perazzi et al. 2017). At inference the mask
+    input is the network's own previous output, whose errors otherwise compound slice after slice.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    dy, dx = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,)))
+    out = torch.roll(mask, (dy, dx), dims=(-2, -1))
+    r = int(torch.randint(1, max_radius + 1, (1,)))
+    B, w, S, T = out.shape
+    flat = out.reshape(B * w, 1, S, T)
+    if bool(torch.rand(()) < 0.5):
+        flat = F.max_pool2d(flat, 2 * r + 1, stride=1, padding=r)                  # dilate
+    else:
+        flat = 1.0 - F.max_pool2d(1.0 - flat, 2 * r + 1, stride=1, padding=r)      # erode
+    return flat.reshape(B, w, S, T)
+
+
 def _detach_state(state):
     import torch
 
@@ -144,11 +170,13 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
     L = run_image.shape[1]
     half = max(w + 1, (L + w) // 2)
     state, prev, total = None, None, 0.0
+    if cfg.mask_jitter and bool(torch.rand(()) < cfg.mask_jitter):
+        prev = jitter_mask(run_mask[:, :w])
     segments = [(0, half)] + ([(half - w, L)] if L - (half - w) > w else [])
     for a, b in segments:
         optimizer.zero_grad(set_to_none=True)
         loss, state, prev = windows_loss(model, loss_fn, run_image[:, a:b], run_mask[:, a:b], run_known[:, a:b],
-                                         cfg.mode, cfg.refeed_every, state, first_prev=prev if a else None)
+                                         cfg.mode, cfg.refeed_every, state, first_prev=prev)
         loss.backward()
         _average_gradients(optimizer)
         if cfg.grad_clip:
@@ -242,7 +270,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     my_cases = [c for i, c in enumerate(cases) if i % world == rank] or list(cases)
 
     model.to(device).train()
-    loss_fn = ParametricTversky().to(device)
+    loss_fn = ParametricTversky(bce_weight=cfg.bce_weight).to(device)
     if loss_state is not None:
         loss_fn.load_state_dict(loss_state)
     _broadcast_parameters([model, loss_fn])
@@ -339,6 +367,10 @@ def add_train_arguments(p) -> None:
     p.add_argument("--width-mult", type=float, default=1.0)
     p.add_argument("--segments", default=None, help="segments to train on, comma-separated (default: all)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bce-weight", type=float, default=0.0,
+                   help="add this weight x voxel-wise cross-entropy to the Tversky loss (0: the paper's loss)")
+    p.add_argument("--mask-jitter", type=float, default=0.0,
+                   help="probability that a training run starts from a shifted and dilated/eroded mask")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--device", default="cpu")
     p.add_argument("--log", type=Path, default=None, help="append one JSON line per step")
@@ -363,7 +395,8 @@ def _train_cli(args) -> int:
     cases = [load_case(v, a, size, segments) for v, a in _case_paths(args.cases)]
     cfg = TrainConfig(mode=args.mode, epochs=args.epochs, steps_per_epoch=args.steps, run_length=args.run_length,
                       lr=args.lr, lr_final=args.lr_final if args.lr_final is not None else args.lr / 10,
-                      seed=args.seed, checkpoint_every=args.checkpoint_every)
+                      seed=args.seed, checkpoint_every=args.checkpoint_every,
+                      mask_jitter=getattr(args, "mask_jitter", 0.0), bce_weight=getattr(args, "bce_weight", 0.0))
     logf = open(args.log, "a") if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:
