@@ -1,0 +1,58 @@
+"""Markdown tables (mean ± std per method, as the README prints them) from `ifssnet compare-set` CSVs.
+
+    python benchmarks/results_table.py benchmarks/results/heldout-3-seeds.csv [MORE.csv ...] [--by-muscle]
+
+Several CSVs (e.g. the baselines and the network, run separately on the same cases and protocol) are
+merged: each row is one (method, muscle, case). Annotated slices are already excluded in the CSVs.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+
+from ifssnet.compare import summarize
+
+NAMES = {"ifssnet": "IFSS-Net", "fbs": "Fill between slices", "gfs": "Grow from seeds", "ws": "Watershed",
+         "pgnet": "PG-Net", "unet3d": "3-D U-Net"}
+COLUMNS = (("Dice", "dice", 3), ("IoU", "iou", 3), ("per-slice HD (mm)", "slice_hd", 1),
+           ("per-slice ASD (mm)", "slice_asd", 2), ("HD95 (mm)", "hd95", 1), ("vol err %", "volume_error_pct", 1),
+           ("time/muscle (s)", "time_s", 1))
+
+
+def _cell(s: dict, key: str, digits: int) -> str:
+    m, sd = s[f"{key}_mean"], s[f"{key}_std"]
+    if not math.isfinite(m):
+        return "-"
+    return f"{m:.{digits}f} ± {sd:.{digits}f}"
+
+
+def read_rows(paths):
+    rows = []
+    for p in paths:
+        with open(p, newline="") as f:
+            rows.extend(csv.DictReader(f))
+    return rows
+
+
+def table(rows, by_muscle: bool = False) -> str:
+    by = ("method", "muscle") if by_muscle else ("method",)
+    head = ["method"] + (["muscle"] if by_muscle else []) + ["n"] + [c[0] for c in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summarize(rows, by):
+        cells = [NAMES.get(s["method"], s["method"])] + ([s["muscle"]] if by_muscle else []) + [str(s["n"])]
+        lines.append("| " + " | ".join(cells + [_cell(s, k, d) for _, k, d in COLUMNS]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("csv", nargs="+")
+    p.add_argument("--by-muscle", action="store_true", help="one row per method and muscle")
+    a = p.parse_args(argv)
+    print(table(read_rows(a.csv), a.by_muscle))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
