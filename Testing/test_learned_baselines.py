@@ -308,3 +308,20 @@ def test_cli_trains_both_and_the_comparison_runs_them(tmp_path):
                                    "unet3d": {"model": str(tmp_path / "u.pt"), "device": "cpu"}})
     assert [r["method"] for r in rows] == ["pgnet", "unet3d"]
     assert all(r["error"] == "" and np.isfinite(r["dice"]) for r in rows)
+
+
+def test_pgnet_cross_entropy_term_is_added_to_the_dice_loss():
+    torch.manual_seed(0)
+    model = PGNet(PGNetConfig(size=32, width=4))
+    image = torch.randn(2, 6, 32, 32)
+    mask = torch.zeros(2, 6, 32, 32)
+    mask[:, :, 8:20, 10:22] = 1
+    mask[1, 3:] = 0                                           # the muscle ends: empty targets
+    known = torch.ones(2, 6, dtype=torch.bool)
+    torch.manual_seed(1)
+    dice = chain_loss(model, image, mask, known, 2, 3)
+    torch.manual_seed(1)
+    both = chain_loss(model, image, mask, known, 2, 3, bce_weight=1.0)
+    assert float(both) > float(dice) > 0                      # cross-entropy of an untrained net is > 0
+    both.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

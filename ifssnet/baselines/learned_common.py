@@ -319,7 +319,8 @@ def train_cli(args) -> int:
         if stored is None:
             model_config = PGNetConfig(size=size, width=max(4, int(round(16 * args.width_mult))))
         cfg = PGNetTrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, run_length=args.run_length,
-                               lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every)
+                               lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                               bce_weight=getattr(args, "bce_weight", 0.0))
     else:
         if stored is None:
             names = segments or list(cases[0].masks)

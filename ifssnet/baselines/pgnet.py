@@ -216,6 +216,7 @@ class PGNetTrainConfig(BaselineTrainConfig):
 
     run_length: int = 32
     chain: int = 6
+    bce_weight: float = 0.0           # + this x binary cross-entropy (0 = the paper's Dice loss; see chain_loss)
 
     def validate(self) -> None:
         super().validate()
@@ -224,23 +225,32 @@ class PGNetTrainConfig(BaselineTrainConfig):
 
 
 def chain_loss(model: PGNet, image: torch.Tensor, mask: torch.Tensor, known: torch.Tensor, start: int,
-               chain: int) -> torch.Tensor:
+               chain: int, bce_weight: float = 0.0) -> torch.Tensor:
     """Dice loss of one batch of runs. ``image``, ``mask``: ``(B, L, S, S)``; ``known``: bool ``(B, L)``.
 
     Reference = slice 0 with its mask; slices ``start .. start+chain-1`` are propagated from the true
     mask of slice ``start - 1``, each prediction (probabilities, with gradient) feeding the next.
+    ``bce_weight`` > 0 adds that weight x the voxel-wise binary cross-entropy. With the Dice loss alone
+    training collapsed to an empty prediction (loss 0.999 after 90 steps, 2026-11-27): the soft Dice of a
+    run past a muscle's end saturates, and a sigmoid driven to 0 passes no gradient back.
     """
     ref = model.encode_reference(image[:, :1], mask[:, :1])
     prev = mask[:, start - 1:start]
-    probs = []
+    logits = []
     for t in range(start, start + chain):
-        p = torch.sigmoid(model.step(ref, image[:, t:t + 1], prev))
-        probs.append(p)
-        prev = p
-    prob = torch.cat(probs, dim=1)                                     # (B, chain, S, S)
+        z = model.step(ref, image[:, t:t + 1], prev)
+        logits.append(z)
+        prev = torch.sigmoid(z)
+    logit = torch.cat(logits, dim=1)                                   # (B, chain, S, S)
+    prob = torch.sigmoid(logit)
     sl = slice(start, start + chain)
     weight = known[:, sl].to(prob.dtype)[:, :, None, None]
-    return soft_dice_loss(prob, mask[:, sl], weight)
+    loss = soft_dice_loss(prob, mask[:, sl], weight)
+    if bce_weight:
+        w = weight.expand_as(logit)
+        bce = F.binary_cross_entropy_with_logits(logit, mask[:, sl].to(logit.dtype), weight=w, reduction="sum")
+        loss = loss + bce_weight * bce / w.sum().clamp_min(1.0)
+    return loss
 
 
 def _pgnet_step_loss(cases):
@@ -267,7 +277,7 @@ def _pgnet_step_loss(cases):
         img = torch.from_numpy(np.stack([r.image[:L] for r in runs])).to(device)
         msk = torch.from_numpy(np.stack([r.mask[:L] for r in runs])).to(device)
         kn = torch.from_numpy(np.stack([r.known[:L] for r in runs])).to(device)
-        return chain_loss(model, img, msk, kn, start, chain)
+        return chain_loss(model, img, msk, kn, start, chain, cfg.bce_weight)
 
     return step_loss
 
