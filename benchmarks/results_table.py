@@ -1,6 +1,6 @@
 """Markdown tables (mean ± std per method, as the README prints them) from `ifssnet compare-set` CSVs.
 
-    python benchmarks/results_table.py benchmarks/results/heldout-3-seeds.csv [MORE.csv ...] [--by-muscle]
+    python benchmarks/results_table.py benchmarks/results/heldout-ifssnet-3-seeds.csv [MORE.csv ...] [--by-muscle]
 
 Several CSVs (e.g. the baselines and the network, run separately on the same cases and protocol) are
 merged: each row is one (method, muscle, case). Annotated slices are already excluded in the CSVs.

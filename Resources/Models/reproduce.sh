@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Reproduce the shipped IFSS-Net weights (Resources/Models/ifssnet.pt) and their held-out scores.
 # Usage, from the repository root: bash Resources/Models/reproduce.sh [WORK_DIR]
-# About 1.5 h on 2 CPU cores with one thread (OMP_NUM_THREADS=1 is faster than 2 when anything else runs).
-# The weights were made in two stages with the code of two commits; this script runs each stage with the
+# About 1.8 h on 2 CPU cores with one thread (OMP_NUM_THREADS=1 is faster than 2 when anything else runs).
+# The weights were made in three stages with the code of three commits; this script runs each stage with the
 # code of its own commit (git archive), so the data, the sampling and the schedule are the same.
 # Stage 1 ran --epochs 6 --steps 150 and was stopped at step 250 while its learning rate was still 1e-3:
 # --epochs 2 --steps 125 is the same 250 steps. Stage 2 ran --epochs 5 --steps 100 and was stopped at
-# step 350, 50 steps after its drop to 1e-4: --epochs 14 --steps 25 is the same schedule.
+# step 350, 50 steps after its drop to 1e-4: --epochs 14 --steps 25 is the same schedule. Stage 3
+# (session 2) ran --epochs 5 --steps 80 and was stopped at its step 80, still at its first learning
+# rate: --epochs 1 --steps 80 is the same 80 steps. Its --mask-jitter deformed the first window's mask
+# input only; later code deforms any window's, so stage 3 needs its own commit's code too.
 set -euo pipefail
 W=${1:-.repro}
 mkdir -p "$W"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 snapshot() { rm -rf "$W/code-$1"; mkdir -p "$W/code-$1"; git archive "$1" ifssnet | tar -x -C "$W/code-$1"; }
-snapshot 9fe2bcf; snapshot 30eec51; snapshot HEAD
+snapshot 9fe2bcf; snapshot 30eec51; snapshot 2297dcb; snapshot 938d179; snapshot HEAD
 
 # Training data: phantom subjects 1-40, 400 x 128 x 128, phantom code of commit 9fe2bcf.
 for s in $(seq 1 40); do
@@ -21,7 +24,10 @@ done
 PYTHONPATH="$W/code-9fe2bcf" python -m ifssnet.cli train "$W"/train/s* --mode full --out "$W/stage1.pt" \
   --size 128 --width-mult 0.5 --epochs 2 --steps 125 --run-length 16 --lr 1e-3 --seed 0 --checkpoint-every 25
 PYTHONPATH="$W/code-30eec51" python -m ifssnet.cli train "$W"/train/s* --mode full --from "$W/stage1.pt" \
-  --out "$W/ifssnet.pt" --epochs 14 --steps 25 --run-length 20 --lr 1e-3 --lr-final 1e-4 --seed 1 --checkpoint-every 25
+  --out "$W/stage2.pt" --epochs 14 --steps 25 --run-length 20 --lr 1e-3 --lr-final 1e-4 --seed 1 --checkpoint-every 25
+PYTHONPATH="$W/code-2297dcb" python -m ifssnet.cli train "$W"/train/s* --mode full --from "$W/stage2.pt" \
+  --out "$W/ifssnet.pt" --epochs 1 --steps 80 --run-length 24 --lr 3e-4 --seed 3 --mask-jitter 0.5 --bce-weight 1 \
+  --checkpoint-every 20
 
 # Held-out scores: subjects 1000-1004 with the current phantom, every method, both protocols.
 for s in 1000 1001 1002 1003 1004; do
@@ -30,4 +36,13 @@ done
 for protocol in 3-seeds paper; do
   PYTHONPATH="$W/code-HEAD" python -m ifssnet.cli compare-set "$W"/test/s* --methods ifssnet,fbs,gfs,ws \
     --model "$W/ifssnet.pt" --protocol "$protocol" --csv "$W/heldout-$protocol.csv"
+done
+
+# PG-Net (pgnet.pt, the learned baseline of issue 5): the same training subjects, code of commit 938d179,
+# about 25 min on one thread; then its held-out scores under both protocols.
+PYTHONPATH="$W/code-938d179" python -m ifssnet.cli train "$W"/train/s* --arch pgnet --out "$W/pgnet.pt" \
+  --epochs 5 --steps 250 --run-length 32 --lr 1e-3 --size 128 --seed 0 --bce-weight 1 --checkpoint-every 50
+for protocol in 3-seeds paper; do
+  IFSSNET_PGNET_MODEL="$W/pgnet.pt" PYTHONPATH="$W/code-HEAD" python -m ifssnet.cli compare-set "$W"/test/s* \
+    --methods pgnet --protocol "$protocol" --csv "$W/heldout-pgnet-$protocol.csv"
 done
