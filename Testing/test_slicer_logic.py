@@ -642,10 +642,10 @@ def test_model_list_has_user_models_with_cards(slicer_app, tmp_path, monkeypatch
 
 
 # Measured accuracy of the shipped network on held-out phantom 1000, GM, paper protocol
-# (benchmarks/results/heldout-paper.csv: Dice 0.712, volume error 63.8 %; over the 5 held-out cases GM
-# has Dice 0.704 ± 0.022 and volume error 17.1 ± 23.4 %). Bounds: that accuracy, with a small margin.
-SHIPPED_GM_PAPER_MIN_DICE = 0.68
-SHIPPED_GM_PAPER_MAX_VOLUME_ERROR = 0.70
+# (benchmarks/results/heldout-ifssnet-paper.csv: Dice 0.675, volume error 9.6 %; over the 5 held-out cases
+# GM has Dice 0.642 ± 0.043 and volume error 26.2 ± 10.3 %). Bounds: that accuracy, with a small margin.
+SHIPPED_GM_PAPER_MIN_DICE = 0.64
+SHIPPED_GM_PAPER_MAX_VOLUME_ERROR = 0.30
 
 
 @pytest.mark.heavy
