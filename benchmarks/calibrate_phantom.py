@@ -1,7 +1,8 @@
 """Calibration gate of the phantom: Slicer's Fill between slices under the paper's protocol.
 
 For each muscle: 3 consecutive reference slices every 100 slices within the muscle's extent
-(groups centred in the extent), fed to ITK's MorphologicalContourInterpolator with Slicer's
+(groups centred in the extent: ``ifssnet.seeds.protocol_slices(..., "paper")``), fed to the
+comparison's own Fill between slices (``ifssnet.baselines.fbs``): ITK's MorphologicalContourInterpolator with Slicer's
 settings (UseDistanceTransform off, HeuristicAlignment on, UseBallStructuringElement off,
 Label 0, Axis -1). The filter only treats isolated labelled slices as key slices, so it gets the
 middle slice of each group; the other seed slices are added back afterwards. Scored over the
@@ -22,53 +23,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ifssnet.baselines.fbs import fill_between_slices  # noqa: E402
+from ifssnet.compare import reference_extent  # noqa: E402
 from ifssnet.phantom import MUSCLES, make_phantom  # noqa: E402
-
-
-def protocol_groups(mask: np.ndarray, every: int = 100, count: int = 3):
-    """Groups of ``count`` consecutive slices every ``every`` slices, centred in the mask's extent."""
-    ks = np.nonzero(mask.reshape(mask.shape[0], -1).any(1))[0]
-    if ks.size == 0:
-        return (0, -1), []
-    k0, k1 = int(ks[0]), int(ks[-1])
-    n = max(1, (k1 - k0 - count + 1) // every + 1)
-    first = k0 + ((k1 - k0 - count + 1) - (n - 1) * every) // 2
-    groups = [tuple(range(first + g * every, first + g * every + count)) for g in range(n)]
-    return (k0, k1), groups
-
-
-def fill_between_slices(mask: np.ndarray, groups) -> np.ndarray:
-    """ITK MorphologicalContourInterpolator with Slicer's settings, on the mask's bounding box."""
-    import itk
-
-    itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(1)
-    K = mask.shape[0]
-    js, is_ = np.nonzero(mask.any(0))
-    m = 4
-    j0, j1 = max(0, js.min() - m), min(mask.shape[1], js.max() + m + 1)
-    i0, i1 = max(0, is_.min() - m), min(mask.shape[2], is_.max() + m + 1)
-    seeds = np.zeros((K, j1 - j0, i1 - i0), np.uint8)
-    for g in groups:
-        mid = g[len(g) // 2]
-        seeds[mid] = mask[mid, j0:j1, i0:i1]
-    out = np.zeros_like(mask)
-    if len(groups) >= 2:
-        img = itk.image_from_array(seeds)
-        f = itk.MorphologicalContourInterpolator.New(img)
-        f.SetUseDistanceTransform(False)
-        f.SetHeuristicAlignment(True)
-        f.SetUseBallStructuringElement(False)
-        f.SetLabel(0)
-        f.SetAxis(-1)
-        f.Update()
-        out[:, j0:j1, i0:i1] = (itk.array_from_image(f.GetOutput()) > 0).astype(np.uint8)
-    for g in groups:
-        for k in g:
-            out[k] = mask[k]
-    return out
+from ifssnet.seeds import cut_seeds, protocol_slices, seed_groups  # noqa: E402
 
 
 def score(pred: np.ndarray, ref: np.ndarray, extent, annotated):
+    """Dice and volume error (%) over the slices ``extent[0]..extent[1]``, ``annotated`` slices left out.
+    (Only these two: ``ifssnet.compare.score`` also computes surface distances, minutes at paper scale.)"""
     keep = np.zeros(ref.shape[0], bool)
     keep[extent[0]:extent[1] + 1] = True
     keep[list(annotated)] = False
@@ -83,13 +46,14 @@ def calibrate(phantom, every=100, count=3, verbose=True):
     res = {}
     for name in MUSCLES:
         ref = phantom.labels[name]
-        extent, groups = protocol_groups(ref, every, count)
+        extent = reference_extent(ref)
+        slices = protocol_slices(ref, "paper", count, every)
         t = time.time()
-        pred = fill_between_slices(ref, groups)
-        d, v = score(pred, ref, extent, [k for g in groups for k in g])
+        pred = fill_between_slices(ref, cut_seeds(ref, slices), phantom.spacing_kji)
+        d, v = score(pred, ref, extent, slices)
         res[name] = (d, v)
         if verbose:
-            print(f"  {name:3s} extent {extent[0]:4d}-{extent[1]:4d} groups {len(groups):2d}  "
+            print(f"  {name:3s} extent {extent[0]:4d}-{extent[1]:4d} groups {len(seed_groups(slices)):2d}  "
                   f"Dice {d:.3f}  vol err {v:5.1f} %  (MCI {time.time() - t:.1f} s)", flush=True)
     return res
 
