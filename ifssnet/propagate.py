@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
@@ -405,10 +406,9 @@ def _prepare_device(net, dev: str) -> None:
 
 
 def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patience, min_area_fraction,
-                  batch_size, progress, cancel, settings=None) -> PropagationResult:
+                  batch_size, progress, cancel, settings) -> PropagationResult:
     import torch
 
-    settings = settings or resolve_preset("balanced", _model_window_and_size(net)[0])
     timings: Dict[str, float] = {}
     t_prep = time.perf_counter()
     K, J, I = volume.shape
@@ -672,7 +672,9 @@ def slice_confidence(mean_p, var_p, band: int = 2) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # Time estimate (shown by the Slicer effect before a run)
 
-_CALIBRATION: Dict[tuple, dict] = {}
+#: network -> {(device, batch, GPU autocast): calibration}. Weakly keyed on the network itself: keyed on
+#: ``id(net)``, a network loaded later at a freed address would get an older network's timings.
+_CALIBRATION: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _calibrate(net, dev: str, batch: int, settings: dict) -> dict:
@@ -681,9 +683,10 @@ def _calibrate(net, dev: str, batch: int, settings: dict) -> dict:
     import torch
 
     w, S = _model_window_and_size(net)
-    key = (id(net), str(dev), int(batch), settings.get("gpu_autocast") if str(dev).startswith("cuda") else None)
-    if key in _CALIBRATION:
-        return _CALIBRATION[key]
+    key = (str(dev), int(batch), settings.get("gpu_autocast") if str(dev).startswith("cuda") else None)
+    cached = _CALIBRATION.setdefault(net, {})
+    if key in cached:
+        return cached[key]
     _prepare_device(net, dev)
 
     def timed(fn, reps=3):
@@ -721,7 +724,7 @@ def _calibrate(net, dev: str, batch: int, settings: dict) -> dict:
     small = torch.rand(4, S, S)
     vout = timed(lambda: grid.to_volume(small) > 0.5, reps=2) / sl.numel()
     cal = {"step_s": step, "encode_window_s": enc, "in_voxel_s": vin, "out_voxel_s": vout}
-    _CALIBRATION[key] = cal
+    cached[key] = cal
     return cal
 
 
