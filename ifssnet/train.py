@@ -87,7 +87,7 @@ class StepLog:
 
 def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: int, state=None,
                  first_prev=None, jitter: float = 0.0):
-    """Slide windows over one run and return (loss, state, last prediction, per-window TI).
+    """Slide windows over one run and return (loss, state, the next window's mask input).
 
     ``image``, ``mask``: torch (B, L, S, S) float; ``known``: torch bool (B, L). The first window
     covers slices 1..w (its mask input is ``first_prev`` or the annotation of slices 0..w-1).
@@ -400,7 +400,7 @@ def _train_cli(args) -> int:
     cfg = TrainConfig(mode=args.mode, epochs=args.epochs, steps_per_epoch=args.steps, run_length=args.run_length,
                       lr=args.lr, lr_final=args.lr_final if args.lr_final is not None else args.lr / 10,
                       seed=args.seed, checkpoint_every=args.checkpoint_every,
-                      mask_jitter=getattr(args, "mask_jitter", 0.0), bce_weight=getattr(args, "bce_weight", 0.0))
+                      mask_jitter=args.mask_jitter, bce_weight=args.bce_weight)
     logf = open(args.log, "a") if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:

@@ -167,6 +167,16 @@ def soft_dice_loss(prob, target, weight=None, dims=None, eps: float = 1.0):
     return (1.0 - (2.0 * inter + eps) / (den + eps)).mean()
 
 
+def weighted_bce_with_logits(logits, target, weight):
+    """Binary cross-entropy averaged over the voxels with weight. ``logits``, ``target``: same shape;
+    ``weight``: 0/1, broadcastable to them (unknown voxels out)."""
+    import torch.nn.functional as F
+
+    w = weight.expand_as(logits)
+    return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), weight=w,
+                                              reduction="sum") / w.sum().clamp_min(1.0)
+
+
 # --------------------------------------------------------------------------------------------------
 # Training loop
 
@@ -320,7 +330,7 @@ def train_cli(args) -> int:
             model_config = PGNetConfig(size=size, width=max(4, int(round(16 * args.width_mult))))
         cfg = PGNetTrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, run_length=args.run_length,
                                lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                               bce_weight=getattr(args, "bce_weight", 0.0))
+                               bce_weight=args.bce_weight)
     else:
         if stored is None:
             names = segments or list(cases[0].masks)

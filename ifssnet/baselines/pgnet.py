@@ -49,7 +49,7 @@ from ..errors import InputError, ModelError
 from ..progress import CancelLike, ProgressFn, check_cancel, report
 from . import check_inputs, restore_painted
 from .learned_common import (BaselineTrainConfig, check_cases, fit, prepare_torch, resolve_device, resolve_model,
-                             soft_dice_loss)
+                             soft_dice_loss, weighted_bce_with_logits)
 
 ARCH = "pgnet"
 __all__ = ["PGNetConfig", "PGNet", "PGNetTrainConfig", "train_pgnet", "pgnet", "load_pgnet"]
@@ -247,9 +247,7 @@ def chain_loss(model: PGNet, image: torch.Tensor, mask: torch.Tensor, known: tor
     weight = known[:, sl].to(prob.dtype)[:, :, None, None]
     loss = soft_dice_loss(prob, mask[:, sl], weight)
     if bce_weight:
-        w = weight.expand_as(logit)
-        bce = F.binary_cross_entropy_with_logits(logit, mask[:, sl].to(logit.dtype), weight=w, reduction="sum")
-        loss = loss + bce_weight * bce / w.sum().clamp_min(1.0)
+        loss = loss + bce_weight * weighted_bce_with_logits(logit, mask[:, sl], weight)
     return loss
 
 

@@ -38,14 +38,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError, ModelError, SeedError
 from ..progress import CancelLike, ProgressFn, check_cancel, report
 from . import check_inputs, restore_painted
 from .learned_common import (BaselineTrainConfig, check_cases, fit, prepare_torch, resolve_device, resolve_model,
-                             soft_dice_loss)
+                             soft_dice_loss, weighted_bce_with_logits)
 
 ARCH = "unet3d"
 __all__ = ["UNet3DConfig", "UNet3D", "UNet3DTrainConfig", "train_unet3d", "unet3d", "load_unet3d", "SlidingWindow"]
@@ -199,9 +198,7 @@ def _sample_patch(case, names: Sequence[str], patch: Tuple[int, int, int], rng: 
 def patch_loss(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     """BCE + soft Dice per (sample, channel). ``logits``, ``target``: (B, C, D, H, W); ``known``: (B, C, D)."""
     w = known[:, :, :, None, None].expand_as(logits)
-    bce = F.binary_cross_entropy_with_logits(logits, target, weight=w, reduction="sum") / w.sum().clamp_min(1.0)
-    dice = soft_dice_loss(torch.sigmoid(logits), target, w, dims=(2, 3, 4))
-    return bce + dice
+    return weighted_bce_with_logits(logits, target, w) + soft_dice_loss(torch.sigmoid(logits), target, w, dims=(2, 3, 4))
 
 
 def _unet_step_loss(cases, config: UNet3DConfig):
