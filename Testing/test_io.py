@@ -97,3 +97,14 @@ def test_failed_write_keeps_existing_file(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["v.nrrd"]
     with pytest.raises(ResourceError, match="does not exist"):
         write_volume(Image(np.ones((2, 2, 2), np.uint8)), tmp_path / "nope" / "v.nrrd")
+
+
+def test_atomic_write_can_make_its_folder_and_reports_a_folder_it_cannot_make(tmp_path):
+    from ifssnet import io as io_mod
+
+    target = tmp_path / "a" / "b" / "x.txt"
+    io_mod.atomic_write(target, lambda tmp: open(tmp, "w").write("ok"), make_folder=True)
+    assert target.read_text() == "ok"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ResourceError, match="Could not create the folder"):
+        io_mod.atomic_write(tmp_path / "file" / "sub" / "x.txt", lambda tmp: None, make_folder=True)

@@ -398,12 +398,10 @@ def format_markdown(result: dict) -> str:
 
 
 def _write_text(path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write ``text`` to ``path`` atomically (:func:`ifssnet.io.atomic_write`), making its folder."""
+    from .io import atomic_write
+
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), make_folder=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -178,17 +178,24 @@ class Segmentation:
 # Atomic writes
 
 
-def atomic_write(path, write_fn) -> Path:
+def atomic_write(path, write_fn, make_folder: bool = False) -> Path:
     """Call ``write_fn(tmp_path)`` then move what it wrote onto ``path``.
 
     ``tmp_path`` has the target's own file name inside a fresh hidden folder next to the target, so
     writers that choose the format from the suffix, and detached headers (.mhd + .raw, .nhdr) that
     name their data file, both work. On any failure the folder is removed and ``path`` is untouched.
+    ``make_folder``: create ``path``'s folder first (else a missing folder is an error).
     """
     import shutil
 
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    if make_folder:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ResourceError(f"Could not create the folder '{folder}': {exc.strerror or exc}.",
+                                "Choose an output path you can write to.") from exc
     if not folder.is_dir():
         raise ResourceError(f"The folder '{folder}' does not exist.", "Create it or choose another output path.")
     if not os.access(folder, os.W_OK):

@@ -160,8 +160,10 @@ def save_montage(phantom: Phantom, path, fractions=(0.08, 0.25, 0.42, 0.58, 0.75
     ax.set_title(f"longitudinal reslice at i = {col} (knee left, ankle right); GM red, GL blue, SOL yellow",
                  color="white", fontsize=8)
     ax.axis("off")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, facecolor="black", bbox_inches="tight")
-    plt.close(fig)
-    return path
+    from .io import atomic_write
+
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, facecolor="black", bbox_inches="tight"),
+                            make_folder=True)
+    finally:
+        plt.close(fig)

@@ -86,8 +86,7 @@ def write_weights(path: Union[str, Path], net: nn.Module, arch: str, config_json
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
         "extra": extra,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp), make_folder=True)
 
 
 def _read(path: Path, map_location) -> Any:
