@@ -26,7 +26,8 @@ itk = pytest.importorskip("itk")
 sitk = pytest.importorskip("SimpleITK")
 
 from ifssnet.baselines.fbs import fill_between_slices, key_slices  # noqa: E402
-from ifssnet.baselines.gfs import grow_from_seeds, slicer_extent  # noqa: E402
+from ifssnet.baselines import slicer_extent  # noqa: E402
+from ifssnet.baselines.gfs import grow_from_seeds  # noqa: E402
 from ifssnet.baselines.ws import watershed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -298,19 +299,40 @@ def test_gfs_background_is_everything_but_the_target(case):
 
 
 # ------------------------------------------------------------------------------------ WS
-def test_ws_equals_the_two_simpleitk_calls(case):
-    vol, target, _ = case
-    seeds = cut_seeds(target, (9, 10, 11, 35, 36, 37))
-    image = sitk.GetImageFromArray(vol)
+def _two_simpleitk_calls(vol, labels):
+    """What the Watershed effect runs on its (cropped) source image and merged seed labelmap."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(vol))
     image.SetSpacing(SPACING[::-1])
-    markers = sitk.GetImageFromArray(marker_labels(seeds.mask, seeds.slices))
+    markers = sitk.GetImageFromArray(np.ascontiguousarray(labels))
     markers.CopyInformation(image)
     feature = sitk.GradientMagnitudeRecursiveGaussian(image, 2.0)
-    labels = sitk.MorphologicalWatershedFromMarkers(feature, markers, markWatershedLine=False, fullyConnected=False)
-    expected = (sitk.GetArrayFromImage(labels) == 1).astype(np.uint8)
+    result = sitk.MorphologicalWatershedFromMarkers(feature, markers, markWatershedLine=False, fullyConnected=False)
+    return (sitk.GetArrayFromImage(result) == 1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("painted", [(20, 21, 22), (9, 10, 11, 35, 36, 37)])
+def test_ws_equals_the_two_simpleitk_calls_on_the_effects_crop(case, painted):
+    vol, target, _ = case
+    seeds = cut_seeds(target, painted)
+    labels = marker_labels(seeds.mask, seeds.slices)
+    box = _slicer_autocomplete_crop(labels)  # the effect's clippedMasterImageData extent
+    expected = np.zeros_like(target)
+    expected[box] = _two_simpleitk_calls(vol[box], labels[box])
     out = watershed(vol, seeds, SPACING)
     assert np.array_equal(out, expected)
     assert 0 < out.sum() < out.size
+    assert not out[:box[0].start].any() and not out[box[0].stop:].any()  # nothing outside the crop
+    if painted == (20, 21, 22):
+        assert box[0] == slice(17, 26)  # 3 slices beyond 3 consecutive painted ones, as Grow from seeds
+
+
+def test_ws_whole_volume_when_asked(case):
+    vol, target, _ = case
+    seeds = cut_seeds(target, (20, 21, 22))
+    expected = _two_simpleitk_calls(vol, marker_labels(seeds.mask, seeds.slices))
+    out = watershed(vol, seeds, SPACING, extent_growth=None)
+    assert np.array_equal(out, expected)
+    assert out[:17].any()  # the whole-volume run floods past the effect's crop
 
 
 def test_ws_object_scale_and_spacing_matter(case):

@@ -4,6 +4,9 @@
 
 Several CSVs (e.g. the baselines and the network, run separately on the same cases and protocol) are
 merged: each row is one (method, muscle, case). Annotated slices are already excluded in the CSVs.
+``--merge OUT.csv`` also writes the merged rows as one CSV, and ``--plot OUT.png`` the bar chart that
+``compare-set --plot`` draws (mean ± std of Dice and volume error per method and muscle): the two files a
+single compare-set run over all the cases would have written (table1_baselines.sh runs cases in parallel).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import argparse
 import csv
 import math
 
-from ifssnet.compare import summarize
+from ifssnet.compare import plot_summary, summarize, write_csv
 
 NAMES = {"ifssnet": "IFSS-Net", "fbs": "Fill between slices", "gfs": "Grow from seeds", "ws": "Watershed",
          "pgnet": "PG-Net", "unet3d": "3-D U-Net"}
@@ -49,8 +52,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("csv", nargs="+")
     p.add_argument("--by-muscle", action="store_true", help="one row per method and muscle")
+    p.add_argument("--merge", default=None, help="write the merged rows to this CSV")
+    p.add_argument("--plot", default=None, help="write the per-method-and-muscle bar chart (PNG) to this file")
+    p.add_argument("--title", default="", help="the plot's title")
     a = p.parse_args(argv)
-    print(table(read_rows(a.csv), a.by_muscle))
+    rows = read_rows(a.csv)
+    if a.merge:
+        write_csv(rows, a.merge)
+    if a.plot:
+        plot_summary(summarize(rows, ("method", "muscle")), a.plot, title=a.title)
+    print(table(rows, a.by_muscle))
     return 0
 
 

@@ -19,7 +19,7 @@ is label 2 (background, the other muscles included), which is what a Slicer user
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -27,10 +27,15 @@ from ..errors import SeedError, VolumeError
 from .registry import available, get, label, prepare, register, register_lazy, unregister
 
 __all__ = ["available", "get", "label", "prepare", "register", "register_lazy", "unregister",
-           "check_inputs", "marker_labels", "restore_painted", "TARGET_LABEL", "BACKGROUND_LABEL"]
+           "check_inputs", "marker_labels", "restore_painted", "slicer_extent", "TARGET_LABEL", "BACKGROUND_LABEL",
+           "SLICER_EXTENT_GROWTH", "SLICER_MIN_MARGIN"]
 
 TARGET_LABEL = 1
 BACKGROUND_LABEL = 2
+#: Slicer's auto-complete crop (AbstractScriptedSegmentEditorAutoCompleteEffect, the base of Grow from seeds
+#: and Watershed): extentGrowthRatio at the first Initialize, and the minimum margin in voxels.
+SLICER_EXTENT_GROWTH = 0.1
+SLICER_MIN_MARGIN = 3
 
 
 def check_inputs(volume, seeds, spacing_kji) -> Tuple[np.ndarray, np.ndarray, Tuple[int, ...], Tuple[float, float, float]]:
@@ -76,6 +81,29 @@ def restore_painted(out: np.ndarray, mask: np.ndarray, slices) -> np.ndarray:
     idx = list(slices)
     out[idx] = (mask[idx] != 0)
     return out
+
+
+def slicer_extent(labels: np.ndarray, growth: Optional[float] = SLICER_EXTENT_GROWTH,
+                  min_margin: int = SLICER_MIN_MARGIN) -> Optional[Tuple[slice, slice, slice]]:
+    """The crop that Slicer's auto-complete effects (Grow from seeds, Watershed) compute from the seed
+    labelmap (K, J, I): they run on it and leave every voxel outside it empty.
+
+    Effective extent = bounding box of the non-zero seeds; margin per axis =
+    ``int(max(min_margin, growth * (hi - lo)))`` voxels, clipped to the volume. ``growth=None``: the
+    whole volume. Returns None if there is no seed.
+    """
+    if growth is None:
+        return tuple(slice(0, n) for n in labels.shape)  # type: ignore[return-value]
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        nz = np.flatnonzero(labels.any(axis=other))
+        if nz.size == 0:
+            return None
+        lo, hi = int(nz[0]), int(nz[-1])
+        m = int(max(min_margin, growth * (hi - lo)))
+        box.append(slice(max(0, lo - m), min(labels.shape[axis], hi + m + 1)))
+    return tuple(box)  # type: ignore[return-value]
 
 
 def import_itk_filter(attribute: str, what: str, module: str, package: str):

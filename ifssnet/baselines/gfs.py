@@ -26,44 +26,19 @@ other muscles included). FastGrowCut has no progress events: ``cancel`` is check
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
 from ..errors import IFSSNetError
 from ..progress import check_cancel, report
-from . import import_itk_filter, TARGET_LABEL, check_inputs, marker_labels, restore_painted
+from . import (SLICER_EXTENT_GROWTH, TARGET_LABEL, check_inputs, import_itk_filter, marker_labels, restore_painted,
+               slicer_extent)
 
 STAGE = "Grow from seeds"
-#: Slicer's auto-complete margin: extentGrowthRatio at the first Initialize (see above) and the minimum margin.
-SLICER_EXTENT_GROWTH = 0.1
-SLICER_MIN_MARGIN = 3
-
 # itk::FastGrowCut is wrapped for these intensity types (label type: unsigned char).
 _WRAPPED = {np.dtype(np.uint8): "UC", np.dtype(np.uint16): "US", np.dtype(np.int16): "SS",
             np.dtype(np.float32): "F", np.dtype(np.float64): "D"}
-
-
-def slicer_extent(labels: np.ndarray, growth: Optional[float] = SLICER_EXTENT_GROWTH,
-                  min_margin: int = SLICER_MIN_MARGIN) -> Optional[Tuple[slice, slice, slice]]:
-    """The crop that Slicer's auto-complete effects compute from the seed labelmap (K, J, I).
-
-    Effective extent = bounding box of the non-zero seeds; margin per axis =
-    ``int(max(min_margin, growth * (hi - lo)))`` voxels, clipped to the volume. ``growth=None``: the
-    whole volume. Returns None if there is no seed.
-    """
-    if growth is None:
-        return tuple(slice(0, n) for n in labels.shape)  # type: ignore[return-value]
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        nz = np.flatnonzero(labels.any(axis=other))
-        if nz.size == 0:
-            return None
-        lo, hi = int(nz[0]), int(nz[-1])
-        m = int(max(min_margin, growth * (hi - lo)))
-        box.append(slice(max(0, lo - m), min(labels.shape[axis], hi + m + 1)))
-    return tuple(box)  # type: ignore[return-value]
 
 
 def fast_grow_cut(intensity: np.ndarray, labels: np.ndarray, spacing_kji, distance_penalty: float = 0.0) -> np.ndarray:

@@ -4,8 +4,15 @@ What the effect does: the source volume goes to SimpleITK with its spacing; the 
 ``GradientMagnitudeRecursiveGaussian(volume, sigma=object scale in mm)`` (default 2.0 mm; float32 for an
 integer volume); then ``MorphologicalWatershedFromMarkers(feature, markers)`` with MarkWatershedLine
 off and FullyConnected off, where the markers are the merged labelmap of the painted segments. Here the
-markers are 1 = target and 2 = background (every other voxel of an annotated slice). The whole volume
-is processed (the effect does not crop).
+markers are 1 = target and 2 = background (every other voxel of an annotated slice).
+
+Crop. The effect is an auto-complete effect (``AbstractScriptedSegmentEditorAutoCompleteEffect``): its
+``computePreviewLabelmap`` gets the merged seed labelmap and ``clippedMasterImageData``, both cut to the
+seeds' bounding box grown by ``max(3, 0.1 * extent)`` voxels per axis (Watershed never changes the base
+class's ``extentGrowthRatio`` of 0.1), and voxels outside that box stay empty. We cut the same box
+(:func:`ifssnet.baselines.slicer_extent`) before both filters, so the Gaussian sees the same borders.
+With the ``3-seeds`` protocol the box is the 3 painted slices plus 3 on each side, as for Grow from
+seeds; ``extent_growth=None`` runs on the whole volume instead.
 
 Feature type. The issue reports that the same feature rescaled to uint16 runs about 7x faster "with the
 same result". ``benchmarks/ws_feature_dtype.py`` measures both in one run. On a 120 x 192 x 192 phantom
@@ -18,11 +25,13 @@ alternative (uint32 ranks of the float levels) gives identical voxels but only 1
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from ..errors import Cancelled, DependencyError, IFSSNetError, InputError
 from ..progress import check_cancel, is_cancelled, report
-from . import TARGET_LABEL, check_inputs, marker_labels, restore_painted
+from . import SLICER_EXTENT_GROWTH, TARGET_LABEL, check_inputs, marker_labels, restore_painted, slicer_extent
 
 STAGE = "Watershed"
 DEFAULT_OBJECT_SCALE_MM = 2.0
@@ -89,13 +98,15 @@ def watershed_from_markers(feature, markers, *, cancel=None, progress=None):
 
 
 def watershed(volume, seeds, spacing_kji, *, object_scale_mm: float = DEFAULT_OBJECT_SCALE_MM,
-              feature_dtype: str = "float", progress=None, cancel=None) -> np.ndarray:
+              feature_dtype: str = "float", extent_growth: Optional[float] = SLICER_EXTENT_GROWTH,
+              progress=None, cancel=None) -> np.ndarray:
     """SegmentEditorExtraEffects' Watershed on one segment (target vs. everything else on the annotated slices).
 
     volume: (K, J, I) intensities. seeds: SeedSet (``mask`` uint8 (K, J, I), ``slices`` on axis 0).
     spacing_kji: (sz, sy, sx) mm. object_scale_mm: the effect's "Object scale" (Gaussian sigma, mm).
     feature_dtype: "float" (as the effect) or "uint16" (faster, not voxel-identical).
-    Returns uint8 (K, J, I), 0/1; seed slices exactly as painted.
+    extent_growth: the auto-complete crop's growth ratio (0.1, as the effect); None = the whole volume.
+    Returns uint8 (K, J, I), 0/1; zero outside the effect's crop; seed slices exactly as painted.
     """
     check_cancel(cancel)
     if not np.isfinite(object_scale_mm) or object_scale_mm < 0:
@@ -105,15 +116,19 @@ def watershed(volume, seeds, spacing_kji, *, object_scale_mm: float = DEFAULT_OB
     report(progress, STAGE, 0, 100)
     if volume.dtype == np.bool_:
         volume = volume.astype(np.uint8)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(volume))
-    image.SetSpacing([float(s) for s in spacing[::-1]])
-    markers = sitk.GetImageFromArray(marker_labels(mask, slices))
-    markers.CopyInformation(image)
-    feature = feature_image(image, object_scale_mm, feature_dtype, cancel=cancel, progress=progress)
-    check_cancel(cancel)
-    labels = watershed_from_markers(feature, markers, cancel=cancel, progress=progress)
-    check_cancel(cancel)
-    out = (sitk.GetArrayViewFromImage(labels) == TARGET_LABEL).astype(np.uint8)
+    labels = marker_labels(mask, slices)
+    out = np.zeros(volume.shape, np.uint8)
+    box = slicer_extent(labels, extent_growth)
+    if box is not None and mask[list(slices)].any():
+        image = sitk.GetImageFromArray(np.ascontiguousarray(volume[box]))
+        image.SetSpacing([float(s) for s in spacing[::-1]])
+        markers = sitk.GetImageFromArray(np.ascontiguousarray(labels[box]))
+        markers.CopyInformation(image)
+        feature = feature_image(image, object_scale_mm, feature_dtype, cancel=cancel, progress=progress)
+        check_cancel(cancel)
+        result = watershed_from_markers(feature, markers, cancel=cancel, progress=progress)
+        check_cancel(cancel)
+        out[box] = sitk.GetArrayViewFromImage(result) == TARGET_LABEL
     restore_painted(out, mask, slices)
     report(progress, STAGE, 100, 100)
     return out
