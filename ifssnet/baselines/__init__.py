@@ -27,7 +27,7 @@ from ..errors import SeedError, VolumeError
 from .registry import available, get, label, prepare, register, register_lazy, unregister
 
 __all__ = ["available", "get", "label", "prepare", "register", "register_lazy", "unregister",
-           "check_inputs", "marker_labels", "restore_painted", "slicer_extent", "TARGET_LABEL", "BACKGROUND_LABEL",
+           "bounding_box", "check_inputs", "marker_labels", "restore_painted", "slicer_extent", "TARGET_LABEL", "BACKGROUND_LABEL",
            "SLICER_EXTENT_GROWTH", "SLICER_MIN_MARGIN"]
 
 TARGET_LABEL = 1
@@ -83,26 +83,36 @@ def restore_painted(out: np.ndarray, mask: np.ndarray, slices) -> np.ndarray:
     return out
 
 
+def bounding_box(mask: np.ndarray, margin: int = 2) -> Optional[Tuple[slice, slice, slice]]:
+    """Bounding box of the non-zero voxels of ``mask`` (K, J, I), grown by ``margin`` voxels and clipped; None if empty."""
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        nz = np.flatnonzero(mask.any(axis=other))
+        if nz.size == 0:
+            return None
+        box.append(slice(max(0, int(nz[0]) - margin), min(mask.shape[axis], int(nz[-1]) + 1 + margin)))
+    return tuple(box)  # type: ignore[return-value]
+
+
 def slicer_extent(labels: np.ndarray, growth: Optional[float] = SLICER_EXTENT_GROWTH,
                   min_margin: int = SLICER_MIN_MARGIN) -> Optional[Tuple[slice, slice, slice]]:
     """The crop that Slicer's auto-complete effects (Grow from seeds, Watershed) compute from the seed
     labelmap (K, J, I): they run on it and leave every voxel outside it empty.
 
     Effective extent = bounding box of the non-zero seeds; margin per axis =
-    ``int(max(min_margin, growth * (hi - lo)))`` voxels, clipped to the volume. ``growth=None``: the
-    whole volume. Returns None if there is no seed.
+    ``int(max(min_margin, growth * (hi - lo)))`` voxels (``hi`` the last seed index), clipped to the
+    volume. ``growth=None``: the whole volume. Returns None if there is no seed.
     """
     if growth is None:
         return tuple(slice(0, n) for n in labels.shape)  # type: ignore[return-value]
+    tight = bounding_box(labels, 0)
+    if tight is None:
+        return None
     box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        nz = np.flatnonzero(labels.any(axis=other))
-        if nz.size == 0:
-            return None
-        lo, hi = int(nz[0]), int(nz[-1])
-        m = int(max(min_margin, growth * (hi - lo)))
-        box.append(slice(max(0, lo - m), min(labels.shape[axis], hi + m + 1)))
+    for s, n in zip(tight, labels.shape):
+        m = int(max(min_margin, growth * (s.stop - 1 - s.start)))
+        box.append(slice(max(0, s.start - m), min(n, s.stop + m)))
     return tuple(box)  # type: ignore[return-value]
 
 

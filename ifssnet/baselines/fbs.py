@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import Cancelled, IFSSNetError, ResourceError
 from ..progress import check_cancel, is_cancelled, report
-from . import import_itk_filter, check_inputs, restore_painted
+from . import bounding_box, check_inputs, import_itk_filter, restore_painted
 
 STAGE = "Fill between slices"
 #: Slicer's settings of vtkITKMorphologicalContourInterpolator (its constructor's values).
@@ -54,18 +54,6 @@ def key_slices(slices: Sequence[int]) -> Tuple[int, ...]:
     from ..seeds import seed_groups
 
     return tuple(int(group[(len(group) - 1) // 2]) for group in seed_groups(sorted(set(int(s) for s in slices))))
-
-
-def bounding_box(mask: np.ndarray, margin: int = 2) -> Optional[Tuple[slice, slice, slice]]:
-    """Bounding box of the non-zero voxels of ``mask`` (K, J, I), grown by ``margin`` voxels and clipped; None if empty."""
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        nz = np.flatnonzero(mask.any(axis=other))
-        if nz.size == 0:
-            return None
-        box.append(slice(max(0, int(nz[0]) - margin), min(mask.shape[axis], int(nz[-1]) + 1 + margin)))
-    return tuple(box)  # type: ignore[return-value]
 
 
 def interpolate(labels: np.ndarray, *, label: int = 0, axis: int = -1, heuristic_alignment: bool = True,
