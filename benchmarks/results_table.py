@@ -1,9 +1,11 @@
 """Markdown tables (mean ± std per method, as the README prints them) from `ifssnet compare-set` CSVs.
 
     python benchmarks/results_table.py benchmarks/results/heldout-ifssnet-3-seeds.csv [MORE.csv ...] [--by-muscle]
+    python benchmarks/results_table.py fs.csv=ifssnet-fs ws.csv=ifssnet-ws   # same method, two models
 
 Several CSVs (e.g. the baselines and the network, run separately on the same cases and protocol) are
-merged: each row is one (method, muscle, case). Annotated slices are already excluded in the CSVs.
+merged: each row is one (method, muscle, case). ``FILE.csv=NAME`` renames the method of every row of that
+file (for two runs of one method with different weights, e.g. the full and the few-shot IFSS-Net). Annotated slices are already excluded in the CSVs.
 ``--merge OUT.csv`` also writes the merged rows as one CSV, and ``--plot OUT.png`` the bar chart that
 ``compare-set --plot`` draws (mean ± std of Dice and volume error per method and muscle): the two files a
 single compare-set run over all the cases would have written (table1_baselines.sh runs cases in parallel).
@@ -16,7 +18,7 @@ import math
 
 from ifssnet.compare import plot_summary, summarize, write_csv
 
-NAMES = {"ifssnet": "IFSS-Net", "fbs": "Fill between slices", "gfs": "Grow from seeds", "ws": "Watershed",
+NAMES = {"ifssnet": "IFSS-Net", "ifssnet-fs": "IFSS-Net-FS", "ifssnet-ws": "IFSS-Net-WS", "fbs": "Fill between slices", "gfs": "Grow from seeds", "ws": "Watershed",
          "pgnet": "PG-Net", "unet3d": "3-D U-Net"}
 COLUMNS = (("Dice", "dice", 3), ("IoU", "iou", 3), ("per-slice HD (mm)", "slice_hd", 1),
            ("per-slice ASD (mm)", "slice_asd", 2), ("HD95 (mm)", "hd95", 1), ("vol err %", "volume_error_pct", 1),
@@ -31,10 +33,16 @@ def _cell(s: dict, key: str, digits: int) -> str:
 
 
 def read_rows(paths):
+    """Rows of the CSVs; ``PATH=NAME`` gives every row of that file the method NAME."""
     rows = []
     for p in paths:
-        with open(p, newline="") as f:
-            rows.extend(csv.DictReader(f))
+        path, _, name = p.rpartition("=") if "=" in p else (p, "", "")
+        with open(path, newline="") as f:
+            part = list(csv.DictReader(f))
+        if name:
+            for r in part:
+                r["method"] = name
+        rows.extend(part)
     return rows
 
 
