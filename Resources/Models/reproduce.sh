@@ -15,34 +15,37 @@ W=${1:-.repro}
 mkdir -p "$W"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 snapshot() { rm -rf "$W/code-$1"; mkdir -p "$W/code-$1"; git archive "$1" ifssnet | tar -x -C "$W/code-$1"; }
+# at COMMIT ARGS...: `ifssnet ARGS...` with that commit's code. The snapshot goes first on sys.path: with
+# PYTHONPATH alone, `python -m` would put the working directory (this checkout's ifssnet/) before it.
+at() { python -c 'import sys; sys.path.insert(0, sys.argv.pop(1)); from ifssnet.cli import main; sys.exit(main())' "$W/code-$1" "${@:2}"; }
 snapshot 9fe2bcf; snapshot 30eec51; snapshot 2297dcb; snapshot 938d179; snapshot HEAD
 
 # Training data: phantom subjects 1-40, 400 x 128 x 128, phantom code of commit 9fe2bcf.
 for s in $(seq 1 40); do
-  [ -f "$W/train/s$s/reference.seg.nrrd" ] || PYTHONPATH="$W/code-9fe2bcf" python -m ifssnet.cli phantom "$W/train/s$s" --seed "$s" --shape 400 128 128
+  [ -f "$W/train/s$s/reference.seg.nrrd" ] || at 9fe2bcf phantom "$W/train/s$s" --seed "$s" --shape 400 128 128
 done
-PYTHONPATH="$W/code-9fe2bcf" python -m ifssnet.cli train "$W"/train/s* --mode full --out "$W/stage1.pt" \
+at 9fe2bcf train "$W"/train/s* --mode full --out "$W/stage1.pt" \
   --size 128 --width-mult 0.5 --epochs 2 --steps 125 --run-length 16 --lr 1e-3 --seed 0 --checkpoint-every 25
-PYTHONPATH="$W/code-30eec51" python -m ifssnet.cli train "$W"/train/s* --mode full --from "$W/stage1.pt" \
+at 30eec51 train "$W"/train/s* --mode full --from "$W/stage1.pt" \
   --out "$W/stage2.pt" --epochs 14 --steps 25 --run-length 20 --lr 1e-3 --lr-final 1e-4 --seed 1 --checkpoint-every 25
-PYTHONPATH="$W/code-2297dcb" python -m ifssnet.cli train "$W"/train/s* --mode full --from "$W/stage2.pt" \
+at 2297dcb train "$W"/train/s* --mode full --from "$W/stage2.pt" \
   --out "$W/ifssnet.pt" --epochs 1 --steps 80 --run-length 24 --lr 3e-4 --seed 3 --mask-jitter 0.5 --bce-weight 1 \
   --checkpoint-every 20
 
 # Held-out scores: subjects 1000-1004 with the current phantom, every method, both protocols.
 for s in 1000 1001 1002 1003 1004; do
-  [ -f "$W/test/s$s/reference.seg.nrrd" ] || PYTHONPATH="$W/code-HEAD" python -m ifssnet.cli phantom "$W/test/s$s" --seed "$s" --shape 400 128 128
+  [ -f "$W/test/s$s/reference.seg.nrrd" ] || at HEAD phantom "$W/test/s$s" --seed "$s" --shape 400 128 128
 done
 for protocol in 3-seeds paper; do
-  PYTHONPATH="$W/code-HEAD" python -m ifssnet.cli compare-set "$W"/test/s* --methods ifssnet,fbs,gfs,ws \
+  at HEAD compare-set "$W"/test/s* --methods ifssnet,fbs,gfs,ws \
     --model "$W/ifssnet.pt" --protocol "$protocol" --csv "$W/heldout-$protocol.csv"
 done
 
 # PG-Net (pgnet.pt, the learned baseline of issue 5): the same training subjects, code of commit 938d179,
 # about 25 min on one thread; then its held-out scores under both protocols.
-PYTHONPATH="$W/code-938d179" python -m ifssnet.cli train "$W"/train/s* --arch pgnet --out "$W/pgnet.pt" \
+at 938d179 train "$W"/train/s* --arch pgnet --out "$W/pgnet.pt" \
   --epochs 5 --steps 250 --run-length 32 --lr 1e-3 --size 128 --seed 0 --bce-weight 1 --checkpoint-every 50
 for protocol in 3-seeds paper; do
-  IFSSNET_PGNET_MODEL="$W/pgnet.pt" PYTHONPATH="$W/code-HEAD" python -m ifssnet.cli compare-set "$W"/test/s* \
+  IFSSNET_PGNET_MODEL="$W/pgnet.pt" at HEAD compare-set "$W"/test/s* \
     --methods pgnet --protocol "$protocol" --csv "$W/heldout-pgnet-$protocol.csv"
 done
