@@ -160,7 +160,8 @@ def test_pgnet_resume_continues_exactly(tmp_path):
     train_pgnet([_case(0)], tmp_path / "b.pt", resume=tmp_path / "b.ckpt.pt")
     a, _, _ = load_pgnet(tmp_path / "a.pt")
     b, _, meta = load_pgnet(tmp_path / "b.pt")
-    assert meta["training"]["step"] == 4
+    assert meta["training"]["step"] == 4 and "optimizer" not in meta["training"]
+    assert "optimizer" in load_pgnet(tmp_path / "b.ckpt.pt")[2]["training"]
     for (n, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), n
 

@@ -101,7 +101,9 @@ def test_resume_after_a_kill_continues_exactly(tmp_path, one_thread, extra):
     assert not (tmp_path / "part.pt").exists()
     train([_case(0), _case(1)], tmp_path / "part.pt", resume=tmp_path / "part.ckpt.pt")
     a, _, _ = load_checkpoint(tmp_path / "full.pt")
-    b, _, _ = load_checkpoint(tmp_path / "part.pt")
+    b, _, meta = load_checkpoint(tmp_path / "part.pt")
+    assert "optimizer" not in meta["training"] and meta["training"]["step"] == 4  # the model file: no Adam moments
+    assert "optimizer" in load_checkpoint(tmp_path / "part.ckpt.pt")[2]["training"]
     for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(p, q), n
 
@@ -114,6 +116,9 @@ def test_resume_needs_a_training_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "w.pt", net, net.config, {})
     with pytest.raises(ModelError, match="resume"):
         train([_case(0)], tmp_path / "x.pt", resume=tmp_path / "w.pt")
+    _train(tmp_path / "done.pt", 2)              # a finished run's model file: weights, config, no optimiser
+    with pytest.raises(ModelError, match="optimiser state"):
+        train([_case(0)], tmp_path / "y.pt", resume=tmp_path / "done.pt")
 
 
 def _ddp_worker(rank, world, init_file, out_dir):

@@ -255,12 +255,12 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if resume is not None:
         model, model_config, meta = load_checkpoint(resume, map_location="cpu")
         tr = meta.get("training", {})
-        if not tr:
-            raise ModelError(f"'{resume}' holds no training state, so it cannot be resumed.",
+        if not tr or "optimizer" not in tr:  # a model file: weights only, no Adam state
+            raise ModelError(f"'{resume}' holds no optimiser state, so it cannot be resumed exactly.",
                              "Resume from a checkpoint written during training, or fine-tune with --from.")
         cfg = TrainConfig(**tr["config"])
         start_step = int(tr["step"])
-        opt_state = tr.get("optimizer")
+        opt_state = tr["optimizer"]
         loss_state = tr.get("loss")
     elif base_model is not None:
         model, model_config, _ = load_checkpoint(base_model, map_location="cpu")
@@ -287,14 +287,17 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     total = cfg.epochs * cfg.steps_per_epoch
     report(progress, "training", start_step, total)
 
-    def save(step: int, path: Path) -> None:
+    def save(step: int, path: Path, optimizer: bool = True) -> None:
+        """The model and how it was trained; with the optimiser state for ``--resume`` (the .ckpt.pt), without
+        it for the model file (a third of the size: Adam keeps two moments per weight)."""
         if rank != 0:
             return
+        training = {"config": asdict(cfg), "step": step, "loss": loss_fn.state_dict(),
+                    "alpha": float(loss_fn.alpha), "beta": float(loss_fn.beta)}
+        if optimizer:
+            training["optimizer"] = opt.state_dict()
         save_checkpoint(path, model, model_config, {
-            "command": command, "data": data_description, "version": __version__,
-            "training": {"config": asdict(cfg), "step": step, "optimizer": opt.state_dict(),
-                         "loss": loss_fn.state_dict(), "alpha": float(loss_fn.alpha), "beta": float(loss_fn.beta)},
-        })
+            "command": command, "data": data_description, "version": __version__, "training": training})
 
     step = start_step
     ckpt_path = out_path.with_name(out_path.stem + ".ckpt.pt")
@@ -325,7 +328,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         report(progress, "training", step, total)
         if step % cfg.checkpoint_every == 0 or step == total:
             save(step, ckpt_path)
-    save(step, out_path)
+    save(step, out_path, optimizer=False)
     return out_path
 
 

@@ -10,7 +10,7 @@ Checkpoints use IFSS-Net's file layout (:mod:`ifssnet.model.checkpoint`): a dict
     package_version  ifssnet.__version__ of the writer
     created          UTC ISO time
     state_dict       the weights
-    extra            command, data, and ``training`` = {config, step, optimizer} for ``--resume``
+    extra            command, data, and ``training`` = {config, step}; the ``.ckpt.pt`` adds ``optimizer`` for ``--resume``
 
 ``load_checkpoint`` in :mod:`ifssnet.model.checkpoint` builds IFSS-Net only, so the learned baselines
 load through :func:`load_model_file` here; the safety checks (``weights_only``, refusing pickled code,
@@ -231,11 +231,11 @@ def fit(*, arch: str, build: Callable[[dict], Any], model_config: dict, cfg: Bas
     if resume is not None:
         model, model_config, meta = load_model_file(resume, arch, build)
         tr = meta.get("training") or {}
-        if not tr:
-            raise ModelError(f"'{resume}' holds no training state, so it cannot be resumed.",
+        if not tr or "optimizer" not in tr:  # a model file: weights only, no Adam state
+            raise ModelError(f"'{resume}' holds no optimiser state, so it cannot be resumed exactly.",
                              "Resume from a .ckpt.pt written during training, or fine-tune with --from.")
         cfg = type(cfg)(**tr["config"])
-        start_step, opt_state = int(tr["step"]), tr.get("optimizer")
+        start_step, opt_state = int(tr["step"]), tr["optimizer"]
     elif base_model is not None:
         model, model_config, _ = load_model_file(base_model, arch, build)
     else:
@@ -248,11 +248,13 @@ def fit(*, arch: str, build: Callable[[dict], Any], model_config: dict, cfg: Bas
 
     total = cfg.epochs * cfg.steps_per_epoch
 
-    def save(step: int, path: Path) -> None:
-        save_model(path, model, arch, model_config, {
-            "command": command, "data": data_description,
-            "training": {"config": asdict(cfg), "step": step, "optimizer": opt.state_dict()},
-        })
+    def save(step: int, path: Path, optimizer: bool = True) -> None:
+        """With the optimiser state for ``--resume`` (the .ckpt.pt); without it for the model file."""
+        training = {"config": asdict(cfg), "step": step}
+        if optimizer:
+            training["optimizer"] = opt.state_dict()
+        save_model(path, model, arch, model_config, {"command": command, "data": data_description,
+                                                     "training": training})
 
     report(progress, "training", start_step, total)
     ckpt_path = out_path.with_name(out_path.stem + ".ckpt.pt")
@@ -275,10 +277,10 @@ def fit(*, arch: str, build: Callable[[dict], Any], model_config: dict, cfg: Bas
         if on_step:
             on_step(BaselineStepLog(step, float(loss.detach()), lr, time.perf_counter() - t0))
         report(progress, "training", step, total)
-        if step % cfg.checkpoint_every == 0 and step < total:
+        if step % cfg.checkpoint_every == 0 or step == total:
             save(step, ckpt_path)
     model.eval()
-    save(step, out_path)
+    save(step, out_path, optimizer=False)
     return out_path
 
 
