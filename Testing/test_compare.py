@@ -180,3 +180,38 @@ def test_method_options_are_checked_and_parsed():
     vol, refs = tiny_case()
     with pytest.raises(InputError, match="object_scale_mm"):
         C.compare(vol, refs, SPACING, ["ws"], method_options={"ws": {"object_scale": 3}})
+
+
+def _results_table():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results_table.py"
+    spec = importlib.util.spec_from_file_location("results_table", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_results_table_merges_renames_and_times_per_volume(tmp_path):
+    """The README's tables: part CSVs merge into one, FILE=NAME renames a run, time/volume sums a case's muscles."""
+    rt = _results_table()
+
+    def part(name, method, times):
+        rows = [{"method": method, "muscle": m, "case": c, "dice": d, "time_s": t, "error": ""}
+                for (c, m, d, t) in times]
+        C.write_csv(rows, tmp_path / name)
+        return str(tmp_path / name)
+
+    a = part("a.csv", "ifssnet", [("s1", "GM", 0.8, 10.0), ("s1", "GL", 0.6, 20.0)])
+    b = part("b.csv", "ifssnet", [("s2", "GM", 0.4, 40.0), ("s2", "GL", 0.2, 50.0)])
+    rows = rt.read_rows([a, b + "=ifssnet-ws"])
+    assert [r["method"] for r in rows] == ["ifssnet"] * 2 + ["ifssnet-ws"] * 2
+    times = rt.volume_times(rt.read_rows([a, b]))
+    assert times["ifssnet"] == pytest.approx((60.0, 30.0))  # cases: 30 s and 90 s
+    text = rt.table(rows)
+    assert "| IFSS-Net | 2 | 0.700 ± 0.100 |" in text and "| IFSS-Net-WS | 2 | 0.300 ± 0.100 |" in text
+    assert rt.main([a, b, "--merge", str(tmp_path / "m.csv"), "--plot", str(tmp_path / "m.png")]) == 0
+    with open(tmp_path / "m.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert (tmp_path / "m.png").stat().st_size > 0

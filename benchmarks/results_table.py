@@ -46,13 +46,35 @@ def read_rows(paths):
     return rows
 
 
+def volume_times(rows) -> dict:
+    """Wall time per volume (s) per method: the sum over a case's muscles, mean and std over the cases."""
+    per_case: dict = {}
+    for r in rows:
+        if not r.get("error"):
+            key = (r["method"], r.get("case", ""))
+            per_case[key] = per_case.get(key, 0.0) + float(r["time_s"])
+    out = {}
+    for method in {m for m, _ in per_case}:
+        t = [v for (m, _), v in per_case.items() if m == method]
+        mean = sum(t) / len(t)
+        out[method] = (mean, math.sqrt(sum((x - mean) ** 2 for x in t) / len(t)))
+    return out
+
+
 def table(rows, by_muscle: bool = False) -> str:
+    """A markdown table, one row per method (and muscle); without ``by_muscle`` it adds the time per volume."""
     by = ("method", "muscle") if by_muscle else ("method",)
     head = ["method"] + (["muscle"] if by_muscle else []) + ["n"] + [c[0] for c in COLUMNS]
+    head += [] if by_muscle else ["time/volume (s)"]
+    per_volume = volume_times(rows)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summarize(rows, by):
         cells = [NAMES.get(s["method"], s["method"])] + ([s["muscle"]] if by_muscle else []) + [str(s["n"])]
-        lines.append("| " + " | ".join(cells + [_cell(s, k, d) for _, k, d in COLUMNS]) + " |")
+        cells += [_cell(s, k, d) for _, k, d in COLUMNS]
+        if not by_muscle:
+            m, sd = per_volume.get(s["method"], (math.nan, math.nan))
+            cells.append(f"{m:.1f} ± {sd:.1f}" if math.isfinite(m) else "-")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
