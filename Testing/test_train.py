@@ -10,7 +10,7 @@ from ifssnet.errors import Cancelled, ModelError
 from ifssnet.model import IFSSNetConfig
 from ifssnet.model.checkpoint import load_checkpoint
 from ifssnet.progress import CancelToken
-from ifssnet.train import TrainConfig, train
+from ifssnet.train import TrainConfig, decremental_pool, train
 
 TINY = dict(size=32, width_mult=0.25)
 
@@ -72,6 +72,22 @@ def test_fewshot_mode_runs_with_pseudo_labels(tmp_path):
     cfg = TrainConfig(mode="fewshot", epochs=1, steps_per_epoch=2, run_length=8, annotated_total=0.3)
     train([_case(0, K=40), _case(1, K=40)], tmp_path / "f.pt", model_config=IFSSNetConfig(**TINY), cfg=cfg)
     assert (tmp_path / "f.pt").exists()
+
+
+def test_fewshot_cases_join_in_decremental_order(tmp_path, monkeypatch):
+    """The most annotated case alone first, then the pool grows case by case (the paper's decremental feed)."""
+    import ifssnet.train as T
+
+    assert [decremental_pool(4, s, 8) for s in range(8)] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert decremental_pool(40, 0, 250) == 1 and decremental_pool(40, 249, 250) == 40
+    drawn, real = [], T.sample_run
+    monkeypatch.setattr(T, "sample_run", lambda case, *a, **k: drawn.append(case.name) or real(case, *a, **k))
+    cfg = TrainConfig(mode="fewshot", epochs=1, steps_per_epoch=6, run_length=8, annotated_total=0.3)
+    train([_case(i, K=40) for i in range(3)], tmp_path / "f.pt", model_config=IFSSNetConfig(**TINY), cfg=cfg,
+          on_step=lambda log: drawn.append("|"))
+    steps = " ".join(drawn).split("|")
+    assert len(steps) == 7 and set(steps[0].split() + steps[1].split()) == {"c0"}  # steps 1-2: case 0 only
+    assert set(" ".join(steps[4:]).split()) <= {"c0", "c1", "c2"}
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ ground truth every ``refeed_every`` windows (the prototype's 30).
 Targets per window (eq. 3-4 of the paper): in ``full`` mode the ground truth. In ``fewshot`` mode the
 annotation where a slice is annotated, else the previous window's prediction for that slice
 (sequential pseudo-label, thresholded at 0.5 and detached); slices with neither are left out of the
-Tversky sums. The loss of the run is 1 - mean over windows of TI, and TBPTT updates the network after
+Tversky sums. Few-shot cases carry the decremental share of annotated slices and join the training in
+that order (:func:`decremental_pool`). The loss of the run is 1 - mean over windows of TI, and TBPTT updates the network after
 each half of the run (the ConvLSTM state is detached between halves).
 
 Optimiser: Adam, ``lr`` (paper 1e-4) then ``lr_final`` (1e-5) for the last two epochs, L2 1e-5 on
@@ -54,6 +55,7 @@ class TrainConfig:
     refeed_every: int = 30             # full mode: re-feed the ground truth every N windows
     annotated_total: float = 0.035     # fewshot: mean annotated share over the cases (decremental)
     decay_ratio: float = 0.5           # fewshot: annotated share ratio from one case to the next
+    curriculum: bool = True            # fewshot: cases join in decremental order (decremental_pool)
     seed: int = 0
     checkpoint_every: int = 50
     augment: bool = True
@@ -228,6 +230,22 @@ def _seed_everything(cfg: TrainConfig, step: int, rank: int):
     return np.random.default_rng([cfg.seed, step, rank])
 
 
+def decremental_pool(n_cases: int, step: int, total: int) -> int:
+    """Few-shot curriculum: how many cases step ``step`` (0-based, of ``total``) draws from, uniformly.
+
+    The cases are in decremental order (the most annotated first; :func:`ifssnet.dataset.decremental_fractions`).
+    Case i joins at step ``i * total / n_cases``, so the network learns the muscles from the densely
+    annotated subjects before the sparse ones make most of its targets pseudo-labels; the paper feeds
+    the subjects in this order ("the model has firstly learned proper and relevant target muscle features
+    from the annotated set, before adding noisy pseudo-labeled slices"). Earlier cases stay in the pool.
+    Drawing every case from the first step (``curriculum=False``) collapsed a 250-step run to empty
+    masks: with 35 of 40 cases holding one annotated group, an empty prediction is its own pseudo-label.
+    """
+    if n_cases <= 0 or total <= 0:
+        return max(0, n_cases)
+    return min(n_cases, 1 + (max(0, step) * n_cases) // total)
+
+
 def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[TrainConfig] = None,
           base_model=None, resume=None, command: str = "", data_description: str = "",
           progress: Optional[ProgressFn] = None, cancel: CancelLike = None,
@@ -308,8 +326,10 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         for g in opt.param_groups:
             g["lr"] = cfg.lr_at(step)
         run = None
+        pool = (decremental_pool(len(my_cases), step, total) if cfg.mode == "fewshot" and cfg.curriculum
+                else len(my_cases))
         for _ in range(64):
-            run = sample_run(my_cases[int(rng.integers(len(my_cases)))], rng, cfg.run_length,
+            run = sample_run(my_cases[int(rng.integers(pool))], rng, cfg.run_length,
                              model_config.window, cfg.augment)
             if run is not None:
                 break
@@ -362,6 +382,8 @@ def add_train_arguments(p) -> None:
                    help="network: IFSS-Net (default) or a learned baseline, PG-Net or the 3-D U-Net "
                         "(full supervision; --run-length is PG-Net's run / the U-Net's patch depth)")
     p.add_argument("--mode", choices=["full", "fewshot"], default="full")
+    p.add_argument("--no-curriculum", action="store_true",
+                   help="fewshot: draw every case from the first step (default: the decremental order)")
     p.add_argument("--out", type=Path, required=True, help="output model file (.pt)")
     p.add_argument("--from", dest="base", type=Path, default=None, help="fine-tune from this model")
     p.add_argument("--resume", type=Path, default=None, help="continue a run from its .ckpt.pt")
@@ -403,7 +425,7 @@ def _train_cli(args) -> int:
     cfg = TrainConfig(mode=args.mode, epochs=args.epochs, steps_per_epoch=args.steps, run_length=args.run_length,
                       lr=args.lr, lr_final=args.lr_final if args.lr_final is not None else args.lr / 10,
                       seed=args.seed, checkpoint_every=args.checkpoint_every,
-                      mask_jitter=args.mask_jitter, bce_weight=args.bce_weight)
+                      mask_jitter=args.mask_jitter, bce_weight=args.bce_weight, curriculum=not args.no_curriculum)
     logf = open(args.log, "a") if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:
