@@ -18,7 +18,8 @@ snapshot() { rm -rf "$W/code-$1"; mkdir -p "$W/code-$1"; git archive "$1" ifssne
 # at COMMIT ARGS...: `ifssnet ARGS...` with that commit's code. The snapshot goes first on sys.path: with
 # PYTHONPATH alone, `python -m` would put the working directory (this checkout's ifssnet/) before it.
 at() { python -c 'import sys; sys.path.insert(0, sys.argv.pop(1)); from ifssnet.cli import main; sys.exit(main())' "$W/code-$1" "${@:2}"; }
-snapshot 9fe2bcf; snapshot 30eec51; snapshot 2297dcb; snapshot 938d179; snapshot HEAD
+snapshot 9fe2bcf; snapshot 30eec51; snapshot 2297dcb; snapshot 938d179; snapshot 0b06b06; snapshot 4786731
+snapshot HEAD
 
 # Training data: phantom subjects 1-40, 400 x 128 x 128, phantom code of commit 9fe2bcf.
 for s in $(seq 1 40); do
@@ -48,4 +49,23 @@ at 938d179 train "$W"/train/s* --arch pgnet --out "$W/pgnet.pt" \
 for protocol in 3-seeds paper; do
   IFSSNET_PGNET_MODEL="$W/pgnet.pt" at HEAD compare-set "$W"/test/s* \
     --methods pgnet --protocol "$protocol" --csv "$W/heldout-pgnet-$protocol.csv"
+done
+
+# 3-D U-Net (unet3d.pt, issue 5): same subjects, code of commit 0b06b06, 280 steps (about 45 min on one
+# thread; the shipped run stopped at step 100 and resumed exactly), optimiser state left out of the file.
+at 0b06b06 train "$W"/train/s* --arch unet3d --out "$W/unet3d.pt" --epochs 4 --steps 70 --run-length 32 \
+  --lr 1e-3 --size 128 --seed 0 --checkpoint-every 20
+for protocol in 3-seeds paper; do
+  IFSSNET_UNET3D_MODEL="$W/unet3d.pt" at HEAD compare-set "$W"/test/s* --methods unet3d --protocol "$protocol" \
+    --csv "$W/heldout-unet3d-$protocol.csv"
+done
+
+# IFSS-Net-WS (ifssnet-ws.pt): few-shot mode (3.5 % annotated slices, decremental over the subjects, which
+# join in that order), the settings of stage 1 above (250 steps at lr 1e-3, runs of 16), code of commit
+# 4786731; about 30 min on one thread. Then its held-out scores.
+at 4786731 train "$W"/train/s* --mode fewshot --out "$W/ifssnet-ws.pt" --size 128 --width-mult 0.5 \
+  --epochs 2 --steps 125 --run-length 16 --lr 1e-3 --lr-final 1e-3 --seed 0 --checkpoint-every 25
+for protocol in 3-seeds paper; do
+  at HEAD compare-set "$W"/test/s* --methods ifssnet --model "$W/ifssnet-ws.pt" --protocol "$protocol" \
+    --csv "$W/heldout-ifssnet-ws-$protocol.csv"
 done
