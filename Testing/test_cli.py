@@ -357,7 +357,7 @@ def test_evaluate_and_seeds_errors(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------- real processes
-def _python(code: str, cwd: Path, timeout=120):
+def _python(code: str, cwd: Path, timeout=300):  # a safety net for a busy machine, not a timing assertion
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "Testing")]),
                OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env,
