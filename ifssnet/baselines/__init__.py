@@ -27,7 +27,7 @@ from ..errors import SeedError, VolumeError
 from .registry import available, get, label, prepare, register, register_lazy, unregister
 
 __all__ = ["available", "get", "label", "prepare", "register", "register_lazy", "unregister",
-           "bounding_box", "check_inputs", "marker_labels", "restore_painted", "slicer_extent", "TARGET_LABEL", "BACKGROUND_LABEL",
+           "bounding_box", "check_inputs", "marker_labels", "restore_painted", "run_on_slicer_extent", "slicer_extent", "TARGET_LABEL", "BACKGROUND_LABEL",
            "SLICER_EXTENT_GROWTH", "SLICER_MIN_MARGIN"]
 
 TARGET_LABEL = 1
@@ -114,6 +114,24 @@ def slicer_extent(labels: np.ndarray, growth: Optional[float] = SLICER_EXTENT_GR
         m = int(max(min_margin, growth * (s.stop - 1 - s.start)))
         box.append(slice(max(0, s.start - m), min(n, s.stop + m)))
     return tuple(box)  # type: ignore[return-value]
+
+
+def run_on_slicer_extent(volume: np.ndarray, mask: np.ndarray, slices, run, *,
+                         extent_growth: Optional[float] = SLICER_EXTENT_GROWTH, min_size: int = 1) -> np.ndarray:
+    """What Slicer's auto-complete effects do around their algorithm, for one target segment.
+
+    Merge the seeds (:func:`marker_labels`), cut the volume and the seeds to :func:`slicer_extent`, call
+    ``run(volume_crop, labels_crop)`` (a label map of the crop's shape), keep its target label inside
+    the crop, leave everything outside empty, and put the painted slices back as painted. ``min_size``:
+    the smallest crop (voxels per axis) the algorithm accepts; a thinner one, or no painted target,
+    leaves the result empty. Returns uint8 (K, J, I), 0/1.
+    """
+    labels = marker_labels(mask, slices)
+    out = np.zeros(volume.shape, np.uint8)
+    box = slicer_extent(labels, extent_growth)
+    if box is not None and mask[list(slices)].any() and min(b.stop - b.start for b in box) >= min_size:
+        out[box] = run(volume[box], labels[box]) == TARGET_LABEL
+    return restore_painted(out, mask, slices)
 
 
 def import_itk_filter(attribute: str, what: str, module: str, package: str):

@@ -32,8 +32,7 @@ import numpy as np
 
 from ..errors import IFSSNetError
 from ..progress import check_cancel, report
-from . import (SLICER_EXTENT_GROWTH, TARGET_LABEL, check_inputs, import_itk_filter, marker_labels, restore_painted,
-               slicer_extent)
+from . import SLICER_EXTENT_GROWTH, check_inputs, import_itk_filter, run_on_slicer_extent
 
 STAGE = "Grow from seeds"
 # itk::FastGrowCut is wrapped for these intensity types (label type: unsigned char).
@@ -80,15 +79,9 @@ def grow_from_seeds(volume, seeds, spacing_kji, *, seed_locality: float = 0.0,
     check_cancel(cancel)
     volume, mask, slices, spacing = check_inputs(volume, seeds, spacing_kji)
     report(progress, STAGE, 0, 1)
-    labels = marker_labels(mask, slices)
-    out = np.zeros(volume.shape, np.uint8)
-    box = slicer_extent(labels, extent_growth)
-    if box is not None and mask[list(slices)].any() and min(b.stop - b.start for b in box) >= 3:
-        result = fast_grow_cut(volume[box], labels[box], spacing, seed_locality)
-        check_cancel(cancel)
-        out[box] = result == TARGET_LABEL
+    out = run_on_slicer_extent(volume, mask, slices, lambda v, lab: fast_grow_cut(v, lab, spacing, seed_locality),
+                               extent_growth=extent_growth, min_size=3)
     check_cancel(cancel)
-    restore_painted(out, mask, slices)
     report(progress, STAGE, 1, 1)
     return out
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import Cancelled, DependencyError, IFSSNetError, InputError
 from ..progress import check_cancel, is_cancelled, report
-from . import SLICER_EXTENT_GROWTH, TARGET_LABEL, check_inputs, marker_labels, restore_painted, slicer_extent
+from . import SLICER_EXTENT_GROWTH, check_inputs, run_on_slicer_extent
 
 STAGE = "Watershed"
 DEFAULT_OBJECT_SCALE_MM = 2.0
@@ -116,20 +116,19 @@ def watershed(volume, seeds, spacing_kji, *, object_scale_mm: float = DEFAULT_OB
     report(progress, STAGE, 0, 100)
     if volume.dtype == np.bool_:
         volume = volume.astype(np.uint8)
-    labels = marker_labels(mask, slices)
-    out = np.zeros(volume.shape, np.uint8)
-    box = slicer_extent(labels, extent_growth)
-    if box is not None and mask[list(slices)].any():
-        image = sitk.GetImageFromArray(np.ascontiguousarray(volume[box]))
+
+    def run(crop: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(crop))
         image.SetSpacing([float(s) for s in spacing[::-1]])
-        markers = sitk.GetImageFromArray(np.ascontiguousarray(labels[box]))
+        markers = sitk.GetImageFromArray(np.ascontiguousarray(labels))
         markers.CopyInformation(image)
         feature = feature_image(image, object_scale_mm, feature_dtype, cancel=cancel, progress=progress)
         check_cancel(cancel)
         result = watershed_from_markers(feature, markers, cancel=cancel, progress=progress)
         check_cancel(cancel)
-        out[box] = sitk.GetArrayViewFromImage(result) == TARGET_LABEL
-    restore_painted(out, mask, slices)
+        return sitk.GetArrayFromImage(result)  # a copy: a view would not outlive ``result``
+
+    out = run_on_slicer_extent(volume, mask, slices, run, extent_growth=extent_growth)
     report(progress, STAGE, 100, 100)
     return out
 
