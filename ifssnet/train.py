@@ -37,7 +37,7 @@ import numpy as np
 
 from . import __version__
 from .dataset import Case, decremental_fractions, load_case, sample_run, sparsify
-from .errors import InputError, ModelError
+from .errors import InputError
 from .progress import CancelLike, ProgressFn, check_cancel, report
 
 
@@ -262,7 +262,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
 
     from .loss import ParametricTversky
     from .model import IFSSNet, IFSSNetConfig
-    from .model.checkpoint import load_checkpoint, save_checkpoint
+    from .model.checkpoint import load_checkpoint, resume_state, save_checkpoint
 
     cfg = cfg or TrainConfig()
     cfg.validate()
@@ -272,10 +272,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     start_step, opt_state, loss_state = 0, None, None
     if resume is not None:
         model, model_config, meta = load_checkpoint(resume, map_location="cpu")
-        tr = meta.get("training", {})
-        if not tr or "optimizer" not in tr:  # a model file: weights only, no Adam state
-            raise ModelError(f"'{resume}' holds no optimiser state, so it cannot be resumed exactly.",
-                             "Resume from a checkpoint written during training, or fine-tune with --from.")
+        tr = resume_state(meta, resume)
         cfg = TrainConfig(**tr["config"])
         start_step = int(tr["step"])
         opt_state = tr["optimizer"]

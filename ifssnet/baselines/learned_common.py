@@ -225,15 +225,14 @@ def fit(*, arch: str, build: Callable[[dict], Any], model_config: dict, cfg: Bas
     """
     import torch
 
+    from ..model.checkpoint import resume_state
+
     cfg.validate()
     out_path = Path(out_path)
     start_step, opt_state = 0, None
     if resume is not None:
         model, model_config, meta = load_model_file(resume, arch, build)
-        tr = meta.get("training") or {}
-        if not tr or "optimizer" not in tr:  # a model file: weights only, no Adam state
-            raise ModelError(f"'{resume}' holds no optimiser state, so it cannot be resumed exactly.",
-                             "Resume from a .ckpt.pt written during training, or fine-tune with --from.")
+        tr = resume_state(meta, resume)
         cfg = type(cfg)(**tr["config"])
         start_step, opt_state = int(tr["step"]), tr["optimizer"]
     elif base_model is not None:

@@ -137,6 +137,17 @@ def checkpoint_meta(obj: dict) -> dict:
     return meta
 
 
+def resume_state(meta: dict, path) -> dict:
+    """The ``training`` block of a checkpoint's metadata that ``--resume`` continues from (config, step,
+    optimiser state). A model file holds weights only (no optimiser state): a clear error instead of
+    continuing with a fresh Adam."""
+    tr = meta.get("training") or {}
+    if not tr or "optimizer" not in tr:
+        raise ModelError(f"'{path}' holds no optimiser state, so it cannot be resumed exactly.",
+                         "Resume from a .ckpt.pt written during training, or fine-tune with --from.")
+    return tr
+
+
 def load_checkpoint(path: Union[str, Path], map_location="cpu") -> Tuple[IFSSNet, IFSSNetConfig, dict]:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
