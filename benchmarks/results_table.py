@@ -47,18 +47,15 @@ def read_rows(paths):
 
 
 def volume_times(rows) -> dict:
-    """Wall time per volume (s) per method: the sum over a case's muscles, mean and std over the cases."""
+    """Wall time per volume (s) per method: the sum over a case's muscles, then ``summarize``'s mean and
+    std over the cases. Returns ``{method: (mean, std)}``."""
     per_case: dict = {}
     for r in rows:
         if not r.get("error"):
             key = (r["method"], r.get("case", ""))
             per_case[key] = per_case.get(key, 0.0) + float(r["time_s"])
-    out = {}
-    for method in {m for m, _ in per_case}:
-        t = [v for (m, _), v in per_case.items() if m == method]
-        mean = sum(t) / len(t)
-        out[method] = (mean, math.sqrt(sum((x - mean) ** 2 for x in t) / len(t)))
-    return out
+    cases = [{"method": m, "time_s": t} for (m, _), t in per_case.items()]
+    return {s["method"]: (s["time_s_mean"], s["time_s_std"]) for s in summarize(cases, ("method",))}
 
 
 def table(rows, by_muscle: bool = False) -> str:
