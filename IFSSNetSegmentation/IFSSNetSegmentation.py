@@ -97,6 +97,7 @@ class IFSSNetSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         runLayout = qt.QVBoxLayout(run)
         self.panel = PropagatePanel(runLayout, self._inputs, saveUndo=self._saveUndo, settings=self._setting,
                                     setSetting=self._setSetting)
+        self.volumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", lambda node: self.panel.updateEstimate())
 
         self.volumeTableButton = qt.QPushButton("Volume table (this module)")
         self.volumeTableButton.toolTip = "voxel count, mm3 and cm3 of every segment, computed like Segment Statistics."
@@ -245,6 +246,11 @@ class IFSSNetSegmentationTest(ScriptedLoadableModuleTest):
                 registry.get("fbs")
             except DependencyError as exc:
                 raise unittest.SkipTest(f"Neither the shipped model with PyTorch nor Fill between slices is available: {exc}")
+        if method == "ifssnet":  # the page shows the expected time for the loaded volume before the run
+            widget = slicer.util.getModuleWidget("IFSSNetSegmentation")
+            widget.volumeSelector.setCurrentNode(volumeNode)
+            widget.panel.updateEstimate()
+            self.assertIn("at most", widget.panel.estimateLabel.text)
         self.delayDisplay(f"Propagating with {method}")
         result = IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], method=method)
         out = L.segmentToArray(segNode, sid, L.referenceGeometry(volumeNode, segNode))

@@ -628,6 +628,57 @@ def test_default_method_runs_the_network_end_to_end(scene_nodes, tmp_path):
     assert all(0 <= c <= 1 and s_ not in (9, 15, 21) for s_, c in entry["least_confident"])
 
 
+def test_expected_time_is_estimated_before_a_run_and_reads_nothing(scene_nodes, tmp_path):
+    """The effect shows the expected time for the loaded volume before Propagate: a real measured estimate
+    (the tiny network timed on this machine), cheaper for ``fast``, and the segmentation untouched."""
+    pytest.importorskip("torch")
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from ifssnet.model import IFSSNet, IFSSNetConfig, save_checkpoint
+
+    from IFSSNetSegmentationLib import logic
+
+    path = save_checkpoint(tmp_path / "tiny.pt", IFSSNet(IFSSNetConfig(size=32, width_mult=0.15)))
+    sid, _ = _paint(slicer, volumeNode, segNode, truth, 2, (9, 15, 21))
+    before = _state(segNode, volumeNode)
+    estimate = {preset: logic.IFSSNetSegmentationLogic().expectedSeconds(
+        volumeNode, segNode, [sid], model=str(path), device="cpu", preset=preset) for preset in ("accurate", "fast")}
+    assert 0 < estimate["fast"] < estimate["accurate"]
+    _assert_same(before, _state(segNode, volumeNode))
+    with pytest.raises(InputError):
+        logic.IFSSNetSegmentationLogic().expectedSeconds(None, segNode, [sid])
+
+
+def test_expected_time_uses_the_seed_tag_axis_and_the_segment_count(scene_nodes, monkeypatch):
+    """What the Logic hands the core's estimator: the volume's shape moved so the propagation axis comes
+    first (the tag's axis after a run, else the longest axis), the number of segments and of seed groups."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    import ifssnet.propagate as core
+    from ifssnet.io import ANNOTATED_TAG, AnnotatedSlices
+
+    from IFSSNetSegmentationLib import logic
+
+    calls = []
+    monkeypatch.setattr(core, "expected_seconds", lambda shape, n, preset, device, model, seed_groups=1:
+                        calls.append((list(shape), n, preset, seed_groups)) or 12.0)
+    gm, _ = _paint(slicer, volumeNode, segNode, truth, 2, (9, 15, 21))
+    gl, _ = _paint(slicer, volumeNode, segNode, truth, 2, (10, 11, 12), name="GL")
+    L_ = logic.IFSSNetSegmentationLogic()
+    assert L_.expectedSeconds(volumeNode, segNode, [gm], preset="fast") == 12.0
+    assert calls[-1] == ([30, 22, 26], 1, "fast", 1)          # no tag yet: the longest axis (i, 30 slices)
+    segNode.GetSegmentation().GetSegment(gm).SetTag(ANNOTATED_TAG, AnnotatedSlices(0, (2, 3, 4, 15)).to_tag())
+    L_.expectedSeconds(volumeNode, segNode, None)             # every segment; the tag gives axis k, 2 groups
+    assert calls[-1] == ([22, 26, 30], 2, "balanced", 2)
+    L_.expectedSeconds(volumeNode, None)                      # no segmentation yet: one segment
+    assert calls[-1] == ([30, 22, 26], 1, "balanced", 1)
+
+
+def test_duration_text():
+    from IFSSNetSegmentationLib.logic import durationText
+
+    assert [durationText(s) for s in (0.4, 41.6, 75, 130, 600, 3900)] == [
+        "under 1 s", "about 42 s", "about 1 min 20 s", "about 2 min 10 s", "about 10 min", "about 1 h 5 min"]
+
+
 def test_model_list_has_user_models_with_cards(slicer_app, tmp_path, monkeypatch):
     from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
 

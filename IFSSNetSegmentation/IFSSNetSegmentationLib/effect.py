@@ -58,6 +58,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self.panel:
             self.panel.refreshModels()
 
+    def sourceVolumeNodeChanged(self):
+        if self.panel:
+            self.panel.updateEstimate()
+
+    masterVolumeNodeChanged = sourceVolumeNodeChanged  # the name before Slicer 5.4
+
     def deactivate(self):
         if self.panel and self.panel.previewShown:
             self.panel.onApply()  # leaving the effect keeps the preview (undo can still remove it)

@@ -180,6 +180,11 @@ class PropagatePanel:
         self.presetCombo.toolTip = "Accurate: slowest, most careful. Fast: for a quick look."
         form.addRow("Preset:", self.presetCombo)
 
+        self.estimateLabel = qt.QLabel("")
+        self.estimateLabel.toolTip = ("How long Propagate takes at most for the loaded volume with these options on this "
+                                      "computer (one network step is timed; runs usually stop earlier, at the muscle's end).")
+        form.addRow("Expected time:", self.estimateLabel)
+
         self.extentCombo = qt.QComboBox()
         for key, label in EXTENTS:
             self.extentCombo.addItem(label, key)
@@ -235,6 +240,9 @@ class PropagatePanel:
         self.modelCombo.connect("currentIndexChanged(int)",
                                 lambda i: self.setSetting("Model", self.modelCombo.currentData or ""))
         self.allVisibleCheck.connect("toggled(bool)", lambda on: self.setSetting("AllVisible", "1" if on else "0"))
+        for combo in (self.modelCombo, self.deviceCombo, self.presetCombo):
+            combo.connect("currentIndexChanged(int)", lambda i: self.updateEstimate())
+        self.allVisibleCheck.connect("toggled(bool)", lambda on: self.updateEstimate())
 
     def refreshModels(self):
         """Shipped model first, then the fine-tuned ones in the user's model folder (model card as tooltip)."""
@@ -252,6 +260,29 @@ class PropagatePanel:
         self.modelCombo.setCurrentIndex(index)
         self.modelCombo.blockSignals(False)
         self.updateFromSettings()
+        self.updateEstimate()
+
+    def updateEstimate(self):
+        """Show the expected time of Propagate for the loaded volume with the chosen options (Logic.expectedSeconds)."""
+        if self.running:
+            return
+        if not L.IFSSNetSegmentationLogic.torchAvailable():
+            self.estimateLabel.text = "(PyTorch is not installed yet)"
+            return
+        try:
+            volumeNode, segmentationNode, segmentIds = self.inputs(self.allVisibleCheck.checked)
+            if volumeNode is None:
+                self.estimateLabel.text = "(select a volume)"
+                return
+            with slicer.util.WaitCursor():
+                seconds = self.logic.expectedSeconds(volumeNode, segmentationNode, segmentIds,
+                                                     model=self.modelCombo.currentData or None,
+                                                     device=self.deviceCombo.currentData,
+                                                     preset=self.presetCombo.currentData)
+            self.estimateLabel.text = L.durationText(seconds) + " at most"
+        except Exception as exc:  # an estimate never stops the user; Propagate reports real problems
+            logging.info("IFSS-Net: no time estimate: %s", exc)
+            self.estimateLabel.text = ""
 
     def updateFromSettings(self):
         """Show the stored options (effect parameters or parameter node) without writing them back."""

@@ -295,6 +295,42 @@ class IFSSNetSegmentationLogic:
             out[sid] = stats
         return out
 
+    def expectedSeconds(self, volumeNode, segmentationNode=None, segmentIds: Optional[Sequence[str]] = None, *,
+                        model=None, device: str = "auto", preset: str = "balanced") -> float:
+        """The expected wall time (s) of propagating ``segmentIds`` through ``volumeNode`` with ``preset``.
+
+        Shown before a run, so it reads no voxels: the shape comes from the volume's dimensions, the
+        propagation axis and the number of seed groups from the segments' ``IFSSNet.AnnotatedSlices`` tag
+        where a previous run left one, else the volume's longest axis (a sweep) and one group.
+        ``segmentIds=None``: every segment of ``segmentationNode`` (one if there is no segmentation).
+        The core's ``expected_seconds`` times one network step on this machine (about 1 s the first time
+        for a network, device and preset; cached after) and assumes every run goes to the volume's end,
+        so the figure is an upper bound: a run stops a few slices past the muscle's end.
+        """
+        if volumeNode is None or volumeNode.GetImageData() is None:
+            raise InputError("No volume is selected, or the volume has no voxels.", "Select the ultrasound volume.")
+        shape = list(reversed(volumeNode.GetImageData().GetDimensions()))  # (k, j, i)
+        if min(shape) < 1:
+            raise VolumeError("The volume has no voxels.", "Load a 3-D ultrasound volume.")
+        segments = []
+        if segmentationNode is not None:
+            segmentation = segmentationNode.GetSegmentation()
+            ids = list(segmentIds) if segmentIds is not None else list(segmentation.GetSegmentIDs())
+            segments = [segmentation.GetSegment(sid) for sid in ids if segmentation.GetSegment(sid) is not None]
+        from ifssnet.seeds import seed_groups
+
+        axis, groups = int(np.argmax(shape)), 1
+        for segment in segments:
+            tag = segmentTag(segment, ANNOTATED_TAG)
+            if tag:
+                annotated = AnnotatedSlices.from_tag(tag)
+                axis, groups = annotated.axis, max(groups, len(seed_groups(annotated.slices)))
+                break
+        from ifssnet.propagate import expected_seconds  # lazy: imports torch
+
+        moved = [shape[axis]] + [shape[a] for a in range(3) if a != axis]
+        return expected_seconds(moved, max(1, len(segments)), preset, device, model, seed_groups=groups)
+
     @staticmethod
     def volumeTable(volumes: dict, name: str = "Segment volumes", tableNode=None):
         """A table node (segment, voxel_count, volume_mm3, volume_cm3) from :meth:`segmentVolumes`."""
@@ -677,3 +713,17 @@ def progressText(stage: str, done: int, total: int) -> str:
     if total and stage not in (STAGE_PREPARING, STAGE_WRITING):
         return f"{stage} {done}/{total}"
     return stage
+
+
+def durationText(seconds: float) -> str:
+    """A wall time as a clinician reads it: "under 1 s", "about 40 s", "about 2 min 10 s", "about 1 h 5 min"."""
+    seconds = float(seconds)
+    if seconds < 1:
+        return "under 1 s"
+    if seconds < 60:
+        return f"about {int(round(seconds))} s"
+    if seconds < 3600:
+        minutes, rest = divmod(int(round(seconds / 10.0)) * 10, 60)
+        return f"about {minutes} min" + (f" {rest} s" if rest else "")
+    hours, rest = divmod(int(round(seconds / 60.0)), 60)
+    return f"about {hours} h" + (f" {rest} min" if rest else "")
