@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ifssnet.dataset import Case, decremental_fractions, sample_run, sparsify
-from ifssnet.errors import Cancelled, ModelError
+from ifssnet.errors import Cancelled, InputError, ModelError
 from ifssnet.model import IFSSNetConfig
 from ifssnet.model.checkpoint import load_checkpoint
 from ifssnet.progress import CancelToken
@@ -99,7 +99,8 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-@pytest.mark.parametrize("extra", [{}, {"mask_jitter": 1.0, "bce_weight": 1.0}], ids=["paper-loss", "jitter-bce"])
+@pytest.mark.parametrize("extra", [{}, {"mask_jitter": 1.0, "bce_weight": 1.0}, {"strides": [1, 3]}],
+                         ids=["paper-loss", "jitter-bce", "strides-1-3"])
 def test_resume_after_a_kill_continues_exactly(tmp_path, one_thread, extra):
     _train(tmp_path / "full.pt", 4, **extra)
     token = CancelToken()
@@ -197,3 +198,69 @@ def test_jitter_mask_shifts_and_deforms_every_slice_alike():
         seen.add("dilated" if j.sum() > m.sum() else "eroded")
         assert not torch.equal(j, m)
     assert seen == {"dilated", "eroded"}
+
+
+class _Recorder(torch.nn.Module):
+    """Wraps a tiny IFSSNet and records every window's image, mask input, carry_index and output."""
+
+    def __init__(self):
+        super().__init__()
+        from ifssnet.model import IFSSNet
+
+        torch.manual_seed(0)
+        self.net = IFSSNet(IFSSNetConfig(**TINY))
+        self.config = self.net.config
+        self.calls = []
+
+    def forward(self, img, prev, state=None, carry_index=0):
+        logits, state = self.net(img, prev, state, carry_index=carry_index)
+        self.calls.append((img.detach().clone(), prev.detach().clone(), carry_index, logits.detach()))
+        return logits, state
+
+
+def _numbered_run(L):
+    """A run whose slice k holds the value k everywhere, so a window's first slice tells where it starts."""
+    img = torch.arange(L, dtype=torch.float32)[None, :, None, None].expand(1, L, 32, 32).contiguous()
+    msk = torch.zeros(1, L, 32, 32)
+    msk[:, :, 8:20, 8:24] = 1
+    return img, msk, torch.ones(1, L, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_strided_windows_feed_the_prediction_stride_slices_back(stride):
+    """Training with stride s does what propagation's preset of stride s does: windows start every s slices,
+    the mask input is the previous window's prediction (the window s slices back), and the ConvLSTM
+    carries the state of slice s-1."""
+    from ifssnet.loss import ParametricTversky
+    from ifssnet.train import windows_loss
+
+    model = _Recorder()
+    img, msk, kn = _numbered_run(12)
+    windows_loss(model, ParametricTversky(), img, msk, kn, "full", 30, stride=stride)
+    starts = [int(c[0][0, 0, 0, 0, 0]) for c in model.calls]
+    assert starts == list(range(stride, 10, stride))
+    assert {c[2] for c in model.calls} == {stride - 1}
+    assert torch.equal(model.calls[0][1][:, 0], msk[:, 0:3])            # first: the annotation s slices back
+    for before, after in zip(model.calls, model.calls[1:]):
+        assert torch.equal(after[1][:, 0], torch.softmax(before[3], dim=1)[:, 1])
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_tbptt_halves_join_without_a_gap_at_any_stride(stride):
+    from ifssnet.loss import ParametricTversky
+    from ifssnet.train import train_step
+
+    model = _Recorder()
+    loss_fn = ParametricTversky()
+    opt = torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()), lr=1e-3)
+    img, msk, kn = _numbered_run(24)
+    train_step(model, loss_fn, opt, img, msk, kn, TrainConfig(), stride=stride)
+    starts = [int(round(float(c[0][0, 0, 0, 0, 0]))) for c in model.calls]
+    assert starts == list(range(stride, 22, stride))                      # every window once, in order
+
+
+def test_strides_are_checked_against_the_window(tmp_path):
+    with pytest.raises(InputError):
+        _train(tmp_path / "s.pt", 1, strides=[4])                         # w = 3: slices would be skipped
+    with pytest.raises(InputError):
+        TrainConfig(strides=[0]).validate()

@@ -1,10 +1,13 @@
 """Training: full supervision, few-shot with sequential pseudo-labels, the decremental schedule, TBPTT.
 
 One step takes a random run of ``run_length`` slices of one segment (:func:`ifssnet.dataset.sample_run`)
-and slides a window of w slices over it with stride 1, exactly as propagation does: the first window's
+and slides a window of w slices over it with stride s, exactly as propagation does: the first window's
 mask input is the annotation of the run's first w slices, and every later window gets the previous
 window's prediction (detached), re-anchored on annotated slices and, in full supervision, on the
-ground truth every ``refeed_every`` windows (the prototype's 30).
+ground truth every ``refeed_every`` windows (the prototype's 30). s is 1 (the paper's) unless
+``strides`` lists more: then each step draws one, so the network also learns the larger steps of
+propagation's ``fast`` preset (stride w), whose mask input is the prediction w slices back and whose
+ConvLSTM carries the state of the window's slice s-1 (see :mod:`ifssnet.model.convlstm`).
 
 Targets per window (eq. 3-4 of the paper): in ``full`` mode the ground truth. In ``fewshot`` mode the
 annotation where a slice is annotated, else the previous window's prediction for that slice
@@ -29,7 +32,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
@@ -62,12 +65,16 @@ class TrainConfig:
     grad_clip: float = 5.0
     bce_weight: float = 0.0            # + this x voxel-wise cross-entropy (0 = the paper's loss; see loss.py)
     mask_jitter: float = 0.0           # probability per window that the mask input is deformed (jitter_mask)
+    strides: List[int] = field(default_factory=lambda: [1])   # window strides, one drawn per step (1 = paper)
 
     def validate(self) -> None:
         if self.mode not in ("full", "fewshot"):
             raise InputError(f"Unknown training mode '{self.mode}'.", "Use --mode full or --mode fewshot.")
         if self.epochs < 1 or self.steps_per_epoch < 1:
             raise InputError("Epochs and steps per epoch must be at least 1.", "Check --epochs and --steps.")
+        if not self.strides or any(int(v) < 1 for v in self.strides):
+            raise InputError(f"Window strides must be whole numbers of at least 1, not {self.strides}.",
+                             "Give --strides as e.g. 1 or 1,3.")
 
     def lr_at(self, step: int) -> float:
         epoch = step // self.steps_per_epoch
@@ -88,26 +95,32 @@ class StepLog:
 
 
 def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: int, state=None,
-                 first_prev=None, jitter: float = 0.0):
-    """Slide windows over one run and return (loss, state, the next window's mask input).
+                 first_prev=None, jitter: float = 0.0, stride: int = 1):
+    """Slide windows over one run and return (loss, state, the next window's mask input, last window's start).
 
-    ``image``, ``mask``: torch (B, L, S, S) float; ``known``: torch bool (B, L). The first window
-    covers slices 1..w (its mask input is ``first_prev`` or the annotation of slices 0..w-1).
+    ``image``, ``mask``: torch (B, L, S, S) float; ``known``: torch bool (B, L). Windows start at slices
+    ``stride, 2 stride, ...``; the first covers slices stride..stride+w-1 and its mask input is
+    ``first_prev`` or the annotation of slices 0..w-1 (the window ``stride`` slices back).
     Returns the mean over windows of (1 - TI), so ``loss.backward()`` is eq. (4) without the L2 term.
     ``jitter``: probability, per window, that the mask input is deformed by :func:`jitter_mask`.
+    ``stride``: slices between windows (1..w), as propagation's presets; the ConvLSTM carries the
+    state of slice ``stride - 1`` of each window.
     """
     import torch
 
     B, L, S, _ = image.shape
     w = model.config.window
+    stride = max(1, min(int(stride), w))
+    overlap = w - stride                  # slices a window shares with the one before it
     prev = first_prev if first_prev is not None else mask[:, 0:w]
     prev_pred = None                      # previous window's prediction (B, w, S, S), detached
     losses = []
-    for t in range(1, L - w + 1):
+    t = 0
+    for t in range(stride, L - w + 1, stride):
         img = image[:, t:t + w][:, None]
         if jitter and bool(torch.rand(()) < jitter):
             prev = jitter_mask(prev)
-        logits, state = model(img, prev[:, None], state)
+        logits, state = model(img, prev[:, None], state, carry_index=stride - 1)
         prob = torch.softmax(logits, dim=1)[:, 1]                     # (B, w, S, S)
         kn = known[:, t:t + w]                                        # (B, w)
         if mode == "full":
@@ -115,11 +128,11 @@ def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: in
         else:
             target = mask[:, t:t + w].clone()
             weight = kn.to(prob.dtype)
-            if prev_pred is not None:    # pseudo-labels: the previous window's view of slices t..t+w-2
-                pseudo = (prev_pred[:, 1:] > 0.5).to(prob.dtype)
-                unk = ~kn[:, :w - 1]
-                target[:, :w - 1][unk] = pseudo[unk]
-                weight[:, :w - 1][unk] = 1.0
+            if prev_pred is not None and overlap > 0:   # pseudo-labels: the previous window's view of
+                pseudo = (prev_pred[:, stride:] > 0.5).to(prob.dtype)   # slices t..t+overlap-1
+                unk = ~kn[:, :overlap]
+                target[:, :overlap][unk] = pseudo[unk]
+                weight[:, :overlap][unk] = 1.0
         losses.append(loss_fn(prob, target, weight[:, :, None, None].expand_as(prob), from_logits=False))
         pred = prob.detach()
         # Next mask input: this prediction, re-anchored on annotated slices (and the truth every N windows).
@@ -130,7 +143,7 @@ def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: in
         prev_pred = pred
     if not losses:
         raise InputError("A training run is shorter than two windows.", "Use a longer --run-length.")
-    return torch.stack(losses).mean(), state, prev
+    return torch.stack(losses).mean(), state, prev, t
 
 
 def jitter_mask(mask, max_shift: int = 3, max_radius: int = 3):
@@ -169,20 +182,26 @@ def _detach_state(state):
     return type(state)(_detach_state(s) for s in state)
 
 
-def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: TrainConfig):
-    """One TBPTT step on a batch of runs (B, L, S, S): two updates, one after each half of the run."""
+def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: TrainConfig, stride: int = 1):
+    """One TBPTT step on a batch of runs (B, L, S, S): two updates, one after each half of the run.
+
+    The second half starts where the first half's last window did, so its first window is that
+    window moved by ``stride`` slices, as in one unbroken run.
+    """
     import torch
 
     w = model.config.window
+    stride = max(1, min(int(stride), w))
     L = run_image.shape[1]
-    half = max(w + 1, (L + w) // 2)
+    half = max(w + stride, (L + w) // 2)
     state, prev, total = None, None, 0.0
-    segments = [(0, half)] + ([(half - w, L)] if L - (half - w) > w else [])
-    for a, b in segments:
+    a, b, segments = 0, half, 0
+    n_segments = 1 + (L - (stride * ((half - w) // stride)) >= w + stride)
+    while segments < n_segments:
         optimizer.zero_grad(set_to_none=True)
-        loss, state, prev = windows_loss(model, loss_fn, run_image[:, a:b], run_mask[:, a:b], run_known[:, a:b],
-                                         cfg.mode, cfg.refeed_every, state, first_prev=prev,
-                                         jitter=cfg.mask_jitter)
+        loss, state, prev, last = windows_loss(model, loss_fn, run_image[:, a:b], run_mask[:, a:b],
+                                               run_known[:, a:b], cfg.mode, cfg.refeed_every, state,
+                                               first_prev=prev, jitter=cfg.mask_jitter, stride=stride)
         loss.backward()
         _average_gradients(optimizer)
         if cfg.grad_clip:
@@ -190,7 +209,9 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
         optimizer.step()
         state = _detach_state(state)
         prev = prev.detach()
-        total += float(loss.detach()) / len(segments)
+        total += float(loss.detach()) / n_segments
+        segments += 1
+        a, b = a + last, L
     return total
 
 
@@ -283,6 +304,9 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         torch.manual_seed(cfg.seed)          # the same seed gives the same initial weights
         model = IFSSNet(model_config or IFSSNetConfig())
     model_config = model.config
+    if max(int(v) for v in cfg.strides) > model_config.window:
+        raise InputError(f"A window stride of {max(cfg.strides)} skips slices: the network's window has "
+                         f"{model_config.window}.", f"Give --strides between 1 and {model_config.window}.")
     if cfg.mode == "fewshot":
         cases = [c if not all(k.all() for k in c.known.values()) else sparsify(c, f)
                  for c, f in zip(cases, decremental_fractions(len(cases), cfg.annotated_total, cfg.decay_ratio))]
@@ -333,10 +357,12 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         else:
             raise InputError(f"No training case has {model_config.window} consecutive annotated slices where "
                              "a segment is present.", "Annotate at least one group of consecutive slices per case.")
+        # One stride per step; with the default [1] no number is drawn, so earlier runs repeat exactly.
+        stride = int(cfg.strides[0]) if len(cfg.strides) == 1 else int(rng.choice(cfg.strides))
         img = torch.from_numpy(run.image)[None].to(device)
         msk = torch.from_numpy(run.mask)[None].to(device)
         kn = torch.from_numpy(run.known)[None].to(device)
-        loss = train_step(model, loss_fn, opt, img, msk, kn, cfg)
+        loss = train_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride)
         step += 1
         log = StepLog(step, loss, float(loss_fn.alpha), float(loss_fn.beta), cfg.lr_at(step - 1),
                       time.perf_counter() - t0)
@@ -397,6 +423,9 @@ def add_train_arguments(p) -> None:
                    help="add this weight x voxel-wise cross-entropy to the Tversky loss (0: the paper's loss)")
     p.add_argument("--mask-jitter", type=float, default=0.0,
                    help="probability, per window, that the mask input is shifted and dilated/eroded")
+    p.add_argument("--strides", default="1",
+                   help="window strides, comma-separated; one is drawn per step (default 1, the paper's; "
+                        "1,3 also trains the fast preset's step of w = 3 slices)")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--device", default="cpu")
     p.add_argument("--log", type=Path, default=None, help="append one JSON line per step")
@@ -418,11 +447,16 @@ def _train_cli(args) -> int:
 
         _, mc, _ = load_checkpoint(args.resume or args.base)
         size = mc.size
+    try:
+        strides = [int(v) for v in str(args.strides).split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--strides {args.strides!r} is not a list of whole numbers.", "Give e.g. --strides 1,3.")
     cases = [load_case(v, a, size, segments) for v, a in _case_paths(args.cases)]
     cfg = TrainConfig(mode=args.mode, epochs=args.epochs, steps_per_epoch=args.steps, run_length=args.run_length,
                       lr=args.lr, lr_final=args.lr_final if args.lr_final is not None else args.lr / 10,
                       seed=args.seed, checkpoint_every=args.checkpoint_every,
-                      mask_jitter=args.mask_jitter, bce_weight=args.bce_weight, curriculum=not args.no_curriculum)
+                      mask_jitter=args.mask_jitter, bce_weight=args.bce_weight, curriculum=not args.no_curriculum,
+                      strides=strides)
     logf = open(args.log, "a") if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:
