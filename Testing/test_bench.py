@@ -105,6 +105,9 @@ def test_every_preset_runs_and_fast_uses_fewer_windows():
     assert res["accurate"].windows == 21 and res["fast"].windows == 8
     assert set(PRESET_NAMES) <= set(PRESETS)
     assert resolve_preset("fast", 3)["stride"] == 3 and resolve_preset("accurate", 3)["stride"] == 1
+    stride2 = propagate(vol, seeds, net, device="cpu", preset="stride2", stop_at_end=False)   # benchmark only
+    assert "stride2" not in PRESET_NAMES and stride2.windows == 7 + 4   # ceil(13 / 2) + ceil(8 / 2)
+    np.testing.assert_array_equal(stride2.masks["T"][8:11], m[8:11])
     with pytest.raises(InputError, match="preset"):
         propagate(vol, seeds, net, device="cpu", preset="turbo")
 

@@ -60,11 +60,14 @@ from .seeds import SeedSet, seed_groups, validate_seeds
 #: ``pre_encode``: image stream encoded ahead in batches (GPU; CPU only with ``PRE_ENCODE_ON_CPU``). ``sparse_output``: resample only where the
 #: result can be foreground. ``gpu_autocast``: dtype of autocast on CUDA (never used on the CPU).
 #: ``reference`` is the straightforward path, kept for tests and benchmarks; it is not offered in the GUI.
+#: ``stride2`` (benchmark only, not offered) is ``fast`` with a stride of 2: the candidate between
+#: ``balanced`` and ``fast`` measured against issue 7's Dice target (docs/performance.md).
 PRESETS: Dict[str, dict] = {
     "accurate":  {"stride": 1,   "pre_encode": True,  "sparse_output": True,  "gpu_autocast": None},
     "balanced":  {"stride": 1,   "pre_encode": True,  "sparse_output": True,  "gpu_autocast": "bfloat16"},
     "fast":      {"stride": "w", "pre_encode": True,  "sparse_output": True,  "gpu_autocast": "float16"},
     "reference": {"stride": 1,   "pre_encode": False, "sparse_output": False, "gpu_autocast": None},
+    "stride2":   {"stride": 2,   "pre_encode": True,  "sparse_output": True,  "gpu_autocast": "float16"},
 }
 #: The presets the GUI and the CLI offer, most accurate first.
 PRESET_NAMES = ("accurate", "balanced", "fast")
