@@ -264,3 +264,20 @@ def test_strides_are_checked_against_the_window(tmp_path):
         _train(tmp_path / "s.pt", 1, strides=[4])                         # w = 3: slices would be skipped
     with pytest.raises(InputError):
         TrainConfig(strides=[0]).validate()
+
+
+def test_first_only_jitter_deforms_the_annotation_and_never_a_prediction():
+    """``--jitter-first-only`` (how the shipped weights' stage 3 was trained): the run's first mask input is
+    deformed, every later one is the previous window's prediction exactly, also in the second TBPTT half."""
+    from ifssnet.loss import ParametricTversky
+    from ifssnet.train import train_step
+
+    model = _Recorder()
+    loss_fn = ParametricTversky()
+    opt = torch.optim.SGD(list(model.parameters()), lr=0.0)   # weights fixed: only the inputs matter here
+    img, msk, kn = _numbered_run(24)
+    torch.manual_seed(0)
+    train_step(model, loss_fn, opt, img, msk, kn, TrainConfig(mask_jitter=1.0, jitter_first_only=True))
+    assert not torch.equal(model.calls[0][1][:, 0], msk[:, 0:3])          # the annotation, deformed
+    for before, after in zip(model.calls, model.calls[1:]):
+        assert torch.equal(after[1][:, 0], torch.softmax(before[3], dim=1)[:, 1])

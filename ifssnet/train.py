@@ -65,6 +65,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     bce_weight: float = 0.0            # + this x voxel-wise cross-entropy (0 = the paper's loss; see loss.py)
     mask_jitter: float = 0.0           # probability per window that the mask input is deformed (jitter_mask)
+    jitter_first_only: bool = False    # deform only the run's first mask input (the annotation), as stage 3 did
     strides: List[int] = field(default_factory=lambda: [1])   # window strides, one drawn per step (1 = paper)
 
     def validate(self) -> None:
@@ -95,7 +96,7 @@ class StepLog:
 
 
 def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: int, state=None,
-                 first_prev=None, jitter: float = 0.0, stride: int = 1):
+                 first_prev=None, jitter: float = 0.0, stride: int = 1, jitter_first_only: bool = False):
     """Slide windows over one run and return (loss, state, the next window's mask input, last window's start).
 
     ``image``, ``mask``: torch (B, L, S, S) float; ``known``: torch bool (B, L). Windows start at slices
@@ -104,7 +105,8 @@ def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: in
     Returns the mean over windows of (1 - TI), so ``loss.backward()`` is eq. (4) without the L2 term.
     ``jitter``: probability, per window, that the mask input is deformed by :func:`jitter_mask`.
     ``stride``: slices between windows (1..w), as propagation's presets; the ConvLSTM carries the
-    state of slice ``stride - 1`` of each window.
+    state of slice ``stride - 1`` of each window. ``jitter_first_only``: deform only the run's first
+    mask input (the annotation; ``first_prev`` is None), not the network's own predictions.
     """
     import torch
 
@@ -118,7 +120,8 @@ def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: in
     t = 0
     for t in range(stride, L - w + 1, stride):
         img = image[:, t:t + w][:, None]
-        if jitter and bool(torch.rand(()) < jitter):
+        if jitter and not (jitter_first_only and (first_prev is not None or t != stride)) \
+                and bool(torch.rand(()) < jitter):
             prev = jitter_mask(prev)
         logits, state = model(img, prev[:, None], state, carry_index=stride - 1)
         prob = torch.softmax(logits, dim=1)[:, 1]                     # (B, w, S, S)
@@ -201,7 +204,8 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
         optimizer.zero_grad(set_to_none=True)
         loss, state, prev, last = windows_loss(model, loss_fn, run_image[:, a:b], run_mask[:, a:b],
                                                run_known[:, a:b], cfg.mode, cfg.refeed_every, state,
-                                               first_prev=prev, jitter=cfg.mask_jitter, stride=stride)
+                                               first_prev=prev, jitter=cfg.mask_jitter, stride=stride,
+                                               jitter_first_only=cfg.jitter_first_only)
         loss.backward()
         _average_gradients(optimizer)
         if cfg.grad_clip:
@@ -423,6 +427,9 @@ def add_train_arguments(p) -> None:
                    help="add this weight x voxel-wise cross-entropy to the Tversky loss (0: the paper's loss)")
     p.add_argument("--mask-jitter", type=float, default=0.0,
                    help="probability, per window, that the mask input is shifted and dilated/eroded")
+    p.add_argument("--jitter-first-only", action="store_true",
+                   help="--mask-jitter deforms only each run's first mask input (the annotation), as the shipped "
+                        "weights' stage 3 was trained; default: any window's")
     p.add_argument("--strides", default="1",
                    help="window strides, comma-separated; one is drawn per step (default 1, the paper's; "
                         "1,3 also trains the fast preset's step of w = 3 slices)")
@@ -456,7 +463,7 @@ def _train_cli(args) -> int:
                       lr=args.lr, lr_final=args.lr_final if args.lr_final is not None else args.lr / 10,
                       seed=args.seed, checkpoint_every=args.checkpoint_every,
                       mask_jitter=args.mask_jitter, bce_weight=args.bce_weight, curriculum=not args.no_curriculum,
-                      strides=strides)
+                      strides=strides, jitter_first_only=args.jitter_first_only)
     logf = open(args.log, "a") if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:
