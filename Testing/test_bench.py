@@ -139,6 +139,26 @@ def test_expected_seconds_is_positive_and_fast_is_cheaper():
     assert 0 < fast < acc
 
 
+def test_expected_seconds_loads_and_times_a_model_file_once(tmp_path, monkeypatch):
+    """The Slicer panel asks for an estimate at every option change: a model file is loaded (and timed) once
+    per version, not per call; a rewritten file is loaded again."""
+    import os
+
+    import ifssnet.propagate as P
+    from ifssnet.model.checkpoint import save_checkpoint
+
+    path = save_checkpoint(tmp_path / "t.pt", _tiny_net())
+    loads, real = [], P.load_model
+    monkeypatch.setattr(P, "load_model", lambda model, dev: loads.append(model) or real(model, dev))
+    first = expected_seconds((60, 64, 64), 1, "fast", "cpu", str(path))
+    assert expected_seconds((60, 64, 64), 1, "fast", "cpu", str(path)) == first    # the cached calibration
+    assert len(loads) == 1
+    save_checkpoint(path, _tiny_net(seed=1))
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
+    expected_seconds((60, 64, 64), 1, "fast", "cpu", str(path))
+    assert len(loads) == 2
+
+
 def test_bench_small_smoke(tmp_path, monkeypatch):
     """``ifssnet bench --size small`` with a tiny untrained network: structure only, no timings asserted."""
     from ifssnet.bench import TABLE_COLUMNS, UNTRAINED_BANNER

@@ -45,7 +45,7 @@ import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -731,6 +731,30 @@ def _calibrate(net, dev: str, batch: int, settings: dict) -> dict:
     return cal
 
 
+#: Networks loaded by :func:`expected_seconds` from a model file: (file, device) -> (its mtime and size, network). The
+#: calibration is cached per network object (:data:`_CALIBRATION`, weak keys), so a file loaded anew
+#: for every estimate would be timed anew every time (about 1.5 s on 2 cores); the Slicer panel asks for an
+#: estimate at every change of model, device or preset. These copies are only timed, never propagated with.
+_ESTIMATION_NETWORKS: Dict[Tuple[str, str], Tuple[tuple, Any]] = {}
+
+
+def _estimation_network(model, dev: str):
+    """:func:`load_model` for :func:`expected_seconds`: a model file (``None`` = the shipped one) is loaded
+    once per file version and device; a loaded network is used as given."""
+    path = default_model_path() if model is None else model
+    if not isinstance(path, (str, Path)):
+        return load_model(model, dev)
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return load_model(model, dev)      # a missing file: load_model says what to do
+    key, version = (str(Path(path).resolve()), str(dev)), (stat.st_mtime_ns, stat.st_size)
+    cached = _ESTIMATION_NETWORKS.get(key)
+    if cached is None or cached[0] != version:   # new, or the file was rewritten (a fine-tuned model)
+        cached = _ESTIMATION_NETWORKS[key] = (version, load_model(path, dev))
+    return cached[1]
+
+
 def expected_seconds(shape: Sequence[int], n_segments: int = 1, preset: str = "balanced", device: str = "auto",
                      model=None, *, seed_groups: int = 1) -> float:
     """Estimated wall time (s) of :func:`propagate` on a volume of ``shape`` (K, J, I).
@@ -743,7 +767,7 @@ def expected_seconds(shape: Sequence[int], n_segments: int = 1, preset: str = "b
     """
     K, J, I = (int(v) for v in shape)
     dev = resolve_device(device)
-    net = load_model(model, dev)
+    net = _estimation_network(model, dev)
     w, S = _model_window_and_size(net)
     settings = resolve_preset(preset, w)
     stride = settings["stride"]
