@@ -97,31 +97,30 @@ class StepLog:
 
 def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: int, state=None,
                  first_prev=None, jitter: float = 0.0, stride: int = 1, jitter_first_only: bool = False):
-    """Slide windows over one run and return (loss, state, the next window's mask input, last window's start).
+    """Slide windows over one run and return (loss, state, the next window's mask input).
 
     ``image``, ``mask``: torch (B, L, S, S) float; ``known``: torch bool (B, L). Windows start at slices
     ``stride, 2 stride, ...``; the first covers slices stride..stride+w-1 and its mask input is
     ``first_prev`` or the annotation of slices 0..w-1 (the window ``stride`` slices back).
     Returns the mean over windows of (1 - TI), so ``loss.backward()`` is eq. (4) without the L2 term.
     ``jitter``: probability, per window, that the mask input is deformed by :func:`jitter_mask`.
-    ``stride``: slices between windows (1..w), as propagation's presets; the ConvLSTM carries the
-    state of slice ``stride - 1`` of each window. ``jitter_first_only``: deform only the run's first
-    mask input (the annotation; ``first_prev`` is None), not the network's own predictions.
+    ``stride``: slices between windows (1..w, checked by :func:`train`), as propagation's presets; the
+    ConvLSTM carries the state of slice ``stride - 1`` of each window. ``jitter_first_only``: deform only
+    the run's first mask input (the annotation; ``first_prev`` is None), not the network's own predictions.
     """
     import torch
 
     B, L, S, _ = image.shape
     w = model.config.window
-    stride = max(1, min(int(stride), w))
     overlap = w - stride                  # slices a window shares with the one before it
-    prev = first_prev if first_prev is not None else mask[:, 0:w]
+    run_start = first_prev is None        # this part begins the run: its first mask input is the annotation
+    prev = mask[:, 0:w] if run_start else first_prev
     prev_pred = None                      # previous window's prediction (B, w, S, S), detached
     losses = []
-    t = 0
     for t in range(stride, L - w + 1, stride):
         img = image[:, t:t + w][:, None]
-        if jitter and not (jitter_first_only and (first_prev is not None or t != stride)) \
-                and bool(torch.rand(()) < jitter):
+        may_jitter = not jitter_first_only or (run_start and t == stride)
+        if jitter and may_jitter and bool(torch.rand(()) < jitter):
             prev = jitter_mask(prev)
         logits, state = model(img, prev[:, None], state, carry_index=stride - 1)
         prob = torch.softmax(logits, dim=1)[:, 1]                     # (B, w, S, S)
@@ -146,7 +145,7 @@ def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: in
         prev_pred = pred
     if not losses:
         raise InputError("A training run is shorter than two windows.", "Use a longer --run-length.")
-    return torch.stack(losses).mean(), state, prev, t
+    return torch.stack(losses).mean(), state, prev
 
 
 def jitter_mask(mask, max_shift: int = 3, max_radius: int = 3):
@@ -194,18 +193,17 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
     import torch
 
     w = model.config.window
-    stride = max(1, min(int(stride), w))
     L = run_image.shape[1]
     half = max(w + stride, (L + w) // 2)
+    last = stride * ((half - w) // stride)          # where the first half's last window starts
+    segments = [(0, half)] + ([(last, L)] if L - last >= w + stride else [])
     state, prev, total = None, None, 0.0
-    a, b, segments = 0, half, 0
-    n_segments = 1 + (L - (stride * ((half - w) // stride)) >= w + stride)
-    while segments < n_segments:
+    for a, b in segments:
         optimizer.zero_grad(set_to_none=True)
-        loss, state, prev, last = windows_loss(model, loss_fn, run_image[:, a:b], run_mask[:, a:b],
-                                               run_known[:, a:b], cfg.mode, cfg.refeed_every, state,
-                                               first_prev=prev, jitter=cfg.mask_jitter, stride=stride,
-                                               jitter_first_only=cfg.jitter_first_only)
+        loss, state, prev = windows_loss(model, loss_fn, run_image[:, a:b], run_mask[:, a:b], run_known[:, a:b],
+                                         cfg.mode, cfg.refeed_every, state, first_prev=prev,
+                                         jitter=cfg.mask_jitter, stride=stride,
+                                         jitter_first_only=cfg.jitter_first_only)
         loss.backward()
         _average_gradients(optimizer)
         if cfg.grad_clip:
@@ -213,9 +211,7 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
         optimizer.step()
         state = _detach_state(state)
         prev = prev.detach()
-        total += float(loss.detach()) / n_segments
-        segments += 1
-        a, b = a + last, L
+        total += float(loss.detach()) / len(segments)
     return total
 
 
