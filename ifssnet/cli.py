@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shlex
 import sys
 import traceback
 from typing import List, Optional
@@ -70,7 +71,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     5 dependency, 70 internal error, 130 cancelled). Errors print one line on stderr; ``--debug``
     adds the traceback."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    # What a checkpoint records as its training command: the arguments as given, whichever way in
+    # (`ifssnet train ...`, `python -m ifssnet.train ...`, `torchrun -m ifssnet.train ...`).
+    args.command_line = "ifssnet " + " ".join(map(shlex.quote, argv))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

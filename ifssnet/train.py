@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -439,10 +438,20 @@ def _train_cli(args) -> int:
         from .baselines.learned_common import train_cli
 
         return train_cli(args)
+    rank, world, own_group = _init_distributed()
+    try:
+        return _train_ranked(args, rank, world)
+    finally:
+        if own_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()  # PyTorch asks every rank to; a group left to exit may abort the process
+
+
+def _train_ranked(args, rank: int, world: int) -> int:
     from .model import IFSSNetConfig
     from .progress import TqdmProgress
 
-    rank, world = _init_distributed()
     segments = [s.strip() for s in args.segments.split(",")] if args.segments else None
     size = args.size
     if args.resume or args.base:
@@ -470,7 +479,7 @@ def _train_cli(args) -> int:
     bar = TqdmProgress(disable=rank != 0)
     try:
         train(cases, args.out, model_config=IFSSNetConfig(size=args.size, width_mult=args.width_mult), cfg=cfg,
-              base_model=args.base, resume=args.resume, command="ifssnet train " + " ".join(map(shlex.quote, sys.argv[2:])),
+              base_model=args.base, resume=args.resume, command=args.command_line,
               data_description=", ".join(c.name for c in cases), progress=bar, on_step=on_step,
               rank=rank, world=world, device=args.device)
     finally:
@@ -483,7 +492,10 @@ def _train_cli(args) -> int:
 
 
 def _init_distributed():
-    """(rank, world) from torchrun's environment; initialises the process group when world > 1."""
+    """(rank, world, created) from torchrun's environment; initialises the process group when world > 1.
+
+    ``created`` is True when this call made the group, so that the caller destroys it at the end.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world > 1:
@@ -493,7 +505,8 @@ def _init_distributed():
             import torch
 
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return rank, world
+            return rank, world, True
+    return rank, world, False
 
 
 def main(argv=None) -> int:

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -349,7 +347,7 @@ def train_cli(args) -> int:
     bar = TqdmProgress()
     try:
         train_fn(cases, args.out, model_config=model_config, cfg=cfg, base_model=args.base, resume=args.resume,
-                 command="ifssnet train " + " ".join(map(shlex.quote, sys.argv[2:])),
+                 command=args.command_line,
                  data_description=", ".join(c.name for c in cases), progress=bar, on_step=on_step,
                  device=resolve_device(args.device))
     finally:
