@@ -323,6 +323,6 @@ def test_pgnet_cross_entropy_term_is_added_to_the_dice_loss():
     dice = chain_loss(model, image, mask, known, 2, 3)
     torch.manual_seed(1)
     both = chain_loss(model, image, mask, known, 2, 3, bce_weight=1.0)
-    assert float(both) > float(dice) > 0                      # cross-entropy of an untrained net is > 0
+    assert both.item() > dice.item() > 0                     # cross-entropy of an untrained net is > 0
     both.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
