@@ -298,6 +298,10 @@ def test_cli_trains_both_and_the_comparison_runs_them(tmp_path):
     assert main(["train", str(tmp_path / "case0"), "--arch", "unet3d", "--out", str(tmp_path / "u.pt")] + common) == 0
     assert main(["train", str(tmp_path / "case0"), "--arch", "pgnet", "--mode", "fewshot",
                  "--out", str(tmp_path / "x.pt")] + common) == 2
+    for extra in (["--batch", "4"], ["--strides", "1,3"], ["--time-limit", "5"], ["--mask-jitter", "0.5"]):
+        assert main(["train", str(tmp_path / "case0"), "--arch", "unet3d", "--out", str(tmp_path / "y.pt")]
+                    + common + extra) == 2                        # IFSS-Net's options are refused, not ignored
+    assert not (tmp_path / "y.pt").exists()
     assert main(["train", str(tmp_path / "case0"), "--arch", "pgnet", "--from", str(tmp_path / "pg.pt"),
                  "--out", str(tmp_path / "pg2.pt"), "--epochs", "2", "--steps", "1", "--size", "64"]) == 0
     # The stored size wins over --size; the default --run-length (32) is longer than the case (24 slices).

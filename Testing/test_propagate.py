@@ -170,3 +170,23 @@ def test_the_shipped_model_loads_and_propagates():
     out = res.masks["SOL"]
     np.testing.assert_array_equal(out[k - 1:k + 2], sol[k - 1:k + 2])
     assert out[k + 2:k + 5].any()          # it propagated past the painted slices
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_session.sh runs it)")
+@pytest.mark.parametrize("preset, min_dice", [("accurate", 0.99), ("balanced", 0.97), ("fast", 0.97)])
+def test_cuda_gives_the_cpus_masks(preset, min_dice):
+    """On a GPU, each preset's masks agree with the CPU's (the same preset; balanced and fast autocast on the GPU)."""
+    from ifssnet.phantom import make_phantom
+    from ifssnet.propagate import default_model_path
+    from ifssnet.seeds import largest_slices
+
+    if not default_model_path().exists():
+        pytest.skip("no shipped model in this checkout")
+    ph = make_phantom(1000, (80, 128, 128))
+    seeds = {m: cut_seeds(ph.labels[m], largest_slices(ph.labels[m])) for m in ("GM", "GL", "SOL")}
+    cpu = propagate(ph.volume, seeds, None, device="cpu", preset=preset)
+    gpu = propagate(ph.volume, seeds, None, device="cuda", preset=preset)
+    assert gpu.device.startswith("cuda")
+    for m in seeds:
+        a, b = gpu.masks[m].astype(bool), cpu.masks[m].astype(bool)
+        assert 2 * (a & b).sum() / max(1, a.sum() + b.sum()) >= min_dice, m

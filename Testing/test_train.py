@@ -197,6 +197,39 @@ def test_torchrun_trains_on_two_processes_and_records_the_command(tmp_path):
     assert meta["training"]["step"] == 2
 
 
+def test_batch_trains_several_runs_per_step_and_the_first_is_batch_1s(tmp_path, monkeypatch):
+    import ifssnet.train as tr
+
+    seen = []
+    real = tr.train_step
+
+    def spy(model, loss_fn, opt, img, msk, kn, cfg, stride=1):
+        seen.append((img.clone(), msk.clone(), kn.clone()))
+        return real(model, loss_fn, opt, img, msk, kn, cfg, stride=stride)
+
+    monkeypatch.setattr(tr, "train_step", spy)
+    _train(tmp_path / "b1.pt", 1)
+    _train(tmp_path / "b3.pt", 1, batch=3)
+    (one, _, _), (three, three_mask, three_known) = seen
+    assert one.shape[0] == 1 and three.shape[0] == 3 and three_known.shape[:2] == three.shape[:2]
+    assert torch.equal(three[0], one[0])          # the same generator draws the first run first
+    assert not torch.equal(three[0], three[1]) or not torch.equal(three_mask[0], three_mask[1])
+    assert load_checkpoint(tmp_path / "b3.pt")[2]["training"]["config"]["batch"] == 3
+    with pytest.raises(InputError, match="batch"):
+        _train(tmp_path / "b0.pt", 1, batch=0)
+
+
+def test_time_limit_stops_at_a_step_and_resume_finishes_the_run(tmp_path):
+    cfg = TrainConfig(epochs=1, steps_per_epoch=4, run_length=8, checkpoint_every=50, lr=1e-3)
+    train([_case(0)], tmp_path / "t.pt", model_config=IFSSNetConfig(**TINY), cfg=cfg, time_limit_s=0.0)
+    assert load_checkpoint(tmp_path / "t.pt")[2]["training"]["step"] == 1          # the model file, written
+    assert load_checkpoint(tmp_path / "t.ckpt.pt")[2]["training"]["step"] == 1     # and one to resume from
+    train([_case(0)], tmp_path / "t.pt", resume=tmp_path / "t.ckpt.pt")
+    assert load_checkpoint(tmp_path / "t.pt")[2]["training"]["step"] == 4
+    train([_case(0)], tmp_path / "u.pt", model_config=IFSSNetConfig(**TINY), cfg=cfg, time_limit_s=3600.0)
+    assert load_checkpoint(tmp_path / "u.pt")[2]["training"]["step"] == 4          # a limit not reached: no stop
+
+
 def test_end_biased_runs_cross_the_end_of_the_muscle():
     c = _case(K=60)
     c.masks["A"][40:] = 0                        # the muscle spans slices 10..39: an end each way

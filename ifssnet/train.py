@@ -66,12 +66,15 @@ class TrainConfig:
     mask_jitter: float = 0.0           # probability per window that the mask input is deformed (jitter_mask)
     jitter_first_only: bool = False    # deform only the run's first mask input (the annotation), as stage 3 did
     strides: List[int] = field(default_factory=lambda: [1])   # window strides, one drawn per step (1 = paper)
+    batch: int = 1                     # runs per step (one stride for all); more keep a GPU busy
 
     def validate(self) -> None:
         if self.mode not in ("full", "fewshot"):
             raise InputError(f"Unknown training mode '{self.mode}'.", "Use --mode full or --mode fewshot.")
         if self.epochs < 1 or self.steps_per_epoch < 1:
             raise InputError("Epochs and steps per epoch must be at least 1.", "Check --epochs and --steps.")
+        if self.batch < 1:
+            raise InputError(f"--batch must be at least 1, not {self.batch}.", "Give the number of runs per step.")
         if not self.strides or any(int(v) < 1 for v in self.strides):
             raise InputError(f"Window strides must be whole numbers of at least 1, not {self.strides}.",
                              "Give --strides as e.g. 1 or 1,3.")
@@ -250,6 +253,30 @@ def _seed_everything(cfg: TrainConfig, step: int, rank: int):
     return np.random.default_rng([cfg.seed, step, rank])
 
 
+def _past_time_limit(started: float, limit_s: Optional[float]) -> bool:
+    """Whether ``limit_s`` seconds have passed since ``started``; rank 0 decides for every rank."""
+    if limit_s is None:
+        return False
+    import torch
+
+    over = torch.tensor([float(time.perf_counter() - started >= limit_s)])
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast(over, 0)
+    return bool(over.item())
+
+
+def _draw_run(cases, pool: int, rng, cfg: TrainConfig, window: int):
+    """One training run from the first ``pool`` cases (a few tries: a case may have no segment that fits)."""
+    for _ in range(64):
+        run = sample_run(cases[int(rng.integers(pool))], rng, cfg.run_length, window, cfg.augment)
+        if run is not None:
+            return run
+    raise InputError(f"No training case has {window} consecutive annotated slices where "
+                     "a segment is present.", "Annotate at least one group of consecutive slices per case.")
+
+
 def decremental_pool(n_cases: int, step: int, total: int) -> int:
     """Few-shot curriculum: how many cases step ``step`` (0-based, of ``total``) draws from, uniformly.
 
@@ -270,13 +297,16 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
           base_model=None, resume=None, command: str = "", data_description: str = "",
           progress: Optional[ProgressFn] = None, cancel: CancelLike = None,
           on_step: Optional[Callable[[StepLog], None]] = None, rank: int = 0, world: int = 1,
-          device: str = "cpu") -> Path:
+          device: str = "cpu", time_limit_s: Optional[float] = None) -> Path:
     """Train (or fine-tune) IFSS-Net on ``cases`` and write the checkpoint to ``out_path``.
 
     ``model_config``: an :class:`ifssnet.model.IFSSNetConfig` for a new network; ``base_model``: a
     checkpoint to fine-tune from; ``resume``: a training checkpoint to continue exactly. A cancel
     stops after the current step and leaves ``out_path`` as it was before the run started.
     Returns the path written. ``on_step`` receives a :class:`StepLog` per step (for loss curves).
+    ``time_limit_s``: stop after the first step that ends past this many seconds of training, and
+    write the checkpoint and the model file there (a run sized to a lent machine's time; ``--resume``
+    continues it). In distributed runs rank 0's clock decides, so that every rank stops at the same step.
     """
     import torch
 
@@ -339,28 +369,22 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
 
     step = start_step
     ckpt_path = out_path.with_name(out_path.stem + ".ckpt.pt")
+    started = time.perf_counter()
     while step < total:
         check_cancel(cancel)
         t0 = time.perf_counter()
         rng = _seed_everything(cfg, step, rank)
         for g in opt.param_groups:
             g["lr"] = cfg.lr_at(step)
-        run = None
         pool = (decremental_pool(len(my_cases), step, total) if cfg.mode == "fewshot" and cfg.curriculum
                 else len(my_cases))
-        for _ in range(64):
-            run = sample_run(my_cases[int(rng.integers(pool))], rng, cfg.run_length,
-                             model_config.window, cfg.augment)
-            if run is not None:
-                break
-        else:
-            raise InputError(f"No training case has {model_config.window} consecutive annotated slices where "
-                             "a segment is present.", "Annotate at least one group of consecutive slices per case.")
+        runs = [_draw_run(my_cases, pool, rng, cfg, model_config.window) for _ in range(cfg.batch)]
         # One stride per step; with the default [1] no number is drawn, so earlier runs repeat exactly.
         stride = int(cfg.strides[0]) if len(cfg.strides) == 1 else int(rng.choice(cfg.strides))
-        img = torch.from_numpy(run.image)[None].to(device)
-        msk = torch.from_numpy(run.mask)[None].to(device)
-        kn = torch.from_numpy(run.known)[None].to(device)
+        L = min(len(r.known) for r in runs)          # a case shorter than --run-length gives a shorter run
+        img = torch.from_numpy(np.stack([r.image[:L] for r in runs])).to(device)
+        msk = torch.from_numpy(np.stack([r.mask[:L] for r in runs])).to(device)
+        kn = torch.from_numpy(np.stack([r.known[:L] for r in runs])).to(device)
         loss = train_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride)
         step += 1
         log = StepLog(step, loss, float(loss_fn.alpha), float(loss_fn.beta), cfg.lr_at(step - 1),
@@ -368,8 +392,11 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         if on_step:
             on_step(log)
         report(progress, "training", step, total)
-        if step % cfg.checkpoint_every == 0 or step == total:
+        out_of_time = _past_time_limit(started, time_limit_s)
+        if step % cfg.checkpoint_every == 0 or step == total or out_of_time:
             save(step, ckpt_path)
+        if out_of_time:
+            break
     save(step, out_path, optimizer=False)
     return out_path
 
@@ -428,7 +455,12 @@ def add_train_arguments(p) -> None:
     p.add_argument("--strides", default="1",
                    help="window strides, comma-separated; one is drawn per step (default 1, the paper's; "
                         "1,3 also trains the fast preset's step of w = 3 slices)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="runs per step (default 1, the prototype's); on a GPU 8-16 keep it busy")
     p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop after this many minutes of training and write the checkpoint and the model there "
+                        "(--resume continues); for a machine lent for a fixed time")
     p.add_argument("--device", default="cpu")
     p.add_argument("--log", type=Path, default=None, help="append one JSON line per step")
 
@@ -468,7 +500,7 @@ def _train_ranked(args, rank: int, world: int) -> int:
                       lr=args.lr, lr_final=args.lr_final if args.lr_final is not None else args.lr / 10,
                       seed=args.seed, checkpoint_every=args.checkpoint_every,
                       mask_jitter=args.mask_jitter, bce_weight=args.bce_weight, curriculum=not args.no_curriculum,
-                      strides=strides, jitter_first_only=args.jitter_first_only)
+                      strides=strides, jitter_first_only=args.jitter_first_only, batch=args.batch)
     logf = open(args.log, "a") if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:
@@ -481,7 +513,8 @@ def _train_ranked(args, rank: int, world: int) -> int:
         train(cases, args.out, model_config=IFSSNetConfig(size=args.size, width_mult=args.width_mult), cfg=cfg,
               base_model=args.base, resume=args.resume, command=args.command_line,
               data_description=", ".join(c.name for c in cases), progress=bar, on_step=on_step,
-              rank=rank, world=world, device=args.device)
+              rank=rank, world=world, device=args.device,
+              time_limit_s=args.time_limit * 60 if args.time_limit is not None else None)
     finally:
         bar.close()
         if logf:

@@ -302,6 +302,13 @@ def train_cli(args) -> int:
     if getattr(args, "mode", "full") != "full":
         raise InputError(f"{_LABEL[arch]} is a fully supervised baseline; --mode {args.mode} is for IFSS-Net.",
                          "Drop --mode, or train IFSS-Net (--arch ifssnet) in few-shot mode.")
+    ifss_only = {"--mask-jitter": args.mask_jitter != 0, "--jitter-first-only": args.jitter_first_only,
+                 "--strides": str(args.strides).strip() != "1", "--batch": args.batch != 1,
+                 "--time-limit": args.time_limit is not None}
+    given = [k for k, v in ifss_only.items() if v]
+    if given:
+        raise InputError(f"{', '.join(given)}: implemented for IFSS-Net only, not {_LABEL[arch]}.",
+                         "Drop them, or train IFSS-Net (--arch ifssnet).")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InputError(f"Distributed training is implemented for IFSS-Net only, not {_LABEL[arch]}.",
                          "Run `ifssnet train --arch ...` as one process (it uses the GPU with --device cuda).")

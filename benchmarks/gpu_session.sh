@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# One prepared call for a lent GPU machine (the device tool), sized to fit its 15 minutes of device time
+# with room to rerun: the CUDA tests, issue 7's full-size benchmark, a time-limited training run, and
+# the new weights against the shipped ones on the validation phantoms. Nothing here runs in CI.
+#
+#   here, once:   bash benchmarks/gpu_session.sh --prepare       # packs SimpleITK, slicerio, pynrrd into .whl/
+#   device tool:  run(command="bash benchmarks/gpu_session.sh", carry=[".whl"], timeout_s=590)
+#   CPU dry run:  DEVICE=cpu SMALL=1 OUT=/tmp/gpu bash benchmarks/gpu_session.sh
+#
+# The machine has Python 3.12 with torch, numpy, scipy and tqdm, and no network; SimpleITK's wheel is
+# too large to travel beside the repository (53 MB; 64 MiB in all), so --prepare packs it with xz (28 MB).
+# Settings (environment): OUT (default runs/gpu), DEVICE (cuda), TRAIN_MIN (minutes of training, 4),
+# BATCH (runs per step, 8), RUN_LENGTH (slices per run, 100), FROM (the model to fine-tune, the shipped one).
+# What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
+# ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--prepare" ]; then
+    set -e
+    mkdir -p .whl && rm -f .whl/*
+    py=(--no-deps --only-binary=:all: --python-version 3.12 --implementation cp
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
+    python3 -m pip download -q "${py[@]}" -d .whl SimpleITK slicerio pynrrd
+    tmp=$(mktemp -d)
+    (cd "$tmp" && unzip -q "$OLDPWD"/.whl/simpleitk-*.whl)
+    tar cf - -C "$tmp" . | xz -9 -T0 > .whl/simpleitk.tar.xz
+    rm -rf "$tmp" .whl/simpleitk-*.whl
+    du -sh .whl
+    exit 0
+fi
+
+OUT=${OUT:-runs/gpu}
+DEVICE=${DEVICE:-cuda}
+TRAIN_MIN=${TRAIN_MIN:-4}
+BATCH=${BATCH:-8}
+RUN_LENGTH=${RUN_LENGTH:-100}
+FROM=${FROM:-Resources/Models/ifssnet.pt}
+SMALL=${SMALL:-0}
+mkdir -p "$OUT"
+LOG="$OUT/session.log"
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1          # progress bars would fill the log
+PY=python3
+step() { echo "== $(date -u +%T) $*" | tee -a "$LOG"; }
+
+step "setup"
+if [ -f .whl/simpleitk.tar.xz ]; then
+    mkdir -p /tmp/site && tar xJf .whl/simpleitk.tar.xz -C /tmp/site
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+IFSS="$PY -m ifssnet.cli"
+{ nvidia-smi -L 2>&1; $PY -c "import torch, SimpleITK, slicerio, ifssnet
+print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')
+print('SimpleITK', SimpleITK.Version.VersionString(), 'ifssnet', ifssnet.__version__)"; } >> "$LOG" 2>&1 || { cat "$LOG"; exit 1; }
+
+if [ "$SMALL" = 1 ]; then
+    SHAPE="48 64 64"; NTRAIN=4; BENCH=small; RUN_LENGTH=12; BATCH=2; VAL_EXTRA=(--segment GM)
+else
+    SHAPE="400 128 128"; NTRAIN=40; BENCH=full; VAL_EXTRA=()
+fi
+
+step "CUDA tests"
+timeout 240 $PY -m pytest -q -p no:cacheprovider Testing/test_propagate.py -k "cuda" >> "$LOG" 2>&1
+echo "pytest exit $?" >> "$LOG"
+
+step "benchmark ($BENCH, $DEVICE)"
+timeout 300 $IFSS bench --size "$BENCH" --device "$DEVICE" --all-muscles --methods ifssnet,fbs \
+    --presets accurate,balanced,fast --seed 1000 --json "$OUT/bench-full-cuda.json" --md "$OUT/bench-full-cuda.md" \
+    >> "$LOG" 2>&1
+echo "bench exit $?" >> "$LOG"
+
+step "training phantoms 1-$NTRAIN and validation phantoms 500, 501 ($SHAPE)"
+mkdir -p /tmp/data
+seq 1 "$NTRAIN" | xargs -P 16 -I{} sh -c "OMP_NUM_THREADS=1 $IFSS phantom /tmp/data/train/s{} --seed {} --shape $SHAPE >/dev/null 2>&1"
+for s in 500 501; do $IFSS phantom /tmp/data/val/s$s --seed $s --shape $SHAPE > /dev/null 2>&1; done
+ls /tmp/data/train | wc -l >> "$LOG"
+
+step "training for $TRAIN_MIN min from $FROM (batch $BATCH, runs of $RUN_LENGTH)"
+timeout $(( TRAIN_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode full --from "$FROM" --out "$OUT/ifssnet-gpu.pt" \
+    --device "$DEVICE" --batch "$BATCH" --run-length "$RUN_LENGTH" --epochs 4 --steps 1000 --lr 1e-4 --lr-final 1e-5 \
+    --bce-weight 1 --mask-jitter 0.5 --strides 1,3 --seed 20 --checkpoint-every 50 --time-limit "$TRAIN_MIN" \
+    --log "$OUT/train.jsonl" >> "$LOG" 2>&1
+echo "train exit $?" >> "$LOG"
+
+step "validation: shipped and new weights, 3-seeds"
+for tag in shipped gpu; do
+    model=$FROM; [ $tag = gpu ] && model="$OUT/ifssnet-gpu.pt"
+    [ -f "$model" ] || continue
+    timeout 240 $IFSS compare-set /tmp/data/val/s500 /tmp/data/val/s501 --methods ifssnet --model "$model" \
+        --device "$DEVICE" --protocol 3-seeds "${VAL_EXTRA[@]}" --csv "$OUT/val-$tag.csv" >> "$LOG" 2>&1
+    echo "compare-set $tag exit $?" >> "$LOG"
+done
+step "done"
+tail -n 40 "$LOG"
