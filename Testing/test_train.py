@@ -187,9 +187,12 @@ def test_torchrun_trains_on_two_processes_and_records_the_command(tmp_path):
     args = ["case0", "case1", "--out", "ddp.pt", "--size", "32", "--epochs", "1", "--steps", "2",
             "--width-mult", "0.25", "--run-length", "8"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                        "-m", "ifssnet.train", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                       timeout=300)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "ifssnet.train", *args]
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0 and "SIGABRT" in r.stderr:
+        # One more try only for an abort from C++ (see _ddp_worker): a fault of ours fails both.
+        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("wrote ddp.pt") == 1                 # rank 0 writes and reports; rank 1 does not
     _, _, meta = load_checkpoint(tmp_path / "ddp.pt")
