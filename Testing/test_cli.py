@@ -405,3 +405,22 @@ def test_a_real_sigint_exits_130_and_leaves_no_output(tmp_path):
     assert res.returncode == 130, res.stderr
     assert "Interrupted (Ctrl-C)" in _error_line(res.stderr)
     assert not (tmp_path / "out.seg.nrrd").exists() and not _leftovers(tmp_path)
+
+
+def test_progress_bars_follow_tqdms_environment_switch():
+    """TQDM_DISABLE=1 (batch jobs, logs) silences the bars; without it they are drawn; disable=True always wins.
+
+    tqdm reads its environment when it is imported, hence a fresh interpreter per case."""
+    code = ("import sys; from ifssnet.progress import TqdmProgress; b = TqdmProgress(disable=sys.argv[1] == '1'); "
+            "b('propagating', 3, 10); b.close()")
+
+    def drawn(disable: str, env_value):
+        env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+        if env_value is not None:
+            env["TQDM_DISABLE"] = env_value
+        r = subprocess.run([sys.executable, "-c", code, disable], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return "propagating" in r.stderr
+
+    assert drawn("0", None) and not drawn("1", None)
+    assert not drawn("0", "1")

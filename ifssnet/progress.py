@@ -78,7 +78,9 @@ class TqdmProgress:
         if stage != self._stage:
             self.close()
             self._stage = stage
-            self._bar = tqdm(total=total, desc=stage, unit="it", leave=False, disable=self._disable)
+            # disable is passed only when set, so that tqdm's own TQDM_DISABLE=1 (logs, batch jobs) applies.
+            extra = {"disable": True} if self._disable else {}
+            self._bar = tqdm(total=total, desc=stage, unit="it", leave=False, **extra)
         if self._bar is not None:
             self._bar.total = total
             self._bar.n = done
