@@ -217,6 +217,13 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
     return total
 
 
+def _is_distributed() -> bool:
+    """Whether a process group of more than one rank is running (torchrun, or a test's own group)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def _average_gradients(optimizer) -> None:
     """Data parallelism over cases: average every gradient (the network's and alpha/beta's) across ranks.
 
@@ -225,7 +232,7 @@ def _average_gradients(optimizer) -> None:
     """
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _is_distributed():
         return
     world = dist.get_world_size()
     for g in optimizer.param_groups:
@@ -239,7 +246,7 @@ def _broadcast_parameters(modules) -> None:
     """Start every rank from rank 0's weights."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _is_distributed():
         return
     for m in modules:
         for t in list(m.parameters()) + list(m.buffers()):
@@ -257,14 +264,15 @@ def _past_time_limit(started: float, limit_s: Optional[float]) -> bool:
     """Whether ``limit_s`` seconds have passed since ``started``; rank 0 decides for every rank."""
     if limit_s is None:
         return False
+    over = time.perf_counter() - started >= limit_s
+    if not _is_distributed():
+        return over
     import torch
-
-    over = torch.tensor([float(time.perf_counter() - started >= limit_s)])
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.broadcast(over, 0)
-    return bool(over.item())
+    flag = torch.tensor([float(over)])
+    dist.broadcast(flag, 0)
+    return bool(flag.item())
 
 
 def _draw_run(cases, pool: int, rng, cfg: TrainConfig, window: int):
