@@ -340,3 +340,26 @@ def test_first_only_jitter_deforms_the_annotation_and_never_a_prediction():
     assert not torch.equal(model.calls[0][1][:, 0], msk[:, 0:3])          # the annotation, deformed
     for before, after in zip(model.calls, model.calls[1:]):
         assert torch.equal(after[1][:, 0], torch.softmax(before[3], dim=1)[:, 1])
+
+
+def test_feedback_grad_trains_a_window_through_the_mask_it_feeds_forward():
+    """``--feedback-grad``: the mask a window feeds to the next keeps its gradient, so the loss reaches back
+    through it (PG-Net's chains); by default it is detached. The forward pass is the same either way."""
+    from ifssnet.loss import ParametricTversky
+    from ifssnet.model import IFSSNet
+    from ifssnet.train import windows_loss
+
+    torch.manual_seed(0)
+    net = IFSSNet(IFSSNetConfig(**TINY)).eval()                  # eval: no dropout, the two passes compare
+    img, msk, kn = _numbered_run(8)
+    out = {}
+    for grad in (False, True):
+        first = msk[:, 0:3].clone().requires_grad_(True)         # stands for the previous part's prediction
+        loss, _, nxt = windows_loss(net, ParametricTversky(), img, msk, kn, "full", 30, first_prev=first,
+                                    feedback_grad=grad)
+        out[grad] = (float(loss), nxt)
+        if grad:
+            (g,) = torch.autograd.grad(nxt.sum(), first)          # the last input depends on the first
+            assert g.abs().sum() > 0
+    assert out[True][0] == pytest.approx(out[False][0], abs=1e-6)
+    assert out[True][1].requires_grad and not out[False][1].requires_grad

@@ -67,6 +67,7 @@ class TrainConfig:
     jitter_first_only: bool = False    # deform only the run's first mask input (the annotation), as stage 3 did
     strides: List[int] = field(default_factory=lambda: [1])   # window strides, one drawn per step (1 = paper)
     batch: int = 1                     # runs per step (one stride for all); more keep a GPU busy
+    feedback_grad: bool = False        # backpropagate through the mask fed from window to window (windows_loss)
 
     def validate(self) -> None:
         if self.mode not in ("full", "fewshot"):
@@ -98,7 +99,8 @@ class StepLog:
 
 
 def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: int, state=None,
-                 first_prev=None, jitter: float = 0.0, stride: int = 1, jitter_first_only: bool = False):
+                 first_prev=None, jitter: float = 0.0, stride: int = 1, jitter_first_only: bool = False,
+                 feedback_grad: bool = False):
     """Slide windows over one run and return (loss, state, the next window's mask input).
 
     ``image``, ``mask``: torch (B, L, S, S) float; ``known``: torch bool (B, L). Windows start at slices
@@ -109,6 +111,10 @@ def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: in
     ``stride``: slices between windows (1..w, checked by :func:`train`), as propagation's presets; the
     ConvLSTM carries the state of slice ``stride - 1`` of each window. ``jitter_first_only``: deform only
     the run's first mask input (the annotation; ``first_prev`` is None), not the network's own predictions.
+    ``feedback_grad``: the next window's mask input keeps its gradient, so a window's loss also trains the
+    windows before it through the mask they fed forward (within this part of the run), as PG-Net's chains
+    are trained; by default the mask input is detached and only the ConvLSTM state carries gradient. A
+    network trained with detached feedback is never taught what its own errors do to the next window.
     """
     import torch
 
@@ -138,13 +144,13 @@ def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: in
                 target[:, :overlap][unk] = pseudo[unk]
                 weight[:, :overlap][unk] = 1.0
         losses.append(loss_fn(prob, target, weight[:, :, None, None].expand_as(prob), from_logits=False))
-        pred = prob.detach()
+        pred = prob if feedback_grad else prob.detach()
         # Next mask input: this prediction, re-anchored on annotated slices (and the truth every N windows).
         nxt = pred.clone()
         anchor = kn if mode == "fewshot" else (kn if (t % refeed_every == 0) else torch.zeros_like(kn))
         nxt[anchor] = mask[:, t:t + w][anchor]
         prev = nxt
-        prev_pred = pred
+        prev_pred = pred.detach()
     if not losses:
         raise InputError("A training run is shorter than two windows.", "Use a longer --run-length.")
     return torch.stack(losses).mean(), state, prev
@@ -205,7 +211,8 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
         loss, state, prev = windows_loss(model, loss_fn, run_image[:, a:b], run_mask[:, a:b], run_known[:, a:b],
                                          cfg.mode, cfg.refeed_every, state, first_prev=prev,
                                          jitter=cfg.mask_jitter, stride=stride,
-                                         jitter_first_only=cfg.jitter_first_only)
+                                         jitter_first_only=cfg.jitter_first_only,
+                                         feedback_grad=cfg.feedback_grad)
         loss.backward()
         _average_gradients(optimizer)
         if cfg.grad_clip:
@@ -465,6 +472,9 @@ def add_train_arguments(p) -> None:
                         "1,3 also trains the fast preset's step of w = 3 slices)")
     p.add_argument("--batch", type=int, default=1,
                    help="runs per step (default 1, the prototype's); on a GPU 8-16 keep it busy")
+    p.add_argument("--feedback-grad", action="store_true",
+                   help="backpropagate through the mask each window feeds to the next (default: detached, "
+                        "only the ConvLSTM state carries gradient)")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop after this many minutes of training and write the checkpoint and the model there "
@@ -508,7 +518,8 @@ def _train_ranked(args, rank: int, world: int) -> int:
                       lr=args.lr, lr_final=args.lr_final if args.lr_final is not None else args.lr / 10,
                       seed=args.seed, checkpoint_every=args.checkpoint_every,
                       mask_jitter=args.mask_jitter, bce_weight=args.bce_weight, curriculum=not args.no_curriculum,
-                      strides=strides, jitter_first_only=args.jitter_first_only, batch=args.batch)
+                      strides=strides, jitter_first_only=args.jitter_first_only, batch=args.batch,
+                      feedback_grad=args.feedback_grad)
     logf = open(args.log, "a") if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:
