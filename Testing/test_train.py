@@ -363,3 +363,21 @@ def test_feedback_grad_trains_a_window_through_the_mask_it_feeds_forward():
             assert g.abs().sum() > 0
     assert out[True][0] == pytest.approx(out[False][0], abs=1e-6)
     assert out[True][1].requires_grad and not out[False][1].requires_grad
+
+
+def test_shift_only_jitter_keeps_the_area_and_moves_the_mask():
+    """``--jitter-radius 0``: the mask input is shifted, never dilated or eroded, so its area is kept (a
+    network cannot lower the loss by learning to grow or shrink every mask, only by reading the image)."""
+    from ifssnet.train import jitter_mask
+
+    m = torch.zeros(2, 3, 32, 32)
+    m[:, :, 10:20, 8:22] = 1
+    torch.manual_seed(0)
+    moved = 0
+    for _ in range(20):
+        out = jitter_mask(m, max_shift=6, max_radius=0)
+        assert torch.equal(out.sum(dim=(-2, -1)), m.sum(dim=(-2, -1)))
+        moved += not torch.equal(out, m)
+    assert moved >= 15
+    grown = [float(jitter_mask(m, 0, 3).sum()) for _ in range(20)]           # the default deforms the area
+    assert any(g != float(m.sum()) for g in grown)

@@ -8,10 +8,15 @@ the next mask input). Prints the reference area and the predicted area (pixels o
 3rd slice of the first runs, then the mean predicted area per slice past the muscle's end ("leak") and the
 Dice before it. A network that copies its mask input keeps its area constant while the muscle shrinks to
 nothing; one that reads the image follows the reference area down to 0.
+
+``--image-probe`` runs the same runs again with the image replaced (its first slice repeated along the run,
+the run reversed, all zeros) and prints the same two numbers: a network that reads the image does worse on
+a wrong image; one that only carries its mask forward scores the same.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -48,6 +53,14 @@ def run_model(model, runs, show: int = 4):
     return float(np.mean(leak)) if leak else float("nan"), float(np.mean(dice)), lines
 
 
+#: Wrong images for ``--image-probe``: (L, S, S) -> (L, S, S).
+PROBES = {
+    "the first slice's image repeated": lambda im: np.repeat(im[:1], len(im), 0),
+    "the run's image reversed": lambda im: im[::-1].copy(),
+    "a zero image": np.zeros_like,
+}
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -60,6 +73,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--length", type=int, default=40)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--image-probe", action="store_true",
+                   help="also score each model on the same runs with a wrong image (does it read the image?)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     size = load_checkpoint(a.models[0])[1].size
@@ -76,6 +91,10 @@ def main(argv=None) -> int:
         print(f"{path}: leak past the end {leak:.0f} px/slice, Dice before the end {dice:.3f}")
         for line in lines:
             print("   reference/predicted area every 3rd slice:", line)
+        if a.image_probe:
+            for name, wrong in PROBES.items():
+                leak, dice, _ = run_model(model, [dataclasses.replace(r, image=wrong(r.image)) for r in runs], show=0)
+                print(f"   with {name}: leak {leak:.0f} px/slice, Dice before the end {dice:.3f}")
     return 0
 
 

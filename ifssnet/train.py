@@ -65,6 +65,8 @@ class TrainConfig:
     bce_weight: float = 0.0            # + this x voxel-wise cross-entropy (0 = the paper's loss; see loss.py)
     mask_jitter: float = 0.0           # probability per window that the mask input is deformed (jitter_mask)
     jitter_first_only: bool = False    # deform only the run's first mask input (the annotation), as stage 3 did
+    jitter_shift: int = 3              # jitter_mask: largest in-plane shift, pixels of the working grid
+    jitter_radius: int = 3             # jitter_mask: largest dilation/erosion radius, pixels (0: shift only)
     strides: List[int] = field(default_factory=lambda: [1])   # window strides, one drawn per step (1 = paper)
     batch: int = 1                     # runs per step (one stride for all); more keep a GPU busy
     feedback_grad: bool = False        # backpropagate through the mask fed from window to window (windows_loss)
@@ -100,7 +102,7 @@ class StepLog:
 
 def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: int, state=None,
                  first_prev=None, jitter: float = 0.0, stride: int = 1, jitter_first_only: bool = False,
-                 feedback_grad: bool = False):
+                 feedback_grad: bool = False, jitter_shift: int = 3, jitter_radius: int = 3):
     """Slide windows over one run and return (loss, state, the next window's mask input).
 
     ``image``, ``mask``: torch (B, L, S, S) float; ``known``: torch bool (B, L). Windows start at slices
@@ -111,6 +113,7 @@ def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: in
     ``stride``: slices between windows (1..w, checked by :func:`train`), as propagation's presets; the
     ConvLSTM carries the state of slice ``stride - 1`` of each window. ``jitter_first_only``: deform only
     the run's first mask input (the annotation; ``first_prev`` is None), not the network's own predictions.
+    ``jitter_shift``, ``jitter_radius``: :func:`jitter_mask`'s bounds.
     ``feedback_grad``: the next window's mask input keeps its gradient, so a window's loss also trains the
     windows before it through the mask they fed forward (within this part of the run), as PG-Net's chains
     are trained; by default the mask input is detached and only the ConvLSTM state carries gradient. A
@@ -129,7 +132,7 @@ def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: in
         img = image[:, t:t + w][:, None]
         may_jitter = not jitter_first_only or (run_start and t == stride)
         if jitter and may_jitter and bool(torch.rand(()) < jitter):
-            prev = jitter_mask(prev)
+            prev = jitter_mask(prev, jitter_shift, jitter_radius)
         logits, state = model(img, prev[:, None], state, carry_index=stride - 1)
         prob = torch.softmax(logits, dim=1)[:, 1]                     # (B, w, S, S)
         kn = known[:, t:t + w]                                        # (B, w)
@@ -158,8 +161,11 @@ def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: in
 
 def jitter_mask(mask, max_shift: int = 3, max_radius: int = 3):
     """Deform a mask input (B, w, S, S) in [0, 1]: one random in-plane shift (up to ``max_shift``
-    pixels) and one dilation or erosion (square, radius 1..``max_radius`` pixels), the same for the
-    w slices. Uses torch's RNG, so a seeded step deforms the same way.
+    pixels) and one dilation or erosion (square, radius 1..``max_radius`` pixels; none when
+    ``max_radius`` is 0), the same for the w slices. Uses torch's RNG, so a seeded step deforms the same
+    way. Shift only (``max_radius=0``) keeps the mask's area, so the network cannot lower the loss by
+    learning to grow or shrink every mask (what dilation and erosion taught it, measured in the model
+    card); only by finding the muscle in the image.
 
     Deformed mask inputs teach the network to pull a wrong mask back onto the muscle's borders
     instead of copying it (MaskTrack, Perazzi et al. 2017). Without them the network learned to copy
@@ -172,6 +178,8 @@ def jitter_mask(mask, max_shift: int = 3, max_radius: int = 3):
 
     dy, dx = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,)))
     out = torch.roll(mask, (dy, dx), dims=(-2, -1))
+    if max_radius <= 0:
+        return out
     r = int(torch.randint(1, max_radius + 1, (1,)))
     B, w, S, T = out.shape
     flat = out.reshape(B * w, 1, S, T)
@@ -212,7 +220,8 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
                                          cfg.mode, cfg.refeed_every, state, first_prev=prev,
                                          jitter=cfg.mask_jitter, stride=stride,
                                          jitter_first_only=cfg.jitter_first_only,
-                                         feedback_grad=cfg.feedback_grad)
+                                         feedback_grad=cfg.feedback_grad, jitter_shift=cfg.jitter_shift,
+                                         jitter_radius=cfg.jitter_radius)
         loss.backward()
         _average_gradients(optimizer)
         if cfg.grad_clip:
@@ -472,6 +481,10 @@ def add_train_arguments(p) -> None:
                         "1,3 also trains the fast preset's step of w = 3 slices)")
     p.add_argument("--batch", type=int, default=1,
                    help="runs per step (default 1, the prototype's); on a GPU 8-16 keep it busy")
+    p.add_argument("--jitter-shift", type=int, default=3,
+                   help="--mask-jitter: largest in-plane shift in pixels of the working grid (default 3)")
+    p.add_argument("--jitter-radius", type=int, default=3,
+                   help="--mask-jitter: largest dilation/erosion radius in pixels; 0 shifts only (default 3)")
     p.add_argument("--feedback-grad", action="store_true",
                    help="backpropagate through the mask each window feeds to the next (default: detached, "
                         "only the ConvLSTM state carries gradient)")
@@ -519,7 +532,8 @@ def _train_ranked(args, rank: int, world: int) -> int:
                       seed=args.seed, checkpoint_every=args.checkpoint_every,
                       mask_jitter=args.mask_jitter, bce_weight=args.bce_weight, curriculum=not args.no_curriculum,
                       strides=strides, jitter_first_only=args.jitter_first_only, batch=args.batch,
-                      feedback_grad=args.feedback_grad)
+                      feedback_grad=args.feedback_grad, jitter_shift=args.jitter_shift,
+                      jitter_radius=args.jitter_radius)
     logf = open(args.log, "a") if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:

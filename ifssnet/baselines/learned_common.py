@@ -304,7 +304,8 @@ def train_cli(args) -> int:
                          "Drop --mode, or train IFSS-Net (--arch ifssnet) in few-shot mode.")
     ifss_only = {"--mask-jitter": args.mask_jitter != 0, "--jitter-first-only": args.jitter_first_only,
                  "--strides": str(args.strides).strip() != "1", "--batch": args.batch != 1,
-                 "--time-limit": args.time_limit is not None, "--feedback-grad": args.feedback_grad}
+                 "--time-limit": args.time_limit is not None, "--feedback-grad": args.feedback_grad,
+                 "--jitter-shift": args.jitter_shift != 3, "--jitter-radius": args.jitter_radius != 3}
     given = [k for k, v in ifss_only.items() if v]
     if given:
         raise InputError(f"{', '.join(given)}: implemented for IFSS-Net only, not {_LABEL[arch]}.",
