@@ -12,7 +12,8 @@
 # Settings (environment): OUT (default runs/gpu), DEVICE (cuda), TRAIN_MIN (minutes of training, 4),
 # BATCH (runs per step, 8), RUN_LENGTH (slices per run, 100), FROM (the model to fine-tune, the shipped one).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
-# ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv.
+# ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
+# the image probe of the new weights (mask_copy_diagnostic.py --image-probe) is in session.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -92,5 +93,12 @@ for tag in shipped gpu; do
         --device "$DEVICE" --protocol 3-seeds "${VAL_EXTRA[@]}" --csv "$OUT/val-$tag.csv" >> "$LOG" 2>&1
     echo "compare-set $tag exit $?" >> "$LOG"
 done
+# Does the new network read the image? (the shipped one does not: model card, session 6). CPU, 4 runs.
+if [ -f "$OUT/ifssnet-gpu.pt" ]; then
+    step "image probe of the new weights"
+    timeout 150 $PY benchmarks/mask_copy_diagnostic.py "$OUT/ifssnet-gpu.pt" --cases /tmp/data/val/s500 \
+        /tmp/data/val/s501 --runs 4 --image-probe >> "$LOG" 2>&1
+    echo "probe exit $?" >> "$LOG"
+fi
 step "done"
 tail -n 40 "$LOG"
