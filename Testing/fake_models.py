@@ -2,7 +2,8 @@
 
 ``CopyModel`` predicts, for every slice of the window, the mask it was given (so a painted mask is
 carried unchanged through the sweep); ``EmptyModel`` predicts background everywhere;
-``UnsureModel`` predicts 0.5 near the given mask's boundary.
+``UnsureModel`` predicts 0.5 near the given mask's boundary; ``BrightModel`` predicts foreground where the
+image is brighter than 1.5 (it reads the image and ignores the mask).
 """
 from types import SimpleNamespace
 
@@ -37,3 +38,8 @@ class UnsureModel(_Base):
     def prob(self, image, prev):
         last = (prev[:, :, -1:] > 0.5).float().expand_as(prev)
         return 0.15 + 0.7 * last * 0.5 + 0.35 * last
+
+
+class BrightModel(_Base):
+    def prob(self, image, prev):
+        return (image > 1.5).float()

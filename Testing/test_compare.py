@@ -183,14 +183,9 @@ def test_method_options_are_checked_and_parsed():
 
 
 def _results_table():
-    import importlib.util
-    from pathlib import Path
+    from benchmark_scripts import load_benchmark
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results_table.py"
-    spec = importlib.util.spec_from_file_location("results_table", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("results_table")
 
 
 def test_results_table_merges_renames_and_times_per_volume(tmp_path):
