@@ -295,7 +295,7 @@ def test_strided_windows_feed_the_prediction_stride_slices_back(stride):
 
     model = _Recorder()
     img, msk, kn = _numbered_run(12)
-    windows_loss(model, ParametricTversky(), img, msk, kn, "full", 30, stride=stride)
+    windows_loss(model, ParametricTversky(), img, msk, kn, TrainConfig(), stride=stride)
     starts = [int(c[0][0, 0, 0, 0, 0]) for c in model.calls]
     assert starts == list(range(stride, 10, stride))
     assert {c[2] for c in model.calls} == {stride - 1}
@@ -355,8 +355,8 @@ def test_feedback_grad_trains_a_window_through_the_mask_it_feeds_forward():
     out = {}
     for grad in (False, True):
         first = msk[:, 0:3].clone().requires_grad_(True)         # stands for the previous part's prediction
-        loss, _, nxt = windows_loss(net, ParametricTversky(), img, msk, kn, "full", 30, first_prev=first,
-                                    feedback_grad=grad)
+        loss, _, nxt = windows_loss(net, ParametricTversky(), img, msk, kn, TrainConfig(feedback_grad=grad),
+                                    first_prev=first)
         out[grad] = (float(loss), nxt)
         if grad:
             (g,) = torch.autograd.grad(nxt.sum(), first)          # the last input depends on the first

@@ -100,21 +100,21 @@ class StepLog:
 # --------------------------------------------------------------------------------------------------
 
 
-def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: int, state=None,
-                 first_prev=None, jitter: float = 0.0, stride: int = 1, jitter_first_only: bool = False,
-                 feedback_grad: bool = False, jitter_shift: int = 3, jitter_radius: int = 3):
+def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=None, first_prev=None,
+                 stride: int = 1):
     """Slide windows over one run and return (loss, state, the next window's mask input).
 
     ``image``, ``mask``: torch (B, L, S, S) float; ``known``: torch bool (B, L). Windows start at slices
     ``stride, 2 stride, ...``; the first covers slices stride..stride+w-1 and its mask input is
     ``first_prev`` or the annotation of slices 0..w-1 (the window ``stride`` slices back).
     Returns the mean over windows of (1 - TI), so ``loss.backward()`` is eq. (4) without the L2 term.
-    ``jitter``: probability, per window, that the mask input is deformed by :func:`jitter_mask`.
+    From ``cfg``: ``mode`` and ``refeed_every`` (the targets and re-anchoring), ``mask_jitter`` (probability,
+    per window, that the mask input is deformed by :func:`jitter_mask`, within ``jitter_shift`` and
+    ``jitter_radius``), ``jitter_first_only`` (deform only the run's first mask input, the annotation;
+    ``first_prev`` is None, not the network's own predictions) and ``feedback_grad``.
     ``stride``: slices between windows (1..w, checked by :func:`train`), as propagation's presets; the
-    ConvLSTM carries the state of slice ``stride - 1`` of each window. ``jitter_first_only``: deform only
-    the run's first mask input (the annotation; ``first_prev`` is None), not the network's own predictions.
-    ``jitter_shift``, ``jitter_radius``: :func:`jitter_mask`'s bounds.
-    ``feedback_grad``: the next window's mask input keeps its gradient, so a window's loss also trains the
+    ConvLSTM carries the state of slice ``stride - 1`` of each window.
+    ``cfg.feedback_grad``: the next window's mask input keeps its gradient, so a window's loss also trains the
     windows before it through the mask they fed forward (within this part of the run), as PG-Net's chains
     are trained; by default the mask input is detached and only the ConvLSTM state carries gradient. A
     network trained with detached feedback is never taught what its own errors do to the next window.
@@ -130,13 +130,13 @@ def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: in
     losses = []
     for t in range(stride, L - w + 1, stride):
         img = image[:, t:t + w][:, None]
-        may_jitter = not jitter_first_only or (run_start and t == stride)
-        if jitter and may_jitter and bool(torch.rand(()) < jitter):
-            prev = jitter_mask(prev, jitter_shift, jitter_radius)
+        may_jitter = not cfg.jitter_first_only or (run_start and t == stride)
+        if cfg.mask_jitter and may_jitter and bool(torch.rand(()) < cfg.mask_jitter):
+            prev = jitter_mask(prev, cfg.jitter_shift, cfg.jitter_radius)
         logits, state = model(img, prev[:, None], state, carry_index=stride - 1)
         prob = torch.softmax(logits, dim=1)[:, 1]                     # (B, w, S, S)
         kn = known[:, t:t + w]                                        # (B, w)
-        if mode == "full":
+        if cfg.mode == "full":
             target, weight = mask[:, t:t + w], torch.ones_like(kn, dtype=prob.dtype)
         else:
             target = mask[:, t:t + w].clone()
@@ -147,10 +147,10 @@ def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: in
                 target[:, :overlap][unk] = pseudo[unk]
                 weight[:, :overlap][unk] = 1.0
         losses.append(loss_fn(prob, target, weight[:, :, None, None].expand_as(prob), from_logits=False))
-        pred = prob if feedback_grad else prob.detach()
+        pred = prob if cfg.feedback_grad else prob.detach()
         # Next mask input: this prediction, re-anchored on annotated slices (and the truth every N windows).
         nxt = pred.clone()
-        anchor = kn if mode == "fewshot" else (kn if (t % refeed_every == 0) else torch.zeros_like(kn))
+        anchor = kn if cfg.mode == "fewshot" else (kn if (t % cfg.refeed_every == 0) else torch.zeros_like(kn))
         nxt[anchor] = mask[:, t:t + w][anchor]
         prev = nxt
         prev_pred = pred.detach()
@@ -159,7 +159,7 @@ def windows_loss(model, loss_fn, image, mask, known, mode: str, refeed_every: in
     return torch.stack(losses).mean(), state, prev
 
 
-def jitter_mask(mask, max_shift: int = 3, max_radius: int = 3):
+def jitter_mask(mask, max_shift: int = TrainConfig.jitter_shift, max_radius: int = TrainConfig.jitter_radius):
     """Deform a mask input (B, w, S, S) in [0, 1]: one random in-plane shift (up to ``max_shift``
     pixels) and one dilation or erosion (square, radius 1..``max_radius`` pixels; none when
     ``max_radius`` is 0), the same for the w slices. Uses torch's RNG, so a seeded step deforms the same
@@ -217,11 +217,7 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
     for a, b in segments:
         optimizer.zero_grad(set_to_none=True)
         loss, state, prev = windows_loss(model, loss_fn, run_image[:, a:b], run_mask[:, a:b], run_known[:, a:b],
-                                         cfg.mode, cfg.refeed_every, state, first_prev=prev,
-                                         jitter=cfg.mask_jitter, stride=stride,
-                                         jitter_first_only=cfg.jitter_first_only,
-                                         feedback_grad=cfg.feedback_grad, jitter_shift=cfg.jitter_shift,
-                                         jitter_radius=cfg.jitter_radius)
+                                         cfg, state, first_prev=prev, stride=stride)
         loss.backward()
         _average_gradients(optimizer)
         if cfg.grad_clip:
@@ -481,10 +477,10 @@ def add_train_arguments(p) -> None:
                         "1,3 also trains the fast preset's step of w = 3 slices)")
     p.add_argument("--batch", type=int, default=1,
                    help="runs per step (default 1, the prototype's); on a GPU 8-16 keep it busy")
-    p.add_argument("--jitter-shift", type=int, default=3,
-                   help="--mask-jitter: largest in-plane shift in pixels of the working grid (default 3)")
-    p.add_argument("--jitter-radius", type=int, default=3,
-                   help="--mask-jitter: largest dilation/erosion radius in pixels; 0 shifts only (default 3)")
+    p.add_argument("--jitter-shift", type=int, default=TrainConfig.jitter_shift,
+                   help="--mask-jitter: largest in-plane shift in pixels of the working grid (default %(default)s)")
+    p.add_argument("--jitter-radius", type=int, default=TrainConfig.jitter_radius,
+                   help="--mask-jitter: largest dilation/erosion radius in pixels; 0 shifts only (default %(default)s)")
     p.add_argument("--feedback-grad", action="store_true",
                    help="backpropagate through the mask each window feeds to the next (default: detached, "
                         "only the ConvLSTM state carries gradient)")

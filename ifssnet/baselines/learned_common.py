@@ -294,7 +294,7 @@ def train_cli(args) -> int:
     """The ``ifssnet train`` command for ``--arch pgnet`` or ``--arch unet3d`` (one process)."""
     from ..dataset import load_case
     from ..progress import TqdmProgress
-    from ..train import _case_paths
+    from ..train import TrainConfig, _case_paths
 
     arch = args.arch
     if arch not in ARCHS:
@@ -305,7 +305,8 @@ def train_cli(args) -> int:
     ifss_only = {"--mask-jitter": args.mask_jitter != 0, "--jitter-first-only": args.jitter_first_only,
                  "--strides": str(args.strides).strip() != "1", "--batch": args.batch != 1,
                  "--time-limit": args.time_limit is not None, "--feedback-grad": args.feedback_grad,
-                 "--jitter-shift": args.jitter_shift != 3, "--jitter-radius": args.jitter_radius != 3}
+                 "--jitter-shift": args.jitter_shift != TrainConfig.jitter_shift,
+                 "--jitter-radius": args.jitter_radius != TrainConfig.jitter_radius}
     given = [k for k, v in ifss_only.items() if v]
     if given:
         raise InputError(f"{', '.join(given)}: implemented for IFSS-Net only, not {_LABEL[arch]}.",
