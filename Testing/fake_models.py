@@ -3,7 +3,8 @@
 ``CopyModel`` predicts, for every slice of the window, the mask it was given (so a painted mask is
 carried unchanged through the sweep); ``EmptyModel`` predicts background everywhere;
 ``UnsureModel`` predicts 0.5 near the given mask's boundary; ``BrightModel`` predicts foreground where the
-image is brighter than 1.5 (it reads the image and ignores the mask).
+image is brighter than 1.5 (it reads the image and ignores the mask). ``BrightHeadModel`` is a
+``CopyModel`` whose image-only head (``--image-aux``) finds segment "A" where the image is brighter than 1.5.
 """
 from types import SimpleNamespace
 
@@ -43,3 +44,17 @@ class UnsureModel(_Base):
 class BrightModel(_Base):
     def prob(self, image, prev):
         return (image > 1.5).float()
+
+
+class BrightHeadModel(CopyModel):
+    """A copier with an image-only head for segment "A": logits (B, 1, w, S, S) = +-10 by image > 1.5."""
+
+    def __init__(self, size=32, window=3):
+        super().__init__(size, window)
+        self.config.image_head = ("A",)
+
+    def encode_image(self, image):
+        return image
+
+    def segment_logits(self, feats):
+        return (feats > 1.5).float() * 20.0 - 10.0

@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 from benchmark_scripts import load_benchmark
-from fake_models import BrightModel, CopyModel
+from fake_models import BrightHeadModel, BrightModel, CopyModel
 
 from ifssnet.dataset import Run
 
@@ -36,3 +36,15 @@ def test_image_probe_separates_a_copier_from_a_network_that_reads_the_image():
         else:
             assert leak > 0
             assert all(d == dice and lk == leak for lk, d, _ in wrong)   # the copier cannot tell
+
+
+def test_head_scores_read_the_image_only_head_and_skip_models_without_one():
+    diag = load_benchmark("mask_copy_diagnostic")
+    runs = _runs()
+    assert diag.head_scores(CopyModel(size=16), runs) is None
+    leak, dice = diag.head_scores(BrightHeadModel(size=16), runs)
+    assert dice == 1.0 and leak == 0
+    leak, dice = diag.head_scores(BrightHeadModel(size=16), [dataclasses.replace(r, image=r.image[::-1].copy())
+                                                            for r in runs])
+    assert dice < 0.7 and leak > 0                 # a reversed run: the head follows the wrong image
+    assert diag.head_scores(BrightHeadModel(size=16), [dataclasses.replace(runs[0], segment="B")]) is None

@@ -299,7 +299,7 @@ def test_cli_trains_both_and_the_comparison_runs_them(tmp_path):
     assert main(["train", str(tmp_path / "case0"), "--arch", "pgnet", "--mode", "fewshot",
                  "--out", str(tmp_path / "x.pt")] + common) == 2
     for extra in (["--batch", "4"], ["--strides", "1,3"], ["--time-limit", "5"], ["--mask-jitter", "0.5"],
-                  ["--feedback-grad"], ["--jitter-radius", "0"]):
+                  ["--feedback-grad"], ["--jitter-radius", "0"], ["--image-aux", "1"]):
         assert main(["train", str(tmp_path / "case0"), "--arch", "unet3d", "--out", str(tmp_path / "y.pt")]
                     + common + extra) == 2                        # IFSS-Net's options are refused, not ignored
     assert not (tmp_path / "y.pt").exists()

@@ -100,8 +100,9 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-@pytest.mark.parametrize("extra", [{}, {"mask_jitter": 1.0, "bce_weight": 1.0}, {"strides": [1, 3]}],
-                         ids=["paper-loss", "jitter-bce", "strides-1-3"])
+@pytest.mark.parametrize("extra", [{}, {"mask_jitter": 1.0, "bce_weight": 1.0}, {"strides": [1, 3]},
+                                   {"image_aux": 1.0}],
+                         ids=["paper-loss", "jitter-bce", "strides-1-3", "image-aux"])
 def test_resume_after_a_kill_continues_exactly(tmp_path, one_thread, extra):
     _train(tmp_path / "full.pt", 4, **extra)
     token = CancelToken()
@@ -206,9 +207,9 @@ def test_batch_trains_several_runs_per_step_and_the_first_is_batch_1s(tmp_path, 
     seen = []
     real = tr.train_step
 
-    def spy(model, loss_fn, opt, img, msk, kn, cfg, stride=1):
+    def spy(model, loss_fn, opt, img, msk, kn, cfg, stride=1, segments=None):
         seen.append((img.clone(), msk.clone(), kn.clone()))
-        return real(model, loss_fn, opt, img, msk, kn, cfg, stride=stride)
+        return real(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segments)
 
     monkeypatch.setattr(tr, "train_step", spy)
     _train(tmp_path / "b1.pt", 1)
@@ -271,9 +272,13 @@ class _Recorder(torch.nn.Module):
         self.config = self.net.config
         self.calls = []
 
-    def forward(self, img, prev, state=None, carry_index=0):
-        logits, state = self.net(img, prev, state, carry_index=carry_index)
-        self.calls.append((img.detach().clone(), prev.detach().clone(), carry_index, logits.detach()))
+    def encode_image(self, img):
+        self._img = img.detach().clone()
+        return self.net.encode_image(img)
+
+    def forward_from_features(self, feats, prev, state=None, carry_index=0):
+        logits, state = self.net.forward_from_features(feats, prev, state, carry_index=carry_index)
+        self.calls.append((self._img, prev.detach().clone(), carry_index, logits.detach()))
         return logits, state
 
 
@@ -381,3 +386,43 @@ def test_shift_only_jitter_keeps_the_area_and_moves_the_mask():
     assert moved >= 15
     grown = [float(jitter_mask(m, 0, 3).sum()) for _ in range(20)]           # the default deforms the area
     assert any(g != float(m.sum()) for g in grown)
+
+
+def test_image_head_is_added_keeping_every_other_weight_and_learns_from_the_image():
+    """``--image-aux``: a network without the image-only head gets one for the cases' segments, its other
+    weights unchanged; the head's loss reaches the shared encoder; with weight 0 the loss is the paper's."""
+    from ifssnet.loss import ParametricTversky
+    from ifssnet.model import IFSSNet
+    from ifssnet.train import windows_loss, with_image_head
+
+    torch.manual_seed(0)
+    base = IFSSNet(IFSSNetConfig(**TINY))
+    assert base.image_head is None
+    net = with_image_head(base, ["GM", "SOL"], seed=1).eval()
+    assert net.config.image_head == ("GM", "SOL")
+    for k, v in base.state_dict().items():
+        assert torch.equal(net.state_dict()[k], v)
+    assert with_image_head(net, ["SOL"]) is net
+    with pytest.raises(InputError, match="image-only head"):
+        with_image_head(net, ["GL"])
+
+    img, msk, kn = _numbered_run(8)
+    segs = torch.tensor([1])
+    plain, _, _ = windows_loss(net, ParametricTversky(), img, msk, kn, TrainConfig())
+    with_aux, _, _ = windows_loss(net, ParametricTversky(), img, msk, kn, TrainConfig(image_aux=2.0), segments=segs)
+    assert float(with_aux) > float(plain)
+    net.zero_grad()
+    (with_aux - plain).backward()
+    assert net.image_head.proj[0].weight.grad.abs().sum() > 0
+    assert net.encoder.layers[0].conv.parameters().__next__().grad.abs().sum() > 0
+    with pytest.raises(InputError, match="segment"):
+        windows_loss(net, ParametricTversky(), img, msk, kn, TrainConfig(image_aux=1.0))
+
+
+def test_image_aux_training_ships_the_head_in_the_checkpoint(tmp_path):
+    out = _train(tmp_path / "m.pt", 2, image_aux=1.0)
+    model, config, meta = load_checkpoint(out)
+    assert config.image_head == ("A",) and model.image_head is not None
+    assert meta["training"]["config"]["image_aux"] == 1.0
+    with pytest.raises(InputError, match="image-aux"):
+        TrainConfig(image_aux=-1.0).validate()

@@ -12,6 +12,10 @@ nothing; one that reads the image follows the reference area down to 0.
 ``--image-probe`` runs the same runs again with the image replaced (its first slice repeated along the run,
 the run reversed, all zeros) and prints the same two numbers: a network that reads the image does worse on
 a wrong image; one that only carries its mask forward scores the same.
+
+A model trained with ``--image-aux`` has an image-only head: its Dice and leak on the same runs are printed
+as well, so a run shows whether the shared encoder finds the muscle in the image at all (the head) and
+whether the mask path uses it (the probe).
 """
 from __future__ import annotations
 
@@ -53,6 +57,36 @@ def run_model(model, runs, show: int = 4):
     return float(np.mean(leak)) if leak else float("nan"), float(np.mean(dice)), lines
 
 
+def head_scores(model, runs):
+    """(leak px/slice past the end, Dice before it) of the image-only head on ``runs``, windows of w slices
+    side by side from slice 3 on; None if the model has no head for the runs' segments."""
+    import torch
+
+    names = tuple(getattr(model.config, "image_head", ()) or ())
+    if not runs or any(r.segment not in names for r in runs):
+        return None
+    w = model.config.window
+    leak, dice = [], []
+    with torch.inference_mode():
+        for r in runs:
+            L = r.image.shape[0]
+            n = (L - 3) // w
+            img = torch.from_numpy(r.image[3:3 + n * w]).reshape(n, 1, w, *r.image.shape[1:])
+            logits = model.segment_logits(model.encode_image(img))[:, names.index(r.segment)]
+            pred = np.zeros(r.mask.shape, bool)
+            pred[3:3 + n * w] = (logits > 0).reshape(n * w, *r.image.shape[1:]).numpy()
+            ref = r.mask > 0
+            empty = ~ref.reshape(L, -1).any(1)
+            empty[:3] = False
+            inside = ~empty
+            inside[:3] = False
+            if empty.any():
+                leak.append(float(pred[empty].reshape(int(empty.sum()), -1).sum(1).mean()))
+            a, b = pred[inside], ref[inside]
+            dice.append(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+    return (float(np.mean(leak)) if leak else float("nan")), float(np.mean(dice))
+
+
 #: Wrong images for ``--image-probe``: (L, S, S) -> (L, S, S).
 PROBES = {
     "the first slice's image repeated": lambda im: np.repeat(im[:1], len(im), 0),
@@ -91,6 +125,9 @@ def main(argv=None) -> int:
         print(f"{path}: leak past the end {leak:.0f} px/slice, Dice before the end {dice:.3f}")
         for line in lines:
             print("   reference/predicted area every 3rd slice:", line)
+        head = head_scores(model, runs)
+        if head is not None:
+            print(f"   image-only head: leak {head[0]:.0f} px/slice, Dice before the end {head[1]:.3f}")
         if a.image_probe:
             for name, wrong in PROBES.items():
                 leak, dice, _ = run_model(model, [dataclasses.replace(r, image=wrong(r.image)) for r in runs], show=0)

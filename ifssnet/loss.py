@@ -40,6 +40,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -153,3 +154,26 @@ def l2_penalty(model: nn.Module, weight: float = 1e-5) -> torch.Tensor:
     if not params:
         return torch.zeros(())
     return weight * sum(p.pow(2).sum() for p in params)
+
+
+def soft_dice_loss(prob, target, weight=None, dims=None, eps: float = 1.0):
+    """1 - soft Dice, averaged over what ``dims`` leaves (default: per sample, axis 0).
+
+    ``prob``, ``target``: same shape, values in [0, 1]; ``weight``: broadcastable 0/1 (unknown
+    voxels out). ``eps`` smooths an empty target (then the loss pushes the prediction to empty).
+    """
+    if weight is not None:
+        prob, target = prob * weight, target * weight
+    if dims is None:
+        dims = tuple(range(1, prob.ndim))
+    inter = (prob * target).sum(dims)
+    den = prob.sum(dims) + target.sum(dims)
+    return (1.0 - (2.0 * inter + eps) / (den + eps)).mean()
+
+
+def weighted_bce_with_logits(logits, target, weight):
+    """Binary cross-entropy averaged over the voxels with weight. ``logits``, ``target``: same shape;
+    ``weight``: 0/1, broadcastable to them (unknown voxels out)."""
+    w = weight.expand_as(logits)
+    return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), weight=w,
+                                              reduction="sum") / w.sum().clamp_min(1.0)

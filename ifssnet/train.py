@@ -70,6 +70,7 @@ class TrainConfig:
     strides: List[int] = field(default_factory=lambda: [1])   # window strides, one drawn per step (1 = paper)
     batch: int = 1                     # runs per step (one stride for all); more keep a GPU busy
     feedback_grad: bool = False        # backpropagate through the mask fed from window to window (windows_loss)
+    image_aux: float = 0.0             # + this x the image-only head's loss (BCE + soft Dice; 0 = none)
 
     def validate(self) -> None:
         if self.mode not in ("full", "fewshot"):
@@ -78,6 +79,8 @@ class TrainConfig:
             raise InputError("Epochs and steps per epoch must be at least 1.", "Check --epochs and --steps.")
         if self.batch < 1:
             raise InputError(f"--batch must be at least 1, not {self.batch}.", "Give the number of runs per step.")
+        if self.image_aux < 0:
+            raise InputError(f"--image-aux must be at least 0, not {self.image_aux}.", "Give a loss weight, e.g. 1.")
         if not self.strides or any(int(v) < 1 for v in self.strides):
             raise InputError(f"Window strides must be whole numbers of at least 1, not {self.strides}.",
                              "Give --strides as e.g. 1 or 1,3.")
@@ -101,7 +104,7 @@ class StepLog:
 
 
 def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=None, first_prev=None,
-                 stride: int = 1):
+                 stride: int = 1, segments=None):
     """Slide windows over one run and return (loss, state, the next window's mask input).
 
     ``image``, ``mask``: torch (B, L, S, S) float; ``known``: torch bool (B, L). Windows start at slices
@@ -118,6 +121,8 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     windows before it through the mask they fed forward (within this part of the run), as PG-Net's chains
     are trained; by default the mask input is detached and only the ConvLSTM state carries gradient. A
     network trained with detached feedback is never taught what its own errors do to the next window.
+    ``cfg.image_aux``: adds that weight x the image-only head's loss (:func:`image_head_loss`) on each
+    window; ``segments`` (torch long (B,)) are the runs' channels of that head.
     """
     import torch
 
@@ -127,15 +132,18 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     run_start = first_prev is None        # this part begins the run: its first mask input is the annotation
     prev = mask[:, 0:w] if run_start else first_prev
     prev_pred = None                      # previous window's prediction (B, w, S, S), detached
-    losses = []
+    losses, aux = [], []
     for t in range(stride, L - w + 1, stride):
         img = image[:, t:t + w][:, None]
         may_jitter = not cfg.jitter_first_only or (run_start and t == stride)
         if cfg.mask_jitter and may_jitter and bool(torch.rand(()) < cfg.mask_jitter):
             prev = jitter_mask(prev, cfg.jitter_shift, cfg.jitter_radius)
-        logits, state = model(img, prev[:, None], state, carry_index=stride - 1)
+        feats = model.encode_image(img)
+        logits, state = model.forward_from_features(feats, prev[:, None], state, carry_index=stride - 1)
         prob = torch.softmax(logits, dim=1)[:, 1]                     # (B, w, S, S)
         kn = known[:, t:t + w]                                        # (B, w)
+        if cfg.image_aux:
+            aux.append(image_head_loss(model, feats, segments, mask[:, t:t + w], kn))
         if cfg.mode == "full":
             target, weight = mask[:, t:t + w], torch.ones_like(kn, dtype=prob.dtype)
         else:
@@ -156,7 +164,31 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
         prev_pred = pred.detach()
     if not losses:
         raise InputError("A training run is shorter than two windows.", "Use a longer --run-length.")
-    return torch.stack(losses).mean(), state, prev
+    loss = torch.stack(losses).mean()
+    if aux:
+        loss = loss + cfg.image_aux * torch.stack(aux).mean()
+    return loss, state, prev
+
+
+def image_head_loss(model, feats, segments, target, known):
+    """Loss of the image-only head (:mod:`ifssnet.model.image_head`) for one window: BCE + (1 - soft
+    Dice) of each run's own segment channel, on its annotated slices only.
+
+    ``feats``: the window's image-stream features, batch B; ``segments``: long (B,), head channels;
+    ``target``: (B, w, S, S) in {0, 1}; ``known``: bool (B, w).
+    """
+    import torch
+
+    from .loss import soft_dice_loss, weighted_bce_with_logits
+
+    if segments is None:
+        raise InputError("The image-only head's loss needs each run's segment.", "Pass segments to windows_loss.")
+    logits = model.segment_logits(feats)                                   # (B, K, w, S, S)
+    idx = segments.view(-1, 1, 1, 1, 1).expand(-1, 1, *logits.shape[2:])
+    own = logits.gather(1, idx)[:, 0]                                      # (B, w, S, S)
+    weight = known.to(own.dtype)[:, :, None, None]
+    return (weighted_bce_with_logits(own, target, weight)
+            + soft_dice_loss(torch.sigmoid(own), target, weight, dims=(2, 3)))
 
 
 def jitter_mask(mask, max_shift: int = TrainConfig.jitter_shift, max_radius: int = TrainConfig.jitter_radius):
@@ -200,8 +232,10 @@ def _detach_state(state):
     return type(state)(_detach_state(s) for s in state)
 
 
-def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: TrainConfig, stride: int = 1):
+def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: TrainConfig, stride: int = 1,
+               segments=None):
     """One TBPTT step on a batch of runs (B, L, S, S): two updates, one after each half of the run.
+    ``segments``: long (B,), the runs' channels of the image-only head (with ``cfg.image_aux``).
 
     The second half starts where the first half's last window did, so its first window is that
     window moved by ``stride`` slices, as in one unbroken run.
@@ -212,12 +246,12 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
     L = run_image.shape[1]
     half = max(w + stride, (L + w) // 2)
     last = stride * ((half - w) // stride)          # where the first half's last window starts
-    segments = [(0, half)] + ([(last, L)] if L - last >= w + stride else [])
+    halves = [(0, half)] + ([(last, L)] if L - last >= w + stride else [])
     state, prev, total = None, None, 0.0
-    for a, b in segments:
+    for a, b in halves:
         optimizer.zero_grad(set_to_none=True)
         loss, state, prev = windows_loss(model, loss_fn, run_image[:, a:b], run_mask[:, a:b], run_known[:, a:b],
-                                         cfg, state, first_prev=prev, stride=stride)
+                                         cfg, state, first_prev=prev, stride=stride, segments=segments)
         loss.backward()
         _average_gradients(optimizer)
         if cfg.grad_clip:
@@ -225,7 +259,7 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
         optimizer.step()
         state = _detach_state(state)
         prev = prev.detach()
-        total += float(loss.detach()) / len(segments)
+        total += float(loss.detach()) / len(halves)
     return total
 
 
@@ -313,6 +347,32 @@ def decremental_pool(n_cases: int, step: int, total: int) -> int:
     return min(n_cases, 1 + (max(0, step) * n_cases) // total)
 
 
+def with_image_head(model, names: Sequence[str], seed: int = 0):
+    """``model`` with an image-only head for ``names`` (:mod:`ifssnet.model.image_head`).
+
+    A network that has a head keeps it, and every name must be one of its segments. One without gets
+    a new, seeded head; its other weights are unchanged (fine-tuning ``--from`` the shipped weights).
+    """
+    import torch
+
+    from .model import IFSSNet
+
+    have = tuple(model.config.image_head)
+    if have:
+        missing = [n for n in names if n not in have]
+        if missing:
+            raise InputError(f"The network's image-only head knows the segments {list(have)}, not {missing}.",
+                             "Train with --segments among those, or start from a network without a head.")
+        return model
+    config = type(model.config).from_dict({**model.config.to_dict(), "image_head": list(names)})
+    torch.manual_seed(seed)
+    new = IFSSNet(config)
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("image_head.") for k in missing):
+        raise InputError("Could not add the image-only head to this network.", "Train without --image-aux.")
+    return new.to(next(model.parameters()).device).train(model.training)
+
+
 def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[TrainConfig] = None,
           base_model=None, resume=None, command: str = "", data_description: str = "",
           progress: Optional[ProgressFn] = None, cancel: CancelLike = None,
@@ -352,6 +412,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     else:
         torch.manual_seed(cfg.seed)          # the same seed gives the same initial weights
         model = IFSSNet(model_config or IFSSNetConfig())
+    if cfg.image_aux:
+        model = with_image_head(model, sorted({n for c in cases for n in c.masks}), cfg.seed)
     model_config = model.config
     if max(int(v) for v in cfg.strides) > model_config.window:
         raise InputError(f"A window stride of {max(cfg.strides)} skips slices: the network's window has "
@@ -405,7 +467,9 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         img = torch.from_numpy(np.stack([r.image[:L] for r in runs])).to(device)
         msk = torch.from_numpy(np.stack([r.mask[:L] for r in runs])).to(device)
         kn = torch.from_numpy(np.stack([r.known[:L] for r in runs])).to(device)
-        loss = train_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride)
+        segs = (torch.tensor([model_config.image_head.index(r.segment) for r in runs], device=device)
+                if cfg.image_aux else None)
+        loss = train_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segs)
         step += 1
         log = StepLog(step, loss, float(loss_fn.alpha), float(loss_fn.beta), cfg.lr_at(step - 1),
                       time.perf_counter() - t0)
@@ -484,6 +548,10 @@ def add_train_arguments(p) -> None:
     p.add_argument("--feedback-grad", action="store_true",
                    help="backpropagate through the mask each window feeds to the next (default: detached, "
                         "only the ConvLSTM state carries gradient)")
+    p.add_argument("--image-aux", type=float, default=0.0, metavar="W",
+                   help="add an image-only head (one output per trained segment) and W x its loss (BCE + soft "
+                        "Dice): the shared encoder must find the muscles in the image alone; propagation never "
+                        "uses the head (default 0: none, the paper's network)")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop after this many minutes of training and write the checkpoint and the model there "
@@ -529,7 +597,7 @@ def _train_ranked(args, rank: int, world: int) -> int:
                       mask_jitter=args.mask_jitter, bce_weight=args.bce_weight, curriculum=not args.no_curriculum,
                       strides=strides, jitter_first_only=args.jitter_first_only, batch=args.batch,
                       feedback_grad=args.feedback_grad, jitter_shift=args.jitter_shift,
-                      jitter_radius=args.jitter_radius)
+                      jitter_radius=args.jitter_radius, image_aux=args.image_aux)
     logf = open(args.log, "a") if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:

@@ -150,31 +150,6 @@ def prepare_torch() -> None:
 # Losses
 
 
-def soft_dice_loss(prob, target, weight=None, dims=None, eps: float = 1.0):
-    """1 - soft Dice, averaged over what ``dims`` leaves (default: per sample, axis 0).
-
-    ``prob``, ``target``: same shape, values in [0, 1]; ``weight``: broadcastable 0/1 (unknown
-    voxels out). ``eps`` smooths an empty target (then the loss pushes the prediction to empty).
-    """
-    if weight is not None:
-        prob, target = prob * weight, target * weight
-    if dims is None:
-        dims = tuple(range(1, prob.ndim))
-    inter = (prob * target).sum(dims)
-    den = prob.sum(dims) + target.sum(dims)
-    return (1.0 - (2.0 * inter + eps) / (den + eps)).mean()
-
-
-def weighted_bce_with_logits(logits, target, weight):
-    """Binary cross-entropy averaged over the voxels with weight. ``logits``, ``target``: same shape;
-    ``weight``: 0/1, broadcastable to them (unknown voxels out)."""
-    import torch.nn.functional as F
-
-    w = weight.expand_as(logits)
-    return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), weight=w,
-                                              reduction="sum") / w.sum().clamp_min(1.0)
-
-
 # --------------------------------------------------------------------------------------------------
 # Training loop
 
@@ -305,6 +280,7 @@ def train_cli(args) -> int:
     ifss_only = {"--mask-jitter": args.mask_jitter != 0, "--jitter-first-only": args.jitter_first_only,
                  "--strides": str(args.strides).strip() != "1", "--batch": args.batch != 1,
                  "--time-limit": args.time_limit is not None, "--feedback-grad": args.feedback_grad,
+                 "--image-aux": args.image_aux != 0,
                  "--jitter-shift": args.jitter_shift != TrainConfig.jitter_shift,
                  "--jitter-radius": args.jitter_radius != TrainConfig.jitter_radius}
     given = [k for k, v in ifss_only.items() if v]

@@ -48,8 +48,8 @@ from torch import nn
 from ..errors import InputError, ModelError
 from ..progress import CancelLike, ProgressFn, check_cancel, report
 from . import check_inputs, restore_painted
-from .learned_common import (BaselineTrainConfig, check_cases, fit, prepare_torch, resolve_device, resolve_model,
-                             soft_dice_loss, weighted_bce_with_logits)
+from ..loss import soft_dice_loss, weighted_bce_with_logits
+from .learned_common import (BaselineTrainConfig, check_cases, fit, prepare_torch, resolve_device, resolve_model)
 
 ARCH = "pgnet"
 __all__ = ["PGNetConfig", "PGNet", "PGNetTrainConfig", "train_pgnet", "pgnet", "load_pgnet"]

@@ -43,8 +43,8 @@ from torch import nn
 from ..errors import InputError, ModelError, SeedError
 from ..progress import CancelLike, ProgressFn, check_cancel, report
 from . import check_inputs, restore_painted
-from .learned_common import (BaselineTrainConfig, check_cases, fit, prepare_torch, resolve_device, resolve_model,
-                             soft_dice_loss, weighted_bce_with_logits)
+from ..loss import soft_dice_loss, weighted_bce_with_logits
+from .learned_common import (BaselineTrainConfig, check_cases, fit, prepare_torch, resolve_device, resolve_model)
 
 ARCH = "unet3d"
 __all__ = ["UNet3DConfig", "UNet3D", "UNet3DTrainConfig", "train_unet3d", "unet3d", "load_unet3d", "SlidingWindow"]

@@ -55,6 +55,8 @@ class IFSSNetConfig:
         aspp_pool_branch: add a global-average-pool branch to each atrous block (prototype's ASPP).
         fusion_attention: channel attention in the fusion module (prototype).
         input_normalisation: documentation of what the net expects (not applied by the net).
+        image_head: names of the segments that the image-only head predicts (a training aid, see
+            :mod:`ifssnet.model.image_head`; empty: no head, as the paper's network).
     """
 
     window: int = 3
@@ -72,11 +74,13 @@ class IFSSNetConfig:
     aspp_pool_branch: bool = True
     fusion_attention: bool = True
     input_normalisation: str = "per-volume z-score (caller); mask in [0, 1]"
+    image_head: tuple = ()
     arch: str = field(default="ifssnet")
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(v) for v in self.widths)
         self.rates = tuple(int(v) for v in self.rates)
+        self.image_head = tuple(self.image_head)
         self.validate()
 
     # ------------------------------------------------------------------ checks
@@ -109,6 +113,9 @@ class IFSSNetConfig:
             raise bad(f"dropout_mode must be 'channel' or 'element', got {self.dropout_mode!r}")
         if self.lstm_kernel < 1 or self.lstm_kernel % 2 == 0:
             raise bad(f"lstm_kernel must be odd, got {self.lstm_kernel!r}")
+        names = self.image_head
+        if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
+            raise bad(f"image_head must be distinct segment names, got {names!r}")
 
     # ------------------------------------------------------------- derived
     def channels(self) -> list[int]:
@@ -155,6 +162,7 @@ class IFSSNetConfig:
         d = dataclasses.asdict(self)
         d["widths"] = list(self.widths)
         d["rates"] = list(self.rates)
+        d["image_head"] = list(self.image_head)
         return d
 
     def to_json(self) -> str:

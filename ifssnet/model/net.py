@@ -25,6 +25,7 @@ from .convlstm import BiConvLSTM, State
 from .decoder import Decoder
 from .encoder import SiameseEncoder, StreamFeatures
 from .fusion import GlobalFeatureMatching
+from .image_head import ImageHead
 from .layers import fold, unfold
 
 FOREGROUND = 1  # logits channel of the muscle; channel 0 is background
@@ -50,6 +51,8 @@ class IFSSNet(nn.Module):
         self.fusion = GlobalFeatureMatching(cfg)
         self.lstm = BiConvLSTM(cfg.channels()[-1], cfg.lstm_kernel, cfg.lstm_dropout)
         self.decoder = Decoder(cfg)
+        # Built last, so that a network without it initialises exactly as before it existed.
+        self.image_head = ImageHead(cfg) if cfg.image_head else None
 
     # ----------------------------------------------------------------- checks
     def _check(self, x: torch.Tensor, name: str) -> None:
@@ -67,6 +70,14 @@ class IFSSNet(nn.Module):
         """
         self._check(image, "image")
         return self.encoder(fold(image), image.shape[2])
+
+    def segment_logits(self, image_feats: StreamFeatures) -> torch.Tensor:
+        """The image-only head (training aid): ``(B, K, w, size, size)`` logits, one per segment of
+        ``config.image_head``, from the image stream alone. Raises if the network has no head."""
+        if self.image_head is None:
+            raise InputError("This network has no image-only head.",
+                             "Train with --image-aux to add one (ifssnet train --image-aux 1).")
+        return unfold(self.image_head(image_feats.skips), image_feats.batch)
 
     def forward_from_features(self, image_feats: StreamFeatures, prev_mask: torch.Tensor,
                               state: Optional[State] = None, carry_index: int = 0
