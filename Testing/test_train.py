@@ -403,6 +403,10 @@ def test_image_head_is_added_keeping_every_other_weight_and_learns_from_the_imag
     for k, v in base.state_dict().items():
         assert torch.equal(net.state_dict()[k], v)
     assert with_image_head(net, ["SOL"]) is net
+    from ifssnet.model.image_head import PRIOR
+    with torch.no_grad():
+        p0 = torch.sigmoid(net.segment_logits(net.encode_image(torch.zeros(1, 1, 3, 32, 32))))
+    assert p0.shape == (1, 2, 3, 32, 32) and abs(float(p0.mean()) - PRIOR) < 0.1   # starts near the prior
     with pytest.raises(InputError, match="image-only head"):
         with_image_head(net, ["GL"])
 
@@ -424,5 +428,8 @@ def test_image_aux_training_ships_the_head_in_the_checkpoint(tmp_path):
     model, config, meta = load_checkpoint(out)
     assert config.image_head == ("A",) and model.image_head is not None
     assert meta["training"]["config"]["image_aux"] == 1.0
+    _, _, ck = load_checkpoint(out.with_name("m.ckpt.pt"))
+    lrs = sorted(g["lr"] for g in ck["training"]["optimizer"]["param_groups"])
+    assert lrs[-1] == pytest.approx(10 * lrs[0])            # the new head learns 10x faster than the rest
     with pytest.raises(InputError, match="image-aux"):
         TrainConfig(image_aux=-1.0).validate()

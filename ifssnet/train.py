@@ -71,6 +71,7 @@ class TrainConfig:
     batch: int = 1                     # runs per step (one stride for all); more keep a GPU busy
     feedback_grad: bool = False        # backpropagate through the mask fed from window to window (windows_loss)
     image_aux: float = 0.0             # + this x the image-only head's loss (BCE + soft Dice; 0 = none)
+    head_lr_mult: float = 10.0         # the image-only head learns at this x lr (it starts from nothing)
 
     def validate(self) -> None:
         if self.mode not in ("full", "fewshot"):
@@ -428,8 +429,12 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if loss_state is not None:
         loss_fn.load_state_dict(loss_state)
     _broadcast_parameters([model, loss_fn])
-    params = [{"params": model.parameters(), "weight_decay": 2 * cfg.l2},
+    head = list(model.image_head.parameters()) if model.image_head is not None else []
+    body = [q for q in model.parameters() if all(q is not h for h in head)]
+    params = [{"params": body, "weight_decay": 2 * cfg.l2},
               {"params": loss_fn.parameters(), "weight_decay": 0.0}]
+    if head:
+        params.append({"params": head, "weight_decay": 2 * cfg.l2, "lr_mult": cfg.head_lr_mult})
     opt = torch.optim.Adam(params, lr=cfg.lr)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
@@ -457,7 +462,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         t0 = time.perf_counter()
         rng = _seed_everything(cfg, step, rank)
         for g in opt.param_groups:
-            g["lr"] = cfg.lr_at(step)
+            g["lr"] = cfg.lr_at(step) * g.get("lr_mult", 1.0)
         pool = (decremental_pool(len(my_cases), step, total) if cfg.mode == "fewshot" and cfg.curriculum
                 else len(my_cases))
         runs = [_draw_run(my_cases, pool, rng, cfg, model_config.window) for _ in range(cfg.batch)]

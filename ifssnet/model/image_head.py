@@ -13,6 +13,8 @@ one independent (sigmoid) logit per segment named in ``IFSSNetConfig.image_head`
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,6 +22,7 @@ from torch import nn
 from .config import IFSSNetConfig
 
 LEVELS = (0, 2, 4)   # skips 1, 3 and 5: full resolution, a quarter, a sixteenth
+PRIOR = 0.05         # initial foreground probability (Lin et al. 2017's prior init): a segment covers a few % of a slice
 
 
 class ImageHead(nn.Module):
@@ -30,6 +33,11 @@ class ImageHead(nn.Module):
         chans = cfg.channels()
         k = len(cfg.image_head)
         self.proj = nn.ModuleList(nn.Conv2d(chans[i], k, 1) for i in LEVELS)
+        # Start at the prior, not at 0.5 everywhere: the summed biases give logit(PRIOR), so the first
+        # steps do not spend themselves on pushing the background down.
+        prior = math.log(PRIOR / (1 - PRIOR))
+        for conv in self.proj:
+            nn.init.constant_(conv.bias, prior / len(LEVELS))
 
     def forward(self, skips) -> torch.Tensor:
         size = skips[0].shape[-2:]
