@@ -433,3 +433,34 @@ def test_image_aux_training_ships_the_head_in_the_checkpoint(tmp_path):
     assert lrs[-1] == pytest.approx(10 * lrs[0])            # the new head learns 10x faster than the rest
     with pytest.raises(InputError, match="image-aux"):
         TrainConfig(image_aux=-1.0).validate()
+
+
+def test_image_mode_trains_the_encoder_and_head_alone(tmp_path):
+    """``--mode image``: windows without mask input; the encoder and the image-only head learn, the mask-only
+    parts (fusion, ConvLSTM, decoder) are untouched, and the head finds the bright segment better after."""
+    from ifssnet.model import IFSSNet
+    from ifssnet.train import image_head_loss
+
+    torch.manual_seed(0)
+    start = IFSSNet(IFSSNetConfig(**TINY))
+    start_path = tmp_path / "start.pt"
+    from ifssnet.model.checkpoint import save_checkpoint
+    save_checkpoint(start_path, start, start.config, {})
+    cfg = TrainConfig(mode="image", epochs=1, steps_per_epoch=30, batch=4, lr=3e-3, checkpoint_every=30)
+    out = train([_case(0), _case(1)], tmp_path / "img.pt", base_model=start_path, cfg=cfg)
+    net, config, meta = load_checkpoint(out)
+    assert config.image_head == ("A",) and meta["training"]["config"]["mode"] == "image"
+    for name, v in start.state_dict().items():
+        same = torch.equal(net.state_dict()[name], v)
+        assert same == (not name.startswith("encoder.")), name
+
+    def head_loss(model):
+        c = _case(5)
+        img = torch.from_numpy(c.image[None, 4:7].astype(np.float32))
+        msk = torch.from_numpy(c.masks["A"][None, 4:7].astype(np.float32))
+        with torch.no_grad():
+            return float(image_head_loss(model, model.encode_image(img[:, None]), torch.tensor([0]), msk,
+                                         torch.ones(1, 3, dtype=torch.bool)))
+    fresh = load_checkpoint(train([_case(0)], tmp_path / "f.pt", base_model=start_path,
+                                  cfg=TrainConfig(mode="image", epochs=1, steps_per_epoch=1, lr=1e-9)))[0]
+    assert head_loss(net) < head_loss(fresh) - 0.2

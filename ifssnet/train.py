@@ -31,7 +31,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
@@ -47,7 +47,7 @@ from .progress import CancelLike, ProgressFn, check_cancel, report
 class TrainConfig:
     """Everything that decides a training run (stored in the checkpoint)."""
 
-    mode: str = "full"                 # "full" | "fewshot"
+    mode: str = "full"                 # "full" | "fewshot" | "image" (the encoder alone, see image_step)
     epochs: int = 10
     steps_per_epoch: int = 100
     run_length: int = 32               # slices per sampled run (prototype: 100-199 on a GPU)
@@ -74,8 +74,8 @@ class TrainConfig:
     head_lr_mult: float = 10.0         # the image-only head learns at this x lr (it starts from nothing)
 
     def validate(self) -> None:
-        if self.mode not in ("full", "fewshot"):
-            raise InputError(f"Unknown training mode '{self.mode}'.", "Use --mode full or --mode fewshot.")
+        if self.mode not in ("full", "fewshot", "image"):
+            raise InputError(f"Unknown training mode '{self.mode}'.", "Use --mode full, fewshot or image.")
         if self.epochs < 1 or self.steps_per_epoch < 1:
             raise InputError("Epochs and steps per epoch must be at least 1.", "Check --epochs and --steps.")
         if self.batch < 1:
@@ -264,6 +264,27 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
     return total
 
 
+def image_step(model, optimizer, image, mask, known, segments, cfg: TrainConfig) -> float:
+    """``--mode image``: one update of the shared encoder and the image-only head alone, on a batch of
+    windows ``image``, ``mask`` (B, w, S, S), ``known`` bool (B, w), ``segments`` long (B,) head channels.
+
+    The loss is :func:`image_head_loss`: find each window's segment in the image, with no mask input.
+    A pretraining stage: the paper's network trained end to end was measured to ignore the image (its
+    encoder's features do not locate the muscles), so the encoder first learns to see them; a ``full``
+    run from this checkpoint (with ``--image-aux``, to keep them) then trains the rest.
+    """
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    loss = image_head_loss(model, model.encode_image(image[:, None]), segments, mask, known)
+    loss.backward()
+    _average_gradients(optimizer)
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_([q for g in optimizer.param_groups for q in g["params"]], cfg.grad_clip)
+    optimizer.step()
+    return float(loss.detach())
+
+
 def _is_distributed() -> bool:
     """Whether a process group of more than one rank is running (torchrun, or a test's own group)."""
     import torch.distributed as dist
@@ -413,7 +434,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     else:
         torch.manual_seed(cfg.seed)          # the same seed gives the same initial weights
         model = IFSSNet(model_config or IFSSNetConfig())
-    if cfg.image_aux:
+    if cfg.image_aux or cfg.mode == "image":
         model = with_image_head(model, sorted({n for c in cases for n in c.masks}), cfg.seed)
     model_config = model.config
     if max(int(v) for v in cfg.strides) > model_config.window:
@@ -466,6 +487,9 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         pool = (decremental_pool(len(my_cases), step, total) if cfg.mode == "fewshot" and cfg.curriculum
                 else len(my_cases))
         runs = [_draw_run(my_cases, pool, rng, cfg, model_config.window) for _ in range(cfg.batch)]
+        if cfg.mode == "image":          # windows, not runs: the encoder has no recurrence
+            w = model_config.window
+            runs = [replace(r, image=r.image[:w], mask=r.mask[:w], known=r.known[:w]) for r in runs]
         # One stride per step; with the default [1] no number is drawn, so earlier runs repeat exactly.
         stride = int(cfg.strides[0]) if len(cfg.strides) == 1 else int(rng.choice(cfg.strides))
         L = min(len(r.known) for r in runs)          # a case shorter than --run-length gives a shorter run
@@ -473,8 +497,11 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         msk = torch.from_numpy(np.stack([r.mask[:L] for r in runs])).to(device)
         kn = torch.from_numpy(np.stack([r.known[:L] for r in runs])).to(device)
         segs = (torch.tensor([model_config.image_head.index(r.segment) for r in runs], device=device)
-                if cfg.image_aux else None)
-        loss = train_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segs)
+                if model_config.image_head else None)
+        if cfg.mode == "image":
+            loss = image_step(model, opt, img, msk, kn, segs, cfg)
+        else:
+            loss = train_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segs)
         step += 1
         log = StepLog(step, loss, float(loss_fn.alpha), float(loss_fn.beta), cfg.lr_at(step - 1),
                       time.perf_counter() - t0)
@@ -519,7 +546,10 @@ def add_train_arguments(p) -> None:
     p.add_argument("--arch", choices=["ifssnet", "pgnet", "unet3d"], default="ifssnet",
                    help="network: IFSS-Net (default) or a learned baseline, PG-Net or the 3-D U-Net "
                         "(full supervision; --run-length is PG-Net's run / the U-Net's patch depth)")
-    p.add_argument("--mode", choices=["full", "fewshot"], default="full")
+    p.add_argument("--mode", choices=["full", "fewshot", "image"], default="full",
+                   help="full: every slice annotated (eq. 4); fewshot: sparse annotations and pseudo-labels; "
+                        "image: pretrain the shared encoder to find each segment in the image alone (image-only "
+                        "head, no mask input; --batch windows per step), before a full run with --image-aux")
     p.add_argument("--no-curriculum", action="store_true",
                    help="fewshot: draw every case from the first step (default: the decremental order)")
     p.add_argument("--out", type=Path, required=True, help="output model file (.pt)")
