@@ -48,3 +48,30 @@ def test_head_scores_read_the_image_only_head_and_skip_models_without_one():
                                                             for r in runs])
     assert dice < 0.7 and leak > 0                 # a reversed run: the head follows the wrong image
     assert diag.head_scores(BrightHeadModel(size=16), [dataclasses.replace(runs[0], segment="B")]) is None
+
+
+def test_encoder_probe_scores_features_that_locate_the_segment():
+    """The linear probe learns where a bright segment is from a tiny network's image features; it starts
+    from nothing (an unfitted head predicts the prior, about empty)."""
+    import torch
+
+    from ifssnet.dataset import Case
+    from ifssnet.model import IFSSNet, IFSSNetConfig
+
+    probe = load_benchmark("encoder_probe")
+
+    def case(seed):
+        rng = np.random.default_rng(seed)
+        img = rng.normal(size=(12, 32, 32)).astype(np.float16)
+        m = np.zeros((12, 32, 32), np.uint8)
+        for k in range(12):
+            y, x = rng.integers(4, 16, size=2)
+            m[k, y:y + 12, x:x + 12] = 1
+        img[m > 0] += 3.0
+        return Case(f"c{seed}", img, {"A": m}, {"A": np.ones(12, bool)})
+
+    torch.manual_seed(0)
+    net = IFSSNet(IFSSNetConfig(size=32, width_mult=0.25))
+    before = probe.probe_dice(probe.fit_probe(net, [case(0)], steps=0), [case(9)])
+    after = probe.probe_dice(probe.fit_probe(net, [case(0), case(1)], steps=60), [case(9)])
+    assert before < 0.2 and after > before + 0.3
