@@ -9,7 +9,8 @@
 #
 # The machine has Python 3.12 with torch, numpy, scipy and tqdm, and no network; SimpleITK's wheel is
 # too large to travel beside the repository (53 MB; 64 MiB in all), so --prepare packs it with xz (28 MB).
-# Settings (environment): OUT (default runs/gpu), DEVICE (cuda), TRAIN_MIN (minutes of training, 4),
+# Settings (environment): OUT (default runs/gpu), DEVICE (cuda), IMAGE_MIN (minutes of --mode image
+# pretraining of the encoder, 1), TRAIN_MIN (minutes of full training from it, with --image-aux, 3),
 # BATCH (runs per step, 8), RUN_LENGTH (slices per run, 100), FROM (the model to fine-tune, the shipped one).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
 # ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
@@ -33,7 +34,8 @@ fi
 
 OUT=${OUT:-runs/gpu}
 DEVICE=${DEVICE:-cuda}
-TRAIN_MIN=${TRAIN_MIN:-4}
+IMAGE_MIN=${IMAGE_MIN:-1}
+TRAIN_MIN=${TRAIN_MIN:-3}
 BATCH=${BATCH:-8}
 RUN_LENGTH=${RUN_LENGTH:-100}
 FROM=${FROM:-Resources/Models/ifssnet.pt}
@@ -78,11 +80,21 @@ seq 1 "$NTRAIN" | xargs -P 16 -I{} sh -c "OMP_NUM_THREADS=1 $IFSS phantom /tmp/d
 for s in 500 501; do $IFSS phantom /tmp/data/val/s$s --seed $s --shape $SHAPE > /dev/null 2>&1; done
 ls /tmp/data/train | wc -l >> "$LOG"
 
-step "training for $TRAIN_MIN min from $FROM (batch $BATCH, runs of $RUN_LENGTH)"
-timeout $(( TRAIN_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode full --from "$FROM" --out "$OUT/ifssnet-gpu.pt" \
-    --device "$DEVICE" --batch "$BATCH" --run-length "$RUN_LENGTH" --epochs 4 --steps 1000 --lr 1e-4 --lr-final 1e-5 \
-    --bce-weight 1 --mask-jitter 0.5 --strides 1,3 --seed 20 --checkpoint-every 50 --time-limit "$TRAIN_MIN" \
-    --log "$OUT/train.jsonl" >> "$LOG" 2>&1
+# Two stages (model card, session 7): the shipped encoder does not see the muscles (linear probe Dice
+# 0.14), so it first learns to find them in the image alone, then the whole network trains from it with
+# the image-only head's loss kept on (--image-aux), so that the features stay.
+step "image pretraining for $IMAGE_MIN min from $FROM (--mode image, batch $(( BATCH * 8 )) windows)"
+timeout $(( IMAGE_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode image --from "$FROM" \
+    --out /tmp/ifssnet-image.pt --device "$DEVICE" --batch $(( BATCH * 8 )) --epochs 1 --steps 100000 --lr 1e-3 \
+    --seed 19 --checkpoint-every 200 --time-limit "$IMAGE_MIN" >> "$LOG" 2>&1
+echo "image pretraining exit $?" >> "$LOG"
+START=/tmp/ifssnet-image.pt; [ -f "$START" ] || START=$FROM     # not in $OUT: at most 8 files come back
+
+step "training for $TRAIN_MIN min from $START (batch $BATCH, runs of $RUN_LENGTH, --image-aux 1)"
+timeout $(( TRAIN_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode full --from "$START" --out "$OUT/ifssnet-gpu.pt" \
+    --device "$DEVICE" --batch "$BATCH" --run-length "$RUN_LENGTH" --epochs 4 --steps 1000 --lr 3e-4 --lr-final 1e-4 \
+    --bce-weight 1 --mask-jitter 0.5 --jitter-first-only --image-aux 1 --seed 20 --checkpoint-every 50 \
+    --time-limit "$TRAIN_MIN" --log "$OUT/train.jsonl" >> "$LOG" 2>&1
 echo "train exit $?" >> "$LOG"
 
 step "validation: shipped and new weights, 3-seeds"
