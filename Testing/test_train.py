@@ -464,3 +464,14 @@ def test_image_mode_trains_the_encoder_and_head_alone(tmp_path):
     fresh = load_checkpoint(train([_case(0)], tmp_path / "f.pt", base_model=start_path,
                                   cfg=TrainConfig(mode="image", epochs=1, steps_per_epoch=1, lr=1e-9)))[0]
     assert head_loss(net) < head_loss(fresh) - 0.2
+
+
+def test_image_mode_windows_come_from_anywhere_in_the_run():
+    from ifssnet.train import _window_of
+
+    img, msk, kn = _numbered_run(12)
+    from ifssnet.dataset import Run
+    run = Run(img[0].numpy(), msk[0].numpy(), kn[0].numpy(), "A")
+    rng = np.random.default_rng(0)
+    starts = {int(_window_of(run, rng, 3).image[0, 0, 0]) for _ in range(60)}
+    assert starts == set(range(10))              # every window of the run, the last one (9..11) included

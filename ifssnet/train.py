@@ -353,6 +353,14 @@ def _draw_run(cases, pool: int, rng, cfg: TrainConfig, window: int):
                      "a segment is present.", "Annotate at least one group of consecutive slices per case.")
 
 
+def _window_of(run, rng, window: int):
+    """``--mode image``: a window of ``window`` slices at a random place in ``run``. Runs cross a muscle's
+    end often (``sample_run``'s ``end_fraction``), so some windows show slices without the segment, and the
+    image-only head learns to say so (windows at the run's start only, it found muscle everywhere)."""
+    o = int(rng.integers(0, len(run.known) - window + 1))
+    return replace(run, image=run.image[o:o + window], mask=run.mask[o:o + window], known=run.known[o:o + window])
+
+
 def decremental_pool(n_cases: int, step: int, total: int) -> int:
     """Few-shot curriculum: how many cases step ``step`` (0-based, of ``total``) draws from, uniformly.
 
@@ -488,8 +496,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
                 else len(my_cases))
         runs = [_draw_run(my_cases, pool, rng, cfg, model_config.window) for _ in range(cfg.batch)]
         if cfg.mode == "image":          # windows, not runs: the encoder has no recurrence
-            w = model_config.window
-            runs = [replace(r, image=r.image[:w], mask=r.mask[:w], known=r.known[:w]) for r in runs]
+            runs = [_window_of(r, rng, model_config.window) for r in runs]
         # One stride per step; with the default [1] no number is drawn, so earlier runs repeat exactly.
         stride = int(cfg.strides[0]) if len(cfg.strides) == 1 else int(rng.choice(cfg.strides))
         L = min(len(r.known) for r in runs)          # a case shorter than --run-length gives a shorter run
