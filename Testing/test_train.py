@@ -475,3 +475,21 @@ def test_image_mode_windows_come_from_anywhere_in_the_run():
     rng = np.random.default_rng(0)
     starts = {int(_window_of(run, rng, 3).image[0, 0, 0]) for _ in range(60)}
     assert starts == set(range(10))              # every window of the run, the last one (9..11) included
+
+
+def test_box_mask_keeps_where_and_drops_the_outline():
+    from ifssnet.train import box_mask
+
+    m = torch.zeros(1, 3, 32, 32)
+    m[0, 0, 10:20, 8:12] = 1
+    m[0, 0, 14:18, 8:24] = 1          # an L shape: its box is larger than it
+    m[0, 1, 2:5, 3:9] = 1
+    torch.manual_seed(0)
+    for _ in range(10):
+        b = box_mask(m, max_margin=0)
+        assert torch.equal(b[0, 0], torch.zeros(32, 32).index_put_((torch.arange(10, 20)[:, None],
+                                                                     torch.arange(8, 24)[None]), torch.tensor(1.)))
+        assert torch.equal(b[0, 1], m[0, 1])        # a rectangle is its own box
+        assert b[0, 2].sum() == 0                   # an empty slice stays empty
+    grown = box_mask(m, max_margin=3)
+    assert (grown >= box_mask(m, 0)).all()

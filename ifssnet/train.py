@@ -70,6 +70,7 @@ class TrainConfig:
     strides: List[int] = field(default_factory=lambda: [1])   # window strides, one drawn per step (1 = paper)
     batch: int = 1                     # runs per step (one stride for all); more keep a GPU busy
     feedback_grad: bool = False        # backpropagate through the mask fed from window to window (windows_loss)
+    mask_box: float = 0.0              # probability per window that the mask input becomes its bounding boxes (box_mask)
     image_aux: float = 0.0             # + this x the image-only head's loss (BCE + soft Dice; 0 = none)
     head_lr_mult: float = 10.0         # the image-only head learns at this x lr (it starts from nothing)
 
@@ -139,6 +140,8 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
         may_jitter = not cfg.jitter_first_only or (run_start and t == stride)
         if cfg.mask_jitter and may_jitter and bool(torch.rand(()) < cfg.mask_jitter):
             prev = jitter_mask(prev, cfg.jitter_shift, cfg.jitter_radius)
+        if cfg.mask_box and bool(torch.rand(()) < cfg.mask_box):
+            prev = box_mask(prev, cfg.jitter_shift)
         feats = model.encode_image(img)
         logits, state = model.forward_from_features(feats, prev[:, None], state, carry_index=stride - 1)
         prob = torch.softmax(logits, dim=1)[:, 1]                     # (B, w, S, S)
@@ -221,6 +224,32 @@ def jitter_mask(mask, max_shift: int = TrainConfig.jitter_shift, max_radius: int
     else:
         flat = 1.0 - F.max_pool2d(1.0 - flat, 2 * r + 1, stride=1, padding=r)      # erode
     return flat.reshape(B, w, S, T)
+
+
+def box_mask(mask, max_margin: int = TrainConfig.jitter_shift):
+    """The mask input (B, w, S, S) replaced by each slice's bounding box of ``mask > 0.5``, grown by a
+    random margin of 0..``max_margin`` pixels (one for the whole batch; torch's RNG). Empty slices stay
+    empty.
+
+    ``--mask-box``: the box keeps which muscle and where, and drops its outline, which the network must
+    then find in the image. Copying the mask input scores well on 1 mm slices, and jittered masks taught an
+    area prior instead (model card); from a box neither works.
+    """
+    import torch
+
+    m = mask > 0.5
+    B, w, S, T = m.shape
+    margin = int(torch.randint(0, max_margin + 1, (1,)))
+    rows, cols = m.any(-1), m.any(-2)                              # (B, w, S), (B, w, T)
+    ar_s, ar_t = torch.arange(S, device=mask.device), torch.arange(T, device=mask.device)
+
+    def span(any_, ar, n):
+        lo = torch.where(any_, ar, n).amin(-1) - margin              # (B, w)
+        hi = torch.where(any_, ar, -1).amax(-1) + margin
+        return (ar >= lo[..., None]) & (ar <= hi[..., None])          # (B, w, n)
+
+    box = span(rows, ar_s, S)[..., :, None] & span(cols, ar_t, T)[..., None, :]
+    return (box & m.flatten(2).any(-1)[..., None, None]).to(mask.dtype)
 
 
 def _detach_state(state):
@@ -590,6 +619,9 @@ def add_train_arguments(p) -> None:
     p.add_argument("--feedback-grad", action="store_true",
                    help="backpropagate through the mask each window feeds to the next (default: detached, "
                         "only the ConvLSTM state carries gradient)")
+    p.add_argument("--mask-box", type=float, default=0.0, metavar="P",
+                   help="probability, per window, that the mask input is replaced by its bounding boxes (grown by "
+                        "up to --jitter-shift px): the network must find the outline in the image")
     p.add_argument("--image-aux", type=float, default=0.0, metavar="W",
                    help="add an image-only head (one output per trained segment) and W x its loss (BCE + soft "
                         "Dice): the shared encoder must find the muscles in the image alone; propagation never "
@@ -639,7 +671,7 @@ def _train_ranked(args, rank: int, world: int) -> int:
                       mask_jitter=args.mask_jitter, bce_weight=args.bce_weight, curriculum=not args.no_curriculum,
                       strides=strides, jitter_first_only=args.jitter_first_only, batch=args.batch,
                       feedback_grad=args.feedback_grad, jitter_shift=args.jitter_shift,
-                      jitter_radius=args.jitter_radius, image_aux=args.image_aux)
+                      jitter_radius=args.jitter_radius, image_aux=args.image_aux, mask_box=args.mask_box)
     logf = open(args.log, "a") if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:

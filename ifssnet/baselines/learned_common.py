@@ -280,7 +280,7 @@ def train_cli(args) -> int:
     ifss_only = {"--mask-jitter": args.mask_jitter != 0, "--jitter-first-only": args.jitter_first_only,
                  "--strides": str(args.strides).strip() != "1", "--batch": args.batch != 1,
                  "--time-limit": args.time_limit is not None, "--feedback-grad": args.feedback_grad,
-                 "--image-aux": args.image_aux != 0,
+                 "--image-aux": args.image_aux != 0, "--mask-box": args.mask_box != 0,
                  "--jitter-shift": args.jitter_shift != TrainConfig.jitter_shift,
                  "--jitter-radius": args.jitter_radius != TrainConfig.jitter_radius}
     given = [k for k, v in ifss_only.items() if v]
