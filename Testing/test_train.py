@@ -493,3 +493,13 @@ def test_box_mask_keeps_where_and_drops_the_outline():
         assert b[0, 2].sum() == 0                   # an empty slice stays empty
     grown = box_mask(m, max_margin=3)
     assert (grown >= box_mask(m, 0)).all()
+
+
+def test_a_network_with_a_head_fine_tunes_without_it_on_other_segments(tmp_path):
+    """Without --image-aux the head is neither trained nor asked about the runs' segments."""
+    headed = _train(tmp_path / "h.pt", 1, image_aux=1.0)
+    c = _case(3)
+    other = Case(c.name, c.image, {"B": c.masks["A"]}, {"B": c.known["A"]})
+    out = train([other], tmp_path / "b.pt", base_model=headed,
+                cfg=TrainConfig(epochs=1, steps_per_epoch=1, run_length=8, checkpoint_every=1))
+    assert load_checkpoint(out)[1].image_head == ("A",)

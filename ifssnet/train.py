@@ -187,9 +187,7 @@ def image_head_loss(model, feats, segments, target, known):
 
     if segments is None:
         raise InputError("The image-only head's loss needs each run's segment.", "Pass segments to windows_loss.")
-    logits = model.segment_logits(feats)                                   # (B, K, w, S, S)
-    idx = segments.view(-1, 1, 1, 1, 1).expand(-1, 1, *logits.shape[2:])
-    own = logits.gather(1, idx)[:, 0]                                      # (B, w, S, S)
+    own = model.segment_logits(feats, segments)                            # (B, w, S, S)
     weight = known.to(own.dtype)[:, :, None, None]
     return (weighted_bce_with_logits(own, target, weight)
             + soft_dice_loss(torch.sigmoid(own), target, weight, dims=(2, 3)))
@@ -270,8 +268,6 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
     The second half starts where the first half's last window did, so its first window is that
     window moved by ``stride`` slices, as in one unbroken run.
     """
-    import torch
-
     w = model.config.window
     L = run_image.shape[1]
     half = max(w + stride, (L + w) // 2)
@@ -282,11 +278,7 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
         optimizer.zero_grad(set_to_none=True)
         loss, state, prev = windows_loss(model, loss_fn, run_image[:, a:b], run_mask[:, a:b], run_known[:, a:b],
                                          cfg, state, first_prev=prev, stride=stride, segments=segments)
-        loss.backward()
-        _average_gradients(optimizer)
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_([q for g in optimizer.param_groups for q in g["params"]], cfg.grad_clip)
-        optimizer.step()
+        _apply_update(optimizer, loss, cfg)
         state = _detach_state(state)
         prev = prev.detach()
         total += float(loss.detach()) / len(halves)
@@ -302,16 +294,21 @@ def image_step(model, optimizer, image, mask, known, segments, cfg: TrainConfig)
     encoder's features do not locate the muscles), so the encoder first learns to see them; a ``full``
     run from this checkpoint (with ``--image-aux``, to keep them) then trains the rest.
     """
-    import torch
-
     optimizer.zero_grad(set_to_none=True)
     loss = image_head_loss(model, model.encode_image(image[:, None]), segments, mask, known)
+    _apply_update(optimizer, loss, cfg)
+    return float(loss.detach())
+
+
+def _apply_update(optimizer, loss, cfg: TrainConfig) -> None:
+    """Backward, average the gradients over ranks, clip them to ``cfg.grad_clip``, and step."""
+    import torch
+
     loss.backward()
     _average_gradients(optimizer)
     if cfg.grad_clip:
         torch.nn.utils.clip_grad_norm_([q for g in optimizer.param_groups for q in g["params"]], cfg.grad_clip)
     optimizer.step()
-    return float(loss.detach())
 
 
 def _is_distributed() -> bool:
@@ -410,23 +407,30 @@ def with_image_head(model, names: Sequence[str], seed: int = 0):
     """``model`` with an image-only head for ``names`` (:mod:`ifssnet.model.image_head`).
 
     A network that has a head keeps it, and every name must be one of its segments. One without gets
-    a new, seeded head; its other weights are unchanged (fine-tuning ``--from`` the shipped weights).
+    a new, seeded head (:func:`fresh_image_head`; fine-tuning ``--from`` the shipped weights).
     """
+    have = tuple(model.config.image_head)
+    if not have:
+        return fresh_image_head(model, names, seed)
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise InputError(f"The network's image-only head knows the segments {list(have)}, not {missing}.",
+                         "Train with --segments among those, or start from a network without a head.")
+    return model
+
+
+def fresh_image_head(model, names: Sequence[str], seed: int = 0):
+    """A new network: ``model``'s weights with a new, seeded image-only head for ``names`` (any head
+    ``model`` had is dropped), on ``model``'s device and in its train/eval mode."""
     import torch
 
     from .model import IFSSNet
 
-    have = tuple(model.config.image_head)
-    if have:
-        missing = [n for n in names if n not in have]
-        if missing:
-            raise InputError(f"The network's image-only head knows the segments {list(have)}, not {missing}.",
-                             "Train with --segments among those, or start from a network without a head.")
-        return model
     config = type(model.config).from_dict({**model.config.to_dict(), "image_head": list(names)})
     torch.manual_seed(seed)
     new = IFSSNet(config)
-    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith("image_head.")}
+    missing, unexpected = new.load_state_dict(kept, strict=False)
     if unexpected or any(not k.startswith("image_head.") for k in missing):
         raise InputError("Could not add the image-only head to this network.", "Train without --image-aux.")
     return new.to(next(model.parameters()).device).train(model.training)
@@ -471,7 +475,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     else:
         torch.manual_seed(cfg.seed)          # the same seed gives the same initial weights
         model = IFSSNet(model_config or IFSSNetConfig())
-    if cfg.image_aux or cfg.mode == "image":
+    trains_head = bool(cfg.image_aux) or cfg.mode == "image"
+    if trains_head:
         model = with_image_head(model, sorted({n for c in cases for n in c.masks}), cfg.seed)
     model_config = model.config
     if max(int(v) for v in cfg.strides) > model_config.window:
@@ -488,7 +493,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         loss_fn.load_state_dict(loss_state)
     _broadcast_parameters([model, loss_fn])
     head = list(model.image_head.parameters()) if model.image_head is not None else []
-    body = [q for q in model.parameters() if all(q is not h for h in head)]
+    head_ids = {id(h) for h in head}
+    body = [q for q in model.parameters() if id(q) not in head_ids]
     params = [{"params": body, "weight_decay": 2 * cfg.l2},
               {"params": loss_fn.parameters(), "weight_decay": 0.0}]
     if head:
@@ -533,7 +539,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         msk = torch.from_numpy(np.stack([r.mask[:L] for r in runs])).to(device)
         kn = torch.from_numpy(np.stack([r.known[:L] for r in runs])).to(device)
         segs = (torch.tensor([model_config.image_head.index(r.segment) for r in runs], device=device)
-                if model_config.image_head else None)
+                if trains_head else None)
         if cfg.mode == "image":
             loss = image_step(model, opt, img, msk, kn, segs, cfg)
         else:

@@ -71,13 +71,17 @@ class IFSSNet(nn.Module):
         self._check(image, "image")
         return self.encoder(fold(image), image.shape[2])
 
-    def segment_logits(self, image_feats: StreamFeatures) -> torch.Tensor:
+    def segment_logits(self, image_feats: StreamFeatures, segments: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The image-only head (training aid): ``(B, K, w, size, size)`` logits, one per segment of
-        ``config.image_head``, from the image stream alone. Raises if the network has no head."""
+        ``config.image_head``, from the image stream alone; with ``segments`` (long ``(B,)``, head channels)
+        only each window's own channel, ``(B, w, size, size)``. Raises if the network has no head."""
         if self.image_head is None:
             raise InputError("This network has no image-only head.",
                              "Train with --image-aux to add one (ifssnet train --image-aux 1).")
-        return unfold(self.image_head(image_feats.skips), image_feats.batch)
+        logits = unfold(self.image_head(image_feats.skips), image_feats.batch)
+        if segments is None:
+            return logits
+        return logits.gather(1, segments.view(-1, 1, 1, 1, 1).expand(-1, 1, *logits.shape[2:]))[:, 0]
 
     def forward_from_features(self, image_feats: StreamFeatures, prev_mask: torch.Tensor,
                               state: Optional[State] = None, carry_index: int = 0
