@@ -47,7 +47,7 @@ class BrightModel(_Base):
 
 
 class BrightHeadModel(CopyModel):
-    """A copier with an image-only head for segment "A": logits (B, 1, w, S, S) = +-10 by image > 1.5."""
+    """A copier with an image-only head for segment "A": logits +-10 by image > 1.5 (IFSSNet.segment_logits)."""
 
     def __init__(self, size=32, window=3):
         super().__init__(size, window)
@@ -56,5 +56,6 @@ class BrightHeadModel(CopyModel):
     def encode_image(self, image):
         return image
 
-    def segment_logits(self, feats):
-        return (feats > 1.5).float() * 20.0 - 10.0
+    def segment_logits(self, feats, segments=None):
+        logits = (feats > 1.5).float() * 20.0 - 10.0          # (B, 1, w, S, S): segment "A" only
+        return logits if segments is None else logits[:, 0]

@@ -37,13 +37,9 @@ def fit_probe(model, cases, steps: int, seed: int = 0, lr: float = 1e-2, batch: 
     """A copy of ``model`` with a new image-only head for the cases' segments, fitted on frozen features."""
     import torch
 
-    from ifssnet.model import IFSSNet
-    from ifssnet.train import image_head_loss, with_image_head
+    from ifssnet.train import fresh_image_head, image_head_loss
 
-    bare = IFSSNet(type(model.config).from_dict({**model.config.to_dict(), "image_head": []}))
-    bare.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("image_head.")})
-    names = sorted({n for c in cases for n in c.masks})
-    net = with_image_head(bare, names, seed).eval()          # eval: no dropout, frozen norms
+    net = fresh_image_head(model, sorted({n for c in cases for n in c.masks}), seed).eval()  # eval: no dropout
     for p in net.parameters():
         p.requires_grad_(False)
     head = list(net.image_head.parameters())
@@ -70,8 +66,7 @@ def probe_dice(net, cases, windows: int = 40, seed: int = 1) -> float:
     rng = np.random.default_rng(seed)
     img, msk, seg = _windows(cases, rng, windows, net.config.image_head, net.config.window)
     with torch.inference_mode():
-        logits = net.segment_logits(net.encode_image(img[:, None]))
-    pred = logits.gather(1, seg.view(-1, 1, 1, 1, 1).expand(-1, 1, *logits.shape[2:]))[:, 0] > 0
+        pred = net.segment_logits(net.encode_image(img[:, None]), seg) > 0
     ref = msk > 0.5
     inter = (pred & ref).flatten(1).sum(1).float()
     den = (pred.flatten(1).sum(1) + ref.flatten(1).sum(1)).float().clamp_min(1)

@@ -42,19 +42,30 @@ def run_model(model, runs, show: int = 4):
                 logits, state = model(img[:, t:t + 3][:, None], prev[:, None], state)
                 prev = torch.softmax(logits, 1)[:, 1]
                 pred[t + 2] = (prev[0, 2] > 0.5).numpy()
-            area_ref = r.mask.reshape(L, -1).sum(1)
-            area_pred = pred.reshape(L, -1).sum(1)
-            empty = area_ref == 0
-            empty[:3] = False
-            inside = ~empty
-            inside[:3] = False
-            if empty.any():
-                leak.append(float(area_pred[empty].mean()))
-            a, b = pred[inside], r.mask[inside] > 0
-            dice.append(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+            _score(pred, r.mask, leak, dice)
             if n < show:
+                area_ref, area_pred = r.mask.reshape(L, -1).sum(1), pred.reshape(L, -1).sum(1)
                 lines.append(" ".join(f"{int(x)}/{int(y)}" for x, y in zip(area_ref[3::3], area_pred[3::3])))
-    return float(np.mean(leak)) if leak else float("nan"), float(np.mean(dice)), lines
+    return _mean(leak), float(np.mean(dice)), lines
+
+
+def _score(pred, mask, leak: list, dice: list) -> None:
+    """Append one run's scores: the mean predicted area (px) on the slices past the muscle's end, if the
+    run has any, to ``leak``, and the Dice on the slices before it to ``dice``. ``pred`` bool and ``mask``
+    (L, S, S); the first 3 slices (the reference) do not count."""
+    L = mask.shape[0]
+    empty = ~(mask > 0).reshape(L, -1).any(1)
+    empty[:3] = False
+    inside = ~empty
+    inside[:3] = False
+    if empty.any():
+        leak.append(float(pred[empty].reshape(int(empty.sum()), -1).sum(1).mean()))
+    a, b = pred[inside], mask[inside] > 0
+    dice.append(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
+def _mean(values: list) -> float:
+    return float(np.mean(values)) if values else float("nan")
 
 
 def head_scores(model, runs):
@@ -72,19 +83,12 @@ def head_scores(model, runs):
             L = r.image.shape[0]
             n = (L - 3) // w
             img = torch.from_numpy(r.image[3:3 + n * w]).reshape(n, 1, w, *r.image.shape[1:])
-            logits = model.segment_logits(model.encode_image(img))[:, names.index(r.segment)]
+            own = torch.full((n,), names.index(r.segment), dtype=torch.long)
+            logits = model.segment_logits(model.encode_image(img), own)          # (n, w, S, S)
             pred = np.zeros(r.mask.shape, bool)
             pred[3:3 + n * w] = (logits > 0).reshape(n * w, *r.image.shape[1:]).numpy()
-            ref = r.mask > 0
-            empty = ~ref.reshape(L, -1).any(1)
-            empty[:3] = False
-            inside = ~empty
-            inside[:3] = False
-            if empty.any():
-                leak.append(float(pred[empty].reshape(int(empty.sum()), -1).sum(1).mean()))
-            a, b = pred[inside], ref[inside]
-            dice.append(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
-    return (float(np.mean(leak)) if leak else float("nan")), float(np.mean(dice))
+            _score(pred, r.mask, leak, dice)
+    return _mean(leak), float(np.mean(dice))
 
 
 #: Wrong images for ``--image-probe``: (L, S, S) -> (L, S, S).
