@@ -503,3 +503,55 @@ def test_a_network_with_a_head_fine_tunes_without_it_on_other_segments(tmp_path)
     out = train([other], tmp_path / "b.pt", base_model=headed,
                 cfg=TrainConfig(epochs=1, steps_per_epoch=1, run_length=8, checkpoint_every=1))
     assert load_checkpoint(out)[1].image_head == ("A",)
+
+
+@pytest.mark.parametrize("decay", ["decoupled", "coupled"])
+def test_weight_decay_keeps_a_weight_that_gets_no_gradient_only_when_decoupled(decay):
+    """Where the data gradient is far below the L2 term (the deep path's: 1e-7 to 1e-8 per weight), Adam with
+    the L2 term in the gradient normalises every step to about lr, so the weight goes to 0 in |w| / lr steps;
+    AdamW shrinks it by lr x 2 lambda x w only."""
+    from ifssnet.loss import ParametricTversky
+    from ifssnet.model import IFSSNet
+    from ifssnet.train import make_optimizer
+
+    torch.manual_seed(0)
+    net = IFSSNet(IFSSNetConfig(**TINY))
+    cfg = TrainConfig(lr=1e-2, weight_decay=decay)
+    opt = make_optimizer(net, ParametricTversky(), cfg)
+    w = net.lstm.cell.h2g.weight
+    before = w.detach().abs().mean().item()
+    for _ in range(30):
+        opt.zero_grad()
+        for p in net.parameters():
+            p.grad = torch.zeros_like(p)                 # no data gradient: only the decay acts
+        opt.step()
+    after = w.detach().abs().mean().item()
+    if decay == "decoupled":
+        assert after > 0.95 * before
+    else:
+        assert after < 0.3 * before
+
+
+def test_training_defaults_to_decoupled_decay_and_old_runs_resume_coupled(tmp_path):
+    assert TrainConfig().weight_decay == "decoupled"
+    with pytest.raises(InputError):
+        TrainConfig(weight_decay="sometimes").validate()
+    cfg = TrainConfig(epochs=1, steps_per_epoch=2, run_length=8, checkpoint_every=1, weight_decay="coupled")
+    train([_case()], tmp_path / "m.pt", model_config=IFSSNetConfig(**TINY), cfg=cfg)
+    ck = torch.load(tmp_path / "m.ckpt.pt", weights_only=True)
+    del ck["extra"]["training"]["config"]["weight_decay"]          # a checkpoint written before the field existed
+    torch.save(ck, tmp_path / "old.ckpt.pt")
+    seen = {}
+    import ifssnet.train as T
+    orig = T.make_optimizer
+
+    def spy(model, loss_fn, c):
+        seen["decay"] = c.weight_decay
+        return orig(model, loss_fn, c)
+    T.make_optimizer = spy
+    try:
+        cfg2 = TrainConfig(epochs=1, steps_per_epoch=3, run_length=8, checkpoint_every=1)
+        train([_case()], tmp_path / "m2.pt", cfg=cfg2, resume=tmp_path / "old.ckpt.pt")
+    finally:
+        T.make_optimizer = orig
+    assert seen["decay"] == "coupled"

@@ -1,9 +1,11 @@
-"""One IFSS-Net network step on the CPU in three forms: eager float32, bfloat16 autocast, torch.compile.
+"""One IFSS-Net network step on the CPU in four forms: the weights as stored, then as propagation loads
+them (negligible weights zeroed) in eager float32, bfloat16 autocast and torch.compile.
 
-Issue 7 asks what limits the CPU; this checks two cheap levers on one step of the shipped network
+Issue 7 asks what limits the CPU; this checks cheap levers on one step of the shipped network
 (batch 2 = both directions of one seed group, w x size x size windows). It prints the median step time
-of each form, its ratio to eager in the same run, how many mask pixels (> 0.5) differ from eager, and the
-compile time. A benchmark, not a test: nothing is asserted.
+of each form, its ratio to eager (zeroed) in the same run, how many mask pixels (> 0.5) differ from it, and
+the compile time. The forms alternate, so a change of load hits all of them. A benchmark, not a test:
+nothing is asserted.
 
     python benchmarks/cpu_step_variants.py [--model Resources/Models/ifssnet.pt] [--threads 1] [--no-compile]
 """
@@ -14,17 +16,21 @@ import time
 
 import torch
 
-from ifssnet.propagate import default_model_path, load_model
+from ifssnet.model.checkpoint import load_checkpoint
+from ifssnet.propagate import NEGLIGIBLE_WEIGHT, default_model_path, zero_negligible_weights
 
 
-def median_seconds(fn, reps: int = 8) -> float:
-    fn()                                   # warm-up (allocators, kernel selection)
-    times = []
+def median_seconds(fns, reps: int = 8) -> list:
+    """Median seconds of each callable; they take turns, so a change of the machine's load hits all."""
+    for fn in fns:
+        fn()                               # warm-up (allocators, kernel selection)
+    times = [[] for _ in fns]
     for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[reps // 2]
+        for fn, acc in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - start)
+    return [sorted(t)[reps // 2] for t in times]
 
 
 def main() -> None:
@@ -34,7 +40,9 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (about a minute to compile)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    net = load_model(args.model, "cpu")
+    stored = load_checkpoint(args.model, map_location="cpu")[0].eval()     # the weights as in the file
+    net = load_checkpoint(args.model, map_location="cpu")[0].eval()
+    zeroed = zero_negligible_weights(net)                                   # as load_model does
     w, size = net.config.window, net.config.size
     gen = torch.Generator().manual_seed(0)
     image = torch.randn(2, 1, w, size, size, generator=gen)
@@ -45,22 +53,24 @@ def main() -> None:
 
     with torch.inference_mode():
         ref = fg(net(image, mask)[0])
-        eager = median_seconds(lambda: net(image, mask))
-        rows = [("eager float32", eager, 0, None)]
 
         def bf16():
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return net(image, mask)
-        rows.append(("bfloat16 autocast", median_seconds(bf16), int((fg(bf16()[0]) != ref).sum()), None))
+        forms = [("weights as stored", lambda: stored(image, mask), None),
+                 ("eager float32 (as loaded: negligible weights zeroed)", lambda: net(image, mask), None),
+                 ("bfloat16 autocast", bf16, None)]
         if not args.no_compile:
             compiled = torch.compile(net)
             start = time.perf_counter()
             compiled(image, mask)
-            compile_s = time.perf_counter() - start
-            rows.append(("torch.compile", median_seconds(lambda: compiled(image, mask)),
-                         int((fg(compiled(image, mask)[0]) != ref).sum()), compile_s))
-    print(f"{args.model}: batch 2 x {w} x {size} x {size}, {args.threads} thread(s), torch {torch.__version__}")
-    print("| form | s per step | x eager | mask pixels differing | compile s |")
+            forms.append(("torch.compile", lambda: compiled(image, mask), time.perf_counter() - start))
+        secs = median_seconds([f for _, f, _ in forms])
+        eager = secs[1]
+        rows = [(name, sec, int((fg(f()[0]) != ref).sum()), comp) for (name, f, comp), sec in zip(forms, secs)]
+    print(f"{args.model}: batch 2 x {w} x {size} x {size}, {args.threads} thread(s), torch {torch.__version__}; "
+          f"{zeroed} weights below {NEGLIGIBLE_WEIGHT:g} zeroed")
+    print("| form | s per step | x eager (zeroed) | mask pixels differing | compile s |")
     print("|---|---|---|---|---|")
     for name, sec, diff, comp in rows:
         print(f"| {name} | {sec:.3f} | {sec / eager:.2f} | {diff} | {'' if comp is None else f'{comp:.0f}'} |")

@@ -116,7 +116,7 @@ def _load_network(model, device: str):
     """(network in eval mode, description dict). ``model``: None (shipped or untrained fallback), a path, or a module."""
     import torch
 
-    from .propagate import default_model_path, load_model
+    from .propagate import default_model_path, load_model, zero_negligible_weights
 
     if model is None:
         path = default_model_path()
@@ -130,6 +130,7 @@ def _load_network(model, device: str):
         from .model.checkpoint import load_checkpoint
 
         net, _, extra = load_checkpoint(model, map_location="cpu")
+        zero_negligible_weights(net)          # as load_model does with a file
         trained = not bool((extra or {}).get("untrained", False))   # a checkpoint saved untrained says so
         return load_model(net, device), {"source": str(model), "trained": trained}
     trained = bool(getattr(model, "trained", True))   # a given module counts as trained unless it says otherwise
