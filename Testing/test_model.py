@@ -105,6 +105,30 @@ def test_atrous_block_shape():
     assert blk(torch.randn(6, 8, 32, 32)).shape == (6, 8, 32, 32)
 
 
+@pytest.mark.parametrize("norm", ["group", "none"])
+def test_atrous_block_is_concatenate_then_project(norm):
+    """The paper's block: branches concatenated, one 1x1 projection, norm, ReLU. The fast form sums the
+    branches' products instead; values and gradients must be the same."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    blk = AtrousSeparable(8, [1, 6, 12], norm=norm, pool_branch=True).train()
+    blk.drop = torch.nn.Identity()
+    x = torch.randn(6, 8, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_()
+
+    def paper(x):
+        branches = torch.cat([x] + [dw(x) for dw in blk.dw], dim=1)
+        y = F.conv2d(branches, torch.cat([pw.weight for pw in blk.pw], dim=1), blk.pw[0].bias)
+        return F.relu(blk.norm(y + blk.pool_proj(x.mean(dim=(2, 3), keepdim=True))))
+
+    fast, ref = blk(x), paper(x)
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad((fast * g).sum(), x)[0],
+                               torch.autograd.grad((ref * g).sum(), x)[0], atol=1e-5, rtol=1e-5)
+
+
 def test_fusion_lstm_decoder_shapes(cfg):
     c5, f = cfg.channels()[-1], cfg.bottleneck_size()
     a = torch.randn(2 * W, c5, f, f)

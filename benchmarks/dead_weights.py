@@ -1,0 +1,63 @@
+"""How much of each part of a network is dead: the share of weights below 1e-15 and the median |w|, per part.
+
+Session 8 found that coupled L2 decay under Adam (the former default) drives IFSS-Net's deep path (encoder
+layer 5, the fusion, the Bi-ConvLSTM and the decoder's two deepest levels) to 0: the shipped weights hold
+681 k of their 750 k weights below 1e-15. A network in that state segments with its shallow levels only.
+A benchmark, not a test: it prints, it asserts nothing.
+
+    python benchmarks/dead_weights.py MODEL.pt [MODEL.pt ...]
+"""
+from __future__ import annotations
+
+import argparse
+from collections import OrderedDict
+
+import torch
+
+from ifssnet.model.checkpoint import load_checkpoint
+from ifssnet.propagate import NEGLIGIBLE_WEIGHT
+
+#: The parts reported, in the order of the network; a parameter belongs to the first prefix it starts with.
+PARTS = ["encoder.layers.0", "encoder.layers.1", "encoder.layers.2", "encoder.layers.3", "encoder.layers.4",
+         "fusion", "lstm", "decoder.ups.0", "decoder.refine.0", "decoder.ups.1", "decoder.refine.1",
+         "decoder.ups.2", "decoder.refine.2", "decoder.ups.3", "decoder.refine.3", "decoder.ups.4",
+         "decoder.refine.4", "decoder.head", "image_head"]
+
+
+def dead_share(model) -> "OrderedDict[str, tuple]":
+    """part -> (weights, share below NEGLIGIBLE_WEIGHT, median |w|) over the part's conv/linear weights (dim > 1)."""
+    groups: "OrderedDict[str, list]" = OrderedDict((p, []) for p in PARTS)
+    for name, p in model.named_parameters():
+        if p.dim() < 2:
+            continue
+        part = next((q for q in PARTS if name == q or name.startswith(q + ".")), None)
+        if part is not None:
+            groups[part].append(p.detach().abs().flatten())
+    out = OrderedDict()
+    for part, ws in groups.items():
+        if ws:
+            a = torch.cat(ws)
+            out[part] = (a.numel(), float((a < NEGLIGIBLE_WEIGHT).float().mean()), float(a.median()))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+")
+    args = ap.parse_args()
+    tables = [(m, dead_share(load_checkpoint(m)[0])) for m in args.models]
+    print("| part | weights | " + " | ".join(f"{m}: share < {NEGLIGIBLE_WEIGHT:g} / median abs" for m, _ in tables) + " |")
+    print("|---|---|" + "---|" * len(tables))
+    for part in PARTS:
+        if part not in tables[0][1]:
+            continue
+        cells = [f"{t[part][1]:.0%} / {t[part][2]:.1e}" if part in t else "" for _, t in tables]
+        print(f"| {part} | {tables[0][1][part][0]} | " + " | ".join(cells) + " |")
+    for m, t in tables:
+        n = sum(v[0] for v in t.values())
+        dead = sum(v[0] * v[1] for v in t.values())
+        print(f"{m}: {dead / n:.1%} of {n} weights below {NEGLIGIBLE_WEIGHT:g}")
+
+
+if __name__ == "__main__":
+    main()
