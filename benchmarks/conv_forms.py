@@ -10,11 +10,15 @@ checked equal (max abs difference printed), ratio naive / fast printed.
 Part 2 (``--net``): forward (eval, no grad) and forward+backward (train) time per window of
 IFSSNet at a given size and width multipliers, with parameter counts and GFLOP per window.
 
+Part 3 (``--dilations``): the depthwise 3x3 convolution of the shipped network's first level (6 slices =
+both directions of a window, 15 channels, 128 x 128) at each dilation, channels_last (the network's
+layout) against NCHW: oneDNN slows down sharply at large dilations on some CPUs.
+
 Timings are the MINIMUM over repeats (the machine is shared; the minimum is the least disturbed).
 The process CPU time is printed too: with ``--threads 1`` it is close to the undisturbed wall time
 even when other processes load the cores.
 
-    python benchmarks/conv_forms.py [--threads 2] [--size 128] [--channels 120] [--net --mults 1.0 0.5]
+    python benchmarks/conv_forms.py [--threads 2] [--size 128] [--channels 120] [--net --mults 1.0 0.5] [--dilations]
 """
 from __future__ import annotations
 
@@ -71,6 +75,23 @@ def conv_forms(channels: int, depth: int, size: int, reps: int) -> list[dict]:
     return rows
 
 
+def dilation_timings(reps: int, shape=(6, 15, 128, 128), rates=(1, 6, 8, 12, 18)) -> list[dict]:
+    """Depthwise 3x3 at each dilation, channels_last vs NCHW, same data and weights (ms, min of reps)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    x = torch.randn(*shape)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(shape[1], 1, 3, 3)
+    rows = []
+    with torch.no_grad():
+        for r in rates:
+            cl = best_ms(lambda: F.conv2d(x_cl, w, padding=r, dilation=r, groups=shape[1]), reps)
+            nchw = best_ms(lambda: F.conv2d(x, w, padding=r, dilation=r, groups=shape[1]), reps)
+            rows.append({"dilation": r, "channels_last_ms": cl, "nchw_ms": nchw})
+    return rows
+
+
 def net_timings(size: int, mults, reps: int, window: int = 3) -> list[dict]:
     rows = []
     for wm in mults:
@@ -117,6 +138,8 @@ def main(argv=None) -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--net", action="store_true", help="also time the network per window")
     ap.add_argument("--mults", type=float, nargs="+", default=[1.0, 0.5])
+    ap.add_argument("--dilations", action="store_true",
+                    help="also time the first level's depthwise conv at each dilation, channels_last vs NCHW")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -138,6 +161,11 @@ def main(argv=None) -> None:
                   f"image stream batched {r['image_stream_batched8_ms']:.0f} ms/window | "
                   f"fwd+bwd train {r['fwd_bwd_train_ms']:.0f} ms | process CPU: forward "
                   f"{r['forward_cpu_ms']:.0f} ms, fwd+bwd {r['fwd_bwd_train_cpu_ms']:.0f} ms")
+    if a.dilations:
+        out["dilations"] = dilation_timings(a.reps)
+        print(f"\ndepthwise 3x3 on 6 x 15 x 128 x 128; min of {a.reps} runs")
+        for r in out["dilations"]:
+            print(f"dilation {r['dilation']:2d}: channels_last {r['channels_last_ms']:.2f} ms, NCHW {r['nchw_ms']:.2f} ms")
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(out, fh, indent=2)
