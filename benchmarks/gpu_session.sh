@@ -11,7 +11,8 @@
 # too large to travel beside the repository (53 MB; 64 MiB in all), so --prepare packs it with xz (28 MB).
 # Settings (environment): OUT (default runs/gpu), DEVICE (cuda), IMAGE_MIN (minutes of --mode image
 # pretraining of the encoder, 1), TRAIN_MIN (minutes of full training from it, with --image-aux, 3),
-# BATCH (runs per step, 8), RUN_LENGTH (slices per run, 100), FROM (the model to fine-tune, the shipped one).
+# BATCH (runs per step, 8), RUN_LENGTH (slices per run, 100), FROM (a model to start from; default none: a new
+# network of the shipped configuration, because the shipped weights' deep path is dead and cannot learn again).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
 # ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
 # the image probe of the new weights (mask_copy_diagnostic.py --image-probe) is in session.log.
@@ -38,7 +39,8 @@ IMAGE_MIN=${IMAGE_MIN:-1}
 TRAIN_MIN=${TRAIN_MIN:-3}
 BATCH=${BATCH:-8}
 RUN_LENGTH=${RUN_LENGTH:-100}
-FROM=${FROM:-Resources/Models/ifssnet.pt}
+FROM=${FROM:-}
+if [ -n "$FROM" ]; then START_ARGS=(--from "$FROM"); else START_ARGS=(--size 128 --width-mult 0.5); fi
 SMALL=${SMALL:-0}
 mkdir -p "$OUT"
 LOG="$OUT/session.log"
@@ -80,18 +82,20 @@ seq 1 "$NTRAIN" | xargs -P 16 -I{} sh -c "OMP_NUM_THREADS=1 $IFSS phantom /tmp/d
 for s in 500 501; do $IFSS phantom /tmp/data/val/s$s --seed $s --shape $SHAPE > /dev/null 2>&1; done
 ls /tmp/data/train | wc -l >> "$LOG"
 
-# Two stages (model card, session 7): the shipped encoder does not see the muscles (linear probe Dice
-# 0.14), so it first learns to find them in the image alone, then the whole network trains from it with
-# the image-only head's loss kept on (--image-aux), so that the features stay.
-step "image pretraining for $IMAGE_MIN min from $FROM (--mode image, batch $(( BATCH * 8 )) windows)"
-timeout $(( IMAGE_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode image --from "$FROM" \
+# Two stages (model card, session 7): the encoder first learns to find the muscles in the image alone, then
+# the whole network trains from it with the image-only head's loss kept on (--image-aux), so that the
+# features stay. Decoupled weight decay (the default since session 8) keeps the deep path alive.
+step "image pretraining for $IMAGE_MIN min from ${FROM:-a new network} (--mode image, batch $(( BATCH * 8 )) windows)"
+rm -f /tmp/ifssnet-image.pt                      # never start the next stage from an earlier run's file
+timeout $(( IMAGE_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode image "${START_ARGS[@]}" \
     --out /tmp/ifssnet-image.pt --device "$DEVICE" --batch $(( BATCH * 8 )) --epochs 1 --steps 100000 --lr 1e-3 \
     --seed 19 --checkpoint-every 200 --time-limit "$IMAGE_MIN" >> "$LOG" 2>&1
 echo "image pretraining exit $?" >> "$LOG"
-START=/tmp/ifssnet-image.pt; [ -f "$START" ] || START=$FROM     # not in $OUT: at most 8 files come back
+START_ARGS=(--from /tmp/ifssnet-image.pt)      # not in $OUT: at most 8 files come back
+[ -f /tmp/ifssnet-image.pt ] || { [ -n "$FROM" ] && START_ARGS=(--from "$FROM") || START_ARGS=(--size 128 --width-mult 0.5); }
 
-step "training for $TRAIN_MIN min from $START (batch $BATCH, runs of $RUN_LENGTH, --image-aux 1)"
-timeout $(( TRAIN_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode full --from "$START" --out "$OUT/ifssnet-gpu.pt" \
+step "training for $TRAIN_MIN min from ${START_ARGS[*]} (batch $BATCH, runs of $RUN_LENGTH, --image-aux 1)"
+timeout $(( TRAIN_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode full "${START_ARGS[@]}" --out "$OUT/ifssnet-gpu.pt" \
     --device "$DEVICE" --batch "$BATCH" --run-length "$RUN_LENGTH" --epochs 4 --steps 1000 --lr 3e-4 --lr-final 1e-4 \
     --bce-weight 1 --mask-jitter 0.5 --jitter-first-only --image-aux 1 --seed 20 --checkpoint-every 50 \
     --time-limit "$TRAIN_MIN" --log "$OUT/train.jsonl" >> "$LOG" 2>&1
@@ -99,7 +103,7 @@ echo "train exit $?" >> "$LOG"
 
 step "validation: shipped and new weights, 3-seeds"
 for tag in shipped gpu; do
-    model=$FROM; [ $tag = gpu ] && model="$OUT/ifssnet-gpu.pt"
+    model=Resources/Models/ifssnet.pt; [ $tag = gpu ] && model="$OUT/ifssnet-gpu.pt"
     [ -f "$model" ] || continue
     timeout 240 $IFSS compare-set /tmp/data/val/s500 /tmp/data/val/s501 --methods ifssnet --model "$model" \
         --device "$DEVICE" --protocol 3-seeds "${VAL_EXTRA[@]}" --csv "$OUT/val-$tag.csv" >> "$LOG" 2>&1
