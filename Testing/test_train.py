@@ -555,3 +555,27 @@ def test_training_defaults_to_decoupled_decay_and_old_runs_resume_coupled(tmp_pa
     finally:
         T.make_optimizer = orig
     assert seen["decay"] == "coupled"
+
+
+def test_fine_tuning_from_a_network_with_dead_parts_warns_and_trains(tmp_path):
+    """Zero weights pass almost no gradient to each other, so fine-tuning hardly revives them: the user is told,
+    and the run goes on; a network without such parts fine-tunes without the warning."""
+    from ifssnet.model import IFSSNet, save_checkpoint
+
+    torch.manual_seed(0)
+    net = IFSSNet(IFSSNetConfig(**TINY))
+    with torch.no_grad():
+        for p in list(net.fusion.parameters()) + list(net.lstm.parameters()):
+            p.mul_(1e-25)
+    assert sum(q.numel() for q in list(net.fusion.parameters()) + list(net.lstm.parameters())) > \
+        0.25 * sum(q.numel() for q in net.parameters())
+    save_checkpoint(tmp_path / "dead.pt", net, net.config)
+    cfg = TrainConfig(epochs=1, steps_per_epoch=1, run_length=8, checkpoint_every=1)
+    with pytest.warns(UserWarning, match="start a new network"):
+        train([_case()], tmp_path / "ft.pt", cfg=cfg, base_model=tmp_path / "dead.pt")
+    assert (tmp_path / "ft.pt").exists()
+    save_checkpoint(tmp_path / "alive.pt", IFSSNet(IFSSNetConfig(**TINY)), IFSSNetConfig(**TINY))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        train([_case()], tmp_path / "ft2.pt", cfg=cfg, base_model=tmp_path / "alive.pt")

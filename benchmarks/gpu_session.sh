@@ -12,7 +12,7 @@
 # Settings (environment): OUT (default runs/gpu), DEVICE (cuda), IMAGE_MIN (minutes of --mode image
 # pretraining of the encoder, 1), TRAIN_MIN (minutes of full training from it, with --image-aux, 3),
 # BATCH (runs per step, 8), RUN_LENGTH (slices per run, 100), FROM (a model to start from; default none: a new
-# network of the shipped configuration, because the shipped weights' deep path is dead and cannot learn again).
+# network of the shipped configuration, because the shipped weights' deep path is dead and hardly learns again).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
 # ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
 # the image probe of the new weights (mask_copy_diagnostic.py --image-probe) is in session.log.

@@ -445,6 +445,10 @@ def fresh_image_head(model, names: Sequence[str], seed: int = 0):
     return new.to(next(model.parameters()).device).train(model.training)
 
 
+#: Fine-tuning from a model with more than this share of zero weights warns that those parts cannot learn.
+DEAD_SHARE_WARNING = 0.25
+
+
 def make_optimizer(model, loss_fn, cfg: TrainConfig):
     """Adam over the network (L2 ``cfg.l2``, applied as ``cfg.weight_decay`` says: AdamW when "decoupled"),
     the loss's alpha/beta (no decay) and the image-only head if any (its own group, ``lr_mult``)."""
@@ -498,7 +502,15 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         from .propagate import zero_negligible_weights
 
         model, model_config, _ = load_checkpoint(base_model, map_location="cpu")
-        zero_negligible_weights(model)       # weights killed by coupled decay: exact zeros, not slow subnormals
+        dead = zero_negligible_weights(model)    # weights killed by coupled decay: exact zeros, not slow subnormals
+        total = sum(q.numel() for q in model.parameters())
+        if dead > DEAD_SHARE_WARNING * total:
+            import warnings
+
+            warnings.warn(f"{dead / total:.0%} of the weights of {base_model} are zero (below 1e-15): weights of 0 "
+                          "pass almost no gradient to each other, so fine-tuning brings those parts back slowly if at "
+                          "all (the shipped weights' fusion and Bi-ConvLSTM are such parts; model card, 'The deep path "
+                          "was dead'). To train every part, start a new network (leave out --from).", stacklevel=2)
     else:
         torch.manual_seed(cfg.seed)          # the same seed gives the same initial weights
         model = IFSSNet(model_config or IFSSNetConfig())
