@@ -5,7 +5,13 @@ layer 5, the fusion, the Bi-ConvLSTM and the decoder's two deepest levels) to 0:
 681 k of their 750 k weights below 1e-15. A network in that state segments with its shallow levels only.
 A benchmark, not a test: it prints, it asserts nothing.
 
+``--gradients`` prints instead, for a NEW network of the shipped configuration (size 128, width 0.5, seed 0),
+the mean |gradient| per weight of each part after one backward pass of the training loss (Tversky +
+cross-entropy) on one random window pair: how much of the loss reaches each part, against the L2 term's
+2 lambda w (lambda 1e-5).
+
     python benchmarks/dead_weights.py MODEL.pt [MODEL.pt ...]
+    python benchmarks/dead_weights.py --gradients
 """
 from __future__ import annotations
 
@@ -41,10 +47,40 @@ def dead_share(model) -> "OrderedDict[str, tuple]":
     return out
 
 
+def gradient_share() -> "OrderedDict[str, tuple]":
+    """part -> (mean |gradient| per weight, mean |w|) of a new network after one backward pass."""
+    from ifssnet.loss import ParametricTversky
+    from ifssnet.model import IFSSNet, IFSSNetConfig
+
+    torch.manual_seed(0)
+    net = IFSSNet(IFSSNetConfig(size=128, width_mult=0.5)).train()
+    img = torch.randn(2, 1, 3, 128, 128)
+    mask = torch.zeros(2, 1, 3, 128, 128)
+    mask[..., 40:80, 30:90] = 1
+    prob = torch.softmax(net(img, mask)[0], dim=1)[:, 1]
+    ParametricTversky(bce_weight=1.0)(prob, mask[:, 0], torch.ones_like(prob), from_logits=False).backward()
+    groups: "OrderedDict[str, list]" = OrderedDict((p, []) for p in PARTS)
+    for name, p in net.named_parameters():
+        part = next((q for q in PARTS if name == q or name.startswith(q + ".")), None)
+        if part is not None and p.dim() > 1 and p.grad is not None:
+            groups[part].append((p.grad.abs().flatten(), p.detach().abs().flatten()))
+    return OrderedDict((k, (float(torch.cat([g for g, _ in v]).mean()), float(torch.cat([w for _, w in v]).mean())))
+                       for k, v in groups.items() if v)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("models", nargs="+")
+    ap.add_argument("models", nargs="*")
+    ap.add_argument("--gradients", action="store_true", help="gradient per part of a new network (see above)")
     args = ap.parse_args()
+    if args.gradients:
+        print("| part | mean abs gradient per weight | mean abs weight | L2 term 2e-5 x w |")
+        print("|---|---|---|---|")
+        for part, (g, w) in gradient_share().items():
+            print(f"| {part} | {g:.1e} | {w:.1e} | {2e-5 * w:.1e} |")
+        return
+    if not args.models:
+        ap.error("give model files, or --gradients")
     tables = [(m, dead_share(load_checkpoint(m)[0])) for m in args.models]
     print("| part | weights | " + " | ".join(f"{m}: share < {NEGLIGIBLE_WEIGHT:g} / median abs" for m, _ in tables) + " |")
     print("|---|---|" + "---|" * len(tables))
