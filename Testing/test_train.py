@@ -507,7 +507,7 @@ def test_a_network_with_a_head_fine_tunes_without_it_on_other_segments(tmp_path)
 
 @pytest.mark.parametrize("decay", ["decoupled", "coupled"])
 def test_weight_decay_keeps_a_weight_that_gets_no_gradient_only_when_decoupled(decay):
-    """Where the data gradient is far below the L2 term (the deep path's: 1e-7 to 1e-8 per weight), Adam with
+    """Where the data gradient is far below the L2 term (the Bi-ConvLSTM's: about 1e-7 per weight), Adam with
     the L2 term in the gradient normalises every step to about lr, so the weight goes to 0 in |w| / lr steps;
     AdamW shrinks it by lr x 2 lambda x w only."""
     from ifssnet.loss import ParametricTversky

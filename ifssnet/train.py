@@ -19,8 +19,8 @@ each half of the run (the ConvLSTM state is detached between halves).
 Optimiser: Adam, ``lr`` (paper 1e-4) then ``lr_final`` (1e-5) for the last two epochs, L2 1e-5 on
 the network's weights (not on alpha/beta), **decoupled** by default (AdamW: each step shrinks a weight by
 lr x 2 lambda x w). The paper's L2 term in the gradient (``weight_decay="coupled"``, plain Adam) kills the
-network's deep path: the gradient reaching the fusion and the Bi-ConvLSTM is 1e-7 to 1e-8 per weight
-(it shrinks about 5x per decoder level), below the L2 term's 2 lambda w = 4e-7, and Adam normalises every
+network's deep path: the gradient reaching the Bi-ConvLSTM is about 1e-7 per weight (it shrinks about 5x
+per decoder level; ``benchmarks/dead_weights.py --gradients``), below the L2 term's 2 lambda w = 4e-7, and Adam normalises every
 step to about lr whatever the gradient's size, so those weights are driven to 0 at about lr per step
 (measured: 10x smaller in 40 steps at lr 1e-3; every checkpoint trained that way holds a fusion and a
 Bi-ConvLSTM of 1e-9 to 1e-30; model card). Checkpoints every ``checkpoint_every`` steps hold the
