@@ -532,7 +532,7 @@ def test_weight_decay_keeps_a_weight_that_gets_no_gradient_only_when_decoupled(d
         assert after < 0.3 * before
 
 
-def test_training_defaults_to_decoupled_decay_and_old_runs_resume_coupled(tmp_path):
+def test_training_defaults_to_decoupled_decay_and_old_runs_resume_coupled(tmp_path, monkeypatch):
     assert TrainConfig().weight_decay == "decoupled"
     with pytest.raises(InputError):
         TrainConfig(weight_decay="sometimes").validate()
@@ -548,12 +548,9 @@ def test_training_defaults_to_decoupled_decay_and_old_runs_resume_coupled(tmp_pa
     def spy(model, loss_fn, c):
         seen["decay"] = c.weight_decay
         return orig(model, loss_fn, c)
-    T.make_optimizer = spy
-    try:
-        cfg2 = TrainConfig(epochs=1, steps_per_epoch=3, run_length=8, checkpoint_every=1)
-        train([_case()], tmp_path / "m2.pt", cfg=cfg2, resume=tmp_path / "old.ckpt.pt")
-    finally:
-        T.make_optimizer = orig
+    monkeypatch.setattr(T, "make_optimizer", spy)
+    cfg2 = TrainConfig(epochs=1, steps_per_epoch=3, run_length=8, checkpoint_every=1)
+    train([_case()], tmp_path / "m2.pt", cfg=cfg2, resume=tmp_path / "old.ckpt.pt")
     assert seen["decay"] == "coupled"
 
 

@@ -12,12 +12,13 @@ nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import torch
 
-from ifssnet.model.checkpoint import load_checkpoint
-from ifssnet.propagate import NEGLIGIBLE_WEIGHT, default_model_path, zero_negligible_weights
+from ifssnet.model.checkpoint import NEGLIGIBLE_WEIGHT, load_checkpoint, zero_negligible_weights
+from ifssnet.propagate import default_model_path
 
 
 def median_seconds(fns, reps: int = 8) -> list:
@@ -41,7 +42,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     stored = load_checkpoint(args.model, map_location="cpu")[0].eval()     # the weights as in the file
-    net = load_checkpoint(args.model, map_location="cpu")[0].eval()
+    net = copy.deepcopy(stored)
     zeroed = zero_negligible_weights(net)                                   # as load_model does
     w, size = net.config.window, net.config.size
     gen = torch.Generator().manual_seed(0)

@@ -20,8 +20,7 @@ from collections import OrderedDict
 
 import torch
 
-from ifssnet.model.checkpoint import load_checkpoint
-from ifssnet.propagate import NEGLIGIBLE_WEIGHT
+from ifssnet.model.checkpoint import NEGLIGIBLE_WEIGHT, load_checkpoint
 
 #: The parts reported, in the order of the network; a parameter belongs to the first prefix it starts with.
 PARTS = ["encoder.layers.0", "encoder.layers.1", "encoder.layers.2", "encoder.layers.3", "encoder.layers.4",
@@ -30,21 +29,21 @@ PARTS = ["encoder.layers.0", "encoder.layers.1", "encoder.layers.2", "encoder.la
          "decoder.refine.4", "decoder.head", "image_head"]
 
 
+def _by_part(model, value) -> "OrderedDict[str, torch.Tensor]":
+    """part -> ``value(p)`` (a 1-D tensor) of the part's conv/linear weights (dim > 1), concatenated; a
+    parameter belongs to the first part whose prefix it has; parts with no such weights are left out."""
+    groups: "OrderedDict[str, list]" = OrderedDict((q, []) for q in PARTS)
+    for name, p in model.named_parameters():
+        part = next((q for q in PARTS if name == q or name.startswith(q + ".")), None)
+        if part is not None and p.dim() > 1:
+            groups[part].append(value(p).flatten())
+    return OrderedDict((k, torch.cat(v)) for k, v in groups.items() if v)
+
+
 def dead_share(model) -> "OrderedDict[str, tuple]":
     """part -> (weights, share below NEGLIGIBLE_WEIGHT, median |w|) over the part's conv/linear weights (dim > 1)."""
-    groups: "OrderedDict[str, list]" = OrderedDict((p, []) for p in PARTS)
-    for name, p in model.named_parameters():
-        if p.dim() < 2:
-            continue
-        part = next((q for q in PARTS if name == q or name.startswith(q + ".")), None)
-        if part is not None:
-            groups[part].append(p.detach().abs().flatten())
-    out = OrderedDict()
-    for part, ws in groups.items():
-        if ws:
-            a = torch.cat(ws)
-            out[part] = (a.numel(), float((a < NEGLIGIBLE_WEIGHT).float().mean()), float(a.median()))
-    return out
+    return OrderedDict((part, (a.numel(), float((a < NEGLIGIBLE_WEIGHT).float().mean()), float(a.median())))
+                       for part, a in _by_part(model, lambda p: p.detach().abs()).items())
 
 
 def gradient_share() -> "OrderedDict[str, tuple]":
@@ -59,13 +58,9 @@ def gradient_share() -> "OrderedDict[str, tuple]":
     mask[..., 40:80, 30:90] = 1
     prob = torch.softmax(net(img, mask)[0], dim=1)[:, 1]
     ParametricTversky(bce_weight=1.0)(prob, mask[:, 0], torch.ones_like(prob), from_logits=False).backward()
-    groups: "OrderedDict[str, list]" = OrderedDict((p, []) for p in PARTS)
-    for name, p in net.named_parameters():
-        part = next((q for q in PARTS if name == q or name.startswith(q + ".")), None)
-        if part is not None and p.dim() > 1 and p.grad is not None:
-            groups[part].append((p.grad.abs().flatten(), p.detach().abs().flatten()))
-    return OrderedDict((k, (float(torch.cat([g for g, _ in v]).mean()), float(torch.cat([w for _, w in v]).mean())))
-                       for k, v in groups.items() if v)
+    grads = _by_part(net, lambda p: p.grad.abs())
+    weights = _by_part(net, lambda p: p.detach().abs())
+    return OrderedDict((k, (float(grads[k].mean()), float(weights[k].mean()))) for k in grads)
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ TRAIN_MIN=${TRAIN_MIN:-3}
 BATCH=${BATCH:-8}
 RUN_LENGTH=${RUN_LENGTH:-100}
 FROM=${FROM:-}
-if [ -n "$FROM" ]; then START_ARGS=(--from "$FROM"); else START_ARGS=(--size 128 --width-mult 0.5); fi
+if [ -n "$FROM" ]; then START_ARGS=(--from "$FROM"); else START_ARGS=(--size 128 --width-mult 0.5); fi  # stage 1's start
 SMALL=${SMALL:-0}
 mkdir -p "$OUT"
 LOG="$OUT/session.log"
@@ -91,8 +91,8 @@ timeout $(( IMAGE_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode image 
     --out /tmp/ifssnet-image.pt --device "$DEVICE" --batch $(( BATCH * 8 )) --epochs 1 --steps 100000 --lr 1e-3 \
     --seed 19 --checkpoint-every 200 --time-limit "$IMAGE_MIN" >> "$LOG" 2>&1
 echo "image pretraining exit $?" >> "$LOG"
-START_ARGS=(--from /tmp/ifssnet-image.pt)      # not in $OUT: at most 8 files come back
-[ -f /tmp/ifssnet-image.pt ] || { [ -n "$FROM" ] && START_ARGS=(--from "$FROM") || START_ARGS=(--size 128 --width-mult 0.5); }
+# Stage 2 starts from stage 1's file (not in $OUT: at most 8 files come back), or where stage 1 did.
+[ -f /tmp/ifssnet-image.pt ] && START_ARGS=(--from /tmp/ifssnet-image.pt)
 
 step "training for $TRAIN_MIN min from ${START_ARGS[*]} (batch $BATCH, runs of $RUN_LENGTH, --image-aux 1)"
 timeout $(( TRAIN_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode full "${START_ARGS[@]}" --out "$OUT/ifssnet-gpu.pt" \

@@ -116,7 +116,7 @@ def _load_network(model, device: str):
     """(network in eval mode, description dict). ``model``: None (shipped or untrained fallback), a path, or a module."""
     import torch
 
-    from .propagate import default_model_path, load_model, zero_negligible_weights
+    from .propagate import default_model_path, load_model
 
     if model is None:
         path = default_model_path()
@@ -127,7 +127,7 @@ def _load_network(model, device: str):
         torch.manual_seed(0)
         return IFSSNet(IFSSNetConfig()).to(device).eval(), {"source": "untrained IFSSNetConfig()", "trained": False}
     if isinstance(model, (str, Path)):
-        from .model.checkpoint import load_checkpoint
+        from .model.checkpoint import load_checkpoint, zero_negligible_weights
 
         net, _, extra = load_checkpoint(model, map_location="cpu")
         zero_negligible_weights(net)          # as load_model does with a file

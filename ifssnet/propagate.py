@@ -149,40 +149,13 @@ def load_model(model=None, device: str = "cpu"):
             raise ModelError(f"The shipped model is missing ({model}).",
                              "Reinstall the extension, or give a model file with --model.")
     if isinstance(model, (str, Path)):
-        from .model.checkpoint import load_checkpoint
+        from .model.checkpoint import load_checkpoint, zero_negligible_weights
 
         model, _, _ = load_checkpoint(model, map_location="cpu")
         zero_negligible_weights(model)
     if not isinstance(model, torch.nn.Module):
         raise ModelError(f"Expected a model file or a network, not {type(model).__name__}.", "Give a .pt model file.")
     return model.to(device).eval()
-
-
-#: Weights smaller than this (absolute) are set to 0 when a model file is loaded for propagation.
-NEGLIGIBLE_WEIGHT = 1e-15
-
-
-def zero_negligible_weights(model, below: float = NEGLIGIBLE_WEIGHT) -> int:
-    """Set every parameter entry with ``|w| < below`` to exactly 0, in place; returns how many.
-
-    Weights that get no gradient decay under the L2 term towards 0 without reaching it (the shipped
-    weights hold entries of 1e-21 to 1e-24). Multiplied by the small activations that such weights
-    produce, they give subnormal floats, and x86 CPUs compute on subnormals many times slower: one
-    network step of the shipped weights took 1.2x as long (``benchmarks/cpu_step_variants.py``). An
-    entry below 1e-15 changes no output measurably (activations are O(1) after normalisation, and
-    float32 resolves 1e-7 of them); the masks are identical (tested).
-    """
-    import torch
-
-    count = 0
-    with torch.no_grad():
-        for p in model.parameters():
-            tiny = (p.abs() < below) & (p != 0)
-            n = int(tiny.sum())
-            if n:
-                p.masked_fill_(tiny, 0.0)
-                count += n
-    return count
 
 
 def _model_window_and_size(model) -> tuple:

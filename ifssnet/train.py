@@ -445,8 +445,24 @@ def fresh_image_head(model, names: Sequence[str], seed: int = 0):
     return new.to(next(model.parameters()).device).train(model.training)
 
 
-#: Fine-tuning from a model with more than this share of zero weights warns that those parts cannot learn.
+#: Fine-tuning from a model with more than this share of zero weights warns that those parts hardly learn.
 DEAD_SHARE_WARNING = 0.25
+
+
+def _zero_and_warn_if_dead(model, path) -> None:
+    """``--from``: weights killed by coupled decay become exact zeros (not slow subnormals), and a model
+    with more than :data:`DEAD_SHARE_WARNING` of them zero gets a warning: those parts hardly learn again."""
+    import warnings
+
+    from .model.checkpoint import NEGLIGIBLE_WEIGHT, zero_negligible_weights
+
+    dead = zero_negligible_weights(model)
+    total = sum(q.numel() for q in model.parameters())
+    if dead > DEAD_SHARE_WARNING * total:
+        warnings.warn(f"{dead / total:.0%} of the weights of {path} are zero (below {NEGLIGIBLE_WEIGHT:g}): weights of 0 "
+                      "pass almost no gradient to each other, so fine-tuning brings those parts back slowly if at "
+                      "all (the shipped weights' fusion and Bi-ConvLSTM are such parts; model card, 'The deep path "
+                      "was dead'). To train every part, start a new network (leave out --from).", stacklevel=3)
 
 
 def make_optimizer(model, loss_fn, cfg: TrainConfig):
@@ -499,18 +515,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         opt_state = tr["optimizer"]
         loss_state = tr.get("loss")
     elif base_model is not None:
-        from .propagate import zero_negligible_weights
-
         model, model_config, _ = load_checkpoint(base_model, map_location="cpu")
-        dead = zero_negligible_weights(model)    # weights killed by coupled decay: exact zeros, not slow subnormals
-        total = sum(q.numel() for q in model.parameters())
-        if dead > DEAD_SHARE_WARNING * total:
-            import warnings
-
-            warnings.warn(f"{dead / total:.0%} of the weights of {base_model} are zero (below 1e-15): weights of 0 "
-                          "pass almost no gradient to each other, so fine-tuning brings those parts back slowly if at "
-                          "all (the shipped weights' fusion and Bi-ConvLSTM are such parts; model card, 'The deep path "
-                          "was dead'). To train every part, start a new network (leave out --from).", stacklevel=2)
+        _zero_and_warn_if_dead(model, base_model)
     else:
         torch.manual_seed(cfg.seed)          # the same seed gives the same initial weights
         model = IFSSNet(model_config or IFSSNetConfig())

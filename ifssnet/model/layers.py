@@ -201,9 +201,10 @@ class AtrousSeparable(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The pointwise convs as matrix products on the channels_last view (N*H*W, C), each branch's
         # product accumulated into one buffer (addmm): no separate pass per sum, 5 % of a network step.
-        n, c, h, w = x.shape
-        y = torch.addmm(self.pw[0].bias, _pixels(x), _matrix(self.pw[0])) if self.pw[0].bias is not None \
-            else _pixels(x) @ _matrix(self.pw[0])
+        n, _, h, w = x.shape
+        first = self.pw[0]
+        y = (_pixels(x) @ _matrix(first) if first.bias is None
+             else torch.addmm(first.bias, _pixels(x), _matrix(first)))
         for dw, pw in zip(self.dw, self.pw[1:]):
             y = torch.addmm(y, _pixels(dw(x)), _matrix(pw))
         y = y.view(n, h, w, -1).permute(0, 3, 1, 2)          # channels_last (N, C, H, W)
