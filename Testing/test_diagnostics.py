@@ -3,6 +3,7 @@ that carries its mask forward."""
 import dataclasses
 
 import numpy as np
+import pytest
 from benchmark_scripts import load_benchmark
 from fake_models import BrightHeadModel, BrightModel, CopyModel
 
@@ -75,3 +76,16 @@ def test_encoder_probe_scores_features_that_locate_the_segment():
     before = probe.probe_dice(probe.fit_probe(net, [case(0)], steps=0), [case(9)])
     after = probe.probe_dice(probe.fit_probe(net, [case(0), case(1)], steps=60), [case(9)])
     assert before < 0.2 and after > before + 0.3
+
+
+def test_volume_probe_static_volume_and_drop():
+    """The static volume repeats the middle seed slice; the drop is true - static per method, averaged."""
+    probe = load_benchmark("volume_image_probe")
+    vol = np.arange(5 * 2 * 2, dtype=np.float32).reshape(5, 2, 2)
+    static = probe.static_volume(vol, [3, 1, 2])
+    assert static.shape == vol.shape and static.flags.writeable
+    assert np.array_equal(static, np.broadcast_to(vol[2], vol.shape))
+    rows = [{"method": "a", "case": "c", "muscle": m, "image": im, "dice": d}
+            for m, im, d in [("GM", "true", 0.9), ("GM", "static", 0.5), ("GL", "true", 0.6), ("GL", "static", 0.6)]]
+    rows.append({"method": "b", "case": "c", "muscle": "GM", "image": "true", "dice": 0.7})   # no static run
+    assert probe.dice_drop(rows) == pytest.approx({"a": 0.2})

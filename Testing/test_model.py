@@ -297,3 +297,39 @@ def test_checkpoint_errors(tmp_path, net, cfg):
             load_checkpoint(path)
         if name in words:
             assert words[name] in str(err.value), (name, str(err.value))
+
+
+# ------------------------------------------------------------ mask_sees_image
+def test_mask_sees_image_feeds_the_image_into_the_mask_streams_first_layer():
+    """Option: the first layer takes (image, mask); the image stream keeps its input for the mask stream."""
+    cfg2 = IFSSNetConfig(size=S, width_mult=0.25, mask_sees_image=True)
+    assert IFSSNetConfig.from_json(cfg2.to_json()) == cfg2
+    assert IFSSNetConfig.from_dict({k: v for k, v in IFSSNetConfig().to_dict().items()
+                                    if k != "mask_sees_image"}).mask_sees_image is False   # older checkpoints
+    torch.manual_seed(0)
+    net2 = IFSSNet(cfg2).eval()
+    assert net2.encoder.layers[0].conv.conv.c_in == 2
+    x, m = _inputs(3)
+    with torch.no_grad():
+        feats = net2.encode_image(x)
+        assert torch.equal(feats.image, x.transpose(1, 2).reshape(9, 1, S, S))
+        ref, _ = net2(x[1:2], m[1:2])
+        got, _ = net2.forward_from_features(feats.select(1, 2), m[1:2])
+        assert torch.allclose(got, ref, atol=1e-5)
+        # Same skips and bottleneck, another image: only the mask stream's first layer sees the change.
+        f1 = feats.select(1, 2)
+        other = f1._replace(image=torch.randn_like(f1.image))
+        assert not torch.allclose(net2.forward_from_features(other, m[1:2])[0], got, atol=1e-4)
+        # rows() and cat() keep the image with the windows they pick.
+        rows = torch.tensor([6, 7, 8, 0, 1, 2])
+        picked = feats.rows(rows, 2)
+        assert torch.equal(picked.image, feats.image[rows]) and picked.batch == 2
+        joined = type(feats).cat([feats.select(0, 1), feats.select(1, 3)])
+        assert torch.equal(joined.image, feats.image) and torch.equal(joined.skips[0], feats.skips[0])
+
+
+def test_paper_config_keeps_one_channel_and_no_image(net):
+    assert net.encoder.layers[0].conv.conv.c_in == 1
+    x, _ = _inputs(1)
+    with torch.no_grad():
+        assert net.encode_image(x).image is None

@@ -214,3 +214,19 @@ def test_loading_a_model_file_zeroes_negligible_weights_and_keeps_the_masks(tmp_
         a = torch.softmax(net(x, m)[0], 1)
         b = torch.softmax(loaded(x, m)[0], 1)
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_network_whose_mask_stream_sees_the_image_propagates_several_segments():
+    """The pre-encoded image windows travel with their features (cache batches, picks and joins)."""
+    from ifssnet.model import IFSSNet, IFSSNetConfig
+
+    torch.manual_seed(0)
+    net = IFSSNet(IFSSNetConfig(size=32, width_mult=0.25, mask_sees_image=True)).eval()
+    m = _tube()
+    n = np.zeros_like(m)
+    n[:, 36:46, 5:15] = 1
+    seeds = {"A": cut_seeds(m[:14], (3, 4, 5)), "B": cut_seeds(n[:14], (8, 9, 10))}
+    both = propagate(_volume()[:14], seeds, net, device="cpu", stop_at_end=False)
+    alone = propagate(_volume()[:14], {"B": seeds["B"]}, net, device="cpu", stop_at_end=False)
+    assert set(both.masks) == {"A", "B"}
+    assert (both.masks["B"] != alone.masks["B"]).mean() < 1e-3

@@ -358,18 +358,12 @@ class _FeatureCache:
             img = torch.stack(wins[b0:b0 + self.encode_batch])[:, None].to(self.dev)
             with _autocast(self.dev, self.autocast):
                 parts.append(self.net.encode_image(img))
-        d = parts[0].depth
-        skips = tuple(torch.cat([p.skips[i] for p in parts]) if len(parts) > 1 else parts[0].skips[i]
-                      for i in range(len(parts[0].skips)))
-        bott = torch.cat([p.bottleneck for p in parts]) if len(parts) > 1 else parts[0].bottleneck
-        self.feats = StreamFeatures(skips, bott, len(wins), d)
+        self.feats = StreamFeatures.cat(parts)
         self.index = {k: i for i, k in enumerate(keys)}
         self.seconds += time.perf_counter() - t0
 
     def get(self, batch: Sequence[_Run], active: Sequence[_Run]):
         import torch
-
-        from .model.encoder import StreamFeatures
 
         if any((id(r), r.step) not in self.index for r in batch):
             self._fill(active)
@@ -378,8 +372,7 @@ class _FeatureCache:
         if idx == list(range(idx[0], idx[0] + len(idx))):
             return f.select(idx[0], idx[0] + len(idx))
         rows = torch.as_tensor([i * d + j for i in idx for j in range(d)], device=f.bottleneck.device)
-        return StreamFeatures(tuple(s.index_select(0, rows) for s in f.skips), f.bottleneck.index_select(0, rows),
-                              len(idx), d)
+        return f.rows(rows, len(idx))
 
 
 def _autocast(dev: str, dtype_name):

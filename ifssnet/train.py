@@ -642,6 +642,9 @@ def add_train_arguments(p) -> None:
     p.add_argument("--lr-final", type=float, default=None, help="for the last two epochs (default: lr / 10)")
     p.add_argument("--size", type=int, default=128, help="in-plane working size (multiple of 32)")
     p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--mask-sees-image", action="store_true",
+                   help="new network only: the mask stream takes (image, mask) into its first layer, as PG-Net "
+                        "does, not only the image stream's added skips (IFSSNetConfig.mask_sees_image)")
     p.add_argument("--segments", default=None, help="segments to train on, comma-separated (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bce-weight", type=float, default=0.0,
@@ -729,7 +732,8 @@ def _train_ranked(args, rank: int, world: int) -> int:
 
     bar = TqdmProgress(disable=rank != 0)
     try:
-        train(cases, args.out, model_config=IFSSNetConfig(size=args.size, width_mult=args.width_mult), cfg=cfg,
+        train(cases, args.out, model_config=IFSSNetConfig(size=args.size, width_mult=args.width_mult,
+                                                           mask_sees_image=args.mask_sees_image), cfg=cfg,
               base_model=args.base, resume=args.resume, command=args.command_line,
               data_description=", ".join(c.name for c in cases), progress=bar, on_step=on_step,
               rank=rank, world=world, device=args.device,

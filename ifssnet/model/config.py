@@ -57,6 +57,10 @@ class IFSSNetConfig:
         input_normalisation: documentation of what the net expects (not applied by the net).
         image_head: names of the segments that the image-only head predicts (a training aid, see
             :mod:`ifssnet.model.image_head`; empty: no head, as the paper's network).
+        mask_sees_image: the encoder's first layer takes 2 channels, (image, mask): the mask stream gets
+            (image window, mask window) and the image stream (image window, zeros), so the mask stream
+            meets the image before its first convolution, as PG-Net's does, and not only through the
+            added skips after each layer. False: the paper's 1-channel streams.
     """
 
     window: int = 3
@@ -75,6 +79,7 @@ class IFSSNetConfig:
     fusion_attention: bool = True
     input_normalisation: str = "per-volume z-score (caller); mask in [0, 1]"
     image_head: tuple = ()
+    mask_sees_image: bool = False
     arch: str = field(default="ifssnet")
 
     def __post_init__(self) -> None:

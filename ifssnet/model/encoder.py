@@ -29,18 +29,38 @@ class StreamFeatures(NamedTuple):
     skips: 5 tensors, layer i's pre-pool output ``(B*w, C_i, size/2**(i-1), size/2**(i-1))``.
     bottleneck: ``(B*w, C5, size/32, size/32)``.
     batch: B; depth: w.
+    image: the stream's input ``(B*w, 1, size, size)``, kept when the mask stream needs it
+        (``IFSSNetConfig.mask_sees_image``), else None.
     """
 
     skips: tuple
     bottleneck: torch.Tensor
     batch: int
     depth: int
+    image: Optional[torch.Tensor] = None
 
     def select(self, start: int, stop: int) -> "StreamFeatures":
         """Windows ``start:stop`` of the batch (features of a batched ``encode_image``)."""
         d = self.depth
+        image = None if self.image is None else self.image[start * d:stop * d]
         return StreamFeatures(tuple(s[start * d:stop * d] for s in self.skips),
-                              self.bottleneck[start * d:stop * d], stop - start, d)
+                              self.bottleneck[start * d:stop * d], stop - start, d, image)
+
+    def rows(self, rows: torch.Tensor, batch: int) -> "StreamFeatures":
+        """The slice-folded rows ``rows`` (long, ``batch * depth`` of them) of every tensor."""
+        image = None if self.image is None else self.image.index_select(0, rows)
+        return StreamFeatures(tuple(s.index_select(0, rows) for s in self.skips),
+                              self.bottleneck.index_select(0, rows), batch, self.depth, image)
+
+    @staticmethod
+    def cat(parts: Sequence["StreamFeatures"]) -> "StreamFeatures":
+        """Concatenate the windows of several batches of features of the same depth."""
+        if len(parts) == 1:
+            return parts[0]
+        skips = tuple(torch.cat([p.skips[i] for p in parts]) for i in range(len(parts[0].skips)))
+        image = None if parts[0].image is None else torch.cat([p.image for p in parts])
+        return StreamFeatures(skips, torch.cat([p.bottleneck for p in parts]), sum(p.batch for p in parts),
+                              parts[0].depth, image)
 
 
 class EncoderLayer(nn.Module):
@@ -62,16 +82,23 @@ class SiameseEncoder(nn.Module):
     ``forward(x, depth, guide=None)``: x is slice-folded ``(B*w, 1, size, size)``. Without ``guide``
     it is the image stream; with ``guide`` (the image stream's :class:`StreamFeatures`) it is the mask
     stream, and each layer's output gets the image feature of that layer added before pooling.
+    With ``cfg.mask_sees_image`` the first layer takes 2 channels: (image, zeros) for the image
+    stream, (image, mask) for the mask stream (``guide.image``).
     """
 
     def __init__(self, cfg: IFSSNetConfig) -> None:
         super().__init__()
+        self.mask_sees_image = bool(cfg.mask_sees_image)
         chans = cfg.channels()
-        ins = [1] + chans[:-1]
+        ins = [2 if self.mask_sees_image else 1] + chans[:-1]
         self.layers = nn.ModuleList(
             EncoderLayer(ci, co, r, cfg) for ci, co, r in zip(ins, chans, cfg.layer_rates()))
 
     def forward(self, x: torch.Tensor, depth: int, guide: Optional[StreamFeatures] = None) -> StreamFeatures:
+        image = None
+        if self.mask_sees_image:
+            image = x if guide is None else guide.image
+            x = torch.cat([x, torch.zeros_like(x)] if guide is None else [image, x], dim=1)
         skips = []
         for i, layer in enumerate(self.layers):
             x = layer(x, depth)
@@ -79,4 +106,4 @@ class SiameseEncoder(nn.Module):
                 x = x + guide.skips[i]
             skips.append(x)
             x = F.max_pool2d(x, 2)
-        return StreamFeatures(tuple(skips), x, x.shape[0] // depth, depth)
+        return StreamFeatures(tuple(skips), x, x.shape[0] // depth, depth, image if guide is None else None)
