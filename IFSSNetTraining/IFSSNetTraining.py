@@ -107,6 +107,9 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.baseCombo = qt.QComboBox()
         self.baseCombo.toolTip = "The model to fine-tune from (hover for its model card)."
         oform.addRow("Base model:", self.baseCombo)
+        self.baseAdviceLabel = qt.QLabel("")
+        self.baseAdviceLabel.wordWrap = True
+        oform.addRow("", self.baseAdviceLabel)
         self.outputEdit = qt.QLineEdit()
         self.outputEdit.setProperty("SlicerParameterName", "outputName")
         self.outputEdit.toolTip = "Name of the new model in your model folder."
@@ -122,6 +125,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.progressBar, self.statusLabel = addProgressAndStatus(self.layout)
 
         self.timer = pollTimer(self.POLL_MS, self._poll)
+        self.baseCombo.connect("currentIndexChanged(int)", lambda i: self._showBaseAdvice())
         self.addPairButton.connect("clicked()", self.onAddPair)
         self.removePairButton.connect("clicked()", lambda: self.pairList.takeItem(self.pairList.currentRow))
         self.trainButton.connect("clicked()", lambda: self.onTrainOrCancel(resume=False))
@@ -154,6 +158,15 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.baseCombo.setItemData(self.baseCombo.count - 1, model["card"] or model["path"], qt.Qt.ToolTipRole)
         if self.baseCombo.count > 1:
             self.baseCombo.setCurrentIndex(1)
+        self._showBaseAdvice()
+
+    def _showBaseAdvice(self):
+        from ifssnet.errors import IFSSNetError
+
+        try:
+            self.baseAdviceLabel.text = self.logic.baseModelAdvice(self.baseCombo.currentData or None)
+        except IFSSNetError as err:
+            self.baseAdviceLabel.text = str(err)
 
     def onAddPair(self):
         import qt

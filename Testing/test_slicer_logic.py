@@ -551,6 +551,27 @@ def test_training_loss_plot_and_command(slicer_scene, tmp_path):
     assert cmd[1:4] == ["-m", "ifssnet.cli", "train"] and "v.nrrd:a.seg.nrrd" in cmd and "--from" in cmd
 
 
+def test_training_base_model_advice(slicer_scene, tmp_path):
+    """The panel says, under the base model, when fine-tuning from it will hardly train its deep parts."""
+    torch = pytest.importorskip("torch")
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    from ifssnet.errors import IFSSNetError
+    from ifssnet.model import IFSSNet, IFSSNetConfig, save_checkpoint
+
+    shipped = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "ifssnet.pt"
+    advice = IFSSNetTrainingLogic.baseModelAdvice(str(shipped))
+    assert "ifssnet.pt" in advice and "start a new network" in advice
+    assert IFSSNetTrainingLogic.baseModelAdvice(None) == ""
+    torch.manual_seed(0)
+    cfg = IFSSNetConfig(size=32, width_mult=0.25)
+    save_checkpoint(tmp_path / "alive.pt", IFSSNet(cfg), cfg)
+    assert IFSSNetTrainingLogic.baseModelAdvice(str(tmp_path / "alive.pt")) == ""
+    (tmp_path / "broken.pt").write_bytes(b"not a model")
+    with pytest.raises(IFSSNetError):
+        IFSSNetTrainingLogic.baseModelAdvice(str(tmp_path / "broken.pt"))
+
+
 def test_training_from_scene_pairs(scene_nodes, tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("ifssnet.train")

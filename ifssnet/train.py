@@ -449,20 +449,32 @@ def fresh_image_head(model, names: Sequence[str], seed: int = 0):
 DEAD_SHARE_WARNING = 0.25
 
 
+def dead_weights_advice(model, path) -> str:
+    """What to tell a user who fine-tunes from ``model`` (loaded from ``path``): '' when at most
+    :data:`DEAD_SHARE_WARNING` of its weights are below ``NEGLIGIBLE_WEIGHT``, else why those parts hardly
+    learn and what to do. The CLI warns with it; the Slicer Training module shows it under the base model."""
+    from .model.checkpoint import NEGLIGIBLE_WEIGHT, negligible_share
+
+    share = negligible_share(model)
+    if share <= DEAD_SHARE_WARNING:
+        return ""
+    return (f"{share:.0%} of the weights of {path} are zero (below {NEGLIGIBLE_WEIGHT:g}): weights of 0 pass "
+            "almost no gradient to each other, so fine-tuning brings those parts back slowly if at all (the "
+            "shipped weights' fusion and Bi-ConvLSTM are such parts; model card, 'The deep path was dead'). "
+            "To train every part, start a new network (leave out --from).")
+
+
 def _zero_and_warn_if_dead(model, path) -> None:
     """``--from``: weights killed by coupled decay become exact zeros (not slow subnormals), and a model
-    with more than :data:`DEAD_SHARE_WARNING` of them zero gets a warning: those parts hardly learn again."""
+    with more than :data:`DEAD_SHARE_WARNING` of them zero gets a warning (:func:`dead_weights_advice`)."""
     import warnings
 
-    from .model.checkpoint import NEGLIGIBLE_WEIGHT, zero_negligible_weights
+    from .model.checkpoint import zero_negligible_weights
 
-    dead = zero_negligible_weights(model)
-    total = sum(q.numel() for q in model.parameters())
-    if dead > DEAD_SHARE_WARNING * total:
-        warnings.warn(f"{dead / total:.0%} of the weights of {path} are zero (below {NEGLIGIBLE_WEIGHT:g}): weights of 0 "
-                      "pass almost no gradient to each other, so fine-tuning brings those parts back slowly if at "
-                      "all (the shipped weights' fusion and Bi-ConvLSTM are such parts; model card, 'The deep path "
-                      "was dead'). To train every part, start a new network (leave out --from).", stacklevel=3)
+    zero_negligible_weights(model)
+    advice = dead_weights_advice(model, path)
+    if advice:
+        warnings.warn(advice, stacklevel=3)
 
 
 def make_optimizer(model, loss_fn, cfg: TrainConfig):

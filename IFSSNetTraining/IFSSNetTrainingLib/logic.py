@@ -138,6 +138,20 @@ class IFSSNetTrainingLogic:
         return out
 
     @staticmethod
+    def baseModelAdvice(baseModel) -> str:
+        """What the panel shows under the chosen base model: '' for a new network or a model that
+        fine-tunes well; otherwise why it will hardly learn and what to choose instead
+        (:func:`ifssnet.train.dead_weights_advice`: most of its weights are zero). Loads the model
+        file (weights only); a file that cannot be read raises the core's clear error."""
+        if not baseModel:
+            return ""
+        from ifssnet.model.checkpoint import load_checkpoint
+        from ifssnet.train import dead_weights_advice
+
+        model, _, _ = load_checkpoint(baseModel, map_location="cpu")
+        return dead_weights_advice(model, os.path.basename(str(baseModel)))
+
+    @staticmethod
     def trainingCommand(filePairs, mode: str, epochs: int, outputPath: str, logPath: str, *, baseModel=None,
                         resume=None, stepsPerEpoch: int = 100, device: str = "cpu", python: Optional[str] = None) -> List[str]:
         """The ``ifssnet train`` command line for a background process (Slicer's PythonSlicer runs it)."""

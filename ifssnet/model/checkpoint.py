@@ -182,6 +182,16 @@ def load_checkpoint(path: Union[str, Path], map_location="cpu") -> Tuple[IFSSNet
 NEGLIGIBLE_WEIGHT = 1e-15
 
 
+def negligible_share(model, below: float = NEGLIGIBLE_WEIGHT) -> float:
+    """Share of the model's parameter entries with ``|w| < below`` (exact zeros included), in [0, 1]."""
+    small = total = 0
+    with torch.no_grad():
+        for p in model.parameters():
+            small += int((p.abs() < below).sum())
+            total += p.numel()
+    return small / total if total else 0.0
+
+
 def zero_negligible_weights(model, below: float = NEGLIGIBLE_WEIGHT) -> int:
     """Set every parameter entry with ``|w| < below`` to exactly 0, in place; returns how many.
 
