@@ -69,6 +69,16 @@ def test_training_writes_a_checkpoint_with_its_provenance(tmp_path):
     assert logs[-1].alpha != 0.5            # alpha/beta are learned
 
 
+def test_fixed_tversky_keeps_the_dice_loss(tmp_path):
+    """--fixed-tversky: alpha and beta stay 0.5, and the checkpoint keeps the choice for --resume."""
+    logs = []
+    cfg = TrainConfig(epochs=1, steps_per_epoch=3, run_length=8, lr=1e-2, learn_tversky=False, checkpoint_every=2)
+    train([_case(0)], tmp_path / "m.pt", model_config=IFSSNetConfig(**TINY), cfg=cfg, on_step=logs.append)
+    assert [l.alpha for l in logs] == [0.5, 0.5, 0.5] and logs[-1].beta == 0.5
+    _, _, meta = load_checkpoint(tmp_path / "m.ckpt.pt")
+    assert meta["training"]["config"]["learn_tversky"] is False
+
+
 def test_fewshot_mode_runs_with_pseudo_labels(tmp_path):
     cfg = TrainConfig(mode="fewshot", epochs=1, steps_per_epoch=2, run_length=8, annotated_total=0.3)
     train([_case(0, K=40), _case(1, K=40)], tmp_path / "f.pt", model_config=IFSSNetConfig(**TINY), cfg=cfg)

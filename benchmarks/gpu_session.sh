@@ -12,7 +12,9 @@
 # Settings (environment): OUT (default runs/gpu), DEVICE (cuda), IMAGE_MIN (minutes of --mode image
 # pretraining of the encoder, 1), TRAIN_MIN (minutes of full training from it, with --image-aux, 3),
 # BATCH (runs per step, 8), RUN_LENGTH (slices per run, 100), FROM (a model to start from; default none: a new
-# network of the shipped configuration, because the shipped weights' deep path is dead and hardly learns again).
+# network of the shipped configuration, because the shipped weights' deep path is dead and hardly learns again),
+# MASK_SEES_IMAGE (1: the new network's mask stream takes (image, mask) into its first layer, --mask-sees-image;
+# default 0, the paper's streams).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
 # ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
 # the image probe of the new weights (mask_copy_diagnostic.py --image-probe) is in session.log.
@@ -40,7 +42,9 @@ TRAIN_MIN=${TRAIN_MIN:-3}
 BATCH=${BATCH:-8}
 RUN_LENGTH=${RUN_LENGTH:-100}
 FROM=${FROM:-}
+MASK_SEES_IMAGE=${MASK_SEES_IMAGE:-0}
 if [ -n "$FROM" ]; then START_ARGS=(--from "$FROM"); else START_ARGS=(--size 128 --width-mult 0.5); fi  # stage 1's start
+[ -z "$FROM" ] && [ "$MASK_SEES_IMAGE" = 1 ] && START_ARGS+=(--mask-sees-image)
 SMALL=${SMALL:-0}
 mkdir -p "$OUT"
 LOG="$OUT/session.log"

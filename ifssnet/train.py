@@ -80,6 +80,7 @@ class TrainConfig:
     mask_box: float = 0.0              # probability per window that the mask input becomes its bounding boxes (box_mask)
     image_aux: float = 0.0             # + this x the image-only head's loss (BCE + soft Dice; 0 = none)
     head_lr_mult: float = 10.0         # the image-only head learns at this x lr (it starts from nothing)
+    learn_tversky: bool = True         # False: alpha and beta stay where they start (0.5, 0.5: the Dice loss)
 
     def validate(self) -> None:
         if self.mode not in ("full", "fewshot", "image"):
@@ -549,6 +550,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if loss_state is not None:
         loss_fn.load_state_dict(loss_state)
     _broadcast_parameters([model, loss_fn])
+    loss_fn.theta.requires_grad_(cfg.learn_tversky)
     opt = make_optimizer(model, loss_fn, cfg)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
@@ -661,6 +663,9 @@ def add_train_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bce-weight", type=float, default=0.0,
                    help="add this weight x voxel-wise cross-entropy to the Tversky loss (0: the paper's loss)")
+    p.add_argument("--fixed-tversky", action="store_true",
+                   help="keep alpha = beta = 0.5 (the Dice loss) instead of learning them; a learned alpha "
+                        "that falls makes false positives cheap, and masks leak (model card)")
     p.add_argument("--mask-jitter", type=float, default=0.0,
                    help="probability, per window, that the mask input is shifted and dilated/eroded")
     p.add_argument("--jitter-first-only", action="store_true",
@@ -734,7 +739,7 @@ def _train_ranked(args, rank: int, world: int) -> int:
                       strides=strides, jitter_first_only=args.jitter_first_only, batch=args.batch,
                       feedback_grad=args.feedback_grad, jitter_shift=args.jitter_shift,
                       jitter_radius=args.jitter_radius, image_aux=args.image_aux, mask_box=args.mask_box,
-                      weight_decay=args.weight_decay)
+                      weight_decay=args.weight_decay, learn_tversky=not args.fixed_tversky)
     logf = open(args.log, "a") if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:
