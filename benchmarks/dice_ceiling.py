@@ -26,7 +26,6 @@ muscles are measured here at whatever size they were made.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 
 import numpy as np
@@ -112,10 +111,9 @@ def main(argv=None) -> int:
                   f"{row['allowed_error_mm']:.2f} mm = {row['allowed_error_vox']:.2f} voxel | "
                   f"ideal at {args.working_size}: {row['dice_working_size']:.3f}", flush=True)
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        from ifssnet.compare import write_csv
+
+        write_csv(rows, args.csv)
     return 0
 
 

@@ -16,7 +16,6 @@ sweeps as ``ifssnet compare`` scores them.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -82,10 +81,9 @@ def main(argv=None) -> int:
         static = np.mean([r["dice"] for r in rows if r["method"] == method and r["image"] == "static"])
         print(f"{method}: Dice {true:.3f} on the true image, {static:.3f} on the static one (drop {drop:+.3f})")
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        from ifssnet.compare import write_csv
+
+        write_csv(rows, args.csv)
     return 0
 
 
