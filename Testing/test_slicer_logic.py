@@ -559,12 +559,16 @@ def test_training_base_model_advice(slicer_scene, tmp_path):
     from ifssnet.errors import IFSSNetError
     from ifssnet.model import IFSSNet, IFSSNetConfig, save_checkpoint
 
-    shipped = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "ifssnet.pt"
-    advice = IFSSNetTrainingLogic.baseModelAdvice(str(shipped))
-    assert "ifssnet.pt" in advice and "start a new network" in advice
-    assert IFSSNetTrainingLogic.baseModelAdvice(None) == ""
     torch.manual_seed(0)
     cfg = IFSSNetConfig(size=32, width_mult=0.25)
+    dead = IFSSNet(cfg)
+    with torch.no_grad():
+        for p in list(dead.fusion.parameters()) + list(dead.lstm.parameters()) + list(dead.decoder.parameters()):
+            p.mul_(1e-25)                       # as coupled decay left the deep path of earlier weights
+    save_checkpoint(tmp_path / "dead.pt", dead, cfg)
+    advice = IFSSNetTrainingLogic.baseModelAdvice(str(tmp_path / "dead.pt"))
+    assert "dead.pt" in advice and "start a new network" in advice
+    assert IFSSNetTrainingLogic.baseModelAdvice(None) == ""
     save_checkpoint(tmp_path / "alive.pt", IFSSNet(cfg), cfg)
     assert IFSSNetTrainingLogic.baseModelAdvice(str(tmp_path / "alive.pt")) == ""
     (tmp_path / "broken.pt").write_bytes(b"not a model")
@@ -714,8 +718,9 @@ def test_model_list_has_user_models_with_cards(slicer_app, tmp_path, monkeypatch
 
 
 # Measured accuracy of the shipped network on held-out phantom 1000, GM, paper protocol
-# (benchmarks/results/heldout-ifssnet-paper.csv: Dice 0.675, volume error 9.6 %; over the 5 held-out cases
-# GM has Dice 0.642 ± 0.043 and volume error 26.2 ± 10.3 %). Bounds: that accuracy, with a small margin.
+# (benchmarks/results/heldout-ifssnet-paper.csv, session 9's weights: Dice 0.822, volume error 21.7 %; over the
+# 5 held-out cases GM has Dice 0.715 ± 0.083 and volume error 15.4 ± 13.4 %). Bounds: the former weights'
+# accuracy (Dice 0.675, volume error 9.6 % on this case), which both meet, with a small margin.
 SHIPPED_GM_PAPER_MIN_DICE = 0.64
 SHIPPED_GM_PAPER_MAX_VOLUME_ERROR = 0.30
 

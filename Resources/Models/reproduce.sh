@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
 # Reproduce the shipped IFSS-Net weights (Resources/Models/ifssnet.pt) and their held-out scores.
 # Usage, from the repository root: bash Resources/Models/reproduce.sh [WORK_DIR]
-# About 1.8 h on 2 CPU cores with one thread (OMP_NUM_THREADS=1 is faster than 2 when anything else runs).
-# The weights were made in three stages with the code of three commits; this script runs each stage with the
-# code of its own commit (git archive), so the data, the sampling and the schedule are the same.
-# Stage 1 ran --epochs 6 --steps 150 and was stopped at step 250 while its learning rate was still 1e-3:
-# --epochs 2 --steps 125 is the same 250 steps. Stage 2 ran --epochs 5 --steps 100 and was stopped at
-# step 350, 50 steps after its drop to 1e-4: --epochs 14 --steps 25 is the same schedule. Stage 3
-# (session 2) ran --epochs 5 --steps 80 and was stopped at its step 80, still at its first learning
-# rate: --epochs 1 --steps 80 is the same 80 steps. Its --mask-jitter deformed the first window's mask
-# input only; later code deforms any window's, so stage 3 needs its own commit's code too.
+# About 2 h on 2 CPU cores with one thread (OMP_NUM_THREADS=1 is faster than 2 when anything else runs).
+# The weights (session 9) were made in two runs with the code of commit 59bb20e, which this script runs
+# (git archive), so the data, the sampling and the schedule are the same: ef2, 800 steps from a new
+# network, then ef3 from ef2, whose checkpoint at step 400 of 600 is the shipped file. Its learning rate
+# was still 3e-4 there, so --epochs 4 --steps 100 --lr-final 3e-4 is the same 400 steps.
+# The former weights (sessions 1-8, model card) came from the code of commits 9fe2bcf, 30eec51, 2297dcb.
 set -euo pipefail
 W=${1:-.repro}
 mkdir -p "$W"
@@ -18,20 +15,19 @@ snapshot() { rm -rf "$W/code-$1"; mkdir -p "$W/code-$1"; git archive "$1" ifssne
 # at COMMIT ARGS...: `ifssnet ARGS...` with that commit's code. The snapshot goes first on sys.path: with
 # PYTHONPATH alone, `python -m` would put the working directory (this checkout's ifssnet/) before it.
 at() { python -c 'import sys; sys.path.insert(0, sys.argv.pop(1)); from ifssnet.cli import main; sys.exit(main())' "$W/code-$1" "${@:2}"; }
-snapshot 9fe2bcf; snapshot 30eec51; snapshot 2297dcb; snapshot 938d179; snapshot 0b06b06; snapshot 4786731
+snapshot 9fe2bcf; snapshot 59bb20e; snapshot 938d179; snapshot 0b06b06; snapshot 4786731
 snapshot HEAD
 
 # Training data: phantom subjects 1-40, 400 x 128 x 128, phantom code of commit 9fe2bcf.
 for s in $(seq 1 40); do
   [ -f "$W/train/s$s/reference.seg.nrrd" ] || at 9fe2bcf phantom "$W/train/s$s" --seed "$s" --shape 400 128 128
 done
-at 9fe2bcf train "$W"/train/s* --mode full --out "$W/stage1.pt" \
-  --size 128 --width-mult 0.5 --epochs 2 --steps 125 --run-length 16 --lr 1e-3 --seed 0 --checkpoint-every 25
-at 30eec51 train "$W"/train/s* --mode full --from "$W/stage1.pt" \
-  --out "$W/stage2.pt" --epochs 14 --steps 25 --run-length 20 --lr 1e-3 --lr-final 1e-4 --seed 1 --checkpoint-every 25
-at 2297dcb train "$W"/train/s* --mode full --from "$W/stage2.pt" \
-  --out "$W/ifssnet.pt" --epochs 1 --steps 80 --run-length 24 --lr 3e-4 --seed 3 --mask-jitter 0.5 --bce-weight 1 \
-  --checkpoint-every 20
+at 59bb20e train "$W"/train/s* --mode full --out "$W/ef2.pt" --size 128 --width-mult 0.5 --mask-sees-image \
+  --epochs 8 --steps 100 --run-length 8 --batch 2 --lr 1e-3 --lr-final 1e-4 --bce-weight 1 --fixed-tversky \
+  --feedback-grad --seed 31 --checkpoint-every 25
+at 59bb20e train "$W"/train/s* --mode full --from "$W/ef2.pt" --out "$W/ifssnet.pt" --epochs 4 --steps 100 \
+  --run-length 8 --batch 2 --lr 3e-4 --lr-final 3e-4 --bce-weight 1 --fixed-tversky --feedback-grad --seed 32 \
+  --checkpoint-every 25
 
 # Held-out scores: subjects 1000-1004 with the current phantom, every method, both protocols.
 for s in 1000 1001 1002 1003 1004; do
@@ -61,7 +57,7 @@ for protocol in 3-seeds paper; do
 done
 
 # IFSS-Net-WS (ifssnet-ws.pt): few-shot mode (3.5 % annotated slices, decremental over the subjects, which
-# join in that order), the settings of stage 1 above (250 steps at lr 1e-3, runs of 16), code of commit
+# join in that order), the settings of the former weights' stage 1 (250 steps at lr 1e-3, runs of 16), code of commit
 # 4786731; about 30 min on one thread. Then its held-out scores.
 at 4786731 train "$W"/train/s* --mode fewshot --out "$W/ifssnet-ws.pt" --size 128 --width-mult 0.5 \
   --epochs 2 --steps 125 --run-length 16 --lr 1e-3 --lr-final 1e-3 --seed 0 --checkpoint-every 25
