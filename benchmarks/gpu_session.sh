@@ -13,8 +13,8 @@
 # pretraining of the encoder, 1), TRAIN_MIN (minutes of full training from it, with --image-aux, 3),
 # BATCH (runs per step, 8), RUN_LENGTH (slices per run, 100), FROM (a model to start from; default none: a new
 # network of the shipped configuration, because the shipped weights' deep path is dead and hardly learns again),
-# MASK_SEES_IMAGE (1: the new network's mask stream takes (image, mask) into its first layer, --mask-sees-image;
-# default 0, the paper's streams).
+# MASK_SEES_IMAGE (1, the default since session 9's weights: the new network's mask stream takes (image, mask)
+# into its first layer, --mask-sees-image; 0: the paper's streams).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
 # ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
 # the image probe of the new weights (mask_copy_diagnostic.py --image-probe) is in session.log.
@@ -42,7 +42,7 @@ TRAIN_MIN=${TRAIN_MIN:-3}
 BATCH=${BATCH:-8}
 RUN_LENGTH=${RUN_LENGTH:-100}
 FROM=${FROM:-}
-MASK_SEES_IMAGE=${MASK_SEES_IMAGE:-0}
+MASK_SEES_IMAGE=${MASK_SEES_IMAGE:-1}
 if [ -n "$FROM" ]; then START_ARGS=(--from "$FROM"); else START_ARGS=(--size 128 --width-mult 0.5); fi  # stage 1's start
 [ -z "$FROM" ] && [ "$MASK_SEES_IMAGE" = 1 ] && START_ARGS+=(--mask-sees-image)
 SMALL=${SMALL:-0}
@@ -98,10 +98,10 @@ echo "image pretraining exit $?" >> "$LOG"
 # Stage 2 starts from stage 1's file (not in $OUT: at most 8 files come back), or where stage 1 did.
 [ -f /tmp/ifssnet-image.pt ] && START_ARGS=(--from /tmp/ifssnet-image.pt)
 
-step "training for $TRAIN_MIN min from ${START_ARGS[*]} (batch $BATCH, runs of $RUN_LENGTH, --image-aux 1)"
+step "training for $TRAIN_MIN min from ${START_ARGS[*]} (batch $BATCH, runs of $RUN_LENGTH, --image-aux 1, session 9's --fixed-tversky --feedback-grad)"
 timeout $(( TRAIN_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode full "${START_ARGS[@]}" --out "$OUT/ifssnet-gpu.pt" \
     --device "$DEVICE" --batch "$BATCH" --run-length "$RUN_LENGTH" --epochs 4 --steps 1000 --lr 3e-4 --lr-final 1e-4 \
-    --bce-weight 1 --mask-jitter 0.5 --jitter-first-only --image-aux 1 --seed 20 --checkpoint-every 50 \
+    --bce-weight 1 --fixed-tversky --feedback-grad --mask-jitter 0.5 --jitter-first-only --image-aux 1 --seed 20 --checkpoint-every 50 \
     --time-limit "$TRAIN_MIN" --log "$OUT/train.jsonl" >> "$LOG" 2>&1
 echo "train exit $?" >> "$LOG"
 
