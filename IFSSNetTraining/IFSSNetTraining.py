@@ -151,6 +151,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
 
+        self.baseCombo.blockSignals(True)          # one advice (one model file read) per refresh, below
         self.baseCombo.clear()
         self.baseCombo.addItem("New network (no base model)", "")
         for model in IFSSNetSegmentationLogic.availableModels():
@@ -158,6 +159,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.baseCombo.setItemData(self.baseCombo.count - 1, model["card"] or model["path"], qt.Qt.ToolTipRole)
         if self.baseCombo.count > 1:
             self.baseCombo.setCurrentIndex(1)
+        self.baseCombo.blockSignals(False)
         self._showBaseAdvice()
 
     def _showBaseAdvice(self):

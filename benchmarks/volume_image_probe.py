@@ -63,10 +63,12 @@ def dice_drop(rows) -> dict:
 
 
 def main(argv=None) -> int:
+    from ifssnet.compare import PROTOCOLS
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("cases", nargs="+", help="folders with volume.nrrd and reference.seg.nrrd")
     p.add_argument("--methods", default="ifssnet,pgnet")
-    p.add_argument("--protocol", default="3-seeds", choices=["3-seeds", "paper"])
+    p.add_argument("--protocol", default="3-seeds", choices=PROTOCOLS)
     p.add_argument("--model", default=None, help="IFSS-Net weights (default: the shipped ones)")
     p.add_argument("--csv", default=None)
     args = p.parse_args(argv)

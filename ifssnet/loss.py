@@ -75,7 +75,8 @@ def tversky_index(p: torch.Tensor, g: torch.Tensor, alpha, beta, smooth: float =
 
 
 class ParametricTversky(nn.Module):
-    """``loss = 1 - mean_b TI_b(alpha, beta)`` with ``(alpha, beta) = softmax(theta)``, theta learned.
+    """``loss = 1 - mean_b TI_b(alpha, beta)`` with ``(alpha, beta) = softmax(theta)``, theta learned
+    (``learn=False``: theta stays 0, so alpha = beta = 0.5 and the loss is the Dice loss).
 
     ``forward(pred, target, weight=None, from_logits=True)``:
       * pred: logits ``(B, 2, w, H, W)`` (channel 1 = foreground) when ``from_logits``; otherwise the
@@ -85,9 +86,9 @@ class ParametricTversky(nn.Module):
     Returns a 0-d tensor. A batch of B windows (or a sequence stacked along B) is averaged.
     """
 
-    def __init__(self, smooth: float = 1.0, bce_weight: float = 0.0) -> None:
+    def __init__(self, smooth: float = 1.0, bce_weight: float = 0.0, learn: bool = True) -> None:
         super().__init__()
-        self.theta = nn.Parameter(torch.zeros(2))
+        self.theta = nn.Parameter(torch.zeros(2), requires_grad=learn)   # learn=False: alpha = beta = 0.5, Dice
         self.smooth = float(smooth)
         self.bce_weight = float(bce_weight)
 

@@ -546,11 +546,10 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     my_cases = [c for i, c in enumerate(cases) if i % world == rank] or list(cases)
 
     model.to(device).train()
-    loss_fn = ParametricTversky(bce_weight=cfg.bce_weight).to(device)
+    loss_fn = ParametricTversky(bce_weight=cfg.bce_weight, learn=cfg.learn_tversky).to(device)
     if loss_state is not None:
         loss_fn.load_state_dict(loss_state)
     _broadcast_parameters([model, loss_fn])
-    loss_fn.theta.requires_grad_(cfg.learn_tversky)
     opt = make_optimizer(model, loss_fn, cfg)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
