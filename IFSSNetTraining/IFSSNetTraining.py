@@ -40,6 +40,7 @@ class IFSSNetTrainingParameterNode:
     epochs: Annotated[int, WithinRange(1, 1000)] = 10
     stepsPerEpoch: Annotated[int, WithinRange(1, 100000)] = 100
     outputName: str = "my-ifssnet"
+    holdOutLast: bool = False
     device: Annotated[str, Choice(["cpu", "cuda"])] = "cpu"
 
 
@@ -110,6 +111,11 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.baseAdviceLabel = qt.QLabel("")
         self.baseAdviceLabel.wordWrap = True
         oform.addRow("", self.baseAdviceLabel)
+        self.holdOutCheck = qt.QCheckBox("Hold out the last pair for validation")
+        self.holdOutCheck.setProperty("SlicerParameterName", "holdOutLast")
+        self.holdOutCheck.toolTip = ("Do not train on the last pair (it must be fully annotated): propagate it from "
+                                     "3 slices as training goes, and keep the best model as <name>.best.")
+        oform.addRow("", self.holdOutCheck)
         self.outputEdit = qt.QLineEdit()
         self.outputEdit.setProperty("SlicerParameterName", "outputName")
         self.outputEdit.toolTip = "Name of the new model in your model folder."
@@ -211,25 +217,38 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not pairs and not resumeFrom:
             slicer.util.errorDisplay("Add at least one (volume, segmentation) pair.")
             return
+        heldOut = []
+        if p.holdOutLast and pairs:
+            if len(pairs) < 2:
+                slicer.util.errorDisplay("Holding out a pair for validation needs at least two pairs: "
+                                         "add another, or untick 'Hold out the last pair'.")
+                return
+            pairs, heldOut = pairs[:-1], pairs[-1:]
         try:
             workDir = tempfile.mkdtemp(prefix="IFSSNetTraining-")
             with slicer.util.WaitCursor():
                 filePairs = self.logic.exportPairs(pairs, workDir)
+                valPairs = self.logic.exportPairs(heldOut, os.path.join(workDir, "validation")) if heldOut else None
             self.logPath = os.path.join(workDir, "steps.jsonl")
             self.logOffset = 0
             self.steps = []
             python = shutil.which("PythonSlicer") or None
             cmd = self.logic.trainingCommand(filePairs, p.mode, p.epochs, self.outputPath, self.logPath,
                                              baseModel=self.baseCombo.currentData or None, resume=resumeFrom,
-                                             stepsPerEpoch=p.stepsPerEpoch, device=p.device, python=python)
+                                             stepsPerEpoch=p.stepsPerEpoch, device=p.device, python=python,
+                                             validationPairs=valPairs)
             env = os.environ.copy()
+            env["TQDM_DISABLE"] = "1"  # progress comes from the step log
             import ifssnet
 
             packageRoot = os.path.dirname(os.path.dirname(ifssnet.__file__))
             env["PYTHONPATH"] = packageRoot + os.pathsep + env.get("PYTHONPATH", "")
             import subprocess
 
-            self.process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            # stderr to a file, not a pipe: a pipe nobody reads until the end blocks a long run once it is full.
+            self.stderrPath = os.path.join(workDir, "stderr.txt")
+            with open(self.stderrPath, "w") as err:
+                self.process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
         except Exception as exc:
             slicer.util.errorDisplay(f"Could not start training: {exc}")
             return
@@ -252,9 +271,16 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 selection = slicer.app.applicationLogic().GetSelectionNode()
                 selection.SetActivePlotChartID(self.lossChart.GetID())
                 slicer.app.applicationLogic().PropagatePlotChartSelection()
-            last = self.steps[-1]
-            self.progressBar.setValue(int(last["step"]))
-            self.progressBar.setFormat(f"training step {int(last['step'])}/{self.total}, loss {last['loss']:.4f}")
+            stepRecords = self.logic.stepRecords(self.steps)
+            validations = self.logic.validationRecords(self.steps)
+            if stepRecords:
+                last = stepRecords[-1]
+                text = f"training step {int(last['step'])}/{self.total}, loss {last['loss']:.4f}"
+                if validations:
+                    best = max(validations, key=lambda v: v["val_dice"])
+                    text += f", best validation Dice {best['val_dice']:.3f} (step {int(best['step'])})"
+                self.progressBar.setValue(int(last["step"]))
+                self.progressBar.setFormat(text)
         code = self.process.poll()
         if code is None:
             return
@@ -266,13 +292,16 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.writeModelCard(self.outputPath, mode=self._parameterNode.mode, epochs=self._parameterNode.epochs,
                                       baseModel=self.baseCombo.currentData or None,
                                       cases=[self.pairList.item(r).text() for r in range(self.pairList.count)],
-                                      steps=self.steps)
+                                      steps=self.logic.stepRecords(self.steps))
             self.statusLabel.text = f"Saved {self.outputPath}. It is now in the IFSS-Net effect's model list."
+            if self.logic.validationRecords(self.steps):
+                self.statusLabel.text += " The best by validation is saved next to it as <name>.best."
             self._refreshBaseModels()
         elif code < 0:
             self.statusLabel.text = "Training cancelled. Click Resume to continue from the last checkpoint."
         else:
-            err = self.process.stderr.read() if self.process.stderr else ""
+            with open(self.stderrPath, errors="replace") as f:
+                err = f.read()
             lastLine = err.strip().splitlines()[-1] if err.strip() else f"exit code {code}"
             self.statusLabel.text = f"Training failed: {lastLine}"
             slicer.util.errorDisplay(f"Training failed: {lastLine}")

@@ -539,9 +539,18 @@ def test_training_loss_plot_and_command(slicer_scene, tmp_path):
 
     steps = [{"step": i + 1, "loss": 1.0 / (i + 1), "alpha": 0.5 + i * 0.01, "beta": 0.5 - i * 0.01} for i in range(5)]
     table, chart = IFSSNetTrainingLogic.updateLossPlot(steps)
-    assert table.GetNumberOfRows() == 5 and chart.GetNumberOfPlotSeriesNodes() == 3
+    assert table.GetNumberOfRows() == 5 and chart.GetNumberOfPlotSeriesNodes() == 4
     IFSSNetTrainingLogic.updateLossPlot(steps + steps[:1], table, chart)
     assert table.GetNumberOfRows() == 6
+    # Validation records (after step 2 and step 4) are no rows of their own: they set val_dice from their step on.
+    log = steps[:2] + [{"step": 2, "val_dice": 0.4}] + steps[2:4] + [{"step": 4, "val_dice": 0.6}] + steps[4:]
+    IFSSNetTrainingLogic.updateLossPlot(log, table, chart)
+    t = table.GetTable()
+    column = [t.GetValue(r, 4).ToDouble() for r in range(t.GetNumberOfRows())]
+    assert t.GetNumberOfRows() == 5 and t.GetColumnName(4) == "val_dice"
+    assert np.isnan(column[0]) and column[1:] == [0.4, 0.4, 0.6, 0.6]
+    assert IFSSNetTrainingLogic.stepRecords(log) == steps
+    assert [v["val_dice"] for v in IFSSNetTrainingLogic.validationRecords(log)] == [0.4, 0.6]
     log = tmp_path / "log.jsonl"
     log.write_text("\n".join(__import__("json").dumps(s) for s in steps) + "\n" + '{"step": 6, "lo')
     records, pos = IFSSNetTrainingLogic.readStepLog(str(log))
@@ -549,6 +558,10 @@ def test_training_loss_plot_and_command(slicer_scene, tmp_path):
     cmd = IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "fewshot", 2, "out.pt", str(log),
                                                baseModel="base.pt")
     assert cmd[1:4] == ["-m", "ifssnet.cli", "train"] and "v.nrrd:a.seg.nrrd" in cmd and "--from" in cmd
+    assert "--val" not in cmd
+    cmd = IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "full", 2, "out.pt", str(log),
+                                               validationPairs=[("w.nrrd", "b.seg.nrrd")], valEvery=25)
+    assert cmd[cmd.index("--val"):][:4] == ["--val", "w.nrrd:b.seg.nrrd", "--val-every", "25"]
 
 
 def test_training_base_model_advice(slicer_scene, tmp_path):
@@ -597,6 +610,18 @@ def test_training_from_scene_pairs(scene_nodes, tmp_path):
                    widthMult=0.15, onStep=seen.append)
     assert os.path.exists(path) and len(seen) == 2 and "loss" in seen[0]
     assert (tmp_path / "models" / "tiny.md").read_text().startswith("# tiny")
+
+    # A held-out volume node: scored as training goes; the best network is kept next to the model.
+    heldOut = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(),
+                                             _ijk_to_ras(), "US held out")
+    with pytest.raises(InputError, match="also a training volume"):
+        L.train([(volumeNode, ref)], "full", 1, outputPath=str(out), stepsPerEpoch=2, runLength=6, size=32,
+                widthMult=0.15, validationPairs=[(volumeNode, ref)])
+    path = L.train([(volumeNode, ref)], "full", 1, outputPath=str(tmp_path / "models" / "val.pt"), stepsPerEpoch=2,
+                   runLength=6, size=32, widthMult=0.15, validationPairs=[(heldOut, ref)], valEvery=1)
+    assert [v["step"] for v in L.validations] == [1, 2] and 0.0 <= L.validations[0]["val_dice"] <= 1.0
+    assert set(L.validations[0]["val_per_segment"]) == {"GM"}
+    assert (tmp_path / "models" / "val.best.pt").exists()
 
 
 def test_background_worker_keeps_results_for_the_main_thread():

@@ -497,7 +497,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
           base_model=None, resume=None, command: str = "", data_description: str = "",
           progress: Optional[ProgressFn] = None, cancel: CancelLike = None,
           on_step: Optional[Callable[[StepLog], None]] = None, rank: int = 0, world: int = 1,
-          device: str = "cpu", time_limit_s: Optional[float] = None) -> Path:
+          device: str = "cpu", time_limit_s: Optional[float] = None, validator=None,
+          val_every: Optional[int] = None, on_validation: Optional[Callable] = None) -> Path:
     """Train (or fine-tune) IFSS-Net on ``cases`` and write the checkpoint to ``out_path``.
 
     ``model_config``: an :class:`ifssnet.model.IFSSNetConfig` for a new network; ``base_model``: a
@@ -507,6 +508,11 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     ``time_limit_s``: stop after the first step that ends past this many seconds of training, and
     write the checkpoint and the model file there (a run sized to a lent machine's time; ``--resume``
     continues it). In distributed runs rank 0's clock decides, so that every rank stops at the same step.
+    ``validator``: an :class:`ifssnet.validation.Validator`; every ``val_every`` steps (default
+    ``cfg.checkpoint_every``) and at the last step, rank 0 propagates the validation cases with the
+    network, passes the :class:`~ifssnet.validation.ValidationScore` to ``on_validation``, and writes the
+    best network by Dice to ``MODEL.best.pt``. The history and the best score travel in the checkpoint,
+    so ``--resume`` keeps them.
     """
     import torch
 
@@ -519,7 +525,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if not cases:
         raise InputError("No training cases.", "Give at least one volume with its annotation.")
     out_path = Path(out_path)
-    start_step, opt_state, loss_state = 0, None, None
+    start_step, opt_state, loss_state, val_state = 0, None, None, {}
     if resume is not None:
         model, model_config, meta = load_checkpoint(resume, map_location="cpu")
         tr = resume_state(meta, resume)
@@ -527,6 +533,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         start_step = int(tr["step"])
         opt_state = tr["optimizer"]
         loss_state = tr.get("loss")
+        val_state = tr.get("validation") or {}
     elif base_model is not None:
         model, model_config, _ = load_checkpoint(base_model, map_location="cpu")
         _zero_and_warn_if_dead(model, base_model)
@@ -564,10 +571,32 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
             return
         training = {"config": asdict(cfg), "step": step, "loss": loss_fn.state_dict(),
                     "alpha": float(loss_fn.alpha), "beta": float(loss_fn.beta)}
+        if history:
+            training["validation"] = {"history": [v.to_dict() for v in history],
+                                      "best": best.to_dict() if best is not None else None}
         if optimizer:
             training["optimizer"] = opt.state_dict()
         save_checkpoint(path, model, model_config, {
             "command": command, "data": data_description, "version": __version__, "training": training})
+
+    from .validation import ValidationScore, best_model_path
+
+    history = [ValidationScore.from_dict(v) for v in val_state.get("history", [])]
+    best = ValidationScore.from_dict(val_state["best"]) if val_state.get("best") else None
+    val_every = int(val_every or cfg.checkpoint_every)
+
+    def validate(step: int) -> None:
+        nonlocal best
+        if validator is None or rank != 0:
+            return
+        score = validator(model, step)
+        model.train()
+        history.append(score)
+        if on_validation:
+            on_validation(score)
+        if score.better_than(best):
+            best = score
+            save(step, best_model_path(out_path), optimizer=False)
 
     step = start_step
     ckpt_path = out_path.with_name(out_path.stem + ".ckpt.pt")
@@ -602,6 +631,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
             on_step(log)
         report(progress, "training", step, total)
         out_of_time = _past_time_limit(started, time_limit_s)
+        if step % val_every == 0 or step == total or out_of_time:
+            validate(step)
         if step % cfg.checkpoint_every == 0 or step == total or out_of_time:
             save(step, ckpt_path)
         if out_of_time:
@@ -696,8 +727,16 @@ def add_train_arguments(p) -> None:
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop after this many minutes of training and write the checkpoint and the model there "
                         "(--resume continues); for a machine lent for a fixed time")
+    p.add_argument("--val", nargs="+", default=None, metavar="CASE",
+                   help="held-out, fully annotated cases (as CASES) to propagate every --val-every steps; the "
+                        "best network by mean Dice is kept as MODEL.best.pt (default: no validation)")
+    p.add_argument("--val-every", type=int, default=None, metavar="N",
+                   help="steps between validations (default: --checkpoint-every)")
+    p.add_argument("--val-protocol", choices=("3-seeds", "paper"), default="3-seeds",
+                   help="how validation cuts seeds from each annotation (as ifssnet compare; default 3-seeds)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--log", type=Path, default=None, help="append one JSON line per step")
+    p.add_argument("--log", type=Path, default=None,
+                   help="append one JSON line per step (and one per validation, with val_* keys)")
 
 
 def _train_cli(args) -> int:
@@ -730,7 +769,9 @@ def _train_ranked(args, rank: int, world: int) -> int:
         strides = [int(v) for v in str(args.strides).split(",") if v.strip()]
     except ValueError:
         raise InputError(f"--strides {args.strides!r} is not a list of whole numbers.", "Give e.g. --strides 1,3.")
-    cases = [load_case(v, a, size, segments) for v, a in _case_paths(args.cases)]
+    train_pairs = _case_paths(args.cases)
+    validator = _validator(args, train_pairs, segments)
+    cases = [load_case(v, a, size, segments) for v, a in train_pairs]
     cfg = TrainConfig(mode=args.mode, epochs=args.epochs, steps_per_epoch=args.steps, run_length=args.run_length,
                       lr=args.lr, lr_final=args.lr_final if args.lr_final is not None else args.lr / 10,
                       seed=args.seed, checkpoint_every=args.checkpoint_every,
@@ -746,6 +787,12 @@ def _train_ranked(args, rank: int, world: int) -> int:
             logf.write(json.dumps(asdict(log)) + "\n")
             logf.flush()
 
+    def on_validation(score) -> None:
+        if logf:
+            logf.write(json.dumps(score.log_record()) + "\n")
+            logf.flush()
+        print(score.summary(), file=sys.stderr, flush=True)
+
     bar = TqdmProgress(disable=rank != 0)
     try:
         train(cases, args.out, model_config=IFSSNetConfig(size=args.size, width_mult=args.width_mult,
@@ -753,14 +800,40 @@ def _train_ranked(args, rank: int, world: int) -> int:
               base_model=args.base, resume=args.resume, command=args.command_line,
               data_description=", ".join(c.name for c in cases), progress=bar, on_step=on_step,
               rank=rank, world=world, device=args.device,
-              time_limit_s=args.time_limit * 60 if args.time_limit is not None else None)
+              time_limit_s=args.time_limit * 60 if args.time_limit is not None else None,
+              validator=validator, val_every=args.val_every, on_validation=on_validation)
     finally:
         bar.close()
         if logf:
             logf.close()
     if rank == 0:
         print(f"wrote {args.out}")
+        if validator is not None:
+            from .validation import best_model_path, best_score
+
+            path = best_model_path(args.out)
+            score = best_score(path)
+            print(f"best validation Dice {score.dice:.3f} (volume error {score.volume_error_pct:.1f} %) "
+                  f"at step {score.step}: {path}")
     return 0
+
+
+def _validator(args, train_pairs, segments):
+    """The :class:`~ifssnet.validation.Validator` of ``--val`` (None without it); a validation case that is
+    also a training case is an error, since its scores would not be held out."""
+    if not getattr(args, "val", None):
+        return None
+    from .validation import Validator
+
+    val_pairs = _case_paths(args.val)
+    trained = {Path(v).resolve() for v, _ in train_pairs}
+    shared = [str(v) for v, _ in val_pairs if Path(v).resolve() in trained]
+    if shared:
+        raise InputError(f"Validation volume {', '.join(shared)} is also a training case.",
+                         "Validate on volumes the network does not train on.")
+    if args.val_every is not None and args.val_every < 1:
+        raise InputError(f"--val-every {args.val_every} is not a number of steps.", "Give 1 or more.")
+    return Validator(val_pairs, protocol=args.val_protocol, segments=segments)
 
 
 def _init_distributed():

@@ -63,17 +63,22 @@ class IFSSNetTrainingLogic:
     ``pairs``: (volumeNode, segmentationNode) or (volumePath, annotationPath) tuples. Annotations may be
     complete or sparse (segments tagged ``IFSSNet.AnnotatedSlices`` are known only on those slices).
     Returns the path of the saved model; its model card is written next to it (``<stem>.md``).
+    ``validationPairs``: fully annotated pairs held out of training; every ``valEvery`` steps the network
+    propagates them (``3-seeds``) and the best by Dice is kept as ``<stem>.best.pt``
+    (:mod:`ifssnet.validation`). ``self.validations`` holds the scores.
     """
 
     def __init__(self) -> None:
         self.steps: List[dict] = []
+        self.validations: List[dict] = []
 
     # ---- in process ----------------------------------------------------------------------------
 
     def train(self, pairs, mode: str = "fewshot", epochs: int = 10, baseModel=None, outputPath=None,
               progress=None, cancel=None, *, resume=None, stepsPerEpoch: int = 100, runLength: int = 32,
               size: int = 128, widthMult: float = 1.0, device: str = "cpu",
-              segmentNames: Optional[Sequence[str]] = None, onStep: Optional[Callable[[dict], None]] = None) -> str:
+              segmentNames: Optional[Sequence[str]] = None, onStep: Optional[Callable[[dict], None]] = None,
+              validationPairs=None, valEvery: Optional[int] = None) -> str:
         if mode not in MODES:
             raise InputError(f"Unknown training mode '{mode}'.", "Use 'full' or 'fewshot'.")
         if not pairs:
@@ -100,8 +105,12 @@ class IFSSNetTrainingLogic:
                 seg = segmentationFromNodes(volume, annotation, segmentNames)
                 cases.append(case_from_arrays(segmentationLogic.volumeToArray(volume), seg, size, segmentNames,
                                               volume.GetName() or f"case{n}"))
+        if validationPairs and any(v is tv for v, _ in validationPairs for tv, _ in pairs):
+            raise InputError("A validation volume is also a training volume.",
+                             "Hold out a volume the network does not train on, or leave validation off.")
+        validator = self.validator(validationPairs, segmentNames) if validationPairs else None
         cfg = TrainConfig(mode=mode, epochs=int(epochs), steps_per_epoch=int(stepsPerEpoch), run_length=int(runLength))
-        self.steps = []
+        self.steps, self.validations = [], []
 
         def stepHook(log) -> None:
             entry = dataclasses.asdict(log)
@@ -112,10 +121,31 @@ class IFSSNetTrainingLogic:
         os.makedirs(os.path.dirname(os.path.abspath(outputPath)), exist_ok=True)
         path = coreTrain(cases, outputPath, model_config=modelConfig, cfg=cfg, base_model=baseModel, resume=resume,
                          command="Slicer IFSSNetTraining", data_description=", ".join(c.name for c in cases),
-                         progress=progress, cancel=cancel, on_step=stepHook, device=device)
+                         progress=progress, cancel=cancel, on_step=stepHook, device=device, validator=validator,
+                         val_every=valEvery, on_validation=lambda score: self.validations.append(score.log_record()))
         self.writeModelCard(str(path), mode=mode, epochs=epochs, baseModel=baseModel,
                             cases=[c.name for c in cases], steps=self.steps)
         return str(path)
+
+    @staticmethod
+    def validator(pairs, segmentNames: Optional[Sequence[str]] = None):
+        """An :class:`ifssnet.validation.Validator` for (volumeNode, segmentationNode) or (volumePath,
+        annotationPath) pairs; node pairs are read into memory once. A sparse annotation is an error."""
+        from ifssnet.validation import Validator
+
+        cases = []
+        for volume, annotation in pairs:
+            if isinstance(volume, (str, os.PathLike)):
+                cases.append((str(volume), str(annotation)))
+                continue
+            seg = segmentationFromNodes(volume, annotation, segmentNames)
+            sparse = [s.name for s in seg.segments if s.annotated is not None]
+            if sparse:
+                raise InputError(f"Validation segmentation '{annotation.GetName()}' is sparse ({', '.join(sparse)} "
+                                 "annotated on some slices only).", "Hold out a fully annotated volume for validation.")
+            cases.append((segmentationLogic.volumeToArray(volume), {s.name: s.mask for s in seg.segments},
+                          tuple(geometryOf(volume).spacing_kji)))
+        return Validator(cases, segments=segmentNames)
 
     # ---- background process --------------------------------------------------------------------
 
@@ -153,12 +183,18 @@ class IFSSNetTrainingLogic:
 
     @staticmethod
     def trainingCommand(filePairs, mode: str, epochs: int, outputPath: str, logPath: str, *, baseModel=None,
-                        resume=None, stepsPerEpoch: int = 100, device: str = "cpu", python: Optional[str] = None) -> List[str]:
-        """The ``ifssnet train`` command line for a background process (Slicer's PythonSlicer runs it)."""
+                        resume=None, stepsPerEpoch: int = 100, device: str = "cpu", python: Optional[str] = None,
+                        validationPairs=None, valEvery: Optional[int] = None) -> List[str]:
+        """The ``ifssnet train`` command line for a background process (Slicer's PythonSlicer runs it).
+        ``validationPairs``: (volume, annotation) files held out of training (``--val``)."""
         cmd = [python or sys.executable, "-m", "ifssnet.cli", "train"]
         cmd += [f"{v}:{a}" for v, a in filePairs]
         cmd += ["--mode", mode, "--epochs", str(int(epochs)), "--steps", str(int(stepsPerEpoch)),
                 "--out", str(outputPath), "--log", str(logPath), "--device", device]
+        if validationPairs:
+            cmd += ["--val"] + [f"{v}:{a}" for v, a in validationPairs]
+            if valEvery:
+                cmd += ["--val-every", str(int(valEvery))]
         if resume:
             cmd += ["--resume", str(resume)]
         elif baseModel:
@@ -227,13 +263,26 @@ class IFSSNetTrainingLogic:
         return path
 
     @staticmethod
+    def stepRecords(records: Sequence[dict]) -> List[dict]:
+        """The training-step records of a log (``loss`` per step), without the validation records."""
+        return [r for r in records if "loss" in r]
+
+    @staticmethod
+    def validationRecords(records: Sequence[dict]) -> List[dict]:
+        """The validation records of a log (``val_dice``, ``val_volume_error_pct`` at a step)."""
+        return [r for r in records if "val_dice" in r]
+
+    @staticmethod
     def updateLossPlot(steps: Sequence[dict], tableNode=None, chartNode=None):
-        """Loss, alpha and beta per step in a table node and a plot chart node (created when not given)."""
+        """Loss, alpha, beta and the validation Dice per step in a table node and a plot chart node (created
+        when not given). ``steps``: the log's records; validation records set ``val_dice`` from their step
+        on (a step curve, nan before the first validation)."""
         scene = slicer.mrmlScene
         if tableNode is None:
             tableNode = scene.AddNewNodeByClass("vtkMRMLTableNode", LOSS_TABLE_NAME)
         table = tableNode.GetTable()
-        columns = ("step", "loss", "alpha", "beta")
+        columns = ("step", "loss", "alpha", "beta", "val_dice")
+        steps = _withValidationDice(steps)
         import vtk
 
         if table.GetNumberOfColumns() != len(columns):
@@ -252,7 +301,20 @@ class IFSSNetTrainingLogic:
             chartNode = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "IFSS-Net training")
             chartNode.SetTitle("IFSS-Net training")
             chartNode.SetXAxisTitle("step")
-            chartNode.SetYAxisTitle("loss / alpha / beta")
+            chartNode.SetYAxisTitle("loss / alpha / beta / validation Dice")
             for name in columns[1:]:
                 segmentationLogic.addLinePlotSeries(scene, chartNode, tableNode, name, "step")
         return tableNode, chartNode
+
+
+def _withValidationDice(records: Sequence[dict]) -> List[dict]:
+    """Step records (in log order) with ``val_dice``: the latest validation Dice at or before that step."""
+    out, current = [], float("nan")
+    for r in records:
+        if "val_dice" in r:
+            current = float(r["val_dice"])
+            if out and out[-1]["step"] == r["step"]:       # validated after this step's record
+                out[-1] = {**out[-1], "val_dice": current}
+        elif "loss" in r:
+            out.append({**r, "val_dice": current})
+    return out

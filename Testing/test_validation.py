@@ -1,0 +1,146 @@
+"""Validation during training: held-out propagation scores, the best network kept, resume, the CLI."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from ifssnet.compare import load_case as load_compare_case
+from ifssnet.errors import Cancelled, InputError
+from ifssnet.model import IFSSNetConfig
+from ifssnet.model.checkpoint import load_checkpoint
+from ifssnet.phantom import write_phantom
+from ifssnet.progress import CancelToken
+from ifssnet.train import TrainConfig, train
+from ifssnet.validation import ValidationScore, Validator, best_model_path, best_score
+
+from test_train import TINY, _case
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("val")
+    for i in (0, 1):
+        write_phantom(root / f"case{i}", seed=i, shape=(24, 32, 40))
+    return root
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _cfg(steps=4, **kw):
+    return TrainConfig(epochs=1, steps_per_epoch=steps, run_length=8, checkpoint_every=2, lr=1e-3, **kw)
+
+
+def _weights_equal(a, b):
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+class ScriptedValidator:
+    """Returns the given Dice at successive validations (the real one is tested below)."""
+
+    def __init__(self, dice):
+        self.dice, self.calls = list(dice), []
+
+    def __call__(self, model, step):
+        self.calls.append((step, model.training))
+        d = self.dice[len(self.calls) - 1]
+        return ValidationScore(step, d, 10.0 * len(self.calls), 0.0, {"A": d})
+
+
+def test_validator_scores_every_segment_of_a_held_out_case(phantoms):
+    from ifssnet.model import IFSSNet
+
+    torch.manual_seed(0)
+    net = IFSSNet(IFSSNetConfig(**TINY))
+    val = Validator([(phantoms / "case1" / "volume.nrrd", phantoms / "case1" / "reference.seg.nrrd")])
+    score = val(net, 7)
+    names = set(load_compare_case(phantoms / "case1")[1])
+    assert score.step == 7 and set(score.per_segment) == names
+    assert 0.0 <= score.dice <= 1.0 and np.isfinite(score.volume_error_pct)
+    assert score.dice == pytest.approx(np.mean(list(score.per_segment.values())))
+    # the same case in memory scores the same, and a segment subset scores only that segment
+    mem = Validator([load_compare_case(phantoms / "case1")], segments=["GL"])(net, 7)
+    assert set(mem.per_segment) == {"GL"} and mem.per_segment["GL"] == pytest.approx(score.per_segment["GL"])
+
+
+def test_validation_does_not_change_the_training(tmp_path, phantoms, one_thread):
+    """Dropout back on and no random numbers drawn: a validated run trains the very same weights."""
+    val = Validator([load_compare_case(phantoms / "case1")])
+    scores = []
+    train([_case(0)], tmp_path / "v.pt", model_config=IFSSNetConfig(**TINY), cfg=_cfg(), validator=val,
+          val_every=2, on_validation=scores.append)
+    train([_case(0)], tmp_path / "p.pt", model_config=IFSSNetConfig(**TINY), cfg=_cfg())
+    assert [s.step for s in scores] == [2, 4]
+    assert _weights_equal(load_checkpoint(tmp_path / "v.pt")[0], load_checkpoint(tmp_path / "p.pt")[0])
+
+
+def test_the_best_network_by_dice_is_kept_and_resume_remembers_it(tmp_path, one_thread):
+    val = ScriptedValidator([0.3, 0.7, 0.5])
+    train([_case(0)], tmp_path / "m.pt", model_config=IFSSNetConfig(**TINY), cfg=_cfg(6), validator=val)
+    assert [s for s, _ in val.calls] == [2, 4, 6] and all(training for _, training in val.calls)
+    best = best_score(best_model_path(tmp_path / "m.pt"))
+    assert best.step == 4 and best.dice == 0.7
+    train([_case(0)], tmp_path / "four.pt", model_config=IFSSNetConfig(**TINY), cfg=_cfg(4))
+    assert _weights_equal(load_checkpoint(tmp_path / "m.best.pt")[0], load_checkpoint(tmp_path / "four.pt")[0])
+    history = load_checkpoint(tmp_path / "m.pt")[2]["training"]["validation"]["history"]
+    assert [h["dice"] for h in history] == [0.3, 0.7, 0.5]
+
+    # Killed after the step-2 validation and checkpoint; the resumed run must not take a worse network
+    # (0.5 at step 4) as the best just because the earlier 0.6 was scored before the kill.
+    token = CancelToken()
+    first = ScriptedValidator([0.6])
+    with pytest.raises(Cancelled):
+        train([_case(0)], tmp_path / "r.pt", model_config=IFSSNetConfig(**TINY), cfg=_cfg(6), validator=first,
+              progress=lambda stage, done, total: done == 3 and token.cancel(), cancel=token)
+    train([_case(0)], tmp_path / "r.pt", resume=tmp_path / "r.ckpt.pt", validator=ScriptedValidator([0.5, 0.55]))
+    best = best_score(best_model_path(tmp_path / "r.pt"))
+    assert best.step == 2 and best.dice == 0.6
+    history = load_checkpoint(tmp_path / "r.pt")[2]["training"]["validation"]["history"]
+    assert [(h["step"], h["dice"]) for h in history] == [(2, 0.6), (4, 0.5), (6, 0.55)]
+
+
+def test_validation_files_are_checked_before_training(tmp_path, phantoms):
+    from ifssnet.io import AnnotatedSlices, read_segmentation, write_segmentation
+
+    with pytest.raises(InputError, match="does not exist"):
+        Validator([(tmp_path / "none.nrrd", tmp_path / "none.seg.nrrd")])
+    with pytest.raises(InputError, match="no segment named XX"):
+        Validator([(phantoms / "case1" / "volume.nrrd", phantoms / "case1" / "reference.seg.nrrd")], segments=["XX"])
+    with pytest.raises(InputError, match="protocol"):
+        Validator([load_compare_case(phantoms / "case1")], protocol="every-slice")
+    seg = read_segmentation(phantoms / "case1" / "reference.seg.nrrd")
+    seg.segments[0].annotated = AnnotatedSlices(0, (3, 4, 5))
+    write_segmentation(seg, tmp_path / "sparse.seg.nrrd")
+    with pytest.raises(InputError, match="sparse"):
+        Validator([(phantoms / "case1" / "volume.nrrd", tmp_path / "sparse.seg.nrrd")])
+
+
+def _cli(args, cwd):
+    return subprocess.run([sys.executable, "-m", "ifssnet.cli", "train", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1",
+                                                       "PATH": "/usr/bin:/bin"})
+
+
+def test_train_cli_validates_logs_and_names_the_best_model(tmp_path, phantoms):
+    common = ["--size", "32", "--width-mult", "0.25", "--epochs", "1", "--steps", "2", "--run-length", "8"]
+    r = _cli([str(phantoms / "case0"), "--val", str(phantoms / "case1"), "--val-every", "1",
+              "--out", str(tmp_path / "m.pt"), "--log", str(tmp_path / "log.jsonl"), *common], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    val = [x for x in records if "val_dice" in x]
+    assert [x["step"] for x in val] == [1, 2] and all("loss" not in x for x in val)
+    assert [x["step"] for x in records if "loss" in x] == [1, 2]
+    best = max(val, key=lambda x: x["val_dice"])
+    assert f"at step {best['step']}: {tmp_path / 'm.best.pt'}" in r.stdout
+    assert "validation Dice" in r.stderr                       # one summary line per validation
+    r = _cli([str(phantoms / "case0"), "--val", str(phantoms / "case0"), "--out", str(tmp_path / "x.pt"), *common],
+             tmp_path)
+    assert r.returncode != 0 and "also a training case" in r.stderr and not (tmp_path / "x.pt").exists()
