@@ -372,7 +372,7 @@ def test_feedback_grad_trains_a_window_through_the_mask_it_feeds_forward():
         first = msk[:, 0:3].clone().requires_grad_(True)         # stands for the previous part's prediction
         loss, _, nxt = windows_loss(net, ParametricTversky(), img, msk, kn, TrainConfig(feedback_grad=grad),
                                     first_prev=first)
-        out[grad] = (float(loss), nxt)
+        out[grad] = (loss.detach().item(), nxt)
         if grad:
             (g,) = torch.autograd.grad(nxt.sum(), first)          # the last input depends on the first
             assert g.abs().sum() > 0
