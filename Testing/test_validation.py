@@ -16,7 +16,7 @@ from ifssnet.progress import CancelToken
 from ifssnet.train import TrainConfig, train
 from ifssnet.validation import ValidationScore, Validator, best_model_path, best_score
 
-from test_train import TINY, _case
+from test_train import TINY, _case, one_thread  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +25,6 @@ def phantoms(tmp_path_factory):
     for i in (0, 1):
         write_phantom(root / f"case{i}", seed=i, shape=(24, 32, 40))
     return root
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cfg(steps=4, **kw):
