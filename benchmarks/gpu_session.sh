@@ -14,7 +14,8 @@
 # BATCH (runs per step, 8), RUN_LENGTH (slices per run, 100), FROM (a model to start from; default none: a new
 # network of the shipped configuration, because the shipped weights' deep path is dead and hardly learns again),
 # MASK_SEES_IMAGE (1, the default since session 9's weights: the new network's mask stream takes (image, mask)
-# into its first layer, --mask-sees-image; 0: the paper's streams).
+# into its first layer, --mask-sees-image; 0: the paper's streams), VAL_EVERY (training steps between
+# validations on phantoms 500 and 501, 200; the best network by Dice is the ifssnet-gpu.pt that comes back).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
 # ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
 # the image probe of the new weights (mask_copy_diagnostic.py --image-probe) is in session.log.
@@ -41,6 +42,7 @@ IMAGE_MIN=${IMAGE_MIN:-1}
 TRAIN_MIN=${TRAIN_MIN:-3}
 BATCH=${BATCH:-8}
 RUN_LENGTH=${RUN_LENGTH:-100}
+VAL_EVERY=${VAL_EVERY:-200}
 FROM=${FROM:-}
 MASK_SEES_IMAGE=${MASK_SEES_IMAGE:-1}
 if [ -n "$FROM" ]; then START_ARGS=(--from "$FROM"); else START_ARGS=(--size 128 --width-mult 0.5); fi  # stage 1's start
@@ -102,8 +104,12 @@ step "training for $TRAIN_MIN min from ${START_ARGS[*]} (batch $BATCH, runs of $
 timeout $(( TRAIN_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode full "${START_ARGS[@]}" --out "$OUT/ifssnet-gpu.pt" \
     --device "$DEVICE" --batch "$BATCH" --run-length "$RUN_LENGTH" --epochs 4 --steps 1000 --lr 3e-4 --lr-final 1e-4 \
     --bce-weight 1 --fixed-tversky --feedback-grad --mask-jitter 0.5 --jitter-first-only --image-aux 1 --seed 20 --checkpoint-every 50 \
-    --time-limit "$TRAIN_MIN" --log "$OUT/train.jsonl" >> "$LOG" 2>&1
+    --time-limit "$TRAIN_MIN" --log "$OUT/train.jsonl" --val /tmp/data/val/s500 /tmp/data/val/s501 \
+    --val-every "$VAL_EVERY" >> "$LOG" 2>&1
 echo "train exit $?" >> "$LOG"
+# The best network by validation Dice (session 10: one run's checkpoints differ a lot) becomes the model
+# that comes back; the .ckpt.pt keeps the last step for --resume.
+[ -f "$OUT/ifssnet-gpu.best.pt" ] && mv -f "$OUT/ifssnet-gpu.best.pt" "$OUT/ifssnet-gpu.pt"
 
 step "validation: shipped and new weights, 3-seeds"
 for tag in shipped gpu; do

@@ -590,7 +590,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         if validator is None or rank != 0:
             return
         score = validator(model, step)
-        model.train()
+        model.to(device).train()          # propagation's CUDA out-of-memory fallback moves a network to the CPU
         history.append(score)
         if on_validation:
             on_validation(score)
