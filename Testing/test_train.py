@@ -424,7 +424,7 @@ def test_image_head_is_added_keeping_every_other_weight_and_learns_from_the_imag
     segs = torch.tensor([1])
     plain, _, _ = windows_loss(net, ParametricTversky(), img, msk, kn, TrainConfig())
     with_aux, _, _ = windows_loss(net, ParametricTversky(), img, msk, kn, TrainConfig(image_aux=2.0), segments=segs)
-    assert float(with_aux) > float(plain)
+    assert with_aux.detach().item() > plain.detach().item()
     net.zero_grad()
     (with_aux - plain).backward()
     assert net.image_head.proj[0].weight.grad.abs().sum() > 0
