@@ -522,6 +522,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
 
     cfg = cfg or TrainConfig()
     cfg.validate()
+    if val_every is not None and int(val_every) < 1:
+        raise InputError(f"Validating every {val_every} steps is not possible.", "Give --val-every 1 or more.")
     if not cases:
         raise InputError("No training cases.", "Give at least one volume with its annotation.")
     out_path = Path(out_path)
@@ -831,8 +833,6 @@ def _validator(args, train_pairs, segments):
     if shared:
         raise InputError(f"Validation volume {', '.join(shared)} is also a training case.",
                          "Validate on volumes the network does not train on.")
-    if args.val_every is not None and args.val_every < 1:
-        raise InputError(f"--val-every {args.val_every} is not a number of steps.", "Give 1 or more.")
     return Validator(val_pairs, protocol=args.val_protocol, segments=segments)
 
 

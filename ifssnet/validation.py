@@ -113,13 +113,7 @@ class Validator:
             if not p.is_file():
                 raise InputError(f"Validation file {p} does not exist.",
                                  "Give VOLUME:ANNOTATION pairs or phantom folders (volume.nrrd + reference.seg.nrrd).")
-        seg = read_segmentation(ann)
-        sparse = [s.name for s in seg.segments if s.annotated is not None]
-        if sparse:
-            raise InputError(f"Validation annotation {ann} is sparse (segments {', '.join(sparse)} are annotated "
-                             "on some slices only).",
-                             "Validate on fully annotated volumes: Dice is scored on every slice of the reference.")
-        self._select({s.name: None for s in seg.segments}, str(ann))
+        self._select(full_annotation(read_segmentation(ann), str(ann)), str(ann))
 
     def _select(self, refs: dict, where: str) -> dict:
         if not self.segments:
@@ -140,7 +134,7 @@ class Validator:
 
         image = read_volume(case[0])
         ref = read_segmentation(case[1], reference=image.geometry, reference_shape=image.array.shape)
-        refs = self._select({s.name: s.mask for s in ref.segments}, str(case[1]))
+        refs = self._select(full_annotation(ref, str(case[1])), str(case[1]))
         return image.array, refs, tuple(image.geometry.spacing_kji)
 
     def rows(self, model) -> List[dict]:
@@ -166,6 +160,18 @@ class Validator:
             per.setdefault(r["muscle"], []).append(d)
         return ValidationScore(int(step), float(np.mean(dice)), float(np.mean(verr)) if verr else math.nan,
                                time.perf_counter() - t0, {n: float(np.mean(v)) for n, v in per.items()})
+
+
+def full_annotation(seg, where: str) -> Dict[str, np.ndarray]:
+    """``{name: mask (K, J, I)}`` of an :class:`ifssnet.io.Segmentation` that may serve as a validation
+    reference; a sparse one (a segment tagged ``IFSSNet.AnnotatedSlices``) raises :class:`InputError`
+    naming ``where`` (a file, or a Slicer node)."""
+    sparse = [s.name for s in seg.segments if s.annotated is not None]
+    if sparse:
+        raise InputError(f"Validation annotation {where} is sparse (segments {', '.join(sparse)} are annotated "
+                         "on some slices only).",
+                         "Validate on fully annotated volumes: Dice is scored on every slice of the reference.")
+    return {s.name: s.mask for s in seg.segments}
 
 
 def best_model_path(out_path) -> Path:

@@ -131,7 +131,7 @@ class IFSSNetTrainingLogic:
     def validator(pairs, segmentNames: Optional[Sequence[str]] = None):
         """An :class:`ifssnet.validation.Validator` for (volumeNode, segmentationNode) or (volumePath,
         annotationPath) pairs; node pairs are read into memory once. A sparse annotation is an error."""
-        from ifssnet.validation import Validator
+        from ifssnet.validation import Validator, full_annotation
 
         cases = []
         for volume, annotation in pairs:
@@ -139,11 +139,7 @@ class IFSSNetTrainingLogic:
                 cases.append((str(volume), str(annotation)))
                 continue
             seg = segmentationFromNodes(volume, annotation, segmentNames)
-            sparse = [s.name for s in seg.segments if s.annotated is not None]
-            if sparse:
-                raise InputError(f"Validation segmentation '{annotation.GetName()}' is sparse ({', '.join(sparse)} "
-                                 "annotated on some slices only).", "Hold out a fully annotated volume for validation.")
-            cases.append((segmentationLogic.volumeToArray(volume), {s.name: s.mask for s in seg.segments},
+            cases.append((segmentationLogic.volumeToArray(volume), full_annotation(seg, f"'{annotation.GetName()}'"),
                           tuple(geometryOf(volume).spacing_kji)))
         return Validator(cases, segments=segmentNames)
 
