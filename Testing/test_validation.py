@@ -41,7 +41,7 @@ class ScriptedValidator:
     def __init__(self, dice):
         self.dice, self.calls = list(dice), []
 
-    def __call__(self, model, step):
+    def __call__(self, model, step, rank=0, world=1):
         self.calls.append((step, model.training))
         d = self.dice[len(self.calls) - 1]
         return ValidationScore(step, d, 10.0 * len(self.calls), 0.0, {"A": d})
@@ -113,6 +113,63 @@ def test_validation_files_are_checked_before_training(tmp_path, phantoms):
     write_segmentation(seg, tmp_path / "sparse.seg.nrrd")
     with pytest.raises(InputError, match="sparse"):
         Validator([(phantoms / "case1" / "volume.nrrd", tmp_path / "sparse.seg.nrrd")])
+
+
+class RecordingValidator(Validator):
+    """The real validator; it also records which cases this process read and the scores it returned."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.loaded, self.scores = [], []
+
+    def _load(self, case):
+        self.loaded.append(str(case[0]))
+        return super()._load(case)
+
+    def __call__(self, model, step, rank=0, world=1):
+        score = super().__call__(model, step, rank=rank, world=world)
+        self.scores.append(score.to_dict())
+        return score
+
+
+def _ddp_val_worker(rank, world, init_file, root, out_dir):
+    import os
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        val = RecordingValidator([(f"{root}/case{i}/volume.nrrd", f"{root}/case{i}/reference.seg.nrrd")
+                                  for i in (0, 1)])
+        train([_case(0), _case(1)], os.path.join(out_dir, "ddp.pt"), model_config=IFSSNetConfig(**TINY),
+              cfg=_cfg(2), rank=rank, world=world, validator=val, val_every=2)
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump({"loaded": val.loaded, "scores": val.scores}, f)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)                                  # as test_train._ddp_worker: no gloo teardown at exit
+
+
+def test_distributed_validation_shares_the_cases_and_every_rank_gets_one_processs_score(tmp_path, phantoms):
+    """Rank r propagates cases r, r + 2, ...; the gathered score equals a single process's on the same weights."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_val_worker, args=(2, str(tmp_path / "init"), str(phantoms), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["loaded"] for r in ranks] == [[str(phantoms / "case0" / "volume.nrrd")],
+                                            [str(phantoms / "case1" / "volume.nrrd")]]
+    assert ranks[0]["scores"][0]["step"] == 2
+    for key in ("dice", "volume_error_pct", "per_segment"):
+        assert ranks[0]["scores"][0][key] == ranks[1]["scores"][0][key]
+    # the validated network (step 2 is the last) scored by one process on both cases
+    one = Validator([(phantoms / f"case{i}" / "volume.nrrd", phantoms / f"case{i}" / "reference.seg.nrrd")
+                     for i in (0, 1)])(load_checkpoint(tmp_path / "ddp.pt")[0], 2)
+    assert ranks[0]["scores"][0]["dice"] == pytest.approx(one.dice, abs=1e-6)
+    assert ranks[0]["scores"][0]["per_segment"] == pytest.approx(one.per_segment, abs=1e-6)
+    assert best_score(best_model_path(tmp_path / "ddp.pt")).dice == pytest.approx(one.dice, abs=1e-6)
 
 
 def _cli(args, cwd):

@@ -5,7 +5,8 @@ propagates over the whole sweep with the stop at the muscle's end switched off, 
 ``--every`` slices, three areas as fractions of the seeds' mean area: the reference's, the
 prediction's, and their overlap. A network that tracks the muscle keeps overlap close to the
 reference; one that drifts keeps some area but loses the overlap; one that leaks keeps area where the
-reference has none (the volume error under ``3-seeds``). The first line per muscle says where
+reference has none (the volume error under ``3-seeds``). The last column is propagation's per-slice
+confidence (``slice_confidence``), to see whether it falls where the overlap does. The first line per muscle says where
 propagation's own stop at the muscle's end (``min_area_fraction`` of the seeds' area for ``patience``
 slices) ends the runs at each threshold of ``--thresholds``: one more propagation per threshold.
 
@@ -48,9 +49,10 @@ def main(argv=None) -> int:
         nz = np.nonzero(ra)[0]
         print(f"{n}: painted {painted[n]}, reference from slice {nz[0]} to {nz[-1]}; runs stop at "
               + ", ".join(f"{t}: {sorted(ended[t].get(n, [])) or 'the ends of the sweep'}" for t in thresholds))
-        print("  slice  reference  prediction  overlap")
+        conf = res.confidence[n]
+        print("  slice  reference  prediction  overlap  confidence")
         for k in range(0, ref.shape[0], args.every):
-            print(f"  {k:5d}  {ra[k]:9.2f}  {pa[k]:10.2f}  {ov[k]:7.2f}")
+            print(f"  {k:5d}  {ra[k]:9.2f}  {pa[k]:10.2f}  {ov[k]:7.2f}  {conf[k]:10.2f}")
     return 0
 
 

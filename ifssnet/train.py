@@ -509,9 +509,10 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     write the checkpoint and the model file there (a run sized to a lent machine's time; ``--resume``
     continues it). In distributed runs rank 0's clock decides, so that every rank stops at the same step.
     ``validator``: an :class:`ifssnet.validation.Validator`; every ``val_every`` steps (default
-    ``cfg.checkpoint_every``) and at the last step, rank 0 propagates the validation cases with the
-    network, passes the :class:`~ifssnet.validation.ValidationScore` to ``on_validation``, and writes the
-    best network by Dice to ``MODEL.best.pt``. The history and the best score travel in the checkpoint,
+    ``cfg.checkpoint_every``) and at the last step, the network propagates the validation cases (in a
+    distributed run every rank takes its share of them, and all get the same score); rank 0 passes the
+    :class:`~ifssnet.validation.ValidationScore` to ``on_validation`` and writes the best network by Dice
+    to ``MODEL.best.pt``. The history and the best score travel in the checkpoint,
     so ``--resume`` keeps them.
     """
     import torch
@@ -588,13 +589,15 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     val_every = int(val_every or cfg.checkpoint_every)
 
     def validate(step: int) -> None:
+        """Every rank validates its share of the cases and gets the same score (Validator); rank 0 reports
+        it and saves the best network."""
         nonlocal best
-        if validator is None or rank != 0:
+        if validator is None:
             return
-        score = validator(model, step)
+        score = validator(model, step, rank=rank, world=world)
         model.to(device).train()          # propagation's CUDA out-of-memory fallback moves a network to the CPU
         history.append(score)
-        if on_validation:
+        if on_validation and rank == 0:
             on_validation(score)
         if score.better_than(best):
             best = score

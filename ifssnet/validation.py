@@ -137,29 +137,51 @@ class Validator:
         refs = self._select(full_annotation(ref, str(case[1])), str(case[1]))
         return image.array, refs, tuple(image.geometry.spacing_kji)
 
-    def rows(self, model) -> List[dict]:
-        """One :func:`ifssnet.compare.compare` row per (case, segment); leaves ``model`` in eval mode."""
+    def rows(self, model, cases: Optional[Sequence[ValidationCase]] = None) -> List[dict]:
+        """One :func:`ifssnet.compare.compare` row per (case, segment) of ``cases`` (default: all);
+        leaves ``model`` in eval mode."""
         from .compare import compare
 
         device = self.device or str(next(model.parameters()).device)
         rows: List[dict] = []
-        for case in self.cases:
+        for case in self.cases if cases is None else cases:
             volume, refs, spacing = self._load(case)
             rows += compare(volume, refs, spacing, ["ifssnet"], self.protocol, count=self.count, every=self.every,
                             method_options={"ifssnet": {"model": model, "device": device}})
             del volume, refs
         return rows
 
-    def __call__(self, model, step: int) -> ValidationScore:
+    def __call__(self, model, step: int, rank: int = 0, world: int = 1) -> ValidationScore:
+        """The score of ``model`` at training step ``step``.
+
+        In a distributed run (``world`` > 1, process group initialised) every rank must call it: rank r
+        propagates cases r, r + world, ..., and the rows are gathered in case order, so every rank gets
+        the same score as one process would, and no rank waits idle in the next all-reduce while another
+        validates alone (gloo's default timeout is 30 minutes).
+        """
         t0 = time.perf_counter()
-        rows = self.rows(model)
+        if world > 1:
+            import torch.distributed as dist
+
+            mine = [(i, self.rows(model, [c])) for i, c in enumerate(self.cases) if i % world == rank]
+            gathered: List = [None] * world
+            dist.all_gather_object(gathered, mine)
+            rows = [r for _, case_rows in sorted((x for part in gathered for x in part), key=lambda x: x[0])
+                    for r in case_rows]
+        else:
+            rows = self.rows(model)
+        return self.score(rows, step, time.perf_counter() - t0)
+
+    @staticmethod
+    def score(rows: Sequence[dict], step: int, seconds: float) -> ValidationScore:
+        """Mean Dice (a failed or empty row counts 0), mean volume error and Dice per segment of ``rows``."""
         dice = [0.0 if r["error"] or math.isnan(r["dice"]) else float(r["dice"]) for r in rows]
         verr = [float(r["volume_error_pct"]) for r in rows if not r["error"]]
         per: Dict[str, List[float]] = {}
         for r, d in zip(rows, dice):
             per.setdefault(r["muscle"], []).append(d)
         return ValidationScore(int(step), float(np.mean(dice)), float(np.mean(verr)) if verr else math.nan,
-                               time.perf_counter() - t0, {n: float(np.mean(v)) for n, v in per.items()})
+                               seconds, {n: float(np.mean(v)) for n, v in per.items()})
 
 
 def full_annotation(seg, where: str) -> Dict[str, np.ndarray]:
