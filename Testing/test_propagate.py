@@ -95,6 +95,37 @@ def test_confidence_is_lower_where_the_network_is_unsure():
     assert sure[19] == 1.0
 
 
+def test_confidence_falls_with_the_distance_from_the_painted_slices():
+    """A copier carries the mask on through the whole sweep, as a network that misses a muscle's end does:
+    the slices far from the paint, where such a leak lies, are the ones the confidence flags."""
+    res = propagate(_volume(), {"T": cut_seeds(_tube(), (18, 19, 20))}, CopyModel(size=64), device="cpu",
+                    stop_at_end=False)
+    conf = res.confidence["T"]
+    assert conf[19] == 1.0 and conf[21] > 0.9
+    assert np.all(np.diff(conf[21:]) <= 1e-6) and np.all(np.diff(conf[:18]) >= -1e-6)
+    assert conf[39] < 0.5 and conf[0] < 0.5
+    # the least confident slices are the far ends, spread out, painted slices never among them
+    worst = res.least_confident("T", count=3)
+    assert worst[0] == 39 and 0 in worst and all(abs(a - b) >= 1 for a in worst for b in worst if a != b)
+
+
+def test_distance_confidence_is_dimensionless_and_empty_slices_are_not_flagged():
+    from ifssnet.propagate import distance_confidence, least_confident_slices
+
+    short = distance_confidence(np.ones(100, bool), [50])
+    long = distance_confidence(np.ones(400, bool), [200])
+    np.testing.assert_allclose(short, long[::4], atol=1e-6)     # the same at the same fraction of the extent
+    assert short[50] > 0.95 and short[0] < short[40] < short[49]
+    # five places, not one place five times; painted slices left out
+    conf = np.linspace(0, 1, 100)
+    assert least_confident_slices(conf, 3, min_gap=10) == [0, 10, 20]
+    assert least_confident_slices(conf, 2, exclude=[0, 1], min_gap=1) == [2, 3]
+    # a slice with no foreground and no doubt keeps confidence 1, however far from the paint
+    res = propagate(_volume(), {"T": cut_seeds(_tube(), (18, 19, 20))}, EmptyModel(size=32), device="cpu")
+    empty = ~res.masks["T"].any(axis=(1, 2))
+    assert empty.sum() > 30 and np.all(res.confidence["T"][empty] == 1.0)
+
+
 def test_real_network_runs_end_to_end():
     from ifssnet.model import IFSSNet, IFSSNetConfig
 

@@ -15,7 +15,8 @@
 # network of the shipped configuration, because the shipped weights' deep path is dead and hardly learns again),
 # MASK_SEES_IMAGE (1, the default since session 9's weights: the new network's mask stream takes (image, mask)
 # into its first layer, --mask-sees-image; 0: the paper's streams), VAL_EVERY (training steps between
-# validations on phantoms 500 and 501, 200; the best network by Dice is the ifssnet-gpu.pt that comes back).
+# validations on phantoms 502-505, 200; the best network by Dice is the ifssnet-gpu.pt that comes back, and it is
+# compared with the shipped one on phantoms 500 and 501, which did not take part in the choice).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
 # ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
 # the image probe of the new weights (mask_copy_diagnostic.py --image-probe) is in session.log.
@@ -82,10 +83,10 @@ timeout 300 $IFSS bench --size "$BENCH" --device "$DEVICE" --all-muscles --metho
     >> "$LOG" 2>&1
 echo "bench exit $?" >> "$LOG"
 
-step "training phantoms 1-$NTRAIN and validation phantoms 500, 501 ($SHAPE)"
+step "training phantoms 1-$NTRAIN and validation phantoms 500-505 ($SHAPE)"
 mkdir -p /tmp/data
 seq 1 "$NTRAIN" | xargs -P 16 -I{} sh -c "OMP_NUM_THREADS=1 $IFSS phantom /tmp/data/train/s{} --seed {} --shape $SHAPE >/dev/null 2>&1"
-for s in 500 501; do $IFSS phantom /tmp/data/val/s$s --seed $s --shape $SHAPE > /dev/null 2>&1; done
+for s in 500 501 502 503 504 505; do $IFSS phantom /tmp/data/val/s$s --seed $s --shape $SHAPE > /dev/null 2>&1; done
 ls /tmp/data/train | wc -l >> "$LOG"
 
 # Two stages (model card, session 7): the encoder first learns to find the muscles in the image alone, then
@@ -104,7 +105,7 @@ step "training for $TRAIN_MIN min from ${START_ARGS[*]} (batch $BATCH, runs of $
 timeout $(( TRAIN_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode full "${START_ARGS[@]}" --out "$OUT/ifssnet-gpu.pt" \
     --device "$DEVICE" --batch "$BATCH" --run-length "$RUN_LENGTH" --epochs 4 --steps 1000 --lr 3e-4 --lr-final 1e-4 \
     --bce-weight 1 --fixed-tversky --feedback-grad --mask-jitter 0.5 --jitter-first-only --image-aux 1 --seed 20 --checkpoint-every 50 \
-    --time-limit "$TRAIN_MIN" --log "$OUT/train.jsonl" --val /tmp/data/val/s500 /tmp/data/val/s501 \
+    --time-limit "$TRAIN_MIN" --log "$OUT/train.jsonl" --val /tmp/data/val/s50{2,3,4,5} \
     --val-every "$VAL_EVERY" >> "$LOG" 2>&1
 echo "train exit $?" >> "$LOG"
 # The best network by validation Dice (session 10: one run's checkpoints differ a lot) becomes the model

@@ -16,7 +16,9 @@ weights 1 / (1 + distance to the run's seed). With ``stop_at_end``, a run ends a
 consecutive new slices with (almost) no foreground, so a muscle that ends does not leak on.
 
 Per-slice confidence in [0, 1] (:func:`slice_confidence`) combines the entropy of the blended
-probabilities in a band around the predicted boundary and the disagreement between runs.
+probabilities in a band around the predicted boundary, the disagreement between runs and, on slices
+with foreground, the distance to the nearest painted slice (:func:`distance_confidence`), which is
+what tells the slices a network gets wrong on the validation phantoms (``docs/confidence.md``).
 
 Speed (issue 7; numbers in ``docs/performance.md``). ``preset`` picks a row of :data:`PRESETS`.
 Whatever the preset, the work is organised the same way:
@@ -102,10 +104,9 @@ class PropagationResult:
     timings: Dict[str, float] = field(default_factory=dict)   # seconds per stage (prepare, encode, step, output)
 
     def least_confident(self, name: str, count: int = 5) -> List[int]:
-        """The ``count`` slices of ``name`` with the lowest confidence, lowest first."""
-        conf = self.confidence[name]
-        order = np.argsort(conf, kind="stable")
-        return [int(k) for k in order[:count]]
+        """The ``count`` slices of ``name`` with the lowest confidence, lowest first, spread out
+        (:func:`least_confident_slices`)."""
+        return least_confident_slices(self.confidence[name], count)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -506,7 +507,7 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
         mean_p = num[name] / d
         var_p = (num2[name] / d - mean_p ** 2).clamp(min=0)
         mean_p[den[name] == 0] = 0.0
-        conf = slice_confidence(mean_p, var_p)
+        conf = slice_confidence(mean_p, var_p, painted=s.slices)
         out = np.zeros((K, J, I), dtype=np.uint8)
         for k0 in range(0, K, chunk):
             if settings["sparse_output"]:
@@ -644,13 +645,65 @@ def torch_mean(tensors):
     return torch.stack(tensors).mean(dim=0)
 
 
-def slice_confidence(mean_p, var_p, band: int = 2) -> np.ndarray:
-    """Per-slice confidence in [0, 1] from blended probabilities ``mean_p`` (K, S, S) and the variance
-    between runs ``var_p`` (K, S, S).
+#: (a, b) of the distance term ``sigmoid(a - b * d / n)`` of :func:`distance_confidence`: a logistic fit
+#: of "slice Dice >= 0.5" on the shipped weights' propagations of validation phantoms 500-505
+#: (``3-seeds``; ``python benchmarks/confidence_vs_error.py .data/val/s50{0,1,2,3,4,5} --fit``).
+DISTANCE_LOGIT = (3.5, 11.4)
+
+
+def distance_confidence(present, painted: Sequence[int]) -> np.ndarray:
+    """(K,) float32 in (0, 1): ``sigmoid(a - b * d / n)`` (:data:`DISTANCE_LOGIT`), where ``d`` is the
+    number of slices to the nearest painted slice and ``n`` the number of slices the segment covers
+    (``present`` (K,) bool: predicted foreground, or painted). Dimensionless, so it carries over to
+    other slice spacings and sweep lengths.
+
+    Why: each window is fed the previous prediction, so errors add up with the distance from what the
+    clinician painted, and a mask that has drifted onto another structure, or runs on past the
+    muscle's end, is as sharp as a right one. On the validation phantoms the boundary entropy ranked
+    the wrong slices below chance (AUROC 0.35-0.37) and the distance ranked them well (0.89-0.93;
+    ``docs/confidence.md``).
+    """
+    present = np.asarray(present, bool)
+    K = present.shape[0]
+    painted = np.asarray(sorted(set(int(k) for k in painted)), dtype=np.int64)
+    if painted.size == 0:
+        return np.ones(K, np.float32)
+    d = np.abs(np.arange(K)[:, None] - painted[None, :]).min(axis=1)
+    n = max(int(present.sum()), 1)
+    a, b = DISTANCE_LOGIT
+    return (1.0 / (1.0 + np.exp(-(a - b * d / n)))).astype(np.float32)
+
+
+def least_confident_slices(confidence, count: int = 5, exclude: Sequence[int] = (),
+                           min_gap: Optional[int] = None) -> List[int]:
+    """The ``count`` slices of lowest ``confidence`` (K,), lowest first, at least ``min_gap`` slices
+    apart (default K // 50, at least 1), ``exclude`` (the painted slices) left out.
+
+    Neighbouring slices have nearly the same confidence, so without the gap the list would name one
+    place five times; with it, it names the five places a clinician should look at.
+    """
+    conf = np.asarray(confidence)
+    gap = max(1, len(conf) // 50) if min_gap is None else max(1, int(min_gap))
+    skip = set(int(k) for k in exclude)
+    chosen: List[int] = []
+    for k in np.argsort(conf, kind="stable"):
+        k = int(k)
+        if k in skip or any(abs(k - c) < gap for c in chosen):
+            continue
+        chosen.append(k)
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def slice_confidence(mean_p, var_p, band: int = 2, painted: Sequence[int] = ()) -> np.ndarray:
+    """Per-slice confidence (K,) in [0, 1] from blended probabilities ``mean_p`` (K, S, S) and the
+    variance between runs ``var_p`` (K, S, S).
 
     In a band of ``band`` pixels around the predicted boundary: 1 - mean binary entropy (bits) of
     ``mean_p``, times 1 - mean of 4 x ``var_p`` (runs that disagree). A slice with no foreground and
-    no probability above 0.1 scores 1.
+    no probability above 0.1 scores 1. With ``painted`` (slice indices), slices with foreground are
+    also multiplied by :func:`distance_confidence`.
     """
     import torch
     import torch.nn.functional as F
@@ -668,7 +721,13 @@ def slice_confidence(mean_p, var_p, band: int = 2) -> np.ndarray:
     mean_var = (4 * var_p * ring).sum(dim=(1, 2)) / n
     conf = (1 - mean_ent) * (1 - mean_var.clamp(0, 1))
     conf[ring.sum(dim=(1, 2)) == 0] = 1.0
-    return conf.clamp(0, 1).numpy().astype(np.float32)
+    conf = conf.clamp(0, 1).numpy().astype(np.float32)
+    if len(painted):
+        present = fg[:, 0].flatten(1).any(dim=1).numpy()
+        pk = np.asarray(list(painted), dtype=np.int64)
+        present[pk[(pk >= 0) & (pk < len(present))]] = True
+        conf[present] *= distance_confidence(present, painted)[present]
+    return conf
 
 
 # --------------------------------------------------------------------------------------------------

@@ -217,7 +217,8 @@ class PropagatePanel:
         layout.addLayout(previewRow)
 
         self.confidenceList = qt.QListWidget()
-        self.confidenceList.toolTip = ("The slices the network is least sure about. Click one to jump there; "
+        self.confidenceList.toolTip = ("The slices most likely to be wrong: far from the painted slices (errors add "
+                                       "up along the sweep), or with an unsure boundary. Click one to jump there; "
                                        "repaint it and click Propagate again to re-anchor from it.")
         self.confidenceList.setMaximumHeight(110)
         self.confidenceLabel = qt.QLabel("Least confident slices:")

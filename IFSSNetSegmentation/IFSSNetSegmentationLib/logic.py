@@ -531,12 +531,14 @@ class IFSSNetSegmentationLogic:
 
     @staticmethod
     def leastConfident(seg: SegmentJob, count: int = LEAST_CONFIDENT_COUNT) -> List[Tuple[int, float]]:
-        """The ``count`` propagated slices with the lowest confidence, as (slice along axis, confidence)."""
+        """The ``count`` propagated slices with the lowest confidence, as (slice along axis, confidence),
+        spread out along the sweep (``ifssnet.propagate.least_confident_slices``)."""
         if seg.confidence is None or seg.confidence.size == 0:
             return []
-        seeds = set(seg.seedSlices)
-        order = [int(s) for s in np.argsort(seg.confidence, kind="stable") if int(s) not in seeds]
-        return [(s, float(seg.confidence[s])) for s in order[:count]]
+        from ifssnet.propagate import least_confident_slices  # lazy: the module imports torch
+
+        order = least_confident_slices(seg.confidence, count, exclude=seg.seedSlices)
+        return [(s, float(seg.confidence[s])) for s in order]
 
     @classmethod
     def _acquire(cls, segmentationNode) -> None:
