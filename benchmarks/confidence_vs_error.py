@@ -125,7 +125,7 @@ def fit_distance_logit(rel_distance: np.ndarray, good: np.ndarray):
         return loss
 
     opt.step(closure)
-    return float(w[0]), float(w[1])
+    return float(w[0].detach()), float(w[1].detach())
 
 
 def report(rows: dict, bad: float) -> None:
