@@ -109,6 +109,23 @@ def test_confidence_falls_with_the_distance_from_the_painted_slices():
     assert worst[0] == 39 and 0 in worst and all(abs(a - b) >= 1 for a in worst for b in worst if a != b)
 
 
+def test_the_slice_to_paint_next_is_the_middle_of_the_longest_unanchored_stretch():
+    from ifssnet.propagate import next_slice_to_paint
+
+    res = propagate(_volume(), {"T": cut_seeds(_tube(), (18, 19, 20))}, CopyModel(size=64), device="cpu",
+                    stop_at_end=False)
+    assert res.painted["T"] == [18, 19, 20]
+    assert res.paint_next("T") == 30                  # 21-39 (19 slices) is longer than 0-17 (18)
+    everywhere = np.ones(100, bool)
+    assert next_slice_to_paint(everywhere, [50, 51, 52]) == 24
+    # between two painted groups a stretch counts half: 13-87 (75 slices, 37.5) beats the ends (10, 9)
+    assert next_slice_to_paint(everywhere, [10, 11, 12, 88, 89, 90]) == 50
+    assert next_slice_to_paint(everywhere, [10, 11, 12, 60, 61, 62]) == 81   # 63-99: 37 slices
+    # the extent is the result's: nothing to suggest where it covers only the painted slices, or all is painted
+    assert next_slice_to_paint(np.zeros(40, bool), [18, 19, 20]) is None
+    assert next_slice_to_paint(everywhere, range(100)) is None
+
+
 def test_distance_confidence_is_dimensionless_and_empty_slices_are_not_flagged():
     from ifssnet.propagate import distance_confidence, least_confident_slices
 

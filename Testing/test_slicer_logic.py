@@ -676,6 +676,8 @@ def test_default_method_runs_the_network_end_to_end(scene_nodes, tmp_path):
         np.testing.assert_array_equal(out[:, :, s_], painted[:, :, s_])
     assert entry["voxel_count"] == int(out.sum())
     assert all(0 <= c <= 1 and s_ not in (9, 15, 21) for s_, c in entry["least_confident"])
+    axis_len = out.shape[2]
+    assert entry["paint_next"] is None or (0 <= entry["paint_next"] < axis_len and entry["paint_next"] not in (9, 15, 21))
 
 
 def test_expected_time_is_estimated_before_a_run_and_reads_nothing(scene_nodes, tmp_path):

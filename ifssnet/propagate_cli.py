@@ -183,10 +183,13 @@ def _propagate(args) -> int:
     _write_outputs(segmentation_from_masks(masks, img.geometry, annotated), output,
                    {"axis": axis,
                     "confidence": {n: [round(float(c), 4) for c in v] for n, v in result.confidence.items()},
-                    "least_confident": {n: result.least_confident(n) for n in masks}})
+                    "least_confident": {n: result.least_confident(n) for n in masks},
+                    "paint_next": {n: result.paint_next(n) for n in masks}})
     spacing = img.geometry.spacing_kji
     vox = float(np.prod(spacing))
     for n, m in masks.items():
-        print(f"{n}: {int(m.sum())} voxels, {m.sum() * vox / 1000:.2f} cm3")
+        nxt = result.paint_next(n)
+        hint = f"; to correct it, paint slice {nxt} (axis {axis}) next" if nxt is not None else ""
+        print(f"{n}: {int(m.sum())} voxels, {m.sum() * vox / 1000:.2f} cm3{hint}")
     print(f"wrote {output} and {sidecar} ({result.seconds:.1f} s on {result.device})")
     return 0

@@ -217,11 +217,13 @@ class PropagatePanel:
         layout.addLayout(previewRow)
 
         self.confidenceList = qt.QListWidget()
-        self.confidenceList.toolTip = ("The slices most likely to be wrong: far from the painted slices (errors add "
-                                       "up along the sweep), or with an unsure boundary. Click one to jump there; "
-                                       "repaint it and click Propagate again to re-anchor from it.")
+        self.confidenceList.toolTip = ("First, per segment, the slice to paint next: the middle of the longest "
+                                       "stretch no painted slice anchors. Then the slices most likely to be wrong: "
+                                       "far from the painted slices (errors add up along the sweep), or with an "
+                                       "unsure boundary. Click one to jump there; paint it and click Propagate "
+                                       "again to re-anchor from it.")
         self.confidenceList.setMaximumHeight(110)
-        self.confidenceLabel = qt.QLabel("Least confident slices:")
+        self.confidenceLabel = qt.QLabel("Paint next, and the least confident slices:")
         layout.addWidget(self.confidenceLabel)
         layout.addWidget(self.confidenceList)
 
@@ -399,6 +401,11 @@ class PropagatePanel:
         self.previewShown = True
         self.confidenceList.clear()
         for sid, entry in summary["segments"].items():
+            if entry.get("paint_next") is not None:
+                item = qt.QListWidgetItem(f"{entry['name']}: paint slice {entry['paint_next']} next "
+                                          "(middle of the longest unpainted stretch)")
+                item.setData(qt.Qt.UserRole, f"{entry['axis']}:{entry['paint_next']}")
+                self.confidenceList.addItem(item)
             for sliceIndex, confidence in entry["least_confident"]:
                 item = qt.QListWidgetItem(f"{entry['name']}: slice {sliceIndex} (confidence {confidence:.2f})")
                 item.setData(qt.Qt.UserRole, f"{entry['axis']}:{sliceIndex}")

@@ -258,7 +258,8 @@ class IFSSNetSegmentationLogic:
     The returned dict::
 
         {"segments": {segmentId: {"name", "voxel_count", "volume_mm3", "volume_cm3", "axis",
-                                  "seed_slices", "least_confident": [(slice, confidence), ...]}},
+                                  "seed_slices", "least_confident": [(slice, confidence), ...],
+                                  "paint_next": slice or None}},
          "run_time_s": float, "method": str, "device": str}
     """
 
@@ -524,7 +525,7 @@ class IFSSNetSegmentationLogic:
         for seg in job.segments:
             entry = dict(volumes[seg.segmentId])
             entry.update(axis=seg.axis, seed_slices=list(seg.seedSlices),
-                         least_confident=self.leastConfident(seg))
+                         least_confident=self.leastConfident(seg), paint_next=self.paintNext(seg))
             segments[seg.segmentId] = entry
         methodName = job.method if isinstance(job.method, str) else getattr(job.method, "__name__", "custom")
         return {"segments": segments, "run_time_s": job.runTime, "method": methodName, "device": job.device}
@@ -539,6 +540,18 @@ class IFSSNetSegmentationLogic:
 
         order = least_confident_slices(seg.confidence, count, exclude=seg.seedSlices)
         return [(s, float(seg.confidence[s])) for s in order]
+
+    @staticmethod
+    def paintNext(seg: SegmentJob) -> Optional[int]:
+        """The slice (along the segment's axis) where one more painted slice should help most: the middle of
+        the longest stretch of the result that no painted slice anchors (``ifssnet.propagate.next_slice_to_paint``).
+        None without a result, or when every stretch is shorter than 2 slices."""
+        if seg.result is None:
+            return None
+        from ifssnet.propagate import next_slice_to_paint  # lazy: the module imports torch
+
+        present = np.moveaxis(seg.result, seg.axis, 0).reshape(seg.result.shape[seg.axis], -1).any(axis=1)
+        return next_slice_to_paint(present, seg.seedSlices)
 
     @classmethod
     def _acquire(cls, segmentationNode) -> None:

@@ -1,0 +1,90 @@
+"""One more painted slice: where does it help most?
+
+For each case, paints every muscle by ``3-seeds`` and propagates them all together with the shipped
+(or a given) network. Then, for each strategy, it paints one more slice per muscle (the reference's
+mask on that slice), propagates again, and scores every muscle. Scoring is ``ifssnet.compare.score``:
+over the reference's extent, painted slices left out. The strategies are:
+
+- ``paint-next``: the slice of ``PropagationResult.paint_next``, the middle of the longest stretch
+  that no painted slice anchors;
+- ``least-confident``: the first slice of ``PropagationResult.least_confident``.
+
+    python benchmarks/paint_next.py .data/test/s100{0,1,2,3,4} [--model M] [--json out.json]
+    python benchmarks/paint_next.py --table-from a.json b.json      # the table of earlier runs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+STRATEGIES = ("paint-next", "least-confident")
+
+
+def run_case(case_dir, net) -> list:
+    """Rows (case, muscle, strategy, slice, dice, volume_error_pct); strategy ``3-seeds`` is the start."""
+    from ifssnet.compare import load_case, protocol_seeds, score
+    from ifssnet.propagate import propagate
+    from ifssnet.seeds import cut_seeds
+
+    volume, refs, spacing = load_case(case_dir)
+    seeds = {n: protocol_seeds(m, "3-seeds") for n, m in refs.items()}
+    base = propagate(volume, seeds, net, device="cpu")
+    picks = {"paint-next": {n: base.paint_next(n) for n in refs},
+             "least-confident": {n: base.least_confident(n, 1)[0] for n in refs}}
+    rows = [dict(case=str(case_dir), muscle=n, strategy="3-seeds", slice=None,
+                 **_metrics(score(base.masks[n], refs[n], spacing, seeds[n].slices))) for n in refs]
+    for strategy in STRATEGIES:
+        more = {n: cut_seeds(refs[n].astype(np.uint8), sorted(set(seeds[n].slices) | {picks[strategy][n]}))
+                if picks[strategy][n] is not None else seeds[n] for n in refs}
+        res = propagate(volume, more, net, device="cpu")
+        rows += [dict(case=str(case_dir), muscle=n, strategy=strategy, slice=picks[strategy][n],
+                      **_metrics(score(res.masks[n], refs[n], spacing, more[n].slices))) for n in refs]
+    return rows
+
+
+def _metrics(row: dict) -> dict:
+    return {"dice": float(row["dice"]), "volume_error_pct": float(row["volume_error_pct"])}
+
+
+def table(rows: list) -> str:
+    lines = ["| seeds | Dice | volume error | GM | GL | SOL |", "|---|---|---|---|---|---|"]
+    for strategy in ("3-seeds",) + STRATEGIES:
+        r = [x for x in rows if x["strategy"] == strategy]
+        per = []
+        for m in ("GM", "GL", "SOL"):
+            rm = [x for x in r if x["muscle"] == m]
+            per.append(f"{np.mean([x['dice'] for x in rm]):.3f} / {np.mean([x['volume_error_pct'] for x in rm]):.1f} %"
+                       if rm else "-")
+        name = strategy if strategy == "3-seeds" else f"3-seeds + 1 slice ({strategy})"
+        lines.append(f"| {name} | {np.mean([x['dice'] for x in r]):.3f} | "
+                     f"{np.mean([x['volume_error_pct'] for x in r]):.1f} % | " + " | ".join(per) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("cases", nargs="*", help="folders with volume.nrrd and reference.seg.nrrd")
+    p.add_argument("--model", default=None, help="checkpoint (default: the shipped weights)")
+    p.add_argument("--json", default=None, help="write the rows here")
+    p.add_argument("--table-from", nargs="*", default=None, help="only print the table of these --json files")
+    args = p.parse_args(argv)
+    if args.table_from is not None:
+        rows = [r for f in args.table_from for r in json.load(open(f))]
+    else:
+        if not args.cases:
+            p.error("give one or more cases (or --table-from JSON files)")
+        from ifssnet.propagate import load_model
+
+        net = load_model(args.model, "cpu")
+        rows = [r for c in args.cases for r in run_case(c, net)]
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
