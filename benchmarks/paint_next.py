@@ -9,7 +9,10 @@ over the reference's extent, painted slices left out. The strategies are:
   that no painted slice anchors;
 - ``least-confident``: the first slice of ``PropagationResult.least_confident``.
 
-    python benchmarks/paint_next.py .data/test/s100{0,1,2,3,4} [--model M] [--json out.json]
+With ``--rounds N`` the paint-next loop goes on, as a clinician would: paint the suggested slice,
+propagate again, paint the next suggestion, up to N more slices per muscle.
+
+    python benchmarks/paint_next.py .data/test/s100{0,1,2,3,4} [--model M] [--json out.json] [--rounds 3]
     python benchmarks/paint_next.py --table-from a.json b.json      # the table of earlier runs
 """
 from __future__ import annotations
@@ -22,8 +25,10 @@ import numpy as np
 STRATEGIES = ("paint-next", "least-confident")
 
 
-def run_case(case_dir, net) -> list:
-    """Rows (case, muscle, strategy, slice, dice, volume_error_pct); strategy ``3-seeds`` is the start."""
+def run_case(case_dir, net, rounds: int = 1) -> list:
+    """Rows (case, muscle, strategy, slice, dice, volume_error_pct); strategy ``3-seeds`` is the start.
+    With ``rounds`` > 1, the paint-next loop goes on: paint the suggested slice, propagate, ask again
+    (rows ``paint-next xN``: N more slices per muscle)."""
     from ifssnet.compare import load_case, protocol_seeds, score
     from ifssnet.propagate import propagate
     from ifssnet.seeds import cut_seeds
@@ -41,6 +46,13 @@ def run_case(case_dir, net) -> list:
         res = propagate(volume, more, net, device="cpu")
         rows += [dict(case=str(case_dir), muscle=n, strategy=strategy, slice=picks[strategy][n],
                       **_metrics(score(res.masks[n], refs[n], spacing, more[n].slices))) for n in refs]
+        for r in range(2, rounds + 1 if strategy == "paint-next" else 0):   # the clinician's loop, repeated
+            pick = {n: res.paint_next(n) for n in refs}
+            more = {n: cut_seeds(refs[n].astype(np.uint8), sorted(set(more[n].slices) | {pick[n]}))
+                    if pick[n] is not None else more[n] for n in refs}
+            res = propagate(volume, more, net, device="cpu")
+            rows += [dict(case=str(case_dir), muscle=n, strategy=f"paint-next x{r}", slice=pick[n],
+                          **_metrics(score(res.masks[n], refs[n], spacing, more[n].slices))) for n in refs]
     return rows
 
 
@@ -50,14 +62,19 @@ def _metrics(row: dict) -> dict:
 
 def table(rows: list) -> str:
     lines = ["| seeds | Dice | volume error | GM | GL | SOL |", "|---|---|---|---|---|---|"]
-    for strategy in ("3-seeds",) + STRATEGIES:
+    loops = sorted({x["strategy"] for x in rows if x["strategy"].startswith("paint-next x")},
+                   key=lambda t: int(t.rsplit("x", 1)[1]))
+    for strategy in ("3-seeds",) + STRATEGIES + tuple(loops):
         r = [x for x in rows if x["strategy"] == strategy]
         per = []
         for m in ("GM", "GL", "SOL"):
             rm = [x for x in r if x["muscle"] == m]
             per.append(f"{np.mean([x['dice'] for x in rm]):.3f} / {np.mean([x['volume_error_pct'] for x in rm]):.1f} %"
                        if rm else "-")
-        name = strategy if strategy == "3-seeds" else f"3-seeds + 1 slice ({strategy})"
+        if strategy.startswith("paint-next x"):
+            name = f"3-seeds + {strategy.rsplit('x', 1)[1]} slices (paint-next, one at a time)"
+        else:
+            name = strategy if strategy == "3-seeds" else f"3-seeds + 1 slice ({strategy})"
         lines.append(f"| {name} | {np.mean([x['dice'] for x in r]):.3f} | "
                      f"{np.mean([x['volume_error_pct'] for x in r]):.1f} % | " + " | ".join(per) + " |")
     return "\n".join(lines)
@@ -68,6 +85,7 @@ def main(argv=None) -> int:
     p.add_argument("cases", nargs="*", help="folders with volume.nrrd and reference.seg.nrrd")
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped weights)")
     p.add_argument("--json", default=None, help="write the rows here")
+    p.add_argument("--rounds", type=int, default=1, help="paint-next slices per muscle, one at a time (default 1)")
     p.add_argument("--table-from", nargs="*", default=None, help="only print the table of these --json files")
     args = p.parse_args(argv)
     if args.table_from is not None:
@@ -78,7 +96,7 @@ def main(argv=None) -> int:
         from ifssnet.propagate import load_model
 
         net = load_model(args.model, "cpu")
-        rows = [r for c in args.cases for r in run_case(c, net)]
+        rows = [r for c in args.cases for r in run_case(c, net, args.rounds)]
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=1)
