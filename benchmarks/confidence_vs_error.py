@@ -49,7 +49,7 @@ def slice_rows(case_dir, net, protocol: str):
     volume, refs, _ = load_case(case_dir)
     seeds = {n: protocol_seeds(m, protocol) for n, m in refs.items()}
     res = propagate(volume, seeds, net, device="cpu")
-    from ifssnet.propagate import distance_confidence
+    from ifssnet.propagate import distance_confidence, painted_extent
 
     rows = {k: [] for k in ("dice", "confidence", "boundary", "distance_term", "overlap", "distance",
                             "rel_distance", "area", "muscle")}
@@ -66,10 +66,8 @@ def slice_rows(case_dir, net, protocol: str):
         inter = (pred & ref).sum((1, 2))
         shared = (pred & others).sum((1, 2))
         seed_area = ra[painted].mean()
-        present = pa > 0
-        present[painted] = True
-        extent = max(int(present.sum()), 1)
-        dterm = distance_confidence(present, painted)
+        extent = int(painted_extent(pa > 0, painted)[0].sum())
+        dterm = distance_confidence(pa > 0, painted)
         for k in np.flatnonzero((pa > 0) | (ra > 0)):
             if k in painted:
                 continue

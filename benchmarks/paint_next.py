@@ -36,23 +36,18 @@ def run_case(case_dir, net, rounds: int = 1) -> list:
     volume, refs, spacing = load_case(case_dir)
     seeds = {n: protocol_seeds(m, "3-seeds") for n, m in refs.items()}
     base = propagate(volume, seeds, net, device="cpu")
-    picks = {"paint-next": {n: base.paint_next(n) for n in refs},
-             "least-confident": {n: base.least_confident(n, 1)[0] for n in refs}}
     rows = [dict(case=str(case_dir), muscle=n, strategy="3-seeds", slice=None,
                  **_metrics(score(base.masks[n], refs[n], spacing, seeds[n].slices))) for n in refs]
     for strategy in STRATEGIES:
-        more = {n: cut_seeds(refs[n].astype(np.uint8), sorted(set(seeds[n].slices) | {picks[strategy][n]}))
-                if picks[strategy][n] is not None else seeds[n] for n in refs}
-        res = propagate(volume, more, net, device="cpu")
-        rows += [dict(case=str(case_dir), muscle=n, strategy=strategy, slice=picks[strategy][n],
-                      **_metrics(score(res.masks[n], refs[n], spacing, more[n].slices))) for n in refs]
-        for r in range(2, rounds + 1 if strategy == "paint-next" else 0):   # the clinician's loop, repeated
-            pick = {n: res.paint_next(n) for n in refs}
-            more = {n: cut_seeds(refs[n].astype(np.uint8), sorted(set(more[n].slices) | {pick[n]}))
-                    if pick[n] is not None else more[n] for n in refs}
-            res = propagate(volume, more, net, device="cpu")
-            rows += [dict(case=str(case_dir), muscle=n, strategy=f"paint-next x{r}", slice=pick[n],
-                          **_metrics(score(res.masks[n], refs[n], spacing, more[n].slices))) for n in refs]
+        now, res = seeds, base
+        for r in range(1, (rounds if strategy == "paint-next" else 1) + 1):   # the clinician's loop
+            pick = {n: res.paint_next(n) if strategy == "paint-next" else res.least_confident(n, 1)[0] for n in refs}
+            now = {n: cut_seeds(refs[n].astype(np.uint8), sorted(set(now[n].slices) | {pick[n]}))
+                   if pick[n] is not None else now[n] for n in refs}
+            res = propagate(volume, now, net, device="cpu")
+            rows += [dict(case=str(case_dir), muscle=n, strategy=strategy if r == 1 else f"{strategy} x{r}",
+                          slice=pick[n], **_metrics(score(res.masks[n], refs[n], spacing, now[n].slices)))
+                     for n in refs]
     return rows
 
 

@@ -658,11 +658,20 @@ def torch_mean(tensors):
 DISTANCE_LOGIT = (3.5, 11.4)
 
 
+def painted_extent(present, painted: Sequence[int]):
+    """``(covered, marks)``: ``covered`` (K,) bool, the slices of ``present`` (K,) bool or painted;
+    ``marks``, the painted slices within the volume, sorted."""
+    covered = np.asarray(present, bool).copy()
+    marks = sorted(set(int(k) for k in painted if 0 <= int(k) < covered.shape[0]))
+    covered[marks] = True
+    return covered, marks
+
+
 def distance_confidence(present, painted: Sequence[int]) -> np.ndarray:
     """(K,) float32 in (0, 1): ``sigmoid(a - b * d / n)`` (:data:`DISTANCE_LOGIT`), where ``d`` is the
     number of slices to the nearest painted slice and ``n`` the number of slices the segment covers
-    (``present`` (K,) bool: predicted foreground, or painted). Dimensionless, so it carries over to
-    other slice spacings and sweep lengths.
+    (``present`` (K,) bool, predicted foreground, or painted: :func:`painted_extent`). Dimensionless,
+    so it carries over to other slice spacings and sweep lengths.
 
     Why: each window is fed the previous prediction, so errors add up with the distance from what the
     clinician painted, and a mask that has drifted onto another structure, or runs on past the
@@ -670,15 +679,12 @@ def distance_confidence(present, painted: Sequence[int]) -> np.ndarray:
     the wrong slices below chance (AUROC 0.35-0.37) and the distance ranked them well (0.89-0.93;
     ``docs/confidence.md``).
     """
-    present = np.asarray(present, bool)
-    K = present.shape[0]
-    painted = np.asarray(sorted(set(int(k) for k in painted)), dtype=np.int64)
-    if painted.size == 0:
-        return np.ones(K, np.float32)
-    d = np.abs(np.arange(K)[:, None] - painted[None, :]).min(axis=1)
-    n = max(int(present.sum()), 1)
+    covered, marks = painted_extent(present, painted)
+    if not marks:
+        return np.ones(covered.shape[0], np.float32)
+    d = np.abs(np.arange(covered.shape[0])[:, None] - np.asarray(marks)[None, :]).min(axis=1)
     a, b = DISTANCE_LOGIT
-    return (1.0 / (1.0 + np.exp(-(a - b * d / n)))).astype(np.float32)
+    return (1.0 / (1.0 + np.exp(-(a - b * d / int(covered.sum()))))).astype(np.float32)
 
 
 def least_confident_slices(confidence, count: int = 5, exclude: Sequence[int] = (),
@@ -717,12 +723,10 @@ def next_slice_to_paint(present, painted: Sequence[int]) -> Optional[int]:
     0.742 and cut the volume error from 31.5 % to 22.9 %. One painted at the least confident slice
     gave 0.724 / 32.0 %: that slice is mostly the far end of a leak, past the muscle's end.
     """
-    present = np.asarray(present, bool).copy()
-    marks = sorted(set(int(k) for k in painted if 0 <= int(k) < present.shape[0]))
+    covered, marks = painted_extent(present, painted)
     if not marks:
         return None
-    present[marks] = True
-    ext = np.flatnonzero(present)
+    ext = np.flatnonzero(covered)
     lo, hi = int(ext[0]), int(ext[-1])
     # (effective length, middle slice) of each unanchored stretch
     stretches = [(marks[0] - lo, (lo + marks[0] - 1) // 2), (hi - marks[-1], (marks[-1] + 1 + hi) // 2)]
@@ -758,10 +762,8 @@ def slice_confidence(mean_p, var_p, band: int = 2, painted: Sequence[int] = ()) 
     conf[ring.sum(dim=(1, 2)) == 0] = 1.0
     conf = conf.clamp(0, 1).numpy().astype(np.float32)
     if len(painted):
-        present = fg[:, 0].flatten(1).any(dim=1).numpy()
-        pk = np.asarray(list(painted), dtype=np.int64)
-        present[pk[(pk >= 0) & (pk < len(present))]] = True
-        conf[present] *= distance_confidence(present, painted)[present]
+        covered, _ = painted_extent(fg[:, 0].flatten(1).any(dim=1).numpy(), painted)
+        conf[covered] *= distance_confidence(covered, painted)[covered]
     return conf
 
 

@@ -180,15 +180,16 @@ def _propagate(args) -> int:
     masks = {n: np.ascontiguousarray(np.moveaxis(m, 0, axis)) for n, m in result.masks.items()}
     annotated = {n: AnnotatedSlices(axis, tuple(s.slices)) for n, s in seed_map.items()}
     sidecar = sidecar_path(output)
+    paint_next = {n: result.paint_next(n) for n in masks}      # each reads a whole mask: once per segment
     _write_outputs(segmentation_from_masks(masks, img.geometry, annotated), output,
                    {"axis": axis,
                     "confidence": {n: [round(float(c), 4) for c in v] for n, v in result.confidence.items()},
                     "least_confident": {n: result.least_confident(n) for n in masks},
-                    "paint_next": {n: result.paint_next(n) for n in masks}})
+                    "paint_next": paint_next})
     spacing = img.geometry.spacing_kji
     vox = float(np.prod(spacing))
     for n, m in masks.items():
-        nxt = result.paint_next(n)
+        nxt = paint_next[n]
         hint = f"; to correct it, paint slice {nxt} (axis {axis}) next" if nxt is not None else ""
         print(f"{n}: {int(m.sum())} voxels, {m.sum() * vox / 1000:.2f} cm3{hint}")
     print(f"wrote {output} and {sidecar} ({result.seconds:.1f} s on {result.device})")

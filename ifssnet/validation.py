@@ -163,11 +163,11 @@ class Validator:
         if world > 1:
             import torch.distributed as dist
 
-            mine = [(i, self.rows(model, [c])) for i, c in enumerate(self.cases) if i % world == rank]
+            mine = [self.rows(model, [c]) for c in self.cases[rank::world]]
             gathered: List = [None] * world
             dist.all_gather_object(gathered, mine)
-            rows = [r for _, case_rows in sorted((x for part in gathered for x in part), key=lambda x: x[0])
-                    for r in case_rows]
+            # case i is rank (i % world)'s (i // world)-th
+            rows = [r for i in range(len(self.cases)) for r in gathered[i % world][i // world]]
         else:
             rows = self.rows(model)
         return self.score(rows, step, time.perf_counter() - t0)
