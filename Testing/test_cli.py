@@ -107,6 +107,7 @@ def test_propagate_with_a_real_tiny_network_and_no_network_access(tmp_path, tiny
     np.testing.assert_array_equal(res.mask("GM")[4:7], _muscle()[4:7])         # painted slices as painted
     side = json.loads((tmp_path / "out.confidence.json").read_text())
     assert side["axis"] == 0 and len(side["confidence"]["GM"]) == K
+    assert side["frames"] == K and side["frame_spacing_mm"] == pytest.approx(OBLIQUE.spacing[2])  # the file's k spacing
     nxt = side["paint_next"]["GM"]
     assert nxt is None or (0 <= nxt < K and nxt not in (4, 5, 6) and f"paint slice {nxt}" in out)
     assert "wrote" in out and not _leftovers(tmp_path)

@@ -678,6 +678,27 @@ def test_default_method_runs_the_network_end_to_end(scene_nodes, tmp_path):
     assert all(0 <= c <= 1 and s_ not in (9, 15, 21) for s_, c in entry["least_confident"])
     axis_len = out.shape[2]
     assert entry["paint_next"] is None or (0 <= entry["paint_next"] < axis_len and entry["paint_next"] not in (9, 15, 21))
+    assert entry["frames"] == axis_len                       # the network knows no slice spacing: every frame
+
+
+def test_a_sweep_finer_than_the_network_runs_on_fewer_frames(scene_nodes, tmp_path):
+    """The Logic hands the core the spacing along the propagation axis: a network trained at 4x the
+    spacing runs on a quarter of the frames, and every slice gets a result, painted slices as painted."""
+    pytest.importorskip("torch")
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from ifssnet.model import IFSSNet, IFSSNetConfig, save_checkpoint
+
+    from IFSSNetSegmentationLib import logic
+
+    coarse = IFSSNetConfig(size=32, width_mult=0.15, slice_spacing_mm=4 * SPACING[0])
+    path = save_checkpoint(tmp_path / "coarse.pt", IFSSNet(coarse))
+    sid, painted = _paint(slicer, volumeNode, segNode, truth, 2, (9, 15, 21))
+    result = logic.IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], model=str(path), device="cpu")
+    entry = result["segments"][sid]
+    out = logic.segmentToArray(segNode, sid, logic.referenceGeometry(volumeNode, segNode))
+    assert entry["frames"] == 8 and out.shape[2] == 30          # round(29 / 4) + 1 frames of 30 slices
+    for s_ in (9, 15, 21):
+        np.testing.assert_array_equal(out[:, :, s_], painted[:, :, s_])
 
 
 def test_expected_time_is_estimated_before_a_run_and_reads_nothing(scene_nodes, tmp_path):
@@ -710,18 +731,18 @@ def test_expected_time_uses_the_seed_tag_axis_and_the_segment_count(scene_nodes,
     from IFSSNetSegmentationLib import logic
 
     calls = []
-    monkeypatch.setattr(core, "expected_seconds", lambda shape, n, preset, device, model, seed_groups=1:
-                        calls.append((list(shape), n, preset, seed_groups)) or 12.0)
+    monkeypatch.setattr(core, "expected_seconds", lambda shape, n, preset, device, model, seed_groups=1,
+                        slice_spacing_mm=None: calls.append((list(shape), n, preset, seed_groups, slice_spacing_mm)) or 12.0)
     gm, _ = _paint(slicer, volumeNode, segNode, truth, 2, (9, 15, 21))
     gl, _ = _paint(slicer, volumeNode, segNode, truth, 2, (10, 11, 12), name="GL")
     L_ = logic.IFSSNetSegmentationLogic()
     assert L_.expectedSeconds(volumeNode, segNode, [gm], preset="fast") == 12.0
-    assert calls[-1] == ([30, 22, 26], 1, "fast", 1)          # no tag yet: the longest axis (i, 30 slices)
+    assert calls[-1] == ([30, 22, 26], 1, "fast", 1, SPACING[0])   # no tag yet: the longest axis (i, 30 slices)
     segNode.GetSegmentation().GetSegment(gm).SetTag(ANNOTATED_TAG, AnnotatedSlices(0, (2, 3, 4, 15)).to_tag())
     L_.expectedSeconds(volumeNode, segNode, None)             # every segment; the tag gives axis k, 2 groups
-    assert calls[-1] == ([22, 26, 30], 2, "balanced", 2)
+    assert calls[-1] == ([22, 26, 30], 2, "balanced", 2, SPACING[2])
     L_.expectedSeconds(volumeNode, None)                      # no segmentation yet: one segment
-    assert calls[-1] == ([30, 22, 26], 1, "balanced", 1)
+    assert calls[-1] == ([30, 22, 26], 1, "balanced", 1, SPACING[0])
 
 
 def test_duration_text():

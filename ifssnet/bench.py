@@ -263,7 +263,7 @@ def run_bench(size: str = "small", device: str = "cpu", methods: Sequence[str] =
                 for preset in presets:
                     res, sec, peak, gpeak, src = _measure(
                         lambda: propagate(ph.volume, seeds3, net, device=dev, preset=preset, progress=progress,
-                                          stop_at_end=stop_at_end))
+                                          stop_at_end=stop_at_end, slice_spacing_mm=ph.spacing_kji[0]))
                     net_s = res.timings.get("encode", 0.0) + res.timings.get("step", 0.0)
                     row = {"method": "ifssnet", "preset": preset, "muscle": label, "seeds": "3-seeds",
                            "time_s": sec, "peak_mb": peak, "gpu_peak_mb": gpeak, "mem_source": src,
@@ -328,7 +328,7 @@ def profile_propagation(size: str = "small", device: str = "cpu", model=None, pr
     seeds = {muscle: protocol_seeds(ph.labels[muscle], "3-seeds")}
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.startswith("cuda") else [])
     with profile(activities=acts) as prof:
-        res = propagate(ph.volume, seeds, net, device=dev, preset=preset)
+        res = propagate(ph.volume, seeds, net, device=dev, preset=preset, slice_spacing_mm=ph.spacing_kji[0])
     key = "self_cuda_time_total" if dev.startswith("cuda") else "self_cpu_time_total"
     head = (f"profile: {' x '.join(map(str, shape))}, {muscle}, preset {preset}, {desc['source']}, device {dev}, "
             f"{torch.get_num_threads()} threads; {res.windows} windows in {res.seconds:.2f} s; stages "

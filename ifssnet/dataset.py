@@ -27,12 +27,14 @@ class Case:
 
     ``image``: float16 (K, S, S), z-scored. ``masks``: name -> uint8 (K, S, S) (1 inside).
     ``known``: name -> bool (K,), the slices whose annotation is real (all True when complete).
+    ``slice_spacing_mm``: distance between its slices along the sweep (mm), None if unknown.
     """
 
     name: str
     image: np.ndarray
     masks: Dict[str, np.ndarray]
     known: Dict[str, np.ndarray]
+    slice_spacing_mm: Optional[float] = None
 
     @property
     def n_slices(self) -> int:
@@ -45,12 +47,15 @@ def load_case(volume_path, annotation_path, size: int, segments: Optional[Sequen
     img = read_volume(volume_path)
     check_volume(img.array)
     seg = read_segmentation(annotation_path, reference=img.geometry, reference_shape=img.array.shape)
-    return case_from_arrays(img.array, seg, size, segments, name or Path(volume_path).parent.name)
+    return case_from_arrays(img.array, seg, size, segments, name or Path(volume_path).parent.name,
+                            slice_spacing_mm=img.geometry.spacing_kji[0])
 
 
 def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
-                     segments: Optional[Sequence[str]] = None, name: str = "case") -> Case:
-    """Like :func:`load_case`, from an array (K, J, I) and a :class:`~ifssnet.io.Segmentation` on its grid."""
+                     segments: Optional[Sequence[str]] = None, name: str = "case",
+                     slice_spacing_mm: Optional[float] = None) -> Case:
+    """Like :func:`load_case`, from an array (K, J, I) and a :class:`~ifssnet.io.Segmentation` on its grid;
+    ``slice_spacing_mm``: the spacing along axis 0 (mm), None if unknown."""
     import torch
 
     grid = InPlaneGrid(volume.shape[1:], size)
@@ -73,7 +78,24 @@ def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
                                  "Training propagates along axis 0 (k); re-cut the annotation with `ifssnet seeds`.")
             k[list(s.annotated.slices)] = True
         known[n] = k
-    return Case(name, image, masks, known)
+    return Case(name, image, masks, known, slice_spacing_mm)
+
+
+def thin_case(case: Case, network_mm: Optional[float]) -> Case:
+    """``case`` on the frames a network trained at ``network_mm`` sees (:func:`ifssnet.slice_spacing.select_frames`):
+    the case itself unless its slices are finer. Slices with a partial annotation's known masks are
+    all kept beside the regular frames, so a group of annotated slices stays a group."""
+    from .slice_spacing import select_frames
+
+    sel = select_frames(case.n_slices, case.slice_spacing_mm, network_mm)
+    if not sel.thinned:
+        return case
+    frames = sel.frames
+    partial = [k for k in case.known.values() if not k.all()]
+    if partial:
+        frames = np.union1d(frames, np.flatnonzero(np.logical_or.reduce(partial)))
+    return Case(case.name, case.image[frames], {n: m[frames] for n, m in case.masks.items()},
+                {n: k[frames] for n, k in case.known.items()}, sel.spacing_mm)
 
 
 def decremental_fractions(n_cases: int, total: float = 0.035, ratio: float = 0.5) -> List[float]:
@@ -106,7 +128,8 @@ def sparsify(case: Case, fraction: float, group: int = 3) -> Case:
     known = np.zeros(K, bool)
     for s in starts:
         known[s:s + group] = True
-    return Case(case.name, case.image, case.masks, {n: known.copy() & case.known[n] for n in case.masks})
+    return Case(case.name, case.image, case.masks, {n: known.copy() & case.known[n] for n in case.masks},
+                case.slice_spacing_mm)
 
 
 @dataclass

@@ -41,7 +41,7 @@ def run_demo(outdir: Path, seed: int = 1000, shape=DEMO_SHAPE, model=None, devic
                                                {n: AnnotatedSlices(0, s.slices) for n, s in seeds.items()}),
                        outdir / "seeds.seg.nrrd")
     t0 = time.perf_counter()
-    result = propagate(ph.volume, seeds, model, device=device, progress=progress)
+    result = propagate(ph.volume, seeds, model, device=device, slice_spacing_mm=ph.spacing_kji[0], progress=progress)
     seconds = time.perf_counter() - t0
     write_segmentation(segmentation_from_masks(result.masks, seg_geometry), outdir / "result.seg.nrrd")
     write_json({n: [round(float(c), 4) for c in v] for n, v in result.confidence.items()},

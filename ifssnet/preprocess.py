@@ -105,17 +105,20 @@ class InPlaneGrid:
 
 
 def normalized_work_volume(volume: np.ndarray, grid: InPlaneGrid, mean: float, std: float,
-                           progress: Optional[ProgressFn] = None, cancel: CancelLike = None, chunk: int = 64):
+                           progress: Optional[ProgressFn] = None, cancel: CancelLike = None, chunk: int = 64,
+                           frames: Optional[np.ndarray] = None):
     """``volume`` (K, J, I) -> torch float32 (K, S, S): z-scored (clipped to +-5), padded with the
-    volume's lowest value, resized in-plane. Built ``chunk`` slices at a time to bound memory."""
+    volume's lowest value, resized in-plane. Built ``chunk`` slices at a time to bound memory.
+    ``frames`` (K',): only these slices, in this order -> (K', S, S)."""
     import torch
 
-    K = volume.shape[0]
+    K = volume.shape[0] if frames is None else len(frames)
     fill = float(np.clip((float(np.min(volume)) - mean) / std, -5, 5))
     work = torch.empty((K, grid.size, grid.size), dtype=torch.float32)
     for k0 in range(0, K, chunk):
         check_cancel(cancel)
-        sl = torch.from_numpy(np.asarray(volume[k0:k0 + chunk], dtype=np.float32))
+        part = volume[k0:k0 + chunk] if frames is None else volume[np.asarray(frames[k0:k0 + chunk])]
+        sl = torch.from_numpy(np.asarray(part, dtype=np.float32))
         work[k0:k0 + chunk] = grid.to_work(((sl - mean) / std).clamp_(-5, 5), fill=fill)
         report(progress, "preparing", min(k0 + chunk, K), K)
     return work

@@ -56,6 +56,7 @@ from .memory import check_propagation_memory
 from .preprocess import InPlaneGrid, check_volume, intensity_stats, normalized_work_volume
 from .progress import CancelLike, ProgressFn, check_cancel, report
 from .seeds import SeedSet, seed_groups, validate_seeds
+from .slice_spacing import FrameSelection, select_frames
 
 #: The presets: one row each. ``stride``: window stride in slices (``"w"`` = the window length, so
 #: windows do not overlap; 1 = every slice is predicted by w windows and their mean is kept).
@@ -103,6 +104,8 @@ class PropagationResult:
     windows: int = 0           # network windows run (all runs together)
     timings: Dict[str, float] = field(default_factory=dict)   # seconds per stage (prepare, encode, step, output)
     painted: Dict[str, List[int]] = field(default_factory=dict)  # name -> the seed slices
+    frames: int = 0            # frames of the sweep the network ran on (all K unless a finer sweep was thinned)
+    frame_spacing_mm: Optional[float] = None   # their spacing along the sweep (None: unknown)
 
     def least_confident(self, name: str, count: int = 5) -> List[int]:
         """The ``count`` slices of ``name`` with the lowest confidence, lowest first, spread out
@@ -199,8 +202,9 @@ class _Run:
         return self.n_seeds - w + (step + 1) * self.stride
 
 
-def _make_runs(name: str, seeds: SeedSet, K: int, between_only: bool) -> List[_Run]:
-    groups = seed_groups(seeds.slices)
+def _make_runs(name: str, painted: Sequence[int], K: int, between_only: bool) -> List[_Run]:
+    """The runs of one segment whose painted slices are ``painted`` (indices into K slices)."""
+    groups = seed_groups(painted)
     runs = []
     for gi, g in enumerate(groups):
         lo, hi = g[0], g[-1]
@@ -236,8 +240,8 @@ def resolve_preset(preset: str, window: int) -> dict:
 def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], model=None, *,
               device: str = "auto", preset: str = "balanced", stop_at_end: bool = True,
               between_seeds_only: bool = False, patience: int = 5, min_area_fraction: float = 0.1,
-              batch_size: int = 32, progress: Optional[ProgressFn] = None,
-              cancel: CancelLike = None) -> PropagationResult:
+              batch_size: int = 32, slice_spacing_mm: Optional[float] = None, match_slice_spacing: bool = True,
+              progress: Optional[ProgressFn] = None, cancel: CancelLike = None) -> PropagationResult:
     """Propagate the painted slices of every segment through ``volume`` (K, J, I).
 
     ``seeds``: one :class:`SeedSet` (returned under the name ``"segment"``) or ``{name: SeedSet}``.
@@ -252,7 +256,10 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     let through. Volume error under ``3-seeds`` 37.4 % at 0.02, 36.9 % at 0.05, 31.3 % at 0.1, 34.4 % at
     0.2 (a run stopped inside a muscle); under ``paper`` 29.1 % at 0.02 and 28.9 % at 0.1.
     ``between_seeds_only``: do not go past the outermost
-    seed groups. Returns :class:`PropagationResult`. Raises :class:`~ifssnet.errors.Cancelled` if
+    seed groups. ``slice_spacing_mm``: the volume's spacing along axis 0 (mm). With
+    ``match_slice_spacing`` and a network that knows its training spacing, a finer sweep is propagated
+    on its frames nearest to that spacing (:mod:`ifssnet.slice_spacing`: on the validation phantoms at
+    a quarter of the training spacing, ...); ``patience`` counts those frames. Returns :class:`PropagationResult`. Raises :class:`~ifssnet.errors.Cancelled` if
     ``cancel`` is set; nothing is returned or changed then.
     """
     import torch
@@ -270,18 +277,29 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     extra = PRE_ENCODE_BYTES if _uses_pre_encoding(settings, net, dev) else 0
     check_propagation_memory(volume.shape, seed_map, net, batch_size, extra_bytes=extra)
     try:
+        frames = _frames_for(volume.shape[0], slice_spacing_mm, net, match_slice_spacing, seed_map)
         result = _propagate_on(volume, seed_map, net, dev, stop_at_end, between_seeds_only, patience,
-                               min_area_fraction, batch_size, progress, cancel, settings)
+                               min_area_fraction, batch_size, progress, cancel, settings, frames)
     except torch.cuda.OutOfMemoryError:
         warnings.warn("The GPU ran out of memory; propagating on the CPU instead (slower).", RuntimeWarning)
         torch.cuda.empty_cache()
         dev = "cpu"
         result = _propagate_on(volume, seed_map, net.to("cpu"), dev, stop_at_end, between_seeds_only, patience,
-                               min_area_fraction, batch_size, progress, cancel, settings)
+                               min_area_fraction, batch_size, progress, cancel, settings, frames)
     result.seconds = time.perf_counter() - t0
     result.device = dev
     result.preset = settings["name"]
     return result
+
+
+def _frames_for(n_slices: int, slice_spacing_mm: Optional[float], net, match: bool,
+                seed_map: Mapping[str, SeedSet]) -> FrameSelection:
+    """The frames propagation runs on (:func:`ifssnet.slice_spacing.select_frames`), the painted
+    slices among them; all of them without ``match`` or when the network or the volume does not say
+    its slice spacing."""
+    network_mm = getattr(getattr(net, "config", None), "slice_spacing_mm", None) if match else None
+    painted = sorted({int(k) for s in seed_map.values() for k in s.slices})
+    return select_frames(n_slices, slice_spacing_mm, network_mm, keep=painted)
 
 
 def _check_seeds(volume: np.ndarray, seed_map: Mapping[str, SeedSet]) -> None:
@@ -415,19 +433,23 @@ def _prepare_device(net, dev: str) -> None:
 
 
 def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patience, min_area_fraction,
-                  batch_size, progress, cancel, settings) -> PropagationResult:
+                  batch_size, progress, cancel, settings, frames: FrameSelection) -> PropagationResult:
+    """The propagation proper, on the kept ``frames`` of ``volume``: K below counts those frames, and
+    the result goes back to every frame (``frames.to_sweep``)."""
     import torch
 
     timings: Dict[str, float] = {}
     t_prep = time.perf_counter()
-    K, J, I = volume.shape
+    K_sweep, J, I = volume.shape
+    K = len(frames.frames)
     w, S = _model_window_and_size(net)
     stride = int(settings["stride"])
     grid = InPlaneGrid((J, I), S)
     mean, std = intensity_stats(volume)
 
-    # The volume on the working grid, normalised: (K, S, S) float32, built in chunks.
-    work = normalized_work_volume(volume, grid, mean, std, progress=progress, cancel=cancel)
+    # The kept frames on the working grid, normalised: (K, S, S) float32, built in chunks.
+    work = normalized_work_volume(volume, grid, mean, std, progress=progress, cancel=cancel,
+                                  frames=frames.frames if frames.thinned else None)
     chunk = 64
 
     runs: List[_Run] = []
@@ -436,13 +458,15 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
     num: Dict[str, torch.Tensor] = {}
     num2: Dict[str, torch.Tensor] = {}
     den: Dict[str, torch.Tensor] = {}
+    painted_work: Dict[str, List[int]] = {}
     for name, s in seed_map.items():
         sl = np.asarray(s.slices)
         masks = grid.to_work(torch.from_numpy(s.mask[sl].astype(np.float32)))
-        seed_work[name] = {int(k): masks[n] for n, k in enumerate(sl)}
+        seed_work[name] = _seeds_on_frames(sl, masks, frames)
+        painted_work[name] = sorted(seed_work[name])
         area = float(masks.sum(dim=(1, 2)).clamp(min=0).mean())
         min_area[name] = max(2.0, min_area_fraction * area)
-        runs += _make_runs(name, s, K, between_only)
+        runs += _make_runs(name, painted_work[name], K, between_only)
         num[name] = torch.zeros((K, S, S))
         num2[name] = torch.zeros((K, S, S))
         den[name] = torch.zeros(K)
@@ -495,7 +519,7 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
                     state_of[id(r)] = _index_state(new_state, bi)
                     _advance(r, prob[bi], w, seed_work[r.segment], partial[id(r)], num[r.segment],
                              num2[r.segment], den[r.segment], min_area[r.segment], stop_at_end, patience,
-                             ended[r.segment])
+                             ended[r.segment], frames.frames)
                 done_steps += len(batch)
             report(progress, "propagating", done_steps, total)
         for r in runs:
@@ -513,14 +537,15 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
         mean_p = num[name] / d
         var_p = (num2[name] / d - mean_p ** 2).clamp(min=0)
         mean_p[den[name] == 0] = 0.0
-        conf = slice_confidence(mean_p, var_p, painted=s.slices)
-        out = np.zeros((K, J, I), dtype=np.uint8)
-        for k0 in range(0, K, chunk):
+        conf = frames.to_sweep(slice_confidence(mean_p, var_p, painted=painted_work[name])).astype(np.float32)
+        out = np.zeros((K_sweep, J, I), dtype=np.uint8)
+        for k0 in range(0, K_sweep, chunk):
+            p = frames.to_sweep(mean_p, k0, min(k0 + chunk, K_sweep))
             if settings["sparse_output"]:
-                _threshold_to_volume(grid, mean_p[k0:k0 + chunk], out[k0:k0 + chunk])
+                _threshold_to_volume(grid, p, out[k0:k0 + chunk])
             else:
-                out[k0:k0 + chunk] = (grid.to_volume(mean_p[k0:k0 + chunk]) > 0.5).numpy()
-            report(progress, "writing result", si * K + min(k0 + chunk, K), len(names) * K)
+                out[k0:k0 + chunk] = (grid.to_volume(p) > 0.5).numpy()
+            report(progress, "writing result", si * K_sweep + min(k0 + chunk, K_sweep), len(names) * K_sweep)
         sl = np.asarray(s.slices)
         out[sl] = (s.mask[sl] > 0)
         conf[sl] = 1.0
@@ -528,7 +553,20 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
         confidence[name] = conf
     timings["output"] = time.perf_counter() - t_out
     return PropagationResult(masks, confidence, ended=ended, windows=done_steps, timings=timings,
-                             painted={n: [int(k) for k in seed_map[n].slices] for n in names})
+                             painted={n: [int(k) for k in seed_map[n].slices] for n in names},
+                             frames=K, frame_spacing_mm=frames.spacing_mm)
+
+
+def _seeds_on_frames(slices: np.ndarray, masks, frames: FrameSelection) -> Dict[int, Any]:
+    """Painted masks on the working grid (N, S, S) of painted ``slices`` (N,) -> {kept frame: mask}.
+    The frames were chosen with the painted slices kept (``select_frames(keep=...)``), so a painted
+    slice is usually a kept frame itself. One that is not (it lay next to another painted slice, maybe
+    of another segment) gives its mask to the nearest kept frame, unless that frame has its own."""
+    kept = {int(f): j for j, f in enumerate(frames.frames)}
+    out = {kept[int(k)]: masks[n] for n, k in enumerate(slices) if int(k) in kept}
+    for n, k in enumerate(slices):
+        out.setdefault(frames.nearest(int(k)), masks[n])
+    return out
 
 
 def _threshold_to_volume(grid: InPlaneGrid, prob, out: np.ndarray, margin: int = 2) -> None:
@@ -596,8 +634,10 @@ def _index_state(state, i):
     return type(state)(_index_state(s, i) for s in state)
 
 
-def _advance(r: _Run, prob, w, seed_masks, partial, num, num2, den, min_area, stop_at_end, patience, ended):
+def _advance(r: _Run, prob, w, seed_masks, partial, num, num2, den, min_area, stop_at_end, patience, ended,
+             frame_index):
     """Record one window's probabilities ``prob`` (w, S, S) for run ``r`` and prepare its next input.
+    ``frame_index`` (K,): the sweep's slice of each kept frame (for ``ended``).
 
     The next window's mask input is this window's prediction (the next window is this one moved by
     ``r.stride`` slices), with painted slices re-anchored to their painted masks.
@@ -623,7 +663,7 @@ def _advance(r: _Run, prob, w, seed_masks, partial, num, num2, den, min_area, st
             r.quiet = r.quiet + 1 if area < min_area else 0
             if r.quiet >= patience:
                 r.done = True
-                ended.append(int(r.order[p]))
+                ended.append(int(frame_index[int(r.order[p])]))
                 # The quiet tail is background: drop what was collected for it (and anything after it).
                 for q in list(partial):
                     if q > p - patience:
@@ -851,7 +891,7 @@ def _estimation_network(model, dev: str):
 
 
 def expected_seconds(shape: Sequence[int], n_segments: int = 1, preset: str = "balanced", device: str = "auto",
-                     model=None, *, seed_groups: int = 1) -> float:
+                     model=None, *, seed_groups: int = 1, slice_spacing_mm: Optional[float] = None) -> float:
     """Estimated wall time (s) of :func:`propagate` on a volume of ``shape`` (K, J, I).
 
     Calibrated by a quick measured forward of the network on this machine (cached per network,
@@ -859,17 +899,19 @@ def expected_seconds(shape: Sequence[int], n_segments: int = 1, preset: str = "b
     to the volume's end (``stop_at_end`` usually ends runs earlier, so the estimate is an upper
     bound) and ``seed_groups`` groups of painted slices per segment, two runs each, all in lock-step.
     ``model``: as for :func:`propagate` (None = the shipped network), or a loaded network.
+    ``slice_spacing_mm``: as for :func:`propagate` (a finer sweep runs on fewer frames).
     """
     K, J, I = (int(v) for v in shape)
     dev = resolve_device(device)
     net = _estimation_network(model, dev)
+    frames = len(_frames_for(K, slice_spacing_mm, net, True, {}).frames)
     w, S = _model_window_and_size(net)
     settings = resolve_preset(preset, w)
     stride = settings["stride"]
     n_runs = 2 * max(1, int(seed_groups)) * max(1, int(n_segments))
     batch = min(32, n_runs)
     cal = _calibrate(net, dev, batch, settings)
-    per_run_slices = max(1, K // (2 * max(1, int(seed_groups))))
+    per_run_slices = max(1, frames // (2 * max(1, int(seed_groups))))
     steps = -(-per_run_slices // stride) * -(-n_runs // batch)
     windows = -(-per_run_slices // stride) * n_runs
     net_s = steps * cal["step_s"] + windows * cal["encode_window_s"]   # the image stream runs either way

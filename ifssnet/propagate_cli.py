@@ -173,7 +173,7 @@ def _propagate(args) -> int:
 
     bar = TqdmProgress()
     try:
-        result = propagate(volume, seed_map, net, device=device,
+        result = propagate(volume, seed_map, net, device=device, slice_spacing_mm=img.geometry.spacing_kji[axis],
                            between_seeds_only=args.between_seeds_only, preset=args.preset, progress=bar)
     finally:
         bar.close()
@@ -185,12 +185,16 @@ def _propagate(args) -> int:
                    {"axis": axis,
                     "confidence": {n: [round(float(c), 4) for c in v] for n, v in result.confidence.items()},
                     "least_confident": {n: result.least_confident(n) for n in masks},
-                    "paint_next": paint_next})
+                    "paint_next": paint_next, "frames": result.frames,
+                    "frame_spacing_mm": result.frame_spacing_mm})
     spacing = img.geometry.spacing_kji
     vox = float(np.prod(spacing))
     for n, m in masks.items():
         nxt = paint_next[n]
         hint = f"; to correct it, paint slice {nxt} (axis {axis}) next" if nxt is not None else ""
         print(f"{n}: {int(m.sum())} voxels, {m.sum() * vox / 1000:.2f} cm3{hint}")
+    if result.frames < volume.shape[0]:
+        print(f"propagated on {result.frames} of {volume.shape[0]} frames, {result.frame_spacing_mm:.2f} mm apart "
+              "(the network's slice spacing); every frame has its result")
     print(f"wrote {output} and {sidecar} ({result.seconds:.1f} s on {result.device})")
     return 0

@@ -44,7 +44,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 
 from . import __version__
-from .dataset import Case, decremental_fractions, load_case, sample_run, sparsify
+from .dataset import Case, decremental_fractions, load_case, sample_run, sparsify, thin_case
 from .errors import InputError
 from .progress import CancelLike, ProgressFn, check_cancel, report
 
@@ -478,6 +478,19 @@ def _zero_and_warn_if_dead(model, path) -> None:
         warnings.warn(advice, stacklevel=3)
 
 
+def match_slice_spacing(cases: Sequence[Case], config) -> List[Case]:
+    """The cases on the network's slice spacing (``config.slice_spacing_mm``, :mod:`ifssnet.slice_spacing`).
+    A network that does not know its spacing (a new one, or one saved before it was recorded) takes the
+    median spacing of the cases that know theirs, and keeps it in its configuration; then the cases
+    finer than that spacing are thinned to it (:func:`ifssnet.dataset.thin_case`)."""
+    if getattr(config, "slice_spacing_mm", None) is None:
+        known = [float(c.slice_spacing_mm) for c in cases if c.slice_spacing_mm]
+        if not known:
+            return list(cases)
+        config.slice_spacing_mm = float(np.median(known))
+    return [thin_case(c, config.slice_spacing_mm) for c in cases]
+
+
 def make_optimizer(model, loss_fn, cfg: TrainConfig):
     """Adam over the network (L2 ``cfg.l2``, applied as ``cfg.weight_decay`` says: AdamW when "decoupled"),
     the loss's alpha/beta (no decay) and the image-only head if any (its own group, ``lr_mult``)."""
@@ -547,6 +560,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if trains_head:
         model = with_image_head(model, sorted({n for c in cases for n in c.masks}), cfg.seed)
     model_config = model.config
+    cases = match_slice_spacing(cases, model_config)
     if max(int(v) for v in cfg.strides) > model_config.window:
         raise InputError(f"A window stride of {max(cfg.strides)} skips slices: the network's window has "
                          f"{model_config.window}.", f"Give --strides between 1 and {model_config.window}.")

@@ -231,6 +231,7 @@ class SegmentJob:
     painted: np.ndarray  # the segment before the run, (k, j, i) on the volume grid
     result: Optional[np.ndarray] = None  # (k, j, i)
     confidence: Optional[np.ndarray] = None  # (slices along axis,)
+    frames: int = 0  # frames along the axis that the method ran on (fewer than the slices: a finer sweep, thinned)
 
 
 @dataclasses.dataclass
@@ -330,7 +331,8 @@ class IFSSNetSegmentationLogic:
         from ifssnet.propagate import expected_seconds  # lazy: imports torch
 
         moved = [shape[axis]] + [shape[a] for a in range(3) if a != axis]
-        return expected_seconds(moved, max(1, len(segments)), preset, device, model, seed_groups=groups)
+        return expected_seconds(moved, max(1, len(segments)), preset, device, model, seed_groups=groups,
+                                slice_spacing_mm=float(spacingKji(volumeNode)[axis]))
 
     @staticmethod
     def volumeTable(volumes: dict, name: str = "Segment volumes", tableNode=None):
@@ -416,8 +418,9 @@ class IFSSNetSegmentationLogic:
             seeds = seedSetsAlongAxis(segs, axis, volumeT.shape)
 
             report(progress, STAGE_PROPAGATING, 0, volumeT.shape[0])
-            masks, confidence = self._runCore(job, volumeT, seeds, spacingT, progress, cancel)
+            masks, confidence, frames = self._runCore(job, volumeT, seeds, spacingT, progress, cancel)
             for seg in segs:
+                seg.frames = frames
                 resultT = np.asarray(masks[seg.name]).astype(np.uint8, copy=True)
                 if resultT.shape != volumeT.shape:
                     raise IFSSNetError(f"The method returned a mask of shape {resultT.shape}, expected {volumeT.shape}.",
@@ -493,7 +496,7 @@ class IFSSNetSegmentationLogic:
         return axis, tuple(annotated_slices(painted, axis))
 
     def _runCore(self, job: PropagationJob, volumeT, seeds: dict, spacingT, progress, cancel):
-        """One call into the core. Returns (masks by name, confidence by name or {})."""
+        """One call into the core. Returns (masks by name, confidence by name or {}, frames the method ran on)."""
         method = job.method
         if method == DEFAULT_METHOD:
             import inspect
@@ -501,12 +504,13 @@ class IFSSNetSegmentationLogic:
             from ifssnet.propagate import propagate as corePropagate  # lazy: imports torch
 
             options = {"device": job.device, "stop_at_end": True, "preset": job.preset,
-                       "between_seeds_only": job.extent == "between", "progress": progress, "cancel": cancel}
+                       "between_seeds_only": job.extent == "between", "slice_spacing_mm": float(spacingT[0]),
+                       "progress": progress, "cancel": cancel}
             accepted = inspect.signature(corePropagate).parameters
             options = {k: v for k, v in options.items() if k in accepted}
             result = corePropagate(volumeT, seeds, job.model, **options)
             job.device = getattr(result, "device", job.device)
-            return result.masks, dict(result.confidence or {})
+            return result.masks, dict(result.confidence or {}), int(getattr(result, "frames", 0) or volumeT.shape[0])
         if callable(method):
             fn = method
         else:
@@ -517,14 +521,14 @@ class IFSSNetSegmentationLogic:
         for name, seedSet in seeds.items():
             check_cancel(cancel)
             masks[name] = fn(volumeT, seedSet, spacingT, progress=progress, cancel=cancel)
-        return masks, {}
+        return masks, {}, volumeT.shape[0]
 
     def _summary(self, job: PropagationJob, segmentationNode) -> dict:
         volumes = self.segmentVolumes(segmentationNode, [s.segmentId for s in job.segments])
         segments = {}
         for seg in job.segments:
             entry = dict(volumes[seg.segmentId])
-            entry.update(axis=seg.axis, seed_slices=list(seg.seedSlices),
+            entry.update(axis=seg.axis, seed_slices=list(seg.seedSlices), frames=seg.frames,
                          least_confident=self.leastConfident(seg), paint_next=self.paintNext(seg))
             segments[seg.segmentId] = entry
         methodName = job.method if isinstance(job.method, str) else getattr(job.method, "__name__", "custom")

@@ -104,7 +104,8 @@ class IFSSNetTrainingLogic:
             else:
                 seg = segmentationFromNodes(volume, annotation, segmentNames)
                 cases.append(case_from_arrays(segmentationLogic.volumeToArray(volume), seg, size, segmentNames,
-                                              volume.GetName() or f"case{n}"))
+                                              volume.GetName() or f"case{n}",
+                                              slice_spacing_mm=segmentationLogic.spacingKji(volume)[0]))
         if validationPairs and any(v is tv for v, _ in validationPairs for tv, _ in pairs):
             raise InputError("A validation volume is also a training volume.",
                              "Hold out a volume the network does not train on, or leave validation off.")

@@ -15,6 +15,9 @@ snapshot() { rm -rf "$W/code-$1"; mkdir -p "$W/code-$1"; git archive "$1" ifssne
 # at COMMIT ARGS...: `ifssnet ARGS...` with that commit's code. The snapshot goes first on sys.path: with
 # PYTHONPATH alone, `python -m` would put the working directory (this checkout's ifssnet/) before it.
 at() { python -c 'import sys; sys.path.insert(0, sys.argv.pop(1)); from ifssnet.cli import main; sys.exit(main())' "$W/code-$1" "${@:2}"; }
+# spacing FILE: record the training phantoms' slice spacing (1.108 mm) in a model file made by code that
+# did not record it yet; propagation thins finer sweeps to it (model card, "Sweeps with finer frames").
+spacing() { python -c 'import sys; sys.path.insert(0, sys.argv[1]); from ifssnet.model.checkpoint import set_slice_spacing; set_slice_spacing(sys.argv[2], 1.108)' "$W/code-HEAD" "$1"; }
 snapshot 9fe2bcf; snapshot 59bb20e; snapshot 938d179; snapshot 0b06b06; snapshot 4786731
 snapshot HEAD
 
@@ -28,6 +31,7 @@ at 59bb20e train "$W"/train/s* --mode full --out "$W/ef2.pt" --size 128 --width-
 at 59bb20e train "$W"/train/s* --mode full --from "$W/ef2.pt" --out "$W/ifssnet.pt" --epochs 4 --steps 100 \
   --run-length 8 --batch 2 --lr 3e-4 --lr-final 3e-4 --bce-weight 1 --fixed-tversky --feedback-grad --seed 32 \
   --checkpoint-every 25
+spacing "$W/ifssnet.pt"
 
 # Held-out scores: subjects 1000-1004 with the current phantom, every method, both protocols.
 for s in 1000 1001 1002 1003 1004; do
@@ -61,6 +65,7 @@ done
 # 4786731; about 30 min on one thread. Then its held-out scores.
 at 4786731 train "$W"/train/s* --mode fewshot --out "$W/ifssnet-ws.pt" --size 128 --width-mult 0.5 \
   --epochs 2 --steps 125 --run-length 16 --lr 1e-3 --lr-final 1e-3 --seed 0 --checkpoint-every 25
+spacing "$W/ifssnet-ws.pt"
 for protocol in 3-seeds paper; do
   at HEAD compare-set "$W"/test/s* --methods ifssnet --model "$W/ifssnet-ws.pt" --protocol "$protocol" \
     --csv "$W/heldout-ifssnet-ws-$protocol.csv"

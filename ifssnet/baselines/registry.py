@@ -164,7 +164,8 @@ def _network_method(volume, seeds, spacing_kji, *, model=None, device: str = "au
 
     ``model`` (checkpoint path, loaded net or None = shipped weights), ``device`` and any other
     ``propagate`` option come through ``compare(..., method_options={"ifssnet": {...}})``.
-    ``spacing_kji`` is not used by the network (it works in voxels).
+    ``spacing_kji[0]`` is the sweep's slice spacing (``propagate``'s ``slice_spacing_mm``, unless an
+    option gives it): a sweep finer than the network's is propagated on its nearest frames.
     """
     try:
         from ..propagate import propagate
@@ -173,6 +174,7 @@ def _network_method(volume, seeds, spacing_kji, *, model=None, device: str = "au
             raise DependencyError("IFSS-Net needs PyTorch, which is not installed.",
                                   "Install it with: python -m pip install torch (in Slicer: the PyTorch extension).") from exc
         raise
+    options.setdefault("slice_spacing_mm", float(spacing_kji[0]) if spacing_kji is not None else None)
     result = propagate(volume, seeds, model, device=device, progress=progress, cancel=cancel, **options)
     return next(iter(result.masks.values()))
 

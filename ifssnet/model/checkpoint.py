@@ -18,6 +18,7 @@ refused at save time (so a checkpoint that was written can always be read back).
 from __future__ import annotations
 
 import datetime as _dt
+import dataclasses
 import json
 import pickle
 import warnings
@@ -87,6 +88,23 @@ def write_weights(path: Union[str, Path], net: nn.Module, arch: str, config_json
         "extra": extra,
     }
     return atomic_write(path, lambda tmp: torch.save(payload, tmp), make_folder=True)
+
+
+def set_slice_spacing(path: Union[str, Path], spacing_mm: Optional[float], out: Union[str, Path, None] = None) -> Path:
+    """Record the slice spacing (mm) of a network's training sweeps in an IFSS-Net model file
+    (``IFSSNetConfig.slice_spacing_mm``), for files written before it was recorded. The weights and
+    every other field stay as they are. Writes ``out`` (default: in place, atomically)."""
+    from ..io import atomic_write
+
+    path = Path(path)
+    obj = _read(path, "cpu")
+    check_format_version(obj, path)
+    if obj.get("arch") != ARCH:
+        raise ModelError(f"The file {path} holds a {obj.get('arch')!r} network, not IFSS-Net.",
+                         "Give an IFSS-Net model file.")
+    config = dataclasses.replace(IFSSNetConfig.from_json(obj.get("config")), slice_spacing_mm=spacing_mm)
+    obj["config"] = config.to_json()
+    return atomic_write(Path(out) if out is not None else path, lambda tmp: torch.save(obj, tmp), make_folder=True)
 
 
 def _read(path: Path, map_location) -> Any:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from ..errors import ModelError
 
@@ -61,6 +61,9 @@ class IFSSNetConfig:
             (image window, mask window) and the image stream (image window, zeros), so the mask stream
             meets the image before its first convolution, as PG-Net's does, and not only through the
             added skips after each layer. False: the paper's 1-channel streams.
+        slice_spacing_mm: distance between the frames of the training sweeps along the sweep (mm;
+            the shipped weights: 1.108). A finer sweep is propagated on its frames nearest to this
+            spacing (:mod:`ifssnet.slice_spacing`). None: unknown, every frame is used.
     """
 
     window: int = 3
@@ -80,6 +83,7 @@ class IFSSNetConfig:
     input_normalisation: str = "per-volume z-score (caller); mask in [0, 1]"
     image_head: tuple = ()
     mask_sees_image: bool = False
+    slice_spacing_mm: Optional[float] = None
     arch: str = field(default="ifssnet")
 
     def __post_init__(self) -> None:
@@ -118,6 +122,9 @@ class IFSSNetConfig:
             raise bad(f"dropout_mode must be 'channel' or 'element', got {self.dropout_mode!r}")
         if self.lstm_kernel < 1 or self.lstm_kernel % 2 == 0:
             raise bad(f"lstm_kernel must be odd, got {self.lstm_kernel!r}")
+        sp = self.slice_spacing_mm
+        if sp is not None and (isinstance(sp, bool) or not isinstance(sp, (int, float)) or not sp > 0):
+            raise bad(f"slice_spacing_mm must be a positive number of mm or None, got {sp!r}")
         names = self.image_head
         if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
             raise bad(f"image_head must be distinct segment names, got {names!r}")
