@@ -14,7 +14,8 @@ import torch
 
 from ifssnet.model import IFSSNet, IFSSNetConfig
 from ifssnet.preprocess import InPlaneGrid
-from ifssnet.propagate import PRESET_NAMES, PRESETS, expected_seconds, propagate, resolve_preset
+from ifssnet.estimate import expected_seconds
+from ifssnet.propagate import PRESET_NAMES, PRESETS, propagate, resolve_preset
 from ifssnet.seeds import cut_seeds
 from ifssnet.errors import InputError
 
@@ -144,7 +145,7 @@ def test_expected_seconds_loads_and_times_a_model_file_once(tmp_path, monkeypatc
     per version, not per call; a rewritten file is loaded again."""
     import os
 
-    import ifssnet.propagate as P
+    import ifssnet.estimate as P
     from ifssnet.model.checkpoint import save_checkpoint
 
     path = save_checkpoint(tmp_path / "t.pt", _tiny_net())

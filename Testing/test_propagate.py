@@ -110,7 +110,7 @@ def test_confidence_falls_with_the_distance_from_the_painted_slices():
 
 
 def test_the_slice_to_paint_next_is_the_middle_of_the_longest_unanchored_stretch():
-    from ifssnet.propagate import next_slice_to_paint
+    from ifssnet.confidence import next_slice_to_paint
 
     res = propagate(_volume(), {"T": cut_seeds(_tube(), (18, 19, 20))}, CopyModel(size=64), device="cpu",
                     stop_at_end=False)
@@ -127,7 +127,7 @@ def test_the_slice_to_paint_next_is_the_middle_of_the_longest_unanchored_stretch
 
 
 def test_distance_confidence_is_dimensionless_and_empty_slices_are_not_flagged():
-    from ifssnet.propagate import distance_confidence, least_confident_slices
+    from ifssnet.confidence import distance_confidence, least_confident_slices
 
     short = distance_confidence(np.ones(100, bool), [50])
     long = distance_confidence(np.ones(400, bool), [200])

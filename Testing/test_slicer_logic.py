@@ -678,7 +678,8 @@ def test_default_method_runs_the_network_end_to_end(scene_nodes, tmp_path):
     assert all(0 <= c <= 1 and s_ not in (9, 15, 21) for s_, c in entry["least_confident"])
     axis_len = out.shape[2]
     assert entry["paint_next"] is None or (0 <= entry["paint_next"] < axis_len and entry["paint_next"] not in (9, 15, 21))
-    assert entry["frames"] == axis_len                       # the network knows no slice spacing: every frame
+    assert entry["frames"] == axis_len == entry["slices"]    # the network knows no slice spacing: every frame
+    assert logic.IFSSNetSegmentationLogic.framesText(result) == ""
 
 
 def test_a_sweep_finer_than_the_network_runs_on_fewer_frames(scene_nodes, tmp_path):
@@ -696,7 +697,8 @@ def test_a_sweep_finer_than_the_network_runs_on_fewer_frames(scene_nodes, tmp_pa
     result = logic.IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], model=str(path), device="cpu")
     entry = result["segments"][sid]
     out = logic.segmentToArray(segNode, sid, logic.referenceGeometry(volumeNode, segNode))
-    assert entry["frames"] == 8 and out.shape[2] == 30          # round(29 / 4) + 1 frames of 30 slices
+    assert entry["frames"] == 8 and entry["slices"] == 30 == out.shape[2]    # round(29 / 4) + 1 frames of 30 slices
+    assert "8 of 30 frames" in logic.IFSSNetSegmentationLogic.framesText(result)
     for s_ in (9, 15, 21):
         np.testing.assert_array_equal(out[:, :, s_], painted[:, :, s_])
 
@@ -725,7 +727,7 @@ def test_expected_time_uses_the_seed_tag_axis_and_the_segment_count(scene_nodes,
     """What the Logic hands the core's estimator: the volume's shape moved so the propagation axis comes
     first (the tag's axis after a run, else the longest axis), the number of segments and of seed groups."""
     slicer, volumeNode, segNode, truth = scene_nodes
-    import ifssnet.propagate as core
+    import ifssnet.estimate as core
     from ifssnet.io import ANNOTATED_TAG, AnnotatedSlices
 
     from IFSSNetSegmentationLib import logic

@@ -4,10 +4,10 @@ For each case, paints every muscle by a protocol (``3-seeds`` by default), propa
 with the shipped (or a given) network, and scores every slice where the reference or the prediction
 has foreground, painted slices left out: the slice's Dice, and the signals that could flag it:
 
-- ``confidence``: what propagation returns (``ifssnet.propagate.slice_confidence``);
+- ``confidence``: what propagation returns (``ifssnet.confidence.slice_confidence``);
 - ``boundary term``: its boundary entropy x agreement between runs alone (the confidence divided by
   its distance term where the slice has foreground; before session 11 this was the confidence);
-- ``distance term``: ``ifssnet.propagate.distance_confidence`` alone;
+- ``distance term``: ``ifssnet.confidence.distance_confidence`` alone;
 - ``overlap``: the share of the slice's predicted area that another muscle's prediction also claims
   (muscles painted apart should not share voxels);
 - ``distance``: slices to the nearest painted slice.
@@ -19,7 +19,7 @@ clinician would look at) against the mean over all scored slices.
 
     python benchmarks/confidence_vs_error.py .data/val/s50{0,1,2,3,4,5} [--model M] [--protocol 3-seeds] [--fit]
 
-``--fit`` also fits the distance term's (a, b) (``ifssnet.propagate.DISTANCE_LOGIT``): a logistic
+``--fit`` also fits the distance term's (a, b) (``ifssnet.confidence.DISTANCE_LOGIT``): a logistic
 regression of "slice Dice >= --bad" on d / n.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ def slice_rows(case_dir, net, protocol: str):
     volume, refs, _ = load_case(case_dir)
     seeds = {n: protocol_seeds(m, protocol) for n, m in refs.items()}
     res = propagate(volume, seeds, net, device="cpu")
-    from ifssnet.propagate import distance_confidence, painted_extent
+    from ifssnet.confidence import distance_confidence, painted_extent
 
     rows = {k: [] for k in ("dice", "confidence", "boundary", "distance_term", "overlap", "distance",
                             "rel_distance", "area", "muscle")}
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     report(rows, args.bad)
     if args.fit:
         a, b = fit_distance_logit(rows["rel_distance"], rows["dice"] >= args.bad)
-        print(f"distance term fitted: a = {a:.2f}, b = {b:.2f} (ifssnet.propagate.DISTANCE_LOGIT)")
+        print(f"distance term fitted: a = {a:.2f}, b = {b:.2f} (ifssnet.confidence.DISTANCE_LOGIT)")
     return 0
 
 

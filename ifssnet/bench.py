@@ -302,7 +302,7 @@ def run_bench(size: str = "small", device: str = "cpu", methods: Sequence[str] =
             r["time_vs_fbs"] = math.nan
             r["mem_vs_fbs"] = math.nan
     if net is not None:
-        from .propagate import expected_seconds
+        from .estimate import expected_seconds
 
         out["expected_seconds"] = {p: expected_seconds(shape, 1, p, dev, net) for p in presets}
     out["machine"]["load_avg_end"] = machine_info(dev)["load_avg"]

@@ -24,7 +24,7 @@ _COMMAND_PROVIDERS = [
     ("ifssnet.cli_data", "add_commands"),      # phantom, seeds, evaluate
     ("ifssnet.demo", "add_commands"),          # demo
     ("ifssnet.propagate_cli", "add_commands"),  # propagate
-    ("ifssnet.train", "add_commands"),         # train
+    ("ifssnet.train_cli", "add_commands"),     # train
     ("ifssnet.compare", "add_commands"),       # compare, compare-set
     ("ifssnet.bench", "add_commands"),         # bench
 ]

@@ -15,10 +15,9 @@ of the volume. Where runs overlap (between two seed groups), their probabilities
 weights 1 / (1 + distance to the run's seed). With ``stop_at_end``, a run ends after ``patience``
 consecutive new slices with (almost) no foreground, so a muscle that ends does not leak on.
 
-Per-slice confidence in [0, 1] (:func:`slice_confidence`) combines the entropy of the blended
-probabilities in a band around the predicted boundary, the disagreement between runs and, on slices
-with foreground, the distance to the nearest painted slice (:func:`distance_confidence`), which is
-what tells the slices a network gets wrong on the validation phantoms (``docs/confidence.md``).
+Per-slice confidence in [0, 1] comes from :mod:`ifssnet.confidence`; the expected time of a run
+from :mod:`ifssnet.estimate`. A sweep finer than the network's training sweeps runs on its frames
+nearest to the network's slice spacing (:mod:`ifssnet.slice_spacing`).
 
 Speed (issue 7; numbers in ``docs/performance.md``). ``preset`` picks a row of :data:`PRESETS`.
 Whatever the preset, the work is organised the same way:
@@ -44,10 +43,9 @@ from __future__ import annotations
 
 import time
 import warnings
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -55,6 +53,7 @@ from .errors import InputError, ModelError, ResourceError, SeedError
 from .memory import check_propagation_memory
 from .preprocess import InPlaneGrid, check_volume, intensity_stats, normalized_work_volume
 from .progress import CancelLike, ProgressFn, check_cancel, report
+from .confidence import least_confident_slices, next_slice_to_paint, slice_confidence
 from .seeds import SeedSet, seed_groups, validate_seeds
 from .slice_spacing import FrameSelection, select_frames
 
@@ -690,230 +689,3 @@ def torch_mean(tensors):
     import torch
 
     return torch.stack(tensors).mean(dim=0)
-
-
-#: (a, b) of the distance term ``sigmoid(a - b * d / n)`` of :func:`distance_confidence`: a logistic fit
-#: of "slice Dice >= 0.5" on the shipped weights' propagations of validation phantoms 500-505
-#: (``3-seeds``; ``python benchmarks/confidence_vs_error.py .data/val/s50{0,1,2,3,4,5} --fit``).
-DISTANCE_LOGIT = (3.5, 11.4)
-
-
-def painted_extent(present, painted: Sequence[int]):
-    """``(covered, marks)``: ``covered`` (K,) bool, the slices of ``present`` (K,) bool or painted;
-    ``marks``, the painted slices within the volume, sorted."""
-    covered = np.asarray(present, bool).copy()
-    marks = sorted(set(int(k) for k in painted if 0 <= int(k) < covered.shape[0]))
-    covered[marks] = True
-    return covered, marks
-
-
-def distance_confidence(present, painted: Sequence[int]) -> np.ndarray:
-    """(K,) float32 in (0, 1): ``sigmoid(a - b * d / n)`` (:data:`DISTANCE_LOGIT`), where ``d`` is the
-    number of slices to the nearest painted slice and ``n`` the number of slices the segment covers
-    (``present`` (K,) bool, predicted foreground, or painted: :func:`painted_extent`). Dimensionless,
-    so it carries over to other slice spacings and sweep lengths.
-
-    Why: each window is fed the previous prediction, so errors add up with the distance from what the
-    clinician painted, and a mask that has drifted onto another structure, or runs on past the
-    muscle's end, is as sharp as a right one. On the validation phantoms the boundary entropy ranked
-    the wrong slices below chance (AUROC 0.35-0.37) and the distance ranked them well (0.89-0.93;
-    ``docs/confidence.md``).
-    """
-    covered, marks = painted_extent(present, painted)
-    if not marks:
-        return np.ones(covered.shape[0], np.float32)
-    d = np.abs(np.arange(covered.shape[0])[:, None] - np.asarray(marks)[None, :]).min(axis=1)
-    a, b = DISTANCE_LOGIT
-    return (1.0 / (1.0 + np.exp(-(a - b * d / int(covered.sum()))))).astype(np.float32)
-
-
-def least_confident_slices(confidence, count: int = 5, exclude: Sequence[int] = (),
-                           min_gap: Optional[int] = None) -> List[int]:
-    """The ``count`` slices of lowest ``confidence`` (K,), lowest first, at least ``min_gap`` slices
-    apart (default K // 50, at least 1), ``exclude`` (the painted slices) left out.
-
-    Neighbouring slices have nearly the same confidence, so without the gap the list would name one
-    place five times; with it, it names the five places a clinician should look at.
-    """
-    conf = np.asarray(confidence)
-    gap = max(1, len(conf) // 50) if min_gap is None else max(1, int(min_gap))
-    skip = set(int(k) for k in exclude)
-    chosen: List[int] = []
-    for k in np.argsort(conf, kind="stable"):
-        k = int(k)
-        if k in skip or any(abs(k - c) < gap for c in chosen):
-            continue
-        chosen.append(k)
-        if len(chosen) == count:
-            break
-    return chosen
-
-
-def next_slice_to_paint(present, painted: Sequence[int]) -> Optional[int]:
-    """Where one more painted slice should help most: the middle of the longest stretch of the segment
-    that no painted slice anchors. ``present`` (K,) bool: slices with foreground in the result.
-
-    The stretches run from each end of the segment's extent (``present`` or painted) to the nearest
-    painted slice, and between consecutive painted slices. Errors add up with the distance from a
-    painted slice, so a stretch between two painted slices counts half its length (runs come in from
-    both sides). None where no stretch is 2 slices or longer.
-
-    Measured on held-out phantoms 1000-1004 from ``3-seeds`` (``benchmarks/paint_next.py``;
-    ``docs/confidence.md``): one slice painted here per muscle raised the mean Dice from 0.719 to
-    0.742 and cut the volume error from 31.5 % to 22.9 %. One painted at the least confident slice
-    gave 0.724 / 32.0 %: that slice is mostly the far end of a leak, past the muscle's end.
-    """
-    covered, marks = painted_extent(present, painted)
-    if not marks:
-        return None
-    ext = np.flatnonzero(covered)
-    lo, hi = int(ext[0]), int(ext[-1])
-    # (effective length, middle slice) of each unanchored stretch
-    stretches = [(marks[0] - lo, (lo + marks[0] - 1) // 2), (hi - marks[-1], (marks[-1] + 1 + hi) // 2)]
-    stretches += [((b - a - 1) / 2, (a + b) // 2) for a, b in zip(marks[:-1], marks[1:])]
-    length, middle = max(stretches, key=lambda t: t[0])
-    return int(middle) if length >= 2 else None
-
-
-def slice_confidence(mean_p, var_p, band: int = 2, painted: Sequence[int] = ()) -> np.ndarray:
-    """Per-slice confidence (K,) in [0, 1] from blended probabilities ``mean_p`` (K, S, S) and the
-    variance between runs ``var_p`` (K, S, S).
-
-    In a band of ``band`` pixels around the predicted boundary: 1 - mean binary entropy (bits) of
-    ``mean_p``, times 1 - mean of 4 x ``var_p`` (runs that disagree). A slice with no foreground and
-    no probability above 0.1 scores 1. With ``painted`` (slice indices), slices with foreground are
-    also multiplied by :func:`distance_confidence`.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    fg = (mean_p > 0.5).float()[:, None]
-    k = 2 * band + 1
-    dil = F.max_pool2d(fg, k, 1, band)
-    ero = -F.max_pool2d(-fg, k, 1, band)
-    ring = (dil - ero)[:, 0] > 0
-    ring = ring | ((fg[:, 0] == 0) & (mean_p > 0.1))
-    p = mean_p.clamp(1e-6, 1 - 1e-6)
-    ent = -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
-    n = ring.sum(dim=(1, 2)).clamp(min=1)
-    mean_ent = (ent * ring).sum(dim=(1, 2)) / n
-    mean_var = (4 * var_p * ring).sum(dim=(1, 2)) / n
-    conf = (1 - mean_ent) * (1 - mean_var.clamp(0, 1))
-    conf[ring.sum(dim=(1, 2)) == 0] = 1.0
-    conf = conf.clamp(0, 1).numpy().astype(np.float32)
-    if len(painted):
-        covered, _ = painted_extent(fg[:, 0].flatten(1).any(dim=1).numpy(), painted)
-        conf[covered] *= distance_confidence(covered, painted)[covered]
-    return conf
-
-
-# --------------------------------------------------------------------------------------------------
-# Time estimate (shown by the Slicer effect before a run)
-
-#: network -> {(device, batch, GPU autocast): calibration}. Weakly keyed on the network itself: keyed on
-#: ``id(net)``, a network loaded later at a freed address would get an older network's timings.
-_CALIBRATION: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _calibrate(net, dev: str, batch: int, settings: dict) -> dict:
-    """Seconds of one sequential step (batch ``batch``), of encoding one window, and per voxel of the
-    input/output resampling, measured once per (network, device, batch, GPU autocast) on this machine."""
-    import torch
-
-    w, S = _model_window_and_size(net)
-    key = (str(dev), int(batch), settings.get("gpu_autocast") if str(dev).startswith("cuda") else None)
-    cached = _CALIBRATION.setdefault(net, {})
-    if key in cached:
-        return cached[key]
-    _prepare_device(net, dev)
-
-    def timed(fn, reps=3):
-        """Minimum over ``reps`` timed calls after one warm-up (allocators, kernel selection): the
-        least disturbed figure on a shared machine."""
-        fn()
-        best = float("inf")
-        for _ in range(reps):
-            if str(dev).startswith("cuda"):
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            fn()
-            if str(dev).startswith("cuda"):
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t)
-        return best
-
-    amp = settings.get("gpu_autocast")
-    x = torch.rand(batch, 1, w, S, S, device=dev)
-    with torch.inference_mode():
-        if _has_feature_api(net):
-            nb = ENCODE_BATCH_GPU if str(dev).startswith("cuda") else ENCODE_BATCH
-            xe = torch.rand(nb, 1, w, S, S, device=dev)
-            with _autocast(dev, amp):
-                enc = timed(lambda: net.encode_image(xe)) / nb
-                feats = net.encode_image(x)
-                step = timed(lambda: net.forward_from_features(feats, x, None, 0))
-        else:
-            enc = 0.0
-            step = timed(lambda: net(x, x))
-    # resampling in and out: 4 slices of 4S x 4S -> S x S and back, per voxel
-    sl = torch.rand(4, 4 * S, 4 * S)
-    grid = InPlaneGrid((4 * S, 4 * S), S)
-    vin = timed(lambda: grid.to_work(sl), reps=2) / sl.numel()
-    small = torch.rand(4, S, S)
-    vout = timed(lambda: grid.to_volume(small) > 0.5, reps=2) / sl.numel()
-    cal = {"step_s": step, "encode_window_s": enc, "in_voxel_s": vin, "out_voxel_s": vout}
-    cached[key] = cal
-    return cal
-
-
-#: Networks loaded by :func:`expected_seconds` from a model file: (file, device) -> (its mtime and size, network). The
-#: calibration is cached per network object (:data:`_CALIBRATION`, weak keys), so a file loaded anew
-#: for every estimate would be timed anew every time (about 1.5 s on 2 cores); the Slicer panel asks for an
-#: estimate at every change of model, device or preset. These copies are only timed, never propagated with.
-_ESTIMATION_NETWORKS: Dict[Tuple[str, str], Tuple[tuple, Any]] = {}
-
-
-def _estimation_network(model, dev: str):
-    """:func:`load_model` for :func:`expected_seconds`: a model file (``None`` = the shipped one) is loaded
-    once per file version and device; a loaded network is used as given."""
-    path = default_model_path() if model is None else model
-    if not isinstance(path, (str, Path)):
-        return load_model(model, dev)
-    try:
-        stat = Path(path).stat()
-    except OSError:
-        return load_model(model, dev)      # a missing file: load_model says what to do
-    key, version = (str(Path(path).resolve()), str(dev)), (stat.st_mtime_ns, stat.st_size)
-    cached = _ESTIMATION_NETWORKS.get(key)
-    if cached is None or cached[0] != version:   # new, or the file was rewritten (a fine-tuned model)
-        cached = _ESTIMATION_NETWORKS[key] = (version, load_model(path, dev))
-    return cached[1]
-
-
-def expected_seconds(shape: Sequence[int], n_segments: int = 1, preset: str = "balanced", device: str = "auto",
-                     model=None, *, seed_groups: int = 1, slice_spacing_mm: Optional[float] = None) -> float:
-    """Estimated wall time (s) of :func:`propagate` on a volume of ``shape`` (K, J, I).
-
-    Calibrated by a quick measured forward of the network on this machine (cached per network,
-    device, batch and preset; the first call takes about two network steps). Assumes every run goes
-    to the volume's end (``stop_at_end`` usually ends runs earlier, so the estimate is an upper
-    bound) and ``seed_groups`` groups of painted slices per segment, two runs each, all in lock-step.
-    ``model``: as for :func:`propagate` (None = the shipped network), or a loaded network.
-    ``slice_spacing_mm``: as for :func:`propagate` (a finer sweep runs on fewer frames).
-    """
-    K, J, I = (int(v) for v in shape)
-    dev = resolve_device(device)
-    net = _estimation_network(model, dev)
-    frames = len(_frames_for(K, slice_spacing_mm, net, True, {}).frames)
-    w, S = _model_window_and_size(net)
-    settings = resolve_preset(preset, w)
-    stride = settings["stride"]
-    n_runs = 2 * max(1, int(seed_groups)) * max(1, int(n_segments))
-    batch = min(32, n_runs)
-    cal = _calibrate(net, dev, batch, settings)
-    per_run_slices = max(1, frames // (2 * max(1, int(seed_groups))))
-    steps = -(-per_run_slices // stride) * -(-n_runs // batch)
-    windows = -(-per_run_slices // stride) * n_runs
-    net_s = steps * cal["step_s"] + windows * cal["encode_window_s"]   # the image stream runs either way
-    io_s = K * J * I * (cal["in_voxel_s"] + max(1, int(n_segments)) * cal["out_voxel_s"])
-    return float(net_s + io_s)

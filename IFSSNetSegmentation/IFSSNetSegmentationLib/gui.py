@@ -411,8 +411,9 @@ class PropagatePanel:
                 item.setData(qt.Qt.UserRole, f"{entry['axis']}:{sliceIndex}")
                 self.confidenceList.addItem(item)
         volumes = ", ".join(f"{e['name']} {e['volume_cm3']:.2f} cm3" for e in summary["segments"].values())
+        frames = self.logic.framesText(summary)
         self.setStatus(f"Preview ready in {summary['run_time_s']:.1f} s on {summary['device']}: {volumes}. "
-                       "Apply to keep it, Cancel to go back.")
+                       + (frames + " " if frames else "") + "Apply to keep it, Cancel to go back.")
 
     def onApply(self):
         self.job = None

@@ -328,7 +328,7 @@ class IFSSNetSegmentationLogic:
                 annotated = AnnotatedSlices.from_tag(tag)
                 axis, groups = annotated.axis, max(groups, len(seed_groups(annotated.slices)))
                 break
-        from ifssnet.propagate import expected_seconds  # lazy: imports torch
+        from ifssnet.estimate import expected_seconds  # lazy: imports torch
 
         moved = [shape[axis]] + [shape[a] for a in range(3) if a != axis]
         return expected_seconds(moved, max(1, len(segments)), preset, device, model, seed_groups=groups,
@@ -529,18 +529,31 @@ class IFSSNetSegmentationLogic:
         for seg in job.segments:
             entry = dict(volumes[seg.segmentId])
             entry.update(axis=seg.axis, seed_slices=list(seg.seedSlices), frames=seg.frames,
+                         slices=int(job.volume.shape[seg.axis]),
                          least_confident=self.leastConfident(seg), paint_next=self.paintNext(seg))
             segments[seg.segmentId] = entry
         methodName = job.method if isinstance(job.method, str) else getattr(job.method, "__name__", "custom")
         return {"segments": segments, "run_time_s": job.runTime, "method": methodName, "device": job.device}
 
     @staticmethod
+    def framesText(summary: dict) -> str:
+        """A sentence for the status line when the network ran on fewer frames than the sweep has (a sweep
+        finer than the network's training sweeps, ``ifssnet.slice_spacing``); empty otherwise."""
+        thinned = {(e["frames"], e["slices"]) for e in summary.get("segments", {}).values()
+                   if 0 < e.get("frames", 0) < e.get("slices", 0)}
+        if not thinned:
+            return ""
+        frames, slices = max(thinned)
+        return (f"The network ran on {frames} of {slices} frames, at the slice spacing it was trained at; "
+                "every frame has a result.")
+
+    @staticmethod
     def leastConfident(seg: SegmentJob, count: int = LEAST_CONFIDENT_COUNT) -> List[Tuple[int, float]]:
         """The ``count`` propagated slices with the lowest confidence, as (slice along axis, confidence),
-        spread out along the sweep (``ifssnet.propagate.least_confident_slices``)."""
+        spread out along the sweep (``ifssnet.confidence.least_confident_slices``)."""
         if seg.confidence is None or seg.confidence.size == 0:
             return []
-        from ifssnet.propagate import least_confident_slices  # lazy: the module imports torch
+        from ifssnet.confidence import least_confident_slices
 
         order = least_confident_slices(seg.confidence, count, exclude=seg.seedSlices)
         return [(s, float(seg.confidence[s])) for s in order]
@@ -548,11 +561,11 @@ class IFSSNetSegmentationLogic:
     @staticmethod
     def paintNext(seg: SegmentJob) -> Optional[int]:
         """The slice (along the segment's axis) where one more painted slice should help most: the middle of
-        the longest stretch of the result that no painted slice anchors (``ifssnet.propagate.next_slice_to_paint``).
+        the longest stretch of the result that no painted slice anchors (``ifssnet.confidence.next_slice_to_paint``).
         None without a result, or when every stretch is shorter than 2 slices."""
         if seg.result is None:
             return None
-        from ifssnet.propagate import next_slice_to_paint  # lazy: the module imports torch
+        from ifssnet.confidence import next_slice_to_paint
 
         present = np.moveaxis(seg.result, seg.axis, 0).reshape(seg.result.shape[seg.axis], -1).any(axis=1)
         return next_slice_to_paint(present, seg.seedSlices)

@@ -269,7 +269,8 @@ def train_cli(args) -> int:
     """The ``ifssnet train`` command for ``--arch pgnet`` or ``--arch unet3d`` (one process)."""
     from ..dataset import load_case
     from ..progress import TqdmProgress
-    from ..train import TrainConfig, _case_paths
+    from ..train import TrainConfig
+    from ..train_cli import _case_paths
 
     arch = args.arch
     if arch not in ARCHS:

@@ -1,0 +1,234 @@
+"""``ifssnet train``: the command line of :func:`ifssnet.train.train`, one process or many under torchrun.
+
+CASES are phantom folders (volume.nrrd + reference.seg.nrrd) or VOLUME:ANNOTATION pairs, read onto the
+network's working grid (:func:`ifssnet.dataset.load_case`). Under ``torchrun`` every process reads the
+environment's RANK and WORLD_SIZE, makes the process group (gloo on CPU, nccl on GPUs) and trains on its
+share of the cases; ``python -m ifssnet.train`` and ``torchrun -m ifssnet.train`` take the same arguments.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import List, Sequence
+
+from .dataset import load_case
+from .errors import InputError
+from .train import StepLog, TrainConfig, train
+
+
+
+def _case_paths(items: Sequence[str]) -> List[tuple]:
+    """CASES: phantom folders (volume.nrrd + reference.seg.nrrd) or VOLUME:ANNOTATION pairs."""
+    pairs = []
+    for it in items:
+        if ":" in it and not Path(it).exists():
+            v, a = it.split(":", 1)
+            pairs.append((Path(v), Path(a)))
+        else:
+            d = Path(it)
+            pairs.append((d / "volume.nrrd", d / "reference.seg.nrrd"))
+    return pairs
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("train", help="train or fine-tune IFSS-Net on annotated volumes",
+                       description="CASES are phantom folders (volume.nrrd + reference.seg.nrrd) or VOLUME:ANNOTATION pairs.")
+    add_train_arguments(p)
+    p.set_defaults(func=_train_cli)
+
+
+def add_train_arguments(p) -> None:
+    p.add_argument("cases", nargs="+")
+    p.add_argument("--arch", choices=["ifssnet", "pgnet", "unet3d"], default="ifssnet",
+                   help="network: IFSS-Net (default) or a learned baseline, PG-Net or the 3-D U-Net "
+                        "(full supervision; --run-length is PG-Net's run / the U-Net's patch depth)")
+    p.add_argument("--mode", choices=["full", "fewshot", "image"], default="full",
+                   help="full: every slice annotated (eq. 4); fewshot: sparse annotations and pseudo-labels; "
+                        "image: pretrain the shared encoder to find each segment in the image alone (image-only "
+                        "head, no mask input; --batch windows per step), before a full run with --image-aux")
+    p.add_argument("--no-curriculum", action="store_true",
+                   help="fewshot: draw every case from the first step (default: the decremental order)")
+    p.add_argument("--out", type=Path, required=True, help="output model file (.pt)")
+    p.add_argument("--from", dest="base", type=Path, default=None, help="fine-tune from this model")
+    p.add_argument("--resume", type=Path, default=None, help="continue a run from its .ckpt.pt")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--steps", type=int, default=100, help="steps per epoch")
+    p.add_argument("--run-length", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper 1e-4)")
+    p.add_argument("--lr-final", type=float, default=None, help="for the last two epochs (default: lr / 10)")
+    p.add_argument("--size", type=int, default=128, help="in-plane working size (multiple of 32)")
+    p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--mask-sees-image", action="store_true",
+                   help="new network only: the mask stream takes (image, mask) into its first layer, as PG-Net "
+                        "does, not only the image stream's added skips (IFSSNetConfig.mask_sees_image)")
+    p.add_argument("--segments", default=None, help="segments to train on, comma-separated (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bce-weight", type=float, default=0.0,
+                   help="add this weight x voxel-wise cross-entropy to the Tversky loss (0: the paper's loss)")
+    p.add_argument("--fixed-tversky", action="store_true",
+                   help="keep alpha = beta = 0.5 (the Dice loss) instead of learning them; a learned alpha "
+                        "that falls makes false positives cheap, and masks leak (model card)")
+    p.add_argument("--mask-jitter", type=float, default=0.0,
+                   help="probability, per window, that the mask input is shifted and dilated/eroded")
+    p.add_argument("--jitter-first-only", action="store_true",
+                   help="--mask-jitter deforms only each run's first mask input (the annotation), as the shipped "
+                        "weights' stage 3 was trained; default: any window's")
+    p.add_argument("--strides", default="1",
+                   help="window strides, comma-separated; one is drawn per step (default 1, the paper's; "
+                        "1,3 also trains the fast preset's step of w = 3 slices)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="runs per step (default 1, the prototype's); on a GPU 8-16 keep it busy")
+    p.add_argument("--jitter-shift", type=int, default=TrainConfig.jitter_shift,
+                   help="--mask-jitter: largest in-plane shift in pixels of the working grid (default %(default)s)")
+    p.add_argument("--jitter-radius", type=int, default=TrainConfig.jitter_radius,
+                   help="--mask-jitter: largest dilation/erosion radius in pixels; 0 shifts only (default %(default)s)")
+    p.add_argument("--feedback-grad", action="store_true",
+                   help="backpropagate through the mask each window feeds to the next (default: detached, "
+                        "only the ConvLSTM state carries gradient)")
+    p.add_argument("--mask-box", type=float, default=0.0, metavar="P",
+                   help="probability, per window, that the mask input is replaced by its bounding boxes (grown by "
+                        "up to --jitter-shift px): the network must find the outline in the image")
+    p.add_argument("--image-aux", type=float, default=0.0, metavar="W",
+                   help="add an image-only head (one output per trained segment) and W x its loss (BCE + soft "
+                        "Dice): the shared encoder must find the muscles in the image alone; propagation never "
+                        "uses the head (default 0: none, the paper's network)")
+    p.add_argument("--weight-decay", choices=["decoupled", "coupled"], default="decoupled",
+                   help="how the L2 term (1e-5) is applied: decoupled (AdamW, default) or coupled (in the gradient, "
+                        "plain Adam, as the paper's loss is written; it drives the fusion and the Bi-ConvLSTM to 0)")
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop after this many minutes of training and write the checkpoint and the model there "
+                        "(--resume continues); for a machine lent for a fixed time")
+    p.add_argument("--val", nargs="+", default=None, metavar="CASE",
+                   help="held-out, fully annotated cases (as CASES) to propagate every --val-every steps; the "
+                        "best network by mean Dice is kept as MODEL.best.pt (default: no validation)")
+    p.add_argument("--val-every", type=int, default=None, metavar="N",
+                   help="steps between validations (default: --checkpoint-every)")
+    p.add_argument("--val-protocol", choices=("3-seeds", "paper"), default="3-seeds",
+                   help="how validation cuts seeds from each annotation (as ifssnet compare; default 3-seeds)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--log", type=Path, default=None,
+                   help="append one JSON line per step (and one per validation, with val_* keys)")
+
+
+def _train_cli(args) -> int:
+    if getattr(args, "arch", "ifssnet") != "ifssnet":
+        from .baselines.learned_common import train_cli
+
+        return train_cli(args)
+    rank, world, own_group = _init_distributed()
+    try:
+        return _train_ranked(args, rank, world)
+    finally:
+        if own_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()  # PyTorch asks every rank to; a group left to exit may abort the process
+
+
+def _train_ranked(args, rank: int, world: int) -> int:
+    from .model import IFSSNetConfig
+    from .progress import TqdmProgress
+
+    segments = [s.strip() for s in args.segments.split(",")] if args.segments else None
+    size = args.size
+    if args.resume or args.base:
+        from .model.checkpoint import load_checkpoint
+
+        _, mc, _ = load_checkpoint(args.resume or args.base)
+        size = mc.size
+    try:
+        strides = [int(v) for v in str(args.strides).split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--strides {args.strides!r} is not a list of whole numbers.", "Give e.g. --strides 1,3.")
+    train_pairs = _case_paths(args.cases)
+    validator = _validator(args, train_pairs, segments)
+    cases = [load_case(v, a, size, segments) for v, a in train_pairs]
+    cfg = TrainConfig(mode=args.mode, epochs=args.epochs, steps_per_epoch=args.steps, run_length=args.run_length,
+                      lr=args.lr, lr_final=args.lr_final if args.lr_final is not None else args.lr / 10,
+                      seed=args.seed, checkpoint_every=args.checkpoint_every,
+                      mask_jitter=args.mask_jitter, bce_weight=args.bce_weight, curriculum=not args.no_curriculum,
+                      strides=strides, jitter_first_only=args.jitter_first_only, batch=args.batch,
+                      feedback_grad=args.feedback_grad, jitter_shift=args.jitter_shift,
+                      jitter_radius=args.jitter_radius, image_aux=args.image_aux, mask_box=args.mask_box,
+                      weight_decay=args.weight_decay, learn_tversky=not args.fixed_tversky)
+    logf = open(args.log, "a") if args.log and rank == 0 else None
+
+    def on_step(log: StepLog) -> None:
+        if logf:
+            logf.write(json.dumps(asdict(log)) + "\n")
+            logf.flush()
+
+    def on_validation(score) -> None:
+        if logf:
+            logf.write(json.dumps(score.log_record()) + "\n")
+            logf.flush()
+        print(score.summary(), file=sys.stderr, flush=True)
+
+    bar = TqdmProgress(disable=rank != 0)
+    try:
+        train(cases, args.out, model_config=IFSSNetConfig(size=args.size, width_mult=args.width_mult,
+                                                           mask_sees_image=args.mask_sees_image), cfg=cfg,
+              base_model=args.base, resume=args.resume, command=args.command_line,
+              data_description=", ".join(c.name for c in cases), progress=bar, on_step=on_step,
+              rank=rank, world=world, device=args.device,
+              time_limit_s=args.time_limit * 60 if args.time_limit is not None else None,
+              validator=validator, val_every=args.val_every, on_validation=on_validation)
+    finally:
+        bar.close()
+        if logf:
+            logf.close()
+    if rank == 0:
+        print(f"wrote {args.out}")
+        if validator is not None:
+            from .validation import best_model_path, best_score
+
+            path = best_model_path(args.out)
+            score = best_score(path)
+            print(f"best validation Dice {score.dice:.3f} (volume error {score.volume_error_pct:.1f} %) "
+                  f"at step {score.step}: {path}")
+    return 0
+
+
+def _validator(args, train_pairs, segments):
+    """The :class:`~ifssnet.validation.Validator` of ``--val`` (None without it); a validation case that is
+    also a training case is an error, since its scores would not be held out."""
+    if not getattr(args, "val", None):
+        return None
+    from .validation import Validator
+
+    val_pairs = _case_paths(args.val)
+    trained = {Path(v).resolve() for v, _ in train_pairs}
+    shared = [str(v) for v, _ in val_pairs if Path(v).resolve() in trained]
+    if shared:
+        raise InputError(f"Validation volume {', '.join(shared)} is also a training case.",
+                         "Validate on volumes the network does not train on.")
+    return Validator(val_pairs, protocol=args.val_protocol, segments=segments)
+
+
+def _init_distributed():
+    """(rank, world, created) from torchrun's environment; initialises the process group when world > 1.
+
+    ``created`` is True when this call made the group, so that the caller destroys it at the end.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            import torch
+
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            return rank, world, True
+    return rank, world, False
+
+
+def main(argv=None) -> int:
+    """``python -m ifssnet.train`` (and ``torchrun -m ifssnet.train``): the same arguments as ``ifssnet train``."""
+    from .cli import main as cli_main
+
+    return cli_main(["train"] + (argv if argv is not None else sys.argv[1:]))
