@@ -388,6 +388,9 @@ def test_a_real_sigint_exits_130_and_leaves_no_output(tmp_path):
     vol, seeds = _write_case(tmp_path)
     res = _python(f"""
         import os, signal, sys, time
+        # As in a terminal: a process started in the background by a non-interactive shell (CI run
+        # with &, nohup) inherits SIGINT ignored, and Ctrl-C would never reach it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         import ifssnet.progress as progress
         import ifssnet.propagate as prop
         from fake_models import CopyModel
