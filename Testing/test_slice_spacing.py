@@ -167,3 +167,12 @@ def test_a_new_network_learns_the_cases_spacing_and_a_fine_tuned_one_keeps_its_o
     assert load_checkpoint(tuned)[1].slice_spacing_mm == 1.0
     a, b = load_checkpoint(new)[0].state_dict(), load_checkpoint(tmp_path / "base.pt")[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)           # set_slice_spacing keeps the weights
+
+
+def test_the_time_estimate_counts_the_frames_that_will_run():
+    from ifssnet.estimate import expected_seconds
+
+    net = Counting(1.0)
+    fine = expected_seconds((401, 32, 32), 1, "accurate", "cpu", net, slice_spacing_mm=0.25)
+    every = expected_seconds((401, 32, 32), 1, "accurate", "cpu", net, slice_spacing_mm=1.0)
+    assert fine < 0.5 * every            # the same calibration (cached per network): 101 frames against 401

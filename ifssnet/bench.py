@@ -304,7 +304,7 @@ def run_bench(size: str = "small", device: str = "cpu", methods: Sequence[str] =
     if net is not None:
         from .estimate import expected_seconds
 
-        out["expected_seconds"] = {p: expected_seconds(shape, 1, p, dev, net) for p in presets}
+        out["expected_seconds"] = {p: expected_seconds(shape, 1, p, dev, net, slice_spacing_mm=spacing[0]) for p in presets}
     out["machine"]["load_avg_end"] = machine_info(dev)["load_avg"]
     return _jsonable(out)
 
