@@ -113,6 +113,28 @@ def test_propagate_with_a_real_tiny_network_and_no_network_access(tmp_path, tiny
     assert "wrote" in out and not _leftovers(tmp_path)
 
 
+def test_a_sweep_finer_than_the_network_runs_on_fewer_frames_unless_every_frame(tmp_path, monkeypatch, capsys):
+    import ifssnet.propagate as prop
+
+    def coarse(model=None, device="cpu"):
+        net = CopyModel(size=32)
+        net.config.slice_spacing_mm = 1.0                   # trained on frames 1 mm apart
+        return net
+    monkeypatch.setattr(prop, "load_model", coarse)
+    fine = Geometry(spacing=(0.5, 0.5, 0.25))              # frames 0.25 mm apart along k
+    m = np.zeros((41, J, I), np.uint8)
+    m[:, 6:16, 8:20] = 1
+    vol = np.random.default_rng(0).integers(0, 255, (41, J, I)).astype(np.uint8)
+    volume, seeds = _write_case(tmp_path, vol, m, slices=(19, 20, 21), geometry=fine)
+    for extra, frames in (((), 11), (("--every-frame",), 41)):
+        code, out, err = _cli(capsys, "propagate", volume, seeds, "-o", tmp_path / "o.seg.nrrd", *extra)
+        assert code == 0, err
+        side = json.loads((tmp_path / "o.confidence.json").read_text())
+        assert side["frames"] == frames and (("propagated on 11 of 41 frames" in out) == (frames == 11))
+        res = read_segmentation(tmp_path / "o.seg.nrrd")
+        assert res.mask("GM").shape == (41, J, I) and (res.mask("GM") != m).sum() / m.sum() < 0.1
+
+
 def test_seeds_on_another_grid_and_another_axis_are_resampled_not_refused(tmp_path, copy_net, capsys):
     """A seed file saved on a finer grid (as from another reference volume), painted across j."""
     vol, _ = _write_case(tmp_path)

@@ -34,6 +34,9 @@ def add_commands(sub) -> None:
                    help="array axis (k=0, j=1, i=2) the painted slices lie across (default: found)")
     p.add_argument("--between-seeds-only", action="store_true",
                    help="do not propagate past the first and last painted slices")
+    p.add_argument("--every-frame", action="store_true",
+                   help="run the network on every frame, even on a sweep finer than the network's training "
+                        "sweeps (default: the frames nearest to its slice spacing; README)")
     p.set_defaults(func=_propagate)
 
 
@@ -174,6 +177,7 @@ def _propagate(args) -> int:
     bar = TqdmProgress()
     try:
         result = propagate(volume, seed_map, net, device=device, slice_spacing_mm=img.geometry.spacing_kji[axis],
+                           match_slice_spacing=not args.every_frame,
                            between_seeds_only=args.between_seeds_only, preset=args.preset, progress=bar)
     finally:
         bar.close()
