@@ -38,9 +38,11 @@ def main(argv=None) -> int:
     painted = {n: largest_slices(m) for n, m in refs.items()}
     seeds = {n: cut_seeds(m.astype(np.uint8), painted[n]) for n, m in refs.items()}
     net = load_model(args.model, "cpu")               # once, for the 1 + len(thresholds) propagations
-    res = propagate(img.array, seeds, net, device="cpu", stop_at_end=False)
+    sz = img.geometry.spacing_kji[0]
+    res = propagate(img.array, seeds, net, device="cpu", stop_at_end=False, slice_spacing_mm=sz)
     thresholds = [float(t) for t in args.thresholds.split(",")]
-    ended = {t: propagate(img.array, seeds, net, device="cpu", min_area_fraction=t).ended for t in thresholds}
+    ended = {t: propagate(img.array, seeds, net, device="cpu", min_area_fraction=t, slice_spacing_mm=sz).ended
+             for t in thresholds}
     for n, ref in refs.items():
         seed_area = ref[list(painted[n])].sum((1, 2)).mean()
         pred = res.masks[n].astype(bool)

@@ -46,9 +46,9 @@ def slice_rows(case_dir, net, protocol: str):
     from ifssnet.compare import load_case, protocol_seeds
     from ifssnet.propagate import propagate
 
-    volume, refs, _ = load_case(case_dir)
+    volume, refs, spacing = load_case(case_dir)
     seeds = {n: protocol_seeds(m, protocol) for n, m in refs.items()}
-    res = propagate(volume, seeds, net, device="cpu")
+    res = propagate(volume, seeds, net, device="cpu", slice_spacing_mm=spacing[0])
     from ifssnet.confidence import distance_confidence, painted_extent
 
     rows = {k: [] for k in ("dice", "confidence", "boundary", "distance_term", "overlap", "distance",

@@ -35,7 +35,7 @@ def run_case(case_dir, net, rounds: int = 1) -> list:
 
     volume, refs, spacing = load_case(case_dir)
     seeds = {n: protocol_seeds(m, "3-seeds") for n, m in refs.items()}
-    base = propagate(volume, seeds, net, device="cpu")
+    base = propagate(volume, seeds, net, device="cpu", slice_spacing_mm=spacing[0])
     rows = [dict(case=str(case_dir), muscle=n, strategy="3-seeds", slice=None,
                  **_metrics(score(base.masks[n], refs[n], spacing, seeds[n].slices))) for n in refs]
     for strategy in STRATEGIES:
@@ -44,7 +44,7 @@ def run_case(case_dir, net, rounds: int = 1) -> list:
             pick = {n: res.paint_next(n) if strategy == "paint-next" else res.least_confident(n, 1)[0] for n in refs}
             now = {n: cut_seeds(refs[n].astype(np.uint8), sorted(set(now[n].slices) | {pick[n]}))
                    if pick[n] is not None else now[n] for n in refs}
-            res = propagate(volume, now, net, device="cpu")
+            res = propagate(volume, now, net, device="cpu", slice_spacing_mm=spacing[0])
             rows += [dict(case=str(case_dir), muscle=n, strategy=strategy if r == 1 else f"{strategy} x{r}",
                           slice=pick[n], **_metrics(score(res.masks[n], refs[n], spacing, now[n].slices)))
                      for n in refs]
