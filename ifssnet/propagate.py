@@ -49,11 +49,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from .confidence import least_confident_slices, next_slice_to_paint, slice_confidence
 from .errors import InputError, ModelError, ResourceError, SeedError
 from .memory import check_propagation_memory
 from .preprocess import InPlaneGrid, check_volume, intensity_stats, normalized_work_volume
 from .progress import CancelLike, ProgressFn, check_cancel, report
-from .confidence import least_confident_slices, next_slice_to_paint, slice_confidence
 from .seeds import SeedSet, seed_groups, validate_seeds
 from .slice_spacing import FrameSelection, select_frames
 
@@ -256,10 +256,12 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     0.2 (a run stopped inside a muscle); under ``paper`` 29.1 % at 0.02 and 28.9 % at 0.1.
     ``between_seeds_only``: do not go past the outermost
     seed groups. ``slice_spacing_mm``: the volume's spacing along axis 0 (mm). With
-    ``match_slice_spacing`` and a network that knows its training spacing, a finer sweep is propagated
-    on its frames nearest to that spacing (:mod:`ifssnet.slice_spacing`: on the validation phantoms at
-    a quarter of the training spacing, ...); ``patience`` counts those frames. Returns :class:`PropagationResult`. Raises :class:`~ifssnet.errors.Cancelled` if
-    ``cancel`` is set; nothing is returned or changed then.
+    ``match_slice_spacing`` and a network that knows its training spacing (``config.slice_spacing_mm``),
+    a finer sweep is propagated on its frames nearest to that spacing, and the result comes back to
+    every frame (:mod:`ifssnet.slice_spacing`); ``patience`` then counts kept frames. On validation
+    phantoms 500-501 swept at 0.316 mm (the training's 1.108 mm / 3.5), ``3-seeds``: Dice 0.658 on every
+    frame, 0.721 thinned, at half the time (model card). Returns :class:`PropagationResult`. Raises
+    :class:`~ifssnet.errors.Cancelled` if ``cancel`` is set; nothing is returned or changed then.
     """
     import torch
 
