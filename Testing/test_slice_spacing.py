@@ -176,3 +176,13 @@ def test_the_time_estimate_counts_the_frames_that_will_run():
     fine = expected_seconds((401, 32, 32), 1, "accurate", "cpu", net, slice_spacing_mm=0.25)
     every = expected_seconds((401, 32, 32), 1, "accurate", "cpu", net, slice_spacing_mm=1.0)
     assert fine < 0.5 * every            # the same calibration (cached per network): 101 frames against 401
+
+
+def test_the_shipped_networks_know_the_spacing_they_were_trained_at():
+    from pathlib import Path
+
+    from ifssnet.model.checkpoint import load_checkpoint
+
+    models = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+    for name in ("ifssnet.pt", "ifssnet-ws.pt"):           # both trained on the 400-slice phantoms
+        assert load_checkpoint(models / name)[1].slice_spacing_mm == pytest.approx(1.108)
