@@ -263,7 +263,7 @@ def run_bench(size: str = "small", device: str = "cpu", methods: Sequence[str] =
                 for preset in presets:
                     res, sec, peak, gpeak, src = _measure(
                         lambda: propagate(ph.volume, seeds3, net, device=dev, preset=preset, progress=progress,
-                                          stop_at_end=stop_at_end, slice_spacing_mm=ph.spacing_kji[0]))
+                                          stop_at_end=stop_at_end, slice_spacing_mm=spacing[0]))
                     net_s = res.timings.get("encode", 0.0) + res.timings.get("step", 0.0)
                     row = {"method": "ifssnet", "preset": preset, "muscle": label, "seeds": "3-seeds",
                            "time_s": sec, "peak_mb": peak, "gpu_peak_mb": gpeak, "mem_source": src,

@@ -520,7 +520,7 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
                     state_of[id(r)] = _index_state(new_state, bi)
                     _advance(r, prob[bi], w, seed_work[r.segment], partial[id(r)], num[r.segment],
                              num2[r.segment], den[r.segment], min_area[r.segment], stop_at_end, patience,
-                             ended[r.segment], frames.frames)
+                             ended[r.segment])
                 done_steps += len(batch)
             report(progress, "propagating", done_steps, total)
         for r in runs:
@@ -553,6 +553,7 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
         masks[name] = out
         confidence[name] = conf
     timings["output"] = time.perf_counter() - t_out
+    ended = {n: [int(frames.frames[k]) for k in ks] for n, ks in ended.items()}     # kept frame -> sweep slice
     return PropagationResult(masks, confidence, ended=ended, windows=done_steps, timings=timings,
                              painted={n: [int(k) for k in seed_map[n].slices] for n in names},
                              frames=K, frame_spacing_mm=frames.spacing_mm)
@@ -635,10 +636,8 @@ def _index_state(state, i):
     return type(state)(_index_state(s, i) for s in state)
 
 
-def _advance(r: _Run, prob, w, seed_masks, partial, num, num2, den, min_area, stop_at_end, patience, ended,
-             frame_index):
+def _advance(r: _Run, prob, w, seed_masks, partial, num, num2, den, min_area, stop_at_end, patience, ended):
     """Record one window's probabilities ``prob`` (w, S, S) for run ``r`` and prepare its next input.
-    ``frame_index`` (K,): the sweep's slice of each kept frame (for ``ended``).
 
     The next window's mask input is this window's prediction (the next window is this one moved by
     ``r.stride`` slices), with painted slices re-anchored to their painted masks.
@@ -664,7 +663,7 @@ def _advance(r: _Run, prob, w, seed_masks, partial, num, num2, den, min_area, st
             r.quiet = r.quiet + 1 if area < min_area else 0
             if r.quiet >= patience:
                 r.done = True
-                ended.append(int(frame_index[int(r.order[p])]))
+                ended.append(int(r.order[p]))
                 # The quiet tail is background: drop what was collected for it (and anything after it).
                 for q in list(partial):
                     if q > p - patience:

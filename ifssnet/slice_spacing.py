@@ -79,14 +79,11 @@ def select_frames(n_slices: int, spacing_mm: Optional[float], network_mm: Option
     (and at least ``min_frames`` would be left); every frame otherwise, or when either spacing is
     unknown (None or <= 0). Each slice in ``keep`` (the painted ones) takes the place of the kept
     frame nearest to it; of several slices nearest to one frame, the middle one stays."""
-    every = np.arange(n_slices, dtype=np.int64)
-    if not spacing_mm or not network_mm or spacing_mm <= 0 or network_mm <= 0:
-        return FrameSelection(every, n_slices, float(spacing_mm) if spacing_mm and spacing_mm > 0 else None)
-    if spacing_mm >= network_mm * (1 - SPACING_TOLERANCE):
-        return FrameSelection(every, n_slices, float(spacing_mm))
-    n = int(round((n_slices - 1) * spacing_mm / network_mm)) + 1
-    if n < min_frames:
-        return FrameSelection(every, n_slices, float(spacing_mm))
+    known = bool(spacing_mm and spacing_mm > 0)
+    finer = known and bool(network_mm and network_mm > 0) and spacing_mm < network_mm * (1 - SPACING_TOLERANCE)
+    n = int(round((n_slices - 1) * spacing_mm / network_mm)) + 1 if finer else n_slices
+    if n >= n_slices or n < min_frames:
+        return FrameSelection(np.arange(n_slices, dtype=np.int64), n_slices, float(spacing_mm) if known else None)
     frames = np.unique(np.round(np.linspace(0, n_slices - 1, n)).astype(np.int64))
     grid = FrameSelection(frames.copy(), n_slices)
     claims: dict = {}

@@ -510,7 +510,7 @@ class IFSSNetSegmentationLogic:
             options = {k: v for k, v in options.items() if k in accepted}
             result = corePropagate(volumeT, seeds, job.model, **options)
             job.device = getattr(result, "device", job.device)
-            return result.masks, dict(result.confidence or {}), int(getattr(result, "frames", 0) or volumeT.shape[0])
+            return result.masks, dict(result.confidence or {}), result.frames
         if callable(method):
             fn = method
         else:

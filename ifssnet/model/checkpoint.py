@@ -97,14 +97,24 @@ def set_slice_spacing(path: Union[str, Path], spacing_mm: Optional[float], out: 
     from ..io import atomic_write
 
     path = Path(path)
-    obj = _read(path, "cpu")
-    check_format_version(obj, path)
-    if obj.get("arch") != ARCH:
-        raise ModelError(f"The file {path} holds a {obj.get('arch')!r} network, not IFSS-Net.",
-                         "Give an IFSS-Net model file.")
+    obj = _read_ifssnet(path, "cpu")
     config = dataclasses.replace(IFSSNetConfig.from_json(obj.get("config")), slice_spacing_mm=spacing_mm)
     obj["config"] = config.to_json()
     return atomic_write(Path(out) if out is not None else path, lambda tmp: torch.save(obj, tmp), make_folder=True)
+
+
+def _read_ifssnet(path: Path, map_location) -> dict:
+    """The raw checkpoint dict of an IFSS-Net file; :class:`ModelError` for another file, another
+    architecture or a newer format."""
+    obj = _read(path, map_location)
+    if not isinstance(obj, dict) or "arch" not in obj or "state_dict" not in obj:
+        raise ModelError(f"The file {path} is not an IFSS-Net checkpoint.",
+                         "Choose a model file written by IFSS-Net (.pt).")
+    if obj["arch"] != ARCH:
+        raise ModelError(f"The file {path} holds a {obj['arch']!r} network, not IFSS-Net.",
+                         "Choose an IFSS-Net model file.")
+    check_format_version(obj, path)
+    return obj
 
 
 def _read(path: Path, map_location) -> Any:
@@ -176,14 +186,7 @@ def load_checkpoint(path: Union[str, Path], map_location="cpu") -> Tuple[IFSSNet
     a newer format, or weights that do not match the stored configuration.
     """
     path = Path(path)
-    obj = _read(path, map_location)
-    if not isinstance(obj, dict) or "arch" not in obj or "state_dict" not in obj:
-        raise ModelError(f"The file {path} is not an IFSS-Net checkpoint.",
-                         "Choose a model file written by IFSS-Net (.pt).")
-    if obj["arch"] != ARCH:
-        raise ModelError(f"The file {path} holds a {obj['arch']!r} network, not IFSS-Net.",
-                         "Choose an IFSS-Net model file.")
-    check_format_version(obj, path)
+    obj = _read_ifssnet(path, map_location)
     config = IFSSNetConfig.from_json(obj.get("config"))
     model = IFSSNet(config)
     try:
