@@ -253,6 +253,11 @@ def test_memory_estimate_counts_what_propagation_allocates():
     # Paper scale (1400 x 512 x 512, 3 muscles, S = 128) needs a few GB, not tens.
     paper = memory.estimate_propagation_bytes((1400, 512, 512), 3, 128)
     assert 1e9 < paper < 8e9
+    # On 351 kept frames the working-grid arrays shrink; the output masks keep every slice.
+    thinned = memory.estimate_propagation_bytes((1400, 512, 512), 3, 128, frames=351)
+    plane_saved = 4 * (1400 - 351) * 128 * 128
+    assert paper - thinned >= (1 + 3 * 2 + memory.FINAL_STAGE_ARRAYS) * plane_saved
+    assert thinned > 3 * 1400 * 512 * 512
 
 
 def test_check_memory_refuses_with_the_size_needed(monkeypatch):

@@ -2,7 +2,8 @@
 
 :func:`estimate_propagation_bytes` counts what :func:`ifssnet.propagate.propagate` allocates for a
 volume of shape (K, J, I), ``n_segments`` segments and the network's in-plane working size S
-(float32 = 4 bytes):
+(float32 = 4 bytes). On a sweep finer than the network's slice spacing, the (K, S, S) rows count only
+the kept frames (``frames``, :mod:`ifssnet.slice_spacing`); the output masks count every slice:
 
 =========================================  ===========================================================
 the volume on the working grid             ``4 K S^2`` (``normalized_work_volume``), once
@@ -52,21 +53,23 @@ _GB = 1e9
 
 def estimate_propagation_bytes(shape_kji: Sequence[int], n_segments: int, size: int, *, window: int = 3,
                                runs: Optional[int] = None, batch_size: int = 32,
-                               width_mult: float = 1.0) -> int:
+                               width_mult: float = 1.0, frames: Optional[int] = None) -> int:
     """Bytes :func:`ifssnet.propagate.propagate` needs beyond its inputs (see the module table).
 
     ``shape_kji``: (K, J, I) of the volume, propagation axis first. ``size``: the network's
     in-plane working size S. ``runs``: number of propagation runs (default: 2 per segment, one seed
-    group each way).
+    group each way). ``frames``: the frames the network runs on (:mod:`ifssnet.slice_spacing`; default
+    K): the working-grid arrays hold only those, the output masks every slice.
     """
     K, J, I = (int(v) for v in shape_kji)
     n = max(1, int(n_segments))
     S = int(size)
-    plane = 4 * K * S * S                                  # one float32 (K, S, S) array
+    Kw = K if frames is None else int(frames)
+    plane = 4 * Kw * S * S                                 # one float32 (K', S, S) array
     runs = 2 * n if runs is None else max(1, int(runs))
     batch = min(int(batch_size), runs)
     work = plane
-    accumulators = n * (2 * plane + 4 * K)
+    accumulators = n * (2 * plane + 4 * Kw)
     outputs = n * K * J * I
     final_stage = FINAL_STAGE_ARRAYS * plane
     activations = batch * int(ACTIVATION_CHANNELS * max(width_mult, 0.25)) * window * S * S * 4
@@ -133,17 +136,19 @@ def check_memory(needed_bytes: int, what: str = "This propagation", available: O
                             "or propagate fewer segments at a time.")
 
 
-def propagation_bytes(shape_kji: Sequence[int], seed_map, net, batch_size: int = 32) -> int:
+def propagation_bytes(shape_kji: Sequence[int], seed_map, net, batch_size: int = 32,
+                      frames: Optional[int] = None) -> int:
     """:func:`estimate_propagation_bytes` for ``seed_map`` ({name: SeedSet}) and a loaded network
     (its ``config`` gives window, size and width_mult)."""
     cfg = getattr(net, "config", None)
     runs = sum(2 * len(s.groups) for s in seed_map.values())
     return estimate_propagation_bytes(shape_kji, len(seed_map), int(getattr(cfg, "size", 128)),
                                       window=int(getattr(cfg, "window", 3)), runs=runs, batch_size=batch_size,
-                                      width_mult=float(getattr(cfg, "width_mult", 1.0)))
+                                      width_mult=float(getattr(cfg, "width_mult", 1.0)), frames=frames)
 
 
 def check_propagation_memory(shape_kji: Sequence[int], seed_map, net, batch_size: int = 32,
-                             extra_bytes: int = 0) -> None:
+                             extra_bytes: int = 0, frames: Optional[int] = None) -> None:
     """Refuse (:class:`ResourceError`) a propagation that cannot fit, before it starts."""
-    check_memory(propagation_bytes(shape_kji, seed_map, net, batch_size) + int(extra_bytes), "This propagation")
+    check_memory(propagation_bytes(shape_kji, seed_map, net, batch_size, frames) + int(extra_bytes),
+                 "This propagation")

@@ -276,9 +276,9 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     net = load_model(model, dev)
     settings = resolve_preset(preset, _model_window_and_size(net)[0])
     extra = PRE_ENCODE_BYTES if _uses_pre_encoding(settings, net, dev) else 0
-    check_propagation_memory(volume.shape, seed_map, net, batch_size, extra_bytes=extra)
+    frames = _frames_for(volume.shape[0], slice_spacing_mm, net, match_slice_spacing, seed_map)
+    check_propagation_memory(volume.shape, seed_map, net, batch_size, extra_bytes=extra, frames=len(frames.frames))
     try:
-        frames = _frames_for(volume.shape[0], slice_spacing_mm, net, match_slice_spacing, seed_map)
         result = _propagate_on(volume, seed_map, net, dev, stop_at_end, between_seeds_only, patience,
                                min_area_fraction, batch_size, progress, cancel, settings, frames)
     except torch.cuda.OutOfMemoryError:
