@@ -481,7 +481,7 @@ def match_slice_spacing(cases: Sequence[Case], config) -> List[Case]:
     A network that does not know its spacing (a new one, or one saved before it was recorded) takes the
     median spacing of the cases that know theirs, and keeps it in its configuration; then the cases
     finer than that spacing are thinned to it (:func:`ifssnet.dataset.thin_case`)."""
-    if getattr(config, "slice_spacing_mm", None) is None:
+    if config.slice_spacing_mm is None:
         known = [float(c.slice_spacing_mm) for c in cases if c.slice_spacing_mm]
         if not known:
             return list(cases)
