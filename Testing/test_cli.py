@@ -114,6 +114,7 @@ def test_propagate_with_a_real_tiny_network_and_no_network_access(tmp_path, tiny
 
 
 def test_a_sweep_finer_than_the_network_runs_on_fewer_frames_unless_every_frame(tmp_path, monkeypatch, capsys):
+    import ifssnet.memory as memory
     import ifssnet.propagate as prop
 
     def coarse(model=None, device="cpu"):
@@ -121,6 +122,10 @@ def test_a_sweep_finer_than_the_network_runs_on_fewer_frames_unless_every_frame(
         net.config.slice_spacing_mm = 1.0                   # trained on frames 1 mm apart
         return net
     monkeypatch.setattr(prop, "load_model", coarse)
+    checked = []                                            # frames the CLI's own memory check counts
+    real_check = memory.check_propagation_memory
+    monkeypatch.setattr(memory, "check_propagation_memory",
+                        lambda *a, **kw: (checked.append(kw.get("frames")), real_check(*a, **kw))[1])
     fine = Geometry(spacing=(0.5, 0.5, 0.25))              # frames 0.25 mm apart along k
     m = np.zeros((41, J, I), np.uint8)
     m[:, 6:16, 8:20] = 1
@@ -131,6 +136,7 @@ def test_a_sweep_finer_than_the_network_runs_on_fewer_frames_unless_every_frame(
         assert code == 0, err
         side = json.loads((tmp_path / "o.confidence.json").read_text())
         assert side["frames"] == frames and (("propagated on 11 of 41 frames" in out) == (frames == 11))
+        assert checked.pop() == frames                      # checked on the frames it runs on, not every frame
         res = read_segmentation(tmp_path / "o.seg.nrrd")
         assert res.mask("GM").shape == (41, J, I) and (res.mask("GM") != m).sum() / m.sum() < 0.1
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from .preprocess import InPlaneGrid
-from .propagate import (ENCODE_BATCH, ENCODE_BATCH_GPU, _autocast, _frames_for, _has_feature_api,
+from .propagate import (ENCODE_BATCH, ENCODE_BATCH_GPU, _autocast, frames_for, _has_feature_api,
                         _model_window_and_size, _prepare_device, default_model_path, load_model, resolve_device,
                         resolve_preset)
 
@@ -111,7 +111,7 @@ def expected_seconds(shape: Sequence[int], n_segments: int = 1, preset: str = "b
     K, J, I = (int(v) for v in shape)
     dev = resolve_device(device)
     net = _estimation_network(model, dev)
-    frames = len(_frames_for(K, slice_spacing_mm, net, True, {}).frames)
+    frames = len(frames_for(K, slice_spacing_mm, net, True, {}).frames)
     w, S = _model_window_and_size(net)
     settings = resolve_preset(preset, w)
     stride = settings["stride"]

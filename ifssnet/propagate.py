@@ -276,7 +276,7 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     net = load_model(model, dev)
     settings = resolve_preset(preset, _model_window_and_size(net)[0])
     extra = PRE_ENCODE_BYTES if _uses_pre_encoding(settings, net, dev) else 0
-    frames = _frames_for(volume.shape[0], slice_spacing_mm, net, match_slice_spacing, seed_map)
+    frames = frames_for(volume.shape[0], slice_spacing_mm, net, match_slice_spacing, seed_map)
     check_propagation_memory(volume.shape, seed_map, net, batch_size, extra_bytes=extra, frames=len(frames.frames))
     try:
         result = _propagate_on(volume, seed_map, net, dev, stop_at_end, between_seeds_only, patience,
@@ -293,8 +293,8 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     return result
 
 
-def _frames_for(n_slices: int, slice_spacing_mm: Optional[float], net, match: bool,
-                seed_map: Mapping[str, SeedSet]) -> FrameSelection:
+def frames_for(n_slices: int, slice_spacing_mm: Optional[float], net, match: bool,
+               seed_map: Mapping[str, SeedSet]) -> FrameSelection:
     """The frames propagation runs on (:func:`ifssnet.slice_spacing.select_frames`), the painted
     slices among them; all of them without ``match`` or when the network or the volume does not say
     its slice spacing."""

@@ -150,7 +150,7 @@ def _propagate(args) -> int:
     from .memory import check_memory, check_propagation_memory
     from .preprocess import check_volume
     from .progress import TqdmProgress
-    from .propagate import load_model, propagate, resolve_device
+    from .propagate import frames_for, load_model, propagate, resolve_device
     from .seeds import validate_seeds
 
     # Everything that can be checked cheaply is checked before the long work starts.
@@ -168,15 +168,19 @@ def _propagate(args) -> int:
     names = split_names(args.segment, seg.names)
     seed_map, axis = seeds_from_segmentation(seg, names, args.axis)
     volume = np.moveaxis(img.array, axis, 0)
+    spacing_k = img.geometry.spacing_kji[axis]
     check_volume(volume, window)
     for n, s in seed_map.items():
         validate_seeds(s, name=n)
-    # The masks transposed back and slicerio's buffer when writing: 2 bytes per voxel per segment.
-    check_propagation_memory(volume.shape, seed_map, net, extra_bytes=2 * len(seed_map) * volume.size)
+    # The masks transposed back and slicerio's buffer when writing: 2 bytes per voxel per segment. The
+    # working-grid arrays hold only the frames the network will run on (ifssnet.slice_spacing).
+    frames = frames_for(volume.shape[0], spacing_k, net, not args.every_frame, seed_map)
+    check_propagation_memory(volume.shape, seed_map, net, extra_bytes=2 * len(seed_map) * volume.size,
+                             frames=len(frames.frames))
 
     bar = TqdmProgress()
     try:
-        result = propagate(volume, seed_map, net, device=device, slice_spacing_mm=img.geometry.spacing_kji[axis],
+        result = propagate(volume, seed_map, net, device=device, slice_spacing_mm=spacing_k,
                            match_slice_spacing=not args.every_frame,
                            between_seeds_only=args.between_seeds_only, preset=args.preset, progress=bar)
     finally:
