@@ -87,7 +87,9 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.protocolCombo.addItems(list(PROTOCOLS))
         self.protocolCombo.setProperty("SlicerParameterName", "protocol")
         self.protocolCombo.toolTip = ("seeds: your painted slices. 3-seeds: 3 consecutive slices at the largest "
-                                      "cross-section of the reference. paper: 3 slices every 100 (as in the paper).")
+                                      "cross-section of the reference. paper: 3 slices every 100 (as in the paper). "
+                                      "3-seeds+ends: 3-seeds, and the slice past each end of the muscle marked "
+                                      "'no muscle here'.")
         form.addRow("Protocol:", self.protocolCombo)
         self.methodChecks = {}
         methodsBox = qt.QHBoxLayout()

@@ -211,6 +211,8 @@ class IFSSNetSegmentationTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_PaintThreeSlicesAndPropagate()
+        self.setUp()
+        self.test_NoMuscleHereButton()
 
     def test_PaintThreeSlicesAndPropagate(self):
         import numpy as np
@@ -263,6 +265,34 @@ class IFSSNetSegmentationTest(ScriptedLoadableModuleTest):
         self.assertEqual(result["segments"][sid]["voxel_count"], vols["voxel_count"])
         self.assertAlmostEqual(vols["volume_mm3"], out.sum() * sx * sy * sz, places=3)
         self.delayDisplay(f"Dice {metrics['dice']:.3f}, volume {vols['volume_cm3']:.2f} cm3")
+
+    def test_NoMuscleHereButton(self):
+        """The button marks the slice the axial view shows; the Logic behind it is tested headless."""
+        import numpy as np
+
+        from ifssnet.io import ANNOTATED_TAG, AnnotatedSlices
+        from IFSSNetSegmentationLib import logic as L
+
+        volume = np.zeros((40, 48, 48), np.uint8)
+        volumeNode = slicer.util.addVolumeFromArray(volume, np.diag([-1.0, -1.0, 1.5, 1.0]), "US")
+        segNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Seeds")
+        segNode.CreateDefaultDisplayNodes()
+        segNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        painted = np.zeros_like(volume)
+        painted[[18, 20, 22], 10:30, 12:34] = 1
+        sid = segNode.GetSegmentation().AddEmptySegment("", "GM")
+        L.writeSegment(segNode, sid, painted, L.referenceGeometry(volumeNode, segNode))
+        widget = slicer.util.getModuleWidget("IFSSNetSegmentation")
+        widget.volumeSelector.setCurrentNode(volumeNode)
+        widget.segmentSelector.setCurrentNode(segNode)
+        widget.segmentSelector.setSelectedSegmentIDs([sid])
+        slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpView)
+        r, a, s = L.sliceCenterRAS(volumeNode, 0, 33)
+        slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+        widget.panel.noMuscleButton.click()
+        tag = L.segmentTag(segNode.GetSegmentation().GetSegment(sid), ANNOTATED_TAG)
+        self.assertEqual(AnnotatedSlices.from_tag(tag), AnnotatedSlices(0, (18, 20, 22, 33)))
+        self.delayDisplay("Slice 33 marked 'no muscle here'")
 
 
 if __name__ == "__main__":

@@ -141,6 +141,31 @@ def test_a_sweep_finer_than_the_network_runs_on_fewer_frames_unless_every_frame(
         assert res.mask("GM").shape == (41, J, I) and (res.mask("GM") != m).sum() / m.sum() < 0.1
 
 
+def test_no_muscle_at_stops_the_mask_where_the_muscle_ends(tmp_path, copy_net, capsys):
+    """A copier leaks the painted mask through the whole sweep; a slice marked 'no muscle here' ends it there."""
+    vol, seeds = _write_case(tmp_path)                       # painted on 4, 5, 6; the copier runs to both ends
+    out = tmp_path / "o.seg.nrrd"
+    code, _, err = _cli(capsys, "propagate", vol, seeds, "-o", out)
+    assert code == 0, err and read_segmentation(out).mask("GM")[8].any()        # leaks on without the mark
+    code, _, err = _cli(capsys, "propagate", vol, seeds, "-o", out, "--no-muscle-at", "GM:9", "--no-muscle-at", "0")
+    assert code == 0, err
+    res = read_segmentation(out)
+    got = res.mask("GM")
+    assert not got[9].any() and not got[0].any()            # nothing on a marked slice
+    np.testing.assert_array_equal(got[4:7], _muscle()[4:7])  # painted slices as painted
+    assert got[7].any() and got[3].any()                    # next to the paint: propagated
+    assert not got[8].any() and not got[1].any()            # next to a mark: its 'no muscle' weighs more
+    assert res.get("GM").annotated == AnnotatedSlices(0, (0, 4, 5, 6, 9))      # a rerun keeps the marks
+
+
+@pytest.mark.parametrize("mark, says", [("GM:5", "Slices [5] are painted"), ("SOL:8", "no segment 'SOL'"),
+                                        ("GM:x", "not a list of slice numbers"), ("GM:12", "outside the volume")])
+def test_a_wrong_no_muscle_mark_is_refused_and_writes_nothing(tmp_path, copy_net, capsys, mark, says):
+    vol, seeds = _write_case(tmp_path)
+    code, _, err = _cli(capsys, "propagate", vol, seeds, "-o", tmp_path / "o.seg.nrrd", "--no-muscle-at", mark)
+    assert code == 2 and says in err and not (tmp_path / "o.seg.nrrd").exists()
+
+
 def test_seeds_on_another_grid_and_another_axis_are_resampled_not_refused(tmp_path, copy_net, capsys):
     """A seed file saved on a finer grid (as from another reference volume), painted across j."""
     vol, _ = _write_case(tmp_path)

@@ -225,3 +225,51 @@ def test_seed_file_round_trip_keeps_empty_annotated_slices(tmp_path):
     assert annotated_slices(gm.mask, 0) == (10, 11, 12, 50)
     assert 30 not in gm.annotated.slices  # an unannotated slice stays unannotated
     assert back.geometry.same_as(ref.geometry)
+
+
+def test_end_slices_are_the_first_empty_slices_past_the_extent_inside_the_volume():
+    from ifssnet.seeds import end_slices
+
+    m = np.zeros((20, 6, 6), np.uint8)
+    m[5:15, 1:4, 1:4] = 1
+    assert end_slices(m) == (4, 15)
+    m[0:15] = 1                                  # the muscle runs off the start of the sweep: one end inside
+    assert end_slices(m) == (15,)
+    m[:] = 1
+    assert end_slices(m) == ()
+    with pytest.raises(SeedError):
+        end_slices(np.zeros((5, 4, 4), np.uint8))
+
+
+def test_ends_protocol_adds_empty_annotated_slices_at_both_ends():
+    m = np.zeros((30, 8, 8), np.uint8)
+    m[6:24, 2:6, 2:6] = 1
+    m[14, 1:7, 1:7] = 1                          # the largest cross-section
+    assert protocol_slices(m, "3-seeds+ends") == (5, 13, 14, 15, 24)
+    s = cut_seeds(m, protocol_slices(m, "3-seeds+ends"))
+    assert s.empty_slices == (5, 24) and s.groups == [(5,), (13, 14, 15), (24,)]
+
+
+def test_with_empty_marks_unpainted_slices_and_refuses_painted_or_outside_ones():
+    m = np.zeros((30, 8, 8), np.uint8)
+    m[6:24, 2:6, 2:6] = 1
+    s = cut_seeds(m, (13, 14, 15))
+    marked = s.with_empty([25, 2])
+    assert marked.slices == (2, 13, 14, 15, 25) and marked.empty_slices == (2, 25)
+    np.testing.assert_array_equal(marked.mask, s.mask)
+    with pytest.raises(SeedError, match="painted"):
+        s.with_empty([14])
+    with pytest.raises(SeedError, match="outside"):
+        s.with_empty([30])
+    assert s.slices == (13, 14, 15)              # unchanged: a new set is returned
+
+
+def test_make_seed_segmentation_with_ends():
+    ref = _reference()
+    gm = ref.mask("GM")
+    rows = np.flatnonzero(gm.reshape(gm.shape[0], -1).any(axis=1))
+    seeds = make_seed_segmentation(ref, ["GM"], ends=True).get("GM")
+    plain = make_seed_segmentation(ref, ["GM"]).get("GM")
+    ends = {int(k) for k in (rows[0] - 1, rows[-1] + 1) if 0 <= k < gm.shape[0]}
+    assert set(seeds.annotated.slices) == set(plain.annotated.slices) | ends and ends
+    np.testing.assert_array_equal(seeds.mask, plain.mask)

@@ -252,6 +252,65 @@ def test_repainted_slice_reanchors(scene_nodes):
     np.testing.assert_array_equal(out[8], current[8])
 
 
+def test_no_muscle_here_marks_a_slice_that_the_next_run_keeps_empty(scene_nodes):
+    """Mark where the muscle ends: the slice is cleared and joins the annotated slices; a run keeps it
+    empty; wrong marks change nothing; edits after a mark are still picked up as seeds."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+
+    L = logic.IFSSNetSegmentationLogic()
+    sid, painted = _paint(slicer, volumeNode, segNode, truth, 0, (9, 11, 13))
+    geometry = logic.referenceGeometry(volumeNode, segNode)
+    assert L.paintedAxis(volumeNode, segNode, sid) == 0
+    assert L.markNoMuscle(volumeNode, segNode, sid, 2) == (0, (2, 9, 11, 13))       # fresh paint: axis found
+    assert L.paintedAxis(volumeNode, segNode, sid) == 0                              # now from the tag
+    assert L.markNoMuscle(volumeNode, segNode, sid, 19, axis=0) == (0, (2, 9, 11, 13, 19))
+    np.testing.assert_array_equal(logic.segmentToArray(segNode, sid, geometry), painted)
+    before = _state(segNode, volumeNode)
+    for k, axis, error in ((11, None, SeedError), (5, 1, SeedError), (22, None, InputError)):
+        with pytest.raises(error):                             # painted slice, other axis, outside
+            L.markNoMuscle(volumeNode, segNode, sid, k, axis=axis)
+    sol = segNode.GetSegmentation().AddEmptySegment("", "SOL")
+    assert L.paintedAxis(volumeNode, segNode, sol) is None
+    with pytest.raises(SeedError):                             # nothing painted: the axis is unknown
+        L.markNoMuscle(volumeNode, segNode, sol, 3)
+    segNode.GetSegmentation().RemoveSegment(segNode.GetSegmentation().GetSegmentIdBySegmentName("SOL"))
+    _assert_same(before, _state(segNode, volumeNode))
+    current = logic.segmentToArray(segNode, sid, geometry)
+    current[15] = truth[15]                                    # painted after the marks, before any run
+    logic.writeSegment(segNode, sid, current, geometry)
+    result = L.propagate(volumeNode, segNode, [sid], method=_method())
+    assert result["segments"][sid]["seed_slices"] == [2, 9, 11, 13, 15, 19]
+    out = logic.segmentToArray(segNode, sid, geometry)
+    assert not out[2].any() and not out[19].any() and out[12].any()
+    leaked = next(k for k in (16, 17, 14, 10, 8) if out[k].any())       # a propagated slice, marked after the run
+    L.markNoMuscle(volumeNode, segNode, sid, leaked)
+    assert not logic.segmentToArray(segNode, sid, geometry)[leaked].any()
+    current = logic.segmentToArray(segNode, sid, geometry)
+    current[7] = truth[7]                                      # the user paints one more slice after the mark
+    current[7, 0, 0] = 1
+    logic.writeSegment(segNode, sid, current, geometry)
+    result = L.propagate(volumeNode, segNode, [sid], method=_method())
+    assert result["segments"][sid]["seed_slices"] == sorted({2, 7, 9, 11, 13, 15, 19, leaked})
+
+
+def test_slice_index_of_a_slice_view_across_the_painted_axis(scene_nodes):
+    """The slice a view shows, from its SliceToRAS (oblique volume): None when the view is across another axis."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+
+    ijkToRas = logic.ijkToRasArray(volumeNode)
+    for axis, index in ((0, 7), (1, 20), (2, 3)):
+        view = np.eye(4)
+        normal = ijkToRas[:3, 2 - axis] / np.linalg.norm(ijkToRas[:3, 2 - axis])
+        view[:3, 2] = -normal                                  # either way along the normal
+        view[:3, 3] = logic.sliceCenterRAS(volumeNode, axis, index)
+        assert logic.sliceIndexAt(volumeNode, view, axis) == index
+        assert logic.sliceIndexAt(volumeNode, view, (axis + 1) % 3) is None
+        view[:3, 3] = logic.sliceCenterRAS(volumeNode, axis, 40)          # past the volume
+        assert logic.sliceIndexAt(volumeNode, view, axis) is None
+
+
 def test_segment_volumes_equal_segment_statistics(scene_nodes):
     """Reimplements LabelmapSegmentStatisticsPlugin.computeStatistics with its VTK pipeline."""
     slicer, volumeNode, segNode, truth = scene_nodes
@@ -530,8 +589,9 @@ def test_compare_protocol_seeds_from_reference(scene_nodes, registered_methods):
     from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
 
     ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
-    table = IFSSNetComparisonLogic().compare(volumeNode, None, ref, ["test-nearest"], "3-seeds")
-    assert table.GetNumberOfRows() == 1
+    for protocol in ("3-seeds", "3-seeds+ends"):
+        table = IFSSNetComparisonLogic().compare(volumeNode, None, ref, ["test-nearest"], protocol)
+        assert table.GetNumberOfRows() == 1
 
 
 def test_training_loss_plot_and_command(slicer_scene, tmp_path):

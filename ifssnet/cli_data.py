@@ -27,6 +27,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="first annotated slice (default: the slices of the largest cross-section)")
     s.add_argument("--count", type=int, default=3, help="consecutive slices per group (default 3)")
     s.add_argument("--every", type=int, default=None, help="repeat a group every N slices (paper protocol: 100)")
+    s.add_argument("--ends", action="store_true",
+                   help="also mark the first slice past each end of the muscle 'no muscle here' (annotated, empty)")
     s.add_argument("-o", "--output", type=Path, required=True, help="output .seg.nrrd")
     s.set_defaults(func=_seeds)
 
@@ -70,7 +72,7 @@ def _seeds(args) -> int:
     if not ref.segments:
         raise InputError(f"'{args.reference}' holds no segment.", "Give a segmentation with the painted muscles.")
     names = split_names(args.segment, ref.names)
-    seeds = make_seed_segmentation(ref, names, at=args.at, count=args.count, every=args.every)
+    seeds = make_seed_segmentation(ref, names, at=args.at, count=args.count, every=args.every, ends=args.ends)
     write_segmentation(seeds, args.output)
     for s in seeds.segments:
         print(f"{s.name}: slices {', '.join(map(str, s.annotated.slices))}")

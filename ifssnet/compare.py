@@ -42,8 +42,7 @@ import numpy as np
 
 from .errors import Cancelled, DependencyError, InputError, ResourceError, SeedError
 from .progress import check_cancel, report
-
-PROTOCOLS = ("3-seeds", "paper")
+from .seeds import PROTOCOLS
 DEFAULT_METHODS = ("fbs", "gfs", "ws")
 
 #: Columns of a result row, in table/CSV order (the row also carries ``slice_dice``, ``seed_slices`` and
@@ -220,7 +219,7 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
     """Run every method on every muscle and score it; one row (dict) per (muscle, method).
 
     volume: (K, J, I) intensities; ref_masks: name -> reference mask (K, J, I); spacing_kji: (sz, sy, sx) mm.
-    methods: registered method names. protocol: ``"3-seeds"`` or ``"paper"`` (seeds cut from the
+    methods: registered method names. protocol: one of :data:`ifssnet.seeds.PROTOCOLS` (seeds cut from the
     reference); ``seeds`` (name -> SeedSet) overrides the protocol for the muscles it names.
     method_options: method name -> keyword arguments for that method (e.g. ``{"ifssnet": {"model": path}}``).
     keep_masks: also put each prediction into its row under ``"mask"``.
@@ -575,7 +574,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help="registered methods, comma-separated (default fbs,gfs,ws; also ifssnet, pgnet, unet3d when installed)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="3-seeds",
-                   help="3-seeds: 3 consecutive slices at the largest cross-section; paper: 3 every 100 slices")
+                   help="3-seeds: 3 consecutive slices at the largest cross-section; paper: 3 every 100 slices; "
+                        "3-seeds+ends: 3-seeds and the first empty slice past each end of the muscle")
     p.add_argument("--count", type=int, default=3, help="consecutive annotated slices per group (default 3)")
     p.add_argument("--every", type=int, default=100, help="paper protocol: a group every N slices (default 100)")
     p.add_argument("--score-extent", choices=("reference", "volume"), default="reference",

@@ -34,6 +34,10 @@ def add_commands(sub) -> None:
                    help="array axis (k=0, j=1, i=2) the painted slices lie across (default: found)")
     p.add_argument("--between-seeds-only", action="store_true",
                    help="do not propagate past the first and last painted slices")
+    p.add_argument("--no-muscle-at", action="append", default=[], metavar="[NAME:]K,K",
+                   help="slices (array index along the propagation axis) where the segment is absent, e.g. "
+                        "where the muscle has ended: annotated empty, so propagation does not run past them; "
+                        "repeatable, NAME may be left out when one segment is propagated")
     p.add_argument("--every-frame", action="store_true",
                    help="run the network on every frame, even on a sweep finer than the network's training "
                         "sweeps (default: the frames nearest to its slice spacing; README)")
@@ -69,6 +73,29 @@ def seeds_from_segmentation(seg, names, axis=None):
         keep[list(slices)] = m[list(slices)]
         seed_map[n] = SeedSet(np.ascontiguousarray(keep), slices)
     return seed_map, ax
+
+
+def parse_no_muscle(items, names) -> dict:
+    """``--no-muscle-at`` values (``"GM:12,380"``, or ``"12,380"`` for the only segment) -> {name: [k, ...]}."""
+    from .errors import InputError
+
+    out: dict = {}
+    for item in items:
+        name, _, ks = item.rpartition(":")
+        if not name:
+            if len(names) != 1:
+                raise InputError(f"--no-muscle-at {item}: {len(names)} segments are propagated, which one is it?",
+                                 f"Name it, e.g. --no-muscle-at {names[0]}:{ks}.")
+            name = names[0]
+        if name not in names:
+            raise InputError(f"--no-muscle-at {item}: there is no segment '{name}' among {', '.join(names)}.",
+                             "Give a segment that is propagated, e.g. --no-muscle-at GM:12,380.")
+        try:
+            out.setdefault(name, []).extend(int(k) for k in ks.split(",") if k.strip())
+        except ValueError:
+            raise InputError(f"--no-muscle-at {item}: '{ks}' is not a list of slice numbers.",
+                             "Give slice numbers separated by commas, e.g. --no-muscle-at GM:12,380.") from None
+    return out
 
 
 def check_output_path(output: Path, inputs=()) -> Path:
@@ -167,6 +194,8 @@ def _propagate(args) -> int:
     seg = read_segmentation(args.seeds, reference=img.geometry, reference_shape=img.array.shape)
     names = split_names(args.segment, seg.names)
     seed_map, axis = seeds_from_segmentation(seg, names, args.axis)
+    for n, ks in parse_no_muscle(args.no_muscle_at, list(seed_map)).items():
+        seed_map[n] = seed_map[n].with_empty(ks)
     volume = np.moveaxis(img.array, axis, 0)
     spacing_k = img.geometry.spacing_kji[axis]
     check_volume(volume, window)

@@ -16,6 +16,10 @@ Protocols for cutting seeds out of a complete reference (benchmarks, the CLI ``i
   ``every / 2`` on long muscles). Every group lies inside the extent, so no annotated slice is empty,
   and the tips of the muscle are not annotated, as with a clinician who annotates at regular
   intervals along the muscle.
+- ``"3-seeds+ends"``: ``"3-seeds"`` plus the first slice past each end of the segment's extent,
+  annotated empty ("no muscle here"), where that slice is inside the volume: a clinician who paints
+  three slices and marks where the muscle ends (:func:`end_slices`). Propagation does not run past an
+  annotated slice, so the mask cannot leak on past the muscle's ends.
 """
 from __future__ import annotations
 
@@ -27,9 +31,9 @@ import numpy as np
 from .errors import InputError, SeedError
 
 __all__ = ["SeedSet", "seed_groups", "largest_slices", "protocol_slices", "cut_seeds", "find_axis",
-           "annotated_slices", "validate_seeds", "make_seed_segmentation", "PROTOCOLS", "PAINT_TODO"]
+           "annotated_slices", "end_slices", "validate_seeds", "make_seed_segmentation", "PROTOCOLS", "PAINT_TODO"]
 
-PROTOCOLS = ("3-seeds", "paper")
+PROTOCOLS = ("3-seeds", "paper", "3-seeds+ends")
 PAINT_TODO = "Paint the muscle on at least {n} slices (consecutive or far apart), then Propagate again."
 
 #: In :func:`find_axis`: the runner-up axis may collect at most this share of the winner's votes,
@@ -98,6 +102,23 @@ class SeedSet:
         full = set(_nonempty_rows(self.mask).tolist())
         return tuple(s for s in self.slices if s not in full)
 
+    def with_empty(self, slices: Iterable[int]) -> "SeedSet":
+        """This seed set with ``slices`` (axis 0) also annotated, empty: "no muscle here", as a
+        clinician marks where a muscle ends. Propagation does not run past an annotated slice, so the
+        mask cannot leak on beyond it. Raises :class:`SeedError` for a slice outside the volume or one
+        painted with foreground (erase it first: an empty mark would contradict the paint)."""
+        extra = sorted({int(k) for k in slices})
+        K = self.mask.shape[0]
+        outside = [k for k in extra if not 0 <= k < K]
+        if outside:
+            raise SeedError(f"Slices {outside} fall outside the volume (0..{K - 1}).",
+                            "Mark 'no muscle here' on slices inside the volume, along the painted axis.")
+        painted = sorted(set(extra) & set(_nonempty_rows(self.mask).tolist()))
+        if painted:
+            raise SeedError(f"Slices {painted} are painted, so they cannot be marked 'no muscle here'.",
+                            "Erase the muscle on those slices first, or mark other slices.")
+        return SeedSet(self.mask, tuple(self.slices) + tuple(extra))
+
 
 def seed_groups(slices: Iterable[int]) -> List[Tuple[int, ...]]:
     """Runs of consecutive slice indices: ``(5, 3, 4, 10, 12, 11, 40) -> [(3, 4, 5), (10, 11, 12), (40,)]``.
@@ -162,6 +183,8 @@ def protocol_slices(mask: np.ndarray, protocol: str, count: int = 3, every: int 
     count = _check_count(count)
     if protocol == "3-seeds":
         return largest_slices(mask, count)
+    if protocol == "3-seeds+ends":
+        return tuple(sorted(set(largest_slices(mask, count)) | set(end_slices(mask))))
     if int(every) != every or every < count:
         raise InputError(f"every={every!r} must be a whole number of slices, at least count={count}.",
                          "Use --every 100, as in the paper.")
@@ -177,6 +200,16 @@ def protocol_slices(mask: np.ndarray, protocol: str, count: int = 3, every: int 
     span = (n_groups - 1) * every + count
     start = first + (length - span) // 2
     return tuple(start + g * every + c for g in range(n_groups) for c in range(count))
+
+
+def end_slices(mask: np.ndarray) -> Tuple[int, ...]:
+    """The first slice (axis 0) past each end of ``mask``'s (K, J, I) extent, where it is inside the
+    volume: 0, 1 or 2 slices on which the segment is empty. Raises :class:`SeedError` for an empty mask."""
+    rows = _nonempty_rows(_as_mask3d(mask))
+    if rows.size == 0:
+        raise _empty_segment()
+    K = mask.shape[0]
+    return tuple(k for k in (int(rows[0]) - 1, int(rows[-1]) + 1) if 0 <= k < K)
 
 
 def cut_seeds(mask: np.ndarray, slices: Iterable[int]) -> SeedSet:
@@ -323,7 +356,7 @@ def _slices_for(mask: np.ndarray, at: Optional[int], count: int, every: Optional
 
 
 def make_seed_segmentation(ref_seg, segment_names: Optional[Sequence[str]] = None, at: Optional[int] = None,
-                           count: int = 3, every: Optional[int] = None):
+                           count: int = 3, every: Optional[int] = None, ends: bool = False):
     """Cut seed annotations out of a reference :class:`ifssnet.io.Segmentation`.
 
     For each named segment (default: all), the annotated slices (axis 0) keep the reference's labels
@@ -332,6 +365,8 @@ def make_seed_segmentation(ref_seg, segment_names: Optional[Sequence[str]] = Non
     Slices: ``at`` and ``every`` unset -> :func:`largest_slices`; only ``every`` -> the ``"paper"``
     protocol; only ``at`` -> ``count`` slices from ``at``; both -> groups of ``count`` starting at
     ``at``, ``at + every``, ... to the end of the volume (these may be empty: "no muscle here").
+    ``ends``: also annotate, empty, the first slice past each end of the segment (:func:`end_slices`:
+    where a clinician marks that the muscle has ended).
     Colours and geometry are the reference's. Raises :class:`InputError` for unknown names or a
     group outside the volume, :class:`SeedError` for an empty segment without ``at``.
     """
@@ -347,5 +382,7 @@ def make_seed_segmentation(ref_seg, segment_names: Optional[Sequence[str]] = Non
             raise SeedError(f"Segment '{name}' is empty in the reference: there is nothing to cut seeds from.",
                             "Choose a segment that holds the muscle, or give --at.")
         seeds = cut_seeds(mask, _slices_for(mask, at, count, every))
+        if ends:
+            seeds = seeds.with_empty(k for k in end_slices(mask) if k not in seeds.slices)
         out.append(Segment(name, seeds.mask, seg.color, AnnotatedSlices(0, seeds.slices)))
     return Segmentation(out, ref_seg.geometry)

@@ -19,10 +19,11 @@ import vtk
 
 from ifssnet.errors import InputError, SeedError
 from ifssnet.progress import check_cancel, report
+from ifssnet.seeds import PROTOCOLS as _CORE_PROTOCOLS
 
 from IFSSNetSegmentationLib import logic as segmentationLogic
 
-PROTOCOLS = ("seeds", "3-seeds", "paper")
+PROTOCOLS = ("seeds",) + tuple(_CORE_PROTOCOLS)   # the painted slices, or cut from the reference
 METHOD_LABELS = {"ifssnet": "IFSS-Net", "fbs": "Fill between slices", "gfs": "Grow from seeds",
                  "ws": "Watershed", "pgnet": "PG-Net", "unet3d": "3-D U-Net"}
 
@@ -57,8 +58,8 @@ class IFSSNetComparisonLogic:
     """``compare(volumeNode, seedSegmentationNode, referenceSegmentationNode, methods, protocol, progress=None,
     cancel=None, *, segmentNames=None) -> vtkMRMLTableNode``
 
-    ``protocol``: ``"seeds"`` uses the painted slices of ``seedSegmentationNode``; ``"3-seeds"`` and ``"paper"``
-    take the seed slices from the reference (``ifssnet.seeds.protocol_slices``), so
+    ``protocol``: ``"seeds"`` uses the painted slices of ``seedSegmentationNode``; ``"3-seeds"``, ``"paper"`` and
+    ``"3-seeds+ends"`` take the seed slices from the reference (``ifssnet.seeds.protocol_slices``), so
     ``seedSegmentationNode`` may be None. After a run, ``lastResult`` holds the table, the two chart nodes
     and the result segmentation per method.
     """

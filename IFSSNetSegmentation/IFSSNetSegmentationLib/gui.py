@@ -200,7 +200,14 @@ class PropagatePanel:
 
         self.propagateButton = qt.QPushButton("Propagate")
         self.propagateButton.toolTip = "Propagate the painted slices through the volume (in the background)."
-        layout.addWidget(self.propagateButton)
+        self.noMuscleButton = qt.QPushButton("No muscle here")
+        self.noMuscleButton.toolTip = ("Mark the slice shown in the view you painted in as 'no muscle here' for the "
+                                       "selected segment, where the muscle has ended: the slice is cleared and the next "
+                                       "Propagate does not run past it. Mark both ends to stop a mask that runs on.")
+        propagateRow = qt.QHBoxLayout()
+        propagateRow.addWidget(self.propagateButton, 3)
+        propagateRow.addWidget(self.noMuscleButton, 1)
+        layout.addLayout(propagateRow)
 
         self.progressBar = qt.QProgressBar()
         self.progressBar.setTextVisible(True)
@@ -236,6 +243,7 @@ class PropagatePanel:
         layout.addWidget(self.statusLabel)
 
         self.propagateButton.connect("clicked()", self.onPropagateOrCancel)
+        self.noMuscleButton.connect("clicked()", self.onNoMuscleHere)
         self.applyButton.connect("clicked()", self.onApply)
         self.discardButton.connect("clicked()", self.onDiscard)
         self.confidenceList.connect("itemClicked(QListWidgetItem*)", self.onConfidenceItemClicked)
@@ -317,7 +325,8 @@ class PropagatePanel:
         self.propagateButton.enabled = True
         self.applyButton.enabled = self.previewShown and not self.running
         self.discardButton.enabled = self.previewShown and not self.running
-        for w in (self.modelCombo, self.deviceCombo, self.presetCombo, self.extentCombo, self.allVisibleCheck):
+        for w in (self.modelCombo, self.deviceCombo, self.presetCombo, self.extentCombo, self.allVisibleCheck,
+                  self.noMuscleButton):
             w.enabled = not self.running
         self.progressBar.visible = self.running
 
@@ -364,6 +373,40 @@ class PropagatePanel:
         self.setStatus("")
         self.timer.start()
         self.updateButtons()
+
+    def onNoMuscleHere(self):
+        """Mark the slice shown across the painted axis 'no muscle here' (Logic.markNoMuscle)."""
+        from ifssnet.errors import InputError, SeedError
+
+        if self.previewShown:  # the mark applies to the kept result
+            self.onApply()
+        try:
+            volumeNode, segmentationNode, segmentIds = self.inputs(False)
+            if volumeNode is None or segmentationNode is None or not segmentIds or len(segmentIds) != 1:
+                raise InputError("'No muscle here' marks one segment, and one segment is not selected.",
+                                 "Select the volume and the one segment whose muscle has ended on this slice.")
+            sid = segmentIds[0]
+            axis = self.logic.paintedAxis(volumeNode, segmentationNode, sid)
+            if axis is None:
+                raise SeedError("The segment has no painted slices.", "Paint the muscle on a few slices first.")
+            index = None
+            for name in slicer.app.layoutManager().sliceViewNames():
+                sliceNode = slicer.app.layoutManager().sliceWidget(name).mrmlSliceNode()
+                m = sliceNode.GetSliceToRAS()
+                index = L.sliceIndexAt(volumeNode, [[m.GetElement(r, c) for c in range(4)] for r in range(4)], axis)
+                if index is not None:
+                    break
+            if index is None:
+                raise InputError("No slice view shows slices across the axis the muscle is painted across.",
+                                 "Show the painted view (Reformat: reset to the volume's axes) and go to the slice "
+                                 "where the muscle has ended.")
+            self.saveUndo()
+            _, slices = self.logic.markNoMuscle(volumeNode, segmentationNode, sid, index, axis)
+        except Exception as exc:
+            self._showError(exc)
+            return
+        self.setStatus(f"Slice {index} marked 'no muscle here' ({len(slices)} annotated slices). "
+                       "Propagate does not run past it.")
 
     def _poll(self):
         if self.worker is None:

@@ -201,6 +201,26 @@ def sliceCenterRAS(volumeNode, axis: int, index: int) -> Tuple[float, float, flo
     return (float(ras[0]), float(ras[1]), float(ras[2]))
 
 
+def sliceIndexAt(volumeNode, sliceToRAS, axis: int, tolerance: float = 0.05) -> Optional[int]:
+    """The slice across array axis ``axis`` (0 = k) that a slice view shows, or None when the view is
+    not across that axis (its normal is more than ``tolerance`` off, as a sine) or shows no slice of the
+    volume. ``sliceToRAS``: the view's SliceToRAS matrix (4x4 array-like; column 2 is its normal, column 3
+    its centre, mm)."""
+    m = np.asarray(sliceToRAS, float).reshape(4, 4)
+    ijkToRas = ijkToRasArray(volumeNode)
+    rasToIjk = np.linalg.inv(ijkToRas)
+    normal = rasToIjk[:3, :3] @ m[:3, 2]                      # the view's normal in voxel units
+    length = np.linalg.norm(normal)
+    if length == 0:
+        return None
+    across = 2 - int(axis)                                     # array axis k, j, i = IJK index 2, 1, 0
+    if np.linalg.norm(np.delete(normal / length, across)) > tolerance:
+        return None
+    index = int(round(float((rasToIjk @ np.append(m[:3, 3], 1.0))[across])))
+    dims = volumeNode.GetImageData().GetDimensions()           # i, j, k
+    return index if 0 <= index < dims[across] else None
+
+
 def voxelStatistics(segmentationNode, segmentId: str) -> Dict[str, float]:
     """voxel_count, volume_mm3, volume_cm3 of a segment, computed as Segment Statistics' Labelmap plugin does.
 
@@ -285,6 +305,71 @@ class IFSSNetSegmentationLogic:
             return self.apply(job, segmentationNode, progress=progress, cancel=cancel)
         finally:
             self._release(segmentationNode)
+
+    def paintedAxis(self, volumeNode, segmentationNode, segmentId: str) -> Optional[int]:
+        """The array axis (0 = k) a segment is painted across (its tag, else found from the paint), or
+        None for a segment with nothing painted. Changes nothing."""
+        segment = segmentationNode.GetSegmentation().GetSegment(segmentId) if segmentationNode else None
+        if volumeNode is None or segment is None:
+            return None
+        if segmentTag(segment, ANNOTATED_TAG):
+            return AnnotatedSlices.from_tag(segmentTag(segment, ANNOTATED_TAG)).axis
+        mask = segmentToArray(segmentationNode, segmentId, referenceGeometry(volumeNode, segmentationNode))
+        return self._seedSlices(segment, mask)[0] if mask.any() else None
+
+    def markNoMuscle(self, volumeNode, segmentationNode, segmentId: str, sliceIndex: int,
+                     axis: Optional[int] = None) -> Tuple[int, Tuple[int, ...]]:
+        """Mark slice ``sliceIndex`` of a segment "no muscle here", as a clinician marks where a muscle ends.
+
+        The segment is cleared on that slice (a leak of a previous run, say), and the slice joins the
+        segment's annotated slices (tag ``IFSSNet.AnnotatedSlices``), so the next Propagate does not run
+        past it. ``axis``: the array axis the slice is across (0 = k); default: the painted slices' axis,
+        and it must be that axis when given. Returns (axis, annotated slices). Raises (changing nothing)
+        for an unpainted segment without ``axis``, another axis than the painted one, a slice outside the
+        volume, or a slice the user painted with the muscle (erase it first).
+        """
+        if volumeNode is None or segmentationNode is None:
+            raise InputError("No volume or no segmentation is selected.", "Select the volume and the segmentation.")
+        segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+        if segment is None:
+            raise InputError(f"The segmentation has no segment with ID '{segmentId}'.", "Select an existing segment.")
+        segmentationNode.CreateBinaryLabelmapRepresentation()
+        geometry = referenceGeometry(volumeNode, segmentationNode)
+        mask = segmentToArray(segmentationNode, segmentId, geometry)
+        if mask.any() or segmentTag(segment, ANNOTATED_TAG):
+            paintedAxis, slices = self._seedSlices(segment, mask)
+        elif axis is None:
+            raise SeedError(f"Segment '{segment.GetName()}' has no painted slices, so the sweep's axis is unknown.",
+                            "Paint the muscle on a few slices first, then mark where it ends.")
+        else:
+            paintedAxis, slices = int(axis), ()
+        if axis is not None and int(axis) != paintedAxis:
+            raise SeedError(f"The slice is across array axis {axis}, but '{segment.GetName()}' is painted across "
+                            f"axis {paintedAxis}.", "Mark 'no muscle here' in the view where you painted the muscle.")
+        n = mask.shape[paintedAxis]
+        k = int(sliceIndex)
+        if not 0 <= k < n:
+            raise InputError(f"Slice {k} is outside the volume (0..{n - 1}).", "Show a slice of the volume and mark it.")
+        onSlice = np.moveaxis(mask, paintedAxis, 0)[k]
+        if k in slices and onSlice.any():
+            raise SeedError(f"Slice {k} is one of the slices you painted '{segment.GetName()}' on.",
+                            "Erase the muscle there first if it is not on that slice, or mark another slice.")
+        slices = tuple(sorted(set(slices) | {k}))
+        np.moveaxis(mask, paintedAxis, 0)[k] = 0
+        backup = snapshotSegmentation(segmentationNode)
+        try:
+            wasModifying = segmentationNode.StartModify()
+            try:
+                writeSegment(segmentationNode, segmentId, mask, geometry)
+                segment.SetTag(ANNOTATED_TAG, AnnotatedSlices(paintedAxis, slices).to_tag())
+                # The baseline for "slices the user edits from now on" (see _seedSlices).
+                segment.SetTag(RESULT_CRC_TAG, ",".join(str(c) for c in sliceCRCs(mask, paintedAxis)))
+            finally:
+                segmentationNode.EndModify(wasModifying)
+        except BaseException:
+            restoreSegmentation(segmentationNode, backup)
+            raise
+        return paintedAxis, slices
 
     def segmentVolumes(self, segmentationNode, segmentIds: Optional[Sequence[str]] = None) -> dict:
         """Per segment ID: name, voxel_count, volume_mm3, volume_cm3 (as Segment Statistics computes them)."""
