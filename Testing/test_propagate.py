@@ -61,6 +61,25 @@ def test_runs_end_where_the_muscle_ends():
     assert len(res.ended["T"]) == 2          # both directions stopped
 
 
+def test_no_muscle_marks_do_not_lower_the_area_that_ends_a_run():
+    """The stop compares a run's mask with the painted slices' mean area; annotated empty slices ("no muscle
+    here") are not part of that mean. A network that leaves a speck of 7 % of the painted area ends its runs
+    (below 10 %), with or without three empty marks (which would have pulled the bar down to 5 %)."""
+
+    class SpeckModel(CopyModel):
+        def prob(self, image, prev):
+            out = torch.zeros_like(prev)
+            out[..., 10:14, 10:14] = 1.0                          # 16 of the tube's ~224 working-grid pixels
+            return out
+
+    m = _tube()
+    plain = propagate(_volume(), {"T": cut_seeds(m, (18, 19, 20))}, SpeckModel(size=32), device="cpu")
+    marked = propagate(_volume(), {"T": cut_seeds(m, (18, 19, 20)).with_empty([2, 37, 38])}, SpeckModel(size=32),
+                       device="cpu")
+    assert len(plain.ended["T"]) == 2
+    assert len(marked.ended["T"]) >= 2 and not marked.masks["T"][[2, 37, 38]].any()
+
+
 def test_blending_between_two_groups_follows_the_nearer_seed():
     a = np.zeros((K, J, I), np.uint8)
     a[:, 5:20, 5:30] = 1
