@@ -156,6 +156,8 @@ def test_no_muscle_at_stops_the_mask_where_the_muscle_ends(tmp_path, copy_net, c
     assert got[7].any() and got[3].any()                    # next to the paint: propagated
     assert not got[8].any() and not got[1].any()            # next to a mark: its 'no muscle' weighs more
     assert res.get("GM").annotated == AnnotatedSlices(0, (0, 4, 5, 6, 9))      # a rerun keeps the marks
+    side = json.loads((tmp_path / "o.confidence.json").read_text())
+    assert side["ends"]["GM"] == [3, 7]                       # the mask's first and last slice: where to check
 
 
 @pytest.mark.parametrize("mark, says", [("GM:5", "Slices [5] are painted"), ("SOL:8", "no segment 'SOL'"),

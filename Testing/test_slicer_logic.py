@@ -283,6 +283,8 @@ def test_no_muscle_here_marks_a_slice_that_the_next_run_keeps_empty(scene_nodes)
     assert result["segments"][sid]["seed_slices"] == [2, 9, 11, 13, 15, 19]
     out = logic.segmentToArray(segNode, sid, geometry)
     assert not out[2].any() and not out[19].any() and out[12].any()
+    present = np.flatnonzero(out.reshape(out.shape[0], -1).any(axis=1))
+    assert result["segments"][sid]["ends"] == (present[0], present[-1])    # where to check for a leak
     leaked = next(k for k in (16, 17, 14, 10, 8) if out[k].any())       # a propagated slice, marked after the run
     L.markNoMuscle(volumeNode, segNode, sid, leaked)
     assert not logic.segmentToArray(segNode, sid, geometry)[leaked].any()

@@ -75,6 +75,13 @@ def seeds_from_segmentation(seg, names, axis=None):
     return seed_map, ax
 
 
+def _ends(mask, axis):
+    """[first, last] slice across ``axis`` where ``mask`` has foreground, or None: where to check that the
+    mask stops with the muscle (else mark the slice past its end with ``--no-muscle-at``)."""
+    rows = np.flatnonzero(np.moveaxis(mask, axis, 0).reshape(mask.shape[axis], -1).any(axis=1))
+    return [int(rows[0]), int(rows[-1])] if rows.size else None
+
+
 def parse_no_muscle(items, names) -> dict:
     """``--no-muscle-at`` values (``"GM:12,380"``, or ``"12,380"`` for the only segment) -> {name: [k, ...]}."""
     from .errors import InputError
@@ -222,14 +229,17 @@ def _propagate(args) -> int:
                    {"axis": axis,
                     "confidence": {n: [round(float(c), 4) for c in v] for n, v in result.confidence.items()},
                     "least_confident": {n: result.least_confident(n) for n in masks},
-                    "paint_next": paint_next, "frames": result.frames,
+                    "paint_next": paint_next, "ends": {n: _ends(m, axis) for n, m in masks.items()},
+                    "frames": result.frames,
                     "frame_spacing_mm": result.frame_spacing_mm})
     spacing = img.geometry.spacing_kji
     vox = float(np.prod(spacing))
     for n, m in masks.items():
         nxt = paint_next[n]
         hint = f"; to correct it, paint slice {nxt} (axis {axis}) next" if nxt is not None else ""
-        print(f"{n}: {int(m.sum())} voxels, {m.sum() * vox / 1000:.2f} cm3{hint}")
+        ends = _ends(m, axis)
+        where = f", on slices {ends[0]}-{ends[1]}" if ends else ""
+        print(f"{n}: {int(m.sum())} voxels, {m.sum() * vox / 1000:.2f} cm3{where}{hint}")
     if result.frames < volume.shape[0]:
         print(f"propagated on {result.frames} of {volume.shape[0]} frames, {result.frame_spacing_mm:.2f} mm apart "
               "(the network's slice spacing); every frame has its result")

@@ -449,6 +449,11 @@ class PropagatePanel:
                                           "(middle of the longest unpainted stretch)")
                 item.setData(qt.Qt.UserRole, f"{entry['axis']}:{entry['paint_next']}")
                 self.confidenceList.addItem(item)
+            for end, sliceIndex in zip(("starts", "ends"), entry.get("ends") or ()):
+                item = qt.QListWidgetItem(f"{entry['name']}: the mask {end} at slice {sliceIndex} (if the muscle "
+                                          "ended before, go past its end and click No muscle here)")
+                item.setData(qt.Qt.UserRole, f"{entry['axis']}:{sliceIndex}")
+                self.confidenceList.addItem(item)
             for sliceIndex, confidence in entry["least_confident"]:
                 item = qt.QListWidgetItem(f"{entry['name']}: slice {sliceIndex} (confidence {confidence:.2f})")
                 item.setData(qt.Qt.UserRole, f"{entry['axis']}:{sliceIndex}")

@@ -280,7 +280,7 @@ class IFSSNetSegmentationLogic:
 
         {"segments": {segmentId: {"name", "voxel_count", "volume_mm3", "volume_cm3", "axis",
                                   "seed_slices", "least_confident": [(slice, confidence), ...],
-                                  "paint_next": slice or None}},
+                                  "paint_next": slice or None, "ends": (first, last) or None}},
          "run_time_s": float, "method": str, "device": str}
     """
 
@@ -615,7 +615,8 @@ class IFSSNetSegmentationLogic:
             entry = dict(volumes[seg.segmentId])
             entry.update(axis=seg.axis, seed_slices=list(seg.seedSlices), frames=seg.frames,
                          slices=int(job.volume.shape[seg.axis]),
-                         least_confident=self.leastConfident(seg), paint_next=self.paintNext(seg))
+                         least_confident=self.leastConfident(seg), paint_next=self.paintNext(seg),
+                         ends=self.resultEnds(seg))
             segments[seg.segmentId] = entry
         methodName = job.method if isinstance(job.method, str) else getattr(job.method, "__name__", "custom")
         return {"segments": segments, "run_time_s": job.runTime, "method": methodName, "device": job.device}
@@ -642,6 +643,15 @@ class IFSSNetSegmentationLogic:
 
         order = least_confident_slices(seg.confidence, count, exclude=seg.seedSlices)
         return [(s, float(seg.confidence[s])) for s in order]
+
+    @staticmethod
+    def resultEnds(seg: SegmentJob) -> Optional[Tuple[int, int]]:
+        """(first, last) slice along the segment's axis where the result has the muscle, or None for an empty
+        result. The place to check a run that went on past the muscle's end (mark it 'no muscle here')."""
+        if seg.result is None:
+            return None
+        present = np.flatnonzero(np.moveaxis(seg.result, seg.axis, 0).reshape(seg.result.shape[seg.axis], -1).any(axis=1))
+        return (int(present[0]), int(present[-1])) if present.size else None
 
     @staticmethod
     def paintNext(seg: SegmentJob) -> Optional[int]:
