@@ -89,3 +89,15 @@ def test_volume_probe_static_volume_and_drop():
             for m, im, d in [("GM", "true", 0.9), ("GM", "static", 0.5), ("GL", "true", 0.6), ("GL", "static", 0.6)]]
     rows.append({"method": "b", "case": "c", "muscle": "GM", "image": "true", "dice": 0.7})   # no static run
     assert probe.dice_drop(rows) == pytest.approx({"a": 0.2})
+
+
+def test_paint_next_table_names_rows_after_the_start_protocol():
+    pn = load_benchmark("paint_next")
+    rows = [dict(case="c", muscle=m, strategy=s, slice=None, dice=d, volume_error_pct=v)
+            for m in ("GM", "GL", "SOL")
+            for s, d, v in (("3-seeds+ends", 0.7, 20.0), ("paint-next", 0.8, 10.0), ("least-confident", 0.7, 21.0),
+                            ("paint-next x2", 0.9, 5.0))]
+    lines = pn.table(rows).splitlines()
+    assert lines[2].startswith("| 3-seeds+ends | 0.700 | 20.0 % |")
+    assert lines[3].startswith("| 3-seeds+ends + 1 slice (paint-next) | 0.800 | 10.0 % |")
+    assert lines[5].startswith("| 3-seeds+ends + 2 slices (paint-next, one at a time) | 0.900 | 5.0 % |")

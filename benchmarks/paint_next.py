@@ -1,6 +1,7 @@
 """One more painted slice: where does it help most?
 
-For each case, paints every muscle by ``3-seeds`` and propagates them all together with the shipped
+For each case, paints every muscle by ``3-seeds`` (or ``--start 3-seeds+ends``: the muscle's ends marked
+"no muscle here" as well) and propagates them all together with the shipped
 (or a given) network. Then, for each strategy, it paints one more slice per muscle (the reference's
 mask on that slice), propagates again, and scores every muscle. Scoring is ``ifssnet.compare.score``:
 over the reference's extent, painted slices left out. The strategies are:
@@ -12,7 +13,8 @@ over the reference's extent, painted slices left out. The strategies are:
 With ``--rounds N`` the paint-next loop goes on, as a clinician would: paint the suggested slice,
 propagate again, paint the next suggestion, up to N more slices per muscle.
 
-    python benchmarks/paint_next.py .data/test/s100{0,1,2,3,4} [--model M] [--json out.json] [--rounds 3]
+    python benchmarks/paint_next.py .data/test/s100{0,1,2,3,4} [--model M] [--json out.json] [--rounds 3] \
+        [--start 3-seeds+ends]
     python benchmarks/paint_next.py --table-from a.json b.json      # the table of earlier runs
 """
 from __future__ import annotations
@@ -25,8 +27,8 @@ import numpy as np
 STRATEGIES = ("paint-next", "least-confident")
 
 
-def run_case(case_dir, net, rounds: int = 1) -> list:
-    """Rows (case, muscle, strategy, slice, dice, volume_error_pct); strategy ``3-seeds`` is the start.
+def run_case(case_dir, net, rounds: int = 1, start: str = "3-seeds") -> list:
+    """Rows (case, muscle, strategy, slice, dice, volume_error_pct); strategy ``start`` (a protocol) is the start.
     With ``rounds`` > 1, the paint-next loop goes on: paint the suggested slice, propagate, ask again
     (rows ``paint-next xN``: N more slices per muscle)."""
     from ifssnet.compare import load_case, protocol_seeds, score
@@ -34,9 +36,9 @@ def run_case(case_dir, net, rounds: int = 1) -> list:
     from ifssnet.seeds import cut_seeds
 
     volume, refs, spacing = load_case(case_dir)
-    seeds = {n: protocol_seeds(m, "3-seeds") for n, m in refs.items()}
+    seeds = {n: protocol_seeds(m, start) for n, m in refs.items()}
     base = propagate(volume, seeds, net, device="cpu", slice_spacing_mm=spacing[0])
-    rows = [dict(case=str(case_dir), muscle=n, strategy="3-seeds", slice=None,
+    rows = [dict(case=str(case_dir), muscle=n, strategy=start, slice=None,
                  **_metrics(score(base.masks[n], refs[n], spacing, seeds[n].slices))) for n in refs]
     for strategy in STRATEGIES:
         now, res = seeds, base
@@ -59,7 +61,9 @@ def table(rows: list) -> str:
     lines = ["| seeds | Dice | volume error | GM | GL | SOL |", "|---|---|---|---|---|---|"]
     loops = sorted({x["strategy"] for x in rows if x["strategy"].startswith("paint-next x")},
                    key=lambda t: int(t.rsplit("x", 1)[1]))
-    for strategy in ("3-seeds",) + STRATEGIES + tuple(loops):
+    starts = sorted({x["strategy"] for x in rows if x["strategy"] not in STRATEGIES and x["strategy"] not in loops})
+    start = " or ".join(starts)
+    for strategy in tuple(starts) + STRATEGIES + tuple(loops):
         r = [x for x in rows if x["strategy"] == strategy]
         per = []
         for m in ("GM", "GL", "SOL"):
@@ -67,9 +71,9 @@ def table(rows: list) -> str:
             per.append(f"{np.mean([x['dice'] for x in rm]):.3f} / {np.mean([x['volume_error_pct'] for x in rm]):.1f} %"
                        if rm else "-")
         if strategy.startswith("paint-next x"):
-            name = f"3-seeds + {strategy.rsplit('x', 1)[1]} slices (paint-next, one at a time)"
+            name = f"{start} + {strategy.rsplit('x', 1)[1]} slices (paint-next, one at a time)"
         else:
-            name = strategy if strategy == "3-seeds" else f"3-seeds + 1 slice ({strategy})"
+            name = strategy if strategy in starts else f"{start} + 1 slice ({strategy})"
         lines.append(f"| {name} | {np.mean([x['dice'] for x in r]):.3f} | "
                      f"{np.mean([x['volume_error_pct'] for x in r]):.1f} % | " + " | ".join(per) + " |")
     return "\n".join(lines)
@@ -81,7 +85,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped weights)")
     p.add_argument("--json", default=None, help="write the rows here")
     p.add_argument("--rounds", type=int, default=1, help="paint-next slices per muscle, one at a time (default 1)")
-    p.add_argument("--table-from", nargs="*", default=None, help="only print the table of these --json files")
+    p.add_argument("--start", default="3-seeds", choices=("3-seeds", "3-seeds+ends"),
+                   help="the seeds before the first extra slice (default 3-seeds)")
+    p.add_argument("--table-from", nargs="*", default=None, help="only print the table of these --json files (one start)")
     args = p.parse_args(argv)
     if args.table_from is not None:
         rows = [r for f in args.table_from for r in json.load(open(f))]
@@ -91,7 +97,7 @@ def main(argv=None) -> int:
         from ifssnet.propagate import load_model
 
         net = load_model(args.model, "cpu")
-        rows = [r for c in args.cases for r in run_case(c, net, args.rounds)]
+        rows = [r for c in args.cases for r in run_case(c, net, args.rounds, args.start)]
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=1)
