@@ -132,6 +132,37 @@ def test_pgnet_propagation_keeps_painted_slices_exact(pg_trained):
     assert dice > 0.5
 
 
+def test_pgnet_on_a_finer_sweep_runs_on_the_frames_nearest_its_slice_spacing(pg_trained):
+    """As IFSS-Net: a network trained at 1 mm on a sweep 0.25 mm apart runs on 11 of 41 frames (the three painted
+    slices anchor one of them: 10 to predict),
+    every slice gets a result, painted slices as painted; at its own spacing it is the same as every frame."""
+    out, _, _ = pg_trained
+    net, config, _ = load_pgnet(out)
+    net.config.slice_spacing_mm = 1.0
+    case = _case(5, K=41)
+    vol, ref = _volume(case), case.masks["A"]
+    seeds = cut_seeds(ref, [19, 20, 21])
+    for spacing, match, steps in ((0.25, True, 10), (0.25, False, 38)):
+        seen = []
+        mask = pgnet(vol, seeds, (spacing, 1.0, 1.0), model=net, device="cpu", match_slice_spacing=match,
+                     progress=lambda *a: seen.append(a))
+        assert seen[-1][2] == steps and mask.shape == vol.shape
+        assert np.array_equal(mask[[19, 20, 21]], ref[[19, 20, 21]])
+        assert mask[[0, 3, 37, 40]].any(axis=(1, 2)).all()     # every slice has a result, also between frames
+    same = pgnet(vol, seeds, (1.0, 1.0, 1.0), model=net, device="cpu")
+    np.testing.assert_array_equal(same, pgnet(vol, seeds, (1.0, 1.0, 1.0), model=net, device="cpu",
+                                              match_slice_spacing=False))
+
+
+def test_pgnet_training_records_the_cases_slice_spacing(tmp_path):
+    import dataclasses
+
+    cfg = PGNetTrainConfig(epochs=1, steps_per_epoch=2, run_length=6, chain=2, batch=1, checkpoint_every=2)
+    cases = [dataclasses.replace(_case(0), slice_spacing_mm=0.8), dataclasses.replace(_case(1), slice_spacing_mm=1.2)]
+    train_pgnet(cases, tmp_path / "pg.pt", model_config=PGNetConfig(**PG_TINY), cfg=cfg)
+    assert load_pgnet(tmp_path / "pg.pt")[1]["slice_spacing_mm"] == pytest.approx(1.0)   # the median
+
+
 def test_pgnet_cancel_and_loaded_model():
     case = _case(4, K=12)
     seeds = cut_seeds(case.masks["A"], [5])

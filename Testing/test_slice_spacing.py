@@ -186,3 +186,27 @@ def test_the_shipped_networks_know_the_spacing_they_were_trained_at():
     models = Path(__file__).resolve().parents[1] / "Resources" / "Models"
     for name in ("ifssnet.pt", "ifssnet-ws.pt"):           # both trained on the 400-slice phantoms
         assert load_checkpoint(models / name)[1].slice_spacing_mm == pytest.approx(1.108)
+    from ifssnet.baselines.pgnet import load_pgnet
+
+    assert load_pgnet(models / "pgnet.pt")[0].config.slice_spacing_mm == pytest.approx(1.108)   # the same phantoms
+
+
+def test_set_slice_spacing_writes_pgnet_files_and_refuses_others(tmp_path):
+    import torch
+
+    from ifssnet.baselines.learned_common import save_model
+    from ifssnet.baselines.pgnet import PGNet, PGNetConfig, load_pgnet
+    from ifssnet.baselines.unet3d import UNet3D, UNet3DConfig
+    from ifssnet.errors import ModelError
+    from ifssnet.model.checkpoint import set_slice_spacing
+
+    net = PGNet(PGNetConfig(size=32, width=4, stages=3))
+    path = save_model(tmp_path / "pg.pt", net, "pgnet", net.config.to_dict())
+    set_slice_spacing(path, 0.9, out=tmp_path / "pg09.pt")
+    back = load_pgnet(tmp_path / "pg09.pt")[0]
+    assert back.config.slice_spacing_mm == 0.9 and load_pgnet(path)[0].config.slice_spacing_mm is None
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), back.state_dict().values()))
+    u = UNet3D(UNet3DConfig(size=32, segments=("A",), width=4, patch=(8, 32, 32)))
+    upath = save_model(tmp_path / "u.pt", u, "unet3d", u.config.to_dict())
+    with pytest.raises(ModelError):
+        set_slice_spacing(upath, 0.9)

@@ -567,11 +567,7 @@ def _seeds_on_frames(slices: np.ndarray, masks, frames: FrameSelection) -> Dict[
     The frames were chosen with the painted slices kept (``select_frames(keep=...)``), so a painted
     slice is usually a kept frame itself. One that is not (it lay next to another painted slice, maybe
     of another segment) gives its mask to the nearest kept frame, unless that frame has its own."""
-    kept = {int(f): j for j, f in enumerate(frames.frames)}
-    out = {kept[int(k)]: masks[n] for n, k in enumerate(slices) if int(k) in kept}
-    for n, k in enumerate(slices):
-        out.setdefault(frames.nearest(int(k)), masks[n])
-    return out
+    return {j: masks[n] for j, n in frames.anchors(slices).items()}
 
 
 def _threshold_to_volume(grid: InPlaneGrid, prob, out: np.ndarray, margin: int = 2) -> None:

@@ -50,6 +50,17 @@ class FrameSelection:
             return len(self.frames) - 1
         return j if self.frames[j] - k < k - self.frames[j - 1] else j - 1
 
+    def anchors(self, painted: Sequence[int]) -> dict:
+        """Painted slices (N,) -> ``{kept-frame index: n}``, the painted slice ``painted[n]`` that anchors that
+        frame. Frames chosen with ``keep=painted`` are usually the painted slices themselves; a painted slice
+        that is not kept (it lay next to another painted slice) gives itself to the nearest kept frame,
+        unless that frame is painted itself."""
+        kept = {int(f): j for j, f in enumerate(self.frames)}
+        out = {kept[int(k)]: n for n, k in enumerate(painted) if int(k) in kept}
+        for n, k in enumerate(painted):
+            out.setdefault(self.nearest(int(k)), n)
+        return out
+
     def to_sweep(self, values, k0: int = 0, k1: Optional[int] = None):
         """``values`` (K', ...) on the kept frames -> (k1 - k0, ...) on slices ``k0..k1-1`` of the sweep,
         linear along the sweep between the two nearest kept frames. torch tensors and numpy arrays."""

@@ -15,7 +15,7 @@ snapshot() { rm -rf "$W/code-$1"; mkdir -p "$W/code-$1"; git archive "$1" ifssne
 # at COMMIT ARGS...: `ifssnet ARGS...` with that commit's code. The snapshot goes first on sys.path: with
 # PYTHONPATH alone, `python -m` would put the working directory (this checkout's ifssnet/) before it.
 at() { python -c 'import sys; sys.path.insert(0, sys.argv.pop(1)); from ifssnet.cli import main; sys.exit(main())' "$W/code-$1" "${@:2}"; }
-# spacing FILE: record the training phantoms' slice spacing (1.108 mm) in a model file made by code that
+# spacing FILE: record the training phantoms' slice spacing (1.108 mm) in an IFSS-Net or PG-Net file made by code that
 # did not record it yet; propagation thins finer sweeps to it (model card, "Sweeps with finer frames").
 spacing() { python -c 'import sys; sys.path.insert(0, sys.argv[1]); from ifssnet.model.checkpoint import set_slice_spacing; set_slice_spacing(sys.argv[2], 1.108)' "$W/code-HEAD" "$1"; }
 snapshot 9fe2bcf; snapshot 59bb20e; snapshot 938d179; snapshot 0b06b06; snapshot 4786731
@@ -46,6 +46,7 @@ done
 # about 25 min on one thread; then its held-out scores under both protocols.
 at 938d179 train "$W"/train/s* --arch pgnet --out "$W/pgnet.pt" \
   --epochs 5 --steps 250 --run-length 32 --lr 1e-3 --size 128 --seed 0 --bce-weight 1 --checkpoint-every 50
+spacing "$W/pgnet.pt"
 for protocol in 3-seeds paper; do
   IFSSNET_PGNET_MODEL="$W/pgnet.pt" at HEAD compare-set "$W"/test/s* \
     --methods pgnet --protocol "$protocol" --csv "$W/heldout-pgnet-$protocol.csv"

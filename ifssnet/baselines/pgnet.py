@@ -32,7 +32,11 @@ directions. Each unpainted slice is reached from its nearest painted slice (ties
 one), which is also its reference: between two painted groups the gap is split at its midpoint,
 the lower half propagated upwards from the lower group, the upper half downwards from the upper
 one. The previous slice's probability map feeds the next slice; the output is thresholded at 0.5 on
-the volume's grid, and painted slices come out exactly as painted.
+the volume's grid, and painted slices come out exactly as painted. As IFSS-Net does
+(:mod:`ifssnet.slice_spacing`), a sweep finer than the network's training sweeps
+(``PGNetConfig.slice_spacing_mm``) is propagated on its frames nearest to that spacing, painted
+slices among them, and the probabilities come back to every frame by linear interpolation along
+the sweep before the threshold. Training records the cases' spacing in a new network.
 """
 from __future__ import annotations
 
@@ -63,15 +67,20 @@ __all__ = ["PGNetConfig", "PGNet", "PGNetTrainConfig", "train_pgnet", "pgnet", "
 class PGNetConfig:
     """Architecture of PG-Net. ``size``: in-plane working size S (multiple of ``2 ** stages``);
     ``width``: channels of the first level; ``stages``: downsamplings by 2; ``gcn_kernel``: k of the
-    global convolution; ``norm_groups``: most GroupNorm groups."""
+    global convolution; ``norm_groups``: most GroupNorm groups; ``slice_spacing_mm``: the slice spacing of
+    the training sweeps (mm), None when unknown (files written before it was recorded)."""
 
     size: int = 128
     width: int = 16
     stages: int = 4
     gcn_kernel: int = 7
     norm_groups: int = 8
+    slice_spacing_mm: Optional[float] = None
 
     def __post_init__(self) -> None:
+        if self.slice_spacing_mm is not None and not (float(self.slice_spacing_mm) > 0):
+            raise ModelError(f"PG-Net slice spacing {self.slice_spacing_mm!r} is not a positive number of mm.",
+                             "Record the training sweeps' slice spacing in mm, or leave it unknown (None).")
         if self.stages < 1 or self.width < 1 or self.gcn_kernel < 1 or self.gcn_kernel % 2 == 0:
             raise ModelError(f"Invalid PG-Net configuration {self}.", "Use stages >= 1, width >= 1 and an odd gcn_kernel.")
         if self.size % (2 ** self.stages):
@@ -297,6 +306,9 @@ def train_pgnet(cases: Sequence, out_path, *, model_config: Optional[PGNetConfig
     if cases[0].image.shape[-1] != model_config.size:
         raise InputError(f"The cases are on a {cases[0].image.shape[-1]}-pixel grid, the network on {model_config.size}.",
                          "Load the cases with the network's size.")
+    from ..train import match_slice_spacing
+
+    cases = match_slice_spacing(list(cases), model_config)  # records a new network's spacing, thins finer cases
     return fit(arch=ARCH, build=_build, model_config=model_config.to_dict(), cfg=cfg or PGNetTrainConfig(),
                step_loss=_pgnet_step_loss(list(cases)), out_path=out_path, resume=resume, base_model=base_model,
                command=command, data_description=data_description, progress=progress, cancel=cancel,
@@ -341,32 +353,45 @@ def plan_chains(slices: Sequence[int], K: int) -> List[Tuple[int, List[int]]]:
 
 
 def pgnet(volume, seeds, spacing_kji, *, progress: Optional[ProgressFn] = None, cancel: CancelLike = None,
-          model=None, device: str = "auto", batch: int = 16) -> np.ndarray:
+          model=None, device: str = "auto", batch: int = 16, match_slice_spacing: bool = True) -> np.ndarray:
     """PG-Net as a comparison method: ``volume`` (K, J, I), ``seeds`` (SeedSet) -> uint8 (K, J, I).
 
     ``model``: a checkpoint path, a loaded :class:`PGNet`, or None for ``$IFSSNET_PGNET_MODEL`` /
     ``Resources/Models/pgnet.pt`` (:class:`ModelError` with the training command if it is missing).
-    ``batch``: chains advanced together (one network call per step). ``spacing_kji`` is not used.
+    ``batch``: chains advanced together (one network call per step). ``spacing_kji`` (mm): its first
+    entry, the spacing along the sweep, chooses the frames with ``match_slice_spacing`` (module docstring).
     """
-    volume, seed_mask, slices, _ = check_inputs(volume, seeds, spacing_kji)
+    from ..slice_spacing import select_frames
+
+    volume, seed_mask, slices, spacing = check_inputs(volume, seeds, spacing_kji)
     dev = resolve_device(device)
     net = resolve_model(model, ARCH, _build, PGNet, dev)
+    network_mm = net.config.slice_spacing_mm if match_slice_spacing else None
+    frames = select_frames(volume.shape[0], float(spacing[0]), network_mm, keep=slices)
     with torch.no_grad():
-        return _propagate(net, volume, seed_mask, slices, dev, batch, progress, cancel)
+        return _propagate(net, volume, seed_mask, slices, dev, batch, progress, cancel, frames)
 
 
-def _propagate(net: PGNet, volume, seed_mask, slices, dev, batch, progress, cancel) -> np.ndarray:
+def _propagate(net: PGNet, volume, seed_mask, slices, dev, batch, progress, cancel, frames) -> np.ndarray:
+    """Chains over the kept ``frames`` (:class:`ifssnet.slice_spacing.FrameSelection`, painted slices
+    among them); working-grid probabilities (K', S, S) of the kept frames, then every slice of the sweep
+    from them (linear along the sweep, then the volume's grid), thresholded at 0.5."""
     from ..preprocess import InPlaneGrid, intensity_stats, normalized_work_volume
 
     K = volume.shape[0]
     out = np.zeros(volume.shape, np.uint8)
-    plan = plan_chains(slices, K)
+    anchors = frames.anchors(slices)                              # kept frame -> position in slices
+    plan = plan_chains(sorted(anchors), len(frames.frames))
     if plan:
         grid = InPlaneGrid(volume.shape[1:], net.config.size)
         mean, std = intensity_stats(volume)
-        work = normalized_work_volume(volume, grid, mean, std, cancel=cancel)            # (K, S, S)
-        seed_work = {s: (grid.to_work(torch.from_numpy(seed_mask[s:s + 1].astype(np.float32))) > 0.5).float()
-                     for s in slices}                                                      # (1, S, S)
+        work = normalized_work_volume(volume, grid, mean, std, cancel=cancel,
+                                      frames=frames.frames if frames.thinned else None)  # (K', S, S)
+        seed_work = {j: (grid.to_work(torch.from_numpy(seed_mask[s:s + 1].astype(np.float32))) > 0.5).float()
+                     for j, s in ((j, slices[n]) for j, n in anchors.items())}          # (1, S, S)
+        probs = torch.zeros((len(frames.frames), net.config.size, net.config.size))     # kept frames, working grid
+        for n, m in seed_work.items():
+            probs[n] = m[0]
         chains = [_Chain(r, sl) for r, sl in plan]
         total, done = sum(len(c.slices) for c in chains), 0
         for i in range(0, len(chains), batch):   # reference features once per chain
@@ -385,14 +410,17 @@ def _propagate(net: PGNet, volume, seed_mask, slices, dev, batch, progress, canc
                 img = work[ks][:, None].to(dev)
                 prob = torch.sigmoid(net.step(torch.cat([c.ref_feat for c in group]), img,
                                               torch.cat([c.prev for c in group])))        # (B, 1, S, S)
-                vol = grid.to_volume(prob[:, 0].float().cpu())                             # (B, J, I)
+                probs[ks] = prob[:, 0].float().cpu()
                 for n, c in enumerate(group):
-                    out[ks[n]] = (vol[n] > 0.5).numpy()
                     c.prev = prob[n:n + 1]
                     c.pos += 1
                 done += len(group)
             active = [c for c in active if c.pos < len(c.slices)]
             report(progress, "PG-Net", done, total)
+        for k0 in range(0, K, 64):                    # every slice of the sweep, in chunks
+            check_cancel(cancel)
+            k1 = min(K, k0 + 64)
+            out[k0:k1] = (grid.to_volume(frames.to_sweep(probs, k0, k1)) > 0.5).numpy()
     return restore_painted(out, seed_mask, slices)
 
 

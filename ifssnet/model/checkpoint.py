@@ -91,15 +91,26 @@ def write_weights(path: Union[str, Path], net: nn.Module, arch: str, config_json
 
 
 def set_slice_spacing(path: Union[str, Path], spacing_mm: Optional[float], out: Union[str, Path, None] = None) -> Path:
-    """Record the slice spacing (mm) of a network's training sweeps in an IFSS-Net model file
-    (``IFSSNetConfig.slice_spacing_mm``), for files written before it was recorded. The weights and
-    every other field stay as they are. Writes ``out`` (default: in place, atomically)."""
+    """Record the slice spacing (mm) of a network's training sweeps in an IFSS-Net or PG-Net model file
+    (``IFSSNetConfig.slice_spacing_mm``, ``PGNetConfig.slice_spacing_mm``), for files written before it
+    was recorded. The weights and every other field stay as they are. Writes ``out`` (default: in
+    place, atomically). :class:`ModelError` for another file or architecture."""
+    import json
+
     from ..io import atomic_write
 
     path = Path(path)
-    obj = _read_ifssnet(path, "cpu")
-    config = dataclasses.replace(IFSSNetConfig.from_json(obj.get("config")), slice_spacing_mm=spacing_mm)
-    obj["config"] = config.to_json()
+    obj = _read(path, "cpu")
+    if isinstance(obj, dict) and obj.get("arch") == "pgnet":
+        from ..baselines.pgnet import PGNetConfig
+
+        check_format_version(obj, path)
+        config = PGNetConfig.from_dict(dict(json.loads(obj.get("config") or "{}"), slice_spacing_mm=spacing_mm))
+        obj["config"] = json.dumps(config.to_dict(), sort_keys=True)
+    else:
+        obj = _read_ifssnet(path, "cpu")
+        config = dataclasses.replace(IFSSNetConfig.from_json(obj.get("config")), slice_spacing_mm=spacing_mm)
+        obj["config"] = config.to_json()
     return atomic_write(Path(out) if out is not None else path, lambda tmp: torch.save(obj, tmp), make_folder=True)
 
 
