@@ -24,7 +24,9 @@ HELP_TEXT = (
     "Paint the muscle on at least 3 slices (consecutive or far apart, several groups allowed) in any view, "
     "then click Propagate: IFSS-Net carries them through the whole volume in the background. "
     "Check the preview (repaint a least-confident slice and propagate again if needed), click Apply, and read "
-    f'the volume with "Show volume". <a href="{README_URL}">User guide</a>.'
+    'the volume with "Show volume". Where a mask runs on past the muscle\'s end, go to the first slice past '
+    'the end and click "No muscle here": the next run stops there. '
+    f'<a href="{README_URL}">User guide</a>.'
 )
 
 DEVICES = [("auto", "Auto"), ("cpu", "CPU"), ("cuda", "GPU (CUDA)")]
