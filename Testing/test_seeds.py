@@ -273,3 +273,12 @@ def test_make_seed_segmentation_with_ends():
     ends = {int(k) for k in (rows[0] - 1, rows[-1] + 1) if 0 <= k < gm.shape[0]}
     assert set(seeds.annotated.slices) == set(plain.annotated.slices) | ends and ends
     np.testing.assert_array_equal(seeds.mask, plain.mask)
+
+
+def test_slice_extent_along_any_axis():
+    from ifssnet.seeds import slice_extent
+
+    m = np.zeros((10, 8, 6), np.uint8)
+    m[3:7, 2:5, 1] = 1
+    assert slice_extent(m) == (3, 6) and slice_extent(m, 1) == (2, 4) and slice_extent(m, 2) == (1, 1)
+    assert slice_extent(np.zeros_like(m)) is None

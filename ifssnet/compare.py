@@ -77,10 +77,9 @@ def protocol_seeds(ref_mask: np.ndarray, protocol: str = "3-seeds", count: int =
 
 def reference_extent(ref_mask: np.ndarray) -> Tuple[int, int]:
     """(first, last) slice along axis 0 where the reference is non-empty (inclusive)."""
-    rows = np.flatnonzero(np.asarray(ref_mask).reshape(ref_mask.shape[0], -1).any(axis=1))
-    if rows.size == 0:
-        return (0, -1)
-    return int(rows[0]), int(rows[-1])
+    from .seeds import slice_extent
+
+    return slice_extent(ref_mask) or (0, -1)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -75,13 +75,6 @@ def seeds_from_segmentation(seg, names, axis=None):
     return seed_map, ax
 
 
-def _ends(mask, axis):
-    """[first, last] slice across ``axis`` where ``mask`` has foreground, or None: where to check that the
-    mask stops with the muscle (else mark the slice past its end with ``--no-muscle-at``)."""
-    rows = np.flatnonzero(np.moveaxis(mask, axis, 0).reshape(mask.shape[axis], -1).any(axis=1))
-    return [int(rows[0]), int(rows[-1])] if rows.size else None
-
-
 def parse_no_muscle(items, names) -> dict:
     """``--no-muscle-at`` values (``"GM:12,380"``, or ``"12,380"`` for the only segment) -> {name: [k, ...]}."""
     from .errors import InputError
@@ -185,7 +178,7 @@ def _propagate(args) -> int:
     from .preprocess import check_volume
     from .progress import TqdmProgress
     from .propagate import frames_for, load_model, propagate, resolve_device
-    from .seeds import validate_seeds
+    from .seeds import slice_extent, validate_seeds
 
     # Everything that can be checked cheaply is checked before the long work starts.
     output = check_output_path(args.output, (args.volume, args.seeds))
@@ -225,11 +218,13 @@ def _propagate(args) -> int:
     annotated = {n: AnnotatedSlices(axis, tuple(s.slices)) for n, s in seed_map.items()}
     sidecar = sidecar_path(output)
     paint_next = {n: result.paint_next(n) for n in masks}      # each reads a whole mask: once per segment
+    # Where each mask starts and ends: where to check that it stops with the muscle (--no-muscle-at if not).
+    ends = {n: slice_extent(m, axis) for n, m in masks.items()}
     _write_outputs(segmentation_from_masks(masks, img.geometry, annotated), output,
                    {"axis": axis,
                     "confidence": {n: [round(float(c), 4) for c in v] for n, v in result.confidence.items()},
                     "least_confident": {n: result.least_confident(n) for n in masks},
-                    "paint_next": paint_next, "ends": {n: _ends(m, axis) for n, m in masks.items()},
+                    "paint_next": paint_next, "ends": ends,
                     "frames": result.frames,
                     "frame_spacing_mm": result.frame_spacing_mm})
     spacing = img.geometry.spacing_kji
@@ -237,8 +232,7 @@ def _propagate(args) -> int:
     for n, m in masks.items():
         nxt = paint_next[n]
         hint = f"; to correct it, paint slice {nxt} (axis {axis}) next" if nxt is not None else ""
-        ends = _ends(m, axis)
-        where = f", on slices {ends[0]}-{ends[1]}" if ends else ""
+        where = f", on slices {ends[n][0]}-{ends[n][1]}" if ends[n] else ""
         print(f"{n}: {int(m.sum())} voxels, {m.sum() * vox / 1000:.2f} cm3{where}{hint}")
     if result.frames < volume.shape[0]:
         print(f"propagated on {result.frames} of {volume.shape[0]} frames, {result.frame_spacing_mm:.2f} mm apart "

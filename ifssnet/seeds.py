@@ -31,7 +31,7 @@ import numpy as np
 from .errors import InputError, SeedError
 
 __all__ = ["SeedSet", "seed_groups", "largest_slices", "protocol_slices", "cut_seeds", "find_axis",
-           "annotated_slices", "end_slices", "validate_seeds", "make_seed_segmentation", "PROTOCOLS", "PAINT_TODO"]
+           "annotated_slices", "slice_extent", "end_slices", "validate_seeds", "make_seed_segmentation", "PROTOCOLS", "PAINT_TODO"]
 
 PROTOCOLS = ("3-seeds", "paper", "3-seeds+ends")
 PAINT_TODO = "Paint the muscle on at least {n} slices (consecutive or far apart), then Propagate again."
@@ -202,14 +202,21 @@ def protocol_slices(mask: np.ndarray, protocol: str, count: int = 3, every: int 
     return tuple(start + g * every + c for g in range(n_groups) for c in range(count))
 
 
+def slice_extent(mask: np.ndarray, axis: int = 0) -> Optional[Tuple[int, int]]:
+    """(first, last) slice across ``axis`` where ``mask`` (3-D) has foreground, or None when it is empty:
+    where a propagated mask starts and ends."""
+    rows = _nonempty_rows(np.asarray(mask), axis)
+    return (int(rows[0]), int(rows[-1])) if rows.size else None
+
+
 def end_slices(mask: np.ndarray) -> Tuple[int, ...]:
     """The first slice (axis 0) past each end of ``mask``'s (K, J, I) extent, where it is inside the
     volume: 0, 1 or 2 slices on which the segment is empty. Raises :class:`SeedError` for an empty mask."""
-    rows = _nonempty_rows(_as_mask3d(mask))
-    if rows.size == 0:
+    extent = slice_extent(_as_mask3d(mask))
+    if extent is None:
         raise _empty_segment()
     K = mask.shape[0]
-    return tuple(k for k in (int(rows[0]) - 1, int(rows[-1]) + 1) if 0 <= k < K)
+    return tuple(k for k in (extent[0] - 1, extent[1] + 1) if 0 <= k < K)
 
 
 def cut_seeds(mask: np.ndarray, slices: Iterable[int]) -> SeedSet:

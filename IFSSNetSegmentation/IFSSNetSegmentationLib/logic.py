@@ -648,10 +648,9 @@ class IFSSNetSegmentationLogic:
     def resultEnds(seg: SegmentJob) -> Optional[Tuple[int, int]]:
         """(first, last) slice along the segment's axis where the result has the muscle, or None for an empty
         result. The place to check a run that went on past the muscle's end (mark it 'no muscle here')."""
-        if seg.result is None:
-            return None
-        present = np.flatnonzero(np.moveaxis(seg.result, seg.axis, 0).reshape(seg.result.shape[seg.axis], -1).any(axis=1))
-        return (int(present[0]), int(present[-1])) if present.size else None
+        from ifssnet.seeds import slice_extent
+
+        return None if seg.result is None else slice_extent(seg.result, seg.axis)
 
     @staticmethod
     def paintNext(seg: SegmentJob) -> Optional[int]:
