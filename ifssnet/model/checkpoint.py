@@ -100,7 +100,7 @@ def set_slice_spacing(path: Union[str, Path], spacing_mm: Optional[float], out: 
     from ..io import atomic_write
 
     path = Path(path)
-    obj = _read(path, "cpu")
+    obj = _read(path, "cpu")                                  # once, whatever the architecture
     if isinstance(obj, dict) and obj.get("arch") == "pgnet":
         from ..baselines.pgnet import PGNetConfig
 
@@ -108,7 +108,7 @@ def set_slice_spacing(path: Union[str, Path], spacing_mm: Optional[float], out: 
         config = PGNetConfig.from_dict(dict(json.loads(obj.get("config") or "{}"), slice_spacing_mm=spacing_mm))
         obj["config"] = json.dumps(config.to_dict(), sort_keys=True)
     else:
-        obj = _read_ifssnet(path, "cpu")
+        _check_ifssnet(obj, path)
         config = dataclasses.replace(IFSSNetConfig.from_json(obj.get("config")), slice_spacing_mm=spacing_mm)
         obj["config"] = config.to_json()
     return atomic_write(Path(out) if out is not None else path, lambda tmp: torch.save(obj, tmp), make_folder=True)
@@ -117,7 +117,11 @@ def set_slice_spacing(path: Union[str, Path], spacing_mm: Optional[float], out: 
 def _read_ifssnet(path: Path, map_location) -> dict:
     """The raw checkpoint dict of an IFSS-Net file; :class:`ModelError` for another file, another
     architecture or a newer format."""
-    obj = _read(path, map_location)
+    return _check_ifssnet(_read(path, map_location), path)
+
+
+def _check_ifssnet(obj, path: Path) -> dict:
+    """``obj`` (a loaded file) if it is an IFSS-Net checkpoint of a format this code reads, else :class:`ModelError`."""
     if not isinstance(obj, dict) or "arch" not in obj or "state_dict" not in obj:
         raise ModelError(f"The file {path} is not an IFSS-Net checkpoint.",
                          "Choose a model file written by IFSS-Net (.pt).")
