@@ -361,13 +361,12 @@ def pgnet(volume, seeds, spacing_kji, *, progress: Optional[ProgressFn] = None, 
     ``batch``: chains advanced together (one network call per step). ``spacing_kji`` (mm): its first
     entry, the spacing along the sweep, chooses the frames with ``match_slice_spacing`` (module docstring).
     """
-    from ..slice_spacing import select_frames
+    from ..propagate import frames_for
 
     volume, seed_mask, slices, spacing = check_inputs(volume, seeds, spacing_kji)
     dev = resolve_device(device)
     net = resolve_model(model, ARCH, _build, PGNet, dev)
-    network_mm = net.config.slice_spacing_mm if match_slice_spacing else None
-    frames = select_frames(volume.shape[0], float(spacing[0]), network_mm, keep=slices)
+    frames = frames_for(volume.shape[0], spacing[0], net, match_slice_spacing, {"seeds": seeds})   # as IFSS-Net's
     with torch.no_grad():
         return _propagate(net, volume, seed_mask, slices, dev, batch, progress, cancel, frames)
 
@@ -377,6 +376,7 @@ def _propagate(net: PGNet, volume, seed_mask, slices, dev, batch, progress, canc
     among them); working-grid probabilities (K', S, S) of the kept frames, then every slice of the sweep
     from them (linear along the sweep, then the volume's grid), thresholded at 0.5."""
     from ..preprocess import InPlaneGrid, intensity_stats, normalized_work_volume
+    from ..propagate import _threshold_to_volume
 
     K = volume.shape[0]
     out = np.zeros(volume.shape, np.uint8)
@@ -387,11 +387,12 @@ def _propagate(net: PGNet, volume, seed_mask, slices, dev, batch, progress, canc
         mean, std = intensity_stats(volume)
         work = normalized_work_volume(volume, grid, mean, std, cancel=cancel,
                                       frames=frames.frames if frames.thinned else None)  # (K', S, S)
-        seed_work = {j: (grid.to_work(torch.from_numpy(seed_mask[s:s + 1].astype(np.float32))) > 0.5).float()
-                     for j, s in ((j, slices[n]) for j, n in anchors.items())}          # (1, S, S)
+        painted = {j: slices[n] for j, n in anchors.items()}    # kept frame -> painted slice
+        seed_work = {j: (grid.to_work(torch.from_numpy(seed_mask[k:k + 1].astype(np.float32))) > 0.5).float()
+                     for j, k in painted.items()}                                          # (1, S, S)
         probs = torch.zeros((len(frames.frames), net.config.size, net.config.size))     # kept frames, working grid
-        for n, m in seed_work.items():
-            probs[n] = m[0]
+        for j, m in seed_work.items():
+            probs[j] = m[0]
         chains = [_Chain(r, sl) for r, sl in plan]
         total, done = sum(len(c.slices) for c in chains), 0
         for i in range(0, len(chains), batch):   # reference features once per chain
@@ -417,10 +418,10 @@ def _propagate(net: PGNet, volume, seed_mask, slices, dev, batch, progress, canc
                 done += len(group)
             active = [c for c in active if c.pos < len(c.slices)]
             report(progress, "PG-Net", done, total)
-        for k0 in range(0, K, 64):                    # every slice of the sweep, in chunks
+        for k0 in range(0, K, 64):                    # every slice of the sweep, in chunks; only where it can be 1
             check_cancel(cancel)
             k1 = min(K, k0 + 64)
-            out[k0:k1] = (grid.to_volume(frames.to_sweep(probs, k0, k1)) > 0.5).numpy()
+            _threshold_to_volume(grid, frames.to_sweep(probs, k0, k1), out[k0:k1])
     return restore_painted(out, seed_mask, slices)
 
 
