@@ -32,6 +32,7 @@ numpy -> MRML). ``propagate`` does the three in a row.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -181,6 +182,29 @@ def restoreSegmentation(segmentationNode, backup) -> None:
     segmentationNode.Modified()
 
 
+@contextlib.contextmanager
+def allOrNothing(segmentationNode):
+    """Write to a segmentation as one modification; if anything fails, put the whole segmentation back,
+    voxel for voxel. Yields the snapshot taken before (a Preview's Cancel restores it later)."""
+    backup = snapshotSegmentation(segmentationNode)
+    try:
+        wasModifying = segmentationNode.StartModify()
+        try:
+            yield backup
+        finally:
+            segmentationNode.EndModify(wasModifying)
+    except BaseException:
+        restoreSegmentation(segmentationNode, backup)
+        raise
+
+
+def tagSeeds(segment, axis: int, seedSlices, mask: np.ndarray) -> None:
+    """Record a segment's seeds (``IFSSNet.AnnotatedSlices``) and a checksum of each of its slices
+    (``IFSSNet.ResultSliceCRC``, the baseline against which later edits are found: ``_seedSlices``)."""
+    segment.SetTag(ANNOTATED_TAG, AnnotatedSlices(axis, tuple(sorted(seedSlices))).to_tag())
+    segment.SetTag(RESULT_CRC_TAG, ",".join(str(c) for c in sliceCRCs(mask, axis)))
+
+
 def segmentTag(segment, tag: str) -> Optional[str]:
     value = vtk.reference("")
     return str(value) if segment.GetTag(tag, value) else None
@@ -312,8 +336,9 @@ class IFSSNetSegmentationLogic:
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId) if segmentationNode else None
         if volumeNode is None or segment is None:
             return None
-        if segmentTag(segment, ANNOTATED_TAG):
-            return AnnotatedSlices.from_tag(segmentTag(segment, ANNOTATED_TAG)).axis
+        tag = segmentTag(segment, ANNOTATED_TAG)
+        if tag:
+            return AnnotatedSlices.from_tag(tag).axis
         mask = segmentToArray(segmentationNode, segmentId, referenceGeometry(volumeNode, segmentationNode))
         return self._seedSlices(segment, mask)[0] if mask.any() else None
 
@@ -356,19 +381,9 @@ class IFSSNetSegmentationLogic:
                             "Erase the muscle there first if it is not on that slice, or mark another slice.")
         slices = tuple(sorted(set(slices) | {k}))
         np.moveaxis(mask, paintedAxis, 0)[k] = 0
-        backup = snapshotSegmentation(segmentationNode)
-        try:
-            wasModifying = segmentationNode.StartModify()
-            try:
-                writeSegment(segmentationNode, segmentId, mask, geometry)
-                segment.SetTag(ANNOTATED_TAG, AnnotatedSlices(paintedAxis, slices).to_tag())
-                # The baseline for "slices the user edits from now on" (see _seedSlices).
-                segment.SetTag(RESULT_CRC_TAG, ",".join(str(c) for c in sliceCRCs(mask, paintedAxis)))
-            finally:
-                segmentationNode.EndModify(wasModifying)
-        except BaseException:
-            restoreSegmentation(segmentationNode, backup)
-            raise
+        with allOrNothing(segmentationNode):
+            writeSegment(segmentationNode, segmentId, mask, geometry)
+            tagSeeds(segment, paintedAxis, slices, mask)      # slices painted after the mark are still found
         return paintedAxis, slices
 
     def segmentVolumes(self, segmentationNode, segmentIds: Optional[Sequence[str]] = None) -> dict:
@@ -532,22 +547,13 @@ class IFSSNetSegmentationLogic:
         if volumeNode is None:
             raise InputError("The volume was removed from the scene during the run.", "Load it again and propagate.")
         geometry = referenceGeometry(volumeNode, segmentationNode)
-        job.backup = snapshotSegmentation(segmentationNode)
         total = len(job.segments)
-        try:
-            wasModifying = segmentationNode.StartModify()
-            try:
-                for n, seg in enumerate(job.segments):
-                    report(progress, STAGE_WRITING, n, total)
-                    writeSegment(segmentationNode, seg.segmentId, seg.result, geometry)
-                    segment = segmentationNode.GetSegmentation().GetSegment(seg.segmentId)
-                    segment.SetTag(ANNOTATED_TAG, AnnotatedSlices(seg.axis, tuple(sorted(seg.seedSlices))).to_tag())
-                    segment.SetTag(RESULT_CRC_TAG, ",".join(str(c) for c in sliceCRCs(seg.result, seg.axis)))
-            finally:
-                segmentationNode.EndModify(wasModifying)
-        except BaseException:
-            restoreSegmentation(segmentationNode, job.backup)
-            raise
+        with allOrNothing(segmentationNode) as job.backup:
+            for n, seg in enumerate(job.segments):
+                report(progress, STAGE_WRITING, n, total)
+                writeSegment(segmentationNode, seg.segmentId, seg.result, geometry)
+                tagSeeds(segmentationNode.GetSegmentation().GetSegment(seg.segmentId), seg.axis, seg.seedSlices,
+                         seg.result)
         report(progress, STAGE_WRITING, total, total)
         return self._summary(job, segmentationNode)
 
