@@ -42,7 +42,8 @@ import numpy as np
 
 from .errors import Cancelled, DependencyError, InputError, ResourceError, SeedError
 from .progress import check_cancel, report
-from .seeds import PROTOCOLS
+from .seeds import PROTOCOLS, slice_extent
+
 DEFAULT_METHODS = ("fbs", "gfs", "ws")
 
 #: Columns of a result row, in table/CSV order (the row also carries ``slice_dice``, ``seed_slices`` and
@@ -77,8 +78,6 @@ def protocol_seeds(ref_mask: np.ndarray, protocol: str = "3-seeds", count: int =
 
 def reference_extent(ref_mask: np.ndarray) -> Tuple[int, int]:
     """(first, last) slice along axis 0 where the reference is non-empty (inclusive)."""
-    from .seeds import slice_extent
-
     return slice_extent(ref_mask) or (0, -1)
 
 

@@ -390,6 +390,6 @@ def make_seed_segmentation(ref_seg, segment_names: Optional[Sequence[str]] = Non
                             "Choose a segment that holds the muscle, or give --at.")
         seeds = cut_seeds(mask, _slices_for(mask, at, count, every))
         if ends:
-            seeds = seeds.with_empty(k for k in end_slices(mask) if k not in seeds.slices)
+            seeds = seeds.with_empty(end_slices(mask))
         out.append(Segment(name, seeds.mask, seg.color, AnnotatedSlices(0, seeds.slices)))
     return Segmentation(out, ref_seg.geometry)
