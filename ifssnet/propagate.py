@@ -50,6 +50,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .confidence import least_confident_slices, next_slice_to_paint, slice_confidence
+from .exclusive import compete, yield_to_painted
 from .errors import InputError, ModelError, ResourceError, SeedError
 from .memory import check_propagation_memory
 from .preprocess import InPlaneGrid, check_volume, intensity_stats, normalized_work_volume
@@ -240,7 +241,8 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
               device: str = "auto", preset: str = "balanced", stop_at_end: bool = True,
               between_seeds_only: bool = False, patience: int = 5, min_area_fraction: float = 0.1,
               batch_size: int = 32, slice_spacing_mm: Optional[float] = None, match_slice_spacing: bool = True,
-              progress: Optional[ProgressFn] = None, cancel: CancelLike = None) -> PropagationResult:
+              exclusive: bool = False, progress: Optional[ProgressFn] = None,
+              cancel: CancelLike = None) -> PropagationResult:
     """Propagate the painted slices of every segment through ``volume`` (K, J, I).
 
     ``seeds``: one :class:`SeedSet` (returned under the name ``"segment"``) or ``{name: SeedSet}``.
@@ -261,7 +263,9 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     a finer sweep is propagated on its frames nearest to that spacing, and the result comes back to
     every frame (:mod:`ifssnet.slice_spacing`); ``patience`` then counts kept frames. On validation
     phantoms 500-501 swept at 0.316 mm (the training's 1.108 mm / 3.5), ``3-seeds``: Dice 0.658 on every
-    frame, 0.721 thinned, at half the time (model card). Returns :class:`PropagationResult`. Raises
+    frame, 0.721 thinned, at half the time (model card). ``exclusive``: segments propagated together do
+    not overlap; a voxel two of them claim goes to the more probable one, and a voxel painted for one
+    segment is not given to another (:mod:`ifssnet.exclusive`). Returns :class:`PropagationResult`. Raises
     :class:`~ifssnet.errors.Cancelled` if ``cancel`` is set; nothing is returned or changed then.
     """
     import torch
@@ -281,13 +285,13 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     check_propagation_memory(volume.shape, seed_map, net, batch_size, extra_bytes=extra, frames=len(frames.frames))
     try:
         result = _propagate_on(volume, seed_map, net, dev, stop_at_end, between_seeds_only, patience,
-                               min_area_fraction, batch_size, progress, cancel, settings, frames)
+                               min_area_fraction, batch_size, progress, cancel, settings, frames, exclusive)
     except torch.cuda.OutOfMemoryError:
         warnings.warn("The GPU ran out of memory; propagating on the CPU instead (slower).", RuntimeWarning)
         torch.cuda.empty_cache()
         dev = "cpu"
         result = _propagate_on(volume, seed_map, net.to("cpu"), dev, stop_at_end, between_seeds_only, patience,
-                               min_area_fraction, batch_size, progress, cancel, settings, frames)
+                               min_area_fraction, batch_size, progress, cancel, settings, frames, exclusive)
     result.seconds = time.perf_counter() - t0
     result.device = dev
     result.preset = settings["name"]
@@ -435,7 +439,8 @@ def _prepare_device(net, dev: str) -> None:
 
 
 def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patience, min_area_fraction,
-                  batch_size, progress, cancel, settings, frames: FrameSelection) -> PropagationResult:
+                  batch_size, progress, cancel, settings, frames: FrameSelection,
+                  exclusive: bool = False) -> PropagationResult:
     """The propagation proper, on the kept ``frames`` of ``volume``: K below counts those frames, and
     the result goes back to every frame (``frames.to_sweep``)."""
     import torch
@@ -534,14 +539,22 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
     t_out = time.perf_counter()
     masks, confidence = {}, {}
     names = list(seed_map)
+    for name in names:   # blended probability (K, S, S) and per-slice confidence, in place of num, num2
+        check_cancel(cancel)
+        d = den[name].clamp(min=1e-12)[:, None, None]
+        mean_p = num[name].div_(d)
+        var_p = num2[name].div_(d).sub_(mean_p ** 2).clamp_(min=0)
+        mean_p[den[name] == 0] = 0.0
+        confidence[name] = frames.to_sweep(slice_confidence(mean_p, var_p, painted=painted_work[name])
+                                           ).astype(np.float32)
+        del num2[name]
+    if exclusive:
+        compete(num)
     for si, name in enumerate(names):
         check_cancel(cancel)
         s = seed_map[name]
-        d = den[name].clamp(min=1e-12)[:, None, None]
-        mean_p = num[name] / d
-        var_p = (num2[name] / d - mean_p ** 2).clamp(min=0)
-        mean_p[den[name] == 0] = 0.0
-        conf = frames.to_sweep(slice_confidence(mean_p, var_p, painted=painted_work[name])).astype(np.float32)
+        mean_p = num.pop(name)
+        conf = confidence[name]
         out = np.zeros((K_sweep, J, I), dtype=np.uint8)
         for k0 in range(0, K_sweep, chunk):
             p = frames.to_sweep(mean_p, k0, min(k0 + chunk, K_sweep))
@@ -554,7 +567,8 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
         out[sl] = (s.mask[sl] > 0)
         conf[sl] = 1.0
         masks[name] = out
-        confidence[name] = conf
+    if exclusive:
+        yield_to_painted(masks, seed_map)
     timings["output"] = time.perf_counter() - t_out
     ended = {n: [int(frames.frames[k]) for k in ks] for n, ks in ended.items()}     # kept frame -> sweep slice
     return PropagationResult(masks, confidence, ended=ended, windows=done_steps, timings=timings,
