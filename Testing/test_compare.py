@@ -210,3 +210,57 @@ def test_results_table_merges_renames_and_times_per_volume(tmp_path):
     with open(tmp_path / "m.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 4
     assert (tmp_path / "m.png").stat().st_size > 0
+
+
+def test_joint_methods_run_once_on_all_muscles_and_the_others_per_muscle():
+    vol, refs = tiny_case()
+    calls = []
+
+    def together(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        calls.append(sorted(seeds) if isinstance(seeds, dict) else "one")
+        return {n: refs[n] for n in seeds} if isinstance(seeds, dict) else refs["GM"]
+
+    together.joint = True
+    registry.register("together", together)
+    try:
+        out = C.compare(vol, refs, SPACING, ["together", "fbs"], "3-seeds", joint=True)
+        assert calls == [["GM", "SOL"]]
+        alone = C.compare(vol, refs, SPACING, ["together"], "3-seeds")
+        assert calls[1:] == ["one", "one"]
+    finally:
+        registry.unregister("together")
+    mine = [r for r in out if r["method"] == "together"]
+    assert [r["muscle"] for r in mine] == ["GM", "SOL"] and all(r["dice"] == 1.0 and r["joint"] == 1 for r in mine)
+    assert all("joint" not in r for r in out if r["method"] == "fbs") and all("joint" not in r for r in alone)
+    assert mine[0]["seed_slices"] == alone[0]["seed_slices"]
+
+
+def test_a_failed_joint_run_gives_an_error_row_per_muscle():
+    vol, refs = tiny_case()
+
+    def half(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        return {"GM": refs["GM"]}                   # forgets SOL
+
+    half.joint = True
+    registry.register("half", half)
+    try:
+        out = C.compare(vol, refs, SPACING, ["half"], "3-seeds", joint=True)
+    finally:
+        registry.unregister("half")
+    assert len(out) == 2 and all("returned" in r["error"] and math.isnan(r["dice"]) for r in out)
+
+
+def test_ifssnet_joint_and_exclusive_through_the_runner():
+    pytest.importorskip("torch")
+    from fake_models import CopyModel
+    from ifssnet.exclusive import overlap_voxels
+
+    vol, refs = tiny_case()
+    refs = {"GM": refs["GM"], "SOL": refs["SOL"].copy()}
+    refs["SOL"][:, 14:24, 12:20] = 1                # the two references now overlap
+    opts = {"ifssnet": {"model": CopyModel(size=32), "device": "cpu"}}
+    plain = C.compare(vol, refs, SPACING, ["ifssnet"], "3-seeds", method_options=opts, joint=True, keep_masks=True)
+    opts["ifssnet"]["exclusive"] = True
+    apart = C.compare(vol, refs, SPACING, ["ifssnet"], "3-seeds", method_options=opts, joint=True, keep_masks=True)
+    assert overlap_voxels({r["muscle"]: r["mask"] for r in plain}) > 0
+    assert overlap_voxels({r["muscle"]: r["mask"] for r in apart}) == 0

@@ -162,7 +162,10 @@ def _gpu_peak_mb() -> float:
 
 def run_method(name: str, volume: np.ndarray, seeds, spacing_kji, *, options: Optional[dict] = None,
                progress=None, cancel=None) -> Tuple[np.ndarray, float, float, float, str]:
-    """Run one registered method; returns ``(mask uint8 (K, J, I), time_s, peak_mb, gpu_peak_mb, mem_source)``."""
+    """Run one registered method; returns ``(mask uint8 (K, J, I), time_s, peak_mb, gpu_peak_mb, mem_source)``.
+
+    ``seeds``: one SeedSet, or ``{name: SeedSet}`` for a method that segments several segments in one
+    call (its ``joint`` attribute is true): then the first item is ``{name: mask}``."""
     from .baselines.registry import get, prepare
 
     fn = get(name)
@@ -176,11 +179,22 @@ def run_method(name: str, volume: np.ndarray, seeds, spacing_kji, *, options: Op
             raise ResourceError(f"Method {name!r} ran out of memory on a volume of {volume.shape}.",
                                 "Crop the volume, or run the comparison on a smaller case.") from exc
         seconds = time.perf_counter() - t0
-    out = np.asarray(out)
-    if out.shape != volume.shape:
-        raise InputError(f"Method {name!r} returned shape {out.shape}, the volume is {volume.shape}.",
+    if isinstance(seeds, Mapping):
+        if not isinstance(out, Mapping) or set(out) != set(seeds):
+            raise InputError(f"Method {name!r} was given segments {', '.join(seeds)} and returned "
+                             f"{', '.join(out) if isinstance(out, Mapping) else 'one mask'}.",
+                             "Fix the method: for several segments it must return {name: mask}.")
+        masks = {n: _checked_mask(name, m, volume.shape) for n, m in out.items()}
+        return masks, seconds, mem.peak_mb, _gpu_peak_mb(), mem.source
+    return _checked_mask(name, out, volume.shape), seconds, mem.peak_mb, _gpu_peak_mb(), mem.source
+
+
+def _checked_mask(method: str, mask, shape) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.shape != tuple(shape):
+        raise InputError(f"Method {method!r} returned shape {mask.shape}, the volume is {tuple(shape)}.",
                          "Fix the method: it must return a (K, J, I) mask.")
-    return (out != 0).astype(np.uint8), seconds, mem.peak_mb, _gpu_peak_mb(), mem.source
+    return (mask != 0).astype(np.uint8)
 
 
 def score(pred: np.ndarray, ref: np.ndarray, spacing_kji, seed_slices: Sequence[int],
@@ -213,7 +227,7 @@ def score(pred: np.ndarray, ref: np.ndarray, spacing_kji, seed_slices: Sequence[
 def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji, methods: Iterable[str] = DEFAULT_METHODS,
             protocol: str = "3-seeds", progress=None, cancel=None, *, seeds: Optional[Mapping[str, object]] = None,
             count: int = 3, every: int = 100, method_options: Optional[Mapping[str, dict]] = None,
-            score_extent: str = "reference", keep_masks: bool = False) -> List[dict]:
+            score_extent: str = "reference", keep_masks: bool = False, joint: bool = False) -> List[dict]:
     """Run every method on every muscle and score it; one row (dict) per (muscle, method).
 
     volume: (K, J, I) intensities; ref_masks: name -> reference mask (K, J, I); spacing_kji: (sz, sy, sx) mm.
@@ -221,6 +235,9 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
     reference); ``seeds`` (name -> SeedSet) overrides the protocol for the muscles it names.
     method_options: method name -> keyword arguments for that method (e.g. ``{"ifssnet": {"model": path}}``).
     keep_masks: also put each prediction into its row under ``"mask"``.
+    joint: a method that can (its ``joint`` attribute, e.g. ``ifssnet``) segments all muscles in one
+    call, as Slicer's Propagate does with several segments; its rows get ``joint`` = 1, and each the
+    call's time divided by the number of muscles. The others run one muscle at a time, as without it.
     Rows have the keys of :data:`COLUMNS` (times in s, distances in mm, volumes in cm3, memory in MiB)
     plus ``slice_dice``, ``seed_slices`` and ``extent`` for :func:`plot`. A method that fails with an
     ifssnet error gets a row with ``error`` set and nan scores; Cancelled and DependencyError propagate.
@@ -248,19 +265,30 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
     done = 0
     rows: List[dict] = []
     report(progress, "Compare", 0, total)
+    seed_sets = {muscle: seeds.get(muscle) or protocol_seeds((np.asarray(ref) != 0).astype(np.uint8), protocol,
+                                                              count, every)
+                 for muscle, ref in ref_masks.items()}
+    together = [name for name in methods if joint and getattr(get(name), "joint", False)]
+    joint_runs = {name: _run_joint(name, volume, seed_sets, spacing_kji, options.get(name), progress, cancel)
+                  for name in together}
     for muscle, ref in ref_masks.items():
         ref = (np.asarray(ref) != 0).astype(np.uint8)
         check_cancel(cancel)
-        seed_set = seeds.get(muscle) or protocol_seeds(ref, protocol, count, every)
+        seed_set = seed_sets[muscle]
         for name in methods:
             check_cancel(cancel)
             row = {"method": name, "muscle": muscle, "protocol": protocol if muscle not in seeds else "given",
                    "seed_slices": tuple(int(s) for s in seed_set.slices), "seed_slices_n": len(seed_set.slices),
                    "error": ""}
+            if name in joint_runs:
+                row["joint"] = 1
             try:
-                pred, seconds, peak, gpu_peak, source = run_method(name, volume, seed_set, spacing_kji,
-                                                                   options=options.get(name), progress=progress,
-                                                                   cancel=cancel)
+                if name in joint_runs:
+                    pred, seconds, peak, gpu_peak, source = joint_runs[name](muscle)
+                else:
+                    pred, seconds, peak, gpu_peak, source = run_method(name, volume, seed_set, spacing_kji,
+                                                                       options=options.get(name),
+                                                                       progress=progress, cancel=cancel)
             except (Cancelled, DependencyError):
                 raise
             except IFSSNetError as err:
@@ -280,6 +308,26 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
             done += 1
             report(progress, "Compare", done, total)
     return rows
+
+
+def _run_joint(name: str, volume, seed_sets: Mapping[str, object], spacing_kji, options, progress, cancel):
+    """Run ``name`` once on all ``seed_sets``; returns ``muscle -> run_method``'s tuple for that muscle
+    (time split evenly), which raises the run's error, if it failed, for every muscle."""
+    from .errors import IFSSNetError
+
+    try:
+        masks, seconds, peak, gpu_peak, source = run_method(name, volume, dict(seed_sets), spacing_kji,
+                                                            options=options, progress=progress, cancel=cancel)
+    except (Cancelled, DependencyError):
+        raise
+    except IFSSNetError as err:
+        failure = err
+
+        def failed(muscle):
+            raise failure
+        return failed
+    share = seconds / max(1, len(masks))
+    return lambda muscle: (masks.pop(muscle), share, peak, gpu_peak, source)
 
 
 def _check_options(name: str, fn, opts: Optional[dict]) -> None:
@@ -583,6 +631,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="an option for one method, repeatable; e.g. ws.feature_dtype=uint16 (fast, not "
                         "voxel-identical), ws.object_scale_mm=3, gfs.seed_locality=1, gfs.extent_growth=none, fbs.isolate=true")
+    p.add_argument("--joint", action="store_true",
+                   help="methods that can (ifssnet) segment all muscles in one run, as Slicer's Propagate does; "
+                        "with --option ifssnet.exclusive=true the muscles do not overlap")
     p.add_argument("--csv", type=Path, default=None, help="write the rows to this CSV file")
     p.add_argument("--plot", type=Path, default=None, help="write the plot (PNG) to this file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -680,7 +731,7 @@ def _cli_compare(args) -> int:
     try:
         rows = compare(image.array, {n: ref.mask(n) for n in names}, image.geometry.spacing_kji, _method_list(args.methods),
                        args.protocol, progress=bar, seeds=seeds, count=args.count, every=args.every,
-                       method_options=_options(args), score_extent=args.score_extent)
+                       method_options=_options(args), score_extent=args.score_extent, joint=args.joint)
     finally:
         bar.close()
     if args.csv:
@@ -703,7 +754,7 @@ def _cli_compare_set(args) -> int:
     try:
         res = compare_set(args.dirs, _method_list(args.methods), args.protocol, segments, progress=bar,
                           count=args.count, every=args.every, method_options=_options(args),
-                          score_extent=args.score_extent)
+                          score_extent=args.score_extent, joint=args.joint)
     finally:
         bar.close()
     if args.csv:

@@ -23,7 +23,7 @@ import importlib
 import importlib.util
 import threading
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 from ..errors import DependencyError, InputError
 
@@ -160,7 +160,8 @@ def prepare(name: str) -> None:
 
 def _network_method(volume, seeds, spacing_kji, *, model=None, device: str = "auto", progress=None, cancel=None,
                     **options):
-    """IFSS-Net as a method: :func:`ifssnet.propagate.propagate` on one SeedSet, returns its uint8 (K, J, I) mask.
+    """IFSS-Net as a method: :func:`ifssnet.propagate.propagate` on one SeedSet, returns its uint8 (K, J, I) mask;
+    on ``{name: SeedSet}`` (``compare(..., joint=True)``), all segments in one run, returns ``{name: mask}``.
 
     ``model`` (checkpoint path, loaded net or None = shipped weights), ``device`` and any other
     ``propagate`` option come through ``compare(..., method_options={"ifssnet": {...}})``.
@@ -176,6 +177,8 @@ def _network_method(volume, seeds, spacing_kji, *, model=None, device: str = "au
         raise
     options.setdefault("slice_spacing_mm", float(spacing_kji[0]) if spacing_kji is not None else None)
     result = propagate(volume, seeds, model, device=device, progress=progress, cancel=cancel, **options)
+    if isinstance(seeds, Mapping):
+        return dict(result.masks)
     return next(iter(result.masks.values()))
 
 
@@ -188,6 +191,7 @@ def _prepare_network() -> None:
 
 
 _network_method.prepare = _prepare_network  # type: ignore[attr-defined]
+_network_method.joint = True  # type: ignore[attr-defined]
 
 
 def _register_builtins() -> None:
