@@ -213,6 +213,8 @@ class IFSSNetSegmentationTest(ScriptedLoadableModuleTest):
         self.test_PaintThreeSlicesAndPropagate()
         self.setUp()
         self.test_NoMuscleHereButton()
+        self.setUp()
+        self.test_SegmentsDoNotOverlapCheckbox()
 
     def test_PaintThreeSlicesAndPropagate(self):
         import numpy as np
@@ -293,6 +295,21 @@ class IFSSNetSegmentationTest(ScriptedLoadableModuleTest):
         tag = L.segmentTag(segNode.GetSegmentation().GetSegment(sid), ANNOTATED_TAG)
         self.assertEqual(AnnotatedSlices.from_tag(tag), AnnotatedSlices(0, (18, 20, 22, 33)))
         self.delayDisplay("Slice 33 marked 'no muscle here'")
+
+    def test_SegmentsDoNotOverlapCheckbox(self):
+        """The checkbox is stored with the other options and read back; the Logic's ``exclusive`` is
+        tested headless (Testing/test_slicer_logic.py)."""
+        widget = slicer.util.getModuleWidget("IFSSNetSegmentation")
+        panel = widget.panel
+        for on in (True, False):
+            panel.exclusiveCheck.checked = on
+            self.assertEqual(panel.settings("Exclusive", ""), "1" if on else "0")
+            panel.exclusiveCheck.blockSignals(True)
+            panel.exclusiveCheck.checked = not on
+            panel.exclusiveCheck.blockSignals(False)
+            panel.updateFromSettings()
+            self.assertEqual(panel.exclusiveCheck.checked, on)
+        self.delayDisplay("'Segments do not overlap' is kept with the options")
 
 
 if __name__ == "__main__":

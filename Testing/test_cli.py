@@ -160,6 +160,37 @@ def test_no_muscle_at_stops_the_mask_where_the_muscle_ends(tmp_path, copy_net, c
     assert side["ends"]["GM"] == [3, 7]                       # the mask's first and last slice: where to check
 
 
+def test_exclusive_segments_do_not_overlap_in_the_output(tmp_path, copy_net, capsys):
+    vol, _ = _write_case(tmp_path)
+    gm = np.zeros((K, J, I), np.uint8)
+    gm[4:7] = _muscle()[4:7]
+    sol = np.zeros((K, J, I), np.uint8)
+    sol[7:10, 10:20, 14:24] = 1                              # overlaps GM's box, painted elsewhere
+    ann = {"GM": AnnotatedSlices(0, (4, 5, 6)), "SOL": AnnotatedSlices(0, (7, 8, 9))}
+    write_segmentation(segmentation_from_masks({"GM": gm, "SOL": sol}, OBLIQUE, ann), tmp_path / "two.seg.nrrd")
+    for flag, overlap in (((), True), (("--exclusive",), False)):
+        out = tmp_path / f"o{len(flag)}.seg.nrrd"
+        code, _, err = _cli(capsys, "propagate", vol, tmp_path / "two.seg.nrrd", "-o", out, *flag)
+        assert code == 0, err
+        res = read_segmentation(out)
+        both = (res.mask("GM") > 0) & (res.mask("SOL") > 0)
+        assert both.any() == overlap
+    np.testing.assert_array_equal(res.mask("SOL")[7:10], sol[7:10])     # painted slices as painted
+    np.testing.assert_array_equal(res.mask("GM")[4:7], gm[4:7])
+
+
+def test_an_annotated_slices_tag_from_another_volume_is_refused_with_what_to_do(tmp_path, copy_net, capsys):
+    vol, _ = _write_case(tmp_path)
+    gm = np.zeros((K, J, I), np.uint8)
+    gm[4:7] = _muscle()[4:7]
+    ann = {"GM": AnnotatedSlices(0, (4, 5, 6, K + 3))}      # a tag made on a longer sweep
+    write_segmentation(segmentation_from_masks({"GM": gm}, OBLIQUE, ann), tmp_path / "tag.seg.nrrd")
+    code, _, err = _cli(capsys, "propagate", vol, tmp_path / "tag.seg.nrrd", "-o", tmp_path / "o.seg.nrrd")
+    line = _error_line(err)
+    assert code == 2 and f"[{K + 3}]" in line and "remove it" in line
+    assert not (tmp_path / "o.seg.nrrd").exists()
+
+
 @pytest.mark.parametrize("mark, says", [("GM:5", "Slices [5] are painted"), ("SOL:8", "no segment 'SOL'"),
                                         ("GM:x", "not a list of slice numbers"), ("GM:12", "outside the volume")])
 def test_a_wrong_no_muscle_mark_is_refused_and_writes_nothing(tmp_path, copy_net, capsys, mark, says):

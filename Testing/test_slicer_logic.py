@@ -765,6 +765,32 @@ def test_a_sweep_finer_than_the_network_runs_on_fewer_frames(scene_nodes, tmp_pa
         np.testing.assert_array_equal(out[:, :, s_], painted[:, :, s_])
 
 
+def test_segments_propagated_together_do_not_overlap_when_asked(scene_nodes):
+    """Two segments painted on different slices of one muscle: a copier carries each through the sweep, so
+    they overlap everywhere; with ``exclusive`` no voxel is in both, and each keeps its painted slices."""
+    pytest.importorskip("torch")
+    from fake_models import CopyModel
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    logic = _logic_module()
+    geometry = logic.referenceGeometry(volumeNode, segNode)
+    for exclusive in (False, True):
+        for sid in list(segNode.GetSegmentation().GetSegmentIDs()):     # paint afresh: no tags of the last run
+            segNode.GetSegmentation().RemoveSegment(sid)
+        a, paintedA = _paint(slicer, volumeNode, segNode, truth, 0, (5, 6, 7), name="GM")
+        b, paintedB = _paint(slicer, volumeNode, segNode, truth, 0, (14, 15, 16), name="SOL")
+        logic.IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [a, b], model=CopyModel(size=32), device="cpu",
+                                                   exclusive=exclusive)
+        outA = logic.segmentToArray(segNode, a, geometry)
+        outB = logic.segmentToArray(segNode, b, geometry)
+        assert bool((outA & outB).any()) != exclusive
+        assert outA.sum() > paintedA.sum() and outB.sum() > paintedB.sum()
+    for k in (5, 6, 7):
+        np.testing.assert_array_equal(outA[k], paintedA[k])
+    for k in (14, 15, 16):
+        np.testing.assert_array_equal(outB[k], paintedB[k])
+
+
 def test_expected_time_is_estimated_before_a_run_and_reads_nothing(scene_nodes, tmp_path):
     """The effect shows the expected time for the loaded volume before Propagate: a real measured estimate
     (the tiny network timed on this machine), cheaper for ``fast``, and the segmentation untouched."""

@@ -38,6 +38,9 @@ def add_commands(sub) -> None:
                    help="slices (array index along the propagation axis) where the segment is absent, e.g. "
                         "where the muscle has ended: annotated empty, so propagation does not run past them; "
                         "repeatable, NAME may be left out when one segment is propagated")
+    p.add_argument("--exclusive", action="store_true",
+                   help="the segments do not overlap: a voxel two of them claim goes to the more probable one, "
+                        "and a voxel painted for one is not given to another (as Slicer's 'overwrite other segments')")
     p.add_argument("--every-frame", action="store_true",
                    help="run the network on every frame, even on a sweep finer than the network's training "
                         "sweeps (default: the frames nearest to its slice spacing; README)")
@@ -49,6 +52,7 @@ def seeds_from_segmentation(seg, names, axis=None):
 
     Returns ``(seed_map, axis)`` with every mask transposed so that ``axis`` comes first.
     """
+    from .io import ANNOTATED_TAG
     from .seeds import SeedSet, annotated_slices, find_axis
 
     axes = set()
@@ -69,6 +73,12 @@ def seeds_from_segmentation(seg, names, axis=None):
     seed_map = {}
     for n, (_, slices, mask) in found.items():
         m = np.moveaxis(mask, ax, 0)
+        outside = [k for k in slices if not 0 <= k < m.shape[0]]
+        if outside:
+            raise SeedError(f"Segment '{n}' is tagged as annotated on slices {outside}, outside this volume's "
+                            f"0..{m.shape[0] - 1} along axis {ax} (tag {ANNOTATED_TAG}).",
+                            "The tag was made on another volume: remove it from the segment (the painted slices "
+                            "are then found from the paint), or give the seeds of this volume.")
         keep = np.zeros_like(m)
         keep[list(slices)] = m[list(slices)]
         seed_map[n] = SeedSet(np.ascontiguousarray(keep), slices)
@@ -211,7 +221,8 @@ def _propagate(args) -> int:
     try:
         result = propagate(volume, seed_map, net, device=device, slice_spacing_mm=spacing_k,
                            match_slice_spacing=not args.every_frame,
-                           between_seeds_only=args.between_seeds_only, preset=args.preset, progress=bar)
+                           between_seeds_only=args.between_seeds_only, preset=args.preset,
+                           exclusive=args.exclusive, progress=bar)
     finally:
         bar.close()
     masks = {n: np.ascontiguousarray(np.moveaxis(m, 0, axis)) for n, m in result.masks.items()}

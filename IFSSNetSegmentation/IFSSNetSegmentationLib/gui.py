@@ -200,6 +200,13 @@ class PropagatePanel:
         self.allVisibleCheck.toolTip = "Propagate every visible segment that has painted slices, in one run."
         form.addRow(self.allVisibleCheck)
 
+        self.exclusiveCheck = qt.QCheckBox("Segments do not overlap")
+        self.exclusiveCheck.toolTip = ("Segments propagated together do not overlap: a voxel two of them claim goes to "
+                                       "the more probable one, and a voxel painted for one is not given to another. "
+                                       "Off: each segment is propagated as if it were alone (README, 'Muscles that "
+                                       "do not overlap').")
+        form.addRow(self.exclusiveCheck)
+
         self.propagateButton = qt.QPushButton("Propagate")
         self.propagateButton.toolTip = "Propagate the painted slices through the volume (in the background)."
         self.noMuscleButton = qt.QPushButton("No muscle here")
@@ -255,6 +262,7 @@ class PropagatePanel:
         self.modelCombo.connect("currentIndexChanged(int)",
                                 lambda i: self.setSetting("Model", self.modelCombo.currentData or ""))
         self.allVisibleCheck.connect("toggled(bool)", lambda on: self.setSetting("AllVisible", "1" if on else "0"))
+        self.exclusiveCheck.connect("toggled(bool)", lambda on: self.setSetting("Exclusive", "1" if on else "0"))
         for combo in (self.modelCombo, self.deviceCombo, self.presetCombo):
             combo.connect("currentIndexChanged(int)", lambda i: self.updateEstimate())
         self.allVisibleCheck.connect("toggled(bool)", lambda on: self.updateEstimate())
@@ -301,7 +309,8 @@ class PropagatePanel:
 
     def updateFromSettings(self):
         """Show the stored options (effect parameters or parameter node) without writing them back."""
-        widgets = (self.modelCombo, self.deviceCombo, self.presetCombo, self.extentCombo, self.allVisibleCheck)
+        widgets = (self.modelCombo, self.deviceCombo, self.presetCombo, self.extentCombo, self.allVisibleCheck,
+                   self.exclusiveCheck)
         for w in widgets:
             w.blockSignals(True)
         try:
@@ -312,6 +321,7 @@ class PropagatePanel:
                                          (self.extentCombo, "Extent", "muscle")):
                 combo.setCurrentIndex(max(0, combo.findData(self.settings(name, default))))
             self.allVisibleCheck.checked = self.settings("AllVisible", "0") == "1"
+            self.exclusiveCheck.checked = self.settings("Exclusive", "0") == "1"
         finally:
             for w in widgets:
                 w.blockSignals(False)
@@ -328,7 +338,7 @@ class PropagatePanel:
         self.applyButton.enabled = self.previewShown and not self.running
         self.discardButton.enabled = self.previewShown and not self.running
         for w in (self.modelCombo, self.deviceCombo, self.presetCombo, self.extentCombo, self.allVisibleCheck,
-                  self.noMuscleButton):
+                  self.exclusiveCheck, self.noMuscleButton):
             w.enabled = not self.running
         self.progressBar.visible = self.running
 
@@ -356,7 +366,8 @@ class PropagatePanel:
                                           model=self.modelCombo.currentData or None,
                                           device=self.deviceCombo.currentData, method=method,
                                           preset=self.presetCombo.currentData, extent=self.extentCombo.currentData,
-                                          skipEmpty=self.allVisibleCheck.checked)
+                                          skipEmpty=self.allVisibleCheck.checked,
+                                          exclusive=self.exclusiveCheck.checked)
             self.logic._acquire(segmentationNode)
         except Exception as exc:
             self.job = None

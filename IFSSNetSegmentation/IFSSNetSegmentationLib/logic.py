@@ -290,6 +290,7 @@ class PropagationJob:
     device: str = "auto"
     preset: str = "balanced"
     extent: str = "muscle"  # "muscle": to the ends of the muscle; "between": only between seed groups
+    exclusive: bool = False  # the segments propagated together do not overlap (IFSS-Net; ifssnet.exclusive)
     runTime: float = 0.0
     backup: Any = None  # the segmentation before apply (for Cancel of a preview)
 
@@ -298,7 +299,10 @@ class IFSSNetSegmentationLogic:
     """Propagate painted slices through the volume, and measure segment volumes.
 
     ``propagate(volumeNode, segmentationNode, segmentIds=None, model=None, device="auto", progress=None,
-    cancel=None, *, method="ifssnet", preset="balanced", extent="muscle", skipEmpty=False) -> dict``
+    cancel=None, *, method="ifssnet", preset="balanced", extent="muscle", skipEmpty=False, exclusive=False) -> dict``
+
+    ``exclusive``: the segments propagated together do not overlap; a voxel two of them claim goes to
+    the more probable one, and a voxel painted for one is not given to another (the network only).
 
     The returned dict::
 
@@ -319,9 +323,10 @@ class IFSSNetSegmentationLogic:
     def propagate(self, volumeNode, segmentationNode, segmentIds: Optional[Sequence[str]] = None,
                   model=None, device: str = "auto", progress=None, cancel=None, *,
                   method=DEFAULT_METHOD, preset: str = "balanced", extent: str = "muscle",
-                  skipEmpty: bool = False) -> dict:
+                  skipEmpty: bool = False, exclusive: bool = False) -> dict:
         job = self.prepare(volumeNode, segmentationNode, segmentIds, model=model, device=device,
-                           method=method, preset=preset, extent=extent, progress=progress, skipEmpty=skipEmpty)
+                           method=method, preset=preset, extent=extent, progress=progress, skipEmpty=skipEmpty,
+                           exclusive=exclusive)
         self._acquire(segmentationNode)
         try:
             self.compute(job, progress=progress, cancel=cancel)
@@ -462,7 +467,7 @@ class IFSSNetSegmentationLogic:
 
     def prepare(self, volumeNode, segmentationNode, segmentIds=None, *, model=None, device="auto",
                 method=DEFAULT_METHOD, preset="balanced", extent="muscle", progress=None,
-                skipEmpty: bool = False) -> PropagationJob:
+                skipEmpty: bool = False, exclusive: bool = False) -> PropagationJob:
         """Main thread: read the volume and the seeds from MRML. Changes nothing.
 
         ``segmentIds=None`` takes every segment that has painted slices (as does ``skipEmpty=True`` for a
@@ -502,7 +507,8 @@ class IFSSNetSegmentationLogic:
             raise SeedError("None of the segments has painted slices.", "Paint a segment on at least 3 slices.")
         report(progress, STAGE_PREPARING, 1, 1)
         return PropagationJob(volumeNode.GetID(), segmentationNode.GetID(), volume, spacingKji(volumeNode),
-                              segments, method=method, model=model, device=device, preset=preset, extent=extent)
+                              segments, method=method, model=model, device=device, preset=preset, extent=extent,
+                              exclusive=bool(exclusive))
 
     def compute(self, job: PropagationJob, progress=None, cancel=None) -> PropagationJob:
         """Any thread: run the core on numpy arrays. Touches no MRML node."""
@@ -596,7 +602,7 @@ class IFSSNetSegmentationLogic:
 
             options = {"device": job.device, "stop_at_end": True, "preset": job.preset,
                        "between_seeds_only": job.extent == "between", "slice_spacing_mm": float(spacingT[0]),
-                       "progress": progress, "cancel": cancel}
+                       "exclusive": job.exclusive, "progress": progress, "cancel": cancel}
             accepted = inspect.signature(corePropagate).parameters
             options = {k: v for k, v in options.items() if k in accepted}
             result = corePropagate(volumeT, seeds, job.model, **options)
