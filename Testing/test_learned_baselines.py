@@ -132,6 +132,27 @@ def test_pgnet_propagation_keeps_painted_slices_exact(pg_trained):
     assert dice > 0.5
 
 
+def test_pgnet_several_segments_in_one_call_and_kept_apart(pg_trained):
+    """One muscle painted as two segments on different slices: PG-Net carries both over the whole muscle;
+    in one call they come out as from two calls, and with ``exclusive`` they share no voxel."""
+    from ifssnet.exclusive import overlap_voxels
+
+    out, _, _ = pg_trained
+    case = _case(3, K=20)
+    vol, ref = _volume(case), case.masks["A"]
+    seeds = {"A": cut_seeds(ref, [3, 4, 5]), "A2": cut_seeds(ref, [14, 15, 16])}
+    together = pgnet(vol, seeds, (1.0, 1.0, 1.0), model=out, device="cpu")
+    for n, s in seeds.items():
+        np.testing.assert_array_equal(together[n], pgnet(vol, s, (1.0, 1.0, 1.0), model=out, device="cpu"))
+    assert overlap_voxels(together) > 0.3 * ref.sum()
+    apart = pgnet(vol, seeds, (1.0, 1.0, 1.0), model=out, device="cpu", exclusive=True)
+    assert overlap_voxels(apart) == 0
+    for n, s in seeds.items():
+        np.testing.assert_array_equal(apart[n][list(s.slices)], ref[list(s.slices)])
+    union = (apart["A"] | apart["A2"]).sum()
+    assert union >= 0.95 * (together["A"] | together["A2"]).sum()
+
+
 def test_pgnet_on_a_finer_sweep_runs_on_the_frames_nearest_its_slice_spacing(pg_trained):
     """As IFSS-Net: a network trained at 1 mm on a sweep 0.25 mm apart runs on 11 of 41 frames (the three painted
     slices anchor one of them: 10 to predict),

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -353,76 +353,92 @@ def plan_chains(slices: Sequence[int], K: int) -> List[Tuple[int, List[int]]]:
 
 
 def pgnet(volume, seeds, spacing_kji, *, progress: Optional[ProgressFn] = None, cancel: CancelLike = None,
-          model=None, device: str = "auto", batch: int = 16, match_slice_spacing: bool = True) -> np.ndarray:
+          model=None, device: str = "auto", batch: int = 16, match_slice_spacing: bool = True,
+          exclusive: bool = False):
     """PG-Net as a comparison method: ``volume`` (K, J, I), ``seeds`` (SeedSet) -> uint8 (K, J, I).
 
+    ``seeds`` may also be ``{name: SeedSet}`` (``compare(..., joint=True)``): all segments on one set of
+    frames and one normalised volume, returning ``{name: mask}``; with ``exclusive`` the masks do not
+    overlap (:mod:`ifssnet.exclusive`, as IFSS-Net's ``propagate(exclusive=True)``).
     ``model``: a checkpoint path, a loaded :class:`PGNet`, or None for ``$IFSSNET_PGNET_MODEL`` /
     ``Resources/Models/pgnet.pt`` (:class:`ModelError` with the training command if it is missing).
     ``batch``: chains advanced together (one network call per step). ``spacing_kji`` (mm): its first
     entry, the spacing along the sweep, chooses the frames with ``match_slice_spacing`` (module docstring).
     """
-    from ..propagate import frames_for
+    from ..exclusive import compete, yield_to_painted
+    from ..preprocess import InPlaneGrid, intensity_stats, normalized_work_volume
+    from ..propagate import _threshold_to_volume, frames_for
 
-    volume, seed_mask, slices, spacing = check_inputs(volume, seeds, spacing_kji)
+    seed_map = dict(seeds) if isinstance(seeds, Mapping) else {"segment": seeds}
+    checked = {n: check_inputs(volume, s, spacing_kji) for n, s in seed_map.items()}
+    volume, _, _, spacing = next(iter(checked.values()))
     dev = resolve_device(device)
     net = resolve_model(model, ARCH, _build, PGNet, dev)
-    frames = frames_for(volume.shape[0], spacing[0], net, match_slice_spacing, {"seeds": seeds})   # as IFSS-Net's
+    frames = frames_for(volume.shape[0], spacing[0], net, match_slice_spacing, seed_map)   # as IFSS-Net's
+    grid = InPlaneGrid(volume.shape[1:], net.config.size)
+    mean, std = intensity_stats(volume)
+    work = normalized_work_volume(volume, grid, mean, std, cancel=cancel,
+                                  frames=frames.frames if frames.thinned else None)        # (K', S, S)
     with torch.no_grad():
-        return _propagate(net, volume, seed_mask, slices, dev, batch, progress, cancel, frames)
-
-
-def _propagate(net: PGNet, volume, seed_mask, slices, dev, batch, progress, cancel, frames) -> np.ndarray:
-    """Chains over the kept ``frames`` (:class:`ifssnet.slice_spacing.FrameSelection`, painted slices
-    among them); working-grid probabilities (K', S, S) of the kept frames, then every slice of the sweep
-    from them (linear along the sweep, then the volume's grid), thresholded at 0.5."""
-    from ..preprocess import InPlaneGrid, intensity_stats, normalized_work_volume
-    from ..propagate import _threshold_to_volume
-
+        probs = {n: _probabilities(net, work, grid, mask, slices, dev, batch, progress, cancel, frames)
+                 for n, (_, mask, slices, _) in checked.items()}
+    if exclusive:
+        compete(probs)
     K = volume.shape[0]
-    out = np.zeros(volume.shape, np.uint8)
-    anchors = frames.anchors(slices)                              # kept frame -> position in slices
-    plan = plan_chains(sorted(anchors), len(frames.frames))
-    if plan:
-        grid = InPlaneGrid(volume.shape[1:], net.config.size)
-        mean, std = intensity_stats(volume)
-        work = normalized_work_volume(volume, grid, mean, std, cancel=cancel,
-                                      frames=frames.frames if frames.thinned else None)  # (K', S, S)
-        painted = {j: slices[n] for j, n in anchors.items()}    # kept frame -> painted slice
-        seed_work = {j: (grid.to_work(torch.from_numpy(seed_mask[k:k + 1].astype(np.float32))) > 0.5).float()
-                     for j, k in painted.items()}                                          # (1, S, S)
-        probs = torch.zeros((len(frames.frames), net.config.size, net.config.size))     # kept frames, working grid
-        for j, m in seed_work.items():
-            probs[j] = m[0]
-        chains = [_Chain(r, sl) for r, sl in plan]
-        total, done = sum(len(c.slices) for c in chains), 0
-        for i in range(0, len(chains), batch):   # reference features once per chain
-            group = chains[i:i + batch]
-            img = torch.stack([work[c.ref:c.ref + 1] for c in group]).to(dev)
-            msk = torch.stack([seed_work[c.ref] for c in group]).to(dev)
-            feats = net.encode_reference(img, msk)
-            for n, c in enumerate(group):
-                c.ref_feat, c.prev = feats[n:n + 1], msk[n:n + 1]
-        active = list(chains)
-        while active:
-            check_cancel(cancel)
-            for i in range(0, len(active), batch):
-                group = active[i:i + batch]
-                ks = [c.slices[c.pos] for c in group]
-                img = work[ks][:, None].to(dev)
-                prob = torch.sigmoid(net.step(torch.cat([c.ref_feat for c in group]), img,
-                                              torch.cat([c.prev for c in group])))        # (B, 1, S, S)
-                probs[ks] = prob[:, 0].float().cpu()
-                for n, c in enumerate(group):
-                    c.prev = prob[n:n + 1]
-                    c.pos += 1
-                done += len(group)
-            active = [c for c in active if c.pos < len(c.slices)]
-            report(progress, "PG-Net", done, total)
+    masks = {}
+    for n, (_, mask, slices, _) in checked.items():
+        out = np.zeros(volume.shape, np.uint8)
         for k0 in range(0, K, 64):                    # every slice of the sweep, in chunks; only where it can be 1
             check_cancel(cancel)
             k1 = min(K, k0 + 64)
-            _threshold_to_volume(grid, frames.to_sweep(probs, k0, k1), out[k0:k1])
-    return restore_painted(out, seed_mask, slices)
+            _threshold_to_volume(grid, frames.to_sweep(probs[n], k0, k1), out[k0:k1])
+        masks[n] = restore_painted(out, mask, slices)
+    if exclusive:
+        yield_to_painted(masks, seed_map)
+    return masks if isinstance(seeds, Mapping) else masks["segment"]
+
+
+def _probabilities(net: PGNet, work, grid, seed_mask, slices, dev, batch, progress, cancel, frames):
+    """Chains over the kept ``frames`` (:class:`ifssnet.slice_spacing.FrameSelection`, painted slices
+    among them) of ``work`` (K', S, S, normalised): probabilities (K', S, S) on the working grid, the
+    painted masks on their frames, 0 where no chain reaches."""
+    anchors = frames.anchors(slices)                              # kept frame -> position in slices
+    plan = plan_chains(sorted(anchors), len(frames.frames))
+    probs = torch.zeros((len(frames.frames), net.config.size, net.config.size))     # kept frames, working grid
+    if not plan:
+        return probs
+    painted = {j: slices[n] for j, n in anchors.items()}    # kept frame -> painted slice
+    seed_work = {j: (grid.to_work(torch.from_numpy(seed_mask[k:k + 1].astype(np.float32))) > 0.5).float()
+                 for j, k in painted.items()}                                          # (1, S, S)
+    for j, m in seed_work.items():
+        probs[j] = m[0]
+    chains = [_Chain(r, sl) for r, sl in plan]
+    total, done = sum(len(c.slices) for c in chains), 0
+    for i in range(0, len(chains), batch):   # reference features once per chain
+        group = chains[i:i + batch]
+        img = torch.stack([work[c.ref:c.ref + 1] for c in group]).to(dev)
+        msk = torch.stack([seed_work[c.ref] for c in group]).to(dev)
+        feats = net.encode_reference(img, msk)
+        for n, c in enumerate(group):
+            c.ref_feat, c.prev = feats[n:n + 1], msk[n:n + 1]
+    active = list(chains)
+    while active:
+        check_cancel(cancel)
+        for i in range(0, len(active), batch):
+            group = active[i:i + batch]
+            ks = [c.slices[c.pos] for c in group]
+            img = work[ks][:, None].to(dev)
+            prob = torch.sigmoid(net.step(torch.cat([c.ref_feat for c in group]), img,
+                                          torch.cat([c.prev for c in group])))        # (B, 1, S, S)
+            probs[ks] = prob[:, 0].float().cpu()
+            for n, c in enumerate(group):
+                c.prev = prob[n:n + 1]
+                c.pos += 1
+            done += len(group)
+        active = [c for c in active if c.pos < len(c.slices)]
+        report(progress, "PG-Net", done, total)
+    return probs
 
 
 pgnet.prepare = prepare_torch  # type: ignore[attr-defined]
+pgnet.joint = True  # type: ignore[attr-defined]
