@@ -596,6 +596,32 @@ def test_compare_protocol_seeds_from_reference(scene_nodes, registered_methods):
         assert table.GetNumberOfRows() == 1
 
 
+def test_compare_can_run_a_method_once_on_all_muscles(scene_nodes):
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from ifssnet.baselines import registry
+
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    other = np.zeros_like(truth)
+    other[:, :6, :8] = 1
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth, "SOL": other}, "Reference")
+    calls = []
+
+    def together(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        calls.append(sorted(seeds) if isinstance(seeds, dict) else "one")
+        return ({n: s.mask for n, s in seeds.items()} if isinstance(seeds, dict) else seeds.mask)
+
+    together.joint = True
+    registry.register("test-together", together)
+    try:
+        IFSSNetComparisonLogic().compare(volumeNode, None, ref, ["test-together"], "3-seeds", joint=True)
+        assert calls == [["GM", "SOL"]]
+        table = IFSSNetComparisonLogic().compare(volumeNode, None, ref, ["test-together"], "3-seeds")
+        assert calls[1:] == ["one", "one"] and table.GetNumberOfRows() == 2
+    finally:
+        registry.unregister("test-together")
+
+
 def test_training_loss_plot_and_command(slicer_scene, tmp_path):
     from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
 

@@ -56,11 +56,13 @@ def _segmentIdByName(segmentationNode, name: str) -> Optional[str]:
 
 class IFSSNetComparisonLogic:
     """``compare(volumeNode, seedSegmentationNode, referenceSegmentationNode, methods, protocol, progress=None,
-    cancel=None, *, segmentNames=None) -> vtkMRMLTableNode``
+    cancel=None, *, segmentNames=None, joint=False) -> vtkMRMLTableNode``
 
     ``protocol``: ``"seeds"`` uses the painted slices of ``seedSegmentationNode``; ``"3-seeds"``, ``"paper"`` and
     ``"3-seeds+ends"`` take the seed slices from the reference (``ifssnet.seeds.protocol_slices``), so
-    ``seedSegmentationNode`` may be None. After a run, ``lastResult`` holds the table, the two chart nodes
+    ``seedSegmentationNode`` may be None. ``joint``: the methods that can (IFSS-Net, PG-Net) segment all
+    muscles of one axis in one run, as Propagate does with several segments (``ifssnet.compare``; with
+    ``methodOptions={"ifssnet": {"exclusive": True}}`` they do not overlap). After a run, ``lastResult`` holds the table, the two chart nodes
     and the result segmentation per method.
     """
 
@@ -70,16 +72,16 @@ class IFSSNetComparisonLogic:
     def compare(self, volumeNode, seedSegmentationNode, referenceSegmentationNode, methods: Sequence,
                 protocol: str = "seeds", progress=None, cancel=None, *,
                 segmentNames: Optional[Sequence[str]] = None, createSegmentations: bool = True,
-                methodOptions: Optional[dict] = None):
+                methodOptions: Optional[dict] = None, joint: bool = False):
         job = self.prepare(volumeNode, seedSegmentationNode, referenceSegmentationNode, methods, protocol,
-                           progress=progress, segmentNames=segmentNames, methodOptions=methodOptions)
+                           progress=progress, segmentNames=segmentNames, methodOptions=methodOptions, joint=joint)
         self.compute(job, progress=progress, cancel=cancel)
         check_cancel(cancel)
         return self.publish(job, progress=progress, createSegmentations=createSegmentations)
 
     def prepare(self, volumeNode, seedSegmentationNode, referenceSegmentationNode, methods: Sequence,
                 protocol: str = "seeds", *, progress=None, segmentNames: Optional[Sequence[str]] = None,
-                methodOptions: Optional[dict] = None) -> dict:
+                methodOptions: Optional[dict] = None, joint: bool = False) -> dict:
         """Main thread: read the volume, the reference and the seeds (MRML -> numpy). Changes nothing."""
         if referenceSegmentationNode is None:
             raise InputError("No reference segmentation is selected.", "Select the complete (ground truth) segmentation.")
@@ -118,7 +120,7 @@ class IFSSNetComparisonLogic:
         report(progress, "preparing", 1, 1)
         return {"volumeNodeId": volumeNode.GetID(), "referenceNodeId": referenceSegmentationNode.GetID(),
                 "volume": volume, "spacing": spacing, "refs": refs, "seedJobs": seedJobs, "methods": list(methods),
-                "protocol": protocol, "methodOptions": dict(methodOptions or {}), "rows": []}
+                "protocol": protocol, "methodOptions": dict(methodOptions or {}), "joint": bool(joint), "rows": []}
 
     def compute(self, job: dict, progress=None, cancel=None) -> dict:
         """Any thread: the core runner on numpy arrays, one call per propagation axis. Touches no MRML node."""
@@ -139,7 +141,8 @@ class IFSSNetComparisonLogic:
                 seeds = segmentationLogic.seedSetsAlongAxis(segs, axis, volumeT.shape)
             protocol = "3-seeds" if job["protocol"] == "seeds" else job["protocol"]
             found = core.compare(volumeT, refsT, spacingT, job["methods"], protocol, progress=progress,
-                                 cancel=cancel, seeds=seeds, method_options=job["methodOptions"], keep_masks=True)
+                                 cancel=cancel, seeds=seeds, method_options=job["methodOptions"], keep_masks=True,
+                                 joint=job.get("joint", False))
             for row in found:
                 if row.get("mask") is not None:
                     row["mask"] = np.ascontiguousarray(np.moveaxis(row["mask"], 0, axis))
