@@ -42,6 +42,8 @@ class IFSSNetComparisonParameterNode:
     seeds: vtkMRMLSegmentationNode
     reference: vtkMRMLSegmentationNode
     protocol: Annotated[str, Choice(list(PROTOCOLS))] = "seeds"
+    together: bool = False
+    exclusive: bool = False
 
 
 class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -99,6 +101,16 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.methodChecks[name] = check
             methodsBox.addWidget(check)
         form.addRow("Methods:", methodsBox)
+        self.togetherCheck = qt.QCheckBox("All muscles in one run")
+        self.togetherCheck.setProperty("SlicerParameterName", "together")
+        self.togetherCheck.toolTip = ("IFSS-Net and PG-Net propagate all muscles in one run, as Propagate does with "
+                                      "several segments; the other methods run one muscle at a time.")
+        form.addRow(self.togetherCheck)
+        self.exclusiveCheck = qt.QCheckBox("Muscles do not overlap")
+        self.exclusiveCheck.setProperty("SlicerParameterName", "exclusive")
+        self.exclusiveCheck.toolTip = ("With all muscles in one run: a voxel two muscles claim goes to the more "
+                                       "probable one (IFSS-Net, PG-Net).")
+        form.addRow(self.exclusiveCheck)
         self.inputsFrame = box
 
         self.compareButton = qt.QPushButton("Compare")
@@ -136,7 +148,9 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return
         p = self._parameterNode
         try:
-            self.job = self.logic.prepare(p.volume, p.seeds, p.reference, methods, p.protocol)
+            options = {m: {"exclusive": True} for m in ("ifssnet", "pgnet") if m in methods} if p.exclusive else {}
+            self.job = self.logic.prepare(p.volume, p.seeds, p.reference, methods, p.protocol,
+                                          joint=p.together or p.exclusive, methodOptions=options)
         except Exception as exc:
             slicer.util.errorDisplay(str(exc))
             return
