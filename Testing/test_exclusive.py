@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from fake_models import CopyModel
-from ifssnet.exclusive import compete, overlap_voxels, yield_to_painted
+from ifssnet.exclusive import compete, overlap_voxels, painted_distance, yield_to_painted
 from ifssnet.propagate import propagate
 from ifssnet.seeds import cut_seeds
 
@@ -38,8 +38,24 @@ def test_compete_changes_nothing_where_no_other_segment_is_above_the_threshold()
 
 def test_a_tie_goes_to_the_segment_listed_first():
     probs = {"A": torch.ones((2, 3, 3)), "B": torch.ones((2, 3, 3))}
-    compete(probs)
+    compete(probs, priority={"A": torch.zeros(2, 1, 1), "B": torch.zeros(2, 1, 1)})
     assert bool((probs["A"] > 0.5).all()) and not bool((probs["B"] > 0.5).any())
+
+
+def test_with_a_priority_the_segment_painted_nearer_wins_a_contested_voxel():
+    a = torch.tensor([[[0.9, 0.9, 0.3]], [[0.9, 0.6, 0.3]]])          # (K=2, 1, 3)
+    b = torch.tensor([[[0.7, 0.95, 0.8]], [[0.7, 0.95, 0.8]]])
+    near = painted_distance(2, [0])                                    # A painted on frame 0
+    far = painted_distance(2, [5])                                     # B painted on frame 5
+    assert near[:, 0, 0].tolist() == [0.0, -1.0] and far[:, 0, 0].tolist() == [-5.0, -4.0]
+    probs = {"A": a.clone(), "B": b.clone()}
+    compete(probs, priority={"A": near, "B": far})
+    assert (probs["A"][:, 0, :2] > 0.5).all() and not (probs["B"][:, 0, :2] > 0.5).any()   # B more probable at [., 1]
+    assert torch.equal(probs["B"][:, 0, 2], b[:, 0, 2])                # uncontested: B keeps it
+    equal = {"A": a.clone(), "B": b.clone()}
+    compete(equal, priority={"A": near, "B": near})                    # equal priority: the more probable
+    assert bool(equal["B"][0, 0, 1] > 0.5) and not bool(equal["A"][0, 0, 1] > 0.5)
+    assert painted_distance(3, [])[:, 0, 0].tolist() == [-4.0, -4.0, -4.0]
 
 
 def test_a_painted_voxel_is_not_given_to_another_segment():
@@ -99,10 +115,11 @@ def test_masks_stay_apart_after_resampling_to_the_volume_grid():
 
     g = torch.Generator().manual_seed(3)
     smooth = lambda: torch.nn.functional.avg_pool2d(torch.rand((5, 1, 20, 20), generator=g), 3, 1, 1)[:, 0]  # noqa: E731
-    probs = {n: smooth() * 1.6 - 0.3 for n in "ABC"}
-    probs = {n: p.clamp(0, 1) for n, p in probs.items()}
-    compete(probs)
+    fields = {n: (smooth() * 1.6 - 0.3).clamp(0, 1) for n in "ABC"}
     grid = InPlaneGrid((47, 61), 20)
-    masks = {n: (grid.to_volume(p) > 0.5).numpy() for n, p in probs.items()}
-    assert sum(int(m.sum()) for m in masks.values()) > 1000
-    assert overlap_voxels(masks) == 0
+    for priority in (None, {n: painted_distance(5, [k]) for n, k in zip("ABC", (0, 2, 4))}):
+        probs = {n: p.clone() for n, p in fields.items()}
+        compete(probs, priority=priority)
+        masks = {n: (grid.to_volume(p) > 0.5).numpy() for n, p in probs.items()}
+        assert sum(int(m.sum()) for m in masks.values()) > 1000
+        assert overlap_voxels(masks) == 0

@@ -14,25 +14,27 @@ held-out phantoms (SOL is often the more probable inside GM; README, "Muscles th
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Sequence
+import math
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-#: How far above the threshold the first of several tied segments stays (float32 resolves 6e-8 at 0.5).
-TIE_MARGIN = 1e-6
 
-
-def compete(probs: Mapping[str, "object"], threshold: float = 0.5) -> None:
-    """In place: ``p_n -= max(0, max_{m != n} p_m - threshold)`` for each segment n.
+def compete(probs: Mapping[str, "object"], threshold: float = 0.5,
+            priority: Optional[Mapping[str, "object"]] = None) -> None:
+    """In place: each voxel claimed (``p > threshold``) by several segments goes to one of them, the winner.
 
     ``probs``: name -> float tensor (K, S, S), probabilities in [0, 1], all the same shape.
-    Afterwards ``p_n > threshold`` exactly where ``p_n > threshold`` and ``p_n > p_m`` for every other
-    segment m; a tie (saturated probabilities, say) goes to the segment listed first. Where no other
-    segment is above the threshold nothing changes, so a lone segment's mask, and any segment's mask
-    away from the others, stays the same. It runs before the probabilities go back to the volume's grid
-    (bilinear in-plane, linear between kept frames), and the masks stay apart there too: for any two
-    segments, ``(p_a - threshold) + (p_b - threshold) <= 0`` after it (up to :data:`TIE_MARGIN`), and a
-    convex combination of samples keeps that, so both cannot exceed the threshold at one voxel.
+    ``priority``: name -> float tensor broadcastable to (K, S, S), e.g. (K, 1, 1) per slice; the claimer
+    with the highest priority wins, and the more probable between equal priorities (priorities that differ
+    should differ by 1 or more). ``None``: the most probable claimer wins. A tie goes to the segment listed first.
+
+    The winner's probability is left as it is; every other segment's becomes ``min(p, threshold - s)``,
+    where ``s = p_winner - threshold > 0``. So where no other segment claims a voxel its claimer's mask is
+    unchanged, and a lone segment is not touched at all. For any two segments afterwards
+    ``(p_a - threshold) + (p_b - threshold) <= 0``; a convex combination of samples keeps that, so the
+    masks stay apart after the probabilities go back to the volume's grid (bilinear in-plane, linear
+    between kept frames), and the boundary between two muscles falls between their voxels.
     Extra memory: two float (K, S, S) arrays and one int8.
     """
     import torch
@@ -41,24 +43,42 @@ def compete(probs: Mapping[str, "object"], threshold: float = 0.5) -> None:
     if len(names) < 2:
         return
     first = probs[names[0]]
-    top1 = first.clone()
-    top2 = torch.full_like(first, -1.0)
-    arg1 = torch.zeros(first.shape, dtype=torch.int8, device=first.device)
-    for i, name in enumerate(names[1:], start=1):
+    best = arg = None
+    for i, name in enumerate(names):
         p = probs[name]
         if p.shape != first.shape:
             raise ValueError(f"Segment {name!r} has probabilities of shape {tuple(p.shape)}, "
                              f"{names[0]!r} of {tuple(first.shape)}.")
-        better = p > top1
-        top2 = torch.where(better, top1, torch.maximum(top2, p))
-        top1 = torch.where(better, p, top1)
-        arg1[better] = i
+        key = p if priority is None else p + 2.0 * torch.as_tensor(priority[name], dtype=p.dtype, device=p.device)
+        key = torch.where(p > threshold, key, torch.full_like(p, -math.inf))
+        if best is None:
+            best, arg = key, torch.zeros(p.shape, dtype=torch.int8, device=p.device)
+        else:
+            better = key > best
+            best = torch.where(better, key, best)
+            arg[better] = i
+    claimed = best > -math.inf
+    del best
+    strength = torch.zeros_like(first)                    # the winner's p - threshold where claimed, else 0
     for i, name in enumerate(names):
-        mine = arg1 == i
-        other = torch.where(mine, top2, top1)               # the best of the other segments
-        take = (other - threshold).clamp_(min=0)
-        take[mine & (take > 0)] -= TIE_MARGIN               # a tie goes to the segment listed first
-        probs[name].sub_(take)
+        mine = claimed & (arg == i)
+        strength[mine] = probs[name][mine] - threshold
+    ceiling = threshold - strength
+    for i, name in enumerate(names):
+        lose = claimed & (arg != i)
+        probs[name][lose] = torch.minimum(probs[name][lose], ceiling[lose])
+
+
+def painted_distance(n_frames: int, painted: Sequence[int]):
+    """(K, 1, 1) float: minus the distance, in frames, from each frame to the nearest of ``painted``
+    (a priority for :func:`compete`: the segment painted nearer wins)."""
+    import torch
+
+    k = torch.arange(n_frames, dtype=torch.float32)
+    if len(painted) == 0:
+        return torch.full((n_frames, 1, 1), -float(n_frames + 1))
+    d = (k[:, None] - torch.as_tensor(list(painted), dtype=torch.float32)[None, :]).abs().amin(dim=1)
+    return (-d)[:, None, None]
 
 
 def yield_to_painted(masks: Dict[str, np.ndarray], painted: Mapping[str, "object"]) -> None:
