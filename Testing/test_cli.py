@@ -160,7 +160,7 @@ def test_no_muscle_at_stops_the_mask_where_the_muscle_ends(tmp_path, copy_net, c
     assert side["ends"]["GM"] == [3, 7]                       # the mask's first and last slice: where to check
 
 
-def test_exclusive_segments_do_not_overlap_in_the_output(tmp_path, copy_net, capsys):
+def test_segments_do_not_overlap_in_the_output_unless_allowed(tmp_path, copy_net, capsys):
     vol, _ = _write_case(tmp_path)
     gm = np.zeros((K, J, I), np.uint8)
     gm[4:7] = _muscle()[4:7]
@@ -168,8 +168,8 @@ def test_exclusive_segments_do_not_overlap_in_the_output(tmp_path, copy_net, cap
     sol[7:10, 10:20, 14:24] = 1                              # overlaps GM's box, painted elsewhere
     ann = {"GM": AnnotatedSlices(0, (4, 5, 6)), "SOL": AnnotatedSlices(0, (7, 8, 9))}
     write_segmentation(segmentation_from_masks({"GM": gm, "SOL": sol}, OBLIQUE, ann), tmp_path / "two.seg.nrrd")
-    for flag, overlap in (((), True), (("--exclusive",), False)):
-        out = tmp_path / f"o{len(flag)}.seg.nrrd"
+    for flag, overlap in ((("--allow-overlap",), True), ((), False)):
+        out = tmp_path / f"o{len(flag)}.seg.nrrd"      # the default run comes last: its masks are checked below
         code, _, err = _cli(capsys, "propagate", vol, tmp_path / "two.seg.nrrd", "-o", out, *flag)
         assert code == 0, err
         res = read_segmentation(out)

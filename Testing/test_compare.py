@@ -258,9 +258,9 @@ def test_ifssnet_joint_and_exclusive_through_the_runner():
     vol, refs = tiny_case()
     refs = {"GM": refs["GM"], "SOL": refs["SOL"].copy()}
     refs["SOL"][:, 14:24, 12:20] = 1                # the two references now overlap
-    opts = {"ifssnet": {"model": CopyModel(size=32), "device": "cpu"}}
+    opts = {"ifssnet": {"model": CopyModel(size=32), "device": "cpu", "exclusive": False}}
     plain = C.compare(vol, refs, SPACING, ["ifssnet"], "3-seeds", method_options=opts, joint=True, keep_masks=True)
-    opts["ifssnet"]["exclusive"] = True
+    del opts["ifssnet"]["exclusive"]                # the default keeps them apart
     apart = C.compare(vol, refs, SPACING, ["ifssnet"], "3-seeds", method_options=opts, joint=True, keep_masks=True)
     assert overlap_voxels({r["muscle"]: r["mask"] for r in plain}) > 0
     assert overlap_voxels({r["muscle"]: r["mask"] for r in apart}) == 0

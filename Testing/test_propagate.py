@@ -293,7 +293,7 @@ def test_network_whose_mask_stream_sees_the_image_propagates_several_segments():
     n = np.zeros_like(m)
     n[:, 36:46, 5:15] = 1
     seeds = {"A": cut_seeds(m[:14], (3, 4, 5)), "B": cut_seeds(n[:14], (8, 9, 10))}
-    both = propagate(_volume()[:14], seeds, net, device="cpu", stop_at_end=False)
+    both = propagate(_volume()[:14], seeds, net, device="cpu", stop_at_end=False, exclusive=False)
     alone = propagate(_volume()[:14], {"B": seeds["B"]}, net, device="cpu", stop_at_end=False)
     assert set(both.masks) == {"A", "B"}
     assert (both.masks["B"] != alone.masks["B"]).mean() < 1e-3

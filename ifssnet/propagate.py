@@ -241,7 +241,7 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
               device: str = "auto", preset: str = "balanced", stop_at_end: bool = True,
               between_seeds_only: bool = False, patience: int = 5, min_area_fraction: float = 0.1,
               batch_size: int = 32, slice_spacing_mm: Optional[float] = None, match_slice_spacing: bool = True,
-              exclusive: bool = False, progress: Optional[ProgressFn] = None,
+              exclusive: bool = True, progress: Optional[ProgressFn] = None,
               cancel: CancelLike = None) -> PropagationResult:
     """Propagate the painted slices of every segment through ``volume`` (K, J, I).
 
@@ -263,9 +263,11 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     a finer sweep is propagated on its frames nearest to that spacing, and the result comes back to
     every frame (:mod:`ifssnet.slice_spacing`); ``patience`` then counts kept frames. On validation
     phantoms 500-501 swept at 0.316 mm (the training's 1.108 mm / 3.5), ``3-seeds``: Dice 0.658 on every
-    frame, 0.721 thinned, at half the time (model card). ``exclusive``: segments propagated together do
-    not overlap; a voxel two of them claim goes to the more probable one, and a voxel painted for one
-    segment is not given to another (:mod:`ifssnet.exclusive`). Returns :class:`PropagationResult`. Raises
+    frame, 0.721 thinned, at half the time (model card). ``exclusive`` (default): segments propagated
+    together do not overlap; a voxel two of them claim goes to the one painted nearer to its slice, and a
+    voxel painted for one segment is not given to another (:mod:`ifssnet.exclusive`; held-out phantoms,
+    ``3-seeds+ends``, three muscles in one run: Dice 0.732, volume error 16.8 %, against 0.720 / 19.6 %
+    without). Returns :class:`PropagationResult`. Raises
     :class:`~ifssnet.errors.Cancelled` if ``cancel`` is set; nothing is returned or changed then.
     """
     import torch
@@ -440,7 +442,7 @@ def _prepare_device(net, dev: str) -> None:
 
 def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patience, min_area_fraction,
                   batch_size, progress, cancel, settings, frames: FrameSelection,
-                  exclusive: bool = False) -> PropagationResult:
+                  exclusive: bool = True) -> PropagationResult:
     """The propagation proper, on the kept ``frames`` of ``volume``: K below counts those frames, and
     the result goes back to every frame (``frames.to_sweep``)."""
     import torch

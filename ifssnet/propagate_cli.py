@@ -38,9 +38,9 @@ def add_commands(sub) -> None:
                    help="slices (array index along the propagation axis) where the segment is absent, e.g. "
                         "where the muscle has ended: annotated empty, so propagation does not run past them; "
                         "repeatable, NAME may be left out when one segment is propagated")
-    p.add_argument("--exclusive", action="store_true",
-                   help="the segments do not overlap: a voxel two of them claim goes to the more probable one, "
-                        "and a voxel painted for one is not given to another (as Slicer's 'overwrite other segments')")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="propagate each segment as if it were alone, so segments may overlap (default: they do "
+                        "not; a voxel two of them claim goes to the one painted nearer to its slice, README)")
     p.add_argument("--every-frame", action="store_true",
                    help="run the network on every frame, even on a sweep finer than the network's training "
                         "sweeps (default: the frames nearest to its slice spacing; README)")
@@ -222,7 +222,7 @@ def _propagate(args) -> int:
         result = propagate(volume, seed_map, net, device=device, slice_spacing_mm=spacing_k,
                            match_slice_spacing=not args.every_frame,
                            between_seeds_only=args.between_seeds_only, preset=args.preset,
-                           exclusive=args.exclusive, progress=bar)
+                           exclusive=not args.allow_overlap, progress=bar)
     finally:
         bar.close()
     masks = {n: np.ascontiguousarray(np.moveaxis(m, 0, axis)) for n, m in result.masks.items()}

@@ -201,10 +201,11 @@ class PropagatePanel:
         form.addRow(self.allVisibleCheck)
 
         self.exclusiveCheck = qt.QCheckBox("Segments do not overlap")
+        self.exclusiveCheck.checked = True
         self.exclusiveCheck.toolTip = ("Segments propagated together do not overlap: a voxel two of them claim goes to "
-                                       "the more probable one, and a voxel painted for one is not given to another. "
-                                       "Off: each segment is propagated as if it were alone (README, 'Muscles that "
-                                       "do not overlap').")
+                                       "the one painted nearer to its slice, and a voxel painted for one is not given "
+                                       "to another. Off: each segment is propagated as if it were alone (README, "
+                                       "'Muscles that do not overlap').")
         form.addRow(self.exclusiveCheck)
 
         self.propagateButton = qt.QPushButton("Propagate")
@@ -321,7 +322,7 @@ class PropagatePanel:
                                          (self.extentCombo, "Extent", "muscle")):
                 combo.setCurrentIndex(max(0, combo.findData(self.settings(name, default))))
             self.allVisibleCheck.checked = self.settings("AllVisible", "0") == "1"
-            self.exclusiveCheck.checked = self.settings("Exclusive", "0") == "1"
+            self.exclusiveCheck.checked = self.settings("Exclusive", "1") == "1"
         finally:
             for w in widgets:
                 w.blockSignals(False)

@@ -290,7 +290,7 @@ class PropagationJob:
     device: str = "auto"
     preset: str = "balanced"
     extent: str = "muscle"  # "muscle": to the ends of the muscle; "between": only between seed groups
-    exclusive: bool = False  # the segments propagated together do not overlap (IFSS-Net; ifssnet.exclusive)
+    exclusive: bool = True  # the segments propagated together do not overlap (IFSS-Net; ifssnet.exclusive)
     runTime: float = 0.0
     backup: Any = None  # the segmentation before apply (for Cancel of a preview)
 
@@ -299,10 +299,11 @@ class IFSSNetSegmentationLogic:
     """Propagate painted slices through the volume, and measure segment volumes.
 
     ``propagate(volumeNode, segmentationNode, segmentIds=None, model=None, device="auto", progress=None,
-    cancel=None, *, method="ifssnet", preset="balanced", extent="muscle", skipEmpty=False, exclusive=False) -> dict``
+    cancel=None, *, method="ifssnet", preset="balanced", extent="muscle", skipEmpty=False, exclusive=True) -> dict``
 
-    ``exclusive``: the segments propagated together do not overlap; a voxel two of them claim goes to
-    the more probable one, and a voxel painted for one is not given to another (the network only).
+    ``exclusive`` (default): the segments propagated together do not overlap; a voxel two of them claim
+    goes to the one painted nearer to its slice, and a voxel painted for one is not given to another
+    (the network only).
 
     The returned dict::
 
@@ -323,7 +324,7 @@ class IFSSNetSegmentationLogic:
     def propagate(self, volumeNode, segmentationNode, segmentIds: Optional[Sequence[str]] = None,
                   model=None, device: str = "auto", progress=None, cancel=None, *,
                   method=DEFAULT_METHOD, preset: str = "balanced", extent: str = "muscle",
-                  skipEmpty: bool = False, exclusive: bool = False) -> dict:
+                  skipEmpty: bool = False, exclusive: bool = True) -> dict:
         job = self.prepare(volumeNode, segmentationNode, segmentIds, model=model, device=device,
                            method=method, preset=preset, extent=extent, progress=progress, skipEmpty=skipEmpty,
                            exclusive=exclusive)
@@ -467,7 +468,7 @@ class IFSSNetSegmentationLogic:
 
     def prepare(self, volumeNode, segmentationNode, segmentIds=None, *, model=None, device="auto",
                 method=DEFAULT_METHOD, preset="balanced", extent="muscle", progress=None,
-                skipEmpty: bool = False, exclusive: bool = False) -> PropagationJob:
+                skipEmpty: bool = False, exclusive: bool = True) -> PropagationJob:
         """Main thread: read the volume and the seeds from MRML. Changes nothing.
 
         ``segmentIds=None`` takes every segment that has painted slices (as does ``skipEmpty=True`` for a

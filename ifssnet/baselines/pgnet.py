@@ -354,12 +354,12 @@ def plan_chains(slices: Sequence[int], K: int) -> List[Tuple[int, List[int]]]:
 
 def pgnet(volume, seeds, spacing_kji, *, progress: Optional[ProgressFn] = None, cancel: CancelLike = None,
           model=None, device: str = "auto", batch: int = 16, match_slice_spacing: bool = True,
-          exclusive: bool = False):
+          exclusive: bool = True):
     """PG-Net as a comparison method: ``volume`` (K, J, I), ``seeds`` (SeedSet) -> uint8 (K, J, I).
 
     ``seeds`` may also be ``{name: SeedSet}`` (``compare(..., joint=True)``): all segments on one set of
-    frames and one normalised volume, returning ``{name: mask}``; with ``exclusive`` the masks do not
-    overlap (:mod:`ifssnet.exclusive`, as IFSS-Net's ``propagate(exclusive=True)``).
+    frames and one normalised volume, returning ``{name: mask}``; with ``exclusive`` (default) the masks
+    do not overlap (:mod:`ifssnet.exclusive`, as IFSS-Net's ``propagate``).
     ``model``: a checkpoint path, a loaded :class:`PGNet`, or None for ``$IFSSNET_PGNET_MODEL`` /
     ``Resources/Models/pgnet.pt`` (:class:`ModelError` with the training command if it is missing).
     ``batch``: chains advanced together (one network call per step). ``spacing_kji`` (mm): its first
