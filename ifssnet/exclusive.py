@@ -84,6 +84,18 @@ def painted_distance(n_frames: int, painted: Sequence[int]):
     return (-d)[:, None, None]
 
 
+def nearer_painted(frames, seeds: Mapping[str, "object"]) -> Dict[str, "object"]:
+    """The priority for :func:`compete` that both networks use: per segment, :func:`painted_distance` over
+    the kept ``frames`` (:class:`ifssnet.slice_spacing.FrameSelection`) to its painted slices that hold
+    the muscle (a "no muscle here" mark claims nothing). ``seeds``: name -> SeedSet."""
+    out = {}
+    for name, s in seeds.items():
+        slices = [int(k) for k in s.slices]
+        painted = [j for j, n in frames.anchors(slices).items() if np.asarray(s.mask[slices[n]]).any()]
+        out[name] = painted_distance(len(frames.frames), painted)
+    return out
+
+
 def yield_to_painted(masks: Dict[str, np.ndarray], painted: Mapping[str, "object"]) -> None:
     """In place: clear each mask ``masks[n]`` (K, J, I) where another segment m was painted, on the
     slices where n itself was not annotated.

@@ -50,7 +50,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .confidence import least_confident_slices, next_slice_to_paint, slice_confidence
-from .exclusive import compete, painted_distance, yield_to_painted
+from .exclusive import compete, nearer_painted, yield_to_painted
 from .errors import InputError, ModelError, ResourceError, SeedError
 from .memory import check_propagation_memory
 from .preprocess import InPlaneGrid, check_volume, intensity_stats, normalized_work_volume
@@ -551,8 +551,7 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
                                            ).astype(np.float32)
         del num2[name]
     if exclusive:   # a voxel two segments claim goes to the one painted nearer to its slice
-        compete(num, priority={n: painted_distance(K, [j for j, m in seed_work[n].items() if bool(m.any())])
-                               for n in names})
+        compete(num, priority=nearer_painted(frames, seed_map))
     for si, name in enumerate(names):
         check_cancel(cancel)
         s = seed_map[name]

@@ -365,7 +365,7 @@ def pgnet(volume, seeds, spacing_kji, *, progress: Optional[ProgressFn] = None, 
     ``batch``: chains advanced together (one network call per step). ``spacing_kji`` (mm): its first
     entry, the spacing along the sweep, chooses the frames with ``match_slice_spacing`` (module docstring).
     """
-    from ..exclusive import compete, painted_distance, yield_to_painted
+    from ..exclusive import compete, nearer_painted, yield_to_painted
     from ..preprocess import InPlaneGrid, intensity_stats, normalized_work_volume
     from ..propagate import _threshold_to_volume, frames_for
 
@@ -383,9 +383,7 @@ def pgnet(volume, seeds, spacing_kji, *, progress: Optional[ProgressFn] = None, 
         probs = {n: _probabilities(net, work, grid, mask, slices, dev, batch, progress, cancel, frames)
                  for n, (_, mask, slices, _) in checked.items()}
     if exclusive:   # a voxel two segments claim goes to the one painted nearer to its slice
-        compete(probs, priority={n: painted_distance(len(frames.frames), [j for j, i in frames.anchors(slices).items()
-                                                                           if mask[slices[i]].any()])
-                                 for n, (_, mask, slices, _) in checked.items()})
+        compete(probs, priority=nearer_painted(frames, seed_map))
     K = volume.shape[0]
     masks = {}
     for n, (_, mask, slices, _) in checked.items():
