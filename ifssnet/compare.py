@@ -40,7 +40,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import Cancelled, DependencyError, InputError, ResourceError, SeedError
+from .errors import Cancelled, DependencyError, IFSSNetError, InputError, ResourceError, SeedError
 from .progress import check_cancel, report
 from .seeds import PROTOCOLS, slice_extent
 
@@ -235,7 +235,7 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
     reference); ``seeds`` (name -> SeedSet) overrides the protocol for the muscles it names.
     method_options: method name -> keyword arguments for that method (e.g. ``{"ifssnet": {"model": path}}``).
     keep_masks: also put each prediction into its row under ``"mask"``.
-    joint: a method that can (its ``joint`` attribute, e.g. ``ifssnet``) segments all muscles in one
+    joint: a method that can (its ``joint`` attribute: ``ifssnet``, ``pgnet``) segments all muscles in one
     call, as Slicer's Propagate does with several segments; its rows get ``joint`` = 1, and each the
     call's time divided by the number of muscles. The others run one muscle at a time, as without it.
     Rows have the keys of :data:`COLUMNS` (times in s, distances in mm, volumes in cm3, memory in MiB)
@@ -243,7 +243,6 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
     ifssnet error gets a row with ``error`` set and nan scores; Cancelled and DependencyError propagate.
     """
     from .baselines.registry import get, prepare
-    from .errors import IFSSNetError
 
     volume = np.asarray(volume)
     methods = [m.strip().lower() for m in methods if m and m.strip()]
@@ -284,7 +283,9 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
                 row["joint"] = 1
             try:
                 if name in joint_runs:
-                    pred, seconds, peak, gpu_peak, source = joint_runs[name](muscle)
+                    if isinstance(joint_runs[name], IFSSNetError):
+                        raise joint_runs[name]
+                    pred, seconds, peak, gpu_peak, source = joint_runs[name].pop(muscle)
                 else:
                     pred, seconds, peak, gpu_peak, source = run_method(name, volume, seed_set, spacing_kji,
                                                                        options=options.get(name),
@@ -311,23 +312,17 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
 
 
 def _run_joint(name: str, volume, seed_sets: Mapping[str, object], spacing_kji, options, progress, cancel):
-    """Run ``name`` once on all ``seed_sets``; returns ``muscle -> run_method``'s tuple for that muscle
-    (time split evenly), which raises the run's error, if it failed, for every muscle."""
-    from .errors import IFSSNetError
-
+    """Run ``name`` once on all ``seed_sets``; returns ``{muscle: run_method's tuple}`` (the time split
+    evenly), or the ifssnet error the run raised, which each muscle's row then reports."""
     try:
         masks, seconds, peak, gpu_peak, source = run_method(name, volume, dict(seed_sets), spacing_kji,
                                                             options=options, progress=progress, cancel=cancel)
     except (Cancelled, DependencyError):
         raise
     except IFSSNetError as err:
-        failure = err
-
-        def failed(muscle):
-            raise failure
-        return failed
+        return err
     share = seconds / max(1, len(masks))
-    return lambda muscle: (masks.pop(muscle), share, peak, gpu_peak, source)
+    return {muscle: (mask, share, peak, gpu_peak, source) for muscle, mask in masks.items()}
 
 
 def _check_options(name: str, fn, opts: Optional[dict]) -> None:
@@ -632,8 +627,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="an option for one method, repeatable; e.g. ws.feature_dtype=uint16 (fast, not "
                         "voxel-identical), ws.object_scale_mm=3, gfs.seed_locality=1, gfs.extent_growth=none, fbs.isolate=true")
     p.add_argument("--joint", action="store_true",
-                   help="methods that can (ifssnet) segment all muscles in one run, as Slicer's Propagate does; "
-                        "with --option ifssnet.exclusive=true the muscles do not overlap")
+                   help="methods that can (ifssnet, pgnet) segment all muscles in one run, as Slicer's Propagate "
+                        "does; the muscles do not overlap unless --option ifssnet.exclusive=false")
     p.add_argument("--csv", type=Path, default=None, help="write the rows to this CSV file")
     p.add_argument("--plot", type=Path, default=None, help="write the plot (PNG) to this file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
