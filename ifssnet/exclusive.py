@@ -104,7 +104,7 @@ def yield_to_painted(masks: Dict[str, np.ndarray], painted: Mapping[str, "object
     slices a segment was annotated on (painted, or marked "no muscle here") stay as they are.
     """
     for name, out in masks.items():
-        own = {int(k) for k in painted[name].slices} if name in painted else set()
+        own = {int(k) for k in painted[name].slices}
         for other, s in painted.items():
             if other == name:
                 continue
@@ -113,12 +113,7 @@ def yield_to_painted(masks: Dict[str, np.ndarray], painted: Mapping[str, "object
                     out[k][np.asarray(s.mask[k]) > 0] = 0
 
 
-def overlap_voxels(masks: Mapping[str, np.ndarray], names: Sequence[str] = ()) -> int:
-    """Voxels claimed by two or more of ``masks`` (name -> (K, J, I)); all of them without ``names``."""
-    names = list(names) or list(masks)
-    if len(names) < 2:
-        return 0
-    count = np.zeros(np.shape(masks[names[0]]), dtype=np.uint8)
-    for n in names:
-        count += (np.asarray(masks[n]) > 0)
-    return int((count > 1).sum())
+def overlap_voxels(masks: Mapping[str, np.ndarray]) -> int:
+    """Voxels claimed by two or more of ``masks`` (name -> (K, J, I))."""
+    stack = [np.asarray(m) > 0 for m in masks.values()]
+    return int((np.sum(stack, axis=0) > 1).sum()) if len(stack) > 1 else 0

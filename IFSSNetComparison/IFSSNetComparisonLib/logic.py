@@ -61,8 +61,8 @@ class IFSSNetComparisonLogic:
     ``protocol``: ``"seeds"`` uses the painted slices of ``seedSegmentationNode``; ``"3-seeds"``, ``"paper"`` and
     ``"3-seeds+ends"`` take the seed slices from the reference (``ifssnet.seeds.protocol_slices``), so
     ``seedSegmentationNode`` may be None. ``joint``: the methods that can (IFSS-Net, PG-Net) segment all
-    muscles of one axis in one run, as Propagate does with several segments (``ifssnet.compare``; with
-    ``methodOptions={"ifssnet": {"exclusive": True}}`` they do not overlap). After a run, ``lastResult``
+    muscles of one axis in one run, as Propagate does with several segments (``ifssnet.compare``; they do
+    not overlap unless ``methodOptions={"ifssnet": {"exclusive": False}}``). After a run, ``lastResult``
     holds the table, the two chart nodes and the result segmentation per method.
     """
 
