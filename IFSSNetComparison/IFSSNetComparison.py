@@ -43,7 +43,7 @@ class IFSSNetComparisonParameterNode:
     reference: vtkMRMLSegmentationNode
     protocol: Annotated[str, Choice(list(PROTOCOLS))] = "seeds"
     together: bool = False
-    exclusive: bool = False
+    exclusive: bool = True
 
 
 class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -148,9 +148,9 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return
         p = self._parameterNode
         try:
-            options = {m: {"exclusive": True} for m in ("ifssnet", "pgnet") if m in methods} if p.exclusive else {}
+            options = {m: {"exclusive": bool(p.exclusive)} for m in ("ifssnet", "pgnet") if m in methods}
             self.job = self.logic.prepare(p.volume, p.seeds, p.reference, methods, p.protocol,
-                                          joint=p.together or p.exclusive, methodOptions=options)
+                                          joint=p.together, methodOptions=options)
         except Exception as exc:
             slicer.util.errorDisplay(str(exc))
             return
