@@ -539,7 +539,7 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
     timings["step"] = time.perf_counter() - t_loop - timings["encode"]
 
     t_out = time.perf_counter()
-    masks, confidence = {}, {}
+    confidence = {}
     names = list(seed_map)
     for name in names:   # blended probability (K, S, S) and per-slice confidence, in place of num, num2
         check_cancel(cancel)
@@ -550,32 +550,53 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
         confidence[name] = frames.to_sweep(slice_confidence(mean_p, var_p, painted=painted_work[name])
                                            ).astype(np.float32)
         del num2[name]
-    if exclusive:   # a voxel two segments claim goes to the one painted nearer to its slice
-        compete(num, priority=nearer_painted(frames, seed_map))
-    for si, name in enumerate(names):
-        check_cancel(cancel)
-        s = seed_map[name]
-        mean_p = num.pop(name)
-        conf = confidence[name]
-        out = np.zeros((K_sweep, J, I), dtype=np.uint8)
-        for k0 in range(0, K_sweep, chunk):
-            p = frames.to_sweep(mean_p, k0, min(k0 + chunk, K_sweep))
-            if settings["sparse_output"]:
-                _threshold_to_volume(grid, p, out[k0:k0 + chunk])
-            else:
-                out[k0:k0 + chunk] = (grid.to_volume(p) > 0.5).numpy()
-            report(progress, "writing result", si * K_sweep + min(k0 + chunk, K_sweep), len(names) * K_sweep)
-        sl = np.asarray(s.slices)
-        out[sl] = (s.mask[sl] > 0)
-        conf[sl] = 1.0
-        masks[name] = out
-    if exclusive:
-        yield_to_painted(masks, seed_map)
+    masks = masks_from_probabilities(num, seed_map, grid, frames, (K_sweep, J, I), exclusive=exclusive,
+                                     sparse=settings["sparse_output"], chunk=chunk, progress=progress, cancel=cancel)
+    for name in names:
+        confidence[name][np.asarray(seed_map[name].slices)] = 1.0
     timings["output"] = time.perf_counter() - t_out
     ended = {n: [int(frames.frames[k]) for k in ks] for n, ks in ended.items()}     # kept frame -> sweep slice
     return PropagationResult(masks, confidence, ended=ended, windows=done_steps, timings=timings,
                              painted={n: [int(k) for k in seed_map[n].slices] for n in names},
                              frames=K, frame_spacing_mm=frames.spacing_mm)
+
+
+def masks_from_probabilities(probs: Dict[str, Any], seed_map: Mapping[str, SeedSet], grid: InPlaneGrid,
+                             frames: FrameSelection, shape_kji, *, exclusive: bool, sparse: bool = True,
+                             chunk: int = 64, progress: Optional[ProgressFn] = None,
+                             cancel: CancelLike = None) -> Dict[str, np.ndarray]:
+    """Working-grid probabilities -> masks on the volume, for IFSS-Net and PG-Net alike.
+
+    ``probs``: name -> float tensor (K', S, S) on the kept ``frames``; emptied as it goes (memory).
+    With ``exclusive`` a voxel two segments claim goes first to the one painted nearer to its slice
+    (:func:`ifssnet.exclusive.compete`). Each segment then goes back to every slice of the sweep and the
+    volume's grid, ``chunk`` slices at a time, and is thresholded at 0.5 (``sparse``: computed only where
+    it can be 1, :func:`_threshold_to_volume`). Painted slices come out as painted, and with ``exclusive``
+    no painted voxel goes to another segment. Returns name -> uint8 (K, J, I) for ``shape_kji``.
+    """
+    if exclusive:
+        compete(probs, priority=nearer_painted(frames, seed_map))
+    K = int(shape_kji[0])
+    names = list(probs)
+    masks: Dict[str, np.ndarray] = {}
+    for si, name in enumerate(names):
+        check_cancel(cancel)
+        mean_p = probs.pop(name)
+        out = np.zeros(tuple(shape_kji), dtype=np.uint8)
+        for k0 in range(0, K, chunk):
+            check_cancel(cancel)
+            p = frames.to_sweep(mean_p, k0, min(k0 + chunk, K))
+            if sparse:
+                _threshold_to_volume(grid, p, out[k0:k0 + chunk])
+            else:
+                out[k0:k0 + chunk] = (grid.to_volume(p) > 0.5).numpy()
+            report(progress, "writing result", si * K + min(k0 + chunk, K), len(names) * K)
+        sl = np.asarray(seed_map[name].slices)
+        out[sl] = (seed_map[name].mask[sl] > 0)
+        masks[name] = out
+    if exclusive:
+        yield_to_painted(masks, seed_map)
+    return masks
 
 
 def _seeds_on_frames(slices: np.ndarray, masks, frames: FrameSelection) -> Dict[int, Any]:

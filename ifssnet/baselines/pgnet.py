@@ -51,7 +51,7 @@ from torch import nn
 
 from ..errors import InputError, ModelError
 from ..progress import CancelLike, ProgressFn, check_cancel, report
-from . import check_inputs, restore_painted
+from . import check_inputs
 from ..loss import soft_dice_loss, weighted_bce_with_logits
 from .learned_common import (BaselineTrainConfig, check_cases, fit, prepare_torch, resolve_device, resolve_model)
 
@@ -365,9 +365,8 @@ def pgnet(volume, seeds, spacing_kji, *, progress: Optional[ProgressFn] = None, 
     ``batch``: chains advanced together (one network call per step). ``spacing_kji`` (mm): its first
     entry, the spacing along the sweep, chooses the frames with ``match_slice_spacing`` (module docstring).
     """
-    from ..exclusive import compete, nearer_painted, yield_to_painted
     from ..preprocess import InPlaneGrid, intensity_stats, normalized_work_volume
-    from ..propagate import _threshold_to_volume, frames_for
+    from ..propagate import frames_for, masks_from_probabilities
 
     seed_map = dict(seeds) if isinstance(seeds, Mapping) else {"segment": seeds}
     checked = {n: check_inputs(volume, s, spacing_kji) for n, s in seed_map.items()}
@@ -382,19 +381,7 @@ def pgnet(volume, seeds, spacing_kji, *, progress: Optional[ProgressFn] = None, 
     with torch.no_grad():
         probs = {n: _probabilities(net, work, grid, mask, slices, dev, batch, progress, cancel, frames)
                  for n, (_, mask, slices, _) in checked.items()}
-    if exclusive:   # a voxel two segments claim goes to the one painted nearer to its slice
-        compete(probs, priority=nearer_painted(frames, seed_map))
-    K = volume.shape[0]
-    masks = {}
-    for n, (_, mask, slices, _) in checked.items():
-        out = np.zeros(volume.shape, np.uint8)
-        for k0 in range(0, K, 64):                    # every slice of the sweep, in chunks; only where it can be 1
-            check_cancel(cancel)
-            k1 = min(K, k0 + 64)
-            _threshold_to_volume(grid, frames.to_sweep(probs[n], k0, k1), out[k0:k1])
-        masks[n] = restore_painted(out, mask, slices)
-    if exclusive:
-        yield_to_painted(masks, seed_map)
+    masks = masks_from_probabilities(probs, seed_map, grid, frames, volume.shape, exclusive=exclusive, cancel=cancel)
     return masks if isinstance(seeds, Mapping) else masks["segment"]
 
 
