@@ -588,7 +588,7 @@ def _method_list(text: Optional[str]) -> List[str]:
 def _seed_sets_from_file(path, names: Sequence[str], geometry, shape) -> Dict[str, object]:
     """SeedSets from a seed .seg.nrrd: each segment's annotated slices (its tag, else its non-empty slices)."""
     from .io import read_segmentation
-    from .seeds import SeedSet
+    from .seeds import cut_seeds
 
     seg = read_segmentation(path, reference=geometry, reference_shape=shape)
     out = {}
@@ -604,9 +604,7 @@ def _seed_sets_from_file(path, names: Sequence[str], geometry, shape) -> Dict[st
             slices = tuple(int(k) for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)))
         if not slices:
             raise SeedError(f"'{name}' has no annotated slice in {path}.", "Cut seeds with `ifssnet seeds`, or pass '-'.")
-        keep = np.zeros(mask.shape, np.uint8)
-        keep[list(slices)] = mask[list(slices)]
-        out[name] = SeedSet(keep, slices)
+        out[name] = cut_seeds(mask, slices)
     return out
 
 

@@ -53,7 +53,7 @@ def seeds_from_segmentation(seg, names, axis=None):
     Returns ``(seed_map, axis)`` with every mask transposed so that ``axis`` comes first.
     """
     from .io import ANNOTATED_TAG
-    from .seeds import SeedSet, annotated_slices, find_axis
+    from .seeds import annotated_slices, cut_seeds, find_axis
 
     axes = set()
     found = {}
@@ -72,16 +72,12 @@ def seeds_from_segmentation(seg, names, axis=None):
     ax = axes.pop()
     seed_map = {}
     for n, (_, slices, mask) in found.items():
-        m = np.moveaxis(mask, ax, 0)
-        outside = [k for k in slices if not 0 <= k < m.shape[0]]
-        if outside:
-            raise SeedError(f"Segment '{n}' is tagged as annotated on slices {outside}, outside this volume's "
-                            f"0..{m.shape[0] - 1} along axis {ax} (tag {ANNOTATED_TAG}).",
+        try:
+            seed_map[n] = cut_seeds(np.moveaxis(mask, ax, 0), slices)
+        except SeedError as err:    # slices outside the volume: from a tag made on another volume
+            raise SeedError(f"Segment '{n}' (tag {ANNOTATED_TAG}, axis {ax}): {err.what}",
                             "The tag was made on another volume: remove it from the segment (the painted slices "
-                            "are then found from the paint), or give the seeds of this volume.")
-        keep = np.zeros_like(m)
-        keep[list(slices)] = m[list(slices)]
-        seed_map[n] = SeedSet(np.ascontiguousarray(keep), slices)
+                            "are then found from the paint), or give the seeds of this volume.") from err
     return seed_map, ax
 
 
