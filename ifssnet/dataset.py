@@ -59,7 +59,7 @@ def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
     import torch
 
     grid = InPlaneGrid(volume.shape[1:], size)
-    mean, std = intensity_stats(volume)
+    mean, std = intensity_stats(volume, grid)
     image = normalized_work_volume(volume, grid, mean, std).to(torch.float16).numpy()
     masks, known = {}, {}
     names = list(segments) if segments else seg.names

@@ -65,27 +65,36 @@ def _check_shape(shape) -> Tuple[int, int, int]:
 
 
 def make_phantom(seed: int = 0, shape: Sequence[int] = (1400, 512, 512), spacing: Optional[float] = None,
-                 progress=None, cancel=None, difficulty: float = 1.0) -> Phantom:
+                 progress=None, cancel=None, difficulty: float = 1.0, supersample: int = 1) -> Phantom:
     """Make the phantom of subject ``seed`` with array shape (K, J, I).
 
     ``spacing`` (mm, isotropic): None = ``default_spacing(shape)`` (0.277 mm at 512 wide).
     ``difficulty`` scales the freehand non-linearity (drift/twist wobble, lobes, misalignment);
-    1.0 is the calibrated value (see docs/phantom.md). Reports progress per chunk of slices and
-    raises :class:`~ifssnet.errors.Cancelled` between chunks when ``cancel`` is set.
+    1.0 is the calibrated value (see docs/phantom.md). ``supersample`` f > 1 renders each slice at
+    (f J, f I) and shrinks it to (J, I) by block means (image) and block majority (labels), so a
+    coarse phantom shows resolved speckle averaged over f x f cells, as a 0.277 mm sweep looks once
+    shrunk to the network's working grid (:func:`ifssnet.preprocess.InPlaneGrid.to_work`); f = 1
+    renders at (J, I) directly, with speckle finer than a voxel. Reports progress per chunk of slices
+    and raises :class:`~ifssnet.errors.Cancelled` between chunks when ``cancel`` is set.
     """
     K, J, I = _check_shape(shape)
     sp = default_spacing(shape) if spacing is None else float(spacing)
     if not np.isfinite(sp) or sp <= 0:
         raise InputError(f"Spacing {spacing!r} is not a positive number of mm.", "Give e.g. --spacing 0.277.")
+    f = int(supersample)
+    if f < 1 or f != supersample:
+        raise InputError(f"Supersampling {supersample!r} is not a whole number >= 1.", "Give e.g. --supersample 4.")
     sub = make_subject(seed, K, difficulty)
     sched = make_schedule(seed, K, difficulty)
-    rend = Renderer(sub, sched, seed, J, I)
+    rend = Renderer(sub, sched, seed, J * f, I * f)
     volume = np.empty((K, J, I), np.uint8)
     lab = np.empty((K, J, I), np.uint8)
     for k0 in range(0, K, CHUNK):
         check_cancel(cancel)
         ks = list(range(k0, min(K, k0 + CHUNK)))
         img, l = rend.render(ks)
+        if f > 1:
+            img, l = _shrink(img, l, f)
         volume[k0:k0 + len(ks)] = img
         lab[k0:k0 + len(ks)] = l
         report(progress, "Phantom", ks[-1] + 1, K)
@@ -95,12 +104,34 @@ def make_phantom(seed: int = 0, shape: Sequence[int] = (1400, 512, 512), spacing
     return Phantom(volume, labels, (sp, sp, sp), int(seed), sched)
 
 
+def shrink_weights(n: int, f: int) -> np.ndarray:
+    """(n, f n) float32 matrix that shrinks an axis of f n samples to n, as ``torch.nn.functional.interpolate``
+    does with ``mode="bilinear", antialias=True, align_corners=False``: a triangle of half-width f input
+    samples around each output centre, normalised over the samples inside the axis."""
+    centres = (np.arange(n) + 0.5) * f - 0.5
+    d = np.abs(np.arange(f * n)[None, :] - centres[:, None]) / f
+    w = np.clip(1.0 - d, 0.0, None)
+    return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _shrink(img: np.ndarray, lab: np.ndarray, f: int) -> Tuple[np.ndarray, np.ndarray]:
+    """uint8 image and labels (n, f J, f I) -> (n, J, I). The image is filtered as propagation shrinks a
+    fine sweep to its working grid (:func:`shrink_weights`), then rounded; each label voxel is the
+    majority of its f x f block (ties go to the lower label, background first)."""
+    n, fj, fi = img.shape
+    wj, wi = shrink_weights(fj // f, f), shrink_weights(fi // f, f)
+    small = np.einsum("jy,nyx,ix->nji", wj, img.astype(np.float32), wi, optimize=True)
+    blocks = (n, fj // f, f, fi // f, f)
+    counts = np.stack([(lab == v).reshape(blocks).sum(axis=(2, 4), dtype=np.int32) for v in range(len(MUSCLES) + 1)])
+    return np.clip(np.rint(small), 0, 255).astype(np.uint8), counts.argmax(axis=0).astype(np.uint8)
+
+
 def write_phantom(outdir, seed: int = 0, shape: Sequence[int] = (1400, 512, 512), spacing: Optional[float] = None,
-                  progress=None, cancel=None) -> Phantom:
+                  progress=None, cancel=None, supersample: int = 1) -> Phantom:
     """Make a phantom and write ``outdir/volume.nrrd`` and ``outdir/reference.seg.nrrd`` (GM, GL, SOL)."""
     from .io import Image, segmentation_from_masks, write_segmentation, write_volume
 
-    ph = make_phantom(seed, shape, spacing, progress=progress, cancel=cancel)
+    ph = make_phantom(seed, shape, spacing, progress=progress, cancel=cancel, supersample=supersample)
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     geo = ph.geometry

@@ -41,14 +41,26 @@ def check_volume(volume: np.ndarray, window: int = 3) -> None:
                           "Check the propagation axis: paint the muscle on slices across the sweep.")
 
 
-def intensity_stats(volume: np.ndarray, max_slices: int = 64) -> Tuple[float, float]:
+def intensity_stats(volume: np.ndarray, grid: Optional["InPlaneGrid"] = None,
+                    max_slices: int = 64) -> Tuple[float, float]:
     """Robust mean and standard deviation of ``volume`` (K, J, I), from at most ``max_slices`` slices.
 
     Values outside the 0.5-99.5 percentiles are clipped first, so a few saturated voxels or a black
     border do not dominate. Raises :class:`VolumeError` if the volume is constant.
+
+    ``grid``: the statistics of the slices as the network sees them, shrunk to its working grid
+    (:meth:`InPlaneGrid.shrink`), not of the volume's own voxels. A sweep with fine voxels (0.277 mm,
+    512 wide) has resolved speckle, whose spread shrinking averages away; z-scored with its own voxels'
+    spread, its working image would have a smaller spread than that of a sweep recorded at the working
+    grid's size, and the muscles would look duller than in training (model card, "Intensity statistics
+    on the working grid"). A grid that does not shrink changes nothing.
     """
     step = max(1, volume.shape[0] // max_slices)
     sample = np.asarray(volume[::step], dtype=np.float32)
+    if grid is not None and np.isfinite(sample).all():
+        import torch
+
+        sample = grid.shrink(torch.from_numpy(sample)).numpy()
     finite = sample[np.isfinite(sample)]
     if finite.size == 0:
         raise VolumeError("The volume has no finite voxel values (all NaN or infinite).", "Check the volume's data.")
@@ -81,6 +93,17 @@ class InPlaneGrid:
         j, i = self.shape_ji
         p = self.padded
         return ((p - i) // 2, p - i - (p - i) // 2, (p - j) // 2, p - j - (p - j) // 2)
+
+    def shrink(self, slices):
+        """``slices`` torch (N, J, I) float -> (N, J', I'), shrunk by the factor :meth:`to_work` applies
+        (S / P, area-averaged) without the padding; unchanged when the grid does not shrink."""
+        import torch.nn.functional as F
+
+        if self.padded <= self.size:
+            return slices
+        j, i = self.shape_ji
+        size = (max(1, round(j * self.size / self.padded)), max(1, round(i * self.size / self.padded)))
+        return F.interpolate(slices[:, None], size=size, mode="bilinear", align_corners=False, antialias=True)[:, 0]
 
     def to_work(self, slices, fill: float = 0.0):
         """``slices`` torch (N, J, I) float -> (N, S, S). Area-averaged when shrinking."""

@@ -454,7 +454,7 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
     w, S = _model_window_and_size(net)
     stride = int(settings["stride"])
     grid = InPlaneGrid((J, I), S)
-    mean, std = intensity_stats(volume)
+    mean, std = intensity_stats(volume, grid)
 
     # The kept frames on the working grid, normalised: (K, S, S) float32, built in chunks.
     work = normalized_work_volume(volume, grid, mean, std, progress=progress, cancel=cancel,

@@ -375,7 +375,7 @@ def pgnet(volume, seeds, spacing_kji, *, progress: Optional[ProgressFn] = None, 
     net = resolve_model(model, ARCH, _build, PGNet, dev)
     frames = frames_for(volume.shape[0], spacing[0], net, match_slice_spacing, seed_map)   # as IFSS-Net's
     grid = InPlaneGrid(volume.shape[1:], net.config.size)
-    mean, std = intensity_stats(volume)
+    mean, std = intensity_stats(volume, grid)
     work = normalized_work_volume(volume, grid, mean, std, cancel=cancel,
                                   frames=frames.frames if frames.thinned else None)        # (K', S, S)
     with torch.no_grad():

@@ -380,7 +380,7 @@ def unet3d(volume, seeds, spacing_kji, *, segment=None, progress: Optional[Progr
 
     K = volume.shape[0]
     grid = InPlaneGrid(volume.shape[1:], net.config.size)
-    mean, std = intensity_stats(volume)
+    mean, std = intensity_stats(volume, grid)
     work = normalized_work_volume(volume, grid, mean, std, cancel=cancel)                    # (K, S, S)
     sw = SlidingWindow(net, work, dev, batch, progress, cancel)
     if channel is None:
