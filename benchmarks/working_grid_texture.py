@@ -4,7 +4,8 @@ Propagation shrinks every slice to the network's working grid (128 x 128, area a
 ``ifssnet.preprocess``). A sweep recorded at 0.277 mm (512 wide) therefore reaches the network as the
 mean of 4 x 4 resolved speckle cells, while the training phantoms (128 wide, 1.108 mm) were rendered
 with speckle finer than a pixel. This script puts numbers on that difference, per muscle and for the
-tissue around them, on the working grid after the per-volume z-score:
+tissue around them, on the working grid after the per-volume z-score (its statistics taken on the
+working grid, as propagation takes them since session 15: ``intensity_stats(volume, grid)``):
 
 - ``mean``/``std``: the normalised intensity inside the region;
 - ``r1``: the correlation of neighbouring working pixels (lag 1 along depth), i.e. the speckle grain;
