@@ -73,6 +73,11 @@ def test_a_fine_sweep_is_normalised_as_the_network_sees_it(fine, supersampled):
     assert float(dull.std()) < 0.9 * float(seen_fine.std())
 
 
+def test_shrink_keeps_the_aspect_of_a_slice_that_is_not_square():
+    grid = InPlaneGrid((400, 512), 128)
+    assert tuple(grid.shrink(torch.zeros(2, 400, 512)).shape) == (2, 100, 128)
+
+
 def test_a_grid_that_does_not_shrink_changes_nothing():
     vol = np.random.default_rng(1).integers(0, 255, (10, 40, 30), dtype=np.uint8)
     assert intensity_stats(vol, InPlaneGrid(vol.shape[1:], 64)) == intensity_stats(vol)

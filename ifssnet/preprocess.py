@@ -53,7 +53,8 @@ def intensity_stats(volume: np.ndarray, grid: Optional["InPlaneGrid"] = None,
     512 wide) has resolved speckle, whose spread shrinking averages away; z-scored with its own voxels'
     spread, its working image would have a smaller spread than that of a sweep recorded at the working
     grid's size, and the muscles would look duller than in training (model card, "Intensity statistics
-    on the working grid"). A grid that does not shrink changes nothing.
+    on the working grid"). A grid that does not shrink changes nothing; nor does a sample with
+    non-finite values (they would spread through the filter), which keeps its own voxels' statistics.
     """
     step = max(1, volume.shape[0] // max_slices)
     sample = np.asarray(volume[::step], dtype=np.float32)
