@@ -31,14 +31,13 @@ def working_grid(folder: Path, size: int = 128, every: int = 4):
     import torch
 
     from ifssnet.io import read_segmentation, read_volume
-    from ifssnet.preprocess import InPlaneGrid, intensity_stats, normalized_work_volume
+    from ifssnet.preprocess import InPlaneGrid, normalized_work_volume
 
     vol = read_volume(folder / "volume.nrrd")
     seg = read_segmentation(folder / "reference.seg.nrrd", reference=vol.geometry)
     frames = np.arange(0, vol.array.shape[0], every)
     grid = InPlaneGrid(vol.array.shape[1:], size)
-    mean, std = intensity_stats(vol.array, grid)
-    image = normalized_work_volume(vol.array, grid, mean, std, frames=frames).numpy()
+    image = normalized_work_volume(vol.array, grid, frames=frames).numpy()
     masks = {}
     for name in seg.names:
         m = torch.from_numpy(seg.mask(name)[frames].astype(np.float32))

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import Segmentation, read_segmentation, read_volume
-from .preprocess import InPlaneGrid, check_volume, intensity_stats, normalized_work_volume
+from .preprocess import InPlaneGrid, check_volume, normalized_work_volume
 
 
 @dataclass
@@ -59,8 +59,7 @@ def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
     import torch
 
     grid = InPlaneGrid(volume.shape[1:], size)
-    mean, std = intensity_stats(volume, grid)
-    image = normalized_work_volume(volume, grid, mean, std).to(torch.float16).numpy()
+    image = normalized_work_volume(volume, grid).to(torch.float16).numpy()
     masks, known = {}, {}
     names = list(segments) if segments else seg.names
     if not names:

@@ -128,14 +128,18 @@ class InPlaneGrid:
         return x[:, 0, top:top + j, left:left + i]
 
 
-def normalized_work_volume(volume: np.ndarray, grid: InPlaneGrid, mean: float, std: float,
-                           progress: Optional[ProgressFn] = None, cancel: CancelLike = None, chunk: int = 64,
-                           frames: Optional[np.ndarray] = None):
+def normalized_work_volume(volume: np.ndarray, grid: InPlaneGrid, mean: Optional[float] = None,
+                           std: Optional[float] = None, progress: Optional[ProgressFn] = None,
+                           cancel: CancelLike = None, chunk: int = 64, frames: Optional[np.ndarray] = None):
     """``volume`` (K, J, I) -> torch float32 (K, S, S): z-scored (clipped to +-5), padded with the
     volume's lowest value, resized in-plane. Built ``chunk`` slices at a time to bound memory.
+    ``mean``/``std``: None (what every network uses) = ``intensity_stats(volume, grid)``, the statistics
+    of the whole volume's slices as the grid shrinks them; given, they are used as they are.
     ``frames`` (K',): only these slices, in this order -> (K', S, S)."""
     import torch
 
+    if mean is None or std is None:
+        mean, std = intensity_stats(volume, grid)
     K = volume.shape[0] if frames is None else len(frames)
     fill = float(np.clip((float(np.min(volume)) - mean) / std, -5, 5))
     work = torch.empty((K, grid.size, grid.size), dtype=torch.float32)

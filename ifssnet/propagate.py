@@ -53,7 +53,7 @@ from .confidence import least_confident_slices, next_slice_to_paint, slice_confi
 from .exclusive import compete, nearer_painted, yield_to_painted
 from .errors import InputError, ModelError, ResourceError, SeedError
 from .memory import check_propagation_memory
-from .preprocess import InPlaneGrid, check_volume, intensity_stats, normalized_work_volume
+from .preprocess import InPlaneGrid, check_volume, normalized_work_volume
 from .progress import CancelLike, ProgressFn, check_cancel, report
 from .seeds import SeedSet, seed_groups, validate_seeds
 from .slice_spacing import FrameSelection, select_frames
@@ -454,10 +454,9 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
     w, S = _model_window_and_size(net)
     stride = int(settings["stride"])
     grid = InPlaneGrid((J, I), S)
-    mean, std = intensity_stats(volume, grid)
 
     # The kept frames on the working grid, normalised: (K, S, S) float32, built in chunks.
-    work = normalized_work_volume(volume, grid, mean, std, progress=progress, cancel=cancel,
+    work = normalized_work_volume(volume, grid, progress=progress, cancel=cancel,
                                   frames=frames.frames if frames.thinned else None)
     chunk = 64
 

@@ -365,7 +365,7 @@ def pgnet(volume, seeds, spacing_kji, *, progress: Optional[ProgressFn] = None, 
     ``batch``: chains advanced together (one network call per step). ``spacing_kji`` (mm): its first
     entry, the spacing along the sweep, chooses the frames with ``match_slice_spacing`` (module docstring).
     """
-    from ..preprocess import InPlaneGrid, intensity_stats, normalized_work_volume
+    from ..preprocess import InPlaneGrid, normalized_work_volume
     from ..propagate import frames_for, masks_from_probabilities
 
     seed_map = dict(seeds) if isinstance(seeds, Mapping) else {"segment": seeds}
@@ -375,8 +375,7 @@ def pgnet(volume, seeds, spacing_kji, *, progress: Optional[ProgressFn] = None, 
     net = resolve_model(model, ARCH, _build, PGNet, dev)
     frames = frames_for(volume.shape[0], spacing[0], net, match_slice_spacing, seed_map)   # as IFSS-Net's
     grid = InPlaneGrid(volume.shape[1:], net.config.size)
-    mean, std = intensity_stats(volume, grid)
-    work = normalized_work_volume(volume, grid, mean, std, cancel=cancel,
+    work = normalized_work_volume(volume, grid, cancel=cancel,
                                   frames=frames.frames if frames.thinned else None)        # (K', S, S)
     with torch.no_grad():
         probs = {n: _probabilities(net, work, grid, mask, slices, dev, batch, progress, cancel, frames)

@@ -376,12 +376,11 @@ def unet3d(volume, seeds, spacing_kji, *, segment=None, progress: Optional[Progr
     dev = resolve_device(device)
     net = resolve_model(model, ARCH, _build, UNet3D, dev)
     channel = _channel_for(net, segment)
-    from ..preprocess import InPlaneGrid, intensity_stats, normalized_work_volume
+    from ..preprocess import InPlaneGrid, normalized_work_volume
 
     K = volume.shape[0]
     grid = InPlaneGrid(volume.shape[1:], net.config.size)
-    mean, std = intensity_stats(volume, grid)
-    work = normalized_work_volume(volume, grid, mean, std, cancel=cancel)                    # (K, S, S)
+    work = normalized_work_volume(volume, grid, cancel=cancel)                    # (K, S, S)
     sw = SlidingWindow(net, work, dev, batch, progress, cancel)
     if channel is None:
         seed_work = {s: (grid.to_work(torch.from_numpy(seed_mask[s:s + 1].astype(np.float32)))[0] > 0.5).float()
