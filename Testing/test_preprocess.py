@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ifssnet.errors import InputError
-from ifssnet.phantom import MUSCLES, default_spacing, make_phantom, shrink_weights
+from ifssnet.phantom import MUSCLES, _shrink, default_spacing, make_phantom
 from ifssnet.preprocess import InPlaneGrid, intensity_stats, normalized_work_volume
 
 SEED, K, COARSE, F4 = 7, 24, 48, 4
@@ -23,13 +23,13 @@ def supersampled():
     return make_phantom(SEED, (K, COARSE, COARSE), supersample=F4)
 
 
-def test_shrink_weights_are_torchs_antialiased_bilinear():
-    x = np.random.default_rng(0).random((2, 64, 48)).astype(np.float32)
-    ref = F.interpolate(torch.from_numpy(x)[:, None], size=(16, 12), mode="bilinear", antialias=True,
-                        align_corners=False)[:, 0].numpy()
-    got = np.einsum("jy,nyx,ix->nji", shrink_weights(16, 4), x, shrink_weights(12, 4))
-    assert np.abs(got - ref).max() < 1e-5
-    assert np.allclose(shrink_weights(10, 3).sum(axis=1), 1.0)
+def test_the_phantom_shrinks_with_torchs_antialiased_bilinear():
+    x = np.random.default_rng(0).integers(0, 256, (2, 64, 48), dtype=np.uint8)
+    ref = F.interpolate(torch.from_numpy(x.astype(np.float32))[:, None], size=(16, 12), mode="bilinear",
+                        antialias=True, align_corners=False)[:, 0].numpy()
+    got, labels = _shrink(x, np.zeros_like(x), 4)
+    assert np.array_equal(got, np.clip(np.rint(ref), 0, 255).astype(np.uint8))
+    assert labels.shape == (2, 16, 12) and not labels.any()
 
 
 def test_a_supersampled_phantom_is_the_fine_one_shrunk_as_propagation_shrinks_it(fine, supersampled):

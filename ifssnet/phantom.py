@@ -71,9 +71,9 @@ def make_phantom(seed: int = 0, shape: Sequence[int] = (1400, 512, 512), spacing
     ``spacing`` (mm, isotropic): None = ``default_spacing(shape)`` (0.277 mm at 512 wide).
     ``difficulty`` scales the freehand non-linearity (drift/twist wobble, lobes, misalignment);
     1.0 is the calibrated value (see docs/phantom.md). ``supersample`` f > 1 renders each slice at
-    (f J, f I) and shrinks it to (J, I) by block means (image) and block majority (labels), so a
+    (f J, f I) and shrinks it to (J, I) as propagation shrinks slices (image) and by block majority (labels), so a
     coarse phantom shows resolved speckle averaged over f x f cells, as a 0.277 mm sweep looks once
-    shrunk to the network's working grid (:func:`ifssnet.preprocess.InPlaneGrid.to_work`); f = 1
+    shrunk to the network's working grid (:meth:`ifssnet.preprocess.InPlaneGrid.shrink`); f = 1
     renders at (J, I) directly, with speckle finer than a voxel. Reports progress per chunk of slices
     and raises :class:`~ifssnet.errors.Cancelled` between chunks when ``cancel`` is set.
     """
@@ -104,23 +104,17 @@ def make_phantom(seed: int = 0, shape: Sequence[int] = (1400, 512, 512), spacing
     return Phantom(volume, labels, (sp, sp, sp), int(seed), sched)
 
 
-def shrink_weights(n: int, f: int) -> np.ndarray:
-    """(n, f n) float32 matrix that shrinks an axis of f n samples to n, as ``torch.nn.functional.interpolate``
-    does with ``mode="bilinear", antialias=True, align_corners=False``: a triangle of half-width f input
-    samples around each output centre, normalised over the samples inside the axis."""
-    centres = (np.arange(n) + 0.5) * f - 0.5
-    d = np.abs(np.arange(f * n)[None, :] - centres[:, None]) / f
-    w = np.clip(1.0 - d, 0.0, None)
-    return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
 def _shrink(img: np.ndarray, lab: np.ndarray, f: int) -> Tuple[np.ndarray, np.ndarray]:
-    """uint8 image and labels (n, f J, f I) -> (n, J, I). The image is filtered as propagation shrinks a
-    fine sweep to its working grid (:func:`shrink_weights`), then rounded; each label voxel is the
-    majority of its f x f block (ties go to the lower label, background first)."""
+    """uint8 image and labels (n, f J, f I) -> (n, J, I). The image is shrunk by propagation's own filter
+    (:meth:`ifssnet.preprocess.InPlaneGrid.shrink`), then rounded; each label voxel is the majority of its
+    f x f block (ties go to the lower label, background first)."""
+    import torch
+
+    from .preprocess import InPlaneGrid
+
     n, fj, fi = img.shape
-    wj, wi = shrink_weights(fj // f, f), shrink_weights(fi // f, f)
-    small = np.einsum("jy,nyx,ix->nji", wj, img.astype(np.float32), wi, optimize=True)
+    grid = InPlaneGrid((fj, fi), max(fj, fi) // f)
+    small = grid.shrink(torch.from_numpy(img.astype(np.float32))).numpy()
     blocks = (n, fj // f, f, fi // f, f)
     counts = np.stack([(lab == v).reshape(blocks).sum(axis=(2, 4), dtype=np.int32) for v in range(len(MUSCLES) + 1)])
     return np.clip(np.rint(small), 0, 255).astype(np.uint8), counts.argmax(axis=0).astype(np.uint8)
