@@ -281,6 +281,7 @@ class _Recorder(torch.nn.Module):
         self.net = IFSSNet(IFSSNetConfig(**TINY))
         self.config = self.net.config
         self.calls = []
+        self.modes = []          # (training, output requires grad) per window
 
     def encode_image(self, img):
         self._img = img.detach().clone()
@@ -289,6 +290,7 @@ class _Recorder(torch.nn.Module):
     def forward_from_features(self, feats, prev, state=None, carry_index=0):
         logits, state = self.net.forward_from_features(feats, prev, state, carry_index=carry_index)
         self.calls.append((self._img, prev.detach().clone(), carry_index, logits.detach()))
+        self.modes.append((self.training, logits.requires_grad))
         return logits, state
 
 
@@ -331,6 +333,61 @@ def test_tbptt_halves_join_without_a_gap_at_any_stride(stride):
     train_step(model, loss_fn, opt, img, msk, kn, TrainConfig(), stride=stride)
     starts = [int(round(float(c[0][0, 0, 0, 0, 0]))) for c in model.calls]
     assert starts == list(range(stride, 22, stride))                      # every window once, in order
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_burn_in_propagates_as_inference_then_trains_the_rest_of_the_run(stride):
+    """``--burn-in``: the run's first slices are propagated as inference does (dropout off, no gradient, every
+    mask input the previous prediction, never the truth), and the trained windows carry on from there in
+    one unbroken run, their first mask input the burn-in's last prediction."""
+    from ifssnet.loss import ParametricTversky
+    from ifssnet.train import train_step
+
+    model = _Recorder()
+    loss_fn = ParametricTversky()
+    opt = torch.optim.SGD(list(model.parameters()), lr=0.0)
+    img, msk, kn = _numbered_run(30)
+    train_step(model, loss_fn, opt, img, msk, kn, TrainConfig(burn_in=10, refeed_every=2), stride=stride,
+               burn=10)
+    starts = [int(round(float(c[0][0, 0, 0, 0, 0]))) for c in model.calls]
+    assert starts == list(range(stride, 28, stride))                      # every window once, in order
+    offset = stride * (10 // stride)
+    burnt = [i for i, s in enumerate(starts) if s <= offset]
+    assert [model.modes[i] for i in burnt] == [(False, False)] * len(burnt)
+    assert all(m == (True, True) for i, m in enumerate(model.modes) if i not in burnt)
+    for i in burnt[1:] + [burnt[-1] + 1]:                                 # incl. the first trained window
+        assert torch.equal(model.calls[i][1][:, 0], torch.softmax(model.calls[i - 1][3], dim=1)[:, 1])
+    assert torch.equal(model.calls[0][1][:, 0], msk[:, 0:3])
+
+
+def test_burn_in_lengthens_the_sampled_runs_and_is_kept_in_the_checkpoint(tmp_path, monkeypatch):
+    import ifssnet.train as tr
+
+    lengths = []
+    real = tr.sample_run
+
+    def spy(case, rng, length, *a, **k):
+        lengths.append(length)
+        return real(case, rng, length, *a, **k)
+
+    burns = []
+    real_step = tr.train_step
+
+    def step_spy(*a, burn=0, **k):
+        burns.append((burn, a[3].shape[1]))
+        return real_step(*a, burn=burn, **k)
+
+    monkeypatch.setattr(tr, "sample_run", spy)
+    monkeypatch.setattr(tr, "train_step", step_spy)
+    cfg = TrainConfig(epochs=1, steps_per_epoch=12, run_length=8, burn_in=6, checkpoint_every=12)
+    train([_case(0, K=40)], tmp_path / "b.pt", model_config=IFSSNetConfig(**TINY), cfg=cfg)
+    assert set(lengths) == {14}                                   # sampled long enough for the longest burn-in
+    assert {b for b, _ in burns} <= set(range(7)) and len({b for b, _ in burns}) > 2   # drawn per step
+    assert all(L == b + 8 for b, L in burns)                      # the trained part is --run-length
+    _, _, meta = load_checkpoint(tmp_path / "b.ckpt.pt")
+    assert meta["training"]["config"]["burn_in"] == 6
+    with pytest.raises(InputError, match="burn-in"):
+        TrainConfig(burn_in=-1).validate()
 
 
 def test_strides_are_checked_against_the_window(tmp_path):

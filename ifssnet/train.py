@@ -79,6 +79,7 @@ class TrainConfig:
     image_aux: float = 0.0             # + this x the image-only head's loss (BCE + soft Dice; 0 = none)
     head_lr_mult: float = 10.0         # the image-only head learns at this x lr (it starts from nothing)
     learn_tversky: bool = True         # False: alpha and beta stay where they start (0.5, 0.5: the Dice loss)
+    burn_in: int = 0                   # up to this many slices propagated without gradient before the trained part
 
     def validate(self) -> None:
         if self.mode not in ("full", "fewshot", "image"):
@@ -87,6 +88,8 @@ class TrainConfig:
             raise InputError("Epochs and steps per epoch must be at least 1.", "Check --epochs and --steps.")
         if self.weight_decay not in ("decoupled", "coupled"):
             raise InputError(f"Unknown weight decay '{self.weight_decay}'.", "Use --weight-decay decoupled or coupled.")
+        if self.burn_in < 0:
+            raise InputError(f"--burn-in must be at least 0, not {self.burn_in}.", "Give a number of slices, e.g. 24.")
         if self.batch < 1:
             raise InputError(f"--batch must be at least 1, not {self.batch}.", "Give the number of runs per step.")
         if self.image_aux < 0:
@@ -268,20 +271,59 @@ def _detach_state(state):
     return type(state)(_detach_state(s) for s in state)
 
 
+def burn_in(model, loss_fn, image, mask, known, cfg: TrainConfig, slices: int, stride: int = 1):
+    """Propagate the first ``slices`` slices of a run as inference does: no gradient, dropout off,
+    the network's own predictions fed forward from the annotation of the first w slices, never re-anchored
+    on the truth (in ``fewshot`` mode on annotated slices, as propagation on painted ones).
+
+    ``image``, ``mask``: torch (B, L, S, S); ``known``: bool (B, L). Returns ``(offset, state, prev)``:
+    the trained part of the run starts at slice ``offset`` (``slices`` rounded down to a multiple of
+    ``stride``), with the ConvLSTM ``state`` and the mask input ``prev`` (B, w, S, S) that the burn-in
+    left there, both detached. With ``slices`` 0 it is ``(0, None, None)``: the run starts on the truth.
+    Training draws ``slices`` per step between 0 and ``cfg.burn_in`` (:func:`train`), so the trained windows
+    lie anywhere from the annotation to ``cfg.burn_in + cfg.run_length`` slices past it.
+
+    Why: a run that starts on the truth shows the network masks a few windows from the annotation,
+    nearly right. At inference the mask input has drifted over tens of windows, and past a muscle's
+    end it is a leak. Training windows after a burn-in see those inputs with true targets, so the
+    network is taught to pull a drifted mask back onto the image's muscle, or to let it vanish.
+    """
+    import torch
+
+    w = model.config.window
+    offset = stride * (min(int(slices), image.shape[1] - w - stride) // stride)
+    if offset < stride:
+        return 0, None, None
+    quiet = replace(cfg, refeed_every=10 ** 9, mask_jitter=0.0, mask_box=0.0, image_aux=0.0,
+                    feedback_grad=False)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            _, state, prev = windows_loss(model, loss_fn, image[:, :offset + w], mask[:, :offset + w],
+                                          known[:, :offset + w], quiet, stride=stride)
+    finally:
+        model.train(was_training)
+    return offset, _detach_state(state), prev.detach()
+
+
 def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: TrainConfig, stride: int = 1,
-               segments=None):
+               segments=None, burn: int = 0):
     """One TBPTT step on a batch of runs (B, L, S, S): two updates, one after each half of the run.
     ``segments``: long (B,), the runs' channels of the image-only head (with ``cfg.image_aux``).
 
     The second half starts where the first half's last window did, so its first window is that
-    window moved by ``stride`` slices, as in one unbroken run.
+    window moved by ``stride`` slices, as in one unbroken run. With ``burn`` > 0 the run's first ``burn``
+    slices are propagated without gradient first (:func:`burn_in`) and the halves split the rest.
     """
     w = model.config.window
+    offset, state, prev = burn_in(model, loss_fn, run_image, run_mask, run_known, cfg, burn, stride)
+    run_image, run_mask, run_known = run_image[:, offset:], run_mask[:, offset:], run_known[:, offset:]
     L = run_image.shape[1]
     half = max(w + stride, (L + w) // 2)
     last = stride * ((half - w) // stride)          # where the first half's last window starts
     halves = [(0, half)] + ([(last, L)] if L - last >= w + stride else [])
-    state, prev, total = None, None, 0.0
+    total = 0.0
     for a, b in halves:
         optimizer.zero_grad(set_to_none=True)
         loss, state, prev = windows_loss(model, loss_fn, run_image[:, a:b], run_mask[:, a:b], run_known[:, a:b],
@@ -380,7 +422,7 @@ def _past_time_limit(started: float, limit_s: Optional[float]) -> bool:
 def _draw_run(cases, pool: int, rng, cfg: TrainConfig, window: int):
     """One training run from the first ``pool`` cases (a few tries: a case may have no segment that fits)."""
     for _ in range(64):
-        run = sample_run(cases[int(rng.integers(pool))], rng, cfg.run_length, window, cfg.augment)
+        run = sample_run(cases[int(rng.integers(pool))], rng, cfg.run_length + cfg.burn_in, window, cfg.augment)
         if run is not None:
             return run
     raise InputError(f"No training case has {window} consecutive annotated slices where "
@@ -632,6 +674,9 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         # One stride per step; with the default [1] no number is drawn, so earlier runs repeat exactly.
         stride = int(cfg.strides[0]) if len(cfg.strides) == 1 else int(rng.choice(cfg.strides))
         L = min(len(r.known) for r in runs)          # a case shorter than --run-length gives a shorter run
+        # --burn-in: one length per step, 0..burn_in; without it no number is drawn (earlier runs repeat).
+        burn = stride * int(rng.integers(0, cfg.burn_in // stride + 1)) if cfg.burn_in and cfg.mode != "image" else 0
+        L = min(L, burn + cfg.run_length)
         img = torch.from_numpy(np.stack([r.image[:L] for r in runs])).to(device)
         msk = torch.from_numpy(np.stack([r.mask[:L] for r in runs])).to(device)
         kn = torch.from_numpy(np.stack([r.known[:L] for r in runs])).to(device)
@@ -640,7 +685,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         if cfg.mode == "image":
             loss = image_step(model, opt, img, msk, kn, segs, cfg)
         else:
-            loss = train_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segs)
+            loss = train_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segs, burn=burn)
         step += 1
         log = StepLog(step, loss, float(loss_fn.alpha), float(loss_fn.beta), cfg.lr_at(step - 1),
                       time.perf_counter() - t0)

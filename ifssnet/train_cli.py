@@ -88,6 +88,10 @@ def add_train_arguments(p) -> None:
     p.add_argument("--feedback-grad", action="store_true",
                    help="backpropagate through the mask each window feeds to the next (default: detached, "
                         "only the ConvLSTM state carries gradient)")
+    p.add_argument("--burn-in", type=int, default=0, metavar="N",
+                   help="propagate the first N slices of each run as inference does (no gradient, the network's "
+                        "own masks fed forward from the annotation), then train on the next --run-length slices "
+                        "with true targets: the network learns to correct its own drift and leaks (default 0)")
     p.add_argument("--mask-box", type=float, default=0.0, metavar="P",
                    help="probability, per window, that the mask input is replaced by its bounding boxes (grown by "
                         "up to --jitter-shift px): the network must find the outline in the image")
@@ -154,7 +158,7 @@ def _train_ranked(args, rank: int, world: int) -> int:
                       strides=strides, jitter_first_only=args.jitter_first_only, batch=args.batch,
                       feedback_grad=args.feedback_grad, jitter_shift=args.jitter_shift,
                       jitter_radius=args.jitter_radius, image_aux=args.image_aux, mask_box=args.mask_box,
-                      weight_decay=args.weight_decay, learn_tversky=not args.fixed_tversky)
+                      weight_decay=args.weight_decay, learn_tversky=not args.fixed_tversky, burn_in=args.burn_in)
     logf = open(args.log, "a") if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:
