@@ -59,7 +59,7 @@ class TrainConfig:
     lr_final: float = 1e-5             # last two epochs (paper: a tenth of lr)
     l2: float = 1e-5                   # paper's lambda: + lambda ||W||^2 (weight_decay = 2 lambda)
     weight_decay: str = "decoupled"    # how l2 is applied: "decoupled" (AdamW) | "coupled" (Adam, in the gradient)
-    refeed_every: int = 30             # full mode: re-feed the ground truth every N windows
+    refeed_every: int = 30             # full mode: re-feed the ground truth every N windows (0: never)
     annotated_total: float = 0.035     # fewshot: mean annotated share over the cases (decremental)
     decay_ratio: float = 0.5           # fewshot: annotated share ratio from one case to the next
     curriculum: bool = True            # fewshot: cases join in decremental order (decremental_pool)
@@ -88,6 +88,8 @@ class TrainConfig:
             raise InputError("Epochs and steps per epoch must be at least 1.", "Check --epochs and --steps.")
         if self.weight_decay not in ("decoupled", "coupled"):
             raise InputError(f"Unknown weight decay '{self.weight_decay}'.", "Use --weight-decay decoupled or coupled.")
+        if self.refeed_every < 0:
+            raise InputError(f"refeed_every must be at least 0, not {self.refeed_every}.", "0 never re-feeds the truth.")
         if self.burn_in < 0:
             raise InputError(f"--burn-in must be at least 0, not {self.burn_in}.", "Give a number of slices, e.g. 24.")
         if self.batch < 1:
@@ -173,7 +175,8 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
         pred = prob if cfg.feedback_grad else prob.detach()
         # Next mask input: this prediction, re-anchored on annotated slices (and the truth every N windows).
         nxt = pred.clone()
-        anchor = kn if cfg.mode == "fewshot" else (kn if (t % cfg.refeed_every == 0) else torch.zeros_like(kn))
+        refeed = cfg.refeed_every and t % cfg.refeed_every == 0
+        anchor = kn if cfg.mode == "fewshot" else (kn if refeed else torch.zeros_like(kn))
         nxt[anchor] = mask[:, t:t + w][anchor]
         prev = nxt
         prev_pred = pred.detach()
@@ -294,7 +297,7 @@ def burn_in(model, loss_fn, image, mask, known, cfg: TrainConfig, slices: int, s
     offset = stride * (min(int(slices), image.shape[1] - w - stride) // stride)
     if offset < stride:
         return 0, None, None
-    quiet = replace(cfg, refeed_every=10 ** 9, mask_jitter=0.0, mask_box=0.0, image_aux=0.0,
+    quiet = replace(cfg, refeed_every=0, mask_jitter=0.0, mask_box=0.0, image_aux=0.0,
                     feedback_grad=False)
     was_training = model.training
     model.eval()
