@@ -111,8 +111,8 @@ def one_thread():
 
 
 @pytest.mark.parametrize("extra", [{}, {"mask_jitter": 1.0, "bce_weight": 1.0}, {"strides": [1, 3]},
-                                   {"image_aux": 1.0}],
-                         ids=["paper-loss", "jitter-bce", "strides-1-3", "image-aux"])
+                                   {"image_aux": 1.0}, {"ema": 0.9, "warmup": 3}],
+                         ids=["paper-loss", "jitter-bce", "strides-1-3", "image-aux", "ema-warmup"])
 def test_resume_after_a_kill_continues_exactly(tmp_path, one_thread, extra):
     _train(tmp_path / "full.pt", 4, **extra)
     token = CancelToken()
@@ -643,3 +643,54 @@ def test_fine_tuning_from_a_network_with_dead_parts_warns_and_trains(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         train([_case()], tmp_path / "ft2.pt", cfg=cfg, base_model=tmp_path / "alive.pt")
+
+
+def _weights(path):
+    return {k: v.clone() for k, v in load_checkpoint(path)[0].state_dict().items()}
+
+
+def test_ema_model_files_hold_the_average_and_the_checkpoint_the_trained_weights(tmp_path, one_thread):
+    """avg = d x w1 + (1 - d) x w2 after two steps (the first update copies w1); the .ckpt.pt keeps w2 to train on,
+    and validation scores the average, which is also what MODEL.best.pt holds."""
+    from ifssnet.validation import ValidationScore, best_model_path
+
+    _train(tmp_path / "one.pt", 1)
+    _train(tmp_path / "two.pt", 2)
+    seen = []
+
+    def validator(net, step, rank=0, world=1):
+        seen.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        return ValidationScore(step, 0.5, 1.0, 0.0)
+
+    cfg = TrainConfig(epochs=1, steps_per_epoch=2, run_length=8, checkpoint_every=2, lr=1e-3, ema=0.75)
+    train([_case(0), _case(1)], tmp_path / "avg.pt", model_config=IFSSNetConfig(**TINY), cfg=cfg,
+          validator=validator, val_every=2)
+    w1, w2, avg = _weights(tmp_path / "one.pt"), _weights(tmp_path / "two.pt"), _weights(tmp_path / "avg.pt")
+    moved = [k for k in w1 if not torch.equal(w1[k], w2[k])]
+    assert len(moved) > len(w1) // 2                       # the second step changed the weights
+    for k in w1:
+        assert torch.allclose(avg[k], 0.75 * w1[k] + 0.25 * w2[k], atol=1e-6), k
+    ckpt = tmp_path / "avg.ckpt.pt"
+    for k, v in _weights(ckpt).items():
+        assert torch.equal(v, w2[k]), k
+    assert "ema" in load_checkpoint(ckpt)[2]["training"]
+    assert "ema" not in load_checkpoint(tmp_path / "avg.pt")[2]["training"]
+    assert len(seen) == 1 and all(torch.equal(seen[0][k], avg[k]) for k in avg)
+    assert all(torch.equal(v, avg[k]) for k, v in _weights(best_model_path(tmp_path / "avg.pt")).items())
+
+
+def test_warmup_raises_the_learning_rate_linearly_then_follows_the_schedule(tmp_path):
+    cfg = TrainConfig(epochs=5, steps_per_epoch=10, lr=1e-3, lr_final=1e-4, warmup=4)
+    assert [cfg.lr_at(s) for s in (0, 1, 3, 9, 29, 30, 49)] == pytest.approx(
+        [2.5e-4, 5e-4, 1e-3, 1e-3, 1e-3, 1e-4, 1e-4])
+    assert TrainConfig(epochs=5, steps_per_epoch=10, lr=1e-3).lr_at(0) == 1e-3      # no warm-up by default
+    logs = []
+    cfg = TrainConfig(epochs=1, steps_per_epoch=3, run_length=8, checkpoint_every=3, lr=1e-3, warmup=2)
+    train([_case(0)], tmp_path / "w.pt", model_config=IFSSNetConfig(**TINY), cfg=cfg, on_step=logs.append)
+    assert [x.lr for x in logs] == pytest.approx([5e-4, 1e-3, 1e-3])
+
+
+@pytest.mark.parametrize("bad", [{"ema": 1.0}, {"ema": -0.1}, {"warmup": -1}])
+def test_ema_and_warmup_out_of_range_are_refused(bad):
+    with pytest.raises(InputError):
+        TrainConfig(**bad).validate()

@@ -181,8 +181,11 @@ def _cli(args, cwd):
 def test_train_cli_validates_logs_and_names_the_best_model(tmp_path, phantoms):
     common = ["--size", "32", "--width-mult", "0.25", "--epochs", "1", "--steps", "2", "--run-length", "8"]
     r = _cli([str(phantoms / "case0"), "--val", str(phantoms / "case1"), "--val-every", "1",
-              "--out", str(tmp_path / "m.pt"), "--log", str(tmp_path / "log.jsonl"), *common], tmp_path)
+              "--out", str(tmp_path / "m.pt"), "--log", str(tmp_path / "log.jsonl"), "--ema", "0.5",
+              "--warmup", "2", *common], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
+    config = load_checkpoint(tmp_path / "m.pt")[2]["training"]["config"]
+    assert (config["ema"], config["warmup"]) == (0.5, 2)
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     val = [x for x in records if "val_dice" in x]
     assert [x["step"] for x in val] == [1, 2] and all("loss" not in x for x in val)

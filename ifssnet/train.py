@@ -27,6 +27,11 @@ Bi-ConvLSTM of 1e-9 to 1e-30; model card). Checkpoints every ``checkpoint_every`
 weights, optimiser, step and the RNG seed, so ``--resume`` continues exactly: the data and dropout
 of step n are drawn from generators seeded with (seed, n, rank).
 
+``ema`` (off by default) keeps an exponential moving average of the weights, which the model files hold
+and validation scores; ``warmup`` raises the learning rate linearly over the first steps, so that a fresh
+Adam's first updates (about lr for every weight, whatever its gradient) do not jolt a network being
+fine-tuned.
+
 Distributed: ``torchrun --nproc_per_node N -m ifssnet.train ...`` runs data parallelism over cases
 (each rank samples its own shard; gradients are all-reduced after every TBPTT update, as DDP does),
 gloo on CPU, nccl on GPUs.
@@ -80,6 +85,8 @@ class TrainConfig:
     head_lr_mult: float = 10.0         # the image-only head learns at this x lr (it starts from nothing)
     learn_tversky: bool = True         # False: alpha and beta stay where they start (0.5, 0.5: the Dice loss)
     burn_in: int = 0                   # up to this many slices propagated without gradient before the trained part
+    ema: float = 0.0                   # decay of an exponential moving average of the weights (0: none); see train()
+    warmup: int = 0                    # steps over which the learning rate rises linearly to lr (0: none)
 
     def validate(self) -> None:
         if self.mode not in ("full", "fewshot", "image"):
@@ -92,6 +99,11 @@ class TrainConfig:
             raise InputError(f"refeed_every must be at least 0, not {self.refeed_every}.", "0 never re-feeds the truth.")
         if self.burn_in < 0:
             raise InputError(f"--burn-in must be at least 0, not {self.burn_in}.", "Give a number of slices, e.g. 24.")
+        if not 0.0 <= self.ema < 1.0:
+            raise InputError(f"--ema must be at least 0 and below 1, not {self.ema}.",
+                             "Give a decay such as 0.99 (an average over about 100 steps), or 0 for none.")
+        if self.warmup < 0:
+            raise InputError(f"--warmup must be at least 0, not {self.warmup}.", "Give a number of steps, e.g. 20.")
         if self.batch < 1:
             raise InputError(f"--batch must be at least 1, not {self.batch}.", "Give the number of runs per step.")
         if self.image_aux < 0:
@@ -101,8 +113,11 @@ class TrainConfig:
                              "Give --strides as e.g. 1 or 1,3.")
 
     def lr_at(self, step: int) -> float:
+        """The learning rate of step ``step`` (0-based): ``lr``, ``lr_final`` for the last two epochs, and
+        over the first ``warmup`` steps a linear rise, (step + 1) / warmup of that."""
         epoch = step // self.steps_per_epoch
-        return self.lr_final if epoch >= max(0, self.epochs - 2) and self.epochs > 2 else self.lr
+        lr = self.lr_final if epoch >= max(0, self.epochs - 2) and self.epochs > 2 else self.lr
+        return lr * min(1.0, (step + 1) / self.warmup) if self.warmup else lr
 
 
 @dataclass
@@ -534,6 +549,20 @@ def match_slice_spacing(cases: Sequence[Case], config) -> List[Case]:
     return [thin_case(c, config.slice_spacing_mm) for c in cases]
 
 
+def weight_average(model, decay: float):
+    """An exponential moving average of ``model``'s weights (``torch.optim.swa_utils.AveragedModel``), or
+    None when ``decay`` is 0. After each step ``update_parameters(model)`` sets avg = decay x avg +
+    (1 - decay) x w; the first update copies w. It averages over about 1 / (1 - decay) steps, so the
+    network written is not the one step that happened to end the run: checkpoints of one run differ a lot
+    in propagation (model card). Parameters and buffers alike (``use_buffers``); GroupNorm keeps no running
+    statistics, so nothing needs recomputing."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def make_optimizer(model, loss_fn, cfg: TrainConfig):
     """Adam over the network (L2 ``cfg.l2``, applied as ``cfg.weight_decay`` says: AdamW when "decoupled"),
     the loss's alpha/beta (no decay) and the image-only head if any (its own group, ``lr_mult``)."""
@@ -584,7 +613,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if not cases:
         raise InputError("No training cases.", "Give at least one volume with its annotation.")
     out_path = Path(out_path)
-    start_step, opt_state, loss_state, val_state = 0, None, None, {}
+    start_step, opt_state, loss_state, val_state, ema_state = 0, None, None, {}, None
     if resume is not None:
         model, model_config, meta = load_checkpoint(resume, map_location="cpu")
         tr = resume_state(meta, resume)
@@ -593,6 +622,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         opt_state = tr["optimizer"]
         loss_state = tr.get("loss")
         val_state = tr.get("validation") or {}
+        ema_state = tr.get("ema")
     elif base_model is not None:
         model, model_config, _ = load_checkpoint(base_model, map_location="cpu")
         _zero_and_warn_if_dead(model, base_model)
@@ -620,13 +650,18 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     opt = make_optimizer(model, loss_fn, cfg)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
+    ema = weight_average(model, cfg.ema)
+    if ema is not None and ema_state is not None:
+        ema.load_state_dict(ema_state)
+    net = ema.module if ema is not None else model     # what is validated and written to the model files
 
     total = cfg.epochs * cfg.steps_per_epoch
     report(progress, "training", start_step, total)
 
     def save(step: int, path: Path, optimizer: bool = True) -> None:
         """The model and how it was trained; with the optimiser state for ``--resume`` (the .ckpt.pt), without
-        it for the model file (a third of the size: Adam keeps two moments per weight)."""
+        it for the model file (a third of the size: Adam keeps two moments per weight). With ``--ema`` the
+        model file holds the average, and the .ckpt.pt the trained weights with the average beside them."""
         if rank != 0:
             return
         training = {"config": asdict(cfg), "step": step, "loss": loss_fn.state_dict(),
@@ -636,7 +671,9 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
                                       "best": best.to_dict() if best is not None else None}
         if optimizer:
             training["optimizer"] = opt.state_dict()
-        save_checkpoint(path, model, model_config, {
+            if ema is not None:
+                training["ema"] = ema.state_dict()
+        save_checkpoint(path, model if optimizer else net, model_config, {
             "command": command, "data": data_description, "version": __version__, "training": training})
 
     from .validation import ValidationScore, best_model_path
@@ -651,8 +688,9 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         nonlocal best
         if validator is None:
             return
-        score = validator(model, step, rank=rank, world=world)
-        model.to(device).train()          # propagation's CUDA out-of-memory fallback moves a network to the CPU
+        score = validator(net, step, rank=rank, world=world)
+        net.to(device)                    # propagation's CUDA out-of-memory fallback moves a network to the CPU
+        model.to(device).train()
         history.append(score)
         if on_validation and rank == 0:
             on_validation(score)
@@ -689,6 +727,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
             loss = image_step(model, opt, img, msk, kn, segs, cfg)
         else:
             loss = train_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segs, burn=burn)
+        if ema is not None:
+            ema.update_parameters(model)
         step += 1
         log = StepLog(step, loss, float(loss_fn.alpha), float(loss_fn.beta), cfg.lr_at(step - 1),
                       time.perf_counter() - t0)

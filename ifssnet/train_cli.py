@@ -92,6 +92,11 @@ def add_train_arguments(p) -> None:
                    help="propagate the first N slices of each run as inference does (no gradient, the network's "
                         "own masks fed forward from the annotation), then train on the next --run-length slices "
                         "with true targets: the network learns to correct its own drift and leaks (default 0)")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.99: about the last 100 steps); "
+                        "the model files hold it and --val scores it (default 0: the last step's weights)")
+    p.add_argument("--warmup", type=int, default=0, metavar="STEPS",
+                   help="raise the learning rate linearly to --lr over the first STEPS steps (default 0)")
     p.add_argument("--mask-box", type=float, default=0.0, metavar="P",
                    help="probability, per window, that the mask input is replaced by its bounding boxes (grown by "
                         "up to --jitter-shift px): the network must find the outline in the image")
@@ -158,7 +163,8 @@ def _train_ranked(args, rank: int, world: int) -> int:
                       strides=strides, jitter_first_only=args.jitter_first_only, batch=args.batch,
                       feedback_grad=args.feedback_grad, jitter_shift=args.jitter_shift,
                       jitter_radius=args.jitter_radius, image_aux=args.image_aux, mask_box=args.mask_box,
-                      weight_decay=args.weight_decay, learn_tversky=not args.fixed_tversky, burn_in=args.burn_in)
+                      weight_decay=args.weight_decay, learn_tversky=not args.fixed_tversky, burn_in=args.burn_in,
+                      ema=args.ema, warmup=args.warmup)
     logf = open(args.log, "a") if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:
