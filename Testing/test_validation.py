@@ -196,3 +196,34 @@ def test_train_cli_validates_logs_and_names_the_best_model(tmp_path, phantoms):
     r = _cli([str(phantoms / "case0"), "--val", str(phantoms / "case0"), "--out", str(tmp_path / "x.pt"), *common],
              tmp_path)
     assert r.returncode != 0 and "also a training case" in r.stderr and not (tmp_path / "x.pt").exists()
+
+
+def test_fine_tuning_takes_the_base_models_recipe_unless_an_option_is_given(tmp_path, phantoms, capsys):
+    """A network trained with the Dice loss + cross-entropy, the gradient through the fed-back mask, on runs of 8
+    (the shipped recipe) is fine-tuned that way, not with the command line's defaults; given options win."""
+    from ifssnet.cli import main
+
+    base_cfg = TrainConfig(epochs=1, steps_per_epoch=1, run_length=8, batch=2, bce_weight=1.0, learn_tversky=False,
+                           feedback_grad=True, strides=[1, 3], checkpoint_every=1)
+    train([_case(0)], tmp_path / "base.pt", model_config=IFSSNetConfig(**TINY), cfg=base_cfg)
+    common = [str(phantoms / "case0"), "--epochs", "1", "--steps", "1", "--from", str(tmp_path / "base.pt")]
+    assert main(["train", *common, "--out", str(tmp_path / "ft.pt")]) == 0
+    err = capsys.readouterr().err
+    assert "--run-length 8 --batch 2 --bce-weight 1.0 --fixed-tversky --feedback-grad --strides 1,3" in err
+    got = load_checkpoint(tmp_path / "ft.pt")[2]["training"]["config"]
+    assert (got["run_length"], got["batch"], got["bce_weight"], got["learn_tversky"], got["feedback_grad"],
+            got["strides"]) == (8, 2, 1.0, False, True, [1, 3])
+    assert got["lr"] == 1e-4                                   # the schedule is not inherited
+    assert main(["train", *common, "--out", str(tmp_path / "ft2.pt"), "--no-feedback-grad", "--run-length", "12",
+                 "--no-fixed-tversky", "--strides", "1"]) == 0
+    got = load_checkpoint(tmp_path / "ft2.pt")[2]["training"]["config"]
+    assert (got["run_length"], got["batch"], got["bce_weight"], got["learn_tversky"], got["feedback_grad"],
+            got["strides"]) == (12, 2, 1.0, True, False, [1])
+    assert "trained with: --batch 2 --bce-weight 1.0 (give" in capsys.readouterr().err   # only what was not given
+    assert main(["train", str(phantoms / "case0"), "--epochs", "1", "--steps", "1", "--size", "32",
+                 "--width-mult", "0.25", "--run-length", "8", "--out", str(tmp_path / "new.pt")]) == 0
+    assert "Fine-tuning with the recipe" not in capsys.readouterr().err     # a new network: the defaults
+    got = load_checkpoint(tmp_path / "new.pt")[2]["training"]["config"]
+    default = TrainConfig()
+    assert (got["batch"], got["bce_weight"], got["learn_tversky"], got["feedback_grad"], got["strides"]) == \
+        (default.batch, default.bce_weight, default.learn_tversky, default.feedback_grad, default.strides)

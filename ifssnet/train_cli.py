@@ -7,8 +7,10 @@ share of the cases; ``python -m ifssnet.train`` and ``torchrun -m ifssnet.train`
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shlex
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -31,6 +33,56 @@ def _case_paths(items: Sequence[str]) -> List[tuple]:
             d = Path(it)
             pairs.append((d / "volume.nrrd", d / "reference.seg.nrrd"))
     return pairs
+
+
+#: How the training runs and the loss are made, as (option, argparse dest, TrainConfig field). Fine-tuning
+#: (``--from``) takes them from the base model's recorded training, where an option is not given: a network
+#: trained with the Dice loss and cross-entropy on runs of 8 is not fine-tuned with the paper's learned
+#: Tversky loss on runs of 32 because that is the command line's default. The schedule (epochs, steps,
+#: lr, seed, --ema, --warmup) and --mode are the user's own choice and are not inherited.
+RECIPE = (("--run-length", "run_length", "run_length"), ("--batch", "batch", "batch"),
+          ("--bce-weight", "bce_weight", "bce_weight"), ("--fixed-tversky", "fixed_tversky", "learn_tversky"),
+          ("--feedback-grad", "feedback_grad", "feedback_grad"), ("--strides", "strides", "strides"),
+          ("--mask-jitter", "mask_jitter", "mask_jitter"), ("--jitter-first-only", "jitter_first_only", "jitter_first_only"),
+          ("--jitter-shift", "jitter_shift", "jitter_shift"), ("--jitter-radius", "jitter_radius", "jitter_radius"),
+          ("--mask-box", "mask_box", "mask_box"), ("--burn-in", "burn_in", "burn_in"),
+          ("--weight-decay", "weight_decay", "weight_decay"))
+
+
+def _cli_value(dest: str, value):
+    """A TrainConfig value as the command line's: fixed_tversky is not learn_tversky, strides are '1,3'."""
+    if dest == "fixed_tversky":
+        return not value
+    if dest == "strides":
+        return ",".join(str(int(v)) for v in value)
+    return value
+
+
+def fill_recipe(args) -> str:
+    """Set every recipe option (:data:`RECIPE`) the user did not give: from the base model's recorded
+    training config when fine-tuning an IFSS-Net (``--from``), else TrainConfig's default. Returns the
+    inherited options as a command-line fragment ('' when none was inherited); ``--resume`` takes the whole
+    config from its checkpoint and inherits nothing here."""
+    stored = {}
+    if getattr(args, "base", None) and not getattr(args, "resume", None) and getattr(args, "arch", "ifssnet") == "ifssnet":
+        from .model.checkpoint import load_checkpoint
+
+        _, _, meta = load_checkpoint(args.base)
+        stored = dict((meta.get("training") or {}).get("config") or {})
+    default = TrainConfig()
+    inherited = []
+    for option, dest, key in RECIPE:
+        if getattr(args, dest, None) is not None:
+            continue
+        if key in stored:
+            value = _cli_value(dest, stored[key])
+            setattr(args, dest, value)
+            if value != _cli_value(dest, getattr(default, key)):
+                inherited.append(option if value is True else f"--no-{option[2:]}" if value is False
+                                 else f"{option} {shlex.quote(str(value))}")
+        else:
+            setattr(args, dest, _cli_value(dest, getattr(default, key)))
+    return " ".join(inherited)
 
 
 def add_commands(sub) -> None:
@@ -56,7 +108,8 @@ def add_train_arguments(p) -> None:
     p.add_argument("--resume", type=Path, default=None, help="continue a run from its .ckpt.pt")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--steps", type=int, default=100, help="steps per epoch")
-    p.add_argument("--run-length", type=int, default=32)
+    p.add_argument("--run-length", type=int, default=None,
+                   help=f"slices per training run (default {TrainConfig.run_length}; with --from, the base model's)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper 1e-4)")
     p.add_argument("--lr-final", type=float, default=None, help="for the last two epochs (default: lr / 10)")
     p.add_argument("--size", type=int, default=128, help="in-plane working size (multiple of 32)")
@@ -66,29 +119,29 @@ def add_train_arguments(p) -> None:
                         "does, not only the image stream's added skips (IFSSNetConfig.mask_sees_image)")
     p.add_argument("--segments", default=None, help="segments to train on, comma-separated (default: all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bce-weight", type=float, default=0.0,
-                   help="add this weight x voxel-wise cross-entropy to the Tversky loss (0: the paper's loss)")
-    p.add_argument("--fixed-tversky", action="store_true",
+    p.add_argument("--bce-weight", type=float, default=None,
+                   help="add this weight x voxel-wise cross-entropy to the Tversky loss (default 0, the paper's loss)")
+    p.add_argument("--fixed-tversky", action=argparse.BooleanOptionalAction, default=None,
                    help="keep alpha = beta = 0.5 (the Dice loss) instead of learning them; a learned alpha "
                         "that falls makes false positives cheap, and masks leak (model card)")
-    p.add_argument("--mask-jitter", type=float, default=0.0,
-                   help="probability, per window, that the mask input is shifted and dilated/eroded")
-    p.add_argument("--jitter-first-only", action="store_true",
+    p.add_argument("--mask-jitter", type=float, default=None,
+                   help="probability, per window, that the mask input is shifted and dilated/eroded (default 0)")
+    p.add_argument("--jitter-first-only", action=argparse.BooleanOptionalAction, default=None,
                    help="--mask-jitter deforms only each run's first mask input (the annotation), as the shipped "
                         "weights' stage 3 was trained; default: any window's")
-    p.add_argument("--strides", default="1",
+    p.add_argument("--strides", default=None,
                    help="window strides, comma-separated; one is drawn per step (default 1, the paper's; "
                         "1,3 also trains the fast preset's step of w = 3 slices)")
-    p.add_argument("--batch", type=int, default=1,
+    p.add_argument("--batch", type=int, default=None,
                    help="runs per step (default 1, the prototype's); on a GPU 8-16 keep it busy")
-    p.add_argument("--jitter-shift", type=int, default=TrainConfig.jitter_shift,
-                   help="--mask-jitter: largest in-plane shift in pixels of the working grid (default %(default)s)")
-    p.add_argument("--jitter-radius", type=int, default=TrainConfig.jitter_radius,
-                   help="--mask-jitter: largest dilation/erosion radius in pixels; 0 shifts only (default %(default)s)")
-    p.add_argument("--feedback-grad", action="store_true",
+    p.add_argument("--jitter-shift", type=int, default=None,
+                   help=f"--mask-jitter: largest in-plane shift in pixels of the working grid (default {TrainConfig.jitter_shift})")
+    p.add_argument("--jitter-radius", type=int, default=None,
+                   help=f"--mask-jitter: largest dilation/erosion radius in pixels; 0 shifts only (default {TrainConfig.jitter_radius})")
+    p.add_argument("--feedback-grad", action=argparse.BooleanOptionalAction, default=None,
                    help="backpropagate through the mask each window feeds to the next (default: detached, "
                         "only the ConvLSTM state carries gradient)")
-    p.add_argument("--burn-in", type=int, default=0, metavar="N",
+    p.add_argument("--burn-in", type=int, default=None, metavar="N",
                    help="propagate the first N slices of each run as inference does (no gradient, the network's "
                         "own masks fed forward from the annotation), then train on the next --run-length slices "
                         "with true targets: the network learns to correct its own drift and leaks (default 0)")
@@ -97,14 +150,14 @@ def add_train_arguments(p) -> None:
                         "the model files hold it and --val scores it (default 0: the last step's weights)")
     p.add_argument("--warmup", type=int, default=0, metavar="STEPS",
                    help="raise the learning rate linearly to --lr over the first STEPS steps (default 0)")
-    p.add_argument("--mask-box", type=float, default=0.0, metavar="P",
+    p.add_argument("--mask-box", type=float, default=None, metavar="P",
                    help="probability, per window, that the mask input is replaced by its bounding boxes (grown by "
                         "up to --jitter-shift px): the network must find the outline in the image")
     p.add_argument("--image-aux", type=float, default=0.0, metavar="W",
                    help="add an image-only head (one output per trained segment) and W x its loss (BCE + soft "
                         "Dice): the shared encoder must find the muscles in the image alone; propagation never "
                         "uses the head (default 0: none, the paper's network)")
-    p.add_argument("--weight-decay", choices=["decoupled", "coupled"], default="decoupled",
+    p.add_argument("--weight-decay", choices=["decoupled", "coupled"], default=None,
                    help="how the L2 term (1e-5) is applied: decoupled (AdamW, default) or coupled (in the gradient, "
                         "plain Adam, as the paper's loss is written; it drives the fusion and the Bi-ConvLSTM to 0)")
     p.add_argument("--checkpoint-every", type=int, default=50)
@@ -124,6 +177,10 @@ def add_train_arguments(p) -> None:
 
 
 def _train_cli(args) -> int:
+    inherited = fill_recipe(args)
+    if inherited:
+        print(f"Fine-tuning with the recipe {args.base} was trained with: {inherited} (give an option to change it)",
+              file=sys.stderr, flush=True)
     if getattr(args, "arch", "ifssnet") != "ifssnet":
         from .baselines.learned_common import train_cli
 
