@@ -178,7 +178,7 @@ def add_train_arguments(p) -> None:
 
 def _train_cli(args) -> int:
     inherited = fill_recipe(args)
-    if inherited:
+    if inherited and int(os.environ.get("RANK", "0")) == 0:          # once under torchrun
         print(f"Fine-tuning with the recipe {args.base} was trained with: {inherited} (give an option to change it)",
               file=sys.stderr, flush=True)
     if getattr(args, "arch", "ifssnet") != "ifssnet":
