@@ -694,3 +694,40 @@ def test_warmup_raises_the_learning_rate_linearly_then_follows_the_schedule(tmp_
 def test_ema_and_warmup_out_of_range_are_refused(bad):
     with pytest.raises(InputError):
         TrainConfig(**bad).validate()
+
+
+def test_end_weight_charges_the_area_predicted_past_the_muscles_end():
+    """Windows wholly past the end add end_weight x predicted area / first window's annotated area; windows on
+    the muscle add nothing; the term trains the network (it has a gradient)."""
+    from ifssnet.loss import ParametricTversky
+    from ifssnet.train import leak_loss, windows_loss
+
+    prob = torch.full((2, 3, 8, 8), 0.5)
+    target = torch.zeros(2, 3, 8, 8)
+    target[1, 2, :2, :2] = 1                                   # run 1: the muscle is still there on one slice
+    ref = torch.zeros(2, 3, 8, 8)
+    ref[:, :, :4, :4] = 1                                      # 48 annotated pixels over the first window
+    known = torch.ones(2, 3, dtype=torch.bool)
+    assert float(leak_loss(prob, target, known, ref)) == pytest.approx((0.5 * 192 / 48) / 2)
+    known[0, 1] = False                                        # an unannotated slice: no window counts
+    assert float(leak_loss(prob, target, known, ref)) == 0.0
+
+    img, msk, kn = _numbered_run(12)
+    msk[:, 7:] = 0                                             # the muscle ends after slice 6
+    torch.manual_seed(0)
+    model = _Recorder().eval()
+    base, _, _ = windows_loss(model, ParametricTversky(), img, msk, kn, TrainConfig())
+    with_end, _, _ = windows_loss(model, ParametricTversky(), img, msk, kn, TrainConfig(end_weight=2.0))
+    probs = [torch.softmax(c[3], dim=1)[:, 1] for c in model.calls[len(model.calls) // 2:]]
+    past = [p for t, p in zip(range(1, 10), probs) if t >= 7]  # windows starting at 7, 8, 9 lie past the end
+    expected = 2.0 * sum(float(p.sum()) / float(msk[:, :3].sum()) for p in past) / len(probs)
+    assert float((with_end - base).detach()) == pytest.approx(expected, rel=1e-4)
+    assert expected > 0
+    with_end.backward()
+    assert any(q.grad is not None and q.grad.abs().sum() > 0 for q in model.parameters())
+    _, msk_all, _ = _numbered_run(12)                          # no window past an end: the same loss
+    a, _, _ = windows_loss(model, ParametricTversky(), img, msk_all, kn, TrainConfig())
+    b, _, _ = windows_loss(model, ParametricTversky(), img, msk_all, kn, TrainConfig(end_weight=2.0))
+    assert float(a) == pytest.approx(float(b))
+    with pytest.raises(InputError):
+        TrainConfig(end_weight=-1.0).validate()

@@ -87,6 +87,7 @@ class TrainConfig:
     burn_in: int = 0                   # up to this many slices propagated without gradient before the trained part
     ema: float = 0.0                   # decay of an exponential moving average of the weights (0: none); see train()
     warmup: int = 0                    # steps over which the learning rate rises linearly to lr (0: none)
+    end_weight: float = 0.0            # full mode: + this x a window's predicted area past the muscle's end (leak_loss)
 
     def validate(self) -> None:
         if self.mode not in ("full", "fewshot", "image"):
@@ -102,6 +103,8 @@ class TrainConfig:
         if not 0.0 <= self.ema < 1.0:
             raise InputError(f"--ema must be at least 0 and below 1, not {self.ema}.",
                              "Give a decay such as 0.99 (an average over about 100 steps), or 0 for none.")
+        if self.end_weight < 0:
+            raise InputError(f"--end-weight must be at least 0, not {self.end_weight}.", "Give a loss weight, e.g. 1.")
         if self.warmup < 0:
             raise InputError(f"--warmup must be at least 0, not {self.warmup}.", "Give a number of steps, e.g. 20.")
         if self.batch < 1:
@@ -187,6 +190,8 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
                 target[:, :overlap][unk] = pseudo[unk]
                 weight[:, :overlap][unk] = 1.0
         losses.append(loss_fn(prob, target, weight[:, :, None, None].expand_as(prob), from_logits=False))
+        if cfg.end_weight and cfg.mode == "full":
+            losses[-1] = losses[-1] + cfg.end_weight * leak_loss(prob, target, kn, mask[:, 0:w])
         pred = prob if cfg.feedback_grad else prob.detach()
         # Next mask input: this prediction, re-anchored on annotated slices (and the truth every N windows).
         nxt = pred.clone()
@@ -201,6 +206,21 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     if aux:
         loss = loss + cfg.image_aux * torch.stack(aux).mean()
     return loss, state, prev
+
+
+def leak_loss(prob, target, known, reference):
+    """The predicted area of windows that lie wholly past a muscle's end, as a fraction of the run's first
+    annotated window's area; the mean over the batch (0-d tensor).
+
+    ``prob``, ``target``: (B, w, S, S); ``known``: bool (B, w); ``reference``: (B, w, S, S), the run's first
+    window's annotation. A window counts when every slice is known and its target is empty; others add 0.
+    Past an end the Tversky index is smooth / (alpha FP + smooth), which saturates as the leak grows, and
+    the cross-entropy is averaged over every pixel of the window: a leak of a tenth of the muscle's area
+    costs both almost nothing. This term costs it a tenth (x ``--end-weight``), however large it grows.
+    """
+    empty = (target.flatten(2).sum(-1) == 0).all(dim=1) & known.all(dim=1)          # (B,)
+    area = reference.flatten(1).sum(-1).clamp(min=1.0)                              # (B,) pixels x w
+    return (prob.flatten(1).sum(-1) / area * empty.to(prob.dtype)).mean()
 
 
 def image_head_loss(model, feats, segments, target, known):

@@ -46,7 +46,7 @@ RECIPE = (("--run-length", "run_length", "run_length"), ("--batch", "batch", "ba
           ("--mask-jitter", "mask_jitter", "mask_jitter"), ("--jitter-first-only", "jitter_first_only", "jitter_first_only"),
           ("--jitter-shift", "jitter_shift", "jitter_shift"), ("--jitter-radius", "jitter_radius", "jitter_radius"),
           ("--mask-box", "mask_box", "mask_box"), ("--burn-in", "burn_in", "burn_in"),
-          ("--weight-decay", "weight_decay", "weight_decay"))
+          ("--weight-decay", "weight_decay", "weight_decay"), ("--end-weight", "end_weight", "end_weight"))
 
 
 def _cli_value(dest: str, value):
@@ -145,6 +145,9 @@ def add_train_arguments(p) -> None:
                    help="propagate the first N slices of each run as inference does (no gradient, the network's "
                         "own masks fed forward from the annotation), then train on the next --run-length slices "
                         "with true targets: the network learns to correct its own drift and leaks (default 0)")
+    p.add_argument("--end-weight", type=float, default=None, metavar="W",
+                   help="full mode: add W x the area predicted in windows past a muscle's end (a fraction of the "
+                        "annotated area; the Tversky and cross-entropy terms hardly see such a leak; default 0)")
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="keep an exponential moving average of the weights (e.g. 0.99: about the last 100 steps); "
                         "the model files hold it and --val scores it (default 0: the last step's weights)")
@@ -221,7 +224,7 @@ def _train_ranked(args, rank: int, world: int) -> int:
                       feedback_grad=args.feedback_grad, jitter_shift=args.jitter_shift,
                       jitter_radius=args.jitter_radius, image_aux=args.image_aux, mask_box=args.mask_box,
                       weight_decay=args.weight_decay, learn_tversky=not args.fixed_tversky, burn_in=args.burn_in,
-                      ema=args.ema, warmup=args.warmup)
+                      ema=args.ema, warmup=args.warmup, end_weight=args.end_weight)
     logf = open(args.log, "a") if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:
