@@ -728,6 +728,6 @@ def test_end_weight_charges_the_area_predicted_past_the_muscles_end():
     _, msk_all, _ = _numbered_run(12)                          # no window past an end: the same loss
     a, _, _ = windows_loss(model, ParametricTversky(), img, msk_all, kn, TrainConfig())
     b, _, _ = windows_loss(model, ParametricTversky(), img, msk_all, kn, TrainConfig(end_weight=2.0))
-    assert float(a) == pytest.approx(float(b))
+    assert float(a.detach()) == pytest.approx(float(b.detach()))
     with pytest.raises(InputError):
         TrainConfig(end_weight=-1.0).validate()
