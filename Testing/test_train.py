@@ -708,9 +708,9 @@ def test_end_weight_charges_the_area_predicted_past_the_muscles_end():
     ref = torch.zeros(2, 3, 8, 8)
     ref[:, :, :4, :4] = 1                                      # 48 annotated pixels over the first window
     known = torch.ones(2, 3, dtype=torch.bool)
-    assert float(leak_loss(prob, target, known, ref)) == pytest.approx((0.5 * 192 / 48) / 2)
+    assert float(leak_loss(prob, target, known, ref.flatten(1).sum(-1))) == pytest.approx((0.5 * 192 / 48) / 2)
     known[0, 1] = False                                        # an unannotated slice: no window counts
-    assert float(leak_loss(prob, target, known, ref)) == 0.0
+    assert float(leak_loss(prob, target, known, ref.flatten(1).sum(-1))) == 0.0
 
     img, msk, kn = _numbered_run(12)
     msk[:, 7:] = 0                                             # the muscle ends after slice 6
@@ -731,3 +731,27 @@ def test_end_weight_charges_the_area_predicted_past_the_muscles_end():
     assert float(a.detach()) == pytest.approx(float(b.detach()))
     with pytest.raises(InputError):
         TrainConfig(end_weight=-1.0).validate()
+
+
+@pytest.mark.parametrize("burn", [0, 3])
+def test_end_weight_measures_every_part_of_a_run_against_the_runs_annotation(monkeypatch, burn):
+    """The second TBPTT half (and the part after a burn-in) starts on slices that may lie past the end: the
+    leak is still a fraction of the run's own first window's annotated area."""
+    import ifssnet.train as T
+    from ifssnet.loss import ParametricTversky
+
+    areas = []
+    orig = T.leak_loss
+
+    def spy(prob, target, known, seed_area):
+        areas.append(seed_area.clone())
+        return orig(prob, target, known, seed_area)
+    monkeypatch.setattr(T, "leak_loss", spy)
+    img, msk, kn = _numbered_run(16)
+    msk[:, 6:] = 0                                             # the second half lies past the end
+    model = _Recorder()
+    cfg = TrainConfig(end_weight=1.0)
+    T.train_step(model, ParametricTversky(), torch.optim.SGD(model.parameters(), lr=0.0), img, msk, kn, cfg,
+                 burn=burn)
+    assert len(areas) >= 8
+    assert all(float(a) == float(msk[:, 0:3].sum()) for a in areas)

@@ -137,7 +137,7 @@ class StepLog:
 
 
 def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=None, first_prev=None,
-                 stride: int = 1, segments=None):
+                 stride: int = 1, segments=None, seed_area=None):
     """Slide windows over one run and return (loss, state, the next window's mask input).
 
     ``image``, ``mask``: torch (B, L, S, S) float; ``known``: torch bool (B, L). Windows start at slices
@@ -156,6 +156,9 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     network trained with detached feedback is never taught what its own errors do to the next window.
     ``cfg.image_aux``: adds that weight x the image-only head's loss (:func:`image_head_loss`) on each
     window; ``segments`` (torch long (B,)) are the runs' channels of that head.
+    ``cfg.end_weight``: adds that weight x :func:`leak_loss` on each window; ``seed_area`` (torch (B,), pixels
+    over w slices) is the annotated area of the whole run's first window, which a later part of the run (a
+    TBPTT half, the part after a burn-in) no longer holds; default: ``mask[:, 0:w]``'s.
     """
     import torch
 
@@ -166,6 +169,8 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     prev = mask[:, 0:w] if run_start else first_prev
     prev_pred = None                      # previous window's prediction (B, w, S, S), detached
     losses, aux = [], []
+    if cfg.end_weight and cfg.mode == "full" and seed_area is None:
+        seed_area = mask[:, 0:w].flatten(1).sum(-1)
     for t in range(stride, L - w + 1, stride):
         img = image[:, t:t + w][:, None]
         may_jitter = not cfg.jitter_first_only or (run_start and t == stride)
@@ -191,7 +196,7 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
                 weight[:, :overlap][unk] = 1.0
         losses.append(loss_fn(prob, target, weight[:, :, None, None].expand_as(prob), from_logits=False))
         if cfg.end_weight and cfg.mode == "full":
-            losses[-1] = losses[-1] + cfg.end_weight * leak_loss(prob, target, kn, mask[:, 0:w])
+            losses[-1] = losses[-1] + cfg.end_weight * leak_loss(prob, target, kn, seed_area)
         pred = prob if cfg.feedback_grad else prob.detach()
         # Next mask input: this prediction, re-anchored on annotated slices (and the truth every N windows).
         nxt = pred.clone()
@@ -208,19 +213,19 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     return loss, state, prev
 
 
-def leak_loss(prob, target, known, reference):
+def leak_loss(prob, target, known, seed_area):
     """The predicted area of windows that lie wholly past a muscle's end, as a fraction of the run's first
     annotated window's area; the mean over the batch (0-d tensor).
 
-    ``prob``, ``target``: (B, w, S, S); ``known``: bool (B, w); ``reference``: (B, w, S, S), the run's first
-    window's annotation. A window counts when every slice is known and its target is empty; others add 0.
+    ``prob``, ``target``: (B, w, S, S); ``known``: bool (B, w); ``seed_area``: (B,), the annotated pixels of
+    the run's first window (w slices). A window counts when every slice is known and its target is empty;
+    others add 0.
     Past an end the Tversky index is smooth / (alpha FP + smooth), which saturates as the leak grows, and
     the cross-entropy is averaged over every pixel of the window: a leak of a tenth of the muscle's area
     costs both almost nothing. This term costs it a tenth (x ``--end-weight``), however large it grows.
     """
     empty = (target.flatten(2).sum(-1) == 0).all(dim=1) & known.all(dim=1)          # (B,)
-    area = reference.flatten(1).sum(-1).clamp(min=1.0)                              # (B,) pixels x w
-    return (prob.flatten(1).sum(-1) / area * empty.to(prob.dtype)).mean()
+    return (prob.flatten(1).sum(-1) / seed_area.clamp(min=1.0) * empty.to(prob.dtype)).mean()
 
 
 def image_head_loss(model, feats, segments, target, known):
@@ -332,8 +337,8 @@ def burn_in(model, loss_fn, image, mask, known, cfg: TrainConfig, slices: int, s
     offset = stride * (min(int(slices), image.shape[1] - w - stride) // stride)
     if offset < stride:
         return 0, None, None
-    quiet = replace(cfg, refeed_every=0, mask_jitter=0.0, mask_box=0.0, image_aux=0.0,
-                    feedback_grad=False)
+    quiet = replace(cfg, refeed_every=0, mask_jitter=0.0, mask_box=0.0, image_aux=0.0, end_weight=0.0,
+                    feedback_grad=False)           # its loss is not used: no terms that only add to it
     was_training = model.training
     model.eval()
     try:
@@ -355,6 +360,7 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
     slices are propagated without gradient first (:func:`burn_in`) and the halves split the rest.
     """
     w = model.config.window
+    seed_area = run_mask[:, 0:w].flatten(1).sum(-1)   # the run's annotation, for every part's leak_loss
     offset, state, prev = burn_in(model, loss_fn, run_image, run_mask, run_known, cfg, burn, stride)
     run_image, run_mask, run_known = run_image[:, offset:], run_mask[:, offset:], run_known[:, offset:]
     L = run_image.shape[1]
@@ -365,7 +371,8 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
     for a, b in halves:
         optimizer.zero_grad(set_to_none=True)
         loss, state, prev = windows_loss(model, loss_fn, run_image[:, a:b], run_mask[:, a:b], run_known[:, a:b],
-                                         cfg, state, first_prev=prev, stride=stride, segments=segments)
+                                         cfg, state, first_prev=prev, stride=stride, segments=segments,
+                                         seed_area=seed_area)
         _apply_update(optimizer, loss, cfg)
         state = _detach_state(state)
         prev = prev.detach()
