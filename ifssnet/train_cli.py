@@ -35,18 +35,17 @@ def _case_paths(items: Sequence[str]) -> List[tuple]:
     return pairs
 
 
-#: How the training runs and the loss are made, as (option, argparse dest, TrainConfig field). Fine-tuning
-#: (``--from``) takes them from the base model's recorded training, where an option is not given: a network
-#: trained with the Dice loss and cross-entropy on runs of 8 is not fine-tuned with the paper's learned
-#: Tversky loss on runs of 32 because that is the command line's default. The schedule (epochs, steps,
-#: lr, seed, --ema, --warmup) and --mode are the user's own choice and are not inherited.
-RECIPE = (("--run-length", "run_length", "run_length"), ("--batch", "batch", "batch"),
-          ("--bce-weight", "bce_weight", "bce_weight"), ("--fixed-tversky", "fixed_tversky", "learn_tversky"),
-          ("--feedback-grad", "feedback_grad", "feedback_grad"), ("--strides", "strides", "strides"),
-          ("--mask-jitter", "mask_jitter", "mask_jitter"), ("--jitter-first-only", "jitter_first_only", "jitter_first_only"),
-          ("--jitter-shift", "jitter_shift", "jitter_shift"), ("--jitter-radius", "jitter_radius", "jitter_radius"),
-          ("--mask-box", "mask_box", "mask_box"), ("--burn-in", "burn_in", "burn_in"),
-          ("--weight-decay", "weight_decay", "weight_decay"), ("--end-weight", "end_weight", "end_weight"))
+#: How the training runs and the loss are made, as (argparse dest, TrainConfig field); the option is
+#: ``--`` + dest with dashes. Fine-tuning (``--from``) takes them from the base model's recorded training,
+#: where an option is not given: a network trained with the Dice loss and cross-entropy on runs of 8 is not
+#: fine-tuned with the paper's learned Tversky loss on runs of 32 because that is the command line's
+#: default. The schedule (epochs, steps, lr, seed, --ema, --warmup) and --mode are the user's own choice
+#: and are not inherited.
+RECIPE = (("run_length", "run_length"), ("batch", "batch"), ("bce_weight", "bce_weight"),
+          ("fixed_tversky", "learn_tversky"), ("feedback_grad", "feedback_grad"), ("strides", "strides"),
+          ("mask_jitter", "mask_jitter"), ("jitter_first_only", "jitter_first_only"), ("jitter_shift", "jitter_shift"),
+          ("jitter_radius", "jitter_radius"), ("mask_box", "mask_box"), ("burn_in", "burn_in"),
+          ("weight_decay", "weight_decay"), ("end_weight", "end_weight"))
 
 
 def _cli_value(dest: str, value):
@@ -58,30 +57,23 @@ def _cli_value(dest: str, value):
     return value
 
 
-def fill_recipe(args) -> str:
-    """Set every recipe option (:data:`RECIPE`) the user did not give: from the base model's recorded
-    training config when fine-tuning an IFSS-Net (``--from``), else TrainConfig's default. Returns the
-    inherited options as a command-line fragment ('' when none was inherited); ``--resume`` takes the whole
-    config from its checkpoint and inherits nothing here."""
-    stored = {}
-    if getattr(args, "base", None) and not getattr(args, "resume", None) and getattr(args, "arch", "ifssnet") == "ifssnet":
-        from .model.checkpoint import load_checkpoint
-
-        _, _, meta = load_checkpoint(args.base)
-        stored = dict((meta.get("training") or {}).get("config") or {})
+def fill_recipe(args, base_meta=None) -> str:
+    """Set every recipe option (:data:`RECIPE`) the user did not give: from ``base_meta`` (the metadata of
+    the ``--from`` model, :func:`~ifssnet.model.checkpoint.load_checkpoint`'s third value) where its training
+    config has it, else TrainConfig's default. Returns the inherited options that differ from the defaults
+    as a command-line fragment ('' when none)."""
+    stored = dict(((base_meta or {}).get("training") or {}).get("config") or {})
     default = TrainConfig()
     inherited = []
-    for option, dest, key in RECIPE:
+    for dest, key in RECIPE:
         if getattr(args, dest, None) is not None:
             continue
-        if key in stored:
-            value = _cli_value(dest, stored[key])
-            setattr(args, dest, value)
-            if value != _cli_value(dest, getattr(default, key)):
-                inherited.append(option if value is True else f"--no-{option[2:]}" if value is False
-                                 else f"{option} {shlex.quote(str(value))}")
-        else:
-            setattr(args, dest, _cli_value(dest, getattr(default, key)))
+        value = _cli_value(dest, stored[key] if key in stored else getattr(default, key))
+        setattr(args, dest, value)
+        if key in stored and value != _cli_value(dest, getattr(default, key)):
+            option = "--" + dest.replace("_", "-")
+            inherited.append(option if value is True else f"--no-{option[2:]}" if value is False
+                             else f"{option} {shlex.quote(str(value))}")
     return " ".join(inherited)
 
 
@@ -180,17 +172,23 @@ def add_train_arguments(p) -> None:
 
 
 def _train_cli(args) -> int:
-    inherited = fill_recipe(args)
-    if inherited and int(os.environ.get("RANK", "0")) == 0:          # once under torchrun
-        print(f"Fine-tuning with the recipe {args.base} was trained with: {inherited} (give an option to change it)",
-              file=sys.stderr, flush=True)
     if getattr(args, "arch", "ifssnet") != "ifssnet":
         from .baselines.learned_common import train_cli
 
+        fill_recipe(args)                     # the defaults: a baseline's file records no IFSS-Net recipe
         return train_cli(args)
+    stored, meta = None, None                 # the --resume / --from network's configuration and metadata
+    if args.resume or args.base:
+        from .model.checkpoint import load_checkpoint
+
+        _, stored, meta = load_checkpoint(args.resume or args.base)
+    inherited = fill_recipe(args, meta if args.base and not args.resume else None)   # --resume: its own config
+    if inherited and int(os.environ.get("RANK", "0")) == 0:          # once under torchrun
+        print(f"Fine-tuning with the recipe {args.base} was trained with: {inherited} (give an option to change it)",
+              file=sys.stderr, flush=True)
     rank, world, own_group = _init_distributed()
     try:
-        return _train_ranked(args, rank, world)
+        return _train_ranked(args, rank, world, stored.size if stored is not None else args.size)
     finally:
         if own_group:
             import torch.distributed as dist
@@ -198,17 +196,12 @@ def _train_cli(args) -> int:
             dist.destroy_process_group()  # PyTorch asks every rank to; a group left to exit may abort the process
 
 
-def _train_ranked(args, rank: int, world: int) -> int:
+def _train_ranked(args, rank: int, world: int, size: int) -> int:
+    """One process's training; ``size``: the working size the cases are read at (the stored network's)."""
     from .model import IFSSNetConfig
     from .progress import TqdmProgress
 
     segments = [s.strip() for s in args.segments.split(",")] if args.segments else None
-    size = args.size
-    if args.resume or args.base:
-        from .model.checkpoint import load_checkpoint
-
-        _, mc, _ = load_checkpoint(args.resume or args.base)
-        size = mc.size
     try:
         strides = [int(v) for v in str(args.strides).split(",") if v.strip()]
     except ValueError:
