@@ -101,3 +101,32 @@ def test_paint_next_table_names_rows_after_the_start_protocol():
     assert lines[2].startswith("| 3-seeds+ends | 0.700 | 20.0 % |")
     assert lines[3].startswith("| 3-seeds+ends + 1 slice (paint-next) | 0.800 | 10.0 % |")
     assert lines[5].startswith("| 3-seeds+ends + 2 slices (paint-next, one at a time) | 0.900 | 5.0 % |")
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.4, 0.7])
+def test_threshold_probe_thresholds_the_resampled_probabilities_at_t(threshold):
+    """benchmarks/output_threshold_probe.py scales the working-grid probabilities by 0.5 / T: the masks
+    that come back are those of the resampled probabilities above T, on a grid that upsamples (sparse
+    path) and on one that does not, with painted slices kept as painted."""
+    import torch
+
+    from ifssnet.preprocess import InPlaneGrid
+    from ifssnet.propagate import masks_from_probabilities
+    from ifssnet.seeds import SeedSet
+    from ifssnet.slice_spacing import FrameSelection
+
+    probe = load_benchmark("output_threshold_probe")
+    rng = np.random.default_rng(5)
+    for shape_ji, S in (((64, 64), 32), ((50, 70), 32)):
+        grid = InPlaneGrid(shape_ji, S)
+        prob = torch.from_numpy(rng.random((6, S, S)).astype(np.float32))
+        paint = np.zeros((6,) + shape_ji, np.uint8)
+        paint[2, 5:9, 5:9] = 1
+        seeds = {"A": SeedSet(paint, (2,))}
+        frames = FrameSelection(np.arange(6), 6)
+        masks = probe.scaled(threshold)({"A": prob.clone()}, seeds, grid, frames, (6,) + shape_ji, exclusive=False)
+        want = (grid.to_volume(prob) > threshold).numpy().astype(np.uint8)
+        want[2] = paint[2]
+        assert int((masks["A"] != want).sum()) == 0, shape_ji
+        assert masks_from_probabilities({"A": prob.clone()}, seeds, grid, frames, (6,) + shape_ji,
+                                        exclusive=False)["A"].sum() != masks["A"].sum()
