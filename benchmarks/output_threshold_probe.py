@@ -23,7 +23,8 @@ def scaled(threshold: float):
     inner = propagate.masks_from_probabilities
 
     def masks(probs, *args, **kwargs):
-        probs = {name: p * (0.5 / threshold) for name, p in probs.items()}
+        for p in probs.values():          # in place: the caller's dict is emptied by ``inner`` as before
+            p.mul_(0.5 / threshold)
         return inner(probs, *args, **kwargs)
     return masks
 

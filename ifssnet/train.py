@@ -169,8 +169,9 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     prev = mask[:, 0:w] if run_start else first_prev
     prev_pred = None                      # previous window's prediction (B, w, S, S), detached
     losses, aux = [], []
-    if cfg.end_weight and cfg.mode == "full" and seed_area is None:
-        seed_area = mask[:, 0:w].flatten(1).sum(-1)
+    leak = bool(cfg.end_weight) and cfg.mode == "full"
+    if leak and seed_area is None:
+        seed_area = annotated_area(mask, w)
     for t in range(stride, L - w + 1, stride):
         img = image[:, t:t + w][:, None]
         may_jitter = not cfg.jitter_first_only or (run_start and t == stride)
@@ -195,7 +196,7 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
                 target[:, :overlap][unk] = pseudo[unk]
                 weight[:, :overlap][unk] = 1.0
         losses.append(loss_fn(prob, target, weight[:, :, None, None].expand_as(prob), from_logits=False))
-        if cfg.end_weight and cfg.mode == "full":
+        if leak:
             losses[-1] = losses[-1] + cfg.end_weight * leak_loss(prob, target, kn, seed_area)
         pred = prob if cfg.feedback_grad else prob.detach()
         # Next mask input: this prediction, re-anchored on annotated slices (and the truth every N windows).
@@ -211,6 +212,11 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     if aux:
         loss = loss + cfg.image_aux * torch.stack(aux).mean()
     return loss, state, prev
+
+
+def annotated_area(mask, w: int):
+    """The annotated pixels of a run's first window: ``mask`` (B, L, S, S) -> (B,), summed over ``w`` slices."""
+    return mask[:, 0:w].flatten(1).sum(-1)
 
 
 def leak_loss(prob, target, known, seed_area):
@@ -360,7 +366,7 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
     slices are propagated without gradient first (:func:`burn_in`) and the halves split the rest.
     """
     w = model.config.window
-    seed_area = run_mask[:, 0:w].flatten(1).sum(-1)   # the run's annotation, for every part's leak_loss
+    seed_area = annotated_area(run_mask, w) if cfg.end_weight else None   # every part's leak_loss measures against it
     offset, state, prev = burn_in(model, loss_fn, run_image, run_mask, run_known, cfg, burn, stride)
     run_image, run_mask, run_known = run_image[:, offset:], run_mask[:, offset:], run_known[:, offset:]
     L = run_image.shape[1]
