@@ -25,6 +25,27 @@ def test_half_half_is_soft_dice():
     assert abs(float(got.detach()) - float(1 - dice.mean())) < 1e-6
 
 
+def test_beta_start_weights_missed_voxels_and_stays_when_fixed():
+    """``beta`` sets where (alpha, beta) start; above 0.5 a missed voxel costs more than a false one, so a mask
+    too small loses more than one as much too large; ``learn=False`` keeps it there through a step."""
+    loss = ParametricTversky(smooth=0.0, learn=False, beta=0.7)
+    assert (loss.alpha, loss.beta) == (pytest.approx(0.3), pytest.approx(0.7))
+    t = torch.zeros(1, 1, 3, 8, 8); t[..., 2:6, 2:6] = 1
+    small = torch.zeros_like(t); small[..., 3:5, 2:6] = 1            # half the muscle missed
+    large = t.clone(); large[..., 1, 2:6] = 1; large[..., 6, 2:6] = 1  # as many voxels added around it
+    assert float((large - t).clamp(min=0).sum()) == float((t - small).sum())
+    assert float(loss(small, t, from_logits=False)) > float(loss(large, t, from_logits=False))
+    fp_heavy = ParametricTversky(smooth=0.0, learn=False, beta=0.3)     # the other way round
+    assert float(fp_heavy(small, t, from_logits=False)) < float(fp_heavy(large, t, from_logits=False))
+    p = torch.rand(1, 1, 3, 8, 8, requires_grad=True)
+    opt = torch.optim.Adam([p, *loss.parameters()], lr=0.1)
+    loss(p, t, from_logits=False).backward()
+    opt.step()
+    assert loss.beta == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        ParametricTversky(beta=1.0)
+
+
 def test_sums_over_slices_not_mean_of_slices():
     p, t = _pair(shape=(1, 1, 3, 8, 8))
     ti = tversky_index(p, t, 0.3, 0.7, smooth=0.0)

@@ -215,11 +215,17 @@ def test_fine_tuning_takes_the_base_models_recipe_unless_an_option_is_given(tmp_
             got["strides"]) == (8, 2, 1.0, False, True, [1, 3])
     assert got["lr"] == 1e-4                                   # the schedule is not inherited
     assert main(["train", *common, "--out", str(tmp_path / "ft2.pt"), "--no-feedback-grad", "--run-length", "12",
-                 "--no-fixed-tversky", "--strides", "1"]) == 0
-    got = load_checkpoint(tmp_path / "ft2.pt")[2]["training"]["config"]
+                 "--no-fixed-tversky", "--strides", "1", "--tversky-beta", "0.6"]) == 0
+    meta = load_checkpoint(tmp_path / "ft2.pt")[2]["training"]
+    got = meta["config"]
     assert (got["run_length"], got["batch"], got["bce_weight"], got["learn_tversky"], got["feedback_grad"],
-            got["strides"]) == (12, 2, 1.0, True, False, [1])
+            got["strides"], got["tversky_beta"]) == (12, 2, 1.0, True, False, [1], 0.6)
+    assert 0.5 < meta["beta"] < 0.7                            # started at 0.6, learned for one step
     assert "trained with: --batch 2 --bce-weight 1.0 (give" in capsys.readouterr().err   # only what was not given
+    common[-1] = str(tmp_path / "ft2.pt")
+    assert main(["train", *common, "--out", str(tmp_path / "ft3.pt")]) == 0    # a fine-tune of it keeps the beta
+    assert "--tversky-beta 0.6" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "ft3.pt")[2]["training"]["config"]["tversky_beta"] == 0.6
     assert main(["train", str(phantoms / "case0"), "--epochs", "1", "--steps", "1", "--size", "32",
                  "--width-mult", "0.25", "--run-length", "8", "--out", str(tmp_path / "new.pt")]) == 0
     assert "Fine-tuning with the recipe" not in capsys.readouterr().err     # a new network: the defaults

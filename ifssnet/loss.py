@@ -76,7 +76,8 @@ def tversky_index(p: torch.Tensor, g: torch.Tensor, alpha, beta, smooth: float =
 
 class ParametricTversky(nn.Module):
     """``loss = 1 - mean_b TI_b(alpha, beta)`` with ``(alpha, beta) = softmax(theta)``, theta learned
-    (``learn=False``: theta stays 0, so alpha = beta = 0.5 and the loss is the Dice loss).
+    (``learn=False``: theta stays where it starts). ``beta`` is where beta starts (alpha = 1 - beta); the
+    paper's 0.5 makes the loss the Dice loss, and above 0.5 a missed voxel costs more than a false one.
 
     ``forward(pred, target, weight=None, from_logits=True)``:
       * pred: logits ``(B, 2, w, H, W)`` (channel 1 = foreground) when ``from_logits``; otherwise the
@@ -86,9 +87,13 @@ class ParametricTversky(nn.Module):
     Returns a 0-d tensor. A batch of B windows (or a sequence stacked along B) is averaged.
     """
 
-    def __init__(self, smooth: float = 1.0, bce_weight: float = 0.0, learn: bool = True) -> None:
+    def __init__(self, smooth: float = 1.0, bce_weight: float = 0.0, learn: bool = True, beta: float = 0.5) -> None:
         super().__init__()
-        self.theta = nn.Parameter(torch.zeros(2), requires_grad=learn)   # learn=False: alpha = beta = 0.5, Dice
+        if not 0.0 < beta < 1.0:
+            raise ValueError(f"beta must lie strictly between 0 and 1, not {beta}")
+        # softmax((0, log(beta / (1 - beta)))) = (1 - beta, beta); learn=False keeps it (0.5: the Dice loss)
+        start = torch.tensor([0.0, float(torch.logit(torch.tensor(beta, dtype=torch.float64)))])
+        self.theta = nn.Parameter(start, requires_grad=learn)
         self.smooth = float(smooth)
         self.bce_weight = float(bce_weight)
 

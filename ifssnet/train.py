@@ -84,6 +84,7 @@ class TrainConfig:
     image_aux: float = 0.0             # + this x the image-only head's loss (BCE + soft Dice; 0 = none)
     head_lr_mult: float = 10.0         # the image-only head learns at this x lr (it starts from nothing)
     learn_tversky: bool = True         # False: alpha and beta stay where they start (0.5, 0.5: the Dice loss)
+    tversky_beta: float = 0.5          # where beta starts (alpha = 1 - beta); > 0.5 weights missed voxels more
     burn_in: int = 0                   # up to this many slices propagated without gradient before the trained part
     ema: float = 0.0                   # decay of an exponential moving average of the weights (0: none); see train()
     warmup: int = 0                    # steps over which the learning rate rises linearly to lr (0: none)
@@ -98,6 +99,9 @@ class TrainConfig:
             raise InputError(f"Unknown weight decay '{self.weight_decay}'.", "Use --weight-decay decoupled or coupled.")
         if self.refeed_every < 0:
             raise InputError(f"refeed_every must be at least 0, not {self.refeed_every}.", "0 never re-feeds the truth.")
+        if not 0.0 < self.tversky_beta < 1.0:
+            raise InputError(f"--tversky-beta must lie between 0 and 1, not {self.tversky_beta}.",
+                             "Give e.g. 0.6 (missed voxels cost 1.5x a false one) or 0.5 (the Dice loss).")
         if self.burn_in < 0:
             raise InputError(f"--burn-in must be at least 0, not {self.burn_in}.", "Give a number of slices, e.g. 24.")
         if not 0.0 <= self.ema < 1.0:
@@ -676,7 +680,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     my_cases = [c for i, c in enumerate(cases) if i % world == rank] or list(cases)
 
     model.to(device).train()
-    loss_fn = ParametricTversky(bce_weight=cfg.bce_weight, learn=cfg.learn_tversky).to(device)
+    loss_fn = ParametricTversky(bce_weight=cfg.bce_weight, learn=cfg.learn_tversky, beta=cfg.tversky_beta).to(device)
     if loss_state is not None:
         loss_fn.load_state_dict(loss_state)
     _broadcast_parameters([model, loss_fn])

@@ -45,7 +45,8 @@ RECIPE = (("run_length", "run_length"), ("batch", "batch"), ("bce_weight", "bce_
           ("fixed_tversky", "learn_tversky"), ("feedback_grad", "feedback_grad"), ("strides", "strides"),
           ("mask_jitter", "mask_jitter"), ("jitter_first_only", "jitter_first_only"), ("jitter_shift", "jitter_shift"),
           ("jitter_radius", "jitter_radius"), ("mask_box", "mask_box"), ("burn_in", "burn_in"),
-          ("weight_decay", "weight_decay"), ("end_weight", "end_weight"))
+          ("weight_decay", "weight_decay"), ("end_weight", "end_weight"),
+          ("tversky_beta", "tversky_beta"))
 
 
 def _cli_value(dest: str, value):
@@ -116,6 +117,10 @@ def add_train_arguments(p) -> None:
     p.add_argument("--fixed-tversky", action=argparse.BooleanOptionalAction, default=None,
                    help="keep alpha = beta = 0.5 (the Dice loss) instead of learning them; a learned alpha "
                         "that falls makes false positives cheap, and masks leak (model card)")
+    p.add_argument("--tversky-beta", type=float, default=None,
+                   help="where the Tversky loss's beta (the weight of missed voxels) starts, alpha = 1 - beta; "
+                        "with --fixed-tversky it stays there (default 0.5, the Dice loss; above 0.5 counters masks "
+                        "that come out too small)")
     p.add_argument("--mask-jitter", type=float, default=None,
                    help="probability, per window, that the mask input is shifted and dilated/eroded (default 0)")
     p.add_argument("--jitter-first-only", action=argparse.BooleanOptionalAction, default=None,
@@ -217,7 +222,8 @@ def _train_ranked(args, rank: int, world: int, size: int) -> int:
                       feedback_grad=args.feedback_grad, jitter_shift=args.jitter_shift,
                       jitter_radius=args.jitter_radius, image_aux=args.image_aux, mask_box=args.mask_box,
                       weight_decay=args.weight_decay, learn_tversky=not args.fixed_tversky, burn_in=args.burn_in,
-                      ema=args.ema, warmup=args.warmup, end_weight=args.end_weight)
+                      ema=args.ema, warmup=args.warmup, end_weight=args.end_weight,
+                      tversky_beta=args.tversky_beta)
     logf = open(args.log, "a") if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:
