@@ -61,6 +61,27 @@ def test_validator_scores_every_segment_of_a_held_out_case(phantoms):
     # the same case in memory scores the same, and a segment subset scores only that segment
     mem = Validator([load_compare_case(phantoms / "case1")], segments=["GL"])(net, 7)
     assert set(mem.per_segment) == {"GL"} and mem.per_segment["GL"] == pytest.approx(score.per_segment["GL"])
+    assert score.per_protocol == {}
+
+
+def test_validation_under_both_protocols_averages_every_row_and_reports_each(phantoms):
+    """--val-protocol both: each case is propagated under 3-seeds and under paper; the score is the mean over
+    all rows, and each protocol's own means are kept (log, summary, checkpoint)."""
+    from ifssnet.model import IFSSNet
+
+    torch.manual_seed(0)
+    net = IFSSNet(IFSSNetConfig(**TINY))
+    case = [load_compare_case(phantoms / "case1")]
+    one = {p: Validator(case, protocol=p)(net, 3) for p in ("3-seeds", "paper")}
+    both = Validator(case, protocol="both")(net, 3)
+    assert set(both.per_protocol) == {"3-seeds", "paper"}
+    for p, s in one.items():
+        assert both.per_protocol[p][0] == pytest.approx(s.dice)
+        assert both.per_protocol[p][1] == pytest.approx(s.volume_error_pct)
+    assert both.dice == pytest.approx((one["3-seeds"].dice + one["paper"].dice) / 2)   # as many rows each
+    assert "3-seeds" in both.summary() and "paper" in both.summary()
+    assert ValidationScore.from_dict(both.to_dict()) == both
+    assert Validator(case, protocol="paper,3-seeds").protocols == ["paper", "3-seeds"]
 
 
 def test_validation_does_not_change_the_training(tmp_path, phantoms, one_thread):
@@ -108,6 +129,8 @@ def test_validation_files_are_checked_before_training(tmp_path, phantoms):
         Validator([(phantoms / "case1" / "volume.nrrd", phantoms / "case1" / "reference.seg.nrrd")], segments=["XX"])
     with pytest.raises(InputError, match="protocol"):
         Validator([load_compare_case(phantoms / "case1")], protocol="every-slice")
+    with pytest.raises(InputError, match="protocol"):
+        Validator([load_compare_case(phantoms / "case1")], protocol="3-seeds,papr")
     seg = read_segmentation(phantoms / "case1" / "reference.seg.nrrd")
     seg.segments[0].annotated = AnnotatedSlices(0, (3, 4, 5))
     write_segmentation(seg, tmp_path / "sparse.seg.nrrd")

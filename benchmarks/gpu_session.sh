@@ -19,7 +19,9 @@
 # compared with the shipped one on phantoms 500 and 501, which did not take part in the choice), END_WEIGHT (the
 # full training's --end-weight, 0: off), BURN_IN (its --burn-in, 0: off). Together (END_WEIGHT=16 BURN_IN=32) they
 # made session 18's candidate from the shipped weights in 100 CPU steps of runs of 8 (model card, "Burn-in with the
-# leak loss"); a long run from a new network with them was not measured.
+# leak loss"); a long run from a new network with them was not measured. TVERSKY_BETA (--tversky-beta, 0.5: the
+# Dice loss; above 0.5 counters masks that come out too small), VAL_PROTOCOL (--val-protocol, both: the best
+# network by the mean over 3-seeds and paper, since session 18's candidate won one and lost the other).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
 # ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
 # the image probe of the new weights (mask_copy_diagnostic.py --image-probe) is in session.log.
@@ -51,6 +53,8 @@ FROM=${FROM:-}
 MASK_SEES_IMAGE=${MASK_SEES_IMAGE:-1}
 END_WEIGHT=${END_WEIGHT:-0}
 BURN_IN=${BURN_IN:-0}
+TVERSKY_BETA=${TVERSKY_BETA:-0.5}
+VAL_PROTOCOL=${VAL_PROTOCOL:-both}
 if [ -n "$FROM" ]; then START_ARGS=(--from "$FROM"); else START_ARGS=(--size 128 --width-mult 0.5); fi  # stage 1's start
 [ -z "$FROM" ] && [ "$MASK_SEES_IMAGE" = 1 ] && START_ARGS+=(--mask-sees-image)
 SMALL=${SMALL:-0}
@@ -110,8 +114,8 @@ step "training for $TRAIN_MIN min from ${START_ARGS[*]} (batch $BATCH, runs of $
 timeout $(( TRAIN_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode full "${START_ARGS[@]}" --out "$OUT/ifssnet-gpu.pt" \
     --device "$DEVICE" --batch "$BATCH" --run-length "$RUN_LENGTH" --epochs 4 --steps 1000 --lr 3e-4 --lr-final 1e-4 \
     --bce-weight 1 --fixed-tversky --feedback-grad --mask-jitter 0.5 --jitter-first-only --image-aux 1 --end-weight "$END_WEIGHT" --burn-in "$BURN_IN" --seed 20 --checkpoint-every 50 \
-    --time-limit "$TRAIN_MIN" --log "$OUT/train.jsonl" --val /tmp/data/val/s50{2,3,4,5} \
-    --val-every "$VAL_EVERY" >> "$LOG" 2>&1
+    --tversky-beta "$TVERSKY_BETA" --time-limit "$TRAIN_MIN" --log "$OUT/train.jsonl" --val /tmp/data/val/s50{2,3,4,5} \
+    --val-every "$VAL_EVERY" --val-protocol "$VAL_PROTOCOL" >> "$LOG" 2>&1
 echo "train exit $?" >> "$LOG"
 # The best network by validation Dice (session 10: one run's checkpoints differ a lot) becomes the model
 # that comes back; the .ckpt.pt keeps the last step for --resume.

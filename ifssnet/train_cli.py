@@ -169,8 +169,9 @@ def add_train_arguments(p) -> None:
                         "best network by mean Dice is kept as MODEL.best.pt (default: no validation)")
     p.add_argument("--val-every", type=int, default=None, metavar="N",
                    help="steps between validations (default: --checkpoint-every)")
-    p.add_argument("--val-protocol", choices=("3-seeds", "paper"), default="3-seeds",
-                   help="how validation cuts seeds from each annotation (as ifssnet compare; default 3-seeds)")
+    p.add_argument("--val-protocol", choices=("3-seeds", "paper", "both"), default="3-seeds",
+                   help="how validation cuts seeds from each annotation (as ifssnet compare; default 3-seeds); "
+                        "both: every case under each, and the best network by the mean over all of them")
     p.add_argument("--device", default="cpu")
     p.add_argument("--log", type=Path, default=None,
                    help="append one JSON line per step (and one per validation, with val_* keys)")

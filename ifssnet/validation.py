@@ -8,7 +8,9 @@ training runs are 8-32 slices. So ``ifssnet train --val CASES`` scores the netwo
 by a protocol of :mod:`ifssnet.compare` (``3-seeds`` by default: 3 slices at the largest
 cross-section), propagation through the whole volume, Dice and volume error over the reference's
 extent with the seed slices left out (:func:`ifssnet.compare.score`). The best network by mean Dice
-is kept next to the model (``MODEL.best.pt``).
+is kept next to the model (``MODEL.best.pt``). Several protocols (``--val-protocol both``) score every
+case under each, and the means run over all of those rows: a network that stops at a muscle's end but
+shrinks every mask can win under ``3-seeds`` and lose under ``paper`` (model card, session 18).
 
 Validation cases must be fully annotated (no ``IFSSNet.AnnotatedSlices`` tag) and must not be
 training cases. Volumes are read again at each validation, so that a long run does not hold them
@@ -38,6 +40,7 @@ class ValidationScore:
     ``dice``: mean over (case, segment) of Dice, seed slices excluded (a segment whose propagation
     failed counts 0). ``volume_error_pct``: mean of |V - V_ref| / V_ref x 100 over the same rows.
     ``per_segment``: segment name -> mean Dice. ``seconds``: wall time of the validation.
+    ``per_protocol``: protocol -> (mean Dice, mean volume error %) when more than one was scored.
     """
 
     step: int
@@ -45,6 +48,7 @@ class ValidationScore:
     volume_error_pct: float
     seconds: float
     per_segment: Dict[str, float] = field(default_factory=dict)
+    per_protocol: Dict[str, Tuple[float, float]] = field(default_factory=dict)
 
     def better_than(self, other: Optional["ValidationScore"]) -> bool:
         """Higher mean Dice wins; the first score beats none."""
@@ -56,31 +60,39 @@ class ValidationScore:
     @classmethod
     def from_dict(cls, d: dict) -> "ValidationScore":
         return cls(int(d["step"]), float(d["dice"]), float(d["volume_error_pct"]), float(d["seconds"]),
-                   {str(k): float(v) for k, v in dict(d.get("per_segment", {})).items()})
+                   {str(k): float(v) for k, v in dict(d.get("per_segment", {})).items()},
+                   {str(k): (float(v[0]), float(v[1])) for k, v in dict(d.get("per_protocol", {})).items()})
 
     def log_record(self) -> dict:
         """The JSON line ``ifssnet train --log`` writes (keys ``val_*``, so step records stay apart)."""
-        return {"step": self.step, "val_dice": self.dice, "val_volume_error_pct": self.volume_error_pct,
-                "val_seconds": self.seconds, "val_per_segment": self.per_segment}
+        record = {"step": self.step, "val_dice": self.dice, "val_volume_error_pct": self.volume_error_pct,
+                  "val_seconds": self.seconds, "val_per_segment": self.per_segment}
+        if self.per_protocol:
+            record["val_per_protocol"] = {k: list(v) for k, v in self.per_protocol.items()}
+        return record
 
     def summary(self) -> str:
         parts = ", ".join(f"{n} {d:.3f}" for n, d in self.per_segment.items())
-        return (f"step {self.step}: validation Dice {self.dice:.3f} ({parts}), "
+        text = (f"step {self.step}: validation Dice {self.dice:.3f} ({parts}), "
                 f"volume error {self.volume_error_pct:.1f} %")
+        if self.per_protocol:
+            text += "; " + ", ".join(f"{k} {d:.3f} / {v:.1f} %" for k, (d, v) in self.per_protocol.items())
+        return text
 
 
 class Validator:
     """Scores a network on held-out cases; ``validator(model, step) -> ValidationScore``.
 
     ``cases``: :data:`ValidationCase` items. ``protocol``: ``3-seeds`` | ``paper`` (see
-    :func:`ifssnet.compare.protocol_seeds`; ``count`` and ``every`` as there). ``segments``: the
+    :func:`ifssnet.compare.protocol_seeds`; ``count`` and ``every`` as there), several of them as a
+    sequence or comma-separated, or ``both`` (each case is propagated once per protocol). ``segments``: the
     segment names to score (default: every segment of each case). ``device``: where to propagate
     (default: where the network's weights are, so validation never moves a network being trained).
     Files are checked here, before any
     training: a missing file, a sparse annotation or a missing segment raises :class:`InputError`.
     """
 
-    def __init__(self, cases: Sequence[ValidationCase], protocol: str = "3-seeds",
+    def __init__(self, cases: Sequence[ValidationCase], protocol="3-seeds",
                  segments: Optional[Sequence[str]] = None, device: Optional[str] = None, count: int = 3,
                  every: int = 100):
         from .compare import PROTOCOLS
@@ -88,10 +100,13 @@ class Validator:
         if not cases:
             raise InputError("No validation case given.", "Give one or more annotated volumes that are not "
                                                           "training cases, or leave validation off.")
-        if protocol not in PROTOCOLS:
-            raise InputError(f"Unknown validation protocol {protocol!r}.", f"Choose one of: {', '.join(PROTOCOLS)}.")
+        self.protocols = validation_protocols(protocol)
+        unknown = [p for p in self.protocols if p not in PROTOCOLS]
+        if unknown or not self.protocols:
+            raise InputError(f"Unknown validation protocol {protocol!r}.",
+                             f"Choose one or more of: {', '.join(PROTOCOLS)}, or both.")
         self.cases = list(cases)
-        self.protocol, self.count, self.every = protocol, int(count), int(every)
+        self.count, self.every = int(count), int(every)
         self.segments = list(segments) if segments else None
         self.device = device
         for case in self.cases:
@@ -146,8 +161,9 @@ class Validator:
         rows: List[dict] = []
         for case in self.cases if cases is None else cases:
             volume, refs, spacing = self._load(case)
-            rows += compare(volume, refs, spacing, ["ifssnet"], self.protocol, count=self.count, every=self.every,
-                            method_options={"ifssnet": {"model": model, "device": device}})
+            for protocol in self.protocols:
+                rows += compare(volume, refs, spacing, ["ifssnet"], protocol, count=self.count, every=self.every,
+                                method_options={"ifssnet": {"model": model, "device": device}})
             del volume, refs
         return rows
 
@@ -174,14 +190,30 @@ class Validator:
 
     @staticmethod
     def score(rows: Sequence[dict], step: int, seconds: float) -> ValidationScore:
-        """Mean Dice (a failed or empty row counts 0), mean volume error and Dice per segment of ``rows``."""
-        dice = [0.0 if r["error"] or math.isnan(r["dice"]) else float(r["dice"]) for r in rows]
-        verr = [float(r["volume_error_pct"]) for r in rows if not r["error"]]
+        """Mean Dice (a failed or empty row counts 0), mean volume error and Dice per segment of ``rows``;
+        with rows of more than one protocol, each protocol's means too."""
+        def means(subset):
+            dice = [0.0 if r["error"] or math.isnan(r["dice"]) else float(r["dice"]) for r in subset]
+            verr = [float(r["volume_error_pct"]) for r in subset if not r["error"]]
+            return dice, float(np.mean(dice)), float(np.mean(verr)) if verr else math.nan
+
+        dice, mean_dice, mean_verr = means(rows)
         per: Dict[str, List[float]] = {}
         for r, d in zip(rows, dice):
             per.setdefault(r["muscle"], []).append(d)
-        return ValidationScore(int(step), float(np.mean(dice)), float(np.mean(verr)) if verr else math.nan,
-                               seconds, {n: float(np.mean(v)) for n, v in per.items()})
+        protocols = list(dict.fromkeys(r.get("protocol") for r in rows))
+        per_protocol = {p: means([r for r in rows if r.get("protocol") == p])[1:] for p in protocols} \
+            if len(protocols) > 1 else {}
+        return ValidationScore(int(step), mean_dice, mean_verr, seconds, {n: float(np.mean(v)) for n, v in per.items()},
+                               per_protocol)
+
+
+def validation_protocols(protocol) -> List[str]:
+    """``'3-seeds'``, ``'3-seeds,paper'``, ``'both'`` (those two: the issue's and the paper's) or a sequence
+    of names -> the list of protocol names."""
+    if isinstance(protocol, str):
+        protocol = ["3-seeds", "paper"] if protocol == "both" else protocol.split(",")
+    return [str(p).strip() for p in protocol if str(p).strip()]
 
 
 def full_annotation(seg, where: str) -> Dict[str, np.ndarray]:
