@@ -130,3 +130,29 @@ def test_threshold_probe_thresholds_the_resampled_probabilities_at_t(threshold):
         assert int((masks["A"] != want).sum()) == 0, shape_ji
         assert masks_from_probabilities({"A": prob.clone()}, seeds, grid, frames, (6,) + shape_ji,
                                         exclusive=False)["A"].sum() != masks["A"].sum()
+
+
+def test_weight_interpolation_mixes_two_files_of_one_configuration(tmp_path):
+    """benchmarks/weight_interpolation.py: t = 0 and 1 give back the parents' weights, 0.5 their mean, and the
+    file it writes loads as a model; files of different configurations are refused."""
+    import torch
+
+    from ifssnet.model import IFSSNet, IFSSNetConfig
+    from ifssnet.model.checkpoint import load_checkpoint, save_checkpoint
+
+    from test_train import TINY
+
+    mix = load_benchmark("weight_interpolation")
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(save_checkpoint(tmp_path / f"n{seed}.pt", IFSSNet(IFSSNetConfig(**TINY))))
+    a, b = (load_checkpoint(p)[0].state_dict() for p in paths)
+    key = next(k for k, v in a.items() if v.is_floating_point() and not torch.equal(v, b[k]))
+    for t, want in ((0.0, a[key]), (1.0, b[key]), (0.5, (a[key] + b[key]) / 2)):
+        assert mix.main([str(paths[0]), str(paths[1]), str(t), "--out", str(tmp_path / "m.pt")]) == 0
+        net, _, meta = load_checkpoint(tmp_path / "m.pt")
+        assert torch.allclose(net.state_dict()[key], want) and f"+ {t} x n1.pt" in meta["data"]
+    other = save_checkpoint(tmp_path / "w.pt", IFSSNet(IFSSNetConfig(**dict(TINY, window=5))))
+    with pytest.raises(ValueError, match="different configurations"):
+        mix.interpolate(paths[0], other, 0.5)
