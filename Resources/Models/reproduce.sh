@@ -72,6 +72,16 @@ for protocol in 3-seeds paper; do
     --csv "$W/heldout-ifssnet-ws-$protocol.csv"
 done
 
+# candidate_heldout TAG: candidates/ifssnet-TAG.pt on the held-out subjects under each protocol, and together.
+candidate_heldout() {
+  for protocol in 3-seeds paper 3-seeds+ends; do
+    at HEAD compare-set "$W"/test/s* --methods ifssnet --model "$W/candidates/ifssnet-$1.pt" --protocol "$protocol" \
+      --csv "$W/heldout-ifssnet-$1-$protocol.csv"
+  done
+  at HEAD compare-set "$W"/test/s* --methods ifssnet --model "$W/candidates/ifssnet-$1.pt" --protocol 3-seeds+ends \
+    --joint --csv "$W/heldout-ifssnet-$1-joint-exclusive-3-seeds+ends.csv"
+}
+
 # Session 18's candidate (model card, "Burn-in with the leak loss"; not kept in the repository since session 19's
 # dominates it): candidates/ifssnet-bie16.pt,
 # 100 steps from the shipped weights with the network's own drift first (--burn-in 32) and the leak loss past a
@@ -84,12 +94,7 @@ for s in $(seq 1 40); do
 done
 at 3861871 train "$W"/train-567ed70/s* --mode full --from "$W/ifssnet.pt" --out "$W/candidates/ifssnet-bie16.pt" \
   --epochs 2 --steps 50 --lr 1e-4 --burn-in 32 --end-weight 16 --seed 61 --checkpoint-every 25
-for protocol in 3-seeds paper 3-seeds+ends; do
-  at HEAD compare-set "$W"/test/s* --methods ifssnet --model "$W/candidates/ifssnet-bie16.pt" --protocol "$protocol" \
-    --csv "$W/heldout-ifssnet-bie16-$protocol.csv"
-done
-at HEAD compare-set "$W"/test/s* --methods ifssnet --model "$W/candidates/ifssnet-bie16.pt" --protocol 3-seeds+ends \
-  --joint --csv "$W/heldout-ifssnet-bie16-joint-exclusive-3-seeds+ends.csv"
+candidate_heldout bie16
 
 # The candidate kept in the repository, not shipped (session 19; model card, "Missed voxels cost more"):
 # candidates/ifssnet-bt65.pt, bie16's 100 steps (the same data: --seed 61) with the Tversky loss fixed at
@@ -97,9 +102,4 @@ at HEAD compare-set "$W"/test/s* --methods ifssnet --model "$W/candidates/ifssne
 # phantoms 502-505 (--val; step 100 was the better and is the file).
 at 2ef3d22 train "$W"/train-567ed70/s* --mode full --from "$W/ifssnet.pt" --out "$W/candidates/ifssnet-bt65.pt" \
   --epochs 2 --steps 50 --lr 1e-4 --burn-in 32 --end-weight 16 --tversky-beta 0.65 --seed 61 --checkpoint-every 25
-for protocol in 3-seeds paper 3-seeds+ends; do
-  at HEAD compare-set "$W"/test/s* --methods ifssnet --model "$W/candidates/ifssnet-bt65.pt" --protocol "$protocol" \
-    --csv "$W/heldout-ifssnet-bt65-$protocol.csv"
-done
-at HEAD compare-set "$W"/test/s* --methods ifssnet --model "$W/candidates/ifssnet-bt65.pt" --protocol 3-seeds+ends \
-  --joint --csv "$W/heldout-ifssnet-bt65-joint-exclusive-3-seeds+ends.csv"
+candidate_heldout bt65
