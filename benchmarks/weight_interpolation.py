@@ -5,8 +5,7 @@
 A and B must share the configuration (a fine-tune and its base do). Floating-point tensors are
 interpolated; integer buffers (GroupNorm has none, but counters would be) are taken from A. OUT is an
 ordinary model file (``ifssnet propagate --model OUT.pt``, ``ifssnet compare-set ... --model OUT.pt``);
-its metadata names both parents and t. A probe for the model card ("Between the shipped weights and the
-candidate"): the candidate stops at a muscle's end but shrinks every mask, the shipped weights keep the
+its metadata names both parents and t. A probe for the model card ("Missed voxels cost more"): the candidate stops at a muscle's end but shrinks every mask, the shipped weights keep the
 size but GM runs on; weights between two points of one run can keep something of each. Not a product
 feature: the shipped file is chosen on validation, as any other.
 """
@@ -22,7 +21,8 @@ from ifssnet.model.checkpoint import load_checkpoint, save_checkpoint
 
 
 def interpolate(a_path, b_path, t: float):
-    """``(net, config, meta)``: A's network with weights ``(1 - t) A + t B``; ValueError if they differ in shape."""
+    """``(net, config, meta)``: A's network with weights ``(1 - t) A + t B``; ValueError for t outside [0, 1] or
+    two files of different configurations."""
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"t must lie in [0, 1], not {t}")
     net, config, _ = load_checkpoint(a_path)

@@ -37,6 +37,7 @@ The Tversky logits are not penalised. Put ``ParametricTversky.parameters()`` int
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -92,8 +93,7 @@ class ParametricTversky(nn.Module):
         if not 0.0 < beta < 1.0:
             raise ValueError(f"beta must lie strictly between 0 and 1, not {beta}")
         # softmax((0, log(beta / (1 - beta)))) = (1 - beta, beta); learn=False keeps it (0.5: the Dice loss)
-        start = torch.tensor([0.0, float(torch.logit(torch.tensor(beta, dtype=torch.float64)))])
-        self.theta = nn.Parameter(start, requires_grad=learn)
+        self.theta = nn.Parameter(torch.tensor([0.0, math.log(beta / (1.0 - beta))]), requires_grad=learn)
         self.smooth = float(smooth)
         self.bce_weight = float(bce_weight)
 

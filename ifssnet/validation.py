@@ -192,20 +192,25 @@ class Validator:
     def score(rows: Sequence[dict], step: int, seconds: float) -> ValidationScore:
         """Mean Dice (a failed or empty row counts 0), mean volume error and Dice per segment of ``rows``;
         with rows of more than one protocol, each protocol's means too."""
-        def means(subset):
-            dice = [0.0 if r["error"] or math.isnan(r["dice"]) else float(r["dice"]) for r in subset]
-            verr = [float(r["volume_error_pct"]) for r in subset if not r["error"]]
-            return dice, float(np.mean(dice)), float(np.mean(verr)) if verr else math.nan
-
-        dice, mean_dice, mean_verr = means(rows)
         per: Dict[str, List[float]] = {}
-        for r, d in zip(rows, dice):
-            per.setdefault(r["muscle"], []).append(d)
+        for r in rows:
+            per.setdefault(r["muscle"], []).append(_row_dice(r))
         protocols = list(dict.fromkeys(r.get("protocol") for r in rows))
-        per_protocol = {p: means([r for r in rows if r.get("protocol") == p])[1:] for p in protocols} \
+        per_protocol = {p: _means([r for r in rows if r.get("protocol") == p]) for p in protocols} \
             if len(protocols) > 1 else {}
-        return ValidationScore(int(step), mean_dice, mean_verr, seconds, {n: float(np.mean(v)) for n, v in per.items()},
+        return ValidationScore(int(step), *_means(rows), seconds, {n: float(np.mean(v)) for n, v in per.items()},
                                per_protocol)
+
+
+def _row_dice(row: dict) -> float:
+    """A row's Dice; a failed or empty propagation counts 0."""
+    return 0.0 if row["error"] or math.isnan(row["dice"]) else float(row["dice"])
+
+
+def _means(rows: Sequence[dict]) -> Tuple[float, float]:
+    """(mean Dice, mean volume error %) of compare rows; the volume error over the rows that did not fail."""
+    verr = [float(r["volume_error_pct"]) for r in rows if not r["error"]]
+    return float(np.mean([_row_dice(r) for r in rows])), float(np.mean(verr)) if verr else math.nan
 
 
 def validation_protocols(protocol) -> List[str]:
