@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Reproduce the shipped IFSS-Net weights (Resources/Models/ifssnet.pt) and their held-out scores.
 # Usage, from the repository root: bash Resources/Models/reproduce.sh [WORK_DIR]
-# About 2 h on 2 CPU cores with one thread (OMP_NUM_THREADS=1 is faster than 2 when anything else runs).
-# The weights (session 9) were made in two runs with the code of commit 59bb20e, which this script runs
-# (git archive), so the data, the sampling and the schedule are the same: ef2, 800 steps from a new
-# network, then ef3 from ef2, whose checkpoint at step 400 of 600 is the shipped file. Its learning rate
-# was still 3e-4 there, so --epochs 4 --steps 100 --lr-final 3e-4 is the same 400 steps.
+# About 3 h on 2 CPU cores with one thread (OMP_NUM_THREADS=1 is faster than 2 when anything else runs).
+# The shipped weights (since session 20) are made in three runs, each with the code of the commit that made
+# it, which this script runs (git archive), so the data, the sampling and the schedule are the same:
+# 1. session 9 (code of commit 59bb20e): ef2, 800 steps from a new network, then ef3 from ef2, whose
+#    checkpoint at step 400 of 600 is ifssnet-s9.pt (the default of sessions 9-19, kept in the repository as
+#    Resources/Models/previous/ifssnet-s9.pt). Its learning rate was still 3e-4 there, so --epochs 4
+#    --steps 100 --lr-final 3e-4 is the same 400 steps.
+# 2. session 19 (code of commit 2ef3d22): bt65, 100 steps from ifssnet-s9.pt with burn-in, the leak loss and
+#    Tversky beta 0.65 (last stage below); that is ifssnet.pt.
 # The former weights (sessions 1-8, model card) came from the code of commits 9fe2bcf, 30eec51, 2297dcb.
 set -euo pipefail
 W=${1:-.repro}
@@ -28,18 +32,20 @@ done
 at 59bb20e train "$W"/train/s* --mode full --out "$W/ef2.pt" --size 128 --width-mult 0.5 --mask-sees-image \
   --epochs 8 --steps 100 --run-length 8 --batch 2 --lr 1e-3 --lr-final 1e-4 --bce-weight 1 --fixed-tversky \
   --feedback-grad --seed 31 --checkpoint-every 25
-at 59bb20e train "$W"/train/s* --mode full --from "$W/ef2.pt" --out "$W/ifssnet.pt" --epochs 4 --steps 100 \
+at 59bb20e train "$W"/train/s* --mode full --from "$W/ef2.pt" --out "$W/ifssnet-s9.pt" --epochs 4 --steps 100 \
   --run-length 8 --batch 2 --lr 3e-4 --lr-final 3e-4 --bce-weight 1 --fixed-tversky --feedback-grad --seed 32 \
   --checkpoint-every 25
-spacing "$W/ifssnet.pt"
+spacing "$W/ifssnet-s9.pt"
 
-# Held-out scores: subjects 1000-1004 with the current phantom, every method, both protocols.
+# Held-out scores: subjects 1000-1004 with the current phantom, both protocols: Slicer's methods, and the
+# session-9 weights (the README's figures for them; the shipped weights' are scored at the end).
 for s in 1000 1001 1002 1003 1004; do
   [ -f "$W/test/s$s/reference.seg.nrrd" ] || at HEAD phantom "$W/test/s$s" --seed "$s" --shape 400 128 128
 done
 for protocol in 3-seeds paper; do
-  at HEAD compare-set "$W"/test/s* --methods ifssnet,fbs,gfs,ws \
-    --model "$W/ifssnet.pt" --protocol "$protocol" --csv "$W/heldout-$protocol.csv"
+  at HEAD compare-set "$W"/test/s* --methods fbs,gfs,ws --protocol "$protocol" --csv "$W/heldout-baselines-$protocol.csv"
+  at HEAD compare-set "$W"/test/s* --methods ifssnet --model "$W/ifssnet-s9.pt" --protocol "$protocol" \
+    --csv "$W/heldout-ifssnet-s9-$protocol.csv"
 done
 
 # PG-Net (pgnet.pt, the learned baseline of issue 5): the same training subjects, code of commit 938d179,
@@ -72,19 +78,19 @@ for protocol in 3-seeds paper; do
     --csv "$W/heldout-ifssnet-ws-$protocol.csv"
 done
 
-# candidate_heldout TAG: candidates/ifssnet-TAG.pt on the held-out subjects under each protocol, and together.
-candidate_heldout() {
+# heldout TAG FILE: the IFSS-Net file FILE on the held-out subjects under each protocol, and together.
+heldout() {
   for protocol in 3-seeds paper 3-seeds+ends; do
-    at HEAD compare-set "$W"/test/s* --methods ifssnet --model "$W/candidates/ifssnet-$1.pt" --protocol "$protocol" \
+    at HEAD compare-set "$W"/test/s* --methods ifssnet --model "$2" --protocol "$protocol" \
       --csv "$W/heldout-ifssnet-$1-$protocol.csv"
   done
-  at HEAD compare-set "$W"/test/s* --methods ifssnet --model "$W/candidates/ifssnet-$1.pt" --protocol 3-seeds+ends \
+  at HEAD compare-set "$W"/test/s* --methods ifssnet --model "$2" --protocol 3-seeds+ends \
     --joint --csv "$W/heldout-ifssnet-$1-joint-exclusive-3-seeds+ends.csv"
 }
 
 # Session 18's candidate (model card, "Burn-in with the leak loss"; not kept in the repository since session 19's
 # dominates it): candidates/ifssnet-bie16.pt,
-# 100 steps from the shipped weights with the network's own drift first (--burn-in 32) and the leak loss past a
+# 100 steps from the session-9 weights with the network's own drift first (--burn-in 32) and the leak loss past a
 # muscle's end (--end-weight 16), the shipped recipe otherwise (a fine-tune takes it), code of commit 3861871, on
 # subjects 1-40 made with the current phantom code (the held-out subjects' code; the shipped weights saw 9fe2bcf's).
 # The run was 4 epochs x 50 steps validated every 50 (--val on phantoms 502-505); its step 100 was chosen. Each
@@ -92,14 +98,15 @@ candidate_heldout() {
 for s in $(seq 1 40); do
   [ -f "$W/train-567ed70/s$s/reference.seg.nrrd" ] || at 3861871 phantom "$W/train-567ed70/s$s" --seed "$s" --shape 400 128 128
 done
-at 3861871 train "$W"/train-567ed70/s* --mode full --from "$W/ifssnet.pt" --out "$W/candidates/ifssnet-bie16.pt" \
+mkdir -p "$W/candidates"
+at 3861871 train "$W"/train-567ed70/s* --mode full --from "$W/ifssnet-s9.pt" --out "$W/candidates/ifssnet-bie16.pt" \
   --epochs 2 --steps 50 --lr 1e-4 --burn-in 32 --end-weight 16 --seed 61 --checkpoint-every 25
-candidate_heldout bie16
+heldout bie16 "$W/candidates/ifssnet-bie16.pt"
 
-# The candidate kept in the repository, not shipped (session 19; model card, "Missed voxels cost more"):
-# candidates/ifssnet-bt65.pt, bie16's 100 steps (the same data: --seed 61) with the Tversky loss fixed at
-# alpha 0.35 / beta 0.65 (--tversky-beta 0.65), code of commit 2ef3d22. Validated at steps 50 and 100 on
-# phantoms 502-505 (--val; step 100 was the better and is the file).
-at 2ef3d22 train "$W"/train-567ed70/s* --mode full --from "$W/ifssnet.pt" --out "$W/candidates/ifssnet-bt65.pt" \
+# The shipped weights (session 19's bt65, shipped since session 20; model card, "How it was trained"):
+# ifssnet.pt, bie16's 100 steps (the same data: --seed 61) with the Tversky loss fixed at alpha 0.35 / beta 0.65
+# (--tversky-beta 0.65), code of commit 2ef3d22. Validated at steps 50 and 100 on phantoms 502-505 (--val; step
+# 100 was the better and is the file).
+at 2ef3d22 train "$W"/train-567ed70/s* --mode full --from "$W/ifssnet-s9.pt" --out "$W/ifssnet.pt" \
   --epochs 2 --steps 50 --lr 1e-4 --burn-in 32 --end-weight 16 --tversky-beta 0.65 --seed 61 --checkpoint-every 25
-candidate_heldout bt65
+heldout bt65 "$W/ifssnet.pt"
