@@ -41,6 +41,7 @@ class IFSSNetTrainingParameterNode:
     stepsPerEpoch: Annotated[int, WithinRange(1, 100000)] = 100
     outputName: str = "my-ifssnet"
     holdOutLast: bool = False
+    valProtocol: Annotated[str, Choice(["both", "3-seeds", "paper"])] = "both"
     device: Annotated[str, Choice(["cpu", "cuda"])] = "cpu"
 
 
@@ -114,8 +115,16 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.holdOutCheck = qt.QCheckBox("Hold out the last pair for validation")
         self.holdOutCheck.setProperty("SlicerParameterName", "holdOutLast")
         self.holdOutCheck.toolTip = ("Do not train on the last pair (it must be fully annotated): propagate it from "
-                                     "3 slices as training goes, and keep the best model as <name>.best.")
+                                     "its seed slices as training goes, and keep the best model as <name>.best.")
         oform.addRow("", self.holdOutCheck)
+        self.valProtocolCombo = qt.QComboBox()
+        self.valProtocolCombo.addItems(["both", "3-seeds", "paper"])
+        self.valProtocolCombo.setProperty("SlicerParameterName", "valProtocol")
+        self.valProtocolCombo.toolTip = (
+            "How the held-out pair is seeded when it is scored: 3-seeds (the 3 largest cross-sections), paper "
+            "(the paper's seed slices), or both (twice the time; a model that stops at the muscle's ends but "
+            "shrinks every mask wins under 3-seeds alone).")
+        oform.addRow("Validation seeds:", self.valProtocolCombo)
         self.outputEdit = qt.QLineEdit()
         self.outputEdit.setProperty("SlicerParameterName", "outputName")
         self.outputEdit.toolTip = "Name of the new model in your model folder."
@@ -136,6 +145,8 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removePairButton.connect("clicked()", lambda: self.pairList.takeItem(self.pairList.currentRow))
         self.trainButton.connect("clicked()", lambda: self.onTrainOrCancel(resume=False))
         self.resumeButton.connect("clicked()", lambda: self.onTrainOrCancel(resume=True))
+        self.holdOutCheck.connect("toggled(bool)", self.valProtocolCombo.setEnabled)
+        self.valProtocolCombo.enabled = self.holdOutCheck.checked
         self.optionsFrame = options
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda c, e: self.setParameterNode(None))
         self._refreshBaseModels()
@@ -236,7 +247,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             cmd = self.logic.trainingCommand(filePairs, p.mode, p.epochs, self.outputPath, self.logPath,
                                              baseModel=self.baseCombo.currentData or None, resume=resumeFrom,
                                              stepsPerEpoch=p.stepsPerEpoch, device=p.device, python=python,
-                                             validationPairs=valPairs)
+                                             validationPairs=valPairs, valProtocol=p.valProtocol)
             env = os.environ.copy()
             env["TQDM_DISABLE"] = "1"  # progress comes from the step log
             import ifssnet

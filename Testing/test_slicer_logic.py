@@ -650,6 +650,15 @@ def test_training_loss_plot_and_command(slicer_scene, tmp_path):
     cmd = IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "full", 2, "out.pt", str(log),
                                                validationPairs=[("w.nrrd", "b.seg.nrrd")], valEvery=25)
     assert cmd[cmd.index("--val"):][:4] == ["--val", "w.nrrd:b.seg.nrrd", "--val-every", "25"]
+    assert "--val-protocol" not in cmd                  # the CLI's default, 3-seeds
+    cmd = IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "full", 2, "out.pt", str(log),
+                                               validationPairs=[("w.nrrd", "b.seg.nrrd")], valProtocol="both")
+    assert cmd[cmd.index("--val-protocol") + 1] == "both"
+    from ifssnet.cli import build_parser
+    assert build_parser().parse_args(cmd[3:]).val_protocol == "both"
+    with pytest.raises(InputError, match="Unknown validation protocol"):
+        IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "full", 2, "out.pt", str(log),
+                                             validationPairs=[("w.nrrd", "b.seg.nrrd")], valProtocol="3 seeds")
 
 
 def test_training_base_model_advice(slicer_scene, tmp_path):
@@ -709,7 +718,16 @@ def test_training_from_scene_pairs(scene_nodes, tmp_path):
                    runLength=6, size=32, widthMult=0.15, validationPairs=[(heldOut, ref)], valEvery=1)
     assert [v["step"] for v in L.validations] == [1, 2] and 0.0 <= L.validations[0]["val_dice"] <= 1.0
     assert set(L.validations[0]["val_per_segment"]) == {"GM"}
+    assert "val_per_protocol" not in L.validations[0]
     assert (tmp_path / "models" / "val.best.pt").exists()
+    # Under both protocols each validation reports each protocol's means, and the mean runs over both.
+    L.train([(volumeNode, ref)], "full", 1, outputPath=str(tmp_path / "models" / "both.pt"), stepsPerEpoch=1,
+            runLength=6, size=32, widthMult=0.15, validationPairs=[(heldOut, ref)], valEvery=1, valProtocol="both")
+    (record,) = L.validations
+    assert set(record["val_per_protocol"]) == {"3-seeds", "paper"}
+    assert record["val_dice"] == pytest.approx(np.mean([d for d, _ in record["val_per_protocol"].values()]))
+    with pytest.raises(InputError, match="Unknown validation protocol"):
+        L.validator([(heldOut, ref)], protocol="papers")
 
 
 def test_background_worker_keeps_results_for_the_main_thread():

@@ -31,6 +31,10 @@ except ImportError:  # pragma: no cover - layout error
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 MODES = ("full", "fewshot")
+#: How a held-out pair is scored as training goes (``ifssnet train --val-protocol``): seeds at the 3 largest
+#: cross-sections, the paper's seeds, or both (a network that stops at a muscle's end but shrinks every mask
+#: can win under ``3-seeds`` alone; model card, session 18).
+VAL_PROTOCOLS = ("3-seeds", "paper", "both")
 LOSS_TABLE_NAME = "IFSS-Net training loss"
 
 
@@ -64,8 +68,9 @@ class IFSSNetTrainingLogic:
     complete or sparse (segments tagged ``IFSSNet.AnnotatedSlices`` are known only on those slices).
     Returns the path of the saved model; its model card is written next to it (``<stem>.md``).
     ``validationPairs``: fully annotated pairs held out of training; every ``valEvery`` steps the network
-    propagates them (``3-seeds``) and the best by Dice is kept as ``<stem>.best.pt``
-    (:mod:`ifssnet.validation`). ``self.validations`` holds the scores.
+    propagates them under ``valProtocol`` (``3-seeds``, ``paper`` or ``both``; :data:`VAL_PROTOCOLS`) and the
+    best by mean Dice is kept as ``<stem>.best.pt`` (:mod:`ifssnet.validation`). ``self.validations`` holds
+    the scores.
     """
 
     def __init__(self) -> None:
@@ -78,7 +83,7 @@ class IFSSNetTrainingLogic:
               progress=None, cancel=None, *, resume=None, stepsPerEpoch: int = 100, runLength: int = 32,
               size: int = 128, widthMult: float = 1.0, device: str = "cpu",
               segmentNames: Optional[Sequence[str]] = None, onStep: Optional[Callable[[dict], None]] = None,
-              validationPairs=None, valEvery: Optional[int] = None) -> str:
+              validationPairs=None, valEvery: Optional[int] = None, valProtocol: str = "3-seeds") -> str:
         if mode not in MODES:
             raise InputError(f"Unknown training mode '{mode}'.", "Use 'full' or 'fewshot'.")
         if not pairs:
@@ -109,7 +114,7 @@ class IFSSNetTrainingLogic:
         if validationPairs and any(v is tv for v, _ in validationPairs for tv, _ in pairs):
             raise InputError("A validation volume is also a training volume.",
                              "Hold out a volume the network does not train on, or leave validation off.")
-        validator = self.validator(validationPairs, segmentNames) if validationPairs else None
+        validator = self.validator(validationPairs, segmentNames, valProtocol) if validationPairs else None
         cfg = TrainConfig(mode=mode, epochs=int(epochs), steps_per_epoch=int(stepsPerEpoch), run_length=int(runLength))
         self.steps, self.validations = [], []
 
@@ -129,9 +134,10 @@ class IFSSNetTrainingLogic:
         return str(path)
 
     @staticmethod
-    def validator(pairs, segmentNames: Optional[Sequence[str]] = None):
+    def validator(pairs, segmentNames: Optional[Sequence[str]] = None, protocol: str = "3-seeds"):
         """An :class:`ifssnet.validation.Validator` for (volumeNode, segmentationNode) or (volumePath,
-        annotationPath) pairs; node pairs are read into memory once. A sparse annotation is an error."""
+        annotationPath) pairs, scoring under ``protocol`` (:data:`VAL_PROTOCOLS`); node pairs are read into
+        memory once. A sparse annotation or an unknown protocol is an error."""
         from ifssnet.validation import Validator, full_annotation
 
         cases = []
@@ -142,7 +148,7 @@ class IFSSNetTrainingLogic:
             seg = segmentationFromNodes(volume, annotation, segmentNames)
             cases.append((segmentationLogic.volumeToArray(volume), full_annotation(seg, f"'{annotation.GetName()}'"),
                           tuple(geometryOf(volume).spacing_kji)))
-        return Validator(cases, segments=segmentNames)
+        return Validator(cases, protocol=protocol, segments=segmentNames)
 
     # ---- background process --------------------------------------------------------------------
 
@@ -181,9 +187,13 @@ class IFSSNetTrainingLogic:
     @staticmethod
     def trainingCommand(filePairs, mode: str, epochs: int, outputPath: str, logPath: str, *, baseModel=None,
                         resume=None, stepsPerEpoch: int = 100, device: str = "cpu", python: Optional[str] = None,
-                        validationPairs=None, valEvery: Optional[int] = None) -> List[str]:
+                        validationPairs=None, valEvery: Optional[int] = None,
+                        valProtocol: Optional[str] = None) -> List[str]:
         """The ``ifssnet train`` command line for a background process (Slicer's PythonSlicer runs it).
-        ``validationPairs``: (volume, annotation) files held out of training (``--val``)."""
+        ``validationPairs``: (volume, annotation) files held out of training (``--val``), scored under
+        ``valProtocol`` (``--val-protocol``; the CLI's ``3-seeds`` when None)."""
+        if valProtocol is not None and valProtocol not in VAL_PROTOCOLS:
+            raise InputError(f"Unknown validation protocol '{valProtocol}'.", f"Use one of {', '.join(VAL_PROTOCOLS)}.")
         cmd = [python or sys.executable, "-m", "ifssnet.cli", "train"]
         cmd += [f"{v}:{a}" for v, a in filePairs]
         cmd += ["--mode", mode, "--epochs", str(int(epochs)), "--steps", str(int(stepsPerEpoch)),
@@ -192,6 +202,8 @@ class IFSSNetTrainingLogic:
             cmd += ["--val"] + [f"{v}:{a}" for v, a in validationPairs]
             if valEvery:
                 cmd += ["--val-every", str(int(valEvery))]
+            if valProtocol:
+                cmd += ["--val-protocol", valProtocol]
         if resume:
             cmd += ["--resume", str(resume)]
         elif baseModel:
