@@ -19,6 +19,7 @@ from typing import List, Sequence
 from .dataset import load_case
 from .errors import InputError
 from .train import StepLog, TrainConfig, train
+from .validation import VALIDATION_CHOICES
 
 
 
@@ -169,7 +170,7 @@ def add_train_arguments(p) -> None:
                         "best network by mean Dice is kept as MODEL.best.pt (default: no validation)")
     p.add_argument("--val-every", type=int, default=None, metavar="N",
                    help="steps between validations (default: --checkpoint-every)")
-    p.add_argument("--val-protocol", choices=("3-seeds", "paper", "both"), default="3-seeds",
+    p.add_argument("--val-protocol", choices=VALIDATION_CHOICES, default="3-seeds",
                    help="how validation cuts seeds from each annotation (as ifssnet compare; default 3-seeds); "
                         "both: every case under each, and the best network by the mean over all of them")
     p.add_argument("--device", default="cpu")

@@ -28,6 +28,10 @@ import numpy as np
 
 from .errors import InputError
 
+#: What ``ifssnet train --val-protocol`` (and Slicer's Training panel) offers: the issue's protocol, the
+#: paper's, or both (each case under each; the best network by the mean over all of those rows).
+VALIDATION_CHOICES = ("3-seeds", "paper", "both")
+
 #: One validation case: (volume path, annotation path), or (volume (K, J, I), {name: mask (K, J, I)},
 #: spacing (sz, sy, sx) mm) already in memory (Slicer's nodes).
 ValidationCase = Tuple

@@ -23,6 +23,7 @@ import slicer
 
 from ifssnet.errors import InputError, ResourceError
 from ifssnet.io import ANNOTATED_TAG, AnnotatedSlices, Geometry, Segment, Segmentation
+from ifssnet.validation import VALIDATION_CHOICES
 
 try:  # the module folders are siblings on sys.path in Slicer and in the tests
     from IFSSNetSegmentationLib import logic as segmentationLogic
@@ -34,7 +35,7 @@ MODES = ("full", "fewshot")
 #: How a held-out pair is scored as training goes (``ifssnet train --val-protocol``): seeds at the 3 largest
 #: cross-sections, the paper's seeds, or both (a network that stops at a muscle's end but shrinks every mask
 #: can win under ``3-seeds`` alone; model card, session 18).
-VAL_PROTOCOLS = ("3-seeds", "paper", "both")
+VAL_PROTOCOLS = VALIDATION_CHOICES
 LOSS_TABLE_NAME = "IFSS-Net training loss"
 
 
