@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fake_models import CopyModel, EmptyModel, UnsureModel
-from ifssnet.errors import Cancelled, ResourceError, SeedError, VolumeError
+from ifssnet.errors import Cancelled, InputError, ResourceError, SeedError, VolumeError
 from ifssnet.progress import CancelToken
 from ifssnet.propagate import propagate
 from ifssnet.seeds import cut_seeds
@@ -92,6 +92,43 @@ def test_blending_between_two_groups_follows_the_nearer_seed():
                     between_seeds_only=True).masks["T"]
     assert (out[9] & a[9]).sum() > 0.8 * a[9].sum()
     assert (out[23] & b[23]).sum() > 0.8 * b[23].sum()
+
+
+def test_max_blend_keeps_what_either_run_finds_between_two_groups():
+    """A run that has lost the muscle (here: carries another shape) does not veto the other with blend="max"."""
+    a = np.zeros((K, J, I), np.uint8)
+    a[:, 5:20, 5:30] = 1
+    b = np.zeros((K, J, I), np.uint8)
+    b[:, 25:45, 35:65] = 1
+    painted = a.copy()
+    painted[25:28] = b[25:28]
+    seeds = cut_seeds(painted, (5, 6, 7, 25, 26, 27))
+    run = lambda blend: propagate(_volume(), {"T": seeds}, CopyModel(size=32), device="cpu",  # noqa: E731
+                                  between_seeds_only=True, blend=blend)
+    mean, peak = run("mean"), run("max")
+    assert not (mean.masks["T"][23] & a[23]).any()                    # the nearer run wins under the mean
+    for k in range(8, 25):                                            # both shapes, all the way between
+        got = peak.masks["T"][k].astype(bool)
+        assert (got & a[k]).sum() > 0.9 * a[k].sum() and (got & b[k]).sum() > 0.9 * b[k].sum()
+        assert (got & ~(a[k] | b[k]).astype(bool)).sum() < 0.1 * (a[k] | b[k]).sum()
+    assert np.array_equal(peak.masks["T"][[5, 6, 7, 25, 26, 27]], painted[[5, 6, 7, 25, 26, 27]])
+    assert (mean.masks["T"] <= peak.masks["T"]).all()                 # the max is never below the weighted mean
+    np.testing.assert_allclose(peak.confidence["T"], mean.confidence["T"])   # confidence: the mean's either way
+    with pytest.raises(InputError, match="Unknown blend"):
+        run("union")
+
+
+def test_max_blend_leaves_a_no_muscle_mark_its_say():
+    """Between painted muscle and a slice marked "no muscle here" the max blend is the mean: the mark's
+    run still weighs more near the mark."""
+    muscle = _tube()
+    painted = muscle.copy()
+    painted[30] = 0                                                    # the mark
+    seeds = cut_seeds(painted, (10, 11, 12, 30))
+    masks = {b: propagate(_volume(), {"T": seeds}, CopyModel(size=32), device="cpu", blend=b).masks["T"]
+             for b in ("mean", "max")}
+    np.testing.assert_array_equal(masks["max"], masks["mean"])
+    assert masks["max"][14].any() and not masks["max"][29].any()          # next to the mark: nothing
 
 
 def test_several_segments_in_one_batch():

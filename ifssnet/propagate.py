@@ -74,6 +74,12 @@ PRESETS: Dict[str, dict] = {
 }
 #: The presets the GUI and the CLI offer, most accurate first.
 PRESET_NAMES = ("accurate", "balanced", "fast")
+#: How two runs that reach the same slice (between two seed groups) are combined: ``mean`` (their
+#: probabilities weighted by 1 / (1 + distance to each run's seed)) or ``max`` (the larger of the runs from
+#: painted muscle: a run that has lost the muscle does not veto the other; a run from slices marked "no
+#: muscle here" still weighs in by distance, as under ``mean``; ``_Accumulator.max_blend``,
+#: ``benchmarks/paper_blend_probe.py``).
+BLENDS = ("mean", "max")
 #: Upper bound on pre-encoded image features held at once (bytes); see ``_FeatureCache``.
 PRE_ENCODE_BYTES = 64 * 2 ** 20
 #: Windows per ``encode_image`` call when pre-encoding, on the CPU and on a GPU. On 2 CPU cores a
@@ -185,6 +191,7 @@ class _Run:
     order: np.ndarray          # (L,) slice indices along the run, the n seed slices first
     n_seeds: int
     weight_origin: int         # slice of the seed nearest to the run (for blending weights)
+    no_muscle: bool = False    # its seed group is painted empty ("no muscle here")
     step: int = 0              # windows done
     quiet: int = 0             # consecutive new slices with no foreground
     done: bool = False
@@ -241,7 +248,7 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
               device: str = "auto", preset: str = "balanced", stop_at_end: bool = True,
               between_seeds_only: bool = False, patience: int = 5, min_area_fraction: float = 0.1,
               batch_size: int = 32, slice_spacing_mm: Optional[float] = None, match_slice_spacing: bool = True,
-              exclusive: bool = True, progress: Optional[ProgressFn] = None,
+              exclusive: bool = True, blend: str = "mean", progress: Optional[ProgressFn] = None,
               cancel: CancelLike = None) -> PropagationResult:
     """Propagate the painted slices of every segment through ``volume`` (K, J, I).
 
@@ -267,7 +274,8 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     together do not overlap; a voxel two of them claim goes to the one painted nearer to its slice, and a
     voxel painted for one segment is not given to another (:mod:`ifssnet.exclusive`; held-out phantoms,
     ``3-seeds+ends``, three muscles in one run: Dice 0.732, volume error 16.8 %, against 0.720 / 19.6 %
-    without). Returns :class:`PropagationResult`. Raises
+    without). ``blend``: how runs that meet between two seed groups are combined (:data:`BLENDS`); the
+    per-slice confidence comes from their weighted mean and variance either way. Returns :class:`PropagationResult`. Raises
     :class:`~ifssnet.errors.Cancelled` if ``cancel`` is set; nothing is returned or changed then.
     """
     import torch
@@ -282,6 +290,9 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     dev = resolve_device(device)
     net = load_model(model, dev)
     settings = resolve_preset(preset, _model_window_and_size(net)[0])
+    if blend not in BLENDS:
+        raise InputError(f"Unknown blend {blend!r}.", f"Choose one of: {', '.join(BLENDS)}.")
+    settings["blend"] = blend
     extra = PRE_ENCODE_BYTES if _uses_pre_encoding(settings, net, dev) else 0
     frames = frames_for(volume.shape[0], slice_spacing_mm, net, match_slice_spacing, seed_map)
     check_propagation_memory(volume.shape, seed_map, net, batch_size, extra_bytes=extra, frames=len(frames.frames))
@@ -463,9 +474,7 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
     runs: List[_Run] = []
     seed_work: Dict[str, Dict[int, torch.Tensor]] = {}
     min_area: Dict[str, float] = {}
-    num: Dict[str, torch.Tensor] = {}
-    num2: Dict[str, torch.Tensor] = {}
-    den: Dict[str, torch.Tensor] = {}
+    acc: Dict[str, _Accumulator] = {}
     painted_work: Dict[str, List[int]] = {}
     for name, s in seed_map.items():
         sl = np.asarray(s.slices)
@@ -477,15 +486,14 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
         area = float(painted_areas.mean()) if len(painted_areas) else 0.0
         min_area[name] = max(2.0, min_area_fraction * area)
         runs += _make_runs(name, painted_work[name], K, between_only)
-        num[name] = torch.zeros((K, S, S))
-        num2[name] = torch.zeros((K, S, S))
-        den[name] = torch.zeros(K)
+        acc[name] = _Accumulator.zeros(K, S, peak=settings.get("blend") == "max")
     ended: Dict[str, List[int]] = {n: [] for n in seed_map}
 
     for r in runs:  # first mask input: the seed slices, the earliest repeated where there are fewer than w
         r.stride = stride
         pos = np.clip(np.arange(r.n_seeds - w, r.n_seeds), 0, None)
         r.prev = torch.stack([seed_work[r.segment][int(r.order[p])] for p in pos])
+        r.no_muscle = not any(bool(seed_work[r.segment][int(k)].any()) for k in r.order[:r.n_seeds])
 
     def window_slices(r: _Run, step: int):
         t = r.first(w, step)                         # first position of the image window
@@ -527,29 +535,28 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
                 prob = torch.softmax(logits.float(), dim=1)[:, 1].cpu()   # (B, w, S, S)
                 for bi, r in enumerate(batch):
                     state_of[id(r)] = _index_state(new_state, bi)
-                    _advance(r, prob[bi], w, seed_work[r.segment], partial[id(r)], num[r.segment],
-                             num2[r.segment], den[r.segment], min_area[r.segment], stop_at_end, patience,
-                             ended[r.segment])
+                    _advance(r, prob[bi], w, seed_work[r.segment], partial[id(r)], acc[r.segment],
+                             min_area[r.segment], stop_at_end, patience, ended[r.segment])
                 done_steps += len(batch)
             report(progress, "propagating", done_steps, total)
         for r in runs:
-            _flush(r, partial[id(r)], num[r.segment], num2[r.segment], den[r.segment], upto=None)
+            _flush(r, partial[id(r)], acc[r.segment], upto=None)
     timings["encode"] = cache.seconds if cache is not None else 0.0
     timings["step"] = time.perf_counter() - t_loop - timings["encode"]
 
     t_out = time.perf_counter()
     confidence = {}
     names = list(seed_map)
-    for name in names:   # blended probability (K, S, S) and per-slice confidence, in place of num, num2
+    blended = {}
+    for name in names:   # blended probability (K, S, S) and per-slice confidence, in place of the sums
         check_cancel(cancel)
-        d = den[name].clamp(min=1e-12)[:, None, None]
-        mean_p = num[name].div_(d)
-        var_p = num2[name].div_(d).sub_(mean_p ** 2).clamp_(min=0)
-        mean_p[den[name] == 0] = 0.0
+        a = acc.pop(name)
+        mean_p, var_p = a.mean_and_variance()
         confidence[name] = frames.to_sweep(slice_confidence(mean_p, var_p, painted=painted_work[name])
                                            ).astype(np.float32)
-        del num2[name]
-    masks = masks_from_probabilities(num, seed_map, grid, frames, (K_sweep, J, I), exclusive=exclusive,
+        blended[name] = a.max_blend() if a.peak is not None else mean_p
+        del a, var_p
+    masks = masks_from_probabilities(blended, seed_map, grid, frames, (K_sweep, J, I), exclusive=exclusive,
                                      sparse=settings["sparse_output"], chunk=chunk, progress=progress, cancel=cancel)
     for name in names:
         confidence[name][np.asarray(seed_map[name].slices)] = 1.0
@@ -671,7 +678,7 @@ def _index_state(state, i):
     return type(state)(_index_state(s, i) for s in state)
 
 
-def _advance(r: _Run, prob, w, seed_masks, partial, num, num2, den, min_area, stop_at_end, patience, ended):
+def _advance(r: _Run, prob, w, seed_masks, partial, acc: "_Accumulator", min_area, stop_at_end, patience, ended):
     """Record one window's probabilities ``prob`` (w, S, S) for run ``r`` and prepare its next input.
 
     The next window's mask input is this window's prediction (the next window is this one moved by
@@ -703,22 +710,77 @@ def _advance(r: _Run, prob, w, seed_masks, partial, num, num2, den, min_area, st
                 for q in list(partial):
                     if q > p - patience:
                         del partial[q]
-                _flush(r, partial, num, num2, den, upto=None)
+                _flush(r, partial, acc, upto=None)
                 return
-    _flush(r, partial, num, num2, den, upto=t)   # positions before t get no more windows
+    _flush(r, partial, acc, upto=t)   # positions before t get no more windows
 
 
-def _flush(r: _Run, partial, num, num2, den, upto) -> None:
+def _flush(r: _Run, partial, acc: "_Accumulator", upto) -> None:
+    """Move run ``r``'s finished positions (before ``upto``; all with None) from ``partial`` into ``acc``:
+    the mean over the run's windows, weighted 1 / (1 + distance to the run's seed)."""
     for p in sorted(list(partial)):
         if upto is not None and p >= upto:
             break
-        probs = partial.pop(p)
         k = int(r.order[p])
-        mean = torch_mean(probs)
-        wgt = 1.0 / (1.0 + abs(k - r.weight_origin))
-        num[k] += wgt * mean
-        num2[k] += wgt * mean * mean
-        den[k] += wgt
+        acc.add(k, torch_mean(partial.pop(p)), 1.0 / (1.0 + abs(k - r.weight_origin)), r.no_muscle)
+
+
+@dataclass
+class _Accumulator:
+    """One segment's probabilities from every run that reached a slice, on the working grid.
+
+    ``num`` (K, S, S): sum of weight x probability; ``num2``: sum of weight x probability^2; ``den`` (K,):
+    sum of the weights. For ``blend="max"`` (else None): ``peak`` (K, S, S), the largest probability of
+    the runs from painted muscle; ``den_muscle`` (K,), their weights; ``num_mark`` (K, S, S) and
+    ``den_mark`` (K,), the weighted sums of the runs from slices marked "no muscle here".
+    """
+    num: Any
+    num2: Any
+    den: Any
+    peak: Any = None
+    den_muscle: Any = None
+    num_mark: Any = None
+    den_mark: Any = None
+
+    @classmethod
+    def zeros(cls, K: int, S: int, peak: bool = False) -> "_Accumulator":
+        import torch
+
+        maps = lambda: torch.zeros((K, S, S))  # noqa: E731
+        return cls(maps(), maps(), torch.zeros(K), *((maps(), torch.zeros(K), maps(), torch.zeros(K))
+                                                      if peak else ()))
+
+    def add(self, k: int, prob, weight: float, no_muscle: bool = False) -> None:
+        """One run's probability (S, S) on slice ``k``, with its blending weight; ``no_muscle``: the run
+        starts from slices marked "no muscle here"."""
+        self.num[k] += weight * prob
+        self.num2[k] += weight * prob * prob
+        self.den[k] += weight
+        if self.peak is None:
+            return
+        if no_muscle:
+            self.num_mark[k] += weight * prob
+            self.den_mark[k] += weight
+        else:
+            self.peak[k].copy_(self.peak[k].maximum(prob))
+            self.den_muscle[k] += weight
+
+    def max_blend(self):
+        """(K, S, S): the runs from painted muscle as one, by their largest probability, with their summed
+        weight; averaged by weight with the runs from "no muscle here" marks, which keep their say near
+        the marks as under the mean. Without marks: the largest probability; 0 where no run came."""
+        d = (self.den_muscle + self.den_mark).clamp(min=1e-12)[:, None, None]
+        return self.peak.mul_(self.den_muscle[:, None, None]).add_(self.num_mark).div_(d)
+
+    def mean_and_variance(self):
+        """(weighted mean, weighted variance) over the runs, each (K, S, S); 0 where no run came. In place
+        of ``num`` and ``num2`` (the sums are gone afterwards)."""
+        d = self.den.clamp(min=1e-12)[:, None, None]
+        mean_p = self.num.div_(d)
+        var_p = self.num2.div_(d).sub_(mean_p ** 2).clamp_(min=0)
+        mean_p[self.den == 0] = 0.0
+        self.num = self.num2 = None
+        return mean_p, var_p
 
 
 def torch_mean(tensors):

@@ -41,6 +41,10 @@ def add_commands(sub) -> None:
     p.add_argument("--allow-overlap", action="store_true",
                    help="propagate each segment as if it were alone, so segments may overlap (default: they do "
                         "not; a voxel two of them claim goes to the one painted nearer to its slice, README)")
+    p.add_argument("--blend", default="mean", choices=["mean", "max"],
+                   help="between two groups of painted slices, combine the two runs by their distance-weighted "
+                        "mean probability (default) or keep the larger (a run that lost the muscle does not "
+                        "erase what the other found; README)")
     p.add_argument("--every-frame", action="store_true",
                    help="run the network on every frame, even on a sweep finer than the network's training "
                         "sweeps (default: the frames nearest to its slice spacing; README)")
@@ -218,7 +222,7 @@ def _propagate(args) -> int:
         result = propagate(volume, seed_map, net, device=device, slice_spacing_mm=spacing_k,
                            match_slice_spacing=not args.every_frame,
                            between_seeds_only=args.between_seeds_only, preset=args.preset,
-                           exclusive=not args.allow_overlap, progress=bar)
+                           exclusive=not args.allow_overlap, blend=args.blend, progress=bar)
     finally:
         bar.close()
     masks = {n: np.ascontiguousarray(np.moveaxis(m, 0, axis)) for n, m in result.masks.items()}
