@@ -156,3 +156,18 @@ def test_weight_interpolation_mixes_two_files_of_one_configuration(tmp_path):
     other = save_checkpoint(tmp_path / "w.pt", IFSSNet(IFSSNetConfig(**dict(TINY, window=5))))
     with pytest.raises(ValueError, match="different configurations"):
         mix.interpolate(paths[0], other, 0.5)
+
+
+def test_paper_blend_probe_zones_and_signed_error():
+    """benchmarks/paper_blend_probe.py: the zones between and outside seed groups leave the seed slices out,
+    and the signed error pools voxels (a tail past the muscle's end counts by its false voxels)."""
+    probe = load_benchmark("paper_blend_probe")
+    z = probe.zones([(10, 11, 12), (110, 111, 112), (210, 211, 212)], 300)
+    assert z["between"] == [(13, 109, 0), (113, 209, 1)]
+    assert z["tails"] == [(0, 9), (213, 299)]
+    assert probe.zones([(0, 1, 2)], 50) == {"between": [], "tails": [(3, 49)]}
+    rows = [dict(ref=100, blend=80, fwd=90, bwd=10, union=95), dict(ref=0, blend=20, fwd=None, bwd=None, union=None)]
+    assert probe.signed_pct(rows, "blend") == pytest.approx(0.0)          # 100 voxels, of which 20 past the end
+    assert probe.signed_pct(rows[:1], "blend") == pytest.approx(-20.0)
+    assert probe.signed_pct(rows, "fwd") == pytest.approx(-10.0)          # the empty column of a tail is left out
+    assert np.isnan(probe.signed_pct(rows[1:], "fwd"))

@@ -80,7 +80,7 @@ def test_no_muscle_marks_do_not_lower_the_area_that_ends_a_run():
     assert len(marked.ended["T"]) >= 2 and not marked.masks["T"][[2, 37, 38]].any()
 
 
-def test_blending_between_two_groups_follows_the_nearer_seed():
+def test_mean_blending_between_two_groups_follows_the_nearer_seed():
     a = np.zeros((K, J, I), np.uint8)
     a[:, 5:20, 5:30] = 1
     b = np.zeros((K, J, I), np.uint8)
@@ -89,7 +89,7 @@ def test_blending_between_two_groups_follows_the_nearer_seed():
     painted[25:28] = b[25:28]
     seeds = cut_seeds(painted, (5, 6, 7, 25, 26, 27))
     out = propagate(_volume(), {"T": seeds}, CopyModel(size=32), device="cpu",
-                    between_seeds_only=True).masks["T"]
+                    between_seeds_only=True, blend="mean").masks["T"]
     assert (out[9] & a[9]).sum() > 0.8 * a[9].sum()
     assert (out[23] & b[23]).sum() > 0.8 * b[23].sum()
 

@@ -11,8 +11,12 @@ in-plane grid of S x S (:class:`ifssnet.preprocess.InPlaneGrid`); probabilities 
 (J, I) before thresholding at 0.5.
 
 A run (one seed group, one direction) covers the slices up to the next seed group, or to the end
-of the volume. Where runs overlap (between two seed groups), their probabilities are blended with
-weights 1 / (1 + distance to the run's seed). With ``stop_at_end``, a run ends after ``patience``
+of the volume. Where runs overlap (between two seed groups), they are blended (``blend``, :data:`BLENDS`):
+by default the larger probability of the runs from painted muscle, with a run from a "no muscle here"
+mark weighing in by 1 / (1 + distance to its seed); ``blend="mean"`` (before session 21) weighs every
+run so. Under the paper's protocol a run that starts from a group near a muscle's tip often loses the
+muscle, and the mean let it erase what the other run found: every held-out mask came out small
+(README, "Where two runs meet"). With ``stop_at_end``, a run ends after ``patience``
 consecutive new slices with (almost) no foreground, so a muscle that ends does not leak on.
 
 Per-slice confidence in [0, 1] comes from :mod:`ifssnet.confidence`; the expected time of a run
@@ -248,7 +252,7 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
               device: str = "auto", preset: str = "balanced", stop_at_end: bool = True,
               between_seeds_only: bool = False, patience: int = 5, min_area_fraction: float = 0.1,
               batch_size: int = 32, slice_spacing_mm: Optional[float] = None, match_slice_spacing: bool = True,
-              exclusive: bool = True, blend: str = "mean", progress: Optional[ProgressFn] = None,
+              exclusive: bool = True, blend: str = "max", progress: Optional[ProgressFn] = None,
               cancel: CancelLike = None) -> PropagationResult:
     """Propagate the painted slices of every segment through ``volume`` (K, J, I).
 

@@ -41,10 +41,10 @@ def add_commands(sub) -> None:
     p.add_argument("--allow-overlap", action="store_true",
                    help="propagate each segment as if it were alone, so segments may overlap (default: they do "
                         "not; a voxel two of them claim goes to the one painted nearer to its slice, README)")
-    p.add_argument("--blend", default="mean", choices=["mean", "max"],
-                   help="between two groups of painted slices, combine the two runs by their distance-weighted "
-                        "mean probability (default) or keep the larger (a run that lost the muscle does not "
-                        "erase what the other found; README)")
+    p.add_argument("--blend", default="max", choices=["mean", "max"],
+                   help="between two groups of painted slices: keep the larger probability of the two runs "
+                        "(default; a run that lost the muscle does not erase what the other found, and a 'no muscle' "
+                        "mark still weighs in near it) or their distance-weighted mean (before session 21; README)")
     p.add_argument("--every-frame", action="store_true",
                    help="run the network on every frame, even on a sweep finer than the network's training "
                         "sweeps (default: the frames nearest to its slice spacing; README)")
