@@ -7,7 +7,8 @@ the kept frames (``frames``, :mod:`ifssnet.slice_spacing`); the output masks cou
 
 =========================================  ===========================================================
 the volume on the working grid             ``4 K S^2`` (``normalized_work_volume``), once
-accumulators per segment                   ``num`` + ``num2``: ``8 K S^2``; ``den``: ``4 K``
+accumulators per segment                   ``num``, ``num2``, and for the default ``max`` blend ``peak``
+                                           and ``num_mark``: ``16 K S^2``; the weights: ``12 K``
 output masks per segment                   ``K J I`` (uint8)
 final stage, one segment at a time         about ``FINAL_STAGE_ARRAYS`` float32 (K, S, S) temporaries:
                                            the blended mean and variance and their intermediates,
@@ -36,6 +37,9 @@ from typing import Optional, Sequence
 
 from .errors import ResourceError
 
+#: float32 (K, S, S) sums per segment during the propagation (``ifssnet.propagate._Accumulator`` with the
+#: default ``max`` blend: num, num2, peak, num_mark; the ``mean`` blend needs the first two only).
+ACCUMULATOR_ARRAYS = 4
 #: float32 (K, S, S) temporaries alive at the peak of the final stage (blend + confidence).
 FINAL_STAGE_ARRAYS = 10
 #: float32 feature maps alive at the peak of one window's forward pass, at width_mult 1
@@ -69,7 +73,7 @@ def estimate_propagation_bytes(shape_kji: Sequence[int], n_segments: int, size: 
     runs = 2 * n if runs is None else max(1, int(runs))
     batch = min(int(batch_size), runs)
     work = plane
-    accumulators = n * (2 * plane + 4 * Kw)
+    accumulators = n * (ACCUMULATOR_ARRAYS * plane + 12 * Kw)
     outputs = n * K * J * I
     final_stage = FINAL_STAGE_ARRAYS * plane
     activations = batch * int(ACTIVATION_CHANNELS * max(width_mult, 0.25)) * window * S * S * 4
