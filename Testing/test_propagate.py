@@ -80,14 +80,19 @@ def test_no_muscle_marks_do_not_lower_the_area_that_ends_a_run():
     assert len(marked.ended["T"]) >= 2 and not marked.masks["T"][[2, 37, 38]].any()
 
 
-def test_mean_blending_between_two_groups_follows_the_nearer_seed():
+def _two_shapes():
+    """Shape a painted on slices 5-7, shape b (elsewhere in-plane) on 25-27: (a, b, painted, seeds)."""
     a = np.zeros((K, J, I), np.uint8)
     a[:, 5:20, 5:30] = 1
     b = np.zeros((K, J, I), np.uint8)
     b[:, 25:45, 35:65] = 1
     painted = a.copy()
     painted[25:28] = b[25:28]
-    seeds = cut_seeds(painted, (5, 6, 7, 25, 26, 27))
+    return a, b, painted, cut_seeds(painted, (5, 6, 7, 25, 26, 27))
+
+
+def test_mean_blending_between_two_groups_follows_the_nearer_seed():
+    a, b, painted, seeds = _two_shapes()
     out = propagate(_volume(), {"T": seeds}, CopyModel(size=32), device="cpu",
                     between_seeds_only=True, blend="mean").masks["T"]
     assert (out[9] & a[9]).sum() > 0.8 * a[9].sum()
@@ -96,13 +101,7 @@ def test_mean_blending_between_two_groups_follows_the_nearer_seed():
 
 def test_max_blend_keeps_what_either_run_finds_between_two_groups():
     """A run that has lost the muscle (here: carries another shape) does not veto the other with blend="max"."""
-    a = np.zeros((K, J, I), np.uint8)
-    a[:, 5:20, 5:30] = 1
-    b = np.zeros((K, J, I), np.uint8)
-    b[:, 25:45, 35:65] = 1
-    painted = a.copy()
-    painted[25:28] = b[25:28]
-    seeds = cut_seeds(painted, (5, 6, 7, 25, 26, 27))
+    a, b, painted, seeds = _two_shapes()
     run = lambda blend: propagate(_volume(), {"T": seeds}, CopyModel(size=32), device="cpu",  # noqa: E731
                                   between_seeds_only=True, blend=blend)
     mean, peak = run("mean"), run("max")
