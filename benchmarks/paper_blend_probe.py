@@ -44,37 +44,35 @@ COLUMNS = ("blend", "fwd", "bwd", "union")
 
 
 def case_rows(case: str, net, stop_at_end: bool = True, blend: str = "mean") -> list:
-    from ifssnet.io import read_segmentation, read_volume
+    from ifssnet.compare import load_case
     from ifssnet.propagate import propagate
     from ifssnet.seeds import cut_seeds, protocol_slices, seed_groups
 
-    img = read_volume(f"{case}/volume.nrrd")
-    seg = read_segmentation(f"{case}/reference.seg.nrrd", reference=img.geometry, reference_shape=img.array.shape)
-    K = img.array.shape[0]
+    volume, masks, spacing = load_case(case)
+    K = volume.shape[0]
     seeds, groups, refs = {}, {}, {}
-    for n in seg.names:
-        ref = seg.get(n).mask.astype(bool)
-        refs[n] = ref
-        groups[n] = seed_groups(protocol_slices(ref, "paper"))
-        seeds[n] = cut_seeds(ref.astype(np.uint8), [k for g in groups[n] for k in g])
+    for n, mask in masks.items():
+        refs[n] = mask.astype(bool)
+        groups[n] = seed_groups(protocol_slices(refs[n], "paper"))
+        seeds[n] = cut_seeds(mask, [k for g in groups[n] for k in g])
         for gi, g in enumerate(groups[n]):
-            seeds[f"{n}#{gi}"] = cut_seeds(ref.astype(np.uint8), g)
-    res = propagate(img.array, seeds, net, device="cpu", exclusive=False, stop_at_end=stop_at_end, blend=blend,
-                    slice_spacing_mm=img.geometry.spacing_kji[0])
+            seeds[f"{n}#{gi}"] = cut_seeds(mask, g)
+    res = propagate(volume, seeds, net, device="cpu", exclusive=False, stop_at_end=stop_at_end, blend=blend,
+                    slice_spacing_mm=spacing[0])
     rows = []
     for n, ref in refs.items():
         z = zones(groups[n], K)
-        blend = res.masks[n].astype(bool)
+        together = res.masks[n].astype(bool)
         for lo, hi, g in z["between"]:
             sl = slice(lo, hi + 1)
             fwd, bwd = res.masks[f"{n}#{g}"][sl].astype(bool), res.masks[f"{n}#{g + 1}"][sl].astype(bool)
             rows.append(dict(case=case, muscle=n, zone="between", first=lo, last=hi, ref=int(ref[sl].sum()),
-                             blend=int(blend[sl].sum()), fwd=int(fwd.sum()), bwd=int(bwd.sum()),
+                             blend=int(together[sl].sum()), fwd=int(fwd.sum()), bwd=int(bwd.sum()),
                              union=int((fwd | bwd).sum())))
         for lo, hi in z["tails"]:       # one run each: no blend (fwd, bwd, union left empty)
             sl = slice(lo, hi + 1)
             rows.append(dict(case=case, muscle=n, zone="tails", first=lo, last=hi, ref=int(ref[sl].sum()),
-                             blend=int(blend[sl].sum()), fwd=None, bwd=None, union=None))
+                             blend=int(together[sl].sum()), fwd=None, bwd=None, union=None))
     return rows
 
 

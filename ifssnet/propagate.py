@@ -735,14 +735,13 @@ class _Accumulator:
 
     ``num`` (K, S, S): sum of weight x probability; ``num2``: sum of weight x probability^2; ``den`` (K,):
     sum of the weights. For ``blend="max"`` (else None): ``peak`` (K, S, S), the largest probability of
-    the runs from painted muscle; ``den_muscle`` (K,), their weights; ``num_mark`` (K, S, S) and
-    ``den_mark`` (K,), the weighted sums of the runs from slices marked "no muscle here".
+    the runs from painted muscle; ``num_mark`` (K, S, S) and ``den_mark`` (K,), the weighted sums of the
+    runs from slices marked "no muscle here" (the runs from muscle weigh ``den - den_mark``).
     """
     num: Any
     num2: Any
     den: Any
     peak: Any = None
-    den_muscle: Any = None
     num_mark: Any = None
     den_mark: Any = None
 
@@ -751,8 +750,7 @@ class _Accumulator:
         import torch
 
         maps = lambda: torch.zeros((K, S, S))  # noqa: E731
-        return cls(maps(), maps(), torch.zeros(K), *((maps(), torch.zeros(K), maps(), torch.zeros(K))
-                                                      if peak else ()))
+        return cls(maps(), maps(), torch.zeros(K), *((maps(), maps(), torch.zeros(K)) if peak else ()))
 
     def add(self, k: int, prob, weight: float, no_muscle: bool = False) -> None:
         """One run's probability (S, S) on slice ``k``, with its blending weight; ``no_muscle``: the run
@@ -767,14 +765,13 @@ class _Accumulator:
             self.den_mark[k] += weight
         else:
             self.peak[k].copy_(self.peak[k].maximum(prob))
-            self.den_muscle[k] += weight
 
     def max_blend(self):
         """(K, S, S): the runs from painted muscle as one, by their largest probability, with their summed
         weight; averaged by weight with the runs from "no muscle here" marks, which keep their say near
         the marks as under the mean. Without marks: the largest probability; 0 where no run came."""
-        d = (self.den_muscle + self.den_mark).clamp(min=1e-12)[:, None, None]
-        return self.peak.mul_(self.den_muscle[:, None, None]).add_(self.num_mark).div_(d)
+        muscle = (self.den - self.den_mark)[:, None, None]
+        return self.peak.mul_(muscle).add_(self.num_mark).div_(self.den.clamp(min=1e-12)[:, None, None])
 
     def mean_and_variance(self):
         """(weighted mean, weighted variance) over the runs, each (K, S, S); 0 where no run came. In place

@@ -32,10 +32,6 @@ except ImportError:  # pragma: no cover - layout error
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 MODES = ("full", "fewshot")
-#: How a held-out pair is scored as training goes (``ifssnet train --val-protocol``): seeds at the 3 largest
-#: cross-sections, the paper's seeds, or both (a network that stops at a muscle's end but shrinks every mask
-#: can win under ``3-seeds`` alone; model card, session 18).
-VAL_PROTOCOLS = VALIDATION_CHOICES
 LOSS_TABLE_NAME = "IFSS-Net training loss"
 
 
@@ -69,7 +65,7 @@ class IFSSNetTrainingLogic:
     complete or sparse (segments tagged ``IFSSNet.AnnotatedSlices`` are known only on those slices).
     Returns the path of the saved model; its model card is written next to it (``<stem>.md``).
     ``validationPairs``: fully annotated pairs held out of training; every ``valEvery`` steps the network
-    propagates them under ``valProtocol`` (``3-seeds``, ``paper`` or ``both``; :data:`VAL_PROTOCOLS`) and the
+    propagates them under ``valProtocol`` (``3-seeds``, ``paper`` or ``both``; :data:`ifssnet.validation.VALIDATION_CHOICES`) and the
     best by mean Dice is kept as ``<stem>.best.pt`` (:mod:`ifssnet.validation`). ``self.validations`` holds
     the scores.
     """
@@ -137,7 +133,7 @@ class IFSSNetTrainingLogic:
     @staticmethod
     def validator(pairs, segmentNames: Optional[Sequence[str]] = None, protocol: str = "3-seeds"):
         """An :class:`ifssnet.validation.Validator` for (volumeNode, segmentationNode) or (volumePath,
-        annotationPath) pairs, scoring under ``protocol`` (:data:`VAL_PROTOCOLS`); node pairs are read into
+        annotationPath) pairs, scoring under ``protocol`` (:data:`ifssnet.validation.VALIDATION_CHOICES`); node pairs are read into
         memory once. A sparse annotation or an unknown protocol is an error."""
         from ifssnet.validation import Validator, full_annotation
 
@@ -193,8 +189,9 @@ class IFSSNetTrainingLogic:
         """The ``ifssnet train`` command line for a background process (Slicer's PythonSlicer runs it).
         ``validationPairs``: (volume, annotation) files held out of training (``--val``), scored under
         ``valProtocol`` (``--val-protocol``; the CLI's ``3-seeds`` when None)."""
-        if valProtocol is not None and valProtocol not in VAL_PROTOCOLS:
-            raise InputError(f"Unknown validation protocol '{valProtocol}'.", f"Use one of {', '.join(VAL_PROTOCOLS)}.")
+        if valProtocol is not None and valProtocol not in VALIDATION_CHOICES:
+            raise InputError(f"Unknown validation protocol '{valProtocol}'.",
+                             f"Use one of {', '.join(VALIDATION_CHOICES)}.")
         cmd = [python or sys.executable, "-m", "ifssnet.cli", "train"]
         cmd += [f"{v}:{a}" for v, a in filePairs]
         cmd += ["--mode", mode, "--epochs", str(int(epochs)), "--steps", str(int(stepsPerEpoch)),
