@@ -255,7 +255,7 @@ def test_end_biased_runs_cross_the_end_of_the_muscle():
 
 
 def test_jitter_mask_shifts_and_deforms_every_slice_alike():
-    from ifssnet.train import jitter_mask
+    from ifssnet.mask_noise import jitter_mask
 
     m = torch.zeros(2, 3, 40, 40)
     m[..., 12:28, 10:30] = 1
@@ -440,7 +440,7 @@ def test_feedback_grad_trains_a_window_through_the_mask_it_feeds_forward():
 def test_shift_only_jitter_keeps_the_area_and_moves_the_mask():
     """``--jitter-radius 0``: the mask input is shifted, never dilated or eroded, so its area is kept (a
     network cannot lower the loss by learning to grow or shrink every mask, only by reading the image)."""
-    from ifssnet.train import jitter_mask
+    from ifssnet.mask_noise import jitter_mask
 
     m = torch.zeros(2, 3, 32, 32)
     m[:, :, 10:20, 8:22] = 1
@@ -460,7 +460,8 @@ def test_image_head_is_added_keeping_every_other_weight_and_learns_from_the_imag
     weights unchanged; the head's loss reaches the shared encoder; with weight 0 the loss is the paper's."""
     from ifssnet.loss import ParametricTversky
     from ifssnet.model import IFSSNet
-    from ifssnet.train import windows_loss, with_image_head
+    from ifssnet.model.image_head import with_image_head
+    from ifssnet.train import windows_loss
 
     torch.manual_seed(0)
     base = IFSSNet(IFSSNetConfig(**TINY))
@@ -506,7 +507,7 @@ def test_image_mode_trains_the_encoder_and_head_alone(tmp_path):
     """``--mode image``: windows without mask input; the encoder and the image-only head learn, the mask-only
     parts (fusion, ConvLSTM, decoder) are untouched, and the head finds the bright segment better after."""
     from ifssnet.model import IFSSNet
-    from ifssnet.train import image_head_loss
+    from ifssnet.extra_losses import image_head_loss
 
     torch.manual_seed(0)
     start = IFSSNet(IFSSNetConfig(**TINY))
@@ -545,7 +546,7 @@ def test_image_mode_windows_come_from_anywhere_in_the_run():
 
 
 def test_box_mask_keeps_where_and_drops_the_outline():
-    from ifssnet.train import box_mask
+    from ifssnet.mask_noise import box_mask
 
     m = torch.zeros(1, 3, 32, 32)
     m[0, 0, 10:20, 8:12] = 1
@@ -700,7 +701,8 @@ def test_end_weight_charges_the_area_predicted_past_the_muscles_end():
     """Windows wholly past the end add end_weight x predicted area / first window's annotated area; windows on
     the muscle add nothing; the term trains the network (it has a gradient)."""
     from ifssnet.loss import ParametricTversky
-    from ifssnet.train import leak_loss, windows_loss
+    from ifssnet.extra_losses import leak_loss
+    from ifssnet.train import windows_loss
 
     prob = torch.full((2, 3, 8, 8), 0.5)
     target = torch.zeros(2, 3, 8, 8)

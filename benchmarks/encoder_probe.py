@@ -37,7 +37,8 @@ def fit_probe(model, cases, steps: int, seed: int = 0, lr: float = 1e-2, batch: 
     """A copy of ``model`` with a new image-only head for the cases' segments, fitted on frozen features."""
     import torch
 
-    from ifssnet.train import fresh_image_head, image_head_loss
+    from ifssnet.extra_losses import image_head_loss
+    from ifssnet.model.image_head import fresh_image_head
 
     net = fresh_image_head(model, sorted({n for c in cases for n in c.masks}), seed).eval()  # eval: no dropout
     for p in net.parameters():

@@ -33,8 +33,9 @@ Adam's first updates (about lr for every weight, whatever its gradient) do not j
 fine-tuned.
 
 Distributed: ``torchrun --nproc_per_node N -m ifssnet.train ...`` runs data parallelism over cases
-(each rank samples its own shard; gradients are all-reduced after every TBPTT update, as DDP does),
-gloo on CPU, nccl on GPUs.
+(each rank samples its own shard; gradients are all-reduced after every TBPTT update, as DDP does;
+:mod:`ifssnet.distributed`), gloo on CPU, nccl on GPUs. The extra loss terms are in
+:mod:`ifssnet.extra_losses`, the deformed mask inputs in :mod:`ifssnet.mask_noise`.
 """
 from __future__ import annotations
 
@@ -48,7 +49,10 @@ import numpy as np
 
 from . import __version__
 from .dataset import Case, decremental_fractions, sample_run, sparsify, thin_case
+from .distributed import average_gradients, broadcast_parameters, rank0_decides
 from .errors import InputError
+from .extra_losses import annotated_area, image_head_loss, leak_loss
+from .mask_noise import JITTER_RADIUS, JITTER_SHIFT, box_mask, jitter_mask
 from .progress import CancelLike, ProgressFn, check_cancel, report
 
 
@@ -75,8 +79,8 @@ class TrainConfig:
     bce_weight: float = 0.0            # + this x voxel-wise cross-entropy (0 = the paper's loss; see loss.py)
     mask_jitter: float = 0.0           # probability per window that the mask input is deformed (jitter_mask)
     jitter_first_only: bool = False    # deform only the run's first mask input (the annotation), as stage 3 did
-    jitter_shift: int = 3              # jitter_mask: largest in-plane shift, pixels of the working grid
-    jitter_radius: int = 3             # jitter_mask: largest dilation/erosion radius, pixels (0: shift only)
+    jitter_shift: int = JITTER_SHIFT   # jitter_mask: largest in-plane shift, pixels of the working grid
+    jitter_radius: int = JITTER_RADIUS  # jitter_mask: largest dilation/erosion radius, pixels (0: shift only)
     strides: List[int] = field(default_factory=lambda: [1])   # window strides, one drawn per step (1 = paper)
     batch: int = 1                     # runs per step (one stride for all); more keep a GPU busy
     feedback_grad: bool = False        # backpropagate through the mask fed from window to window (windows_loss)
@@ -149,7 +153,7 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     ``first_prev`` or the annotation of slices 0..w-1 (the window ``stride`` slices back).
     Returns the mean over windows of (1 - TI), so ``loss.backward()`` is eq. (4) without the L2 term.
     From ``cfg``: ``mode`` and ``refeed_every`` (the targets and re-anchoring), ``mask_jitter`` (probability,
-    per window, that the mask input is deformed by :func:`jitter_mask`, within ``jitter_shift`` and
+    per window, that the mask input is deformed by :func:`ifssnet.mask_noise.jitter_mask`, within ``jitter_shift`` and
     ``jitter_radius``), ``jitter_first_only`` (deform only the run's first mask input, the annotation;
     ``first_prev`` is None, not the network's own predictions) and ``feedback_grad``.
     ``stride``: slices between windows (1..w, checked by :func:`train`), as propagation's presets; the
@@ -158,9 +162,9 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     windows before it through the mask they fed forward (within this part of the run), as PG-Net's chains
     are trained; by default the mask input is detached and only the ConvLSTM state carries gradient. A
     network trained with detached feedback is never taught what its own errors do to the next window.
-    ``cfg.image_aux``: adds that weight x the image-only head's loss (:func:`image_head_loss`) on each
+    ``cfg.image_aux``: adds that weight x the image-only head's loss (:func:`ifssnet.extra_losses.image_head_loss`) on each
     window; ``segments`` (torch long (B,)) are the runs' channels of that head.
-    ``cfg.end_weight``: adds that weight x :func:`leak_loss` on each window; ``seed_area`` (torch (B,), pixels
+    ``cfg.end_weight``: adds that weight x :func:`ifssnet.extra_losses.leak_loss` on each window; ``seed_area`` (torch (B,), pixels
     over w slices) is the annotated area of the whole run's first window, which a later part of the run (a
     TBPTT half, the part after a burn-in) no longer holds; default: ``mask[:, 0:w]``'s.
     """
@@ -216,102 +220,6 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     if aux:
         loss = loss + cfg.image_aux * torch.stack(aux).mean()
     return loss, state, prev
-
-
-def annotated_area(mask, w: int):
-    """The annotated pixels of a run's first window: ``mask`` (B, L, S, S) -> (B,), summed over ``w`` slices."""
-    return mask[:, 0:w].flatten(1).sum(-1)
-
-
-def leak_loss(prob, target, known, seed_area):
-    """The predicted area of windows that lie wholly past a muscle's end, as a fraction of the run's first
-    annotated window's area; the mean over the batch (0-d tensor).
-
-    ``prob``, ``target``: (B, w, S, S); ``known``: bool (B, w); ``seed_area``: (B,), the annotated pixels of
-    the run's first window (w slices). A window counts when every slice is known and its target is empty;
-    others add 0.
-    Past an end the Tversky index is smooth / (alpha FP + smooth), which saturates as the leak grows, and
-    the cross-entropy is averaged over every pixel of the window: a leak of a tenth of the muscle's area
-    costs both almost nothing. This term costs it a tenth (x ``--end-weight``), however large it grows.
-    """
-    empty = (target.flatten(2).sum(-1) == 0).all(dim=1) & known.all(dim=1)          # (B,)
-    return (prob.flatten(1).sum(-1) / seed_area.clamp(min=1.0) * empty.to(prob.dtype)).mean()
-
-
-def image_head_loss(model, feats, segments, target, known):
-    """Loss of the image-only head (:mod:`ifssnet.model.image_head`) for one window: BCE + (1 - soft
-    Dice) of each run's own segment channel, on its annotated slices only.
-
-    ``feats``: the window's image-stream features, batch B; ``segments``: long (B,), head channels;
-    ``target``: (B, w, S, S) in {0, 1}; ``known``: bool (B, w).
-    """
-    import torch
-
-    from .loss import soft_dice_loss, weighted_bce_with_logits
-
-    if segments is None:
-        raise InputError("The image-only head's loss needs each run's segment.", "Pass segments to windows_loss.")
-    own = model.segment_logits(feats, segments)                            # (B, w, S, S)
-    weight = known.to(own.dtype)[:, :, None, None]
-    return (weighted_bce_with_logits(own, target, weight)
-            + soft_dice_loss(torch.sigmoid(own), target, weight, dims=(2, 3)))
-
-
-def jitter_mask(mask, max_shift: int = TrainConfig.jitter_shift, max_radius: int = TrainConfig.jitter_radius):
-    """Deform a mask input (B, w, S, S) in [0, 1]: one random in-plane shift (up to ``max_shift``
-    pixels) and one dilation or erosion (square, radius 1..``max_radius`` pixels; none when
-    ``max_radius`` is 0), the same for the w slices. Uses torch's RNG, so a seeded step deforms the same
-    way. Shift only (``max_radius=0``) keeps the mask's area, so the network cannot lower the loss by
-    learning to grow or shrink every mask (what dilation and erosion taught it, measured in the model
-    card); only by finding the muscle in the image.
-
-    Deformed mask inputs teach the network to pull a wrong mask back onto the muscle's borders
-    instead of copying it (MaskTrack, Perazzi et al. 2017). Without them the network learned to copy
-    its mask input (neighbouring slices 1 mm apart are nearly equal): measured on validation runs, its
-    predicted area stayed constant over 40 slices while the muscle shrank to nothing. At inference the
-    mask input is the network's own previous output, so such errors compound slice after slice.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    dy, dx = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,)))
-    out = torch.roll(mask, (dy, dx), dims=(-2, -1))
-    if max_radius <= 0:
-        return out
-    r = int(torch.randint(1, max_radius + 1, (1,)))
-    B, w, S, T = out.shape
-    flat = out.reshape(B * w, 1, S, T)
-    if bool(torch.rand(()) < 0.5):
-        flat = F.max_pool2d(flat, 2 * r + 1, stride=1, padding=r)                  # dilate
-    else:
-        flat = 1.0 - F.max_pool2d(1.0 - flat, 2 * r + 1, stride=1, padding=r)      # erode
-    return flat.reshape(B, w, S, T)
-
-
-def box_mask(mask, max_margin: int = TrainConfig.jitter_shift):
-    """The mask input (B, w, S, S) replaced by each slice's bounding box of ``mask > 0.5``, grown by a
-    random margin of 0..``max_margin`` pixels (one for the whole batch; torch's RNG). Empty slices stay
-    empty.
-
-    ``--mask-box``: the box keeps which muscle and where, and drops its outline, which the network must
-    then find in the image. Copying the mask input scores well on 1 mm slices, and jittered masks taught an
-    area prior instead (model card); from a box neither works.
-    """
-    import torch
-
-    m = mask > 0.5
-    B, w, S, T = m.shape
-    margin = int(torch.randint(0, max_margin + 1, (1,)))
-    rows, cols = m.any(-1), m.any(-2)                              # (B, w, S), (B, w, T)
-    ar_s, ar_t = torch.arange(S, device=mask.device), torch.arange(T, device=mask.device)
-
-    def span(any_, ar, n):
-        lo = torch.where(any_, ar, n).amin(-1) - margin              # (B, w)
-        hi = torch.where(any_, ar, -1).amax(-1) + margin
-        return (ar >= lo[..., None]) & (ar <= hi[..., None])          # (B, w, n)
-
-    box = span(rows, ar_s, S)[..., :, None] & span(cols, ar_t, T)[..., None, :]
-    return (box & m.flatten(2).any(-1)[..., None, None]).to(mask.dtype)
 
 
 def _detach_state(state):
@@ -394,7 +302,7 @@ def image_step(model, optimizer, image, mask, known, segments, cfg: TrainConfig)
     """``--mode image``: one update of the shared encoder and the image-only head alone, on a batch of
     windows ``image``, ``mask`` (B, w, S, S), ``known`` bool (B, w), ``segments`` long (B,) head channels.
 
-    The loss is :func:`image_head_loss`: find each window's segment in the image, with no mask input.
+    The loss is :func:`ifssnet.extra_losses.image_head_loss`: find each window's segment in the image, with no mask input.
     A pretraining stage: the paper's network trained end to end was measured to ignore the image (its
     encoder's features do not locate the muscles), so the encoder first learns to see them; a ``full``
     run from this checkpoint (with ``--image-aux``, to keep them) then trains the rest.
@@ -410,46 +318,17 @@ def _apply_update(optimizer, loss, cfg: TrainConfig) -> None:
     import torch
 
     loss.backward()
-    _average_gradients(optimizer)
+    average_gradients(optimizer)
     if cfg.grad_clip:
         torch.nn.utils.clip_grad_norm_([q for g in optimizer.param_groups for q in g["params"]], cfg.grad_clip)
     optimizer.step()
 
 
-def _is_distributed() -> bool:
-    """Whether a process group of more than one rank is running (torchrun, or a test's own group)."""
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _average_gradients(optimizer) -> None:
-    """Data parallelism over cases: average every gradient (the network's and alpha/beta's) across ranks.
-
-    This is what DistributedDataParallel's reducer computes. It is done explicitly because TBPTT calls
-    the network once per window before one backward, which DDP's one-forward-per-backward hooks do not expect.
-    """
-    import torch.distributed as dist
-
-    if not _is_distributed():
-        return
-    world = dist.get_world_size()
-    for g in optimizer.param_groups:
-        for q in g["params"]:
-            if q.grad is not None:
-                dist.all_reduce(q.grad)
-                q.grad /= world
-
-
-def _broadcast_parameters(modules) -> None:
-    """Start every rank from rank 0's weights."""
-    import torch.distributed as dist
-
-    if not _is_distributed():
-        return
-    for m in modules:
-        for t in list(m.parameters()) + list(m.buffers()):
-            dist.broadcast(t.data, 0)
+def _past_time_limit(started: float, limit_s: Optional[float]) -> bool:
+    """Whether ``limit_s`` seconds have passed since ``started``; rank 0 decides for every rank."""
+    if limit_s is None:
+        return False
+    return rank0_decides(time.perf_counter() - started >= limit_s)
 
 
 def _seed_everything(cfg: TrainConfig, step: int, rank: int):
@@ -457,21 +336,6 @@ def _seed_everything(cfg: TrainConfig, step: int, rank: int):
 
     torch.manual_seed(hash((cfg.seed, step, rank)) & 0x7FFFFFFF)
     return np.random.default_rng([cfg.seed, step, rank])
-
-
-def _past_time_limit(started: float, limit_s: Optional[float]) -> bool:
-    """Whether ``limit_s`` seconds have passed since ``started``; rank 0 decides for every rank."""
-    if limit_s is None:
-        return False
-    over = time.perf_counter() - started >= limit_s
-    if not _is_distributed():
-        return over
-    import torch
-    import torch.distributed as dist
-
-    flag = torch.tensor([float(over)])
-    dist.broadcast(flag, 0)
-    return bool(flag.item())
 
 
 def _draw_run(cases, pool: int, rng, cfg: TrainConfig, window: int):
@@ -506,39 +370,6 @@ def decremental_pool(n_cases: int, step: int, total: int) -> int:
     if n_cases <= 0 or total <= 0:
         return max(0, n_cases)
     return min(n_cases, 1 + (max(0, step) * n_cases) // total)
-
-
-def with_image_head(model, names: Sequence[str], seed: int = 0):
-    """``model`` with an image-only head for ``names`` (:mod:`ifssnet.model.image_head`).
-
-    A network that has a head keeps it, and every name must be one of its segments. One without gets
-    a new, seeded head (:func:`fresh_image_head`; fine-tuning ``--from`` the shipped weights).
-    """
-    have = tuple(model.config.image_head)
-    if not have:
-        return fresh_image_head(model, names, seed)
-    missing = [n for n in names if n not in have]
-    if missing:
-        raise InputError(f"The network's image-only head knows the segments {list(have)}, not {missing}.",
-                         "Train with --segments among those, or start from a network without a head.")
-    return model
-
-
-def fresh_image_head(model, names: Sequence[str], seed: int = 0):
-    """A new network: ``model``'s weights with a new, seeded image-only head for ``names`` (any head
-    ``model`` had is dropped), on ``model``'s device and in its train/eval mode."""
-    import torch
-
-    from .model import IFSSNet
-
-    config = type(model.config).from_dict({**model.config.to_dict(), "image_head": list(names)})
-    torch.manual_seed(seed)
-    new = IFSSNet(config)
-    kept = {k: v for k, v in model.state_dict().items() if not k.startswith("image_head.")}
-    missing, unexpected = new.load_state_dict(kept, strict=False)
-    if unexpected or any(not k.startswith("image_head.") for k in missing):
-        raise InputError("Could not add the image-only head to this network.", "Train without --image-aux.")
-    return new.to(next(model.parameters()).device).train(model.training)
 
 
 #: Fine-tuning from a model with more than this share of zero weights warns that those parts hardly learn.
@@ -642,6 +473,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     from .loss import ParametricTversky
     from .model import IFSSNet, IFSSNetConfig
     from .model.checkpoint import load_checkpoint, resume_state, save_checkpoint
+    from .model.image_head import with_image_head
 
     cfg = cfg or TrainConfig()
     cfg.validate()
@@ -683,7 +515,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     loss_fn = ParametricTversky(bce_weight=cfg.bce_weight, learn=cfg.learn_tversky, beta=cfg.tversky_beta).to(device)
     if loss_state is not None:
         loss_fn.load_state_dict(loss_state)
-    _broadcast_parameters([model, loss_fn])
+    broadcast_parameters([model, loss_fn])
     opt = make_optimizer(model, loss_fn, cfg)
     if opt_state is not None:
         opt.load_state_dict(opt_state)

@@ -14,11 +14,13 @@ one independent (sigmoid) logit per segment named in ``IFSSNetConfig.image_head`
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from .config import IFSSNetConfig
 
 LEVELS = (0, 2, 4)   # skips 1, 3 and 5: full resolution, a quarter, a sixteenth
@@ -48,3 +50,36 @@ class ImageHead(nn.Module):
                 y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
             out = y if out is None else out + y
         return out
+
+
+def with_image_head(model, names: Sequence[str], seed: int = 0):
+    """``model`` with an image-only head for ``names`` (:mod:`ifssnet.model.image_head`).
+
+    A network that has a head keeps it, and every name must be one of its segments. One without gets
+    a new, seeded head (:func:`fresh_image_head`; fine-tuning ``--from`` the shipped weights).
+    """
+    have = tuple(model.config.image_head)
+    if not have:
+        return fresh_image_head(model, names, seed)
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise InputError(f"The network's image-only head knows the segments {list(have)}, not {missing}.",
+                         "Train with --segments among those, or start from a network without a head.")
+    return model
+
+
+def fresh_image_head(model, names: Sequence[str], seed: int = 0):
+    """A new network: ``model``'s weights with a new, seeded image-only head for ``names`` (any head
+    ``model`` had is dropped), on ``model``'s device and in its train/eval mode."""
+    import torch
+
+    from .net import IFSSNet
+
+    config = type(model.config).from_dict({**model.config.to_dict(), "image_head": list(names)})
+    torch.manual_seed(seed)
+    new = IFSSNet(config)
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith("image_head.")}
+    missing, unexpected = new.load_state_dict(kept, strict=False)
+    if unexpected or any(not k.startswith("image_head.") for k in missing):
+        raise InputError("Could not add the image-only head to this network.", "Train without --image-aux.")
+    return new.to(next(model.parameters()).device).train(model.training)

@@ -1,0 +1,53 @@
+"""Data parallelism over training cases with ``torch.distributed`` (gloo on CPU, nccl on GPUs).
+
+``torchrun --nproc_per_node N -m ifssnet.train ...`` starts one process per rank; every rank samples
+its own shard of the cases (:func:`ifssnet.train.train`). These helpers are what DDP would do, done by
+hand because TBPTT calls the network once per window before one backward, which DDP's
+one-forward-per-backward hooks do not expect. Each is a no-op in a single process.
+"""
+from __future__ import annotations
+
+
+def is_distributed() -> bool:
+    """Whether a process group of more than one rank is running (torchrun, or a test's own group)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def average_gradients(optimizer) -> None:
+    """Average every gradient of ``optimizer``'s parameters (the network's and alpha/beta's) across ranks,
+    as DistributedDataParallel's reducer does."""
+    import torch.distributed as dist
+
+    if not is_distributed():
+        return
+    world = dist.get_world_size()
+    for g in optimizer.param_groups:
+        for q in g["params"]:
+            if q.grad is not None:
+                dist.all_reduce(q.grad)
+                q.grad /= world
+
+
+def broadcast_parameters(modules) -> None:
+    """Start every rank from rank 0's weights and buffers of ``modules``."""
+    import torch.distributed as dist
+
+    if not is_distributed():
+        return
+    for m in modules:
+        for t in list(m.parameters()) + list(m.buffers()):
+            dist.broadcast(t.data, 0)
+
+
+def rank0_decides(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank (a stop decision that every rank must take at the same step)."""
+    if not is_distributed():
+        return bool(flag)
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([float(flag)])
+    dist.broadcast(t, 0)
+    return bool(t.item())
