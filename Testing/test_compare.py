@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ifssnet import compare as C
+from ifssnet import compare_cli as CC
 from ifssnet.baselines import registry
 from ifssnet.errors import Cancelled, InputError
 from ifssnet.io import AnnotatedSlices, Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
@@ -150,7 +151,7 @@ def test_cli_compare_with_seed_file_and_protocol(tmp_path, capsys):
                                   {n: AnnotatedSlices(0, s.slices) for n, s in seeds.items()})
     write_segmentation(seg, tmp_path / "seeds.seg.nrrd")
     parser = argparse.ArgumentParser()
-    C.add_commands(parser.add_subparsers(dest="command"))
+    CC.add_commands(parser.add_subparsers(dest="command"))
     case = tmp_path / "case"
     args = parser.parse_args(["compare", str(case / "volume.nrrd"), str(tmp_path / "seeds.seg.nrrd"),
                               str(case / "reference.seg.nrrd"), "--segment", "GM", "--methods", "fbs,ws",
@@ -171,12 +172,12 @@ def test_cli_compare_with_seed_file_and_protocol(tmp_path, capsys):
 
 
 def test_method_options_are_checked_and_parsed():
-    assert C.parse_options(["ws.feature_dtype=uint16", "gfs.extent_growth=none", "gfs.seed_locality=1.5",
+    assert CC.parse_options(["ws.feature_dtype=uint16", "gfs.extent_growth=none", "gfs.seed_locality=1.5",
                             "fbs.isolate=true"]) == {"ws": {"feature_dtype": "uint16"},
                                                      "gfs": {"extent_growth": None, "seed_locality": 1.5},
                                                      "fbs": {"isolate": True}}
     with pytest.raises(InputError):
-        C.parse_options(["ws=3"])
+        CC.parse_options(["ws=3"])
     vol, refs = tiny_case()
     with pytest.raises(InputError, match="object_scale_mm"):
         C.compare(vol, refs, SPACING, ["ws"], method_options={"ws": {"object_scale": 3}})

@@ -25,7 +25,7 @@ _COMMAND_PROVIDERS = [
     ("ifssnet.demo", "add_commands"),          # demo
     ("ifssnet.propagate_cli", "add_commands"),  # propagate
     ("ifssnet.train_cli", "add_commands"),     # train
-    ("ifssnet.compare", "add_commands"),       # compare, compare-set
+    ("ifssnet.compare_cli", "add_commands"),   # compare, compare-set
     ("ifssnet.bench", "add_commands"),         # bench
 ]
 

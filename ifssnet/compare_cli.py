@@ -1,0 +1,203 @@
+"""``ifssnet compare`` and ``ifssnet compare-set``: the command line of :mod:`ifssnet.compare`.
+
+``--option METHOD.KEY=VALUE`` passes one option to one method (:func:`parse_options`); ``--model`` and
+``--device`` go to the learned methods. Tables print to stdout; ``--csv``, ``--plot`` and ``--json``
+write the rows, a figure and machine-readable output.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .compare import (DEFAULT_METHODS, compare, compare_set, format_summary, format_table, plot, plot_summary,
+                      write_csv)
+from .errors import InputError, SeedError
+from .seeds import PROTOCOLS
+
+
+def _method_list(text: Optional[str]) -> List[str]:
+    if not text:
+        return list(DEFAULT_METHODS)
+    return [m.strip().lower() for m in text.split(",") if m.strip()]
+
+
+def _seed_sets_from_file(path, names: Sequence[str], geometry, shape) -> Dict[str, object]:
+    """SeedSets from a seed .seg.nrrd: each segment's annotated slices (its tag, else its non-empty slices)."""
+    from .io import read_segmentation
+    from .seeds import cut_seeds
+
+    seg = read_segmentation(path, reference=geometry, reference_shape=shape)
+    out = {}
+    for name in names:
+        s = seg.get(name)
+        mask = (np.asarray(s.mask) != 0).astype(np.uint8)
+        if s.annotated is not None:
+            if s.annotated.axis != 0:
+                raise SeedError(f"'{name}' is annotated across axis {s.annotated.axis}; the comparison propagates along axis 0.",
+                                "Paint the seeds on slices across the sweep (axis 0, the K axis).")
+            slices = tuple(int(k) for k in s.annotated.slices)
+        else:
+            slices = tuple(int(k) for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)))
+        if not slices:
+            raise SeedError(f"'{name}' has no annotated slice in {path}.", "Cut seeds with `ifssnet seeds`, or pass '-'.")
+        out[name] = cut_seeds(mask, slices)
+    return out
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--segment", default=None, help="segment name(s), comma-separated (default: all, e.g. GM,GL,SOL)")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="registered methods, comma-separated (default fbs,gfs,ws; also ifssnet, pgnet, unet3d when installed)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="3-seeds",
+                   help="3-seeds: 3 consecutive slices at the largest cross-section; paper: 3 every 100 slices; "
+                        "3-seeds+ends: 3-seeds and the first empty slice past each end of the muscle")
+    p.add_argument("--count", type=int, default=3, help="consecutive annotated slices per group (default 3)")
+    p.add_argument("--every", type=int, default=100, help="paper protocol: a group every N slices (default 100)")
+    p.add_argument("--score-extent", choices=("reference", "volume"), default="reference",
+                   help="score the reference's slice extent (default) or every slice")
+    p.add_argument("--model", default=None, help="IFSS-Net checkpoint for the 'ifssnet' method (default: shipped)")
+    p.add_argument("--device", default="auto", help="device for learned methods: auto | cpu | cuda")
+    p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="an option for one method, repeatable; e.g. ws.feature_dtype=uint16 (fast, not "
+                        "voxel-identical), ws.object_scale_mm=3, gfs.seed_locality=1, gfs.extent_growth=none, fbs.isolate=true, "
+                        "ifssnet.blend=mean (propagation's rule before session 21)")
+    p.add_argument("--joint", action="store_true",
+                   help="methods that can (ifssnet, pgnet) segment all muscles in one run, as Slicer's Propagate "
+                        "does; the muscles do not overlap unless --option ifssnet.exclusive=false")
+    p.add_argument("--csv", type=Path, default=None, help="write the rows to this CSV file")
+    p.add_argument("--plot", type=Path, default=None, help="write the plot (PNG) to this file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``compare`` and ``compare-set`` to the ``ifssnet`` command line."""
+    c = sub.add_parser("compare", help="compare propagation methods (FBS, GFS, WS, IFSS-Net, ...) on one volume",
+                       description="Run each method from the same seeds and score it against REF. "
+                                   "SEEDS is a seed .seg.nrrd, or '-' to cut seeds from REF by --protocol.")
+    c.add_argument("volume", type=Path)
+    c.add_argument("seeds", help="seed .seg.nrrd (annotated slices), or '-' to cut them from REF by protocol")
+    c.add_argument("ref", type=Path, help="reference .seg.nrrd")
+    _add_common(c)
+    c.set_defaults(func=_cli_compare)
+
+    s = sub.add_parser("compare-set", help="compare methods over several phantom cases (mean ± std per method)",
+                       description="Each DIR holds volume.nrrd and reference.seg.nrrd (from `ifssnet phantom`).")
+    s.add_argument("dirs", nargs="+", type=Path)
+    _add_common(s)
+    s.set_defaults(func=_cli_compare_set)
+
+
+
+def _parse_value(text: str):
+    low = text.strip().lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_options(items: Sequence[str]) -> Dict[str, dict]:
+    """``["ws.feature_dtype=uint16", "gfs.seed_locality=1"]`` -> ``{"ws": {"feature_dtype": "uint16"}, ...}``."""
+    opts: Dict[str, dict] = {}
+    for item in items or ():
+        head, eq, value = item.partition("=")
+        method, dot, key = head.partition(".")
+        if not (eq and dot and method.strip() and key.strip()):
+            raise InputError(f"Option {item!r} is not METHOD.KEY=VALUE.", "Write e.g. --option ws.feature_dtype=uint16.")
+        opts.setdefault(method.strip().lower(), {})[key.strip()] = _parse_value(value)
+    return opts
+
+
+def _options(args) -> Dict[str, dict]:
+    opts: Dict[str, dict] = {}
+    if args.model or args.device != "auto":
+        for name in ("ifssnet", "pgnet", "unet3d"):
+            opts[name] = {"device": args.device}
+            if args.model and name == "ifssnet":
+                opts[name]["model"] = args.model
+    for method, kv in parse_options(args.option).items():
+        opts.setdefault(method, {}).update(kv)
+    return opts
+
+
+def _jsonable(rows: Sequence[dict]) -> List[dict]:
+    out = []
+    for r in rows:
+        d = {}
+        for k, v in r.items():
+            if k == "mask":
+                continue
+            if isinstance(v, np.ndarray):
+                v = [None if not np.isfinite(x) else float(x) for x in v]
+            elif isinstance(v, (float, np.floating)) and not np.isfinite(v):
+                v = None if np.isnan(v) else ("inf" if v > 0 else "-inf")
+            d[k] = v
+        out.append(d)
+    return out
+
+
+def _cli_compare(args) -> int:
+    from .cli import print_json
+    from .io import read_segmentation, read_volume, split_names
+    from .progress import TqdmProgress
+
+    image = read_volume(args.volume)
+    ref = read_segmentation(args.ref, reference=image.geometry, reference_shape=image.array.shape)
+    names = split_names(args.segment, ref.names)
+    seeds = None
+    if args.seeds != "-":
+        seeds = _seed_sets_from_file(args.seeds, names, image.geometry, image.array.shape)
+    bar = TqdmProgress()
+    try:
+        rows = compare(image.array, {n: ref.mask(n) for n in names}, image.geometry.spacing_kji, _method_list(args.methods),
+                       args.protocol, progress=bar, seeds=seeds, count=args.count, every=args.every,
+                       method_options=_options(args), score_extent=args.score_extent, joint=args.joint)
+    finally:
+        bar.close()
+    if args.csv:
+        write_csv(rows, args.csv)
+    if args.plot:
+        plot(rows, args.plot, title=f"{args.volume.name}: {args.protocol if seeds is None else 'given seeds'}")
+    if args.json:
+        print_json(_jsonable(rows))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def _cli_compare_set(args) -> int:
+    from .cli import print_json
+    from .progress import TqdmProgress
+
+    segments = [s.strip() for s in args.segment.split(",")] if args.segment else None
+    bar = TqdmProgress()
+    try:
+        res = compare_set(args.dirs, _method_list(args.methods), args.protocol, segments, progress=bar,
+                          count=args.count, every=args.every, method_options=_options(args),
+                          score_extent=args.score_extent, joint=args.joint)
+    finally:
+        bar.close()
+    if args.csv:
+        write_csv(res["rows"], args.csv)
+    if args.plot:
+        plot_summary(res["summary_by_muscle"], args.plot, title=f"{len(args.dirs)} cases, protocol {args.protocol}")
+    if args.json:
+        print_json({"summary": _jsonable(res["summary"]), "summary_by_muscle": _jsonable(res["summary_by_muscle"]),
+                    "rows": _jsonable(res["rows"])})
+    else:
+        print(f"{len(args.dirs)} case(s), protocol {args.protocol}; mean ± std per method")
+        print(format_summary(res["summary"]))
+        print()
+        print(format_summary(res["summary_by_muscle"], ("method", "muscle")))
+    return 0
