@@ -37,9 +37,9 @@ def _case(K=24, J=64, I=64, seed=0):
 @pytest.fixture
 def pre_encode_on_cpu(monkeypatch):
     """Pre-encoding is a GPU default; switch it on here so the CPU tests exercise that path."""
-    import ifssnet.propagate as P
+    import ifssnet.network_runner as N
 
-    monkeypatch.setattr(P, "PRE_ENCODE_ON_CPU", True)
+    monkeypatch.setattr(N, "PRE_ENCODE_ON_CPU", True)
 
 
 @pytest.mark.parametrize("shape", [(24, 64, 64), (20, 50, 70)])   # integer and non-integer in-plane scale
@@ -59,20 +59,20 @@ def test_optimised_path_equals_straightforward_path(shape, pre_encode_on_cpu):
 
 
 def test_pre_encoding_in_small_chunks_changes_nothing(monkeypatch, pre_encode_on_cpu):
-    import ifssnet.propagate as P
+    import ifssnet.network_runner as N
 
     net = _tiny_net(1)
     vol, m = _case()
     seeds = {"T": cut_seeds(m, (8, 9, 10))}
     a = propagate(vol, seeds, net, device="cpu", preset="accurate", stop_at_end=False)
-    monkeypatch.setattr(P, "PRE_ENCODE_BYTES", 1)      # one step ahead at a time
-    monkeypatch.setattr(P, "ENCODE_BATCH", 1)
+    monkeypatch.setattr(N, "PRE_ENCODE_BYTES", 1)      # one step ahead at a time
+    monkeypatch.setattr(N, "ENCODE_BATCH", 1)
     b = propagate(vol, seeds, net, device="cpu", preset="accurate", stop_at_end=False)
     assert (a.masks["T"] != b.masks["T"]).sum() <= 2 and b.timings["encode"] > 0
 
 
 def test_sparse_output_resampling_equals_full_resampling():
-    from ifssnet.propagate import _threshold_to_volume
+    from ifssnet.propagate_output import threshold_to_volume
 
     rng = np.random.default_rng(3)
     for shape_ji, S in (((64, 64), 32), ((60, 64), 16), ((50, 70), 32), ((32, 32), 32)):
@@ -83,7 +83,7 @@ def test_sparse_output_resampling_equals_full_resampling():
         prob[4, 10, 10] = 0.51                   # a single hot sample
         full = (grid.to_volume(prob) > 0.5).numpy().astype(np.uint8)
         out = np.zeros((6,) + shape_ji, np.uint8)
-        _threshold_to_volume(grid, prob, out)
+        threshold_to_volume(grid, prob, out)
         assert int((out != full).sum()) == 0, shape_ji
 
 

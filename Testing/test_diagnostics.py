@@ -111,7 +111,7 @@ def test_threshold_probe_thresholds_the_resampled_probabilities_at_t(threshold):
     import torch
 
     from ifssnet.preprocess import InPlaneGrid
-    from ifssnet.propagate import masks_from_probabilities
+    from ifssnet.propagate_output import masks_from_probabilities
     from ifssnet.seeds import SeedSet
     from ifssnet.slice_spacing import FrameSelection
 

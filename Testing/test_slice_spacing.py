@@ -7,7 +7,8 @@ from fake_models import BrightModel, CopyModel
 from ifssnet.baselines.registry import get
 from ifssnet.errors import ModelError
 from ifssnet.model.config import IFSSNetConfig
-from ifssnet.propagate import _seeds_on_frames, propagate
+from ifssnet.propagate import propagate
+from ifssnet.propagate_output import seeds_on_frames
 from ifssnet.seeds import cut_seeds
 from ifssnet.slice_spacing import FrameSelection, select_frames
 
@@ -118,9 +119,9 @@ def test_painted_slices_become_frames_and_one_that_is_not_gives_its_mask_to_the_
     assert 40 in sel.frames and 62 in sel.frames and 39 not in sel.frames and 41 not in sel.frames
     assert np.all(np.diff(sel.frames) >= 2)
     masks = torch.arange(3.0)[:, None, None].expand(3, 2, 2)
-    seeds = _seeds_on_frames(np.array([3, 4, 5]), masks, FrameSelection(np.array([0, 4, 8]), 9))
+    seeds = seeds_on_frames(np.array([3, 4, 5]), masks, FrameSelection(np.array([0, 4, 8]), 9))
     assert list(seeds) == [1] and float(seeds[1][0, 0]) == 1.0        # slice 4's own mask, not 3's or 5's
-    seeds = _seeds_on_frames(np.array([3, 5]), masks[:2], FrameSelection(np.array([0, 4, 8]), 9))
+    seeds = seeds_on_frames(np.array([3, 5]), masks[:2], FrameSelection(np.array([0, 4, 8]), 9))
     assert list(seeds) == [1] and float(seeds[1][0, 0]) == 0.0        # neither is a frame: the first one's
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from .preprocess import InPlaneGrid
-from .propagate import (ENCODE_BATCH, ENCODE_BATCH_GPU, _autocast, frames_for, _has_feature_api,
-                        _model_window_and_size, _prepare_device, default_model_path, load_model, resolve_device,
+from .network_runner import ENCODE_BATCH, ENCODE_BATCH_GPU, autocast, has_feature_api, prepare_device
+from .propagate import (_model_window_and_size, default_model_path, frames_for, load_model, resolve_device,
                         resolve_preset)
 
 #: network -> {(device, batch, GPU autocast): calibration}. Weakly keyed on the network itself: keyed on
@@ -32,7 +32,7 @@ def _calibrate(net, dev: str, batch: int, settings: dict) -> dict:
     cached = _CALIBRATION.setdefault(net, {})
     if key in cached:
         return cached[key]
-    _prepare_device(net, dev)
+    prepare_device(net, dev)
 
     def timed(fn, reps=3):
         """Minimum over ``reps`` timed calls after one warm-up (allocators, kernel selection): the
@@ -52,10 +52,10 @@ def _calibrate(net, dev: str, batch: int, settings: dict) -> dict:
     amp = settings.get("gpu_autocast")
     x = torch.rand(batch, 1, w, S, S, device=dev)
     with torch.inference_mode():
-        if _has_feature_api(net):
+        if has_feature_api(net):
             nb = ENCODE_BATCH_GPU if str(dev).startswith("cuda") else ENCODE_BATCH
             xe = torch.rand(nb, 1, w, S, S, device=dev)
-            with _autocast(dev, amp):
+            with autocast(dev, amp):
                 enc = timed(lambda: net.encode_image(xe)) / nb
                 feats = net.encode_image(x)
                 step = timed(lambda: net.forward_from_features(feats, x, None, 0))

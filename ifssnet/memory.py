@@ -37,7 +37,7 @@ from typing import Optional, Sequence
 
 from .errors import ResourceError
 
-#: float32 (K, S, S) sums per segment during the propagation (``ifssnet.propagate._Accumulator`` with the
+#: float32 (K, S, S) sums per segment during the propagation (``ifssnet.propagate_runs.Accumulator`` with the
 #: default ``max`` blend: num, num2, peak, num_mark; the ``mean`` blend needs the first two only).
 ACCUMULATOR_ARRAYS = 4
 #: float32 (K, S, S) temporaries alive at the peak of the final stage (blend + confidence).

@@ -366,7 +366,8 @@ def pgnet(volume, seeds, spacing_kji, *, progress: Optional[ProgressFn] = None, 
     entry, the spacing along the sweep, chooses the frames with ``match_slice_spacing`` (module docstring).
     """
     from ..preprocess import InPlaneGrid, normalized_work_volume
-    from ..propagate import frames_for, masks_from_probabilities
+    from ..propagate import frames_for
+    from ..propagate_output import masks_from_probabilities
 
     seed_map = dict(seeds) if isinstance(seeds, Mapping) else {"segment": seeds}
     checked = {n: check_inputs(volume, s, spacing_kji) for n, s in seed_map.items()}
