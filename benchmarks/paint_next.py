@@ -54,7 +54,8 @@ def run_case(case_dir, net, rounds: int = 1, start: str = "3-seeds") -> list:
 
 
 def _metrics(row: dict) -> dict:
-    return {"dice": float(row["dice"]), "volume_error_pct": float(row["volume_error_pct"])}
+    return {"dice": float(row["dice"]), "volume_error_pct": float(row["volume_error_pct"]),
+            "volume_diff_pct": float(row["volume_diff_pct"])}     # signed: + too large, - too small
 
 
 def table(rows: list) -> str:
