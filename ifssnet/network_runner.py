@@ -152,6 +152,8 @@ def prepare_device(net, dev: str) -> None:
 
 
 def stack_states(states: Sequence, dev):
+    """One batched ConvLSTM state from the runs' own: each (h, c) of (C, s, s) -> (B, C, s, s) on ``dev``;
+    None when no run has one yet (their first window)."""
     import torch
 
     if all(s is None for s in states):
@@ -165,6 +167,7 @@ def stack_states(states: Sequence, dev):
 
 
 def index_state(state, i):
+    """Run ``i``'s part of a batched ConvLSTM state: (B, C, s, s) -> (C, s, s) per tensor; None stays None."""
     import torch
 
     if state is None:

@@ -366,7 +366,7 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
                 for bi, r in enumerate(batch):
                     state_of[id(r)] = index_state(new_state, bi)
                     advance(r, prob[bi], w, seed_work[r.segment], partial[id(r)], acc[r.segment],
-                             min_area[r.segment], stop_at_end, patience, ended[r.segment])
+                            min_area[r.segment], stop_at_end, patience, ended[r.segment])
                 done_steps += len(batch)
             report(progress, "propagating", done_steps, total)
         for r in runs:

@@ -153,8 +153,8 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     ``first_prev`` or the annotation of slices 0..w-1 (the window ``stride`` slices back).
     Returns the mean over windows of (1 - TI), so ``loss.backward()`` is eq. (4) without the L2 term.
     From ``cfg``: ``mode`` and ``refeed_every`` (the targets and re-anchoring), ``mask_jitter`` (probability,
-    per window, that the mask input is deformed by :func:`ifssnet.mask_noise.jitter_mask`, within ``jitter_shift`` and
-    ``jitter_radius``), ``jitter_first_only`` (deform only the run's first mask input, the annotation;
+    per window, that the mask input is deformed by :func:`ifssnet.mask_noise.jitter_mask`, within
+    ``jitter_shift`` and ``jitter_radius``), ``jitter_first_only`` (deform only the run's first mask input, the annotation;
     ``first_prev`` is None, not the network's own predictions) and ``feedback_grad``.
     ``stride``: slices between windows (1..w, checked by :func:`train`), as propagation's presets; the
     ConvLSTM carries the state of slice ``stride - 1`` of each window.
@@ -162,10 +162,10 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     windows before it through the mask they fed forward (within this part of the run), as PG-Net's chains
     are trained; by default the mask input is detached and only the ConvLSTM state carries gradient. A
     network trained with detached feedback is never taught what its own errors do to the next window.
-    ``cfg.image_aux``: adds that weight x the image-only head's loss (:func:`ifssnet.extra_losses.image_head_loss`) on each
-    window; ``segments`` (torch long (B,)) are the runs' channels of that head.
-    ``cfg.end_weight``: adds that weight x :func:`ifssnet.extra_losses.leak_loss` on each window; ``seed_area`` (torch (B,), pixels
-    over w slices) is the annotated area of the whole run's first window, which a later part of the run (a
+    ``cfg.image_aux``: adds that weight x the image-only head's loss
+    (:func:`ifssnet.extra_losses.image_head_loss`) on each window; ``segments`` (torch long (B,)) are the runs' channels of that head.
+    ``cfg.end_weight``: adds that weight x :func:`ifssnet.extra_losses.leak_loss` on each window;
+    ``seed_area`` (torch (B,), pixels over w slices) is the annotated area of the whole run's first window, which a later part of the run (a
     TBPTT half, the part after a burn-in) no longer holds; default: ``mask[:, 0:w]``'s.
     """
     import torch
@@ -222,16 +222,6 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     return loss, state, prev
 
 
-def _detach_state(state):
-    import torch
-
-    if state is None:
-        return None
-    if isinstance(state, torch.Tensor):
-        return state.detach()
-    return type(state)(_detach_state(s) for s in state)
-
-
 def burn_in(model, loss_fn, image, mask, known, cfg: TrainConfig, slices: int, stride: int = 1):
     """Propagate the first ``slices`` slices of a run as inference does: no gradient, dropout off,
     the network's own predictions fed forward from the annotation of the first w slices, never re-anchored
@@ -251,6 +241,8 @@ def burn_in(model, loss_fn, image, mask, known, cfg: TrainConfig, slices: int, s
     """
     import torch
 
+    from .model.convlstm import detach_state
+
     w = model.config.window
     offset = stride * (min(int(slices), image.shape[1] - w - stride) // stride)
     if offset < stride:
@@ -265,7 +257,7 @@ def burn_in(model, loss_fn, image, mask, known, cfg: TrainConfig, slices: int, s
                                           known[:, :offset + w], quiet, stride=stride)
     finally:
         model.train(was_training)
-    return offset, _detach_state(state), prev.detach()
+    return offset, detach_state(state), prev.detach()
 
 
 def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: TrainConfig, stride: int = 1,
@@ -277,6 +269,8 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
     window moved by ``stride`` slices, as in one unbroken run. With ``burn`` > 0 the run's first ``burn``
     slices are propagated without gradient first (:func:`burn_in`) and the halves split the rest.
     """
+    from .model.convlstm import detach_state
+
     w = model.config.window
     seed_area = annotated_area(run_mask, w) if cfg.end_weight else None   # every part's leak_loss measures against it
     offset, state, prev = burn_in(model, loss_fn, run_image, run_mask, run_known, cfg, burn, stride)
@@ -292,7 +286,7 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
                                          cfg, state, first_prev=prev, stride=stride, segments=segments,
                                          seed_area=seed_area)
         _apply_update(optimizer, loss, cfg)
-        state = _detach_state(state)
+        state = detach_state(state)
         prev = prev.detach()
         total += float(loss.detach()) / len(halves)
     return total
@@ -302,7 +296,8 @@ def image_step(model, optimizer, image, mask, known, segments, cfg: TrainConfig)
     """``--mode image``: one update of the shared encoder and the image-only head alone, on a batch of
     windows ``image``, ``mask`` (B, w, S, S), ``known`` bool (B, w), ``segments`` long (B,) head channels.
 
-    The loss is :func:`ifssnet.extra_losses.image_head_loss`: find each window's segment in the image, with no mask input.
+    The loss is :func:`ifssnet.extra_losses.image_head_loss`: find each window's segment in the image, with no
+    mask input.
     A pretraining stage: the paper's network trained end to end was measured to ignore the image (its
     encoder's features do not locate the muscles), so the encoder first learns to see them; a ``full``
     run from this checkpoint (with ``--image-aux``, to keep them) then trains the rest.

@@ -65,9 +65,9 @@ class IFSSNetTrainingLogic:
     complete or sparse (segments tagged ``IFSSNet.AnnotatedSlices`` are known only on those slices).
     Returns the path of the saved model; its model card is written next to it (``<stem>.md``).
     ``validationPairs``: fully annotated pairs held out of training; every ``valEvery`` steps the network
-    propagates them under ``valProtocol`` (``3-seeds``, ``paper`` or ``both``; :data:`ifssnet.validation.VALIDATION_CHOICES`) and the
-    best by mean Dice is kept as ``<stem>.best.pt`` (:mod:`ifssnet.validation`). ``self.validations`` holds
-    the scores.
+    propagates them under ``valProtocol`` (``3-seeds``, ``paper`` or ``both``;
+    :data:`ifssnet.validation.VALIDATION_CHOICES`) and the best by mean Dice is kept as ``<stem>.best.pt``
+    (:mod:`ifssnet.validation`). ``self.validations`` holds the scores.
     """
 
     def __init__(self) -> None:
@@ -133,8 +133,8 @@ class IFSSNetTrainingLogic:
     @staticmethod
     def validator(pairs, segmentNames: Optional[Sequence[str]] = None, protocol: str = "3-seeds"):
         """An :class:`ifssnet.validation.Validator` for (volumeNode, segmentationNode) or (volumePath,
-        annotationPath) pairs, scoring under ``protocol`` (:data:`ifssnet.validation.VALIDATION_CHOICES`); node pairs are read into
-        memory once. A sparse annotation or an unknown protocol is an error."""
+        annotationPath) pairs, scoring under ``protocol`` (:data:`ifssnet.validation.VALIDATION_CHOICES`); node
+        pairs are read into memory once. A sparse annotation or an unknown protocol is an error."""
         from ifssnet.validation import Validator, full_annotation
 
         cases = []

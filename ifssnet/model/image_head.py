@@ -71,9 +71,7 @@ def with_image_head(model, names: Sequence[str], seed: int = 0):
 def fresh_image_head(model, names: Sequence[str], seed: int = 0):
     """A new network: ``model``'s weights with a new, seeded image-only head for ``names`` (any head
     ``model`` had is dropped), on ``model``'s device and in its train/eval mode."""
-    import torch
-
-    from .net import IFSSNet
+    from .net import IFSSNet     # here: net.py imports this module
 
     config = type(model.config).from_dict({**model.config.to_dict(), "image_head": list(names)})
     torch.manual_seed(seed)
