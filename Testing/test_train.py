@@ -217,9 +217,9 @@ def test_batch_trains_several_runs_per_step_and_the_first_is_batch_1s(tmp_path, 
     seen = []
     real = tr.train_step
 
-    def spy(model, loss_fn, opt, img, msk, kn, cfg, stride=1, segments=None, burn=0):
+    def spy(model, loss_fn, opt, img, msk, kn, cfg, **k):
         seen.append((img.clone(), msk.clone(), kn.clone()))
-        return real(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segments, burn=burn)
+        return real(model, loss_fn, opt, img, msk, kn, cfg, **k)
 
     monkeypatch.setattr(tr, "train_step", spy)
     _train(tmp_path / "b1.pt", 1)

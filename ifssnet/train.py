@@ -54,6 +54,7 @@ from .errors import InputError
 from .extra_losses import annotated_area, image_head_loss, leak_loss
 from .mask_noise import JITTER_RADIUS, JITTER_SHIFT, box_mask, jitter_mask
 from .progress import CancelLike, ProgressFn, check_cancel, report
+from .reach import reach_offsets
 
 
 @dataclass
@@ -90,6 +91,7 @@ class TrainConfig:
     learn_tversky: bool = True         # False: alpha and beta stay where they start (0.5, 0.5: the Dice loss)
     tversky_beta: float = 0.5          # where beta starts (alpha = 1 - beta); > 0.5 weights missed voxels more
     burn_in: int = 0                   # up to this many slices propagated without gradient before the trained part
+    reach: int = 0                     # fewshot: runs this much longer, trained up to the next annotated group (reach.py)
     ema: float = 0.0                   # decay of an exponential moving average of the weights (0: none); see train()
     warmup: int = 0                    # steps over which the learning rate rises linearly to lr (0: none)
     end_weight: float = 0.0            # full mode: + this x a window's predicted area past the muscle's end (leak_loss)
@@ -108,6 +110,11 @@ class TrainConfig:
                              "Give e.g. 0.6 (missed voxels cost 1.5x a false one) or 0.5 (the Dice loss).")
         if self.burn_in < 0:
             raise InputError(f"--burn-in must be at least 0, not {self.burn_in}.", "Give a number of slices, e.g. 24.")
+        if self.reach < 0:
+            raise InputError(f"--reach must be at least 0, not {self.reach}.", "Give a number of slices, e.g. 96.")
+        if self.reach and self.mode != "fewshot":
+            raise InputError(f"--reach is for --mode fewshot (the next annotated group); this run is --mode {self.mode}.",
+                             "Leave --reach out, or train with --mode fewshot.")
         if not 0.0 <= self.ema < 1.0:
             raise InputError(f"--ema must be at least 0 and below 1, not {self.ema}.",
                              "Give a decay such as 0.99 (an average over about 100 steps), or 0 for none.")
@@ -260,21 +267,45 @@ def burn_in(model, loss_fn, image, mask, known, cfg: TrainConfig, slices: int, s
     return offset, detach_state(state), prev.detach()
 
 
+def burn_in_each(model, loss_fn, image, mask, known, cfg: TrainConfig, offsets: Sequence[int], length: int,
+                 stride: int = 1):
+    """:func:`burn_in` with its own length per run (``--reach``): run i is propagated without gradient over its
+    first ``offsets[i]`` slices (each a multiple of ``stride``, at least ``stride``), then cut to the ``length``
+    slices from there. ``image``, ``mask``: torch (B, L, S, S); ``known``: bool (B, L).
+    Returns the cut ``(image, mask, known)``, each (B, length, ...), and the batched ``(state, prev)``."""
+    import torch
+
+    parts = [burn_in(model, loss_fn, image[i:i + 1], mask[i:i + 1], known[i:i + 1], cfg, o, stride)
+             for i, o in enumerate(offsets)]
+    if any(off != o or off < stride for (off, _, _), o in zip(parts, offsets)):
+        raise RuntimeError(f"internal: burn-in offsets {[p[0] for p in parts]} are not the {list(offsets)} asked")
+    cut = [torch.stack([x[i, o:o + length] for i, o in enumerate(offsets)]) for x in (image, mask, known)]
+    state = tuple(torch.cat([p[1][k] for p in parts]) for k in range(2))
+    prev = torch.cat([p[2] for p in parts])
+    return (*cut, state, prev)
+
+
 def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: TrainConfig, stride: int = 1,
-               segments=None, burn: int = 0):
+               segments=None, burn: int = 0, offsets: Optional[Sequence[int]] = None):
     """One TBPTT step on a batch of runs (B, L, S, S): two updates, one after each half of the run.
     ``segments``: long (B,), the runs' channels of the image-only head (with ``cfg.image_aux``).
 
     The second half starts where the first half's last window did, so its first window is that
     window moved by ``stride`` slices, as in one unbroken run. With ``burn`` > 0 the run's first ``burn``
     slices are propagated without gradient first (:func:`burn_in`) and the halves split the rest.
+    ``offsets`` (``--reach``; one per run, from :func:`ifssnet.reach.reach_offsets`) burn each run in over its
+    own length instead, and the halves split the ``cfg.run_length`` slices after it.
     """
     from .model.convlstm import detach_state
 
     w = model.config.window
     seed_area = annotated_area(run_mask, w) if cfg.end_weight else None   # every part's leak_loss measures against it
-    offset, state, prev = burn_in(model, loss_fn, run_image, run_mask, run_known, cfg, burn, stride)
-    run_image, run_mask, run_known = run_image[:, offset:], run_mask[:, offset:], run_known[:, offset:]
+    if offsets is not None:
+        run_image, run_mask, run_known, state, prev = burn_in_each(
+            model, loss_fn, run_image, run_mask, run_known, cfg, offsets, cfg.run_length, stride)
+    else:
+        offset, state, prev = burn_in(model, loss_fn, run_image, run_mask, run_known, cfg, burn, stride)
+        run_image, run_mask, run_known = run_image[:, offset:], run_mask[:, offset:], run_known[:, offset:]
     L = run_image.shape[1]
     half = max(w + stride, (L + w) // 2)
     last = stride * ((half - w) // stride)          # where the first half's last window starts
@@ -336,7 +367,8 @@ def _seed_everything(cfg: TrainConfig, step: int, rank: int):
 def _draw_run(cases, pool: int, rng, cfg: TrainConfig, window: int):
     """One training run from the first ``pool`` cases (a few tries: a case may have no segment that fits)."""
     for _ in range(64):
-        run = sample_run(cases[int(rng.integers(pool))], rng, cfg.run_length + cfg.burn_in, window, cfg.augment)
+        run = sample_run(cases[int(rng.integers(pool))], rng, cfg.run_length + max(cfg.burn_in, cfg.reach),
+                         window, cfg.augment)
         if run is not None:
             return run
     raise InputError(f"No training case has {window} consecutive annotated slices where "
@@ -581,7 +613,12 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         L = min(len(r.known) for r in runs)          # a case shorter than --run-length gives a shorter run
         # --burn-in: one length per step, 0..burn_in; without it no number is drawn (earlier runs repeat).
         burn = stride * int(rng.integers(0, cfg.burn_in // stride + 1)) if cfg.burn_in and cfg.mode != "image" else 0
-        L = min(L, burn + cfg.run_length)
+        offsets = None
+        if cfg.reach and L > cfg.run_length + stride:   # --reach: each run trained up to its next annotated group
+            offsets = reach_offsets([r.known for r in runs], L, cfg.run_length, model_config.window, stride,
+                                    cfg.burn_in, rng)
+        else:
+            L = min(L, burn + cfg.run_length)
         img = torch.from_numpy(np.stack([r.image[:L] for r in runs])).to(device)
         msk = torch.from_numpy(np.stack([r.mask[:L] for r in runs])).to(device)
         kn = torch.from_numpy(np.stack([r.known[:L] for r in runs])).to(device)
@@ -590,7 +627,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         if cfg.mode == "image":
             loss = image_step(model, opt, img, msk, kn, segs, cfg)
         else:
-            loss = train_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segs, burn=burn)
+            loss = train_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segs, burn=burn,
+                              offsets=offsets)
         if ema is not None:
             ema.update_parameters(model)
         step += 1
