@@ -47,7 +47,7 @@ def test_each_run_is_burnt_in_over_its_own_length_then_trained_on_run_length_sli
     """Two runs of one batch, burnt in over 5 and 11 slices: every window of each run once, in order; the
     burn-in's windows without gradient, the trained ones on slices offset+1 .. offset+run_length-1."""
     from ifssnet.loss import ParametricTversky
-    from ifssnet.train import train_step
+    from ifssnet.tbptt import train_step
 
     model = _Recorder()
     loss_fn = ParametricTversky()

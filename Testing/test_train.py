@@ -308,7 +308,7 @@ def test_strided_windows_feed_the_prediction_stride_slices_back(stride):
     the mask input is the previous window's prediction (the window s slices back), and the ConvLSTM
     carries the state of slice s-1."""
     from ifssnet.loss import ParametricTversky
-    from ifssnet.train import windows_loss
+    from ifssnet.tbptt import windows_loss
 
     model = _Recorder()
     img, msk, kn = _numbered_run(12)
@@ -324,7 +324,7 @@ def test_strided_windows_feed_the_prediction_stride_slices_back(stride):
 @pytest.mark.parametrize("stride", [1, 2, 3])
 def test_tbptt_halves_join_without_a_gap_at_any_stride(stride):
     from ifssnet.loss import ParametricTversky
-    from ifssnet.train import train_step
+    from ifssnet.tbptt import train_step
 
     model = _Recorder()
     loss_fn = ParametricTversky()
@@ -341,7 +341,7 @@ def test_burn_in_propagates_as_inference_then_trains_the_rest_of_the_run(stride)
     mask input the previous prediction, never the truth), and the trained windows carry on from there in
     one unbroken run, their first mask input the burn-in's last prediction."""
     from ifssnet.loss import ParametricTversky
-    from ifssnet.train import train_step
+    from ifssnet.tbptt import train_step
 
     model = _Recorder()
     loss_fn = ParametricTversky()
@@ -401,7 +401,7 @@ def test_first_only_jitter_deforms_the_annotation_and_never_a_prediction():
     """``--jitter-first-only`` (how the shipped weights' stage 3 was trained): the run's first mask input is
     deformed, every later one is the previous window's prediction exactly, also in the second TBPTT half."""
     from ifssnet.loss import ParametricTversky
-    from ifssnet.train import train_step
+    from ifssnet.tbptt import train_step
 
     model = _Recorder()
     loss_fn = ParametricTversky()
@@ -419,7 +419,7 @@ def test_feedback_grad_trains_a_window_through_the_mask_it_feeds_forward():
     through it (PG-Net's chains); by default it is detached. The forward pass is the same either way."""
     from ifssnet.loss import ParametricTversky
     from ifssnet.model import IFSSNet
-    from ifssnet.train import windows_loss
+    from ifssnet.tbptt import windows_loss
 
     torch.manual_seed(0)
     net = IFSSNet(IFSSNetConfig(**TINY)).eval()                  # eval: no dropout, the two passes compare
@@ -461,7 +461,7 @@ def test_image_head_is_added_keeping_every_other_weight_and_learns_from_the_imag
     from ifssnet.loss import ParametricTversky
     from ifssnet.model import IFSSNet
     from ifssnet.model.image_head import with_image_head
-    from ifssnet.train import windows_loss
+    from ifssnet.tbptt import windows_loss
 
     torch.manual_seed(0)
     base = IFSSNet(IFSSNetConfig(**TINY))
@@ -702,7 +702,7 @@ def test_end_weight_charges_the_area_predicted_past_the_muscles_end():
     the muscle add nothing; the term trains the network (it has a gradient)."""
     from ifssnet.loss import ParametricTversky
     from ifssnet.extra_losses import leak_loss
-    from ifssnet.train import windows_loss
+    from ifssnet.tbptt import windows_loss
 
     prob = torch.full((2, 3, 8, 8), 0.5)
     target = torch.zeros(2, 3, 8, 8)
@@ -739,7 +739,7 @@ def test_end_weight_charges_the_area_predicted_past_the_muscles_end():
 def test_end_weight_measures_every_part_of_a_run_against_the_runs_annotation(monkeypatch, burn):
     """The second TBPTT half (and the part after a burn-in) starts on slices that may lie past the end: the
     leak is still a fraction of the run's own first window's annotated area."""
-    import ifssnet.train as T
+    import ifssnet.tbptt as T
     from ifssnet.loss import ParametricTversky
 
     areas = []

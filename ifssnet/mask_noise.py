@@ -2,7 +2,7 @@
 
 At inference a window's mask input is the network's own previous output. Training from the truth alone
 teaches it to copy that input; these perturbations teach it to correct it from the image
-(:func:`ifssnet.train.windows_loss` applies them). Masks are torch (B, w, S, S) in [0, 1], pixels of the
+(:func:`ifssnet.tbptt.windows_loss` applies them). Masks are torch (B, w, S, S) in [0, 1], pixels of the
 working grid; both use torch's RNG, so a seeded training step deforms the same way.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ annotated group never meets the next one, tens of slices away, so only its first
 The paper's runs of 100-199 slices do meet it; on a CPU they are too long to backpropagate through.
 
 With ``--reach N`` a run is drawn N slices longer, and each run's first part is propagated without gradient
-(as :func:`ifssnet.train.burn_in` does) to just before the next annotated group of its segment, when one lies
+(as :func:`ifssnet.tbptt.burn_in` does) to just before the next annotated group of its segment, when one lies
 within reach. The trained part, ``--run-length`` slices, then ends on that group: its last windows are scored
 against real annotation, and through the fed-back masks (``--feedback-grad``) and the ConvLSTM state the loss
 there reaches the windows before it. Runs with no annotated group within reach get an ordinary burn-in.
