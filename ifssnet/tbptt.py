@@ -141,17 +141,17 @@ def burn_in_each(model, loss_fn, image, mask, known, cfg: TrainConfig, offsets: 
                  stride: int = 1):
     """:func:`burn_in` with its own length per run (``--reach``): run i is propagated without gradient over its
     first ``offsets[i]`` slices (each a multiple of ``stride``, at least ``stride``), then cut to the ``length``
-    slices from there. ``image``, ``mask``: torch (B, L, S, S); ``known``: bool (B, L).
+    slices from where its burn-in ended. ``image``, ``mask``: torch (B, L, S, S); ``known``: bool (B, L).
     Returns the cut ``(image, mask, known)``, each (B, length, ...), and the batched ``(state, prev)``."""
     import torch
 
+    from .network_runner import index_state, stack_states
+
     parts = [burn_in(model, loss_fn, image[i:i + 1], mask[i:i + 1], known[i:i + 1], cfg, o, stride)
              for i, o in enumerate(offsets)]
-    if any(off != o or off < stride for (off, _, _), o in zip(parts, offsets)):
-        raise RuntimeError(f"internal: burn-in offsets {[p[0] for p in parts]} are not the {list(offsets)} asked")
-    cut = [torch.stack([x[i, o:o + length] for i, o in enumerate(offsets)]) for x in (image, mask, known)]
-    state = tuple(torch.cat([p[1][k] for p in parts]) for k in range(2))
-    prev = torch.cat([p[2] for p in parts])
+    cut = [torch.stack([x[i, off:off + length] for i, (off, _, _) in enumerate(parts)]) for x in (image, mask, known)]
+    state = stack_states([index_state(st, 0) for _, st, _ in parts], image.device)   # refuses a run not burnt in
+    prev = torch.cat([pv for _, _, pv in parts])
     return (*cut, state, prev)
 
 

@@ -419,6 +419,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         if cfg.reach and L > cfg.run_length + stride:   # --reach: each run trained up to its next annotated group
             offsets = reach_offsets([r.known for r in runs], L, cfg.run_length, model_config.window, stride,
                                     cfg.burn_in, rng)
+            L = max(offsets) + cfg.run_length          # no run needs slices past its trained part
         else:
             L = min(L, burn + cfg.run_length)
         img = torch.from_numpy(np.stack([r.image[:L] for r in runs])).to(device)
