@@ -36,7 +36,7 @@ Distributed: ``torchrun --nproc_per_node N -m ifssnet.train ...`` runs data para
 (each rank samples its own shard; gradients are all-reduced after every TBPTT update, as DDP does;
 :mod:`ifssnet.distributed`), gloo on CPU, nccl on GPUs. One step's windows, burn-in and updates are in
 :mod:`ifssnet.tbptt`, the extra loss terms in :mod:`ifssnet.extra_losses`, the deformed mask inputs in
-:mod:`ifssnet.mask_noise`, ``--reach``'s runs in :mod:`ifssnet.reach`.
+:mod:`ifssnet.mask_noise`, ``--reach``'s runs in :mod:`ifssnet.reach`, ``--cycle``'s in :mod:`ifssnet.cycle`.
 """
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ from .errors import InputError
 from .mask_noise import JITTER_RADIUS, JITTER_SHIFT
 from .progress import CancelLike, ProgressFn, check_cancel, report
 from .reach import reach_offsets
+from .cycle import cycle_step
 from .tbptt import image_step, train_step
 
 
@@ -93,6 +94,7 @@ class TrainConfig:
     tversky_beta: float = 0.5          # where beta starts (alpha = 1 - beta); > 0.5 weights missed voxels more
     burn_in: int = 0                   # up to this many slices propagated without gradient before the trained part
     reach: int = 0                     # fewshot: runs this much longer, trained up to the next annotated group (reach.py)
+    cycle: float = 0.0                 # weight of the way back to the run's annotated slices (cycle.py; 0: off)
     ema: float = 0.0                   # decay of an exponential moving average of the weights (0: none); see train()
     warmup: int = 0                    # steps over which the learning rate rises linearly to lr (0: none)
     end_weight: float = 0.0            # full mode: + this x a window's predicted area past the muscle's end (leak_loss)
@@ -116,6 +118,12 @@ class TrainConfig:
         if self.reach and self.mode != "fewshot":
             raise InputError(f"--reach is for --mode fewshot (the next annotated group); this run is --mode {self.mode}.",
                              "Leave --reach out, or train with --mode fewshot.")
+        if self.cycle < 0:
+            raise InputError(f"--cycle must be at least 0, not {self.cycle}.", "Give a loss weight, e.g. 1.")
+        if self.cycle and (self.burn_in or self.reach or self.mode == "image"):
+            raise InputError("--cycle brings each run back to the annotated slices it starts on, so it cannot "
+                             "start after a burn-in or reach another group, and --mode image has no runs.",
+                             "Leave out --burn-in and --reach (or give 0), or leave out --cycle.")
         if not 0.0 <= self.ema < 1.0:
             raise InputError(f"--ema must be at least 0 and below 1, not {self.ema}.",
                              "Give a decay such as 0.99 (an average over about 100 steps), or 0 for none.")
@@ -429,6 +437,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
                 if trains_head else None)
         if cfg.mode == "image":
             loss = image_step(model, opt, img, msk, kn, segs, cfg)
+        elif cfg.cycle:
+            loss = cycle_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segs)
         else:
             loss = train_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segs, burn=burn,
                               offsets=offsets)
