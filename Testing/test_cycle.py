@@ -102,3 +102,24 @@ def test_fewshot_training_with_cycle_runs_and_records_it(tmp_path, monkeypatch):
 def test_cycle_is_refused_where_a_run_cannot_come_back_to_its_annotation(bad):
     with pytest.raises(InputError, match="cycle"):
         TrainConfig(**{"mode": "fewshot", **bad}).validate()
+
+
+def test_a_fine_tune_with_cycle_does_not_take_the_base_models_burn_in():
+    """The shipped weights were trained with --burn-in 32; a --cycle fine-tune of them starts its runs on the
+    annotation instead of refusing the inherited burn-in. A burn-in given on the command line is still refused."""
+    import argparse
+
+    from ifssnet.train_cli import add_train_arguments, fill_recipe
+
+    p = argparse.ArgumentParser()
+    add_train_arguments(p)
+    base = {"training": {"config": {"burn_in": 32, "run_length": 8}}}
+    args = p.parse_args(["case", "--out", "m.pt", "--cycle", "1"])
+    fragment = fill_recipe(args, base)
+    assert args.burn_in == 0 and "--burn-in" not in fragment and "--run-length 8" in fragment
+    args = p.parse_args(["case", "--out", "m.pt"])
+    assert "--burn-in 32" in fill_recipe(args, base) and args.burn_in == 32
+    args = p.parse_args(["case", "--out", "m.pt", "--cycle", "1", "--burn-in", "8"])
+    fill_recipe(args, base)
+    with pytest.raises(InputError, match="cycle"):
+        TrainConfig(mode="fewshot", cycle=args.cycle, burn_in=args.burn_in).validate()

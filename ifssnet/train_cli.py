@@ -62,13 +62,17 @@ def _cli_value(dest: str, value):
 def fill_recipe(args, base_meta=None) -> str:
     """Set every recipe option (:data:`RECIPE`) the user did not give: from ``base_meta`` (the metadata of
     the ``--from`` model, :func:`~ifssnet.model.checkpoint.load_checkpoint`'s third value) where its training
-    config has it, else TrainConfig's default. Returns the inherited options that differ from the defaults
+    config has it, else TrainConfig's default; ``--cycle`` takes no burn-in from the base model (its runs
+    start on their annotation). Returns the inherited options that differ from the defaults
     as a command-line fragment ('' when none)."""
     stored = dict(((base_meta or {}).get("training") or {}).get("config") or {})
     default = TrainConfig()
     inherited = []
     for dest, key in RECIPE:
         if getattr(args, dest, None) is not None:
+            continue
+        if dest == "burn_in" and getattr(args, "cycle", 0):   # --cycle runs start on their annotation
+            args.burn_in = 0
             continue
         value = _cli_value(dest, stored[key] if key in stored else getattr(default, key))
         setattr(args, dest, value)
