@@ -43,9 +43,9 @@ def test_the_way_back_covers_the_way_outs_slices_in_reverse_from_its_last_mask(s
     assert states[0] is None and states[n] is None and states[n + 1] is not None
 
 
-def test_the_way_backs_loss_trains_the_way_out_through_the_turn():
-    """With the feedback gradient, the way back's loss reaches the way out's first window through the
-    thresholded turn (straight-through), so a mask that drifts on the way out is what is penalised."""
+def test_the_turn_thresholds_the_mask_and_lets_the_gradient_through():
+    """The turn reverses the slices and thresholds the mask at 0.5, and its gradient passes straight through,
+    so the way back's loss can reach the way out's windows."""
     from ifssnet.cycle import turn_round
 
     p = torch.tensor([[0.2, 0.7, 0.9]]).reshape(1, 3, 1, 1).requires_grad_(True)

@@ -30,9 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
 def turn_round(prev):
     """The mask input of the way back's first window: the forward pass's last mask input ``prev`` (B, w, S, S),
     its slices in reverse order, thresholded at 0.5; the gradient passes straight through the threshold."""
-    hard = (prev > 0.5).to(prev.dtype)
     flipped = prev.flip(1)
-    return flipped + (hard.flip(1) - flipped).detach()
+    return flipped + ((flipped > 0.5).to(flipped.dtype) - flipped).detach()
 
 
 def cycle_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: TrainConfig, stride: int = 1,

@@ -49,13 +49,13 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 
 from . import __version__
+from .cycle import cycle_step
 from .dataset import Case, decremental_fractions, sample_run, sparsify, thin_case
 from .distributed import broadcast_parameters, rank0_decides
 from .errors import InputError
 from .mask_noise import JITTER_RADIUS, JITTER_SHIFT
 from .progress import CancelLike, ProgressFn, check_cancel, report
 from .reach import reach_offsets
-from .cycle import cycle_step
 from .tbptt import image_step, train_step
 
 
@@ -106,20 +106,24 @@ class TrainConfig:
             raise InputError("Epochs and steps per epoch must be at least 1.", "Check --epochs and --steps.")
         if self.weight_decay not in ("decoupled", "coupled"):
             raise InputError(f"Unknown weight decay '{self.weight_decay}'.", "Use --weight-decay decoupled or coupled.")
-        if self.refeed_every < 0:
-            raise InputError(f"refeed_every must be at least 0, not {self.refeed_every}.", "0 never re-feeds the truth.")
+        # (option, value, the lowest it may be, what to give instead)
+        bounds = (("refeed_every", self.refeed_every, 0, "0 never re-feeds the truth."),
+                  ("--burn-in", self.burn_in, 0, "Give a number of slices, e.g. 24."),
+                  ("--reach", self.reach, 0, "Give a number of slices, e.g. 96."),
+                  ("--cycle", self.cycle, 0, "Give a loss weight, e.g. 1."),
+                  ("--end-weight", self.end_weight, 0, "Give a loss weight, e.g. 1."),
+                  ("--warmup", self.warmup, 0, "Give a number of steps, e.g. 20."),
+                  ("--batch", self.batch, 1, "Give the number of runs per step."),
+                  ("--image-aux", self.image_aux, 0, "Give a loss weight, e.g. 1."))
+        for option, value, lowest, hint in bounds:
+            if value < lowest:
+                raise InputError(f"{option} must be at least {lowest}, not {value}.", hint)
         if not 0.0 < self.tversky_beta < 1.0:
             raise InputError(f"--tversky-beta must lie between 0 and 1, not {self.tversky_beta}.",
                              "Give e.g. 0.6 (missed voxels cost 1.5x a false one) or 0.5 (the Dice loss).")
-        if self.burn_in < 0:
-            raise InputError(f"--burn-in must be at least 0, not {self.burn_in}.", "Give a number of slices, e.g. 24.")
-        if self.reach < 0:
-            raise InputError(f"--reach must be at least 0, not {self.reach}.", "Give a number of slices, e.g. 96.")
         if self.reach and self.mode != "fewshot":
             raise InputError(f"--reach is for --mode fewshot (the next annotated group); this run is --mode {self.mode}.",
                              "Leave --reach out, or train with --mode fewshot.")
-        if self.cycle < 0:
-            raise InputError(f"--cycle must be at least 0, not {self.cycle}.", "Give a loss weight, e.g. 1.")
         if self.cycle and (self.burn_in or self.reach or self.mode == "image"):
             raise InputError("--cycle brings each run back to the annotated slices it starts on, so it cannot "
                              "start after a burn-in or reach another group, and --mode image has no runs.",
@@ -127,14 +131,6 @@ class TrainConfig:
         if not 0.0 <= self.ema < 1.0:
             raise InputError(f"--ema must be at least 0 and below 1, not {self.ema}.",
                              "Give a decay such as 0.99 (an average over about 100 steps), or 0 for none.")
-        if self.end_weight < 0:
-            raise InputError(f"--end-weight must be at least 0, not {self.end_weight}.", "Give a loss weight, e.g. 1.")
-        if self.warmup < 0:
-            raise InputError(f"--warmup must be at least 0, not {self.warmup}.", "Give a number of steps, e.g. 20.")
-        if self.batch < 1:
-            raise InputError(f"--batch must be at least 1, not {self.batch}.", "Give the number of runs per step.")
-        if self.image_aux < 0:
-            raise InputError(f"--image-aux must be at least 0, not {self.image_aux}.", "Give a loss weight, e.g. 1.")
         if not self.strides or any(int(v) < 1 for v in self.strides):
             raise InputError(f"Window strides must be whole numbers of at least 1, not {self.strides}.",
                              "Give --strides as e.g. 1 or 1,3.")
