@@ -6,6 +6,7 @@
 #   here, once:   bash benchmarks/gpu_session.sh --prepare       # packs SimpleITK, slicerio, pynrrd into .whl/
 #   device tool:  run(command="bash benchmarks/gpu_session.sh", carry=[".whl"], timeout_s=590)
 #   CPU dry run:  DEVICE=cpu SMALL=1 OUT=/tmp/gpu bash benchmarks/gpu_session.sh
+#   few-shot too: run(command="CHECKS=0 TRAIN_MIN=3 FEWSHOT_MIN=3 bash benchmarks/gpu_session.sh", ...)
 #
 # The machine has Python 3.12 with torch, numpy, scipy and tqdm, and no network; SimpleITK's wheel is
 # too large to travel beside the repository (53 MB; 64 MiB in all), so --prepare packs it with xz (28 MB).
@@ -22,9 +23,16 @@
 # leak loss"); a long run from a new network with them was not measured. TVERSKY_BETA (--tversky-beta, 0.5: the
 # Dice loss; above 0.5 counters masks that come out too small), VAL_PROTOCOL (--val-protocol, both: the best
 # network by the mean over 3-seeds and paper, since session 18's candidate won one and lost the other).
+# FEWSHOT_MIN (0: off): minutes of a third stage, a few-shot network (--mode fewshot, 3.5 % of the slices
+# annotated, decremental) trained with --cycle 1 from a new network (never from the image stage, which sees
+# every slice's label), chosen by validation as stage 2 is, and compared on 500 and 501 (model card, "Runs that
+# go out and come back": at 300 CPU steps it scored as full supervision did). CHECKS (1; 0 skips the CUDA tests
+# and the benchmark, to give the training their minutes).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
 # ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
-# the image probe of the new weights (mask_copy_diagnostic.py --image-probe) is in session.log.
+# the image probe of the new weights (mask_copy_diagnostic.py --image-probe) is in session.log. With
+# FEWSHOT_MIN, ifssnet-gpu-ws.pt and ifssnet-gpu-ws.ckpt.pt come back too, and the text files (the benchmark,
+# train.jsonl, train-ws.jsonl, the val-*.csv) come packed in results.tar, to stay within 8 files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,11 +63,16 @@ END_WEIGHT=${END_WEIGHT:-0}
 BURN_IN=${BURN_IN:-0}
 TVERSKY_BETA=${TVERSKY_BETA:-0.5}
 VAL_PROTOCOL=${VAL_PROTOCOL:-both}
+FEWSHOT_MIN=${FEWSHOT_MIN:-0}
+CHECKS=${CHECKS:-1}
 if [ -n "$FROM" ]; then START_ARGS=(--from "$FROM"); else START_ARGS=(--size 128 --width-mult 0.5); fi  # stage 1's start
 [ -z "$FROM" ] && [ "$MASK_SEES_IMAGE" = 1 ] && START_ARGS+=(--mask-sees-image)
+FEWSHOT_START=("${START_ARGS[@]}")              # stage 3 never starts from the image stage's labels
 SMALL=${SMALL:-0}
 mkdir -p "$OUT"
 LOG="$OUT/session.log"
+TXT="$OUT"                                       # where the text results go; packed into results.tar with stage 3
+[ "$FEWSHOT_MIN" != 0 ] && TXT=/tmp/gpu-text && rm -rf "$TXT" && mkdir -p "$TXT"
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1          # progress bars would fill the log
 PY=python3
 step() { echo "== $(date -u +%T) $*" | tee -a "$LOG"; }
@@ -78,19 +91,22 @@ print('SimpleITK', SimpleITK.Version.VersionString(), 'ifssnet', ifssnet.__versi
 
 if [ "$SMALL" = 1 ]; then
     SHAPE="48 64 64"; NTRAIN=4; BENCH=small; RUN_LENGTH=12; BATCH=2; VAL_EXTRA=(--segment GM)
+    VAL_CASES=(/tmp/data/val/s502)                 # the CPU dry run validates within the stages' timeouts
 else
-    SHAPE="400 128 128"; NTRAIN=40; BENCH=full; VAL_EXTRA=()
+    SHAPE="400 128 128"; NTRAIN=40; BENCH=full; VAL_EXTRA=(); VAL_CASES=(/tmp/data/val/s50{2,3,4,5})
 fi
 
+if [ "$CHECKS" = 1 ]; then
 step "CUDA tests"
 timeout 240 $PY -m pytest -q -p no:cacheprovider Testing/test_propagate.py -k "cuda" >> "$LOG" 2>&1
 echo "pytest exit $?" >> "$LOG"
 
 step "benchmark ($BENCH, $DEVICE)"
 timeout 300 $IFSS bench --size "$BENCH" --device "$DEVICE" --all-muscles --methods ifssnet,fbs \
-    --presets accurate,balanced,fast --seed 1000 --json "$OUT/bench-full-cuda.json" --md "$OUT/bench-full-cuda.md" \
+    --presets accurate,balanced,fast --seed 1000 --json "$TXT/bench-full-cuda.json" --md "$TXT/bench-full-cuda.md" \
     >> "$LOG" 2>&1
 echo "bench exit $?" >> "$LOG"
+fi
 
 step "training phantoms 1-$NTRAIN and validation phantoms 500-505 ($SHAPE)"
 mkdir -p /tmp/data
@@ -114,19 +130,31 @@ step "training for $TRAIN_MIN min from ${START_ARGS[*]} (batch $BATCH, runs of $
 timeout $(( TRAIN_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode full "${START_ARGS[@]}" --out "$OUT/ifssnet-gpu.pt" \
     --device "$DEVICE" --batch "$BATCH" --run-length "$RUN_LENGTH" --epochs 4 --steps 1000 --lr 3e-4 --lr-final 1e-4 \
     --bce-weight 1 --fixed-tversky --feedback-grad --mask-jitter 0.5 --jitter-first-only --image-aux 1 --end-weight "$END_WEIGHT" --burn-in "$BURN_IN" --seed 20 --checkpoint-every 50 \
-    --tversky-beta "$TVERSKY_BETA" --time-limit "$TRAIN_MIN" --log "$OUT/train.jsonl" --val /tmp/data/val/s50{2,3,4,5} \
+    --tversky-beta "$TVERSKY_BETA" --time-limit "$TRAIN_MIN" --log "$TXT/train.jsonl" --val "${VAL_CASES[@]}" \
     --val-every "$VAL_EVERY" --val-protocol "$VAL_PROTOCOL" >> "$LOG" 2>&1
 echo "train exit $?" >> "$LOG"
 # The best network by validation Dice (session 10: one run's checkpoints differ a lot) becomes the model
 # that comes back; the .ckpt.pt keeps the last step for --resume.
 [ -f "$OUT/ifssnet-gpu.best.pt" ] && mv -f "$OUT/ifssnet-gpu.best.pt" "$OUT/ifssnet-gpu.pt"
 
+if [ "$FEWSHOT_MIN" != 0 ]; then
+    # --cycle takes no --burn-in (refused); --image-aux learns from the annotated slices only.
+    step "few-shot training for $FEWSHOT_MIN min from ${FEWSHOT_START[*]} (--mode fewshot --cycle 1, batch $BATCH, runs of $RUN_LENGTH)"
+    timeout $(( FEWSHOT_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode fewshot "${FEWSHOT_START[@]}" \
+        --out "$OUT/ifssnet-gpu-ws.pt" --device "$DEVICE" --batch "$BATCH" --run-length "$RUN_LENGTH" --epochs 4 \
+        --steps 1000 --lr 1e-3 --lr-final 1e-4 --bce-weight 1 --fixed-tversky --feedback-grad --image-aux 1 --cycle 1 \
+        --seed 70 --checkpoint-every 50 --time-limit "$FEWSHOT_MIN" --log "$TXT/train-ws.jsonl" \
+        --val "${VAL_CASES[@]}" --val-every "$VAL_EVERY" --val-protocol "$VAL_PROTOCOL" >> "$LOG" 2>&1
+    echo "few-shot train exit $?" >> "$LOG"
+    [ -f "$OUT/ifssnet-gpu-ws.best.pt" ] && mv -f "$OUT/ifssnet-gpu-ws.best.pt" "$OUT/ifssnet-gpu-ws.pt"
+fi
+
 step "validation: shipped and new weights, 3-seeds"
-for tag in shipped gpu; do
-    model=Resources/Models/ifssnet.pt; [ $tag = gpu ] && model="$OUT/ifssnet-gpu.pt"
+for tag in shipped gpu gpu-ws; do
+    model=Resources/Models/ifssnet.pt; [ $tag != shipped ] && model="$OUT/ifssnet-$tag.pt"
     [ -f "$model" ] || continue
     timeout 240 $IFSS compare-set /tmp/data/val/s500 /tmp/data/val/s501 --methods ifssnet --model "$model" \
-        --device "$DEVICE" --protocol 3-seeds "${VAL_EXTRA[@]}" --csv "$OUT/val-$tag.csv" >> "$LOG" 2>&1
+        --device "$DEVICE" --protocol 3-seeds "${VAL_EXTRA[@]}" --csv "$TXT/val-$tag.csv" >> "$LOG" 2>&1
     echo "compare-set $tag exit $?" >> "$LOG"
 done
 # Does the new network read the image? (the shipped one does not: model card, session 6). CPU, 4 runs.
@@ -136,5 +164,6 @@ if [ -f "$OUT/ifssnet-gpu.pt" ]; then
         /tmp/data/val/s501 --runs 4 --image-probe >> "$LOG" 2>&1
     echo "probe exit $?" >> "$LOG"
 fi
+[ "$TXT" != "$OUT" ] && tar cf "$OUT/results.tar" -C "$TXT" . && echo "results.tar: $(ls "$TXT" | tr '\n' ' ')" >> "$LOG"
 step "done"
 tail -n 40 "$LOG"
