@@ -20,7 +20,9 @@
 # compared with the shipped one on phantoms 500 and 501, which did not take part in the choice), END_WEIGHT (the
 # full training's --end-weight, 0: off), BURN_IN (its --burn-in, 0: off). Together (END_WEIGHT=16 BURN_IN=32) they
 # made session 18's candidate from the shipped weights in 100 CPU steps of runs of 8 (model card, "Burn-in with the
-# leak loss"); a long run from a new network with them was not measured. TVERSKY_BETA (--tversky-beta, 0.5: the
+# leak loss"); a long run from a new network with them was not measured, and from a new network BURN_IN=32 cost
+# full supervision 0.20 held-out Dice at 300 CPU steps (session 25, model card "Runs that go out and come back"):
+# keep it 0 unless FROM names a network that already propagates. TVERSKY_BETA (--tversky-beta, 0.5: the
 # Dice loss; above 0.5 counters masks that come out too small), VAL_PROTOCOL (--val-protocol, both: the best
 # network by the mean over 3-seeds and paper, since session 18's candidate won one and lost the other).
 # FEWSHOT_MIN (0: off): minutes of a third stage, a few-shot network (--mode fewshot, 3.5 % of the slices
