@@ -141,7 +141,7 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         from ifssnet.progress import CancelToken
 
         from IFSSNetSegmentationLib.gui import ensureTorch
-        from IFSSNetSegmentationLib.logic import BackgroundWorker
+        from IFSSNetSegmentationLib.worker import BackgroundWorker
 
         methods = [name for name, check in self.methodChecks.items() if check.checked]
         if any(m in ("ifssnet", "pgnet", "unet3d") for m in methods) and not ensureTorch():
@@ -247,6 +247,7 @@ class IFSSNetComparisonTest(ScriptedLoadableModuleTest):
         from ifssnet.phantom import make_phantom
 
         from IFSSNetSegmentationLib import logic as L
+        from IFSSNetSegmentationLib import mrml_arrays as A
 
         phantom = make_phantom(seed=3, shape=(96, 128, 128))
         sz, sy, sx = phantom.spacing_kji
@@ -254,7 +255,7 @@ class IFSSNetComparisonTest(ScriptedLoadableModuleTest):
         reference = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Reference")
         reference.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
         sid = reference.GetSegmentation().AddEmptySegment("", "GM")
-        L.writeSegment(reference, sid, phantom.labels["GM"], L.referenceGeometry(volumeNode, reference))
+        A.writeSegment(reference, sid, phantom.labels["GM"], A.referenceGeometry(volumeNode, reference))
         methods = ["fbs"] + (["ifssnet"] if L.IFSSNetSegmentationLogic.torchAvailable() else [])
         table = IFSSNetComparisonLogic().compare(volumeNode, None, reference, methods, "3-seeds")
         self.assertEqual(table.GetNumberOfRows(), len(methods))

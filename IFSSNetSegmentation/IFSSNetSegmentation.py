@@ -223,6 +223,7 @@ class IFSSNetSegmentationTest(ScriptedLoadableModuleTest):
         from ifssnet.phantom import make_phantom
 
         from IFSSNetSegmentationLib import logic as L
+        from IFSSNetSegmentationLib import mrml_arrays as A
 
         self.delayDisplay("Making a small phantom")
         phantom = make_phantom(seed=1, shape=(96, 128, 128))
@@ -238,7 +239,7 @@ class IFSSNetSegmentationTest(ScriptedLoadableModuleTest):
         painted = np.zeros_like(truth)
         painted[seeds] = truth[seeds]
         sid = segNode.GetSegmentation().AddEmptySegment("", "GM")
-        L.writeSegment(segNode, sid, painted, L.referenceGeometry(volumeNode, segNode))
+        A.writeSegment(segNode, sid, painted, A.referenceGeometry(volumeNode, segNode))
 
         method = "ifssnet" if (L.IFSSNetSegmentationLogic.torchAvailable()
                                and any(m["source"] == "shipped" for m in L.IFSSNetSegmentationLogic.availableModels())) else "fbs"
@@ -257,7 +258,7 @@ class IFSSNetSegmentationTest(ScriptedLoadableModuleTest):
             self.assertIn("at most", widget.panel.estimateLabel.text)
         self.delayDisplay(f"Propagating with {method}")
         result = IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], method=method)
-        out = L.segmentToArray(segNode, sid, L.referenceGeometry(volumeNode, segNode))
+        out = A.segmentToArray(segNode, sid, A.referenceGeometry(volumeNode, segNode))
         for s in seeds:
             self.assertTrue(np.array_equal(out[s], truth[s]), "painted slices must stay as painted")
         lo, hi = seeds[0], seeds[-1]
@@ -274,6 +275,7 @@ class IFSSNetSegmentationTest(ScriptedLoadableModuleTest):
 
         from ifssnet.io import ANNOTATED_TAG, AnnotatedSlices
         from IFSSNetSegmentationLib import logic as L
+        from IFSSNetSegmentationLib import mrml_arrays as A
 
         volume = np.zeros((40, 48, 48), np.uint8)
         volumeNode = slicer.util.addVolumeFromArray(volume, np.diag([-1.0, -1.0, 1.5, 1.0]), "US")
@@ -283,13 +285,13 @@ class IFSSNetSegmentationTest(ScriptedLoadableModuleTest):
         painted = np.zeros_like(volume)
         painted[[18, 20, 22], 10:30, 12:34] = 1
         sid = segNode.GetSegmentation().AddEmptySegment("", "GM")
-        L.writeSegment(segNode, sid, painted, L.referenceGeometry(volumeNode, segNode))
+        A.writeSegment(segNode, sid, painted, A.referenceGeometry(volumeNode, segNode))
         widget = slicer.util.getModuleWidget("IFSSNetSegmentation")
         widget.volumeSelector.setCurrentNode(volumeNode)
         widget.segmentSelector.setCurrentNode(segNode)
         widget.segmentSelector.setSelectedSegmentIDs([sid])
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpView)
-        r, a, s = L.sliceCenterRAS(volumeNode, 0, 33)
+        r, a, s = A.sliceCenterRAS(volumeNode, 0, 33)
         slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
         widget.panel.noMuscleButton.click()
         tag = L.segmentTag(segNode.GetSegmentation().GetSegment(sid), ANNOTATED_TAG)

@@ -343,7 +343,7 @@ class IFSSNetTrainingTest(ScriptedLoadableModuleTest):
 
         from ifssnet.phantom import make_phantom
 
-        from IFSSNetSegmentationLib import logic as L
+        from IFSSNetSegmentationLib import mrml_arrays as A
 
         phantom = make_phantom(seed=2, shape=(48, 64, 64))
         sz, sy, sx = phantom.spacing_kji
@@ -351,7 +351,7 @@ class IFSSNetTrainingTest(ScriptedLoadableModuleTest):
         segNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Reference")
         segNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
         sid = segNode.GetSegmentation().AddEmptySegment("", "GM")
-        L.writeSegment(segNode, sid, phantom.labels["GM"], L.referenceGeometry(volumeNode, segNode))
+        A.writeSegment(segNode, sid, phantom.labels["GM"], A.referenceGeometry(volumeNode, segNode))
         out = os.path.join(tempfile.mkdtemp(), "selftest.pt")
         path = IFSSNetTrainingLogic().train([(volumeNode, segNode)], "full", 1, outputPath=out, stepsPerEpoch=2,
                                             runLength=6, size=32, widthMult=0.15)

@@ -116,28 +116,35 @@ def _logic_module():
     return logic
 
 
+def _arrays_module():
+    from IFSSNetSegmentationLib import mrml_arrays
+
+    return mrml_arrays
+
+
 def _paint(slicer, volumeNode, segNode, truth, axis, slices, name="GM"):
-    logic = _logic_module()
+    arrays = _arrays_module()
     sid = segNode.GetSegmentation().AddEmptySegment("", name)
     painted = np.zeros_like(truth)
     index = [slice(None)] * 3
     index[axis] = list(slices)
     painted[tuple(index)] = truth[tuple(index)]
-    geometry = logic.referenceGeometry(volumeNode, segNode)
-    logic.writeSegment(segNode, sid, painted, geometry)
+    geometry = arrays.referenceGeometry(volumeNode, segNode)
+    arrays.writeSegment(segNode, sid, painted, geometry)
     return sid, painted
 
 
 def _state(segNode, volumeNode):
     """Everything that must survive a cancelled or failed run: every segment's voxels, names, tags."""
     logic = _logic_module()
-    geometry = logic.referenceGeometry(volumeNode, segNode)
+    arrays = _arrays_module()
+    geometry = arrays.referenceGeometry(volumeNode, segNode)
     seg = segNode.GetSegmentation()
     out = {}
     for sid in seg.GetSegmentIDs():
         s = seg.GetSegment(sid)
         tags = {t: logic.segmentTag(s, t) for t in (logic.ANNOTATED_TAG, logic.RESULT_CRC_TAG)}
-        out[sid] = (s.GetName(), logic.segmentToArray(segNode, sid, geometry).copy(), tags)
+        out[sid] = (s.GetName(), arrays.segmentToArray(segNode, sid, geometry).copy(), tags)
     return out
 
 
@@ -163,25 +170,25 @@ def test_fixture_sets_up_slicer_util(slicer_scene):
 
 def test_geometry_round_trip_oblique(scene_nodes):
     slicer, volumeNode, segNode, truth = scene_nodes
-    logic = _logic_module()
+    arrays = _arrays_module()
     np.testing.assert_allclose(volumeNode.GetSpacing(), SPACING)
     np.testing.assert_allclose(volumeNode.GetOrigin(), ORIGIN)
-    np.testing.assert_allclose(logic.ijkToRasArray(volumeNode), _ijk_to_ras(), atol=1e-9)
-    np.testing.assert_allclose(logic.spacingKji(volumeNode), (SPACING[2], SPACING[1], SPACING[0]))
+    np.testing.assert_allclose(arrays.ijkToRasArray(volumeNode), _ijk_to_ras(), atol=1e-9)
+    np.testing.assert_allclose(arrays.spacingKji(volumeNode), (SPACING[2], SPACING[1], SPACING[0]))
     sid, painted = _paint(slicer, volumeNode, segNode, truth, 0, range(SHAPE[0]))
-    geometry = logic.referenceGeometry(volumeNode, segNode)
-    np.testing.assert_array_equal(logic.segmentToArray(segNode, sid, geometry), truth)
+    geometry = arrays.referenceGeometry(volumeNode, segNode)
+    np.testing.assert_array_equal(arrays.segmentToArray(segNode, sid, geometry), truth)
     # Agrees with slicer.util's own export on the volume's grid.
     np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segNode, sid, volumeNode), truth)
     # The slice centre maps through IJK-to-RAS.
-    ras = logic.sliceCenterRAS(volumeNode, 0, 5)
+    ras = arrays.sliceCenterRAS(volumeNode, 0, 5)
     expected = _ijk_to_ras() @ np.array([(SHAPE[2] - 1) / 2, (SHAPE[1] - 1) / 2, 5, 1])
     np.testing.assert_allclose(ras, expected[:3], atol=1e-9)
 
 
 def test_segmentation_on_another_grid_is_resampled(scene_nodes):
     slicer, volumeNode, segNode, truth = scene_nodes
-    logic = _logic_module()
+    arrays = _arrays_module()
     coarse = np.eye(4)
     coarse[:3, :3] = _direction() @ np.diag([s * 2 for s in SPACING])
     coarse[:3, 3] = ORIGIN
@@ -189,11 +196,11 @@ def test_segmentation_on_another_grid_is_resampled(scene_nodes):
     other = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Coarse")
     other.SetReferenceImageGeometryParameterFromVolumeNode(coarseNode)
     sid = other.GetSegmentation().AddEmptySegment("", "GM")
-    cgeom = logic.referenceGeometry(coarseNode, other)
+    cgeom = arrays.referenceGeometry(coarseNode, other)
     cmask = np.zeros((11, 13, 15), np.uint8)
     cmask[3:8, 4:9, 5:10] = 1
-    logic.writeSegment(other, sid, cmask, cgeom)
-    mask = logic.segmentToArray(other, sid, logic.referenceGeometry(volumeNode, other))
+    arrays.writeSegment(other, sid, cmask, cgeom)
+    mask = arrays.segmentToArray(other, sid, arrays.referenceGeometry(volumeNode, other))
     assert mask.shape == SHAPE
     assert 1000 * 0.7 < mask.sum() * np.prod(SPACING) / (cmask.sum() * np.prod(SPACING) * 8) * 1000 < 1000 * 1.3
 
@@ -215,7 +222,8 @@ def test_propagate_along_each_axis(scene_nodes, axis):
     assert entry["seed_slices"] == list(seeds)
     assert result["run_time_s"] >= 0
     logic = _logic_module()
-    out = logic.segmentToArray(segNode, sid, logic.referenceGeometry(volumeNode, segNode))
+    arrays = _arrays_module()
+    out = arrays.segmentToArray(segNode, sid, arrays.referenceGeometry(volumeNode, segNode))
     # Painted slices exactly as painted.
     for s in seeds:
         np.testing.assert_array_equal(np.take(out, s, axis), np.take(painted, s, axis))
@@ -237,18 +245,19 @@ def test_propagate_along_each_axis(scene_nodes, axis):
 def test_repainted_slice_reanchors(scene_nodes):
     slicer, volumeNode, segNode, truth = scene_nodes
     from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
 
     sid, painted = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16))
     L = logic.IFSSNetSegmentationLogic()
     L.propagate(volumeNode, segNode, [sid], method=_method())
-    geometry = logic.referenceGeometry(volumeNode, segNode)
-    current = logic.segmentToArray(segNode, sid, geometry)
+    geometry = arrays.referenceGeometry(volumeNode, segNode)
+    current = arrays.segmentToArray(segNode, sid, geometry)
     current[8] = truth[8]  # the user corrects slice 8
     current[8, 0, 0] = 1  # a visible edit even if slice 8 was already right
-    logic.writeSegment(segNode, sid, current, geometry)
+    arrays.writeSegment(segNode, sid, current, geometry)
     result = L.propagate(volumeNode, segNode, [sid], method=_method())
     assert result["segments"][sid]["seed_slices"] == [5, 8, 11, 16]
-    out = logic.segmentToArray(segNode, sid, geometry)
+    out = arrays.segmentToArray(segNode, sid, geometry)
     np.testing.assert_array_equal(out[8], current[8])
 
 
@@ -257,15 +266,16 @@ def test_no_muscle_here_marks_a_slice_that_the_next_run_keeps_empty(scene_nodes)
     empty; wrong marks change nothing; edits after a mark are still picked up as seeds."""
     slicer, volumeNode, segNode, truth = scene_nodes
     from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
 
     L = logic.IFSSNetSegmentationLogic()
     sid, painted = _paint(slicer, volumeNode, segNode, truth, 0, (9, 11, 13))
-    geometry = logic.referenceGeometry(volumeNode, segNode)
+    geometry = arrays.referenceGeometry(volumeNode, segNode)
     assert L.paintedAxis(volumeNode, segNode, sid) == 0
     assert L.markNoMuscle(volumeNode, segNode, sid, 2) == (0, (2, 9, 11, 13))       # fresh paint: axis found
     assert L.paintedAxis(volumeNode, segNode, sid) == 0                              # now from the tag
     assert L.markNoMuscle(volumeNode, segNode, sid, 19, axis=0) == (0, (2, 9, 11, 13, 19))
-    np.testing.assert_array_equal(logic.segmentToArray(segNode, sid, geometry), painted)
+    np.testing.assert_array_equal(arrays.segmentToArray(segNode, sid, geometry), painted)
     before = _state(segNode, volumeNode)
     for k, axis, error in ((11, None, SeedError), (5, 1, SeedError), (22, None, InputError)):
         with pytest.raises(error):                             # painted slice, other axis, outside
@@ -276,22 +286,22 @@ def test_no_muscle_here_marks_a_slice_that_the_next_run_keeps_empty(scene_nodes)
         L.markNoMuscle(volumeNode, segNode, sol, 3)
     segNode.GetSegmentation().RemoveSegment(segNode.GetSegmentation().GetSegmentIdBySegmentName("SOL"))
     _assert_same(before, _state(segNode, volumeNode))
-    current = logic.segmentToArray(segNode, sid, geometry)
+    current = arrays.segmentToArray(segNode, sid, geometry)
     current[15] = truth[15]                                    # painted after the marks, before any run
-    logic.writeSegment(segNode, sid, current, geometry)
+    arrays.writeSegment(segNode, sid, current, geometry)
     result = L.propagate(volumeNode, segNode, [sid], method=_method())
     assert result["segments"][sid]["seed_slices"] == [2, 9, 11, 13, 15, 19]
-    out = logic.segmentToArray(segNode, sid, geometry)
+    out = arrays.segmentToArray(segNode, sid, geometry)
     assert not out[2].any() and not out[19].any() and out[12].any()
     present = np.flatnonzero(out.reshape(out.shape[0], -1).any(axis=1))
     assert result["segments"][sid]["ends"] == (present[0], present[-1])    # where to check for a leak
     leaked = next(k for k in (16, 17, 14, 10, 8) if out[k].any())       # a propagated slice, marked after the run
     L.markNoMuscle(volumeNode, segNode, sid, leaked)
-    assert not logic.segmentToArray(segNode, sid, geometry)[leaked].any()
-    current = logic.segmentToArray(segNode, sid, geometry)
+    assert not arrays.segmentToArray(segNode, sid, geometry)[leaked].any()
+    current = arrays.segmentToArray(segNode, sid, geometry)
     current[7] = truth[7]                                      # the user paints one more slice after the mark
     current[7, 0, 0] = 1
-    logic.writeSegment(segNode, sid, current, geometry)
+    arrays.writeSegment(segNode, sid, current, geometry)
     result = L.propagate(volumeNode, segNode, [sid], method=_method())
     assert result["segments"][sid]["seed_slices"] == sorted({2, 7, 9, 11, 13, 15, 19, leaked})
 
@@ -299,18 +309,18 @@ def test_no_muscle_here_marks_a_slice_that_the_next_run_keeps_empty(scene_nodes)
 def test_slice_index_of_a_slice_view_across_the_painted_axis(scene_nodes):
     """The slice a view shows, from its SliceToRAS (oblique volume): None when the view is across another axis."""
     slicer, volumeNode, segNode, truth = scene_nodes
-    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
 
-    ijkToRas = logic.ijkToRasArray(volumeNode)
+    ijkToRas = arrays.ijkToRasArray(volumeNode)
     for axis, index in ((0, 7), (1, 20), (2, 3)):
         view = np.eye(4)
         normal = ijkToRas[:3, 2 - axis] / np.linalg.norm(ijkToRas[:3, 2 - axis])
         view[:3, 2] = -normal                                  # either way along the normal
-        view[:3, 3] = logic.sliceCenterRAS(volumeNode, axis, index)
-        assert logic.sliceIndexAt(volumeNode, view, axis) == index
-        assert logic.sliceIndexAt(volumeNode, view, (axis + 1) % 3) is None
-        view[:3, 3] = logic.sliceCenterRAS(volumeNode, axis, 40)          # past the volume
-        assert logic.sliceIndexAt(volumeNode, view, axis) is None
+        view[:3, 3] = arrays.sliceCenterRAS(volumeNode, axis, index)
+        assert arrays.sliceIndexAt(volumeNode, view, axis) == index
+        assert arrays.sliceIndexAt(volumeNode, view, (axis + 1) % 3) is None
+        view[:3, 3] = arrays.sliceCenterRAS(volumeNode, axis, 40)          # past the volume
+        assert arrays.sliceIndexAt(volumeNode, view, axis) is None
 
 
 def test_segment_volumes_equal_segment_statistics(scene_nodes):
@@ -413,6 +423,7 @@ def test_cancelled_run_changes_nothing(scene_nodes):
 def test_failed_run_changes_nothing(scene_nodes, monkeypatch):
     slicer, volumeNode, segNode, truth = scene_nodes
     from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
 
     sid, _ = _paint(slicer, volumeNode, segNode, truth, 1, (6, 13, 19))
     other, _ = _paint(slicer, volumeNode, segNode, np.roll(truth, 2, axis=0), 1, (7, 12, 18), "SOL")
@@ -426,7 +437,7 @@ def test_failed_run_changes_nothing(scene_nodes, monkeypatch):
     _assert_same(before, _state(segNode, volumeNode))
 
     # A failure while writing the second segment: the first one is rolled back too.
-    real = logic.writeSegment
+    real = arrays.writeSegment
     calls = []
 
     def failing_write(node, segmentId, mask, geometry):
@@ -435,7 +446,7 @@ def test_failed_run_changes_nothing(scene_nodes, monkeypatch):
             raise IFSSNetError("disk on fire", "")
         real(node, segmentId, mask, geometry)
 
-    monkeypatch.setattr(logic, "writeSegment", failing_write)
+    monkeypatch.setattr(arrays, "writeSegment", failing_write)
     with pytest.raises(IFSSNetError):
         logic.IFSSNetSegmentationLogic().propagate(volumeNode, segNode, method=_method())
     assert len(calls) == 2
@@ -463,9 +474,9 @@ def test_bad_inputs_change_nothing(scene_nodes):
     both[9] = truth[9]
     both[:, 13] = truth[:, 13]
     sid2 = segNode.GetSegmentation().AddEmptySegment("", "Both")
-    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
 
-    logic.writeSegment(segNode, sid2, both, logic.referenceGeometry(volumeNode, segNode))
+    arrays.writeSegment(segNode, sid2, both, arrays.referenceGeometry(volumeNode, segNode))
     before = _state(segNode, volumeNode)
     with pytest.raises(SeedError):
         IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid2], method=_method())
@@ -520,14 +531,14 @@ def test_preview_then_cancel_restores(scene_nodes):
 
 
 def _reference_segmentation(slicer, volumeNode, masks, name):
-    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
 
     node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
     node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-    geometry = logic.referenceGeometry(volumeNode, node)
+    geometry = arrays.referenceGeometry(volumeNode, node)
     for segName, mask in masks.items():
         sid = node.GetSegmentation().AddEmptySegment("", segName)
-        logic.writeSegment(node, sid, mask, geometry)
+        arrays.writeSegment(node, sid, mask, geometry)
     return node
 
 
@@ -568,11 +579,11 @@ def test_compare_builds_table_plots_and_segmentations(scene_nodes, registered_me
     assert L.lastResult["diceChart"].GetNumberOfPlotSeriesNodes() == len(methods)
     assert L.lastResult["volumeChart"].GetNumberOfPlotSeriesNodes() == 1
     assert len(L.lastResult["segmentations"]) == len(methods)
-    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
 
     result = next(iter(L.lastResult["segmentations"].values()))
     sid = result.GetSegmentation().GetSegmentIdBySegmentName("GM")
-    out = logic.segmentToArray(result, sid, logic.referenceGeometry(volumeNode, result))
+    out = arrays.segmentToArray(result, sid, arrays.referenceGeometry(volumeNode, result))
     for s_ in (7, 13, 19):  # back on the volume's grid, seeds as painted
         np.testing.assert_array_equal(out[:, s_], truth[:, s_])
     # Cancel and failure add nothing to the scene.
@@ -733,7 +744,8 @@ def test_training_from_scene_pairs(scene_nodes, tmp_path):
 def test_background_worker_keeps_results_for_the_main_thread():
     import time as _time
 
-    from IFSSNetSegmentationLib.logic import BackgroundWorker, progressText
+    from IFSSNetSegmentationLib.logic import progressText
+    from IFSSNetSegmentationLib.worker import BackgroundWorker
 
     worker = BackgroundWorker()
     try:
@@ -768,6 +780,7 @@ def test_default_method_runs_the_network_end_to_end(scene_nodes, tmp_path):
     from ifssnet.model import IFSSNet, IFSSNetConfig, save_checkpoint
 
     from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
 
     path = save_checkpoint(tmp_path / "tiny.pt", IFSSNet(IFSSNetConfig(size=32, width_mult=0.15)))
     sid, painted = _paint(slicer, volumeNode, segNode, truth, 2, (9, 15, 21))
@@ -777,7 +790,7 @@ def test_default_method_runs_the_network_end_to_end(scene_nodes, tmp_path):
     entry = result["segments"][sid]
     assert entry["axis"] == 2 and entry["seed_slices"] == [9, 15, 21]
     assert "propagating" in stages and result["device"] == "cpu"
-    out = logic.segmentToArray(segNode, sid, logic.referenceGeometry(volumeNode, segNode))
+    out = arrays.segmentToArray(segNode, sid, arrays.referenceGeometry(volumeNode, segNode))
     for s_ in (9, 15, 21):
         np.testing.assert_array_equal(out[:, :, s_], painted[:, :, s_])
     assert entry["voxel_count"] == int(out.sum())
@@ -796,13 +809,14 @@ def test_a_sweep_finer_than_the_network_runs_on_fewer_frames(scene_nodes, tmp_pa
     from ifssnet.model import IFSSNet, IFSSNetConfig, save_checkpoint
 
     from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
 
     coarse = IFSSNetConfig(size=32, width_mult=0.15, slice_spacing_mm=4 * SPACING[0])
     path = save_checkpoint(tmp_path / "coarse.pt", IFSSNet(coarse))
     sid, painted = _paint(slicer, volumeNode, segNode, truth, 2, (9, 15, 21))
     result = logic.IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], model=str(path), device="cpu")
     entry = result["segments"][sid]
-    out = logic.segmentToArray(segNode, sid, logic.referenceGeometry(volumeNode, segNode))
+    out = arrays.segmentToArray(segNode, sid, arrays.referenceGeometry(volumeNode, segNode))
     assert entry["frames"] == 8 and entry["slices"] == 30 == out.shape[2]    # round(29 / 4) + 1 frames of 30 slices
     assert "8 of 30 frames" in logic.IFSSNetSegmentationLogic.framesText(result)
     for s_ in (9, 15, 21):
@@ -817,7 +831,8 @@ def test_segments_propagated_together_do_not_overlap_when_asked(scene_nodes):
 
     slicer, volumeNode, segNode, truth = scene_nodes
     logic = _logic_module()
-    geometry = logic.referenceGeometry(volumeNode, segNode)
+    arrays = _arrays_module()
+    geometry = arrays.referenceGeometry(volumeNode, segNode)
     for exclusive in (False, True):
         for sid in list(segNode.GetSegmentation().GetSegmentIDs()):     # paint afresh: no tags of the last run
             segNode.GetSegmentation().RemoveSegment(sid)
@@ -825,8 +840,8 @@ def test_segments_propagated_together_do_not_overlap_when_asked(scene_nodes):
         b, paintedB = _paint(slicer, volumeNode, segNode, truth, 0, (14, 15, 16), name="SOL")
         logic.IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [a, b], model=CopyModel(size=32), device="cpu",
                                                    exclusive=exclusive)
-        outA = logic.segmentToArray(segNode, a, geometry)
-        outB = logic.segmentToArray(segNode, b, geometry)
+        outA = arrays.segmentToArray(segNode, a, geometry)
+        outB = arrays.segmentToArray(segNode, b, geometry)
         assert bool((outA & outB).any()) != exclusive
         assert outA.sum() > paintedA.sum() and outB.sum() > paintedB.sum()
     for k in (5, 6, 7):
@@ -922,6 +937,7 @@ def test_shipped_network_volume_matches_reference(slicer_scene):
     from ifssnet.seeds import cut_seeds, protocol_slices
 
     from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
 
     if not default_model_path().is_file():
         pytest.skip("no shipped weights in Resources/Models")
@@ -936,7 +952,7 @@ def test_shipped_network_volume_matches_reference(slicer_scene):
     seeds = protocol_slices(truth, "paper")
     sid, painted = _paint(slicer, volumeNode, segNode, truth, 0, seeds)
     result = logic.IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], device="cpu")
-    out = logic.segmentToArray(segNode, sid, logic.referenceGeometry(volumeNode, segNode))
+    out = arrays.segmentToArray(segNode, sid, arrays.referenceGeometry(volumeNode, segNode))
     np.testing.assert_array_equal(out[list(seeds)], painted[list(seeds)])
     core = propagate(ph.volume, {"GM": cut_seeds(truth, seeds)}, device="cpu").masks["GM"]
     assert _dice(out, core) >= 0.999

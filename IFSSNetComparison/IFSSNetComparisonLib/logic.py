@@ -22,6 +22,7 @@ from ifssnet.progress import check_cancel, report
 from ifssnet.seeds import PROTOCOLS as _CORE_PROTOCOLS
 
 from IFSSNetSegmentationLib import logic as segmentationLogic
+from IFSSNetSegmentationLib import mrml_arrays as mrmlArrays
 
 PROTOCOLS = ("seeds",) + tuple(_CORE_PROTOCOLS)   # the painted slices, or cut from the reference
 METHOD_LABELS = {"ifssnet": "IFSS-Net", "fbs": "Fill between slices", "gfs": "Grow from seeds",
@@ -93,9 +94,9 @@ class IFSSNetComparisonLogic:
             raise InputError("The 'seeds' protocol needs a seed segmentation.", "Select it, or use protocol '3-seeds'.")
         segLogic = segmentationLogic.IFSSNetSegmentationLogic()
         report(progress, "preparing", 0, 1)
-        volume = segmentationLogic.volumeToArray(volumeNode)
-        spacing = segmentationLogic.spacingKji(volumeNode)
-        refGeometry = segmentationLogic.referenceGeometry(volumeNode, referenceSegmentationNode)
+        volume = mrmlArrays.volumeToArray(volumeNode)
+        spacing = mrmlArrays.spacingKji(volumeNode)
+        refGeometry = mrmlArrays.referenceGeometry(volumeNode, referenceSegmentationNode)
         reference = referenceSegmentationNode.GetSegmentation()
         names = list(segmentNames) if segmentNames else [reference.GetSegment(s).GetName() for s in reference.GetSegmentIDs()]
         if not names:
@@ -106,13 +107,13 @@ class IFSSNetComparisonLogic:
             rid = _segmentIdByName(referenceSegmentationNode, name)
             if rid is None:
                 raise InputError(f"The reference has no segment '{name}'.", "Check the segment names.")
-            refs[name] = segmentationLogic.segmentToArray(referenceSegmentationNode, rid, refGeometry)
+            refs[name] = mrmlArrays.segmentToArray(referenceSegmentationNode, rid, refGeometry)
             if protocol == "seeds":
                 sid = _segmentIdByName(seedSegmentationNode, name)
                 if sid is None:
                     raise SeedError(f"The seed segmentation has no segment '{name}'.", "Paint it, or use protocol '3-seeds'.")
-                geometry = segmentationLogic.referenceGeometry(volumeNode, seedSegmentationNode)
-                painted = segmentationLogic.segmentToArray(seedSegmentationNode, sid, geometry)
+                geometry = mrmlArrays.referenceGeometry(volumeNode, seedSegmentationNode)
+                painted = mrmlArrays.segmentToArray(seedSegmentationNode, sid, geometry)
                 axis, slices = segLogic._seedSlices(seedSegmentationNode.GetSegmentation().GetSegment(sid), painted)
             else:  # the core runner cuts the seeds from the reference along the sweep (k)
                 axis, slices, painted = 0, (), None
@@ -269,12 +270,12 @@ class IFSSNetComparisonLogic:
         created.append(node)
         node.CreateDefaultDisplayNodes()
         node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-        geometry = segmentationLogic.referenceGeometry(volumeNode, node)
+        geometry = mrmlArrays.referenceGeometry(volumeNode, node)
         reference = referenceSegmentationNode.GetSegmentation()
         for name, mask in masks.items():
             sid = node.GetSegmentation().AddEmptySegment("", name)
             rid = reference.GetSegmentIdBySegmentName(name)
             if rid:
                 node.GetSegmentation().GetSegment(sid).SetColor(reference.GetSegment(rid).GetColor())
-            segmentationLogic.writeSegment(node, sid, mask, geometry)
+            mrmlArrays.writeSegment(node, sid, mask, geometry)
         return node

@@ -3,7 +3,7 @@
 GUI only (qt, ctk, slicer): options, Propagate/Cancel, a progress bar with named states, preview with
 Apply/Cancel, the least-confident slices, and "Show volume". The work is the Logic's: ``prepare`` and
 ``apply`` run in the main thread (MRML), ``compute`` runs on one persistent worker thread
-(:class:`~IFSSNetSegmentationLib.logic.BackgroundWorker`), polled by a ``qt.QTimer``.
+(:class:`~IFSSNetSegmentationLib.worker.BackgroundWorker`), polled by a ``qt.QTimer``.
 
 The owner (effect or module widget) gives three callables:
 ``inputs(allVisible: bool) -> (volumeNode, segmentationNode, segmentIds)``, ``saveUndo()`` (before the preview is
@@ -18,6 +18,8 @@ import qt
 import slicer
 
 from IFSSNetSegmentationLib import logic as L
+from IFSSNetSegmentationLib import mrml_arrays as A
+from IFSSNetSegmentationLib.worker import BackgroundWorker
 
 README_URL = "https://github.com/ifssnet/SlicerIFSSNet#readme"
 HELP_TEXT = (
@@ -378,7 +380,7 @@ class PropagatePanel:
 
         self.cancelToken = CancelToken()
         if self.worker is None:
-            self.worker = L.BackgroundWorker()
+            self.worker = BackgroundWorker()
         self.worker.resetProgress()
         self.ticket = self.worker.submit(self.logic.compute, self.job, progress=self.worker.progress,
                                          cancel=self.cancelToken)
@@ -407,7 +409,7 @@ class PropagatePanel:
             for name in slicer.app.layoutManager().sliceViewNames():
                 sliceNode = slicer.app.layoutManager().sliceWidget(name).mrmlSliceNode()
                 m = sliceNode.GetSliceToRAS()
-                index = L.sliceIndexAt(volumeNode, [[m.GetElement(r, c) for c in range(4)] for r in range(4)], axis)
+                index = A.sliceIndexAt(volumeNode, [[m.GetElement(r, c) for c in range(4)] for r in range(4)], axis)
                 if index is not None:
                     break
             if index is None:
@@ -499,7 +501,7 @@ class PropagatePanel:
         if volumeNode is None:
             return
         axis, index = (int(v) for v in item.data(qt.Qt.UserRole).split(":"))
-        r, a, s = L.sliceCenterRAS(volumeNode, axis, index)
+        r, a, s = A.sliceCenterRAS(volumeNode, axis, index)
         slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
 
     def onShowVolume(self):

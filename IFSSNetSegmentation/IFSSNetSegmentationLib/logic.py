@@ -6,12 +6,10 @@ Python console. torch and ``ifssnet.model`` are imported inside the functions th
 Slicer without torch still loads the module.
 
 Geometry
-    Arrays from Slicer are indexed (k, j, i). The volume's IJK-to-RAS matrix carries spacing, origin and
-    an oblique direction. A segment is read as a binary labelmap *on the volume's grid* (resampled with
-    nearest neighbour if the segmentation's own geometry differs) and written back the same way
-    (``vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment``, as Segment Editor effects do).
-    The propagation axis is the array axis across which the painted slices lie; both arrays are
-    transposed so that it comes first, the core runs, and the result is transposed back.
+    Arrays from Slicer are indexed (k, j, i); ``mrml_arrays`` reads and writes them on the volume's grid
+    (spacing, origin and an oblique direction kept). The propagation axis is the array axis across which
+    the painted slices lie; both arrays are transposed so that it comes first, the core runs, and the
+    result is transposed back.
 
 Which slices are seeds
     The segment tag ``IFSSNet.AnnotatedSlices`` (``axis:s0,s1,...``, as ``ifssnet.io`` writes it) names
@@ -26,29 +24,30 @@ Safety
     before writing and restored if writing fails; a cancelled or failed run leaves every segment
     voxel-identical. Two runs on the same segmentation at once are refused.
 
-The work is split so that a GUI can keep MRML access in the main thread:
+The work is split so that a GUI can keep MRML access in the main thread (and run ``compute`` on the
+``worker.BackgroundWorker``):
 ``prepare`` (main thread, MRML -> numpy), ``compute`` (any thread, core only), ``apply`` (main thread,
 numpy -> MRML). ``propagate`` does the three in a row.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
 import zlib
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import slicer
 import vtk
-from vtk.util import numpy_support
 
 from ifssnet.errors import IFSSNetError, InputError, SeedError, VolumeError
 from ifssnet.io import ANNOTATED_TAG, AnnotatedSlices
 from ifssnet.progress import check_cancel, report
+
+from IFSSNetSegmentationLib import mrml_arrays as arrays
 
 RESULT_CRC_TAG = "IFSSNet.ResultSliceCRC"
 DEFAULT_METHOD = "ifssnet"
@@ -60,142 +59,7 @@ LEAST_CONFIDENT_COUNT = 5
 
 
 # --------------------------------------------------------------------------------------------------
-# MRML <-> numpy (shared by the three modules' Logic classes)
-
-
-def volumeToArray(volumeNode) -> np.ndarray:
-    """A copy of the voxels of a scalar volume, (k, j, i). Raises VolumeError for unusable volumes."""
-    if volumeNode is None or volumeNode.GetImageData() is None:
-        raise InputError("No volume is selected, or the volume has no voxels.", "Select the ultrasound volume.")
-    if volumeNode.IsA("vtkMRMLVectorVolumeNode") or volumeNode.GetImageData().GetNumberOfScalarComponents() != 1:
-        raise VolumeError(f"The volume '{volumeNode.GetName()}' has several components per voxel (colour or vector).",
-                          "Convert it to a scalar volume first (Vector to Scalar Volume module).")
-    image = volumeNode.GetImageData()
-    shape = tuple(reversed(image.GetDimensions()))
-    array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(shape)
-    return np.array(array, copy=True)
-
-
-def ijkToRasArray(volumeNode) -> np.ndarray:
-    """The volume's IJK-to-RAS matrix as a 4x4 numpy array (spacing, origin, direction)."""
-    matrix = vtk.vtkMatrix4x4()
-    volumeNode.GetIJKToRASMatrix(matrix)
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-
-
-def spacingKji(volumeNode) -> Tuple[float, float, float]:
-    """Spacing in array order (k, j, i), in mm."""
-    sx, sy, sz = volumeNode.GetSpacing()
-    return (float(sz), float(sy), float(sx))
-
-
-def referenceGeometry(volumeNode, segmentationNode):
-    """A ``vtkOrientedImageData`` with the volume's grid (no voxels), in the segmentation's frame."""
-    if volumeNode.GetParentTransformNode() is segmentationNode.GetParentTransformNode():
-        geometry = slicer.vtkOrientedImageData()
-        matrix = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(matrix)
-        geometry.SetImageToWorldMatrix(matrix)
-        geometry.SetExtent(volumeNode.GetImageData().GetExtent())
-        return geometry
-    # Different parent transforms: let Slicer map the volume's grid into the segmentation's frame.
-    geometry = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(
-        volumeNode, segmentationNode.GetParentTransformNode())
-    return geometry
-
-
-def orientedImageToArray(image, geometry) -> np.ndarray:
-    """Paste a labelmap (same grid as ``geometry``, any extent) into a full uint8 (k, j, i) array."""
-    e = geometry.GetExtent()
-    shape = (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
-    out = np.zeros(shape, np.uint8)
-    if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
-        return out
-    s = image.GetExtent()
-    if s[0] > s[1] or s[2] > s[3] or s[4] > s[5]:
-        return out
-    src = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
-        (s[5] - s[4] + 1, s[3] - s[2] + 1, s[1] - s[0] + 1))
-    lo = [max(s[2 * a], e[2 * a]) for a in range(3)]  # i, j, k
-    hi = [min(s[2 * a + 1], e[2 * a + 1]) for a in range(3)]
-    if any(l > h for l, h in zip(lo, hi)):
-        return out
-    out[lo[2] - e[4]:hi[2] - e[4] + 1, lo[1] - e[2]:hi[1] - e[2] + 1, lo[0] - e[0]:hi[0] - e[0] + 1] = (
-        src[lo[2] - s[4]:hi[2] - s[4] + 1, lo[1] - s[2]:hi[1] - s[2] + 1, lo[0] - s[0]:hi[0] - s[0] + 1] > 0)
-    return out
-
-
-def segmentToArray(segmentationNode, segmentId: str, geometry) -> np.ndarray:
-    """The segment as a uint8 (k, j, i) binary mask on ``geometry``'s grid (resampled if needed)."""
-    if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
-        raise InputError(f"The segmentation has no segment with ID '{segmentId}'.", "Select an existing segment.")
-    labelmap = slicer.vtkOrientedImageData()
-    segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
-    if labelmap.GetPointData() is None or labelmap.GetPointData().GetScalars() is None:
-        return orientedImageToArray(None, geometry)
-    if not slicer.vtkOrientedImageDataResample.DoGeometriesMatch(labelmap, geometry):
-        resampled = slicer.vtkOrientedImageData()
-        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-            labelmap, geometry, resampled, False, True)  # nearest neighbour, pad to the reference
-        labelmap = resampled
-    return orientedImageToArray(labelmap, geometry)
-
-
-def arrayToOrientedImage(mask: np.ndarray, geometry):
-    """A uint8 ``vtkOrientedImageData`` with ``geometry``'s grid holding ``mask`` (k, j, i)."""
-    image = slicer.vtkOrientedImageData()
-    matrix = vtk.vtkMatrix4x4()
-    geometry.GetImageToWorldMatrix(matrix)
-    image.SetImageToWorldMatrix(matrix)
-    image.SetExtent(geometry.GetExtent())
-    flat = np.ascontiguousarray(mask, dtype=np.uint8).ravel()
-    scalars = numpy_support.numpy_to_vtk(flat, deep=True, array_type=vtk.VTK_UNSIGNED_CHAR)
-    image.GetPointData().SetScalars(scalars)
-    return image
-
-
-def writeSegment(segmentationNode, segmentId: str, mask: np.ndarray, geometry) -> None:
-    """Replace the segment's voxels by ``mask`` (k, j, i on ``geometry``'s grid), like an effect does."""
-    image = arrayToOrientedImage(mask, geometry)
-    ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-        image, segmentationNode, segmentId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
-        image.GetExtent())
-    if not ok:
-        raise IFSSNetError(f"Slicer could not write the result into segment '{segmentId}'.",
-                           "Check that the segmentation is editable (not locked) and try again.")
-
-
-def snapshotSegmentation(segmentationNode):
-    """A deep copy of the whole segmentation (all layers, segments and tags)."""
-    backup = slicer.vtkSegmentation()
-    backup.DeepCopy(segmentationNode.GetSegmentation())
-    return backup
-
-
-def restoreSegmentation(segmentationNode, backup) -> None:
-    """Put a snapshot from :func:`snapshotSegmentation` back, voxel for voxel."""
-    wasModifying = segmentationNode.StartModify()
-    try:
-        segmentationNode.GetSegmentation().DeepCopy(backup)
-    finally:
-        segmentationNode.EndModify(wasModifying)
-    segmentationNode.Modified()
-
-
-@contextlib.contextmanager
-def allOrNothing(segmentationNode):
-    """Write to a segmentation as one modification; if anything fails, put the whole segmentation back,
-    voxel for voxel. Yields the snapshot taken before (a Preview's Cancel restores it later)."""
-    backup = snapshotSegmentation(segmentationNode)
-    try:
-        wasModifying = segmentationNode.StartModify()
-        try:
-            yield backup
-        finally:
-            segmentationNode.EndModify(wasModifying)
-    except BaseException:
-        restoreSegmentation(segmentationNode, backup)
-        raise
+# Which slices are seeds: segment tags
 
 
 def tagSeeds(segment, axis: int, seedSlices, mask: np.ndarray) -> None:
@@ -214,52 +78,6 @@ def sliceCRCs(mask: np.ndarray, axis: int) -> List[int]:
     """A checksum of every slice of ``mask`` across ``axis`` (detects slices the user edited)."""
     moved = np.moveaxis(mask, axis, 0)
     return [zlib.crc32(np.ascontiguousarray(moved[s] > 0).tobytes()) for s in range(moved.shape[0])]
-
-
-def sliceCenterRAS(volumeNode, axis: int, index: int) -> Tuple[float, float, float]:
-    """RAS position of the centre of slice ``index`` across array axis ``axis`` (0 = k)."""
-    dims = volumeNode.GetImageData().GetDimensions()  # i, j, k
-    ijk = [(d - 1) / 2.0 for d in dims]
-    ijk[2 - axis] = float(index)
-    ras = ijkToRasArray(volumeNode) @ np.array(ijk + [1.0])
-    return (float(ras[0]), float(ras[1]), float(ras[2]))
-
-
-def sliceIndexAt(volumeNode, sliceToRAS, axis: int, tolerance: float = 0.05) -> Optional[int]:
-    """The slice across array axis ``axis`` (0 = k) that a slice view shows, or None when the view is
-    not across that axis (its normal is more than ``tolerance`` off, as a sine) or shows no slice of the
-    volume. ``sliceToRAS``: the view's SliceToRAS matrix (4x4 array-like; column 2 is its normal, column 3
-    its centre, mm)."""
-    m = np.asarray(sliceToRAS, float).reshape(4, 4)
-    ijkToRas = ijkToRasArray(volumeNode)
-    rasToIjk = np.linalg.inv(ijkToRas)
-    normal = rasToIjk[:3, :3] @ m[:3, 2]                      # the view's normal in voxel units
-    length = np.linalg.norm(normal)
-    if length == 0:
-        return None
-    across = 2 - int(axis)                                     # array axis k, j, i = IJK index 2, 1, 0
-    if np.linalg.norm(np.delete(normal / length, across)) > tolerance:
-        return None
-    index = int(round(float((rasToIjk @ np.append(m[:3, 3], 1.0))[across])))
-    dims = volumeNode.GetImageData().GetDimensions()           # i, j, k
-    return index if 0 <= index < dims[across] else None
-
-
-def voxelStatistics(segmentationNode, segmentId: str) -> Dict[str, float]:
-    """voxel_count, volume_mm3, volume_cm3 of a segment, computed as Segment Statistics' Labelmap plugin does.
-
-    The plugin takes the segment's binary labelmap in the segmentation's own geometry, counts voxels
-    above zero, and multiplies by the product of that labelmap's spacing.
-    """
-    labelmap = slicer.vtkOrientedImageData()
-    segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
-    count = 0
-    if labelmap.GetPointData() is not None and labelmap.GetPointData().GetScalars() is not None:
-        e = labelmap.GetExtent()
-        if e[0] <= e[1] and e[2] <= e[3] and e[4] <= e[5]:
-            count = int(np.count_nonzero(numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()) > 0))
-    voxel_mm3 = float(np.prod(labelmap.GetSpacing()))
-    return {"voxel_count": count, "volume_mm3": count * voxel_mm3, "volume_cm3": count * voxel_mm3 * 0.001}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -345,7 +163,7 @@ class IFSSNetSegmentationLogic:
         tag = segmentTag(segment, ANNOTATED_TAG)
         if tag:
             return AnnotatedSlices.from_tag(tag).axis
-        mask = segmentToArray(segmentationNode, segmentId, referenceGeometry(volumeNode, segmentationNode))
+        mask = arrays.segmentToArray(segmentationNode, segmentId, arrays.referenceGeometry(volumeNode, segmentationNode))
         return self._seedSlices(segment, mask)[0] if mask.any() else None
 
     def markNoMuscle(self, volumeNode, segmentationNode, segmentId: str, sliceIndex: int,
@@ -365,8 +183,8 @@ class IFSSNetSegmentationLogic:
         if segment is None:
             raise InputError(f"The segmentation has no segment with ID '{segmentId}'.", "Select an existing segment.")
         segmentationNode.CreateBinaryLabelmapRepresentation()
-        geometry = referenceGeometry(volumeNode, segmentationNode)
-        mask = segmentToArray(segmentationNode, segmentId, geometry)
+        geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
+        mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
         if mask.any() or segmentTag(segment, ANNOTATED_TAG):
             paintedAxis, slices = self._seedSlices(segment, mask)
         elif axis is None:
@@ -387,8 +205,8 @@ class IFSSNetSegmentationLogic:
                             "Erase the muscle there first if it is not on that slice, or mark another slice.")
         slices = tuple(sorted(set(slices) | {k}))
         np.moveaxis(mask, paintedAxis, 0)[k] = 0
-        with allOrNothing(segmentationNode):
-            writeSegment(segmentationNode, segmentId, mask, geometry)
+        with arrays.allOrNothing(segmentationNode):
+            arrays.writeSegment(segmentationNode, segmentId, mask, geometry)
             tagSeeds(segment, paintedAxis, slices, mask)      # slices painted after the mark are still found
         return paintedAxis, slices
 
@@ -398,7 +216,7 @@ class IFSSNetSegmentationLogic:
         ids = list(segmentIds) if segmentIds is not None else list(segmentation.GetSegmentIDs())
         out = {}
         for sid in ids:
-            stats = voxelStatistics(segmentationNode, sid)
+            stats = arrays.voxelStatistics(segmentationNode, sid)
             stats["name"] = segmentation.GetSegment(sid).GetName()
             out[sid] = stats
         return out
@@ -438,7 +256,7 @@ class IFSSNetSegmentationLogic:
 
         moved = [shape[axis]] + [shape[a] for a in range(3) if a != axis]
         return expected_seconds(moved, max(1, len(segments)), preset, device, model, seed_groups=groups,
-                                slice_spacing_mm=float(spacingKji(volumeNode)[axis]))
+                                slice_spacing_mm=float(arrays.spacingKji(volumeNode)[axis]))
 
     @staticmethod
     def volumeTable(volumes: dict, name: str = "Segment volumes", tableNode=None):
@@ -477,7 +295,7 @@ class IFSSNetSegmentationLogic:
         report(progress, STAGE_PREPARING, 0, 1)
         if segmentationNode is None:
             raise InputError("No segmentation is selected.", "Select the segmentation that holds the painted slices.")
-        volume = volumeToArray(volumeNode)
+        volume = arrays.volumeToArray(volumeNode)
         if volume.ndim != 3 or min(volume.shape) < 1:
             raise VolumeError("The volume is not 3-D.", "Load a 3-D ultrasound volume.")
         segmentation = segmentationNode.GetSegmentation()
@@ -489,14 +307,14 @@ class IFSSNetSegmentationLogic:
         if extent not in ("muscle", "between"):
             raise InputError(f"Unknown extent '{extent}'.", "Use 'muscle' or 'between'.")
         segmentationNode.CreateBinaryLabelmapRepresentation()
-        geometry = referenceGeometry(volumeNode, segmentationNode)
+        geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
         segments = []
         names = [segmentation.GetSegment(sid).GetName() if segmentation.GetSegment(sid) else sid for sid in segmentIds]
         for sid in segmentIds:
             segment = segmentation.GetSegment(sid)
             if segment is None:
                 raise InputError(f"The segmentation has no segment with ID '{sid}'.", "Select an existing segment.")
-            painted = segmentToArray(segmentationNode, sid, geometry)
+            painted = arrays.segmentToArray(segmentationNode, sid, geometry)
             if skipEmpty and not painted.any() and not segmentTag(segment, ANNOTATED_TAG):
                 continue
             axis, slices = self._seedSlices(segment, painted)
@@ -507,7 +325,7 @@ class IFSSNetSegmentationLogic:
         if not segments:
             raise SeedError("None of the segments has painted slices.", "Paint a segment on at least 3 slices.")
         report(progress, STAGE_PREPARING, 1, 1)
-        return PropagationJob(volumeNode.GetID(), segmentationNode.GetID(), volume, spacingKji(volumeNode),
+        return PropagationJob(volumeNode.GetID(), segmentationNode.GetID(), volume, arrays.spacingKji(volumeNode),
                               segments, method=method, model=model, device=device, preset=preset, extent=extent,
                               exclusive=bool(exclusive))
 
@@ -553,12 +371,12 @@ class IFSSNetSegmentationLogic:
         volumeNode = slicer.mrmlScene.GetNodeByID(job.volumeNodeId) if slicer.mrmlScene else None
         if volumeNode is None:
             raise InputError("The volume was removed from the scene during the run.", "Load it again and propagate.")
-        geometry = referenceGeometry(volumeNode, segmentationNode)
+        geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
         total = len(job.segments)
-        with allOrNothing(segmentationNode) as job.backup:
+        with arrays.allOrNothing(segmentationNode) as job.backup:
             for n, seg in enumerate(job.segments):
                 report(progress, STAGE_WRITING, n, total)
-                writeSegment(segmentationNode, seg.segmentId, seg.result, geometry)
+                arrays.writeSegment(segmentationNode, seg.segmentId, seg.result, geometry)
                 tagSeeds(segmentationNode.GetSegmentation().GetSegment(seg.segmentId), seg.axis, seg.seedSlices,
                          seg.result)
         report(progress, STAGE_WRITING, total, total)
@@ -567,7 +385,7 @@ class IFSSNetSegmentationLogic:
     def revert(self, job: PropagationJob, segmentationNode) -> None:
         """Undo ``apply`` (Cancel of a preview): the segmentation goes back to what it was, voxel for voxel."""
         if job.backup is not None:
-            restoreSegmentation(segmentationNode, job.backup)
+            arrays.restoreSegmentation(segmentationNode, job.backup)
             job.backup = None
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -743,80 +561,6 @@ class IFSSNetSegmentationLogic:
 
         return importlib.util.find_spec("torch") is not None
 
-
-# --------------------------------------------------------------------------------------------------
-# One persistent worker thread (the GUI polls it from a Qt timer; no Qt here)
-
-
-class BackgroundWorker:
-    """Runs submitted functions one after another in one persistent daemon thread.
-
-    torch keeps its per-thread state (CUDA context, thread pools) on one thread, and the Qt main loop
-    stays free. The GUI calls :meth:`poll` from a ``qt.QTimer`` in the main thread and applies results
-    there, so MRML is only touched from the main thread. ``progress`` returns a thread-safe callable
-    whose latest value :meth:`latestProgress` reports.
-    """
-
-    def __init__(self) -> None:
-        import queue
-
-        self._tasks: "queue.Queue" = queue.Queue()
-        self._done: "queue.Queue" = queue.Queue()
-        self._lock = threading.Lock()
-        self._progress: Optional[Tuple[str, int, int]] = None
-        self._busy = 0
-        self._nextTicket = 0
-        self._thread = threading.Thread(target=self._loop, name="IFSSNetWorker", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            ticket, fn, args, kwargs = self._tasks.get()
-            if fn is None:
-                return
-            try:
-                self._done.put((ticket, fn(*args, **kwargs), None))
-            except BaseException as exc:  # handed to the main thread, which shows it
-                self._done.put((ticket, None, exc))
-            finally:
-                with self._lock:
-                    self._busy -= 1
-
-    def submit(self, fn: Callable, *args, **kwargs) -> int:
-        with self._lock:
-            self._nextTicket += 1
-            self._busy += 1
-            ticket = self._nextTicket
-        self._tasks.put((ticket, fn, args, kwargs))
-        return ticket
-
-    def poll(self) -> List[Tuple[int, Any, Optional[BaseException]]]:
-        """Finished tasks since the last call: (ticket, result, error)."""
-        out = []
-        while not self._done.empty():
-            out.append(self._done.get_nowait())
-        return out
-
-    @property
-    def busy(self) -> bool:
-        with self._lock:
-            return self._busy > 0
-
-    def progress(self, stage: str, done: int, total: int) -> None:
-        """A ``progress`` callback for the core (called from the worker thread)."""
-        with self._lock:
-            self._progress = (stage, int(done), int(total))
-
-    def resetProgress(self) -> None:
-        with self._lock:
-            self._progress = None
-
-    def latestProgress(self) -> Optional[Tuple[str, int, int]]:
-        with self._lock:
-            return self._progress
-
-    def stop(self) -> None:
-        self._tasks.put((0, None, (), {}))
 
 
 def seedSetsAlongAxis(segments: Sequence["SegmentJob"], axis: int, shape) -> Dict[str, Any]:

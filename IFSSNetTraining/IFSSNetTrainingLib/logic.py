@@ -27,6 +27,7 @@ from ifssnet.validation import VALIDATION_CHOICES
 
 try:  # the module folders are siblings on sys.path in Slicer and in the tests
     from IFSSNetSegmentationLib import logic as segmentationLogic
+    from IFSSNetSegmentationLib import mrml_arrays as mrmlArrays
 except ImportError:  # pragma: no cover - layout error
     segmentationLogic = None
 
@@ -37,12 +38,12 @@ LOSS_TABLE_NAME = "IFSS-Net training loss"
 
 def geometryOf(volumeNode) -> Geometry:
     """``ifssnet.io.Geometry`` (ITK order, LPS) of a volume node."""
-    return Geometry.from_ijk_to_lps(RAS_TO_LPS @ segmentationLogic.ijkToRasArray(volumeNode))
+    return Geometry.from_ijk_to_lps(RAS_TO_LPS @ mrmlArrays.ijkToRasArray(volumeNode))
 
 
 def segmentationFromNodes(volumeNode, segmentationNode, segmentNames: Optional[Sequence[str]] = None) -> Segmentation:
     """The segmentation node on the volume's grid as an ``ifssnet.io.Segmentation`` (with annotated slices)."""
-    geometry = segmentationLogic.referenceGeometry(volumeNode, segmentationNode)
+    geometry = mrmlArrays.referenceGeometry(volumeNode, segmentationNode)
     segmentationNode.CreateBinaryLabelmapRepresentation()
     segmentation = segmentationNode.GetSegmentation()
     segments = []
@@ -50,7 +51,7 @@ def segmentationFromNodes(volumeNode, segmentationNode, segmentNames: Optional[S
         segment = segmentation.GetSegment(sid)
         if segmentNames and segment.GetName() not in segmentNames:
             continue
-        mask = segmentationLogic.segmentToArray(segmentationNode, sid, geometry)
+        mask = mrmlArrays.segmentToArray(segmentationNode, sid, geometry)
         tag = segmentationLogic.segmentTag(segment, ANNOTATED_TAG)
         annotated = AnnotatedSlices.from_tag(tag) if tag else None
         segments.append(Segment(segment.GetName(), mask, tuple(segment.GetColor()), annotated))
@@ -105,9 +106,9 @@ class IFSSNetTrainingLogic:
                 cases.append(load_case(volume, annotation, size, segmentNames))
             else:
                 seg = segmentationFromNodes(volume, annotation, segmentNames)
-                cases.append(case_from_arrays(segmentationLogic.volumeToArray(volume), seg, size, segmentNames,
+                cases.append(case_from_arrays(mrmlArrays.volumeToArray(volume), seg, size, segmentNames,
                                               volume.GetName() or f"case{n}",
-                                              slice_spacing_mm=segmentationLogic.spacingKji(volume)[0]))
+                                              slice_spacing_mm=mrmlArrays.spacingKji(volume)[0]))
         if validationPairs and any(v is tv for v, _ in validationPairs for tv, _ in pairs):
             raise InputError("A validation volume is also a training volume.",
                              "Hold out a volume the network does not train on, or leave validation off.")
@@ -143,7 +144,7 @@ class IFSSNetTrainingLogic:
                 cases.append((str(volume), str(annotation)))
                 continue
             seg = segmentationFromNodes(volume, annotation, segmentNames)
-            cases.append((segmentationLogic.volumeToArray(volume), full_annotation(seg, f"'{annotation.GetName()}'"),
+            cases.append((mrmlArrays.volumeToArray(volume), full_annotation(seg, f"'{annotation.GetName()}'"),
                           tuple(geometryOf(volume).spacing_kji)))
         return Validator(cases, protocol=protocol, segments=segmentNames)
 
@@ -162,7 +163,7 @@ class IFSSNetTrainingLogic:
                 continue
             vpath = os.path.join(folder, f"case{n:03d}_volume.nrrd")
             apath = os.path.join(folder, f"case{n:03d}_annotation.seg.nrrd")
-            write_volume(Image(segmentationLogic.volumeToArray(volume), geometryOf(volume)), vpath)
+            write_volume(Image(mrmlArrays.volumeToArray(volume), geometryOf(volume)), vpath)
             write_segmentation(segmentationFromNodes(volume, annotation), apath)
             out.append((vpath, apath))
         return out

@@ -1,0 +1,203 @@
+"""numpy views of Slicer's MRML volumes and segments, and writing segments back all or nothing.
+
+Shared by the three modules' Logic classes (Segmentation, Training, Comparison). Imports ``slicer`` (MRML),
+``vtk`` and ``numpy`` only, so it runs headless on slicer-core.
+
+Arrays are indexed (k, j, i), as ``slicer.util.arrayFromVolume`` gives them; spacing is in mm. A segment
+is read as a binary uint8 labelmap *on the volume's grid* (resampled with nearest neighbour when the
+segmentation's own geometry differs) and written back the same way
+(``vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment``, as Segment Editor effects do).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from ifssnet.errors import IFSSNetError, InputError, VolumeError
+
+
+def volumeToArray(volumeNode) -> np.ndarray:
+    """A copy of the voxels of a scalar volume, (k, j, i). Raises VolumeError for unusable volumes."""
+    if volumeNode is None or volumeNode.GetImageData() is None:
+        raise InputError("No volume is selected, or the volume has no voxels.", "Select the ultrasound volume.")
+    if volumeNode.IsA("vtkMRMLVectorVolumeNode") or volumeNode.GetImageData().GetNumberOfScalarComponents() != 1:
+        raise VolumeError(f"The volume '{volumeNode.GetName()}' has several components per voxel (colour or vector).",
+                          "Convert it to a scalar volume first (Vector to Scalar Volume module).")
+    image = volumeNode.GetImageData()
+    shape = tuple(reversed(image.GetDimensions()))
+    array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(shape)
+    return np.array(array, copy=True)
+
+
+def ijkToRasArray(volumeNode) -> np.ndarray:
+    """The volume's IJK-to-RAS matrix as a 4x4 numpy array (spacing, origin, direction)."""
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def spacingKji(volumeNode) -> Tuple[float, float, float]:
+    """Spacing in array order (k, j, i), in mm."""
+    sx, sy, sz = volumeNode.GetSpacing()
+    return (float(sz), float(sy), float(sx))
+
+
+def referenceGeometry(volumeNode, segmentationNode):
+    """A ``vtkOrientedImageData`` with the volume's grid (no voxels), in the segmentation's frame."""
+    if volumeNode.GetParentTransformNode() is segmentationNode.GetParentTransformNode():
+        geometry = slicer.vtkOrientedImageData()
+        matrix = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(matrix)
+        geometry.SetImageToWorldMatrix(matrix)
+        geometry.SetExtent(volumeNode.GetImageData().GetExtent())
+        return geometry
+    # Different parent transforms: let Slicer map the volume's grid into the segmentation's frame.
+    geometry = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(
+        volumeNode, segmentationNode.GetParentTransformNode())
+    return geometry
+
+
+def orientedImageToArray(image, geometry) -> np.ndarray:
+    """Paste a labelmap (same grid as ``geometry``, any extent) into a full uint8 (k, j, i) array."""
+    e = geometry.GetExtent()
+    shape = (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
+    out = np.zeros(shape, np.uint8)
+    if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
+        return out
+    s = image.GetExtent()
+    if s[0] > s[1] or s[2] > s[3] or s[4] > s[5]:
+        return out
+    src = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
+        (s[5] - s[4] + 1, s[3] - s[2] + 1, s[1] - s[0] + 1))
+    lo = [max(s[2 * a], e[2 * a]) for a in range(3)]  # i, j, k
+    hi = [min(s[2 * a + 1], e[2 * a + 1]) for a in range(3)]
+    if any(l > h for l, h in zip(lo, hi)):
+        return out
+    out[lo[2] - e[4]:hi[2] - e[4] + 1, lo[1] - e[2]:hi[1] - e[2] + 1, lo[0] - e[0]:hi[0] - e[0] + 1] = (
+        src[lo[2] - s[4]:hi[2] - s[4] + 1, lo[1] - s[2]:hi[1] - s[2] + 1, lo[0] - s[0]:hi[0] - s[0] + 1] > 0)
+    return out
+
+
+def segmentToArray(segmentationNode, segmentId: str, geometry) -> np.ndarray:
+    """The segment as a uint8 (k, j, i) binary mask on ``geometry``'s grid (resampled if needed)."""
+    if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+        raise InputError(f"The segmentation has no segment with ID '{segmentId}'.", "Select an existing segment.")
+    labelmap = slicer.vtkOrientedImageData()
+    segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
+    if labelmap.GetPointData() is None or labelmap.GetPointData().GetScalars() is None:
+        return orientedImageToArray(None, geometry)
+    if not slicer.vtkOrientedImageDataResample.DoGeometriesMatch(labelmap, geometry):
+        resampled = slicer.vtkOrientedImageData()
+        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+            labelmap, geometry, resampled, False, True)  # nearest neighbour, pad to the reference
+        labelmap = resampled
+    return orientedImageToArray(labelmap, geometry)
+
+
+def arrayToOrientedImage(mask: np.ndarray, geometry):
+    """A uint8 ``vtkOrientedImageData`` with ``geometry``'s grid holding ``mask`` (k, j, i)."""
+    image = slicer.vtkOrientedImageData()
+    matrix = vtk.vtkMatrix4x4()
+    geometry.GetImageToWorldMatrix(matrix)
+    image.SetImageToWorldMatrix(matrix)
+    image.SetExtent(geometry.GetExtent())
+    flat = np.ascontiguousarray(mask, dtype=np.uint8).ravel()
+    scalars = numpy_support.numpy_to_vtk(flat, deep=True, array_type=vtk.VTK_UNSIGNED_CHAR)
+    image.GetPointData().SetScalars(scalars)
+    return image
+
+
+def writeSegment(segmentationNode, segmentId: str, mask: np.ndarray, geometry) -> None:
+    """Replace the segment's voxels by ``mask`` (k, j, i on ``geometry``'s grid), like an effect does."""
+    image = arrayToOrientedImage(mask, geometry)
+    ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        image, segmentationNode, segmentId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
+        image.GetExtent())
+    if not ok:
+        raise IFSSNetError(f"Slicer could not write the result into segment '{segmentId}'.",
+                           "Check that the segmentation is editable (not locked) and try again.")
+
+
+def snapshotSegmentation(segmentationNode):
+    """A deep copy of the whole segmentation (all layers, segments and tags)."""
+    backup = slicer.vtkSegmentation()
+    backup.DeepCopy(segmentationNode.GetSegmentation())
+    return backup
+
+
+def restoreSegmentation(segmentationNode, backup) -> None:
+    """Put a snapshot from :func:`snapshotSegmentation` back, voxel for voxel."""
+    wasModifying = segmentationNode.StartModify()
+    try:
+        segmentationNode.GetSegmentation().DeepCopy(backup)
+    finally:
+        segmentationNode.EndModify(wasModifying)
+    segmentationNode.Modified()
+
+
+@contextlib.contextmanager
+def allOrNothing(segmentationNode):
+    """Write to a segmentation as one modification; if anything fails, put the whole segmentation back,
+    voxel for voxel. Yields the snapshot taken before (a Preview's Cancel restores it later)."""
+    backup = snapshotSegmentation(segmentationNode)
+    try:
+        wasModifying = segmentationNode.StartModify()
+        try:
+            yield backup
+        finally:
+            segmentationNode.EndModify(wasModifying)
+    except BaseException:
+        restoreSegmentation(segmentationNode, backup)
+        raise
+
+
+
+def sliceCenterRAS(volumeNode, axis: int, index: int) -> Tuple[float, float, float]:
+    """RAS position of the centre of slice ``index`` across array axis ``axis`` (0 = k)."""
+    dims = volumeNode.GetImageData().GetDimensions()  # i, j, k
+    ijk = [(d - 1) / 2.0 for d in dims]
+    ijk[2 - axis] = float(index)
+    ras = ijkToRasArray(volumeNode) @ np.array(ijk + [1.0])
+    return (float(ras[0]), float(ras[1]), float(ras[2]))
+
+
+def sliceIndexAt(volumeNode, sliceToRAS, axis: int, tolerance: float = 0.05) -> Optional[int]:
+    """The slice across array axis ``axis`` (0 = k) that a slice view shows, or None when the view is
+    not across that axis (its normal is more than ``tolerance`` off, as a sine) or shows no slice of the
+    volume. ``sliceToRAS``: the view's SliceToRAS matrix (4x4 array-like; column 2 is its normal, column 3
+    its centre, mm)."""
+    m = np.asarray(sliceToRAS, float).reshape(4, 4)
+    ijkToRas = ijkToRasArray(volumeNode)
+    rasToIjk = np.linalg.inv(ijkToRas)
+    normal = rasToIjk[:3, :3] @ m[:3, 2]                      # the view's normal in voxel units
+    length = np.linalg.norm(normal)
+    if length == 0:
+        return None
+    across = 2 - int(axis)                                     # array axis k, j, i = IJK index 2, 1, 0
+    if np.linalg.norm(np.delete(normal / length, across)) > tolerance:
+        return None
+    index = int(round(float((rasToIjk @ np.append(m[:3, 3], 1.0))[across])))
+    dims = volumeNode.GetImageData().GetDimensions()           # i, j, k
+    return index if 0 <= index < dims[across] else None
+
+
+def voxelStatistics(segmentationNode, segmentId: str) -> Dict[str, float]:
+    """voxel_count, volume_mm3, volume_cm3 of a segment, computed as Segment Statistics' Labelmap plugin does.
+
+    The plugin takes the segment's binary labelmap in the segmentation's own geometry, counts voxels
+    above zero, and multiplies by the product of that labelmap's spacing.
+    """
+    labelmap = slicer.vtkOrientedImageData()
+    segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
+    count = 0
+    if labelmap.GetPointData() is not None and labelmap.GetPointData().GetScalars() is not None:
+        e = labelmap.GetExtent()
+        if e[0] <= e[1] and e[2] <= e[3] and e[4] <= e[5]:
+            count = int(np.count_nonzero(numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()) > 0))
+    voxel_mm3 = float(np.prod(labelmap.GetSpacing()))
+    return {"voxel_count": count, "volume_mm3": count * voxel_mm3, "volume_cm3": count * voxel_mm3 * 0.001}
