@@ -300,7 +300,7 @@ class IFSSNetSegmentationTest(ScriptedLoadableModuleTest):
 
     def test_SegmentsDoNotOverlapCheckbox(self):
         """The checkbox is stored with the other options and read back; the Logic's ``exclusive`` is
-        tested headless (Testing/test_slicer_logic.py)."""
+        tested headless (Testing/test_slicer_*.py)."""
         widget = slicer.util.getModuleWidget("IFSSNetSegmentation")
         panel = widget.panel
         for on in (True, False):

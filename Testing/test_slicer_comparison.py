@@ -1,0 +1,117 @@
+"""The IFSS-Net Comparison module's Logic on Slicer's real MRML (slicer-core), headless: the table,
+the plots and the result segmentations of a comparison run, its protocols, and joint runs."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for p in (HERE, ROOT, ROOT / "IFSSNetSegmentation", ROOT / "IFSSNetTraining", ROOT / "IFSSNetComparison"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
+from slicer_nodes import (_arrays_module, _method, _nearest_seed_method, _paint, _reference_segmentation,  # noqa: E402,F401
+                          scene_nodes)
+
+pytestmark = [pytest.mark.slicer,
+              pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
+              pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")]
+
+from ifssnet.errors import Cancelled  # noqa: E402
+from ifssnet.progress import CancelToken  # noqa: E402
+
+
+@pytest.fixture()
+def registered_methods():
+    """The test methods, registered in the core's registry (the comparison runner takes names)."""
+    from ifssnet.baselines import registry
+
+    def broken(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        raise RuntimeError("boom")
+
+    registry.register("test-nearest", _nearest_seed_method, "Nearest seed slice")
+    registry.register("test-broken", broken, "Broken")
+    names = ["test-nearest"] + (["fbs"] if _method() is not _nearest_seed_method else [])
+    yield names
+    registry.unregister("test-nearest")
+    registry.unregister("test-broken")
+
+
+def test_compare_builds_table_plots_and_segmentations(scene_nodes, registered_methods):
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from ifssnet.compare import COLUMNS
+
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    _paint(slicer, volumeNode, segNode, truth, 1, (7, 13, 19))  # seeds across j: transposed for the runner
+    nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
+    L = IFSSNetComparisonLogic()
+    methods = registered_methods
+    table = L.compare(volumeNode, segNode, ref, methods, "seeds")
+    assert table.GetNumberOfRows() == len(methods)
+    assert [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())] == list(COLUMNS)
+    dice = COLUMNS.index("dice")
+    for r in range(len(methods)):
+        assert table.GetCellText(r, COLUMNS.index("muscle")) == "GM"
+        assert float(table.GetCellText(r, dice)) > 0.6, table.GetCellText(r, COLUMNS.index("error"))
+    assert L.lastResult["diceChart"].GetNumberOfPlotSeriesNodes() == len(methods)
+    assert L.lastResult["volumeChart"].GetNumberOfPlotSeriesNodes() == 1
+    assert len(L.lastResult["segmentations"]) == len(methods)
+    arrays = _arrays_module()
+
+    result = next(iter(L.lastResult["segmentations"].values()))
+    sid = result.GetSegmentation().GetSegmentIdBySegmentName("GM")
+    out = arrays.segmentToArray(result, sid, arrays.referenceGeometry(volumeNode, result))
+    for s_ in (7, 13, 19):  # back on the volume's grid, seeds as painted
+        np.testing.assert_array_equal(out[:, s_], truth[:, s_])
+    # Cancel and failure add nothing to the scene.
+    nodesAfter = slicer.mrmlScene.GetNumberOfNodes()
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        L.compare(volumeNode, segNode, ref, ["test-nearest"], "seeds", cancel=token)
+    with pytest.raises(Exception):
+        L.compare(volumeNode, segNode, ref, ["test-nearest", "test-broken"], "seeds")
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodesAfter > nodesBefore
+
+
+def test_compare_protocol_seeds_from_reference(scene_nodes, registered_methods):
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    for protocol in ("3-seeds", "3-seeds+ends"):
+        table = IFSSNetComparisonLogic().compare(volumeNode, None, ref, ["test-nearest"], protocol)
+        assert table.GetNumberOfRows() == 1
+
+
+def test_compare_can_run_a_method_once_on_all_muscles(scene_nodes):
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from ifssnet.baselines import registry
+
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    other = np.zeros_like(truth)
+    other[:, :6, :8] = 1
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth, "SOL": other}, "Reference")
+    calls = []
+
+    def together(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        calls.append(sorted(seeds) if isinstance(seeds, dict) else "one")
+        return ({n: s.mask for n, s in seeds.items()} if isinstance(seeds, dict) else seeds.mask)
+
+    together.joint = True
+    registry.register("test-together", together)
+    try:
+        IFSSNetComparisonLogic().compare(volumeNode, None, ref, ["test-together"], "3-seeds", joint=True)
+        assert calls == [["GM", "SOL"]]
+        table = IFSSNetComparisonLogic().compare(volumeNode, None, ref, ["test-together"], "3-seeds")
+        assert calls[1:] == ["one", "one"] and table.GetNumberOfRows() == 2
+    finally:
+        registry.unregister("test-together")

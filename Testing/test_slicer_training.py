@@ -1,0 +1,134 @@
+"""The IFSS-Net Training module's Logic on Slicer's real MRML (slicer-core), headless: the loss plot,
+the training command, the base model's advice, and a tiny training run from scene nodes."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for p in (HERE, ROOT, ROOT / "IFSSNetSegmentation", ROOT / "IFSSNetTraining", ROOT / "IFSSNetComparison"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
+from slicer_nodes import _ijk_to_ras, _reference_segmentation, scene_nodes  # noqa: E402,F401
+
+pytestmark = [pytest.mark.slicer,
+              pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
+              pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")]
+
+from ifssnet.errors import Cancelled, InputError  # noqa: E402
+from ifssnet.progress import CancelToken  # noqa: E402
+
+
+def test_training_loss_plot_and_command(slicer_scene, tmp_path):
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    steps = [{"step": i + 1, "loss": 1.0 / (i + 1), "alpha": 0.5 + i * 0.01, "beta": 0.5 - i * 0.01} for i in range(5)]
+    table, chart = IFSSNetTrainingLogic.updateLossPlot(steps)
+    assert table.GetNumberOfRows() == 5 and chart.GetNumberOfPlotSeriesNodes() == 4
+    IFSSNetTrainingLogic.updateLossPlot(steps + steps[:1], table, chart)
+    assert table.GetNumberOfRows() == 6
+    # Validation records (after step 2 and step 4) are no rows of their own: they set val_dice from their step on.
+    log = steps[:2] + [{"step": 2, "val_dice": 0.4}] + steps[2:4] + [{"step": 4, "val_dice": 0.6}] + steps[4:]
+    IFSSNetTrainingLogic.updateLossPlot(log, table, chart)
+    t = table.GetTable()
+    column = [t.GetValue(r, 4).ToDouble() for r in range(t.GetNumberOfRows())]
+    assert t.GetNumberOfRows() == 5 and t.GetColumnName(4) == "val_dice"
+    assert np.isnan(column[0]) and column[1:] == [0.4, 0.4, 0.6, 0.6]
+    assert IFSSNetTrainingLogic.stepRecords(log) == steps
+    assert [v["val_dice"] for v in IFSSNetTrainingLogic.validationRecords(log)] == [0.4, 0.6]
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(__import__("json").dumps(s) for s in steps) + "\n" + '{"step": 6, "lo')
+    records, pos = IFSSNetTrainingLogic.readStepLog(str(log))
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    cmd = IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "fewshot", 2, "out.pt", str(log),
+                                               baseModel="base.pt")
+    assert cmd[1:4] == ["-m", "ifssnet.cli", "train"] and "v.nrrd:a.seg.nrrd" in cmd and "--from" in cmd
+    assert "--val" not in cmd
+    cmd = IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "full", 2, "out.pt", str(log),
+                                               validationPairs=[("w.nrrd", "b.seg.nrrd")], valEvery=25)
+    assert cmd[cmd.index("--val"):][:4] == ["--val", "w.nrrd:b.seg.nrrd", "--val-every", "25"]
+    assert "--val-protocol" not in cmd                  # the CLI's default, 3-seeds
+    cmd = IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "full", 2, "out.pt", str(log),
+                                               validationPairs=[("w.nrrd", "b.seg.nrrd")], valProtocol="both")
+    assert cmd[cmd.index("--val-protocol") + 1] == "both"
+    from ifssnet.cli import build_parser
+    assert build_parser().parse_args(cmd[3:]).val_protocol == "both"
+    with pytest.raises(InputError, match="Unknown validation protocol"):
+        IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "full", 2, "out.pt", str(log),
+                                             validationPairs=[("w.nrrd", "b.seg.nrrd")], valProtocol="3 seeds")
+
+
+def test_training_base_model_advice(slicer_scene, tmp_path):
+    """The panel says, under the base model, when fine-tuning from it will hardly train its deep parts."""
+    torch = pytest.importorskip("torch")
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    from ifssnet.errors import IFSSNetError
+    from ifssnet.model import IFSSNet, IFSSNetConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = IFSSNetConfig(size=32, width_mult=0.25)
+    dead = IFSSNet(cfg)
+    with torch.no_grad():
+        for p in list(dead.fusion.parameters()) + list(dead.lstm.parameters()) + list(dead.decoder.parameters()):
+            p.mul_(1e-25)                       # as coupled decay left the deep path of earlier weights
+    save_checkpoint(tmp_path / "dead.pt", dead, cfg)
+    advice = IFSSNetTrainingLogic.baseModelAdvice(str(tmp_path / "dead.pt"))
+    assert "dead.pt" in advice and "start a new network" in advice
+    assert IFSSNetTrainingLogic.baseModelAdvice(None) == ""
+    save_checkpoint(tmp_path / "alive.pt", IFSSNet(cfg), cfg)
+    assert IFSSNetTrainingLogic.baseModelAdvice(str(tmp_path / "alive.pt")) == ""
+    (tmp_path / "broken.pt").write_bytes(b"not a model")
+    with pytest.raises(IFSSNetError):
+        IFSSNetTrainingLogic.baseModelAdvice(str(tmp_path / "broken.pt"))
+
+
+def test_training_from_scene_pairs(scene_nodes, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("ifssnet.train")
+    pytest.importorskip("ifssnet.loss")
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    out = tmp_path / "models" / "tiny.pt"
+    token = CancelToken()
+    token.cancel()
+    L = IFSSNetTrainingLogic()
+    with pytest.raises(Cancelled):
+        L.train([(volumeNode, ref)], "full", 1, outputPath=str(out), cancel=token, stepsPerEpoch=1, runLength=6,
+                size=32, widthMult=0.15)
+    assert not out.exists()
+    seen = []
+    path = L.train([(volumeNode, ref)], "full", 1, outputPath=str(out), stepsPerEpoch=2, runLength=6, size=32,
+                   widthMult=0.15, onStep=seen.append)
+    assert os.path.exists(path) and len(seen) == 2 and "loss" in seen[0]
+    assert (tmp_path / "models" / "tiny.md").read_text().startswith("# tiny")
+
+    # A held-out volume node: scored as training goes; the best network is kept next to the model.
+    heldOut = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(),
+                                             _ijk_to_ras(), "US held out")
+    with pytest.raises(InputError, match="also a training volume"):
+        L.train([(volumeNode, ref)], "full", 1, outputPath=str(out), stepsPerEpoch=2, runLength=6, size=32,
+                widthMult=0.15, validationPairs=[(volumeNode, ref)])
+    path = L.train([(volumeNode, ref)], "full", 1, outputPath=str(tmp_path / "models" / "val.pt"), stepsPerEpoch=2,
+                   runLength=6, size=32, widthMult=0.15, validationPairs=[(heldOut, ref)], valEvery=1)
+    assert [v["step"] for v in L.validations] == [1, 2] and 0.0 <= L.validations[0]["val_dice"] <= 1.0
+    assert set(L.validations[0]["val_per_segment"]) == {"GM"}
+    assert "val_per_protocol" not in L.validations[0]
+    assert (tmp_path / "models" / "val.best.pt").exists()
+    # Under both protocols each validation reports each protocol's means, and the mean runs over both.
+    L.train([(volumeNode, ref)], "full", 1, outputPath=str(tmp_path / "models" / "both.pt"), stepsPerEpoch=1,
+            runLength=6, size=32, widthMult=0.15, validationPairs=[(heldOut, ref)], valEvery=1, valProtocol="both")
+    (record,) = L.validations
+    assert set(record["val_per_protocol"]) == {"3-seeds", "paper"}
+    assert record["val_dice"] == pytest.approx(np.mean([d for d, _ in record["val_per_protocol"].values()]))
+    with pytest.raises(InputError, match="Unknown validation protocol"):
+        L.validator([(heldOut, ref)], protocol="papers")
