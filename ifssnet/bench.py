@@ -149,14 +149,14 @@ def _warm_up(net, device: str) -> None:
 
 def _measure(fn):
     """(result, seconds, peak RSS MiB above baseline, GPU peak MiB, source) of ``fn()``, as compare measures."""
-    from .compare import _gpu_peak_mb, _gpu_reset, _PeakMemory
+    from .peak_memory import PeakMemory, gpu_peak_mb, gpu_reset
 
-    _gpu_reset()
-    with _PeakMemory() as mem:
+    gpu_reset()
+    with PeakMemory() as mem:
         t0 = time.perf_counter()
         out = fn()
         seconds = time.perf_counter() - t0
-    return out, seconds, mem.peak_mb, _gpu_peak_mb(), mem.source
+    return out, seconds, mem.peak_mb, gpu_peak_mb(), mem.source
 
 
 def _finite(v):

@@ -21,7 +21,7 @@ Timing and memory, per method and muscle, in this process:
   sees numpy/Python allocations only (column ``mem_source`` says which). Before each call the freed
   heap is handed back to the OS (glibc ``malloc_trim``) so that memory kept from an earlier method does
   not hide a later method's peak. GPU memory of a torch method is reported separately as
-  ``gpu_peak_mb`` when CUDA is in use.
+  ``gpu_peak_mb`` when CUDA is in use. The measurement is :mod:`ifssnet.peak_memory`'s.
 
 Methods come from :mod:`ifssnet.baselines.registry`; a newly registered method joins the table with
 no change here. Per-method options (e.g. the network's checkpoint) go through ``method_options``.
@@ -29,17 +29,15 @@ no change here. Per-method options (e.g. the network's checkpoint) go through ``
 from __future__ import annotations
 
 import csv
-import gc
 import math
-import sys
 import time
-import tracemalloc
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .errors import Cancelled, DependencyError, IFSSNetError, InputError, ResourceError, SeedError
+from .peak_memory import PeakMemory, gpu_peak_mb, gpu_reset
 from .progress import check_cancel, report
 from .seeds import PROTOCOLS, slice_extent
 
@@ -81,81 +79,6 @@ def reference_extent(ref_mask: np.ndarray) -> Tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Memory measurement
-
-
-def _malloc_trim() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
-
-
-class _PeakMemory:
-    """Peak RSS above the baseline during a block (Linux VmHWM reset), else tracemalloc's peak."""
-
-    def __init__(self) -> None:
-        self.peak_mb = math.nan
-        self.source = "rss"
-        self._base = 0
-
-    @staticmethod
-    def _status_kb(field: str) -> int:
-        with open("/proc/self/status", "r", encoding="ascii") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-        raise OSError(field)
-
-    def __enter__(self) -> "_PeakMemory":
-        gc.collect()
-        _malloc_trim()  # give freed heap back to the OS, so an earlier method's leftovers do not hide this peak
-        try:
-            with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-                f.write("5")  # reset the peak-RSS high-water mark to the current RSS
-            self._base = self._status_kb("VmRSS")
-        except OSError:
-            self.source = "tracemalloc"
-            tracemalloc.start()
-            tracemalloc.reset_peak()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.source == "rss":
-            try:
-                self.peak_mb = max(0, self._status_kb("VmHWM") - self._base) / 1024.0
-            except OSError:
-                self.peak_mb = math.nan
-        else:
-            _, peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-            self.peak_mb = peak / 2**20
-
-
-def _gpu_reset() -> bool:
-    torch = sys.modules.get("torch")
-    try:
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.reset_peak_memory_stats()
-            return True
-    except Exception:  # noqa: BLE001 (a broken CUDA must not break the comparison)
-        pass
-    return False
-
-
-def _gpu_peak_mb() -> float:
-    torch = sys.modules.get("torch")
-    try:
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            return torch.cuda.max_memory_allocated() / 2**20
-    except Exception:  # noqa: BLE001
-        pass
-    return math.nan
-
-
-# --------------------------------------------------------------------------------------------------
 # The runner
 
 
@@ -169,8 +92,8 @@ def run_method(name: str, volume: np.ndarray, seeds, spacing_kji, *, options: Op
 
     fn = get(name)
     prepare(name)  # one-off imports/loading, not timed
-    _gpu_reset()
-    with _PeakMemory() as mem:
+    gpu_reset()
+    with PeakMemory() as mem:
         t0 = time.perf_counter()
         try:
             out = fn(volume, seeds, spacing_kji, progress=progress, cancel=cancel, **(options or {}))
@@ -184,8 +107,8 @@ def run_method(name: str, volume: np.ndarray, seeds, spacing_kji, *, options: Op
                              f"{', '.join(out) if isinstance(out, Mapping) else 'one mask'}.",
                              "Fix the method: for several segments it must return {name: mask}.")
         masks = {n: _checked_mask(name, m, volume.shape) for n, m in out.items()}
-        return masks, seconds, mem.peak_mb, _gpu_peak_mb(), mem.source
-    return _checked_mask(name, out, volume.shape), seconds, mem.peak_mb, _gpu_peak_mb(), mem.source
+        return masks, seconds, mem.peak_mb, gpu_peak_mb(), mem.source
+    return _checked_mask(name, out, volume.shape), seconds, mem.peak_mb, gpu_peak_mb(), mem.source
 
 
 def _checked_mask(method: str, mask, shape) -> np.ndarray:
