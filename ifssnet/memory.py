@@ -21,7 +21,10 @@ fixed overhead                             ``OVERHEAD_BYTES`` (weights, the torc
 
 The input volume and the seed masks are the caller's and are not counted. Checked against the
 peak resident memory of a real run (400 x 256 x 256 uint8, 3 segments, S = 128, a stand-in network):
-495 MB measured beyond the inputs, 525 MB estimated without the network's share and the overhead. The estimate is meant to
+495 MB measured beyond the inputs, 525 MB estimated without the network's share and the overhead; with 800 x 256
+x 256, 1189-1202 MiB measured (two runs) and 1660 MiB estimated without the overhead, the network's share
+included (``python benchmarks/propagation_memory.py``: a copying stand-in network). A test measures it on every CI run (``Testing/test_reliability.py``: within the
+estimate, and growing with the sweep as the estimate's per-slice arrays do). The estimate is meant to
 be a little pessimistic: refusing a run that would have fitted costs a click; a run that swaps for an
 hour or is killed by the system loses the user's time.
 
