@@ -2,21 +2,14 @@
 the plots and the result segmentations of a comparison run, its protocols, and joint runs."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-for p in (HERE, ROOT, ROOT / "IFSSNetSegmentation", ROOT / "IFSSNetTraining", ROOT / "IFSSNetComparison"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
-from slicer_nodes import (_arrays_module, _method, _nearest_seed_method, _paint, _reference_segmentation,  # noqa: E402,F401
+# slicer_nodes first: it puts the Slicer module folders on sys.path.
+from slicer_nodes import (_arrays_module, _method, _nearest_seed_method, _paint, _reference_segmentation,  # noqa: F401
                           scene_nodes)
+from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
 
 pytestmark = [pytest.mark.slicer,
               pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),

@@ -3,20 +3,13 @@ the training command, the base model's advice, and a tiny training run from scen
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-for p in (HERE, ROOT, ROOT / "IFSSNetSegmentation", ROOT / "IFSSNetTraining", ROOT / "IFSSNetComparison"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
+# slicer_nodes first: it puts the Slicer module folders on sys.path.
+from slicer_nodes import _ijk_to_ras, _reference_segmentation, scene_nodes  # noqa: F401
 from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
-from slicer_nodes import _ijk_to_ras, _reference_segmentation, scene_nodes  # noqa: E402,F401
 
 pytestmark = [pytest.mark.slicer,
               pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
