@@ -299,20 +299,15 @@ def test_propagation_streams_its_windows_and_stays_within_its_memory_estimate():
     not a network's) is within what the refusal check estimates, and grows with the sweep as the estimate's
     per-slice arrays do: windows are streamed. Measured here: the growth is 1.02-1.13x the estimate's; a
     network whose every window's output is kept (0.2 MB a slice) makes it 1.6x."""
-    from ifssnet.peak_memory import PeakMemory
+    from benchmark_scripts import load_benchmark
 
+    measure = load_benchmark("propagation_memory").measure_propagation
     mib = 2 ** 20
     peaks, needs = {}, {}
     for k in (100, 1200):
-        volume = (np.random.default_rng(0).random((k, 96, 96)) * 100).astype(np.uint8)
-        tube = np.zeros(volume.shape, np.uint8)
-        tube[:, 20:60, 30:70] = 1
-        seeds = {"T": cut_seeds(tube, (k // 2 - 1, k // 2, k // 2 + 1))}
-        net = CopyModel(size=64)
-        with PeakMemory() as mem:
-            out = propagate(volume, seeds, net, device="cpu").masks["T"]
-        assert (out != tube).mean() < 0.01                     # it did run through the whole sweep
-        peaks[k], needs[k] = mem.peak_mb, memory.propagation_bytes(volume.shape, seeds, net) / mib
+        peak, need, boxes, masks = measure(k, size=96, work=64, segments=1)
+        assert (masks["S0"] != boxes["S0"]).mean() < 0.01       # it did run through the whole sweep
+        peaks[k], needs[k] = peak, need / mib
         assert peaks[k] <= needs[k], (k, peaks[k], needs[k])
     growth, expected = peaks[1200] - peaks[100], needs[1200] - needs[100]
     assert 0.4 * expected < growth < 1.4 * expected, (growth, expected)

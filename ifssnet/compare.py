@@ -15,13 +15,8 @@ Timing and memory, per method and muscle, in this process:
 
 - ``time_s``: wall-clock seconds of the method call (``time.perf_counter``), seeds and scoring excluded.
 - ``peak_mb``: peak resident memory (RSS) of the process during the call, above its RSS just before
-  the call, in MiB. On Linux the kernel's high-water mark is reset before each call (``/proc/self/clear_refs``
-  = 5) and read from ``VmHWM`` afterwards, so it counts every allocation: numpy, ITK's and SimpleITK's
-  C++ buffers, torch's CPU tensors. Where that is not available the figure is tracemalloc's peak, which
-  sees numpy/Python allocations only (column ``mem_source`` says which). Before each call the freed
-  heap is handed back to the OS (glibc ``malloc_trim``) so that memory kept from an earlier method does
-  not hide a later method's peak. GPU memory of a torch method is reported separately as
-  ``gpu_peak_mb`` when CUDA is in use. The measurement is :mod:`ifssnet.peak_memory`'s.
+  the call, in MiB; ``mem_source`` says how it was read, and ``gpu_peak_mb`` is a torch method's GPU peak
+  when CUDA is in use (:mod:`ifssnet.peak_memory` measures all three and says how).
 
 Methods come from :mod:`ifssnet.baselines.registry`; a newly registered method joins the table with
 no change here. Per-method options (e.g. the network's checkpoint) go through ``method_options``.
