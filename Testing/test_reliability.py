@@ -297,8 +297,8 @@ def test_a_propagation_too_large_for_memory_is_refused_before_it_starts(monkeypa
 def test_propagation_streams_its_windows_and_stays_within_its_memory_estimate():
     """Measured peak resident memory of real propagations (a copying network: propagation's own arrays,
     not a network's) is within what the refusal check estimates, and grows with the sweep as the estimate's
-    per-slice arrays do: windows are streamed. Measured here: the growth is 1.02-1.13x the estimate's; a
-    network whose every window's output is kept (0.2 MB a slice) makes it 1.6x."""
+    per-slice arrays do: windows are streamed. Measured with this set-up: the growth is 1.01-1.02x the
+    estimate's; a network whose every window's output is kept (0.2 MB a slice) makes it 1.5x."""
     from benchmark_scripts import load_benchmark
 
     measure = load_benchmark("propagation_memory").measure_propagation
