@@ -198,6 +198,25 @@ def test_distance_confidence_is_dimensionless_and_empty_slices_are_not_flagged()
     assert empty.sum() > 30 and np.all(res.confidence["T"][empty] == 1.0)
 
 
+def test_distance_confidence_of_a_collapsed_mask_is_quiet_and_in_range():
+    """A network that lost the muscle leaves only the painted slices: d / n runs into the hundreds,
+    and the logistic must give 0, not an overflow warning."""
+    import warnings
+
+    from ifssnet.confidence import DISTANCE_LOGIT, distance_confidence
+
+    present = np.zeros(1400, bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        conf = distance_confidence(present, [700, 701, 702])
+    assert conf.dtype == np.float32 and np.all((conf >= 0) & (conf <= 1))
+    assert conf[701] > 0.95 and conf[0] == 0.0
+    # the same values as the textbook logistic where that does not overflow
+    a, b = DISTANCE_LOGIT
+    z = a - b * np.abs(np.arange(200) - 100) / 200
+    np.testing.assert_allclose(distance_confidence(np.ones(200, bool), [100]), 1 / (1 + np.exp(-z)), atol=1e-6)
+
+
 def test_real_network_runs_end_to_end():
     from ifssnet.model import IFSSNet, IFSSNetConfig
 

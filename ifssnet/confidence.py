@@ -45,7 +45,10 @@ def distance_confidence(present, painted: Sequence[int]) -> np.ndarray:
         return np.ones(covered.shape[0], np.float32)
     d = np.abs(np.arange(covered.shape[0])[:, None] - np.asarray(marks)[None, :]).min(axis=1)
     a, b = DISTANCE_LOGIT
-    return (1.0 / (1.0 + np.exp(-(a - b * d / int(covered.sum()))))).astype(np.float32)
+    z = a - b * d / int(covered.sum())
+    # The logistic as 0.5 (1 + tanh(z / 2)): the same values, without exp's overflow where a
+    # collapsed mask leaves n at the painted slices alone and d / n runs into the hundreds.
+    return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)
 
 
 def least_confident_slices(confidence, count: int = 5, exclude: Sequence[int] = (),
