@@ -138,8 +138,6 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.cancelToken.cancel()
             self.statusLabel.text = "Cancelling..."
             return
-        from ifssnet.progress import CancelToken
-
         from IFSSNetSegmentationLib.gui import ensureTorch
         from IFSSNetSegmentationLib.worker import BackgroundWorker
 
@@ -154,12 +152,9 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         except Exception as exc:
             slicer.util.errorDisplay(str(exc))
             return
-        self.cancelToken = CancelToken()
         if self.worker is None:
             self.worker = BackgroundWorker()
-        self.worker.resetProgress()
-        self.ticket = self.worker.submit(self.logic.compute, self.job, progress=self.worker.progress,
-                                         cancel=self.cancelToken)
+        self.ticket, self.cancelToken = self.worker.startJob(self.logic.compute, self.job)
         self.compareButton.text = "Cancel"
         self.progressBar.setRange(0, 0)
         self.progressBar.setFormat("preparing")

@@ -426,6 +426,41 @@ def test_background_worker_keeps_results_for_the_main_thread():
         worker.stop()
 
 
+def test_background_worker_starts_a_job_that_its_token_cancels():
+    """``startJob``, the GUIs' one call: fresh progress, the job's progress and cancel wired in."""
+    import threading
+    import time as _time
+
+    from ifssnet.errors import Cancelled
+    from IFSSNetSegmentationLib.worker import BackgroundWorker
+
+    worker = BackgroundWorker()
+    started = threading.Event()
+    try:
+        worker.progress("old job", 9, 9)
+
+        def compute(job, progress, cancel):
+            progress("propagating", 1, job)
+            started.set()
+            for _ in range(1000):
+                cancel.check()
+                _time.sleep(0.01)
+            return "not cancelled"
+
+        ticket, token = worker.startJob(compute, 5)
+        assert started.wait(10)
+        assert worker.latestProgress() == ("propagating", 1, 5)
+        token.cancel()
+        results = []
+        deadline = _time.time() + 10
+        while not results and _time.time() < deadline:
+            results += worker.poll()
+            _time.sleep(0.01)
+        assert results[0][0] == ticket and isinstance(results[0][2], Cancelled)
+    finally:
+        worker.stop()
+
+
 def test_default_method_runs_the_network_end_to_end(scene_nodes, tmp_path):
     """The one-line core call with the real network (tiny, untrained): shapes, seeds, confidence, volumes."""
     pytest.importorskip("torch")

@@ -376,14 +376,9 @@ class PropagatePanel:
             self.job = None
             self._showError(exc)
             return
-        from ifssnet.progress import CancelToken
-
-        self.cancelToken = CancelToken()
         if self.worker is None:
             self.worker = BackgroundWorker()
-        self.worker.resetProgress()
-        self.ticket = self.worker.submit(self.logic.compute, self.job, progress=self.worker.progress,
-                                         cancel=self.cancelToken)
+        self.ticket, self.cancelToken = self.worker.startJob(self.logic.compute, self.job)
         self.progressBar.setRange(0, 0)
         self.progressBar.setFormat("preparing")
         self.setStatus("")

@@ -46,6 +46,16 @@ class BackgroundWorker:
         self._tasks.put((ticket, fn, args, kwargs))
         return ticket
 
+    def startJob(self, compute: Callable, job: Any) -> Tuple[int, Any]:
+        """Run ``compute(job, progress=..., cancel=token)``, the modules' long jobs, with fresh progress
+        and a new ``ifssnet.progress.CancelToken``; returns ``(ticket, token)``. The Cancel button calls
+        ``token.cancel()``, and ``compute`` stops at its next check and raises ``Cancelled``."""
+        from ifssnet.progress import CancelToken
+
+        token = CancelToken()
+        self.resetProgress()
+        return self.submit(compute, job, progress=self.progress, cancel=token), token
+
     def poll(self) -> List[Tuple[int, Any, Optional[BaseException]]]:
         """Finished tasks since the last call: (ticket, result, error)."""
         out = []
