@@ -44,11 +44,10 @@ def distance_confidence(present, painted: Sequence[int]) -> np.ndarray:
     if not marks:
         return np.ones(covered.shape[0], np.float32)
     d = np.abs(np.arange(covered.shape[0])[:, None] - np.asarray(marks)[None, :]).min(axis=1)
+    from scipy.special import expit  # the logistic without exp's overflow where a collapsed mask makes d / n large
+
     a, b = DISTANCE_LOGIT
-    z = a - b * d / int(covered.sum())
-    # The logistic as 0.5 (1 + tanh(z / 2)): the same values, without exp's overflow where a
-    # collapsed mask leaves n at the painted slices alone and d / n runs into the hundreds.
-    return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)
+    return expit(a - b * d / int(covered.sum())).astype(np.float32)
 
 
 def least_confident_slices(confidence, count: int = 5, exclude: Sequence[int] = (),
