@@ -395,9 +395,19 @@ def test_preview_then_cancel_restores(scene_nodes):
     _assert_same(before, _state(segNode, volumeNode))
 
 
-def test_background_worker_keeps_results_for_the_main_thread():
-    import time as _time
+def _poll(worker, count, timeout=10.0):
+    """The worker's finished tasks, polled as the GUI's timer does, until ``count`` are in or ``timeout`` s pass."""
+    import time
 
+    results = []
+    deadline = time.time() + timeout
+    while len(results) < count and time.time() < deadline:
+        results += worker.poll()
+        time.sleep(0.01)
+    return results
+
+
+def test_background_worker_keeps_results_for_the_main_thread():
     from IFSSNetSegmentationLib.logic import progressText
     from IFSSNetSegmentationLib.worker import BackgroundWorker
 
@@ -412,11 +422,7 @@ def test_background_worker_keeps_results_for_the_main_thread():
 
         t1 = worker.submit(job, 21)
         t2 = worker.submit(bad)
-        results = []
-        deadline = _time.time() + 10
-        while len(results) < 2 and _time.time() < deadline:
-            results += worker.poll()
-            _time.sleep(0.01)
+        results = _poll(worker, 2)
         assert results[0][:2] == (t1, 42) and results[0][2] is None
         assert results[1][0] == t2 and isinstance(results[1][2], ValueError)
         assert not worker.busy
@@ -451,11 +457,7 @@ def test_background_worker_starts_a_job_that_its_token_cancels():
         assert started.wait(10)
         assert worker.latestProgress() == ("propagating", 1, 5)
         token.cancel()
-        results = []
-        deadline = _time.time() + 10
-        while not results and _time.time() < deadline:
-            results += worker.poll()
-            _time.sleep(0.01)
+        results = _poll(worker, 1)
         assert results[0][0] == ticket and isinstance(results[0][2], Cancelled)
     finally:
         worker.stop()
