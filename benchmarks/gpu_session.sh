@@ -29,7 +29,8 @@
 # annotated, decremental) trained with --cycle 1 from a new network (never from the image stage, which sees
 # every slice's label), chosen by validation as stage 2 is, and compared on 500 and 501 (model card, "Runs that
 # go out and come back": at 300 CPU steps it lifted few-shot from 0.129 to 0.437 held-out Dice, 0.17 behind full
-# supervision). CHECKS (1; 0 skips the CUDA tests
+# supervision; but on runs of 16 its masks grew faster than on runs of 8, session 28, so keep VAL_EVERY small
+# for this stage). CHECKS (1; 0 skips the CUDA tests
 # and the benchmark, to give the training their minutes).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
 # ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
