@@ -7,6 +7,7 @@ nearest-seed-slice method, ``slicer_nodes``), and with the shipped network where
 """
 from __future__ import annotations
 
+import time
 from functools import reduce
 
 import numpy as np
@@ -397,8 +398,6 @@ def test_preview_then_cancel_restores(scene_nodes):
 
 def _poll(worker, count, timeout=10.0):
     """The worker's finished tasks, polled as the GUI's timer does, until ``count`` are in or ``timeout`` s pass."""
-    import time
-
     results = []
     deadline = time.time() + timeout
     while len(results) < count and time.time() < deadline:
@@ -435,9 +434,7 @@ def test_background_worker_keeps_results_for_the_main_thread():
 def test_background_worker_starts_a_job_that_its_token_cancels():
     """``startJob``, the GUIs' one call: fresh progress, the job's progress and cancel wired in."""
     import threading
-    import time as _time
 
-    from ifssnet.errors import Cancelled
     from IFSSNetSegmentationLib.worker import BackgroundWorker
 
     worker = BackgroundWorker()
@@ -450,7 +447,7 @@ def test_background_worker_starts_a_job_that_its_token_cancels():
             started.set()
             for _ in range(1000):
                 cancel.check()
-                _time.sleep(0.01)
+                time.sleep(0.01)
             return "not cancelled"
 
         ticket, token = worker.startJob(compute, 5)
