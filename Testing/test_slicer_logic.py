@@ -7,6 +7,7 @@ nearest-seed-slice method, ``slicer_nodes``), and with the shipped network where
 """
 from __future__ import annotations
 
+import os
 import time
 from functools import reduce
 
@@ -600,6 +601,40 @@ def test_model_list_has_user_models_with_cards(slicer_app, tmp_path, monkeypatch
     user = [m for m in IFSSNetSegmentationLogic.availableModels() if m["source"] == "user"]
     assert [m["name"] for m in user] == ["calf-v2"]
     assert user[0]["card"].startswith("# calf-v2") and user[0]["path"] == str(tmp_path / "calf-v2.pt")
+
+
+def test_shipped_models_show_their_own_card(slicer_app):
+    """Resources/Models/README.md holds the four shipped models' cards: each model's tooltip is its own section,
+    opening with a summary, cut at a paragraph and naming the file with the rest (it once showed every model
+    the card of ifssnet.pt)."""
+    from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+
+    shipped = {m["name"]: m["card"] for m in IFSSNetSegmentationLogic.availableModels() if m["source"] == "shipped"}
+    assert {"ifssnet", "ifssnet-ws", "pgnet", "unet3d"} <= set(shipped)
+    for name, card in shipped.items():
+        assert card.startswith(f"# Model card: `{name}.pt`"), name
+        assert "**At a glance.**" in card[:200], name
+        assert card.count("# Model card: ") == 1, name
+        assert len(card) <= 1500 + 200, name
+    assert shipped["ifssnet"].endswith(f"(The whole card: {os.path.join(IFSSNetSegmentationLogic.shippedModelFolder(), 'README.md')})")
+    assert "0.741" in shipped["ifssnet"] and "0.369" in shipped["ifssnet-ws"]
+
+
+def test_model_card_sections_of_a_shared_card(tmp_path):
+    from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+
+    card = IFSSNetSegmentationLogic.modelCard
+    (tmp_path / "README.md").write_text("# Model card: `a.pt`\nA.\n\n# Model card: `ab.pt` (other)\nAB.\n")
+    assert card(str(tmp_path / "a.pt")) == "# Model card: `a.pt`\nA.\n"
+    assert card(str(tmp_path / "ab.pt")) == "# Model card: `ab.pt` (other)\nAB.\n"
+    assert card(str(tmp_path / "c.pt")) == ""              # never another model's card
+    (tmp_path / "c.md").write_text("# c\nIts own.\n")
+    assert card(str(tmp_path / "c.pt")) == "# c\nIts own.\n"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "MODEL_CARD.md").write_text("# Our calf models\n\n" + "x" * 600 + "\n\n" + "z" * 600)
+    text = card(str(plain / "m.pt"), maxChars=1000)          # a folder's one card, cut at a paragraph
+    assert text.startswith("# Our calf models") and "zzz" not in text and text.endswith("MODEL_CARD.md)")
 
 
 # Measured accuracy of the shipped network on held-out phantom 1000, GM, paper protocol

@@ -541,17 +541,29 @@ class IFSSNetSegmentationLogic:
 
     @staticmethod
     def modelCard(path: str, maxChars: int = 1500) -> str:
-        """The model card next to a checkpoint (<stem>.md, else MODEL_CARD.md / model_card.md in its folder)."""
+        """The model card of a checkpoint, for its tooltip: ``<stem>.md`` next to it, else its section of the
+        folder's shared card (MODEL_CARD.md, model_card.md or README.md). A shared card that holds several
+        (top-level headings ``# Model card: `<file name>` ...``, as ``Resources/Models/README.md`` does) gives
+        the section that names this file, up to the next such heading; one that names other files only gives
+        "" (never another model's card). A longer card ends at its last paragraph break within ``maxChars``
+        characters, and then names the file that holds the rest."""
         folder, name = os.path.split(path)
         stem = os.path.splitext(name)[0]
         for candidate in (stem + ".md", "MODEL_CARD.md", "model_card.md", "README.md"):
             p = os.path.join(folder, candidate)
-            if os.path.isfile(p):
-                try:
-                    with open(p, encoding="utf-8") as f:
-                        return f.read(maxChars)
-                except OSError:
-                    logging.warning("Cannot read model card %s", p)
+            if not os.path.isfile(p):
+                continue
+            try:
+                with open(p, encoding="utf-8") as f:
+                    text = f.read()
+            except (OSError, UnicodeDecodeError):
+                logging.warning("Cannot read model card %s", p)
+                continue
+            card = text if candidate == stem + ".md" else modelCardSection(text, name)
+            if len(card) <= maxChars:
+                return card
+            cut = card.rfind("\n\n", 0, maxChars)     # end at a paragraph, and say where the rest is
+            return card[:cut if cut > maxChars // 3 else maxChars].rstrip() + f"\n\n(The whole card: {p})"
         return ""
 
     @staticmethod
@@ -610,3 +622,22 @@ def durationText(seconds: float) -> str:
         return f"about {minutes} min" + (f" {rest} s" if rest else "")
     hours, rest = divmod(int(round(seconds / 60.0)), 60)
     return f"about {hours} h" + (f" {rest} min" if rest else "")
+
+
+MODEL_CARD_HEADING = "# Model card: "
+
+
+def modelCardSection(text: str, fileName: str) -> str:
+    """The section of a shared model card about ``fileName`` (see ``IFSSNetSegmentationLogic.modelCard``).
+
+    Sections start at lines ``# Model card: `<file name>` ...``. Without such headings the whole text is the
+    folder's one card; with them, the section naming ``fileName`` (up to the next heading), else ""."""
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith(MODEL_CARD_HEADING)]
+    if not starts:
+        return text
+    for k, i in enumerate(starts):
+        if lines[i][len(MODEL_CARD_HEADING):].startswith(f"`{fileName}`"):
+            end = starts[k + 1] if k + 1 < len(starts) else len(lines)
+            return "".join(lines[i:end]).rstrip() + "\n"
+    return ""
