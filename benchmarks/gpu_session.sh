@@ -26,12 +26,12 @@
 # Dice loss; above 0.5 counters masks that come out too small), VAL_PROTOCOL (--val-protocol, both: the best
 # network by the mean over 3-seeds and paper, since session 18's candidate won one and lost the other).
 # FEWSHOT_MIN (0: off): minutes of a third stage, a few-shot network (--mode fewshot, 3.5 % of the slices
-# annotated, decremental) trained with --cycle 4 from a new network (never from the image stage, which sees
+# annotated, decremental) trained with --cycle $FEWSHOT_CYCLE from a new network (never from the image stage, which sees
 # every slice's label), chosen by validation as stage 2 is, and compared on 500 and 501 (model card, "Runs that
 # go out and come back": at 300 CPU steps it lifted few-shot from 0.129 to 0.437 held-out Dice, 0.17 behind full
 # supervision; but on runs of 16 its masks grew faster than on runs of 8, session 28, so keep VAL_EVERY small
-# for this stage; --cycle 4 rather than 1 slowed that growth at both run lengths, session 29). CHECKS (1; 0 skips the CUDA tests
-# and the benchmark, to give the training their minutes).
+# for this stage). FEWSHOT_CYCLE (4): its --cycle weight; 4 rather than 1 slowed that growth at both run
+# lengths (session 29). CHECKS (1; 0 skips the CUDA tests and the benchmark, to give the training their minutes).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
 # ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
 # the image probe of the new weights (mask_copy_diagnostic.py --image-probe) is in session.log. With
@@ -68,6 +68,7 @@ BURN_IN=${BURN_IN:-0}
 TVERSKY_BETA=${TVERSKY_BETA:-0.5}
 VAL_PROTOCOL=${VAL_PROTOCOL:-both}
 FEWSHOT_MIN=${FEWSHOT_MIN:-0}
+FEWSHOT_CYCLE=${FEWSHOT_CYCLE:-4}
 CHECKS=${CHECKS:-1}
 if [ -n "$FROM" ]; then START_ARGS=(--from "$FROM"); else START_ARGS=(--size 128 --width-mult 0.5); fi  # stage 1's start
 [ -z "$FROM" ] && [ "$MASK_SEES_IMAGE" = 1 ] && START_ARGS+=(--mask-sees-image)
@@ -150,9 +151,9 @@ train_stage train "$TRAIN_MIN" ifssnet-gpu --mode full "${START_ARGS[@]}" --lr 3
 
 if [ "$FEWSHOT_MIN" != 0 ]; then
     # --cycle takes no --burn-in (refused); --image-aux learns from the annotated slices only.
-    step "few-shot training for $FEWSHOT_MIN min from ${FEWSHOT_START[*]} (--mode fewshot --cycle 4, batch $BATCH, runs of $RUN_LENGTH)"
+    step "few-shot training for $FEWSHOT_MIN min from ${FEWSHOT_START[*]} (--mode fewshot --cycle $FEWSHOT_CYCLE, batch $BATCH, runs of $RUN_LENGTH)"
     train_stage "few-shot train" "$FEWSHOT_MIN" ifssnet-gpu-ws --mode fewshot "${FEWSHOT_START[@]}" --lr 1e-3 \
-        --cycle 4 --seed 70 --log "$TXT/train-ws.jsonl"
+        --cycle "$FEWSHOT_CYCLE" --seed 70 --log "$TXT/train-ws.jsonl"
 fi
 
 step "validation: shipped and new weights, 3-seeds"
