@@ -26,12 +26,13 @@
 # Dice loss; above 0.5 counters masks that come out too small), VAL_PROTOCOL (--val-protocol, both: the best
 # network by the mean over 3-seeds and paper, since session 18's candidate won one and lost the other).
 # FEWSHOT_MIN (0: off): minutes of a third stage, a few-shot network (--mode fewshot, 3.5 % of the slices
-# annotated, decremental) trained with --cycle $FEWSHOT_CYCLE from a new network (never from the image stage, which sees
-# every slice's label), chosen by validation as stage 2 is, and compared on 500 and 501 (model card, "Runs that
-# go out and come back": at 300 CPU steps it lifted few-shot from 0.129 to 0.437 held-out Dice, 0.17 behind full
-# supervision; but on runs of 16 its masks grew faster than on runs of 8, session 28, so keep VAL_EVERY small
-# for this stage). FEWSHOT_CYCLE (4): its --cycle weight; 4 rather than 1 slowed that growth at both run
-# lengths (session 29), and 8 or 16 did no better than 4 on runs of 16 (session 30). CHECKS (1; 0 skips the CUDA tests and the benchmark, to give the training their minutes).
+# annotated, decremental) trained with --cycle $FEWSHOT_CYCLE from a new network (never from the image stage,
+# which sees every slice's label), chosen by validation as stage 2 is, and compared on 500 and 501 (model card,
+# "Runs that go out and come back": at 300 CPU steps it lifted few-shot from 0.129 to 0.437 held-out Dice, 0.17
+# behind full supervision; but on runs of 16 its masks grew faster than on runs of 8, session 28, so keep
+# VAL_EVERY small for this stage). FEWSHOT_CYCLE (4): its --cycle weight; 4 rather than 1 slowed that growth at
+# both run lengths (session 29), and 8 or 16 did no better than 4 on runs of 16 (session 30). CHECKS (1; 0 skips
+# the CUDA tests and the benchmark, to give the training their minutes).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
 # ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
 # the image probe of the new weights (mask_copy_diagnostic.py --image-probe) is in session.log. With
