@@ -36,7 +36,8 @@ Distributed: ``torchrun --nproc_per_node N -m ifssnet.train ...`` runs data para
 (each rank samples its own shard; gradients are all-reduced after every TBPTT update, as DDP does;
 :mod:`ifssnet.distributed`), gloo on CPU, nccl on GPUs. One step's windows, burn-in and updates are in
 :mod:`ifssnet.tbptt`, the extra loss terms in :mod:`ifssnet.extra_losses`, the deformed mask inputs in
-:mod:`ifssnet.mask_noise`, ``--reach``'s runs in :mod:`ifssnet.reach`, ``--cycle``'s in :mod:`ifssnet.cycle`.
+:mod:`ifssnet.mask_noise`, ``--reach``'s runs in :mod:`ifssnet.reach`, ``--cycle``'s in :mod:`ifssnet.cycle`,
+``--fill-gap``'s labels between painted groups in :mod:`ifssnet.fill_gaps`.
 """
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ from . import __version__
 from .cycle import cycle_step
 from .dataset import Case, decremental_fractions, sample_run, sparsify, thin_case
 from .distributed import broadcast_parameters, rank0_decides
+from .fill_gaps import fill_gaps
 from .errors import InputError
 from .mask_noise import JITTER_RADIUS, JITTER_SHIFT
 from .progress import CancelLike, ProgressFn, check_cancel, report
@@ -95,6 +97,7 @@ class TrainConfig:
     burn_in: int = 0                   # up to this many slices propagated without gradient before the trained part
     reach: int = 0                     # fewshot: runs this much longer, trained up to the next annotated group (reach.py)
     cycle: float = 0.0                 # weight of the way back to the run's annotated slices (cycle.py; 0: off)
+    fill_gap: int = 0                  # fewshot: gaps of up to this many slices between painted groups filled (fill_gaps.py)
     ema: float = 0.0                   # decay of an exponential moving average of the weights (0: none); see train()
     warmup: int = 0                    # steps over which the learning rate rises linearly to lr (0: none)
     end_weight: float = 0.0            # full mode: + this x a window's predicted area past the muscle's end (leak_loss)
@@ -111,6 +114,7 @@ class TrainConfig:
                   ("--burn-in", self.burn_in, 0, "Give a number of slices, e.g. 24."),
                   ("--reach", self.reach, 0, "Give a number of slices, e.g. 96."),
                   ("--cycle", self.cycle, 0, "Give a loss weight, e.g. 1."),
+                  ("--fill-gap", self.fill_gap, 0, "Give a number of slices, e.g. 40."),
                   ("--end-weight", self.end_weight, 0, "Give a loss weight, e.g. 1."),
                   ("--warmup", self.warmup, 0, "Give a number of steps, e.g. 20."),
                   ("--batch", self.batch, 1, "Give the number of runs per step."),
@@ -124,6 +128,9 @@ class TrainConfig:
         if self.reach and self.mode != "fewshot":
             raise InputError(f"--reach is for --mode fewshot (the next annotated group); this run is --mode {self.mode}.",
                              "Leave --reach out, or train with --mode fewshot.")
+        if self.fill_gap and self.mode != "fewshot":
+            raise InputError(f"--fill-gap fills the gaps between painted groups of --mode fewshot; this run is --mode "
+                             f"{self.mode}.", "Leave --fill-gap out, or train with --mode fewshot.")
         if self.cycle and (self.burn_in or self.reach or self.mode == "image"):
             raise InputError("--cycle brings each run back to the annotated slices it starts on, so it cannot "
                              "start after a burn-in or reach another group, and --mode image has no runs.",
@@ -342,6 +349,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if cfg.mode == "fewshot":
         cases = [c if not all(k.all() for k in c.known.values()) else sparsify(c, f)
                  for c, f in zip(cases, decremental_fractions(len(cases), cfg.annotated_total, cfg.decay_ratio))]
+        cases = [fill_gaps(c, cfg.fill_gap)[0] for c in cases]
     my_cases = [c for i, c in enumerate(cases) if i % world == rank] or list(cases)
 
     model.to(device).train()

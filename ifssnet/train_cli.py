@@ -155,6 +155,10 @@ def add_train_arguments(p) -> None:
                    help="propagate each run forward from its annotated slices, then back to them, and add W x the "
                         "way back's loss, whose last windows are scored against the annotation: a mask that drifts "
                         "or grows on the way out is penalised (few-shot's pseudo-labels are not; default 0: off)")
+    p.add_argument("--fill-gap", type=int, default=0, metavar="N",
+                   help="fewshot mode: fill each gap of up to N slices between two painted groups with Slicer's Fill "
+                        "between slices and train on it as on painted slices (longer gaps keep the network's own "
+                        "pseudo-labels; default 0: off)")
     p.add_argument("--end-weight", type=float, default=None, metavar="W",
                    help="full mode: add W x the area predicted in windows past a muscle's end (a fraction of the "
                         "annotated area; the Tversky and cross-entropy terms hardly see such a leak; default 0)")
@@ -236,7 +240,7 @@ def _train_ranked(args, rank: int, world: int, size: int) -> int:
                       feedback_grad=args.feedback_grad, jitter_shift=args.jitter_shift,
                       jitter_radius=args.jitter_radius, image_aux=args.image_aux, mask_box=args.mask_box,
                       weight_decay=args.weight_decay, learn_tversky=not args.fixed_tversky, burn_in=args.burn_in,
-                      reach=args.reach, cycle=args.cycle,
+                      reach=args.reach, cycle=args.cycle, fill_gap=args.fill_gap,
                       ema=args.ema, warmup=args.warmup, end_weight=args.end_weight,
                       tversky_beta=args.tversky_beta)
     logf = open(args.log, "a") if args.log and rank == 0 else None
