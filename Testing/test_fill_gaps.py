@@ -98,3 +98,24 @@ def test_fewshot_training_fills_the_gaps_and_records_it(tmp_path, monkeypatch):
     assert len(seen) == 1 and seen[0][0] == 10 and seen[0][1]["A"] == 28   # 0.3 of 40 slices: 4 groups, gaps of 9, 10, 9
     _, _, meta = load_checkpoint(tmp_path / "f.ckpt.pt")
     assert meta["training"]["config"]["fill_gap"] == 10
+
+
+def test_the_label_benchmark_scores_the_filled_slices_against_the_reference(tmp_path, capsys):
+    """benchmarks/fill_gap_labels.py: painted shares 0.4 and 0.2 of 40 slices give 5 groups (gaps of 6-7
+    slices, filled) and 3 groups (gaps of 15-16, left); the filled cone slices match the reference."""
+    from benchmark_scripts import load_benchmark
+
+    from ifssnet.io import Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
+
+    truth = _cone()
+    for name in ("c1", "c2"):
+        d = tmp_path / name
+        d.mkdir()
+        write_volume(Image((100 * truth).astype(np.float32), Geometry()), d / "volume.nrrd")
+        write_segmentation(segmentation_from_masks({"A": truth}, Geometry()), d / "reference.seg.nrrd")
+    load_benchmark("fill_gap_labels").main([str(tmp_path / "c1"), str(tmp_path / "c2"), "--fill-gap", "8", "--size", "32",
+                                             "--annotated-total", "0.3"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:-1]]
+    first = {r[0]: r for r in rows}["c1"]
+    assert int(first[4]) > 0 and float(first[5]) > 0.9
+    assert {r[0]: r for r in rows}["c2"][4] == "0"          # its gaps are longer than 8
