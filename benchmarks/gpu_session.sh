@@ -31,7 +31,8 @@
 # "Runs that go out and come back": at 300 CPU steps it lifted few-shot from 0.129 to 0.437 held-out Dice, 0.17
 # behind full supervision; but on runs of 16 its masks grew faster than on runs of 8, session 28, so keep
 # VAL_EVERY small for this stage). FEWSHOT_CYCLE (4): its --cycle weight; 4 rather than 1 slowed that growth at
-# both run lengths (session 29), and 8 or 16 did no better than 4 on runs of 16 (session 30). CHECKS (1; 0 skips
+# both run lengths (session 29), and 8 or 16 did no better than 4 on runs of 16 (session 30). The stage leaves out
+# --fill-gap: on top of --cycle 4 it added 0.010 held-out Dice on runs of 8 (session 31). CHECKS (1; 0 skips
 # the CUDA tests and the benchmark, to give the training their minutes).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
 # ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
