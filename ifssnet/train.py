@@ -53,8 +53,8 @@ from . import __version__
 from .cycle import cycle_step
 from .dataset import Case, decremental_fractions, sample_run, sparsify, thin_case
 from .distributed import broadcast_parameters, rank0_decides
-from .fill_gaps import fill_gaps
 from .errors import InputError
+from .fill_gaps import fill_gaps
 from .mask_noise import JITTER_RADIUS, JITTER_SHIFT
 from .progress import CancelLike, ProgressFn, check_cancel, report
 from .reach import reach_offsets
