@@ -1,7 +1,7 @@
 """How good are the labels that ``--fill-gap`` adds? Dice of the filled slices against the full reference.
 
-Few-shot training keeps a decremental share of each case's slices painted (``ifssnet.dataset.sparsify`` with
-``decremental_fractions``, in the order the cases are given, as ``ifssnet train --mode fewshot`` does), and
+Few-shot training keeps a decremental share of each case's slices painted, in the order the cases are given
+(``ifssnet.train.decremental_cases``, which ``ifssnet train --mode fewshot`` calls), and
 ``--fill-gap N`` labels the gaps of up to N slices between two painted groups with Fill between slices
 (:mod:`ifssnet.fill_gaps`). This prints, per case and segment, the painted share, the slices filled, and the
 Dice of the filled slices against the case's complete reference (which training never reads), then the
@@ -25,21 +25,21 @@ def main(argv=None) -> int:
                    help="mean painted share over the cases (TrainConfig.annotated_total; default the paper's 3.5 %%)")
     args = p.parse_args(argv)
 
-    from ifssnet.dataset import decremental_fractions, load_case, sparsify
+    from ifssnet.bench import dice
+    from ifssnet.dataset import decremental_fractions, load_case
     from ifssnet.fill_gaps import fill_gaps
+    from ifssnet.train import TrainConfig, decremental_cases
 
-    fractions = decremental_fractions(len(args.cases), args.annotated_total)
+    fulls = [load_case(f"{path}/volume.nrrd", f"{path}/reference.seg.nrrd", args.size) for path in args.cases]
+    cfg = TrainConfig(mode="fewshot", annotated_total=args.annotated_total)
+    fractions = decremental_fractions(len(fulls), cfg.annotated_total, cfg.decay_ratio)
     print("case     share  segment  painted  filled  Dice(filled)")
     totals = np.zeros(3)      # slices: painted, filled, all
-    for path, fraction in zip(args.cases, fractions):
-        full = load_case(f"{path}/volume.nrrd", f"{path}/reference.seg.nrrd", args.size)
-        sparse = sparsify(full, fraction)
-        dense, _ = fill_gaps(sparse, args.fill_gap)
+    for full, sparse, fraction in zip(fulls, decremental_cases(fulls, cfg), fractions):
+        dense = fill_gaps(sparse, args.fill_gap)
         for name in full.masks:
             new = dense.known[name] & ~sparse.known[name]
-            truth, label = full.masks[name][new].astype(bool), dense.masks[name][new].astype(bool)
-            dice = 2 * (truth & label).sum() / max(1, truth.sum() + label.sum())
-            shown = f"{dice:.3f}" if new.any() else "-"
+            shown = f"{dice(dense.masks[name][new], full.masks[name][new]):.3f}" if new.any() else "-"
             print(f"{full.name:8s} {fraction:5.3f}  {name:7s}  {int(sparse.known[name].sum()):7d}  {int(new.sum()):6d}  {shown}")
             totals += (sparse.known[name].sum(), new.sum(), full.n_slices)
     print(f"painted {100 * totals[0] / totals[2]:.1f} % of the slices; filled {100 * totals[1] / totals[2]:.1f} % more "

@@ -17,8 +17,6 @@ silent (its prototype uses the network's own predictions between groups); the mo
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Dict, Tuple
-
 import numpy as np
 
 from .dataset import Case
@@ -38,22 +36,21 @@ def gap_slices(known: np.ndarray, mask: np.ndarray, max_gap: int) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
-def fill_gaps(case: Case, max_gap: int) -> Tuple[Case, Dict[str, int]]:
+def fill_gaps(case: Case, max_gap: int) -> Case:
     """``case`` with every gap of up to ``max_gap`` slices between two painted groups (see :func:`gap_slices`)
-    filled by Slicer's Fill between slices and marked known. Segments already known on every slice, and a
-    ``max_gap`` below 1, leave the case as it is. Returns the case and, per segment, the number of slices filled.
+    filled by Slicer's Fill between slices and marked known (the filled slices of a segment are its ``known`` and
+    not the input's). Segments already known on every slice, and a ``max_gap`` below 1, leave the case as it is.
     Masks are the case's working grid, uint8 (K, S, S); the interpolation runs in voxels along axis 0."""
     from .baselines.fbs import fill_between_slices
 
     if max_gap < 1:
-        return case, {}
-    masks, known, filled = dict(case.masks), dict(case.known), {}
+        return case
+    masks, known = dict(case.masks), dict(case.known)
     for name, k in case.known.items():
         if k.all():
             continue
         m = case.masks[name]
         todo = gap_slices(k, m, max_gap)
-        filled[name] = int(todo.size)
         if not todo.size:
             continue
         seeds = cut_seeds(m * k[:, None, None], np.flatnonzero(k))
@@ -63,4 +60,4 @@ def fill_gaps(case: Case, max_gap: int) -> Tuple[Case, Dict[str, int]]:
         k = k.copy()
         k[todo] = True
         masks[name], known[name] = m, k
-    return replace(case, masks=masks, known=known), filled
+    return replace(case, masks=masks, known=known)

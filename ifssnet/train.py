@@ -212,6 +212,14 @@ def decremental_pool(n_cases: int, step: int, total: int) -> int:
     return min(n_cases, 1 + (max(0, step) * n_cases) // total)
 
 
+def decremental_cases(cases: Sequence[Case], cfg: TrainConfig) -> List[Case]:
+    """``--mode fewshot``'s cases, in their order: a completely annotated case keeps its annotation on the
+    decremental share of its slices (:func:`ifssnet.dataset.decremental_fractions` of ``cfg.annotated_total`` and
+    ``cfg.decay_ratio``, :func:`ifssnet.dataset.sparsify`); a partly annotated one (a seeds file) stays as it is."""
+    fractions = decremental_fractions(len(cases), cfg.annotated_total, cfg.decay_ratio)
+    return [c if not all(k.all() for k in c.known.values()) else sparsify(c, f) for c, f in zip(cases, fractions)]
+
+
 #: Fine-tuning from a model with more than this share of zero weights warns that those parts hardly learn.
 DEAD_SHARE_WARNING = 0.25
 
@@ -347,10 +355,10 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         raise InputError(f"A window stride of {max(cfg.strides)} skips slices: the network's window has "
                          f"{model_config.window}.", f"Give --strides between 1 and {model_config.window}.")
     if cfg.mode == "fewshot":
-        cases = [c if not all(k.all() for k in c.known.values()) else sparsify(c, f)
-                 for c, f in zip(cases, decremental_fractions(len(cases), cfg.annotated_total, cfg.decay_ratio))]
-        cases = [fill_gaps(c, cfg.fill_gap)[0] for c in cases]
+        cases = decremental_cases(cases, cfg)
     my_cases = [c for i, c in enumerate(cases) if i % world == rank] or list(cases)
+    if cfg.mode == "fewshot":                 # each rank fills the gaps of the cases it trains on
+        my_cases = [fill_gaps(c, cfg.fill_gap) for c in my_cases]
 
     model.to(device).train()
     loss_fn = ParametricTversky(bce_weight=cfg.bce_weight, learn=cfg.learn_tversky, beta=cfg.tversky_beta).to(device)
