@@ -75,7 +75,8 @@ class TrainConfig:
     weight_decay: str = "decoupled"    # how l2 is applied: "decoupled" (AdamW) | "coupled" (Adam, in the gradient)
     refeed_every: int = 30             # full mode: re-feed the ground truth every N windows (0: never)
     annotated_total: float = 0.035     # fewshot: mean annotated share over the cases (decremental)
-    decay_ratio: float = 0.5           # fewshot: annotated share ratio from one case to the next
+    decay_ratio: float = 0.5           # fewshot: annotated share ratio from one case to the next (1: the same share each)
+    paint_group: int = 3               # fewshot: consecutive slices per painted group (sparsify's group)
     curriculum: bool = True            # fewshot: cases join in decremental order (decremental_pool)
     seed: int = 0
     checkpoint_every: int = 50
@@ -128,6 +129,13 @@ class TrainConfig:
         if self.reach and self.mode != "fewshot":
             raise InputError(f"--reach is for --mode fewshot (the next annotated group); this run is --mode {self.mode}.",
                              "Leave --reach out, or train with --mode fewshot.")
+        if not 0.0 < self.annotated_total <= 1.0 or not 0.0 < self.decay_ratio <= 1.0:
+            raise InputError(f"--annotated-total and --decay-ratio must lie in (0, 1], not {self.annotated_total} and "
+                             f"{self.decay_ratio}.", "Give e.g. --annotated-total 0.035 (the paper's 3.5 %) and "
+                             "--decay-ratio 0.5 (the paper's halving) or 1 (every case the same share).")
+        if self.paint_group < 1:
+            raise InputError(f"--paint-group must be at least 1, not {self.paint_group}.",
+                             "Give the number of consecutive slices per painted group, e.g. 3.")
         if self.fill_gap and self.mode != "fewshot":
             raise InputError(f"--fill-gap fills the gaps between painted groups of --mode fewshot; this run is --mode "
                              f"{self.mode}.", "Leave --fill-gap out, or train with --mode fewshot.")
@@ -215,9 +223,11 @@ def decremental_pool(n_cases: int, step: int, total: int) -> int:
 def decremental_cases(cases: Sequence[Case], cfg: TrainConfig) -> List[Case]:
     """``--mode fewshot``'s cases, in their order: a completely annotated case keeps its annotation on the
     decremental share of its slices (:func:`ifssnet.dataset.decremental_fractions` of ``cfg.annotated_total`` and
-    ``cfg.decay_ratio``, :func:`ifssnet.dataset.sparsify`); a partly annotated one (a seeds file) stays as it is."""
+    ``cfg.decay_ratio``, in groups of ``cfg.paint_group`` slices, :func:`ifssnet.dataset.sparsify`); a partly
+    annotated one (a seeds file) stays as it is."""
     fractions = decremental_fractions(len(cases), cfg.annotated_total, cfg.decay_ratio)
-    return [c if not all(k.all() for k in c.known.values()) else sparsify(c, f) for c, f in zip(cases, fractions)]
+    return [c if not all(k.all() for k in c.known.values()) else sparsify(c, f, cfg.paint_group)
+            for c, f in zip(cases, fractions)]
 
 
 #: Fine-tuning from a model with more than this share of zero weights warns that those parts hardly learn.

@@ -155,6 +155,15 @@ def add_train_arguments(p) -> None:
                    help="propagate each run forward from its annotated slices, then back to them, and add W x the "
                         "way back's loss, whose last windows are scored against the annotation: a mask that drifts "
                         "or grows on the way out is penalised (few-shot's pseudo-labels are not; default 0: off)")
+    p.add_argument("--annotated-total", type=float, default=None, metavar="SHARE",
+                   help="fewshot mode: mean share of each completely annotated case's slices kept painted "
+                        f"(default {TrainConfig.annotated_total}, the paper's 3.5 %%)")
+    p.add_argument("--decay-ratio", type=float, default=None, metavar="R",
+                   help="fewshot mode: painted share of one case over the one before (default "
+                        f"{TrainConfig.decay_ratio}, the paper's decremental schedule; 1: every case the same share)")
+    p.add_argument("--paint-group", type=int, default=None, metavar="G",
+                   help=f"fewshot mode: consecutive slices per painted group (default {TrainConfig.paint_group}); "
+                        "groups shorter than the window need --fill-gap, since runs start on a window of labels")
     p.add_argument("--fill-gap", type=int, default=0, metavar="N",
                    help="fewshot mode: fill each gap of up to N slices between two painted groups with Slicer's Fill "
                         "between slices and train on it as on painted slices (longer gaps keep the network's own "
@@ -219,6 +228,17 @@ def _train_cli(args) -> int:
             dist.destroy_process_group()  # PyTorch asks every rank to; a group left to exit may abort the process
 
 
+def _schedule(args) -> dict:
+    """The few-shot painting options the user gave, as TrainConfig fields; refused outside --mode fewshot."""
+    given = {field: getattr(args, field) for field in ("annotated_total", "decay_ratio", "paint_group")
+             if getattr(args, field) is not None}
+    if given and args.mode != "fewshot":
+        names = ", ".join("--" + f.replace("_", "-") for f in given)
+        raise InputError(f"{names}: these choose which slices of each case stay painted in --mode fewshot, and "
+                         f"this run is --mode {args.mode}.", "Leave them out, or train with --mode fewshot.")
+    return given
+
+
 def _train_ranked(args, rank: int, world: int, size: int) -> int:
     """One process's training; ``size``: the working size the cases are read at (the stored network's)."""
     from .model import IFSSNetConfig
@@ -240,7 +260,7 @@ def _train_ranked(args, rank: int, world: int, size: int) -> int:
                       feedback_grad=args.feedback_grad, jitter_shift=args.jitter_shift,
                       jitter_radius=args.jitter_radius, image_aux=args.image_aux, mask_box=args.mask_box,
                       weight_decay=args.weight_decay, learn_tversky=not args.fixed_tversky, burn_in=args.burn_in,
-                      reach=args.reach, cycle=args.cycle, fill_gap=args.fill_gap,
+                      reach=args.reach, cycle=args.cycle, fill_gap=args.fill_gap, **_schedule(args),
                       ema=args.ema, warmup=args.warmup, end_weight=args.end_weight,
                       tversky_beta=args.tversky_beta)
     logf = open(args.log, "a") if args.log and rank == 0 else None
