@@ -101,6 +101,20 @@ def test_fewshot_training_fills_the_gaps_and_records_it(tmp_path, monkeypatch):
     assert meta["training"]["config"]["fill_gap"] == 10
 
 
+def test_single_painted_slices_train_once_their_gaps_are_filled(tmp_path):
+    """--paint-group 1: a run starts on a window of labels, so single painted slices train only where
+    --fill-gap joins them; without it the run says what to do."""
+    truth = _cone()
+    case = Case("cone", (1.5 * truth).astype(np.float16), {"A": truth}, {"A": np.ones(truth.shape[0], bool)})
+    cfg = dict(mode="fewshot", epochs=1, steps_per_epoch=1, run_length=8, checkpoint_every=1, annotated_total=0.2,
+               decay_ratio=1.0, paint_group=1)
+    with pytest.raises(InputError, match="consecutive annotated slices"):
+        train([case], tmp_path / "a.pt", model_config=IFSSNetConfig(**TINY), cfg=TrainConfig(**cfg))
+    train([case], tmp_path / "b.pt", model_config=IFSSNetConfig(**TINY), cfg=TrainConfig(**cfg, fill_gap=8))
+    _, _, meta = load_checkpoint(tmp_path / "b.ckpt.pt")
+    assert meta["training"]["config"]["paint_group"] == 1 and meta["training"]["config"]["decay_ratio"] == 1.0
+
+
 def test_the_label_benchmark_scores_the_filled_slices_against_the_reference(tmp_path, capsys):
     """benchmarks/fill_gap_labels.py: painted shares 0.4 and 0.2 of 40 slices give 5 groups (gaps of 6-7
     slices, filled) and 3 groups (gaps of 15-16, left); the filled cone slices match the reference."""

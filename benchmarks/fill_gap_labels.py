@@ -8,12 +8,15 @@ Dice of the filled slices against the case's complete reference (which training 
 totals: the share of slices that training scores against a label rather than its own pseudo-label.
 
     python benchmarks/fill_gap_labels.py .data/train/s* --fill-gap 40
+    python benchmarks/fill_gap_labels.py .data/train/s* --fill-gap 40 --decay-ratio 1 --paint-group 1
 """
 from __future__ import annotations
 
 import argparse
 
 import numpy as np
+
+from ifssnet.train import TrainConfig, decremental_cases
 
 
 def main(argv=None) -> int:
@@ -23,15 +26,20 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=128, help="the network's in-plane working size")
     p.add_argument("--annotated-total", type=float, default=0.035,
                    help="mean painted share over the cases (TrainConfig.annotated_total; default the paper's 3.5 %%)")
+    p.add_argument("--decay-ratio", type=float, default=TrainConfig.decay_ratio,
+                   help="painted share of one case over the one before (default the paper's 0.5; 1: all the same)")
+    p.add_argument("--paint-group", type=int, default=TrainConfig.paint_group,
+                   help="consecutive slices per painted group (default 3)")
     args = p.parse_args(argv)
 
     from ifssnet.bench import dice
     from ifssnet.dataset import decremental_fractions, load_case
     from ifssnet.fill_gaps import fill_gaps
-    from ifssnet.train import TrainConfig, decremental_cases
 
     fulls = [load_case(f"{path}/volume.nrrd", f"{path}/reference.seg.nrrd", args.size) for path in args.cases]
-    cfg = TrainConfig(mode="fewshot", annotated_total=args.annotated_total)
+    cfg = TrainConfig(mode="fewshot", annotated_total=args.annotated_total, decay_ratio=args.decay_ratio,
+                      paint_group=args.paint_group)
+    cfg.validate()
     fractions = decremental_fractions(len(fulls), cfg.annotated_total, cfg.decay_ratio)
     print("case     share  segment  painted  filled  Dice(filled)")
     totals = np.zeros(3)      # slices: painted, filled, all
