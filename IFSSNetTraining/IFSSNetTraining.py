@@ -39,6 +39,7 @@ class IFSSNetTrainingParameterNode:
     mode: Annotated[str, Choice(["fewshot", "full"])] = "fewshot"
     epochs: Annotated[int, WithinRange(1, 1000)] = 10
     stepsPerEpoch: Annotated[int, WithinRange(1, 100000)] = 100
+    fillGap: Annotated[int, WithinRange(0, 10000)] = 0
     outputName: str = "my-ifssnet"
     holdOutLast: bool = False
     valProtocol: Annotated[str, Choice(["both", "3-seeds", "paper"])] = "both"
@@ -102,6 +103,15 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.stepsSpin.setRange(1, 100000)
         self.stepsSpin.setProperty("SlicerParameterName", "stepsPerEpoch")
         oform.addRow("Steps per epoch:", self.stepsSpin)
+        self.fillGapSpin = qt.QSpinBox()
+        self.fillGapSpin.setRange(0, 10000)
+        self.fillGapSpin.specialValueText = "off"
+        self.fillGapSpin.suffix = " slices"
+        self.fillGapSpin.setProperty("SlicerParameterName", "fillGap")
+        self.fillGapSpin.toolTip = (
+            "Few-shot: label each gap of up to this many slices between two painted slices (or groups) with Fill "
+            "between slices, and train on it as on painted slices. Needed where you painted single slices apart.")
+        oform.addRow("Fill gaps up to:", self.fillGapSpin)
         self.deviceCombo = qt.QComboBox()
         self.deviceCombo.addItems(["cpu", "cuda"])
         self.deviceCombo.setProperty("SlicerParameterName", "device")
@@ -147,6 +157,9 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.resumeButton.connect("clicked()", lambda: self.onTrainOrCancel(resume=True))
         self.holdOutCheck.connect("toggled(bool)", self.valProtocolCombo.setEnabled)
         self.valProtocolCombo.enabled = self.holdOutCheck.checked
+        self.modeCombo.connect("currentTextChanged(QString)",
+                               lambda mode: self.fillGapSpin.setEnabled(mode == "fewshot"))
+        self.fillGapSpin.enabled = self.modeCombo.currentText == "fewshot"
         self.optionsFrame = options
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda c, e: self.setParameterNode(None))
         self._refreshBaseModels()
@@ -247,7 +260,8 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             cmd = self.logic.trainingCommand(filePairs, p.mode, p.epochs, self.outputPath, self.logPath,
                                              baseModel=self.baseCombo.currentData or None, resume=resumeFrom,
                                              stepsPerEpoch=p.stepsPerEpoch, device=p.device, python=python,
-                                             validationPairs=valPairs, valProtocol=p.valProtocol)
+                                             validationPairs=valPairs, valProtocol=p.valProtocol,
+                                             fillGap=p.fillGap if p.mode == "fewshot" else 0)
             env = os.environ.copy()
             env["TQDM_DISABLE"] = "1"  # progress comes from the step log
             import ifssnet

@@ -53,6 +53,9 @@ def test_training_loss_plot_and_command(slicer_scene, tmp_path):
     assert cmd[cmd.index("--val-protocol") + 1] == "both"
     from ifssnet.cli import build_parser
     assert build_parser().parse_args(cmd[3:]).val_protocol == "both"
+    assert "--fill-gap" not in cmd
+    cmd = IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "fewshot", 2, "out.pt", str(log), fillGap=12)
+    assert build_parser().parse_args(cmd[3:]).fill_gap == 12
     with pytest.raises(InputError, match="Unknown validation protocol"):
         IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "full", 2, "out.pt", str(log),
                                              validationPairs=[("w.nrrd", "b.seg.nrrd")], valProtocol="3 seeds")
@@ -125,3 +128,31 @@ def test_training_from_scene_pairs(scene_nodes, tmp_path):
     assert record["val_dice"] == pytest.approx(np.mean([d for d, _ in record["val_per_protocol"].values()]))
     with pytest.raises(InputError, match="Unknown validation protocol"):
         L.validator([(heldOut, ref)], protocol="papers")
+
+
+def test_fewshot_training_on_single_painted_slices_fills_their_gaps(scene_nodes, tmp_path):
+    """Slices painted one by one (tagged as the effect tags its seeds) train only with fillGap, which labels
+    the slices between them; the refusal and the run leave the segmentation as painted."""
+    pytest.importorskip("torch")
+    pytest.importorskip("itk")
+    slicer, volumeNode, _, truth = scene_nodes
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    from ifssnet.io import ANNOTATED_TAG, AnnotatedSlices
+
+    painted = [5, 9, 13, 17]
+    sparse = np.zeros_like(truth)
+    sparse[painted] = truth[painted]
+    node = _reference_segmentation(slicer, volumeNode, {"GM": sparse}, "Painted")
+    segment = node.GetSegmentation().GetNthSegment(0)
+    segment.SetTag(ANNOTATED_TAG, AnnotatedSlices(0, tuple(painted)).to_tag())
+    before = slicer.util.arrayFromSegmentBinaryLabelmap(node, node.GetSegmentation().GetNthSegmentID(0), volumeNode)
+    options = dict(stepsPerEpoch=1, runLength=6, size=32, widthMult=0.15)
+    L = IFSSNetTrainingLogic()
+    with pytest.raises(InputError, match="consecutive annotated slices"):
+        L.train([(volumeNode, node)], "fewshot", 1, outputPath=str(tmp_path / "off.pt"), **options)
+    assert not (tmp_path / "off.pt").exists()
+    path = L.train([(volumeNode, node)], "fewshot", 1, outputPath=str(tmp_path / "fill.pt"), fillGap=4, **options)
+    assert os.path.exists(path) and len(L.steps) == 1
+    after = slicer.util.arrayFromSegmentBinaryLabelmap(node, node.GetSegmentation().GetNthSegmentID(0), volumeNode)
+    assert np.array_equal(before, after)

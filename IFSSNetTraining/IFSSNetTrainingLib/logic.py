@@ -65,6 +65,9 @@ class IFSSNetTrainingLogic:
     ``pairs``: (volumeNode, segmentationNode) or (volumePath, annotationPath) tuples. Annotations may be
     complete or sparse (segments tagged ``IFSSNet.AnnotatedSlices`` are known only on those slices).
     Returns the path of the saved model; its model card is written next to it (``<stem>.md``).
+    ``fillGap``: few-shot mode labels each gap of up to this many slices between two painted groups with Fill
+    between slices and trains on it as on painted slices (:mod:`ifssnet.fill_gaps`; 0: off). Single painted
+    slices train only where it joins them, since a run starts on a window of labelled slices.
     ``validationPairs``: fully annotated pairs held out of training; every ``valEvery`` steps the network
     propagates them under ``valProtocol`` (``3-seeds``, ``paper`` or ``both``;
     :data:`ifssnet.validation.VALIDATION_CHOICES`) and the best by mean Dice is kept as ``<stem>.best.pt``
@@ -81,7 +84,8 @@ class IFSSNetTrainingLogic:
               progress=None, cancel=None, *, resume=None, stepsPerEpoch: int = 100, runLength: int = 32,
               size: int = 128, widthMult: float = 1.0, device: str = "cpu",
               segmentNames: Optional[Sequence[str]] = None, onStep: Optional[Callable[[dict], None]] = None,
-              validationPairs=None, valEvery: Optional[int] = None, valProtocol: str = "3-seeds") -> str:
+              validationPairs=None, valEvery: Optional[int] = None, valProtocol: str = "3-seeds",
+              fillGap: int = 0) -> str:
         if mode not in MODES:
             raise InputError(f"Unknown training mode '{mode}'.", "Use 'full' or 'fewshot'.")
         if not pairs:
@@ -113,7 +117,8 @@ class IFSSNetTrainingLogic:
             raise InputError("A validation volume is also a training volume.",
                              "Hold out a volume the network does not train on, or leave validation off.")
         validator = self.validator(validationPairs, segmentNames, valProtocol) if validationPairs else None
-        cfg = TrainConfig(mode=mode, epochs=int(epochs), steps_per_epoch=int(stepsPerEpoch), run_length=int(runLength))
+        cfg = TrainConfig(mode=mode, epochs=int(epochs), steps_per_epoch=int(stepsPerEpoch), run_length=int(runLength),
+                          fill_gap=int(fillGap))
         self.steps, self.validations = [], []
 
         def stepHook(log) -> None:
@@ -186,10 +191,11 @@ class IFSSNetTrainingLogic:
     def trainingCommand(filePairs, mode: str, epochs: int, outputPath: str, logPath: str, *, baseModel=None,
                         resume=None, stepsPerEpoch: int = 100, device: str = "cpu", python: Optional[str] = None,
                         validationPairs=None, valEvery: Optional[int] = None,
-                        valProtocol: Optional[str] = None) -> List[str]:
+                        valProtocol: Optional[str] = None, fillGap: int = 0) -> List[str]:
         """The ``ifssnet train`` command line for a background process (Slicer's PythonSlicer runs it).
         ``validationPairs``: (volume, annotation) files held out of training (``--val``), scored under
-        ``valProtocol`` (``--val-protocol``; the CLI's ``3-seeds`` when None)."""
+        ``valProtocol`` (``--val-protocol``; the CLI's ``3-seeds`` when None). ``fillGap``: ``--fill-gap`` (as in
+        :meth:`train`; 0 leaves it out)."""
         if valProtocol is not None and valProtocol not in VALIDATION_CHOICES:
             raise InputError(f"Unknown validation protocol '{valProtocol}'.",
                              f"Use one of {', '.join(VALIDATION_CHOICES)}.")
@@ -197,6 +203,8 @@ class IFSSNetTrainingLogic:
         cmd += [f"{v}:{a}" for v, a in filePairs]
         cmd += ["--mode", mode, "--epochs", str(int(epochs)), "--steps", str(int(stepsPerEpoch)),
                 "--out", str(outputPath), "--log", str(logPath), "--device", device]
+        if fillGap:
+            cmd += ["--fill-gap", str(int(fillGap))]
         if validationPairs:
             cmd += ["--val"] + [f"{v}:{a}" for v, a in validationPairs]
             if valEvery:
