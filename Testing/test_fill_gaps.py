@@ -108,8 +108,9 @@ def test_single_painted_slices_train_once_their_gaps_are_filled(tmp_path):
     case = Case("cone", (1.5 * truth).astype(np.float16), {"A": truth}, {"A": np.ones(truth.shape[0], bool)})
     cfg = dict(mode="fewshot", epochs=1, steps_per_epoch=1, run_length=8, checkpoint_every=1, annotated_total=0.2,
                decay_ratio=1.0, paint_group=1)
-    with pytest.raises(InputError, match="consecutive annotated slices"):
+    with pytest.raises(InputError, match="consecutive annotated slices") as refusal:
         train([case], tmp_path / "a.pt", model_config=IFSSNetConfig(**TINY), cfg=TrainConfig(**cfg))
+    assert "--fill-gap N" in str(refusal.value)
     train([case], tmp_path / "b.pt", model_config=IFSSNetConfig(**TINY), cfg=TrainConfig(**cfg, fill_gap=8))
     _, _, meta = load_checkpoint(tmp_path / "b.ckpt.pt")
     assert meta["training"]["config"]["paint_group"] == 1 and meta["training"]["config"]["decay_ratio"] == 1.0

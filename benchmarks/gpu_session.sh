@@ -32,7 +32,9 @@
 # behind full supervision; but on runs of 16 its masks grew faster than on runs of 8, session 28, so keep
 # VAL_EVERY small for this stage). FEWSHOT_CYCLE (4): its --cycle weight; 4 rather than 1 slowed that growth at
 # both run lengths (session 29), and 8 or 16 did no better than 4 on runs of 16 (session 30). The stage leaves out
-# --fill-gap: on top of --cycle 4 it added 0.010 held-out Dice on runs of 8 (session 31). CHECKS (1; 0 skips
+# --fill-gap: on top of --cycle 4 it added 0.010 held-out Dice on runs of 8 (session 31). FEWSHOT_ARGS (empty):
+# more options for that stage, e.g. "--decay-ratio 1 --paint-group 1 --fill-gap 40" (every sweep painted on
+# single slices, the gaps between them filled; model card, "Painting every sweep on single slices"). CHECKS (1; 0 skips
 # the CUDA tests and the benchmark, to give the training their minutes).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
 # ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
@@ -71,6 +73,7 @@ TVERSKY_BETA=${TVERSKY_BETA:-0.5}
 VAL_PROTOCOL=${VAL_PROTOCOL:-both}
 FEWSHOT_MIN=${FEWSHOT_MIN:-0}
 FEWSHOT_CYCLE=${FEWSHOT_CYCLE:-4}
+FEWSHOT_ARGS=${FEWSHOT_ARGS:-}
 CHECKS=${CHECKS:-1}
 if [ -n "$FROM" ]; then START_ARGS=(--from "$FROM"); else START_ARGS=(--size 128 --width-mult 0.5); fi  # stage 1's start
 [ -z "$FROM" ] && [ "$MASK_SEES_IMAGE" = 1 ] && START_ARGS+=(--mask-sees-image)
@@ -153,9 +156,9 @@ train_stage train "$TRAIN_MIN" ifssnet-gpu --mode full "${START_ARGS[@]}" --lr 3
 
 if [ "$FEWSHOT_MIN" != 0 ]; then
     # --cycle takes no --burn-in (refused); --image-aux learns from the annotated slices only.
-    step "few-shot training for $FEWSHOT_MIN min from ${FEWSHOT_START[*]} (--mode fewshot --cycle $FEWSHOT_CYCLE, batch $BATCH, runs of $RUN_LENGTH)"
+    step "few-shot training for $FEWSHOT_MIN min from ${FEWSHOT_START[*]} (--mode fewshot --cycle $FEWSHOT_CYCLE $FEWSHOT_ARGS, batch $BATCH, runs of $RUN_LENGTH)"
     train_stage "few-shot train" "$FEWSHOT_MIN" ifssnet-gpu-ws --mode fewshot "${FEWSHOT_START[@]}" --lr 1e-3 \
-        --cycle "$FEWSHOT_CYCLE" --seed 70 --log "$TXT/train-ws.jsonl"
+        --cycle "$FEWSHOT_CYCLE" $FEWSHOT_ARGS --seed 70 --log "$TXT/train-ws.jsonl"
 fi
 
 step "validation: shipped and new weights, 3-seeds"

@@ -192,8 +192,10 @@ def _draw_run(cases, pool: int, rng, cfg: TrainConfig, window: int):
                          window, cfg.augment)
         if run is not None:
             return run
-    raise InputError(f"No training case has {window} consecutive annotated slices where "
-                     "a segment is present.", "Annotate at least one group of consecutive slices per case.")
+    hint = ("Annotate at least one group of consecutive slices per case" +
+            ("." if cfg.mode != "fewshot" or cfg.fill_gap else ", or label the slices between painted ones with "
+             "--fill-gap N (in Slicer: Fill gaps up to N slices), N at least the widest gap."))
+    raise InputError(f"No training case has {window} consecutive annotated slices where a segment is present.", hint)
 
 
 def _window_of(run, rng, window: int):
