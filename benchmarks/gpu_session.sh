@@ -34,7 +34,8 @@
 # both run lengths (session 29), and 8 or 16 did no better than 4 on runs of 16 (session 30). The stage leaves out
 # --fill-gap: on top of --cycle 4 it added 0.010 held-out Dice on runs of 8 (session 31). FEWSHOT_ARGS (empty):
 # more options for that stage, e.g. "--decay-ratio 1 --paint-group 1 --fill-gap 40" (every sweep painted on
-# single slices, the gaps between them filled; model card, "Painting every sweep on single slices"). CHECKS (1; 0 skips
+# single slices, the gaps filled; model card, "Painting every sweep on single slices"), where the machine has
+# ITK: --fill-gap is Fill between slices, ITK's, which does not travel (1.5 GB). CHECKS (1; 0 skips
 # the CUDA tests and the benchmark, to give the training their minutes).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
 # ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
