@@ -8,7 +8,7 @@ from ifssnet.errors import InputError
 from ifssnet.fill_gaps import fill_gaps, gap_slices
 from ifssnet.model import IFSSNetConfig
 from ifssnet.model.checkpoint import load_checkpoint
-from ifssnet.train import TrainConfig, train
+from ifssnet.train import TrainConfig, decremental_cases, train
 
 from test_train import TINY
 
@@ -135,3 +135,29 @@ def test_the_label_benchmark_scores_the_filled_slices_against_the_reference(tmp_
     first = {r[0]: r for r in rows}["c1"]
     assert int(first[4]) > 0 and float(first[5]) > 0.9
     assert {r[0]: r for r in rows}["c2"][4] == "0"          # its gaps are longer than 8
+
+
+def test_the_written_labels_train_as_the_filled_case(tmp_path, capsys):
+    """fill_gap_labels.py --write: read back as a partly annotated case, the labels are the painted and filled
+    slices that --fill-gap trains on, mask and known alike, with no ITK needed to read them."""
+    from benchmark_scripts import load_benchmark
+
+    from ifssnet.dataset import load_case
+    from ifssnet.io import Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
+
+    d = tmp_path / "c1"
+    d.mkdir()
+    truth = _cone()
+    write_volume(Image((100 * truth).astype(np.float32), Geometry()), d / "volume.nrrd")
+    write_segmentation(segmentation_from_masks({"A": truth}, Geometry()), d / "reference.seg.nrrd")
+    args = [str(d), "--fill-gap", "8", "--size", "32", "--annotated-total", "0.2", "--decay-ratio", "1",
+            "--paint-group", "1"]
+    load_benchmark("fill_gap_labels").main(args + ["--write", str(tmp_path / "labels")])
+    full = load_case(d / "volume.nrrd", d / "reference.seg.nrrd", 32)
+    cfg = TrainConfig(mode="fewshot", annotated_total=0.2, decay_ratio=1.0, paint_group=1)
+    expected = fill_gaps(decremental_cases([full], cfg)[0], 8)
+    back = load_case(d / "volume.nrrd", tmp_path / "labels" / "c1.seg.nrrd", 32)
+    assert np.array_equal(back.known["A"], expected.known["A"]) and back.known["A"].sum() > 8
+    assert np.array_equal(back.masks["A"][back.known["A"]], expected.masks["A"][expected.known["A"]])
+    with pytest.raises(InputError, match="in-plane"):
+        load_benchmark("fill_gap_labels").main(args[:4] + ["16"] + args[5:] + ["--write", str(tmp_path / "x")])

@@ -9,6 +9,11 @@ totals: the share of slices that training scores against a label rather than its
 
     python benchmarks/fill_gap_labels.py .data/train/s* --fill-gap 40
     python benchmarks/fill_gap_labels.py .data/train/s* --fill-gap 40 --decay-ratio 1 --paint-group 1
+
+``--write DIR`` also writes each case's training labels, ``DIR/<case>.seg.nrrd``: the painted and filled slices,
+tagged as the annotated ones, so that ``ifssnet train --mode fewshot VOLUME:DIR/<case>.seg.nrrd ...`` trains on
+them without ``--fill-gap`` (and without ITK, which Fill between slices needs: the GPU machine has none). The
+volumes' in-plane size must be ``--size``, so that the labels lie on their grid.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ def main(argv=None) -> int:
                    help="painted share of one case over the one before (default the paper's 0.5; 1: all the same)")
     p.add_argument("--paint-group", type=int, default=TrainConfig.paint_group,
                    help="consecutive slices per painted group (default 3)")
+    p.add_argument("--write", metavar="DIR", default=None, help="also write each case's labels to DIR/<case>.seg.nrrd")
     args = p.parse_args(argv)
 
     from ifssnet.bench import dice
@@ -45,6 +51,8 @@ def main(argv=None) -> int:
     totals = np.zeros(3)      # slices: painted, filled, all
     for full, sparse, fraction in zip(fulls, decremental_cases(fulls, cfg), fractions):
         dense = fill_gaps(sparse, args.fill_gap)
+        if args.write:
+            _write_labels(dense, f"{args.cases[fulls.index(full)]}/volume.nrrd", args.write, args.size)
         for name in full.masks:
             new = dense.known[name] & ~sparse.known[name]
             shown = f"{dice(dense.masks[name][new], full.masks[name][new]):.3f}" if new.any() else "-"
@@ -53,6 +61,23 @@ def main(argv=None) -> int:
     print(f"painted {100 * totals[0] / totals[2]:.1f} % of the slices; filled {100 * totals[1] / totals[2]:.1f} % more "
           f"(--fill-gap {args.fill_gap})")
     return 0
+
+
+def _write_labels(case, volume_path: str, folder: str, size: int) -> None:
+    """``case``'s known slices as a seeds-format .seg.nrrd on the volume's grid (``folder/<case>.seg.nrrd``)."""
+    from pathlib import Path
+
+    from ifssnet.errors import InputError
+    from ifssnet.io import AnnotatedSlices, read_volume, segmentation_from_masks, write_segmentation
+
+    image = read_volume(volume_path)
+    if image.array.shape[1:] != (size, size):
+        raise InputError(f"{volume_path} is {image.array.shape[1]} x {image.array.shape[2]} in-plane, not {size} x {size}: "
+                         "the labels would not lie on its grid.", f"Write labels only for volumes of {size} x {size}.")
+    masks = {n: m * case.known[n][:, None, None].astype(m.dtype) for n, m in case.masks.items()}
+    annotated = {n: AnnotatedSlices(0, tuple(int(k) for k in np.flatnonzero(known))) for n, known in case.known.items()}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    write_segmentation(segmentation_from_masks(masks, image.geometry, annotated), Path(folder) / f"{case.name}.seg.nrrd")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,14 @@
 # --fill-gap: on top of --cycle 4 it added 0.010 held-out Dice on runs of 8 (session 31). FEWSHOT_ARGS (empty):
 # more options for that stage, e.g. "--decay-ratio 1 --paint-group 1 --fill-gap 40" (every sweep painted on
 # single slices, the gaps filled; model card, "Painting every sweep on single slices"), where the machine has
-# ITK: --fill-gap is Fill between slices, ITK's, which does not travel (1.5 GB). CHECKS (1; 0 skips
+# ITK: --fill-gap is Fill between slices, ITK's, which does not travel (1.5 GB). FEWSHOT_LABELS (empty): a
+# carried folder of filled few-shot labels for training phantoms 1-40 at 400 x 128 x 128, made here; that stage
+# then trains on them (without --fill-gap, which they already hold) and logs their Dice against this machine's
+# references on their own slices (about 0.9 to 1; far lower means the phantoms differ here and there):
+#   python benchmarks/fill_gap_labels.py .data/train/s* --fill-gap 40 --decay-ratio 1 --paint-group 1 --write .fglabels
+#   run(command="CHECKS=0 TRAIN_MIN=3 FEWSHOT_MIN=3 FEWSHOT_CYCLE=0 FEWSHOT_LABELS=.fglabels bash benchmarks/gpu_session.sh",
+#       carry=[".whl", ".fglabels"], timeout_s=590)
+# CHECKS (1; 0 skips
 # the CUDA tests and the benchmark, to give the training their minutes).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
 # ifssnet-gpu.ckpt.pt (to --resume here or on the next machine), train.jsonl, val-shipped.csv, val-gpu.csv;
@@ -75,6 +82,7 @@ VAL_PROTOCOL=${VAL_PROTOCOL:-both}
 FEWSHOT_MIN=${FEWSHOT_MIN:-0}
 FEWSHOT_CYCLE=${FEWSHOT_CYCLE:-4}
 FEWSHOT_ARGS=${FEWSHOT_ARGS:-}
+FEWSHOT_LABELS=${FEWSHOT_LABELS:-}
 CHECKS=${CHECKS:-1}
 if [ -n "$FROM" ]; then START_ARGS=(--from "$FROM"); else START_ARGS=(--size 128 --width-mult 0.5); fi  # stage 1's start
 [ -z "$FROM" ] && [ "$MASK_SEES_IMAGE" = 1 ] && START_ARGS+=(--mask-sees-image)
@@ -93,7 +101,7 @@ step() { echo "== $(date -u +%T) $*" | tee -a "$LOG"; }
 # run's checkpoints differ a lot) becomes NAME.pt; NAME.ckpt.pt keeps the last step for --resume.
 train_stage() {
     local label=$1 minutes=$2 name=$3; shift 3
-    timeout $(( minutes * 60 + 240 )) $IFSS train /tmp/data/train/s* --out "$OUT/$name.pt" --device "$DEVICE" \
+    timeout $(( minutes * 60 + 240 )) $IFSS train "${STAGE_CASES[@]}" --out "$OUT/$name.pt" --device "$DEVICE" \
         --batch "$BATCH" --run-length "$RUN_LENGTH" --epochs 4 --steps 1000 --lr-final 1e-4 --bce-weight 1 \
         --fixed-tversky --feedback-grad --image-aux 1 --checkpoint-every 50 --time-limit "$minutes" \
         --val "${VAL_CASES[@]}" --val-every "$VAL_EVERY" --val-protocol "$VAL_PROTOCOL" "$@" >> "$LOG" 2>&1
@@ -137,6 +145,7 @@ mkdir -p /tmp/data
 seq 1 "$NTRAIN" | xargs -P 16 -I{} sh -c "OMP_NUM_THREADS=1 $IFSS phantom /tmp/data/train/s{} --seed {} --shape $SHAPE >/dev/null 2>&1"
 for s in 500 501 502 503 504 505; do $IFSS phantom /tmp/data/val/s$s --seed $s --shape $SHAPE > /dev/null 2>&1; done
 ls /tmp/data/train | wc -l >> "$LOG"
+STAGE_CASES=(/tmp/data/train/s*)                # the cases train_stage trains on
 
 # Two stages (model card, session 7): the encoder first learns to find the muscles in the image alone, then
 # the whole network trains from it with the image-only head's loss kept on (--image-aux), so that the
@@ -157,6 +166,14 @@ train_stage train "$TRAIN_MIN" ifssnet-gpu --mode full "${START_ARGS[@]}" --lr 3
 
 if [ "$FEWSHOT_MIN" != 0 ]; then
     # --cycle takes no --burn-in (refused); --image-aux learns from the annotated slices only.
+    if [ -n "$FEWSHOT_LABELS" ]; then             # the carried labels, in the order of the phantoms' folders
+        STAGE_CASES=(); for d in /tmp/data/train/s*; do STAGE_CASES+=("$d/volume.nrrd:$PWD/$FEWSHOT_LABELS/${d##*/}.seg.nrrd"); done
+        $PY -c "from ifssnet.bench import dice; from ifssnet.dataset import load_case
+v = '/tmp/data/train/s1/volume.nrrd'; ref = load_case(v, '/tmp/data/train/s1/reference.seg.nrrd', 128)
+own = load_case(v, '$FEWSHOT_LABELS/s1.seg.nrrd', 128)
+print('carried labels of s1 against its reference here, on their slices:',
+      {n: round(dice(own.masks[n][k], ref.masks[n][k]), 3) for n, k in own.known.items()})" >> "$LOG" 2>&1
+    fi
     step "few-shot training for $FEWSHOT_MIN min from ${FEWSHOT_START[*]} (--mode fewshot --cycle $FEWSHOT_CYCLE $FEWSHOT_ARGS, batch $BATCH, runs of $RUN_LENGTH)"
     train_stage "few-shot train" "$FEWSHOT_MIN" ifssnet-gpu-ws --mode fewshot "${FEWSHOT_START[@]}" --lr 1e-3 \
         --cycle "$FEWSHOT_CYCLE" $FEWSHOT_ARGS --seed 70 --log "$TXT/train-ws.jsonl"
