@@ -49,10 +49,10 @@ def main(argv=None) -> int:
     fractions = decremental_fractions(len(fulls), cfg.annotated_total, cfg.decay_ratio)
     print("case     share  segment  painted  filled  Dice(filled)")
     totals = np.zeros(3)      # slices: painted, filled, all
-    for full, sparse, fraction in zip(fulls, decremental_cases(fulls, cfg), fractions):
+    for path, full, sparse, fraction in zip(args.cases, fulls, decremental_cases(fulls, cfg), fractions):
         dense = fill_gaps(sparse, args.fill_gap)
         if args.write:
-            _write_labels(dense, f"{args.cases[fulls.index(full)]}/volume.nrrd", args.write, args.size)
+            _write_labels(dense, f"{path}/volume.nrrd", args.write, args.size)
         for name in full.masks:
             new = dense.known[name] & ~sparse.known[name]
             shown = f"{dice(dense.masks[name][new], full.masks[name][new]):.3f}" if new.any() else "-"
@@ -69,15 +69,17 @@ def _write_labels(case, volume_path: str, folder: str, size: int) -> None:
 
     from ifssnet.errors import InputError
     from ifssnet.io import AnnotatedSlices, read_volume, segmentation_from_masks, write_segmentation
+    from ifssnet.seeds import cut_seeds
 
-    image = read_volume(volume_path)
+    image = read_volume(volume_path)          # its geometry; the case holds the working grid's arrays only
     if image.array.shape[1:] != (size, size):
         raise InputError(f"{volume_path} is {image.array.shape[1]} x {image.array.shape[2]} in-plane, not {size} x {size}: "
                          "the labels would not lie on its grid.", f"Write labels only for volumes of {size} x {size}.")
-    masks = {n: m * case.known[n][:, None, None].astype(m.dtype) for n, m in case.masks.items()}
-    annotated = {n: AnnotatedSlices(0, tuple(int(k) for k in np.flatnonzero(known))) for n, known in case.known.items()}
+    seeds = {n: cut_seeds(case.masks[n], np.flatnonzero(known)) for n, known in case.known.items()}
+    seg = segmentation_from_masks({n: s.mask for n, s in seeds.items()}, image.geometry,
+                                  {n: AnnotatedSlices(0, s.slices) for n, s in seeds.items()})
     Path(folder).mkdir(parents=True, exist_ok=True)
-    write_segmentation(segmentation_from_masks(masks, image.geometry, annotated), Path(folder) / f"{case.name}.seg.nrrd")
+    write_segmentation(seg, Path(folder) / f"{case.name}.seg.nrrd")
 
 
 if __name__ == "__main__":

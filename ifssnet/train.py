@@ -192,9 +192,10 @@ def _draw_run(cases, pool: int, rng, cfg: TrainConfig, window: int):
                          window, cfg.augment)
         if run is not None:
             return run
-    hint = ("Annotate at least one group of consecutive slices per case" +
-            ("." if cfg.mode != "fewshot" or cfg.fill_gap else ", or label the slices between painted ones with "
-             "--fill-gap N (in Slicer: Fill gaps up to N slices), N at least the widest gap."))
+    hint = "Annotate at least one group of consecutive slices per case."
+    if cfg.mode == "fewshot" and not cfg.fill_gap:
+        hint = hint[:-1] + (", or label the slices between painted ones with --fill-gap N (in Slicer: Fill gaps "
+                            "up to N slices), N at least the widest gap.")
     raise InputError(f"No training case has {window} consecutive annotated slices where a segment is present.", hint)
 
 
@@ -369,7 +370,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if cfg.mode == "fewshot":
         cases = decremental_cases(cases, cfg)
     my_cases = [c for i, c in enumerate(cases) if i % world == rank] or list(cases)
-    if cfg.mode == "fewshot":                 # each rank fills the gaps of the cases it trains on
+    if cfg.fill_gap:                          # each rank fills the gaps of the cases it trains on (fewshot only)
         my_cases = [fill_gaps(c, cfg.fill_gap) for c in my_cases]
 
     model.to(device).train()
