@@ -213,6 +213,16 @@ def test_results_table_merges_renames_and_times_per_volume(tmp_path):
     assert (tmp_path / "m.png").stat().st_size > 0
 
 
+def test_results_table_adds_precision_and_recall_when_asked(tmp_path):
+    rt = _results_table()
+    rows = [{"method": "ifssnet", "muscle": "GM", "case": c, "dice": 0.5, "precision": p, "recall": 0.9, "time_s": 1.0,
+             "error": ""} for c, p in (("s1", 0.3), ("s2", 0.5))]
+    assert "precision" not in rt.table(rows)
+    text = rt.table(rows, precision_recall=True)
+    assert "| precision | recall |" in text
+    assert "| 0.40 ± 0.10 | 0.90 ± 0.00 |" in text
+
+
 def test_joint_methods_run_once_on_all_muscles_and_the_others_per_muscle():
     vol, refs = tiny_case()
     calls = []

@@ -2,6 +2,7 @@
 
     python benchmarks/results_table.py benchmarks/results/heldout-ifssnet-3-seeds.csv [MORE.csv ...] [--by-muscle]
     python benchmarks/results_table.py fs.csv=ifssnet-fs ws.csv=ifssnet-ws   # same method, two models
+    python benchmarks/results_table.py benchmarks/results/heldout-ifssnet-uu32c-3-seeds.csv --precision-recall
 
 Several CSVs (e.g. the baselines and the network, run separately on the same cases and protocol) are
 merged: each row is one (method, muscle, case). ``FILE.csv=NAME`` renames the method of every row of that
@@ -23,6 +24,8 @@ NAMES = {"ifssnet": "IFSS-Net", "ifssnet-fs": "IFSS-Net-FS", "ifssnet-ws": "IFSS
 COLUMNS = (("Dice", "dice", 3), ("IoU", "iou", 3), ("per-slice HD (mm)", "slice_hd", 1),
            ("per-slice ASD (mm)", "slice_asd", 2), ("HD95 (mm)", "hd95", 1), ("vol err %", "volume_error_pct", 1),
            ("time/muscle (s)", "time_s", 1))
+#: ``--precision-recall``: where a mask's error lies (precision below recall: it is too large).
+OVERLAP_COLUMNS = (("precision", "precision", 2), ("recall", "recall", 2))
 
 
 def _cell(s: dict, key: str, digits: int) -> str:
@@ -58,16 +61,18 @@ def volume_times(rows) -> dict:
     return {s["method"]: (s["time_s_mean"], s["time_s_std"]) for s in summarize(cases, ("method",))}
 
 
-def table(rows, by_muscle: bool = False) -> str:
-    """A markdown table, one row per method (and muscle); without ``by_muscle`` it adds the time per volume."""
+def table(rows, by_muscle: bool = False, precision_recall: bool = False) -> str:
+    """A markdown table, one row per method (and muscle); without ``by_muscle`` it adds the time per volume,
+    with ``precision_recall`` the mean precision and recall (:data:`OVERLAP_COLUMNS`)."""
     by = ("method", "muscle") if by_muscle else ("method",)
-    head = ["method"] + (["muscle"] if by_muscle else []) + ["n"] + [c[0] for c in COLUMNS]
+    columns = COLUMNS + (OVERLAP_COLUMNS if precision_recall else ())
+    head = ["method"] + (["muscle"] if by_muscle else []) + ["n"] + [c[0] for c in columns]
     head += [] if by_muscle else ["time/volume (s)"]
     per_volume = volume_times(rows)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summarize(rows, by):
         cells = [NAMES.get(s["method"], s["method"])] + ([s["muscle"]] if by_muscle else []) + [str(s["n"])]
-        cells += [_cell(s, k, d) for _, k, d in COLUMNS]
+        cells += [_cell(s, k, d) for _, k, d in columns]
         if not by_muscle:
             m, sd = per_volume.get(s["method"], (math.nan, math.nan))
             cells.append(f"{m:.1f} ± {sd:.1f}" if math.isfinite(m) else "-")
@@ -82,13 +87,14 @@ def main(argv=None) -> int:
     p.add_argument("--merge", default=None, help="write the merged rows to this CSV")
     p.add_argument("--plot", default=None, help="write the per-method-and-muscle bar chart (PNG) to this file")
     p.add_argument("--title", default="", help="the plot's title")
+    p.add_argument("--precision-recall", action="store_true", help="add the mean precision and recall")
     a = p.parse_args(argv)
     rows = read_rows(a.csv)
     if a.merge:
         write_csv(rows, a.merge)
     if a.plot:
         plot_summary(summarize(rows, ("method", "muscle")), a.plot, title=a.title)
-    print(table(rows, a.by_muscle))
+    print(table(rows, a.by_muscle, a.precision_recall))
     return 0
 
 
