@@ -53,7 +53,7 @@ def fill_gaps(case: Case, max_gap: int) -> Case:
         todo = gap_slices(k, m, max_gap)
         if not todo.size:
             continue
-        seeds = cut_seeds(m * k[:, None, None], np.flatnonzero(k))
+        seeds = cut_seeds(m, np.flatnonzero(k))
         interp = fill_between_slices(m, seeds, (1.0, 1.0, 1.0))
         m = m.copy()
         m[todo] = interp[todo]
