@@ -223,6 +223,42 @@ def test_results_table_adds_precision_and_recall_when_asked(tmp_path):
     assert "| 0.40 ± 0.10 | 0.90 ± 0.00 |" in text
 
 
+def test_paired_difference_pairs_cases_and_muscles_and_pools_pairs(tmp_path):
+    """OTHER - BASE per (case, muscle) across CSVs whose case paths differ; a case of one pair is the unit; rows
+    with an error or no partner are left out; the interval is the t-interval of the mean; wins follow the metric."""
+    from benchmark_scripts import load_benchmark
+
+    pdiff = load_benchmark("paired_difference")
+
+    def rows(folder, dices, errors=()):
+        return [{"method": "ifssnet", "muscle": m, "case": f"{folder}/s{c}", "dice": d, "volume_error_pct": 10 * d,
+                 "error": "boom" if (c, m) in errors else ""} for (c, m), d in dices.items()]
+
+    base = rows(".data/test", {(1, "GM"): 0.6, (1, "GL"): 0.5, (2, "GM"): 0.7, (2, "GL"): 0.4, (3, "GM"): 0.1})
+    other = rows("/elsewhere/test", {(1, "GM"): 0.5, (1, "GL"): 0.6, (2, "GM"): 0.6, (2, "GL"): 0.2, (3, "GM"): 0.9},
+                 errors={(3, "GM")})
+    per_muscle, overall, unpaired = pdiff.paired_units([(base, other)])
+    assert per_muscle["GM"] == pytest.approx([-0.1, -0.1]) and per_muscle["GL"] == pytest.approx([0.1, -0.2])
+    assert overall == pytest.approx([0.0, -0.15]) and unpaired == 1  # case 3 failed in OTHER
+    s = pdiff.describe([-0.1, -0.2, -0.3], larger_is_better=True)
+    assert s["mean"] == pytest.approx(-0.2) and s["std"] == pytest.approx(0.1) and s["wins"] == 0
+    assert (s["high"] - s["mean"]) == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-5)  # t(0.975, 2 dof)
+    assert pdiff.describe([-5.0, 2.0], larger_is_better=False)["wins"] == 1  # a smaller error wins
+    _, pooled, _ = pdiff.paired_units([(base, other), (base, base)])
+    assert pooled == pytest.approx([0.0, -0.15, 0.0, 0.0, 0.0])  # 2 cases of the first pair, 3 of the second
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    C.write_csv(base, a)
+    C.write_csv(other, b)
+    text = pdiff.table([(pdiff.read_rows([str(a)]), pdiff.read_rows([str(b)]))])
+    assert "| GM | 2 | -0.100 |" in text and "| all (muscles averaged per case) | 2 | -0.075 |" in text
+    assert "1 row(s) had no partner" in text
+    assert pdiff.main([str(a), str(b), "--metric", "volume_error_pct"]) == 0
+    with pytest.raises(SystemExit):
+        pdiff.main([str(a)])  # not a pair
+    with pytest.raises(SystemExit, match="same cases"):
+        pdiff.table([(base, rows("x", {(9, "SOL"): 0.5}))])
+
+
 def test_joint_methods_run_once_on_all_muscles_and_the_others_per_muscle():
     vol, refs = tiny_case()
     calls = []
