@@ -257,6 +257,13 @@ def test_paired_difference_pairs_cases_and_muscles_and_pools_pairs(tmp_path):
         pdiff.main([str(a)])  # not a pair
     with pytest.raises(SystemExit, match="same cases"):
         pdiff.table([(base, rows("x", {(9, "SOL"): 0.5}))])
+    several = tmp_path / "several.csv"  # a baselines CSV: one row per method, case and muscle
+    C.write_csv(base + [dict(r, method="fbs", dice=0.0) for r in base], several)
+    with pytest.raises(SystemExit, match="FILE.csv@METHOD"):
+        pdiff.main([str(several), str(b)])
+    assert [r["dice"] for r in pdiff.read_method(f"{several}@fbs")] == ["0.0"] * 5
+    with pytest.raises(SystemExit, match="no rows of method 'ws'"):
+        pdiff.read_method(f"{several}@ws")
 
 
 def test_joint_methods_run_once_on_all_muscles_and_the_others_per_muscle():

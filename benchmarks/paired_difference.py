@@ -1,10 +1,12 @@
 """Paired difference of two networks (or methods) scored on the same held-out cases: is one really better?
 
     python benchmarks/paired_difference.py BASE.csv OTHER.csv [BASE2.csv OTHER2.csv ...] [--metric dice]
+    python benchmarks/paired_difference.py heldout-baselines-3-seeds.csv@fbs heldout-ifssnet-bt65-3-seeds.csv
 
 Each argument pair is two ``ifssnet compare-set`` CSVs of the same cases and protocol (e.g. full supervision
 and few-shot trained with one seed; a second pair, the same two recipes with another seed). Rows are paired
-by case (the case folder's name) and muscle; OTHER - BASE is taken per pair of rows. The unit of the
+by case (the case folder's name) and muscle; OTHER - BASE is taken per pair of rows. ``FILE.csv@METHOD`` takes
+only that method's rows of a CSV that holds several (the baselines' CSVs hold fbs, gfs and ws). The unit of the
 statistics is a case of one pair of CSVs (its muscles averaged; per muscle in the muscle rows), since the
 muscles of one phantom are not independent draws. Pairs scored on the same cases share them, so the interval
 pooled over several pairs (seeds) is narrower than their independence would justify; read it with the per-pair
@@ -37,9 +39,14 @@ def _key(row) -> tuple:
 
 
 def _scores(rows, metric: str) -> dict:
-    """``{(case, muscle): value}`` of the rows without an error whose ``metric`` is a number."""
+    """``{(case, muscle): value}`` of the rows without an error whose ``metric`` is a number. Raises SystemExit
+    where two rows share a case and muscle (a CSV of several methods: select one with ``FILE.csv@METHOD``)."""
     out = {}
     for r in rows:
+        if _key(r) in out:
+            methods = sorted({x["method"] for x in rows})
+            raise SystemExit(f"Two rows for case {_key(r)[0]}, muscle {_key(r)[1]} (methods {', '.join(methods)}): "
+                             "pick one method with FILE.csv@METHOD.")
         try:
             v = float(r.get(metric, "nan"))
         except ValueError:
@@ -47,6 +54,17 @@ def _scores(rows, metric: str) -> dict:
         if not r.get("error") and math.isfinite(v):
             out[_key(r)] = v
     return out
+
+
+def read_method(arg: str) -> list:
+    """The rows of ``PATH`` or, for ``PATH@METHOD``, that method's rows (SystemExit where it has none)."""
+    path, _, method = arg.rpartition("@") if "@" in arg else (arg, "", "")
+    rows = read_rows([path])
+    if method:
+        rows = [r for r in rows if r["method"] == method]
+        if not rows:
+            raise SystemExit(f"{path} holds no rows of method '{method}'.")
+    return rows
 
 
 def paired_units(pairs, metric: str = "dice"):
@@ -100,12 +118,12 @@ def table(pairs, metric: str = "dice") -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("csv", nargs="+", help="BASE.csv OTHER.csv, and more such pairs")
+    p.add_argument("csv", nargs="+", help="BASE.csv OTHER.csv, and more such pairs (FILE.csv@METHOD: one method's rows)")
     p.add_argument("--metric", default="dice", help="a compare-set column (default dice; e.g. volume_error_pct)")
     a = p.parse_args(argv)
     if len(a.csv) % 2:
         p.error("give the CSVs in pairs: BASE.csv OTHER.csv [BASE2.csv OTHER2.csv ...]")
-    pairs = [(read_rows([a.csv[i]]), read_rows([a.csv[i + 1]])) for i in range(0, len(a.csv), 2)]
+    pairs = [(read_method(a.csv[i]), read_method(a.csv[i + 1])) for i in range(0, len(a.csv), 2)]
     print(table(pairs, a.metric))
     return 0
 
