@@ -319,8 +319,9 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                       cases=[self.pairList.item(r).text() for r in range(self.pairList.count)],
                                       steps=self.logic.stepRecords(self.steps))
             self.statusLabel.text = f"Saved {self.outputPath}. It is now in the IFSS-Net effect's model list."
-            if self.logic.validationRecords(self.steps):
-                self.statusLabel.text += " The best by validation is saved next to it as <name>.best."
+            verdict = self.logic.validationVerdict(self.steps, os.path.splitext(os.path.basename(self.outputPath))[0])
+            if verdict:
+                self.statusLabel.text += " " + verdict
             self._refreshBaseModels()
         elif code < 0:
             self.statusLabel.text = "Training cancelled. Click Resume to continue from the last checkpoint."

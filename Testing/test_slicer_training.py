@@ -36,6 +36,16 @@ def test_training_loss_plot_and_command(slicer_scene, tmp_path):
     assert np.isnan(column[0]) and column[1:] == [0.4, 0.4, 0.6, 0.6]
     assert IFSSNetTrainingLogic.stepRecords(log) == steps
     assert [v["val_dice"] for v in IFSSNetTrainingLogic.validationRecords(log)] == [0.4, 0.6]
+    assert IFSSNetTrainingLogic.validationVerdict(steps) == ""
+    assert "(Dice 0.600 at step 4)" in IFSSNetTrainingLogic.validationVerdict(log)
+    # A fine-tune's step 0 is its starting model: where it stays the best, the user is told to keep it.
+    start = [{"step": 0, "val_dice": 0.7}]
+    verdict = IFSSNetTrainingLogic.validationVerdict(start + log, "my-ifssnet")
+    assert verdict.startswith("No training step beat the starting model") and "my-ifssnet.best is the starting" in verdict
+    start = [{"step": 0, "val_dice": 0.6}]   # a tie keeps the earlier network, as MODEL.best.pt does
+    assert "(Dice 0.600)" in IFSSNetTrainingLogic.validationVerdict(start + log)
+    start = [{"step": 0, "val_dice": 0.5}]
+    assert "at step 4; the starting model 0.500)" in IFSSNetTrainingLogic.validationVerdict(start + log)
     log = tmp_path / "log.jsonl"
     log.write_text("\n".join(__import__("json").dumps(s) for s in steps) + "\n" + '{"step": 6, "lo')
     records, pos = IFSSNetTrainingLogic.readStepLog(str(log))
@@ -120,6 +130,10 @@ def test_training_from_scene_pairs(scene_nodes, tmp_path):
     assert set(L.validations[0]["val_per_segment"]) == {"GM"}
     assert "val_per_protocol" not in L.validations[0]
     assert (tmp_path / "models" / "val.best.pt").exists()
+    # A fine-tune scores its base model first (step 0), so its .best is never below where it started.
+    L.train([(volumeNode, ref)], "full", 1, baseModel=path, outputPath=str(tmp_path / "models" / "ft.pt"),
+            stepsPerEpoch=1, runLength=6, validationPairs=[(heldOut, ref)], valEvery=1)
+    assert [v["step"] for v in L.validations] == [0, 1]
     # Under both protocols each validation reports each protocol's means, and the mean runs over both.
     L.train([(volumeNode, ref)], "full", 1, outputPath=str(tmp_path / "models" / "both.pt"), stepsPerEpoch=1,
             runLength=6, size=32, widthMult=0.15, validationPairs=[(heldOut, ref)], valEvery=1, valProtocol="both")

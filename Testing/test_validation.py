@@ -120,6 +120,25 @@ def test_the_best_network_by_dice_is_kept_and_resume_remembers_it(tmp_path, one_
     assert [(h["step"], h["dice"]) for h in history] == [(2, 0.6), (4, 0.5), (6, 0.55)]
 
 
+def test_a_fine_tune_scores_its_starting_network_first_and_keeps_it_where_no_step_beats_it(tmp_path, one_thread):
+    """Step 0 is the base model: a fine-tune that only loses on validation leaves MODEL.best.pt = the base's weights;
+    one that wins keeps its own step. A fresh network and a resumed run are not scored at step 0."""
+    train([_case(0)], tmp_path / "base.pt", model_config=IFSSNetConfig(**TINY), cfg=_cfg(2))
+    worse = ScriptedValidator([0.8, 0.6, 0.7])
+    train([_case(1)], tmp_path / "ft.pt", base_model=tmp_path / "base.pt", cfg=_cfg(4), validator=worse)
+    assert [s for s, _ in worse.calls] == [0, 2, 4]
+    best = best_score(best_model_path(tmp_path / "ft.pt"))
+    assert best.step == 0 and best.dice == 0.8
+    assert _weights_equal(load_checkpoint(tmp_path / "ft.best.pt")[0], load_checkpoint(tmp_path / "base.pt")[0])
+    assert not _weights_equal(load_checkpoint(tmp_path / "ft.pt")[0], load_checkpoint(tmp_path / "base.pt")[0])
+    better = ScriptedValidator([0.5, 0.6, 0.7])
+    train([_case(1)], tmp_path / "ft2.pt", base_model=tmp_path / "base.pt", cfg=_cfg(4), validator=better)
+    assert best_score(best_model_path(tmp_path / "ft2.pt")).step == 4
+    fresh = ScriptedValidator([0.5, 0.6])
+    train([_case(1)], tmp_path / "new.pt", model_config=IFSSNetConfig(**TINY), cfg=_cfg(4), validator=fresh)
+    assert [s for s, _ in fresh.calls] == [2, 4]
+
+
 def test_validation_files_are_checked_before_training(tmp_path, phantoms):
     from ifssnet.io import AnnotatedSlices, read_segmentation, write_segmentation
 
@@ -215,10 +234,29 @@ def test_train_cli_validates_logs_and_names_the_best_model(tmp_path, phantoms):
     assert [x["step"] for x in records if "loss" in x] == [1, 2]
     best = max(val, key=lambda x: x["val_dice"])
     assert f"at step {best['step']}: {tmp_path / 'm.best.pt'}" in r.stdout
+    assert "No training step beat" not in r.stdout              # a new network: nothing to keep instead
     assert "validation Dice" in r.stderr                       # one summary line per validation
     r = _cli([str(phantoms / "case0"), "--val", str(phantoms / "case0"), "--out", str(tmp_path / "x.pt"), *common],
              tmp_path)
     assert r.returncode != 0 and "also a training case" in r.stderr and not (tmp_path / "x.pt").exists()
+
+
+def test_train_cli_says_when_no_step_beat_the_starting_network(tmp_path, phantoms, monkeypatch, capsys, one_thread):
+    from ifssnet import train_cli
+    from ifssnet.cli import main
+
+    train([_case(0)], tmp_path / "base.pt", model_config=IFSSNetConfig(**TINY), cfg=_cfg(2))
+    monkeypatch.setattr(train_cli, "_validator", lambda *a, **k: ScriptedValidator([0.9, 0.2, 0.3]))
+    args = [str(phantoms / "case0"), "--val", str(phantoms / "case1"), "--val-every", "1", "--epochs", "1",
+            "--steps", "2", "--from", str(tmp_path / "base.pt")]
+    assert main(["train", *args, "--out", str(tmp_path / "ft.pt")]) == 0
+    out = capsys.readouterr().out
+    assert f"at step 0: {tmp_path / 'ft.best.pt'}" in out
+    assert f"No training step beat {tmp_path / 'base.pt'} on validation" in out and "Keep using" in out
+    monkeypatch.setattr(train_cli, "_validator", lambda *a, **k: ScriptedValidator([0.1, 0.2, 0.3]))
+    assert main(["train", *args, "--out", str(tmp_path / "ft2.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "at step 2:" in out and "No training step beat" not in out
 
 
 def test_fine_tuning_takes_the_base_models_recipe_unless_an_option_is_given(tmp_path, phantoms, capsys):

@@ -326,8 +326,9 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     ``cfg.checkpoint_every``) and at the last step, the network propagates the validation cases (in a
     distributed run every rank takes its share of them, and all get the same score); rank 0 passes the
     :class:`~ifssnet.validation.ValidationScore` to ``on_validation`` and writes the best network by Dice
-    to ``MODEL.best.pt``. The history and the best score travel in the checkpoint,
-    so ``--resume`` keeps them.
+    to ``MODEL.best.pt``. A fine-tune (``base_model``) validates ``base_model`` first, as step 0, so that
+    ``MODEL.best.pt`` is the starting network where no step beats it. The history and the best score travel
+    in the checkpoint, so ``--resume`` keeps them.
     """
     import torch
 
@@ -429,6 +430,11 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
             best = score
             save(step, best_model_path(out_path), optimizer=False)
 
+    if base_model is not None and resume is None:
+        # The network a fine-tune starts from is scored first (step 0): where no step beats it, MODEL.best.pt is
+        # that network, so the best by validation is never below where the user started (fine-tunes of the
+        # shipped weights can end below it; model card, session 33).
+        validate(0)
     step = start_step
     ckpt_path = out_path.with_name(out_path.stem + ".ckpt.pt")
     started = time.perf_counter()

@@ -298,6 +298,10 @@ def _train_ranked(args, rank: int, world: int, size: int) -> int:
             score = best_score(path)
             print(f"best validation Dice {score.dice:.3f} (volume error {score.volume_error_pct:.1f} %) "
                   f"at step {score.step}: {path}")
+            if score.step == 0:                  # only a fine-tune validates at step 0: its starting network
+                base = args.base or "the network it started from"
+                print(f"No training step beat {base} on validation, so {path} is that network. Keep using "
+                      f"{base}, or fine-tune on more (or fully annotated) volumes.")
     return 0
 
 

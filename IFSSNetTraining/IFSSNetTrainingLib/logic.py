@@ -71,7 +71,8 @@ class IFSSNetTrainingLogic:
     ``validationPairs``: fully annotated pairs held out of training; every ``valEvery`` steps the network
     propagates them under ``valProtocol`` (``3-seeds``, ``paper`` or ``both``;
     :data:`ifssnet.validation.VALIDATION_CHOICES`) and the best by mean Dice is kept as ``<stem>.best.pt``
-    (:mod:`ifssnet.validation`). ``self.validations`` holds the scores.
+    (:mod:`ifssnet.validation`); a fine-tune scores ``baseModel`` first (step 0), so ``<stem>.best.pt`` is the
+    base model where no step beats it (:meth:`validationVerdict` says so). ``self.validations`` holds the scores.
     """
 
     def __init__(self) -> None:
@@ -287,6 +288,27 @@ class IFSSNetTrainingLogic:
     def validationRecords(records: Sequence[dict]) -> List[dict]:
         """The validation records of a log (``val_dice``, ``val_volume_error_pct`` at a step)."""
         return [r for r in records if "val_dice" in r]
+
+    @staticmethod
+    def validationVerdict(records: Sequence[dict], name: str = "<name>") -> str:
+        """What the status line says of validation when training ends ("" without it): the best step and its
+        Dice, or, where the starting model (a fine-tune's step 0) stayed the best, that ``name.best`` (the
+        new model's name) is that model and should be kept. Ties go to the earlier step, as ``MODEL.best.pt``
+        does."""
+        validations = IFSSNetTrainingLogic.validationRecords(records)
+        if not validations:
+            return ""
+        best = validations[0]
+        for v in validations[1:]:
+            if v["val_dice"] > best["val_dice"]:
+                best = v
+        if int(best["step"]) == 0:
+            return (f"No training step beat the starting model on validation (Dice {best['val_dice']:.3f}), so "
+                    f"{name}.best is the starting model: keep using it, or train on more (or fully annotated) volumes.")
+        start = [v for v in validations if int(v["step"]) == 0]
+        than = f"; the starting model {start[0]['val_dice']:.3f}" if start else ""
+        return (f"The best by validation (Dice {best['val_dice']:.3f} at step {int(best['step'])}{than}) is saved "
+                f"next to it as {name}.best.")
 
     @staticmethod
     def updateLossPlot(steps: Sequence[dict], tableNode=None, chartNode=None):
