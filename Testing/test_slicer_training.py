@@ -46,6 +46,8 @@ def test_training_loss_plot_and_command(slicer_scene, tmp_path):
     assert "(Dice 0.600)" in IFSSNetTrainingLogic.validationVerdict(start + log)
     start = [{"step": 0, "val_dice": 0.5}]
     assert "at step 4; the starting model 0.500)" in IFSSNetTrainingLogic.validationVerdict(start + log)
+    start = [{"step": 0, "val_dice": float("nan")}]   # a failed validation loses to any score
+    assert "(Dice 0.600 at step 4; the starting model nan)" in IFSSNetTrainingLogic.validationVerdict(start + log)
     log = tmp_path / "log.jsonl"
     log.write_text("\n".join(__import__("json").dumps(s) for s in steps) + "\n" + '{"step": 6, "lo')
     records, pos = IFSSNetTrainingLogic.readStepLog(str(log))

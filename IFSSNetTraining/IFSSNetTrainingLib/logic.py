@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
 import sys
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -299,8 +300,8 @@ class IFSSNetTrainingLogic:
         if not validations:
             return ""
         best = validations[0]
-        for v in validations[1:]:
-            if v["val_dice"] > best["val_dice"]:
+        for v in validations[1:]:   # a number beats NaN (a failed validation), as ValidationScore.better_than
+            if not math.isnan(v["val_dice"]) and (math.isnan(best["val_dice"]) or v["val_dice"] > best["val_dice"]):
                 best = v
         if int(best["step"]) == 0:
             return (f"No training step beat the starting model on validation (Dice {best['val_dice']:.3f}), so "
