@@ -297,13 +297,12 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 selection.SetActivePlotChartID(self.lossChart.GetID())
                 slicer.app.applicationLogic().PropagatePlotChartSelection()
             stepRecords = self.logic.stepRecords(self.steps)
-            validations = self.logic.validationRecords(self.steps)
+            best = self.logic.bestValidation(self.steps)
             if stepRecords:
                 last = stepRecords[-1]
                 text = f"training step {int(last['step'])}/{self.total}, loss {last['loss']:.4f}"
-                if validations:
-                    best = max(validations, key=lambda v: v["val_dice"])
-                    text += f", best validation Dice {best['val_dice']:.3f} (step {int(best['step'])})"
+                if best is not None:
+                    text += f", best validation Dice {best.dice:.3f} (step {best.step})"
                 self.progressBar.setValue(int(last["step"]))
                 self.progressBar.setFormat(text)
         code = self.process.poll()
@@ -319,7 +318,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                       cases=[self.pairList.item(r).text() for r in range(self.pairList.count)],
                                       steps=self.logic.stepRecords(self.steps))
             self.statusLabel.text = f"Saved {self.outputPath}. It is now in the IFSS-Net effect's model list."
-            verdict = self.logic.validationVerdict(self.steps, os.path.splitext(os.path.basename(self.outputPath))[0])
+            verdict = self.logic.validationVerdict(self.steps, self.outputPath)
             if verdict:
                 self.statusLabel.text += " " + verdict
             self._refreshBaseModels()

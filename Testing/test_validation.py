@@ -84,6 +84,16 @@ def test_validation_under_both_protocols_averages_every_row_and_reports_each(pha
     assert Validator(case, protocol="paper,3-seeds").protocols == ["paper", "3-seeds"]
 
 
+def test_best_of_is_the_score_training_keeps_and_log_records_read_back():
+    from ifssnet.validation import best_of
+
+    s = [ValidationScore(i, d, 1.0, 0.0) for i, d in enumerate([float("nan"), 0.5, 0.7, 0.7, 0.6])]
+    assert best_of(s).step == 2 and best_of([]) is None           # the earlier of equals; NaN loses
+    full = ValidationScore(4, 0.6, 12.5, 3.0, {"GM": 0.6}, {"paper": (0.6, 12.5)})
+    assert ValidationScore.from_log_record(full.log_record()) == full
+    assert ValidationScore.from_log_record({"step": 2, "val_dice": 0.4}).per_segment == {}
+
+
 def test_validation_does_not_change_the_training(tmp_path, phantoms, one_thread):
     """Dropout back on and no random numbers drawn: a validated run trains the very same weights."""
     val = Validator([load_compare_case(phantoms / "case1")])

@@ -67,6 +67,15 @@ class ValidationScore:
                    {str(k): float(v) for k, v in dict(d.get("per_segment", {})).items()},
                    {str(k): (float(v[0]), float(v[1])) for k, v in dict(d.get("per_protocol", {})).items()})
 
+    @classmethod
+    def from_log_record(cls, r: dict) -> "ValidationScore":
+        """The score of a :meth:`log_record` line read back (Slicer's Training module reads the log); keys it
+        lacks are NaN or empty."""
+        return cls(int(r["step"]), float(r["val_dice"]), float(r.get("val_volume_error_pct", math.nan)),
+                   float(r.get("val_seconds", math.nan)),
+                   {str(k): float(v) for k, v in dict(r.get("val_per_segment", {})).items()},
+                   {str(k): (float(v[0]), float(v[1])) for k, v in dict(r.get("val_per_protocol", {})).items()})
+
     def log_record(self) -> dict:
         """The JSON line ``ifssnet train --log`` writes (keys ``val_*``, so step records stay apart)."""
         record = {"step": self.step, "val_dice": self.dice, "val_volume_error_pct": self.volume_error_pct,
@@ -235,6 +244,16 @@ def full_annotation(seg, where: str) -> Dict[str, np.ndarray]:
                          "on some slices only).",
                          "Validate on fully annotated volumes: Dice is scored on every slice of the reference.")
     return {s.name: s.mask for s in seg.segments}
+
+
+def best_of(scores: Sequence[ValidationScore]) -> Optional[ValidationScore]:
+    """The score that training keeps as ``MODEL.best.pt`` among ``scores`` (in step order): the first that
+    no later one beats (:meth:`ValidationScore.better_than`); None for none."""
+    best = None
+    for score in scores:
+        if score.better_than(best):
+            best = score
+    return best
 
 
 def best_model_path(out_path) -> Path:

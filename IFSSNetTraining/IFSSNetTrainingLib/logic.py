@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import math
 import os
 import sys
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -291,24 +290,38 @@ class IFSSNetTrainingLogic:
         return [r for r in records if "val_dice" in r]
 
     @staticmethod
-    def validationVerdict(records: Sequence[dict], name: str = "<name>") -> str:
+    def validationScores(records: Sequence[dict]) -> list:
+        """The validation records of a log as :class:`ifssnet.validation.ValidationScore` (in log order)."""
+        from ifssnet.validation import ValidationScore
+
+        return [ValidationScore.from_log_record(r) for r in IFSSNetTrainingLogic.validationRecords(records)]
+
+    @staticmethod
+    def bestValidation(records: Sequence[dict]):
+        """The validation that training kept as ``<stem>.best.pt`` (:func:`ifssnet.validation.best_of`); None
+        where the log has none."""
+        from ifssnet.validation import best_of
+
+        return best_of(IFSSNetTrainingLogic.validationScores(records))
+
+    @staticmethod
+    def validationVerdict(records: Sequence[dict], modelPath: str = "<name>") -> str:
         """What the status line says of validation when training ends ("" without it): the best step and its
-        Dice, or, where the starting model (a fine-tune's step 0) stayed the best, that ``name.best`` (the
-        new model's name) is that model and should be kept. Ties go to the earlier step, as ``MODEL.best.pt``
-        does."""
-        validations = IFSSNetTrainingLogic.validationRecords(records)
-        if not validations:
+        Dice, or, where the starting model (a fine-tune's step 0) stayed the best, that ``<name>.best`` (the
+        name of ``modelPath``, the new model) is that model and should be kept."""
+        from ifssnet.validation import best_of
+
+        scores = IFSSNetTrainingLogic.validationScores(records)
+        best = best_of(scores)
+        if best is None:
             return ""
-        best = validations[0]
-        for v in validations[1:]:   # a number beats NaN (a failed validation), as ValidationScore.better_than
-            if not math.isnan(v["val_dice"]) and (math.isnan(best["val_dice"]) or v["val_dice"] > best["val_dice"]):
-                best = v
-        if int(best["step"]) == 0:
-            return (f"No training step beat the starting model on validation (Dice {best['val_dice']:.3f}), so "
+        name = os.path.splitext(os.path.basename(modelPath))[0]
+        if best.step == 0:
+            return (f"No training step beat the starting model on validation (Dice {best.dice:.3f}), so "
                     f"{name}.best is the starting model: keep using it, or train on more (or fully annotated) volumes.")
-        start = [v for v in validations if int(v["step"]) == 0]
-        than = f"; the starting model {start[0]['val_dice']:.3f}" if start else ""
-        return (f"The best by validation (Dice {best['val_dice']:.3f} at step {int(best['step'])}{than}) is saved "
+        start = next((v for v in scores if v.step == 0), None)
+        than = f"; the starting model {start.dice:.3f}" if start else ""
+        return (f"The best by validation (Dice {best.dice:.3f} at step {best.step}{than}) is saved "
                 f"next to it as {name}.best.")
 
     @staticmethod
