@@ -261,9 +261,10 @@ def test_paired_difference_pairs_cases_and_muscles_and_pools_pairs(tmp_path):
     C.write_csv(base + [dict(r, method="fbs", dice=0.0) for r in base], several)
     with pytest.raises(SystemExit, match="FILE.csv@METHOD"):
         pdiff.main([str(several), str(b)])
-    assert [r["dice"] for r in pdiff.read_method(f"{several}@fbs")] == ["0.0"] * 5
+    assert [r["dice"] for r in pdiff.read_rows([f"{several}@fbs"])] == ["0.0"] * 5
+    assert {r["method"] for r in pdiff.read_rows([f"{several}@fbs=FBS"])} == {"FBS"}   # picked, then renamed
     with pytest.raises(SystemExit, match="no rows of method 'ws'"):
-        pdiff.read_method(f"{several}@ws")
+        pdiff.read_rows([f"{several}@ws"])
 
 
 def test_joint_methods_run_once_on_all_muscles_and_the_others_per_muscle():

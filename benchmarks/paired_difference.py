@@ -6,7 +6,8 @@
 Each argument pair is two ``ifssnet compare-set`` CSVs of the same cases and protocol (e.g. full supervision
 and few-shot trained with one seed; a second pair, the same two recipes with another seed). Rows are paired
 by case (the case folder's name) and muscle; OTHER - BASE is taken per pair of rows. ``FILE.csv@METHOD`` takes
-only that method's rows of a CSV that holds several (the baselines' CSVs hold fbs, gfs and ws). The unit of the
+only that method's rows of a CSV that holds several (the baselines' CSVs hold fbs, gfs and ws;
+:func:`results_table.read_rows`). The unit of the
 statistics is a case of one pair of CSVs (its muscles averaged; per muscle in the muscle rows), since the
 muscles of one phantom are not independent draws. Pairs scored on the same cases share them, so the interval
 pooled over several pairs (seeds) is narrower than their independence would justify; read it with the per-pair
@@ -54,17 +55,6 @@ def _scores(rows, metric: str) -> dict:
         if not r.get("error") and math.isfinite(v):
             out[_key(r)] = v
     return out
-
-
-def read_method(arg: str) -> list:
-    """The rows of ``PATH`` or, for ``PATH@METHOD``, that method's rows (SystemExit where it has none)."""
-    path, _, method = arg.rpartition("@") if "@" in arg else (arg, "", "")
-    rows = read_rows([path])
-    if method:
-        rows = [r for r in rows if r["method"] == method]
-        if not rows:
-            raise SystemExit(f"{path} holds no rows of method '{method}'.")
-    return rows
 
 
 def paired_units(pairs, metric: str = "dice"):
@@ -123,7 +113,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if len(a.csv) % 2:
         p.error("give the CSVs in pairs: BASE.csv OTHER.csv [BASE2.csv OTHER2.csv ...]")
-    pairs = [(read_method(a.csv[i]), read_method(a.csv[i + 1])) for i in range(0, len(a.csv), 2)]
+    pairs = [(read_rows([a.csv[i]]), read_rows([a.csv[i + 1]])) for i in range(0, len(a.csv), 2)]
     print(table(pairs, a.metric))
     return 0
 

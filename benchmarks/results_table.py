@@ -6,7 +6,8 @@
 
 Several CSVs (e.g. the baselines and the network, run separately on the same cases and protocol) are
 merged: each row is one (method, muscle, case). ``FILE.csv=NAME`` renames the method of every row of that
-file (for two runs of one method with different weights, e.g. the full and the few-shot IFSS-Net). Annotated slices are already excluded in the CSVs.
+file (for two runs of one method with different weights, e.g. the full and the few-shot IFSS-Net);
+``FILE.csv@METHOD`` keeps one method's rows. Annotated slices are already excluded in the CSVs.
 ``--merge OUT.csv`` also writes the merged rows as one CSV, and ``--plot OUT.png`` the bar chart that
 ``compare-set --plot`` draws (mean ± std of Dice and volume error per method and muscle): the two files a
 single compare-set run over all the cases would have written (table1_baselines.sh runs cases in parallel).
@@ -36,12 +37,18 @@ def _cell(s: dict, key: str, digits: int) -> str:
 
 
 def read_rows(paths):
-    """Rows of the CSVs; ``PATH=NAME`` gives every row of that file the method NAME."""
+    """Rows of the CSVs; ``PATH=NAME`` gives every row of that file the method NAME; ``PATH@METHOD`` keeps only
+    that method's rows (SystemExit where it has none), e.g. one of the baselines' CSV (``PATH@fbs=FBS``: both)."""
     rows = []
     for p in paths:
         path, _, name = p.rpartition("=") if "=" in p else (p, "", "")
+        path, _, method = path.rpartition("@") if "@" in path else (path, "", "")
         with open(path, newline="") as f:
             part = list(csv.DictReader(f))
+        if method:
+            part = [r for r in part if r["method"] == method]
+            if not part:
+                raise SystemExit(f"{path} holds no rows of method '{method}'.")
         if name:
             for r in part:
                 r["method"] = name
