@@ -192,11 +192,12 @@ def _draw_run(cases, pool: int, rng, cfg: TrainConfig, window: int):
                          window, cfg.augment)
         if run is not None:
             return run
-    hint = "Annotate at least one group of consecutive slices per case."
+    hint = "Annotate at least one group of consecutive slices per case"
     if cfg.mode == "fewshot" and not cfg.fill_gap:
-        hint = hint[:-1] + (", or label the slices between painted ones with --fill-gap N (in Slicer: Fill gaps "
-                            "up to N slices), N at least the widest gap.")
-    raise InputError(f"No training case has {window} consecutive annotated slices where a segment is present.", hint)
+        hint += (", or label the slices between painted ones with --fill-gap N (in Slicer: Fill gaps up to N "
+                 "slices), N at least the widest gap")
+    raise InputError(f"No training case has {window} consecutive annotated slices where a segment is present.",
+                     hint + ".")
 
 
 def _window_of(run, rng, window: int):
