@@ -28,6 +28,9 @@ class Case:
     ``image``: float16 (K, S, S), z-scored. ``masks``: name -> uint8 (K, S, S) (1 inside).
     ``known``: name -> bool (K,), the slices whose annotation is real (all True when complete).
     ``slice_spacing_mm``: distance between its slices along the sweep (mm), None if unknown.
+    ``painted``: name -> bool (K,), the slices of ``known`` that were painted, where labels were added to a
+    sparse annotation (:func:`ifssnet.fill_gaps.fill_gaps`, :func:`ifssnet.past_ends.empty_past_ends`); None
+    when every known slice was painted. ``--anchor painted`` re-anchors the mask input on these alone.
     """
 
     name: str
@@ -35,6 +38,11 @@ class Case:
     masks: Dict[str, np.ndarray]
     known: Dict[str, np.ndarray]
     slice_spacing_mm: Optional[float] = None
+    painted: Optional[Dict[str, np.ndarray]] = None
+
+    def painted_slices(self, name: str) -> np.ndarray:
+        """bool (K,): the painted slices of segment ``name`` (its known ones unless labels were added)."""
+        return self.known[name] if self.painted is None else self.painted[name]
 
     @property
     def n_slices(self) -> int:
@@ -93,8 +101,9 @@ def thin_case(case: Case, network_mm: Optional[float]) -> Case:
     partial = [k for k in case.known.values() if not k.all()]
     if partial:
         frames = np.union1d(frames, np.flatnonzero(np.logical_or.reduce(partial)))
+    painted = None if case.painted is None else {n: p[frames] for n, p in case.painted.items()}
     return Case(case.name, case.image[frames], {n: m[frames] for n, m in case.masks.items()},
-                {n: k[frames] for n, k in case.known.items()}, sel.spacing_mm)
+                {n: k[frames] for n, k in case.known.items()}, sel.spacing_mm, painted)
 
 
 def decremental_fractions(n_cases: int, total: float = 0.035, ratio: float = 0.5) -> List[float]:
@@ -134,12 +143,14 @@ def sparsify(case: Case, fraction: float, group: int = 3) -> Case:
 @dataclass
 class Run:
     """A sampled training run: ``image`` float32 (L, S, S), ``mask`` float32 (L, S, S),
-    ``known`` bool (L,), in run order (already reversed when the direction is backward)."""
+    ``known`` bool (L,), ``painted`` bool (L,) (the known slices that were painted, :attr:`Case.painted`),
+    in run order (already reversed when the direction is backward)."""
 
     image: np.ndarray
     mask: np.ndarray
     known: np.ndarray
     segment: str
+    painted: Optional[np.ndarray] = None
 
 
 def sample_run(case: Case, rng: np.random.Generator, length: int, window: int = 3,
@@ -179,7 +190,7 @@ def sample_run(case: Case, rng: np.random.Generator, length: int, window: int = 
         m = mask[sel].astype(np.float32)
         if augment:
             image, m = _augment(image, m, rng)
-        return Run(image, m, known[sel].copy(), name)
+        return Run(image, m, known[sel].copy(), name, case.painted_slices(name)[sel].copy())
     return None
 
 

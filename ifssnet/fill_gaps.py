@@ -39,13 +39,14 @@ def gap_slices(known: np.ndarray, mask: np.ndarray, max_gap: int) -> np.ndarray:
 def fill_gaps(case: Case, max_gap: int) -> Case:
     """``case`` with every gap of up to ``max_gap`` slices between two painted groups (see :func:`gap_slices`)
     filled by Slicer's Fill between slices and marked known (the filled slices of a segment are its ``known`` and
-    not the input's). Segments already known on every slice, and a ``max_gap`` below 1, leave the case as it is.
+    not the input's; its ``painted`` slices stay the input's). Segments already known on every slice, and a ``max_gap`` below 1, leave the case as it is.
     Masks are the case's working grid, uint8 (K, S, S); the interpolation runs in voxels along axis 0."""
     from .baselines.fbs import fill_between_slices
 
     if max_gap < 1:
         return case
     masks, known = dict(case.masks), dict(case.known)
+    painted = {n: case.painted_slices(n) for n in case.known}
     for name, k in case.known.items():
         if k.all():
             continue
@@ -60,4 +61,4 @@ def fill_gaps(case: Case, max_gap: int) -> Case:
         k = k.copy()
         k[todo] = True
         masks[name], known[name] = m, k
-    return replace(case, masks=masks, known=known)
+    return replace(case, masks=masks, known=known, painted=painted)

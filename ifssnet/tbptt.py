@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=None, first_prev=None,
-                 stride: int = 1, segments=None, seed_area=None):
+                 stride: int = 1, segments=None, seed_area=None, anchors=None):
     """Slide windows over one run and return (loss, state, the next window's mask input).
 
     ``image``, ``mask``: torch (B, L, S, S) float; ``known``: torch bool (B, L). Windows start at slices
@@ -44,6 +44,8 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     ``cfg.end_weight``: adds that weight x :func:`ifssnet.extra_losses.leak_loss` on each window;
     ``seed_area`` (torch (B,), pixels over w slices) is the annotated area of the whole run's first window, which a later part of the run (a
     TBPTT half, the part after a burn-in) no longer holds; default: ``mask[:, 0:w]``'s.
+    ``anchors``: torch bool (B, L), the slices a ``fewshot`` run re-anchors its mask input on (``--anchor painted``:
+    the painted ones); default ``known``. Targets are ``known``'s either way.
     """
     import torch
 
@@ -87,7 +89,10 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
         # Next mask input: this prediction, re-anchored on annotated slices (and the truth every N windows).
         nxt = pred.clone()
         refeed = cfg.refeed_every and t % cfg.refeed_every == 0
-        anchor = kn if cfg.mode == "fewshot" else (kn if refeed else torch.zeros_like(kn))
+        if cfg.mode == "fewshot":
+            anchor = kn if anchors is None else anchors[:, t:t + w]
+        else:
+            anchor = kn if refeed else torch.zeros_like(kn)
         nxt[anchor] = mask[:, t:t + w][anchor]
         prev = nxt
         prev_pred = pred.detach()
@@ -99,12 +104,13 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     return loss, state, prev
 
 
-def burn_in(model, loss_fn, image, mask, known, cfg: TrainConfig, slices: int, stride: int = 1):
+def burn_in(model, loss_fn, image, mask, known, cfg: TrainConfig, slices: int, stride: int = 1, anchors=None):
     """Propagate the first ``slices`` slices of a run as inference does: no gradient, dropout off,
     the network's own predictions fed forward from the annotation of the first w slices, never re-anchored
     on the truth (in ``fewshot`` mode on annotated slices, as propagation on painted ones).
 
-    ``image``, ``mask``: torch (B, L, S, S); ``known``: bool (B, L). Returns ``(offset, state, prev)``:
+    ``image``, ``mask``: torch (B, L, S, S); ``known``, ``anchors``: bool (B, L) (see :func:`windows_loss`).
+    Returns ``(offset, state, prev)``:
     the trained part of the run starts at slice ``offset`` (``slices`` rounded down to a multiple of
     ``stride``), with the ConvLSTM ``state`` and the mask input ``prev`` (B, w, S, S) that the burn-in
     left there, both detached. With ``slices`` 0 it is ``(0, None, None)``: the run starts on the truth.
@@ -131,34 +137,39 @@ def burn_in(model, loss_fn, image, mask, known, cfg: TrainConfig, slices: int, s
     try:
         with torch.no_grad():
             _, state, prev = windows_loss(model, loss_fn, image[:, :offset + w], mask[:, :offset + w],
-                                          known[:, :offset + w], quiet, stride=stride)
+                                          known[:, :offset + w], quiet, stride=stride,
+                                          anchors=None if anchors is None else anchors[:, :offset + w])
     finally:
         model.train(was_training)
     return offset, detach_state(state), prev.detach()
 
 
 def burn_in_each(model, loss_fn, image, mask, known, cfg: TrainConfig, offsets: Sequence[int], length: int,
-                 stride: int = 1):
+                 stride: int = 1, anchors=None):
     """:func:`burn_in` with its own length per run (``--reach``): run i is propagated without gradient over its
     first ``offsets[i]`` slices (each a multiple of ``stride``, at least ``stride``), then cut to the ``length``
-    slices from where its burn-in ended. ``image``, ``mask``: torch (B, L, S, S); ``known``: bool (B, L).
-    Returns the cut ``(image, mask, known)``, each (B, length, ...), and the batched ``(state, prev)``."""
+    slices from where its burn-in ended. ``image``, ``mask``: torch (B, L, S, S); ``known``, ``anchors``: bool (B, L).
+    Returns the cut ``(image, mask, known, anchors)``, each (B, length, ...) (``anchors`` None when not given),
+    and the batched ``(state, prev)``."""
     import torch
 
     from .network_runner import index_state, stack_states
 
-    parts = [burn_in(model, loss_fn, image[i:i + 1], mask[i:i + 1], known[i:i + 1], cfg, o, stride)
+    parts = [burn_in(model, loss_fn, image[i:i + 1], mask[i:i + 1], known[i:i + 1], cfg, o, stride,
+                     None if anchors is None else anchors[i:i + 1])
              for i, o in enumerate(offsets)]
-    cut = [torch.stack([x[i, off:off + length] for i, (off, _, _) in enumerate(parts)]) for x in (image, mask, known)]
+    cut = [None if x is None else torch.stack([x[i, off:off + length] for i, (off, _, _) in enumerate(parts)])
+           for x in (image, mask, known, anchors)]
     state = stack_states([index_state(st, 0) for _, st, _ in parts], image.device)   # refuses a run not burnt in
     prev = torch.cat([pv for _, _, pv in parts])
     return (*cut, state, prev)
 
 
 def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: TrainConfig, stride: int = 1,
-               segments=None, burn: int = 0, offsets: Optional[Sequence[int]] = None):
+               segments=None, burn: int = 0, offsets: Optional[Sequence[int]] = None, anchors=None):
     """One TBPTT step on a batch of runs (B, L, S, S): two updates, one after each half of the run.
     ``segments``: long (B,), the runs' channels of the image-only head (with ``cfg.image_aux``).
+    ``anchors``: bool (B, L), where a ``fewshot`` run re-anchors its mask input (:func:`windows_loss`); default ``run_known``.
 
     The second half starts where the first half's last window did, so its first window is that
     window moved by ``stride`` slices, as in one unbroken run. With ``burn`` > 0 the run's first ``burn``
@@ -171,11 +182,12 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
     w = model.config.window
     seed_area = annotated_area(run_mask, w) if cfg.end_weight else None   # every part's leak_loss measures against it
     if offsets is not None:
-        run_image, run_mask, run_known, state, prev = burn_in_each(
-            model, loss_fn, run_image, run_mask, run_known, cfg, offsets, cfg.run_length, stride)
+        run_image, run_mask, run_known, anchors, state, prev = burn_in_each(
+            model, loss_fn, run_image, run_mask, run_known, cfg, offsets, cfg.run_length, stride, anchors)
     else:
-        offset, state, prev = burn_in(model, loss_fn, run_image, run_mask, run_known, cfg, burn, stride)
+        offset, state, prev = burn_in(model, loss_fn, run_image, run_mask, run_known, cfg, burn, stride, anchors)
         run_image, run_mask, run_known = run_image[:, offset:], run_mask[:, offset:], run_known[:, offset:]
+        anchors = None if anchors is None else anchors[:, offset:]
     L = run_image.shape[1]
     half = max(w + stride, (L + w) // 2)
     last = stride * ((half - w) // stride)          # where the first half's last window starts
@@ -185,7 +197,7 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
         optimizer.zero_grad(set_to_none=True)
         loss, state, prev = windows_loss(model, loss_fn, run_image[:, a:b], run_mask[:, a:b], run_known[:, a:b],
                                          cfg, state, first_prev=prev, stride=stride, segments=segments,
-                                         seed_area=seed_area)
+                                         seed_area=seed_area, anchors=None if anchors is None else anchors[:, a:b])
         _apply_update(optimizer, loss, cfg)
         state = detach_state(state)
         prev = prev.detach()

@@ -37,7 +37,10 @@ Distributed: ``torchrun --nproc_per_node N -m ifssnet.train ...`` runs data para
 :mod:`ifssnet.distributed`), gloo on CPU, nccl on GPUs. One step's windows, burn-in and updates are in
 :mod:`ifssnet.tbptt`, the extra loss terms in :mod:`ifssnet.extra_losses`, the deformed mask inputs in
 :mod:`ifssnet.mask_noise`, ``--reach``'s runs in :mod:`ifssnet.reach`, ``--cycle``'s in :mod:`ifssnet.cycle`,
-``--fill-gap``'s labels between painted groups in :mod:`ifssnet.fill_gaps`.
+``--fill-gap``'s labels between painted groups in :mod:`ifssnet.fill_gaps`, ``--empty-past-ends``' labels past
+the paint in :mod:`ifssnet.past_ends`. Those labels are targets; with ``anchor="painted"`` (``--anchor painted``) the
+mask input is re-anchored on the painted slices alone, as propagation re-anchors on painted slices only, and
+between them the network is fed its own predictions.
 """
 from __future__ import annotations
 
@@ -55,6 +58,7 @@ from .dataset import Case, decremental_fractions, sample_run, sparsify, thin_cas
 from .distributed import broadcast_parameters, rank0_decides
 from .errors import InputError
 from .fill_gaps import fill_gaps
+from .past_ends import empty_past_ends
 from .mask_noise import JITTER_RADIUS, JITTER_SHIFT
 from .progress import CancelLike, ProgressFn, check_cancel, report
 from .reach import reach_offsets
@@ -99,6 +103,8 @@ class TrainConfig:
     reach: int = 0                     # fewshot: runs this much longer, trained up to the next annotated group (reach.py)
     cycle: float = 0.0                 # weight of the way back to the run's annotated slices (cycle.py; 0: off)
     fill_gap: int = 0                  # fewshot: gaps of up to this many slices between painted groups filled (fill_gaps.py)
+    empty_past_ends: bool = False      # fewshot: slices past a painted empty slice beyond the paint known empty (past_ends.py)
+    anchor: str = "known"              # fewshot: the mask input is re-anchored on "known" slices, or on "painted" ones only
     ema: float = 0.0                   # decay of an exponential moving average of the weights (0: none); see train()
     warmup: int = 0                    # steps over which the learning rate rises linearly to lr (0: none)
     end_weight: float = 0.0            # full mode: + this x a window's predicted area past the muscle's end (leak_loss)
@@ -139,6 +145,15 @@ class TrainConfig:
         if self.fill_gap and self.mode != "fewshot":
             raise InputError(f"--fill-gap fills the gaps between painted groups of --mode fewshot; this run is --mode "
                              f"{self.mode}.", "Leave --fill-gap out, or train with --mode fewshot.")
+        if self.empty_past_ends and self.mode != "fewshot":
+            raise InputError(f"--empty-past-ends labels the slices past the paint of --mode fewshot; this run is --mode "
+                             f"{self.mode}.", "Leave --empty-past-ends out, or train with --mode fewshot.")
+        if self.anchor not in ("known", "painted"):
+            raise InputError(f"Unknown anchor '{self.anchor}'.", "Use --anchor known or painted.")
+        if self.anchor == "painted" and (self.mode != "fewshot" or self.cycle):
+            raise InputError("--anchor painted chooses the slices a --mode fewshot run re-anchors on; this run is "
+                             f"--mode {self.mode}{' with --cycle' if self.cycle else ''}.",
+                             "Leave --anchor out, or train with --mode fewshot without --cycle.")
         if self.cycle and (self.burn_in or self.reach or self.mode == "image"):
             raise InputError("--cycle brings each run back to the annotated slices it starts on, so it cannot "
                              "start after a burn-in or reach another group, and --mode image has no runs.",
@@ -374,6 +389,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     my_cases = [c for i, c in enumerate(cases) if i % world == rank] or list(cases)
     if cfg.fill_gap:                          # each rank fills the gaps of the cases it trains on (fewshot only)
         my_cases = [fill_gaps(c, cfg.fill_gap) for c in my_cases]
+    if cfg.empty_past_ends:
+        my_cases = [empty_past_ends(c) for c in my_cases]
 
     model.to(device).train()
     loss_fn = ParametricTversky(bce_weight=cfg.bce_weight, learn=cfg.learn_tversky, beta=cfg.tversky_beta).to(device)
@@ -465,6 +482,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         img = torch.from_numpy(np.stack([r.image[:L] for r in runs])).to(device)
         msk = torch.from_numpy(np.stack([r.mask[:L] for r in runs])).to(device)
         kn = torch.from_numpy(np.stack([r.known[:L] for r in runs])).to(device)
+        anchors = (torch.from_numpy(np.stack([r.painted[:L] for r in runs])).to(device)
+                   if cfg.anchor == "painted" else None)
         segs = (torch.tensor([model_config.image_head.index(r.segment) for r in runs], device=device)
                 if trains_head else None)
         if cfg.mode == "image":
@@ -473,7 +492,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
             loss = cycle_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segs)
         else:
             loss = train_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segs, burn=burn,
-                              offsets=offsets)
+                              offsets=offsets, anchors=anchors)
         if ema is not None:
             ema.update_parameters(model)
         step += 1

@@ -168,6 +168,14 @@ def add_train_arguments(p) -> None:
                    help="fewshot mode: fill each gap of up to N slices between two painted groups with Slicer's Fill "
                         "between slices and train on it as on painted slices (longer gaps keep the network's own "
                         "pseudo-labels; default 0: off)")
+    p.add_argument("--empty-past-ends", action="store_true",
+                   help="fewshot mode: a muscle is one run of slices, so where a slice painted empty lies beyond every "
+                        "slice painted with the muscle, train on the slices from it to the sweep's end as empty "
+                        "(instead of the network's own pseudo-labels, which a leak past the end satisfies)")
+    p.add_argument("--anchor", choices=("known", "painted"), default="known",
+                   help="fewshot mode: re-anchor the mask input on every labelled slice (known, the default), or on "
+                        "the painted ones alone (painted): slices labelled by --fill-gap or --empty-past-ends are then "
+                        "targets only, and the network is fed its own predictions over them, as in propagation")
     p.add_argument("--end-weight", type=float, default=None, metavar="W",
                    help="full mode: add W x the area predicted in windows past a muscle's end (a fraction of the "
                         "annotated area; the Tversky and cross-entropy terms hardly see such a leak; default 0)")
@@ -261,6 +269,7 @@ def _train_ranked(args, rank: int, world: int, size: int) -> int:
                       jitter_radius=args.jitter_radius, image_aux=args.image_aux, mask_box=args.mask_box,
                       weight_decay=args.weight_decay, learn_tversky=not args.fixed_tversky, burn_in=args.burn_in,
                       reach=args.reach, cycle=args.cycle, fill_gap=args.fill_gap, **_schedule(args),
+                      empty_past_ends=args.empty_past_ends, anchor=args.anchor,
                       ema=args.ema, warmup=args.warmup, end_weight=args.end_weight,
                       tversky_beta=args.tversky_beta)
     logf = open(args.log, "a") if args.log and rank == 0 else None
