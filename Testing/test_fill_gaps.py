@@ -50,6 +50,7 @@ def test_a_short_gap_between_painted_groups_is_filled_and_known_and_a_long_one_i
     assert not out.masks["A"][15:33].any()                           # the long gap stays unlabelled
     painted = case.known["A"]
     np.testing.assert_array_equal(out.masks["A"][painted], truth[painted])   # paint kept as painted
+    np.testing.assert_array_equal(out.painted["A"], painted)         # and the filled slices are not painted ones
     assert not case.known["A"][gap].any()                            # the input case is not changed
 
 

@@ -61,4 +61,6 @@ def fill_gaps(case: Case, max_gap: int) -> Case:
         k = k.copy()
         k[todo] = True
         masks[name], known[name] = m, k
+    if all(known[n] is k for n, k in case.known.items()):
+        return case
     return replace(case, masks=masks, known=known, painted=painted)

@@ -44,7 +44,8 @@ def empty_slices_past_ends(known: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def empty_past_ends(case: Case) -> Case:
     """``case`` with the slices past each segment's ends (:func:`empty_slices_past_ends`) known and empty.
-    A segment known on every slice is left as it is; its ``painted`` slices stay the input's.
+    A segment known on every slice is left as it is, and a case without such slices is returned itself; the
+    ``painted`` slices stay the input's.
     Masks are the case's working grid, uint8 (K, S, S), along axis 0."""
     masks, known = dict(case.masks), dict(case.known)
     painted = {n: case.painted_slices(n) for n in case.known}
@@ -57,4 +58,6 @@ def empty_past_ends(case: Case) -> Case:
         m = case.masks[name].copy()
         m[past] = 0
         masks[name], known[name] = m, k | past
+    if all(known[n] is k for n, k in case.known.items()):
+        return case
     return replace(case, masks=masks, known=known, painted=painted)
