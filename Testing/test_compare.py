@@ -66,6 +66,20 @@ def test_scores_exclude_seed_slices_and_cover_reference_extent():
     assert C.score(leak, ref, SPACING, seeds.slices, score_extent="volume")["dice"] < 1.0
 
 
+def test_the_volume_past_the_muscles_ends_is_reported_whatever_the_extent_scored():
+    vol, refs = tiny_case()
+    ref = refs["GM"]
+    seeds = cut_seeds(ref, (10, 11, 12))
+    assert C.score(ref.copy(), ref, SPACING, seeds.slices)["past_ends_pct"] == 0.0
+    leak = ref.copy()
+    leak[0, :4, :5] = 1                                   # 20 voxels before the reference's first slice (2)
+    leak[35, :2, :5] = 1                                  # and 10 past its last (32)
+    leak[20] = 0                                          # inside the extent: not a leak past the ends
+    want = 100.0 * 30 / np.count_nonzero(ref)
+    for extent in ("reference", "volume"):
+        assert C.score(leak, ref, SPACING, seeds.slices, score_extent=extent)["past_ends_pct"] == pytest.approx(want)
+
+
 def test_new_method_joins_with_no_runner_change():
     vol, refs = tiny_case()
 
@@ -221,6 +235,10 @@ def test_results_table_adds_precision_and_recall_when_asked(tmp_path):
     text = rt.table(rows, precision_recall=True)
     assert "| precision | recall |" in text
     assert "| 0.40 ± 0.10 | 0.90 ± 0.00 |" in text
+    rows[0]["past_ends_pct"], rows[1]["past_ends_pct"] = 30.0, 10.0
+    assert "| past ends % |" in rt.table(rows, past_ends=True) and "| 20.0 ± 10.0 |" in rt.table(rows, past_ends=True)
+    old = [{k: v for k, v in r.items() if k != "past_ends_pct"} for r in rows]   # a CSV from before the column
+    assert "| 0.40 ± 0.10 | 0.90 ± 0.00 | - |" in rt.table(old, precision_recall=True, past_ends=True)
 
 
 def test_paired_difference_pairs_cases_and_muscles_and_pools_pairs(tmp_path):

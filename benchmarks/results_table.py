@@ -27,6 +27,8 @@ COLUMNS = (("Dice", "dice", 3), ("IoU", "iou", 3), ("per-slice HD (mm)", "slice_
            ("time/muscle (s)", "time_s", 1))
 #: ``--precision-recall``: where a mask's error lies (precision below recall: it is too large).
 OVERLAP_COLUMNS = (("precision", "precision", 2), ("recall", "recall", 2))
+#: ``--past-ends``: the volume predicted past the muscle's ends, % of the muscle's (CSVs from before session 34: -).
+PAST_ENDS_COLUMNS = (("past ends %", "past_ends_pct", 1),)
 
 
 def _cell(s: dict, key: str, digits: int) -> str:
@@ -68,11 +70,12 @@ def volume_times(rows) -> dict:
     return {s["method"]: (s["time_s_mean"], s["time_s_std"]) for s in summarize(cases, ("method",))}
 
 
-def table(rows, by_muscle: bool = False, precision_recall: bool = False) -> str:
+def table(rows, by_muscle: bool = False, precision_recall: bool = False, past_ends: bool = False) -> str:
     """A markdown table, one row per method (and muscle); without ``by_muscle`` it adds the time per volume,
-    with ``precision_recall`` the mean precision and recall (:data:`OVERLAP_COLUMNS`)."""
+    with ``precision_recall`` the mean precision and recall (:data:`OVERLAP_COLUMNS`), with ``past_ends`` the
+    volume past the muscle's ends (:data:`PAST_ENDS_COLUMNS`)."""
     by = ("method", "muscle") if by_muscle else ("method",)
-    columns = COLUMNS + (OVERLAP_COLUMNS if precision_recall else ())
+    columns = COLUMNS + (OVERLAP_COLUMNS if precision_recall else ()) + (PAST_ENDS_COLUMNS if past_ends else ())
     head = ["method"] + (["muscle"] if by_muscle else []) + ["n"] + [c[0] for c in columns]
     head += [] if by_muscle else ["time/volume (s)"]
     per_volume = volume_times(rows)
@@ -95,13 +98,15 @@ def main(argv=None) -> int:
     p.add_argument("--plot", default=None, help="write the per-method-and-muscle bar chart (PNG) to this file")
     p.add_argument("--title", default="", help="the plot's title")
     p.add_argument("--precision-recall", action="store_true", help="add the mean precision and recall")
+    p.add_argument("--past-ends", action="store_true",
+                   help="add the volume predicted past the muscle's ends, %% of the muscle's volume")
     a = p.parse_args(argv)
     rows = read_rows(a.csv)
     if a.merge:
         write_csv(rows, a.merge)
     if a.plot:
         plot_summary(summarize(rows, ("method", "muscle")), a.plot, title=a.title)
-    print(table(rows, a.by_muscle, a.precision_recall))
+    print(table(rows, a.by_muscle, a.precision_recall, a.past_ends))
     return 0
 
 

@@ -42,9 +42,9 @@ DEFAULT_METHODS = ("fbs", "gfs", "ws")
 #: ``extent`` for the plot; those are not written to CSV).
 COLUMNS = ("method", "muscle", "protocol", "dice", "iou", "hd", "hd95", "asd", "slice_hd", "slice_asd",
            "precision", "recall", "volume_cm3", "ref_volume_cm3", "volume_error_pct", "volume_diff_pct",
-           "time_s", "peak_mb", "gpu_peak_mb", "mem_source", "seed_slices_n", "error")
+           "past_ends_pct", "time_s", "peak_mb", "gpu_peak_mb", "mem_source", "seed_slices_n", "error")
 METRIC_KEYS = ("dice", "iou", "hd", "hd95", "asd", "slice_hd", "slice_asd", "precision", "recall",
-               "volume_cm3", "volume_error_pct", "time_s", "peak_mb")
+               "volume_cm3", "volume_error_pct", "past_ends_pct", "time_s", "peak_mb")
 _FROM_EVALUATE = {"dice": "dice", "iou": "iou", "hd": "hd_mm", "hd95": "hd95_mm", "asd": "asd_mm",
                   "slice_hd": "slice_hd_mm", "slice_asd": "slice_asd_mm", "precision": "precision",
                   "recall": "recall", "volume_cm3": "volume_cm3", "ref_volume_cm3": "ref_volume_cm3",
@@ -119,7 +119,10 @@ def score(pred: np.ndarray, ref: np.ndarray, spacing_kji, seed_slices: Sequence[
     """Scores of one prediction: evaluate() over the reference extent (or the volume), seed slices excluded.
 
     Returns the row's metric columns plus ``slice_dice`` (float (K,), nan where both are empty or
-    the slice is not scored) and ``extent`` (first, last slice scored).
+    the slice is not scored) and ``extent`` (first, last slice scored). ``past_ends_pct``, whatever the extent
+    scored, is the prediction's volume on slices past the reference's ends, in % of the reference's volume:
+    what a mask that runs on past the muscle adds to the volume a clinician reads in Segment Statistics, which
+    the reference extent's scores do not see.
     """
     from .metrics import evaluate, slice_dice
 
@@ -134,6 +137,9 @@ def score(pred: np.ndarray, ref: np.ndarray, spacing_kji, seed_slices: Sequence[
     exclude = sorted(set(int(s) for s in seed_slices) | set(outside))
     m = evaluate(pred, ref, spacing_kji, exclude_slices=exclude)
     row = {col: float(m[key]) for col, key in _FROM_EVALUATE.items()}
+    r0, r1 = reference_extent(ref)
+    past = np.count_nonzero(pred[:r0]) + np.count_nonzero(pred[r1 + 1:])
+    row["past_ends_pct"] = 100.0 * past / max(np.count_nonzero(ref), 1)
     sd = slice_dice(pred, ref)
     sd[exclude] = np.nan
     row["slice_dice"] = sd
