@@ -337,3 +337,24 @@ def test_ifssnet_joint_and_exclusive_through_the_runner():
     apart = C.compare(vol, refs, SPACING, ["ifssnet"], "3-seeds", method_options=opts, joint=True, keep_masks=True)
     assert overlap_voxels({r["muscle"]: r["mask"] for r in plain}) > 0
     assert overlap_voxels({r["muscle"]: r["mask"] for r in apart}) == 0
+
+
+def test_error_by_distance_bins_the_area_and_dice_from_the_seeds_to_the_ends():
+    """benchmarks/error_by_distance.py: a mask right near the seeds and twice too large on the last two slices
+    before one end shows in the last bin alone; a leak before the other end is the past-ends share."""
+    from benchmark_scripts import load_benchmark
+
+    ebd = load_benchmark("error_by_distance")
+    ref = np.zeros((60, 16, 16), bool)
+    ref[10:50, 4:12, 4:12] = True                         # 64 px a slice, slices 10..49; seeds 29-31
+    pred = ref.copy()
+    pred[48:50, 0:16, 4:12] = True                        # 128 px on slices 48, 49
+    pred[3, 4:12, 4:12] = True                            # 64 px past the first end
+    out = ebd.distance_bins(pred, ref, (29, 30, 31), bins=5)
+    assert out["area_ratio"][:4] == [1.0] * 4 and out["dice"][:4] == [1.0] * 4
+    # the last bin: slices 10-14 (at least 16 of 20 slices from the seeds' middle) and 46-49 (15.2 of 19)
+    assert out["area_ratio"][4] == pytest.approx((7 * 64 + 2 * 128) / (9 * 64))
+    assert out["dice"][4] == pytest.approx(2 * 9 * 64 / (7 * 64 + 2 * 128 + 9 * 64))
+    assert out["past_ends_pct"] == pytest.approx(100 * 64 / (40 * 64))
+    text = ebd.table([{"GM": out}, {"GM": out, "SOL": ebd.distance_bins(ref, ref, (29, 30, 31), bins=5)}], 5)
+    assert "| GM | 2 | 1.00 | 1.00 | 1.00 | 1.00 | 1.22 |" in text and "| all | 3 |" in text
