@@ -147,3 +147,23 @@ def test_fewshot_training_with_both_options_records_them(tmp_path):
     args = build_parser().parse_args(["train", "c", "--mode", "fewshot", "--out", "m.pt", "--empty-past-ends",
                                       "--anchor", "painted"])
     assert args.empty_past_ends and args.anchor == "painted"
+
+
+def test_the_run_benchmark_counts_the_runs_that_reach_a_muscles_end():
+    """benchmarks/runs_past_ends.py: full supervision's runs cross the end (the sampler biases them to); few-shot
+    runs start only where the paint is joined, so with the end far past the last painted slice they cannot."""
+    from benchmark_scripts import load_benchmark
+
+    from ifssnet.dataset import sparsify
+    from ifssnet.fill_gaps import fill_gaps
+
+    rpe = load_benchmark("runs_past_ends")
+    truth = _bar(0, 24, S=16)
+    full = Case("bar", np.zeros(truth.shape, np.float16), {"A": truth}, {"A": np.ones(K, bool)})
+    absent, labelled = rpe.run_shares([full], 8, n=200)
+    assert absent > 0.2 and labelled == absent
+    few = fill_gaps(sparsify(full, 0.1, 1), 12)                     # slices 0, 13, 26, 39 painted; 0-13 labelled
+    absent, labelled = rpe.run_shares([few], 8, n=200)
+    assert absent == 0.0 and labelled == 0.0
+    absent, labelled = rpe.run_shares([empty_past_ends(few)], 20, n=200)   # longer runs reach the end and past it
+    assert absent > 0.2 and labelled > 0.2
