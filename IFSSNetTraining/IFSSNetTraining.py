@@ -40,6 +40,7 @@ class IFSSNetTrainingParameterNode:
     epochs: Annotated[int, WithinRange(1, 1000)] = 10
     stepsPerEpoch: Annotated[int, WithinRange(1, 100000)] = 100
     fillGap: Annotated[int, WithinRange(0, 10000)] = 0
+    emptyPastEnds: bool = False
     outputName: str = "my-ifssnet"
     holdOutLast: bool = False
     valProtocol: Annotated[str, Choice(["both", "3-seeds", "paper"])] = "both"
@@ -112,6 +113,12 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "Few-shot: label each gap of up to this many slices between two painted slices (or groups) with Fill "
             "between slices, and train on it as on painted slices. Needed where you painted single slices apart.")
         oform.addRow("Fill gaps up to:", self.fillGapSpin)
+        self.pastEndsCheck = qt.QCheckBox("Empty past the end marks")
+        self.pastEndsCheck.setProperty("SlicerParameterName", "emptyPastEnds")
+        self.pastEndsCheck.toolTip = (
+            "Few-shot: where you marked a slice 'no muscle here' beyond a muscle's paint, train every slice past "
+            "it as empty, so the network learns where the muscle ends (a muscle is one run of slices).")
+        oform.addRow("", self.pastEndsCheck)
         self.deviceCombo = qt.QComboBox()
         self.deviceCombo.addItems(["cpu", "cuda"])
         self.deviceCombo.setProperty("SlicerParameterName", "device")
@@ -159,7 +166,10 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.valProtocolCombo.enabled = self.holdOutCheck.checked
         self.modeCombo.connect("currentTextChanged(QString)",
                                lambda mode: self.fillGapSpin.setEnabled(mode == "fewshot"))
+        self.modeCombo.connect("currentTextChanged(QString)",
+                               lambda mode: self.pastEndsCheck.setEnabled(mode == "fewshot"))
         self.fillGapSpin.enabled = self.modeCombo.currentText == "fewshot"
+        self.pastEndsCheck.enabled = self.fillGapSpin.enabled
         self.optionsFrame = options
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda c, e: self.setParameterNode(None))
         self._refreshBaseModels()
@@ -261,7 +271,8 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                              baseModel=self.baseCombo.currentData or None, resume=resumeFrom,
                                              stepsPerEpoch=p.stepsPerEpoch, device=p.device, python=python,
                                              validationPairs=valPairs, valProtocol=p.valProtocol,
-                                             fillGap=p.fillGap if p.mode == "fewshot" else 0)
+                                             fillGap=p.fillGap if p.mode == "fewshot" else 0,
+                                             emptyPastEnds=p.emptyPastEnds and p.mode == "fewshot")
             env = os.environ.copy()
             env["TQDM_DISABLE"] = "1"  # progress comes from the step log
             import ifssnet

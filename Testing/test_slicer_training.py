@@ -68,6 +68,10 @@ def test_training_loss_plot_and_command(slicer_scene, tmp_path):
     assert "--fill-gap" not in cmd
     cmd = IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "fewshot", 2, "out.pt", str(log), fillGap=12)
     assert build_parser().parse_args(cmd[3:]).fill_gap == 12
+    assert not build_parser().parse_args(cmd[3:]).empty_past_ends
+    cmd = IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "fewshot", 2, "out.pt", str(log),
+                                               emptyPastEnds=True)
+    assert build_parser().parse_args(cmd[3:]).empty_past_ends
     with pytest.raises(InputError, match="Unknown validation protocol"):
         IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "full", 2, "out.pt", str(log),
                                              validationPairs=[("w.nrrd", "b.seg.nrrd")], valProtocol="3 seeds")
@@ -168,7 +172,10 @@ def test_fewshot_training_on_single_painted_slices_fills_their_gaps(scene_nodes,
     with pytest.raises(InputError, match="consecutive annotated slices"):
         L.train([(volumeNode, node)], "fewshot", 1, outputPath=str(tmp_path / "off.pt"), **options)
     assert not (tmp_path / "off.pt").exists()
-    path = L.train([(volumeNode, node)], "fewshot", 1, outputPath=str(tmp_path / "fill.pt"), fillGap=4, **options)
+    path = L.train([(volumeNode, node)], "fewshot", 1, outputPath=str(tmp_path / "fill.pt"), fillGap=4,
+                   emptyPastEnds=True, **options)
     assert os.path.exists(path) and len(L.steps) == 1
+    from ifssnet.model.checkpoint import load_checkpoint
+    assert load_checkpoint(path)[2]["training"]["config"]["empty_past_ends"] is True
     after = slicer.util.arrayFromSegmentBinaryLabelmap(node, node.GetSegmentation().GetNthSegmentID(0), volumeNode)
     assert np.array_equal(before, after)

@@ -68,6 +68,8 @@ class IFSSNetTrainingLogic:
     ``fillGap``: few-shot mode labels each gap of up to this many slices between two painted groups with Fill
     between slices and trains on it as on painted slices (:mod:`ifssnet.fill_gaps`; 0: off). Single painted
     slices train only where it joins them, since a run starts on a window of labelled slices.
+    ``emptyPastEnds``: few-shot mode trains the slices past a slice marked "no muscle here" beyond a muscle's paint
+    as empty (:mod:`ifssnet.past_ends`; the end marks of the IFSS-Net effect are such slices).
     ``validationPairs``: fully annotated pairs held out of training; every ``valEvery`` steps the network
     propagates them under ``valProtocol`` (``3-seeds``, ``paper`` or ``both``;
     :data:`ifssnet.validation.VALIDATION_CHOICES`) and the best by mean Dice is kept as ``<stem>.best.pt``
@@ -86,7 +88,7 @@ class IFSSNetTrainingLogic:
               size: int = 128, widthMult: float = 1.0, device: str = "cpu",
               segmentNames: Optional[Sequence[str]] = None, onStep: Optional[Callable[[dict], None]] = None,
               validationPairs=None, valEvery: Optional[int] = None, valProtocol: str = "3-seeds",
-              fillGap: int = 0) -> str:
+              fillGap: int = 0, emptyPastEnds: bool = False) -> str:
         if mode not in MODES:
             raise InputError(f"Unknown training mode '{mode}'.", "Use 'full' or 'fewshot'.")
         if not pairs:
@@ -119,7 +121,7 @@ class IFSSNetTrainingLogic:
                              "Hold out a volume the network does not train on, or leave validation off.")
         validator = self.validator(validationPairs, segmentNames, valProtocol) if validationPairs else None
         cfg = TrainConfig(mode=mode, epochs=int(epochs), steps_per_epoch=int(stepsPerEpoch), run_length=int(runLength),
-                          fill_gap=int(fillGap))
+                          fill_gap=int(fillGap), empty_past_ends=bool(emptyPastEnds))
         self.steps, self.validations = [], []
 
         def stepHook(log) -> None:
@@ -192,11 +194,12 @@ class IFSSNetTrainingLogic:
     def trainingCommand(filePairs, mode: str, epochs: int, outputPath: str, logPath: str, *, baseModel=None,
                         resume=None, stepsPerEpoch: int = 100, device: str = "cpu", python: Optional[str] = None,
                         validationPairs=None, valEvery: Optional[int] = None,
-                        valProtocol: Optional[str] = None, fillGap: int = 0) -> List[str]:
+                        valProtocol: Optional[str] = None, fillGap: int = 0,
+                        emptyPastEnds: bool = False) -> List[str]:
         """The ``ifssnet train`` command line for a background process (Slicer's PythonSlicer runs it).
         ``validationPairs``: (volume, annotation) files held out of training (``--val``), scored under
         ``valProtocol`` (``--val-protocol``; the CLI's ``3-seeds`` when None). ``fillGap``: ``--fill-gap`` (as in
-        :meth:`train`; 0 leaves it out)."""
+        :meth:`train`; 0 leaves it out), ``emptyPastEnds``: ``--empty-past-ends``."""
         if valProtocol is not None and valProtocol not in VALIDATION_CHOICES:
             raise InputError(f"Unknown validation protocol '{valProtocol}'.",
                              f"Use one of {', '.join(VALIDATION_CHOICES)}.")
@@ -206,6 +209,8 @@ class IFSSNetTrainingLogic:
                 "--out", str(outputPath), "--log", str(logPath), "--device", device]
         if fillGap:
             cmd += ["--fill-gap", str(int(fillGap))]
+        if emptyPastEnds:
+            cmd += ["--empty-past-ends"]
         if validationPairs:
             cmd += ["--val"] + [f"{v}:{a}" for v, a in validationPairs]
             if valEvery:
