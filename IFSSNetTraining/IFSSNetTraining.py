@@ -164,12 +164,8 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.resumeButton.connect("clicked()", lambda: self.onTrainOrCancel(resume=True))
         self.holdOutCheck.connect("toggled(bool)", self.valProtocolCombo.setEnabled)
         self.valProtocolCombo.enabled = self.holdOutCheck.checked
-        self.modeCombo.connect("currentTextChanged(QString)",
-                               lambda mode: self.fillGapSpin.setEnabled(mode == "fewshot"))
-        self.modeCombo.connect("currentTextChanged(QString)",
-                               lambda mode: self.pastEndsCheck.setEnabled(mode == "fewshot"))
-        self.fillGapSpin.enabled = self.modeCombo.currentText == "fewshot"
-        self.pastEndsCheck.enabled = self.fillGapSpin.enabled
+        self.modeCombo.connect("currentTextChanged(QString)", self._enableFewshotOptions)
+        self._enableFewshotOptions(self.modeCombo.currentText)
         self.optionsFrame = options
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda c, e: self.setParameterNode(None))
         self._refreshBaseModels()
@@ -185,6 +181,11 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from IFSSNetSegmentationLib.gui import connectParameterNode
 
         connectParameterNode(self, node, self.optionsFrame)
+
+    def _enableFewshotOptions(self, mode: str) -> None:
+        """The few-shot options (Fill gaps up to, Empty past the end marks) apply to mode fewshot only."""
+        for widget in (self.fillGapSpin, self.pastEndsCheck):
+            widget.setEnabled(mode == "fewshot")
 
     def _refreshBaseModels(self):
         import qt

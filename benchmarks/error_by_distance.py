@@ -28,24 +28,22 @@ def distance_bins(pred: np.ndarray, ref: np.ndarray, seed_slices: Sequence[int],
     Returns ``{"area_ratio": [bins floats], "dice": [bins floats], "past_ends_pct": float}``; a bin with no
     slice is nan. Bin b holds the slices whose distance d, as a fraction of the way from the seeds to that side's
     end, has ``b <= d * bins < b + 1`` (the end slice itself goes in the last bin)."""
+    from ifssnet.compare import past_ends_pct, reference_extent
+
     pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
-    present = np.flatnonzero(ref.reshape(ref.shape[0], -1).any(axis=1))
-    k0, k1 = int(present[0]), int(present[-1])
+    k0, k1 = reference_extent(ref)
     mid = int(sorted(seed_slices)[len(seed_slices) // 2])
+    k = np.setdiff1d(np.arange(k0, k1 + 1), np.asarray(seed_slices, int))   # the scored slices
+    span = np.maximum(np.where(k > mid, k1 - mid, mid - k0), 1)
+    b = np.minimum((np.abs(k - mid) / span * bins).astype(int), bins - 1)
+    p, r = pred[k], ref[k]
+    per_slice = np.stack([p.sum(axis=(1, 2)), r.sum(axis=(1, 2)), (p & r).sum(axis=(1, 2))], axis=1)
     sums = np.zeros((bins, 3))                                    # predicted, reference, overlap voxels
-    seeds = set(int(s) for s in seed_slices)
-    for k in range(k0, k1 + 1):
-        if k in seeds:
-            continue
-        span = (k1 - mid) if k > mid else (mid - k0)
-        b = min(int(abs(k - mid) / max(span, 1) * bins), bins - 1)
-        p, r = pred[k], ref[k]
-        sums[b] += (np.count_nonzero(p), np.count_nonzero(r), np.count_nonzero(p & r))
+    np.add.at(sums, b, per_slice)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(sums[:, 1] > 0, sums[:, 0] / sums[:, 1], np.nan)
         dice = np.where(sums[:, 0] + sums[:, 1] > 0, 2 * sums[:, 2] / (sums[:, 0] + sums[:, 1]), np.nan)
-    past = np.count_nonzero(pred[:k0]) + np.count_nonzero(pred[k1 + 1:])
-    return {"area_ratio": ratio.tolist(), "dice": dice.tolist(), "past_ends_pct": 100.0 * past / np.count_nonzero(ref)}
+    return {"area_ratio": ratio.tolist(), "dice": dice.tolist(), "past_ends_pct": past_ends_pct(pred, ref, (k0, k1))}
 
 
 def table(per_case: List[Dict[str, dict]], bins: int) -> str:

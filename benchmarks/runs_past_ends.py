@@ -20,6 +20,8 @@ import argparse
 
 import numpy as np
 
+from ifssnet.train import TrainConfig, added_labels, decremental_cases
+
 
 def run_shares(cases, run_length: int, n: int = 400, seed: int = 0, window: int = 3):
     """(share of runs with a slice where the muscle is absent, share with a slice labelled empty) over ``n``
@@ -46,25 +48,20 @@ def main(argv=None) -> int:
     p.add_argument("--run-length", type=int, default=8)
     p.add_argument("--burn-in", type=int, default=0)
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--decay-ratio", type=float, default=0.5)
-    p.add_argument("--paint-group", type=int, default=3)
+    p.add_argument("--decay-ratio", type=float, default=TrainConfig.decay_ratio)
+    p.add_argument("--paint-group", type=int, default=TrainConfig.paint_group)
     p.add_argument("--fill-gap", type=int, default=0)
     p.add_argument("--empty-past-ends", action="store_true")
     p.add_argument("--runs", type=int, default=400)
     args = p.parse_args(argv)
 
     from ifssnet.dataset import load_case
-    from ifssnet.fill_gaps import fill_gaps
-    from ifssnet.past_ends import empty_past_ends
-    from ifssnet.train import TrainConfig, decremental_cases
 
     cases = [load_case(f"{c}/volume.nrrd", f"{c}/reference.seg.nrrd", args.size) for c in args.cases]
     if args.mode == "fewshot":
-        cfg = TrainConfig(mode="fewshot", decay_ratio=args.decay_ratio, paint_group=args.paint_group)
-        cases = decremental_cases(cases, cfg)
-        cases = [fill_gaps(c, args.fill_gap) for c in cases]
-        if args.empty_past_ends:
-            cases = [empty_past_ends(c) for c in cases]
+        cfg = TrainConfig(mode="fewshot", decay_ratio=args.decay_ratio, paint_group=args.paint_group,
+                          fill_gap=args.fill_gap, empty_past_ends=args.empty_past_ends)
+        cases = [added_labels(c, cfg) for c in decremental_cases(cases, cfg)]
     absent, labelled = run_shares(cases, args.run_length + args.burn_in, args.runs)
     print(f"{args.mode}, runs of {args.run_length} + {args.burn_in} burn-in slices, {len(cases)} cases, "
           f"{args.runs} runs: {100 * absent:.1f} % reach a slice without the muscle, "

@@ -73,6 +73,14 @@ def reference_extent(ref_mask: np.ndarray) -> Tuple[int, int]:
     return slice_extent(ref_mask) or (0, -1)
 
 
+def past_ends_pct(pred: np.ndarray, ref: np.ndarray, extent: Optional[Tuple[int, int]] = None) -> float:
+    """The volume of ``pred`` on slices (axis 0) past ``ref``'s ends, in % of ``ref``'s volume (both (K, J, I));
+    ``extent``: ``ref``'s (first, last) slice when already known (:func:`reference_extent`)."""
+    r0, r1 = extent if extent is not None else reference_extent(ref)
+    past = np.count_nonzero(pred[:r0]) + np.count_nonzero(pred[r1 + 1:])
+    return 100.0 * past / max(np.count_nonzero(ref), 1)
+
+
 # --------------------------------------------------------------------------------------------------
 # The runner
 
@@ -127,8 +135,9 @@ def score(pred: np.ndarray, ref: np.ndarray, spacing_kji, seed_slices: Sequence[
     from .metrics import evaluate, slice_dice
 
     K = ref.shape[0]
+    r0, r1 = reference_extent(ref)
     if score_extent == "reference":
-        k0, k1 = reference_extent(ref)
+        k0, k1 = r0, r1
     elif score_extent == "volume":
         k0, k1 = 0, K - 1
     else:
@@ -137,9 +146,7 @@ def score(pred: np.ndarray, ref: np.ndarray, spacing_kji, seed_slices: Sequence[
     exclude = sorted(set(int(s) for s in seed_slices) | set(outside))
     m = evaluate(pred, ref, spacing_kji, exclude_slices=exclude)
     row = {col: float(m[key]) for col, key in _FROM_EVALUATE.items()}
-    r0, r1 = reference_extent(ref)
-    past = np.count_nonzero(pred[:r0]) + np.count_nonzero(pred[r1 + 1:])
-    row["past_ends_pct"] = 100.0 * past / max(np.count_nonzero(ref), 1)
+    row["past_ends_pct"] = past_ends_pct(pred, ref, (r0, r1))
     sd = slice_dice(pred, ref)
     sd[exclude] = np.nan
     row["slice_dice"] = sd

@@ -10,7 +10,7 @@ random direction, that starts on a slice where the segment is known and present.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -43,6 +43,16 @@ class Case:
     def painted_slices(self, name: str) -> np.ndarray:
         """bool (K,): the painted slices of segment ``name`` (its known ones unless labels were added)."""
         return self.known[name] if self.painted is None else self.painted[name]
+
+    def with_labels(self, added: Dict[str, Tuple[np.ndarray, np.ndarray]]) -> "Case":
+        """This case with labels added to some segments: ``added`` maps a segment to its new ``(mask, known)``
+        (uint8 (K, S, S), bool (K,)); the painted slices stay this case's. Nothing added: the case itself."""
+        if not added:
+            return self
+        painted = {n: self.painted_slices(n) for n in self.known}
+        masks = {**self.masks, **{n: m for n, (m, _) in added.items()}}
+        known = {**self.known, **{n: k for n, (_, k) in added.items()}}
+        return replace(self, masks=masks, known=known, painted=painted)
 
     @property
     def n_slices(self) -> int:

@@ -16,7 +16,6 @@ silent (its prototype uses the network's own predictions between groups); the mo
 """
 from __future__ import annotations
 
-from dataclasses import replace
 import numpy as np
 
 from .dataset import Case
@@ -45,8 +44,7 @@ def fill_gaps(case: Case, max_gap: int) -> Case:
 
     if max_gap < 1:
         return case
-    masks, known = dict(case.masks), dict(case.known)
-    painted = {n: case.painted_slices(n) for n in case.known}
+    added = {}
     for name, k in case.known.items():
         if k.all():
             continue
@@ -60,7 +58,5 @@ def fill_gaps(case: Case, max_gap: int) -> Case:
         m[todo] = interp[todo]
         k = k.copy()
         k[todo] = True
-        masks[name], known[name] = m, k
-    if all(known[n] is k for n, k in case.known.items()):
-        return case
-    return replace(case, masks=masks, known=known, painted=painted)
+        added[name] = (m, k)
+    return case.with_labels(added)

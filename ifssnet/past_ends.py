@@ -16,8 +16,6 @@ painted slice); the model card measures it.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from .dataset import Case
@@ -47,17 +45,13 @@ def empty_past_ends(case: Case) -> Case:
     A segment known on every slice is left as it is, and a case without such slices is returned itself; the
     ``painted`` slices stay the input's.
     Masks are the case's working grid, uint8 (K, S, S), along axis 0."""
-    masks, known = dict(case.masks), dict(case.known)
-    painted = {n: case.painted_slices(n) for n in case.known}
+    added = {}
     for name, k in case.known.items():
         if k.all():
             continue
-        past = empty_slices_past_ends(painted[name], case.masks[name]) & ~k
-        if not past.any():
-            continue
-        m = case.masks[name].copy()
-        m[past] = 0
-        masks[name], known[name] = m, k | past
-    if all(known[n] is k for n, k in case.known.items()):
-        return case
-    return replace(case, masks=masks, known=known, painted=painted)
+        past = empty_slices_past_ends(case.painted_slices(name), case.masks[name]) & ~k
+        if past.any():
+            m = case.masks[name].copy()
+            m[past] = 0
+            added[name] = (m, k | past)
+    return case.with_labels(added)

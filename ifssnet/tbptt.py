@@ -109,8 +109,8 @@ def burn_in(model, loss_fn, image, mask, known, cfg: TrainConfig, slices: int, s
     the network's own predictions fed forward from the annotation of the first w slices, never re-anchored
     on the truth (in ``fewshot`` mode on annotated slices, as propagation on painted ones).
 
-    ``image``, ``mask``: torch (B, L, S, S); ``known``, ``anchors``: bool (B, L) (see :func:`windows_loss`).
-    Returns ``(offset, state, prev)``:
+    ``image``, ``mask``: torch (B, L, S, S); ``known``, ``anchors``: bool (B, L) (see :func:`windows_loss`;
+    ``anchors`` default ``known``). Returns ``(offset, state, prev)``:
     the trained part of the run starts at slice ``offset`` (``slices`` rounded down to a multiple of
     ``stride``), with the ConvLSTM ``state`` and the mask input ``prev`` (B, w, S, S) that the burn-in
     left there, both detached. With ``slices`` 0 it is ``(0, None, None)``: the run starts on the truth.
@@ -138,7 +138,7 @@ def burn_in(model, loss_fn, image, mask, known, cfg: TrainConfig, slices: int, s
         with torch.no_grad():
             _, state, prev = windows_loss(model, loss_fn, image[:, :offset + w], mask[:, :offset + w],
                                           known[:, :offset + w], quiet, stride=stride,
-                                          anchors=None if anchors is None else anchors[:, :offset + w])
+                                          anchors=(known if anchors is None else anchors)[:, :offset + w])
     finally:
         model.train(was_training)
     return offset, detach_state(state), prev.detach()
@@ -149,16 +149,16 @@ def burn_in_each(model, loss_fn, image, mask, known, cfg: TrainConfig, offsets: 
     """:func:`burn_in` with its own length per run (``--reach``): run i is propagated without gradient over its
     first ``offsets[i]`` slices (each a multiple of ``stride``, at least ``stride``), then cut to the ``length``
     slices from where its burn-in ended. ``image``, ``mask``: torch (B, L, S, S); ``known``, ``anchors``: bool (B, L).
-    Returns the cut ``(image, mask, known, anchors)``, each (B, length, ...) (``anchors`` None when not given),
+    Returns the cut ``(image, mask, known, anchors)``, each (B, length, ...) (``anchors`` default ``known``),
     and the batched ``(state, prev)``."""
     import torch
 
     from .network_runner import index_state, stack_states
 
+    anchors = known if anchors is None else anchors
     parts = [burn_in(model, loss_fn, image[i:i + 1], mask[i:i + 1], known[i:i + 1], cfg, o, stride,
-                     None if anchors is None else anchors[i:i + 1])
-             for i, o in enumerate(offsets)]
-    cut = [None if x is None else torch.stack([x[i, off:off + length] for i, (off, _, _) in enumerate(parts)])
+                     anchors[i:i + 1]) for i, o in enumerate(offsets)]
+    cut = [torch.stack([x[i, off:off + length] for i, (off, _, _) in enumerate(parts)])
            for x in (image, mask, known, anchors)]
     state = stack_states([index_state(st, 0) for _, st, _ in parts], image.device)   # refuses a run not burnt in
     prev = torch.cat([pv for _, _, pv in parts])
@@ -180,14 +180,14 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
     from .model.convlstm import detach_state
 
     w = model.config.window
+    anchors = run_known if anchors is None else anchors
     seed_area = annotated_area(run_mask, w) if cfg.end_weight else None   # every part's leak_loss measures against it
     if offsets is not None:
         run_image, run_mask, run_known, anchors, state, prev = burn_in_each(
             model, loss_fn, run_image, run_mask, run_known, cfg, offsets, cfg.run_length, stride, anchors)
     else:
         offset, state, prev = burn_in(model, loss_fn, run_image, run_mask, run_known, cfg, burn, stride, anchors)
-        run_image, run_mask, run_known = run_image[:, offset:], run_mask[:, offset:], run_known[:, offset:]
-        anchors = None if anchors is None else anchors[:, offset:]
+        run_image, run_mask, run_known, anchors = (x[:, offset:] for x in (run_image, run_mask, run_known, anchors))
     L = run_image.shape[1]
     half = max(w + stride, (L + w) // 2)
     last = stride * ((half - w) // stride)          # where the first half's last window starts
@@ -197,7 +197,7 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
         optimizer.zero_grad(set_to_none=True)
         loss, state, prev = windows_loss(model, loss_fn, run_image[:, a:b], run_mask[:, a:b], run_known[:, a:b],
                                          cfg, state, first_prev=prev, stride=stride, segments=segments,
-                                         seed_area=seed_area, anchors=None if anchors is None else anchors[:, a:b])
+                                         seed_area=seed_area, anchors=anchors[:, a:b])
         _apply_update(optimizer, loss, cfg)
         state = detach_state(state)
         prev = prev.detach()

@@ -249,6 +249,17 @@ def decremental_cases(cases: Sequence[Case], cfg: TrainConfig) -> List[Case]:
             for c, f in zip(cases, fractions)]
 
 
+def added_labels(case: Case, cfg: TrainConfig) -> Case:
+    """``case`` with the labels ``--mode fewshot`` adds to its paint, as training adds them: ``cfg.fill_gap``'s
+    between painted groups (:func:`ifssnet.fill_gaps.fill_gaps`), then ``cfg.empty_past_ends``' past the ends
+    (:func:`ifssnet.past_ends.empty_past_ends`). Neither set: the case itself."""
+    if cfg.fill_gap:
+        case = fill_gaps(case, cfg.fill_gap)
+    if cfg.empty_past_ends:
+        case = empty_past_ends(case)
+    return case
+
+
 #: Fine-tuning from a model with more than this share of zero weights warns that those parts hardly learn.
 DEAD_SHARE_WARNING = 0.25
 
@@ -387,10 +398,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if cfg.mode == "fewshot":
         cases = decremental_cases(cases, cfg)
     my_cases = [c for i, c in enumerate(cases) if i % world == rank] or list(cases)
-    if cfg.fill_gap:                          # each rank fills the gaps of the cases it trains on (fewshot only)
-        my_cases = [fill_gaps(c, cfg.fill_gap) for c in my_cases]
-    if cfg.empty_past_ends:
-        my_cases = [empty_past_ends(c) for c in my_cases]
+    my_cases = [added_labels(c, cfg) for c in my_cases]   # each rank labels the cases it trains on (fewshot only)
 
     model.to(device).train()
     loss_fn = ParametricTversky(bce_weight=cfg.bce_weight, learn=cfg.learn_tversky, beta=cfg.tversky_beta).to(device)
