@@ -125,6 +125,32 @@ def test_a_training_step_anchors_on_the_painted_slices_in_every_part_of_the_run(
     _assert_anchored_on(calls, msk, painted)
 
 
+def test_fewshot_end_weight_charges_windows_labelled_empty_and_no_others():
+    """--end-weight in fewshot mode: a window counts when every slice is labelled empty (painted, or labelled by
+    --empty-past-ends); one with an unlabelled slice is scored against pseudo-labels and adds nothing."""
+    img, msk, _ = _numbered_run(12)
+    msk[:, 7:] = 0                                             # the muscle ends after slice 6
+    known = torch.zeros(1, 12, dtype=torch.bool)
+    known[:, 0:3] = True                                       # the painted start
+    losses = {}
+    for label in ("none", "past"):
+        kn = known.clone()
+        if label == "past":
+            kn[:, 8:] = True                                   # labelled empty past the end: windows 8 and 9 count
+        for weight in (0.0, 2.0):
+            model = _Recorder().eval()
+            cfg = TrainConfig(mode="fewshot", end_weight=weight)
+            loss, _, _ = windows_loss(model, ParametricTversky(), img, msk, kn, cfg)
+            losses[label, weight] = float(loss.detach())
+            if weight:
+                probs = [torch.softmax(c[3], dim=1)[:, 1] for c in model.calls]
+    assert losses["none", 2.0] == pytest.approx(losses["none", 0.0])
+    past = [p for t, p in zip(range(1, 10), probs) if t >= 8]
+    expected = 2.0 * sum(float(p.sum()) / float(msk[:, :3].sum()) for p in past) / len(probs)
+    assert expected > 0
+    assert losses["past", 2.0] - losses["past", 0.0] == pytest.approx(expected, rel=1e-4)
+
+
 @pytest.mark.parametrize("bad, match", [(dict(mode="full", empty_past_ends=True), "empty-past-ends"),
                                         (dict(mode="full", anchor="painted"), "anchor painted"),
                                         (dict(mode="fewshot", anchor="painted", cycle=1.0), "cycle"),

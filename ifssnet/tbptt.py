@@ -41,7 +41,8 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     network trained with detached feedback is never taught what its own errors do to the next window.
     ``cfg.image_aux``: adds that weight x the image-only head's loss
     (:func:`ifssnet.extra_losses.image_head_loss`) on each window; ``segments`` (torch long (B,)) are the runs' channels of that head.
-    ``cfg.end_weight``: adds that weight x :func:`ifssnet.extra_losses.leak_loss` on each window;
+    ``cfg.end_weight``: adds that weight x :func:`ifssnet.extra_losses.leak_loss` on each window (in ``fewshot``
+    mode it counts the windows labelled empty on every slice: painted, or ``--empty-past-ends``);
     ``seed_area`` (torch (B,), pixels over w slices) is the annotated area of the whole run's first window, which a later part of the run (a
     TBPTT half, the part after a burn-in) no longer holds; default: ``mask[:, 0:w]``'s.
     ``anchors``: torch bool (B, L), the slices a ``fewshot`` run re-anchors its mask input on (``--anchor painted``:
@@ -56,7 +57,7 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     prev = mask[:, 0:w] if run_start else first_prev
     prev_pred = None                      # previous window's prediction (B, w, S, S), detached
     losses, aux = [], []
-    leak = bool(cfg.end_weight) and cfg.mode == "full"
+    leak = bool(cfg.end_weight)           # fewshot: only windows labelled empty on every slice count (leak_loss)
     if leak and seed_area is None:
         seed_area = annotated_area(mask, w)
     for t in range(stride, L - w + 1, stride):

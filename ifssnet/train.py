@@ -107,7 +107,7 @@ class TrainConfig:
     anchor: str = "known"              # fewshot: the mask input is re-anchored on "known" slices, or on "painted" ones only
     ema: float = 0.0                   # decay of an exponential moving average of the weights (0: none); see train()
     warmup: int = 0                    # steps over which the learning rate rises linearly to lr (0: none)
-    end_weight: float = 0.0            # full mode: + this x a window's predicted area past the muscle's end (leak_loss)
+    end_weight: float = 0.0            # + this x a window's predicted area past the muscle's end (leak_loss)
 
     def validate(self) -> None:
         if self.mode not in ("full", "fewshot", "image"):

@@ -177,8 +177,9 @@ def add_train_arguments(p) -> None:
                         "the painted ones alone (painted): slices labelled by --fill-gap or --empty-past-ends are then "
                         "targets only, and the network is fed its own predictions over them, as in propagation")
     p.add_argument("--end-weight", type=float, default=None, metavar="W",
-                   help="full mode: add W x the area predicted in windows past a muscle's end (a fraction of the "
-                        "annotated area; the Tversky and cross-entropy terms hardly see such a leak; default 0)")
+                   help="add W x the area predicted in windows past a muscle's end (a fraction of the annotated "
+                        "area; the Tversky and cross-entropy terms hardly see such a leak; default 0). fewshot mode: "
+                        "windows labelled empty on every slice, such as --empty-past-ends labels")
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="keep an exponential moving average of the weights (e.g. 0.99: about the last 100 steps); "
                         "the model files hold it and --val scores it (default 0: the last step's weights)")
