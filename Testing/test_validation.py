@@ -269,6 +269,23 @@ def test_train_cli_says_when_no_step_beat_the_starting_network(tmp_path, phantom
     assert "at step 2:" in out and "No training step beat" not in out
 
 
+def test_the_leak_loss_on_a_new_full_network_comes_with_a_note(tmp_path, phantoms, capsys):
+    """--end-weight from a new network in full mode made every mask empty (model card, session 35): the command says
+    so and trains on; a fine-tune, or the loss left off, gets no note."""
+    from ifssnet.cli import main
+
+    new = [str(phantoms / "case0"), "--epochs", "1", "--steps", "1", "--size", "32", "--width-mult", "0.25",
+           "--run-length", "8"]
+    assert main(["train", *new, "--end-weight", "1", "--out", str(tmp_path / "a.pt")]) == 0
+    assert "Note: --end-weight 1 on a new network" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "a.pt")[2]["training"]["config"]["end_weight"] == 1.0
+    assert main(["train", *new, "--out", str(tmp_path / "b.pt")]) == 0
+    assert "--end-weight" not in capsys.readouterr().err
+    assert main(["train", str(phantoms / "case0"), "--epochs", "1", "--steps", "1", "--from", str(tmp_path / "b.pt"),
+                 "--end-weight", "16", "--out", str(tmp_path / "c.pt")]) == 0
+    assert "on a new network" not in capsys.readouterr().err
+
+
 def test_fine_tuning_takes_the_base_models_recipe_unless_an_option_is_given(tmp_path, phantoms, capsys):
     """A network trained with the Dice loss + cross-entropy, the gradient through the fed-back mask, on runs of 8
     (the shipped recipe) is fine-tuned that way, not with the command line's defaults; given options win."""

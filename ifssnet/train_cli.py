@@ -227,6 +227,13 @@ def _train_cli(args) -> int:
     if inherited and int(os.environ.get("RANK", "0")) == 0:          # once under torchrun
         print(f"Fine-tuning with the recipe {args.base} was trained with: {inherited} (give an option to change it)",
               file=sys.stderr, flush=True)
+    if args.mode == "full" and (args.end_weight or 0) > 0 and not (args.base or args.resume) \
+            and int(os.environ.get("RANK", "0")) == 0:
+        print(f"Note: --end-weight {args.end_weight:g} on a new network. In full mode a new network's masks fill "
+              "the windows past each end, and with --end-weight 16 one learnt to predict nothing at all in 600 "
+              "steps (model card, 'The leak loss on the end marks'). The shipped network took the leak loss in a "
+              "fine-tune: train without it first, then fine-tune --from that network with it, and validate as you "
+              "go (--val).", file=sys.stderr, flush=True)
     rank, world, own_group = _init_distributed()
     try:
         return _train_ranked(args, rank, world, stored.size if stored is not None else args.size)
