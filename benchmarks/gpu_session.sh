@@ -42,6 +42,11 @@
 #   python benchmarks/fill_gap_labels.py .data/train/s* --fill-gap 40 --decay-ratio 1 --paint-group 1 --write .fglabels
 #   run(command="CHECKS=0 TRAIN_MIN=3 FEWSHOT_MIN=3 FEWSHOT_CYCLE=0 FEWSHOT_LABELS=.fglabels bash benchmarks/gpu_session.sh",
 #       carry=[".whl", ".fglabels"], timeout_s=590)
+# Sessions 34-35 (runs of 8, 600 CPU steps, single painted slices, --fill-gap 40): the few-shot runs that score
+# nearest full supervision were without --cycle and with "--burn-in 32 --empty-past-ends --end-weight 16" (held out
+# 0.622, 0.012 below full supervision with burn-in; the leak past the ends halved): FEWSHOT_CYCLE=0
+# FEWSHOT_ARGS="--burn-in 32 --empty-past-ends --end-weight 16 ..." (not tried here; --cycle refuses --burn-in).
+# Not --end-weight for stage 2 from a new network: at 16 full supervision learnt to predict nothing (session 35).
 # CHECKS (1; 0 skips
 # the CUDA tests and the benchmark, to give the training their minutes).
 # What comes back ($OUT, at most 8 files): session.log, bench-full-cuda.{md,json}, ifssnet-gpu.pt and
