@@ -14,7 +14,7 @@ from ifssnet.past_ends import empty_past_ends, empty_slices_past_ends
 from ifssnet.tbptt import train_step, windows_loss
 from ifssnet.train import TrainConfig, train
 
-from test_train import TINY, _Recorder, _numbered_run
+from test_train import TINY, _Recorder, _numbered_run, expected_leak
 
 K = 40
 
@@ -145,8 +145,7 @@ def test_fewshot_end_weight_charges_windows_labelled_empty_and_no_others():
             if weight:
                 probs = [torch.softmax(c[3], dim=1)[:, 1] for c in model.calls]
     assert losses["none", 2.0] == pytest.approx(losses["none", 0.0])
-    past = [p for t, p in zip(range(1, 10), probs) if t >= 8]
-    expected = 2.0 * sum(float(p.sum()) / float(msk[:, :3].sum()) for p in past) / len(probs)
+    expected = expected_leak(probs, msk, 8, 2.0)
     assert expected > 0
     assert losses["past", 2.0] - losses["past", 0.0] == pytest.approx(expected, rel=1e-4)
 

@@ -697,6 +697,14 @@ def test_ema_and_warmup_out_of_range_are_refused(bad):
         TrainConfig(**bad).validate()
 
 
+def expected_leak(probs, msk, first_past: int, weight: float) -> float:
+    """What ``weight`` x :func:`ifssnet.extra_losses.leak_loss` adds to a run's loss when its windows start at slices
+    1, 2, ... (``probs``: each window's foreground probability) and those from ``first_past`` on count: their
+    predicted area over the first window's annotated area, averaged over every window."""
+    past = [p for t, p in enumerate(probs, start=1) if t >= first_past]
+    return weight * sum(float(p.sum()) / float(msk[:, :3].sum()) for p in past) / len(probs)
+
+
 def test_end_weight_charges_the_area_predicted_past_the_muscles_end():
     """Windows wholly past the end add end_weight x predicted area / first window's annotated area; windows on
     the muscle add nothing; the term trains the network (it has a gradient)."""
@@ -721,8 +729,7 @@ def test_end_weight_charges_the_area_predicted_past_the_muscles_end():
     base, _, _ = windows_loss(model, ParametricTversky(), img, msk, kn, TrainConfig())
     with_end, _, _ = windows_loss(model, ParametricTversky(), img, msk, kn, TrainConfig(end_weight=2.0))
     probs = [torch.softmax(c[3], dim=1)[:, 1] for c in model.calls[len(model.calls) // 2:]]
-    past = [p for t, p in zip(range(1, 10), probs) if t >= 7]  # windows starting at 7, 8, 9 lie past the end
-    expected = 2.0 * sum(float(p.sum()) / float(msk[:, :3].sum()) for p in past) / len(probs)
+    expected = expected_leak(probs, msk, 7, 2.0)               # windows starting at 7, 8, 9 lie past the end
     assert float((with_end - base).detach()) == pytest.approx(expected, rel=1e-4)
     assert expected > 0
     with_end.backward()

@@ -224,11 +224,11 @@ def _train_cli(args) -> int:
 
         _, stored, meta = load_checkpoint(args.resume or args.base)
     inherited = fill_recipe(args, meta if args.base and not args.resume else None)   # --resume: its own config
-    if inherited and int(os.environ.get("RANK", "0")) == 0:          # once under torchrun
+    first_rank = int(os.environ.get("RANK", "0")) == 0                  # say things once under torchrun
+    if inherited and first_rank:
         print(f"Fine-tuning with the recipe {args.base} was trained with: {inherited} (give an option to change it)",
               file=sys.stderr, flush=True)
-    if args.mode == "full" and (args.end_weight or 0) > 0 and not (args.base or args.resume) \
-            and int(os.environ.get("RANK", "0")) == 0:
+    if args.mode == "full" and args.end_weight > 0 and stored is None and first_rank:
         print(f"Note: --end-weight {args.end_weight:g} on a new network. In full mode a new network's masks fill "
               "the windows past each end, and with --end-weight 16 one learnt to predict nothing at all in 600 "
               "steps (model card, 'The leak loss on the end marks'). The shipped network took the leak loss in a "
