@@ -41,6 +41,7 @@ class IFSSNetTrainingParameterNode:
     stepsPerEpoch: Annotated[int, WithinRange(1, 100000)] = 100
     fillGap: Annotated[int, WithinRange(0, 10000)] = 0
     emptyPastEnds: bool = False
+    tverskyBeta: Annotated[float, WithinRange(0.0, 0.95)] = 0.0   # 0: the base model's (see trainingCommand)
     outputName: str = "my-ifssnet"
     holdOutLast: bool = False
     valProtocol: Annotated[str, Choice(["both", "3-seeds", "paper"])] = "both"
@@ -119,6 +120,16 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "Few-shot: where you marked a slice 'no muscle here' beyond a muscle's paint, train every slice past "
             "it as empty, so the network learns where the muscle ends (a muscle is one run of slices).")
         oform.addRow("", self.pastEndsCheck)
+        self.betaSpin = qt.QDoubleSpinBox()
+        self.betaSpin.setRange(0.0, 0.95)
+        self.betaSpin.setSingleStep(0.05)
+        self.betaSpin.specialValueText = "the base model's"
+        self.betaSpin.setProperty("SlicerParameterName", "tverskyBeta")
+        self.betaSpin.toolTip = (
+            "Where the Tversky loss's beta starts (0.5: the Dice loss; above 0.5 a missed voxel costs more than a "
+            "false one, and masks grow). A few-shot fine-tune of the shipped model (beta 0.65) scored better with "
+            "0.5 (model card).")
+        oform.addRow("Tversky beta:", self.betaSpin)
         self.deviceCombo = qt.QComboBox()
         self.deviceCombo.addItems(["cpu", "cuda"])
         self.deviceCombo.setProperty("SlicerParameterName", "device")
@@ -273,7 +284,8 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                              stepsPerEpoch=p.stepsPerEpoch, device=p.device, python=python,
                                              validationPairs=valPairs, valProtocol=p.valProtocol,
                                              fillGap=p.fillGap if p.mode == "fewshot" else 0,
-                                             emptyPastEnds=p.emptyPastEnds and p.mode == "fewshot")
+                                             emptyPastEnds=p.emptyPastEnds and p.mode == "fewshot",
+                                             tverskyBeta=p.tverskyBeta or None)
             env = os.environ.copy()
             env["TQDM_DISABLE"] = "1"  # progress comes from the step log
             import ifssnet

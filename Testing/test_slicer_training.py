@@ -72,6 +72,10 @@ def test_training_loss_plot_and_command(slicer_scene, tmp_path):
     cmd = IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "fewshot", 2, "out.pt", str(log),
                                                emptyPastEnds=True)
     assert build_parser().parse_args(cmd[3:]).empty_past_ends
+    assert build_parser().parse_args(cmd[3:]).tversky_beta is None          # the base model's beta
+    cmd = IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "fewshot", 2, "out.pt", str(log),
+                                               tverskyBeta=0.5)
+    assert build_parser().parse_args(cmd[3:]).tversky_beta == 0.5
     with pytest.raises(InputError, match="Unknown validation protocol"):
         IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "full", 2, "out.pt", str(log),
                                              validationPairs=[("w.nrrd", "b.seg.nrrd")], valProtocol="3 seeds")
@@ -179,3 +183,45 @@ def test_fewshot_training_on_single_painted_slices_fills_their_gaps(scene_nodes,
     assert load_checkpoint(path)[2]["training"]["config"]["empty_past_ends"] is True
     after = slicer.util.arrayFromSegmentBinaryLabelmap(node, node.GetSegmentation().GetNthSegmentID(0), volumeNode)
     assert np.array_equal(before, after)
+
+
+def test_a_fine_tune_in_process_takes_the_base_models_recipe(scene_nodes, tmp_path):
+    """Slicer's Python console fine-tunes (Logic.train with a base model) as ``ifssnet train --from`` does: with
+    the base model's runs and loss, not TrainConfig's defaults (runs of 32, the learned Tversky loss); a given
+    run length or beta wins, and a new network takes the defaults."""
+    pytest.importorskip("torch")
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic, segmentationFromNodes
+
+    from ifssnet.dataset import case_from_arrays
+    from ifssnet.model import IFSSNetConfig
+    from ifssnet.model.checkpoint import load_checkpoint
+    from ifssnet.train import TrainConfig, train
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    case = case_from_arrays(slicer.util.arrayFromVolume(volumeNode).astype(np.float32),
+                            segmentationFromNodes(volumeNode, ref), 32, None, "base")
+    base = train([case], tmp_path / "base.pt", model_config=IFSSNetConfig(size=32, width_mult=0.15),
+                 cfg=TrainConfig(epochs=1, steps_per_epoch=1, run_length=6, batch=2, bce_weight=1.0,
+                                 learn_tversky=False, feedback_grad=True, tversky_beta=0.6, end_weight=2.0))
+    L = IFSSNetTrainingLogic()
+
+    def config(path):
+        c = load_checkpoint(path)[2]["training"]["config"]
+        return c["run_length"], c["batch"], c["bce_weight"], c["learn_tversky"], c["feedback_grad"], \
+            c["tversky_beta"], c["end_weight"]
+
+    path = L.train([(volumeNode, ref)], "full", 1, baseModel=str(base), outputPath=str(tmp_path / "ft.pt"),
+                   stepsPerEpoch=1)
+    assert config(path) == (6, 2, 1.0, False, True, 0.6, 2.0)
+    assert L.inheritedRecipe["batch"] == 2 and "lr" not in L.inheritedRecipe
+    path = L.train([(volumeNode, ref)], "full", 1, baseModel=str(base), outputPath=str(tmp_path / "ft2.pt"),
+                   stepsPerEpoch=1, runLength=4, tverskyBeta=0.5)
+    assert config(path) == (4, 2, 1.0, False, True, 0.5, 2.0)
+    assert "run_length" not in L.inheritedRecipe and "tversky_beta" not in L.inheritedRecipe
+    path = L.train([(volumeNode, ref)], "full", 1, outputPath=str(tmp_path / "new.pt"), stepsPerEpoch=1,
+                   runLength=6, size=32, widthMult=0.15)
+    default = TrainConfig()
+    assert config(path) == (6, default.batch, default.bce_weight, default.learn_tversky, default.feedback_grad,
+                            default.tversky_beta, default.end_weight)
+    assert L.inheritedRecipe == {}

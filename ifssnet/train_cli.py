@@ -19,6 +19,7 @@ from typing import List, Sequence
 from .dataset import load_case
 from .errors import InputError
 from .train import StepLog, TrainConfig, train
+from .train_recipe import RECIPE_FIELDS, inherit_recipe
 from .validation import VALIDATION_CHOICES
 
 
@@ -36,18 +37,10 @@ def _case_paths(items: Sequence[str]) -> List[tuple]:
     return pairs
 
 
-#: How the training runs and the loss are made, as (argparse dest, TrainConfig field); the option is
-#: ``--`` + dest with dashes. Fine-tuning (``--from``) takes them from the base model's recorded training,
-#: where an option is not given: a network trained with the Dice loss and cross-entropy on runs of 8 is not
-#: fine-tuned with the paper's learned Tversky loss on runs of 32 because that is the command line's
-#: default. The schedule (epochs, steps, lr, seed, --ema, --warmup) and --mode are the user's own choice
-#: and are not inherited.
-RECIPE = (("run_length", "run_length"), ("batch", "batch"), ("bce_weight", "bce_weight"),
-          ("fixed_tversky", "learn_tversky"), ("feedback_grad", "feedback_grad"), ("strides", "strides"),
-          ("mask_jitter", "mask_jitter"), ("jitter_first_only", "jitter_first_only"), ("jitter_shift", "jitter_shift"),
-          ("jitter_radius", "jitter_radius"), ("mask_box", "mask_box"), ("burn_in", "burn_in"),
-          ("weight_decay", "weight_decay"), ("end_weight", "end_weight"),
-          ("tversky_beta", "tversky_beta"))
+#: The recipe options (:data:`ifssnet.train_recipe.RECIPE_FIELDS`) as (argparse dest, TrainConfig field); the
+#: option is ``--`` + dest with dashes. Fine-tuning (``--from``) takes those not given from the base model
+#: (:func:`ifssnet.train_recipe.inherit_recipe`).
+RECIPE = tuple(("fixed_tversky" if key == "learn_tversky" else key, key) for key in RECIPE_FIELDS)
 
 
 def _cli_value(dest: str, value):
@@ -65,22 +58,20 @@ def fill_recipe(args, base_meta=None) -> str:
     config has it, else TrainConfig's default; ``--cycle`` takes no burn-in from the base model (its runs
     start on their annotation). Returns the inherited options that differ from the defaults
     as a command-line fragment ('' when none)."""
-    stored = dict(((base_meta or {}).get("training") or {}).get("config") or {})
-    default = TrainConfig()
-    inherited = []
+    given = {key: (not value if dest == "fixed_tversky" else value) for dest, key in RECIPE
+             if (value := getattr(args, dest, None)) is not None}     # strides stay '1,3' (read in _train_ranked)
+    recipe, inherited = inherit_recipe(base_meta, given, cycle=bool(getattr(args, "cycle", 0)))
+    fragment = []
     for dest, key in RECIPE:
-        if getattr(args, dest, None) is not None:
+        if key in given:
             continue
-        if dest == "burn_in" and getattr(args, "cycle", 0):   # --cycle runs start on their annotation
-            args.burn_in = 0
-            continue
-        value = _cli_value(dest, stored[key] if key in stored else getattr(default, key))
+        value = _cli_value(dest, recipe[key])
         setattr(args, dest, value)
-        if key in stored and value != _cli_value(dest, getattr(default, key)):
+        if key in inherited:
             option = "--" + dest.replace("_", "-")
-            inherited.append(option if value is True else f"--no-{option[2:]}" if value is False
-                             else f"{option} {shlex.quote(str(value))}")
-    return " ".join(inherited)
+            fragment.append(option if value is True else f"--no-{option[2:]}" if value is False
+                            else f"{option} {shlex.quote(str(value))}")
+    return " ".join(fragment)
 
 
 def add_commands(sub) -> None:

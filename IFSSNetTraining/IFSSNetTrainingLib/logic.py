@@ -75,20 +75,24 @@ class IFSSNetTrainingLogic:
     :data:`ifssnet.validation.VALIDATION_CHOICES`) and the best by mean Dice is kept as ``<stem>.best.pt``
     (:mod:`ifssnet.validation`); a fine-tune scores ``baseModel`` first (step 0), so ``<stem>.best.pt`` is the
     base model where no step beats it (:meth:`validationVerdict` says so). ``self.validations`` holds the scores.
+    A fine-tune trains with its base model's recipe (runs, batch, loss; :func:`ifssnet.train_recipe.inherit_recipe`),
+    as ``ifssnet train --from`` does, except ``runLength`` and ``tverskyBeta`` where given (None: the base model's,
+    or for a new network runs of 32 and beta 0.5); ``self.inheritedRecipe`` holds what was taken from it.
     """
 
     def __init__(self) -> None:
         self.steps: List[dict] = []
         self.validations: List[dict] = []
+        self.inheritedRecipe: dict = {}
 
     # ---- in process ----------------------------------------------------------------------------
 
     def train(self, pairs, mode: str = "fewshot", epochs: int = 10, baseModel=None, outputPath=None,
-              progress=None, cancel=None, *, resume=None, stepsPerEpoch: int = 100, runLength: int = 32,
+              progress=None, cancel=None, *, resume=None, stepsPerEpoch: int = 100, runLength: Optional[int] = None,
               size: int = 128, widthMult: float = 1.0, device: str = "cpu",
               segmentNames: Optional[Sequence[str]] = None, onStep: Optional[Callable[[dict], None]] = None,
               validationPairs=None, valEvery: Optional[int] = None, valProtocol: str = "3-seeds",
-              fillGap: int = 0, emptyPastEnds: bool = False) -> str:
+              fillGap: int = 0, emptyPastEnds: bool = False, tverskyBeta: Optional[float] = None) -> str:
         if mode not in MODES:
             raise InputError(f"Unknown training mode '{mode}'.", "Use 'full' or 'fewshot'.")
         if not pairs:
@@ -96,13 +100,16 @@ class IFSSNetTrainingLogic:
         outputPath = outputPath or self.defaultOutputPath("ifssnet-finetuned")
         from ifssnet.dataset import case_from_arrays, load_case
         from ifssnet.train import TrainConfig, train as coreTrain
+        from ifssnet.train_recipe import inherit_recipe
 
+        baseMeta = None
         if baseModel or resume:
             from ifssnet.model.checkpoint import load_checkpoint
 
-            _, config, _ = load_checkpoint(resume or baseModel)
+            _, config, meta = load_checkpoint(resume or baseModel)
             size = config.size
             modelConfig = None
+            baseMeta = None if resume else meta       # a resumed run keeps its own config
         else:
             from ifssnet.model import IFSSNetConfig
 
@@ -120,8 +127,9 @@ class IFSSNetTrainingLogic:
             raise InputError("A validation volume is also a training volume.",
                              "Hold out a volume the network does not train on, or leave validation off.")
         validator = self.validator(validationPairs, segmentNames, valProtocol) if validationPairs else None
-        cfg = TrainConfig(mode=mode, epochs=int(epochs), steps_per_epoch=int(stepsPerEpoch), run_length=int(runLength),
-                          fill_gap=int(fillGap), empty_past_ends=bool(emptyPastEnds))
+        recipe, self.inheritedRecipe = inherit_recipe(baseMeta, {"run_length": runLength, "tversky_beta": tverskyBeta})
+        cfg = TrainConfig(mode=mode, epochs=int(epochs), steps_per_epoch=int(stepsPerEpoch), fill_gap=int(fillGap),
+                          empty_past_ends=bool(emptyPastEnds), **recipe)
         self.steps, self.validations = [], []
 
         def stepHook(log) -> None:
@@ -195,11 +203,12 @@ class IFSSNetTrainingLogic:
                         resume=None, stepsPerEpoch: int = 100, device: str = "cpu", python: Optional[str] = None,
                         validationPairs=None, valEvery: Optional[int] = None,
                         valProtocol: Optional[str] = None, fillGap: int = 0,
-                        emptyPastEnds: bool = False) -> List[str]:
+                        emptyPastEnds: bool = False, tverskyBeta: Optional[float] = None) -> List[str]:
         """The ``ifssnet train`` command line for a background process (Slicer's PythonSlicer runs it).
         ``validationPairs``: (volume, annotation) files held out of training (``--val``), scored under
         ``valProtocol`` (``--val-protocol``; the CLI's ``3-seeds`` when None). ``fillGap``: ``--fill-gap`` (as in
-        :meth:`train`; 0 leaves it out), ``emptyPastEnds``: ``--empty-past-ends``."""
+        :meth:`train`; 0 leaves it out), ``emptyPastEnds``: ``--empty-past-ends``, ``tverskyBeta``: ``--tversky-beta``
+        (None: the base model's, as in :meth:`train`)."""
         if valProtocol is not None and valProtocol not in VALIDATION_CHOICES:
             raise InputError(f"Unknown validation protocol '{valProtocol}'.",
                              f"Use one of {', '.join(VALIDATION_CHOICES)}.")
@@ -211,6 +220,8 @@ class IFSSNetTrainingLogic:
             cmd += ["--fill-gap", str(int(fillGap))]
         if emptyPastEnds:
             cmd += ["--empty-past-ends"]
+        if tverskyBeta is not None:
+            cmd += ["--tversky-beta", repr(float(tverskyBeta))]
         if validationPairs:
             cmd += ["--val"] + [f"{v}:{a}" for v, a in validationPairs]
             if valEvery:
