@@ -215,6 +215,9 @@ def test_a_fine_tune_in_process_takes_the_base_models_recipe(scene_nodes, tmp_pa
                    stepsPerEpoch=1)
     assert config(path) == (6, 2, 1.0, False, True, 0.6, 2.0)
     assert L.inheritedRecipe["batch"] == 2 and "lr" not in L.inheritedRecipe
+    card = (tmp_path / "ft.md").read_text()                      # the model card says how it was trained
+    assert "--run-length 6 --batch 2 --bce-weight 1.0 --fixed-tversky --feedback-grad --end-weight 2.0 " \
+           "--tversky-beta 0.6" in card
     path = L.train([(volumeNode, ref)], "full", 1, baseModel=str(base), outputPath=str(tmp_path / "ft2.pt"),
                    stepsPerEpoch=1, runLength=4, tverskyBeta=0.5)
     assert config(path) == (4, 2, 1.0, False, True, 0.5, 2.0)
@@ -225,3 +228,4 @@ def test_a_fine_tune_in_process_takes_the_base_models_recipe(scene_nodes, tmp_pa
     assert config(path) == (6, default.batch, default.bce_weight, default.learn_tversky, default.feedback_grad,
                             default.tversky_beta, default.end_weight)
     assert L.inheritedRecipe == {}
+    assert "--run-length 6\n" in (tmp_path / "new.md").read_text()    # only what differs from the defaults

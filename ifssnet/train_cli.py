@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import List, Sequence
 from .dataset import load_case
 from .errors import InputError
 from .train import StepLog, TrainConfig, train
-from .train_recipe import RECIPE_FIELDS, inherit_recipe
+from .train_recipe import RECIPE, cli_value, inherit_recipe, recipe_options
 from .validation import VALIDATION_CHOICES
 
 
@@ -37,21 +36,6 @@ def _case_paths(items: Sequence[str]) -> List[tuple]:
     return pairs
 
 
-#: The recipe options (:data:`ifssnet.train_recipe.RECIPE_FIELDS`) as (argparse dest, TrainConfig field); the
-#: option is ``--`` + dest with dashes. Fine-tuning (``--from``) takes those not given from the base model
-#: (:func:`ifssnet.train_recipe.inherit_recipe`).
-RECIPE = tuple(("fixed_tversky" if key == "learn_tversky" else key, key) for key in RECIPE_FIELDS)
-
-
-def _cli_value(dest: str, value):
-    """A TrainConfig value as the command line's: fixed_tversky is not learn_tversky, strides are '1,3'."""
-    if dest == "fixed_tversky":
-        return not value
-    if dest == "strides":
-        return ",".join(str(int(v)) for v in value)
-    return value
-
-
 def fill_recipe(args, base_meta=None) -> str:
     """Set every recipe option (:data:`RECIPE`) the user did not give: from ``base_meta`` (the metadata of
     the ``--from`` model, :func:`~ifssnet.model.checkpoint.load_checkpoint`'s third value) where its training
@@ -61,17 +45,10 @@ def fill_recipe(args, base_meta=None) -> str:
     given = {key: (not value if dest == "fixed_tversky" else value) for dest, key in RECIPE
              if (value := getattr(args, dest, None)) is not None}     # strides stay '1,3' (read in _train_ranked)
     recipe, inherited = inherit_recipe(base_meta, given, cycle=bool(getattr(args, "cycle", 0)))
-    fragment = []
     for dest, key in RECIPE:
-        if key in given:
-            continue
-        value = _cli_value(dest, recipe[key])
-        setattr(args, dest, value)
-        if key in inherited:
-            option = "--" + dest.replace("_", "-")
-            fragment.append(option if value is True else f"--no-{option[2:]}" if value is False
-                            else f"{option} {shlex.quote(str(value))}")
-    return " ".join(fragment)
+        if key not in given:
+            setattr(args, dest, cli_value(dest, recipe[key]))
+    return recipe_options(inherited)
 
 
 def add_commands(sub) -> None:

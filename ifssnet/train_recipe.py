@@ -12,12 +12,48 @@ the same way from the command line, from the Training module and from Slicer's P
 """
 from __future__ import annotations
 
+import shlex
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 #: TrainConfig fields a fine-tune inherits, in the order the command line reports them.
 RECIPE_FIELDS = ("run_length", "batch", "bce_weight", "learn_tversky", "feedback_grad", "strides",
                  "mask_jitter", "jitter_first_only", "jitter_shift", "jitter_radius", "mask_box", "burn_in",
                  "weight_decay", "end_weight", "tversky_beta")
+
+#: The recipe fields as (``ifssnet train`` argparse dest, TrainConfig field); the option is ``--`` + dest with
+#: dashes (``--fixed-tversky`` is ``learn_tversky`` turned round).
+RECIPE = tuple(("fixed_tversky" if key == "learn_tversky" else key, key) for key in RECIPE_FIELDS)
+
+
+def cli_value(dest: str, value):
+    """A TrainConfig value as the command line's: fixed_tversky is not learn_tversky, strides are '1,3'."""
+    if dest == "fixed_tversky":
+        return not value
+    if dest == "strides":
+        return ",".join(str(int(v)) for v in value)
+    return value
+
+
+def recipe_options(values: Mapping[str, Any]) -> str:
+    """The recipe fields in ``values`` (TrainConfig field -> value) as ``ifssnet train`` options, in
+    :data:`RECIPE_FIELDS` order, e.g. ``--run-length 8 --fixed-tversky --strides 1,3``."""
+    options = []
+    for dest, key in RECIPE:
+        if key not in values:
+            continue
+        value = cli_value(dest, values[key])
+        option = "--" + dest.replace("_", "-")
+        options.append(option if value is True else f"--no-{option[2:]}" if value is False
+                       else f"{option} {shlex.quote(str(value))}")
+    return " ".join(options)
+
+
+def differs_from_default(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """The recipe fields of a stored training config whose value is not TrainConfig's default."""
+    from .train import TrainConfig
+
+    default = TrainConfig()
+    return {key: config[key] for key in RECIPE_FIELDS if key in config and config[key] != getattr(default, key)}
 
 
 def inherit_recipe(base_meta: Optional[dict], given: Mapping[str, Any], *,
@@ -34,18 +70,10 @@ def inherit_recipe(base_meta: Optional[dict], given: Mapping[str, Any], *,
     from .train import TrainConfig
 
     stored = dict(((base_meta or {}).get("training") or {}).get("config") or {})
+    given = {key: value for key, value in given.items() if value is not None}
+    if cycle:
+        given.setdefault("burn_in", 0)
     default = TrainConfig()
-    recipe: Dict[str, Any] = {}
-    inherited: Dict[str, Any] = {}
-    for key in RECIPE_FIELDS:
-        if given.get(key) is not None:
-            recipe[key] = given[key]
-        elif key == "burn_in" and cycle:
-            recipe[key] = 0
-        elif key in stored:
-            recipe[key] = stored[key]
-            if stored[key] != getattr(default, key):
-                inherited[key] = stored[key]
-        else:
-            recipe[key] = getattr(default, key)
+    recipe = {key: given[key] if key in given else stored.get(key, getattr(default, key)) for key in RECIPE_FIELDS}
+    inherited = {key: value for key, value in differs_from_default(stored).items() if key not in given}
     return recipe, inherited

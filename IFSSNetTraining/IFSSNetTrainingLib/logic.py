@@ -283,6 +283,7 @@ class IFSSNetTrainingLogic:
             f"- Training cases: {', '.join(cases)}",
             f"- Final loss {last.get('loss', float('nan')):.4f}, alpha {last.get('alpha', float('nan')):.3f}, "
             f"beta {last.get('beta', float('nan')):.3f} after {last.get('step', 0)} steps",
+            f"- Recipe (what differs from `ifssnet train`'s defaults): {_recipeOf(modelPath) or 'the defaults'}",
             "- Check it on a held-out volume (IFSSNetComparison) before clinical use.",
         ]
         path = os.path.splitext(modelPath)[0] + ".md"
@@ -373,6 +374,16 @@ class IFSSNetTrainingLogic:
             for name in columns[1:]:
                 segmentationLogic.addLinePlotSeries(scene, chartNode, tableNode, name, "step")
         return tableNode, chartNode
+
+
+def _recipeOf(modelPath: str) -> str:
+    """The recipe the model file records (:func:`ifssnet.train_recipe.recipe_options` of the fields that differ
+    from the defaults), e.g. ``--run-length 8 --batch 2 --tversky-beta 0.5``."""
+    from ifssnet.model.checkpoint import load_checkpoint
+    from ifssnet.train_recipe import differs_from_default, recipe_options
+
+    config = ((load_checkpoint(modelPath)[2].get("training") or {}).get("config")) or {}
+    return recipe_options(differs_from_default(config))
 
 
 def _withValidationDice(records: Sequence[dict]) -> List[dict]:
