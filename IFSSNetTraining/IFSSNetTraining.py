@@ -41,7 +41,7 @@ class IFSSNetTrainingParameterNode:
     stepsPerEpoch: Annotated[int, WithinRange(1, 100000)] = 100
     fillGap: Annotated[int, WithinRange(0, 10000)] = 0
     emptyPastEnds: bool = False
-    tverskyBeta: Annotated[float, WithinRange(0.0, 0.95)] = 0.0   # 0: the base model's (see trainingCommand)
+    tverskyBeta: Annotated[float, WithinRange(0.0, 0.95)] = 0.0   # 0: the default (see Logic.train)
     outputName: str = "my-ifssnet"
     holdOutLast: bool = False
     valProtocol: Annotated[str, Choice(["both", "3-seeds", "paper"])] = "both"
@@ -123,12 +123,12 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.betaSpin = qt.QDoubleSpinBox()
         self.betaSpin.setRange(0.0, 0.95)
         self.betaSpin.setSingleStep(0.05)
-        self.betaSpin.specialValueText = "the base model's"
+        self.betaSpin.specialValueText = "default"
         self.betaSpin.setProperty("SlicerParameterName", "tverskyBeta")
         self.betaSpin.toolTip = (
             "Where the Tversky loss's beta starts (0.5: the Dice loss; above 0.5 a missed voxel costs more than a "
-            "false one, and masks grow). A few-shot fine-tune of the shipped model (beta 0.65) scored better with "
-            "0.5 (model card).")
+            "false one, and masks grow). Default: 0.5 in few-shot mode (few-shot fine-tunes of the shipped model "
+            "scored better with 0.5 than with its 0.65), the base model's in full mode.")
         oform.addRow("Tversky beta:", self.betaSpin)
         self.deviceCombo = qt.QComboBox()
         self.deviceCombo.addItems(["cpu", "cuda"])

@@ -222,6 +222,9 @@ def test_a_fine_tune_in_process_takes_the_base_models_recipe(scene_nodes, tmp_pa
                    stepsPerEpoch=1, runLength=4, tverskyBeta=0.5)
     assert config(path) == (4, 2, 1.0, False, True, 0.5, 2.0)
     assert "run_length" not in L.inheritedRecipe and "tversky_beta" not in L.inheritedRecipe
+    path = L.train([(volumeNode, ref)], "fewshot", 1, baseModel=str(base), outputPath=str(tmp_path / "fs.pt"),
+                   stepsPerEpoch=1)
+    assert config(path) == (6, 2, 1.0, False, True, 0.5, 2.0)     # few-shot: beta 0.5, not the base model's
     path = L.train([(volumeNode, ref)], "full", 1, outputPath=str(tmp_path / "new.pt"), stepsPerEpoch=1,
                    runLength=6, size=32, widthMult=0.15)
     default = TrainConfig()

@@ -314,6 +314,11 @@ def test_fine_tuning_takes_the_base_models_recipe_unless_an_option_is_given(tmp_
     assert main(["train", *common, "--out", str(tmp_path / "ft3.pt")]) == 0    # a fine-tune of it keeps the beta
     assert "--tversky-beta 0.6" in capsys.readouterr().err
     assert load_checkpoint(tmp_path / "ft3.pt")[2]["training"]["config"]["tversky_beta"] == 0.6
+    assert main(["train", *common, "--mode", "fewshot", "--out", str(tmp_path / "fs.pt")]) == 0   # few-shot: 0.5
+    err = capsys.readouterr().err
+    assert "(give an option" in err and "--tversky-beta 0.6 (give" not in err     # not among the inherited
+    assert "Tversky beta 0.5, not the base model's 0.6" in err and "Give --tversky-beta 0.6 to keep it" in err
+    assert load_checkpoint(tmp_path / "fs.pt")[2]["training"]["config"]["tversky_beta"] == 0.5
     assert main(["train", str(phantoms / "case0"), "--epochs", "1", "--steps", "1", "--size", "32",
                  "--width-mult", "0.25", "--run-length", "8", "--out", str(tmp_path / "new.pt")]) == 0
     assert "Fine-tuning with the recipe" not in capsys.readouterr().err     # a new network: the defaults

@@ -18,7 +18,7 @@ from typing import List, Sequence
 from .dataset import load_case
 from .errors import InputError
 from .train import StepLog, TrainConfig, train
-from .train_recipe import RECIPE, cli_value, inherit_recipe, recipe_options
+from .train_recipe import FEWSHOT_BETA, RECIPE, cli_value, inherit_recipe, recipe_options
 from .validation import VALIDATION_CHOICES
 
 
@@ -40,11 +40,12 @@ def fill_recipe(args, base_meta=None) -> str:
     """Set every recipe option (:data:`RECIPE`) the user did not give: from ``base_meta`` (the metadata of
     the ``--from`` model, :func:`~ifssnet.model.checkpoint.load_checkpoint`'s third value) where its training
     config has it, else TrainConfig's default; ``--cycle`` takes no burn-in from the base model (its runs
-    start on their annotation). Returns the inherited options that differ from the defaults
-    as a command-line fragment ('' when none)."""
+    start on their annotation), and ``--mode fewshot`` no Tversky beta (:data:`~ifssnet.train_recipe.FEWSHOT_BETA`).
+    Returns the inherited options that differ from the defaults as a command-line fragment ('' when none)."""
     given = {key: (not value if dest == "fixed_tversky" else value) for dest, key in RECIPE
              if (value := getattr(args, dest, None)) is not None}     # strides stay '1,3' (read in _train_ranked)
-    recipe, inherited = inherit_recipe(base_meta, given, cycle=bool(getattr(args, "cycle", 0)))
+    recipe, inherited = inherit_recipe(base_meta, given, cycle=bool(getattr(args, "cycle", 0)),
+                                       mode=getattr(args, "mode", "full"))
     for dest, key in RECIPE:
         if key not in given:
             setattr(args, dest, cli_value(dest, recipe[key]))
@@ -191,11 +192,18 @@ def _train_cli(args) -> int:
         from .model.checkpoint import load_checkpoint
 
         _, stored, meta = load_checkpoint(args.resume or args.base)
-    inherited = fill_recipe(args, meta if args.base and not args.resume else None)   # --resume: its own config
+    base_meta = meta if args.base and not args.resume else None          # --resume: its own config
+    base_beta = ((base_meta or {}).get("training") or {}).get("config", {}).get("tversky_beta")
+    beta_given = args.tversky_beta is not None
+    inherited = fill_recipe(args, base_meta)
     first_rank = int(os.environ.get("RANK", "0")) == 0                  # say things once under torchrun
     if inherited and first_rank:
         print(f"Fine-tuning with the recipe {args.base} was trained with: {inherited} (give an option to change it)",
               file=sys.stderr, flush=True)
+    if args.mode == "fewshot" and not beta_given and base_beta not in (None, FEWSHOT_BETA) and first_rank:
+        print(f"Few-shot: Tversky beta {FEWSHOT_BETA:g}, not the base model's {base_beta:g}: above 0.5 the "
+              "pseudo-labels teach each window to grow the last one's mask (model card, 'Beta 0.5 for few-shot "
+              f"fine-tunes'). Give --tversky-beta {base_beta:g} to keep it.", file=sys.stderr, flush=True)
     if args.mode == "full" and args.end_weight > 0 and stored is None and first_rank:
         print(f"Note: --end-weight {args.end_weight:g} on a new network. In full mode a new network's masks fill "
               "the windows past each end, and with --end-weight 16 one learnt to predict nothing at all in 600 "

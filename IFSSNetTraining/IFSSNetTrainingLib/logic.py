@@ -77,7 +77,8 @@ class IFSSNetTrainingLogic:
     base model where no step beats it (:meth:`validationVerdict` says so). ``self.validations`` holds the scores.
     A fine-tune trains with its base model's recipe (runs, batch, loss; :func:`ifssnet.train_recipe.inherit_recipe`),
     as ``ifssnet train --from`` does, except ``runLength`` and ``tverskyBeta`` where given (None: the base model's,
-    or for a new network runs of 32 and beta 0.5); ``self.inheritedRecipe`` holds what was taken from it.
+    or for a new network runs of 32; beta 0.5 in few-shot mode, :data:`ifssnet.train_recipe.FEWSHOT_BETA`);
+    ``self.inheritedRecipe`` holds what was taken from it.
     """
 
     def __init__(self) -> None:
@@ -127,7 +128,8 @@ class IFSSNetTrainingLogic:
             raise InputError("A validation volume is also a training volume.",
                              "Hold out a volume the network does not train on, or leave validation off.")
         validator = self.validator(validationPairs, segmentNames, valProtocol) if validationPairs else None
-        recipe, self.inheritedRecipe = inherit_recipe(baseMeta, {"run_length": runLength, "tversky_beta": tverskyBeta})
+        recipe, self.inheritedRecipe = inherit_recipe(baseMeta, {"run_length": runLength, "tversky_beta": tverskyBeta},
+                                                      mode=mode)
         cfg = TrainConfig(mode=mode, epochs=int(epochs), steps_per_epoch=int(stepsPerEpoch), fill_gap=int(fillGap),
                           empty_past_ends=bool(emptyPastEnds), **recipe)
         self.steps, self.validations = [], []
@@ -208,7 +210,7 @@ class IFSSNetTrainingLogic:
         ``validationPairs``: (volume, annotation) files held out of training (``--val``), scored under
         ``valProtocol`` (``--val-protocol``; the CLI's ``3-seeds`` when None). ``fillGap``: ``--fill-gap`` (as in
         :meth:`train`; 0 leaves it out), ``emptyPastEnds``: ``--empty-past-ends``, ``tverskyBeta``: ``--tversky-beta``
-        (None: the base model's, as in :meth:`train`)."""
+        (None: as in :meth:`train`)."""
         if valProtocol is not None and valProtocol not in VALIDATION_CHOICES:
             raise InputError(f"Unknown validation protocol '{valProtocol}'.",
                              f"Use one of {', '.join(VALIDATION_CHOICES)}.")
