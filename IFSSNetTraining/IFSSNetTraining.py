@@ -34,6 +34,15 @@ class IFSSNetTraining(ScriptedLoadableModule):
         self.parent.acknowledgementText = "Method: Chanti et al., IFSS-Net, IEEE TMI 2021."
 
 
+def _parameterRow(form, label: str, widget, parameter: str, toolTip: str):
+    """Add ``widget`` to ``form`` under ``label``, bound to the parameter node's ``parameter`` (connectParameterNode
+    reads the SlicerParameterName property), with its tooltip; returns the widget."""
+    widget.setProperty("SlicerParameterName", parameter)
+    widget.toolTip = toolTip
+    form.addRow(label, widget)
+    return widget
+
+
 @parameterNodeWrapper
 class IFSSNetTrainingParameterNode:
     mode: Annotated[str, Choice(["fewshot", "full"])] = "fewshot"
@@ -109,27 +118,22 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.fillGapSpin.setRange(0, 10000)
         self.fillGapSpin.specialValueText = "off"
         self.fillGapSpin.suffix = " slices"
-        self.fillGapSpin.setProperty("SlicerParameterName", "fillGap")
-        self.fillGapSpin.toolTip = (
-            "Few-shot: label each gap of up to this many slices between two painted slices (or groups) with Fill "
-            "between slices, and train on it as on painted slices. Needed where you painted single slices apart.")
-        oform.addRow("Fill gaps up to:", self.fillGapSpin)
-        self.pastEndsCheck = qt.QCheckBox("Empty past the end marks")
-        self.pastEndsCheck.setProperty("SlicerParameterName", "emptyPastEnds")
-        self.pastEndsCheck.toolTip = (
+        _parameterRow(oform, "Fill gaps up to:", self.fillGapSpin, "fillGap",
+                      "Few-shot: label each gap of up to this many slices between two painted slices (or groups) with "
+                      "Fill between slices, and train on it as on painted slices. Needed where you painted single "
+                      "slices apart.")
+        self.pastEndsCheck = _parameterRow(
+            oform, "", qt.QCheckBox("Empty past the end marks"), "emptyPastEnds",
             "Few-shot: where you marked a slice 'no muscle here' beyond a muscle's paint, train every slice past "
             "it as empty, so the network learns where the muscle ends (a muscle is one run of slices).")
-        oform.addRow("", self.pastEndsCheck)
         self.betaSpin = qt.QDoubleSpinBox()
         self.betaSpin.setRange(0.0, 0.95)
         self.betaSpin.setSingleStep(0.05)
         self.betaSpin.specialValueText = "default"
-        self.betaSpin.setProperty("SlicerParameterName", "tverskyBeta")
-        self.betaSpin.toolTip = (
-            "Where the Tversky loss's beta starts (0.5: the Dice loss; above 0.5 a missed voxel costs more than a "
-            "false one, and masks grow). Default: 0.5 in few-shot mode (few-shot fine-tunes of the shipped model "
-            "scored better with 0.5 than with its 0.65), the base model's in full mode.")
-        oform.addRow("Tversky beta:", self.betaSpin)
+        _parameterRow(oform, "Tversky beta:", self.betaSpin, "tverskyBeta",
+                      "Where the Tversky loss's beta starts (0.5: the Dice loss; above 0.5 a missed voxel costs more "
+                      "than a false one, and masks grow). Default: 0.5 in few-shot mode (few-shot fine-tunes of the "
+                      "shipped model scored better with 0.5 than with its 0.65), the base model's in full mode.")
         self.deviceCombo = qt.QComboBox()
         self.deviceCombo.addItems(["cpu", "cuda"])
         self.deviceCombo.setProperty("SlicerParameterName", "device")
@@ -147,12 +151,10 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         oform.addRow("", self.holdOutCheck)
         self.valProtocolCombo = qt.QComboBox()
         self.valProtocolCombo.addItems(["both", "3-seeds", "paper"])
-        self.valProtocolCombo.setProperty("SlicerParameterName", "valProtocol")
-        self.valProtocolCombo.toolTip = (
-            "How the held-out pair is seeded when it is scored: 3-seeds (the 3 largest cross-sections), paper "
-            "(the paper's seed slices), or both (twice the time; a model that stops at the muscle's ends but "
-            "shrinks every mask wins under 3-seeds alone).")
-        oform.addRow("Validation seeds:", self.valProtocolCombo)
+        _parameterRow(oform, "Validation seeds:", self.valProtocolCombo, "valProtocol",
+                      "How the held-out pair is seeded when it is scored: 3-seeds (the 3 largest cross-sections), "
+                      "paper (the paper's seed slices), or both (twice the time; a model that stops at the muscle's "
+                      "ends but shrinks every mask wins under 3-seeds alone).")
         self.outputEdit = qt.QLineEdit()
         self.outputEdit.setProperty("SlicerParameterName", "outputName")
         self.outputEdit.toolTip = "Name of the new model in your model folder."
