@@ -764,3 +764,23 @@ def test_end_weight_measures_every_part_of_a_run_against_the_runs_annotation(mon
                  burn=burn)
     assert len(areas) >= 8
     assert all(float(a) == float(msk[:, 0:3].sum()) for a in areas)
+
+
+def test_a_fine_tune_records_its_base_model_and_resume_keeps_it(tmp_path):
+    """The model file of a fine-tune says what it was fine-tuned from (file, command, step, beta) and keeps the
+    chain through a fine-tune of a fine-tune and through --resume; a new network records no base."""
+    cfg = TrainConfig(epochs=1, steps_per_epoch=2, run_length=8, checkpoint_every=50)
+    train([_case(0)], tmp_path / "a.pt", model_config=IFSSNetConfig(**TINY), cfg=cfg, command="train a")
+    assert "base" not in load_checkpoint(tmp_path / "a.pt")[2]
+    train([_case(0)], tmp_path / "b.pt", base_model=tmp_path / "a.pt", cfg=cfg, command="train b",
+          time_limit_s=0.0)                                                    # stops after step 1
+    base = load_checkpoint(tmp_path / "b.pt")[2]["base"]
+    assert (base["file"], base["command"], base["step"]) == ("a.pt", "train a", 2)
+    assert base["beta"] == load_checkpoint(tmp_path / "a.pt")[2]["training"]["beta"]
+    assert "base" not in base and "optimizer" not in base
+    train([_case(0)], tmp_path / "b.pt", resume=tmp_path / "b.ckpt.pt", command="train b --resume")
+    meta = load_checkpoint(tmp_path / "b.pt")[2]
+    assert meta["training"]["step"] == 2 and meta["base"] == base              # the resumed run keeps it
+    train([_case(0)], tmp_path / "c.pt", base_model=tmp_path / "b.pt", cfg=cfg, command="train c")
+    chain = load_checkpoint(tmp_path / "c.pt")[2]["base"]
+    assert (chain["file"], chain["command"], chain["base"]["file"]) == ("b.pt", "train b --resume", "a.pt")

@@ -334,6 +334,23 @@ def make_optimizer(model, loss_fn, cfg: TrainConfig):
     return (torch.optim.AdamW if cfg.weight_decay == "decoupled" else torch.optim.Adam)(params, lr=cfg.lr)
 
 
+def base_lineage(path, meta: dict) -> dict:
+    """What a fine-tune records of its base model (the checkpoint's ``base`` entry): the file's name, the command
+    and data it was trained with, its step and alpha / beta, and its own ``base`` (so a fine-tune of a fine-tune
+    keeps the whole chain) or, for a file that records them by hand, its ``stages`` (the shipped model's). Strings,
+    numbers and dicts only (``weights_only`` loading); the optimiser state and validation history are left out."""
+    tr = meta.get("training") or {}
+    out = {"file": Path(str(path)).name, "command": str(meta.get("command", "")), "data": str(meta.get("data", "")),
+           "version": str(meta.get("version", meta.get("package_version", "")))}
+    for key in ("step", "alpha", "beta"):
+        if key in tr:
+            out[key] = tr[key]
+    for key in ("base", "stages"):
+        if meta.get(key) is not None:
+            out[key] = meta[key]
+    return out
+
+
 def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[TrainConfig] = None,
           base_model=None, resume=None, command: str = "", data_description: str = "",
           progress: Optional[ProgressFn] = None, cancel: CancelLike = None,
@@ -372,8 +389,10 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         raise InputError("No training cases.", "Give at least one volume with its annotation.")
     out_path = Path(out_path)
     start_step, opt_state, loss_state, val_state, ema_state = 0, None, None, {}, None
+    lineage = None                        # what the network was fine-tuned from (base_lineage), kept by --resume
     if resume is not None:
         model, model_config, meta = load_checkpoint(resume, map_location="cpu")
+        lineage = meta.get("base")
         tr = resume_state(meta, resume)
         cfg = TrainConfig(**{"weight_decay": "coupled", **tr["config"]})   # runs before the field were coupled
         start_step = int(tr["step"])
@@ -382,7 +401,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         val_state = tr.get("validation") or {}
         ema_state = tr.get("ema")
     elif base_model is not None:
-        model, model_config, _ = load_checkpoint(base_model, map_location="cpu")
+        model, model_config, base_meta = load_checkpoint(base_model, map_location="cpu")
+        lineage = base_lineage(base_model, base_meta)
         _zero_and_warn_if_dead(model, base_model)
     else:
         torch.manual_seed(cfg.seed)          # the same seed gives the same initial weights
@@ -431,8 +451,10 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
             training["optimizer"] = opt.state_dict()
             if ema is not None:
                 training["ema"] = ema.state_dict()
-        save_checkpoint(path, model if optimizer else net, model_config, {
-            "command": command, "data": data_description, "version": __version__, "training": training})
+        extra = {"command": command, "data": data_description, "version": __version__, "training": training}
+        if lineage is not None:
+            extra["base"] = lineage
+        save_checkpoint(path, model if optimizer else net, model_config, extra)
 
     from .validation import ValidationScore, best_model_path
 
