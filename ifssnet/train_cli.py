@@ -18,7 +18,7 @@ from typing import List, Sequence
 from .dataset import load_case
 from .errors import InputError
 from .train import StepLog, TrainConfig, train
-from .train_recipe import FEWSHOT_BETA, RECIPE, cli_value, inherit_recipe, recipe_options
+from .train_recipe import FEWSHOT_BETA, RECIPE, cli_value, inherit_recipe, recipe_options, withheld_from_base
 from .validation import VALIDATION_CHOICES
 
 
@@ -193,14 +193,13 @@ def _train_cli(args) -> int:
 
         _, stored, meta = load_checkpoint(args.resume or args.base)
     base_meta = meta if args.base and not args.resume else None          # --resume: its own config
-    base_beta = ((base_meta or {}).get("training") or {}).get("config", {}).get("tversky_beta")
-    beta_given = args.tversky_beta is not None
+    base_beta = withheld_from_base(base_meta, {"tversky_beta": args.tversky_beta}, mode=args.mode).get("tversky_beta")
     inherited = fill_recipe(args, base_meta)
     first_rank = int(os.environ.get("RANK", "0")) == 0                  # say things once under torchrun
     if inherited and first_rank:
         print(f"Fine-tuning with the recipe {args.base} was trained with: {inherited} (give an option to change it)",
               file=sys.stderr, flush=True)
-    if args.mode == "fewshot" and not beta_given and base_beta not in (None, FEWSHOT_BETA) and first_rank:
+    if base_beta is not None and first_rank:
         print(f"Few-shot: Tversky beta {FEWSHOT_BETA:g}, not the base model's {base_beta:g}: above 0.5 the "
               "pseudo-labels teach each window to grow the last one's mask (model card, 'Beta 0.5 for few-shot "
               f"fine-tunes'). Give --tversky-beta {base_beta:g} to keep it.", file=sys.stderr, flush=True)

@@ -64,6 +64,31 @@ def differs_from_default(config: Mapping[str, Any]) -> Dict[str, Any]:
 FEWSHOT_BETA = 0.5
 
 
+def stored_config(meta: Optional[dict]) -> Dict[str, Any]:
+    """The training config a checkpoint's metadata records (``meta["training"]["config"]``; {} where none)."""
+    return dict(((meta or {}).get("training") or {}).get("config") or {})
+
+
+def _ruled(cycle: bool, mode: str) -> Dict[str, Any]:
+    """The recipe fields a run of this kind sets itself instead of taking them from its base model."""
+    ruled: Dict[str, Any] = {}
+    if cycle:
+        ruled["burn_in"] = 0
+    if mode == "fewshot":
+        ruled["tversky_beta"] = FEWSHOT_BETA
+    return ruled
+
+
+def withheld_from_base(base_meta: Optional[dict], given: Mapping[str, Any], *, cycle: bool = False,
+                       mode: str = "full") -> Dict[str, Any]:
+    """The base model's values that :func:`inherit_recipe` does not take for this run, though the caller gave no
+    value (a ``--cycle`` run's burn-in, a ``fewshot`` run's beta) and they differ from what the run uses: field ->
+    the base model's value. What the command line tells the user it overrode."""
+    stored = stored_config(base_meta)
+    return {key: stored[key] for key, value in _ruled(cycle, mode).items()
+            if given.get(key) is None and key in stored and stored[key] != value}
+
+
 def inherit_recipe(base_meta: Optional[dict], given: Mapping[str, Any], *, cycle: bool = False,
                    mode: str = "full") -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """The recipe of a run: ``given`` fields as given, the rest from ``base_meta`` (the third value of
@@ -78,12 +103,8 @@ def inherit_recipe(base_meta: Optional[dict], given: Mapping[str, Any], *, cycle
     """
     from .train import TrainConfig
 
-    stored = dict(((base_meta or {}).get("training") or {}).get("config") or {})
-    given = {key: value for key, value in given.items() if value is not None}
-    if cycle:
-        given.setdefault("burn_in", 0)
-    if mode == "fewshot":
-        given.setdefault("tversky_beta", FEWSHOT_BETA)
+    stored = stored_config(base_meta)
+    given = {**_ruled(cycle, mode), **{key: value for key, value in given.items() if value is not None}}
     default = TrainConfig()
     recipe = {key: given[key] if key in given else stored.get(key, getattr(default, key)) for key in RECIPE_FIELDS}
     inherited = {key: value for key, value in differs_from_default(stored).items() if key not in given}

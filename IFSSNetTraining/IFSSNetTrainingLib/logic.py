@@ -382,10 +382,9 @@ def _recipeOf(modelPath: str) -> str:
     """The recipe the model file records (:func:`ifssnet.train_recipe.recipe_options` of the fields that differ
     from the defaults), e.g. ``--run-length 8 --batch 2 --tversky-beta 0.5``."""
     from ifssnet.model.checkpoint import load_checkpoint
-    from ifssnet.train_recipe import differs_from_default, recipe_options
+    from ifssnet.train_recipe import differs_from_default, recipe_options, stored_config
 
-    config = ((load_checkpoint(modelPath)[2].get("training") or {}).get("config")) or {}
-    return recipe_options(differs_from_default(config))
+    return recipe_options(differs_from_default(stored_config(load_checkpoint(modelPath)[2])))
 
 
 def _withValidationDice(records: Sequence[dict]) -> List[dict]:
