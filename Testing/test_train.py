@@ -781,6 +781,9 @@ def test_a_fine_tune_records_its_base_model_and_resume_keeps_it(tmp_path):
     train([_case(0)], tmp_path / "b.pt", resume=tmp_path / "b.ckpt.pt", command="train b --resume")
     meta = load_checkpoint(tmp_path / "b.pt")[2]
     assert meta["training"]["step"] == 2 and meta["base"] == base              # the resumed run keeps it
+    assert (meta["command"], meta["resumed"]) == ("train b", ["train b --resume"])   # and the command that began it
     train([_case(0)], tmp_path / "c.pt", base_model=tmp_path / "b.pt", cfg=cfg, command="train c")
-    chain = load_checkpoint(tmp_path / "c.pt")[2]["base"]
-    assert (chain["file"], chain["command"], chain["base"]["file"]) == ("b.pt", "train b --resume", "a.pt")
+    c_meta = load_checkpoint(tmp_path / "c.pt")[2]
+    chain = c_meta["base"]
+    assert (chain["file"], chain["command"], chain["base"]["file"]) == ("b.pt", "train b", "a.pt")
+    assert "resumed" not in c_meta

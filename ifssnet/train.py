@@ -336,8 +336,8 @@ def make_optimizer(model, loss_fn, cfg: TrainConfig):
 
 def base_lineage(path, meta: dict) -> dict:
     """What a fine-tune records of its base model (the checkpoint's ``base`` entry): the file's name, the command
-    and data it was trained with, its step and alpha / beta, and its own ``base`` (so a fine-tune of a fine-tune
-    keeps the whole chain) or, for a file that records them by hand, its ``stages`` (the shipped model's). Strings,
+    and data it was trained with, its step and alpha / beta, its own ``base`` (so a fine-tune of a fine-tune
+    keeps the whole chain) and ``resumed`` (the commands that continued it) or, for a file that records them by hand, its ``stages`` (the shipped model's). Strings,
     numbers and dicts only (``weights_only`` loading); the optimiser state and validation history are left out."""
     tr = meta.get("training") or {}
     out = {"file": Path(str(path)).name, "command": str(meta.get("command", "")), "data": str(meta.get("data", "")),
@@ -345,7 +345,7 @@ def base_lineage(path, meta: dict) -> dict:
     for key in ("step", "alpha", "beta"):
         if key in tr:
             out[key] = tr[key]
-    for key in ("base", "stages"):
+    for key in ("base", "stages", "resumed"):
         if meta.get(key) is not None:
             out[key] = meta[key]
     return out
@@ -372,7 +372,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     :class:`~ifssnet.validation.ValidationScore` to ``on_validation`` and writes the best network by Dice
     to ``MODEL.best.pt``. A fine-tune (``base_model``) validates ``base_model`` first, as step 0, so that
     ``MODEL.best.pt`` is the starting network where no step beats it. The history and the best score travel
-    in the checkpoint, so ``--resume`` keeps them.
+    in the checkpoint, so ``--resume`` keeps them. A resumed run keeps the command that started it as
+    ``command`` and lists the commands that continued it in ``resumed``.
     """
     import torch
 
@@ -390,9 +391,12 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     out_path = Path(out_path)
     start_step, opt_state, loss_state, val_state, ema_state = 0, None, None, {}, None
     lineage = None                        # what the network was fine-tuned from (base_lineage), kept by --resume
+    resumed: list = []                    # the commands that continued the run, after the one that started it
     if resume is not None:
         model, model_config, meta = load_checkpoint(resume, map_location="cpu")
         lineage = meta.get("base")
+        resumed = [*(meta.get("resumed") or []), command]
+        command = str(meta.get("command") or command)     # the command that started the run reproduces it
         tr = resume_state(meta, resume)
         cfg = TrainConfig(**{"weight_decay": "coupled", **tr["config"]})   # runs before the field were coupled
         start_step = int(tr["step"])
@@ -454,6 +458,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         extra = {"command": command, "data": data_description, "version": __version__, "training": training}
         if lineage is not None:
             extra["base"] = lineage
+        if resumed:
+            extra["resumed"] = resumed
         save_checkpoint(path, model if optimizer else net, model_config, extra)
 
     from .validation import ValidationScore, best_model_path
