@@ -76,6 +76,10 @@ def test_training_loss_plot_and_command(slicer_scene, tmp_path):
     cmd = IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "fewshot", 2, "out.pt", str(log),
                                                tverskyBeta=0.5)
     assert build_parser().parse_args(cmd[3:]).tversky_beta == 0.5
+    assert build_parser().parse_args(cmd[3:]).lr == 1e-4                      # the command line's default
+    cmd = IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "full", 2, "out.pt", str(log),
+                                               learningRate=1e-5)
+    assert build_parser().parse_args(cmd[3:]).lr == 1e-5
     with pytest.raises(InputError, match="Unknown validation protocol"):
         IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "full", 2, "out.pt", str(log),
                                              validationPairs=[("w.nrrd", "b.seg.nrrd")], valProtocol="3 seeds")
@@ -223,8 +227,10 @@ def test_a_fine_tune_in_process_takes_the_base_models_recipe(scene_nodes, tmp_pa
     assert config(path) == (4, 2, 1.0, False, True, 0.5, 2.0)
     assert "run_length" not in L.inheritedRecipe and "tversky_beta" not in L.inheritedRecipe
     path = L.train([(volumeNode, ref)], "fewshot", 1, baseModel=str(base), outputPath=str(tmp_path / "fs.pt"),
-                   stepsPerEpoch=1)
+                   stepsPerEpoch=1, learningRate=3e-5)
     assert config(path) == (6, 2, 1.0, False, True, 0.5, 2.0)     # few-shot: beta 0.5, not the base model's
+    rates = load_checkpoint(path)[2]["training"]["config"]
+    assert (rates["lr"], rates["lr_final"]) == (3e-5, 3e-6)       # a given rate, and a tenth of it, as --lr
     path = L.train([(volumeNode, ref)], "full", 1, outputPath=str(tmp_path / "new.pt"), stepsPerEpoch=1,
                    runLength=6, size=32, widthMult=0.15)
     default = TrainConfig()

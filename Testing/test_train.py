@@ -390,6 +390,12 @@ def test_burn_in_lengthens_the_sampled_runs_and_is_kept_in_the_checkpoint(tmp_pa
         TrainConfig(burn_in=-1).validate()
 
 
+@pytest.mark.parametrize("lr, lr_final", [(0.0, 1e-5), (-1e-4, 1e-5), (float("nan"), 1e-5), (1e-4, 0.0)])
+def test_a_learning_rate_that_is_not_above_zero_is_refused(lr, lr_final):
+    with pytest.raises(InputError, match="learning rate must be above 0"):
+        TrainConfig(lr=lr, lr_final=lr_final).validate()
+
+
 def test_strides_are_checked_against_the_window(tmp_path):
     with pytest.raises(InputError):
         _train(tmp_path / "s.pt", 1, strides=[4])                         # w = 3: slices would be skipped

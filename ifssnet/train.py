@@ -129,6 +129,9 @@ class TrainConfig:
         for option, value, lowest, hint in bounds:
             if value < lowest:
                 raise InputError(f"{option} must be at least {lowest}, not {value}.", hint)
+        if not (self.lr > 0.0 and self.lr_final > 0.0):          # also refuses nan
+            raise InputError(f"The learning rate must be above 0, not {self.lr:g} (last two epochs {self.lr_final:g}).",
+                             "Give e.g. --lr 1e-4 (the paper's) or 1e-5 for a gentler fine-tune.")
         if not 0.0 < self.tversky_beta < 1.0:
             raise InputError(f"--tversky-beta must lie between 0 and 1, not {self.tversky_beta}.",
                              "Give e.g. 0.6 (missed voxels cost 1.5x a false one) or 0.5 (the Dice loss).")

@@ -78,7 +78,8 @@ class IFSSNetTrainingLogic:
     A fine-tune trains with its base model's recipe (runs, batch, loss; :func:`ifssnet.train_recipe.inherit_recipe`),
     as ``ifssnet train --from`` does, except ``runLength`` and ``tverskyBeta`` where given (None: the base model's,
     or for a new network runs of 32; beta 0.5 in few-shot mode, :data:`ifssnet.train_recipe.FEWSHOT_BETA`);
-    ``self.inheritedRecipe`` holds what was taken from it.
+    ``self.inheritedRecipe`` holds what was taken from it. ``learningRate``: Adam's rate, and a tenth of it for the
+    last two epochs of a run of more than two (None: TrainConfig's, the paper's 1e-4 then 1e-5), as ``--lr``.
     """
 
     def __init__(self) -> None:
@@ -93,7 +94,8 @@ class IFSSNetTrainingLogic:
               size: int = 128, widthMult: float = 1.0, device: str = "cpu",
               segmentNames: Optional[Sequence[str]] = None, onStep: Optional[Callable[[dict], None]] = None,
               validationPairs=None, valEvery: Optional[int] = None, valProtocol: str = "3-seeds",
-              fillGap: int = 0, emptyPastEnds: bool = False, tverskyBeta: Optional[float] = None) -> str:
+              fillGap: int = 0, emptyPastEnds: bool = False, tverskyBeta: Optional[float] = None,
+              learningRate: Optional[float] = None) -> str:
         if mode not in MODES:
             raise InputError(f"Unknown training mode '{mode}'.", "Use 'full' or 'fewshot'.")
         if not pairs:
@@ -130,8 +132,9 @@ class IFSSNetTrainingLogic:
         validator = self.validator(validationPairs, segmentNames, valProtocol) if validationPairs else None
         recipe, self.inheritedRecipe = inherit_recipe(baseMeta, {"run_length": runLength, "tversky_beta": tverskyBeta},
                                                       mode=mode)
+        rates = {} if learningRate is None else {"lr": float(learningRate), "lr_final": float(learningRate) / 10}
         cfg = TrainConfig(mode=mode, epochs=int(epochs), steps_per_epoch=int(stepsPerEpoch), fill_gap=int(fillGap),
-                          empty_past_ends=bool(emptyPastEnds), **recipe)
+                          empty_past_ends=bool(emptyPastEnds), **rates, **recipe)
         self.steps, self.validations = [], []
 
         def stepHook(log) -> None:
@@ -205,12 +208,13 @@ class IFSSNetTrainingLogic:
                         resume=None, stepsPerEpoch: int = 100, device: str = "cpu", python: Optional[str] = None,
                         validationPairs=None, valEvery: Optional[int] = None,
                         valProtocol: Optional[str] = None, fillGap: int = 0,
-                        emptyPastEnds: bool = False, tverskyBeta: Optional[float] = None) -> List[str]:
+                        emptyPastEnds: bool = False, tverskyBeta: Optional[float] = None,
+                        learningRate: Optional[float] = None) -> List[str]:
         """The ``ifssnet train`` command line for a background process (Slicer's PythonSlicer runs it).
         ``validationPairs``: (volume, annotation) files held out of training (``--val``), scored under
         ``valProtocol`` (``--val-protocol``; the CLI's ``3-seeds`` when None). ``fillGap``: ``--fill-gap`` (as in
         :meth:`train`; 0 leaves it out), ``emptyPastEnds``: ``--empty-past-ends``, ``tverskyBeta``: ``--tversky-beta``
-        (None: as in :meth:`train`)."""
+        (None: as in :meth:`train`), ``learningRate``: ``--lr`` (None: the command line's)."""
         if valProtocol is not None and valProtocol not in VALIDATION_CHOICES:
             raise InputError(f"Unknown validation protocol '{valProtocol}'.",
                              f"Use one of {', '.join(VALIDATION_CHOICES)}.")
@@ -224,6 +228,8 @@ class IFSSNetTrainingLogic:
             cmd += ["--empty-past-ends"]
         if tverskyBeta is not None:
             cmd += ["--tversky-beta", repr(float(tverskyBeta))]
+        if learningRate is not None:
+            cmd += ["--lr", repr(float(learningRate))]
         if validationPairs:
             cmd += ["--val"] + [f"{v}:{a}" for v, a in validationPairs]
             if valEvery:
