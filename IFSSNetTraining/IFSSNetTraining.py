@@ -388,6 +388,22 @@ class IFSSNetTrainingTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_TinyTrainingRun()
+        self.setUp()
+        self.test_OptionBoxesSetTheParameters()
+
+    def test_OptionBoxesSetTheParameters(self):
+        """The Tversky beta and Learning rate boxes write the parameter node that Train reads (0: the default);
+        what Train passes on to the command is tested headless (Testing/test_slicer_training.py)."""
+        widget = slicer.util.getModuleWidget("IFSSNetTraining")
+        node = widget._parameterNode
+        widget.betaSpin.value = 0.55
+        widget.lrSpin.value = 0.00001
+        self.assertAlmostEqual(node.tverskyBeta, 0.55)
+        self.assertAlmostEqual(node.learningRate, 0.00001)
+        widget.betaSpin.value = 0.0
+        widget.lrSpin.value = 0.0
+        self.assertEqual((node.tverskyBeta, node.learningRate), (0.0, 0.0))
+        self.delayDisplay("Beta and learning rate boxes set their parameters")
 
     def test_TinyTrainingRun(self):
         import numpy as np
