@@ -180,6 +180,9 @@ def test_fewshot_training_on_single_painted_slices_fills_their_gaps(scene_nodes,
     with pytest.raises(InputError, match="consecutive annotated slices"):
         L.train([(volumeNode, node)], "fewshot", 1, outputPath=str(tmp_path / "off.pt"), **options)
     assert not (tmp_path / "off.pt").exists()
+    with pytest.raises(InputError, match="annotated on 4 of .* --mode fewshot"):   # full would train them as empty
+        L.train([(volumeNode, node)], "full", 1, outputPath=str(tmp_path / "full.pt"), **options)
+    assert not (tmp_path / "full.pt").exists()
     path = L.train([(volumeNode, node)], "fewshot", 1, outputPath=str(tmp_path / "fill.pt"), fillGap=4,
                    emptyPastEnds=True, **options)
     assert os.path.exists(path) and len(L.steps) == 1

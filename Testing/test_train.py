@@ -390,6 +390,24 @@ def test_burn_in_lengthens_the_sampled_runs_and_is_kept_in_the_checkpoint(tmp_pa
         TrainConfig(burn_in=-1).validate()
 
 
+def test_full_supervision_refuses_a_sparse_annotation(tmp_path):
+    """--mode full scores every slice against its annotation: a segment painted on some slices only is refused
+    with what to do (few-shot mode), before anything is written; the learned baselines refuse it too."""
+    from ifssnet.dataset import require_complete
+
+    full = _case(0)
+    known = np.zeros(24, bool)
+    known[10:13] = True
+    sparse = Case("painted", full.image, {"A": np.where(known[:, None, None], full.masks["A"], 0)}, {"A": known})
+    with pytest.raises(InputError, match="'A' of case 'painted' is annotated on 3 of 24 slices.*--mode fewshot"):
+        train([full, sparse], tmp_path / "f.pt", model_config=IFSSNetConfig(**TINY),
+              cfg=TrainConfig(mode="full", epochs=1, steps_per_epoch=1, run_length=8))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputError, match="PG-Net .* IFSS-Net in --mode fewshot"):
+        require_complete([sparse], "PG-Net (fully supervised)", "IFSS-Net in --mode fewshot (--arch ifssnet)")
+    require_complete([full], "--mode full", "--mode fewshot")                  # complete: no complaint
+
+
 @pytest.mark.parametrize("lr, lr_final", [(0.0, 1e-5), (-1e-4, 1e-5), (float("nan"), 1e-5), (1e-4, 0.0)])
 def test_a_learning_rate_that_is_not_above_zero_is_refused(lr, lr_final):
     with pytest.raises(InputError, match="learning rate must be above 0"):

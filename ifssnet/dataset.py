@@ -98,6 +98,22 @@ def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
     return Case(name, image, masks, known, slice_spacing_mm)
 
 
+def require_complete(cases: Sequence[Case], training: str, fewshot: str) -> None:
+    """Refuse a sparse annotation (a segment known on some slices only) for a ``training`` that scores every slice
+    against its annotation: its unpainted slices would teach the network that the muscle is absent there.
+    ``training``: what the user chose, as the message names it (e.g. ``--mode full``); ``fewshot``: how to train
+    on sparse annotations instead (the options, e.g. ``--mode fewshot``)."""
+    for case in cases:
+        for name, known in case.known.items():
+            if not known.all():
+                raise InputError(
+                    f"Segment '{name}' of case '{case.name}' is annotated on {int(known.sum())} of {known.size} "
+                    f"slices, and {training} trains every slice against its annotation: the slices left unpainted "
+                    "would teach the network that the muscle is absent there.",
+                    f"Train with {fewshot} (painted slices and pseudo-labels; the Training module's mode "
+                    "'fewshot'), or annotate the segment on every slice (a segment without painted-slice marks).")
+
+
 def thin_case(case: Case, network_mm: Optional[float]) -> Case:
     """``case`` on the frames a network trained at ``network_mm`` sees (:func:`ifssnet.slice_spacing.select_frames`):
     the case itself unless its slices are finer. Slices with a partial annotation's known masks are

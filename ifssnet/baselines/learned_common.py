@@ -267,7 +267,7 @@ def check_cases(cases: Sequence, what: str) -> None:
 
 def train_cli(args) -> int:
     """The ``ifssnet train`` command for ``--arch pgnet`` or ``--arch unet3d`` (one process)."""
-    from ..dataset import load_case
+    from ..dataset import load_case, require_complete
     from ..progress import TqdmProgress
     from ..train import TrainConfig
     from ..train_cli import _case_paths
@@ -308,6 +308,7 @@ def train_cli(args) -> int:
         if arch == "unet3d" and not segments:
             segments = list(stored["segments"])
     cases = [load_case(v, a, size, segments) for v, a in _case_paths(args.cases)]
+    require_complete(cases, f"{_LABEL[arch]} (fully supervised)", "IFSS-Net in --mode fewshot (--arch ifssnet)")
     if stored is not None:     # --from / --resume: the stored network, whatever --size or --width-mult say
         model_config = config_cls.from_dict(stored)
     if arch == "pgnet":
