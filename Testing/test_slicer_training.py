@@ -76,7 +76,7 @@ def test_training_loss_plot_and_command(slicer_scene, tmp_path):
     cmd = IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "fewshot", 2, "out.pt", str(log),
                                                tverskyBeta=0.5)
     assert build_parser().parse_args(cmd[3:]).tversky_beta == 0.5
-    assert build_parser().parse_args(cmd[3:]).lr == 1e-4                      # the command line's default
+    assert build_parser().parse_args(cmd[3:]).lr is None          # the command line's default (train_recipe.default_lr)
     cmd = IFSSNetTrainingLogic.trainingCommand([("v.nrrd", "a.seg.nrrd")], "full", 2, "out.pt", str(log),
                                                learningRate=1e-5)
     assert build_parser().parse_args(cmd[3:]).lr == 1e-5
@@ -222,6 +222,7 @@ def test_a_fine_tune_in_process_takes_the_base_models_recipe(scene_nodes, tmp_pa
                    stepsPerEpoch=1)
     assert config(path) == (6, 2, 1.0, False, True, 0.6, 2.0)
     assert L.inheritedRecipe["batch"] == 2 and "lr" not in L.inheritedRecipe
+    assert load_checkpoint(path)[2]["training"]["config"]["lr"] == 1e-5     # a fine-tune's default rate, as the CLI
     card = (tmp_path / "ft.md").read_text()                      # the model card says how it was trained
     assert "--run-length 6 --batch 2 --bce-weight 1.0 --fixed-tversky --feedback-grad --end-weight 2.0 " \
            "--tversky-beta 0.6" in card
@@ -240,4 +241,5 @@ def test_a_fine_tune_in_process_takes_the_base_models_recipe(scene_nodes, tmp_pa
     assert config(path) == (6, default.batch, default.bce_weight, default.learn_tversky, default.feedback_grad,
                             default.tversky_beta, default.end_weight)
     assert L.inheritedRecipe == {}
+    assert load_checkpoint(path)[2]["training"]["config"]["lr"] == 1e-4     # a new network: the paper's
     assert "--run-length 6\n" in (tmp_path / "new.md").read_text()    # only what differs from the defaults

@@ -6,7 +6,8 @@ import argparse
 
 from ifssnet.train import TrainConfig
 from ifssnet.train_cli import add_train_arguments, fill_recipe
-from ifssnet.train_recipe import FEWSHOT_BETA, RECIPE_FIELDS, differs_from_default, inherit_recipe, recipe_options
+from ifssnet.train_recipe import (FEWSHOT_BETA, FINETUNE_LR, RECIPE_FIELDS, default_lr, differs_from_default,
+                                  inherit_recipe, recipe_options)
 
 SHIPPED_LIKE = {"training": {"config": {"run_length": 8, "batch": 2, "bce_weight": 1.0, "learn_tversky": False,
                                         "burn_in": 32, "end_weight": 16.0, "tversky_beta": 0.65, "lr": 3e-4}}}
@@ -43,3 +44,19 @@ def test_the_command_line_reports_the_inherited_options_in_its_own_words():
     assert recipe_options({"strides": [1, 3], "feedback_grad": False, "learn_tversky": True}) == \
         "--no-fixed-tversky --no-feedback-grad --strides 1,3"
     assert differs_from_default({"batch": 1, "batch_size": 4, "burn_in": 8}) == {"burn_in": 8}
+
+
+def test_a_fine_tune_of_a_network_trained_to_propagate_defaults_to_a_tenth_of_the_papers_rate():
+    """1e-5 from a network trained in full or few-shot mode; the paper's 1e-4 for a new network, a network
+    pretrained on images alone, or a file that records no training."""
+    paper = TrainConfig().lr
+    assert (paper, FINETUNE_LR) == (1e-4, 1e-5)
+    for mode, rate in (("full", FINETUNE_LR), ("fewshot", FINETUNE_LR), ("image", paper)):
+        assert default_lr({"training": {"config": {"mode": mode, "lr": 3e-4}}}) == rate
+    assert default_lr(None) == default_lr({"command": "by hand"}) == paper
+    args = argparse.Namespace(lr=None)
+    fill_recipe(args, {"training": {"config": {"mode": "full"}}})
+    assert args.lr == FINETUNE_LR
+    args = argparse.Namespace(lr=2e-4)
+    fill_recipe(args, {"training": {"config": {"mode": "full"}}})
+    assert args.lr == 2e-4                                           # given: kept

@@ -301,7 +301,11 @@ def test_fine_tuning_takes_the_base_models_recipe_unless_an_option_is_given(tmp_
     got = load_checkpoint(tmp_path / "ft.pt")[2]["training"]["config"]
     assert (got["run_length"], got["batch"], got["bce_weight"], got["learn_tversky"], got["feedback_grad"],
             got["strides"]) == (8, 2, 1.0, False, True, [1, 3])
-    assert got["lr"] == 1e-4                                   # the schedule is not inherited
+    assert (got["lr"], got["lr_final"]) == (1e-5, pytest.approx(1e-6))   # a fine-tune of a trained network: 1e-5 ...
+    assert "Fine-tune: learning rate 1e-05" in err and "Give --lr 1e-4 for the paper's" in err
+    assert main(["train", *common, "--out", str(tmp_path / "ft1.pt"), "--lr", "1e-4"]) == 0
+    assert "Fine-tune: learning rate" not in capsys.readouterr().err       # ... unless --lr is given
+    assert load_checkpoint(tmp_path / "ft1.pt")[2]["training"]["config"]["lr"] == 1e-4
     assert main(["train", *common, "--out", str(tmp_path / "ft2.pt"), "--no-feedback-grad", "--run-length", "12",
                  "--no-fixed-tversky", "--strides", "1", "--tversky-beta", "0.6"]) == 0
     meta = load_checkpoint(tmp_path / "ft2.pt")[2]["training"]
@@ -321,8 +325,10 @@ def test_fine_tuning_takes_the_base_models_recipe_unless_an_option_is_given(tmp_
     assert load_checkpoint(tmp_path / "fs.pt")[2]["training"]["config"]["tversky_beta"] == 0.5
     assert main(["train", str(phantoms / "case0"), "--epochs", "1", "--steps", "1", "--size", "32",
                  "--width-mult", "0.25", "--run-length", "8", "--out", str(tmp_path / "new.pt")]) == 0
-    assert "Fine-tuning with the recipe" not in capsys.readouterr().err     # a new network: the defaults
-    got = load_checkpoint(tmp_path / "new.pt")[2]["training"]["config"]
+    err = capsys.readouterr().err
+    assert "Fine-tuning with the recipe" not in err and "Fine-tune: learning rate" not in err   # a new network:
+    got = load_checkpoint(tmp_path / "new.pt")[2]["training"]["config"]                         # the defaults
+    assert (got["lr"], got["lr_final"]) == (1e-4, 1e-5)
     default = TrainConfig()
     assert (got["batch"], got["bce_weight"], got["learn_tversky"], got["feedback_grad"], got["strides"]) == \
         (default.batch, default.bce_weight, default.learn_tversky, default.feedback_grad, default.strides)

@@ -18,7 +18,8 @@ from typing import List, Sequence
 from .dataset import load_case
 from .errors import InputError
 from .train import StepLog, TrainConfig, train
-from .train_recipe import FEWSHOT_BETA, RECIPE, cli_value, inherit_recipe, recipe_options, withheld_from_base
+from .train_recipe import (FEWSHOT_BETA, FINETUNE_LR, RECIPE, cli_value, default_lr, inherit_recipe, recipe_options,
+                           withheld_from_base)
 from .validation import VALIDATION_CHOICES
 
 
@@ -41,7 +42,11 @@ def fill_recipe(args, base_meta=None) -> str:
     the ``--from`` model, :func:`~ifssnet.model.checkpoint.load_checkpoint`'s third value) where its training
     config has it, else TrainConfig's default; ``--cycle`` takes no burn-in from the base model (its runs
     start on their annotation), and ``--mode fewshot`` no Tversky beta (:data:`~ifssnet.train_recipe.FEWSHOT_BETA`).
+    A ``--lr`` not given becomes :func:`~ifssnet.train_recipe.default_lr` (1e-5 for a fine-tune of a network
+    trained to propagate, else the paper's 1e-4).
     Returns the inherited options that differ from the defaults as a command-line fragment ('' when none)."""
+    if getattr(args, "lr", 0.0) is None:
+        args.lr = default_lr(base_meta)
     given = {key: (not value if dest == "fixed_tversky" else value) for dest, key in RECIPE
              if (value := getattr(args, dest, None)) is not None}     # strides stay '1,3' (read in _train_ranked)
     recipe, inherited = inherit_recipe(base_meta, given, cycle=bool(getattr(args, "cycle", 0)),
@@ -77,7 +82,9 @@ def add_train_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=100, help="steps per epoch")
     p.add_argument("--run-length", type=int, default=None,
                    help=f"slices per training run (default {TrainConfig.run_length}; with --from, the base model's)")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper 1e-4)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate (default: the paper's 1e-4; 1e-5 for a fine-tune --from a network "
+                        "trained to propagate, model card 'Fine-tuning on sweeps of another look')")
     p.add_argument("--lr-final", type=float, default=None, help="for the last two epochs (default: lr / 10)")
     p.add_argument("--size", type=int, default=128, help="in-plane working size (multiple of 32)")
     p.add_argument("--width-mult", type=float, default=1.0)
@@ -194,6 +201,7 @@ def _train_cli(args) -> int:
         _, stored, meta = load_checkpoint(args.resume or args.base)
     base_meta = meta if args.base and not args.resume else None          # --resume: its own config
     base_beta = withheld_from_base(base_meta, {"tversky_beta": args.tversky_beta}, mode=args.mode).get("tversky_beta")
+    lr_given = args.lr is not None
     inherited = fill_recipe(args, base_meta)
     first_rank = int(os.environ.get("RANK", "0")) == 0                  # say things once under torchrun
     if inherited and first_rank:
@@ -203,6 +211,10 @@ def _train_cli(args) -> int:
         print(f"Few-shot: Tversky beta {FEWSHOT_BETA:g}, not the base model's {base_beta:g}: above 0.5 the "
               "pseudo-labels teach each window to grow the last one's mask (model card, 'Beta 0.5 for few-shot "
               f"fine-tunes'). Give --tversky-beta {base_beta:g} to keep it.", file=sys.stderr, flush=True)
+    if not lr_given and args.lr == FINETUNE_LR and first_rank:
+        print(f"Fine-tune: learning rate {FINETUNE_LR:g}, a tenth of the paper's: every fine-tune of the shipped model "
+              "at 1e-4 ended below it, and at 1e-5 they drifted less (model card, 'Fine-tuning on sweeps of another "
+              "look'). Give --lr 1e-4 for the paper's.", file=sys.stderr, flush=True)
     if args.mode == "full" and args.end_weight > 0 and stored is None and first_rank:
         print(f"Note: --end-weight {args.end_weight:g} on a new network. In full mode a new network's masks fill "
               "the windows past each end, and with --end-weight 16 one learnt to predict nothing at all in 600 "

@@ -64,6 +64,24 @@ def differs_from_default(config: Mapping[str, Any]) -> Dict[str, Any]:
 FEWSHOT_BETA = 0.5
 
 
+#: The learning rate a fine-tune of a network trained to propagate starts from where none is given: a tenth of
+#: the paper's 1e-4. Every fine-tune of the shipped model at 1e-4 ended below it (sessions 33-37), and at 1e-5 the
+#: paired runs drifted less each time: few-shot +0.099 held-out Dice on 1e-4 (session 36, fw36c), and a full
+#: fine-tune on four sweeps of a finer probe beat the shipped model on held-out sweeps of that look where 1e-4 never
+#: beat it on validation (session 37; model card, "Fine-tuning on sweeps of another look").
+FINETUNE_LR = 1e-5
+
+
+def default_lr(base_meta: Optional[dict]) -> float:
+    """The learning rate of a run that gives none: :data:`FINETUNE_LR` for a fine-tune of a network trained to
+    propagate (``base_meta``'s stored mode ``full`` or ``fewshot``), else TrainConfig's, the paper's 1e-4 (a new
+    network, or one pretrained on images alone with ``--mode image``, still has everything to learn)."""
+    from .train import TrainConfig
+
+    trained = base_meta is not None and stored_config(base_meta).get("mode") in ("full", "fewshot")
+    return FINETUNE_LR if trained else TrainConfig().lr
+
+
 def stored_config(meta: Optional[dict]) -> Dict[str, Any]:
     """The training config a checkpoint's metadata records (``meta["training"]["config"]``; {} where none)."""
     return dict(((meta or {}).get("training") or {}).get("config") or {})
