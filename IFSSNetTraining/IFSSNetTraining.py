@@ -43,6 +43,18 @@ def _parameterRow(form, label: str, widget, parameter: str, toolTip: str):
     return widget
 
 
+def _spinWithDefault(maximum: float, step: float, decimals: int):
+    """A spin box from 0 to ``maximum`` whose 0 reads "default": the parameter's 0 lets the Logic choose."""
+    import qt
+
+    spin = qt.QDoubleSpinBox()
+    spin.setDecimals(decimals)
+    spin.setRange(0.0, maximum)
+    spin.setSingleStep(step)
+    spin.specialValueText = "default"
+    return spin
+
+
 @parameterNodeWrapper
 class IFSSNetTrainingParameterNode:
     mode: Annotated[str, Choice(["fewshot", "full"])] = "fewshot"
@@ -127,19 +139,12 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             oform, "", qt.QCheckBox("Empty past the end marks"), "emptyPastEnds",
             "Few-shot: where you marked a slice 'no muscle here' beyond a muscle's paint, train every slice past "
             "it as empty, so the network learns where the muscle ends (a muscle is one run of slices).")
-        self.betaSpin = qt.QDoubleSpinBox()
-        self.betaSpin.setRange(0.0, 0.95)
-        self.betaSpin.setSingleStep(0.05)
-        self.betaSpin.specialValueText = "default"
+        self.betaSpin = _spinWithDefault(0.95, 0.05, 2)
         _parameterRow(oform, "Tversky beta:", self.betaSpin, "tverskyBeta",
                       "Where the Tversky loss's beta starts (0.5: the Dice loss; above 0.5 a missed voxel costs more "
                       "than a false one, and masks grow). Default: 0.5 in few-shot mode (few-shot fine-tunes of the "
                       "shipped model scored better with 0.5 than with its 0.65), the base model's in full mode.")
-        self.lrSpin = qt.QDoubleSpinBox()
-        self.lrSpin.setDecimals(6)
-        self.lrSpin.setRange(0.0, 0.01)
-        self.lrSpin.setSingleStep(0.00001)
-        self.lrSpin.specialValueText = "default"
+        self.lrSpin = _spinWithDefault(0.01, 0.00001, 6)
         _parameterRow(oform, "Learning rate:", self.lrSpin, "learningRate",
                       "Adam's learning rate, and a tenth of it for the last two epochs. Default: 0.00001 to fine-tune "
                       "a trained model (every fine-tune of the shipped model at the paper's 0.0001 ended below it; at "
