@@ -226,6 +226,7 @@ def test_a_fine_tune_in_process_takes_the_base_models_recipe(scene_nodes, tmp_pa
     card = (tmp_path / "ft.md").read_text()                      # the model card says how it was trained
     assert "--run-length 6 --batch 2 --bce-weight 1.0 --fixed-tversky --feedback-grad --end-weight 2.0 " \
            "--tversky-beta 0.6" in card
+    assert "- Learning rate: 1e-05\n" in card                       # one epoch: no final rate
     path = L.train([(volumeNode, ref)], "full", 1, baseModel=str(base), outputPath=str(tmp_path / "ft2.pt"),
                    stepsPerEpoch=1, runLength=4, tverskyBeta=0.5)
     assert config(path) == (4, 2, 1.0, False, True, 0.5, 2.0)

@@ -283,6 +283,10 @@ class IFSSNetTrainingLogic:
     def writeModelCard(modelPath: str, *, mode, epochs, baseModel, cases, steps) -> str:
         """A short model card next to the model (``<stem>.md``): the effect shows it as a tooltip."""
         last = steps[-1] if steps else {}
+        config = _storedConfigOf(modelPath)
+        rate = f"{config['lr']:g}" if "lr" in config else "not recorded"
+        if "lr_final" in config and int(epochs) > 2:
+            rate += f", then {config['lr_final']:g} for the last two epochs"
         lines = [
             f"# {os.path.splitext(os.path.basename(modelPath))[0]}",
             "",
@@ -292,7 +296,8 @@ class IFSSNetTrainingLogic:
             f"- Training cases: {', '.join(cases)}",
             f"- Final loss {last.get('loss', float('nan')):.4f}, alpha {last.get('alpha', float('nan')):.3f}, "
             f"beta {last.get('beta', float('nan')):.3f} after {last.get('step', 0)} steps",
-            f"- Recipe (what differs from `ifssnet train`'s defaults): {_recipeOf(modelPath) or 'the defaults'}",
+            f"- Learning rate: {rate}",
+            f"- Recipe (what differs from `ifssnet train`'s defaults): {_recipeOf(config) or 'the defaults'}",
             "- Check it on a held-out volume (IFSSNetComparison) before clinical use.",
         ]
         path = os.path.splitext(modelPath)[0] + ".md"
@@ -385,13 +390,20 @@ class IFSSNetTrainingLogic:
         return tableNode, chartNode
 
 
-def _recipeOf(modelPath: str) -> str:
-    """The recipe the model file records (:func:`ifssnet.train_recipe.recipe_options` of the fields that differ
-    from the defaults), e.g. ``--run-length 8 --batch 2 --tversky-beta 0.5``."""
+def _storedConfigOf(modelPath: str) -> dict:
+    """The training config the model file records ({} where none)."""
     from ifssnet.model.checkpoint import load_checkpoint
-    from ifssnet.train_recipe import differs_from_default, recipe_options, stored_config
+    from ifssnet.train_recipe import stored_config
 
-    return recipe_options(differs_from_default(stored_config(load_checkpoint(modelPath)[2])))
+    return stored_config(load_checkpoint(modelPath)[2])
+
+
+def _recipeOf(config: dict) -> str:
+    """The recipe of a stored training config (:func:`ifssnet.train_recipe.recipe_options` of the fields that
+    differ from the defaults), e.g. ``--run-length 8 --batch 2 --tversky-beta 0.5``."""
+    from ifssnet.train_recipe import differs_from_default, recipe_options
+
+    return recipe_options(differs_from_default(config))
 
 
 def _withValidationDice(records: Sequence[dict]) -> List[dict]:
