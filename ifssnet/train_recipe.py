@@ -67,7 +67,7 @@ FEWSHOT_BETA = 0.5
 #: The learning rate a fine-tune of a network trained to propagate starts from where none is given: a tenth of
 #: the paper's 1e-4. Every fine-tune of the shipped model at 1e-4 ended below it (sessions 33-37), and at 1e-5 the
 #: paired runs drifted less each time: few-shot +0.099 held-out Dice on 1e-4 (session 36, fw36c), and a full
-#: fine-tune on four sweeps of a finer probe beat the shipped model on held-out sweeps of that look (one of two seeds)
+#: fine-tune on four sweeps of a finer probe beat the shipped model on held-out sweeps of that look (one of four seeds)
 #: where 1e-4 never beat it on validation (session 37; model card, "Fine-tuning on sweeps of another look").
 FINETUNE_LR = 1e-5
 
