@@ -406,6 +406,10 @@ def test_full_supervision_refuses_a_sparse_annotation(tmp_path):
     with pytest.raises(InputError, match="PG-Net .* IFSS-Net in --mode fewshot"):
         require_complete([sparse], "PG-Net (fully supervised)", "IFSS-Net in --mode fewshot (--arch ifssnet)")
     require_complete([full], "--mode full", "--mode fewshot")                  # complete: no complaint
+    from ifssnet.baselines.pgnet import train_pgnet
+    with pytest.raises(InputError, match=r"PG-Net \(fully supervised\)"):        # the baselines' own check_cases
+        train_pgnet([sparse], tmp_path / "p.pt")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("lr, lr_final", [(0.0, 1e-5), (-1e-4, 1e-5), (float("nan"), 1e-5), (1e-4, 0.0)])

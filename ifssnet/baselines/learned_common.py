@@ -257,8 +257,13 @@ def fit(*, arch: str, build: Callable[[dict], Any], model_config: dict, cfg: Bas
 
 
 def check_cases(cases: Sequence, what: str) -> None:
+    """Refuse no cases, or a sparse annotation (a fully supervised baseline would train its unpainted slices as
+    empty; :func:`ifssnet.dataset.require_complete`)."""
+    from ..dataset import require_complete
+
     if not cases:
         raise InputError(f"No training cases for {what}.", "Give at least one volume with its annotation.")
+    require_complete(cases, f"{what} (fully supervised)", "IFSS-Net in --mode fewshot (--arch ifssnet)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -267,7 +272,7 @@ def check_cases(cases: Sequence, what: str) -> None:
 
 def train_cli(args) -> int:
     """The ``ifssnet train`` command for ``--arch pgnet`` or ``--arch unet3d`` (one process)."""
-    from ..dataset import load_case, require_complete
+    from ..dataset import load_case
     from ..progress import TqdmProgress
     from ..train import TrainConfig
     from ..train_cli import _case_paths
@@ -308,7 +313,7 @@ def train_cli(args) -> int:
         if arch == "unet3d" and not segments:
             segments = list(stored["segments"])
     cases = [load_case(v, a, size, segments) for v, a in _case_paths(args.cases)]
-    require_complete(cases, f"{_LABEL[arch]} (fully supervised)", "IFSS-Net in --mode fewshot (--arch ifssnet)")
+    check_cases(cases, _LABEL[arch])          # before --log is opened (train_fn checks them again, cheaply)
     if stored is not None:     # --from / --resume: the stored network, whatever --size or --width-mult say
         model_config = config_cls.from_dict(stored)
     if arch == "pgnet":
