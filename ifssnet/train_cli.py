@@ -18,8 +18,8 @@ from typing import List, Sequence
 from .dataset import load_case
 from .errors import InputError
 from .train import StepLog, TrainConfig, train
-from .train_recipe import (FEWSHOT_BETA, FINETUNE_LR, RECIPE, cli_value, default_lr, inherit_recipe, recipe_options,
-                           withheld_from_base)
+from .train_recipe import (FEWSHOT_BETA, FINETUNE_LR, RECIPE, cli_value, inherit_recipe, learning_rates,
+                           recipe_options, withheld_from_base)
 from .validation import VALIDATION_CHOICES
 
 
@@ -42,11 +42,11 @@ def fill_recipe(args, base_meta=None) -> str:
     the ``--from`` model, :func:`~ifssnet.model.checkpoint.load_checkpoint`'s third value) where its training
     config has it, else TrainConfig's default; ``--cycle`` takes no burn-in from the base model (its runs
     start on their annotation), and ``--mode fewshot`` no Tversky beta (:data:`~ifssnet.train_recipe.FEWSHOT_BETA`).
-    A ``--lr`` not given becomes :func:`~ifssnet.train_recipe.default_lr` (1e-5 for a fine-tune of a network
-    trained to propagate, else the paper's 1e-4).
+    ``--lr`` and ``--lr-final`` not given come from :func:`~ifssnet.train_recipe.learning_rates` (1e-5 for a
+    fine-tune of a network trained to propagate, else the paper's 1e-4; a tenth of it for the last two epochs).
     Returns the inherited options that differ from the defaults as a command-line fragment ('' when none)."""
-    if getattr(args, "lr", 0.0) is None:
-        args.lr = default_lr(base_meta)
+    if hasattr(args, "lr"):
+        args.lr, args.lr_final = learning_rates(base_meta, args.lr, getattr(args, "lr_final", None))
     given = {key: (not value if dest == "fixed_tversky" else value) for dest, key in RECIPE
              if (value := getattr(args, dest, None)) is not None}     # strides stay '1,3' (read in _train_ranked)
     recipe, inherited = inherit_recipe(base_meta, given, cycle=bool(getattr(args, "cycle", 0)),
@@ -256,7 +256,7 @@ def _train_ranked(args, rank: int, world: int, size: int) -> int:
     validator = _validator(args, train_pairs, segments)
     cases = [load_case(v, a, size, segments) for v, a in train_pairs]
     cfg = TrainConfig(mode=args.mode, epochs=args.epochs, steps_per_epoch=args.steps, run_length=args.run_length,
-                      lr=args.lr, lr_final=args.lr_final if args.lr_final is not None else args.lr / 10,
+                      lr=args.lr, lr_final=args.lr_final,
                       seed=args.seed, checkpoint_every=args.checkpoint_every,
                       mask_jitter=args.mask_jitter, bce_weight=args.bce_weight, curriculum=not args.no_curriculum,
                       strides=strides, jitter_first_only=args.jitter_first_only, batch=args.batch,

@@ -82,6 +82,15 @@ def default_lr(base_meta: Optional[dict]) -> float:
     return FINETUNE_LR if trained else TrainConfig().lr
 
 
+def learning_rates(base_meta: Optional[dict], lr: Optional[float] = None,
+                   lr_final: Optional[float] = None) -> Tuple[float, float]:
+    """``(lr, lr_final)`` of a run: ``lr`` as given, else :func:`default_lr`; ``lr_final`` (the last two epochs'
+    rate) as given, else a tenth of ``lr`` (the paper's schedule). ``ifssnet train`` and the Training Logic both
+    take their rates here."""
+    lr = float(lr) if lr is not None else default_lr(base_meta)
+    return lr, float(lr_final) if lr_final is not None else lr / 10
+
+
 def stored_config(meta: Optional[dict]) -> Dict[str, Any]:
     """The training config a checkpoint's metadata records (``meta["training"]["config"]``; {} where none)."""
     return dict(((meta or {}).get("training") or {}).get("config") or {})

@@ -80,7 +80,7 @@ class IFSSNetTrainingLogic:
     or for a new network runs of 32; beta 0.5 in few-shot mode, :data:`ifssnet.train_recipe.FEWSHOT_BETA`);
     ``self.inheritedRecipe`` holds what was taken from it. ``learningRate``: Adam's rate, and a tenth of it for the
     last two epochs of a run of more than two, as ``--lr`` (None: 1e-5 for a fine-tune of a network trained to
-    propagate, else the paper's 1e-4; :func:`ifssnet.train_recipe.default_lr`).
+    propagate, else the paper's 1e-4; :func:`ifssnet.train_recipe.learning_rates`).
     """
 
     def __init__(self) -> None:
@@ -104,7 +104,7 @@ class IFSSNetTrainingLogic:
         outputPath = outputPath or self.defaultOutputPath("ifssnet-finetuned")
         from ifssnet.dataset import case_from_arrays, load_case
         from ifssnet.train import TrainConfig, train as coreTrain
-        from ifssnet.train_recipe import default_lr, inherit_recipe
+        from ifssnet.train_recipe import inherit_recipe, learning_rates
 
         baseMeta = None
         if baseModel or resume:
@@ -133,9 +133,9 @@ class IFSSNetTrainingLogic:
         validator = self.validator(validationPairs, segmentNames, valProtocol) if validationPairs else None
         recipe, self.inheritedRecipe = inherit_recipe(baseMeta, {"run_length": runLength, "tversky_beta": tverskyBeta},
                                                       mode=mode)
-        rate = float(learningRate) if learningRate is not None else default_lr(baseMeta)
+        lr, lrFinal = learning_rates(baseMeta, learningRate)
         cfg = TrainConfig(mode=mode, epochs=int(epochs), steps_per_epoch=int(stepsPerEpoch), fill_gap=int(fillGap),
-                          empty_past_ends=bool(emptyPastEnds), lr=rate, lr_final=rate / 10, **recipe)
+                          empty_past_ends=bool(emptyPastEnds), lr=lr, lr_final=lrFinal, **recipe)
         self.steps, self.validations = [], []
 
         def stepHook(log) -> None:
