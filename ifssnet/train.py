@@ -168,11 +168,16 @@ class TrainConfig:
             raise InputError(f"Window strides must be whole numbers of at least 1, not {self.strides}.",
                              "Give --strides as e.g. 1 or 1,3.")
 
+    @property
+    def uses_lr_final(self) -> bool:
+        """Whether the run reaches ``lr_final``: only a run of more than two epochs has last two epochs of its own."""
+        return self.epochs > 2
+
     def lr_at(self, step: int) -> float:
         """The learning rate of step ``step`` (0-based): ``lr``, ``lr_final`` for the last two epochs, and
         over the first ``warmup`` steps a linear rise, (step + 1) / warmup of that."""
         epoch = step // self.steps_per_epoch
-        lr = self.lr_final if epoch >= max(0, self.epochs - 2) and self.epochs > 2 else self.lr
+        lr = self.lr_final if self.uses_lr_final and epoch >= self.epochs - 2 else self.lr
         return lr * min(1.0, (step + 1) / self.warmup) if self.warmup else lr
 
 
@@ -340,8 +345,9 @@ def make_optimizer(model, loss_fn, cfg: TrainConfig):
 def base_lineage(path, meta: dict) -> dict:
     """What a fine-tune records of its base model (the checkpoint's ``base`` entry): the file's name, the command
     and data it was trained with, its step and alpha / beta, its own ``base`` (so a fine-tune of a fine-tune
-    keeps the whole chain) and ``resumed`` (the commands that continued it) or, for a file that records them by hand, its ``stages`` (the shipped model's). Strings,
-    numbers and dicts only (``weights_only`` loading); the optimiser state and validation history are left out."""
+    keeps the whole chain) and ``resumed`` (the commands that continued it) or, for a file that records them by
+    hand, its ``stages`` (the shipped model's). Strings, numbers and dicts only (``weights_only`` loading); the
+    optimiser state and validation history are left out."""
     tr = meta.get("training") or {}
     out = {"file": Path(str(path)).name, "command": str(meta.get("command", "")), "data": str(meta.get("data", "")),
            "version": str(meta.get("version", meta.get("package_version", "")))}

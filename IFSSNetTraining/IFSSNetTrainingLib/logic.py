@@ -283,10 +283,14 @@ class IFSSNetTrainingLogic:
     def writeModelCard(modelPath: str, *, mode, epochs, baseModel, cases, steps) -> str:
         """A short model card next to the model (``<stem>.md``): the effect shows it as a tooltip."""
         last = steps[-1] if steps else {}
+        from ifssnet.train import TrainConfig
+
         config = _storedConfigOf(modelPath)
-        rate = f"{config['lr']:g}" if "lr" in config else "not recorded"
-        if "lr_final" in config and int(epochs) > 2:
-            rate += f", then {config['lr_final']:g} for the last two epochs"
+        rate = "not recorded"
+        if config:
+            trained = TrainConfig(**config)
+            rate = f"{trained.lr:g}" + (f", then {trained.lr_final:g} for the last two epochs"
+                                        if trained.uses_lr_final else "")
         lines = [
             f"# {os.path.splitext(os.path.basename(modelPath))[0]}",
             "",
