@@ -66,6 +66,8 @@ def test_float64_volume_with_a_tiny_range_and_an_offset():
     ((2, J, I), "2 slices"),             # fewer slices than one window
     ((K, 5, I), "only 5 x"),             # slices too small to hold a muscle
     ((K, J, 3), "x 3 voxels"),
+    ((1, J, I), "2-D image"),            # a single frame saved as a 3-D file (what Slicer holds)
+    ((K, 1, I), "2-D image"),            # the same frame, cut across another axis
 ])
 def test_volume_smaller_than_one_window(shape, match):
     vol = np.random.default_rng(0).integers(0, 255, shape).astype(np.uint8)

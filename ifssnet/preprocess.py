@@ -21,8 +21,9 @@ from .progress import CancelLike, ProgressFn, check_cancel, report
 
 def check_volume(volume: np.ndarray, window: int = 3) -> None:
     """Raise :class:`VolumeError` for arrays IFSS-Net cannot propagate through. ``volume`` is (K, J, I)."""
-    if volume.ndim == 2:
-        raise VolumeError("The volume is a 2-D image; IFSS-Net propagates through a 3-D sweep.",
+    if volume.ndim == 2 or (volume.ndim == 3 and 1 in volume.shape):
+        shape = "" if volume.ndim == 2 else f" (one slice thick: {' x '.join(map(str, volume.shape))} voxels)"
+        raise VolumeError(f"The volume is a 2-D image{shape}; IFSS-Net propagates through a 3-D sweep.",
                           "Load the reconstructed 3-D ultrasound volume, not a single frame.")
     if volume.ndim != 3:
         raise VolumeError(f"The volume has {volume.ndim} dimensions ({volume.shape}); a 3-D scalar volume is needed.",
