@@ -248,6 +248,23 @@ def _two_views(tmp_path):
     return tmp_path / "two.seg.nrrd"
 
 
+def _one_slice(tmp_path, args):
+    """A single frame saved as a 3-D file (1 x J x I), painted on it: what Slicer holds for a 2-D image."""
+    folder = tmp_path / "frame"
+    folder.mkdir()
+    vol, seeds = _write_case(folder, volume=np.zeros((1, J, I), np.uint8), painted=_muscle()[5:6], slices=(0,))
+    args.update(volume=vol, seeds=seeds)
+
+
+def _one_empty_segment(tmp_path):
+    m = _muscle()
+    seeds = np.zeros_like(m)
+    seeds[[4, 5, 6]] = m[[4, 5, 6]]
+    masks = {"GM": seeds, "SOL": np.zeros_like(m)}
+    write_segmentation(segmentation_from_masks(masks, OBLIQUE), tmp_path / "gm-sol.seg.nrrd")
+    return tmp_path / "gm-sol.seg.nrrd"
+
+
 def _constant(tmp_path):
     write_volume(Image(np.full((K, J, I), 9, np.int16), OBLIQUE), tmp_path / "const.nrrd")
     return tmp_path / "const.nrrd"
@@ -257,12 +274,17 @@ def _constant(tmp_path):
 CASES = [
     ("missing volume", lambda t, a: a.update(volume=t / "nope.nrrd"), 2, "does not exist"),
     ("2-D image", lambda t, a: a.update(volume=_flat(t)), 2, "2-D image"),
+    ("one-slice 3-D file", _one_slice, 2, "2-D image (one slice thick"),
     ("RGB volume", lambda t, a: a.update(volume=_rgb(t)), 2, "components per voxel"),
     ("constant volume", lambda t, a: a.update(volume=_constant(t)), 2, "constant"),
     ("2 painted slices", lambda t, a: a.update(seeds=_write_case(t, slices=(4, 5))[1]), 2, "at least 3"),
     ("nothing painted", lambda t, a: a.update(seeds=_write_case(t, painted=np.zeros((K, J, I), np.uint8),
                                                                   tag=False)[1]), 2, "Nothing is painted"),
     ("painted in two views", lambda t, a: a.update(seeds=_two_views(t)), 2, "two views"),
+    ("axis contradicts the paint", lambda t, a: a.extra.extend(["--axis", "1"]), 2,
+     "Segment 'GM': --axis 1 (j) was given, but its tag says axis 0 (k). Leave --axis out, or give --axis 0."),
+    ("one segment empty", lambda t, a: a.update(seeds=_one_empty_segment(t)), 2,
+     "Segment 'SOL': Nothing is painted in this segment. Paint it, or leave it out: --segment GM."),
     ("unknown segment", lambda t, a: a.extra.extend(["--segment", "SOL"]), 2, "No segment named SOL"),
     ("missing model", lambda t, a: a.update(model=t / "nope.pt"), 3, "does not exist"),
     ("truncated model", lambda t, a: a.update(model=_corrupt(t, a.tiny)), 3, "corrupt"),
@@ -306,12 +328,13 @@ def test_each_error_is_one_line_and_its_exit_code(tmp_path, tiny_model, monkeypa
         never_propagate(monkeypatch)
     args = _Args(tmp_path, tiny_model)
     change(tmp_path, args)
+    _old_outputs(tmp_path)                # an earlier result, which must stay as it was
     seeds_before = Path(args["seeds"]).read_bytes()
     got, out, err = _cli(capsys, *args.argv())
     line = _error_line(err)
     assert got == code, (name, err)
     assert line.startswith("ifssnet: ") and words in line, line
-    assert not (tmp_path / "out.seg.nrrd").exists() and not _leftovers(tmp_path)
+    _assert_old_outputs_untouched(tmp_path)
     assert Path(args["seeds"]).read_bytes() == seeds_before
 
 
@@ -326,10 +349,33 @@ def test_cuda_requested_but_absent(tmp_path, tiny_model, never_propagate, capsys
 def test_too_large_for_memory_is_refused_before_starting_with_the_size(tmp_path, copy_net, never_propagate,
                                                                        monkeypatch, capsys):
     vol, seeds = _write_case(tmp_path)
+    out = _old_outputs(tmp_path)
+    seeds_before = seeds.read_bytes()
     monkeypatch.setenv("IFSSNET_AVAILABLE_MEMORY", "40M")
-    code, _, err = _cli(capsys, "propagate", vol, seeds, "-o", tmp_path / "o.seg.nrrd")
+    code, _, err = _cli(capsys, "propagate", vol, seeds, "-o", out)
     line = _error_line(err)
     assert code == 4 and "needs about" in line and "GB are free" in line and "crop the volume" in line
+    _assert_old_outputs_untouched(tmp_path)
+    assert seeds.read_bytes() == seeds_before
+    monkeypatch.setenv("IFSSNET_AVAILABLE_MEMORY", "1K")       # not even room to read the volume
+    code, _, err = _cli(capsys, "propagate", vol, seeds, "-o", out)
+    assert code == 4 and "Reading the volume needs about" in _error_line(err)
+    _assert_old_outputs_untouched(tmp_path)
+
+
+def test_running_out_of_memory_midway_says_what_to_do_and_writes_nothing(tmp_path, copy_net, monkeypatch, capsys):
+    import ifssnet.propagate as prop
+
+    def oom(*a, **k):
+        raise MemoryError()
+
+    monkeypatch.setattr(prop, "propagate", oom)
+    vol, seeds = _write_case(tmp_path)
+    out = _old_outputs(tmp_path)
+    code, _, err = _cli(capsys, "propagate", vol, seeds, "-o", out)
+    line = _error_line(err)
+    assert code == 4 and "ran out of memory" in line and "Close other programs" in line
+    _assert_old_outputs_untouched(tmp_path)
 
 
 def test_debug_shows_the_traceback(tmp_path, tiny_model, capsys):

@@ -120,6 +120,39 @@ def test_segments_painted_across_different_axes_are_refused():
     assert axis == 1 and seed_map["B"].slices == (8, 9, 10)
 
 
+@pytest.mark.parametrize("tagged", [False, True])
+def test_an_axis_that_contradicts_the_paint_is_refused(tagged):
+    """Painted on k = 4-6: --axis 1 would take j = 5..13, every slice the paint crosses, for seeds."""
+    m = np.zeros((K, J, I), np.uint8)
+    m[4:7, 5:14, 6:18] = 1
+    seg = Segmentation([Segment("A", m, annotated=AnnotatedSlices(0, (4, 5, 6)) if tagged else None)])
+    with pytest.raises(SeedError, match=r"Segment 'A': --axis 1 \(j\) was given.*axis 0 \(k\).*give --axis 0"):
+        seeds_from_segmentation(seg, ["A"], axis=1)
+    seed_map, axis = seeds_from_segmentation(seg, ["A"], axis=0)     # the same axis is fine
+    assert axis == 0 and seed_map["A"].slices == (4, 5, 6)
+
+
+def test_an_axis_settles_a_paint_whose_axis_is_unclear():
+    m = np.zeros((K, J, I), np.uint8)
+    m[4:7, 5:14, 6:18] = 1
+    m[2:9, 5:14, 12] = 1                                       # a stroke across i as well: unclear
+    seg = Segmentation([Segment("A", m)])
+    with pytest.raises(SeedError, match="Segment 'A': .*two views"):
+        seeds_from_segmentation(seg, ["A"])
+    seed_map, axis = seeds_from_segmentation(seg, ["A"], axis=0)
+    assert axis == 0 and seed_map["A"].slices == tuple(range(2, 9))
+
+
+def test_an_empty_segment_among_several_is_named():
+    m = np.zeros((K, J, I), np.uint8)
+    m[4:7, 5:14, 6:18] = 1
+    seg = Segmentation([Segment("GM", m), Segment("SOL", np.zeros_like(m))])
+    with pytest.raises(SeedError, match=r"Segment 'SOL': Nothing is painted.*--segment GM"):
+        seeds_from_segmentation(seg, ["GM", "SOL"])
+    with pytest.raises(SeedError, match=r"Segment 'SOL': Nothing is painted"):
+        seeds_from_segmentation(seg, ["GM", "SOL"], axis=0)
+
+
 def test_a_stroke_in_another_view_that_crosses_a_small_group_is_refused():
     from ifssnet.seeds import find_axis
 

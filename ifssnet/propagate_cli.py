@@ -31,7 +31,8 @@ def add_commands(sub) -> None:
     p.add_argument("--preset", default="balanced", choices=["accurate", "balanced", "fast"],
                    help="speed/accuracy trade-off (see docs/performance.md)")
     p.add_argument("--axis", type=int, default=None, choices=[0, 1, 2],
-                   help="array axis (k=0, j=1, i=2) the painted slices lie across (default: found)")
+                   help="array axis (k=0, j=1, i=2) the painted slices lie across (default: found); it settles a "
+                        "paint whose axis is unclear, and is refused where it contradicts the paint or its tag")
     p.add_argument("--between-seeds-only", action="store_true",
                    help="do not propagate past the first and last painted slices")
     p.add_argument("--no-muscle-at", action="append", default=[], metavar="[NAME:]K,K",
@@ -51,22 +52,58 @@ def add_commands(sub) -> None:
     p.set_defaults(func=_propagate)
 
 
+def _painted_axis(segment, names):
+    """The axis ``segment`` (a :class:`~ifssnet.io.Segment`) is painted across: its tag's, else
+    :func:`~ifssnet.seeds.find_axis`'s; a :class:`SeedError` from it names the segment. ``names``: the
+    segments propagated, for the what-to-do of an empty one."""
+    from .seeds import find_axis
+
+    if segment.annotated is not None:
+        return segment.annotated.axis
+    try:
+        return find_axis(segment.mask)
+    except SeedError as err:
+        others = [m for m in names if m != segment.name]
+        todo = err.todo
+        if not segment.mask.any() and others:
+            todo = (f"Paint it, or leave it out: --segment {' --segment '.join(others)}.")
+        raise SeedError(f"Segment '{segment.name}': {err.what}", todo) from err
+
+
 def seeds_from_segmentation(seg, names, axis=None):
     """``{name: SeedSet}`` along ``axis`` plus the axis, from a :class:`~ifssnet.io.Segmentation`.
 
+    ``axis`` None: each segment's axis from its tag (:data:`~ifssnet.io.ANNOTATED_TAG`) or its paint. A given
+    ``axis`` (``--axis``) settles a paint whose axis is unclear, but one that contradicts the tag or a clear
+    paint is refused: propagating across the painted slices would take every slice the paint crosses for a seed.
     Returns ``(seed_map, axis)`` with every mask transposed so that ``axis`` comes first.
     """
     from .io import ANNOTATED_TAG
-    from .seeds import annotated_slices, cut_seeds, find_axis
+    from .seeds import annotated_slices, cut_seeds
 
+    names_kji = ("k", "j", "i")
     axes = set()
     found = {}
     for n in names:
         s = seg.get(n)
-        if s.annotated is not None and axis is None:
-            ax, slices = s.annotated.axis, tuple(s.annotated.slices)
+        if axis is None:
+            ax = _painted_axis(s, names)
         else:
-            ax = axis if axis is not None else find_axis(s.mask)
+            ax = axis
+            try:
+                painted = _painted_axis(s, names)
+            except SeedError:
+                if not s.mask.any():
+                    raise
+                painted = axis          # unclear paint: --axis settles it
+            if painted != axis:
+                source = "its tag says" if s.annotated is not None else "its paint lies on slices across"
+                raise SeedError(f"Segment '{n}': --axis {axis} ({names_kji[axis]}) was given, but {source} axis "
+                                f"{painted} ({names_kji[painted]}).",
+                                f"Leave --axis out, or give --axis {painted}.")
+        if s.annotated is not None:
+            slices = tuple(s.annotated.slices)
+        else:
             slices = tuple(annotated_slices(s.mask, ax))
         axes.add(ax)
         found[n] = (ax, slices, s.mask)
