@@ -140,10 +140,12 @@ def _state(segNode, volumeNode):
 
 
 def _assert_same(before, after):
+    """Names, voxels and the seed tags (which decide the next run's seeds) as they were."""
     assert before.keys() == after.keys()
     for sid in before:
         assert before[sid][0] == after[sid][0]
         np.testing.assert_array_equal(before[sid][1], after[sid][1])
+        assert before[sid][2] == after[sid][2]
 
 
 def _reference_segmentation(slicer, volumeNode, masks, name):

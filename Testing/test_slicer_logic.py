@@ -16,7 +16,8 @@ import pytest
 
 # slicer_nodes first: it puts the Slicer module folders on sys.path.
 from slicer_nodes import (ORIGIN, SHAPE, SPACING, _arrays_module, _assert_same, _dice, _direction,  # noqa: F401
-                          _ijk_to_ras, _logic_module, _method, _nearest_seed_method, _paint, _state, scene_nodes)
+                          _ijk_to_ras, _logic_module, _method, _nearest_seed_method, _paint, _reference_segmentation,
+                          _state, scene_nodes)
 from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
 
 pytestmark = [pytest.mark.slicer,
@@ -273,7 +274,7 @@ def test_cancelled_run_changes_nothing(scene_nodes):
     before = _state(segNode, volumeNode)
     token = CancelToken()
     token.cancel()
-    with pytest.raises(Cancelled):
+    with pytest.raises(Cancelled, match="Nothing was changed"):
         IFSSNetSegmentationLogic().propagate(volumeNode, segNode, method=_method(), cancel=token)
     _assert_same(before, _state(segNode, volumeNode))
 
@@ -330,13 +331,13 @@ def test_bad_inputs_change_nothing(scene_nodes):
 
     empty = segNode.GetSegmentation().AddEmptySegment("", "Empty")
     before = _state(segNode, volumeNode)
-    with pytest.raises(SeedError):
+    with pytest.raises(SeedError, match="Segment 'Empty' is empty: no painted slices. Paint the muscle on at least 3"):
         IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [empty], method=_method())
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="no segment with ID 'nope'. Select an existing segment"):
         IFSSNetSegmentationLogic().propagate(volumeNode, segNode, ["nope"], method=_method())
     with pytest.raises(InputError):
         IFSSNetSegmentationLogic().propagate(None, segNode, [empty], method=_method())
-    with pytest.raises(SeedError):  # all segments: the empty ones are skipped, and none is left
+    with pytest.raises(SeedError, match="None of the segments has painted slices"):  # the empty ones are skipped
         IFSSNetSegmentationLogic().propagate(volumeNode, segNode, method=_method())
     _assert_same(before, _state(segNode, volumeNode))
     # Painted along two views at once: a clear message, nothing changed.
@@ -349,13 +350,69 @@ def test_bad_inputs_change_nothing(scene_nodes):
 
     arrays.writeSegment(segNode, sid2, both, arrays.referenceGeometry(volumeNode, segNode))
     before = _state(segNode, volumeNode)
-    with pytest.raises(SeedError):
+    with pytest.raises(SeedError, match="two views.*Erase the strokes painted in the other view"):
         IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid2], method=_method())
     _assert_same(before, _state(segNode, volumeNode))
     # Skipping empty segments: "all visible segments" with one painted and one empty.
     sid3, _ = _paint(slicer, volumeNode, segNode, truth, 0, (4, 10, 17), "GM")
     job = IFSSNetSegmentationLogic().prepare(volumeNode, segNode, [empty, sid3], method=_method(), skipEmpty=True)
     assert [s.segmentId for s in job.segments] == [sid3]
+
+
+def _tiny_network(tmp_path):
+    from ifssnet.model import IFSSNet, IFSSNetConfig, save_checkpoint
+
+    return save_checkpoint(tmp_path / "tiny.pt", IFSSNet(IFSSNetConfig(size=32, width_mult=0.15)))
+
+
+def test_unusable_inputs_are_refused_with_what_to_do_and_change_nothing(scene_nodes, tmp_path, monkeypatch):
+    """Too few painted slices, corrupt weights, too little memory (before the run, and running out midway):
+    the network's own path, a message that says what to do, and the segmentation (voxels and tags) as it was."""
+    pytest.importorskip("torch")
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+
+    from ifssnet.errors import ModelError, ResourceError
+
+    L = IFSSNetSegmentationLogic()
+    tiny = _tiny_network(tmp_path)
+    two, _ = _paint(slicer, volumeNode, segNode, truth, 0, (8, 12), "Two")
+    sid, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 10, 16), "GM")
+    L.propagate(volumeNode, segNode, [sid], method=_method())          # a result, with its tags, to keep
+    before = _state(segNode, volumeNode)
+    with pytest.raises(SeedError, match="'Two' is painted on 2 slices only; IFSS-Net needs at least 3. Paint"):
+        L.prepare(volumeNode, segNode, [two], model=str(tiny), device="cpu")   # in the main thread, before the run
+    half = tmp_path / "half.pt"
+    half.write_bytes(tiny.read_bytes()[:5000])
+    with pytest.raises(ModelError, match="corrupt or truncated"):
+        L.propagate(volumeNode, segNode, [sid], model=str(half), device="cpu")
+    monkeypatch.setenv("IFSSNET_AVAILABLE_MEMORY", "1K")
+    with pytest.raises(ResourceError, match="needs about .* are free. Close other programs or crop the volume"):
+        L.propagate(volumeNode, segNode, [sid], model=str(tiny), device="cpu")
+    monkeypatch.delenv("IFSSNET_AVAILABLE_MEMORY")
+
+    def out_of_memory(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        raise MemoryError()
+
+    with pytest.raises(ResourceError, match="ran out of memory while propagating. Nothing was changed. Close other"):
+        L.propagate(volumeNode, segNode, [sid], method=out_of_memory)
+    _assert_same(before, _state(segNode, volumeNode))
+
+
+def test_a_single_frame_is_refused_as_a_2d_image(scene_nodes):
+    """Slicer holds a 2-D image as a volume one slice thick: it is named as such, not as too few slices."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+
+    from ifssnet.errors import VolumeError
+
+    frame = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode)[10:11].copy(), _ijk_to_ras(),
+                                           "frame")
+    node = _reference_segmentation(slicer, frame, {"GM": truth[10:11]}, "FrameSeg")
+    before = _state(node, frame)
+    with pytest.raises(VolumeError, match=r"2-D image \(one slice thick: 1 x 26 x 30 voxels\).*Load the reconstructed"):
+        IFSSNetSegmentationLogic().propagate(frame, node, method=_method())
+    _assert_same(before, _state(node, frame))
 
 
 def test_two_runs_on_one_segmentation_are_refused(scene_nodes):

@@ -20,7 +20,21 @@ from .progress import CancelLike, ProgressFn, check_cancel, report
 
 
 def check_volume(volume: np.ndarray, window: int = 3) -> None:
-    """Raise :class:`VolumeError` for arrays IFSS-Net cannot propagate through. ``volume`` is (K, J, I)."""
+    """Raise :class:`VolumeError` for arrays IFSS-Net cannot propagate through. ``volume`` is (K, J, I),
+    the propagation axis first: :func:`check_image`, then at least ``window`` slices of at least 8 x 8."""
+    check_image(volume)
+    if volume.shape[0] < window:
+        raise VolumeError(f"The volume has {volume.shape[0]} slices along the propagation axis; "
+                          f"at least {window} are needed for one window.",
+                          "Check that the painted slices lie across the sweep, or load the whole sweep.")
+    if min(volume.shape[1:]) < 8:
+        raise VolumeError(f"The slices are only {volume.shape[1]} x {volume.shape[2]} voxels.",
+                          "Check the propagation axis: paint the muscle on slices across the sweep.")
+
+
+def check_image(volume: np.ndarray) -> None:
+    """Raise :class:`VolumeError` unless ``volume`` is a 3-D scalar image of real numbers, whatever its
+    orientation: a 2-D image (also one saved one slice thick), more dimensions, no voxels, a non-numeric type."""
     if volume.ndim == 2 or (volume.ndim == 3 and 1 in volume.shape):
         shape = "" if volume.ndim == 2 else f" (one slice thick: {' x '.join(map(str, volume.shape))} voxels)"
         raise VolumeError(f"The volume is a 2-D image{shape}; IFSS-Net propagates through a 3-D sweep.",
@@ -33,13 +47,6 @@ def check_volume(volume: np.ndarray, window: int = 3) -> None:
     if not (np.issubdtype(volume.dtype, np.number) or volume.dtype == bool) or np.iscomplexobj(volume):
         raise VolumeError(f"The volume's voxel type {volume.dtype} is not a real number type.",
                           "Convert it to a scalar (integer or float) volume.")
-    if volume.shape[0] < window:
-        raise VolumeError(f"The volume has {volume.shape[0]} slices along the propagation axis; "
-                          f"at least {window} are needed for one window.",
-                          "Check that the painted slices lie across the sweep, or load the whole sweep.")
-    if min(volume.shape[1:]) < 8:
-        raise VolumeError(f"The slices are only {volume.shape[1]} x {volume.shape[2]} voxels.",
-                          "Check the propagation axis: paint the muscle on slices across the sweep.")
 
 
 def intensity_stats(volume: np.ndarray, grid: Optional["InPlaneGrid"] = None,

@@ -158,7 +158,8 @@ def load_model(model=None, device: str = "cpu"):
         model = default_model_path()
         if not Path(model).exists():
             raise ModelError(f"The shipped model is missing ({model}).",
-                             "Reinstall the extension, or give a model file with --model.")
+                             "Reinstall the extension, or choose another model (in Slicer: the Model list; "
+                             "on the command line: --model FILE).")
     if isinstance(model, (str, Path)):
         from .model.checkpoint import load_checkpoint, zero_negligible_weights
 
@@ -198,8 +199,8 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
               device: str = "auto", preset: str = "balanced", stop_at_end: bool = True,
               between_seeds_only: bool = False, patience: int = 5, min_area_fraction: float = 0.1,
               batch_size: int = 32, slice_spacing_mm: Optional[float] = None, match_slice_spacing: bool = True,
-              exclusive: bool = True, blend: str = "max", progress: Optional[ProgressFn] = None,
-              cancel: CancelLike = None) -> PropagationResult:
+              exclusive: bool = True, blend: str = "max", reserved_bytes: int = 0,
+              progress: Optional[ProgressFn] = None, cancel: CancelLike = None) -> PropagationResult:
     """Propagate the painted slices of every segment through ``volume`` (K, J, I).
 
     ``seeds``: one :class:`SeedSet` (returned under the name ``"segment"``) or ``{name: SeedSet}``.
@@ -225,7 +226,9 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     voxel painted for one segment is not given to another (:mod:`ifssnet.exclusive`; held-out phantoms,
     ``3-seeds+ends``, three muscles in one run: Dice 0.732, volume error 16.8 %, against 0.720 / 19.6 %
     without). ``blend``: how runs that meet between two seed groups are combined (:data:`BLENDS`); the
-    per-slice confidence comes from their weighted mean and variance either way. Returns :class:`PropagationResult`. Raises
+    per-slice confidence comes from their weighted mean and variance either way. ``reserved_bytes``: memory the
+    caller will still allocate for the results (bytes), added to the need that is checked before the run
+    (:func:`~ifssnet.memory.check_propagation_memory`). Returns :class:`PropagationResult`. Raises
     :class:`~ifssnet.errors.Cancelled` if ``cancel`` is set; nothing is returned or changed then.
     """
     import torch
@@ -245,7 +248,8 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     settings["blend"] = blend
     extra = PRE_ENCODE_BYTES if uses_pre_encoding(settings, net, dev) else 0
     frames = frames_for(volume.shape[0], slice_spacing_mm, net, match_slice_spacing, seed_map)
-    check_propagation_memory(volume.shape, seed_map, net, batch_size, extra_bytes=extra, frames=len(frames.frames))
+    check_propagation_memory(volume.shape, seed_map, net, batch_size, extra_bytes=extra + int(reserved_bytes),
+                             frames=len(frames.frames))
     try:
         result = _propagate_on(volume, seed_map, net, dev, stop_at_end, between_seeds_only, patience,
                                min_area_fraction, batch_size, progress, cancel, settings, frames, exclusive)

@@ -329,17 +329,24 @@ def validate_seeds(seeds: SeedSet, min_slices: int = 3, name: Optional[str] = No
     Raises :class:`SeedError` when no slice is annotated, fewer than ``min_slices`` slices are
     annotated in total (consecutive or not), or the target is empty on every annotated slice.
     """
+    check_slice_count(len(seeds.slices), min_slices, name)
+    if not seeds.mask.any():
+        what = f"'{name}'" if name else "The segment"
+        raise SeedError(f"{what} is empty on every painted slice.", PAINT_TODO.format(n=min_slices))
+    return seeds
+
+
+def check_slice_count(n: int, min_slices: int = 3, name: Optional[str] = None) -> None:
+    """Raise :class:`SeedError` when ``n`` painted slices (consecutive or not) cannot start a propagation:
+    fewer than ``min_slices``. ``name``: the segment's, for the message. The Slicer Logic calls it before the
+    run starts; :func:`validate_seeds` (the core) calls it too."""
     what = f"'{name}'" if name else "The segment"
     todo = PAINT_TODO.format(n=min_slices)
-    n = len(seeds.slices)
     if n == 0:
         raise SeedError(f"{what} is not painted on any slice.", todo)
     if n < min_slices:
         raise SeedError(f"{what} is painted on {n} slice{'s' if n != 1 else ''} only; "
                         f"IFSS-Net needs at least {min_slices}.", todo)
-    if not seeds.mask.any():
-        raise SeedError(f"{what} is empty on every painted slice.", todo)
-    return seeds
 
 
 # ----------------------------------------------------------------------------------------- CLI

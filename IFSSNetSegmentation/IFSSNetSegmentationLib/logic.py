@@ -43,7 +43,7 @@ import numpy as np
 import slicer
 import vtk
 
-from ifssnet.errors import IFSSNetError, InputError, SeedError, VolumeError
+from ifssnet.errors import IFSSNetError, InputError, ResourceError, SeedError, VolumeError
 from ifssnet.io import ANNOTATED_TAG, AnnotatedSlices
 from ifssnet.progress import check_cancel, report
 
@@ -295,9 +295,11 @@ class IFSSNetSegmentationLogic:
         report(progress, STAGE_PREPARING, 0, 1)
         if segmentationNode is None:
             raise InputError("No segmentation is selected.", "Select the segmentation that holds the painted slices.")
-        volume = arrays.volumeToArray(volumeNode)
-        if volume.ndim != 3 or min(volume.shape) < 1:
-            raise VolumeError("The volume is not 3-D.", "Load a 3-D ultrasound volume.")
+        from ifssnet.preprocess import check_image, check_volume
+        from ifssnet.seeds import check_slice_count
+
+        volume = arrays.volumeToArray(volumeNode)   # (K, J, I); a 2-D image arrives one slice thick
+        check_image(volume)                         # 2-D, empty, not numbers: before reading any segment
         segmentation = segmentationNode.GetSegmentation()
         if segmentIds is None:
             segmentIds = [sid for sid in segmentation.GetSegmentIDs()]
@@ -318,12 +320,15 @@ class IFSSNetSegmentationLogic:
             if skipEmpty and not painted.any() and not segmentTag(segment, ANNOTATED_TAG):
                 continue
             axis, slices = self._seedSlices(segment, painted)
+            check_slice_count(len(slices), name=segment.GetName())
             name = segment.GetName()
             if names.count(name) > 1:  # two segments with one name: keep their seeds apart
                 name = f"{name} ({sid})"
             segments.append(SegmentJob(sid, name, axis, slices, painted))
         if not segments:
             raise SeedError("None of the segments has painted slices.", "Paint a segment on at least 3 slices.")
+        for axis in sorted({seg.axis for seg in segments}):
+            check_volume(np.moveaxis(volume, axis, 0))   # the core's check, in the main thread, before the run
         report(progress, STAGE_PREPARING, 1, 1)
         return PropagationJob(volumeNode.GetID(), segmentationNode.GetID(), volume, arrays.spacingKji(volumeNode),
                               segments, method=method, model=model, device=device, preset=preset, extent=extent,
@@ -343,7 +348,12 @@ class IFSSNetSegmentationLogic:
             seeds = seedSetsAlongAxis(segs, axis, volumeT.shape)
 
             report(progress, STAGE_PROPAGATING, 0, volumeT.shape[0])
-            masks, confidence, frames = self._runCore(job, volumeT, seeds, spacingT, progress, cancel)
+            try:
+                masks, confidence, frames = self._runCore(job, volumeT, seeds, spacingT, progress, cancel)
+            except MemoryError as err:
+                raise ResourceError("The computer ran out of memory while propagating. Nothing was changed.",
+                                    "Close other programs, or crop the volume (Crop Volume module) or propagate "
+                                    "fewer segments at a time, then propagate again.") from err
             for seg in segs:
                 seg.frames = frames
                 resultT = np.asarray(masks[seg.name]).astype(np.uint8, copy=True)
@@ -421,7 +431,9 @@ class IFSSNetSegmentationLogic:
 
             options = {"device": job.device, "stop_at_end": True, "preset": job.preset,
                        "between_seeds_only": job.extent == "between", "slice_spacing_mm": float(spacingT[0]),
-                       "exclusive": job.exclusive, "progress": progress, "cancel": cancel}
+                       "exclusive": job.exclusive, "progress": progress, "cancel": cancel,
+                       # each segment's result, and apply's backup of what it replaces: uint8, one volume each
+                       "reserved_bytes": 2 * len(seeds) * int(volumeT.size)}
             accepted = inspect.signature(corePropagate).parameters
             options = {k: v for k, v in options.items() if k in accepted}
             result = corePropagate(volumeT, seeds, job.model, **options)
