@@ -244,3 +244,55 @@ def test_a_fine_tune_in_process_takes_the_base_models_recipe(scene_nodes, tmp_pa
     assert L.inheritedRecipe == {}
     assert load_checkpoint(path)[2]["training"]["config"]["lr"] == 1e-4     # a new network: the paper's
     assert "--run-length 6\n" in (tmp_path / "new.md").read_text()    # only what differs from the defaults
+
+
+# ---- bad input: a clear message, and the segmentation and files as they were --------------------------------
+
+OPTIONS = dict(stepsPerEpoch=1, runLength=6, size=32, widthMult=0.15)
+
+
+def _voxels(slicer, segNode, volumeNode):
+    """Every segment's name, voxels and painted-slice tag."""
+    from IFSSNetSegmentationLib.logic import segmentTag
+
+    from ifssnet.io import ANNOTATED_TAG
+
+    seg = segNode.GetSegmentation()
+    return {sid: (seg.GetSegment(sid).GetName(),
+                  slicer.util.arrayFromSegmentBinaryLabelmap(segNode, sid, volumeNode).copy(),
+                  segmentTag(seg.GetSegment(sid), ANNOTATED_TAG))
+            for sid in seg.GetSegmentIDs()}
+
+
+def _assert_same_voxels(before, after):
+    assert before.keys() == after.keys()
+    for sid in before:
+        assert before[sid][0] == after[sid][0] and before[sid][2] == after[sid][2]
+        np.testing.assert_array_equal(before[sid][1], after[sid][1])
+
+
+def _no_outputs(folder, stem="m"):
+    """No model file, checkpoint, best model or model card of ``stem``, and no temporary file, in ``folder``."""
+    names = {p.name for p in folder.iterdir()} if folder.exists() else set()
+    written = {f"{stem}.pt", f"{stem}.ckpt.pt", f"{stem}.best.pt", f"{stem}.md"} & names
+    return not written and not [n for n in names if ".tmp" in n]
+
+
+def test_a_one_slice_volume_node_is_refused_as_a_2d_image(scene_nodes, tmp_path):
+    """A single frame (Slicer holds a 2-D image as a volume one slice thick) is refused as a 2-D image before any
+    training, not as a run too short for the network ("Use a longer --run-length")."""
+    pytest.importorskip("torch")
+    slicer, volumeNode, _, truth = scene_nodes
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    from ifssnet.errors import VolumeError
+
+    frame = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode)[5:6].copy(), _ijk_to_ras(), "frame")
+    ref = _reference_segmentation(slicer, frame, {"GM": truth[5:6]}, "Frame reference")
+    before = _voxels(slicer, ref, frame)
+    L = IFSSNetTrainingLogic()
+    with pytest.raises(VolumeError, match="2-D image") as err:
+        L.train([(frame, ref)], "full", 1, outputPath=str(tmp_path / "m.pt"), **OPTIONS)
+    assert "Load the reconstructed 3-D ultrasound volume" in str(err.value)
+    assert _no_outputs(tmp_path) and L.steps == []
+    _assert_same_voxels(before, _voxels(slicer, ref, frame))

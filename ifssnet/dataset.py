@@ -73,9 +73,12 @@ def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
                      segments: Optional[Sequence[str]] = None, name: str = "case",
                      slice_spacing_mm: Optional[float] = None) -> Case:
     """Like :func:`load_case`, from an array (K, J, I) and a :class:`~ifssnet.io.Segmentation` on its grid;
-    ``slice_spacing_mm``: the spacing along axis 0 (mm), None if unknown."""
+    ``slice_spacing_mm``: the spacing along axis 0 (mm), None if unknown. The volume is checked as
+    :func:`load_case` checks a file's (:func:`ifssnet.preprocess.check_volume`: a volume one slice thick, as
+    Slicer holds a 2-D image, is refused as a 2-D image)."""
     import torch
 
+    check_volume(volume)
     grid = InPlaneGrid(volume.shape[1:], size)
     image = normalized_work_volume(volume, grid).to(torch.float16).numpy()
     masks, known = {}, {}
