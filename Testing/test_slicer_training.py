@@ -296,3 +296,24 @@ def test_a_one_slice_volume_node_is_refused_as_a_2d_image(scene_nodes, tmp_path)
     assert "Load the reconstructed 3-D ultrasound volume" in str(err.value)
     assert _no_outputs(tmp_path) and L.steps == []
     _assert_same_voxels(before, _voxels(slicer, ref, frame))
+
+
+def test_an_annotation_painted_across_another_axis_is_refused_with_a_slicer_action(scene_nodes, tmp_path):
+    """Seeds tagged across axis 2 (as the effect tags them after propagating along i): training follows the sweep
+    along k, so it refuses them, and the message says what to do in Slicer, not only on the command line."""
+    pytest.importorskip("torch")
+    slicer, volumeNode, _, truth = scene_nodes
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    from ifssnet.io import ANNOTATED_TAG, AnnotatedSlices
+
+    painted = np.zeros_like(truth)
+    painted[:, :, [9, 15, 21]] = truth[:, :, [9, 15, 21]]
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": painted}, "Painted along i")
+    ref.GetSegmentation().GetNthSegment(0).SetTag(ANNOTATED_TAG, AnnotatedSlices(2, (9, 15, 21)).to_tag())
+    before = _voxels(slicer, ref, volumeNode)
+    with pytest.raises(InputError, match="'GM' of case 'US' is annotated across axis 2") as err:
+        IFSSNetTrainingLogic().train([(volumeNode, ref)], "fewshot", 1, outputPath=str(tmp_path / "m.pt"), **OPTIONS)
+    assert "In Slicer" in err.value.todo and "Orient Scalar Volume" in err.value.todo
+    assert _no_outputs(tmp_path)
+    _assert_same_voxels(before, _voxels(slicer, ref, volumeNode))

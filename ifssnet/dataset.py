@@ -94,8 +94,13 @@ def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
             k[:] = True
         else:
             if s.annotated.axis != 0:
-                raise InputError(f"Segment '{n}' of case '{name}' is annotated across axis {s.annotated.axis}.",
-                                 "Training propagates along axis 0 (k); re-cut the annotation with `ifssnet seeds`.")
+                raise InputError(
+                    f"Segment '{n}' of case '{name}' is annotated across axis {s.annotated.axis}; training follows "
+                    "the sweep along the volume's k axis (axis 0).",
+                    "In Slicer, paint the training slices in the slice view whose slider steps through the "
+                    "volume's k index (the Data Probe shows it), and if the sweep runs along another axis, make it "
+                    "the k axis first (Orient Scalar Volume module); on the command line, re-cut the annotation "
+                    "with `ifssnet seeds`.")
             k[list(s.annotated.slices)] = True
         known[n] = k
     return Case(name, image, masks, known, slice_spacing_mm)
