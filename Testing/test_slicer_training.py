@@ -278,6 +278,15 @@ def _no_outputs(folder, stem="m"):
     return not written and not [n for n in names if ".tmp" in n]
 
 
+def _tiny_base(path):
+    import torch
+
+    from ifssnet.model import IFSSNet, IFSSNetConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    return str(save_checkpoint(path, IFSSNet(IFSSNetConfig(size=32, width_mult=0.15))))
+
+
 def test_a_one_slice_volume_node_is_refused_as_a_2d_image(scene_nodes, tmp_path):
     """A single frame (Slicer holds a 2-D image as a volume one slice thick) is refused as a 2-D image before any
     training, not as a run too short for the network ("Use a longer --run-length")."""
@@ -317,3 +326,30 @@ def test_an_annotation_painted_across_another_axis_is_refused_with_a_slicer_acti
     assert "In Slicer" in err.value.todo and "Orient Scalar Volume" in err.value.todo
     assert _no_outputs(tmp_path)
     _assert_same_voxels(before, _voxels(slicer, ref, volumeNode))
+
+
+def test_an_empty_segment_is_refused_up_front_by_name(scene_nodes, tmp_path):
+    """A segment chosen for training that is empty in a case is refused before anything runs (no step-0 validation
+    of the base model, no step), naming the segment and the case; so is a segment that is empty in one case of
+    two (the wrong segmentation paired with a volume), where every segment is trained."""
+    pytest.importorskip("torch")
+    slicer, volumeNode, _, truth = scene_nodes
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth, "SOL": np.zeros_like(truth)}, "Reference")
+    heldOut = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(), _ijk_to_ras(), "held")
+    before = _voxels(slicer, ref, volumeNode)
+    L = IFSSNetTrainingLogic()
+    with pytest.raises(InputError, match="Segment 'SOL' of case 'US' is empty") as err:
+        L.train([(volumeNode, ref)], "full", 1, baseModel=_tiny_base(tmp_path / "tiny.pt"),
+                 outputPath=str(tmp_path / "m.pt"), segmentNames=["SOL"], validationPairs=[(heldOut, ref)],
+                 valEvery=1, stepsPerEpoch=1, runLength=6)
+    assert "Segment Editor" in err.value.todo
+    assert L.validations == [] and L.steps == [] and _no_outputs(tmp_path)
+    _assert_same_voxels(before, _voxels(slicer, ref, volumeNode))
+
+    second = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(), _ijk_to_ras(), "US2")
+    good = _reference_segmentation(slicer, second, {"GM": truth, "SOL": truth}, "Second reference")
+    with pytest.raises(InputError, match="Segment 'SOL' of case 'US' is empty"):
+        L.train([(second, good), (volumeNode, ref)], "full", 1, outputPath=str(tmp_path / "m.pt"), **OPTIONS)
+    assert L.steps == [] and _no_outputs(tmp_path)

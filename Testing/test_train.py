@@ -412,6 +412,32 @@ def test_full_supervision_refuses_a_sparse_annotation(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_segment_empty_in_one_case_is_refused_before_anything_runs(tmp_path):
+    """A segment with no voxel on its annotated slices is never drawn for a run, so training would leave it out
+    without a word: it is refused by name and case, before validation or any step, whether it is empty in every
+    case or in one of several (complete, or known only on empty slices)."""
+    full = _case(0)
+    empty = Case("wrong", full.image, {"A": np.zeros_like(full.masks["A"])}, {"A": np.ones(24, bool)})
+    known = np.zeros(24, bool)
+    known[:3] = True
+    off_paint = Case("off", full.image, {"A": np.where(known[:, None, None], 0, full.masks["A"])}, {"A": known})
+
+    class NoValidation:
+        def __call__(self, *args, **kwargs):
+            raise AssertionError("validated before the cases were checked")
+
+    base = train([full], tmp_path / "base.pt", model_config=IFSSNetConfig(**TINY),
+                 cfg=TrainConfig(epochs=1, steps_per_epoch=1, run_length=8, checkpoint_every=50))
+    for cases, mode, name in (([empty], "full", "wrong"), ([full, empty], "full", "wrong"),
+                              ([full, off_paint], "fewshot", "off")):
+        steps = []
+        with pytest.raises(InputError, match=f"Segment 'A' of case '{name}' is empty") as err:
+            train(cases, tmp_path / "m.pt", base_model=base, cfg=TrainConfig(mode=mode, epochs=1, steps_per_epoch=2),
+                  validator=NoValidation(), on_step=steps.append)
+        assert "paint the muscle" in err.value.todo and steps == []
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["base.ckpt.pt", "base.pt"]
+
+
 @pytest.mark.parametrize("lr, lr_final", [(0.0, 1e-5), (-1e-4, 1e-5), (float("nan"), 1e-5), (1e-4, 0.0)])
 def test_a_learning_rate_that_is_not_above_zero_is_refused(lr, lr_final):
     with pytest.raises(InputError, match="learning rate must be above 0"):

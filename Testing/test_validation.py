@@ -165,6 +165,19 @@ def test_validation_files_are_checked_before_training(tmp_path, phantoms):
     write_segmentation(seg, tmp_path / "sparse.seg.nrrd")
     with pytest.raises(InputError, match="sparse"):
         Validator([(phantoms / "case1" / "volume.nrrd", tmp_path / "sparse.seg.nrrd")])
+    # An empty reference segment (no seeds to cut) is refused here, not at the first validation, mid-training.
+    seg = read_segmentation(phantoms / "case1" / "reference.seg.nrrd")
+    seg.segments[0].mask = np.zeros_like(seg.segments[0].mask)
+    write_segmentation(seg, tmp_path / "empty.seg.nrrd")
+    name = seg.segments[0].name
+    with pytest.raises(InputError, match=f"Segment '{name}' of validation case .*empty.seg.nrrd is empty") as err:
+        Validator([(phantoms / "case1" / "volume.nrrd", tmp_path / "empty.seg.nrrd")])
+    assert "Segment Editor" in err.value.todo
+    volume, refs, spacing = load_compare_case(phantoms / "case1")
+    with pytest.raises(InputError, match=f"Segment '{name}' of validation case in-memory case is empty"):
+        Validator([(volume, {**refs, name: np.zeros_like(refs[name])}, spacing)])
+    others = [n for n in refs if n != name]
+    Validator([(volume, {**refs, name: np.zeros_like(refs[name])}, spacing)], segments=others)   # not scored: fine
 
 
 class RecordingValidator(Validator):

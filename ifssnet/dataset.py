@@ -106,6 +106,28 @@ def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
     return Case(name, image, masks, known, slice_spacing_mm)
 
 
+def require_painted(cases: Sequence[Case]) -> None:
+    """Refuse a case in which a segment to train is empty: no voxel on any of its known (annotated) slices, on
+    the working grid; for a complete segment (no painted-slice tag), no voxel at all. Training never draws a run
+    from such a segment (a run starts on slices where it is present), so it would be left out without a word.
+    :func:`ifssnet.train.train` checks it before anything else (a fine-tune's step-0 validation included), and
+    ``ifssnet train`` once the cases are read, before it opens ``--log``.
+
+    The rule is the same however the segments were chosen (``--segments``, the Training Logic's
+    ``segmentNames``, or every segment of each annotation): every segment trained must be painted in every case
+    that has it. One that is empty in one case among several is refused too, naming it and the case: the
+    likely cause is a wrong segmentation paired with that volume, and training on would hide it."""
+    for case in cases:
+        for name, mask in case.masks.items():
+            if not mask[case.known[name]].any():
+                raise InputError(
+                    f"Segment '{name}' of case '{case.name}' is empty (no voxel on its annotated slices), so there "
+                    "is nothing to train it on.",
+                    "Check that this is the segmentation of this volume; then paint the muscle in it, or leave the "
+                    "segment out (--segments with the others; in Slicer, delete the empty segment in Segment "
+                    "Editor, or pair the volume with the segmentation that holds the muscle).")
+
+
 def require_complete(cases: Sequence[Case], training: str, fewshot: str) -> None:
     """Refuse a sparse annotation (a segment known on some slices only) for a ``training`` that scores every slice
     against its annotation: its unpainted slices would teach the network that the muscle is absent there.

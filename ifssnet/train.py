@@ -54,7 +54,7 @@ import numpy as np
 
 from . import __version__
 from .cycle import cycle_step
-from .dataset import Case, decremental_fractions, require_complete, sample_run, sparsify, thin_case
+from .dataset import Case, decremental_fractions, require_complete, require_painted, sample_run, sparsify, thin_case
 from .distributed import broadcast_parameters, rank0_decides
 from .errors import InputError
 from .fill_gaps import fill_gaps
@@ -397,6 +397,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         raise InputError(f"Validating every {val_every} steps is not possible.", "Give --val-every 1 or more.")
     if not cases:
         raise InputError("No training cases.", "Give at least one volume with its annotation.")
+    require_painted(cases)
     if cfg.mode == "full":
         require_complete(cases, "--mode full", "--mode fewshot")
     out_path = Path(out_path)

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Sequence
 
-from .dataset import load_case
+from .dataset import load_case, require_painted
 from .errors import InputError
 from .train import StepLog, TrainConfig, train
 from .train_recipe import (FEWSHOT_BETA, FINETUNE_LR, RECIPE, cli_value, inherit_recipe, learning_rates,
@@ -255,6 +255,7 @@ def _train_ranked(args, rank: int, world: int, size: int) -> int:
     train_pairs = _case_paths(args.cases)
     validator = _validator(args, train_pairs, segments)
     cases = [load_case(v, a, size, segments) for v, a in train_pairs]
+    require_painted(cases)                    # before --log is opened (train checks them again, cheaply)
     cfg = TrainConfig(mode=args.mode, epochs=args.epochs, steps_per_epoch=args.steps, run_length=args.run_length,
                       lr=args.lr, lr_final=args.lr_final,
                       seed=args.seed, checkpoint_every=args.checkpoint_every,

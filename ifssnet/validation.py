@@ -102,7 +102,7 @@ class Validator:
     segment names to score (default: every segment of each case). ``device``: where to propagate
     (default: where the network's weights are, so validation never moves a network being trained).
     Files are checked here, before any
-    training: a missing file, a sparse annotation or a missing segment raises :class:`InputError`.
+    training: a missing file, a sparse annotation, a missing segment or an empty one raises :class:`InputError`.
     """
 
     def __init__(self, cases: Sequence[ValidationCase], protocol="3-seeds",
@@ -132,7 +132,7 @@ class Validator:
     def _check(self, case) -> None:
         if not self._is_paths(case):
             _, refs, _ = case
-            self._select(refs, "in-memory case")
+            _require_painted(self._select(refs, "in-memory case"), "in-memory case")
             return
         from .io import read_segmentation
 
@@ -141,7 +141,7 @@ class Validator:
             if not p.is_file():
                 raise InputError(f"Validation file {p} does not exist.",
                                  "Give VOLUME:ANNOTATION pairs or phantom folders (volume.nrrd + reference.seg.nrrd).")
-        self._select(full_annotation(read_segmentation(ann), str(ann)), str(ann))
+        _require_painted(self._select(full_annotation(read_segmentation(ann), str(ann)), str(ann)), str(ann))
 
     def _select(self, refs: dict, where: str) -> dict:
         if not self.segments:
@@ -213,6 +213,16 @@ class Validator:
             if len(protocols) > 1 else {}
         return ValidationScore(int(step), *_means(rows), seconds, {n: float(np.mean(v)) for n, v in per.items()},
                                per_protocol)
+
+
+def _require_painted(refs: Dict[str, np.ndarray], where: str) -> None:
+    """Refuse a validation reference with an empty segment to score: no seed slices can be cut from it, and
+    training would stop at its first validation."""
+    for name, mask in refs.items():
+        if not np.asarray(mask).any():
+            raise InputError(f"Segment '{name}' of validation case {where} is empty, so no seed slices can be cut "
+                             "from it.", "Validate on a volume whose annotation holds that muscle, or leave the "
+                             "segment out (--segments; in Slicer, delete the empty segment in Segment Editor).")
 
 
 def _row_dice(row: dict) -> float:

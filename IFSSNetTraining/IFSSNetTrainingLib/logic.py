@@ -81,6 +81,9 @@ class IFSSNetTrainingLogic:
     ``self.inheritedRecipe`` holds what was taken from it. ``learningRate``: Adam's rate, and a tenth of it for the
     last two epochs of a run of more than two, as ``--lr`` (None: 1e-5 for a fine-tune of a network trained to
     propagate, else the paper's 1e-4; :func:`ifssnet.train_recipe.learning_rates`).
+    ``segmentNames``: the segments to train (None: every segment of each pair). Each must be painted in every case
+    that has it: one that is empty in a case (no voxel on its annotated slices) is refused by name before anything
+    runs (:func:`ifssnet.dataset.require_painted`).
     """
 
     def __init__(self) -> None:
@@ -102,7 +105,7 @@ class IFSSNetTrainingLogic:
         if not pairs:
             raise InputError("No training pairs.", "Add at least one volume with its segmentation.")
         outputPath = outputPath or self.defaultOutputPath("ifssnet-finetuned")
-        from ifssnet.dataset import case_from_arrays, load_case
+        from ifssnet.dataset import case_from_arrays, load_case, require_painted
         from ifssnet.train import TrainConfig, train as coreTrain
         from ifssnet.train_recipe import inherit_recipe, learning_rates
 
@@ -127,6 +130,7 @@ class IFSSNetTrainingLogic:
                 cases.append(case_from_arrays(mrmlArrays.volumeToArray(volume), seg, size, segmentNames,
                                               volume.GetName() or f"case{n}",
                                               slice_spacing_mm=mrmlArrays.spacingKji(volume)[0]))
+        require_painted(cases)          # before the validation cases are read (train checks them again, cheaply)
         if validationPairs and any(v is tv for v, _ in validationPairs for tv, _ in pairs):
             raise InputError("A validation volume is also a training volume.",
                              "Hold out a volume the network does not train on, or leave validation off.")

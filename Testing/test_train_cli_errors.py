@@ -1,0 +1,70 @@
+"""``ifssnet train`` under bad input and Ctrl-C: one line on stderr with what to do, the error's exit code,
+and nothing lost: no model file, no checkpoint, no log where the run never started, and an earlier model
+file of the same name byte for byte as it was."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ifssnet.cli import main
+from ifssnet.io import Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
+
+K, J, I = 12, 30, 30
+GEOMETRY = Geometry(spacing=(0.5, 0.5, 1.0), origin=(-3.0, 2.0, 10.0))
+TINY = ["--size", "32", "--width-mult", "0.15", "--run-length", "6"]
+
+
+def _muscle():
+    m = np.zeros((K, J, I), np.uint8)
+    m[:, 8:20, 6:22] = 1
+    return m
+
+
+def _case(folder: Path, masks=None, volume=None):
+    """volume.nrrd and annotation.seg.nrrd in ``folder``; the CASE argument for them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vol = np.random.default_rng(0).integers(0, 60, (K, J, I)).astype(np.uint8)
+    vol[_muscle() > 0] += 80
+    write_volume(Image(vol if volume is None else volume, GEOMETRY), folder / "volume.nrrd")
+    write_segmentation(segmentation_from_masks(masks or {"GM": _muscle()}, GEOMETRY), folder / "annotation.seg.nrrd")
+    return f"{folder / 'volume.nrrd'}:{folder / 'annotation.seg.nrrd'}"
+
+
+def _train(capsys, case, out, log, *extra):
+    code = main(["train", case, "--out", str(out), "--log", str(log), "--epochs", "1", "--steps", "1", *TINY,
+                 *map(str, extra)])
+    _, err = capsys.readouterr()
+    return code, _error_line(err)
+
+
+def _error_line(err: str) -> str:
+    """The one stderr line that is not a progress bar (and no traceback)."""
+    assert "Traceback" not in err
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "it/s" not in ln
+             and "%|" not in ln and "it [" not in ln]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _nothing_written(out: Path, log: Path) -> None:
+    assert not out.exists() and not out.with_name(out.stem + ".ckpt.pt").exists()
+    assert not out.with_name(out.stem + ".best.pt").exists() and not log.exists()
+    assert not [p for p in out.parent.iterdir() if ".tmp" in p.name]
+
+
+def test_an_empty_segment_is_refused_by_name_before_the_log_is_opened(tmp_path, capsys):
+    """An annotation whose only segment is empty, and a segment named with --segments that is empty in one case of
+    two: refused before any training (no log file either), naming the segment and the case, with what to do."""
+    out, log = tmp_path / "out" / "m.pt", tmp_path / "out" / "log.jsonl"
+    out.parent.mkdir()
+    empty = _case(tmp_path / "empty", {"GM": np.zeros((K, J, I), np.uint8)})
+    code, line = _train(capsys, empty, out, log)
+    assert code == 2 and "Segment 'GM' of case 'empty' is empty" in line and "paint" in line
+    _nothing_written(out, log)
+    good = _case(tmp_path / "good", {"GM": _muscle(), "SOL": _muscle()})
+    wrong = _case(tmp_path / "wrong", {"GM": _muscle(), "SOL": np.zeros((K, J, I), np.uint8)})
+    code = main(["train", good, wrong, "--segments", "SOL", "--out", str(out), "--log", str(log), "--epochs", "1",
+                 "--steps", "1", *TINY])
+    line = _error_line(capsys.readouterr()[1])
+    assert code == 2 and "Segment 'SOL' of case 'wrong' is empty" in line and "--segments" in line
+    _nothing_written(out, log)
