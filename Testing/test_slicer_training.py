@@ -307,6 +307,29 @@ def test_a_one_slice_volume_node_is_refused_as_a_2d_image(scene_nodes, tmp_path)
     _assert_same_voxels(before, _voxels(slicer, ref, frame))
 
 
+def test_a_corrupt_base_model_leaves_an_earlier_model_as_it_was(scene_nodes, tmp_path):
+    pytest.importorskip("torch")
+    slicer, volumeNode, _, truth = scene_nodes
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    from ifssnet.errors import ModelError
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    half = tmp_path / "half.pt"
+    with open(_tiny_base(tmp_path / "tiny.pt"), "rb") as f:
+        half.write_bytes(f.read()[:5000])
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"an earlier model")
+    before = _voxels(slicer, ref, volumeNode)
+    with pytest.raises(ModelError, match="corrupt or truncated") as err:
+        IFSSNetTrainingLogic().train([(volumeNode, ref)], "full", 1, baseModel=str(half), outputPath=str(out),
+                                     stepsPerEpoch=1, runLength=6)
+    assert "half.pt" in str(err.value)
+    assert out.read_bytes() == b"an earlier model" and not (tmp_path / "m.md").exists()
+    assert not (tmp_path / "m.ckpt.pt").exists() and not (tmp_path / "m.best.pt").exists()
+    _assert_same_voxels(before, _voxels(slicer, ref, volumeNode))
+
+
 def test_an_annotation_painted_across_another_axis_is_refused_with_a_slicer_action(scene_nodes, tmp_path):
     """Seeds tagged across axis 2 (as the effect tags them after propagating along i): training follows the sweep
     along k, so it refuses them, and the message says what to do in Slicer, not only on the command line."""

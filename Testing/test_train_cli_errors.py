@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
+import torch
 
 from ifssnet.cli import main
 from ifssnet.io import Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
@@ -50,6 +52,38 @@ def _nothing_written(out: Path, log: Path) -> None:
     assert not out.exists() and not out.with_name(out.stem + ".ckpt.pt").exists()
     assert not out.with_name(out.stem + ".best.pt").exists() and not log.exists()
     assert not [p for p in out.parent.iterdir() if ".tmp" in p.name]
+
+
+def _tiny_model(path: Path) -> Path:
+    from ifssnet.model import IFSSNet, IFSSNetConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    return save_checkpoint(path, IFSSNet(IFSSNetConfig(size=32, width_mult=0.15)))
+
+
+@pytest.mark.parametrize("kind", ["2-D file", "one-slice 3-D file"])
+def test_a_2d_volume_is_refused_and_nothing_is_written(tmp_path, capsys, kind):
+    case = _case(tmp_path / "c")
+    if kind == "2-D file":
+        sitk.WriteImage(sitk.Image([I, J], sitk.sitkUInt8), str(tmp_path / "c" / "volume.nrrd"))
+    else:                                      # a single frame saved as a 3-D file, as Slicer holds a 2-D image
+        case = _case(tmp_path / "c", {"GM": _muscle()[:1]}, np.zeros((1, J, I), np.uint8))
+    out, log = tmp_path / "out" / "m.pt", tmp_path / "out" / "log.jsonl"
+    out.parent.mkdir()
+    code, line = _train(capsys, case, out, log)
+    assert code == 2 and "2-D image" in line and "Load the reconstructed 3-D ultrasound volume" in line
+    _nothing_written(out, log)
+
+
+def test_a_corrupt_base_model_is_refused_and_nothing_is_written(tmp_path, capsys):
+    case = _case(tmp_path / "c")
+    half = tmp_path / "half.pt"
+    half.write_bytes(_tiny_model(tmp_path / "tiny.pt").read_bytes()[:5000])
+    out, log = tmp_path / "out" / "m.pt", tmp_path / "out" / "log.jsonl"
+    out.parent.mkdir()
+    code, line = _train(capsys, case, out, log, "--from", half)
+    assert code == 3 and "corrupt or truncated" in line and "half.pt" in line
+    _nothing_written(out, log)
 
 
 def test_an_empty_segment_is_refused_by_name_before_the_log_is_opened(tmp_path, capsys):
