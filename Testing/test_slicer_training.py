@@ -376,3 +376,21 @@ def test_an_empty_segment_is_refused_up_front_by_name(scene_nodes, tmp_path):
     with pytest.raises(InputError, match="Segment 'SOL' of case 'US' is empty"):
         L.train([(second, good), (volumeNode, ref)], "full", 1, outputPath=str(tmp_path / "m.pt"), **OPTIONS)
     assert L.steps == [] and _no_outputs(tmp_path)
+
+
+def test_cancel_stops_a_fine_tune_before_its_step_0_validation(scene_nodes, tmp_path):
+    """Cancel before a fine-tune's first validation: Cancelled, no validation run, nothing written."""
+    pytest.importorskip("torch")
+    slicer, volumeNode, _, truth = scene_nodes
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    heldOut = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(), _ijk_to_ras(), "held")
+    token = CancelToken()
+    token.cancel()
+    L = IFSSNetTrainingLogic()
+    with pytest.raises(Cancelled, match="Cancelled by the user"):
+        L.train([(volumeNode, ref)], "full", 1, baseModel=_tiny_base(tmp_path / "tiny.pt"),
+                outputPath=str(tmp_path / "m.pt"), validationPairs=[(heldOut, ref)], valEvery=1, cancel=token,
+                stepsPerEpoch=1, runLength=6)
+    assert L.validations == [] and L.steps == [] and _no_outputs(tmp_path)

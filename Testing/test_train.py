@@ -713,7 +713,7 @@ def test_ema_model_files_hold_the_average_and_the_checkpoint_the_trained_weights
     _train(tmp_path / "two.pt", 2)
     seen = []
 
-    def validator(net, step, rank=0, world=1):
+    def validator(net, step, rank=0, world=1, cancel=None):
         seen.append({k: v.detach().clone() for k, v in net.state_dict().items()})
         return ValidationScore(step, 0.5, 1.0, 0.0)
 

@@ -41,7 +41,7 @@ class ScriptedValidator:
     def __init__(self, dice):
         self.dice, self.calls = list(dice), []
 
-    def __call__(self, model, step, rank=0, world=1):
+    def __call__(self, model, step, rank=0, world=1, cancel=None):
         self.calls.append((step, model.training))
         d = self.dice[len(self.calls) - 1]
         return ValidationScore(step, d, 10.0 * len(self.calls), 0.0, {"A": d})
@@ -149,6 +149,30 @@ def test_a_fine_tune_scores_its_starting_network_first_and_keeps_it_where_no_ste
     assert [s for s, _ in fresh.calls] == [2, 4]
 
 
+def test_a_cancel_during_validation_stops_it_between_cases_and_writes_nothing_new(tmp_path, phantoms, monkeypatch,
+                                                                                 one_thread):
+    """Cancelled while the first of two validation cases is propagated: the second is not propagated, and the
+    step's best model and checkpoint are not written (they come after the validation)."""
+    import ifssnet.compare
+
+    token, propagated = CancelToken(), []
+    real = ifssnet.compare.compare
+
+    def compare_then_cancel(*args, **kwargs):
+        rows = real(*args, **kwargs)
+        propagated.append(kwargs.get("cancel"))
+        token.cancel()                                # the user clicks Cancel as the first case ends
+        return rows
+
+    monkeypatch.setattr(ifssnet.compare, "compare", compare_then_cancel)
+    val = Validator([load_compare_case(phantoms / "case0"), load_compare_case(phantoms / "case1")])
+    with pytest.raises(Cancelled):
+        train([_case(0)], tmp_path / "m.pt", model_config=IFSSNetConfig(**TINY), cfg=_cfg(2), validator=val,
+              val_every=1, cancel=token)
+    assert propagated == [token]                      # one case, and its propagation could be cancelled too
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_validation_files_are_checked_before_training(tmp_path, phantoms):
     from ifssnet.io import AnnotatedSlices, read_segmentation, write_segmentation
 
@@ -191,8 +215,8 @@ class RecordingValidator(Validator):
         self.loaded.append(str(case[0]))
         return super()._load(case)
 
-    def __call__(self, model, step, rank=0, world=1):
-        score = super().__call__(model, step, rank=rank, world=world)
+    def __call__(self, model, step, rank=0, world=1, cancel=None):
+        score = super().__call__(model, step, rank=rank, world=world, cancel=cancel)
         self.scores.append(score.to_dict())
         return score
 

@@ -370,12 +370,14 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
 
     ``model_config``: an :class:`ifssnet.model.IFSSNetConfig` for a new network; ``base_model``: a
     checkpoint to fine-tune from; ``resume``: a training checkpoint to continue exactly. A cancel
-    stops after the current step and leaves ``out_path`` as it was before the run started.
+    stops after the current step, or between validation cases (and before a fine-tune's step-0 validation), and
+    leaves ``out_path`` as it was before the run started.
     Returns the path written. ``on_step`` receives a :class:`StepLog` per step (for loss curves).
     ``time_limit_s``: stop after the first step that ends past this many seconds of training, and
     write the checkpoint and the model file there (a run sized to a lent machine's time; ``--resume``
     continues it). In distributed runs rank 0's clock decides, so that every rank stops at the same step.
-    ``validator``: an :class:`ifssnet.validation.Validator`; every ``val_every`` steps (default
+    ``validator``: an :class:`ifssnet.validation.Validator`, or any callable ``validator(model, step, rank=,
+    world=, cancel=)`` that returns a :class:`~ifssnet.validation.ValidationScore`; every ``val_every`` steps (default
     ``cfg.checkpoint_every``) and at the last step, the network propagates the validation cases (in a
     distributed run every rank takes its share of them, and all get the same score); rank 0 passes the
     :class:`~ifssnet.validation.ValidationScore` to ``on_validation`` and writes the best network by Dice
@@ -486,7 +488,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         nonlocal best
         if validator is None:
             return
-        score = validator(net, step, rank=rank, world=world)
+        score = validator(net, step, rank=rank, world=world, cancel=cancel)
         net.to(device)                    # propagation's CUDA out-of-memory fallback moves a network to the CPU
         model.to(device).train()
         history.append(score)
@@ -500,6 +502,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         # The network a fine-tune starts from is scored first (step 0): where no step beats it, MODEL.best.pt is
         # that network, so the best by validation is never below where the user started (fine-tunes of the
         # shipped weights can end below it; model card, session 33).
+        check_cancel(cancel)              # a cancel before it scores nothing and writes nothing
         validate(0)
     step = start_step
     ckpt_path = out_path.with_name(out_path.stem + ".ckpt.pt")

@@ -83,7 +83,8 @@ class IFSSNetTrainingLogic:
     propagate, else the paper's 1e-4; :func:`ifssnet.train_recipe.learning_rates`).
     ``segmentNames``: the segments to train (None: every segment of each pair). Each must be painted in every case
     that has it: one that is empty in a case (no voxel on its annotated slices) is refused by name before anything
-    runs (:func:`ifssnet.dataset.require_painted`).
+    runs (:func:`ifssnet.dataset.require_painted`). ``cancel`` stops the run between steps, before a fine-tune's
+    step-0 validation and between validation cases.
     """
 
     def __init__(self) -> None:
