@@ -378,6 +378,34 @@ def test_an_empty_segment_is_refused_up_front_by_name(scene_nodes, tmp_path):
     assert L.steps == [] and _no_outputs(tmp_path)
 
 
+def test_running_out_of_memory_is_a_resource_error_and_keeps_an_earlier_model(scene_nodes, tmp_path, monkeypatch):
+    """Memory that runs out while reading the cases or while training comes out as a ResourceError that says what
+    to do, and an earlier model file and its card stay as they were."""
+    pytest.importorskip("torch")
+    slicer, volumeNode, _, truth = scene_nodes
+    import ifssnet.dataset
+    import ifssnet.train
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    from ifssnet.errors import ResourceError
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    out, card = tmp_path / "m.pt", tmp_path / "m.md"
+    out.write_bytes(b"an earlier model")
+    card.write_text("# m\n")
+
+    def outOfMemory(*args, **kwargs):
+        raise MemoryError
+
+    for module, name in ((ifssnet.dataset, "case_from_arrays"), (ifssnet.train, "train")):
+        with monkeypatch.context() as m:
+            m.setattr(module, name, outOfMemory)
+            with pytest.raises(ResourceError, match="ran out of memory") as err:
+                IFSSNetTrainingLogic().train([(volumeNode, ref)], "full", 1, outputPath=str(out), **OPTIONS)
+        assert "Close other programs" in err.value.todo and "Crop Volume" in err.value.todo
+        assert out.read_bytes() == b"an earlier model" and card.read_text() == "# m\n"
+
+
 def test_cancel_stops_a_fine_tune_before_its_step_0_validation(scene_nodes, tmp_path):
     """Cancel before a fine-tune's first validation: Cancelled, no validation run, nothing written."""
     pytest.importorskip("torch")

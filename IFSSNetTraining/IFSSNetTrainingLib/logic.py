@@ -11,6 +11,7 @@ Two ways to run:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -84,7 +85,8 @@ class IFSSNetTrainingLogic:
     ``segmentNames``: the segments to train (None: every segment of each pair). Each must be painted in every case
     that has it: one that is empty in a case (no voxel on its annotated slices) is refused by name before anything
     runs (:func:`ifssnet.dataset.require_painted`). ``cancel`` stops the run between steps, before a fine-tune's
-    step-0 validation and between validation cases.
+    step-0 validation and between validation cases. Running out of memory raises ``ResourceError``. An error or a
+    cancel before the end leaves the model file and its card as they were.
     """
 
     def __init__(self) -> None:
@@ -106,54 +108,57 @@ class IFSSNetTrainingLogic:
         if not pairs:
             raise InputError("No training pairs.", "Add at least one volume with its segmentation.")
         outputPath = outputPath or self.defaultOutputPath("ifssnet-finetuned")
-        from ifssnet.dataset import case_from_arrays, load_case, require_painted
-        from ifssnet.train import TrainConfig, train as coreTrain
-        from ifssnet.train_recipe import inherit_recipe, learning_rates
+        with _outOfMemoryAsResourceError(outputPath):
+            from ifssnet.dataset import case_from_arrays, load_case, require_painted
+            from ifssnet.train import TrainConfig, train as coreTrain
+            from ifssnet.train_recipe import inherit_recipe, learning_rates
 
-        baseMeta = None
-        if baseModel or resume:
-            from ifssnet.model.checkpoint import load_checkpoint
+            baseMeta = None
+            if baseModel or resume:
+                from ifssnet.model.checkpoint import load_checkpoint
 
-            _, config, meta = load_checkpoint(resume or baseModel)
-            size = config.size
-            modelConfig = None
-            baseMeta = None if resume else meta       # a resumed run keeps its own config
-        else:
-            from ifssnet.model import IFSSNetConfig
-
-            modelConfig = IFSSNetConfig(size=size, width_mult=widthMult)
-        cases = []
-        for n, (volume, annotation) in enumerate(pairs):
-            if isinstance(volume, (str, os.PathLike)):
-                cases.append(load_case(volume, annotation, size, segmentNames))
+                _, config, meta = load_checkpoint(resume or baseModel)
+                size = config.size
+                modelConfig = None
+                baseMeta = None if resume else meta       # a resumed run keeps its own config
             else:
-                seg = segmentationFromNodes(volume, annotation, segmentNames)
-                cases.append(case_from_arrays(mrmlArrays.volumeToArray(volume), seg, size, segmentNames,
-                                              volume.GetName() or f"case{n}",
-                                              slice_spacing_mm=mrmlArrays.spacingKji(volume)[0]))
-        require_painted(cases)          # before the validation cases are read (train checks them again, cheaply)
-        if validationPairs and any(v is tv for v, _ in validationPairs for tv, _ in pairs):
-            raise InputError("A validation volume is also a training volume.",
-                             "Hold out a volume the network does not train on, or leave validation off.")
-        validator = self.validator(validationPairs, segmentNames, valProtocol) if validationPairs else None
-        recipe, self.inheritedRecipe = inherit_recipe(baseMeta, {"run_length": runLength, "tversky_beta": tverskyBeta},
-                                                      mode=mode)
-        lr, lrFinal = learning_rates(baseMeta, learningRate)
-        cfg = TrainConfig(mode=mode, epochs=int(epochs), steps_per_epoch=int(stepsPerEpoch), fill_gap=int(fillGap),
-                          empty_past_ends=bool(emptyPastEnds), lr=lr, lr_final=lrFinal, **recipe)
-        self.steps, self.validations = [], []
+                from ifssnet.model import IFSSNetConfig
 
-        def stepHook(log) -> None:
-            entry = dataclasses.asdict(log)
-            self.steps.append(entry)
-            if onStep:
-                onStep(entry)
+                modelConfig = IFSSNetConfig(size=size, width_mult=widthMult)
+            cases = []
+            for n, (volume, annotation) in enumerate(pairs):
+                if isinstance(volume, (str, os.PathLike)):
+                    cases.append(load_case(volume, annotation, size, segmentNames))
+                else:
+                    seg = segmentationFromNodes(volume, annotation, segmentNames)
+                    cases.append(case_from_arrays(mrmlArrays.volumeToArray(volume), seg, size, segmentNames,
+                                                  volume.GetName() or f"case{n}",
+                                                  slice_spacing_mm=mrmlArrays.spacingKji(volume)[0]))
+            require_painted(cases)          # before the validation cases are read (train checks them again, cheaply)
+            if validationPairs and any(v is tv for v, _ in validationPairs for tv, _ in pairs):
+                raise InputError("A validation volume is also a training volume.",
+                                 "Hold out a volume the network does not train on, or leave validation off.")
+            validator = self.validator(validationPairs, segmentNames, valProtocol) if validationPairs else None
+            recipe, self.inheritedRecipe = inherit_recipe(
+                baseMeta, {"run_length": runLength, "tversky_beta": tverskyBeta}, mode=mode)
+            lr, lrFinal = learning_rates(baseMeta, learningRate)
+            cfg = TrainConfig(mode=mode, epochs=int(epochs), steps_per_epoch=int(stepsPerEpoch),
+                              fill_gap=int(fillGap), empty_past_ends=bool(emptyPastEnds), lr=lr, lr_final=lrFinal,
+                              **recipe)
+            self.steps, self.validations = [], []
 
-        os.makedirs(os.path.dirname(os.path.abspath(outputPath)), exist_ok=True)
-        path = coreTrain(cases, outputPath, model_config=modelConfig, cfg=cfg, base_model=baseModel, resume=resume,
-                         command="Slicer IFSSNetTraining", data_description=", ".join(c.name for c in cases),
-                         progress=progress, cancel=cancel, on_step=stepHook, device=device, validator=validator,
-                         val_every=valEvery, on_validation=lambda score: self.validations.append(score.log_record()))
+            def stepHook(log) -> None:
+                entry = dataclasses.asdict(log)
+                self.steps.append(entry)
+                if onStep:
+                    onStep(entry)
+
+            os.makedirs(os.path.dirname(os.path.abspath(outputPath)), exist_ok=True)
+            path = coreTrain(cases, outputPath, model_config=modelConfig, cfg=cfg, base_model=baseModel,
+                             resume=resume, command="Slicer IFSSNetTraining",
+                             data_description=", ".join(c.name for c in cases), progress=progress, cancel=cancel,
+                             on_step=stepHook, device=device, validator=validator, val_every=valEvery,
+                             on_validation=lambda score: self.validations.append(score.log_record()))
         self.writeModelCard(str(path), mode=mode, epochs=epochs, baseModel=baseModel,
                             cases=[c.name for c in cases], steps=self.steps)
         return str(path)
@@ -397,6 +402,22 @@ class IFSSNetTrainingLogic:
             for name in columns[1:]:
                 segmentationLogic.addLinePlotSeries(scene, chartNode, tableNode, name, "step")
         return tableNode, chartNode
+
+
+@contextlib.contextmanager
+def _outOfMemoryAsResourceError(outputPath: str):
+    """A ``MemoryError`` while reading the base model or the cases, or while training, becomes a
+    :class:`ResourceError` that says what to do. The core writes the model file last and atomically, and the model
+    card comes after it (outside this block), so an earlier model and card of that name are as they were.
+    There is no memory check before training: :mod:`ifssnet.memory` estimates a propagation, not a training run."""
+    try:
+        yield
+    except MemoryError:
+        raise ResourceError(
+            "The computer ran out of memory while training.",
+            "Close other programs, or train on fewer volumes or on volumes cropped to the muscles (Crop Volume "
+            f"module); {os.path.basename(outputPath)} and its model card were not written, and earlier files of "
+            "those names are as they were.") from None
 
 
 def _storedConfigOf(modelPath: str) -> dict:
