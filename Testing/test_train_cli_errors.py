@@ -102,3 +102,47 @@ def test_an_empty_segment_is_refused_by_name_before_the_log_is_opened(tmp_path, 
     line = _error_line(capsys.readouterr()[1])
     assert code == 2 and "Segment 'SOL' of case 'wrong' is empty" in line and "--segments" in line
     _nothing_written(out, log)
+
+
+class _InterruptAt:
+    """A TqdmProgress that raises KeyboardInterrupt (as Ctrl-C does) when training reports step ``at``."""
+
+    at = 2
+
+    def __init__(self, disable=False):
+        pass
+
+    def __call__(self, stage, done, total):
+        if stage == "training" and done == self.at:
+            raise KeyboardInterrupt
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("at, checkpointed", [(2, True), (1, False)])
+def test_ctrl_c_while_training_keeps_the_earlier_model_and_says_what_was_kept(tmp_path, capsys, monkeypatch, at,
+                                                                             checkpointed):
+    """Ctrl-C after a checkpoint was saved: exit 130, the earlier OUT.pt is byte for byte as it was, and the line
+    says the checkpoint is kept and how to resume (not "Nothing was written"). Before any checkpoint: it says
+    that no checkpoint was saved."""
+    import ifssnet.progress
+
+    monkeypatch.setattr(_InterruptAt, "at", at)
+    monkeypatch.setattr(ifssnet.progress, "TqdmProgress", _InterruptAt)
+    case = _case(tmp_path / "c")
+    out, log = tmp_path / "out" / "m.pt", tmp_path / "out" / "log.jsonl"
+    out.parent.mkdir()
+    out.write_bytes(b"an earlier model, kept as it is")
+    code = main(["train", case, "--out", str(out), "--log", str(log), "--epochs", "1", "--steps", "3",
+                 "--checkpoint-every", "1", *TINY])
+    line = _error_line(capsys.readouterr()[1])
+    ckpt = out.with_name("m.ckpt.pt")
+    assert code == 130 and line.startswith("ifssnet: Interrupted (Ctrl-C).")
+    assert out.read_bytes() == b"an earlier model, kept as it is"
+    assert "m.pt was not written" in line and "as it was" in line
+    assert ckpt.exists() == checkpointed
+    if checkpointed:
+        assert "Nothing was written" not in line and f"--resume {ckpt}" in line
+    else:
+        assert "no checkpoint was saved" in line and "--resume" not in line

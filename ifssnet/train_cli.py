@@ -4,6 +4,8 @@ CASES are phantom folders (volume.nrrd + reference.seg.nrrd) or VOLUME:ANNOTATIO
 network's working grid (:func:`ifssnet.dataset.load_case`). Under ``torchrun`` every process reads the
 environment's RANK and WORLD_SIZE, makes the process group (gloo on CPU, nccl on GPUs) and trains on its
 share of the cases; ``python -m ifssnet.train`` and ``torchrun -m ifssnet.train`` take the same arguments.
+Ctrl-C during training exits 130 with a line that says what was kept: the model file is written only at the end,
+and the checkpoint saved so far can be resumed (``--resume OUT.ckpt.pt``).
 """
 from __future__ import annotations
 
@@ -282,6 +284,7 @@ def _train_ranked(args, rank: int, world: int, size: int) -> int:
         print(score.summary(), file=sys.stderr, flush=True)
 
     bar = TqdmProgress(disable=rank != 0)
+    kept = _FilesKept(args.out)
     try:
         train(cases, args.out, model_config=IFSSNetConfig(size=args.size, width_mult=args.width_mult,
                                                            mask_sees_image=args.mask_sees_image), cfg=cfg,
@@ -290,6 +293,8 @@ def _train_ranked(args, rank: int, world: int, size: int) -> int:
               rank=rank, world=world, device=args.device,
               time_limit_s=args.time_limit * 60 if args.time_limit is not None else None,
               validator=validator, val_every=args.val_every, on_validation=on_validation)
+    except KeyboardInterrupt:
+        raise kept.interrupted() from None
     finally:
         bar.close()
         if logf:
@@ -308,6 +313,47 @@ def _train_ranked(args, rank: int, world: int, size: int) -> int:
                 print(f"No training step beat {base} on validation, so {path} is that network. Keep using "
                       f"{base}, or fine-tune on more (or fully annotated) volumes.")
     return 0
+
+
+class _FilesKept:
+    """What a run to ``out`` has written so far, for the Ctrl-C message: the model file is written only at the end,
+    but the checkpoint (``OUT.ckpt.pt``) and the best model by validation (``OUT.best.pt``) may already be there,
+    each written atomically. A file counts as this run's when it appeared or changed since the run began."""
+
+    def __init__(self, out) -> None:
+        from .validation import best_model_path
+
+        self.out = Path(out)
+        self.ckpt = self.out.with_name(self.out.stem + ".ckpt.pt")
+        self.best = best_model_path(self.out)
+        self.out_existed = self.out.exists()
+        self.before = {p: self._stamp(p) for p in (self.ckpt, self.best)}
+
+    @staticmethod
+    def _stamp(path: Path):
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def _written(self, path: Path) -> bool:
+        stamp = self._stamp(path)
+        return stamp is not None and stamp != self.before[path]
+
+    def interrupted(self):
+        """The :class:`~ifssnet.errors.Cancelled` that Ctrl-C during training raises: what was kept and how to go on."""
+        from .errors import Cancelled
+
+        todo = f"{self.out} was not written" + (" (the earlier file is as it was)" if self.out_existed else "")
+        if self._written(self.ckpt):
+            todo += (f"; this run's checkpoint {self.ckpt} is kept: continue the run with "
+                     f"--resume {self.ckpt}")
+        else:
+            todo += "; no checkpoint was saved yet, so start the run again"
+        if self._written(self.best):
+            todo += f"; {self.best} holds the best network by validation so far"
+        return Cancelled("Interrupted (Ctrl-C).", todo + ".")
 
 
 def _validator(args, train_pairs, segments):
