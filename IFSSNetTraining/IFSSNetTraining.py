@@ -78,6 +78,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self.process = None
+        self.cancelRequested = False  # Cancel was clicked: on Windows terminate() exits with 1, not a signal
         self.logPath = None
         self.logOffset = 0
         self.steps = []
@@ -264,6 +265,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onTrainOrCancel(self, resume=False):
         if self.process is not None and self.process.poll() is None:
+            self.cancelRequested = True
             self.process.terminate()  # the core writes atomically: no partial model is left behind
             self.statusLabel.text = "Cancelling... The last checkpoint is kept; Resume continues from it."
             return
@@ -317,6 +319,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.stderrPath = os.path.join(workDir, "stderr.txt")
             with open(self.stderrPath, "w") as err:
                 self.process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+            self.cancelRequested = False
         except Exception as exc:
             slicer.util.errorDisplay(f"Could not start training: {exc}")
             return
@@ -365,7 +368,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if verdict:
                 self.statusLabel.text += " " + verdict
             self._refreshBaseModels()
-        elif code < 0:
+        elif code < 0 or self.cancelRequested:
             self.statusLabel.text = "Training cancelled. Click Resume to continue from the last checkpoint."
         else:
             with open(self.stderrPath, errors="replace") as f:
