@@ -108,13 +108,14 @@ class _InterruptAt:
     """A TqdmProgress that raises KeyboardInterrupt (as Ctrl-C does) when training reports step ``at``."""
 
     at = 2
+    error = KeyboardInterrupt
 
     def __init__(self, disable=False):
         pass
 
     def __call__(self, stage, done, total):
         if stage == "training" and done == self.at:
-            raise KeyboardInterrupt
+            raise self.error
 
     def close(self):
         pass
@@ -146,3 +147,18 @@ def test_ctrl_c_while_training_keeps_the_earlier_model_and_says_what_was_kept(tm
         assert "Nothing was written" not in line and f"--resume {ckpt}" in line
     else:
         assert "no checkpoint was saved" in line and "--resume" not in line
+
+
+def test_running_out_of_memory_while_training_says_what_was_kept(tmp_path, capsys, monkeypatch):
+    """A MemoryError after a checkpoint: exit 4, what to do, and the checkpoint to resume from (the command line
+    said "nothing was written" before)."""
+    import ifssnet.progress
+
+    monkeypatch.setattr(_InterruptAt, "error", MemoryError)
+    monkeypatch.setattr(ifssnet.progress, "TqdmProgress", _InterruptAt)
+    case = _case(tmp_path / "c")
+    out = tmp_path / "m.pt"
+    code = main(["train", case, "--out", str(out), "--epochs", "1", "--steps", "3", "--checkpoint-every", "1", *TINY])
+    line = _error_line(capsys.readouterr()[1])
+    assert code == 4 and "ran out of memory while training" in line and "Close other programs" in line
+    assert not out.exists() and f"--resume {out.with_name('m.ckpt.pt')}" in line

@@ -295,6 +295,8 @@ def _train_ranked(args, rank: int, world: int, size: int) -> int:
               validator=validator, val_every=args.val_every, on_validation=on_validation)
     except KeyboardInterrupt:
         raise kept.interrupted() from None
+    except MemoryError:
+        raise kept.out_of_memory() from None
     finally:
         bar.close()
         if logf:
@@ -341,10 +343,8 @@ class _FilesKept:
         stamp = self._stamp(path)
         return stamp is not None and stamp != self.before[path]
 
-    def interrupted(self):
-        """The :class:`~ifssnet.errors.Cancelled` that Ctrl-C during training raises: what was kept and how to go on."""
-        from .errors import Cancelled
-
+    def kept(self) -> str:
+        """What this run left behind and how to go on, as a sentence."""
         todo = f"{self.out} was not written" + (" (the earlier file is as it was)" if self.out_existed else "")
         if self._written(self.ckpt):
             todo += (f"; this run's checkpoint {self.ckpt} is kept: continue the run with "
@@ -353,7 +353,21 @@ class _FilesKept:
             todo += "; no checkpoint was saved yet, so start the run again"
         if self._written(self.best):
             todo += f"; {self.best} holds the best network by validation so far"
-        return Cancelled("Interrupted (Ctrl-C).", todo + ".")
+        return todo + "."
+
+    def interrupted(self):
+        """The :class:`~ifssnet.errors.Cancelled` that Ctrl-C during training raises: what was kept and how to go on."""
+        from .errors import Cancelled
+
+        return Cancelled("Interrupted (Ctrl-C).", self.kept())
+
+    def out_of_memory(self):
+        """The :class:`~ifssnet.errors.ResourceError` for a ``MemoryError`` during training: what was kept."""
+        from .errors import ResourceError
+
+        return ResourceError("The computer ran out of memory while training.",
+                             "Close other programs, or train on fewer or cropped volumes (or a smaller --batch); "
+                             + self.kept())
 
 
 def _validator(args, train_pairs, segments):
