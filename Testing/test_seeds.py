@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from ifssnet.errors import InputError, SeedError
-from ifssnet.seeds import (SeedSet, annotated_slices, cut_seeds, find_axis, largest_slices,
+from ifssnet.seeds import (SeedSet, annotated_slices, cut_seeds, find_axis, largest_slices, sparse_painted_slices,
                            make_seed_segmentation, protocol_slices, seed_groups, validate_seeds)
 
 
@@ -282,3 +282,23 @@ def test_slice_extent_along_any_axis():
     m[3:7, 2:5, 1] = 1
     assert slice_extent(m) == (3, 6) and slice_extent(m, 1) == (2, 4) and slice_extent(m, 2) == (1, 1)
     assert slice_extent(np.zeros_like(m)) is None
+
+
+def test_paint_on_some_slices_is_told_from_a_complete_annotation():
+    """Slices of one view with gaps between: sparse, along that axis. A connected muscle (paint on every slice of
+    its extent along each axis), one that misses a slice, or one run of consecutive slices: complete (None)."""
+    k, j, i = np.indices((40, 30, 30))
+    muscle = ((k - 20) ** 2 / 15 ** 2 + (j - 15) ** 2 / 8 ** 2 + (i - 15) ** 2 / 10 ** 2 <= 1).astype(np.uint8)
+    assert sparse_painted_slices(muscle) is None
+    missed = muscle.copy()
+    missed[18] = 0                                             # one slice forgotten in a complete annotation
+    assert sparse_painted_slices(missed) is None
+    for axis, slices in ((0, (8, 20, 31)), (2, (9, 15, 21)), (1, (10, 11, 12, 20))):
+        painted = np.zeros_like(muscle)
+        index = [slice(None)] * 3
+        index[axis] = list(slices)
+        painted[tuple(index)] = muscle[tuple(index)]
+        assert sparse_painted_slices(painted) == (axis, slices)
+    group = np.zeros_like(muscle)
+    group[19:22] = muscle[19:22]
+    assert sparse_painted_slices(group) is None and sparse_painted_slices(np.zeros_like(muscle)) is None

@@ -158,9 +158,11 @@ def test_training_from_scene_pairs(scene_nodes, tmp_path):
         L.validator([(heldOut, ref)], protocol="papers")
 
 
-def test_fewshot_training_on_single_painted_slices_fills_their_gaps(scene_nodes, tmp_path):
-    """Slices painted one by one (tagged as the effect tags its seeds) train only with fillGap, which labels
-    the slices between them; the refusal and the run leave the segmentation as painted."""
+@pytest.mark.parametrize("tagged", [True, False])
+def test_fewshot_training_on_single_painted_slices_fills_their_gaps(scene_nodes, tmp_path, tagged):
+    """Slices painted one by one (tagged as the effect tags its seeds, or just painted and never propagated:
+    the same, since paint on slices of one view with gaps between counts as painted on those slices) train only
+    with fillGap, which labels the slices between them; the refusal and the run leave the segmentation as painted."""
     pytest.importorskip("torch")
     pytest.importorskip("itk")
     slicer, volumeNode, _, truth = scene_nodes
@@ -173,7 +175,8 @@ def test_fewshot_training_on_single_painted_slices_fills_their_gaps(scene_nodes,
     sparse[painted] = truth[painted]
     node = _reference_segmentation(slicer, volumeNode, {"GM": sparse}, "Painted")
     segment = node.GetSegmentation().GetNthSegment(0)
-    segment.SetTag(ANNOTATED_TAG, AnnotatedSlices(0, tuple(painted)).to_tag())
+    if tagged:
+        segment.SetTag(ANNOTATED_TAG, AnnotatedSlices(0, tuple(painted)).to_tag())
     before = slicer.util.arrayFromSegmentBinaryLabelmap(node, node.GetSegmentation().GetNthSegmentID(0), volumeNode)
     options = dict(stepsPerEpoch=1, runLength=6, size=32, widthMult=0.15)
     L = IFSSNetTrainingLogic()
@@ -190,6 +193,8 @@ def test_fewshot_training_on_single_painted_slices_fills_their_gaps(scene_nodes,
     assert load_checkpoint(path)[2]["training"]["config"]["empty_past_ends"] is True
     after = slicer.util.arrayFromSegmentBinaryLabelmap(node, node.GetSegmentation().GetNthSegmentID(0), volumeNode)
     assert np.array_equal(before, after)
+    from IFSSNetSegmentationLib.logic import segmentTag
+    assert bool(segmentTag(segment, ANNOTATED_TAG)) == tagged        # training reads the paint, and tags nothing
 
 
 def test_a_fine_tune_in_process_takes_the_base_models_recipe(scene_nodes, tmp_path):

@@ -412,6 +412,31 @@ def test_full_supervision_refuses_a_sparse_annotation(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_untagged_annotation_painted_on_some_slices_is_known_there_only(tmp_path):
+    """A segment painted on slices with gaps between, without a painted-slice tag (painted in Slicer and trained on
+    without propagating): known on its painted slices only, so full mode refuses it and few-shot mode trains it;
+    a complete annotation stays known on every slice."""
+    from ifssnet.dataset import case_from_arrays
+    from ifssnet.io import Segment, Segmentation
+
+    full = _case(0)
+    volume = full.image.astype(np.float32)
+    painted = np.zeros_like(full.masks["A"])
+    painted[[4, 12, 20]] = full.masks["A"][[4, 12, 20]]
+    case = case_from_arrays(volume, Segmentation([Segment("A", painted)]), 32, name="painted")
+    assert np.flatnonzero(case.known["A"]).tolist() == [4, 12, 20]
+    complete = case_from_arrays(volume, Segmentation([Segment("A", full.masks["A"])]), 32, name="complete")
+    assert complete.known["A"].all()
+    with pytest.raises(InputError, match="'A' of case 'painted' is annotated on 3 of 24 slices.*--mode fewshot"):
+        train([complete, case], tmp_path / "f.pt", model_config=IFSSNetConfig(**TINY),
+              cfg=TrainConfig(mode="full", epochs=1, steps_per_epoch=1, run_length=8))
+    assert list(tmp_path.iterdir()) == []
+    across = np.zeros_like(full.masks["A"])
+    across[:, :, [8, 14, 20]] = full.masks["A"][:, :, [8, 14, 20]]
+    with pytest.raises(InputError, match="'A' of case 'across' is annotated across axis 2"):
+        case_from_arrays(volume, Segmentation([Segment("A", across)]), 32, name="across")
+
+
 def test_a_segment_empty_in_one_case_is_refused_before_anything_runs(tmp_path):
     """A segment with no voxel on its annotated slices is never drawn for a run, so training would leave it out
     without a word: it is refused by name and case, before validation or any step, whether it is empty in every

@@ -90,20 +90,34 @@ def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
         m = torch.from_numpy(s.mask.astype(np.float32))
         masks[n] = (grid.to_work(m) > 0.5).to(torch.uint8).numpy()
         k = np.zeros(volume.shape[0], bool)
-        if s.annotated is None:
+        annotated = s.annotated if s.annotated is not None else _untagged_annotation(s.mask)
+        if annotated is None:
             k[:] = True
         else:
-            if s.annotated.axis != 0:
+            if annotated.axis != 0:
                 raise InputError(
-                    f"Segment '{n}' of case '{name}' is annotated across axis {s.annotated.axis}; training follows "
+                    f"Segment '{n}' of case '{name}' is annotated across axis {annotated.axis}; training follows "
                     "the sweep along the volume's k axis (axis 0).",
                     "In Slicer, paint the training slices in the slice view whose slider steps through the "
                     "volume's k index (the Data Probe shows it), and if the sweep runs along another axis, make it "
                     "the k axis first (Orient Scalar Volume module); on the command line, re-cut the annotation "
                     "with `ifssnet seeds`.")
-            k[list(s.annotated.slices)] = True
+            k[list(annotated.slices)] = True
         known[n] = k
     return Case(name, image, masks, known, slice_spacing_mm)
+
+
+def _untagged_annotation(mask: np.ndarray):
+    """The painted slices of a segment without a painted-slice tag, as an :class:`~ifssnet.io.AnnotatedSlices`,
+    where the paint lies on slices of one view with gaps between (:func:`ifssnet.seeds.sparse_painted_slices`):
+    a user who paints some slices in Slicer and trains on them without propagating first. None: a complete
+    annotation, known on every slice. Without this, full mode took the gaps for "no muscle here" and few-shot mode
+    had no unannotated slice to pseudo-label."""
+    from .io import AnnotatedSlices
+    from .seeds import sparse_painted_slices
+
+    found = sparse_painted_slices(mask)
+    return None if found is None else AnnotatedSlices(*found)
 
 
 def require_painted(cases: Sequence[Case]) -> None:

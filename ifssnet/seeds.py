@@ -56,6 +56,29 @@ def _nonempty_rows(mask: np.ndarray, axis: int = 0) -> np.ndarray:
     return np.flatnonzero(m.reshape(m.shape[0], int(np.prod(m.shape[1:]))).any(axis=1))
 
 
+SPARSE_FILL = 0.75
+"""Below this share of painted slices between a segment's first and last, :func:`sparse_painted_slices` takes a
+segment without a painted-slice tag for paint on some slices, not a complete annotation."""
+
+
+def sparse_painted_slices(mask: np.ndarray) -> Optional[Tuple[int, Tuple[int, ...]]]:
+    """``(axis, slices)`` when ``mask`` (K, J, I) looks painted on some slices only, else None.
+
+    A complete annotation of a muscle has paint on (nearly) every slice between its first and last along
+    each axis. Paint on slices of one view leaves gaps along that axis alone. So the paint is taken as
+    sparse when exactly one axis has paint on fewer than :data:`SPARSE_FILL` of the slices of its extent
+    (and at least two painted slices). A complete annotation that misses a few slices stays complete; a
+    single run of consecutive painted slices cannot be told from a short muscle and stays complete too.
+    """
+    lab = _as_mask3d(mask, "The segment")
+    sparse = []
+    for axis in range(3):
+        rows = _nonempty_rows(lab, axis)
+        if len(rows) >= 2 and len(rows) < SPARSE_FILL * (rows[-1] - rows[0] + 1):
+            sparse.append((axis, tuple(int(r) for r in rows)))
+    return sparse[0] if len(sparse) == 1 else None
+
+
 # ---------------------------------------------------------------------------------- seed set
 @dataclass(frozen=True, eq=False)
 class SeedSet:
