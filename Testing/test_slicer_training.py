@@ -427,3 +427,34 @@ def test_cancel_stops_a_fine_tune_before_its_step_0_validation(scene_nodes, tmp_
                 outputPath=str(tmp_path / "m.pt"), validationPairs=[(heldOut, ref)], valEvery=1, cancel=token,
                 stepsPerEpoch=1, runLength=6)
     assert L.validations == [] and L.steps == [] and _no_outputs(tmp_path)
+
+
+def test_exported_scene_pairs_are_named_after_their_volumes_and_keep_their_tags(scene_nodes, tmp_path):
+    """What the module's Train button hands the training process: each pair in a folder named after its volume
+    node (two nodes of one name told apart), the voxels and the painted-slice tag as in the scene, so the
+    training's messages name the scene's volumes."""
+    pytest.importorskip("torch")
+    slicer, volumeNode, _, truth = scene_nodes
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    from ifssnet.dataset import load_case
+    from ifssnet.io import ANNOTATED_TAG, AnnotatedSlices, read_segmentation
+
+    volumeNode.SetName("Left calf: GM/SOL")
+    twin = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(), _ijk_to_ras(),
+                                          "Left calf: GM/SOL")
+    painted = np.zeros_like(truth)
+    painted[[5, 11, 17]] = truth[[5, 11, 17]]
+    tagged = _reference_segmentation(slicer, volumeNode, {"GM": painted}, "Painted")
+    tagged.GetSegmentation().GetNthSegment(0).SetTag(ANNOTATED_TAG, AnnotatedSlices(0, (5, 11, 17)).to_tag())
+    complete = _reference_segmentation(slicer, twin, {"GM": truth}, "Reference")
+    pairs = IFSSNetTrainingLogic.exportPairs([(volumeNode, tagged), (twin, complete),
+                                              ("/a/volume.nrrd", "/a/ref.seg.nrrd")], str(tmp_path))
+    assert [os.path.relpath(v, tmp_path) for v, _ in pairs[:2]] == [
+        os.path.join("Left_calf__GM_SOL", "volume.nrrd"), os.path.join("Left_calf__GM_SOL-1", "volume.nrrd")]
+    assert pairs[2] == ("/a/volume.nrrd", "/a/ref.seg.nrrd")
+    seg = read_segmentation(pairs[0][1])
+    assert seg.get("GM").annotated == AnnotatedSlices(0, (5, 11, 17))
+    np.testing.assert_array_equal(seg.get("GM").mask, painted)
+    case = load_case(*pairs[1], size=32)
+    assert case.name == "Left_calf__GM_SOL-1" and case.known["GM"].all()

@@ -866,3 +866,12 @@ def test_a_fine_tune_records_its_base_model_and_resume_keeps_it(tmp_path):
     chain = c_meta["base"]
     assert (chain["file"], chain["command"], chain["base"]["file"]) == ("b.pt", "train b", "a.pt")
     assert "resumed" not in c_meta
+
+
+def test_cases_kept_in_one_folder_are_named_apart():
+    """``ifssnet train d/leg1.nrrd:d/leg1.seg.nrrd d/leg2.nrrd:...``: messages and the data description name each
+    volume, not the folder twice; the phantom layout (FOLDER/volume.nrrd) keeps the folder's name."""
+    from ifssnet.dataset import case_name
+
+    assert case_name("data/s12/volume.nrrd") == "s12"
+    assert [case_name(f"data/leg{n}.nii.gz") for n in (1, 2)] == ["data/leg1", "data/leg2"]

@@ -61,12 +61,22 @@ class Case:
 
 def load_case(volume_path, annotation_path, size: int, segments: Optional[Sequence[str]] = None,
               name: Optional[str] = None) -> Case:
-    """Read a volume and its annotation and put both on the ``size`` x ``size`` working grid."""
+    """Read a volume and its annotation and put both on the ``size`` x ``size`` working grid. ``name`` (for
+    messages and the model file's data description): by default the volume's folder, as ``ifssnet phantom``
+    lays a case out (``FOLDER/volume.nrrd``), else the folder and the file's stem (``FOLDER/leg2``), so that
+    pairs kept in one folder are told apart."""
     img = read_volume(volume_path)
     check_volume(img.array)
     seg = read_segmentation(annotation_path, reference=img.geometry, reference_shape=img.array.shape)
-    return case_from_arrays(img.array, seg, size, segments, name or Path(volume_path).parent.name,
+    return case_from_arrays(img.array, seg, size, segments, name or case_name(volume_path),
                             slice_spacing_mm=img.geometry.spacing_kji[0])
+
+
+def case_name(volume_path) -> str:
+    """:func:`load_case`'s default name of the case whose volume is ``volume_path``."""
+    path = Path(volume_path)
+    stem = path.name.split(".")[0]
+    return path.parent.name if stem == "volume" else f"{path.parent.name}/{stem}"
 
 
 def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,

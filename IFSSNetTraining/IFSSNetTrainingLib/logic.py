@@ -184,17 +184,27 @@ class IFSSNetTrainingLogic:
 
     @staticmethod
     def exportPairs(pairs, folder: str) -> List[Tuple[str, str]]:
-        """Write scene pairs to ``folder`` (volume .nrrd + annotation .seg.nrrd) for a training process."""
+        """Write scene pairs to ``folder`` for a training process: each pair in a folder named after its volume
+        node (``folder/NAME/volume.nrrd`` + ``annotation.seg.nrrd``; characters other than letters, digits,
+        ``-_.`` become ``_``, and a name already taken gets ``-N``), so the training's messages and the model
+        file's data description name the volumes as the scene does. File pairs are passed on as they are."""
+        import re
+
         from ifssnet.io import Image, write_segmentation, write_volume
 
         os.makedirs(folder, exist_ok=True)
-        out = []
+        out, used = [], set()
         for n, (volume, annotation) in enumerate(pairs):
             if isinstance(volume, (str, os.PathLike)):
                 out.append((str(volume), str(annotation)))
                 continue
-            vpath = os.path.join(folder, f"case{n:03d}_volume.nrrd")
-            apath = os.path.join(folder, f"case{n:03d}_annotation.seg.nrrd")
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", volume.GetName() or "") or f"case{n}"
+            if name.lower() in used or name in (".", ".."):
+                name = f"{name}-{n}"
+            used.add(name.lower())
+            os.makedirs(os.path.join(folder, name))
+            vpath = os.path.join(folder, name, "volume.nrrd")
+            apath = os.path.join(folder, name, "annotation.seg.nrrd")
             write_volume(Image(mrmlArrays.volumeToArray(volume), geometryOf(volume)), vpath)
             write_segmentation(segmentationFromNodes(volume, annotation), apath)
             out.append((vpath, apath))
