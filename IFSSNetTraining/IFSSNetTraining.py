@@ -7,6 +7,7 @@ process writes one JSON line per step, which this module reads with a timer into
 import os
 import shutil
 import tempfile
+import time
 import unittest
 
 import slicer
@@ -81,6 +82,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self.process = None
         self.cancelRequested = False  # Cancel was clicked: on Windows terminate() exits with 1, not a signal
+        self.startedAt = 0.0          # time.time() when the running process started (which checkpoint is its own)
         self.logPath = None
         self.logOffset = 0
         self.steps = []
@@ -270,7 +272,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.process is not None and self.process.poll() is None:
             self.cancelRequested = True
             self.process.terminate()  # the core writes atomically: no partial model is left behind
-            self.statusLabel.text = "Cancelling... The last checkpoint is kept; Resume continues from it."
+            self.statusLabel.text = "Cancelling..."
             return
         from IFSSNetSegmentationLib.gui import ensurePythonPackages, ensureTorch
 
@@ -320,6 +322,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
             # stderr to a file, not a pipe: a pipe nobody reads until the end blocks a long run once it is full.
             self.stderrPath = os.path.join(workDir, "stderr.txt")
+            self.startedAt = time.time()
             with open(self.stderrPath, "w") as err:
                 self.process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
             self.cancelRequested = False
@@ -372,7 +375,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.statusLabel.text += " " + verdict
             self._refreshBaseModels()
         elif code < 0 or self.cancelRequested:
-            self.statusLabel.text = "Training cancelled. Click Resume to continue from the last checkpoint."
+            self.statusLabel.text = self.logic.cancelledText(self.outputPath, self.startedAt)
         else:
             with open(self.stderrPath, errors="replace") as f:
                 err = f.read()

@@ -458,3 +458,20 @@ def test_exported_scene_pairs_are_named_after_their_volumes_and_keep_their_tags(
     np.testing.assert_array_equal(seg.get("GM").mask, painted)
     case = load_case(*pairs[1], size=32)
     assert case.name == "Left_calf__GM_SOL-1" and case.known["GM"].all()
+
+
+def test_the_status_after_cancel_says_whether_resume_continues_this_run(slicer_app, tmp_path):
+    """Resume continues OUT.ckpt.pt: this run's when it saved one, else an earlier run's, else there is none."""
+    import time
+
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    out = str(tmp_path / "m.pt")
+    ckpt = tmp_path / "m.ckpt.pt"
+    started = time.time()
+    assert "nothing was saved. Click Train" in IFSSNetTrainingLogic.cancelledText(out, started)
+    ckpt.write_bytes(b"an earlier run's checkpoint")
+    os.utime(ckpt, (started - 3600, started - 3600))
+    assert "Resume would continue an earlier run" in IFSSNetTrainingLogic.cancelledText(out, started)
+    os.utime(ckpt, (started + 5, started + 5))
+    assert IFSSNetTrainingLogic.cancelledText(out, started).startswith("Training cancelled. Click Resume")

@@ -292,6 +292,18 @@ class IFSSNetTrainingLogic:
         path = stem + ".ckpt.pt"
         return path if os.path.exists(path) else None
 
+    @classmethod
+    def cancelledText(cls, outputPath: str, startedAt: float) -> str:
+        """The status line after Cancel: whether the run that started at ``startedAt`` (``time.time()``) saved a
+        checkpoint that Resume continues, or Resume would continue an earlier run of the same name, or nothing."""
+        ckpt = cls.resumePath(outputPath)
+        if ckpt and os.path.getmtime(ckpt) >= startedAt:
+            return "Training cancelled. Click Resume to continue from its last checkpoint."
+        if ckpt:
+            return ("Training cancelled before its first checkpoint, so nothing of it was saved. Resume would "
+                    "continue an earlier run of this name; click Train to start again.")
+        return "Training cancelled before its first checkpoint, so nothing was saved. Click Train to start again."
+
     # ---- results -------------------------------------------------------------------------------
 
     @staticmethod
