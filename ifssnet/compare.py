@@ -186,10 +186,21 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
     for name in methods:
         prepare(name)  # a missing package (ITK, torch) fails here, before any work
     seeds = dict(seeds or {})
+    from .preprocess import check_image
+
+    check_image(volume)  # a 2-D image (also one slice thick), 4-D, empty: before any work
     for muscle, ref in ref_masks.items():
         if np.shape(ref) != volume.shape:
             raise InputError(f"Reference '{muscle}' has shape {np.shape(ref)}, the volume {volume.shape}.",
                              "Resample the reference onto the volume's grid.")
+    empty = [muscle for muscle, ref in ref_masks.items() if not np.any(ref)]
+    if empty:  # nothing to score against, nor to cut seeds from: before any work, naming the segment
+        others = [m for m in ref_masks if m not in empty]
+        raise SeedError(f"Reference segment {', '.join(map(repr, empty))} is empty (no voxel on this volume's grid): "
+                        "there is nothing to score against.",
+                        "Check that the reference is the complete (ground truth) segmentation of this volume"
+                        + (f", or leave it out of the comparison (on the command line: --segment {','.join(others)})."
+                           if others else "."))
     total = len(ref_masks) * len(methods)
     done = 0
     rows: List[dict] = []
@@ -481,7 +492,11 @@ def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, p
             if missing:
                 raise InputError(f"{case}: no segment named {', '.join(missing)}.", f"It has: {', '.join(refs)}.")
             refs = {s: refs[s] for s in segments}
-        for r in compare(volume, refs, spacing, methods, protocol, progress=progress, cancel=cancel, **kwargs):
+        try:
+            found = compare(volume, refs, spacing, methods, protocol, progress=progress, cancel=cancel, **kwargs)
+        except InputError as err:  # the volume or the reference of one case: say which case
+            raise type(err)(f"{case}: {err.what}", err.todo) from err
+        for r in found:
             r["case"] = str(case)
             rows.append(r)
         del volume, refs

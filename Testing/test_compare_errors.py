@@ -1,0 +1,124 @@
+"""``ifssnet compare``, ``compare-set``, ``evaluate`` and ``seeds`` under bad input, faults and Ctrl-C.
+
+As for ``propagate`` (test_cli.py): one line on stderr with what is wrong and what to do, the error's exit
+code, found before the long work where it can be, and an earlier ``--csv``/``--plot``/``-o`` file left
+exactly as it was (no half-written file either). Methods here are tiny registered functions, so each
+test takes a fraction of a second.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ifssnet import compare as C
+from ifssnet.baselines import registry
+from ifssnet.cli import main
+from ifssnet.errors import Cancelled, SeedError, VolumeError
+from ifssnet.io import AnnotatedSlices, Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
+from ifssnet.seeds import cut_seeds
+
+K, J, I = 16, 20, 24
+GEO = Geometry(spacing=(0.5, 0.5, 0.8))
+
+
+def _muscle():
+    m = np.zeros((K, J, I), np.uint8)
+    m[2:14, 5:15, 6:18] = 1
+    return m
+
+
+def _volume(m):
+    rng = np.random.default_rng(0)
+    return (40 + 60 * m + rng.normal(0, 8, m.shape)).clip(0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def ran():
+    """A cheap registered method ('copy': the seeds, nothing else); ``ran`` lists the muscles it was run on."""
+    calls = []
+
+    def copy(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        calls.append(len(seeds.slices))
+        for n in range(3):
+            report(progress, "propagating", n + 1, 3)
+        return seeds.mask
+
+    from ifssnet.progress import report
+
+    registry.register("copy", copy, "Copy")
+    yield calls
+    registry.unregister("copy")
+
+
+@pytest.fixture
+def case(tmp_path):
+    """volume.nrrd, reference.seg.nrrd (GM, and SOL empty in empty.seg.nrrd), an earlier out.csv and out.png."""
+    m = _muscle()
+    write_volume(Image(_volume(m), GEO), tmp_path / "volume.nrrd")
+    write_segmentation(segmentation_from_masks({"GM": m}, GEO), tmp_path / "reference.seg.nrrd")
+    write_segmentation(segmentation_from_masks({"GM": m, "SOL": np.zeros_like(m)}, GEO), tmp_path / "empty.seg.nrrd")
+    (tmp_path / "out.csv").write_text("the previous table")
+    (tmp_path / "out.png").write_bytes(b"the previous plot")
+    return tmp_path
+
+
+def _cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _error_line(err: str) -> str:
+    assert "Traceback" not in err
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "it/s" not in ln
+             and "%|" not in ln and "it [" not in ln]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _assert_old_outputs_untouched(folder: Path):
+    assert (folder / "out.csv").read_text() == "the previous table"
+    assert (folder / "out.png").read_bytes() == b"the previous plot"
+    assert not [p.name for p in folder.iterdir() if ".partial" in p.name or p.name.endswith(".tmp")]
+
+
+def _compare(case, *extra, ref="reference.seg.nrrd", volume="volume.nrrd"):
+    return ["compare", case / volume, "-", case / ref, "--methods", "copy",
+            "--csv", case / "out.csv", "--plot", case / "out.png", *extra]
+
+
+def test_an_empty_reference_segment_is_refused_before_any_work_and_named(case, ran, capsys):
+    code, _, err = _cli(capsys, *_compare(case, ref="empty.seg.nrrd"))
+    line = _error_line(err)
+    assert code == 2 and "Reference segment 'SOL' is empty" in line and "--segment GM" in line, line
+    assert ran == []
+    _assert_old_outputs_untouched(case)
+    # compare-set, whose cases come from `ifssnet phantom`, names the case too
+    (case / "reference.seg.nrrd").write_bytes((case / "empty.seg.nrrd").read_bytes())
+    code, _, err = _cli(capsys, "compare-set", case, "--methods", "copy", "--csv", case / "out.csv")
+    line = _error_line(err)
+    assert code == 2 and str(case) in line and "'SOL' is empty" in line, line
+    assert ran == []
+    _assert_old_outputs_untouched(case)
+    # and the core, with seeds given (nothing to cut from the reference)
+    m = _muscle()
+    with pytest.raises(SeedError, match="'SOL' is empty"):
+        C.compare(_volume(m), {"GM": m, "SOL": np.zeros_like(m)}, (0.8, 0.5, 0.5), ["copy"],
+                  seeds={"GM": cut_seeds(m, (6, 7, 8)), "SOL": cut_seeds(m, (6, 7, 8))})
+    assert ran == []
+
+
+def test_a_volume_one_slice_thick_is_refused_as_a_2d_image(case, ran, capsys):
+    m = _muscle()[6:7]
+    write_volume(Image(_volume(m), GEO), case / "frame.nrrd")
+    write_segmentation(segmentation_from_masks({"GM": m}, GEO), case / "frame.seg.nrrd")
+    for ref in ("frame.seg.nrrd", "reference.seg.nrrd"):     # its own one-slice reference, or the sweep's
+        code, _, err = _cli(capsys, *_compare(case, ref=ref, volume="frame.nrrd"))
+        line = _error_line(err)
+        assert code == 2 and "2-D image (one slice thick" in line and "Load the reconstructed 3-D" in line, line
+    assert ran == []
+    _assert_old_outputs_untouched(case)
+    with pytest.raises(VolumeError, match="one slice thick"):
+        C.compare(_volume(m), {"GM": m}, (0.8, 0.5, 0.5), ["copy"], seeds={"GM": cut_seeds(m, (0,))})
