@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ifssnet import compare as C
+from ifssnet import compare_cli as CC
 from ifssnet.baselines import registry
 from ifssnet.cli import main
 from ifssnet.errors import Cancelled, SeedError, VolumeError
@@ -122,3 +123,93 @@ def test_a_volume_one_slice_thick_is_refused_as_a_2d_image(case, ran, capsys):
     _assert_old_outputs_untouched(case)
     with pytest.raises(VolumeError, match="one slice thick"):
         C.compare(_volume(m), {"GM": m}, (0.8, 0.5, 0.5), ["copy"], seeds={"GM": cut_seeds(m, (0,))})
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    torch = pytest.importorskip("torch")
+    from ifssnet.model import IFSSNet, IFSSNetConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path / "tiny.pt", IFSSNet(IFSSNetConfig(size=32, width_mult=0.25)))
+
+
+def test_a_corrupt_model_is_refused_before_any_work_exit_3(case, ran, tiny_model, capsys):
+    bad = case / "half.pt"
+    bad.write_bytes(Path(tiny_model).read_bytes()[:5000])
+    code, _, err = _cli(capsys, *_compare(case, "--methods", "copy,ifssnet", "--model", bad))
+    line = _error_line(err)
+    assert code == 3 and "corrupt or truncated" in line and "Download or train it again" in line, line
+    code, _, err = _cli(capsys, "compare-set", case, "--methods", "copy,ifssnet", "--model", case / "nope.pt",
+                        "--csv", case / "out.csv")
+    assert code == 3 and "does not exist" in _error_line(err)
+    assert ran == []
+    _assert_old_outputs_untouched(case)
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(case, ran, monkeypatch, capsys):
+    code, _, err = _cli(capsys, *_compare(case)[:-4], "--csv", case / "no" / "o.csv")
+    assert code == 4 and "does not exist" in _error_line(err) and "Create it" in _error_line(err)
+    code, _, err = _cli(capsys, *_compare(case)[:-4], "--plot", case / "volume.nrrd")
+    assert code == 2 and "one of the input files" in _error_line(err)
+    from ifssnet.errors import DependencyError
+
+    def no_matplotlib():
+        raise DependencyError("Plotting needs matplotlib.", "Install it with: python -m pip install matplotlib")
+
+    monkeypatch.setattr(C, "_pyplot", no_matplotlib)
+    code, _, err = _cli(capsys, *_compare(case))
+    assert code == 5 and "pip install matplotlib" in _error_line(err)
+    assert ran == []
+    _assert_old_outputs_untouched(case)
+
+
+class _Interrupting:
+    """A progress bar that is Ctrl-C'd once the methods run."""
+
+    def __init__(self, *a, **k):
+        pass
+
+    def __call__(self, stage, done, total):
+        if stage == "propagating" and done > 0:
+            raise KeyboardInterrupt
+
+    def close(self):
+        pass
+
+
+def test_ctrl_c_during_the_comparison_exits_130_and_writes_nothing(case, ran, monkeypatch, capsys):
+    import ifssnet.progress as progress
+
+    monkeypatch.setattr(progress, "TqdmProgress", _Interrupting)
+    code, _, err = _cli(capsys, *_compare(case))
+    assert code == 130 and "Interrupted (Ctrl-C). Nothing was written." in _error_line(err)
+    code, _, err = _cli(capsys, "compare-set", case, "--methods", "copy", "--csv", case / "out.csv",
+                        "--plot", case / "out.png")
+    assert code == 130 and "Nothing was written" in _error_line(err)
+    assert len(ran) == 2
+    _assert_old_outputs_untouched(case)
+
+
+def test_a_failure_while_writing_the_plot_leaves_the_csv_as_it_was(case, ran, monkeypatch, capsys):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    real_plot = CC.plot
+    monkeypatch.setattr(CC, "plot", interrupted)         # the CSV comes first
+    code, _, err = _cli(capsys, *_compare(case))
+    assert code == 130 and "Nothing was written" in _error_line(err)
+    _assert_old_outputs_untouched(case)
+    monkeypatch.setattr(CC, "plot", real_plot)
+
+    def broken(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        raise SeedError("broken on purpose.", "")
+
+    registry.register("broken", broken)
+    try:
+        code, out, err = _cli(capsys, *_compare(case, "--methods", "broken"))
+    finally:
+        registry.unregister("broken")
+    assert code == 2 and "nothing to plot: every run failed" in _error_line(err)
+    assert "broken on purpose" in out                    # the table it refers to is shown
+    _assert_old_outputs_untouched(case)

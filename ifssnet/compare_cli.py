@@ -7,6 +7,7 @@ write the rows, a figure and machine-readable output.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -14,7 +15,8 @@ import numpy as np
 
 from .compare import (DEFAULT_METHODS, compare, compare_set, format_summary, format_table, plot, plot_summary,
                       write_csv)
-from .errors import InputError, SeedError
+from . import compare as _core
+from .errors import InputError, ResourceError, SeedError
 from .seeds import PROTOCOLS
 
 
@@ -147,11 +149,73 @@ def _jsonable(rows: Sequence[dict]) -> List[dict]:
     return out
 
 
+def _check_before_work(args, methods: Sequence[str], inputs: Sequence) -> None:
+    """What can be checked cheaply, before the long work: each of --csv and --plot can be written and is not
+    an input file, the plot's format and matplotlib are there, and the --model file loads."""
+    for option, path in (("--csv", args.csv), ("--plot", args.plot)):
+        if path is None:
+            continue
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise ResourceError(f"The output folder '{folder}' does not exist.", "Create it or choose another output path.")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ResourceError(f"The output folder '{folder}' is not writable.", "Choose an output path you can write to.")
+        if path.is_dir():
+            raise InputError(f"{option} '{path}' is a folder.", "Give a file name.")
+        for p in inputs:
+            if path.exists() and Path(p).exists() and os.path.samefile(p, path):
+                raise InputError(f"The output '{path}' is one of the input files; writing it would replace it.",
+                                 "Choose another output file name.")
+    if args.plot is not None:
+        _core._pyplot()  # matplotlib missing: say so now, not after the comparison
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = FigureCanvasBase.get_supported_filetypes()
+        suffix = args.plot.suffix.lstrip(".").lower() or "png"
+        if suffix not in formats:
+            raise InputError(f"--plot '{args.plot.name}': matplotlib cannot write .{suffix} files.",
+                             f"End the name in .png (or one of: {', '.join(sorted(formats))}).")
+    if args.model and "ifssnet" in methods:
+        from .errors import require
+
+        require("torch")
+        from .model.checkpoint import load_checkpoint
+
+        load_checkpoint(args.model)  # missing, corrupt, unsafe or another kind: exit 3 before any work
+
+
+def _write_outputs(writers: Sequence) -> None:
+    """``[(path, write(tmp_path))]``: each file into a hidden folder next to it, then all renamed into place
+    at the end; a failure or Ctrl-C before the renames leaves every earlier file as it was."""
+    import shutil
+    import tempfile
+
+    tmpdirs = []
+    try:
+        done = []
+        for path, write in writers:
+            folder = path.parent if str(path.parent) else Path(".")
+            tmpdirs.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=folder)))
+            write(tmpdirs[-1] / path.name)
+            done.append((tmpdirs[-1] / path.name, path))
+        try:
+            for tmp, path in done:
+                os.replace(tmp, path)
+        except OSError as exc:
+            raise ResourceError(f"Could not write '{path}': {exc.strerror or exc}.",
+                                "Free some disk space or choose another output path.") from exc
+    finally:
+        for d in tmpdirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def _cli_compare(args) -> int:
     from .cli import print_json
     from .io import read_segmentation, read_volume, split_names
     from .progress import TqdmProgress
 
+    methods = _method_list(args.methods)
+    _check_before_work(args, methods, [args.volume, args.ref] + ([args.seeds] if args.seeds != "-" else []))
     image = read_volume(args.volume)
     ref = read_segmentation(args.ref, reference=image.geometry, reference_shape=image.array.shape)
     names = split_names(args.segment, ref.names)
@@ -160,19 +224,18 @@ def _cli_compare(args) -> int:
         seeds = _seed_sets_from_file(args.seeds, names, image.geometry, image.array.shape)
     bar = TqdmProgress()
     try:
-        rows = compare(image.array, {n: ref.mask(n) for n in names}, image.geometry.spacing_kji, _method_list(args.methods),
+        rows = compare(image.array, {n: ref.mask(n) for n in names}, image.geometry.spacing_kji, methods,
                        args.protocol, progress=bar, seeds=seeds, count=args.count, every=args.every,
                        method_options=_options(args), score_extent=args.score_extent, joint=args.joint)
     finally:
         bar.close()
-    if args.csv:
-        write_csv(rows, args.csv)
-    if args.plot:
-        plot(rows, args.plot, title=f"{args.volume.name}: {args.protocol if seeds is None else 'given seeds'}")
-    if args.json:
+    if args.json:  # first: a failure writing the files below refers to the errors in it
         print_json(_jsonable(rows))
     else:
         print(format_table(rows))
+    title = f"{args.volume.name}: {args.protocol if seeds is None else 'given seeds'}"
+    _write_outputs([(p, w) for p, w in ((args.csv, lambda tmp: write_csv(rows, tmp)),
+                                        (args.plot, lambda tmp: plot(rows, tmp, title=title))) if p])
     return 0
 
 
@@ -181,17 +244,15 @@ def _cli_compare_set(args) -> int:
     from .progress import TqdmProgress
 
     segments = [s.strip() for s in args.segment.split(",")] if args.segment else None
+    methods = _method_list(args.methods)
+    _check_before_work(args, methods, [p for d in args.dirs for p in (d / "volume.nrrd", d / "reference.seg.nrrd")])
     bar = TqdmProgress()
     try:
-        res = compare_set(args.dirs, _method_list(args.methods), args.protocol, segments, progress=bar,
+        res = compare_set(args.dirs, methods, args.protocol, segments, progress=bar,
                           count=args.count, every=args.every, method_options=_options(args),
                           score_extent=args.score_extent, joint=args.joint)
     finally:
         bar.close()
-    if args.csv:
-        write_csv(res["rows"], args.csv)
-    if args.plot:
-        plot_summary(res["summary_by_muscle"], args.plot, title=f"{len(args.dirs)} cases, protocol {args.protocol}")
     if args.json:
         print_json({"summary": _jsonable(res["summary"]), "summary_by_muscle": _jsonable(res["summary_by_muscle"]),
                     "rows": _jsonable(res["rows"])})
@@ -200,4 +261,8 @@ def _cli_compare_set(args) -> int:
         print(format_summary(res["summary"]))
         print()
         print(format_summary(res["summary_by_muscle"], ("method", "muscle")))
+    title = f"{len(args.dirs)} cases, protocol {args.protocol}"
+    _write_outputs([(p, w) for p, w in ((args.csv, lambda tmp: write_csv(res["rows"], tmp)),
+                                        (args.plot, lambda tmp: plot_summary(res["summary_by_muscle"], tmp, title=title)))
+                    if p])
     return 0
