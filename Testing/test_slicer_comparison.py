@@ -108,3 +108,55 @@ def test_compare_can_run_a_method_once_on_all_muscles(scene_nodes):
         assert calls[1:] == ["one", "one"] and table.GetNumberOfRows() == 2
     finally:
         registry.unregister("test-together")
+
+
+def _nodes(slicer):
+    return [slicer.mrmlScene.GetNthNode(n).GetID() for n in range(slicer.mrmlScene.GetNumberOfNodes())]
+
+
+def test_bad_input_says_what_to_do_and_changes_nothing(scene_nodes, registered_methods):
+    """A 2-D image (one slice thick, as Slicer holds it), an empty reference segment, a segment the
+    reference lacks: a message that says what to do, and the scene and the painted seeds as they were."""
+    from slicer_nodes import _assert_same, _ijk_to_ras, _state
+
+    from ifssnet.errors import InputError, SeedError, VolumeError
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    _paint(slicer, volumeNode, segNode, truth, 0, (9, 10, 11))
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth, "SOL": np.zeros_like(truth)}, "Reference")
+    frame = slicer.util.addVolumeFromArray(np.ones((1,) + truth.shape[1:], np.int16), _ijk_to_ras(), "frame")
+    before, nodes = _state(segNode, volumeNode), _nodes(slicer)
+    L = IFSSNetComparisonLogic()
+    with pytest.raises(VolumeError, match=r"2-D image \(one slice thick.*Load the reconstructed 3-D"):
+        L.compare(frame, segNode, ref, ["test-nearest"], "seeds", segmentNames=["GM"])
+    with pytest.raises(SeedError, match="Reference segment 'SOL' is empty.*complete"):
+        L.compare(volumeNode, None, ref, ["test-nearest"], "3-seeds")
+    with pytest.raises(InputError, match="no segment 'LG'.*GM, SOL"):
+        L.compare(volumeNode, segNode, ref, ["test-nearest"], "seeds", segmentNames=["LG"])
+    assert _nodes(slicer) == nodes
+    _assert_same(before, _state(segNode, volumeNode))
+
+
+def test_cancel_during_a_run_stops_it_and_adds_nothing(scene_nodes, registered_methods):
+    from slicer_nodes import _assert_same, _state
+
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    _paint(slicer, volumeNode, segNode, truth, 0, (5, 6, 7, 15, 16, 17))
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    before, nodes = _state(segNode, volumeNode), _nodes(slicer)
+    token, seen = CancelToken(), []
+
+    def cancelMidway(stage, done, total):   # the Cancel button, clicked while the first method runs
+        seen.append(stage)
+        if stage == "propagating" and done == 2:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        IFSSNetComparisonLogic().compare(volumeNode, segNode, ref, ["test-nearest", "test-nearest"], "seeds",
+                                         progress=cancelMidway, cancel=token)
+    assert seen.count("propagating") == 2    # it stopped at once: no further slice, no second method
+    assert _nodes(slicer) == nodes
+    _assert_same(before, _state(segNode, volumeNode))

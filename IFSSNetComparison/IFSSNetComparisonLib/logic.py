@@ -95,6 +95,9 @@ class IFSSNetComparisonLogic:
         segLogic = segmentationLogic.IFSSNetSegmentationLogic()
         report(progress, "preparing", 0, 1)
         volume = mrmlArrays.volumeToArray(volumeNode)
+        from ifssnet.preprocess import check_image
+
+        check_image(volume)  # a 2-D image (Slicer holds it one slice thick): before reading any segment
         spacing = mrmlArrays.spacingKji(volumeNode)
         refGeometry = mrmlArrays.referenceGeometry(volumeNode, referenceSegmentationNode)
         reference = referenceSegmentationNode.GetSegmentation()
@@ -106,7 +109,9 @@ class IFSSNetComparisonLogic:
         for name in names:
             rid = _segmentIdByName(referenceSegmentationNode, name)
             if rid is None:
-                raise InputError(f"The reference has no segment '{name}'.", "Check the segment names.")
+                have = [reference.GetSegment(s).GetName() for s in reference.GetSegmentIDs()]
+                raise InputError(f"The reference has no segment '{name}'.",
+                                 f"Choose one of its segments: {', '.join(have) or '(none)'}.")
             refs[name] = mrmlArrays.segmentToArray(referenceSegmentationNode, rid, refGeometry)
             if protocol == "seeds":
                 sid = _segmentIdByName(seedSegmentationNode, name)
