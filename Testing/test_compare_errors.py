@@ -213,3 +213,27 @@ def test_a_failure_while_writing_the_plot_leaves_the_csv_as_it_was(case, ran, mo
     assert code == 2 and "nothing to plot: every run failed" in _error_line(err)
     assert "broken on purpose" in out                    # the table it refers to is shown
     _assert_old_outputs_untouched(case)
+
+
+def test_evaluate_refuses_an_empty_reference_segment_naming_it(case, capsys):
+    m = _muscle()
+    write_segmentation(segmentation_from_masks({"GM": m, "SOL": m}, GEO), case / "pred.seg.nrrd")
+    code, out, err = _cli(capsys, "evaluate", case / "pred.seg.nrrd", case / "empty.seg.nrrd")
+    line = _error_line(err)
+    assert code == 2 and "Segment 'SOL' is empty in the reference" in line and "--segment GM" in line, line
+    assert out == ""                                      # no Dice 0 and infinite distances for it
+    code, out, _ = _cli(capsys, "evaluate", case / "pred.seg.nrrd", case / "empty.seg.nrrd", "--segment", "GM")
+    assert code == 0 and "GM" in out
+
+
+def test_seeds_that_fail_leave_an_earlier_output_as_it_was(case, capsys):
+    """`ifssnet seeds`: an empty segment, a name not in the file, a bad --at or --count: the message, and the
+    earlier -o file untouched."""
+    out = case / "seeds.seg.nrrd"
+    out.write_bytes(b"the previous seeds")
+    for extra, words in ((["--segment", "SOL"], "Segment 'SOL' is empty"), (["--segment", "LG"], "Choose from: GM, SOL"),
+                         (["--at", "40"], "Choose a first slice between"), (["--count", "0"], "Use --count 3")):
+        code, _, err = _cli(capsys, "seeds", case / "empty.seg.nrrd", "-o", out, *extra)
+        assert code == 2 and words in _error_line(err), (extra, err)
+        assert out.read_bytes() == b"the previous seeds"
+    assert not [p.name for p in case.iterdir() if ".partial" in p.name]

@@ -97,6 +97,13 @@ def _evaluate(args) -> int:
     if missing or not names:
         raise InputError(f"Segment(s) {', '.join(missing) or '(none)'} are not in both files.",
                          f"Both files have: {', '.join(shared) or 'no segment of the same name'}.")
+    empty = [n for n in names if not ref.mask(n).any()]
+    if empty:  # nothing to score against: a Dice of 0 and infinite distances would mean nothing
+        others = [n for n in names if n not in empty]
+        raise InputError(f"Segment {', '.join(map(repr, empty))} is empty in the reference '{args.ref}': "
+                         "there is nothing to score against.",
+                         "Check that it is the complete (ground truth) segmentation"
+                         + (f", or leave the segment out: --segment {','.join(others)}." if others else "."))
     results = {}
     for name in names:
         exclude = ()
