@@ -228,8 +228,10 @@ def test_real_network_runs_end_to_end():
 
 @pytest.mark.parametrize("slices", [(), (10,), (10, 11)])
 def test_too_few_painted_slices(slices):
-    with pytest.raises(SeedError, match="at least 3|not painted"):
+    with pytest.raises(SeedError, match="^'T' is (painted on|not painted).*(at least 3|any slice)"):
         propagate(_volume(), {"T": cut_seeds(_tube(), slices)}, CopyModel(), device="cpu")
+    with pytest.raises(SeedError, match="^The segment is"):   # one SeedSet has no name: none is made up
+        propagate(_volume(), cut_seeds(_tube(), slices), CopyModel(), device="cpu")
 
 
 def test_empty_segment():

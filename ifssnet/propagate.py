@@ -238,7 +238,7 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     seed_map: Dict[str, SeedSet] = {"segment": seeds} if single else dict(seeds)
     volume = np.asarray(volume)
     check_volume(volume)
-    _check_seeds(volume, seed_map)
+    _check_seeds(volume, seed_map, named=not single)
     report(progress, "preparing", 0, 1)
     dev = resolve_device(device)
     net = load_model(model, dev)
@@ -275,14 +275,16 @@ def frames_for(n_slices: int, slice_spacing_mm: Optional[float], net, match: boo
     return select_frames(n_slices, slice_spacing_mm, network_mm, keep=painted)
 
 
-def _check_seeds(volume: np.ndarray, seed_map: Mapping[str, SeedSet]) -> None:
+def _check_seeds(volume: np.ndarray, seed_map: Mapping[str, SeedSet], named: bool = True) -> None:
+    """Shapes and :func:`validate_seeds` for every segment; ``named``: the messages name it (a single
+    :class:`SeedSet` has no name of its own, only the placeholder ``"segment"``)."""
     if not seed_map:
         raise SeedError("No segment to propagate.", "Select a segment and paint it on at least 3 slices.")
     for name, s in seed_map.items():
         if s.mask.shape != volume.shape:
             raise InputError(f"The seeds of '{name}' have shape {s.mask.shape}, the volume {volume.shape}.",
                              "Resample the segmentation onto the volume's grid first.")
-        validate_seeds(s, name=name)
+        validate_seeds(s, name=name if named else None)
 
 
 def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patience, min_area_fraction,
