@@ -20,6 +20,7 @@ import SimpleITK as sitk
 import torch
 
 from fake_models import CopyModel
+from cli_output import error_line as _error_line, interrupting_progress  # noqa: E402
 from ifssnet.cli import EXIT_INTERNAL, main
 from ifssnet.io import (AnnotatedSlices, Geometry, Image, read_segmentation, segmentation_from_masks,
                         write_segmentation, write_volume)
@@ -79,16 +80,6 @@ def _cli(capsys, *argv):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def _error_line(err: str) -> str:
-    """The last stderr line (tqdm may have drawn progress bars before it); it must be the only line
-    that is not a progress bar, and there is no traceback."""
-    assert "Traceback" not in err
-    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "it/s" not in ln
-             and "%|" not in ln and "it [" not in ln]
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 def _leftovers(folder: Path):
@@ -419,18 +410,7 @@ def _assert_old_outputs_untouched(tmp_path):
 def test_ctrl_c_while_propagating_exits_130_and_writes_nothing(tmp_path, copy_net, monkeypatch, capsys):
     import ifssnet.progress as progress
 
-    class Interrupting:
-        def __init__(self, *a, **k):
-            pass
-
-        def __call__(self, stage, done, total):
-            if stage == "propagating" and done > 0:
-                raise KeyboardInterrupt
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(progress, "TqdmProgress", Interrupting)
+    monkeypatch.setattr(progress, "TqdmProgress", interrupting_progress("propagating"))
     vol, seeds = _write_case(tmp_path)
     _old_outputs(tmp_path)
     code, _, err = _cli(capsys, "propagate", vol, seeds, "-o", tmp_path / "out.seg.nrrd")

@@ -15,9 +15,10 @@ import pytest
 from ifssnet import compare as C
 from ifssnet import compare_cli as CC
 from ifssnet.baselines import registry
+from cli_output import error_line as _error_line, interrupting_progress  # noqa: E402
 from ifssnet.cli import main
-from ifssnet.errors import Cancelled, SeedError, VolumeError
-from ifssnet.io import AnnotatedSlices, Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
+from ifssnet.errors import SeedError, VolumeError
+from ifssnet.io import Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
 from ifssnet.seeds import cut_seeds
 
 K, J, I = 16, 20, 24
@@ -69,14 +70,6 @@ def _cli(capsys, *argv):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def _error_line(err: str) -> str:
-    assert "Traceback" not in err
-    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "it/s" not in ln
-             and "%|" not in ln and "it [" not in ln]
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 def _assert_old_outputs_untouched(folder: Path):
@@ -164,24 +157,10 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(case, ran, 
     _assert_old_outputs_untouched(case)
 
 
-class _Interrupting:
-    """A progress bar that is Ctrl-C'd once the methods run."""
-
-    def __init__(self, *a, **k):
-        pass
-
-    def __call__(self, stage, done, total):
-        if stage == "propagating" and done > 0:
-            raise KeyboardInterrupt
-
-    def close(self):
-        pass
-
-
 def test_ctrl_c_during_the_comparison_exits_130_and_writes_nothing(case, ran, monkeypatch, capsys):
     import ifssnet.progress as progress
 
-    monkeypatch.setattr(progress, "TqdmProgress", _Interrupting)
+    monkeypatch.setattr(progress, "TqdmProgress", interrupting_progress("propagating"))
     code, _, err = _cli(capsys, *_compare(case))
     assert code == 130 and "Interrupted (Ctrl-C). Nothing was written." in _error_line(err)
     code, _, err = _cli(capsys, "compare-set", case, "--methods", "copy", "--csv", case / "out.csv",

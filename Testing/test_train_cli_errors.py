@@ -8,6 +8,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from cli_output import error_line as _error_line, interrupting_progress  # noqa: E402
 from ifssnet.cli import main
 from ifssnet.io import Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
 
@@ -37,15 +38,6 @@ def _train(capsys, case, out, log, *extra):
                  *map(str, extra)])
     _, err = capsys.readouterr()
     return code, _error_line(err)
-
-
-def _error_line(err: str) -> str:
-    """The one stderr line that is not a progress bar (and no traceback)."""
-    assert "Traceback" not in err
-    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "it/s" not in ln
-             and "%|" not in ln and "it [" not in ln]
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 def _nothing_written(out: Path, log: Path) -> None:
@@ -104,23 +96,6 @@ def test_an_empty_segment_is_refused_by_name_before_the_log_is_opened(tmp_path, 
     _nothing_written(out, log)
 
 
-class _InterruptAt:
-    """A TqdmProgress that raises KeyboardInterrupt (as Ctrl-C does) when training reports step ``at``."""
-
-    at = 2
-    error = KeyboardInterrupt
-
-    def __init__(self, disable=False):
-        pass
-
-    def __call__(self, stage, done, total):
-        if stage == "training" and done == self.at:
-            raise self.error
-
-    def close(self):
-        pass
-
-
 @pytest.mark.parametrize("at, checkpointed", [(2, True), (1, False)])
 def test_ctrl_c_while_training_keeps_the_earlier_model_and_says_what_was_kept(tmp_path, capsys, monkeypatch, at,
                                                                              checkpointed):
@@ -129,8 +104,7 @@ def test_ctrl_c_while_training_keeps_the_earlier_model_and_says_what_was_kept(tm
     that no checkpoint was saved."""
     import ifssnet.progress
 
-    monkeypatch.setattr(_InterruptAt, "at", at)
-    monkeypatch.setattr(ifssnet.progress, "TqdmProgress", _InterruptAt)
+    monkeypatch.setattr(ifssnet.progress, "TqdmProgress", interrupting_progress("training", at))
     case = _case(tmp_path / "c")
     out, log = tmp_path / "out" / "m.pt", tmp_path / "out" / "log.jsonl"
     out.parent.mkdir()
@@ -154,8 +128,7 @@ def test_running_out_of_memory_while_training_says_what_was_kept(tmp_path, capsy
     said "nothing was written" before)."""
     import ifssnet.progress
 
-    monkeypatch.setattr(_InterruptAt, "error", MemoryError)
-    monkeypatch.setattr(ifssnet.progress, "TqdmProgress", _InterruptAt)
+    monkeypatch.setattr(ifssnet.progress, "TqdmProgress", interrupting_progress("training", 2, MemoryError))
     case = _case(tmp_path / "c")
     out = tmp_path / "m.pt"
     code = main(["train", case, "--out", str(out), "--epochs", "1", "--steps", "3", "--checkpoint-every", "1", *TINY])

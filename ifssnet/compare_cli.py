@@ -7,7 +7,6 @@ write the rows, a figure and machine-readable output.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -16,7 +15,8 @@ import numpy as np
 from .compare import (DEFAULT_METHODS, compare, compare_set, format_summary, format_table, plot, plot_summary,
                       write_csv)
 from . import compare as _core
-from .errors import InputError, ResourceError, SeedError
+from .errors import InputError, SeedError
+from .io import write_together
 from .seeds import PROTOCOLS
 
 
@@ -152,20 +152,11 @@ def _jsonable(rows: Sequence[dict]) -> List[dict]:
 def _check_before_work(args, methods: Sequence[str], inputs: Sequence) -> None:
     """What can be checked cheaply, before the long work: each of --csv and --plot can be written and is not
     an input file, the plot's format and matplotlib are there, and the --model file loads."""
-    for option, path in (("--csv", args.csv), ("--plot", args.plot)):
-        if path is None:
-            continue
-        folder = path.parent if str(path.parent) else Path(".")
-        if not folder.is_dir():
-            raise ResourceError(f"The output folder '{folder}' does not exist.", "Create it or choose another output path.")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise ResourceError(f"The output folder '{folder}' is not writable.", "Choose an output path you can write to.")
-        if path.is_dir():
-            raise InputError(f"{option} '{path}' is a folder.", "Give a file name.")
-        for p in inputs:
-            if path.exists() and Path(p).exists() and os.path.samefile(p, path):
-                raise InputError(f"The output '{path}' is one of the input files; writing it would replace it.",
-                                 "Choose another output file name.")
+    from .io import check_output_file
+
+    for path in (args.csv, args.plot):
+        if path is not None:
+            check_output_file(path, inputs)
     if args.plot is not None:
         _core._pyplot()  # matplotlib missing: say so now, not after the comparison
         from matplotlib.backend_bases import FigureCanvasBase
@@ -182,31 +173,6 @@ def _check_before_work(args, methods: Sequence[str], inputs: Sequence) -> None:
         from .model.checkpoint import load_checkpoint
 
         load_checkpoint(args.model)  # missing, corrupt, unsafe or another kind: exit 3 before any work
-
-
-def _write_outputs(writers: Sequence) -> None:
-    """``[(path, write(tmp_path))]``: each file into a hidden folder next to it, then all renamed into place
-    at the end; a failure or Ctrl-C before the renames leaves every earlier file as it was."""
-    import shutil
-    import tempfile
-
-    tmpdirs = []
-    try:
-        done = []
-        for path, write in writers:
-            folder = path.parent if str(path.parent) else Path(".")
-            tmpdirs.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=folder)))
-            write(tmpdirs[-1] / path.name)
-            done.append((tmpdirs[-1] / path.name, path))
-        try:
-            for tmp, path in done:
-                os.replace(tmp, path)
-        except OSError as exc:
-            raise ResourceError(f"Could not write '{path}': {exc.strerror or exc}.",
-                                "Free some disk space or choose another output path.") from exc
-    finally:
-        for d in tmpdirs:
-            shutil.rmtree(d, ignore_errors=True)
 
 
 def _cli_compare(args) -> int:
@@ -234,7 +200,7 @@ def _cli_compare(args) -> int:
     else:
         print(format_table(rows))
     title = f"{args.volume.name}: {args.protocol if seeds is None else 'given seeds'}"
-    _write_outputs([(p, w) for p, w in ((args.csv, lambda tmp: write_csv(rows, tmp)),
+    write_together([(p, w) for p, w in ((args.csv, lambda tmp: write_csv(rows, tmp)),
                                         (args.plot, lambda tmp: plot(rows, tmp, title=title))) if p])
     return 0
 
@@ -262,7 +228,7 @@ def _cli_compare_set(args) -> int:
         print()
         print(format_summary(res["summary_by_muscle"], ("method", "muscle")))
     title = f"{len(args.dirs)} cases, protocol {args.protocol}"
-    _write_outputs([(p, w) for p, w in ((args.csv, lambda tmp: write_csv(res["rows"], tmp)),
+    write_together([(p, w) for p, w in ((args.csv, lambda tmp: write_csv(res["rows"], tmp)),
                                         (args.plot, lambda tmp: plot_summary(res["summary_by_muscle"], tmp, title=title)))
                     if p])
     return 0

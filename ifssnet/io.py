@@ -20,7 +20,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -212,6 +212,50 @@ def atomic_write(path, write_fn, make_folder: bool = False) -> Path:
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return path
+
+
+def check_output_file(path, inputs=(), what_it_replaces: str = "it", file_hint: str = "Give a file name.") -> Path:
+    """Refuse, before any work, an output file that cannot be written: its folder is missing or not writable,
+    it is a folder, or it is one of ``inputs`` (then the message says writing it "would replace
+    ``what_it_replaces``"). :class:`ResourceError` or :class:`InputError`; returns ``Path(path)``."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ResourceError(f"The output folder '{folder}' does not exist.", "Create it or choose another output path.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ResourceError(f"The output folder '{folder}' is not writable.", "Choose an output path you can write to.")
+    if path.is_dir():
+        raise InputError(f"The output '{path}' is a folder.", file_hint)
+    for p in inputs:
+        if Path(p).exists() and path.exists() and os.path.samefile(p, path):
+            raise InputError(f"The output '{path}' is one of the input files; writing it would replace "
+                             f"{what_it_replaces}.", "Choose another output file name.")
+    return path
+
+
+def write_together(writers: Sequence[Tuple[Path, Callable[[Path], object]]]) -> None:
+    """Write several files as one: ``[(path, write(tmp_path))]``, each written into a hidden folder next to its
+    ``path``, then all renamed into place, in order, once every one is written. A failure or Ctrl-C before the
+    renames leaves every earlier file of those names as it was (:func:`atomic_write` does this for one file)."""
+    import shutil
+
+    tmpdirs, done = [], []
+    try:
+        for path, write in writers:
+            path = Path(path)
+            folder = path.parent if str(path.parent) else Path(".")
+            tmpdirs.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=folder)))
+            write(tmpdirs[-1] / path.name)
+            done.append((tmpdirs[-1] / path.name, path))
+        for tmp, path in done:
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise ResourceError(f"Could not write '{path}': {exc.strerror or exc}.",
+                                    "Free some disk space or choose another output path.") from exc
+    finally:
+        for d in tmpdirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ needed (:mod:`ifssnet.memory`), so a run that cannot finish is refused in second
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -147,23 +146,14 @@ def parse_no_muscle(items, names) -> dict:
 
 def check_output_path(output: Path, inputs=()) -> Path:
     """Refuse, before any work, an output that cannot be written or would overwrite an input."""
-    from .errors import InputError, ResourceError
+    from .errors import InputError
+    from .io import check_output_file
 
     output = Path(output)
     if not output.name.lower().endswith(".seg.nrrd"):
         raise InputError(f"'{output.name}' does not end in .seg.nrrd.", "Name the output file like 'result.seg.nrrd'.")
-    folder = output.parent if str(output.parent) else Path(".")
-    if not folder.is_dir():
-        raise ResourceError(f"The output folder '{folder}' does not exist.", "Create it or choose another output path.")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ResourceError(f"The output folder '{folder}' is not writable.", "Choose an output path you can write to.")
-    if output.is_dir():
-        raise InputError(f"The output '{output}' is a folder.", "Give a file name ending in .seg.nrrd.")
-    for p in inputs:
-        if Path(p).exists() and output.exists() and os.path.samefile(p, output):
-            raise InputError(f"The output '{output}' is one of the input files; writing it would replace your "
-                             "painted slices.", "Choose another output file name.")
-    return output
+    return check_output_file(output, inputs, what_it_replaces="your painted slices",
+                             file_hint="Give a file name ending in .seg.nrrd.")
 
 
 def sidecar_path(output: Path) -> Path:
@@ -192,28 +182,12 @@ def _volume_header(path: Path):
 
 
 def _write_outputs(seg, output: Path, sidecar_obj) -> None:
-    """Write OUT.seg.nrrd and OUT.confidence.json together: both into a hidden folder next to them,
-    then renamed into place. A failure or Ctrl-C before the renames leaves both files as they were."""
-    import shutil
-    import tempfile
+    """Write OUT.seg.nrrd and OUT.confidence.json together (:func:`ifssnet.io.write_together`): a failure or
+    Ctrl-C before both are written leaves both files as they were."""
+    from . import io
 
-    from .errors import ResourceError
-    from .io import write_json, write_segmentation
-
-    folder = output.parent if str(output.parent) else Path(".")
-    sidecar = sidecar_path(output)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=folder))
-    try:
-        write_segmentation(seg, tmpdir / output.name)
-        write_json(sidecar_obj, tmpdir / sidecar.name)
-        try:
-            os.replace(tmpdir / sidecar.name, sidecar)
-            os.replace(tmpdir / output.name, output)
-        except OSError as exc:
-            raise ResourceError(f"Could not write '{output}': {exc.strerror or exc}.",
-                                "Free some disk space or choose another output path.") from exc
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    io.write_together([(output, lambda tmp: io.write_segmentation(seg, tmp)),
+                       (sidecar_path(output), lambda tmp: io.write_json(sidecar_obj, tmp))])
 
 
 def _propagate(args) -> int:
