@@ -277,6 +277,8 @@ CASES = [
     ("one segment empty", lambda t, a: a.update(seeds=_one_empty_segment(t)), 2,
      "Segment 'SOL': Nothing is painted in this segment. Paint it, or leave it out: --segment GM."),
     ("unknown segment", lambda t, a: a.extra.extend(["--segment", "SOL"]), 2, "No segment named SOL"),
+    ("stop area not a fraction", lambda t, a: a.extra.extend(["--stop-area", "10"]), 2,
+     "--stop-area 10.0 is not a share of the painted area in [0, 1). Give a fraction"),
     ("missing model", lambda t, a: a.update(model=t / "nope.pt"), 3, "does not exist"),
     ("truncated model", lambda t, a: a.update(model=_corrupt(t, a.tiny)), 3, "corrupt"),
     ("newer model format", lambda t, a: a.update(model=_newer(t, a.tiny)), 3, "newer"),

@@ -354,3 +354,23 @@ def test_network_whose_mask_stream_sees_the_image_propagates_several_segments():
     alone = propagate(_volume()[:14], {"B": seeds["B"]}, net, device="cpu", stop_at_end=False)
     assert set(both.masks) == {"A", "B"}
     assert (both.masks["B"] != alone.masks["B"]).mean() < 1e-3
+
+
+def test_a_larger_stop_area_ends_a_thinning_run_sooner():
+    """``min_area_fraction`` (``--stop-area``): a run ends once the mask stays below that share of the seeds'
+    area for ``patience`` slices. On a cone that thins from the seeds, 0.5 ends it well before 0.1 does."""
+    from fake_models import BrightModel
+
+    K, S = 40, 32
+    k, j, i = np.indices((K, S, S))
+    cone = ((j - 15.5) ** 2 + (i - 15.5) ** 2 <= (10 - k / 4.0) ** 2).astype(np.uint8)
+    volume = (np.random.default_rng(0).normal(size=(K, S, S)) + 10.0 * cone).astype(np.float32)
+    seeds = {"T": cut_seeds(cone, (0, 1, 2))}
+
+    def last_slice(fraction):
+        mask = propagate(volume, seeds, BrightModel(size=S), device="cpu", min_area_fraction=fraction).masks["T"]
+        return int(np.flatnonzero(mask.reshape(K, -1).any(axis=1))[-1])
+
+    assert last_slice(0.5) + 8 <= last_slice(0.1)
+    with pytest.raises(InputError, match="not a share of the seeds' area"):
+        propagate(volume, seeds, BrightModel(size=S), device="cpu", min_area_fraction=1.5)

@@ -195,9 +195,14 @@ def resolve_preset(preset: str, window: int) -> dict:
     return cfg
 
 
+STOP_AREA_FRACTION = 0.1
+"""A run ends after ``patience`` slices whose mask is smaller than this share of the seeds' mean area
+(:func:`propagate`'s ``min_area_fraction``; ``ifssnet propagate --stop-area``)."""
+
+
 def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], model=None, *,
               device: str = "auto", preset: str = "balanced", stop_at_end: bool = True,
-              between_seeds_only: bool = False, patience: int = 5, min_area_fraction: float = 0.1,
+              between_seeds_only: bool = False, patience: int = 5, min_area_fraction: float = STOP_AREA_FRACTION,
               batch_size: int = 32, slice_spacing_mm: Optional[float] = None, match_slice_spacing: bool = True,
               exclusive: bool = True, blend: str = "max", reserved_bytes: int = 0,
               progress: Optional[ProgressFn] = None, cancel: CancelLike = None) -> PropagationResult:
@@ -243,6 +248,9 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     dev = resolve_device(device)
     net = load_model(model, dev)
     settings = resolve_preset(preset, _model_window_and_size(net)[0])
+    if not 0.0 <= float(min_area_fraction) < 1.0:
+        raise InputError(f"The stop area {min_area_fraction} is not a share of the seeds' area in [0, 1).",
+                         f"Give a fraction such as {STOP_AREA_FRACTION} (0: stop only where the mask vanishes).")
     if blend not in BLENDS:
         raise InputError(f"Unknown blend {blend!r}.", f"Choose one of: {', '.join(BLENDS)}.")
     settings["blend"] = blend

@@ -32,6 +32,10 @@ def add_commands(sub) -> None:
     p.add_argument("--axis", type=int, default=None, choices=[0, 1, 2],
                    help="array axis (k=0, j=1, i=2) the painted slices lie across (default: found); it settles a "
                         "paint whose axis is unclear, and is refused where it contradicts the paint or its tag")
+    p.add_argument("--stop-area", type=float, default=None, metavar="FRACTION",
+                   help="end a run where the mask stays below this share of the painted area for 5 slices "
+                        "(default 0.1; a higher value stops a mask that runs on past a muscle's end sooner, and may "
+                        "stop inside a muscle that thins: README, 'Where a run stops')")
     p.add_argument("--between-seeds-only", action="store_true",
                    help="do not propagate past the first and last painted slices")
     p.add_argument("--no-muscle-at", action="append", default=[], metavar="[NAME:]K,K",
@@ -203,6 +207,11 @@ def _propagate(args) -> int:
 
     # Everything that can be checked cheaply is checked before the long work starts.
     output = check_output_path(args.output, (args.volume, args.seeds))
+    if args.stop_area is not None and not 0.0 <= args.stop_area < 1.0:
+        from .errors import InputError
+
+        raise InputError(f"--stop-area {args.stop_area} is not a share of the painted area in [0, 1).",
+                         "Give a fraction such as 0.1 or 0.3.")
     device = resolve_device(args.device)
     net = load_model(args.model, "cpu")
     window = int(getattr(getattr(net, "config", None), "window", 3))
@@ -233,7 +242,8 @@ def _propagate(args) -> int:
         result = propagate(volume, seed_map, net, device=device, slice_spacing_mm=spacing_k,
                            match_slice_spacing=not args.every_frame,
                            between_seeds_only=args.between_seeds_only, preset=args.preset,
-                           exclusive=not args.allow_overlap, blend=args.blend, progress=bar)
+                           exclusive=not args.allow_overlap, blend=args.blend, progress=bar,
+                           **({} if args.stop_area is None else {"min_area_fraction": args.stop_area}))
     finally:
         bar.close()
     masks = {n: np.ascontiguousarray(np.moveaxis(m, 0, axis)) for n, m in result.masks.items()}
