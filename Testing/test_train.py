@@ -244,6 +244,23 @@ def test_time_limit_stops_at_a_step_and_resume_finishes_the_run(tmp_path):
     assert load_checkpoint(tmp_path / "u.pt")[2]["training"]["step"] == 4          # a limit not reached: no stop
 
 
+def test_a_new_run_does_not_replace_a_stopped_run_that_could_be_resumed(tmp_path):
+    """A run stopped before its last step (here by its time limit) leaves OUT.ckpt.pt for --resume: a new run to
+    the same OUT is refused, with how to go on, and the checkpoint stays byte for byte; once the run is finished
+    its checkpoint may be replaced."""
+    cfg = TrainConfig(epochs=1, steps_per_epoch=3, run_length=8, checkpoint_every=50)
+    out, ckpt = tmp_path / "s.pt", tmp_path / "s.ckpt.pt"
+    train([_case(0)], out, model_config=IFSSNetConfig(**TINY), cfg=cfg, time_limit_s=0.0)
+    kept = ckpt.read_bytes()
+    with pytest.raises(InputError, match=r"s.ckpt.pt holds a run to this output that stopped at step 1 of 3.*"
+                                         r"--resume .*s.ckpt.pt \(in Slicer: Resume\)"):
+        train([_case(0)], out, model_config=IFSSNetConfig(**TINY), cfg=cfg)
+    assert ckpt.read_bytes() == kept
+    train([_case(0)], out, resume=ckpt)                                            # finished: step 3 of 3
+    train([_case(0)], out, model_config=IFSSNetConfig(**TINY), cfg=cfg)            # so a new run may replace it
+    assert load_checkpoint(ckpt)[2]["training"]["step"] == 3
+
+
 def test_end_biased_runs_cross_the_end_of_the_muscle():
     c = _case(K=60)
     c.masks["A"][40:] = 0                        # the muscle spans slices 10..39: an end each way

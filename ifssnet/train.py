@@ -403,6 +403,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if cfg.mode == "full":
         require_complete(cases, "--mode full", "--mode fewshot")
     out_path = Path(out_path)
+    if resume is None:
+        refuse_replacing_an_unfinished_run(out_path)
     start_step, opt_state, loss_state, val_state, ema_state = 0, None, None, {}, None
     lineage = None                        # what the network was fine-tuned from (base_lineage), kept by --resume
     resumed: list = []                    # the commands that continued the run, after the one that started it
@@ -505,7 +507,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         check_cancel(cancel)              # a cancel before it scores nothing and writes nothing
         validate(0)
     step = start_step
-    ckpt_path = out_path.with_name(out_path.stem + ".ckpt.pt")
+    ckpt_path = checkpoint_path(out_path)
     started = time.perf_counter()
     while step < total:
         check_cancel(cancel)
@@ -561,6 +563,35 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
             break
     save(step, out_path, optimizer=False)
     return out_path
+
+
+def checkpoint_path(out_path) -> Path:
+    """``OUT.ckpt.pt``: the checkpoint a run to ``OUT.pt`` writes every ``checkpoint_every`` steps, for ``--resume``."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.stem + ".ckpt.pt")
+
+
+def refuse_replacing_an_unfinished_run(out_path) -> None:
+    """Raise :class:`InputError` when ``OUT.ckpt.pt`` holds a run that stopped before its last step (cancelled,
+    killed or out of time): a new run to the same ``OUT`` would overwrite it, and the stopped run could no longer be
+    resumed. A finished run's checkpoint, or one that cannot be read, may be replaced."""
+    from .errors import ModelError
+    from .model.checkpoint import load_checkpoint
+
+    ckpt = checkpoint_path(out_path)
+    if not ckpt.exists():
+        return
+    try:
+        tr = load_checkpoint(ckpt, map_location="cpu")[2].get("training") or {}
+        step, config = int(tr["step"]), tr["config"]
+        total = int(config["epochs"]) * int(config["steps_per_epoch"])
+    except (ModelError, KeyError, TypeError, ValueError):
+        return
+    if step < total:
+        raise InputError(f"{ckpt} holds a run to this output that stopped at step {step} of {total}; a new run "
+                         "would replace it.",
+                         f"Continue it with --resume {ckpt} (in Slicer: Resume), or choose another output name "
+                         "(--out), or delete that file to start again.")
 
 
 if __name__ == "__main__":  # pragma: no cover  (python -m ifssnet.train, torchrun -m ifssnet.train)

@@ -323,10 +323,11 @@ class _FilesKept:
     each written atomically. A file counts as this run's when it appeared or changed since the run began."""
 
     def __init__(self, out) -> None:
+        from .train import checkpoint_path
         from .validation import best_model_path
 
         self.out = Path(out)
-        self.ckpt = self.out.with_name(self.out.stem + ".ckpt.pt")
+        self.ckpt = checkpoint_path(self.out)
         self.best = best_model_path(self.out)
         self.out_existed = self.out.exists()
         self.before = {p: self._stamp(p) for p in (self.ckpt, self.best)}

@@ -288,8 +288,9 @@ class IFSSNetTrainingLogic:
     @staticmethod
     def resumePath(outputPath: str) -> Optional[str]:
         """The training checkpoint that Resume continues from (``<stem>.ckpt.pt``), if there is one."""
-        stem, _ = os.path.splitext(outputPath)
-        path = stem + ".ckpt.pt"
+        from ifssnet.train import checkpoint_path
+
+        path = str(checkpoint_path(outputPath))
         return path if os.path.exists(path) else None
 
     @classmethod
