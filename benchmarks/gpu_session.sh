@@ -156,7 +156,7 @@ STAGE_CASES=(/tmp/data/train/s*)                # the cases train_stage trains o
 # the whole network trains from it with the image-only head's loss kept on (--image-aux), so that the
 # features stay. Decoupled weight decay (the default since session 8) keeps the deep path alive.
 step "image pretraining for $IMAGE_MIN min from ${FROM:-a new network} (--mode image, batch $(( BATCH * 8 )) windows)"
-rm -f /tmp/ifssnet-image.pt                      # never start the next stage from an earlier run's file
+rm -f /tmp/ifssnet-image.pt /tmp/ifssnet-image.ckpt.pt   # never start from an earlier run's files (train refuses to replace a stopped run)
 timeout $(( IMAGE_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode image "${START_ARGS[@]}" \
     --out /tmp/ifssnet-image.pt --device "$DEVICE" --batch $(( BATCH * 8 )) --epochs 1 --steps 100000 --lr 1e-3 \
     --seed 19 --checkpoint-every 200 --time-limit "$IMAGE_MIN" >> "$LOG" 2>&1
