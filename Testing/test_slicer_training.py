@@ -475,3 +475,29 @@ def test_the_status_after_cancel_says_whether_resume_continues_this_run(slicer_a
     assert "Resume would continue an earlier run" in IFSSNetTrainingLogic.cancelledText(out, started)
     os.utime(ckpt, (started + 5, started + 5))
     assert IFSSNetTrainingLogic.cancelledText(out, started).startswith("Training cancelled. Click Resume")
+
+
+def test_cancel_mid_training_leaves_an_earlier_model_and_its_card_as_they_were(scene_nodes, tmp_path):
+    """Cancel at the second of four steps (in process, as the Python console runs it): Cancelled, and the model
+    file and card of an earlier run of that name stay byte for byte; no checkpoint was due, so a new run may start."""
+    pytest.importorskip("torch")
+    slicer, volumeNode, _, truth = scene_nodes
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    out, card = tmp_path / "m.pt", tmp_path / "m.md"
+    out.write_bytes(b"an earlier model")
+    card.write_text("# an earlier card")
+    token = CancelToken()
+
+    def progress(stage, done, total):
+        if stage == "training" and done >= 2:
+            token.cancel()
+
+    L = IFSSNetTrainingLogic()
+    with pytest.raises(Cancelled, match="Cancelled by the user"):
+        L.train([(volumeNode, ref)], "full", 1, outputPath=str(out), progress=progress, cancel=token,
+                stepsPerEpoch=4, runLength=6, size=32, widthMult=0.15)
+    assert len(L.steps) == 2
+    assert out.read_bytes() == b"an earlier model" and card.read_text() == "# an earlier card"
+    assert L.cancelledText(str(out), 0.0).endswith("nothing was saved. Click Train to start again.")
