@@ -19,6 +19,18 @@ from ifssnet.errors import Cancelled, InputError  # noqa: E402
 from ifssnet.progress import CancelToken  # noqa: E402
 
 
+def _earlier_model(tmp_path):
+    """``m.pt`` and ``m.md`` of an earlier run, which a failed or cancelled run must leave byte for byte."""
+    out, card = tmp_path / "m.pt", tmp_path / "m.md"
+    out.write_bytes(b"an earlier model")
+    card.write_text("# m\n")
+    return out, card
+
+
+def _earlier_model_kept(out, card) -> bool:
+    return out.read_bytes() == b"an earlier model" and card.read_text() == "# m\n"
+
+
 def test_training_loss_plot_and_command(slicer_scene, tmp_path):
     from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
 
@@ -395,9 +407,7 @@ def test_running_out_of_memory_is_a_resource_error_and_keeps_an_earlier_model(sc
     from ifssnet.errors import ResourceError
 
     ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
-    out, card = tmp_path / "m.pt", tmp_path / "m.md"
-    out.write_bytes(b"an earlier model")
-    card.write_text("# m\n")
+    out, card = _earlier_model(tmp_path)
 
     def outOfMemory(*args, **kwargs):
         raise MemoryError
@@ -408,7 +418,7 @@ def test_running_out_of_memory_is_a_resource_error_and_keeps_an_earlier_model(sc
             with pytest.raises(ResourceError, match="ran out of memory") as err:
                 IFSSNetTrainingLogic().train([(volumeNode, ref)], "full", 1, outputPath=str(out), **OPTIONS)
         assert "Close other programs" in err.value.todo and "Crop Volume" in err.value.todo
-        assert out.read_bytes() == b"an earlier model" and card.read_text() == "# m\n"
+        assert _earlier_model_kept(out, card)
 
 
 def test_cancel_stops_a_fine_tune_before_its_step_0_validation(scene_nodes, tmp_path):
@@ -485,9 +495,7 @@ def test_cancel_mid_training_leaves_an_earlier_model_and_its_card_as_they_were(s
     from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
 
     ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
-    out, card = tmp_path / "m.pt", tmp_path / "m.md"
-    out.write_bytes(b"an earlier model")
-    card.write_text("# an earlier card")
+    out, card = _earlier_model(tmp_path)
     token = CancelToken()
 
     def progress(stage, done, total):
@@ -499,5 +507,5 @@ def test_cancel_mid_training_leaves_an_earlier_model_and_its_card_as_they_were(s
         L.train([(volumeNode, ref)], "full", 1, outputPath=str(out), progress=progress, cancel=token,
                 stepsPerEpoch=4, runLength=6, size=32, widthMult=0.15)
     assert len(L.steps) == 2
-    assert out.read_bytes() == b"an earlier model" and card.read_text() == "# an earlier card"
+    assert _earlier_model_kept(out, card)
     assert L.cancelledText(str(out), 0.0).endswith("nothing was saved. Click Train to start again.")
