@@ -16,7 +16,7 @@ from .compare import (DEFAULT_METHODS, compare, compare_set, format_summary, for
                       write_csv)
 from . import compare as _core
 from .errors import InputError, SeedError
-from .io import write_together
+from .io import check_output_file, write_together
 from .seeds import PROTOCOLS
 
 
@@ -152,8 +152,6 @@ def _jsonable(rows: Sequence[dict]) -> List[dict]:
 def _check_before_work(args, methods: Sequence[str], inputs: Sequence) -> None:
     """What can be checked cheaply, before the long work: each of --csv and --plot can be written and is not
     an input file, the plot's format and matplotlib are there, and the --model file loads."""
-    from .io import check_output_file
-
     for path in (args.csv, args.plot):
         if path is not None:
             check_output_file(path, inputs)

@@ -179,17 +179,15 @@ class Segmentation:
 
 
 def atomic_write(path, write_fn, make_folder: bool = False) -> Path:
-    """Call ``write_fn(tmp_path)`` then move what it wrote onto ``path``.
+    """Call ``write_fn(tmp_path)`` then move what it wrote onto ``path`` (:func:`write_together` of one file).
 
     ``tmp_path`` has the target's own file name inside a fresh hidden folder next to the target, so
     writers that choose the format from the suffix, and detached headers (.mhd + .raw, .nhdr) that
     name their data file, both work. On any failure the folder is removed and ``path`` is untouched.
     ``make_folder``: create ``path``'s folder first (else a missing folder is an error).
     """
-    import shutil
-
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if make_folder:
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -200,17 +198,7 @@ def atomic_write(path, write_fn, make_folder: bool = False) -> Path:
         raise ResourceError(f"The folder '{folder}' does not exist.", "Create it or choose another output path.")
     if not os.access(folder, os.W_OK):
         raise ResourceError(f"The folder '{folder}' is not writable.", "Choose an output path you can write to.")
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=folder))
-    try:
-        write_fn(str(tmpdir / path.name))
-        written = sorted(tmpdir.iterdir(), key=lambda p: p.name == path.name)  # the header last
-        for f in written:
-            os.replace(f, folder / f.name)
-    except OSError as exc:
-        raise ResourceError(f"Could not write '{path}': {exc.strerror or exc}.",
-                            "Free some disk space or choose another output path; nothing was written.") from exc
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    write_together([(path, write_fn)])
     return path
 
 
@@ -219,7 +207,7 @@ def check_output_file(path, inputs=(), what_it_replaces: str = "it", file_hint: 
     it is a folder, or it is one of ``inputs`` (then the message says writing it "would replace
     ``what_it_replaces``"). :class:`ResourceError` or :class:`InputError`; returns ``Path(path)``."""
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if not folder.is_dir():
         raise ResourceError(f"The output folder '{folder}' does not exist.", "Create it or choose another output path.")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -233,26 +221,29 @@ def check_output_file(path, inputs=(), what_it_replaces: str = "it", file_hint: 
     return path
 
 
-def write_together(writers: Sequence[Tuple[Path, Callable[[Path], object]]]) -> None:
-    """Write several files as one: ``[(path, write(tmp_path))]``, each written into a hidden folder next to its
-    ``path``, then all renamed into place, in order, once every one is written. A failure or Ctrl-C before the
-    renames leaves every earlier file of those names as it was (:func:`atomic_write` does this for one file)."""
+def write_together(writers: Sequence[Tuple[Path, Callable[[str], object]]]) -> None:
+    """Write several files as one: ``[(path, write(tmp_path))]``. Each ``write`` gets ``tmp_path`` (str), the
+    target's own file name inside a fresh hidden folder next to it; once every one has written, what each wrote is
+    moved into place, writer by writer, the named file last (after a detached header's data file). A failure or
+    Ctrl-C before the moves leaves every earlier file of those names as it was; an ``OSError`` is a
+    :class:`ResourceError`."""
     import shutil
 
-    tmpdirs, done = [], []
+    tmpdirs, written, moving, path = [], [], False, None
     try:
         for path, write in writers:
             path = Path(path)
-            folder = path.parent if str(path.parent) else Path(".")
-            tmpdirs.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=folder)))
-            write(tmpdirs[-1] / path.name)
-            done.append((tmpdirs[-1] / path.name, path))
-        for tmp, path in done:
-            try:
-                os.replace(tmp, path)
-            except OSError as exc:
-                raise ResourceError(f"Could not write '{path}': {exc.strerror or exc}.",
-                                    "Free some disk space or choose another output path.") from exc
+            tmpdirs.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)))
+            write(str(tmpdirs[-1] / path.name))
+            written.append((tmpdirs[-1], path))
+        moving = True
+        for tmpdir, path in written:
+            for f in sorted(tmpdir.iterdir(), key=lambda p: p.name == path.name):
+                os.replace(f, path.parent / f.name)
+    except OSError as exc:
+        raise ResourceError(f"Could not write '{path}': {exc.strerror or exc}.",
+                            "Free some disk space or choose another output path"
+                            + ("." if moving else "; nothing was written.")) from exc
     finally:
         for d in tmpdirs:
             shutil.rmtree(d, ignore_errors=True)
