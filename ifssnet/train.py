@@ -576,13 +576,13 @@ def refuse_replacing_an_unfinished_run(out_path) -> None:
     killed or out of time): a new run to the same ``OUT`` would overwrite it, and the stopped run could no longer be
     resumed. A finished run's checkpoint, or one that cannot be read, may be replaced."""
     from .errors import ModelError
-    from .model.checkpoint import load_checkpoint
+    from .model.checkpoint import read_meta
 
     ckpt = checkpoint_path(out_path)
     if not ckpt.exists():
         return
     try:
-        tr = load_checkpoint(ckpt, map_location="cpu")[2].get("training") or {}
+        tr = read_meta(ckpt).get("training") or {}
         step, config = int(tr["step"]), tr["config"]
         total = int(config["epochs"]) * int(config["steps_per_epoch"])
     except (ModelError, KeyError, TypeError, ValueError):

@@ -445,10 +445,10 @@ def _outOfMemoryAsResourceError(outputPath: str):
 
 def _storedConfigOf(modelPath: str) -> dict:
     """The training config the model file records ({} where none)."""
-    from ifssnet.model.checkpoint import load_checkpoint
+    from ifssnet.model.checkpoint import read_meta
     from ifssnet.train_recipe import stored_config
 
-    return stored_config(load_checkpoint(modelPath)[2])
+    return stored_config(read_meta(modelPath))
 
 
 def _recipeOf(config: dict) -> str:

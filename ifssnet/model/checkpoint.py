@@ -213,6 +213,12 @@ def load_checkpoint(path: Union[str, Path], map_location="cpu") -> Tuple[IFSSNet
     return model, config, checkpoint_meta(obj)
 
 
+def read_meta(path: Union[str, Path]) -> dict:
+    """:func:`load_checkpoint`'s ``meta`` alone, without building the network: for what a file records (its training
+    config and step), with the same checks on the file but the weights'."""
+    return checkpoint_meta(_read_ifssnet(Path(path), "cpu"))
+
+
 #: Weights smaller than this (absolute) are set to 0 when a model file is loaded for propagation or
 #: fine-tuning (:func:`zero_negligible_weights`).
 NEGLIGIBLE_WEIGHT = 1e-15
