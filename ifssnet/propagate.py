@@ -246,13 +246,13 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     volume = np.asarray(volume)
     check_volume(volume)
     _check_seeds(volume, seed_map, named=not single)
+    if not 0.0 <= float(min_area_fraction) < 1.0:
+        raise InputError(f"The stop area {min_area_fraction} is not a share of the seeds' area in [0, 1).",
+                         f"Give a fraction such as {STOP_AREA_FRACTION} (0: stop only where the mask vanishes).")
     report(progress, "preparing", 0, 1)
     dev = resolve_device(device)
     net = load_model(model, dev)
     settings = resolve_preset(preset, _model_window_and_size(net)[0])
-    if not 0.0 <= float(min_area_fraction) < 1.0:
-        raise InputError(f"The stop area {min_area_fraction} is not a share of the seeds' area in [0, 1).",
-                         f"Give a fraction such as {STOP_AREA_FRACTION} (0: stop only where the mask vanishes).")
     if blend not in BLENDS:
         raise InputError(f"Unknown blend {blend!r}.", f"Choose one of: {', '.join(BLENDS)}.")
     settings["blend"] = blend
