@@ -283,6 +283,86 @@ def read_volume(path) -> Image:
     return Image(sitk.GetArrayFromImage(img), Geometry.from_sitk(img))
 
 
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says of its image, read without its voxels (:func:`read_header`).
+
+    ``shape_kji``: (K, J, I) in array order; ``itemsize``: bytes per voxel (per layer); ``spacing_kji``: mm.
+    ``layers``: label layers of a .seg.nrrd (Slicer puts overlapping segments on separate layers), else 1.
+    ``segments``: how many segments a .seg.nrrd holds; None for a plain labelmap or a volume (a labelmap's
+    labels are known only from its voxels).
+    """
+
+    shape_kji: Tuple[int, int, int]
+    itemsize: int
+    spacing_kji: Tuple[float, float, float]
+    layers: int = 1
+    segments: Optional[int] = None
+
+    @property
+    def voxels(self) -> int:
+        """K x J x I."""
+        return int(np.prod(self.shape_kji))
+
+
+def read_header(path) -> ImageHeader:
+    """The :class:`ImageHeader` of a volume, labelmap or .seg.nrrd file, from its header only: what memory a read
+    will take is known before any voxel is read (:mod:`ifssnet.train_memory`). A missing file, one that is not an
+    image, and a 2-D, 4-D or multi-component volume raise the errors :func:`read_volume` and
+    :func:`read_segmentation` raise."""
+    path = Path(path)
+    _check_readable(path)
+    if path.name.lower().endswith(".seg.nrrd"):
+        return _seg_nrrd_header(path)
+    sitk = _sitk()
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"Could not read '{path}' as an image.",
+                         "Use .nrrd, .nii, .nii.gz, .mha or .mhd, and check that the file is complete.") from exc
+    size, components = reader.GetSize(), reader.GetNumberOfComponents()
+    check_scalar_3d(len(size), components, str(path))
+    probe = sitk.Image([1, 1, 1], reader.GetPixelID(), max(1, components))
+    itemsize = int(sitk.GetArrayViewFromImage(probe).itemsize)
+    sx, sy, sz = (float(v) for v in reader.GetSpacing())
+    return ImageHeader((int(size[2]), int(size[1]), int(size[0])), itemsize, (sz, sy, sx))
+
+
+def _seg_nrrd_header(path: Path) -> ImageHeader:
+    import re
+
+    import nrrd  # pynrrd, which slicerio reads with
+
+    try:
+        header = nrrd.read_header(str(path))
+        sizes = [int(v) for v in header["sizes"]]
+        kinds = list(header.get("kinds") or ["domain"] * len(sizes))
+        layers = sizes.pop(0) if len(sizes) == 4 and kinds[0] != "domain" else 1
+        directions = np.asarray(header.get("space directions"), dtype=float)[-3:]
+        spacing = tuple(float(v) for v in np.linalg.norm(directions, axis=1))
+        itemsize = _nrrd_itemsize(str(header.get("type", "")))
+    except Exception as exc:  # pynrrd raises many types for a damaged header
+        raise InputError(f"Could not read the segmentation '{path}': {exc}.",
+                         "Check that it is a complete .seg.nrrd saved by Slicer or by ifssnet.") from exc
+    if len(sizes) != 3:
+        check_scalar_3d(len(sizes), 1, str(path))
+    segments = sum(1 for key in header if re.fullmatch(r"Segment\d+_ID", key))
+    return ImageHeader((sizes[2], sizes[1], sizes[0]), itemsize, (spacing[2], spacing[1], spacing[0]), layers, segments)
+
+
+def _nrrd_itemsize(kind: str) -> int:
+    """Bytes per voxel of an NRRD ``type`` field (``uint8``, ``unsigned char``, ``short``, ``float`` ...); 8 when
+    it is not one of the standard names."""
+    kind = kind.lower()
+    for names, size in ((("8", "char"), 1), (("16", "short"), 2), (("64", "long", "double"), 8),
+                        (("32", "int", "float"), 4)):
+        if any(n in kind for n in names):
+            return size
+    return 8
+
+
 def check_scalar_3d(dimension: int, components: int = 1, what: str = "The volume") -> None:
     """Raise :class:`VolumeError` unless the image is scalar and 3-D."""
     if dimension == 2:
