@@ -128,19 +128,24 @@ def _gb(n: float) -> str:
     return f"{n / _GB:.1f} GB" if n >= 0.1 * _GB else f"{n / _GB:.2f} GB"
 
 
-def check_memory(needed_bytes: int, what: str = "This propagation", available: Optional[int] = None) -> None:
+#: what to do about a refused propagation (:func:`check_memory`'s default).
+PROPAGATION_TODO = ("Close other programs or crop the volume (Crop Volume module), "
+                    "or propagate fewer segments at a time.")
+
+
+def check_memory(needed_bytes: int, what: str = "This propagation", available: Optional[int] = None,
+                 todo: str = PROPAGATION_TODO) -> None:
     """Raise :class:`ResourceError` if ``needed_bytes`` does not fit in the available memory.
 
     ``available``: bytes, overrides :func:`available_bytes` (tests). When the system cannot tell how
-    much is free, nothing is raised.
+    much is free, nothing is raised. ``todo``: what the message tells the user to do (training's is
+    :data:`ifssnet.train_memory.TODO`).
     """
     free = available if available is not None else available_bytes()
     if free is None:
         return
     if needed_bytes > USABLE_SHARE * free:
-        raise ResourceError(f"{what} needs about {_gb(needed_bytes)} of memory, {_gb(free)} are free.",
-                            "Close other programs or crop the volume (Crop Volume module), "
-                            "or propagate fewer segments at a time.")
+        raise ResourceError(f"{what} needs about {_gb(needed_bytes)} of memory, {_gb(free)} are free.", todo)
 
 
 def propagation_bytes(shape_kji: Sequence[int], seed_map, net, batch_size: int = 32,
