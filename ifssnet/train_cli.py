@@ -225,7 +225,8 @@ def _train_cli(args) -> int:
               "go (--val).", file=sys.stderr, flush=True)
     rank, world, own_group = _init_distributed()
     try:
-        return _train_ranked(args, rank, world, stored.size if stored is not None else args.size)
+        return _train_ranked(args, rank, world, stored.size if stored is not None else args.size,
+                             stored, meta if args.resume else None)
     finally:
         if own_group:
             import torch.distributed as dist
@@ -244,8 +245,10 @@ def _schedule(args) -> dict:
     return given
 
 
-def _train_ranked(args, rank: int, world: int, size: int) -> int:
-    """One process's training; ``size``: the working size the cases are read at (the stored network's)."""
+def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_meta=None) -> int:
+    """One process's training; ``size``: the working size the cases are read at (the stored network's);
+    ``stored``: the ``--from`` / ``--resume`` network's configuration, ``resumed_meta`` the ``--resume``
+    checkpoint's metadata (its recipe)."""
     from .model import IFSSNetConfig
     from .progress import TqdmProgress
 
@@ -255,6 +258,7 @@ def _train_ranked(args, rank: int, world: int, size: int) -> int:
     except ValueError:
         raise InputError(f"--strides {args.strides!r} is not a list of whole numbers.", "Give e.g. --strides 1,3.")
     train_pairs = _case_paths(args.cases)
+    _check_memory(args, train_pairs, segments, size, stored, resumed_meta)    # from the headers, before any read
     validator = _validator(args, train_pairs, segments)
     cases = [load_case(v, a, size, segments) for v, a in train_pairs]
     require_painted(cases)                    # before --log is opened (train checks them again, cheaply)
@@ -369,6 +373,39 @@ class _FilesKept:
         return ResourceError("The computer ran out of memory while training.",
                              "Close other programs, or train on fewer or cropped volumes (or a smaller --batch); "
                              + self.kept())
+
+
+def _check_memory(args, train_pairs, segments, size: int, stored=None, resumed_meta=None) -> None:
+    """Refuse a run that cannot fit in memory (:mod:`ifssnet.train_memory`) from the files' headers, before any
+    case is read and anything is written. The recipe is the resumed run's (``resumed_meta``) or the options';
+    the network's width and slice spacing the stored network's (``stored``) or the options'. Processes that
+    torchrun starts on this machine (``LOCAL_WORLD_SIZE``) each need as much. A validation file that cannot be
+    read is left out here: the validator says what is wrong with it."""
+    from .errors import IFSSNetError
+    from .train_memory import case_shape, check_training_memory, estimate_training_bytes
+
+    recipe = dict(((resumed_meta or {}).get("training") or {}).get("config") or {}) if resumed_meta else {}
+
+    def option(key, default):
+        return recipe.get(key, getattr(args, key, None) if getattr(args, key, None) is not None else default)
+
+    cases = [case_shape(v, a, segments) for v, a in train_pairs]
+    held_out = []
+    for v, a in _case_paths(getattr(args, "val", None) or []):
+        try:
+            held_out.append(case_shape(v, a, segments))
+        except IFSSNetError:
+            pass
+    mode = option("mode", "full")
+    need = estimate_training_bytes(
+        cases, size, width_mult=stored.width_mult if stored is not None else args.width_mult,
+        batch=int(option("batch", 1)), run_length=int(option("run_length", 32)),
+        window=int(stored.window) if stored is not None else 3, cycle=bool(option("cycle", 0)),
+        validation=held_out, paper_protocol=getattr(args, "val_protocol", "3-seeds") in ("paper", "both"),
+        network_mm=stored.slice_spacing_mm if stored is not None else None,
+        added_labels=mode == "fewshot" and bool(option("fill_gap", 0) or option("empty_past_ends", False)),
+        on_gpu=str(args.device) != "cpu")
+    check_training_memory(need * max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def _validator(args, train_pairs, segments):
