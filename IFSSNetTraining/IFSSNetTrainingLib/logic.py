@@ -113,7 +113,7 @@ class IFSSNetTrainingLogic:
             from ifssnet.train import TrainConfig, train as coreTrain
             from ifssnet.train_recipe import inherit_recipe, learning_rates
 
-            baseMeta = None
+            baseMeta, config, meta = None, None, None
             if baseModel or resume:
                 from ifssnet.model.checkpoint import load_checkpoint
 
@@ -125,6 +125,11 @@ class IFSSNetTrainingLogic:
                 from ifssnet.model import IFSSNetConfig
 
                 modelConfig = IFSSNetConfig(size=size, width_mult=widthMult)
+            recipe, inherited = inherit_recipe(baseMeta, {"run_length": runLength, "tversky_beta": tverskyBeta},
+                                               mode=mode)
+            _checkTrainingMemory(pairs, mode, config or modelConfig, _runRecipe(recipe, meta if resume else None),
+                                 segmentNames=segmentNames, validationPairs=validationPairs, valProtocol=valProtocol,
+                                 fillGap=fillGap, emptyPastEnds=emptyPastEnds, device=device)
             cases = []
             for n, (volume, annotation) in enumerate(pairs):
                 if isinstance(volume, (str, os.PathLike)):
@@ -139,8 +144,7 @@ class IFSSNetTrainingLogic:
                 raise InputError("A validation volume is also a training volume.",
                                  "Hold out a volume the network does not train on, or leave validation off.")
             validator = self.validator(validationPairs, segmentNames, valProtocol) if validationPairs else None
-            recipe, self.inheritedRecipe = inherit_recipe(
-                baseMeta, {"run_length": runLength, "tversky_beta": tverskyBeta}, mode=mode)
+            self.inheritedRecipe = inherited
             lr, lrFinal = learning_rates(baseMeta, learningRate)
             cfg = TrainConfig(mode=mode, epochs=int(epochs), steps_per_epoch=int(stepsPerEpoch),
                               fill_gap=int(fillGap), empty_past_ends=bool(emptyPastEnds), lr=lr, lr_final=lrFinal,
@@ -179,6 +183,32 @@ class IFSSNetTrainingLogic:
             cases.append((mrmlArrays.volumeToArray(volume), full_annotation(seg, f"'{annotation.GetName()}'"),
                           tuple(geometryOf(volume).spacing_kji)))
         return Validator(cases, protocol=protocol, segments=segmentNames)
+
+    @staticmethod
+    def checkMemory(pairs, mode: str = "fewshot", *, baseModel=None, resume=None, runLength: Optional[int] = None,
+                    size: int = 128, widthMult: float = 1.0, device: str = "cpu",
+                    segmentNames: Optional[Sequence[str]] = None, validationPairs=None, valProtocol: str = "3-seeds",
+                    fillGap: int = 0, emptyPastEnds: bool = False) -> int:
+        """Refuse (``ResourceError``: how much is needed, how much is free, what to do) a training run on ``pairs``
+        that cannot fit in memory, from their shapes alone (:mod:`ifssnet.train_memory`), before any case is read
+        and before a training process starts; the arguments are :meth:`train`'s. :meth:`train` checks the same
+        before it reads the cases. Returns the bytes estimated."""
+        from ifssnet.train_recipe import inherit_recipe
+
+        config, meta = None, None
+        if baseModel or resume:
+            from ifssnet.model.checkpoint import load_checkpoint
+
+            _, config, meta = load_checkpoint(resume or baseModel)
+        else:
+            from ifssnet.model import IFSSNetConfig
+
+            config = IFSSNetConfig(size=size, width_mult=widthMult)
+        recipe, _ = inherit_recipe(None if resume else meta, {"run_length": runLength}, mode=mode)
+        return _checkTrainingMemory(pairs, mode, config, _runRecipe(recipe, meta if resume else None),
+                                    segmentNames=segmentNames, validationPairs=validationPairs,
+                                    valProtocol=valProtocol, fillGap=fillGap, emptyPastEnds=emptyPastEnds,
+                                    device=device)
 
     # ---- background process --------------------------------------------------------------------
 
@@ -432,7 +462,9 @@ def _outOfMemoryAsResourceError(outputPath: str):
     """A ``MemoryError`` while reading the base model or the cases, or while training, becomes a
     :class:`ResourceError` that says what to do. The core writes the model file last and atomically, and the model
     card comes after it (outside this block), so an earlier model and card of that name are as they were.
-    There is no memory check before training: :mod:`ifssnet.memory` estimates a propagation, not a training run."""
+    A run that clearly cannot fit is refused before this, before any case is read (:meth:`IFSSNetTrainingLogic.checkMemory`,
+    :mod:`ifssnet.train_memory`); this catches what the estimate did not foresee (other programs taking memory
+    during the run, an estimate too low for some input)."""
     try:
         yield
     except MemoryError:
@@ -441,6 +473,67 @@ def _outOfMemoryAsResourceError(outputPath: str):
             "Close other programs, or train on fewer volumes or on volumes cropped to the muscles (Crop Volume "
             f"module); {os.path.basename(outputPath)} and its model card were not written, and earlier files of "
             "those names are as they were.") from None
+
+
+def _runRecipe(recipe: dict, resumedMeta: Optional[dict]) -> dict:
+    """The recipe a run trains with: a resumed run's own (its checkpoint's training config), else ``recipe``."""
+    if resumedMeta:
+        return {**recipe, **dict((resumedMeta.get("training") or {}).get("config") or {})}
+    return recipe
+
+
+def _nodeCaseShape(volume, annotation, segmentNames: Optional[Sequence[str]] = None):
+    """The :class:`ifssnet.train_memory.CaseShape` of a (volumeNode, segmentationNode) pair, from the nodes' grid
+    alone; None where the volume has no voxels or the annotation is not a segmentation (reading it says so). Reading a pair copies the voxels and each
+    chosen segment's labelmap (:func:`segmentationFromNodes`; a labelmap and its resampled copy at once): what the
+    nodes already hold in the scene is not counted."""
+    from ifssnet.train_memory import CaseShape
+
+    image = volume.GetImageData() if volume is not None else None
+    if image is None or annotation is None or not hasattr(annotation, "GetSegmentation"):
+        return None
+    I, J, K = image.GetDimensions()
+    names = [annotation.GetSegmentation().GetNthSegment(n).GetName()
+             for n in range(annotation.GetSegmentation().GetNumberOfSegments())]
+    chosen = [n for n in names if not segmentNames or n in segmentNames]
+    return CaseShape((K, J, I), int(image.GetScalarSize()), max(1, len(chosen)), read_bytes=2 * K * J * I,
+                     slice_spacing_mm=mrmlArrays.spacingKji(volume)[0])
+
+
+def _checkTrainingMemory(pairs, mode: str, config, recipe: dict, *, segmentNames=None, validationPairs=None,
+                         valProtocol: str = "3-seeds", fillGap: int = 0, emptyPastEnds: bool = False,
+                         device: str = "cpu") -> int:
+    """:meth:`IFSSNetTrainingLogic.checkMemory` for a network ``config`` and a run ``recipe`` (TrainConfig fields).
+    File pairs are measured from their headers (:func:`ifssnet.train_memory.case_shape`); validation node pairs
+    are read into memory once and held for the whole run (:meth:`IFSSNetTrainingLogic.validator`), so they count
+    beside the cases; a validation file that cannot be read is left out (the validator says what is wrong)."""
+    from ifssnet.errors import IFSSNetError
+    from ifssnet.train_memory import case_shape, check_training_memory, estimate_training_bytes
+
+    def shapeOf(volume, annotation):
+        if isinstance(volume, (str, os.PathLike)):
+            return case_shape(volume, annotation, segmentNames)
+        return _nodeCaseShape(volume, annotation, segmentNames)
+
+    cases = [c for c in (shapeOf(v, a) for v, a in pairs) if c is not None]
+    heldOut, held = [], 0
+    for volume, annotation in validationPairs or []:
+        try:
+            shape = shapeOf(volume, annotation)
+        except IFSSNetError:
+            continue
+        if shape is None:
+            continue
+        heldOut.append(shape)
+        if not isinstance(volume, (str, os.PathLike)):
+            held += (shape.itemsize + shape.segments) * shape.voxels
+    need = estimate_training_bytes(
+        cases, config.size, width_mult=config.width_mult, batch=int(recipe.get("batch", 1)),
+        run_length=int(recipe.get("run_length", 32)), window=config.window, cycle=bool(recipe.get("cycle", 0)),
+        validation=heldOut, paper_protocol=valProtocol in ("paper", "both"), network_mm=config.slice_spacing_mm,
+        added_labels=mode == "fewshot" and bool(fillGap or emptyPastEnds), on_gpu=str(device) != "cpu") + held
+    check_training_memory(need)
+    return need
 
 
 def _storedConfigOf(modelPath: str) -> dict:
