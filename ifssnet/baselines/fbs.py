@@ -19,26 +19,25 @@ Two engineering choices, both tested to give the same voxels:
 - Thread safety: the filter keeps ``thread_local`` ITK filters and is known to corrupt memory
   intermittently with several threads on large inputs. It runs here single-threaded (global default
   threads and the filter's work units set to 1 for the duration of the call, one call at a time), or
-  with ``isolate=True`` in a child process that can also be killed on cancel.
+  with ``isolate=True`` in a child process (:mod:`ifssnet.baselines.child_process`) that can also be
+  killed on cancel.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
 import threading
-import time
-from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import Cancelled, IFSSNetError, ResourceError
+from ..errors import Cancelled, IFSSNetError
 from ..progress import check_cancel, is_cancelled, report
 from . import bounding_box, check_inputs, import_itk_filter, restore_painted
+from .child_process import check_isolate, run_in_child, wants_child
 
 STAGE = "Fill between slices"
+#: ``isolate="auto"``: the crop (voxels) from which the interpolator runs in a child process (an in-process
+#: run about as long as the child's start-up, about 12 s on 2 shared cores).
+AUTO_CHILD_VOXELS = 40_000_000
 #: Slicer's settings of vtkITKMorphologicalContourInterpolator (its constructor's values).
 SLICER_DEFAULTS = dict(label=0, axis=-1, heuristic_alignment=True, use_distance_transform=False,
                        use_ball_structuring_element=False)
@@ -103,7 +102,8 @@ def interpolate(labels: np.ndarray, *, label: int = 0, axis: int = -1, heuristic
     return out
 
 
-def fill_between_slices(volume, seeds, spacing_kji, *, crop: bool = True, margin: int = 2, isolate: bool = False,
+def fill_between_slices(volume, seeds, spacing_kji, *, crop: bool = True, margin: int = 2,
+                        isolate: Union[bool, str] = False,
                         timeout_s: Optional[float] = None, progress=None, cancel=None) -> np.ndarray:
     """Slicer's Fill between slices on one segment.
 
@@ -111,10 +111,13 @@ def fill_between_slices(volume, seeds, spacing_kji, *, crop: bool = True, margin
     seeds: SeedSet, ``mask`` uint8 (K, J, I) and ``slices`` (indices along axis 0).
     spacing_kji: (sz, sy, sx) in mm (unused: the interpolation is in voxel space, as in Slicer).
     crop: run on the key slices' bounding box + ``margin`` voxels (same voxels, faster).
-    isolate: run the ITK filter in a child process (crash-proof, killed on cancel; about 3 s start-up).
+    isolate: run the ITK filter in a child process (crash-proof, killed on cancel; loading ITK in the child
+    takes about 12 s on 2 shared cores); "auto": only for a crop of at least :data:`AUTO_CHILD_VOXELS`
+    (in-process the filter sees cancel only at its rare progress events: 3 polls in a 2.3 s run).
     Returns uint8 (K, J, I), 0/1; the seed slices are exactly as painted.
     """
     check_cancel(cancel)
+    check_isolate(isolate, "fbs")
     volume, mask, slices, _ = check_inputs(volume, seeds, spacing_kji)
     report(progress, STAGE, 0, 100)
     out = np.zeros(volume.shape, np.uint8)
@@ -124,7 +127,7 @@ def fill_between_slices(volume, seeds, spacing_kji, *, crop: bool = True, margin
     box = bounding_box(key, margin) if crop else tuple(slice(0, n) for n in key.shape)
     if box is not None and len([k for k in keys if mask[k].any()]) >= 2:
         sub = key[box]
-        if isolate:
+        if wants_child(isolate, sub.size, AUTO_CHILD_VOXELS):
             result = _interpolate_isolated(sub, cancel=cancel, timeout_s=timeout_s)
         else:
             result = interpolate(sub, cancel=cancel, progress=progress)
@@ -145,55 +148,7 @@ def _prepare() -> None:
 fill_between_slices.prepare = _prepare  # type: ignore[attr-defined]
 
 
-# --- isolation in a child process --------------------------------------------------------------------------
-
 def _interpolate_isolated(labels: np.ndarray, *, cancel=None, timeout_s: Optional[float] = None) -> np.ndarray:
-    """:func:`interpolate` in a child Python process; the child leaves through ``os._exit`` right after
-    writing its result, so a crash in ITK's static/thread-local teardown cannot reach us."""
-    with tempfile.TemporaryDirectory(prefix="ifssnet-fbs-") as tmp:
-        src, dst = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
-        np.save(src, np.ascontiguousarray(labels, np.uint8))
-        code = "import sys; from ifssnet.baselines.fbs import _child_main; _child_main(sys.argv[1], sys.argv[2])"
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        proc = subprocess.Popen([sys.executable, "-c", code, str(src), str(dst)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        start = time.monotonic()
-        try:
-            while proc.poll() is None:
-                if is_cancelled(cancel):
-                    proc.kill()
-                    proc.wait()
-                    raise Cancelled()
-                if timeout_s is not None and time.monotonic() - start > timeout_s:
-                    proc.kill()
-                    proc.wait()
-                    raise ResourceError(f"Fill between slices did not finish within {timeout_s:.0f} s.",
-                                        "Crop the volume or paint fewer, closer slices.")
-                time.sleep(0.05)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        if proc.stderr:
-            proc.stderr.close()
-        if proc.returncode != 0 or not dst.exists():
-            raise IFSSNetError(f"Fill between slices failed in its worker process (exit code {proc.returncode}).",
-                               f"Details: {err.strip()[-500:] or 'none'}")
-        return np.load(dst)
-
-
-def _child_main(src: str, dst: str) -> None:  # pragma: no cover (runs in the child)
-    code = 0
-    try:
-        result = interpolate(np.load(src))
-        tmp = dst + ".part.npy"
-        np.save(tmp, result)
-        os.replace(tmp, dst)
-    except BaseException as exc:  # report and leave without running ITK's teardown
-        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
-        code = 1
-    sys.stderr.flush()
-    os._exit(code)
+    """:func:`interpolate` with Slicer's defaults in a child process (:mod:`.child_process`): killed on cancel."""
+    return run_in_child(interpolate, [np.ascontiguousarray(labels, np.uint8)], what=STAGE, cancel=cancel,
+                        timeout_s=timeout_s, timeout_todo="Crop the volume or paint fewer, closer slices.")
