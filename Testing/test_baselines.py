@@ -298,6 +298,71 @@ def test_gfs_background_is_everything_but_the_target(case):
     assert not labels[11].any()
 
 
+def test_gfs_isolated_gives_the_in_process_voxels(case, monkeypatch):
+    vol, target, _ = case
+    seeds = cut_seeds(target, (9, 10, 11, 35, 36, 37))
+    options = dict(seed_locality=1.5, extent_growth=None)  # spacing and penalty reach the child
+    out = grow_from_seeds(vol, seeds, SPACING, isolate=True, **options)
+    assert np.array_equal(out, grow_from_seeds(vol, seeds, SPACING, **options))
+    assert 0 < out.sum() < out.size
+    from ifssnet.baselines import gfs
+
+    def no_child(*args, **kwargs):
+        raise AssertionError("a crop below AUTO_CHILD_VOXELS runs in this process")
+
+    monkeypatch.setattr(gfs, "run_in_child", no_child)
+    assert np.array_equal(grow_from_seeds(vol, seeds, SPACING, isolate="auto", **options), out)
+    children = []
+
+    def in_this_process(func, arrays, kwargs, **how):  # what the child runs, here
+        children.append(arrays[0].size)
+        return func(*arrays, **kwargs)
+
+    monkeypatch.setattr(gfs, "run_in_child", in_this_process)
+    monkeypatch.setattr(gfs, "AUTO_CHILD_VOXELS", vol.size)  # the whole volume is the crop: large enough
+    assert np.array_equal(grow_from_seeds(vol, seeds, SPACING, isolate="auto", **options), out)
+    assert children == [vol.size]
+
+
+def test_gfs_isolated_child_is_killed_promptly_on_cancel(monkeypatch):
+    import threading
+    import time
+
+    from ifssnet.baselines import child_process
+
+    started, real_popen = [], child_process.subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(child_process.subprocess, "Popen", recording_popen)
+    # A long run: FastGrowCut on 4.8 M random voxels takes about 8 s in-process on 2 shared cores, and
+    # the child first loads ITK (4-8 s).
+    vol = np.random.default_rng(0).integers(0, 256, (120, 200, 200), dtype=np.uint8)
+    target = np.zeros(vol.shape, np.uint8)
+    target[:, 50:150, 50:150] = 1
+    seeds = cut_seeds(target, (60,))
+    token, at_cancel = CancelToken(), {}
+
+    def click_cancel():  # the Cancel button, a second after the child started
+        while not started:
+            time.sleep(0.01)
+        time.sleep(1.0)
+        at_cancel["alive"] = started[0].poll() is None
+        at_cancel["t"] = time.monotonic()
+        token.cancel()
+
+    threading.Thread(target=click_cancel, daemon=True).start()
+    with pytest.raises(Cancelled):
+        grow_from_seeds(vol, seeds, SPACING, extent_growth=None, isolate=True, cancel=token)
+    waited = time.monotonic() - at_cancel["t"]
+    assert at_cancel["alive"]  # cancelled mid-run, not after the child's end
+    assert waited < 2.0, f"{waited:.1f} s from Cancel to return"
+    assert len(started) == 1 and started[0].poll() is not None and started[0].returncode != 0  # killed, gone
+
+
 # ------------------------------------------------------------------------------------ WS
 def _two_simpleitk_calls(vol, labels):
     """What the Watershed effect runs on its (cropped) source image and merged seed labelmap."""

@@ -195,6 +195,9 @@ def test_method_options_are_checked_and_parsed():
     vol, refs = tiny_case()
     with pytest.raises(InputError, match="object_scale_mm"):
         C.compare(vol, refs, SPACING, ["ws"], method_options={"ws": {"object_scale": 3}})
+    assert CC.parse_options(["gfs.isolate=auto"]) == {"gfs": {"isolate": "auto"}}
+    with pytest.raises(InputError, match="isolate='sometimes' of 'gfs' is not true, false or auto"):
+        C.compare(vol, refs, SPACING, ["gfs"], method_options={"gfs": {"isolate": "sometimes"}})
 
 
 def _results_table():

@@ -64,7 +64,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="device for learned methods: auto | cpu | cuda")
     p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="an option for one method, repeatable; e.g. ws.feature_dtype=uint16 (fast, not "
-                        "voxel-identical), ws.object_scale_mm=3, gfs.seed_locality=1, gfs.extent_growth=none, fbs.isolate=true, "
+                        "voxel-identical), ws.object_scale_mm=3, gfs.seed_locality=1, gfs.extent_growth=none, "
+                        "gfs.isolate=true and fbs.isolate=true (the ITK filter in a child process that Ctrl-C kills "
+                        "at once; ITK loads in it on each run, 4-12 s; auto: only on crops of 4 M (gfs) or 40 M (fbs) voxels "
+                        "or more), "
                         "ifssnet.blend=mean (propagation's rule before session 21)")
     p.add_argument("--joint", action="store_true",
                    help="methods that can (ifssnet, pgnet) segment all muscles in one run, as Slicer's Propagate "
