@@ -160,3 +160,66 @@ def test_cancel_during_a_run_stops_it_and_adds_nothing(scene_nodes, registered_m
     assert seen.count("propagating") == 2    # it stopped at once: no further slice, no second method
     assert _nodes(slicer) == nodes
     _assert_same(before, _state(segNode, volumeNode))
+
+
+def test_with_a_cancel_flag_the_itk_baselines_run_isolated_when_large(scene_nodes, monkeypatch):
+    """compute (the module's worker) gives fbs and gfs isolate='auto' unless the options set it; without
+    a cancel flag (nothing could stop it) the options go through as given."""
+    import ifssnet.compare as core
+
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic, cancellableOptions
+
+    given = {"gfs": {"seed_locality": 1.0}, "fbs": {"isolate": False}}
+    assert cancellableOptions(["fbs", "gfs", "ws"], given) == {"gfs": {"seed_locality": 1.0, "isolate": "auto"},
+                                                             "fbs": {"isolate": False}}
+    assert given == {"gfs": {"seed_locality": 1.0}, "fbs": {"isolate": False}}  # not changed
+    slicer, volumeNode, segNode, truth = scene_nodes
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    seen = []
+    monkeypatch.setattr(core, "compare", lambda *a, method_options=None, **k: seen.append(method_options) or [])
+    L = IFSSNetComparisonLogic()
+    job = L.prepare(volumeNode, None, ref, ["gfs", "ws"], "3-seeds")
+    L.compute(job, cancel=CancelToken())
+    L.compute(job)
+    assert seen == [{"gfs": {"isolate": "auto"}}, {}]
+
+
+def test_cancel_during_an_isolated_grow_from_seeds_kills_it_and_adds_nothing(scene_nodes, monkeypatch):
+    import threading
+    import time
+
+    from slicer_nodes import _assert_same, _state
+
+    pytest.importorskip("itk")
+    from ifssnet.baselines import child_process
+
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    started, real_popen = [], child_process.subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(child_process.subprocess, "Popen", recording_popen)
+    slicer, volumeNode, segNode, truth = scene_nodes
+    _paint(slicer, volumeNode, segNode, truth, 0, (5, 6, 7, 15, 16, 17))
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    before, nodes = _state(segNode, volumeNode), _nodes(slicer)
+    token, alive = CancelToken(), []
+
+    def click_cancel():  # Cancel while the child still loads ITK (seconds)
+        while not started:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        alive.append(started[0].poll() is None)
+        token.cancel()
+
+    threading.Thread(target=click_cancel, daemon=True).start()
+    with pytest.raises(Cancelled):
+        IFSSNetComparisonLogic().compare(volumeNode, segNode, ref, ["gfs"], "seeds", cancel=token,
+                                         methodOptions={"gfs": {"isolate": True}})
+    assert alive == [True] and started[0].poll() is not None  # killed mid-run, and gone
+    assert _nodes(slicer) == nodes
+    _assert_same(before, _state(segNode, volumeNode))

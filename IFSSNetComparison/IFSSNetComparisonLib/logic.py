@@ -8,6 +8,16 @@ the seed slices' axis comes first, as the core expects) and builds the table, pl
 Outputs: one table node (one row per method and segment), a "Dice along the sweep" chart, a "Volume error"
 chart, and one segmentation node per method holding its result. A cancelled or failed run removes every
 node it created, so the scene is as it was.
+
+Cancel. ``compute`` with a cancel flag (the module runs it on a worker thread) gives Fill between slices
+and Grow from seeds ``isolate="auto"`` unless ``methodOptions`` set it: their ITK filter on a large crop
+(4 M voxels for Grow from seeds, 40 M for Fill between slices) runs in a child process that Cancel kills
+at once. In this process FastGrowCut sees no cancel and holds Python's GIL, which Slicer's own Python
+(the Cancel button's handler included) then waits for; the contour interpolator polls rarely. A smaller
+crop runs here, because loading ITK in a child costs more than the run: 4-8 s (FastGrowCut) and about
+12 s (contour interpolator) on 2 shared cores, against 0.06-0.14 s for Grow from seeds on the 3-seeds
+crops of a 400 x 128 x 128 phantom (``ifssnet.baselines.child_process``). Watershed runs here:
+SimpleITK's progress events see cancel several times a second (at most 0.21 s apart on that phantom).
 """
 from __future__ import annotations
 
@@ -48,6 +58,20 @@ def availableMethods() -> List[str]:
         return list(registry.available())
     except Exception:
         return []
+
+
+#: Methods whose ITK filter can run in a child process that Cancel kills (their ``isolate`` option).
+ISOLATABLE = ("fbs", "gfs")
+
+
+def cancellableOptions(methods: Sequence, methodOptions: Optional[dict]) -> dict:
+    """``methodOptions`` with ``isolate="auto"`` for each of :data:`ISOLATABLE` in ``methods`` that does not
+    set it: what ``compute`` runs with a cancel flag (a copy; the argument is not changed)."""
+    options = {name: dict(opts) for name, opts in (methodOptions or {}).items()}
+    for name in methods:
+        if isinstance(name, str) and name in ISOLATABLE:
+            options.setdefault(name, {}).setdefault("isolate", "auto")
+    return options
 
 
 def _segmentIdByName(segmentationNode, name: str) -> Optional[str]:
@@ -132,6 +156,7 @@ class IFSSNetComparisonLogic:
         """Any thread: the core runner on numpy arrays, one call per propagation axis. Touches no MRML node."""
         from ifssnet import compare as core
 
+        options = cancellableOptions(job["methods"], job["methodOptions"]) if cancel is not None else job["methodOptions"]
         byAxis: Dict[int, List[segmentationLogic.SegmentJob]] = {}
         for seg in job["seedJobs"]:
             byAxis.setdefault(seg.axis, []).append(seg)
@@ -147,7 +172,7 @@ class IFSSNetComparisonLogic:
                 seeds = segmentationLogic.seedSetsAlongAxis(segs, axis, volumeT.shape)
             protocol = "3-seeds" if job["protocol"] == "seeds" else job["protocol"]
             found = core.compare(volumeT, refsT, spacingT, job["methods"], protocol, progress=progress,
-                                 cancel=cancel, seeds=seeds, method_options=job["methodOptions"], keep_masks=True,
+                                 cancel=cancel, seeds=seeds, method_options=options, keep_masks=True,
                                  joint=job.get("joint", False))
             for row in found:
                 if row.get("mask") is not None:
