@@ -192,3 +192,16 @@ def test_a_small_training_run_stays_within_its_estimate_and_grows_with_its_case_
         assert mem.peak_mb <= needs[-1] / mib, (n, mem.peak_mb, needs[-1] / mib)
     growth, expected = peaks[2] - peaks[1], (needs[2] - needs[1]) / mib
     assert 0 < growth <= expected, (growth, expected)
+
+
+def test_only_a_gpu_device_leaves_the_steps_working_memory_out(monkeypatch):
+    import torch
+
+    from ifssnet.train_memory import trains_on_gpu
+
+    assert not trains_on_gpu("cpu") and not trains_on_gpu("CPU")
+    assert trains_on_gpu("cuda") and trains_on_gpu("cuda:1") and trains_on_gpu("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not trains_on_gpu("auto") and not trains_on_gpu(None)     # auto on a computer without a GPU: the CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert trains_on_gpu("auto")

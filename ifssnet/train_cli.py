@@ -382,7 +382,7 @@ def _check_memory(args, train_pairs, segments, size: int, stored=None, resumed_m
     torchrun starts on this machine (``LOCAL_WORLD_SIZE``) each need as much. A validation file that cannot be
     read is left out here: the validator says what is wrong with it."""
     from .errors import IFSSNetError
-    from .train_memory import case_shape, check_training_memory, estimate_training_bytes
+    from .train_memory import case_shape, check_training_memory, estimate_training_bytes, trains_on_gpu
 
     recipe = dict(((resumed_meta or {}).get("training") or {}).get("config") or {}) if resumed_meta else {}
 
@@ -404,7 +404,7 @@ def _check_memory(args, train_pairs, segments, size: int, stored=None, resumed_m
         validation=held_out, paper_protocol=getattr(args, "val_protocol", "3-seeds") in ("paper", "both"),
         network_mm=stored.slice_spacing_mm if stored is not None else None,
         added_labels=mode == "fewshot" and bool(option("fill_gap", 0) or option("empty_past_ends", False)),
-        on_gpu=str(args.device) != "cpu")
+        on_gpu=trains_on_gpu(args.device))
     check_training_memory(need * max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 

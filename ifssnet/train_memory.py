@@ -240,6 +240,17 @@ def estimate_training_bytes(cases: Sequence[CaseShape], size: int, *, width_mult
     return int(max(reading, training) + OVERHEAD_BYTES)
 
 
+def trains_on_gpu(device) -> bool:
+    """Whether a training run given ``device`` (``cpu``, ``cuda[:N]``, ``gpu`` or ``auto``) puts its steps on a GPU,
+    so that a step's working memory is not the computer's (``auto`` does where PyTorch sees a GPU)."""
+    name = str(device or "auto").lower()
+    if name == "auto":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return name.startswith("cuda") or name == "gpu"
+
+
 def check_training_memory(needed_bytes: int, available: Optional[int] = None) -> None:
     """Refuse (:class:`~ifssnet.errors.ResourceError`) a training run that needs ``needed_bytes``
     (:func:`estimate_training_bytes`) when that does not fit in the memory free; ``available``: as

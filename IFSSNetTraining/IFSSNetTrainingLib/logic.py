@@ -508,7 +508,7 @@ def _checkTrainingMemory(pairs, mode: str, config, recipe: dict, *, segmentNames
     are read into memory once and held for the whole run (:meth:`IFSSNetTrainingLogic.validator`), so they count
     beside the cases; a validation file that cannot be read is left out (the validator says what is wrong)."""
     from ifssnet.errors import IFSSNetError
-    from ifssnet.train_memory import case_shape, check_training_memory, estimate_training_bytes
+    from ifssnet.train_memory import case_shape, check_training_memory, estimate_training_bytes, trains_on_gpu
 
     def shapeOf(volume, annotation):
         if isinstance(volume, (str, os.PathLike)):
@@ -531,7 +531,7 @@ def _checkTrainingMemory(pairs, mode: str, config, recipe: dict, *, segmentNames
         cases, config.size, width_mult=config.width_mult, batch=int(recipe.get("batch", 1)),
         run_length=int(recipe.get("run_length", 32)), window=config.window, cycle=bool(recipe.get("cycle", 0)),
         validation=heldOut, paper_protocol=valProtocol in ("paper", "both"), network_mm=config.slice_spacing_mm,
-        added_labels=mode == "fewshot" and bool(fillGap or emptyPastEnds), on_gpu=str(device) != "cpu") + held
+        added_labels=mode == "fewshot" and bool(fillGap or emptyPastEnds), on_gpu=trains_on_gpu(device)) + held
     check_training_memory(need)
     return need
 
