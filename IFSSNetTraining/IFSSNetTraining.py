@@ -295,6 +295,16 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                          "add another, or untick 'Hold out the last pair'.")
                 return
             pairs, heldOut = pairs[:-1], pairs[-1:]
+        fewshot = p.mode == "fewshot"
+        try:
+            with slicer.util.WaitCursor():   # refuse a run that cannot fit before minutes of export (Logic tests)
+                self.logic.checkMemory(pairs, p.mode, baseModel=self.baseCombo.currentData or None,
+                                       resume=resumeFrom, device=p.device, validationPairs=heldOut or None,
+                                       valProtocol=p.valProtocol, fillGap=p.fillGap if fewshot else 0,
+                                       emptyPastEnds=p.emptyPastEnds and fewshot)
+        except Exception as exc:
+            slicer.util.errorDisplay(f"Could not start training: {exc}")
+            return
         try:
             workDir = tempfile.mkdtemp(prefix="IFSSNetTraining-")
             with slicer.util.WaitCursor():
