@@ -165,26 +165,6 @@ def sidecar_path(output: Path) -> Path:
     return Path(str(output)[: -len(".seg.nrrd")] + ".confidence.json")
 
 
-def _volume_header(path: Path):
-    """(shape (K, J, I), bytes per voxel) from the file header only, or ``None`` if it cannot be read
-    (then :func:`ifssnet.io.read_volume` reports the problem)."""
-    try:
-        import SimpleITK as sitk
-
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-        size = reader.GetSize()
-        if len(size) != 3:
-            return None
-        comp = reader.GetNumberOfComponents()
-        probe = sitk.Image([1] * len(size), reader.GetPixelID(), max(1, comp))
-        itemsize = sitk.GetArrayViewFromImage(probe).itemsize
-        return (int(size[2]), int(size[1]), int(size[0])), int(itemsize) * max(1, comp)
-    except Exception:
-        return None
-
-
 def _write_outputs(seg, output: Path, sidecar_obj) -> None:
     """Write OUT.seg.nrrd and OUT.confidence.json together (:func:`ifssnet.io.write_together`): a failure or
     Ctrl-C before both are written leaves both files as they were."""
@@ -198,7 +178,7 @@ def _propagate(args) -> int:
     from .errors import require
 
     require("torch")
-    from .io import AnnotatedSlices, read_segmentation, read_volume, segmentation_from_masks, split_names
+    from .io import AnnotatedSlices, read_header, read_segmentation, read_volume, segmentation_from_masks, split_names
     from .memory import check_memory, check_propagation_memory
     from .preprocess import check_volume
     from .progress import TqdmProgress
@@ -215,10 +195,8 @@ def _propagate(args) -> int:
     device = resolve_device(args.device)
     net = load_model(args.model, "cpu")
     window = int(getattr(getattr(net, "config", None), "window", 3))
-    header = _volume_header(args.volume)
-    if header is not None:
-        shape, itemsize = header
-        check_memory(2 * itemsize * int(np.prod(shape)), "Reading the volume")
+    header = read_header(args.volume)     # a file that cannot be read is refused as read_volume would
+    check_memory(2 * header.itemsize * header.voxels, "Reading the volume")
 
     img = read_volume(args.volume)
     seg = read_segmentation(args.seeds, reference=img.geometry, reference_shape=img.array.shape)
