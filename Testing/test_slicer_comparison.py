@@ -167,11 +167,12 @@ def test_with_a_cancel_flag_the_itk_baselines_run_isolated_when_large(scene_node
     a cancel flag (nothing could stop it) the options go through as given."""
     import ifssnet.compare as core
 
-    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic, cancellableOptions
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+    from ifssnet.baselines.child_process import cancellable_options
 
     given = {"gfs": {"seed_locality": 1.0}, "fbs": {"isolate": False}}
-    assert cancellableOptions(["fbs", "gfs", "ws"], given) == {"gfs": {"seed_locality": 1.0, "isolate": "auto"},
-                                                             "fbs": {"isolate": False}}
+    assert cancellable_options(["fbs", "gfs", "ws"], given) == {"gfs": {"seed_locality": 1.0, "isolate": "auto"},
+                                                               "fbs": {"isolate": False}}
     assert given == {"gfs": {"seed_locality": 1.0}, "fbs": {"isolate": False}}  # not changed
     slicer, volumeNode, segNode, truth = scene_nodes
     ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")

@@ -292,6 +292,27 @@ def test_cancelled_run_changes_nothing(scene_nodes):
     _assert_same(before, _state(segNode, volumeNode))
 
 
+def test_itk_baselines_run_where_cancel_can_stop_them_when_a_cancel_flag_is_given(scene_nodes, monkeypatch):
+    """Fill between slices and Grow from seeds by name get isolate='auto' on the worker thread (a cancel
+    flag): a large crop then runs in a child process that Cancel kills; without one they run as given."""
+    from ifssnet.baselines import registry
+    from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    sid, _ = _paint(slicer, volumeNode, segNode, truth, 0, (4, 10, 17))
+    seen = []
+
+    def recording(volume, seeds, spacing_kji, *, progress=None, cancel=None, **options):
+        seen.append(options)
+        return _nearest_seed_method(volume, seeds, spacing_kji)
+
+    monkeypatch.setattr(registry, "get", lambda name: recording)
+    for method in ("gfs", "fbs", "ws"):
+        IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], method=method, cancel=CancelToken())
+    IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], method="gfs")
+    assert seen == [{"isolate": "auto"}, {"isolate": "auto"}, {}, {}]
+
+
 def test_failed_run_changes_nothing(scene_nodes, monkeypatch):
     slicer, volumeNode, segNode, truth = scene_nodes
     from IFSSNetSegmentationLib import logic

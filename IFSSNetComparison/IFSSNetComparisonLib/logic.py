@@ -60,20 +60,6 @@ def availableMethods() -> List[str]:
         return []
 
 
-#: Methods whose ITK filter can run in a child process that Cancel kills (their ``isolate`` option).
-ISOLATABLE = ("fbs", "gfs")
-
-
-def cancellableOptions(methods: Sequence, methodOptions: Optional[dict]) -> dict:
-    """``methodOptions`` with ``isolate="auto"`` for each of :data:`ISOLATABLE` in ``methods`` that does not
-    set it: what ``compute`` runs with a cancel flag (a copy; the argument is not changed)."""
-    options = {name: dict(opts) for name, opts in (methodOptions or {}).items()}
-    for name in methods:
-        if isinstance(name, str) and name in ISOLATABLE:
-            options.setdefault(name, {}).setdefault("isolate", "auto")
-    return options
-
-
 def _segmentIdByName(segmentationNode, name: str) -> Optional[str]:
     sid = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName(name)
     return sid or None
@@ -156,7 +142,9 @@ class IFSSNetComparisonLogic:
         """Any thread: the core runner on numpy arrays, one call per propagation axis. Touches no MRML node."""
         from ifssnet import compare as core
 
-        options = cancellableOptions(job["methods"], job["methodOptions"]) if cancel is not None else job["methodOptions"]
+        from ifssnet.baselines.child_process import cancellable_options
+
+        options = cancellable_options(job["methods"], job["methodOptions"]) if cancel is not None else job["methodOptions"]
         byAxis: Dict[int, List[segmentationLogic.SegmentJob]] = {}
         for seg in job["seedJobs"]:
             byAxis.setdefault(seg.axis, []).append(seg)

@@ -445,10 +445,17 @@ class IFSSNetSegmentationLogic:
             from ifssnet.baselines import registry
 
             fn = registry.get(method)
+        # On the worker thread, with Cancel: FBS / GFS on a large crop run in a child process that Cancel kills
+        # (in this process FastGrowCut would hold Python's GIL, and so Slicer's Python, for its whole run).
+        extra = {}
+        if isinstance(method, str) and cancel is not None:
+            from ifssnet.baselines.child_process import cancellable_options
+
+            extra = cancellable_options([method]).get(method, {})
         masks = {}
         for name, seedSet in seeds.items():
             check_cancel(cancel)
-            masks[name] = fn(volumeT, seedSet, spacingT, progress=progress, cancel=cancel)
+            masks[name] = fn(volumeT, seedSet, spacingT, progress=progress, cancel=cancel, **extra)
         return masks, {}, volumeT.shape[0]
 
     def _summary(self, job: PropagationJob, segmentationNode) -> dict:

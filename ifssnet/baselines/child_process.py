@@ -63,6 +63,22 @@ def wants_child(isolate, voxels: int, min_voxels: int) -> bool:
     return bool(voxels >= min_voxels) if isolate == "auto" else bool(isolate)
 
 
+#: Baselines whose ITK filter can run in a child process that Cancel kills (their ``isolate`` option).
+ISOLATABLE = ("fbs", "gfs")
+
+
+def cancellable_options(methods: Sequence, method_options: Optional[Mapping] = None) -> dict:
+    """``method_options`` (method -> its options) with ``isolate="auto"`` for each of :data:`ISOLATABLE` in
+    ``methods`` that does not set it: what the Slicer Logics run on their worker thread with a Cancel button,
+    where an in-process FastGrowCut would hold the GIL (and Slicer's Python) for its whole run. A copy; the
+    argument is not changed."""
+    options = {name: dict(opts) for name, opts in (method_options or {}).items()}
+    for name in methods:
+        if isinstance(name, str) and name in ISOLATABLE:
+            options.setdefault(name, {}).setdefault("isolate", "auto")
+    return options
+
+
 def python_executable() -> str:
     """The interpreter for the child: ``sys.executable`` when it is a Python. Inside the Slicer application
     ``sys.executable`` is Slicer itself: there Slicer's ``PythonSlicer``, on the PATH that Slicer sets
