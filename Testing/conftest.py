@@ -11,3 +11,21 @@ import sys
 
 os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 sys.path.insert(0, os.path.dirname(__file__))  # Testing/ helpers (fake_models, slicer_fixture)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def child_processes(monkeypatch):
+    """The processes :mod:`ifssnet.baselines.child_process` starts during the test, in order (it still starts them)."""
+    from ifssnet.baselines import child_process
+
+    started, real_popen = [], child_process.subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(child_process.subprocess, "Popen", recording_popen)
+    return started

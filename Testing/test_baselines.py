@@ -324,20 +324,11 @@ def test_gfs_isolated_gives_the_in_process_voxels(case, monkeypatch):
     assert children == [vol.size]
 
 
-def test_gfs_isolated_child_is_killed_promptly_on_cancel(monkeypatch):
+def test_gfs_isolated_child_is_killed_promptly_on_cancel(child_processes):
     import threading
     import time
 
-    from ifssnet.baselines import child_process
-
-    started, real_popen = [], child_process.subprocess.Popen
-
-    def recording_popen(*args, **kwargs):
-        proc = real_popen(*args, **kwargs)
-        started.append(proc)
-        return proc
-
-    monkeypatch.setattr(child_process.subprocess, "Popen", recording_popen)
+    started = child_processes
     # A long run: FastGrowCut on 4.8 M random voxels takes about 8 s in-process on 2 shared cores, and
     # the child first loads ITK (4-8 s).
     vol = np.random.default_rng(0).integers(0, 256, (120, 200, 200), dtype=np.uint8)

@@ -185,25 +185,16 @@ def test_with_a_cancel_flag_the_itk_baselines_run_isolated_when_large(scene_node
     assert seen == [{"gfs": {"isolate": "auto"}}, {}]
 
 
-def test_cancel_during_an_isolated_grow_from_seeds_kills_it_and_adds_nothing(scene_nodes, monkeypatch):
+def test_cancel_during_an_isolated_grow_from_seeds_kills_it_and_adds_nothing(scene_nodes, child_processes):
     import threading
     import time
 
     from slicer_nodes import _assert_same, _state
 
     pytest.importorskip("itk")
-    from ifssnet.baselines import child_process
-
     from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
 
-    started, real_popen = [], child_process.subprocess.Popen
-
-    def recording_popen(*args, **kwargs):
-        proc = real_popen(*args, **kwargs)
-        started.append(proc)
-        return proc
-
-    monkeypatch.setattr(child_process.subprocess, "Popen", recording_popen)
+    started = child_processes
     slicer, volumeNode, segNode, truth = scene_nodes
     _paint(slicer, volumeNode, segNode, truth, 0, (5, 6, 7, 15, 16, 17))
     ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
