@@ -132,6 +132,34 @@ def test_threshold_probe_thresholds_the_resampled_probabilities_at_t(threshold):
                                         exclusive=False)["A"].sum() != masks["A"].sum()
 
 
+def test_smoothing_probe_blurs_the_working_grid_probabilities_before_the_threshold():
+    """benchmarks/output_smoothing_probe.py: sigma 0 gives back the plain masks; a blur along the sweep removes a
+    single frame's blip and keeps a muscle that lasts, and painted slices stay as painted."""
+    import torch
+
+    from ifssnet.preprocess import InPlaneGrid
+    from ifssnet.propagate_output import masks_from_probabilities
+    from ifssnet.seeds import SeedSet
+    from ifssnet.slice_spacing import FrameSelection
+
+    probe = load_benchmark("output_smoothing_probe")
+    grid, K = InPlaneGrid((32, 32), 32), 12
+    prob = torch.zeros((K, 32, 32))
+    prob[1:6, 8:20, 8:20] = 0.9          # a muscle over 5 frames
+    prob[9, 4:8, 4:8] = 0.9              # a blip on one frame
+    paint = np.zeros((K, 32, 32), np.uint8)
+    paint[3, 10:18, 10:18] = 1
+    seeds = {"A": SeedSet(paint, (3,))}
+    frames = FrameSelection(np.arange(K), K)
+    args = (seeds, grid, frames, (K, 32, 32))
+    plain = masks_from_probabilities({"A": prob.clone()}, *args, exclusive=False)["A"]
+    assert np.array_equal(probe.smoothed(0, 0)({"A": prob.clone()}, *args, exclusive=False)["A"], plain)
+    blurred = probe.smoothed(1.0, 0)({"A": prob.clone()}, *args, exclusive=False)["A"]
+    assert plain[9].any() and not blurred[9].any()
+    assert blurred[2, 12, 12] and blurred[4, 12, 12]
+    assert np.array_equal(blurred[3], paint[3])
+
+
 def test_weight_interpolation_mixes_two_files_of_one_configuration(tmp_path):
     """benchmarks/weight_interpolation.py: t = 0 and 1 give back the parents' weights, 0.5 their mean, and the
     file it writes loads as a model; files of different configurations are refused."""
