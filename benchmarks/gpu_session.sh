@@ -12,7 +12,7 @@
 # too large to travel beside the repository (53 MB; 64 MiB in all), so --prepare packs it with xz (28 MB).
 # Settings (environment): OUT (default runs/gpu), DEVICE (cuda), IMAGE_MIN (minutes of --mode image
 # pretraining of the encoder, 1), TRAIN_MIN (minutes of full training from it, with --image-aux, 3),
-# BATCH (runs per step, 8), RUN_LENGTH (slices per run, 100), FROM (a model to start from; default none: a new
+# BATCH (runs per step, 8; on a GPU lowered to what its memory fits, FIT_BATCH=0 to keep it), RUN_LENGTH (slices per run, 100), FROM (a model to start from; default none: a new
 # network of the shipped configuration, because the shipped weights' deep path is dead and hardly learns again),
 # MASK_SEES_IMAGE (1, the default since session 9's weights: the new network's mask stream takes (image, mask)
 # into its first layer, --mask-sees-image; 0: the paper's streams), VAL_EVERY (training steps between
@@ -143,6 +143,18 @@ timeout 300 $IFSS bench --size "$BENCH" --device "$DEVICE" --all-muscles --metho
     --presets accurate,balanced,fast --seed 1000 --json "$TXT/bench-full-cuda.json" --md "$TXT/bench-full-cuda.md" \
     >> "$LOG" 2>&1
 echo "bench exit $?" >> "$LOG"
+fi
+
+# A step's working memory grows with BATCH x RUN_LENGTH (about 110 MB per slice of a run at size 128, width 0.5,
+# measured on the CPU, ifssnet.train_memory): batch 8 x runs of 100 needs about 90 GB, more than an H100 holds.
+# On a GPU the batch is lowered to what 80 % of its free memory fits (FIT_BATCH=0 keeps BATCH as given).
+if [ "$DEVICE" = cuda ] && [ "${FIT_BATCH:-1}" = 1 ]; then
+    FIT=$($PY -c "import torch
+from ifssnet.train_memory import network_training_bytes as need
+per_run = need(128, 0.5, 1, $RUN_LENGTH) - need(128, 0.5, 0, $RUN_LENGTH)
+print(max(1, min($BATCH, int(0.8 * torch.cuda.mem_get_info()[0] // per_run))))" 2>> "$LOG") && [ "$FIT" != "$BATCH" ] \
+        && echo "batch $BATCH -> $FIT: runs of $RUN_LENGTH, what 80 % of the GPU's free memory fits" >> "$LOG" \
+        && BATCH=$FIT
 fi
 
 step "training phantoms 1-$NTRAIN and validation phantoms 500-505 ($SHAPE)"
