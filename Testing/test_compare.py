@@ -361,3 +361,30 @@ def test_error_by_distance_bins_the_area_and_dice_from_the_seeds_to_the_ends():
     assert out["past_ends_pct"] == pytest.approx(100 * 64 / (40 * 64))
     text = ebd.table([{"GM": out}, {"GM": out, "SOL": ebd.distance_bins(ref, ref, (29, 30, 31), bins=5)}], 5)
     assert "| GM | 2 | 1.00 | 1.00 | 1.00 | 1.00 | 1.22 |" in text and "| all | 3 |" in text
+
+
+def test_scoring_reports_progress_and_stops_on_cancel():
+    """Scoring a result (3-D and per-slice surface distances: 1.6-4 s per muscle on a full-size sweep) shows its
+    stages and sees Cancel: a token set from the callback while a slice distance is computed stops the comparison."""
+    vol, refs = tiny_case()
+
+    def copy_ref(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        return refs["GM"].copy()
+
+    registry.register("copyref", copy_ref)
+    try:
+        seen = []
+        C.compare(vol, {"GM": refs["GM"]}, SPACING, ["copyref"], progress=lambda s, d, t: seen.append(s))
+        assert "Surface distances" in seen and "Slice distances" in seen
+        token, stages = CancelToken(), []
+
+        def progress(stage, done, total):
+            stages.append(stage)
+            if stage == "Slice distances" and done > 0:
+                token.cancel()
+
+        with pytest.raises(Cancelled):
+            C.compare(vol, {"GM": refs["GM"]}, SPACING, ["copyref"], progress=progress, cancel=token)
+        assert stages[-1] == "Slice distances" and "Compare" not in stages[stages.index("Slice distances"):]
+    finally:
+        registry.unregister("copyref")

@@ -244,8 +244,8 @@ def _box_slice_distances(p: np.ndarray, r: np.ndarray, excl: np.ndarray, sp: Tup
     todo = np.flatnonzero(both)
     for n, kk in enumerate(todo):
         if n % 16 == 0:
-            check_cancel(cancel)
             report(progress, "Slice distances", n, len(todo))
+            check_cancel(cancel)     # after the report: a Cancel clicked while it was shown stops here
         sub = _bbox([p[kk:kk + 1], r[kk:kk + 1]])[1:]
         spk, srk = _surface(p[kk][sub], _STRUCT_2D), _surface(r[kk][sub], _STRUCT_2D)
         ft = np.empty((2,) + spk.shape, dtype=np.int32)
