@@ -108,3 +108,53 @@ def test_atomic_write_can_make_its_folder_and_reports_a_folder_it_cannot_make(tm
     (tmp_path / "file").write_text("")
     with pytest.raises(ResourceError, match="Could not create the folder"):
         io_mod.atomic_write(tmp_path / "file" / "sub" / "x.txt", lambda tmp: None, make_folder=True)
+
+
+def _cancelling_at(stage, at):
+    """(progress, token, seen): the callback records each report and sets the token when ``stage`` reports ``at``."""
+    from ifssnet.progress import CancelToken
+
+    token, seen = CancelToken(), []
+
+    def progress(name, done, total):
+        seen.append((name, done, total))
+        if name == stage and done >= at:
+            token.cancel()
+
+    return progress, token, seen
+
+
+def test_writing_a_segmentation_reports_each_segment_and_a_cancel_keeps_the_old_file(tmp_path):
+    """Laying a full-size segment into the layers takes 8-20 s: each is a step, and Cancel between them writes nothing."""
+    from ifssnet.errors import Cancelled
+    from ifssnet.io import STAGE_WRITING
+
+    seen = []
+    write_segmentation(_seg(), tmp_path / "s.seg.nrrd", progress=lambda *a: seen.append(a))
+    assert seen[0] == (STAGE_WRITING, 0, 3) and seen[-1] == (STAGE_WRITING, 3, 3)
+    target = tmp_path / "old.seg.nrrd"
+    target.write_bytes(b"the previous segmentation")
+    for at in (1, 2):        # after the first segment, and after the last one, before the file is written
+        progress, token, _ = _cancelling_at(STAGE_WRITING, at)
+        with pytest.raises(Cancelled):
+            write_segmentation(_seg(), target, progress=progress, cancel=token)
+        assert target.read_bytes() == b"the previous segmentation"
+        assert not [p for p in os.listdir(tmp_path) if ".partial" in p]
+
+
+def test_reading_and_resampling_a_segmentation_report_each_segment_and_stop_on_cancel(tmp_path):
+    from ifssnet.errors import Cancelled
+    from ifssnet.io import STAGE_READING
+
+    path = write_segmentation(_seg(), tmp_path / "s.seg.nrrd")
+    seen = []
+    read_segmentation(path, reference=Geometry(spacing=(0.6, 0.8, 1.0)), reference_shape=(3, 4, 5),
+                      progress=lambda *a: seen.append(a))
+    assert [a for a in seen if a[0] == STAGE_READING] == [(STAGE_READING, n, 2) for n in range(3)]
+    assert seen[-1] == ("Resampling segmentation", 2, 2)
+    for stage in (STAGE_READING, "Resampling segmentation"):
+        progress, token, seen = _cancelling_at(stage, 1)
+        with pytest.raises(Cancelled):
+            read_segmentation(path, reference=Geometry(spacing=(0.6, 0.8, 1.0)), reference_shape=(3, 4, 5),
+                              progress=progress, cancel=token)
+        assert seen[-1] == (stage, 1, 2)

@@ -25,6 +25,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import GeometryError, InputError, ResourceError, VolumeError
+from .progress import CancelLike, ProgressFn, check_cancel, report
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 ANNOTATED_TAG = "IFSSNet.AnnotatedSlices"
@@ -391,27 +392,35 @@ def write_volume(image: Image, path) -> Path:
 # Segmentations
 
 
+#: Progress stages of reading and writing a segmentation, one step per segment.
+STAGE_READING = "Reading segmentation"
+STAGE_WRITING = "Writing segmentation"
+
+
 def read_segmentation(path, reference: Optional[Geometry] = None,
-                      reference_shape: Optional[Sequence[int]] = None) -> Segmentation:
+                      reference_shape: Optional[Sequence[int]] = None, *, progress: Optional[ProgressFn] = None,
+                      cancel: CancelLike = None) -> Segmentation:
     """Read a .seg.nrrd or a plain labelmap into a :class:`Segmentation` (masks (K, J, I) uint8).
 
     With ``reference`` (and ``reference_shape`` (K, J, I)), segments are resampled (nearest neighbour)
     onto that grid when the file's geometry differs, so they line up with the volume voxel for voxel.
+    ``progress`` gets :data:`STAGE_READING` once per segment of a .seg.nrrd (about 3.5 s each on a
+    1400 x 512 x 512 grid) and ``cancel`` is checked between them (:class:`~ifssnet.errors.Cancelled`).
     """
     path = Path(path)
     _check_readable(path)
     if path.name.lower().endswith(".seg.nrrd"):
-        seg = _read_seg_nrrd(path)
+        seg = _read_seg_nrrd(path, progress, cancel)
     else:
         seg = _read_labelmap(path)
     if reference is not None:
         shape = tuple(reference_shape) if reference_shape is not None else seg.shape
         if not seg.geometry.same_as(reference) or seg.shape != shape:
-            seg = resample_segmentation(seg, reference, shape)
+            seg = resample_segmentation(seg, reference, shape, progress=progress, cancel=cancel)
     return seg
 
 
-def _read_seg_nrrd(path: Path) -> Segmentation:
+def _read_seg_nrrd(path: Path, progress: Optional[ProgressFn] = None, cancel: CancelLike = None) -> Segmentation:
     import slicerio
 
     try:
@@ -423,7 +432,10 @@ def _read_seg_nrrd(path: Path) -> Segmentation:
     layers = voxels if voxels.ndim == 4 else voxels[np.newaxis]
     geometry = Geometry.from_ijk_to_lps(raw["ijkToLPS"])
     segments = []
-    for info in raw.get("segments", []):
+    infos = raw.get("segments", [])
+    report(progress, STAGE_READING, 0, len(infos))
+    for n, info in enumerate(infos):
+        check_cancel(cancel)
         layer = layers[int(info.get("layer", 0))]
         mask = (layer == int(info.get("labelValue", 1))).transpose(2, 1, 0)  # (i,j,k) -> (k,j,i)
         tags = info.get("tags", {}) or {}
@@ -431,6 +443,7 @@ def _read_seg_nrrd(path: Path) -> Segmentation:
         color = tuple(info.get("color", DEFAULT_COLORS.get(info.get("name", ""), (0.5, 0.5, 0.5))))
         segments.append(Segment(info.get("name", info.get("id", "Segment")),
                                 np.ascontiguousarray(mask, dtype=np.uint8), color, annotated))
+        report(progress, STAGE_READING, n + 1, len(infos))
     return Segmentation(segments, geometry)
 
 
@@ -446,26 +459,35 @@ def _read_labelmap(path: Path) -> Segmentation:
     return Segmentation(segments, image.geometry)
 
 
-def resample_segmentation(seg: Segmentation, reference: Geometry, shape: Sequence[int]) -> Segmentation:
-    """Resample every segment onto ``reference`` with grid ``shape`` (K, J, I), nearest neighbour."""
+def resample_segmentation(seg: Segmentation, reference: Geometry, shape: Sequence[int], *,
+                          progress: Optional[ProgressFn] = None, cancel: CancelLike = None) -> Segmentation:
+    """Resample every segment onto ``reference`` with grid ``shape`` (K, J, I), nearest neighbour.
+    ``progress`` gets ``"Resampling segmentation"`` once per segment; ``cancel`` is checked between them."""
     sitk = _sitk()
     ref = sitk.Image([int(shape[2]), int(shape[1]), int(shape[0])], sitk.sitkUInt8)
     reference.apply_to(ref)
     out = []
-    for s in seg.segments:
+    for n, s in enumerate(seg.segments):
+        report(progress, "Resampling segmentation", n, len(seg.segments))
+        check_cancel(cancel)
         img = sitk.GetImageFromArray(np.ascontiguousarray(s.mask, dtype=np.uint8))
         seg.geometry.apply_to(img)
         res = sitk.Resample(img, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
         # Annotated slice indices do not survive a change of grid; drop them rather than mislead.
         annotated = s.annotated if seg.geometry.same_as(reference) else None
         out.append(Segment(s.name, sitk.GetArrayFromImage(res), s.color, annotated))
+    report(progress, "Resampling segmentation", len(seg.segments), len(seg.segments))
     return Segmentation(out, reference)
 
 
-def write_segmentation(seg: Segmentation, path) -> Path:
+def write_segmentation(seg: Segmentation, path, *, progress: Optional[ProgressFn] = None,
+                       cancel: CancelLike = None) -> Path:
     """Write a .seg.nrrd that Slicer opens as is (names, colours, tags), atomically.
 
     Non-overlapping segments share one layer; overlapping ones go to further layers, as Slicer does.
+    ``progress`` gets :data:`STAGE_WRITING`, one step per segment (laying one into the layers takes about
+    8-20 s on a 1400 x 512 x 512 grid) and one for the file; ``cancel`` is checked before each of them, and
+    a cancelled write (:class:`~ifssnet.errors.Cancelled`) leaves ``path`` as it was.
     """
     import slicerio
 
@@ -476,7 +498,10 @@ def write_segmentation(seg: Segmentation, path) -> Path:
         raise InputError("The segmentation has no segments to write.", "Add at least one segment.")
     shape_ijk = tuple(reversed(seg.shape))
     raw = slicerio.create_segmentation(shape_ijk, seg.geometry.ijk_to_lps, dtype="uint8")
+    steps = len(seg.segments) + 1
     for i, s in enumerate(seg.segments):
+        report(progress, STAGE_WRITING, i, steps)
+        check_cancel(cancel)
         if s.mask.shape != seg.shape:
             raise InputError(f"Segment '{s.name}' has shape {s.mask.shape}, not {seg.shape}.",
                              "All segments must lie on the same grid.")
@@ -486,7 +511,11 @@ def write_segmentation(seg: Segmentation, path) -> Path:
         slicerio.add_segment(raw, np.asarray(s.mask).transpose(2, 1, 0) > 0, info)
     raw["containedRepresentationNames"] = ["Binary labelmap"]
     raw["masterRepresentation"] = "Binary labelmap"
-    return atomic_write(path, lambda tmp: slicerio.write_segmentation(tmp, raw, compression_level=1))
+    report(progress, STAGE_WRITING, steps - 1, steps)
+    check_cancel(cancel)
+    written = atomic_write(path, lambda tmp: slicerio.write_segmentation(tmp, raw, compression_level=1))
+    report(progress, STAGE_WRITING, steps, steps)
+    return written
 
 
 def segmentation_from_masks(masks: dict, geometry: Geometry,
