@@ -434,6 +434,53 @@ def test_ctrl_c_between_the_two_output_files_leaves_both_as_they_were(tmp_path, 
     _assert_old_outputs_untouched(tmp_path)
 
 
+
+def test_ctrl_c_while_writing_the_result_exits_130_and_leaves_the_old_outputs(tmp_path, copy_net, monkeypatch, capsys):
+    """Writing three full-size segments takes about a minute: it shows as a stage, and Ctrl-C there writes nothing."""
+    import ifssnet.progress as progress
+
+    monkeypatch.setattr(progress, "TqdmProgress", interrupting_progress("Writing segmentation"))
+    vol, seeds = _write_case(tmp_path)
+    _old_outputs(tmp_path)
+    code, _, err = _cli(capsys, "propagate", vol, seeds, "-o", tmp_path / "out.seg.nrrd")
+    assert code == 130 and "Interrupted (Ctrl-C)" in _error_line(err)
+    _assert_old_outputs_untouched(tmp_path)
+
+
+def _recording_progress(seen):
+    class Recording:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, stage, done, total):
+            seen.append(stage)
+
+        def close(self):
+            pass
+
+    return Recording
+
+
+def test_seeds_and_evaluate_show_reading_writing_and_distances_and_ctrl_c_while_writing_seeds_writes_nothing(
+        tmp_path, monkeypatch, capsys):
+    """On a full-size sweep reading a .seg.nrrd takes ~10 s and writing one ~60 s: the bars show them."""
+    import ifssnet.cli_data as cli_data
+
+    vol, seeds = _write_case(tmp_path)
+    seen = []
+    monkeypatch.setattr(cli_data, "TqdmProgress", _recording_progress(seen))
+    code, _, err = _cli(capsys, "seeds", seeds, "-o", tmp_path / "s.seg.nrrd")
+    assert code == 0, err
+    assert "Reading segmentation" in seen and "Writing segmentation" in seen
+    seen.clear()
+    code, _, err = _cli(capsys, "evaluate", seeds, seeds)
+    assert code == 0, err
+    assert {"Reading segmentation", "Surface distances", "Slice distances"} <= set(seen)
+    monkeypatch.setattr(cli_data, "TqdmProgress", interrupting_progress("Writing segmentation"))
+    code, _, err = _cli(capsys, "seeds", seeds, "-o", tmp_path / "t.seg.nrrd")
+    assert code == 130 and "Interrupted (Ctrl-C)" in _error_line(err)
+    assert not (tmp_path / "t.seg.nrrd").exists() and not _leftovers(tmp_path)
+
 def test_disk_full_while_writing(tmp_path, copy_net, monkeypatch, capsys):
     import slicerio
 

@@ -165,12 +165,13 @@ def sidecar_path(output: Path) -> Path:
     return Path(str(output)[: -len(".seg.nrrd")] + ".confidence.json")
 
 
-def _write_outputs(seg, output: Path, sidecar_obj) -> None:
+def _write_outputs(seg, output: Path, sidecar_obj, progress=None) -> None:
     """Write OUT.seg.nrrd and OUT.confidence.json together (:func:`ifssnet.io.write_together`): a failure or
-    Ctrl-C before both are written leaves both files as they were."""
+    Ctrl-C before both are written leaves both files as they were. ``progress``: the segmentation's
+    :data:`~ifssnet.io.STAGE_WRITING` steps (about a minute for three segments of a 1400 x 512 x 512 sweep)."""
     from . import io
 
-    io.write_together([(output, lambda tmp: io.write_segmentation(seg, tmp)),
+    io.write_together([(output, lambda tmp: io.write_segmentation(seg, tmp, progress=progress)),
                        (sidecar_path(output), lambda tmp: io.write_json(sidecar_obj, tmp))])
 
 
@@ -178,12 +179,10 @@ def _propagate(args) -> int:
     from .errors import require
 
     require("torch")
-    from .io import AnnotatedSlices, read_header, read_segmentation, read_volume, segmentation_from_masks, split_names
-    from .memory import check_memory, check_propagation_memory
-    from .preprocess import check_volume
+    from .io import read_header
+    from .memory import check_memory
     from .progress import TqdmProgress
-    from .propagate import frames_for, load_model, propagate, resolve_device
-    from .seeds import slice_extent, validate_seeds
+    from .propagate import load_model, resolve_device
 
     # Everything that can be checked cheaply is checked before the long work starts.
     output = check_output_path(args.output, (args.volume, args.seeds))
@@ -194,12 +193,28 @@ def _propagate(args) -> int:
                          "Give a fraction such as 0.1 or 0.3.")
     device = resolve_device(args.device)
     net = load_model(args.model, "cpu")
-    window = int(getattr(getattr(net, "config", None), "window", 3))
     header = read_header(args.volume)     # a file that cannot be read is refused as read_volume would
     check_memory(2 * header.itemsize * header.voxels, "Reading the volume")
 
+    bar = TqdmProgress()      # from here on every long stage shows: reading, propagating, writing
+    try:
+        _propagate_with(args, output, device, net, bar)
+    finally:
+        bar.close()
+    return 0
+
+
+def _propagate_with(args, output: Path, device: str, net, bar) -> None:
+    """The long part of ``ifssnet propagate``, once the cheap checks passed; reports to ``bar``."""
+    from .io import AnnotatedSlices, read_segmentation, read_volume, segmentation_from_masks, split_names
+    from .memory import check_propagation_memory
+    from .preprocess import check_volume
+    from .propagate import frames_for, propagate
+    from .seeds import slice_extent, validate_seeds
+
+    window = int(getattr(getattr(net, "config", None), "window", 3))
     img = read_volume(args.volume)
-    seg = read_segmentation(args.seeds, reference=img.geometry, reference_shape=img.array.shape)
+    seg = read_segmentation(args.seeds, reference=img.geometry, reference_shape=img.array.shape, progress=bar)
     names = split_names(args.segment, seg.names)
     seed_map, axis = seeds_from_segmentation(seg, names, args.axis)
     for n, ks in parse_no_muscle(args.no_muscle_at, list(seed_map)).items():
@@ -215,15 +230,11 @@ def _propagate(args) -> int:
     check_propagation_memory(volume.shape, seed_map, net, extra_bytes=2 * len(seed_map) * volume.size,
                              frames=len(frames.frames))
 
-    bar = TqdmProgress()
-    try:
-        result = propagate(volume, seed_map, net, device=device, slice_spacing_mm=spacing_k,
-                           match_slice_spacing=not args.every_frame,
-                           between_seeds_only=args.between_seeds_only, preset=args.preset,
-                           exclusive=not args.allow_overlap, blend=args.blend, progress=bar,
-                           **({} if args.stop_area is None else {"min_area_fraction": args.stop_area}))
-    finally:
-        bar.close()
+    result = propagate(volume, seed_map, net, device=device, slice_spacing_mm=spacing_k,
+                       match_slice_spacing=not args.every_frame,
+                       between_seeds_only=args.between_seeds_only, preset=args.preset,
+                       exclusive=not args.allow_overlap, blend=args.blend, progress=bar,
+                       **({} if args.stop_area is None else {"min_area_fraction": args.stop_area}))
     masks = {n: np.ascontiguousarray(np.moveaxis(m, 0, axis)) for n, m in result.masks.items()}
     annotated = {n: AnnotatedSlices(axis, tuple(s.slices)) for n, s in seed_map.items()}
     sidecar = sidecar_path(output)
@@ -236,7 +247,8 @@ def _propagate(args) -> int:
                     "least_confident": {n: result.least_confident(n) for n in masks},
                     "paint_next": paint_next, "ends": ends,
                     "frames": result.frames,
-                    "frame_spacing_mm": result.frame_spacing_mm})
+                    "frame_spacing_mm": result.frame_spacing_mm}, progress=bar)
+    bar.close()               # the summary below prints under the bars, not between them
     spacing = img.geometry.spacing_kji
     vox = float(np.prod(spacing))
     for n, m in masks.items():
@@ -248,4 +260,3 @@ def _propagate(args) -> int:
         print(f"propagated on {result.frames} of {volume.shape[0]} frames, {result.frame_spacing_mm:.2f} mm apart "
               "(the network's slice spacing); every frame has its result")
     print(f"wrote {output} and {sidecar} ({result.seconds:.1f} s on {result.device})")
-    return 0
