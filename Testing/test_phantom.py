@@ -184,3 +184,27 @@ def test_calibration_gate_test_scale():
         v += [r[1] for r in res.values()]
     assert 0.86 <= np.mean(d) <= 0.95
     assert np.mean(v) > 4.0
+
+
+def test_write_phantom_reports_writing_and_a_cancel_there_keeps_both_old_files(tmp_path):
+    """At 1400 x 512 x 512 writing takes about a minute after the last slice: it shows, and a cancel while the
+    reference is written (the volume already is) leaves the volume and the reference of the folder as they were."""
+    from ifssnet.io import STAGE_WRITING
+    from ifssnet.progress import CancelToken
+
+    seen = []
+    write_phantom(tmp_path / "new", seed=2, shape=(40, 48, 48), progress=lambda s, d, t: seen.append((s, d, t)))
+    assert ("Writing volume", 1, 1) in seen and seen[-1] == (STAGE_WRITING, 4, 4)
+    for name in ("volume.nrrd", "reference.seg.nrrd"):
+        (tmp_path / name).write_bytes(b"old " + name.encode())
+    token = CancelToken()
+
+    def progress(stage, done, total):
+        if stage == STAGE_WRITING and done >= 1:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        write_phantom(tmp_path, seed=3, shape=(40, 48, 48), progress=progress, cancel=token)
+    for name in ("volume.nrrd", "reference.seg.nrrd"):
+        assert (tmp_path / name).read_bytes() == b"old " + name.encode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "reference.seg.nrrd", "volume.nrrd"]
