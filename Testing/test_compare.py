@@ -388,3 +388,42 @@ def test_scoring_reports_progress_and_stops_on_cancel():
         assert stages[-1] == "Slice distances" and "Compare" not in stages[stages.index("Slice distances"):]
     finally:
         registry.unregister("copyref")
+
+
+def test_reading_the_cases_and_files_shows_and_a_cancel_while_reading_stops_before_any_method(tmp_path, monkeypatch,
+                                                                                              capsys):
+    """Reading a full-size reference takes ~10 s: compare-set shows it and sees Cancel there; compare's bar shows it."""
+    import ifssnet.progress as progress_module
+    from ifssnet.io import STAGE_READING
+
+    _write_case(tmp_path / "a", 0)
+    token, stages = CancelToken(), []
+
+    def progress(stage, done, total):
+        stages.append(stage)
+        if stage == STAGE_READING and done >= 1:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        C.compare_set([tmp_path / "a"], ["ws"], "paper", progress=progress, cancel=token, every=12)
+    assert stages[-1] == STAGE_READING and "Compare" not in stages
+    seen = []
+
+    class Recording:
+        def __init__(self, *a, **k):
+            pass
+
+        def __call__(self, stage, done, total):
+            seen.append(stage)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(progress_module, "TqdmProgress", Recording)
+    parser = argparse.ArgumentParser()
+    CC.add_commands(parser.add_subparsers(dest="command"))
+    case = tmp_path / "a"
+    args = parser.parse_args(["compare", str(case / "volume.nrrd"), "-", str(case / "reference.seg.nrrd"),
+                              "--methods", "ws", "--protocol", "paper", "--every", "12", "--segment", "GM"])
+    assert args.func(args) == 0
+    assert seen.index(STAGE_READING) < seen.index("Compare")

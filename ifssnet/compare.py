@@ -466,8 +466,10 @@ def format_summary(summary: Sequence[dict], by: Sequence[str] = ("method",)) -> 
     return "\n".join(lines)
 
 
-def load_case(case_dir) -> Tuple[np.ndarray, Dict[str, np.ndarray], Tuple[float, float, float]]:
-    """A phantom case directory: ``volume.nrrd`` + ``reference.seg.nrrd`` -> (volume, {name: mask}, spacing_kji)."""
+def load_case(case_dir, progress=None, cancel=None
+              ) -> Tuple[np.ndarray, Dict[str, np.ndarray], Tuple[float, float, float]]:
+    """A phantom case directory: ``volume.nrrd`` + ``reference.seg.nrrd`` -> (volume, {name: mask}, spacing_kji).
+    ``progress`` and ``cancel`` go to :func:`~ifssnet.io.read_segmentation` (about 10 s at 1400 x 512 x 512)."""
     from .io import read_segmentation, read_volume
 
     case = Path(case_dir)
@@ -477,7 +479,8 @@ def load_case(case_dir) -> Tuple[np.ndarray, Dict[str, np.ndarray], Tuple[float,
             raise InputError(f"{p} does not exist.", "A case directory holds volume.nrrd and reference.seg.nrrd "
                                                      "(make one with `ifssnet phantom DIR`).")
     image = read_volume(vol_path)
-    ref = read_segmentation(ref_path, reference=image.geometry, reference_shape=image.array.shape)
+    ref = read_segmentation(ref_path, reference=image.geometry, reference_shape=image.array.shape,
+                            progress=progress, cancel=cancel)
     return image.array, {s.name: s.mask for s in ref.segments}, tuple(image.geometry.spacing_kji)
 
 
@@ -492,7 +495,7 @@ def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, p
     for i, case in enumerate(case_dirs):
         check_cancel(cancel)
         report(progress, "Cases", i, len(case_dirs))
-        volume, refs, spacing = load_case(case)
+        volume, refs, spacing = load_case(case, progress, cancel)
         if segments:
             missing = [s for s in segments if s not in refs]
             if missing:

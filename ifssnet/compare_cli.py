@@ -26,12 +26,12 @@ def _method_list(text: Optional[str]) -> List[str]:
     return [m.strip().lower() for m in text.split(",") if m.strip()]
 
 
-def _seed_sets_from_file(path, names: Sequence[str], geometry, shape) -> Dict[str, object]:
+def _seed_sets_from_file(path, names: Sequence[str], geometry, shape, progress=None) -> Dict[str, object]:
     """SeedSets from a seed .seg.nrrd: each segment's annotated slices (its tag, else its non-empty slices)."""
     from .io import read_segmentation
     from .seeds import cut_seeds
 
-    seg = read_segmentation(path, reference=geometry, reference_shape=shape)
+    seg = read_segmentation(path, reference=geometry, reference_shape=shape, progress=progress)
     out = {}
     for name in names:
         s = seg.get(name)
@@ -183,14 +183,14 @@ def _cli_compare(args) -> int:
 
     methods = _method_list(args.methods)
     _check_before_work(args, methods, [args.volume, args.ref] + ([args.seeds] if args.seeds != "-" else []))
-    image = read_volume(args.volume)
-    ref = read_segmentation(args.ref, reference=image.geometry, reference_shape=image.array.shape)
-    names = split_names(args.segment, ref.names)
-    seeds = None
-    if args.seeds != "-":
-        seeds = _seed_sets_from_file(args.seeds, names, image.geometry, image.array.shape)
-    bar = TqdmProgress()
+    bar = TqdmProgress()      # reading the reference and the seeds: ~10 s each on a full-size sweep
     try:
+        image = read_volume(args.volume)
+        ref = read_segmentation(args.ref, reference=image.geometry, reference_shape=image.array.shape, progress=bar)
+        names = split_names(args.segment, ref.names)
+        seeds = None
+        if args.seeds != "-":
+            seeds = _seed_sets_from_file(args.seeds, names, image.geometry, image.array.shape, progress=bar)
         rows = compare(image.array, {n: ref.mask(n) for n in names}, image.geometry.spacing_kji, methods,
                        args.protocol, progress=bar, seeds=seeds, count=args.count, every=args.every,
                        method_options=_options(args), score_extent=args.score_extent, joint=args.joint)
