@@ -1,7 +1,8 @@
 """Memory needed by a training run, and a check that refuses one that cannot fit before any case is read.
 
 :func:`estimate_training_bytes` counts what ``ifssnet train`` (and the Training module's Logic) holds at its
-peak, from the cases' shapes alone (:func:`case_shape`: the files' headers, :func:`ifssnet.io.read_header`).
+peak (``--arch pgnet|unet3d``: :func:`estimate_baseline_training_bytes`, below), from the cases' shapes alone
+(:func:`case_shape`: the files' headers, :func:`ifssnet.io.read_header`).
 A case of shape (K, J, I) with N = K J I voxels of b bytes, ``n`` trained segments (``n_file`` in its
 annotation, all of which are read), P = max(J, I) and the network's working size S (float32 = 4 bytes):
 
@@ -61,6 +62,47 @@ runtime's fixed share dominates, which the fixed overhead (300 MiB) covers: with
 0.35-0.81 of the estimate (0.8 at S = 128). Note how much that is: a new network at the default size and width
 (S = 128, width_mult 1) needs about 6 GB for its training steps alone on a CPU.
 
+The learned baselines (``ifssnet train --arch pgnet|unet3d``, :func:`estimate_baseline_training_bytes`) read
+their cases as IFSS-Net does (:func:`ifssnet.dataset.load_case` onto the working grid, all kept for the whole
+run), so the cases' share and reading them are counted the same way (:func:`cases_bytes`): PG-Net keeps a
+thinned copy of a case finer than its slice spacing, the 3-D U-Net thins none. They have no validation. Their
+step (:func:`baseline_step_bytes`; a batch of 2, which ``--arch`` does not change; ``width`` the first level's
+channels, ``max(4, round(16 width_mult))``, 16 by default):
+
+=========  =================================================================================================
+PG-Net     2 runs of ``--run-length`` slices, of which a chain of 6 is propagated with the graph kept (the
+           reference slice's encoding besides): ``PGNET_CHANNELS x width`` float32 (S, S) maps per slice of
+           the chain plus one, per run; and the runs' float32 images and masks
+3-D U-Net  2 patches of (``--run-length``, S, S) voxels (the whole slice in-plane):
+           ``UNET3D_CHANNELS x width + UNET3D_LOSS_MAPS x segments`` float32 maps per voxel, per patch
+both       ``WEIGHT_COPIES x 4`` bytes per weight (weights, gradients, Adam's two moments; no EMA: one spare),
+           ``BASELINE_PARAMETERS[arch] x width^2`` weights
+=========  =================================================================================================
+
+Measured as IFSS-Net's (``OMP_NUM_THREADS=1 python benchmarks/training_memory.py --arch pgnet --sizes 128``), each
+row in a fresh process (so torch's first allocations, about 150 MiB, are in it), 2 steps, batch 2, one segment
+for PG-Net, against :func:`baseline_step_bytes`, and against it plus the fixed overhead:
+
+=======  ===  =====  ==========  ========  ============  ==========  ========  ===============
+arch     S    width  run length  segments  measured MiB  estimated   measured  measured /
+                                                         MiB         / est.    (est. + 300 MiB)
+=======  ===  =====  ==========  ========  ============  ==========  ========  ===============
+pgnet    256  16     32          1         2011          2882        0.70      0.63
+pgnet    128  16     32          1         616           746         0.83      0.59
+pgnet    128  8      32          1         361           370         0.97      0.54
+pgnet    64   16     32          1         232           212         1.10      0.45
+unet3d   128  16     32          3         1646          2139        0.77      0.67
+unet3d   128  8      32          3         1056          1159        0.91      0.72
+unet3d   128  16     16          1         920           1019        0.90      0.70
+unet3d   96   16     32          3         1034          1215        0.85      0.68
+unet3d   64   16     32          3         552           555         0.99      0.65
+=======  ===  =====  ==========  ========  ============  ==========  ========  ===============
+
+At the defaults (S = 128, width 16) the step is 0.77-0.83 of its estimate; at smaller sizes torch's first
+allocations dominate, which the fixed overhead covers. PG-Net's step hardly depends on ``--run-length`` (its
+chain is 6 slices); the U-Net's grows with it (the patch depth). A 3-D U-Net at the defaults needs about 2 GB for
+its steps on a CPU, PG-Net about 0.75 GB.
+
 The estimate is meant to be a little pessimistic, as :mod:`ifssnet.memory`'s for a propagation: refusing a run
 that would have fitted costs a click; a run that swaps for an hour, or is killed by the system after minutes
 of reading, loses the user's time. :func:`check_training_memory` refuses with what is needed, what is free and
@@ -105,6 +147,11 @@ EDT_MAX_VOXELS = 2 ** 26
 TODO = ("Train on fewer or smaller cases (crop the volumes to the muscles: Crop Volume module), with a smaller "
         "--size, --batch or --run-length, or close other programs. If this computer has more memory free than "
         "that (a container can report it wrongly), set IFSSNET_AVAILABLE_MEMORY to it, e.g. 16G.")
+#: the same for ``ifssnet train --arch pgnet|unet3d``, which take no --batch (theirs is 2).
+BASELINE_TODO = ("Train on fewer or smaller cases (crop the volumes to the muscles: Crop Volume module), with a "
+                 "smaller --size, --width-mult or --run-length (the 3-D U-Net's patch depth), on a GPU (--device "
+                 "cuda), or close other programs. If this computer has more memory free than that (a container can "
+                 "report it wrongly), set IFSSNET_AVAILABLE_MEMORY to it, e.g. 16G.")
 
 
 @dataclass(frozen=True)
@@ -182,6 +229,47 @@ def network_training_bytes(size: int, width_mult: float = 1.0, batch: int = 1, r
     return graph + WEIGHT_COPIES * 4 * int(PARAMETERS * width ** 2)
 
 
+#: PG-Net (:mod:`ifssnet.baselines.pgnet`): float32 maps of (S, S) per channel of its first level (``width``), per
+#: slice of the chain and per run of the batch, that the backward pass keeps (the encoder and the refinement
+#: decoder, mostly at full resolution; fitted to the baselines' table above); the reference slice counts
+#: as one more slice of the chain.
+PGNET_CHANNELS = 50
+#: the 3-D U-Net (:mod:`ifssnet.baselines.unet3d`): float32 maps per voxel of the patch and per channel of its
+#: first level (``width``) that the backward pass keeps, and per output channel (segment) for the loss and the
+#: rest (fitted to the baselines' table above).
+UNET3D_CHANNELS = 30
+UNET3D_LOSS_MAPS = 16
+#: weights of each baseline per ``width^2`` (PG-Net 1.75 million at width 16, the U-Net 1.39 million).
+BASELINE_PARAMETERS = {"pgnet": 6900, "unet3d": 5500}
+#: a baseline's batch (:class:`ifssnet.baselines.learned_common.BaselineTrainConfig`; ``ifssnet train --arch``
+#: takes no --batch) and PG-Net's chain (:class:`ifssnet.baselines.pgnet.PGNetTrainConfig`).
+BASELINE_BATCH = 2
+PGNET_CHAIN = 6
+
+
+def baseline_width(width_mult: float) -> int:
+    """A new baseline's first-level channels for ``--width-mult`` (16 at 1, as ``ifssnet train --arch`` builds it)."""
+    return max(4, int(round(16 * float(width_mult))))
+
+
+def baseline_step_bytes(arch: str, size: int, width: int, *, batch: int = BASELINE_BATCH, run_length: int = 32,
+                        chain: int = PGNET_CHAIN, patch: Optional[Sequence[int]] = None, segments: int = 1) -> int:
+    """Bytes of one training step of a learned baseline (``arch`` ``pgnet`` or ``unet3d``, first-level ``width``
+    channels) and its weights' copies (module table). PG-Net: ``batch`` runs of ``run_length`` slices, ``chain``
+    of them propagated with the graph kept; the U-Net: ``batch`` patches of ``patch`` (k, j, i) voxels (default
+    (run_length, S, S)) and ``segments`` output channels."""
+    S, w = int(size), int(width)
+    if arch == "pgnet":
+        graph = int(batch) * (min(int(chain), max(1, int(run_length) - 1)) + 1) * PGNET_CHANNELS * w * S * S * 4
+        graph += int(batch) * int(run_length) * S * S * 4 * 3      # the runs' float32 images and masks, a copy
+    elif arch == "unet3d":
+        k, j, i = (int(v) for v in (patch or (run_length, S, S)))
+        graph = int(batch) * k * j * i * 4 * (UNET3D_CHANNELS * w + UNET3D_LOSS_MAPS * int(segments))
+    else:
+        raise ValueError(f"unknown baseline {arch!r}")
+    return graph + WEIGHT_COPIES * 4 * BASELINE_PARAMETERS[arch] * w * w
+
+
 def validation_bytes(case: CaseShape, size: int, width_mult: float = 1.0, window: int = 3, runs: int = 2) -> int:
     """Peak bytes of validating on one case (module table); ``runs``: propagation runs per segment (2 per seed
     group: the ``paper`` protocol's groups every 100 slices, ``3-seeds``' one)."""
@@ -215,10 +303,30 @@ def estimate_training_bytes(cases: Sequence[CaseShape], size: int, *, width_mult
     ``on_gpu``: the network trains on a GPU, so a step's working memory is not the computer's (only the
     weights' copies on the CPU side and the cases are counted).
     """
+    if not cases:
+        return OVERHEAD_BYTES
+    stores, reading = cases_bytes(cases, size, network_mm=network_mm, added_labels=added_labels)
+    step = network_training_bytes(size, width_mult, 0 if on_gpu else batch, run_length, window, cycle)
+    validating = max((validation_bytes(v, size, width_mult, window, validation_runs(v, paper_protocol))
+                      for v in validation), default=0)
+    training = stores + max(step, validating + network_training_bytes(size, width_mult, 0, 0, window))
+    return int(max(reading, training) + OVERHEAD_BYTES)
+
+
+def cases_bytes(cases: Sequence[CaseShape], size: int, *, network_mm: Optional[float] = None,
+                thinned: bool = True, added_labels: bool = False):
+    """``(kept, reading)``: the bytes the training cases keep for the whole run (:func:`case_store_bytes`) and the
+    peak of reading them (every other case kept, the largest one being read: :func:`reading_bytes`), as
+    :func:`ifssnet.dataset.load_case` reads them for ``ifssnet train`` whatever the network.
+
+    ``network_mm``: the network's slice spacing (None: the median of the cases' spacings, as a new network takes
+    it); with ``thinned`` a case finer than it keeps a thinned copy beside it (IFSS-Net and PG-Net,
+    :func:`ifssnet.train.match_slice_spacing`; the 3-D U-Net thins none); ``added_labels``: each segment's masks
+    twice (few-shot mode with added labels)."""
     from .slice_spacing import select_frames
 
     if not cases:
-        return OVERHEAD_BYTES
+        return 0, 0
     if network_mm is None:
         known = sorted(float(c.slice_spacing_mm) for c in cases if c.slice_spacing_mm)
         network_mm = (known[(len(known) - 1) // 2] + known[len(known) // 2]) / 2 if known else None
@@ -226,18 +334,30 @@ def estimate_training_bytes(cases: Sequence[CaseShape], size: int, *, width_mult
     for c in cases:
         K = int(c.shape_kji[0])
         store = case_store_bytes(K, size, c.segments)
-        if select_frames(K, c.slice_spacing_mm, network_mm).thinned:
+        if thinned and select_frames(K, c.slice_spacing_mm, network_mm).thinned:
             store *= 2                              # the thinned copy, beside the original the caller keeps
         if added_labels:
             store += c.segments * K * int(size) ** 2
         stores.append(store)
-    # Reading: every other case already kept, the largest one being read.
     reading = sum(stores) + max(reading_bytes(c, size) - s for c, s in zip(cases, stores))
-    step = network_training_bytes(size, width_mult, 0 if on_gpu else batch, run_length, window, cycle)
-    validating = max((validation_bytes(v, size, width_mult, window, validation_runs(v, paper_protocol))
-                      for v in validation), default=0)
-    training = sum(stores) + max(step, validating + network_training_bytes(size, width_mult, 0, 0, window))
-    return int(max(reading, training) + OVERHEAD_BYTES)
+    return sum(stores), reading
+
+
+def estimate_baseline_training_bytes(arch: str, cases: Sequence[CaseShape], size: int, width: int, *,
+                                     batch: int = BASELINE_BATCH, run_length: int = 32, chain: int = PGNET_CHAIN,
+                                     patch: Optional[Sequence[int]] = None, segments: Optional[int] = None,
+                                     network_mm: Optional[float] = None, on_gpu: bool = False) -> int:
+    """Bytes ``ifssnet train --arch pgnet|unet3d`` needs at its peak (module table), fixed overhead included: the
+    cases as :func:`cases_bytes` (read as for IFSS-Net; PG-Net thins a case finer than ``network_mm``, the U-Net
+    none), then the cases and one step (:func:`baseline_step_bytes`; ``segments``: the U-Net's output channels,
+    default the first case's). No validation: the baselines have none. ``on_gpu``: the steps run on a GPU, so
+    only the weights' copies count here."""
+    if not cases:
+        return OVERHEAD_BYTES
+    stores, reading = cases_bytes(cases, size, network_mm=network_mm, thinned=arch == "pgnet")
+    step = baseline_step_bytes(arch, size, width, batch=0 if on_gpu else batch, run_length=run_length, chain=chain,
+                               patch=patch, segments=segments if segments is not None else cases[0].segments)
+    return int(max(reading, stores + step) + OVERHEAD_BYTES)
 
 
 def trains_on_gpu(device) -> bool:
@@ -251,8 +371,9 @@ def trains_on_gpu(device) -> bool:
     return name.startswith("cuda") or name == "gpu"
 
 
-def check_training_memory(needed_bytes: int, available: Optional[int] = None) -> None:
+def check_training_memory(needed_bytes: int, available: Optional[int] = None, todo: str = TODO) -> None:
     """Refuse (:class:`~ifssnet.errors.ResourceError`) a training run that needs ``needed_bytes``
-    (:func:`estimate_training_bytes`) when that does not fit in the memory free; ``available``: as
-    :func:`ifssnet.memory.check_memory`'s."""
-    check_memory(needed_bytes, "This training run", available=available, todo=TODO)
+    (:func:`estimate_training_bytes`, :func:`estimate_baseline_training_bytes`) when that does not fit in the
+    memory free; ``available``: as :func:`ifssnet.memory.check_memory`'s; ``todo``: what to do (:data:`TODO`,
+    :data:`BASELINE_TODO`)."""
+    check_memory(needed_bytes, "This training run", available=available, todo=todo)
