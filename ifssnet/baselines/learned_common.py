@@ -270,6 +270,31 @@ def check_cases(cases: Sequence, what: str) -> None:
 # `ifssnet train --arch pgnet|unet3d`
 
 
+def check_memory(args, pairs, segments, size: int, stored: Optional[dict] = None,
+                 resumed_meta: Optional[dict] = None) -> None:
+    """Refuse a ``--arch pgnet|unet3d`` run that cannot fit in memory (:func:`ifssnet.train_memory.
+    estimate_baseline_training_bytes`) from the files' headers, before any case is read and anything is written.
+    The network (width, U-Net patch and segments, PG-Net slice spacing) is the stored one (``stored``: the
+    ``--from`` / ``--resume`` configuration) or the options'; the recipe (batch, run length, chain) the resumed
+    run's (``resumed_meta``) or the defaults with ``--run-length``."""
+    from ..train_memory import (BASELINE_TODO, PGNET_CHAIN, baseline_width, case_shape, check_training_memory,
+                                estimate_baseline_training_bytes, trains_on_gpu)
+
+    recipe = dict(((resumed_meta or {}).get("training") or {}).get("config") or {})
+    cases = [case_shape(v, a, segments) for v, a in pairs]
+    stored = stored or {}
+    arch = args.arch
+    run_length = int(recipe.get("run_length", args.run_length))
+    need = estimate_baseline_training_bytes(
+        arch, cases, size, int(stored.get("width", baseline_width(args.width_mult))),
+        batch=int(recipe.get("batch", BaselineTrainConfig.batch)), run_length=run_length,
+        chain=int(recipe.get("chain", PGNET_CHAIN)),
+        patch=(stored.get("patch") or (run_length, size, size)) if arch == "unet3d" else None,
+        segments=len(stored["segments"]) if arch == "unet3d" and stored.get("segments") else None,
+        network_mm=stored.get("slice_spacing_mm"), on_gpu=trains_on_gpu(args.device))
+    check_training_memory(need, todo=BASELINE_TODO)
+
+
 def train_cli(args) -> int:
     """The ``ifssnet train`` command for ``--arch pgnet`` or ``--arch unet3d`` (one process)."""
     from ..dataset import load_case
@@ -307,12 +332,15 @@ def train_cli(args) -> int:
     segments = [s.strip() for s in args.segments.split(",")] if args.segments else None
     size = args.size
     stored: Optional[Dict[str, Any]] = None
+    meta: dict = {}
     if args.resume or args.base:
-        _, stored, _ = load_model_file(args.resume or args.base, arch, build)
+        _, stored, meta = load_model_file(args.resume or args.base, arch, build)
         size = int(stored["size"])
         if arch == "unet3d" and not segments:
             segments = list(stored["segments"])
-    cases = [load_case(v, a, size, segments) for v, a in _case_paths(args.cases)]
+    pairs = _case_paths(args.cases)
+    check_memory(args, pairs, segments, size, stored, meta if args.resume else None)   # headers only, before any read
+    cases = [load_case(v, a, size, segments) for v, a in pairs]
     check_cases(cases, _LABEL[arch])          # before --log is opened (train_fn checks them again, cheaply)
     if stored is not None:     # --from / --resume: the stored network, whatever --size or --width-mult say
         model_config = config_cls.from_dict(stored)
