@@ -209,3 +209,30 @@ def test_bench_falls_back_to_an_untrained_network_with_a_banner(monkeypatch, tmp
     res = {"banner": B.UNTRAINED_BANNER, "machine": B.machine_info("cpu"), "shape": [1, 1, 1], "size": "small",
            "rows": []}
     assert B.format_markdown(res).startswith("**" + B.UNTRAINED_BANNER)
+
+
+def test_bench_writes_its_json_and_markdown_together(tmp_path, monkeypatch):
+    """Ctrl-C while the second report is written (after a run of minutes) leaves both old reports as they were."""
+    import pathlib
+
+    import ifssnet.bench as bench
+    from ifssnet.cli import main
+
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: {"rows": []})
+    monkeypatch.setattr(bench, "format_markdown", lambda result: "| table |\n")
+    js, md = tmp_path / "out" / "b.json", tmp_path / "out" / "b.md"
+    assert main(["bench", "--json", str(js), "--md", str(md)]) == 0
+    assert json.loads(js.read_text()) == {"rows": []} and md.read_text() == "| table |\n"
+    js.write_text("old json")
+    md.write_text("old md")
+    real = pathlib.Path.write_text
+
+    def interrupted(self, *a, **k):
+        if self.name == "b.md":
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", interrupted)
+    assert main(["bench", "--json", str(js), "--md", str(md)]) == 130
+    assert js.read_text() == "old json" and md.read_text() == "old md"
+    assert sorted(p.name for p in js.parent.iterdir()) == ["b.json", "b.md"]

@@ -453,12 +453,25 @@ def cli(args) -> int:
     finally:
         bar.close()
     text = format_markdown(result)
-    if args.json_out:
-        _write_text(args.json_out, json.dumps(result, indent=2, sort_keys=True))
-    if args.md:
-        _write_text(args.md, text)
+    _write_texts([(args.json_out, json.dumps(result, indent=2, sort_keys=True)), (args.md, text)])
     print(text)
     return 0
+
+
+def _write_texts(items) -> None:
+    """Write ``[(path or None, text)]`` together (:func:`ifssnet.io.write_together`), making the folders: Ctrl-C
+    or a failure before all are written leaves every one as it was."""
+    from .errors import ResourceError
+    from .io import write_together
+
+    items = [(Path(path), text) for path, text in items if path]
+    for path, _ in items:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:       # as atomic_write(make_folder=True) says it
+            raise ResourceError(f"Could not create the folder '{path.parent}': {exc.strerror or exc}.",
+                                "Choose an output path you can write to.") from exc
+    write_together([(path, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8")) for path, text in items])
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
