@@ -368,6 +368,26 @@ def test_cli_trains_both_and_the_comparison_runs_them(tmp_path):
     assert all(r["error"] == "" and np.isfinite(r["dice"]) for r in rows)
 
 
+@pytest.mark.parametrize("extra, named", [(["--val", "CASE"], "--val"), (["--burn-in", "8"], "--burn-in"),
+                                          (["--tversky-beta", "0.65"], "--tversky-beta"), (["--ema", "0.99"], "--ema"),
+                                          (["--val-every", "5"], "--val-every"), (["--cycle", "4"], "--cycle")])
+def test_options_a_baseline_would_ignore_are_refused_by_name(tmp_path, capsys, extra, named):
+    """Every IFSS-Net option outside what --arch pgnet / unet3d read is refused before any case is read (--val
+    was silently ignored): the message names it, exit 2, nothing written."""
+    from cli_output import error_line
+    from ifssnet.cli import main
+
+    case = tmp_path / "case0"
+    case.mkdir()                                  # no volume in it: a case read would fail with another message
+    extra = [str(case) if e == "CASE" else e for e in extra]
+    capsys.readouterr()
+    assert main(["train", str(case), "--arch", "pgnet", "--out", str(tmp_path / "m.pt"), "--lr", "1e-3",
+                 "--epochs", "1"] + extra) == 2
+    line = error_line(capsys.readouterr().err)
+    assert line.startswith(f"ifssnet: {named}: implemented for IFSS-Net only, not PG-Net"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case0"]
+
+
 def test_pgnet_cross_entropy_term_is_added_to_the_dice_loss():
     torch.manual_seed(0)
     model = PGNet(PGNetConfig(size=32, width=4))

@@ -135,3 +135,22 @@ def test_running_out_of_memory_while_training_says_what_was_kept(tmp_path, capsy
     line = _error_line(capsys.readouterr()[1])
     assert code == 4 and "ran out of memory while training" in line and "Close other programs" in line
     assert not out.exists() and f"--resume {out.with_name('m.ckpt.pt')}" in line
+
+
+def test_the_gpu_running_out_of_memory_while_training_says_to_lower_the_batch(tmp_path, capsys, monkeypatch):
+    """PyTorch's OutOfMemoryError (a RuntimeError, raised on a GPU) is exit 4 with what to do and what was kept,
+    not an internal error; another RuntimeError stays one."""
+    import torch
+
+    import ifssnet.progress
+
+    monkeypatch.setattr(ifssnet.progress, "TqdmProgress",
+                        interrupting_progress("training", 2, torch.cuda.OutOfMemoryError("CUDA out of memory")))
+    case = _case(tmp_path / "c")
+    out = tmp_path / "m.pt"
+    code = main(["train", case, "--out", str(out), "--epochs", "1", "--steps", "3", "--checkpoint-every", "1", *TINY])
+    line = _error_line(capsys.readouterr()[1])
+    assert code == 4 and line.startswith("ifssnet: The GPU ran out of memory while training.")
+    assert "smaller --batch or --run-length" in line and f"--resume {out.with_name('m.ckpt.pt')}" in line
+    monkeypatch.setattr(ifssnet.progress, "TqdmProgress", interrupting_progress("training", 2, RuntimeError("a bug")))
+    assert main(["train", case, "--out", str(tmp_path / "n.pt"), "--epochs", "1", "--steps", "3", *TINY]) not in (0, 2, 4)

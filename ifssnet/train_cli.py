@@ -192,8 +192,11 @@ def add_train_arguments(p) -> None:
 
 def _train_cli(args) -> int:
     if getattr(args, "arch", "ifssnet") != "ifssnet":
-        from .baselines.learned_common import train_cli
+        from .baselines.learned_common import refuse_ifssnet_only, train_cli
 
+        parser = argparse.ArgumentParser(add_help=False)
+        add_train_arguments(parser)
+        refuse_ifssnet_only(args, parser)     # --val, --burn-in ... would be ignored: say so
         fill_recipe(args)                     # the defaults: a baseline's file records no IFSS-Net recipe
         return train_cli(args)
     stored, meta = None, None                 # the --resume / --from network's configuration and metadata
@@ -301,6 +304,10 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
         raise kept.interrupted() from None
     except MemoryError:
         raise kept.out_of_memory() from None
+    except RuntimeError as exc:                  # torch.cuda.OutOfMemoryError is one
+        if type(exc).__name__ != "OutOfMemoryError":
+            raise
+        raise kept.out_of_memory(gpu=True) from None
     finally:
         bar.close()
         if logf:
@@ -366,10 +373,15 @@ class _FilesKept:
 
         return Cancelled("Interrupted (Ctrl-C).", self.kept())
 
-    def out_of_memory(self):
-        """The :class:`~ifssnet.errors.ResourceError` for a ``MemoryError`` during training: what was kept."""
+    def out_of_memory(self, gpu: bool = False):
+        """The :class:`~ifssnet.errors.ResourceError` for a ``MemoryError`` during training (``gpu``: PyTorch's
+        ``OutOfMemoryError`` on a GPU): what was kept."""
         from .errors import ResourceError
 
+        if gpu:
+            return ResourceError("The GPU ran out of memory while training.",
+                                 "Train with a smaller --batch or --run-length (a step's memory grows with both), "
+                                 "or free the GPU of other programs; " + self.kept())
         return ResourceError("The computer ran out of memory while training.",
                              "Close other programs, or train on fewer or cropped volumes (or a smaller --batch); "
                              + self.kept())

@@ -295,11 +295,31 @@ def check_memory(args, pairs, segments, size: int, stored: Optional[dict] = None
     check_training_memory(need, todo=BASELINE_TODO)
 
 
+#: ``ifssnet train`` options (argparse dests) that ``--arch pgnet`` / ``unet3d`` read; any other one given is refused.
+BASELINE_OPTIONS = frozenset({"cases", "arch", "mode", "base", "resume", "out", "size", "width_mult", "segments",
+                              "epochs", "steps", "run_length", "lr", "bce_weight", "seed", "checkpoint_every",
+                              "device", "log"})
+
+
+def refuse_ifssnet_only(args, parser) -> None:
+    """Refuse (:class:`~ifssnet.errors.InputError`, naming them) the ``ifssnet train`` options that ``--arch``
+    ``args.arch`` would ignore: every option outside :data:`BASELINE_OPTIONS` whose value differs from ``parser``'s
+    default. Call it before the recipe's defaults are filled in (:func:`ifssnet.train_cli.fill_recipe`)."""
+    names: dict = {}
+    for action in parser._actions:
+        if action.option_strings:
+            names.setdefault(action.dest, action.option_strings[0])
+    given = [names.get(dest, "--" + dest.replace("_", "-")) for dest, value in sorted(vars(args).items())
+             if dest in names and dest not in BASELINE_OPTIONS and value != parser.get_default(dest)]
+    if given:
+        raise InputError(f"{', '.join(given)}: implemented for IFSS-Net only, not {_LABEL.get(args.arch, args.arch)}.",
+                         "Drop them, or train IFSS-Net (--arch ifssnet).")
+
+
 def train_cli(args) -> int:
     """The ``ifssnet train`` command for ``--arch pgnet`` or ``--arch unet3d`` (one process)."""
     from ..dataset import load_case
     from ..progress import TqdmProgress
-    from ..train import TrainConfig
     from ..train_cli import _case_paths
 
     arch = args.arch
@@ -308,16 +328,6 @@ def train_cli(args) -> int:
     if getattr(args, "mode", "full") != "full":
         raise InputError(f"{_LABEL[arch]} is a fully supervised baseline; --mode {args.mode} is for IFSS-Net.",
                          "Drop --mode, or train IFSS-Net (--arch ifssnet) in few-shot mode.")
-    ifss_only = {"--mask-jitter": args.mask_jitter != 0, "--jitter-first-only": args.jitter_first_only,
-                 "--strides": str(args.strides).strip() != "1", "--batch": args.batch != 1,
-                 "--time-limit": args.time_limit is not None, "--feedback-grad": args.feedback_grad,
-                 "--image-aux": args.image_aux != 0, "--mask-box": args.mask_box != 0,
-                 "--jitter-shift": args.jitter_shift != TrainConfig.jitter_shift,
-                 "--jitter-radius": args.jitter_radius != TrainConfig.jitter_radius}
-    given = [k for k, v in ifss_only.items() if v]
-    if given:
-        raise InputError(f"{', '.join(given)}: implemented for IFSS-Net only, not {_LABEL[arch]}.",
-                         "Drop them, or train IFSS-Net (--arch ifssnet).")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InputError(f"Distributed training is implemented for IFSS-Net only, not {_LABEL[arch]}.",
                          "Run `ifssnet train --arch ...` as one process (it uses the GPU with --device cuda).")
