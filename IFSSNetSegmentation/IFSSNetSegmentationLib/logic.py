@@ -354,7 +354,9 @@ class IFSSNetSegmentationLogic:
                 raise ResourceError("The computer ran out of memory while propagating. Nothing was changed.",
                                     "Close other programs, or crop the volume (Crop Volume module) or propagate "
                                     "fewer segments at a time, then propagate again.") from err
-            for seg in segs:
+            for n, seg in enumerate(segs):    # about 6 s per segment at 1400 x 512 x 512
+                report(progress, STAGE_WRITING, n, len(segs))
+                check_cancel(cancel)
                 seg.frames = frames
                 resultT = np.asarray(masks[seg.name]).astype(np.uint8, copy=True)
                 if resultT.shape != volumeT.shape:
