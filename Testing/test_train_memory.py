@@ -165,6 +165,22 @@ def test_ifssnet_train_counts_validation_cases_and_leaves_an_unreadable_one_to_t
     assert "Validation file" in err and "does not exist" in err
 
 
+def test_image_mode_counts_its_batch_as_windows_not_runs(tmp_path, monkeypatch):
+    """--mode image trains the encoder on --batch single windows: its step is counted as runs of one slice (it
+    was counted as runs of --run-length, so gpu_session.sh's batch of 16 windows needed "60.7 GB")."""
+    import ifssnet.train_cli
+
+    needs = []
+    monkeypatch.setattr(train_memory, "check_training_memory", lambda need, available=None: needs.append(need))
+    monkeypatch.setattr(ifssnet.train_cli, "load_case", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    case = _case(tmp_path / "c")
+    for mode in ("full", "image"):
+        main(["train", case, "--mode", mode, "--out", str(tmp_path / "m.pt"), "--batch", "16", "--run-length", "32",
+              "--size", "64", "--width-mult", "0.5"])
+    step = train_memory.network_training_bytes
+    assert needs[0] - needs[1] == step(64, 0.5, 16, 32) - step(64, 0.5, 16, 1)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS is read from Linux's VmHWM")
 def test_a_small_training_run_stays_within_its_estimate_and_grows_with_its_case_as_the_estimate(tmp_path,
                                                                                                monkeypatch):

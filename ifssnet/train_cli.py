@@ -411,7 +411,7 @@ def _check_memory(args, train_pairs, segments, size: int, stored=None, resumed_m
     mode = option("mode", "full")
     need = estimate_training_bytes(
         cases, size, width_mult=stored.width_mult if stored is not None else args.width_mult,
-        batch=int(option("batch", 1)), run_length=int(option("run_length", 32)),
+        batch=int(option("batch", 1)), run_length=1 if mode == "image" else int(option("run_length", 32)),
         window=int(stored.window) if stored is not None else 3, cycle=bool(option("cycle", 0)),
         validation=held_out, paper_protocol=getattr(args, "val_protocol", "3-seeds") in ("paper", "both"),
         network_mm=stored.slice_spacing_mm if stored is not None else None,
