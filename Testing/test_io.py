@@ -49,6 +49,44 @@ def test_segmentation_round_trip_slicerio_and_sitk(tmp_path):
     assert np.allclose(img.GetOrigin()[:3], OBLIQUE.origin)
 
 
+def test_segments_are_laid_into_layers_as_slicerio_lays_them(tmp_path):
+    """io.add_to_layers (our own, on the (K, J, I) masks' bounding boxes) gives the layers, label values and extents
+    of slicerio.add_segment (Slicer's way): overlapping segments go to further layers, an empty one takes the next
+    label of the first layer; and the file written reads back mask for mask, with the layers and the extents."""
+    import slicerio
+
+    from ifssnet.io import Segment, Segmentation, add_to_layers
+
+    rng = np.random.default_rng(3)
+    shape = (9, 11, 13)
+    masks = []
+    for n in range(7):
+        m = np.zeros(shape, bool)
+        k, j, i = rng.integers(0, 6, 3)
+        m[k:k + 3 + n % 3, j:j + 4, i:i + 5] = rng.random((3 + n % 3, 4, 5)) > 0.3
+        masks.append(m)
+    masks.insert(3, np.zeros(shape, bool))                      # an empty segment
+    masks.append(masks[0].copy())                              # the same voxels as another one
+    theirs = slicerio.create_segmentation(shape[::-1], np.eye(4), dtype="uint8")
+    layers, ours = [], []
+    for n, m in enumerate(masks):
+        info = {"id": f"S{n}"}
+        want = slicerio.add_segment(theirs, m.transpose(2, 1, 0), info)
+        got = add_to_layers(layers, ours, m)
+        ours.append(got)
+        assert got == {k: want[k] for k in ("labelValue", "layer", "extent")}, n
+    assert len(layers) > 1                                      # the overlaps made layers
+    their_voxels = np.asarray(theirs["voxels"])
+    np.testing.assert_array_equal(np.stack(layers).transpose(0, 3, 2, 1), their_voxels)
+    seg = Segmentation([Segment(f"S{n}", m.astype(np.uint8)) for n, m in enumerate(masks)], OBLIQUE)
+    back = read_segmentation(write_segmentation(seg, tmp_path / "l.seg.nrrd"))
+    for a, b in zip(seg.segments, back.segments):
+        np.testing.assert_array_equal(a.mask, b.mask)
+    raw = slicerio.read_segmentation(str(tmp_path / "l.seg.nrrd"))
+    assert [(x["layer"], x["labelValue"], list(x["extent"])) for x in raw["segments"]] == \
+        [(x["layer"], x["labelValue"], x["extent"]) for x in ours]
+
+
 def test_plain_labelmap(tmp_path):
     lab = np.zeros((4, 5, 6), np.uint8)
     lab[1, 1:3, 1:3] = 2
