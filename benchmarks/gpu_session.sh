@@ -104,13 +104,25 @@ step() { echo "== $(date -u +%T) $*" | tee -a "$LOG"; }
 # stages share (session 9's --fixed-tversky --feedback-grad, cross-entropy, --image-aux 1, validation on
 # VAL_CASES); ARGS give the mode, the start and the rest. The best network by validation Dice (session 10: one
 # run's checkpoints differ a lot) becomes NAME.pt; NAME.ckpt.pt keeps the last step for --resume.
+# A GPU that runs out of memory before the first checkpoint (exit 4, "The GPU ran out of memory") is tried again
+# at half the batch.
 train_stage() {
     local label=$1 minutes=$2 name=$3; shift 3
-    timeout $(( minutes * 60 + 240 )) $IFSS train "${STAGE_CASES[@]}" --out "$OUT/$name.pt" --device "$DEVICE" \
-        --batch "$BATCH" --run-length "$RUN_LENGTH" --epochs 4 --steps 1000 --lr-final 1e-4 --bce-weight 1 \
-        --fixed-tversky --feedback-grad --image-aux 1 --checkpoint-every 50 --time-limit "$minutes" \
-        --val "${VAL_CASES[@]}" --val-every "$VAL_EVERY" --val-protocol "$VAL_PROTOCOL" "$@" >> "$LOG" 2>&1
-    echo "$label exit $?" >> "$LOG"
+    local batch=$BATCH code
+    while :; do
+        timeout $(( minutes * 60 + 240 )) $IFSS train "${STAGE_CASES[@]}" --out "$OUT/$name.pt" --device "$DEVICE" \
+            --batch "$batch" --run-length "$RUN_LENGTH" --epochs 4 --steps 1000 --lr-final 1e-4 --bce-weight 1 \
+            --fixed-tversky --feedback-grad --image-aux 1 --checkpoint-every 50 --time-limit "$minutes" \
+            --val "${VAL_CASES[@]}" --val-every "$VAL_EVERY" --val-protocol "$VAL_PROTOCOL" "$@" > /tmp/stage.log 2>&1
+        code=$?
+        cat /tmp/stage.log >> "$LOG"
+        echo "$label exit $code (batch $batch)" >> "$LOG"
+        if [ "$code" = 4 ] && [ "$batch" -gt 1 ] && [ ! -f "$OUT/$name.ckpt.pt" ] \
+            && grep -q "GPU ran out of memory" /tmp/stage.log; then
+            batch=$(( batch / 2 )); continue
+        fi
+        break
+    done
     [ -f "$OUT/$name.best.pt" ] && mv -f "$OUT/$name.best.pt" "$OUT/$name.pt"
 }
 
