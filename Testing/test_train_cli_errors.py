@@ -154,3 +154,37 @@ def test_the_gpu_running_out_of_memory_while_training_says_to_lower_the_batch(tm
     assert "smaller --batch or --run-length" in line and f"--resume {out.with_name('m.ckpt.pt')}" in line
     monkeypatch.setattr(ifssnet.progress, "TqdmProgress", interrupting_progress("training", 2, RuntimeError("a bug")))
     assert main(["train", case, "--out", str(tmp_path / "n.pt"), "--epochs", "1", "--steps", "3", *TINY]) not in (0, 2, 4)
+
+
+def test_reading_the_cases_shows_progress_and_ctrl_c_there_writes_nothing(tmp_path, capsys, monkeypatch):
+    """ifssnet train shows a "reading cases" bar (a full-size case takes about 10 s); Ctrl-C while it reads exits
+    130 and leaves an earlier model file as it was, with no checkpoint or log."""
+    import ifssnet.progress
+    from ifssnet.train_cli import READING_CASES
+
+    seen = []
+
+    class Recording:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, stage, done, total):
+            seen.append((stage, done, total))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(ifssnet.progress, "TqdmProgress", Recording)
+    cases = [_case(tmp_path / f"c{n}") for n in range(2)]
+    main(["train", *cases, "--out", str(tmp_path / "m.pt"), "--epochs", "1", "--steps", "1", *TINY])
+    assert [s for s in seen if s[0] == READING_CASES] == [(READING_CASES, 0, 2), (READING_CASES, 1, 2),
+                                                          (READING_CASES, 2, 2)]
+    monkeypatch.setattr(ifssnet.progress, "TqdmProgress", interrupting_progress(READING_CASES, 1))
+    out = tmp_path / "again" / "m.pt"
+    out.parent.mkdir()
+    out.write_bytes(b"an earlier model")
+    code = main(["train", *cases, "--out", str(out), "--log", str(out.with_name("log.jsonl")), "--epochs", "1",
+                 "--steps", "1", *TINY])
+    line = _error_line(capsys.readouterr()[1])
+    assert code == 130 and "Nothing was written" in line
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.pt"] and out.read_bytes() == b"an earlier model"
