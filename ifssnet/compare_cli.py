@@ -183,7 +183,7 @@ def _cli_compare(args) -> int:
 
     methods = _method_list(args.methods)
     _check_before_work(args, methods, [args.volume, args.ref] + ([args.seeds] if args.seeds != "-" else []))
-    bar = TqdmProgress()      # reading the reference and the seeds: ~10 s each on a full-size sweep
+    bar = TqdmProgress()      # reading the reference and the seeds: ~7 s each on a full-size sweep
     try:
         image = read_volume(args.volume)
         ref = read_segmentation(args.ref, reference=image.geometry, reference_shape=image.array.shape, progress=bar)
