@@ -30,3 +30,20 @@ def interrupting_progress(stage: str, at: int = 1, error=KeyboardInterrupt):
             pass
 
     return Interrupting
+
+
+def recording_progress(seen: list, counts: bool = False):
+    """A stand-in for :class:`ifssnet.progress.TqdmProgress` that appends each report to ``seen``: its stage, or
+    ``(stage, done, total)`` with ``counts``; monkeypatch it over ``ifssnet.progress.TqdmProgress``."""
+
+    class Recording:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, stage, done, total):
+            seen.append((stage, done, total) if counts else stage)
+
+        def close(self):
+            pass
+
+    return Recording

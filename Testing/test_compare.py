@@ -15,6 +15,7 @@ from ifssnet.errors import Cancelled, InputError
 from ifssnet.io import AnnotatedSlices, Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
 from ifssnet.progress import CancelToken
 from ifssnet.seeds import cut_seeds
+from cli_output import recording_progress  # noqa: E402  (Testing/ is on sys.path: conftest)
 
 pytest.importorskip("itk")
 pytest.importorskip("SimpleITK")
@@ -409,17 +410,7 @@ def test_reading_the_cases_and_files_shows_and_a_cancel_while_reading_stops_befo
     assert stages[-1] == STAGE_READING and "Compare" not in stages
     seen = []
 
-    class Recording:
-        def __init__(self, *a, **k):
-            pass
-
-        def __call__(self, stage, done, total):
-            seen.append(stage)
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(progress_module, "TqdmProgress", Recording)
+    monkeypatch.setattr(progress_module, "TqdmProgress", recording_progress(seen))
     parser = argparse.ArgumentParser()
     CC.add_commands(parser.add_subparsers(dest="command"))
     case = tmp_path / "a"

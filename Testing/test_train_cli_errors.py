@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from cli_output import error_line as _error_line, interrupting_progress  # noqa: E402
+from cli_output import error_line as _error_line, interrupting_progress, recording_progress  # noqa: E402
 from ifssnet.cli import main
 from ifssnet.io import Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
 
@@ -163,18 +163,7 @@ def test_reading_the_cases_shows_progress_and_ctrl_c_there_writes_nothing(tmp_pa
     from ifssnet.train_cli import READING_CASES
 
     seen = []
-
-    class Recording:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def __call__(self, stage, done, total):
-            seen.append((stage, done, total))
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(ifssnet.progress, "TqdmProgress", Recording)
+    monkeypatch.setattr(ifssnet.progress, "TqdmProgress", recording_progress(seen, counts=True))
     cases = [_case(tmp_path / f"c{n}") for n in range(2)]
     main(["train", *cases, "--out", str(tmp_path / "m.pt"), "--epochs", "1", "--steps", "1", *TINY])
     assert [s for s in seen if s[0] == READING_CASES] == [(READING_CASES, 0, 2), (READING_CASES, 1, 2),
