@@ -354,7 +354,7 @@ class IFSSNetSegmentationLogic:
                 raise ResourceError("The computer ran out of memory while propagating. Nothing was changed.",
                                     "Close other programs, or crop the volume (Crop Volume module) or propagate "
                                     "fewer segments at a time, then propagate again.") from err
-            for n, seg in enumerate(segs):    # about 6 s per segment at 1400 x 512 x 512
+            for n, seg in enumerate(segs):    # copies of the volume's size per segment (seconds at full size)
                 report(progress, STAGE_WRITING, n, len(segs))
                 check_cancel(cancel)
                 seg.frames = frames
