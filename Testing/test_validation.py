@@ -173,6 +173,20 @@ def test_a_cancel_during_validation_stops_it_between_cases_and_writes_nothing_ne
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_validation_shows_its_cases_in_the_training_progress(tmp_path, phantoms, one_thread):
+    """train passes its progress to a Validator, which reports "validating" once per case (a validation on
+    full-size sweeps takes minutes); a validator without a progress parameter still works (ScriptedValidator)."""
+    from ifssnet.validation import STAGE
+
+    seen = []
+    val = Validator([load_compare_case(phantoms / "case0"), load_compare_case(phantoms / "case1")], segments=["GL"])
+    train([_case(0)], tmp_path / "m.pt", model_config=IFSSNetConfig(**TINY), cfg=_cfg(2), validator=val,
+          val_every=2, progress=lambda stage, done, total: seen.append((stage, done, total)))
+    assert [s for s in seen if s[0] == STAGE] == [(STAGE, 0, 2), (STAGE, 1, 2), (STAGE, 2, 2)]
+    train([_case(0)], tmp_path / "n.pt", model_config=IFSSNetConfig(**TINY), cfg=_cfg(2),
+          validator=ScriptedValidator([0.5]), val_every=2, progress=lambda *a: None)
+
+
 def test_validation_files_are_checked_before_training(tmp_path, phantoms):
     from ifssnet.io import AnnotatedSlices, read_segmentation, write_segmentation
 

@@ -377,7 +377,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     write the checkpoint and the model file there (a run sized to a lent machine's time; ``--resume``
     continues it). In distributed runs rank 0's clock decides, so that every rank stops at the same step.
     ``validator``: an :class:`ifssnet.validation.Validator`, or any callable ``validator(model, step, rank=,
-    world=, cancel=)`` that returns a :class:`~ifssnet.validation.ValidationScore`; every ``val_every`` steps (default
+    world=, cancel=[, progress=])`` that returns a :class:`~ifssnet.validation.ValidationScore` (``progress`` is
+    passed where it takes one: the Validator reports ``"validating"`` per case); every ``val_every`` steps (default
     ``cfg.checkpoint_every``) and at the last step, the network propagates the validation cases (in a
     distributed run every rank takes its share of them, and all get the same score); rank 0 passes the
     :class:`~ifssnet.validation.ValidationScore` to ``on_validation`` and writes the best network by Dice
@@ -490,7 +491,10 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         nonlocal best
         if validator is None:
             return
-        score = validator(net, step, rank=rank, world=world, cancel=cancel)
+        import inspect
+
+        shows = progress is not None and "progress" in inspect.signature(validator).parameters
+        score = validator(net, step, rank=rank, world=world, cancel=cancel, **({"progress": progress} if shows else {}))
         net.to(device)                    # propagation's CUDA out-of-memory fallback moves a network to the CPU
         model.to(device).train()
         history.append(score)

@@ -27,8 +27,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import InputError
-from .progress import CancelLike, check_cancel
+from .progress import CancelLike, ProgressFn, check_cancel, report
 
+#: The progress stage of a validation, one step per case.
+STAGE = "validating"
 #: What ``ifssnet train --val-protocol`` (and Slicer's Training panel) offers: the issue's protocol, the
 #: paper's, or both (each case under each; the best network by the mean over all of those rows).
 VALIDATION_CHOICES = ("3-seeds", "paper", "both")
@@ -166,26 +168,32 @@ class Validator:
         refs = self._select(full_annotation(ref, str(case[1])), str(case[1]))
         return image.array, refs, tuple(image.geometry.spacing_kji)
 
-    def rows(self, model, cases: Optional[Sequence[ValidationCase]] = None, cancel: CancelLike = None) -> List[dict]:
+    def rows(self, model, cases: Optional[Sequence[ValidationCase]] = None, cancel: CancelLike = None,
+             progress: Optional[ProgressFn] = None) -> List[dict]:
         """One :func:`ifssnet.compare.compare` row per (case, segment) of ``cases`` (default: all);
         leaves ``model`` in eval mode. ``cancel`` is checked before each case and during its propagation
-        (:class:`~ifssnet.errors.Cancelled`)."""
+        (:class:`~ifssnet.errors.Cancelled`); ``progress`` gets :data:`STAGE` once per case (reading one and
+        propagating its segments takes minutes at full size)."""
         from .compare import compare
 
         device = self.device or str(next(model.parameters()).device)
         rows: List[dict] = []
-        for case in self.cases if cases is None else cases:
+        todo = list(self.cases if cases is None else cases)
+        for n, case in enumerate(todo):
+            report(progress, STAGE, n, len(todo))
             check_cancel(cancel)
             volume, refs, spacing = self._load(case)
             for protocol in self.protocols:
                 rows += compare(volume, refs, spacing, ["ifssnet"], protocol, count=self.count, every=self.every,
                                 cancel=cancel, method_options={"ifssnet": {"model": model, "device": device}})
             del volume, refs
+        report(progress, STAGE, len(todo), len(todo))
         return rows
 
-    def __call__(self, model, step: int, rank: int = 0, world: int = 1, cancel: CancelLike = None) -> ValidationScore:
+    def __call__(self, model, step: int, rank: int = 0, world: int = 1, cancel: CancelLike = None,
+                 progress: Optional[ProgressFn] = None) -> ValidationScore:
         """The score of ``model`` at training step ``step``; ``cancel`` stops it between cases and during a
-        propagation (:class:`~ifssnet.errors.Cancelled`).
+        propagation (:class:`~ifssnet.errors.Cancelled`); ``progress``: :meth:`rows`' (each rank its own cases).
 
         In a distributed run (``world`` > 1, process group initialised) every rank must call it: rank r
         propagates cases r, r + world, ..., and the rows are gathered in case order, so every rank gets
@@ -196,13 +204,13 @@ class Validator:
         if world > 1:
             import torch.distributed as dist
 
-            mine = [self.rows(model, [c], cancel) for c in self.cases[rank::world]]
+            mine = [self.rows(model, [c], cancel, progress) for c in self.cases[rank::world]]
             gathered: List = [None] * world
             dist.all_gather_object(gathered, mine)
             # case i is rank (i % world)'s (i // world)-th
             rows = [r for i in range(len(self.cases)) for r in gathered[i % world][i // world]]
         else:
-            rows = self.rows(model, cancel=cancel)
+            rows = self.rows(model, cancel=cancel, progress=progress)
         return self.score(rows, step, time.perf_counter() - t0)
 
     @staticmethod
