@@ -789,3 +789,42 @@ def test_shipped_network_volume_matches_reference(slicer_scene):
     assert row["dice"] >= SHIPPED_GM_PAPER_MIN_DICE
     assert row["volume_error_pct"] <= 100 * SHIPPED_GM_PAPER_MAX_VOLUME_ERROR
     assert result["segments"][sid]["voxel_count"] == int(out.sum())
+
+
+def test_seg_nrrd_written_by_ifssnet_opens_in_slicers_reader_with_overlapping_layers(scene_nodes, tmp_path):
+    """A .seg.nrrd from ifssnet.io.write_segmentation (its own layer packing, io.add_to_layers) with overlapping
+    segments (a 4-D file: several layers), an empty segment and mask values other than 0/1 opens in Slicer's own
+    reader (vtkMRMLSegmentationStorageNode) segment for segment on the volume's grid, names, colours and the
+    annotated-slices tag included."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from ifssnet.io import ANNOTATED_TAG, AnnotatedSlices, Geometry, Segment, Segmentation, write_segmentation
+
+    arrays = _arrays_module()
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ arrays.ijkToRasArray(volumeNode)
+    shifted = np.roll(truth, 3, axis=2)                        # overlaps GM: a second layer
+    third = np.roll(truth, -2, axis=1)                         # overlaps both: a third layer
+    masks = {"GM": truth, "SOL": shifted * 5, "GL": third, "Empty": np.zeros_like(truth)}
+    seg = Segmentation([Segment("GM", truth, (1.0, 0.0, 0.5), AnnotatedSlices(0, (3, 9, 14))),
+                        Segment("SOL", masks["SOL"], (0.2, 0.3, 0.9)),
+                        Segment("GL", np.asfortranarray(third), (0.1, 0.8, 0.1)),
+                        Segment("Empty", masks["Empty"], (0.9, 0.6, 0.2))], Geometry.from_ijk_to_lps(lps))
+    path = write_segmentation(seg, tmp_path / "ours.seg.nrrd")
+    import nrrd
+
+    assert nrrd.read_header(str(path))["sizes"][0] == 3        # 4-D: three layers
+    loaded = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Loaded")
+    reader = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    reader.SetFileName(str(path))
+    assert reader.ReadData(loaded)
+    segmentation = loaded.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 4
+    for n, (name, mask) in enumerate(masks.items()):
+        segment = segmentation.GetNthSegment(n)
+        assert segment.GetName() == name
+        sid = segmentation.GetNthSegmentID(n)
+        got = slicer.util.arrayFromSegmentBinaryLabelmap(loaded, sid, volumeNode)
+        np.testing.assert_array_equal(got > 0, mask > 0, err_msg=name)
+        assert np.allclose(segment.GetColor(), seg.segments[n].color)
+    from IFSSNetSegmentationLib.logic import segmentTag
+
+    assert segmentTag(segmentation.GetNthSegment(0), ANNOTATED_TAG) == AnnotatedSlices(0, (3, 9, 14)).to_tag()
