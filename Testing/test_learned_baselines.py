@@ -403,3 +403,18 @@ def test_pgnet_cross_entropy_term_is_added_to_the_dice_loss():
     assert both.item() > dice.item() > 0                     # cross-entropy of an untrained net is > 0
     both.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_bce_weight_is_refused_for_the_unet_which_has_no_such_term(tmp_path, capsys):
+    """--bce-weight is PG-Net's (its chain loss's cross-entropy term); the 3-D U-Net's training has none, so
+    ``--arch unet3d --bce-weight 1`` is refused by name, not ignored (exit 2, nothing written)."""
+    from cli_output import error_line
+    from ifssnet.cli import main
+
+    case = tmp_path / "case0"
+    case.mkdir()
+    capsys.readouterr()
+    assert main(["train", str(case), "--arch", "unet3d", "--out", str(tmp_path / "m.pt"), "--bce-weight", "1"]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert line.startswith("ifssnet: --bce-weight: implemented for IFSS-Net and PG-Net only, not 3-D U-Net."), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case0"]

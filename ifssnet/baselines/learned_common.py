@@ -295,25 +295,32 @@ def check_memory(args, pairs, segments, size: int, stored: Optional[dict] = None
     check_training_memory(need, todo=BASELINE_TODO)
 
 
-#: ``ifssnet train`` options (argparse dests) that ``--arch pgnet`` / ``unet3d`` read; any other one given is refused.
+#: ``ifssnet train`` options (argparse dests) that ``--arch pgnet`` and ``unet3d`` both read; any other one given is
+#: refused, unless :data:`PGNET_OPTIONS` holds it and the arch is PG-Net.
 BASELINE_OPTIONS = frozenset({"cases", "arch", "mode", "base", "resume", "out", "size", "width_mult", "segments",
-                              "epochs", "steps", "run_length", "lr", "bce_weight", "seed", "checkpoint_every",
-                              "device", "log"})
+                              "epochs", "steps", "run_length", "lr", "seed", "checkpoint_every", "device", "log"})
+#: options PG-Net reads and the 3-D U-Net does not (its training has no cross-entropy term).
+PGNET_OPTIONS = frozenset({"bce_weight"})
 
 
 def refuse_ifssnet_only(args, parser) -> None:
     """Refuse (:class:`~ifssnet.errors.InputError`, naming them) the ``ifssnet train`` options that ``--arch``
-    ``args.arch`` would ignore: every option outside :data:`BASELINE_OPTIONS` whose value differs from ``parser``'s
-    default. Call it before the recipe's defaults are filled in (:func:`ifssnet.train_cli.fill_recipe`)."""
+    ``args.arch`` would ignore: every option outside :data:`BASELINE_OPTIONS` (and, for PG-Net,
+    :data:`PGNET_OPTIONS`) whose value differs from ``parser``'s default. Call it before the recipe's defaults are
+    filled in (:func:`ifssnet.train_cli.fill_recipe`)."""
     names: dict = {}
     for action in parser._actions:
         if action.option_strings:
             names.setdefault(action.dest, action.option_strings[0])
-    given = [names.get(dest, "--" + dest.replace("_", "-")) for dest, value in sorted(vars(args).items())
-             if dest in names and dest not in BASELINE_OPTIONS and value != parser.get_default(dest)]
-    if given:
-        raise InputError(f"{', '.join(given)}: implemented for IFSS-Net only, not {_LABEL.get(args.arch, args.arch)}.",
-                         "Drop them, or train IFSS-Net (--arch ifssnet).")
+    read = BASELINE_OPTIONS | (PGNET_OPTIONS if args.arch == "pgnet" else frozenset())
+    given = [dest for dest, value in sorted(vars(args).items())
+             if dest in names and dest not in read and value != parser.get_default(dest)]
+    label = _LABEL.get(args.arch, args.arch)
+    parts = [(f"{', '.join(names[d] for d in dests)}: implemented for {who} only, not {label}")
+             for dests, who in (([d for d in given if d not in PGNET_OPTIONS], "IFSS-Net"),
+                                ([d for d in given if d in PGNET_OPTIONS], "IFSS-Net and PG-Net")) if dests]
+    if parts:
+        raise InputError("; ".join(parts) + ".", "Drop them, or train IFSS-Net (--arch ifssnet).")
 
 
 def train_cli(args) -> int:
