@@ -152,6 +152,8 @@ def test_the_gpu_running_out_of_memory_while_training_says_to_lower_the_batch(tm
     line = _error_line(capsys.readouterr()[1])
     assert code == 4 and line.startswith("ifssnet: The GPU ran out of memory while training.")
     assert "smaller --batch or --run-length" in line and f"--resume {out.with_name('m.ckpt.pt')}" in line
+    # --resume trains with the checkpoint's own recipe, so a smaller --batch given with it would be ignored: say so
+    assert "--resume keeps the run's own --batch and --run-length" in line
     monkeypatch.setattr(ifssnet.progress, "TqdmProgress", interrupting_progress("training", 2, RuntimeError("a bug")))
     assert main(["train", case, "--out", str(tmp_path / "n.pt"), "--epochs", "1", "--steps", "3", *TINY]) not in (0, 2, 4)
 

@@ -384,8 +384,9 @@ class _FilesKept:
 
         if gpu:
             return ResourceError("The GPU ran out of memory while training.",
-                                 "Train with a smaller --batch or --run-length (a step's memory grows with both), "
-                                 "or free the GPU of other programs; " + self.kept())
+                                 "Train with a smaller --batch or --run-length (a step's memory grows with both; "
+                                 "--resume keeps the run's own --batch and --run-length, so a smaller one is a new "
+                                 "run), or free the GPU of other programs; " + self.kept())
         return ResourceError("The computer ran out of memory while training.",
                              "Close other programs, or train on fewer or cropped volumes (or a smaller --batch); "
                              + self.kept())
