@@ -568,3 +568,26 @@ def test_progress_bars_follow_tqdms_environment_switch():
 
     assert drawn("0", None) and not drawn("1", None)
     assert not drawn("0", "1")
+
+
+def test_a_bar_opened_part_way_shows_the_rate_since_it_opened(monkeypatch):
+    """A stage's bar opened at step ``done`` > 0 (the training bar again after a validation, which now shows its
+    own 'validating' bar; a --resume'd run) counts its rate and time left from there, not as if the ``done``
+    steps took the moment since it opened (that showed e.g. 1000 it/s and 00:00 left)."""
+    import time
+
+    from ifssnet.progress import TqdmProgress
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    bar = TqdmProgress()
+    try:
+        bar("training", 500, 1000)
+        time.sleep(0.1)
+        bar("training", 501, 1000)
+        shown = str(bar._bar)
+        import re
+
+        rate = re.search(r"([\d.]+)it/s", shown)
+        assert "s/it" in shown or (rate and float(rate.group(1)) < 100), shown   # 1 step in 0.1 s, not 501
+    finally:
+        bar.close()

@@ -80,7 +80,9 @@ class TqdmProgress:
             self._stage = stage
             # disable is passed only when set, so that tqdm's own TQDM_DISABLE=1 (logs, batch jobs) applies.
             extra = {"disable": True} if self._disable else {}
-            self._bar = tqdm(total=total, desc=stage, unit="it", leave=False, **extra)
+            # initial: a bar opened part way (training again after a validation's bar, a resumed run) counts its
+            # rate and time left from there, not as if the steps done so far took no time.
+            self._bar = tqdm(total=total, initial=done, desc=stage, unit="it", leave=False, **extra)
         if self._bar is not None:
             self._bar.total = total
             self._bar.n = done
