@@ -160,6 +160,7 @@ fi
 # A step's working memory grows with BATCH x RUN_LENGTH (about 110 MB per slice of a run at size 128, width 0.5,
 # measured on the CPU, ifssnet.train_memory): batch 8 x runs of 100 needs about 90 GB, more than an H100 holds.
 # On a GPU the batch is lowered to what 80 % of its free memory fits (FIT_BATCH=0 keeps BATCH as given).
+IMAGE_BATCH=$(( BATCH * 8 ))                       # the image stage's single windows: small, not fitted
 if [ "$DEVICE" = cuda ] && [ "${FIT_BATCH:-1}" = 1 ]; then
     FIT=$($PY -c "import torch
 from ifssnet.train_memory import network_training_bytes as need
@@ -179,10 +180,10 @@ STAGE_CASES=(/tmp/data/train/s*)                # the cases train_stage trains o
 # Two stages (model card, session 7): the encoder first learns to find the muscles in the image alone, then
 # the whole network trains from it with the image-only head's loss kept on (--image-aux), so that the
 # features stay. Decoupled weight decay (the default since session 8) keeps the deep path alive.
-step "image pretraining for $IMAGE_MIN min from ${FROM:-a new network} (--mode image, batch $(( BATCH * 8 )) windows)"
+step "image pretraining for $IMAGE_MIN min from ${FROM:-a new network} (--mode image, batch $IMAGE_BATCH windows)"
 rm -f /tmp/ifssnet-image.pt /tmp/ifssnet-image.ckpt.pt   # never start from an earlier run's files (train refuses to replace a stopped run)
 timeout $(( IMAGE_MIN * 60 + 240 )) $IFSS train /tmp/data/train/s* --mode image "${START_ARGS[@]}" \
-    --out /tmp/ifssnet-image.pt --device "$DEVICE" --batch $(( BATCH * 8 )) --epochs 1 --steps 100000 --lr 1e-3 \
+    --out /tmp/ifssnet-image.pt --device "$DEVICE" --batch "$IMAGE_BATCH" --epochs 1 --steps 100000 --lr 1e-3 \
     --seed 19 --checkpoint-every 200 --time-limit "$IMAGE_MIN" >> "$LOG" 2>&1
 echo "image pretraining exit $?" >> "$LOG"
 # Stage 2 starts from stage 1's file (not in $OUT: at most 8 files come back), or where stage 1 did.

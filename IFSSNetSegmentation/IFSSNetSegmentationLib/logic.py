@@ -372,6 +372,7 @@ class IFSSNetSegmentationLogic:
                 seg.result = np.ascontiguousarray(np.moveaxis(resultT, 0, axis))
                 conf = confidence.get(seg.name) if confidence else None
                 seg.confidence = None if conf is None else np.asarray(conf, np.float32)
+            report(progress, STAGE_WRITING, len(segs), len(segs))
         job.runTime = time.perf_counter() - start
         return job
 
