@@ -55,10 +55,14 @@ def test_single_slice_groups_far_apart_and_stop_between_seeds_only():
 
 def test_runs_end_where_the_muscle_ends():
     m = _tube()
-    res = propagate(_volume(), {"T": cut_seeds(m, (18, 19, 20))}, EmptyModel(size=32), device="cpu", patience=4)
+    seen = []
+    res = propagate(_volume(), {"T": cut_seeds(m, (18, 19, 20))}, EmptyModel(size=32), device="cpu", patience=4,
+                    progress=lambda stage, done, total: seen.append((stage, done, total)))
     out = res.masks["T"]
     assert out.sum() == m[18:21].sum()
     assert len(res.ended["T"]) == 2          # both directions stopped
+    steps = [(d, t) for s, d, t in seen if s == "propagating"]
+    assert res.windows < steps[-1][1] and steps[-1] == (steps[-1][1],) * 2   # the bar ends full, not at the stop
 
 
 def test_no_muscle_marks_do_not_lower_the_area_that_ends_a_run():

@@ -385,6 +385,7 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
                             min_area[r.segment], stop_at_end, patience, ended[r.segment])
                 done_steps += len(batch)
             report(progress, "propagating", done_steps, total)
+        report(progress, "propagating", total, total)     # runs that stopped at a muscle's end skip their other steps
         for r in runs:
             flush(r, partial[id(r)], acc[r.segment], upto=None)
     timings["encode"] = cache.seconds if cache is not None else 0.0
