@@ -97,8 +97,7 @@ def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
         raise InputError(f"The annotation of case '{name}' has no segments.", "Give a segmentation with at least one segment.")
     for n in names:
         s = seg.get(n)
-        m = torch.from_numpy(s.mask.astype(np.float32))
-        masks[n] = (grid.to_work(m) > 0.5).to(torch.uint8).numpy()
+        masks[n] = work_mask(s.mask, grid)
         k = np.zeros(volume.shape[0], bool)
         annotated = s.annotated if s.annotated is not None else _untagged_annotation(s.mask)
         if annotated is None:
@@ -115,6 +114,20 @@ def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
             k[list(annotated.slices)] = True
         known[n] = k
     return Case(name, image, masks, known, slice_spacing_mm)
+
+
+def work_mask(mask: np.ndarray, grid: InPlaneGrid, chunk: int = 64) -> np.ndarray:
+    """A mask (K, J, I) on the working grid: uint8 (K, S, S), 1 where the resized mask is above 0.5. Converted
+    ``chunk`` slices at a time, as :func:`ifssnet.preprocess.normalized_work_volume` does the image, so that its
+    float32 copies stay (chunk, P, P): on a 1400 x 512 x 512 case the whole mask in float32 and padded took
+    about 3 GB at once."""
+    import torch
+
+    out = np.empty((mask.shape[0], grid.size, grid.size), np.uint8)
+    for k0 in range(0, mask.shape[0], chunk):
+        part = torch.from_numpy(np.asarray(mask[k0:k0 + chunk], dtype=np.float32))
+        out[k0:k0 + chunk] = (grid.to_work(part) > 0.5).numpy()
+    return out
 
 
 def _untagged_annotation(mask: np.ndarray):

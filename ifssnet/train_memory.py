@@ -15,10 +15,10 @@ reading one case, beyond those             the volume ``b N`` and the annotation
                                            image reader's own buffer (``b N``), the annotation reader's (its
                                            voxel array twice and 2 masks of the file's grid; the masks before
                                            resampling where its grid differs), and the conversion to the working
-                                           grid (:func:`ifssnet.dataset.case_from_arrays`: one segment's float32
-                                           copy ``4 N``, padded ``4 K P^2``, resized and thresholded ``6 K S^2``,
-                                           or the intensity statistics' or the normalisation's float32 copies
-                                           if larger, times ``HEAP_SLACK``; and the case being built). These add
+                                           grid (:func:`ifssnet.dataset.case_from_arrays`: the float32 copies of
+                                           ``CHUNK`` slices of a mask (:func:`ifssnet.dataset.work_mask`) or of
+                                           the image, or the intensity statistics' sample, whichever is largest,
+                                           times ``HEAP_SLACK``; and the case being built). These add
                                            up: the readers' freed buffers stay in the heap. Counted for the
                                            largest case, with every other case kept
 the network's training working memory      ``TRAINING_CHANNELS x width_mult`` float32 maps of (w, S, S) per slice
@@ -139,7 +139,8 @@ NORMALIZE_BYTES = 20
 #: overlap. Measured peak of ``load_case`` against :func:`reading_bytes` with this factor, S = 32 and 128:
 #: 0.4-0.8 for 120-400 x 200 x 320 and 60 x 300 x 300, 0.8-0.9 for 200 x 256 x 256 (whose peak varies
 #: by +-10 % from run to run); a full-size phantom (``ifssnet phantom DIR --seed 1000``: 1400 x 512 x 512 uint8, 3
-#: segments), S = 128: 4966 MiB measured against 7656 MiB estimated (0.65; session 39).
+#: segments), S = 128: 2096 MiB measured against 3871 MiB estimated (0.54; session 39, since the masks are
+#: converted 64 slices at a time: 4966 MiB before, when each went to float32 whole).
 HEAP_SLACK = 1.5
 #: segments assumed for a plain labelmap, whose labels are known only from its voxels (the paper's 3 muscles).
 LABELMAP_SEGMENTS = 3
@@ -219,7 +220,7 @@ def reading_bytes(case: CaseShape, size: int) -> int:
     kept = case.itemsize * N + case.file_segments * N
     stats = STATS_BYTES * min(K, 2 * CHUNK) * J * I
     normalize = NORMALIZE_BYTES * min(K, CHUNK) * P * P + 4 * K * S * S
-    masks = 4 * N + 4 * K * P * P + 6 * K * S * S
+    masks = 4 * min(K, CHUNK) * (J * I + 2 * P * P) + 6 * min(K, CHUNK) * S * S    # work_mask's chunks
     convert = int(HEAP_SLACK * max(stats, normalize, masks)) + case_store_bytes(K, S, case.segments)
     return kept + case.itemsize * N + case.read_bytes + case.resampled_bytes + convert
 
