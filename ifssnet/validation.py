@@ -204,7 +204,11 @@ class Validator:
         if world > 1:
             import torch.distributed as dist
 
-            mine = [self.rows(model, [c], cancel, progress) for c in self.cases[rank::world]]
+            todo, mine = self.cases[rank::world], []
+            for n, case in enumerate(todo):       # rows case by case: they are gathered in case order
+                report(progress, STAGE, n, len(todo))
+                mine.append(self.rows(model, [case], cancel))
+            report(progress, STAGE, len(todo), len(todo))
             gathered: List = [None] * world
             dist.all_gather_object(gathered, mine)
             # case i is rank (i % world)'s (i // world)-th
