@@ -1,7 +1,16 @@
 """Shared pieces of the command-line tests (``test_cli.py``, ``test_compare_errors.py``,
-``test_train_cli_errors.py``): the one error line a failing command prints, and a progress bar that
+``test_train_cli_errors.py``): running a command with its output captured, the one error line a failing command prints, and a progress bar that
 is interrupted as Ctrl-C would."""
 from __future__ import annotations
+
+
+def run_cli(capsys, *argv):
+    """``ifssnet`` with ``argv`` (each turned into a string): its exit code, stdout and stderr."""
+    from ifssnet.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def error_line(err: str) -> str:

@@ -15,8 +15,7 @@ import pytest
 from ifssnet import compare as C
 from ifssnet import compare_cli as CC
 from ifssnet.baselines import registry
-from cli_output import error_line as _error_line, interrupting_progress  # noqa: E402
-from ifssnet.cli import main
+from cli_output import error_line as _error_line, interrupting_progress, run_cli as _cli  # noqa: E402
 from ifssnet.errors import SeedError, VolumeError
 from ifssnet.io import Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
 from ifssnet.seeds import cut_seeds
@@ -64,12 +63,6 @@ def case(tmp_path):
     (tmp_path / "out.csv").write_text("the previous table")
     (tmp_path / "out.png").write_bytes(b"the previous plot")
     return tmp_path
-
-
-def _cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _assert_old_outputs_untouched(folder: Path):
