@@ -29,3 +29,13 @@ def child_processes(monkeypatch):
 
     monkeypatch.setattr(child_process.subprocess, "Popen", recording_popen)
     return started
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A real, untrained, tiny IFSS-Net (size 32, width 0.25) saved as a checkpoint, once per session."""
+    torch = pytest.importorskip("torch")
+    from ifssnet.model import IFSSNet, IFSSNetConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", IFSSNet(IFSSNetConfig(size=32, width_mult=0.25)))

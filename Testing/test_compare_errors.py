@@ -111,15 +111,6 @@ def test_a_volume_one_slice_thick_is_refused_as_a_2d_image(case, ran, capsys):
         C.compare(_volume(m), {"GM": m}, (0.8, 0.5, 0.5), ["copy"], seeds={"GM": cut_seeds(m, (0,))})
 
 
-@pytest.fixture
-def tiny_model(tmp_path):
-    torch = pytest.importorskip("torch")
-    from ifssnet.model import IFSSNet, IFSSNetConfig, save_checkpoint
-
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path / "tiny.pt", IFSSNet(IFSSNetConfig(size=32, width_mult=0.25)))
-
-
 def test_a_corrupt_model_is_refused_before_any_work_exit_3(case, ran, tiny_model, capsys):
     bad = case / "half.pt"
     bad.write_bytes(Path(tiny_model).read_bytes()[:5000])

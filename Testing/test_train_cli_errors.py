@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from cli_output import error_line as _error_line, interrupting_progress, recording_progress  # noqa: E402
 from ifssnet.cli import main
@@ -46,13 +45,6 @@ def _nothing_written(out: Path, log: Path) -> None:
     assert not [p for p in out.parent.iterdir() if ".tmp" in p.name]
 
 
-def _tiny_model(path: Path) -> Path:
-    from ifssnet.model import IFSSNet, IFSSNetConfig, save_checkpoint
-
-    torch.manual_seed(0)
-    return save_checkpoint(path, IFSSNet(IFSSNetConfig(size=32, width_mult=0.15)))
-
-
 @pytest.mark.parametrize("kind", ["2-D file", "one-slice 3-D file"])
 def test_a_2d_volume_is_refused_and_nothing_is_written(tmp_path, capsys, kind):
     case = _case(tmp_path / "c")
@@ -67,10 +59,10 @@ def test_a_2d_volume_is_refused_and_nothing_is_written(tmp_path, capsys, kind):
     _nothing_written(out, log)
 
 
-def test_a_corrupt_base_model_is_refused_and_nothing_is_written(tmp_path, capsys):
+def test_a_corrupt_base_model_is_refused_and_nothing_is_written(tmp_path, tiny_model, capsys):
     case = _case(tmp_path / "c")
     half = tmp_path / "half.pt"
-    half.write_bytes(_tiny_model(tmp_path / "tiny.pt").read_bytes()[:5000])
+    half.write_bytes(Path(tiny_model).read_bytes()[:5000])
     out, log = tmp_path / "out" / "m.pt", tmp_path / "out" / "log.jsonl"
     out.parent.mkdir()
     code, line = _train(capsys, case, out, log, "--from", half)
