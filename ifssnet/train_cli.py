@@ -21,7 +21,7 @@ from .dataset import load_case, require_painted
 from .errors import InputError
 from .train import StepLog, TrainConfig, train
 from .train_recipe import (FEWSHOT_BETA, FINETUNE_LR, RECIPE, cli_value, inherit_recipe, learning_rates,
-                           recipe_options, withheld_from_base)
+                           recipe_options, stored_config, withheld_from_base)
 from .validation import VALIDATION_CHOICES
 
 
@@ -417,10 +417,11 @@ def _check_memory(args, train_pairs, segments, size: int, stored=None, resumed_m
     from .errors import IFSSNetError
     from .train_memory import case_shape, check_training_memory, estimate_training_bytes, trains_on_gpu
 
-    recipe = dict(((resumed_meta or {}).get("training") or {}).get("config") or {}) if resumed_meta else {}
+    recipe = stored_config(resumed_meta)
 
     def option(key, default):
-        return recipe.get(key, getattr(args, key, None) if getattr(args, key, None) is not None else default)
+        given = getattr(args, key, None)
+        return recipe.get(key, given if given is not None else default)
 
     cases = [case_shape(v, a, segments) for v, a in train_pairs]
     held_out = []

@@ -477,9 +477,9 @@ def _outOfMemoryAsResourceError(outputPath: str):
 
 def _runRecipe(recipe: dict, resumedMeta: Optional[dict]) -> dict:
     """The recipe a run trains with: a resumed run's own (its checkpoint's training config), else ``recipe``."""
-    if resumedMeta:
-        return {**recipe, **dict((resumedMeta.get("training") or {}).get("config") or {})}
-    return recipe
+    from ifssnet.train_recipe import stored_config
+
+    return {**recipe, **stored_config(resumedMeta)}
 
 
 def _nodeCaseShape(volume, annotation, segmentNames: Optional[Sequence[str]] = None):

@@ -279,8 +279,9 @@ def check_memory(args, pairs, segments, size: int, stored: Optional[dict] = None
     run's (``resumed_meta``) or the defaults with ``--run-length``."""
     from ..train_memory import (BASELINE_TODO, PGNET_CHAIN, baseline_width, case_shape, check_training_memory,
                                 estimate_baseline_training_bytes, trains_on_gpu)
+    from ..train_recipe import stored_config
 
-    recipe = dict(((resumed_meta or {}).get("training") or {}).get("config") or {})
+    recipe = stored_config(resumed_meta)
     cases = [case_shape(v, a, segments) for v, a in pairs]
     stored = stored or {}
     arch = args.arch
