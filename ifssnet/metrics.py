@@ -60,6 +60,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import GeometryError, InputError
+from .io import bounding_box as _bbox
 from .progress import CancelLike, ProgressFn, check_cancel, report
 
 __all__ = ["evaluate", "volume_stats", "slice_dice", "slice_surface_distances", "surface_distances",
@@ -108,27 +109,6 @@ def _excluded_rows(exclude_slices: Iterable[int], k: int) -> np.ndarray:
                              "Give slice indices along axis 0 of the masks.")
         rows[idx] = True
     return rows
-
-
-def _bbox(masks: Sequence[np.ndarray]) -> Optional[Tuple[slice, slice, slice]]:
-    """Bounding box (tuple of slices) of the union of non-zero voxels of 3-D masks; None if all empty.
-
-    Reduces along axis 0 first on the whole array, then along the other axes only inside the
-    occupied rows, so a 512 x 512 x 1400 mask is read about twice.
-    """
-    rows = np.zeros(masks[0].shape[0], dtype=bool)
-    for m in masks:
-        rows |= m.reshape(m.shape[0], -1).any(axis=1)
-    if not rows.any():
-        return None
-    k = np.flatnonzero(rows)
-    ks = slice(int(k[0]), int(k[-1]) + 1)
-    plane = np.zeros(masks[0].shape[1:], dtype=bool)
-    for m in masks:
-        plane |= m[ks].any(axis=0)
-    j = np.flatnonzero(plane.any(axis=1))
-    i = np.flatnonzero(plane.any(axis=0))
-    return ks, slice(int(j[0]), int(j[-1]) + 1), slice(int(i[0]), int(i[-1]) + 1)
 
 
 def _surface(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
