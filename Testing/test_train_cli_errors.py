@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from cli_output import error_line as _error_line, interrupting_progress, recording_progress  # noqa: E402
+from cli_output import error_line as _error_line, interrupting_progress, recording_progress, run_cli  # noqa: E402
 from ifssnet.cli import main
 from ifssnet.io import Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
 
@@ -32,10 +32,17 @@ def _case(folder: Path, masks=None, volume=None):
     return f"{folder / 'volume.nrrd'}:{folder / 'annotation.seg.nrrd'}"
 
 
-def _train(capsys, case, out, log, *extra):
-    code = main(["train", case, "--out", str(out), "--log", str(log), "--epochs", "1", "--steps", "1", *TINY,
-                 *map(str, extra)])
-    _, err = capsys.readouterr()
+@pytest.fixture
+def outputs(tmp_path):
+    """OUT (out/m.pt) and LOG (out/log.jsonl) in a new folder ``out``."""
+    (tmp_path / "out").mkdir()
+    return tmp_path / "out" / "m.pt", tmp_path / "out" / "log.jsonl"
+
+
+def _train(capsys, cases, out, log, *extra):
+    """One short ``ifssnet train`` of ``cases`` (a list); its exit code and error line."""
+    code, _, err = run_cli(capsys, "train", *cases, "--out", out, "--log", log, "--epochs", "1", "--steps", "1",
+                           *TINY, *extra)
     return code, _error_line(err)
 
 
@@ -46,51 +53,46 @@ def _nothing_written(out: Path, log: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["2-D file", "one-slice 3-D file"])
-def test_a_2d_volume_is_refused_and_nothing_is_written(tmp_path, capsys, kind):
+def test_a_2d_volume_is_refused_and_nothing_is_written(tmp_path, outputs, capsys, kind):
     case = _case(tmp_path / "c")
     if kind == "2-D file":
         sitk.WriteImage(sitk.Image([I, J], sitk.sitkUInt8), str(tmp_path / "c" / "volume.nrrd"))
     else:                                      # a single frame saved as a 3-D file, as Slicer holds a 2-D image
         case = _case(tmp_path / "c", {"GM": _muscle()[:1]}, np.zeros((1, J, I), np.uint8))
-    out, log = tmp_path / "out" / "m.pt", tmp_path / "out" / "log.jsonl"
-    out.parent.mkdir()
-    code, line = _train(capsys, case, out, log)
+    out, log = outputs
+    code, line = _train(capsys, [case], out, log)
     assert code == 2 and "2-D image" in line and "Load the reconstructed 3-D ultrasound volume" in line
     _nothing_written(out, log)
 
 
-def test_a_corrupt_base_model_is_refused_and_nothing_is_written(tmp_path, tiny_model, capsys):
+def test_a_corrupt_base_model_is_refused_and_nothing_is_written(tmp_path, outputs, tiny_model, capsys):
     case = _case(tmp_path / "c")
     half = tmp_path / "half.pt"
     half.write_bytes(Path(tiny_model).read_bytes()[:5000])
-    out, log = tmp_path / "out" / "m.pt", tmp_path / "out" / "log.jsonl"
-    out.parent.mkdir()
-    code, line = _train(capsys, case, out, log, "--from", half)
+    out, log = outputs
+    code, line = _train(capsys, [case], out, log, "--from", half)
     assert code == 3 and "corrupt or truncated" in line and "half.pt" in line
     _nothing_written(out, log)
 
 
-def test_an_empty_segment_is_refused_by_name_before_the_log_is_opened(tmp_path, capsys):
+def test_an_empty_segment_is_refused_by_name_before_the_log_is_opened(tmp_path, outputs, capsys):
     """An annotation whose only segment is empty, and a segment named with --segments that is empty in one case of
     two: refused before any training (no log file either), naming the segment and the case, with what to do."""
-    out, log = tmp_path / "out" / "m.pt", tmp_path / "out" / "log.jsonl"
-    out.parent.mkdir()
+    out, log = outputs
     empty = _case(tmp_path / "empty", {"GM": np.zeros((K, J, I), np.uint8)})
-    code, line = _train(capsys, empty, out, log)
+    code, line = _train(capsys, [empty], out, log)
     assert code == 2 and "Segment 'GM' of case 'empty' is empty" in line and "paint" in line
     _nothing_written(out, log)
     good = _case(tmp_path / "good", {"GM": _muscle(), "SOL": _muscle()})
     wrong = _case(tmp_path / "wrong", {"GM": _muscle(), "SOL": np.zeros((K, J, I), np.uint8)})
-    code = main(["train", good, wrong, "--segments", "SOL", "--out", str(out), "--log", str(log), "--epochs", "1",
-                 "--steps", "1", *TINY])
-    line = _error_line(capsys.readouterr()[1])
+    code, line = _train(capsys, [good, wrong], out, log, "--segments", "SOL")
     assert code == 2 and "Segment 'SOL' of case 'wrong' is empty" in line and "--segments" in line
     _nothing_written(out, log)
 
 
 @pytest.mark.parametrize("at, checkpointed", [(2, True), (1, False)])
-def test_ctrl_c_while_training_keeps_the_earlier_model_and_says_what_was_kept(tmp_path, capsys, monkeypatch, at,
-                                                                             checkpointed):
+def test_ctrl_c_while_training_keeps_the_earlier_model_and_says_what_was_kept(tmp_path, outputs, capsys, monkeypatch,
+                                                                             at, checkpointed):
     """Ctrl-C after a checkpoint was saved: exit 130, the earlier OUT.pt is byte for byte as it was, and the line
     says the checkpoint is kept and how to resume (not "Nothing was written"). Before any checkpoint: it says
     that no checkpoint was saved."""
@@ -98,8 +100,7 @@ def test_ctrl_c_while_training_keeps_the_earlier_model_and_says_what_was_kept(tm
 
     monkeypatch.setattr(ifssnet.progress, "TqdmProgress", interrupting_progress("training", at))
     case = _case(tmp_path / "c")
-    out, log = tmp_path / "out" / "m.pt", tmp_path / "out" / "log.jsonl"
-    out.parent.mkdir()
+    out, log = outputs
     out.write_bytes(b"an earlier model, kept as it is")
     code = main(["train", case, "--out", str(out), "--log", str(log), "--epochs", "1", "--steps", "3",
                  "--checkpoint-every", "1", *TINY])
