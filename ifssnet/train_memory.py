@@ -34,7 +34,8 @@ validation, one case at a time             its volume and masks, read again at e
                                            (:func:`ifssnet.compare.compare` propagates them one by one),
                                            the reference's copies and the larger of that propagation and the
                                            surface-distance scoring that follows it (``SCORE_BYTES`` per voxel of
-                                           the muscle's box, at most ``EDT_MAX_VOXELS``, and 4 bool masks)
+                                           the muscle's box, at most :data:`ifssnet.metrics.EDT_MAX_VOXELS`,
+                                           and 4 bool masks)
 fixed overhead                             :data:`ifssnet.memory.OVERHEAD_BYTES` (the torch runtime's buffers)
 =========================================  ===========================================================
 
@@ -147,8 +148,6 @@ HEAP_SLACK = 1.5
 LABELMAP_SEGMENTS = 3
 #: bytes per voxel of the surface-distance scoring's box (the int32 feature transform (3, box) and its buffers).
 SCORE_BYTES = 16
-#: boxes above this many voxels are scored with a k-d tree instead (``ifssnet.metrics.EDT_MAX_VOXELS``).
-EDT_MAX_VOXELS = 2 ** 26
 
 TODO = ("Train on fewer or smaller cases (crop the volumes to the muscles: Crop Volume module), with a smaller "
         "--size, --batch or --run-length, or close other programs. If this computer has more memory free than "
@@ -279,6 +278,8 @@ def baseline_step_bytes(arch: str, size: int, width: int, *, batch: int = BASELI
 def validation_bytes(case: CaseShape, size: int, width_mult: float = 1.0, window: int = 3, runs: int = 2) -> int:
     """Peak bytes of validating on one case (module table); ``runs``: propagation runs per segment (2 per seed
     group: the ``paper`` protocol's groups every 100 slices, ``3-seeds``' one)."""
+    from .metrics import EDT_MAX_VOXELS      # boxes above it are scored with a k-d tree instead
+
     N = case.voxels
     kept = case.itemsize * N + case.file_segments * N
     one = estimate_propagation_bytes(case.shape_kji, 1, size, window=window, runs=runs,
