@@ -461,16 +461,11 @@ def cli(args) -> int:
 def _write_texts(items) -> None:
     """Write ``[(path or None, text)]`` together (:func:`ifssnet.io.write_together`), making the folders: Ctrl-C
     or a failure before all are written leaves every one as it was."""
-    from .errors import ResourceError
-    from .io import write_together
+    from .io import make_folders, write_together
 
     items = [(Path(path), text) for path, text in items if path]
     for path, _ in items:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:       # as atomic_write(make_folder=True) says it
-            raise ResourceError(f"Could not create the folder '{path.parent}': {exc.strerror or exc}.",
-                                "Choose an output path you can write to.") from exc
+        make_folders(path.parent)
     write_together([(path, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8")) for path, text in items])
 
 

@@ -190,17 +190,24 @@ def atomic_write(path, write_fn, make_folder: bool = False) -> Path:
     path = Path(path)
     folder = path.parent
     if make_folder:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ResourceError(f"Could not create the folder '{folder}': {exc.strerror or exc}.",
-                                "Choose an output path you can write to.") from exc
+        make_folders(folder)
     if not folder.is_dir():
         raise ResourceError(f"The folder '{folder}' does not exist.", "Create it or choose another output path.")
     if not os.access(folder, os.W_OK):
         raise ResourceError(f"The folder '{folder}' is not writable.", "Choose an output path you can write to.")
     write_together([(path, write_fn)])
     return path
+
+
+def make_folders(folder) -> Path:
+    """Create ``folder`` and its parents if missing; a :class:`ResourceError` when it cannot be made."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResourceError(f"Could not create the folder '{folder}': {exc.strerror or exc}.",
+                            "Choose an output path you can write to.") from exc
+    return folder
 
 
 def check_output_file(path, inputs=(), what_it_replaces: str = "it", file_hint: str = "Give a file name.") -> Path:
