@@ -29,10 +29,8 @@ def smoothed(sigma_k: float, sigma_xy: float):
     sigma = (sigma_k, sigma_xy, sigma_xy)
 
     def masks(probs, *args, **kwargs):
-        for name, p in list(probs.items()):
-            arr = p.numpy() if isinstance(p, torch.Tensor) else np.asarray(p)
-            out = gaussian_filter(arr.astype(np.float32), sigma=sigma, mode="reflect")
-            probs[name] = torch.from_numpy(out) if isinstance(p, torch.Tensor) else out
+        for name, p in list(probs.items()):  # float tensors (K', S, S), as masks_from_probabilities takes them
+            probs[name] = torch.from_numpy(gaussian_filter(p.numpy().astype(np.float32), sigma=sigma, mode="reflect"))
         return inner(probs, *args, **kwargs)
     return masks
 
