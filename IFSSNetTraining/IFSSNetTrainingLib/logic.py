@@ -113,21 +113,13 @@ class IFSSNetTrainingLogic:
             from ifssnet.train import TrainConfig, train as coreTrain
             from ifssnet.train_recipe import inherit_recipe, learning_rates
 
-            baseMeta, config, meta = None, None, None
-            if baseModel or resume:
-                from ifssnet.model.checkpoint import load_checkpoint
-
-                _, config, meta = load_checkpoint(resume or baseModel)
-                size = config.size
-                modelConfig = None
-                baseMeta = None if resume else meta       # a resumed run keeps its own config
-            else:
-                from ifssnet.model import IFSSNetConfig
-
-                modelConfig = IFSSNetConfig(size=size, width_mult=widthMult)
+            config, meta = _networkOf(baseModel, resume, size, widthMult)
+            size = config.size
+            modelConfig = None if baseModel or resume else config   # a model file's network is the stored one
+            baseMeta = None if resume else meta       # a resumed run keeps its own config
             recipe, inherited = inherit_recipe(baseMeta, {"run_length": runLength, "tversky_beta": tverskyBeta},
                                                mode=mode)
-            _checkTrainingMemory(pairs, mode, config or modelConfig, _runRecipe(recipe, meta if resume else None),
+            _checkTrainingMemory(pairs, mode, config, _runRecipe(recipe, meta if resume else None),
                                  segmentNames=segmentNames, validationPairs=validationPairs, valProtocol=valProtocol,
                                  fillGap=fillGap, emptyPastEnds=emptyPastEnds, device=device)
             cases = []
@@ -195,15 +187,7 @@ class IFSSNetTrainingLogic:
         before it reads the cases. Returns the bytes estimated."""
         from ifssnet.train_recipe import inherit_recipe
 
-        config, meta = None, None
-        if baseModel or resume:
-            from ifssnet.model.checkpoint import load_checkpoint
-
-            _, config, meta = load_checkpoint(resume or baseModel)
-        else:
-            from ifssnet.model import IFSSNetConfig
-
-            config = IFSSNetConfig(size=size, width_mult=widthMult)
+        config, meta = _networkOf(baseModel, resume, size, widthMult)
         recipe, _ = inherit_recipe(None if resume else meta, {"run_length": runLength}, mode=mode)
         return _checkTrainingMemory(pairs, mode, config, _runRecipe(recipe, meta if resume else None),
                                     segmentNames=segmentNames, validationPairs=validationPairs,
@@ -473,6 +457,19 @@ def _outOfMemoryAsResourceError(outputPath: str):
             "Close other programs, or train on fewer volumes or on volumes cropped to the muscles (Crop Volume "
             f"module); {os.path.basename(outputPath)} and its model card were not written, and earlier files of "
             "those names are as they were.") from None
+
+
+def _networkOf(baseModel, resume, size: int, widthMult: float):
+    """``(config, meta)`` of the network a run trains: the ``resume`` or ``baseModel`` file's
+    (:func:`ifssnet.model.checkpoint.load_checkpoint`), else a new one of ``size`` and ``widthMult`` (meta None)."""
+    if baseModel or resume:
+        from ifssnet.model.checkpoint import load_checkpoint
+
+        _, config, meta = load_checkpoint(resume or baseModel)
+        return config, meta
+    from ifssnet.model import IFSSNetConfig
+
+    return IFSSNetConfig(size=size, width_mult=widthMult), None
 
 
 def _runRecipe(recipe: dict, resumedMeta: Optional[dict]) -> dict:
