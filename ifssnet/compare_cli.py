@@ -201,8 +201,8 @@ def _cli_compare(args) -> int:
     else:
         print(format_table(rows))
     title = f"{args.volume.name}: {args.protocol if seeds is None else 'given seeds'}"
-    write_together([(p, w) for p, w in ((args.csv, lambda tmp: write_csv(rows, tmp)),
-                                        (args.plot, lambda tmp: plot(rows, tmp, title=title))) if p])
+    write_together([(args.csv, lambda tmp: write_csv(rows, tmp)),
+                    (args.plot, lambda tmp: plot(rows, tmp, title=title))])
     return 0
 
 
@@ -229,7 +229,6 @@ def _cli_compare_set(args) -> int:
         print()
         print(format_summary(res["summary_by_muscle"], ("method", "muscle")))
     title = f"{len(args.dirs)} cases, protocol {args.protocol}"
-    write_together([(p, w) for p, w in ((args.csv, lambda tmp: write_csv(res["rows"], tmp)),
-                                        (args.plot, lambda tmp: plot_summary(res["summary_by_muscle"], tmp, title=title)))
-                    if p])
+    write_together([(args.csv, lambda tmp: write_csv(res["rows"], tmp)),
+                    (args.plot, lambda tmp: plot_summary(res["summary_by_muscle"], tmp, title=title))])
     return 0

@@ -234,12 +234,14 @@ def write_together(writers: Sequence[Tuple[Path, Callable[[str], object]]]) -> N
     target's own file name inside a fresh hidden folder next to it; once every one has written, what each wrote is
     moved into place, writer by writer, the named file last (after a detached header's data file). A failure or
     Ctrl-C before the moves leaves every earlier file of those names as it was; an ``OSError`` is a
-    :class:`ResourceError`."""
+    :class:`ResourceError`. A writer whose path is None (an output not asked for) is skipped."""
     import shutil
 
     tmpdirs, written, moving, path = [], [], False, None
     try:
         for path, write in writers:
+            if path is None:
+                continue
             path = Path(path)
             tmpdirs.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)))
             write(str(tmpdirs[-1] / path.name))
