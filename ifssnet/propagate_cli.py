@@ -209,7 +209,7 @@ def _propagate_with(args, output: Path, device: str, net, bar) -> None:
     from .io import AnnotatedSlices, read_segmentation, read_volume, segmentation_from_masks, split_names
     from .memory import check_propagation_memory
     from .preprocess import check_volume
-    from .propagate import frames_for, propagate
+    from .propagate import STOP_AREA_FRACTION, frames_for, propagate
     from .seeds import slice_extent, validate_seeds
 
     window = int(getattr(getattr(net, "config", None), "window", 3))
@@ -234,7 +234,7 @@ def _propagate_with(args, output: Path, device: str, net, bar) -> None:
                        match_slice_spacing=not args.every_frame,
                        between_seeds_only=args.between_seeds_only, preset=args.preset,
                        exclusive=not args.allow_overlap, blend=args.blend, progress=bar,
-                       **({} if args.stop_area is None else {"min_area_fraction": args.stop_area}))
+                       min_area_fraction=STOP_AREA_FRACTION if args.stop_area is None else args.stop_area)
     masks = {n: np.ascontiguousarray(np.moveaxis(m, 0, axis)) for n, m in result.masks.items()}
     annotated = {n: AnnotatedSlices(axis, tuple(s.slices)) for n, s in seed_map.items()}
     sidecar = sidecar_path(output)
