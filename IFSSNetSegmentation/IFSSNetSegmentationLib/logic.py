@@ -358,11 +358,12 @@ class IFSSNetSegmentationLogic:
                 report(progress, STAGE_WRITING, n, len(segs))
                 check_cancel(cancel)
                 seg.frames = frames
-                resultT = np.asarray(masks[seg.name]).astype(np.uint8, copy=True)
+                resultT = np.asarray(masks[seg.name])
                 if resultT.shape != volumeT.shape:
                     raise IFSSNetError(f"The method returned a mask of shape {resultT.shape}, expected {volumeT.shape}.",
                                        "Report this as a bug.")
-                resultT = (resultT > 0).astype(np.uint8)
+                # as uint8 (a no-op for the core's uint8 masks), then 0/1 in a new array: its bool viewed, not cast
+                resultT = (resultT.astype(np.uint8, copy=False) > 0).view(np.uint8)
                 if job.extent == "between":
                     lo, hi = min(seg.seedSlices), max(seg.seedSlices)
                     resultT[:lo] = 0
