@@ -21,6 +21,7 @@ import torch
 
 from fake_models import CopyModel
 from cli_output import error_line as _error_line, interrupting_progress, recording_progress  # noqa: E402
+from cli_output import run_cli as _cli  # noqa: E402
 from ifssnet.cli import EXIT_INTERNAL, main
 from ifssnet.io import (AnnotatedSlices, Geometry, Image, read_segmentation, segmentation_from_masks,
                         write_segmentation, write_volume)
@@ -74,12 +75,6 @@ def offline(monkeypatch):
 
     for name in ("socket", "create_connection", "getaddrinfo", "socketpair"):
         monkeypatch.setattr(socket, name, refuse)
-
-
-def _cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _leftovers(folder: Path):
