@@ -22,7 +22,7 @@ import torch
 from fake_models import CopyModel
 from cli_output import error_line as _error_line, interrupting_progress, recording_progress  # noqa: E402
 from cli_output import run_cli as _cli  # noqa: E402
-from ifssnet.cli import EXIT_INTERNAL, main
+from ifssnet.cli import EXIT_INTERNAL
 from ifssnet.io import (AnnotatedSlices, Geometry, Image, read_segmentation, segmentation_from_masks,
                         write_segmentation, write_volume)
 
