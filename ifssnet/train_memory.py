@@ -142,7 +142,8 @@ NORMALIZE_BYTES = 20
 #: 0.4-0.8 for 120-400 x 200 x 320 and 60 x 300 x 300, 0.8-0.9 for 200 x 256 x 256 (whose peak varies
 #: by +-10 % from run to run); a full-size phantom (``ifssnet phantom DIR --seed 1000``: 1400 x 512 x 512 uint8, 3
 #: segments), S = 128: 2096 MiB measured against 3871 MiB estimated (0.54; session 39, since the masks are
-#: converted 64 slices at a time: 4966 MiB before, when each went to float32 whole).
+#: converted 64 slices at a time: 4966 MiB before, when each went to float32 whole). Command:
+#: ``python benchmarks/case_memory.py DIR/volume.nrrd DIR/reference.seg.nrrd`` (it also measures a validation).
 HEAP_SLACK = 1.5
 #: segments assumed for a plain labelmap, whose labels are known only from its voxels (the paper's 3 muscles).
 LABELMAP_SEGMENTS = 3
