@@ -407,6 +407,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if resume is None:
         refuse_replacing_an_unfinished_run(out_path)
     start_step, opt_state, loss_state, val_state, ema_state = 0, None, None, {}, None
+    stored_val_every = None               # --resume: the validation interval of the run it continues
     lineage = None                        # what the network was fine-tuned from (base_lineage), kept by --resume
     resumed: list = []                    # the commands that continued the run, after the one that started it
     if resume is not None:
@@ -421,6 +422,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         loss_state = tr.get("loss")
         val_state = tr.get("validation") or {}
         ema_state = tr.get("ema")
+        stored_val_every = tr.get("val_every")
     elif base_model is not None:
         model, model_config, base_meta = load_checkpoint(base_model, map_location="cpu")
         lineage = base_lineage(base_model, base_meta)
@@ -464,7 +466,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         if rank != 0:
             return
         training = {"config": asdict(cfg), "step": step, "loss": loss_fn.state_dict(),
-                    "alpha": float(loss_fn.alpha), "beta": float(loss_fn.beta)}
+                    "alpha": float(loss_fn.alpha), "beta": float(loss_fn.beta), "val_every": val_every}
         if history:
             training["validation"] = {"history": [v.to_dict() for v in history],
                                       "best": best.to_dict() if best is not None else None}
@@ -483,7 +485,9 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
 
     history = [ValidationScore.from_dict(v) for v in val_state.get("history", [])]
     best = ValidationScore.from_dict(val_state["best"]) if val_state.get("best") else None
-    val_every = int(val_every or cfg.checkpoint_every)
+    # The validation schedule is the run's own: a resumed run keeps the interval it was started with unless one
+    # is given (it is not a TrainConfig field, so without this a resume fell back to checkpoint_every).
+    val_every = int(val_every or stored_val_every or cfg.checkpoint_every)
 
     def validate(step: int) -> None:
         """Every rank validates its share of the cases and gets the same score (Validator); rank 0 reports
