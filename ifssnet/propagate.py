@@ -402,6 +402,10 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
         confidence[name] = frames.to_sweep(slice_confidence(mean_p, var_p, painted=painted_work[name])
                                            ).astype(np.float32)
         blended[name] = a.max_blend() if a.peak is not None else mean_p
+        # No run writes on the painted frames: give them their painted masks, as PG-Net does, so the slices
+        # between a painted frame and the next kept one (a thinned sweep) interpolate from the paint, not from 0.
+        for j, mask in seed_work[name].items():
+            blended[name][j] = mask
         del a, var_p
     masks = masks_from_probabilities(blended, seed_map, grid, frames, (K_sweep, J, I), exclusive=exclusive,
                                      sparse=settings["sparse_output"], chunk=chunk, progress=progress, cancel=cancel)
