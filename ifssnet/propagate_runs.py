@@ -80,7 +80,9 @@ def advance(r: Run, prob, w, seed_masks, partial, acc: "Accumulator", min_area, 
     newest = min(t + w - 1, L - 1)
     r.step += 1
     if stop_at_end:
-        for p in range(max(newest - r.stride + 1, r.n_seeds), newest + 1):   # the new slices, in order
+        # The new slices, in order: those after the previous window's newest (t - stride + w - 1). Not
+        # ``newest - stride + 1``: where the last window is clipped at the run's end, that counts slices again.
+        for p in range(max(t - r.stride + w, r.n_seeds), newest + 1):
             area = float((prob[p - t] > 0.5).sum())
             r.quiet = r.quiet + 1 if area < min_area else 0
             if r.quiet >= patience:
