@@ -139,8 +139,8 @@ class InPlaneGrid:
 def normalized_work_volume(volume: np.ndarray, grid: InPlaneGrid, mean: Optional[float] = None,
                            std: Optional[float] = None, progress: Optional[ProgressFn] = None,
                            cancel: CancelLike = None, chunk: int = 64, frames: Optional[np.ndarray] = None):
-    """``volume`` (K, J, I) -> torch float32 (K, S, S): z-scored (clipped to +-5), padded with the
-    volume's lowest value, resized in-plane. Built ``chunk`` slices at a time to bound memory.
+    """``volume`` (K, J, I) -> torch float32 (K, S, S): z-scored (clipped to +-5; NaN taken as the lowest
+    value), padded with the volume's lowest value, resized in-plane. Built ``chunk`` slices at a time to bound memory.
     ``mean``/``std``: None (what every network uses) = ``intensity_stats(volume, grid)``, the statistics
     of the whole volume's slices as the grid shrinks them; given, they are used as they are.
     ``frames`` (K',): only these slices, in this order -> (K', S, S)."""
@@ -149,12 +149,14 @@ def normalized_work_volume(volume: np.ndarray, grid: InPlaneGrid, mean: Optional
     if mean is None or std is None:
         mean, std = intensity_stats(volume, grid)
     K = volume.shape[0] if frames is None else len(frames)
-    fill = float(np.clip((float(np.min(volume)) - mean) / std, -5, 5))
+    # NaN (no data, as some reconstructions write outside the scan) is taken as the lowest value, like the
+    # padding: through the network it would spread over every later window and blank the runs' masks.
+    fill = float(np.clip((float(np.nanmin(volume)) - mean) / std, -5, 5))
     work = torch.empty((K, grid.size, grid.size), dtype=torch.float32)
     for k0 in range(0, K, chunk):
         check_cancel(cancel)
         part = volume[k0:k0 + chunk] if frames is None else volume[np.asarray(frames[k0:k0 + chunk])]
         sl = torch.from_numpy(np.asarray(part, dtype=np.float32))
-        work[k0:k0 + chunk] = grid.to_work(((sl - mean) / std).clamp_(-5, 5), fill=fill)
+        work[k0:k0 + chunk] = grid.to_work(((sl - mean) / std).nan_to_num_(nan=fill).clamp_(-5, 5), fill=fill)
         report(progress, "preparing", min(k0 + chunk, K), K)
     return work
