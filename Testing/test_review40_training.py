@@ -43,3 +43,55 @@ def test_resume_keeps_the_validation_schedule_of_the_run_it_continues(tmp_path, 
     assert second.steps == [3, 4]
     history = load_checkpoint(tmp_path / "r.pt")[2]["training"]["validation"]["history"]
     assert [h["step"] for h in history] == [1, 2, 3, 4]
+
+
+class _SpyLoss(torch.nn.Module):
+    """ParametricTversky that records each window's (target, weight)."""
+
+    def __init__(self):
+        super().__init__()
+        from ifssnet.loss import ParametricTversky
+
+        self.inner = ParametricTversky()
+        self.seen = []
+
+    def forward(self, prob, target, weight=None, from_logits=True):
+        self.seen.append((target.detach().clone(), weight.detach().clone()))
+        return self.inner(prob, target, weight, from_logits=from_logits)
+
+
+@pytest.mark.parametrize("mode", ["full", "fewshot"])
+def test_tbptt_halves_give_every_window_the_input_and_targets_of_the_unbroken_run(mode):
+    """The second TBPTT half continues the run: its windows get the mask inputs (the truth re-fed every
+    refeed_every windows of the run) and the targets (few-shot pseudo-labels from the window before) that the
+    same windows get in one unbroken pass. Before the fix the second half counted re-feeds from its own start
+    (full mode: truth at windows 14 and 18 of the run instead of 12, 16, 20) and its first window had no
+    pseudo-labels (few-shot: its unannotated slices were left out of the loss)."""
+    from ifssnet.tbptt import train_step, windows_loss
+    from test_train import _Recorder, _numbered_run
+
+    img, msk, kn = _numbered_run(24)
+    msk = msk.clone()
+    msk[:, 12:] = 0
+    msk[:, 12:, 10:18, 10:20] = 1                       # a change of shape, so re-fed truth differs from a prediction
+    if mode == "fewshot":
+        kn = torch.zeros_like(kn)
+        kn[:, 0:3] = True
+        kn[:, 18:21] = True
+    cfg = TrainConfig(mode=mode, refeed_every=4, grad_clip=0.0)
+    results = []
+    for split in (False, True):
+        model = _Recorder().eval()                      # no dropout: both passes compute the same predictions
+        loss_fn = _SpyLoss()
+        if split:
+            opt = torch.optim.SGD(list(model.parameters()) + list(loss_fn.parameters()), lr=0.0)
+            train_step(model, loss_fn, opt, img, msk, kn, cfg)
+        else:
+            windows_loss(model, loss_fn, img, msk, kn, cfg)
+        results.append(([c[1] for c in model.calls], loss_fn.seen))
+    (inputs, seen), (split_inputs, split_seen) = results
+    assert len(inputs) == len(split_inputs) == 21
+    for i, (a, b) in enumerate(zip(inputs, split_inputs)):
+        assert torch.allclose(a, b, atol=1e-5), f"mask input of window {i + 1}"
+    for i, ((ta, wa), (tb, wb)) in enumerate(zip(seen, split_seen)):
+        assert torch.equal(wa, wb) and torch.allclose(ta, tb, atol=1e-5), f"targets of window {i + 1}"

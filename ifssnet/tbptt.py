@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=None, first_prev=None,
-                 stride: int = 1, segments=None, seed_area=None, anchors=None):
+                 stride: int = 1, segments=None, seed_area=None, anchors=None, first_pred=None, start: int = 0):
     """Slide windows over one run and return (loss, state, the next window's mask input).
 
     ``image``, ``mask``: torch (B, L, S, S) float; ``known``: torch bool (B, L). Windows start at slices
@@ -47,6 +47,10 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     TBPTT half, the part after a burn-in) no longer holds; default: ``mask[:, 0:w]``'s.
     ``anchors``: torch bool (B, L), the slices a ``fewshot`` run re-anchors its mask input on (``--anchor painted``:
     the painted ones); default ``known``. Targets are ``known``'s either way.
+    ``first_pred`` (B, w, S, S) and ``start``, for a part that continues a run (the second TBPTT half, the part
+    after a burn-in): the prediction of the window before this part's first window (its few-shot pseudo-labels for
+    the slices they share; None: none, as at a run's start) and where this part starts in the run (slices), so
+    that the truth is re-fed every ``refeed_every`` windows of the whole run, not of each part.
     """
     import torch
 
@@ -55,7 +59,7 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
     overlap = w - stride                  # slices a window shares with the one before it
     run_start = first_prev is None        # this part begins the run: its first mask input is the annotation
     prev = mask[:, 0:w] if run_start else first_prev
-    prev_pred = None                      # previous window's prediction (B, w, S, S), detached
+    prev_pred = None if first_pred is None else first_pred.detach()   # previous window's prediction (B, w, S, S)
     losses, aux = [], []
     leak = bool(cfg.end_weight)           # fewshot: only windows labelled empty on every slice count (leak_loss)
     if leak and seed_area is None:
@@ -89,7 +93,7 @@ def windows_loss(model, loss_fn, image, mask, known, cfg: TrainConfig, state=Non
         pred = prob if cfg.feedback_grad else prob.detach()
         # Next mask input: this prediction, re-anchored on annotated slices (and the truth every N windows).
         nxt = pred.clone()
-        refeed = cfg.refeed_every and t % cfg.refeed_every == 0
+        refeed = cfg.refeed_every and (start + t) % cfg.refeed_every == 0
         if cfg.mode == "fewshot":
             anchor = kn if anchors is None else anchors[:, t:t + w]
         else:
@@ -194,11 +198,16 @@ def train_step(model, loss_fn, optimizer, run_image, run_mask, run_known, cfg: T
     last = stride * ((half - w) // stride)          # where the first half's last window starts
     halves = [(0, half)] + ([(last, L)] if L - last >= w + stride else [])
     total = 0.0
+    # The prediction the window before each part made (the burn-in's last, then the first half's last): on the
+    # slices a fewshot window leaves unannotated, the mask input fed forward is that prediction itself (the
+    # re-anchoring only replaces annotated slices), so it gives the part's first window its pseudo-labels.
+    pred = prev if cfg.mode == "fewshot" else None
     for a, b in halves:
         optimizer.zero_grad(set_to_none=True)
         loss, state, prev = windows_loss(model, loss_fn, run_image[:, a:b], run_mask[:, a:b], run_known[:, a:b],
                                          cfg, state, first_prev=prev, stride=stride, segments=segments,
-                                         seed_area=seed_area, anchors=anchors[:, a:b])
+                                         seed_area=seed_area, anchors=anchors[:, a:b], first_pred=pred, start=a)
+        pred = prev if cfg.mode == "fewshot" else None
         _apply_update(optimizer, loss, cfg)
         state = detach_state(state)
         prev = prev.detach()
