@@ -72,3 +72,31 @@ def test_a_nan_voxel_does_not_blank_the_slices_around_it():
     assert clean.masks["T"][:8].any(axis=(1, 2)).all()
     np.testing.assert_array_equal(res.masks["T"], as_low.masks["T"])
     assert np.isfinite(res.confidence["T"]).all()
+
+
+def test_the_empty_segment_hint_gives_an_option_that_keeps_every_other_segment(tmp_path, capsys, monkeypatch):
+    """``--segment`` takes one comma-separated list; the hint for an empty segment said
+    ``--segment GM --segment GL``, which argparse reads as ``--segment GL``: followed, it dropped GM."""
+    import ifssnet.propagate as prop
+    from cli_output import error_line, run_cli
+    from ifssnet.io import Geometry, Image, read_segmentation, segmentation_from_masks, write_segmentation, write_volume
+
+    monkeypatch.setattr(prop, "load_model", lambda model=None, device="cpu": CopyModel(size=32))
+    K, J, I = 10, 24, 28
+    geo = Geometry(spacing=(0.5, 0.5, 1.0))
+    write_volume(Image(np.random.default_rng(0).integers(0, 255, (K, J, I)).astype(np.uint8), geo), tmp_path / "v.nrrd")
+    gm = np.zeros((K, J, I), np.uint8)
+    gm[4:7, 6:16, 8:14] = 1
+    gl = np.zeros((K, J, I), np.uint8)
+    gl[4:7, 6:16, 16:22] = 1
+    write_segmentation(segmentation_from_masks({"GM": gm, "GL": gl, "SOL": np.zeros_like(gm)}, geo),
+                       tmp_path / "s.seg.nrrd")
+    out = tmp_path / "o.seg.nrrd"
+    code, _, err = run_cli(capsys, "propagate", tmp_path / "v.nrrd", tmp_path / "s.seg.nrrd", "-o", out)
+    line = error_line(err)
+    assert code == 2 and "--segment GM,GL" in line, line
+    hint = line.split("leave it out: ")[1].rstrip(".").split()
+    code, _, err = run_cli(capsys, "propagate", tmp_path / "v.nrrd", tmp_path / "s.seg.nrrd", "-o", out, *hint)
+    assert code == 0, err
+    res = read_segmentation(out)
+    assert res.mask("GM").any() and res.mask("GL").any()

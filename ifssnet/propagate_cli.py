@@ -69,7 +69,7 @@ def _painted_axis(segment, names):
         others = [m for m in names if m != segment.name]
         todo = err.todo
         if not segment.mask.any() and others:
-            todo = (f"Paint it, or leave it out: --segment {' --segment '.join(others)}.")
+            todo = f"Paint it, or leave it out: --segment {','.join(others)}."
         raise SeedError(f"Segment '{segment.name}': {err.what}", todo) from err
 
 
