@@ -95,3 +95,28 @@ def test_tbptt_halves_give_every_window_the_input_and_targets_of_the_unbroken_ru
         assert torch.allclose(a, b, atol=1e-5), f"mask input of window {i + 1}"
     for i, ((ta, wa), (tb, wb)) in enumerate(zip(seen, split_seen)):
         assert torch.equal(wa, wb) and torch.allclose(ta, tb, atol=1e-5), f"targets of window {i + 1}"
+
+
+def _sparse_case(seed=0, K=40):
+    """A case painted on two groups of slices only (a seeds file): known there, unknown elsewhere."""
+    c = _case(seed, K)
+    known = np.zeros(K, bool)
+    known[2:8] = True
+    known[25:31] = True
+    return type(c)(c.name, c.image, c.masks, {"A": known})
+
+
+def test_a_fewshot_run_on_sparse_annotations_resumes_without_repeating_its_options(tmp_path, one_thread):
+    """--resume continues the checkpoint's own run: its mode decides which annotations it accepts. Before the fix
+    the checks ran on the caller's config (TrainConfig() / the command line's default --mode full), so a few-shot
+    run on painted seeds could not be resumed ('annotated on 12 of 40 slices ... Train with --mode fewshot')."""
+    cases = [_sparse_case(0), _sparse_case(1)]
+    cfg = TrainConfig(mode="fewshot", epochs=1, steps_per_epoch=4, run_length=8, checkpoint_every=2, lr=1e-3)
+    train(cases, tmp_path / "whole.pt", model_config=IFSSNetConfig(**TINY), cfg=cfg)
+    token = CancelToken()
+    with pytest.raises(Cancelled):
+        train(cases, tmp_path / "r.pt", model_config=IFSSNetConfig(**TINY), cfg=cfg,
+              progress=lambda stage, done, total: done == 3 and token.cancel(), cancel=token)
+    train(cases, tmp_path / "r.pt", resume=tmp_path / "r.ckpt.pt")
+    a, b = load_checkpoint(tmp_path / "whole.pt")[0], load_checkpoint(tmp_path / "r.pt")[0]
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))

@@ -394,29 +394,31 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     from .model.checkpoint import load_checkpoint, resume_state, save_checkpoint
     from .model.image_head import with_image_head
 
-    cfg = cfg or TrainConfig()
-    cfg.validate()
     if val_every is not None and int(val_every) < 1:
         raise InputError(f"Validating every {val_every} steps is not possible.", "Give --val-every 1 or more.")
     if not cases:
         raise InputError("No training cases.", "Give at least one volume with its annotation.")
+    start_step, opt_state, loss_state, val_state, ema_state = 0, None, None, {}, None
+    stored_val_every = None               # --resume: the validation interval of the run it continues
+    lineage = None                        # what the network was fine-tuned from (base_lineage), kept by --resume
+    resumed: list = []                    # the commands that continued the run, after the one that started it
+    if resume is not None:
+        # First: the cases are checked against the resumed run's own config (its mode), not the caller's.
+        model, model_config, meta = load_checkpoint(resume, map_location="cpu")
+        tr = resume_state(meta, resume)
+        cfg = TrainConfig(**{"weight_decay": "coupled", **tr["config"]})   # runs before the field were coupled
+    cfg = cfg or TrainConfig()
+    cfg.validate()
     require_painted(cases)
     if cfg.mode == "full":
         require_complete(cases, "--mode full", "--mode fewshot")
     out_path = Path(out_path)
     if resume is None:
         refuse_replacing_an_unfinished_run(out_path)
-    start_step, opt_state, loss_state, val_state, ema_state = 0, None, None, {}, None
-    stored_val_every = None               # --resume: the validation interval of the run it continues
-    lineage = None                        # what the network was fine-tuned from (base_lineage), kept by --resume
-    resumed: list = []                    # the commands that continued the run, after the one that started it
     if resume is not None:
-        model, model_config, meta = load_checkpoint(resume, map_location="cpu")
         lineage = meta.get("base")
         resumed = [*(meta.get("resumed") or []), command]
         command = str(meta.get("command") or command)     # the command that started the run reproduces it
-        tr = resume_state(meta, resume)
-        cfg = TrainConfig(**{"weight_decay": "coupled", **tr["config"]})   # runs before the field were coupled
         start_step = int(tr["step"])
         opt_state = tr["optimizer"]
         loss_state = tr.get("loss")
