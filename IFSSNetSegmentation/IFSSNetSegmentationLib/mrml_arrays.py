@@ -20,6 +20,8 @@ from vtk.util import numpy_support
 
 from ifssnet.errors import IFSSNetError, InputError, VolumeError
 
+LABELMAP = "Binary labelmap"  # vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+
 
 def volumeToArray(volumeNode) -> np.ndarray:
     """A copy of the voxels of a scalar volume, (k, j, i). Raises VolumeError for unusable volumes."""
@@ -83,10 +85,30 @@ def orientedImageToArray(image, geometry) -> np.ndarray:
     return out
 
 
+def ensureLabelmap(segmentationNode) -> None:
+    """Give a segmentation whose source representation is not a binary labelmap (a closed surface: a model
+    imported as a segmentation, a .vtm file) its binary labelmap, converted from the source, as Segment
+    Statistics and the Segment Editor do. Without it every segment reads as empty."""
+    if not segmentationNode.GetSegmentation().ContainsRepresentation(LABELMAP):
+        segmentationNode.CreateBinaryLabelmapRepresentation()
+
+
+def useLabelmapSource(segmentationNode) -> None:
+    """Make the binary labelmap the segmentation's source representation before writing voxels, as the Segment
+    Editor does before an effect edits: a labelmap written under a closed-surface source is only a derived copy,
+    which Slicer makes again from the surface (and the surface is what is saved). Call it inside
+    :func:`allOrNothing`, whose snapshot puts the old source back when the write fails."""
+    segmentation = segmentationNode.GetSegmentation()
+    if segmentation.GetSourceRepresentationName() != LABELMAP:
+        ensureLabelmap(segmentationNode)
+        segmentation.SetSourceRepresentationName(LABELMAP)
+
+
 def segmentToArray(segmentationNode, segmentId: str, geometry) -> np.ndarray:
     """The segment as a uint8 (k, j, i) binary mask on ``geometry``'s grid (resampled if needed)."""
     if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
         raise InputError(f"The segmentation has no segment with ID '{segmentId}'.", "Select an existing segment.")
+    ensureLabelmap(segmentationNode)
     labelmap = slicer.vtkOrientedImageData()
     segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
     if labelmap.GetPointData() is None or labelmap.GetPointData().GetScalars() is None:
@@ -113,7 +135,9 @@ def arrayToOrientedImage(mask: np.ndarray, geometry):
 
 
 def writeSegment(segmentationNode, segmentId: str, mask: np.ndarray, geometry) -> None:
-    """Replace the segment's voxels by ``mask`` (k, j, i on ``geometry``'s grid), like an effect does."""
+    """Replace the segment's voxels by ``mask`` (k, j, i on ``geometry``'s grid), like an effect does (the
+    binary labelmap becomes the source representation: :func:`useLabelmapSource`)."""
+    useLabelmapSource(segmentationNode)
     image = arrayToOrientedImage(mask, geometry)
     ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
         image, segmentationNode, segmentId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
@@ -192,6 +216,7 @@ def voxelStatistics(segmentationNode, segmentId: str) -> Dict[str, float]:
     The plugin takes the segment's binary labelmap in the segmentation's own geometry, counts voxels
     above zero, and multiplies by the product of that labelmap's spacing.
     """
+    ensureLabelmap(segmentationNode)
     labelmap = slicer.vtkOrientedImageData()
     segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
     count = 0
