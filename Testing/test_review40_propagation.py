@@ -100,3 +100,25 @@ def test_the_empty_segment_hint_gives_an_option_that_keeps_every_other_segment(t
     assert code == 0, err
     res = read_segmentation(out)
     assert res.mask("GM").any() and res.mask("GL").any()
+
+
+def test_the_whole_quiet_tail_of_a_run_that_ends_is_background():
+    """A run ends after ``patience`` quiet slices, and that tail is dropped as background. Its first
+    slice had already gone into the blend (positions before the window are flushed each step), so it kept
+    the network's speck: one slice past each end with a few voxels, and ``ends`` one slice too wide."""
+
+    class SpeckModel(CopyModel):
+        def prob(self, image, prev):
+            out = torch.zeros_like(prev)
+            out[..., 10:14, 10:14] = 1.0          # 7 % of the painted area: quiet (below 10 %)
+            return out
+
+    K, J, I = 40, 50, 70
+    m = np.zeros((K, J, I), np.uint8)
+    m[:, 12:34, 20:55] = 1
+    vol = np.random.default_rng(0).integers(0, 255, (K, J, I)).astype(np.uint8)
+    for patience in (2, 5):
+        res = propagate(vol, {"T": cut_seeds(m, (18, 19, 20))}, SpeckModel(size=32), device="cpu", patience=patience)
+        assert len(res.ended["T"]) == 2
+        present = np.flatnonzero(res.masks["T"].any(axis=(1, 2)))
+        assert present.tolist() == [18, 19, 20], (patience, present)

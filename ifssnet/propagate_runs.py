@@ -94,6 +94,12 @@ def advance(r: Run, prob, w, seed_masks, partial, acc: "Accumulator", min_area, 
                         del partial[q]
                 flush(r, partial, acc, upto=None)
                 return
+        if not r.no_muscle:
+            # Positions before t get no more windows; the last ``patience - 1`` new slices may still turn out
+            # to start a quiet tail, which is then dropped, so they wait. (A run from a "no muscle here" mark
+            # is quiet from its start: the slices it has flushed before it stops are its say, as before.)
+            flush(r, partial, acc, upto=min(t, newest + 2 - patience))
+            return
     flush(r, partial, acc, upto=t)   # positions before t get no more windows
 
 
