@@ -1,6 +1,7 @@
 """Review 40: the Slicer Logic classes on segmentations that are not the plain case (real MRML, slicer-core).
 
 - a segmentation whose source (master) representation is a closed surface (a model imported as a segmentation);
+- a segmentation stored on its own grid, not the volume's (oversampled, or made on another volume);
 """
 from __future__ import annotations
 
@@ -87,3 +88,79 @@ def test_a_failed_write_to_a_closed_surface_source_puts_the_source_back(scene_no
     with pytest.raises(IFSSNetError):
         IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], method=_method())
     assert segNode.GetSegmentation().GetSourceRepresentationName() == SURFACE
+
+
+def _segmentation_on_own_grid(slicer, segNode, scale, shape, offset=(0.0, 0.0, 0.0)):
+    """Give ``segNode`` its own grid: the volume's directions, ``scale`` times its spacing, shifted by ``offset``
+    voxels of that grid; returns that grid's geometry."""
+    from slicer_nodes import SPACING, _direction, _ijk_to_ras
+
+    m = _ijk_to_ras()
+    m[:3, :3] = _direction() @ np.diag([s * scale for s in SPACING])
+    m[:3, 3] += m[:3, :3] @ np.asarray(offset)
+    gridNode = slicer.util.addVolumeFromArray(np.zeros(shape, np.uint8), m, "grid")
+    segNode.SetReferenceImageGeometryParameterFromVolumeNode(gridNode)
+    return _arrays_module().referenceGeometry(gridNode, segNode)
+
+
+def _stored(slicer, segNode, segmentId):
+    """(spacing, voxel count) of the labelmap the segmentation stores for a segment, on its own grid."""
+    labelmap = slicer.vtkOrientedImageData()
+    segNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
+    from vtk.util import numpy_support
+
+    return labelmap.GetSpacing(), int((numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()) > 0).sum())
+
+
+def test_a_segmentation_on_its_own_grid_keeps_it_and_its_other_segments(scene_nodes):
+    """Propagating one segment of an oversampled segmentation left the other segments of its layer resampled
+    onto the volume's coarser grid (840 voxels became 102) and the segmentation's grid changed; now the result
+    is resampled onto the segmentation's grid, as an effect's edit is, and the other segments stay as they were."""
+    from slicer_nodes import _ellipsoid
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+    arrays = _arrays_module()
+
+    shape = (44, 52, 60)
+    grid = _segmentation_on_own_grid(slicer, segNode, 0.5, shape, (0.3, 0.2, 0.1))
+    fine = _ellipsoid(shape)
+    painted = np.zeros_like(fine)
+    painted[[10, 11, 22, 23, 32, 33]] = fine[[10, 11, 22, 23, 32, 33]]
+    other = np.zeros_like(fine)
+    other[5:40, 2:6, 2:8] = 1
+    segmentation = segNode.GetSegmentation()
+    sid = segmentation.AddEmptySegment("", "GM")
+    arrays.writeSegment(segNode, sid, painted, grid)
+    oid = segmentation.AddEmptySegment("", "Other")
+    arrays.writeSegment(segNode, oid, other, grid)
+    spacing = _stored(slicer, segNode, oid)[0]
+
+    result = IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], method=_method())
+    np.testing.assert_array_equal(arrays.segmentToArray(segNode, oid, grid), other)
+    assert _stored(slicer, segNode, oid) == (spacing, int(other.sum()))
+    assert _stored(slicer, segNode, sid)[0] == spacing
+    assert result["segments"][sid]["voxel_count"] > 4 * painted.sum()  # Segment Statistics' count, on that grid
+
+
+def test_a_second_run_on_a_coarser_segmentation_grid_takes_the_same_seeds(scene_nodes):
+    """The checksums of a run are of what is stored: on a segmentation grid coarser than the volume's, the
+    result does not come back voxel for voxel, and the next run took every slice that differed for a slice the
+    user had corrected."""
+    from slicer_nodes import _ellipsoid
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+
+    shape = (11, 13, 15)
+    grid = _segmentation_on_own_grid(slicer, segNode, 2.0, shape)
+    coarse = _ellipsoid(shape)
+    painted = np.zeros_like(coarse)
+    painted[[3, 5, 7]] = coarse[[3, 5, 7]]
+    sid = segNode.GetSegmentation().AddEmptySegment("", "GM")
+    _arrays_module().writeSegment(segNode, sid, painted, grid)
+    L = IFSSNetSegmentationLogic()
+    first = L.propagate(volumeNode, segNode, [sid], method=_method())["segments"][sid]
+    second = L.propagate(volumeNode, segNode, [sid], method=_method())["segments"][sid]
+    assert second["seed_slices"] == first["seed_slices"]
+    assert second["voxel_count"] == first["voxel_count"]

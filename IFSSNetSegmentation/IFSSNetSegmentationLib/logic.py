@@ -206,7 +206,8 @@ class IFSSNetSegmentationLogic:
         slices = tuple(sorted(set(slices) | {k}))
         np.moveaxis(mask, paintedAxis, 0)[k] = 0
         with arrays.allOrNothing(segmentationNode):
-            arrays.writeSegment(segmentationNode, segmentId, mask, geometry)
+            if arrays.writeSegment(segmentationNode, segmentId, mask, geometry):   # on the segmentation's own grid
+                mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
             tagSeeds(segment, paintedAxis, slices, mask)      # slices painted after the mark are still found
         return paintedAxis, slices
 
@@ -390,9 +391,12 @@ class IFSSNetSegmentationLogic:
         with arrays.allOrNothing(segmentationNode) as job.backup:
             for n, seg in enumerate(job.segments):
                 report(progress, STAGE_WRITING, n, total)
-                arrays.writeSegment(segmentationNode, seg.segmentId, seg.result, geometry)
+                stored = seg.result
+                if arrays.writeSegment(segmentationNode, seg.segmentId, seg.result, geometry):
+                    # stored on the segmentation's own grid: the checksums are of what the next run reads back
+                    stored = arrays.segmentToArray(segmentationNode, seg.segmentId, geometry)
                 tagSeeds(segmentationNode.GetSegmentation().GetSegment(seg.segmentId), seg.axis, seg.seedSlices,
-                         seg.result)
+                         stored)
         report(progress, STAGE_WRITING, total, total)
         return self._summary(job, segmentationNode)
 

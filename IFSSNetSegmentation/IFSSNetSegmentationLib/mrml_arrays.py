@@ -5,7 +5,7 @@ Shared by the three modules' Logic classes (Segmentation, Training, Comparison).
 
 Arrays are indexed (k, j, i), as ``slicer.util.arrayFromVolume`` gives them; spacing is in mm. A segment
 is read as a binary uint8 labelmap *on the volume's grid* (resampled with nearest neighbour when the
-segmentation's own geometry differs) and written back the same way
+segmentation's own geometry differs) and written back onto the segmentation's own grid
 (``vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment``, as Segment Editor effects do).
 """
 from __future__ import annotations
@@ -134,17 +134,41 @@ def arrayToOrientedImage(mask: np.ndarray, geometry):
     return image
 
 
-def writeSegment(segmentationNode, segmentId: str, mask: np.ndarray, geometry) -> None:
+def segmentGrid(segmentationNode, segmentId: str):
+    """The grid (a ``vtkOrientedImageData`` whose matrix matters) the segment's binary labelmap is stored on: its
+    layer's, shared with the other segments of that layer; None for a segment with no stored voxels."""
+    segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+    stored = segment.GetRepresentation(LABELMAP) if segment is not None else None
+    if stored is None or not stored.IsA("vtkOrientedImageData"):
+        return None
+    e = stored.GetExtent()
+    return stored if e[0] <= e[1] and e[2] <= e[3] and e[4] <= e[5] else None
+
+
+def writeSegment(segmentationNode, segmentId: str, mask: np.ndarray, geometry) -> bool:
     """Replace the segment's voxels by ``mask`` (k, j, i on ``geometry``'s grid), like an effect does (the
-    binary labelmap becomes the source representation: :func:`useLabelmapSource`)."""
+    binary labelmap becomes the source representation: :func:`useLabelmapSource`).
+
+    A segment stored on another grid than ``geometry`` (a segmentation with its own geometry: oversampled, or
+    made on another volume) gets ``mask`` resampled onto its grid (nearest neighbour), as an effect's edit is:
+    Slicer would otherwise move the whole layer, the segments not written included, onto ``geometry``.
+    Returns True when it resampled (what is stored is then not ``mask`` voxel for voxel)."""
     useLabelmapSource(segmentationNode)
     image = arrayToOrientedImage(mask, geometry)
+    grid = segmentGrid(segmentationNode, segmentId)
+    resampled = grid is not None and not slicer.vtkOrientedImageDataResample.DoGeometriesMatch(image, grid)
+    if resampled:
+        onGrid = slicer.vtkOrientedImageData()
+        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+            image, grid, onGrid, False, True)  # nearest neighbour, extent grown to hold all of ``mask``
+        image = onGrid
     ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
         image, segmentationNode, segmentId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
         image.GetExtent())
     if not ok:
         raise IFSSNetError(f"Slicer could not write the result into segment '{segmentId}'.",
                            "Check that the segmentation is editable (not locked) and try again.")
+    return resampled
 
 
 def snapshotSegmentation(segmentationNode):
