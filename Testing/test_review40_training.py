@@ -120,3 +120,26 @@ def test_a_fewshot_run_on_sparse_annotations_resumes_without_repeating_its_optio
     train(cases, tmp_path / "r.pt", resume=tmp_path / "r.ckpt.pt")
     a, b = load_checkpoint(tmp_path / "whole.pt")[0], load_checkpoint(tmp_path / "r.pt")[0]
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_resume_refuses_options_that_would_change_the_run_instead_of_ignoring_them(tmp_path, capsys):
+    """``ifssnet train --resume CKPT --epochs 3 --lr 0.5`` used to finish the run at its own epochs and rate without
+    a word. Now the options that differ from the run are refused, naming both values, and nothing is written; the
+    command that started the run, repeated with --resume, continues it."""
+    from cli_output import error_line, run_cli
+    from test_train_cli_errors import TINY as CLI_TINY, _case as cli_case
+
+    case = cli_case(tmp_path / "c")
+    out, ckpt = tmp_path / "m.pt", tmp_path / "m.ckpt.pt"
+    start = ["train", case, "--out", out, "--epochs", "1", "--steps", "3", "--checkpoint-every", "1", *CLI_TINY]
+    code, _, _ = run_cli(capsys, *start, "--time-limit", "0")
+    assert code == 0 and load_checkpoint(ckpt)[2]["training"]["step"] == 1
+    kept = ckpt.read_bytes()
+    code, _, err = run_cli(capsys, *start, "--resume", ckpt, "--epochs", "3", "--lr", "0.5", "--width-mult", "0.25")
+    line = error_line(err)
+    assert code == 2, line
+    assert "--epochs 3 (the run's: 1)" in line and "--lr 0.5 (the run's: 0.0001)" in line, line
+    assert "--width-mult 0.25 (the run's: 0.15)" in line and "--steps" not in line, line
+    assert ckpt.read_bytes() == kept
+    code, _, _ = run_cli(capsys, *start, "--resume", ckpt)
+    assert code == 0 and load_checkpoint(out)[2]["training"]["step"] == 3

@@ -208,6 +208,8 @@ def _train_cli(args) -> int:
         from .model.checkpoint import load_checkpoint
 
         _, stored, meta = load_checkpoint(args.resume or args.base)
+    if args.resume:
+        refuse_changes_on_resume(args, stored, meta)
     base_meta = meta if args.base and not args.resume else None          # --resume: its own config
     base_beta = withheld_from_base(base_meta, {"tversky_beta": args.tversky_beta}, mode=args.mode).get("tversky_beta")
     lr_given = args.lr is not None
@@ -239,6 +241,56 @@ def _train_cli(args) -> int:
             import torch.distributed as dist
 
             dist.destroy_process_group()  # PyTorch asks every rank to; a group left to exit may abort the process
+
+
+#: ``ifssnet train`` options (argparse dest) whose TrainConfig field has another name or form: dest -> (field, how
+#: the option's value reads as the field's).
+_CONFIG_OF_OPTION = {"steps": ("steps_per_epoch", int), "no_curriculum": ("curriculum", lambda v: not v),
+                     "fixed_tversky": ("learn_tversky", lambda v: not v),
+                     "strides": ("strides", lambda v: [int(x) for x in str(v).split(",") if x.strip()])}
+#: Options of the network itself (IFSSNetConfig), which a resumed run keeps.
+_NETWORK_OPTIONS = ("size", "width_mult", "mask_sees_image")
+
+
+def refuse_changes_on_resume(args, stored, meta) -> None:
+    """Raise :class:`InputError` when ``--resume`` is given with options that would change the run: ``--resume``
+    continues the checkpoint's own run exactly (its TrainConfig and network), so such options were silently
+    ignored (``--resume ... --epochs 20`` still ended at the run's own last step). An option counts when its value
+    is not the parser's default and not the resumed run's own value, so the command that started the run may be
+    repeated with ``--resume`` added. ``stored``, ``meta``: the checkpoint's network config and metadata."""
+    from dataclasses import fields
+
+    from .train_recipe import stored_config
+
+    parser = argparse.ArgumentParser(add_help=False)
+    add_train_arguments(parser)
+    names = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    config = stored_config(meta)
+    known = {f.name for f in fields(TrainConfig)}
+    changed = []
+    for dest, option in names.items():
+        value = getattr(args, dest, None)
+        if value is None or value == parser.get_default(dest):
+            continue
+        if dest in _NETWORK_OPTIONS:
+            have = getattr(stored, dest, None)
+            wanted = value
+        else:
+            key, read = _CONFIG_OF_OPTION.get(dest, (dest, lambda v: v))
+            if key not in known or key not in config:
+                continue
+            have, wanted = config[key], read(value)
+        if wanted != have:
+            if dest in ("fixed_tversky", "no_curriculum"):           # the option is the field turned round
+                have = not have
+            elif dest == "strides":
+                have = cli_value(dest, have)
+            changed.append(f"{option} {value} (the run's: {have})")
+    if changed:
+        raise InputError(f"--resume continues {args.resume} exactly as its run was started, so these options would "
+                         f"be ignored: {'; '.join(changed)}.",
+                         f"Leave them out to continue the run, or start a new run from its weights with --from "
+                         f"{args.resume} and these options (a fine-tune).")
 
 
 def _schedule(args) -> dict:
