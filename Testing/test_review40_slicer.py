@@ -2,6 +2,7 @@
 
 - a segmentation whose source (master) representation is a closed surface (a model imported as a segmentation);
 - a segmentation stored on its own grid, not the volume's (oversampled, or made on another volume);
+- ``ifssnet.io`` on .seg.nrrd files as other writers leave them;
 """
 from __future__ import annotations
 
@@ -164,3 +165,30 @@ def test_a_second_run_on_a_coarser_segmentation_grid_takes_the_same_seeds(scene_
     second = L.propagate(volumeNode, segNode, [sid], method=_method())["segments"][sid]
     assert second["seed_slices"] == first["seed_slices"]
     assert second["voxel_count"] == first["voxel_count"]
+
+
+def test_read_header_takes_a_4d_seg_nrrd_without_kinds_as_layers(tmp_path):
+    """A .seg.nrrd with two layers and no ``kinds`` field (slicerio and ``read_segmentation`` read it) was refused
+    by ``read_header`` as a 4-D volume, so training refused a file it can read."""
+    import nrrd
+
+    from ifssnet import io
+
+    a = np.zeros((6, 7, 8), np.uint8)
+    a[1:4, 2:5, 2:6] = 1
+    b = np.zeros_like(a)
+    b[2:5, 3:6, 3:7] = 1                       # overlaps a: a second layer
+    geometry = io.Geometry((0.5, 0.6, 0.7), (1.0, 2.0, 3.0))
+    path = tmp_path / "layers.seg.nrrd"
+    io.write_segmentation(io.segmentation_from_masks({"A": a, "B": b}, geometry), path)
+    data, header = nrrd.read(str(path))
+    assert data.ndim == 4
+    header.pop("kinds")
+    bare = tmp_path / "nokinds.seg.nrrd"
+    nrrd.write(str(bare), data, header)
+
+    read = io.read_segmentation(bare)
+    np.testing.assert_array_equal(read.mask("B"), b)
+    found = io.read_header(bare)
+    assert (found.shape_kji, found.layers, found.segments) == ((6, 7, 8), 2, 2)
+    assert found.spacing_kji == pytest.approx((0.7, 0.6, 0.5))

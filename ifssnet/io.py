@@ -348,9 +348,13 @@ def _seg_nrrd_header(path: Path) -> ImageHeader:
     try:
         header = nrrd.read_header(str(path))
         sizes = [int(v) for v in header["sizes"]]
-        kinds = list(header.get("kinds") or ["domain"] * len(sizes))
-        layers = sizes.pop(0) if len(sizes) == 4 and kinds[0] != "domain" else 1
-        directions = np.asarray(header.get("space directions"), dtype=float)[-3:]
+        allDirections = np.asarray(header.get("space directions"), dtype=float)
+        if header.get("kinds"):
+            layered = len(sizes) == 4 and header["kinds"][0] != "domain"
+        else:  # no kinds field (slicerio reads such a file): layers are the one axis without a space direction
+            layered = len(sizes) == 4 and (len(allDirections) == 3 or not np.all(np.isfinite(allDirections[0])))
+        layers = sizes.pop(0) if layered else 1
+        directions = allDirections[-3:]
         spacing = tuple(float(v) for v in np.linalg.norm(directions, axis=1))
         itemsize = _nrrd_itemsize(str(header.get("type", "")))
     except Exception as exc:  # pynrrd raises many types for a damaged header
