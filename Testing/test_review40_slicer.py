@@ -3,6 +3,7 @@
 - a segmentation whose source (master) representation is a closed surface (a model imported as a segmentation);
 - a segmentation stored on its own grid, not the volume's (oversampled, or made on another volume);
 - ``ifssnet.io`` on .seg.nrrd files as other writers leave them;
+- running out of memory in the main-thread steps (reading MRML, writing results);
 """
 from __future__ import annotations
 
@@ -192,3 +193,37 @@ def test_read_header_takes_a_4d_seg_nrrd_without_kinds_as_layers(tmp_path):
     found = io.read_header(bare)
     assert (found.shape_kji, found.layers, found.segments) == ((6, 7, 8), 2, 2)
     assert found.spacing_kji == pytest.approx((0.7, 0.6, 0.5))
+
+
+def test_running_out_of_memory_reading_or_writing_says_what_to_do_and_changes_nothing(scene_nodes, monkeypatch):
+    """A volume too large to copy, or to write back, raised a bare MemoryError (an empty message: the panel showed
+    'Propagation failed: .'); now a ResourceError that says what to do, with the segmentation as it was."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+    from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+
+    from ifssnet.errors import ResourceError
+
+    arrays = _arrays_module()
+    sid, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16))
+    before = _state(segNode, volumeNode)
+
+    def noMemory(*args, **kwargs):
+        raise MemoryError()
+
+    L = IFSSNetSegmentationLogic()
+    with monkeypatch.context() as m:
+        m.setattr(arrays, "volumeToArray", noMemory)
+        with pytest.raises(ResourceError, match="out of memory") as err:
+            L.propagate(volumeNode, segNode, [sid], method=_method())
+        assert "crop the volume" in err.value.todo
+        with pytest.raises(ResourceError, match="out of memory"):
+            IFSSNetComparisonLogic().prepare(volumeNode, segNode, segNode, ["fbs"], "seeds")
+    _assert_same(before, _state(segNode, volumeNode))
+    with monkeypatch.context() as m:
+        m.setattr(arrays, "writeSegment", noMemory)
+        with pytest.raises(ResourceError, match="out of memory"):
+            L.propagate(volumeNode, segNode, [sid], method=_method())
+        with pytest.raises(ResourceError, match="out of memory"):
+            L.markNoMuscle(volumeNode, segNode, sid, 19)
+    _assert_same(before, _state(segNode, volumeNode))

@@ -90,6 +90,7 @@ class IFSSNetComparisonLogic:
         check_cancel(cancel)
         return self.publish(job, progress=progress, createSegmentations=createSegmentations)
 
+    @mrmlArrays.outOfMemoryAsResourceError("reading the volume and the segmentations")
     def prepare(self, volumeNode, seedSegmentationNode, referenceSegmentationNode, methods: Sequence,
                 protocol: str = "seeds", *, progress=None, segmentNames: Optional[Sequence[str]] = None,
                 methodOptions: Optional[dict] = None, joint: bool = False) -> dict:
@@ -171,6 +172,7 @@ class IFSSNetComparisonLogic:
         job["rows"] = rows
         return job
 
+    @mrmlArrays.outOfMemoryAsResourceError("writing the results")
     def publish(self, job: dict, progress=None, createSegmentations: bool = True):
         """Main thread: the table, the charts and the result segmentations (numpy -> MRML), all or nothing."""
         report(progress, "writing result", 0, 1)

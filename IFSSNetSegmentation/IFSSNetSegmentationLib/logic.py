@@ -166,6 +166,7 @@ class IFSSNetSegmentationLogic:
         mask = arrays.segmentToArray(segmentationNode, segmentId, arrays.referenceGeometry(volumeNode, segmentationNode))
         return self._seedSlices(segment, mask)[0] if mask.any() else None
 
+    @arrays.outOfMemoryAsResourceError("marking the slice")
     def markNoMuscle(self, volumeNode, segmentationNode, segmentId: str, sliceIndex: int,
                      axis: Optional[int] = None) -> Tuple[int, Tuple[int, ...]]:
         """Mark slice ``sliceIndex`` of a segment "no muscle here", as a clinician marks where a muscle ends.
@@ -285,6 +286,7 @@ class IFSSNetSegmentationLogic:
 
     # ---- the three steps -----------------------------------------------------------------------
 
+    @arrays.outOfMemoryAsResourceError("reading the volume and the segments")
     def prepare(self, volumeNode, segmentationNode, segmentIds=None, *, model=None, device="auto",
                 method=DEFAULT_METHOD, preset="balanced", extent="muscle", progress=None,
                 skipEmpty: bool = False, exclusive: bool = True) -> PropagationJob:
@@ -378,6 +380,7 @@ class IFSSNetSegmentationLogic:
         job.runTime = time.perf_counter() - start
         return job
 
+    @arrays.outOfMemoryAsResourceError("writing the result")
     def apply(self, job: PropagationJob, segmentationNode, progress=None, cancel=None) -> dict:
         """Main thread: write the results into the segments. All or nothing."""
         if any(seg.result is None for seg in job.segments):

@@ -11,6 +11,7 @@ segmentation's own geometry differs) and written back onto the segmentation's ow
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -18,7 +19,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from ifssnet.errors import IFSSNetError, InputError, VolumeError
+from ifssnet.errors import IFSSNetError, InputError, ResourceError, VolumeError
 
 LABELMAP = "Binary labelmap"  # vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
 
@@ -203,6 +204,23 @@ def allOrNothing(segmentationNode):
         restoreSegmentation(segmentationNode, backup)
         raise
 
+
+
+def outOfMemoryAsResourceError(what: str):
+    """Decorate a main-thread step of a Logic (reading MRML into numpy, writing results back) so that running out
+    of memory is a :class:`ResourceError` that says what to do, not a bare ``MemoryError`` (whose message is
+    empty). The steps change nothing or write inside :func:`allOrNothing`, so nothing was changed."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except MemoryError as err:
+                raise ResourceError(f"The computer ran out of memory while {what}. Nothing was changed.",
+                                    "Close other programs, or crop the volume (Crop Volume module) or use fewer "
+                                    "segments at a time, then try again.") from err
+        return run
+    return decorate
 
 
 def sliceCenterRAS(volumeNode, axis: int, index: int) -> Tuple[float, float, float]:
