@@ -143,3 +143,21 @@ def test_resume_refuses_options_that_would_change_the_run_instead_of_ignoring_th
     assert ckpt.read_bytes() == kept
     code, _, _ = run_cli(capsys, *start, "--resume", ckpt)
     assert code == 0 and load_checkpoint(out)[2]["training"]["step"] == 3
+
+
+def test_a_fine_tune_refuses_network_options_it_would_ignore(tmp_path, capsys):
+    """``ifssnet train --from BASE --size 64 --width-mult 0.5`` trained BASE's own 32 x 32, width 0.15 network
+    without a word; now the options that differ from the base network are refused, and the same values pass."""
+    from cli_output import error_line, run_cli
+    from test_train_cli_errors import TINY as CLI_TINY, _case as cli_case
+
+    case = cli_case(tmp_path / "c")
+    common = ["--epochs", "1", "--steps", "1"]
+    assert run_cli(capsys, "train", case, "--out", tmp_path / "base.pt", *common, *CLI_TINY)[0] == 0
+    code, _, err = run_cli(capsys, "train", case, "--out", tmp_path / "ft.pt", "--from", tmp_path / "base.pt",
+                           *common, "--size", "64", "--width-mult", "0.5")
+    line = error_line(err)
+    assert code == 2 and "--size 64 (the base network's: 32)" in line and "--width-mult 0.5" in line, line
+    assert not (tmp_path / "ft.pt").exists()
+    assert run_cli(capsys, "train", case, "--out", tmp_path / "ft.pt", "--from", tmp_path / "base.pt", *common,
+                   *CLI_TINY)[0] == 0

@@ -210,6 +210,8 @@ def _train_cli(args) -> int:
         _, stored, meta = load_checkpoint(args.resume or args.base)
     if args.resume:
         refuse_changes_on_resume(args, stored, meta)
+    elif args.base:
+        refuse_network_changes_on_fine_tune(args, stored)
     base_meta = meta if args.base and not args.resume else None          # --resume: its own config
     base_beta = withheld_from_base(base_meta, {"tversky_beta": args.tversky_beta}, mode=args.mode).get("tversky_beta")
     lr_given = args.lr is not None
@@ -291,6 +293,22 @@ def refuse_changes_on_resume(args, stored, meta) -> None:
                          f"be ignored: {'; '.join(changed)}.",
                          f"Leave them out to continue the run, or start a new run from its weights with --from "
                          f"{args.resume} and these options (a fine-tune).")
+
+
+def refuse_network_changes_on_fine_tune(args, stored) -> None:
+    """Raise :class:`InputError` when ``--from`` is given with a network option (``--size``, ``--width-mult``,
+    ``--mask-sees-image``) other than the parser's default and the base network's own: a fine-tune trains the base
+    network as it is (its cases are read at its size), so such an option was silently ignored."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_train_arguments(parser)
+    names = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    changed = [f"{names[dest]} {getattr(args, dest)} (the base network's: {getattr(stored, dest)})"
+               for dest in _NETWORK_OPTIONS
+               if getattr(args, dest) != parser.get_default(dest) and getattr(args, dest) != getattr(stored, dest)]
+    if changed:
+        raise InputError(f"A fine-tune (--from {args.base}) trains that network as it is, so these options would be "
+                         f"ignored: {'; '.join(changed)}.",
+                         "Leave them out to fine-tune it, or leave out --from to train a new network with them.")
 
 
 def _schedule(args) -> dict:
