@@ -4,6 +4,7 @@
 - a segmentation stored on its own grid, not the volume's (oversampled, or made on another volume);
 - ``ifssnet.io`` on .seg.nrrd files as other writers leave them;
 - running out of memory in the main-thread steps (reading MRML, writing results);
+- a volume under a transform, and the slice views (world RAS);
 """
 from __future__ import annotations
 
@@ -227,3 +228,33 @@ def test_running_out_of_memory_reading_or_writing_says_what_to_do_and_changes_no
         with pytest.raises(ResourceError, match="out of memory"):
             L.markNoMuscle(volumeNode, segNode, sid, 19)
     _assert_same(before, _state(segNode, volumeNode))
+
+
+def test_slice_positions_of_a_transformed_volume_are_in_world_coordinates(scene_nodes):
+    """sliceCenterRAS (where the panel's slice list jumps to) and sliceIndexAt (which slice 'No muscle here'
+    marks) used the volume's IJK-to-RAS without its parent transform, while slice views show world RAS: for a
+    volume under a transform, the jump went elsewhere and the view showing slice 8 was 'not across the axis'."""
+    import vtk
+
+    from slicer_nodes import _ijk_to_ras
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    arrays = _arrays_module()
+    transform = vtk.vtkTransform()
+    transform.RotateZ(30)
+    transform.Translate(7.3, 2.0, -4.1)
+    transformNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "Moved")
+    transformNode.SetMatrixTransformToParent(transform.GetMatrix())
+    volumeNode.SetAndObserveTransformNodeID(transformNode.GetID())
+
+    toWorld = np.array([[transform.GetMatrix().GetElement(r, c) for c in range(4)] for r in range(4)])
+    ijkToWorld = toWorld @ _ijk_to_ras()
+    centre = np.array([(SHAPE[2] - 1) / 2, (SHAPE[1] - 1) / 2, 8, 1.0])
+    np.testing.assert_allclose(arrays.sliceCenterRAS(volumeNode, 0, 8), (ijkToWorld @ centre)[:3], atol=1e-6)
+
+    normal = ijkToWorld[:3, 2] / np.linalg.norm(ijkToWorld[:3, 2])     # a view across k, at slice 8
+    x = ijkToWorld[:3, 0] / np.linalg.norm(ijkToWorld[:3, 0])
+    sliceToRas = np.eye(4)
+    sliceToRas[:3, 0], sliceToRas[:3, 1], sliceToRas[:3, 2] = x, np.cross(normal, x), normal
+    sliceToRas[:3, 3] = (ijkToWorld @ centre)[:3]
+    assert arrays.sliceIndexAt(volumeNode, sliceToRas, 0) == 8

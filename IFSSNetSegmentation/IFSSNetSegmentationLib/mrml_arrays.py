@@ -223,12 +223,26 @@ def outOfMemoryAsResourceError(what: str):
     return decorate
 
 
+def ijkToWorldArray(volumeNode) -> np.ndarray:
+    """The 4x4 matrix from the volume's IJK to world RAS, where slice views are: its IJK-to-RAS and its parent
+    transforms (a linear transform; a non-linear one has no matrix, and its IJK-to-RAS stands in)."""
+    ijkToRas = ijkToRasArray(volumeNode)
+    parent = volumeNode.GetParentTransformNode()
+    if parent is None:
+        return ijkToRas
+    toWorld = vtk.vtkMatrix4x4()
+    if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(parent, None, toWorld):
+        return ijkToRas
+    return np.array([[toWorld.GetElement(r, c) for c in range(4)] for r in range(4)]) @ ijkToRas
+
+
 def sliceCenterRAS(volumeNode, axis: int, index: int) -> Tuple[float, float, float]:
-    """RAS position of the centre of slice ``index`` across array axis ``axis`` (0 = k)."""
+    """World RAS position (where the slice views are, through the volume's parent transforms) of the centre of
+    slice ``index`` across array axis ``axis`` (0 = k)."""
     dims = volumeNode.GetImageData().GetDimensions()  # i, j, k
     ijk = [(d - 1) / 2.0 for d in dims]
     ijk[2 - axis] = float(index)
-    ras = ijkToRasArray(volumeNode) @ np.array(ijk + [1.0])
+    ras = ijkToWorldArray(volumeNode) @ np.array(ijk + [1.0])
     return (float(ras[0]), float(ras[1]), float(ras[2]))
 
 
@@ -236,9 +250,9 @@ def sliceIndexAt(volumeNode, sliceToRAS, axis: int, tolerance: float = 0.05) -> 
     """The slice across array axis ``axis`` (0 = k) that a slice view shows, or None when the view is
     not across that axis (its normal is more than ``tolerance`` off, as a sine) or shows no slice of the
     volume. ``sliceToRAS``: the view's SliceToRAS matrix (4x4 array-like; column 2 is its normal, column 3
-    its centre, mm)."""
+    its centre, mm, in world RAS: a volume under a transform is placed through it)."""
     m = np.asarray(sliceToRAS, float).reshape(4, 4)
-    ijkToRas = ijkToRasArray(volumeNode)
+    ijkToRas = ijkToWorldArray(volumeNode)
     rasToIjk = np.linalg.inv(ijkToRas)
     normal = rasToIjk[:3, :3] @ m[:3, 2]                      # the view's normal in voxel units
     length = np.linalg.norm(normal)
