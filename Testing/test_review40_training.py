@@ -161,3 +161,22 @@ def test_a_fine_tune_refuses_network_options_it_would_ignore(tmp_path, capsys):
     assert not (tmp_path / "ft.pt").exists()
     assert run_cli(capsys, "train", case, "--out", tmp_path / "ft.pt", "--from", tmp_path / "base.pt", *common,
                    *CLI_TINY)[0] == 0
+
+
+def test_resuming_into_another_output_does_not_replace_that_outputs_stopped_run(tmp_path):
+    """--resume A.ckpt.pt --out B.pt writes B.ckpt.pt as it goes; where B.ckpt.pt holds another run that stopped
+    before its end, that run could no longer be resumed. A new run is refused there (refuse_replacing_an_unfinished_run);
+    before the fix a resumed run skipped the check whatever its output, and B's checkpoint was overwritten."""
+    from ifssnet.errors import InputError
+
+    cfg = TrainConfig(epochs=1, steps_per_epoch=3, run_length=8, checkpoint_every=50)
+    for name in ("a", "b"):
+        train([_case(0)], tmp_path / f"{name}.pt", model_config=IFSSNetConfig(**TINY), cfg=cfg, time_limit_s=0.0)
+    kept = (tmp_path / "b.ckpt.pt").read_bytes()
+    with pytest.raises(InputError, match="b.ckpt.pt holds a run to this output that stopped at step 1 of 3"):
+        train([_case(0)], tmp_path / "b.pt", resume=tmp_path / "a.ckpt.pt")
+    assert (tmp_path / "b.ckpt.pt").read_bytes() == kept
+    train([_case(0)], tmp_path / "a.pt", resume=tmp_path / "a.ckpt.pt")          # its own output: continues
+    assert load_checkpoint(tmp_path / "a.pt")[2]["training"]["step"] == 3
+    train([_case(0)], tmp_path / "c.pt", resume=tmp_path / "b.ckpt.pt")          # a new output: continues there
+    assert load_checkpoint(tmp_path / "c.pt")[2]["training"]["step"] == 3

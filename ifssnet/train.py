@@ -413,8 +413,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if cfg.mode == "full":
         require_complete(cases, "--mode full", "--mode fewshot")
     out_path = Path(out_path)
-    if resume is None:
-        refuse_replacing_an_unfinished_run(out_path)
+    if resume is None or Path(resume).resolve() != checkpoint_path(out_path).resolve():
+        refuse_replacing_an_unfinished_run(out_path)      # a resumed run writes OUT.ckpt.pt too: not over another run
     if resume is not None:
         lineage = meta.get("base")
         resumed = [*(meta.get("resumed") or []), command]
