@@ -258,3 +258,20 @@ def test_slice_positions_of_a_transformed_volume_are_in_world_coordinates(scene_
     sliceToRas[:3, 0], sliceToRas[:3, 1], sliceToRas[:3, 2] = x, np.cross(normal, x), normal
     sliceToRas[:3, 3] = (ijkToWorld @ centre)[:3]
     assert arrays.sliceIndexAt(volumeNode, sliceToRas, 0) == 8
+
+
+@pytest.mark.parametrize("tag", ["5:5,11,16", "-1:5,11,16", "0:-2,5,11"])
+def test_a_seed_tag_with_an_impossible_axis_or_slice_is_refused_with_what_to_do(scene_nodes, tag):
+    """A tag naming axis 5 (hand-edited, another tool) crashed Propagate with IndexError, and axis -1 with a
+    message about the spacing; now the tag is refused as not 'axis:slice,...', with what to do."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+
+    from ifssnet.errors import InputError
+
+    sid, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16))
+    segNode.GetSegmentation().GetSegment(sid).SetTag(logic.ANNOTATED_TAG, tag)
+    before = _state(segNode, volumeNode)
+    with pytest.raises(InputError, match="remove the tag"):
+        logic.IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], method=_method())
+    _assert_same(before, _state(segNode, volumeNode))

@@ -133,10 +133,15 @@ class AnnotatedSlices:
         try:
             axis, _, rest = text.partition(":")
             slices = tuple(sorted(int(s) for s in rest.split(",") if s.strip()))
-            return cls(int(axis), slices)
+            axis = int(axis)
+            if axis not in (0, 1, 2) or (slices and slices[0] < 0):
+                raise ValueError("an axis is 0, 1 or 2, and a slice is 0 or more")
+            return cls(axis, slices)
         except ValueError as exc:
-            raise InputError(f"The segment tag {ANNOTATED_TAG}='{text}' is not 'axis:slice,slice,...'.",
-                             "Recreate the seed file with `ifssnet seeds`.") from exc
+            raise InputError(f"The segment tag {ANNOTATED_TAG}='{text}' is not 'axis:slice,slice,...' (axis 0, 1 "
+                             "or 2; slices 0 or more).",
+                             "Recreate the seed file with `ifssnet seeds`, or remove the tag from the segment "
+                             "(its painted slices are then found from the paint).") from exc
 
 
 @dataclass
