@@ -275,3 +275,22 @@ def test_a_seed_tag_with_an_impossible_axis_or_slice_is_refused_with_what_to_do(
     with pytest.raises(InputError, match="remove the tag"):
         logic.IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], method=_method())
     _assert_same(before, _state(segNode, volumeNode))
+
+
+def test_a_segment_removed_during_the_run_is_named_and_nothing_is_written(scene_nodes):
+    """A segment deleted while the worker computed made apply say 'Slicer could not write the result ... check
+    that the segmentation is editable (not locked)'; now it says the segment was removed, and writes nothing."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+
+    from ifssnet.errors import InputError
+
+    sid, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16))
+    other, _ = _paint(slicer, volumeNode, segNode, np.roll(truth, 2, axis=1), 0, (5, 11, 16), "SOL")
+    L = IFSSNetSegmentationLogic()
+    job = L.compute(L.prepare(volumeNode, segNode, [sid, other], method=_method()))
+    segNode.GetSegmentation().RemoveSegment(other)
+    before = _state(segNode, volumeNode)
+    with pytest.raises(InputError, match="'SOL' was removed during the run"):
+        L.apply(job, segNode)
+    _assert_same(before, _state(segNode, volumeNode))

@@ -389,6 +389,11 @@ class IFSSNetSegmentationLogic:
         volumeNode = slicer.mrmlScene.GetNodeByID(job.volumeNodeId) if slicer.mrmlScene else None
         if volumeNode is None:
             raise InputError("The volume was removed from the scene during the run.", "Load it again and propagate.")
+        removed = [seg.name for seg in job.segments
+                   if segmentationNode.GetSegmentation().GetSegment(seg.segmentId) is None]
+        if removed:
+            raise InputError(f"Segment {', '.join(repr(n) for n in removed)} was removed during the run. Nothing "
+                             "was changed.", "Propagate again.")
         geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
         total = len(job.segments)
         with arrays.allOrNothing(segmentationNode) as job.backup:
