@@ -5,6 +5,7 @@
 - ``ifssnet.io`` on .seg.nrrd files as other writers leave them;
 - running out of memory in the main-thread steps (reading MRML, writing results);
 - a volume under a transform, and the slice views (world RAS);
+- a labelmap volume given to the Training Logic in place of a segmentation;
 """
 from __future__ import annotations
 
@@ -294,3 +295,24 @@ def test_a_segment_removed_during_the_run_is_named_and_nothing_is_written(scene_
     with pytest.raises(InputError, match="'SOL' was removed during the run"):
         L.apply(job, segNode)
     _assert_same(before, _state(segNode, volumeNode))
+
+
+def test_training_on_a_labelmap_instead_of_a_segmentation_says_how_to_convert_it(scene_nodes, tmp_path):
+    """A labelmap volume paired with the volume crashed train / exportPairs / validator with AttributeError
+    ('... has no attribute CreateBinaryLabelmapRepresentation'); now an InputError that says how to convert it."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from slicer_nodes import _ijk_to_ras
+
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    from ifssnet.errors import InputError
+
+    labels = slicer.util.addVolumeFromArray(truth, _ijk_to_ras(), "labels", nodeClassName="vtkMRMLLabelMapVolumeNode")
+    with pytest.raises(InputError, match="'labels' is a labelmap volume.*Convert labelmap to segmentation"):
+        IFSSNetTrainingLogic().train([(volumeNode, labels)], "full", 1, stepsPerEpoch=1, size=32,
+                                     outputPath=str(tmp_path / "m.pt"))
+    with pytest.raises(InputError, match="labelmap volume"):
+        IFSSNetTrainingLogic.exportPairs([(volumeNode, labels)], str(tmp_path / "export"))
+    with pytest.raises(InputError, match="labelmap volume"):
+        IFSSNetTrainingLogic.validator([(volumeNode, labels)])
+    assert not (tmp_path / "m.pt").exists()
