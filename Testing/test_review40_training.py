@@ -180,3 +180,24 @@ def test_resuming_into_another_output_does_not_replace_that_outputs_stopped_run(
     assert load_checkpoint(tmp_path / "a.pt")[2]["training"]["step"] == 3
     train([_case(0)], tmp_path / "c.pt", resume=tmp_path / "b.ckpt.pt")          # a new output: continues there
     assert load_checkpoint(tmp_path / "c.pt")[2]["training"]["step"] == 3
+
+
+def test_fewshot_runs_are_drawn_from_the_paint_alone_not_the_hidden_truth():
+    """sparsify keeps a complete case's masks whole and marks the unpainted slices unknown. sample_run's runs that
+    cross a muscle's end were chosen by the last slice where the *whole* mask holds the muscle, so the hidden
+    truth told training where the muscle ends; now only known slices count, and a case whose unknown slices are
+    blanked gives the same runs."""
+    from ifssnet.dataset import Case, sample_run, sparsify
+
+    full = _case(0, K=120)
+    full.masks["A"][100:] = 0                            # the muscle ends at slice 99, between painted groups 78-80 and 117-119
+    c = sparsify(full, 0.1)
+    assert not c.known["A"][81:117].any() and c.known["A"][78:81].all()
+    known = c.known["A"]
+    blank = c.masks["A"].copy()
+    blank[~known] = 0
+    hidden = Case(c.name, c.image, {"A": blank}, c.known, c.slice_spacing_mm)
+    for seed in range(20):
+        a = sample_run(c, np.random.default_rng(seed), 20, augment=False, end_fraction=1.0)
+        b = sample_run(hidden, np.random.default_rng(seed), 20, augment=False, end_fraction=1.0)
+        assert np.array_equal(a.image, b.image), seed

@@ -273,7 +273,9 @@ def sample_run(case: Case, rng: np.random.Generator, length: int, window: int = 
         if starts.size == 0:
             continue
         if rng.random() < end_fraction:
-            last = int(np.flatnonzero(present[idx])[-1])          # last present position in run order
+            # Last position in run order known to hold the segment: a sparse case's unknown slices may hold a
+            # hidden whole mask (sparsify), which must not tell training where the muscle ends.
+            last = int(np.flatnonzero((present & known)[idx])[-1])
             crossing = starts[starts + length - 1 > last + window]
             if crossing.size:
                 starts = crossing
