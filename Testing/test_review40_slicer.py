@@ -6,6 +6,7 @@
 - running out of memory in the main-thread steps (reading MRML, writing results);
 - a volume under a transform, and the slice views (world RAS);
 - a labelmap volume given to the Training Logic in place of a segmentation;
+- a seed or result .seg.nrrd written by ``ifssnet`` (``seeds``, ``propagate``), opened in Slicer and painted on;
 """
 from __future__ import annotations
 
@@ -316,3 +317,43 @@ def test_training_on_a_labelmap_instead_of_a_segmentation_says_how_to_convert_it
     with pytest.raises(InputError, match="labelmap volume"):
         IFSSNetTrainingLogic.validator([(volumeNode, labels)])
     assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_a_slice_painted_on_an_ifssnet_seed_file_in_slicer_joins_the_seeds(scene_nodes, tmp_path, axis):
+    """A .seg.nrrd from ``ifssnet seeds`` or ``ifssnet propagate`` has the annotated-slices tag but had no slice
+    checksums, so a slice the user then painted (or corrected) in Slicer was not a seed: Propagate ignored it and
+    wrote over it. ``ifssnet.io`` now writes the checksums with the annotated slices, as the Logic does."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from slicer_nodes import _ijk_to_ras
+
+    from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+
+    from ifssnet import io
+    from ifssnet.seeds import cut_seeds
+
+    arrays = _arrays_module()
+    seeded = (5, 11, 16) if axis == 0 else (8, 14, 21)
+    moved = np.moveaxis(truth, axis, 0)
+    seeds = cut_seeds(moved, seeded)
+    geometry = io.Geometry.from_ijk_to_lps(np.diag([-1.0, -1.0, 1.0, 1.0]) @ _ijk_to_ras())
+    path = tmp_path / "seeds.seg.nrrd"
+    segment = io.Segment("GM", np.moveaxis(seeds.mask, 0, axis), (1.0, 0.0, 0.0), io.AnnotatedSlices(axis, seeded))
+    io.write_segmentation(io.Segmentation([segment], geometry), path)
+
+    loaded = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Seeds")
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    loaded.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(loaded)
+    sid = loaded.GetSegmentation().GetSegmentIdBySegmentName("GM")
+    grid = arrays.referenceGeometry(volumeNode, loaded)
+    painted = arrays.segmentToArray(loaded, sid, grid)
+    extra = seeded[0] + 3
+    np.moveaxis(painted, axis, 0)[extra] = moved[extra]               # the user paints one more slice in Slicer
+    arrays.writeSegment(loaded, sid, painted, grid)
+
+    result = IFSSNetSegmentationLogic().propagate(volumeNode, loaded, [sid], method=_method())
+    assert result["segments"][sid]["seed_slices"] == sorted(seeded + (extra,))
+    out = arrays.segmentToArray(loaded, sid, grid)
+    np.testing.assert_array_equal(np.take(out, extra, axis), np.take(painted, extra, axis))

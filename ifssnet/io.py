@@ -9,7 +9,9 @@ labelmaps in any volume format (label v becomes segment ``Label_v``).
 
 Which slices of a segment were annotated travels in the segment tag ``IFSSNet.AnnotatedSlices``
 (``axis:s0,s1,...``, axis in array order, 0 = k), which Slicer keeps when it loads and saves the file.
-So an annotated slice with no foreground ("no muscle here") differs from an unannotated one.
+So an annotated slice with no foreground ("no muscle here") differs from an unannotated one. Next to it,
+``IFSSNet.ResultSliceCRC`` holds a checksum of every slice across that axis as written (:func:`slice_crcs`):
+Slicer's Propagate takes a slice whose checksum changed (painted or corrected in Slicer) for a seed too.
 
 Every write goes to a temporary file in the target folder and is renamed into place: a failure
 (unwritable folder, full disk) leaves no partial file and leaves an existing file untouched.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
@@ -29,6 +32,7 @@ from .progress import CancelLike, ProgressFn, check_cancel, report
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 ANNOTATED_TAG = "IFSSNet.AnnotatedSlices"
+RESULT_CRC_TAG = "IFSSNet.ResultSliceCRC"
 DEFAULT_COLORS = {
     "GM": (0.89, 0.36, 0.72),   # pink, as in the paper's figures
     "GL": (0.35, 0.78, 0.35),   # green
@@ -142,6 +146,13 @@ class AnnotatedSlices:
                              "or 2; slices 0 or more).",
                              "Recreate the seed file with `ifssnet seeds`, or remove the tag from the segment "
                              "(its painted slices are then found from the paint).") from exc
+
+
+def slice_crcs(mask: np.ndarray, axis: int) -> List[int]:
+    """A checksum (CRC-32 of the slice's voxels > 0) of every slice of the 3-D ``mask`` across ``axis``: the
+    ``IFSSNet.ResultSliceCRC`` tag, against which Slicer's Propagate finds the slices edited since."""
+    moved = np.moveaxis(np.asarray(mask), axis, 0)
+    return [zlib.crc32(np.ascontiguousarray(moved[s] > 0).tobytes()) for s in range(moved.shape[0])]
 
 
 @dataclass
@@ -527,7 +538,9 @@ def write_segmentation(seg: Segmentation, path, *, progress: Optional[ProgressFn
         check_cancel(cancel)
         info = {"id": f"Segment_{i + 1}", "name": s.name, "color": list(map(float, s.color))}
         if s.annotated is not None:
-            info["tags"] = {ANNOTATED_TAG: s.annotated.to_tag()}
+            # the checksums as written: a slice painted or corrected in Slicer afterwards joins the seeds
+            info["tags"] = {ANNOTATED_TAG: s.annotated.to_tag(),
+                            RESULT_CRC_TAG: ",".join(str(c) for c in slice_crcs(s.mask, s.annotated.axis))}
         raw["segments"].append({**info, **add_to_layers(layers, raw["segments"], np.asarray(s.mask) > 0)})
     # (L, K, J, I) -> the file's (i, j, k) order as a view: Fortran-ordered, so pynrrd writes it without a copy.
     raw["voxels"] = layers[0].transpose(2, 1, 0) if len(layers) == 1 else np.stack(layers).transpose(0, 3, 2, 1)

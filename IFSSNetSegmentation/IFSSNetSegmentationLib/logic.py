@@ -36,7 +36,6 @@ import logging
 import os
 import threading
 import time
-import zlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -44,12 +43,11 @@ import slicer
 import vtk
 
 from ifssnet.errors import IFSSNetError, InputError, ResourceError, SeedError, VolumeError
-from ifssnet.io import ANNOTATED_TAG, AnnotatedSlices
+from ifssnet.io import ANNOTATED_TAG, RESULT_CRC_TAG, AnnotatedSlices, slice_crcs
 from ifssnet.progress import check_cancel, report
 
 from IFSSNetSegmentationLib import mrml_arrays as arrays
 
-RESULT_CRC_TAG = "IFSSNet.ResultSliceCRC"
 DEFAULT_METHOD = "ifssnet"
 MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 STAGE_PREPARING = "preparing"
@@ -75,9 +73,9 @@ def segmentTag(segment, tag: str) -> Optional[str]:
 
 
 def sliceCRCs(mask: np.ndarray, axis: int) -> List[int]:
-    """A checksum of every slice of ``mask`` across ``axis`` (detects slices the user edited)."""
-    moved = np.moveaxis(mask, axis, 0)
-    return [zlib.crc32(np.ascontiguousarray(moved[s] > 0).tobytes()) for s in range(moved.shape[0])]
+    """A checksum of every slice of ``mask`` across ``axis`` (detects slices the user edited); the same as
+    ``ifssnet.io`` writes with a segment's annotated slices, so a file's paint edited in Slicer is found too."""
+    return slice_crcs(mask, axis)
 
 
 # --------------------------------------------------------------------------------------------------
