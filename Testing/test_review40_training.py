@@ -201,3 +201,19 @@ def test_fewshot_runs_are_drawn_from_the_paint_alone_not_the_hidden_truth():
         a = sample_run(c, np.random.default_rng(seed), 20, augment=False, end_fraction=1.0)
         b = sample_run(hidden, np.random.default_rng(seed), 20, augment=False, end_fraction=1.0)
         assert np.array_equal(a.image, b.image), seed
+
+
+@pytest.mark.parametrize("bad, option", [({"checkpoint_every": 0}, "--checkpoint-every"), ({"seed": -1}, "--seed"),
+                                         ({"jitter_shift": -1, "mask_jitter": 1.0}, "--jitter-shift"),
+                                         ({"jitter_radius": -2, "mask_jitter": 1.0}, "--jitter-radius"),
+                                         ({"mask_box": -0.5}, "--mask-box"), ({"bce_weight": -1.0}, "--bce-weight")])
+def test_out_of_range_options_are_refused_before_training(tmp_path, bad, option):
+    """--checkpoint-every 0 stopped at the first step with 'ZeroDivisionError: integer modulo by zero', --seed -1
+    with numpy's 'expected non-negative integer' and --jitter-shift -1 with torch's 'random_ expects from < to'
+    (each an 'internal error' exit 70); now TrainConfig.validate names the option, and nothing is written."""
+    from ifssnet.errors import InputError
+
+    with pytest.raises(InputError, match=option):
+        train([_case(0)], tmp_path / "m.pt", model_config=IFSSNetConfig(**TINY),
+              cfg=TrainConfig(epochs=1, steps_per_epoch=2, run_length=8, **bad))
+    assert not list(tmp_path.iterdir())

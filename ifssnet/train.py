@@ -125,7 +125,14 @@ class TrainConfig:
                   ("--end-weight", self.end_weight, 0, "Give a loss weight, e.g. 1."),
                   ("--warmup", self.warmup, 0, "Give a number of steps, e.g. 20."),
                   ("--batch", self.batch, 1, "Give the number of runs per step."),
-                  ("--image-aux", self.image_aux, 0, "Give a loss weight, e.g. 1."))
+                  ("--image-aux", self.image_aux, 0, "Give a loss weight, e.g. 1."),
+                  ("--checkpoint-every", self.checkpoint_every, 1, "Give a number of steps, e.g. 50."),
+                  ("--seed", self.seed, 0, "Give a whole number of 0 or more, e.g. 0."),
+                  ("--jitter-shift", self.jitter_shift, 0, "Give a number of pixels, e.g. 4 (0: no shift)."),
+                  ("--jitter-radius", self.jitter_radius, 0, "Give a number of pixels, e.g. 2 (0: shift only)."),
+                  ("--mask-jitter", self.mask_jitter, 0, "Give a probability between 0 and 1, e.g. 0.3."),
+                  ("--mask-box", self.mask_box, 0, "Give a probability between 0 and 1, e.g. 0.1."),
+                  ("--bce-weight", self.bce_weight, 0, "Give a loss weight, e.g. 1 (0: the paper's loss)."))
         for option, value, lowest, hint in bounds:
             if value < lowest:
                 raise InputError(f"{option} must be at least {lowest}, not {value}.", hint)
