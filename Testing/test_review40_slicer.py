@@ -357,3 +357,25 @@ def test_a_slice_painted_on_an_ifssnet_seed_file_in_slicer_joins_the_seeds(scene
     assert result["segments"][sid]["seed_slices"] == sorted(seeded + (extra,))
     out = arrays.segmentToArray(loaded, sid, grid)
     np.testing.assert_array_equal(np.take(out, extra, axis), np.take(painted, extra, axis))
+
+
+def test_a_volume_resized_during_the_run_is_refused_and_nothing_is_written(scene_nodes):
+    """A volume whose voxels were replaced by a smaller array while the worker computed (Crop Volume or Resample in
+    place) got the old-sized result poured into the new grid row by row: a garbled segment, written silently."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+
+    from ifssnet.errors import IFSSNetError, InputError
+
+    sid, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16))
+    L = IFSSNetSegmentationLogic()
+    job = L.compute(L.prepare(volumeNode, segNode, [sid], method=_method()))
+    voxels = slicer.util.arrayFromVolume(volumeNode)
+    slicer.util.updateVolumeFromArray(volumeNode, voxels[:, :20, :25].copy())
+    before = _state(segNode, volumeNode)
+    with pytest.raises(InputError, match="changed size during the run"):
+        L.apply(job, segNode)
+    _assert_same(before, _state(segNode, volumeNode))
+    with pytest.raises(IFSSNetError, match="does not fit the grid"):   # the write itself refuses a misfit
+        _arrays_module().writeSegment(segNode, sid, job.segments[0].result,
+                                      _arrays_module().referenceGeometry(volumeNode, segNode))

@@ -387,6 +387,11 @@ class IFSSNetSegmentationLogic:
         volumeNode = slicer.mrmlScene.GetNodeByID(job.volumeNodeId) if slicer.mrmlScene else None
         if volumeNode is None:
             raise InputError("The volume was removed from the scene during the run.", "Load it again and propagate.")
+        shape = tuple(reversed(volumeNode.GetImageData().GetDimensions())) if volumeNode.GetImageData() else ()
+        if shape != tuple(job.volume.shape):
+            was, now = (" x ".join(str(n) for n in s) or "no" for s in (job.volume.shape, shape))
+            raise InputError(f"The volume '{volumeNode.GetName()}' changed size during the run ({was} voxels, now "
+                             f"{now}). Nothing was changed.", "Propagate again.")
         removed = [seg.name for seg in job.segments
                    if segmentationNode.GetSegmentation().GetSegment(seg.segmentId) is None]
         if removed:

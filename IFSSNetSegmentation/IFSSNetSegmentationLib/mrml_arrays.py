@@ -128,7 +128,12 @@ def arrayToOrientedImage(mask: np.ndarray, geometry):
     matrix = vtk.vtkMatrix4x4()
     geometry.GetImageToWorldMatrix(matrix)
     image.SetImageToWorldMatrix(matrix)
-    image.SetExtent(geometry.GetExtent())
+    e = geometry.GetExtent()
+    image.SetExtent(e)
+    shape = (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
+    if tuple(mask.shape) != shape:  # VTK would read the voxels with the wrong row length, or past the array
+        raise IFSSNetError(f"A mask of {mask.shape} voxels does not fit the grid of {shape} voxels (k, j, i).",
+                           "Report this as a bug.")
     flat = np.ascontiguousarray(mask, dtype=np.uint8).ravel()
     scalars = numpy_support.numpy_to_vtk(flat, deep=True, array_type=vtk.VTK_UNSIGNED_CHAR)
     image.GetPointData().SetScalars(scalars)
