@@ -217,3 +217,35 @@ def test_out_of_range_options_are_refused_before_training(tmp_path, bad, option)
         train([_case(0)], tmp_path / "m.pt", model_config=IFSSNetConfig(**TINY),
               cfg=TrainConfig(epochs=1, steps_per_epoch=2, run_length=8, **bad))
     assert not list(tmp_path.iterdir())
+
+
+class _Dice:
+    """A validator that scores the given Dice in turn."""
+
+    def __init__(self, *dice):
+        self.dice, self.n = list(dice), 0
+
+    def __call__(self, model, step, rank=0, world=1, cancel=None):
+        self.n += 1
+        d = self.dice[self.n - 1]
+        return ValidationScore(step, d, 10.0, 0.0, {"A": d})
+
+
+def test_a_run_resumed_into_another_output_keeps_its_best_network_beside_it(tmp_path, one_thread):
+    """The best network by validation travels with --resume: resumed into another output (B), B.best.pt is the
+    run's best so far (copied from A.best.pt); before the fix B.best.pt was never written when no later step beat
+    it, and ``ifssnet train`` failed after 'wrote B.pt' with 'B.best.pt does not exist'. Where the best network's
+    file is gone, the next validation writes one."""
+    from ifssnet.validation import best_model_path, best_score
+
+    cfg = TrainConfig(epochs=1, steps_per_epoch=3, run_length=8, checkpoint_every=1, lr=1e-3)
+    train([_case(0)], tmp_path / "a.pt", model_config=IFSSNetConfig(**TINY), cfg=cfg, validator=_Dice(0.9),
+          val_every=1, time_limit_s=0.0)
+    train([_case(0)], tmp_path / "b.pt", resume=tmp_path / "a.ckpt.pt", validator=_Dice(0.2, 0.3))
+    best = best_score(best_model_path(tmp_path / "b.pt"))
+    assert (best.step, best.dice) == (1, 0.9)
+    assert (tmp_path / "b.best.pt").read_bytes() == (tmp_path / "a.best.pt").read_bytes()
+    (tmp_path / "a.best.pt").unlink()
+    train([_case(0)], tmp_path / "c.pt", resume=tmp_path / "a.ckpt.pt", validator=_Dice(0.2, 0.3))
+    best = best_score(best_model_path(tmp_path / "c.pt"))
+    assert (best.step, best.dice) == (3, 0.3)

@@ -494,6 +494,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
 
     history = [ValidationScore.from_dict(v) for v in val_state.get("history", [])]
     best = ValidationScore.from_dict(val_state["best"]) if val_state.get("best") else None
+    if resume is not None and best is not None and rank == 0:
+        best = _best_file_of_resumed_run(resume, out_path, best)
     # The validation schedule is the run's own: a resumed run keeps the interval it was started with unless one
     # is given (it is not a TrainConfig field, so without this a resume fell back to checkpoint_every).
     val_every = int(val_every or stored_val_every or cfg.checkpoint_every)
@@ -580,6 +582,35 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
             break
     save(step, out_path, optimizer=False)
     return out_path
+
+
+def _best_file_of_resumed_run(resume, out_path, best):
+    """``--resume``: ``OUT.best.pt`` must hold the run's best network so far (``best``, a ValidationScore), or a
+    run that never beats it again ends without that file (``ifssnet train`` then failed after 'wrote OUT' with
+    'OUT.best.pt does not exist'). Resumed into another output than its own, the file is copied from the run's own
+    output (``X.best.pt`` beside ``X.ckpt.pt``); where no file holds it, the best is forgotten (None returned), so
+    that the next validation writes one (the history keeps every score). Returns the best to go on from."""
+    import shutil
+
+    from .errors import IFSSNetError
+    from .io import atomic_write
+    from .validation import best_model_path, best_score
+
+    def holds(path: Path) -> bool:
+        try:
+            return path.exists() and best_score(path).step == best.step
+        except (IFSSNetError, KeyError, TypeError, ValueError):
+            return False
+
+    target, resume = best_model_path(out_path), Path(resume)
+    if holds(target):
+        return best
+    if resume.name.endswith(".ckpt.pt"):
+        source = best_model_path(resume.with_name(resume.name[:-len(".ckpt.pt")] + ".pt"))
+        if source.resolve() != target.resolve() and holds(source):
+            atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+            return best
+    return best if target.exists() else None
 
 
 def checkpoint_path(out_path) -> Path:
