@@ -379,3 +379,23 @@ def test_a_volume_resized_during_the_run_is_refused_and_nothing_is_written(scene
     with pytest.raises(IFSSNetError, match="does not fit the grid"):   # the write itself refuses a misfit
         _arrays_module().writeSegment(segNode, sid, job.segments[0].result,
                                       _arrays_module().referenceGeometry(volumeNode, segNode))
+
+
+def test_a_labelmap_given_as_the_segmentation_to_propagate_or_compare_says_how_to_convert_it(scene_nodes):
+    """The Segmentation and Comparison Logic APIs crashed with AttributeError (no GetSegmentation) on a labelmap
+    volume given where a segmentation node is needed."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from slicer_nodes import _ijk_to_ras
+
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+    from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+
+    from ifssnet.errors import InputError
+
+    labels = slicer.util.addVolumeFromArray(truth, _ijk_to_ras(), "labels", nodeClassName="vtkMRMLLabelMapVolumeNode")
+    with pytest.raises(InputError, match="'labels' is a labelmap volume.*Convert labelmap to segmentation"):
+        IFSSNetSegmentationLogic().propagate(volumeNode, labels, method=_method())
+    with pytest.raises(InputError, match="labelmap volume"):
+        IFSSNetSegmentationLogic().markNoMuscle(volumeNode, labels, "1", 3, 0)
+    with pytest.raises(InputError, match="The reference 'labels' is a labelmap volume"):
+        IFSSNetComparisonLogic().prepare(volumeNode, None, labels, ["fbs"], "3-seeds")

@@ -103,6 +103,8 @@ class IFSSNetComparisonLogic:
             raise InputError(f"Unknown protocol '{protocol}'.", f"Use one of: {', '.join(PROTOCOLS)}.")
         if protocol == "seeds" and seedSegmentationNode is None:
             raise InputError("The 'seeds' protocol needs a seed segmentation.", "Select it, or use protocol '3-seeds'.")
+        mrmlArrays.requireSegmentationNode(referenceSegmentationNode, "The reference")
+        mrmlArrays.requireSegmentationNode(seedSegmentationNode if protocol == "seeds" else None, "The seed segmentation")
         segLogic = segmentationLogic.IFSSNetSegmentationLogic()
         report(progress, "preparing", 0, 1)
         volume = mrmlArrays.volumeToArray(volumeNode)

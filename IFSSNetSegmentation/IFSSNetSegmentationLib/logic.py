@@ -178,6 +178,7 @@ class IFSSNetSegmentationLogic:
         """
         if volumeNode is None or segmentationNode is None:
             raise InputError("No volume or no segmentation is selected.", "Select the volume and the segmentation.")
+        arrays.requireSegmentationNode(segmentationNode)
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
         if segment is None:
             raise InputError(f"The segmentation has no segment with ID '{segmentId}'.", "Select an existing segment.")
@@ -296,6 +297,7 @@ class IFSSNetSegmentationLogic:
         report(progress, STAGE_PREPARING, 0, 1)
         if segmentationNode is None:
             raise InputError("No segmentation is selected.", "Select the segmentation that holds the painted slices.")
+        arrays.requireSegmentationNode(segmentationNode)
         from ifssnet.preprocess import check_image, check_volume
         from ifssnet.seeds import check_slice_count
 

@@ -86,6 +86,17 @@ def orientedImageToArray(image, geometry) -> np.ndarray:
     return out
 
 
+def requireSegmentationNode(node, role: str = "The segmentation") -> None:
+    """Refuse (``InputError``, saying how to convert it) a node given where a segmentation node is needed: a
+    labelmap volume, most often. ``role``: what the node is for, for the message."""
+    if node is None or node.IsA("vtkMRMLSegmentationNode"):
+        return
+    kind = "a labelmap volume" if node.IsA("vtkMRMLLabelMapVolumeNode") else f"a {node.GetClassName()}"
+    raise InputError(f"{role} '{node.GetName()}' is {kind}, not a segmentation node.",
+                     "Convert it first (Data module: right-click the labelmap > Convert labelmap to segmentation "
+                     "node), then select that segmentation.")
+
+
 def ensureLabelmap(segmentationNode) -> None:
     """Give a segmentation whose source representation is not a binary labelmap (a closed surface: a model
     imported as a segmentation, a .vtm file) its binary labelmap, converted from the source, as Segment

@@ -45,12 +45,9 @@ def geometryOf(volumeNode) -> Geometry:
 def segmentationFromNodes(volumeNode, segmentationNode, segmentNames: Optional[Sequence[str]] = None) -> Segmentation:
     """The segmentation node on the volume's grid as an ``ifssnet.io.Segmentation`` (with annotated slices).
     A labelmap volume (or any other node) in place of the segmentation is refused with how to convert it."""
-    if segmentationNode is None or not segmentationNode.IsA("vtkMRMLSegmentationNode"):
-        what = f"'{segmentationNode.GetName()}' is a {'labelmap volume' if segmentationNode.IsA('vtkMRMLLabelMapVolumeNode') else segmentationNode.GetClassName()}" \
-            if segmentationNode is not None else "No annotation is selected: it"
-        raise InputError(f"{what}, not a segmentation; training reads the annotation from a segmentation node.",
-                         "Convert it first (Data module: right-click the labelmap > Convert labelmap to "
-                         "segmentation node), then pair the volume with that segmentation.")
+    if segmentationNode is None:
+        raise InputError("A volume has no annotation.", "Pair every volume with its segmentation.")
+    mrmlArrays.requireSegmentationNode(segmentationNode, "The annotation")
     geometry = mrmlArrays.referenceGeometry(volumeNode, segmentationNode)
     segmentationNode.CreateBinaryLabelmapRepresentation()
     segmentation = segmentationNode.GetSegmentation()
