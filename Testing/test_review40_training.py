@@ -249,3 +249,19 @@ def test_a_run_resumed_into_another_output_keeps_its_best_network_beside_it(tmp_
     train([_case(0)], tmp_path / "c.pt", resume=tmp_path / "a.ckpt.pt", validator=_Dice(0.2, 0.3))
     best = best_score(best_model_path(tmp_path / "c.pt"))
     assert (best.step, best.dice) == (3, 0.3)
+
+
+@pytest.mark.parametrize("item, volume, annotation", [
+    (r"C:\d\v.nrrd:C:\d\a.seg.nrrd", r"C:\d\v.nrrd", r"C:\d\a.seg.nrrd"),    # Slicer's Training module on Windows
+    ("C:/d/v.nrrd:D:/a.seg.nrrd", "C:/d/v.nrrd", "D:/a.seg.nrrd"),
+    (r"v.nrrd:D:\a.seg.nrrd", "v.nrrd", r"D:\a.seg.nrrd"),
+    ("/x/v.nrrd:/x/a.seg.nrrd", "/x/v.nrrd", "/x/a.seg.nrrd"),
+    ("v.nrrd:a.seg.nrrd", "v.nrrd", "a.seg.nrrd")])
+def test_volume_annotation_pairs_split_at_the_colon_between_them_not_at_a_drive(item, volume, annotation):
+    """CASES and --val take VOLUME:ANNOTATION; with Windows paths (IFSSNetTraining's trainingCommand passes
+    absolute ones) the pair was split at the drive's colon: volume 'C', annotation '\\d\\v.nrrd:C:\\d\\a.seg.nrrd'."""
+    from pathlib import Path
+
+    from ifssnet.train_cli import _case_paths
+
+    assert _case_paths([item]) == [(Path(volume), Path(annotation))]

@@ -31,12 +31,26 @@ def _case_paths(items: Sequence[str]) -> List[tuple]:
     pairs = []
     for it in items:
         if ":" in it and not Path(it).exists():
-            v, a = it.split(":", 1)
+            v, a = _split_pair(it)
             pairs.append((Path(v), Path(a)))
         else:
             d = Path(it)
             pairs.append((d / "volume.nrrd", d / "reference.seg.nrrd"))
     return pairs
+
+
+def _split_pair(item: str) -> tuple:
+    """``VOLUME:ANNOTATION`` -> ``(VOLUME, ANNOTATION)``, where either path may start with a Windows drive
+    (``C:\\data\\v.nrrd:C:\\data\\a.seg.nrrd``, as Slicer's Training module passes them on Windows): the colon
+    that splits is the first one that is not a drive's, preferring one where both files exist."""
+    cuts = [i for i, ch in enumerate(item) if ch == ":"
+            and not (i == 1 and item[0].isalpha())                          # the volume's drive
+            and not (i >= 2 and item[i - 2] == ":" and item[i - 1].isalpha())]   # the annotation's drive
+    cuts = cuts or [item.index(":")]
+    for i in cuts:
+        if Path(item[:i]).exists() and Path(item[i + 1:]).exists():
+            return item[:i], item[i + 1:]
+    return item[:cuts[0]], item[cuts[0] + 1:]
 
 
 def fill_recipe(args, base_meta=None) -> str:
