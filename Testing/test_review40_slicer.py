@@ -399,3 +399,28 @@ def test_a_labelmap_given_as_the_segmentation_to_propagate_or_compare_says_how_t
         IFSSNetSegmentationLogic().markNoMuscle(volumeNode, labels, "1", 3, 0)
     with pytest.raises(InputError, match="The reference 'labels' is a labelmap volume"):
         IFSSNetComparisonLogic().prepare(volumeNode, None, labels, ["fbs"], "3-seeds")
+
+
+def test_training_to_an_output_path_that_cannot_be_made_is_refused_before_reading_the_cases(scene_nodes, tmp_path,
+                                                                                           monkeypatch):
+    """An output folder that cannot be created (a file in its path) raised a bare NotADirectoryError, and only
+    after every case had been read; now a ResourceError before anything is read."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetTrainingLib import logic as trainingLogic
+
+    from ifssnet.errors import InputError, ResourceError
+
+    _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16))
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    read = []
+    monkeypatch.setattr(trainingLogic, "segmentationFromNodes",
+                        lambda *a, **k: read.append(1) or pytest.fail("a case was read"))
+    with pytest.raises(ResourceError, match="Could not create the folder"):
+        trainingLogic.IFSSNetTrainingLogic().train([(volumeNode, segNode)], "fewshot", 1, stepsPerEpoch=1, size=32,
+                                                   outputPath=str(blocker / "models" / "m.pt"))
+    (tmp_path / "folder.pt").mkdir()
+    with pytest.raises(InputError, match="is a folder"):
+        trainingLogic.IFSSNetTrainingLogic().train([(volumeNode, segNode)], "fewshot", 1, stepsPerEpoch=1, size=32,
+                                                   outputPath=str(tmp_path / "folder.pt"))
+    assert not read

@@ -112,6 +112,10 @@ class IFSSNetTrainingLogic:
         if not pairs:
             raise InputError("No training pairs.", "Add at least one volume with its segmentation.")
         outputPath = outputPath or self.defaultOutputPath("ifssnet-finetuned")
+        from ifssnet.io import check_output_file, make_folders
+
+        make_folders(os.path.dirname(os.path.abspath(outputPath)))   # before any case is read, with what to do
+        check_output_file(os.path.abspath(outputPath), file_hint="Give the model a file name, like my-model.pt.")
         with _outOfMemoryAsResourceError(outputPath):
             from ifssnet.dataset import case_from_arrays, load_case, require_painted
             from ifssnet.train import TrainConfig, train as coreTrain
@@ -153,7 +157,6 @@ class IFSSNetTrainingLogic:
                 if onStep:
                     onStep(entry)
 
-            os.makedirs(os.path.dirname(os.path.abspath(outputPath)), exist_ok=True)
             path = coreTrain(cases, outputPath, model_config=modelConfig, cfg=cfg, base_model=baseModel,
                              resume=resume, command="Slicer IFSSNetTraining",
                              data_description=", ".join(c.name for c in cases), progress=progress, cancel=cancel,
