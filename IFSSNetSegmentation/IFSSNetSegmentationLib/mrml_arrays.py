@@ -169,16 +169,14 @@ def writeSegment(segmentationNode, segmentId: str, mask: np.ndarray, geometry) -
     A segment stored on another grid than ``geometry`` (a segmentation with its own geometry: oversampled, or
     made on another volume) gets ``mask`` resampled onto its grid (nearest neighbour), as an effect's edit is:
     Slicer would otherwise move the whole layer, the segments not written included, onto ``geometry``.
+    The segment's voxels outside ``geometry``'s grid stay as they were.
     Returns True when it resampled (what is stored is then not ``mask`` voxel for voxel)."""
     useLabelmapSource(segmentationNode)
     image = arrayToOrientedImage(mask, geometry)
     grid = segmentGrid(segmentationNode, segmentId)
     resampled = grid is not None and not slicer.vtkOrientedImageDataResample.DoGeometriesMatch(image, grid)
     if resampled:
-        onGrid = slicer.vtkOrientedImageData()
-        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-            image, grid, onGrid, False, True)  # nearest neighbour, extent grown to hold all of ``mask``
-        image = onGrid
+        image = _onSegmentGrid(segmentationNode, segmentId, image, mask.shape, geometry, grid)
     ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
         image, segmentationNode, segmentId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
         image.GetExtent())
@@ -186,6 +184,19 @@ def writeSegment(segmentationNode, segmentId: str, mask: np.ndarray, geometry) -
         raise IFSSNetError(f"Slicer could not write the result into segment '{segmentId}'.",
                            "Check that the segmentation is editable (not locked) and try again.")
     return resampled
+
+
+def _onSegmentGrid(segmentationNode, segmentId: str, image, shape, geometry, grid):
+    """``image`` (on ``geometry``'s grid, ``shape`` (k, j, i)) resampled onto the segment's stored ``grid``
+    (nearest neighbour), with the segment's current voxels kept where ``geometry``'s grid does not reach."""
+    resample = slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage
+    onGrid = slicer.vtkOrientedImageData()
+    resample(image, grid, onGrid, False, True)  # extent grown to hold all of the image
+    reach = slicer.vtkOrientedImageData()
+    resample(arrayToOrientedImage(np.ones(shape, np.uint8), geometry), onGrid, reach, False, False)
+    merged = np.where(orientedImageToArray(reach, onGrid) > 0, orientedImageToArray(onGrid, onGrid),
+                      segmentToArray(segmentationNode, segmentId, onGrid))
+    return arrayToOrientedImage(merged, onGrid)
 
 
 def snapshotSegmentation(segmentationNode):
