@@ -265,3 +265,39 @@ def test_volume_annotation_pairs_split_at_the_colon_between_them_not_at_a_drive(
     from ifssnet.train_cli import _case_paths
 
     assert _case_paths([item]) == [(Path(volume), Path(annotation))]
+
+
+def test_distributed_training_takes_its_backend_and_gpu_from_the_device(monkeypatch):
+    """Under torchrun the group's backend was nccl whenever a GPU was present, so the default --device cpu failed at
+    the first all-reduce of CPU tensors; and a bare --device cuda put every rank on GPU 0. Now --device cpu makes a
+    gloo group, cuda makes an nccl one, and each rank trains on cuda:LOCAL_RANK."""
+    import torch.distributed as dist
+
+    from ifssnet import train_cli
+
+    made = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: made.append(("set_device", str(d))))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **k: made.append(("group", backend)))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert train_cli.training_device("cpu") == "cpu"
+    assert train_cli._init_distributed("cpu") == (1, 2, True) and made[-1] == ("group", "gloo")
+    assert train_cli.training_device("cuda") == "cuda:1" and made[-1] == ("set_device", "cuda:1")
+    train_cli._init_distributed("cuda:1")
+    assert made[-1] == ("group", "nccl")
+
+
+def test_an_unknown_or_missing_device_is_refused_with_a_message(monkeypatch):
+    """--device foo and --device cuda without a GPU stopped with PyTorch's RuntimeError / AssertionError as an
+    'internal error' (exit 70)."""
+    from ifssnet import train_cli
+    from ifssnet.errors import IFSSNetError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(IFSSNetError, match="Unknown device 'foo'"):
+        train_cli.training_device("foo")
+    with pytest.raises(IFSSNetError, match="CUDA"):
+        train_cli.training_device("cuda")

@@ -48,6 +48,8 @@ def rank0_decides(flag: bool) -> bool:
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor([float(flag)])
+    # nccl broadcasts CUDA tensors only (a CPU one failed at the first step of a --time-limit run on GPUs)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([float(flag)], device=device)
     dist.broadcast(t, 0)
     return bool(t.item())

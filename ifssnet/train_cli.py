@@ -248,7 +248,8 @@ def _train_cli(args) -> int:
               "steps (model card, 'The leak loss on the end marks'). The shipped network took the leak loss in a "
               "fine-tune: train without it first, then fine-tune --from that network with it, and validate as you "
               "go (--val).", file=sys.stderr, flush=True)
-    rank, world, own_group = _init_distributed()
+    args.device = training_device(args.device)
+    rank, world, own_group = _init_distributed(args.device)
     try:
         return _train_ranked(args, rank, world, stored.size if stored is not None else args.size,
                              stored, meta if args.resume else None)
@@ -542,8 +543,34 @@ def _validator(args, train_pairs, segments):
     return Validator(val_pairs, protocol=args.val_protocol, segments=segments)
 
 
-def _init_distributed():
-    """(rank, world, created) from torchrun's environment; initialises the process group when world > 1.
+def training_device(device: str) -> str:
+    """The device this process trains on: ``--device`` checked (an unknown name or CUDA without a GPU is an
+    :class:`InputError` / :class:`~ifssnet.errors.ResourceError`, not a PyTorch traceback; ``auto`` and ``gpu`` as
+    in propagation), and under torchrun a bare ``cuda`` becomes this process's own GPU, ``cuda:LOCAL_RANK``
+    (every rank on GPU 0 made NCCL refuse the group, or shared one GPU)."""
+    import torch
+
+    from .propagate import resolve_device
+
+    name = str(device or "cpu").strip().lower()
+    if name in ("auto", "gpu") or name.startswith("cuda"):
+        name = resolve_device(name)
+    else:
+        try:
+            torch.device(name)
+        except (RuntimeError, ValueError):
+            raise InputError(f"Unknown device '{device}'.", "Use cpu, cuda (or cuda:N) or auto.") from None
+    if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
+        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    if name.startswith("cuda:"):
+        torch.cuda.set_device(torch.device(name))
+    return name
+
+
+def _init_distributed(device: str = "cpu"):
+    """(rank, world, created) from torchrun's environment; initialises the process group when world > 1, with the
+    backend of the device the ranks train on: nccl for CUDA, gloo otherwise (nccl was chosen whenever a GPU was
+    present, so ``--device cpu`` on a GPU machine failed at the first all-reduce of CPU tensors).
 
     ``created`` is True when this call made the group, so that the caller destroys it at the end.
     """
@@ -553,9 +580,7 @@ def _init_distributed():
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            import torch
-
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
             return rank, world, True
     return rank, world, False
 
