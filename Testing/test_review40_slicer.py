@@ -426,10 +426,11 @@ def test_training_to_an_output_path_that_cannot_be_made_is_refused_before_readin
     assert not read
 
 
-@pytest.mark.parametrize("scale", [0.5, 1.0])
-def test_paint_outside_the_volume_on_a_larger_segmentation_grid_is_kept(scene_nodes, scale):
+@pytest.mark.parametrize("scale, shift", [(0.5, 10), (1.0, 10), (1.0, 0)])
+def test_paint_outside_the_volume_on_a_larger_segmentation_grid_is_kept(scene_nodes, scale, shift):
     """A segmentation on a grid larger than the volume (made on a larger volume) lost the paint outside the
-    volume's footprint when one of its segments was propagated (the written labelmap covered the whole grid)."""
+    volume's footprint when one of its segments was propagated: Slicer's MODE_REPLACE replaces the whole segment,
+    not only the extent written (also on the volume's own grid with a larger extent: ``shift`` 0)."""
     from slicer_nodes import SPACING, _direction, _ijk_to_ras
 
     slicer, volumeNode, segNode, truth = scene_nodes
@@ -438,19 +439,19 @@ def test_paint_outside_the_volume_on_a_larger_segmentation_grid_is_kept(scene_no
 
     m = _ijk_to_ras()
     m[:3, :3] = _direction() @ np.diag([s * scale for s in SPACING])
-    m[:3, 3] -= m[:3, :3] @ np.array([10.0, 10.0, 10.0])
-    shape = tuple(int(n / scale) + 20 for n in SHAPE)
+    m[:3, 3] -= m[:3, :3] @ np.array([shift] * 3, float)
+    shape = tuple(int(n / scale) + shift + 10 for n in SHAPE)
     big = slicer.util.addVolumeFromArray(np.zeros(shape, np.uint8), m, "big")
     segNode.SetReferenceImageGeometryParameterFromVolumeNode(big)
     grid = arrays.referenceGeometry(big, segNode)
     k, j, i = np.indices(shape)
     centre = [(n - 1) / 2 for n in SHAPE]
     radius = [n * 0.36 for n in SHAPE]
-    inVolume = [(k - 10) * scale, (j - 10) * scale, (i - 10) * scale]           # volume voxel coordinates
+    inVolume = [(k - shift) * scale, (j - shift) * scale, (i - shift) * scale]           # volume voxel coordinates
     ellipsoid = sum(((v - c) / r) ** 2 for v, c, r in zip(inVolume, centre, radius)) <= 1
     painted = np.zeros(shape, np.uint8)
     for s in (5, 11, 16):
-        painted[10 + int(s / scale)] = ellipsoid[10 + int(s / scale)]
+        painted[shift + int(s / scale)] = ellipsoid[shift + int(s / scale)]
     far = (slice(shape[0] - 4, shape[0] - 1), slice(shape[1] - 12, shape[1] - 2), slice(shape[2] - 10, shape[2] - 2))
     painted[far] = 1                                            # beyond the volume's footprint
     sid = segNode.GetSegmentation().AddEmptySegment("", "GM")

@@ -175,8 +175,11 @@ def writeSegment(segmentationNode, segmentId: str, mask: np.ndarray, geometry) -
     image = arrayToOrientedImage(mask, geometry)
     grid = segmentGrid(segmentationNode, segmentId)
     resampled = grid is not None and not slicer.vtkOrientedImageDataResample.DoGeometriesMatch(image, grid)
-    if resampled:
-        image = _onSegmentGrid(segmentationNode, segmentId, image, mask.shape, geometry, grid)
+    if grid is not None:
+        g, e = grid.GetExtent(), image.GetExtent()
+        beyond = any(g[2 * a] < e[2 * a] or g[2 * a + 1] > e[2 * a + 1] for a in range(3))
+        if resampled or beyond:  # MODE_REPLACE replaces the whole segment, not only the extent given
+            image = _onSegmentGrid(segmentationNode, segmentId, image, mask.shape, geometry, grid)
     ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
         image, segmentationNode, segmentId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
         image.GetExtent())
