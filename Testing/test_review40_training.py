@@ -301,3 +301,19 @@ def test_an_unknown_or_missing_device_is_refused_with_a_message(monkeypatch):
         train_cli.training_device("foo")
     with pytest.raises(IFSSNetError, match="CUDA"):
         train_cli.training_device("cuda")
+
+
+def test_painted_slices_outside_the_volume_are_refused_with_a_message():
+    """A painted-slice tag that lists slices past the volume's end (a segmentation of a longer or uncropped sweep)
+    stopped training with 'IndexError: index 30 is out of bounds' as an internal error."""
+    from ifssnet.dataset import case_from_arrays
+    from ifssnet.errors import InputError
+    from ifssnet.io import AnnotatedSlices, Geometry, segmentation_from_masks
+
+    m = np.zeros((12, 30, 30), np.uint8)
+    m[:, 8:20, 6:22] = 1
+    seg = segmentation_from_masks({"GM": m}, Geometry(spacing=(0.5, 0.5, 1.0), origin=(0, 0, 0)))
+    seg.segments[0].annotated = AnnotatedSlices(0, (0, 1, 2, 30, 31, 32))
+    with pytest.raises(InputError, match=r"Segment 'GM' of case 'leg' is marked painted on slices \[30, 31, 32\], "
+                                         r"outside the volume's 12 slices"):
+        case_from_arrays(np.random.default_rng(0).random((12, 30, 30), np.float32), seg, 32, name="leg")

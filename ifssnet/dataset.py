@@ -111,6 +111,13 @@ def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
                     "volume's k index (the Data Probe shows it), and if the sweep runs along another axis, make it "
                     "the k axis first (Orient Scalar Volume module); on the command line, re-cut the annotation "
                     "with `ifssnet seeds`.")
+            outside = [int(i) for i in annotated.slices if not 0 <= int(i) < volume.shape[0]]
+            if outside:
+                raise InputError(
+                    f"Segment '{n}' of case '{name}' is marked painted on slices {outside[:5]}"
+                    f"{' ...' if len(outside) > 5 else ''}, outside the volume's {volume.shape[0]} slices.",
+                    "Check that this segmentation belongs to this volume (it may have been painted on a longer or "
+                    "uncropped one); re-cut its seeds with `ifssnet seeds`, or paint the slices again in Slicer.")
             k[list(annotated.slices)] = True
         known[n] = k
     return Case(name, image, masks, known, slice_spacing_mm)
