@@ -317,3 +317,52 @@ def test_painted_slices_outside_the_volume_are_refused_with_a_message():
     with pytest.raises(InputError, match=r"Segment 'GM' of case 'leg' is marked painted on slices \[30, 31, 32\], "
                                          r"outside the volume's 12 slices"):
         case_from_arrays(np.random.default_rng(0).random((12, 30, 30), np.float32), seg, 32, name="leg")
+
+
+def _uneven_worker(rank, world, init_file, out_dir):
+    import datetime
+    import os
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        # Rank 0 trains on a 40-slice case (runs of 8: two TBPTT updates per step), rank 1 on a 4-slice one (a run
+        # of one window: one update), unless the ranks agree on the run's length.
+        cfg = TrainConfig(epochs=1, steps_per_epoch=2, run_length=8, lr=1e-2)
+        train([_case(0, K=40), _case(1, K=4)], os.path.join(out_dir, "u.pt"), model_config=IFSSNetConfig(**TINY),
+              cfg=cfg, rank=rank, world=world)
+        dist.barrier()
+        mine = torch.cat([p.detach().flatten() for p in load_checkpoint(os.path.join(out_dir, "u.pt"))[0].parameters()])
+        gathered = [torch.zeros_like(mine) for _ in range(world)]
+        dist.all_gather(gathered, mine)
+        ok = all(torch.equal(gathered[0], g) for g in gathered)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    with open(os.path.join(out_dir, f"rank{rank}.{'same' if ok else 'differ'}"), "w") as f:
+        f.write("done")
+    os._exit(0)
+
+
+def test_ranks_with_runs_of_different_lengths_make_the_same_updates(tmp_path):
+    """DDP over cases: a rank whose case is shorter drew a shorter run, whose TBPTT step made one update instead
+    of two, so its gradient all-reduces paired with another step's on the other rank (weights apart, or a hang
+    until gloo's timeout). Now the ranks agree on the run's length, stride and burn-in, and end with the same
+    weights."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.start_processes(_uneven_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False,
+                             start_method="spawn")
+    try:
+        ctx.join(timeout=150)             # False while a rank still waits (a hang): it is killed below
+    except (mp.ProcessExitedException, mp.ProcessRaisedException):
+        pass
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.kill()
+    assert (tmp_path / "rank0.same").exists() and (tmp_path / "rank1.same").exists(), sorted(
+        p.name for p in tmp_path.iterdir())

@@ -48,8 +48,33 @@ def rank0_decides(flag: bool) -> bool:
     import torch
     import torch.distributed as dist
 
-    # nccl broadcasts CUDA tensors only (a CPU one failed at the first step of a --time-limit run on GPUs)
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor([float(flag)], device=device)
+    t = torch.tensor([float(flag)], device=_collective_device())
     dist.broadcast(t, 0)
     return bool(t.item())
+
+
+def agreed(value: int, how: str = "rank0") -> int:
+    """``value`` as every rank has it: rank 0's (``how="rank0"``) or the smallest over the ranks (``"min"``); in a
+    single process ``value`` itself. For the numbers that decide how many TBPTT updates a step makes (the run's
+    length, its stride, its burn-in): every update all-reduces the gradients, so ranks that made a different number
+    of them paired one step's all-reduce with another's, and ended with different weights or hung."""
+    if not is_distributed():
+        return int(value)
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([int(value)], dtype=torch.int64, device=_collective_device())
+    if how == "min":
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    else:
+        dist.broadcast(t, 0)
+    return int(t.item())
+
+
+def _collective_device():
+    """Where a small tensor for a collective must lie: this rank's GPU under nccl (CUDA tensors only; a CPU one
+    failed at the first step of a --time-limit run on GPUs), else the CPU."""
+    import torch
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")

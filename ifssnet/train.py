@@ -55,7 +55,7 @@ import numpy as np
 from . import __version__
 from .cycle import cycle_step
 from .dataset import Case, decremental_fractions, require_complete, require_painted, sample_run, sparsify, thin_case
-from .distributed import broadcast_parameters, rank0_decides
+from .distributed import agreed, broadcast_parameters, rank0_decides
 from .errors import InputError
 from .fill_gaps import fill_gaps
 from .past_ends import empty_past_ends
@@ -544,6 +544,9 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         L = min(len(r.known) for r in runs)          # a case shorter than --run-length gives a shorter run
         # --burn-in: one length per step, 0..burn_in; without it no number is drawn (earlier runs repeat).
         burn = stride * int(rng.integers(0, cfg.burn_in // stride + 1)) if cfg.burn_in and cfg.mode != "image" else 0
+        # Distributed: every rank makes as many TBPTT updates (each all-reduces the gradients), so the numbers that
+        # decide them are the same on every rank: rank 0's stride and burn-in, the shortest rank's run.
+        stride, burn, L = agreed(stride), agreed(burn), agreed(L, "min")
         offsets = None
         if cfg.reach and L > cfg.run_length + stride:   # --reach: each run trained up to its next annotated group
             offsets = reach_offsets([r.known for r in runs], L, cfg.run_length, model_config.window, stride,
