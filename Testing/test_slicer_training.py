@@ -509,3 +509,32 @@ def test_cancel_mid_training_leaves_an_earlier_model_and_its_card_as_they_were(s
     assert len(L.steps) == 2
     assert _earlier_model_kept(out, card)
     assert L.cancelledText(str(out), 0.0).endswith("nothing was saved. Click Train to start again.")
+
+
+def test_the_panels_resume_command_continues_the_run_whatever_the_panel_now_says(slicer_scene, tmp_path, capsys):
+    """Resume in the Training panel runs ``ifssnet train --resume``, which refuses options that would change the
+    run. The panel used to pass its current recipe with it, so a user who had changed the epochs or the learning
+    rate since the run started could not resume at all; now the recipe stays the run's own and the run ends at its
+    own last step, and its model card says how the run was trained, not what the panel now says."""
+    from cli_output import run_cli
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+    from test_train_cli_errors import TINY as CLI_TINY, _case as cli_case
+
+    from ifssnet.model.checkpoint import load_checkpoint
+
+    case = cli_case(tmp_path / "c")
+    volume, annotation = case.rsplit(":", 1)
+    out, ckpt, log = tmp_path / "m.pt", tmp_path / "m.ckpt.pt", tmp_path / "log.jsonl"
+    code, _, _ = run_cli(capsys, "train", case, "--out", out, "--epochs", "1", "--steps", "3",
+                         "--checkpoint-every", "1", "--time-limit", "0", *CLI_TINY)
+    assert code == 0 and load_checkpoint(ckpt)[2]["training"]["step"] == 1
+    cmd = IFSSNetTrainingLogic.trainingCommand([(volume, annotation)], "fewshot", 5, str(out), str(log),
+                                               resume=str(ckpt), stepsPerEpoch=50, learningRate=0.5, tverskyBeta=0.7,
+                                               fillGap=12, emptyPastEnds=True, baseModel="other.pt")
+    assert "--epochs" not in cmd and "--lr" not in cmd and "--from" not in cmd
+    code, _, err = run_cli(capsys, *cmd[3:])
+    assert code == 0, err
+    assert load_checkpoint(out)[2]["training"]["step"] == 3
+    card = open(IFSSNetTrainingLogic.writeModelCard(str(out), mode="fewshot", epochs=5, baseModel="other.pt",
+                                                    cases=["c"], steps=[])).read()
+    assert "- Base model: new network" in card and "- Mode: full supervision; epochs: 1" in card   # the run's own

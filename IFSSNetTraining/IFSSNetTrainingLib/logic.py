@@ -256,14 +256,23 @@ class IFSSNetTrainingLogic:
         ``validationPairs``: (volume, annotation) files held out of training (``--val``), scored under
         ``valProtocol`` (``--val-protocol``; the CLI's ``3-seeds`` when None). ``fillGap``: ``--fill-gap`` (as in
         :meth:`train`; 0 leaves it out), ``emptyPastEnds``: ``--empty-past-ends``, ``tverskyBeta``: ``--tversky-beta``
-        (None: as in :meth:`train`), ``learningRate``: ``--lr`` (None: the command line's)."""
+        (None: as in :meth:`train`), ``learningRate``: ``--lr`` (None: the command line's).
+        With ``resume`` the run continues exactly as it was started (``ifssnet train --resume`` refuses options that
+        would change it), so the panel's recipe (mode, epochs, steps, rates, the few-shot and validation settings)
+        is left out: only the cases, the held-out pairs and their protocol, the output, the log and the device go
+        with it."""
         if valProtocol is not None and valProtocol not in VALIDATION_CHOICES:
             raise InputError(f"Unknown validation protocol '{valProtocol}'.",
                              f"Use one of {', '.join(VALIDATION_CHOICES)}.")
         cmd = [python or sys.executable, "-m", "ifssnet.cli", "train"]
         cmd += [f"{v}:{a}" for v, a in filePairs]
-        cmd += ["--mode", mode, "--epochs", str(int(epochs)), "--steps", str(int(stepsPerEpoch)),
-                "--out", str(outputPath), "--log", str(logPath), "--device", device]
+        cmd += ["--out", str(outputPath), "--log", str(logPath), "--device", device]
+        if resume:
+            if validationPairs:   # the run keeps its own --val-every; the protocol is not stored with it
+                cmd += ["--val"] + [f"{v}:{a}" for v, a in validationPairs]
+                cmd += ["--val-protocol", valProtocol] if valProtocol else []
+            return cmd + ["--resume", str(resume)]
+        cmd += ["--mode", mode, "--epochs", str(int(epochs)), "--steps", str(int(stepsPerEpoch))]
         if fillGap:
             cmd += ["--fill-gap", str(int(fillGap))]
         if emptyPastEnds:
@@ -278,9 +287,7 @@ class IFSSNetTrainingLogic:
                 cmd += ["--val-every", str(int(valEvery))]
             if valProtocol:
                 cmd += ["--val-protocol", valProtocol]
-        if resume:
-            cmd += ["--resume", str(resume)]
-        elif baseModel:
+        if baseModel:
             cmd += ["--from", str(baseModel)]
         return cmd
 
@@ -335,11 +342,20 @@ class IFSSNetTrainingLogic:
 
     @staticmethod
     def writeModelCard(modelPath: str, *, mode, epochs, baseModel, cases, steps) -> str:
-        """A short model card next to the model (``<stem>.md``): the effect shows it as a tooltip."""
+        """A short model card next to the model (``<stem>.md``): the effect shows it as a tooltip. The mode, epochs
+        and base model are those the model file records where it does (a resumed run's are its own, not the panel's
+        current ones); ``mode``, ``epochs`` and ``baseModel`` stand in for a file that does not."""
         last = steps[-1] if steps else {}
+        from ifssnet.model.checkpoint import read_meta
         from ifssnet.train import TrainConfig
+        from ifssnet.train_recipe import stored_config
 
-        config = _storedConfigOf(modelPath)
+        meta = read_meta(modelPath) or {}
+        config = stored_config(meta)
+        mode, epochs = config.get("mode", mode), config.get("epochs", epochs)
+        base = meta.get("base")
+        baseName = (str(base.get("file")) if isinstance(base, dict) and base.get("file")
+                    else os.path.basename(str(baseModel)) if baseModel and "training" not in meta else None)
         rate = "not recorded"
         if config:
             trained = TrainConfig(**config)
@@ -349,7 +365,7 @@ class IFSSNetTrainingLogic:
             f"# {os.path.splitext(os.path.basename(modelPath))[0]}",
             "",
             f"- Fine-tuned in 3D Slicer (IFSSNetTraining) on {datetime.datetime.now().isoformat(timespec='minutes')}",
-            f"- Base model: {os.path.basename(str(baseModel)) if baseModel else 'new network'}",
+            f"- Base model: {baseName or 'new network'}",
             f"- Mode: {'full supervision' if mode == 'full' else 'few-shot (sequential pseudo-labels)'}; epochs: {epochs}",
             f"- Training cases: {', '.join(cases)}",
             f"- Final loss {last.get('loss', float('nan')):.4f}, alpha {last.get('alpha', float('nan')):.3f}, "
@@ -538,14 +554,6 @@ def _checkTrainingMemory(pairs, mode: str, config, recipe: dict, *, segmentNames
         added_labels=mode == "fewshot" and bool(fillGap or emptyPastEnds), on_gpu=trains_on_gpu(device)) + held
     check_training_memory(need)
     return need
-
-
-def _storedConfigOf(modelPath: str) -> dict:
-    """The training config the model file records ({} where none)."""
-    from ifssnet.model.checkpoint import read_meta
-    from ifssnet.train_recipe import stored_config
-
-    return stored_config(read_meta(modelPath))
 
 
 def _recipeOf(config: dict) -> str:
