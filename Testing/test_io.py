@@ -196,3 +196,27 @@ def test_reading_and_resampling_a_segmentation_report_each_segment_and_stop_on_c
             read_segmentation(path, reference=Geometry(spacing=(0.6, 0.8, 1.0)), reference_shape=(3, 4, 5),
                               progress=progress, cancel=token)
         assert seen[-1] == (stage, 1, 2)
+
+
+def test_a_seed_file_saved_cropped_keeps_its_annotated_slices_on_the_volumes_grid(tmp_path):
+    """A seed file saved cropped (Slicer's 'crop to minimum extent', or cut by another tool) lies on the volume's
+    grid shifted by whole voxels. Its annotated slices, "no muscle here" marks included, used to be dropped when
+    it was read onto the volume's grid; they now follow the shift. A grid that is not a whole-voxel shift still
+    drops them (slices do not map one to one)."""
+    geometry = Geometry(spacing=(0.5, 0.5, 2.0), origin=(10.0, -4.0, 3.0), direction=OBLIQUE.direction)
+    full = np.zeros((12, 6, 7), np.uint8)
+    full[[3, 4, 9], 1:4, 2:5] = 1            # painted on 3, 4 and 9; slice 10 marked "no muscle here"
+    crop = full[2:11, 1:5, 2:6]               # k from 2, j from 1, i from 2
+    shifted = Geometry(spacing=geometry.spacing, direction=geometry.direction,
+                       origin=tuple(geometry.ijk_to_lps[:3, :3] @ np.array([2.0, 1.0, 2.0]) + geometry.origin))
+    write_segmentation(Segmentation([Segment("GM", crop, (1.0, 0.0, 0.5), AnnotatedSlices(0, (1, 2, 7, 8)))],
+                                    shifted), tmp_path / "crop.seg.nrrd")
+    back = read_segmentation(tmp_path / "crop.seg.nrrd", reference=geometry, reference_shape=full.shape)
+    assert back.get("GM").annotated == AnnotatedSlices(0, (3, 4, 9, 10))
+    np.testing.assert_array_equal(back.mask("GM"), full)
+    half = Geometry(spacing=geometry.spacing, direction=geometry.direction,
+                    origin=tuple(geometry.ijk_to_lps[:3, :3] @ np.array([2.0, 1.0, 2.5]) + geometry.origin))
+    write_segmentation(Segmentation([Segment("GM", crop, (1.0, 0.0, 0.5), AnnotatedSlices(0, (1, 2, 7, 8)))],
+                                    half), tmp_path / "half.seg.nrrd")
+    assert read_segmentation(tmp_path / "half.seg.nrrd", reference=geometry,
+                             reference_shape=full.shape).get("GM").annotated is None

@@ -490,8 +490,9 @@ def _read_labelmap(path: Path) -> Segmentation:
 
 def resample_segmentation(seg: Segmentation, reference: Geometry, shape: Sequence[int], *,
                           progress: Optional[ProgressFn] = None, cancel: CancelLike = None) -> Segmentation:
-    """Resample every segment onto ``reference`` with grid ``shape`` (K, J, I), nearest neighbour.
-    ``progress`` gets ``"Resampling segmentation"`` once per segment; ``cancel`` is checked between them."""
+    """Resample every segment onto ``reference`` with grid ``shape`` (K, J, I), nearest neighbour. Annotated slices
+    follow a whole-voxel shift of the grid (a file saved cropped: :func:`voxel_offset`) and are dropped on any
+    other change of grid, where slices do not map one to one. ``progress`` gets ``"Resampling segmentation"`` once per segment; ``cancel`` is checked between them."""
     sitk = _sitk()
     ref = sitk.Image([int(shape[2]), int(shape[1]), int(shape[0])], sitk.sitkUInt8)
     reference.apply_to(ref)
@@ -502,11 +503,36 @@ def resample_segmentation(seg: Segmentation, reference: Geometry, shape: Sequenc
         img = sitk.GetImageFromArray(np.ascontiguousarray(s.mask, dtype=np.uint8))
         seg.geometry.apply_to(img)
         res = sitk.Resample(img, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-        # Annotated slice indices do not survive a change of grid; drop them rather than mislead.
-        annotated = s.annotated if seg.geometry.same_as(reference) else None
-        out.append(Segment(s.name, sitk.GetArrayFromImage(res), s.color, annotated))
+        out.append(Segment(s.name, sitk.GetArrayFromImage(res), s.color,
+                           _annotated_on(s.annotated, seg.geometry, reference, shape)))
     report(progress, "Resampling segmentation", len(seg.segments), len(seg.segments))
     return Segmentation(out, reference)
+
+
+def voxel_offset(source: Geometry, target: Geometry, tol: float = 1e-3) -> Optional[Tuple[int, int, int]]:
+    """``(dk, dj, di)`` such that voxel (k, j, i) of ``source``'s grid is voxel (k + dk, j + dj, i + di) of
+    ``target``'s, where the two grids differ by whole voxels only (the same spacing and directions: a file saved
+    cropped, or padded); None otherwise."""
+    m = np.linalg.solve(target.ijk_to_lps, source.ijk_to_lps)
+    shift = m[:3, 3]
+    if not np.allclose(m[:3, :3], np.eye(3), atol=tol) or not np.allclose(shift, np.round(shift), atol=tol):
+        return None
+    di, dj, dk = (int(v) for v in np.round(shift))
+    return dk, dj, di
+
+
+def _annotated_on(annotated: Optional[AnnotatedSlices], source: Geometry, target: Geometry,
+                  shape: Sequence[int]) -> Optional[AnnotatedSlices]:
+    """A segment's annotated slices on the ``target`` grid of ``shape`` (K, J, I): shifted where the grids differ by
+    whole voxels (those left outside it are dropped), None (not known) where slices do not map one to one."""
+    if annotated is None:
+        return None
+    offset = voxel_offset(source, target)
+    if offset is None:
+        return None
+    d = offset[annotated.axis]
+    moved = tuple(s + d for s in annotated.slices if 0 <= s + d < int(shape[annotated.axis]))
+    return AnnotatedSlices(annotated.axis, moved) if moved else None
 
 
 def write_segmentation(seg: Segmentation, path, *, progress: Optional[ProgressFn] = None,
