@@ -704,6 +704,7 @@ def test_model_list_has_user_models_with_cards(slicer_app, tmp_path, monkeypatch
     (tmp_path / "calf-v2.pt").write_bytes(b"x")
     (tmp_path / "calf-v2.md").write_text("# calf-v2\nFine-tuned on 4 volumes.")
     (tmp_path / "calf-v2.ckpt.pt").write_bytes(b"x")  # a training checkpoint, not a model to offer
+    (tmp_path / "calf-v2.ckpt.best.pt").write_bytes(b"x")  # a run's best while it goes, beside its checkpoint
     (tmp_path / "notes.txt").write_text("-")
     user = [m for m in IFSSNetSegmentationLogic.availableModels() if m["source"] == "user"]
     assert [m["name"] for m in user] == ["calf-v2"]

@@ -291,7 +291,7 @@ def _assert_same_voxels(before, after):
 def _no_outputs(folder, stem="m"):
     """No model file, checkpoint, best model or model card of ``stem``, and no temporary file, in ``folder``."""
     names = {p.name for p in folder.iterdir()} if folder.exists() else set()
-    written = {f"{stem}.pt", f"{stem}.ckpt.pt", f"{stem}.best.pt", f"{stem}.md"} & names
+    written = {f"{stem}.pt", f"{stem}.ckpt.pt", f"{stem}.ckpt.best.pt", f"{stem}.best.pt", f"{stem}.md"} & names
     return not written and not [n for n in names if ".tmp" in n]
 
 
@@ -471,7 +471,8 @@ def test_exported_scene_pairs_are_named_after_their_volumes_and_keep_their_tags(
 
 
 def test_the_status_after_cancel_says_whether_resume_continues_this_run(slicer_app, tmp_path):
-    """Resume continues OUT.ckpt.pt: this run's when it saved one, else an earlier run's, else there is none."""
+    """Resume continues OUT.ckpt.pt: this run's when it saved one, else an earlier run's, else there is none; the
+    run's best by validation so far (OUT.ckpt.best.pt) is named where it saved one."""
     import time
 
     from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
@@ -485,6 +486,13 @@ def test_the_status_after_cancel_says_whether_resume_continues_this_run(slicer_a
     assert "Resume would continue an earlier run" in IFSSNetTrainingLogic.cancelledText(out, started)
     os.utime(ckpt, (started + 5, started + 5))
     assert IFSSNetTrainingLogic.cancelledText(out, started).startswith("Training cancelled. Click Resume")
+    assert "best model" not in IFSSNetTrainingLogic.cancelledText(out, started)
+    best = tmp_path / "m.ckpt.best.pt"          # the run's best by validation so far, beside its checkpoint
+    best.write_bytes(b"this run's best so far")
+    os.utime(best, (started + 5, started + 5))
+    text = IFSSNetTrainingLogic.cancelledText(out, started)
+    assert text.startswith("Training cancelled. Click Resume")
+    assert "kept beside the checkpoint (m.ckpt.best.pt) and becomes m.best when the run is resumed" in text
 
 
 def test_cancel_mid_training_leaves_an_earlier_model_and_its_card_as_they_were(scene_nodes, tmp_path):

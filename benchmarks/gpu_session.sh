@@ -123,7 +123,10 @@ train_stage() {
         fi
         break
     done
-    [ -f "$OUT/$name.best.pt" ] && mv -f "$OUT/$name.best.pt" "$OUT/$name.pt"
+    # A run that ended (or stopped at --time-limit) moved its best to NAME.best.pt; one that timeout killed left it
+    # beside its checkpoint (NAME.ckpt.best.pt).
+    if [ -f "$OUT/$name.ckpt.best.pt" ]; then mv -f "$OUT/$name.ckpt.best.pt" "$OUT/$name.pt"
+    elif [ -f "$OUT/$name.best.pt" ]; then mv -f "$OUT/$name.best.pt" "$OUT/$name.pt"; fi
 }
 
 step "setup"

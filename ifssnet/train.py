@@ -44,6 +44,7 @@ between them the network is fed its own predictions.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -388,10 +389,13 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     passed where it takes one: the Validator reports ``"validating"`` per case); every ``val_every`` steps (default
     ``cfg.checkpoint_every``) and at the last step, the network propagates the validation cases (in a
     distributed run every rank takes its share of them, and all get the same score); rank 0 passes the
-    :class:`~ifssnet.validation.ValidationScore` to ``on_validation`` and writes the best network by Dice
-    to ``MODEL.best.pt``. A fine-tune (``base_model``) validates ``base_model`` first, as step 0, so that
-    ``MODEL.best.pt`` is the starting network where no step beats it. The history and the best score travel
-    in the checkpoint, so ``--resume`` keeps them. A resumed run keeps the command that started it as
+    :class:`~ifssnet.validation.ValidationScore` to ``on_validation`` and keeps the best network by Dice. While
+    the run goes, that network is the run's own file beside its checkpoint (``MODEL.ckpt.best.pt``,
+    :func:`checkpoint_best_path`); where ``MODEL.pt`` is written it is moved to ``MODEL.best.pt``, so a cancelled,
+    killed or failed run leaves an earlier run's ``MODEL.best.pt`` as it was (and its own best file for
+    ``--resume``, where it saved a checkpoint). A fine-tune (``base_model``) validates ``base_model`` first, as
+    step 0, so that ``MODEL.best.pt`` is the starting network where no step beats it. The history and the best
+    score travel in the checkpoint, so ``--resume`` keeps them. A resumed run keeps the command that started it as
     ``command`` and lists the commands that continued it in ``resumed``.
     """
     import torch
@@ -492,6 +496,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
 
     from .validation import ValidationScore, best_model_path
 
+    run_best = checkpoint_best_path(out_path)      # the run's best network until MODEL.pt is written
     history = [ValidationScore.from_dict(v) for v in val_state.get("history", [])]
     best = ValidationScore.from_dict(val_state["best"]) if val_state.get("best") else None
     if resume is not None and best is not None and rank == 0:
@@ -517,82 +522,99 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
             on_validation(score)
         if score.better_than(best):
             best = score
-            save(step, best_model_path(out_path), optimizer=False)
+            save(step, run_best, optimizer=False)
 
-    if base_model is not None and resume is None:
-        # The network a fine-tune starts from is scored first (step 0): where no step beats it, MODEL.best.pt is
-        # that network, so the best by validation is never below where the user started (fine-tunes of the
-        # shipped weights can end below it; model card, session 33).
-        check_cancel(cancel)              # a cancel before it scores nothing and writes nothing
-        validate(0)
     step = start_step
     ckpt_path = checkpoint_path(out_path)
-    started = time.perf_counter()
-    while step < total:
-        check_cancel(cancel)
-        t0 = time.perf_counter()
-        rng = _seed_everything(cfg, step, rank)
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr_at(step) * g.get("lr_mult", 1.0)
-        pool = (decremental_pool(len(my_cases), step, total) if cfg.mode == "fewshot" and cfg.curriculum
-                else len(my_cases))
-        runs = [_draw_run(my_cases, pool, rng, cfg, model_config.window) for _ in range(cfg.batch)]
-        if cfg.mode == "image":          # windows, not runs: the encoder has no recurrence
-            runs = [_window_of(r, rng, model_config.window) for r in runs]
-        # One stride per step; with the default [1] no number is drawn, so earlier runs repeat exactly.
-        stride = int(cfg.strides[0]) if len(cfg.strides) == 1 else int(rng.choice(cfg.strides))
-        L = min(len(r.known) for r in runs)          # a case shorter than --run-length gives a shorter run
-        # --burn-in: one length per step, 0..burn_in; without it no number is drawn (earlier runs repeat).
-        burn = stride * int(rng.integers(0, cfg.burn_in // stride + 1)) if cfg.burn_in and cfg.mode != "image" else 0
-        # Distributed: every rank makes as many TBPTT updates (each all-reduces the gradients), so the numbers that
-        # decide them are the same on every rank: rank 0's stride and burn-in, the shortest rank's run.
-        stride, burn, L = agreed(stride), agreed(burn), agreed(L, "min")
-        offsets = None
-        if cfg.reach and L > cfg.run_length + stride:   # --reach: each run trained up to its next annotated group
-            offsets = reach_offsets([r.known for r in runs], L, cfg.run_length, model_config.window, stride,
-                                    cfg.burn_in, rng)
-            L = max(offsets) + cfg.run_length          # no run needs slices past its trained part
-        else:
-            L = min(L, burn + cfg.run_length)
-        img = torch.from_numpy(np.stack([r.image[:L] for r in runs])).to(device)
-        msk = torch.from_numpy(np.stack([r.mask[:L] for r in runs])).to(device)
-        kn = torch.from_numpy(np.stack([r.known[:L] for r in runs])).to(device)
-        anchors = (torch.from_numpy(np.stack([r.painted[:L] for r in runs])).to(device)
-                   if cfg.anchor == "painted" else None)
-        segs = (torch.tensor([model_config.image_head.index(r.segment) for r in runs], device=device)
-                if trains_head else None)
-        if cfg.mode == "image":
-            loss = image_step(model, opt, img, msk, kn, segs, cfg)
-        elif cfg.cycle:
-            loss = cycle_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segs)
-        else:
-            loss = train_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segs, burn=burn,
-                              offsets=offsets, anchors=anchors)
-        if ema is not None:
-            ema.update_parameters(model)
-        step += 1
-        log = StepLog(step, loss, float(loss_fn.alpha), float(loss_fn.beta), cfg.lr_at(step - 1),
-                      time.perf_counter() - t0)
-        if on_step:
-            on_step(log)
-        report(progress, "training", step, total)
-        out_of_time = _past_time_limit(started, time_limit_s)
-        if step % val_every == 0 or step == total or out_of_time:
-            validate(step)
-        if step % cfg.checkpoint_every == 0 or step == total or out_of_time:
-            save(step, ckpt_path)
-        if out_of_time:
-            break
+    checkpointed = False                  # whether this run has saved a checkpoint (see the except below)
+    try:
+        if base_model is not None and resume is None:
+            # The network a fine-tune starts from is scored first (step 0): where no step beats it, MODEL.best.pt
+            # is that network, so the best by validation is never below where the user started (fine-tunes of
+            # the shipped weights can end below it; model card, session 33).
+            check_cancel(cancel)              # a cancel before it scores nothing and writes nothing
+            validate(0)
+        started = time.perf_counter()
+        while step < total:
+            check_cancel(cancel)
+            t0 = time.perf_counter()
+            rng = _seed_everything(cfg, step, rank)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr_at(step) * g.get("lr_mult", 1.0)
+            pool = (decremental_pool(len(my_cases), step, total) if cfg.mode == "fewshot" and cfg.curriculum
+                    else len(my_cases))
+            runs = [_draw_run(my_cases, pool, rng, cfg, model_config.window) for _ in range(cfg.batch)]
+            if cfg.mode == "image":          # windows, not runs: the encoder has no recurrence
+                runs = [_window_of(r, rng, model_config.window) for r in runs]
+            # One stride per step; with the default [1] no number is drawn, so earlier runs repeat exactly.
+            stride = int(cfg.strides[0]) if len(cfg.strides) == 1 else int(rng.choice(cfg.strides))
+            L = min(len(r.known) for r in runs)          # a case shorter than --run-length gives a shorter run
+            # --burn-in: one length per step, 0..burn_in; without it no number is drawn (earlier runs repeat).
+            burn = (stride * int(rng.integers(0, cfg.burn_in // stride + 1))
+                    if cfg.burn_in and cfg.mode != "image" else 0)
+            # Distributed: every rank makes as many TBPTT updates (each all-reduces the gradients), so the numbers that
+            # decide them are the same on every rank: rank 0's stride and burn-in, the shortest rank's run.
+            stride, burn, L = agreed(stride), agreed(burn), agreed(L, "min")
+            offsets = None
+            if cfg.reach and L > cfg.run_length + stride:   # --reach: each run trained up to its next annotated group
+                offsets = reach_offsets([r.known for r in runs], L, cfg.run_length, model_config.window, stride,
+                                        cfg.burn_in, rng)
+                L = max(offsets) + cfg.run_length          # no run needs slices past its trained part
+            else:
+                L = min(L, burn + cfg.run_length)
+            img = torch.from_numpy(np.stack([r.image[:L] for r in runs])).to(device)
+            msk = torch.from_numpy(np.stack([r.mask[:L] for r in runs])).to(device)
+            kn = torch.from_numpy(np.stack([r.known[:L] for r in runs])).to(device)
+            anchors = (torch.from_numpy(np.stack([r.painted[:L] for r in runs])).to(device)
+                       if cfg.anchor == "painted" else None)
+            segs = (torch.tensor([model_config.image_head.index(r.segment) for r in runs], device=device)
+                    if trains_head else None)
+            if cfg.mode == "image":
+                loss = image_step(model, opt, img, msk, kn, segs, cfg)
+            elif cfg.cycle:
+                loss = cycle_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segs)
+            else:
+                loss = train_step(model, loss_fn, opt, img, msk, kn, cfg, stride=stride, segments=segs, burn=burn,
+                                  offsets=offsets, anchors=anchors)
+            if ema is not None:
+                ema.update_parameters(model)
+            step += 1
+            log = StepLog(step, loss, float(loss_fn.alpha), float(loss_fn.beta), cfg.lr_at(step - 1),
+                          time.perf_counter() - t0)
+            if on_step:
+                on_step(log)
+            report(progress, "training", step, total)
+            out_of_time = _past_time_limit(started, time_limit_s)
+            if step % val_every == 0 or step == total or out_of_time:
+                validate(step)
+            if step % cfg.checkpoint_every == 0 or step == total or out_of_time:
+                save(step, ckpt_path)
+                checkpointed = True
+            if out_of_time:
+                break
+    except BaseException:
+        # A new run stopped before its first checkpoint cannot be resumed, so its best network so far has no run
+        # to go on with: it is removed (MODEL.best.pt, an earlier run's, is untouched either way).
+        if rank == 0 and resume is None and not checkpointed and best is not None:
+            run_best.unlink(missing_ok=True)
+        raise
     save(step, out_path, optimizer=False)
+    if rank == 0 and best is not None and run_best.exists():
+        os.replace(run_best, best_model_path(out_path))     # the run's best becomes MODEL.best.pt with MODEL.pt
     return out_path
 
 
 def _best_file_of_resumed_run(resume, out_path, best):
-    """``--resume``: ``OUT.best.pt`` must hold the run's best network so far (``best``, a ValidationScore), or a
-    run that never beats it again ends without that file (``ifssnet train`` then failed after 'wrote OUT' with
-    'OUT.best.pt does not exist'). Resumed into another output than its own, the file is copied from the run's own
-    output (``X.best.pt`` beside ``X.ckpt.pt``); where no file holds it, the best is forgotten (None returned), so
-    that the next validation writes one (the history keeps every score). Returns the best to go on from."""
+    """``--resume``: the run's own best file (``OUT.ckpt.best.pt``, :func:`checkpoint_best_path`) must hold the
+    run's best network so far (``best``, a ValidationScore), since it becomes ``OUT.best.pt`` where the run ends
+    (a run that never beats it again ended without that file, and ``ifssnet train`` failed after 'wrote OUT' with
+    'OUT.best.pt does not exist'). Where it does not, it is copied from the file that does: the best file beside
+    the checkpoint resumed (``X.ckpt.best.pt`` beside ``X.ckpt.pt``; another output's when resumed into another),
+    or that run's ``X.best.pt`` (a run stopped by ``--time-limit`` wrote ``X.pt`` and moved its best there; runs
+    from before the best file was kept beside the checkpoint wrote ``X.best.pt`` as they went). Where no file
+    holds it, the best is forgotten (None returned), so that the next validation writes one (the history keeps
+    every score). Returns the best to go on from."""
+    import math
     import shutil
 
     from .errors import IFSSNetError
@@ -600,20 +622,25 @@ def _best_file_of_resumed_run(resume, out_path, best):
     from .validation import best_model_path, best_score
 
     def holds(path: Path) -> bool:
+        """Whether ``path`` is the network of ``best``: its step and Dice (not only a step of another run)."""
         try:
-            return path.exists() and best_score(path).step == best.step
+            got = best_score(path) if path.exists() else None
         except (IFSSNetError, KeyError, TypeError, ValueError):
             return False
+        return got is not None and got.step == best.step and (
+            got.dice == best.dice or (math.isnan(got.dice) and math.isnan(best.dice)))
 
-    target, resume = best_model_path(out_path), Path(resume)
+    target, resume = checkpoint_best_path(out_path), Path(resume)
     if holds(target):
         return best
+    sources = [best_model_path(resume)]                  # X.ckpt.pt -> X.ckpt.best.pt
     if resume.name.endswith(".ckpt.pt"):
-        source = best_model_path(resume.with_name(resume.name[:-len(".ckpt.pt")] + ".pt"))
+        sources.append(best_model_path(resume.with_name(resume.name[:-len(".ckpt.pt")] + ".pt")))
+    for source in sources:
         if source.resolve() != target.resolve() and holds(source):
             atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
             return best
-    return best if target.exists() else None
+    return None
 
 
 def checkpoint_path(out_path) -> Path:
@@ -622,10 +649,22 @@ def checkpoint_path(out_path) -> Path:
     return out_path.with_name(out_path.stem + ".ckpt.pt")
 
 
+def checkpoint_best_path(out_path) -> Path:
+    """``OUT.ckpt.best.pt``: the best network by validation of a run to ``OUT.pt`` while it goes, beside its
+    checkpoint and as much the run's own: written at each validation that beats the best so far, and moved to
+    ``OUT.best.pt`` (:func:`ifssnet.validation.best_model_path`) where the run writes ``OUT.pt``. A run that is
+    cancelled, killed or fails after a checkpoint leaves it for ``--resume``, and ``OUT.best.pt`` as it was."""
+    from .validation import best_model_path
+
+    return best_model_path(checkpoint_path(out_path))
+
+
 def refuse_replacing_an_unfinished_run(out_path) -> None:
     """Raise :class:`InputError` when ``OUT.ckpt.pt`` holds a run that stopped before its last step (cancelled,
     killed or out of time): a new run to the same ``OUT`` would overwrite it, and the stopped run could no longer be
-    resumed. A finished run's checkpoint, or one that cannot be read, may be replaced."""
+    resumed. A finished run's checkpoint, or one that cannot be read, may be replaced. The stopped run's best network
+    by validation (``OUT.ckpt.best.pt``, :func:`checkpoint_best_path`) is as much that run's, and is kept with it;
+    without a checkpoint that can be resumed, a new run's first validation replaces it."""
     from .errors import ModelError
     from .model.checkpoint import read_meta
 
@@ -639,10 +678,12 @@ def refuse_replacing_an_unfinished_run(out_path) -> None:
     except (ModelError, KeyError, TypeError, ValueError):
         return
     if step < total:
+        best = checkpoint_best_path(out_path)
+        files = f"that file (and {best}, its best network by validation so far)" if best.exists() else "that file"
         raise InputError(f"{ckpt} holds a run to this output that stopped at step {step} of {total}; a new run "
                          "would replace it.",
                          f"Continue it with --resume {ckpt} (in Slicer: Resume), or choose another output name "
-                         "(--out), or delete that file to start again.")
+                         f"(--out), or delete {files} to start again.")
 
 
 if __name__ == "__main__":  # pragma: no cover  (python -m ifssnet.train, torchrun -m ifssnet.train)

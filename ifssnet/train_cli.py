@@ -197,7 +197,8 @@ def add_train_arguments(p) -> None:
                         "(--resume continues); for a machine lent for a fixed time")
     p.add_argument("--val", nargs="+", default=None, metavar="CASE",
                    help="held-out, fully annotated cases (as CASES) to propagate every --val-every steps; the "
-                        "best network by mean Dice is kept as MODEL.best.pt (default: no validation)")
+                        "best network by mean Dice is kept as MODEL.best.pt where the run ends (MODEL.ckpt.best.pt "
+                        "while it goes; default: no validation)")
     p.add_argument("--val-every", type=int, default=None, metavar="N",
                    help="steps between validations (default: --checkpoint-every)")
     p.add_argument("--val-protocol", choices=VALIDATION_CHOICES, default="3-seeds",
@@ -380,7 +381,7 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
         print(score.summary(), file=sys.stderr, flush=True)
 
     bar = TqdmProgress(disable=rank != 0)
-    kept = _FilesKept(args.out)
+    kept = _FilesKept(args.out, args.resume)
     try:
         train(cases, args.out, model_config=IFSSNetConfig(size=args.size, width_mult=args.width_mult,
                                                            mask_sees_image=args.mask_sees_image), cfg=cfg,
@@ -418,18 +419,23 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
 
 
 class _FilesKept:
-    """What a run to ``out`` has written so far, for the Ctrl-C message: the model file is written only at the end,
-    but the checkpoint (``OUT.ckpt.pt``) and the best model by validation (``OUT.best.pt``) may already be there,
-    each written atomically. A file counts as this run's when it appeared or changed since the run began."""
+    """What a run to ``out`` has written so far, for the Ctrl-C message: the model file and ``OUT.best.pt`` are
+    written only at the end, but the checkpoint (``OUT.ckpt.pt``) and the run's best model by validation so far
+    (``OUT.ckpt.best.pt``, which becomes ``OUT.best.pt`` where the run ends) may already be there, each written
+    atomically. A file counts as this run's when it appeared or changed since the run began. ``resume``: the
+    checkpoint the run continues (``--resume``), which is as it was where the run saved none of its own."""
 
-    def __init__(self, out) -> None:
-        from .train import checkpoint_path
+    def __init__(self, out, resume=None) -> None:
+        from .train import checkpoint_best_path, checkpoint_path
         from .validation import best_model_path
 
         self.out = Path(out)
+        self.resume = resume
         self.ckpt = checkpoint_path(self.out)
-        self.best = best_model_path(self.out)
+        self.best = checkpoint_best_path(self.out)
+        self.final_best = best_model_path(self.out)
         self.out_existed = self.out.exists()
+        self.final_best_existed = self.final_best.exists()
         self.before = {p: self._stamp(p) for p in (self.ckpt, self.best)}
 
     @staticmethod
@@ -450,10 +456,16 @@ class _FilesKept:
         if self._written(self.ckpt):
             todo += (f"; this run's checkpoint {self.ckpt} is kept: continue the run with "
                      f"--resume {self.ckpt}")
+        elif self.resume is not None and Path(self.resume).exists():
+            todo += (f"; no new checkpoint was saved, so --resume {self.resume} continues from the step this run "
+                     "started at")
         else:
             todo += "; no checkpoint was saved yet, so start the run again"
-        if self._written(self.best):
-            todo += f"; {self.best} holds the best network by validation so far"
+        if self._written(self.best) and (self._written(self.ckpt) or self.resume is not None):
+            todo += (f"; its best network by validation so far is kept in {self.best}, and becomes "
+                     f"{self.final_best} when the run is resumed to its end")
+            if self.final_best_existed:
+                todo += " (the earlier one is as it was)"
         return todo + "."
 
     def interrupted(self):

@@ -573,7 +573,8 @@ class IFSSNetSegmentationLogic:
                 continue
             for name in sorted(os.listdir(folder)):
                 stem, ext = os.path.splitext(name)
-                if ext.lower() not in MODEL_SUFFIXES or stem.endswith(".ckpt"):  # .ckpt.pt: training state
+                # .ckpt.pt: training state; .ckpt.best.pt: a run's best network while it goes (or was stopped)
+                if ext.lower() not in MODEL_SUFFIXES or stem.endswith((".ckpt", ".ckpt.best")):
                     continue
                 path = os.path.join(folder, name)
                 models.append({"name": stem, "path": path, "card": cls.modelCard(path), "source": source})

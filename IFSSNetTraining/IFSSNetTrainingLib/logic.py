@@ -78,8 +78,10 @@ class IFSSNetTrainingLogic:
     ``validationPairs``: fully annotated pairs held out of training; every ``valEvery`` steps the network
     propagates them under ``valProtocol`` (``3-seeds``, ``paper`` or ``both``;
     :data:`ifssnet.validation.VALIDATION_CHOICES`) and the best by mean Dice is kept as ``<stem>.best.pt``
-    (:mod:`ifssnet.validation`); a fine-tune scores ``baseModel`` first (step 0), so ``<stem>.best.pt`` is the
-    base model where no step beats it (:meth:`validationVerdict` says so). ``self.validations`` holds the scores.
+    (:mod:`ifssnet.validation`; while the run goes, as ``<stem>.ckpt.best.pt`` beside its checkpoint, so that a
+    cancelled run leaves an earlier ``<stem>.best.pt`` as it was); a fine-tune scores ``baseModel`` first (step 0),
+    so ``<stem>.best.pt`` is the base model where no step beats it (:meth:`validationVerdict` says so).
+    ``self.validations`` holds the scores.
     A fine-tune trains with its base model's recipe (runs, batch, loss; :func:`ifssnet.train_recipe.inherit_recipe`),
     as ``ifssnet train --from`` does, except ``runLength`` and ``tverskyBeta`` where given (None: the base model's,
     or for a new network runs of 32; beta 0.5 in few-shot mode, :data:`ifssnet.train_recipe.FEWSHOT_BETA`);
@@ -324,10 +326,20 @@ class IFSSNetTrainingLogic:
     @classmethod
     def cancelledText(cls, outputPath: str, startedAt: float) -> str:
         """The status line after Cancel: whether the run that started at ``startedAt`` (``time.time()``) saved a
-        checkpoint that Resume continues, or Resume would continue an earlier run of the same name, or nothing."""
+        checkpoint that Resume continues (and the best model by validation beside it, ``<stem>.ckpt.best.pt``, which
+        becomes ``<stem>.best.pt`` where the resumed run ends; ``<stem>.best.pt`` is as it was), or Resume would
+        continue an earlier run of the same name, or nothing."""
         ckpt = cls.resumePath(outputPath)
         if ckpt and os.path.getmtime(ckpt) >= startedAt:
-            return "Training cancelled. Click Resume to continue from its last checkpoint."
+            text = "Training cancelled. Click Resume to continue from its last checkpoint."
+            from ifssnet.train import checkpoint_best_path
+
+            best = checkpoint_best_path(outputPath)
+            if best.exists() and os.path.getmtime(best) >= startedAt:
+                name = os.path.splitext(os.path.basename(outputPath))[0]
+                text += (f" Its best model by validation so far is kept beside the checkpoint ({best.name}) and "
+                         f"becomes {name}.best when the run is resumed to its end.")
+            return text
         if ckpt:
             return ("Training cancelled before its first checkpoint, so nothing of it was saved. Resume would "
                     "continue an earlier run of this name; click Train to start again.")
