@@ -310,11 +310,16 @@ def write_csv(rows: Sequence[dict], path) -> Path:
     """Write the rows' scalar columns (:data:`COLUMNS`, then any extra scalar keys) to ``path``, atomically."""
     from .io import atomic_write
 
+    def scalar(v) -> bool:
+        return v is None or isinstance(v, (str, int, float, np.floating, np.integer))
+
     extra: List[str] = []
     for r in rows:
         for k, v in r.items():
-            if k not in COLUMNS and k not in extra and (v is None or isinstance(v, (str, int, float, np.floating, np.integer))):
+            if k not in COLUMNS and k not in extra and scalar(v):
                 extra.append(k)
+    # a key that holds an array in any row (slice_dice: None in a failed row) is not a column
+    extra = [k for k in extra if all(scalar(r.get(k)) for r in rows)]
     cols = [c for c in COLUMNS if any(c in r for r in rows)] + extra
 
     def _write(tmp: str) -> None:

@@ -1,0 +1,64 @@
+"""Review of the comparison's metrics, CSV output and summaries (session 40): each test failed before its fix."""
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from ifssnet import compare as C
+from ifssnet.baselines import registry
+from ifssnet.errors import SeedError
+
+
+def _copy_seeds(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+    return seeds.mask.copy()
+
+
+def _broken(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+    raise SeedError("broken on purpose", "nothing to do")
+
+
+@pytest.fixture
+def copy_and_broken():
+    registry.register("r40copy", _copy_seeds, "Copy")
+    registry.register("r40broken", _broken, "Broken")
+    yield
+    registry.unregister("r40copy")
+    registry.unregister("r40broken")
+
+
+def _bar(K=60):
+    ref = np.zeros((K, 8, 8), np.uint8)
+    ref[5:K - 5, 2:6, 2:6] = 1
+    ref[30, 1:7, 1:7] = 1                  # the largest cross-section, well inside
+    return np.full(ref.shape, 50, np.uint8), ref
+
+
+def test_csv_of_a_run_with_a_failed_method_has_no_per_slice_dice_array_column(copy_and_broken, tmp_path):
+    """A failed row carries slice_dice=None; that made write_csv take slice_dice for a scalar column and write
+    every other row's per-slice array, as numpy's multi-line text, into the CSV."""
+    vol, ref = _bar()
+    rows = C.compare(vol, {"GM": ref}, (1.0, 0.5, 0.5), ["r40copy", "r40broken"], "3-seeds")
+    assert rows[1]["error"] and rows[0]["slice_dice"] is not None
+    path = C.write_csv(rows, tmp_path / "out.csv")
+    with open(path, newline="") as f:
+        got = list(csv.DictReader(f))
+    assert len(got) == 2 and "slice_dice" not in got[0]
+    assert len(path.read_text().strip().splitlines()) == 3        # header + 2 rows, nothing spread over lines
+
+
+def test_summarize_reads_blank_cells_of_a_merged_csv_as_missing(tmp_path):
+    """results_table.py --merge of a CSV from before past_ends_pct and a newer one writes blank cells; summarize
+    of the merged CSV's rows raised ValueError (float('')) instead of counting them as missing."""
+    rows = [{"method": "ifssnet", "muscle": "GM", "case": "s1", "dice": 0.8, "time_s": 1.0, "error": ""},
+            {"method": "ifssnet", "muscle": "GM", "case": "s2", "dice": 0.6, "time_s": 1.0, "past_ends_pct": 4.0,
+             "error": ""}]
+    path = C.write_csv(rows, tmp_path / "merged.csv")
+    with open(path, newline="") as f:
+        back = list(csv.DictReader(f))
+    assert back[0]["past_ends_pct"] == ""
+    s = C.summarize(back)[0]
+    assert s["dice_mean"] == pytest.approx(0.7) and s["past_ends_pct_mean"] == pytest.approx(4.0)
+    assert s["past_ends_pct_nonfinite"] == 1
