@@ -433,6 +433,17 @@ def plot(results: Sequence[dict], path, title: str = "") -> Path:
 # Several cases
 
 
+def _number(v) -> float:
+    """A row's value as a float: missing, None, a blank CSV cell (a merged CSV of runs from before a column was
+    added) or text that is not a number -> nan."""
+    if v is None:
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def summarize(rows: Sequence[dict], by: Sequence[str] = ("method",)) -> List[dict]:
     """Mean and standard deviation (population, ddof=0) of each metric per group (default: per method).
 
@@ -450,7 +461,7 @@ def summarize(rows: Sequence[dict], by: Sequence[str] = ("method",)) -> List[dic
         s["n"] = len(ok)
         s["failed"] = len(rs) - len(ok)
         for m in METRIC_KEYS:
-            vals = np.array([float(r.get(m, np.nan)) for r in ok], float)
+            vals = np.array([_number(r.get(m)) for r in ok], float)
             fin = vals[np.isfinite(vals)]
             s[f"{m}_mean"] = float(fin.mean()) if fin.size else math.nan
             s[f"{m}_std"] = float(fin.std()) if fin.size else math.nan
