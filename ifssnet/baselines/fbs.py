@@ -9,7 +9,8 @@ default is ON and gives different voxels) and ball structuring element OFF. We c
 The filter takes a labelled slice as a *key* slice only when both its neighbours along that axis are
 unlabelled. Three consecutive painted slices are therefore not key slices and nothing would be
 interpolated. A Slicer user paints isolated slices, so we feed the filter the middle slice of each
-group of consecutive seed slices, then put every seed slice back exactly as painted.
+group of consecutive seed slices (or, where the segment is absent from it, the group's nearest slice
+that holds it), then put every seed slice back exactly as painted.
 
 Two engineering choices, both tested to give the same voxels:
 
@@ -45,14 +46,23 @@ SLICER_DEFAULTS = dict(label=0, axis=-1, heuristic_alignment=True, use_distance_
 _ITK_LOCK = threading.Lock()  # one interpolation at a time: the global thread setting is process-wide
 
 
-def key_slices(slices: Sequence[int]) -> Tuple[int, ...]:
+def key_slices(slices: Sequence[int], mask: Optional[np.ndarray] = None) -> Tuple[int, ...]:
     """The slice fed to the interpolator for each run of consecutive seed slices: its middle one.
 
-    For a run of even length the lower middle is taken (run 10, 11, 12, 13 -> 11).
+    For a run of even length the lower middle is taken (run 10, 11, 12, 13 -> 11). With ``mask``
+    (K, J, I), the run's painted slice where the segment is present nearest to that middle (the lower
+    one on a tie): a run where the muscle ends (30 painted, 31 and 32 marked empty) keys on 30, as
+    Slicer would on the one slice the user painted, rather than on the empty 31, which dropped the run
+    and left the whole gap up to it empty.
     """
     from ..seeds import seed_groups
 
-    return tuple(int(group[(len(group) - 1) // 2]) for group in seed_groups(sorted(set(int(s) for s in slices))))
+    keys = []
+    for group in seed_groups(sorted(set(int(s) for s in slices))):
+        middle = (len(group) - 1) // 2
+        present = [n for n, s in enumerate(group) if mask is None or mask[s].any()] or [middle]
+        keys.append(int(group[min(present, key=lambda n: (abs(n - middle), n))]))
+    return tuple(keys)
 
 
 def interpolate(labels: np.ndarray, *, label: int = 0, axis: int = -1, heuristic_alignment: bool = True,
@@ -121,7 +131,7 @@ def fill_between_slices(volume, seeds, spacing_kji, *, crop: bool = True, margin
     volume, mask, slices, _ = check_inputs(volume, seeds, spacing_kji)
     report(progress, STAGE, 0, 100)
     out = np.zeros(volume.shape, np.uint8)
-    keys = key_slices(slices)
+    keys = key_slices(slices, mask)
     key = np.zeros(volume.shape, np.uint8)
     key[list(keys)] = mask[list(keys)]
     box = bounding_box(key, margin) if crop else tuple(slice(0, n) for n in key.shape)
