@@ -62,3 +62,17 @@ def test_summarize_reads_blank_cells_of_a_merged_csv_as_missing(tmp_path):
     s = C.summarize(back)[0]
     assert s["dice_mean"] == pytest.approx(0.7) and s["past_ends_pct_mean"] == pytest.approx(4.0)
     assert s["past_ends_pct_nonfinite"] == 1
+
+
+def test_tables_say_when_a_mean_covers_only_the_runs_with_a_finite_value():
+    """A run with no slice holding both masks has slice_hd = inf; summarize leaves it out of the mean, and the
+    tables printed that mean next to n = all runs (README: 3-D U-Net per-slice HD 24.0 over 6 of its 15 runs)."""
+    from benchmark_scripts import load_benchmark
+
+    rt = load_benchmark("results_table")
+    rows = [{"method": "unet3d", "muscle": "GM", "case": f"s{c}", "dice": 0.5, "slice_hd": hd, "time_s": 1.0,
+             "error": ""} for c, hd in enumerate((10.0, 20.0, math.inf))]
+    text = rt.table(rows)
+    assert "| 15.0 ± 5.0 (2 of 3) |" in text and "| 0.500 ± 0.000 |" in text
+    summary = C.format_summary(C.summarize(rows))
+    assert "15.0 ± 5.0 (2/3)" in summary and "0.500 ± 0.000 (" not in summary

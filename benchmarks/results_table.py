@@ -32,10 +32,13 @@ PAST_ENDS_COLUMNS = (("past ends %", "past_ends_pct", 1),)
 
 
 def _cell(s: dict, key: str, digits: int) -> str:
+    """``mean ± std``; where some runs' values are not finite (an infinite distance: no slice holds both masks;
+    a column the run's CSV lacks), the mean covers only the others and the cell says so: ``(6 of 15)``."""
     m, sd = s[f"{key}_mean"], s[f"{key}_std"]
     if not math.isfinite(m):
         return "-"
-    return f"{m:.{digits}f} ± {sd:.{digits}f}"
+    missing = int(s.get(f"{key}_nonfinite", 0))
+    return f"{m:.{digits}f} ± {sd:.{digits}f}" + (f" ({s['n'] - missing} of {s['n']})" if missing else "")
 
 
 def read_rows(paths):

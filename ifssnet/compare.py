@@ -471,13 +471,16 @@ def summarize(rows: Sequence[dict], by: Sequence[str] = ("method",)) -> List[dic
 
 
 def format_summary(summary: Sequence[dict], by: Sequence[str] = ("method",)) -> str:
-    """Mean ± std per group, like the paper's figures."""
+    """Mean ± std per group, like the paper's figures; a mean over only some of the runs (the others' values not
+    finite, e.g. an infinite per-slice distance) says over how many: ``24.0 ± 12.3 (6/15)``."""
     cols = (("Dice", "dice", 3), ("IoU", "iou", 3), ("HD95", "hd95", 1), ("ASD", "asd", 2), ("sHD", "slice_hd", 1),
             ("sASD", "slice_asd", 2), ("err %", "volume_error_pct", 1), ("time s", "time_s", 2), ("peak MB", "peak_mb", 0))
     head = " ".join(f"{k:<8}" for k in by) + f" {'n':>3} " + " ".join(f"{t:>15}" for t, _, _ in cols)
     lines = [head, "-" * len(head)]
     for s in summary:
-        cells = [f"{_fmt(s['%s_mean' % k], d)} ± {_fmt(s['%s_std' % k], d)}" for _, k, d in cols]
+        cells = [f"{_fmt(s['%s_mean' % k], d)} ± {_fmt(s['%s_std' % k], d)}"
+                 + (f" ({s['n'] - s['%s_nonfinite' % k]}/{s['n']})"
+                    if s.get('%s_nonfinite' % k) and math.isfinite(s['%s_mean' % k]) else "") for _, k, d in cols]
         lines.append(" ".join(f"{str(s[k]):<8}" for k in by) + f" {s['n']:>3} " + " ".join(f"{c:>15}" for c in cells))
     return "\n".join(lines)
 
