@@ -51,7 +51,7 @@ def _phantom(args) -> int:
     kwargs = {"seed": args.seed, "supersample": args.supersample}
     if args.shape:
         kwargs["shape"] = tuple(args.shape)
-    if args.spacing:
+    if args.spacing is not None:          # 0 is refused by make_phantom, not dropped for the default
         kwargs["spacing"] = args.spacing
     bar = TqdmProgress()
     try:
