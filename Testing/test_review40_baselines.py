@@ -30,3 +30,41 @@ def test_fbs_group_whose_middle_slice_is_empty_keys_on_its_painted_slice():
     out = fill_between_slices(np.zeros(m.shape, np.uint8), seeds, (1.0, 1.0, 1.0))
     np.testing.assert_array_equal(out[5:31], m[5:31])
     assert not out[31:].any() and not out[:5].any()
+
+
+def _box_case(shape, slices, dtype=np.uint8):
+    K, J, I = shape
+    m = np.zeros(shape, np.uint8)
+    m[:, J // 4:3 * J // 4, I // 4:3 * I // 4] = 1
+    vol = (np.random.default_rng(0).random(shape) * 100).astype(dtype)
+    return vol, _seeds(m, slices)
+
+
+def test_ws_object_scale_zero_is_refused_with_a_clear_message():
+    """Sigma 0 passed the check (>= 0) and failed inside ITK's Gaussian (Slicer's slider stops at 0.0001)."""
+    from ifssnet.baselines.ws import watershed
+    from ifssnet.errors import InputError
+
+    vol, seeds = _box_case((20, 20, 20), (5, 15))
+    with pytest.raises(InputError, match="Object scale"):
+        watershed(vol, seeds, (1.0, 0.5, 0.5), object_scale_mm=0.0)
+
+
+def test_ws_volume_thinner_than_four_voxels_says_why():
+    """A 3-slice volume failed inside SimpleITK's recursive Gaussian with ITK's error text only."""
+    from ifssnet.baselines.ws import watershed
+    from ifssnet.errors import VolumeError
+
+    vol, seeds = _box_case((3, 20, 20), (0, 2))
+    with pytest.raises(VolumeError, match="at least 4 voxels"):
+        watershed(vol, seeds, (1.0, 0.5, 0.5))
+
+
+def test_ws_float16_volume_runs():
+    """check_inputs accepts float16 (Grow from seeds converts it); Watershed raised SimpleITK's TypeError."""
+    from ifssnet.baselines.ws import watershed
+
+    vol, seeds = _box_case((20, 20, 20), (5, 15), np.float16)
+    out = watershed(vol, seeds, (1.0, 0.5, 0.5))
+    ref = watershed(vol.astype(np.float32), seeds, (1.0, 0.5, 0.5))
+    np.testing.assert_array_equal(out, ref)

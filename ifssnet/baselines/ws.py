@@ -29,7 +29,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import Cancelled, DependencyError, IFSSNetError, InputError
+from ..errors import Cancelled, DependencyError, IFSSNetError, InputError, VolumeError
 from ..progress import check_cancel, is_cancelled, report
 from . import SLICER_EXTENT_GROWTH, check_inputs, run_on_slicer_extent
 
@@ -109,13 +109,18 @@ def watershed(volume, seeds, spacing_kji, *, object_scale_mm: float = DEFAULT_OB
     Returns uint8 (K, J, I), 0/1; zero outside the effect's crop; seed slices exactly as painted.
     """
     check_cancel(cancel)
-    if not np.isfinite(object_scale_mm) or object_scale_mm < 0:
-        raise InputError(f"Object scale {object_scale_mm} mm is not usable.", "Use a value >= 0 mm (Slicer's default: 2.0).")
+    if not np.isfinite(object_scale_mm) or object_scale_mm <= 0:  # sigma 0: ITK's Gaussian throws (Slicer's slider stops at 0.0001)
+        raise InputError(f"Object scale {object_scale_mm} mm is not usable.", "Use a value > 0 mm (Slicer's default: 2.0).")
     volume, mask, slices, spacing = check_inputs(volume, seeds, spacing_kji)
+    if min(volume.shape) < 4:   # the crop is at least 4 voxels along an axis of 4 or more (margin >= 3)
+        raise VolumeError(f"The volume has shape {volume.shape}; Watershed's Gaussian (ITK's recursive filter) needs "
+                          "at least 4 voxels along each axis.", "Use a volume with at least 4 slices, rows and columns.")
     sitk = _import_sitk()
     report(progress, STAGE, 0, 100)
     if volume.dtype == np.bool_:
         volume = volume.astype(np.uint8)
+    elif volume.dtype == np.float16:   # SimpleITK has no half-float image type
+        volume = volume.astype(np.float32)
 
     def run(crop: np.ndarray, labels: np.ndarray) -> np.ndarray:
         image = sitk.GetImageFromArray(np.ascontiguousarray(crop))
