@@ -17,3 +17,32 @@ def test_phantom_refuses_a_spacing_that_is_not_positive(tmp_path, capsys, spacin
     assert code == 2
     assert "is not a positive number of mm" in error_line(err)
     assert not (tmp_path / "out" / "volume.nrrd").exists()
+
+
+def test_phantom_to_a_path_that_is_a_file_is_a_resource_error_before_rendering(tmp_path, capsys, monkeypatch):
+    """An output folder that is a file was an internal error (FileExistsError, exit 70), after the whole phantom
+    had been rendered."""
+    import ifssnet.phantom as phantom
+
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    rendered = []
+    real = phantom.make_phantom
+    monkeypatch.setattr(phantom, "make_phantom", lambda *a, **k: rendered.append(1) or real(*a, **k))
+    code, _, err = run_cli(capsys, "phantom", out, "--shape", 20, 32, 32)
+    assert code == 4, err
+    assert "taken" in error_line(err)
+    assert not rendered
+    assert out.read_text() == "not a folder"
+
+
+def test_demo_to_a_path_that_is_a_file_is_a_resource_error(tmp_path, capsys, monkeypatch):
+    import ifssnet.phantom as phantom
+
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    monkeypatch.setattr(phantom, "write_phantom", lambda *a, **k: pytest.fail("the demo started on an unusable folder"))
+    code, _, err = run_cli(capsys, "demo", out)
+    assert code == 4, err
+    assert "taken" in error_line(err)
+    assert out.read_text() == "not a folder"

@@ -26,14 +26,13 @@ def add_commands(sub) -> None:
 def run_demo(outdir: Path, seed: int = 1000, shape=DEMO_SHAPE, model=None, device: str = "auto",
              progress=None) -> dict:
     """Run the demo and return ``{muscle: metrics}`` plus ``"seconds"``."""
-    from .io import AnnotatedSlices, segmentation_from_masks, write_json, write_segmentation
+    from .io import AnnotatedSlices, make_folders, segmentation_from_masks, write_json, write_segmentation
     from .metrics import evaluate
     from .phantom import write_phantom
     from .propagate import propagate
     from .seeds import cut_seeds, protocol_slices
 
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = make_folders(outdir)       # a ResourceError (exit 4) when it cannot be made, not an OSError (exit 70)
     ph = write_phantom(outdir, seed=seed, shape=tuple(shape), progress=progress)
     seeds = {name: cut_seeds(m, protocol_slices(m, "3-seeds")) for name, m in ph.labels.items()}
     seg_geometry = ph.geometry

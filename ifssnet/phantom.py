@@ -128,11 +128,13 @@ def write_phantom(outdir, seed: int = 0, shape: Sequence[int] = (1400, 512, 512)
     they were. ``progress`` also gets the writing, ``"Writing volume"`` (one step, about 15 s at
     1400 x 512 x 512) then the reference's :data:`ifssnet.io.STAGE_WRITING` steps (about 40 s), and ``cancel``
     is checked before each of them."""
-    from .io import Image, segmentation_from_masks, write_segmentation, write_together, write_volume
+    from .io import Image, make_folders, segmentation_from_masks, write_segmentation, write_together, write_volume
 
-    ph = make_phantom(seed, shape, spacing, progress=progress, cancel=cancel, supersample=supersample)
     out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    # Before the rendering (minutes at full size): a folder that cannot be made (a file of that name, no
+    # permission) is a ResourceError now, not an OSError (internal error) once the phantom is made.
+    make_folders(out)
+    ph = make_phantom(seed, shape, spacing, progress=progress, cancel=cancel, supersample=supersample)
     geo = ph.geometry
 
     def volume(tmp: str) -> None:
