@@ -76,3 +76,54 @@ def test_tables_say_when_a_mean_covers_only_the_runs_with_a_finite_value():
     assert "| 15.0 ± 5.0 (2 of 3) |" in text and "| 0.500 ± 0.000 |" in text
     summary = C.format_summary(C.summarize(rows))
     assert "15.0 ± 5.0 (2/3)" in summary and "0.500 ± 0.000 (" not in summary
+
+
+@pytest.fixture
+def small_case(tmp_path):
+    from ifssnet.io import Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
+
+    vol, ref = _bar(40)
+    geo = Geometry(spacing=(0.5, 0.5, 1.0))
+    write_volume(Image(vol, geo), tmp_path / "volume.nrrd")
+    write_segmentation(segmentation_from_masks({"GM": ref}, geo), tmp_path / "reference.seg.nrrd")
+    return tmp_path
+
+
+def _run_cli(capsys, *argv):
+    from ifssnet.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_an_option_for_a_method_that_is_not_compared_is_refused(small_case, copy_and_broken, capsys):
+    """--option METHOD.KEY=VALUE was checked only for the compared methods: a typo in the method's name
+    ('wss.feature_dtype=uint16' with --methods ws) or an option for a method left out was ignored without a word."""
+    code, out, err = _run_cli(capsys, "compare", small_case / "volume.nrrd", "-", small_case / "reference.seg.nrrd",
+                              "--methods", "r40copy", "--option", "wss.feature_dtype=uint16")
+    assert code == 2 and "wss" in err and "--methods" in err
+    assert "Dice" not in out                                       # refused before any work
+
+
+def test_csv_and_plot_to_one_file_is_refused(small_case, copy_and_broken, capsys):
+    """--csv X --plot X wrote the table, then replaced it with the figure: the CSV was lost without a word."""
+    pytest.importorskip("matplotlib")
+    out_file = small_case / "out.png"
+    code, out, err = _run_cli(capsys, "compare", small_case / "volume.nrrd", "-", small_case / "reference.seg.nrrd",
+                              "--methods", "r40copy", "--csv", out_file, "--plot", out_file)
+    assert code == 2 and "--csv" in err and "--plot" in err
+    assert not out_file.exists()
+
+
+def test_csv_onto_the_model_file_is_refused(small_case, copy_and_broken, capsys, tiny_model):
+    """The --model checkpoint is an input of the comparison too; --csv/--plot onto it replaced the model."""
+    import shutil
+
+    model = small_case / "model.pt"
+    shutil.copyfile(tiny_model, model)
+    before = model.read_bytes()
+    code, out, err = _run_cli(capsys, "compare", small_case / "volume.nrrd", "-", small_case / "reference.seg.nrrd",
+                              "--methods", "r40copy,ifssnet", "--model", model, "--csv", model)
+    assert code == 2 and "input" in err
+    assert model.read_bytes() == before

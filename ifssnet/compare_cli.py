@@ -154,7 +154,15 @@ def _jsonable(rows: Sequence[dict]) -> List[dict]:
 
 def _check_before_work(args, methods: Sequence[str], inputs: Sequence) -> None:
     """What can be checked cheaply, before the long work: each of --csv and --plot can be written and is not
-    an input file, the plot's format and matplotlib are there, and the --model file loads."""
+    an input file (the --model file included) nor the other of the two, the plot's format and matplotlib are there,
+    every --option names a compared method, and the --model file loads."""
+    import os
+
+    not_compared = [m for m in parse_options(args.option) if m not in methods]
+    if not_compared:
+        raise InputError(f"--option names {', '.join(map(repr, not_compared))}, which is not among the compared methods "
+                         f"(--methods {','.join(methods)}).",
+                         "Check the method's name in --option METHOD.KEY=VALUE, or add it to --methods.")
     for path in (args.csv, args.plot):
         if path is not None:
             check_output_file(path, inputs)
