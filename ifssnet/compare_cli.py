@@ -163,6 +163,7 @@ def _check_before_work(args, methods: Sequence[str], inputs: Sequence) -> None:
         raise InputError(f"--option names {', '.join(map(repr, not_compared))}, which is not among the compared methods "
                          f"(--methods {','.join(methods)}).",
                          "Check the method's name in --option METHOD.KEY=VALUE, or add it to --methods.")
+    inputs = list(inputs) + ([args.model] if args.model else [])
     for path in (args.csv, args.plot):
         if path is not None:
             check_output_file(path, inputs)
