@@ -167,6 +167,11 @@ def _check_before_work(args, methods: Sequence[str], inputs: Sequence) -> None:
     for path in (args.csv, args.plot):
         if path is not None:
             check_output_file(path, inputs)
+    if args.csv is not None and args.plot is not None and (
+            os.path.abspath(args.csv) == os.path.abspath(args.plot)
+            or (args.csv.exists() and args.plot.exists() and os.path.samefile(args.csv, args.plot))):
+        raise InputError(f"--csv and --plot are one file ({args.csv}): the plot would replace the table.",
+                         "Give them two file names, e.g. out.csv and out.png.")
     if args.plot is not None:
         _core._pyplot()  # matplotlib missing: say so now, not after the comparison
         from matplotlib.backend_bases import FigureCanvasBase
