@@ -46,3 +46,23 @@ def test_demo_to_a_path_that_is_a_file_is_a_resource_error(tmp_path, capsys, mon
     assert code == 4, err
     assert "taken" in error_line(err)
     assert out.read_text() == "not a folder"
+
+
+# ----------------------------------------------------------------------------------- mask_noise
+def test_jitter_shift_does_not_wrap_a_mask_round_to_the_opposite_edge():
+    """The shift was ``torch.roll``: a mask touching one edge of the working grid came back on the opposite edge
+    (a strip of muscle where there is none). A shift moves the mask and fills with background."""
+    torch = pytest.importorskip("torch")
+    from ifssnet.mask_noise import jitter_mask
+
+    m = torch.zeros(1, 3, 32, 32)
+    m[..., 8:20, 0:10] = 1            # touches the left edge, as a muscle cut by the probe's field of view does
+    m[..., 0:6, 12:20] = 1            # and the top edge
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        j = jitter_mask(m, max_shift=3, max_radius=0)
+        assert not j[..., :, 24:].any() and not j[..., 24:, :].any(), "mask wrapped round to the opposite edge"
+        assert j.sum() <= m.sum()
+        seen.add(bool(torch.equal(j, m)))
+    assert False in seen

@@ -29,7 +29,7 @@ def jitter_mask(mask, max_shift: int = JITTER_SHIFT, max_radius: int = JITTER_RA
     import torch.nn.functional as F
 
     dy, dx = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,)))
-    out = torch.roll(mask, (dy, dx), dims=(-2, -1))
+    out = _shift(mask, dy, dx)
     if max_radius <= 0:
         return out
     r = int(torch.randint(1, max_radius + 1, (1,)))
@@ -40,6 +40,20 @@ def jitter_mask(mask, max_shift: int = JITTER_SHIFT, max_radius: int = JITTER_RA
     else:
         flat = 1.0 - F.max_pool2d(1.0 - flat, 2 * r + 1, stride=1, padding=r)      # erode
     return flat.reshape(B, w, S, T)
+
+
+def _shift(mask, dy: int, dx: int):
+    """``mask`` (..., S, T) moved by (dy, dx) pixels, background (0) where it leaves the grid. (``torch.roll``
+    brought a mask touching one edge back on the opposite edge.)"""
+    import torch
+
+    out = torch.zeros_like(mask)
+    S, T = mask.shape[-2:]
+    if abs(dy) >= S or abs(dx) >= T:
+        return out
+    out[..., max(dy, 0):S + min(dy, 0), max(dx, 0):T + min(dx, 0)] = \
+        mask[..., max(-dy, 0):S + min(-dy, 0), max(-dx, 0):T + min(-dx, 0)]
+    return out
 
 
 def box_mask(mask, max_margin: int = JITTER_SHIFT):
