@@ -127,3 +127,16 @@ def test_csv_onto_the_model_file_is_refused(small_case, copy_and_broken, capsys,
                               "--methods", "r40copy,ifssnet", "--model", model, "--csv", model)
     assert code == 2 and "input" in err
     assert model.read_bytes() == before
+
+
+def test_the_scored_extent_is_recorded_in_rows_and_named_by_the_table(copy_and_broken, tmp_path):
+    """score_extent='volume' scores every slice, but the rows (and so the CSV) did not say which extent was scored,
+    and the table's footer always said 'scored over the reference's extent'."""
+    vol, ref = _bar()
+    for extent, words in (("volume", "every slice"), ("reference", "the reference's extent")):
+        rows = C.compare(vol, {"GM": ref}, (1.0, 0.5, 0.5), ["r40copy"], "3-seeds", score_extent=extent)
+        assert rows[0]["score_extent"] == extent
+        with open(C.write_csv(rows, tmp_path / "out.csv"), newline="") as f:
+            assert next(csv.DictReader(f))["score_extent"] == extent
+        footer = C.format_table(rows).splitlines()[-1]
+        assert words in footer

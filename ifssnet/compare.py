@@ -220,7 +220,7 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
             check_cancel(cancel)
             row = {"method": name, "muscle": muscle, "protocol": protocol if muscle not in seeds else "given",
                    "seed_slices": tuple(int(s) for s in seed_set.slices), "seed_slices_n": len(seed_set.slices),
-                   "error": ""}
+                   "error": "", "score_extent": score_extent}
             if name in joint_runs:
                 row["joint"] = 1
             try:
@@ -354,7 +354,10 @@ def format_table(rows: Sequence[dict]) -> str:
             v = r.get(key)
             cells.append(f"{_fmt(v, digits):>{w}}" if digits is not None else f"{str(v):<{w}}")
         lines.append(" ".join(cells))
-    lines.append("distances in mm (sHD/sASD: per-slice means, the paper's); scored over the reference's extent, "
+    extents = {r.get("score_extent", "reference") for r in rows}
+    where = {"reference": "over the reference's extent", "volume": "over every slice"}
+    scored = " and ".join(where.get(e, str(e)) for e in sorted(extents)) if extents else where["reference"]
+    lines.append(f"distances in mm (sHD/sASD: per-slice means, the paper's); scored {scored}, "
                  "annotated slices excluded")
     return "\n".join(lines)
 
