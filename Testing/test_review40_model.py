@@ -66,3 +66,19 @@ def test_jitter_shift_does_not_wrap_a_mask_round_to_the_opposite_edge():
         assert j.sum() <= m.sum()
         seen.add(bool(torch.equal(j, m)))
     assert False in seen
+
+
+# ----------------------------------------------------------------------------------- progress
+def test_tqdm_progress_shows_a_stage_again_after_close():
+    """``close()`` forgot the bar but not its stage, so the same stage reported afterwards showed no bar at all
+    (a reused progress looked stalled)."""
+    pytest.importorskip("tqdm")
+    from ifssnet.progress import TqdmProgress
+
+    bar = TqdmProgress(disable=True)
+    bar("Reading", 1, 4)
+    bar.close()
+    bar("Reading", 2, 4)
+    assert bar._bar is not None and bar._bar.n == 2 and bar._bar.total == 4
+    bar.close()
+    assert bar._bar is None

@@ -92,3 +92,4 @@ class TqdmProgress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        self._stage = None        # a stage reported after close() opens a new bar (it showed none)
