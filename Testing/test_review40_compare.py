@@ -140,3 +140,19 @@ def test_the_scored_extent_is_recorded_in_rows_and_named_by_the_table(copy_and_b
             assert next(csv.DictReader(f))["score_extent"] == extent
         footer = C.format_table(rows).splitlines()[-1]
         assert words in footer
+
+
+def test_paired_difference_says_when_a_partner_was_left_out_for_failing():
+    """A row whose partner failed (error, or an infinite distance: an empty mask) was reported as having 'no partner
+    in the other CSV', as if the CSVs covered different cases; the drop of the worst failures went unexplained."""
+    from benchmark_scripts import load_benchmark
+
+    pdiff = load_benchmark("paired_difference")
+
+    def rows(hd):
+        return [{"method": "m", "muscle": "GM", "case": f"s{c}", "hd95": v, "error": ""} for c, v in enumerate(hd)]
+
+    text = pdiff.table([(rows([5.0, 6.0, 7.0]), rows([4.0, 5.0, math.inf]))], "hd95")
+    assert "1 row(s) had no partner" in text and "1 of them because the partner's run failed" in text
+    text = pdiff.table([(rows([5.0, 6.0, 7.0]), rows([4.0, 5.0]))], "hd95")    # truly missing: no such clause
+    assert "1 row(s) had no partner" in text and "because" not in text

@@ -57,6 +57,16 @@ def _scores(rows, metric: str) -> dict:
     return out
 
 
+def _partner_failed(pairs, metric: str) -> int:
+    """Rows scored in one CSV of a pair whose partner row is in the other CSV but failed or has no finite ``metric``."""
+    n = 0
+    for base, other in pairs:
+        a, b = _scores(base, metric), _scores(other, metric)
+        present_a, present_b = {_key(r) for r in base}, {_key(r) for r in other}
+        n += len((a.keys() - b.keys()) & present_b) + len((b.keys() - a.keys()) & present_a)
+    return n
+
+
 def paired_units(pairs, metric: str = "dice"):
     """The paired differences OTHER - BASE of ``metric``. ``pairs``: [(base_rows, other_rows), ...].
     Returns (``{muscle: [diff per unit]}``, ``[diff per unit, muscles averaged]``, unpaired row count), a unit
@@ -102,7 +112,11 @@ def table(pairs, metric: str = "dice") -> str:
         lines.append(f"| {name} | {s['n']} | {num(s['mean'])} | {num(s['std'], '')} "
                      f"| [{num(s['low'])}, {num(s['high'])}] | {s['wins']} of {s['n']} |")
     if unpaired:
-        lines.append(f"\n{unpaired} row(s) had no partner in the other CSV of their pair and were left out.")
+        failed = _partner_failed(pairs, metric)
+        lines.append(f"\n{unpaired} row(s) had no partner in the other CSV of their pair and were left out"
+                     + (f"; {failed} of them because the partner's run failed or its {metric} is not a finite "
+                        "number (a distance to an empty mask is inf): those cases' worst failures are not in "
+                        "the differences" if failed else "") + ".")
     return "\n".join(lines)
 
 
