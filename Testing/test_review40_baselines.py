@@ -68,3 +68,13 @@ def test_ws_float16_volume_runs():
     out = watershed(vol, seeds, (1.0, 0.5, 0.5))
     ref = watershed(vol.astype(np.float32), seeds, (1.0, 0.5, 0.5))
     np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("dtype", [">u2", ">f4"])
+def test_ws_big_endian_volume_runs(dtype):
+    """A big-endian array (pynrrd reads big-endian NRRD so) raised SimpleITK's TypeError; Grow from seeds ran."""
+    from ifssnet.baselines.ws import watershed
+
+    vol, seeds = _box_case((20, 20, 20), (5, 15), np.uint16)
+    out = watershed(vol.astype(dtype), seeds, (1.0, 0.5, 0.5))
+    np.testing.assert_array_equal(out, watershed(vol.astype(np.dtype(dtype).newbyteorder("=")), seeds, (1.0, 0.5, 0.5)))

@@ -121,6 +121,8 @@ def watershed(volume, seeds, spacing_kji, *, object_scale_mm: float = DEFAULT_OB
         volume = volume.astype(np.uint8)
     elif volume.dtype == np.float16:   # SimpleITK has no half-float image type
         volume = volume.astype(np.float32)
+    elif not volume.dtype.isnative:    # big-endian arrays (e.g. read with pynrrd): SimpleITK refuses them
+        volume = volume.astype(volume.dtype.newbyteorder("="))
 
     def run(crop: np.ndarray, labels: np.ndarray) -> np.ndarray:
         image = sitk.GetImageFromArray(np.ascontiguousarray(crop))
