@@ -82,3 +82,16 @@ def test_tqdm_progress_shows_a_stage_again_after_close():
     assert bar._bar is not None and bar._bar.n == 2 and bar._bar.total == 4
     bar.close()
     assert bar._bar is None
+
+
+# ----------------------------------------------------------------------------------- phantom
+@pytest.mark.parametrize("seed", ["-1", "-1000"])
+def test_phantom_and_demo_refuse_a_negative_seed_as_bad_input(tmp_path, capsys, seed):
+    """A negative --seed reached numpy's SeedSequence: 'ValueError: expected non-negative integer', an internal
+    error (exit 70)."""
+    code, _, err = run_cli(capsys, "phantom", tmp_path / "out", "--seed", seed, "--shape", 20, 32, 32)
+    assert code == 2, err
+    assert "seed" in error_line(err).lower()
+    code, _, err = run_cli(capsys, "demo", tmp_path / "demo", "--seed", seed, "--shape", 20, 32, 32)
+    assert code == 2, err
+    assert "seed" in error_line(err).lower()

@@ -78,6 +78,8 @@ def make_phantom(seed: int = 0, shape: Sequence[int] = (1400, 512, 512), spacing
     and raises :class:`~ifssnet.errors.Cancelled` between chunks when ``cancel`` is set.
     """
     K, J, I = _check_shape(shape)
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:   # numpy's SeedSequence takes none below 0
+        raise InputError(f"Phantom seed {seed!r} is not a whole number >= 0.", "Give e.g. --seed 0.")
     sp = default_spacing(shape) if spacing is None else float(spacing)
     if not np.isfinite(sp) or sp <= 0:
         raise InputError(f"Spacing {spacing!r} is not a positive number of mm.", "Give e.g. --spacing 0.277.")
