@@ -156,3 +156,14 @@ def test_paired_difference_says_when_a_partner_was_left_out_for_failing():
     assert "1 row(s) had no partner" in text and "1 of them because the partner's run failed" in text
     text = pdiff.table([(rows([5.0, 6.0, 7.0]), rows([4.0, 5.0]))], "hd95")    # truly missing: no such clause
     assert "1 row(s) had no partner" in text and "because" not in text
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e400"])
+def test_available_memory_that_is_not_finite_is_a_clear_error(monkeypatch, value):
+    """IFSSNET_AVAILABLE_MEMORY=nan or inf raised ValueError/OverflowError from int() (exit 70, an internal error)."""
+    from ifssnet.errors import ResourceError
+    from ifssnet.memory import ENV_VAR, available_bytes
+
+    monkeypatch.setenv(ENV_VAR, value)
+    with pytest.raises(ResourceError, match="is not a number of bytes"):
+        available_bytes()

@@ -35,6 +35,7 @@ system reports; tests use it, and so can a user whose container reports memory w
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Optional, Sequence
 
@@ -95,6 +96,9 @@ def _parse_bytes(text: str) -> int:
     except ValueError:
         raise ResourceError(f"{ENV_VAR}='{text}' is not a number of bytes.",
                             "Set it like 8G or 8000000000, or unset it.") from None
+    if not math.isfinite(value):   # nan, inf, 1e400: int() would raise ValueError/OverflowError (an internal error)
+        raise ResourceError(f"{ENV_VAR}='{text}' is not a number of bytes.",
+                            "Set it like 8G or 8000000000, or unset it.")
     if value < 0:
         raise ResourceError(f"{ENV_VAR}='{text}' is negative.", "Set it like 8G, or unset it.")
     return int(value)
