@@ -167,3 +167,23 @@ def test_available_memory_that_is_not_finite_is_a_clear_error(monkeypatch, value
     monkeypatch.setenv(ENV_VAR, value)
     with pytest.raises(ResourceError, match="is not a number of bytes"):
         available_bytes()
+
+
+def test_an_unknown_score_extent_is_refused_before_any_method_runs():
+    """compare(score_extent='volumes') ran the first method to the end before score() refused the extent."""
+    from ifssnet.errors import InputError
+
+    ran = []
+
+    def recording(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        ran.append(1)
+        return seeds.mask.copy()
+
+    registry.register("r40rec", recording, "Recording")
+    try:
+        vol, ref = _bar()
+        with pytest.raises(InputError, match="score extent"):
+            C.compare(vol, {"GM": ref}, (1.0, 0.5, 0.5), ["r40rec"], "3-seeds", score_extent="volumes")
+    finally:
+        registry.unregister("r40rec")
+    assert ran == []

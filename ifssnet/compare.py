@@ -181,6 +181,8 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
         raise InputError("No method to compare.", "Give at least one method, e.g. --methods fbs,gfs,ws.")
     if not ref_masks:
         raise InputError("No reference segment to compare on.", "Give the reference segmentation and --segment.")
+    if score_extent not in ("reference", "volume"):   # score() would say so only after the first method's run
+        raise InputError(f"Unknown score extent {score_extent!r}.", "Use 'reference' or 'volume'.")
     options = dict(method_options or {})
     for name in methods:
         _check_options(name, get(name), options.get(name))  # unknown name or option: fail before any work
