@@ -95,3 +95,30 @@ def test_phantom_and_demo_refuse_a_negative_seed_as_bad_input(tmp_path, capsys, 
     code, _, err = run_cli(capsys, "demo", tmp_path / "demo", "--seed", seed, "--shape", 20, 32, 32)
     assert code == 2, err
     assert "seed" in error_line(err).lower()
+
+
+# ----------------------------------------------------------------------------------- CLI: evaluate
+def test_evaluate_exclude_annotated_leaves_out_the_annotated_slices_across_their_own_axis(tmp_path, capsys):
+    """``--exclude-annotated`` took the annotated slice numbers as k slices whatever axis they lie across (a
+    propagation across j or i records axis 1 or 2): it left out the wrong slices and scored the seed slices."""
+    import json
+
+    import numpy as np
+
+    from ifssnet.io import AnnotatedSlices, Geometry, segmentation_from_masks, write_segmentation
+
+    geo = Geometry(spacing=(0.5, 0.7, 1.1))
+    ref = np.zeros((12, 20, 24), np.uint8)
+    ref[2:10, 4:16, 3:21] = 1
+    pred = ref.copy()
+    pred[:, :, 9:12] = 0                          # differs from the reference only on the annotated i slices 9-11
+    pred[:, 4:16, 9:12] = 0
+    write_segmentation(segmentation_from_masks({"GM": ref}, geo), tmp_path / "ref.seg.nrrd")
+    write_segmentation(segmentation_from_masks({"GM": pred}, geo, {"GM": AnnotatedSlices(2, (9, 10, 11))}),
+                       tmp_path / "pred.seg.nrrd")
+    code, out, err = run_cli(capsys, "evaluate", tmp_path / "pred.seg.nrrd", tmp_path / "ref.seg.nrrd",
+                             "--exclude-annotated", "--json")
+    assert code == 0, err
+    m = json.loads(out)["GM"]
+    assert m["dice"] == pytest.approx(1.0)
+    assert m["volume_cm3"] == pytest.approx(pred.sum() * 0.5 * 0.7 * 1.1 / 1000)   # volumes: the whole masks

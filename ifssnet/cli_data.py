@@ -123,14 +123,19 @@ def _evaluate_files(args, progress) -> dict:
                          "there is nothing to score against.",
                          "Check that it is the complete (ground truth) segmentation"
                          + (f", or leave the segment out: --segment {','.join(others)}." if others else "."))
+    import numpy as np
+
     results = {}
     for name in names:
-        exclude = ()
+        exclude, axis = (), 0
         seg = pred.get(name)
         if args.exclude_annotated and seg.annotated is not None:
-            exclude = seg.annotated.slices
-        results[name] = evaluate(seg.mask, ref.mask(name), ref.geometry.spacing_kji, exclude_slices=exclude,
-                                 progress=progress)
+            exclude, axis = seg.annotated.slices, seg.annotated.axis
+        p, r, sp = seg.mask, ref.mask(name), tuple(ref.geometry.spacing_kji)
+        if axis:   # slices across j or i (a propagation along that axis): score with that axis first, as propagated
+            p, r = np.moveaxis(p, axis, 0), np.moveaxis(r, axis, 0)
+            sp = (sp[axis],) + tuple(v for a, v in enumerate(sp) if a != axis)
+        results[name] = evaluate(p, r, sp, exclude_slices=exclude, progress=progress)
     return results
 
 
