@@ -78,3 +78,32 @@ def test_ws_big_endian_volume_runs(dtype):
     vol, seeds = _box_case((20, 20, 20), (5, 15), np.uint16)
     out = watershed(vol.astype(dtype), seeds, (1.0, 0.5, 0.5))
     np.testing.assert_array_equal(out, watershed(vol.astype(np.dtype(dtype).newbyteorder("=")), seeds, (1.0, 0.5, 0.5)))
+
+
+@pytest.mark.parametrize("locality", ["-5.0", "float('nan')"])
+def test_gfs_unusable_seed_locality_is_refused(locality):
+    """A negative seed locality (``--option gfs.seed_locality=-5``) crashed the process inside FastGrowCut
+    (SIGSEGV); NaN silently grew nothing. Run in a child so that the crash before the fix fails only this test."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import numpy as np
+        from ifssnet.errors import InputError
+        from ifssnet.seeds import SeedSet
+        from ifssnet.baselines.gfs import grow_from_seeds
+        m = np.zeros((20, 20, 20), np.uint8); m[:, 5:12, 5:12] = 1
+        vol = (np.where(m > 0, 60, 20) + np.random.default_rng(0).integers(0, 5, m.shape)).astype(np.uint8)
+        keep = np.isin(np.arange(20), (3, 16))[:, None, None]
+        seeds = SeedSet(np.where(keep, m, 0).astype(np.uint8), (3, 16))
+        try:
+            grow_from_seeds(vol, seeds, (1.0, 1.0, 1.0), seed_locality={locality})
+        except InputError as exc:
+            print("refused:", exc)
+        else:
+            print("ran")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert "refused: Seed locality" in proc.stdout

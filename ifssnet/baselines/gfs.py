@@ -40,7 +40,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ..errors import IFSSNetError
+from ..errors import IFSSNetError, InputError
 from ..progress import check_cancel, report
 from . import SLICER_EXTENT_GROWTH, check_inputs, import_itk_filter, run_on_slicer_extent
 from .child_process import check_isolate, run_in_child, wants_child
@@ -95,6 +95,9 @@ def grow_from_seeds(volume, seeds, spacing_kji, *, seed_locality: float = 0.0,
     """
     check_cancel(cancel)
     check_isolate(isolate, "gfs")
+    if not (np.isfinite(seed_locality) and seed_locality >= 0):   # negative: FastGrowCut segfaults; NaN: no growth
+        raise InputError(f"Seed locality {seed_locality} is not usable.",
+                         "Use a value >= 0 (Slicer's slider: 0 to 10; default 0).")
     volume, mask, slices, spacing = check_inputs(volume, seeds, spacing_kji)
     report(progress, STAGE, 0, 1)
 
