@@ -67,6 +67,20 @@ def test_largest_slices_centred_and_clipped():
         largest_slices(m, count=0)
 
 
+def test_largest_slices_stay_inside_the_muscle():
+    """A muscle largest at its first (or last) slice, away from the volume's edge, got a seed on the empty slice
+    next to it (a uniform bar over slices 10-289 gave 9, 10, 11); the run now stays on the muscle's slices, and
+    only a muscle shorter than the run reaches past its ends."""
+    bar = np.zeros((300, 4, 4), np.uint8)
+    bar[10:290, 1:3, 1:3] = 1
+    assert largest_slices(bar) == (10, 11, 12)
+    bar[289, :, :] = 1                                   # now largest at its last slice
+    assert largest_slices(bar) == (287, 288, 289)
+    short = np.zeros((30, 4, 4), np.uint8)
+    short[10:12] = 1                                     # 2 slices of muscle, runs of 3: one empty slice beside them
+    assert largest_slices(short) == (9, 10, 11)
+
+
 @pytest.mark.parametrize("first,last,every,count", [(20, 99, 30, 3), (0, 119, 100, 3), (5, 60, 10, 2),
                                                     (10, 12, 100, 3), (40, 41, 100, 3), (0, 399, 100, 3)])
 def test_paper_protocol_inside_extent_and_centred(first, last, every, count):

@@ -176,7 +176,9 @@ def largest_slices(mask: np.ndarray, count: int = 3) -> Tuple[int, ...]:
 
     mask: (K, J, I), non-zero = inside. The largest cross-section is the slice with the most voxels
     (the first one on ties). The run starts ``(count - 1) // 2`` slices before it and is shifted to
-    stay inside 0..K-1 (a volume with fewer than ``count`` slices gives all of them).
+    stay inside the muscle's first to last slice, so that every seed is painted muscle where the muscle
+    spans ``count`` slices (a muscle largest at its first slice gave a seed on the empty slice before it),
+    and inside 0..K-1 where it spans fewer (a volume with fewer than ``count`` slices gives all of them).
     Raises :class:`SeedError` if the mask is empty.
     """
     mask = _as_mask3d(mask)
@@ -187,8 +189,12 @@ def largest_slices(mask: np.ndarray, count: int = 3) -> Tuple[int, ...]:
         raise _empty_segment()
     if k <= count:
         return tuple(range(k))
+    present = np.flatnonzero(areas)
+    first, last = int(present[0]), int(present[-1])
+    if last - first + 1 < count:            # a muscle shorter than the run: the run covers it, inside the volume
+        first, last = 0, k - 1
     start = int(np.argmax(areas)) - (count - 1) // 2
-    start = min(max(start, 0), k - count)
+    start = min(max(start, first), last - count + 1)
     return tuple(range(start, start + count))
 
 
