@@ -107,3 +107,18 @@ def test_gfs_unusable_seed_locality_is_refused(locality):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-500:]
     assert "refused: Seed locality" in proc.stdout
+
+
+@pytest.mark.parametrize("growth", [float("inf"), -1.0, float("nan"), "0.2"])
+@pytest.mark.parametrize("method", ["gfs", "ws"])
+def test_unusable_extent_growth_is_refused(method, growth):
+    """``--option gfs.extent_growth=inf`` raised OverflowError, a string TypeError, and -1 or NaN ran silently
+    as the minimum margin."""
+    from ifssnet.baselines.gfs import grow_from_seeds
+    from ifssnet.baselines.ws import watershed
+    from ifssnet.errors import InputError
+
+    vol, seeds = _box_case((20, 20, 20), (5, 15))
+    fn = grow_from_seeds if method == "gfs" else watershed
+    with pytest.raises(InputError, match="Extent growth"):
+        fn(vol, seeds, (1.0, 0.5, 0.5), extent_growth=growth)

@@ -19,11 +19,12 @@ is label 2 (background, the other muscles included), which is what a Slicer user
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Tuple
 
 import numpy as np
 
-from ..errors import SeedError, VolumeError
+from ..errors import InputError, SeedError, VolumeError
 from .registry import available, get, label, prepare, register, register_lazy, unregister
 
 __all__ = ["available", "get", "label", "prepare", "register", "register_lazy", "unregister",
@@ -106,6 +107,9 @@ def slicer_extent(labels: np.ndarray, growth: Optional[float] = SLICER_EXTENT_GR
     """
     if growth is None:
         return tuple(slice(0, n) for n in labels.shape)  # type: ignore[return-value]
+    if isinstance(growth, bool) or not isinstance(growth, numbers.Real) or not (0 <= float(growth) < float("inf")):
+        raise InputError(f"Extent growth {growth!r} is not a ratio >= 0.",   # inf: OverflowError; a string: TypeError
+                         "Use e.g. extent_growth=0.1 (Slicer's), or none for the whole volume.")
     tight = bounding_box(labels, 0)
     if tight is None:
         return None
