@@ -122,3 +122,19 @@ def test_evaluate_exclude_annotated_leaves_out_the_annotated_slices_across_their
     m = json.loads(out)["GM"]
     assert m["dice"] == pytest.approx(1.0)
     assert m["volume_cm3"] == pytest.approx(pred.sum() * 0.5 * 0.7 * 1.1 / 1000)   # volumes: the whole masks
+
+
+def test_ctrl_c_during_the_demo_says_where_its_files_are(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the demo's propagation said "Nothing was written", but the phantom and the seeds were on disk
+    by then; the message now says where they are."""
+    import ifssnet.propagate as propagate
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(propagate, "propagate", interrupted)
+    code, _, err = run_cli(capsys, "demo", tmp_path / "d", "--shape", "40", "32", "32")
+    line = error_line(err)
+    assert code == 130, err
+    assert "Nothing was written" not in line and str(tmp_path / "d") in line, line
+    assert (tmp_path / "d" / "volume.nrrd").exists() and (tmp_path / "d" / "seeds.seg.nrrd").exists()

@@ -91,9 +91,14 @@ def save_figure(ph, result, path: Path) -> None:
 def _demo(args) -> int:
     from .progress import TqdmProgress
 
+    from .errors import Cancelled
+
     bar = TqdmProgress()
     try:
         scores = run_demo(args.outdir, args.seed, args.shape, args.model, args.device, progress=bar)
+    except KeyboardInterrupt:   # the phantom and the seeds may be written by then: not "Nothing was written"
+        raise Cancelled("Interrupted (Ctrl-C).", f"What the demo had written is in {args.outdir}/ (each file "
+                        "whole); run `ifssnet demo` again to make the rest.") from None
     finally:
         bar.close()
     seconds = scores.pop("seconds")
