@@ -122,3 +122,25 @@ def test_unusable_extent_growth_is_refused(method, growth):
     fn = grow_from_seeds if method == "gfs" else watershed
     with pytest.raises(InputError, match="Extent growth"):
         fn(vol, seeds, (1.0, 0.5, 0.5), extent_growth=growth)
+
+
+def test_unet3d_patch_depth_whose_chunk_is_not_a_multiple_of_32():
+    """A network trained with --run-length 24 has 24-slice patches: the blending chunk is 240 slices, and its last
+    32-slice piece (16 slices) was written into 32 output slices: ValueError on any volume past 240 slices."""
+    torch = pytest.importorskip("torch")
+    from ifssnet.baselines.unet3d import SlidingWindow, UNet3D, UNet3DConfig, unet3d
+    from ifssnet.preprocess import InPlaneGrid, normalized_work_volume
+
+    torch.manual_seed(0)
+    net = UNet3D(UNet3DConfig(size=16, segments=("GM",), width=2, patch=(24, 16, 16))).eval()
+    K = 300
+    m = np.zeros((K, 16, 16), np.uint8)
+    m[:, 4:10, 4:10] = 1
+    seeds = _seeds(m, (100,))
+    vol = (np.random.default_rng(0).random((K, 16, 16)) * 255).astype(np.uint8)
+    out = unet3d(vol, seeds, (1.0, 1.0, 1.0), model=net, device="cpu")
+    grid = InPlaneGrid(vol.shape[1:], 16)
+    prob = SlidingWindow(net, normalized_work_volume(vol, grid), "cpu").predict(0, K)[0]
+    ref = (grid.to_volume(prob) > 0.5).numpy().astype(np.uint8)
+    ref[100] = m[100]
+    np.testing.assert_array_equal(out, ref)

@@ -393,9 +393,10 @@ def unet3d(volume, seeds, spacing_kji, *, segment=None, progress: Optional[Progr
     for c0 in range(0, K, step):
         c1 = min(K, c0 + step)
         prob = sw.predict(c0, c1)[channel]                                                      # (n, S, S)
-        for s0 in range(0, c1 - c0, 32):
+        for s0 in range(0, c1 - c0, 32):   # the chunk's last piece may be shorter (step need not be a multiple of 32)
             check_cancel(cancel)
-            out[c0 + s0:c0 + s0 + 32] = (grid.to_volume(prob[s0:s0 + 32]) > 0.5).numpy()
+            s1 = min(s0 + 32, c1 - c0)
+            out[c0 + s0:c0 + s1] = (grid.to_volume(prob[s0:s1]) > 0.5).numpy()
     return restore_painted(out, seed_mask, slices)
 
 
