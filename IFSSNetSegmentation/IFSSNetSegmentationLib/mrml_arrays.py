@@ -209,13 +209,51 @@ def snapshotSegmentation(segmentationNode):
     return backup
 
 
+_DISPLAY_PROPERTIES = ("Visibility3D", "Visibility2DFill", "Visibility2DOutline", "Opacity3D", "Opacity2DFill",
+                       "Opacity2DOutline", "Pickable")
+
+
+def _displayProperties(segmentationNode) -> list:
+    """Per display node, the display properties of every segment (the deep copy of a restore removes and adds
+    the segments again, and the display node then resets them to the defaults)."""
+    out = []
+    segmentIds = list(segmentationNode.GetSegmentation().GetSegmentIDs())
+    for n in range(segmentationNode.GetNumberOfDisplayNodes()):
+        display = segmentationNode.GetNthDisplayNode(n)
+        if display is None or not display.IsA("vtkMRMLSegmentationDisplayNode"):
+            continue
+        props = {sid: {name: getattr(display, "GetSegment" + name)(sid) for name in _DISPLAY_PROPERTIES
+                       if hasattr(display, "GetSegment" + name)} for sid in segmentIds}
+        for sid in segmentIds:
+            props[sid]["Visibility"] = display.GetSegmentVisibility(sid)
+        out.append((display, props))
+    return out
+
+
+def _setDisplayProperties(segmentationNode, saved) -> None:
+    segmentation = segmentationNode.GetSegmentation()
+    for display, props in saved:
+        wasModifying = display.StartModify()
+        try:
+            for sid, values in props.items():
+                if segmentation.GetSegment(sid) is None:
+                    continue
+                for name, value in values.items():
+                    getattr(display, "SetSegment" + name)(sid, value)
+        finally:
+            display.EndModify(wasModifying)
+
+
 def restoreSegmentation(segmentationNode, backup) -> None:
-    """Put a snapshot from :func:`snapshotSegmentation` back, voxel for voxel."""
+    """Put a snapshot from :func:`snapshotSegmentation` back, voxel for voxel; how each segment is shown
+    (visibility, opacity: the display node's) stays as it is now."""
+    shown = _displayProperties(segmentationNode)
     wasModifying = segmentationNode.StartModify()
     try:
         segmentationNode.GetSegmentation().DeepCopy(backup)
     finally:
         segmentationNode.EndModify(wasModifying)
+    _setDisplayProperties(segmentationNode, shown)
     segmentationNode.Modified()
 
 

@@ -1,0 +1,91 @@
+"""Review 40 (second Logic review): clinician workflows end to end through the Segmentation Logic on real MRML
+(slicer-core): paint, propagate, correct, propagate again; several muscles; cancel, preview; odd geometry."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+# slicer_nodes first: it puts the Slicer module folders on sys.path.
+from slicer_nodes import (SHAPE, _arrays_module, _assert_same, _method, _nearest_seed_method, _paint,  # noqa: F401
+                          _state, scene_nodes)
+from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
+
+pytestmark = [pytest.mark.slicer,
+              pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
+              pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")]
+
+
+def _geometry(volumeNode, segNode):
+    arrays = _arrays_module()
+    return arrays.referenceGeometry(volumeNode, segNode)
+
+
+def test_explore_overlap_shared_layer(scene_nodes):
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    a, pa = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="tendon")
+    b, pb = _paint(slicer, volumeNode, segNode, truth, 0, (6, 12, 15), name="vessel")
+    seg = segNode.GetSegmentation()
+    print("layers", seg.GetNumberOfLayers())
+    L = logic.IFSSNetSegmentationLogic()
+    res = L.propagate(volumeNode, segNode, [a, b], method=_nearest_seed_method)
+    print("layers", seg.GetNumberOfLayers())
+    g = _geometry(volumeNode, segNode)
+    ma = arrays.segmentToArray(segNode, a, g)
+    mb = arrays.segmentToArray(segNode, b, g)
+    print(ma.sum(), mb.sum(), res["segments"][a]["voxel_count"], res["segments"][b]["voxel_count"])
+    job = L.prepare(volumeNode, segNode, [a, b])
+    print([s.seedSlices for s in job.segments])
+
+
+def _display(segNode):
+    d = segNode.GetDisplayNode()
+    out = {}
+    for sid in segNode.GetSegmentation().GetSegmentIDs():
+        out[sid] = (d.GetSegmentVisibility(sid), d.GetSegmentVisibility3D(sid), d.GetSegmentVisibility2DFill(sid),
+                    d.GetSegmentVisibility2DOutline(sid), round(d.GetSegmentOpacity3D(sid), 6),
+                    round(d.GetSegmentOpacity2DFill(sid), 6), round(d.GetSegmentOpacity2DOutline(sid), 6),
+                    segNode.GetSegmentation().GetSegment(sid).GetColor())
+    return out
+
+
+def test_preview_cancel_and_a_failed_write_keep_how_segments_are_shown(scene_nodes, monkeypatch):
+    """Cancel of a preview (and the rollback of a failed write) put the segmentation back with a deep copy, which
+    Slicer sees as every segment removed and added again: the display node reset each segment's display
+    properties, so a muscle the clinician had hidden (or made translucent) showed again after Cancel."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="tendon")
+    b, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 12, 15), name="vessel")
+    d = segNode.GetDisplayNode()
+    d.SetSegmentVisibility(b, False)
+    d.SetSegmentVisibility2DOutline(a, False)
+    d.SetSegmentOpacity3D(a, 0.3)
+    d.SetSegmentOpacity2DFill(a, 0.2)
+    segNode.GetSegmentation().GetSegment(a).SetColor(0.1, 0.2, 0.3)
+    before = _display(segNode)
+    L = logic.IFSSNetSegmentationLogic()
+    job = L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method)
+    L.compute(job)
+    L.apply(job, segNode)
+    assert _display(segNode) == before
+    L.revert(job, segNode)
+    assert _display(segNode) == before
+
+    job = L.prepare(volumeNode, segNode, [a, b], method=_nearest_seed_method)
+    L.compute(job)
+    real = arrays.writeSegment
+    calls = []
+
+    def failSecond(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(arrays, "writeSegment", failSecond)
+    with pytest.raises(RuntimeError):
+        L.apply(job, segNode)
+    assert _display(segNode) == before
