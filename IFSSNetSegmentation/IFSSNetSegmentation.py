@@ -2,7 +2,7 @@
 
 Thin shell: the Widget and the parameter node live here; the Logic (headless, MRML <-> numpy around the
 ``ifssnet`` core) lives in ``IFSSNetSegmentationLib/logic.py``; the Segment Editor effect "IFSS-Net" in
-``IFSSNetSegmentationLib/effect.py`` is registered at start-up.
+``IFSSNetSegmentationLib/SegmentEditorEffect.py`` is registered at start-up.
 """
 import os
 import unittest
@@ -38,8 +38,15 @@ def registerEditorEffect():
     """Register the "IFSS-Net" Segment Editor effect (as SegmentEditorExtraEffects does)."""
     import qSlicerSegmentationsEditorEffectsPythonQt as qSlicerSegmentationsEditorEffects
 
+    import IFSSNetSegmentationLib
+    from IFSSNetSegmentationLib.SegmentEditorEffect import SegmentEditorEffect
+
+    # qSlicerSegmentEditorScriptedEffect::setPythonSource(<dir>/<Name>.py) instantiates the class <Name> (the file's
+    # base name, "Effect" appended if missing) found on the module named <dir>, i.e. this package, which the module
+    # has already imported. Export the class there, as SegmentEditorEffects/__init__.py does for Slicer's effects.
+    IFSSNetSegmentationLib.SegmentEditorEffect = SegmentEditorEffect
     instance = qSlicerSegmentationsEditorEffects.qSlicerSegmentEditorScriptedEffect(None)
-    effectFilename = os.path.join(os.path.dirname(__file__), "IFSSNetSegmentationLib", "effect.py")
+    effectFilename = os.path.join(os.path.dirname(__file__), "IFSSNetSegmentationLib", "SegmentEditorEffect.py")
     instance.setPythonSource(effectFilename.replace("\\", "/"))
     instance.self().register()
 

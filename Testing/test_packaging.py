@@ -251,11 +251,14 @@ def test_module_file_follows_the_scripted_module_template(module):
 
 
 def test_effect_is_registered_the_extra_effects_way():
-    effect = ast.parse((ROOT / "IFSSNetSegmentation" / "IFSSNetSegmentationLib" / "effect.py").read_text())
+    effect = ast.parse((ROOT / "IFSSNetSegmentation" / "IFSSNetSegmentationLib" / "SegmentEditorEffect.py").read_text())
     classes = {n.name: n for n in effect.body if isinstance(n, ast.ClassDef)}
     assert "SegmentEditorEffect" in classes
     methods = {n.name for n in classes["SegmentEditorEffect"].body if isinstance(n, ast.FunctionDef)}
     assert {"clone", "icon", "helpText", "setupOptionsFrame"} <= methods
     module = (ROOT / "IFSSNetSegmentation" / "IFSSNetSegmentation.py").read_text()
     assert 'slicer.app.connect("startupCompleted()", registerEditorEffect)' in module
-    assert "setPythonSource" in module and '"IFSSNetSegmentationLib", "effect.py"' in module
+    assert "setPythonSource" in module and '"IFSSNetSegmentationLib", "SegmentEditorEffect.py"' in module
+    # setPythonSource takes the class name from the file name ("effect.py" looked for class "effectEffect") and
+    # looks it up on the already imported package IFSSNetSegmentationLib, so the class is exported there.
+    assert "IFSSNetSegmentationLib.SegmentEditorEffect = SegmentEditorEffect" in module

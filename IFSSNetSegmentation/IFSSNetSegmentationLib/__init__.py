@@ -1,5 +1,5 @@
 """IFSSNetSegmentation module library.
 
 logic.py: the Logic (headless: slicer MRML, vtk, ifssnet; no qt). gui.py: the Propagate panel shared by the
-module page and the effect. effect.py: the "IFSS-Net" Segment Editor effect (class SegmentEditorEffect).
+module page and the effect. SegmentEditorEffect.py: the "IFSS-Net" Segment Editor effect (class SegmentEditorEffect).
 """
