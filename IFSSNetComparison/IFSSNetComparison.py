@@ -120,6 +120,7 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.timer = pollTimer(self.POLL_MS, self._poll)
         self.compareButton.connect("clicked()", self.onCompareOrCancel)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda c, e: self.setParameterNode(None))
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.setParameterNode(self.logic.getParameterNode())
 
     def cleanup(self):
@@ -127,6 +128,16 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self.cancelToken is not None:
             self.cancelToken.cancel()
         self.timer.stop()
+
+    def enter(self):
+        if self._parameterNode is None:   # the scene was closed while another module was shown
+            self.setParameterNode(self.logic.getParameterNode())
+
+    def onSceneEndClose(self, caller, event):
+        # Closing the scene removed the parameter node (StartCloseEvent disconnected it): without a new one the
+        # options would be bound to nothing and the button would read None (as Slicer's scripted module template).
+        if self.parent.isEntered:
+            self.setParameterNode(self.logic.getParameterNode())
 
     def setParameterNode(self, node):
         from IFSSNetSegmentationLib.gui import connectParameterNode

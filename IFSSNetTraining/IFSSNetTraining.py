@@ -203,6 +203,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._enableFewshotOptions(self.modeCombo.currentText)
         self.optionsFrame = options
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda c, e: self.setParameterNode(None))
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self._refreshBaseModels()
         self.setParameterNode(self.logic.getParameterNode())
 
@@ -211,6 +212,16 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.timer.stop()
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+
+    def enter(self):
+        if self._parameterNode is None:   # the scene was closed while another module was shown
+            self.setParameterNode(self.logic.getParameterNode())
+
+    def onSceneEndClose(self, caller, event):
+        # Closing the scene removed the parameter node (StartCloseEvent disconnected it): without a new one the
+        # options would be bound to nothing and the button would read None (as Slicer's scripted module template).
+        if self.parent.isEntered:
+            self.setParameterNode(self.logic.getParameterNode())
 
     def setParameterNode(self, node):
         from IFSSNetSegmentationLib.gui import connectParameterNode
@@ -419,8 +430,10 @@ class IFSSNetTrainingTest(ScriptedLoadableModuleTest):
     def test_OptionBoxesSetTheParameters(self):
         """The Tversky beta and Learning rate boxes write the parameter node that Train reads (0: the default);
         what Train passes on to the command is tested headless (Testing/test_slicer_training.py)."""
+        slicer.util.selectModule("IFSSNetTraining")   # entered: setUp's scene close left it a new parameter node
         widget = slicer.util.getModuleWidget("IFSSNetTraining")
         node = widget._parameterNode
+        self.assertIsNotNone(node)
         widget.betaSpin.value = 0.55
         widget.lrSpin.value = 0.00001
         self.assertAlmostEqual(node.tverskyBeta, 0.55)
