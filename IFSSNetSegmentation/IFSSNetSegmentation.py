@@ -311,7 +311,8 @@ class IFSSNetSegmentationTest(ScriptedLoadableModuleTest):
         widget = slicer.util.getModuleWidget("IFSSNetSegmentation")
         panel = widget.panel
         for on in (True, False):
-            panel.exclusiveCheck.checked = on
+            panel.exclusiveCheck.checked = not on   # toggled(bool) is emitted only on a change: the box starts
+            panel.exclusiveCheck.checked = on       # checked, and setUp's new scene has no "Exclusive" stored
             self.assertEqual(panel.settings("Exclusive", ""), "1" if on else "0")
             panel.exclusiveCheck.blockSignals(True)
             panel.exclusiveCheck.checked = not on
