@@ -154,6 +154,7 @@ class PropagatePanel:
         self.job = None
         self.ticket = None
         self.cancelToken = None
+        self.busyNode = None  # the segmentation node the running job holds (Logic._acquire), released by _poll
         self.previewShown = False
         self.timer = qt.QTimer()
         self.timer.setInterval(self.POLL_MS)
@@ -378,9 +379,16 @@ class PropagatePanel:
             self.job = None
             self._showError(exc)
             return
-        if self.worker is None:
-            self.worker = BackgroundWorker()
-        self.ticket, self.cancelToken = self.worker.startJob(self.logic.compute, self.job)
+        self.busyNode = segmentationNode
+        try:
+            if self.worker is None:
+                self.worker = BackgroundWorker()
+            self.ticket, self.cancelToken = self.worker.startJob(self.logic.compute, self.job)
+        except Exception as exc:
+            self._releaseBusyNode()
+            self.job = None
+            self._showError(exc)
+            return
         self.progressBar.setRange(0, 0)
         self.progressBar.setFormat("preparing")
         self.setStatus("")
@@ -435,15 +443,24 @@ class PropagatePanel:
                 continue
             self.timer.stop()
             self.ticket = None
+            # Released by the node the run acquired: after the node's removal or a scene close, GetNodeByID finds
+            # nothing, and the ID (scene IDs restart after a close) would stay 'already running' until a restart.
+            self._releaseBusyNode()
             segmentationNode = slicer.mrmlScene.GetNodeByID(self.job.segmentationNodeId)
-            if segmentationNode is not None:
-                self.logic._release(segmentationNode)
-            if error is not None:
-                self._showError(error)
-                self.job = None
-            else:
-                self._showPreview(segmentationNode)
-            self.updateButtons()
+            try:
+                if error is not None:
+                    self.job = None
+                    self.updateButtons()  # progress bar down, Propagate back, before the dialog (even if it fails)
+                    self._showError(error)
+                else:
+                    self._showPreview(segmentationNode)
+            finally:
+                self.updateButtons()
+
+    def _releaseBusyNode(self):
+        if self.busyNode is not None:
+            self.logic._release(self.busyNode)
+            self.busyNode = None
 
     def _showPreview(self, segmentationNode):
         self.progressBar.setFormat("writing result")
