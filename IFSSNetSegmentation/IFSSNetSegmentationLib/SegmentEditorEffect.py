@@ -62,7 +62,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self.panel:
             self.panel.updateEstimate()
 
-    masterVolumeNodeChanged = sourceVolumeNodeChanged  # the name before Slicer 5.4
+    def masterVolumeNodeChanged(self):
+        # Slicer before 5.4 calls only this one; later ones call both (qMRMLSegmentEditorWidget: sourceVolumeNodeChanged
+        # then masterVolumeNodeChanged "for backward compatibility"), which timed the estimate twice.
+        if not hasattr(self.scriptedEffect.parameterSetNode(), "GetSourceVolumeNode"):
+            self.sourceVolumeNodeChanged()
 
     def deactivate(self):
         if self.panel and self.panel.previewShown:
