@@ -72,6 +72,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self.panel and self.panel.previewShown:
             self.panel.onApply()  # leaving the effect keeps the preview (undo can still remove it)
 
+    def cleanup(self):
+        # Called by qSlicerSegmentEditorScriptedEffect before the effect is deleted (AbstractScriptedSegmentEditorEffect
+        # .cleanup): cancel a running job, stop the poll timer, end the worker thread and release the segmentation.
+        if self.panel:
+            self.panel.cleanup()
+
     def updateGUIFromMRML(self):
         if self.panel and not self.panel.running:
             self.panel.updateFromSettings()

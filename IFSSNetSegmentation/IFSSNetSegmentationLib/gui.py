@@ -552,7 +552,12 @@ class PropagatePanel:
         self.setStatus("Failed. Nothing was changed.")
 
     def cleanup(self):
-        """Called when the effect is deactivated or the module widget is destroyed."""
+        """Called when the effect or the module widget is destroyed (their ``cleanup``)."""
         if self.running and self.cancelToken is not None:
             self.cancelToken.cancel()
         self.timer.stop()
+        self.ticket = None
+        self._releaseBusyNode()
+        if self.worker is not None:
+            self.worker.stop()   # the thread ends after the (cancelled) job
+            self.worker = None
