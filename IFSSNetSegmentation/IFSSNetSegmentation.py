@@ -176,7 +176,18 @@ class IFSSNetSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         return volumeNode, segmentationNode, ids
 
     def _saveUndo(self):
-        slicer.mrmlScene.SaveStateForUndo()
+        # Not slicer.mrmlScene.SaveStateForUndo(): the scene's undo is off in Slicer (vtkMRMLScene::SaveStateForUndo
+        # returns at once unless UndoFlag is set), so that saved nothing. A segmentation's undo is the Segment
+        # Editor's history: save there when the editor edits this segmentation, so its Undo takes the result back.
+        segmentationNode = self.segmentSelector.currentNode()
+        if segmentationNode is None:
+            return
+        try:
+            editor = slicer.util.getModuleWidget("SegmentEditor").editor
+        except Exception:  # no Segment Editor module (a custom application)
+            return
+        if editor is not None and editor.segmentationNodeID() == segmentationNode.GetID():
+            editor.saveStateForUndo()
 
     def _setting(self, name, default):
         node = self.logic.getParameterNode().parameterNode
