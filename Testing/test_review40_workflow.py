@@ -89,3 +89,21 @@ def test_preview_cancel_and_a_failed_write_keep_how_segments_are_shown(scene_nod
     with pytest.raises(RuntimeError):
         L.apply(job, segNode)
     assert _display(segNode) == before
+
+
+def test_no_segment_chosen_is_not_called_an_empty_segmentation(scene_nodes):
+    """The effect passes [] when no segment is selected, or, with "All visible segments at once", when every
+    segment is hidden; the message said "The segmentation has no segments" of a segmentation that has them."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from ifssnet.errors import InputError, SeedError
+    from IFSSNetSegmentationLib import logic
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="tendon")
+    with pytest.raises((InputError, SeedError)) as err:
+        logic.IFSSNetSegmentationLogic().prepare(volumeNode, segNode, [], method=_nearest_seed_method)
+    assert "has no segments" not in str(err.value)
+    assert "select" in str(err.value).lower() and "visible" in str(err.value).lower()
+    segNode.GetSegmentation().RemoveSegment(a)
+    with pytest.raises(SeedError, match="has no segments"):
+        logic.IFSSNetSegmentationLogic().prepare(volumeNode, segNode, [], method=_nearest_seed_method)
+
+

@@ -308,6 +308,9 @@ class IFSSNetSegmentationLogic:
             segmentIds = [sid for sid in segmentation.GetSegmentIDs()]
             skipEmpty = True
         if not segmentIds:
+            if segmentation.GetNumberOfSegments():   # the effect's [] : none selected, or none visible
+                raise SeedError("No segment is selected, or (with all visible segments at once) none is visible.",
+                                "Select the segment to propagate, or show the segments to propagate together.")
             raise SeedError("The segmentation has no segments.", "Add a segment and paint it on at least 3 slices.")
         if extent not in ("muscle", "between"):
             raise InputError(f"Unknown extent '{extent}'.", "Use 'muscle' or 'between'.")
