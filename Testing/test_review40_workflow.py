@@ -107,3 +107,18 @@ def test_no_segment_chosen_is_not_called_an_empty_segmentation(scene_nodes):
         logic.IFSSNetSegmentationLogic().prepare(volumeNode, segNode, [], method=_nearest_seed_method)
 
 
+def test_a_segmentation_removed_during_the_run_is_named(scene_nodes):
+    """The panel looks the segmentation up by ID when the worker is done; removed meanwhile (Data module, or Close
+    Scene), apply got None and failed with "'NoneType' object has no attribute 'GetSegmentation'"."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from ifssnet.errors import InputError
+    from IFSSNetSegmentationLib import logic
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="tendon")
+    L = logic.IFSSNetSegmentationLogic()
+    job = L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method)
+    L.compute(job)
+    slicer.mrmlScene.RemoveNode(segNode)
+    with pytest.raises(InputError, match="segmentation .*removed"):
+        L.apply(job, slicer.mrmlScene.GetNodeByID(job.segmentationNodeId))
+    with pytest.raises(InputError, match="segmentation .*removed"):
+        L.apply(job, segNode)

@@ -389,6 +389,9 @@ class IFSSNetSegmentationLogic:
         if any(seg.result is None for seg in job.segments):
             raise IFSSNetError("There is no result to write.", "Run the propagation first.")
         check_cancel(cancel)
+        if segmentationNode is None or segmentationNode.GetScene() is None:
+            raise InputError("The segmentation was removed from the scene during the run. Nothing was changed.",
+                             "Select the segmentation again (or load it) and propagate.")
         volumeNode = slicer.mrmlScene.GetNodeByID(job.volumeNodeId) if slicer.mrmlScene else None
         if volumeNode is None:
             raise InputError("The volume was removed from the scene during the run.", "Load it again and propagate.")
