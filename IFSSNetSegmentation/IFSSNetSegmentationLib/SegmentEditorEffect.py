@@ -41,7 +41,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def setMRMLDefaults(self):
         for name, value in (("Model", ""), ("Device", "auto"), ("Preset", "balanced"), ("Extent", "muscle"),
-                            ("AllVisible", "0")):
+                            ("AllVisible", "0"), ("Exclusive", "1")):
             self.scriptedEffect.setParameterDefault(name, value)
 
     def setupOptionsFrame(self):
@@ -85,10 +85,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     # ---- helpers for the panel -----------------------------------------------------------------
 
     def _setting(self, name, default):
-        try:
-            value = self.scriptedEffect.parameter(name)
-        except Exception:
-            value = ""
+        # parameter() of a name never set logs qCritical "Parameter named ... cannot be found" (and this runs on
+        # every updateGUIFromMRML): ask parameterDefined first.
+        if not self.scriptedEffect.parameterDefined(name):
+            return default
+        value = self.scriptedEffect.parameter(name)
         return value if value != "" else default
 
     def _setSetting(self, name, value):
