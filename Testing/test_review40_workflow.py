@@ -20,23 +20,26 @@ def _geometry(volumeNode, segNode):
     return arrays.referenceGeometry(volumeNode, segNode)
 
 
-def test_explore_overlap_shared_layer(scene_nodes):
+def test_overlapping_results_in_one_layer_keep_their_voxels_and_seeds(scene_nodes):
+    """Two segments painted in one labelmap layer whose results overlap (a method that does not keep them apart):
+    each keeps its whole result (Slicer moves one to a layer of its own), and the next run finds no slice
+    changed (the checksums are of what is stored)."""
     slicer, volumeNode, segNode, truth = scene_nodes
     from IFSSNetSegmentationLib import logic
     arrays = _arrays_module()
-    a, pa = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="tendon")
-    b, pb = _paint(slicer, volumeNode, segNode, truth, 0, (6, 12, 15), name="vessel")
-    seg = segNode.GetSegmentation()
-    print("layers", seg.GetNumberOfLayers())
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="tendon")
+    b, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 12, 15), name="vessel")
     L = logic.IFSSNetSegmentationLogic()
-    res = L.propagate(volumeNode, segNode, [a, b], method=_nearest_seed_method)
-    print("layers", seg.GetNumberOfLayers())
+    job = L.prepare(volumeNode, segNode, [a, b], method=_nearest_seed_method)
+    L.compute(job)
+    res = L.apply(job, segNode)
     g = _geometry(volumeNode, segNode)
-    ma = arrays.segmentToArray(segNode, a, g)
-    mb = arrays.segmentToArray(segNode, b, g)
-    print(ma.sum(), mb.sum(), res["segments"][a]["voxel_count"], res["segments"][b]["voxel_count"])
-    job = L.prepare(volumeNode, segNode, [a, b])
-    print([s.seedSlices for s in job.segments])
+    for seg in job.segments:
+        np.testing.assert_array_equal(arrays.segmentToArray(segNode, seg.segmentId, g), seg.result)
+        assert res["segments"][seg.segmentId]["voxel_count"] == int(seg.result.sum())
+    assert (job.segments[0].result & job.segments[1].result).any()
+    again = L.prepare(volumeNode, segNode, [a, b], method=_nearest_seed_method)
+    assert [s.seedSlices for s in again.segments] == [(5, 11, 16), (6, 12, 15)]
 
 
 def _display(segNode):
@@ -122,3 +125,32 @@ def test_a_segmentation_removed_during_the_run_is_named(scene_nodes):
         L.apply(job, slicer.mrmlScene.GetNodeByID(job.segmentationNodeId))
     with pytest.raises(InputError, match="segmentation .*removed"):
         L.apply(job, segNode)
+
+
+def test_a_segment_edited_during_the_run_is_not_written_over(scene_nodes):
+    """Slicer stays usable while the worker computes: a slice painted (or erased) in a propagated segment meanwhile
+    was lost at apply, which wrote the result computed from the paint read before the run, and tagged it, so not
+    even the next run saw the edit. apply now refuses, changing nothing, and names the segment."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from ifssnet.errors import InputError
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    g = _geometry(volumeNode, segNode)
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="Achilles tendon")
+    b, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 12, 15), name="vessel")
+    L = logic.IFSSNetSegmentationLogic()
+    job = L.prepare(volumeNode, segNode, [a, b], method=_nearest_seed_method)
+    L.compute(job)
+    edited = arrays.segmentToArray(segNode, b, g)
+    edited[8] = truth[8]                                   # the clinician paints slice 8 of 'vessel' meanwhile
+    arrays.writeSegment(segNode, b, edited, g)
+    before = _state(segNode, volumeNode)
+    with pytest.raises(InputError, match="vessel.*edited during the run") as err:
+        L.apply(job, segNode)
+    assert "Achilles" not in str(err.value)
+    _assert_same(before, _state(segNode, volumeNode))
+    job = L.prepare(volumeNode, segNode, [a, b], method=_nearest_seed_method)   # propagating again uses the edit
+    assert dict((s.name, s.seedSlices) for s in job.segments)["vessel"] == (6, 8, 12, 15)
+    L.compute(job)
+    L.apply(job, segNode)
+    np.testing.assert_array_equal(arrays.segmentToArray(segNode, b, g)[8], truth[8])

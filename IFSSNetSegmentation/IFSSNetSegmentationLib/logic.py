@@ -406,6 +406,13 @@ class IFSSNetSegmentationLogic:
             raise InputError(f"Segment {', '.join(repr(n) for n in removed)} was removed during the run. Nothing "
                              "was changed.", "Propagate again.")
         geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
+        # Slicer stays usable during the run: a slice painted or erased meanwhile would be written over (and the
+        # checksums taken of the result would hide the edit from the next run too)
+        edited = [seg.name for seg in job.segments
+                  if not np.array_equal(arrays.segmentToArray(segmentationNode, seg.segmentId, geometry), seg.painted)]
+        if edited:
+            raise InputError(f"Segment {', '.join(repr(n) for n in edited)} was edited during the run. Nothing was "
+                             "changed.", "Propagate again: the slices you edited are taken as painted.")
         total = len(job.segments)
         with arrays.allOrNothing(segmentationNode) as job.backup:
             for n, seg in enumerate(job.segments):
