@@ -154,3 +154,67 @@ def test_a_segment_edited_during_the_run_is_not_written_over(scene_nodes):
     L.compute(job)
     L.apply(job, segNode)
     np.testing.assert_array_equal(arrays.segmentToArray(segNode, b, g)[8], truth[8])
+
+
+def test_a_segment_cleared_and_painted_again_starts_afresh(scene_nodes):
+    """Starting a muscle over (erase it all, or Logical operators > Clear, then paint 3 slices again) kept the last
+    run's tags: every slice of the old result was now 'edited' (empty) and became a 'no muscle here' seed, so
+    nothing was propagated (the result was the 3 painted slices), and a new painted slice that happened to match
+    the old result there was not even a seed. A segment none of whose slices keeps what it had at the last run
+    is now painted afresh; its 'no muscle here' marks beyond the new paint still count."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    g = _geometry(volumeNode, segNode)
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
+    L = logic.IFSSNetSegmentationLogic()
+    L.markNoMuscle(volumeNode, segNode, a, 1)
+    L.markNoMuscle(volumeNode, segNode, a, 20)
+    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    fresh = np.zeros_like(truth)
+    fresh[[7, 9, 14]] = truth[[7, 9, 14]]
+    arrays.writeSegment(segNode, a, fresh, g)     # cleared, and painted again
+    assert L.paintedAxis(volumeNode, segNode, a) == 0
+    job = L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method)
+    assert job.segments[0].seedSlices == (1, 7, 9, 14, 20)
+    result = L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    out = arrays.segmentToArray(segNode, a, g)
+    for k in (7, 9, 14):
+        np.testing.assert_array_equal(out[k], truth[k])
+    assert out[7:15].any(axis=(1, 2)).all() and result["segments"][a]["seed_slices"] == [1, 7, 9, 14, 20]
+
+
+def test_marks_survive_repainting_every_painted_slice_before_a_run(scene_nodes):
+    """Guard for the fix above: paint 3 slices, mark both ends, then redo each painted slice before the first
+    run: the slices are new paint and the ends stay marked."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    g = _geometry(volumeNode, segNode)
+    a, painted = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
+    L = logic.IFSSNetSegmentationLogic()
+    L.markNoMuscle(volumeNode, segNode, a, 2)
+    L.markNoMuscle(volumeNode, segNode, a, 19)
+    redone = painted.copy()
+    redone[[5, 11, 16], 0, 0] = 1
+    arrays.writeSegment(segNode, a, redone, g)
+    job = L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method)
+    assert job.segments[0].seedSlices == (2, 5, 11, 16, 19)
+
+
+def test_a_correction_across_every_slice_from_another_view_is_not_a_fresh_start(scene_nodes):
+    """Guard for the fix above: a stroke in another view changes every slice of the result but leaves them full;
+    the tags stand (every changed slice is a seed), as before."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    g = _geometry(volumeNode, segNode)
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
+    L = logic.IFSSNetSegmentationLogic()
+    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    out = arrays.segmentToArray(segNode, a, g)
+    present = np.flatnonzero(out.any(axis=(1, 2)))
+    out[:, 0, 0] = 1                                   # a line across every k slice, painted in a j view
+    arrays.writeSegment(segNode, a, out, g)
+    job = L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method)
+    assert job.segments[0].axis == 0 and set(present) <= set(job.segments[0].seedSlices)

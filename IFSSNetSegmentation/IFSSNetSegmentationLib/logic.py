@@ -17,7 +17,9 @@ Which slices are seeds
     a freshly painted one: its non-empty slices along the axis from ``find_axis`` are the seeds. After a run
     the Logic stores the seeds in that tag and a checksum of every result slice in
     ``IFSSNet.ResultSliceCRC``; a later run adds every slice whose checksum changed (the user corrected it)
-    to the seeds, which is how a repainted slice re-anchors the propagation.
+    to the seeds, which is how a repainted slice re-anchors the propagation. A segment cleared and painted again
+    (every slice that had the muscle changed, most of them now empty) is taken as freshly painted, keeping its
+    "no muscle here" marks beyond the new paint (``_paintedAgain``).
 
 Safety
     The result is computed completely before anything is written. The whole segmentation is snapshot
@@ -159,10 +161,10 @@ class IFSSNetSegmentationLogic:
         if volumeNode is None or segment is None:
             return None
         tag = segmentTag(segment, ANNOTATED_TAG)
-        if tag:
-            return AnnotatedSlices.from_tag(tag).axis
         mask = arrays.segmentToArray(segmentationNode, segmentId, arrays.referenceGeometry(volumeNode, segmentationNode))
-        return self._seedSlices(segment, mask)[0] if mask.any() else None
+        if mask.any():   # the tag's axis, unless the segment was cleared and painted again (_seedSlices)
+            return self._seedSlices(segment, mask)[0]
+        return AnnotatedSlices.from_tag(tag).axis if tag else None
 
     @arrays.outOfMemoryAsResourceError("marking the slice")
     def markNoMuscle(self, volumeNode, segmentationNode, segmentId: str, sliceIndex: int,
@@ -444,7 +446,11 @@ class IFSSNetSegmentationLogic:
                 previous = [int(c) for c in crcText.split(",") if c.strip()]
                 now = sliceCRCs(painted, axis)
                 if len(previous) == len(now):
-                    slices |= {s for s, (a, b) in enumerate(zip(previous, now)) if a != b}
+                    changed = {s for s, (a, b) in enumerate(zip(previous, now)) if a != b}
+                    fresh = self._paintedAgain(painted, axis, annotated.slices, previous, now, changed)
+                    if fresh is not None:
+                        return fresh
+                    slices |= changed
             slices = {s for s in slices if 0 <= s < painted.shape[axis]}
             return axis, tuple(sorted(slices))
         from ifssnet.seeds import annotated_slices, find_axis
@@ -454,6 +460,30 @@ class IFSSNetSegmentationLogic:
                             "Paint the muscle on at least 3 slices (consecutive or far apart), then propagate.")
         axis = int(find_axis(painted))
         return axis, tuple(annotated_slices(painted, axis))
+
+    @staticmethod
+    def _paintedAgain(painted, axis, annotated, previous, now, changed) -> Optional[Tuple[int, Tuple[int, ...]]]:
+        """(axis, seeds) of a segment cleared and painted again since its tags were written (a muscle started
+        over), else None. Then every slice that had the muscle was changed, and most of them are now empty (a
+        correction edits a few slices, or crosses them all from another view and leaves them full). Without this,
+        every slice of the old result would be a 'no muscle here' seed. The segment is then painted afresh
+        (``find_axis``); its 'no muscle here' marks that are still empty and lie beyond the new paint stay."""
+        from ifssnet.seeds import annotated_slices, find_axis
+
+        empty = sliceCRCs(np.zeros((1,) + np.moveaxis(painted, axis, 0).shape[1:], np.uint8), 0)[0]
+        had = {s for s, c in enumerate(previous) if c != empty}
+        if not had or not had <= changed or 2 * sum(now[s] != empty for s in had) > len(had) or not painted.any():
+            return None
+        try:
+            newAxis = int(find_axis(painted))
+        except SeedError:   # not a fresh paint after all: the tags stand
+            return None
+        fresh = tuple(annotated_slices(painted, newAxis))
+        if not fresh:
+            return None
+        marks = {s for s in annotated if 0 <= s < len(now) and previous[s] == empty and now[s] == empty} \
+            if newAxis == axis else set()
+        return newAxis, tuple(sorted(set(fresh) | {s for s in marks if s < fresh[0] or s > fresh[-1]}))
 
     def _runCore(self, job: PropagationJob, volumeT, seeds: dict, spacingT, progress, cancel):
         """One call into the core. Returns (masks by name, confidence by name or {}, frames the method ran on)."""
