@@ -231,7 +231,7 @@ class PropagatePanel:
 
         previewRow = qt.QHBoxLayout()
         self.applyButton = qt.QPushButton("Apply")
-        self.applyButton.toolTip = "Keep the propagated result (Edit > Undo can still take it back)."
+        self.applyButton.toolTip = "Keep the propagated result (the Segment Editor's Undo button can still take it back)."
         self.discardButton = qt.QPushButton("Cancel")
         self.discardButton.toolTip = "Discard the preview: the segment goes back to exactly what you painted."
         previewRow.addWidget(self.applyButton)
