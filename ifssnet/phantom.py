@@ -64,6 +64,20 @@ def _check_shape(shape) -> Tuple[int, int, int]:
     return K, J, I
 
 
+def _checked_inputs(seed, shape, spacing, supersample):
+    """``((K, J, I), spacing mm, supersampling factor)``, or :class:`InputError` naming the option that is wrong."""
+    K, J, I = _check_shape(shape)
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:   # numpy's SeedSequence takes none below 0
+        raise InputError(f"Phantom seed {seed!r} is not a whole number >= 0.", "Give e.g. --seed 0.")
+    sp = default_spacing(shape) if spacing is None else float(spacing)
+    if not np.isfinite(sp) or sp <= 0:
+        raise InputError(f"Spacing {spacing!r} is not a positive number of mm.", "Give e.g. --spacing 0.277.")
+    f = int(supersample)
+    if f < 1 or f != supersample:
+        raise InputError(f"Supersampling {supersample!r} is not a whole number >= 1.", "Give e.g. --supersample 4.")
+    return (K, J, I), sp, f
+
+
 def make_phantom(seed: int = 0, shape: Sequence[int] = (1400, 512, 512), spacing: Optional[float] = None,
                  progress=None, cancel=None, difficulty: float = 1.0, supersample: int = 1) -> Phantom:
     """Make the phantom of subject ``seed`` with array shape (K, J, I).
@@ -77,15 +91,7 @@ def make_phantom(seed: int = 0, shape: Sequence[int] = (1400, 512, 512), spacing
     renders at (J, I) directly, with speckle finer than a voxel. Reports progress per chunk of slices
     and raises :class:`~ifssnet.errors.Cancelled` between chunks when ``cancel`` is set.
     """
-    K, J, I = _check_shape(shape)
-    if isinstance(seed, bool) or int(seed) != seed or seed < 0:   # numpy's SeedSequence takes none below 0
-        raise InputError(f"Phantom seed {seed!r} is not a whole number >= 0.", "Give e.g. --seed 0.")
-    sp = default_spacing(shape) if spacing is None else float(spacing)
-    if not np.isfinite(sp) or sp <= 0:
-        raise InputError(f"Spacing {spacing!r} is not a positive number of mm.", "Give e.g. --spacing 0.277.")
-    f = int(supersample)
-    if f < 1 or f != supersample:
-        raise InputError(f"Supersampling {supersample!r} is not a whole number >= 1.", "Give e.g. --supersample 4.")
+    (K, J, I), sp, f = _checked_inputs(seed, shape, spacing, supersample)
     sub = make_subject(seed, K, difficulty)
     sched = make_schedule(seed, K, difficulty)
     rend = Renderer(sub, sched, seed, J * f, I * f)
@@ -133,6 +139,7 @@ def write_phantom(outdir, seed: int = 0, shape: Sequence[int] = (1400, 512, 512)
     from .io import Image, make_folders, segmentation_from_masks, write_segmentation, write_together, write_volume
 
     out = Path(outdir)
+    _checked_inputs(seed, shape, spacing, supersample)   # bad options make no folder
     # Before the rendering (minutes at full size): a folder that cannot be made (a file of that name, no
     # permission) is a ResourceError now, not an OSError (internal error) once the phantom is made.
     make_folders(out)
