@@ -354,9 +354,10 @@ class IFSSNetTrainingLogic:
 
     @staticmethod
     def writeModelCard(modelPath: str, *, mode, epochs, baseModel, cases, steps) -> str:
-        """A short model card next to the model (``<stem>.md``): the effect shows it as a tooltip. The mode, epochs
-        and base model are those the model file records where it does (a resumed run's are its own, not the panel's
-        current ones); ``mode``, ``epochs`` and ``baseModel`` stand in for a file that does not."""
+        """A short model card next to the model (``<stem>.md``): the effect shows it as a tooltip. The mode, epochs,
+        base model and training cases are those the model file records where it does (a resumed run's are its own,
+        not the panel's current ones; the cases it trained on, not a pair held out for validation); ``mode``,
+        ``epochs``, ``baseModel`` and ``cases`` stand in for a file that does not."""
         last = steps[-1] if steps else {}
         from ifssnet.model.checkpoint import read_meta
         from ifssnet.train import TrainConfig
@@ -365,6 +366,8 @@ class IFSSNetTrainingLogic:
         meta = read_meta(modelPath) or {}
         config = stored_config(meta)
         mode, epochs = config.get("mode", mode), config.get("epochs", epochs)
+        recorded = meta.get("data") if "training" in meta else None   # the cases the run trained on, by name
+        trainedOn = recorded if isinstance(recorded, str) and recorded.strip() else ", ".join(cases)
         base = meta.get("base")
         baseName = (str(base.get("file")) if isinstance(base, dict) and base.get("file")
                     else os.path.basename(str(baseModel)) if baseModel and "training" not in meta else None)
@@ -379,7 +382,7 @@ class IFSSNetTrainingLogic:
             f"- Fine-tuned in 3D Slicer (IFSSNetTraining) on {datetime.datetime.now().isoformat(timespec='minutes')}",
             f"- Base model: {baseName or 'new network'}",
             f"- Mode: {'full supervision' if mode == 'full' else 'few-shot (sequential pseudo-labels)'}; epochs: {epochs}",
-            f"- Training cases: {', '.join(cases)}",
+            f"- Training cases: {trainedOn}",
             f"- Final loss {last.get('loss', float('nan')):.4f}, alpha {last.get('alpha', float('nan')):.3f}, "
             f"beta {last.get('beta', float('nan')):.3f} after {last.get('step', 0)} steps",
             f"- Learning rate: {rate}",
