@@ -53,3 +53,52 @@ def test_the_model_card_lists_the_cases_trained_on_not_the_held_out_pair(scene_n
     line = next(x for x in card.splitlines() if x.startswith("- Training cases:"))
     assert "Held-out" not in line and "Train_calf" in line, line
     assert "- Final loss" in card and "after 2 steps" in card
+
+
+@pytest.fixture()
+def nearest():
+    from ifssnet.baselines import registry
+
+    registry.register("test-nearest", _nearest_seed_method, "Nearest seed slice")
+    yield "test-nearest"
+    registry.unregister("test-nearest")
+
+
+def _names(slicer):
+    return [slicer.mrmlScene.GetNthNode(n).GetName() for n in range(slicer.mrmlScene.GetNumberOfNodes())]
+
+
+def test_a_second_comparison_adds_outputs_of_their_own_names_and_leaves_the_first(scene_nodes, nearest):
+    """Compare under 3-seeds, then under paper: the second run's table, charts and result segmentation had the
+    same names as the first's (two 'IFSS-Net comparison', two 'Nearest seed slice result'...), so the Data module
+    and the node selectors could not tell which protocol a node came from; a segmentation of the user's named like
+    a result was as ambiguous. Now each new output gets a name no node has, and the first run's are as they were."""
+    slicer, volumeNode, _, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    arrays = _arrays_module()
+    ref = _reference_segmentation(slicer, volumeNode, {"Vastus": truth}, "Reference")
+    mine = _reference_segmentation(slicer, volumeNode, {"Vastus": truth}, "Nearest seed slice result (2)")
+    L = IFSSNetComparisonLogic()
+    L.compare(volumeNode, None, ref, [nearest], "3-seeds")
+    first = dict(L.lastResult)
+    firstTable = [[first["table"].GetCellText(r, c) for c in range(first["table"].GetNumberOfColumns())]
+                  for r in range(first["table"].GetNumberOfRows())]
+    firstSeg = first["segmentations"]["Nearest seed slice"]
+    sid = firstSeg.GetSegmentation().GetSegmentIdBySegmentName("Vastus")
+    firstMask = arrays.segmentToArray(firstSeg, sid, arrays.referenceGeometry(volumeNode, firstSeg)).copy()
+    L.compare(volumeNode, None, ref, [nearest], "paper")
+    second = L.lastResult
+    outputs = [first["table"], first["diceChart"], first["volumeChart"], firstSeg, second["table"],
+               second["diceChart"], second["volumeChart"], second["segmentations"]["Nearest seed slice"]]
+    names = [n.GetName() for n in outputs]
+    assert len(set(names)) == len(names), names
+    allNames = [n for n in _names(slicer) if n not in ("SegmentationDisplay",) and not n.startswith("SegmentationDisplay_")]
+    for node in outputs + [mine, ref]:
+        assert allNames.count(node.GetName()) == 1, (node.GetName(), allNames)
+    assert firstSeg.GetName() == "Nearest seed slice result" and first["table"].GetName() == "IFSS-Net comparison"
+    assert [[first["table"].GetCellText(r, c) for c in range(first["table"].GetNumberOfColumns())]
+            for r in range(first["table"].GetNumberOfRows())] == firstTable
+    np.testing.assert_array_equal(
+        arrays.segmentToArray(firstSeg, sid, arrays.referenceGeometry(volumeNode, firstSeg)), firstMask)
+    assert mine.GetSegmentation().GetNumberOfSegments() == 1

@@ -60,6 +60,17 @@ def availableMethods() -> List[str]:
         return []
 
 
+def _newNode(className: str, name: str):
+    """A new node of ``className`` named ``name``, or ``name (2)``, ``name (3)``... where the scene has a node of that
+    name already: a second comparison's table, charts and result segmentations are told apart from the first's (and
+    from a node of the user's that happens to bear the name) in the Data module and the node selectors."""
+    unique, n = name, 1
+    while slicer.mrmlScene.GetFirstNodeByName(unique) is not None:
+        n += 1
+        unique = f"{name} ({n})"
+    return slicer.mrmlScene.AddNewNodeByClass(className, unique)
+
+
 def _segmentIdByName(segmentationNode, name: str) -> Optional[str]:
     sid = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName(name)
     return sid or None
@@ -215,7 +226,7 @@ class IFSSNetComparisonLogic:
         """One row per (method, muscle) with the core runner's columns (``ifssnet.compare.COLUMNS``)."""
         from ifssnet.compare import COLUMNS
 
-        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "IFSS-Net comparison")
+        node = _newNode("vtkMRMLTableNode", "IFSS-Net comparison")
         created.append(node)
         table = node.GetTable()
         textual = [c for c in COLUMNS if any(isinstance(r.get(c), str) for r in rows) or c in ("method", "muscle")]
@@ -237,7 +248,7 @@ class IFSSNetComparisonLogic:
 
     @staticmethod
     def _chart(title, xTitle, yTitle, created):
-        chart = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotChartNode", title)
+        chart = _newNode("vtkMRMLPlotChartNode", title)
         created.append(chart)
         chart.SetTitle(title)
         chart.SetXAxisTitle(xTitle)
@@ -245,7 +256,7 @@ class IFSSNetComparisonLogic:
         return chart
 
     def _diceChart(self, sliceDice: Dict[str, np.ndarray], created):
-        tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "IFSS-Net Dice along the sweep")
+        tableNode = _newNode("vtkMRMLTableNode", "IFSS-Net Dice along the sweep")
         created.append(tableNode)
         length = max((len(v) for v in sliceDice.values()), default=0)
         arrays = [np.arange(length, dtype=float)] + [np.pad(v, (0, length - len(v)), constant_values=np.nan)
@@ -264,7 +275,7 @@ class IFSSNetComparisonLogic:
         return chart
 
     def _volumeErrorChart(self, rows, created):
-        tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "IFSS-Net volume error")
+        tableNode = _newNode("vtkMRMLTableNode", "IFSS-Net volume error")
         created.append(tableNode)
         table = tableNode.GetTable()
         labels = vtk.vtkStringArray()
@@ -288,7 +299,7 @@ class IFSSNetComparisonLogic:
 
     @staticmethod
     def _resultSegmentation(volumeNode, referenceSegmentationNode, label, masks, created):
-        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{label} result")
+        node = _newNode("vtkMRMLSegmentationNode", f"{label} result")
         created.append(node)
         node.CreateDefaultDisplayNodes()
         node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
