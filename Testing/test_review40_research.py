@@ -1,6 +1,8 @@
 """Review 40 (research workflows): the Training and Comparison Logic on Slicer's real MRML (slicer-core)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -102,3 +104,21 @@ def test_a_second_comparison_adds_outputs_of_their_own_names_and_leaves_the_firs
     np.testing.assert_array_equal(
         arrays.segmentToArray(firstSeg, sid, arrays.referenceGeometry(volumeNode, firstSeg)), firstMask)
     assert mine.GetSegmentation().GetNumberOfSegments() == 1
+
+
+def test_exporting_pairs_whose_volume_names_meet_after_renaming_does_not_crash(scene_nodes, tmp_path):
+    """Train (the panel's export) on volumes named 'US-2', 'US' and 'US': the third was renamed 'US-2' (its index),
+    the first one's folder, and the export failed with FileExistsError. Each pair now gets a folder of its own."""
+    slicer, volumeNode, _, truth = scene_nodes
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    from slicer_nodes import _ijk_to_ras
+
+    pairs = []
+    for name in ("US-2", "US", "US", "us"):
+        v = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(), _ijk_to_ras(), name)
+        pairs.append((v, _reference_segmentation(slicer, v, {"GM": truth}, "R " + name)))
+    files = IFSSNetTrainingLogic.exportPairs(pairs, str(tmp_path))
+    folders = [os.path.basename(os.path.dirname(v)) for v, _ in files]
+    assert folders[:2] == ["US-2", "US"] and len({f.lower() for f in folders}) == 4, folders
+    assert all(os.path.dirname(v) == os.path.dirname(a) for v, a in files)

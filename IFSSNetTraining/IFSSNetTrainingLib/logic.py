@@ -222,8 +222,9 @@ class IFSSNetTrainingLogic:
                 out.append((str(volume), str(annotation)))
                 continue
             name = re.sub(r"[^A-Za-z0-9._-]", "_", volume.GetName() or "") or f"case{n}"
-            if name.lower() in used or name in (".", ".."):
-                name = f"{name}-{n}"
+            base, suffix = name, n
+            while name.lower() in used or name in (".", ".."):   # '-N' may itself be a later or earlier volume's name
+                name, suffix = f"{base}-{suffix}", suffix + 1
             used.add(name.lower())
             os.makedirs(os.path.join(folder, name))
             vpath = os.path.join(folder, name, "volume.nrrd")
