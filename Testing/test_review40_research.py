@@ -122,3 +122,32 @@ def test_exporting_pairs_whose_volume_names_meet_after_renaming_does_not_crash(s
     folders = [os.path.basename(os.path.dirname(v)) for v, _ in files]
     assert folders[:2] == ["US-2", "US"] and len({f.lower() for f in folders}) == 4, folders
     assert all(os.path.dirname(v) == os.path.dirname(a) for v, a in files)
+
+
+def test_a_finished_runs_checkpoint_is_not_offered_to_resume_and_its_card_stays(scene_nodes, tmp_path):
+    """A finished run keeps OUT.ckpt.pt beside OUT.pt. The panel's Resume took it for an interrupted run: the
+    'resumed' run took no step, wrote OUT.pt again and a card saying 'Final loss nan ... after 0 steps', and after a
+    later run was cancelled before its first checkpoint the status said Resume would continue an earlier run. Now
+    resumePath offers only a stopped run's checkpoint (the panel then says there is no interrupted run), the status
+    says nothing was saved, and train(resume=) refuses a finished run with what to do, leaving its files as they were."""
+    pytest.importorskip("torch")
+    import time
+
+    slicer, volumeNode, _, truth = scene_nodes
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    from ifssnet.errors import InputError
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    out = tmp_path / "m.pt"
+    L = IFSSNetTrainingLogic()
+    L.train([(volumeNode, ref)], "full", 1, outputPath=str(out), stepsPerEpoch=2, runLength=6, size=32,
+            widthMult=0.15)
+    ckpt = tmp_path / "m.ckpt.pt"
+    assert ckpt.exists()
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert L.resumePath(str(out)) is None
+    assert L.cancelledText(str(out), time.time() + 10).endswith("nothing was saved. Click Train to start again.")
+    with pytest.raises(InputError, match="has finished"):
+        L.train([(volumeNode, ref)], "full", 1, outputPath=str(out), resume=str(ckpt))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == files

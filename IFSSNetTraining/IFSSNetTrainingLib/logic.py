@@ -118,6 +118,10 @@ class IFSSNetTrainingLogic:
 
         make_folders(os.path.dirname(os.path.abspath(outputPath)))   # before any case is read, with what to do
         check_output_file(os.path.abspath(outputPath), file_hint="Give the model a file name, like my-model.pt.")
+        finished = _finishedRun(resume) if resume else None
+        if finished is not None:
+            raise InputError(f"{resume} holds a run that has finished (step {finished} of {finished}): there is "
+                             "nothing to resume.", "Train to start a new run, or fine-tune its model (base model).")
         with _outOfMemoryAsResourceError(outputPath):
             from ifssnet.dataset import case_from_arrays, load_case, require_painted
             from ifssnet.train import TrainConfig, train as coreTrain
@@ -318,11 +322,13 @@ class IFSSNetTrainingLogic:
 
     @staticmethod
     def resumePath(outputPath: str) -> Optional[str]:
-        """The training checkpoint that Resume continues from (``<stem>.ckpt.pt``), if there is one."""
+        """The training checkpoint that Resume continues from (``<stem>.ckpt.pt``), if there is one that holds a run
+        stopped before its last step. A finished run's checkpoint (kept beside its model) is none: resuming it ran no
+        step and wrote the model and its card again, the card with no final loss."""
         from ifssnet.train import checkpoint_path
 
         path = str(checkpoint_path(outputPath))
-        return path if os.path.exists(path) else None
+        return path if os.path.exists(path) and _finishedRun(path) is None else None
 
     @classmethod
     def cancelledText(cls, outputPath: str, startedAt: float) -> str:
@@ -509,6 +515,21 @@ def _networkOf(baseModel, resume, size: int, widthMult: float):
     from ifssnet.model import IFSSNetConfig
 
     return IFSSNetConfig(size=size, width_mult=widthMult), None
+
+
+def _finishedRun(checkpointPath) -> Optional[int]:
+    """The last step of the run a training checkpoint holds where that run has finished (every step taken), else
+    None: a run stopped before its end, or a file that cannot be read (resuming it says what is wrong)."""
+    try:
+        from ifssnet.errors import IFSSNetError
+        from ifssnet.model.checkpoint import read_meta
+
+        training = read_meta(checkpointPath).get("training") or {}
+        step, config = int(training["step"]), training["config"]
+        total = int(config["epochs"]) * int(config["steps_per_epoch"])
+    except (ImportError, IFSSNetError, OSError, KeyError, TypeError, ValueError):
+        return None
+    return step if step >= total else None
 
 
 def _runRecipe(recipe: dict, resumedMeta: Optional[dict]) -> dict:
