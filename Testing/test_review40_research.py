@@ -151,3 +151,19 @@ def test_a_finished_runs_checkpoint_is_not_offered_to_resume_and_its_card_stays(
     with pytest.raises(InputError, match="has finished"):
         L.train([(volumeNode, ref)], "full", 1, outputPath=str(out), resume=str(ckpt))
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == files
+
+
+def test_the_reference_chosen_as_the_seed_segmentation_is_refused(scene_nodes, nearest):
+    """Protocol 'seeds' with the reference also chosen as the seed segmentation (the Reference selector picks the
+    scene's first segmentation; the same node is easily chosen twice): every slice of the muscle became a seed and
+    every method scored Dice 1.0, a result that looked valid. It is refused with what to choose; nothing is added."""
+    slicer, volumeNode, _, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    from ifssnet.errors import InputError
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    before = slicer.mrmlScene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="is the reference itself"):
+        IFSSNetComparisonLogic().compare(volumeNode, ref, ref, [nearest], "seeds")
+    assert slicer.mrmlScene.GetNumberOfNodes() == before

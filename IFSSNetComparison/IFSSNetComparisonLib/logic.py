@@ -114,6 +114,12 @@ class IFSSNetComparisonLogic:
             raise InputError(f"Unknown protocol '{protocol}'.", f"Use one of: {', '.join(PROTOCOLS)}.")
         if protocol == "seeds" and seedSegmentationNode is None:
             raise InputError("The 'seeds' protocol needs a seed segmentation.", "Select it, or use protocol '3-seeds'.")
+        if protocol == "seeds" and seedSegmentationNode is not None and (
+                seedSegmentationNode.GetID() == referenceSegmentationNode.GetID()):
+            raise InputError(f"The seed segmentation '{seedSegmentationNode.GetName()}' is the reference itself: every "
+                             "slice of each muscle would be a seed, and every method would score a Dice of 1.",
+                             "Select the segmentation with your painted seed slices, or use protocol '3-seeds' to "
+                             "cut the seeds from the reference.")
         mrmlArrays.requireSegmentationNode(referenceSegmentationNode, "The reference")
         mrmlArrays.requireSegmentationNode(seedSegmentationNode if protocol == "seeds" else None, "The seed segmentation")
         segLogic = segmentationLogic.IFSSNetSegmentationLogic()
