@@ -167,3 +167,31 @@ def test_the_reference_chosen_as_the_seed_segmentation_is_refused(scene_nodes, n
     with pytest.raises(InputError, match="is the reference itself"):
         IFSSNetComparisonLogic().compare(volumeNode, ref, ref, [nearest], "seeds")
     assert slicer.mrmlScene.GetNumberOfNodes() == before
+
+
+def test_the_best_model_by_validation_is_listed_with_a_card_of_its_own(scene_nodes, tmp_path, monkeypatch):
+    """Training with a held-out pair keeps OUT.best.pt, which the effect lists as 'OUT.best' and the status line
+    recommends; its card (the effect's tooltip) was empty, since only OUT.md was written. Now OUT.best.md says which
+    step it is and its validation scores."""
+    pytest.importorskip("torch")
+    slicer, volumeNode, _, truth = scene_nodes
+    from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    from slicer_nodes import _ijk_to_ras
+
+    monkeypatch.setenv("IFSSNET_MODEL_DIR", str(tmp_path))
+    heldOut = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(), _ijk_to_ras(), "B")
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    heldRef = _reference_segmentation(slicer, heldOut, {"GM": truth}, "Held-out reference")
+    L = IFSSNetTrainingLogic()
+    out = L.train([(volumeNode, ref)], "full", 1, outputPath=L.defaultOutputPath("m"), stepsPerEpoch=2, runLength=6,
+                  size=32, widthMult=0.15, validationPairs=[(heldOut, heldRef)], valEvery=2)
+    assert os.path.exists(os.path.join(tmp_path, "m.best.pt"))
+    listed = {m["name"]: m["card"] for m in IFSSNetSegmentationLogic.availableModels() if m["source"] == "user"}
+    assert set(listed) == {"m", "m.best"} and listed["m"].startswith("# m\n")
+    card = listed["m.best"]
+    assert card.startswith("# m.best\n") and "best by validation" in card and "mean Dice" in card, card
+    assert "step 2 of 2" in card or "step 1 of 2" in card
+    assert "- Dice per segment: GM" in card and "- Training cases: US" in card
+    assert out == os.path.join(tmp_path, "m.pt")

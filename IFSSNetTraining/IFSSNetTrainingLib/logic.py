@@ -396,14 +396,8 @@ class IFSSNetTrainingLogic:
             f"- Recipe (what differs from `ifssnet train`'s defaults): {_recipeOf(config) or 'the defaults'}",
             "- Check it on a held-out volume (IFSSNetComparison) before clinical use.",
         ]
-        path = os.path.splitext(modelPath)[0] + ".md"
-        tmp = path + ".tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write("\n".join(lines) + "\n")
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise ResourceError(f"Could not write the model card {path}: {exc}.", "Check the folder is writable.") from exc
+        path = _writeCard(os.path.splitext(modelPath)[0] + ".md", lines)
+        _writeBestCard(modelPath, baseName)
         return path
 
     @staticmethod
@@ -530,6 +524,57 @@ def _finishedRun(checkpointPath) -> Optional[int]:
     except (ImportError, IFSSNetError, OSError, KeyError, TypeError, ValueError):
         return None
     return step if step >= total else None
+
+
+def _writeCard(path: str, lines: Sequence[str]) -> str:
+    """Write a model card (atomically: an earlier card stays whole if writing fails)."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ResourceError(f"Could not write the model card {path}: {exc}.", "Check the folder is writable.") from exc
+    return path
+
+
+def _writeBestCard(modelPath: str, baseName: Optional[str]) -> Optional[str]:
+    """The card of ``<stem>.best.pt`` (the best network by validation, which the effect lists as ``<stem>.best`` and
+    the status line recommends), from what that file records: its step, its validation scores, the cases it was
+    trained on. Without it the effect showed no card for it. None where there is no such file or it records no
+    validation."""
+    from ifssnet.model.checkpoint import read_meta
+    from ifssnet.train_recipe import stored_config
+    from ifssnet.validation import ValidationScore, best_model_path
+
+    bestPath = best_model_path(modelPath)
+    if not bestPath.is_file():
+        return None
+    try:
+        meta = read_meta(bestPath) or {}
+        score = ValidationScore.from_dict(meta["training"]["validation"]["best"])
+    except Exception:  # a file of another kind, or one without validation: no card rather than a wrong one
+        return None
+    config = stored_config(meta)
+    total = int(config.get("epochs", 0)) * int(config.get("steps_per_epoch", 0))
+    stem = os.path.splitext(os.path.basename(modelPath))[0]
+    scores = f"mean Dice {score.dice:.3f}, volume error {score.volume_error_pct:.1f} %"
+    if score.step == 0:
+        what = (f"- The starting model ({baseName or 'base model'}), kept as the best by validation: no training "
+                f"step of the run to {stem} beat it ({scores} on the held-out volumes, seed slices excluded)")
+    else:
+        what = (f"- The network of training step {score.step}" + (f" of {total}" if total else "")
+                + f" of the run to {stem}, the best by validation ({scores} on the held-out volumes, seed slices "
+                "excluded)")
+    lines = [f"# {stem}.best", "", what]
+    if score.per_segment:
+        lines.append("- Dice per segment: " + ", ".join(f"{k} {v:.3f}" for k, v in score.per_segment.items()))
+    if score.step != 0 and isinstance(meta.get("data"), str) and meta["data"]:
+        lines.append(f"- Training cases: {meta['data']}")
+    if score.step != 0:
+        lines.append(f"- Base model: {baseName or 'new network'}")
+    lines.append("- Check it on a held-out volume (IFSSNetComparison) before clinical use.")
+    return _writeCard(os.path.splitext(str(bestPath))[0] + ".md", lines)
 
 
 def _runRecipe(recipe: dict, resumedMeta: Optional[dict]) -> dict:
