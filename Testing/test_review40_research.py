@@ -195,3 +195,26 @@ def test_the_best_model_by_validation_is_listed_with_a_card_of_its_own(scene_nod
     assert "step 2 of 2" in card or "step 1 of 2" in card
     assert "- Dice per segment: GM" in card and "- Training cases: US" in card
     assert out == os.path.join(tmp_path, "m.pt")
+
+
+def test_the_loss_curve_is_drawn_after_the_scene_was_closed_between_runs(slicer_scene):
+    """The Training panel keeps the loss table and chart of its last run and hands them back for the next. After
+    File > Close Scene (or deleting them in the Data module) they are no longer in the scene, and the next run's
+    loss curve went into the removed nodes: nothing was shown. They are now made anew."""
+    import slicer
+
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    steps = [{"step": i + 1, "loss": 1.0 / (i + 1), "alpha": 0.5, "beta": 0.5} for i in range(3)]
+    table, chart = IFSSNetTrainingLogic.updateLossPlot(steps)
+    slicer.mrmlScene.Clear(0)
+    assert table.GetScene() is None and chart.GetScene() is None
+    table2, chart2 = IFSSNetTrainingLogic.updateLossPlot(steps[:2], table, chart)
+    assert table2.GetScene() is slicer.mrmlScene and chart2.GetScene() is slicer.mrmlScene
+    assert table2.GetTable().GetNumberOfRows() == 2 and chart2.GetNumberOfPlotSeriesNodes() == 4
+    for n in range(chart2.GetNumberOfPlotSeriesNodes()):
+        assert chart2.GetNthPlotSeriesNode(n).GetTableNodeID() == table2.GetID()
+    slicer.mrmlScene.RemoveNode(chart2)                 # the chart deleted in the Data module, the table kept
+    table3, chart3 = IFSSNetTrainingLogic.updateLossPlot(steps, table2, chart2)
+    assert table3 is table2 and chart3.GetScene() is slicer.mrmlScene
+    assert chart3.GetNthPlotSeriesNode(0).GetTableNodeID() == table2.GetID()

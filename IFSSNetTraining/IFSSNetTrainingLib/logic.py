@@ -449,8 +449,13 @@ class IFSSNetTrainingLogic:
     def updateLossPlot(steps: Sequence[dict], tableNode=None, chartNode=None):
         """Loss, alpha, beta and the validation Dice per step in a table node and a plot chart node (created
         when not given). ``steps``: the log's records; validation records set ``val_dice`` from their step
-        on (a step curve, nan before the first validation)."""
+        on (a step curve, nan before the first validation). A node given that is no longer in the scene (File > Close
+        Scene, or deleted in the Data module since the last run) is made anew, so the curve is shown."""
         scene = slicer.mrmlScene
+        if tableNode is not None and tableNode.GetScene() is not scene:   # removed (Close Scene, the Data module)
+            tableNode, chartNode = None, None     # the chart's series would read the removed table: both anew
+        if chartNode is not None and chartNode.GetScene() is not scene:
+            chartNode = None
         if tableNode is None:
             tableNode = scene.AddNewNodeByClass("vtkMRMLTableNode", LOSS_TABLE_NAME)
         table = tableNode.GetTable()
