@@ -218,3 +218,19 @@ def test_the_loss_curve_is_drawn_after_the_scene_was_closed_between_runs(slicer_
     table3, chart3 = IFSSNetTrainingLogic.updateLossPlot(steps, table2, chart2)
     assert table3 is table2 and chart3.GetScene() is slicer.mrmlScene
     assert chart3.GetNthPlotSeriesNode(0).GetTableNodeID() == table2.GetID()
+
+
+def test_an_empty_reference_segment_says_what_to_do_in_slicer(scene_nodes, nearest):
+    """A reference with a segment empty on this volume (a template's SOL not in this sweep): the message's only
+    advice for comparing the others was the command line's '--segment GM', which the module has no box for. It now
+    says how to in Slicer (a clone of the reference without it, or segmentNames from the Python console)."""
+    slicer, volumeNode, _, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    from ifssnet.errors import SeedError
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth, "SOL": np.zeros_like(truth)}, "Reference")
+    with pytest.raises(SeedError) as err:
+        IFSSNetComparisonLogic().compare(volumeNode, None, ref, [nearest], "3-seeds")
+    text = str(err.value)
+    assert "'SOL' is empty" in text and "--segment" not in text and "Clone" in text and "segmentNames=['GM']" in text

@@ -143,6 +143,18 @@ class IFSSNetComparisonLogic:
                 raise InputError(f"The reference has no segment '{name}'.",
                                  f"Choose one of its segments: {', '.join(have) or '(none)'}.")
             refs[name] = mrmlArrays.segmentToArray(referenceSegmentationNode, rid, refGeometry)
+        empty = [name for name in names if not refs[name].any()]
+        if empty:   # the core says so too, but with the command line's --segment for what to do
+            others = [name for name in names if name not in empty]
+            raise SeedError(f"Reference segment {', '.join(map(repr, empty))} is empty (no voxel on this volume's "
+                            "grid): there is nothing to score against.",
+                            f"Check that '{referenceSegmentationNode.GetName()}' is the complete (ground truth) "
+                            "segmentation of this volume" + (
+                                f", or compare on {', '.join(others)} alone: on a clone of the reference without "
+                                f"{', '.join(empty)} (Data module: right-click it > Clone, then delete the segment in "
+                                "the clone), or from the Python console with segmentNames=" + repr(others) + "."
+                                if others else "."))
+        for name in names:
             if protocol == "seeds":
                 sid = _segmentIdByName(seedSegmentationNode, name)
                 if sid is None:
