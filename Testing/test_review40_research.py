@@ -57,15 +57,6 @@ def test_the_model_card_lists_the_cases_trained_on_not_the_held_out_pair(scene_n
     assert "- Final loss" in card and "after 2 steps" in card
 
 
-@pytest.fixture()
-def nearest():
-    from ifssnet.baselines import registry
-
-    registry.register("test-nearest", _nearest_seed_method, "Nearest seed slice")
-    yield "test-nearest"
-    registry.unregister("test-nearest")
-
-
 def _names(slicer):
     return [slicer.mrmlScene.GetNthNode(n).GetName() for n in range(slicer.mrmlScene.GetNumberOfNodes())]
 
