@@ -223,12 +223,37 @@ def _draw_run(cases, pool: int, rng, cfg: TrainConfig, window: int):
                          window, cfg.augment)
         if run is not None:
             return run
+    longest = _longest_run(cases[:pool], window)
+    length = cfg.run_length + max(cfg.burn_in, cfg.reach)
+    if 0 < longest < length:
+        extra = max(cfg.burn_in, cfg.reach)
+        parts = f"--run-length {cfg.run_length}" + (
+            f" + --{'reach' if cfg.reach == extra else 'burn-in'} {extra}" if extra else "")
+        raise InputError(f"A training run of {length} slices ({parts}) does not fit: a run starts on {window} "
+                         f"consecutive annotated slices where a segment is present, and at most {longest} slices "
+                         "lie from such a start to the sweep's end in any training case.",
+                         "Give a smaller --run-length, --burn-in or --reach, or train on longer sweeps.")
     hint = "Annotate at least one group of consecutive slices per case"
     if cfg.mode == "fewshot" and not cfg.fill_gap:
         hint += (", or label the slices between painted ones with --fill-gap N (in Slicer: Fill gaps up to N "
                  "slices), N at least the widest gap")
     raise InputError(f"No training case has {window} consecutive annotated slices where a segment is present.",
                      hint + ".")
+
+
+def _longest_run(cases, window: int) -> int:
+    """The most slices, in either direction, from a start on ``window`` known slices where a segment is present to
+    the sweep's end, over ``cases`` (0 when there is no such start): a longer run cannot be drawn
+    (:func:`ifssnet.dataset.sample_run`)."""
+    longest = 0
+    for case in cases:
+        for name, mask in case.masks.items():
+            ok = case.known[name] & mask.reshape(mask.shape[0], -1).any(axis=1)
+            for order in (ok, ok[::-1]):
+                starts = [p for p in range(len(order) - window + 1) if order[p:p + window].all()]
+                if starts:
+                    longest = max(longest, len(order) - starts[0])
+    return longest
 
 
 def _window_of(run, rng, window: int):
