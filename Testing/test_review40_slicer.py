@@ -221,7 +221,7 @@ def test_running_out_of_memory_reading_or_writing_says_what_to_do_and_changes_no
             L.propagate(volumeNode, segNode, [sid], method=_method())
         assert "crop the volume" in err.value.todo
         with pytest.raises(ResourceError, match="out of memory"):
-            IFSSNetComparisonLogic().prepare(volumeNode, segNode, segNode, ["fbs"], "seeds")
+            IFSSNetComparisonLogic().prepare(volumeNode, None, segNode, ["fbs"], "3-seeds")
     _assert_same(before, _state(segNode, volumeNode))
     with monkeypatch.context() as m:
         m.setattr(arrays, "writeSegment", noMemory)
