@@ -64,20 +64,15 @@ LEAST_CONFIDENT_COUNT = 5
 
 def tagSeeds(segment, axis: int, seedSlices, mask: np.ndarray) -> None:
     """Record a segment's seeds (``IFSSNet.AnnotatedSlices``) and a checksum of each of its slices
-    (``IFSSNet.ResultSliceCRC``, the baseline against which later edits are found: ``_seedSlices``)."""
+    (``IFSSNet.ResultSliceCRC``, the baseline against which later edits are found: ``_seedSlices``), as
+    ``ifssnet.io`` writes them, so a file's paint edited in Slicer is found too."""
     segment.SetTag(ANNOTATED_TAG, AnnotatedSlices(axis, tuple(sorted(seedSlices))).to_tag())
-    segment.SetTag(RESULT_CRC_TAG, ",".join(str(c) for c in sliceCRCs(mask, axis)))
+    segment.SetTag(RESULT_CRC_TAG, ",".join(str(c) for c in slice_crcs(mask, axis)))
 
 
 def segmentTag(segment, tag: str) -> Optional[str]:
     value = vtk.reference("")
     return str(value) if segment.GetTag(tag, value) else None
-
-
-def sliceCRCs(mask: np.ndarray, axis: int) -> List[int]:
-    """A checksum of every slice of ``mask`` across ``axis`` (detects slices the user edited); the same as
-    ``ifssnet.io`` writes with a segment's annotated slices, so a file's paint edited in Slicer is found too."""
-    return slice_crcs(mask, axis)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -444,7 +439,7 @@ class IFSSNetSegmentationLogic:
             crcText = segmentTag(segment, RESULT_CRC_TAG)
             if crcText:
                 previous = [int(c) for c in crcText.split(",") if c.strip()]
-                now = sliceCRCs(painted, axis)
+                now = slice_crcs(painted, axis)
                 if len(previous) == len(now):
                     changed = {s for s, (a, b) in enumerate(zip(previous, now)) if a != b}
                     fresh = self._paintedAgain(painted, axis, annotated.slices, previous, now, changed)
@@ -470,7 +465,7 @@ class IFSSNetSegmentationLogic:
         (``find_axis``); its 'no muscle here' marks that are still empty and lie beyond the new paint stay."""
         from ifssnet.seeds import annotated_slices, find_axis
 
-        empty = sliceCRCs(np.zeros((1,) + np.moveaxis(painted, axis, 0).shape[1:], np.uint8), 0)[0]
+        empty = slice_crcs(np.zeros((1,) + np.moveaxis(painted, axis, 0).shape[1:], np.uint8), 0)[0]
         had = {s for s, c in enumerate(previous) if c != empty}
         if not had or not had <= changed or 2 * sum(now[s] != empty for s in had) > len(had) or not painted.any():
             return None
