@@ -213,8 +213,7 @@ def _train_cli(args) -> int:
     if getattr(args, "arch", "ifssnet") != "ifssnet":
         from .baselines.learned_common import refuse_ifssnet_only, train_cli
 
-        parser = argparse.ArgumentParser(add_help=False)
-        add_train_arguments(parser)
+        parser, _ = _train_options()
         refuse_ifssnet_only(args, parser)     # --val, --burn-in ... would be ignored: say so
         fill_recipe(args)                     # the defaults: a baseline's file records no IFSS-Net recipe
         return train_cli(args)
@@ -270,6 +269,14 @@ _CONFIG_OF_OPTION = {"steps": ("steps_per_epoch", int), "no_curriculum": ("curri
 _NETWORK_OPTIONS = ("size", "width_mult", "mask_sees_image")
 
 
+def _train_options():
+    """A parser of ``ifssnet train``'s options alone (their defaults), and its option names: dest -> first option
+    string (``--width-mult``)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_train_arguments(parser)
+    return parser, {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+
+
 def refuse_changes_on_resume(args, stored, meta) -> None:
     """Raise :class:`InputError` when ``--resume`` is given with options that would change the run: ``--resume``
     continues the checkpoint's own run exactly (its TrainConfig and network), so such options were silently
@@ -280,9 +287,7 @@ def refuse_changes_on_resume(args, stored, meta) -> None:
 
     from .train_recipe import stored_config
 
-    parser = argparse.ArgumentParser(add_help=False)
-    add_train_arguments(parser)
-    names = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    parser, names = _train_options()
     config = stored_config(meta)
     known = {f.name for f in fields(TrainConfig)}
     changed = []
@@ -315,9 +320,7 @@ def refuse_network_changes_on_fine_tune(args, stored) -> None:
     """Raise :class:`InputError` when ``--from`` is given with a network option (``--size``, ``--width-mult``,
     ``--mask-sees-image``) other than the parser's default and the base network's own: a fine-tune trains the base
     network as it is (its cases are read at its size), so such an option was silently ignored."""
-    parser = argparse.ArgumentParser(add_help=False)
-    add_train_arguments(parser)
-    names = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    parser, names = _train_options()
     changed = [f"{names[dest]} {getattr(args, dest)} (the base network's: {getattr(stored, dest)})"
                for dest in _NETWORK_OPTIONS
                if getattr(args, dest) != parser.get_default(dest) and getattr(args, dest) != getattr(stored, dest)]
