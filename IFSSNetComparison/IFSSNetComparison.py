@@ -65,7 +65,7 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         import qt
 
         from IFSSNetComparisonLib.logic import availableMethods, methodLabel
-        from IFSSNetSegmentationLib.gui import addCollapsibleForm, addProgressAndStatus, pollTimer
+        from IFSSNetSegmentationLib.gui import addCollapsibleForm, addProgressAndStatus, followSceneClose, pollTimer
 
         self.logic = IFSSNetComparisonLogic()
         box, form = addCollapsibleForm(self.layout, "Inputs")
@@ -119,8 +119,7 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
         self.timer = pollTimer(self.POLL_MS, self._poll)
         self.compareButton.connect("clicked()", self.onCompareOrCancel)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda c, e: self.setParameterNode(None))
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        followSceneClose(self)
         self.setParameterNode(self.logic.getParameterNode())
 
     def cleanup(self):
@@ -131,12 +130,6 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def enter(self):
         if self._parameterNode is None:   # the scene was closed while another module was shown
-            self.setParameterNode(self.logic.getParameterNode())
-
-    def onSceneEndClose(self, caller, event):
-        # Closing the scene removed the parameter node (StartCloseEvent disconnected it): without a new one the
-        # options would be bound to nothing and the button would read None (as Slicer's scripted module template).
-        if self.parent.isEntered:
             self.setParameterNode(self.logic.getParameterNode())
 
     def setParameterNode(self, node):

@@ -96,7 +96,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.setup(self)
         import qt
 
-        from IFSSNetSegmentationLib.gui import addCollapsibleForm, addProgressAndStatus, pollTimer
+        from IFSSNetSegmentationLib.gui import addCollapsibleForm, addProgressAndStatus, followSceneClose, pollTimer
 
         self.logic = IFSSNetTrainingLogic()
         box, form = addCollapsibleForm(self.layout, "Training data")
@@ -202,8 +202,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.modeCombo.connect("currentTextChanged(QString)", self._enableFewshotOptions)
         self._enableFewshotOptions(self.modeCombo.currentText)
         self.optionsFrame = options
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda c, e: self.setParameterNode(None))
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        followSceneClose(self)
         self._refreshBaseModels()
         self.setParameterNode(self.logic.getParameterNode())
 
@@ -215,12 +214,6 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self):
         if self._parameterNode is None:   # the scene was closed while another module was shown
-            self.setParameterNode(self.logic.getParameterNode())
-
-    def onSceneEndClose(self, caller, event):
-        # Closing the scene removed the parameter node (StartCloseEvent disconnected it): without a new one the
-        # options would be bound to nothing and the button would read None (as Slicer's scripted module template).
-        if self.parent.isEntered:
             self.setParameterNode(self.logic.getParameterNode())
 
     def setParameterNode(self, node):
