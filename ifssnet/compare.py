@@ -122,6 +122,15 @@ def _checked_mask(method: str, mask, shape) -> np.ndarray:
     return (mask != 0).astype(np.uint8)
 
 
+#: what :func:`score` scores over: the reference's extent, or every slice.
+SCORE_EXTENTS = ("reference", "volume")
+
+
+def _check_score_extent(score_extent: str) -> None:
+    if score_extent not in SCORE_EXTENTS:
+        raise InputError(f"Unknown score extent {score_extent!r}.", "Use 'reference' or 'volume'.")
+
+
 def score(pred: np.ndarray, ref: np.ndarray, spacing_kji, seed_slices: Sequence[int],
           score_extent: str = "reference", *, progress=None, cancel=None) -> dict:
     """Scores of one prediction: evaluate() over the reference extent (or the volume), seed slices excluded.
@@ -137,12 +146,8 @@ def score(pred: np.ndarray, ref: np.ndarray, spacing_kji, seed_slices: Sequence[
 
     K = ref.shape[0]
     r0, r1 = reference_extent(ref)
-    if score_extent == "reference":
-        k0, k1 = r0, r1
-    elif score_extent == "volume":
-        k0, k1 = 0, K - 1
-    else:
-        raise InputError(f"Unknown score extent {score_extent!r}.", "Use 'reference' or 'volume'.")
+    _check_score_extent(score_extent)
+    k0, k1 = (r0, r1) if score_extent == "reference" else (0, K - 1)
     outside = [k for k in range(K) if k < k0 or k > k1]
     exclude = sorted(set(int(s) for s in seed_slices) | set(outside))
     m = evaluate(pred, ref, spacing_kji, exclude_slices=exclude, progress=progress, cancel=cancel)
@@ -181,8 +186,7 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
         raise InputError("No method to compare.", "Give at least one method, e.g. --methods fbs,gfs,ws.")
     if not ref_masks:
         raise InputError("No reference segment to compare on.", "Give the reference segmentation and --segment.")
-    if score_extent not in ("reference", "volume"):   # score() would say so only after the first method's run
-        raise InputError(f"Unknown score extent {score_extent!r}.", "Use 'reference' or 'volume'.")
+    _check_score_extent(score_extent)   # score() would say so only after the first method's run
     options = dict(method_options or {})
     for name in methods:
         _check_options(name, get(name), options.get(name))  # unknown name or option: fail before any work

@@ -58,7 +58,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "3-seeds+ends: 3-seeds and the first empty slice past each end of the muscle")
     p.add_argument("--count", type=int, default=3, help="consecutive annotated slices per group (default 3)")
     p.add_argument("--every", type=int, default=100, help="paper protocol: a group every N slices (default 100)")
-    p.add_argument("--score-extent", choices=("reference", "volume"), default="reference",
+    p.add_argument("--score-extent", choices=_core.SCORE_EXTENTS, default="reference",
                    help="score the reference's slice extent (default) or every slice")
     p.add_argument("--model", default=None, help="IFSS-Net checkpoint for the 'ifssnet' method (default: shipped)")
     p.add_argument("--device", default="auto", help="device for learned methods: auto | cpu | cuda")
