@@ -290,9 +290,9 @@ def _check_options(name: str, fn, opts: Optional[dict]) -> None:
         known = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("progress", "cancel")]
         raise InputError(f"Method {name!r} has no option {', '.join(map(repr, unknown))}.",
                          f"Its options are: {', '.join(known) or '(none)'}.")
-    if "isolate" in opts and name in ("fbs", "gfs"):  # the ITK filter's child process: true, false or auto
-        from .baselines.child_process import check_isolate
+    from .baselines.child_process import ISOLATABLE, check_isolate
 
+    if "isolate" in opts and name in ISOLATABLE:  # the ITK filter's child process: true, false or auto
         check_isolate(opts["isolate"], name)
 
 
