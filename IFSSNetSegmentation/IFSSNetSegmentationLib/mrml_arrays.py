@@ -179,7 +179,7 @@ def writeSegment(segmentationNode, segmentId: str, mask: np.ndarray, geometry) -
         g, e = grid.GetExtent(), image.GetExtent()
         beyond = any(g[2 * a] < e[2 * a] or g[2 * a + 1] > e[2 * a + 1] for a in range(3))
         if resampled or beyond:  # MODE_REPLACE replaces the whole segment, not only the extent given
-            image = _onSegmentGrid(segmentationNode, segmentId, image, mask.shape, geometry, grid)
+            image = _onSegmentGrid(segmentationNode, segmentId, mask, geometry, grid)
     ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
         image, segmentationNode, segmentId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
         image.GetExtent())
@@ -189,16 +189,18 @@ def writeSegment(segmentationNode, segmentId: str, mask: np.ndarray, geometry) -
     return resampled
 
 
-def _onSegmentGrid(segmentationNode, segmentId: str, image, shape, geometry, grid):
-    """``image`` (on ``geometry``'s grid, ``shape`` (k, j, i)) resampled onto the segment's stored ``grid``
-    (nearest neighbour), with the segment's current voxels kept where ``geometry``'s grid does not reach."""
-    resample = slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage
+def _onSegmentGrid(segmentationNode, segmentId: str, mask: np.ndarray, geometry, grid):
+    """``mask`` (on ``geometry``'s grid) resampled onto the segment's stored ``grid`` (nearest neighbour), with the
+    segment's current voxels kept where ``geometry``'s grid does not reach."""
     onGrid = slicer.vtkOrientedImageData()
-    resample(image, grid, onGrid, False, True)  # extent grown to hold all of the image
-    reach = slicer.vtkOrientedImageData()
-    resample(arrayToOrientedImage(np.ones(shape, np.uint8), geometry), onGrid, reach, False, False)
-    merged = np.where(orientedImageToArray(reach, onGrid) > 0, orientedImageToArray(onGrid, onGrid),
-                      segmentToArray(segmentationNode, segmentId, onGrid))
+    # One resample of mask + 1 (1 outside the mask, 2 inside): the background 0 marks where geometry does not reach.
+    slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+        arrayToOrientedImage((np.asarray(mask) > 0).view(np.uint8) + 1, geometry), grid, onGrid,
+        False, True)  # extent grown to hold all of the image
+    e = onGrid.GetExtent()
+    values = numpy_support.vtk_to_numpy(onGrid.GetPointData().GetScalars()).reshape(
+        (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1))
+    merged = np.where(values > 0, values > 1, segmentToArray(segmentationNode, segmentId, onGrid))
     return arrayToOrientedImage(merged, onGrid)
 
 
