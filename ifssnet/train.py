@@ -398,11 +398,13 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
           progress: Optional[ProgressFn] = None, cancel: CancelLike = None,
           on_step: Optional[Callable[[StepLog], None]] = None, rank: int = 0, world: int = 1,
           device: str = "cpu", time_limit_s: Optional[float] = None, validator=None,
-          val_every: Optional[int] = None, on_validation: Optional[Callable] = None) -> Path:
+          val_every: Optional[int] = None, on_validation: Optional[Callable] = None, loaded=None) -> Path:
     """Train (or fine-tune) IFSS-Net on ``cases`` and write the checkpoint to ``out_path``.
 
     ``model_config``: an :class:`ifssnet.model.IFSSNetConfig` for a new network; ``base_model``: a
-    checkpoint to fine-tune from; ``resume``: a training checkpoint to continue exactly. A cancel
+    checkpoint to fine-tune from; ``resume``: a training checkpoint to continue exactly; ``loaded``: what
+    :func:`~ifssnet.model.checkpoint.load_checkpoint` returned for ``resume`` (else ``base_model``) where the caller
+    has read it already (the file is not read again; the model is trained in place). A cancel
     stops after the current step, or between validation cases (and before a fine-tune's step-0 validation), and
     leaves ``out_path`` as it was before the run started.
     Returns the path written. ``on_step`` receives a :class:`StepLog` per step (for loss curves).
@@ -440,7 +442,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     resumed: list = []                    # the commands that continued the run, after the one that started it
     if resume is not None:
         # First: the cases are checked against the resumed run's own config (its mode), not the caller's.
-        model, model_config, meta = load_checkpoint(resume, map_location="cpu")
+        model, model_config, meta = loaded or load_checkpoint(resume, map_location="cpu")
         tr = resume_state(meta, resume)
         cfg = TrainConfig(**{"weight_decay": "coupled", **tr["config"]})   # runs before the field were coupled
     cfg = cfg or TrainConfig()
@@ -462,7 +464,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         ema_state = tr.get("ema")
         stored_val_every = tr.get("val_every")
     elif base_model is not None:
-        model, model_config, base_meta = load_checkpoint(base_model, map_location="cpu")
+        model, model_config, base_meta = loaded or load_checkpoint(base_model, map_location="cpu")
         lineage = base_lineage(base_model, base_meta)
         _zero_and_warn_if_dead(model, base_model)
     else:

@@ -217,11 +217,12 @@ def _train_cli(args) -> int:
         refuse_ifssnet_only(args, parser)     # --val, --burn-in ... would be ignored: say so
         fill_recipe(args)                     # the defaults: a baseline's file records no IFSS-Net recipe
         return train_cli(args)
-    stored, meta = None, None                 # the --resume / --from network's configuration and metadata
+    loaded, stored, meta = None, None, None   # the --resume / --from file: (model, configuration, metadata)
     if args.resume or args.base:
         from .model.checkpoint import load_checkpoint
 
-        _, stored, meta = load_checkpoint(args.resume or args.base)
+        loaded = load_checkpoint(args.resume or args.base)
+        _, stored, meta = loaded
     if args.resume:
         refuse_changes_on_resume(args, stored, meta)
     elif args.base:
@@ -252,7 +253,7 @@ def _train_cli(args) -> int:
     rank, world, own_group = _init_distributed(args.device)
     try:
         return _train_ranked(args, rank, world, stored.size if stored is not None else args.size,
-                             stored, meta if args.resume else None)
+                             stored, meta if args.resume else None, loaded)
     finally:
         if own_group:
             import torch.distributed as dist
@@ -341,10 +342,10 @@ def _schedule(args) -> dict:
     return given
 
 
-def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_meta=None) -> int:
+def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_meta=None, loaded=None) -> int:
     """One process's training; ``size``: the working size the cases are read at (the stored network's);
     ``stored``: the ``--from`` / ``--resume`` network's configuration, ``resumed_meta`` the ``--resume``
-    checkpoint's metadata (its recipe)."""
+    checkpoint's metadata (its recipe), ``loaded``: that file as read (:func:`ifssnet.train.train` reads it no more)."""
     from .model import IFSSNetConfig
     from .progress import TqdmProgress
 
@@ -392,7 +393,7 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
               data_description=", ".join(c.name for c in cases), progress=bar, on_step=on_step,
               rank=rank, world=world, device=args.device,
               time_limit_s=args.time_limit * 60 if args.time_limit is not None else None,
-              validator=validator, val_every=args.val_every, on_validation=on_validation)
+              validator=validator, val_every=args.val_every, on_validation=on_validation, loaded=loaded)
     except KeyboardInterrupt:
         raise kept.interrupted() from None
     except MemoryError:

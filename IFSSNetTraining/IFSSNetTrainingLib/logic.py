@@ -127,7 +127,7 @@ class IFSSNetTrainingLogic:
             from ifssnet.train import TrainConfig, train as coreTrain
             from ifssnet.train_recipe import inherit_recipe, learning_rates
 
-            config, meta = _networkOf(baseModel, resume, size, widthMult)
+            loaded, config, meta = _networkOf(baseModel, resume, size, widthMult)
             size = config.size
             modelConfig = None if baseModel or resume else config   # a model file's network is the stored one
             baseMeta = None if resume else meta       # a resumed run keeps its own config
@@ -167,7 +167,8 @@ class IFSSNetTrainingLogic:
                              resume=resume, command="Slicer IFSSNetTraining",
                              data_description=", ".join(c.name for c in cases), progress=progress, cancel=cancel,
                              on_step=stepHook, device=device, validator=validator, val_every=valEvery,
-                             on_validation=lambda score: self.validations.append(score.log_record()))
+                             on_validation=lambda score: self.validations.append(score.log_record()),
+                             loaded=loaded)
         self.writeModelCard(str(path), mode=mode, epochs=epochs, baseModel=baseModel,
                             cases=[c.name for c in cases], steps=self.steps)
         return str(path)
@@ -200,7 +201,7 @@ class IFSSNetTrainingLogic:
         before it reads the cases. Returns the bytes estimated."""
         from ifssnet.train_recipe import inherit_recipe
 
-        config, meta = _networkOf(baseModel, resume, size, widthMult)
+        _, config, meta = _networkOf(baseModel, resume, size, widthMult)
         recipe, _ = inherit_recipe(None if resume else meta, {"run_length": runLength}, mode=mode)
         return _checkTrainingMemory(pairs, mode, config, _runRecipe(recipe, meta if resume else None),
                                     segmentNames=segmentNames, validationPairs=validationPairs,
@@ -504,16 +505,17 @@ def _outOfMemoryAsResourceError(outputPath: str):
 
 
 def _networkOf(baseModel, resume, size: int, widthMult: float):
-    """``(config, meta)`` of the network a run trains: the ``resume`` or ``baseModel`` file's
-    (:func:`ifssnet.model.checkpoint.load_checkpoint`), else a new one of ``size`` and ``widthMult`` (meta None)."""
+    """``(loaded, config, meta)`` of the network a run trains: the ``resume`` or ``baseModel`` file's
+    (:func:`ifssnet.model.checkpoint.load_checkpoint`'s ``(model, config, meta)`` as ``loaded``, for the core's
+    ``train`` not to read the file again), else a new one of ``size`` and ``widthMult`` (loaded and meta None)."""
     if baseModel or resume:
         from ifssnet.model.checkpoint import load_checkpoint
 
-        _, config, meta = load_checkpoint(resume or baseModel)
-        return config, meta
+        loaded = load_checkpoint(resume or baseModel)
+        return (loaded, *loaded[1:])
     from ifssnet.model import IFSSNetConfig
 
-    return IFSSNetConfig(size=size, width_mult=widthMult), None
+    return None, IFSSNetConfig(size=size, width_mult=widthMult), None
 
 
 def _finishedRun(checkpointPath) -> Optional[int]:
