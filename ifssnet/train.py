@@ -49,7 +49,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -686,24 +686,30 @@ def checkpoint_best_path(out_path) -> Path:
     return best_model_path(checkpoint_path(out_path))
 
 
+def run_steps(ckpt) -> Optional[Tuple[int, int]]:
+    """``(step, total)``: the step a training checkpoint's run is at and the steps of the whole run (epochs x steps
+    per epoch); None for a file that cannot be read or records no run."""
+    from .errors import ModelError
+    from .model.checkpoint import read_meta
+
+    try:
+        tr = read_meta(ckpt).get("training") or {}
+        step, config = int(tr["step"]), tr["config"]
+        return step, int(config["epochs"]) * int(config["steps_per_epoch"])
+    except (ModelError, KeyError, TypeError, ValueError):
+        return None
+
+
 def refuse_replacing_an_unfinished_run(out_path) -> None:
     """Raise :class:`InputError` when ``OUT.ckpt.pt`` holds a run that stopped before its last step (cancelled,
     killed or out of time): a new run to the same ``OUT`` would overwrite it, and the stopped run could no longer be
     resumed. A finished run's checkpoint, or one that cannot be read, may be replaced. The stopped run's best network
     by validation (``OUT.ckpt.best.pt``, :func:`checkpoint_best_path`) is as much that run's, and is kept with it;
     without a checkpoint that can be resumed, a new run's first validation replaces it."""
-    from .errors import ModelError
-    from .model.checkpoint import read_meta
-
     ckpt = checkpoint_path(out_path)
-    if not ckpt.exists():
+    if not ckpt.exists() or (steps := run_steps(ckpt)) is None:
         return
-    try:
-        tr = read_meta(ckpt).get("training") or {}
-        step, config = int(tr["step"]), tr["config"]
-        total = int(config["epochs"]) * int(config["steps_per_epoch"])
-    except (ModelError, KeyError, TypeError, ValueError):
-        return
+    step, total = steps
     if step < total:
         best = checkpoint_best_path(out_path)
         files = f"that file (and {best}, its best network by validation so far)" if best.exists() else "that file"

@@ -523,14 +523,12 @@ def _finishedRun(checkpointPath) -> Optional[int]:
     None: a run stopped before its end, or a file that cannot be read (resuming it says what is wrong)."""
     try:
         from ifssnet.errors import IFSSNetError
-        from ifssnet.model.checkpoint import read_meta
+        from ifssnet.train import run_steps
 
-        training = read_meta(checkpointPath).get("training") or {}
-        step, config = int(training["step"]), training["config"]
-        total = int(config["epochs"]) * int(config["steps_per_epoch"])
-    except (ImportError, IFSSNetError, OSError, KeyError, TypeError, ValueError):
+        steps = run_steps(checkpointPath)
+    except (ImportError, IFSSNetError, OSError):
         return None
-    return step if step >= total else None
+    return steps[0] if steps is not None and steps[0] >= steps[1] else None
 
 
 def _writeCard(path: str, lines: Sequence[str]) -> str:
