@@ -68,6 +68,30 @@ def protocol_seeds(ref_mask: np.ndarray, protocol: str = "3-seeds", count: int =
     return cut_seeds(ref_mask, protocol_slices(ref_mask, protocol, count=count, every=every))
 
 
+#: What to do about seeds too few for Propagate, by where they came from ({name}: the segment).
+SEEDS_TODO = "Paint {name} on at least 3 slices (consecutive or far apart), then compare again."
+COUNT_TODO = "Cut at least 3 slices per segment: count 3, as in the paper (on the command line: --count 3)."
+
+
+def check_seeds(name: str, seeds, todo: str = SEEDS_TODO) -> None:
+    """Refuse, before any method runs, the seeds of segment ``name`` that Propagate refuses.
+
+    The rule is Propagate's own (:func:`ifssnet.seeds.validate_seeds`): at least 3 annotated slices (consecutive or
+    far apart; an empty one, "no muscle here", counts) with the muscle painted on one of them. Every method of a
+    comparison starts from the same seeds, so a table of baselines run on seeds IFSS-Net refuses, beside IFSS-Net's
+    error row, compares nothing. ``seeds``: a :class:`~ifssnet.seeds.SeedSet`; ``todo`` (``{name}``: the segment,
+    quoted): what to do, in the caller's terms (the command line's seed file, Slicer's seed segmentation).
+    Raises :class:`SeedError`.
+    """
+    from .seeds import validate_seeds
+
+    try:
+        validate_seeds(seeds, name=name)
+    except SeedError as err:
+        raise SeedError(f"{err.what} The comparison starts every method from seeds Propagate would take.",
+                        todo.format(name=repr(name))) from err
+
+
 def reference_extent(ref_mask: np.ndarray) -> Tuple[int, int]:
     """(first, last) slice along axis 0 where the reference is non-empty (inclusive)."""
     return slice_extent(ref_mask) or (0, -1)
@@ -177,6 +201,8 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
     Rows have the keys of :data:`COLUMNS` (times in s, distances in mm, volumes in cm3, memory in MiB)
     plus ``slice_dice``, ``seed_slices`` and ``extent`` for :func:`plot`. A method that fails with an
     ifssnet error gets a row with ``error`` set and nan scores; Cancelled and DependencyError propagate.
+    Seeds that Propagate refuses (fewer than 3 annotated slices: :func:`check_seeds`), given or cut with a
+    ``count`` under 3, raise :class:`SeedError` before any method runs.
     """
     from .baselines.registry import get, prepare
 
@@ -215,6 +241,8 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
     seed_sets = {muscle: seeds.get(muscle) or protocol_seeds((np.asarray(ref) != 0).astype(np.uint8), protocol,
                                                               count, every)
                  for muscle, ref in ref_masks.items()}
+    for muscle, seed_set in seed_sets.items():  # Propagate's rule, for every method: before any of them runs
+        check_seeds(muscle, seed_set, SEEDS_TODO if muscle in seeds else COUNT_TODO)
     together = [name for name in methods if joint and getattr(get(name), "joint", False)]
     joint_runs = {name: _run_joint(name, volume, seed_sets, spacing_kji, options.get(name), progress, cancel)
                   for name in together}
@@ -519,6 +547,11 @@ def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, p
     if not case_dirs:
         raise InputError("No case directory given.", "Give one or more directories made by `ifssnet phantom`.")
     methods = list(methods)
+    count = kwargs.get("count", 3)
+    if protocol == "3-seeds" and isinstance(count, int) and 1 <= count < 3:  # every case would be refused: say so
+        raise SeedError(f"Protocol '3-seeds' with count {count} cuts {count} seed slice{'s' if count > 1 else ''} per "
+                        "segment; Propagate needs at least 3, and the comparison starts every method from the same "
+                        "seeds.", COUNT_TODO)
     rows: List[dict] = []
     for i, case in enumerate(case_dirs):
         check_cancel(cancel)

@@ -46,6 +46,8 @@ def _seed_sets_from_file(path, names: Sequence[str], geometry, shape, progress=N
         if not slices:
             raise SeedError(f"'{name}' has no annotated slice in {path}.", "Cut seeds with `ifssnet seeds`, or pass '-'.")
         out[name] = cut_seeds(mask, slices)
+        _core.check_seeds(name, out[name], "Paint {name} on at least 3 slices (consecutive or far apart) in "
+                          f"{Path(path).name}, then compare again; or give '-' for SEEDS to cut them from REF by --protocol.")
     return out
 
 

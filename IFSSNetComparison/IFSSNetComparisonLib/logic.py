@@ -162,6 +162,7 @@ class IFSSNetComparisonLogic:
                 geometry = mrmlArrays.referenceGeometry(volumeNode, seedSegmentationNode)
                 painted = mrmlArrays.segmentToArray(seedSegmentationNode, sid, geometry)
                 axis, slices = segLogic._seedSlices(seedSegmentationNode.GetSegmentation().GetSegment(sid), painted)
+                self._checkSeeds(name, axis, slices, painted, seedSegmentationNode.GetName())
             else:  # the core runner cuts the seeds from the reference along the sweep (k)
                 axis, slices, painted = 0, (), None
             seedJobs.append(segmentationLogic.SegmentJob(name, name, axis, tuple(slices), painted))
@@ -169,6 +170,18 @@ class IFSSNetComparisonLogic:
         return {"volumeNodeId": volumeNode.GetID(), "referenceNodeId": referenceSegmentationNode.GetID(),
                 "volume": volume, "spacing": spacing, "refs": refs, "seedJobs": seedJobs, "methods": list(methods),
                 "protocol": protocol, "methodOptions": dict(methodOptions or {}), "joint": bool(joint), "rows": []}
+
+    @staticmethod
+    def _checkSeeds(name: str, axis: int, slices, painted: np.ndarray, seedNodeName: str) -> None:
+        """Propagate's rule for the painted seeds (``ifssnet.compare.check_seeds``), in the main thread before the
+        run, with what to do in Slicer: too few painted slices ran every baseline beside IFSS-Net's refusal."""
+        from ifssnet.compare import check_seeds
+        from ifssnet.seeds import SeedSet
+
+        onSlices = np.take(painted, list(slices), axis=axis) != 0   # the painted slices alone: no volume-sized copy
+        check_seeds(name, SeedSet(mask=np.moveaxis(onSlices, axis, 0), slices=range(len(slices))),
+                    "Paint {name} on at least 3 slices (consecutive or far apart) in '" + seedNodeName
+                    + "', then compare again; or choose the protocol '3-seeds' to cut the seeds from the reference.")
 
     def compute(self, job: dict, progress=None, cancel=None) -> dict:
         """Any thread: the core runner on numpy arrays, one call per propagation axis. Touches no MRML node."""
