@@ -11,7 +11,8 @@ Which slices of a segment were annotated travels in the segment tag ``IFSSNet.An
 (``axis:s0,s1,...``, axis in array order, 0 = k), which Slicer keeps when it loads and saves the file.
 So an annotated slice with no foreground ("no muscle here") differs from an unannotated one. Next to it,
 ``IFSSNet.ResultSliceCRC`` holds a checksum of every slice across that axis as written (:func:`slice_crcs`):
-Slicer's Propagate takes a slice whose checksum changed (painted or corrected in Slicer) for a seed too.
+Slicer's Propagate takes a slice whose checksum changed (painted or corrected in Slicer) for a seed too, and
+drops a painted slice erased whole since (the paint taken back).
 
 Every write goes to a temporary file in the target folder and is renamed into place: a failure
 (unwritable folder, full disk) leaves no partial file and leaves an existing file untouched.

@@ -504,9 +504,9 @@ class PropagatePanel:
                 item.setData(qt.Qt.UserRole, f"{entry['axis']}:{sliceIndex}")
                 self.confidenceList.addItem(item)
         volumes = ", ".join(f"{e['name']} {e['volume_cm3']:.2f} cm3" for e in summary["segments"].values())
-        frames = self.logic.framesText(summary)
+        notes = " ".join(text for text in (self.logic.framesText(summary), self.logic.notesText(summary)) if text)
         self.setStatus(f"Preview ready in {summary['run_time_s']:.1f} s on {summary['device']}: {volumes}. "
-                       + (frames + " " if frames else "") + "Apply to keep it, Cancel to go back.")
+                       + (notes + " " if notes else "") + "Apply to keep it, Cancel to go back.")
 
     def onApply(self):
         self.job = None

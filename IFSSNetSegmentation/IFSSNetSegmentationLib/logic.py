@@ -17,9 +17,11 @@ Which slices are seeds
     a freshly painted one: its non-empty slices along the axis from ``find_axis`` are the seeds. After a run
     the Logic stores the seeds in that tag and a checksum of every result slice in
     ``IFSSNet.ResultSliceCRC``; a later run adds every slice whose checksum changed (the user corrected it)
-    to the seeds, which is how a repainted slice re-anchors the propagation. A segment cleared and painted again
-    (every slice that had the muscle changed, most of them now empty) is taken as freshly painted, keeping its
-    "no muscle here" marks beyond the new paint (``_paintedAgain``).
+    to the seeds, which is how a repainted slice re-anchors the propagation, and a slice of the result erased
+    whole becomes a "no muscle here" mark. A painted slice erased whole is dropped from the seeds instead: the
+    paint taken back, as Fill between slices reads an empty slice (the "No muscle here" button marks it). A
+    segment cleared and painted again (every slice that had the muscle changed, most of them now empty) is taken
+    as freshly painted, keeping its "no muscle here" marks beyond the new paint (``_paintedAgain``).
 
 Safety
     The result is computed completely before anything is written. The whole segmentation is snapshot
@@ -89,6 +91,7 @@ class SegmentJob:
     result: Optional[np.ndarray] = None  # (k, j, i)
     confidence: Optional[np.ndarray] = None  # (slices along axis,)
     frames: int = 0  # frames along the axis that the method ran on (fewer than the slices: a finer sweep, thinned)
+    notes: List[str] = dataclasses.field(default_factory=list)  # for the user: slices read otherwise than painted
 
 
 @dataclasses.dataclass
@@ -122,7 +125,8 @@ class IFSSNetSegmentationLogic:
 
         {"segments": {segmentId: {"name", "voxel_count", "volume_mm3", "volume_cm3", "axis",
                                   "seed_slices", "least_confident": [(slice, confidence), ...],
-                                  "paint_next": slice or None, "ends": (first, last) or None}},
+                                  "paint_next": slice or None, "ends": (first, last) or None,
+                                  "notes": [sentence, ...] (``notesText``)}},
          "run_time_s": float, "method": str, "device": str}
     """
 
@@ -322,12 +326,13 @@ class IFSSNetSegmentationLogic:
             painted = arrays.segmentToArray(segmentationNode, sid, geometry)
             if skipEmpty and not painted.any() and not segmentTag(segment, ANNOTATED_TAG):
                 continue
-            axis, slices = self._seedSlices(segment, painted)
+            notes: List[str] = []
+            axis, slices = self._seedSlices(segment, painted, notes)
             check_slice_count(len(slices), name=segment.GetName())
             name = segment.GetName()
             if names.count(name) > 1:  # two segments with one name: keep their seeds apart
                 name = f"{name} ({sid})"
-            segments.append(SegmentJob(sid, name, axis, slices, painted))
+            segments.append(SegmentJob(sid, name, axis, slices, painted, notes=notes))
         if not segments:
             raise SeedError("None of the segments has painted slices.", "Paint a segment on at least 3 slices.")
         for axis in sorted({seg.axis for seg in segments}):
@@ -431,7 +436,13 @@ class IFSSNetSegmentationLogic:
 
     # ---- helpers -------------------------------------------------------------------------------
 
-    def _seedSlices(self, segment, painted: np.ndarray) -> Tuple[int, Tuple[int, ...]]:
+    def _seedSlices(self, segment, painted: np.ndarray,
+                    notes: Optional[List[str]] = None) -> Tuple[int, Tuple[int, ...]]:
+        """(axis, seed slices) of ``segment`` whose voxels are ``painted`` (k, j, i): its tags' seeds, plus the slices
+        changed since the tags' checksums (corrections; one the user erased is a 'no muscle here' mark), less the
+        painted slices erased since (the paint taken back, as Fill between slices reads an empty slice); a segment
+        without tags, or cleared and painted again (``_paintedAgain``), from its paint. ``notes``: sentences for the
+        user about slices read otherwise than painted are appended to it."""
         tag = segmentTag(segment, ANNOTATED_TAG)
         if tag:
             annotated = AnnotatedSlices.from_tag(tag)
@@ -445,7 +456,16 @@ class IFSSNetSegmentationLogic:
                     fresh = self._paintedAgain(painted, axis, annotated.slices, previous, now, changed)
                     if fresh is not None:
                         return fresh
-                    slices |= changed
+                    empty = _emptySliceCRC(painted, axis)
+                    erased = sorted(s for s in annotated.slices
+                                    if 0 <= s < len(now) and previous[s] != empty and now[s] == empty)
+                    slices = (slices | changed) - set(erased)
+                    if erased and notes is not None:
+                        many, listed = len(erased) > 1, ", ".join(map(str, erased))
+                        notes.append(f"'{segment.GetName()}': slice{'s' if many else ''} {listed}, "
+                                     f"which you had painted, {'are' if many else 'is'} empty now, so "
+                                     f"{'they were' if many else 'it was'} taken as not painted and propagated. Where "
+                                     "the muscle is not there, go to the slice and click No muscle here.")
             slices = {s for s in slices if 0 <= s < painted.shape[axis]}
             return axis, tuple(sorted(slices))
         from ifssnet.seeds import annotated_slices, find_axis
@@ -465,7 +485,7 @@ class IFSSNetSegmentationLogic:
         (``find_axis``); its 'no muscle here' marks that are still empty and lie beyond the new paint stay."""
         from ifssnet.seeds import annotated_slices, find_axis
 
-        empty = slice_crcs(np.zeros((1,) + np.moveaxis(painted, axis, 0).shape[1:], np.uint8), 0)[0]
+        empty = _emptySliceCRC(painted, axis)
         had = {s for s, c in enumerate(previous) if c != empty}
         if not had or not had <= changed or 2 * sum(now[s] != empty for s in had) > len(had) or not painted.any():
             return None
@@ -522,7 +542,7 @@ class IFSSNetSegmentationLogic:
         segments = {}
         for seg in job.segments:
             entry = dict(volumes[seg.segmentId])
-            entry.update(axis=seg.axis, seed_slices=list(seg.seedSlices), frames=seg.frames,
+            entry.update(axis=seg.axis, seed_slices=list(seg.seedSlices), frames=seg.frames, notes=list(seg.notes),
                          slices=int(job.volume.shape[seg.axis]),
                          least_confident=self.leastConfident(seg), paint_next=self.paintNext(seg),
                          ends=self.resultEnds(seg))
@@ -541,6 +561,12 @@ class IFSSNetSegmentationLogic:
         frames, slices = max(thinned)
         return (f"The network ran on {frames} of {slices} frames, at the slice spacing it was trained at; "
                 "every frame has a result.")
+
+    @staticmethod
+    def notesText(summary: dict) -> str:
+        """The sentences for the status line about slices read otherwise than painted (a painted slice erased since
+        the last run, 'no muscle here' marks across an axis no longer painted); empty when there are none."""
+        return " ".join(note for e in summary.get("segments", {}).values() for note in e.get("notes", ()))
 
     @staticmethod
     def leastConfident(seg: SegmentJob, count: int = LEAST_CONFIDENT_COUNT) -> List[Tuple[int, float]]:
@@ -652,6 +678,11 @@ class IFSSNetSegmentationLogic:
 
         return importlib.util.find_spec("torch") is not None
 
+
+
+def _emptySliceCRC(mask: np.ndarray, axis: int) -> int:
+    """The ``IFSSNet.ResultSliceCRC`` checksum of an empty slice of ``mask`` across ``axis``."""
+    return slice_crcs(np.zeros((1,) + np.moveaxis(mask, axis, 0).shape[1:], np.uint8), 0)[0]
 
 
 def seedSetsAlongAxis(segments: Sequence["SegmentJob"], axis: int, shape) -> Dict[str, Any]:

@@ -1,0 +1,83 @@
+"""Review 41 (Segmentation Logic): what a slice edited after a run means to the next Propagate, on Slicer's real MRML
+(slicer-core). A painted slice erased after a run."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+# slicer_nodes first: it puts the Slicer module folders on sys.path.
+from slicer_nodes import _arrays_module, _nearest_seed_method, _paint, scene_nodes  # noqa: F401
+from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
+
+pytestmark = [pytest.mark.slicer,
+              pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
+              pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")]
+
+
+def _geometry(volumeNode, segNode):
+    return _arrays_module().referenceGeometry(volumeNode, segNode)
+
+
+def _present(mask, axis):
+    """The slices across ``axis`` where ``mask`` holds voxels."""
+    return [int(s) for s in np.flatnonzero(np.moveaxis(mask, axis, 0).any(axis=(1, 2)))]
+
+
+def _edit(segNode, sid, geometry, change):
+    """Read the segment, let ``change`` edit the array (as the user's Erase or Paint would), write it back."""
+    arrays = _arrays_module()
+    mask = arrays.segmentToArray(segNode, sid, geometry)
+    change(mask)
+    arrays.writeSegment(segNode, sid, mask, geometry)
+    return mask
+
+
+def test_erasing_a_painted_slice_after_a_run_takes_the_paint_back(scene_nodes):
+    """A seed slice erased after a run was kept as an annotated empty slice, i.e. a 'no muscle here' mark: the next
+    run stopped at it from both sides and cut the muscle in two (slices 10-13 empty between seeds 8 and 16). Erasing
+    a slice you painted now takes the paint back, as Fill between slices treats an empty slice: the slice is
+    propagated like any unpainted one, and the status says how to mark it 'no muscle here' instead."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    g = _geometry(volumeNode, segNode)
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 8, 11, 16), name="GM")
+    L = logic.IFSSNetSegmentationLogic()
+    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    _edit(segNode, a, g, lambda m: m.__setitem__(11, 0))          # the seed on slice 11 was wrong: erased
+    job = L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method)
+    assert job.segments[0].seedSlices == (5, 8, 16)
+    result = L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    out = arrays.segmentToArray(segNode, a, g)
+    assert _present(out, 0) == list(range(5, 17))                 # one muscle again, slice 11 propagated
+    assert result["segments"][a]["seed_slices"] == [5, 8, 16]
+    text = L.notesText(result)
+    assert "slice 11" in text and "No muscle here" in text
+    # To say the muscle is not on a painted slice: erase it, then No muscle here (the explicit mark)
+    _edit(segNode, a, g, lambda m: m.__setitem__(8, 0))
+    assert L.markNoMuscle(volumeNode, segNode, a, 8) == (0, (5, 8, 16))
+    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    out = arrays.segmentToArray(segNode, a, g)
+    assert not out[8].any() and out[6].any() and out[13].any()
+
+
+def test_erasing_a_propagated_slice_still_marks_no_muscle_and_a_seed_erased_before_a_run_is_dropped(scene_nodes):
+    """Guards for the fix above. A slice the network filled and the user erased says 'the muscle is not here'
+    (a run that went on past the muscle's end, trimmed), as before. A painted slice erased after the ends were
+    marked (the marks record checksums too), before any run, is dropped like one erased after a run."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    g = _geometry(volumeNode, segNode)
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
+    L = logic.IFSSNetSegmentationLogic()
+    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    _edit(segNode, a, g, lambda m: m.__setitem__(15, 0))          # a propagated slice, erased
+    result = L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    assert result["segments"][a]["seed_slices"] == [5, 11, 15, 16]
+    assert not arrays.segmentToArray(segNode, a, g)[15].any() and L.notesText(result) == ""
+
+    b, _ = _paint(slicer, volumeNode, segNode, truth, 0, (9, 11, 13, 15), name="SOL")
+    L.markNoMuscle(volumeNode, segNode, b, 2)
+    _edit(segNode, b, g, lambda m: m.__setitem__(13, 0))
+    assert L.prepare(volumeNode, segNode, [b], method=_nearest_seed_method).segments[0].seedSlices == (2, 9, 11, 15)
