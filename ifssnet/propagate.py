@@ -278,11 +278,12 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
 def frames_for(n_slices: int, slice_spacing_mm: Optional[float], net, match: bool,
                seed_map: Mapping[str, SeedSet]) -> FrameSelection:
     """The frames propagation runs on (:func:`ifssnet.slice_spacing.select_frames`), the painted
-    slices among them; all of them without ``match`` or when the network or the volume does not say
-    its slice spacing."""
+    slices among them and every slice marked "no muscle here" a frame of its own; all of them without
+    ``match`` or when the network or the volume does not say its slice spacing."""
     network_mm = getattr(getattr(net, "config", None), "slice_spacing_mm", None) if match else None
     painted = sorted({int(k) for s in seed_map.values() for k in s.slices})
-    return select_frames(n_slices, slice_spacing_mm, network_mm, keep=painted)
+    marks = sorted({int(k) for s in seed_map.values() for k in s.empty_slices})
+    return select_frames(n_slices, slice_spacing_mm, network_mm, keep=painted, marks=marks)
 
 
 def _check_seeds(volume: np.ndarray, seed_map: Mapping[str, SeedSet], named: bool = True) -> None:

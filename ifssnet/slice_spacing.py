@@ -8,7 +8,9 @@ comes 4x sooner in millimetres. So propagation, and training from a network that
 only the frames nearest to a regular grid at the network's spacing, as in-plane they resample to the
 network's working size. They keep whole frames, never blends of neighbouring ones, so the speckle
 is what the network learnt, and each painted slice replaces the kept frame nearest to it, so that a
-painted mask always sits on its own image. Propagation's probabilities go back to every frame by linear
+painted mask always sits on its own image. A slice marked "no muscle here" is always a frame of its own: it
+replaces the nearest one too, or, where painted slices hold that one, is kept beside it, so a run ends at the
+mark and never at (or past) the paint. Propagation's probabilities go back to every frame by linear
 interpolation along the sweep before the 0.5 threshold, and painted frames come out as painted.
 
 A sweep that is coarser than the network's spacing is used as it is: interpolated frames would be
@@ -52,9 +54,9 @@ class FrameSelection:
 
     def anchors(self, painted: Sequence[int]) -> dict:
         """Painted slices (N,) -> ``{kept-frame index: n}``, the painted slice ``painted[n]`` that anchors that
-        frame. Frames chosen with ``keep=painted`` are usually the painted slices themselves; a painted slice
-        that is not kept (it lay next to another painted slice) gives itself to the nearest kept frame,
-        unless that frame is painted itself."""
+        frame. Frames chosen with ``keep=painted`` (and ``marks``) are usually the painted slices themselves,
+        and always the marked ones; a painted slice that is not kept (it lay next to another painted slice)
+        gives itself to the nearest kept frame, unless that frame is annotated itself."""
         kept = {int(f): j for j, f in enumerate(self.frames)}
         out = {kept[int(k)]: n for n, k in enumerate(painted) if int(k) in kept}
         for n, k in enumerate(painted):
@@ -83,14 +85,25 @@ class FrameSelection:
 
 
 def select_frames(n_slices: int, spacing_mm: Optional[float], network_mm: Optional[float],
-                  keep: Sequence[int] = (), min_frames: int = 8) -> FrameSelection:
+                  keep: Sequence[int] = (), min_frames: int = 8, marks: Sequence[int] = ()) -> FrameSelection:
     """The frames of a sweep of ``n_slices`` frames ``spacing_mm`` apart that a network trained at
     ``network_mm`` should see: the frames nearest to ``round((K - 1) * spacing / network) + 1`` evenly
     spaced positions, when the sweep is finer than the network by more than :data:`SPACING_TOLERANCE`
     (and at least ``min_frames`` would be left); every frame otherwise, or when either spacing is
     unknown (None or <= 0). Each slice in ``keep`` (the painted ones) takes the place of the kept
-    frame nearest to it; of several slices nearest to one frame, the middle one stays."""
+    frame nearest to it; of several slices nearest to one frame, the middle one stays. Each slice in
+    ``marks`` ("no muscle here", of any segment; in ``keep`` or not) is kept: it takes the place of the
+    frame nearest to it where no painted slice took that frame, and is kept beside it otherwise (one
+    frame more), so that neither a mark nor the paint next to it loses its frame to the other.
+    Slice indices are in 0..n_slices-1; others raise :class:`~ifssnet.errors.InputError`."""
     known = bool(spacing_mm and spacing_mm > 0)
+    marked = {int(k) for k in marks}
+    annotated = {int(k) for k in keep} | marked
+    if annotated and (min(annotated) < 0 or max(annotated) >= n_slices):
+        from .errors import InputError
+
+        raise InputError(f"Annotated slices {sorted(k for k in annotated if not 0 <= k < n_slices)} fall outside "
+                         f"the sweep's 0..{n_slices - 1}.", "Give slice indices along the sweep (axis 0).")
     finer = known and bool(network_mm and network_mm > 0) and spacing_mm < network_mm * (1 - SPACING_TOLERANCE)
     n = int(round((n_slices - 1) * spacing_mm / network_mm)) + 1 if finer else n_slices
     if n >= n_slices or n < min_frames:
@@ -98,9 +111,18 @@ def select_frames(n_slices: int, spacing_mm: Optional[float], network_mm: Option
     frames = np.unique(np.round(np.linspace(0, n_slices - 1, n)).astype(np.int64))
     grid = FrameSelection(frames.copy(), n_slices)
     claims: dict = {}
-    for k in sorted({int(k) for k in keep}):
+    for k in sorted(annotated - marked):
         claims.setdefault(grid.nearest(k), []).append(k)
     for j, ks in claims.items():
         frames[j] = ks[len(ks) // 2]
-    frames = np.unique(frames)        # a frame is at most half a step from its place: the order holds
+    beside = []
+    for k in sorted(marked):
+        j = grid.nearest(k)
+        if j in claims:
+            beside.append(k)        # painted slices (or another mark) hold that frame: the mark gets one of its own
+        else:
+            claims[j] = [k]
+            frames[j] = k
+    # a frame is at most half a step from its place: the order holds; the marks kept beside slot in
+    frames = np.unique(np.concatenate([frames, np.asarray(beside, dtype=np.int64)]))
     return FrameSelection(frames, n_slices, float((n_slices - 1) * spacing_mm / (len(frames) - 1)))
