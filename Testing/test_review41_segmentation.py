@@ -1,5 +1,5 @@
 """Review 41 (Segmentation Logic): what a slice edited after a run means to the next Propagate, on Slicer's real MRML
-(slicer-core). A painted slice erased after a run."""
+(slicer-core). A painted slice erased after a run; a muscle cleared and painted again across another axis."""
 from __future__ import annotations
 
 import numpy as np
@@ -81,3 +81,59 @@ def test_erasing_a_propagated_slice_still_marks_no_muscle_and_a_seed_erased_befo
     L.markNoMuscle(volumeNode, segNode, b, 2)
     _edit(segNode, b, g, lambda m: m.__setitem__(13, 0))
     assert L.prepare(volumeNode, segNode, [b], method=_nearest_seed_method).segments[0].seedSlices == (2, 9, 11, 15)
+
+
+@pytest.mark.parametrize("slices", [(9, 14, 20), (13, 14, 15)])
+def test_a_muscle_cleared_and_painted_again_across_another_axis_gets_fresh_seeds(scene_nodes, slices):
+    """After a run across k, the segment cleared and 3 slices painted across i: every k slice of the old result had
+    changed and most still held paint (the i slices cross them), so each was taken for a correction across k; the
+    run propagated nothing (every slice a seed), and the tag stayed on k with 17 seeds, for every later run too.
+    The paint is now taken as fresh seeds across i. The old 'no muscle here' mark (across k) cannot apply across i:
+    the status says so and what to do. The painted slices are kept exactly, and propagated between."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    g = _geometry(volumeNode, segNode)
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
+    L = logic.IFSSNetSegmentationLogic()
+    L.markNoMuscle(volumeNode, segNode, a, 1)
+    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    fresh = np.zeros_like(truth)
+    fresh[:, :, list(slices)] = truth[:, :, list(slices)]
+    arrays.writeSegment(segNode, a, fresh, g)                     # cleared, and painted again in another view
+    assert L.paintedAxis(volumeNode, segNode, a) == 2
+    job = L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method)
+    assert (job.segments[0].axis, job.segments[0].seedSlices) == (2, slices)
+    result = L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    out = arrays.segmentToArray(segNode, a, g)
+    np.testing.assert_array_equal(out[:, :, list(slices)], fresh[:, :, list(slices)])
+    assert _present(out, 2) == list(range(slices[0], slices[-1] + 1))
+    segment = segNode.GetSegmentation().GetSegment(a)
+    assert logic.segmentTag(segment, logic.ANNOTATED_TAG) == "2:" + ",".join(map(str, slices))
+    text = L.notesText(result)
+    assert "across i" in text and "(slice 1)" in text and "No muscle here" in text
+    # A slice painted after this run is found across i
+    more = slices[-1] + 2
+    _edit(segNode, a, g, lambda m: m.__setitem__((slice(None), slice(None), more), truth[:, :, more]))
+    assert L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method).segments[0].seedSlices == slices + (more,)
+
+
+def test_a_correction_across_every_slice_of_a_flat_result_keeps_the_tags(scene_nodes):
+    """Guard for the fix above: a flat muscle's result (thin along j, so find_axis reads the whole result as painted
+    across j) with a stroke from another view across every k slice is a correction, not fresh paint across j: the
+    painted-slice groups across j are as thick as the muscle, not a few slices."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    from ifssnet.seeds import find_axis
+    arrays = _arrays_module()
+    g = _geometry(volumeNode, segNode)
+    flat = np.zeros_like(truth)
+    flat[3:19, 10:16, 4:26] = 1                                   # k 16 slices, j 6, i 22
+    a = segNode.GetSegmentation().AddEmptySegment("", "GM")
+    arrays.writeSegment(segNode, a, flat, g)
+    logic.tagSeeds(segNode.GetSegmentation().GetSegment(a), 0, (5, 11, 16), flat)   # as a run across k left it
+    corrected = _edit(segNode, a, g, lambda m: m.__setitem__((slice(3, 19), 9, 4), 1))   # a line along k, in a j view
+    assert find_axis(corrected) == 1
+    L = logic.IFSSNetSegmentationLogic()
+    job = L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method)
+    assert job.segments[0].axis == 0 and set(range(3, 19)) <= set(job.segments[0].seedSlices)

@@ -20,8 +20,10 @@ Which slices are seeds
     to the seeds, which is how a repainted slice re-anchors the propagation, and a slice of the result erased
     whole becomes a "no muscle here" mark. A painted slice erased whole is dropped from the seeds instead: the
     paint taken back, as Fill between slices reads an empty slice (the "No muscle here" button marks it). A
-    segment cleared and painted again (every slice that had the muscle changed, most of them now empty) is taken
-    as freshly painted, keeping its "no muscle here" marks beyond the new paint (``_paintedAgain``).
+    segment cleared and painted again (every slice that had the muscle changed, and most of them now empty, or
+    the new paint on a few slices across another axis) is taken as freshly painted (``_paintedAgain``): across
+    the same axis it keeps its "no muscle here" marks beyond the new paint; across another they cannot apply, and
+    the summary's notes say so.
 
 Safety
     The result is computed completely before anything is written. The whole segmentation is snapshot
@@ -453,7 +455,8 @@ class IFSSNetSegmentationLogic:
                 now = slice_crcs(painted, axis)
                 if len(previous) == len(now):
                     changed = {s for s, (a, b) in enumerate(zip(previous, now)) if a != b}
-                    fresh = self._paintedAgain(painted, axis, annotated.slices, previous, now, changed)
+                    fresh = self._paintedAgain(painted, axis, annotated.slices, previous, now, changed,
+                                               segment.GetName(), notes)
                     if fresh is not None:
                         return fresh
                     empty = _emptySliceCRC(painted, axis)
@@ -477,28 +480,47 @@ class IFSSNetSegmentationLogic:
         return axis, tuple(annotated_slices(painted, axis))
 
     @staticmethod
-    def _paintedAgain(painted, axis, annotated, previous, now, changed) -> Optional[Tuple[int, Tuple[int, ...]]]:
+    def _paintedAgain(painted, axis, annotated, previous, now, changed, name: str = "",
+                      notes: Optional[List[str]] = None) -> Optional[Tuple[int, Tuple[int, ...]]]:
         """(axis, seeds) of a segment cleared and painted again since its tags were written (a muscle started
-        over), else None. Then every slice that had the muscle was changed, and most of them are now empty (a
-        correction edits a few slices, or crosses them all from another view and leaves them full). Without this,
-        every slice of the old result would be a 'no muscle here' seed. The segment is then painted afresh
-        (``find_axis``); its 'no muscle here' marks that are still empty and lie beyond the new paint stay."""
+        over), else None. Then every slice that had the muscle was changed, and either most of them are now empty
+        (painted again across the same axis), or the paint lies on a few slices across another axis, which cross
+        them all (``FRESH_GROUP_SHARE``). A correction edits a few slices, or crosses them all from another view
+        and leaves the result there: the whole result is no few slices across any axis. Without this, every slice
+        of the old result would be a seed (empty ones 'no muscle here' marks), and nothing would be propagated.
+        The segment is then painted afresh (``find_axis``); across the same axis, its 'no muscle here' marks that
+        are still empty and lie beyond the new paint stay; across another, they cannot apply, and a sentence that
+        says so (and what to do) goes to ``notes``."""
         from ifssnet.seeds import annotated_slices, find_axis
 
         empty = _emptySliceCRC(painted, axis)
         had = {s for s, c in enumerate(previous) if c != empty}
-        if not had or not had <= changed or 2 * sum(now[s] != empty for s in had) > len(had) or not painted.any():
+        if not had or not had <= changed or not painted.any():
             return None
+        keptMost = 2 * sum(now[s] != empty for s in had) > len(had)     # most slices of the old result hold paint
+        if keptMost and not any(_onFewSlices(painted, a) for a in range(3) if a != axis):
+            return None     # the result is still there, corrected (before find_axis, which reads every voxel)
         try:
             newAxis = int(find_axis(painted))
         except SeedError:   # not a fresh paint after all: the tags stand
             return None
         fresh = tuple(annotated_slices(painted, newAxis))
-        if not fresh:
+        if not fresh or keptMost and (newAxis == axis or not _onFewSlices(painted, newAxis)):
             return None
-        marks = {s for s in annotated if 0 <= s < len(now) and previous[s] == empty and now[s] == empty} \
-            if newAxis == axis else set()
-        return newAxis, tuple(sorted(set(fresh) | {s for s in marks if s < fresh[0] or s > fresh[-1]}))
+        marks = {s for s in annotated if 0 <= s < len(now) and previous[s] == empty and now[s] == empty}
+        if newAxis == axis:
+            return newAxis, tuple(sorted(set(fresh) | {s for s in marks if s < fresh[0] or s > fresh[-1]}))
+        if notes is not None:
+            names = ("k", "j", "i")
+            note = (f"'{name}' is now painted across {names[newAxis]} (its recorded seeds were across {names[axis]}), "
+                    f"so its paint was taken as new seeds across {names[newAxis]}.")
+            if marks:
+                plural = "s" if len(marks) > 1 else ""
+                note += (f" Its 'no muscle here' mark{plural} across {names[axis]} (slice{plural} "
+                         f"{', '.join(map(str, sorted(marks)))}) cannot apply across {names[newAxis]}: go to the first "
+                         "slice past each end of the muscle in the view you painted in and click No muscle here.")
+            notes.append(note)
+        return newAxis, fresh
 
     def _runCore(self, job: PropagationJob, volumeT, seeds: dict, spacingT, progress, cancel):
         """One call into the core. Returns (masks by name, confidence by name or {}, frames the method ran on)."""
@@ -678,6 +700,21 @@ class IFSSNetSegmentationLogic:
 
         return importlib.util.find_spec("torch") is not None
 
+
+
+FRESH_GROUP_SHARE = 0.25
+"""In ``_paintedAgain``: paint across another axis than the tags' is fresh paint (not a result with corrections) when
+its longest run of consecutive painted slices is at most this share of its count of slices across each other axis. A
+few slices painted across i are 1-5 slices thick and span the muscle's length and depth; a whole result is as thick
+across any axis as the muscle (a calf muscle's thickness is about 0.3-0.5 of its width)."""
+
+
+def _onFewSlices(mask: np.ndarray, axis: int) -> bool:
+    """True when ``mask`` (k, j, i) lies on a few slices across ``axis`` (``FRESH_GROUP_SHARE``)."""
+    from ifssnet.seeds import annotated_slices, seed_groups
+
+    longest = max(len(group) for group in seed_groups(annotated_slices(mask, axis)))
+    return all(longest <= FRESH_GROUP_SHARE * len(annotated_slices(mask, a)) for a in range(3) if a != axis)
 
 
 def _emptySliceCRC(mask: np.ndarray, axis: int) -> int:
