@@ -420,7 +420,9 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     the run goes, that network is the run's own file beside its checkpoint (``MODEL.ckpt.best.pt``,
     :func:`checkpoint_best_path`); where ``MODEL.pt`` is written it is moved to ``MODEL.best.pt``, so a cancelled,
     killed or failed run leaves an earlier run's ``MODEL.best.pt`` as it was (and its own best file for
-    ``--resume``, where it saved a checkpoint). A fine-tune (``base_model``) validates ``base_model`` first, as
+    ``--resume``, where it saved a checkpoint). A new run removes a ``MODEL.ckpt.best.pt`` it finds when it starts: it
+    may start only where no unfinished run's checkpoint is, so that file is a killed run's that can never be resumed.
+    A fine-tune (``base_model``) validates ``base_model`` first, as
     step 0, so that ``MODEL.best.pt`` is the starting network where no step beats it. The history and the best
     score travel in the checkpoint, so ``--resume`` keeps them. A resumed run keeps the command that started it as
     ``command`` and lists the commands that continued it in ``resumed``.
@@ -524,10 +526,16 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     from .validation import ValidationScore, best_model_path
 
     run_best = checkpoint_best_path(out_path)      # the run's best network until MODEL.pt is written
+    if resume is None and rank == 0:
+        # A new run starts only where no unfinished run's checkpoint is (refuse_replacing_an_unfinished_run), so a
+        # best file here belongs to no run that can be resumed: a new run killed before its first checkpoint (no
+        # except clause below ran) left it. Removed before the first step, so that it is never taken for this run's
+        # best (a run without validation kept it for good beside its model).
+        run_best.unlink(missing_ok=True)
     history = [ValidationScore.from_dict(v) for v in val_state.get("history", [])]
     best = ValidationScore.from_dict(val_state["best"]) if val_state.get("best") else None
     if resume is not None and best is not None and rank == 0:
-        best = _best_file_of_resumed_run(resume, out_path, best)
+        best = _best_file_of_resumed_run(resume, out_path, best, meta)
     # The validation schedule is the run's own: a resumed run keeps the interval it was started with unless one
     # is given (it is not a TrainConfig field, so without this a resume fell back to checkpoint_every).
     val_every = int(val_every or stored_val_every or cfg.checkpoint_every)
@@ -631,31 +639,37 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     return out_path
 
 
-def _best_file_of_resumed_run(resume, out_path, best):
+def _best_file_of_resumed_run(resume, out_path, best, meta):
     """``--resume``: the run's own best file (``OUT.ckpt.best.pt``, :func:`checkpoint_best_path`) must hold the
     run's best network so far (``best``, a ValidationScore), since it becomes ``OUT.best.pt`` where the run ends
     (a run that never beats it again ended without that file, and ``ifssnet train`` failed after 'wrote OUT' with
     'OUT.best.pt does not exist'). Where it does not, it is copied from the file that does: the best file beside
     the checkpoint resumed (``X.ckpt.best.pt`` beside ``X.ckpt.pt``; another output's when resumed into another),
     or that run's ``X.best.pt`` (a run stopped by ``--time-limit`` wrote ``X.pt`` and moved its best there; runs
-    from before the best file was kept beside the checkpoint wrote ``X.best.pt`` as they went). Where no file
-    holds it, the best is forgotten (None returned), so that the next validation writes one (the history keeps
-    every score). Returns the best to go on from."""
+    from before the best file was kept beside the checkpoint wrote ``X.best.pt`` as they went). A file holds it
+    where it records ``best``'s step and Dice and is of this run (:func:`_of_the_run`; ``meta``: the checkpoint's
+    metadata): a file that only shares the step and Dice, such as one a killed run to another output left there, is
+    not taken for it. Where no file holds it, the best is forgotten (None returned), so that the next validation
+    writes one (the history keeps every score). Returns the best to go on from."""
     import math
     import shutil
 
     from .errors import IFSSNetError
     from .io import atomic_write
-    from .validation import best_model_path, best_score
+    from .model.checkpoint import read_meta
+    from .validation import ValidationScore, best_model_path
 
     def holds(path: Path) -> bool:
-        """Whether ``path`` is the network of ``best``: its step and Dice (not only a step of another run)."""
+        """Whether ``path`` is the network of ``best``: its step and Dice, written by this run before the
+        checkpoint (its history is the start of the checkpoint's)."""
         try:
-            got = best_score(path) if path.exists() else None
+            got_meta = read_meta(path) if path.exists() else None
+            got = ValidationScore.from_dict(got_meta["training"]["validation"]["best"]) if got_meta else None
         except (IFSSNetError, KeyError, TypeError, ValueError):
             return False
         return got is not None and got.step == best.step and (
-            got.dice == best.dice or (math.isnan(got.dice) and math.isnan(best.dice)))
+            got.dice == best.dice or (math.isnan(got.dice) and math.isnan(best.dice))) and _of_the_run(
+            got_meta, meta) == "before"
 
     target, resume = checkpoint_best_path(out_path), Path(resume)
     if holds(target):
@@ -670,6 +684,31 @@ def _best_file_of_resumed_run(resume, out_path, best):
     return None
 
 
+def _of_the_run(file_meta: dict, meta: dict) -> Optional[str]:
+    """Whether a model file a run wrote (its metadata ``file_meta``: a best file) is of the run whose checkpoint's
+    metadata is ``meta``: the same command started both, the training configs agree (on the fields both record), and
+    one's validation history starts with the other's. ``"before"``: written at or before the checkpoint's step (its
+    history is the start of the checkpoint's), ``"after"``: written past it by a continuation of the run that saved
+    no checkpoint since (the checkpoint's history is the start of its), None: another run's."""
+    import json
+
+    def scores(m: dict) -> list:
+        validation = ((m.get("training") or {}).get("validation") or {}).get("history") or []
+        return [json.dumps(v, sort_keys=True, default=str) for v in validation]     # NaN Dice compares equal
+
+    if file_meta.get("command") != meta.get("command"):
+        return None
+    mine, theirs = ((m.get("training") or {}).get("config") or {} for m in (file_meta, meta))
+    if any(mine[k] != theirs[k] for k in mine.keys() & theirs.keys()):
+        return None
+    mine, theirs = scores(file_meta), scores(meta)
+    if mine == theirs[:len(mine)]:
+        return "before"
+    if mine[:len(theirs)] == theirs:
+        return "after"
+    return None
+
+
 def checkpoint_path(out_path) -> Path:
     """``OUT.ckpt.pt``: the checkpoint a run to ``OUT.pt`` writes every ``checkpoint_every`` steps, for ``--resume``."""
     out_path = Path(out_path)
@@ -680,7 +719,9 @@ def checkpoint_best_path(out_path) -> Path:
     """``OUT.ckpt.best.pt``: the best network by validation of a run to ``OUT.pt`` while it goes, beside its
     checkpoint and as much the run's own: written at each validation that beats the best so far, and moved to
     ``OUT.best.pt`` (:func:`ifssnet.validation.best_model_path`) where the run writes ``OUT.pt``. A run that is
-    cancelled, killed or fails after a checkpoint leaves it for ``--resume``, and ``OUT.best.pt`` as it was."""
+    cancelled, killed or fails after a checkpoint leaves it for ``--resume``, and ``OUT.best.pt`` as it was. A new
+    run cancelled or failing before its first checkpoint removes it; one killed then leaves it, and the next new run
+    to ``OUT`` removes it when it starts."""
     from .validation import best_model_path
 
     return best_model_path(checkpoint_path(out_path))
@@ -705,7 +746,8 @@ def refuse_replacing_an_unfinished_run(out_path) -> None:
     killed or out of time): a new run to the same ``OUT`` would overwrite it, and the stopped run could no longer be
     resumed. A finished run's checkpoint, or one that cannot be read, may be replaced. The stopped run's best network
     by validation (``OUT.ckpt.best.pt``, :func:`checkpoint_best_path`) is as much that run's, and is kept with it;
-    without a checkpoint that can be resumed, a new run's first validation replaces it."""
+    without a checkpoint that can be resumed, it is a killed run's that no run continues, and a new run that may
+    start removes it before its first step."""
     ckpt = checkpoint_path(out_path)
     if not ckpt.exists() or (steps := run_steps(ckpt)) is None:
         return

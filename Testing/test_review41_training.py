@@ -1,0 +1,115 @@
+"""Review 41 (training): the run's best file beside its checkpoint (``OUT.ckpt.best.pt``) after a killed new run;
+each bug found and fixed with a test."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ifssnet.errors import Cancelled
+from ifssnet.model import IFSSNetConfig
+from ifssnet.progress import CancelToken
+from ifssnet.train import TrainConfig, checkpoint_best_path, checkpoint_path, train
+from ifssnet.validation import ValidationScore, best_model_path, best_score
+
+from test_train import TINY, _case, one_thread  # noqa: F401 (a fixture)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class _Dice:
+    """A validator that scores the given Dice in turn and records the steps it is called at."""
+
+    def __init__(self, *dice):
+        self.dice, self.steps = list(dice), []
+
+    def __call__(self, model, step, rank=0, world=1, cancel=None):
+        self.steps.append(step)
+        d = self.dice[len(self.steps) - 1]
+        return ValidationScore(step, d, 10.0, 0.0, {"A": d})
+
+
+def _cfg(steps=4, checkpoint_every=1, seed=0):
+    return TrainConfig(epochs=1, steps_per_epoch=steps, run_length=8, checkpoint_every=checkpoint_every, lr=1e-3,
+                       seed=seed)
+
+
+def _cancel_at(token, at):
+    """A progress callback that cancels once training reports step ``at`` (the run stops before step at + 1)."""
+    return lambda stage, done, total: stage == "training" and done == at and token.cancel()
+
+
+def _score(path):
+    s = best_score(path)
+    return s.step, s.dice
+
+
+def _killed_new_run(out, dice=0.9):
+    """A new run to ``out`` with validation every step and no checkpoint before its last step (4), killed (SIGKILL,
+    as Slicer's Cancel terminates its process) during step 2's validation, after step 1's validation wrote its best
+    file: no except clause runs, so the file stays. Trains case 1 with seed 1 (not the runs of the tests' own)."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {HERE!r})
+        import torch
+        torch.set_num_threads(1)
+        from ifssnet.model import IFSSNetConfig
+        from ifssnet.train import TrainConfig, train
+        from ifssnet.validation import ValidationScore
+        from test_train import TINY, _case
+
+        def validator(model, step, rank=0, world=1, cancel=None):
+            if step == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return ValidationScore(step, {dice!r}, 10.0, 0.0, {{"A": {dice!r}}})
+
+        train([_case(1)], {str(out)!r}, model_config=IFSSNetConfig(**TINY), validator=validator, val_every=1,
+              cfg=TrainConfig(epochs=1, steps_per_epoch=4, run_length=8, checkpoint_every=50, lr=1e-3, seed=1))
+        """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == -9, done.stderr
+    assert _score(checkpoint_best_path(out)) == (1, dice)
+    return checkpoint_best_path(out).read_bytes()
+
+
+# ---- 1. a killed new run's best file -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("validated", [False, True])
+def test_a_new_run_does_not_keep_the_best_file_a_killed_run_left(tmp_path, one_thread, validated):
+    """A new run killed before its first checkpoint left OUT.ckpt.best.pt, which belongs to no run that can be
+    resumed. The next new run to the output kept it until its first validation; one without validation (or cancelled
+    before its first) kept it for good, beside a model it is not the best of. Now a new run that may start removes
+    it first; OUT.pt and OUT.best.pt of the earlier, finished run are untouched by the killed run."""
+    out = tmp_path / "m.pt"
+    train([_case(0)], out, model_config=IFSSNetConfig(**TINY), cfg=_cfg(2), validator=_Dice(0.9, 0.8), val_every=1)
+    model, best = out.read_bytes(), best_model_path(out).read_bytes()
+    _killed_new_run(out)
+    assert out.read_bytes() == model and best_model_path(out).read_bytes() == best
+    if validated:                             # cancelled before its first validation
+        token = CancelToken()
+        with pytest.raises(Cancelled):
+            train([_case(0)], out, model_config=IFSSNetConfig(**TINY), cfg=_cfg(4, checkpoint_every=2),
+                  validator=_Dice(0.3), val_every=2, progress=_cancel_at(token, 1), cancel=token)
+        assert out.read_bytes() == model
+    else:                                     # no validation, to its end
+        train([_case(0)], out, model_config=IFSSNetConfig(**TINY), cfg=_cfg(2))
+    assert not checkpoint_best_path(out).exists()
+    assert best_model_path(out).read_bytes() == best
+
+
+def test_a_resume_into_an_output_does_not_take_a_killed_runs_best_file_for_its_own(tmp_path, one_thread):
+    """--resume A.ckpt.pt --out B.pt where a killed new run to B left B.ckpt.best.pt with the same step and Dice as
+    A's best: the file was taken for A's best network (only the step and Dice were compared), so B.best.pt became
+    the killed run's network. Now the file must be of the run resumed (its command, recipe and validation history),
+    and A's best network (A.best.pt) is copied in."""
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    train([_case(0)], a, model_config=IFSSNetConfig(**TINY), cfg=_cfg(3), validator=_Dice(0.5), val_every=1,
+          time_limit_s=0.0)
+    assert _score(best_model_path(a)) == (1, 0.5)
+    stray = _killed_new_run(b, dice=0.5)
+    assert stray != best_model_path(a).read_bytes()
+    train([_case(0)], b, resume=checkpoint_path(a), validator=_Dice(0.2, 0.3))
+    assert best_model_path(b).read_bytes() == best_model_path(a).read_bytes()
+    assert not checkpoint_best_path(b).exists()
