@@ -1,17 +1,20 @@
 """Review 41 (Segmentation Logic): what a slice edited after a run means to the next Propagate, on Slicer's real MRML
-(slicer-core). A painted slice erased after a run; a muscle cleared and painted again across another axis."""
+(slicer-core). A painted slice erased after a run; a muscle cleared and painted again across another axis; a second
+propagation started while one runs."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 # slicer_nodes first: it puts the Slicer module folders on sys.path.
-from slicer_nodes import _arrays_module, _nearest_seed_method, _paint, scene_nodes  # noqa: F401
+from slicer_nodes import _arrays_module, _assert_same, _nearest_seed_method, _paint, _state, scene_nodes  # noqa: F401
 from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
 
 pytestmark = [pytest.mark.slicer,
               pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
               pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")]
+
+from ifssnet.errors import InputError  # noqa: E402
 
 
 def _geometry(volumeNode, segNode):
@@ -137,3 +140,30 @@ def test_a_correction_across_every_slice_of_a_flat_result_keeps_the_tags(scene_n
     L = logic.IFSSNetSegmentationLogic()
     job = L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method)
     assert job.segments[0].axis == 0 and set(range(3, 19)) <= set(job.segments[0].seedSlices)
+
+
+def test_a_second_propagation_on_another_segmentation_is_refused_while_one_runs(scene_nodes):
+    """The module page and the Segment Editor effect could each run a network at once on two segmentations (two
+    networks and two volumes' buffers in memory, both sized by one memory check, and two threads on the same cores).
+    A second Propagate anywhere is now refused while one runs, naming the running one; it changes nothing, and runs
+    once the first is done."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (4, 10, 17))
+    other = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Right leg")
+    other.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+    b, _ = _paint(slicer, volumeNode, other, truth, 0, (5, 11, 16))
+    L, L2 = logic.IFSSNetSegmentationLogic(), logic.IFSSNetSegmentationLogic()   # the module page's and the effect's
+    before = _state(other, volumeNode)
+    seen = []
+
+    def reentrant(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        with pytest.raises(InputError, match="already running on 'Seg'") as err:
+            L2.propagate(volumeNode, other, [b], method=_nearest_seed_method)
+        seen.append(err.value.todo)
+        return _nearest_seed_method(volume, seeds, spacing_kji)
+
+    L.propagate(volumeNode, segNode, [a], method=reentrant)
+    assert seen and "wait" in seen[0].lower() and "cancel" in seen[0].lower()
+    _assert_same(before, _state(other, volumeNode))
+    L2.propagate(volumeNode, other, [b], method=_nearest_seed_method)    # released afterwards

@@ -28,7 +28,8 @@ Which slices are seeds
 Safety
     The result is computed completely before anything is written. The whole segmentation is snapshot
     before writing and restored if writing fails; a cancelled or failed run leaves every segment
-    voxel-identical. Two runs on the same segmentation at once are refused.
+    voxel-identical. One propagation runs at a time in Slicer: a second one, on any segmentation (the module
+    page's and the Segment Editor effect's share the Logic's slot), is refused with the name of the running one.
 
 The work is split so that a GUI can keep MRML access in the main thread (and run ``compute`` on the
 ``worker.BackgroundWorker``):
@@ -132,7 +133,7 @@ class IFSSNetSegmentationLogic:
          "run_time_s": float, "method": str, "device": str}
     """
 
-    _busy: set = set()
+    _busy: Dict[str, str] = {}   # the segmentation a propagation runs on (ID -> name); one at a time, process-wide
     _busyLock = threading.Lock()
 
     def __init__(self, scene=None) -> None:
@@ -623,18 +624,23 @@ class IFSSNetSegmentationLogic:
 
     @classmethod
     def _acquire(cls, segmentationNode) -> None:
+        """Take the one propagation slot of this Slicer for ``segmentationNode`` (``_release`` gives it back), or
+        raise InputError naming the segmentation a propagation runs on. One slot for the whole process: the module
+        page and the Segment Editor effect would otherwise each hold a network, the volume and its buffers at once
+        (the memory check before a run counts one run), and share the CPU cores."""
         key = segmentationNode.GetID() or str(id(segmentationNode))
         with cls._busyLock:
-            if key in cls._busy:
-                raise InputError(f"A propagation is already running on '{segmentationNode.GetName()}'.",
-                                 "Wait for it to finish or cancel it.")
-            cls._busy.add(key)
+            if cls._busy:
+                running = next(iter(cls._busy.values()))
+                raise InputError(f"A propagation is already running on '{running}'.",
+                                 "Wait for it to finish or cancel it, then propagate again.")
+            cls._busy[key] = segmentationNode.GetName()
 
     @classmethod
     def _release(cls, segmentationNode) -> None:
         key = segmentationNode.GetID() or str(id(segmentationNode))
         with cls._busyLock:
-            cls._busy.discard(key)
+            cls._busy.pop(key, None)
 
     # ---- models --------------------------------------------------------------------------------
 
