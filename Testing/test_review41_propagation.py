@@ -119,3 +119,53 @@ def test_every_mark_is_a_frame_and_every_painted_claim_keeps_a_painted_frame():
     np.testing.assert_array_equal(plain.frames, select_frames(81, 0.25, 1.0, keep=(39, 40, 41, 62), marks=()).frames)
     with pytest.raises(InputError, match=r"\[81\] fall outside the sweep's 0..80"):
         select_frames(81, 0.25, 1.0, keep=(39, 40, 41), marks=(81,))
+
+
+class _BrightCopy(CopyModel):
+    """Carries the mask input on where the image is bright (> 1.5 after the z-score): a mask painted on
+    another frame's image is cut to that image."""
+
+    def __init__(self, spacing_mm=1.0):
+        super().__init__(size=32)
+        self.config.slice_spacing_mm = spacing_mm
+
+    def prob(self, image, prev):
+        return ((prev[:, :, -1:] > 0.5) & (image > 1.5)).float()
+
+
+def test_a_painted_slice_next_to_another_segments_paint_sits_on_its_own_image():
+    """A painted at 71 alone, B at 74-75: both claimed frame 72, B's 74 kept it, and A's 71 gave its mask to
+    frame 68, three slices away, where A lies elsewhere (it moves at slice 70): 66-68 came out with A's
+    shape of 71, not the one the image shows. Each painted group now keeps a frame of its own."""
+    r1, r2 = (slice(4, 14), slice(4, 14)), (slice(4, 14), slice(22, 32))     # A from slice 70 on / before
+    a = np.zeros((K, J, I), np.uint8)
+    a[70:, r1[0], r1[1]] = 1
+    a[:70, r2[0], r2[1]] = 1
+    b = np.zeros((K, J, I), np.uint8)
+    b[:, 24:34, 6:34] = 1
+    vol = (100 * (a | b)).astype(np.float32)
+    seeds = {"A": cut_seeds(a, (10, 11, 12, 71)), "B": cut_seeds(b, (30, 31, 74, 75))}
+    res = propagate(vol, seeds, _BrightCopy(), device="cpu", slice_spacing_mm=0.25)
+    assert res.frames < K
+    out = res.masks["A"]
+    np.testing.assert_array_equal(out[60:70, r1[0], r1[1]], 0)       # A's shape of 71 did not go back to 66-68
+    assert out[13:70, 5:13, 23:31].all() and out[71:, 5:13, 5:13].all()     # inside the shapes (their rims resample)
+    assert not out[71:, r2[0], r2[1]].any()
+    assert res.masks["B"][:, 25:33, 7:33].all() and not res.masks["B"][:, :22].any()
+
+
+def test_a_muscle_painted_from_its_first_slice_next_to_anothers_paint_does_not_start_before_it():
+    """Network at 1.108 mm: A painted 43-48, B from its first slice 51 to 55. B's 51 was not a frame (A's 48 took
+    its place) and gave its mask to frame 48, three slices before B starts, though B's group has frame 54 of its
+    own: B came out on 47, 49 and 50. A painted slice whose group has a frame now stays with it."""
+    ra, rb = (slice(4, 14), slice(4, 36)), (slice(24, 34), slice(4, 36))
+    a = np.zeros((K, J, I), np.uint8)
+    a[:, ra[0], ra[1]] = 1
+    b = np.zeros((K, J, I), np.uint8)
+    b[51:, rb[0], rb[1]] = 1
+    vol = (100 * (a | b)).astype(np.float32)
+    seeds = {"A": cut_seeds(a, range(43, 49)), "B": cut_seeds(b, range(51, 56))}
+    res = propagate(vol, seeds, _BrightCopy(1.108), device="cpu", slice_spacing_mm=0.25)
+    assert res.frames < K
+    assert np.flatnonzero(res.masks["B"].any(axis=(1, 2)))[0] == 51
+    assert res.masks["B"][51:, 25:33, 5:35].all() and res.masks["A"][:, 5:13, 5:35].all()

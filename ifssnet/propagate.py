@@ -64,7 +64,7 @@ from .preprocess import InPlaneGrid, check_volume, normalized_work_volume
 from .progress import CancelLike, ProgressFn, check_cancel, report
 from .propagate_output import masks_from_probabilities, seeds_on_frames
 from .propagate_runs import Accumulator, Run, advance, flush, make_runs
-from .seeds import SeedSet, validate_seeds
+from .seeds import SeedSet, seed_groups, validate_seeds
 from .slice_spacing import FrameSelection, select_frames
 
 #: The presets: one row each. ``stride``: window stride in slices (``"w"`` = the window length, so
@@ -278,12 +278,14 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
 def frames_for(n_slices: int, slice_spacing_mm: Optional[float], net, match: bool,
                seed_map: Mapping[str, SeedSet]) -> FrameSelection:
     """The frames propagation runs on (:func:`ifssnet.slice_spacing.select_frames`), the painted
-    slices among them and every slice marked "no muscle here" a frame of its own; all of them without
+    slices among them (each painted group of each segment on a frame of its own) and every slice marked
+    "no muscle here" a frame of its own; all of them without
     ``match`` or when the network or the volume does not say its slice spacing."""
     network_mm = getattr(getattr(net, "config", None), "slice_spacing_mm", None) if match else None
     painted = sorted({int(k) for s in seed_map.values() for k in s.slices})
     marks = sorted({int(k) for s in seed_map.values() for k in s.empty_slices})
-    return select_frames(n_slices, slice_spacing_mm, network_mm, keep=painted, marks=marks)
+    groups = [g for s in seed_map.values() for g in seed_groups(set(s.slices) - set(s.empty_slices))]
+    return select_frames(n_slices, slice_spacing_mm, network_mm, keep=painted, marks=marks, groups=groups)
 
 
 def _check_seeds(volume: np.ndarray, seed_map: Mapping[str, SeedSet], named: bool = True) -> None:

@@ -23,6 +23,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .seeds import seed_groups
+
 #: A sweep is thinned only when its frames are finer than the network's spacing by more than this
 #: share: within 10 % the network sees what it was trained on, and every frame is kept.
 SPACING_TOLERANCE = 0.1
@@ -54,13 +56,18 @@ class FrameSelection:
 
     def anchors(self, painted: Sequence[int]) -> dict:
         """Painted slices (N,) -> ``{kept-frame index: n}``, the painted slice ``painted[n]`` that anchors that
-        frame. Frames chosen with ``keep=painted`` (and ``marks``) are usually the painted slices themselves,
-        and always the marked ones; a painted slice that is not kept (it lay next to another painted slice)
-        gives itself to the nearest kept frame, unless that frame is annotated itself."""
+        frame. Frames chosen with ``keep=painted`` (and ``marks``, ``groups``) are usually the painted slices
+        themselves, and always the marked ones; a painted slice that is not kept (it lay next to another
+        painted slice) gives itself to the nearest kept frame, unless that frame is annotated itself or the
+        slice's group (its run of consecutive slices in ``painted``) has a kept frame already: then it stays
+        with that one, and is not moved onto the frame of another segment's paint."""
         kept = {int(f): j for j, f in enumerate(self.frames)}
         out = {kept[int(k)]: n for n, k in enumerate(painted) if int(k) in kept}
-        for n, k in enumerate(painted):
-            out.setdefault(self.nearest(int(k)), n)
+        ks = [int(k) for k in painted]
+        framed = {k for g in seed_groups(ks) if any(x in kept for x in g) for k in g}
+        for n, k in enumerate(ks):
+            if k not in framed:
+                out.setdefault(self.nearest(k), n)
         return out
 
     def to_sweep(self, values, k0: int = 0, k1: Optional[int] = None):
@@ -85,7 +92,8 @@ class FrameSelection:
 
 
 def select_frames(n_slices: int, spacing_mm: Optional[float], network_mm: Optional[float],
-                  keep: Sequence[int] = (), min_frames: int = 8, marks: Sequence[int] = ()) -> FrameSelection:
+                  keep: Sequence[int] = (), min_frames: int = 8, marks: Sequence[int] = (),
+                  groups: Sequence[Sequence[int]] = ()) -> FrameSelection:
     """The frames of a sweep of ``n_slices`` frames ``spacing_mm`` apart that a network trained at
     ``network_mm`` should see: the frames nearest to ``round((K - 1) * spacing / network) + 1`` evenly
     spaced positions, when the sweep is finer than the network by more than :data:`SPACING_TOLERANCE`
@@ -95,10 +103,14 @@ def select_frames(n_slices: int, spacing_mm: Optional[float], network_mm: Option
     ``marks`` ("no muscle here", of any segment; in ``keep`` or not) is kept: it takes the place of the
     frame nearest to it where no painted slice took that frame, and is kept beside it otherwise (one
     frame more), so that neither a mark nor the paint next to it loses its frame to the other.
-    Slice indices are in 0..n_slices-1; others raise :class:`~ifssnet.errors.InputError`."""
+    ``groups``: the painted groups (consecutive painted slices of one segment each; taken as kept too); a
+    group none of whose slices stayed a frame (another segment's paint took it) keeps its middle slice beside
+    it, so every painted mask sits on its own image or next to one of its group's. Slice indices are in
+    0..n_slices-1; others raise :class:`~ifssnet.errors.InputError`."""
     known = bool(spacing_mm and spacing_mm > 0)
     marked = {int(k) for k in marks}
-    annotated = {int(k) for k in keep} | marked
+    groups = [sorted({int(k) for k in g}) for g in groups if len(g)]
+    annotated = {int(k) for k in keep} | marked | {k for g in groups for k in g}
     if annotated and (min(annotated) < 0 or max(annotated) >= n_slices):
         from .errors import InputError
 
@@ -123,6 +135,8 @@ def select_frames(n_slices: int, spacing_mm: Optional[float], network_mm: Option
         else:
             claims[j] = [k]
             frames[j] = k
-    # a frame is at most half a step from its place: the order holds; the marks kept beside slot in
+    held = set(frames.tolist()) | set(beside)
+    beside += [g[len(g) // 2] for g in groups if held.isdisjoint(g)]    # its frame went to another segment's paint
+    # a frame is at most half a step from its place: the order holds; the slices kept beside slot in
     frames = np.unique(np.concatenate([frames, np.asarray(beside, dtype=np.int64)]))
     return FrameSelection(frames, n_slices, float((n_slices - 1) * spacing_mm / (len(frames) - 1)))
