@@ -89,6 +89,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.lossTable = None
         self.lossChart = None
         self.outputPath = None
+        self.workDir = None           # the exported pairs and the step log of the running process (removed after it)
         self._parameterNode = None
         self._parameterNodeGuiTag = None
 
@@ -289,8 +290,9 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(f"There is no interrupted run of '{p.outputName}' to resume.")
             return
         pairs = self._pairs()
-        if not pairs and not resumeFrom:
-            slicer.util.errorDisplay("Add at least one (volume, segmentation) pair.")
+        if not pairs:
+            slicer.util.errorDisplay("Add at least one (volume, segmentation) pair." if not resume else
+                                     "Resume needs the (volume, segmentation) pairs the run was trained on: add them.")
             return
         heldOut = []
         if p.holdOutLast and pairs:
@@ -309,11 +311,11 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as exc:
             slicer.util.errorDisplay(f"Could not start training: {exc}")
             return
+        from ifssnet.errors import Cancelled
+
+        workDir = tempfile.mkdtemp(prefix="IFSSNetTraining-")
         try:
-            workDir = tempfile.mkdtemp(prefix="IFSSNetTraining-")
-            with slicer.util.WaitCursor():
-                filePairs = self.logic.exportPairs(pairs, workDir)
-                valPairs = self.logic.exportPairs(heldOut, os.path.join(workDir, "validation")) if heldOut else None
+            filePairs, valPairs = self._exportPairs(pairs, heldOut, workDir)
             self.logPath = os.path.join(workDir, "steps.jsonl")
             self.logOffset = 0
             self.steps = []
@@ -340,9 +342,15 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with open(self.stderrPath, "w") as err:
                 self.process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
             self.cancelRequested = False
+        except Cancelled:
+            shutil.rmtree(workDir, ignore_errors=True)
+            self.statusLabel.text = "Export cancelled: no training was started."
+            return
         except Exception as exc:
+            shutil.rmtree(workDir, ignore_errors=True)
             slicer.util.errorDisplay(f"Could not start training: {exc}")
             return
+        self.workDir = workDir
         self.total = p.epochs * p.stepsPerEpoch
         self.progressBar.setRange(0, self.total)
         self.progressBar.setValue(0)
@@ -352,32 +360,75 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.resumeButton.enabled = False
         self.timer.start()
 
+    def _exportPairs(self, pairs, heldOut, workDir):
+        """The Logic's exportPairs for the training and held-out pairs, behind a progress dialog whose Cancel stops
+        it between pairs (Qt events are pumped there; a full-size sweep takes seconds to write). Returns
+        (training files, held-out files or None); a cancel raises Cancelled."""
+        from ifssnet.progress import CancelToken
+
+        token = CancelToken()
+        dialog = slicer.util.createProgressDialog(maximum=len(pairs) + len(heldOut), windowTitle="IFSS-Net training",
+                                                  labelText="Writing the pairs for the training process")
+        dialog.connect("canceled()", token.cancel)
+        offset = 0
+
+        def progress(stage, done, total):
+            dialog.setValue(offset + done)
+            slicer.app.processEvents()
+
+        try:
+            filePairs = self.logic.exportPairs(pairs, workDir, progress=progress, cancel=token)
+            offset = len(pairs)
+            valPairs = (self.logic.exportPairs(heldOut, os.path.join(workDir, "validation"), progress=progress,
+                                               cancel=token) if heldOut else None)
+        finally:
+            dialog.close()
+        return filePairs, valPairs
+
     def _poll(self):
-        records, self.logOffset = self.logic.readStepLog(self.logPath, self.logOffset)
-        if records:
-            self.steps += records
-            self.lossTable, self.lossChart = self.logic.updateLossPlot(self.steps, self.lossTable, self.lossChart)
-            if len(self.steps) == len(records):  # first records: show the plot
-                slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)
-                selection = slicer.app.applicationLogic().GetSelectionNode()
-                selection.SetActivePlotChartID(self.lossChart.GetID())
-                slicer.app.applicationLogic().PropagatePlotChartSelection()
-            stepRecords = self.logic.stepRecords(self.steps)
-            best = self.logic.bestValidation(self.steps)
-            if stepRecords:
-                last = stepRecords[-1]
-                text = f"training step {int(last['step'])}/{self.total}, loss {last['loss']:.4f}"
-                if best is not None:
-                    text += f", best validation Dice {best.dice:.3f} (step {best.step})"
-                self.progressBar.setValue(int(last["step"]))
-                self.progressBar.setFormat(text)
-        code = self.process.poll()
+        code = self.process.poll()   # first: the log read next then holds every record of a process that has exited
+        self._readStepLog()
         if code is None:
             return
         self.timer.stop()
         self.progressBar.visible = False
         self.trainButton.text = "Train"
         self.resumeButton.enabled = True
+        try:
+            self._finished(code)
+        except Exception as exc:   # a slot's exception would leave the panel as if the run were still going
+            self.statusLabel.text = f"Training ended, but: {exc}"
+            slicer.util.errorDisplay(f"Training ended, but: {exc}")
+        finally:
+            self.process = None
+            if self.workDir:   # the exported copies of the pairs (a Resume exports them again)
+                shutil.rmtree(self.workDir, ignore_errors=True)
+                self.workDir = None
+
+    def _readStepLog(self):
+        """New records of the step log: the loss plot (shown with the first) and the progress bar's text."""
+        records, self.logOffset = self.logic.readStepLog(self.logPath, self.logOffset)
+        if not records:
+            return
+        self.steps += records
+        self.lossTable, self.lossChart = self.logic.updateLossPlot(self.steps, self.lossTable, self.lossChart)
+        if len(self.steps) == len(records):  # first records: show the plot
+            slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)
+            selection = slicer.app.applicationLogic().GetSelectionNode()
+            selection.SetActivePlotChartID(self.lossChart.GetID())
+            slicer.app.applicationLogic().PropagatePlotChartSelection()
+        stepRecords = self.logic.stepRecords(self.steps)
+        best = self.logic.bestValidation(self.steps)
+        if stepRecords:
+            last = stepRecords[-1]
+            text = f"training step {int(last['step'])}/{self.total}, loss {last['loss']:.4f}"
+            if best is not None:
+                text += f", best validation Dice {best.dice:.3f} (step {best.step})"
+            self.progressBar.setValue(int(last["step"]))
+            self.progressBar.setFormat(text)
+
+    def _finished(self, code):
+        """The status line (and model card) for a training process that exited with ``code``."""
         if code == 0:
             self.logic.writeModelCard(self.outputPath, mode=self._parameterNode.mode, epochs=self._parameterNode.epochs,
                                       baseModel=self.baseCombo.currentData or None,
@@ -396,7 +447,6 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             lastLine = err.strip().splitlines()[-1] if err.strip() else f"exit code {code}"
             self.statusLabel.text = f"Training failed: {lastLine}"
             slicer.util.errorDisplay(f"Training failed: {lastLine}")
-        self.process = None
 
 
 class IFSSNetTrainingLogic(ScriptedLoadableModuleLogic, _HeadlessLogic):

@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover - layout error
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 MODES = ("full", "fewshot")
 LOSS_TABLE_NAME = "IFSS-Net training loss"
+EXPORTING_PAIRS = "exporting pairs"   # exportPairs' progress stage
 
 
 def geometryOf(volumeNode) -> Geometry:
@@ -211,32 +212,47 @@ class IFSSNetTrainingLogic:
     # ---- background process --------------------------------------------------------------------
 
     @staticmethod
-    def exportPairs(pairs, folder: str) -> List[Tuple[str, str]]:
+    def exportPairs(pairs, folder: str, progress=None, cancel=None) -> List[Tuple[str, str]]:
         """Write scene pairs to ``folder`` for a training process: each pair in a folder named after its volume
         node (``folder/NAME/volume.nrrd`` + ``annotation.seg.nrrd``; characters other than letters, digits,
         ``-_.`` become ``_``, and a name already taken gets ``-N``), so the training's messages and the model
-        file's data description name the volumes as the scene does. File pairs are passed on as they are."""
+        file's data description name the volumes as the scene does. File pairs are passed on as they are.
+        ``progress(stage, done, total)`` is called with stage ``"exporting pairs"`` before each pair and once at
+        the end (a full-size sweep takes seconds to write; the panel shows it and pumps Qt events there);
+        ``cancel`` (a :class:`~ifssnet.progress.CancelToken` or a callable) is checked before each pair: a cancelled
+        export removes the pair folders it made and raises :class:`~ifssnet.errors.Cancelled`."""
         import re
+        import shutil
 
         from ifssnet.io import Image, write_segmentation, write_volume
+        from ifssnet.progress import check_cancel, report
 
         os.makedirs(folder, exist_ok=True)
-        out, used = [], set()
-        for n, (volume, annotation) in enumerate(pairs):
-            if isinstance(volume, (str, os.PathLike)):
-                out.append((str(volume), str(annotation)))
-                continue
-            name = re.sub(r"[^A-Za-z0-9._-]", "_", volume.GetName() or "") or f"case{n}"
-            base, suffix = name, n
-            while name.lower() in used or name in (".", ".."):   # '-N' may itself be a later or earlier volume's name
-                name, suffix = f"{base}-{suffix}", suffix + 1
-            used.add(name.lower())
-            os.makedirs(os.path.join(folder, name))
-            vpath = os.path.join(folder, name, "volume.nrrd")
-            apath = os.path.join(folder, name, "annotation.seg.nrrd")
-            write_volume(Image(mrmlArrays.volumeToArray(volume), geometryOf(volume)), vpath)
-            write_segmentation(segmentationFromNodes(volume, annotation), apath)
-            out.append((vpath, apath))
+        out, used, made = [], set(), []
+        try:
+            for n, (volume, annotation) in enumerate(pairs):
+                report(progress, EXPORTING_PAIRS, n, len(pairs))
+                check_cancel(cancel)
+                if isinstance(volume, (str, os.PathLike)):
+                    out.append((str(volume), str(annotation)))
+                    continue
+                name = re.sub(r"[^A-Za-z0-9._-]", "_", volume.GetName() or "") or f"case{n}"
+                base, suffix = name, n
+                while name.lower() in used or name in (".", ".."):   # '-N' may itself be another volume's name
+                    name, suffix = f"{base}-{suffix}", suffix + 1
+                used.add(name.lower())
+                os.makedirs(os.path.join(folder, name))
+                made.append(os.path.join(folder, name))
+                vpath = os.path.join(folder, name, "volume.nrrd")
+                apath = os.path.join(folder, name, "annotation.seg.nrrd")
+                write_volume(Image(mrmlArrays.volumeToArray(volume), geometryOf(volume)), vpath)
+                write_segmentation(segmentationFromNodes(volume, annotation), apath)
+                out.append((vpath, apath))
+        except BaseException:
+            for path in made:          # a cancelled or failed export leaves nothing of its own
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+        report(progress, EXPORTING_PAIRS, len(pairs), len(pairs))
         return out
 
     @staticmethod
@@ -269,6 +285,10 @@ class IFSSNetTrainingLogic:
         would change it), so the panel's recipe (mode, epochs, steps, rates, the few-shot and validation settings)
         is left out: only the cases, the held-out pairs and their protocol, the output, the log and the device go
         with it."""
+        if not filePairs:    # else the process stopped with argparse's usage line ('cases' are required)
+            raise InputError("There are no (volume, segmentation) pairs to train on.",
+                             "Add the pairs to the list: Resume needs the pairs the run was trained on, too."
+                             if resume else "Add at least one pair to the list.")
         if valProtocol is not None and valProtocol not in VALIDATION_CHOICES:
             raise InputError(f"Unknown validation protocol '{valProtocol}'.",
                              f"Use one of {', '.join(VALIDATION_CHOICES)}.")
