@@ -1,5 +1,5 @@
-"""Review 41 (training): the run's best file beside its checkpoint (``OUT.ckpt.best.pt``) after a killed new run;
-each bug found and fixed with a test."""
+"""Review 41 (training): the run's best file beside its checkpoint (``OUT.ckpt.best.pt``) after a killed new run and
+after a resumed run cancelled between a new best and its next checkpoint; each found and fixed with a test."""
 import os
 import subprocess
 import sys
@@ -9,9 +9,10 @@ import pytest
 
 from ifssnet.errors import Cancelled
 from ifssnet.model import IFSSNetConfig
+from ifssnet.model.checkpoint import load_checkpoint
 from ifssnet.progress import CancelToken
 from ifssnet.train import TrainConfig, checkpoint_best_path, checkpoint_path, train
-from ifssnet.validation import ValidationScore, best_model_path, best_score
+from ifssnet.validation import ValidationScore, best_model_path, best_of, best_score
 
 from test_train import TINY, _case, one_thread  # noqa: F401 (a fixture)
 
@@ -113,3 +114,41 @@ def test_a_resume_into_an_output_does_not_take_a_killed_runs_best_file_for_its_o
     train([_case(0)], b, resume=checkpoint_path(a), validator=_Dice(0.2, 0.3))
     assert best_model_path(b).read_bytes() == best_model_path(a).read_bytes()
     assert not checkpoint_best_path(b).exists()
+
+
+# ---- 2. a resumed run cancelled between a new best and its next checkpoint --------------------------------------
+
+@pytest.mark.parametrize("again, expected_history", [
+    ((0.2, 0.3), [(1, 0.3), (2, 0.5), (3, 0.7), (3, 0.2), (4, 0.3)]),     # the validation cases changed, say
+    ((0.7, 0.6), [(1, 0.3), (2, 0.5), (3, 0.7), (4, 0.6)])])    # the same score again (an exact resume): once
+def test_a_resumed_run_cancelled_after_a_new_best_keeps_that_best_when_resumed_again(tmp_path, one_thread, again,
+                                                                                   expected_history):
+    """A run checkpointed at step 2 (best: step 2, Dice 0.5) is resumed, finds a new best at step 3 (0.7, written
+    to OUT.ckpt.best.pt over step 2's) and is cancelled before its step-4 checkpoint. Resumed again, the checkpoint
+    recorded step 2's best and the file held step 3's, so the best was forgotten: the next validations wrote
+    OUT.best.pt anew (step 4, Dice 0.3) although the history showed 0.5 at step 2, and the Ctrl-C line had said step
+    3's network would become OUT.best.pt. Now the file is taken as the run's newer best with its score, its
+    validations join the history (a repeat with the same scores is recorded once, one that differs as well), and
+    OUT.best.pt, the score OUT.pt records and best_of(history) agree."""
+    out = tmp_path / "m.pt"
+    token = CancelToken()
+    with pytest.raises(Cancelled):
+        train([_case(0)], out, model_config=IFSSNetConfig(**TINY), cfg=_cfg(4, checkpoint_every=2),
+              validator=_Dice(0.3, 0.5), val_every=1, progress=_cancel_at(token, 2), cancel=token)
+    token = CancelToken()
+    with pytest.raises(Cancelled):
+        train([_case(0)], out, resume=checkpoint_path(out), validator=_Dice(0.7), progress=_cancel_at(token, 3),
+              cancel=token)
+    assert load_checkpoint(checkpoint_path(out))[2]["training"]["step"] == 2
+    assert _score(checkpoint_best_path(out)) == (3, 0.7)
+    newer = checkpoint_best_path(out).read_bytes()
+    resumed = _Dice(*again)
+    train([_case(0)], out, resume=checkpoint_path(out), validator=resumed)
+    assert resumed.steps == [3, 4]
+    assert _score(best_model_path(out)) == (3, 0.7)
+    assert best_model_path(out).read_bytes() == newer and not checkpoint_best_path(out).exists()
+    validation = load_checkpoint(out)[2]["training"]["validation"]
+    assert [(h["step"], h["dice"]) for h in validation["history"]] == expected_history
+    assert (validation["best"]["step"], validation["best"]["dice"]) == (3, 0.7)
+    top = best_of([ValidationScore.from_dict(h) for h in validation["history"]])
+    assert (top.step, top.dice) == (3, 0.7)

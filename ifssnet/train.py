@@ -422,10 +422,12 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     killed or failed run leaves an earlier run's ``MODEL.best.pt`` as it was (and its own best file for
     ``--resume``, where it saved a checkpoint). A new run removes a ``MODEL.ckpt.best.pt`` it finds when it starts: it
     may start only where no unfinished run's checkpoint is, so that file is a killed run's that can never be resumed.
-    A fine-tune (``base_model``) validates ``base_model`` first, as
-    step 0, so that ``MODEL.best.pt`` is the starting network where no step beats it. The history and the best
-    score travel in the checkpoint, so ``--resume`` keeps them. A resumed run keeps the command that started it as
-    ``command`` and lists the commands that continued it in ``resumed``.
+    A fine-tune (``base_model``) validates ``base_model`` first, as step 0, so that ``MODEL.best.pt`` is the
+    starting network where no step beats it. The history and the best score travel in the checkpoint, so
+    ``--resume`` keeps them; where a run (new or resumed) found a better network after its last checkpoint and
+    stopped before the next one, ``MODEL.ckpt.best.pt`` holds that network, and ``--resume`` goes on from it, its
+    score and the validations that led to it (:func:`_best_file_of_resumed_run`). A resumed run keeps the command
+    that started it as ``command`` and lists the commands that continued it in ``resumed``.
     """
     import torch
 
@@ -534,8 +536,10 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         run_best.unlink(missing_ok=True)
     history = [ValidationScore.from_dict(v) for v in val_state.get("history", [])]
     best = ValidationScore.from_dict(val_state["best"]) if val_state.get("best") else None
-    if resume is not None and best is not None and rank == 0:
-        best = _best_file_of_resumed_run(resume, out_path, best, meta)
+    carried: list = []                    # validations of a continuation stopped before its next checkpoint
+    if resume is not None and rank == 0:
+        best, carried = _best_file_of_resumed_run(resume, out_path, best, meta)
+        history += carried
     # The validation schedule is the run's own: a resumed run keeps the interval it was started with unless one
     # is given (it is not a TrainConfig field, so without this a resume fell back to checkpoint_every).
     val_every = int(val_every or stored_val_every or cfg.checkpoint_every)
@@ -552,7 +556,11 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         score = validator(net, step, rank=rank, world=world, cancel=cancel, **({"progress": progress} if shows else {}))
         net.to(device)                    # propagation's CUDA out-of-memory fallback moves a network to the CPU
         model.to(device).train()
-        history.append(score)
+        repeated = next((c for c in carried if _same_scores(c, score)), None)
+        if repeated is None:
+            history.append(score)
+        else:                             # the carried validation, repeated (an exact resume): recorded once
+            carried.remove(repeated)
         if on_validation and rank == 0:
             on_validation(score)
         if score.better_than(best):
@@ -641,16 +649,26 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
 
 def _best_file_of_resumed_run(resume, out_path, best, meta):
     """``--resume``: the run's own best file (``OUT.ckpt.best.pt``, :func:`checkpoint_best_path`) must hold the
-    run's best network so far (``best``, a ValidationScore), since it becomes ``OUT.best.pt`` where the run ends
-    (a run that never beats it again ended without that file, and ``ifssnet train`` failed after 'wrote OUT' with
-    'OUT.best.pt does not exist'). Where it does not, it is copied from the file that does: the best file beside
-    the checkpoint resumed (``X.ckpt.best.pt`` beside ``X.ckpt.pt``; another output's when resumed into another),
-    or that run's ``X.best.pt`` (a run stopped by ``--time-limit`` wrote ``X.pt`` and moved its best there; runs
-    from before the best file was kept beside the checkpoint wrote ``X.best.pt`` as they went). A file holds it
-    where it records ``best``'s step and Dice and is of this run (:func:`_of_the_run`; ``meta``: the checkpoint's
-    metadata): a file that only shares the step and Dice, such as one a killed run to another output left there, is
-    not taken for it. Where no file holds it, the best is forgotten (None returned), so that the next validation
-    writes one (the history keeps every score). Returns the best to go on from."""
+    run's best network so far, since it becomes ``OUT.best.pt`` where the run ends (a run that never beats it again
+    ended without that file, and ``ifssnet train`` failed after 'wrote OUT' with 'OUT.best.pt does not exist').
+    ``best``: the best the checkpoint records (a ValidationScore, or None), ``meta``: the checkpoint's metadata.
+    Returns ``(best to go on from, validations to add to the history)``:
+
+    - the file holds ``best``, written by this run (:func:`_of_the_run`; a file that only shares the step and
+      Dice, such as one a killed run to another output left there, is not taken for it): ``(best, [])``;
+    - the file holds a better network that a continuation of this run found after the checkpoint, before it was
+      cancelled, killed or failed ahead of its next checkpoint (the validation overwrote ``best``'s network, and
+      the checkpoint still records ``best``): that network is the run's best, with the score it records, and the
+      continuation's validations up to it (the file's history past the checkpoint's) join the history, so that the
+      history holds the best's score: ``(the file's score, those validations)``. The resumed run repeats those
+      steps and their validations: one that gives the same scores (an exact resume) is recorded once, one that
+      differs (other validation cases, a GPU's nondeterminism) is recorded as well, as the log has both;
+    - else the file is copied from one that holds ``best``: the best file beside the checkpoint resumed
+      (``X.ckpt.best.pt`` beside ``X.ckpt.pt``; another output's when resumed into another), or that run's
+      ``X.best.pt`` (a run stopped by ``--time-limit`` wrote ``X.pt`` and moved its best there; runs from before the
+      best file was kept beside the checkpoint wrote ``X.best.pt`` as they went): ``(best, [])``;
+    - where no file holds it, the best is forgotten, so that the next validation writes one (the history keeps
+      every score): ``(None, [])``."""
     import math
     import shutil
 
@@ -659,29 +677,54 @@ def _best_file_of_resumed_run(resume, out_path, best, meta):
     from .model.checkpoint import read_meta
     from .validation import ValidationScore, best_model_path
 
+    def read(path: Path):
+        """``(score, metadata)`` of a best file; None where there is none or it cannot be read."""
+        try:
+            got_meta = read_meta(path) if path.exists() else None
+            return (ValidationScore.from_dict(got_meta["training"]["validation"]["best"]), got_meta) if got_meta \
+                else None
+        except (IFSSNetError, KeyError, TypeError, ValueError):
+            return None
+
     def holds(path: Path) -> bool:
         """Whether ``path`` is the network of ``best``: its step and Dice, written by this run before the
         checkpoint (its history is the start of the checkpoint's)."""
-        try:
-            got_meta = read_meta(path) if path.exists() else None
-            got = ValidationScore.from_dict(got_meta["training"]["validation"]["best"]) if got_meta else None
-        except (IFSSNetError, KeyError, TypeError, ValueError):
-            return False
-        return got is not None and got.step == best.step and (
-            got.dice == best.dice or (math.isnan(got.dice) and math.isnan(best.dice))) and _of_the_run(
-            got_meta, meta) == "before"
+        got = read(path) if best is not None else None
+        return got is not None and got[0].step == best.step and (
+            got[0].dice == best.dice or (math.isnan(got[0].dice) and math.isnan(best.dice))) and _of_the_run(
+            got[1], meta) == "before"
 
     target, resume = checkpoint_best_path(out_path), Path(resume)
     if holds(target):
-        return best
+        return best, []
+    got = read(target)
+    if got is not None and _of_the_run(got[1], meta) == "after" and got[0].better_than(best):
+        training = meta.get("training") or {}
+        done = len((training.get("validation") or {}).get("history") or [])
+        carried = [ValidationScore.from_dict(v) for v in got[1]["training"]["validation"]["history"][done:]]
+        if all(v.step > int(training.get("step", 0)) for v in carried):     # validated past the checkpoint
+            return got[0], carried
+    if best is None:
+        return None, []
     sources = [best_model_path(resume)]                  # X.ckpt.pt -> X.ckpt.best.pt
     if resume.name.endswith(".ckpt.pt"):
         sources.append(best_model_path(resume.with_name(resume.name[:-len(".ckpt.pt")] + ".pt")))
     for source in sources:
         if source.resolve() != target.resolve() and holds(source):
             atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
-            return best
-    return None
+            return best, []
+    return None, []
+
+
+def _same_scores(a, b) -> bool:
+    """Whether two ValidationScores are the same validation's result: step and scores (NaN equal to NaN), whatever
+    the time each took."""
+    import json
+
+    def key(score) -> str:
+        return json.dumps({**score.to_dict(), "seconds": None}, sort_keys=True, default=str)
+
+    return key(a) == key(b)
 
 
 def _of_the_run(file_meta: dict, meta: dict) -> Optional[str]:
@@ -719,9 +762,10 @@ def checkpoint_best_path(out_path) -> Path:
     """``OUT.ckpt.best.pt``: the best network by validation of a run to ``OUT.pt`` while it goes, beside its
     checkpoint and as much the run's own: written at each validation that beats the best so far, and moved to
     ``OUT.best.pt`` (:func:`ifssnet.validation.best_model_path`) where the run writes ``OUT.pt``. A run that is
-    cancelled, killed or fails after a checkpoint leaves it for ``--resume``, and ``OUT.best.pt`` as it was. A new
-    run cancelled or failing before its first checkpoint removes it; one killed then leaves it, and the next new run
-    to ``OUT`` removes it when it starts."""
+    cancelled, killed or fails after a checkpoint leaves it for ``--resume``, and ``OUT.best.pt`` as it was (where a
+    validation after the last checkpoint found a better network, the file holds that one with its score, and
+    ``--resume`` goes on from it). A new run cancelled or failing before its first checkpoint removes it; one killed
+    then leaves it, and the next new run to ``OUT`` removes it when it starts."""
     from .validation import best_model_path
 
     return best_model_path(checkpoint_path(out_path))
