@@ -125,3 +125,106 @@ def test_the_slicer_comparison_refuses_seeds_on_two_slices_and_adds_nothing(scen
         assert calls == [1] and table.GetNumberOfRows() == 1
     finally:
         registry.unregister("r41seen")
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. The 3-D U-Net respects the slice spacing it was trained at, as IFSS-Net and PG-Net do
+
+
+def _unet_classes():
+    torch = pytest.importorskip("torch")
+    from ifssnet.baselines.unet3d import UNet3D, UNet3DConfig
+
+    class Bright(UNet3D):
+        """Channel 0: where the z-scored image is above 0; channel 1 (if any): where it is below."""
+
+        def forward(self, x):
+            s = 8.0 * torch.sign(x)
+            return torch.cat([s, -s], 1)[:, :len(self.config.segments)]
+
+    return torch, UNet3D, UNet3DConfig, Bright
+
+
+def test_the_unet_runs_a_finer_sweep_on_its_frames_nearest_to_its_training_spacing():
+    """A U-Net trained at 1 mm on a sweep 0.25 mm apart sees 11 of its 41 frames (every 4th), and every slice gets
+    the probabilities of the kept frames, linear along the sweep; before, it saw every frame (spacing_kji unused).
+    Here the kept frames show the muscle on the left, the others on the right: the mask is on the left throughout,
+    and the channel is picked from the seeds (painted on frames that are not kept) on the same probabilities."""
+    from ifssnet.baselines.unet3d import unet3d
+
+    torch, _, UNet3DConfig, Bright = _unet_classes()
+    K = 41
+    left = np.zeros((K, 32, 32), np.uint8)
+    left[:, 8:24, :16] = 1
+    right = np.zeros_like(left)
+    right[:, 8:24, 16:] = 1
+    kept = np.arange(K) % 4 == 0
+    vol = np.where(kept[:, None, None], left, right).astype(np.uint8) * 100 + 20
+    net = Bright(UNet3DConfig(size=32, segments=("GM", "GL"), width=2, patch=(8, 32, 32), slice_spacing_mm=1.0))
+    seeds = cut_seeds(left, (9, 10, 11))
+    mask = unet3d(vol, seeds, (0.25, 1.0, 1.0), model=net, device="cpu")
+    np.testing.assert_array_equal(mask, left)
+    # without matching the spacing (the option), or at the network's own spacing: every frame as it is
+    every = unet3d(vol, seeds, (0.25, 1.0, 1.0), model=net, device="cpu", match_slice_spacing=False)
+    assert not np.array_equal(every, left)
+    np.testing.assert_array_equal(every, unet3d(vol, seeds, (1.0, 1.0, 1.0), model=net, device="cpu"))
+
+
+@pytest.mark.parametrize("spacing", [1.108, 1.05, 2.5])
+def test_the_unet_at_its_own_spacing_or_coarser_gives_what_it_gave_before(spacing):
+    """Same spacing (the held-out phantoms' 1.108 mm), within 10 %, or coarser: every frame, the same voxels as
+    without matching the spacing (the code path the README's held-out rows were made with)."""
+    from ifssnet.baselines.unet3d import unet3d
+
+    torch, UNet3D, UNet3DConfig, _ = _unet_classes()
+    torch.manual_seed(3)
+    net = UNet3D(UNet3DConfig(size=16, segments=("GM", "GL", "SOL"), width=2, patch=(8, 16, 16),
+                              slice_spacing_mm=1.108)).eval()
+    rng = np.random.default_rng(1)
+    vol = rng.integers(0, 255, (30, 16, 20)).astype(np.uint8)
+    ref = np.zeros(vol.shape, np.uint8)
+    ref[:, 4:12, 5:15] = 1
+    seeds = cut_seeds(ref, (14, 15, 16))
+    got = unet3d(vol, seeds, (spacing, 0.5, 0.5), model=net, device="cpu", segment="SOL")
+    want = unet3d(vol, seeds, (spacing, 0.5, 0.5), model=net, device="cpu", segment="SOL", match_slice_spacing=False)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_the_shipped_unet_records_its_training_phantoms_spacing_with_the_same_weights(tmp_path):
+    """unet3d.pt was written before the U-Net knew its spacing; it records its training phantoms' 1.108 mm (model
+    card), written with set_slice_spacing, which keeps every weight bit for bit."""
+    torch, *_ = _unet_classes()
+    from ifssnet.baselines.learned_common import default_model_path
+    from ifssnet.baselines.unet3d import load_unet3d
+    from ifssnet.model.checkpoint import set_slice_spacing
+
+    shipped = default_model_path("unet3d")
+    if not shipped.is_file():
+        pytest.skip("no shipped unet3d.pt")
+    net, config, _ = load_unet3d(shipped)
+    assert config["slice_spacing_mm"] == pytest.approx(1.108) and net.config.slice_spacing_mm == pytest.approx(1.108)
+    out = set_slice_spacing(shipped, 0.5, tmp_path / "u.pt")
+    again, config2, _ = load_unet3d(out)
+    assert config2["slice_spacing_mm"] == 0.5
+    for (name, a), b in zip(net.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_unet_training_records_the_cases_slice_spacing(tmp_path):
+    torch, _, UNet3DConfig, _ = _unet_classes()
+    from ifssnet.baselines.unet3d import UNet3DTrainConfig, load_unet3d, train_unet3d
+    from ifssnet.dataset import Case
+
+    def case(n, mm):
+        rng = np.random.default_rng(n)
+        img = rng.normal(size=(16, 16, 16)).astype(np.float16)
+        m = np.zeros((16, 16, 16), np.uint8)
+        m[:, 4:10, 4:12] = 1
+        return Case(f"c{n}", img, {"A": m}, {"A": np.ones(16, bool)}, mm)
+
+    cfg = UNet3DTrainConfig(epochs=1, steps_per_epoch=1, batch=1, checkpoint_every=1)
+    for spacings, recorded in (((1.0, 1.0, 1.05, None), 1.0), ((0.8, 1.2), None)):   # one spacing (within 10 %), or none
+        train_unet3d([case(n, mm) for n, mm in enumerate(spacings)], tmp_path / "u.pt", cfg=cfg,
+                     model_config=UNet3DConfig(size=16, segments=("A",), width=2, patch=(8, 16, 16)))
+        assert load_unet3d(tmp_path / "u.pt")[1]["slice_spacing_mm"] == (pytest.approx(recorded) if recorded else None)
+

@@ -19,7 +19,7 @@ snapshot() { rm -rf "$W/code-$1"; mkdir -p "$W/code-$1"; git archive "$1" ifssne
 # at COMMIT ARGS...: `ifssnet ARGS...` with that commit's code. The snapshot goes first on sys.path: with
 # PYTHONPATH alone, `python -m` would put the working directory (this checkout's ifssnet/) before it.
 at() { python -c 'import sys; sys.path.insert(0, sys.argv.pop(1)); from ifssnet.cli import main; sys.exit(main())' "$W/code-$1" "${@:2}"; }
-# spacing FILE: record the training phantoms' slice spacing (1.108 mm) in an IFSS-Net or PG-Net file made by code that
+# spacing FILE: record the training phantoms' slice spacing (1.108 mm) in an IFSS-Net, PG-Net or 3-D U-Net file made by code that
 # did not record it yet; propagation thins finer sweeps to it (model card, "Sweeps with finer frames").
 spacing() { python -c 'import sys; sys.path.insert(0, sys.argv[1]); from ifssnet.model.checkpoint import set_slice_spacing; set_slice_spacing(sys.argv[2], 1.108)' "$W/code-HEAD" "$1"; }
 snapshot 9fe2bcf; snapshot 59bb20e; snapshot 3861871; snapshot 2ef3d22; snapshot 938d179; snapshot 0b06b06; snapshot 4786731
@@ -62,6 +62,7 @@ done
 # thread; the shipped run stopped at step 100 and resumed exactly), optimiser state left out of the file.
 at 0b06b06 train "$W"/train/s* --arch unet3d --out "$W/unet3d.pt" --epochs 4 --steps 70 --run-length 32 \
   --lr 1e-3 --size 128 --seed 0 --checkpoint-every 20
+spacing "$W/unet3d.pt"      # recorded in session 41 (the code of 0b06b06 did not): finer sweeps are thinned to it
 for protocol in 3-seeds paper; do
   IFSSNET_UNET3D_MODEL="$W/unet3d.pt" at HEAD compare-set "$W"/test/s* --methods unet3d --protocol "$protocol" \
     --csv "$W/heldout-unet3d-$protocol.csv"

@@ -28,6 +28,17 @@ than the patch, probabilities blended with Gaussian weights, thresholded at 0.5 
 grid, computed a chunk of slices at a time to bound memory. Which muscle: ``segment="GM"`` names the
 output channel; without it, the channel whose prediction has the highest Dice with the seed mask
 on the painted slices is used (a SeedSet carries no name). Painted slices come out as painted.
+
+Slice spacing: a network learns how much a muscle changes from one slice to the next at its training
+sweeps' spacing (``UNet3DConfig.slice_spacing_mm``; a new network's training records the spacing its cases
+share, :func:`common_slice_spacing`; the shipped ``unet3d.pt``, written before, records its training phantoms'
+1.108 mm). As IFSS-Net and PG-Net do
+(:mod:`ifssnet.slice_spacing`), a sweep finer than that by more than 10 % is predicted on its frames nearest
+to a grid at the network's spacing (whole frames, never blends), and the probabilities come back to every
+slice by linear interpolation along the sweep before the 0.5 threshold; a sweep at the network's spacing
+(within 10 %) or coarser is used as it is, frame for frame what it was before the U-Net knew its spacing.
+Unlike theirs, the frames do not depend on the painted slices, which the U-Net does not see: the same
+frames, and the same probabilities, for every protocol.
 """
 from __future__ import annotations
 
@@ -61,7 +72,8 @@ class UNet3DConfig:
     ``size``: in-plane working size S; ``segments``: output channel names; ``width``: channels of the
     first level; ``pools``: pooling factors (k, j, i) per downsampling; ``patch``: (k, j, i) patch on
     the working grid (in-plane clipped to S; each axis rounded down to a multiple of the total
-    pooling along it); ``norm_groups``: most GroupNorm groups.
+    pooling along it); ``norm_groups``: most GroupNorm groups; ``slice_spacing_mm``: the slice spacing of
+    the training sweeps (mm), None if unknown (module docstring, "Slice spacing").
     """
 
     size: int = 128
@@ -70,8 +82,12 @@ class UNet3DConfig:
     pools: tuple = ((1, 2, 2), (1, 2, 2), (2, 2, 2))
     patch: tuple = (32, 128, 128)
     norm_groups: int = 8
+    slice_spacing_mm: Optional[float] = None
 
     def __post_init__(self) -> None:
+        if self.slice_spacing_mm is not None and not (float(self.slice_spacing_mm) > 0):
+            raise ModelError(f"3-D U-Net slice spacing {self.slice_spacing_mm!r} is not a positive number of mm.",
+                             "Record the training sweeps' slice spacing in mm, or none.")
         self.segments = tuple(str(s) for s in self.segments)
         self.pools = tuple(tuple(int(v) for v in p) for p in self.pools)
         if not self.segments or len(set(self.segments)) != len(self.segments):
@@ -215,6 +231,20 @@ def _unet_step_loss(cases, config: UNet3DConfig):
     return step_loss
 
 
+def common_slice_spacing(cases: Sequence) -> Optional[float]:
+    """The slice spacing (mm) that training ``cases`` share: the median of those that know theirs, where every one
+    of them is within :data:`~ifssnet.slice_spacing.SPACING_TOLERANCE` of it; else None (unknown). The U-Net trains
+    on every frame of each case (it thins none, unlike IFSS-Net and PG-Net), so cases of mixed spacings give it no
+    one spacing to work at, and it then sees every frame at inference, as before it recorded one."""
+    from ..slice_spacing import SPACING_TOLERANCE
+
+    known = [float(c.slice_spacing_mm) for c in cases if getattr(c, "slice_spacing_mm", None)]
+    if not known:
+        return None
+    mid = float(np.median(known))
+    return mid if all(abs(s - mid) <= SPACING_TOLERANCE * mid for s in known) else None
+
+
 def train_unet3d(cases: Sequence, out_path, *, model_config: Optional[UNet3DConfig] = None,
                  cfg: Optional[UNet3DTrainConfig] = None, base_model=None, resume=None, command: str = "",
                  data_description: str = "", progress: Optional[ProgressFn] = None, cancel: CancelLike = None,
@@ -238,6 +268,8 @@ def train_unet3d(cases: Sequence, out_path, *, model_config: Optional[UNet3DConf
         if missing:
             raise InputError(f"Case '{c.name}' has no segment {', '.join(missing)}; the 3-D U-Net predicts "
                              f"{', '.join(model_config.segments)}.", "Annotate every muscle in every case, or choose --segments.")
+    if model_config.slice_spacing_mm is None:   # a new network: its cases' spacing, where they share one
+        model_config.slice_spacing_mm = common_slice_spacing(cases)
     return fit(arch=ARCH, build=_build, model_config=model_config.to_dict(), cfg=cfg or UNet3DTrainConfig(),
                step_loss=_unet_step_loss(list(cases), model_config), out_path=out_path, resume=resume,
                base_model=base_model, command=command, data_description=data_description, progress=progress,
@@ -270,10 +302,13 @@ class SlidingWindow:
     ``work``: float32 (K, S, S) on the working grid. :meth:`predict` (k0, k1) returns (C, k1 - k0, S, S)
     sigmoid probabilities blended over every window that overlaps the range; windows straddling the
     end of one range are kept for the next call, so consecutive ranges cost no window twice.
+    ``frames``: the :class:`~ifssnet.slice_spacing.FrameSelection` whose kept frames ``work`` holds (None: every
+    slice); :meth:`predict_sweep` gives the probabilities on the sweep's own slices.
     """
 
     def __init__(self, net: UNet3D, work: torch.Tensor, device: str, batch: int = 2,
-                 progress: Optional[ProgressFn] = None, cancel: CancelLike = None) -> None:
+                 progress: Optional[ProgressFn] = None, cancel: CancelLike = None, frames=None) -> None:
+        self.frames = frames if frames is not None and frames.thinned else None
         self.net, self.device, self.batch = net, device, max(1, int(batch))
         self.progress, self.cancel = progress, cancel
         pk, pj, pi = net.config.patch
@@ -323,6 +358,20 @@ class SlidingWindow:
         self._carry = carry
         return num / den.clamp_min(1e-12)
 
+    def predict_sweep(self, k0: int, k1: int) -> torch.Tensor:
+        """(C, k1 - k0, S, S) probabilities on slices ``k0..k1-1`` of the sweep: :meth:`predict` itself when ``work``
+        holds every slice; else those of the kept frames around the range, linear along the sweep between the two
+        nearest (``FrameSelection.to_sweep``, as propagation brings its probabilities back)."""
+        if self.frames is None:
+            return self.predict(k0, k1)
+        from ..slice_spacing import FrameSelection
+
+        f = self.frames.frames
+        j0 = min(max(0, int(np.searchsorted(f, k0, side="right")) - 1), len(f) - 2)   # the frame at or before k0
+        j1 = max(min(len(f), int(np.searchsorted(f, k1 - 1, side="left")) + 1), j0 + 2)  # ... at or after k1 - 1
+        around = FrameSelection(f[j0:j1], self.frames.n_slices)
+        return around.to_sweep(self.predict(j0, j1).transpose(0, 1), k0, k1).transpose(0, 1)
+
 
 def _channel_for(net: UNet3D, segment) -> Optional[int]:
     names = list(net.config.segments)
@@ -348,7 +397,7 @@ def choose_channel(sw: SlidingWindow, seed_work: Dict[int, torch.Tensor], slices
     C = len(sw.net.config.segments)
     inter, psum, msum = torch.zeros(C), torch.zeros(C), 0.0
     for g in seed_groups(slices):
-        prob = sw.predict(g[0], g[-1] + 1)                           # (C, n, S, S)
+        prob = sw.predict_sweep(g[0], g[-1] + 1)                     # (C, n, S, S)
         m = torch.stack([seed_work[s] for s in g])                   # (n, S, S)
         inter += (prob * m).sum(dim=(1, 2, 3))
         psum += prob.sum(dim=(1, 2, 3))
@@ -363,25 +412,30 @@ def choose_channel(sw: SlidingWindow, seed_work: Dict[int, torch.Tensor], slices
 
 def unet3d(volume, seeds, spacing_kji, *, segment=None, progress: Optional[ProgressFn] = None,
            cancel: CancelLike = None, model=None, device: str = "auto", batch: int = 2,
-           chunk: int = 256) -> np.ndarray:
+           chunk: int = 256, match_slice_spacing: bool = True) -> np.ndarray:
     """The 3-D U-Net as a comparison method: ``volume`` (K, J, I), ``seeds`` (SeedSet) -> uint8 (K, J, I).
 
     The network ignores the seeds; they only pick the muscle (``segment`` unset: the channel with
     the highest Dice on the painted slices) and are restored exactly in the output. ``model``: a
     checkpoint path, a loaded :class:`UNet3D`, or None for ``$IFSSNET_UNET3D_MODEL`` /
     ``Resources/Models/unet3d.pt``. ``batch``: patches per network call; ``chunk``: slices per
-    blending buffer (memory: ``C * chunk * S * S`` floats). ``spacing_kji`` is not used.
+    blending buffer (memory: ``C * chunk * S * S`` floats). ``spacing_kji[0]``, the spacing along the sweep (mm),
+    chooses the frames the network sees (module docstring, "Slice spacing"); ``match_slice_spacing=False``: every
+    frame, whatever the spacing.
     """
-    volume, seed_mask, slices, _ = check_inputs(volume, seeds, spacing_kji)
+    volume, seed_mask, slices, spacing = check_inputs(volume, seeds, spacing_kji)
     dev = resolve_device(device)
     net = resolve_model(model, ARCH, _build, UNet3D, dev)
     channel = _channel_for(net, segment)
     from ..preprocess import InPlaneGrid, normalized_work_volume
+    from ..slice_spacing import select_frames
 
     K = volume.shape[0]
+    frames = select_frames(K, spacing[0], net.config.slice_spacing_mm if match_slice_spacing else None)
     grid = InPlaneGrid(volume.shape[1:], net.config.size)
-    work = normalized_work_volume(volume, grid, cancel=cancel)                    # (K, S, S)
-    sw = SlidingWindow(net, work, dev, batch, progress, cancel)
+    work = normalized_work_volume(volume, grid, cancel=cancel,
+                                  frames=frames.frames if frames.thinned else None)      # (K' kept frames, S, S)
+    sw = SlidingWindow(net, work, dev, batch, progress, cancel, frames)
     if channel is None:
         seed_work = {s: (grid.to_work(torch.from_numpy(seed_mask[s:s + 1].astype(np.float32)))[0] > 0.5).float()
                      for s in slices}
@@ -392,7 +446,7 @@ def unet3d(volume, seeds, spacing_kji, *, segment=None, progress: Optional[Progr
     step = max(pk, (int(chunk) // pk) * pk)
     for c0 in range(0, K, step):
         c1 = min(K, c0 + step)
-        prob = sw.predict(c0, c1)[channel]                                                      # (n, S, S)
+        prob = sw.predict_sweep(c0, c1)[channel]                                                # (n, S, S)
         for s0 in range(0, c1 - c0, 32):   # the chunk's last piece may be shorter (step need not be a multiple of 32)
             check_cancel(cancel)
             s1 = min(s0 + 32, c1 - c0)

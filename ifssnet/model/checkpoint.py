@@ -91,21 +91,24 @@ def write_weights(path: Union[str, Path], net: nn.Module, arch: str, config_json
 
 
 def set_slice_spacing(path: Union[str, Path], spacing_mm: Optional[float], out: Union[str, Path, None] = None) -> Path:
-    """Record the slice spacing (mm) of a network's training sweeps in an IFSS-Net or PG-Net model file
-    (``IFSSNetConfig.slice_spacing_mm``, ``PGNetConfig.slice_spacing_mm``), for files written before it
-    was recorded. The weights and every other field stay as they are. Writes ``out`` (default: in
-    place, atomically). :class:`ModelError` for another file or architecture."""
+    """Record the slice spacing (mm) of a network's training sweeps in an IFSS-Net, PG-Net or 3-D U-Net model
+    file (``IFSSNetConfig.slice_spacing_mm``, ``PGNetConfig.slice_spacing_mm``, ``UNet3DConfig.slice_spacing_mm``),
+    for files written before it was recorded. The weights and every other field stay as they are. Writes ``out``
+    (default: in place, atomically). :class:`ModelError` for another file or architecture."""
     import json
 
     from ..io import atomic_write
 
     path = Path(path)
     obj = _read(path, "cpu")                                  # once, whatever the architecture
-    if isinstance(obj, dict) and obj.get("arch") == "pgnet":
-        from ..baselines.pgnet import PGNetConfig
+    if isinstance(obj, dict) and obj.get("arch") in ("pgnet", "unet3d"):
+        if obj["arch"] == "pgnet":
+            from ..baselines.pgnet import PGNetConfig as BaselineConfig
+        else:
+            from ..baselines.unet3d import UNet3DConfig as BaselineConfig
 
         check_format_version(obj, path)
-        config = PGNetConfig.from_dict(dict(json.loads(obj.get("config") or "{}"), slice_spacing_mm=spacing_mm))
+        config = BaselineConfig.from_dict(dict(json.loads(obj.get("config") or "{}"), slice_spacing_mm=spacing_mm))
         obj["config"] = json.dumps(config.to_dict(), sort_keys=True)
     else:
         _check_ifssnet(obj, path)
