@@ -1,5 +1,6 @@
 """Review 41 (training): the run's best file beside its checkpoint (``OUT.ckpt.best.pt``) after a killed new run and
-after a resumed run cancelled between a new best and its next checkpoint; each found and fixed with a test."""
+after a resumed run cancelled between a new best and its next checkpoint, and ``ifssnet train --resume``'s refusal
+of options typed at the parser's default; each found and fixed with a test."""
 import os
 import subprocess
 import sys
@@ -152,3 +153,53 @@ def test_a_resumed_run_cancelled_after_a_new_best_keeps_that_best_when_resumed_a
     assert (validation["best"]["step"], validation["best"]["dice"]) == (3, 0.7)
     top = best_of([ValidationScore.from_dict(h) for h in validation["history"]])
     assert (top.step, top.dice) == (3, 0.7)
+
+
+# ---- 3. ifssnet train --resume: options typed at the parser's default -----------------------------------------------
+
+def test_resume_refuses_an_option_typed_at_the_parsers_default_when_the_run_used_another(tmp_path, capsys):
+    """The refusal skipped every option whose value was the parser's default, so a run started with --epochs 1
+    --seed 3 --size 32 and resumed with --epochs 10 --seed 0 --size 128 (the defaults, typed) went on with its own
+    values without a word. Now every option typed is compared with the run's; the run's own values typed, and the
+    options Slicer's Resume passes (cases, --out, --log, --device, --resume), are accepted."""
+    from cli_output import error_line, run_cli
+    from test_train_cli_errors import TINY as CLI_TINY, _case as cli_case
+
+    case = cli_case(tmp_path / "c")
+    out, ckpt, log = tmp_path / "m.pt", tmp_path / "m.ckpt.pt", tmp_path / "log.jsonl"
+    start = ["train", case, "--out", out, "--epochs", "1", "--steps", "3", "--checkpoint-every", "1", "--seed", "3",
+             *CLI_TINY]
+    code, _, _ = run_cli(capsys, *start, "--time-limit", "0")
+    assert code == 0 and load_checkpoint(ckpt)[2]["training"]["step"] == 1
+    kept, model = ckpt.read_bytes(), out.read_bytes()
+    code, _, err = run_cli(capsys, "train", case, "--out", out, "--resume", ckpt, "--epochs", "10", "--seed", "0",
+                           "--size", "128", "--checkpoint-every", "50", "--mode", "full")
+    line = error_line(err)
+    assert code == 2, line
+    for part in ("--epochs 10 (the run's: 1)", "--seed 0 (the run's: 3)", "--size 128 (the run's: 32)",
+                 "--checkpoint-every 50 (the run's: 1)"):
+        assert part in line, line
+    assert "--mode" not in line and "--steps" not in line, line      # --mode full is the run's own
+    assert ckpt.read_bytes() == kept and out.read_bytes() == model
+    code, _, err = run_cli(capsys, "train", case, "--out", out, "--log", log, "--device", "cpu", "--resume", ckpt,
+                           "--seed", "3", "--epochs", "1")
+    assert code == 0, err
+    assert load_checkpoint(out)[2]["training"]["step"] == 3
+
+
+def test_a_fine_tune_refuses_a_network_option_typed_at_the_parsers_default(tmp_path, capsys):
+    """The same for --from: --size 128 typed (the parser's default) over a 32 x 32 base network trained the base
+    network as it is without a word; now it is refused, and --size 32 passes."""
+    from cli_output import error_line, run_cli
+    from test_train_cli_errors import TINY as CLI_TINY, _case as cli_case
+
+    case = cli_case(tmp_path / "c")
+    common = ["--epochs", "1", "--steps", "1"]
+    assert run_cli(capsys, "train", case, "--out", tmp_path / "base.pt", *common, *CLI_TINY)[0] == 0
+    code, _, err = run_cli(capsys, "train", case, "--out", tmp_path / "ft.pt", "--from", tmp_path / "base.pt",
+                           *common, "--size", "128")
+    line = error_line(err)
+    assert code == 2 and "--size 128 (the base network's: 32)" in line, line
+    assert not (tmp_path / "ft.pt").exists()
+    assert run_cli(capsys, "train", case, "--out", tmp_path / "ft.pt", "--from", tmp_path / "base.pt", *common,
+                   "--size", "32")[0] == 0

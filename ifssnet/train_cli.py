@@ -278,23 +278,54 @@ def _train_options():
     return parser, {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
 
 
+def typed_options(args):
+    """The ``ifssnet train`` options (argparse dests) typed on ``args``' command line, whatever their values, so that
+    an option typed at the parser's default (``--epochs 10``) is told from one not given: the command line that
+    :func:`ifssnet.cli.main` records (``args.command_line``, the arguments as given) parsed again by the options'
+    parser with every default suppressed. None where ``args`` records no command line (a namespace built in code)."""
+    import shlex
+
+    words = shlex.split(getattr(args, "command_line", None) or "")[1:]      # ifssnet [--debug] train ...
+    if "train" not in words:
+        return None
+    parser, names = _train_options()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS        # not set_defaults: it puts the sentinel in the namespace too
+    try:
+        typed, _ = parser.parse_known_args(words[words.index("train") + 1:])
+    except SystemExit:                    # not raised: cli.main parsed the same words
+        return None
+    return set(vars(typed)) & set(names)
+
+
+def _given(args, parser, typed, dest: str) -> bool:
+    """Whether option ``dest`` was given: typed on the command line (``typed``, :func:`typed_options`), or, where
+    that is unknown, set to a value other than ``parser``'s default."""
+    if typed is not None:
+        return dest in typed
+    value = getattr(args, dest, None)
+    return value is not None and value != parser.get_default(dest)
+
+
 def refuse_changes_on_resume(args, stored, meta) -> None:
     """Raise :class:`InputError` when ``--resume`` is given with options that would change the run: ``--resume``
     continues the checkpoint's own run exactly (its TrainConfig and network), so such options were silently
-    ignored (``--resume ... --epochs 20`` still ended at the run's own last step). An option counts when its value
-    is not the parser's default and not the resumed run's own value, so the command that started the run may be
+    ignored (``--resume ... --epochs 20`` still ended at the run's own last step). An option counts when it was typed
+    (:func:`typed_options`; also at the parser's default value: ``--epochs 10`` on a run of 20 epochs was taken for
+    no option and ignored) and its value is not the resumed run's own, so the command that started the run may be
     repeated with ``--resume`` added. ``stored``, ``meta``: the checkpoint's network config and metadata."""
     from dataclasses import fields
 
     from .train_recipe import stored_config
 
     parser, names = _train_options()
+    typed = typed_options(args)
     config = stored_config(meta)
     known = {f.name for f in fields(TrainConfig)}
     changed = []
     for dest, option in names.items():
         value = getattr(args, dest, None)
-        if value is None or value == parser.get_default(dest):
+        if value is None or not _given(args, parser, typed, dest):
             continue
         if dest in _NETWORK_OPTIONS:
             have = getattr(stored, dest, None)
@@ -319,12 +350,14 @@ def refuse_changes_on_resume(args, stored, meta) -> None:
 
 def refuse_network_changes_on_fine_tune(args, stored) -> None:
     """Raise :class:`InputError` when ``--from`` is given with a network option (``--size``, ``--width-mult``,
-    ``--mask-sees-image``) other than the parser's default and the base network's own: a fine-tune trains the base
-    network as it is (its cases are read at its size), so such an option was silently ignored."""
+    ``--mask-sees-image``) typed (:func:`typed_options`, also at the parser's default value) with a value other than
+    the base network's own: a fine-tune trains the base network as it is (its cases are read at its size), so such
+    an option was silently ignored."""
     parser, names = _train_options()
+    typed = typed_options(args)
     changed = [f"{names[dest]} {getattr(args, dest)} (the base network's: {getattr(stored, dest)})"
                for dest in _NETWORK_OPTIONS
-               if getattr(args, dest) != parser.get_default(dest) and getattr(args, dest) != getattr(stored, dest)]
+               if _given(args, parser, typed, dest) and getattr(args, dest) != getattr(stored, dest)]
     if changed:
         raise InputError(f"A fine-tune (--from {args.base}) trains that network as it is, so these options would be "
                          f"ignored: {'; '.join(changed)}.",
