@@ -198,6 +198,8 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
     joint: a method that can (its ``joint`` attribute: ``ifssnet``, ``pgnet``) segments all muscles in one
     call, as Slicer's Propagate does with several segments; its rows get ``joint`` = 1, and each the
     call's time divided by the number of muscles. The others run one muscle at a time, as without it.
+    A method whose ``always_joint`` attribute is true (``fbs``: Slicer's Fill between slices interpolates all
+    visible segments in one run) runs so whatever ``joint`` says.
     Rows have the keys of :data:`COLUMNS` (times in s, distances in mm, volumes in cm3, memory in MiB)
     plus ``slice_dice``, ``seed_slices`` and ``extent`` for :func:`plot`. A method that fails with an
     ifssnet error gets a row with ``error`` set and nan scores; Cancelled and DependencyError propagate.
@@ -243,7 +245,8 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
                  for muscle, ref in ref_masks.items()}
     for muscle, seed_set in seed_sets.items():  # Propagate's rule, for every method: before any of them runs
         check_seeds(muscle, seed_set, SEEDS_TODO if muscle in seeds else COUNT_TODO)
-    together = [name for name in methods if joint and getattr(get(name), "joint", False)]
+    together = [name for name in methods if getattr(get(name), "always_joint", False)
+                or (joint and getattr(get(name), "joint", False))]
     joint_runs = {name: _run_joint(name, volume, seed_sets, spacing_kji, options.get(name), progress, cancel)
                   for name in together}
     for muscle, ref in ref_masks.items():

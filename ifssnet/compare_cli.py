@@ -73,7 +73,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "ifssnet.blend=mean (propagation's rule before session 21)")
     p.add_argument("--joint", action="store_true",
                    help="methods that can (ifssnet, pgnet) segment all muscles in one run, as Slicer's Propagate "
-                        "does; the muscles do not overlap unless --option ifssnet.exclusive=false")
+                        "does; the muscles do not overlap unless --option ifssnet.exclusive=false. fbs always runs "
+                        "so, as Slicer's Fill between slices interpolates all visible segments in one run")
     p.add_argument("--csv", type=Path, default=None, help="write the rows to this CSV file")
     p.add_argument("--plot", type=Path, default=None, help="write the plot (PNG) to this file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -84,7 +84,9 @@ class IFSSNetComparisonLogic:
     ``"3-seeds+ends"`` take the seed slices from the reference (``ifssnet.seeds.protocol_slices``), so
     ``seedSegmentationNode`` may be None. ``joint``: the methods that can (IFSS-Net, PG-Net) segment all
     muscles of one axis in one run, as Propagate does with several segments (``ifssnet.compare``; they do
-    not overlap unless ``methodOptions={"ifssnet": {"exclusive": False}}``). After a run, ``lastResult``
+    not overlap unless ``methodOptions={"ifssnet": {"exclusive": False}}``). Fill between slices always runs on all
+    muscles of one axis at once, as Slicer's effect interpolates all visible segments (in the reference's segment
+    order: where two muscles' interpolations meet, the later one takes the voxel). After a run, ``lastResult``
     holds the table, the two chart nodes and the result segmentation per method.
     """
 

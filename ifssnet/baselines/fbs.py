@@ -6,6 +6,15 @@ label 0 (all labels), axis -1 (all axes), heuristic alignment ON, use-distance-t
 default is ON and gives different voxels) and ball structuring element OFF. We call the same ITK filter
 (PyPI ``itk-morphologicalcontourinterpolation``) with the same settings.
 
+All segments in one run, as Slicer's effect does: it interpolates *all visible segments* together, on their
+merged labelmap (the n-th segment is label n + 1). The filter interpolates each label between that label's own
+key slices, but writes one labelmap: where two labels' interpolations meet, the higher label (the later
+segment) takes the voxel, and painted voxels keep their label. So the segments never overlap, and a muscle
+loses to its neighbour what a run on that muscle alone would give to both. Given ``{name: SeedSet}``,
+:func:`fill_between_slices` does the same, in the mapping's order, and the comparison
+(:mod:`ifssnet.compare`) always calls it so with all its muscles (``always_joint``; on the held-out phantoms 1000-1004,
+a few voxels at the muscles' borders: the README's FBS rows). One SeedSet is one segment visible alone.
+
 The filter takes a labelled slice as a *key* slice only when both its neighbours along that axis are
 unlabelled. Three consecutive painted slices are therefore not key slices and nothing would be
 interpolated. A Slicer user paints isolated slices, so we feed the filter the middle slice of each
@@ -26,11 +35,11 @@ Two engineering choices, both tested to give the same voxels:
 from __future__ import annotations
 
 import threading
-from typing import Optional, Sequence, Tuple, Union
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import Cancelled, IFSSNetError
+from ..errors import Cancelled, IFSSNetError, SeedError
 from ..progress import check_cancel, is_cancelled, report
 from . import bounding_box, check_inputs, import_itk_filter, restore_painted
 from .child_process import check_isolate, run_in_child, wants_child
@@ -114,38 +123,56 @@ def interpolate(labels: np.ndarray, *, label: int = 0, axis: int = -1, heuristic
 
 def fill_between_slices(volume, seeds, spacing_kji, *, crop: bool = True, margin: int = 2,
                         isolate: Union[bool, str] = False,
-                        timeout_s: Optional[float] = None, progress=None, cancel=None) -> np.ndarray:
-    """Slicer's Fill between slices on one segment.
+                        timeout_s: Optional[float] = None, progress=None, cancel=None):
+    """Slicer's Fill between slices on one segment, or on several in one run as Slicer's effect does.
 
     volume: (K, J, I) array (only its shape is used; the method is purely shape-based).
-    seeds: SeedSet, ``mask`` uint8 (K, J, I) and ``slices`` (indices along axis 0).
+    seeds: SeedSet, ``mask`` uint8 (K, J, I) and ``slices`` (indices along axis 0); or ``{name: SeedSet}``: all
+    segments in one run on their merged labelmap (module docstring), returning ``{name: mask}``; where two
+    segments' interpolations meet, the later one takes the voxel, and each segment's painted voxels are its own
+    (where two segments' paint overlaps, the first one's, as in Slicer, where the segment higher in the list wins).
     spacing_kji: (sz, sy, sx) in mm (unused: the interpolation is in voxel space, as in Slicer).
     crop: run on the key slices' bounding box + ``margin`` voxels (same voxels, faster).
     isolate: run the ITK filter in a child process (crash-proof, killed on cancel; loading ITK in the child
     takes about 12 s on 2 shared cores); "auto": only for a crop of at least :data:`AUTO_CHILD_VOXELS`
     (in-process the filter sees cancel only at its rare progress events: 3 polls in a 2.3 s run).
-    Returns uint8 (K, J, I), 0/1; the seed slices are exactly as painted.
+    Returns uint8 (K, J, I), 0/1 (``{name: mask}`` for a mapping); the seed slices are exactly as painted.
     """
     check_cancel(cancel)
     check_isolate(isolate, "fbs")
-    volume, mask, slices, _ = check_inputs(volume, seeds, spacing_kji)
+    seed_map = dict(seeds) if isinstance(seeds, Mapping) else {None: seeds}
+    if not seed_map or len(seed_map) > 255:
+        raise SeedError(f"Fill between slices was given {len(seed_map)} segments.", "Give 1 to 255 segments.")
+    checked = {n: check_inputs(volume, s, spacing_kji) for n, s in seed_map.items()}
+    volume = next(iter(checked.values()))[0]
     report(progress, STAGE, 0, 100)
-    out = np.zeros(volume.shape, np.uint8)
-    keys = key_slices(slices, mask)
-    key = np.zeros(volume.shape, np.uint8)
-    key[list(keys)] = mask[list(keys)]
+    key = np.zeros(volume.shape, np.uint8)                     # the merged labelmap of the key slices
+    runs = 0
+    for label, (_, mask, slices, _) in reversed(list(enumerate(checked.values(), start=1))):
+        keys = list(key_slices(slices, mask))
+        key[keys] = np.where(mask[keys] != 0, np.uint8(label), key[keys])   # the first segment's paint on top
+        runs += len([k for k in keys if mask[k].any()]) >= 2
     box = bounding_box(key, margin) if crop else tuple(slice(0, n) for n in key.shape)
-    if box is not None and len([k for k in keys if mask[k].any()]) >= 2:
+    labels = np.zeros(volume.shape, np.uint8)
+    if box is not None and runs:
         sub = key[box]
         if wants_child(isolate, sub.size, AUTO_CHILD_VOXELS):
             result = _interpolate_isolated(sub, cancel=cancel, timeout_s=timeout_s)
         else:
             result = interpolate(sub, cancel=cancel, progress=progress)
         check_cancel(cancel)
-        out[box] = result != 0
-    restore_painted(out, mask, slices)
+        labels[box] = result
+    out = {n: (labels == label).astype(np.uint8) for label, n in enumerate(checked, start=1)}
+    for n in reversed(list(checked)):    # each segment's paint is its own; where paint overlaps, the first one's
+        _, mask, slices, _ = checked[n]
+        painted = np.zeros(volume.shape[0], bool)
+        painted[list(slices)] = True
+        for other in out:
+            if other != n:
+                out[other][painted] &= (mask[painted] == 0)
+        restore_painted(out[n], mask, slices)
     report(progress, STAGE, 100, 100)
-    return out
+    return out if isinstance(seeds, Mapping) else out[None]
 
 
 def _prepare() -> None:
@@ -156,6 +183,9 @@ def _prepare() -> None:
 
 
 fill_between_slices.prepare = _prepare  # type: ignore[attr-defined]
+fill_between_slices.joint = True  # type: ignore[attr-defined]
+#: Slicer's effect interpolates all visible segments in one run: the comparison runs it so whatever its ``joint``.
+fill_between_slices.always_joint = True  # type: ignore[attr-defined]
 
 
 def _interpolate_isolated(labels: np.ndarray, *, cancel=None, timeout_s: Optional[float] = None) -> np.ndarray:
