@@ -82,6 +82,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self.process = None
         self.cancelRequested = False  # Cancel was clicked: on Windows terminate() exits with 1, not a signal
+        self.resumed = False          # the running process continues a run (Resume)
         self.startedAt = 0.0          # time.time() when the running process started (which checkpoint is its own)
         self.logPath = None
         self.logOffset = 0
@@ -342,6 +343,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with open(self.stderrPath, "w") as err:
                 self.process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
             self.cancelRequested = False
+            self.resumed = bool(resumeFrom)
         except Cancelled:
             shutil.rmtree(workDir, ignore_errors=True)
             self.statusLabel.text = "Export cancelled: no training was started."
@@ -440,7 +442,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.statusLabel.text += " " + verdict
             self._refreshBaseModels()
         elif code < 0 or self.cancelRequested:
-            self.statusLabel.text = self.logic.cancelledText(self.outputPath, self.startedAt)
+            self.statusLabel.text = self.logic.cancelledText(self.outputPath, self.startedAt, self.resumed)
         else:
             with open(self.stderrPath, errors="replace") as f:
                 err = f.read()

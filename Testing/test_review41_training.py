@@ -95,10 +95,11 @@ def test_a_new_run_does_not_keep_the_best_file_a_killed_run_left(tmp_path, one_t
             train([_case(0)], out, model_config=IFSSNetConfig(**TINY), cfg=_cfg(4, checkpoint_every=2),
                   validator=_Dice(0.3), val_every=2, progress=_cancel_at(token, 1), cancel=token)
         assert out.read_bytes() == model
-    else:                                     # no validation, to its end
+        assert best_model_path(out).read_bytes() == best
+    else:                                     # no validation, to its end: the earlier run's best is not the new one's
         train([_case(0)], out, model_config=IFSSNetConfig(**TINY), cfg=_cfg(2))
+        assert not best_model_path(out).exists()
     assert not checkpoint_best_path(out).exists()
-    assert best_model_path(out).read_bytes() == best
 
 
 def test_a_resume_into_an_output_does_not_take_a_killed_runs_best_file_for_its_own(tmp_path, one_thread):

@@ -67,3 +67,44 @@ def test_resume_without_the_pairs_is_refused_with_what_to_do(tmp_path):
                                              resume=str(tmp_path / "m.ckpt.pt"))
     with pytest.raises(InputError, match="pairs"):
         IFSSNetTrainingLogic.trainingCommand([], "full", 1, str(tmp_path / "m.pt"), str(tmp_path / "log"))
+
+
+def test_the_status_after_cancelling_a_resumed_run_says_resume_goes_on(slicer_app, tmp_path):
+    """A resumed run cancelled before its next checkpoint: the checkpoint is its own run's (older than the start),
+    not 'an earlier run of this name', and a best model it found since is named as kept for the next Resume."""
+    import time
+
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    from ifssnet.model import IFSSNetConfig
+    from ifssnet.model.checkpoint import save_checkpoint
+    from ifssnet.model import IFSSNet
+    from ifssnet.train import TrainConfig
+
+    from dataclasses import asdict
+
+    out = str(tmp_path / "m.pt")
+    config = IFSSNetConfig(size=32, width_mult=0.25)
+    save_checkpoint(tmp_path / "m.ckpt.pt", IFSSNet(config), config,
+                    {"training": {"step": 2, "config": asdict(TrainConfig(epochs=1, steps_per_epoch=4))}})
+    started = time.time() + 1
+    text = IFSSNetTrainingLogic.cancelledText(out, started, resumed=True)
+    assert text.startswith("Training cancelled before its next checkpoint") and "earlier run" not in text
+    assert "best model" not in text
+    best = tmp_path / "m.ckpt.best.pt"
+    best.write_bytes(b"a best found after the checkpoint")
+    os.utime(best, (started + 5, started + 5))
+    text = IFSSNetTrainingLogic.cancelledText(out, started, resumed=True)
+    assert "(m.ckpt.best.pt); Resume goes on from it" in text
+    assert "Resume would continue an earlier run" in IFSSNetTrainingLogic.cancelledText(out, started)
+
+
+def test_the_card_of_an_earlier_runs_best_goes_with_it(slicer_app, tmp_path):
+    """A run without validation removes an earlier <stem>.best.pt (ifssnet.train); the model card step removes its
+    card, which the effect would show for a file that is not there."""
+    from IFSSNetTrainingLib.logic import _writeBestCard
+
+    card = tmp_path / "m.best.md"
+    card.write_text("# m.best\n")
+    assert _writeBestCard(str(tmp_path / "m.pt"), None) is None
+    assert not card.exists()

@@ -420,7 +420,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     the run goes, that network is the run's own file beside its checkpoint (``MODEL.ckpt.best.pt``,
     :func:`checkpoint_best_path`); where ``MODEL.pt`` is written it is moved to ``MODEL.best.pt``, so a cancelled,
     killed or failed run leaves an earlier run's ``MODEL.best.pt`` as it was (and its own best file for
-    ``--resume``, where it saved a checkpoint). A new run removes a ``MODEL.ckpt.best.pt`` it finds when it starts: it
+    ``--resume``, where it saved a checkpoint); a run that writes ``MODEL.pt`` without a best of its own (no
+    validator) removes an earlier run's ``MODEL.best.pt``, which is not the best of the new model. A new run removes a ``MODEL.ckpt.best.pt`` it finds when it starts: it
     may start only where no unfinished run's checkpoint is, so that file is a killed run's that can never be resumed.
     A fine-tune (``base_model``) validates ``base_model`` first, as step 0, so that ``MODEL.best.pt`` is the
     starting network where no step beats it. The history and the best score travel in the checkpoint, so
@@ -644,6 +645,10 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     save(step, out_path, optimizer=False)
     if rank == 0 and best is not None and run_best.exists():
         os.replace(run_best, best_model_path(out_path))     # the run's best becomes MODEL.best.pt with MODEL.pt
+    elif rank == 0:
+        # MODEL.best.pt is the best of MODEL.pt's run: an earlier run's, left beside a model it is not the best of,
+        # was listed (and recommended) as the new model's best. It goes with the earlier MODEL.pt it belonged to.
+        best_model_path(out_path).unlink(missing_ok=True)
     return out_path
 
 

@@ -352,21 +352,31 @@ class IFSSNetTrainingLogic:
         return path if os.path.exists(path) and _finishedRun(path) is None else None
 
     @classmethod
-    def cancelledText(cls, outputPath: str, startedAt: float) -> str:
+    def cancelledText(cls, outputPath: str, startedAt: float, resumed: bool = False) -> str:
         """The status line after Cancel: whether the run that started at ``startedAt`` (``time.time()``) saved a
         checkpoint that Resume continues (and the best model by validation beside it, ``<stem>.ckpt.best.pt``, which
         becomes ``<stem>.best.pt`` where the resumed run ends; ``<stem>.best.pt`` is as it was), or Resume would
-        continue an earlier run of the same name, or nothing."""
+        continue an earlier run of the same name, or nothing. ``resumed``: the process continued the run (Resume),
+        so a checkpoint older than ``startedAt`` is that run's own last one, and a best model found since then is
+        kept for the next Resume (``ifssnet train --resume`` goes on from it)."""
+        from ifssnet.train import checkpoint_best_path
+
         ckpt = cls.resumePath(outputPath)
+        best = checkpoint_best_path(outputPath)
+        name = os.path.splitext(os.path.basename(outputPath))[0]
+        newBest = best.exists() and os.path.getmtime(best) >= startedAt
         if ckpt and os.path.getmtime(ckpt) >= startedAt:
             text = "Training cancelled. Click Resume to continue from its last checkpoint."
-            from ifssnet.train import checkpoint_best_path
-
-            best = checkpoint_best_path(outputPath)
-            if best.exists() and os.path.getmtime(best) >= startedAt:
-                name = os.path.splitext(os.path.basename(outputPath))[0]
+            if newBest:
                 text += (f" Its best model by validation so far is kept beside the checkpoint ({best.name}) and "
                          f"becomes {name}.best when the run is resumed to its end.")
+            return text
+        if ckpt and resumed:
+            text = ("Training cancelled before its next checkpoint: the steps since the last one are lost. Click "
+                    "Resume to continue from that checkpoint.")
+            if newBest:
+                text += (f" The best model by validation this run found is kept ({best.name}); Resume goes on from "
+                         f"it, and it becomes {name}.best when the run is resumed to its end.")
             return text
         if ckpt:
             return ("Training cancelled before its first checkpoint, so nothing of it was saved. Resume would "
@@ -573,7 +583,9 @@ def _writeBestCard(modelPath: str, baseName: Optional[str]) -> Optional[str]:
     from ifssnet.validation import ValidationScore, best_model_path
 
     bestPath = best_model_path(modelPath)
-    if not bestPath.is_file():
+    if not bestPath.is_file():   # a run without validation removes an earlier run's best (ifssnet.train): its card too
+        with contextlib.suppress(OSError):
+            os.remove(os.path.splitext(str(bestPath))[0] + ".md")
         return None
     try:
         meta = read_meta(bestPath) or {}
