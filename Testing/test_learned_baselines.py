@@ -370,10 +370,12 @@ def test_cli_trains_both_and_the_comparison_runs_them(tmp_path):
 
 @pytest.mark.parametrize("extra, named", [(["--val", "CASE"], "--val"), (["--burn-in", "8"], "--burn-in"),
                                           (["--tversky-beta", "0.65"], "--tversky-beta"), (["--ema", "0.99"], "--ema"),
-                                          (["--val-every", "5"], "--val-every"), (["--cycle", "4"], "--cycle")])
+                                          (["--val-every", "5"], "--val-every"), (["--cycle", "4"], "--cycle"),
+                                          (["--cycle", "0"], "--cycle"), (["--warmup", "0"], "--warmup")])
 def test_options_a_baseline_would_ignore_are_refused_by_name(tmp_path, capsys, extra, named):
     """Every IFSS-Net option outside what --arch pgnet / unet3d read is refused before any case is read (--val
-    was silently ignored): the message names it, exit 2, nothing written."""
+    was silently ignored): the message names it, exit 2, nothing written; also typed at its default value
+    (--cycle 0, --warmup 0 were accepted and ignored)."""
     from cli_output import error_line
     from ifssnet.cli import main
 

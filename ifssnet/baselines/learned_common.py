@@ -307,15 +307,19 @@ PGNET_OPTIONS = frozenset({"bce_weight"})
 def refuse_ifssnet_only(args, parser) -> None:
     """Refuse (:class:`~ifssnet.errors.InputError`, naming them) the ``ifssnet train`` options that ``--arch``
     ``args.arch`` would ignore: every option outside :data:`BASELINE_OPTIONS` (and, for PG-Net,
-    :data:`PGNET_OPTIONS`) whose value differs from ``parser``'s default. Call it before the recipe's defaults are
-    filled in (:func:`ifssnet.train_cli.fill_recipe`)."""
+    :data:`PGNET_OPTIONS`) typed on the command line (:func:`ifssnet.train_cli.typed_options`: also at the parser's
+    default, ``--val-every 50``), or, for a namespace built in code, whose value differs from ``parser``'s default.
+    Call it before the recipe's defaults are filled in (:func:`ifssnet.train_cli.fill_recipe`)."""
+    from ..train_cli import _given, typed_options
+
+    typed = typed_options(args)
     names: dict = {}
     for action in parser._actions:
         if action.option_strings:
             names.setdefault(action.dest, action.option_strings[0])
     read = BASELINE_OPTIONS | (PGNET_OPTIONS if args.arch == "pgnet" else frozenset())
     given = [dest for dest, value in sorted(vars(args).items())
-             if dest in names and dest not in read and value != parser.get_default(dest)]
+             if dest in names and dest not in read and _given(args, parser, typed, dest)]
     label = _LABEL.get(args.arch, args.arch)
     parts = [(f"{', '.join(names[d] for d in dests)}: implemented for {who} only, not {label}")
              for dests, who in (([d for d in given if d not in PGNET_OPTIONS], "IFSS-Net"),
