@@ -295,3 +295,38 @@ def test_fill_between_slices_runs_all_segments_together_as_slicers_effect():
         assert r["joint"] == 1 and not r["error"]
     # one segment alone is what Slicer gives with that segment the only one visible
     np.testing.assert_array_equal(fill_between_slices(vol, {"A": seeds["A"]}, (1.0, 1.0, 1.0))["A"], alone["A"])
+
+
+def _slicer_crop(labels):
+    """The crop of Slicer's auto-complete effects (AbstractScriptedSegmentEditorAutoCompleteEffect.preview): the
+    segments' extent, grown per axis by 10 % of it, at least 3 voxels, clipped to the volume."""
+    box = []
+    for ax in range(3):
+        nz = np.flatnonzero(np.moveaxis(labels, ax, 0).reshape(labels.shape[ax], -1).any(axis=1))
+        m = int(max(3, 0.1 * (nz[-1] - nz[0])))
+        box.append(slice(max(0, nz[0] - m), min(labels.shape[ax], nz[-1] + m + 1)))
+    return tuple(box)
+
+
+def test_fill_between_slices_crops_as_slicers_effect():
+    """FBS ran the filter on the key slices' bounding box + 2 voxels and claimed the same voxels as the whole volume;
+    but the interpolated shapes can reach past the key shapes' box (here 15 voxels one row and column out; on the
+    held-out phantoms up to 561 voxels of SOL). Slicer's effect runs it on the segments' extent + 10 % (3 voxels at
+    least), which cuts what lies beyond; FBS now crops as Slicer does and gives Slicer's voxels."""
+    pytest.importorskip("itk")
+    from ifssnet.baselines.fbs import fill_between_slices
+    from ifssnet.seeds import SeedSet
+
+    K, J, I = 21, 44, 60
+    jj, ii = np.ogrid[:J, :I]
+    mask = np.zeros((K, J, I), np.uint8)
+    for k, ellipses in {0: [(13, 28, 4, 8), (15, 31, 4, 7), (13, 25, 4, 6)],
+                        20: [(8, 28, 1, 10), (9, 24, 1, 5), (5, 20, 4, 4)]}.items():
+        for cj, ci, rj, ri in ellipses:
+            mask[k] |= (((jj - cj - 10) / rj) ** 2 + ((ii - ci - 10) / ri) ** 2 <= 1).astype(np.uint8)
+    want = np.zeros_like(mask)
+    box = _slicer_crop(mask)
+    want[box] = _slicer_fill_between_slices(mask[box]) != 0
+    out = fill_between_slices(np.zeros_like(mask), SeedSet(mask, (0, 20)), (1.0, 1.0, 1.0))
+    np.testing.assert_array_equal(out, want)
+    assert out[1:20].sum() > 100
