@@ -330,3 +330,69 @@ def test_fill_between_slices_crops_as_slicers_effect():
     out = fill_between_slices(np.zeros_like(mask), SeedSet(mask, (0, 20)), (1.0, 1.0, 1.0))
     np.testing.assert_array_equal(out, want)
     assert out[1:20].sum() > 100
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. One comparison reads the network's file once, not once per propagation
+
+
+def test_a_comparison_reads_the_model_file_once(tiny_model, tmp_path, monkeypatch, capsys):
+    """compare() handed the checkpoint's path to every propagation, which read it again (48 ms each on the shipped
+    file): once per muscle, and per case in compare-set. It is read once per run now, and the rows are the same."""
+    pytest.importorskip("torch")
+    from ifssnet.model import checkpoint
+
+    reads = []
+    real = checkpoint.load_checkpoint
+
+    def counting(*args, **kwargs):
+        reads.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", counting)
+    m = _muscle()
+    other = np.zeros_like(m)
+    other[4:36, 15:19, 6:18] = 1
+    refs = {"GM": m, "SOL": other}
+    options = {"ifssnet": {"model": tiny_model, "device": "cpu"}}
+    rows = C.compare(_volume(m), refs, GEO.spacing_kji, ["ifssnet"], method_options=options, keep_masks=True)
+    assert len(reads) == 1 and all(not r["error"] for r in rows)
+    assert options == {"ifssnet": {"model": tiny_model, "device": "cpu"}}      # the caller's options as they were
+    from ifssnet.propagate import propagate
+
+    for r in rows:   # the same masks as a propagation that reads the file itself
+        seeds = C.protocol_seeds(refs[r["muscle"]])
+        np.testing.assert_array_equal(r["mask"], propagate(_volume(m), seeds, tiny_model, device="cpu",
+                                                           slice_spacing_mm=GEO.spacing_kji[0]).masks["segment"])
+    for n in (1, 2):
+        (tmp_path / f"c{n}").mkdir()
+        write_volume(Image(_volume(m), GEO), tmp_path / f"c{n}" / "volume.nrrd")
+        write_segmentation(segmentation_from_masks(refs, GEO), tmp_path / f"c{n}" / "reference.seg.nrrd")
+    del reads[:]
+    C.compare_set([tmp_path / "c1", tmp_path / "c2"], ["ifssnet"], method_options=options)
+    assert len(reads) == 1
+    del reads[:]   # the command line: the file its check before the work read is the network it runs
+    code, _, _ = run_cli(capsys, "compare-set", tmp_path / "c1", tmp_path / "c2", "--methods", "ifssnet",
+                         "--model", tiny_model, "--device", "cpu")
+    assert code == 0 and len(reads) == 1
+
+
+def test_a_comparison_reads_a_learned_baselines_file_once_and_a_missing_one_still_fails_per_row(tmp_path, monkeypatch):
+    torch, UNet3D, UNet3DConfig, _ = _unet_classes()
+    from ifssnet.baselines import learned_common
+    from ifssnet.baselines.learned_common import save_model
+
+    cfg = UNet3DConfig(size=16, segments=("GM", "SOL"), width=2, patch=(8, 16, 16))
+    path = save_model(tmp_path / "u.pt", UNet3D(cfg), "unet3d", cfg.to_dict())
+    reads = []
+    real = learned_common.load_model_file
+    monkeypatch.setattr(learned_common, "load_model_file", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    m = _muscle()
+    other = np.zeros_like(m)
+    other[4:36, 15:19, 6:18] = 1
+    rows = C.compare(_volume(m), {"GM": m, "SOL": other}, GEO.spacing_kji, ["unet3d"],
+                     method_options={"unet3d": {"model": path, "device": "cpu"}})
+    assert len(reads) == 1 and all(not r["error"] for r in rows)
+    rows = C.compare(_volume(m), {"GM": m, "SOL": other}, GEO.spacing_kji, ["unet3d"],
+                     method_options={"unet3d": {"model": tmp_path / "none.pt", "device": "cpu"}})
+    assert [("does not exist" in r["error"]) for r in rows] == [True, True]    # as before: an error row per muscle

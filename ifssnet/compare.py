@@ -13,7 +13,8 @@ counts leaks beyond the muscle's ends.
 
 Timing and memory, per method and muscle, in this process:
 
-- ``time_s``: wall-clock seconds of the method call (``time.perf_counter``), seeds and scoring excluded.
+- ``time_s``: wall-clock seconds of the method call (``time.perf_counter``), seeds and scoring excluded, and
+  reading a network's file too: it is read once per run, before the first call (``registry.load_once``).
 - ``peak_mb``: peak resident memory (RSS) of the process during the call, above its RSS just before
   the call, in MiB; ``mem_source`` says how it was read, and ``gpu_peak_mb`` is a torch method's GPU peak
   when CUDA is in use (:mod:`ifssnet.peak_memory` measures all three and says how).
@@ -206,7 +207,7 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
     Seeds that Propagate refuses (fewer than 3 annotated slices: :func:`check_seeds`), given or cut with a
     ``count`` under 3, raise :class:`SeedError` before any method runs.
     """
-    from .baselines.registry import get, prepare
+    from .baselines.registry import get, load_once, prepare
 
     volume = np.asarray(volume)
     methods = [m.strip().lower() for m in methods if m and m.strip()]
@@ -220,6 +221,8 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
         _check_options(name, get(name), options.get(name))  # unknown name or option: fail before any work
     for name in methods:
         prepare(name)  # a missing package (ITK, torch) fails here, before any work
+    for name in methods:   # a network's file is read once per run, not for each muscle (registry.load_once)
+        options[name] = load_once(name, options.get(name))
     seeds = dict(seeds or {})
     from .preprocess import check_image
 
@@ -555,6 +558,14 @@ def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, p
         raise SeedError(f"Protocol '3-seeds' with count {count} cuts {count} seed slice{'s' if count > 1 else ''} per "
                         "segment; Propagate needs at least 3, and the comparison starts every method from the same "
                         "seeds.", COUNT_TODO)
+    from .baselines.registry import get, load_once, prepare
+
+    options = dict(kwargs.get("method_options") or {})
+    for name in {m.strip().lower() for m in methods if m and m.strip()}:   # as compare() names them
+        if _known(get, name):    # each network's file read once for all cases, not once per case
+            prepare(name)
+            options[name] = load_once(name, options.get(name))
+    kwargs["method_options"] = options
     rows: List[dict] = []
     for i, case in enumerate(case_dirs):
         check_cancel(cancel)
@@ -576,6 +587,15 @@ def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, p
     report(progress, "Cases", len(case_dirs), len(case_dirs))
     return {"rows": rows, "summary": summarize(rows, ("method",)),
             "summary_by_muscle": summarize(rows, ("method", "muscle"))}
+
+
+def _known(get, name: str) -> bool:
+    """Whether ``name`` is a method ``get`` can give; an unknown one is left to :func:`compare` to refuse."""
+    try:
+        get(name)
+    except IFSSNetError:
+        return False
+    return True
 
 
 def plot_summary(summary: Sequence[dict], path, title: str = "") -> Path:

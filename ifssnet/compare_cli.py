@@ -132,8 +132,8 @@ def _options(args) -> Dict[str, dict]:
     if args.model or args.device != "auto":
         for name in ("ifssnet", "pgnet", "unet3d"):
             opts[name] = {"device": args.device}
-            if args.model and name == "ifssnet":
-                opts[name]["model"] = args.model
+            if args.model and name == "ifssnet":   # the network _check_before_work read, else the file
+                opts[name]["model"] = getattr(args, "loaded_model", None) or args.model
     for method, kv in parse_options(args.option).items():
         opts.setdefault(method, {}).update(kv)
     return opts
@@ -158,7 +158,8 @@ def _jsonable(rows: Sequence[dict]) -> List[dict]:
 def _check_before_work(args, methods: Sequence[str], inputs: Sequence) -> None:
     """What can be checked cheaply, before the long work: each of --csv and --plot can be written and is not
     an input file (the --model file included) nor the other of the two, the plot's format and matplotlib are there,
-    every --option names a compared method, and the --model file loads."""
+    every --option names a compared method, and the --model file loads (the network read here is the one the
+    comparison runs: the file is read once, ``args.loaded_model``)."""
     import os
 
     not_compared = [m for m in parse_options(args.option) if m not in methods]
@@ -188,9 +189,10 @@ def _check_before_work(args, methods: Sequence[str], inputs: Sequence) -> None:
         from .errors import require
 
         require("torch")
-        from .model.checkpoint import load_checkpoint
+        from .propagate import load_model
 
-        load_checkpoint(args.model)  # missing, corrupt, unsafe or another kind: exit 3 before any work
+        # missing, corrupt, unsafe or another kind: exit 3 before any work; the comparison runs this network
+        args.loaded_model = load_model(args.model, "cpu")
 
 
 def _cli_compare(args) -> int:

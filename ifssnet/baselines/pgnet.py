@@ -54,6 +54,7 @@ from ..progress import CancelLike, ProgressFn, check_cancel, report
 from . import check_inputs
 from ..loss import soft_dice_loss, weighted_bce_with_logits
 from .learned_common import (BaselineTrainConfig, check_cases, fit, prepare_torch, resolve_device, resolve_model)
+from .registry import loaded_once
 
 ARCH = "pgnet"
 __all__ = ["PGNetConfig", "PGNet", "PGNetTrainConfig", "train_pgnet", "pgnet", "load_pgnet"]
@@ -428,4 +429,6 @@ def _probabilities(net: PGNet, work, grid, seed_mask, slices, dev, batch, progre
 
 
 pgnet.prepare = prepare_torch  # type: ignore[attr-defined]
+# the comparison reads the model file once per run (registry.load_once), not once per muscle
+pgnet.load_once = loaded_once(lambda model: resolve_model(model, ARCH, _build, PGNet, "cpu"))  # type: ignore[attr-defined]
 pgnet.joint = True  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import threading
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional
@@ -158,6 +159,34 @@ def prepare(name: str) -> None:
         hook()
 
 
+def load_once(name: str, options: Optional[dict]) -> dict:
+    """``options`` of method ``name`` with what it would read on every call read once: a method opts in with a
+    ``load_once`` attribute, ``options -> options`` (the networks: the ``model`` file, or the shipped one, becomes
+    the loaded network). :func:`ifssnet.compare.compare` and ``compare_set`` call it once per run, so the file
+    is not read again for each muscle and case. A new dict; the caller's is left as it is."""
+    hook = getattr(get(name), "load_once", None)
+    opts = dict(options or {})
+    return hook(opts) if callable(hook) else opts
+
+
+def loaded_once(load: Callable[[object], object]) -> Callable[[dict], dict]:
+    """A ``load_once`` hook that replaces ``options["model"]`` (a path, or None for the default file) by
+    ``load(model)``, the network on the CPU (each call moves it to its device). A file that cannot be loaded is
+    left to the method's call, whose error then goes into the rows as before (one per muscle, the others run)."""
+    from ..errors import IFSSNetError
+
+    def hook(options: dict) -> dict:
+        model = options.get("model")
+        if model is None or isinstance(model, (str, os.PathLike)):
+            try:
+                options = dict(options, model=load(model))
+            except IFSSNetError:
+                pass
+        return options
+
+    return hook
+
+
 def _network_method(volume, seeds, spacing_kji, *, model=None, device: str = "auto", progress=None, cancel=None,
                     **options):
     """IFSS-Net as a method: :func:`ifssnet.propagate.propagate` on one SeedSet, returns its uint8 (K, J, I) mask;
@@ -190,7 +219,14 @@ def _prepare_network() -> None:
                               "Install it with: python -m pip install torch (in Slicer: the PyTorch extension).") from exc
 
 
+def _load_network(model):
+    from ..propagate import load_model
+
+    return load_model(model, "cpu")
+
+
 _network_method.prepare = _prepare_network  # type: ignore[attr-defined]
+_network_method.load_once = loaded_once(_load_network)  # type: ignore[attr-defined]
 _network_method.joint = True  # type: ignore[attr-defined]
 
 

@@ -56,6 +56,7 @@ from ..progress import CancelLike, ProgressFn, check_cancel, report
 from . import check_inputs, restore_painted
 from ..loss import soft_dice_loss, weighted_bce_with_logits
 from .learned_common import (BaselineTrainConfig, check_cases, fit, prepare_torch, resolve_device, resolve_model)
+from .registry import loaded_once
 
 ARCH = "unet3d"
 __all__ = ["UNet3DConfig", "UNet3D", "UNet3DTrainConfig", "train_unet3d", "unet3d", "load_unet3d", "SlidingWindow"]
@@ -455,3 +456,5 @@ def unet3d(volume, seeds, spacing_kji, *, segment=None, progress: Optional[Progr
 
 
 unet3d.prepare = prepare_torch  # type: ignore[attr-defined]
+# the comparison reads the model file once per run (registry.load_once), not once per muscle
+unet3d.load_once = loaded_once(lambda model: resolve_model(model, ARCH, _build, UNet3D, "cpu"))  # type: ignore[attr-defined]
