@@ -11,6 +11,7 @@ from ifssnet.io import Geometry, Image, segmentation_from_masks, write_segmentat
 from ifssnet.seeds import cut_seeds, make_seed_segmentation
 
 from cli_output import error_line, run_cli  # noqa: E402
+from test_compare_errors import _volume  # noqa: E402
 from slicer_nodes import scene_nodes  # noqa: E402,F401  (fixture; puts the Slicer modules on sys.path)
 from slicer_fixture import slicer_app, slicer_scene  # noqa: E402,F401  (fixtures)
 
@@ -24,11 +25,6 @@ def _muscle():
     m = np.zeros((K, J, I), np.uint8)
     m[4:36, 5:15, 6:18] = 1
     return m
-
-
-def _volume(m):
-    rng = np.random.default_rng(0)
-    return (40 + 60 * m + rng.normal(0, 8, m.shape)).clip(0, 255).astype(np.uint8)
 
 
 @pytest.fixture

@@ -16,20 +16,9 @@ from ifssnet.train import TrainConfig, checkpoint_best_path, checkpoint_path, tr
 from ifssnet.validation import ValidationScore, best_model_path, best_of, best_score
 
 from test_train import TINY, _case, one_thread  # noqa: F401 (a fixture)
+from test_train_best_file import _Dice
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-class _Dice:
-    """A validator that scores the given Dice in turn and records the steps it is called at."""
-
-    def __init__(self, *dice):
-        self.dice, self.steps = list(dice), []
-
-    def __call__(self, model, step, rank=0, world=1, cancel=None):
-        self.steps.append(step)
-        d = self.dice[len(self.steps) - 1]
-        return ValidationScore(step, d, 10.0, 0.0, {"A": d})
 
 
 def _cfg(steps=4, checkpoint_every=1, seed=0):
