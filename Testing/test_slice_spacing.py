@@ -192,7 +192,7 @@ def test_the_shipped_networks_know_the_spacing_they_were_trained_at():
     assert load_pgnet(models / "pgnet.pt")[0].config.slice_spacing_mm == pytest.approx(1.108)   # the same phantoms
 
 
-def test_set_slice_spacing_writes_pgnet_files_and_refuses_others(tmp_path):
+def test_set_slice_spacing_writes_pgnet_and_unet_files_and_refuses_others(tmp_path):
     import torch
 
     from ifssnet.baselines.learned_common import save_model
@@ -209,5 +209,11 @@ def test_set_slice_spacing_writes_pgnet_files_and_refuses_others(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), back.state_dict().values()))
     u = UNet3D(UNet3DConfig(size=32, segments=("A",), width=4, patch=(8, 32, 32)))
     upath = save_model(tmp_path / "u.pt", u, "unet3d", u.config.to_dict())
+    set_slice_spacing(upath, 0.9)             # U-Net files too, since session 41 (its inference thins finer sweeps)
+    from ifssnet.baselines.unet3d import load_unet3d
+
+    assert load_unet3d(upath)[0].config.slice_spacing_mm == 0.9
+    other = tmp_path / "other.pt"
+    torch.save({"arch": "something else", "state_dict": {}}, other)
     with pytest.raises(ModelError):
-        set_slice_spacing(upath, 0.9)
+        set_slice_spacing(other, 0.9)
