@@ -333,7 +333,9 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
         areas = masks.sum(dim=(1, 2)).clamp(min=0)
         painted_areas = areas[areas > 0]              # slices marked "no muscle here" do not lower the bar
         area = float(painted_areas.mean()) if len(painted_areas) else 0.0
-        min_area[name] = max(2.0, min_area_fraction * area)
+        # A floor of 2 working pixels keeps a speck from counting as muscle, but never above half the seeds'
+        # own area: a muscle painted smaller than 2 pixels (a tip, a coarse grid) would be quiet on every slice.
+        min_area[name] = max(min(2.0, 0.5 * area), min_area_fraction * area)
         runs += make_runs(name, painted_work[name], K, between_only)
         acc[name] = Accumulator.zeros(K, S, peak=settings.get("blend") == "max")
     ended: Dict[str, List[int]] = {n: [] for n in seed_map}

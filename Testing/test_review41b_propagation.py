@@ -1,0 +1,34 @@
+"""Review 41b: propagation edge cases on tiny inputs with stand-in networks (each test failed before its fix)."""
+import warnings
+
+import numpy as np
+import torch
+
+from fake_models import CopyModel, EmptyModel
+from ifssnet.propagate import propagate
+from ifssnet.seeds import cut_seeds
+
+
+def _volume(shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 255, shape).astype(np.uint8)
+
+
+def test_a_seed_smaller_than_two_working_pixels_is_propagated():
+    """The stop compared each slice's area with ``max(2, 0.1 x the seeds' area)`` working-grid pixels: a
+    muscle painted as 1 pixel (its tip, or a coarse working grid) was "quiet" on every slice although the
+    network carried it unchanged, so both runs ended after ``patience`` slices and dropped what they had."""
+    K, J, I = 30, 32, 32                                  # the working grid (32) is the volume's: no resampling
+    m = np.zeros((K, J, I), np.uint8)
+    m[:, 16, 16] = 1
+    res = propagate(_volume((K, J, I)), {"T": cut_seeds(m, (14, 15, 16))}, CopyModel(size=32), device="cpu")
+    np.testing.assert_array_equal(res.masks["T"], m)
+    assert res.ended["T"] == []
+
+
+def test_a_run_still_ends_where_a_tiny_muscle_vanishes():
+    """The floor still ends a run whose mask vanishes (the fix lowers it only below the seeds' own area)."""
+    K, J, I = 30, 32, 32
+    m = np.zeros((K, J, I), np.uint8)
+    m[:, 16, 16] = 1
+    res = propagate(_volume((K, J, I)), {"T": cut_seeds(m, (14, 15, 16))}, EmptyModel(size=32), device="cpu")
+    assert res.masks["T"].any(axis=(1, 2)).sum() == 3 and len(res.ended["T"]) == 2
