@@ -32,3 +32,29 @@ def test_a_run_still_ends_where_a_tiny_muscle_vanishes():
     m[:, 16, 16] = 1
     res = propagate(_volume((K, J, I)), {"T": cut_seeds(m, (14, 15, 16))}, EmptyModel(size=32), device="cpu")
     assert res.masks["T"].any(axis=(1, 2)).sum() == 3 and len(res.ended["T"]) == 2
+
+
+def test_confidence_drops_where_the_muscle_is_lost_between_two_painted_slices():
+    """Painted with muscle on 3-5 and 22-24, a network that loses it leaves 6-21 empty. The muscle is one
+    run of slices, so those empty slices are wrong; they scored 1 (an empty slice had no distance term)."""
+    K, J, I = 28, 40, 40
+    m = np.zeros((K, J, I), np.uint8)
+    m[:, 10:30, 10:30] = 1
+    res = propagate(_volume((K, J, I)), {"T": cut_seeds(m, (3, 4, 5, 22, 23, 24))}, EmptyModel(size=32),
+                    device="cpu", patience=3)
+    conf = res.confidence["T"]
+    assert not res.masks["T"][6:22].any()
+    assert conf[13] < 0.5 and conf[13] < conf[7] < conf[6]
+    assert np.all(conf[:3] == 1.0) and np.all(conf[25:] == 1.0)     # past the paint: no muscle is not known wrong
+    assert np.all((conf >= 0) & (conf <= 1)) and conf.dtype == np.float32
+
+
+def test_a_no_muscle_mark_between_painted_slices_keeps_an_empty_gap_confident():
+    """Two pieces (a mark between them): the empty slices around the mark are not known to be wrong."""
+    K, J, I = 28, 40, 40
+    m = np.zeros((K, J, I), np.uint8)
+    m[:, 10:30, 10:30] = 1
+    m[14] = 0
+    seeds = cut_seeds(m, (3, 4, 5, 14, 22, 23, 24))
+    res = propagate(_volume((K, J, I)), {"T": seeds}, EmptyModel(size=32), device="cpu", patience=3)
+    assert np.all(res.confidence["T"] == 1.0)

@@ -98,14 +98,30 @@ def next_slice_to_paint(present, painted: Sequence[int]) -> Optional[int]:
     return int(middle) if length >= 2 else None
 
 
-def slice_confidence(mean_p, var_p, band: int = 2, painted: Sequence[int] = ()) -> np.ndarray:
+def between_painted_muscle(n: int, painted: Sequence[int], muscle: Sequence[int]) -> np.ndarray:
+    """(n,) bool: the slices between two consecutive ``painted`` slices that both hold the muscle
+    (``muscle``, a subset of ``painted``). A muscle's slices along a sweep are one run, so it is there
+    on each of them; a painted slice with no muscle ("no muscle here") between two breaks the span."""
+    inside = np.zeros(int(n), bool)
+    held = {int(k) for k in muscle}
+    marks = sorted({int(k) for k in painted if 0 <= int(k) < n})
+    for a, b in zip(marks[:-1], marks[1:]):
+        if a in held and b in held:
+            inside[a:b + 1] = True
+    return inside
+
+
+def slice_confidence(mean_p, var_p, band: int = 2, painted: Sequence[int] = (),
+                     muscle: Sequence[int] = ()) -> np.ndarray:
     """Per-slice confidence (K,) in [0, 1] from blended probabilities ``mean_p`` (K, S, S) and the
     variance between runs ``var_p`` (K, S, S).
 
     In a band of ``band`` pixels around the predicted boundary: 1 - mean binary entropy (bits) of
     ``mean_p``, times 1 - mean of 4 x ``var_p`` (runs that disagree). A slice with no foreground and
     no probability above 0.1 scores 1. With ``painted`` (slice indices), slices with foreground are
-    also multiplied by :func:`distance_confidence`.
+    also multiplied by :func:`distance_confidence`, and so are those between two painted slices that
+    hold the muscle (``muscle``, :func:`between_painted_muscle`): the muscle is there, so an empty
+    prediction on them is wrong.
     """
     import torch
     import torch.nn.functional as F
@@ -125,6 +141,7 @@ def slice_confidence(mean_p, var_p, band: int = 2, painted: Sequence[int] = ()) 
     conf[ring.sum(dim=(1, 2)) == 0] = 1.0
     conf = conf.clamp(0, 1).numpy().astype(np.float32)
     if len(painted):
-        covered, _ = painted_extent(fg[:, 0].flatten(1).any(dim=1).numpy(), painted)
+        present = fg[:, 0].flatten(1).any(dim=1).numpy() | between_painted_muscle(len(conf), painted, muscle)
+        covered, _ = painted_extent(present, painted)
         conf[covered] *= distance_confidence(covered, painted)[covered]
     return conf

@@ -404,8 +404,9 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
         check_cancel(cancel)
         a = acc.pop(name)
         mean_p, var_p = a.mean_and_variance()
-        confidence[name] = frames.to_sweep(slice_confidence(mean_p, var_p, painted=painted_work[name])
-                                           ).astype(np.float32)
+        muscle = [j for j, mask in seed_work[name].items() if bool(mask.any())]
+        confidence[name] = frames.to_sweep(slice_confidence(mean_p, var_p, painted=painted_work[name],
+                                                            muscle=muscle)).astype(np.float32)
         blended[name] = a.max_blend() if a.peak is not None else mean_p
         # No run writes on the painted frames: give them their painted masks, as PG-Net does, so the slices
         # between a painted frame and the next kept one (a thinned sweep) interpolate from the paint, not from 0.
