@@ -446,7 +446,11 @@ def read_segmentation(path, reference: Optional[Geometry] = None,
     if reference is not None:
         shape = tuple(reference_shape) if reference_shape is not None else seg.shape
         if not seg.geometry.same_as(reference) or seg.shape != shape:
-            seg = resample_segmentation(seg, reference, shape, progress=progress, cancel=cancel)
+            return resample_segmentation(seg, reference, shape, progress=progress, cancel=cancel)
+    for s in seg.segments:      # a tag's slices past a cropped file's grid (kept for a resampling onto the volume)
+        a = s.annotated
+        if a is not None and any(not 0 <= v < seg.shape[a.axis] for v in a.slices):
+            s.annotated = _annotated_on(a, seg.geometry, seg.geometry, seg.shape)
     return seg
 
 
@@ -460,6 +464,9 @@ def _read_seg_nrrd(path: Path, progress: Optional[ProgressFn] = None, cancel: Ca
                          "Check that it is a complete .seg.nrrd saved by Slicer or by ifssnet.") from exc
     voxels = np.asarray(raw["voxels"])
     geometry = Geometry.from_ijk_to_lps(raw["ijkToLPS"])
+    # Slicer saved cropped ('crop to minimum extent'): voxel 0 of the file is voxel `offset` (i, j, k) of the grid
+    # the segment tags were written on, so a tag's slice s is the file's slice s - offset (maybe outside the file).
+    offset_kji = [int(v) for v in (raw.get("referenceImageExtentOffset") or (0, 0, 0))][::-1]
     segments = []
     infos = raw.get("segments", [])
     report(progress, STAGE_READING, 0, len(infos))
@@ -471,6 +478,8 @@ def _read_seg_nrrd(path: Path, progress: Optional[ProgressFn] = None, cancel: Ca
         mask = np.ascontiguousarray((layer == int(info.get("labelValue", 1))).transpose(2, 1, 0)).view(np.uint8)
         tags = info.get("tags", {}) or {}
         annotated = AnnotatedSlices.from_tag(tags[ANNOTATED_TAG]) if ANNOTATED_TAG in tags else None
+        if annotated is not None and offset_kji[annotated.axis]:
+            annotated = AnnotatedSlices(annotated.axis, tuple(s - offset_kji[annotated.axis] for s in annotated.slices))
         color = tuple(info.get("color", DEFAULT_COLORS.get(info.get("name", ""), (0.5, 0.5, 0.5))))
         segments.append(Segment(info.get("name", info.get("id", "Segment")), mask, color, annotated))
         report(progress, STAGE_READING, n + 1, len(infos))

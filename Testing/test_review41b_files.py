@@ -1,0 +1,79 @@
+"""Review 41b: files and formats on the command line (``ifssnet.io``, ``ifssnet propagate | seeds | evaluate``).
+
+Each test pins one bug found on a file as Slicer 5.x (slicer-core's real ``vtkMRMLSegmentationStorageNode``) or an
+older Slicer leaves it, or as a user passes it on the command line.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from slicer_fixture import available, slicer_app  # noqa: F401  (fixture)
+
+from ifssnet import io
+from ifssnet.cli import main
+
+needs_slicer = pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")
+
+SHAPE = (12, 10, 14)   # (k, j, i)
+RAS = np.array([[-0.66582582, 0.04649461, -0.48685315, -12.5],
+                [-0.06832641, -0.88707699, 0.22045233, 30.25],
+                [0.20495727, 0.14468125, 1.50810304, 7.0],
+                [0.0, 0.0, 0.0, 1.0]])
+GEOMETRY = io.Geometry.from_ijk_to_lps(np.diag([-1.0, -1.0, 1.0, 1.0]) @ RAS)
+
+
+def _masks():
+    a = np.zeros(SHAPE, np.uint8)
+    a[3:6, 2:5, 3:8] = 1
+    b = np.zeros(SHAPE, np.uint8)
+    b[4:9, 3:7, 5:10] = 1                        # overlaps a: a second layer
+    return {"GM": a, "SOL": b}
+
+
+def _slicer_file(slicer, path, masks, tags=None, crop=False):
+    """Save ``masks`` (name -> (K, J, I)) on ``GEOMETRY``'s volume as Slicer 5.x saves a segmentation; ``crop``:
+    with 'crop to minimum extent', which writes Segmentation_ReferenceImageExtentOffset."""
+    import slicer.util
+
+    vol = slicer.util.addVolumeFromArray(np.zeros(SHAPE, np.int16), RAS, "US")
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Seg")
+    seg.CreateDefaultDisplayNodes()
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(vol)
+    for name, mask in masks.items():
+        sid = seg.GetSegmentation().AddEmptySegment("", name)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask, seg, sid, vol)
+        for key, value in (tags or {}).get(name, {}).items():
+            seg.GetSegmentation().GetSegment(sid).SetTag(key, value)
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetCropToMinimumExtent(crop)
+    storage.SetFileName(str(path))
+    seg.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.WriteData(seg)
+    return path
+
+
+@needs_slicer
+def test_a_seed_file_slicer_saved_cropped_keeps_its_annotated_slices_where_they_were_painted(slicer_app, tmp_path):
+    """Slicer's 'crop to minimum extent' saves the segments' bounding box and Segmentation_ReferenceImageExtentOffset;
+    the segment tags (written by the Slicer module on the volume's grid) are not changed. ``read_segmentation`` took
+    the tag's slices for slices of the cropped file and shifted them by the crop onto the volume's grid: painted on
+    3, 4, 5 with 'no muscle here' on 7, the seeds came back as 6, 7, 8, 10 (propagation then started from empty
+    slices). The tag is read on the grid of the file's reference image (its extent offset)."""
+    import nrrd
+
+    masks = _masks()
+    path = _slicer_file(slicer_app, tmp_path / "seeds.seg.nrrd", masks,
+                        {"GM": {io.ANNOTATED_TAG: "0:3,4,5,7"}}, crop=True)
+    assert nrrd.read_header(str(path))["Segmentation_ReferenceImageExtentOffset"] != "0 0 0"
+    seg = io.read_segmentation(path, reference=GEOMETRY, reference_shape=SHAPE)
+    assert seg.get("GM").annotated == io.AnnotatedSlices(0, (3, 4, 5, 7))
+    for name, mask in masks.items():
+        np.testing.assert_array_equal(seg.mask(name), mask)
+    # on the file's own (cropped) grid: the tag's slices move with it, and slice 7 (past the crop) is dropped
+    own = io.read_segmentation(path)
+    offset_k = int(nrrd.read_header(str(path))["Segmentation_ReferenceImageExtentOffset"].split()[2])
+    assert own.get("GM").annotated == io.AnnotatedSlices(0, tuple(s - offset_k for s in (3, 4, 5, 7)
+                                                                   if s - offset_k < own.shape[0]))
