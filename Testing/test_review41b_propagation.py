@@ -58,3 +58,38 @@ def test_a_no_muscle_mark_between_painted_slices_keeps_an_empty_gap_confident():
     seeds = cut_seeds(m, (3, 4, 5, 14, 22, 23, 24))
     res = propagate(_volume((K, J, I)), {"T": seeds}, EmptyModel(size=32), device="cpu", patience=3)
     assert np.all(res.confidence["T"] == 1.0)
+
+
+class _OomAfter(CopyModel):
+    """Raises CUDA's out-of-memory error on its 4th window, once (a GPU that fills up mid-run)."""
+
+    def __init__(self):
+        super().__init__(size=32)
+        self.calls = 0
+
+    def forward(self, image, prev_mask, state=None):
+        self.calls += 1
+        if self.calls == 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().forward(image, prev_mask, state)
+
+
+def test_progress_does_not_go_back_when_a_gpu_runs_out_of_memory():
+    """The CPU fallback starts the propagation again: it reported "preparing" and "propagating" from 0 after
+    the first try had reached window 3, so Slicer's bar jumped back. Each stage's count now only goes up,
+    and no stage comes back after a later one."""
+    K, J, I = 20, 40, 40
+    m = np.zeros((K, J, I), np.uint8)
+    m[:, 10:30, 10:30] = 1
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = propagate(_volume((K, J, I)), {"T": cut_seeds(m, (8, 9, 10))}, _OomAfter(), device="cpu",
+                        batch_size=1, progress=lambda *a: seen.append(a))
+    np.testing.assert_array_equal(res.masks["T"], m)
+    stages = [s for s, _, _ in seen]
+    order = [s for i, s in enumerate(stages) if i == 0 or s != stages[i - 1]]
+    assert order == ["preparing", "propagating", "writing result"], order
+    for stage in set(stages):
+        fractions = [d / t for s, d, t in seen if s == stage]
+        assert fractions == sorted(fractions), (stage, fractions)

@@ -249,6 +249,7 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     if not 0.0 <= float(min_area_fraction) < 1.0:
         raise InputError(f"The stop area {min_area_fraction} is not a share of the seeds' area in [0, 1).",
                          f"Give a fraction such as {STOP_AREA_FRACTION} (0: stop only where the mask vanishes).")
+    progress = _forward_only(progress)
     report(progress, "preparing", 0, 1)
     dev = resolve_device(device)
     net = load_model(model, dev)
@@ -273,6 +274,27 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
     result.device = dev
     result.preset = settings["name"]
     return result
+
+
+def _forward_only(progress: Optional[ProgressFn]) -> Optional[ProgressFn]:
+    """``progress`` that never goes back: a report of a stage before the latest one, or of a smaller share
+    of the latest stage, is dropped. The CPU fallback after a GPU ran out of memory starts again from
+    "preparing"; the caller's bar waits until the new try passes where the first one had got to."""
+    if progress is None:
+        return None
+    stages: List[str] = []
+    last: List[tuple] = []
+
+    def forward(stage: str, done: int, total: int) -> None:
+        if stage not in stages:
+            stages.append(stage)
+        key = (stages.index(stage), done / total if total > 0 else 1.0)
+        if last and key < last[0]:
+            return
+        last[:] = [key]
+        progress(stage, done, total)
+
+    return forward
 
 
 def frames_for(n_slices: int, slice_spacing_mm: Optional[float], net, match: bool,
