@@ -77,3 +77,48 @@ def test_a_seed_file_slicer_saved_cropped_keeps_its_annotated_slices_where_they_
     offset_k = int(nrrd.read_header(str(path))["Segmentation_ReferenceImageExtentOffset"].split()[2])
     assert own.get("GM").annotated == io.AnnotatedSlices(0, tuple(s - offset_k for s in (3, 4, 5, 7)
                                                                    if s - offset_k < own.shape[0]))
+
+
+def _slicer_reads(slicer, path):
+    """{name: voxel count} of each segment of ``path`` as slicer-core's storage node reads it."""
+    from vtk.util import numpy_support
+
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    seg.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(seg)
+    counts = {}
+    for n in range(seg.GetSegmentation().GetNumberOfSegments()):
+        segment = seg.GetSegmentation().GetNthSegment(n)
+        image = slicer.vtkOrientedImageData()
+        seg.GetBinaryLabelmapRepresentation(seg.GetSegmentation().GetNthSegmentID(n), image)
+        voxels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+        counts[segment.GetName()] = int(np.count_nonzero(voxels == segment.GetLabelValue()))
+    return counts
+
+
+@needs_slicer
+def test_a_seg_nrrd_with_one_segment_per_component_and_no_layer_fields_reads_each_segment_from_its_own(
+        slicer_app, tmp_path):
+    """A .seg.nrrd of Slicer before 4.11 (still opened by Slicer 5) holds one segment per component of a 4-D file,
+    with no Segment<N>_Layer and no Segment<N>_LabelValue. Every segment was read from layer 0: the second segment
+    came back as a copy of the first, silently. Slicer reads segment N from component N."""
+    import nrrd
+
+    a = np.zeros((2, 6, 5, 4), np.uint8)          # (component, i, j, k)
+    a[0, 1:3, 1:3, 1:3] = 1
+    a[1, 2:5, 2:4, 0:4] = 1
+    header = {"space": "left-posterior-superior", "kinds": ["list", "domain", "domain", "domain"],
+              "space directions": np.array([[np.nan] * 3, [0.5, 0, 0], [0, 0.5, 0], [0, 0, 2.0]]),
+              "space origin": np.zeros(3), "Segmentation_MasterRepresentation": "Binary labelmap",
+              "Segmentation_ContainedRepresentationNames": "Binary labelmap|"}
+    for n, name in enumerate(("GM", "SOL")):
+        header.update({f"Segment{n}_ID": name, f"Segment{n}_Name": name, f"Segment{n}_Color": "1 0 0",
+                       f"Segment{n}_Extent": "0 5 0 4 0 3"})
+    path = tmp_path / "old.seg.nrrd"
+    nrrd.write(str(path), a, header)
+    assert _slicer_reads(slicer_app, path) == {"GM": 8, "SOL": 24}
+    seg = io.read_segmentation(path)
+    for n, name in enumerate(("GM", "SOL")):
+        np.testing.assert_array_equal(seg.mask(name), a[n].transpose(2, 1, 0))

@@ -472,7 +472,8 @@ def _read_seg_nrrd(path: Path, progress: Optional[ProgressFn] = None, cancel: Ca
     report(progress, STAGE_READING, 0, len(infos))
     for n, info in enumerate(infos):
         check_cancel(cancel)
-        layer = voxels[int(info.get("layer", 0))] if voxels.ndim == 4 else voxels
+        # A file of Slicer before 4.11 has no layer fields and one segment per component, in order (as Slicer reads it).
+        layer = voxels[int(info.get("layer", n))] if voxels.ndim == 4 else voxels
         # (i, j, k) -> (k, j, i): pynrrd's array is Fortran-ordered, so the transposed mask is C-contiguous and
         # the bool -> uint8 view copies nothing (a cast copied 1-3 s per segment of a 1400 x 512 x 512 grid).
         mask = np.ascontiguousarray((layer == int(info.get("labelValue", 1))).transpose(2, 1, 0)).view(np.uint8)
