@@ -23,7 +23,8 @@ Which slices are seeds
     segment cleared and painted again (every slice that had the muscle changed, and most of them now empty, or
     the new paint on a few slices across another axis) is taken as freshly painted (``_paintedAgain``): across
     the same axis it keeps its "no muscle here" marks beyond the new paint; across another they cannot apply, and
-    the summary's notes say so.
+    the summary's notes say so. The slice numbers are of the grid ``IFSSNet.SeedGrid`` records: on a crop of it
+    they are mapped onto the crop's slices; on another grid the paint is taken afresh (``_seedsOnGrid``).
 
 Safety
     The result is computed completely before anything is written. The whole segmentation is snapshot
@@ -67,12 +68,79 @@ LEAST_CONFIDENT_COUNT = 5
 # Which slices are seeds: segment tags
 
 
-def tagSeeds(segment, axis: int, seedSlices, mask: np.ndarray) -> None:
+SEED_GRID_TAG = "IFSSNet.SeedGrid"
+"""The grid the two tags above number their slices on: the volume's image-to-world matrix in the segmentation's frame
+(3 x 4, row by row) and its extent, ``m00,...,m23;e0,...,e5``. A segment without it (``ifssnet.io``'s files, earlier
+versions) is read on the grid it is propagated on."""
+
+
+def tagSeeds(segment, axis: int, seedSlices, mask: np.ndarray, geometry=None) -> None:
     """Record a segment's seeds (``IFSSNet.AnnotatedSlices``) and a checksum of each of its slices
     (``IFSSNet.ResultSliceCRC``, the baseline against which later edits are found: ``_seedSlices``), as
-    ``ifssnet.io`` writes them, so a file's paint edited in Slicer is found too."""
+    ``ifssnet.io`` writes them, so a file's paint edited in Slicer is found too; with ``geometry`` (the grid of
+    ``mask``), that grid (``IFSSNet.SeedGrid``), so a run on another volume's grid (a crop) maps the slices."""
     segment.SetTag(ANNOTATED_TAG, AnnotatedSlices(axis, tuple(sorted(seedSlices))).to_tag())
     segment.SetTag(RESULT_CRC_TAG, ",".join(str(c) for c in slice_crcs(mask, axis)))
+    if geometry is not None:
+        segment.SetTag(SEED_GRID_TAG, gridText(geometry))
+    else:
+        segment.RemoveTag(SEED_GRID_TAG)
+
+
+def _gridMatrix(geometry) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    geometry.GetImageToWorldMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def gridText(geometry) -> str:
+    """``IFSSNet.SeedGrid`` of a ``vtkOrientedImageData`` grid."""
+    values = _gridMatrix(geometry)[:3].ravel()
+    return ",".join(repr(float(v)) for v in values) + ";" + ",".join(str(int(e)) for e in geometry.GetExtent())
+
+
+def gridFromText(text: Optional[str]):
+    """The grid (a ``vtkOrientedImageData`` without voxels) of an ``IFSSNet.SeedGrid`` tag, None if there is none or
+    it does not parse."""
+    try:
+        matrixText, extentText = (text or "").split(";")
+        values = [float(v) for v in matrixText.split(",")]
+        extent = [int(e) for e in extentText.split(",")]
+    except ValueError:
+        return None
+    if len(values) != 12 or len(extent) != 6 or not np.all(np.isfinite(values)):
+        return None
+    matrix = vtk.vtkMatrix4x4()
+    for n, v in enumerate(values):
+        matrix.SetElement(n // 4, n % 4, v)
+    grid = slicer.vtkOrientedImageData()
+    grid.SetImageToWorldMatrix(matrix)
+    grid.SetExtent(extent)
+    return grid
+
+
+def sameGrid(a, b, tolerance: float = 1e-4) -> bool:
+    return tuple(a.GetExtent()) == tuple(b.GetExtent()) and np.allclose(_gridMatrix(a), _gridMatrix(b), atol=tolerance)
+
+
+def sliceMapping(old, new, axis: int, tolerance: float = 1e-3):
+    """(axis on ``new``, {slice on ``old``: slice on ``new``}) for the slices across array ``axis`` of grid ``old``,
+    when every voxel of ``old`` is a voxel of ``new`` (a crop, a flip, axes in another order: one grid), else None
+    (resampled, rotated or moved: the slices are no slices of ``new``). Slices outside ``new`` are left out."""
+    T = np.linalg.inv(_gridMatrix(new)) @ _gridMatrix(old)          # old IJK -> new IJK
+    P = np.rint(T[:3, :3])
+    if (not np.allclose(T[:3, :3], P, atol=tolerance) or not np.allclose(T[:3, 3], np.rint(T[:3, 3]), atol=tolerance)
+            or not (np.abs(P).sum(axis=0) == 1).all() or not (np.abs(P).sum(axis=1) == 1).all()):
+        return None
+    oe, ne = old.GetExtent(), new.GetExtent()
+    c = 2 - int(axis)                                               # array axis k, j, i = IJK index 2, 1, 0
+    r = int(np.flatnonzero(P[:, c])[0])
+    mapping = {}
+    for s in range(oe[2 * c + 1] - oe[2 * c] + 1):
+        t = int(P[r, c]) * (s + oe[2 * c]) + int(np.rint(T[r, 3])) - ne[2 * r]
+        if 0 <= t <= ne[2 * r + 1] - ne[2 * r]:
+            mapping[s] = t
+    return 2 - r, mapping
 
 
 def segmentTag(segment, tag: str) -> Optional[str]:
@@ -163,10 +231,14 @@ class IFSSNetSegmentationLogic:
         if volumeNode is None or segment is None:
             return None
         tag = segmentTag(segment, ANNOTATED_TAG)
-        mask = arrays.segmentToArray(segmentationNode, segmentId, arrays.referenceGeometry(volumeNode, segmentationNode))
-        if mask.any():   # the tag's axis, unless the segment was cleared and painted again (_seedSlices)
-            return self._seedSlices(segment, mask)[0]
-        return AnnotatedSlices.from_tag(tag).axis if tag else None
+        geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
+        mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
+        if mask.any() or tag:   # the tag's axis, unless the segment was cleared and painted again (_seedSlices)
+            try:
+                return self._seedsOnGrid(segmentationNode, segmentId, geometry, mask)[0]
+            except SeedError:   # marks only, on a grid they cannot apply to
+                return None
+        return None
 
     @arrays.outOfMemoryAsResourceError("marking the slice")
     def markNoMuscle(self, volumeNode, segmentationNode, segmentId: str, sliceIndex: int,
@@ -190,7 +262,7 @@ class IFSSNetSegmentationLogic:
         geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
         mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
         if mask.any() or segmentTag(segment, ANNOTATED_TAG):
-            paintedAxis, slices = self._seedSlices(segment, mask)
+            paintedAxis, slices = self._seedsOnGrid(segmentationNode, segmentId, geometry, mask)
         elif axis is None:
             raise SeedError(f"Segment '{segment.GetName()}' has no painted slices, so the sweep's axis is unknown.",
                             "Paint the muscle on a few slices first, then mark where it ends.")
@@ -212,7 +284,7 @@ class IFSSNetSegmentationLogic:
         with arrays.allOrNothing(segmentationNode):
             if arrays.writeSegment(segmentationNode, segmentId, mask, geometry):   # on the segmentation's own grid
                 mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
-            tagSeeds(segment, paintedAxis, slices, mask)      # slices painted after the mark are still found
+            tagSeeds(segment, paintedAxis, slices, mask, geometry)   # slices painted after the mark are still found
         return paintedAxis, slices
 
     def segmentVolumes(self, segmentationNode, segmentIds: Optional[Sequence[str]] = None) -> dict:
@@ -330,7 +402,7 @@ class IFSSNetSegmentationLogic:
             if skipEmpty and not painted.any() and not segmentTag(segment, ANNOTATED_TAG):
                 continue
             notes: List[str] = []
-            axis, slices = self._seedSlices(segment, painted, notes)
+            axis, slices = self._seedsOnGrid(segmentationNode, sid, geometry, painted, notes)
             check_slice_count(len(slices), name=segment.GetName())
             name = segment.GetName()
             if names.count(name) > 1:  # two segments with one name: keep their seeds apart
@@ -427,7 +499,7 @@ class IFSSNetSegmentationLogic:
                     # stored on the segmentation's own grid: the checksums are of what the next run reads back
                     stored = arrays.segmentToArray(segmentationNode, seg.segmentId, geometry)
                 tagSeeds(segmentationNode.GetSegmentation().GetSegment(seg.segmentId), seg.axis, seg.seedSlices,
-                         stored)
+                         stored, geometry)
         report(progress, STAGE_WRITING, total, total)
         return self._summary(job, segmentationNode)
 
@@ -438,6 +510,37 @@ class IFSSNetSegmentationLogic:
             job.backup = None
 
     # ---- helpers -------------------------------------------------------------------------------
+
+    def _seedsOnGrid(self, segmentationNode, segmentId: str, geometry, painted: np.ndarray,
+                     notes: Optional[List[str]] = None) -> Tuple[int, Tuple[int, ...]]:
+        """``_seedSlices`` of a segment read on ``geometry`` (``painted``), its tags written on the grid their
+        ``IFSSNet.SeedGrid`` names. On that grid, or without that tag, they are read as they are. On a crop of it
+        (the same voxels: Crop Volume, a flip): read on that grid, where the checksums were taken, and the slices
+        mapped onto ``geometry``'s. On another grid (resampled, rotated, moved) they cannot apply: the paint is
+        taken as fresh seeds (``find_axis``), and ``notes`` says so."""
+        segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+        old = gridFromText(segmentTag(segment, SEED_GRID_TAG)) if segmentTag(segment, ANNOTATED_TAG) else None
+        if old is None or sameGrid(old, geometry):
+            return self._seedSlices(segment, painted, notes)
+        axis = AnnotatedSlices.from_tag(segmentTag(segment, ANNOTATED_TAG)).axis
+        mapped = sliceMapping(old, geometry, axis)
+        if mapped is not None:
+            onOld = arrays.segmentToArray(segmentationNode, segmentId, old)
+            axis, slices = self._seedSlices(segment, onOld, notes)
+            newAxis, mapping = sliceMapping(old, geometry, axis)
+            return newAxis, tuple(sorted(mapping[s] for s in slices if s in mapping))
+        from ifssnet.seeds import annotated_slices, find_axis
+
+        if not painted.any():
+            raise SeedError(f"Segment '{segment.GetName()}' has no paint on this volume, and its 'no muscle here' "
+                            "marks were made on another volume's grid.",
+                            "Paint the muscle on at least 3 slices of this volume, then propagate.")
+        axis = int(find_axis(painted))
+        if notes is not None:
+            notes.append(f"'{segment.GetName()}' was painted or propagated on another volume's grid (resampled, "
+                         "rotated or moved), so its paint on this volume was taken as new seeds, and its 'no muscle "
+                         "here' marks do not apply here.")
+        return axis, tuple(annotated_slices(painted, axis))
 
     def _seedSlices(self, segment, painted: np.ndarray,
                     notes: Optional[List[str]] = None) -> Tuple[int, Tuple[int, ...]]:

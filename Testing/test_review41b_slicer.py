@@ -1,0 +1,96 @@
+"""Review 41b (Segmentation Logic, the clinician's journey): what the seed tags mean when the volume's grid is not
+the one they were written on, and other paths of Propagate on Slicer's real MRML (slicer-core)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+# slicer_nodes first: it puts the Slicer module folders on sys.path.
+from slicer_nodes import (_arrays_module, _assert_same, _ijk_to_ras, _nearest_seed_method, _paint,  # noqa: F401
+                          _state, scene_nodes)
+from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
+
+pytestmark = [pytest.mark.slicer,
+              pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
+              pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")]
+
+
+def _present(mask, axis):
+    """The slices across ``axis`` where ``mask`` holds voxels."""
+    return [int(s) for s in np.flatnonzero(np.moveaxis(mask, axis, 0).any(axis=(1, 2)))]
+
+
+def _cropped(slicer, volumeNode, first, name="US cropped"):
+    """The volume without its first ``first`` slices across k, as Crop Volume leaves it (same voxels, same spacing
+    and directions, the origin moved to the first slice kept)."""
+    voxels = slicer.util.arrayFromVolume(volumeNode)[first:].copy()
+    m = _ijk_to_ras()
+    m[:3, 3] = m[:3, :3] @ np.array([0.0, 0.0, float(first)]) + m[:3, 3]
+    return slicer.util.addVolumeFromArray(voxels, m, name)
+
+
+def test_seeds_recorded_on_the_uncropped_volume_land_on_the_same_slices_of_a_cropped_one(scene_nodes):
+    """The seed tag names slices by their index on the volume's grid. Propagating the same segmentation on a cropped
+    volume (Crop Volume, as the out-of-memory message advises) took those indices on the cropped grid: painted
+    slices 6, 10, 15 and the mark at 18 became seeds 6, 10, 15, 18 on a grid where the paint lies on 3, 7, 12, so
+    every seed was an empty slice ('no muscle here') and the result was an empty segment: the paint was lost. The
+    tags now record their grid; on a crop of it (same voxels) the slices are mapped through it."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    a, painted = _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
+    L = logic.IFSSNetSegmentationLogic()
+    L.markNoMuscle(volumeNode, segNode, a, 18)
+    crop = _cropped(slicer, volumeNode, 3)
+    g = arrays.referenceGeometry(crop, segNode)
+    job = L.prepare(crop, segNode, [a], method=_nearest_seed_method)
+    assert job.segments[0].seedSlices == (3, 7, 12, 15)
+    assert L.paintedAxis(crop, segNode, a) == 0
+    L.propagate(crop, segNode, [a], method=_nearest_seed_method)
+    out = arrays.segmentToArray(segNode, a, g)
+    assert _present(out, 0) == list(range(3, 14))                  # up to the mark at 15 (the copier: 13 <- 12)
+    np.testing.assert_array_equal(out[[3, 7, 12]], painted[[6, 10, 15]])   # painted slices as painted
+    # the next run on the crop reads its own tags; a correction there re-anchors it
+    out[9] = 0
+    arrays.writeSegment(segNode, a, out, g)
+    assert L.prepare(crop, segNode, [a], method=_nearest_seed_method).segments[0].seedSlices == (3, 7, 9, 12, 15)
+
+
+def test_seeds_recorded_after_a_run_on_the_uncropped_volume_keep_their_corrections_on_a_crop(scene_nodes):
+    """After a run on the whole volume, a slice corrected there and then the volume cropped: the correction (found
+    on the grid the checksums were taken on) and the seeds are the crop's same slices, not every slice."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
+    L = logic.IFSSNetSegmentationLogic()
+    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    g0 = arrays.referenceGeometry(volumeNode, segNode)
+    out = arrays.segmentToArray(segNode, a, g0)
+    out[12] = 0                                                   # a 'no muscle here' correction on slice 12
+    arrays.writeSegment(segNode, a, out, g0)
+    crop = _cropped(slicer, volumeNode, 3)
+    job = L.prepare(crop, segNode, [a], method=_nearest_seed_method)
+    assert job.segments[0].seedSlices == (3, 7, 9, 12)
+
+
+def test_seeds_recorded_on_another_grid_than_a_resampled_volume_take_the_paint_afresh(scene_nodes):
+    """On a volume resampled to half as many slices (no slice of it is a slice of the grid the tags were written
+    on), the tags' slice numbers were read on the new grid: seeds 6, 10, 15 of 11 slices (15 outside, 6 and 10 other
+    places of the muscle), and the run replaced the result by those slices' copies. The paint on the new grid is now
+    taken as fresh seeds (here every slice of the result: nothing is lost), and the status line says why."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
+    L = logic.IFSSNetSegmentationLogic()
+    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    m = _ijk_to_ras()
+    m[:3, 2] *= 2.0                                                 # every other slice: twice the spacing across k
+    coarse = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode)[::2].copy(), m, "US coarse")
+    g = arrays.referenceGeometry(coarse, segNode)
+    before = arrays.segmentToArray(segNode, a, g)
+    result = L.propagate(coarse, segNode, [a], method=_nearest_seed_method)
+    assert result["segments"][a]["seed_slices"] == _present(before, 0)
+    np.testing.assert_array_equal(arrays.segmentToArray(segNode, a, g), before)
+    assert "another volume's grid" in L.notesText(result)
