@@ -122,3 +122,24 @@ def test_a_seg_nrrd_with_one_segment_per_component_and_no_layer_fields_reads_eac
     seg = io.read_segmentation(path)
     for n, name in enumerate(("GM", "SOL")):
         np.testing.assert_array_equal(seg.mask(name), a[n].transpose(2, 1, 0))
+
+
+@needs_slicer
+def test_evaluate_against_a_reference_slicer_saved_cropped_counts_the_prediction_outside_its_crop(
+        slicer_app, tmp_path, capsys):
+    """``ifssnet evaluate PRED REF`` resampled PRED onto REF's grid. A reference Slicer saved cropped (its grid is
+    the segments' bounding box) cut off every voxel PRED has outside it: 8 false positives there gave Dice 1.0,
+    precision 1.0 and PRED's volume without them. Both are now scored on REF's grid grown to cover PRED's."""
+    masks = _masks()
+    ref_path = _slicer_file(slicer_app, tmp_path / "ref.seg.nrrd", masks, crop=True)
+    assert io.read_segmentation(ref_path).shape != SHAPE
+    pred = masks["SOL"].copy()
+    pred[0:2, 0:2, 0:2] = 1                      # outside the reference's crop
+    io.write_segmentation(io.Segmentation([io.Segment("SOL", pred)], GEOMETRY), tmp_path / "pred.seg.nrrd")
+    assert main(["evaluate", str(tmp_path / "pred.seg.nrrd"), str(ref_path), "--segment", "SOL", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)["SOL"]
+    voxel = GEOMETRY.voxel_volume_mm3
+    assert scores["volume_mm3"] == pytest.approx(pred.sum() * voxel)
+    assert scores["ref_volume_mm3"] == pytest.approx(masks["SOL"].sum() * voxel)
+    assert scores["precision"] == pytest.approx(masks["SOL"].sum() / pred.sum())
+    assert scores["dice"] < 1.0

@@ -103,13 +103,17 @@ def _evaluate(args) -> int:
 
 def _evaluate_files(args, progress) -> dict:
     """``{segment: metrics}`` of ``ifssnet evaluate``, reporting to ``progress``."""
-    from .io import read_segmentation
+    from .io import read_segmentation, resample_segmentation
     from .metrics import evaluate
 
     ref = read_segmentation(args.ref, progress=progress)
     if not ref.segments:
         raise InputError(f"The reference '{args.ref}' holds no segment.", "Give the reference segmentation.")
-    pred = read_segmentation(args.pred, reference=ref.geometry, reference_shape=ref.shape, progress=progress)
+    # on the reference's grid, grown to hold all of the prediction (a reference Slicer saved cropped is smaller)
+    pred = read_segmentation(args.pred, reference=ref.geometry, reference_shape=ref.shape, progress=progress,
+                             cover=True)
+    if pred.shape != ref.shape or not pred.geometry.same_as(ref.geometry):
+        ref = resample_segmentation(ref, pred.geometry, pred.shape, progress=progress)
     shared = [n for n in pred.names if n in ref.names]
     names = [n.strip() for n in args.segment.split(",")] if args.segment else shared
     missing = [n for n in names if n not in shared]

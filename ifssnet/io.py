@@ -429,11 +429,13 @@ STAGE_WRITING = "Writing segmentation"
 
 def read_segmentation(path, reference: Optional[Geometry] = None,
                       reference_shape: Optional[Sequence[int]] = None, *, progress: Optional[ProgressFn] = None,
-                      cancel: CancelLike = None) -> Segmentation:
+                      cancel: CancelLike = None, cover: bool = False) -> Segmentation:
     """Read a .seg.nrrd or a plain labelmap into a :class:`Segmentation` (masks (K, J, I) uint8).
 
     With ``reference`` (and ``reference_shape`` (K, J, I)), segments are resampled (nearest neighbour)
     onto that grid when the file's geometry differs, so they line up with the volume voxel for voxel.
+    ``cover``: onto that grid grown by whole voxels to cover the file's (:func:`covering_grid`), so that no voxel
+    of the file is left outside it (a reference that Slicer saved cropped is smaller than a prediction's grid).
     ``progress`` gets :data:`STAGE_READING` once per segment of a .seg.nrrd and ``cancel`` is checked between
     them (:class:`~ifssnet.errors.Cancelled`).
     """
@@ -445,6 +447,8 @@ def read_segmentation(path, reference: Optional[Geometry] = None,
         seg = _read_labelmap(path)
     if reference is not None:
         shape = tuple(reference_shape) if reference_shape is not None else seg.shape
+        if cover:
+            reference, shape = covering_grid(reference, shape, seg.geometry, seg.shape)
         if not seg.geometry.same_as(reference) or seg.shape != shape:
             return resample_segmentation(seg, reference, shape, progress=progress, cancel=cancel)
     for s in seg.segments:      # a tag's slices past a cropped file's grid (kept for a resampling onto the volume)
@@ -518,6 +522,24 @@ def resample_segmentation(seg: Segmentation, reference: Geometry, shape: Sequenc
                            _annotated_on(s.annotated, seg.geometry, reference, shape)))
     report(progress, "Resampling segmentation", len(seg.segments), len(seg.segments))
     return Segmentation(out, reference)
+
+
+def covering_grid(geometry: Geometry, shape: Sequence[int], other: Geometry,
+                  other_shape: Sequence[int]) -> Tuple[Geometry, Tuple[int, int, int]]:
+    """``geometry``'s grid of ``shape`` (K, J, I), grown by whole voxels (the same spacing and directions) until it
+    holds every voxel centre of ``other``'s grid of ``other_shape``: ``(geometry, shape)`` of the grown grid, the
+    given one when it already does. A segmentation on ``geometry`` resamples onto it exactly (:func:`voxel_offset`)."""
+    K, J, I = (int(v) for v in other_shape)
+    corners = np.array([[i, j, k, 1.0] for i in (0, I - 1) for j in (0, J - 1) for k in (0, K - 1)]).T
+    ijk = np.linalg.solve(geometry.ijk_to_lps, other.ijk_to_lps @ corners)[:3]
+    size = np.array([int(shape[2]), int(shape[1]), int(shape[0])])
+    lo = np.minimum(np.floor(ijk.min(axis=1) + 1e-6), 0).astype(int)
+    hi = np.maximum(np.ceil(ijk.max(axis=1) - 1e-6).astype(int), size - 1)
+    if not lo.any() and np.array_equal(hi, size - 1):
+        return geometry, (int(shape[0]), int(shape[1]), int(shape[2]))
+    origin = geometry.ijk_to_lps @ np.array([lo[0], lo[1], lo[2], 1.0])
+    n = hi - lo + 1
+    return Geometry(geometry.spacing, tuple(origin[:3]), geometry.direction), (int(n[2]), int(n[1]), int(n[0]))
 
 
 def voxel_offset(source: Geometry, target: Geometry, tol: float = 1e-3) -> Optional[Tuple[int, int, int]]:
