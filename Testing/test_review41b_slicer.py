@@ -94,3 +94,41 @@ def test_seeds_recorded_on_another_grid_than_a_resampled_volume_take_the_paint_a
     assert result["segments"][a]["seed_slices"] == _present(before, 0)
     np.testing.assert_array_equal(arrays.segmentToArray(segNode, a, g), before)
     assert "another volume's grid" in L.notesText(result)
+
+
+def _seedSlab(shape, axis, slices):
+    """The voxels of ``slices`` across ``axis`` (bool, (k, j, i))."""
+    slab = np.zeros(shape, bool)
+    index = [slice(None)] * 3
+    index[axis] = list(slices)
+    slab[tuple(index)] = True
+    return slab
+
+
+def test_segments_painted_across_different_axes_do_not_overlap_when_asked(scene_nodes):
+    """``exclusive`` (the default) promises that the segments propagated together do not overlap and that a voxel
+    painted for one is not given to another. The Logic calls the core once per propagation axis, and the core keeps
+    apart only the segments of its call: GM painted across k and SOL across i overlapped by thousands of voxels, and
+    SOL's result held GM's painted voxels. Across axes the Logic now applies the core's rules: painted voxels stay
+    their segment's, and a voxel both claim goes to the one painted nearer (in mm along its own axis)."""
+    pytest.importorskip("torch")
+    from fake_models import CopyModel
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    g = arrays.referenceGeometry(volumeNode, segNode)
+    a, paintedA = _paint(slicer, volumeNode, segNode, truth, 0, (8, 11, 14), name="GM")
+    b, paintedB = _paint(slicer, volumeNode, segNode, truth, 2, (10, 15, 20), name="SOL")
+    result = logic.IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [a, b], model=CopyModel(size=32),
+                                                        device="cpu")
+    assert (result["segments"][a]["axis"], result["segments"][b]["axis"]) == (0, 2)
+    outA, outB = (arrays.segmentToArray(segNode, s, g).astype(bool) for s in (a, b))
+    slabA, slabB = _seedSlab(outA.shape, 0, (8, 11, 14)), _seedSlab(outB.shape, 2, (10, 15, 20))
+    np.testing.assert_array_equal(outA[slabA], paintedA.astype(bool)[slabA])      # painted slices as painted
+    np.testing.assert_array_equal(outB[slabB], paintedB.astype(bool)[slabB])
+    bothPainted = slabA & slabB & (paintedA > 0) & (paintedB > 0)
+    assert not (outA & outB & ~bothPainted).any()                                  # apart, but where both painted
+    assert not (outB & slabA & (paintedA > 0) & ~slabB).any()                      # GM's paint not given to SOL
+    assert not (outA & slabB & (paintedB > 0) & ~slabA).any()
+    assert outA.sum() > paintedA.sum() and outB.sum() > paintedB.sum()

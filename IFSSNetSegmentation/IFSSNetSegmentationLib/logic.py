@@ -457,6 +457,9 @@ class IFSSNetSegmentationLogic:
                 conf = confidence.get(seg.name) if confidence else None
                 seg.confidence = None if conf is None else np.asarray(conf, np.float32)
             report(progress, STAGE_WRITING, len(segs), len(segs))
+        if job.exclusive and job.method == DEFAULT_METHOD and len(byAxis) > 1:
+            check_cancel(cancel)
+            keepApartAcrossAxes(job.segments, job.spacingKji)
         job.runTime = time.perf_counter() - start
         return job
 
@@ -829,6 +832,48 @@ def _onFewSlices(mask: np.ndarray, axis: int) -> bool:
 def _emptySliceCRC(mask: np.ndarray, axis: int) -> int:
     """The ``IFSSNet.ResultSliceCRC`` checksum of an empty slice of ``mask`` across ``axis``."""
     return slice_crcs(np.zeros((1,) + np.moveaxis(mask, axis, 0).shape[1:], np.uint8), 0)[0]
+
+
+def _paintedDistanceMm(seg: "SegmentJob", spacingKji) -> np.ndarray:
+    """mm from each voxel of ``seg``'s grid (k, j, i), broadcastable, to the nearest of its seed slices that hold
+    paint (a 'no muscle here' mark claims nothing), along its own axis."""
+    n = seg.painted.shape[seg.axis]
+    moved = np.moveaxis(seg.painted, seg.axis, 0)
+    held = [s for s in seg.seedSlices if moved[s].any()]
+    index = np.arange(n, dtype=np.float64)
+    d = (np.abs(index[:, None] - np.asarray(held, np.float64)[None, :]).min(axis=1) if held
+         else np.full(n, np.inf)) * float(spacingKji[seg.axis])
+    shape = [1, 1, 1]
+    shape[seg.axis] = n
+    return d.reshape(shape)
+
+
+def keepApartAcrossAxes(segments: Sequence["SegmentJob"], spacingKji) -> None:
+    """In place on ``seg.result``: segments propagated together across different axes do not overlap, by the rules
+    the core applies within one call (``ifssnet.exclusive``): a voxel painted for one segment (on its seed slices)
+    is not given to another, unless that one painted it too (painted slices stay as painted), and a voxel two
+    segments claim goes to the one painted nearer to it, in mm along its own axis (the one listed first at equal
+    distance). Segments across the same axis were kept apart by the core and are not compared here."""
+    slabs = []
+    for seg in segments:
+        slab = np.zeros(seg.painted.shape, bool)
+        np.moveaxis(slab, seg.axis, 0)[list(seg.seedSlices)] = True
+        slabs.append(slab)
+    for n, seg in enumerate(segments):
+        for m, other in enumerate(segments):
+            if other.axis != seg.axis:   # the other's paint is not given to this one, off this one's seed slices
+                seg.result[slabs[m] & (other.painted > 0) & ~slabs[n]] = 0
+    for n, seg in enumerate(segments):
+        for m in range(n + 1, len(segments)):
+            other = segments[m]
+            if other.axis == seg.axis:
+                continue
+            both = (seg.result > 0) & (other.result > 0) & ~slabs[n] & ~slabs[m]
+            if not both.any():
+                continue
+            nearer = _paintedDistanceMm(seg, spacingKji) <= _paintedDistanceMm(other, spacingKji)
+            other.result[both & nearer] = 0
+            seg.result[both & ~nearer] = 0
 
 
 def seedSetsAlongAxis(segments: Sequence["SegmentJob"], axis: int, shape) -> Dict[str, Any]:
