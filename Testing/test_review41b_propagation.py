@@ -93,3 +93,26 @@ def test_progress_does_not_go_back_when_a_gpu_runs_out_of_memory():
     for stage in set(stages):
         fractions = [d / t for s, d, t in seen if s == stage]
         assert fractions == sorted(fractions), (stage, fractions)
+
+
+class _Overflowing(CopyModel):
+    """A copier whose logits overflow as float16 autocast can make them: +inf for the muscle, -inf for the
+    background, and NaN on a corner of every slice."""
+
+    def forward(self, image, prev_mask, state=None):
+        fg = (prev_mask[:, :, -1:] > 0.5).expand_as(prev_mask)
+        logit = torch.where(fg, torch.tensor(float("inf")), torch.tensor(-float("inf")))
+        logit[..., :2, :2] = float("nan")
+        return torch.cat([torch.zeros_like(logit), logit], dim=1), super().forward(image, prev_mask, state)[1]
+
+
+def test_non_finite_logits_give_finite_confidence_and_keep_the_muscle():
+    """softmax([0, +inf]) is NaN: the muscle where the network was surest came out as background, and one
+    NaN logit made every propagated slice's confidence NaN (the JSON sidecar's values out of [0, 1])."""
+    K, J, I = 20, 32, 32
+    m = np.zeros((K, J, I), np.uint8)
+    m[:, 10:26, 8:24] = 1
+    res = propagate(_volume((K, J, I)), {"T": cut_seeds(m, (8, 9, 10))}, _Overflowing(size=32), device="cpu")
+    np.testing.assert_array_equal(res.masks["T"], m)
+    conf = res.confidence["T"]
+    assert np.all(np.isfinite(conf)) and np.all((conf >= 0) & (conf <= 1)), conf

@@ -405,7 +405,9 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
                     img = torch.stack([window_slices(r, r.step) for r in batch])[:, None].to(dev)
                     with autocast(dev, amp):
                         logits, new_state = (net(img, prev, state, carry) if pass_carry else net(img, prev, state))
-                prob = torch.softmax(logits.float(), dim=1)[:, 1].cpu()   # (B, w, S, S)
+                # Non-finite logits (float16 autocast can overflow): +-inf become the largest finite values, so
+                # softmax([0, inf]) is 1, not NaN; NaN becomes 0, an unsure 0.5 (background, low confidence).
+                prob = torch.softmax(logits.float().nan_to_num(nan=0.0), dim=1)[:, 1].cpu()   # (B, w, S, S)
                 for bi, r in enumerate(batch):
                     state_of[id(r)] = index_state(new_state, bi)
                     advance(r, prob[bi], w, seed_work[r.segment], partial[id(r)], acc[r.segment],
