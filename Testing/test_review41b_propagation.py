@@ -116,3 +116,18 @@ def test_non_finite_logits_give_finite_confidence_and_keep_the_muscle():
     np.testing.assert_array_equal(res.masks["T"], m)
     conf = res.confidence["T"]
     assert np.all(np.isfinite(conf)) and np.all((conf >= 0) & (conf <= 1)), conf
+
+
+def test_a_patience_or_batch_size_below_one_is_refused():
+    """``patience=0`` ended every run on its first new slice (the mask a copier carried on was cut to the
+    painted slices and "ended" named slices inside the muscle); ``batch_size=0`` raised range()'s ValueError."""
+    import pytest
+
+    from ifssnet.errors import InputError
+
+    K, J, I = 20, 40, 40
+    m = np.zeros((K, J, I), np.uint8)
+    m[:, 10:30, 10:30] = 1
+    for kw in ({"patience": 0}, {"patience": -1}, {"patience": 2.5}, {"batch_size": 0}):
+        with pytest.raises(InputError, match="must be 1 or more"):
+            propagate(_volume((K, J, I)), {"T": cut_seeds(m, (8, 9, 10))}, CopyModel(size=32), device="cpu", **kw)

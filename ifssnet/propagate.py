@@ -250,6 +250,12 @@ def propagate(volume: np.ndarray, seeds: Union[SeedSet, Mapping[str, SeedSet]], 
         raise InputError(f"The stop area {min_area_fraction} is not a share of the seeds' area in [0, 1).",
                          f"Give a fraction such as {STOP_AREA_FRACTION} (0: stop only where the mask vanishes).")
     progress = _forward_only(progress)
+    if int(patience) != patience or patience < 1:
+        raise InputError(f"patience={patience!r}: a run ends after this many quiet slices; it must be 1 or more.",
+                         "Give a whole number such as 5 (the default), or stop_at_end=False.")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise InputError(f"batch_size={batch_size!r}: the runs stepped at once must be 1 or more.",
+                         "Give a whole number such as 32 (the default).")
     report(progress, "preparing", 0, 1)
     dev = resolve_device(device)
     net = load_model(model, dev)
