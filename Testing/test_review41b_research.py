@@ -2,11 +2,26 @@
 each test failed before its fix."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from ifssnet.errors import InputError
 from ifssnet.io import Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
+
+from slicer_nodes import _ijk_to_ras, _reference_segmentation, scene_nodes  # noqa: F401  (a fixture)
+from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401  (fixtures)
+
+
+
+def _slicer(test):
+    """Marks a test on Slicer's real MRML (slicer-core), as the test_slicer_*.py modules mark theirs."""
+    for mark in (pytest.mark.slicer,
+                 pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
+                 pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")):
+        test = mark(test)
+    return test
 
 K, J, I = 20, 40, 24
 GEOMETRY = Geometry(spacing=(0.3, 0.3, 2.0), origin=(0.0, 0.0, 0.0))    # anisotropic: 2 mm between slices
@@ -49,3 +64,60 @@ def test_a_validation_annotation_painted_on_some_slices_without_a_tag_is_refused
     # a complete annotation, and a sparse segment that is not validated, are accepted as before
     Validator([_write_case(tmp_path / "complete", {"tendon": _box()})])
     Validator([_write_case(tmp_path / "both", {"tendon": _box(), "notes": sparse})], segments=["tendon"])
+
+
+TINY_CLI = ["--size", "32", "--width-mult", "0.15", "--run-length", "6", "--epochs", "1", "--steps", "1"]
+
+
+def test_segments_named_for_training_that_some_cases_lack_train_on_the_cases_that_have_them(tmp_path, capsys):
+    """``ifssnet train A B --segments GM,SOL`` where B's annotation has GM alone (its sweep missed SOL): training
+    stopped with 'The segmentation has no segment named 'SOL'. Choose one of: GM.', naming neither the case nor the
+    file, and what it said to do (train GM alone) drops A's SOL. Each case trains the named segments it has (as
+    without --segments, where each case trains its own); a named segment that no case has (a typo), and a case that
+    has none of them, are refused by name."""
+    from cli_output import error_line, run_cli
+    from ifssnet.model.checkpoint import read_meta
+
+    a = _write_case(tmp_path / "a", {"GM": _box(), "SOL": _box(6, 16)})
+    b = _write_case(tmp_path / "b", {"GM": _box(4, 18), "tendon": _box(2, 8)})
+    pairs = [f"{v}:{s}" for v, s in (a, b)]
+    out = tmp_path / "out" / "m.pt"
+    code, _, err = run_cli(capsys, "train", *pairs, "--segments", "GM,SOL", "--out", out, *TINY_CLI)
+    assert code == 0, err
+    assert read_meta(out)["data"] == "a, b"
+    assert "b has no segment SOL" in err                       # said, since a misspelt name would be left out too
+
+    code, _, err = run_cli(capsys, "train", *pairs, "--segments", "GM,Sol", "--out", tmp_path / "n.pt", *TINY_CLI)
+    line = error_line(err)
+    assert code == 2 and "'Sol'" in line and "No training case" in line and "SOL" in line and "tendon" in line
+    assert not (tmp_path / "n.pt").exists()
+
+    c = _write_case(tmp_path / "c", {"tendon": _box()})
+    code, _, err = run_cli(capsys, "train", *pairs, f"{c[0]}:{c[1]}", "--segments", "GM,SOL", "--out",
+                           tmp_path / "n.pt", *TINY_CLI)
+    line = error_line(err)
+    assert code == 2 and "'c'" in line and "none of the segments GM, SOL" in line and "tendon" in line
+    assert not (tmp_path / "n.pt").exists()
+
+
+@_slicer
+def test_the_training_logic_trains_each_pair_on_the_named_segments_it_has(scene_nodes, tmp_path):
+    """The Training Logic with ``segmentNames=["GM", "SOL"]`` and a pair whose segmentation has GM alone stopped with
+    the same message as the command line; it trains as ``ifssnet train --segments`` now does, and refuses a name
+    that no pair has."""
+    pytest.importorskip("torch")
+    slicer, volumeNode, _, truth = scene_nodes
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    other = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(), _ijk_to_ras(), "Other")
+    sol = truth.copy()
+    sol[:, :sol.shape[1] // 2] = 0
+    pairs = [(volumeNode, _reference_segmentation(slicer, volumeNode, {"GM": truth, "SOL": sol}, "Both")),
+             (other, _reference_segmentation(slicer, other, {"GM": truth}, "GM alone"))]
+    small = dict(size=32, widthMult=0.15, runLength=6, stepsPerEpoch=1)
+    L = IFSSNetTrainingLogic()
+    out = L.train(pairs, "full", 1, outputPath=str(tmp_path / "m.pt"), segmentNames=["GM", "SOL"], **small)
+    assert os.path.exists(out)
+    with pytest.raises(InputError, match="No training case has a segment named 'XX'"):
+        L.train(pairs, "full", 1, outputPath=str(tmp_path / "n.pt"), segmentNames=["GM", "XX"], **small)
+    assert not (tmp_path / "n.pt").exists()

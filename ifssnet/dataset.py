@@ -31,6 +31,7 @@ class Case:
     ``painted``: name -> bool (K,), the slices of ``known`` that were painted, where labels were added to a
     sparse annotation (:func:`ifssnet.fill_gaps.fill_gaps`, :func:`ifssnet.past_ends.empty_past_ends`); None
     when every known slice was painted. ``--anchor painted`` re-anchors the mask input on these alone.
+    ``held``: the names of every segment of the case's annotation, those not trained (``--segments``) included.
     """
 
     name: str
@@ -39,6 +40,7 @@ class Case:
     known: Dict[str, np.ndarray]
     slice_spacing_mm: Optional[float] = None
     painted: Optional[Dict[str, np.ndarray]] = None
+    held: Tuple[str, ...] = ()
 
     def painted_slices(self, name: str) -> np.ndarray:
         """bool (K,): the painted slices of segment ``name`` (its known ones unless labels were added)."""
@@ -92,7 +94,12 @@ def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
     grid = InPlaneGrid(volume.shape[1:], size)
     image = normalized_work_volume(volume, grid).to(torch.float16).numpy()
     masks, known = {}, {}
-    names = list(segments) if segments else seg.names
+    names = [n for n in segments if n in seg.names] if segments else seg.names
+    if segments and not names:
+        raise InputError(f"The annotation of case '{name}' has none of the segments {', '.join(segments)} to train "
+                         f"(it has: {', '.join(seg.names) or 'none'}).",
+                         "Pair this volume with the segmentation that holds the muscles, name the segments as in "
+                         "the other cases, or leave the case out.")
     if not names:
         raise InputError(f"The annotation of case '{name}' has no segments.", "Give a segmentation with at least one segment.")
     for n in names:
@@ -120,7 +127,24 @@ def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
                     "uncropped one); re-cut its seeds with `ifssnet seeds`, or paint the slices again in Slicer.")
             k[list(annotated.slices)] = True
         known[n] = k
-    return Case(name, image, masks, known, slice_spacing_mm)
+    return Case(name, image, masks, known, slice_spacing_mm, held=tuple(seg.names))
+
+
+def require_segments(cases: Sequence[Case], segments: Optional[Sequence[str]]) -> List[str]:
+    """``segments`` (``--segments``, the Training Logic's ``segmentNames``) chooses among each case's segments: a
+    case trains the ones it has (:func:`case_from_arrays`; a sweep may miss a muscle that others hold), as every
+    case trains its own without them. Refuse a named segment that no case has (a misspelt name), naming the
+    segments the cases hold. Returns what to tell the user: one line per case that lacks some of them (a name
+    spelt otherwise in one case would be left out of it), [] when none does or ``segments`` is None."""
+    if not segments:
+        return []
+    held = list(dict.fromkeys(n for c in cases for n in (*c.masks, *c.held)))
+    unknown = [s for s in segments if not any(s in c.masks for c in cases)]
+    if unknown:
+        raise InputError(f"No training case has a segment named {', '.join(map(repr, unknown))}.",
+                         f"Check the names given to train (--segments); the cases hold: {', '.join(held) or 'none'}.")
+    return [f"Note: case {c.name} has no segment {', '.join(s for s in segments if s not in c.masks)}: it trains "
+            f"{', '.join(c.masks)} alone." for c in cases if any(s not in c.masks for s in segments)]
 
 
 def work_mask(mask: np.ndarray, grid: InPlaneGrid, chunk: int = 64) -> np.ndarray:

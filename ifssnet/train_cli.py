@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Sequence
 
-from .dataset import load_case, require_painted
+from .dataset import load_case, require_painted, require_segments
 from .errors import InputError
 from .train import StepLog, TrainConfig, train
 from .train_recipe import (FEWSHOT_BETA, FINETUNE_LR, RECIPE, cli_value, inherit_recipe, learning_rates,
@@ -391,7 +391,11 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
     _check_memory(args, train_pairs, segments, size, stored, resumed_meta)    # from the headers, before any read
     validator = _validator(args, train_pairs, segments)
     cases = _read_cases(train_pairs, size, segments, TqdmProgress(disable=rank != 0))
+    notes = require_segments(cases, segments)
     require_painted(cases)                    # before --log is opened (train checks them again, cheaply)
+    if rank == 0:
+        for note in notes:
+            print(note, file=sys.stderr, flush=True)
     cfg = TrainConfig(mode=args.mode, epochs=args.epochs, steps_per_epoch=args.steps, run_length=args.run_length,
                       lr=args.lr, lr_final=args.lr_final,
                       seed=args.seed, checkpoint_every=args.checkpoint_every,

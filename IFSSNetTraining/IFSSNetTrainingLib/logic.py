@@ -89,7 +89,8 @@ class IFSSNetTrainingLogic:
     ``self.inheritedRecipe`` holds what was taken from it. ``learningRate``: Adam's rate, and a tenth of it for the
     last two epochs of a run of more than two, as ``--lr`` (None: 1e-5 for a fine-tune of a network trained to
     propagate, else the paper's 1e-4; :func:`ifssnet.train_recipe.learning_rates`).
-    ``segmentNames``: the segments to train (None: every segment of each pair). Each must be painted in every case
+    ``segmentNames``: the segments to train (None: every segment of each pair); a pair trains those it has, and a
+    name that no pair has is refused (:func:`ifssnet.dataset.require_segments`). Each must be painted in every case
     that has it: one that is empty in a case (no voxel on its annotated slices) is refused by name before anything
     runs (:func:`ifssnet.dataset.require_painted`). ``cancel`` stops the run between steps, before a fine-tune's
     step-0 validation and between validation cases. Running out of memory raises ``ResourceError``. An error or a
@@ -124,7 +125,7 @@ class IFSSNetTrainingLogic:
             raise InputError(f"{resume} holds a run that has finished (step {finished} of {finished}): there is "
                              "nothing to resume.", "Train to start a new run, or fine-tune its model (base model).")
         with _outOfMemoryAsResourceError(outputPath):
-            from ifssnet.dataset import case_from_arrays, load_case, require_painted
+            from ifssnet.dataset import case_from_arrays, load_case, require_painted, require_segments
             from ifssnet.train import TrainConfig, train as coreTrain
             from ifssnet.train_recipe import inherit_recipe, learning_rates
 
@@ -146,6 +147,7 @@ class IFSSNetTrainingLogic:
                     cases.append(case_from_arrays(mrmlArrays.volumeToArray(volume), seg, size, segmentNames,
                                                   volume.GetName() or f"case{n}",
                                                   slice_spacing_mm=mrmlArrays.spacingKji(volume)[0]))
+            require_segments(cases, segmentNames)   # a name no pair has; a pair trains the named segments it has
             require_painted(cases)          # before the validation cases are read (train checks them again, cheaply)
             if validationPairs and any(v is tv for v, _ in validationPairs for tv, _ in pairs):
                 raise InputError("A validation volume is also a training volume.",
