@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from slicer_fixture import available, slicer_app  # noqa: F401  (fixture)
+from slicer_nodes import _ijk_to_ras
 
 from ifssnet import io
 from ifssnet.cli import main
@@ -18,10 +19,7 @@ from ifssnet.cli import main
 needs_slicer = pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")
 
 SHAPE = (12, 10, 14)   # (k, j, i)
-RAS = np.array([[-0.66582582, 0.04649461, -0.48685315, -12.5],
-                [-0.06832641, -0.88707699, 0.22045233, 30.25],
-                [0.20495727, 0.14468125, 1.50810304, 7.0],
-                [0.0, 0.0, 0.0, 1.0]])
+RAS = _ijk_to_ras()                              # oblique, 0.7 x 0.9 x 1.6 mm
 GEOMETRY = io.Geometry.from_ijk_to_lps(np.diag([-1.0, -1.0, 1.0, 1.0]) @ RAS)
 
 
@@ -72,11 +70,9 @@ def test_a_seed_file_slicer_saved_cropped_keeps_its_annotated_slices_where_they_
     assert seg.get("GM").annotated == io.AnnotatedSlices(0, (3, 4, 5, 7))
     for name, mask in masks.items():
         np.testing.assert_array_equal(seg.mask(name), mask)
-    # on the file's own (cropped) grid: the tag's slices move with it, and slice 7 (past the crop) is dropped
+    # without a volume: on the grid of the file's reference image (the volume's), the same
     own = io.read_segmentation(path)
-    offset_k = int(nrrd.read_header(str(path))["Segmentation_ReferenceImageExtentOffset"].split()[2])
-    assert own.get("GM").annotated == io.AnnotatedSlices(0, tuple(s - offset_k for s in (3, 4, 5, 7)
-                                                                   if s - offset_k < own.shape[0]))
+    assert own.shape == SHAPE and own.get("GM").annotated == io.AnnotatedSlices(0, (3, 4, 5, 7))
 
 
 def _slicer_reads(slicer, path):
@@ -124,22 +120,43 @@ def test_a_seg_nrrd_with_one_segment_per_component_and_no_layer_fields_reads_eac
         np.testing.assert_array_equal(seg.mask(name), a[n].transpose(2, 1, 0))
 
 
-@needs_slicer
-def test_evaluate_against_a_reference_slicer_saved_cropped_counts_the_prediction_outside_its_crop(
-        slicer_app, tmp_path, capsys):
-    """``ifssnet evaluate PRED REF`` resampled PRED onto REF's grid. A reference Slicer saved cropped (its grid is
-    the segments' bounding box) cut off every voxel PRED has outside it: 8 false positives there gave Dice 1.0,
-    precision 1.0 and PRED's volume without them. Both are now scored on REF's grid grown to cover PRED's."""
+def test_evaluate_against_a_reference_saved_cropped_counts_the_prediction_outside_its_crop(tmp_path, capsys):
+    """``ifssnet evaluate PRED REF`` resampled PRED onto REF's grid. A reference saved cropped to its segments'
+    bounding box (by a tool that keeps no reference image geometry; Slicer's own cropped files are now read whole)
+    cut off every voxel PRED has outside it: 8 false positives there gave Dice 1.0, precision 1.0 and PRED's volume
+    without them. Both are now scored on REF's grid grown to cover PRED's."""
     masks = _masks()
-    ref_path = _slicer_file(slicer_app, tmp_path / "ref.seg.nrrd", masks, crop=True)
-    assert io.read_segmentation(ref_path).shape != SHAPE
+    crop = (slice(4, 9), slice(3, 7), slice(5, 10))                # SOL's bounding box
+    shifted = io.Geometry(GEOMETRY.spacing, tuple(GEOMETRY.ijk_to_lps @ np.array([5.0, 3.0, 4.0, 1.0]))[:3],
+                          GEOMETRY.direction)
+    ref_path = io.write_segmentation(io.Segmentation([io.Segment("SOL", masks["SOL"][crop])], shifted),
+                                     tmp_path / "ref.seg.nrrd")
     pred = masks["SOL"].copy()
     pred[0:2, 0:2, 0:2] = 1                      # outside the reference's crop
     io.write_segmentation(io.Segmentation([io.Segment("SOL", pred)], GEOMETRY), tmp_path / "pred.seg.nrrd")
-    assert main(["evaluate", str(tmp_path / "pred.seg.nrrd"), str(ref_path), "--segment", "SOL", "--json"]) == 0
+    assert main(["evaluate", str(tmp_path / "pred.seg.nrrd"), str(ref_path), "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)["SOL"]
     voxel = GEOMETRY.voxel_volume_mm3
     assert scores["volume_mm3"] == pytest.approx(pred.sum() * voxel)
     assert scores["ref_volume_mm3"] == pytest.approx(masks["SOL"].sum() * voxel)
     assert scores["precision"] == pytest.approx(masks["SOL"].sum() / pred.sum())
     assert scores["dice"] < 1.0
+
+
+@needs_slicer
+def test_seeds_from_a_reference_slicer_saved_cropped_are_numbered_and_ended_on_the_volumes_slices(
+        slicer_app, tmp_path, capsys):
+    """``ifssnet seeds REF --ends`` read a reference Slicer saved cropped on its cropped grid: the slices it printed
+    and wrote were numbered from the crop (3 too low here), and the 'no muscle here' marks past a muscle's ends were
+    dropped wherever the muscle reached the crop's edge (the crop is the segments' bounding box, so the longest
+    muscle always does): SOL got no end marks although the volume has slices 3 and 9. A cropped .seg.nrrd is now
+    read on the grid of its reference image (Slicer's 'Reference image geometry' and extent offset)."""
+    masks = _masks()
+    ref = _slicer_file(slicer_app, tmp_path / "ref.seg.nrrd", masks, crop=True)
+    out = tmp_path / "seeds.seg.nrrd"
+    assert main(["seeds", str(ref), "--segment", "SOL", "--ends", "-o", str(out)]) == 0
+    assert "SOL: slices 3, 4, 5, 6, 9" in capsys.readouterr().out
+    seeds = io.read_segmentation(out)
+    assert seeds.shape == SHAPE and seeds.geometry.same_as(GEOMETRY, tol=1e-5)
+    assert seeds.get("SOL").annotated == io.AnnotatedSlices(0, (3, 4, 5, 6, 9))
+    np.testing.assert_array_equal(seeds.mask("SOL")[4:7], masks["SOL"][4:7])

@@ -435,14 +435,18 @@ def read_segmentation(path, reference: Optional[Geometry] = None,
     With ``reference`` (and ``reference_shape`` (K, J, I)), segments are resampled (nearest neighbour)
     onto that grid when the file's geometry differs, so they line up with the volume voxel for voxel.
     ``cover``: onto that grid grown by whole voxels to cover the file's (:func:`covering_grid`), so that no voxel
-    of the file is left outside it (a reference that Slicer saved cropped is smaller than a prediction's grid).
+    of the file is left outside it (a reference saved cropped is smaller than a prediction's grid). Without
+    ``reference``, a .seg.nrrd that Slicer saved cropped is read on the grid of the image it was drawn on (its
+    'Reference image geometry'), where its slice numbers and segment tags are.
     ``progress`` gets :data:`STAGE_READING` once per segment of a .seg.nrrd and ``cancel`` is checked between
     them (:class:`~ifssnet.errors.Cancelled`).
     """
     path = Path(path)
     _check_readable(path)
     if path.name.lower().endswith(".seg.nrrd"):
-        seg = _read_seg_nrrd(path, progress, cancel)
+        seg, drawn_on = _read_seg_nrrd(path, progress, cancel)
+        if reference is None and drawn_on is not None:    # saved cropped: back on the grid it was drawn on
+            reference, reference_shape = covering_grid(*drawn_on, seg.geometry, seg.shape)
     else:
         seg = _read_labelmap(path)
     if reference is not None:
@@ -458,7 +462,9 @@ def read_segmentation(path, reference: Optional[Geometry] = None,
     return seg
 
 
-def _read_seg_nrrd(path: Path, progress: Optional[ProgressFn] = None, cancel: CancelLike = None) -> Segmentation:
+def _read_seg_nrrd(path: Path, progress: Optional[ProgressFn] = None,
+                   cancel: CancelLike = None) -> Tuple[Segmentation, Optional[Tuple[Geometry, Tuple[int, int, int]]]]:
+    """The file's segments on its own grid, and the grid of the image they were drawn on (:func:`_drawn_on`)."""
     import slicerio
 
     try:
@@ -488,7 +494,33 @@ def _read_seg_nrrd(path: Path, progress: Optional[ProgressFn] = None, cancel: Ca
         color = tuple(info.get("color", DEFAULT_COLORS.get(info.get("name", ""), (0.5, 0.5, 0.5))))
         segments.append(Segment(info.get("name", info.get("id", "Segment")), mask, color, annotated))
         report(progress, STAGE_READING, n + 1, len(infos))
-    return Segmentation(segments, geometry)
+    seg = Segmentation(segments, geometry)
+    return seg, _drawn_on(raw, seg)
+
+
+def _drawn_on(raw: dict, seg: Segmentation) -> Optional[Tuple[Geometry, Tuple[int, int, int]]]:
+    """``(geometry, shape (K, J, I))`` of the image a .seg.nrrd that Slicer saved cropped ('crop to minimum extent')
+    was drawn on: Slicer's conversion parameter 'Reference image geometry' (IJK-to-RAS row by row, then the extent),
+    where the file's grid is a whole-voxel part of it other than all of it; else None."""
+    text = next((p.get("value", "") for p in raw.get("conversionParameters", []) or []
+                 if p.get("name") == "Reference image geometry"), "")
+    try:
+        values = [float(v) for v in text.split(";") if v.strip()]
+        if len(values) != 22:
+            return None
+        extent = [int(round(v)) for v in values[16:]]
+        if any(extent[2 * a + 1] < extent[2 * a] for a in range(3)):
+            return None
+        ijk_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.array(values[:16]).reshape(4, 4)
+        ijk_to_lps[:, 3] = ijk_to_lps @ np.array([extent[0], extent[2], extent[4], 1.0])   # voxel 0 of the extent
+        grid = Geometry.from_ijk_to_lps(ijk_to_lps)
+    except (ValueError, GeometryError, np.linalg.LinAlgError):
+        return None
+    shape = (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
+    if not seg.segments or voxel_offset(seg.geometry, grid) is None \
+            or (shape == seg.shape and seg.geometry.same_as(grid)):
+        return None
+    return grid, shape
 
 
 def _read_labelmap(path: Path) -> Segmentation:
