@@ -132,3 +132,28 @@ def test_segments_painted_across_different_axes_do_not_overlap_when_asked(scene_
     assert not (outB & slabA & (paintedA > 0) & ~slabB).any()                      # GM's paint not given to SOL
     assert not (outA & slabB & (paintedB > 0) & ~slabA).any()
     assert outA.sum() > paintedA.sum() and outB.sum() > paintedB.sum()
+
+
+def test_cancel_of_a_preview_takes_back_the_result_only(scene_nodes):
+    """Cancel of a preview put the whole segmentation back as it was before the run: while the preview was shown
+    (Slicer stays usable) the clinician painted SOL in a new segment and erased a slice of another muscle, and Cancel
+    threw both away, which the docs do not say ('Cancel leaves the segment exactly as painted'). Cancel now puts back
+    the propagated segments (voxels and tags) and leaves the rest of the segmentation as it is now."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    g = arrays.referenceGeometry(volumeNode, segNode)
+    other, paintedOther = _paint(slicer, volumeNode, segNode, truth, 0, (4, 5, 6), name="GL")
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
+    before = _state(segNode, volumeNode)
+    L = logic.IFSSNetSegmentationLogic()
+    job = L.compute(L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method))
+    L.apply(job, segNode)                                           # the preview
+    paintedOther[5] = 0                                             # meanwhile: GL's slice 5 erased, SOL painted
+    arrays.writeSegment(segNode, other, paintedOther, g)
+    sol, paintedSol = _paint(slicer, volumeNode, segNode, truth, 2, (12, 14, 16), name="SOL")
+    L.revert(job, segNode)                                          # Cancel
+    after = _state(segNode, volumeNode)
+    _assert_same({a: before[a]}, {a: after[a]})                     # the propagated segment as painted
+    np.testing.assert_array_equal(after[other][1], paintedOther)   # the edits made meanwhile kept
+    np.testing.assert_array_equal(after[sol][1], paintedSol)

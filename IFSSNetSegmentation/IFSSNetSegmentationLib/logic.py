@@ -507,9 +507,12 @@ class IFSSNetSegmentationLogic:
         return self._summary(job, segmentationNode)
 
     def revert(self, job: PropagationJob, segmentationNode) -> None:
-        """Undo ``apply`` (Cancel of a preview): the segmentation goes back to what it was, voxel for voxel."""
+        """Undo ``apply`` (Cancel of a preview): the propagated segments go back to what they were, voxel for voxel,
+        with their seed tags; the rest of the segmentation (a segment painted or edited while the preview was
+        shown) stays as it is now."""
         if job.backup is not None:
-            arrays.restoreSegmentation(segmentationNode, job.backup)
+            arrays.restoreSegments(segmentationNode, job.backup, [seg.segmentId for seg in job.segments],
+                                   tags=(ANNOTATED_TAG, RESULT_CRC_TAG, SEED_GRID_TAG))
             job.backup = None
 
     # ---- helpers -------------------------------------------------------------------------------

@@ -259,6 +259,55 @@ def restoreSegmentation(segmentationNode, backup) -> None:
     segmentationNode.Modified()
 
 
+def restoreSegments(segmentationNode, backup, segmentIds, tags=()) -> None:
+    """Put the segments ``segmentIds`` back as they are in ``backup`` (a :func:`snapshotSegmentation`): their voxels,
+    and the tags named in ``tags`` (removed where the backup has none). The other segments, and segments removed or
+    added since, stay as they are now (the user's edits meanwhile). A segmentation whose source representation the
+    write changed (a closed surface made a labelmap) goes back whole (:func:`restoreSegmentation`). All or nothing."""
+    segmentation = segmentationNode.GetSegmentation()
+    if backup.GetSourceRepresentationName() != segmentation.GetSourceRepresentationName():
+        restoreSegmentation(segmentationNode, backup)
+        return
+    with allOrNothing(segmentationNode):
+        for sid in segmentIds:
+            old, now = backup.GetSegment(sid), segmentation.GetSegment(sid)
+            if old is None or now is None:
+                continue
+            image = _segmentVoxels(old) or _emptyOn(segmentGrid(segmentationNode, sid))
+            if image is not None and not slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+                    image, segmentationNode, sid, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
+                    image.GetExtent()):
+                raise IFSSNetError(f"Slicer could not put segment '{now.GetName()}' back.",
+                                   "Use the Segment Editor's Undo.")
+            for tag in tags:
+                value = vtk.reference("")
+                if old.GetTag(tag, value):
+                    now.SetTag(tag, str(value))
+                else:
+                    now.RemoveTag(tag)
+
+
+def _segmentVoxels(segment):
+    """A binary uint8 ``vtkOrientedImageData`` of a segment's voxels in its (possibly shared) layer, on the layer's
+    grid; None for a segment with no stored voxels."""
+    stored = segment.GetRepresentation(LABELMAP)
+    if stored is None or not stored.IsA("vtkOrientedImageData") or stored.GetPointData().GetScalars() is None:
+        return None
+    e = stored.GetExtent()
+    if e[0] > e[1] or e[2] > e[3] or e[4] > e[5]:
+        return None
+    values = numpy_support.vtk_to_numpy(stored.GetPointData().GetScalars()).reshape(
+        (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1))
+    return arrayToOrientedImage((values == segment.GetLabelValue()).view(np.uint8), stored)
+
+
+def _emptyOn(grid):
+    if grid is None:
+        return None
+    e = grid.GetExtent()
+    return arrayToOrientedImage(np.zeros((e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1), np.uint8), grid)
+
+
 @contextlib.contextmanager
 def allOrNothing(segmentationNode):
     """Write to a segmentation as one modification; if anything fails, put the whole segmentation back,
