@@ -157,3 +157,32 @@ def test_cancel_of_a_preview_takes_back_the_result_only(scene_nodes):
     _assert_same({a: before[a]}, {a: after[a]})                     # the propagated segment as painted
     np.testing.assert_array_equal(after[other][1], paintedOther)   # the edits made meanwhile kept
     np.testing.assert_array_equal(after[sol][1], paintedSol)
+
+
+def test_seeds_follow_a_reoriented_volume(scene_nodes):
+    """Guard for the grid mapping: the same voxels with the axes in another order and one flipped (Orient Scalar
+    Volume): the seeds and the mark lie across the new array axis that was k, on the slices holding the same voxels,
+    and the run gives the same segment as on the volume the tags were written on."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
+    L = logic.IFSSNetSegmentationLogic()
+    L.markNoMuscle(volumeNode, segNode, a, 18)
+    voxels = slicer.util.arrayFromVolume(volumeNode)             # (k, j, i)
+    # new (k', j', i') = (i, k flipped, j): new IJK (j, n_k - 1 - k, i) -> old IJK (i, j, k)
+    reoriented = np.ascontiguousarray(np.transpose(voxels[::-1], (2, 0, 1)))
+    old = _ijk_to_ras()
+    nk = voxels.shape[0]
+    m = np.eye(4)
+    m[:3, 0] = old[:3, 1]                                           # new i steps old j
+    m[:3, 1] = -old[:3, 2]                                          # new j steps old k backwards
+    m[:3, 2] = old[:3, 0]                                           # new k steps old i
+    m[:3, 3] = old[:3, 3] + old[:3, 2] * (nk - 1)
+    other = slicer.util.addVolumeFromArray(reoriented, m, "US reoriented")
+    job = L.prepare(other, segNode, [a], method=_nearest_seed_method)
+    assert job.segments[0].axis == 1
+    assert job.segments[0].seedSlices == tuple(sorted(nk - 1 - s for s in (6, 10, 15, 18)))
+    L.propagate(other, segNode, [a], method=_nearest_seed_method)
+    out = arrays.segmentToArray(segNode, a, arrays.referenceGeometry(volumeNode, segNode))
+    assert _present(out, 0) == list(range(6, 17))                   # up to the mark at 18 (16 <- 15)
