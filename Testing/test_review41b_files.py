@@ -160,3 +160,27 @@ def test_seeds_from_a_reference_slicer_saved_cropped_are_numbered_and_ended_on_t
     assert seeds.shape == SHAPE and seeds.geometry.same_as(GEOMETRY, tol=1e-5)
     assert seeds.get("SOL").annotated == io.AnnotatedSlices(0, (3, 4, 5, 6, 9))
     np.testing.assert_array_equal(seeds.mask("SOL")[4:7], masks["SOL"][4:7])
+
+
+def _empty_seg_nrrd(path):
+    """A .seg.nrrd without any segment on ``GEOMETRY``'s grid (Slicer saves one when every segment was deleted)."""
+    import slicerio
+
+    raw = slicerio.create_segmentation(SHAPE[::-1], GEOMETRY.ijk_to_lps, dtype="uint8")
+    raw["voxels"] = np.zeros(SHAPE[::-1], np.uint8)
+    slicerio.write_segmentation(str(path), raw)
+    return path
+
+
+def _error_line(capsys):
+    return [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("ifssnet:")]
+
+
+def test_evaluate_with_a_prediction_without_segments_is_bad_input_not_an_internal_error(tmp_path, capsys):
+    """Growing the reference's grid to hold the prediction's (0d050bd) took the grid of a prediction without any
+    segment, which has no shape: ValueError, exit 70. It is the input error it was before: no segment in both."""
+    masks = _masks()
+    io.write_segmentation(io.segmentation_from_masks(masks, GEOMETRY), tmp_path / "ref.seg.nrrd")
+    code = main(["evaluate", str(_empty_seg_nrrd(tmp_path / "pred.seg.nrrd")), str(tmp_path / "ref.seg.nrrd")])
+    assert code == 2, _error_line(capsys)
+    assert "not in both files" in _error_line(capsys)[0]

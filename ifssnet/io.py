@@ -451,7 +451,7 @@ def read_segmentation(path, reference: Optional[Geometry] = None,
         seg = _read_labelmap(path)
     if reference is not None:
         shape = tuple(reference_shape) if reference_shape is not None else seg.shape
-        if cover:
+        if cover and seg.segments:        # (a file without segments has no grid to cover)
             reference, shape = covering_grid(reference, shape, seg.geometry, seg.shape)
         if not seg.geometry.same_as(reference) or seg.shape != shape:
             return resample_segmentation(seg, reference, shape, progress=progress, cancel=cancel)
