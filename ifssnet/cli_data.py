@@ -112,7 +112,7 @@ def _evaluate_files(args, progress) -> dict:
     # on the reference's grid, grown to hold all of the prediction (a reference Slicer saved cropped is smaller)
     pred = read_segmentation(args.pred, reference=ref.geometry, reference_shape=ref.shape, progress=progress,
                              cover=True)
-    if pred.shape != ref.shape or not pred.geometry.same_as(ref.geometry):
+    if pred.segments and (pred.shape != ref.shape or not pred.geometry.same_as(ref.geometry)):
         ref = resample_segmentation(ref, pred.geometry, pred.shape, progress=progress)
     shared = [n for n in pred.names if n in ref.names]
     names = [n.strip() for n in args.segment.split(",")] if args.segment else shared
