@@ -121,3 +121,34 @@ def test_the_training_logic_trains_each_pair_on_the_named_segments_it_has(scene_
     with pytest.raises(InputError, match="No training case has a segment named 'XX'"):
         L.train(pairs, "full", 1, outputPath=str(tmp_path / "n.pt"), segmentNames=["GM", "XX"], **small)
     assert not (tmp_path / "n.pt").exists()
+
+
+def _phantom_dir(folder, masks):
+    """A compare-set case folder (volume.nrrd + reference.seg.nrrd)."""
+    v, a = _write_case(folder, masks)
+    a.rename(folder / "reference.seg.nrrd")
+    return folder
+
+
+def test_compare_set_refuses_a_named_segment_a_later_case_lacks_before_any_case_runs(tmp_path, monkeypatch, capsys):
+    """``ifssnet compare-set A B C --segment GM,SOL`` where C's reference has GM alone: A and B were compared (every
+    method, every muscle: hours on full-size sweeps), then C stopped the run with 'C: no segment named SOL' and
+    nothing was written. The segment names of every case are read from the references' headers first, so the run is
+    refused before any case is compared, naming each case that lacks a segment."""
+    from cli_output import error_line, run_cli
+    import ifssnet.compare as C
+
+    ran = []
+    real = C.compare
+    monkeypatch.setattr(C, "compare", lambda *a, **k: ran.append(1) or real(*a, **k))
+    dirs = [_phantom_dir(tmp_path / "A", {"GM": _box(), "SOL": _box(6, 16)}),
+            _phantom_dir(tmp_path / "B", {"GM": _box(), "SOL": _box(6, 16)}),
+            _phantom_dir(tmp_path / "C", {"GM": _box()})]
+    code, _, err = run_cli(capsys, "compare-set", *dirs, "--segment", "GM,SOL", "--methods", "fbs",
+                           "--csv", tmp_path / "out.csv")
+    line = error_line(err)
+    assert code == 2 and "C" in line and "SOL" in line and "GM" in line, line
+    assert ran == [] and not (tmp_path / "out.csv").exists()
+    with pytest.raises(InputError, match="no segment named SOL"):      # the core, called from Python
+        C.compare_set(dirs, ["fbs"], segments=["GM", "SOL"])
+    assert ran == []

@@ -566,6 +566,15 @@ def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, p
             prepare(name)
             options[name] = load_once(name, options.get(name))
     kwargs["method_options"] = options
+    if segments:   # every case's names from its header: before any case runs, not at the case that lacks one
+        lacking = [(case, missing, names) for case in case_dirs
+                   if (names := _segment_names(Path(case) / "reference.seg.nrrd")) is not None
+                   and (missing := [s for s in segments if s not in names])]
+        if lacking:
+            raise InputError("; ".join(f"{case}: no segment named {', '.join(missing)} (it has: {', '.join(names)})"
+                                       for case, missing, names in lacking) + ".",
+                             "Compare the segments every case holds (--segment), or leave those cases out; each "
+                             "case's own segments are compared where --segment is left out.")
     rows: List[dict] = []
     for i, case in enumerate(case_dirs):
         check_cancel(cancel)
@@ -587,6 +596,21 @@ def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, p
     report(progress, "Cases", len(case_dirs), len(case_dirs))
     return {"rows": rows, "summary": summarize(rows, ("method",)),
             "summary_by_muscle": summarize(rows, ("method", "muscle"))}
+
+
+def _segment_names(path) -> Optional[List[str]]:
+    """The segment names a .seg.nrrd's header lists (``SegmentN_Name``), without reading its voxels; None where the
+    header cannot be read or lists none (reading the case says what is wrong)."""
+    import re
+
+    try:
+        import nrrd  # pynrrd, which slicerio reads with
+
+        header = nrrd.read_header(str(path))
+    except Exception:
+        return None
+    found = sorted((int(m.group(1)), str(v)) for k, v in header.items() if (m := re.fullmatch(r"Segment(\d+)_Name", k)))
+    return [name for _, name in found] or None
 
 
 def _known(get, name: str) -> bool:
