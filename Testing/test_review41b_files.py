@@ -184,3 +184,20 @@ def test_evaluate_with_a_prediction_without_segments_is_bad_input_not_an_interna
     code = main(["evaluate", str(_empty_seg_nrrd(tmp_path / "pred.seg.nrrd")), str(tmp_path / "ref.seg.nrrd")])
     assert code == 2, _error_line(capsys)
     assert "not in both files" in _error_line(capsys)[0]
+
+
+def test_propagate_from_a_seed_file_without_segments_says_what_to_do_and_writes_nothing(tmp_path, capsys,
+                                                                                        monkeypatch):
+    """A seed file without any segment (every segment deleted, then saved) crashed ``ifssnet propagate`` with
+    KeyError 'pop from an empty set', exit 70; it is now an input error that says to paint the muscle."""
+    import ifssnet.propagate as prop
+    from fake_models import CopyModel
+
+    monkeypatch.setattr(prop, "load_model", lambda model=None, device="cpu": CopyModel(size=32))
+    volume = io.write_volume(io.Image(np.zeros(SHAPE, np.uint8), GEOMETRY), tmp_path / "volume.nrrd")
+    seeds = _empty_seg_nrrd(tmp_path / "seeds.seg.nrrd")
+    code = main(["propagate", str(volume), str(seeds), "-o", str(tmp_path / "out.seg.nrrd"), "--device", "cpu"])
+    line = _error_line(capsys)
+    assert code == 2, line
+    assert "holds no segment" in line[0] and "Paint" in line[0]
+    assert not (tmp_path / "out.seg.nrrd").exists()

@@ -215,6 +215,12 @@ def _propagate_with(args, output: Path, device: str, net, bar) -> None:
     window = int(getattr(getattr(net, "config", None), "window", 3))
     img = read_volume(args.volume)
     seg = read_segmentation(args.seeds, reference=img.geometry, reference_shape=img.array.shape, progress=bar)
+    if not seg.segments:
+        from .errors import InputError
+
+        raise InputError(f"'{args.seeds}' holds no segment.",
+                         "Paint the muscle on at least 3 slices in Slicer and save the segmentation, or cut seeds "
+                         "from a reference with `ifssnet seeds`.")
     names = split_names(args.segment, seg.names)
     seed_map, axis = seeds_from_segmentation(seg, names, args.axis)
     for n, ks in parse_no_muscle(args.no_muscle_at, list(seed_map)).items():
