@@ -186,3 +186,42 @@ def test_seeds_follow_a_reoriented_volume(scene_nodes):
     L.propagate(other, segNode, [a], method=_nearest_seed_method)
     out = arrays.segmentToArray(segNode, a, arrays.referenceGeometry(volumeNode, segNode))
     assert _present(out, 0) == list(range(6, 17))                   # up to the mark at 18 (16 <- 15)
+
+
+def test_a_volume_under_a_warping_transform_is_refused_with_what_to_do(scene_nodes):
+    """A volume under a non-linear (grid) transform that the segmentation is not under: Slicer maps its grid into the
+    segmentation's frame as a bounding grid of another size, so Propagate (and No muscle here) crashed with numpy's
+    'shape mismatch: value array of shape (3,41,31) could not be broadcast ...'. It is now refused before anything is
+    read, saying to harden the transform or put both under it; the segmentation is as it was."""
+    from vtk.util import numpy_support
+    import vtk
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    from ifssnet.errors import InputError
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
+    displacement = vtk.vtkImageData()
+    displacement.SetDimensions(5, 5, 5)
+    displacement.SetOrigin(-50, -50, -50)
+    displacement.SetSpacing(40, 40, 40)
+    displacement.AllocateScalars(vtk.VTK_DOUBLE, 3)
+    numpy_support.vtk_to_numpy(displacement.GetPointData().GetScalars())[:] = (
+        np.random.default_rng(0).random((125, 3)) * 2)
+    warp = slicer.vtkOrientedGridTransform()
+    warp.SetDisplacementGridData(displacement)
+    transformNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLGridTransformNode")
+    transformNode.SetAndObserveTransformToParent(warp)
+    volumeNode.SetAndObserveTransformNodeID(transformNode.GetID())
+    L = logic.IFSSNetSegmentationLogic()
+    for call in (lambda: L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method),
+                 lambda: L.markNoMuscle(volumeNode, segNode, a, 18)):
+        with pytest.raises(InputError, match="not linear") as err:
+            call()
+        assert "Harden transform" in err.value.todo
+    volumeNode.SetAndObserveTransformNodeID(None)
+    before = _state(segNode, volumeNode)
+    segNode.SetAndObserveTransformNodeID(transformNode.GetID())     # the other way round
+    with pytest.raises(InputError, match="not linear"):
+        L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    segNode.SetAndObserveTransformNodeID(None)
+    _assert_same(before, _state(segNode, volumeNode))

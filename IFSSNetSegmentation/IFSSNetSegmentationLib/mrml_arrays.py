@@ -19,7 +19,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from ifssnet.errors import IFSSNetError, InputError, ResourceError, VolumeError
+from ifssnet.errors import GeometryError, IFSSNetError, InputError, ResourceError, VolumeError
 
 LABELMAP = "Binary labelmap"  # vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
 
@@ -59,7 +59,16 @@ def referenceGeometry(volumeNode, segmentationNode):
         geometry.SetImageToWorldMatrix(matrix)
         geometry.SetExtent(volumeNode.GetImageData().GetExtent())
         return geometry
-    # Different parent transforms: let Slicer map the volume's grid into the segmentation's frame.
+    # Different parent transforms: let Slicer map the volume's grid into the segmentation's frame. Through a warping
+    # transform that is a bounding grid of another size, whose voxels are not the volume's: refused.
+    if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
+            volumeNode.GetParentTransformNode(), segmentationNode.GetParentTransformNode(), vtk.vtkMatrix4x4()):
+        raise GeometryError(
+            f"The volume '{volumeNode.GetName()}' and the segmentation '{segmentationNode.GetName()}' are under "
+            "different transforms, and the transform between them is not linear (a warping transform), so the "
+            "segment's voxels are not the volume's. Nothing was changed.",
+            "Harden the transform on the node under it (Data module: right-click it > Harden transform), or put "
+            "both under the same transform, then try again.")
     geometry = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(
         volumeNode, segmentationNode.GetParentTransformNode())
     return geometry
