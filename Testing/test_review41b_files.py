@@ -32,7 +32,7 @@ def _masks():
 
 
 def _slicer_file(slicer, path, masks, tags=None, crop=False):
-    """Save ``masks`` (name -> (K, J, I)) on ``GEOMETRY``'s volume as Slicer 5.x saves a segmentation; ``crop``:
+    """Save ``masks`` (name -> (K, J, I), or (name, mask) pairs) on ``GEOMETRY``'s volume as Slicer 5.x saves a segmentation; ``crop``:
     with 'crop to minimum extent', which writes Segmentation_ReferenceImageExtentOffset."""
     import slicer.util
 
@@ -40,7 +40,7 @@ def _slicer_file(slicer, path, masks, tags=None, crop=False):
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Seg")
     seg.CreateDefaultDisplayNodes()
     seg.SetReferenceImageGeometryParameterFromVolumeNode(vol)
-    for name, mask in masks.items():
+    for name, mask in (masks.items() if isinstance(masks, dict) else masks):
         sid = seg.GetSegmentation().AddEmptySegment("", name)
         slicer.util.updateSegmentBinaryLabelmapFromArray(mask, seg, sid, vol)
         for key, value in (tags or {}).get(name, {}).items():
@@ -201,3 +201,20 @@ def test_propagate_from_a_seed_file_without_segments_says_what_to_do_and_writes_
     assert code == 2, line
     assert "holds no segment" in line[0] and "Paint" in line[0]
     assert not (tmp_path / "out.seg.nrrd").exists()
+
+
+@needs_slicer
+def test_two_segments_of_the_same_name_are_refused_not_merged_into_copies_of_the_first(slicer_app, tmp_path, capsys):
+    """Slicer lets two segments share a name (the IDs differ). ``ifssnet seeds`` cut both from the first one (the
+    second segment came out as a copy of the first, under its name), and ``evaluate`` scored the first one only.
+    Both are refused, naming the segment, as is ``propagate`` (which propagated the first only)."""
+    masks = _masks()
+    path = _slicer_file(slicer_app, tmp_path / "ref.seg.nrrd", [("GM", masks["GM"]), ("GM", masks["SOL"])])
+    assert io.read_segmentation(path).names == ["GM", "GM"]
+    assert main(["seeds", str(path), "-o", str(tmp_path / "seeds.seg.nrrd")]) == 2
+    assert "more than one segment named 'GM'" in _error_line(capsys)[0]
+    assert not (tmp_path / "seeds.seg.nrrd").exists()
+    assert main(["evaluate", str(path), str(path)]) == 2
+    assert "more than one segment named 'GM'" in _error_line(capsys)[0]
+    with pytest.raises(io.InputError, match="more than one segment named 'GM'"):
+        io.split_names("GM", ["GM", "SOL", "GM"])

@@ -103,7 +103,7 @@ def _evaluate(args) -> int:
 
 def _evaluate_files(args, progress) -> dict:
     """``{segment: metrics}`` of ``ifssnet evaluate``, reporting to ``progress``."""
-    from .io import read_segmentation, resample_segmentation
+    from .io import check_unique_names, read_segmentation, resample_segmentation
     from .metrics import evaluate
 
     ref = read_segmentation(args.ref, progress=progress)
@@ -120,6 +120,8 @@ def _evaluate_files(args, progress) -> dict:
     if missing or not names:
         raise InputError(f"Segment(s) {', '.join(missing) or '(none)'} are not in both files.",
                          f"Both files have: {', '.join(shared) or 'no segment of the same name'}.")
+    check_unique_names(names, pred.names, f"The prediction '{args.pred}'")
+    check_unique_names(names, ref.names, f"The reference '{args.ref}'")
     empty = [n for n in names if not ref.mask(n).any()]
     if empty:  # nothing to score against: a Dice of 0 and infinite distances would mean nothing
         others = [n for n in names if n not in empty]

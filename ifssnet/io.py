@@ -712,13 +712,22 @@ def _auto_color(i: int) -> Tuple[float, float, float]:
 def split_names(text: Optional[str], available: Iterable[str]) -> List[str]:
     """Parse a comma-separated segment list (``None`` = all available) and check every name exists."""
     available = list(available)
-    if not text:
-        return available
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    names = [n.strip() for n in text.split(",") if n.strip()] if text else available
     missing = [n for n in names if n not in available]
     if missing:
         raise InputError(f"No segment named {', '.join(missing)}.", f"Choose from: {', '.join(available)}.")
+    check_unique_names(names, available)
     return names
+
+
+def check_unique_names(names: Iterable[str], available: Sequence[str], where: str = "The segmentation") -> None:
+    """Refuse (:class:`InputError`) a name of ``names`` that more than one segment of ``available`` has (Slicer allows
+    it): a segment is found by its name, so the second one would be read as the first."""
+    twice = sorted({n for n in names if list(available).count(n) > 1})
+    if twice:
+        raise InputError(f"{where} has more than one segment named {', '.join(map(repr, twice))}.",
+                         "Give each segment its own name (in Slicer: double-click the name in Segment Editor), "
+                         "save, and try again.")
 
 
 def write_json(obj, path) -> Path:
