@@ -455,10 +455,6 @@ def read_segmentation(path, reference: Optional[Geometry] = None,
             reference, shape = covering_grid(reference, shape, seg.geometry, seg.shape)
         if not seg.geometry.same_as(reference) or seg.shape != shape:
             return resample_segmentation(seg, reference, shape, progress=progress, cancel=cancel)
-    for s in seg.segments:      # a tag's slices past a cropped file's grid (kept for a resampling onto the volume)
-        a = s.annotated
-        if a is not None and any(not 0 <= v < seg.shape[a.axis] for v in a.slices):
-            s.annotated = _annotated_on(a, seg.geometry, seg.geometry, seg.shape)
     return seg
 
 
