@@ -225,3 +225,31 @@ def test_a_volume_under_a_warping_transform_is_refused_with_what_to_do(scene_nod
         L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
     segNode.SetAndObserveTransformNodeID(None)
     _assert_same(before, _state(segNode, volumeNode))
+
+
+def test_all_visible_segments_skip_a_segment_cleared_after_a_run(scene_nodes):
+    """'All visible segments at once' (``skipEmpty``; ``segmentIds=None``) takes the segments that have painted
+    slices. A segment cleared after a run (GL is not in this volume) kept its tags, so it was taken anyway: its old
+    result's slices became 'no muscle here' marks, and the run of every visible segment stopped with "'GL' is empty
+    on every painted slice". A segment with no voxels is now left out there, tags and all; chosen alone it is still
+    refused with what to do."""
+    pytest.importorskip("torch")
+    from fake_models import CopyModel
+    from ifssnet.errors import SeedError
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    g = arrays.referenceGeometry(volumeNode, segNode)
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
+    b, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 8, 12), name="GL")
+    L = logic.IFSSNetSegmentationLogic()
+    L.propagate(volumeNode, segNode, [a, b], model=CopyModel(size=32), device="cpu")
+    arrays.writeSegment(segNode, b, np.zeros(truth.shape, np.uint8), g)     # GL cleared
+    stateGL = _state(segNode, volumeNode)[b]
+    for ids, skip in (([a, b], True), (None, False)):
+        result = L.propagate(volumeNode, segNode, ids, model=CopyModel(size=32), device="cpu", skipEmpty=skip)
+        assert list(result["segments"]) == [a]
+        _assert_same({b: stateGL}, {b: _state(segNode, volumeNode)[b]})
+    with pytest.raises(SeedError, match="GL"):
+        L.propagate(volumeNode, segNode, [b], model=CopyModel(size=32), device="cpu")

@@ -399,7 +399,7 @@ class IFSSNetSegmentationLogic:
             if segment is None:
                 raise InputError(f"The segmentation has no segment with ID '{sid}'.", "Select an existing segment.")
             painted = arrays.segmentToArray(segmentationNode, sid, geometry)
-            if skipEmpty and not painted.any() and not segmentTag(segment, ANNOTATED_TAG):
+            if skipEmpty and not painted.any():   # nothing to propagate (cleared after a run: its tags stay)
                 continue
             notes: List[str] = []
             axis, slices = self._seedsOnGrid(segmentationNode, sid, geometry, painted, notes)
