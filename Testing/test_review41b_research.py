@@ -152,3 +152,54 @@ def test_compare_set_refuses_a_named_segment_a_later_case_lacks_before_any_case_
     with pytest.raises(InputError, match="no segment named SOL"):      # the core, called from Python
         C.compare_set(dirs, ["fbs"], segments=["GM", "SOL"])
     assert ran == []
+
+
+def test_a_fine_tune_never_writes_over_or_removes_its_base_model_or_its_cases(tmp_path, tiny_model, capsys):
+    """A run to OUT.pt writes OUT.pt, OUT.ckpt.pt and OUT.ckpt.best.pt, moves its best to OUT.best.pt, and without
+    validation removes OUT.best.pt (an earlier run's best). So ``ifssnet train --from m.best.pt --out m.pt`` (in
+    Slicer: the base model 'my-ifssnet.best' and the default output name 'my-ifssnet') deleted the base model when it
+    ended, ``--from m.pt --out m.pt`` replaced it, and ``--out`` (or ``--log``) onto a case's file replaced (or
+    appended to) the user's volume. Each is refused before anything is read or written, naming the file."""
+    import hashlib
+    import shutil
+
+    from cli_output import error_line, run_cli
+
+    def digest(p):
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+
+    v, a = _write_case(tmp_path / "c", {"tendon": _box()})
+    case = f"{v}:{a}"
+    shutil.copy(tiny_model, tmp_path / "m.pt")
+    shutil.copy(tiny_model, tmp_path / "m.best.pt")
+    before = {p: digest(p) for p in (tmp_path / "m.pt", tmp_path / "m.best.pt", v, a)}
+    tiny = ["--epochs", "1", "--steps", "1", "--run-length", "6"]
+    for extra in (["--from", tmp_path / "m.best.pt", "--out", tmp_path / "m.pt"],
+                  ["--from", tmp_path / "m.pt", "--out", tmp_path / "m.pt"],
+                  ["--from", tmp_path / "m.pt", "--out", v],
+                  ["--from", tmp_path / "m.pt", "--out", tmp_path / "n.pt", "--log", a]):
+        code, _, err = run_cli(capsys, "train", case, *extra, *tiny)
+        line = error_line(err)
+        assert code == 2 and ("would replace" in line or "would append to" in line) and "Choose another" in line, \
+            (extra, line)
+    assert {p: digest(p) for p in before} == before
+    assert not list(tmp_path.glob("*.ckpt*")) and not (tmp_path / "n.pt").exists()
+
+
+@_slicer
+def test_the_training_logic_never_removes_its_base_model(scene_nodes, tmp_path, tiny_model):
+    """The Training panel's default output 'my-ifssnet' with the base model 'my-ifssnet.best' (the effect and the
+    panel list it): the run without validation removed my-ifssnet.best.pt when it ended. Refused before any pair is
+    read."""
+    import shutil
+
+    slicer, volumeNode, _, truth = scene_nodes
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    shutil.copy(tiny_model, tmp_path / "my-ifssnet.best.pt")
+    data = (tmp_path / "my-ifssnet.best.pt").read_bytes()
+    pair = (volumeNode, _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference"))
+    with pytest.raises(InputError, match="which is the base model"):
+        IFSSNetTrainingLogic().train([pair], "full", 1, baseModel=str(tmp_path / "my-ifssnet.best.pt"),
+                                     outputPath=str(tmp_path / "my-ifssnet.pt"), runLength=6, stepsPerEpoch=1)
+    assert (tmp_path / "my-ifssnet.best.pt").read_bytes() == data and not (tmp_path / "my-ifssnet.pt").exists()

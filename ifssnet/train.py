@@ -456,6 +456,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if cfg.mode == "full":
         require_complete(cases, "--mode full", "--mode fewshot")
     out_path = Path(out_path)
+    refuse_writing_over_inputs(out_path, base_model=base_model if resume is None else None)
     if resume is None or Path(resume).resolve() != checkpoint_path(out_path).resolve():
         refuse_replacing_an_unfinished_run(out_path)      # a resumed run writes OUT.ckpt.pt too: not over another run
     if resume is not None:
@@ -788,6 +789,30 @@ def run_steps(ckpt) -> Optional[Tuple[int, int]]:
         return step, int(config["epochs"]) * int(config["steps_per_epoch"])
     except (ModelError, KeyError, TypeError, ValueError):
         return None
+
+
+def refuse_writing_over_inputs(out_path, inputs: Sequence = (), base_model=None, log=None) -> None:
+    """Raise :class:`InputError`, before anything is read or written, where a file a run to ``out_path`` writes or
+    removes is one of its inputs: ``OUT.pt``, ``OUT.ckpt.pt``, ``OUT.ckpt.best.pt`` and ``OUT.best.pt`` (moved there
+    from the run's best file, or removed where the run has no validation: an earlier run's best), and ``log`` (the
+    ``--log`` file, appended to). ``base_model``: the ``--from`` model (``--from m.best.pt --out m.pt`` removed the
+    base model when the run ended, ``--from m.pt --out m.pt`` replaced it); ``inputs``: the case and validation
+    files. A ``--resume`` checkpoint is not an input here: a run resumed to its own output writes it on purpose."""
+    written = [Path(out_path), checkpoint_path(out_path), checkpoint_best_path(out_path)]
+    from .validation import best_model_path
+
+    written.append(best_model_path(out_path))
+    if log is not None:
+        written.append(Path(log))
+    given = ([(base_model, "the base model (--from)")] if base_model is not None else []) + [
+        (p, "an input file of this run") for p in inputs if p is not None]
+    for target in written:
+        for path, what in given:
+            if target.exists() and Path(path).exists() and os.path.samefile(target, path):
+                verb = "append to" if log is not None and target == Path(log) else "replace (or remove)"
+                raise InputError(f"Training to {out_path} would {verb} {target}, which is {what}.",
+                                 "Choose another output name (--out; in Slicer, another model name), "
+                                 "or copy the file elsewhere first.")
 
 
 def refuse_replacing_an_unfinished_run(out_path) -> None:

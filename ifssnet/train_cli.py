@@ -210,6 +210,10 @@ def add_train_arguments(p) -> None:
 
 
 def _train_cli(args) -> int:
+    from .train import refuse_writing_over_inputs
+
+    refuse_writing_over_inputs(args.out, [p for pair in _case_paths(args.cases + (args.val or [])) for p in pair],
+                               base_model=None if args.resume else args.base, log=args.log)
     if getattr(args, "arch", "ifssnet") != "ifssnet":
         from .baselines.learned_common import refuse_ifssnet_only, train_cli
 

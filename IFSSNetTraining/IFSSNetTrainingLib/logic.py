@@ -120,6 +120,11 @@ class IFSSNetTrainingLogic:
 
         make_folders(os.path.dirname(os.path.abspath(outputPath)))   # before any case is read, with what to do
         check_output_file(os.path.abspath(outputPath), file_hint="Give the model a file name, like my-model.pt.")
+        from ifssnet.train import refuse_writing_over_inputs
+
+        refuse_writing_over_inputs(  # <stem>.best.pt as the base model: a run without validation removed it
+            outputPath, [p for pair in [*pairs, *(validationPairs or [])] for p in pair
+                         if isinstance(p, (str, os.PathLike))], base_model=None if resume else baseModel)
         finished = _finishedRun(resume) if resume else None
         if finished is not None:
             raise InputError(f"{resume} holds a run that has finished (step {finished} of {finished}): there is "
