@@ -218,3 +218,27 @@ def test_two_segments_of_the_same_name_are_refused_not_merged_into_copies_of_the
     assert "more than one segment named 'GM'" in _error_line(capsys)[0]
     with pytest.raises(io.InputError, match="more than one segment named 'GM'"):
         io.split_names("GM", ["GM", "SOL", "GM"])
+
+
+@needs_slicer
+@pytest.mark.parametrize("name", ["seeds.seg.nhdr", "seeds.nrrd", "seeds.nhdr"])
+@pytest.mark.parametrize("overlap", [True, False])
+def test_a_segmentation_slicer_saved_as_nhdr_or_plain_nrrd_is_read_as_a_segmentation(slicer_app, tmp_path, name,
+                                                                                      overlap):
+    """Slicer saves a segmentation as .seg.nrrd, .seg.nhdr, .nrrd or .nhdr (its save dialog offers all four). Only
+    .seg.nrrd was read as a segmentation: the others went to SimpleITK as labelmaps, so overlapping segments were
+    refused as 'RGB or vector ... Vector to Scalar Volume', and one layer came back as 'Label_1', 'Label_2' with
+    the segment names and the annotated-slices tag ('no muscle here' marks) lost. A NRRD file whose header holds
+    Slicer's segment fields is now read as a segmentation, whatever its name."""
+    masks = _masks()
+    if not overlap:
+        masks["SOL"] = np.zeros(SHAPE, np.uint8)
+        masks["SOL"][9:11, 6:9, 10:13] = 1
+    path = _slicer_file(slicer_app, tmp_path / name, masks, {"GM": {io.ANNOTATED_TAG: "0:3,4,5,7"}})
+    seg = io.read_segmentation(path)
+    assert seg.names == ["GM", "SOL"]
+    assert seg.get("GM").annotated == io.AnnotatedSlices(0, (3, 4, 5, 7))
+    for n, mask in masks.items():
+        np.testing.assert_array_equal(seg.mask(n), mask)
+    header = io.read_header(path)
+    assert header.shape_kji == SHAPE and header.segments == 2 and header.layers == (2 if overlap else 1)

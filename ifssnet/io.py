@@ -4,8 +4,9 @@ Arrays are indexed (k, j, i), like Slicer's ``arrayFromVolume``. Geometry is kep
 (i, j, k) and LPS coordinates, like SimpleITK: ``physical = origin + direction @ diag(spacing) @ (i, j, k)``.
 
 Volumes: .nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd (SimpleITK).
-Segmentations: Slicer's .seg.nrrd (slicerio: names, colours, overlapping layers, tags) and plain
-labelmaps in any volume format (label v becomes segment ``Label_v``).
+Segmentations: Slicer's .seg.nrrd (slicerio: names, colours, overlapping layers, tags; also saved by Slicer as
+.seg.nhdr, .nrrd or .nhdr, told by its segment fields: :func:`is_segmentation_file`) and plain labelmaps in any
+volume format (label v becomes segment ``Label_v``).
 
 Which slices of a segment were annotated travels in the segment tag ``IFSSNet.AnnotatedSlices``
 (``axis:s0,s1,...``, axis in array order, 0 = k), which Slicer keeps when it loads and saves the file.
@@ -339,7 +340,7 @@ def read_header(path) -> ImageHeader:
     :func:`read_segmentation` raise."""
     path = Path(path)
     _check_readable(path)
-    if path.name.lower().endswith(".seg.nrrd"):
+    if is_segmentation_file(path):
         return _seg_nrrd_header(path)
     sitk = _sitk()
     try:
@@ -355,6 +356,24 @@ def read_header(path) -> ImageHeader:
     itemsize = int(sitk.GetArrayViewFromImage(probe).itemsize)
     sx, sy, sz = (float(v) for v in reader.GetSpacing())
     return ImageHeader((int(size[2]), int(size[1]), int(size[0])), itemsize, (sz, sy, sx))
+
+
+def is_segmentation_file(path) -> bool:
+    """Whether ``path`` is a segmentation as Slicer saves one: a .seg.nrrd, or a .nrrd / .nhdr (.seg.nhdr included,
+    all four in Slicer's save dialog) whose header holds Slicer's segment fields (``Segment0_ID`` ...); else it is
+    read as a volume or a plain labelmap."""
+    name = Path(path).name.lower()
+    if name.endswith(".seg.nrrd"):
+        return True
+    if not name.endswith((".nrrd", ".nhdr")):
+        return False
+    import nrrd  # pynrrd, which slicerio reads with
+
+    try:
+        header = nrrd.read_header(str(path))
+    except Exception:  # not a NRRD header: the volume reader says what is wrong
+        return False
+    return any(key.startswith("Segment") and "_" in key and key[7:key.index("_")].isdigit() for key in header)
 
 
 def _seg_nrrd_header(path: Path) -> ImageHeader:
@@ -443,7 +462,7 @@ def read_segmentation(path, reference: Optional[Geometry] = None,
     """
     path = Path(path)
     _check_readable(path)
-    if path.name.lower().endswith(".seg.nrrd"):
+    if is_segmentation_file(path):
         seg, drawn_on = _read_seg_nrrd(path, progress, cancel)
         if reference is None and drawn_on is not None:    # saved cropped: back on the grid it was drawn on
             reference, reference_shape = covering_grid(*drawn_on, seg.geometry, seg.shape)
