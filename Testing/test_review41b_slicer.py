@@ -253,3 +253,44 @@ def test_all_visible_segments_skip_a_segment_cleared_after_a_run(scene_nodes):
         _assert_same({b: stateGL}, {b: _state(segNode, volumeNode)[b]})
     with pytest.raises(SeedError, match="GL"):
         L.propagate(volumeNode, segNode, [b], model=CopyModel(size=32), device="cpu")
+
+
+def _strokesInRasViews(truth, planes):
+    """What three strokes painted in Slicer's default views (axial: planes of constant S) leave on the oblique test
+    volume's grid: the voxels within half a slice view's spacing of each plane, inside the muscle."""
+    m = _ijk_to_ras()
+    k, j, i = np.indices(truth.shape)
+    s = m[2, 0] * i + m[2, 1] * j + m[2, 2] * k + m[2, 3]
+    painted = np.zeros(truth.shape, np.uint8)
+    for c in planes:
+        painted[(np.abs(s - c) < 0.35) & (truth > 0)] = 1
+    return painted
+
+
+def test_strokes_painted_in_views_rotated_against_an_oblique_volume_are_refused(scene_nodes):
+    """An oblique volume (a freehand reconstruction's grid) shown in Slicer's default views, which are not rotated to
+    it: each of three strokes lies on a plane tilted to the volume's slices, so it left a band on each of several
+    consecutive k slices. The Logic took the 10 slices holding a band for 10 painted slices, each 'exactly as
+    painted', and propagated from partial cross-sections without a word. Such paint (consecutive painted slices whose
+    paint does not overlap) is now refused before anything changes, saying to align the views and paint again; the
+    same three slices painted in aligned views still run."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    from ifssnet.errors import SeedError
+    arrays = _arrays_module()
+    g = arrays.referenceGeometry(volumeNode, segNode)
+    painted = _strokesInRasViews(truth, (12.0, 16.0, 20.0))
+    assert len(_present(painted, 0)) >= 8                            # each stroke crosses several k slices
+    sid = segNode.GetSegmentation().AddEmptySegment("", "GM")
+    arrays.writeSegment(segNode, sid, painted, g)
+    before = _state(segNode, volumeNode)
+    L = logic.IFSSNetSegmentationLogic()
+    with pytest.raises(SeedError, match="does not lie on slices of the volume") as err:
+        L.propagate(volumeNode, segNode, [sid], method=_nearest_seed_method)
+    assert "Rotate to volume plane" in err.value.todo
+    _assert_same(before, _state(segNode, volumeNode))
+    segNode.GetSegmentation().RemoveSegment(sid)
+    for slices in ((6, 7, 8), (5, 6, 7, 12, 13, 14, 18)):               # consecutive slices painted in aligned views
+        a, _ = _paint(slicer, volumeNode, segNode, truth, 0, slices, name="GM")
+        assert L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method).segments[0].seedSlices == slices
+        segNode.GetSegmentation().RemoveSegment(a)
