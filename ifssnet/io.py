@@ -453,8 +453,8 @@ def read_segmentation(path, reference: Optional[Geometry] = None,
 
     With ``reference`` (and ``reference_shape`` (K, J, I)), segments are resampled (nearest neighbour)
     onto that grid when the file's geometry differs, so they line up with the volume voxel for voxel.
-    ``cover``: onto that grid grown by whole voxels to cover the file's (:func:`covering_grid`), so that no voxel
-    of the file is left outside it (a reference saved cropped is smaller than a prediction's grid). Without
+    ``cover``: onto that grid grown by whole voxels to cover the file's segments (:func:`covering_grid`), so that no
+    voxel inside a segment is left outside it (a reference saved cropped is smaller than a prediction's grid). Without
     ``reference``, a .seg.nrrd that Slicer saved cropped is read on the grid of the image it was drawn on (its
     'Reference image geometry'), where its slice numbers and segment tags are.
     ``progress`` gets :data:`STAGE_READING` once per segment of a .seg.nrrd and ``cancel`` is checked between
@@ -470,8 +470,11 @@ def read_segmentation(path, reference: Optional[Geometry] = None,
         seg = _read_labelmap(path)
     if reference is not None:
         shape = tuple(reference_shape) if reference_shape is not None else seg.shape
-        if cover and seg.segments:        # (a file without segments has no grid to cover)
-            reference, shape = covering_grid(reference, shape, seg.geometry, seg.shape)
+        box = bounding_box([s.mask for s in seg.segments]) if cover and seg.segments else None
+        if box is not None:             # cover the file's voxels inside, not all of its grid (maybe far larger)
+            start = seg.geometry.ijk_to_lps @ np.array([box[2].start, box[1].start, box[0].start, 1.0])
+            inside = Geometry(seg.geometry.spacing, tuple(start[:3]), seg.geometry.direction)
+            reference, shape = covering_grid(reference, shape, inside, tuple(b.stop - b.start for b in box))
         if not seg.geometry.same_as(reference) or seg.shape != shape:
             return resample_segmentation(seg, reference, shape, progress=progress, cancel=cancel)
     return seg
