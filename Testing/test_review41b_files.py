@@ -242,3 +242,28 @@ def test_a_segmentation_slicer_saved_as_nhdr_or_plain_nrrd_is_read_as_a_segmenta
         np.testing.assert_array_equal(seg.mask(n), mask)
     header = io.read_header(path)
     assert header.shape_kji == SHAPE and header.segments == 2 and header.layers == (2 if overlap else 1)
+
+
+def test_a_write_protected_output_is_refused_before_the_work_not_replaced(tmp_path, capsys, monkeypatch):
+    """An existing output file without write permission (a result the user protected, chmod a-w) was replaced
+    without a word: the result goes to a new file that is renamed over it, which the folder's permission allows.
+    It is now refused before any work, as ``cp`` would, and left as it was."""
+    import ifssnet.propagate as prop
+    from fake_models import CopyModel
+
+    monkeypatch.setattr(prop, "load_model", lambda model=None, device="cpu": CopyModel(size=32))
+    noise = np.random.default_rng(0).integers(0, 255, SHAPE).astype(np.uint8)
+    volume = io.write_volume(io.Image(noise, GEOMETRY), tmp_path / "volume.nrrd")
+    seeds = io.write_segmentation(io.segmentation_from_masks({"GM": _masks()["GM"]}, GEOMETRY,
+                                                             {"GM": io.AnnotatedSlices(0, (3, 4, 5))}),
+                                  tmp_path / "seeds.seg.nrrd")
+    out = tmp_path / "validated.seg.nrrd"
+    out.write_bytes(b"a result the user keeps")
+    out.chmod(0o444)
+    code = main(["propagate", str(volume), str(seeds), "-o", str(out), "--device", "cpu"])
+    line = _error_line(capsys)
+    assert code == 4, line
+    assert "write-protected" in line[0]
+    assert out.read_bytes() == b"a result the user keeps"
+    code = main(["seeds", str(seeds), "-o", str(out)])
+    assert code == 4 and out.read_bytes() == b"a result the user keeps"

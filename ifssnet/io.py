@@ -230,7 +230,7 @@ def make_folders(folder) -> Path:
 
 def check_output_file(path, inputs=(), what_it_replaces: str = "it", file_hint: str = "Give a file name.") -> Path:
     """Refuse, before any work, an output file that cannot be written: its folder is missing or not writable,
-    it is a folder, or it is one of ``inputs`` (then the message says writing it "would replace
+    it is a folder, it is write-protected (no write permission), or it is one of ``inputs`` (then the message says writing it "would replace
     ``what_it_replaces``"). :class:`ResourceError` or :class:`InputError`; returns ``Path(path)``."""
     path = Path(path)
     folder = path.parent
@@ -240,6 +240,10 @@ def check_output_file(path, inputs=(), what_it_replaces: str = "it", file_hint: 
         raise ResourceError(f"The output folder '{folder}' is not writable.", "Choose an output path you can write to.")
     if path.is_dir():
         raise InputError(f"The output '{path}' is a folder.", file_hint)
+    # (by its permission bits: the folder's permission would let the new file be renamed over it, and root may write)
+    if path.is_file() and not path.stat().st_mode & 0o222:
+        raise ResourceError(f"The output '{path}' is write-protected; it was left as it was.",
+                            "Choose another output file name, or make it writable (chmod u+w) to replace it.")
     for p in inputs:
         if Path(p).exists() and path.exists() and os.path.samefile(p, path):
             raise InputError(f"The output '{path}' is one of the input files; writing it would replace "
