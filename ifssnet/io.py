@@ -230,8 +230,9 @@ def make_folders(folder) -> Path:
 
 def check_output_file(path, inputs=(), what_it_replaces: str = "it", file_hint: str = "Give a file name.") -> Path:
     """Refuse, before any work, an output file that cannot be written: its folder is missing or not writable,
-    it is a folder, it is write-protected (no write permission), or it is one of ``inputs`` (then the message says writing it "would replace
-    ``what_it_replaces``"). :class:`ResourceError` or :class:`InputError`; returns ``Path(path)``."""
+    it is a folder, it is write-protected (no write permission), or it is one of ``inputs`` (then the message says
+    writing it "would replace ``what_it_replaces``"). :class:`ResourceError` or :class:`InputError`; returns
+    ``Path(path)``."""
     path = Path(path)
     folder = path.parent
     if not folder.is_dir():
