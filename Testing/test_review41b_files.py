@@ -267,3 +267,12 @@ def test_a_write_protected_output_is_refused_before_the_work_not_replaced(tmp_pa
     assert out.read_bytes() == b"a result the user keeps"
     code = main(["seeds", str(seeds), "-o", str(out)])
     assert code == 4 and out.read_bytes() == b"a result the user keeps"
+
+
+def test_a_segment_named_twice_in_segment_is_taken_once(tmp_path, capsys):
+    """``ifssnet seeds --segment GM,GM`` wrote two segments 'GM' (the same seeds twice), which Slicer then shows as
+    two segments of one name; a name given twice is taken once."""
+    ref = io.write_segmentation(io.segmentation_from_masks(_masks(), GEOMETRY), tmp_path / "ref.seg.nrrd")
+    assert main(["seeds", str(ref), "--segment", "GM, SOL,GM", "-o", str(tmp_path / "seeds.seg.nrrd")]) == 0
+    assert io.read_segmentation(tmp_path / "seeds.seg.nrrd").names == ["GM", "SOL"]
+    assert io.split_names("SOL,GM,SOL", ["GM", "SOL"]) == ["SOL", "GM"]

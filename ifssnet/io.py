@@ -735,7 +735,7 @@ def _auto_color(i: int) -> Tuple[float, float, float]:
 def split_names(text: Optional[str], available: Iterable[str]) -> List[str]:
     """Parse a comma-separated segment list (``None`` = all available) and check every name exists."""
     available = list(available)
-    names = [n.strip() for n in text.split(",") if n.strip()] if text else available
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip())) if text else available   # once each
     missing = [n for n in names if n not in available]
     if missing:
         raise InputError(f"No segment named {', '.join(missing)}.", f"Choose from: {', '.join(available)}.")
