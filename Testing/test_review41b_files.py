@@ -276,3 +276,11 @@ def test_a_segment_named_twice_in_segment_is_taken_once(tmp_path, capsys):
     assert main(["seeds", str(ref), "--segment", "GM, SOL,GM", "-o", str(tmp_path / "seeds.seg.nrrd")]) == 0
     assert io.read_segmentation(tmp_path / "seeds.seg.nrrd").names == ["GM", "SOL"]
     assert io.split_names("SOL,GM,SOL", ["GM", "SOL"]) == ["SOL", "GM"]
+
+
+def test_evaluate_segment_list_with_a_trailing_comma_or_spaces_is_read_like_the_other_commands(tmp_path, capsys):
+    """``evaluate --segment 'GM,'`` (or 'GM, ,SOL') was refused: 'Segment(s)  are not in both files', naming an
+    empty segment; seeds, propagate and compare skip the empty names."""
+    ref = io.write_segmentation(io.segmentation_from_masks(_masks(), GEOMETRY), tmp_path / "ref.seg.nrrd")
+    assert main(["evaluate", str(ref), str(ref), "--segment", "GM, ,SOL,", "--json"]) == 0
+    assert sorted(json.loads(capsys.readouterr().out)) == ["GM", "SOL"]

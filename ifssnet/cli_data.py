@@ -115,7 +115,7 @@ def _evaluate_files(args, progress) -> dict:
     if pred.segments and (pred.shape != ref.shape or not pred.geometry.same_as(ref.geometry)):
         ref = resample_segmentation(ref, pred.geometry, pred.shape, progress=progress)
     shared = [n for n in pred.names if n in ref.names]
-    names = [n.strip() for n in args.segment.split(",")] if args.segment else shared
+    names = list(dict.fromkeys(n.strip() for n in args.segment.split(",") if n.strip())) if args.segment else shared
     missing = [n for n in names if n not in shared]
     if missing or not names:
         raise InputError(f"Segment(s) {', '.join(missing) or '(none)'} are not in both files.",
