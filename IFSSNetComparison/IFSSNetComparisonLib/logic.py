@@ -163,7 +163,8 @@ class IFSSNetComparisonLogic:
                     raise SeedError(f"The seed segmentation has no segment '{name}'.", "Paint it, or use protocol '3-seeds'.")
                 geometry = mrmlArrays.referenceGeometry(volumeNode, seedSegmentationNode)
                 painted = mrmlArrays.segmentToArray(seedSegmentationNode, sid, geometry)
-                axis, slices = segLogic._seedSlices(seedSegmentationNode.GetSegmentation().GetSegment(sid), painted)
+                # as Propagate reads them: tags recorded on another grid (IFSSNet.SeedGrid) mapped onto this volume's
+                axis, slices = segLogic._seedsOnGrid(seedSegmentationNode, sid, geometry, painted)
                 self._checkSeeds(name, axis, slices, painted, seedSegmentationNode.GetName())
             else:  # the core runner cuts the seeds from the reference along the sweep (k)
                 axis, slices, painted = 0, (), None
