@@ -284,3 +284,29 @@ def test_evaluate_segment_list_with_a_trailing_comma_or_spaces_is_read_like_the_
     ref = io.write_segmentation(io.segmentation_from_masks(_masks(), GEOMETRY), tmp_path / "ref.seg.nrrd")
     assert main(["evaluate", str(ref), str(ref), "--segment", "GM, ,SOL,", "--json"]) == 0
     assert sorted(json.loads(capsys.readouterr().out)) == ["GM", "SOL"]
+
+
+@pytest.mark.parametrize("flip_k, swap_ij", [(True, False), (False, True), (True, True)])
+def test_annotated_slices_follow_a_grid_flipped_or_with_its_axes_in_another_order(tmp_path, flip_k, swap_ij):
+    """A seed file on the volume's voxels stored another way round (the k axis reversed, or i and j swapped: a copy
+    reoriented by another tool) maps slice to slice, but its annotated slices, 'no muscle here' marks included,
+    were dropped: only a whole-voxel shift kept them. They now follow any such grid, across the axis they lie on."""
+    masks = _masks()
+    gm = np.zeros(SHAPE, np.uint8)
+    gm[[3, 4, 5]] = masks["GM"][[3, 4, 5]]               # painted on 3, 4, 5; slice 8 marked 'no muscle here'
+    m = GEOMETRY.ijk_to_lps.copy()
+    stored = gm
+    if flip_k:                                            # file slice n is volume slice K - 1 - n
+        m = m @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, -1, SHAPE[0] - 1], [0, 0, 0, 1.0]])
+        stored = stored[::-1]
+    if swap_ij:                                           # file (i, j) is volume (j, i)
+        m = m @ np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+        stored = stored.transpose(0, 2, 1)
+    tag = (SHAPE[0] - 1 - 8, SHAPE[0] - 1 - 5, SHAPE[0] - 1 - 4, SHAPE[0] - 1 - 3) if flip_k else (3, 4, 5, 8)
+    geometry = io.Geometry.from_ijk_to_lps(m)
+    path = io.write_segmentation(io.Segmentation([io.Segment("GM", np.ascontiguousarray(stored), (1.0, 0.0, 0.5),
+                                                             io.AnnotatedSlices(0, tag))], geometry),
+                                 tmp_path / "seeds.seg.nrrd")
+    seg = io.read_segmentation(path, reference=GEOMETRY, reference_shape=SHAPE)
+    np.testing.assert_array_equal(seg.mask("GM"), gm)
+    assert seg.get("GM").annotated == io.AnnotatedSlices(0, (3, 4, 5, 8))

@@ -561,8 +561,8 @@ def _read_labelmap(path: Path) -> Segmentation:
 def resample_segmentation(seg: Segmentation, reference: Geometry, shape: Sequence[int], *,
                           progress: Optional[ProgressFn] = None, cancel: CancelLike = None) -> Segmentation:
     """Resample every segment onto ``reference`` with grid ``shape`` (K, J, I), nearest neighbour. Annotated slices
-    follow a whole-voxel shift of the grid (a file saved cropped: :func:`voxel_offset`) and are dropped on any
-    other change of grid, where slices do not map one to one. ``progress`` gets ``"Resampling segmentation"`` once per segment; ``cancel`` is checked between them."""
+    follow a whole-voxel shift of the grid (a file saved cropped: :func:`voxel_offset`), a flip or an exchange of its
+    axes, and are dropped on any other change of grid, where slices do not map one to one. ``progress`` gets ``"Resampling segmentation"`` once per segment; ``cancel`` is checked between them."""
     sitk = _sitk()
     ref = sitk.Image([int(shape[2]), int(shape[1]), int(shape[0])], sitk.sitkUInt8)
     reference.apply_to(ref)
@@ -611,16 +611,27 @@ def voxel_offset(source: Geometry, target: Geometry, tol: float = 1e-3) -> Optio
 
 def _annotated_on(annotated: Optional[AnnotatedSlices], source: Geometry, target: Geometry,
                   shape: Sequence[int]) -> Optional[AnnotatedSlices]:
-    """A segment's annotated slices on the ``target`` grid of ``shape`` (K, J, I): shifted where the grids differ by
-    whole voxels (those left outside it are dropped), None (not known) where slices do not map one to one."""
+    """A segment's annotated slices on the ``target`` grid of ``shape`` (K, J, I), where the grids have the same
+    spacing and their voxels coincide: shifted by whole voxels, reversed, or across another axis of ``target`` (a
+    copy reoriented, its axes flipped or swapped); those left outside it are dropped. None (not known) where slices
+    do not map one to one."""
     if annotated is None:
         return None
-    offset = voxel_offset(source, target)
-    if offset is None:
+    m = np.linalg.solve(target.ijk_to_lps, source.ijk_to_lps)      # source (i, j, k, 1) -> target (i, j, k, 1)
+    a = 2 - annotated.axis                                          # the slices' axis in (i, j, k) order
+    column, shift = m[:3, a], m[:3, 3]
+    t = int(np.argmax(np.abs(column)))
+    sign = float(np.round(column[t]))
+    tol = 1e-3
+    if abs(sign) != 1 or not np.allclose(np.delete(column, t), 0, atol=tol) \
+            or not np.allclose(np.abs(np.round(m[:3, :3])), np.abs(m[:3, :3]), atol=tol) \
+            or not np.allclose(np.abs(m[:3, :3]).sum(axis=0), 1, atol=tol) \
+            or not np.allclose(shift, np.round(shift), atol=tol):
         return None
-    d = offset[annotated.axis]
-    moved = tuple(s + d for s in annotated.slices if 0 <= s + d < int(shape[annotated.axis]))
-    return AnnotatedSlices(annotated.axis, moved) if moved else None
+    axis = 2 - t
+    moved = sorted(int(sign) * s + int(np.round(shift[t])) for s in annotated.slices)
+    moved = tuple(s for s in moved if 0 <= s < int(shape[axis]))
+    return AnnotatedSlices(axis, moved) if moved else None
 
 
 def write_segmentation(seg: Segmentation, path, *, progress: Optional[ProgressFn] = None,
