@@ -203,3 +203,30 @@ def test_the_training_logic_never_removes_its_base_model(scene_nodes, tmp_path, 
         IFSSNetTrainingLogic().train([pair], "full", 1, baseModel=str(tmp_path / "my-ifssnet.best.pt"),
                                      outputPath=str(tmp_path / "my-ifssnet.pt"), runLength=6, stepsPerEpoch=1)
     assert (tmp_path / "my-ifssnet.best.pt").read_bytes() == data and not (tmp_path / "my-ifssnet.pt").exists()
+
+
+def test_fewshot_keeps_a_painted_group_on_each_muscle_of_a_fully_annotated_case(tmp_path, capsys):
+    """``--mode fewshot`` keeps a completely annotated case's annotation on groups of slices spread evenly over the
+    whole sweep (:func:`ifssnet.dataset.sparsify`). A muscle that spans part of the sweep (a tendon, a muscle of a
+    sweep that runs on past it) got no group on it: a single fully annotated case was refused with 'No training case
+    has 3 consecutive annotated slices where a segment is present. Annotate at least one group ...', and among
+    several the case taught nothing of that muscle. Where no group holds the muscle, one more group is kept at its
+    largest cross-section (where the 3-seeds protocol paints); a muscle with a group on it keeps the groups it had."""
+    from cli_output import run_cli
+    from ifssnet.dataset import Case, sparsify
+
+    K2 = 40
+    m = np.zeros((K2, 32, 32), np.uint8)
+    m[2:12, 8:20, 6:22] = 1
+    m[6, 8:22, 6:24] = 1                                             # its largest cross-section
+    long = np.zeros_like(m)
+    long[1:39, 4:12, 4:12] = 1
+    case = Case("c", np.zeros((K2, 32, 32), np.float16), {"tendon": m, "long": long},
+                {"tendon": np.ones(K2, bool), "long": np.ones(K2, bool)})
+    few = sparsify(case, 0.035)
+    assert np.flatnonzero(few.known["long"]).tolist() == [19, 20, 21]            # as before: the middle group
+    assert np.flatnonzero(few.known["tendon"]).tolist() == [5, 6, 7, 19, 20, 21]
+
+    v, a = _write_case(tmp_path / "c", {"tendon": _box(2, 7)})              # slices 2-6 of 20: the group was 9-11
+    code, _, err = run_cli(capsys, "train", f"{v}:{a}", "--mode", "fewshot", "--out", tmp_path / "m.pt", *TINY_CLI)
+    assert code == 0, err

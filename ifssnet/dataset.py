@@ -253,15 +253,26 @@ def decremental_fractions(n_cases: int, total: float = 0.035, ratio: float = 0.5
 
 def sparsify(case: Case, fraction: float, group: int = 3) -> Case:
     """Keep the annotation of ``case`` on about ``fraction`` of its slices, in groups of ``group``
-    consecutive slices spread evenly over the volume (the few-shot protocol). The rest is unknown."""
+    consecutive slices spread evenly over the volume (the few-shot protocol). The rest is unknown.
+    A segment on which no group lies whole (a muscle that spans part of the sweep, between the groups) keeps one
+    more group, at its largest cross-section (:func:`ifssnet.seeds.largest_slices`, where the 3-seeds protocol
+    paints): a run starts on known slices where the segment is present, so without it the case taught nothing of
+    that segment, and a single such case was refused as having no annotated group."""
+    from .seeds import largest_slices
+
     K = case.n_slices
     n_groups = max(1, int(round(fraction * K / group)))
     starts = np.linspace(0, K - group, n_groups).round().astype(int) if n_groups > 1 else np.array([K // 2 - group // 2])
     known = np.zeros(K, bool)
     for s in starts:
         known[s:s + group] = True
-    return Case(case.name, case.image, case.masks, {n: known.copy() & case.known[n] for n in case.masks},
-                case.slice_spacing_mm)
+    kept = {}
+    for n, mask in case.masks.items():
+        kept[n] = known.copy() & case.known[n]
+        present = mask.reshape(K, -1).any(axis=1) & case.known[n]
+        if present.any() and not any(present[max(s, 0):s + group].all() for s in starts):
+            kept[n][list(largest_slices(mask * present[:, None, None], group))] = True
+    return Case(case.name, case.image, case.masks, kept, case.slice_spacing_mm)
 
 
 @dataclass
