@@ -61,3 +61,67 @@ def test_compare_on_a_cropped_volume_reads_the_seeds_as_propagate_does(scene_nod
     from ifssnet.compare import COLUMNS
 
     assert float(table.GetCellText(0, COLUMNS.index("dice"))) > 0.6
+
+
+# ---------------------------------------------------------------------- learned baselines: non-finite outputs
+
+
+class _OverflowingPGNet:
+    """Built lazily (torch): a PG-Net whose step copies the previous mask with logits of +-inf (as an overflow
+    leaves them) and NaN on a corner of every slice. Like the real network (GroupNorm mixes every pixel), a NaN
+    anywhere in its previous-mask input makes its whole output NaN."""
+
+    @staticmethod
+    def make():
+        import torch
+
+        from ifssnet.baselines.pgnet import PGNet, PGNetConfig
+
+        class Net(PGNet):
+            def step(self, ref_feat, image, prev_mask):
+                z = torch.where(prev_mask > 0.5, torch.tensor(float("inf")), torch.tensor(-float("inf")))
+                z = z + 0 * prev_mask.mean()                 # NaN in, NaN everywhere (GroupNorm's mean)
+                z[..., :2, :2] = float("nan")
+                return z
+
+        return Net(PGNetConfig(size=32, width=4, stages=3)).eval()
+
+
+def test_pgnet_keeps_the_muscle_past_a_non_finite_network_output():
+    """sigmoid(NaN) is NaN, and PG-Net feeds each slice's probabilities back as the next slice's mask input: one NaN
+    logit (a corner) made the whole next slice NaN in the real network, so every slice after the first of each chain
+    came out as background (the muscle lost from one slice past the seeds). NaN logits now go to 0 before the
+    sigmoid (an unsure 0.5), as IFSS-Net's (bc2e01b)."""
+    from ifssnet.baselines.pgnet import pgnet
+    from ifssnet.seeds import cut_seeds
+
+    K = 16
+    m = np.zeros((K, 32, 32), np.uint8)
+    m[:, 10:26, 8:24] = 1
+    vol = (np.random.default_rng(0).random((K, 32, 32)) * 100).astype(np.uint8)
+    out = pgnet(vol, cut_seeds(m, [7]), (1, 1, 1), model=_OverflowingPGNet.make(), device="cpu")
+    np.testing.assert_array_equal(out, m)
+
+
+def test_unet3d_picks_its_muscle_though_another_channel_has_a_nan():
+    """The 3-D U-Net picks the output channel that best matches the seeds (choose_channel: argmax of a Dice). A NaN
+    logit in another channel on a painted slice made that channel's Dice NaN, and argmax takes NaN for the largest:
+    the wrong muscle was segmented (nothing, here, past the painted slices). NaN logits now go to 0 first."""
+    import torch
+
+    from ifssnet.baselines.unet3d import UNet3D, UNet3DConfig, unet3d
+    from ifssnet.seeds import cut_seeds
+
+    class Net(UNet3D):
+        def forward(self, x):                  # channel GM: the bright voxels; GL: nothing, NaN on a corner
+            gl = torch.full_like(x, -float("inf"))
+            gl[..., :2, :2] = float("nan")
+            return torch.cat([8.0 * torch.sign(x - 0.5), gl], 1)
+
+    K = 16
+    m = np.zeros((K, 32, 32), np.uint8)
+    m[:, 10:26, 8:24] = 1
+    vol = np.where(m > 0, 200, 20).astype(np.uint8)
+    net = Net(UNet3DConfig(size=32, segments=("GM", "GL"), width=4, patch=(8, 32, 32))).eval()
+    out = unet3d(vol, cut_seeds(m, [3, 8, 12]), (1, 1, 1), model=net, device="cpu")
+    np.testing.assert_array_equal(out, m)

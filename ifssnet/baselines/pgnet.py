@@ -416,8 +416,10 @@ def _probabilities(net: PGNet, work, grid, seed_mask, slices, dev, batch, progre
             group = active[i:i + batch]
             ks = [c.slices[c.pos] for c in group]
             img = work[ks][:, None].to(dev)
-            prob = torch.sigmoid(net.step(torch.cat([c.ref_feat for c in group]), img,
-                                          torch.cat([c.prev for c in group])))        # (B, 1, S, S)
+            logit = net.step(torch.cat([c.ref_feat for c in group]), img, torch.cat([c.prev for c in group]))
+            # a NaN logit becomes 0 (an unsure 0.5, as IFSS-Net's): fed back as the next mask input, NaN made the
+            # network's whole next output NaN (GroupNorm), so the rest of the chain came out as background
+            prob = torch.sigmoid(logit.float().nan_to_num(nan=0.0))                          # (B, 1, S, S)
             probs[ks] = prob[:, 0].float().cpu()
             for n, c in enumerate(group):
                 c.prev = prob[n:n + 1]
