@@ -333,7 +333,9 @@ class SlidingWindow:
             chunk = wins[b:b + self.batch]
             x = torch.stack([self.work[k:k + pk, j:j + pj, i:i + pi] for k, j, i in chunk])[:, None].to(self.device)
             with torch.no_grad():
-                p = torch.sigmoid(self.net(x)).float().cpu()
+                # a NaN logit becomes 0 (an unsure 0.5, as IFSS-Net's): a NaN made choose_channel's Dice NaN, the
+                # largest for argmax, so that channel's muscle was taken
+                p = torch.sigmoid(self.net(x).float().nan_to_num(nan=0.0)).cpu()
             self.done += len(chunk)
             report(self.progress, "3-D U-Net", min(self.done, self.total), self.total)
             yield from zip(chunk, p)
