@@ -230,3 +230,18 @@ def test_fewshot_keeps_a_painted_group_on_each_muscle_of_a_fully_annotated_case(
     v, a = _write_case(tmp_path / "c", {"tendon": _box(2, 7)})              # slices 2-6 of 20: the group was 9-11
     code, _, err = run_cli(capsys, "train", f"{v}:{a}", "--mode", "fewshot", "--out", tmp_path / "m.pt", *TINY_CLI)
     assert code == 0, err
+
+
+@_slicer
+def test_the_training_logic_refuses_a_validation_file_that_is_a_training_file(scene_nodes, tmp_path):
+    """``IFSSNetTrainingLogic().train(pairs, validationPairs=...)`` with file pairs (the Python console) compared the
+    volumes with ``is``: two strings of one path are two objects, so a training volume was validated on without a
+    word (its scores are not held out). File paths are compared as files, as ``ifssnet train --val`` does."""
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    v, a = _write_case(tmp_path / "c", {"tendon": _box()})
+    with pytest.raises(InputError, match="also a training volume"):
+        IFSSNetTrainingLogic().train([(str(v), str(a))], "full", 1, outputPath=str(tmp_path / "m.pt"), size=32,
+                                     widthMult=0.15, runLength=6, stepsPerEpoch=1,
+                                     validationPairs=[(str(tmp_path / "c" / "volume.nrrd"), str(a))])
+    assert not (tmp_path / "m.pt").exists()

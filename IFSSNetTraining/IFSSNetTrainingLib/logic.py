@@ -154,7 +154,7 @@ class IFSSNetTrainingLogic:
                                                   slice_spacing_mm=mrmlArrays.spacingKji(volume)[0]))
             require_segments(cases, segmentNames)   # a name no pair has; a pair trains the named segments it has
             require_painted(cases)          # before the validation cases are read (train checks them again, cheaply)
-            if validationPairs and any(v is tv for v, _ in validationPairs for tv, _ in pairs):
+            if validationPairs and any(_sameVolume(v, tv) for v, _ in validationPairs for tv, _ in pairs):
                 raise InputError("A validation volume is also a training volume.",
                                  "Hold out a volume the network does not train on, or leave validation off.")
             validator = self.validator(validationPairs, segmentNames, valProtocol) if validationPairs else None
@@ -553,6 +553,14 @@ def _networkOf(baseModel, resume, size: int, widthMult: float):
     from ifssnet.model import IFSSNetConfig
 
     return None, IFSSNetConfig(size=size, width_mult=widthMult), None
+
+
+def _sameVolume(a, b) -> bool:
+    """Whether two pairs' volumes are one: the same node, or two paths of the same file (two strings of one path
+    are two objects, so ``is`` took them for two volumes)."""
+    if isinstance(a, (str, os.PathLike)) and isinstance(b, (str, os.PathLike)):
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    return a is b
 
 
 def _finishedRun(checkpointPath) -> Optional[int]:
