@@ -125,3 +125,41 @@ def test_unet3d_picks_its_muscle_though_another_channel_has_a_nan():
     net = Net(UNet3DConfig(size=32, segments=("GM", "GL"), width=4, patch=(8, 32, 32))).eval()
     out = unet3d(vol, cut_seeds(m, [3, 8, 12]), (1, 1, 1), model=net, device="cpu")
     np.testing.assert_array_equal(out, m)
+
+
+def _nodes(slicer):
+    return [slicer.mrmlScene.GetNthNode(n).GetID() for n in range(slicer.mrmlScene.GetNumberOfNodes())]
+
+
+@_slicer
+@pytest.mark.parametrize("second", ["GM", "gm"])
+def test_a_segment_name_used_twice_is_refused_not_compared_as_the_first(scene_nodes, nearest, second):
+    """Slicer allows two segments of one name, and finds a segment by its name ignoring case. The Comparison took
+    the first for both: a reference with 'GM' twice (or 'GM' and 'gm') gave one row for the first, or two rows
+    scoring the first twice, the second segment never compared, without a word; the same for the seeds. Refused
+    now, naming the segment and the node, as the command line does (0bba5ac), and nothing is added to the scene."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from ifssnet.errors import InputError
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    arrays = _arrays_module()
+    other = np.zeros_like(truth)
+    other[:, :6, :8] = 1
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    sid = ref.GetSegmentation().AddEmptySegment("", second)
+    arrays.writeSegment(ref, sid, other, arrays.referenceGeometry(volumeNode, ref))
+    nodes = _nodes(slicer)
+    L = IFSSNetComparisonLogic()
+    with pytest.raises(InputError, match="'Reference' has more than one segment named 'GM'.*own name"):
+        L.compare(volumeNode, None, ref, [nearest], "3-seeds")
+    with pytest.raises(InputError, match="'Reference' has more than one segment named 'GM'"):
+        L.compare(volumeNode, None, ref, [nearest], "3-seeds", segmentNames=["GM"])
+    assert _nodes(slicer) == nodes
+    # the seeds likewise, for a name compared
+    single = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Single")
+    _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
+    _paint(slicer, volumeNode, segNode, truth, 0, (7, 11, 16), name=second)
+    nodes = _nodes(slicer)
+    with pytest.raises(InputError, match="'Seg' has more than one segment named 'GM'"):
+        L.compare(volumeNode, segNode, single, [nearest], "seeds")
+    assert _nodes(slicer) == nodes

@@ -76,6 +76,22 @@ def _segmentIdByName(segmentationNode, name: str) -> Optional[str]:
     return sid or None
 
 
+def _requireUniqueNames(segmentationNode, names: Sequence[str], role: str) -> None:
+    """Refuse a name of ``names`` that more than one segment of ``segmentationNode`` bears (Slicer allows it, and
+    finds a segment by its name ignoring letter case: the second would be read as the first), as the command line
+    does (``ifssnet.io.check_unique_names``)."""
+    segmentation = segmentationNode.GetSegmentation()
+    have = [segmentation.GetNthSegment(n).GetName().lower() for n in range(segmentation.GetNumberOfSegments())]
+    twice: List[str] = []
+    for name in names:
+        if have.count(name.lower()) > 1 and name.lower() not in (t.lower() for t in twice):
+            twice.append(name)
+    if twice:
+        raise InputError(f"{role} '{segmentationNode.GetName()}' has more than one segment named "
+                         f"{', '.join(map(repr, twice))} (letter case aside): the second would be read as the first.",
+                         "Give each segment its own name (Segment Editor: double-click the name), then compare again.")
+
+
 class IFSSNetComparisonLogic:
     """``compare(volumeNode, seedSegmentationNode, referenceSegmentationNode, methods, protocol, progress=None,
     cancel=None, *, segmentNames=None, joint=False) -> vtkMRMLTableNode``
@@ -136,6 +152,9 @@ class IFSSNetComparisonLogic:
         names = list(segmentNames) if segmentNames else [reference.GetSegment(s).GetName() for s in reference.GetSegmentIDs()]
         if not names:
             raise SeedError("The reference segmentation has no segments.", "Load the complete segmentation.")
+        _requireUniqueNames(referenceSegmentationNode, names, "The reference")
+        if protocol == "seeds":
+            _requireUniqueNames(seedSegmentationNode, names, "The seed segmentation")
         refs: Dict[str, np.ndarray] = {}
         seedJobs: List[segmentationLogic.SegmentJob] = []
         for name in names:
