@@ -245,3 +245,23 @@ def test_the_training_logic_refuses_a_validation_file_that_is_a_training_file(sc
                                      widthMult=0.15, runLength=6, stepsPerEpoch=1,
                                      validationPairs=[(str(tmp_path / "c" / "volume.nrrd"), str(a))])
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_compare_names_the_seed_file_that_lacks_a_reference_segment(tmp_path, capsys):
+    """``ifssnet compare VOL SEEDS REF`` where the seed file's segment is named otherwise ('Segment_1', Slicer's
+    default) or holds fewer muscles than the reference: 'The segmentation has no segment named 'GM'. Choose one of:
+    Segment_1.' did not say that the seed file was meant, nor how to compare the muscles it holds."""
+    from cli_output import error_line, run_cli
+    v, ref = _write_case(tmp_path / "c", {"GM": _box(), "SOL": _box(6, 16)})
+    seeds = tmp_path / "my seeds.seg.nrrd"
+    painted = _box()
+    painted[[k for k in range(K) if k not in (8, 9, 10)]] = 0
+    write_segmentation(segmentation_from_masks({"Segment_1": painted}, GEOMETRY), seeds)
+    code, _, err = run_cli(capsys, "compare", v, seeds, ref, "--methods", "fbs")
+    line = error_line(err)
+    assert code == 2 and "my seeds.seg.nrrd" in line and "GM, SOL" in line and "Segment_1" in line, line
+    assert "'-'" in line, line
+    write_segmentation(segmentation_from_masks({"GM": painted}, GEOMETRY), seeds)     # seeds of GM alone
+    code, _, err = run_cli(capsys, "compare", v, seeds, ref, "--methods", "fbs")
+    line = error_line(err)
+    assert code == 2 and "no segment named SOL" in line and "--segment GM" in line, line

@@ -32,6 +32,14 @@ def _seed_sets_from_file(path, names: Sequence[str], geometry, shape, progress=N
     from .seeds import cut_seeds
 
     seg = read_segmentation(path, reference=geometry, reference_shape=shape, progress=progress)
+    missing = [n for n in names if n not in seg.names]
+    if missing:
+        held = [n for n in names if n in seg.names]
+        raise InputError(f"The seed file {path} has no segment named {', '.join(missing)} (it has: "
+                         f"{', '.join(seg.names) or 'none'}); the reference's segments compared are {', '.join(names)}.",
+                         (f"Compare the segments it seeds (--segment {','.join(held)}), or name" if held else "Name")
+                         + " its segments as the reference's (in Slicer: double-click the name in Segment Editor), or "
+                         "give '-' for SEEDS to cut the seeds from REF by --protocol.")
     out = {}
     for name in names:
         s = seg.get(name)
