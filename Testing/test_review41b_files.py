@@ -16,7 +16,10 @@ from slicer_nodes import _ijk_to_ras
 from ifssnet import io
 from ifssnet.cli import main
 
-needs_slicer = pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")
+def needs_slicer(test):
+    """A test on files slicer-core's storage node writes or reads (marked ``slicer``; skipped without slicer-core)."""
+    return pytest.mark.slicer(pytest.mark.skipif(not available(),
+                                                 reason="slicer-core is not installed (pip install slicer-core)")(test))
 
 SHAPE = (12, 10, 14)   # (k, j, i)
 RAS = _ijk_to_ras()                              # oblique, 0.7 x 0.9 x 1.6 mm
