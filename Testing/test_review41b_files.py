@@ -313,3 +313,22 @@ def test_annotated_slices_follow_a_grid_flipped_or_with_its_axes_in_another_orde
     seg = io.read_segmentation(path, reference=GEOMETRY, reference_shape=SHAPE)
     np.testing.assert_array_equal(seg.mask("GM"), gm)
     assert seg.get("GM").annotated == io.AnnotatedSlices(0, (3, 4, 5, 8))
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_segmentation_given_as_the_volume_says_so(tmp_path, capsys, layers):
+    """``ifssnet propagate SEEDS VOLUME`` (the two swapped) read the .seg.nrrd as the volume: with overlapping
+    segments it was refused as 'RGB or vector ... Vector to Scalar Volume', with one layer its labels were taken
+    for an image and the volume's intensities for a labelmap of hundreds of segments (a message about strokes in
+    two views, or the memory of one segment per grey level). A segmentation given as a volume is now named as such."""
+    masks = _masks()
+    if layers == 1:
+        del masks["SOL"]
+    seeds = io.write_segmentation(io.segmentation_from_masks(masks, GEOMETRY), tmp_path / "seeds.seg.nrrd")
+    noise = np.random.default_rng(0).integers(0, 255, SHAPE).astype(np.uint8)
+    volume = io.write_volume(io.Image(noise, GEOMETRY), tmp_path / "volume.nrrd")
+    assert main(["propagate", str(seeds), str(volume), "-o", str(tmp_path / "out.seg.nrrd")]) == 2
+    line = _error_line(capsys)[0]
+    assert "is a segmentation, not a volume" in line and "VOLUME SEEDS" in line
+    with pytest.raises(io.InputError, match="is a segmentation, not a volume"):
+        io.read_volume(seeds)

@@ -302,11 +302,16 @@ def _check_readable(path: Path) -> None:
 def read_volume(path) -> Image:
     """Read a scalar 3-D volume. Returns :class:`Image` with ``array`` (K, J, I) in the file's dtype.
 
-    Raises :class:`VolumeError` for 2-D, 4-D or multi-component (RGB, vector) images.
+    Raises :class:`VolumeError` for 2-D, 4-D or multi-component (RGB, vector) images, and :class:`InputError` for a
+    segmentation (:func:`is_segmentation_file`: Slicer's segments in the header).
     """
     sitk = _sitk()
     path = Path(path)
     _check_readable(path)
+    if is_segmentation_file(path):
+        raise InputError(f"'{path}' is a segmentation, not a volume.",
+                         "Give the image volume where a volume is asked for: `ifssnet propagate VOLUME SEEDS -o OUT` "
+                         "and `ifssnet compare` take the volume first, the segmentation second.")
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
