@@ -265,3 +265,18 @@ def test_compare_names_the_seed_file_that_lacks_a_reference_segment(tmp_path, ca
     code, _, err = run_cli(capsys, "compare", v, seeds, ref, "--methods", "fbs")
     line = error_line(err)
     assert code == 2 and "no segment named SOL" in line and "--segment GM" in line, line
+
+
+def test_a_trailing_comma_in_a_segment_list_names_no_empty_segment(tmp_path, capsys):
+    """``--segments GM,`` (train) and ``--segment GM,`` (compare-set) asked for a segment named '' and were refused
+    ('No training case has a segment named ''', ': no segment named .'), where ``ifssnet compare --segment GM,``
+    compares GM (io.split_names leaves empty names out). Empty names are left out everywhere."""
+    from cli_output import run_cli
+
+    v, a = _write_case(tmp_path / "c", {"GM": _box(), "SOL": _box(6, 16)})
+    code, _, err = run_cli(capsys, "train", f"{v}:{a}", "--segments", "GM,", "--out", tmp_path / "m.pt", *TINY_CLI)
+    assert code == 0, err
+    folder = _phantom_dir(tmp_path / "p", {"GM": _box(), "SOL": _box(6, 16)})
+    code, out, err = run_cli(capsys, "compare-set", folder, "--segment", "GM, ", "--methods", "fbs", "--json")
+    assert code == 0, err
+    assert '"muscle": "SOL"' not in out and '"muscle": "GM"' in out

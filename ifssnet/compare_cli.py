@@ -237,7 +237,7 @@ def _cli_compare_set(args) -> int:
     from .cli import print_json
     from .progress import TqdmProgress
 
-    segments = [s.strip() for s in args.segment.split(",")] if args.segment else None
+    segments = ([s.strip() for s in args.segment.split(",") if s.strip()] or None) if args.segment else None
     methods = _method_list(args.methods)
     _check_before_work(args, methods, [p for d in args.dirs for p in (d / "volume.nrrd", d / "reference.seg.nrrd")])
     bar = TqdmProgress()

@@ -386,7 +386,7 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
     from .model import IFSSNetConfig
     from .progress import TqdmProgress
 
-    segments = [s.strip() for s in args.segments.split(",")] if args.segments else None
+    segments = ([s.strip() for s in args.segments.split(",") if s.strip()] or None) if args.segments else None
     try:
         strides = [int(v) for v in str(args.strides).split(",") if v.strip()]
     except ValueError:
