@@ -243,6 +243,7 @@ class IFSSNetComparisonTest(ScriptedLoadableModuleTest):
     def test_CompareOnPhantom(self):
         import numpy as np
 
+        from ifssnet.compare import COLUMNS
         from ifssnet.phantom import make_phantom
 
         from IFSSNetSegmentationLib import logic as L
@@ -255,11 +256,21 @@ class IFSSNetComparisonTest(ScriptedLoadableModuleTest):
         reference.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
         sid = reference.GetSegmentation().AddEmptySegment("", "GM")
         A.writeSegment(reference, sid, phantom.labels["GM"], A.referenceGeometry(volumeNode, reference))
+        # 3 painted slices along the muscle, at 10, 50 and 90 % of its length (Fill between slices fills between them
+        # only: 3 consecutive slices, as the protocol '3-seeds' cuts, would leave it nothing to fill)
+        present = np.flatnonzero(phantom.labels["GM"].any(axis=(1, 2)))
+        painted = np.zeros_like(phantom.labels["GM"])
+        for k in {int(present[int(f * (len(present) - 1))]) for f in (0.1, 0.5, 0.9)}:
+            painted[k] = phantom.labels["GM"][k]
+        seeds = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Seeds")
+        seeds.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        A.writeSegment(seeds, seeds.GetSegmentation().AddEmptySegment("", "GM"), painted,
+                       A.referenceGeometry(volumeNode, seeds))
         methods = ["fbs"] + (["ifssnet"] if L.IFSSNetSegmentationLogic.torchAvailable() else [])
-        table = IFSSNetComparisonLogic().compare(volumeNode, None, reference, methods, "3-seeds")
+        table = IFSSNetComparisonLogic().compare(volumeNode, seeds, reference, methods, "seeds")
         self.assertEqual(table.GetNumberOfRows(), len(methods))
         for row in range(table.GetNumberOfRows()):
-            self.assertGreater(float(table.GetCellText(row, 2)), 0.5)  # Dice
+            self.assertGreater(float(table.GetCellText(row, COLUMNS.index("dice"))), 0.5)
         self.delayDisplay("Comparison self-test passed")
 
 

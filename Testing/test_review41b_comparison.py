@@ -163,3 +163,41 @@ def test_a_segment_name_used_twice_is_refused_not_compared_as_the_first(scene_no
     with pytest.raises(InputError, match="'Seg' has more than one segment named 'GM'"):
         L.compare(volumeNode, segNode, single, [nearest], "seeds")
     assert _nodes(slicer) == nodes
+
+
+@_slicer
+def test_the_modules_self_test_reads_the_dice_column(slicer_scene, monkeypatch):
+    """The module's self-test (Reload and Test in Slicer) read column 2 of the table as the Dice: that is the
+    protocol ('3-seeds'), so float() failed and the self-test could never pass. Run here with the GUI base classes
+    stubbed (slicer-core has none), on a smaller phantom, Fill between slices only."""
+    import importlib
+    import sys
+    import types
+    import unittest
+
+    pytest.importorskip("itk")
+    import slicer
+
+    import ifssnet.phantom as phantom
+    from IFSSNetSegmentationLib import logic as segmentationLogic
+
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+    for base in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic"):
+        setattr(slm, base, type(base, (), {"__init__": lambda self, *a, **k: None}))
+    slm.ScriptedLoadableModuleTest = type("ScriptedLoadableModuleTest", (unittest.TestCase,),
+                                          {"delayDisplay": lambda self, *a, **k: None})
+    pnw = types.ModuleType("slicer.parameterNodeWrapper")
+    pnw.Choice = lambda *a, **k: None
+    pnw.parameterNodeWrapper = lambda cls: cls
+    util = types.ModuleType("slicer.util")
+    util.__dict__.update(slicer.util.__dict__)
+    util.VTKObservationMixin = type("VTKObservationMixin", (), {})
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", slm)
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", pnw)
+    monkeypatch.setitem(sys.modules, "slicer.util", util)
+    monkeypatch.delitem(sys.modules, "IFSSNetComparison", raising=False)
+    make = phantom.make_phantom
+    monkeypatch.setattr(phantom, "make_phantom", lambda seed, shape: make(seed=seed, shape=(40, 48, 48)))
+    monkeypatch.setattr(segmentationLogic.IFSSNetSegmentationLogic, "torchAvailable", staticmethod(lambda: False))
+    module = importlib.import_module("IFSSNetComparison")
+    module.IFSSNetComparisonTest("test_CompareOnPhantom").test_CompareOnPhantom()
