@@ -201,3 +201,24 @@ def test_the_modules_self_test_reads_the_dice_column(slicer_scene, monkeypatch):
     monkeypatch.setattr(segmentationLogic.IFSSNetSegmentationLogic, "torchAvailable", staticmethod(lambda: False))
     module = importlib.import_module("IFSSNetComparison")
     module.IFSSNetComparisonTest("test_CompareOnPhantom").test_CompareOnPhantom()
+
+
+@_slicer
+def test_a_volume_that_changed_size_during_the_run_is_refused_with_what_to_do(scene_nodes, nearest):
+    """Slicer stays usable while compute runs on the worker thread. A volume cropped or replaced meanwhile (another
+    size) made publish fail on the first result segmentation with 'A mask of ... does not fit the grid ... Report
+    this as a bug.'; it now says what happened and to compare again, as Propagate does, and adds nothing."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from ifssnet.errors import InputError
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
+    L = IFSSNetComparisonLogic()
+    job = L.compute(L.prepare(volumeNode, segNode, ref, [nearest], "seeds"))
+    slicer.util.updateVolumeFromArray(volumeNode, slicer.util.arrayFromVolume(volumeNode)[2:].copy())
+    nodes = _nodes(slicer)
+    with pytest.raises(InputError, match=r"'US' changed size during the run \(22 x 26 x 30 voxels, now 20 x 26 x 30\)"
+                                         r".*Nothing was added.*Compare again"):
+        L.publish(job)
+    assert _nodes(slicer) == nodes

@@ -246,6 +246,11 @@ class IFSSNetComparisonLogic:
         referenceNode = slicer.mrmlScene.GetNodeByID(job["referenceNodeId"])
         if volumeNode is None or referenceNode is None:
             raise InputError("The volume or the reference was removed during the run.", "Load it again and compare.")
+        shape = tuple(reversed(volumeNode.GetImageData().GetDimensions())) if volumeNode.GetImageData() else ()
+        if shape != tuple(job["volume"].shape):   # cropped or replaced meanwhile: the results are of the old grid
+            was, now = (" x ".join(str(n) for n in s) or "no" for s in (job["volume"].shape, shape))
+            raise InputError(f"The volume '{volumeNode.GetName()}' changed size during the run ({was} voxels, now "
+                             f"{now}). Nothing was added.", "Compare again.")
         rows = job["rows"]
         created = []
         try:
