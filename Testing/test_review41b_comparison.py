@@ -222,3 +222,37 @@ def test_a_volume_that_changed_size_during_the_run_is_refused_with_what_to_do(sc
                                          r".*Nothing was added.*Compare again"):
         L.publish(job)
     assert _nodes(slicer) == nodes
+
+
+@_slicer
+def test_publish_that_fails_midway_leaves_no_display_node_behind(scene_nodes, nearest, monkeypatch):
+    """publish is all or nothing: a failure while writing the second method's result segmentation (out of memory)
+    removed the nodes it had made, but not the display node of each result segmentation made so far
+    (SegmentationDisplay_1, _2 were left in the scene, orphans)."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from ifssnet.baselines import registry
+    from ifssnet.errors import ResourceError
+    from IFSSNetComparisonLib import logic as comparison
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
+    registry.register("test-nearest-2", _nearest_seed_method, "Nearest seed slice, again")
+    try:
+        L = comparison.IFSSNetComparisonLogic()
+        job = L.compute(L.prepare(volumeNode, segNode, ref, [nearest, "test-nearest-2"], "seeds"))
+    finally:
+        registry.unregister("test-nearest-2")
+    nodes, before, write = _nodes(slicer), _state(segNode, volumeNode), comparison.mrmlArrays.writeSegment
+
+    def failSecond(*args, **kwargs):
+        if failSecond.calls == 1:
+            raise MemoryError()
+        failSecond.calls += 1
+        return write(*args, **kwargs)
+
+    failSecond.calls = 0
+    monkeypatch.setattr(comparison.mrmlArrays, "writeSegment", failSecond)
+    with pytest.raises(ResourceError):
+        L.publish(job)
+    assert [slicer.mrmlScene.GetNodeByID(n).GetName() for n in _nodes(slicer) if n not in nodes] == []
+    _assert_same(before, _state(segNode, volumeNode))

@@ -360,6 +360,8 @@ class IFSSNetComparisonLogic:
         node = _newNode("vtkMRMLSegmentationNode", f"{label} result")
         created.append(node)
         node.CreateDefaultDisplayNodes()
+        if node.GetDisplayNode() is not None:   # a node of its own in the scene: removed too when publish fails
+            created.append(node.GetDisplayNode())
         node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
         geometry = mrmlArrays.referenceGeometry(volumeNode, node)
         reference = referenceSegmentationNode.GetSegmentation()
