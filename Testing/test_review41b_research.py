@@ -280,3 +280,18 @@ def test_a_trailing_comma_in_a_segment_list_names_no_empty_segment(tmp_path, cap
     code, out, err = run_cli(capsys, "compare-set", folder, "--segment", "GM, ", "--methods", "fbs", "--json")
     assert code == 0, err
     assert '"muscle": "SOL"' not in out and '"muscle": "GM"' in out
+
+
+def test_validation_scores_the_named_segments_each_held_out_case_has(tmp_path):
+    """Training takes ``--segments GM,SOL`` with a case that has GM alone (each case trains the named segments it has,
+    33b513a); a held-out case with GM alone was still refused ('Validation case ... has no segment named SOL'), so the
+    user had to drop SOL from training to validate. It is scored on the named segments it has; a case with none of
+    them is refused as before."""
+    from ifssnet.validation import Validator
+
+    both = _write_case(tmp_path / "both", {"GM": _box(), "SOL": _box(6, 16)})
+    gm = _write_case(tmp_path / "gm", {"GM": _box(), "tendon": _box(2, 8)})
+    val = Validator([both, gm], segments=["GM", "SOL"])
+    assert [sorted(val._load(c)[1]) for c in val.cases] == [["GM", "SOL"], ["GM"]]
+    with pytest.raises(InputError, match="no segment named SOL"):
+        Validator([gm], segments=["SOL"])

@@ -102,7 +102,8 @@ class Validator:
     ``cases``: :data:`ValidationCase` items. ``protocol``: ``3-seeds`` | ``paper`` (see
     :func:`ifssnet.compare.protocol_seeds`; ``count`` and ``every`` as there), several of them as a
     sequence or comma-separated, or ``both`` (each case is propagated once per protocol). ``segments``: the
-    segment names to score (default: every segment of each case). ``device``: where to propagate
+    segment names to score (default: every segment of each case); a case is scored on those it has, as a training
+    case trains them (:func:`ifssnet.dataset.require_segments`), and one with none of them is refused. ``device``: where to propagate
     (default: where the network's weights are, so validation never moves a network being trained).
     Files are checked here, before any
     training: a missing file, a sparse annotation, a missing segment or an empty one raises :class:`InputError`.
@@ -153,11 +154,11 @@ class Validator:
             if not refs:
                 raise InputError(f"Validation case {where} has no segments.", "Give an annotated volume.")
             return refs
-        missing = [s for s in self.segments if s not in refs]
-        if missing:
-            raise InputError(f"Validation case {where} has no segment named {', '.join(missing)}.",
+        chosen = {s: refs[s] for s in self.segments if s in refs}   # the named ones it has, as a training case
+        if not chosen:
+            raise InputError(f"Validation case {where} has no segment named {', '.join(self.segments)}.",
                              f"It has: {', '.join(refs) or 'none'}.")
-        return {s: refs[s] for s in self.segments}
+        return chosen
 
     def _load(self, case):
         if not self._is_paths(case):
