@@ -295,3 +295,22 @@ def test_validation_scores_the_named_segments_each_held_out_case_has(tmp_path):
     assert [sorted(val._load(c)[1]) for c in val.cases] == [["GM", "SOL"], ["GM"]]
     with pytest.raises(InputError, match="no segment named SOL"):
         Validator([gm], segments=["SOL"])
+
+
+def test_compare_set_refuses_a_missing_case_file_before_any_case_runs(tmp_path, monkeypatch, capsys):
+    """``ifssnet compare-set A B C`` where C is misspelt or lacks its reference: A and B were compared, then C stopped
+    the run ('C/reference.seg.nrrd does not exist') and nothing was written. Every case's files are checked first."""
+    from cli_output import error_line, run_cli
+    import ifssnet.compare as C
+
+    ran = []
+    real = C.compare
+    monkeypatch.setattr(C, "compare", lambda *a, **k: ran.append(1) or real(*a, **k))
+    a = _phantom_dir(tmp_path / "A", {"GM": _box()})
+    b = _phantom_dir(tmp_path / "B", {"GM": _box()})
+    (b / "reference.seg.nrrd").rename(b / "annotation.seg.nrrd")
+    code, _, err = run_cli(capsys, "compare-set", a, b, tmp_path / "missing", "--methods", "fbs", "--csv",
+                           tmp_path / "out.csv")
+    line = error_line(err)
+    assert code == 2 and "reference.seg.nrrd" in line and "missing" in line and str(b) in line, line
+    assert ran == [] and not (tmp_path / "out.csv").exists()

@@ -566,6 +566,12 @@ def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, p
             prepare(name)
             options[name] = load_once(name, options.get(name))
     kwargs["method_options"] = options
+    absent = [str(p) for case in case_dirs for p in (Path(case) / "volume.nrrd", Path(case) / "reference.seg.nrrd")
+              if not p.is_file()]
+    if absent:     # every case's files before any case runs: a later one missing lost the cases compared before it
+        raise InputError(f"{', '.join(absent)} {'does' if len(absent) == 1 else 'do'} not exist.",
+                         "A case directory holds volume.nrrd and reference.seg.nrrd (make one with `ifssnet phantom "
+                         "DIR`); check the directories given.")
     if segments:   # every case's names from its header: before any case runs, not at the case that lacks one
         lacking = [(case, missing, names) for case in case_dirs
                    if (names := _segment_names(Path(case) / "reference.seg.nrrd")) is not None
