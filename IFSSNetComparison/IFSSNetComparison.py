@@ -179,6 +179,7 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 continue
             self.timer.stop()
             self.ticket = None
+            job, self.job = self.job, None   # the volume, the references and the masks: not kept after the run
             self.compareButton.text = "Compare"
             self.progressBar.visible = False
             if error is not None:
@@ -191,7 +192,7 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                     slicer.util.errorDisplay(str(error))
                 return
             try:
-                table = self.logic.publish(self.job)
+                table = self.logic.publish(job)
             except Exception as exc:
                 slicer.util.errorDisplay(str(exc))
                 return

@@ -272,6 +272,8 @@ class IFSSNetComparisonLogic:
                 if node.GetScene() is not None:
                     slicer.mrmlScene.RemoveNode(node)
             raise
+        for r in rows:   # written into the result segmentations: a volume-sized array each, not kept in memory
+            r.pop("mask", None)
         report(progress, "writing result", 1, 1)
         self.lastResult = {"table": table, "diceChart": diceChart, "volumeChart": volumeChart,
                            "segmentations": segmentations, "rows": rows}
