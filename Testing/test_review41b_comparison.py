@@ -275,3 +275,38 @@ def test_the_results_masks_are_not_kept_in_memory_after_they_are_written(scene_n
     assert len(rows) == 1 and rows[0]["dice"] > 0.6
     assert not any(isinstance(v, np.ndarray) and v.size >= truth.size for r in rows for v in r.values())
 
+
+
+def test_the_worker_thread_lets_go_of_a_finished_job():
+    """BackgroundWorker's thread kept the last task's arguments (the job: the volume, the references, every method's
+    masks) in its loop's variables while it waited for the next task, so a finished comparison or propagation held
+    them in memory until the next run. It lets go once the task is done."""
+    import gc
+    import time
+    import weakref
+
+    from IFSSNetSegmentationLib.worker import BackgroundWorker
+
+    class Job:
+        pass
+
+    worker, job = BackgroundWorker(), Job()
+    alive = weakref.ref(job)
+    try:
+        worker.startJob(lambda j, progress=None, cancel=None: 1, job)
+        del job
+        for _ in range(500):
+            done = worker.poll()
+            if done:
+                break
+            time.sleep(0.01)
+        assert done and done[0][1:] == (1, None)
+        del done
+        for _ in range(100):     # the thread lets go as it finishes the task
+            gc.collect()
+            if alive() is None:
+                break
+            time.sleep(0.01)
+        assert alive() is None
+    finally:
+        worker.stop()

@@ -35,6 +35,8 @@ class BackgroundWorker:
             except BaseException as exc:  # handed to the main thread, which shows it
                 self._done.put((ticket, None, exc))
             finally:
+                # let go of the task (the job: volume-sized arrays) while waiting for the next one
+                del ticket, fn, args, kwargs
                 with self._lock:
                     self._busy -= 1
 
