@@ -1,4 +1,4 @@
-"""Every script in benchmarks/ against today's core: the ifssnet names it imports exist.
+"""Every script in benchmarks/ against today's core: the ifssnet names it imports exist, and --help answers.
 
 The scripts are not run by the suite (most of them take minutes), so a renamed function or module in
 ``ifssnet/`` would only show when someone runs the script. The check reads each script's source (imports
@@ -7,6 +7,7 @@ inside functions too) and resolves every ``from ifssnet... import NAME``, every 
 """
 import ast
 import importlib
+import subprocess
 import sys
 from pathlib import Path
 
@@ -53,3 +54,16 @@ def test_there_are_scripts():
 def test_benchmark_imports_resolve(path):
     assert _unresolved(path) == []
 
+
+@pytest.mark.parametrize("name", ["output_threshold_probe", "output_smoothing_probe"])
+def test_probe_scripts_answer_help_and_missing_arguments(name):
+    """These two take their numbers from sys.argv (the rest goes to compare-set): --help printed a
+    ValueError traceback ("could not convert string to float: '--help'"), and so did no arguments (IndexError)."""
+    script = str(BENCHMARKS / f"{name}.py")
+    r = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "usage" in r.stdout.lower() and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "usage" in r.stderr.lower() and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, script, "x", "0.5", "case"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -35,8 +35,17 @@ def smoothed(sigma_k: float, sigma_xy: float):
     return masks
 
 
+USAGE = "usage: output_smoothing_probe.py SIGMA_K SIGMA_XY CASE [CASE ...] [compare-set options]"
+
 if __name__ == "__main__":
-    sk, sxy = float(sys.argv[1]), float(sys.argv[2])
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        sys.exit(print(f"{USAGE}\n\n{__doc__}"))
+    try:
+        sk, sxy = float(sys.argv[1]), float(sys.argv[2])
+    except (IndexError, ValueError):
+        print(f"{USAGE}\noutput_smoothing_probe.py: error: the first two arguments are the sigmas, e.g. 1 0.5",
+              file=sys.stderr)
+        sys.exit(2)
     if sk < 0 or sxy < 0:
         sys.exit("the sigmas must be >= 0, e.g. 1 0.5")
     propagate.masks_from_probabilities = smoothed(sk, sxy)

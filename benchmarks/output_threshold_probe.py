@@ -29,8 +29,17 @@ def scaled(threshold: float):
     return masks
 
 
+USAGE = "usage: output_threshold_probe.py T CASE [CASE ...] [compare-set options]"
+
 if __name__ == "__main__":
-    t = float(sys.argv[1])
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        sys.exit(print(f"{USAGE}\n\n{__doc__}"))
+    try:
+        t = float(sys.argv[1])
+    except (IndexError, ValueError):
+        print(f"{USAGE}\noutput_threshold_probe.py: error: the first argument is the threshold T, e.g. 0.4",
+              file=sys.stderr)
+        sys.exit(2)
     if not 0.0 < t < 1.0:
         sys.exit("the threshold must lie in (0, 1), e.g. 0.4")
     propagate.masks_from_probabilities = scaled(t)
