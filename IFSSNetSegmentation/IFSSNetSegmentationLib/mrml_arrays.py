@@ -74,18 +74,27 @@ def referenceGeometry(volumeNode, segmentationNode):
     return geometry
 
 
+def _voxelArray(image) -> Optional[np.ndarray]:
+    """The scalars of a ``vtkImageData`` as a (k, j, i) array view over its extent; None where it has no scalars or
+    an empty extent."""
+    if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
+        return None
+    s = image.GetExtent()
+    if s[0] > s[1] or s[2] > s[3] or s[4] > s[5]:
+        return None
+    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
+        (s[5] - s[4] + 1, s[3] - s[2] + 1, s[1] - s[0] + 1))
+
+
 def orientedImageToArray(image, geometry) -> np.ndarray:
     """Paste a labelmap (same grid as ``geometry``, any extent) into a full uint8 (k, j, i) array."""
     e = geometry.GetExtent()
     shape = (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
     out = np.zeros(shape, np.uint8)
-    if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
+    src = _voxelArray(image)
+    if src is None:
         return out
     s = image.GetExtent()
-    if s[0] > s[1] or s[2] > s[3] or s[4] > s[5]:
-        return out
-    src = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
-        (s[5] - s[4] + 1, s[3] - s[2] + 1, s[1] - s[0] + 1))
     lo = [max(s[2 * a], e[2 * a]) for a in range(3)]  # i, j, k
     hi = [min(s[2 * a + 1], e[2 * a + 1]) for a in range(3)]
     if any(l > h for l, h in zip(lo, hi)):
@@ -300,13 +309,9 @@ def _segmentVoxels(segment):
     """A binary uint8 ``vtkOrientedImageData`` of a segment's voxels in its (possibly shared) layer, on the layer's
     grid; None for a segment with no stored voxels."""
     stored = segment.GetRepresentation(LABELMAP)
-    if stored is None or not stored.IsA("vtkOrientedImageData") or stored.GetPointData().GetScalars() is None:
+    values = _voxelArray(stored) if stored is not None and stored.IsA("vtkOrientedImageData") else None
+    if values is None:
         return None
-    e = stored.GetExtent()
-    if e[0] > e[1] or e[2] > e[3] or e[4] > e[5]:
-        return None
-    values = numpy_support.vtk_to_numpy(stored.GetPointData().GetScalars()).reshape(
-        (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1))
     return arrayToOrientedImage((values == segment.GetLabelValue()).view(np.uint8), stored)
 
 
