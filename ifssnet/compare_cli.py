@@ -16,7 +16,7 @@ from .compare import (DEFAULT_METHODS, compare, compare_set, format_summary, for
                       write_csv)
 from . import compare as _core
 from .errors import InputError, SeedError
-from .io import check_output_file, write_together
+from .io import check_output_file, same_file, write_together
 from .seeds import PROTOCOLS
 
 
@@ -181,7 +181,7 @@ def _check_before_work(args, methods: Sequence[str], inputs: Sequence) -> None:
             check_output_file(path, inputs)
     if args.csv is not None and args.plot is not None and (
             os.path.abspath(args.csv) == os.path.abspath(args.plot)
-            or (args.csv.exists() and args.plot.exists() and os.path.samefile(args.csv, args.plot))):
+            or same_file(args.csv, args.plot)):
         raise InputError(f"--csv and --plot are one file ({args.csv}): the plot would replace the table.",
                          "Give them two file names, e.g. out.csv and out.png.")
     if args.plot is not None:

@@ -246,10 +246,16 @@ def check_output_file(path, inputs=(), what_it_replaces: str = "it", file_hint: 
         raise ResourceError(f"The output '{path}' is write-protected; it was left as it was.",
                             "Choose another output file name, or make it writable (chmod u+w) to replace it.")
     for p in inputs:
-        if Path(p).exists() and path.exists() and os.path.samefile(p, path):
+        if same_file(p, path):
             raise InputError(f"The output '{path}' is one of the input files; writing it would replace "
                              f"{what_it_replaces}.", "Choose another output file name.")
     return path
+
+
+def same_file(a, b) -> bool:
+    """Whether paths ``a`` and ``b`` are one file (:func:`os.path.samefile`: two spellings of one path, or links to
+    it); False where either does not exist."""
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
 def write_together(writers: Sequence[Tuple[Path, Callable[[str], object]]]) -> None:

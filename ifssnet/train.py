@@ -799,6 +799,7 @@ def refuse_writing_over_inputs(out_path, inputs: Sequence = (), base_model=None,
     base model when the run ended, ``--from m.pt --out m.pt`` replaced it); ``inputs``: the case and validation
     files. A ``--resume`` checkpoint is not an input here: a run resumed to its own output writes it on purpose."""
     written = [Path(out_path), checkpoint_path(out_path), checkpoint_best_path(out_path)]
+    from .io import same_file
     from .validation import best_model_path
 
     written.append(best_model_path(out_path))
@@ -808,7 +809,7 @@ def refuse_writing_over_inputs(out_path, inputs: Sequence = (), base_model=None,
         (p, "an input file of this run") for p in inputs if p is not None]
     for target in written:
         for path, what in given:
-            if target.exists() and Path(path).exists() and os.path.samefile(target, path):
+            if same_file(target, path):
                 verb = "append to" if log is not None and target == Path(log) else "replace (or remove)"
                 raise InputError(f"Training to {out_path} would {verb} {target}, which is {what}.",
                                  "Choose another output name (--out; in Slicer, another model name), "

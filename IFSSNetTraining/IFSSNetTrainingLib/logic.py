@@ -23,7 +23,7 @@ import numpy as np
 import slicer
 
 from ifssnet.errors import InputError, ResourceError
-from ifssnet.io import ANNOTATED_TAG, AnnotatedSlices, Geometry, Segment, Segmentation
+from ifssnet.io import ANNOTATED_TAG, AnnotatedSlices, Geometry, Segment, Segmentation, same_file
 from ifssnet.validation import VALIDATION_CHOICES
 
 try:  # the module folders are siblings on sys.path in Slicer and in the tests
@@ -559,7 +559,7 @@ def _sameVolume(a, b) -> bool:
     """Whether two pairs' volumes are one: the same node, or two paths of the same file (two strings of one path
     are two objects, so ``is`` took them for two volumes)."""
     if isinstance(a, (str, os.PathLike)) and isinstance(b, (str, os.PathLike)):
-        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+        return same_file(a, b)
     return a is b
 
 
