@@ -103,7 +103,7 @@ def _evaluate(args) -> int:
 
 def _evaluate_files(args, progress) -> dict:
     """``{segment: metrics}`` of ``ifssnet evaluate``, reporting to ``progress``."""
-    from .io import check_unique_names, read_segmentation, resample_segmentation
+    from .io import check_unique_names, parse_names, read_segmentation, resample_segmentation
     from .metrics import evaluate
 
     ref = read_segmentation(args.ref, progress=progress)
@@ -115,7 +115,7 @@ def _evaluate_files(args, progress) -> dict:
     if pred.segments and (pred.shape != ref.shape or not pred.geometry.same_as(ref.geometry)):
         ref = resample_segmentation(ref, pred.geometry, pred.shape, progress=progress)
     shared = [n for n in pred.names if n in ref.names]
-    names = list(dict.fromkeys(n.strip() for n in args.segment.split(",") if n.strip())) if args.segment else shared
+    names = parse_names(args.segment) if args.segment else shared
     missing = [n for n in names if n not in shared]
     if missing or not names:
         raise InputError(f"Segment(s) {', '.join(missing) or '(none)'} are not in both files.",

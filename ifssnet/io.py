@@ -754,10 +754,16 @@ def _auto_color(i: int) -> Tuple[float, float, float]:
     return palette[i % len(palette)]
 
 
+def parse_names(text: Optional[str]) -> List[str]:
+    """The names of a comma-separated segment list (``--segment GM,SOL``): stripped, empty ones left out (a
+    trailing comma), each once in the order given; [] for ``None`` or an empty text."""
+    return list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip())) if text else []
+
+
 def split_names(text: Optional[str], available: Iterable[str]) -> List[str]:
     """Parse a comma-separated segment list (``None`` = all available) and check every name exists."""
     available = list(available)
-    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip())) if text else available   # once each
+    names = parse_names(text) if text else available
     missing = [n for n in names if n not in available]
     if missing:
         raise InputError(f"No segment named {', '.join(missing)}.", f"Choose from: {', '.join(available)}.")
