@@ -537,19 +537,16 @@ class IFSSNetSegmentationLogic:
             axis, slices = self._seedSlices(segment, onOld, notes)
             newAxis, mapping = sliceMapping(old, geometry, axis)
             return newAxis, tuple(sorted(mapping[s] for s in slices if s in mapping))
-        from ifssnet.seeds import annotated_slices, find_axis
-
         if not painted.any():
             raise SeedError(f"Segment '{segment.GetName()}' has no paint on this volume, and its 'no muscle here' "
                             "marks were made on another volume's grid.",
                             "Paint the muscle on at least 3 slices of this volume, then propagate.")
-        axis = int(find_axis(painted))
-        requireStrokesOnSlices(painted, axis, annotated_slices(painted, axis), segment.GetName())
+        fresh = _freshSeeds(painted, segment.GetName())
         if notes is not None:
             notes.append(f"'{segment.GetName()}' was painted or propagated on another volume's grid (resampled, "
                          "rotated or moved), so its paint on this volume was taken as new seeds, and its 'no muscle "
                          "here' marks do not apply here.")
-        return axis, tuple(annotated_slices(painted, axis))
+        return fresh
 
     def _seedSlices(self, segment, painted: np.ndarray,
                     notes: Optional[List[str]] = None) -> Tuple[int, Tuple[int, ...]]:
@@ -584,15 +581,10 @@ class IFSSNetSegmentationLogic:
                                      "the muscle is not there, go to the slice and click No muscle here.")
             slices = {s for s in slices if 0 <= s < painted.shape[axis]}
             return axis, tuple(sorted(slices))
-        from ifssnet.seeds import annotated_slices, find_axis
-
         if not painted.any():
             raise SeedError(f"Segment '{segment.GetName()}' is empty: no painted slices.",
                             "Paint the muscle on at least 3 slices (consecutive or far apart), then propagate.")
-        axis = int(find_axis(painted))
-        slices = tuple(annotated_slices(painted, axis))
-        requireStrokesOnSlices(painted, axis, slices, segment.GetName())
-        return axis, slices
+        return _freshSeeds(painted, segment.GetName())
 
     @staticmethod
     def _paintedAgain(painted, axis, annotated, previous, now, changed, name: str = "",
@@ -866,6 +858,18 @@ def requireStrokesOnSlices(painted: np.ndarray, axis: int, slices: Sequence[int]
                         "views are rotated against the volume's axes (an oblique volume in the default views).",
                         "Align the slice views with the volume (the Segment Editor's rotated-view warning button, or "
                         "the slice view menu: Rotate to volume plane), erase the strokes and paint the slices again.")
+
+
+def _freshSeeds(painted: np.ndarray, name: str) -> Tuple[int, Tuple[int, ...]]:
+    """(axis, seed slices) of paint taken as fresh seeds (no tags, or tags that cannot apply): the axis the painted
+    slices lie across (``find_axis``) and its non-empty slices, refused where the strokes lie on no slices
+    (:func:`requireStrokesOnSlices`). ``painted`` holds paint."""
+    from ifssnet.seeds import annotated_slices, find_axis
+
+    axis = int(find_axis(painted))
+    slices = tuple(annotated_slices(painted, axis))
+    requireStrokesOnSlices(painted, axis, slices, name)
+    return axis, slices
 
 
 def _emptySliceCRC(mask: np.ndarray, axis: int) -> int:
