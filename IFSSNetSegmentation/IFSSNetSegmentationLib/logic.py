@@ -534,8 +534,8 @@ class IFSSNetSegmentationLogic:
         mapped = sliceMapping(old, geometry, axis)
         if mapped is not None:
             onOld = arrays.segmentToArray(segmentationNode, segmentId, old)
-            axis, slices = self._seedSlices(segment, onOld, notes)
-            newAxis, mapping = sliceMapping(old, geometry, axis)
+            seedAxis, slices = self._seedSlices(segment, onOld, notes)   # another axis where painted again across it
+            newAxis, mapping = mapped if seedAxis == axis else sliceMapping(old, geometry, seedAxis)
             return newAxis, tuple(sorted(mapping[s] for s in slices if s in mapping))
         if not painted.any():
             raise SeedError(f"Segment '{segment.GetName()}' has no paint on this volume, and its 'no muscle here' "
