@@ -74,6 +74,11 @@ def referenceGeometry(volumeNode, segmentationNode):
     return geometry
 
 
+def _extentShape(e) -> tuple:
+    """The (k, j, i) array shape of a VTK extent ``(i0, i1, j0, j1, k0, k1)``."""
+    return (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
+
+
 def _voxelArray(image) -> Optional[np.ndarray]:
     """The scalars of a ``vtkImageData`` as a (k, j, i) array view over its extent; None where it has no scalars or
     an empty extent."""
@@ -82,15 +87,13 @@ def _voxelArray(image) -> Optional[np.ndarray]:
     s = image.GetExtent()
     if s[0] > s[1] or s[2] > s[3] or s[4] > s[5]:
         return None
-    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
-        (s[5] - s[4] + 1, s[3] - s[2] + 1, s[1] - s[0] + 1))
+    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(_extentShape(s))
 
 
 def orientedImageToArray(image, geometry) -> np.ndarray:
     """Paste a labelmap (same grid as ``geometry``, any extent) into a full uint8 (k, j, i) array."""
     e = geometry.GetExtent()
-    shape = (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
-    out = np.zeros(shape, np.uint8)
+    out = np.zeros(_extentShape(e), np.uint8)
     src = _voxelArray(image)
     if src is None:
         return out
@@ -159,7 +162,7 @@ def arrayToOrientedImage(mask: np.ndarray, geometry):
     image.SetImageToWorldMatrix(matrix)
     e = geometry.GetExtent()
     image.SetExtent(e)
-    shape = (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
+    shape = _extentShape(e)
     if tuple(mask.shape) != shape:  # VTK would read the voxels with the wrong row length, or past the array
         raise IFSSNetError(f"A mask of {mask.shape} voxels does not fit the grid of {shape} voxels (k, j, i).",
                            "Report this as a bug.")
@@ -215,9 +218,7 @@ def _onSegmentGrid(segmentationNode, segmentId: str, mask: np.ndarray, geometry,
     slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
         arrayToOrientedImage((np.asarray(mask) > 0).view(np.uint8) + 1, geometry), grid, onGrid,
         False, True)  # extent grown to hold all of the image
-    e = onGrid.GetExtent()
-    values = numpy_support.vtk_to_numpy(onGrid.GetPointData().GetScalars()).reshape(
-        (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1))
+    values = numpy_support.vtk_to_numpy(onGrid.GetPointData().GetScalars()).reshape(_extentShape(onGrid.GetExtent()))
     merged = np.where(values > 0, values > 1, segmentToArray(segmentationNode, segmentId, onGrid))
     return arrayToOrientedImage(merged, onGrid)
 
@@ -318,8 +319,7 @@ def _segmentVoxels(segment):
 def _emptyOn(grid):
     if grid is None:
         return None
-    e = grid.GetExtent()
-    return arrayToOrientedImage(np.zeros((e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1), np.uint8), grid)
+    return arrayToOrientedImage(np.zeros(_extentShape(grid.GetExtent()), np.uint8), grid)
 
 
 @contextlib.contextmanager
