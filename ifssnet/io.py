@@ -628,21 +628,28 @@ def _annotated_on(annotated: Optional[AnnotatedSlices], source: Geometry, target
     do not map one to one."""
     if annotated is None:
         return None
-    m = np.linalg.solve(target.ijk_to_lps, source.ijk_to_lps)      # source (i, j, k, 1) -> target (i, j, k, 1)
-    a = 2 - annotated.axis                                          # the slices' axis in (i, j, k) order
-    column, shift = m[:3, a], m[:3, 3]
-    t = int(np.argmax(np.abs(column)))
-    sign = float(np.round(column[t]))
-    tol = 1e-3
-    if abs(sign) != 1 or not np.allclose(np.delete(column, t), 0, atol=tol) \
-            or not np.allclose(np.abs(np.round(m[:3, :3])), np.abs(m[:3, :3]), atol=tol) \
-            or not np.allclose(np.abs(m[:3, :3]).sum(axis=0), 1, atol=tol) \
-            or not np.allclose(shift, np.round(shift), atol=tol):
+    found = slice_map(np.linalg.solve(target.ijk_to_lps, source.ijk_to_lps), annotated.axis)
+    if found is None:
         return None
-    axis = 2 - t
-    moved = sorted(int(sign) * s + int(np.round(shift[t])) for s in annotated.slices)
+    axis, sign, shift = found
+    moved = sorted(sign * s + shift for s in annotated.slices)
     moved = tuple(s for s in moved if 0 <= s < int(shape[axis]))
     return AnnotatedSlices(axis, moved) if moved else None
+
+
+def slice_map(m: np.ndarray, axis: int, tolerance: float = 1e-3) -> Optional[Tuple[int, int, int]]:
+    """How the slices across array ``axis`` (0 = k) of one grid lie on another grid whose voxels are the same
+    voxels (a crop, a flip, the axes in another order): ``m`` (4 x 4) maps the first grid's (i, j, k, 1) to the
+    second's. ``(axis on the second grid, sign, shift)``: slice ``s`` is slice ``sign * s + shift`` there. None where
+    ``m`` is no exchange and flip of axes with a shift by whole voxels (resampled, rotated, moved by part of a
+    voxel). Used for a file's tags (:func:`_annotated_on`) and the Slicer module's seed grid (``sliceMapping``)."""
+    P = np.rint(m[:3, :3])
+    if (not np.allclose(m[:3, :3], P, atol=tolerance) or not np.allclose(m[:3, 3], np.rint(m[:3, 3]), atol=tolerance)
+            or not (np.abs(P).sum(axis=0) == 1).all() or not (np.abs(P).sum(axis=1) == 1).all()):
+        return None
+    c = 2 - int(axis)                                               # array axis k, j, i = IJK index 2, 1, 0
+    r = int(np.flatnonzero(P[:, c])[0])
+    return 2 - r, int(P[r, c]), int(np.rint(m[r, 3]))
 
 
 def write_segmentation(seg: Segmentation, path, *, progress: Optional[ProgressFn] = None,

@@ -51,7 +51,7 @@ import slicer
 import vtk
 
 from ifssnet.errors import IFSSNetError, InputError, ResourceError, SeedError, VolumeError
-from ifssnet.io import ANNOTATED_TAG, RESULT_CRC_TAG, AnnotatedSlices, slice_crcs
+from ifssnet.io import ANNOTATED_TAG, RESULT_CRC_TAG, AnnotatedSlices, slice_crcs, slice_map
 from ifssnet.progress import check_cancel, report
 
 from IFSSNetSegmentationLib import mrml_arrays as arrays
@@ -127,20 +127,18 @@ def sliceMapping(old, new, axis: int, tolerance: float = 1e-3):
     """(axis on ``new``, {slice on ``old``: slice on ``new``}) for the slices across array ``axis`` of grid ``old``,
     when every voxel of ``old`` is a voxel of ``new`` (a crop, a flip, axes in another order: one grid), else None
     (resampled, rotated or moved: the slices are no slices of ``new``). Slices outside ``new`` are left out."""
-    T = np.linalg.inv(_gridMatrix(new)) @ _gridMatrix(old)          # old IJK -> new IJK
-    P = np.rint(T[:3, :3])
-    if (not np.allclose(T[:3, :3], P, atol=tolerance) or not np.allclose(T[:3, 3], np.rint(T[:3, 3]), atol=tolerance)
-            or not (np.abs(P).sum(axis=0) == 1).all() or not (np.abs(P).sum(axis=1) == 1).all()):
+    found = slice_map(np.linalg.inv(_gridMatrix(new)) @ _gridMatrix(old), axis, tolerance)   # old IJK -> new IJK
+    if found is None:
         return None
+    newAxis, sign, shift = found
     oe, ne = old.GetExtent(), new.GetExtent()
-    c = 2 - int(axis)                                               # array axis k, j, i = IJK index 2, 1, 0
-    r = int(np.flatnonzero(P[:, c])[0])
+    c, r = 2 - int(axis), 2 - newAxis                               # array axis k, j, i = IJK index 2, 1, 0
     mapping = {}
     for s in range(oe[2 * c + 1] - oe[2 * c] + 1):
-        t = int(P[r, c]) * (s + oe[2 * c]) + int(np.rint(T[r, 3])) - ne[2 * r]
+        t = sign * (s + oe[2 * c]) + shift - ne[2 * r]
         if 0 <= t <= ne[2 * r + 1] - ne[2 * r]:
             mapping[s] = t
-    return 2 - r, mapping
+    return newAxis, mapping
 
 
 def segmentTag(segment, tag: str) -> Optional[str]:
