@@ -62,7 +62,7 @@ from .network_runner import (PRE_ENCODE_BYTES, FeatureCache, accepts_carry_index
                              stack_states, uses_pre_encoding)
 from .preprocess import InPlaneGrid, check_volume, normalized_work_volume
 from .progress import CancelLike, ProgressFn, check_cancel, report
-from .propagate_output import masks_from_probabilities, seeds_on_frames
+from .propagate_output import finite_logits, masks_from_probabilities, seeds_on_frames
 from .propagate_runs import Accumulator, Run, advance, flush, make_runs
 from .seeds import SeedSet, seed_groups, validate_seeds
 from .slice_spacing import FrameSelection, select_frames
@@ -413,7 +413,7 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
                         logits, new_state = (net(img, prev, state, carry) if pass_carry else net(img, prev, state))
                 # Non-finite logits (float16 autocast can overflow): +-inf become the largest finite values, so
                 # softmax([0, inf]) is 1, not NaN; NaN becomes 0, an unsure 0.5 (background, low confidence).
-                prob = torch.softmax(logits.float().nan_to_num(nan=0.0), dim=1)[:, 1].cpu()   # (B, w, S, S)
+                prob = torch.softmax(finite_logits(logits), dim=1)[:, 1].cpu()   # (B, w, S, S)
                 for bi, r in enumerate(batch):
                     state_of[id(r)] = index_state(new_state, bi)
                     advance(r, prob[bi], w, seed_work[r.segment], partial[id(r)], acc[r.segment],

@@ -16,6 +16,14 @@ from .seeds import SeedSet
 from .slice_spacing import FrameSelection
 
 
+def finite_logits(logits):
+    """``logits`` (a tensor) as float32 with NaN made 0, an unsure 0.5 after a sigmoid or a 2-channel softmax, and
+    +-inf the largest finite values (float16 autocast can overflow: softmax([0, inf]) is NaN, not 1). Every
+    network's inference takes its probabilities from these (IFSS-Net, PG-Net, 3-D U-Net): a NaN fed back as the
+    next mask input made the next output all NaN (PG-Net), and a NaN Dice is argmax's largest (U-Net's channel)."""
+    return logits.float().nan_to_num(nan=0.0)
+
+
 def masks_from_probabilities(probs: Dict[str, Any], seed_map: Mapping[str, SeedSet], grid: InPlaneGrid,
                              frames: FrameSelection, shape_kji, *, exclusive: bool, sparse: bool = True,
                              chunk: int = 64, progress: Optional[ProgressFn] = None,

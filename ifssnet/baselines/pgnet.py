@@ -51,6 +51,7 @@ from torch import nn
 
 from ..errors import InputError, ModelError
 from ..progress import CancelLike, ProgressFn, check_cancel, report
+from ..propagate_output import finite_logits
 from . import check_inputs
 from ..loss import soft_dice_loss, weighted_bce_with_logits
 from .learned_common import (BaselineTrainConfig, check_cases, fit, prepare_torch, resolve_device, resolve_model)
@@ -419,7 +420,7 @@ def _probabilities(net: PGNet, work, grid, seed_mask, slices, dev, batch, progre
             logit = net.step(torch.cat([c.ref_feat for c in group]), img, torch.cat([c.prev for c in group]))
             # a NaN logit becomes 0 (an unsure 0.5, as IFSS-Net's): fed back as the next mask input, NaN made the
             # network's whole next output NaN (GroupNorm), so the rest of the chain came out as background
-            prob = torch.sigmoid(logit.float().nan_to_num(nan=0.0))                          # (B, 1, S, S)
+            prob = torch.sigmoid(finite_logits(logit))                                       # (B, 1, S, S)
             probs[ks] = prob[:, 0].float().cpu()
             for n, c in enumerate(group):
                 c.prev = prob[n:n + 1]

@@ -53,6 +53,7 @@ from torch import nn
 
 from ..errors import InputError, ModelError, SeedError
 from ..progress import CancelLike, ProgressFn, check_cancel, report
+from ..propagate_output import finite_logits
 from . import check_inputs, restore_painted
 from ..loss import soft_dice_loss, weighted_bce_with_logits
 from .learned_common import (BaselineTrainConfig, check_cases, fit, prepare_torch, resolve_device, resolve_model)
@@ -335,7 +336,7 @@ class SlidingWindow:
             with torch.no_grad():
                 # a NaN logit becomes 0 (an unsure 0.5, as IFSS-Net's): a NaN made choose_channel's Dice NaN, the
                 # largest for argmax, so that channel's muscle was taken
-                p = torch.sigmoid(self.net(x).float().nan_to_num(nan=0.0)).cpu()
+                p = torch.sigmoid(finite_logits(self.net(x))).cpu()
             self.done += len(chunk)
             report(self.progress, "3-D U-Net", min(self.done, self.total), self.total)
             yield from zip(chunk, p)
