@@ -103,10 +103,10 @@ class Validator:
     :func:`ifssnet.compare.protocol_seeds`; ``count`` and ``every`` as there), several of them as a
     sequence or comma-separated, or ``both`` (each case is propagated once per protocol). ``segments``: the
     segment names to score (default: every segment of each case); a case is scored on those it has, as a training
-    case trains them (:func:`ifssnet.dataset.require_segments`), and one with none of them is refused. ``device``: where to propagate
-    (default: where the network's weights are, so validation never moves a network being trained).
-    Files are checked here, before any
-    training: a missing file, a sparse annotation, a missing segment or an empty one raises :class:`InputError`.
+    case trains them (:func:`ifssnet.dataset.require_segments`), and one with none of them is refused. ``device``:
+    where to propagate (default: where the network's weights are, so validation never moves a network being
+    trained). Files are checked here, before any training: a missing file, a sparse annotation, a case with none
+    of the named segments, or an empty segment to score raises :class:`InputError`.
     """
 
     def __init__(self, cases: Sequence[ValidationCase], protocol="3-seeds",
