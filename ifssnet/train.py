@@ -692,18 +692,17 @@ def _best_file_of_resumed_run(resume, out_path, best, meta):
         except (IFSSNetError, KeyError, TypeError, ValueError):
             return None
 
-    def holds(path: Path) -> bool:
-        """Whether ``path`` is the network of ``best``: its step and Dice, written by this run before the
-        checkpoint (its history is the start of the checkpoint's)."""
-        got = read(path) if best is not None else None
-        return got is not None and got[0].step == best.step and (
+    def holds(got) -> bool:
+        """Whether a best file (``got``: :func:`read`'s) is the network of ``best``: its step and Dice, written by
+        this run before the checkpoint (its history is the start of the checkpoint's)."""
+        return best is not None and got is not None and got[0].step == best.step and (
             got[0].dice == best.dice or (math.isnan(got[0].dice) and math.isnan(best.dice))) and _of_the_run(
             got[1], meta) == "before"
 
     target, resume = checkpoint_best_path(out_path), Path(resume)
-    if holds(target):
+    got = read(target)                                  # the whole file: read once
+    if holds(got):
         return best, []
-    got = read(target)
     if got is not None and _of_the_run(got[1], meta) == "after" and got[0].better_than(best):
         training = meta.get("training") or {}
         done = len((training.get("validation") or {}).get("history") or [])
@@ -716,7 +715,7 @@ def _best_file_of_resumed_run(resume, out_path, best, meta):
     if resume.name.endswith(".ckpt.pt"):
         sources.append(best_model_path(resume.with_name(resume.name[:-len(".ckpt.pt")] + ".pt")))
     for source in sources:
-        if source.resolve() != target.resolve() and holds(source):
+        if source.resolve() != target.resolve() and holds(read(source)):
             atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
             return best, []
     return None, []
