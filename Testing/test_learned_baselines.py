@@ -368,6 +368,18 @@ def test_cli_trains_both_and_the_comparison_runs_them(tmp_path):
     assert all(r["error"] == "" and np.isfinite(r["dice"]) for r in rows)
 
 
+def test_a_trailing_comma_in_a_baselines_segment_list_names_no_empty_segment(tmp_path):
+    """``ifssnet train --arch unet3d --segments GM,`` asked for a segment named '' ("Case 'case0' has no segment ;
+    the 3-D U-Net predicts GM, ."); empty names are left out, as for IFSS-Net's --segments (d5ce2c9)."""
+    from ifssnet.cli import main
+    from ifssnet.phantom import write_phantom
+
+    write_phantom(tmp_path / "case0", seed=0, shape=(24, 32, 40))
+    assert main(["train", str(tmp_path / "case0"), "--arch", "unet3d", "--segments", "GM,", "--out",
+                 str(tmp_path / "u.pt"), "--size", "32", "--epochs", "1", "--steps", "1", "--run-length", "8"]) == 0
+    assert tuple(load_unet3d(tmp_path / "u.pt")[1]["segments"]) == ("GM",)
+
+
 @pytest.mark.parametrize("extra, named", [(["--val", "CASE"], "--val"), (["--burn-in", "8"], "--burn-in"),
                                           (["--tversky-beta", "0.65"], "--tversky-beta"), (["--ema", "0.99"], "--ema"),
                                           (["--val-every", "5"], "--val-every"), (["--cycle", "4"], "--cycle"),

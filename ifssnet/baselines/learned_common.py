@@ -351,7 +351,7 @@ def train_cli(args) -> int:
         from .unet3d import UNet3D, UNet3DConfig, UNet3DTrainConfig, train_unet3d as train_fn
 
         build, config_cls = (lambda d: UNet3D(UNet3DConfig.from_dict(d))), UNet3DConfig
-    segments = [s.strip() for s in args.segments.split(",")] if args.segments else None
+    segments = ([s.strip() for s in args.segments.split(",") if s.strip()] or None) if args.segments else None
     size = args.size
     stored: Optional[Dict[str, Any]] = None
     meta: dict = {}
