@@ -16,7 +16,7 @@ from .compare import (DEFAULT_METHODS, compare, compare_set, format_summary, for
                       write_csv)
 from . import compare as _core
 from .errors import InputError, SeedError
-from .io import check_output_file, same_file, write_together
+from .io import check_output_file, parse_names, same_file, write_together
 from .seeds import PROTOCOLS
 
 
@@ -237,7 +237,7 @@ def _cli_compare_set(args) -> int:
     from .cli import print_json
     from .progress import TqdmProgress
 
-    segments = ([s.strip() for s in args.segment.split(",") if s.strip()] or None) if args.segment else None
+    segments = parse_names(args.segment, once=False) or None
     methods = _method_list(args.methods)
     _check_before_work(args, methods, [p for d in args.dirs for p in (d / "volume.nrrd", d / "reference.seg.nrrd")])
     bar = TqdmProgress()

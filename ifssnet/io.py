@@ -761,10 +761,12 @@ def _auto_color(i: int) -> Tuple[float, float, float]:
     return palette[i % len(palette)]
 
 
-def parse_names(text: Optional[str]) -> List[str]:
+def parse_names(text: Optional[str], once: bool = True) -> List[str]:
     """The names of a comma-separated segment list (``--segment GM,SOL``): stripped, empty ones left out (a
-    trailing comma), each once in the order given; [] for ``None`` or an empty text."""
-    return list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip())) if text else []
+    trailing comma), in the order given, each once (``once``; else as often as given, as ``train --segments`` and
+    ``compare-set --segment`` take them); [] for ``None`` or an empty text."""
+    names = [n.strip() for n in text.split(",") if n.strip()] if text else []
+    return list(dict.fromkeys(names)) if once else names
 
 
 def split_names(text: Optional[str], available: Iterable[str]) -> List[str]:

@@ -19,6 +19,7 @@ from typing import List, Sequence
 
 from .dataset import load_case, require_painted, require_segments
 from .errors import InputError
+from .io import parse_names
 from .train import StepLog, TrainConfig, train
 from .train_recipe import (FEWSHOT_BETA, FINETUNE_LR, RECIPE, cli_value, inherit_recipe, learning_rates,
                            recipe_options, stored_config, withheld_from_base)
@@ -386,7 +387,7 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
     from .model import IFSSNetConfig
     from .progress import TqdmProgress
 
-    segments = ([s.strip() for s in args.segments.split(",") if s.strip()] or None) if args.segments else None
+    segments = parse_names(args.segments, once=False) or None
     try:
         strides = [int(v) for v in str(args.strides).split(",") if v.strip()]
     except ValueError:

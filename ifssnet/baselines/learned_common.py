@@ -331,6 +331,7 @@ def refuse_ifssnet_only(args, parser) -> None:
 def train_cli(args) -> int:
     """The ``ifssnet train`` command for ``--arch pgnet`` or ``--arch unet3d`` (one process)."""
     from ..dataset import load_case
+    from ..io import parse_names
     from ..progress import TqdmProgress
     from ..train_cli import _case_paths
 
@@ -351,7 +352,7 @@ def train_cli(args) -> int:
         from .unet3d import UNet3D, UNet3DConfig, UNet3DTrainConfig, train_unet3d as train_fn
 
         build, config_cls = (lambda d: UNet3D(UNet3DConfig.from_dict(d))), UNet3DConfig
-    segments = ([s.strip() for s in args.segments.split(",") if s.strip()] or None) if args.segments else None
+    segments = parse_names(args.segments, once=False) or None
     size = args.size
     stored: Optional[Dict[str, Any]] = None
     meta: dict = {}
