@@ -428,8 +428,7 @@ class PropagatePanel:
             index = None
             for name in slicer.app.layoutManager().sliceViewNames():
                 sliceNode = slicer.app.layoutManager().sliceWidget(name).mrmlSliceNode()
-                m = sliceNode.GetSliceToRAS()
-                index = A.sliceIndexAt(volumeNode, [[m.GetElement(r, c) for c in range(4)] for r in range(4)], axis)
+                index = A.sliceIndexAt(volumeNode, A.matrixArray(sliceNode.GetSliceToRAS()), axis)
                 if index is not None:
                     break
             if index is None:

@@ -90,7 +90,7 @@ def tagSeeds(segment, axis: int, seedSlices, mask: np.ndarray, geometry=None) ->
 def _gridMatrix(geometry) -> np.ndarray:
     matrix = vtk.vtkMatrix4x4()
     geometry.GetImageToWorldMatrix(matrix)
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    return arrays.matrixArray(matrix)
 
 
 def gridText(geometry) -> str:

@@ -37,11 +37,16 @@ def volumeToArray(volumeNode) -> np.ndarray:
     return np.array(array, copy=True)
 
 
+def matrixArray(matrix) -> np.ndarray:
+    """A ``vtkMatrix4x4`` as a 4x4 numpy array."""
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
 def ijkToRasArray(volumeNode) -> np.ndarray:
     """The volume's IJK-to-RAS matrix as a 4x4 numpy array (spacing, origin, direction)."""
     matrix = vtk.vtkMatrix4x4()
     volumeNode.GetIJKToRASMatrix(matrix)
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    return matrixArray(matrix)
 
 
 def spacingKji(volumeNode) -> Tuple[float, float, float]:
@@ -366,7 +371,7 @@ def ijkToWorldArray(volumeNode) -> np.ndarray:
     toWorld = vtk.vtkMatrix4x4()
     if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(parent, None, toWorld):
         return ijkToRas
-    return np.array([[toWorld.GetElement(r, c) for c in range(4)] for r in range(4)]) @ ijkToRas
+    return matrixArray(toWorld) @ ijkToRas
 
 
 def sliceCenterRAS(volumeNode, axis: int, index: int) -> Tuple[float, float, float]:
