@@ -183,7 +183,7 @@ def run_bench(size: str = "small", device: str = "cpu", methods: Sequence[str] =
     import torch
 
     from .baselines.registry import get as get_method
-    from .compare import protocol_seeds, run_method, score
+    from .compare import method_names, protocol_seeds, run_method, score
     from .phantom import make_phantom
     from .propagate import propagate, resolve_device, resolve_preset
 
@@ -192,7 +192,7 @@ def run_bench(size: str = "small", device: str = "cpu", methods: Sequence[str] =
             raise InputError(f"Unknown size {size!r}.", f"Choose one of: {', '.join(SIZES)}.")
         shape = SIZES[size]
     shape = tuple(int(v) for v in shape)
-    methods = [m.strip().lower() for m in methods if m and m.strip()]
+    methods = method_names(methods)
     for m in methods:
         get_method(m)  # unknown or uninstalled method: fail before any work
     presets = list(presets or BENCH_PRESETS)

@@ -93,6 +93,12 @@ def check_seeds(name: str, seeds, todo: str = SEEDS_TODO) -> None:
                         todo.format(name=repr(name))) from err
 
 
+def method_names(methods: Iterable[str]) -> List[str]:
+    """The method names as :func:`compare` and :func:`ifssnet.bench.run_bench` take them: stripped, lower case,
+    empty ones left out (the registry's names are lower case)."""
+    return [m.strip().lower() for m in methods if m and m.strip()]
+
+
 def reference_extent(ref_mask: np.ndarray) -> Tuple[int, int]:
     """(first, last) slice along axis 0 where the reference is non-empty (inclusive)."""
     return slice_extent(ref_mask) or (0, -1)
@@ -210,7 +216,7 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
     from .baselines.registry import get, load_once, prepare
 
     volume = np.asarray(volume)
-    methods = [m.strip().lower() for m in methods if m and m.strip()]
+    methods = method_names(methods)
     if not methods:
         raise InputError("No method to compare.", "Give at least one method, e.g. --methods fbs,gfs,ws.")
     if not ref_masks:
@@ -561,7 +567,7 @@ def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, p
     from .baselines.registry import get, load_once, prepare
 
     options = dict(kwargs.get("method_options") or {})
-    for name in {m.strip().lower() for m in methods if m and m.strip()}:   # as compare() names them
+    for name in set(method_names(methods)):   # as compare() names them
         if _known(get, name):    # each network's file read once for all cases, not once per case
             prepare(name)
             options[name] = load_once(name, options.get(name))
