@@ -108,8 +108,9 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         form.addRow(self.togetherCheck)
         self.exclusiveCheck = qt.QCheckBox("Muscles do not overlap")
         self.exclusiveCheck.setProperty("SlicerParameterName", "exclusive")
-        self.exclusiveCheck.toolTip = ("With all muscles in one run: a voxel two muscles claim goes to the more "
-                                       "probable one (IFSS-Net, PG-Net).")
+        self.exclusiveCheck.toolTip = ("With all muscles in one run: a voxel two muscles claim goes to the one "
+                                       "painted nearer to its slice, the more probable at equal distance "
+                                       "(IFSS-Net, PG-Net; ifssnet.exclusive).")
         form.addRow(self.exclusiveCheck)
         self.inputsFrame = box
 
