@@ -314,3 +314,35 @@ def test_compare_set_refuses_a_missing_case_file_before_any_case_runs(tmp_path, 
     line = error_line(err)
     assert code == 2 and "reference.seg.nrrd" in line and "missing" in line and str(b) in line, line
     assert ran == [] and not (tmp_path / "out.csv").exists()
+
+
+def test_a_segment_named_twice_is_taken_once_and_a_validation_link_to_a_training_volume_is_refused(
+        tmp_path, monkeypatch, capsys):
+    """``train --segments GM,GM`` counted GM twice in the memory estimate (every other command took each name once;
+    ``compare-set --segment GM,GM``, checked here too, gave one row already); and ``--val`` compared paths with
+    ``resolve()``, so a hard link to a training volume was validated on, where the Training Logic refuses it
+    (``same_file``)."""
+    from cli_output import error_line, run_cli
+
+    v, a = _write_case(tmp_path / "c", {"GM": _box(), "SOL": _box(6, 16)})
+    seen = []
+
+    def shape(volume, annotation, segments=None):
+        seen.append(segments)
+        raise InputError("stop here", "nothing")
+
+    monkeypatch.setattr("ifssnet.train_memory.case_shape", shape)
+    run_cli(capsys, "train", f"{v}:{a}", "--segments", "GM,GM", "--out", tmp_path / "m.pt", *TINY_CLI)
+    assert seen == [["GM"]]
+    monkeypatch.undo()
+    folder = _phantom_dir(tmp_path / "p", {"GM": _box(), "SOL": _box(6, 16)})
+    code, out, err = run_cli(capsys, "compare-set", folder, "--segment", "GM,GM", "--methods", "fbs", "--json")
+    assert code == 0, err
+    import json
+
+    assert [r["muscle"] for r in json.loads(out)["rows"]] == ["GM"]
+    link = tmp_path / "link.nrrd"
+    os.link(v, link)
+    code, _, err = run_cli(capsys, "train", f"{v}:{a}", "--val", f"{link}:{a}", "--out", tmp_path / "m2.pt",
+                           *TINY_CLI)
+    assert code == 2 and "is also a training case" in error_line(err)

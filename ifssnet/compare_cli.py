@@ -237,7 +237,7 @@ def _cli_compare_set(args) -> int:
     from .cli import print_json
     from .progress import TqdmProgress
 
-    segments = parse_names(args.segment, once=False) or None
+    segments = parse_names(args.segment) or None
     methods = _method_list(args.methods)
     _check_before_work(args, methods, [p for d in args.dirs for p in (d / "volume.nrrd", d / "reference.seg.nrrd")])
     bar = TqdmProgress()

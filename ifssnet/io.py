@@ -761,12 +761,12 @@ def _auto_color(i: int) -> Tuple[float, float, float]:
     return palette[i % len(palette)]
 
 
-def parse_names(text: Optional[str], once: bool = True) -> List[str]:
+def parse_names(text: Optional[str]) -> List[str]:
     """The names of a comma-separated segment list (``--segment GM,SOL``): stripped, empty ones left out (a
-    trailing comma), in the order given, each once (``once``; else as often as given, as ``train --segments`` and
-    ``compare-set --segment`` take them); [] for ``None`` or an empty text."""
+    trailing comma), in the order given, each once (``GM,GM`` trained, compared or counted in a memory estimate
+    twice before); [] for ``None`` or an empty text."""
     names = [n.strip() for n in text.split(",") if n.strip()] if text else []
-    return list(dict.fromkeys(names)) if once else names
+    return list(dict.fromkeys(names))
 
 
 def split_names(text: Optional[str], available: Iterable[str]) -> List[str]:

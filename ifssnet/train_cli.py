@@ -19,7 +19,7 @@ from typing import List, Sequence
 
 from .dataset import load_case, require_painted, require_segments
 from .errors import InputError
-from .io import parse_names
+from .io import parse_names, same_file
 from .train import StepLog, TrainConfig, train
 from .train_recipe import (FEWSHOT_BETA, FINETUNE_LR, RECIPE, cli_value, inherit_recipe, learning_rates,
                            recipe_options, stored_config, withheld_from_base)
@@ -387,7 +387,7 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
     from .model import IFSSNetConfig
     from .progress import TqdmProgress
 
-    segments = parse_names(args.segments, once=False) or None
+    segments = parse_names(args.segments) or None
     try:
         strides = [int(v) for v in str(args.strides).split(",") if v.strip()]
     except ValueError:
@@ -593,8 +593,7 @@ def _validator(args, train_pairs, segments):
     from .validation import Validator
 
     val_pairs = _case_paths(args.val)
-    trained = {Path(v).resolve() for v, _ in train_pairs}
-    shared = [str(v) for v, _ in val_pairs if Path(v).resolve() in trained]
+    shared = [str(v) for v, _ in val_pairs if any(same_file(v, t) for t, _ in train_pairs)]
     if shared:
         raise InputError(f"Validation volume {', '.join(shared)} is also a training case.",
                          "Validate on volumes the network does not train on.")

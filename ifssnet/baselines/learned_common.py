@@ -352,7 +352,7 @@ def train_cli(args) -> int:
         from .unet3d import UNet3D, UNet3DConfig, UNet3DTrainConfig, train_unet3d as train_fn
 
         build, config_cls = (lambda d: UNet3D(UNet3DConfig.from_dict(d))), UNet3DConfig
-    segments = parse_names(args.segments, once=False) or None
+    segments = parse_names(args.segments) or None
     size = args.size
     stored: Optional[Dict[str, Any]] = None
     meta: dict = {}
