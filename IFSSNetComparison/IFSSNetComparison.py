@@ -192,6 +192,9 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 if not isinstance(error, Cancelled) and not offerInstall(error):
                     slicer.util.errorDisplay(str(error))
                 return
+            if self.cancelToken is not None and self.cancelToken.is_set():   # Cancel clicked as compute finished
+                self.statusLabel.text = "Cancelled. Nothing was added."
+                return
             try:
                 table = self.logic.publish(job)
             except Exception as exc:
