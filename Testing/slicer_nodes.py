@@ -125,6 +125,20 @@ def _paint(slicer, volumeNode, segNode, truth, axis, slices, name="GM"):
     return sid, painted
 
 
+def _geometry(volumeNode, segNode):
+    """The volume's grid in the segmentation's frame, as the Logic reads and writes segments."""
+    return _arrays_module().referenceGeometry(volumeNode, segNode)
+
+
+def _painted_gm(scene_nodes):
+    """The workflow tests' start: GM painted across k on slices 5, 11 and 16 of the scene's ellipsoid, and a Logic.
+    Returns (slicer, volumeNode, segNode, truth, mrml_arrays, geometry, GM's segment ID, its painted mask, Logic)."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    a, painted = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
+    return (slicer, volumeNode, segNode, truth, _arrays_module(), _geometry(volumeNode, segNode), a, painted,
+            _logic_module().IFSSNetSegmentationLogic())
+
+
 def _state(segNode, volumeNode):
     """Everything that must survive a cancelled or failed run: every segment's voxels, names, tags."""
     logic = _logic_module()

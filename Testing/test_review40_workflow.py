@@ -6,18 +6,13 @@ import numpy as np
 import pytest
 
 # slicer_nodes first: it puts the Slicer module folders on sys.path.
-from slicer_nodes import (SHAPE, _arrays_module, _assert_same, _method, _nearest_seed_method, _paint,  # noqa: F401
-                          _state, scene_nodes)
+from slicer_nodes import (SHAPE, _arrays_module, _assert_same, _geometry, _method,  # noqa: F401
+                          _nearest_seed_method, _paint, _painted_gm, _state, scene_nodes)
 from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
 
 pytestmark = [pytest.mark.slicer,
               pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
               pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")]
-
-
-def _geometry(volumeNode, segNode):
-    arrays = _arrays_module()
-    return arrays.referenceGeometry(volumeNode, segNode)
 
 
 def test_overlapping_results_in_one_layer_keep_their_voxels_and_seeds(scene_nodes):
@@ -162,12 +157,7 @@ def test_a_segment_cleared_and_painted_again_starts_afresh(scene_nodes):
     nothing was propagated (the result was the 3 painted slices), and a new painted slice that happened to match
     the old result there was not even a seed. A segment none of whose slices keeps what it had at the last run
     is now painted afresh; its 'no muscle here' marks beyond the new paint still count."""
-    slicer, volumeNode, segNode, truth = scene_nodes
-    from IFSSNetSegmentationLib import logic
-    arrays = _arrays_module()
-    g = _geometry(volumeNode, segNode)
-    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
-    L = logic.IFSSNetSegmentationLogic()
+    slicer, volumeNode, segNode, truth, arrays, g, a, _, L = _painted_gm(scene_nodes)
     L.markNoMuscle(volumeNode, segNode, a, 1)
     L.markNoMuscle(volumeNode, segNode, a, 20)
     L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
@@ -187,12 +177,7 @@ def test_a_segment_cleared_and_painted_again_starts_afresh(scene_nodes):
 def test_marks_survive_repainting_every_painted_slice_before_a_run(scene_nodes):
     """Guard for the fix above: paint 3 slices, mark both ends, then redo each painted slice before the first
     run: the slices are new paint and the ends stay marked."""
-    slicer, volumeNode, segNode, truth = scene_nodes
-    from IFSSNetSegmentationLib import logic
-    arrays = _arrays_module()
-    g = _geometry(volumeNode, segNode)
-    a, painted = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
-    L = logic.IFSSNetSegmentationLogic()
+    slicer, volumeNode, segNode, truth, arrays, g, a, painted, L = _painted_gm(scene_nodes)
     L.markNoMuscle(volumeNode, segNode, a, 2)
     L.markNoMuscle(volumeNode, segNode, a, 19)
     redone = painted.copy()
@@ -205,12 +190,7 @@ def test_marks_survive_repainting_every_painted_slice_before_a_run(scene_nodes):
 def test_a_correction_across_every_slice_from_another_view_is_not_a_fresh_start(scene_nodes):
     """Guard for the fix above: a stroke in another view changes every slice of the result but leaves them full;
     the tags stand (every changed slice is a seed), as before."""
-    slicer, volumeNode, segNode, truth = scene_nodes
-    from IFSSNetSegmentationLib import logic
-    arrays = _arrays_module()
-    g = _geometry(volumeNode, segNode)
-    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
-    L = logic.IFSSNetSegmentationLogic()
+    slicer, volumeNode, segNode, truth, arrays, g, a, _, L = _painted_gm(scene_nodes)
     L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
     out = arrays.segmentToArray(segNode, a, g)
     present = np.flatnonzero(out.any(axis=(1, 2)))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 # slicer_nodes first: it puts the Slicer module folders on sys.path.
-from slicer_nodes import _arrays_module, _assert_same, _nearest_seed_method, _paint, _state, scene_nodes  # noqa: F401
+from slicer_nodes import (_arrays_module, _assert_same, _geometry, _nearest_seed_method, _paint,  # noqa: F401
+                          _painted_gm, _state, scene_nodes)
 from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
 
 pytestmark = [pytest.mark.slicer,
@@ -15,10 +16,6 @@ pytestmark = [pytest.mark.slicer,
               pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")]
 
 from ifssnet.errors import InputError  # noqa: E402
-
-
-def _geometry(volumeNode, segNode):
-    return _arrays_module().referenceGeometry(volumeNode, segNode)
 
 
 def _present(mask, axis):
@@ -68,12 +65,7 @@ def test_erasing_a_propagated_slice_still_marks_no_muscle_and_a_seed_erased_befo
     """Guards for the fix above. A slice the network filled and the user erased says 'the muscle is not here'
     (a run that went on past the muscle's end, trimmed), as before. A painted slice erased after the ends were
     marked (the marks record checksums too), before any run, is dropped like one erased after a run."""
-    slicer, volumeNode, segNode, truth = scene_nodes
-    from IFSSNetSegmentationLib import logic
-    arrays = _arrays_module()
-    g = _geometry(volumeNode, segNode)
-    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
-    L = logic.IFSSNetSegmentationLogic()
+    slicer, volumeNode, segNode, truth, arrays, g, a, _, L = _painted_gm(scene_nodes)
     L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
     _edit(segNode, a, g, lambda m: m.__setitem__(15, 0))          # a propagated slice, erased
     result = L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
@@ -93,12 +85,7 @@ def test_a_muscle_cleared_and_painted_again_across_another_axis_gets_fresh_seeds
     run propagated nothing (every slice a seed), and the tag stayed on k with 17 seeds, for every later run too.
     The paint is now taken as fresh seeds across i. The old 'no muscle here' mark (across k) cannot apply across i:
     the status says so and what to do. The painted slices are kept exactly, and propagated between."""
-    slicer, volumeNode, segNode, truth = scene_nodes
-    from IFSSNetSegmentationLib import logic
-    arrays = _arrays_module()
-    g = _geometry(volumeNode, segNode)
-    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
-    L = logic.IFSSNetSegmentationLogic()
+    slicer, volumeNode, segNode, truth, arrays, g, a, _, L = _painted_gm(scene_nodes)
     L.markNoMuscle(volumeNode, segNode, a, 1)
     L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
     fresh = np.zeros_like(truth)
@@ -112,6 +99,8 @@ def test_a_muscle_cleared_and_painted_again_across_another_axis_gets_fresh_seeds
     np.testing.assert_array_equal(out[:, :, list(slices)], fresh[:, :, list(slices)])
     assert _present(out, 2) == list(range(slices[0], slices[-1] + 1))
     segment = segNode.GetSegmentation().GetSegment(a)
+    from IFSSNetSegmentationLib import logic
+
     assert logic.segmentTag(segment, logic.ANNOTATED_TAG) == "2:" + ",".join(map(str, slices))
     text = L.notesText(result)
     assert "across i" in text and "(slice 1)" in text and "No muscle here" in text
