@@ -94,9 +94,8 @@ def _parse_bytes(text: str) -> int:
     try:
         value = float(t) * scale
     except ValueError:
-        raise ResourceError(f"{ENV_VAR}='{text}' is not a number of bytes.",
-                            "Set it like 8G or 8000000000, or unset it.") from None
-    if not math.isfinite(value):   # nan, inf, 1e400: int() would raise ValueError/OverflowError (an internal error)
+        value = math.nan
+    if not math.isfinite(value):   # not a number, or nan, inf, 1e400 (int() would raise: an internal error)
         raise ResourceError(f"{ENV_VAR}='{text}' is not a number of bytes.",
                             "Set it like 8G or 8000000000, or unset it.")
     if value < 0:
