@@ -783,10 +783,18 @@ def run_steps(ckpt) -> Optional[Tuple[int, int]]:
     from .model.checkpoint import read_meta
 
     try:
-        tr = read_meta(ckpt).get("training") or {}
+        return steps_of(read_meta(ckpt))
+    except ModelError:
+        return None
+
+
+def steps_of(meta: dict) -> Optional[Tuple[int, int]]:
+    """:func:`run_steps` of a checkpoint's metadata ``meta`` already read; None where it records no run."""
+    try:
+        tr = meta.get("training") or {}
         step, config = int(tr["step"]), tr["config"]
         return step, int(config["epochs"]) * int(config["steps_per_epoch"])
-    except (ModelError, KeyError, TypeError, ValueError):
+    except (AttributeError, KeyError, TypeError, ValueError):
         return None
 
 

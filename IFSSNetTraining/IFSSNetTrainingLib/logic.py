@@ -125,16 +125,17 @@ class IFSSNetTrainingLogic:
         refuse_writing_over_inputs(  # <stem>.best.pt as the base model: a run without validation removed it
             outputPath, [p for pair in [*pairs, *(validationPairs or [])] for p in pair
                          if isinstance(p, (str, os.PathLike))], base_model=None if resume else baseModel)
-        finished = _finishedRun(resume) if resume else None
-        if finished is not None:
-            raise InputError(f"{resume} holds a run that has finished (step {finished} of {finished}): there is "
-                             "nothing to resume.", "Train to start a new run, or fine-tune its model (base model).")
         with _outOfMemoryAsResourceError(outputPath):
             from ifssnet.dataset import case_from_arrays, load_case, require_painted, require_segments
-            from ifssnet.train import TrainConfig, train as coreTrain
+            from ifssnet.train import TrainConfig, steps_of, train as coreTrain
             from ifssnet.train_recipe import inherit_recipe, learning_rates
 
             loaded, config, meta = _networkOf(baseModel, resume, size, widthMult)
+            steps = steps_of(meta) if resume else None     # the checkpoint as read above, not read again
+            if steps is not None and steps[0] >= steps[1]:
+                raise InputError(f"{resume} holds a run that has finished (step {steps[0]} of {steps[0]}): there "
+                                 "is nothing to resume.", "Train to start a new run, or fine-tune its model (base "
+                                 "model).")
             size = config.size
             modelConfig = None if baseModel or resume else config   # a model file's network is the stored one
             baseMeta = None if resume else meta       # a resumed run keeps its own config
