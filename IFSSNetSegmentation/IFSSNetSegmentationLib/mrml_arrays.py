@@ -223,7 +223,7 @@ def _onSegmentGrid(segmentationNode, segmentId: str, mask: np.ndarray, geometry,
     slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
         arrayToOrientedImage((np.asarray(mask) > 0).view(np.uint8) + 1, geometry), grid, onGrid,
         False, True)  # extent grown to hold all of the image
-    values = numpy_support.vtk_to_numpy(onGrid.GetPointData().GetScalars()).reshape(_extentShape(onGrid.GetExtent()))
+    values = _voxelArray(onGrid)
     merged = np.where(values > 0, values > 1, segmentToArray(segmentationNode, segmentId, onGrid))
     return arrayToOrientedImage(merged, onGrid)
 
