@@ -236,7 +236,7 @@ def snapshotSegmentation(segmentationNode):
 
 
 _DISPLAY_PROPERTIES = ("Visibility3D", "Visibility2DFill", "Visibility2DOutline", "Opacity3D", "Opacity2DFill",
-                       "Opacity2DOutline", "Pickable")
+                       "Opacity2DOutline", "Pickable", "Visibility")
 
 
 def _displayProperties(segmentationNode) -> list:
@@ -250,8 +250,6 @@ def _displayProperties(segmentationNode) -> list:
             continue
         props = {sid: {name: getattr(display, "GetSegment" + name)(sid) for name in _DISPLAY_PROPERTIES
                        if hasattr(display, "GetSegment" + name)} for sid in segmentIds}
-        for sid in segmentIds:
-            props[sid]["Visibility"] = display.GetSegmentVisibility(sid)
         out.append((display, props))
     return out
 
