@@ -344,8 +344,7 @@ def _propagate_on(volume, seed_map, net, dev, stop_at_end, between_only, patienc
     grid = InPlaneGrid((J, I), S)
 
     # The kept frames on the working grid, normalised: (K, S, S) float32, built in chunks.
-    work = normalized_work_volume(volume, grid, progress=progress, cancel=cancel,
-                                  frames=frames.frames if frames.thinned else None)
+    work = normalized_work_volume(volume, grid, progress=progress, cancel=cancel, frames=frames.work_frames)
     chunk = 64
 
     runs: List[Run] = []

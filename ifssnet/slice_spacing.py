@@ -45,6 +45,12 @@ class FrameSelection:
         """True when some frames are left out."""
         return len(self.frames) < self.n_slices
 
+    @property
+    def work_frames(self) -> Optional[np.ndarray]:
+        """The kept frames when some are left out, else None (every slice): what
+        :func:`ifssnet.preprocess.normalized_work_volume` takes as ``frames``."""
+        return self.frames if self.thinned else None
+
     def nearest(self, k: int) -> int:
         """Index (into ``frames``) of the kept frame nearest to slice ``k`` of the sweep."""
         j = int(np.searchsorted(self.frames, k))

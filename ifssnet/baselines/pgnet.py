@@ -378,8 +378,7 @@ def pgnet(volume, seeds, spacing_kji, *, progress: Optional[ProgressFn] = None, 
     net = resolve_model(model, ARCH, _build, PGNet, dev)
     frames = frames_for(volume.shape[0], spacing[0], net, match_slice_spacing, seed_map)   # as IFSS-Net's
     grid = InPlaneGrid(volume.shape[1:], net.config.size)
-    work = normalized_work_volume(volume, grid, cancel=cancel,
-                                  frames=frames.frames if frames.thinned else None)        # (K', S, S)
+    work = normalized_work_volume(volume, grid, cancel=cancel, frames=frames.work_frames)   # (K', S, S)
     with torch.no_grad():
         probs = {n: _probabilities(net, work, grid, mask, slices, dev, batch, progress, cancel, frames)
                  for n, (_, mask, slices, _) in checked.items()}

@@ -437,8 +437,7 @@ def unet3d(volume, seeds, spacing_kji, *, segment=None, progress: Optional[Progr
     K = volume.shape[0]
     frames = select_frames(K, spacing[0], net.config.slice_spacing_mm if match_slice_spacing else None)
     grid = InPlaneGrid(volume.shape[1:], net.config.size)
-    work = normalized_work_volume(volume, grid, cancel=cancel,
-                                  frames=frames.frames if frames.thinned else None)      # (K' kept frames, S, S)
+    work = normalized_work_volume(volume, grid, cancel=cancel, frames=frames.work_frames)   # (K' kept frames, S, S)
     sw = SlidingWindow(net, work, dev, batch, progress, cancel, frames)
     if channel is None:
         seed_work = {s: (grid.to_work(torch.from_numpy(seed_mask[s:s + 1].astype(np.float32)))[0] > 0.5).float()
