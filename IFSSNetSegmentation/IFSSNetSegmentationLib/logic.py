@@ -904,6 +904,7 @@ def keepApartAcrossAxes(segments: Sequence["SegmentJob"], spacingKji) -> None:
         for m, other in enumerate(segments):
             if other.axis != seg.axis:   # the other's paint is not given to this one, off this one's seed slices
                 seg.result[slabs[m] & (other.painted > 0) & ~slabs[n]] = 0
+    distances = [_paintedDistanceMm(seg, spacingKji) for seg in segments]   # once per segment, not per pair
     for n, seg in enumerate(segments):
         for m in range(n + 1, len(segments)):
             other = segments[m]
@@ -912,7 +913,7 @@ def keepApartAcrossAxes(segments: Sequence["SegmentJob"], spacingKji) -> None:
             both = (seg.result > 0) & (other.result > 0) & ~slabs[n] & ~slabs[m]
             if not both.any():
                 continue
-            nearer = _paintedDistanceMm(seg, spacingKji) <= _paintedDistanceMm(other, spacingKji)
+            nearer = distances[n] <= distances[m]
             other.result[both & nearer] = 0
             seg.result[both & ~nearer] = 0
 
