@@ -488,8 +488,7 @@ def read_segmentation(path, reference: Optional[Geometry] = None,
         shape = tuple(reference_shape) if reference_shape is not None else seg.shape
         box = bounding_box([s.mask for s in seg.segments]) if cover and seg.segments else None
         if box is not None:             # cover the file's voxels inside, not all of its grid (maybe far larger)
-            start = seg.geometry.ijk_to_lps @ np.array([box[2].start, box[1].start, box[0].start, 1.0])
-            inside = Geometry(seg.geometry.spacing, tuple(start[:3]), seg.geometry.direction)
+            inside = _grid_from_voxel(seg.geometry, box[2].start, box[1].start, box[0].start)
             reference, shape = covering_grid(reference, shape, inside, tuple(b.stop - b.start for b in box))
         if not seg.geometry.same_as(reference) or seg.shape != shape:
             return resample_segmentation(seg, reference, shape, progress=progress, cancel=cancel)
@@ -603,9 +602,14 @@ def covering_grid(geometry: Geometry, shape: Sequence[int], other: Geometry,
     hi = np.maximum(np.ceil(ijk.max(axis=1) - 1e-6).astype(int), size - 1)
     if not lo.any() and np.array_equal(hi, size - 1):
         return geometry, (int(shape[0]), int(shape[1]), int(shape[2]))
-    origin = geometry.ijk_to_lps @ np.array([lo[0], lo[1], lo[2], 1.0])
     n = hi - lo + 1
-    return Geometry(geometry.spacing, tuple(origin[:3]), geometry.direction), (int(n[2]), int(n[1]), int(n[0]))
+    return _grid_from_voxel(geometry, *lo), (int(n[2]), int(n[1]), int(n[0]))
+
+
+def _grid_from_voxel(geometry: Geometry, i, j, k) -> Geometry:
+    """``geometry``'s grid (the same spacing and directions) starting at its voxel (i, j, k)."""
+    origin = geometry.ijk_to_lps @ np.array([i, j, k, 1.0])
+    return Geometry(geometry.spacing, tuple(origin[:3]), geometry.direction)
 
 
 def voxel_offset(source: Geometry, target: Geometry, tol: float = 1e-3) -> Optional[Tuple[int, int, int]]:
