@@ -566,12 +566,9 @@ def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, p
                         "seeds.", COUNT_TODO)
     from .baselines.registry import get, load_once, prepare
 
-    options = dict(kwargs.get("method_options") or {})
-    for name in set(method_names(methods)):   # as compare() names them
-        if _known(get, name):    # each network's file read once for all cases, not once per case
-            prepare(name)
-            options[name] = load_once(name, options.get(name))
-    kwargs["method_options"] = options
+    known = [name for name in set(method_names(methods)) if _known(get, name)]   # as compare() names them
+    for name in known:
+        prepare(name)
     absent = [str(p) for case in case_dirs for p in (Path(case) / "volume.nrrd", Path(case) / "reference.seg.nrrd")
               if not p.is_file()]
     if absent:     # every case's files before any case runs: a later one missing lost the cases compared before it
@@ -587,6 +584,10 @@ def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, p
                                        for case, missing, names in lacking) + ".",
                              "Compare the segments every case holds (--segment), or leave those cases out; each "
                              "case's own segments are compared where --segment is left out.")
+    options = dict(kwargs.get("method_options") or {})
+    for name in known:   # each network's file read once for all cases, not once per case; after the cheap checks
+        options[name] = load_once(name, options.get(name))
+    kwargs["method_options"] = options
     rows: List[dict] = []
     for i, case in enumerate(case_dirs):
         check_cancel(cancel)
