@@ -563,11 +563,11 @@ class IFSSNetSegmentationLogic:
                 now = slice_crcs(painted, axis)
                 if len(previous) == len(now):
                     changed = {s for s, (a, b) in enumerate(zip(previous, now)) if a != b}
-                    fresh = self._paintedAgain(painted, axis, annotated.slices, previous, now, changed,
+                    empty = _emptySliceCRC(painted, axis)
+                    fresh = self._paintedAgain(painted, axis, annotated.slices, previous, now, changed, empty,
                                                segment.GetName(), notes)
                     if fresh is not None:
                         return fresh
-                    empty = _emptySliceCRC(painted, axis)
                     erased = sorted(s for s in annotated.slices
                                     if 0 <= s < len(now) and previous[s] != empty and now[s] == empty)
                     slices = (slices | changed) - set(erased)
@@ -585,7 +585,7 @@ class IFSSNetSegmentationLogic:
         return _freshSeeds(painted, segment.GetName())
 
     @staticmethod
-    def _paintedAgain(painted, axis, annotated, previous, now, changed, name: str = "",
+    def _paintedAgain(painted, axis, annotated, previous, now, changed, empty: int, name: str = "",
                       notes: Optional[List[str]] = None) -> Optional[Tuple[int, Tuple[int, ...]]]:
         """(axis, seeds) of a segment cleared and painted again since its tags were written (a muscle started
         over), else None. Then every slice that had the muscle was changed, and either most of them are now empty
@@ -595,10 +595,9 @@ class IFSSNetSegmentationLogic:
         of the old result would be a seed (empty ones 'no muscle here' marks), and nothing would be propagated.
         The segment is then painted afresh (``find_axis``); across the same axis, its 'no muscle here' marks that
         are still empty and lie beyond the new paint stay; across another, they cannot apply, and a sentence that
-        says so (and what to do) goes to ``notes``."""
+        says so (and what to do) goes to ``notes``. ``empty``: the checksum of an empty slice (``_emptySliceCRC``)."""
         from ifssnet.seeds import annotated_slices, find_axis
 
-        empty = _emptySliceCRC(painted, axis)
         had = {s for s, c in enumerate(previous) if c != empty}
         if not had or not had <= changed or not painted.any():
             return None
