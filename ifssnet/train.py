@@ -681,14 +681,13 @@ def _best_file_of_resumed_run(resume, out_path, best, meta):
     from .errors import IFSSNetError
     from .io import atomic_write
     from .model.checkpoint import read_meta
-    from .validation import ValidationScore, best_model_path
+    from .validation import ValidationScore, best_model_path, recorded_best
 
     def read(path: Path):
         """``(score, metadata)`` of a best file; None where there is none or it cannot be read."""
         try:
             got_meta = read_meta(path) if path.exists() else None
-            return (ValidationScore.from_dict(got_meta["training"]["validation"]["best"]), got_meta) if got_meta \
-                else None
+            return (recorded_best(got_meta), got_meta) if got_meta else None
         except (IFSSNetError, KeyError, TypeError, ValueError):
             return None
 

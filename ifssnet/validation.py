@@ -312,7 +312,11 @@ def best_model_path(out_path) -> Path:
 
 def best_score(best_path) -> ValidationScore:
     """The validation score stored in a ``MODEL.best.pt`` (its own step's score)."""
-    from .model.checkpoint import load_checkpoint
+    from .model.checkpoint import read_meta
 
-    _, _, meta = load_checkpoint(best_path, map_location="cpu")
+    return recorded_best(read_meta(best_path))
+
+
+def recorded_best(meta: dict) -> ValidationScore:
+    """The best validation score a model file's metadata ``meta`` records (KeyError / TypeError where none)."""
     return ValidationScore.from_dict(meta["training"]["validation"]["best"])

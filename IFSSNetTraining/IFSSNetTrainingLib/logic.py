@@ -596,7 +596,7 @@ def _writeBestCard(modelPath: str, baseName: Optional[str]) -> Optional[str]:
     validation."""
     from ifssnet.model.checkpoint import read_meta
     from ifssnet.train_recipe import stored_config
-    from ifssnet.validation import ValidationScore, best_model_path
+    from ifssnet.validation import best_model_path, recorded_best
 
     bestPath = best_model_path(modelPath)
     if not bestPath.is_file():   # a run without validation removes an earlier run's best (ifssnet.train): its card too
@@ -605,7 +605,7 @@ def _writeBestCard(modelPath: str, baseName: Optional[str]) -> Optional[str]:
         return None
     try:
         meta = read_meta(bestPath) or {}
-        score = ValidationScore.from_dict(meta["training"]["validation"]["best"])
+        score = recorded_best(meta)
     except Exception:  # a file of another kind, or one without validation: no card rather than a wrong one
         return None
     config = stored_config(meta)
