@@ -23,7 +23,7 @@ from .seeds import PROTOCOLS
 def _method_list(text: Optional[str]) -> List[str]:
     if not text:
         return list(DEFAULT_METHODS)
-    return [m.strip().lower() for m in text.split(",") if m.strip()]
+    return _core.method_names(text.split(","))
 
 
 def _seed_sets_from_file(path, names: Sequence[str], geometry, shape, progress=None) -> Dict[str, object]:
