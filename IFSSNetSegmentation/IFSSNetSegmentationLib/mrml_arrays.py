@@ -411,10 +411,7 @@ def voxelStatistics(segmentationNode, segmentId: str) -> Dict[str, float]:
     ensureLabelmap(segmentationNode)
     labelmap = slicer.vtkOrientedImageData()
     segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
-    count = 0
-    if labelmap.GetPointData() is not None and labelmap.GetPointData().GetScalars() is not None:
-        e = labelmap.GetExtent()
-        if e[0] <= e[1] and e[2] <= e[3] and e[4] <= e[5]:
-            count = int(np.count_nonzero(numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()) > 0))
+    values = _voxelArray(labelmap)
+    count = 0 if values is None else int(np.count_nonzero(values > 0))
     voxel_mm3 = float(np.prod(labelmap.GetSpacing()))
     return {"voxel_count": count, "volume_mm3": count * voxel_mm3, "volume_cm3": count * voxel_mm3 * 0.001}
