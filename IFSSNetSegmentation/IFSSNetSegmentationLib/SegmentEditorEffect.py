@@ -40,8 +40,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return f"<html>{HELP_TEXT}</html>"
 
     def setMRMLDefaults(self):
-        for name, value in (("Model", ""), ("Device", "auto"), ("Preset", "balanced"), ("Extent", "muscle"),
-                            ("AllVisible", "0"), ("Exclusive", "1")):
+        from IFSSNetSegmentationLib.gui import SETTINGS
+
+        for name, value in SETTINGS.items():
             self.scriptedEffect.setParameterDefault(name, value)
 
     def setupOptionsFrame(self):

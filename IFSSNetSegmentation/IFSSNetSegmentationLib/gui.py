@@ -34,6 +34,9 @@ HELP_TEXT = (
 DEVICES = [("auto", "Auto"), ("cpu", "CPU"), ("cuda", "GPU (CUDA)")]
 PRESETS = [("accurate", "Accurate"), ("balanced", "Balanced"), ("fast", "Fast")]
 EXTENTS = [("muscle", "To the ends of the muscle"), ("between", "Only between seed groups")]
+SETTINGS = {"Model": "", "Device": "auto", "Preset": "balanced", "Extent": "muscle", "AllVisible": "0",
+            "Exclusive": "1"}
+"""The panel's stored settings and their defaults (the effect's ``setMRMLDefaults`` sets these too)."""
 
 
 def ensureTorch(parent=None) -> bool:
@@ -290,7 +293,7 @@ class PropagatePanel:
 
     def refreshModels(self):
         """Shipped model first, then the fine-tuned ones in the user's model folder (model card as tooltip)."""
-        current = self.settings("Model", "")
+        current = self.settings("Model", SETTINGS["Model"])
         self.modelCombo.blockSignals(True)
         self.modelCombo.clear()
         models = self.logic.availableModels()
@@ -335,14 +338,14 @@ class PropagatePanel:
         for w in widgets:
             w.blockSignals(True)
         try:
-            model = self.settings("Model", "")
+            model = self.settings("Model", SETTINGS["Model"])
             if self.modelCombo.findData(model) >= 0:
                 self.modelCombo.setCurrentIndex(self.modelCombo.findData(model))
-            for combo, name, default in ((self.deviceCombo, "Device", "auto"), (self.presetCombo, "Preset", "balanced"),
-                                         (self.extentCombo, "Extent", "muscle")):
-                combo.setCurrentIndex(max(0, combo.findData(self.settings(name, default))))
-            self.allVisibleCheck.checked = self.settings("AllVisible", "0") == "1"
-            self.exclusiveCheck.checked = self.settings("Exclusive", "1") == "1"
+            for combo, name in ((self.deviceCombo, "Device"), (self.presetCombo, "Preset"),
+                                (self.extentCombo, "Extent")):
+                combo.setCurrentIndex(max(0, combo.findData(self.settings(name, SETTINGS[name]))))
+            self.allVisibleCheck.checked = self.settings("AllVisible", SETTINGS["AllVisible"]) == "1"
+            self.exclusiveCheck.checked = self.settings("Exclusive", SETTINGS["Exclusive"]) == "1"
         finally:
             for w in widgets:
                 w.blockSignals(False)
