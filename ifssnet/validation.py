@@ -135,19 +135,20 @@ class Validator:
 
     def _check(self, case) -> None:
         if not self._is_paths(case):
-            _, refs, _ = case
-            _require_complete(_require_painted(self._select(refs, "in-memory case"), "in-memory case"),
-                              "in-memory case")
-            return
-        from .io import read_segmentation
+            where = "in-memory case"
+            refs = self._select(case[1], where)
+        else:
+            from .io import read_segmentation
 
-        vol, ann = Path(case[0]), Path(case[1])
-        for p in (vol, ann):
-            if not p.is_file():
-                raise InputError(f"Validation file {p} does not exist.",
-                                 "Give VOLUME:ANNOTATION pairs or phantom folders (volume.nrrd + reference.seg.nrrd).")
-        refs = self._select(full_annotation(read_segmentation(ann), str(ann)), str(ann))
-        _require_complete(_require_painted(refs, str(ann)), str(ann))
+            vol, ann = Path(case[0]), Path(case[1])
+            for p in (vol, ann):
+                if not p.is_file():
+                    raise InputError(f"Validation file {p} does not exist.", "Give VOLUME:ANNOTATION pairs or "
+                                     "phantom folders (volume.nrrd + reference.seg.nrrd).")
+            where = str(ann)
+            refs = self._select(full_annotation(read_segmentation(ann), where), where)
+        _require_painted(refs, where)
+        _require_complete(refs, where)
 
     def _select(self, refs: dict, where: str) -> dict:
         if not self.segments:
@@ -234,15 +235,14 @@ class Validator:
                                per_protocol)
 
 
-def _require_painted(refs: Dict[str, np.ndarray], where: str) -> Dict[str, np.ndarray]:
+def _require_painted(refs: Dict[str, np.ndarray], where: str) -> None:
     """Refuse a validation reference with an empty segment to score: no seed slices can be cut from it, and
-    training would stop at its first validation. Returns ``refs``."""
+    training would stop at its first validation."""
     for name, mask in refs.items():
         if not np.asarray(mask).any():
             raise InputError(f"Segment '{name}' of validation case {where} is empty, so no seed slices can be cut "
                              "from it.", "Validate on a volume whose annotation holds that muscle, or leave the "
                              "segment out (--segments; in Slicer, delete the empty segment in Segment Editor).")
-    return refs
 
 
 def _require_complete(refs: Dict[str, np.ndarray], where: str) -> None:
