@@ -73,7 +73,7 @@ class IFSSNetSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         import ctk
         import qt
 
-        from IFSSNetSegmentationLib.gui import PropagatePanel, addCollapsibleForm
+        from IFSSNetSegmentationLib.gui import PropagatePanel, addCollapsibleForm, followSceneClose
 
         self.logic = IFSSNetSegmentationLogic()
         inputs, form = addCollapsibleForm(self.layout, "Inputs")
@@ -112,8 +112,7 @@ class IFSSNetSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.volumeTableButton.connect("clicked()", self.onVolumeTable)
         self.layout.addStretch(1)
 
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        followSceneClose(self, self.initializeParameterNode)
         self.initializeParameterNode()
 
     def cleanup(self):
@@ -130,13 +129,6 @@ class IFSSNetSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-
-    def onSceneStartClose(self, caller, event):
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event):
-        if self.parent.isEntered:
-            self.initializeParameterNode()
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())

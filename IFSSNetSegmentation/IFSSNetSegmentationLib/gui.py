@@ -142,17 +142,19 @@ def connectParameterNode(widget, node, frame):
         widget._parameterNodeGuiTag = node.connectGui(frame)
 
 
-def followSceneClose(widget):
+def followSceneClose(widget, connect=None):
     """Keep ``widget``'s parameter node (``widget.logic.getParameterNode()``, bound by ``widget.setParameterNode``)
     across File > Close Scene. Closing the scene removes the node: it is disconnected when the close starts, and
     the new scene's one is connected when the close ends where the module is shown (without it the options would
     be bound to nothing and the buttons would read None; as Slicer's scripted module template). Where another
-    module was shown, the widget's ``enter`` connects it. ``widget``: a ``VTKObservationMixin``."""
+    module was shown, the widget's ``enter`` connects it. ``widget``: a ``VTKObservationMixin``. ``connect``: what
+    connects the new scene's node instead (the Segmentation module's ``initializeParameterNode`` also picks inputs)."""
+    connect = connect or (lambda: widget.setParameterNode(widget.logic.getParameterNode()))
     widget.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda c, e: widget.setParameterNode(None))
 
     def onSceneEndClose(caller, event):
         if widget.parent.isEntered:
-            widget.setParameterNode(widget.logic.getParameterNode())
+            connect()
 
     widget.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, onSceneEndClose)
 
