@@ -43,14 +43,7 @@ def broadcast_parameters(modules) -> None:
 
 def rank0_decides(flag: bool) -> bool:
     """Rank 0's ``flag`` on every rank (a stop decision that every rank must take at the same step)."""
-    if not is_distributed():
-        return bool(flag)
-    import torch
-    import torch.distributed as dist
-
-    t = torch.tensor([float(flag)], device=_collective_device())
-    dist.broadcast(t, 0)
-    return bool(t.item())
+    return bool(agreed(int(bool(flag))))
 
 
 def agreed(value: int, how: str = "rank0") -> int:
