@@ -804,11 +804,10 @@ def refuse_writing_over_inputs(out_path, inputs: Sequence = (), base_model=None,
     ``--log`` file, appended to). ``base_model``: the ``--from`` model (``--from m.best.pt --out m.pt`` removed the
     base model when the run ended, ``--from m.pt --out m.pt`` replaced it); ``inputs``: the case and validation
     files. A ``--resume`` checkpoint is not an input here: a run resumed to its own output writes it on purpose."""
-    written = [Path(out_path), checkpoint_path(out_path), checkpoint_best_path(out_path)]
     from .io import same_file
     from .validation import best_model_path
 
-    written.append(best_model_path(out_path))
+    written = [Path(out_path), checkpoint_path(out_path), checkpoint_best_path(out_path), best_model_path(out_path)]
     if log is not None:
         written.append(Path(log))
     given = ([(base_model, "the base model (--from)")] if base_model is not None else []) + [
