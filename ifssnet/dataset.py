@@ -138,9 +138,9 @@ def require_segments(cases: Sequence[Case], segments: Optional[Sequence[str]]) -
     spelt otherwise in one case would be left out of it), [] when none does or ``segments`` is None."""
     if not segments:
         return []
-    held = list(dict.fromkeys(n for c in cases for n in (*c.masks, *c.held)))
     unknown = [s for s in segments if not any(s in c.masks for c in cases)]
     if unknown:
+        held = list(dict.fromkeys(n for c in cases for n in (*c.masks, *c.held)))
         raise InputError(f"No training case has a segment named {', '.join(map(repr, unknown))}.",
                          f"Check the names given to train (--segments); the cases hold: {', '.join(held) or 'none'}.")
     return [f"Note: case {c.name} has no segment {', '.join(s for s in segments if s not in c.masks)}: it trains "
