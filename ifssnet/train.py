@@ -598,8 +598,13 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
             burn = (stride * int(rng.integers(0, cfg.burn_in // stride + 1))
                     if cfg.burn_in and cfg.mode != "image" else 0)
             # Distributed: every rank makes as many TBPTT updates (each all-reduces the gradients), so the numbers that
-            # decide them are the same on every rank: rank 0's stride and burn-in, the shortest rank's run.
-            stride, burn, L = agreed(stride), agreed(burn), agreed(L, "min")
+            # decide them are the same on every rank: rank 0's stride and burn-in, the shortest rank's run. A stride
+            # or burn-in that is not drawn is the same on every rank already: no collective (each waits for the GPU).
+            if len(cfg.strides) > 1:
+                stride = agreed(stride)
+            if cfg.burn_in and cfg.mode != "image":
+                burn = agreed(burn)
+            L = agreed(L, "min")
             offsets = None
             if cfg.reach and L > cfg.run_length + stride:   # --reach: each run trained up to its next annotated group
                 offsets = reach_offsets([r.known for r in runs], L, cfg.run_length, model_config.window, stride,
