@@ -153,8 +153,9 @@ def add_train_arguments(p) -> None:
                         "way back's loss, whose last windows are scored against the annotation: a mask that drifts "
                         "or grows on the way out is penalised (few-shot's pseudo-labels are not; default 0: off)")
     p.add_argument("--annotated-total", type=float, default=None, metavar="SHARE",
-                   help="fewshot mode: mean share of each completely annotated case's slices kept painted "
-                        f"(default {TrainConfig.annotated_total}, the paper's 3.5 %%)")
+                   help="fewshot mode: the largest share of the completely annotated cases' slices kept painted, "
+                        "the groups every case and muscle keeps included (default "
+                        f"{TrainConfig.annotated_total}, the paper's 3.5 %% margin)")
     p.add_argument("--decay-ratio", type=float, default=None, metavar="R",
                    help="fewshot mode: painted share of one case over the one before (default "
                         f"{TrainConfig.decay_ratio}, the paper's decremental schedule; 1: every case the same share)")
