@@ -1,0 +1,219 @@
+"""The GUI files (module widgets, the Segment Editor effect, the Propagate panel) against Slicer's real API.
+
+The Slicer GUI cannot run here, so a wrong name in these files shows up only when a user clicks. These tests read
+the files with ``ast`` and check what can be checked against Slicer itself:
+
+- every ``slicer.util.X`` they use is defined in Slicer's ``slicer/util.py`` (the copy slicer-core installs), and
+  each call's positional and keyword arguments fit that function's signature;
+- every ``slicer.vtkMRML...`` / ``slicer.vtkSlicer...`` class and class attribute (enum values, static methods) they
+  name exists in slicer-core's MRML classes, and so do the methods called on ``slicer.mrmlScene``, on the
+  application logic and its selection node, and on the layout node.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import inspect
+from pathlib import Path
+
+import pytest
+
+from slicer_fixture import available
+
+ROOT = Path(__file__).resolve().parent.parent
+GUI_FILES = [
+    "IFSSNetSegmentation/IFSSNetSegmentation.py",
+    "IFSSNetSegmentation/IFSSNetSegmentationLib/SegmentEditorEffect.py",
+    "IFSSNetSegmentation/IFSSNetSegmentationLib/gui.py",
+    "IFSSNetSegmentation/IFSSNetSegmentationLib/worker.py",
+    "IFSSNetComparison/IFSSNetComparison.py",
+    "IFSSNetTraining/IFSSNetTraining.py",
+]
+
+
+def _slicer_util_path() -> Path:
+    spec = importlib.util.find_spec("slicer")   # the package's location only: slicer-core is not imported
+    if spec is None or spec.origin is None or not (Path(spec.origin).parent / "util.py").exists():
+        pytest.skip("slicer-core (Slicer's slicer/util.py) is not installed")
+    return Path(spec.origin).parent / "util.py"
+
+
+def _signatures() -> dict:
+    """Top-level functions and classes of Slicer's util.py -> their ``ast.arguments`` (a class: its ``__init__``
+    without ``self``; None where the class has no ``__init__`` of its own)."""
+    tree = ast.parse(_slicer_util_path().read_text())
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            out[node.name] = node.args
+        elif isinstance(node, ast.ClassDef):
+            init = next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+            if init is not None:
+                init = ast.arguments(posonlyargs=[], args=init.args.args[1:], vararg=init.args.vararg,
+                                     kwonlyargs=init.args.kwonlyargs, kw_defaults=init.args.kw_defaults,
+                                     kwarg=init.args.kwarg, defaults=init.args.defaults)
+            out[node.name] = init
+    return out
+
+
+def _dotted(node) -> str:
+    """``a.b.c`` for an Attribute/Name chain, "" for anything else (a call in the chain, a subscript)."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        return ".".join([node.id] + parts[::-1])
+    return ""
+
+
+def _util_uses(tree):
+    """(name, call or None, line) for every use of slicer.util.<name> and every name imported from slicer.util."""
+    imported = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "slicer.util":
+            for alias in node.names:
+                imported[alias.asname or alias.name] = alias.name
+                yield alias.name, None, node.lineno
+    calls = {id(n.func): n for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    for node in ast.walk(tree):
+        name = None
+        if isinstance(node, ast.Attribute) and _dotted(node).startswith("slicer.util.") and _dotted(node).count(".") == 2:
+            name = node.attr
+        elif isinstance(node, ast.Name) and node.id in imported and isinstance(node.ctx, ast.Load):
+            name = imported[node.id]
+        if name is not None:
+            yield name, calls.get(id(node)), node.lineno
+
+
+def _fits(args: ast.arguments, call: ast.Call) -> str:
+    """"" if ``call`` fits the signature ``args``, else what does not."""
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+        return ""   # *args / **kwargs at the call: cannot be checked
+    params = [a.arg for a in args.posonlyargs + args.args]
+    if len(call.args) > len(params) and args.vararg is None:
+        return f"{len(call.args)} positional arguments, the function takes {len(params)}"
+    named = set(params[len(call.args):]) | {a.arg for a in args.kwonlyargs}
+    unknown = [k.arg for k in call.keywords if k.arg not in named]
+    if unknown and args.kwarg is None:
+        return f"keyword arguments {unknown} are not parameters ({sorted(named)})"
+    required = params[len(call.args):len(params) - len(args.defaults)]
+    missing = [p for p in required if p not in {k.arg for k in call.keywords}]
+    if missing:
+        return f"required arguments {missing} are not given"
+    return ""
+
+
+@pytest.mark.parametrize("relpath", GUI_FILES)
+def test_every_slicer_util_name_exists_and_every_call_fits_its_signature(relpath):
+    api = _signatures()
+    tree = ast.parse((ROOT / relpath).read_text())
+    problems = []
+    for name, call, line in _util_uses(tree):
+        if name not in api:
+            problems.append(f"{relpath}:{line}: slicer.util.{name} is not in Slicer's slicer/util.py")
+        elif call is not None and api[name] is not None:
+            why = _fits(api[name], call)
+            if why:
+                problems.append(f"{relpath}:{line}: slicer.util.{name}(...): {why}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_signature_check_catches_a_wrong_keyword_and_a_missing_name():
+    """The check itself: a keyword Slicer's function does not take, and a name util.py does not define."""
+    api = _signatures()
+    call = ast.parse("slicer.util.showStatusMessage('a', msec=3000)").body[0].value
+    assert "msec" in _fits(api["showStatusMessage"], call)
+    call = ast.parse("slicer.util.showStatusMessage('a', 3000, 1)").body[0].value
+    assert "positional" in _fits(api["showStatusMessage"], call)
+    call = ast.parse("slicer.util.errorDisplay('a', parent=None)").body[0].value
+    assert _fits(api["errorDisplay"], call) == ""
+    names = [n for n, _, _ in _util_uses(ast.parse("import slicer\nslicer.util.noSuchHelper(1)"))]
+    assert names == ["noSuchHelper"] and "noSuchHelper" not in api
+
+
+# ---- MRML classes (slicer-core) ----------------------------------------------------------------------------------
+
+# Where the GUI files call methods on objects whose class is fixed by the expression that gives them.
+_KNOWN = {
+    "slicer.mrmlScene": "vtkMRMLScene",
+    "slicer.app.applicationLogic()": "vtkSlicerApplicationLogic",
+    "slicer.app.applicationLogic().GetSelectionNode()": "vtkMRMLSelectionNode",
+    "slicer.app.layoutManager().layoutLogic()": "vtkMRMLLayoutLogic",
+    "slicer.app.layoutManager().layoutLogic().GetLayoutNode()": "vtkMRMLLayoutNode",
+}
+
+
+def _expr(node) -> str:
+    """The source of a chain of attributes and argument-less calls, e.g. ``slicer.app.applicationLogic()``."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = _expr(node.value)
+        return f"{inner}.{node.attr}" if inner else ""
+    if isinstance(node, ast.Call) and not node.args and not node.keywords:
+        inner = _expr(node.func)
+        return f"{inner}()" if inner else ""
+    return ""
+
+
+def _mrml_uses(tree):
+    """(class name, attribute or None, line) for what the file uses of slicer-core's MRML classes."""
+    scopes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    for scope in scopes:
+        nodes = list(ast.walk(scope))
+        local = {}   # names bound in this scope to a chain that starts at a known one (selection = ...)
+
+        def resolve(text):
+            for name, value in local.items():
+                if text == name or text.startswith(name + ".") or text.startswith(name + "("):
+                    return value + text[len(name):]
+            return text
+
+        for stmt in sorted((n for n in nodes if isinstance(n, ast.Assign)), key=lambda n: n.lineno):
+            if len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+                value = resolve(_expr(stmt.value))
+                if value in _KNOWN or value == "slicer.app.layoutManager()":
+                    local[stmt.targets[0].id] = value
+        for node in nodes:
+            if not isinstance(node, ast.Attribute):
+                continue
+            owner = resolve(_expr(node.value))
+            if owner in _KNOWN:
+                yield _KNOWN[owner], node.attr, node.lineno
+            elif owner == "slicer" and node.attr.startswith(("vtkMRML", "vtkSlicer")):
+                yield node.attr, None, node.lineno
+            elif owner.startswith("slicer.vtk") and owner.count(".") == 1:
+                yield owner.split(".")[1], node.attr, node.lineno
+
+
+@pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")
+@pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")
+@pytest.mark.parametrize("relpath", GUI_FILES)
+def test_every_mrml_class_and_member_named_exists_in_slicer_core(relpath):
+    import slicer
+
+    tree = ast.parse((ROOT / relpath).read_text())
+    problems = []
+    for cls, attr, line in set(_mrml_uses(tree)):
+        klass = getattr(slicer, cls, None)
+        if klass is None:
+            problems.append(f"{relpath}:{line}: slicer.{cls} is not a slicer-core class")
+        elif attr is not None and not hasattr(klass, attr):
+            problems.append(f"{relpath}:{line}: {cls} has no {attr}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_mrml_check_sees_the_scene_the_selection_node_and_class_constants():
+    source = inspect.cleandoc("""
+        def f():
+            selection = slicer.app.applicationLogic().GetSelectionNode()
+            selection.SetActiveTableIDs("x")
+            slicer.mrmlScene.GetNodeByID("a")
+            slicer.vtkMRMLLayoutNode.SlicerLayoutNoSuchView
+            layoutNode = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
+            layoutNode.AddLayoutDescription(1, "")
+    """)
+    uses = {(c, a) for c, a, _ in _mrml_uses(ast.parse(source))}
+    assert {("vtkMRMLSelectionNode", "SetActiveTableIDs"), ("vtkMRMLScene", "GetNodeByID"),
+            ("vtkMRMLLayoutNode", "SlicerLayoutNoSuchView"), ("vtkMRMLLayoutNode", "AddLayoutDescription")} <= uses
