@@ -217,3 +217,30 @@ def test_the_mrml_check_sees_the_scene_the_selection_node_and_class_constants():
     uses = {(c, a) for c, a, _ in _mrml_uses(ast.parse(source))}
     assert {("vtkMRMLSelectionNode", "SetActiveTableIDs"), ("vtkMRMLScene", "GetNodeByID"),
             ("vtkMRMLLayoutNode", "SlicerLayoutNoSuchView"), ("vtkMRMLLayoutNode", "AddLayoutDescription")} <= uses
+
+
+# ---- the Segment Editor effect ------------------------------------------------------------------------------------
+
+def _method(tree, cls, name):
+    klass = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+    return next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == name)
+
+
+def test_the_effect_times_the_network_only_while_it_is_the_active_effect():
+    """qMRMLSegmentEditorWidget calls ``sourceVolumeNodeChanged`` (and ``masterVolumeNodeChanged``) of every
+    registered effect when the source volume changes (qMRMLSegmentEditorWidget.cxx,
+    notifyEffectsOfSourceVolumeNodeChange), and ``setupOptionsFrame`` of each effect as an editor is made
+    (updateEffectList). The panel's estimate imports torch, loads the model and times a network step, so the
+    effect lets it run only while ``scriptedEffect.active()``; before, loading a volume in the Segment Editor did
+    all that with a wait cursor for a user who never chose IFSS-Net."""
+    effect = ast.parse((ROOT / GUI_FILES[1]).read_text())
+    panel_calls = [n for n in ast.walk(_method(effect, "SegmentEditorEffect", "setupOptionsFrame"))
+                   if isinstance(n, ast.Call) and _dotted(n.func) == "PropagatePanel"]
+    assert len(panel_calls) == 1
+    allowed = {k.arg: _dotted(k.value) for k in panel_calls[0].keywords}.get("estimateAllowed")
+    assert allowed == "self.scriptedEffect.active", "the effect's panel must estimate only while the effect is active"
+
+    gui = ast.parse((ROOT / GUI_FILES[2]).read_text())
+    first = _method(gui, "PropagatePanel", "updateEstimate").body[1]   # [0] is the docstring
+    assert isinstance(first, ast.If) and isinstance(first.body[0], ast.Return)
+    assert "self.estimateAllowed()" in ast.unparse(first.test)

@@ -51,8 +51,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         frame = qt.QFrame()
         layout = qt.QVBoxLayout(frame)
         layout.setContentsMargins(0, 0, 0, 0)
+        # qMRMLSegmentEditorWidget calls setupOptionsFrame and sourceVolumeNodeChanged of every registered effect
+        # (notifyEffectsOfSourceVolumeNodeChange), active or not: the estimate (torch, a timed network step) is
+        # made only while this effect is the active one; activate() makes it for the volume selected then.
         self.panel = PropagatePanel(layout, self._inputs, saveUndo=self.scriptedEffect.saveStateForUndo,
-                                    settings=self._setting, setSetting=self._setSetting)
+                                    settings=self._setting, setSetting=self._setSetting,
+                                    estimateAllowed=self.scriptedEffect.active)
         self.scriptedEffect.addOptionsWidget(frame)
 
     def activate(self):

@@ -164,8 +164,12 @@ class PropagatePanel:
 
     POLL_MS = 100
 
-    def __init__(self, parentLayout, inputs, saveUndo=None, settings=None, setSetting=None, showSelectors=False):
+    def __init__(self, parentLayout, inputs, saveUndo=None, settings=None, setSetting=None, showSelectors=False,
+                 estimateAllowed=None):
         self.inputs = inputs
+        # The expected time imports torch and times a network step (about 1 s): the effect allows it only while it
+        # is the active effect (Slicer tells every registered effect when the source volume changes).
+        self.estimateAllowed = estimateAllowed or (lambda: True)
         self.saveUndo = saveUndo or (lambda: None)
         self.settings = settings or (lambda name, default: default)
         self.setSetting = setSetting or (lambda name, value: None)
@@ -313,7 +317,7 @@ class PropagatePanel:
 
     def updateEstimate(self):
         """Show the expected time of Propagate for the loaded volume with the chosen options (Logic.expectedSeconds)."""
-        if self.running:
+        if self.running or not self.estimateAllowed():
             return
         if not L.IFSSNetSegmentationLogic.torchAvailable():
             self.estimateLabel.text = "(PyTorch is not installed yet)"
