@@ -167,11 +167,11 @@ class IFSSNetSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             ids = list(self.segmentSelector.selectedSegmentIDs()) or None
         return volumeNode, segmentationNode, ids
 
-    def _saveUndo(self):
+    def _saveUndo(self, segmentationNode):
         # Not slicer.mrmlScene.SaveStateForUndo(): the scene's undo is off in Slicer (vtkMRMLScene::SaveStateForUndo
         # returns at once unless UndoFlag is set), so that saved nothing. A segmentation's undo is the Segment
         # Editor's history: save there when the editor edits this segmentation, so its Undo takes the result back.
-        segmentationNode = self.segmentSelector.currentNode()
+        # segmentationNode: the node about to be written (the run's), not the selector's, which may have changed.
         if segmentationNode is None:
             return
         try:

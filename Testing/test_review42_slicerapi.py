@@ -244,3 +244,28 @@ def test_the_effect_times_the_network_only_while_it_is_the_active_effect():
     first = _method(gui, "PropagatePanel", "updateEstimate").body[1]   # [0] is the docstring
     assert isinstance(first, ast.If) and isinstance(first.body[0], ast.Return)
     assert "self.estimateAllowed()" in ast.unparse(first.test)
+
+
+def test_undo_is_saved_for_the_node_the_result_is_written_to():
+    """The Segment Editor's undo saves the editor's current segmentation (vtkSlicerSegmentEditorLogic.cxx,
+    SaveStateForUndo: its SegmentationHistory). The panel writes a run's result into the node the run started on,
+    seconds to minutes later; the user may have switched the editor (or the module's selector) to another
+    segmentation meanwhile. So the panel hands that node to ``saveUndo``, and each owner saves only where the
+    editor edits it (before, the effect saved the other segmentation and Undo could not take the result back)."""
+    gui = ast.parse((ROOT / GUI_FILES[2]).read_text())
+    for method, writes in (("_showPreview", "self.logic.apply"), ("onNoMuscleHere", "self.logic.markNoMuscle")):
+        calls = [n for n in ast.walk(_method(gui, "PropagatePanel", method)) if isinstance(n, ast.Call)]
+        undo = [c for c in calls if _dotted(c.func) == "self.saveUndo"]
+        write = [c for c in calls if _dotted(c.func) == writes]
+        assert len(undo) == 1 and len(write) == 1 and undo[0].lineno < write[0].lineno, method
+        assert [ast.unparse(a) for a in undo[0].args] == [ast.unparse(write[0].args[1])], method  # the node
+    effect = ast.parse((ROOT / GUI_FILES[1]).read_text())
+    call = next(n for n in ast.walk(_method(effect, "SegmentEditorEffect", "setupOptionsFrame"))
+                if isinstance(n, ast.Call) and _dotted(n.func) == "PropagatePanel")
+    assert {k.arg: _dotted(k.value) for k in call.keywords}["saveUndo"] == "self._saveUndo"
+    for tree, cls in ((effect, "SegmentEditorEffect"), (ast.parse((ROOT / GUI_FILES[0]).read_text()),
+                                                       "IFSSNetSegmentationWidget")):
+        fn = _method(tree, cls, "_saveUndo")
+        assert [a.arg for a in fn.args.args] == ["self", "segmentationNode"], cls
+        source = ast.unparse(fn)
+        assert "segmentationNode.GetID()" in source and "segmentSelector" not in source, cls

@@ -6,8 +6,9 @@ Apply/Cancel, the least-confident slices, and "Show volume". The work is the Log
 (:class:`~IFSSNetSegmentationLib.worker.BackgroundWorker`), polled by a ``qt.QTimer``.
 
 The owner (effect or module widget) gives three callables:
-``inputs(allVisible: bool) -> (volumeNode, segmentationNode, segmentIds)``, ``saveUndo()`` (before the preview is
-written; the effect calls ``scriptedEffect.saveStateForUndo()``), and ``settings(name, default)`` /
+``inputs(allVisible: bool) -> (volumeNode, segmentationNode, segmentIds)``, ``saveUndo(segmentationNode)`` (before
+that node is written; the Segment Editor's undo keeps the editor's own segmentation only, so the owner saves where
+the editor edits that node: the user may have switched it while a run went on), and ``settings(name, default)`` /
 ``setSetting(name, value)`` to keep the options (effect parameters or parameter node).
 """
 from __future__ import annotations
@@ -170,7 +171,7 @@ class PropagatePanel:
         # The expected time imports torch and times a network step (about 1 s): the effect allows it only while it
         # is the active effect (Slicer tells every registered effect when the source volume changes).
         self.estimateAllowed = estimateAllowed or (lambda: True)
-        self.saveUndo = saveUndo or (lambda: None)
+        self.saveUndo = saveUndo or (lambda segmentationNode: None)
         self.settings = settings or (lambda name, default: default)
         self.setSetting = setSetting or (lambda name, value: None)
         self.logic = L.IFSSNetSegmentationLogic()
@@ -444,7 +445,7 @@ class PropagatePanel:
                 raise InputError("No slice view shows slices across the axis the muscle is painted across.",
                                  "Show the painted view (Reformat: reset to the volume's axes) and go to the slice "
                                  "where the muscle has ended.")
-            self.saveUndo()
+            self.saveUndo(segmentationNode)
             _, slices = self.logic.markNoMuscle(volumeNode, segmentationNode, sid, index, axis)
         except Exception as exc:
             self._showError(exc)
@@ -488,7 +489,7 @@ class PropagatePanel:
     def _showPreview(self, segmentationNode):
         self.progressBar.setFormat("writing result")
         try:
-            self.saveUndo()
+            self.saveUndo(segmentationNode)
             summary = self.logic.apply(self.job, segmentationNode, cancel=self.cancelToken)
         except Exception as exc:
             self._showError(exc)
