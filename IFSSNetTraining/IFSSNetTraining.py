@@ -91,6 +91,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.lossChart = None
         self.outputPath = None
         self.workDir = None           # the exported pairs and the step log of the running process (removed after it)
+        self.runOptions = {}          # what the model card falls back on, as the run was started (not the panel's now)
         self._parameterNode = None
         self._parameterNodeGuiTag = None
 
@@ -344,6 +345,10 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
             self.cancelRequested = False
             self.resumed = bool(resumeFrom)
+            # The card is written when the process ends, maybe hours later: by then the options may have been
+            # changed, or File > Close Scene has left no parameter node (None while another module is shown).
+            self.runOptions = {"mode": p.mode, "epochs": p.epochs, "baseModel": self.baseCombo.currentData or None,
+                               "cases": [f"{volume.GetName()}  +  {seg.GetName()}" for volume, seg in pairs]}
         except Cancelled:
             shutil.rmtree(workDir, ignore_errors=True)
             self.statusLabel.text = "Export cancelled: no training was started."
@@ -432,10 +437,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _finished(self, code):
         """The status line (and model card) for a training process that exited with ``code``."""
         if code == 0:
-            self.logic.writeModelCard(self.outputPath, mode=self._parameterNode.mode, epochs=self._parameterNode.epochs,
-                                      baseModel=self.baseCombo.currentData or None,
-                                      cases=[self.pairList.item(r).text() for r in range(self.pairList.count)],
-                                      steps=self.logic.stepRecords(self.steps))
+            self.logic.writeModelCard(self.outputPath, **self.runOptions, steps=self.logic.stepRecords(self.steps))
             self.statusLabel.text = f"Saved {self.outputPath}. It is now in the IFSS-Net effect's model list."
             verdict = self.logic.validationVerdict(self.steps, self.outputPath)
             if verdict:

@@ -269,3 +269,23 @@ def test_undo_is_saved_for_the_node_the_result_is_written_to():
         assert [a.arg for a in fn.args.args] == ["self", "segmentationNode"], cls
         source = ast.unparse(fn)
         assert "segmentationNode.GetID()" in source and "segmentSelector" not in source, cls
+
+
+# ---- the Training module ------------------------------------------------------------------------------------------
+
+def test_the_model_card_is_written_from_the_options_the_run_was_started_with():
+    """Training runs for minutes to hours in another process; the panel stays usable and File > Close Scene sets
+    the widget's parameter node to None (gui.followSceneClose, as Slicer's scripted module template). ``_finished``
+    read ``self._parameterNode.mode``: after a scene close the card was not written (AttributeError, "Training ended,
+    but: 'NoneType' object has no attribute 'mode'"), and options or pairs changed during the run went into it.
+    It now writes what was recorded at Train."""
+    tree = ast.parse((ROOT / GUI_FILES[5]).read_text())
+    finished = ast.unparse(_method(tree, "IFSSNetTrainingWidget", "_finished"))
+    for live in ("self._parameterNode", "self.baseCombo", "self.pairList"):
+        assert live not in finished, f"_finished reads {live} as it is when the run ends"
+    start = ast.unparse(_method(tree, "IFSSNetTrainingWidget", "onTrainOrCancel"))
+    assert "self.runOptions = {" in start and "writeModelCard(self.outputPath, **self.runOptions" in finished
+    keys = {"mode", "epochs", "baseModel", "cases"}
+    card = next(n for n in ast.walk(_method(tree, "IFSSNetTrainingWidget", "onTrainOrCancel"))
+                if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "self.runOptions")
+    assert {k.value for k in card.value.keys} == keys
