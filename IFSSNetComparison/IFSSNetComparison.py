@@ -216,8 +216,10 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if not layoutNode.IsLayoutDescription(LAYOUT_ID):
             layoutNode.AddLayoutDescription(LAYOUT_ID, layoutXml)
         layoutManager.setLayout(LAYOUT_ID)
-        tableView = slicer.app.layoutManager().tableWidget(0).tableView()
-        tableView.setMRMLTableNode(table)
+        # Through the view node, as the plots below: qMRMLTableView shows its view node's table again on each of the
+        # node's Modified events (qMRMLTableViewPrivate::updateWidgetFromViewNode), e.g. when the layout is switched
+        # away and back, and a table set on the Qt view alone was then replaced by none (nor saved with the scene).
+        slicer.app.layoutManager().tableWidget(0).mrmlTableViewNode().SetTableNodeID(table.GetID())
         charts = [self.logic.lastResult["diceChart"], self.logic.lastResult["volumeChart"]]
         for index, chart in enumerate(charts):
             widget = layoutManager.plotWidget(index)

@@ -289,3 +289,18 @@ def test_the_model_card_is_written_from_the_options_the_run_was_started_with():
     card = next(n for n in ast.walk(_method(tree, "IFSSNetTrainingWidget", "onTrainOrCancel"))
                 if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "self.runOptions")
     assert {k.value for k in card.value.keys} == keys
+
+
+# ---- the Comparison module ----------------------------------------------------------------------------------------
+
+def test_the_comparison_table_is_shown_through_its_view_node():
+    """qMRMLTableView shows the table its view node names again on every Modified event of that node
+    (Libs/MRML/Widgets/qMRMLTableView.cxx, qMRMLTableViewPrivate::updateWidgetFromViewNode calls
+    setMRMLTableNode(MRMLTableViewNode->GetTableNode())). A table given to the Qt view only
+    (``tableView().setMRMLTableNode``) vanished on the next one, e.g. after switching the layout away and back, and
+    was not in the saved scene's layout. The view node is set instead, as for the plots."""
+    tree = ast.parse((ROOT / GUI_FILES[4]).read_text())
+    show = ast.unparse(_method(tree, "IFSSNetComparisonWidget", "showResults"))
+    assert "setMRMLTableNode" not in show
+    assert "mrmlTableViewNode().SetTableNodeID(table.GetID())" in show
+    assert "mrmlPlotViewNode().SetPlotChartNodeID(" in show
