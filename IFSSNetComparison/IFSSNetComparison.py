@@ -128,6 +128,9 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self.cancelToken is not None:
             self.cancelToken.cancel()
         self.timer.stop()
+        if self.worker is not None:   # as PropagatePanel.cleanup: the thread (and the job it holds) ends after the job
+            self.worker.stop()
+            self.worker = None
 
     def enter(self):
         if self._parameterNode is None:   # the scene was closed while another module was shown

@@ -214,6 +214,13 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.timer.stop()
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            try:   # let it exit, so that its files can be removed (Windows keeps open files)
+                self.process.wait(timeout=5)
+            except Exception:
+                pass
+        if self.workDir:   # the exported copies of the pairs (volume-sized): _poll, which removes them, stopped above
+            shutil.rmtree(self.workDir, ignore_errors=True)
+            self.workDir = None
 
     def enter(self):
         if self._parameterNode is None:   # the scene was closed while another module was shown

@@ -304,3 +304,14 @@ def test_the_comparison_table_is_shown_through_its_view_node():
     assert "setMRMLTableNode" not in show
     assert "mrmlTableViewNode().SetTableNodeID(table.GetID())" in show
     assert "mrmlPlotViewNode().SetPlotChartNodeID(" in show
+
+
+def test_cleanup_ends_the_worker_thread_and_removes_the_exported_pairs():
+    """``cleanup`` (Slicer calls it when the module widget is destroyed: application exit, the developer Reload)
+    stopped the poll timer, so nothing else ends what a run left: the Comparison widget's worker thread (holding
+    its last job, volume-sized arrays) stayed until exit (PropagatePanel.cleanup stops its own); the Training
+    widget's folder of exported pairs (copies of the user's volumes) stayed in the temp folder."""
+    comparison = ast.unparse(_method(ast.parse((ROOT / GUI_FILES[4]).read_text()), "IFSSNetComparisonWidget", "cleanup"))
+    assert "self.worker.stop()" in comparison
+    training = ast.unparse(_method(ast.parse((ROOT / GUI_FILES[5]).read_text()), "IFSSNetTrainingWidget", "cleanup"))
+    assert "shutil.rmtree(self.workDir" in training and "self.process.wait(" in training
