@@ -315,3 +315,35 @@ def test_cleanup_ends_the_worker_thread_and_removes_the_exported_pairs():
     assert "self.worker.stop()" in comparison
     training = ast.unparse(_method(ast.parse((ROOT / GUI_FILES[5]).read_text()), "IFSSNetTrainingWidget", "cleanup"))
     assert "shutil.rmtree(self.workDir" in training and "self.process.wait(" in training
+
+
+def test_show_volume_leaves_the_segment_statistics_module_settings_alone():
+    """``SegmentStatisticsLogic.getParameterNode()`` returns the scene's parameter node of the Segment Statistics
+    module (Base/Python/slicer/ScriptedLoadableModule.py, getParameterNode: the first vtkMRMLScriptedModuleNode whose
+    ModuleName is the module's). "Show volume" switched the scalar-volume and closed-surface plugins off and set the
+    segmentation there, so the user's Segment Statistics page lost those options. It now gives the logic a node of
+    its own (``setParameterNode``), outside the scene."""
+    tree = ast.parse((ROOT / GUI_FILES[2]).read_text())
+    show = _method(tree, "PropagatePanel", "onShowVolume")
+    source = ast.unparse(show)
+    assert "statsLogic.getParameterNode()" not in source
+    assert "parameterNode = slicer.vtkMRMLScriptedModuleNode()" in source
+    assert "statsLogic.setParameterNode(parameterNode)" in source
+    sets = [n.lineno for n in ast.walk(show) if isinstance(n, ast.Call) and _dotted(n.func) == "parameterNode.SetParameter"]
+    own = next(n.lineno for n in ast.walk(show) if isinstance(n, ast.Call)
+               and _dotted(n.func) == "statsLogic.setParameterNode")
+    assert sets and own < min(sets)
+
+
+@pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")
+@pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")
+def test_a_scripted_module_node_outside_the_scene_holds_the_statistics_options():
+    """What onShowVolume relies on, on real MRML: a vtkMRMLScriptedModuleNode that is in no scene keeps parameters,
+    and takes the ``statistics`` attribute SegmentStatisticsLogic.getStatistics sets on it."""
+    import slicer
+
+    node = slicer.vtkMRMLScriptedModuleNode()
+    node.SetParameter("ScalarVolumeSegmentStatisticsPlugin.enabled", "False")
+    node.statistics = {"SegmentIDs": []}
+    assert node.GetParameter("ScalarVolumeSegmentStatisticsPlugin.enabled") == "False" and node.GetScene() is None
+    assert node.statistics == {"SegmentIDs": []}

@@ -549,7 +549,11 @@ class PropagatePanel:
         import SegmentStatistics
 
         statsLogic = SegmentStatistics.SegmentStatisticsLogic()
-        parameterNode = statsLogic.getParameterNode()
+        # A parameter node of its own, outside the scene: getParameterNode() gives the Segment Statistics module's
+        # (ScriptedLoadableModuleLogic.getParameterNode: the scene's first node of that module), and the options
+        # switched off below, and the segmentation, would have become the user's in that module.
+        parameterNode = slicer.vtkMRMLScriptedModuleNode()
+        statsLogic.setParameterNode(parameterNode)
         parameterNode.SetParameter("Segmentation", segmentationNode.GetID())
         parameterNode.SetParameter("ScalarVolumeSegmentStatisticsPlugin.enabled", "False")
         parameterNode.SetParameter("ClosedSurfaceSegmentStatisticsPlugin.enabled", "False")
