@@ -5,6 +5,8 @@ the files with ``ast`` and check what can be checked against Slicer itself:
 
 - every ``slicer.util.X`` they use is defined in Slicer's ``slicer/util.py`` (the copy slicer-core installs), and
   each call's positional and keyword arguments fit that function's signature;
+- every call of the GUI into the headless Logic (``self.logic.X``, the Lib modules) names a function that exists
+  and takes those arguments, and every name imported from ``ifssnet`` or a ``...Lib`` package exists;
 - every ``slicer.vtkMRML...`` / ``slicer.vtkSlicer...`` class and class attribute (enum values, static methods) they
   name exists in slicer-core's MRML classes, and so do the methods called on ``slicer.mrmlScene``, on the
   application logic and its selection node, and on the layout node.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -347,3 +350,123 @@ def test_a_scripted_module_node_outside_the_scene_holds_the_statistics_options()
     node.statistics = {"SegmentIDs": []}
     assert node.GetParameter("ScalarVolumeSegmentStatisticsPlugin.enabled") == "False" and node.GetScene() is None
     assert node.statistics == {"SegmentIDs": []}
+
+
+# ---- the GUI files against the headless Logic they call -----------------------------------------------------------
+
+def _lib_objects():
+    """Receivers in the GUI files -> the object they stand for (the Lib modules and the headless Logic classes)."""
+    import sys
+
+    for module in ("IFSSNetSegmentation", "IFSSNetComparison", "IFSSNetTraining"):
+        if str(ROOT / module) not in sys.path:
+            sys.path.insert(0, str(ROOT / module))
+    from IFSSNetComparisonLib import logic as C
+    from IFSSNetSegmentationLib import logic as L
+    from IFSSNetSegmentationLib import mrml_arrays as A
+    from IFSSNetTrainingLib import logic as T
+
+    segmentation = {"L": L, "A": A, "self.logic": L.IFSSNetSegmentationLogic, "L.IFSSNetSegmentationLogic":
+                    L.IFSSNetSegmentationLogic, "IFSSNetSegmentationLogic()": L.IFSSNetSegmentationLogic,
+                    "L.IFSSNetSegmentationLogic()": L.IFSSNetSegmentationLogic}
+    return {
+        GUI_FILES[0]: segmentation,
+        GUI_FILES[2]: segmentation,
+        GUI_FILES[4]: {"L": L, "A": A, "self.logic": C.IFSSNetComparisonLogic,
+                       "IFSSNetComparisonLogic()": C.IFSSNetComparisonLogic},
+        GUI_FILES[5]: {"A": A, "self.logic": T.IFSSNetTrainingLogic, "IFSSNetTrainingLogic()": T.IFSSNetTrainingLogic},
+    }
+
+
+SCRIPTED_LOGIC_API = {"getParameterNode"}
+"""What the module files' Logic subclasses add from ScriptedLoadableModuleLogic (Slicer's ScriptedLoadableModule.py)."""
+
+
+def _check_call(owner, name, call, instance):
+    """"" if ``owner.name`` exists and takes ``call``'s arguments, else what is wrong."""
+    if inspect.isclass(owner):
+        if instance and name in SCRIPTED_LOGIC_API:
+            return ""
+        if instance and not hasattr(owner, name) and re.search(rf"self\.{name}\s*(:[^=\n]*)?=",
+                                                               inspect.getsource(owner.__init__)):
+            return ""   # an attribute the Logic's __init__ sets (lastResult)
+        if not hasattr(owner, name):
+            return f"{owner.__name__} has no {name}"
+        static = inspect.getattr_static(owner, name)
+        target = getattr(owner, name)
+        needs_self = instance and inspect.isfunction(static)
+    else:
+        if not hasattr(owner, name):
+            return f"{owner.__name__} has no {name}"
+        target, needs_self = getattr(owner, name), False
+    if call is None or not callable(target):
+        return ""
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+        return ""
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return ""
+    try:
+        signature.bind(*([None] * (len(call.args) + needs_self)), **{k.arg: None for k in call.keywords})
+    except TypeError as exc:
+        return f"{name}{signature}: {exc}"
+    return ""
+
+
+@pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")
+@pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")
+@pytest.mark.parametrize("relpath", [GUI_FILES[i] for i in (0, 2, 4, 5)])
+def test_every_logic_call_of_the_gui_names_an_existing_function_with_fitting_arguments(relpath):
+    """The Logic files are edited by others than the GUI's authors, and the GUI cannot run here: a renamed method or
+    keyword would be found by a user's click. Each ``self.logic.X(...)``, ``L.X(...)``, ``A.X(...)`` and
+    ``<Logic>().X(...)`` of the GUI files is bound to the real function's signature."""
+    receivers = _lib_objects()[relpath]
+    tree = ast.parse((ROOT / relpath).read_text())
+    calls = {id(n.func): n for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    problems, seen = [], 0
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        owner = _expr(node.value)
+        if owner not in receivers:
+            continue
+        target = receivers[owner]
+        instance = owner == "self.logic" or owner.endswith("()")
+        why = _check_call(target, node.attr, calls.get(id(node)), instance)
+        seen += 1
+        if why:
+            problems.append(f"{relpath}:{node.lineno}: {owner}.{node.attr}: {why}")
+    assert seen, "no Logic call found: the receivers' names changed"
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")
+@pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")
+@pytest.mark.parametrize("relpath", GUI_FILES)
+def test_every_name_the_gui_imports_from_the_core_or_a_lib_exists(relpath):
+    import importlib
+
+    _lib_objects()   # the module folders on sys.path
+    problems = []
+    for node in ast.walk(ast.parse((ROOT / relpath).read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
+                node.module.split(".")[0] == "ifssnet" or node.module.split(".")[0].endswith("Lib")):
+            path = ROOT / next((m for m in ("IFSSNetSegmentation", "IFSSNetComparison", "IFSSNetTraining")
+                                if node.module.startswith(m)), "") / (node.module.replace(".", "/") + ".py")
+            if path.exists() and str(path.relative_to(ROOT)) in GUI_FILES:   # imports qt: read, not imported
+                defined = {n.name for n in ast.parse(path.read_text()).body
+                           if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+                defined |= {t.id for n in ast.parse(path.read_text()).body if isinstance(n, ast.Assign)
+                            for t in n.targets if isinstance(t, ast.Name)}
+                problems += [f"{relpath}:{node.lineno}: {node.module} has no {a.name}" for a in node.names
+                             if a.name not in defined]
+                continue
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if not hasattr(module, alias.name):
+                    try:
+                        importlib.import_module(f"{node.module}.{alias.name}")
+                    except ImportError:
+                        problems.append(f"{relpath}:{node.lineno}: {node.module} has no {alias.name}")
+    assert not problems, "\n".join(problems)
