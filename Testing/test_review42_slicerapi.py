@@ -470,3 +470,45 @@ def test_every_name_the_gui_imports_from_the_core_or_a_lib_exists(relpath):
                     except ImportError:
                         problems.append(f"{relpath}:{node.lineno}: {node.module} has no {alias.name}")
     assert not problems, "\n".join(problems)
+
+
+# ---- installing packages ------------------------------------------------------------------------------------------
+
+def _calls_outside_try(tree, names):
+    """Calls to any of ``names`` (dotted) that no enclosing ``try`` with an ``except Exception`` handler catches."""
+    found = []
+
+    def visit(node, caught):
+        if isinstance(node, ast.Try):
+            handles = any(h.type is None or _dotted(h.type) in ("Exception", "BaseException") for h in node.handlers)
+            for child in node.body:
+                visit(child, caught or handles)
+            for child in node.handlers + node.orelse + node.finalbody:
+                visit(child, caught)
+            return
+        if isinstance(node, ast.Call) and _dotted(node.func) in names and not caught:
+            found.append(node.lineno)
+        for child in ast.iter_child_nodes(node):
+            visit(child, caught)
+
+    visit(tree, False)
+    return found
+
+
+@pytest.mark.parametrize("relpath", GUI_FILES)
+def test_a_failed_install_is_reported_not_raised_out_of_a_button(relpath):
+    """``slicer.util.pip_install`` raises CalledProcessError where pip fails (Base/Python/slicer/packaging.py,
+    pip_install: ":raises subprocess.CalledProcessError: In blocking mode"), and PyTorchUtilsLogic.installTorch
+    raises where light-the-torch fails (SlicerPyTorch, PyTorchUtils.py: ``slicer.util._executePythonModule``). They
+    run from button slots (Propagate, Compare, Train), where an exception reaches only the Python console: the click
+    seemed to do nothing. Each call is now caught and reported with what to do."""
+    tree = ast.parse((ROOT / relpath).read_text())
+    names = {"slicer.util.pip_install", "torchLogic.installTorch"}
+    assert not _calls_outside_try(tree, names), f"{relpath}: an install outside try/except: lines " \
+                                                f"{_calls_outside_try(tree, names)}"
+
+
+def test_the_install_check_sees_an_uncaught_call():
+    tree = ast.parse("def f():\n    slicer.util.pip_install('x')\n"
+                     "def g():\n    try:\n        slicer.util.pip_install('x')\n    except Exception:\n        pass\n")
+    assert _calls_outside_try(tree, {"slicer.util.pip_install"}) == [2]

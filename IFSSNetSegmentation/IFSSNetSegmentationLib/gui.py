@@ -55,8 +55,18 @@ def ensureTorch(parent=None) -> bool:
             "This downloads about 1-3 GB and can take several minutes.", parent=parent):
         return False
     torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-    with slicer.util.WaitCursor():
-        torch = torchLogic.installTorch(askConfirmation=False)
+    # installTorch returns None when the user declines, and raises where the download or pip fails (it runs
+    # light-the-torch through slicer.util._executePythonModule): the callers are button slots, where an exception
+    # would only reach the Python console and the click would seem to do nothing.
+    try:
+        with slicer.util.WaitCursor():
+            torch = torchLogic.installTorch(askConfirmation=False)
+    except Exception as exc:
+        logging.exception("IFSS-Net: installing PyTorch failed")
+        slicer.util.errorDisplay(f"PyTorch could not be installed: {exc}\n\nCheck the internet connection and try again, "
+                                 "or install it in the PyTorch Utils module (Utilities category); restart Slicer if "
+                                 "it says PyTorch files are in use.", parent=parent)
+        return False
     if torch is None:
         slicer.util.errorDisplay("PyTorch could not be installed. See the Python console for details.", parent=parent)
         return False
@@ -79,9 +89,24 @@ def offerInstall(error, parent=None) -> bool:
         return ensureTorch(parent)
     if not slicer.util.confirmOkCancelDisplay(f"{error}\n\nInstall {packages} into Slicer's Python now?", parent=parent):
         return False
-    with slicer.util.WaitCursor():
-        slicer.util.pip_install(packages)
+    if not _pipInstall(packages, parent):
+        return False
     slicer.util.infoDisplay(f"Installed {packages}. Click the button again.", parent=parent)
+    return True
+
+
+def _pipInstall(packages: str, parent=None) -> bool:
+    """``slicer.util.pip_install(packages)``; False, with a message that says what to do, where it fails: it raises
+    CalledProcessError (no network, no such version), which in a button's slot would reach only the Python console."""
+    try:
+        with slicer.util.WaitCursor():
+            slicer.util.pip_install(packages)
+    except Exception as exc:
+        logging.exception("IFSS-Net: installing %s failed", packages)
+        slicer.util.errorDisplay(f"Could not install {packages}: {exc}\n\nCheck the internet connection and try again, "
+                                 f"or install it in the Python console: slicer.util.pip_install('{packages}')",
+                                 parent=parent)
+        return False
     return True
 
 
@@ -95,9 +120,7 @@ def ensurePythonPackages(packages, parent=None) -> bool:
     if not slicer.util.confirmOkCancelDisplay(f"This needs the Python packages {', '.join(missing)}. Install them now?",
                                               parent=parent):
         return False
-    with slicer.util.WaitCursor():
-        slicer.util.pip_install(" ".join(missing))
-    return True
+    return _pipInstall(" ".join(missing), parent)
 
 
 # ---- small widget helpers shared by the module pages (IFSSNetSegmentation, IFSSNetComparison, IFSSNetTraining) ----
