@@ -19,9 +19,11 @@ import inspect
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from slicer_fixture import available
+from slicer_fixture import available, slicer_app, slicer_scene  # noqa: F401  (fixtures)
+from slicer_nodes import _ijk_to_ras, _nearest_seed_method, _state, scene_nodes  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 GUI_FILES = [
@@ -512,3 +514,54 @@ def test_the_install_check_sees_an_uncaught_call():
     tree = ast.parse("def f():\n    slicer.util.pip_install('x')\n"
                      "def g():\n    try:\n        slicer.util.pip_install('x')\n    except Exception:\n        pass\n")
     assert _calls_outside_try(tree, {"slicer.util.pip_install"}) == [2]
+
+
+# ---- the preview across File > Close Scene ------------------------------------------------------------------------
+
+@pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")
+@pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")
+def test_after_close_scene_the_previews_node_id_names_the_next_scenes_segmentation(scene_nodes):  # noqa: F811
+    """The premise, on real MRML: a preview is shown, the clinician closes the scene and loads the next case. Scene
+    IDs restart after a close, so ``GetNodeByID`` of the preview's segmentation ID finds the new segmentation, with
+    a segment of the same ID ("GM"); reverting the old preview onto it (what the panel's Cancel did) writes the old
+    case's voxels over the new case's GM. The node object the panel now holds is in no scene, which it checks."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic, mrml_arrays
+
+    def paint(volume, seg, slices):   # segment ID "GM", as segmentations saved from one template (or ifssnet) carry
+        sid = seg.GetSegmentation().AddEmptySegment("GM", "GM")
+        painted = np.zeros_like(truth)
+        painted[list(slices)] = truth[list(slices)]
+        mrml_arrays.writeSegment(seg, sid, painted, mrml_arrays.referenceGeometry(volume, seg))
+        return sid
+
+    sid = paint(volumeNode, segNode, (5, 11, 16))
+    L = logic.IFSSNetSegmentationLogic()
+    job = L.compute(L.prepare(volumeNode, segNode, [sid], method=_nearest_seed_method))
+    L.apply(job, segNode)                                        # the preview
+    oldId, voxels = segNode.GetID(), slicer.util.arrayFromVolume(volumeNode).copy()
+    slicer.mrmlScene.Clear(0)                                    # File > Close Scene
+    volume2 = slicer.util.addVolumeFromArray(voxels, _ijk_to_ras(), "US next")   # the next case
+    seg2 = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Seg next")
+    seg2.CreateDefaultDisplayNodes()
+    seg2.SetReferenceImageGeometryParameterFromVolumeNode(volume2)
+    sid2 = paint(volume2, seg2, (3, 8))
+    assert slicer.mrmlScene.GetNodeByID(oldId) is seg2 and sid2 == sid    # the ID lookup finds the next case
+    assert segNode.GetScene() is None                                      # the held node: the panel refuses it
+    before = _state(seg2, volume2)
+    L.revert(job, seg2)                                                    # what Cancel did through the ID
+    after = _state(seg2, volume2)
+    assert not np.array_equal(before[sid][1], after[sid][1]), "the next case's GM was written over"
+
+
+def test_the_panel_finds_the_previews_segmentation_by_the_node_it_wrote_not_by_its_id():
+    """gui.PropagatePanel: Cancel of a preview (onDiscard) and the end of a run (_poll) take the node object the run
+    and the preview used, not ``GetNodeByID(job.segmentationNodeId)``, and Cancel reverts only a node still in a
+    scene; otherwise it says that nothing was changed (the test above is why)."""
+    gui = ast.parse((ROOT / GUI_FILES[2]).read_text())
+    for method in ("onDiscard", "_poll"):
+        assert "GetNodeByID" not in ast.unparse(_method(gui, "PropagatePanel", method)), method
+    discard = ast.unparse(_method(gui, "PropagatePanel", "onDiscard"))
+    assert "segmentationNode = self.previewNode" in discard and "segmentationNode.GetScene() is not None" in discard
+    assert "segmentationNode = self.busyNode" in ast.unparse(_method(gui, "PropagatePanel", "_poll"))
+    assert "self.previewNode = segmentationNode" in ast.unparse(_method(gui, "PropagatePanel", "_showPreview"))

@@ -204,6 +204,9 @@ class PropagatePanel:
         self.cancelToken = None
         self.busyNode = None  # the segmentation node the running job holds (Logic._acquire), released by _poll
         self.previewShown = False
+        # The segmentation node the preview was written to, held by the object, not its ID: IDs restart after File >
+        # Close Scene (the next scene's first segmentation is "vtkMRMLSegmentationNode1" again, with segments "GM"...)
+        self.previewNode = None
         self.timer = qt.QTimer()
         self.timer.setInterval(self.POLL_MS)
         self.timer.connect("timeout()", self._poll)
@@ -492,8 +495,10 @@ class PropagatePanel:
             self.ticket = None
             # Released by the node the run acquired: after the node's removal or a scene close, GetNodeByID finds
             # nothing, and the ID (scene IDs restart after a close) would stay 'already running' until a restart.
+            # The result goes to that node too: after a close, the ID names another scene's segmentation (apply
+            # refuses a node that is in no scene, "removed during the run").
+            segmentationNode = self.busyNode
             self._releaseBusyNode()
-            segmentationNode = slicer.mrmlScene.GetNodeByID(self.job.segmentationNodeId)
             try:
                 if error is not None:
                     self.job = None
@@ -519,6 +524,7 @@ class PropagatePanel:
             self.job = None
             return
         self.previewShown = True
+        self.previewNode = segmentationNode
         self.confidenceList.clear()
         for sid, entry in summary["segments"].items():
             if entry.get("paint_next") is not None:
@@ -543,18 +549,25 @@ class PropagatePanel:
     def onApply(self):
         self.job = None
         self.previewShown = False
+        self.previewNode = None
         self.setStatus("Applied.")
         self.updateButtons()
 
     def onDiscard(self):
+        status = "Preview discarded: the segment is as you painted it."
         if self.job is not None:
-            segmentationNode = slicer.mrmlScene.GetNodeByID(self.job.segmentationNodeId)
-            if segmentationNode is not None:
+            # Not GetNodeByID(job.segmentationNodeId): after File > Close Scene that finds the next scene's
+            # segmentation of that ID, and revert wrote the old preview's backup over its segments of the same IDs.
+            segmentationNode = self.previewNode
+            if segmentationNode is not None and segmentationNode.GetScene() is not None:
                 self.logic.revert(self.job, segmentationNode)
+            else:
+                status = "The preview's segmentation is no longer in the scene (closed or deleted): nothing was changed."
         self.job = None
         self.previewShown = False
+        self.previewNode = None
         self.confidenceList.clear()
-        self.setStatus("Preview discarded: the segment is as you painted it.")
+        self.setStatus(status)
         self.updateButtons()
 
     def onConfidenceItemClicked(self, item):
