@@ -206,6 +206,9 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._enableFewshotOptions(self.modeCombo.currentText)
         self.optionsFrame = options
         followSceneClose(self)
+        # The pairs name their nodes by ID (_pairs), and IDs restart after File > Close Scene: Train would have taken
+        # the next scene's nodes of those IDs, listed under the closed scene's names. The list goes with the scene.
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda caller, event: self.pairList.clear())
         self._refreshBaseModels()
         self.setParameterNode(self.logic.getParameterNode())
 

@@ -565,3 +565,25 @@ def test_the_panel_finds_the_previews_segmentation_by_the_node_it_wrote_not_by_i
     assert "segmentationNode = self.previewNode" in discard and "segmentationNode.GetScene() is not None" in discard
     assert "segmentationNode = self.busyNode" in ast.unparse(_method(gui, "PropagatePanel", "_poll"))
     assert "self.previewNode = segmentationNode" in ast.unparse(_method(gui, "PropagatePanel", "_showPreview"))
+
+
+@pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")
+@pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")
+def test_the_training_pairs_are_cleared_with_the_scene(slicer_scene):
+    """The Training panel's pair list keeps "volumeID|segmentationID" per row and ``_pairs`` looks them up with
+    GetNodeByID. On real MRML the next scene's first volume and segmentation get the same IDs after a close, so
+    Train took them, listed under the closed scene's names. The widget now clears the list when a close starts."""
+    import slicer
+
+    first = (slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "case A").GetID(),
+             slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "case A seg").GetID())
+    slicer.mrmlScene.Clear(0)
+    second = (slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "case B").GetID(),
+              slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "case B seg").GetID())
+    assert first == second   # the premise: a listed pair would name case B
+
+    tree = ast.parse((ROOT / GUI_FILES[5]).read_text())
+    setup = _method(tree, "IFSSNetTrainingWidget", "setup")
+    observers = [n for n in ast.walk(setup) if isinstance(n, ast.Call) and _dotted(n.func) == "self.addObserver"]
+    assert any(_dotted(c.args[1]) == "slicer.mrmlScene.StartCloseEvent" and "self.pairList.clear()" in
+               ast.unparse(c.args[2]) for c in observers)
