@@ -428,8 +428,10 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not records:
             return
         self.steps += records
+        chart = self.lossChart
         self.lossTable, self.lossChart = self.logic.updateLossPlot(self.steps, self.lossTable, self.lossChart)
-        if len(self.steps) == len(records):  # first records: show the plot
+        # first records, or the chart made anew (File > Close Scene during the run removed it): show the plot
+        if len(self.steps) == len(records) or self.lossChart is not chart:
             slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)
             selection = slicer.app.applicationLogic().GetSelectionNode()
             selection.SetActivePlotChartID(self.lossChart.GetID())

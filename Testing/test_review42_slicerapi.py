@@ -587,3 +587,23 @@ def test_the_training_pairs_are_cleared_with_the_scene(slicer_scene):
     observers = [n for n in ast.walk(setup) if isinstance(n, ast.Call) and _dotted(n.func) == "self.addObserver"]
     assert any(_dotted(c.args[1]) == "slicer.mrmlScene.StartCloseEvent" and "self.pairList.clear()" in
                ast.unparse(c.args[2]) for c in observers)
+
+
+@pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")
+@pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")
+def test_a_loss_chart_made_anew_during_a_run_is_shown(slicer_scene):
+    """Logic.updateLossPlot makes the table and chart anew when File > Close Scene removed them during a run (real
+    MRML below: a new chart object). The widget showed the chart only with a run's first records, so the rest of
+    the run's curve went into a chart no view showed; it now shows a chart that is not the one it had."""
+    import slicer
+
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    steps = [{"step": 1, "loss": 0.5, "alpha": 0.5, "beta": 0.5}]
+    table, chart = IFSSNetTrainingLogic.updateLossPlot(steps)
+    assert IFSSNetTrainingLogic.updateLossPlot(steps * 2, table, chart)[1] is chart
+    slicer.mrmlScene.Clear(0)
+    assert IFSSNetTrainingLogic.updateLossPlot(steps * 3, table, chart)[1] is not chart
+
+    read = ast.unparse(_method(ast.parse((ROOT / GUI_FILES[5]).read_text()), "IFSSNetTrainingWidget", "_readStepLog"))
+    assert "self.lossChart is not chart" in read and "chart = self.lossChart" in read
