@@ -607,3 +607,38 @@ def test_a_loss_chart_made_anew_during_a_run_is_shown(slicer_scene):
 
     read = ast.unparse(_method(ast.parse((ROOT / GUI_FILES[5]).read_text()), "IFSSNetTrainingWidget", "_readStepLog"))
     assert "self.lossChart is not chart" in read and "chart = self.lossChart" in read
+
+
+@pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")
+@pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")
+def test_a_comparison_running_when_the_scene_closes_is_cancelled(scene_nodes):  # noqa: F811
+    """The Comparison widget computes on a worker thread and publishes when the run ends, finding the volume and the
+    reference by ID (IFSSNetComparisonLib.logic.publish). On real MRML: after File > Close Scene and the next case
+    loaded (same IDs, same size), publish puts the closed case's results into the new scene. The widget now cancels
+    a running comparison when a close starts."""
+    from ifssnet.baselines import registry
+    from slicer_nodes import _reference_segmentation
+
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    registry.register("test-nearest-42", _nearest_seed_method, "Nearest seed slice")
+    try:
+        ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+        L = IFSSNetComparisonLogic()
+        job = L.compute(L.prepare(volumeNode, None, ref, ["test-nearest-42"], "3-seeds"))
+        voxels = slicer.util.arrayFromVolume(volumeNode).copy()
+        slicer.mrmlScene.Clear(0)                                            # File > Close Scene during the run
+        volume2 = slicer.util.addVolumeFromArray(voxels, _ijk_to_ras(), "next case")
+        slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "next seeds")   # as the closed case had
+        _reference_segmentation(slicer, volume2, {"GM": truth}, "next reference")
+        before = slicer.mrmlScene.GetNumberOfNodes()
+        L.publish(job)                                                       # the old run's results ...
+        assert slicer.mrmlScene.GetNumberOfNodes() > before                  # ... in the next case's scene
+    finally:
+        registry.unregister("test-nearest-42")
+
+    setup = _method(ast.parse((ROOT / GUI_FILES[4]).read_text()), "IFSSNetComparisonWidget", "setup")
+    observers = [n for n in ast.walk(setup) if isinstance(n, ast.Call) and _dotted(n.func) == "self.addObserver"]
+    assert any(_dotted(c.args[1]) == "slicer.mrmlScene.StartCloseEvent" and "self.cancelToken.cancel()" in
+               ast.unparse(c.args[2]) for c in observers)
