@@ -224,15 +224,20 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if not layoutNode.IsLayoutDescription(LAYOUT_ID):
             layoutNode.AddLayoutDescription(LAYOUT_ID, layoutXml)
         layoutManager.setLayout(LAYOUT_ID)
-        # Through the view node, as the plots below: qMRMLTableView shows its view node's table again on each of the
-        # node's Modified events (qMRMLTableViewPrivate::updateWidgetFromViewNode), e.g. when the layout is switched
-        # away and back, and a table set on the Qt view alone was then replaced by none (nor saved with the scene).
-        slicer.app.layoutManager().tableWidget(0).mrmlTableViewNode().SetTableNodeID(table.GetID())
+        # This layout's own view nodes, found by their singleton tags (the layout logic makes them as the layout is
+        # set). Not tableWidget(0) / plotWidget(i): those index every view the layout manager has made, of any layout,
+        # in the order of their view nodes (qMRMLLayoutViewFactory::viewWidget(int)), so with the table view of
+        # Segment Statistics or the plot view of the Training loss the results went to views not shown. Through the
+        # view node, not the Qt view: qMRMLTableView shows its view node's table again on each of the node's
+        # Modified events (qMRMLTableViewPrivate::updateWidgetFromViewNode).
+        tableView = slicer.mrmlScene.GetSingletonNode("IFSSNetTable", "vtkMRMLTableViewNode")
+        if tableView:
+            tableView.SetTableNodeID(table.GetID())
         charts = [self.logic.lastResult["diceChart"], self.logic.lastResult["volumeChart"]]
-        for index, chart in enumerate(charts):
-            widget = layoutManager.plotWidget(index)
-            if widget:
-                widget.mrmlPlotViewNode().SetPlotChartNodeID(chart.GetID())
+        for tag, chart in zip(("IFSSNetPlot1", "IFSSNetPlot2"), charts):
+            plotView = slicer.mrmlScene.GetSingletonNode(tag, "vtkMRMLPlotViewNode")
+            if plotView:
+                plotView.SetPlotChartNodeID(chart.GetID())
         self.statusLabel.text = f"{table.GetNumberOfRows()} rows; one segmentation per method was added to the scene."
 
 

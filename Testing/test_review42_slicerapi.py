@@ -298,17 +298,53 @@ def test_the_model_card_is_written_from_the_options_the_run_was_started_with():
 
 # ---- the Comparison module ----------------------------------------------------------------------------------------
 
-def test_the_comparison_table_is_shown_through_its_view_node():
-    """qMRMLTableView shows the table its view node names again on every Modified event of that node
-    (Libs/MRML/Widgets/qMRMLTableView.cxx, qMRMLTableViewPrivate::updateWidgetFromViewNode calls
-    setMRMLTableNode(MRMLTableViewNode->GetTableNode())). A table given to the Qt view only
-    (``tableView().setMRMLTableNode``) vanished on the next one, e.g. after switching the layout away and back, and
-    was not in the saved scene's layout. The view node is set instead, as for the plots."""
+def _comparison_layout():
+    """(layout XML, [(view class, singleton tag)]) of the Comparison module's results layout."""
+    tree = ast.parse((ROOT / GUI_FILES[4]).read_text())
+    show = _method(tree, "IFSSNetComparisonWidget", "showResults")
+    xml = next(n.value.value for n in show.body if isinstance(n, ast.Assign)
+               and ast.unparse(n.targets[0]) == "layoutXml")
+    return xml, re.findall(r'<view class="(\w+)" singletontag="(\w+)"', xml)
+
+
+def test_the_comparison_results_go_to_the_views_of_its_layout():
+    """qMRMLLayoutManager::tableWidget(i) / plotWidget(i) return the i-th view that the layout manager's factory holds
+    (Libs/MRML/Widgets/qMRMLLayoutViewFactory.cxx, viewWidget(int): ``d->Views.values().at(id)``, a map of every
+    view node's widget, of every layout used so far, ordered by node). With the table view of Segment Statistics or
+    the Volume table, or the plot view of the Training loss, the results went to views that the Comparison layout
+    does not show. They now go to the layout's own view nodes, by singleton tag, and the table through its view node
+    (qMRMLTableView.cxx, updateWidgetFromViewNode shows the view node's table again on each Modified event, so a
+    table set on the Qt view alone vanished)."""
     tree = ast.parse((ROOT / GUI_FILES[4]).read_text())
     show = ast.unparse(_method(tree, "IFSSNetComparisonWidget", "showResults"))
-    assert "setMRMLTableNode" not in show
-    assert "mrmlTableViewNode().SetTableNodeID(table.GetID())" in show
-    assert "mrmlPlotViewNode().SetPlotChartNodeID(" in show
+    assert "tableWidget(" not in show and "plotWidget(" not in show and "setMRMLTableNode" not in show
+    _, views = _comparison_layout()
+    for cls, tag in views:
+        assert f"'{tag}'" in show or f'"{tag}"' in show, f"{tag} of the layout is not looked up"
+    assert "GetSingletonNode('IFSSNetTable', 'vtkMRMLTableViewNode')" in show
+    assert "SetTableNodeID(table.GetID())" in show and "SetPlotChartNodeID(chart.GetID())" in show
+
+
+@pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")
+@pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")
+def test_the_comparison_layouts_view_nodes_are_found_by_tag_among_other_layouts_views():
+    """On real MRML (vtkMRMLLayoutLogic): after a table and plot layout was used, the scene holds their view nodes
+    too; setting the Comparison layout makes its own, which GetSingletonNode finds by the tags of its XML."""
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    logic = slicer.vtkMRMLLayoutLogic()
+    logic.SetMRMLScene(scene)
+    layoutNode = logic.GetLayoutNode()
+    layoutNode.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)   # Volume table
+    layoutNode.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)    # Training loss
+    xml, views = _comparison_layout()
+    layoutNode.AddLayoutDescription(20231, xml)
+    layoutNode.SetViewArrangement(20231)
+    for cls, tag in views:
+        assert scene.GetNumberOfNodesByClass(cls) >= 2        # views of other layouts are there too
+        node = scene.GetSingletonNode(tag, cls)
+        assert node is not None and node.GetLayoutName() == tag
 
 
 def test_cleanup_ends_the_worker_thread_and_removes_the_exported_pairs():
