@@ -381,11 +381,17 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """The Logic's exportPairs for the training and held-out pairs, behind a progress dialog whose Cancel stops
         it between pairs (Qt events are pumped there; a full-size sweep takes seconds to write). Returns
         (training files, held-out files or None); a cancel raises Cancelled."""
+        import qt
+
         from ifssnet.progress import CancelToken
 
         token = CancelToken()
+        # Window-modal: a QProgressDialog is modeless by default, and the processEvents below would let the user click
+        # Train again (a second export and process), edit the pairs or close the scene in the middle of the export.
+        # (createProgressDialog sets its keyword arguments as Qt properties before the dialog is first shown.)
         dialog = slicer.util.createProgressDialog(maximum=len(pairs) + len(heldOut), windowTitle="IFSS-Net training",
-                                                  labelText="Writing the pairs for the training process")
+                                                  labelText="Writing the pairs for the training process",
+                                                  windowModality=qt.Qt.WindowModal)
         dialog.connect("canceled()", token.cancel)
         offset = 0
 

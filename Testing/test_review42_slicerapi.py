@@ -678,3 +678,19 @@ def test_a_comparison_running_when_the_scene_closes_is_cancelled(scene_nodes):  
     observers = [n for n in ast.walk(setup) if isinstance(n, ast.Call) and _dotted(n.func) == "self.addObserver"]
     assert any(_dotted(c.args[1]) == "slicer.mrmlScene.StartCloseEvent" and "self.cancelToken.cancel()" in
                ast.unparse(c.args[2]) for c in observers)
+
+
+def test_the_export_progress_dialog_is_window_modal():
+    """Train exports the pairs in the main thread behind ``slicer.util.createProgressDialog``, pumping events between
+    pairs. A QProgressDialog is modeless unless its window modality is set (Qt's QProgressDialog documentation: a
+    modal one is made with ``setWindowModality(Qt::WindowModal)``; createProgressDialog sets none), so during the
+    export the user could click Train again (a second export and training process), edit the pair list or close the
+    scene under it. The dialog is now window-modal; createProgressDialog applies keyword arguments as Qt properties
+    (``setattr`` where ``hasattr``), before the dialog first shows (minimumDuration 0 shows it from a timer)."""
+    util = ast.unparse(next(n for n in ast.parse(_slicer_util_path().read_text()).body
+                            if isinstance(n, ast.FunctionDef) and n.name == "createProgressDialog"))
+    assert "setattr(progressIndicator, key, argument)" in util
+    tree = ast.parse((ROOT / GUI_FILES[5]).read_text())
+    call = next(n for n in ast.walk(_method(tree, "IFSSNetTrainingWidget", "_exportPairs"))
+                if isinstance(n, ast.Call) and _dotted(n.func) == "slicer.util.createProgressDialog")
+    assert {k.arg: _dotted(k.value) for k in call.keywords}.get("windowModality") == "qt.Qt.WindowModal"
