@@ -286,8 +286,18 @@ class IFSSNetComparisonTest(ScriptedLoadableModuleTest):
         seeds.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
         A.writeSegment(seeds, seeds.GetSegmentation().AddEmptySegment("", "GM"), painted,
                        A.referenceGeometry(volumeNode, seeds))
+        from ifssnet.errors import DependencyError
+
         methods = ["fbs"] + (["ifssnet"] if L.IFSSNetSegmentationLogic.torchAvailable() else [])
-        table = IFSSNetComparisonLogic().compare(volumeNode, seeds, reference, methods, "seeds")
+        try:
+            table = IFSSNetComparisonLogic().compare(volumeNode, seeds, reference, methods, "seeds")
+        except DependencyError as exc:
+            # Fill between slices needs ITK's Python packages (itk, itk-morphologicalcontourinterpolation), which a
+            # stock Slicer lacks (the module offers to install them), and a DependencyError ends the whole comparison.
+            methods.remove("fbs")
+            if not methods:
+                raise unittest.SkipTest(f"Neither Fill between slices nor IFSS-Net (PyTorch) can run here: {exc}")
+            table = IFSSNetComparisonLogic().compare(volumeNode, seeds, reference, methods, "seeds")
         self.assertEqual(table.GetNumberOfRows(), len(methods))
         for row in range(table.GetNumberOfRows()):
             self.assertGreater(float(table.GetCellText(row, COLUMNS.index("dice"))), 0.5)

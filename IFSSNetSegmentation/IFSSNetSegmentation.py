@@ -253,21 +253,20 @@ class IFSSNetSegmentationTest(ScriptedLoadableModuleTest):
 
         method = "ifssnet" if (L.IFSSNetSegmentationLogic.torchAvailable()
                                and any(m["source"] == "shipped" for m in L.IFSSNetSegmentationLogic.availableModels())) else "fbs"
-        if method == "fbs":
-            from ifssnet.baselines import registry
-            from ifssnet.errors import DependencyError
-
-            try:
-                registry.get("fbs")
-            except DependencyError as exc:
-                raise unittest.SkipTest(f"Neither the shipped model with PyTorch nor Fill between slices is available: {exc}")
         if method == "ifssnet":  # the page shows the expected time for the loaded volume before the run
             widget = slicer.util.getModuleWidget("IFSSNetSegmentation")
             widget.volumeSelector.setCurrentNode(volumeNode)
             widget.panel.updateEstimate()
             self.assertIn("at most", widget.panel.estimateLabel.text)
         self.delayDisplay(f"Propagating with {method}")
-        result = IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], method=method)
+        from ifssnet.errors import DependencyError
+
+        try:
+            result = IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], method=method)
+        except DependencyError as exc:
+            # Fill between slices imports ITK's Python packages when it runs (registry.get finds it without them);
+            # a stock Slicer, where PyTorch comes on the first Propagate, has neither: nothing to test here.
+            raise unittest.SkipTest(f"Neither the shipped model with PyTorch nor Fill between slices can run: {exc}")
         out = A.segmentToArray(segNode, sid, A.referenceGeometry(volumeNode, segNode))
         for s in seeds:
             self.assertTrue(np.array_equal(out[s], truth[s]), "painted slices must stay as painted")
