@@ -747,3 +747,14 @@ def test_the_self_tests_skip_a_method_whose_packages_are_missing_when_it_runs():
     assert any("compare(" in ast.unparse(t.body) and any(
         _dotted(h.type) == "DependencyError" and "methods.remove('fbs')" in ast.unparse(h)
         and "unittest.SkipTest" in ast.unparse(h) for h in t.handlers) for t in tries)
+
+
+def test_the_training_self_test_skips_without_pytorch():
+    """IFSSNetTrainingTest.test_TinyTrainingRun trains in the Slicer process: without torch (a stock Slicer installs
+    it on the first Propagate or Train) it failed with a DependencyError; it now skips, as the others do."""
+    tree = ast.parse((ROOT / GUI_FILES[5]).read_text())
+    body = _method(tree, "IFSSNetTrainingTest", "test_TinyTrainingRun")
+    guard = next(n for n in ast.walk(body) if isinstance(n, ast.If) and "torchAvailable()" in ast.unparse(n.test))
+    assert "unittest.SkipTest" in ast.unparse(guard.body)
+    train = next(n for n in ast.walk(body) if isinstance(n, ast.Call) and ast.unparse(n.func).endswith(".train"))
+    assert guard.lineno < train.lineno
