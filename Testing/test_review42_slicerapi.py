@@ -10,6 +10,11 @@ the files with ``ast`` and check what can be checked against Slicer itself:
 - every ``slicer.vtkMRML...`` / ``slicer.vtkSlicer...`` class and class attribute (enum values, static methods) they
   name exists in slicer-core's MRML classes, and so do the methods called on ``slicer.mrmlScene``, on the
   application logic and its selection node, and on the layout node.
+
+Then the review's fixes of the widget and effect code, one test each, citing the Slicer source it was checked
+against. What Slicer or MRML does is tested on slicer-core where it can be (node IDs restarting after a close,
+view nodes of several layouts, a late DependencyError); the widget code itself, which imports qt, is checked by
+reading it.
 """
 from __future__ import annotations
 
