@@ -91,6 +91,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.lossChart = None
         self.outputPath = None
         self.workDir = None           # the exported pairs and the step log of the running process (removed after it)
+        self.runOptions = {}          # what the model card falls back on, as the run was started (not the panel's now)
         self._parameterNode = None
         self._parameterNodeGuiTag = None
 
@@ -205,6 +206,9 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._enableFewshotOptions(self.modeCombo.currentText)
         self.optionsFrame = options
         followSceneClose(self)
+        # The pairs name their nodes by ID (_pairs), and IDs restart after File > Close Scene: Train would have taken
+        # the next scene's nodes of those IDs, listed under the closed scene's names. The list goes with the scene.
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda caller, event: self.pairList.clear())
         self._refreshBaseModels()
         self.setParameterNode(self.logic.getParameterNode())
 
@@ -213,6 +217,13 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.timer.stop()
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            try:   # let it exit, so that its files can be removed (Windows keeps open files)
+                self.process.wait(timeout=5)
+            except Exception:
+                pass
+        if self.workDir:   # the exported copies of the pairs (volume-sized): _poll, which removes them, stopped above
+            shutil.rmtree(self.workDir, ignore_errors=True)
+            self.workDir = None
 
     def enter(self):
         if self._parameterNode is None:   # the scene was closed while another module was shown
@@ -344,6 +355,10 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
             self.cancelRequested = False
             self.resumed = bool(resumeFrom)
+            # The card is written when the process ends, maybe hours later: by then the options may have been
+            # changed, or File > Close Scene has left no parameter node (None while another module is shown).
+            self.runOptions = {"mode": p.mode, "epochs": p.epochs, "baseModel": self.baseCombo.currentData or None,
+                               "cases": [f"{volume.GetName()}  +  {seg.GetName()}" for volume, seg in pairs]}
         except Cancelled:
             shutil.rmtree(workDir, ignore_errors=True)
             self.statusLabel.text = "Export cancelled: no training was started."
@@ -366,11 +381,17 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """The Logic's exportPairs for the training and held-out pairs, behind a progress dialog whose Cancel stops
         it between pairs (Qt events are pumped there; a full-size sweep takes seconds to write). Returns
         (training files, held-out files or None); a cancel raises Cancelled."""
+        import qt
+
         from ifssnet.progress import CancelToken
 
         token = CancelToken()
+        # Window-modal: a QProgressDialog is modeless by default, and the processEvents below would let the user click
+        # Train again (a second export and process), edit the pairs or close the scene in the middle of the export.
+        # (createProgressDialog sets its keyword arguments as Qt properties before the dialog is first shown.)
         dialog = slicer.util.createProgressDialog(maximum=len(pairs) + len(heldOut), windowTitle="IFSS-Net training",
-                                                  labelText="Writing the pairs for the training process")
+                                                  labelText="Writing the pairs for the training process",
+                                                  windowModality=qt.Qt.WindowModal)
         dialog.connect("canceled()", token.cancel)
         offset = 0
 
@@ -413,8 +434,10 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not records:
             return
         self.steps += records
+        chart = self.lossChart
         self.lossTable, self.lossChart = self.logic.updateLossPlot(self.steps, self.lossTable, self.lossChart)
-        if len(self.steps) == len(records):  # first records: show the plot
+        # first records, or the chart made anew (File > Close Scene during the run removed it): show the plot
+        if len(self.steps) == len(records) or self.lossChart is not chart:
             slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)
             selection = slicer.app.applicationLogic().GetSelectionNode()
             selection.SetActivePlotChartID(self.lossChart.GetID())
@@ -432,10 +455,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _finished(self, code):
         """The status line (and model card) for a training process that exited with ``code``."""
         if code == 0:
-            self.logic.writeModelCard(self.outputPath, mode=self._parameterNode.mode, epochs=self._parameterNode.epochs,
-                                      baseModel=self.baseCombo.currentData or None,
-                                      cases=[self.pairList.item(r).text() for r in range(self.pairList.count)],
-                                      steps=self.logic.stepRecords(self.steps))
+            self.logic.writeModelCard(self.outputPath, **self.runOptions, steps=self.logic.stepRecords(self.steps))
             self.statusLabel.text = f"Saved {self.outputPath}. It is now in the IFSS-Net effect's model list."
             verdict = self.logic.validationVerdict(self.steps, self.outputPath)
             if verdict:
@@ -494,7 +514,11 @@ class IFSSNetTrainingTest(ScriptedLoadableModuleTest):
         from ifssnet.phantom import make_phantom
 
         from IFSSNetSegmentationLib import mrml_arrays as A
+        from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
 
+        if not IFSSNetSegmentationLogic.torchAvailable():   # a stock Slicer installs PyTorch on the first Train
+            raise unittest.SkipTest("Training needs PyTorch, which is not installed yet (the module installs it, after "
+                                    "asking, on the first Train).")
         phantom = make_phantom(seed=2, shape=(48, 64, 64))
         sz, sy, sx = phantom.spacing_kji
         volumeNode = slicer.util.addVolumeFromArray(phantom.volume, np.diag([-sx, -sy, sz, 1.0]), "Phantom")

@@ -51,8 +51,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         frame = qt.QFrame()
         layout = qt.QVBoxLayout(frame)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.panel = PropagatePanel(layout, self._inputs, saveUndo=self.scriptedEffect.saveStateForUndo,
-                                    settings=self._setting, setSetting=self._setSetting)
+        # qMRMLSegmentEditorWidget calls setupOptionsFrame and sourceVolumeNodeChanged of every registered effect
+        # (notifyEffectsOfSourceVolumeNodeChange), active or not: the estimate (torch, a timed network step) is
+        # made only while this effect is the active one; activate() makes it for the volume selected then.
+        self.panel = PropagatePanel(layout, self._inputs, saveUndo=self._saveUndo,
+                                    settings=self._setting, setSetting=self._setSetting,
+                                    estimateAllowed=self.scriptedEffect.active)
         self.scriptedEffect.addOptionsWidget(frame)
 
     def activate(self):
@@ -95,6 +99,16 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def _setSetting(self, name, value):
         self.scriptedEffect.setParameter(name, str(value))
+
+    def _saveUndo(self, segmentationNode):
+        # scriptedEffect.saveStateForUndo saves the editor's current segmentation (vtkSlicerSegmentEditorLogic::
+        # SaveStateForUndo: its SegmentationHistory). A run's result goes to the node the run started on; if the
+        # user has since switched the editor to another segmentation, saving that one would make Undo take back
+        # nothing of the result (Cancel on the preview still reverts it).
+        editorNode = self.scriptedEffect.parameterSetNode()
+        current = editorNode.GetSegmentationNode() if editorNode is not None else None
+        if segmentationNode is not None and current is not None and current.GetID() == segmentationNode.GetID():
+            self.scriptedEffect.saveStateForUndo()
 
     def _inputs(self, allVisible):
         editorNode = self.scriptedEffect.parameterSetNode()

@@ -6,8 +6,9 @@ Apply/Cancel, the least-confident slices, and "Show volume". The work is the Log
 (:class:`~IFSSNetSegmentationLib.worker.BackgroundWorker`), polled by a ``qt.QTimer``.
 
 The owner (effect or module widget) gives three callables:
-``inputs(allVisible: bool) -> (volumeNode, segmentationNode, segmentIds)``, ``saveUndo()`` (before the preview is
-written; the effect calls ``scriptedEffect.saveStateForUndo()``), and ``settings(name, default)`` /
+``inputs(allVisible: bool) -> (volumeNode, segmentationNode, segmentIds)``, ``saveUndo(segmentationNode)`` (before
+that node is written; the Segment Editor's undo keeps the editor's own segmentation only, so the owner saves where
+the editor edits that node: the user may have switched it while a run went on), and ``settings(name, default)`` /
 ``setSetting(name, value)`` to keep the options (effect parameters or parameter node).
 """
 from __future__ import annotations
@@ -54,8 +55,18 @@ def ensureTorch(parent=None) -> bool:
             "This downloads about 1-3 GB and can take several minutes.", parent=parent):
         return False
     torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-    with slicer.util.WaitCursor():
-        torch = torchLogic.installTorch(askConfirmation=False)
+    # installTorch returns None when the user declines, and raises where the download or pip fails (it runs
+    # light-the-torch through slicer.util._executePythonModule): the callers are button slots, where an exception
+    # would only reach the Python console and the click would seem to do nothing.
+    try:
+        with slicer.util.WaitCursor():
+            torch = torchLogic.installTorch(askConfirmation=False)
+    except Exception as exc:
+        logging.exception("IFSS-Net: installing PyTorch failed")
+        slicer.util.errorDisplay(f"PyTorch could not be installed: {exc}\n\nCheck the internet connection and try again, "
+                                 "or install it in the PyTorch Utils module (Utilities category); restart Slicer if "
+                                 "it says PyTorch files are in use.", parent=parent)
+        return False
     if torch is None:
         slicer.util.errorDisplay("PyTorch could not be installed. See the Python console for details.", parent=parent)
         return False
@@ -78,9 +89,24 @@ def offerInstall(error, parent=None) -> bool:
         return ensureTorch(parent)
     if not slicer.util.confirmOkCancelDisplay(f"{error}\n\nInstall {packages} into Slicer's Python now?", parent=parent):
         return False
-    with slicer.util.WaitCursor():
-        slicer.util.pip_install(packages)
+    if not _pipInstall(packages, parent):
+        return False
     slicer.util.infoDisplay(f"Installed {packages}. Click the button again.", parent=parent)
+    return True
+
+
+def _pipInstall(packages: str, parent=None) -> bool:
+    """``slicer.util.pip_install(packages)``; False, with a message that says what to do, where it fails: it raises
+    CalledProcessError (no network, no such version), which in a button's slot would reach only the Python console."""
+    try:
+        with slicer.util.WaitCursor():
+            slicer.util.pip_install(packages)
+    except Exception as exc:
+        logging.exception("IFSS-Net: installing %s failed", packages)
+        slicer.util.errorDisplay(f"Could not install {packages}: {exc}\n\nCheck the internet connection and try again, "
+                                 f"or install it in the Python console: slicer.util.pip_install('{packages}')",
+                                 parent=parent)
+        return False
     return True
 
 
@@ -94,9 +120,7 @@ def ensurePythonPackages(packages, parent=None) -> bool:
     if not slicer.util.confirmOkCancelDisplay(f"This needs the Python packages {', '.join(missing)}. Install them now?",
                                               parent=parent):
         return False
-    with slicer.util.WaitCursor():
-        slicer.util.pip_install(" ".join(missing))
-    return True
+    return _pipInstall(" ".join(missing), parent)
 
 
 # ---- small widget helpers shared by the module pages (IFSSNetSegmentation, IFSSNetComparison, IFSSNetTraining) ----
@@ -164,9 +188,13 @@ class PropagatePanel:
 
     POLL_MS = 100
 
-    def __init__(self, parentLayout, inputs, saveUndo=None, settings=None, setSetting=None, showSelectors=False):
+    def __init__(self, parentLayout, inputs, saveUndo=None, settings=None, setSetting=None, showSelectors=False,
+                 estimateAllowed=None):
         self.inputs = inputs
-        self.saveUndo = saveUndo or (lambda: None)
+        # The expected time imports torch and times a network step (about 1 s): the effect allows it only while it
+        # is the active effect (Slicer tells every registered effect when the source volume changes).
+        self.estimateAllowed = estimateAllowed or (lambda: True)
+        self.saveUndo = saveUndo or (lambda segmentationNode: None)
         self.settings = settings or (lambda name, default: default)
         self.setSetting = setSetting or (lambda name, value: None)
         self.logic = L.IFSSNetSegmentationLogic()
@@ -176,6 +204,9 @@ class PropagatePanel:
         self.cancelToken = None
         self.busyNode = None  # the segmentation node the running job holds (Logic._acquire), released by _poll
         self.previewShown = False
+        # The segmentation node the preview was written to, held by the object, not its ID: IDs restart after File >
+        # Close Scene (the next scene's first segmentation is "vtkMRMLSegmentationNode1" again, with segments "GM"...)
+        self.previewNode = None
         self.timer = qt.QTimer()
         self.timer.setInterval(self.POLL_MS)
         self.timer.connect("timeout()", self._poll)
@@ -313,7 +344,7 @@ class PropagatePanel:
 
     def updateEstimate(self):
         """Show the expected time of Propagate for the loaded volume with the chosen options (Logic.expectedSeconds)."""
-        if self.running:
+        if self.running or not self.estimateAllowed():
             return
         if not L.IFSSNetSegmentationLogic.torchAvailable():
             self.estimateLabel.text = "(PyTorch is not installed yet)"
@@ -440,7 +471,7 @@ class PropagatePanel:
                 raise InputError("No slice view shows slices across the axis the muscle is painted across.",
                                  "Show the painted view (Reformat: reset to the volume's axes) and go to the slice "
                                  "where the muscle has ended.")
-            self.saveUndo()
+            self.saveUndo(segmentationNode)
             _, slices = self.logic.markNoMuscle(volumeNode, segmentationNode, sid, index, axis)
         except Exception as exc:
             self._showError(exc)
@@ -464,8 +495,10 @@ class PropagatePanel:
             self.ticket = None
             # Released by the node the run acquired: after the node's removal or a scene close, GetNodeByID finds
             # nothing, and the ID (scene IDs restart after a close) would stay 'already running' until a restart.
+            # The result goes to that node too: after a close, the ID names another scene's segmentation (apply
+            # refuses a node that is in no scene, "removed during the run").
+            segmentationNode = self.busyNode
             self._releaseBusyNode()
-            segmentationNode = slicer.mrmlScene.GetNodeByID(self.job.segmentationNodeId)
             try:
                 if error is not None:
                     self.job = None
@@ -484,13 +517,14 @@ class PropagatePanel:
     def _showPreview(self, segmentationNode):
         self.progressBar.setFormat("writing result")
         try:
-            self.saveUndo()
+            self.saveUndo(segmentationNode)
             summary = self.logic.apply(self.job, segmentationNode, cancel=self.cancelToken)
         except Exception as exc:
             self._showError(exc)
             self.job = None
             return
         self.previewShown = True
+        self.previewNode = segmentationNode
         self.confidenceList.clear()
         for sid, entry in summary["segments"].items():
             if entry.get("paint_next") is not None:
@@ -515,18 +549,25 @@ class PropagatePanel:
     def onApply(self):
         self.job = None
         self.previewShown = False
+        self.previewNode = None
         self.setStatus("Applied.")
         self.updateButtons()
 
     def onDiscard(self):
+        status = "Preview discarded: the segment is as you painted it."
         if self.job is not None:
-            segmentationNode = slicer.mrmlScene.GetNodeByID(self.job.segmentationNodeId)
-            if segmentationNode is not None:
+            # Not GetNodeByID(job.segmentationNodeId): after File > Close Scene that finds the next scene's
+            # segmentation of that ID, and revert wrote the old preview's backup over its segments of the same IDs.
+            segmentationNode = self.previewNode
+            if segmentationNode is not None and segmentationNode.GetScene() is not None:
                 self.logic.revert(self.job, segmentationNode)
+            else:
+                status = "The preview's segmentation is no longer in the scene (closed or deleted): nothing was changed."
         self.job = None
         self.previewShown = False
+        self.previewNode = None
         self.confidenceList.clear()
-        self.setStatus("Preview discarded: the segment is as you painted it.")
+        self.setStatus(status)
         self.updateButtons()
 
     def onConfidenceItemClicked(self, item):
@@ -544,7 +585,11 @@ class PropagatePanel:
         import SegmentStatistics
 
         statsLogic = SegmentStatistics.SegmentStatisticsLogic()
-        parameterNode = statsLogic.getParameterNode()
+        # A parameter node of its own, outside the scene: getParameterNode() gives the Segment Statistics module's
+        # (ScriptedLoadableModuleLogic.getParameterNode: the scene's first node of that module), and the options
+        # switched off below, and the segmentation, would have become the user's in that module.
+        parameterNode = slicer.vtkMRMLScriptedModuleNode()
+        statsLogic.setParameterNode(parameterNode)
         parameterNode.SetParameter("Segmentation", segmentationNode.GetID())
         parameterNode.SetParameter("ScalarVolumeSegmentStatisticsPlugin.enabled", "False")
         parameterNode.SetParameter("ClosedSurfaceSegmentStatisticsPlugin.enabled", "False")
