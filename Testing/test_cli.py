@@ -565,24 +565,24 @@ def test_progress_bars_follow_tqdms_environment_switch():
     assert not drawn("0", "1")
 
 
-def test_a_bar_opened_part_way_shows_the_rate_since_it_opened(monkeypatch):
+def test_a_bar_opened_part_way_shows_the_rate_since_it_opened():
     """A stage's bar opened at step ``done`` > 0 (the training bar again after a validation, which now shows its
     own 'validating' bar; a --resume'd run) counts its rate and time left from there, not as if the ``done``
-    steps took the moment since it opened (that showed e.g. 1000 it/s and 00:00 left)."""
-    import time
+    steps took the moment since it opened (that showed e.g. 1000 it/s and 00:00 left).
 
-    from ifssnet.progress import TqdmProgress
+    In a child process without ``TQDM_DISABLE``: tqdm reads its environment once, when it is imported, so a
+    ``TQDM_DISABLE=1`` in the test run's environment (as batch jobs set it) would hide the rate."""
+    import re
+    import subprocess
+    import sys
 
-    monkeypatch.delenv("TQDM_DISABLE", raising=False)
-    bar = TqdmProgress()
-    try:
-        bar("training", 500, 1000)
-        time.sleep(0.1)
-        bar("training", 501, 1000)
-        shown = str(bar._bar)
-        import re
-
-        rate = re.search(r"([\d.]+)it/s", shown)
-        assert "s/it" in shown or (rate and float(rate.group(1)) < 100), shown   # 1 step in 0.1 s, not 501
-    finally:
-        bar.close()
+    code = ("import time\n"
+            "from ifssnet.progress import TqdmProgress\n"
+            "bar = TqdmProgress()\n"
+            "bar('training', 500, 1000); time.sleep(0.1); bar('training', 501, 1000)\n"
+            "print(str(bar._bar)); bar.close()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                           timeout=120).stdout
+    rate = re.search(r"([\d.]+)it/s", shown)
+    assert "s/it" in shown or (rate and float(rate.group(1)) < 100), shown   # 1 step in 0.1 s, not 501
