@@ -1,0 +1,327 @@
+"""Review 42 (evidence): the documentation's figures, commands, files and links hold.
+
+The README's comparison tables and the model cards' "At a glance" scores are recomputed from the CSVs of
+``benchmarks/results/`` they cite (as ``benchmarks/results_table.py`` prints them); every ``ifssnet SUB --opt``
+and ``python benchmarks/X.py --opt`` the docs show is an option of today's command or script; every results
+file, link, anchor and quoted section name the docs give exists. All of it reads text and CSVs only (no run).
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmark_scripts import load_benchmark
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")),
+        "Resources/Models/README.md"]
+
+
+def _text(name: str) -> str:
+    return (ROOT / name).read_text(encoding="utf-8")
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"\s+", " ", s).strip()
+
+
+def _code(text: str) -> list:
+    """The docs' code: each code block's lines (a trailing backslash joins a line to the next) and each inline
+    code span (which may wrap over a line break)."""
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+    body = re.sub(r"```[a-z]*\n.*?```", "", text, flags=re.S)
+    lines = [ln for b in blocks for ln in b.replace("\\\n", " ").splitlines()]
+    return lines + [s.replace("\n", " ") for s in re.findall(r"`([^`]+)`", body)]
+
+
+def _commands(code: str):
+    """``(sub-command, rest of the command)`` of each ``ifssnet SUB ...`` (and ``-m ifssnet.train ...``) in one
+    line of code, up to the next shell separator; a comment is left out."""
+    code = re.split(r"\s#\s", code)[0]
+    for part in re.split(r"&&|;|\|\s|\bthen\b|\bdo\b", code):
+        m = re.search(r"-m ifssnet\.train\b", part)
+        if m:
+            yield "train", part[m.end():]
+            continue
+        m = re.search(r"(?<![\w./-])ifssnet ([a-z][a-z-]*)", part)
+        if m:
+            yield m.group(1), part[m.end():]
+
+
+def _options(rest: str) -> list:
+    return re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", rest)
+
+
+@pytest.fixture(scope="module")
+def subcommands():
+    from ifssnet.cli import build_parser
+
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: {o for a in p._actions for o in a.option_strings} for name, p in action.choices.items()}
+
+
+def test_every_ifssnet_option_the_docs_show_is_an_option_of_its_command(subcommands):
+    """A renamed or removed option (or sub-command) in a documented command fails here, not in a user's shell."""
+    wrong, checked = [], 0
+    for doc in DOCS:
+        for code in _code(_text(doc)):
+            for sub, rest in _commands(code):
+                if sub not in subcommands:
+                    wrong.append(f"{doc}: 'ifssnet {sub}' is no sub-command ({_norm(code)[:120]})")
+                    continue
+                checked += 1
+                wrong += [f"{doc}: ifssnet {sub} has no {opt} ({_norm(code)[:120]})"
+                          for opt in _options(rest) if opt not in subcommands[sub]]
+    assert checked > 150, checked  # the docs show about 230 commands: the parsing above still finds them
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_parsing_finds_a_wrong_option():
+    """The check above would see an option that does not exist (the parsing is not vacuous)."""
+    found = [(sub, _options(rest)) for code in _code("Run `ifssnet propagate a b -o c --no-such-opt 3 # --x`.")
+             for sub, rest in _commands(code)]
+    assert found == [("propagate", ["--no-such-opt"])]
+
+
+def test_every_benchmark_script_and_option_the_docs_show_exists():
+    """``python benchmarks/X.py --opt`` (or ``../X.py`` from ``benchmarks/results``): the script is there and
+    declares the option."""
+    wrong, checked = [], 0
+    for doc in DOCS:
+        text = _text(doc).replace("\\\n", " ")
+        for m in re.finditer(r"python (?:\.\./|benchmarks/)([a-z_0-9]+\.py)([^`\n;|&#]*)", text):
+            script = ROOT / "benchmarks" / m.group(1)
+            if not script.exists():
+                wrong.append(f"{doc}: {m.group(0)[:100]}: no benchmarks/{m.group(1)}")
+                continue
+            source = script.read_text(encoding="utf-8")
+            checked += 1
+            wrong += [f"{doc}: benchmarks/{m.group(1)} has no {opt}" for opt in _options(m.group(2))
+                      if f'"{opt}"' not in source and f"'{opt}'" not in source]
+    assert checked > 30, checked
+    assert not wrong, "\n".join(wrong)
+
+
+def _expand(name: str) -> list:
+    """Shell brace expansion: ``a-{x,y}.csv`` -> ``a-x.csv``, ``a-y.csv``."""
+    m = re.search(r"\{([^{}]*)\}", name)
+    if not m:
+        return [name]
+    return [n for alt in m.group(1).split(",") for n in _expand(name[:m.start()] + alt + name[m.end():])]
+
+
+#: Files the docs name as what a command of the reader's writes (examples, not results of this repository).
+EXAMPLE_OUTPUTS = {"result.confidence.json", "cmp.png", "paint-next.json", "profile.txt", "log.csv"}
+
+
+def test_every_results_file_the_docs_cite_exists():
+    """Each CSV, JSON, text, PNG or bench table the docs cite as evidence is in benchmarks/results/ (or in the
+    repository); a placeholder (``OUT.csv``, ``heldout-ifssnet-P.csv``, ``$p``) is not a citation."""
+    present = {p.name for p in RESULTS.iterdir()}
+    missing = []
+    for doc in DOCS:
+        text = _text(doc)
+        for m in re.finditer(r"(?<![\w$.{},*+-])([\w.{},*+-]+\.(?:csv|json|txt|png)|bench-[\w.{},*+-]+\.md)\b", text):
+            name = m.group(1).split("/")[-1]
+            if name in EXAMPLE_OUTPUTS or re.search(r"(^|[-.])[A-Z]+([-.]|$)", name) or name.startswith("."):
+                continue
+            for n in _expand(name):
+                if "*" in n:
+                    if not fnmatch.filter(present, n):
+                        missing.append(f"{doc}: {n}")
+                elif n not in present and not list(ROOT.glob(f"**/{n}")):
+                    missing.append(f"{doc}: {n}")
+    assert not missing, "\n".join(sorted(set(missing)))
+
+
+def _headings(doc: str) -> set:
+    """A doc's section names: its headings and its bold run-in titles (the few-shot card's sections)."""
+    text = _text(doc)
+    names = {_norm(m.group(1)) for m in re.finditer(r"^#+\s+(.*)$", text, re.M)}
+    return names | {_norm(m.group(1)).rstrip(".:") for m in re.finditer(r"\*\*([^*]+)\*\*", text, re.S)}
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_anchors_and_quoted_sections_resolve():
+    """Relative links point at files that exist, ``#anchors`` at headings, and a section quoted by name
+    (``(model card, "How it was trained")``, ``("Where two runs meet", below)``, ``README, "..."``) exists."""
+    heads = {doc: _headings(doc) for doc in DOCS}
+
+    def has(doc, name):
+        return any(_norm(name) in h for h in heads[doc])
+
+    wrong = []
+    for doc in DOCS:
+        text = _text(doc)
+        for m in re.finditer(r"\]\(([^)\s]+)\)", text):
+            if m.group(1).startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = m.group(1).partition("#")
+            target = (ROOT / doc).parent / path if path else ROOT / doc
+            if not target.exists():
+                wrong.append(f"{doc}: link {m.group(1)}")
+            elif anchor and target.suffix == ".md":
+                plain = re.sub(r"```.*?```", "", target.read_text(encoding="utf-8"), flags=re.S)
+                if anchor not in {_slug(h) for h in re.findall(r"^#+\s+(.*)$", plain, re.M)}:
+                    wrong.append(f"{doc}: anchor {m.group(1)}")
+        for m in re.finditer(r'model card[^"()]{0,40}?((?:"[^"]+"(?:,? (?:and|or) )?)+)', text):
+            wrong += [f'{doc}: model card, "{_norm(n)}"' for n in re.findall(r'"([^"]+)"', m.group(1))
+                      if not has("Resources/Models/README.md", n)]
+        wrong += [f'{doc}: "{_norm(m.group(1))}", below/above'
+                  for m in re.finditer(r'"([^"]+)",? (?:below|above)\b', text) if not has(doc, m.group(1))]
+        wrong += [f'{doc}: README, "{_norm(m.group(1))}"' for m in re.finditer(r'README, "([^"]+)"', text)
+                  if not has("README.md", m.group(1))]
+        wrong += [f'{doc}: docs/{m.group(1)}, "{_norm(m.group(2))}"'
+                  for m in re.finditer(r'docs/(\w+\.md), "([^"]+)"', text) if not has(f"docs/{m.group(1)}", m.group(2))]
+    assert not wrong, "\n".join(wrong)
+
+
+# --- figures ------------------------------------------------------------------------------------------------
+
+#: The README's comparison tables: row name -> the CSV (``FILE@METHOD``: one method of it) the row is read from.
+TABLES = {
+    "**Protocol `3-seeds`** (the clinical workflow": {
+        "IFSS-Net-FS (shipped)": "heldout-ifssnet-bt65-3-seeds.csv",
+        "IFSS-Net-FS (session 9's weights)": "heldout-ifssnet-3-seeds.csv",
+        "IFSS-Net-WS (few-shot)": "heldout-ifssnet-ws-3-seeds.csv",
+        "PG-Net": "heldout-pgnet-3-seeds.csv",
+        "3-D U-Net": "heldout-unet3d-3-seeds.csv",
+        "Fill between slices": "heldout-baselines-3-seeds.csv@fbs",
+        "Grow from seeds": "heldout-baselines-3-seeds.csv@gfs",
+        "Watershed": "heldout-baselines-3-seeds.csv@ws",
+    },
+    "**Protocol `paper`** (3 consecutive slices every 100": {
+        "IFSS-Net-FS (shipped)": "heldout-ifssnet-bt65-blendmax-paper.csv",
+        "IFSS-Net-FS (shipped, the former mean blend)": "heldout-ifssnet-bt65-paper.csv",
+        "IFSS-Net-FS (session 9's weights)": "heldout-ifssnet-paper.csv",
+        "IFSS-Net-WS (few-shot)": "heldout-ifssnet-ws-paper.csv",
+        "PG-Net": "heldout-pgnet-paper.csv",
+        "3-D U-Net": "heldout-unet3d-paper.csv",
+        "Fill between slices": "heldout-fbs-joint-paper.csv",
+        "Grow from seeds": "heldout-baselines-paper.csv@gfs",
+        "Watershed": "heldout-baselines-paper.csv@ws",
+    },
+    "**Protocol `paper`** (5 cases x 3 muscles; plot": {
+        "Fill between slices": "table1-1400x256-paper.csv@fbs",
+        "Grow from seeds": "table1-1400x256-paper.csv@gfs",
+        "Watershed": "table1-1400x256-paper.csv@ws",
+    },
+}
+
+
+def _rows(spec: str) -> list:
+    return load_benchmark("results_table").read_rows([str(RESULTS / spec)])
+
+
+def _summary(spec: str, by=("method",)) -> list:
+    from ifssnet.compare import summarize
+
+    return summarize(_rows(spec), by)
+
+
+def _table_rows(text: str, title: str) -> dict:
+    """The markdown table that follows the paragraph starting with ``title``: row name -> its cells."""
+    start = text.index(title)
+    lines = text[start:].splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    rows = {}
+    for ln in lines[first + 2:]:
+        if not ln.startswith("|"):
+            break
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+@pytest.mark.parametrize("title", list(TABLES))
+def test_readme_comparison_tables_are_the_csvs(title):
+    """Every cell of the README's comparison tables (Dice ... vol err %, time/volume) is what
+    ``benchmarks/results_table.py`` computes from the row's CSV, annotated slices excluded, mean ± std over
+    5 cases x 3 muscles."""
+    rt = load_benchmark("results_table")
+    columns = [c for c in rt.COLUMNS if c[1] != "time_s"]
+    table = _table_rows(_text("README.md"), title)
+    assert set(TABLES[title]) <= set(table), sorted(table)
+    wrong = []
+    for name, spec in TABLES[title].items():
+        (s,) = _summary(spec)
+        assert s["n"] == 15, (spec, s["n"])
+        expected = [rt._cell(s, key, digits) for _, key, digits in columns]
+        mean, std = rt.volume_times(_rows(spec))[s["method"]]
+        expected.append(f"{mean:.1f} ± {std:.1f}")
+        if table[name] != expected:
+            wrong.append(f"{name}: README {table[name]}\n{' ' * len(name)}  CSV    {expected}")
+    assert not wrong, "\n".join(wrong)
+
+
+def _per_muscle(spec: str, dice_fmt="{:.3f}", vol_fmt="{:.1f}") -> dict:
+    """``{muscle: (Dice, volume error %)}`` of a CSV, formatted as the docs print them."""
+    return {s["muscle"]: (dice_fmt.format(s["dice_mean"]), vol_fmt.format(s["volume_error_pct_mean"]))
+            for s in _summary(spec, ("method", "muscle"))}
+
+
+def _overall(spec: str) -> tuple:
+    (s,) = _summary(spec)
+    return f"{s['dice_mean']:.3f}", f"{s['volume_error_pct_mean']:.1f}"
+
+
+def test_readme_per_muscle_scores_and_status_are_the_csvs():
+    """The per-muscle lines under the README's tables and the Status paragraph's held-out figures."""
+    readme = _norm(_text("README.md"))
+    fs, s9, ws = (_per_muscle(f"heldout-ifssnet{t}-3-seeds.csv") for t in ("-bt65", "", "-ws"))
+    fs_paper = _per_muscle("heldout-ifssnet-bt65-blendmax-paper.csv")
+    mean_paper = _per_muscle("heldout-ifssnet-bt65-paper.csv")
+    fbs_paper = _per_muscle("heldout-fbs-joint-paper.csv")
+    d, v = _overall("heldout-ifssnet-bt65-3-seeds.csv")
+    expected = [
+        "IFSS-Net-FS per muscle: GM Dice {} / vol err {} %, GL {} / {} %, SOL {} / {} %".format(
+            *fs["GM"], *fs["GL"], *fs["SOL"]),
+        "(session 9's weights: GM {} / {} %, GL {} / {} %, SOL {} / {} %)".format(*s9["GM"], *s9["GL"], *s9["SOL"]),
+        "IFSS-Net-WS: GM {} / {} %, GL {} / {} %, SOL {} / {} %".format(*ws["GM"], *ws["GL"], *ws["SOL"]),
+        "IFSS-Net-FS per muscle: GM Dice {} / vol err {} %, GL {} / {} %, SOL {} / {} %".format(
+            *fs_paper["GM"], *fs_paper["GL"], *fs_paper["SOL"]),
+        "with the mean blend GM {} / {} %, GL {} / {} %, SOL {} / {} %".format(
+            *mean_paper["GM"], *mean_paper["GL"], *mean_paper["SOL"]),
+        "under `paper`, FBS: GM {} / {} %, GL {} / {} %, SOL {} / {} %".format(
+            *fbs_paper["GM"], *fbs_paper["GL"], *fbs_paper["SOL"]),
+        "three painted slices per muscle): Dice {}, volume error {} % (GM {} / {} %, GL {} / {} %, SOL {} / {} %)".format(
+            d, v, *fs["GM"], *fs["GL"], *fs["SOL"]),
+    ]
+    missing = [e for e in expected if e not in readme]
+    assert not missing, "\n".join(missing)
+
+
+def _glance(card: str) -> str:
+    """The "At a glance" paragraph of one model card of Resources/Models/README.md."""
+    text = _text("Resources/Models/README.md")
+    start = text.index(f"# Model card: `{card}`")
+    start = text.index("**At a glance.**", start)
+    return _norm(text[start:text.index("\n\n", start)])
+
+
+def test_model_cards_at_a_glance_are_the_csvs():
+    """Each card's "At a glance" held-out scores are its CSVs' (``3-seeds`` and ``paper``)."""
+    fs, fs_paper = _overall("heldout-ifssnet-bt65-3-seeds.csv"), _overall("heldout-ifssnet-bt65-blendmax-paper.csv")
+    fs_m = _per_muscle("heldout-ifssnet-bt65-3-seeds.csv")
+    ws, ws_paper = _overall("heldout-ifssnet-ws-3-seeds.csv"), _overall("heldout-ifssnet-ws-paper.csv")
+    pg, pg_paper = _overall("heldout-pgnet-3-seeds.csv"), _overall("heldout-pgnet-paper.csv")
+    pg_gm = _per_muscle("heldout-pgnet-3-seeds.csv", vol_fmt="{:.0f}")["GM"][1]
+    (unet,) = _summary("heldout-unet3d-3-seeds.csv")
+    expected = {
+        "ifssnet.pt": ["Dice {}, volume error {} % (GM {} %, GL {} %, SOL {} %); the paper's protocol: {} / {} %".format(
+            *fs, fs_m["GM"][1], fs_m["GL"][1], fs_m["SOL"][1], *fs_paper)],
+        "ifssnet-ws.pt": ["Dice {}, volume error {} %".format(*ws), "`paper` {} / {} %".format(*ws_paper)],
+        "pgnet.pt": ["`3-seeds` Dice {}, volume error {} % (GM {} %); `paper` {} / {} %".format(*pg, pg_gm, *pg_paper)],
+        "unet3d.pt": [f"Dice {unet['dice_mean']:.3f}, volume error {unet['volume_error_pct_mean']:.0f} %"],
+    }
+    missing = [f"{card}: {e}" for card, texts in expected.items() for e in texts if e not in _glance(card)]
+    assert not missing, "\n".join(missing)
