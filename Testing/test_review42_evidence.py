@@ -368,3 +368,47 @@ def test_model_card_boundary_error_is_the_shipped_networks():
     card = _norm(_text("Resources/Models/README.md"))
     assert (f"The shipped network is far from either limit. Its per-slice average surface distance on the held-out "
             f"test is {s['slice_asd_mean']:.1f} mm (3-seeds") in card
+
+
+def _like(token: str, value: float) -> str:
+    """``value`` with as many decimals as the docs' ``token`` has."""
+    return f"{value:.{len(token.partition('.')[2])}f}"
+
+
+def _run_rows():
+    """The model card's table rows that name a training run in parentheses (``... (fw33) | ...``) whose held-out
+    CSV ``heldout-ifssnet-RUN-3-seeds.csv`` exists: ``(run, cells after the name)``."""
+    for line in _text("Resources/Models/README.md").splitlines():
+        m = re.match(r"\s*\|[^|]*\(([a-z]{2,3}\d\d[a-z]?)(?:, [^()|]*)?\)\s*\|", line)
+        if m and (RESULTS / f"heldout-ifssnet-{m.group(1)}-3-seeds.csv").exists():
+            yield m.group(1), [c.strip().strip("*") for c in line[m.end():].split("|")]
+
+
+def test_model_card_rows_of_training_runs_are_their_csvs():
+    """Every such row's Dice ± std, volume error ± std and per-muscle Dice / volume error (the last three
+    "D / V %" cells: GM, GL, SOL) are its CSV's, at the precision the row prints. Five per-muscle volume errors
+    were one off (206 % for 206.5 %, 314 % for 313.5 %: rounded twice)."""
+    from ifssnet.compare import summarize
+
+    wrong, checked = [], 0
+    for run, cells in _run_rows():
+        rows = _rows(f"heldout-ifssnet-{run}-3-seeds.csv")
+        (s,) = summarize(rows, ("method",))
+        muscles = {m["muscle"]: m for m in summarize(rows, ("method", "muscle"))}
+        got, expected = [], []
+        for cell, key in zip(cells[:2], ("dice", "volume_error_pct")):
+            m = re.fullmatch(r"([\d.]+) ± ([\d.]+)( %.*)?", cell)
+            if m:
+                got.append(m.group(1, 2))
+                expected.append((_like(m.group(1), s[f"{key}_mean"]), _like(m.group(2), s[f"{key}_std"])))
+        per_muscle = [re.fullmatch(r"([\d.]+) / ([\d.]+) %", c) for c in cells]
+        per_muscle = [m for m in per_muscle if m][-3:]
+        for name, m in zip(("GM", "GL", "SOL") if len(per_muscle) == 3 else (), per_muscle):
+            got.append(m.group(1, 2))
+            expected.append((_like(m.group(1), muscles[name]["dice_mean"]),
+                             _like(m.group(2), muscles[name]["volume_error_pct_mean"])))
+        checked += len(got)
+        if got != expected:
+            wrong.append(f"{run}: card {got}\n{' ' * len(run)}  CSV  {expected}")
+    assert checked > 100, checked
+    assert not wrong, "\n".join(wrong)
