@@ -379,15 +379,19 @@ def _run_rows():
     """The model card's table rows that name a training run in parentheses (``... (fw33) | ...``) whose held-out
     CSV ``heldout-ifssnet-RUN-3-seeds.csv`` exists: ``(run, cells after the name)``."""
     for line in _text("Resources/Models/README.md").splitlines():
-        m = re.match(r"\s*\|[^|]*\(([a-z]{2,3}\d\d[a-z]?)(?:, [^()|]*)?\)\s*\|", line)
+        m = re.match(r"\s*\|[^|]*\(([a-z]{2,3}\d\d[a-z]{0,2})(?:, [^()|]*)?\)\s*\|", line)
         if m and (RESULTS / f"heldout-ifssnet-{m.group(1)}-3-seeds.csv").exists():
             yield m.group(1), [c.strip().strip("*") for c in line[m.end():].split("|")]
 
 
 def test_model_card_rows_of_training_runs_are_their_csvs():
-    """Every such row's Dice ± std, volume error ± std and per-muscle Dice / volume error (the last three
-    "D / V %" cells: GM, GL, SOL) are its CSV's, at the precision the row prints. Five per-muscle volume errors
-    were one off (206 % for 206.5 %, 314 % for 313.5 %: rounded twice)."""
+    """Every such row's Dice (± std), volume error (± std; signed mean in parentheses), precision / recall, volume
+    past the ends and per-muscle Dice / volume error (the last three "D / V %" cells: GM, GL, SOL) are its CSV's,
+    at the precision the row prints. Five per-muscle volume errors were one off (206 % for 206.5 %, 314 % for
+    313.5 %: rounded twice), fb34's volume error was 172 % for 172.5 % in two tables (173 % in the README), cx27fs's
+    157 % for 156.5 % and cz28fs's GM 202 % for 201.5 %."""
+    import math
+
     from ifssnet.compare import summarize
 
     wrong, checked = [], 0
@@ -396,19 +400,32 @@ def test_model_card_rows_of_training_runs_are_their_csvs():
         (s,) = summarize(rows, ("method",))
         muscles = {m["muscle"]: m for m in summarize(rows, ("method", "muscle"))}
         got, expected = [], []
+
+        def check(tokens, keys, summary=s):
+            got.append(tokens)
+            expected.append(tuple(_like(t, summary[k]) for t, k in zip(tokens, keys)))
+
         for cell, key in zip(cells[:2], ("dice", "volume_error_pct")):
-            m = re.fullmatch(r"([\d.]+) ± ([\d.]+)( %.*)?", cell)
+            m = re.fullmatch(r"([\d.]+)(?: ± ([\d.]+))?( %)?(?: \(([+-])([\d.]+) %\))?", cell)
             if m:
-                got.append(m.group(1, 2))
-                expected.append((_like(m.group(1), s[f"{key}_mean"]), _like(m.group(2), s[f"{key}_std"])))
+                check(*zip(*[(t, k) for t, k in ((m.group(1), f"{key}_mean"), (m.group(2), f"{key}_std")) if t]))
+                if m.group(5) and all(r.get("volume_diff_pct") not in (None, "") for r in rows):
+                    got.append(m.group(4, 5))
+                    d = sum(float(r["volume_diff_pct"]) for r in rows) / len(rows)  # summarize leaves it out
+                    expected.append(("+" if d >= 0 else "-", _like(m.group(5), abs(d))))
+        for i, cell in enumerate(cells[2:4], 2):
+            m = re.fullmatch(r"([\d.]+) / ([\d.]+)", cell)
+            if m and math.isfinite(s.get("precision_mean", math.nan)):
+                check(m.group(1, 2), ("precision_mean", "recall_mean"))
+                past = re.fullmatch(r"([\d.]+) %", cells[i + 1])
+                if past and math.isfinite(s.get("past_ends_pct_mean", math.nan)):
+                    check(past.group(1, 1)[:1], ("past_ends_pct_mean",))
         per_muscle = [re.fullmatch(r"([\d.]+) / ([\d.]+) %", c) for c in cells]
         per_muscle = [m for m in per_muscle if m][-3:]
         for name, m in zip(("GM", "GL", "SOL") if len(per_muscle) == 3 else (), per_muscle):
-            got.append(m.group(1, 2))
-            expected.append((_like(m.group(1), muscles[name]["dice_mean"]),
-                             _like(m.group(2), muscles[name]["volume_error_pct_mean"])))
+            check(m.group(1, 2), ("dice_mean", "volume_error_pct_mean"), muscles[name])
         checked += len(got)
         if got != expected:
             wrong.append(f"{run}: card {got}\n{' ' * len(run)}  CSV  {expected}")
-    assert checked > 100, checked
+    assert checked > 150, checked
     assert not wrong, "\n".join(wrong)
