@@ -88,22 +88,57 @@ def test_the_parsing_finds_a_wrong_option():
     assert found == [("propagate", ["--no-such-opt"])]
 
 
-def test_every_benchmark_script_and_option_the_docs_show_exists():
-    """``python benchmarks/X.py --opt`` (or ``../X.py`` from ``benchmarks/results``): the script is there and
-    declares the option."""
+def _script_options(script: Path, subcommands: dict) -> set:
+    """The options a benchmark script takes: those its source declares, and those of the ``ifssnet`` command it
+    hands its arguments to (``ifssnet bench``'s parser, ``compare-set``'s ``main``)."""
+    source = script.read_text(encoding="utf-8")
+    options = set(re.findall(r"[\"'](--[a-z][a-z0-9-]*)[\"']", source))
+    if "from ifssnet.bench import add_arguments" in source:
+        options |= subcommands["bench"]
+    if 'main(["compare-set"' in source:
+        options |= subcommands["compare-set"]
+    return options
+
+
+def _script_commands(code: str):
+    """``(script name, rest of the command)`` of each ``python benchmarks/X.py ...`` (or ``../X.py`` from
+    ``benchmarks/results``) in one line of code, up to the next shell separator or comment."""
+    code = re.split(r"\s#\s", code)[0]
+    for part in re.split(r"&&|;|\|\s", code):
+        m = re.search(r"python (?:\.\./|benchmarks/)([a-z_0-9]+\.py)", part)
+        if m:
+            yield m.group(1), part[m.end():]
+
+
+def _benchmark_docstrings() -> dict:
+    import ast
+
+    return {f"benchmarks/{p.name}": ast.get_docstring(ast.parse(p.read_text(encoding="utf-8"))) or ""
+            for p in sorted((ROOT / "benchmarks").glob("*.py"))}
+
+
+def test_every_benchmark_script_and_option_the_docs_show_exists(subcommands):
+    """``python benchmarks/X.py --opt`` in the docs and in the benchmarks' own docstrings: the script is there and
+    takes the option; ``ifssnet SUB --opt`` in those docstrings is an option of SUB."""
+    texts = {doc: _code(_text(doc)) for doc in DOCS}
+    texts.update({name: doc.replace("\\\n", " ").splitlines() for name, doc in _benchmark_docstrings().items()})
     wrong, checked = [], 0
-    for doc in DOCS:
-        text = _text(doc).replace("\\\n", " ")
-        for m in re.finditer(r"python (?:\.\./|benchmarks/)([a-z_0-9]+\.py)([^`\n;|&#]*)", text):
-            script = ROOT / "benchmarks" / m.group(1)
-            if not script.exists():
-                wrong.append(f"{doc}: {m.group(0)[:100]}: no benchmarks/{m.group(1)}")
-                continue
-            source = script.read_text(encoding="utf-8")
-            checked += 1
-            wrong += [f"{doc}: benchmarks/{m.group(1)} has no {opt}" for opt in _options(m.group(2))
-                      if f'"{opt}"' not in source and f"'{opt}'" not in source]
-    assert checked > 30, checked
+    for doc, codes in texts.items():
+        for code in codes:
+            for name, rest in _script_commands(code):
+                script = ROOT / "benchmarks" / name
+                if not script.exists():
+                    wrong.append(f"{doc}: no benchmarks/{name} ({_norm(code)[:100]})")
+                    continue
+                checked += 1
+                options = _script_options(script, subcommands)
+                wrong += [f"{doc}: benchmarks/{name} takes no {opt}" for opt in _options(rest) if opt not in options]
+            if doc.startswith("benchmarks/"):
+                for sub, rest in _commands(code):
+                    if sub in subcommands:
+                        wrong += [f"{doc}: ifssnet {sub} has no {opt}" for opt in _options(rest)
+                                  if opt not in subcommands[sub]]
+    assert checked > 60, checked
     assert not wrong, "\n".join(wrong)
 
 
