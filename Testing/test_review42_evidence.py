@@ -517,3 +517,19 @@ def test_dice_and_volume_pairs_that_match_a_csv_are_rounded_as_it_rounds():
                 if near:
                     slips.append(f"{doc}:{i}: {m.group(0)} ({near[0]})")
     assert not slips, "\n".join(slips)
+
+
+def test_the_cards_advice_on_where_to_paint_is_the_measured_one():
+    """``ifssnet.pt``'s "At a glance" said to paint one more slice "where the confidence drops"; held out, one more
+    slice at the least confident place gains less than one where Propagate suggests (the middle of the longest
+    unpainted stretch; docs/confidence.md), from ``3-seeds`` and from ``3-seeds+ends``."""
+    import json
+
+    import numpy as np
+
+    for name in ("paint-next-heldout-bt65-blendmax-3-seeds.json", "paint-next-heldout-bt65-blendmax-3-seeds+ends.json"):
+        rows = json.loads((RESULTS / name).read_text())
+        dice = {k: np.mean([r["dice"] for r in rows if r["strategy"] == k]) for k in ("paint-next", "least-confident")}
+        assert dice["paint-next"] > dice["least-confident"], (name, dice)
+    glance = _glance("ifssnet.pt")
+    assert "paint one more slice where Propagate suggests" in glance and "confidence drops" not in glance
