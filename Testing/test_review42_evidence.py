@@ -533,3 +533,15 @@ def test_the_cards_advice_on_where_to_paint_is_the_measured_one():
         assert dice["paint-next"] > dice["least-confident"], (name, dice)
     glance = _glance("ifssnet.pt")
     assert "paint one more slice where Propagate suggests" in glance and "confidence drops" not in glance
+
+
+def test_slicer_guide_does_not_call_the_least_confident_slices_the_likely_wrong_ones():
+    """docs/slicer.md called the least confident slices "the places most likely to be wrong"; under ``paper`` the
+    shipped weights' confidence ranks wrong slices below right ones (AUROC 0.340,
+    ``confidence-vs-error-heldout-paper-s41.txt``), so the guide gives that figure and says where to look."""
+    log = (RESULTS / "confidence-vs-error-heldout-paper-s41.txt").read_text()
+    auroc = float(re.search(r"^1 - confidence\s+([\d.]+)", log, re.M).group(1))
+    assert auroc < 0.5
+    guide = _norm(_text("docs/slicer.md"))
+    assert "most likely to be wrong" not in guide
+    assert f"does not ({auroc:.2f}, the shipped weights), so look farthest from the paint there" in guide
