@@ -545,3 +545,55 @@ def test_slicer_guide_does_not_call_the_least_confident_slices_the_likely_wrong_
     guide = _norm(_text("docs/slicer.md"))
     assert "most likely to be wrong" not in guide
     assert f"does not ({auroc:.2f}, the shipped weights), so look farthest from the paint there" in guide
+
+
+#: The ``ifssnet.pt`` card's "Held-out scores" table: row name -> CSV.
+CARD_HELD_OUT = {
+    "`3-seeds`": "heldout-ifssnet-bt65-3-seeds.csv",
+    "`paper` (propagation's default blend since session 21, `max`)": "heldout-ifssnet-bt65-blendmax-paper.csv",
+    "`paper`, the former mean blend": "heldout-ifssnet-bt65-paper.csv",
+    '`3-seeds+ends` (each muscle\'s ends marked "no muscle here")': "heldout-ifssnet-bt65-3-seeds+ends.csv",
+    "`3-seeds+ends`, the muscles together, kept apart": "heldout-ifssnet-bt65-joint-exclusive-3-seeds+ends.csv",
+    "session-9 weights, `3-seeds`": "heldout-ifssnet-3-seeds.csv",
+    "session-9 weights, `paper`": "heldout-ifssnet-paper.csv",
+    "session-9 weights, `3-seeds+ends` (session 13)": "heldout-ifssnet-3-seeds+ends.csv",
+    "session-9 weights, `3-seeds+ends`, together": "heldout-ifssnet-joint-exclusive-3-seeds+ends.csv",
+    "former weights (sessions 1-8), `3-seeds`": "heldout-ifssnet-former-3-seeds.csv",
+    "former weights, `paper`": "heldout-ifssnet-former-paper.csv",
+    "ef2 (not shipped), `3-seeds`": "heldout-ifssnet-ef2-3-seeds.csv",
+    "ef2 (not shipped), `paper`": "heldout-ifssnet-ef2-paper.csv",
+}
+
+
+def test_ifssnet_card_held_out_table_is_the_csvs():
+    """Dice ± std (per muscle), volume error ± std (per muscle; signed mean) and per-slice HD / ASD of every row
+    (ef2's per-slice ASD was 3.0 mm for 2.947 mm)."""
+    from ifssnet.compare import summarize
+
+    table = _table_rows(_text("Resources/Models/README.md"), "| protocol | Dice | volume error (signed mean) |")
+    assert set(CARD_HELD_OUT) <= set(table), sorted(table)
+    wrong = []
+    for name, spec in CARD_HELD_OUT.items():
+        rows = _rows(spec)
+        (s,) = summarize(rows, ("method",))
+        mus = {m["muscle"]: m for m in summarize(rows, ("method", "muscle"))}
+        signed = sum(float(r["volume_diff_pct"]) for r in rows) / len(rows) if "volume_diff_pct" in rows[0] else None
+        dice, vol, dist = table[name]
+        got, expected = [], []
+        for text, key in ((dice, "dice"), (vol, "volume_error_pct")):
+            m = re.match(r"([\d.]+) ± ([\d.]+)", text)
+            got += m.groups()
+            expected += [_like(m.group(1), s[f"{key}_mean"]), _like(m.group(2), s[f"{key}_std"])]
+            for muscle, value in re.findall(r"(GM|GL|SOL) ([\d.]+)", text):
+                got.append(value)
+                expected.append(_like(value, mus[muscle][f"{key}_mean"]))
+        m = re.search(r"; ([+-][\d.]+) %\)", vol)
+        if m:
+            got.append(m.group(1))
+            expected.append(f"{signed:+.{len(m.group(1).partition('.')[2])}f}")
+        m = re.fullmatch(r"([\d.]+) mm / ([\d.]+) mm", dist)
+        got += m.groups()
+        expected += [_like(m.group(1), s["slice_hd_mean"]), _like(m.group(2), s["slice_asd_mean"])]
+        if got != expected:
+            wrong.append(f"{name}: card {got}\n    CSV  {expected}")
+    assert not wrong, "\n".join(wrong)
