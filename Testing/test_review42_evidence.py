@@ -81,6 +81,36 @@ def test_every_ifssnet_option_the_docs_show_is_an_option_of_its_command(subcomma
     assert not wrong, "\n".join(wrong)
 
 
+def test_every_ifssnet_command_in_a_code_block_parses():
+    """A whole command in a code block (not a usage line with ``[...]`` or ``a|b``) is accepted by today's parser:
+    its required arguments, option values and choices (``--protocol``, ``--val-protocol``, ``--strides``, ...)."""
+    import contextlib
+    import io
+    import shlex
+
+    from ifssnet.cli import build_parser
+
+    parser = build_parser()
+    wrong, checked = [], 0
+    for doc in DOCS:
+        for block in re.findall(r"```[a-z]*\n(.*?)```", _text(doc), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                for part in re.split(r"&&|;|\|\s|\bthen\b|\bdo\b", re.split(r"\s#\s", line)[0]):
+                    m = re.search(r"(?<![\w./-])ifssnet ([a-z][a-z-]*.*)", part)
+                    if not m or re.search(r"\[|\w\|\w", m.group(1)):
+                        continue
+                    argv = shlex.split(m.group(1).replace("$p", "paper").replace("$s", "1000"))
+                    err = io.StringIO()
+                    with contextlib.redirect_stderr(err):
+                        try:
+                            parser.parse_args(argv)
+                            checked += 1
+                        except SystemExit:
+                            wrong.append(f"{doc}: ifssnet {' '.join(argv)[:120]}: {err.getvalue().strip().splitlines()[-1][-160:]}")
+    assert checked > 80, checked
+    assert not wrong, "\n".join(wrong)
+
+
 def test_the_parsing_finds_a_wrong_option():
     """The check above would see an option that does not exist (the parsing is not vacuous)."""
     found = [(sub, _options(rest)) for code in _code("Run `ifssnet propagate a b -o c --no-such-opt 3 # --x`.")
