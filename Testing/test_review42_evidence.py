@@ -204,6 +204,23 @@ def test_every_results_file_the_docs_cite_exists():
     assert not missing, "\n".join(sorted(set(missing)))
 
 
+def test_every_source_file_the_docs_name_exists():
+    """A ``.py`` or ``.sh`` file the docs name (``ifssnet/slice_spacing.py``, ``benchmarks/paint_next.py``,
+    ``gpu_session.sh``) is in the repository, at that path or under a module's folder (``IFSSNetSegmentationLib/...``);
+    ``<Module>Lib/logic.py`` is a pattern, not a path."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    missing = []
+    for doc in DOCS:
+        for name in set(re.findall(r"(?<![\w<>/.-])([\w/.-]*[a-z_0-9]\.(?:py|sh))\b", _text(doc))):
+            if not any(t == name or t.endswith("/" + name.lstrip("./")) for t in tracked):
+                missing.append(f"{doc}: {name}")
+    assert not missing, "\n".join(sorted(missing))
+
+
 def _headings(doc: str) -> set:
     """A doc's section names: its headings and its bold run-in titles (the few-shot card's sections)."""
     text = _text(doc)
