@@ -111,6 +111,32 @@ def test_every_ifssnet_command_in_a_code_block_parses():
     assert not wrong, "\n".join(wrong)
 
 
+def test_every_method_option_the_docs_give_exists():
+    """``--option METHOD.KEY=VALUE`` (``ifssnet.blend=mean``, ``unet3d.match_slice_spacing=false``, ...) names an
+    option the method takes: the check ``compare`` makes before any work, and for IFSS-Net (whose method passes
+    its options on) a keyword of ``ifssnet.propagate``."""
+    import inspect
+
+    from ifssnet.baselines.registry import get
+    from ifssnet.propagate import propagate
+    from ifssnet.compare import _check_options
+    from ifssnet.compare_cli import parse_options
+    from ifssnet.errors import InputError
+
+    assert "blend" in inspect.signature(propagate).parameters
+    items = {m.group(1).rstrip("`),:") for doc in DOCS for code in _code(_text(doc))
+             for m in re.finditer(r"--option\s+([a-z0-9]+\.[a-z_]+=\S+)", code)}
+    assert len(items) >= 8, items
+    wrong = []
+    for item in sorted(items):
+        for method, options in parse_options([item]).items():
+            try:
+                _check_options(method, propagate if method == "ifssnet" else get(method), options)
+            except InputError as err:
+                wrong.append(f"--option {item}: {err}")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_the_parsing_finds_a_wrong_option():
     """The check above would see an option that does not exist (the parsing is not vacuous)."""
     found = [(sub, _options(rest)) for code in _code("Run `ifssnet propagate a b -o c --no-such-opt 3 # --x`.")
