@@ -106,7 +106,8 @@ def test_every_ifssnet_command_in_a_code_block_parses():
                             parser.parse_args(argv)
                             checked += 1
                         except SystemExit:
-                            wrong.append(f"{doc}: ifssnet {' '.join(argv)[:120]}: {err.getvalue().strip().splitlines()[-1][-160:]}")
+                            error = err.getvalue().strip().splitlines()[-1]
+                            wrong.append(f"{doc}: ifssnet {' '.join(argv)[:120]}: {error[-160:]}")
     assert checked > 80, checked
     assert not wrong, "\n".join(wrong)
 
@@ -401,7 +402,8 @@ def test_readme_per_muscle_scores_and_status_are_the_csvs():
             *mean_paper["GM"], *mean_paper["GL"], *mean_paper["SOL"]),
         "under `paper`, FBS: GM {} / {} %, GL {} / {} %, SOL {} / {} %".format(
             *fbs_paper["GM"], *fbs_paper["GL"], *fbs_paper["SOL"]),
-        "three painted slices per muscle): Dice {}, volume error {} % (GM {} / {} %, GL {} / {} %, SOL {} / {} %)".format(
+        ("three painted slices per muscle): Dice {}, volume error {} % "
+         "(GM {} / {} %, GL {} / {} %, SOL {} / {} %)").format(
             d, v, *fs["GM"], *fs["GL"], *fs["SOL"]),
     ]
     missing = [e for e in expected if e not in readme]
@@ -425,7 +427,8 @@ def test_model_cards_at_a_glance_are_the_csvs():
     pg_gm = _per_muscle("heldout-pgnet-3-seeds.csv", vol_fmt="{:.0f}")["GM"][1]
     (unet,) = _summary("heldout-unet3d-3-seeds.csv")
     expected = {
-        "ifssnet.pt": ["Dice {}, volume error {} % (GM {} %, GL {} %, SOL {} %); the paper's protocol: {} / {} %".format(
+        "ifssnet.pt": ["Dice {}, volume error {} % (GM {} %, GL {} %, SOL {} %); "
+                       "the paper's protocol: {} / {} %".format(
             *fs, fs_m["GM"][1], fs_m["GL"][1], fs_m["SOL"][1], *fs_paper)],
         "ifssnet-ws.pt": ["Dice {}, volume error {} %".format(*ws), "`paper` {} / {} %".format(*ws_paper)],
         "pgnet.pt": ["`3-seeds` Dice {}, volume error {} % (GM {} %); `paper` {} / {} %".format(*pg, pg_gm, *pg_paper)],
@@ -573,8 +576,9 @@ def _all_scores() -> list:
 
 def test_dice_and_volume_pairs_that_match_a_csv_are_rounded_as_it_rounds():
     """A "Dice / volume error %" pair in the docs whose Dice is a CSV's and whose volume error is one unit of its last
-    digit from that CSV's (under 0.6 of it), with no CSV matching it exactly, is a rounding slip: GL at the paper's scale, every
-    frame, was 668 % for 667.45 % (``fullsize-s1000-ifssnet-every-frame-3-seeds.csv``), in the card and the README."""
+    digit from that CSV's (under 0.6 of it), with no CSV matching it exactly, is a rounding slip: GL at the paper's
+    scale, every frame, was 668 % for 667.45 % (``fullsize-s1000-ifssnet-every-frame-3-seeds.csv``), in the card and
+    the README."""
     scores = _all_scores()
     slips = []
     for doc in DOCS:
