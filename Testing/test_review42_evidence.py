@@ -674,3 +674,48 @@ def test_ifssnet_card_held_out_table_is_the_csvs():
         if got != expected:
             wrong.append(f"{name}: card {got}\n    CSV  {expected}")
     assert not wrong, "\n".join(wrong)
+
+
+#: README tables of "Dice | volume error | GM | GL | SOL" (held-out rows): title line -> {row: CSV}.
+MUSCLE_TABLES = {
+    "| seeds | Dice | volume error | GM | GL | SOL |": {
+        "`3-seeds`, shipped": "heldout-ifssnet-bt65-3-seeds.csv",
+        "`3-seeds+ends` (two clicks more), shipped": "heldout-ifssnet-bt65-3-seeds+ends.csv",
+        "`3-seeds`, session 9's weights": "heldout-ifssnet-3-seeds.csv",
+        "`3-seeds+ends`, session 9's weights": "heldout-ifssnet-3-seeds+ends.csv",
+        "`3-seeds`, PG-Net": "heldout-pgnet-3-seeds.csv",
+        "`3-seeds+ends`, PG-Net": "heldout-pgnet-3-seeds+ends.csv",
+        "`3-seeds+ends`, Grow from seeds": "heldout-baselines-3-seeds+ends.csv@gfs",
+        "`3-seeds+ends`, Watershed": "heldout-baselines-3-seeds+ends.csv@ws",
+        "`3-seeds+ends`, Fill between slices": "heldout-baselines-3-seeds+ends.csv@fbs",
+    },
+    "| `3-seeds+ends` | Dice | volume error | GM | GL | SOL |": {
+        "held-out, shipped, one muscle at a time (the tables above)": "heldout-ifssnet-bt65-3-seeds+ends.csv",
+        "held-out, shipped, all three together, kept apart": "heldout-ifssnet-bt65-joint-exclusive-3-seeds+ends.csv",
+        "held-out, session 9's weights, one muscle at a time": "heldout-ifssnet-3-seeds+ends.csv",
+        "held-out, session 9's weights, all three together, kept apart":
+            "heldout-ifssnet-joint-exclusive-3-seeds+ends.csv",
+    },
+}
+
+
+@pytest.mark.parametrize("title", list(MUSCLE_TABLES))
+def test_readme_tables_per_muscle_are_the_csvs(title):
+    """"Mark where the muscle ends" and "Muscles that do not overlap": Dice, volume error and each muscle's
+    Dice / volume error of the held-out rows, at the precision each cell prints."""
+    table = _table_rows(_text("README.md"), title)
+    wrong = []
+    for name, spec in MUSCLE_TABLES[title].items():
+        (s,) = _summary(spec)
+        muscles = {m["muscle"]: m for m in _summary(spec, ("method", "muscle"))}
+        cells = [c.strip("* ") for c in table[name]]
+        got = [cells[0], cells[1].rstrip(" %")]
+        expected = [_like(got[0], s["dice_mean"]), _like(got[1], s["volume_error_pct_mean"])]
+        for muscle, cell in zip(("GM", "GL", "SOL"), cells[2:]):
+            if cell:
+                d, v = re.fullmatch(r"([\d.]+) / ([\d.]+) %", cell).groups()
+                got += [d, v]
+                expected += [_like(d, muscles[muscle]["dice_mean"]), _like(v, muscles[muscle]["volume_error_pct_mean"])]
+        if got != expected:
+            wrong.append(f"{name}: README {got}\n    CSV    {expected}")
+    assert not wrong, "\n".join(wrong)
