@@ -719,3 +719,46 @@ def test_readme_tables_per_muscle_are_the_csvs(title):
         if got != expected:
             wrong.append(f"{name}: README {got}\n    CSV    {expected}")
     assert not wrong, "\n".join(wrong)
+
+
+def _strategy(row: str) -> str:
+    """docs/confidence.md's row name -> ``benchmarks/paint_next.py``'s strategy."""
+    if "least confident" in row:
+        return "least-confident"
+    m = re.search(r"\+ (\d) slices?", row)
+    if m:
+        return "paint-next" + ("" if m.group(1) == "1" else f" x{m.group(1)}")
+    return row.strip("` ")
+
+
+def test_confidence_page_paint_next_tables_are_the_jsons():
+    """Each "| seeds | Dice | volume error | GM | GL | SOL |" table of docs/confidence.md is the paint-next JSON named
+    last before it: every strategy's Dice, volume error and per-muscle figures."""
+    import json
+
+    import numpy as np
+
+    text = _text("docs/confidence.md")
+    title = "| seeds | Dice | volume error | GM | GL | SOL |"
+    starts = [m.start() for m in re.finditer(re.escape(title), text)]
+    assert len(starts) >= 4
+    wrong = []
+    for start in starts:
+        name = re.findall(r"(paint-next-[\w.+-]+\.json)", text[:start])[-1]
+        rows = json.loads((RESULTS / name).read_text())
+        for row, cells in _table_rows(text[start:], title).items():
+            chosen = [r for r in rows if r["strategy"] == _strategy(row)]
+            assert chosen, (name, row)
+            cells = [c.strip("* ") for c in cells]
+            got = [cells[0], cells[1].rstrip(" %")]
+            expected = [_like(got[0], np.mean([r["dice"] for r in chosen])),
+                        _like(got[1], np.mean([r["volume_error_pct"] for r in chosen]))]
+            for muscle, cell in zip(("GM", "GL", "SOL"), cells[2:]):
+                d, v = re.fullmatch(r"([\d.]+) / ([\d.]+) %", cell).groups()
+                mine = [r for r in chosen if r["muscle"] == muscle]
+                got += [d, v]
+                expected += [_like(d, np.mean([r["dice"] for r in mine])),
+                             _like(v, np.mean([r["volume_error_pct"] for r in mine]))]
+            if got != expected:
+                wrong.append(f"{name}, {row}: page {got}\n    JSON {expected}")
+    assert not wrong, "\n".join(wrong)
