@@ -320,7 +320,7 @@ TABLES = {
         "Watershed": "heldout-baselines-paper.csv@ws",
     },
     "**Protocol `paper`** (5 cases x 3 muscles; plot": {
-        "Fill between slices": "table1-1400x256-paper.csv@fbs",
+        "Fill between slices": "table1-1400x256-fbs-joint-paper.csv",
         "Grow from seeds": "table1-1400x256-paper.csv@gfs",
         "Watershed": "table1-1400x256-paper.csv@ws",
     },
