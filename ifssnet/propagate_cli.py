@@ -1,7 +1,8 @@
 """``ifssnet propagate VOLUME SEEDS -o OUT.seg.nrrd``: the CLI of :func:`ifssnet.propagate.propagate`.
 
 The seeds file is a .seg.nrrd (from Slicer or ``ifssnet seeds``). Annotated slices come from the
-``IFSSNet.AnnotatedSlices`` tag when present, else from the slices where the segment is painted
+``IFSSNet.AnnotatedSlices`` tag when present, with the slices corrected since (``IFSSNet.ResultSliceCRC``), as
+Slicer's Propagate reads them (:func:`ifssnet.io.seed_slices`), else from the slices where the segment is painted
 (then an empty painted slice cannot be told from an unpainted one). The propagation axis is found
 from those slices, or given with ``--axis``; the volume is transposed so that it comes first, and the
 result transposed back. Writes OUT.seg.nrrd (each segment tagged with its painted slices) and
@@ -262,6 +263,9 @@ def _propagate_with(args, output: Path, device: str, net, bar) -> None:
         hint = f"; to correct it, paint slice {nxt} (axis {axis}) next" if nxt is not None else ""
         where = f", on slices {ends[n][0]}-{ends[n][1]}" if ends[n] else ""
         print(f"{n}: {int(m.sum())} voxels, {m.sum() * vox / 1000:.2f} cm3{where}{hint}")
+    for n in masks:          # slices of the seed file read otherwise than painted (ifssnet.io.seed_slices)
+        for note in seg.get(n).notes:
+            print(note)
     if result.frames < volume.shape[0]:
         print(f"propagated on {result.frames} of {volume.shape[0]} frames, {result.frame_spacing_mm:.2f} mm apart "
               "(the network's slice spacing); every frame has its result")

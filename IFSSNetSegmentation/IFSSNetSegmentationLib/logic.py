@@ -21,10 +21,11 @@ Which slices are seeds
     whole becomes a "no muscle here" mark. A painted slice erased whole is dropped from the seeds instead: the
     paint taken back, as Fill between slices reads an empty slice (the "No muscle here" button marks it). A
     segment cleared and painted again (every slice that had the muscle changed, and most of them now empty, or
-    the new paint on a few slices across another axis) is taken as freshly painted (``_paintedAgain``): across
+    the new paint on a few slices across another axis) is taken as freshly painted (``io.painted_again``): across
     the same axis it keeps its "no muscle here" marks beyond the new paint; across another they cannot apply, and
     the summary's notes say so. The slice numbers are of the grid ``IFSSNet.SeedGrid`` records: on a crop of it
-    they are mapped onto the crop's slices; on another grid the paint is taken afresh (``_seedsOnGrid``).
+    they are mapped onto the crop's slices; on another grid the paint is taken afresh (``_seedsOnGrid``). The rule
+    is ``ifssnet.io.seed_slices``, by which ``ifssnet propagate`` reads the same segmentation saved to a file.
 
 Safety
     The result is computed completely before anything is written. The whole segmentation is snapshot
@@ -51,7 +52,8 @@ import slicer
 import vtk
 
 from ifssnet.errors import IFSSNetError, InputError, ResourceError, SeedError, VolumeError
-from ifssnet.io import ANNOTATED_TAG, RESULT_CRC_TAG, AnnotatedSlices, slice_crcs, slice_map
+from ifssnet.io import (ANNOTATED_TAG, RESULT_CRC_TAG, AnnotatedSlices, annotated_on_grid, crcs_from_tag, fresh_seeds,
+                        other_grid_note, seed_slices, slice_crcs)
 from ifssnet.progress import check_cancel, report
 
 from IFSSNetSegmentationLib import mrml_arrays as arrays
@@ -123,22 +125,20 @@ def sameGrid(a, b, tolerance: float = 1e-4) -> bool:
     return tuple(a.GetExtent()) == tuple(b.GetExtent()) and np.allclose(_gridMatrix(a), _gridMatrix(b), atol=tolerance)
 
 
-def sliceMapping(old, new, axis: int, tolerance: float = 1e-3):
-    """(axis on ``new``, {slice on ``old``: slice on ``new``}) for the slices across array ``axis`` of grid ``old``,
-    when every voxel of ``old`` is a voxel of ``new`` (a crop, a flip, axes in another order: one grid), else None
-    (resampled, rotated or moved: the slices are no slices of ``new``). Slices outside ``new`` are left out."""
-    found = slice_map(np.linalg.inv(_gridMatrix(new)) @ _gridMatrix(old), axis, tolerance)   # old IJK -> new IJK
-    if found is None:
-        return None
-    newAxis, sign, shift = found
-    oe, ne = old.GetExtent(), new.GetExtent()
-    c, r = 2 - int(axis), 2 - newAxis                               # array axis k, j, i = IJK index 2, 1, 0
-    mapping = {}
-    for s in range(oe[2 * c + 1] - oe[2 * c] + 1):
-        t = sign * (s + oe[2 * c]) + shift - ne[2 * r]
-        if 0 <= t <= ne[2 * r + 1] - ne[2 * r]:
-            mapping[s] = t
-    return newAxis, mapping
+def seedsOnGrid(old, new, annotated: AnnotatedSlices, name: str = "") -> Optional[AnnotatedSlices]:
+    """``annotated`` (slices of grid ``old``, a ``vtkOrientedImageData``, counted from its extent's first) on grid
+    ``new``, whose voxels they are resampled onto (``ifssnet.io.annotated_on_grid``: a crop, a flip, the axes in
+    another order, finer or coarser slices; those outside ``new`` are left out), or None where its slices are not
+    parallel to them (rotated). SeedError where they do not map one for one."""
+    def voxelZero(grid) -> np.ndarray:      # IJK of the extent's first voxel -> world
+        e = grid.GetExtent()
+        shift = np.eye(4)
+        shift[:3, 3] = (e[0], e[2], e[4])
+        return _gridMatrix(grid) @ shift
+
+    e = new.GetExtent()
+    shape = (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
+    return annotated_on_grid(annotated, np.linalg.inv(voxelZero(new)) @ voxelZero(old), shape, name)
 
 
 def segmentTag(segment, tag: str) -> Optional[str]:
@@ -520,112 +520,44 @@ class IFSSNetSegmentationLogic:
     def _seedsOnGrid(self, segmentationNode, segmentId: str, geometry, painted: np.ndarray,
                      notes: Optional[List[str]] = None) -> Tuple[int, Tuple[int, ...]]:
         """``_seedSlices`` of a segment read on ``geometry`` (``painted``), its tags written on the grid their
-        ``IFSSNet.SeedGrid`` names. On that grid, or without that tag, they are read as they are. On a crop of it
-        (the same voxels: Crop Volume, a flip): read on that grid, where the checksums were taken, and the slices
-        mapped onto ``geometry``'s. On another grid (resampled, rotated, moved) they cannot apply: the paint is
-        taken as fresh seeds (``find_axis``), and ``notes`` says so."""
+        ``IFSSNet.SeedGrid`` names. On that grid, or without that tag, they are read as they are. On a grid whose
+        slices lie parallel to its slices (a crop, a flip, the axes in another order, the sweep resampled finer or
+        coarser): read on that grid, where the checksums were taken, and the slices mapped onto ``geometry``'s
+        (``seedsOnGrid``). On a grid rotated against it, or where a seed lies between two of its slices, they cannot
+        apply: the paint is taken as fresh seeds (``find_axis``), and ``notes`` says so."""
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
         old = gridFromText(segmentTag(segment, SEED_GRID_TAG)) if segmentTag(segment, ANNOTATED_TAG) else None
         if old is None or sameGrid(old, geometry):
             return self._seedSlices(segment, painted, notes)
         axis = AnnotatedSlices.from_tag(segmentTag(segment, ANNOTATED_TAG)).axis
-        mapped = sliceMapping(old, geometry, axis)
-        if mapped is not None:
+        if seedsOnGrid(old, geometry, AnnotatedSlices(axis, ())) is not None:
             onOld = arrays.segmentToArray(segmentationNode, segmentId, old)
             seedAxis, slices = self._seedSlices(segment, onOld, notes)   # another axis where painted again across it
-            newAxis, mapping = mapped if seedAxis == axis else sliceMapping(old, geometry, seedAxis)
-            return newAxis, tuple(sorted(mapping[s] for s in slices if s in mapping))
+            try:
+                mapped = seedsOnGrid(old, geometry, AnnotatedSlices(seedAxis, slices), segment.GetName())
+            except SeedError:   # a seed between two slices of this grid: read afresh, as ifssnet.io reads a file
+                mapped = None
+            if mapped is not None:
+                return mapped.axis, mapped.slices
         if not painted.any():
             raise SeedError(f"Segment '{segment.GetName()}' has no paint on this volume, and its 'no muscle here' "
                             "marks were made on another volume's grid.",
                             "Paint the muscle on at least 3 slices of this volume, then propagate.")
-        fresh = _freshSeeds(painted, segment.GetName())
+        fresh = fresh_seeds(painted, segment.GetName())
         if notes is not None:
-            notes.append(f"'{segment.GetName()}' was painted or propagated on another volume's grid (resampled, "
-                         "rotated or moved), so its paint on this volume was taken as new seeds, and its 'no muscle "
-                         "here' marks do not apply here.")
+            notes.append(other_grid_note(segment.GetName()))
         return fresh
 
     def _seedSlices(self, segment, painted: np.ndarray,
                     notes: Optional[List[str]] = None) -> Tuple[int, Tuple[int, ...]]:
-        """(axis, seed slices) of ``segment`` whose voxels are ``painted`` (k, j, i): its tags' seeds, plus the slices
-        changed since the tags' checksums (corrections; one the user erased is a 'no muscle here' mark), less the
-        painted slices erased since (the paint taken back, as Fill between slices reads an empty slice); a segment
-        without tags, or cleared and painted again (``_paintedAgain``), from its paint. ``notes``: sentences for the
-        user about slices read otherwise than painted are appended to it."""
+        """(axis, seed slices) of ``segment`` whose voxels are ``painted`` (k, j, i), read from its tags
+        (``IFSSNet.AnnotatedSlices``, ``IFSSNet.ResultSliceCRC``) and its paint by ``ifssnet.io.seed_slices``, the
+        rule ``ifssnet propagate`` reads a saved file by. ``notes``: sentences for the user about slices read
+        otherwise than painted are appended to it."""
         tag = segmentTag(segment, ANNOTATED_TAG)
-        if tag:
-            annotated = AnnotatedSlices.from_tag(tag)
-            axis, slices = annotated.axis, set(annotated.slices)
-            crcText = segmentTag(segment, RESULT_CRC_TAG)
-            if crcText:
-                previous = [int(c) for c in crcText.split(",") if c.strip()]
-                now = slice_crcs(painted, axis)
-                if len(previous) == len(now):
-                    changed = {s for s, (a, b) in enumerate(zip(previous, now)) if a != b}
-                    empty = _emptySliceCRC(painted, axis)
-                    fresh = self._paintedAgain(painted, axis, annotated.slices, previous, now, changed, empty,
-                                               segment.GetName(), notes)
-                    if fresh is not None:
-                        return fresh
-                    erased = sorted(s for s in annotated.slices
-                                    if 0 <= s < len(now) and previous[s] != empty and now[s] == empty)
-                    slices = (slices | changed) - set(erased)
-                    if erased and notes is not None:
-                        many, listed = len(erased) > 1, ", ".join(map(str, erased))
-                        notes.append(f"'{segment.GetName()}': slice{'s' if many else ''} {listed}, "
-                                     f"which you had painted, {'are' if many else 'is'} empty now, so "
-                                     f"{'they were' if many else 'it was'} taken as not painted and propagated. Where "
-                                     "the muscle is not there, go to the slice and click No muscle here.")
-            slices = {s for s in slices if 0 <= s < painted.shape[axis]}
-            return axis, tuple(sorted(slices))
-        if not painted.any():
-            raise SeedError(f"Segment '{segment.GetName()}' is empty: no painted slices.",
-                            "Paint the muscle on at least 3 slices (consecutive or far apart), then propagate.")
-        return _freshSeeds(painted, segment.GetName())
-
-    @staticmethod
-    def _paintedAgain(painted, axis, annotated, previous, now, changed, empty: int, name: str = "",
-                      notes: Optional[List[str]] = None) -> Optional[Tuple[int, Tuple[int, ...]]]:
-        """(axis, seeds) of a segment cleared and painted again since its tags were written (a muscle started
-        over), else None. Then every slice that had the muscle was changed, and either most of them are now empty
-        (painted again across the same axis), or the paint lies on a few slices across another axis, which cross
-        them all (``FRESH_GROUP_SHARE``). A correction edits a few slices, or crosses them all from another view
-        and leaves the result there: the whole result is no few slices across any axis. Without this, every slice
-        of the old result would be a seed (empty ones 'no muscle here' marks), and nothing would be propagated.
-        The segment is then painted afresh (``find_axis``); across the same axis, its 'no muscle here' marks that
-        are still empty and lie beyond the new paint stay; across another, they cannot apply, and a sentence that
-        says so (and what to do) goes to ``notes``. ``empty``: the checksum of an empty slice (``_emptySliceCRC``)."""
-        from ifssnet.seeds import annotated_slices, find_axis
-
-        had = {s for s, c in enumerate(previous) if c != empty}
-        if not had or not had <= changed or not painted.any():
-            return None
-        keptMost = 2 * sum(now[s] != empty for s in had) > len(had)     # most slices of the old result hold paint
-        if keptMost and not any(_onFewSlices(painted, a) for a in range(3) if a != axis):
-            return None     # the result is still there, corrected (before find_axis, which reads every voxel)
-        try:
-            newAxis = int(find_axis(painted))
-        except SeedError:   # not a fresh paint after all: the tags stand
-            return None
-        fresh = tuple(annotated_slices(painted, newAxis))
-        if not fresh or keptMost and (newAxis == axis or not _onFewSlices(painted, newAxis)):
-            return None
-        requireStrokesOnSlices(painted, newAxis, fresh, name)
-        marks = {s for s in annotated if 0 <= s < len(now) and previous[s] == empty and now[s] == empty}
-        if newAxis == axis:
-            return newAxis, tuple(sorted(set(fresh) | {s for s in marks if s < fresh[0] or s > fresh[-1]}))
-        if notes is not None:
-            names = ("k", "j", "i")
-            note = (f"'{name}' is now painted across {names[newAxis]} (its recorded seeds were across {names[axis]}), "
-                    f"so its paint was taken as new seeds across {names[newAxis]}.")
-            if marks:
-                plural = "s" if len(marks) > 1 else ""
-                note += (f" Its 'no muscle here' mark{plural} across {names[axis]} (slice{plural} "
-                         f"{', '.join(map(str, sorted(marks)))}) cannot apply across {names[newAxis]}: go to the first "
-                         "slice past each end of the muscle in the view you painted in and click No muscle here.")
-            notes.append(note)
-        return newAxis, fresh
+        annotated = AnnotatedSlices.from_tag(tag) if tag else None
+        crcs = crcs_from_tag(segmentTag(segment, RESULT_CRC_TAG))
+        return seed_slices(annotated, crcs, painted, segment.GetName(), notes)
 
     def _runCore(self, job: PropagationJob, volumeT, seeds: dict, spacingT, progress, cancel):
         """One call into the core. Returns (masks by name, confidence by name or {}, frames the method ran on)."""
@@ -810,68 +742,6 @@ class IFSSNetSegmentationLogic:
 
         return importlib.util.find_spec("torch") is not None
 
-
-
-FRESH_GROUP_SHARE = 0.25
-"""In ``_paintedAgain``: paint across another axis than the tags' is fresh paint (not a result with corrections) when
-its longest run of consecutive painted slices is at most this share of its count of slices across each other axis. A
-few slices painted across i are 1-5 slices thick and span the muscle's length and depth; a whole result is as thick
-across any axis as the muscle (a calf muscle's thickness is about 0.3-0.5 of its width)."""
-
-
-def _onFewSlices(mask: np.ndarray, axis: int) -> bool:
-    """True when ``mask`` (k, j, i) lies on a few slices across ``axis`` (``FRESH_GROUP_SHARE``)."""
-    from ifssnet.seeds import annotated_slices, seed_groups
-
-    longest = max(len(group) for group in seed_groups(annotated_slices(mask, axis)))
-    return all(longest <= FRESH_GROUP_SHARE * len(annotated_slices(mask, a)) for a in range(3) if a != axis)
-
-
-STROKE_OVERLAP = 0.2
-"""``requireStrokesOnSlices``: freshly painted consecutive slices whose paint overlaps (in-plane, as a share of the
-smaller) less than this on every adjacent pair are one stroke's bands on a plane tilted to the volume's slices.
-Adjacent cross-sections of a muscle overlap far more (the test volume: 0.8 and more at 1.6 mm spacing)."""
-
-
-def requireStrokesOnSlices(painted: np.ndarray, axis: int, slices: Sequence[int], name: str) -> None:
-    """Raise SeedError (what to do) when the fresh paint of segment ``name`` does not lie on slices of the volume:
-    strokes painted in slice views rotated against its grid (an oblique volume in Slicer's default views) each leave
-    a band on several consecutive slices, and those bands do not overlap. Needs 2 adjacent painted pairs at least;
-    slices painted far apart, or on one slice each, pass."""
-    from ifssnet.seeds import seed_groups
-
-    moved = np.moveaxis(painted, axis, 0)
-    overlaps = []
-    for group in seed_groups(tuple(slices)):
-        for a, b in zip(group[:-1], group[1:]):
-            sa, sb = moved[a] > 0, moved[b] > 0
-            smaller = min(int(sa.sum()), int(sb.sum()))
-            if smaller:
-                overlaps.append(np.logical_and(sa, sb).sum() / smaller)
-    if len(overlaps) >= 2 and max(overlaps) < STROKE_OVERLAP:
-        names = ("k", "j", "i")
-        raise SeedError(f"The paint of '{name}' does not lie on slices of the volume: each stroke crosses several of "
-                        f"its slices across {names[axis]} ({len(slices)} slices hold a part of one), as when the slice "
-                        "views are rotated against the volume's axes (an oblique volume in the default views).",
-                        "Align the slice views with the volume (the Segment Editor's rotated-view warning button, or "
-                        "the slice view menu: Rotate to volume plane), erase the strokes and paint the slices again.")
-
-
-def _freshSeeds(painted: np.ndarray, name: str) -> Tuple[int, Tuple[int, ...]]:
-    """(axis, seed slices) of paint taken as fresh seeds (no tags, or tags that cannot apply): the axis the painted
-    slices lie across (``find_axis``) and its non-empty slices, refused where the strokes lie on no slices
-    (:func:`requireStrokesOnSlices`). ``painted`` holds paint."""
-    from ifssnet.seeds import annotated_slices, find_axis
-
-    axis = int(find_axis(painted))
-    slices = tuple(annotated_slices(painted, axis))
-    requireStrokesOnSlices(painted, axis, slices, name)
-    return axis, slices
-
-
-def _emptySliceCRC(mask: np.ndarray, axis: int) -> int:
-    """The ``IFSSNet.ResultSliceCRC`` checksum of an empty slice of ``mask`` across ``axis``."""
-    return slice_crcs(np.zeros((1,) + np.moveaxis(mask, axis, 0).shape[1:], np.uint8), 0)[0]
 
 
 def _paintedDistanceMm(seg: "SegmentJob", spacingKji) -> np.ndarray:
