@@ -938,21 +938,6 @@ def annotated_on_grid(annotated: AnnotatedSlices, m: np.ndarray, shape: Sequence
     return AnnotatedSlices(axis, tuple(kept))
 
 
-def slice_map(m: np.ndarray, axis: int, tolerance: float = 1e-3) -> Optional[Tuple[int, int, int]]:
-    """How the slices across array ``axis`` (0 = k) of one grid lie on another grid whose voxels are the same
-    voxels (a crop, a flip, the axes in another order): ``m`` (4 x 4) maps the first grid's (i, j, k, 1) to the
-    second's. ``(axis on the second grid, sign, shift)``: slice ``s`` is slice ``sign * s + shift`` there. None where
-    ``m`` is no exchange and flip of axes with a shift by whole voxels (resampled, rotated, moved by part of a
-    voxel). Used for a file's tags (:func:`_annotated_on`) and the Slicer module's seed grid (``sliceMapping``)."""
-    P = np.rint(m[:3, :3])
-    if (not np.allclose(m[:3, :3], P, atol=tolerance) or not np.allclose(m[:3, 3], np.rint(m[:3, 3]), atol=tolerance)
-            or not (np.abs(P).sum(axis=0) == 1).all() or not (np.abs(P).sum(axis=1) == 1).all()):
-        return None
-    c = 2 - int(axis)                                               # array axis k, j, i = IJK index 2, 1, 0
-    r = int(np.flatnonzero(P[:, c])[0])
-    return 2 - r, int(P[r, c]), int(np.rint(m[r, 3]))
-
-
 def write_segmentation(seg: Segmentation, path, *, progress: Optional[ProgressFn] = None,
                        cancel: CancelLike = None) -> Path:
     """Write a .seg.nrrd that Slicer opens as is (names, colours, tags), atomically.
