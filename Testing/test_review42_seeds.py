@@ -90,6 +90,41 @@ def test_the_command_line_seeds_a_result_corrected_in_slicer_with_its_correction
     assert not res.mask("GM")[12].any()                                 # the erased slice stays empty
 
 
+def _reoriented(slicer, volumeNode):
+    """The volume with its axes in another order and one flipped, as Orient Scalar Volume leaves it: new
+    (k', j', i') = (i, k flipped, j), so old axis k is new axis j (1)."""
+    voxels = slicer.util.arrayFromVolume(volumeNode)
+    old, nk = _ijk_to_ras(), voxels.shape[0]
+    m = np.eye(4)
+    m[:3, 0], m[:3, 1], m[:3, 2] = old[:3, 1], -old[:3, 2], old[:3, 0]
+    m[:3, 3] = old[:3, 3] + old[:3, 2] * (nk - 1)
+    return slicer.util.addVolumeFromArray(np.ascontiguousarray(np.transpose(voxels[::-1], (2, 0, 1))), m, "US rot")
+
+
+@slicer_test
+def test_the_time_estimate_on_a_reoriented_volume_reads_the_seeds_across_its_own_axis(scene_nodes, monkeypatch):
+    """The seed tags name their axis on the grid they were written on (``IFSSNet.SeedGrid``). On a reoriented copy
+    of the volume (Orient Scalar Volume) the estimate took that axis number on the new grid until the first run
+    there: painted across k (22 slices), it estimated a run along the new k (the old i: 30 slices, 0.7 mm apart)
+    instead of the new j (the old k: 22 slices, 1.6 mm apart), as Propagate will run."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    import ifssnet.estimate as core
+    from IFSSNetSegmentationLib import logic
+
+    calls = []
+    monkeypatch.setattr(core, "expected_seconds", lambda shape, n, preset, device, model, seed_groups=1,
+                        slice_spacing_mm=None: calls.append((list(shape), seed_groups, slice_spacing_mm)) or 1.0)
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (3, 4, 15), name="GM")
+    L = logic.IFSSNetSegmentationLogic()
+    L.markNoMuscle(volumeNode, segNode, a, 19)                       # tags written on the volume's grid
+    L.expectedSeconds(volumeNode, segNode, [a])
+    assert calls[-1] == ([22, 26, 30], 3, pytest.approx(1.6))       # across k: groups 3-4, 15, 19
+    other = _reoriented(slicer, volumeNode)
+    assert L.prepare(other, segNode, [a], method=_nearest_seed_method).segments[0].axis == 1
+    L.expectedSeconds(other, segNode, [a])
+    assert calls[-1] == ([22, 30, 26], 3, pytest.approx(1.6))       # across the new j (the old k), as Propagate runs
+
+
 def _grid(spacing_k, origin_k=0.0):
     """An axis-aligned grid 0.5 x 0.5 mm in-plane with ``spacing_k`` mm between slices, its first slice at
     ``origin_k`` mm."""

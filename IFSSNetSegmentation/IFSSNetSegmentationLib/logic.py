@@ -304,7 +304,8 @@ class IFSSNetSegmentationLogic:
 
         Shown before a run, so it reads no voxels: the shape comes from the volume's dimensions, the
         propagation axis and the number of seed groups from the segments' ``IFSSNet.AnnotatedSlices`` tag
-        where a previous run left one, else the volume's longest axis (a sweep) and one group.
+        where a previous run left one (mapped onto this volume's grid where it was written on another's: a reoriented
+        or cropped copy), else the volume's longest axis (a sweep) and one group.
         ``segmentIds=None``: every segment of ``segmentationNode`` (one if there is no segmentation).
         The core's ``expected_seconds`` times one network step on this machine (about 1 s the first time
         for a network, device and preset; cached after) and assumes every run goes to the volume's end,
@@ -324,9 +325,8 @@ class IFSSNetSegmentationLogic:
 
         axis, groups = int(np.argmax(shape)), 1
         for segment in segments:
-            tag = segmentTag(segment, ANNOTATED_TAG)
-            if tag:
-                annotated = AnnotatedSlices.from_tag(tag)
+            annotated = self._taggedSeedsOn(volumeNode, segmentationNode, segment)
+            if annotated is not None:
                 axis, groups = annotated.axis, max(groups, len(seed_groups(annotated.slices)))
                 break
         from ifssnet.estimate import expected_seconds  # lazy: imports torch
@@ -334,6 +334,29 @@ class IFSSNetSegmentationLogic:
         moved = [shape[axis]] + [shape[a] for a in range(3) if a != axis]
         return expected_seconds(moved, max(1, len(segments)), preset, device, model, seed_groups=groups,
                                 slice_spacing_mm=float(arrays.spacingKji(volumeNode)[axis]))
+
+    @staticmethod
+    def _taggedSeedsOn(volumeNode, segmentationNode, segment) -> Optional[AnnotatedSlices]:
+        """A segment's tagged seeds on ``volumeNode``'s grid without reading voxels: the tag's slices mapped from the
+        grid ``IFSSNet.SeedGrid`` records (a crop, a flip, the axes in another order: ``seedsOnGrid``); None where
+        there is no tag, or it was written on a grid that is no such copy (Propagate then reads the paint afresh)."""
+        tag = segmentTag(segment, ANNOTATED_TAG)
+        if not tag:
+            return None
+        try:
+            annotated = AnnotatedSlices.from_tag(tag)
+            old = gridFromText(segmentTag(segment, SEED_GRID_TAG))
+            if old is None:
+                return annotated
+            geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
+        except IFSSNetError:   # a tag that does not parse, a volume under a warping transform: Propagate says so
+            return None
+        if sameGrid(old, geometry):
+            return annotated
+        try:
+            return seedsOnGrid(old, geometry, annotated)
+        except SeedError:   # not one for one: Propagate says so
+            return None
 
     @staticmethod
     def volumeTable(volumes: dict, name: str = "Segment volumes", tableNode=None):
