@@ -125,6 +125,35 @@ def test_the_time_estimate_on_a_reoriented_volume_reads_the_seeds_across_its_own
     assert calls[-1] == ([22, 30, 26], 3, pytest.approx(1.6))       # across the new j (the old k), as Propagate runs
 
 
+@slicer_test
+def test_no_muscle_here_reads_the_segment_once_per_click(scene_nodes, monkeypatch):
+    """The button asked ``paintedAxis`` for the axis (reading the segment on the volume's grid and its seeds), then
+    ``markNoMuscle`` read it all again: two reads of the whole segment per click (seconds each on a full sweep). The
+    Logic now finds the slice a view shows across the painted axis itself (``views``: the slice views' SliceToRAS)."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
+    reads = []
+    real = arrays.segmentToArray
+    monkeypatch.setattr(arrays, "segmentToArray", lambda *args: reads.append(args[1]) or real(*args))
+    ras = _ijk_to_ras()
+    view = np.eye(4)
+    view[:3, 2] = ras[:3, 2] / np.linalg.norm(ras[:3, 2])           # normal across k
+    view[:3, 0] = ras[:3, 0] / np.linalg.norm(ras[:3, 0])
+    view[:3, 1] = np.cross(view[:3, 2], view[:3, 0])
+    view[:3, 3] = (ras @ np.array([4.0, 5.0, 19.0, 1.0]))[:3]       # shows slice k = 19
+    across_i = np.eye(4)
+    across_i[:3, 2] = ras[:3, 0] / np.linalg.norm(ras[:3, 0])
+    across_i[:3, 3] = ras[:3, 3]
+    L = logic.IFSSNetSegmentationLogic()
+    mark = L.markNoMuscle(volumeNode, segNode, a, views=[across_i, view])
+    assert (mark.axis, mark.slices, mark.index) == (0, (6, 10, 15, 19), 19)
+    assert reads.count(a) == 1                                      # once (stored on the volume's grid: not read back)
+    with pytest.raises(Exception, match="No slice view shows slices across"):
+        L.markNoMuscle(volumeNode, segNode, a, views=[across_i])
+
+
 def _grid(spacing_k, origin_k=0.0):
     """An axis-aligned grid 0.5 x 0.5 mm in-plane with ``spacing_k`` mm between slices, its first slice at
     ``origin_k`` mm."""

@@ -45,7 +45,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import slicer
@@ -146,6 +146,15 @@ def segmentTag(segment, tag: str) -> Optional[str]:
     return str(value) if segment.GetTag(tag, value) else None
 
 
+class NoMuscleMark(NamedTuple):
+    """What ``markNoMuscle`` did: the ``axis`` (0 = k) of the segment's seeds, its annotated ``slices`` now, and the
+    slice ``index`` it marked."""
+
+    axis: int
+    slices: Tuple[int, ...]
+    index: int
+
+
 # --------------------------------------------------------------------------------------------------
 # The job that travels between prepare / compute / apply
 
@@ -241,16 +250,18 @@ class IFSSNetSegmentationLogic:
         return None
 
     @arrays.outOfMemoryAsResourceError("marking the slice")
-    def markNoMuscle(self, volumeNode, segmentationNode, segmentId: str, sliceIndex: int,
-                     axis: Optional[int] = None) -> Tuple[int, Tuple[int, ...]]:
+    def markNoMuscle(self, volumeNode, segmentationNode, segmentId: str, sliceIndex: Optional[int] = None,
+                     axis: Optional[int] = None, *, views: Sequence[Any] = ()) -> "NoMuscleMark":
         """Mark slice ``sliceIndex`` of a segment "no muscle here", as a clinician marks where a muscle ends.
 
         The segment is cleared on that slice (a leak of a previous run, say), and the slice joins the
         segment's annotated slices (tag ``IFSSNet.AnnotatedSlices``), so the next Propagate does not run
         past it. ``axis``: the array axis the slice is across (0 = k); default: the painted slices' axis,
-        and it must be that axis when given. Returns (axis, annotated slices). Raises (changing nothing)
-        for an unpainted segment without ``axis``, another axis than the painted one, a slice outside the
-        volume, or a slice the user painted with the muscle (erase it first).
+        and it must be that axis when given. ``sliceIndex`` None: the slice the first of ``views`` (slice views'
+        SliceToRAS matrices, 4 x 4) that shows slices across that axis shows (``mrml_arrays.sliceIndexAt``), as the
+        module's button asks, reading the segment once. Returns (axis, annotated slices, the slice marked). Raises
+        (changing nothing) for an unpainted segment without ``axis``, another axis than the painted one, no view
+        across it, a slice outside the volume, or a slice the user painted with the muscle (erase it first).
         """
         if volumeNode is None or segmentationNode is None:
             raise InputError("No volume or no segmentation is selected.", "Select the volume and the segmentation.")
@@ -271,6 +282,13 @@ class IFSSNetSegmentationLogic:
         if axis is not None and int(axis) != paintedAxis:
             raise SeedError(f"The slice is across array axis {axis}, but '{segment.GetName()}' is painted across "
                             f"axis {paintedAxis}.", "Mark 'no muscle here' in the view where you painted the muscle.")
+        if sliceIndex is None:
+            sliceIndex = next((k for k in (arrays.sliceIndexAt(volumeNode, v, paintedAxis) for v in views)
+                               if k is not None), None)
+            if sliceIndex is None:
+                raise InputError("No slice view shows slices across the axis the muscle is painted across.",
+                                 "Show the painted view (Reformat: reset to the volume's axes) and go to the slice "
+                                 "where the muscle has ended.")
         n = mask.shape[paintedAxis]
         k = int(sliceIndex)
         if not 0 <= k < n:
@@ -285,7 +303,7 @@ class IFSSNetSegmentationLogic:
             if arrays.writeSegment(segmentationNode, segmentId, mask, geometry):   # on the segmentation's own grid
                 mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
             tagSeeds(segment, paintedAxis, slices, mask, geometry)   # slices painted after the mark are still found
-        return paintedAxis, slices
+        return NoMuscleMark(paintedAxis, slices, k)
 
     def segmentVolumes(self, segmentationNode, segmentIds: Optional[Sequence[str]] = None) -> dict:
         """Per segment ID: name, voxel_count, volume_mm3, volume_cm3 (as Segment Statistics computes them)."""
