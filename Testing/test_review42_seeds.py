@@ -244,3 +244,26 @@ def test_seeds_recorded_on_a_volume_follow_it_resampled_finer_along_the_sweep(sc
     assert (job.segments[0].axis, job.segments[0].seedSlices) == (0, (12, 13, 20, 21, 24, 25, 30, 31))
     assert not job.segments[0].notes
     assert L.paintedAxis(fine, segNode, a) == 0
+
+
+def test_the_command_line_refuses_strokes_painted_in_views_rotated_against_the_volume(tmp_path, copy_net, capsys):
+    """A seed file painted in Slicer's default views on an oblique volume and saved without a run (no tags): each
+    stroke leaves a band on several consecutive slices. Slicer's Propagate refuses such paint and says to align the
+    views; ``ifssnet propagate`` took the 10 slices holding a band for 10 painted slices and propagated from partial
+    cross-sections. It now refuses it as Slicer does (``io.require_strokes_on_slices``), writing nothing."""
+    from slicer_nodes import _ellipsoid
+
+    truth = _ellipsoid()
+    m = _ijk_to_ras()
+    k, j, i = np.indices(truth.shape)
+    s = m[2, 0] * i + m[2, 1] * j + m[2, 2] * k + m[2, 3]
+    painted = np.zeros(truth.shape, np.uint8)
+    for c in (12.0, 16.0, 20.0):                                    # axial strokes: planes of constant S
+        painted[(np.abs(s - c) < 0.35) & (truth > 0)] = 1
+    geometry = _lps(m)
+    io.write_segmentation(io.Segmentation([io.Segment("GM", painted)], geometry), tmp_path / "s.seg.nrrd")
+    noise = np.random.default_rng(0).integers(0, 200, truth.shape).astype(np.int16)
+    io.write_volume(io.Image(noise, geometry), tmp_path / "v.nrrd")
+    code, _, err = _cli(capsys, "propagate", tmp_path / "v.nrrd", tmp_path / "s.seg.nrrd", "-o", tmp_path / "o.seg.nrrd")
+    assert code == 2 and "does not lie on slices of the volume" in err and "Rotate to volume plane" in err
+    assert not (tmp_path / "o.seg.nrrd").exists()

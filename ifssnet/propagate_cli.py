@@ -77,12 +77,13 @@ def _painted_axis(segment, names):
 def seeds_from_segmentation(seg, names, axis=None):
     """``{name: SeedSet}`` along ``axis`` plus the axis, from a :class:`~ifssnet.io.Segmentation`.
 
-    ``axis`` None: each segment's axis from its tag (:data:`~ifssnet.io.ANNOTATED_TAG`) or its paint. A given
+    ``axis`` None: each segment's axis from its tag (:data:`~ifssnet.io.ANNOTATED_TAG`) or its paint (paint whose
+    strokes lie on no slices of the volume is refused: :func:`~ifssnet.io.require_strokes_on_slices`). A given
     ``axis`` (``--axis``) settles a paint whose axis is unclear, but one that contradicts the tag or a clear
     paint is refused: propagating across the painted slices would take every slice the paint crosses for a seed.
     Returns ``(seed_map, axis)`` with every mask transposed so that ``axis`` comes first.
     """
-    from .io import ANNOTATED_TAG
+    from .io import ANNOTATED_TAG, require_strokes_on_slices
     from .seeds import annotated_slices, cut_seeds
 
     names_kji = ("k", "j", "i")
@@ -107,8 +108,9 @@ def seeds_from_segmentation(seg, names, axis=None):
                                 f"Leave --axis out, or give --axis {painted}.")
         if s.annotated is not None:
             slices = tuple(s.annotated.slices)
-        else:
+        else:   # fresh paint, refused where its strokes lie on no slices, as Slicer's Propagate refuses it
             slices = tuple(annotated_slices(s.mask, ax))
+            require_strokes_on_slices(s.mask, ax, slices, n)
         axes.add(ax)
         found[n] = (ax, slices, s.mask)
     if len(axes) > 1:
