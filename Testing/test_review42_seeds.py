@@ -267,3 +267,27 @@ def test_the_command_line_refuses_strokes_painted_in_views_rotated_against_the_v
     code, _, err = _cli(capsys, "propagate", tmp_path / "v.nrrd", tmp_path / "s.seg.nrrd", "-o", tmp_path / "o.seg.nrrd")
     assert code == 2 and "does not lie on slices of the volume" in err and "Rotate to volume plane" in err
     assert not (tmp_path / "o.seg.nrrd").exists()
+
+
+@slicer_test
+def test_a_run_or_a_mark_on_a_crop_keeps_the_seeds_outside_it(scene_nodes):
+    """Painted on the whole volume (k 5, 11, 16), then cropped (Crop Volume, as the out-of-memory message advises) to
+    k 8 on: a 'No muscle here' mark or a run on the crop wrote the tags anew on the crop's grid, which dropped the
+    painted slice 5 outside it. Back on the whole volume, slice 5 was no seed any more, and Propagate ran over the
+    clinician's paint there. The tags now stay on the grid they were recorded on, the seeds outside the crop kept."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    a, painted = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
+    L = logic.IFSSNetSegmentationLogic()
+    m = _ijk_to_ras()
+    m[:3, 3] = m[:3, :3] @ np.array([0.0, 0.0, 8.0]) + m[:3, 3]
+    crop = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode)[8:].copy(), m, "US cropped")
+    assert L.markNoMuscle(crop, segNode, a, 12).slices == (3, 8, 12)         # on the crop: 11, 16 and the mark at 20
+    assert L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method).segments[0].seedSlices == (5, 11, 16, 20)
+    L.propagate(crop, segNode, [a], method=_nearest_seed_method)
+    assert L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method).segments[0].seedSlices == (5, 11, 16, 20)
+    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    out = arrays.segmentToArray(segNode, a, arrays.referenceGeometry(volumeNode, segNode))
+    np.testing.assert_array_equal(out[[5, 11, 16]], painted[[5, 11, 16]])   # painted slices as painted
+    assert not out[20].any()

@@ -55,6 +55,7 @@ from ifssnet.errors import IFSSNetError, InputError, ResourceError, SeedError, V
 from ifssnet.io import (ANNOTATED_TAG, RESULT_CRC_TAG, AnnotatedSlices, annotated_on_grid, crcs_from_tag, fresh_seeds,
                         other_grid_note, seed_slices, slice_crcs)
 from ifssnet.progress import check_cancel, report
+from ifssnet.seeds import annotated_slices
 
 from IFSSNetSegmentationLib import mrml_arrays as arrays
 
@@ -121,6 +122,19 @@ def gridFromText(text: Optional[str]):
     return grid
 
 
+def referenceImageGrid(segmentationNode):
+    """The segmentation's own grid (its 'Reference image geometry': the volume it was painted on, in its frame), a
+    ``vtkOrientedImageData`` without voxels; None where it has none."""
+    converter = slicer.vtkSegmentationConverter
+    text = segmentationNode.GetSegmentation().GetConversionParameter(
+        converter.GetReferenceImageGeometryParameterName())
+    grid = slicer.vtkOrientedImageData()
+    if not text or not converter.DeserializeImageGeometry(text, grid, False):
+        return None
+    e = grid.GetExtent()
+    return grid if e[0] <= e[1] and e[2] <= e[3] and e[4] <= e[5] else None
+
+
 def sameGrid(a, b, tolerance: float = 1e-4) -> bool:
     return tuple(a.GetExtent()) == tuple(b.GetExtent()) and np.allclose(_gridMatrix(a), _gridMatrix(b), atol=tolerance)
 
@@ -170,6 +184,7 @@ class SegmentJob:
     confidence: Optional[np.ndarray] = None  # (slices along axis,)
     frames: int = 0  # frames along the axis that the method ran on (fewer than the slices: a finer sweep, thinned)
     notes: List[str] = dataclasses.field(default_factory=list)  # for the user: slices read otherwise than painted
+    recorded: list = dataclasses.field(default_factory=list)  # [(grid, seeds there)] where read on the tags' grid
 
 
 @dataclasses.dataclass
@@ -272,8 +287,9 @@ class IFSSNetSegmentationLogic:
         segmentationNode.CreateBinaryLabelmapRepresentation()
         geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
         mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
+        recorded: list = []
         if mask.any() or segmentTag(segment, ANNOTATED_TAG):
-            paintedAxis, slices = self._seedsOnGrid(segmentationNode, segmentId, geometry, mask)
+            paintedAxis, slices = self._seedsOnGrid(segmentationNode, segmentId, geometry, mask, recorded=recorded)
         elif axis is None:
             raise SeedError(f"Segment '{segment.GetName()}' has no painted slices, so the sweep's axis is unknown.",
                             "Paint the muscle on a few slices first, then mark where it ends.")
@@ -302,7 +318,8 @@ class IFSSNetSegmentationLogic:
         with arrays.allOrNothing(segmentationNode):
             if arrays.writeSegment(segmentationNode, segmentId, mask, geometry):   # on the segmentation's own grid
                 mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
-            tagSeeds(segment, paintedAxis, slices, mask, geometry)   # slices painted after the mark are still found
+            # slices painted after the mark are still found; seeds outside this volume (a crop) are kept
+            self._tagSeedsKeeping(segmentationNode, segmentId, paintedAxis, slices, mask, geometry, recorded)
         return NoMuscleMark(paintedAxis, slices, k)
 
     def segmentVolumes(self, segmentationNode, segmentIds: Optional[Sequence[str]] = None) -> dict:
@@ -443,12 +460,13 @@ class IFSSNetSegmentationLogic:
             if skipEmpty and not painted.any():   # nothing to propagate (cleared after a run: its tags stay)
                 continue
             notes: List[str] = []
-            axis, slices = self._seedsOnGrid(segmentationNode, sid, geometry, painted, notes)
+            recorded: list = []
+            axis, slices = self._seedsOnGrid(segmentationNode, sid, geometry, painted, notes, recorded)
             check_slice_count(len(slices), name=segment.GetName())
             name = segment.GetName()
             if names.count(name) > 1:  # two segments with one name: keep their seeds apart
                 name = f"{name} ({sid})"
-            segments.append(SegmentJob(sid, name, axis, slices, painted, notes=notes))
+            segments.append(SegmentJob(sid, name, axis, slices, painted, notes=notes, recorded=recorded))
         if not segments:
             raise SeedError("None of the segments has painted slices.", "Paint a segment on at least 3 slices.")
         for axis in sorted({seg.axis for seg in segments}):
@@ -542,8 +560,8 @@ class IFSSNetSegmentationLogic:
                 if arrays.writeSegment(segmentationNode, seg.segmentId, seg.result, geometry):
                     # stored on the segmentation's own grid: the checksums are of what the next run reads back
                     stored = arrays.segmentToArray(segmentationNode, seg.segmentId, geometry)
-                tagSeeds(segmentationNode.GetSegmentation().GetSegment(seg.segmentId), seg.axis, seg.seedSlices,
-                         stored, geometry)
+                self._tagSeedsKeeping(segmentationNode, seg.segmentId, seg.axis, seg.seedSlices, stored, geometry,
+                                      seg.recorded)
         report(progress, STAGE_WRITING, total, total)
         return self._summary(job, segmentationNode)
 
@@ -559,13 +577,14 @@ class IFSSNetSegmentationLogic:
     # ---- helpers -------------------------------------------------------------------------------
 
     def _seedsOnGrid(self, segmentationNode, segmentId: str, geometry, painted: np.ndarray,
-                     notes: Optional[List[str]] = None) -> Tuple[int, Tuple[int, ...]]:
+                     notes: Optional[List[str]] = None, recorded: Optional[list] = None) -> Tuple[int, Tuple[int, ...]]:
         """``_seedSlices`` of a segment read on ``geometry`` (``painted``), its tags written on the grid their
         ``IFSSNet.SeedGrid`` names. On that grid, or without that tag, they are read as they are. On a grid whose
         slices lie parallel to its slices (a crop, a flip, the axes in another order, the sweep resampled finer or
         coarser): read on that grid, where the checksums were taken, and the slices mapped onto ``geometry``'s
         (``seedsOnGrid``). On a grid rotated against it, or where a seed lies between two of its slices, they cannot
-        apply: the paint is taken as fresh seeds (``find_axis``), and ``notes`` says so."""
+        apply: the paint is taken as fresh seeds (``find_axis``), and ``notes`` says so. ``recorded``: where the seeds
+        were read on the recorded grid, (that grid, its seeds there) is appended to it (``_tagSeedsKeeping``)."""
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
         old = gridFromText(segmentTag(segment, SEED_GRID_TAG)) if segmentTag(segment, ANNOTATED_TAG) else None
         if old is None or sameGrid(old, geometry):
@@ -574,6 +593,8 @@ class IFSSNetSegmentationLogic:
         if seedsOnGrid(old, geometry, AnnotatedSlices(axis, ())) is not None:
             onOld = arrays.segmentToArray(segmentationNode, segmentId, old)
             seedAxis, slices = self._seedSlices(segment, onOld, notes)   # another axis where painted again across it
+            if recorded is not None:
+                recorded.append((old, AnnotatedSlices(seedAxis, slices)))
             try:
                 mapped = seedsOnGrid(old, geometry, AnnotatedSlices(seedAxis, slices), segment.GetName())
             except SeedError:   # a seed between two slices of this grid: read afresh, as ifssnet.io reads a file
@@ -588,6 +609,42 @@ class IFSSNetSegmentationLogic:
         if notes is not None:
             notes.append(other_grid_note(segment.GetName()))
         return fresh
+
+    def _tagSeedsKeeping(self, segmentationNode, segmentId: str, axis: int, slices, stored: np.ndarray, geometry,
+                         recorded: Sequence[Any] = ()) -> None:
+        """``tagSeeds`` of a segment's seeds ``slices`` across ``axis`` of ``geometry`` (``stored``: its voxels there),
+        unless ``geometry`` is a crop of the grid its tags were recorded on (``recorded``: [(that grid, its seeds
+        there before this write)], from ``_seedsOnGrid``) and some of those seeds lie outside it: then the tags stay
+        on that grid, with those seeds kept and the new ones mapped onto it; likewise fresh paint (no tags yet) that
+        lies outside ``geometry`` on the segmentation's own grid (``referenceImageGrid``: the volume it was made on). Re-recorded on the crop, a seed or mark outside
+        it was dropped, so on the whole volume again a painted slice there was propagated over."""
+        segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+        if not recorded and not segmentTag(segment, ANNOTATED_TAG):
+            # fresh paint: all of it is seeds, also where it lies outside this volume (on the segmentation's grid)
+            grid = referenceImageGrid(segmentationNode)
+            if grid is not None and not sameGrid(grid, geometry):
+                try:
+                    covered = seedsOnGrid(geometry, grid, AnnotatedSlices(axis, tuple(range(int(stored.shape[axis])))))
+                except SeedError:
+                    covered = None
+                if covered is not None and len(covered.slices) == int(stored.shape[axis]):   # this volume: a crop
+                    onGrid = arrays.segmentToArray(segmentationNode, segmentId, grid)
+                    recorded = [(grid, AnnotatedSlices(covered.axis, annotated_slices(onGrid, covered.axis)))]
+        if recorded:
+            old, before = recorded[0]
+            n = int(stored.shape[axis])
+            try:
+                back = seedsOnGrid(geometry, old, AnnotatedSlices(axis, tuple(slices)))
+                covered = seedsOnGrid(geometry, old, AnnotatedSlices(axis, tuple(range(n))))
+            except SeedError:   # not one for one (resampled): the tags go onto this grid
+                back = covered = None
+            if back is not None and covered is not None and len(covered.slices) == n and back.axis == before.axis:
+                outside = set(before.slices) - set(covered.slices)
+                if outside:
+                    onOld = arrays.segmentToArray(segmentationNode, segmentId, old)
+                    tagSeeds(segment, before.axis, outside | set(back.slices), onOld, old)
+                    return
+        tagSeeds(segment, axis, slices, stored, geometry)
 
     def _seedSlices(self, segment, painted: np.ndarray,
                     notes: Optional[List[str]] = None) -> Tuple[int, Tuple[int, ...]]:
