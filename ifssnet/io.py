@@ -12,8 +12,10 @@ Which slices of a segment were annotated travels in the segment tag ``IFSSNet.An
 (``axis:s0,s1,...``, axis in array order, 0 = k), which Slicer keeps when it loads and saves the file.
 So an annotated slice with no foreground ("no muscle here") differs from an unannotated one. Next to it,
 ``IFSSNet.ResultSliceCRC`` holds a checksum of every slice across that axis as written (:func:`slice_crcs`):
-Slicer's Propagate takes a slice whose checksum changed (painted or corrected in Slicer) for a seed too, and
-drops a painted slice erased whole since (the paint taken back).
+a slice whose checksum changed (painted or corrected in Slicer) is a seed too, and a painted slice erased whole
+since is dropped (the paint taken back). :func:`seed_slices` is that rule, for Slicer's Propagate and for every
+file read here alike; the Slicer module's ``IFSSNet.SeedGrid`` names the grid the tags number their slices on, and
+:func:`annotated_on_grid` carries them onto another grid (a crop, a flip, a finer or coarser sweep).
 
 Every write goes to a temporary file in the target folder and is renamed into place: a failure
 (unwritable folder, full disk) leaves no partial file and leaves an existing file untouched.
