@@ -81,6 +81,8 @@ def test_the_command_line_seeds_a_result_corrected_in_slicer_with_its_correction
     read = io.read_segmentation(seg_path, reference=_lps(_ijk_to_ras()), reference_shape=truth.shape)
     assert read.get("GM").annotated == io.AnnotatedSlices(0, slicer_seeds)
     assert io.read_segmentation(seg_path).get("GM").annotated == io.AnnotatedSlices(0, slicer_seeds)
+    from ifssnet.compare_cli import _seed_sets_from_file          # ifssnet compare VOLUME SEEDS REF reads them so
+    assert _seed_sets_from_file(seg_path, ["GM"], _lps(_ijk_to_ras()), truth.shape)["GM"].slices == slicer_seeds
 
     code, out, err = _cli(capsys, "propagate", vol_path, seg_path, "-o", tmp_path / "out.seg.nrrd")
     assert code == 0, err
