@@ -293,3 +293,31 @@ def test_a_run_or_a_mark_on_a_crop_keeps_the_seeds_outside_it(scene_nodes):
     out = arrays.segmentToArray(segNode, a, arrays.referenceGeometry(volumeNode, segNode))
     np.testing.assert_array_equal(out[[5, 11, 16]], painted[[5, 11, 16]])   # painted slices as painted
     assert not out[20].any()
+
+
+@slicer_test
+def test_a_command_line_result_opened_in_slicer_on_a_cropped_volume_keeps_its_seeds_where_they_were(scene_nodes,
+                                                                                                       tmp_path):
+    """``ifssnet propagate`` writes its tags on the file's grid (the volume it ran on) and no ``IFSSNet.SeedGrid``.
+    Opened in Slicer with a cropped copy of that volume, the Logic read the tags' slice numbers on the crop: painted
+    k 6, 10, 15 became seeds 6, 10, 15 of the crop (9, 13, 18 of the volume), slices of the result that nobody
+    painted, and the painted ones were propagated over. The Logic now reads such tags on the segmentation's own grid
+    (its reference image geometry, the file's), as ``ifssnet.io`` reads them."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    painted = np.zeros_like(truth)
+    painted[[6, 10, 15]] = truth[[6, 10, 15]]
+    io.write_segmentation(io.Segmentation([io.Segment("GM", painted, annotated=io.AnnotatedSlices(0, (6, 10, 15)))],
+                                          _lps(_ijk_to_ras())), tmp_path / "cli.seg.nrrd")
+    loaded = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "CLI result")
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(tmp_path / "cli.seg.nrrd"))
+    loaded.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(loaded)
+    sid = loaded.GetSegmentation().GetNthSegmentID(0)
+    m = _ijk_to_ras()
+    m[:3, 3] = m[:3, :3] @ np.array([0.0, 0.0, 3.0]) + m[:3, 3]
+    crop = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode)[3:].copy(), m, "US cropped")
+    L = logic.IFSSNetSegmentationLogic()
+    assert L.prepare(crop, loaded, [sid], method=_nearest_seed_method).segments[0].seedSlices == (3, 7, 12)
+    assert L.prepare(volumeNode, loaded, [sid], method=_nearest_seed_method).segments[0].seedSlices == (6, 10, 15)

@@ -729,6 +729,14 @@ def _read_seeds(segment: Segment, crcs: Optional[List[int]], grid: Optional[Tupl
     segment.annotated = AnnotatedSlices(*seed_slices(annotated, crcs, painted, segment.name, segment.notes))
 
 
+def grid_tag(geometry: Geometry, shape: Sequence[int]) -> str:
+    """The ``IFSSNet.SeedGrid`` tag of ``geometry``'s grid of ``shape`` (K, J, I), as the Slicer module writes it: the
+    image-to-world matrix in RAS, 3 x 4 row by row, then ``;`` and the extent (:func:`grid_from_tag` reads it)."""
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ geometry.ijk_to_lps
+    extent = (0, int(shape[2]) - 1, 0, int(shape[1]) - 1, 0, int(shape[0]) - 1)
+    return ",".join(repr(float(v)) for v in ras[:3].ravel()) + ";" + ",".join(map(str, extent))
+
+
 def grid_from_tag(text: Optional[str]) -> Optional[Tuple[Geometry, Tuple[int, int, int]]]:
     """``(geometry, shape (K, J, I))`` in LPS of an ``IFSSNet.SeedGrid`` tag (the Slicer module's record of the grid
     its seed tags number their slices on: the volume's image-to-world matrix in the segmentation's RAS frame, 3 x 4
@@ -970,8 +978,10 @@ def write_segmentation(seg: Segmentation, path, *, progress: Optional[ProgressFn
         info = {"id": f"Segment_{i + 1}", "name": s.name, "color": list(map(float, s.color))}
         if s.annotated is not None:
             # the checksums as written: a slice painted or corrected in Slicer afterwards joins the seeds
+            # and the grid they number slices on, so Slicer maps them onto a crop of it as its own (IFSSNet.SeedGrid)
             info["tags"] = {ANNOTATED_TAG: s.annotated.to_tag(),
-                            RESULT_CRC_TAG: ",".join(str(c) for c in slice_crcs(s.mask, s.annotated.axis))}
+                            RESULT_CRC_TAG: ",".join(str(c) for c in slice_crcs(s.mask, s.annotated.axis)),
+                            SEED_GRID_TAG: grid_tag(seg.geometry, seg.shape)}
         raw["segments"].append({**info, **add_to_layers(layers, raw["segments"], np.asarray(s.mask) > 0)})
     # (L, K, J, I) -> the file's (i, j, k) order as a view: Fortran-ordered, so pynrrd writes it without a copy.
     raw["voxels"] = layers[0].transpose(2, 1, 0) if len(layers) == 1 else np.stack(layers).transpose(0, 3, 2, 1)

@@ -73,8 +73,18 @@ LEAST_CONFIDENT_COUNT = 5
 
 SEED_GRID_TAG = "IFSSNet.SeedGrid"
 """The grid the two tags above number their slices on: the volume's image-to-world matrix in the segmentation's frame
-(3 x 4, row by row) and its extent, ``m00,...,m23;e0,...,e5``. A segment without it (``ifssnet.io``'s files, earlier
-versions) is read on the grid it is propagated on."""
+(3 x 4, row by row) and its extent, ``m00,...,m23;e0,...,e5``. A segment without it (``ifssnet.io``'s files) is read
+on the segmentation's own grid (``recordedGrid``), as ``ifssnet.io`` reads a file's tags."""
+
+
+def recordedGrid(segmentationNode, segment):
+    """The grid a tagged segment's seed tags number their slices on: its ``IFSSNet.SeedGrid``, else (a file written by
+    ``ifssnet.io``, whose tags are on the file's grid) the segmentation's own grid (``referenceImageGrid``); None for a
+    segment without tags, or where neither is known (then the tags are read on the grid propagated on)."""
+    if not segmentTag(segment, ANNOTATED_TAG):
+        return None
+    text = segmentTag(segment, SEED_GRID_TAG)
+    return gridFromText(text) if text is not None else referenceImageGrid(segmentationNode)
 
 
 def tagSeeds(segment, axis: int, seedSlices, mask: np.ndarray, geometry=None) -> None:
@@ -380,7 +390,7 @@ class IFSSNetSegmentationLogic:
             return None
         try:
             annotated = AnnotatedSlices.from_tag(tag)
-            old = gridFromText(segmentTag(segment, SEED_GRID_TAG))
+            old = recordedGrid(segmentationNode, segment)
             if old is None:
                 return annotated
             geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
@@ -579,14 +589,15 @@ class IFSSNetSegmentationLogic:
     def _seedsOnGrid(self, segmentationNode, segmentId: str, geometry, painted: np.ndarray,
                      notes: Optional[List[str]] = None, recorded: Optional[list] = None) -> Tuple[int, Tuple[int, ...]]:
         """``_seedSlices`` of a segment read on ``geometry`` (``painted``), its tags written on the grid their
-        ``IFSSNet.SeedGrid`` names. On that grid, or without that tag, they are read as they are. On a grid whose
+        ``IFSSNet.SeedGrid`` names (``recordedGrid``: else the segmentation's own, a file's). On that grid, or where
+        none is known, they are read as they are. On a grid whose
         slices lie parallel to its slices (a crop, a flip, the axes in another order, the sweep resampled finer or
         coarser): read on that grid, where the checksums were taken, and the slices mapped onto ``geometry``'s
         (``seedsOnGrid``). On a grid rotated against it, or where a seed lies between two of its slices, they cannot
         apply: the paint is taken as fresh seeds (``find_axis``), and ``notes`` says so. ``recorded``: where the seeds
         were read on the recorded grid, (that grid, its seeds there) is appended to it (``_tagSeedsKeeping``)."""
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
-        old = gridFromText(segmentTag(segment, SEED_GRID_TAG)) if segmentTag(segment, ANNOTATED_TAG) else None
+        old = recordedGrid(segmentationNode, segment)
         if old is None or sameGrid(old, geometry):
             return self._seedSlices(segment, painted, notes)
         axis = AnnotatedSlices.from_tag(segmentTag(segment, ANNOTATED_TAG)).axis
