@@ -55,7 +55,7 @@ def test_erasing_a_painted_slice_after_a_run_takes_the_paint_back(scene_nodes):
     assert "slice 11" in text and "No muscle here" in text
     # To say the muscle is not on a painted slice: erase it, then No muscle here (the explicit mark)
     _edit(segNode, a, g, lambda m: m.__setitem__(8, 0))
-    assert L.markNoMuscle(volumeNode, segNode, a, 8) == (0, (5, 8, 16))
+    assert L.markNoMuscle(volumeNode, segNode, a, 8) == (0, (5, 8, 16), 8)
     L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
     out = arrays.segmentToArray(segNode, a, g)
     assert not out[8].any() and out[6].any() and out[13].any()

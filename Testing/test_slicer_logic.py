@@ -144,9 +144,9 @@ def test_no_muscle_here_marks_a_slice_that_the_next_run_keeps_empty(scene_nodes)
     sid, painted = _paint(slicer, volumeNode, segNode, truth, 0, (9, 11, 13))
     geometry = arrays.referenceGeometry(volumeNode, segNode)
     assert L.paintedAxis(volumeNode, segNode, sid) == 0
-    assert L.markNoMuscle(volumeNode, segNode, sid, 2) == (0, (2, 9, 11, 13))       # fresh paint: axis found
+    assert L.markNoMuscle(volumeNode, segNode, sid, 2) == (0, (2, 9, 11, 13), 2)    # fresh paint: axis found
     assert L.paintedAxis(volumeNode, segNode, sid) == 0                              # now from the tag
-    assert L.markNoMuscle(volumeNode, segNode, sid, 19, axis=0) == (0, (2, 9, 11, 13, 19))
+    assert L.markNoMuscle(volumeNode, segNode, sid, 19, axis=0) == (0, (2, 9, 11, 13, 19), 19)
     np.testing.assert_array_equal(arrays.segmentToArray(segNode, sid, geometry), painted)
     before = _state(segNode, volumeNode)
     for k, axis, error in ((11, None, SeedError), (5, 1, SeedError), (22, None, InputError)):

@@ -12,8 +12,10 @@ Which slices of a segment were annotated travels in the segment tag ``IFSSNet.An
 (``axis:s0,s1,...``, axis in array order, 0 = k), which Slicer keeps when it loads and saves the file.
 So an annotated slice with no foreground ("no muscle here") differs from an unannotated one. Next to it,
 ``IFSSNet.ResultSliceCRC`` holds a checksum of every slice across that axis as written (:func:`slice_crcs`):
-Slicer's Propagate takes a slice whose checksum changed (painted or corrected in Slicer) for a seed too, and
-drops a painted slice erased whole since (the paint taken back).
+a slice whose checksum changed (painted or corrected in Slicer) is a seed too, and a painted slice erased whole
+since is dropped (the paint taken back). :func:`seed_slices` is that rule, for Slicer's Propagate and for every
+file read here alike; the Slicer module's ``IFSSNet.SeedGrid`` names the grid the tags number their slices on, and
+:func:`annotated_on_grid` carries them onto another grid (a crop, a flip, a finer or coarser sweep).
 
 Every write goes to a temporary file in the target folder and is renamed into place: a failure
 (unwritable folder, full disk) leaves no partial file and leaves an existing file untouched.
@@ -29,12 +31,13 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import GeometryError, InputError, ResourceError, VolumeError
+from .errors import GeometryError, InputError, ResourceError, SeedError, VolumeError
 from .progress import CancelLike, ProgressFn, check_cancel, report
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 ANNOTATED_TAG = "IFSSNet.AnnotatedSlices"
 RESULT_CRC_TAG = "IFSSNet.ResultSliceCRC"
+SEED_GRID_TAG = "IFSSNet.SeedGrid"   # written by the Slicer module: the grid the two tags above number slices on
 DEFAULT_COLORS = {
     "GM": (0.89, 0.36, 0.72),   # pink, as in the paper's figures
     "GL": (0.35, 0.78, 0.35),   # green
@@ -157,14 +160,178 @@ def slice_crcs(mask: np.ndarray, axis: int) -> List[int]:
     return [zlib.crc32(np.ascontiguousarray(moved[s] > 0).tobytes()) for s in range(moved.shape[0])]
 
 
+def crcs_from_tag(text: Optional[str]) -> Optional[List[int]]:
+    """The checksums of an ``IFSSNet.ResultSliceCRC`` tag; None where there is no tag or it does not parse (then the
+    seeds are the annotated slices as tagged: no slice is taken for edited)."""
+    try:
+        return [int(c) for c in (text or "").split(",") if c.strip()] or None
+    except ValueError:
+        return None
+
+
 @dataclass
 class Segment:
-    """One segment: ``mask`` uint8 (K, J, I) with 1 inside, ``color`` RGB in 0..1."""
+    """One segment: ``mask`` uint8 (K, J, I) with 1 inside, ``color`` RGB in 0..1.
+
+    ``annotated``: its seeds (:func:`seed_slices`), numbered on ``annotated_grid`` ((geometry, shape (K, J, I)) of the
+    grid they were recorded on, where that is not the segmentation's own grid: a file Slicer saved cropped, or whose
+    tags name another grid); ``notes``: sentences for the user about slices read otherwise than painted."""
 
     name: str
     mask: np.ndarray
     color: Tuple[float, float, float] = (0.5, 0.5, 0.5)
     annotated: Optional[AnnotatedSlices] = None
+    annotated_grid: Optional[Tuple[Geometry, Tuple[int, int, int]]] = None
+    notes: List[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# Which slices are seeds: one rule for the command line and Slicer's Propagate
+
+
+def seed_slices(annotated: Optional[AnnotatedSlices], crcs: Optional[Sequence[int]], painted: np.ndarray,
+                name: str = "", notes: Optional[List[str]] = None) -> Tuple[int, Tuple[int, ...]]:
+    """(axis, seed slices) of a segment whose voxels are ``painted`` (K, J, I), on the grid its tags were written on:
+    ``annotated`` (``IFSSNet.AnnotatedSlices``), plus the slices whose checksum (:func:`slice_crcs`) differs from
+    ``crcs`` (``IFSSNet.ResultSliceCRC``: slices corrected since; one erased whole is a 'no muscle here' mark), less
+    the painted slices erased since (the paint taken back, as Fill between slices reads an empty slice). A segment
+    without tags, or cleared and painted again (:func:`painted_again`), is read from its paint (:func:`fresh_seeds`).
+    ``name``: the segment's, for messages; ``notes``: sentences for the user about slices read otherwise than painted
+    are appended to it. Raises :class:`SeedError` for a segment with nothing painted and no tag, or paint that lies on
+    no slices. Slicer's Propagate (``IFSSNetSegmentationLogic``) and every command that reads seeds call it."""
+    if annotated is not None:
+        axis, slices = annotated.axis, set(annotated.slices)
+        n = painted.shape[axis]
+        if crcs:
+            previous = list(crcs)
+            now = slice_crcs(painted, axis)
+            if len(previous) == len(now):
+                changed = {s for s, (a, b) in enumerate(zip(previous, now)) if a != b}
+                empty = empty_slice_crc(painted, axis)
+                fresh = painted_again(painted, axis, annotated.slices, previous, now, changed, empty, name, notes)
+                if fresh is not None:
+                    return fresh
+                erased = sorted(s for s in annotated.slices if 0 <= s < len(now) and previous[s] != empty
+                                and now[s] == empty)
+                slices = (slices | changed) - set(erased)
+                if erased and notes is not None:
+                    many, listed = len(erased) > 1, ", ".join(map(str, erased))
+                    notes.append(f"'{name}': slice{'s' if many else ''} {listed}, which you had painted, "
+                                 f"{'are' if many else 'is'} empty now, so {'they were' if many else 'it was'} taken "
+                                 "as not painted and propagated. Where the muscle is not there, go to the slice and "
+                                 "click No muscle here.")
+        return axis, tuple(sorted(s for s in slices if 0 <= s < n))
+    if not painted.any():
+        raise SeedError(f"Segment '{name}' is empty: no painted slices.",
+                        "Paint the muscle on at least 3 slices (consecutive or far apart), then propagate.")
+    return fresh_seeds(painted, name)
+
+
+FRESH_GROUP_SHARE = 0.25
+"""In :func:`painted_again`: paint across another axis than the tags' is fresh paint (not a result with corrections)
+when its longest run of consecutive painted slices is at most this share of its count of slices across each other
+axis. A few slices painted across i are 1-5 slices thick and span the muscle's length and depth; a whole result is as
+thick across any axis as the muscle (a calf muscle's thickness is about 0.3-0.5 of its width)."""
+
+
+def on_few_slices(mask: np.ndarray, axis: int) -> bool:
+    """True when ``mask`` (K, J, I) lies on a few slices across ``axis`` (:data:`FRESH_GROUP_SHARE`)."""
+    from .seeds import annotated_slices, seed_groups
+
+    longest = max(len(group) for group in seed_groups(annotated_slices(mask, axis)))
+    return all(longest <= FRESH_GROUP_SHARE * len(annotated_slices(mask, a)) for a in range(3) if a != axis)
+
+
+STROKE_OVERLAP = 0.2
+""":func:`require_strokes_on_slices`: freshly painted consecutive slices whose paint overlaps (in-plane, as a share of
+the smaller) less than this on every adjacent pair are one stroke's bands on a plane tilted to the volume's slices.
+Adjacent cross-sections of a muscle overlap far more (the test volume: 0.8 and more at 1.6 mm spacing)."""
+
+
+def require_strokes_on_slices(painted: np.ndarray, axis: int, slices: Sequence[int], name: str) -> None:
+    """Raise SeedError (what to do) when the fresh paint of segment ``name`` does not lie on slices of the volume:
+    strokes painted in slice views rotated against its grid (an oblique volume in Slicer's default views) each leave
+    a band on several consecutive slices, and those bands do not overlap. Needs 2 adjacent painted pairs at least;
+    slices painted far apart, or on one slice each, pass."""
+    from .seeds import seed_groups
+
+    moved = np.moveaxis(painted, axis, 0)
+    overlaps = []
+    for group in seed_groups(tuple(slices)):
+        for a, b in zip(group[:-1], group[1:]):
+            sa, sb = moved[a] > 0, moved[b] > 0
+            smaller = min(int(sa.sum()), int(sb.sum()))
+            if smaller:
+                overlaps.append(np.logical_and(sa, sb).sum() / smaller)
+    if len(overlaps) >= 2 and max(overlaps) < STROKE_OVERLAP:
+        names = ("k", "j", "i")
+        raise SeedError(f"The paint of '{name}' does not lie on slices of the volume: each stroke crosses several of "
+                        f"its slices across {names[axis]} ({len(slices)} slices hold a part of one), as when the slice "
+                        "views are rotated against the volume's axes (an oblique volume in the default views).",
+                        "Align the slice views with the volume (the Segment Editor's rotated-view warning button, or "
+                        "the slice view menu: Rotate to volume plane), erase the strokes and paint the slices again.")
+
+
+def fresh_seeds(painted: np.ndarray, name: str = "") -> Tuple[int, Tuple[int, ...]]:
+    """(axis, seed slices) of paint taken as fresh seeds (no tags, or tags that cannot apply): the axis the painted
+    slices lie across (:func:`~ifssnet.seeds.find_axis`) and its non-empty slices, refused where the strokes lie on
+    no slices (:func:`require_strokes_on_slices`). ``painted`` (K, J, I) holds paint."""
+    from .seeds import annotated_slices, find_axis
+
+    axis = int(find_axis(painted))
+    slices = tuple(annotated_slices(painted, axis))
+    require_strokes_on_slices(painted, axis, slices, name)
+    return axis, slices
+
+
+def empty_slice_crc(mask: np.ndarray, axis: int) -> int:
+    """The ``IFSSNet.ResultSliceCRC`` checksum of an empty slice of ``mask`` across ``axis``."""
+    return slice_crcs(np.zeros((1,) + np.moveaxis(mask, axis, 0).shape[1:], np.uint8), 0)[0]
+
+
+def painted_again(painted, axis, annotated, previous, now, changed, empty: int, name: str = "",
+                  notes: Optional[List[str]] = None) -> Optional[Tuple[int, Tuple[int, ...]]]:
+    """(axis, seeds) of a segment cleared and painted again since its tags were written (a muscle started
+    over), else None. Then every slice that had the muscle was changed, and either most of them are now empty
+    (painted again across the same axis), or the paint lies on a few slices across another axis, which cross
+    them all (:data:`FRESH_GROUP_SHARE`). A correction edits a few slices, or crosses them all from another view
+    and leaves the result there: the whole result is no few slices across any axis. Without this, every slice
+    of the old result would be a seed (empty ones 'no muscle here' marks), and nothing would be propagated.
+    The segment is then painted afresh (``find_axis``); across the same axis, its 'no muscle here' marks that
+    are still empty and lie beyond the new paint stay; across another, they cannot apply, and a sentence that
+    says so (and what to do) goes to ``notes``. ``previous``, ``now``: the slices' checksums as tagged and now;
+    ``changed``: the slices whose checksum differs; ``empty``: the checksum of an empty slice
+    (:func:`empty_slice_crc`)."""
+    from .seeds import annotated_slices, find_axis
+
+    had = {s for s, c in enumerate(previous) if c != empty}
+    if not had or not had <= changed or not painted.any():
+        return None
+    keptMost = 2 * sum(now[s] != empty for s in had) > len(had)     # most slices of the old result hold paint
+    if keptMost and not any(on_few_slices(painted, a) for a in range(3) if a != axis):
+        return None     # the result is still there, corrected (before find_axis, which reads every voxel)
+    try:
+        newAxis = int(find_axis(painted))
+    except SeedError:   # not a fresh paint after all: the tags stand
+        return None
+    fresh = tuple(annotated_slices(painted, newAxis))
+    if not fresh or keptMost and (newAxis == axis or not on_few_slices(painted, newAxis)):
+        return None
+    require_strokes_on_slices(painted, newAxis, fresh, name)
+    marks = {s for s in annotated if 0 <= s < len(now) and previous[s] == empty and now[s] == empty}
+    if newAxis == axis:
+        return newAxis, tuple(sorted(set(fresh) | {s for s in marks if s < fresh[0] or s > fresh[-1]}))
+    if notes is not None:
+        names = ("k", "j", "i")
+        note = (f"'{name}' is now painted across {names[newAxis]} (its recorded seeds were across {names[axis]}), "
+                f"so its paint was taken as new seeds across {names[newAxis]}.")
+        if marks:
+            plural = "s" if len(marks) > 1 else ""
+            note += (f" Its 'no muscle here' mark{plural} across {names[axis]} (slice{plural} "
+                     f"{', '.join(map(str, sorted(marks)))}) cannot apply across {names[newAxis]}: go to the first "
+                     "slice past each end of the muscle in the view you painted in and click No muscle here.")
+        notes.append(note)
+    return newAxis, fresh
 
 
 @dataclass
@@ -475,6 +642,10 @@ def read_segmentation(path, reference: Optional[Geometry] = None,
     'Reference image geometry'), where its slice numbers and segment tags are.
     ``progress`` gets :data:`STAGE_READING` once per segment of a .seg.nrrd and ``cancel`` is checked between
     them (:class:`~ifssnet.errors.Cancelled`).
+
+    A segment's ``annotated`` holds its seeds as Slicer's Propagate reads them (:func:`seed_slices`): its annotated
+    slices plus those edited since they were tagged (``IFSSNet.ResultSliceCRC``), read on the grid the tags were
+    written on, and ``notes`` says where a slice was read otherwise than painted.
     """
     path = Path(path)
     _check_readable(path)
@@ -492,7 +663,7 @@ def read_segmentation(path, reference: Optional[Geometry] = None,
             reference, shape = covering_grid(reference, shape, inside, tuple(b.stop - b.start for b in box))
         if not seg.geometry.same_as(reference) or seg.shape != shape:
             return resample_segmentation(seg, reference, shape, progress=progress, cancel=cancel)
-    return seg
+    return _annotations_on_own_grid(seg)
 
 
 def _read_seg_nrrd(path: Path, progress: Optional[ProgressFn] = None,
@@ -510,7 +681,7 @@ def _read_seg_nrrd(path: Path, progress: Optional[ProgressFn] = None,
     # Slicer saved cropped ('crop to minimum extent'): voxel 0 of the file is voxel `offset` (i, j, k) of the grid
     # the segment tags were written on, so a tag's slice s is the file's slice s - offset (maybe outside the file).
     offset_kji = [int(v) for v in (raw.get("referenceImageExtentOffset") or (0, 0, 0))][::-1]
-    segments = []
+    segments, tagged = [], []
     infos = raw.get("segments", [])
     report(progress, STAGE_READING, 0, len(infos))
     for n, info in enumerate(infos):
@@ -522,13 +693,67 @@ def _read_seg_nrrd(path: Path, progress: Optional[ProgressFn] = None,
         mask = np.ascontiguousarray((layer == int(info.get("labelValue", 1))).transpose(2, 1, 0)).view(np.uint8)
         tags = info.get("tags", {}) or {}
         annotated = AnnotatedSlices.from_tag(tags[ANNOTATED_TAG]) if ANNOTATED_TAG in tags else None
-        if annotated is not None and offset_kji[annotated.axis]:
-            annotated = AnnotatedSlices(annotated.axis, tuple(s - offset_kji[annotated.axis] for s in annotated.slices))
         color = tuple(info.get("color", DEFAULT_COLORS.get(info.get("name", ""), (0.5, 0.5, 0.5))))
         segments.append(Segment(info.get("name", info.get("id", "Segment")), mask, color, annotated))
+        tagged.append((segments[-1], crcs_from_tag(tags.get(RESULT_CRC_TAG)), grid_from_tag(tags.get(SEED_GRID_TAG))))
         report(progress, STAGE_READING, n + 1, len(infos))
     seg = Segmentation(segments, geometry)
-    return seg, _drawn_on(raw, seg)
+    drawn_on = _drawn_on(raw, seg)
+    for segment, crcs, grid in tagged:
+        if segment.annotated is not None:
+            _read_seeds(segment, crcs, grid or drawn_on, seg, offset_kji)
+    return seg, drawn_on
+
+
+def _read_seeds(segment: Segment, crcs: Optional[List[int]], grid: Optional[Tuple[Geometry, Tuple[int, int, int]]],
+                seg: Segmentation, offset_kji: Sequence[int]) -> None:
+    """Replace ``segment.annotated`` (its tag as written) by its seeds (:func:`seed_slices`), read on ``grid`` (the
+    grid its tags number their slices on: its ``IFSSNet.SeedGrid``, else the image a file saved cropped was drawn on),
+    else on the file's own grid ``seg`` (less a crop's ``offset_kji``). A tag that names slices outside that grid is
+    left as it is (refused where its seeds are read: from another volume)."""
+    annotated = segment.annotated
+    if grid is not None and grid[0].same_as(seg.geometry) and tuple(grid[1]) == seg.shape:
+        grid = None
+    if grid is None:
+        if offset_kji[annotated.axis]:   # numbered on the grid the file was cropped from
+            annotated = AnnotatedSlices(annotated.axis, tuple(s - offset_kji[annotated.axis] for s in annotated.slices))
+        segment.annotated = annotated
+        painted, count = segment.mask, seg.shape[annotated.axis]
+    else:
+        segment.annotated_grid = (grid[0], tuple(int(v) for v in grid[1]))
+        painted, count = None, int(grid[1][annotated.axis])
+    if any(not 0 <= s < count for s in annotated.slices):
+        return
+    if painted is None:
+        painted = _resampled(segment.mask, seg.geometry, *grid)
+    segment.annotated = AnnotatedSlices(*seed_slices(annotated, crcs, painted, segment.name, segment.notes))
+
+
+def grid_tag(geometry: Geometry, shape: Sequence[int]) -> str:
+    """The ``IFSSNet.SeedGrid`` tag of ``geometry``'s grid of ``shape`` (K, J, I), as the Slicer module writes it: the
+    image-to-world matrix in RAS, 3 x 4 row by row, then ``;`` and the extent (:func:`grid_from_tag` reads it)."""
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ geometry.ijk_to_lps
+    extent = (0, int(shape[2]) - 1, 0, int(shape[1]) - 1, 0, int(shape[0]) - 1)
+    return ",".join(repr(float(v)) for v in ras[:3].ravel()) + ";" + ",".join(map(str, extent))
+
+
+def grid_from_tag(text: Optional[str]) -> Optional[Tuple[Geometry, Tuple[int, int, int]]]:
+    """``(geometry, shape (K, J, I))`` in LPS of an ``IFSSNet.SeedGrid`` tag (the Slicer module's record of the grid
+    its seed tags number their slices on: the volume's image-to-world matrix in the segmentation's RAS frame, 3 x 4
+    row by row, then ``;`` and the extent); the geometry's voxel 0 is the extent's first voxel. None where there is
+    no tag or it does not parse."""
+    try:
+        matrix_text, extent_text = (text or "").split(";")
+        values = [float(v) for v in matrix_text.split(",")]
+        extent = [int(e) for e in extent_text.split(",")]
+        if len(values) != 12 or len(extent) != 6 or any(extent[2 * a + 1] < extent[2 * a] for a in range(3)):
+            return None
+        ijk_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.vstack([np.reshape(values, (3, 4)), [0, 0, 0, 1]])
+        ijk_to_lps[:, 3] = ijk_to_lps @ np.array([extent[0], extent[2], extent[4], 1.0])
+        geometry = Geometry.from_ijk_to_lps(ijk_to_lps)
+    except (ValueError, GeometryError, np.linalg.LinAlgError):
+        return None
+    return geometry, (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
 
 
 def _drawn_on(raw: dict, seg: Segmentation) -> Optional[Tuple[Geometry, Tuple[int, int, int]]]:
@@ -571,22 +796,44 @@ def _read_labelmap(path: Path) -> Segmentation:
 def resample_segmentation(seg: Segmentation, reference: Geometry, shape: Sequence[int], *,
                           progress: Optional[ProgressFn] = None, cancel: CancelLike = None) -> Segmentation:
     """Resample every segment onto ``reference`` with grid ``shape`` (K, J, I), nearest neighbour. Annotated slices
-    follow a whole-voxel shift of the grid (a file saved cropped: :func:`voxel_offset`), a flip or an exchange of its
-    axes, and are dropped on any other change of grid, where slices do not map one to one. ``progress`` gets ``"Resampling segmentation"`` once per segment; ``cancel`` is checked between them."""
-    sitk = _sitk()
-    ref = sitk.Image([int(shape[2]), int(shape[1]), int(shape[0])], sitk.sitkUInt8)
-    reference.apply_to(ref)
+    (numbered on the segment's ``annotated_grid``, else on ``seg``'s) follow the slices they are resampled onto
+    (:func:`annotated_on_grid`: a whole-voxel shift of the grid, a flip or an exchange of its axes, finer or coarser
+    slices), and are dropped where the slices are rotated or do not map one for one (the segment's ``notes`` say
+    so).
+    ``progress`` gets ``"Resampling segmentation"`` once per segment;
+    ``cancel`` is checked between them."""
     out = []
     for n, s in enumerate(seg.segments):
         report(progress, "Resampling segmentation", n, len(seg.segments))
         check_cancel(cancel)
-        img = sitk.GetImageFromArray(np.ascontiguousarray(s.mask, dtype=np.uint8))
-        seg.geometry.apply_to(img)
-        res = sitk.Resample(img, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-        out.append(Segment(s.name, sitk.GetArrayFromImage(res), s.color,
-                           _annotated_on(s.annotated, seg.geometry, reference, shape)))
+        source = s.annotated_grid[0] if s.annotated_grid is not None else seg.geometry
+        notes = list(s.notes)
+        out.append(Segment(s.name, _resampled(s.mask, seg.geometry, reference, shape), s.color,
+                           _annotated_on(s.annotated, source, reference, shape, s.name, notes), notes=notes))
     report(progress, "Resampling segmentation", len(seg.segments), len(seg.segments))
     return Segmentation(out, reference)
+
+
+def _resampled(mask: np.ndarray, geometry: Geometry, reference: Geometry, shape: Sequence[int]) -> np.ndarray:
+    """``mask`` (K, J, I) on ``geometry``'s grid resampled onto ``reference``'s grid of ``shape`` (K, J, I), nearest
+    neighbour, uint8 (0 outside ``mask``'s grid)."""
+    sitk = _sitk()
+    ref = sitk.Image([int(shape[2]), int(shape[1]), int(shape[0])], sitk.sitkUInt8)
+    reference.apply_to(ref)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(mask, dtype=np.uint8))
+    geometry.apply_to(img)
+    return sitk.GetArrayFromImage(sitk.Resample(img, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                                                sitk.sitkUInt8))
+
+
+def _annotations_on_own_grid(seg: Segmentation) -> Segmentation:
+    """``seg`` with each segment's annotated slices numbered on its own grid (from the segment's ``annotated_grid``:
+    :func:`_annotated_on`)."""
+    for s in seg.segments:
+        if s.annotated_grid is not None:
+            s.annotated = _annotated_on(s.annotated, s.annotated_grid[0], seg.geometry, seg.shape, s.name, s.notes)
+            s.annotated_grid = None
+    return seg
 
 
 def covering_grid(geometry: Geometry, shape: Sequence[int], other: Geometry,
@@ -625,35 +872,80 @@ def voxel_offset(source: Geometry, target: Geometry, tol: float = 1e-3) -> Optio
 
 
 def _annotated_on(annotated: Optional[AnnotatedSlices], source: Geometry, target: Geometry,
-                  shape: Sequence[int]) -> Optional[AnnotatedSlices]:
-    """A segment's annotated slices on the ``target`` grid of ``shape`` (K, J, I), where the grids have the same
-    spacing and their voxels coincide: shifted by whole voxels, reversed, or across another axis of ``target`` (a
-    copy reoriented, its axes flipped or swapped); those left outside it are dropped. None (not known) where slices
-    do not map one to one."""
+                  shape: Sequence[int], name: str = "", notes: Optional[List[str]] = None) -> Optional[AnnotatedSlices]:
+    """A segment's annotated slices on ``source``'s grid, on the ``target`` grid of ``shape`` (K, J, I)
+    (:func:`annotated_on_grid`): None (not known: the paint is then read as fresh seeds) where no slices of one lie
+    parallel to slices of the other, or they do not map one for one (then :func:`other_grid_note` goes to
+    ``notes``, as Slicer's Propagate says it)."""
     if annotated is None:
         return None
-    found = slice_map(np.linalg.solve(target.ijk_to_lps, source.ijk_to_lps), annotated.axis)
-    if found is None:
+    try:
+        moved = annotated_on_grid(annotated, np.linalg.solve(target.ijk_to_lps, source.ijk_to_lps), shape, name)
+    except SeedError:
+        if notes is not None:
+            notes.append(other_grid_note(name))
         return None
-    axis, sign, shift = found
-    moved = sorted(sign * s + shift for s in annotated.slices)
-    moved = tuple(s for s in moved if 0 <= s < int(shape[axis]))
-    return AnnotatedSlices(axis, moved) if moved else None
+    return moved if moved is not None and moved.slices else None
 
 
-def slice_map(m: np.ndarray, axis: int, tolerance: float = 1e-3) -> Optional[Tuple[int, int, int]]:
-    """How the slices across array ``axis`` (0 = k) of one grid lie on another grid whose voxels are the same
-    voxels (a crop, a flip, the axes in another order): ``m`` (4 x 4) maps the first grid's (i, j, k, 1) to the
-    second's. ``(axis on the second grid, sign, shift)``: slice ``s`` is slice ``sign * s + shift`` there. None where
-    ``m`` is no exchange and flip of axes with a shift by whole voxels (resampled, rotated, moved by part of a
-    voxel). Used for a file's tags (:func:`_annotated_on`) and the Slicer module's seed grid (``sliceMapping``)."""
-    P = np.rint(m[:3, :3])
-    if (not np.allclose(m[:3, :3], P, atol=tolerance) or not np.allclose(m[:3, 3], np.rint(m[:3, 3]), atol=tolerance)
-            or not (np.abs(P).sum(axis=0) == 1).all() or not (np.abs(P).sum(axis=1) == 1).all()):
+def other_grid_note(name: str) -> str:
+    """The sentence for the user when a segment's seed tags cannot apply to the grid it is propagated on, and its
+    paint there was taken as fresh seeds."""
+    return (f"'{name}' was painted or propagated on another volume's grid (resampled, rotated or moved), so its paint "
+            "on this volume was taken as new seeds, and its 'no muscle here' marks do not apply here.")
+
+
+def annotated_on_grid(annotated: AnnotatedSlices, m: np.ndarray, shape: Sequence[int], name: str = "",
+                      tolerance: float = 1e-3) -> Optional[AnnotatedSlices]:
+    """The annotated slices of a segment, numbered on one grid, on another grid of ``shape`` (K, J, I), onto which
+    its voxels are resampled with nearest neighbour: ``m`` (4 x 4) maps the first grid's (i, j, k, 1) to the
+    second's. Where the slices across ``annotated.axis`` lie parallel to slices across an axis of the second grid,
+    a slice there is annotated when the slice it is read from is (a crop, a flip or the axes in another order: one
+    for one; a finer grid, as Slicer's oversampled segmentation geometry: each slice there takes the tag of the
+    slices that lie in it; a coarser one: each painted slice covers the slices whose centres it holds). Slices
+    outside the second grid are dropped (the result may hold none); None where the slices lie parallel to none of
+    its slices (rotated: not known). Raises :class:`SeedError` (what to do) where that is not one for one: a slice
+    there lies halfway between an annotated slice and one that is not, or an annotated slice is read by no slice
+    of its own (painted on one of the finer slices inside a volume slice, and the volume slice reads another)."""
+    m = np.asarray(m, dtype=float)
+    c = 2 - int(annotated.axis)                                      # array axis k, j, i = IJK index 2, 1, 0
+    others = [col for col in range(3) if col != c]
+    rows = [r for r in range(3) if abs(m[r, c]) > tolerance and np.allclose(m[r, others], 0, atol=tolerance)]
+    if len(rows) != 1:
         return None
-    c = 2 - int(axis)                                               # array axis k, j, i = IJK index 2, 1, 0
-    r = int(np.flatnonzero(P[:, c])[0])
-    return 2 - r, int(P[r, c]), int(np.rint(m[r, 3]))
+    r = rows[0]
+    axis, scale, shift = 2 - r, float(m[r, c]), float(m[r, 3])      # slice s lies at scale * s + shift there
+    n = int(shape[axis])
+    marked = set(annotated.slices)
+    if abs(abs(scale) - 1) < tolerance and abs(shift - round(shift)) < tolerance:   # the same slices: one for one
+        sign, offset = int(round(scale)), int(round(shift))
+        return AnnotatedSlices(axis, tuple(sorted(t for t in (sign * s + offset for s in marked) if 0 <= t < n)))
+
+    def nearest(x: float) -> Tuple[int, int]:    # the slice nearest to x, or the two at a tie (rounding decides)
+        return int(np.floor(x + 0.5 - tolerance)), int(np.floor(x + 0.5 + tolerance))
+
+    kept, unsure = [], []
+    for t in range(n):
+        below, above = nearest((t - shift) / scale)
+        if (below in marked) != (above in marked):
+            unsure.append(t)
+        elif below in marked:
+            kept.append(t)
+    lost = []
+    for s in sorted(marked):
+        inside = [t for t in set(nearest(scale * s + shift)) if 0 <= t < n]
+        if inside and not any(t in kept for t in inside):
+            lost.append(s)
+    if unsure or lost:
+        names = ("k", "j", "i")
+        listed = ", ".join(map(str, (lost or [round((t - shift) / scale, 2) for t in unsure])[:8]))
+        raise SeedError(f"The painted slices of '{name}' were recorded on a grid whose slices across "
+                        f"{names[annotated.axis]} are {abs(scale):.3g} times as far apart as this volume's, and they "
+                        f"do not fall on its slices one for one (slice {listed} of that grid lies between two of the "
+                        "volume's, next to a slice that is not painted).",
+                        "Paint those slices again on this volume's own slices (in Slicer: on the volume you "
+                        "propagate, which then reads them there), and save the seeds again.")
+    return AnnotatedSlices(axis, tuple(kept))
 
 
 def write_segmentation(seg: Segmentation, path, *, progress: Optional[ProgressFn] = None,
@@ -686,8 +978,10 @@ def write_segmentation(seg: Segmentation, path, *, progress: Optional[ProgressFn
         info = {"id": f"Segment_{i + 1}", "name": s.name, "color": list(map(float, s.color))}
         if s.annotated is not None:
             # the checksums as written: a slice painted or corrected in Slicer afterwards joins the seeds
+            # and the grid they number slices on, so Slicer maps them onto a crop of it as its own (IFSSNet.SeedGrid)
             info["tags"] = {ANNOTATED_TAG: s.annotated.to_tag(),
-                            RESULT_CRC_TAG: ",".join(str(c) for c in slice_crcs(s.mask, s.annotated.axis))}
+                            RESULT_CRC_TAG: ",".join(str(c) for c in slice_crcs(s.mask, s.annotated.axis)),
+                            SEED_GRID_TAG: grid_tag(seg.geometry, seg.shape)}
         raw["segments"].append({**info, **add_to_layers(layers, raw["segments"], np.asarray(s.mask) > 0)})
     # (L, K, J, I) -> the file's (i, j, k) order as a view: Fortran-ordered, so pynrrd writes it without a copy.
     raw["voxels"] = layers[0].transpose(2, 1, 0) if len(layers) == 1 else np.stack(layers).transpose(0, 3, 2, 1)

@@ -1,7 +1,8 @@
 """``ifssnet propagate VOLUME SEEDS -o OUT.seg.nrrd``: the CLI of :func:`ifssnet.propagate.propagate`.
 
 The seeds file is a .seg.nrrd (from Slicer or ``ifssnet seeds``). Annotated slices come from the
-``IFSSNet.AnnotatedSlices`` tag when present, else from the slices where the segment is painted
+``IFSSNet.AnnotatedSlices`` tag when present, with the slices corrected since (``IFSSNet.ResultSliceCRC``), as
+Slicer's Propagate reads them (:func:`ifssnet.io.seed_slices`), else from the slices where the segment is painted
 (then an empty painted slice cannot be told from an unpainted one). The propagation axis is found
 from those slices, or given with ``--axis``; the volume is transposed so that it comes first, and the
 result transposed back. Writes OUT.seg.nrrd (each segment tagged with its painted slices) and
@@ -76,12 +77,13 @@ def _painted_axis(segment, names):
 def seeds_from_segmentation(seg, names, axis=None):
     """``{name: SeedSet}`` along ``axis`` plus the axis, from a :class:`~ifssnet.io.Segmentation`.
 
-    ``axis`` None: each segment's axis from its tag (:data:`~ifssnet.io.ANNOTATED_TAG`) or its paint. A given
+    ``axis`` None: each segment's axis from its tag (:data:`~ifssnet.io.ANNOTATED_TAG`) or its paint (paint whose
+    strokes lie on no slices of the volume is refused: :func:`~ifssnet.io.require_strokes_on_slices`). A given
     ``axis`` (``--axis``) settles a paint whose axis is unclear, but one that contradicts the tag or a clear
     paint is refused: propagating across the painted slices would take every slice the paint crosses for a seed.
     Returns ``(seed_map, axis)`` with every mask transposed so that ``axis`` comes first.
     """
-    from .io import ANNOTATED_TAG
+    from .io import ANNOTATED_TAG, require_strokes_on_slices
     from .seeds import annotated_slices, cut_seeds
 
     names_kji = ("k", "j", "i")
@@ -106,8 +108,9 @@ def seeds_from_segmentation(seg, names, axis=None):
                                 f"Leave --axis out, or give --axis {painted}.")
         if s.annotated is not None:
             slices = tuple(s.annotated.slices)
-        else:
+        else:   # fresh paint, refused where its strokes lie on no slices, as Slicer's Propagate refuses it
             slices = tuple(annotated_slices(s.mask, ax))
+            require_strokes_on_slices(s.mask, ax, slices, n)
         axes.add(ax)
         found[n] = (ax, slices, s.mask)
     if len(axes) > 1:
@@ -262,6 +265,9 @@ def _propagate_with(args, output: Path, device: str, net, bar) -> None:
         hint = f"; to correct it, paint slice {nxt} (axis {axis}) next" if nxt is not None else ""
         where = f", on slices {ends[n][0]}-{ends[n][1]}" if ends[n] else ""
         print(f"{n}: {int(m.sum())} voxels, {m.sum() * vox / 1000:.2f} cm3{where}{hint}")
+    for n in masks:          # slices of the seed file read otherwise than painted (ifssnet.io.seed_slices)
+        for note in seg.get(n).notes:
+            print(note)
     if result.frames < volume.shape[0]:
         print(f"propagated on {result.frames} of {volume.shape[0]} frames, {result.frame_spacing_mm:.2f} mm apart "
               "(the network's slice spacing); every frame has its result")

@@ -448,7 +448,7 @@ class PropagatePanel:
 
     def onNoMuscleHere(self):
         """Mark the slice shown across the painted axis 'no muscle here' (Logic.markNoMuscle)."""
-        from ifssnet.errors import InputError, SeedError
+        from ifssnet.errors import InputError
 
         if self.previewShown:  # the mark applies to the kept result
             self.onApply()
@@ -457,26 +457,14 @@ class PropagatePanel:
             if volumeNode is None or segmentationNode is None or not segmentIds or len(segmentIds) != 1:
                 raise InputError("'No muscle here' marks one segment, and one segment is not selected.",
                                  "Select the volume and the one segment whose muscle has ended on this slice.")
-            sid = segmentIds[0]
-            axis = self.logic.paintedAxis(volumeNode, segmentationNode, sid)
-            if axis is None:
-                raise SeedError("The segment has no painted slices.", "Paint the muscle on a few slices first.")
-            index = None
-            for name in slicer.app.layoutManager().sliceViewNames():
-                sliceNode = slicer.app.layoutManager().sliceWidget(name).mrmlSliceNode()
-                index = A.sliceIndexAt(volumeNode, A.matrixArray(sliceNode.GetSliceToRAS()), axis)
-                if index is not None:
-                    break
-            if index is None:
-                raise InputError("No slice view shows slices across the axis the muscle is painted across.",
-                                 "Show the painted view (Reformat: reset to the volume's axes) and go to the slice "
-                                 "where the muscle has ended.")
+            views = [A.matrixArray(slicer.app.layoutManager().sliceWidget(name).mrmlSliceNode().GetSliceToRAS())
+                     for name in slicer.app.layoutManager().sliceViewNames()]
             self.saveUndo(segmentationNode)
-            _, slices = self.logic.markNoMuscle(volumeNode, segmentationNode, sid, index, axis)
+            mark = self.logic.markNoMuscle(volumeNode, segmentationNode, segmentIds[0], views=views)
         except Exception as exc:
             self._showError(exc)
             return
-        self.setStatus(f"Slice {index} marked 'no muscle here' ({len(slices)} annotated slices). "
+        self.setStatus(f"Slice {mark.index} marked 'no muscle here' ({len(mark.slices)} annotated slices). "
                        "Propagate does not run past it.")
 
     def _poll(self):

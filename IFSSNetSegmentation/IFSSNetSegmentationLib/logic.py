@@ -21,10 +21,11 @@ Which slices are seeds
     whole becomes a "no muscle here" mark. A painted slice erased whole is dropped from the seeds instead: the
     paint taken back, as Fill between slices reads an empty slice (the "No muscle here" button marks it). A
     segment cleared and painted again (every slice that had the muscle changed, and most of them now empty, or
-    the new paint on a few slices across another axis) is taken as freshly painted (``_paintedAgain``): across
+    the new paint on a few slices across another axis) is taken as freshly painted (``io.painted_again``): across
     the same axis it keeps its "no muscle here" marks beyond the new paint; across another they cannot apply, and
     the summary's notes say so. The slice numbers are of the grid ``IFSSNet.SeedGrid`` records: on a crop of it
-    they are mapped onto the crop's slices; on another grid the paint is taken afresh (``_seedsOnGrid``).
+    they are mapped onto the crop's slices; on another grid the paint is taken afresh (``_seedsOnGrid``). The rule
+    is ``ifssnet.io.seed_slices``, by which ``ifssnet propagate`` reads the same segmentation saved to a file.
 
 Safety
     The result is computed completely before anything is written. The whole segmentation is snapshot
@@ -44,15 +45,17 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import slicer
 import vtk
 
 from ifssnet.errors import IFSSNetError, InputError, ResourceError, SeedError, VolumeError
-from ifssnet.io import ANNOTATED_TAG, RESULT_CRC_TAG, AnnotatedSlices, slice_crcs, slice_map
+from ifssnet.io import (ANNOTATED_TAG, RESULT_CRC_TAG, AnnotatedSlices, annotated_on_grid, crcs_from_tag, fresh_seeds,
+                        other_grid_note, seed_slices, slice_crcs)
 from ifssnet.progress import check_cancel, report
+from ifssnet.seeds import annotated_slices
 
 from IFSSNetSegmentationLib import mrml_arrays as arrays
 
@@ -70,8 +73,18 @@ LEAST_CONFIDENT_COUNT = 5
 
 SEED_GRID_TAG = "IFSSNet.SeedGrid"
 """The grid the two tags above number their slices on: the volume's image-to-world matrix in the segmentation's frame
-(3 x 4, row by row) and its extent, ``m00,...,m23;e0,...,e5``. A segment without it (``ifssnet.io``'s files, earlier
-versions) is read on the grid it is propagated on."""
+(3 x 4, row by row) and its extent, ``m00,...,m23;e0,...,e5``. A segment without it (``ifssnet.io``'s files) is read
+on the segmentation's own grid (``recordedGrid``), as ``ifssnet.io`` reads a file's tags."""
+
+
+def recordedGrid(segmentationNode, segment):
+    """The grid a tagged segment's seed tags number their slices on: its ``IFSSNet.SeedGrid``, else (a file written by
+    ``ifssnet.io``, whose tags are on the file's grid) the segmentation's own grid (``referenceImageGrid``); None for a
+    segment without tags, or where neither is known (then the tags are read on the grid propagated on)."""
+    if not segmentTag(segment, ANNOTATED_TAG):
+        return None
+    text = segmentTag(segment, SEED_GRID_TAG)
+    return gridFromText(text) if text is not None else referenceImageGrid(segmentationNode)
 
 
 def tagSeeds(segment, axis: int, seedSlices, mask: np.ndarray, geometry=None) -> None:
@@ -119,31 +132,51 @@ def gridFromText(text: Optional[str]):
     return grid
 
 
+def referenceImageGrid(segmentationNode):
+    """The segmentation's own grid (its 'Reference image geometry': the volume it was painted on, in its frame), a
+    ``vtkOrientedImageData`` without voxels; None where it has none."""
+    converter = slicer.vtkSegmentationConverter
+    text = segmentationNode.GetSegmentation().GetConversionParameter(
+        converter.GetReferenceImageGeometryParameterName())
+    grid = slicer.vtkOrientedImageData()
+    if not text or not converter.DeserializeImageGeometry(text, grid, False):
+        return None
+    e = grid.GetExtent()
+    return grid if e[0] <= e[1] and e[2] <= e[3] and e[4] <= e[5] else None
+
+
 def sameGrid(a, b, tolerance: float = 1e-4) -> bool:
     return tuple(a.GetExtent()) == tuple(b.GetExtent()) and np.allclose(_gridMatrix(a), _gridMatrix(b), atol=tolerance)
 
 
-def sliceMapping(old, new, axis: int, tolerance: float = 1e-3):
-    """(axis on ``new``, {slice on ``old``: slice on ``new``}) for the slices across array ``axis`` of grid ``old``,
-    when every voxel of ``old`` is a voxel of ``new`` (a crop, a flip, axes in another order: one grid), else None
-    (resampled, rotated or moved: the slices are no slices of ``new``). Slices outside ``new`` are left out."""
-    found = slice_map(np.linalg.inv(_gridMatrix(new)) @ _gridMatrix(old), axis, tolerance)   # old IJK -> new IJK
-    if found is None:
-        return None
-    newAxis, sign, shift = found
-    oe, ne = old.GetExtent(), new.GetExtent()
-    c, r = 2 - int(axis), 2 - newAxis                               # array axis k, j, i = IJK index 2, 1, 0
-    mapping = {}
-    for s in range(oe[2 * c + 1] - oe[2 * c] + 1):
-        t = sign * (s + oe[2 * c]) + shift - ne[2 * r]
-        if 0 <= t <= ne[2 * r + 1] - ne[2 * r]:
-            mapping[s] = t
-    return newAxis, mapping
+def seedsOnGrid(old, new, annotated: AnnotatedSlices, name: str = "") -> Optional[AnnotatedSlices]:
+    """``annotated`` (slices of grid ``old``, a ``vtkOrientedImageData``, counted from its extent's first) on grid
+    ``new``, whose voxels they are resampled onto (``ifssnet.io.annotated_on_grid``: a crop, a flip, the axes in
+    another order, finer or coarser slices; those outside ``new`` are left out), or None where its slices are not
+    parallel to them (rotated). SeedError where they do not map one for one."""
+    def voxelZero(grid) -> np.ndarray:      # IJK of the extent's first voxel -> world
+        e = grid.GetExtent()
+        shift = np.eye(4)
+        shift[:3, 3] = (e[0], e[2], e[4])
+        return _gridMatrix(grid) @ shift
+
+    e = new.GetExtent()
+    shape = (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
+    return annotated_on_grid(annotated, np.linalg.inv(voxelZero(new)) @ voxelZero(old), shape, name)
 
 
 def segmentTag(segment, tag: str) -> Optional[str]:
     value = vtk.reference("")
     return str(value) if segment.GetTag(tag, value) else None
+
+
+class NoMuscleMark(NamedTuple):
+    """What ``markNoMuscle`` did: the ``axis`` (0 = k) of the segment's seeds, its annotated ``slices`` now, and the
+    slice ``index`` it marked."""
+
+    axis: int
+    slices: Tuple[int, ...]
+    index: int
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,6 +194,7 @@ class SegmentJob:
     confidence: Optional[np.ndarray] = None  # (slices along axis,)
     frames: int = 0  # frames along the axis that the method ran on (fewer than the slices: a finer sweep, thinned)
     notes: List[str] = dataclasses.field(default_factory=list)  # for the user: slices read otherwise than painted
+    recorded: list = dataclasses.field(default_factory=list)  # [(grid, seeds there)] where read on the tags' grid
 
 
 @dataclasses.dataclass
@@ -241,16 +275,18 @@ class IFSSNetSegmentationLogic:
         return None
 
     @arrays.outOfMemoryAsResourceError("marking the slice")
-    def markNoMuscle(self, volumeNode, segmentationNode, segmentId: str, sliceIndex: int,
-                     axis: Optional[int] = None) -> Tuple[int, Tuple[int, ...]]:
+    def markNoMuscle(self, volumeNode, segmentationNode, segmentId: str, sliceIndex: Optional[int] = None,
+                     axis: Optional[int] = None, *, views: Sequence[Any] = ()) -> "NoMuscleMark":
         """Mark slice ``sliceIndex`` of a segment "no muscle here", as a clinician marks where a muscle ends.
 
         The segment is cleared on that slice (a leak of a previous run, say), and the slice joins the
         segment's annotated slices (tag ``IFSSNet.AnnotatedSlices``), so the next Propagate does not run
         past it. ``axis``: the array axis the slice is across (0 = k); default: the painted slices' axis,
-        and it must be that axis when given. Returns (axis, annotated slices). Raises (changing nothing)
-        for an unpainted segment without ``axis``, another axis than the painted one, a slice outside the
-        volume, or a slice the user painted with the muscle (erase it first).
+        and it must be that axis when given. ``sliceIndex`` None: the slice the first of ``views`` (slice views'
+        SliceToRAS matrices, 4 x 4) that shows slices across that axis shows (``mrml_arrays.sliceIndexAt``), as the
+        module's button asks, reading the segment once. Returns (axis, annotated slices, the slice marked). Raises
+        (changing nothing) for an unpainted segment without ``axis``, another axis than the painted one, no view
+        across it, a slice outside the volume, or a slice the user painted with the muscle (erase it first).
         """
         if volumeNode is None or segmentationNode is None:
             raise InputError("No volume or no segmentation is selected.", "Select the volume and the segmentation.")
@@ -261,8 +297,9 @@ class IFSSNetSegmentationLogic:
         segmentationNode.CreateBinaryLabelmapRepresentation()
         geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
         mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
+        recorded: list = []
         if mask.any() or segmentTag(segment, ANNOTATED_TAG):
-            paintedAxis, slices = self._seedsOnGrid(segmentationNode, segmentId, geometry, mask)
+            paintedAxis, slices = self._seedsOnGrid(segmentationNode, segmentId, geometry, mask, recorded=recorded)
         elif axis is None:
             raise SeedError(f"Segment '{segment.GetName()}' has no painted slices, so the sweep's axis is unknown.",
                             "Paint the muscle on a few slices first, then mark where it ends.")
@@ -271,6 +308,13 @@ class IFSSNetSegmentationLogic:
         if axis is not None and int(axis) != paintedAxis:
             raise SeedError(f"The slice is across array axis {axis}, but '{segment.GetName()}' is painted across "
                             f"axis {paintedAxis}.", "Mark 'no muscle here' in the view where you painted the muscle.")
+        if sliceIndex is None:
+            sliceIndex = next((k for k in (arrays.sliceIndexAt(volumeNode, v, paintedAxis) for v in views)
+                               if k is not None), None)
+            if sliceIndex is None:
+                raise InputError("No slice view shows slices across the axis the muscle is painted across.",
+                                 "Show the painted view (Reformat: reset to the volume's axes) and go to the slice "
+                                 "where the muscle has ended.")
         n = mask.shape[paintedAxis]
         k = int(sliceIndex)
         if not 0 <= k < n:
@@ -284,8 +328,9 @@ class IFSSNetSegmentationLogic:
         with arrays.allOrNothing(segmentationNode):
             if arrays.writeSegment(segmentationNode, segmentId, mask, geometry):   # on the segmentation's own grid
                 mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
-            tagSeeds(segment, paintedAxis, slices, mask, geometry)   # slices painted after the mark are still found
-        return paintedAxis, slices
+            # slices painted after the mark are still found; seeds outside this volume (a crop) are kept
+            self._tagSeedsKeeping(segmentationNode, segmentId, paintedAxis, slices, mask, geometry, recorded)
+        return NoMuscleMark(paintedAxis, slices, k)
 
     def segmentVolumes(self, segmentationNode, segmentIds: Optional[Sequence[str]] = None) -> dict:
         """Per segment ID: name, voxel_count, volume_mm3, volume_cm3 (as Segment Statistics computes them)."""
@@ -304,7 +349,8 @@ class IFSSNetSegmentationLogic:
 
         Shown before a run, so it reads no voxels: the shape comes from the volume's dimensions, the
         propagation axis and the number of seed groups from the segments' ``IFSSNet.AnnotatedSlices`` tag
-        where a previous run left one, else the volume's longest axis (a sweep) and one group.
+        where a previous run left one (mapped onto this volume's grid where it was written on another's: a reoriented
+        or cropped copy), else the volume's longest axis (a sweep) and one group.
         ``segmentIds=None``: every segment of ``segmentationNode`` (one if there is no segmentation).
         The core's ``expected_seconds`` times one network step on this machine (about 1 s the first time
         for a network, device and preset; cached after) and assumes every run goes to the volume's end,
@@ -324,9 +370,8 @@ class IFSSNetSegmentationLogic:
 
         axis, groups = int(np.argmax(shape)), 1
         for segment in segments:
-            tag = segmentTag(segment, ANNOTATED_TAG)
-            if tag:
-                annotated = AnnotatedSlices.from_tag(tag)
+            annotated = self._taggedSeedsOn(volumeNode, segmentationNode, segment)
+            if annotated is not None:
                 axis, groups = annotated.axis, max(groups, len(seed_groups(annotated.slices)))
                 break
         from ifssnet.estimate import expected_seconds  # lazy: imports torch
@@ -334,6 +379,29 @@ class IFSSNetSegmentationLogic:
         moved = [shape[axis]] + [shape[a] for a in range(3) if a != axis]
         return expected_seconds(moved, max(1, len(segments)), preset, device, model, seed_groups=groups,
                                 slice_spacing_mm=float(arrays.spacingKji(volumeNode)[axis]))
+
+    @staticmethod
+    def _taggedSeedsOn(volumeNode, segmentationNode, segment) -> Optional[AnnotatedSlices]:
+        """A segment's tagged seeds on ``volumeNode``'s grid without reading voxels: the tag's slices mapped from the
+        grid ``IFSSNet.SeedGrid`` records (a crop, a flip, the axes in another order: ``seedsOnGrid``); None where
+        there is no tag, or it was written on a grid that is no such copy (Propagate then reads the paint afresh)."""
+        tag = segmentTag(segment, ANNOTATED_TAG)
+        if not tag:
+            return None
+        try:
+            annotated = AnnotatedSlices.from_tag(tag)
+            old = recordedGrid(segmentationNode, segment)
+            if old is None:
+                return annotated
+            geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
+        except IFSSNetError:   # a tag that does not parse, a volume under a warping transform: Propagate says so
+            return None
+        if sameGrid(old, geometry):
+            return annotated
+        try:
+            return seedsOnGrid(old, geometry, annotated)
+        except SeedError:   # not one for one: Propagate says so
+            return None
 
     @staticmethod
     def volumeTable(volumes: dict, name: str = "Segment volumes", tableNode=None):
@@ -402,12 +470,13 @@ class IFSSNetSegmentationLogic:
             if skipEmpty and not painted.any():   # nothing to propagate (cleared after a run: its tags stay)
                 continue
             notes: List[str] = []
-            axis, slices = self._seedsOnGrid(segmentationNode, sid, geometry, painted, notes)
+            recorded: list = []
+            axis, slices = self._seedsOnGrid(segmentationNode, sid, geometry, painted, notes, recorded)
             check_slice_count(len(slices), name=segment.GetName())
             name = segment.GetName()
             if names.count(name) > 1:  # two segments with one name: keep their seeds apart
                 name = f"{name} ({sid})"
-            segments.append(SegmentJob(sid, name, axis, slices, painted, notes=notes))
+            segments.append(SegmentJob(sid, name, axis, slices, painted, notes=notes, recorded=recorded))
         if not segments:
             raise SeedError("None of the segments has painted slices.", "Paint a segment on at least 3 slices.")
         for axis in sorted({seg.axis for seg in segments}):
@@ -501,8 +570,8 @@ class IFSSNetSegmentationLogic:
                 if arrays.writeSegment(segmentationNode, seg.segmentId, seg.result, geometry):
                     # stored on the segmentation's own grid: the checksums are of what the next run reads back
                     stored = arrays.segmentToArray(segmentationNode, seg.segmentId, geometry)
-                tagSeeds(segmentationNode.GetSegmentation().GetSegment(seg.segmentId), seg.axis, seg.seedSlices,
-                         stored, geometry)
+                self._tagSeedsKeeping(segmentationNode, seg.segmentId, seg.axis, seg.seedSlices, stored, geometry,
+                                      seg.recorded)
         report(progress, STAGE_WRITING, total, total)
         return self._summary(job, segmentationNode)
 
@@ -518,114 +587,86 @@ class IFSSNetSegmentationLogic:
     # ---- helpers -------------------------------------------------------------------------------
 
     def _seedsOnGrid(self, segmentationNode, segmentId: str, geometry, painted: np.ndarray,
-                     notes: Optional[List[str]] = None) -> Tuple[int, Tuple[int, ...]]:
+                     notes: Optional[List[str]] = None, recorded: Optional[list] = None) -> Tuple[int, Tuple[int, ...]]:
         """``_seedSlices`` of a segment read on ``geometry`` (``painted``), its tags written on the grid their
-        ``IFSSNet.SeedGrid`` names. On that grid, or without that tag, they are read as they are. On a crop of it
-        (the same voxels: Crop Volume, a flip): read on that grid, where the checksums were taken, and the slices
-        mapped onto ``geometry``'s. On another grid (resampled, rotated, moved) they cannot apply: the paint is
-        taken as fresh seeds (``find_axis``), and ``notes`` says so."""
+        ``IFSSNet.SeedGrid`` names (``recordedGrid``: else the segmentation's own, a file's). On that grid, or where
+        none is known, they are read as they are. On a grid whose
+        slices lie parallel to its slices (a crop, a flip, the axes in another order, the sweep resampled finer or
+        coarser): read on that grid, where the checksums were taken, and the slices mapped onto ``geometry``'s
+        (``seedsOnGrid``). On a grid rotated against it, or where a seed lies between two of its slices, they cannot
+        apply: the paint is taken as fresh seeds (``find_axis``), and ``notes`` says so. ``recorded``: where the seeds
+        were read on the recorded grid, (that grid, its seeds there) is appended to it (``_tagSeedsKeeping``)."""
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
-        old = gridFromText(segmentTag(segment, SEED_GRID_TAG)) if segmentTag(segment, ANNOTATED_TAG) else None
+        old = recordedGrid(segmentationNode, segment)
         if old is None or sameGrid(old, geometry):
             return self._seedSlices(segment, painted, notes)
         axis = AnnotatedSlices.from_tag(segmentTag(segment, ANNOTATED_TAG)).axis
-        mapped = sliceMapping(old, geometry, axis)
-        if mapped is not None:
+        if seedsOnGrid(old, geometry, AnnotatedSlices(axis, ())) is not None:
             onOld = arrays.segmentToArray(segmentationNode, segmentId, old)
             seedAxis, slices = self._seedSlices(segment, onOld, notes)   # another axis where painted again across it
-            newAxis, mapping = mapped if seedAxis == axis else sliceMapping(old, geometry, seedAxis)
-            return newAxis, tuple(sorted(mapping[s] for s in slices if s in mapping))
+            if recorded is not None:
+                recorded.append((old, AnnotatedSlices(seedAxis, slices)))
+            try:
+                mapped = seedsOnGrid(old, geometry, AnnotatedSlices(seedAxis, slices), segment.GetName())
+            except SeedError:   # a seed between two slices of this grid: read afresh, as ifssnet.io reads a file
+                mapped = None
+            if mapped is not None:
+                return mapped.axis, mapped.slices
         if not painted.any():
             raise SeedError(f"Segment '{segment.GetName()}' has no paint on this volume, and its 'no muscle here' "
                             "marks were made on another volume's grid.",
                             "Paint the muscle on at least 3 slices of this volume, then propagate.")
-        fresh = _freshSeeds(painted, segment.GetName())
+        fresh = fresh_seeds(painted, segment.GetName())
         if notes is not None:
-            notes.append(f"'{segment.GetName()}' was painted or propagated on another volume's grid (resampled, "
-                         "rotated or moved), so its paint on this volume was taken as new seeds, and its 'no muscle "
-                         "here' marks do not apply here.")
+            notes.append(other_grid_note(segment.GetName()))
         return fresh
+
+    def _tagSeedsKeeping(self, segmentationNode, segmentId: str, axis: int, slices, stored: np.ndarray, geometry,
+                         recorded: Sequence[Any] = ()) -> None:
+        """``tagSeeds`` of a segment's seeds ``slices`` across ``axis`` of ``geometry`` (``stored``: its voxels there),
+        unless ``geometry`` is a crop of the grid its tags were recorded on (``recorded``: [(that grid, its seeds
+        there before this write)], from ``_seedsOnGrid``) and some of those seeds lie outside it: then the tags stay
+        on that grid, with those seeds kept and the new ones mapped onto it; likewise fresh paint (no tags yet) that
+        lies outside ``geometry`` on the segmentation's own grid (``referenceImageGrid``: the volume it was made on). Re-recorded on the crop, a seed or mark outside
+        it was dropped, so on the whole volume again a painted slice there was propagated over."""
+        segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+        if not recorded and not segmentTag(segment, ANNOTATED_TAG):
+            # fresh paint: all of it is seeds, also where it lies outside this volume (on the segmentation's grid)
+            grid = referenceImageGrid(segmentationNode)
+            if grid is not None and not sameGrid(grid, geometry):
+                try:
+                    covered = seedsOnGrid(geometry, grid, AnnotatedSlices(axis, tuple(range(int(stored.shape[axis])))))
+                except SeedError:
+                    covered = None
+                if covered is not None and len(covered.slices) == int(stored.shape[axis]):   # this volume: a crop
+                    onGrid = arrays.segmentToArray(segmentationNode, segmentId, grid)
+                    recorded = [(grid, AnnotatedSlices(covered.axis, annotated_slices(onGrid, covered.axis)))]
+        if recorded:
+            old, before = recorded[0]
+            n = int(stored.shape[axis])
+            try:
+                back = seedsOnGrid(geometry, old, AnnotatedSlices(axis, tuple(slices)))
+                covered = seedsOnGrid(geometry, old, AnnotatedSlices(axis, tuple(range(n))))
+            except SeedError:   # not one for one (resampled): the tags go onto this grid
+                back = covered = None
+            if back is not None and covered is not None and len(covered.slices) == n and back.axis == before.axis:
+                outside = set(before.slices) - set(covered.slices)
+                if outside:
+                    onOld = arrays.segmentToArray(segmentationNode, segmentId, old)
+                    tagSeeds(segment, before.axis, outside | set(back.slices), onOld, old)
+                    return
+        tagSeeds(segment, axis, slices, stored, geometry)
 
     def _seedSlices(self, segment, painted: np.ndarray,
                     notes: Optional[List[str]] = None) -> Tuple[int, Tuple[int, ...]]:
-        """(axis, seed slices) of ``segment`` whose voxels are ``painted`` (k, j, i): its tags' seeds, plus the slices
-        changed since the tags' checksums (corrections; one the user erased is a 'no muscle here' mark), less the
-        painted slices erased since (the paint taken back, as Fill between slices reads an empty slice); a segment
-        without tags, or cleared and painted again (``_paintedAgain``), from its paint. ``notes``: sentences for the
-        user about slices read otherwise than painted are appended to it."""
+        """(axis, seed slices) of ``segment`` whose voxels are ``painted`` (k, j, i), read from its tags
+        (``IFSSNet.AnnotatedSlices``, ``IFSSNet.ResultSliceCRC``) and its paint by ``ifssnet.io.seed_slices``, the
+        rule ``ifssnet propagate`` reads a saved file by. ``notes``: sentences for the user about slices read
+        otherwise than painted are appended to it."""
         tag = segmentTag(segment, ANNOTATED_TAG)
-        if tag:
-            annotated = AnnotatedSlices.from_tag(tag)
-            axis, slices = annotated.axis, set(annotated.slices)
-            crcText = segmentTag(segment, RESULT_CRC_TAG)
-            if crcText:
-                previous = [int(c) for c in crcText.split(",") if c.strip()]
-                now = slice_crcs(painted, axis)
-                if len(previous) == len(now):
-                    changed = {s for s, (a, b) in enumerate(zip(previous, now)) if a != b}
-                    empty = _emptySliceCRC(painted, axis)
-                    fresh = self._paintedAgain(painted, axis, annotated.slices, previous, now, changed, empty,
-                                               segment.GetName(), notes)
-                    if fresh is not None:
-                        return fresh
-                    erased = sorted(s for s in annotated.slices
-                                    if 0 <= s < len(now) and previous[s] != empty and now[s] == empty)
-                    slices = (slices | changed) - set(erased)
-                    if erased and notes is not None:
-                        many, listed = len(erased) > 1, ", ".join(map(str, erased))
-                        notes.append(f"'{segment.GetName()}': slice{'s' if many else ''} {listed}, "
-                                     f"which you had painted, {'are' if many else 'is'} empty now, so "
-                                     f"{'they were' if many else 'it was'} taken as not painted and propagated. Where "
-                                     "the muscle is not there, go to the slice and click No muscle here.")
-            slices = {s for s in slices if 0 <= s < painted.shape[axis]}
-            return axis, tuple(sorted(slices))
-        if not painted.any():
-            raise SeedError(f"Segment '{segment.GetName()}' is empty: no painted slices.",
-                            "Paint the muscle on at least 3 slices (consecutive or far apart), then propagate.")
-        return _freshSeeds(painted, segment.GetName())
-
-    @staticmethod
-    def _paintedAgain(painted, axis, annotated, previous, now, changed, empty: int, name: str = "",
-                      notes: Optional[List[str]] = None) -> Optional[Tuple[int, Tuple[int, ...]]]:
-        """(axis, seeds) of a segment cleared and painted again since its tags were written (a muscle started
-        over), else None. Then every slice that had the muscle was changed, and either most of them are now empty
-        (painted again across the same axis), or the paint lies on a few slices across another axis, which cross
-        them all (``FRESH_GROUP_SHARE``). A correction edits a few slices, or crosses them all from another view
-        and leaves the result there: the whole result is no few slices across any axis. Without this, every slice
-        of the old result would be a seed (empty ones 'no muscle here' marks), and nothing would be propagated.
-        The segment is then painted afresh (``find_axis``); across the same axis, its 'no muscle here' marks that
-        are still empty and lie beyond the new paint stay; across another, they cannot apply, and a sentence that
-        says so (and what to do) goes to ``notes``. ``empty``: the checksum of an empty slice (``_emptySliceCRC``)."""
-        from ifssnet.seeds import annotated_slices, find_axis
-
-        had = {s for s, c in enumerate(previous) if c != empty}
-        if not had or not had <= changed or not painted.any():
-            return None
-        keptMost = 2 * sum(now[s] != empty for s in had) > len(had)     # most slices of the old result hold paint
-        if keptMost and not any(_onFewSlices(painted, a) for a in range(3) if a != axis):
-            return None     # the result is still there, corrected (before find_axis, which reads every voxel)
-        try:
-            newAxis = int(find_axis(painted))
-        except SeedError:   # not a fresh paint after all: the tags stand
-            return None
-        fresh = tuple(annotated_slices(painted, newAxis))
-        if not fresh or keptMost and (newAxis == axis or not _onFewSlices(painted, newAxis)):
-            return None
-        requireStrokesOnSlices(painted, newAxis, fresh, name)
-        marks = {s for s in annotated if 0 <= s < len(now) and previous[s] == empty and now[s] == empty}
-        if newAxis == axis:
-            return newAxis, tuple(sorted(set(fresh) | {s for s in marks if s < fresh[0] or s > fresh[-1]}))
-        if notes is not None:
-            names = ("k", "j", "i")
-            note = (f"'{name}' is now painted across {names[newAxis]} (its recorded seeds were across {names[axis]}), "
-                    f"so its paint was taken as new seeds across {names[newAxis]}.")
-            if marks:
-                plural = "s" if len(marks) > 1 else ""
-                note += (f" Its 'no muscle here' mark{plural} across {names[axis]} (slice{plural} "
-                         f"{', '.join(map(str, sorted(marks)))}) cannot apply across {names[newAxis]}: go to the first "
-                         "slice past each end of the muscle in the view you painted in and click No muscle here.")
-            notes.append(note)
-        return newAxis, fresh
+        annotated = AnnotatedSlices.from_tag(tag) if tag else None
+        crcs = crcs_from_tag(segmentTag(segment, RESULT_CRC_TAG))
+        return seed_slices(annotated, crcs, painted, segment.GetName(), notes)
 
     def _runCore(self, job: PropagationJob, volumeT, seeds: dict, spacingT, progress, cancel):
         """One call into the core. Returns (masks by name, confidence by name or {}, frames the method ran on)."""
@@ -810,68 +851,6 @@ class IFSSNetSegmentationLogic:
 
         return importlib.util.find_spec("torch") is not None
 
-
-
-FRESH_GROUP_SHARE = 0.25
-"""In ``_paintedAgain``: paint across another axis than the tags' is fresh paint (not a result with corrections) when
-its longest run of consecutive painted slices is at most this share of its count of slices across each other axis. A
-few slices painted across i are 1-5 slices thick and span the muscle's length and depth; a whole result is as thick
-across any axis as the muscle (a calf muscle's thickness is about 0.3-0.5 of its width)."""
-
-
-def _onFewSlices(mask: np.ndarray, axis: int) -> bool:
-    """True when ``mask`` (k, j, i) lies on a few slices across ``axis`` (``FRESH_GROUP_SHARE``)."""
-    from ifssnet.seeds import annotated_slices, seed_groups
-
-    longest = max(len(group) for group in seed_groups(annotated_slices(mask, axis)))
-    return all(longest <= FRESH_GROUP_SHARE * len(annotated_slices(mask, a)) for a in range(3) if a != axis)
-
-
-STROKE_OVERLAP = 0.2
-"""``requireStrokesOnSlices``: freshly painted consecutive slices whose paint overlaps (in-plane, as a share of the
-smaller) less than this on every adjacent pair are one stroke's bands on a plane tilted to the volume's slices.
-Adjacent cross-sections of a muscle overlap far more (the test volume: 0.8 and more at 1.6 mm spacing)."""
-
-
-def requireStrokesOnSlices(painted: np.ndarray, axis: int, slices: Sequence[int], name: str) -> None:
-    """Raise SeedError (what to do) when the fresh paint of segment ``name`` does not lie on slices of the volume:
-    strokes painted in slice views rotated against its grid (an oblique volume in Slicer's default views) each leave
-    a band on several consecutive slices, and those bands do not overlap. Needs 2 adjacent painted pairs at least;
-    slices painted far apart, or on one slice each, pass."""
-    from ifssnet.seeds import seed_groups
-
-    moved = np.moveaxis(painted, axis, 0)
-    overlaps = []
-    for group in seed_groups(tuple(slices)):
-        for a, b in zip(group[:-1], group[1:]):
-            sa, sb = moved[a] > 0, moved[b] > 0
-            smaller = min(int(sa.sum()), int(sb.sum()))
-            if smaller:
-                overlaps.append(np.logical_and(sa, sb).sum() / smaller)
-    if len(overlaps) >= 2 and max(overlaps) < STROKE_OVERLAP:
-        names = ("k", "j", "i")
-        raise SeedError(f"The paint of '{name}' does not lie on slices of the volume: each stroke crosses several of "
-                        f"its slices across {names[axis]} ({len(slices)} slices hold a part of one), as when the slice "
-                        "views are rotated against the volume's axes (an oblique volume in the default views).",
-                        "Align the slice views with the volume (the Segment Editor's rotated-view warning button, or "
-                        "the slice view menu: Rotate to volume plane), erase the strokes and paint the slices again.")
-
-
-def _freshSeeds(painted: np.ndarray, name: str) -> Tuple[int, Tuple[int, ...]]:
-    """(axis, seed slices) of paint taken as fresh seeds (no tags, or tags that cannot apply): the axis the painted
-    slices lie across (``find_axis``) and its non-empty slices, refused where the strokes lie on no slices
-    (:func:`requireStrokesOnSlices`). ``painted`` holds paint."""
-    from ifssnet.seeds import annotated_slices, find_axis
-
-    axis = int(find_axis(painted))
-    slices = tuple(annotated_slices(painted, axis))
-    requireStrokesOnSlices(painted, axis, slices, name)
-    return axis, slices
-
-
-def _emptySliceCRC(mask: np.ndarray, axis: int) -> int:
-    """The ``IFSSNet.ResultSliceCRC`` checksum of an empty slice of ``mask`` across ``axis``."""
-    return slice_crcs(np.zeros((1,) + np.moveaxis(mask, axis, 0).shape[1:], np.uint8), 0)[0]
 
 
 def _paintedDistanceMm(seg: "SegmentJob", spacingKji) -> np.ndarray:
