@@ -57,6 +57,7 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ticket = None
         self.job = None
         self.cancelToken = None
+        self.slot = None   # Slicer's one propagation slot while a comparison runs (takePropagationSlot)
         self._parameterNode = None
         self._parameterNodeGuiTag = None
 
@@ -128,6 +129,13 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self.cancelToken is not None:
             self.cancelToken.cancel()
         self.timer.stop()
+        self._releaseSlot()
+
+    def _releaseSlot(self):
+        from IFSSNetComparisonLib.logic import releasePropagationSlot
+
+        releasePropagationSlot(self.slot)
+        self.slot = None
 
     def enter(self):
         if self._parameterNode is None:   # the scene was closed while another module was shown
@@ -150,16 +158,26 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if any(m in ("ifssnet", "pgnet", "unet3d") for m in methods) and not ensureTorch():
             return
         p = self._parameterNode
+        from IFSSNetComparisonLib.logic import takePropagationSlot
+
         try:
             options = {m: {"exclusive": bool(p.exclusive)} for m in ("ifssnet", "pgnet") if m in methods}
             self.job = self.logic.prepare(p.volume, p.seeds, p.reference, methods, p.protocol,
                                           joint=p.together, methodOptions=options)
+            self.slot = takePropagationSlot(p.reference)   # no Propagate (module page, effect) while it runs
         except Exception as exc:
+            self.job = None
             slicer.util.errorDisplay(str(exc))
             return
-        if self.worker is None:
-            self.worker = BackgroundWorker()
-        self.ticket, self.cancelToken = self.worker.startJob(self.logic.compute, self.job)
+        try:
+            if self.worker is None:
+                self.worker = BackgroundWorker()
+            self.ticket, self.cancelToken = self.worker.startJob(self.logic.compute, self.job)
+        except Exception as exc:
+            self._releaseSlot()
+            self.job = None
+            slicer.util.errorDisplay(str(exc))
+            return
         self.compareButton.text = "Cancel"
         self.progressBar.setRange(0, 0)
         self.progressBar.setFormat("preparing")
@@ -180,6 +198,7 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 continue
             self.timer.stop()
             self.ticket = None
+            self._releaseSlot()   # compute is over: publish only writes nodes, in this (main) thread
             job, self.job = self.job, None   # the volume, the references and the masks: not kept after the run
             self.compareButton.text = "Compare"
             self.progressBar.visible = False

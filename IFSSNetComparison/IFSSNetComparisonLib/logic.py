@@ -92,6 +92,40 @@ def _requireUniqueNames(segmentationNode, names: Sequence[str], role: str) -> No
                          "Give each segment its own name (Segment Editor: double-click the name), then compare again.")
 
 
+class _ComparisonSlot:
+    """A comparison as the holder of Slicer's one propagation slot (``IFSSNetSegmentationLogic._acquire``, which the
+    Segmentation module page and its Segment Editor effect share): the ``GetID`` / ``GetName`` the slot keys and names
+    its holder by. A comparison runs the same networks and baselines as Propagate (IFSS-Net, with its memory check
+    that counts one run), so it takes the slot too; a Propagate meanwhile is refused naming it."""
+
+    def __init__(self, referenceSegmentationNode) -> None:
+        self._key = f"IFSSNetComparison:{id(self)}"
+        self._name = f"IFSS-Net Comparison against {referenceSegmentationNode.GetName()}"
+
+    def GetID(self) -> str:
+        return self._key
+
+    def GetName(self) -> str:
+        return self._name
+
+
+def takePropagationSlot(referenceSegmentationNode) -> _ComparisonSlot:
+    """Take Slicer's one propagation slot for a comparison against ``referenceSegmentationNode`` (give it back with
+    ``releasePropagationSlot``), or raise InputError naming the propagation or comparison that holds it."""
+    slot = _ComparisonSlot(referenceSegmentationNode)
+    try:
+        segmentationLogic.IFSSNetSegmentationLogic._acquire(slot)
+    except InputError as err:   # the slot's own words end in "propagate again"
+        raise InputError(f"{err.what} A comparison runs the same networks, and one runs at a time.",
+                         "Wait for it to finish or cancel it, then compare again.") from err
+    return slot
+
+
+def releasePropagationSlot(slot: Optional[_ComparisonSlot]) -> None:
+    if slot is not None:
+        segmentationLogic.IFSSNetSegmentationLogic._release(slot)
+
+
 class IFSSNetComparisonLogic:
     """``compare(volumeNode, seedSegmentationNode, referenceSegmentationNode, methods, protocol, progress=None,
     cancel=None, *, segmentNames=None, joint=False) -> vtkMRMLTableNode``
@@ -104,6 +138,10 @@ class IFSSNetComparisonLogic:
     muscles of one axis at once, as Slicer's effect interpolates all visible segments (in the reference's segment
     order: where two muscles' interpolations meet, the later one takes the voxel). After a run, ``lastResult``
     holds the table, the two chart nodes and the result segmentation per method.
+
+    A comparison holds Slicer's one propagation slot while it runs (``takePropagationSlot``), as Propagate does: a
+    Propagate meanwhile (the Segmentation module page, its effect) is refused naming the comparison, and a comparison
+    is refused while a Propagate runs, before it adds anything.
     """
 
     def __init__(self) -> None:
@@ -115,9 +153,13 @@ class IFSSNetComparisonLogic:
                 methodOptions: Optional[dict] = None, joint: bool = False):
         job = self.prepare(volumeNode, seedSegmentationNode, referenceSegmentationNode, methods, protocol,
                            progress=progress, segmentNames=segmentNames, methodOptions=methodOptions, joint=joint)
-        self.compute(job, progress=progress, cancel=cancel)
-        check_cancel(cancel)
-        return self.publish(job, progress=progress, createSegmentations=createSegmentations)
+        slot = takePropagationSlot(referenceSegmentationNode)   # one propagation or comparison at a time in Slicer
+        try:
+            self.compute(job, progress=progress, cancel=cancel)
+            check_cancel(cancel)
+            return self.publish(job, progress=progress, createSegmentations=createSegmentations)
+        finally:
+            releasePropagationSlot(slot)
 
     @mrmlArrays.outOfMemoryAsResourceError("reading the volume and the segmentations")
     def prepare(self, volumeNode, seedSegmentationNode, referenceSegmentationNode, methods: Sequence,

@@ -1,0 +1,119 @@
+"""Review 42 (Comparison module and the comparison runner): the Comparison Logic on Slicer's real MRML (slicer-core),
+headless: Slicer's one propagation slot, the seed-grid notes, the plot series' names across runs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+# slicer_nodes first: it puts the Slicer module folders on sys.path.
+from slicer_nodes import (_assert_same, _ijk_to_ras, _nearest_seed_method, _paint,  # noqa: F401
+                          _reference_segmentation, _state, scene_nodes)
+from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
+
+from ifssnet.errors import InputError  # noqa: E402
+
+slicer_only = [pytest.mark.slicer,
+               pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
+               pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")]
+
+
+def _slicer(fn):
+    for mark in slicer_only:
+        fn = mark(fn)
+    return fn
+
+
+@pytest.fixture()
+def nearest():
+    from ifssnet.baselines import registry
+
+    registry.register("test-nearest", _nearest_seed_method, "Nearest seed slice")
+    yield "test-nearest"
+    registry.unregister("test-nearest")
+
+
+def _node_ids(slicer):
+    scene = slicer.mrmlScene
+    return {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}
+
+
+# ---------------------------------------------------------------------- one propagation at a time (af9919a)
+
+
+@_slicer
+def test_a_propagation_is_refused_while_a_comparison_runs(scene_nodes):
+    """af9919a gave Slicer one propagation slot, which the Segmentation module page and its effect share; the
+    Comparison's runs did not take it, so a Propagate ran beside a comparison (two networks in memory, each memory
+    check counting one run). Now a Propagate meanwhile is refused naming the comparison, and changes nothing; it runs
+    once the comparison is done."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+    from IFSSNetSegmentationLib import logic
+    from ifssnet.baselines import registry
+
+    sid, _ = _paint(slicer, volumeNode, segNode, truth, 0, (4, 10, 17), name="GM")
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    L = logic.IFSSNetSegmentationLogic()
+    before = _state(segNode, volumeNode)
+    seen = []
+
+    def reentrant(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        with pytest.raises(InputError, match="already running on 'IFSS-Net Comparison against Reference'") as err:
+            L.propagate(volumeNode, segNode, [sid], method=_nearest_seed_method)
+        seen.append(err.value.todo)
+        return _nearest_seed_method(volume, seeds, spacing_kji)
+
+    registry.register("test-reentrant", reentrant, "Reentrant")
+    try:
+        IFSSNetComparisonLogic().compare(volumeNode, None, ref, ["test-reentrant"], "3-seeds")
+    finally:
+        registry.unregister("test-reentrant")
+    assert seen and "wait" in seen[0].lower()
+    _assert_same(before, _state(segNode, volumeNode))
+    L.propagate(volumeNode, segNode, [sid], method=_nearest_seed_method)    # released afterwards
+
+
+@_slicer
+def test_a_comparison_is_refused_while_a_propagation_runs_and_adds_nothing(scene_nodes, nearest):
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+    from IFSSNetSegmentationLib import logic
+
+    sid, _ = _paint(slicer, volumeNode, segNode, truth, 0, (4, 10, 17), name="GM")
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    C = IFSSNetComparisonLogic()
+    seen = []
+
+    def reentrant(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        nodes = _node_ids(slicer)
+        with pytest.raises(InputError, match="already running on 'Seg'") as err:
+            C.compare(volumeNode, None, ref, [nearest], "3-seeds")
+        seen.append((err.value.todo, _node_ids(slicer) == nodes))
+        return _nearest_seed_method(volume, seeds, spacing_kji)
+
+    logic.IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], method=reentrant)
+    assert seen and "compare again" in seen[0][0] and seen[0][1]
+    assert C.compare(volumeNode, None, ref, [nearest], "3-seeds").GetNumberOfRows() == 1   # released afterwards
+
+
+@_slicer
+def test_a_failed_comparison_gives_the_slot_back(scene_nodes):
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+    from IFSSNetSegmentationLib import logic
+    from ifssnet.baselines import registry
+    from ifssnet.errors import DependencyError
+
+    sid, _ = _paint(slicer, volumeNode, segNode, truth, 0, (4, 10, 17), name="GM")
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+
+    def missing(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        raise DependencyError("A package is missing.", "Install it.")
+
+    registry.register("test-missing", missing, "Missing")
+    try:
+        with pytest.raises(DependencyError):
+            IFSSNetComparisonLogic().compare(volumeNode, None, ref, ["test-missing"], "3-seeds")
+    finally:
+        registry.unregister("test-missing")
+    logic.IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], method=_nearest_seed_method)
