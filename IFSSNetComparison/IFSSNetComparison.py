@@ -242,7 +242,9 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             widget = layoutManager.plotWidget(index)
             if widget:
                 widget.mrmlPlotViewNode().SetPlotChartNodeID(chart.GetID())
-        self.statusLabel.text = f"{table.GetNumberOfRows()} rows; one segmentation per method was added to the scene."
+        notes = " ".join(self.logic.lastResult.get("notes", ()))   # seeds read otherwise than painted, as Propagate says
+        self.statusLabel.text = (f"{table.GetNumberOfRows()} rows; one segmentation per method was added to the scene."
+                                 + (" " + notes if notes else ""))
 
 
 class IFSSNetComparisonLogic(ScriptedLoadableModuleLogic, _HeadlessLogic):

@@ -117,3 +117,30 @@ def test_a_failed_comparison_gives_the_slot_back(scene_nodes):
     finally:
         registry.unregister("test-missing")
     logic.IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [sid], method=_nearest_seed_method)
+
+
+# ---------------------------------------------------------------------- seed-grid notes
+
+
+@_slicer
+def test_seeds_painted_on_another_grid_are_taken_afresh_and_the_comparison_says_so(scene_nodes, nearest):
+    """Propagate's summary says when a segment's seed tags were recorded on another volume's grid (IFSSNet.SeedGrid:
+    resampled, moved) and its paint was taken as new seeds; the Comparison read them the same way but said nothing."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+    from IFSSNetSegmentationLib import logic
+
+    _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
+    sid = segNode.GetSegmentation().GetSegmentIdBySegmentName("GM")
+    logic.IFSSNetSegmentationLogic().markNoMuscle(volumeNode, segNode, sid, 18)   # tags on this grid
+    m = _ijk_to_ras()
+    m[:3, 3] += m[:3, :3] @ np.array([0.5, 0.0, 0.0])    # moved by half a voxel: another grid, not a crop
+    moved = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(), m, "US moved")
+    ref = _reference_segmentation(slicer, moved, {"GM": truth}, "Reference")
+    C = IFSSNetComparisonLogic()
+    C.compare(moved, segNode, ref, [nearest], "seeds")
+    notes = C.lastResult["notes"]
+    assert len(notes) == 1 and "another volume's grid" in notes[0] and "'GM'" in notes[0]
+    C.compare(volumeNode, segNode, _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Ref 2"),
+              [nearest], "seeds")
+    assert C.lastResult["notes"] == []     # on the grid the tags were recorded on: nothing to say

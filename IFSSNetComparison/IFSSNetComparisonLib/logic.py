@@ -137,7 +137,8 @@ class IFSSNetComparisonLogic:
     not overlap unless ``methodOptions={"ifssnet": {"exclusive": False}}``). Fill between slices always runs on all
     muscles of one axis at once, as Slicer's effect interpolates all visible segments (in the reference's segment
     order: where two muscles' interpolations meet, the later one takes the voxel). After a run, ``lastResult``
-    holds the table, the two chart nodes and the result segmentation per method.
+    holds the table, the two chart nodes, the result segmentation per method, the rows, and ``notes``: sentences
+    about seed slices read otherwise than painted (``notes``), as Propagate's summary has them.
 
     A comparison holds Slicer's one propagation slot while it runs (``takePropagationSlot``), as Propagate does: a
     Propagate meanwhile (the Segmentation module page, its effect) is refused naming the comparison, and a comparison
@@ -218,6 +219,7 @@ class IFSSNetComparisonLogic:
                                 "the clone), or from the Python console with segmentNames=" + repr(others) + "."
                                 if others else "."))
         for name in names:
+            notes: List[str] = []
             if protocol == "seeds":
                 sid = _segmentIdByName(seedSegmentationNode, name)
                 if sid is None:
@@ -225,15 +227,22 @@ class IFSSNetComparisonLogic:
                 geometry = mrmlArrays.referenceGeometry(volumeNode, seedSegmentationNode)
                 painted = mrmlArrays.segmentToArray(seedSegmentationNode, sid, geometry)
                 # as Propagate reads them: tags recorded on another grid (IFSSNet.SeedGrid) mapped onto this volume's
-                axis, slices = segLogic._seedsOnGrid(seedSegmentationNode, sid, geometry, painted)
+                axis, slices = segLogic._seedsOnGrid(seedSegmentationNode, sid, geometry, painted, notes)
                 self._checkSeeds(name, axis, slices, painted, seedSegmentationNode.GetName())
             else:  # the core runner cuts the seeds from the reference along the sweep (k)
                 axis, slices, painted = 0, (), None
-            seedJobs.append(segmentationLogic.SegmentJob(name, name, axis, tuple(slices), painted))
+            seedJobs.append(segmentationLogic.SegmentJob(name, name, axis, tuple(slices), painted, notes=notes))
         report(progress, "preparing", 1, 1)
         return {"volumeNodeId": volumeNode.GetID(), "referenceNodeId": referenceSegmentationNode.GetID(),
                 "volume": volume, "spacing": spacing, "refs": refs, "seedJobs": seedJobs, "methods": list(methods),
                 "protocol": protocol, "methodOptions": dict(methodOptions or {}), "joint": bool(joint), "rows": []}
+
+    @staticmethod
+    def notes(job: dict) -> List[str]:
+        """Sentences for the user about seed slices read otherwise than painted, as Propagate's summary has them
+        (``IFSSNetSegmentationLogic.notesText``): paint on another volume's grid (``IFSSNet.SeedGrid``) taken as new
+        seeds, a painted slice erased since the last run, 'no muscle here' marks across an axis no longer painted."""
+        return [note for seg in job.get("seedJobs", ()) for note in seg.notes]
 
     @staticmethod
     def _checkSeeds(name: str, axis: int, slices, painted: np.ndarray, seedNodeName: str) -> None:
@@ -318,7 +327,7 @@ class IFSSNetComparisonLogic:
             r.pop("mask", None)
         report(progress, "writing result", 1, 1)
         self.lastResult = {"table": table, "diceChart": diceChart, "volumeChart": volumeChart,
-                           "segmentations": segmentations, "rows": rows}
+                           "segmentations": segmentations, "rows": rows, "notes": self.notes(job)}
         return table
 
     # ---- node builders -------------------------------------------------------------------------
