@@ -144,3 +144,30 @@ def test_seeds_painted_on_another_grid_are_taken_afresh_and_the_comparison_says_
     C.compare(volumeNode, segNode, _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Ref 2"),
               [nearest], "seeds")
     assert C.lastResult["notes"] == []     # on the grid the tags were recorded on: nothing to say
+
+
+# ---------------------------------------------------------------------- plot series across runs
+
+
+@_slicer
+def test_a_second_comparisons_plot_series_are_told_apart_from_the_firsts(scene_nodes, nearest):
+    """The table, charts and segmentations of a second run get "(2)"; its plot series (the names the plots' legends
+    and the Data module show) were named as the first run's: "Nearest seed slice GM" and "volume error" twice."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    C = IFSSNetComparisonLogic()
+    C.compare(volumeNode, None, ref, [nearest], "3-seeds")
+    first = [C.lastResult["diceChart"].GetNthPlotSeriesNode(0).GetName(),
+             C.lastResult["volumeChart"].GetNthPlotSeriesNode(0).GetName()]
+    assert first == ["Nearest seed slice GM", "volume error"]
+    C.compare(volumeNode, None, ref, [nearest], "3-seeds")
+    second = [C.lastResult["diceChart"].GetNthPlotSeriesNode(0).GetName(),
+              C.lastResult["volumeChart"].GetNthPlotSeriesNode(0).GetName()]
+    assert second == ["Nearest seed slice GM (2)", "volume error (2)"]
+    series = slicer.mrmlScene.GetNodesByClass("vtkMRMLPlotSeriesNode")
+    names = [series.GetItemAsObject(n).GetName() for n in range(series.GetNumberOfItems())]
+    assert len(names) == len(set(names)) == 4
+    # the series still plot their own table's column
+    assert C.lastResult["diceChart"].GetNthPlotSeriesNode(0).GetYColumnName() == "Nearest seed slice GM"

@@ -60,15 +60,21 @@ def availableMethods() -> List[str]:
         return []
 
 
-def _newNode(className: str, name: str):
-    """A new node of ``className`` named ``name``, or ``name (2)``, ``name (3)``... where the scene has a node of that
-    name already: a second comparison's table, charts and result segmentations are told apart from the first's (and
-    from a node of the user's that happens to bear the name) in the Data module and the node selectors."""
+def _uniqueName(name: str) -> str:
+    """``name``, or ``name (2)``, ``name (3)``... where the scene has a node of that name already."""
     unique, n = name, 1
     while slicer.mrmlScene.GetFirstNodeByName(unique) is not None:
         n += 1
         unique = f"{name} ({n})"
-    return slicer.mrmlScene.AddNewNodeByClass(className, unique)
+    return unique
+
+
+def _newNode(className: str, name: str):
+    """A new node of ``className`` named ``name``, or ``name (2)``, ``name (3)``... where the scene has a node of that
+    name already: a second comparison's table, charts, plot series and result segmentations are told apart from the
+    first's (and from a node of the user's that happens to bear the name) in the Data module, the node selectors and
+    the plots' legends."""
+    return slicer.mrmlScene.AddNewNodeByClass(className, _uniqueName(name))
 
 
 def _segmentIdByName(segmentationNode, name: str) -> Optional[str]:
@@ -381,8 +387,11 @@ class IFSSNetComparisonLogic:
                 column.SetValue(i, float(v))
             table.AddColumn(column)
         chart = self._chart("Dice along the sweep", "slice", "Dice", created)
-        for name in sliceDice:
-            created.append(segmentationLogic.addLinePlotSeries(slicer.mrmlScene, chart, tableNode, name, "slice"))
+        for name in sliceDice:   # the series (its legend entry) named as no other node: "IFSS-Net GM (2)" on a rerun
+            unique = _uniqueName(name)
+            series = segmentationLogic.addLinePlotSeries(slicer.mrmlScene, chart, tableNode, name, "slice")
+            created.append(series)
+            series.SetName(unique)
         return chart
 
     def _volumeErrorChart(self, rows, created):
@@ -399,7 +408,7 @@ class IFSSNetComparisonLogic:
         table.AddColumn(labels)
         table.AddColumn(errors)
         chart = self._chart("Volume error", "method / segment", "volume error (%)", created)
-        series = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", "volume error")
+        series = _newNode("vtkMRMLPlotSeriesNode", "volume error")
         created.append(series)
         series.SetAndObserveTableNodeID(tableNode.GetID())
         series.SetLabelColumnName("method / segment")
