@@ -521,16 +521,33 @@ def summarize(rows: Sequence[dict], by: Sequence[str] = ("method",)) -> List[dic
 
 def format_summary(summary: Sequence[dict], by: Sequence[str] = ("method",)) -> str:
     """Mean ± std per group, like the paper's figures; a mean over only some of the runs (the others' values not
-    finite, e.g. an infinite per-slice distance) says over how many: ``24.0 ± 12.3 (6/15)``."""
+    finite, e.g. an infinite per-slice distance) says over how many: ``24.0 ± 12.3 (6/15)``. ``n``: the runs the means
+    are over; where any run failed, a ``failed`` column counts the runs left out (:func:`format_failures` says why)."""
     cols = (("Dice", "dice", 3), ("IoU", "iou", 3), ("HD95", "hd95", 1), ("ASD", "asd", 2), ("sHD", "slice_hd", 1),
             ("sASD", "slice_asd", 2), ("err %", "volume_error_pct", 1), ("time s", "time_s", 2), ("peak MB", "peak_mb", 0))
-    head = " ".join(f"{k:<8}" for k in by) + f" {'n':>3} " + " ".join(f"{t:>15}" for t, _, _ in cols)
+    failed = any(s.get("failed") for s in summary)
+    head = (" ".join(f"{k:<8}" for k in by) + f" {'n':>3} " + (f"{'failed':>6} " if failed else "")
+            + " ".join(f"{t:>15}" for t, _, _ in cols))
     lines = [head, "-" * len(head)]
     for s in summary:
         cells = [f"{_fmt(s['%s_mean' % k], d)} ± {_fmt(s['%s_std' % k], d)}"
                  + (f" ({s['n'] - s['%s_nonfinite' % k]}/{s['n']})"
                     if s.get('%s_nonfinite' % k) and math.isfinite(s['%s_mean' % k]) else "") for _, k, d in cols]
-        lines.append(" ".join(f"{str(s[k]):<8}" for k in by) + f" {s['n']:>3} " + " ".join(f"{c:>15}" for c in cells))
+        lines.append(" ".join(f"{str(s[k]):<8}" for k in by) + f" {s['n']:>3} "
+                     + (f"{s.get('failed', 0):>6} " if failed else "") + " ".join(f"{c:>15}" for c in cells))
+    return "\n".join(lines)
+
+
+def format_failures(rows: Sequence[dict]) -> str:
+    """One line per failed run (its case, method, muscle and error), which the summaries' means leave out; empty
+    when every run succeeded."""
+    failed = [r for r in rows if r.get("error")]
+    if not failed:
+        return ""
+    lines = [f"{len(failed)} run(s) failed and are left out of the means:"]
+    for r in failed:
+        where = " ".join(str(r[k]) for k in ("case", "method", "muscle") if r.get(k) not in (None, ""))
+        lines.append(f"  {where}: {r['error']}")
     return "\n".join(lines)
 
 

@@ -12,8 +12,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .compare import (DEFAULT_METHODS, compare, compare_set, format_summary, format_table, plot, plot_summary,
-                      write_csv)
+from .compare import (DEFAULT_METHODS, compare, compare_set, format_failures, format_summary, format_table, plot,
+                      plot_summary, write_csv)
 from . import compare as _core
 from .errors import InputError, SeedError
 from .io import check_output_file, parse_names, same_file, write_together
@@ -255,6 +255,10 @@ def _cli_compare_set(args) -> int:
         print(format_summary(res["summary"]))
         print()
         print(format_summary(res["summary_by_muscle"], ("method", "muscle")))
+        failures = format_failures(res["rows"])    # the means leave these runs out: say which and why
+        if failures:
+            print()
+            print(failures)
     title = f"{len(args.dirs)} cases, protocol {args.protocol}"
     write_together([(args.csv, lambda tmp: write_csv(res["rows"], tmp)),
                     (args.plot, lambda tmp: plot_summary(res["summary_by_muscle"], tmp, title=title))])
