@@ -53,3 +53,27 @@ def test_compare_set_says_which_runs_failed_and_why(tmp_path, capsys, fails_on_d
     assert f"{dark} r42dark GM: too dark to propagate on purpose. Brighten it." in out
     code, out, err = _cli(capsys, "compare-set", bright, "--methods", fails_on_dark)
     assert code == 0 and "failed" not in out                      # nothing failed: nothing more said
+
+
+def test_the_reference_given_as_the_seed_file_is_refused_not_scored_a_dice_of_1(tmp_path, capsys):
+    """`ifssnet compare VOL REF REF` (or a copy of the reference, or a propagated result, as SEEDS) took every slice of
+    the muscle for a seed; seed slices are not scored, so nothing was, and every method printed Dice 1.000, HD 0.0.
+    Slicer refused the reference node itself as the seeds, but not a clone of it. Now refused before any method runs,
+    saying what to give instead; nothing is written."""
+    case = _case(tmp_path / "case", 60)
+    out_csv = tmp_path / "out.csv"
+    code, out, err = _cli(capsys, "compare", case / "volume.nrrd", case / "reference.seg.nrrd",
+                          case / "reference.seg.nrrd", "--methods", "ws", "--csv", out_csv)
+    assert code == 2 and "1.000" not in out
+    assert "cover every slice the reference has it on (12 slices)" in err and "'-' for SEEDS" in err
+    assert not out_csv.exists()
+
+
+def test_a_protocol_that_cuts_every_slice_of_a_short_muscle_is_refused():
+    from ifssnet import compare as C
+
+    ref = np.zeros((12, 8, 8), np.uint8)
+    ref[4:7, 2:6, 2:6] = 1                       # 3 slices: '3-seeds' cuts all of them
+    with pytest.raises(SeedError, match="no slice is left to score") as err:
+        C.compare(np.full(ref.shape, 50, np.uint8), {"GM": ref}, (1.0, 0.5, 0.5), ["ws"], "3-seeds")
+    assert "--segment" in err.value.todo

@@ -171,3 +171,23 @@ def test_a_second_comparisons_plot_series_are_told_apart_from_the_firsts(scene_n
     assert len(names) == len(set(names)) == 4
     # the series still plot their own table's column
     assert C.lastResult["diceChart"].GetNthPlotSeriesNode(0).GetYColumnName() == "Nearest seed slice GM"
+
+
+# ---------------------------------------------------------------------- seeds on every slice
+
+
+@_slicer
+def test_a_clone_of_the_reference_as_the_seeds_is_refused_and_adds_nothing(scene_nodes, nearest):
+    """The Logic refused the reference node itself as the seed segmentation, but not a clone of it (or a propagated
+    result): every slice of the muscle was a seed, none was scored, and every method got a Dice of 1."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+    from ifssnet.errors import SeedError
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    clone = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference clone")
+    nodes = _node_ids(slicer)
+    with pytest.raises(SeedError, match="cover every slice") as err:
+        IFSSNetComparisonLogic().compare(volumeNode, clone, ref, [nearest], "seeds")
+    assert "painted slices" in err.value.todo and "3-seeds" in err.value.todo
+    assert _node_ids(slicer) == nodes

@@ -93,6 +93,28 @@ def check_seeds(name: str, seeds, todo: str = SEEDS_TODO) -> None:
                         todo.format(name=repr(name))) from err
 
 
+#: What to do about seeds on every slice of the muscle, by where they came from.
+ALL_SEEDS_TODO = ("Give seeds on the painted slices only, not a complete segmentation (the reference, a copy of it, a "
+                  "propagated result): on the command line '-' for SEEDS cuts them from REF by --protocol; in Slicer, "
+                  "choose the segmentation with your painted slices, or the protocol '3-seeds'.")
+SHORT_MUSCLE_TODO = ("Compare on a reference where the muscle spans more slices than the protocol cuts, or leave this "
+                     "segment out (on the command line: --segment).")
+
+
+def check_something_to_score(name: str, ref_mask: np.ndarray, seeds, given: bool = True) -> None:
+    """Refuse seeds on every slice of the reference's extent (``ref_mask`` (K, J, I)): the seed slices are not scored,
+    so no slice would be left, and every method would score a Dice of 1 over nothing. Seeds from a complete
+    segmentation (the reference given as the seed file, a clone of it in Slicer) are so. ``given``: the seeds were
+    given (else cut by a protocol, on a muscle shorter than it cuts). Raises :class:`SeedError`."""
+    first, last = reference_extent(np.asarray(ref_mask) != 0)
+    if last < first or set(range(first, last + 1)) - {int(s) for s in seeds.slices}:
+        return
+    span = last - first + 1
+    raise SeedError(f"The seed slices of {name!r} cover every slice the reference has it on ({span} slice"
+                    f"{'s' if span != 1 else ''}): no slice is left to score, and every method would score a Dice "
+                    "of 1.", ALL_SEEDS_TODO if given else SHORT_MUSCLE_TODO)
+
+
 def method_names(methods: Iterable[str]) -> List[str]:
     """The method names as :func:`compare` and :func:`ifssnet.bench.run_bench` take them: stripped, lower case,
     empty ones left out (the registry's names are lower case)."""
@@ -211,7 +233,8 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
     plus ``slice_dice``, ``seed_slices`` and ``extent`` for :func:`plot`. A method that fails with an
     ifssnet error gets a row with ``error`` set and nan scores; Cancelled and DependencyError propagate.
     Seeds that Propagate refuses (fewer than 3 annotated slices: :func:`check_seeds`), given or cut with a
-    ``count`` under 3, raise :class:`SeedError` before any method runs.
+    ``count`` under 3, and seeds on every slice of a muscle (nothing left to score: :func:`check_something_to_score`)
+    raise :class:`SeedError` before any method runs.
     """
     from .baselines.registry import get, load_once, prepare
 
@@ -254,6 +277,7 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
                  for muscle, ref in ref_masks.items()}
     for muscle, seed_set in seed_sets.items():  # Propagate's rule, for every method: before any of them runs
         check_seeds(muscle, seed_set, SEEDS_TODO if muscle in seeds else COUNT_TODO)
+        check_something_to_score(muscle, ref_masks[muscle], seed_set, given=muscle in seeds)
     together = [name for name in methods if getattr(get(name), "always_joint", False)
                 or (joint and getattr(get(name), "joint", False))]
     joint_runs = {name: _run_joint(name, volume, seed_sets, spacing_kji, options.get(name), progress, cancel)
