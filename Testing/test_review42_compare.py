@@ -77,3 +77,27 @@ def test_a_protocol_that_cuts_every_slice_of_a_short_muscle_is_refused():
     with pytest.raises(SeedError, match="no slice is left to score") as err:
         C.compare(np.full(ref.shape, 50, np.uint8), {"GM": ref}, (1.0, 0.5, 0.5), ["ws"], "3-seeds")
     assert "--segment" in err.value.todo
+
+
+def test_compare_csv_rows_name_their_sweep_so_csvs_of_several_sweeps_merge(tmp_path, capsys):
+    """compare-set's rows name their case; `ifssnet compare`'s did not, so the CSVs of a researcher's sweeps, each
+    compared on its own (their files are not named volume.nrrd / reference.seg.nrrd) and merged
+    (benchmarks/results_table.py), could not be told apart, and the time per volume summed every sweep into one."""
+    import csv
+
+    from benchmark_scripts import load_benchmark
+
+    rt = load_benchmark("results_table")
+    paths = []
+    for n in (1, 2):
+        case = _case(tmp_path / f"sweep{n}", 60)
+        out = tmp_path / f"sweep{n}.csv"
+        code, _, err = _cli(capsys, "compare", case / "volume.nrrd", "-", case / "reference.seg.nrrd",
+                            "--methods", "ws", "--csv", out)
+        assert code == 0, err
+        with open(out, newline="") as f:
+            assert [r["case"] for r in csv.DictReader(f)] == [str(case / "volume.nrrd")]
+        paths.append(str(out))
+    rows = rt.read_rows(paths)
+    mean, std = rt.volume_times(rows)["ws"]
+    assert mean == pytest.approx(np.mean([float(r["time_s"]) for r in rows]))   # per sweep, not their sum

@@ -2,7 +2,8 @@
 
 ``--option METHOD.KEY=VALUE`` passes one option to one method (:func:`parse_options`); ``--model`` and
 ``--device`` go to the learned methods. Tables print to stdout; ``--csv``, ``--plot`` and ``--json``
-write the rows, a figure and machine-readable output.
+write the rows, a figure and machine-readable output. Each row's ``case`` names its sweep: the volume file
+(``compare``) or the case directory (``compare-set``).
 """
 from __future__ import annotations
 
@@ -223,6 +224,8 @@ def _cli_compare(args) -> int:
                        method_options=_options(args), score_extent=args.score_extent, joint=args.joint)
     finally:
         bar.close()
+    for r in rows:   # which sweep a row is of, as compare-set's rows say: CSVs of several sweeps merge into one table
+        r["case"] = str(args.volume)
     if args.json:  # first: a failure writing the files below refers to the errors in it
         print_json(_jsonable(rows))
     else:
