@@ -191,3 +191,44 @@ def test_a_clone_of_the_reference_as_the_seeds_is_refused_and_adds_nothing(scene
         IFSSNetComparisonLogic().compare(volumeNode, clone, ref, [nearest], "seeds")
     assert "painted slices" in err.value.todo and "3-seeds" in err.value.todo
     assert _node_ids(slicer) == nodes
+
+
+# ---------------------------------------------------------------------- the volume error chart
+
+
+@_slicer
+def test_the_volume_error_chart_tells_over_from_under_segmentation(scene_nodes):
+    """The chart plotted the absolute volume error: a method that doubles the muscle and one that halves it drew the
+    same kind of bar, where `ifssnet compare --plot` draws the signed error (volume_diff_pct)."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+    from ifssnet.baselines import registry
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+
+    def grown(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        from scipy.ndimage import binary_dilation
+
+        return binary_dilation(truth, iterations=2).astype(np.uint8)
+
+    def shrunk(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        from scipy.ndimage import binary_erosion
+
+        return binary_erosion(truth, iterations=2).astype(np.uint8)
+
+    registry.register("r42grown", grown, "Grown")
+    registry.register("r42shrunk", shrunk, "Shrunk")
+    try:
+        C = IFSSNetComparisonLogic()
+        C.compare(volumeNode, None, ref, ["r42grown", "r42shrunk"], "3-seeds")
+    finally:
+        registry.unregister("r42grown")
+        registry.unregister("r42shrunk")
+    series = C.lastResult["volumeChart"].GetNthPlotSeriesNode(0)
+    table = series.GetTableNode().GetTable()
+    values = {table.GetValueByName(r, "method / segment").ToString():
+              table.GetValueByName(r, series.GetYColumnName()).ToDouble() for r in range(table.GetNumberOfRows())}
+    rows = {r["method"]: r for r in C.lastResult["rows"]}
+    assert values["Grown GM"] > 0 > values["Shrunk GM"]
+    assert values["Shrunk GM"] == pytest.approx(rows["r42shrunk"]["volume_diff_pct"])
+    assert "+ larger" in C.lastResult["volumeChart"].GetYAxisTitle()

@@ -6,8 +6,8 @@ scores from ``ifssnet.metrics``). This file only moves data between MRML and num
 the seed slices' axis comes first, as the core expects) and builds the table, plot and segmentation nodes.
 
 Outputs: one table node (one row per method and segment), a "Dice along the sweep" chart, a "Volume error"
-chart, and one segmentation node per method holding its result. A cancelled or failed run removes every
-node it created, so the scene is as it was.
+chart (signed: ``volume_diff_pct``, as ``ifssnet compare --plot`` draws it), and one segmentation node per
+method holding its result. A cancelled or failed run removes every node it created, so the scene is as it was.
 
 Cancel. ``compute`` with a cancel flag (the module runs it on a worker thread) gives Fill between slices
 and Grow from seeds ``isolate="auto"`` unless ``methodOptions`` set it: their ITK filter on a large crop
@@ -400,19 +400,20 @@ class IFSSNetComparisonLogic:
         table = tableNode.GetTable()
         labels = vtk.vtkStringArray()
         labels.SetName("method / segment")
-        errors = vtk.vtkDoubleArray()
-        errors.SetName("volume_error_pct")
+        errors = vtk.vtkDoubleArray()   # signed, as the command line's plot: over- and under-segmentation told apart
+        errors.SetName("volume_diff_pct")
         for row in rows:
             labels.InsertNextValue(f"{methodLabel(row['method'])} {row['muscle']}")
-            errors.InsertNextValue(float(row.get("volume_error_pct", float("nan"))))
+            errors.InsertNextValue(float(row.get("volume_diff_pct", float("nan"))))
         table.AddColumn(labels)
         table.AddColumn(errors)
-        chart = self._chart("Volume error", "method / segment", "volume error (%)", created)
+        chart = self._chart("Volume error", "method / segment",
+                            "volume error (%): + larger, - smaller than the reference", created)
         series = _newNode("vtkMRMLPlotSeriesNode", "volume error")
         created.append(series)
         series.SetAndObserveTableNodeID(tableNode.GetID())
         series.SetLabelColumnName("method / segment")
-        series.SetYColumnName("volume_error_pct")
+        series.SetYColumnName("volume_diff_pct")
         series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeBar)
         chart.AddAndObservePlotSeriesNodeID(series.GetID())
         return chart
