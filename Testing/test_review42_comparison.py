@@ -232,3 +232,25 @@ def test_the_volume_error_chart_tells_over_from_under_segmentation(scene_nodes):
     assert values["Grown GM"] > 0 > values["Shrunk GM"]
     assert values["Shrunk GM"] == pytest.approx(rows["r42shrunk"]["volume_diff_pct"])
     assert "+ larger" in C.lastResult["volumeChart"].GetYAxisTitle()
+
+
+# ---------------------------------------------------------------------- units
+
+
+@_slicer
+def test_the_table_columns_carry_their_units(scene_nodes, nearest):
+    """The table's columns were bare names ('hd', 'volume_cm3', 'peak_mb'): in Slicer a researcher could not tell a
+    distance in mm from one in voxels. Each column now has its unit and description, which Slicer's table view shows
+    as the header's tooltip (as Segment Statistics' table does)."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+    from ifssnet.compare import COLUMN_INFO, COLUMNS
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    table = IFSSNetComparisonLogic().compare(volumeNode, None, ref, [nearest], "3-seeds")
+    units = {name: table.GetColumnUnitLabel(name) for name in ("hd", "hd95", "asd", "slice_hd", "volume_cm3",
+                                                                "volume_diff_pct", "time_s", "peak_mb", "dice")}
+    assert units == {"hd": "mm", "hd95": "mm", "asd": "mm", "slice_hd": "mm", "volume_cm3": "cm3",
+                     "volume_diff_pct": "%", "time_s": "s", "peak_mb": "MiB", "dice": ""}
+    assert set(COLUMNS) <= set(COLUMN_INFO)
+    assert all(table.GetColumnDescription(name) for name in COLUMNS)

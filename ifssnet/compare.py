@@ -44,6 +44,32 @@ DEFAULT_METHODS = ("fbs", "gfs", "ws")
 COLUMNS = ("method", "muscle", "protocol", "dice", "iou", "hd", "hd95", "asd", "slice_hd", "slice_asd",
            "precision", "recall", "volume_cm3", "ref_volume_cm3", "volume_error_pct", "volume_diff_pct",
            "past_ends_pct", "time_s", "peak_mb", "gpu_peak_mb", "mem_source", "seed_slices_n", "error")
+#: Each column's unit and what it is (Slicer's table shows them as the column header's tooltip, as Segment Statistics'
+#: table does); the figures are computed as :mod:`ifssnet.metrics` says.
+COLUMN_INFO = {
+    "method": ("", "The propagation method."), "muscle": ("", "The segment."),
+    "protocol": ("", "Where the seed slices came from: a protocol that cut them from the reference, or 'given'."),
+    "dice": ("", "Dice coefficient, 0..1, over the scored slices (seed slices excluded)."),
+    "iou": ("", "Intersection over union (Jaccard), 0..1, over the scored slices."),
+    "hd": ("mm", "Hausdorff distance between the surfaces."),
+    "hd95": ("mm", "95th percentile Hausdorff distance."),
+    "asd": ("mm", "Average symmetric surface distance."),
+    "slice_hd": ("mm", "Mean over slices of the 2-D Hausdorff distance (the paper's)."),
+    "slice_asd": ("mm", "Mean over slices of the 2-D average surface distance (the paper's)."),
+    "precision": ("", "Share of the result inside the reference, 0..1."),
+    "recall": ("", "Share of the reference the result covers, 0..1."),
+    "volume_cm3": ("cm3", "Volume of the result, as Segment Statistics computes it."),
+    "ref_volume_cm3": ("cm3", "Volume of the reference."),
+    "volume_error_pct": ("%", "Absolute volume error, |result - reference| / reference."),
+    "volume_diff_pct": ("%", "Signed volume error, (result - reference) / reference: + larger, - smaller."),
+    "past_ends_pct": ("%", "Volume of the result on slices past the reference muscle's ends, in % of its volume."),
+    "time_s": ("s", "Wall-clock time of the method's run (seeds and scoring excluded)."),
+    "peak_mb": ("MiB", "Peak resident memory of the process during the run, above the memory before it."),
+    "gpu_peak_mb": ("MiB", "Peak GPU memory during the run (CUDA only)."),
+    "mem_source": ("", "How the peak memory was read."),
+    "seed_slices_n": ("", "Number of seed slices (annotated, not scored)."),
+    "error": ("", "Why the method failed; empty when it ran."),
+}
 METRIC_KEYS = ("dice", "iou", "hd", "hd95", "asd", "slice_hd", "slice_asd", "precision", "recall",
                "volume_cm3", "volume_error_pct", "past_ends_pct", "time_s", "peak_mb")
 _FROM_EVALUATE = {"dice": "dice", "iou": "iou", "hd": "hd_mm", "hd95": "hd95_mm", "asd": "asd_mm",

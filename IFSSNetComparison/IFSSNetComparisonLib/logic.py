@@ -340,8 +340,9 @@ class IFSSNetComparisonLogic:
 
     @staticmethod
     def _metricsTable(rows, created):
-        """One row per (method, muscle) with the core runner's columns (``ifssnet.compare.COLUMNS``)."""
-        from ifssnet.compare import COLUMNS
+        """One row per (method, muscle) with the core runner's columns (``ifssnet.compare.COLUMNS``), each with its
+        unit and description (``ifssnet.compare.COLUMN_INFO``: the header's tooltip in Slicer's table view)."""
+        from ifssnet.compare import COLUMN_INFO, COLUMNS
 
         node = _newNode("vtkMRMLTableNode", "IFSS-Net comparison")
         created.append(node)
@@ -360,6 +361,10 @@ class IFSSNetComparisonLogic:
                     table.SetValue(r, c, vtk.vtkVariant(text))
                 else:
                     table.SetValue(r, c, vtk.vtkVariant(float("nan") if value is None else float(value)))
+        for name in COLUMNS:
+            unit, description = COLUMN_INFO.get(name, ("", ""))
+            node.SetColumnUnitLabel(name, unit)
+            node.SetColumnDescription(name, description)
         node.Modified()
         return node
 
