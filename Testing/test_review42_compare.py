@@ -101,3 +101,13 @@ def test_compare_csv_rows_name_their_sweep_so_csvs_of_several_sweeps_merge(tmp_p
     rows = rt.read_rows(paths)
     mean, std = rt.volume_times(rows)["ws"]
     assert mean == pytest.approx(np.mean([float(r["time_s"]) for r in rows]))   # per sweep, not their sum
+
+
+def test_compare_set_on_one_case_shows_no_spread_rather_than_a_std_of_zero(tmp_path, capsys):
+    """compare-set over one case printed each muscle's line as '0.315 ± 0.000' (the population std of one run): read
+    as a method that varied by nothing across cases, and copied so into a paper's table."""
+    case = _case(tmp_path / "one", 60)
+    code, out, err = _cli(capsys, "compare-set", case, "--methods", "ws")
+    assert code == 0, err
+    line = next(t for t in out.splitlines() if t.startswith("ws ") and "GM" in t)
+    assert "± -" in line and "± 0.000" not in line

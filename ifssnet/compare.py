@@ -571,7 +571,8 @@ def summarize(rows: Sequence[dict], by: Sequence[str] = ("method",)) -> List[dic
 
 def format_summary(summary: Sequence[dict], by: Sequence[str] = ("method",)) -> str:
     """Mean ± std per group, like the paper's figures; a mean over only some of the runs (the others' values not
-    finite, e.g. an infinite per-slice distance) says over how many: ``24.0 ± 12.3 (6/15)``. ``n``: the runs the means
+    finite, e.g. an infinite per-slice distance) says over how many: ``24.0 ± 12.3 (6/15)``; a mean of one run has no
+    spread: ``0.315 ± -`` (one case's row per muscle). ``n``: the runs the means
     are over; where any run failed, a ``failed`` column counts the runs left out (:func:`format_failures` says why)."""
     cols = (("Dice", "dice", 3), ("IoU", "iou", 3), ("HD95", "hd95", 1), ("ASD", "asd", 2), ("sHD", "slice_hd", 1),
             ("sASD", "slice_asd", 2), ("err %", "volume_error_pct", 1), ("time s", "time_s", 2), ("peak MB", "peak_mb", 0))
@@ -579,8 +580,11 @@ def format_summary(summary: Sequence[dict], by: Sequence[str] = ("method",)) -> 
     head = (" ".join(f"{k:<8}" for k in by) + f" {'n':>3} " + (f"{'failed':>6} " if failed else "")
             + " ".join(f"{t:>15}" for t, _, _ in cols))
     lines = [head, "-" * len(head)]
+    def spread(s, k, d) -> str:   # over one run there is no spread: '-', not the 0.000 a population std gives
+        return _fmt(s[f"{k}_std"], d) if s["n"] - s.get(f"{k}_nonfinite", 0) > 1 else "-"
+
     for s in summary:
-        cells = [f"{_fmt(s['%s_mean' % k], d)} ± {_fmt(s['%s_std' % k], d)}"
+        cells = [f"{_fmt(s['%s_mean' % k], d)} ± {spread(s, k, d)}"
                  + (f" ({s['n'] - s['%s_nonfinite' % k]}/{s['n']})"
                     if s.get('%s_nonfinite' % k) and math.isfinite(s['%s_mean' % k]) else "") for _, k, d in cols]
         lines.append(" ".join(f"{str(s[k]):<8}" for k in by) + f" {s['n']:>3} "
