@@ -254,3 +254,27 @@ def test_the_table_columns_carry_their_units(scene_nodes, nearest):
                      "volume_diff_pct": "%", "time_s": "s", "peak_mb": "MiB", "dice": ""}
     assert set(COLUMNS) <= set(COLUMN_INFO)
     assert all(table.GetColumnDescription(name) for name in COLUMNS)
+
+
+# ---------------------------------------------------------------------- a segment missing from the seeds
+
+
+@_slicer
+def test_seeds_without_one_of_the_reference_muscles_say_how_to_compare_the_painted_ones(scene_nodes, nearest):
+    """The module compares every segment of the reference and offers no choice of segments. Seeds painted for GM alone
+    against a GM + SOL reference were refused with "The seed segmentation has no segment 'SOL'. Paint it, or use
+    protocol '3-seeds'.": nothing said how to compare GM, which was painted, nor what the seeds hold."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+    from ifssnet.errors import SeedError
+
+    _paint(slicer, volumeNode, segNode, truth, 0, (4, 10, 17), name="GM")
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth, "SOL": truth}, "Reference")
+    nodes = _node_ids(slicer)
+    with pytest.raises(SeedError) as err:
+        IFSSNetComparisonLogic().compare(volumeNode, segNode, ref, [nearest], "seeds")
+    assert "has no segment named 'SOL' (it has: GM)" in err.value.what
+    assert "segmentNames=['GM']" in err.value.todo and "Clone" in err.value.todo
+    assert _node_ids(slicer) == nodes
+    table = IFSSNetComparisonLogic().compare(volumeNode, segNode, ref, [nearest], "seeds", segmentNames=["GM"])
+    assert table.GetNumberOfRows() == 1

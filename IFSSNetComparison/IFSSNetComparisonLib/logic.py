@@ -98,6 +98,28 @@ def _requireUniqueNames(segmentationNode, names: Sequence[str], role: str) -> No
                          "Give each segment its own name (Segment Editor: double-click the name), then compare again.")
 
 
+def _requireSeedSegments(seedSegmentationNode, names: Sequence[str]) -> None:
+    """Refuse a seed segmentation without a segment of ``names`` (the reference's segments compared), naming all that
+    it lacks and what to do: the module compares every segment of the reference, and has no choice of segments."""
+    missing = [name for name in names if _segmentIdByName(seedSegmentationNode, name) is None]
+    if not missing:
+        return
+    segmentation = seedSegmentationNode.GetSegmentation()
+    have = [segmentation.GetNthSegment(n).GetName() for n in range(segmentation.GetNumberOfSegments())]
+    held = [name for name in names if name not in missing]
+    seedName = seedSegmentationNode.GetName()
+    todo = f"Paint {', '.join(missing)} in '{seedName}' (segments named as the reference's), "
+    if held:
+        todo += (f"or compare on {', '.join(held)} alone: on a clone of the reference without {', '.join(missing)} "
+                 "(Data module: right-click it > Clone, then delete the segment in the clone), or from the Python "
+                 f"console with segmentNames={held!r}; ")
+    else:
+        todo += "or rename its segments as the reference's (double-click the name in Segment Editor); "
+    raise SeedError(f"The seed segmentation '{seedName}' has no segment named {', '.join(map(repr, missing))} "
+                    f"(it has: {', '.join(have) or 'none'}).",
+                    todo + "or use protocol '3-seeds' to cut the seeds from the reference.")
+
+
 class _ComparisonSlot:
     """A comparison as the holder of Slicer's one propagation slot (``IFSSNetSegmentationLogic._acquire``, which the
     Segmentation module page and its Segment Editor effect share): the ``GetID`` / ``GetName`` the slot keys and names
@@ -213,6 +235,8 @@ class IFSSNetComparisonLogic:
                 raise InputError(f"The reference has no segment '{name}'.",
                                  f"Choose one of its segments: {', '.join(have) or '(none)'}.")
             refs[name] = mrmlArrays.segmentToArray(referenceSegmentationNode, rid, refGeometry)
+        if protocol == "seeds":   # after the reference's names: a name it lacks is the one to fix first
+            _requireSeedSegments(seedSegmentationNode, names)
         empty = [name for name in names if not refs[name].any()]
         if empty:   # the core says so too, but with the command line's --segment for what to do
             others = [name for name in names if name not in empty]
@@ -228,8 +252,6 @@ class IFSSNetComparisonLogic:
             notes: List[str] = []
             if protocol == "seeds":
                 sid = _segmentIdByName(seedSegmentationNode, name)
-                if sid is None:
-                    raise SeedError(f"The seed segmentation has no segment '{name}'.", "Paint it, or use protocol '3-seeds'.")
                 geometry = mrmlArrays.referenceGeometry(volumeNode, seedSegmentationNode)
                 painted = mrmlArrays.segmentToArray(seedSegmentationNode, sid, geometry)
                 # as Propagate reads them: tags recorded on another grid (IFSSNet.SeedGrid) mapped onto this volume's
