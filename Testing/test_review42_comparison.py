@@ -278,3 +278,37 @@ def test_seeds_without_one_of_the_reference_muscles_say_how_to_compare_the_paint
     assert _node_ids(slicer) == nodes
     table = IFSSNetComparisonLogic().compare(volumeNode, segNode, ref, [nearest], "seeds", segmentNames=["GM"])
     assert table.GetNumberOfRows() == 1
+
+
+# ---------------------------------------------------------------------- series colours
+
+
+@_slicer
+def test_the_dice_series_of_each_method_have_their_own_colour_and_each_muscle_its_line(scene_nodes, nearest):
+    """A plot series node is black unless its colour is set, and the Comparison set none: every method's 'Dice along
+    the sweep' line was black, IFSS-Net's not to be told from Fill between slices'. Now a colour per method (tab10, as
+    the command line's plot) and a line style per muscle."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+    from ifssnet.baselines import registry
+
+    def copy(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        return seeds.mask
+
+    sol = np.roll(truth, 1, axis=2)
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth, "SOL": sol}, "Reference")
+    registry.register("r42copy", copy, "Copy")
+    try:
+        C = IFSSNetComparisonLogic()
+        C.compare(volumeNode, None, ref, [nearest, "r42copy"], "3-seeds")
+    finally:
+        registry.unregister("r42copy")
+    chart = C.lastResult["diceChart"]
+    series = {chart.GetNthPlotSeriesNode(n).GetName(): chart.GetNthPlotSeriesNode(n)
+              for n in range(chart.GetNumberOfPlotSeriesNodes())}
+    assert len(series) == 4
+    colour = {name: tuple(round(c, 3) for c in s.GetColor()) for name, s in series.items()}
+    line = {name: s.GetLineStyle() for name, s in series.items()}
+    assert colour["Nearest seed slice GM"] == colour["Nearest seed slice SOL"] != colour["Copy GM"] == colour["Copy SOL"]
+    assert (0.0, 0.0, 0.0) not in colour.values()
+    assert line["Nearest seed slice GM"] == line["Copy GM"] != line["Nearest seed slice SOL"] == line["Copy SOL"]

@@ -98,6 +98,25 @@ def _requireUniqueNames(segmentationNode, names: Sequence[str], role: str) -> No
                          "Give each segment its own name (Segment Editor: double-click the name), then compare again.")
 
 
+#: The methods' colours in the plots, in the order the methods ran: matplotlib's tab10, as ``ifssnet compare --plot``
+#: draws them.
+METHOD_COLORS = ((0.122, 0.467, 0.706), (1.0, 0.498, 0.055), (0.173, 0.627, 0.173), (0.839, 0.153, 0.157),
+                 (0.580, 0.404, 0.741), (0.549, 0.337, 0.294), (0.890, 0.467, 0.761), (0.498, 0.498, 0.498),
+                 (0.737, 0.741, 0.133), (0.090, 0.745, 0.812))
+
+
+def _seriesStyles(rows) -> Dict[str, tuple]:
+    """``{"<method label> <muscle>": (colour, line style)}`` for the "Dice along the sweep" series: a colour per method
+    (``METHOD_COLORS``), a line style per muscle (solid, dash, dot, dash-dot, ...), so each series can be told apart
+    in the plot; a plot series node is black unless its colour is set."""
+    methods = list(dict.fromkeys(methodLabel(r["method"]) for r in rows))
+    muscles = list(dict.fromkeys(r["muscle"] for r in rows))
+    P = slicer.vtkMRMLPlotSeriesNode
+    lines = (P.LineStyleSolid, P.LineStyleDash, P.LineStyleDot, P.LineStyleDashDot, P.LineStyleDashDotDot)
+    return {f"{m} {mu}": (METHOD_COLORS[i % len(METHOD_COLORS)], lines[j % len(lines)])
+            for i, m in enumerate(methods) for j, mu in enumerate(muscles)}
+
+
 def _requireSeedSegments(seedSegmentationNode, names: Sequence[str]) -> None:
     """Refuse a seed segmentation without a segment of ``names`` (the reference's segments compared), naming all that
     it lacks and what to do: the module compares every segment of the reference, and has no choice of segments."""
@@ -336,7 +355,7 @@ class IFSSNetComparisonLogic:
             table = self._metricsTable(rows, created)
             sliceDice = {f"{methodLabel(r['method'])} {r['muscle']}": r["slice_dice"] for r in rows
                          if r.get("slice_dice") is not None}
-            diceChart = self._diceChart(sliceDice, created)
+            diceChart = self._diceChart(sliceDice, created, _seriesStyles(rows))
             volumeChart = self._volumeErrorChart(rows, created)
             segmentations = {}
             if createSegmentations:
@@ -399,7 +418,7 @@ class IFSSNetComparisonLogic:
         chart.SetYAxisTitle(yTitle)
         return chart
 
-    def _diceChart(self, sliceDice: Dict[str, np.ndarray], created):
+    def _diceChart(self, sliceDice: Dict[str, np.ndarray], created, styles: Optional[dict] = None):
         tableNode = _newNode("vtkMRMLTableNode", "IFSS-Net Dice along the sweep")
         created.append(tableNode)
         length = max((len(v) for v in sliceDice.values()), default=0)
@@ -419,6 +438,10 @@ class IFSSNetComparisonLogic:
             series = segmentationLogic.addLinePlotSeries(slicer.mrmlScene, chart, tableNode, name, "slice")
             created.append(series)
             series.SetName(unique)
+            color, lineStyle = (styles or {}).get(name, (None, None))
+            if color is not None:   # else every series is black (a plot series node's default colour)
+                series.SetColor(*color)
+                series.SetLineStyle(lineStyle)
         return chart
 
     def _volumeErrorChart(self, rows, created):
