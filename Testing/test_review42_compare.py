@@ -111,3 +111,22 @@ def test_compare_set_on_one_case_shows_no_spread_rather_than_a_std_of_zero(tmp_p
     assert code == 0, err
     line = next(t for t in out.splitlines() if t.startswith("ws ") and "GM" in t)
     assert "± -" in line and "± 0.000" not in line
+
+
+def test_cropped_masks_are_the_masks_in_their_bounding_box():
+    """keep_masks='cropped' (the Slicer module's): each row holds its prediction's bounding box, not a whole volume."""
+    from ifssnet import compare as C
+
+    ref = np.zeros((40, 30, 20), np.uint8)
+    ref[5:35, 8:20, 4:15] = 1
+    vol = np.full(ref.shape, 50, np.uint8)
+    vol[ref > 0] = 120
+    whole = C.compare(vol, {"GM": ref}, (1.0, 0.5, 0.5), ["ws"], "3-seeds", keep_masks=True)[0]["mask"]
+    kept = C.compare(vol, {"GM": ref}, (1.0, 0.5, 0.5), ["ws"], "3-seeds", keep_masks="cropped")[0]["mask"]
+    assert isinstance(kept, C.CroppedMask) and whole.any()
+    np.testing.assert_array_equal(kept.full(), whole)
+    assert kept.array.nbytes < whole.nbytes / 2
+    for source, destination in ((0, 1), (0, 2), (2, 0), (1, 1)):
+        np.testing.assert_array_equal(kept.moveaxis(source, destination).full(), np.moveaxis(whole, source, destination))
+    empty = C.CroppedMask.of(np.zeros((4, 5, 6), np.uint8))
+    assert empty.array.size == 0 and empty.full().shape == (4, 5, 6) and not empty.full().any()

@@ -304,7 +304,9 @@ class IFSSNetComparisonLogic:
                     + "', then compare again; or choose the protocol '3-seeds' to cut the seeds from the reference.")
 
     def compute(self, job: dict, progress=None, cancel=None) -> dict:
-        """Any thread: the core runner on numpy arrays, one call per propagation axis. Touches no MRML node."""
+        """Any thread: the core runner on numpy arrays, one call per propagation axis. Touches no MRML node. Each
+        row's result is kept as its bounding box (``ifssnet.compare.CroppedMask``, on the volume's (k, j, i) axes)
+        until ``publish`` writes it."""
         from ifssnet import compare as core
 
         from ifssnet.baselines.child_process import cancellable_options
@@ -325,11 +327,11 @@ class IFSSNetComparisonLogic:
                 seeds = segmentationLogic.seedSetsAlongAxis(segs, axis, volumeT.shape)
             protocol = "3-seeds" if job["protocol"] == "seeds" else job["protocol"]
             found = core.compare(volumeT, refsT, spacingT, job["methods"], protocol, progress=progress,
-                                 cancel=cancel, seeds=seeds, method_options=options, keep_masks=True,
+                                 cancel=cancel, seeds=seeds, method_options=options, keep_masks="cropped",
                                  joint=job.get("joint", False))
             for row in found:
-                if row.get("mask") is not None:
-                    row["mask"] = np.ascontiguousarray(np.moveaxis(row["mask"], 0, axis))
+                if row.get("mask") is not None:   # its bounding box (CroppedMask): kept until publish writes it
+                    row["mask"] = row["mask"].moveaxis(0, axis)
                 row["axis"] = axis
             rows += found
         check_cancel(cancel)
@@ -483,5 +485,5 @@ class IFSSNetComparisonLogic:
             rid = reference.GetSegmentIdBySegmentName(name)
             if rid:
                 node.GetSegmentation().GetSegment(sid).SetColor(reference.GetSegment(rid).GetColor())
-            mrmlArrays.writeSegment(node, sid, mask, geometry)
+            mrmlArrays.writeSegment(node, sid, mask.full() if hasattr(mask, "full") else mask, geometry)
         return node
