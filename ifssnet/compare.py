@@ -296,8 +296,9 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
     plus ``slice_dice``, ``seed_slices`` and ``extent`` for :func:`plot`. A method that fails with an
     ifssnet error gets a row with ``error`` set and nan scores; Cancelled and DependencyError propagate.
     Seeds that Propagate refuses (fewer than 3 annotated slices: :func:`check_seeds`), given or cut with a
-    ``count`` under 3, and seeds on every slice of a muscle (nothing left to score: :func:`check_something_to_score`)
-    raise :class:`SeedError` before any method runs.
+    ``count`` under 3, and given seeds on every slice of a muscle (a complete segmentation: nothing left to score,
+    :func:`check_something_to_score`) raise :class:`SeedError` before any method runs. A protocol that cuts every
+    slice of a muscle (one shorter than it cuts) gives that muscle's rows the error; the other muscles run.
     """
     from .baselines.registry import get, load_once, prepare
 
@@ -338,13 +339,20 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
     seed_sets = {muscle: seeds.get(muscle) or protocol_seeds((np.asarray(ref) != 0).astype(np.uint8), protocol,
                                                               count, every)
                  for muscle, ref in ref_masks.items()}
+    unscorable: Dict[str, SeedError] = {}
     for muscle, seed_set in seed_sets.items():  # Propagate's rule, for every method: before any of them runs
         check_seeds(muscle, seed_set, SEEDS_TODO if muscle in seeds else COUNT_TODO)
-        check_something_to_score(muscle, ref_masks[muscle], seed_set, given=muscle in seeds)
+        try:
+            check_something_to_score(muscle, ref_masks[muscle], seed_set, given=muscle in seeds)
+        except SeedError as err:
+            if muscle in seeds:    # the seeds given are a complete segmentation: the input is wrong
+                raise
+            unscorable[muscle] = err   # a muscle shorter than the protocol cuts: its rows say so, the others run
     together = [name for name in methods if getattr(get(name), "always_joint", False)
                 or (joint and getattr(get(name), "joint", False))]
-    joint_runs = {name: _run_joint(name, volume, seed_sets, spacing_kji, options.get(name), progress, cancel)
-                  for name in together}
+    scorable = {muscle: s for muscle, s in seed_sets.items() if muscle not in unscorable}
+    joint_runs = {name: _run_joint(name, volume, scorable, spacing_kji, options.get(name), progress, cancel)
+                  for name in together} if scorable else {}
     for muscle, ref in ref_masks.items():
         ref = (np.asarray(ref) != 0).astype(np.uint8)
         check_cancel(cancel)
@@ -357,6 +365,8 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
             if name in joint_runs:
                 row["joint"] = 1
             try:
+                if muscle in unscorable:
+                    raise unscorable[muscle]
                 if name in joint_runs:
                     if isinstance(joint_runs[name], IFSSNetError):
                         raise joint_runs[name]
