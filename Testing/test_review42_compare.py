@@ -140,3 +140,14 @@ def test_cropped_masks_are_the_masks_in_their_bounding_box():
         np.testing.assert_array_equal(kept.moveaxis(source, destination).full(), np.moveaxis(whole, source, destination))
     empty = C.CroppedMask.of(np.zeros((4, 5, 6), np.uint8))
     assert empty.array.size == 0 and empty.full().shape == (4, 5, 6) and not empty.full().any()
+
+
+def test_model_without_ifssnet_among_the_methods_is_refused_not_ignored(tmp_path, capsys):
+    """--model is the 'ifssnet' method's checkpoint; with --methods pgnet (a researcher's own PG-Net checkpoint) or
+    ws it went to no method, and the shipped weights ran (or none) without a word: exit 0 even for a missing file."""
+    case = _case(tmp_path / "case", 60)
+    for command in (["compare", case / "volume.nrrd", "-", case / "reference.seg.nrrd"], ["compare-set", case]):
+        code, out, err = _cli(capsys, *command, "--methods", "ws", "--model", tmp_path / "my_pgnet.pt",
+                              "--csv", tmp_path / "out.csv")
+        assert code == 2 and "--model gives the checkpoint of the 'ifssnet' method" in err
+        assert "--option pgnet.model=PATH" in err and not (tmp_path / "out.csv").exists()

@@ -168,9 +168,15 @@ def _check_before_work(args, methods: Sequence[str], inputs: Sequence) -> None:
     """What can be checked cheaply, before the long work: each of --csv and --plot can be written and is not
     an input file (the --model file included) nor the other of the two, the plot's format and matplotlib are there,
     every --option names a compared method, and the --model file loads (the network read here is the one the
-    comparison runs: the file is read once, ``args.loaded_model``)."""
+    comparison runs: the file is read once, ``args.loaded_model``), and --model is not given without ifssnet among the
+    methods (it is the 'ifssnet' method's checkpoint, which no other method reads)."""
     import os
 
+    if args.model and "ifssnet" not in methods:   # it went to no method: PG-Net's or the U-Net's shipped weights ran
+        raise InputError(f"--model gives the checkpoint of the 'ifssnet' method, which is not among the compared "
+                         f"methods (--methods {','.join(methods)}); no method would use it.",
+                         "Add ifssnet to --methods; for PG-Net or the 3-D U-Net give their checkpoint with --option "
+                         "pgnet.model=PATH or --option unet3d.model=PATH.")
     not_compared = [m for m in parse_options(args.option) if m not in methods]
     if not_compared:
         raise InputError(f"--option names {', '.join(map(repr, not_compared))}, which is not among the compared methods "
