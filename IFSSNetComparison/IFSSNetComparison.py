@@ -57,6 +57,7 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ticket = None
         self.job = None
         self.cancelToken = None
+        self.slot = None   # Slicer's one propagation slot while a comparison runs (takePropagationSlot)
         self._parameterNode = None
         self._parameterNodeGuiTag = None
 
@@ -136,6 +137,13 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self.worker is not None:   # as PropagatePanel.cleanup: the thread (and the job it holds) ends after the job
             self.worker.stop()
             self.worker = None
+        self._releaseSlot()
+
+    def _releaseSlot(self):
+        from IFSSNetComparisonLib.logic import releasePropagationSlot
+
+        releasePropagationSlot(self.slot)
+        self.slot = None
 
     def enter(self):
         if self._parameterNode is None:   # the scene was closed while another module was shown
@@ -158,16 +166,26 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if any(m in ("ifssnet", "pgnet", "unet3d") for m in methods) and not ensureTorch():
             return
         p = self._parameterNode
+        from IFSSNetComparisonLib.logic import takePropagationSlot
+
         try:
             options = {m: {"exclusive": bool(p.exclusive)} for m in ("ifssnet", "pgnet") if m in methods}
             self.job = self.logic.prepare(p.volume, p.seeds, p.reference, methods, p.protocol,
                                           joint=p.together, methodOptions=options)
+            self.slot = takePropagationSlot(p.reference)   # no Propagate (module page, effect) while it runs
         except Exception as exc:
+            self.job = None
             slicer.util.errorDisplay(str(exc))
             return
-        if self.worker is None:
-            self.worker = BackgroundWorker()
-        self.ticket, self.cancelToken = self.worker.startJob(self.logic.compute, self.job)
+        try:
+            if self.worker is None:
+                self.worker = BackgroundWorker()
+            self.ticket, self.cancelToken = self.worker.startJob(self.logic.compute, self.job)
+        except Exception as exc:
+            self._releaseSlot()
+            self.job = None
+            slicer.util.errorDisplay(str(exc))
+            return
         self.compareButton.text = "Cancel"
         self.progressBar.setRange(0, 0)
         self.progressBar.setFormat("preparing")
@@ -188,6 +206,7 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 continue
             self.timer.stop()
             self.ticket = None
+            self._releaseSlot()   # compute is over: publish only writes nodes, in this (main) thread
             job, self.job = self.job, None   # the volume, the references and the masks: not kept after the run
             self.compareButton.text = "Compare"
             self.progressBar.visible = False
@@ -238,7 +257,9 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             plotView = slicer.mrmlScene.GetSingletonNode(tag, "vtkMRMLPlotViewNode")
             if plotView:
                 plotView.SetPlotChartNodeID(chart.GetID())
-        self.statusLabel.text = f"{table.GetNumberOfRows()} rows; one segmentation per method was added to the scene."
+        notes = " ".join(self.logic.lastResult.get("notes", ()))   # seeds read otherwise than painted, as Propagate says
+        self.statusLabel.text = (f"{table.GetNumberOfRows()} rows; one segmentation per method was added to the scene."
+                                 + (" " + notes if notes else ""))
 
 
 class IFSSNetComparisonLogic(ScriptedLoadableModuleLogic, _HeadlessLogic):

@@ -28,7 +28,8 @@ import csv
 import math
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -44,6 +45,32 @@ DEFAULT_METHODS = ("fbs", "gfs", "ws")
 COLUMNS = ("method", "muscle", "protocol", "dice", "iou", "hd", "hd95", "asd", "slice_hd", "slice_asd",
            "precision", "recall", "volume_cm3", "ref_volume_cm3", "volume_error_pct", "volume_diff_pct",
            "past_ends_pct", "time_s", "peak_mb", "gpu_peak_mb", "mem_source", "seed_slices_n", "error")
+#: Each column's unit and what it is (Slicer's table shows them as the column header's tooltip, as Segment Statistics'
+#: table does); the figures are computed as :mod:`ifssnet.metrics` says.
+COLUMN_INFO = {
+    "method": ("", "The propagation method."), "muscle": ("", "The segment."),
+    "protocol": ("", "Where the seed slices came from: a protocol that cut them from the reference, or 'given'."),
+    "dice": ("", "Dice coefficient, 0..1, over the scored slices (seed slices excluded)."),
+    "iou": ("", "Intersection over union (Jaccard), 0..1, over the scored slices."),
+    "hd": ("mm", "Hausdorff distance between the surfaces."),
+    "hd95": ("mm", "95th percentile Hausdorff distance."),
+    "asd": ("mm", "Average symmetric surface distance."),
+    "slice_hd": ("mm", "Mean over slices of the 2-D Hausdorff distance (the paper's)."),
+    "slice_asd": ("mm", "Mean over slices of the 2-D average surface distance (the paper's)."),
+    "precision": ("", "Share of the result inside the reference, 0..1."),
+    "recall": ("", "Share of the reference the result covers, 0..1."),
+    "volume_cm3": ("cm3", "Volume of the result, as Segment Statistics computes it."),
+    "ref_volume_cm3": ("cm3", "Volume of the reference."),
+    "volume_error_pct": ("%", "Absolute volume error, |result - reference| / reference."),
+    "volume_diff_pct": ("%", "Signed volume error, (result - reference) / reference: + larger, - smaller."),
+    "past_ends_pct": ("%", "Volume of the result on slices past the reference muscle's ends, in % of its volume."),
+    "time_s": ("s", "Wall-clock time of the method's run (seeds and scoring excluded)."),
+    "peak_mb": ("MiB", "Peak resident memory of the process during the run, above the memory before it."),
+    "gpu_peak_mb": ("MiB", "Peak GPU memory during the run (CUDA only)."),
+    "mem_source": ("", "How the peak memory was read."),
+    "seed_slices_n": ("", "Number of seed slices (annotated, not scored)."),
+    "error": ("", "Why the method failed; empty when it ran."),
+}
 METRIC_KEYS = ("dice", "iou", "hd", "hd95", "asd", "slice_hd", "slice_asd", "precision", "recall",
                "volume_cm3", "volume_error_pct", "past_ends_pct", "time_s", "peak_mb")
 _FROM_EVALUATE = {"dice": "dice", "iou": "iou", "hd": "hd_mm", "hd95": "hd95_mm", "asd": "asd_mm",
@@ -93,6 +120,28 @@ def check_seeds(name: str, seeds, todo: str = SEEDS_TODO) -> None:
                         todo.format(name=repr(name))) from err
 
 
+#: What to do about seeds on every slice of the muscle, by where they came from.
+ALL_SEEDS_TODO = ("Give seeds on the painted slices only, not a complete segmentation (the reference, a copy of it, a "
+                  "propagated result): on the command line '-' for SEEDS cuts them from REF by --protocol; in Slicer, "
+                  "choose the segmentation with your painted slices, or the protocol '3-seeds'.")
+SHORT_MUSCLE_TODO = ("Compare on a reference where the muscle spans more slices than the protocol cuts, or leave this "
+                     "segment out (on the command line: --segment).")
+
+
+def check_something_to_score(name: str, ref_mask: np.ndarray, seeds, given: bool = True) -> None:
+    """Refuse seeds on every slice of the reference's extent (``ref_mask`` (K, J, I)): the seed slices are not scored,
+    so no slice would be left, and every method would score a Dice of 1 over nothing. Seeds from a complete
+    segmentation (the reference given as the seed file, a clone of it in Slicer) are so. ``given``: the seeds were
+    given (else cut by a protocol, on a muscle shorter than it cuts). Raises :class:`SeedError`."""
+    first, last = reference_extent(np.asarray(ref_mask) != 0)
+    if last < first or set(range(first, last + 1)) - {int(s) for s in seeds.slices}:
+        return
+    span = last - first + 1
+    raise SeedError(f"The seed slices of {name!r} cover every slice the reference has it on ({span} slice"
+                    f"{'s' if span != 1 else ''}): no slice is left to score, and every method would score a Dice "
+                    "of 1.", ALL_SEEDS_TODO if given else SHORT_MUSCLE_TODO)
+
+
 def method_names(methods: Iterable[str]) -> List[str]:
     """The method names as :func:`compare` and :func:`ifssnet.bench.run_bench` take them: stripped, lower case,
     empty ones left out (the registry's names are lower case)."""
@@ -110,6 +159,41 @@ def past_ends_pct(pred: np.ndarray, ref: np.ndarray, extent: Optional[Tuple[int,
     r0, r1 = extent if extent is not None else reference_extent(ref)
     past = np.count_nonzero(pred[:r0]) + np.count_nonzero(pred[r1 + 1:])
     return 100.0 * past / max(np.count_nonzero(ref), 1)
+
+
+@dataclass(frozen=True)
+class CroppedMask:
+    """A binary mask held as its bounding box, as :func:`compare` keeps a prediction with ``keep_masks="cropped"``:
+    ``shape`` the whole mask's, ``box`` one ``slice`` per axis, ``array`` (uint8) the voxels inside the box. A muscle
+    fills a small part of a sweep, so the box is a fraction of the volume: a whole mask of a 1400 x 512 x 512 sweep
+    is 367 MB, and a comparison of 4 methods on 3 muscles keeps 12 of them until they are written."""
+
+    shape: Tuple[int, ...]
+    box: Tuple[slice, ...]
+    array: np.ndarray
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> "CroppedMask":
+        mask = np.asarray(mask)
+        box = []
+        for axis in range(mask.ndim):
+            extent = slice_extent(mask, axis)
+            box.append(slice(extent[0], extent[1] + 1) if extent else slice(0, 0))
+        box = tuple(box)
+        return cls(tuple(mask.shape), box, (mask[box] != 0).astype(np.uint8))
+
+    def full(self) -> np.ndarray:
+        """The whole mask, uint8 of ``shape``."""
+        out = np.zeros(self.shape, np.uint8)
+        out[self.box] = self.array
+        return out
+
+    def moveaxis(self, source: int, destination: int) -> "CroppedMask":
+        """The mask with axis ``source`` moved to ``destination`` (as ``np.moveaxis`` moves a whole mask's)."""
+        order = [a for a in range(len(self.shape)) if a != source]
+        order.insert(destination, source)
+        return CroppedMask(tuple(self.shape[a] for a in order), tuple(self.box[a] for a in order),
+                           np.ascontiguousarray(np.moveaxis(self.array, source, destination)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,14 +278,15 @@ def score(pred: np.ndarray, ref: np.ndarray, spacing_kji, seed_slices: Sequence[
 def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji, methods: Iterable[str] = DEFAULT_METHODS,
             protocol: str = "3-seeds", progress=None, cancel=None, *, seeds: Optional[Mapping[str, object]] = None,
             count: int = 3, every: int = 100, method_options: Optional[Mapping[str, dict]] = None,
-            score_extent: str = "reference", keep_masks: bool = False, joint: bool = False) -> List[dict]:
+            score_extent: str = "reference", keep_masks: Union[bool, str] = False, joint: bool = False) -> List[dict]:
     """Run every method on every muscle and score it; one row (dict) per (muscle, method).
 
     volume: (K, J, I) intensities; ref_masks: name -> reference mask (K, J, I); spacing_kji: (sz, sy, sx) mm.
     methods: registered method names. protocol: one of :data:`ifssnet.seeds.PROTOCOLS` (seeds cut from the
     reference); ``seeds`` (name -> SeedSet) overrides the protocol for the muscles it names.
     method_options: method name -> keyword arguments for that method (e.g. ``{"ifssnet": {"model": path}}``).
-    keep_masks: also put each prediction into its row under ``"mask"``.
+    keep_masks: also put each prediction into its row under ``"mask"``; ``"cropped"``: as a :class:`CroppedMask`
+    (its bounding box), which holds a fraction of the memory of a whole mask per row.
     joint: a method that can (its ``joint`` attribute: ``ifssnet``, ``pgnet``) segments all muscles in one
     call, as Slicer's Propagate does with several segments; its rows get ``joint`` = 1, and each the
     call's time divided by the number of muscles. The others run one muscle at a time, as without it.
@@ -211,7 +296,9 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
     plus ``slice_dice``, ``seed_slices`` and ``extent`` for :func:`plot`. A method that fails with an
     ifssnet error gets a row with ``error`` set and nan scores; Cancelled and DependencyError propagate.
     Seeds that Propagate refuses (fewer than 3 annotated slices: :func:`check_seeds`), given or cut with a
-    ``count`` under 3, raise :class:`SeedError` before any method runs.
+    ``count`` under 3, and given seeds on every slice of a muscle (a complete segmentation: nothing left to score,
+    :func:`check_something_to_score`) raise :class:`SeedError` before any method runs. A protocol that cuts every
+    slice of a muscle (one shorter than it cuts) gives that muscle's rows the error; the other muscles run.
     """
     from .baselines.registry import get, load_once, prepare
 
@@ -252,12 +339,20 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
     seed_sets = {muscle: seeds.get(muscle) or protocol_seeds((np.asarray(ref) != 0).astype(np.uint8), protocol,
                                                               count, every)
                  for muscle, ref in ref_masks.items()}
+    unscorable: Dict[str, SeedError] = {}
     for muscle, seed_set in seed_sets.items():  # Propagate's rule, for every method: before any of them runs
         check_seeds(muscle, seed_set, SEEDS_TODO if muscle in seeds else COUNT_TODO)
+        try:
+            check_something_to_score(muscle, ref_masks[muscle], seed_set, given=muscle in seeds)
+        except SeedError as err:
+            if muscle in seeds:    # the seeds given are a complete segmentation: the input is wrong
+                raise
+            unscorable[muscle] = err   # a muscle shorter than the protocol cuts: its rows say so, the others run
     together = [name for name in methods if getattr(get(name), "always_joint", False)
                 or (joint and getattr(get(name), "joint", False))]
-    joint_runs = {name: _run_joint(name, volume, seed_sets, spacing_kji, options.get(name), progress, cancel)
-                  for name in together}
+    scorable = {muscle: s for muscle, s in seed_sets.items() if muscle not in unscorable}
+    joint_runs = {name: _run_joint(name, volume, scorable, spacing_kji, options.get(name), progress, cancel)
+                  for name in together} if scorable else {}
     for muscle, ref in ref_masks.items():
         ref = (np.asarray(ref) != 0).astype(np.uint8)
         check_cancel(cancel)
@@ -270,6 +365,8 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
             if name in joint_runs:
                 row["joint"] = 1
             try:
+                if muscle in unscorable:
+                    raise unscorable[muscle]
                 if name in joint_runs:
                     if isinstance(joint_runs[name], IFSSNetError):
                         raise joint_runs[name]
@@ -292,7 +389,7 @@ def compare(volume: np.ndarray, ref_masks: Mapping[str, np.ndarray], spacing_kji
             row.update(score(pred, ref, spacing_kji, seed_set.slices, score_extent, progress=progress,
                              cancel=cancel))
             if keep_masks:
-                row["mask"] = pred
+                row["mask"] = CroppedMask.of(pred) if keep_masks == "cropped" else pred
             rows.append(row)
             del pred
             done += 1
@@ -521,16 +618,37 @@ def summarize(rows: Sequence[dict], by: Sequence[str] = ("method",)) -> List[dic
 
 def format_summary(summary: Sequence[dict], by: Sequence[str] = ("method",)) -> str:
     """Mean ± std per group, like the paper's figures; a mean over only some of the runs (the others' values not
-    finite, e.g. an infinite per-slice distance) says over how many: ``24.0 ± 12.3 (6/15)``."""
+    finite, e.g. an infinite per-slice distance) says over how many: ``24.0 ± 12.3 (6/15)``; a mean of one run has no
+    spread: ``0.315 ± -`` (one case's row per muscle). ``n``: the runs the means
+    are over; where any run failed, a ``failed`` column counts the runs left out (:func:`format_failures` says why)."""
     cols = (("Dice", "dice", 3), ("IoU", "iou", 3), ("HD95", "hd95", 1), ("ASD", "asd", 2), ("sHD", "slice_hd", 1),
             ("sASD", "slice_asd", 2), ("err %", "volume_error_pct", 1), ("time s", "time_s", 2), ("peak MB", "peak_mb", 0))
-    head = " ".join(f"{k:<8}" for k in by) + f" {'n':>3} " + " ".join(f"{t:>15}" for t, _, _ in cols)
+    failed = any(s.get("failed") for s in summary)
+    head = (" ".join(f"{k:<8}" for k in by) + f" {'n':>3} " + (f"{'failed':>6} " if failed else "")
+            + " ".join(f"{t:>15}" for t, _, _ in cols))
     lines = [head, "-" * len(head)]
+    def spread(s, k, d) -> str:   # over one run there is no spread: '-', not the 0.000 a population std gives
+        return _fmt(s[f"{k}_std"], d) if s["n"] - s.get(f"{k}_nonfinite", 0) > 1 else "-"
+
     for s in summary:
-        cells = [f"{_fmt(s['%s_mean' % k], d)} ± {_fmt(s['%s_std' % k], d)}"
+        cells = [f"{_fmt(s['%s_mean' % k], d)} ± {spread(s, k, d)}"
                  + (f" ({s['n'] - s['%s_nonfinite' % k]}/{s['n']})"
                     if s.get('%s_nonfinite' % k) and math.isfinite(s['%s_mean' % k]) else "") for _, k, d in cols]
-        lines.append(" ".join(f"{str(s[k]):<8}" for k in by) + f" {s['n']:>3} " + " ".join(f"{c:>15}" for c in cells))
+        lines.append(" ".join(f"{str(s[k]):<8}" for k in by) + f" {s['n']:>3} "
+                     + (f"{s.get('failed', 0):>6} " if failed else "") + " ".join(f"{c:>15}" for c in cells))
+    return "\n".join(lines)
+
+
+def format_failures(rows: Sequence[dict]) -> str:
+    """One line per failed run (its case, method, muscle and error), which the summaries' means leave out; empty
+    when every run succeeded."""
+    failed = [r for r in rows if r.get("error")]
+    if not failed:
+        return ""
+    lines = [f"{len(failed)} run(s) failed and are left out of the means:"]
+    for r in failed:
+        where = " ".join(str(r[k]) for k in ("case", "method", "muscle") if r.get(k) not in (None, ""))
+        lines.append(f"  {where}: {r['error']}")
     return "\n".join(lines)
 
 

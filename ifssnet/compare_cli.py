@@ -2,7 +2,8 @@
 
 ``--option METHOD.KEY=VALUE`` passes one option to one method (:func:`parse_options`); ``--model`` and
 ``--device`` go to the learned methods. Tables print to stdout; ``--csv``, ``--plot`` and ``--json``
-write the rows, a figure and machine-readable output.
+write the rows, a figure and machine-readable output. Each row's ``case`` names its sweep: the volume file
+(``compare``) or the case directory (``compare-set``).
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .compare import (DEFAULT_METHODS, compare, compare_set, format_summary, format_table, plot, plot_summary,
-                      write_csv)
+from .compare import (DEFAULT_METHODS, compare, compare_set, format_failures, format_summary, format_table, plot,
+                      plot_summary, write_csv)
 from . import compare as _core
 from .errors import InputError, SeedError
 from .io import check_output_file, parse_names, same_file, write_together
@@ -167,9 +168,15 @@ def _check_before_work(args, methods: Sequence[str], inputs: Sequence) -> None:
     """What can be checked cheaply, before the long work: each of --csv and --plot can be written and is not
     an input file (the --model file included) nor the other of the two, the plot's format and matplotlib are there,
     every --option names a compared method, and the --model file loads (the network read here is the one the
-    comparison runs: the file is read once, ``args.loaded_model``)."""
+    comparison runs: the file is read once, ``args.loaded_model``), and --model is not given without ifssnet among the
+    methods (it is the 'ifssnet' method's checkpoint, which no other method reads)."""
     import os
 
+    if args.model and "ifssnet" not in methods:   # it went to no method: PG-Net's or the U-Net's shipped weights ran
+        raise InputError(f"--model gives the checkpoint of the 'ifssnet' method, which is not among the compared "
+                         f"methods (--methods {','.join(methods)}); no method would use it.",
+                         "Add ifssnet to --methods; for PG-Net or the 3-D U-Net give their checkpoint with --option "
+                         "pgnet.model=PATH or --option unet3d.model=PATH.")
     not_compared = [m for m in parse_options(args.option) if m not in methods]
     if not_compared:
         raise InputError(f"--option names {', '.join(map(repr, not_compared))}, which is not among the compared methods "
@@ -223,6 +230,8 @@ def _cli_compare(args) -> int:
                        method_options=_options(args), score_extent=args.score_extent, joint=args.joint)
     finally:
         bar.close()
+    for r in rows:   # which sweep a row is of, as compare-set's rows say: CSVs of several sweeps merge into one table
+        r["case"] = str(args.volume)
     if args.json:  # first: a failure writing the files below refers to the errors in it
         print_json(_jsonable(rows))
     else:
@@ -255,6 +264,10 @@ def _cli_compare_set(args) -> int:
         print(format_summary(res["summary"]))
         print()
         print(format_summary(res["summary_by_muscle"], ("method", "muscle")))
+        failures = format_failures(res["rows"])    # the means leave these runs out: say which and why
+        if failures:
+            print()
+            print(failures)
     title = f"{len(args.dirs)} cases, protocol {args.protocol}"
     write_together([(args.csv, lambda tmp: write_csv(res["rows"], tmp)),
                     (args.plot, lambda tmp: plot_summary(res["summary_by_muscle"], tmp, title=title))])

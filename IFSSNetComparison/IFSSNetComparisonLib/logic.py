@@ -6,8 +6,8 @@ scores from ``ifssnet.metrics``). This file only moves data between MRML and num
 the seed slices' axis comes first, as the core expects) and builds the table, plot and segmentation nodes.
 
 Outputs: one table node (one row per method and segment), a "Dice along the sweep" chart, a "Volume error"
-chart, and one segmentation node per method holding its result. A cancelled or failed run removes every
-node it created, so the scene is as it was.
+chart (signed: ``volume_diff_pct``, as ``ifssnet compare --plot`` draws it), and one segmentation node per
+method holding its result. A cancelled or failed run removes every node it created, so the scene is as it was.
 
 Cancel. ``compute`` with a cancel flag (the module runs it on a worker thread) gives Fill between slices
 and Grow from seeds ``isolate="auto"`` unless ``methodOptions`` set it: their ITK filter on a large crop
@@ -60,15 +60,21 @@ def availableMethods() -> List[str]:
         return []
 
 
-def _newNode(className: str, name: str):
-    """A new node of ``className`` named ``name``, or ``name (2)``, ``name (3)``... where the scene has a node of that
-    name already: a second comparison's table, charts and result segmentations are told apart from the first's (and
-    from a node of the user's that happens to bear the name) in the Data module and the node selectors."""
+def _uniqueName(name: str) -> str:
+    """``name``, or ``name (2)``, ``name (3)``... where the scene has a node of that name already."""
     unique, n = name, 1
     while slicer.mrmlScene.GetFirstNodeByName(unique) is not None:
         n += 1
         unique = f"{name} ({n})"
-    return slicer.mrmlScene.AddNewNodeByClass(className, unique)
+    return unique
+
+
+def _newNode(className: str, name: str):
+    """A new node of ``className`` named ``name``, or ``name (2)``, ``name (3)``... where the scene has a node of that
+    name already: a second comparison's table, charts, plot series and result segmentations are told apart from the
+    first's (and from a node of the user's that happens to bear the name) in the Data module, the node selectors and
+    the plots' legends."""
+    return slicer.mrmlScene.AddNewNodeByClass(className, _uniqueName(name))
 
 
 def _segmentIdByName(segmentationNode, name: str) -> Optional[str]:
@@ -92,6 +98,81 @@ def _requireUniqueNames(segmentationNode, names: Sequence[str], role: str) -> No
                          "Give each segment its own name (Segment Editor: double-click the name), then compare again.")
 
 
+#: The methods' colours in the plots, in the order the methods ran: matplotlib's tab10, as ``ifssnet compare --plot``
+#: draws them.
+METHOD_COLORS = ((0.122, 0.467, 0.706), (1.0, 0.498, 0.055), (0.173, 0.627, 0.173), (0.839, 0.153, 0.157),
+                 (0.580, 0.404, 0.741), (0.549, 0.337, 0.294), (0.890, 0.467, 0.761), (0.498, 0.498, 0.498),
+                 (0.737, 0.741, 0.133), (0.090, 0.745, 0.812))
+
+
+def _seriesStyles(rows) -> Dict[str, tuple]:
+    """``{"<method label> <muscle>": (colour, line style)}`` for the "Dice along the sweep" series: a colour per method
+    (``METHOD_COLORS``), a line style per muscle (solid, dash, dot, dash-dot, ...), so each series can be told apart
+    in the plot; a plot series node is black unless its colour is set."""
+    methods = list(dict.fromkeys(methodLabel(r["method"]) for r in rows))
+    muscles = list(dict.fromkeys(r["muscle"] for r in rows))
+    P = slicer.vtkMRMLPlotSeriesNode
+    lines = (P.LineStyleSolid, P.LineStyleDash, P.LineStyleDot, P.LineStyleDashDot, P.LineStyleDashDotDot)
+    return {f"{m} {mu}": (METHOD_COLORS[i % len(METHOD_COLORS)], lines[j % len(lines)])
+            for i, m in enumerate(methods) for j, mu in enumerate(muscles)}
+
+
+def _requireSeedSegments(seedSegmentationNode, names: Sequence[str]) -> None:
+    """Refuse a seed segmentation without a segment of ``names`` (the reference's segments compared), naming all that
+    it lacks and what to do: the module compares every segment of the reference, and has no choice of segments."""
+    missing = [name for name in names if _segmentIdByName(seedSegmentationNode, name) is None]
+    if not missing:
+        return
+    segmentation = seedSegmentationNode.GetSegmentation()
+    have = [segmentation.GetNthSegment(n).GetName() for n in range(segmentation.GetNumberOfSegments())]
+    held = [name for name in names if name not in missing]
+    seedName = seedSegmentationNode.GetName()
+    todo = f"Paint {', '.join(missing)} in '{seedName}' (segments named as the reference's), "
+    if held:
+        todo += (f"or compare on {', '.join(held)} alone: on a clone of the reference without {', '.join(missing)} "
+                 "(Data module: right-click it > Clone, then delete the segment in the clone), or from the Python "
+                 f"console with segmentNames={held!r}; ")
+    else:
+        todo += "or rename its segments as the reference's (double-click the name in Segment Editor); "
+    raise SeedError(f"The seed segmentation '{seedName}' has no segment named {', '.join(map(repr, missing))} "
+                    f"(it has: {', '.join(have) or 'none'}).",
+                    todo + "or use protocol '3-seeds' to cut the seeds from the reference.")
+
+
+class _ComparisonSlot:
+    """A comparison as the holder of Slicer's one propagation slot (``IFSSNetSegmentationLogic._acquire``, which the
+    Segmentation module page and its Segment Editor effect share): the ``GetID`` / ``GetName`` the slot keys and names
+    its holder by. A comparison runs the same networks and baselines as Propagate (IFSS-Net, with its memory check
+    that counts one run), so it takes the slot too; a Propagate meanwhile is refused naming it."""
+
+    def __init__(self, referenceSegmentationNode) -> None:
+        self._key = f"IFSSNetComparison:{id(self)}"
+        self._name = f"IFSS-Net Comparison against {referenceSegmentationNode.GetName()}"
+
+    def GetID(self) -> str:
+        return self._key
+
+    def GetName(self) -> str:
+        return self._name
+
+
+def takePropagationSlot(referenceSegmentationNode) -> _ComparisonSlot:
+    """Take Slicer's one propagation slot for a comparison against ``referenceSegmentationNode`` (give it back with
+    ``releasePropagationSlot``), or raise InputError naming the propagation or comparison that holds it."""
+    slot = _ComparisonSlot(referenceSegmentationNode)
+    try:
+        segmentationLogic.IFSSNetSegmentationLogic._acquire(slot)
+    except InputError as err:   # the slot's own words end in "propagate again"
+        raise InputError(f"{err.what} A comparison runs the same networks, and one runs at a time.",
+                         "Wait for it to finish or cancel it, then compare again.") from err
+    return slot
+
+
+def releasePropagationSlot(slot: Optional[_ComparisonSlot]) -> None:
+    if slot is not None:
+        segmentationLogic.IFSSNetSegmentationLogic._release(slot)
+
+
 class IFSSNetComparisonLogic:
     """``compare(volumeNode, seedSegmentationNode, referenceSegmentationNode, methods, protocol, progress=None,
     cancel=None, *, segmentNames=None, joint=False) -> vtkMRMLTableNode``
@@ -103,7 +184,12 @@ class IFSSNetComparisonLogic:
     not overlap unless ``methodOptions={"ifssnet": {"exclusive": False}}``). Fill between slices always runs on all
     muscles of one axis at once, as Slicer's effect interpolates all visible segments (in the reference's segment
     order: where two muscles' interpolations meet, the later one takes the voxel). After a run, ``lastResult``
-    holds the table, the two chart nodes and the result segmentation per method.
+    holds the table, the two chart nodes, the result segmentation per method, the rows, and ``notes``: sentences
+    about seed slices read otherwise than painted (``notes``), as Propagate's summary has them.
+
+    A comparison holds Slicer's one propagation slot while it runs (``takePropagationSlot``), as Propagate does: a
+    Propagate meanwhile (the Segmentation module page, its effect) is refused naming the comparison, and a comparison
+    is refused while a Propagate runs, before it adds anything.
     """
 
     def __init__(self) -> None:
@@ -115,9 +201,13 @@ class IFSSNetComparisonLogic:
                 methodOptions: Optional[dict] = None, joint: bool = False):
         job = self.prepare(volumeNode, seedSegmentationNode, referenceSegmentationNode, methods, protocol,
                            progress=progress, segmentNames=segmentNames, methodOptions=methodOptions, joint=joint)
-        self.compute(job, progress=progress, cancel=cancel)
-        check_cancel(cancel)
-        return self.publish(job, progress=progress, createSegmentations=createSegmentations)
+        slot = takePropagationSlot(referenceSegmentationNode)   # one propagation or comparison at a time in Slicer
+        try:
+            self.compute(job, progress=progress, cancel=cancel)
+            check_cancel(cancel)
+            return self.publish(job, progress=progress, createSegmentations=createSegmentations)
+        finally:
+            releasePropagationSlot(slot)
 
     @mrmlArrays.outOfMemoryAsResourceError("reading the volume and the segmentations")
     def prepare(self, volumeNode, seedSegmentationNode, referenceSegmentationNode, methods: Sequence,
@@ -164,6 +254,8 @@ class IFSSNetComparisonLogic:
                 raise InputError(f"The reference has no segment '{name}'.",
                                  f"Choose one of its segments: {', '.join(have) or '(none)'}.")
             refs[name] = mrmlArrays.segmentToArray(referenceSegmentationNode, rid, refGeometry)
+        if protocol == "seeds":   # after the reference's names: a name it lacks is the one to fix first
+            _requireSeedSegments(seedSegmentationNode, names)
         empty = [name for name in names if not refs[name].any()]
         if empty:   # the core says so too, but with the command line's --segment for what to do
             others = [name for name in names if name not in empty]
@@ -176,22 +268,28 @@ class IFSSNetComparisonLogic:
                                 "the clone), or from the Python console with segmentNames=" + repr(others) + "."
                                 if others else "."))
         for name in names:
+            notes: List[str] = []
             if protocol == "seeds":
                 sid = _segmentIdByName(seedSegmentationNode, name)
-                if sid is None:
-                    raise SeedError(f"The seed segmentation has no segment '{name}'.", "Paint it, or use protocol '3-seeds'.")
                 geometry = mrmlArrays.referenceGeometry(volumeNode, seedSegmentationNode)
                 painted = mrmlArrays.segmentToArray(seedSegmentationNode, sid, geometry)
                 # as Propagate reads them: tags recorded on another grid (IFSSNet.SeedGrid) mapped onto this volume's
-                axis, slices = segLogic._seedsOnGrid(seedSegmentationNode, sid, geometry, painted)
+                axis, slices = segLogic._seedsOnGrid(seedSegmentationNode, sid, geometry, painted, notes)
                 self._checkSeeds(name, axis, slices, painted, seedSegmentationNode.GetName())
             else:  # the core runner cuts the seeds from the reference along the sweep (k)
                 axis, slices, painted = 0, (), None
-            seedJobs.append(segmentationLogic.SegmentJob(name, name, axis, tuple(slices), painted))
+            seedJobs.append(segmentationLogic.SegmentJob(name, name, axis, tuple(slices), painted, notes=notes))
         report(progress, "preparing", 1, 1)
         return {"volumeNodeId": volumeNode.GetID(), "referenceNodeId": referenceSegmentationNode.GetID(),
                 "volume": volume, "spacing": spacing, "refs": refs, "seedJobs": seedJobs, "methods": list(methods),
                 "protocol": protocol, "methodOptions": dict(methodOptions or {}), "joint": bool(joint), "rows": []}
+
+    @staticmethod
+    def notes(job: dict) -> List[str]:
+        """Sentences for the user about seed slices read otherwise than painted, as Propagate's summary has them
+        (``IFSSNetSegmentationLogic.notesText``): paint on another volume's grid (``IFSSNet.SeedGrid``) taken as new
+        seeds, a painted slice erased since the last run, 'no muscle here' marks across an axis no longer painted."""
+        return [note for seg in job.get("seedJobs", ()) for note in seg.notes]
 
     @staticmethod
     def _checkSeeds(name: str, axis: int, slices, painted: np.ndarray, seedNodeName: str) -> None:
@@ -206,7 +304,9 @@ class IFSSNetComparisonLogic:
                     + "', then compare again; or choose the protocol '3-seeds' to cut the seeds from the reference.")
 
     def compute(self, job: dict, progress=None, cancel=None) -> dict:
-        """Any thread: the core runner on numpy arrays, one call per propagation axis. Touches no MRML node."""
+        """Any thread: the core runner on numpy arrays, one call per propagation axis. Touches no MRML node. Each
+        row's result is kept as its bounding box (``ifssnet.compare.CroppedMask``, on the volume's (k, j, i) axes)
+        until ``publish`` writes it."""
         from ifssnet import compare as core
 
         from ifssnet.baselines.child_process import cancellable_options
@@ -227,11 +327,11 @@ class IFSSNetComparisonLogic:
                 seeds = segmentationLogic.seedSetsAlongAxis(segs, axis, volumeT.shape)
             protocol = "3-seeds" if job["protocol"] == "seeds" else job["protocol"]
             found = core.compare(volumeT, refsT, spacingT, job["methods"], protocol, progress=progress,
-                                 cancel=cancel, seeds=seeds, method_options=options, keep_masks=True,
+                                 cancel=cancel, seeds=seeds, method_options=options, keep_masks="cropped",
                                  joint=job.get("joint", False))
             for row in found:
-                if row.get("mask") is not None:
-                    row["mask"] = np.ascontiguousarray(np.moveaxis(row["mask"], 0, axis))
+                if row.get("mask") is not None:   # its bounding box (CroppedMask): kept until publish writes it
+                    row["mask"] = row["mask"].moveaxis(0, axis)
                 row["axis"] = axis
             rows += found
         check_cancel(cancel)
@@ -257,7 +357,7 @@ class IFSSNetComparisonLogic:
             table = self._metricsTable(rows, created)
             sliceDice = {f"{methodLabel(r['method'])} {r['muscle']}": r["slice_dice"] for r in rows
                          if r.get("slice_dice") is not None}
-            diceChart = self._diceChart(sliceDice, created)
+            diceChart = self._diceChart(sliceDice, created, _seriesStyles(rows))
             volumeChart = self._volumeErrorChart(rows, created)
             segmentations = {}
             if createSegmentations:
@@ -276,15 +376,16 @@ class IFSSNetComparisonLogic:
             r.pop("mask", None)
         report(progress, "writing result", 1, 1)
         self.lastResult = {"table": table, "diceChart": diceChart, "volumeChart": volumeChart,
-                           "segmentations": segmentations, "rows": rows}
+                           "segmentations": segmentations, "rows": rows, "notes": self.notes(job)}
         return table
 
     # ---- node builders -------------------------------------------------------------------------
 
     @staticmethod
     def _metricsTable(rows, created):
-        """One row per (method, muscle) with the core runner's columns (``ifssnet.compare.COLUMNS``)."""
-        from ifssnet.compare import COLUMNS
+        """One row per (method, muscle) with the core runner's columns (``ifssnet.compare.COLUMNS``), each with its
+        unit and description (``ifssnet.compare.COLUMN_INFO``: the header's tooltip in Slicer's table view)."""
+        from ifssnet.compare import COLUMN_INFO, COLUMNS
 
         node = _newNode("vtkMRMLTableNode", "IFSS-Net comparison")
         created.append(node)
@@ -303,6 +404,10 @@ class IFSSNetComparisonLogic:
                     table.SetValue(r, c, vtk.vtkVariant(text))
                 else:
                     table.SetValue(r, c, vtk.vtkVariant(float("nan") if value is None else float(value)))
+        for name in COLUMNS:
+            unit, description = COLUMN_INFO.get(name, ("", ""))
+            node.SetColumnUnitLabel(name, unit)
+            node.SetColumnDescription(name, description)
         node.Modified()
         return node
 
@@ -315,7 +420,7 @@ class IFSSNetComparisonLogic:
         chart.SetYAxisTitle(yTitle)
         return chart
 
-    def _diceChart(self, sliceDice: Dict[str, np.ndarray], created):
+    def _diceChart(self, sliceDice: Dict[str, np.ndarray], created, styles: Optional[dict] = None):
         tableNode = _newNode("vtkMRMLTableNode", "IFSS-Net Dice along the sweep")
         created.append(tableNode)
         length = max((len(v) for v in sliceDice.values()), default=0)
@@ -330,8 +435,15 @@ class IFSSNetComparisonLogic:
                 column.SetValue(i, float(v))
             table.AddColumn(column)
         chart = self._chart("Dice along the sweep", "slice", "Dice", created)
-        for name in sliceDice:
-            created.append(segmentationLogic.addLinePlotSeries(slicer.mrmlScene, chart, tableNode, name, "slice"))
+        for name in sliceDice:   # the series (its legend entry) named as no other node: "IFSS-Net GM (2)" on a rerun
+            unique = _uniqueName(name)
+            series = segmentationLogic.addLinePlotSeries(slicer.mrmlScene, chart, tableNode, name, "slice")
+            created.append(series)
+            series.SetName(unique)
+            color, lineStyle = (styles or {}).get(name, (None, None))
+            if color is not None:   # else every series is black (a plot series node's default colour)
+                series.SetColor(*color)
+                series.SetLineStyle(lineStyle)
         return chart
 
     def _volumeErrorChart(self, rows, created):
@@ -340,19 +452,20 @@ class IFSSNetComparisonLogic:
         table = tableNode.GetTable()
         labels = vtk.vtkStringArray()
         labels.SetName("method / segment")
-        errors = vtk.vtkDoubleArray()
-        errors.SetName("volume_error_pct")
+        errors = vtk.vtkDoubleArray()   # signed, as the command line's plot: over- and under-segmentation told apart
+        errors.SetName("volume_diff_pct")
         for row in rows:
             labels.InsertNextValue(f"{methodLabel(row['method'])} {row['muscle']}")
-            errors.InsertNextValue(float(row.get("volume_error_pct", float("nan"))))
+            errors.InsertNextValue(float(row.get("volume_diff_pct", float("nan"))))
         table.AddColumn(labels)
         table.AddColumn(errors)
-        chart = self._chart("Volume error", "method / segment", "volume error (%)", created)
-        series = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", "volume error")
+        chart = self._chart("Volume error", "method / segment",
+                            "volume error (%): + larger, - smaller than the reference", created)
+        series = _newNode("vtkMRMLPlotSeriesNode", "volume error")
         created.append(series)
         series.SetAndObserveTableNodeID(tableNode.GetID())
         series.SetLabelColumnName("method / segment")
-        series.SetYColumnName("volume_error_pct")
+        series.SetYColumnName("volume_diff_pct")
         series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeBar)
         chart.AddAndObservePlotSeriesNodeID(series.GetID())
         return chart
@@ -372,5 +485,5 @@ class IFSSNetComparisonLogic:
             rid = reference.GetSegmentIdBySegmentName(name)
             if rid:
                 node.GetSegmentation().GetSegment(sid).SetColor(reference.GetSegment(rid).GetColor())
-            mrmlArrays.writeSegment(node, sid, mask, geometry)
+            mrmlArrays.writeSegment(node, sid, mask.full() if hasattr(mask, "full") else mask, geometry)
         return node
