@@ -134,7 +134,7 @@ def test_seeds_painted_on_another_grid_are_taken_afresh_and_the_comparison_says_
     sid = segNode.GetSegmentation().GetSegmentIdBySegmentName("GM")
     logic.IFSSNetSegmentationLogic().markNoMuscle(volumeNode, segNode, sid, 18)   # tags on this grid
     m = _ijk_to_ras()
-    m[:3, 3] += m[:3, :3] @ np.array([0.5, 0.0, 0.0])    # moved by half a voxel: another grid, not a crop
+    m[:3, 3] += m[:3, :3] @ np.array([0.0, 0.0, 0.5])    # moved half a slice along the sweep: no one-to-one map
     moved = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(), m, "US moved")
     ref = _reference_segmentation(slicer, moved, {"GM": truth}, "Reference")
     C = IFSSNetComparisonLogic()
