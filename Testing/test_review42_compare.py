@@ -151,3 +151,16 @@ def test_model_without_ifssnet_among_the_methods_is_refused_not_ignored(tmp_path
                               "--csv", tmp_path / "out.csv")
         assert code == 2 and "--model gives the checkpoint of the 'ifssnet' method" in err
         assert "--option pgnet.model=PATH" in err and not (tmp_path / "out.csv").exists()
+
+
+def test_a_misspelt_ifssnet_option_is_refused_before_any_work_with_the_options_it_has():
+    """``--option ifssnet.blnd=mean`` reached ``propagate`` through ``**options`` and ended in a TypeError, exit 70
+    ("internal error"); the methods without ``**options`` were already checked."""
+    from ifssnet.compare import _check_options
+    from ifssnet.baselines.registry import get
+    from ifssnet.errors import InputError
+
+    with pytest.raises(InputError, match=r"no option 'blnd'") as err:
+        _check_options("ifssnet", get("ifssnet"), {"blnd": "mean"})
+    assert all(name in err.value.todo for name in ("blend", "exclusive", "model", "device"))
+    _check_options("ifssnet", get("ifssnet"), {"blend": "mean", "exclusive": False, "model": None, "device": "cpu"})

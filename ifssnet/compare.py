@@ -420,11 +420,15 @@ def _check_options(name: str, fn, opts: Optional[dict]) -> None:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    if getattr(fn, "option_names", None) is not None:      # **options passed on: the method names them
+        known = accepted = list(fn.option_names())
+    elif any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    unknown = [k for k in opts if k not in params]
-    if unknown:
+    else:
+        accepted = params
         known = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("progress", "cancel")]
+    unknown = [k for k in opts if k not in accepted]
+    if unknown:
         raise InputError(f"Method {name!r} has no option {', '.join(map(repr, unknown))}.",
                          f"Its options are: {', '.join(known) or '(none)'}.")
     from .baselines.child_process import ISOLATABLE, check_isolate

@@ -230,6 +230,21 @@ _network_method.load_once = loaded_once(_load_network)  # type: ignore[attr-defi
 _network_method.joint = True  # type: ignore[attr-defined]
 
 
+def _network_option_names() -> list:
+    """The options ``_network_method`` passes on (``model``, ``device`` and ``propagate``'s keywords), so that
+    ``compare`` refuses a misspelt one before any work, as it does for the methods without ``**options``."""
+    import inspect
+
+    from ..propagate import propagate
+
+    own = ("progress", "cancel")
+    return ["model", "device"] + [k for k, p in inspect.signature(propagate).parameters.items()
+                                  if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in own + ("device",)]
+
+
+_network_method.option_names = _network_option_names  # type: ignore[attr-defined]
+
+
 def _register_builtins() -> None:
     # The three Slicer baselines. Their modules import ITK / SimpleITK only inside the functions,
     # so even get() stays cheap; a missing ITK package raises DependencyError when the method runs.
