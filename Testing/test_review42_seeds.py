@@ -2,6 +2,8 @@
 Slicer 5.x saves them (slicer-core's real ``vtkMRMLSegmentationStorageNode``) and on grids other than the volume's."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -321,3 +323,42 @@ def test_a_command_line_result_opened_in_slicer_on_a_cropped_volume_keeps_its_se
     L = logic.IFSSNetSegmentationLogic()
     assert L.prepare(crop, loaded, [sid], method=_nearest_seed_method).segments[0].seedSlices == (3, 7, 12)
     assert L.prepare(volumeNode, loaded, [sid], method=_nearest_seed_method).segments[0].seedSlices == (6, 10, 15)
+
+
+def test_compare_reads_a_seed_file_as_propagate_does_notes_and_rotated_strokes(tmp_path, capsys):
+    """``ifssnet compare VOLUME SEEDS REF`` read its seed file without saying where slices were read otherwise than
+    painted (``ifssnet propagate`` prints the notes), and took strokes painted in views rotated against an oblique
+    volume for painted slices, which propagate and Slicer refuse. Both now as propagate."""
+    from slicer_nodes import _ellipsoid
+
+    volume, fine = _grid(1.5), _grid(0.75, -0.375)
+    painted = (6, 7, 8, 9, 12, 13, 16)                      # 16 without 17: no one-to-one map, read afresh with a note
+    mask, annotated = _tagged((24, 10, 12), painted, painted)
+    io.write_segmentation(io.Segmentation([io.Segment("GM", mask, annotated=annotated)], fine), tmp_path / "s.seg.nrrd")
+    ref = np.zeros((12, 10, 12), np.uint8)
+    ref[2:10, 3:8, 4:10] = 1
+    io.write_segmentation(io.Segmentation([io.Segment("GM", ref)], volume), tmp_path / "r.seg.nrrd")
+    noise = np.random.default_rng(0).integers(0, 200, (12, 10, 12)).astype(np.int16)
+    io.write_volume(io.Image(noise, volume), tmp_path / "v.nrrd")
+    code, out, err = _cli(capsys, "compare", tmp_path / "v.nrrd", tmp_path / "s.seg.nrrd", tmp_path / "r.seg.nrrd",
+                          "--methods", "fbs", "--json")
+    assert code == 0, err
+    assert "'GM' was painted or propagated on another volume's grid" in err
+    json.loads(out)                                                    # the JSON on stdout stays clean
+
+    truth = _ellipsoid()
+    m = _ijk_to_ras()
+    k, j, i = np.indices(truth.shape)
+    s = m[2, 0] * i + m[2, 1] * j + m[2, 2] * k + m[2, 3]
+    strokes = np.zeros(truth.shape, np.uint8)
+    for c in (12.0, 16.0, 20.0):                                    # axial strokes: planes of constant S
+        strokes[(np.abs(s - c) < 0.35) & (truth > 0)] = 1
+    geometry = _lps(m)
+    io.write_segmentation(io.Segmentation([io.Segment("GM", strokes)], geometry), tmp_path / "s2.seg.nrrd")
+    io.write_segmentation(io.Segmentation([io.Segment("GM", truth)], geometry), tmp_path / "r2.seg.nrrd")
+    io.write_volume(io.Image(np.random.default_rng(0).integers(0, 200, truth.shape).astype(np.int16), geometry),
+                    tmp_path / "v2.nrrd")
+    code, _, err = _cli(capsys, "compare", tmp_path / "v2.nrrd", tmp_path / "s2.seg.nrrd", tmp_path / "r2.seg.nrrd",
+                        "--methods", "fbs", "--csv", tmp_path / "c.csv")
+    assert code == 2 and "does not lie on slices of the volume" in err and "Rotate to volume plane" in err
+    assert not (tmp_path / "c.csv").exists()

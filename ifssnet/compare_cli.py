@@ -8,6 +8,7 @@ write the rows, a figure and machine-readable output. Each row's ``case`` names 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -29,7 +30,7 @@ def _method_list(text: Optional[str]) -> List[str]:
 
 def _seed_sets_from_file(path, names: Sequence[str], geometry, shape, progress=None) -> Dict[str, object]:
     """SeedSets from a seed .seg.nrrd: each segment's annotated slices (its tag, else its non-empty slices)."""
-    from .io import read_segmentation
+    from .io import read_segmentation, require_strokes_on_slices
     from .seeds import cut_seeds
 
     seg = read_segmentation(path, reference=geometry, reference_shape=shape, progress=progress)
@@ -50,8 +51,11 @@ def _seed_sets_from_file(path, names: Sequence[str], geometry, shape, progress=N
                 raise SeedError(f"'{name}' is annotated across axis {s.annotated.axis}; the comparison propagates along axis 0.",
                                 "Paint the seeds on slices across the sweep (axis 0, the K axis).")
             slices = tuple(int(k) for k in s.annotated.slices)
-        else:
+        else:   # fresh paint, refused where its strokes lie on no slices, as propagate and Slicer refuse it
             slices = tuple(int(k) for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)))
+            require_strokes_on_slices(mask, 0, slices, name)
+        for note in s.notes:   # slices read otherwise than painted (ifssnet.io.seed_slices), as propagate says
+            print(note, file=sys.stderr)
         if not slices:
             raise SeedError(f"'{name}' has no annotated slice in {path}.", "Cut seeds with `ifssnet seeds`, or pass '-'.")
         out[name] = cut_seeds(mask, slices)
