@@ -347,3 +347,26 @@ def test_the_results_are_kept_as_bounding_boxes_until_written(scene_nodes):
     out = C.lastResult["segmentations"]["Small"]
     sid = out.GetSegmentation().GetSegmentIdBySegmentName("GM")
     np.testing.assert_array_equal(A.segmentToArray(out, sid, A.referenceGeometry(volumeNode, out)), small)
+
+
+@_slicer
+def test_a_comparison_whose_scene_was_closed_publishes_nothing_into_the_next_scene(scene_nodes, nearest):
+    """``publish`` found the volume and the reference by their IDs, which restart after File > Close Scene: a run
+    whose scene was closed meanwhile published its table, charts and segmentations into the next scene, on that
+    scene's nodes of the same IDs. It now holds the nodes and refuses where they left the scene."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    ids = (volumeNode.GetID(), ref.GetID())
+    C = IFSSNetComparisonLogic()
+    job = C.compute(C.prepare(volumeNode, None, ref, [nearest], "3-seeds"))
+    slicer.mrmlScene.Clear(0)                                        # File > Close Scene during the run
+    nextVolume = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(), _ijk_to_ras(), "next")
+    slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "next seeds")
+    nextRef = _reference_segmentation(slicer, nextVolume, {"GM": truth}, "Next reference")
+    assert (nextVolume.GetID(), nextRef.GetID()) == ids             # the IDs the closed scene's nodes had
+    before = _node_ids(slicer)
+    with pytest.raises(InputError, match="removed during the run"):
+        C.publish(job)
+    assert _node_ids(slicer) == before

@@ -280,7 +280,9 @@ class IFSSNetComparisonLogic:
                 axis, slices, painted = 0, (), None
             seedJobs.append(segmentationLogic.SegmentJob(name, name, axis, tuple(slices), painted, notes=notes))
         report(progress, "preparing", 1, 1)
-        return {"volumeNodeId": volumeNode.GetID(), "referenceNodeId": referenceSegmentationNode.GetID(),
+        # The nodes themselves, not their IDs: IDs restart after File > Close Scene, so an ID would find the next
+        # scene's volume and reference, and the results of this run would be published into it.
+        return {"volumeNode": volumeNode, "referenceNode": referenceSegmentationNode,
                 "volume": volume, "spacing": spacing, "refs": refs, "seedJobs": seedJobs, "methods": list(methods),
                 "protocol": protocol, "methodOptions": dict(methodOptions or {}), "joint": bool(joint), "rows": []}
 
@@ -342,9 +344,8 @@ class IFSSNetComparisonLogic:
     def publish(self, job: dict, progress=None, createSegmentations: bool = True):
         """Main thread: the table, the charts and the result segmentations (numpy -> MRML), all or nothing."""
         report(progress, "writing result", 0, 1)
-        volumeNode = slicer.mrmlScene.GetNodeByID(job["volumeNodeId"])
-        referenceNode = slicer.mrmlScene.GetNodeByID(job["referenceNodeId"])
-        if volumeNode is None or referenceNode is None:
+        volumeNode, referenceNode = job["volumeNode"], job["referenceNode"]
+        if any(node.GetScene() is None or node.GetScene() != slicer.mrmlScene for node in (volumeNode, referenceNode)):
             raise InputError("The volume or the reference was removed during the run.", "Load it again and compare.")
         shape = tuple(reversed(volumeNode.GetImageData().GetDimensions())) if volumeNode.GetImageData() else ()
         if shape != tuple(job["volume"].shape):   # cropped or replaced meanwhile: the results are of the old grid
