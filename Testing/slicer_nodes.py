@@ -162,6 +162,28 @@ def _assert_same(before, after):
         assert before[sid][2] == after[sid][2]
 
 
+def slicer_test(test):
+    """Mark ``test`` as a Slicer test: skipped where slicer-core is not installed, SWIG's exit warning ignored."""
+    from slicer_fixture import available
+
+    marks = [pytest.mark.slicer,
+             pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
+             pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")]
+    for mark in marks:
+        test = mark(test)
+    return test
+
+
+@pytest.fixture()
+def nearest():
+    """``_nearest_seed_method`` registered as the method "test-nearest" for the test (unregistered after)."""
+    from ifssnet.baselines import registry
+
+    registry.register("test-nearest", _nearest_seed_method, "Nearest seed slice")
+    yield "test-nearest"
+    registry.unregister("test-nearest")
+
+
 def _reference_segmentation(slicer, volumeNode, masks, name):
     arrays = _arrays_module()
 

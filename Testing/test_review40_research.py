@@ -6,22 +6,13 @@ import os
 import numpy as np
 import pytest
 
-from slicer_nodes import (_arrays_module, _nearest_seed_method, _paint, _reference_segmentation,  # noqa: F401
+from slicer_nodes import (nearest, _arrays_module, _nearest_seed_method, _paint, _reference_segmentation,  # noqa: F401
                           scene_nodes)
 from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
 
 pytestmark = [pytest.mark.slicer,
               pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
               pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")]
-
-
-@pytest.fixture()
-def nearest():
-    from ifssnet.baselines import registry
-
-    registry.register("test-nearest", _nearest_seed_method, "Nearest seed slice")
-    yield "test-nearest"
-    registry.unregister("test-nearest")
 
 
 def test_the_model_card_lists_the_cases_trained_on_not_the_held_out_pair(scene_nodes, tmp_path, capsys):

@@ -6,29 +6,9 @@ import numpy as np
 import pytest
 
 # slicer_nodes first: it puts the Slicer module folders on sys.path.
-from slicer_nodes import (_arrays_module, _assert_same, _ijk_to_ras, _nearest_seed_method, _paint,  # noqa: F401
+from slicer_nodes import (nearest, slicer_test, _arrays_module, _assert_same, _ijk_to_ras, _nearest_seed_method, _paint,  # noqa: F401
                           _reference_segmentation, _state, scene_nodes)
 from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
-
-slicer_only = [pytest.mark.slicer,
-               pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
-               pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")]
-
-
-def _slicer(fn):
-    for mark in slicer_only:
-        fn = mark(fn)
-    return fn
-
-
-@pytest.fixture()
-def nearest():
-    from ifssnet.baselines import registry
-
-    registry.register("test-nearest", _nearest_seed_method, "Nearest seed slice")
-    yield "test-nearest"
-    registry.unregister("test-nearest")
-
 
 def _cropped(slicer, volumeNode, first, name="US cropped"):
     """The volume without its first ``first`` slices across k, as Crop Volume leaves it."""
@@ -38,7 +18,7 @@ def _cropped(slicer, volumeNode, first, name="US cropped"):
     return slicer.util.addVolumeFromArray(voxels, m, name)
 
 
-@_slicer
+@slicer_test
 def test_compare_on_a_cropped_volume_reads_the_seeds_as_propagate_does(scene_nodes, nearest):
     """The seed tags number their slices on the grid IFSSNet.SeedGrid records (c88c953). Propagate maps them onto a
     cropped volume's slices; the Comparison read them unmapped: painted 6, 10, 15 and the mark at 18 became seeds
@@ -131,7 +111,7 @@ def _nodes(slicer):
     return [slicer.mrmlScene.GetNthNode(n).GetID() for n in range(slicer.mrmlScene.GetNumberOfNodes())]
 
 
-@_slicer
+@slicer_test
 @pytest.mark.parametrize("second", ["GM", "gm"])
 def test_a_segment_name_used_twice_is_refused_not_compared_as_the_first(scene_nodes, nearest, second):
     """Slicer allows two segments of one name, and finds a segment by its name ignoring case. The Comparison took
@@ -165,7 +145,7 @@ def test_a_segment_name_used_twice_is_refused_not_compared_as_the_first(scene_no
     assert _nodes(slicer) == nodes
 
 
-@_slicer
+@slicer_test
 def test_the_modules_self_test_reads_the_dice_column(slicer_scene, monkeypatch):
     """The module's self-test (Reload and Test in Slicer) read column 2 of the table as the Dice: that is the
     protocol ('3-seeds'), so float() failed and the self-test could never pass. Run here with the GUI base classes
@@ -203,7 +183,7 @@ def test_the_modules_self_test_reads_the_dice_column(slicer_scene, monkeypatch):
     module.IFSSNetComparisonTest("test_CompareOnPhantom").test_CompareOnPhantom()
 
 
-@_slicer
+@slicer_test
 def test_a_volume_that_changed_size_during_the_run_is_refused_with_what_to_do(scene_nodes, nearest):
     """Slicer stays usable while compute runs on the worker thread. A volume cropped or replaced meanwhile (another
     size) made publish fail on the first result segmentation with 'A mask of ... does not fit the grid ... Report
@@ -224,7 +204,7 @@ def test_a_volume_that_changed_size_during_the_run_is_refused_with_what_to_do(sc
     assert _nodes(slicer) == nodes
 
 
-@_slicer
+@slicer_test
 def test_publish_that_fails_midway_leaves_no_display_node_behind(scene_nodes, nearest, monkeypatch):
     """publish is all or nothing: a failure while writing the second method's result segmentation (out of memory)
     removed the nodes it had made, but not the display node of each result segmentation made so far
@@ -258,7 +238,7 @@ def test_publish_that_fails_midway_leaves_no_display_node_behind(scene_nodes, ne
     _assert_same(before, _state(segNode, volumeNode))
 
 
-@_slicer
+@slicer_test
 def test_the_results_masks_are_not_kept_in_memory_after_they_are_written(scene_nodes, nearest):
     """lastResult['rows'] kept every method's mask of every muscle (a volume-sized array each: 12 x 367 MB for 4
     methods and 3 muscles of a 1400 x 512 x 512 sweep) for as long as the module lives, after they had been written

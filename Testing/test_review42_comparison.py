@@ -6,31 +6,11 @@ import numpy as np
 import pytest
 
 # slicer_nodes first: it puts the Slicer module folders on sys.path.
-from slicer_nodes import (_assert_same, _ijk_to_ras, _nearest_seed_method, _paint,  # noqa: F401
+from slicer_nodes import (nearest, slicer_test, _assert_same, _ijk_to_ras, _nearest_seed_method, _paint,  # noqa: F401
                           _reference_segmentation, _state, scene_nodes)
 from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
 
 from ifssnet.errors import InputError  # noqa: E402
-
-slicer_only = [pytest.mark.slicer,
-               pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
-               pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")]
-
-
-def _slicer(fn):
-    for mark in slicer_only:
-        fn = mark(fn)
-    return fn
-
-
-@pytest.fixture()
-def nearest():
-    from ifssnet.baselines import registry
-
-    registry.register("test-nearest", _nearest_seed_method, "Nearest seed slice")
-    yield "test-nearest"
-    registry.unregister("test-nearest")
-
 
 def _node_ids(slicer):
     scene = slicer.mrmlScene
@@ -40,7 +20,7 @@ def _node_ids(slicer):
 # ---------------------------------------------------------------------- one propagation at a time (af9919a)
 
 
-@_slicer
+@slicer_test
 def test_a_propagation_is_refused_while_a_comparison_runs(scene_nodes):
     """af9919a gave Slicer one propagation slot, which the Segmentation module page and its effect share; the
     Comparison's runs did not take it, so a Propagate ran beside a comparison (two networks in memory, each memory
@@ -73,7 +53,7 @@ def test_a_propagation_is_refused_while_a_comparison_runs(scene_nodes):
     L.propagate(volumeNode, segNode, [sid], method=_nearest_seed_method)    # released afterwards
 
 
-@_slicer
+@slicer_test
 def test_a_comparison_is_refused_while_a_propagation_runs_and_adds_nothing(scene_nodes, nearest):
     slicer, volumeNode, segNode, truth = scene_nodes
     from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
@@ -96,7 +76,7 @@ def test_a_comparison_is_refused_while_a_propagation_runs_and_adds_nothing(scene
     assert C.compare(volumeNode, None, ref, [nearest], "3-seeds").GetNumberOfRows() == 1   # released afterwards
 
 
-@_slicer
+@slicer_test
 def test_a_failed_comparison_gives_the_slot_back(scene_nodes):
     slicer, volumeNode, segNode, truth = scene_nodes
     from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
@@ -122,7 +102,7 @@ def test_a_failed_comparison_gives_the_slot_back(scene_nodes):
 # ---------------------------------------------------------------------- seed-grid notes
 
 
-@_slicer
+@slicer_test
 def test_seeds_painted_on_another_grid_are_taken_afresh_and_the_comparison_says_so(scene_nodes, nearest):
     """Propagate's summary says when a segment's seed tags were recorded on another volume's grid (IFSSNet.SeedGrid:
     resampled, moved) and its paint was taken as new seeds; the Comparison read them the same way but said nothing."""
@@ -149,7 +129,7 @@ def test_seeds_painted_on_another_grid_are_taken_afresh_and_the_comparison_says_
 # ---------------------------------------------------------------------- plot series across runs
 
 
-@_slicer
+@slicer_test
 def test_a_second_comparisons_plot_series_are_told_apart_from_the_firsts(scene_nodes, nearest):
     """The table, charts and segmentations of a second run get "(2)"; its plot series (the names the plots' legends
     and the Data module show) were named as the first run's: "Nearest seed slice GM" and "volume error" twice."""
@@ -176,7 +156,7 @@ def test_a_second_comparisons_plot_series_are_told_apart_from_the_firsts(scene_n
 # ---------------------------------------------------------------------- seeds on every slice
 
 
-@_slicer
+@slicer_test
 def test_a_clone_of_the_reference_as_the_seeds_is_refused_and_adds_nothing(scene_nodes, nearest):
     """The Logic refused the reference node itself as the seed segmentation, but not a clone of it (or a propagated
     result): every slice of the muscle was a seed, none was scored, and every method got a Dice of 1."""
@@ -196,7 +176,7 @@ def test_a_clone_of_the_reference_as_the_seeds_is_refused_and_adds_nothing(scene
 # ---------------------------------------------------------------------- the volume error chart
 
 
-@_slicer
+@slicer_test
 def test_the_volume_error_chart_tells_over_from_under_segmentation(scene_nodes):
     """The chart plotted the absolute volume error: a method that doubles the muscle and one that halves it drew the
     same kind of bar, where `ifssnet compare --plot` draws the signed error (volume_diff_pct)."""
@@ -237,7 +217,7 @@ def test_the_volume_error_chart_tells_over_from_under_segmentation(scene_nodes):
 # ---------------------------------------------------------------------- units
 
 
-@_slicer
+@slicer_test
 def test_the_table_columns_carry_their_units(scene_nodes, nearest):
     """The table's columns were bare names ('hd', 'volume_cm3', 'peak_mb'): in Slicer a researcher could not tell a
     distance in mm from one in voxels. Each column now has its unit and description, which Slicer's table view shows
@@ -259,7 +239,7 @@ def test_the_table_columns_carry_their_units(scene_nodes, nearest):
 # ---------------------------------------------------------------------- a segment missing from the seeds
 
 
-@_slicer
+@slicer_test
 def test_seeds_without_one_of_the_reference_muscles_say_how_to_compare_the_painted_ones(scene_nodes, nearest):
     """The module compares every segment of the reference and offers no choice of segments. Seeds painted for GM alone
     against a GM + SOL reference were refused with "The seed segmentation has no segment 'SOL'. Paint it, or use
@@ -283,7 +263,7 @@ def test_seeds_without_one_of_the_reference_muscles_say_how_to_compare_the_paint
 # ---------------------------------------------------------------------- series colours
 
 
-@_slicer
+@slicer_test
 def test_the_dice_series_of_each_method_have_their_own_colour_and_each_muscle_its_line(scene_nodes, nearest):
     """A plot series node is black unless its colour is set, and the Comparison set none: every method's 'Dice along
     the sweep' line was black, IFSS-Net's not to be told from Fill between slices'. Now a colour per method (tab10, as
@@ -317,7 +297,7 @@ def test_the_dice_series_of_each_method_have_their_own_colour_and_each_muscle_it
 # ---------------------------------------------------------------------- memory of the kept results
 
 
-@_slicer
+@slicer_test
 def test_the_results_are_kept_as_bounding_boxes_until_written(scene_nodes):
     """compute kept every method's result for every muscle as a whole volume (uint8) until publish: 12 volumes for 4
     methods on 3 muscles, 4.4 GB on a 1400 x 512 x 512 sweep, beside the volume and the network. It now keeps each
@@ -349,7 +329,7 @@ def test_the_results_are_kept_as_bounding_boxes_until_written(scene_nodes):
     np.testing.assert_array_equal(A.segmentToArray(out, sid, A.referenceGeometry(volumeNode, out)), small)
 
 
-@_slicer
+@slicer_test
 def test_a_comparison_whose_scene_was_closed_publishes_nothing_into_the_next_scene(scene_nodes, nearest):
     """``publish`` found the volume and the reference by their IDs, which restart after File > Close Scene: a run
     whose scene was closed meanwhile published its table, charts and segmentations into the next scene, on that

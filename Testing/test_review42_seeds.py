@@ -250,11 +250,9 @@ def test_seeds_recorded_on_a_volume_follow_it_resampled_finer_along_the_sweep(sc
     assert L.paintedAxis(fine, segNode, a) == 0
 
 
-def test_the_command_line_refuses_strokes_painted_in_views_rotated_against_the_volume(tmp_path, copy_net, capsys):
-    """A seed file painted in Slicer's default views on an oblique volume and saved without a run (no tags): each
-    stroke leaves a band on several consecutive slices. Slicer's Propagate refuses such paint and says to align the
-    views; ``ifssnet propagate`` took the 10 slices holding a band for 10 painted slices and propagated from partial
-    cross-sections. It now refuses it as Slicer does (``io.require_strokes_on_slices``), writing nothing."""
+def _rotated_strokes(folder, name=""):
+    """Writes ``v{name}.nrrd`` (noise on the oblique test grid), ``s{name}.seg.nrrd`` (GM painted as axial strokes:
+    planes of constant S, which cut the volume's slices in bands) and ``r{name}.seg.nrrd`` (the whole GM)."""
     from slicer_nodes import _ellipsoid
 
     truth = _ellipsoid()
@@ -262,12 +260,21 @@ def test_the_command_line_refuses_strokes_painted_in_views_rotated_against_the_v
     k, j, i = np.indices(truth.shape)
     s = m[2, 0] * i + m[2, 1] * j + m[2, 2] * k + m[2, 3]
     painted = np.zeros(truth.shape, np.uint8)
-    for c in (12.0, 16.0, 20.0):                                    # axial strokes: planes of constant S
+    for c in (12.0, 16.0, 20.0):
         painted[(np.abs(s - c) < 0.35) & (truth > 0)] = 1
     geometry = _lps(m)
-    io.write_segmentation(io.Segmentation([io.Segment("GM", painted)], geometry), tmp_path / "s.seg.nrrd")
+    io.write_segmentation(io.Segmentation([io.Segment("GM", painted)], geometry), folder / f"s{name}.seg.nrrd")
+    io.write_segmentation(io.Segmentation([io.Segment("GM", truth)], geometry), folder / f"r{name}.seg.nrrd")
     noise = np.random.default_rng(0).integers(0, 200, truth.shape).astype(np.int16)
-    io.write_volume(io.Image(noise, geometry), tmp_path / "v.nrrd")
+    io.write_volume(io.Image(noise, geometry), folder / f"v{name}.nrrd")
+
+
+def test_the_command_line_refuses_strokes_painted_in_views_rotated_against_the_volume(tmp_path, copy_net, capsys):
+    """A seed file painted in Slicer's default views on an oblique volume and saved without a run (no tags): each
+    stroke leaves a band on several consecutive slices. Slicer's Propagate refuses such paint and says to align the
+    views; ``ifssnet propagate`` took the 10 slices holding a band for 10 painted slices and propagated from partial
+    cross-sections. It now refuses it as Slicer does (``io.require_strokes_on_slices``), writing nothing."""
+    _rotated_strokes(tmp_path)
     code, _, err = _cli(capsys, "propagate", tmp_path / "v.nrrd", tmp_path / "s.seg.nrrd", "-o", tmp_path / "o.seg.nrrd")
     assert code == 2 and "does not lie on slices of the volume" in err and "Rotate to volume plane" in err
     assert not (tmp_path / "o.seg.nrrd").exists()
@@ -329,8 +336,6 @@ def test_compare_reads_a_seed_file_as_propagate_does_notes_and_rotated_strokes(t
     """``ifssnet compare VOLUME SEEDS REF`` read its seed file without saying where slices were read otherwise than
     painted (``ifssnet propagate`` prints the notes), and took strokes painted in views rotated against an oblique
     volume for painted slices, which propagate and Slicer refuse. Both now as propagate."""
-    from slicer_nodes import _ellipsoid
-
     volume, fine = _grid(1.5), _grid(0.75, -0.375)
     painted = (6, 7, 8, 9, 12, 13, 16)                      # 16 without 17: no one-to-one map, read afresh with a note
     mask, annotated = _tagged((24, 10, 12), painted, painted)
@@ -346,18 +351,7 @@ def test_compare_reads_a_seed_file_as_propagate_does_notes_and_rotated_strokes(t
     assert "'GM' was painted or propagated on another volume's grid" in err
     json.loads(out)                                                    # the JSON on stdout stays clean
 
-    truth = _ellipsoid()
-    m = _ijk_to_ras()
-    k, j, i = np.indices(truth.shape)
-    s = m[2, 0] * i + m[2, 1] * j + m[2, 2] * k + m[2, 3]
-    strokes = np.zeros(truth.shape, np.uint8)
-    for c in (12.0, 16.0, 20.0):                                    # axial strokes: planes of constant S
-        strokes[(np.abs(s - c) < 0.35) & (truth > 0)] = 1
-    geometry = _lps(m)
-    io.write_segmentation(io.Segmentation([io.Segment("GM", strokes)], geometry), tmp_path / "s2.seg.nrrd")
-    io.write_segmentation(io.Segmentation([io.Segment("GM", truth)], geometry), tmp_path / "r2.seg.nrrd")
-    io.write_volume(io.Image(np.random.default_rng(0).integers(0, 200, truth.shape).astype(np.int16), geometry),
-                    tmp_path / "v2.nrrd")
+    _rotated_strokes(tmp_path, "2")
     code, _, err = _cli(capsys, "compare", tmp_path / "v2.nrrd", tmp_path / "s2.seg.nrrd", tmp_path / "r2.seg.nrrd",
                         "--methods", "fbs", "--csv", tmp_path / "c.csv")
     assert code == 2 and "does not lie on slices of the volume" in err and "Rotate to volume plane" in err
