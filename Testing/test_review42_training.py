@@ -54,3 +54,58 @@ def test_a_thinned_training_case_runs_on_propagations_frames_and_its_groups_stay
         assert thinned.held == ("A", "B")
     full = _sparse_case(painted=range(81))
     assert thin_case(full, 1.0).image[:, 0, 0].astype(int).tolist() == list(range(0, 81, 4))
+
+
+_READ_PEAK = r'''
+import sys
+from ifssnet.io import read_segmentation, read_volume
+from ifssnet.peak_memory import PeakMemory, malloc_trim
+img = read_volume(sys.argv[1])
+geometry, shape = img.geometry, img.array.shape
+del img
+read_segmentation(sys.argv[2], reference=geometry, reference_shape=shape)     # imports, first allocations
+malloc_trim()
+with PeakMemory() as mem:
+    seg = read_segmentation(sys.argv[2], reference=geometry, reference_shape=shape)
+print(mem.peak_mb * 2 ** 20)
+'''
+
+
+def _cropped_case(tmp_path, K=100, J=360, I=360):
+    """A uint8 volume with 3 small muscles and their annotation saved cropped to them, as Slicer saves a .seg.nrrd."""
+    from ifssnet.io import Geometry, Image, Segment, Segmentation, write_segmentation, write_volume
+
+    g = Geometry((0.5, 0.5, 1.0))
+    vol = np.random.default_rng(0).integers(0, 255, (K, J, I), dtype=np.uint8)
+    write_volume(Image(vol, g), tmp_path / "volume.nrrd")
+    box = (slice(10, 90), slice(100, 220), slice(80, 240))            # about a tenth of the volume
+    masks = []
+    for n in range(3):
+        m = np.zeros((80, 120, 160), np.uint8)
+        m[5 + 20 * n:30 + 20 * n, 20:100, 20:140] = 1
+        masks.append(Segment(f"M{n}", m))
+    origin = tuple((g.ijk_to_lps @ np.array([box[2].start, box[1].start, box[0].start, 1.0]))[:3])
+    write_segmentation(Segmentation(masks, Geometry(g.spacing, origin, g.direction)), tmp_path / "ann.seg.nrrd")
+    return tmp_path / "volume.nrrd", tmp_path / "ann.seg.nrrd"
+
+
+def test_reading_an_annotation_saved_cropped_is_counted_at_the_volumes_size(tmp_path):
+    """case_shape counted resampling a cropped annotation at the file's own (small) size: the volume's grid and a
+    segment resampled onto it, both the volume's size, were left out (measured 111 MiB against 82 counted for a
+    105 x 136 x 279 annotation of a 120 x 400 x 400 phantom)."""
+    import os
+    import subprocess
+    import sys
+
+    from ifssnet.train_memory import case_shape
+
+    volume, annotation = _cropped_case(tmp_path)
+    shape = case_shape(volume, annotation)
+    counted = shape.read_bytes + shape.resampled_bytes + shape.file_segments * shape.voxels   # + the masks it makes
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", _READ_PEAK, str(volume), str(annotation)], env=env,
+                         capture_output=True, text=True, check=True)
+    measured = float(out.stdout.split()[-1])
+    assert measured <= counted <= 2 * measured, (measured / 2 ** 20, counted / 2 ** 20)
+    same = case_shape(volume, volume)                                  # the volume's own grid: nothing resampled
+    assert same.resampled_bytes == 0

@@ -13,9 +13,10 @@ each case, kept for the whole run           ``2 K S^2`` (float16 image) + ``n (K
                                            in few-shot mode with added labels, its masks twice
 reading one case, beyond those             the volume ``b N`` and the annotation's masks ``n_file N``, plus the
                                            image reader's own buffer (``b N``), the annotation reader's (its
-                                           voxel array twice and 2 masks of the file's grid; the masks before
-                                           resampling where its grid differs), and the conversion to the working
-                                           grid (:func:`ifssnet.dataset.case_from_arrays`: the float32 copies of
+                                           voxel array twice and 2 masks of the file's grid; where its grid
+                                           differs, its masks before resampling, one more, and 2 masks of the
+                                           volume's size), and the conversion to the working grid
+                                           (:func:`ifssnet.dataset.case_from_arrays`: the float32 copies of
                                            ``CHUNK`` slices of a mask (:func:`ifssnet.dataset.work_mask`) or of
                                            the image, or the intensity statistics' sample, whichever is largest,
                                            times ``HEAP_SLACK``; and the case being built). These add
@@ -167,8 +168,9 @@ class CaseShape:
     ``shape_kji``: the volume's (K, J, I); ``itemsize``: its bytes per voxel; ``segments``: segments trained (or
     validated); ``annotation_segments``: segments its annotation holds, all of which are read (default
     ``segments``); ``read_bytes``: what the annotation's reader holds at once besides the masks (bytes);
-    ``resampled_bytes``: the annotation's masks on its own grid while they are resampled onto the volume's (0
-    when the grids match); ``slice_spacing_mm``: along the sweep (None: unknown).
+    ``resampled_bytes``: what resampling the annotation onto the volume's grid holds beyond the masks it makes
+    there (its masks on its own grid, and the volume's grid and one segment on it: :func:`case_shape`; 0 when the
+    grids match); ``slice_spacing_mm``: along the sweep (None: unknown).
     """
 
     shape_kji: Sequence[int]
@@ -193,6 +195,8 @@ def case_shape(volume_path, annotation_path, segments: Optional[Sequence[str]] =
     """The :class:`CaseShape` of a case on disk from its two files' headers (:func:`ifssnet.io.read_header`);
     ``segments``: the names to train (None: every segment of the annotation). A file that cannot be read raises
     the error its read would."""
+    import numpy as np
+
     from .io import read_header
 
     vol = read_header(volume_path)
@@ -202,7 +206,13 @@ def case_shape(volume_path, annotation_path, segments: Optional[Sequence[str]] =
     Na = ann.voxels
     raw = ann.layers * ann.itemsize * Na
     read = 2 * raw + 2 * Na + (8 * Na if ann.segments is None else 0)     # a labelmap may be cast to int64
-    resampled = held * Na if tuple(ann.shape_kji) != tuple(vol.shape_kji) else 0
+    # the file's grid differs (a .seg.nrrd that Slicer saved cropped, a finer one): besides its masks on its own
+    # grid, ifssnet.io.resample_segmentation holds a copy of one of them for SimpleITK, the volume's grid and one
+    # segment resampled onto it (the volume's size, however small the file is). Same shape and spacing with
+    # another origin resamples too, unseen here.
+    differs = (tuple(ann.shape_kji) != tuple(vol.shape_kji)
+               or not np.allclose(ann.spacing_kji, vol.spacing_kji, rtol=1e-6, atol=0.0))
+    resampled = (held + 1) * Na + 2 * vol.voxels if differs else 0
     return CaseShape(vol.shape_kji, vol.itemsize, max(1, trained), max(1, held), read, resampled,
                      vol.spacing_kji[0])
 
