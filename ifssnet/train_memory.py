@@ -36,7 +36,9 @@ validation, one case at a time             its volume and masks, read again at e
                                            the reference's copies and the larger of that propagation and the
                                            surface-distance scoring that follows it (``SCORE_BYTES`` per voxel of
                                            the muscle's box, at most :data:`ifssnet.metrics.EDT_MAX_VOXELS`,
-                                           and 4 bool masks)
+                                           and 4 bool masks), and ``VALIDATION_FIRST_BYTES`` (the first
+                                           validation's imports and first inference; a fine-tune validates
+                                           before its first step)
 fixed overhead                             :data:`ifssnet.memory.OVERHEAD_BYTES` (the torch runtime's buffers)
 =========================================  ===========================================================
 
@@ -150,6 +152,14 @@ HEAP_SLACK = 1.5
 LABELMAP_SEGMENTS = 3
 #: bytes per voxel of the surface-distance scoring's box (the int32 feature transform (3, box) and its buffers).
 SCORE_BYTES = 16
+#: what a validation holds beyond its arrays: the first one of a run imports the scoring modules
+#: (:mod:`ifssnet.compare`, :mod:`ifssnet.metrics`, scipy.ndimage: 21 MiB) and makes torch's first inference
+#: allocations (20 MiB more than later forward passes, the shipped network, batch 2); a fine-tune's comes before
+#: any training step. The first validation of a 60 x 64 x 64 phantom (3 segments) measured 144-184 MiB in 6 fresh
+#: processes, later ones 99-139 MiB (the heap its segments leave varies from call to call), against 118 MiB
+#: estimated without this and 214 with it (``python benchmarks/case_memory.py`` on ``ifssnet phantom DIR --seed 1
+#: --shape 60 64 64``; ``Testing/test_review42_training.py``).
+VALIDATION_FIRST_BYTES = 96 * 2 ** 20
 
 TODO = ("Train on fewer or smaller cases (crop the volumes to the muscles: Crop Volume module), with a smaller "
         "--size, --batch or --run-length, or close other programs. If this computer has more memory free than "
@@ -298,8 +308,9 @@ def validation_bytes(case: CaseShape, size: int, width_mult: float = 1.0, window
     score = SCORE_BYTES * min(N, EDT_MAX_VOXELS) + 4 * N
     # a segment is propagated, then scored: the two peaks come one after the other, not together. Measured on a
     # full-size phantom (1400 x 512 x 512, 3 segments, the shipped network): 3065 MiB against 4524 estimated
-    # (6247 when the two were added; session 39).
-    return kept + max(case.itemsize * N, case.read_bytes + case.resampled_bytes, 2 * N + max(one, score))
+    # (6247 when the two were added; session 39; 4620 with VALIDATION_FIRST_BYTES, session 42).
+    return (kept + max(case.itemsize * N, case.read_bytes + case.resampled_bytes, 2 * N + max(one, score))
+            + VALIDATION_FIRST_BYTES)
 
 
 def validation_runs(case: CaseShape, paper_protocol: bool = False) -> int:
