@@ -148,3 +148,26 @@ def test_a_first_validation_of_a_small_case_stays_within_its_estimate(tmp_path):
     shape = case_shape(volume, annotation)
     estimated = validation_bytes(shape, int(size), float(width), int(window), validation_runs(shape))
     assert float(measured) <= estimated <= 2 * float(measured), (float(measured) / 2 ** 20, estimated / 2 ** 20)
+
+
+def test_a_log_in_a_new_folder_is_written_and_a_log_that_is_a_folder_is_refused_before_reading(tmp_path, capsys):
+    """``--log runs/new/log.jsonl`` stopped the run with an internal FileNotFoundError once its cases were read
+    (``--out`` makes its folder); a --log that is a folder is refused before any case is read, nothing written."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from test_train_cli_errors import TINY, _case
+
+    from cli_output import error_line, run_cli
+
+    case = _case(tmp_path / "c")
+    out, log = tmp_path / "new" / "m.pt", tmp_path / "runs" / "new" / "log.jsonl"
+    code, _, err = run_cli(capsys, "train", case, "--out", out, "--log", log, "--epochs", "1", "--steps", "1", *TINY)
+    assert code == 0, err
+    assert out.is_file() and len(log.read_text().splitlines()) == 1
+    (tmp_path / "logdir").mkdir()
+    code, _, err = run_cli(capsys, "train", case, "--out", tmp_path / "other" / "m.pt", "--log", tmp_path / "logdir",
+                           "--epochs", "1", "--steps", "1", *TINY)
+    line = error_line(err)
+    assert code != 0 and "is a folder" in line and "--log" in line, line
+    assert not (tmp_path / "other").exists()

@@ -210,11 +210,35 @@ def add_train_arguments(p) -> None:
                    help="append one JSON line per step (and one per validation, with val_* keys)")
 
 
+def _check_log(path) -> None:
+    """Refuse a ``--log`` that cannot be appended to (:func:`ifssnet.io.check_output_file`)."""
+    from .io import check_output_file
+
+    check_output_file(path, file_hint="Give --log a file name, e.g. run.jsonl.")
+
+
+def _open_log(path):
+    """``--log`` opened to append, its folder made where missing, as the model's folder is (``--out``): a missing
+    folder stopped the run with an internal FileNotFoundError once its cases were read."""
+    from .errors import ResourceError
+    from .io import make_folders
+
+    make_folders(Path(path).parent)
+    _check_log(path)
+    try:
+        return open(path, "a")
+    except OSError as exc:
+        raise ResourceError(f"Could not open the log '{path}': {exc.strerror or exc}.",
+                            "Give --log a file in a folder you can write to.") from exc
+
+
 def _train_cli(args) -> int:
     from .train import refuse_writing_over_inputs
 
     refuse_writing_over_inputs(args.out, [p for pair in _case_paths(args.cases + (args.val or [])) for p in pair],
                                base_model=None if args.resume else args.base, log=args.log)
+    if args.log is not None and Path(args.log).parent.is_dir():
+        _check_log(args.log)             # a folder or a write-protected file, before any case is read
     if getattr(args, "arch", "ifssnet") != "ifssnet":
         from .baselines.learned_common import refuse_ifssnet_only, train_cli
 
@@ -413,7 +437,7 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
                       empty_past_ends=args.empty_past_ends, anchor=args.anchor,
                       ema=args.ema, warmup=args.warmup, end_weight=args.end_weight,
                       tversky_beta=args.tversky_beta)
-    logf = open(args.log, "a") if args.log and rank == 0 else None
+    logf = _open_log(args.log) if args.log and rank == 0 else None
 
     def on_step(log: StepLog) -> None:
         if logf:
