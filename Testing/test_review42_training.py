@@ -171,3 +171,43 @@ def test_a_log_in_a_new_folder_is_written_and_a_log_that_is_a_folder_is_refused_
     line = error_line(err)
     assert code != 0 and "is a folder" in line and "--log" in line, line
     assert not (tmp_path / "other").exists()
+
+
+def test_a_run_too_long_for_the_thinned_sweeps_is_refused_before_a_fine_tunes_first_validation(tmp_path):
+    """A fine-tune of a network trained at 1 mm on 0.25 mm sweeps with a run longer than their frames validated the
+    base network first (minutes at full size), then stopped at its first step saying that 'at most 36 slices' lie
+    in a sweep of 120: now refused before that validation and before anything is written, naming the frames each
+    case keeps."""
+    import pytest
+
+    from ifssnet.dataset import Case
+    from ifssnet.errors import InputError
+    from ifssnet.model import IFSSNetConfig
+    from ifssnet.train import TrainConfig, train
+    from ifssnet.validation import ValidationScore
+
+    def case(K, spacing, painted=None):
+        img = np.random.default_rng(K).normal(size=(K, 32, 32)).astype(np.float16)
+        m = np.zeros((K, 32, 32), np.uint8)
+        m[:, 8:20, 6:22] = 1
+        known = np.ones(K, bool) if painted is None else np.isin(np.arange(K), painted)
+        return Case(f"c{K}", img, {"A": m * known[:, None, None]}, {"A": known}, spacing)
+
+    def score(model, step, **kw):
+        validated.append(step)
+        return ValidationScore(step, 0.5, 10.0, 0.0)
+
+    base = train([case(40, 1.0)], tmp_path / "base.pt", model_config=IFSSNetConfig(size=32, width_mult=0.15),
+                 cfg=TrainConfig(epochs=1, steps_per_epoch=1, run_length=6))
+    validated = []
+    before = sorted(p.name for p in tmp_path.iterdir())
+    sparse = case(81, 0.25, painted=[40, 41, 42])          # 23 frames at 1 mm: the paint's group and 20 others
+    with pytest.raises(InputError) as err:
+        train([sparse], tmp_path / "ft.pt", base_model=base, validator=score,
+              cfg=TrainConfig(mode="fewshot", epochs=1, steps_per_epoch=1, run_length=16))
+    assert "c81 keeps 23 of its 81 slices (1 mm apart)" in str(err.value) and "--run-length 16" in str(err.value)
+    assert validated == [] and sorted(p.name for p in tmp_path.iterdir()) == before
+    # a run that fits those frames trains
+    train([sparse], tmp_path / "ft.pt", base_model=base, validator=score,
+          cfg=TrainConfig(mode="fewshot", epochs=1, steps_per_epoch=1, run_length=8))
+    assert validated == [0, 1]

@@ -437,17 +437,20 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
                       empty_past_ends=args.empty_past_ends, anchor=args.anchor,
                       ema=args.ema, warmup=args.warmup, end_weight=args.end_weight,
                       tversky_beta=args.tversky_beta)
-    logf = _open_log(args.log) if args.log and rank == 0 else None
+    logs: list = []                        # --log, opened at its first line: a run refused in train() writes none
+
+    def write_log(record: dict) -> None:
+        if args.log and rank == 0:
+            if not logs:
+                logs.append(_open_log(args.log))
+            logs[0].write(json.dumps(record) + "\n")
+            logs[0].flush()
 
     def on_step(log: StepLog) -> None:
-        if logf:
-            logf.write(json.dumps(asdict(log)) + "\n")
-            logf.flush()
+        write_log(asdict(log))
 
     def on_validation(score) -> None:
-        if logf:
-            logf.write(json.dumps(score.log_record()) + "\n")
-            logf.flush()
+        write_log(score.log_record())
         print(score.summary(), file=sys.stderr, flush=True)
 
     bar = TqdmProgress(disable=rank != 0)
@@ -470,8 +473,8 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
         raise kept.out_of_memory(gpu=True) from None
     finally:
         bar.close()
-        if logf:
-            logf.close()
+        for f in logs:
+            f.close()
     if rank == 0:
         print(f"wrote {args.out}")
         if validator is not None:
