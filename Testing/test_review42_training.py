@@ -211,3 +211,25 @@ def test_a_run_too_long_for_the_thinned_sweeps_is_refused_before_a_fine_tunes_fi
     train([sparse], tmp_path / "ft.pt", base_model=base, validator=score,
           cfg=TrainConfig(mode="fewshot", epochs=1, steps_per_epoch=1, run_length=8))
     assert validated == [0, 1]
+
+
+def test_a_new_networks_size_that_is_not_a_multiple_of_32_is_refused_naming_the_option(tmp_path, capsys):
+    """``ifssnet train --size 48`` said 'Invalid IFSS-Net configuration ... Fix the configuration or use a
+    checkpoint made by this version', which names neither the option nor a size that works."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from test_train_cli_errors import _case
+
+    from cli_output import error_line, run_cli
+
+    case = _case(tmp_path / "c")
+    out = tmp_path / "out" / "m.pt"
+    for option, value, said, todo in (("--size", "48", "--size 48 is not a multiple of 32", "--size 64"),
+                                      ("--width-mult", "0", "--width-mult 0 is outside", "--width-mult")):
+        args = {"--size": "32", "--width-mult": "0.15", option: value}
+        code, _, err = run_cli(capsys, "train", case, "--out", out, "--epochs", "1", "--steps", "1",
+                               "--run-length", "6", *[x for kv in args.items() for x in kv])
+        line = error_line(err)
+        assert code != 0 and said in line and f"Give {todo}" in line, line
+        assert not out.parent.exists()

@@ -232,6 +232,19 @@ def _open_log(path):
                             "Give --log a file in a folder you can write to.") from exc
 
 
+def _check_new_network(args) -> None:
+    """Refuse a new network's ``--size`` or ``--width-mult`` that cannot build one, naming the option (the
+    network's own check said 'Invalid IFSS-Net configuration ... use a checkpoint made by this version')."""
+    size, width = args.size, args.width_mult
+    if size < 32 or size % 32:
+        near = max(32, int(round(size / 32)) * 32)
+        raise InputError(f"--size {size} is not a multiple of 32: the network halves each slice five times.",
+                         f"Give --size {near} (or another multiple of 32; 128 by default).")
+    if not 0 < width <= 8:
+        raise InputError(f"--width-mult {width:g} is outside (0, 8].",
+                         "Give --width-mult above 0 and at most 8 (1 by default; the shipped network's is 0.5).")
+
+
 def _train_cli(args) -> int:
     from .train import refuse_writing_over_inputs
 
@@ -256,6 +269,8 @@ def _train_cli(args) -> int:
         refuse_changes_on_resume(args, stored, meta)
     elif args.base:
         refuse_network_changes_on_fine_tune(args, stored)
+    else:
+        _check_new_network(args)
     base_meta = meta if args.base and not args.resume else None          # --resume: its own config
     base_beta = withheld_from_base(base_meta, {"tversky_beta": args.tversky_beta}, mode=args.mode).get("tversky_beta")
     lr_given = args.lr is not None
