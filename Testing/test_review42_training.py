@@ -233,3 +233,17 @@ def test_a_new_networks_size_that_is_not_a_multiple_of_32_is_refused_naming_the_
         line = error_line(err)
         assert code != 0 and said in line and f"Give {todo}" in line, line
         assert not out.parent.exists()
+
+
+def test_a_long_painted_range_is_thinned_as_propagation_thins_it():
+    """thin_case kept every slice of a partial annotation: 41 slices painted on 20-60 of a 0.25 mm sweep stayed 41
+    frames 0.25 mm apart where propagation sees 11 at 1 mm. Only a group left on fewer frames than a window keeps
+    its other slices beside them."""
+    from ifssnet.dataset import thin_case
+
+    case = _sparse_case(painted=tuple(range(20, 61)) + (70, 71, 72))
+    thinned = thin_case(case, 1.0)
+    frames = thinned.image[:, 0, 0].astype(int).tolist()
+    expected = np.union1d(_propagation_frames(case, 1.0), [70, 71, 72]).tolist()
+    assert frames == expected and len([f for f in frames if 20 <= f <= 60]) == 11
+    assert [f for f in frames if 66 < f < 76] == [70, 71, 72]

@@ -366,7 +366,7 @@ def match_slice_spacing(cases: Sequence[Case], config) -> List[Case]:
         if not known:
             return list(cases)
         config.slice_spacing_mm = float(np.median(known))
-    return [thin_case(c, config.slice_spacing_mm) for c in cases]
+    return [thin_case(c, config.slice_spacing_mm, getattr(config, "window", 3)) for c in cases]
 
 
 def weight_average(model, decay: float):
