@@ -25,7 +25,9 @@ def main(argv=None) -> int:
     from ifssnet.peak_memory import PeakMemory
     from ifssnet.train_memory import case_shape, reading_bytes, validation_bytes, validation_runs
 
-    import torch  # noqa: F401  (its import, about 200 MiB, is the process's, not reading the case's)
+    import importlib
+
+    importlib.import_module("torch")   # its import (about 200 MiB) is the process's, not reading the case's
 
     mib = 2 ** 20
     shape = case_shape(a.volume, a.annotation)
