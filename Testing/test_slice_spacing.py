@@ -145,7 +145,8 @@ def test_training_cases_are_thinned_to_the_networks_spacing_and_annotated_groups
     known = np.zeros(81, bool)
     known[[21, 22, 23, 60, 61, 62]] = True
     part = thin_case(_train_case(known=known), 1.0)
-    assert part.known["A"].sum() == 6 and part.n_slices == 21 + 5    # 20 and 60 were frames already
+    # the paint takes the place of frames 20, 24 and 60 (as propagation's frames), the rest of each group beside
+    assert part.known["A"].sum() == 6 and part.n_slices == 21 - 3 + 6
     runs = np.diff(np.flatnonzero(np.diff(np.r_[0, part.known["A"].astype(int), 0])))[::2]
     assert list(runs) == [3, 3]
     assert thin_case(_train_case(spacing=1.0), 1.0).n_slices == 81

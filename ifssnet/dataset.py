@@ -212,22 +212,35 @@ def require_complete(cases: Sequence[Case], training: str, fewshot: str) -> None
                     "'fewshot'), or annotate the segment on every slice (a segment without painted-slice marks).")
 
 
-def thin_case(case: Case, network_mm: Optional[float]) -> Case:
+def thin_case(case: Case, network_mm: Optional[float], window: int = 3) -> Case:
     """``case`` on the frames a network trained at ``network_mm`` sees (:func:`ifssnet.slice_spacing.select_frames`):
-    the case itself unless its slices are finer. Slices with a partial annotation's known masks are
-    all kept beside the regular frames, so a group of annotated slices stays a group."""
+    the case itself unless its slices are finer. The frames are those propagation runs on for the same paint
+    (:func:`ifssnet.propagate.frames_for`): each annotated slice of a partial annotation takes the place of the
+    regular frame nearest to it, and a slice annotated empty ("no muscle here") is a frame of its own. A group of
+    consecutive annotated slices left on fewer than ``window`` frames (3 slices painted on a sweep 4x finer than
+    the network: 1 or 2 frames) keeps its other slices beside them, so that a training run can start on it
+    (:func:`sample_run` starts on ``window`` known slices); a longer group is on frames enough, as propagation
+    sees it. The regular frames the paint replaces are left out, as propagation leaves them out (kept beside, a
+    frame a fine step from the paint gave training steps between frames that propagation never takes)."""
+    from .seeds import seed_groups
     from .slice_spacing import select_frames
 
-    sel = select_frames(case.n_slices, case.slice_spacing_mm, network_mm)
+    partial = {n: k for n, k in case.known.items() if not k.all()}
+    painted = sorted({int(i) for k in partial.values() for i in np.flatnonzero(k)})
+    marks = sorted({int(i) for n, k in partial.items() for i in np.flatnonzero(k)
+                    if not case.masks[n][i].any()})
+    groups = [g for n, k in partial.items()
+              for g in seed_groups(set(np.flatnonzero(k).tolist()) - set(marks))]
+    sel = select_frames(case.n_slices, case.slice_spacing_mm, network_mm, keep=painted, marks=marks, groups=groups)
     if not sel.thinned:
         return case
-    frames = sel.frames
-    partial = [k for k in case.known.values() if not k.all()]
-    if partial:
-        frames = np.union1d(frames, np.flatnonzero(np.logical_or.reduce(partial)))
-    painted = None if case.painted is None else {n: p[frames] for n, p in case.painted.items()}
+    on_frames = set(sel.frames.tolist())
+    short = [k for g in seed_groups(painted) if len(on_frames.intersection(g)) < window for k in g]
+    frames = np.union1d(sel.frames, np.asarray(short, dtype=np.int64))
+    spacing = float((case.n_slices - 1) * case.slice_spacing_mm / (len(frames) - 1))
+    painted_of = None if case.painted is None else {n: p[frames] for n, p in case.painted.items()}
     return Case(case.name, case.image[frames], {n: m[frames] for n, m in case.masks.items()},
-                {n: k[frames] for n, k in case.known.items()}, sel.spacing_mm, painted)
+                {n: k[frames] for n, k in case.known.items()}, spacing, painted_of, case.held)
 
 
 def decremental_fractions(n_cases: int, total: float = 0.035, ratio: float = 0.5) -> List[float]:

@@ -223,21 +223,44 @@ def _draw_run(cases, pool: int, rng, cfg: TrainConfig, window: int):
                          window, cfg.augment)
         if run is not None:
             return run
-    longest = _longest_run(cases[:pool], window)
+    _refuse_runs_that_do_not_fit(cases[:pool], cfg, window)
+    raise AssertionError("unreachable")
+
+
+def _run_fits(cases, length: int, window: int) -> bool:
+    """Whether :func:`ifssnet.dataset.sample_run` can draw a run of ``length`` slices from some case of ``cases``:
+    a start on ``window`` known slices where a segment is present, with ``length`` slices after it (all of a
+    sweep shorter than that, from its first slice)."""
+    for case in cases:
+        room = max(0, case.n_slices - length)           # the last start sample_run takes
+        for name, mask in case.masks.items():
+            ok = case.known[name] & mask.reshape(mask.shape[0], -1).any(axis=1)
+            for order in (ok, ok[::-1]):
+                if any(order[p:p + window].all() for p in range(room + 1)):
+                    return True
+    return False
+
+
+def _refuse_runs_that_do_not_fit(cases, cfg: TrainConfig, window: int, thinned: Sequence[str] = ()) -> None:
+    """Raise the :class:`InputError` that says why no training run can be drawn from ``cases`` (the run's length,
+    or no annotated group); ``thinned``: lines naming the cases thinned to the network's slice spacing, whose
+    frames the message counts (a sweep of 120 slices 0.25 mm apart is 28 frames at 1.108 mm)."""
+    longest = _longest_run(cases, window)
     length = cfg.run_length + max(cfg.burn_in, cfg.reach)
+    note = (" The sweeps are on the network's slice spacing: " + "; ".join(thinned) + ".") if thinned else ""
     if 0 < longest < length:
         extra = max(cfg.burn_in, cfg.reach)
         parts = f"--run-length {cfg.run_length}" + (
             f" + --{'reach' if cfg.reach == extra else 'burn-in'} {extra}" if extra else "")
         raise InputError(f"A training run of {length} slices ({parts}) does not fit: a run starts on {window} "
                          f"consecutive annotated slices where a segment is present, and at most {longest} slices "
-                         "lie from such a start to the sweep's end in any training case.",
+                         f"lie from such a start to the sweep's end in any training case.{note}",
                          "Give a smaller --run-length, --burn-in or --reach, or train on longer sweeps.")
     hint = "Annotate at least one group of consecutive slices per case"
     if cfg.mode == "fewshot" and not cfg.fill_gap:
         hint += (", or label the slices between painted ones with --fill-gap N (in Slicer: Fill gaps up to N "
                  "slices), N at least the widest gap")
-    raise InputError(f"No training case has {window} consecutive annotated slices where a segment is present.",
+    raise InputError(f"No training case has {window} consecutive annotated slices where a segment is present.{note}",
                      hint + ".")
 
 
@@ -387,7 +410,7 @@ def match_slice_spacing(cases: Sequence[Case], config) -> List[Case]:
         if not known:
             return list(cases)
         config.slice_spacing_mm = float(np.median(known))
-    return [thin_case(c, config.slice_spacing_mm) for c in cases]
+    return [thin_case(c, config.slice_spacing_mm, getattr(config, "window", 3)) for c in cases]
 
 
 def weight_average(model, decay: float):
@@ -524,7 +547,10 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if trains_head:
         model = with_image_head(model, sorted({n for c in cases for n in c.masks}), cfg.seed)
     model_config = model.config
+    given = {c.name: c.n_slices for c in cases}
     cases = match_slice_spacing(cases, model_config)
+    thinned = [f"{c.name} keeps {c.n_slices} of its {given[c.name]} slices ({model_config.slice_spacing_mm:.3g} mm "
+               "apart)" for c in cases if c.n_slices < given.get(c.name, 0)]
     if max(int(v) for v in cfg.strides) > model_config.window:
         raise InputError(f"A window stride of {max(cfg.strides)} skips slices: the network's window has "
                          f"{model_config.window}.", f"Give --strides between 1 and {model_config.window}.")
@@ -532,6 +558,10 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         cases = decremental_cases(cases, cfg)
     my_cases = [c for i, c in enumerate(cases) if i % world == rank] or list(cases)
     my_cases = [added_labels(c, cfg) for c in my_cases]   # each rank labels the cases it trains on (fewshot only)
+    if not _run_fits(my_cases, cfg.run_length + max(cfg.burn_in, cfg.reach), model_config.window):
+        # before anything is written or a fine-tune's step-0 validation (minutes at full size): the first step
+        # would find no run either
+        _refuse_runs_that_do_not_fit(my_cases, cfg, model_config.window, thinned)
 
     model.to(device).train()
     loss_fn = ParametricTversky(bce_weight=cfg.bce_weight, learn=cfg.learn_tversky, beta=cfg.tversky_beta).to(device)

@@ -211,11 +211,48 @@ def add_train_arguments(p) -> None:
                    help="append one JSON line per step (and one per validation, with val_* keys)")
 
 
+def _check_log(path) -> None:
+    """Refuse a ``--log`` that cannot be appended to (:func:`ifssnet.io.check_output_file`)."""
+    from .io import check_output_file
+
+    check_output_file(path, file_hint="Give --log a file name, e.g. run.jsonl.")
+
+
+def _open_log(path):
+    """``--log`` opened to append, its folder made where missing, as the model's folder is (``--out``): a missing
+    folder stopped the run with an internal FileNotFoundError once its cases were read."""
+    from .errors import ResourceError
+    from .io import make_folders
+
+    make_folders(Path(path).parent)
+    _check_log(path)
+    try:
+        return open(path, "a")
+    except OSError as exc:
+        raise ResourceError(f"Could not open the log '{path}': {exc.strerror or exc}.",
+                            "Give --log a file in a folder you can write to.") from exc
+
+
+def _check_new_network(args) -> None:
+    """Refuse a new network's ``--size`` or ``--width-mult`` that cannot build one, naming the option (the
+    network's own check said 'Invalid IFSS-Net configuration ... use a checkpoint made by this version')."""
+    size, width = args.size, args.width_mult
+    if size < 32 or size % 32:
+        near = max(32, int(round(size / 32)) * 32)
+        raise InputError(f"--size {size} is not a multiple of 32: the network halves each slice five times.",
+                         f"Give --size {near} (or another multiple of 32; 128 by default).")
+    if not 0 < width <= 8:
+        raise InputError(f"--width-mult {width:g} is outside (0, 8].",
+                         "Give --width-mult above 0 and at most 8 (1 by default; the shipped network's is 0.5).")
+
+
 def _train_cli(args) -> int:
     from .train import refuse_writing_over_inputs
 
     refuse_writing_over_inputs(args.out, [p for pair in _case_paths(args.cases + (args.val or [])) for p in pair],
                                base_model=None if args.resume else args.base, log=args.log)
+    if args.log is not None and Path(args.log).parent.is_dir():
+        _check_log(args.log)             # a folder or a write-protected file, before any case is read
     if getattr(args, "arch", "ifssnet") != "ifssnet":
         from .baselines.learned_common import refuse_ifssnet_only, train_cli
 
@@ -233,6 +270,8 @@ def _train_cli(args) -> int:
         refuse_changes_on_resume(args, stored, meta)
     elif args.base:
         refuse_network_changes_on_fine_tune(args, stored)
+    else:
+        _check_new_network(args)
     base_meta = meta if args.base and not args.resume else None          # --resume: its own config
     base_beta = withheld_from_base(base_meta, {"tversky_beta": args.tversky_beta}, mode=args.mode).get("tversky_beta")
     lr_given = args.lr is not None
@@ -414,17 +453,20 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
                       empty_past_ends=args.empty_past_ends, anchor=args.anchor,
                       ema=args.ema, warmup=args.warmup, end_weight=args.end_weight,
                       tversky_beta=args.tversky_beta)
-    logf = open(args.log, "a") if args.log and rank == 0 else None
+    logs: list = []                        # --log, opened at its first line: a run refused in train() writes none
+
+    def write_log(record: dict) -> None:
+        if args.log and rank == 0:
+            if not logs:
+                logs.append(_open_log(args.log))
+            logs[0].write(json.dumps(record) + "\n")
+            logs[0].flush()
 
     def on_step(log: StepLog) -> None:
-        if logf:
-            logf.write(json.dumps(asdict(log)) + "\n")
-            logf.flush()
+        write_log(asdict(log))
 
     def on_validation(score) -> None:
-        if logf:
-            logf.write(json.dumps(score.log_record()) + "\n")
-            logf.flush()
+        write_log(score.log_record())
         print(score.summary(), file=sys.stderr, flush=True)
 
     bar = TqdmProgress(disable=rank != 0)
@@ -447,8 +489,8 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
         raise kept.out_of_memory(gpu=True) from None
     finally:
         bar.close()
-        if logf:
-            logf.close()
+        for f in logs:
+            f.close()
     if rank == 0:
         print(f"wrote {args.out}")
         if validator is not None:

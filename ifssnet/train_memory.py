@@ -13,9 +13,10 @@ each case, kept for the whole run           ``2 K S^2`` (float16 image) + ``n (K
                                            in few-shot mode with added labels, its masks twice
 reading one case, beyond those             the volume ``b N`` and the annotation's masks ``n_file N``, plus the
                                            image reader's own buffer (``b N``), the annotation reader's (its
-                                           voxel array twice and 2 masks of the file's grid; the masks before
-                                           resampling where its grid differs), and the conversion to the working
-                                           grid (:func:`ifssnet.dataset.case_from_arrays`: the float32 copies of
+                                           voxel array twice and 2 masks of the file's grid; where its grid
+                                           differs, its masks before resampling, one more, and 2 masks of the
+                                           volume's size), and the conversion to the working grid
+                                           (:func:`ifssnet.dataset.case_from_arrays`: the float32 copies of
                                            ``CHUNK`` slices of a mask (:func:`ifssnet.dataset.work_mask`) or of
                                            the image, or the intensity statistics' sample, whichever is largest,
                                            times ``HEAP_SLACK``; and the case being built). These add
@@ -35,7 +36,9 @@ validation, one case at a time             its volume and masks, read again at e
                                            the reference's copies and the larger of that propagation and the
                                            surface-distance scoring that follows it (``SCORE_BYTES`` per voxel of
                                            the muscle's box, at most :data:`ifssnet.metrics.EDT_MAX_VOXELS`,
-                                           and 4 bool masks)
+                                           and 4 bool masks), and ``VALIDATION_FIRST_BYTES`` (the first
+                                           validation's imports and first inference; a fine-tune validates
+                                           before its first step)
 fixed overhead                             :data:`ifssnet.memory.OVERHEAD_BYTES` (the torch runtime's buffers)
 =========================================  ===========================================================
 
@@ -149,6 +152,14 @@ HEAP_SLACK = 1.5
 LABELMAP_SEGMENTS = 3
 #: bytes per voxel of the surface-distance scoring's box (the int32 feature transform (3, box) and its buffers).
 SCORE_BYTES = 16
+#: what a validation holds beyond its arrays: the first one of a run imports the scoring modules
+#: (:mod:`ifssnet.compare`, :mod:`ifssnet.metrics`, scipy.ndimage: 21 MiB) and makes torch's first inference
+#: allocations (20 MiB more than later forward passes, the shipped network, batch 2); a fine-tune's comes before
+#: any training step. The first validation of a 60 x 64 x 64 phantom (3 segments) measured 144-184 MiB in 6 fresh
+#: processes, later ones 99-139 MiB (the heap its segments leave varies from call to call), against 118 MiB
+#: estimated without this and 214 with it (``python benchmarks/case_memory.py`` on ``ifssnet phantom DIR --seed 1
+#: --shape 60 64 64``; ``Testing/test_review42_training.py``).
+VALIDATION_FIRST_BYTES = 96 * 2 ** 20
 
 TODO = ("Train on fewer or smaller cases (crop the volumes to the muscles: Crop Volume module), with a smaller "
         "--size, --batch or --run-length, or close other programs. If this computer has more memory free than "
@@ -167,8 +178,9 @@ class CaseShape:
     ``shape_kji``: the volume's (K, J, I); ``itemsize``: its bytes per voxel; ``segments``: segments trained (or
     validated); ``annotation_segments``: segments its annotation holds, all of which are read (default
     ``segments``); ``read_bytes``: what the annotation's reader holds at once besides the masks (bytes);
-    ``resampled_bytes``: the annotation's masks on its own grid while they are resampled onto the volume's (0
-    when the grids match); ``slice_spacing_mm``: along the sweep (None: unknown).
+    ``resampled_bytes``: what resampling the annotation onto the volume's grid holds beyond the masks it makes
+    there (its masks on its own grid, and the volume's grid and one segment on it: :func:`case_shape`; 0 when the
+    grids match); ``slice_spacing_mm``: along the sweep (None: unknown).
     """
 
     shape_kji: Sequence[int]
@@ -193,6 +205,8 @@ def case_shape(volume_path, annotation_path, segments: Optional[Sequence[str]] =
     """The :class:`CaseShape` of a case on disk from its two files' headers (:func:`ifssnet.io.read_header`);
     ``segments``: the names to train (None: every segment of the annotation). A file that cannot be read raises
     the error its read would."""
+    import numpy as np
+
     from .io import read_header
 
     vol = read_header(volume_path)
@@ -202,7 +216,13 @@ def case_shape(volume_path, annotation_path, segments: Optional[Sequence[str]] =
     Na = ann.voxels
     raw = ann.layers * ann.itemsize * Na
     read = 2 * raw + 2 * Na + (8 * Na if ann.segments is None else 0)     # a labelmap may be cast to int64
-    resampled = held * Na if tuple(ann.shape_kji) != tuple(vol.shape_kji) else 0
+    # the file's grid differs (a .seg.nrrd that Slicer saved cropped, a finer one): besides its masks on its own
+    # grid, ifssnet.io.resample_segmentation holds a copy of one of them for SimpleITK, the volume's grid and one
+    # segment resampled onto it (the volume's size, however small the file is). Same shape and spacing with
+    # another origin resamples too, unseen here.
+    differs = (tuple(ann.shape_kji) != tuple(vol.shape_kji)
+               or not np.allclose(ann.spacing_kji, vol.spacing_kji, rtol=1e-6, atol=0.0))
+    resampled = (held + 1) * Na + 2 * vol.voxels if differs else 0
     return CaseShape(vol.shape_kji, vol.itemsize, max(1, trained), max(1, held), read, resampled,
                      vol.spacing_kji[0])
 
@@ -288,8 +308,9 @@ def validation_bytes(case: CaseShape, size: int, width_mult: float = 1.0, window
     score = SCORE_BYTES * min(N, EDT_MAX_VOXELS) + 4 * N
     # a segment is propagated, then scored: the two peaks come one after the other, not together. Measured on a
     # full-size phantom (1400 x 512 x 512, 3 segments, the shipped network): 3065 MiB against 4524 estimated
-    # (6247 when the two were added; session 39).
-    return kept + max(case.itemsize * N, case.read_bytes + case.resampled_bytes, 2 * N + max(one, score))
+    # (6247 when the two were added; session 39; 4620 with VALIDATION_FIRST_BYTES, session 42).
+    return (kept + max(case.itemsize * N, case.read_bytes + case.resampled_bytes, 2 * N + max(one, score))
+            + VALIDATION_FIRST_BYTES)
 
 
 def validation_runs(case: CaseShape, paper_protocol: bool = False) -> int:
