@@ -356,3 +356,30 @@ def test_compare_reads_a_seed_file_as_propagate_does_notes_and_rotated_strokes(t
                         "--methods", "fbs", "--csv", tmp_path / "c.csv")
     assert code == 2 and "does not lie on slices of the volume" in err and "Rotate to volume plane" in err
     assert not (tmp_path / "c.csv").exists()
+
+
+@slicer_test
+def test_the_training_module_reads_a_corrected_result_as_propagate_reads_its_seeds(scene_nodes):
+    """The Training Logic read a pair's known slices from the annotated-slices tag alone: a result propagated and
+    corrected in Slicer trained as known on the painted slices only, the corrections (``IFSSNet.ResultSliceCRC``)
+    left to pseudo-labels, while ``ifssnet train`` on the saved file (``io.seed_slices``) and Propagate take them."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    from IFSSNetTrainingLib.logic import segmentationFromNodes
+    arrays = _arrays_module()
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
+    L = logic.IFSSNetSegmentationLogic()
+    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    g = arrays.referenceGeometry(volumeNode, segNode)
+    corrected = arrays.segmentToArray(segNode, a, g)
+    corrected[8] = 0
+    corrected[8, 9:14, 10:18] = 1                                  # repainted
+    corrected[12] = 0                                              # erased: the muscle is not there
+    arrays.writeSegment(segNode, a, corrected, g)
+    seeds = L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method).segments[0].seedSlices
+    assert seeds == (6, 8, 10, 12, 15)
+    assert segmentationFromNodes(volumeNode, segNode).get("GM").annotated == io.AnnotatedSlices(0, seeds)
+    plain = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "complete")   # untagged: known everywhere
+    plain.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+    _paint(slicer, volumeNode, plain, truth, 0, tuple(range(truth.shape[0])), name="GM")
+    assert segmentationFromNodes(volumeNode, plain).get("GM").annotated is None

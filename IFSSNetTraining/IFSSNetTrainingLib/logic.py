@@ -53,13 +53,21 @@ def segmentationFromNodes(volumeNode, segmentationNode, segmentNames: Optional[S
     segmentationNode.CreateBinaryLabelmapRepresentation()
     segmentation = segmentationNode.GetSegmentation()
     segments = []
+    seedReader = None
     for sid in segmentation.GetSegmentIDs():
         segment = segmentation.GetSegment(sid)
         if segmentNames and segment.GetName() not in segmentNames:
             continue
         mask = mrmlArrays.segmentToArray(segmentationNode, sid, geometry)
-        tag = segmentationLogic.segmentTag(segment, ANNOTATED_TAG)
-        annotated = AnnotatedSlices.from_tag(tag) if tag else None
+        annotated = None
+        if segmentationLogic.segmentTag(segment, ANNOTATED_TAG):
+            # Known slices as Propagate reads its seeds (and `ifssnet train` a saved file, ifssnet.io.seed_slices):
+            # the painted slices, those corrected after a run (IFSSNet.ResultSliceCRC), mapped from the grid the tags
+            # were recorded on (IFSSNet.SeedGrid: a crop, a flip, a resampled sweep). The tag alone missed the
+            # corrections, and on a cropped volume named slices of the whole one.
+            seedReader = seedReader or segmentationLogic.IFSSNetSegmentationLogic()
+            axis, slices = seedReader._seedsOnGrid(segmentationNode, sid, geometry, mask)
+            annotated = AnnotatedSlices(axis, tuple(slices))
         segments.append(Segment(segment.GetName(), mask, tuple(segment.GetColor()), annotated))
     return Segmentation(segments, geometryOf(volumeNode))
 
