@@ -41,21 +41,21 @@ def test_erasing_a_painted_slice_after_a_run_takes_the_paint_back(scene_nodes):
     from IFSSNetSegmentationLib import logic
     arrays = _arrays_module()
     g = _geometry(volumeNode, segNode)
-    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 8, 11, 16), name="GM")
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 8, 11, 14, 16), name="GM")
     L = logic.IFSSNetSegmentationLogic()
     L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
     _edit(segNode, a, g, lambda m: m.__setitem__(11, 0))          # the seed on slice 11 was wrong: erased
     job = L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method)
-    assert job.segments[0].seedSlices == (5, 8, 16)
+    assert job.segments[0].seedSlices == (5, 8, 14, 16)
     result = L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
     out = arrays.segmentToArray(segNode, a, g)
     assert _present(out, 0) == list(range(5, 17))                 # one muscle again, slice 11 propagated
-    assert result["segments"][a]["seed_slices"] == [5, 8, 16]
+    assert result["segments"][a]["seed_slices"] == [5, 8, 14, 16]
     text = L.notesText(result)
     assert "slice 11" in text and "No muscle here" in text
     # To say the muscle is not on a painted slice: erase it, then No muscle here (the explicit mark)
     _edit(segNode, a, g, lambda m: m.__setitem__(8, 0))
-    assert L.markNoMuscle(volumeNode, segNode, a, 8) == (0, (5, 8, 16), 8)
+    assert L.markNoMuscle(volumeNode, segNode, a, 8) == (0, (5, 8, 14, 16), 8)
     L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
     out = arrays.segmentToArray(segNode, a, g)
     assert not out[8].any() and out[6].any() and out[13].any()

@@ -282,25 +282,25 @@ def test_the_command_line_refuses_strokes_painted_in_views_rotated_against_the_v
 
 @slicer_test
 def test_a_run_or_a_mark_on_a_crop_keeps_the_seeds_outside_it(scene_nodes):
-    """Painted on the whole volume (k 5, 11, 16), then cropped (Crop Volume, as the out-of-memory message advises) to
+    """Painted on the whole volume (k 5, 11, 14, 16), then cropped (Crop Volume, as the out-of-memory message advises) to
     k 8 on: a 'No muscle here' mark or a run on the crop wrote the tags anew on the crop's grid, which dropped the
     painted slice 5 outside it. Back on the whole volume, slice 5 was no seed any more, and Propagate ran over the
     clinician's paint there. The tags now stay on the grid they were recorded on, the seeds outside the crop kept."""
     slicer, volumeNode, segNode, truth = scene_nodes
     from IFSSNetSegmentationLib import logic
     arrays = _arrays_module()
-    a, painted = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
+    a, painted = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 14, 16), name="GM")
     L = logic.IFSSNetSegmentationLogic()
     m = _ijk_to_ras()
     m[:3, 3] = m[:3, :3] @ np.array([0.0, 0.0, 8.0]) + m[:3, 3]
     crop = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode)[8:].copy(), m, "US cropped")
-    assert L.markNoMuscle(crop, segNode, a, 12).slices == (3, 8, 12)         # on the crop: 11, 16 and the mark at 20
-    assert L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method).segments[0].seedSlices == (5, 11, 16, 20)
+    assert L.markNoMuscle(crop, segNode, a, 12).slices == (3, 6, 8, 12)      # on the crop: 11, 14, 16, the mark at 20
+    assert L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method).segments[0].seedSlices == (5, 11, 14, 16, 20)
     L.propagate(crop, segNode, [a], method=_nearest_seed_method)
-    assert L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method).segments[0].seedSlices == (5, 11, 16, 20)
+    assert L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method).segments[0].seedSlices == (5, 11, 14, 16, 20)
     L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
     out = arrays.segmentToArray(segNode, a, arrays.referenceGeometry(volumeNode, segNode))
-    np.testing.assert_array_equal(out[[5, 11, 16]], painted[[5, 11, 16]])   # painted slices as painted
+    np.testing.assert_array_equal(out[[5, 11, 14, 16]], painted[[5, 11, 14, 16]])   # painted slices as painted
     assert not out[20].any()
 
 
@@ -383,3 +383,26 @@ def test_the_training_module_reads_a_corrected_result_as_propagate_reads_its_see
     plain.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
     _paint(slicer, volumeNode, plain, truth, 0, tuple(range(truth.shape[0])), name="GM")
     assert segmentationFromNodes(volumeNode, plain).get("GM").annotated is None
+
+
+@slicer_test
+def test_slices_marked_no_muscle_here_do_not_count_toward_the_three_painted_slices(scene_nodes):
+    """DESIGN: "the user has painted at least 3 slices of the selected segment". A "no muscle here" mark counted as
+    one of them, so 1 painted slice and 2 marks propagated the muscle from a single cross-section. Refused now, in the
+    core and in Slicer, saying the marks do not count; 3 painted slices and the marks run."""
+    from ifssnet.errors import SeedError
+    from ifssnet.seeds import cut_seeds, validate_seeds
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    marked = truth.copy()
+    marked[[4, 18]] = 0
+    with pytest.raises(SeedError, match=r"painted on 1 slice only \(besides 2 slices marked 'no muscle here'"):
+        validate_seeds(cut_seeds(marked, (4, 10, 18)), name="GM")
+    validate_seeds(cut_seeds(marked, (4, 8, 10, 12, 18)))
+    from IFSSNetSegmentationLib import logic
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (10,), name="GM")
+    L = logic.IFSSNetSegmentationLogic()
+    with pytest.raises(SeedError, match="painted on 1 slice only"):
+        L.markNoMuscle(volumeNode, segNode, a, 4)
+        L.markNoMuscle(volumeNode, segNode, a, 18)
+        L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method)

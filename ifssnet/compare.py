@@ -104,8 +104,8 @@ COUNT_TODO = "Cut at least 3 slices per segment: count 3, as in the paper (on th
 def check_seeds(name: str, seeds, todo: str = SEEDS_TODO) -> None:
     """Refuse, before any method runs, the seeds of segment ``name`` that Propagate refuses.
 
-    The rule is Propagate's own (:func:`ifssnet.seeds.validate_seeds`): at least 3 annotated slices (consecutive or
-    far apart; an empty one, "no muscle here", counts) with the muscle painted on one of them. Every method of a
+    The rule is Propagate's own (:func:`ifssnet.seeds.validate_seeds`): the muscle painted on at least 3 slices
+    (consecutive or far apart; a slice marked "no muscle here" does not count). Every method of a
     comparison starts from the same seeds, so a table of baselines run on seeds IFSS-Net refuses, beside IFSS-Net's
     error row, compares nothing. ``seeds``: a :class:`~ifssnet.seeds.SeedSet`; ``todo`` (``{name}``: the segment,
     quoted): what to do, in the caller's terms (the command line's seed file, Slicer's seed segmentation).

@@ -31,7 +31,8 @@ import numpy as np
 from .errors import InputError, SeedError
 
 __all__ = ["SeedSet", "seed_groups", "largest_slices", "protocol_slices", "cut_seeds", "find_axis",
-           "annotated_slices", "slice_extent", "end_slices", "validate_seeds", "make_seed_segmentation", "PROTOCOLS", "PAINT_TODO"]
+           "annotated_slices", "slice_extent", "end_slices", "validate_seeds", "check_slice_count", "painted_count",
+           "make_seed_segmentation", "PROTOCOLS", "PAINT_TODO"]
 
 PROTOCOLS = ("3-seeds", "paper", "3-seeds+ends")
 PAINT_TODO = "Paint the muscle on at least {n} slices (consecutive or far apart), then Propagate again."
@@ -355,26 +356,38 @@ def annotated_slices(labelmap: np.ndarray, axis: int = 0) -> Tuple[int, ...]:
 def validate_seeds(seeds: SeedSet, min_slices: int = 3, name: Optional[str] = None) -> SeedSet:
     """Check that ``seeds`` can start a propagation; return them unchanged.
 
-    Raises :class:`SeedError` when no slice is annotated, fewer than ``min_slices`` slices are
-    annotated in total (consecutive or not), or the target is empty on every annotated slice.
+    Raises :class:`SeedError` when fewer than ``min_slices`` annotated slices hold paint (consecutive or not; the
+    slices marked "no muscle here" do not count: :func:`check_slice_count`).
     """
-    check_slice_count(len(seeds.slices), min_slices, name)
-    if not seeds.mask.any():
+    if seeds.slices and not seeds.mask.any():
         what = f"'{name}'" if name else "The segment"
         raise SeedError(f"{what} is empty on every painted slice.", PAINT_TODO.format(n=min_slices))
+    n = painted_count(seeds.mask, seeds.slices)
+    check_slice_count(n, min_slices, name, marks=len(seeds.slices) - n)
     return seeds
 
 
-def check_slice_count(n: int, min_slices: int = 3, name: Optional[str] = None) -> None:
-    """Raise :class:`SeedError` when ``n`` painted slices (consecutive or not) cannot start a propagation:
-    fewer than ``min_slices``. ``name``: the segment's, for the message. The Slicer Logic calls it before the
-    run starts; :func:`validate_seeds` (the core) calls it too."""
+def painted_count(mask: np.ndarray, slices: Sequence[int], axis: int = 0) -> int:
+    """How many of the annotated ``slices`` across ``axis`` hold paint in ``mask``: the painted slices, without
+    the slices marked "no muscle here" (annotated empty)."""
+    moved = np.moveaxis(np.asarray(mask), axis, 0)
+    return int(sum(bool(moved[int(s)].any()) for s in slices))
+
+
+def check_slice_count(n: int, min_slices: int = 3, name: Optional[str] = None, marks: int = 0) -> None:
+    """Raise :class:`SeedError` when ``n`` painted slices (consecutive or not; :func:`painted_count`) cannot start
+    a propagation: fewer than ``min_slices``. Slices marked "no muscle here" (``marks``) do not count: they say where
+    the muscle is not, and the network starts from the muscle's paint (DESIGN: "the user has painted at least 3
+    slices of the selected segment"). ``name``: the segment's, for the message. The Slicer Logic calls it before
+    the run starts; :func:`validate_seeds` (the core) calls it too."""
     what = f"'{name}'" if name else "The segment"
     todo = PAINT_TODO.format(n=min_slices)
+    besides = (f" (besides {marks} slice{'s' if marks != 1 else ''} marked 'no muscle here', which do not count)"
+               if marks else "")
     if n == 0:
-        raise SeedError(f"{what} is not painted on any slice.", todo)
+        raise SeedError(f"{what} is not painted on any slice{besides}.", todo)
     if n < min_slices:
-        raise SeedError(f"{what} is painted on {n} slice{'s' if n != 1 else ''} only; "
+        raise SeedError(f"{what} is painted on {n} slice{'s' if n != 1 else ''} only{besides}; "
                         f"IFSS-Net needs at least {min_slices}.", todo)
 
 

@@ -443,7 +443,7 @@ class IFSSNetSegmentationLogic:
             raise InputError("No segmentation is selected.", "Select the segmentation that holds the painted slices.")
         arrays.requireSegmentationNode(segmentationNode)
         from ifssnet.preprocess import check_image, check_volume
-        from ifssnet.seeds import check_slice_count
+        from ifssnet.seeds import check_slice_count, painted_count
 
         volume = arrays.volumeToArray(volumeNode)   # (K, J, I); a 2-D image arrives one slice thick
         check_image(volume)                         # 2-D, empty, not numbers: before reading any segment
@@ -472,7 +472,8 @@ class IFSSNetSegmentationLogic:
             notes: List[str] = []
             recorded: list = []
             axis, slices = self._seedsOnGrid(segmentationNode, sid, geometry, painted, notes, recorded)
-            check_slice_count(len(slices), name=segment.GetName())
+            withPaint = painted_count(painted, slices, axis)
+            check_slice_count(withPaint, name=segment.GetName(), marks=len(slices) - withPaint)
             name = segment.GetName()
             if names.count(name) > 1:  # two segments with one name: keep their seeds apart
                 name = f"{name} ({sid})"
