@@ -564,8 +564,32 @@ def _read_labelmap(path: Path) -> Segmentation:
             raise InputError(f"'{path}' has non-integer voxel values, so it is not a labelmap.",
                              "Give a .seg.nrrd or an integer labelmap.")
         arr = arr.astype(np.int64)
-    segments = [Segment(f"Label_{int(v)}", (arr == v).astype(np.uint8)) for v in np.unique(arr) if v != 0]
+    labels = np.unique(arr)
+    if _looks_like_an_image(arr, labels):
+        raise InputError(f"'{path}' looks like an image volume, not a segmentation: it holds {len(labels)} different "
+                         "values, and neighbouring voxels seldom share one.",
+                         "Give the segmentation (.seg.nrrd or a labelmap) here, and the image volume where a volume "
+                         "is asked for (`ifssnet propagate VOLUME SEEDS -o OUT`: the volume first).")
+    segments = [Segment(f"Label_{int(v)}", (arr == v).astype(np.uint8)) for v in labels if v != 0]
     return Segmentation(segments, image.geometry)
+
+
+#: A labelmap with more labels than this is checked for being an image volume (:func:`_looks_like_an_image`).
+MANY_LABELS = 32
+
+
+def _looks_like_an_image(arr: np.ndarray, labels: np.ndarray) -> bool:
+    """Whether an integer volume ``arr`` (K, J, I) read as a labelmap, with distinct values ``labels``, is an image:
+    more than :data:`MANY_LABELS` values, and under half of its non-zero voxels have the same value as their
+    neighbour along i. A labelmap's regions share it almost everywhere; ultrasound speckle about 1 voxel in 25
+    (the phantoms and the sweeps of .data), so a labelmap would otherwise become hundreds of 'segments' of one
+    grey level each. Every 8th slice along k is enough to tell."""
+    if len(labels) <= MANY_LABELS or arr.ndim != 3 or arr.shape[2] < 2:
+        return False
+    sample = arr[::8]
+    inside = sample[..., 1:] != 0
+    same = (sample[..., 1:] == sample[..., :-1]) & inside
+    return bool(inside.any()) and same.sum() < 0.5 * inside.sum()
 
 
 def resample_segmentation(seg: Segmentation, reference: Geometry, shape: Sequence[int], *,

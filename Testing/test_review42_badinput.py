@@ -1,0 +1,82 @@
+"""Session 42, the bad-input rule end to end: bad input gets one clear line that says what to do, and loses
+nothing (no output written, half-written, or replaced; the user's segmentation as it was).
+
+Each test here failed before its fix: an image volume given where a segmentation is asked for, a demo with a
+corrupt model or a bad shape, ``train --log`` in a missing folder, seeds whose paint lies outside the volume.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_output import error_line, run_cli
+from fake_models import CopyModel
+from ifssnet.io import (AnnotatedSlices, Geometry, Image, read_segmentation, segmentation_from_masks,
+                        write_segmentation, write_volume)
+
+K, J, I = 24, 32, 32
+GEOMETRY = Geometry(spacing=(0.5, 0.4, 0.4), origin=(1.0, -2.0, 3.0))
+
+
+def _muscle():
+    m = np.zeros((K, J, I), np.uint8)
+    m[:, 8:22, 10:24] = 1
+    return m
+
+
+def _case(folder: Path, geometry=GEOMETRY):
+    """A speckle volume (every grey level, as an ultrasound sweep has), its reference and 3 seed slices."""
+    vol = np.random.default_rng(0).integers(0, 256, (K, J, I)).astype(np.uint8)
+    write_volume(Image(vol, geometry), folder / "volume.nrrd")
+    m = _muscle()
+    write_segmentation(segmentation_from_masks({"GM": m}, geometry), folder / "reference.seg.nrrd")
+    seeds = np.zeros_like(m)
+    seeds[10:13] = m[10:13]
+    write_segmentation(segmentation_from_masks({"GM": seeds}, geometry, {"GM": AnnotatedSlices(0, (10, 11, 12))}),
+                       folder / "seeds.seg.nrrd")
+    return folder / "volume.nrrd", folder / "reference.seg.nrrd", folder / "seeds.seg.nrrd"
+
+
+@pytest.fixture
+def copy_net(monkeypatch):
+    import ifssnet.propagate as prop
+
+    monkeypatch.setattr(prop, "load_model", lambda model=None, device="cpu": CopyModel(size=32))
+
+
+def _files(folder: Path):
+    return sorted(p.name for p in folder.rglob("*"))
+
+
+# ------------------------------------------------------------ an image volume where a segmentation is asked for
+@pytest.mark.parametrize("command", ["seeds", "evaluate", "propagate", "compare", "train"])
+def test_an_image_volume_given_as_the_segmentation_is_refused_and_nothing_is_written(tmp_path, capsys, copy_net,
+                                                                                      command):
+    """Before: `seeds` cut seeds from 255 'segments' (one per grey level) and wrote them, `propagate` listed 255
+    names or spoke of strokes painted in two views, `train` of an axis, `evaluate` of '(none)' segments."""
+    vol, ref, seeds = _case(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = {"seeds": ["seeds", vol, "-o", out / "s.seg.nrrd"],
+            "evaluate": ["evaluate", ref, vol],
+            "propagate": ["propagate", vol, vol, "-o", out / "r.seg.nrrd"],
+            "compare": ["compare", vol, seeds, vol, "--methods", "fbs"],
+            "train": ["train", f"{vol}:{vol}", "--out", out / "m.pt", "--steps", "1", "--size", "32",
+                      "--width-mult", "0.25"]}[command]
+    before = _files(tmp_path)
+    code, _, err = run_cli(capsys, *argv)
+    line = error_line(err)
+    assert code == 2, line
+    assert "looks like an image volume, not a segmentation" in line and "the volume first" in line
+    assert _files(tmp_path) == before
+
+
+def test_a_labelmap_with_many_labels_is_still_read_as_segments(tmp_path):
+    """The check is for images: a labelmap of 40 labels (regions, not speckle) reads as 40 segments."""
+    arr = np.zeros((K, J, I), np.uint16)
+    for n in range(40):
+        arr[n % K, (n // K) * 16:(n // K) * 16 + 12, 4:28] = n + 1
+    write_volume(Image(arr, GEOMETRY), tmp_path / "labels.nrrd")
+    seg = read_segmentation(tmp_path / "labels.nrrd")
+    assert len(seg.segments) == 40 and seg.get("Label_40").mask.sum() == 12 * 24
+
