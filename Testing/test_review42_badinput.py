@@ -80,3 +80,19 @@ def test_a_labelmap_with_many_labels_is_still_read_as_segments(tmp_path):
     seg = read_segmentation(tmp_path / "labels.nrrd")
     assert len(seg.segments) == 40 and seg.get("Label_40").mask.sum() == 12 * 24
 
+
+# ------------------------------------------------------------------------------------------------------ demo
+@pytest.mark.parametrize("bad", ["corrupt model", "missing model", "shape"])
+def test_demo_with_a_bad_model_or_shape_makes_no_folder_and_writes_nothing(tmp_path, capsys, bad):
+    """Before: a corrupt or missing --model was found after the phantom and its seeds were written (and a bad
+    --shape after the output folder was made)."""
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a torch file" * 10)
+    argv = {"corrupt model": ["--model", corrupt, "--shape", "24", "32", "32"],
+            "missing model": ["--model", tmp_path / "nope.pt", "--shape", "24", "32", "32"],
+            "shape": ["--shape", "2", "8", "8"]}[bad]
+    code, _, err = run_cli(capsys, "demo", tmp_path / "demo", *argv)
+    line = error_line(err)
+    assert code == (2 if bad == "shape" else 3), line
+    assert not (tmp_path / "demo").exists()
+

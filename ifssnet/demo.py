@@ -32,6 +32,12 @@ def run_demo(outdir: Path, seed: int = 1000, shape=DEMO_SHAPE, model=None, devic
     from .propagate import propagate
     from .seeds import cut_seeds, protocol_slices
 
+    from .phantom import _checked_inputs
+    from .propagate import load_model
+
+    # Bad options and a missing or corrupt model file are refused before any folder or file is made.
+    _checked_inputs(seed, shape, None, 1)
+    model = load_model(model, "cpu")
     outdir = make_folders(outdir)       # a ResourceError (exit 4) when it cannot be made, not an OSError (exit 70)
     ph = write_phantom(outdir, seed=seed, shape=tuple(shape), progress=progress)
     seeds = {name: cut_seeds(m, protocol_slices(m, "3-seeds")) for name, m in ph.labels.items()}
