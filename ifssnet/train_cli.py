@@ -215,6 +215,10 @@ def _train_cli(args) -> int:
 
     refuse_writing_over_inputs(args.out, [p for pair in _case_paths(args.cases + (args.val or [])) for p in pair],
                                base_model=None if args.resume else args.base, log=args.log)
+    if args.log is not None:        # opened after the cases are read: a folder, or no folder, is refused now
+        from .io import check_output_file
+
+        check_output_file(args.log, file_hint="Give --log a file name (one JSON line per step is appended to it).")
     if getattr(args, "arch", "ifssnet") != "ifssnet":
         from .baselines.learned_common import refuse_ifssnet_only, train_cli
 
