@@ -134,3 +134,57 @@ def test_propagate_from_seeds_painted_outside_the_volume_says_where_the_paint_is
     assert "The paint of GM" in line and "lies outside the volume" in line and "made on another volume" in line
     assert "Give the volume the seeds were painted on" in line
     assert _files(tmp_path) == before
+
+
+# ------------------------------------------------------------------------- a volume in units of tiny values
+@pytest.mark.parametrize("scale", [1e-9, 1e-30])
+def test_a_volume_of_tiny_values_is_not_taken_for_a_constant_one(scale):
+    """Before: "The volume is constant" for any volume whose spread was under 1e-6 (a float volume in another unit),
+    and for values under about 1e-19 (their float32 squares are 0). A constant volume is refused at every scale."""
+    from ifssnet.errors import VolumeError
+    from ifssnet.preprocess import intensity_stats
+
+    volume = np.random.default_rng(0).integers(0, 256, (K, J, I)).astype(np.float64)
+    mean, std = intensity_stats(volume)
+    tiny = (volume * scale).astype(np.float32)
+    assert intensity_stats(tiny) == pytest.approx((mean * scale, std * scale), rel=1e-5)
+    for value in (0.0, scale, 5.0):
+        with pytest.raises(VolumeError, match="constant.*Check that the right volume is selected"):
+            intensity_stats(np.full((K, J, I), value, np.float32))
+
+
+# -------------------------------------------------------------------------------------- Slicer Logic classes
+slicer_only = [pytest.mark.slicer,
+               pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")]
+
+
+def _slicer_available():
+    from slicer_fixture import available
+
+    return available()
+
+
+@pytest.fixture
+def nodes(request):
+    if not _slicer_available():
+        pytest.skip("slicer-core is not installed (pip install slicer-core)")
+    return request.getfixturevalue("scene_nodes")
+
+
+from slicer_nodes import scene_nodes  # noqa: E402,F401  (fixtures; slicer_nodes puts the module folders on sys.path)
+from slicer_fixture import slicer_app, slicer_scene  # noqa: E402,F401
+
+
+@pytest.mark.slicer
+def test_propagate_in_slicer_on_a_volume_of_tiny_values_runs_and_keeps_the_painted_slices(nodes):
+    """The Segmentation Logic refused such a volume as constant (the network's intensity statistics)."""
+    pytest.importorskip("torch")
+    from slicer_nodes import _ijk_to_ras, _painted_gm
+
+    slicer, volumeNode, segNode, truth, arrays, g, a, painted, L = _painted_gm(nodes)
+    voxels = slicer.util.arrayFromVolume(volumeNode).astype(np.float32) * np.float32(1e-9)
+    tiny = slicer.util.addVolumeFromArray(voxels, _ijk_to_ras(), "US in another unit")
+    L.propagate(tiny, segNode, [a], device="cpu", preset="fast")      # the shipped network
+    out = arrays.segmentToArray(segNode, a, arrays.referenceGeometry(tiny, segNode))
+    np.testing.assert_array_equal(out[[5, 11, 16]], painted[[5, 11, 16]])
+
