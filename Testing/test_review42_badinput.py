@@ -188,3 +188,20 @@ def test_propagate_in_slicer_on_a_volume_of_tiny_values_runs_and_keeps_the_paint
     out = arrays.segmentToArray(segNode, a, arrays.referenceGeometry(tiny, segNode))
     np.testing.assert_array_equal(out[[5, 11, 16]], painted[[5, 11, 16]])
 
+
+@pytest.mark.slicer
+def test_a_training_pair_without_its_volume_says_so_and_writes_nothing(nodes, tmp_path):
+    """Before: AttributeError ('NoneType' object has no attribute 'GetParentTransformNode'), an internal error."""
+    from slicer_nodes import _assert_same, _paint, _state
+
+    from ifssnet.errors import InputError
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    slicer, volumeNode, segNode, truth = nodes
+    _paint(slicer, volumeNode, segNode, truth, 0, (10, 11, 12), name="GM")
+    before = _state(segNode, volumeNode)
+    with pytest.raises(InputError, match="'Seg' has no volume.*Pair every segmentation with the volume"):
+        IFSSNetTrainingLogic().train([(None, segNode)], mode="fewshot", epochs=1, stepsPerEpoch=1, size=32,
+                                     widthMult=0.25, outputPath=str(tmp_path / "m.pt"))
+    _assert_same(before, _state(segNode, volumeNode))
+    assert _files(tmp_path) == []
