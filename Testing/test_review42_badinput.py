@@ -154,10 +154,6 @@ def test_a_volume_of_tiny_values_is_not_taken_for_a_constant_one(scale):
 
 
 # -------------------------------------------------------------------------------------- Slicer Logic classes
-slicer_only = [pytest.mark.slicer,
-               pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")]
-
-
 def _slicer_available():
     from slicer_fixture import available
 
@@ -205,3 +201,23 @@ def test_a_training_pair_without_its_volume_says_so_and_writes_nothing(nodes, tm
                                      widthMult=0.25, outputPath=str(tmp_path / "m.pt"))
     _assert_same(before, _state(segNode, volumeNode))
     assert _files(tmp_path) == []
+
+
+# ------------------------------------------------------------------------ Ctrl-C while a phantom is made
+@pytest.mark.parametrize("command", ["phantom", "demo"])
+@pytest.mark.parametrize("stage", ["Phantom", "Writing volume"])
+def test_ctrl_c_while_a_phantom_is_made_leaves_no_empty_folder(tmp_path, capsys, monkeypatch, command, stage):
+    """Before: the output folder was made before the rendering, and stayed, empty, after Ctrl-C ("Nothing was
+    written") or a failure such as running out of memory. A folder that was there already stays."""
+    import ifssnet.cli_data as cli_data
+    import ifssnet.progress as progress
+    from cli_output import interrupting_progress
+
+    for module in (cli_data, progress):
+        monkeypatch.setattr(module, "TqdmProgress", interrupting_progress(stage))
+    for out in (tmp_path / "new" / "case", tmp_path):
+        code, _, err = run_cli(capsys, command, out, "--shape", "24", "32", "32")
+        line = error_line(err)
+        assert code == 130 and "Interrupted (Ctrl-C)" in line
+        assert "Nothing was written" in line or (command == "demo" and out == tmp_path), line
+    assert _files(tmp_path) == ["new"]          # the parent made on the way stays; the folder asked for does not

@@ -26,7 +26,7 @@ def add_commands(sub) -> None:
 def run_demo(outdir: Path, seed: int = 1000, shape=DEMO_SHAPE, model=None, device: str = "auto",
              progress=None) -> dict:
     """Run the demo and return ``{muscle: metrics}`` plus ``"seconds"``."""
-    from .io import AnnotatedSlices, make_folders, segmentation_from_masks, write_json, write_segmentation
+    from .io import AnnotatedSlices, segmentation_from_masks, write_json, write_segmentation
     from .metrics import evaluate
     from .phantom import write_phantom
     from .propagate import propagate
@@ -38,7 +38,7 @@ def run_demo(outdir: Path, seed: int = 1000, shape=DEMO_SHAPE, model=None, devic
     # Bad options and a missing or corrupt model file are refused before any folder or file is made.
     _checked_inputs(seed, shape, None, 1)
     model = load_model(model, "cpu")
-    outdir = make_folders(outdir)       # a ResourceError (exit 4) when it cannot be made, not an OSError (exit 70)
+    outdir = Path(outdir)       # write_phantom makes it (and removes it where a failure or Ctrl-C leaves it empty)
     ph = write_phantom(outdir, seed=seed, shape=tuple(shape), progress=progress)
     seeds = {name: cut_seeds(m, protocol_slices(m, "3-seeds")) for name, m in ph.labels.items()}
     seg_geometry = ph.geometry
@@ -103,6 +103,8 @@ def _demo(args) -> int:
     try:
         scores = run_demo(args.outdir, args.seed, args.shape, args.model, args.device, progress=bar)
     except KeyboardInterrupt:   # the phantom and the seeds may be written by then: not "Nothing was written"
+        if not Path(args.outdir).exists():     # interrupted before the phantom was written: its folder is gone
+            raise Cancelled("Interrupted (Ctrl-C).", "Nothing was written.") from None
         raise Cancelled("Interrupted (Ctrl-C).", f"What the demo had written is in {args.outdir}/ (each file "
                         "whole); run `ifssnet demo` again to make the rest.") from None
     finally:
