@@ -221,3 +221,30 @@ def test_ctrl_c_while_a_phantom_is_made_leaves_no_empty_folder(tmp_path, capsys,
         assert code == 130 and "Interrupted (Ctrl-C)" in line
         assert "Nothing was written" in line or (command == "demo" and out == tmp_path), line
     assert _files(tmp_path) == ["new"]          # the parent made on the way stays; the folder asked for does not
+
+
+@pytest.mark.slicer
+def test_propagate_in_slicer_from_a_segment_painted_outside_the_volume_says_so(nodes):
+    """Before: "Segment 'GM' is empty: no painted slices" for a segment painted on another volume, away from this
+    one. A segment that is empty everywhere keeps that message."""
+    from slicer_nodes import _assert_same, _ijk_to_ras, _paint, _state
+
+    from ifssnet.errors import SeedError
+    from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+
+    slicer, volumeNode, segNode, truth = nodes
+    away = _ijk_to_ras()
+    away[:3, 3] += 500.0
+    other = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(), away, "other sweep")
+    seeds = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Seeds of the other sweep")
+    seeds.SetReferenceImageGeometryParameterFromVolumeNode(other)
+    a, _ = _paint(slicer, other, seeds, truth, 0, (10, 11, 12), name="GM")
+    empty = seeds.GetSegmentation().AddEmptySegment("", "SOL")
+    before = _state(seeds, other)
+    L = IFSSNetSegmentationLogic()
+    with pytest.raises(SeedError, match="'GM' is painted, but outside the selected volume.*Select the volume it was "
+                                        "painted on"):
+        L.propagate(volumeNode, seeds, [a])
+    with pytest.raises(SeedError, match="'SOL' is empty: no painted slices"):
+        L.propagate(volumeNode, seeds, [empty])
+    _assert_same(before, _state(seeds, other))

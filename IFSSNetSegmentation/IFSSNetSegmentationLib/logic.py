@@ -527,6 +527,11 @@ class IFSSNetSegmentationLogic:
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
         old = gridFromText(segmentTag(segment, SEED_GRID_TAG)) if segmentTag(segment, ANNOTATED_TAG) else None
         if old is None or sameGrid(old, geometry):
+            if not painted.any() and _paintedElsewhere(segmentationNode, segmentId):
+                raise SeedError(f"Segment '{segment.GetName()}' is painted, but outside the selected volume: none of "
+                                "its paint lies on the volume's voxels (it was painted on another volume?).",
+                                "Select the volume it was painted on, or paint the muscle on at least 3 slices of "
+                                "this volume, then propagate.")
             return self._seedSlices(segment, painted, notes)
         axis = AnnotatedSlices.from_tag(segmentTag(segment, ANNOTATED_TAG)).axis
         mapped = sliceMapping(old, geometry, axis)
@@ -855,6 +860,15 @@ def requireStrokesOnSlices(painted: np.ndarray, axis: int, slices: Sequence[int]
                         "views are rotated against the volume's axes (an oblique volume in the default views).",
                         "Align the slice views with the volume (the Segment Editor's rotated-view warning button, or "
                         "the slice view menu: Rotate to volume plane), erase the strokes and paint the slices again.")
+
+
+def _paintedElsewhere(segmentationNode, segmentId: str) -> bool:
+    """Whether the segment holds voxels on its own grid (its labelmap as stored): a segment that is empty on the
+    volume's grid but not there was painted outside the volume."""
+    labelmap = slicer.vtkOrientedImageData()
+    segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
+    scalars = labelmap.GetPointData().GetScalars() if labelmap.GetPointData() is not None else None
+    return scalars is not None and scalars.GetNumberOfTuples() > 0 and scalars.GetRange()[1] > 0
 
 
 def _freshSeeds(painted: np.ndarray, name: str) -> Tuple[int, Tuple[int, ...]]:
