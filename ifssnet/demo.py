@@ -28,7 +28,7 @@ def run_demo(outdir: Path, seed: int = 1000, shape=DEMO_SHAPE, model=None, devic
     """Run the demo and return ``{muscle: metrics}`` plus ``"seconds"``."""
     from .io import AnnotatedSlices, segmentation_from_masks, write_json, write_segmentation
     from .metrics import evaluate
-    from .phantom import write_phantom
+    from .phantom import folder_kept_only_if_used, write_phantom
     from .propagate import propagate
     from .seeds import cut_seeds, protocol_slices
 
@@ -38,8 +38,10 @@ def run_demo(outdir: Path, seed: int = 1000, shape=DEMO_SHAPE, model=None, devic
     # Bad options and a missing or corrupt model file are refused before any folder or file is made.
     _checked_inputs(seed, shape, None, 1)
     model = load_model(model, "cpu")
-    outdir = Path(outdir)       # write_phantom makes it (and removes it where a failure or Ctrl-C leaves it empty)
-    ph = write_phantom(outdir, seed=seed, shape=tuple(shape), progress=progress)
+    # Made now: a ResourceError (exit 4) when it cannot be, not an OSError (exit 70); removed again where a failure
+    # or Ctrl-C leaves it empty.
+    with folder_kept_only_if_used(Path(outdir)) as outdir:
+        ph = write_phantom(outdir, seed=seed, shape=tuple(shape), progress=progress)
     seeds = {name: cut_seeds(m, protocol_slices(m, "3-seeds")) for name, m in ph.labels.items()}
     seg_geometry = ph.geometry
     write_segmentation(segmentation_from_masks({n: s.mask for n, s in seeds.items()}, seg_geometry,
