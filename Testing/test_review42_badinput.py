@@ -119,16 +119,18 @@ def test_train_log_that_cannot_be_written_is_refused_before_the_cases_are_read(t
 
 
 # ------------------------------------------------------------------------------- seeds made on another volume
-def test_propagate_from_seeds_painted_outside_the_volume_says_where_the_paint_is(tmp_path, capsys, copy_net):
-    """Before: "Nothing is painted in this segment" for a seed file that holds paint, on another volume's grid
-    (here 100 mm away)."""
+@pytest.mark.parametrize("command", ["propagate", "compare"])
+def test_seeds_painted_outside_the_volume_say_where_the_paint_is(tmp_path, capsys, copy_net, command):
+    """Before: "Nothing is painted in this segment" (propagate) and "'GM' has no annotated slice" (compare) for a
+    seed file that holds paint, on another volume's grid (here 100 mm away)."""
     _case(tmp_path)
     far = tmp_path / "far"
     far.mkdir()
     _case(far, Geometry(spacing=GEOMETRY.spacing, origin=(101.0, -2.0, 3.0)))
     before = _files(tmp_path)
-    code, _, err = run_cli(capsys, "propagate", tmp_path / "volume.nrrd", far / "seeds.seg.nrrd",
-                           "-o", tmp_path / "r.seg.nrrd")
+    tail = {"propagate": ["-o", tmp_path / "r.seg.nrrd"],
+            "compare": [tmp_path / "reference.seg.nrrd", "--methods", "fbs", "--csv", tmp_path / "r.csv"]}[command]
+    code, _, err = run_cli(capsys, command, tmp_path / "volume.nrrd", far / "seeds.seg.nrrd", *tail)
     line = error_line(err)
     assert code == 2, line
     assert "The paint of GM" in line and "lies outside the volume" in line and "made on another volume" in line
