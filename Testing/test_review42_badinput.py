@@ -257,3 +257,35 @@ def test_propagate_in_slicer_from_a_segment_painted_outside_the_volume_says_so(n
     with pytest.raises(SeedError, match="'SOL' is empty: no painted slices"):
         L.propagate(volumeNode, seeds, [empty])
     _assert_same(before, _state(seeds, other))
+
+
+# ------------------------------------------------------------------------------------- a disk that fills up
+@pytest.mark.parametrize("command", ["phantom", "compare"])
+def test_a_full_disk_names_the_file_asked_for_not_a_hidden_temporary_one(tmp_path, capsys, monkeypatch, command):
+    """Before: "Could not write 'out/.reference.seg.nrrd.t9cenug0.partial/reference.seg.nrrd'" (a writer that writes
+    atomically itself, inside write_together), a folder that is gone by the time the message is read."""
+    import errno
+    import os
+
+    import matplotlib.figure
+    import slicerio
+
+    def full(path, *a, **k):
+        Path(path).write_bytes(b"partial")                 # a partial file, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    vol, ref, _ = _case(tmp_path)
+    if command == "phantom":
+        monkeypatch.setattr(slicerio, "write_segmentation", full)
+        argv, named = ["phantom", tmp_path / "ph", "--shape", "24", "32", "32"], tmp_path / "ph" / "reference.seg.nrrd"
+    else:
+        monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, fname, *a, **k: full(fname))
+        argv = ["compare", vol, "-", ref, "--methods", "fbs", "--csv", tmp_path / "c.csv", "--plot", tmp_path / "c.png"]
+        named = tmp_path / "c.png"
+    before = _files(tmp_path)
+    code, _, err = run_cli(capsys, *argv)
+    line = error_line(err)
+    assert code == 4, line
+    assert f"Could not write '{named}': No space left on device" in line and ".partial" not in line
+    assert "nothing was written" in line
+    assert _files(tmp_path) == before

@@ -279,10 +279,15 @@ def write_together(writers: Sequence[Tuple[Path, Callable[[str], object]]]) -> N
         for tmpdir, path in written:
             for f in sorted(tmpdir.iterdir(), key=lambda p: p.name == path.name):
                 os.replace(f, path.parent / f.name)
-    except OSError as exc:
-        raise ResourceError(f"Could not write '{path}': {exc.strerror or exc}.",
+    except (OSError, ResourceError) as exc:
+        # a writer that writes atomically itself (write_segmentation, a plot) failed on its own temporary path: said
+        # of the file asked for, not of a hidden folder that is gone
+        cause = exc if isinstance(exc, OSError) else exc.__cause__
+        if not isinstance(cause, OSError):
+            raise
+        raise ResourceError(f"Could not write '{path}': {cause.strerror or cause}.",
                             "Free some disk space or choose another output path"
-                            + ("." if moving else "; nothing was written.")) from exc
+                            + ("." if moving else "; nothing was written.")) from cause
     finally:
         for d in tmpdirs:
             shutil.rmtree(d, ignore_errors=True)
