@@ -289,3 +289,43 @@ def test_a_full_disk_names_the_file_asked_for_not_a_hidden_temporary_one(tmp_pat
     assert f"Could not write '{named}': No space left on device" in line and ".partial" not in line
     assert "nothing was written" in line
     assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", ["phantom", "train"])
+def test_a_full_disk_that_simpleitk_or_torch_report_as_runtime_error_is_a_resource_error(tmp_path, capsys,
+                                                                                          monkeypatch, command):
+    """SimpleITK's writers and torch.save report a full disk as RuntimeError, not OSError (found on a 64 kB tmpfs):
+    it was an internal error (exit 70). Now exit 4 and what to do, where the folder has (almost) no space left; a
+    RuntimeError with space to spare is still an internal error."""
+    import shutil
+    from collections import namedtuple
+
+    import SimpleITK as sitk
+    import torch
+
+    def full(image_or_obj, path, *a, **k):
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("Exception thrown in SimpleITK ImageFileWriter_Execute: itkNrrdImageIO.cxx:1349:")
+
+    Usage = namedtuple("Usage", "total used free")
+    free = {"bytes": 0}
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(*real_usage(p)[:2], free["bytes"]))
+    _case(tmp_path)
+    if command == "phantom":
+        monkeypatch.setattr(sitk, "WriteImage", full)
+        argv, named = ["phantom", tmp_path / "ph", "--shape", "24", "32", "32"], tmp_path / "ph" / "volume.nrrd"
+    else:
+        monkeypatch.setattr(torch, "save", full)
+        argv = ["train", tmp_path, "--out", tmp_path / "m.pt", "--steps", "1", "--size", "32", "--width-mult", "0.25"]
+        named = tmp_path / "m.ckpt.pt"
+    before = _files(tmp_path)
+    code, _, err = run_cli(capsys, *argv)
+    line = error_line(err)
+    assert code == 4, line
+    assert f"Could not write '{named}': No space left on device (0 kB free)" in line and "nothing was written" in line
+    assert _files(tmp_path) == before
+    free["bytes"] = 10 << 30
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 70 and "internal error" in error_line(err)
+    assert _files(tmp_path) == before

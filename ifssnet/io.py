@@ -279,10 +279,15 @@ def write_together(writers: Sequence[Tuple[Path, Callable[[str], object]]]) -> N
         for tmpdir, path in written:
             for f in sorted(tmpdir.iterdir(), key=lambda p: p.name == path.name):
                 os.replace(f, path.parent / f.name)
-    except (OSError, ResourceError) as exc:
+    except (OSError, ResourceError, RuntimeError) as exc:
         # a writer that writes atomically itself (write_segmentation, a plot) failed on its own temporary path: said
         # of the file asked for, not of a hidden folder that is gone
-        cause = exc if isinstance(exc, OSError) else exc.__cause__
+        cause = exc.__cause__ if isinstance(exc, ResourceError) else exc
+        if isinstance(cause, RuntimeError):     # judged here, before the partial files are removed
+            full = _full_disk(cause, path)
+            if full is not None:
+                full.__cause__ = cause
+            cause = full
         if not isinstance(cause, OSError):
             raise
         raise ResourceError(f"Could not write '{path}': {cause.strerror or cause}.",
@@ -291,6 +296,27 @@ def write_together(writers: Sequence[Tuple[Path, Callable[[str], object]]]) -> N
     finally:
         for d in tmpdirs:
             shutil.rmtree(d, ignore_errors=True)
+
+
+#: Free bytes under which a writer's RuntimeError is taken for a full disk (:func:`_full_disk`).
+FULL_DISK_BYTES = 1 << 20
+
+
+def _full_disk(exc: RuntimeError, path) -> Optional[OSError]:
+    """SimpleITK's writers and ``torch.save`` report a disk that filled up during a write as a ``RuntimeError``
+    ("Exception thrown in SimpleITK ImageFileWriter_Execute", "unexpected pos 64 vs 0"), not an ``OSError``: an
+    ``ENOSPC`` ``OSError`` where ``path``'s folder has under :data:`FULL_DISK_BYTES` free, else None (any other
+    RuntimeError is not taken for one)."""
+    import errno
+    import shutil
+
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except (OSError, TypeError):
+        return None
+    if path is None or free >= FULL_DISK_BYTES:
+        return None
+    return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free // 1024} kB free)")
 
 
 # --------------------------------------------------------------------------------------------------
