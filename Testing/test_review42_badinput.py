@@ -329,3 +329,28 @@ def test_a_full_disk_that_simpleitk_or_torch_report_as_runtime_error_is_a_resour
     code, _, err = run_cli(capsys, *argv)
     assert code == 70 and "internal error" in error_line(err)
     assert _files(tmp_path) == before
+
+
+def test_a_disk_that_fills_up_under_the_training_log_is_a_resource_error(tmp_path, capsys, monkeypatch):
+    """`train --log` appends as it goes: a full disk there (found on a 64 kB tmpfs) was an internal error (exit 70),
+    'OSError: [Errno 28]'. An earlier model of that name stays as it was."""
+    import errno
+    import os
+
+    import ifssnet.train_cli as train_cli
+
+    class FullLog:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        flush = close = lambda self: None
+
+    monkeypatch.setattr(train_cli, "open", lambda *a, **k: FullLog(), raising=False)
+    _case(tmp_path)
+    (tmp_path / "m.pt").write_bytes(b"an earlier model")
+    code, _, err = run_cli(capsys, "train", tmp_path, "--out", tmp_path / "m.pt", "--steps", "2", "--size", "32",
+                           "--width-mult", "0.25", "--log", tmp_path / "run.log")
+    line = error_line(err)
+    assert code == 4, line
+    assert "The disk is full (No space left on device). Free some disk space" in line
+    assert (tmp_path / "m.pt").read_bytes() == b"an earlier model"
