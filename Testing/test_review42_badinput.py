@@ -354,3 +354,21 @@ def test_a_disk_that_fills_up_under_the_training_log_is_a_resource_error(tmp_pat
     assert code == 4, line
     assert "The disk is full (No space left on device). Free some disk space" in line
     assert (tmp_path / "m.pt").read_bytes() == b"an earlier model"
+
+
+def test_a_disk_that_fills_up_under_the_demo_figure_leaves_no_partial_png(tmp_path, capsys, monkeypatch, copy_net):
+    """The demo's figure was written in place: a full disk left a partial demo.png (and an internal error)."""
+    import errno
+    import os
+
+    import matplotlib.figure
+
+    def full(self, fname, *a, **k):
+        Path(fname).write_bytes(b"\x89PNG partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(fname))
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
+    code, _, err = run_cli(capsys, "demo", tmp_path / "demo", "--shape", "24", "32", "32")
+    line = error_line(err)
+    assert code == 4 and f"Could not write '{tmp_path / 'demo' / 'demo.png'}': No space left on device" in line
+    assert not (tmp_path / "demo" / "demo.png").exists() and not [p for p in _files(tmp_path) if ".partial" in p]

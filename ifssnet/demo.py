@@ -92,8 +92,12 @@ def save_figure(ph, result, path: Path) -> None:
     axes[-1].axis("off")
     fig.suptitle("reference (solid) and IFSS-Net (dashed): GM pink, GL green, SOL violet")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    from .io import atomic_write
+
+    try:        # atomically: a disk that fills up leaves no partial PNG
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80))
+    finally:
+        plt.close(fig)
 
 
 def _demo(args) -> int:
