@@ -372,3 +372,14 @@ def test_a_disk_that_fills_up_under_the_demo_figure_leaves_no_partial_png(tmp_pa
     line = error_line(err)
     assert code == 4 and f"Could not write '{tmp_path / 'demo' / 'demo.png'}': No space left on device" in line
     assert not (tmp_path / "demo" / "demo.png").exists() and not [p for p in _files(tmp_path) if ".partial" in p]
+
+
+@pytest.mark.parametrize("montage", ["volume.nrrd", "folder"])
+def test_a_phantom_montage_matplotlib_cannot_write_is_refused_before_the_phantom_is_made(tmp_path, capsys, montage):
+    """Before: an internal error (ValueError: Format 'nrrd' is not supported) once the phantom was written."""
+    (tmp_path / "folder").mkdir()
+    code, _, err = run_cli(capsys, "phantom", tmp_path / "ph", "--shape", "24", "32", "32",
+                           "--montage", tmp_path / montage)
+    line = error_line(err)
+    assert code == 2 and ("End the name in .png" in line or "is a folder" in line), line
+    assert _files(tmp_path) == ["folder"]
