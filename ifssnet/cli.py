@@ -2,12 +2,13 @@
 
 Each sub-command lives with the code it drives; this file only wires them. Errors of the core
 (:mod:`ifssnet.errors`) become one line on stderr and the error's exit code; ``--debug`` shows the
-traceback. Ctrl-C cancels cleanly (exit 130) and leaves no partial output file. Any other exception
-is a bug: one line that says so, exit 70 (``EX_SOFTWARE``), and the traceback with ``--debug``.
+traceback. Ctrl-C cancels cleanly (exit 130) and leaves no partial output file. A full disk (ENOSPC, EDQUOT) is
+a resource error (exit 4) wherever it happens. Any other exception is a bug: one line that says so, exit 70 (``EX_SOFTWARE``), and the traceback with ``--debug``.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import shlex
@@ -91,6 +92,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         err = missing_dependency(exc)
         if err is not None:
             return _fail(err, debug)
+        return _internal(exc, debug)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):   # a file written as it goes (train --log), not atomically
+            where = f" while writing '{exc.filename}'" if exc.filename else ""
+            return _fail(ResourceError(f"The disk is full{where} ({exc.strerror}).",
+                                       "Free some disk space, then run the command again."), debug)
         return _internal(exc, debug)
     except MemoryError:
         return _fail(ResourceError("The computer ran out of memory.",

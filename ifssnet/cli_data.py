@@ -45,9 +45,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_evaluate)
 
 
+def _check_montage(montage: Path) -> None:
+    """Refuse, before the rendering, a --montage that matplotlib cannot write (its format, from the suffix: png when
+    there is none) or that is a folder; it was an internal error once the phantom was written."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = montage.suffix.lstrip(".").lower() or "png"
+    if suffix not in formats:
+        raise InputError(f"--montage '{montage.name}': matplotlib cannot write .{suffix} files.",
+                         f"End the name in .png (or one of: {', '.join(sorted(formats))}).")
+    if montage.is_dir():
+        raise InputError(f"--montage '{montage}' is a folder.", "Give a file name, e.g. montage.png.")
+
+
 def _phantom(args) -> int:
     from .phantom import save_montage, write_phantom
 
+    if args.montage:
+        _check_montage(args.montage)
     kwargs = {"seed": args.seed, "supersample": args.supersample}
     if args.shape:
         kwargs["shape"] = tuple(args.shape)

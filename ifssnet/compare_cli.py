@@ -28,9 +28,12 @@ def _method_list(text: Optional[str]) -> List[str]:
     return _core.method_names(text.split(","))
 
 
-def _seed_sets_from_file(path, names: Sequence[str], geometry, shape, progress=None) -> Dict[str, object]:
-    """SeedSets from a seed .seg.nrrd: each segment's annotated slices (its tag, else its non-empty slices)."""
+def _seed_sets_from_file(path, names: Sequence[str], geometry, shape, progress=None,
+                         volume_path="the volume") -> Dict[str, object]:
+    """SeedSets from a seed .seg.nrrd: each segment's annotated slices (its tag, else its non-empty slices).
+    ``volume_path``: the volume's file, named where the seeds' paint lies outside it."""
     from .io import read_segmentation, require_strokes_on_slices
+    from .propagate_cli import refuse_paint_off_the_volume
     from .seeds import cut_seeds
 
     seg = read_segmentation(path, reference=geometry, reference_shape=shape, progress=progress)
@@ -42,6 +45,7 @@ def _seed_sets_from_file(path, names: Sequence[str], geometry, shape, progress=N
                          (f"Compare the segments it seeds (--segment {','.join(held)}), or name" if held else "Name")
                          + " its segments as the reference's (in Slicer: double-click the name in Segment Editor), or "
                          "give '-' for SEEDS to cut the seeds from REF by --protocol.")
+    refuse_paint_off_the_volume(path, volume_path, seg, names)
     out = {}
     for name in names:
         s = seg.get(name)
@@ -228,7 +232,8 @@ def _cli_compare(args) -> int:
         names = split_names(args.segment, ref.names)
         seeds = None
         if args.seeds != "-":
-            seeds = _seed_sets_from_file(args.seeds, names, image.geometry, image.array.shape, progress=bar)
+            seeds = _seed_sets_from_file(args.seeds, names, image.geometry, image.array.shape, progress=bar,
+                                         volume_path=args.volume)
         rows = compare(image.array, {n: ref.mask(n) for n in names}, image.geometry.spacing_kji, methods,
                        args.protocol, progress=bar, seeds=seeds, count=args.count, every=args.every,
                        method_options=_options(args), score_extent=args.score_extent, joint=args.joint)

@@ -26,14 +26,22 @@ def add_commands(sub) -> None:
 def run_demo(outdir: Path, seed: int = 1000, shape=DEMO_SHAPE, model=None, device: str = "auto",
              progress=None) -> dict:
     """Run the demo and return ``{muscle: metrics}`` plus ``"seconds"``."""
-    from .io import AnnotatedSlices, make_folders, segmentation_from_masks, write_json, write_segmentation
+    from .io import AnnotatedSlices, segmentation_from_masks, write_json, write_segmentation
     from .metrics import evaluate
-    from .phantom import write_phantom
+    from .phantom import folder_kept_only_if_used, write_phantom
     from .propagate import propagate
     from .seeds import cut_seeds, protocol_slices
 
-    outdir = make_folders(outdir)       # a ResourceError (exit 4) when it cannot be made, not an OSError (exit 70)
-    ph = write_phantom(outdir, seed=seed, shape=tuple(shape), progress=progress)
+    from .phantom import _checked_inputs
+    from .propagate import load_model
+
+    # Bad options and a missing or corrupt model file are refused before any folder or file is made.
+    _checked_inputs(seed, shape, None, 1)
+    model = load_model(model, "cpu")
+    # Made now: a ResourceError (exit 4) when it cannot be, not an OSError (exit 70); removed again where a failure
+    # or Ctrl-C leaves it empty.
+    with folder_kept_only_if_used(Path(outdir)) as outdir:
+        ph = write_phantom(outdir, seed=seed, shape=tuple(shape), progress=progress)
     seeds = {name: cut_seeds(m, protocol_slices(m, "3-seeds")) for name, m in ph.labels.items()}
     seg_geometry = ph.geometry
     write_segmentation(segmentation_from_masks({n: s.mask for n, s in seeds.items()}, seg_geometry,
@@ -84,8 +92,12 @@ def save_figure(ph, result, path: Path) -> None:
     axes[-1].axis("off")
     fig.suptitle("reference (solid) and IFSS-Net (dashed): GM pink, GL green, SOL violet")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    from .io import atomic_write
+
+    try:        # atomically: a disk that fills up leaves no partial PNG
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80))
+    finally:
+        plt.close(fig)
 
 
 def _demo(args) -> int:
@@ -97,6 +109,8 @@ def _demo(args) -> int:
     try:
         scores = run_demo(args.outdir, args.seed, args.shape, args.model, args.device, progress=bar)
     except KeyboardInterrupt:   # the phantom and the seeds may be written by then: not "Nothing was written"
+        if not Path(args.outdir).exists():     # interrupted before the phantom was written: its folder is gone
+            raise Cancelled("Interrupted (Ctrl-C).", "Nothing was written.") from None
         raise Cancelled("Interrupted (Ctrl-C).", f"What the demo had written is in {args.outdir}/ (each file "
                         "whole); run `ifssnet demo` again to make the rest.") from None
     finally:

@@ -446,13 +446,44 @@ def write_together(writers: Sequence[Tuple[Path, Callable[[str], object]]]) -> N
         for tmpdir, path in written:
             for f in sorted(tmpdir.iterdir(), key=lambda p: p.name == path.name):
                 os.replace(f, path.parent / f.name)
-    except OSError as exc:
-        raise ResourceError(f"Could not write '{path}': {exc.strerror or exc}.",
+    except (OSError, ResourceError, RuntimeError) as exc:
+        # a writer that writes atomically itself (write_segmentation, a plot) failed on its own temporary path: said
+        # of the file asked for, not of a hidden folder that is gone
+        cause = exc.__cause__ if isinstance(exc, ResourceError) else exc
+        if isinstance(cause, RuntimeError):     # judged here, before the partial files are removed
+            full = _full_disk(cause, path)
+            if full is not None:
+                full.__cause__ = cause
+            cause = full
+        if not isinstance(cause, OSError):
+            raise
+        raise ResourceError(f"Could not write '{path}': {cause.strerror or cause}.",
                             "Free some disk space or choose another output path"
-                            + ("." if moving else "; nothing was written.")) from exc
+                            + ("." if moving else "; nothing was written.")) from cause
     finally:
         for d in tmpdirs:
             shutil.rmtree(d, ignore_errors=True)
+
+
+#: Free bytes under which a writer's RuntimeError is taken for a full disk (:func:`_full_disk`).
+FULL_DISK_BYTES = 1 << 20
+
+
+def _full_disk(exc: RuntimeError, path) -> Optional[OSError]:
+    """SimpleITK's writers and ``torch.save`` report a disk that filled up during a write as a ``RuntimeError``
+    ("Exception thrown in SimpleITK ImageFileWriter_Execute", "unexpected pos 64 vs 0"), not an ``OSError``: an
+    ``ENOSPC`` ``OSError`` where ``path``'s folder has under :data:`FULL_DISK_BYTES` free, else None (any other
+    RuntimeError is not taken for one)."""
+    import errno
+    import shutil
+
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except (OSError, TypeError):
+        return None
+    if path is None or free >= FULL_DISK_BYTES:
+        return None
+    return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free // 1024} kB free)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -789,8 +820,39 @@ def _read_labelmap(path: Path) -> Segmentation:
             raise InputError(f"'{path}' has non-integer voxel values, so it is not a labelmap.",
                              "Give a .seg.nrrd or an integer labelmap.")
         arr = arr.astype(np.int64)
-    segments = [Segment(f"Label_{int(v)}", (arr == v).astype(np.uint8)) for v in np.unique(arr) if v != 0]
+    labels = np.unique(arr)
+    if _looks_like_an_image(arr, labels):
+        raise InputError(f"'{path}' looks like an image volume, not a segmentation: it holds {len(labels)} different "
+                         "values, and neighbouring voxels seldom share one.",
+                         "Give the segmentation (.seg.nrrd or a labelmap) here, and the image volume where a volume "
+                         "is asked for (`ifssnet propagate VOLUME SEEDS -o OUT`: the volume first).")
+    segments = [Segment(f"Label_{int(v)}", (arr == v).astype(np.uint8)) for v in labels if v != 0]
     return Segmentation(segments, image.geometry)
+
+
+#: A labelmap with more labels than this is checked for being an image volume (:func:`_looks_like_an_image`).
+MANY_LABELS = 32
+
+
+def _looks_like_an_image(arr: np.ndarray, labels: np.ndarray) -> bool:
+    """Whether an integer volume ``arr`` (K, J, I) read as a labelmap, with distinct values ``labels``, is an image:
+    more than :data:`MANY_LABELS` values, and under half of its non-zero voxels have the same value as one of their
+    4 neighbours in their slice. Every voxel of a labelmap's regions (and of a 4-connected outline) has one; in
+    ultrasound speckle each neighbour shares a voxel's value about 1 time in 25 (the phantoms and the sweeps of
+    .data), so a labelmap would otherwise become hundreds of 'segments' of one grey level each. Every 8th slice
+    along k is enough to tell."""
+    if len(labels) <= MANY_LABELS or arr.ndim != 3:
+        return False
+    sample = arr[::8]
+    same = np.zeros(sample.shape, bool)
+    for axis in (1, 2):     # j, i
+        lo = (slice(None),) * axis + (slice(None, -1),)
+        hi = (slice(None),) * axis + (slice(1, None),)
+        equal = sample[lo] == sample[hi]
+        same[lo] |= equal
+        same[hi] |= equal
+    inside = sample != 0
+    return bool(inside.any()) and (same & inside).sum() < 0.5 * inside.sum()
 
 
 def resample_segmentation(seg: Segmentation, reference: Geometry, shape: Sequence[int], *,

@@ -12,6 +12,7 @@ An explicit ``spacing`` only changes the geometry written to disk, not the pictu
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
@@ -136,13 +137,36 @@ def write_phantom(outdir, seed: int = 0, shape: Sequence[int] = (1400, 512, 512)
     they were. ``progress`` also gets the writing, ``"Writing volume"`` (one step, about 15 s at
     1400 x 512 x 512) then the reference's :data:`ifssnet.io.STAGE_WRITING` steps (about 40 s), and ``cancel``
     is checked before each of them."""
-    from .io import Image, make_folders, segmentation_from_masks, write_segmentation, write_together, write_volume
-
     out = Path(outdir)
     _checked_inputs(seed, shape, spacing, supersample)   # bad options make no folder
     # Before the rendering (minutes at full size): a folder that cannot be made (a file of that name, no
     # permission) is a ResourceError now, not an OSError (internal error) once the phantom is made.
-    make_folders(out)
+    with folder_kept_only_if_used(out):
+        return _write_phantom(out, seed, shape, spacing, progress, cancel, supersample)
+
+
+@contextmanager
+def folder_kept_only_if_used(folder: Path):
+    """Make ``folder`` (:func:`ifssnet.io.make_folders`) for the block; a failure, cancel or Ctrl-C that leaves it
+    empty removes it again if the block made it (a refused or interrupted run leaves no empty folder behind)."""
+    from .io import make_folders
+
+    made = not folder.exists()
+    make_folders(folder)
+    try:
+        yield folder
+    except BaseException:
+        if made:
+            try:
+                folder.rmdir()          # only while empty: a file written by then stays
+            except OSError:
+                pass
+        raise
+
+
+def _write_phantom(out: Path, seed, shape, spacing, progress, cancel, supersample) -> Phantom:
+    from .io import Image, segmentation_from_masks, write_segmentation, write_together, write_volume
+
     ph = make_phantom(seed, shape, spacing, progress=progress, cancel=cancel, supersample=supersample)
     geo = ph.geometry
 

@@ -76,7 +76,10 @@ def intensity_stats(volume: np.ndarray, grid: Optional["InPlaneGrid"] = None,
     lo, hi = np.percentile(finite, [0.5, 99.5])
     clipped = np.clip(finite, lo, hi)
     mean, std = float(clipped.mean()), float(clipped.std())
-    if std <= 1e-6 * max(1.0, abs(mean)):
+    if std == 0.0 and hi > lo:      # float32 squares of values below about 1e-19 are 0
+        std = float(clipped.std(dtype=np.float64))
+    # relative to the values' own scale: a volume of values about 1e-9 (another unit) is not constant
+    if std <= 1e-6 * abs(mean) or std == 0.0:
         raise VolumeError("The volume is constant (every voxel has the same value), so there is nothing to follow.",
                           "Check that the right volume is selected and that it loaded completely.")
     return mean, std

@@ -128,6 +128,26 @@ def seeds_from_segmentation(seg, names, axis=None):
     return seed_map, ax
 
 
+def refuse_paint_off_the_volume(seeds_path, volume_path, seg, names) -> None:
+    """Raise :class:`~ifssnet.errors.GeometryError` where a segment of ``names`` is empty in ``seg`` (the seed file
+    read onto the volume's grid) but painted in the file on its own grid: its paint lies outside the volume, as in a
+    seed file made on another volume (said before as "Nothing is painted in this segment"). The file is read again
+    only then."""
+    from .errors import GeometryError
+    from .io import read_segmentation
+
+    empty = [n for n in names if not seg.get(n).mask.any()]
+    if not empty:
+        return
+    own = read_segmentation(seeds_path)
+    off = [n for n in empty if n in own.names and own.get(n).mask.any()]
+    if off:
+        raise GeometryError(f"The paint of {', '.join(off)} in '{seeds_path}' lies outside the volume '{volume_path}' "
+                            "(the seed file was made on another volume, or placed elsewhere).",
+                            "Give the volume the seeds were painted on, or paint the seeds on this volume (in "
+                            "Slicer: with it as the source volume) and save them again.")
+
+
 def parse_no_muscle(items, names) -> dict:
     """``--no-muscle-at`` values (``"GM:12,380"``, or ``"12,380"`` for the only segment) -> {name: [k, ...]}."""
     from .errors import InputError
@@ -225,6 +245,7 @@ def _propagate_with(args, output: Path, device: str, net, bar) -> None:
                          "Paint the muscle on at least 3 slices in Slicer and save the segmentation, or cut seeds "
                          "from a reference with `ifssnet seeds`.")
     names = split_names(args.segment, seg.names)
+    refuse_paint_off_the_volume(args.seeds, args.volume, seg, names)
     seed_map, axis = seeds_from_segmentation(seg, names, args.axis)
     for n, ks in parse_no_muscle(args.no_muscle_at, list(seed_map)).items():
         seed_map[n] = seed_map[n].with_empty(ks)

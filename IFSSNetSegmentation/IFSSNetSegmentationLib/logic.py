@@ -600,6 +600,11 @@ class IFSSNetSegmentationLogic:
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
         old = recordedGrid(segmentationNode, segment)
         if old is None or sameGrid(old, geometry):
+            if not painted.any() and _paintedElsewhere(segmentationNode, segmentId):
+                raise SeedError(f"Segment '{segment.GetName()}' is painted, but outside the selected volume: none of "
+                                "its paint lies on the volume's voxels (it was painted on another volume?).",
+                                "Select the volume it was painted on, or paint the muscle on at least 3 slices of "
+                                "this volume, then propagate.")
             return self._seedSlices(segment, painted, notes)
         axis = AnnotatedSlices.from_tag(segmentTag(segment, ANNOTATED_TAG)).axis
         if seedsOnGrid(old, geometry, AnnotatedSlices(axis, ())) is not None:
@@ -852,6 +857,15 @@ class IFSSNetSegmentationLogic:
 
         return importlib.util.find_spec("torch") is not None
 
+
+
+def _paintedElsewhere(segmentationNode, segmentId: str) -> bool:
+    """Whether the segment holds voxels on its own grid (its labelmap as stored): a segment that is empty on the
+    volume's grid but not there was painted outside the volume."""
+    labelmap = slicer.vtkOrientedImageData()
+    segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
+    scalars = labelmap.GetPointData().GetScalars() if labelmap.GetPointData() is not None else None
+    return scalars is not None and scalars.GetNumberOfTuples() > 0 and scalars.GetRange()[1] > 0
 
 
 def _paintedDistanceMm(seg: "SegmentJob", spacingKji) -> np.ndarray:

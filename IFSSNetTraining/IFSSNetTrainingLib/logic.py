@@ -48,6 +48,9 @@ def segmentationFromNodes(volumeNode, segmentationNode, segmentNames: Optional[S
     A labelmap volume (or any other node) in place of the segmentation is refused with how to convert it."""
     if segmentationNode is None:
         raise InputError("A volume has no annotation.", "Pair every volume with its segmentation.")
+    if volumeNode is None or volumeNode.GetImageData() is None:
+        raise InputError(f"The annotation '{segmentationNode.GetName()}' has no volume, or its volume has no voxels.",
+                         "Pair every segmentation with the volume it was painted on.")
     mrmlArrays.requireSegmentationNode(segmentationNode, "The annotation")
     geometry = mrmlArrays.referenceGeometry(volumeNode, segmentationNode)
     segmentationNode.CreateBinaryLabelmapRepresentation()
