@@ -382,3 +382,28 @@ def test_a_phantom_montage_matplotlib_cannot_write_is_refused_before_the_phantom
     line = error_line(err)
     assert code == 2 and ("End the name in .png" in line or "is a folder" in line), line
     assert _files(tmp_path) == ["folder"]
+
+
+# ------------------------------------------------------------------------------- left by the matrix, fixed after
+def test_seeds_with_a_count_that_covers_the_volume_is_refused_and_writes_nothing(tmp_path, capsys):
+    """``ifssnet seeds --count 100`` on a 40-slice volume wrote every slice as a seed: nothing left to propagate."""
+    from ifssnet import io
+
+    mask = np.zeros((40, 12, 12), np.uint8)
+    mask[5:35, 3:9, 3:9] = 1
+    io.write_segmentation(io.Segmentation([io.Segment("GM", mask)], io.Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))),
+                          tmp_path / "ref.seg.nrrd")
+    code, _, err = run_cli(capsys, "seeds", tmp_path / "ref.seg.nrrd", "-o", tmp_path / "s.seg.nrrd", "--count", "100")
+    assert code == 2 and "--count 100" in error_line(err) and "Give --count 3" in error_line(err)
+    assert not (tmp_path / "s.seg.nrrd").exists()
+    code, _, err = run_cli(capsys, "seeds", tmp_path / "ref.seg.nrrd", "-o", tmp_path / "s.seg.nrrd", "--count", "5")
+    assert code == 0, err
+
+
+def test_compare_set_refuses_a_case_given_twice(tmp_path, capsys):
+    """``compare-set p1 p1`` ran the case twice and counted it twice (n = 2) in the means and stds."""
+    _case(tmp_path)
+    (tmp_path / "again").symlink_to(tmp_path, target_is_directory=True)
+    for dirs in ((tmp_path, tmp_path), (tmp_path, tmp_path / "again")):
+        code, _, err = run_cli(capsys, "compare-set", *dirs, "--methods", "fbs")
+        assert code == 2 and "given twice" in error_line(err), err

@@ -255,8 +255,15 @@ def _cli_compare_set(args) -> int:
     from .cli import print_json
     from .progress import TqdmProgress
 
+    from .io import same_file
+
     segments = parse_names(args.segment) or None
     methods = _method_list(args.methods)
+    for i, d in enumerate(args.dirs):      # a case given twice counts twice in every mean and std
+        twin = next((e for e in args.dirs[:i] if same_file(d / "volume.nrrd", e / "volume.nrrd")), None)
+        if twin is not None:
+            raise InputError(f"The case {d} is given twice (also as {twin}): its scores would count twice in the "
+                             "means.", "Give each case folder once.")
     _check_before_work(args, methods, [p for d in args.dirs for p in (d / "volume.nrrd", d / "reference.seg.nrrd")])
     bar = TqdmProgress()
     try:

@@ -437,6 +437,10 @@ def make_seed_segmentation(ref_seg, segment_names: Optional[Sequence[str]] = Non
         if at is None and not mask.any():
             raise SeedError(f"Segment '{name}' is empty in the reference: there is nothing to cut seeds from.",
                             "Choose a segment that holds the muscle, or give --at.")
+        if count >= mask.shape[0]:
+            raise InputError(f"--count {count}: a group of {count} slices in a volume of {mask.shape[0]} slices annotates "
+                             "every slice, which leaves nothing to propagate or to score.",
+                             "Give --count 3, as in the paper (at most the volume's slices less one).")
         seeds = cut_seeds(mask, _slices_for(mask, at, count, every))
         if ends:
             seeds = seeds.with_empty(end_slices(mask))
