@@ -407,3 +407,19 @@ def test_compare_set_refuses_a_case_given_twice(tmp_path, capsys):
     for dirs in ((tmp_path, tmp_path), (tmp_path, tmp_path / "again")):
         code, _, err = run_cli(capsys, "compare-set", *dirs, "--methods", "fbs")
         assert code == 2 and "given twice" in error_line(err), err
+
+
+@pytest.mark.slicer
+def test_a_fine_tune_from_a_corrupt_base_model_leaves_no_folder_behind(nodes, tmp_path):
+    """The Training Logic made the output's folder before it read the base model: a corrupt base model was refused,
+    and an empty folder stayed where the model was to go."""
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+    from ifssnet.errors import IFSSNetError
+
+    slicer, volumeNode, segNode, truth = nodes
+    corrupt = tmp_path / "base.pt"
+    corrupt.write_bytes(b"not a torch file" * 10)
+    with pytest.raises(IFSSNetError):
+        IFSSNetTrainingLogic().train([(volumeNode, segNode)], mode="full", epochs=1, stepsPerEpoch=1, size=32,
+                                     baseModel=str(corrupt), outputPath=str(tmp_path / "models" / "m.pt"))
+    assert not (tmp_path / "models").exists()

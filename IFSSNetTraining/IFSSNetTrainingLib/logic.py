@@ -128,25 +128,26 @@ class IFSSNetTrainingLogic:
             raise InputError("No training pairs.", "Add at least one volume with its segmentation.")
         outputPath = outputPath or self.defaultOutputPath("ifssnet-finetuned")
         from ifssnet.io import check_output_file, make_folders
+        from ifssnet.train import refuse_writing_over_inputs, steps_of
 
+        with _outOfMemoryAsResourceError(outputPath):
+            # first: a corrupt or missing base model is refused before the output's folder is made (it stayed, empty)
+            loaded, config, meta = _networkOf(baseModel, resume, size, widthMult)
+        steps = steps_of(meta) if resume else None     # the checkpoint as read above, not read again
+        if steps is not None and steps[0] >= steps[1]:
+            raise InputError(f"{resume} holds a run that has finished (step {steps[0]} of {steps[0]}): there "
+                             "is nothing to resume.", "Train to start a new run, or fine-tune its model (base "
+                             "model).")
         make_folders(os.path.dirname(os.path.abspath(outputPath)))   # before any case is read, with what to do
         check_output_file(os.path.abspath(outputPath), file_hint="Give the model a file name, like my-model.pt.")
-        from ifssnet.train import refuse_writing_over_inputs
-
         refuse_writing_over_inputs(  # <stem>.best.pt as the base model: a run without validation removed it
             outputPath, [p for pair in [*pairs, *(validationPairs or [])] for p in pair
                          if isinstance(p, (str, os.PathLike))], base_model=None if resume else baseModel)
         with _outOfMemoryAsResourceError(outputPath):
             from ifssnet.dataset import case_from_arrays, load_case, require_painted, require_segments
-            from ifssnet.train import TrainConfig, steps_of, train as coreTrain
+            from ifssnet.train import TrainConfig, train as coreTrain
             from ifssnet.train_recipe import inherit_recipe, learning_rates
 
-            loaded, config, meta = _networkOf(baseModel, resume, size, widthMult)
-            steps = steps_of(meta) if resume else None     # the checkpoint as read above, not read again
-            if steps is not None and steps[0] >= steps[1]:
-                raise InputError(f"{resume} holds a run that has finished (step {steps[0]} of {steps[0]}): there "
-                                 "is nothing to resume.", "Train to start a new run, or fine-tune its model (base "
-                                 "model).")
             size = config.size
             modelConfig = None if baseModel or resume else config   # a model file's network is the stored one
             baseMeta = None if resume else meta       # a resumed run keeps its own config
