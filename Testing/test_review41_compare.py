@@ -57,10 +57,13 @@ def test_the_comparison_refuses_seeds_on_two_slices_before_any_method_runs(ran, 
     assert "'GM' is painted on 2 slices only" in text and "at least 3" in text, text
     assert "Paint 'GM' on at least 3 slices" in text and "compare again" in text, text
     assert ran == []
-    # the same rule as Propagate's: 2 painted slices and an empty one marked 'no muscle here' are taken
+    # the same rule as Propagate's: a slice marked 'no muscle here' does not count toward the 3 (session 42)
+    with pytest.raises(SeedError, match="besides 1 slice marked 'no muscle here'"):
+        C.compare(_volume(m), {"GM": m}, GEO.spacing_kji, ["r41copy"], seeds={"GM": cut_seeds(m, (10, 25)).with_empty([38])})
+    assert ran == []
     rows = C.compare(_volume(m), {"GM": m}, GEO.spacing_kji, ["r41copy"],
-                     seeds={"GM": cut_seeds(m, (10, 25)).with_empty([38])})
-    assert ran == [3] and not rows[0]["error"]
+                     seeds={"GM": cut_seeds(m, (10, 18, 25)).with_empty([38])})
+    assert ran == [4] and not rows[0]["error"]
 
 
 def test_a_protocol_count_under_3_is_refused_before_any_case_is_read(ran, tmp_path, monkeypatch):
