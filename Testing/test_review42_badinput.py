@@ -423,3 +423,24 @@ def test_a_fine_tune_from_a_corrupt_base_model_leaves_no_folder_behind(nodes, tm
         IFSSNetTrainingLogic().train([(volumeNode, segNode)], mode="full", epochs=1, stepsPerEpoch=1, size=32,
                                      baseModel=str(corrupt), outputPath=str(tmp_path / "models" / "m.pt"))
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("command", ["compare", "compare-set", "seeds", "evaluate"])
+def test_files_too_large_to_read_are_refused_before_any_voxel_is_read(tmp_path, capsys, monkeypatch, command):
+    """``ifssnet propagate`` refused a volume too large to read from its header; compare, compare-set, seeds and
+    evaluate read it, and ran out of memory part way (or were killed by the system). Now refused first, exit 4,
+    with what to do, writing nothing."""
+    vol, ref, seeds = _case(tmp_path)
+    argv = {"compare": ("compare", vol, seeds, ref, "--methods", "fbs", "--csv", tmp_path / "o.csv"),
+            "compare-set": ("compare-set", tmp_path, "--methods", "fbs", "--csv", tmp_path / "o.csv"),
+            "seeds": ("seeds", ref, "-o", tmp_path / "o.seg.nrrd"),
+            "evaluate": ("evaluate", seeds, ref)}[command]
+    before = _files(tmp_path)
+    monkeypatch.setenv("IFSSNET_AVAILABLE_MEMORY", "1K")
+    code, _, err = run_cli(capsys, *argv)
+    line = error_line(err)
+    assert code == 4 and "Reading" in line and "needs about" in line and "crop the volume" in line, line
+    assert _files(tmp_path) == before
+    monkeypatch.delenv("IFSSNET_AVAILABLE_MEMORY")
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from .errors import InputError
+from .memory import check_reading
 from .progress import TqdmProgress
 
 
@@ -87,6 +88,7 @@ def _seeds(args) -> int:
     from .propagate_cli import check_output_path
 
     check_output_path(args.output, (args.reference,))
+    check_reading(None, [args.reference])     # before any voxel is read
     bar = TqdmProgress()      # reading and writing a full-size .seg.nrrd: ~7 s and ~5 s
     try:
         ref = read_segmentation(args.reference, progress=bar)
@@ -105,6 +107,7 @@ def _seeds(args) -> int:
 def _evaluate(args) -> int:
     from .cli import print_json
 
+    check_reading(None, [args.ref, args.pred])     # before any voxel is read
     bar = TqdmProgress()      # reading (~7 s a full-size file) and the surface distances (seconds per segment)
     try:
         results = _evaluate_files(args, bar)

@@ -18,6 +18,7 @@ from .compare import (DEFAULT_METHODS, compare, compare_set, format_failures, fo
                       plot_summary, write_csv)
 from . import compare as _core
 from .errors import InputError, SeedError
+from .memory import check_reading
 from .io import check_output_file, parse_names, same_file, write_together
 from .seeds import PROTOCOLS
 
@@ -225,6 +226,7 @@ def _cli_compare(args) -> int:
 
     methods = _method_list(args.methods)
     _check_before_work(args, methods, [args.volume, args.ref] + ([args.seeds] if args.seeds != "-" else []))
+    check_reading(args.volume, [args.ref] + ([args.seeds] if args.seeds != "-" else []))   # before any voxel is read
     bar = TqdmProgress()      # reading the reference and the seeds: ~7 s each on a full-size sweep
     try:
         image = read_volume(args.volume)
@@ -265,6 +267,8 @@ def _cli_compare_set(args) -> int:
             raise InputError(f"The case {d} is given twice (also as {twin}): its scores would count twice in the "
                              "means.", "Give each case folder once.")
     _check_before_work(args, methods, [p for d in args.dirs for p in (d / "volume.nrrd", d / "reference.seg.nrrd")])
+    for d in args.dirs:     # one case is read at a time: each must fit
+        check_reading(d / "volume.nrrd", [d / "reference.seg.nrrd"])
     bar = TqdmProgress()
     try:
         res = compare_set(args.dirs, methods, args.protocol, segments, progress=bar,

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Optional, Sequence
 
 from .errors import ResourceError
@@ -149,6 +150,35 @@ def check_memory(needed_bytes: int, what: str = "This propagation", available: O
         return
     if needed_bytes > USABLE_SHARE * free:
         raise ResourceError(f"{what} needs about {_gb(needed_bytes)} of memory, {_gb(free)} are free.", todo)
+
+
+READING_TODO = ("Close other programs, or crop the volume and its segmentations (Crop Volume module, or a smaller "
+                "region exported from Slicer).")
+
+
+def check_reading(volume_path=None, segmentation_paths: Sequence = (), what: str = "") -> None:
+    """Raise :class:`ResourceError`, before any voxel is read, where reading the volume at ``volume_path`` and the
+    segmentations at ``segmentation_paths`` (onto the volume's grid where a volume is given, else onto the first
+    segmentation's) would not fit in the available memory. Counted from the files' headers
+    (:func:`ifssnet.io.read_header`): a volume as ``ifssnet propagate`` counts it (its voxels twice), a
+    segmentation as training counts reading one (:func:`ifssnet.train_memory.case_shape`: the file's layers, its
+    masks, and resampling onto the other grid). ``what``: the reading's name in the message (default: the files)."""
+    from .io import read_header
+    from .train_memory import case_shape
+
+    paths = [Path(p) for p in segmentation_paths if p is not None]
+    grid = volume_path if volume_path is not None else (paths[0] if paths else None)
+    if grid is None:
+        return
+    needed = 0
+    if volume_path is not None:
+        header = read_header(volume_path)
+        needed += 2 * header.itemsize * header.voxels
+    for path in paths:
+        case = case_shape(grid, path)
+        needed += case.read_bytes + case.resampled_bytes + case.file_segments * case.voxels   # + its masks
+    names = ([Path(volume_path).name] if volume_path is not None else []) + [p.name for p in paths]
+    check_memory(needed, what or f"Reading {' and '.join(names)}", todo=READING_TODO)
 
 
 def propagation_bytes(shape_kji: Sequence[int], seed_map, net, batch_size: int = 32,
