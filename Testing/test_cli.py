@@ -347,7 +347,7 @@ def test_too_large_for_memory_is_refused_before_starting_with_the_size(tmp_path,
     assert seeds.read_bytes() == seeds_before
     monkeypatch.setenv("IFSSNET_AVAILABLE_MEMORY", "1K")       # not even room to read the volume
     code, _, err = _cli(capsys, "propagate", vol, seeds, "-o", out)
-    assert code == 4 and "Reading the volume needs about" in _error_line(err)
+    assert code == 4 and "Reading the volume and its seeds needs about" in _error_line(err)
     _assert_old_outputs_untouched(tmp_path)
 
 

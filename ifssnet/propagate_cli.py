@@ -202,8 +202,7 @@ def _propagate(args) -> int:
     from .errors import require
 
     require("torch")
-    from .io import read_header
-    from .memory import check_memory
+    from .memory import check_reading
     from .progress import TqdmProgress
     from .propagate import load_model, resolve_device
 
@@ -216,8 +215,8 @@ def _propagate(args) -> int:
                          "Give a fraction such as 0.1 or 0.3.")
     device = resolve_device(args.device)
     net = load_model(args.model, "cpu")
-    header = read_header(args.volume)     # a file that cannot be read is refused as read_volume would
-    check_memory(2 * header.itemsize * header.voxels, "Reading the volume")
+    # a file that cannot be read is refused as read_volume would; one too large to read, before any voxel is read
+    check_reading(args.volume, [args.seeds], what="Reading the volume and its seeds")
 
     bar = TqdmProgress()      # from here on every long stage shows: reading, propagating, writing
     try:
