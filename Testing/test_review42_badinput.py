@@ -1,8 +1,17 @@
 """Session 42, the bad-input rule end to end: bad input gets one clear line that says what to do, and loses
 nothing (no output written, half-written, or replaced; the user's segmentation as it was).
 
-Each test here failed before its fix: an image volume given where a segmentation is asked for, a demo with a
-corrupt model or a bad shape, ``train --log`` in a missing folder, seeds whose paint lies outside the volume.
+Each test here failed before its fix. The matrix audited (session 42): the commands propagate, seeds, compare,
+compare-set, evaluate, train, demo and phantom, and the Segmentation, Comparison and Training Logic classes on real
+slicer-core nodes, against a missing path, a PNG, a segmentation given as the volume, 2-D, 4-D and vector volumes,
+NaN / inf / all-NaN / constant / uint16 full-range volumes, 2 seed slices, an empty segment, a wrong --axis, a
+segment name not in the file, a missing output folder, an output equal to an input, corrupt or missing weights, too
+little memory, Ctrl-C, a full disk (simulated, and a real 64 kB tmpfs) and a cancel. Fixed here: an image volume
+given where a segmentation is asked for, a demo with a corrupt model or a bad shape, ``train --log`` that is a
+folder, seeds whose paint lies outside the volume, a volume of tiny values, a Training pair without a volume, the
+folder left by Ctrl-C, a full disk, ``phantom --montage`` onto an input; after the audit: ``seeds --count`` covering
+the volume, a case given twice to compare-set, a corrupt base model in the Training Logic, and files too large to
+read in compare, compare-set, seeds and evaluate.
 """
 from pathlib import Path
 
