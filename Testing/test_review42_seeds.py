@@ -53,6 +53,26 @@ def _save_volume(slicer, volumeNode, path):
     return io.write_volume(io.Image(voxels, _lps(_ijk_to_ras())), path)
 
 
+def _corrected_result(scene_nodes):
+    """GM painted on 6, 10, 15 and propagated in Slicer, then slice 8 repainted and slice 12 erased whole: returns
+    (segment ID, its voxels as corrected, the seeds Slicer's next Propagate takes: 6, 8, 10, 12, 15)."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+    arrays = _arrays_module()
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
+    L = logic.IFSSNetSegmentationLogic()
+    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    g = arrays.referenceGeometry(volumeNode, segNode)
+    corrected = arrays.segmentToArray(segNode, a, g)
+    corrected[8] = 0
+    corrected[8, 9:14, 10:18] = 1                                  # repainted
+    corrected[12] = 0                                              # erased: the muscle is not there
+    arrays.writeSegment(segNode, a, corrected, g)
+    seeds = L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method).segments[0].seedSlices
+    assert seeds == (6, 8, 10, 12, 15)
+    return a, corrected, seeds
+
+
 @slicer_test
 @pytest.mark.parametrize("crop", [False, True])
 def test_the_command_line_seeds_a_result_corrected_in_slicer_with_its_corrections(scene_nodes, tmp_path, copy_net,
@@ -63,20 +83,7 @@ def test_the_command_line_seeds_a_result_corrected_in_slicer_with_its_correction
     the correction was propagated over, and the erased slice filled again. Both now read the seeds in
     ``ifssnet.io.seed_slices``."""
     slicer, volumeNode, segNode, truth = scene_nodes
-    from IFSSNetSegmentationLib import logic
-    arrays = _arrays_module()
-    a, painted = _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
-    L = logic.IFSSNetSegmentationLogic()
-    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
-    g = arrays.referenceGeometry(volumeNode, segNode)
-    result = arrays.segmentToArray(segNode, a, g)
-    corrected = result.copy()
-    corrected[8] = 0
-    corrected[8, 9:14, 10:18] = 1                                  # repainted
-    corrected[12] = 0                                              # erased: the muscle is not there
-    arrays.writeSegment(segNode, a, corrected, g)
-    slicer_seeds = L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method).segments[0].seedSlices
-    assert slicer_seeds == (6, 8, 10, 12, 15)
+    a, corrected, slicer_seeds = _corrected_result(scene_nodes)
     seg_path = _save(slicer, segNode, tmp_path / "corrected.seg.nrrd", crop=crop)
     vol_path = _save_volume(slicer, volumeNode, tmp_path / "us.nrrd")
 
@@ -364,20 +371,8 @@ def test_the_training_module_reads_a_corrected_result_as_propagate_reads_its_see
     corrected in Slicer trained as known on the painted slices only, the corrections (``IFSSNet.ResultSliceCRC``)
     left to pseudo-labels, while ``ifssnet train`` on the saved file (``io.seed_slices``) and Propagate take them."""
     slicer, volumeNode, segNode, truth = scene_nodes
-    from IFSSNetSegmentationLib import logic
     from IFSSNetTrainingLib.logic import segmentationFromNodes
-    arrays = _arrays_module()
-    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
-    L = logic.IFSSNetSegmentationLogic()
-    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
-    g = arrays.referenceGeometry(volumeNode, segNode)
-    corrected = arrays.segmentToArray(segNode, a, g)
-    corrected[8] = 0
-    corrected[8, 9:14, 10:18] = 1                                  # repainted
-    corrected[12] = 0                                              # erased: the muscle is not there
-    arrays.writeSegment(segNode, a, corrected, g)
-    seeds = L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method).segments[0].seedSlices
-    assert seeds == (6, 8, 10, 12, 15)
+    _, _, seeds = _corrected_result(scene_nodes)
     assert segmentationFromNodes(volumeNode, segNode).get("GM").annotated == io.AnnotatedSlices(0, seeds)
     plain = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "complete")   # untagged: known everywhere
     plain.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
