@@ -653,10 +653,10 @@ def test_a_loss_chart_made_anew_during_a_run_is_shown(slicer_scene):
 @pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")
 @pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")
 def test_a_comparison_running_when_the_scene_closes_is_cancelled(scene_nodes):  # noqa: F811
-    """The Comparison widget computes on a worker thread and publishes when the run ends, finding the volume and the
-    reference by ID (IFSSNetComparisonLib.logic.publish). On real MRML: after File > Close Scene and the next case
-    loaded (same IDs, same size), publish puts the closed case's results into the new scene. The widget now cancels
-    a running comparison when a close starts."""
+    """The Comparison widget computes on a worker thread and publishes when the run ends; publish found the volume and
+    the reference by ID, so after File > Close Scene and the next case loaded (same IDs, same size) it put the closed
+    case's results into the new scene. The widget now cancels a running comparison when a close starts, and the
+    Logic holds the nodes and refuses where they left the scene (on real MRML here)."""
     from ifssnet.baselines import registry
     from slicer_nodes import _reference_segmentation
 
@@ -674,8 +674,9 @@ def test_a_comparison_running_when_the_scene_closes_is_cancelled(scene_nodes):  
         slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "next seeds")   # as the closed case had
         _reference_segmentation(slicer, volume2, {"GM": truth}, "next reference")
         before = slicer.mrmlScene.GetNumberOfNodes()
-        L.publish(job)                                                       # the old run's results ...
-        assert slicer.mrmlScene.GetNumberOfNodes() > before                  # ... in the next case's scene
+        with pytest.raises(Exception, match="removed during the run"):     # the Logic holds the nodes (8ed75d0):
+            L.publish(job)                                                   # the old run's results stay out of
+        assert slicer.mrmlScene.GetNumberOfNodes() == before                 # the next case's scene
     finally:
         registry.unregister("test-nearest-42")
 
