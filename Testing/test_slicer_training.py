@@ -37,6 +37,8 @@ def test_training_loss_plot_and_command(slicer_scene, tmp_path):
     steps = [{"step": i + 1, "loss": 1.0 / (i + 1), "alpha": 0.5 + i * 0.01, "beta": 0.5 - i * 0.01} for i in range(5)]
     table, chart = IFSSNetTrainingLogic.updateLossPlot(steps)
     assert table.GetNumberOfRows() == 5 and chart.GetNumberOfPlotSeriesNodes() == 4
+    colors = {tuple(round(c, 3) for c in chart.GetNthPlotSeriesNode(n).GetColor()) for n in range(4)}
+    assert len(colors) == 4 and (0.0, 0.0, 0.0) not in colors     # each series its own colour (they were all black)
     IFSSNetTrainingLogic.updateLossPlot(steps + steps[:1], table, chart)
     assert table.GetNumberOfRows() == 6
     # Validation records (after step 2 and step 4) are no rows of their own: they set val_dice from their step on.

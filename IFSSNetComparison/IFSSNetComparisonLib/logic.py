@@ -100,9 +100,7 @@ def _requireUniqueNames(segmentationNode, names: Sequence[str], role: str) -> No
 
 #: The methods' colours in the plots, in the order the methods ran: matplotlib's tab10, as ``ifssnet compare --plot``
 #: draws them.
-METHOD_COLORS = ((0.122, 0.467, 0.706), (1.0, 0.498, 0.055), (0.173, 0.627, 0.173), (0.839, 0.153, 0.157),
-                 (0.580, 0.404, 0.741), (0.549, 0.337, 0.294), (0.890, 0.467, 0.761), (0.498, 0.498, 0.498),
-                 (0.737, 0.741, 0.133), (0.090, 0.745, 0.812))
+METHOD_COLORS = segmentationLogic.SERIES_COLORS
 
 
 def _seriesStyles(rows) -> Dict[str, tuple]:

@@ -925,9 +925,19 @@ def seedSetsAlongAxis(segments: Sequence["SegmentJob"], axis: int, shape) -> Dic
     return seeds
 
 
-def addLinePlotSeries(scene, chartNode, tableNode, name: str, xColumn: str):
-    """Add a line series (scatter type, no markers) of column ``name`` against ``xColumn`` to ``chartNode``."""
+#: Line colours (RGB in [0, 1]) for plot series, matplotlib's tab10 as the command line's plots use: a plot series
+#: node is black unless its colour is set, so series without one cannot be told apart.
+SERIES_COLORS = ((0.122, 0.467, 0.706), (1.0, 0.498, 0.055), (0.173, 0.627, 0.173), (0.839, 0.153, 0.157),
+                 (0.580, 0.404, 0.741), (0.549, 0.337, 0.294), (0.890, 0.467, 0.761), (0.498, 0.498, 0.498),
+                 (0.737, 0.741, 0.133), (0.090, 0.745, 0.812))
+
+
+def addLinePlotSeries(scene, chartNode, tableNode, name: str, xColumn: str, color=None):
+    """Add a line series (scatter type, no markers) of column ``name`` against ``xColumn`` to ``chartNode``;
+    ``color``: its RGB (e.g. from :data:`SERIES_COLORS`; None: the node's default, black)."""
     series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", name)
+    if color is not None:
+        series.SetColor(*color)
     series.SetAndObserveTableNodeID(tableNode.GetID())
     series.SetXColumnName(xColumn)
     series.SetYColumnName(name)

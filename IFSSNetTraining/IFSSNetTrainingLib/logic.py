@@ -531,8 +531,9 @@ class IFSSNetTrainingLogic:
             chartNode.SetTitle("IFSS-Net training")
             chartNode.SetXAxisTitle("step")
             chartNode.SetYAxisTitle("loss / alpha / beta / validation Dice")
-            for name in columns[1:]:
-                segmentationLogic.addLinePlotSeries(scene, chartNode, tableNode, name, "step")
+            for n, name in enumerate(columns[1:]):   # a colour each: the series were all black
+                segmentationLogic.addLinePlotSeries(scene, chartNode, tableNode, name, "step",
+                                                    segmentationLogic.SERIES_COLORS[n])
         return tableNode, chartNode
 
 
