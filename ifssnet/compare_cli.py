@@ -267,8 +267,9 @@ def _cli_compare_set(args) -> int:
             raise InputError(f"The case {d} is given twice (also as {twin}): its scores would count twice in the "
                              "means.", "Give each case folder once.")
     _check_before_work(args, methods, [p for d in args.dirs for p in (d / "volume.nrrd", d / "reference.seg.nrrd")])
-    for d in args.dirs:     # one case is read at a time: each must fit
-        check_reading(d / "volume.nrrd", [d / "reference.seg.nrrd"])
+    for d in args.dirs:     # one case is read at a time: each must fit (compare_set lists the missing files)
+        if (d / "volume.nrrd").is_file() and (d / "reference.seg.nrrd").is_file():
+            check_reading(d / "volume.nrrd", [d / "reference.seg.nrrd"])
     bar = TqdmProgress()
     try:
         res = compare_set(args.dirs, methods, args.protocol, segments, progress=bar,
