@@ -247,3 +247,32 @@ def test_a_long_painted_range_is_thinned_as_propagation_thins_it():
     expected = np.union1d(_propagation_frames(case, 1.0), [70, 71, 72]).tolist()
     assert frames == expected and len([f for f in frames if 20 <= f <= 60]) == 11
     assert [f for f in frames if 66 < f < 76] == [70, 71, 72]
+
+
+def test_fill_gap_counts_the_sweeps_slices_on_a_sweep_thinned_to_the_networks_frames(tmp_path, monkeypatch):
+    """``--fill-gap N`` filled gaps of up to N slices of the thinned case, i.e. N frames: on a 0.25 mm sweep thinned
+    to a 1 mm network's frames it filled gaps 4x as long as the user asked for. N now counts the sweep's slices."""
+    import ifssnet.train as T
+    from ifssnet.dataset import Case
+    from ifssnet.model import IFSSNetConfig
+    from ifssnet.train import TrainConfig, gap_on_frames, train
+
+    assert gap_on_frames(40, 0.25, 1.0) == 10 and gap_on_frames(40, 1.0, 1.0) == 40 and gap_on_frames(40, None, 1.0) == 40
+    assert gap_on_frames(2, 0.25, 1.0) == 1 and gap_on_frames(0, 0.25, 1.0) == 0
+    K = 161
+    img = np.random.default_rng(0).normal(size=(K, 32, 32)).astype(np.float16)
+    m = np.zeros((K, 32, 32), np.uint8)
+    m[:, 8:20, 6:22] = 1
+    known = np.isin(np.arange(K), [20, 21, 22, 100, 101, 102])            # 77 sweep slices apart: about 19 frames
+    base = train([Case("b", img[:40], {"A": m[:40]}, {"A": np.ones(40, bool)}, 1.0)], tmp_path / "base.pt",
+                 model_config=IFSSNetConfig(size=32, width_mult=0.15), cfg=TrainConfig(epochs=1, steps_per_epoch=1,
+                                                                                      run_length=6))
+    asked = []
+    real = T.fill_gaps
+    monkeypatch.setattr(T, "fill_gaps", lambda case, gap: asked.append(gap) or real(case, gap))
+    sparse = Case("fine", img, {"A": m * known[:, None, None]}, {"A": known}, 0.25)
+    train([sparse], tmp_path / "ft.pt", base_model=base,
+          cfg=TrainConfig(mode="fewshot", epochs=1, steps_per_epoch=1, run_length=8, fill_gap=40))
+    # 40 sweep slices of 0.25 mm: about 10 frames (the thinned case's frames average a little under 1 mm, the
+    # painted slices kept among them), not 40: the gap of about 19 frames stays open
+    assert len(asked) == 1 and 9 <= asked[0] <= 12, asked

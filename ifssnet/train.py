@@ -357,12 +357,24 @@ def annotated_share(cases: Sequence[Case]) -> float:
     return painted / slices if slices else 0.0
 
 
-def added_labels(case: Case, cfg: TrainConfig) -> Case:
+def gap_on_frames(gap: int, sweep_mm: Optional[float], frame_mm: Optional[float]) -> int:
+    """``--fill-gap``'s ``gap`` slices of a sweep ``sweep_mm`` apart, as frames ``frame_mm`` apart (the same
+    millimetres, rounded, at least 1): a sweep 4x finer than the network's frames fills a gap of 40 of its slices
+    where 10 frames lie between the paint. ``gap`` itself where either spacing is unknown or the sweep was not
+    thinned. Counted in frames, a gap covered 4x the millimetres the user meant on such a sweep."""
+    if not gap or not sweep_mm or not frame_mm or frame_mm <= sweep_mm:
+        return gap
+    return max(1, int(round(gap * float(sweep_mm) / float(frame_mm))))
+
+
+def added_labels(case: Case, cfg: TrainConfig, sweep_mm: Optional[float] = None) -> Case:
     """``case`` with the labels ``--mode fewshot`` adds to its paint, as training adds them: ``cfg.fill_gap``'s
     between painted groups (:func:`ifssnet.fill_gaps.fill_gaps`), then ``cfg.empty_past_ends``' past the ends
-    (:func:`ifssnet.past_ends.empty_past_ends`). Neither set: the case itself."""
+    (:func:`ifssnet.past_ends.empty_past_ends`). Neither set: the case itself. ``sweep_mm``: the slice spacing of
+    the user's sweep where ``case`` was thinned to the network's frames (:func:`match_slice_spacing`), so that
+    ``--fill-gap`` counts the sweep's slices, as the user painted them (:func:`gap_on_frames`)."""
     if cfg.fill_gap:
-        case = fill_gaps(case, cfg.fill_gap)
+        case = fill_gaps(case, gap_on_frames(cfg.fill_gap, sweep_mm, case.slice_spacing_mm))
     if cfg.empty_past_ends:
         case = empty_past_ends(case)
     return case
@@ -548,6 +560,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         model = with_image_head(model, sorted({n for c in cases for n in c.masks}), cfg.seed)
     model_config = model.config
     given = {c.name: c.n_slices for c in cases}
+    sweep_mm = {c.name: c.slice_spacing_mm for c in cases}     # --fill-gap counts these slices (added_labels)
     cases = match_slice_spacing(cases, model_config)
     thinned = [f"{c.name} keeps {c.n_slices} of its {given[c.name]} slices ({model_config.slice_spacing_mm:.3g} mm "
                "apart)" for c in cases if c.n_slices < given.get(c.name, 0)]
@@ -557,7 +570,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if cfg.mode == "fewshot":
         cases = decremental_cases(cases, cfg)
     my_cases = [c for i, c in enumerate(cases) if i % world == rank] or list(cases)
-    my_cases = [added_labels(c, cfg) for c in my_cases]   # each rank labels the cases it trains on (fewshot only)
+    my_cases = [added_labels(c, cfg, sweep_mm.get(c.name))    # each rank labels the cases it trains on (fewshot)
+                for c in my_cases]
     if not _run_fits(my_cases, cfg.run_length + max(cfg.burn_in, cfg.reach), model_config.window):
         # before anything is written or a fine-tune's step-0 validation (minutes at full size): the first step
         # would find no run either

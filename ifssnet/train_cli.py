@@ -165,7 +165,8 @@ def add_train_arguments(p) -> None:
     p.add_argument("--fill-gap", type=int, default=0, metavar="N",
                    help="fewshot mode: fill each gap of up to N slices between two painted groups with Slicer's Fill "
                         "between slices and train on it as on painted slices (longer gaps keep the network's own "
-                        "pseudo-labels; default 0: off)")
+                        "pseudo-labels; default 0: off). N counts the sweep's slices, also where a sweep finer than "
+                        "the network's spacing is thinned to its frames")
     p.add_argument("--empty-past-ends", action="store_true",
                    help="fewshot mode: a muscle is one run of slices, so where a slice painted empty lies beyond every "
                         "slice painted with the muscle, train on the slices from it to the sweep's end as empty "
