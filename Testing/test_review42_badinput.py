@@ -265,6 +265,15 @@ def test_propagate_in_slicer_from_a_segment_painted_outside_the_volume_says_so(n
     with pytest.raises(SeedError, match="'SOL' is empty: no painted slices"):
         L.propagate(volumeNode, seeds, [empty])
     _assert_same(before, _state(seeds, other))
+    # the Comparison reads seeds as Propagate does, and says what to do in its own words
+    from slicer_nodes import _reference_segmentation
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    seeds.GetSegmentation().RemoveSegment(empty)
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    with pytest.raises(SeedError, match="outside the selected volume") as err:
+        IFSSNetComparisonLogic().prepare(volumeNode, seeds, ref, ["fbs"], "seeds")
+    assert "then compare again" in err.value.todo and "propagate" not in err.value.todo
 
 
 # ------------------------------------------------------------------------------------- a disk that fills up

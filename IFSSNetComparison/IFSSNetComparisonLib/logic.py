@@ -272,7 +272,10 @@ class IFSSNetComparisonLogic:
                 geometry = mrmlArrays.referenceGeometry(volumeNode, seedSegmentationNode)
                 painted = mrmlArrays.segmentToArray(seedSegmentationNode, sid, geometry)
                 # as Propagate reads them: tags recorded on another grid (IFSSNet.SeedGrid) mapped onto this volume's
-                axis, slices = segLogic._seedsOnGrid(seedSegmentationNode, sid, geometry, painted, notes)
+                try:
+                    axis, slices = segLogic._seedsOnGrid(seedSegmentationNode, sid, geometry, painted, notes)
+                except SeedError as err:   # Propagate's reading, in the Comparison's words: compare, not propagate
+                    raise type(err)(err.what, err.todo.replace("then propagate", "then compare again")) from err
                 self._checkSeeds(name, axis, slices, painted, seedSegmentationNode.GetName())
             else:  # the core runner cuts the seeds from the reference along the sweep (k)
                 axis, slices, painted = 0, (), None
