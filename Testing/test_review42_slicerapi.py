@@ -764,3 +764,16 @@ def test_the_training_self_test_skips_without_pytorch():
     assert "unittest.SkipTest" in ast.unparse(guard.body)
     train = next(n for n in ast.walk(body) if isinstance(n, ast.Call) and ast.unparse(n.func).endswith(".train"))
     assert guard.lineno < train.lineno
+
+
+def test_show_volume_reports_a_segment_statistics_failure_where_the_user_clicked():
+    """"Show volume" ran Segment Statistics in a button's slot without a try: an exception there (a segmentation
+    with no display node, no segments with voxels) reached only the Python console, and a half-made table stayed
+    in the scene. Now the error is shown in a dialog that says what to do, and the table is removed."""
+    method = _method(ast.parse((ROOT / GUI_FILES[2]).read_text()), "PropagatePanel", "onShowVolume")
+    tries = [n for n in ast.walk(method) if isinstance(n, ast.Try)]
+    assert tries, "onShowVolume has no try"
+    body = ast.unparse(ast.Module(body=tries[0].body, type_ignores=[]))
+    assert "computeStatistics" in body and "exportToTable" in body
+    handler = ast.unparse(ast.Module(body=tries[0].handlers[0].body, type_ignores=[]))
+    assert "slicer.util.errorDisplay" in handler and "RemoveNode(tableNode)" in handler

@@ -581,11 +581,20 @@ class PropagatePanel:
         parameterNode.SetParameter("Segmentation", segmentationNode.GetID())
         parameterNode.SetParameter("ScalarVolumeSegmentStatisticsPlugin.enabled", "False")
         parameterNode.SetParameter("ClosedSurfaceSegmentStatisticsPlugin.enabled", "False")
-        with slicer.util.WaitCursor():
-            statsLogic.computeStatistics()
-        tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", f"{segmentationNode.GetName()} volumes")
-        statsLogic.exportToTable(tableNode)
-        statsLogic.showTable(tableNode)
+        tableNode = None
+        try:   # a slot's exception reaches only the Python console: say it where the user clicked
+            with slicer.util.WaitCursor():
+                statsLogic.computeStatistics()
+            tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", f"{segmentationNode.GetName()} volumes")
+            statsLogic.exportToTable(tableNode)
+            statsLogic.showTable(tableNode)
+        except Exception as exc:
+            logging.exception("Segment Statistics failed", exc_info=exc)
+            if tableNode is not None and tableNode.GetScene() is not None:
+                slicer.mrmlScene.RemoveNode(tableNode)
+            slicer.util.errorDisplay(f"Could not compute the volumes of '{segmentationNode.GetName()}': {exc}. "
+                                     "The segmentation is unchanged. Open the Segment Statistics module to compute "
+                                     "them there, and check that the segmentation has segments with voxels.")
 
     def _showError(self, exc):
         from ifssnet.errors import Cancelled, IFSSNetError
