@@ -350,3 +350,17 @@ def test_a_comparison_whose_scene_was_closed_publishes_nothing_into_the_next_sce
     with pytest.raises(InputError, match="removed during the run"):
         C.publish(job)
     assert _node_ids(slicer) == before
+
+
+@slicer_test
+def test_seeds_cut_by_a_protocol_say_which_axis_they_were_cut_across(scene_nodes, nearest):
+    """The Comparison cut protocol seeds from the reference across the volume's K axis without a word (the command
+    line says it compares along axis 0); a sweep stored along another axis was compared across it. Now said."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    C = IFSSNetComparisonLogic()
+    C.compare(volumeNode, None, ref, [nearest], "3-seeds")
+    assert len(C.lastResult["notes"]) == 1 and "K axis" in C.lastResult["notes"][0]
+    assert "'3-seeds'" in C.lastResult["notes"][0]

@@ -291,8 +291,15 @@ class IFSSNetComparisonLogic:
     def notes(job: dict) -> List[str]:
         """Sentences for the user about seed slices read otherwise than painted, as Propagate's summary has them
         (``IFSSNetSegmentationLogic.notesText``): paint on another volume's grid (``IFSSNet.SeedGrid``) taken as new
-        seeds, a painted slice erased since the last run, 'no muscle here' marks across an axis no longer painted."""
-        return [note for seg in job.get("seedJobs", ()) for note in seg.notes]
+        seeds, a painted slice erased since the last run, 'no muscle here' marks across an axis no longer painted.
+        Seeds cut from the reference by a protocol are cut across the volume's K axis, as ``ifssnet compare`` cuts
+        them: said, since a sweep stored along another axis would be compared across it."""
+        notes = [note for seg in job.get("seedJobs", ()) for note in seg.notes]
+        if job.get("protocol", "seeds") != "seeds":
+            notes.insert(0, f"The '{job['protocol']}' seeds were cut from the reference across the volume's slices as "
+                            "stored (its K axis, the third in Slicer's IJK); where the sweep runs along another axis, "
+                            "paint the seeds across it and compare with them ('seeds').")
+        return notes
 
     @staticmethod
     def _checkSeeds(name: str, axis: int, slices, painted: np.ndarray, seedNodeName: str) -> None:
