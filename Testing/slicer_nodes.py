@@ -139,6 +139,19 @@ def _painted_gm(scene_nodes):
             _logic_module().IFSSNetSegmentationLogic())
 
 
+def _propagated_gm(scene_nodes, slices=(6, 10, 15)):
+    """GM painted across k on ``slices`` of the scene's ellipsoid and propagated by ``_nearest_seed_method``, as the
+    tests of corrections and of grids start. Returns (GM's segment ID, the Logic, mrml_arrays, the volume's geometry,
+    GM's voxels there as propagated)."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, slices, name="GM")
+    L = _logic_module().IFSSNetSegmentationLogic()
+    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    arrays = _arrays_module()
+    g = arrays.referenceGeometry(volumeNode, segNode)
+    return a, L, arrays, g, arrays.segmentToArray(segNode, a, g)
+
+
 def _state(segNode, volumeNode):
     """Everything that must survive a cancelled or failed run: every segment's voxels, names, tags."""
     logic = _logic_module()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 # slicer_nodes first: it puts the Slicer module folders on sys.path.
-from slicer_nodes import (_arrays_module, _assert_same, _ijk_to_ras, _nearest_seed_method, _paint,  # noqa: F401
+from slicer_nodes import (_arrays_module, _propagated_gm, _assert_same, _ijk_to_ras, _nearest_seed_method, _paint,  # noqa: F401
                           _state, scene_nodes)
 from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
 
@@ -60,13 +60,7 @@ def test_seeds_recorded_after_a_run_on_the_uncropped_volume_keep_their_correctio
     """After a run on the whole volume, a slice corrected there and then the volume cropped: the correction (found
     on the grid the checksums were taken on) and the seeds are the crop's same slices, not every slice."""
     slicer, volumeNode, segNode, truth = scene_nodes
-    from IFSSNetSegmentationLib import logic
-    arrays = _arrays_module()
-    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
-    L = logic.IFSSNetSegmentationLogic()
-    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
-    g0 = arrays.referenceGeometry(volumeNode, segNode)
-    out = arrays.segmentToArray(segNode, a, g0)
+    a, L, arrays, g0, out = _propagated_gm(scene_nodes)
     out[12] = 0                                                   # a 'no muscle here' correction on slice 12
     arrays.writeSegment(segNode, a, out, g0)
     crop = _cropped(slicer, volumeNode, 3)
@@ -80,11 +74,7 @@ def test_seeds_recorded_on_another_grid_than_a_resampled_volume_take_the_paint_a
     places of the muscle), and the run replaced the result by those slices' copies. The paint on the new grid is now
     taken as fresh seeds (here every slice of the result: nothing is lost), and the status line says why."""
     slicer, volumeNode, segNode, truth = scene_nodes
-    from IFSSNetSegmentationLib import logic
-    arrays = _arrays_module()
-    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
-    L = logic.IFSSNetSegmentationLogic()
-    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    a, L, arrays, _, _ = _propagated_gm(scene_nodes)
     m = _ijk_to_ras()
     m[:3, 2] *= 2.0                                                 # every other slice: twice the spacing across k
     coarse = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode)[::2].copy(), m, "US coarse")

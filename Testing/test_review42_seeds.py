@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 # slicer_nodes first: it puts the Slicer module folders on sys.path.
-from slicer_nodes import (_arrays_module, _ijk_to_ras, _nearest_seed_method, _paint, scene_nodes)  # noqa: F401
+from slicer_nodes import (_arrays_module, _propagated_gm, _ijk_to_ras, _nearest_seed_method, _paint, scene_nodes)  # noqa: F401
 from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
 from cli_output import run_cli as _cli  # noqa: E402
 
@@ -57,13 +57,7 @@ def _corrected_result(scene_nodes):
     """GM painted on 6, 10, 15 and propagated in Slicer, then slice 8 repainted and slice 12 erased whole: returns
     (segment ID, its voxels as corrected, the seeds Slicer's next Propagate takes: 6, 8, 10, 12, 15)."""
     slicer, volumeNode, segNode, truth = scene_nodes
-    from IFSSNetSegmentationLib import logic
-    arrays = _arrays_module()
-    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
-    L = logic.IFSSNetSegmentationLogic()
-    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
-    g = arrays.referenceGeometry(volumeNode, segNode)
-    corrected = arrays.segmentToArray(segNode, a, g)
+    a, L, arrays, g, corrected = _propagated_gm(scene_nodes)
     corrected[8] = 0
     corrected[8, 9:14, 10:18] = 1                                  # repainted
     corrected[12] = 0                                              # erased: the muscle is not there
@@ -238,13 +232,7 @@ def test_seeds_recorded_on_a_volume_follow_it_resampled_finer_along_the_sweep(sc
     taken for fresh paint (and refused as 'painted in two views'). Each seed now lands on the two new
     slices inside it, and a slice corrected before the resampling stays a seed."""
     slicer, volumeNode, segNode, truth = scene_nodes
-    from IFSSNetSegmentationLib import logic
-    arrays = _arrays_module()
-    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (6, 10, 15), name="GM")
-    L = logic.IFSSNetSegmentationLogic()
-    L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
-    g0 = arrays.referenceGeometry(volumeNode, segNode)
-    out = arrays.segmentToArray(segNode, a, g0)
+    a, L, arrays, g0, out = _propagated_gm(scene_nodes)
     out[12] = 0                                                      # a 'no muscle here' correction
     arrays.writeSegment(segNode, a, out, g0)
     m = _ijk_to_ras()
