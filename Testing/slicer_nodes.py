@@ -152,6 +152,17 @@ def _propagated_gm(scene_nodes, slices=(6, 10, 15)):
     return a, L, arrays, g, arrays.segmentToArray(segNode, a, g)
 
 
+def _save_segmentation(slicer, segNode, path, crop=False):
+    """Save ``segNode`` to ``path`` as Slicer's File > Save does (a segmentation storage node), tags and all;
+    ``crop``: with 'crop to minimum extent' (Segmentation_ReferenceImageExtentOffset). Returns ``path``."""
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetCropToMinimumExtent(crop)
+    storage.SetFileName(str(path))
+    segNode.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.WriteData(segNode)
+    return path
+
+
 def _state(segNode, volumeNode):
     """Everything that must survive a cancelled or failed run: every segment's voxels, names, tags."""
     logic = _logic_module()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from slicer_fixture import available, slicer_app  # noqa: F401  (fixture)
-from slicer_nodes import _ijk_to_ras
+from slicer_nodes import _ijk_to_ras, _save_segmentation
 
 from ifssnet import io
 from ifssnet.cli import main
@@ -48,12 +48,7 @@ def _slicer_file(slicer, path, masks, tags=None, crop=False):
         slicer.util.updateSegmentBinaryLabelmapFromArray(mask, seg, sid, vol)
         for key, value in (tags or {}).get(name, {}).items():
             seg.GetSegmentation().GetSegment(sid).SetTag(key, value)
-    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
-    storage.SetCropToMinimumExtent(crop)
-    storage.SetFileName(str(path))
-    seg.SetAndObserveStorageNodeID(storage.GetID())
-    assert storage.WriteData(seg)
-    return path
+    return _save_segmentation(slicer, seg, path, crop)
 
 
 @needs_slicer

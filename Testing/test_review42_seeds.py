@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 # slicer_nodes first: it puts the Slicer module folders on sys.path.
-from slicer_nodes import (_arrays_module, _propagated_gm, _ijk_to_ras, _nearest_seed_method, _paint, scene_nodes)  # noqa: F401
+from slicer_nodes import (_arrays_module, _ijk_to_ras, _nearest_seed_method, _paint, _propagated_gm,  # noqa: F401
+                          _save_segmentation, scene_nodes)
 from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
 from cli_output import run_cli as _cli  # noqa: E402
 
@@ -36,16 +37,6 @@ def copy_net(monkeypatch):
 
 def _lps(ras):
     return io.Geometry.from_ijk_to_lps(np.diag([-1.0, -1.0, 1.0, 1.0]) @ ras)
-
-
-def _save(slicer, segNode, path, crop=False):
-    """Save ``segNode`` as Slicer's File > Save does (its storage node), tags and all."""
-    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
-    storage.SetCropToMinimumExtent(crop)
-    storage.SetFileName(str(path))
-    segNode.SetAndObserveStorageNodeID(storage.GetID())
-    assert storage.WriteData(segNode)
-    return path
 
 
 def _save_volume(slicer, volumeNode, path):
@@ -78,7 +69,7 @@ def test_the_command_line_seeds_a_result_corrected_in_slicer_with_its_correction
     ``ifssnet.io.seed_slices``."""
     slicer, volumeNode, segNode, truth = scene_nodes
     a, corrected, slicer_seeds = _corrected_result(scene_nodes)
-    seg_path = _save(slicer, segNode, tmp_path / "corrected.seg.nrrd", crop=crop)
+    seg_path = _save_segmentation(slicer, segNode, tmp_path / "corrected.seg.nrrd", crop=crop)
     vol_path = _save_volume(slicer, volumeNode, tmp_path / "us.nrrd")
 
     read = io.read_segmentation(seg_path, reference=_lps(_ijk_to_ras()), reference_shape=truth.shape)
