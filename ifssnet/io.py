@@ -777,14 +777,23 @@ def grid_from_tag(text: Optional[str]) -> Optional[Tuple[Geometry, Tuple[int, in
         matrix_text, extent_text = (text or "").split(";")
         values = [float(v) for v in matrix_text.split(",")]
         extent = [int(e) for e in extent_text.split(",")]
-        if len(values) != 12 or len(extent) != 6 or any(extent[2 * a + 1] < extent[2 * a] for a in range(3)):
+        if len(values) != 12 or len(extent) != 6:
             return None
-        ijk_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.vstack([np.reshape(values, (3, 4)), [0, 0, 0, 1]])
-        ijk_to_lps[:, 3] = ijk_to_lps @ np.array([extent[0], extent[2], extent[4], 1.0])
-        geometry = Geometry.from_ijk_to_lps(ijk_to_lps)
+        return _extent_grid(np.vstack([np.reshape(values, (3, 4)), [0, 0, 0, 1]]), extent)
     except (ValueError, GeometryError, np.linalg.LinAlgError):
         return None
-    return geometry, (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
+
+
+def _extent_grid(ijk_to_ras: np.ndarray, extent: Sequence[int]) -> Optional[Tuple[Geometry, Tuple[int, int, int]]]:
+    """``(geometry, shape (K, J, I))`` in LPS of the grid of image-to-world matrix ``ijk_to_ras`` (4 x 4) and extent
+    (i0, i1, j0, j1, k0, k1), voxel 0 at the extent's first voxel; None for an empty extent. Raises what
+    :meth:`Geometry.from_ijk_to_lps` raises."""
+    if any(extent[2 * a + 1] < extent[2 * a] for a in range(3)):
+        return None
+    ijk_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ijk_to_ras
+    ijk_to_lps[:, 3] = ijk_to_lps @ np.array([extent[0], extent[2], extent[4], 1.0])   # voxel 0 of the extent
+    return (Geometry.from_ijk_to_lps(ijk_to_lps),
+            (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1))
 
 
 def _drawn_on(raw: dict, seg: Segmentation) -> Optional[Tuple[Geometry, Tuple[int, int, int]]]:
@@ -797,15 +806,12 @@ def _drawn_on(raw: dict, seg: Segmentation) -> Optional[Tuple[Geometry, Tuple[in
         values = [float(v) for v in text.split(";") if v.strip()]
         if len(values) != 22:
             return None
-        extent = [int(round(v)) for v in values[16:]]
-        if any(extent[2 * a + 1] < extent[2 * a] for a in range(3)):
-            return None
-        ijk_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.array(values[:16]).reshape(4, 4)
-        ijk_to_lps[:, 3] = ijk_to_lps @ np.array([extent[0], extent[2], extent[4], 1.0])   # voxel 0 of the extent
-        grid = Geometry.from_ijk_to_lps(ijk_to_lps)
+        drawn_on = _extent_grid(np.array(values[:16]).reshape(4, 4), [int(round(v)) for v in values[16:]])
     except (ValueError, GeometryError, np.linalg.LinAlgError):
         return None
-    shape = (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
+    if drawn_on is None:
+        return None
+    grid, shape = drawn_on
     if not seg.segments or voxel_offset(seg.geometry, grid) is None \
             or (shape == seg.shape and seg.geometry.same_as(grid)):
         return None
