@@ -160,9 +160,8 @@ def seedsOnGrid(old, new, annotated: AnnotatedSlices, name: str = "") -> Optiona
         shift[:3, 3] = (e[0], e[2], e[4])
         return _gridMatrix(grid) @ shift
 
-    e = new.GetExtent()
-    shape = (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
-    return annotated_on_grid(annotated, np.linalg.inv(voxelZero(new)) @ voxelZero(old), shape, name)
+    return annotated_on_grid(annotated, np.linalg.inv(voxelZero(new)) @ voxelZero(old),
+                             arrays._extentShape(new.GetExtent()), name)
 
 
 def segmentTag(segment, tag: str) -> Optional[str]:
@@ -864,8 +863,8 @@ def _paintedElsewhere(segmentationNode, segmentId: str) -> bool:
     volume's grid but not there was painted outside the volume."""
     labelmap = slicer.vtkOrientedImageData()
     segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
-    scalars = labelmap.GetPointData().GetScalars() if labelmap.GetPointData() is not None else None
-    return scalars is not None and scalars.GetNumberOfTuples() > 0 and scalars.GetRange()[1] > 0
+    values = arrays._voxelArray(labelmap)
+    return values is not None and bool(values.any())
 
 
 def _paintedDistanceMm(seg: "SegmentJob", spacingKji) -> np.ndarray:
