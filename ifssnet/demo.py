@@ -28,12 +28,9 @@ def run_demo(outdir: Path, seed: int = 1000, shape=DEMO_SHAPE, model=None, devic
     """Run the demo and return ``{muscle: metrics}`` plus ``"seconds"``."""
     from .io import AnnotatedSlices, segmentation_from_masks, write_json, write_segmentation
     from .metrics import evaluate
-    from .phantom import folder_kept_only_if_used, write_phantom
-    from .propagate import propagate
+    from .phantom import _checked_inputs, folder_kept_only_if_used, write_phantom
+    from .propagate import load_model, propagate
     from .seeds import cut_seeds, protocol_slices
-
-    from .phantom import _checked_inputs
-    from .propagate import load_model
 
     # Bad options and a missing or corrupt model file are refused before any folder or file is made.
     _checked_inputs(seed, shape, None, 1)
