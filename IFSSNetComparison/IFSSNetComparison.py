@@ -122,9 +122,8 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.timer = pollTimer(self.POLL_MS, self._poll)
         self.compareButton.connect("clicked()", self.onCompareOrCancel)
         followSceneClose(self)
-        # A comparison running when the scene closes is of the closed scene's volume and reference: publish finds
-        # them by ID, and IDs restart after a close, so its table and segmentations went into the next scene, on its
-        # volume. It is cancelled ("Cancelled. Nothing was added.").
+        # A comparison running when the scene closes is of the closed scene's volume and reference (the job holds
+        # the nodes, which publish then refuses as removed). It is cancelled ("Cancelled. Nothing was added.").
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent,
                          lambda caller, event: self.cancelToken.cancel() if self.ticket is not None else None)
         self.setParameterNode(self.logic.getParameterNode())
