@@ -271,21 +271,37 @@ def sparsify(case: Case, fraction: float, group: int = 3) -> Case:
     more group, at its largest cross-section (:func:`ifssnet.seeds.largest_slices`, where the 3-seeds protocol
     paints): a run starts on known slices where the segment is present, so without it the case taught nothing of
     that segment, and a single such case was refused as having no annotated group."""
+    return sparsifier(case, group)(fraction)
+
+
+def sparsifier(case: Case, group: int = 3):
+    """:func:`sparsify` of ``case`` as a function of ``fraction`` alone: the masks are read (where each segment is
+    present, its largest cross-section) once, not on every call, as a search over schedules calls it many times
+    (:func:`ifssnet.train.decremental_cases`)."""
     from .seeds import largest_slices
 
     K = case.n_slices
-    n_groups = max(1, int(round(fraction * K / group)))
-    starts = np.linspace(0, K - group, n_groups).round().astype(int) if n_groups > 1 else np.array([K // 2 - group // 2])
-    known = np.zeros(K, bool)
-    for s in starts:
-        known[s:s + group] = True
-    kept = {}
-    for n, mask in case.masks.items():
-        kept[n] = known.copy() & case.known[n]
-        present = mask.reshape(K, -1).any(axis=1) & case.known[n]
-        if present.any() and not any(present[max(s, 0):s + group].all() for s in starts):
-            kept[n][list(largest_slices(mask * present[:, None, None], group))] = True
-    return Case(case.name, case.image, case.masks, kept, case.slice_spacing_mm)
+    present = {n: mask.reshape(K, -1).any(axis=1) & case.known[n] for n, mask in case.masks.items()}
+    largest = {}
+
+    def of(fraction: float) -> Case:
+        n_groups = max(1, int(round(fraction * K / group)))
+        starts = (np.linspace(0, K - group, n_groups).round().astype(int) if n_groups > 1
+                  else np.array([K // 2 - group // 2]))
+        known = np.zeros(K, bool)
+        for s in starts:
+            known[s:s + group] = True
+        kept = {}
+        for n, mask in case.masks.items():
+            kept[n] = known.copy() & case.known[n]
+            p = present[n]
+            if p.any() and not any(p[max(s, 0):s + group].all() for s in starts):
+                if n not in largest:
+                    largest[n] = list(largest_slices(mask * p[:, None, None], group))
+                kept[n][largest[n]] = True
+        return Case(case.name, case.image, case.masks, kept, case.slice_spacing_mm)
+
+    return of
 
 
 @dataclass

@@ -55,7 +55,7 @@ import numpy as np
 
 from . import __version__
 from .cycle import cycle_step
-from .dataset import Case, decremental_fractions, require_complete, require_painted, sample_run, sparsify, thin_case
+from .dataset import Case, decremental_fractions, require_complete, require_painted, sample_run, sparsifier, thin_case
 from .distributed import agreed, broadcast_parameters, rank0_decides
 from .errors import InputError
 from .fill_gaps import fill_gaps
@@ -320,10 +320,11 @@ def decremental_cases(cases: Sequence[Case], cfg: TrainConfig) -> List[Case]:
     import warnings
 
     complete = [all(k.all() for k in c.known.values()) for c in cases]
+    thin = [sparsifier(c, cfg.paint_group) if full else None for c, full in zip(cases, complete)]  # masks read once
 
     def kept(total: float) -> List[Case]:
         fractions = decremental_fractions(len(cases), total, cfg.decay_ratio)
-        return [sparsify(c, f, cfg.paint_group) if full else c for c, f, full in zip(cases, fractions, complete)]
+        return [of(f) if of is not None else c for c, f, of in zip(cases, fractions, thin)]
 
     def share(out: List[Case]) -> float:
         return annotated_share([c for c, full in zip(out, complete) if full])
