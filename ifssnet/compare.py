@@ -425,8 +425,9 @@ def _check_options(name: str, fn, opts: Optional[dict]) -> None:
     elif any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     else:
-        accepted = params
-        known = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("progress", "cancel")]
+        from .baselines.registry import keyword_options
+
+        accepted, known = params, keyword_options(fn)
     unknown = [k for k in opts if k not in accepted]
     if unknown:
         raise InputError(f"Method {name!r} has no option {', '.join(map(repr, unknown))}.",

@@ -230,16 +230,21 @@ _network_method.load_once = loaded_once(_load_network)  # type: ignore[attr-defi
 _network_method.joint = True  # type: ignore[attr-defined]
 
 
+def keyword_options(fn) -> list:
+    """The options a method ``fn`` takes through ``compare(..., method_options=)``: its keyword-only parameters but
+    ``progress`` and ``cancel``, which the runner passes itself."""
+    import inspect
+
+    return [k for k, p in inspect.signature(fn).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("progress", "cancel")]
+
+
 def _network_option_names() -> list:
     """The options ``_network_method`` passes on (``model``, ``device`` and ``propagate``'s keywords), so that
     ``compare`` refuses a misspelt one before any work, as it does for the methods without ``**options``."""
-    import inspect
-
     from ..propagate import propagate
 
-    own = ("progress", "cancel")
-    return ["model", "device"] + [k for k, p in inspect.signature(propagate).parameters.items()
-                                  if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in own + ("device",)]
+    return ["model", "device"] + [k for k in keyword_options(propagate) if k != "device"]
 
 
 _network_method.option_names = _network_option_names  # type: ignore[attr-defined]
