@@ -107,12 +107,29 @@ def _seriesStyles(rows) -> Dict[str, tuple]:
     """``{"<method label> <muscle>": (colour, line style)}`` for the "Dice along the sweep" series: a colour per method
     (``METHOD_COLORS``), a line style per muscle (solid, dash, dot, dash-dot, ...), so each series can be told apart
     in the plot; a plot series node is black unless its colour is set."""
-    methods = list(dict.fromkeys(methodLabel(r["method"]) for r in rows))
+    colors = _methodColors(rows)
     muscles = list(dict.fromkeys(r["muscle"] for r in rows))
     P = slicer.vtkMRMLPlotSeriesNode
     lines = (P.LineStyleSolid, P.LineStyleDash, P.LineStyleDot, P.LineStyleDashDot, P.LineStyleDashDotDot)
-    return {f"{m} {mu}": (METHOD_COLORS[i % len(METHOD_COLORS)], lines[j % len(lines)])
-            for i, m in enumerate(methods) for j, mu in enumerate(muscles)}
+    return {f"{m} {mu}": (color, lines[j % len(lines)]) for m, color in colors.items() for j, mu in enumerate(muscles)}
+
+
+def _methodColors(rows) -> Dict[str, tuple]:
+    """``{method label: RGB in [0, 1]}``: ``METHOD_COLORS`` in the order the methods ran, the colour of the method's
+    lines in "Dice along the sweep" and of its result segmentation's segments."""
+    methods = list(dict.fromkeys(methodLabel(r["method"]) for r in rows))
+    return {m: METHOD_COLORS[i % len(METHOD_COLORS)] for i, m in enumerate(methods)}
+
+
+def _muscleShade(color, n: int) -> tuple:
+    """The ``n``-th muscle's shade of a method's colour (RGB in [0, 1]): the colour itself for the first, then darker
+    (odd ``n``) and lighter (even ``n``) shades of it, so that touching muscles of one method's result can be told
+    apart in the views while the hue still names the method."""
+    if n == 0:
+        return tuple(color)
+    step = min(0.6, 0.3 * ((n + 1) // 2))
+    target = 0.0 if n % 2 else 1.0
+    return tuple(c + (target - c) * step for c in color)
 
 
 def _requireSeedSegments(seedSegmentationNode, names: Sequence[str]) -> None:
@@ -374,8 +391,10 @@ class IFSSNetComparisonLogic:
                 for r in rows:
                     if r.get("mask") is not None:
                         byMethod.setdefault(methodLabel(r["method"]), {})[r["muscle"]] = r["mask"]
+                colors = _methodColors(rows)
                 for label, masks in byMethod.items():
-                    segmentations[label] = self._resultSegmentation(volumeNode, referenceNode, label, masks, created)
+                    segmentations[label] = self._resultSegmentation(volumeNode, referenceNode, label, masks, created,
+                                                                    colors[label])
         except BaseException:
             for node in reversed(created):
                 if node.GetScene() is not None:
@@ -480,7 +499,10 @@ class IFSSNetComparisonLogic:
         return chart
 
     @staticmethod
-    def _resultSegmentation(volumeNode, referenceSegmentationNode, label, masks, created):
+    def _resultSegmentation(volumeNode, referenceSegmentationNode, label, masks, created, color=None):
+        """The segmentation "<method label> result" with one segment per muscle, named as the reference's. Each
+        segment has the method's ``color`` (RGB in [0, 1]; the colour of its lines in "Dice along the sweep"), the
+        n-th muscle in its n-th shade (``_muscleShade``); without ``color``, the reference segment's colour."""
         node = _newNode("vtkMRMLSegmentationNode", f"{label} result")
         created.append(node)
         node.CreateDefaultDisplayNodes()
@@ -489,10 +511,12 @@ class IFSSNetComparisonLogic:
         node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
         geometry = mrmlArrays.referenceGeometry(volumeNode, node)
         reference = referenceSegmentationNode.GetSegmentation()
-        for name, mask in masks.items():
+        for n, (name, mask) in enumerate(masks.items()):
             sid = node.GetSegmentation().AddEmptySegment("", name)
             rid = reference.GetSegmentIdBySegmentName(name)
-            if rid:
+            if color is not None:   # the method's colour: its result and the reference look different in the views
+                node.GetSegmentation().GetSegment(sid).SetColor(*_muscleShade(color, n))
+            elif rid:
                 node.GetSegmentation().GetSegment(sid).SetColor(reference.GetSegment(rid).GetColor())
             mrmlArrays.writeSegment(node, sid, mask.full() if hasattr(mask, "full") else mask, geometry)
         return node
