@@ -66,7 +66,8 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         import qt
 
         from IFSSNetComparisonLib.logic import availableMethods, methodLabel
-        from IFSSNetSegmentationLib.gui import addCollapsibleForm, addProgressAndStatus, followSceneClose, pollTimer
+        from IFSSNetSegmentationLib.gui import (addCollapsibleForm, addModelAndDeviceRows, addProgressAndStatus,
+                                                followSceneClose, pollTimer)
 
         self.logic = IFSSNetComparisonLogic()
         box, form = addCollapsibleForm(self.layout, "Inputs")
@@ -84,8 +85,18 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         form.addRow("Volume:", selector(["vtkMRMLScalarVolumeNode"], "volume", "The ultrasound volume."))
         form.addRow("Seeds:", selector(["vtkMRMLSegmentationNode"], "seeds",
                                        "Segmentation with the painted seed slices (protocol 'seeds')."))
-        form.addRow("Reference:", selector(["vtkMRMLSegmentationNode"], "reference",
-                                           "The complete segmentation the methods are scored against."))
+        self.referenceSelector = selector(["vtkMRMLSegmentationNode"], "reference",
+                                          "The complete segmentation the methods are scored against.")
+        form.addRow("Reference:", self.referenceSelector)
+        # The reference's segments to compare, as the command line's --segment (none ticked: all of them). The
+        # Segmentation module's multi-selection segment selector, showing the reference's segments.
+        self.segmentSelector = slicer.qMRMLSegmentSelectorWidget()
+        self.segmentSelector.setMRMLScene(slicer.mrmlScene)
+        self.segmentSelector.segmentationNodeSelectorVisible = False
+        self.segmentSelector.multiSelection = True
+        self.segmentSelector.toolTip = "The reference's segments to compare. None ticked: all of them."
+        form.addRow("Segments:", self.segmentSelector)
+        self.referenceSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.segmentSelector.setCurrentNode)
         self.protocolCombo = qt.QComboBox()
         self.protocolCombo.addItems(list(PROTOCOLS))
         self.protocolCombo.setProperty("SlicerParameterName", "protocol")
@@ -102,6 +113,16 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.methodChecks[name] = check
             methodsBox.addWidget(check)
         form.addRow("Methods:", methodsBox)
+        # IFSS-Net's model and the learned methods' device, as the command line's --model and --device, with the
+        # Propagate panel's widgets and stored settings ("Model", "Device")
+        self.modelCombo, self.deviceCombo = addModelAndDeviceRows(
+            form, "IFSS-Net's network (its checkpoint). Hover an entry for its model card.")
+        self.deviceCombo.toolTip = ("The device of the learned methods (IFSS-Net, PG-Net, 3-D U-Net). Auto uses the "
+                                    "GPU when PyTorch sees one, else the CPU.")
+        self.modelCombo.connect("currentIndexChanged(int)",
+                                lambda i: self._setSetting("Model", self.modelCombo.currentData or ""))
+        self.deviceCombo.connect("currentIndexChanged(int)",
+                                 lambda i: self._setSetting("Device", self.deviceCombo.currentData))
         self.togetherCheck = qt.QCheckBox("All muscles in one run")
         self.togetherCheck.setProperty("SlicerParameterName", "together")
         self.togetherCheck.toolTip = ("IFSS-Net and PG-Net propagate all muscles in one run, as Propagate does with "
@@ -147,11 +168,44 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def enter(self):
         if self._parameterNode is None:   # the scene was closed while another module was shown
             self.setParameterNode(self.logic.getParameterNode())
+        self.refreshModels()   # a model trained or copied meanwhile
 
     def setParameterNode(self, node):
         from IFSSNetSegmentationLib.gui import connectParameterNode
 
         connectParameterNode(self, node, self.inputsFrame)
+        self.segmentSelector.setCurrentNode(node.reference if node else None)
+        self.refreshModels()
+
+    def refreshModels(self):
+        """The models (shipped first) and the device, as stored in the parameter node ("Model", "Device")."""
+        from IFSSNetSegmentationLib.gui import fillModelCombo
+        from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+
+        fillModelCombo(self.modelCombo, IFSSNetSegmentationLogic.availableModels(), self._setting("Model"))
+        self.deviceCombo.blockSignals(True)
+        self.deviceCombo.setCurrentIndex(max(0, self.deviceCombo.findData(self._setting("Device"))))
+        self.deviceCombo.blockSignals(False)
+
+    def _setting(self, name):
+        """A stored option (the Propagate panel's key and default, ``gui.SETTINGS``), from the parameter node."""
+        from IFSSNetSegmentationLib.gui import SETTINGS
+
+        node = self._parameterNode.parameterNode if self._parameterNode else None
+        return (node.GetParameter(name) if node else "") or SETTINGS[name]
+
+    def _setSetting(self, name, value):
+        if self._parameterNode:
+            self._parameterNode.parameterNode.SetParameter(name, str(value))
+
+    def _segmentNames(self, referenceNode):
+        """The names of the reference's segments ticked in Segments; None (all) where none is ticked."""
+        if referenceNode is None:
+            return None
+        segmentation = referenceNode.GetSegmentation()
+        names = [segmentation.GetSegment(sid).GetName() for sid in self.segmentSelector.selectedSegmentIDs()
+                 if segmentation.GetSegment(sid) is not None]
+        return names or None
 
     def onCompareOrCancel(self):
         if self.ticket is not None:
@@ -170,7 +224,10 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         try:
             options = {m: {"exclusive": bool(p.exclusive)} for m in ("ifssnet", "pgnet") if m in methods}
             self.job = self.logic.prepare(p.volume, p.seeds, p.reference, methods, p.protocol,
-                                          joint=p.together, methodOptions=options)
+                                          joint=p.together, methodOptions=options,
+                                          segmentNames=self._segmentNames(p.reference),
+                                          model=self.modelCombo.currentData or None,
+                                          device=self.deviceCombo.currentData)
             self.slot = takePropagationSlot(p.reference)   # no Propagate (module page, effect) while it runs
         except Exception as exc:
             self.job = None

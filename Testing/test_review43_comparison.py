@@ -71,3 +71,89 @@ def test_each_methods_result_has_the_colour_of_its_line_in_the_chart_not_the_ref
         assert all(colors[m] != reference[m] for m in colors)  # not the reference's colour
         seen |= set(colors.values())
     assert len(seen) == 4                                      # no two methods' segments alike
+
+
+# ---------------------------------------------------------------------- model, device and segments
+
+
+@slicer_test
+def test_the_model_and_device_go_to_the_learned_methods_as_the_command_lines(scene_nodes):
+    """``ifssnet compare`` has --model and --device; the module had neither. The Logic takes them and gives them to
+    the learned methods among those compared, as the command line does (``ifssnet.compare.network_options``), with
+    a method's own options on top; the other methods get none (an option they do not take would stop the run)."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    job = IFSSNetComparisonLogic().prepare(volumeNode, None, ref, ["ifssnet", "ws"], "3-seeds", model="/m/my.pt",
+                                           device="cpu", methodOptions={"ifssnet": {"exclusive": False}})
+    assert job["methodOptions"] == {"ifssnet": {"device": "cpu", "model": "/m/my.pt", "exclusive": False}}
+    job = IFSSNetComparisonLogic().prepare(volumeNode, None, ref, ["ws"], "3-seeds", model="/m/my.pt", device="cpu")
+    assert job["methodOptions"] == {}
+    job = IFSSNetComparisonLogic().prepare(volumeNode, None, ref, ["ifssnet"], "3-seeds", model="", device="auto")
+    assert job["methodOptions"] == {}                  # the shipped model, on the GPU where there is one
+
+
+@slicer_test
+def test_a_gpu_asked_for_where_pytorch_sees_none_is_refused_before_the_run(scene_nodes):
+    """The device is checked in ``prepare`` by the core's check (``resolve_device``), before anything runs or is
+    added: an unknown device, or CUDA where PyTorch sees no GPU."""
+    pytest.importorskip("torch")
+    import torch
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+    from ifssnet.errors import ResourceError
+
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    nodes = slicer.mrmlScene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="Unknown device 'tpu'"):
+        IFSSNetComparisonLogic().compare(volumeNode, None, ref, ["ifssnet"], "3-seeds", device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ResourceError, match="PyTorch sees none"):
+            IFSSNetComparisonLogic().compare(volumeNode, None, ref, ["ifssnet"], "3-seeds", device="cuda")
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodes
+
+
+@slicer_test
+def test_a_model_file_that_does_not_load_stops_the_comparison_before_any_method_and_adds_nothing(scene_nodes,
+                                                                                                    nearest, tmp_path):
+    """The model file goes to the core's loader (``registry.load_once``, read once when the run starts, on the
+    worker thread), not a second validator: a file that is not a model stops the run with the loader's message,
+    before the first method, and adds no node."""
+    pytest.importorskip("torch")
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+    from ifssnet.errors import IFSSNetError
+
+    bad = tmp_path / "not_a_model.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    nodes = slicer.mrmlScene.GetNumberOfNodes()
+    with pytest.raises(IFSSNetError, match="not_a_model.pt"):
+        IFSSNetComparisonLogic().compare(volumeNode, None, ref, [nearest, "ifssnet"], "3-seeds", model=str(bad),
+                                         cancel=lambda: False)
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodes
+
+
+@slicer_test
+def test_only_the_segments_chosen_are_compared_and_a_refusal_says_how_to_choose_them(scene_nodes, nearest):
+    """The widget had no choice of segments (the Logic's ``segmentNames`` only from the Python console), so seeds
+    painted for GM alone against a GM + GL reference were refused with a clone-the-reference recipe. The Logic's
+    message now names the module's Segments list, and the chosen segments alone are compared."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+    from ifssnet.errors import SeedError
+    from slicer_nodes import _paint
+
+    muscles = _two_muscles(truth)
+    _paint(slicer, volumeNode, segNode, muscles["GM"], 0, (4, 10, 17), name="GM")
+    ref = _reference_segmentation(slicer, volumeNode, muscles, "Reference")
+    with pytest.raises(SeedError) as err:
+        IFSSNetComparisonLogic().compare(volumeNode, segNode, ref, [nearest], "seeds")
+    assert "tick GM alone in the module's Segments list" in err.value.todo
+    C = IFSSNetComparisonLogic()
+    C.compare(volumeNode, segNode, ref, [nearest], "seeds", segmentNames=["GM"])
+    assert [r["muscle"] for r in C.lastResult["rows"]] == ["GM"]
+    assert list(C.lastResult["segmentations"].values())[0].GetSegmentation().GetNumberOfSegments() == 1
+
