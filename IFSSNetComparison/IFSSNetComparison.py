@@ -1,9 +1,10 @@
 """IFSS-Net Comparison: run IFSS-Net, Fill between slices, Grow from seeds and Watershed from the same seeds.
 
 Thin shell: the Logic (headless) is ``IFSSNetComparisonLib/logic.py``. ``prepare`` and ``publish`` run in the
-main thread (MRML), ``compute`` (the methods and the metrics, all in the ``ifssnet`` core) runs on a worker
-thread. The results are a table (one row per method and muscle), "Dice along the sweep" and "Volume error"
-plots, and one segmentation per method, shown in a table + plot layout.
+main thread (MRML; under a wait cursor, well under a second on a 400 x 128 x 128 phantom), ``compute`` (the
+methods and the metrics, all in the ``ifssnet`` core) runs on a worker thread. The results are a table (one row
+per method and muscle), "Dice along the sweep" and "Volume error" plots, and one segmentation per method, shown
+in a table + plot layout.
 """
 import unittest
 
@@ -223,11 +224,14 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
         try:
             options = {m: {"exclusive": bool(p.exclusive)} for m in ("ifssnet", "pgnet") if m in methods}
-            self.job = self.logic.prepare(p.volume, p.seeds, p.reference, methods, p.protocol,
-                                          joint=p.together, methodOptions=options,
-                                          segmentNames=self._segmentNames(p.reference),
-                                          model=self.modelCombo.currentData or None,
-                                          device=self.deviceCombo.currentData)
+            # reads MRML: main thread. 0.03-0.3 s on a 400 x 128 x 128 phantom, 3 segments (with painted seeds: 0.3 s;
+            # benchmarks/results/comparison-main-thread-s1000.txt): a wait cursor, no worker
+            with slicer.util.WaitCursor():
+                self.job = self.logic.prepare(p.volume, p.seeds, p.reference, methods, p.protocol,
+                                              joint=p.together, methodOptions=options,
+                                              segmentNames=self._segmentNames(p.reference),
+                                              model=self.modelCombo.currentData or None,
+                                              device=self.deviceCombo.currentData)
             self.slot = takePropagationSlot(p.reference)   # no Propagate (module page, effect) while it runs
         except Exception as exc:
             self.job = None
@@ -279,7 +283,9 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self.statusLabel.text = "Cancelled. Nothing was added."
                 return
             try:
-                table = self.logic.publish(job)
+                # writes MRML nodes: main thread. 0.2 s per method for 3 segments of 400 x 128 x 128 (same file)
+                with slicer.util.WaitCursor():
+                    table = self.logic.publish(job)
             except Exception as exc:
                 slicer.util.errorDisplay(str(exc))
                 return
