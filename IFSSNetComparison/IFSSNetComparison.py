@@ -310,15 +310,9 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         # in the order of their view nodes (qMRMLLayoutViewFactory::viewWidget(int)), so with the table view of
         # Segment Statistics or the plot view of the Training loss the results went to views not shown. Through the
         # view node, not the Qt view: qMRMLTableView shows its view node's table again on each of the node's
-        # Modified events (qMRMLTableViewPrivate::updateWidgetFromViewNode).
-        tableView = slicer.mrmlScene.GetSingletonNode("IFSSNetTable", "vtkMRMLTableViewNode")
-        if tableView:
-            tableView.SetTableNodeID(table.GetID())
-        charts = [self.logic.lastResult["diceChart"], self.logic.lastResult["volumeChart"]]
-        for tag, chart in zip(("IFSSNetPlot1", "IFSSNetPlot2"), charts):
-            plotView = slicer.mrmlScene.GetSingletonNode(tag, "vtkMRMLPlotViewNode")
-            if plotView:
-                plotView.SetPlotChartNodeID(chart.GetID())
+        # Modified events (qMRMLTableViewPrivate::updateWidgetFromViewNode). The Logic also takes these views out of
+        # Slicer's table and chart selection, which Show volume and the Training loss plot propagate to every view.
+        self.logic.showInResultViews(table, [self.logic.lastResult["diceChart"], self.logic.lastResult["volumeChart"]])
         notes = " ".join(self.logic.lastResult.get("notes", ()))   # seeds read otherwise than painted, as Propagate says
         self.statusLabel.text = (f"{table.GetNumberOfRows()} rows; one segmentation per method was added to the scene."
                                  + (" " + notes if notes else ""))

@@ -181,3 +181,90 @@ def test_prepare_and_publish_run_under_a_wait_cursor():
     calls = {ast.unparse(c.func) for c in ast.walk(klass) if isinstance(c, ast.Call)}
     for step in ("self.logic.prepare", "self.logic.publish"):
         assert step in calls and step in wrapped, f"{step} is not under a wait cursor"
+
+
+# ---------------------------------------------------------------------- the results layout's views
+
+
+def _results_layout_xml():
+    """The Comparison module's results layout XML (its widget's ``showResults``), read with ``ast``."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).resolve().parent.parent / "IFSSNetComparison/IFSSNetComparison.py").read_text())
+    klass = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "IFSSNetComparisonWidget")
+    show = next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == "showResults")
+    return next(n.value.value for n in show.body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "layoutXml")
+
+
+@slicer_test
+def test_show_volume_and_the_training_loss_plot_leave_the_comparisons_views_alone(scene_nodes, nearest):
+    """Segment Statistics' showTable (the Segmentation module's Show volume) and the Training module's loss plot set
+    the active table / chart and call PropagateTableSelection / PropagatePlotChartSelection, which set it in every
+    table / plot view node that allows it (vtkMRMLApplicationLogic.cxx): the Comparison layout's views then showed
+    the volume table and the loss chart instead of the comparison's results. Its views now opt out; the other
+    layouts' views still show the volume table and the loss."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    scene = slicer.mrmlScene
+    layoutLogic = slicer.vtkMRMLLayoutLogic()
+    layoutLogic.SetMRMLScene(scene)
+    layoutNode = layoutLogic.GetLayoutNode()
+    layoutNode.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)  # a plot and a table view
+    layoutNode.AddLayoutDescription(20231, _results_layout_xml())
+    layoutNode.SetViewArrangement(20231)
+    C = IFSSNetComparisonLogic()
+    table = C.compare(volumeNode, None, _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference"),
+                      [nearest], "3-seeds")
+    charts = [C.lastResult["diceChart"], C.lastResult["volumeChart"]]
+    assert C.showInResultViews(table, charts) == 3
+
+    appLogic = slicer.app.applicationLogic()
+    selection = appLogic.GetSelectionNode()
+    volumes = scene.AddNewNodeByClass("vtkMRMLTableNode", "Seg volumes")      # Show volume's table
+    selection.SetActiveTableID(volumes.GetID())
+    appLogic.PropagateTableSelection()
+    loss = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "Training loss")   # the Training module's chart
+    selection.SetActivePlotChartID(loss.GetID())
+    appLogic.PropagatePlotChartSelection()
+
+    assert scene.GetSingletonNode("IFSSNetTable", "vtkMRMLTableViewNode").GetTableNodeID() == table.GetID()
+    for tag, chart in zip(("IFSSNetPlot1", "IFSSNetPlot2"), charts):
+        assert scene.GetSingletonNode(tag, "vtkMRMLPlotViewNode").GetPlotChartNodeID() == chart.GetID()
+    others = {cls: [scene.GetNthNodeByClass(n, cls) for n in range(scene.GetNumberOfNodesByClass(cls))]
+              for cls in ("vtkMRMLTableViewNode", "vtkMRMLPlotViewNode")}
+    assert [v.GetTableNodeID() for v in others["vtkMRMLTableViewNode"]
+            if not v.GetSingletonTag().startswith("IFSSNet")] == [volumes.GetID()]
+    assert [v.GetPlotChartNodeID() for v in others["vtkMRMLPlotViewNode"]
+            if not v.GetSingletonTag().startswith("IFSSNet")] == [loss.GetID()]
+
+
+@slicer_test
+def test_show_volume_and_the_loss_plot_switch_the_layout_only_where_it_has_no_table_or_plot_view():
+    """The Volume table button switched to Four-Up with a table, and the Training loss plot to Four-Up with a plot,
+    whatever was shown (a layout with a table and a plot view included). They now take the Tables / Plots logic's
+    layout for the one shown (as Segment Statistics' showTable and the Plots module do): the same where it has such
+    a view, else the Four-Up one. The Comparison's own layout (custom, 20231) has its views opted out, so it is
+    switched away from."""
+    import ast
+    from pathlib import Path
+
+    import slicer
+
+    root = Path(__file__).resolve().parent.parent
+    for path, cls, method, logic in (("IFSSNetSegmentation/IFSSNetSegmentation.py", "IFSSNetSegmentationWidget",
+                                      "onVolumeTable", "slicer.modules.tables.logic().GetLayoutWithTable("),
+                                     ("IFSSNetTraining/IFSSNetTraining.py", "IFSSNetTrainingWidget", "_readStepLog",
+                                      "slicer.modules.plots.logic().GetLayoutWithPlot(")):
+        klass = next(n for n in ast.parse((root / path).read_text()).body
+                     if isinstance(n, ast.ClassDef) and n.name == cls)
+        text = ast.unparse(next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == method))
+        assert f"setLayout({logic}layoutManager.layout))" in text, path
+        assert "setLayout(slicer.vtkMRMLLayoutNode." not in text, path
+    L = slicer.vtkMRMLLayoutNode
+    both = L.SlicerLayoutFourUpPlotTableView
+    assert slicer.vtkSlicerTablesLogic.GetLayoutWithTable(both) == both
+    assert slicer.vtkSlicerPlotsLogic.GetLayoutWithPlot(both) == both
+    assert slicer.vtkSlicerTablesLogic.GetLayoutWithTable(20231) == L.SlicerLayoutFourUpTableView
+    assert slicer.vtkSlicerPlotsLogic.GetLayoutWithPlot(20231) == L.SlicerLayoutFourUpPlotView

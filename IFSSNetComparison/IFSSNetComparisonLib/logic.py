@@ -455,6 +455,36 @@ class IFSSNetComparisonLogic:
                            "segmentations": segmentations, "rows": rows, "notes": self.notes(job)}
         return table
 
+    # ---- the results layout's views -------------------------------------------------------------
+
+    #: The Comparison module's results layout: (view node class, singleton tag) of its table view and its two plot
+    #: views (the widget's layout XML names the same tags).
+    RESULT_VIEWS = (("vtkMRMLTableViewNode", "IFSSNetTable"), ("vtkMRMLPlotViewNode", "IFSSNetPlot1"),
+                    ("vtkMRMLPlotViewNode", "IFSSNetPlot2"))
+
+    def showInResultViews(self, table, charts: Sequence) -> int:
+        """Show ``table`` in the results layout's table view and ``charts`` (Dice along the sweep, volume error) in
+        its two plot views, through their view nodes (found by singleton tag once the layout is set), and take these
+        views out of Slicer's table and plot selection (``SetDoPropagateTableSelection(False)``,
+        ``SetDoPropagatePlotChartSelection(False)``): ``PropagateTableSelection`` / ``PropagatePlotChartSelection``
+        (vtkMRMLApplicationLogic.cxx) set the active table / chart in every view node that allows it, so Segment
+        Statistics' table (the Segmentation module's Show volume, ``SegmentStatisticsLogic.showTable``) or the
+        Training module's loss chart replaced the comparison's results in these views. Returns the number of views
+        found (0 where the layout was not set)."""
+        found = 0
+        for (cls, tag), node in zip(self.RESULT_VIEWS, [table] + list(charts)):
+            view = slicer.mrmlScene.GetSingletonNode(tag, cls)
+            if view is None:
+                continue
+            found += 1
+            if cls == "vtkMRMLTableViewNode":
+                view.SetDoPropagateTableSelection(False)
+                view.SetTableNodeID(node.GetID())
+            else:
+                view.SetDoPropagatePlotChartSelection(False)
+                view.SetPlotChartNodeID(node.GetID())
+        return found
+
     # ---- node builders -------------------------------------------------------------------------
 
     @staticmethod
