@@ -336,6 +336,8 @@ class IFSSNetComparisonTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_CompareOnPhantom()
+        self.setUp()
+        self.test_SegmentsModelDeviceAndResultViews()
 
     def test_CompareOnPhantom(self):
         import numpy as np
@@ -379,6 +381,61 @@ class IFSSNetComparisonTest(ScriptedLoadableModuleTest):
         for row in range(table.GetNumberOfRows()):
             self.assertGreater(float(table.GetCellText(row, COLUMNS.index("dice"))), 0.5)
         self.delayDisplay("Comparison self-test passed")
+
+    def test_SegmentsModelDeviceAndResultViews(self):
+        """The widget's Segments, Device and results views (the Logic behind them is tested headless,
+        Testing/test_review43_comparison.py): the ticked segments are the ones compared, the device is kept in the
+        parameter node, and the Training loss plot's chart propagation leaves the results' plot views alone."""
+        import numpy as np
+
+        from ifssnet.baselines import registry
+
+        from IFSSNetSegmentationLib import mrml_arrays as A
+
+        volume = np.zeros((30, 40, 40), np.int16)
+        volume[5:25, 10:30, 8:20] = 100
+        volume[5:25, 10:30, 20:32] = 50
+        volumeNode = slicer.util.addVolumeFromArray(volume, np.diag([-1.0, -1.0, 1.5, 1.0]), "US")
+        reference = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Reference")
+        reference.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        geometry = A.referenceGeometry(volumeNode, reference)
+        ids = {}
+        for name, value in (("GM", 100), ("GL", 50)):
+            ids[name] = reference.GetSegmentation().AddEmptySegment("", name)
+            A.writeSegment(reference, ids[name], (volume == value).astype(np.uint8), geometry)
+        widget = slicer.util.getModuleWidget("IFSSNetComparison")
+        widget.enter()   # the parameter node of this scene (setUp cleared the scene)
+        widget._parameterNode.reference = reference
+        widget.segmentSelector.setSelectedSegmentIDs([ids["GL"]])
+        self.assertEqual(widget._segmentNames(reference), ["GL"])
+        widget.deviceCombo.setCurrentIndex(widget.deviceCombo.findData("cpu"))
+        widget.deviceCombo.blockSignals(True)
+        widget.deviceCombo.setCurrentIndex(0)
+        widget.deviceCombo.blockSignals(False)
+        widget.refreshModels()
+        self.assertEqual(widget.deviceCombo.currentData, "cpu")
+
+        def nearestSeedSlice(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+            out = np.zeros(volume.shape, np.uint8)
+            for k in range(min(seeds.slices), max(seeds.slices) + 1):
+                out[k] = seeds.mask[min(seeds.slices, key=lambda s: abs(s - k))]
+            return out
+
+        registry.register("selftest-nearest", nearestSeedSlice, "Nearest seed slice")
+        try:
+            table = widget.logic.compare(volumeNode, None, reference, ["selftest-nearest"], "3-seeds",
+                                         segmentNames=widget._segmentNames(reference))
+        finally:
+            registry.unregister("selftest-nearest")
+        self.assertEqual(table.GetNumberOfRows(), 1)
+        widget.showResults(table)
+        loss = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotChartNode", "Training loss")
+        selection = slicer.app.applicationLogic().GetSelectionNode()
+        selection.SetActivePlotChartID(loss.GetID())
+        slicer.app.applicationLogic().PropagatePlotChartSelection()   # as the Training module shows its loss
+        plotView = slicer.mrmlScene.GetSingletonNode("IFSSNetPlot1", "vtkMRMLPlotViewNode")
+        self.assertEqual(plotView.GetPlotChartNodeID(), widget.logic.lastResult["diceChart"].GetID())
+        self.delayDisplay("Segments, device and the results views passed")
 
 
 if __name__ == "__main__":
