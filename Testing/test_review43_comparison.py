@@ -268,3 +268,35 @@ def test_show_volume_and_the_loss_plot_switch_the_layout_only_where_it_has_no_ta
     assert slicer.vtkSlicerPlotsLogic.GetLayoutWithPlot(both) == both
     assert slicer.vtkSlicerTablesLogic.GetLayoutWithTable(20231) == L.SlicerLayoutFourUpTableView
     assert slicer.vtkSlicerPlotsLogic.GetLayoutWithPlot(20231) == L.SlicerLayoutFourUpPlotView
+
+
+@slicer_test
+def test_a_muscle_keeps_its_shade_where_a_method_failed_on_another(scene_nodes, nearest):
+    """The shade of a muscle follows its place among all the muscles compared, not among the masks one method
+    returned: where a method failed on GM (an error row, no mask), its GL is GL's shade, as in the other results."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+    from ifssnet.baselines import registry
+    from ifssnet.errors import IFSSNetError
+
+    def not_on_gm(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+        if np.nonzero(seeds.mask)[1].mean() < volume.shape[1] / 2:   # GM: the upper half
+            raise IFSSNetError("Cannot segment this one.", "Nothing to do.")
+        return _nearest_seed_method(volume, seeds, spacing_kji)
+
+    registry.register("test-not-gm", not_on_gm, "Not on GM")
+    try:
+        C = IFSSNetComparisonLogic()
+        C.compare(volumeNode, None, _reference_segmentation(slicer, volumeNode, _two_muscles(truth), "Reference"),
+                  [nearest, "test-not-gm"], "3-seeds")
+    finally:
+        registry.unregister("test-not-gm")
+    whole = _segment_colors(C.lastResult["segmentations"]["Nearest seed slice"])
+    partial = _segment_colors(C.lastResult["segmentations"]["Not on GM"])
+    assert set(partial) == {"GL"}
+    from IFSSNetComparisonLib.logic import _muscleShade
+    from IFSSNetSegmentationLib.logic import SERIES_COLORS
+
+    assert partial["GL"] == tuple(round(c, 3) for c in _muscleShade(SERIES_COLORS[1], 1)) != \
+        tuple(round(c, 3) for c in SERIES_COLORS[1])
+    assert whole["GL"] == tuple(round(c, 3) for c in _muscleShade(SERIES_COLORS[0], 1))

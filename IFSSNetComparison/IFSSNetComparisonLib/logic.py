@@ -440,9 +440,11 @@ class IFSSNetComparisonLogic:
                     if r.get("mask") is not None:
                         byMethod.setdefault(methodLabel(r["method"]), {})[r["muscle"]] = r["mask"]
                 colors = _methodColors(rows)
+                muscles = list(dict.fromkeys(r["muscle"] for r in rows))   # a muscle's shade alike in every result
                 for label, masks in byMethod.items():
+                    shades = {mu: _muscleShade(colors[label], muscles.index(mu)) for mu in masks}
                     segmentations[label] = self._resultSegmentation(volumeNode, referenceNode, label, masks, created,
-                                                                    colors[label])
+                                                                    shades)
         except BaseException:
             for node in reversed(created):
                 if node.GetScene() is not None:
@@ -577,10 +579,11 @@ class IFSSNetComparisonLogic:
         return chart
 
     @staticmethod
-    def _resultSegmentation(volumeNode, referenceSegmentationNode, label, masks, created, color=None):
-        """The segmentation "<method label> result" with one segment per muscle, named as the reference's. Each
-        segment has the method's ``color`` (RGB in [0, 1]; the colour of its lines in "Dice along the sweep"), the
-        n-th muscle in its n-th shade (``_muscleShade``); without ``color``, the reference segment's colour."""
+    def _resultSegmentation(volumeNode, referenceSegmentationNode, label, masks, created, colors=None):
+        """The segmentation "<method label> result" with one segment per muscle of ``masks``, named as the
+        reference's. ``colors``: muscle -> RGB in [0, 1] (publish: the method's colour, that of its lines in "Dice
+        along the sweep", the n-th muscle in its n-th shade, ``_muscleShade``); a muscle without one takes the
+        reference segment's colour."""
         node = _newNode("vtkMRMLSegmentationNode", f"{label} result")
         created.append(node)
         node.CreateDefaultDisplayNodes()
@@ -589,11 +592,11 @@ class IFSSNetComparisonLogic:
         node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
         geometry = mrmlArrays.referenceGeometry(volumeNode, node)
         reference = referenceSegmentationNode.GetSegmentation()
-        for n, (name, mask) in enumerate(masks.items()):
+        for name, mask in masks.items():
             sid = node.GetSegmentation().AddEmptySegment("", name)
             rid = reference.GetSegmentIdBySegmentName(name)
-            if color is not None:   # the method's colour: its result and the reference look different in the views
-                node.GetSegmentation().GetSegment(sid).SetColor(*_muscleShade(color, n))
+            if (colors or {}).get(name) is not None:   # the method's: its result and the reference look different
+                node.GetSegmentation().GetSegment(sid).SetColor(*colors[name])
             elif rid:
                 node.GetSegmentation().GetSegment(sid).SetColor(reference.GetSegment(rid).GetColor())
             mrmlArrays.writeSegment(node, sid, mask.full() if hasattr(mask, "full") else mask, geometry)
