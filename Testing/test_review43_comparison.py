@@ -137,6 +137,20 @@ def test_a_model_file_that_does_not_load_stops_the_comparison_before_any_method_
 
 
 @slicer_test
+def test_a_model_given_without_ifssnet_among_the_methods_is_not_read(scene_nodes, nearest, tmp_path):
+    """The model file is IFSS-Net's: a comparison without IFSS-Net does not read it (nor fail on it)."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetComparisonLib.logic import IFSSNetComparisonLogic
+
+    bad = tmp_path / "not_a_model.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    ref = _reference_segmentation(slicer, volumeNode, {"GM": truth}, "Reference")
+    table = IFSSNetComparisonLogic().compare(volumeNode, None, ref, [nearest], "3-seeds", cancel=lambda: False,
+                                             methodOptions={"ifssnet": {"model": str(bad)}})
+    assert table.GetNumberOfRows() == 1
+
+
+@slicer_test
 def test_only_the_segments_chosen_are_compared_and_a_refusal_says_how_to_choose_them(scene_nodes, nearest):
     """The widget had no choice of segments (the Logic's ``segmentNames`` only from the Python console), so seeds
     painted for GM alone against a GM + GL reference were refused with a clone-the-reference recipe. The Logic's

@@ -369,7 +369,7 @@ class IFSSNetComparisonLogic:
 
         from ifssnet.baselines.child_process import cancellable_options
 
-        options = self._loadModel(job["methodOptions"])
+        options = self._loadModel(job["methodOptions"]) if "ifssnet" in job["methods"] else job["methodOptions"]
         options = cancellable_options(job["methods"], options) if cancel is not None else options
         byAxis: Dict[int, List[segmentationLogic.SegmentJob]] = {}
         for seg in job["seedJobs"]:
