@@ -1,9 +1,10 @@
 """IFSS-Net Comparison: run IFSS-Net, Fill between slices, Grow from seeds and Watershed from the same seeds.
 
 Thin shell: the Logic (headless) is ``IFSSNetComparisonLib/logic.py``. ``prepare`` and ``publish`` run in the
-main thread (MRML), ``compute`` (the methods and the metrics, all in the ``ifssnet`` core) runs on a worker
-thread. The results are a table (one row per method and muscle), "Dice along the sweep" and "Volume error"
-plots, and one segmentation per method, shown in a table + plot layout.
+main thread (MRML; under a wait cursor, well under a second on a 400 x 128 x 128 phantom), ``compute`` (the
+methods and the metrics, all in the ``ifssnet`` core) runs on a worker thread. The results are a table (one row
+per method and muscle), "Dice along the sweep" and "Volume error" plots, and one segmentation per method, shown
+in a table + plot layout.
 """
 import unittest
 
@@ -66,7 +67,8 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         import qt
 
         from IFSSNetComparisonLib.logic import availableMethods, methodLabel
-        from IFSSNetSegmentationLib.gui import addCollapsibleForm, addProgressAndStatus, followSceneClose, pollTimer
+        from IFSSNetSegmentationLib.gui import (addCollapsibleForm, addModelAndDeviceRows, addProgressAndStatus,
+                                                followSceneClose, pollTimer)
 
         self.logic = IFSSNetComparisonLogic()
         box, form = addCollapsibleForm(self.layout, "Inputs")
@@ -84,8 +86,18 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         form.addRow("Volume:", selector(["vtkMRMLScalarVolumeNode"], "volume", "The ultrasound volume."))
         form.addRow("Seeds:", selector(["vtkMRMLSegmentationNode"], "seeds",
                                        "Segmentation with the painted seed slices (protocol 'seeds')."))
-        form.addRow("Reference:", selector(["vtkMRMLSegmentationNode"], "reference",
-                                           "The complete segmentation the methods are scored against."))
+        self.referenceSelector = selector(["vtkMRMLSegmentationNode"], "reference",
+                                          "The complete segmentation the methods are scored against.")
+        form.addRow("Reference:", self.referenceSelector)
+        # The reference's segments to compare, as the command line's --segment (none ticked: all of them). The
+        # Segmentation module's multi-selection segment selector, showing the reference's segments.
+        self.segmentSelector = slicer.qMRMLSegmentSelectorWidget()
+        self.segmentSelector.setMRMLScene(slicer.mrmlScene)
+        self.segmentSelector.segmentationNodeSelectorVisible = False
+        self.segmentSelector.multiSelection = True
+        self.segmentSelector.toolTip = "The reference's segments to compare. None ticked: all of them."
+        form.addRow("Segments:", self.segmentSelector)
+        self.referenceSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.segmentSelector.setCurrentNode)
         self.protocolCombo = qt.QComboBox()
         self.protocolCombo.addItems(list(PROTOCOLS))
         self.protocolCombo.setProperty("SlicerParameterName", "protocol")
@@ -102,6 +114,16 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.methodChecks[name] = check
             methodsBox.addWidget(check)
         form.addRow("Methods:", methodsBox)
+        # IFSS-Net's model and the learned methods' device, as the command line's --model and --device, with the
+        # Propagate panel's widgets and stored settings ("Model", "Device")
+        self.modelCombo, self.deviceCombo = addModelAndDeviceRows(
+            form, "IFSS-Net's network (its checkpoint). Hover an entry for its model card.")
+        self.deviceCombo.toolTip = ("The device of the learned methods (IFSS-Net, PG-Net, 3-D U-Net). Auto uses the "
+                                    "GPU when PyTorch sees one, else the CPU.")
+        self.modelCombo.connect("currentIndexChanged(int)",
+                                lambda i: self._setSetting("Model", self.modelCombo.currentData or ""))
+        self.deviceCombo.connect("currentIndexChanged(int)",
+                                 lambda i: self._setSetting("Device", self.deviceCombo.currentData))
         self.togetherCheck = qt.QCheckBox("All muscles in one run")
         self.togetherCheck.setProperty("SlicerParameterName", "together")
         self.togetherCheck.toolTip = ("IFSS-Net and PG-Net propagate all muscles in one run, as Propagate does with "
@@ -147,11 +169,44 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def enter(self):
         if self._parameterNode is None:   # the scene was closed while another module was shown
             self.setParameterNode(self.logic.getParameterNode())
+        self.refreshModels()   # a model trained or copied meanwhile
 
     def setParameterNode(self, node):
         from IFSSNetSegmentationLib.gui import connectParameterNode
 
         connectParameterNode(self, node, self.inputsFrame)
+        self.segmentSelector.setCurrentNode(node.reference if node else None)
+        self.refreshModels()
+
+    def refreshModels(self):
+        """The models (shipped first) and the device, as stored in the parameter node ("Model", "Device")."""
+        from IFSSNetSegmentationLib.gui import fillModelCombo
+        from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
+
+        fillModelCombo(self.modelCombo, IFSSNetSegmentationLogic.availableModels(), self._setting("Model"))
+        self.deviceCombo.blockSignals(True)
+        self.deviceCombo.setCurrentIndex(max(0, self.deviceCombo.findData(self._setting("Device"))))
+        self.deviceCombo.blockSignals(False)
+
+    def _setting(self, name):
+        """A stored option (the Propagate panel's key and default, ``gui.SETTINGS``), from the parameter node."""
+        from IFSSNetSegmentationLib.gui import SETTINGS
+
+        node = self._parameterNode.parameterNode if self._parameterNode else None
+        return (node.GetParameter(name) if node else "") or SETTINGS[name]
+
+    def _setSetting(self, name, value):
+        if self._parameterNode:
+            self._parameterNode.parameterNode.SetParameter(name, str(value))
+
+    def _segmentNames(self, referenceNode):
+        """The names of the reference's segments ticked in Segments; None (all) where none is ticked."""
+        if referenceNode is None:
+            return None
+        segmentation = referenceNode.GetSegmentation()
+        names = [segmentation.GetSegment(sid).GetName() for sid in self.segmentSelector.selectedSegmentIDs()
+                 if segmentation.GetSegment(sid) is not None]
+        return names or None
 
     def onCompareOrCancel(self):
         if self.ticket is not None:
@@ -169,8 +224,14 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
         try:
             options = {m: {"exclusive": bool(p.exclusive)} for m in ("ifssnet", "pgnet") if m in methods}
-            self.job = self.logic.prepare(p.volume, p.seeds, p.reference, methods, p.protocol,
-                                          joint=p.together, methodOptions=options)
+            # reads MRML: main thread. 0.03-0.3 s on a 400 x 128 x 128 phantom, 3 segments (with painted seeds: 0.3 s;
+            # benchmarks/results/comparison-main-thread-s1000.txt): a wait cursor, no worker
+            with slicer.util.WaitCursor():
+                self.job = self.logic.prepare(p.volume, p.seeds, p.reference, methods, p.protocol,
+                                              joint=p.together, methodOptions=options,
+                                              segmentNames=self._segmentNames(p.reference),
+                                              model=self.modelCombo.currentData or None,
+                                              device=self.deviceCombo.currentData)
             self.slot = takePropagationSlot(p.reference)   # no Propagate (module page, effect) while it runs
         except Exception as exc:
             self.job = None
@@ -222,7 +283,9 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self.statusLabel.text = "Cancelled. Nothing was added."
                 return
             try:
-                table = self.logic.publish(job)
+                # writes MRML nodes: main thread. 0.2 s per method for 3 segments of 400 x 128 x 128 (same file)
+                with slicer.util.WaitCursor():
+                    table = self.logic.publish(job)
             except Exception as exc:
                 slicer.util.errorDisplay(str(exc))
                 return
@@ -247,15 +310,9 @@ class IFSSNetComparisonWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         # in the order of their view nodes (qMRMLLayoutViewFactory::viewWidget(int)), so with the table view of
         # Segment Statistics or the plot view of the Training loss the results went to views not shown. Through the
         # view node, not the Qt view: qMRMLTableView shows its view node's table again on each of the node's
-        # Modified events (qMRMLTableViewPrivate::updateWidgetFromViewNode).
-        tableView = slicer.mrmlScene.GetSingletonNode("IFSSNetTable", "vtkMRMLTableViewNode")
-        if tableView:
-            tableView.SetTableNodeID(table.GetID())
-        charts = [self.logic.lastResult["diceChart"], self.logic.lastResult["volumeChart"]]
-        for tag, chart in zip(("IFSSNetPlot1", "IFSSNetPlot2"), charts):
-            plotView = slicer.mrmlScene.GetSingletonNode(tag, "vtkMRMLPlotViewNode")
-            if plotView:
-                plotView.SetPlotChartNodeID(chart.GetID())
+        # Modified events (qMRMLTableViewPrivate::updateWidgetFromViewNode). The Logic also takes these views out of
+        # Slicer's table and chart selection, which Show volume and the Training loss plot propagate to every view.
+        self.logic.showInResultViews(table, [self.logic.lastResult["diceChart"], self.logic.lastResult["volumeChart"]])
         notes = " ".join(self.logic.lastResult.get("notes", ()))   # seeds read otherwise than painted, as Propagate says
         self.statusLabel.text = (f"{table.GetNumberOfRows()} rows; one segmentation per method was added to the scene."
                                  + (" " + notes if notes else ""))
@@ -279,6 +336,8 @@ class IFSSNetComparisonTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_CompareOnPhantom()
+        self.setUp()
+        self.test_SegmentsModelDeviceAndResultViews()
 
     def test_CompareOnPhantom(self):
         import numpy as np
@@ -322,6 +381,61 @@ class IFSSNetComparisonTest(ScriptedLoadableModuleTest):
         for row in range(table.GetNumberOfRows()):
             self.assertGreater(float(table.GetCellText(row, COLUMNS.index("dice"))), 0.5)
         self.delayDisplay("Comparison self-test passed")
+
+    def test_SegmentsModelDeviceAndResultViews(self):
+        """The widget's Segments, Device and results views (the Logic behind them is tested headless,
+        Testing/test_review43_comparison.py): the ticked segments are the ones compared, the device is kept in the
+        parameter node, and the Training loss plot's chart propagation leaves the results' plot views alone."""
+        import numpy as np
+
+        from ifssnet.baselines import registry
+
+        from IFSSNetSegmentationLib import mrml_arrays as A
+
+        volume = np.zeros((30, 40, 40), np.int16)
+        volume[5:25, 10:30, 8:20] = 100
+        volume[5:25, 10:30, 20:32] = 50
+        volumeNode = slicer.util.addVolumeFromArray(volume, np.diag([-1.0, -1.0, 1.5, 1.0]), "US")
+        reference = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Reference")
+        reference.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        geometry = A.referenceGeometry(volumeNode, reference)
+        ids = {}
+        for name, value in (("GM", 100), ("GL", 50)):
+            ids[name] = reference.GetSegmentation().AddEmptySegment("", name)
+            A.writeSegment(reference, ids[name], (volume == value).astype(np.uint8), geometry)
+        widget = slicer.util.getModuleWidget("IFSSNetComparison")
+        widget.enter()   # the parameter node of this scene (setUp cleared the scene)
+        widget._parameterNode.reference = reference
+        widget.segmentSelector.setSelectedSegmentIDs([ids["GL"]])
+        self.assertEqual(widget._segmentNames(reference), ["GL"])
+        widget.deviceCombo.setCurrentIndex(widget.deviceCombo.findData("cpu"))
+        widget.deviceCombo.blockSignals(True)
+        widget.deviceCombo.setCurrentIndex(0)
+        widget.deviceCombo.blockSignals(False)
+        widget.refreshModels()
+        self.assertEqual(widget.deviceCombo.currentData, "cpu")
+
+        def nearestSeedSlice(volume, seeds, spacing_kji, *, progress=None, cancel=None):
+            out = np.zeros(volume.shape, np.uint8)
+            for k in range(min(seeds.slices), max(seeds.slices) + 1):
+                out[k] = seeds.mask[min(seeds.slices, key=lambda s: abs(s - k))]
+            return out
+
+        registry.register("selftest-nearest", nearestSeedSlice, "Nearest seed slice")
+        try:
+            table = widget.logic.compare(volumeNode, None, reference, ["selftest-nearest"], "3-seeds",
+                                         segmentNames=widget._segmentNames(reference))
+        finally:
+            registry.unregister("selftest-nearest")
+        self.assertEqual(table.GetNumberOfRows(), 1)
+        widget.showResults(table)
+        loss = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotChartNode", "Training loss")
+        selection = slicer.app.applicationLogic().GetSelectionNode()
+        selection.SetActivePlotChartID(loss.GetID())
+        slicer.app.applicationLogic().PropagatePlotChartSelection()   # as the Training module shows its loss
+        plotView = slicer.mrmlScene.GetSingletonNode("IFSSNetPlot1", "vtkMRMLPlotViewNode")
+        self.assertEqual(plotView.GetPlotChartNodeID(), widget.logic.lastResult["diceChart"].GetID())
+        self.delayDisplay("Segments, device and the results views passed")
 
 
 if __name__ == "__main__":

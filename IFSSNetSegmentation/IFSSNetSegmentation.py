@@ -195,7 +195,10 @@ class IFSSNetSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             return
         volumes = self.logic.segmentVolumes(segmentationNode)
         tableNode = self.logic.volumeTable(volumes, f"{segmentationNode.GetName()} volumes")
-        slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+        # a layout with a table view: the one shown where it has one, else Four-Up with a table (the Tables logic's
+        # rule, as Segment Statistics' showTable); the propagation leaves alone the views that opt out (the Comparison's)
+        layoutManager = slicer.app.layoutManager()
+        layoutManager.setLayout(slicer.modules.tables.logic().GetLayoutWithTable(layoutManager.layout))
         selectionNode = slicer.app.applicationLogic().GetSelectionNode()
         selectionNode.SetActiveTableID(tableNode.GetID())
         slicer.app.applicationLogic().PropagateTableSelection()

@@ -438,7 +438,10 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.lossTable, self.lossChart = self.logic.updateLossPlot(self.steps, self.lossTable, self.lossChart)
         # first records, or the chart made anew (File > Close Scene during the run removed it): show the plot
         if len(self.steps) == len(records) or self.lossChart is not chart:
-            slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)
+            # a layout with a plot view: the one shown where it has one, else Four-Up with a plot (the Plots logic's
+            # rule, as its ShowChartInLayout); the propagation leaves alone the views that opt out (the Comparison's)
+            layoutManager = slicer.app.layoutManager()
+            layoutManager.setLayout(slicer.modules.plots.logic().GetLayoutWithPlot(layoutManager.layout))
             selection = slicer.app.applicationLogic().GetSelectionNode()
             selection.SetActivePlotChartID(self.lossChart.GetID())
             slicer.app.applicationLogic().PropagatePlotChartSelection()

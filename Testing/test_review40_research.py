@@ -215,4 +215,4 @@ def test_an_empty_reference_segment_says_what_to_do_in_slicer(scene_nodes, neare
     with pytest.raises(SeedError) as err:
         IFSSNetComparisonLogic().compare(volumeNode, None, ref, [nearest], "3-seeds")
     text = str(err.value)
-    assert "'SOL' is empty" in text and "--segment" not in text and "Clone" in text and "segmentNames=['GM']" in text
+    assert "'SOL' is empty" in text and "--segment" not in text and "Segments list" in text and "segmentNames=['GM']" in text

@@ -323,11 +323,16 @@ def test_the_comparison_results_go_to_the_views_of_its_layout():
     tree = ast.parse((ROOT / GUI_FILES[4]).read_text())
     show = ast.unparse(_method(tree, "IFSSNetComparisonWidget", "showResults"))
     assert "tableWidget(" not in show and "plotWidget(" not in show and "setMRMLTableNode" not in show
+    # review 43: the lookup by tag moved into the Logic (IFSSNetComparisonLogic.showInResultViews, tested on real MRML
+    # in test_review43_comparison.py), which the widget calls once the layout is set
+    assert "self.logic.showInResultViews(table" in show
+    logic = (ROOT / "IFSSNetComparison/IFSSNetComparisonLib/logic.py").read_text()
+    shown = ast.unparse(_method(ast.parse(logic), "IFSSNetComparisonLogic", "showInResultViews"))
     _, views = _comparison_layout()
     for cls, tag in views:
-        assert f"'{tag}'" in show or f'"{tag}"' in show, f"{tag} of the layout is not looked up"
-    assert "GetSingletonNode('IFSSNetTable', 'vtkMRMLTableViewNode')" in show
-    assert "SetTableNodeID(table.GetID())" in show and "SetPlotChartNodeID(chart.GetID())" in show
+        assert f"('{cls}', '{tag}')" in logic.replace('"', "'"), f"{tag} of the layout is not looked up"
+    assert "GetSingletonNode(tag, cls)" in shown
+    assert "SetTableNodeID(node.GetID())" in shown and "SetPlotChartNodeID(node.GetID())" in shown
 
 
 @pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")

@@ -148,6 +148,28 @@ def method_names(methods: Iterable[str]) -> List[str]:
     return [m.strip().lower() for m in methods if m and m.strip()]
 
 
+NETWORK_METHODS = ("ifssnet", "pgnet", "unet3d")
+"""The learned methods: they take a ``device``; ``ifssnet`` also a ``model`` (its checkpoint)."""
+
+
+def network_options(methods: Iterable[str], model=None, device: str = "auto") -> Dict[str, dict]:
+    """``method_options`` for :func:`compare` from one model and one device (``ifssnet compare --model --device``,
+    the Comparison module's Model and Device): ``{method: {"device": device}}`` for each of ``methods`` among
+    :data:`NETWORK_METHODS`, and ``"model"`` for ``ifssnet`` where ``model`` (a checkpoint path or a loaded network)
+    is given. ``{}`` where neither is given (each method's defaults: the shipped weights, ``auto``). The file is read,
+    and a bad one refused, by the method's loader when the comparison starts (``registry.load_once``)."""
+    model = None if isinstance(model, str) and not model else model   # "": the shipped weights (not a module's truth)
+    if model is None and (device or "auto") == "auto":
+        return {}
+    opts: Dict[str, dict] = {}
+    for name in method_names(methods):
+        if name in NETWORK_METHODS:
+            opts[name] = {"device": device or "auto"}
+            if model is not None and name == "ifssnet":
+                opts[name]["model"] = model
+    return opts
+
+
 def reference_extent(ref_mask: np.ndarray) -> Tuple[int, int]:
     """(first, last) slice along axis 0 where the reference is non-empty (inclusive)."""
     return slice_extent(ref_mask) or (0, -1)

@@ -146,12 +146,9 @@ def parse_options(items: Sequence[str]) -> Dict[str, dict]:
 
 
 def _options(args) -> Dict[str, dict]:
-    opts: Dict[str, dict] = {}
-    if args.model or args.device != "auto":
-        for name in ("ifssnet", "pgnet", "unet3d"):
-            opts[name] = {"device": args.device}
-            if args.model and name == "ifssnet":   # the network _check_before_work read, else the file
-                opts[name]["model"] = getattr(args, "loaded_model", None) or args.model
+    # the network _check_before_work read, else the file
+    opts = _core.network_options(_core.NETWORK_METHODS, getattr(args, "loaded_model", None) or args.model,
+                                 args.device)
     for method, kv in parse_options(args.option).items():
         opts.setdefault(method, {}).update(kv)
     return opts

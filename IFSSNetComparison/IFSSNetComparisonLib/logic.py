@@ -21,6 +21,7 @@ SimpleITK's progress events see cancel several times a second (at most 0.21 s ap
 """
 from __future__ import annotations
 
+import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -107,17 +108,34 @@ def _seriesStyles(rows) -> Dict[str, tuple]:
     """``{"<method label> <muscle>": (colour, line style)}`` for the "Dice along the sweep" series: a colour per method
     (``METHOD_COLORS``), a line style per muscle (solid, dash, dot, dash-dot, ...), so each series can be told apart
     in the plot; a plot series node is black unless its colour is set."""
-    methods = list(dict.fromkeys(methodLabel(r["method"]) for r in rows))
+    colors = _methodColors(rows)
     muscles = list(dict.fromkeys(r["muscle"] for r in rows))
     P = slicer.vtkMRMLPlotSeriesNode
     lines = (P.LineStyleSolid, P.LineStyleDash, P.LineStyleDot, P.LineStyleDashDot, P.LineStyleDashDotDot)
-    return {f"{m} {mu}": (METHOD_COLORS[i % len(METHOD_COLORS)], lines[j % len(lines)])
-            for i, m in enumerate(methods) for j, mu in enumerate(muscles)}
+    return {f"{m} {mu}": (color, lines[j % len(lines)]) for m, color in colors.items() for j, mu in enumerate(muscles)}
+
+
+def _methodColors(rows) -> Dict[str, tuple]:
+    """``{method label: RGB in [0, 1]}``: ``METHOD_COLORS`` in the order the methods ran, the colour of the method's
+    lines in "Dice along the sweep" and of its result segmentation's segments."""
+    methods = list(dict.fromkeys(methodLabel(r["method"]) for r in rows))
+    return {m: METHOD_COLORS[i % len(METHOD_COLORS)] for i, m in enumerate(methods)}
+
+
+def _muscleShade(color, n: int) -> tuple:
+    """The ``n``-th muscle's shade of a method's colour (RGB in [0, 1]): the colour itself for the first, then darker
+    (odd ``n``) and lighter (even ``n``) shades of it, so that touching muscles of one method's result can be told
+    apart in the views while the hue still names the method."""
+    if n == 0:
+        return tuple(color)
+    step = min(0.6, 0.3 * ((n + 1) // 2))
+    target = 0.0 if n % 2 else 1.0
+    return tuple(c + (target - c) * step for c in color)
 
 
 def _requireSeedSegments(seedSegmentationNode, names: Sequence[str]) -> None:
     """Refuse a seed segmentation without a segment of ``names`` (the reference's segments compared), naming all that
-    it lacks and what to do: the module compares every segment of the reference, and has no choice of segments."""
+    it lacks and what to do: compare the segments it holds (the module's Segments list, ``segmentNames``) or paint."""
     missing = [name for name in names if _segmentIdByName(seedSegmentationNode, name) is None]
     if not missing:
         return
@@ -127,14 +145,18 @@ def _requireSeedSegments(seedSegmentationNode, names: Sequence[str]) -> None:
     seedName = seedSegmentationNode.GetName()
     todo = f"Paint {', '.join(missing)} in '{seedName}' (segments named as the reference's), "
     if held:
-        todo += (f"or compare on {', '.join(held)} alone: on a clone of the reference without {', '.join(missing)} "
-                 "(Data module: right-click it > Clone, then delete the segment in the clone), or from the Python "
-                 f"console with segmentNames={held!r}; ")
+        todo += f"or compare on {', '.join(held)} alone: {_chooseSegments(held)}; "
     else:
         todo += "or rename its segments as the reference's (double-click the name in Segment Editor); "
     raise SeedError(f"The seed segmentation '{seedName}' has no segment named {', '.join(map(repr, missing))} "
                     f"(it has: {', '.join(have) or 'none'}).",
                     todo + "or use protocol '3-seeds' to cut the seeds from the reference.")
+
+
+def _chooseSegments(names: Sequence[str]) -> str:
+    """How to compare on ``names`` alone, in the module and from the Python console."""
+    return (f"tick {', '.join(names)} alone in the module's Segments list (from the Python console: "
+            f"segmentNames={list(names)!r})")
 
 
 class _ComparisonSlot:
@@ -173,11 +195,13 @@ def releasePropagationSlot(slot: Optional[_ComparisonSlot]) -> None:
 
 class IFSSNetComparisonLogic:
     """``compare(volumeNode, seedSegmentationNode, referenceSegmentationNode, methods, protocol, progress=None,
-    cancel=None, *, segmentNames=None, joint=False) -> vtkMRMLTableNode``
+    cancel=None, *, segmentNames=None, joint=False, model=None, device="auto") -> vtkMRMLTableNode``
 
     ``protocol``: ``"seeds"`` uses the painted slices of ``seedSegmentationNode``; ``"3-seeds"``, ``"paper"`` and
     ``"3-seeds+ends"`` take the seed slices from the reference (``ifssnet.seeds.protocol_slices``), so
-    ``seedSegmentationNode`` may be None. ``joint``: the methods that can (IFSS-Net, PG-Net) segment all
+    ``seedSegmentationNode`` may be None. ``segmentNames``: the reference's segments compared (None: all).
+    ``model`` / ``device``: the IFSS-Net checkpoint and the learned methods' device, as ``ifssnet compare --model
+    --device``. ``joint``: the methods that can (IFSS-Net, PG-Net) segment all
     muscles of one axis in one run, as Propagate does with several segments (``ifssnet.compare``; they do
     not overlap unless ``methodOptions={"ifssnet": {"exclusive": False}}``). Fill between slices always runs on all
     muscles of one axis at once, as Slicer's effect interpolates all visible segments (in the reference's segment
@@ -196,9 +220,10 @@ class IFSSNetComparisonLogic:
     def compare(self, volumeNode, seedSegmentationNode, referenceSegmentationNode, methods: Sequence,
                 protocol: str = "seeds", progress=None, cancel=None, *,
                 segmentNames: Optional[Sequence[str]] = None, createSegmentations: bool = True,
-                methodOptions: Optional[dict] = None, joint: bool = False):
+                methodOptions: Optional[dict] = None, joint: bool = False, model=None, device: str = "auto"):
         job = self.prepare(volumeNode, seedSegmentationNode, referenceSegmentationNode, methods, protocol,
-                           progress=progress, segmentNames=segmentNames, methodOptions=methodOptions, joint=joint)
+                           progress=progress, segmentNames=segmentNames, methodOptions=methodOptions, joint=joint,
+                           model=model, device=device)
         slot = takePropagationSlot(referenceSegmentationNode)   # one propagation or comparison at a time in Slicer
         try:
             self.compute(job, progress=progress, cancel=cancel)
@@ -210,8 +235,14 @@ class IFSSNetComparisonLogic:
     @mrmlArrays.outOfMemoryAsResourceError("reading the volume and the segmentations")
     def prepare(self, volumeNode, seedSegmentationNode, referenceSegmentationNode, methods: Sequence,
                 protocol: str = "seeds", *, progress=None, segmentNames: Optional[Sequence[str]] = None,
-                methodOptions: Optional[dict] = None, joint: bool = False) -> dict:
-        """Main thread: read the volume, the reference and the seeds (MRML -> numpy). Changes nothing."""
+                methodOptions: Optional[dict] = None, joint: bool = False, model=None,
+                device: str = "auto") -> dict:
+        """Main thread: read the volume, the reference and the seeds (MRML -> numpy). Changes nothing.
+
+        ``segmentNames``: the reference's segments to compare (None: all). ``model``: the IFSS-Net checkpoint (a path,
+        or None / "" for the shipped one; read when the run starts, on the worker thread); ``device``: ``auto`` |
+        ``cpu`` | ``cuda`` for the learned methods, as ``ifssnet compare --model --device``
+        (``ifssnet.compare.network_options``); ``methodOptions`` override them per method."""
         if referenceSegmentationNode is None:
             raise InputError("No reference segmentation is selected.", "Select the complete (ground truth) segmentation.")
         if not methods:
@@ -226,6 +257,7 @@ class IFSSNetComparisonLogic:
                              "slice of each muscle would be a seed, and every method would score a Dice of 1.",
                              "Select the segmentation with your painted seed slices, or use protocol '3-seeds' to "
                              "cut the seeds from the reference.")
+        options = self._methodOptions(methods, model, device, methodOptions)
         mrmlArrays.requireSegmentationNode(referenceSegmentationNode, "The reference")
         mrmlArrays.requireSegmentationNode(seedSegmentationNode if protocol == "seeds" else None, "The seed segmentation")
         segLogic = segmentationLogic.IFSSNetSegmentationLogic()
@@ -261,9 +293,7 @@ class IFSSNetComparisonLogic:
                             "grid): there is nothing to score against.",
                             f"Check that '{referenceSegmentationNode.GetName()}' is the complete (ground truth) "
                             "segmentation of this volume" + (
-                                f", or compare on {', '.join(others)} alone: on a clone of the reference without "
-                                f"{', '.join(empty)} (Data module: right-click it > Clone, then delete the segment in "
-                                "the clone), or from the Python console with segmentNames=" + repr(others) + "."
+                                f", or compare on {', '.join(others)} alone: {_chooseSegments(others)}."
                                 if others else "."))
         for name in names:
             notes: List[str] = []
@@ -285,7 +315,25 @@ class IFSSNetComparisonLogic:
         # scene's volume and reference, and the results of this run would be published into it.
         return {"volumeNode": volumeNode, "referenceNode": referenceSegmentationNode,
                 "volume": volume, "spacing": spacing, "refs": refs, "seedJobs": seedJobs, "methods": list(methods),
-                "protocol": protocol, "methodOptions": dict(methodOptions or {}), "joint": bool(joint), "rows": []}
+                "protocol": protocol, "methodOptions": options, "joint": bool(joint), "rows": []}
+
+    @staticmethod
+    def _methodOptions(methods: Sequence, model, device: str, methodOptions: Optional[dict]) -> dict:
+        """The methods' options: ``model`` and ``device`` for the learned methods among ``methods``
+        (``ifssnet.compare.network_options``), with ``methodOptions`` on top. A device other than ``auto`` is checked
+        here, before the run (``ifssnet.propagate.resolve_device``: unknown, or CUDA where PyTorch sees no GPU)."""
+        from ifssnet.compare import NETWORK_METHODS, network_options
+
+        names = [m for m in methods if isinstance(m, str)]
+        if (device or "auto") != "auto" and any(m in NETWORK_METHODS for m in names) and (
+                segmentationLogic.IFSSNetSegmentationLogic.torchAvailable()):
+            from ifssnet.propagate import resolve_device
+
+            resolve_device(device)
+        options = network_options(names, model, device)
+        for method, extra in (methodOptions or {}).items():
+            options[method] = {**options.get(method, {}), **extra}
+        return options
 
     @staticmethod
     def notes(job: dict) -> List[str]:
@@ -321,7 +369,8 @@ class IFSSNetComparisonLogic:
 
         from ifssnet.baselines.child_process import cancellable_options
 
-        options = cancellable_options(job["methods"], job["methodOptions"]) if cancel is not None else job["methodOptions"]
+        options = self._loadModel(job["methodOptions"]) if "ifssnet" in job["methods"] else job["methodOptions"]
+        options = cancellable_options(job["methods"], options) if cancel is not None else options
         byAxis: Dict[int, List[segmentationLogic.SegmentJob]] = {}
         for seg in job["seedJobs"]:
             byAxis.setdefault(seg.axis, []).append(seg)
@@ -347,6 +396,22 @@ class IFSSNetComparisonLogic:
         check_cancel(cancel)
         job["rows"] = rows
         return job
+
+    @staticmethod
+    def _loadModel(options: dict) -> dict:
+        """``options`` with IFSS-Net's model file (the user's choice) read, as ``ifssnet compare --model`` reads it
+        before any work (``ifssnet.propagate.load_model``, the loader every run uses): a file that is not a model
+        stops the run with the loader's message before the first method, instead of an error in each of its rows
+        after the other methods ran. Worker thread (it imports torch and reads the file)."""
+        model = options.get("ifssnet", {}).get("model")
+        if not isinstance(model, (str, os.PathLike)) or not str(model):
+            return options
+        from ifssnet.errors import require
+
+        require("torch")
+        from ifssnet.propagate import load_model
+
+        return {**options, "ifssnet": {**options["ifssnet"], "model": load_model(model, "cpu")}}
 
     @mrmlArrays.outOfMemoryAsResourceError("writing the results")
     def publish(self, job: dict, progress=None, createSegmentations: bool = True):
@@ -374,8 +439,12 @@ class IFSSNetComparisonLogic:
                 for r in rows:
                     if r.get("mask") is not None:
                         byMethod.setdefault(methodLabel(r["method"]), {})[r["muscle"]] = r["mask"]
+                colors = _methodColors(rows)
+                muscles = list(dict.fromkeys(r["muscle"] for r in rows))   # a muscle's shade alike in every result
                 for label, masks in byMethod.items():
-                    segmentations[label] = self._resultSegmentation(volumeNode, referenceNode, label, masks, created)
+                    shades = {mu: _muscleShade(colors[label], muscles.index(mu)) for mu in masks}
+                    segmentations[label] = self._resultSegmentation(volumeNode, referenceNode, label, masks, created,
+                                                                    shades)
         except BaseException:
             for node in reversed(created):
                 if node.GetScene() is not None:
@@ -387,6 +456,36 @@ class IFSSNetComparisonLogic:
         self.lastResult = {"table": table, "diceChart": diceChart, "volumeChart": volumeChart,
                            "segmentations": segmentations, "rows": rows, "notes": self.notes(job)}
         return table
+
+    # ---- the results layout's views -------------------------------------------------------------
+
+    #: The Comparison module's results layout: (view node class, singleton tag) of its table view and its two plot
+    #: views (the widget's layout XML names the same tags).
+    RESULT_VIEWS = (("vtkMRMLTableViewNode", "IFSSNetTable"), ("vtkMRMLPlotViewNode", "IFSSNetPlot1"),
+                    ("vtkMRMLPlotViewNode", "IFSSNetPlot2"))
+
+    def showInResultViews(self, table, charts: Sequence) -> int:
+        """Show ``table`` in the results layout's table view and ``charts`` (Dice along the sweep, volume error) in
+        its two plot views, through their view nodes (found by singleton tag once the layout is set), and take these
+        views out of Slicer's table and plot selection (``SetDoPropagateTableSelection(False)``,
+        ``SetDoPropagatePlotChartSelection(False)``): ``PropagateTableSelection`` / ``PropagatePlotChartSelection``
+        (vtkMRMLApplicationLogic.cxx) set the active table / chart in every view node that allows it, so Segment
+        Statistics' table (the Segmentation module's Show volume, ``SegmentStatisticsLogic.showTable``) or the
+        Training module's loss chart replaced the comparison's results in these views. Returns the number of views
+        found (0 where the layout was not set)."""
+        found = 0
+        for (cls, tag), node in zip(self.RESULT_VIEWS, [table] + list(charts)):
+            view = slicer.mrmlScene.GetSingletonNode(tag, cls)
+            if view is None:
+                continue
+            found += 1
+            if cls == "vtkMRMLTableViewNode":
+                view.SetDoPropagateTableSelection(False)
+                view.SetTableNodeID(node.GetID())
+            else:
+                view.SetDoPropagatePlotChartSelection(False)
+                view.SetPlotChartNodeID(node.GetID())
+        return found
 
     # ---- node builders -------------------------------------------------------------------------
 
@@ -480,7 +579,11 @@ class IFSSNetComparisonLogic:
         return chart
 
     @staticmethod
-    def _resultSegmentation(volumeNode, referenceSegmentationNode, label, masks, created):
+    def _resultSegmentation(volumeNode, referenceSegmentationNode, label, masks, created, colors=None):
+        """The segmentation "<method label> result" with one segment per muscle of ``masks``, named as the
+        reference's. ``colors``: muscle -> RGB in [0, 1] (publish: the method's colour, that of its lines in "Dice
+        along the sweep", the n-th muscle in its n-th shade, ``_muscleShade``); a muscle without one takes the
+        reference segment's colour."""
         node = _newNode("vtkMRMLSegmentationNode", f"{label} result")
         created.append(node)
         node.CreateDefaultDisplayNodes()
@@ -492,7 +595,9 @@ class IFSSNetComparisonLogic:
         for name, mask in masks.items():
             sid = node.GetSegmentation().AddEmptySegment("", name)
             rid = reference.GetSegmentIdBySegmentName(name)
-            if rid:
+            if (colors or {}).get(name) is not None:   # the method's: its result and the reference look different
+                node.GetSegmentation().GetSegment(sid).SetColor(*colors[name])
+            elif rid:
                 node.GetSegmentation().GetSegment(sid).SetColor(reference.GetSegment(rid).GetColor())
             mrmlArrays.writeSegment(node, sid, mask.full() if hasattr(mask, "full") else mask, geometry)
         return node

@@ -183,6 +183,39 @@ def followSceneClose(widget, connect=None):
     widget.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, onSceneEndClose)
 
 
+def addModelAndDeviceRows(form, modelTip="The network that propagates the slices. Hover an entry for its model card."):
+    """The "Model:" and "Device:" rows (the Propagate panel's, the Comparison module's) added to ``form``:
+    ``(modelCombo, deviceCombo)``. The model combo's item data is the checkpoint's path ("" for the shipped one;
+    fill it with :func:`fillModelCombo`), the device combo's a key of :data:`DEVICES` (auto, cpu, cuda)."""
+    modelCombo = qt.QComboBox()
+    modelCombo.toolTip = modelTip
+    form.addRow("Model:", modelCombo)
+    deviceCombo = qt.QComboBox()
+    for key, label in DEVICES:
+        deviceCombo.addItem(label, key)
+    deviceCombo.toolTip = "Auto uses the GPU when PyTorch sees one, else the CPU."
+    form.addRow("Device:", deviceCombo)
+    return modelCombo, deviceCombo
+
+
+def fillModelCombo(combo, models, current: str) -> None:
+    """List ``models`` (``IFSSNetSegmentationLogic.availableModels()``: shipped first, then the user's fine-tuned ones,
+    each with its model card as tooltip) in ``combo`` and select the path ``current`` (the first where it is not
+    listed), without emitting its signals."""
+    combo.blockSignals(True)
+    try:
+        combo.clear()
+        if not models:
+            combo.addItem("Shipped IFSS-Net model", "")
+        for model in models:
+            label = model["name"] + (" (shipped)" if model["source"] == "shipped" else "")
+            combo.addItem(label, model["path"])
+            combo.setItemData(combo.count - 1, model["card"] or model["path"], qt.Qt.ToolTipRole)
+        combo.setCurrentIndex(max(0, combo.findData(current)))
+    finally:
+        combo.blockSignals(False)
+
+
 class PropagatePanel:
     """Builds the widgets into ``parentLayout`` and runs propagation jobs."""
 
@@ -220,15 +253,7 @@ class PropagatePanel:
         form = qt.QFormLayout()
         layout.addLayout(form)
 
-        self.modelCombo = qt.QComboBox()
-        self.modelCombo.toolTip = "The network that propagates the slices. Hover an entry for its model card."
-        form.addRow("Model:", self.modelCombo)
-
-        self.deviceCombo = qt.QComboBox()
-        for key, label in DEVICES:
-            self.deviceCombo.addItem(label, key)
-        self.deviceCombo.toolTip = "Auto uses the GPU when PyTorch sees one, else the CPU."
-        form.addRow("Device:", self.deviceCombo)
+        self.modelCombo, self.deviceCombo = addModelAndDeviceRows(form)
 
         self.presetCombo = qt.QComboBox()
         for key, label in PRESETS:
@@ -326,19 +351,7 @@ class PropagatePanel:
 
     def refreshModels(self):
         """Shipped model first, then the fine-tuned ones in the user's model folder (model card as tooltip)."""
-        current = self.settings("Model", SETTINGS["Model"])
-        self.modelCombo.blockSignals(True)
-        self.modelCombo.clear()
-        models = self.logic.availableModels()
-        if not models:
-            self.modelCombo.addItem("Shipped IFSS-Net model", "")
-        for model in models:
-            label = model["name"] + (" (shipped)" if model["source"] == "shipped" else "")
-            self.modelCombo.addItem(label, model["path"])
-            self.modelCombo.setItemData(self.modelCombo.count - 1, model["card"] or model["path"], qt.Qt.ToolTipRole)
-        index = max(0, self.modelCombo.findData(current))
-        self.modelCombo.setCurrentIndex(index)
-        self.modelCombo.blockSignals(False)
+        fillModelCombo(self.modelCombo, self.logic.availableModels(), self.settings("Model", SETTINGS["Model"]))
         self.updateFromSettings()
         self.updateEstimate()
 
