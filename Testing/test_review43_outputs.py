@@ -1,0 +1,164 @@
+"""Session 43: every file the command line writes loses nothing of the user's, and the messages on unusual voxel types
+are true.
+
+The rule (``ifssnet.io``): an output named on the command line (``-o``, ``--csv``, ``--plot``, ``--montage``,
+``--out``, ``--log``, ``--json``, ``--md``, ``--profile``) replaces a file of that name, as asked, but never an input
+and never another output of the same run (:func:`~ifssnet.io.check_output_files`); files a command writes into a
+folder under fixed names (``ifssnet phantom DIR``, ``ifssnet demo DIR``) replace nothing without ``--force``
+(:func:`~ifssnet.io.refuse_replacing`). Each is checked before any work. Each test here failed before its fix.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_output import error_line, run_cli
+
+SHAPE = ("--shape", "24", "32", "32")
+
+
+def _snapshot(folder: Path) -> dict:
+    """name -> bytes of every file under ``folder``."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------ phantom and demo into a folder that is in use
+@pytest.mark.parametrize("command,name", [("phantom", "volume.nrrd"), ("phantom", "reference.seg.nrrd"),
+                                          ("demo", "volume.nrrd"), ("demo", "result.seg.nrrd"),
+                                          ("demo", "demo.png")])
+def test_phantom_and_demo_refuse_to_replace_a_file_of_the_folder_and_name_it(tmp_path, capsys, command, name):
+    """Before: `ifssnet phantom DIR` / `ifssnet demo DIR` replaced DIR/volume.nrrd (the user's own sweep, say)
+    without a word."""
+    (tmp_path / name).write_bytes(b"the user's own " + name.encode())
+    (tmp_path / "notes.txt").write_text("kept")
+    before = _snapshot(tmp_path)
+    code, _, err = run_cli(capsys, command, tmp_path, *SHAPE)
+    line = error_line(err)
+    assert code == 2, line
+    assert f"already holds {name}" in line and f"`ifssnet {command}` would replace it" in line, line
+    assert "--force" in line and "new or empty folder" in line, line
+    assert _snapshot(tmp_path) == before
+
+
+def test_phantom_with_force_replaces_its_files_and_keeps_the_others(tmp_path, capsys):
+    (tmp_path / "volume.nrrd").write_bytes(b"old")
+    (tmp_path / "notes.txt").write_text("kept")
+    code, _, err = run_cli(capsys, "phantom", tmp_path, *SHAPE, "--force")
+    assert code == 0, err
+    from ifssnet.io import read_volume
+
+    assert read_volume(tmp_path / "volume.nrrd").array.shape == (24, 32, 32)
+    assert (tmp_path / "notes.txt").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "reference.seg.nrrd", "volume.nrrd"]
+
+
+def test_phantom_and_demo_write_into_a_folder_that_holds_other_files(tmp_path, capsys):
+    """A folder in use for other things is fine: only the command's own file names are refused."""
+    (tmp_path / "notes.txt").write_text("kept")
+    code, _, err = run_cli(capsys, "phantom", tmp_path, *SHAPE)
+    assert code == 0, err
+    assert (tmp_path / "notes.txt").read_text() == "kept"
+
+
+def test_demo_names_every_file_it_would_replace_and_force_replaces_them(tmp_path, capsys):
+    for name in ("seeds.seg.nrrd", "result.confidence.json"):
+        (tmp_path / name).write_text("old")
+    code, _, err = run_cli(capsys, "demo", tmp_path, *SHAPE, "--device", "cpu")
+    line = error_line(err)
+    assert code == 2 and "already holds seeds.seg.nrrd, result.confidence.json" in line and "them" in line, line
+    assert (tmp_path / "seeds.seg.nrrd").read_text() == "old"
+    code, _, err = run_cli(capsys, "demo", tmp_path, *SHAPE, "--device", "cpu", "--force")
+    assert code == 0, err
+    assert (tmp_path / "result.confidence.json").read_text().startswith("{")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["volume.nrrd", "reference.seg.nrrd", "seeds.seg.nrrd", "result.seg.nrrd", "result.confidence.json",
+         "demo.png"])
+
+
+def test_the_phantom_file_that_is_a_folder_is_refused_before_the_rendering_even_with_force(tmp_path, capsys,
+                                                                                               monkeypatch):
+    """Before: the phantom was rendered (minutes at full size), then writing it failed."""
+    import ifssnet.phantom as phantom
+
+    (tmp_path / "volume.nrrd").mkdir()
+    monkeypatch.setattr(phantom, "make_phantom", lambda *a, **k: pytest.fail("rendered"))
+    code, _, err = run_cli(capsys, "phantom", tmp_path, *SHAPE, "--force")
+    line = error_line(err)
+    assert code == 2 and "volume.nrrd' is a folder" in line, line
+
+
+def test_the_help_says_what_phantom_and_demo_do_with_a_folder_in_use(capsys):
+    from ifssnet.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for command in ("phantom", "demo"):
+        text = " ".join(sub.choices[command].format_help().split())
+        assert "nothing is written unless --force" in text, command
+
+
+# ------------------------------------------------------------------------------------------------------ bench
+@pytest.mark.parametrize("option", ["--json", "--md", "--profile"])
+def test_bench_refuses_an_output_that_is_the_model_before_it_runs(tmp_path, capsys, monkeypatch, option):
+    """Before: `ifssnet bench --model m.pt --json m.pt` ran the benchmark (minutes) then replaced the model with the
+    JSON."""
+    import ifssnet.bench as bench
+
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"the user's model")
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("ran"))
+    monkeypatch.setattr(bench, "profile_propagation", lambda *a, **k: pytest.fail("ran"))
+    code, _, err = run_cli(capsys, "bench", "--model", model, option, model)
+    line = error_line(err)
+    assert code == 2 and "one of the input files" in line, line
+    assert model.read_bytes() == b"the user's model"
+
+
+def test_bench_refuses_json_and_md_on_one_file_before_it_runs(tmp_path, capsys, monkeypatch):
+    """Before: the markdown table replaced the JSON, and the run said nothing."""
+    import ifssnet.bench as bench
+
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("ran"))
+    out = tmp_path / "new" / "bench.txt"      # a folder bench makes: still one file for both
+    code, _, err = run_cli(capsys, "bench", "--json", out, "--md", out)
+    line = error_line(err)
+    assert code == 2 and "--json and --md name one file" in line and "a file name each" in line, line
+    assert not (tmp_path / "new").exists()
+
+
+def test_bench_refuses_an_output_that_is_a_folder_before_it_runs(tmp_path, capsys, monkeypatch):
+    """Before: the benchmark ran, then writing into the folder's name failed."""
+    import ifssnet.bench as bench
+
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("ran"))
+    code, _, err = run_cli(capsys, "bench", "--md", tmp_path)
+    line = error_line(err)
+    assert code == 2 and "is a folder" in line, line
+
+
+# ------------------------------------------------------------------------------------------------------ train
+@pytest.mark.parametrize("log_name", ["m.pt", "m.ckpt.pt", "m.best.pt", "resume"])
+def test_train_refuses_a_log_that_the_run_would_save_over_or_spoil(tmp_path, capsys, log_name):
+    """Before: `--log m.pt --out m.pt` appended the log to m.pt, which the model then replaced (every line gone); a log
+    on the --resume checkpoint appended text to it."""
+    from ifssnet.io import Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
+
+    vol = np.random.default_rng(0).integers(0, 256, (24, 32, 32)).astype(np.uint8)
+    mask = np.zeros(vol.shape, np.uint8)
+    mask[:, 8:20, 8:20] = 1
+    geometry = Geometry(spacing=(1.0, 1.0, 1.0))
+    write_volume(Image(vol, geometry), tmp_path / "volume.nrrd")
+    write_segmentation(segmentation_from_masks({"GM": mask}, geometry), tmp_path / "reference.seg.nrrd")
+    out = tmp_path / "m.pt"
+    extra = []
+    if log_name == "resume":
+        ckpt = tmp_path / "other.ckpt.pt"
+        ckpt.write_bytes(b"a checkpoint")
+        extra, log = ["--resume", ckpt], ckpt
+    else:
+        log = tmp_path / log_name
+    before = _snapshot(tmp_path)
+    code, _, err = run_cli(capsys, "train", tmp_path, "--out", out, "--log", log, *extra, "--steps", "1",
+                           "--size", "32", "--width-mult", "0.25")
+    line = error_line(err)
+    assert code == 2 and f"--log {log}" in line and "a file name of its own" in line, line
+    assert _snapshot(tmp_path) == before
