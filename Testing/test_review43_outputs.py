@@ -96,6 +96,32 @@ def test_the_help_says_what_phantom_and_demo_do_with_a_folder_in_use(capsys):
         assert "nothing is written unless --force" in text, command
 
 
+# ------------------------------------------------------------------------------------------------------ propagate
+def test_propagate_refuses_a_confidence_file_that_is_a_folder_before_it_runs(tmp_path, capsys, monkeypatch):
+    """OUT.confidence.json, written beside OUT.seg.nrrd: a folder of that name failed the run once the propagation was
+    done (minutes on a full sweep), with "Could not write 'out.confidence.json': Is a directory. Free some disk
+    space ..."."""
+    import ifssnet.propagate as prop
+    from fake_models import CopyModel
+
+    from ifssnet.io import AnnotatedSlices, Geometry, Image, segmentation_from_masks, write_segmentation, write_volume
+
+    monkeypatch.setattr(prop, "load_model", lambda model=None, device="cpu": CopyModel(size=32))
+    volume = np.random.default_rng(0).integers(0, 256, (24, 32, 32)).astype(np.uint8)
+    write_volume(Image(volume, Geometry()), tmp_path / "v.nrrd")
+    m = np.zeros(volume.shape, np.uint8)
+    m[10:13, 8:20, 8:20] = 1
+    write_segmentation(segmentation_from_masks({"GM": m}, Geometry(), {"GM": AnnotatedSlices(0, (10, 11, 12))}),
+                       tmp_path / "s.seg.nrrd")
+    (tmp_path / "out.confidence.json").mkdir()
+    monkeypatch.setattr(prop, "propagate", lambda *a, **k: pytest.fail("propagated"))
+    code, _, err = run_cli(capsys, "propagate", tmp_path / "v.nrrd", tmp_path / "s.seg.nrrd",
+                           "-o", tmp_path / "out.seg.nrrd", "--device", "cpu")
+    line = error_line(err)
+    assert code == 2 and "out.confidence.json' is a folder" in line, line
+    assert not (tmp_path / "out.seg.nrrd").exists()
+
+
 # ------------------------------------------------------------------------------------------------------ bench
 @pytest.mark.parametrize("option", ["--json", "--md", "--profile"])
 def test_bench_refuses_an_output_that_is_the_model_before_it_runs(tmp_path, capsys, monkeypatch, option):
