@@ -188,3 +188,160 @@ def test_train_refuses_a_log_that_the_run_would_save_over_or_spoil(tmp_path, cap
     line = error_line(err)
     assert code == 2 and f"--log {log}" in line and "a file name of its own" in line, line
     assert _snapshot(tmp_path) == before
+
+
+# --------------------------------------------------------------------------- voxel types float32 cannot hold
+K, J, I = 24, 32, 32
+
+
+def _speckle():
+    return np.random.default_rng(0).integers(0, 256, (K, J, I))
+
+
+def _write(path: Path, array: np.ndarray, vector: bool = False) -> Path:
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(array, isVector=vector), str(path))
+    return path
+
+
+def _seeds(folder: Path) -> Path:
+    from ifssnet.io import AnnotatedSlices, Geometry, segmentation_from_masks, write_segmentation
+
+    m = np.zeros((K, J, I), np.uint8)
+    m[10:13, 8:22, 10:24] = 1
+    path = folder / "seeds.seg.nrrd"
+    write_segmentation(segmentation_from_masks({"GM": m}, Geometry(), {"GM": AnnotatedSlices(0, (10, 11, 12))}), path)
+    return path
+
+
+@pytest.fixture
+def bright_net(monkeypatch):
+    """A network that finds the muscle where the z-scored image is above 1.5: what it propagates shows the intensity
+    normalisation."""
+    import ifssnet.propagate as prop
+    from fake_models import BrightModel
+
+    monkeypatch.setattr(prop, "load_model", lambda model=None, device="cpu": BrightModel(size=32))
+
+
+@pytest.mark.parametrize("kind", ["float64 1e300", "float64 1e-300", "float64 1e12 + speckle", "int64 2e9 + 1"])
+def test_a_volume_of_values_float32_cannot_hold_propagates_as_its_uint8_copy(tmp_path, capsys, bright_net, kind):
+    """Before: "The volume is constant (every voxel has the same value)" for all four (float32 made 1e300 inf and
+    1e-300 0, and rounded 1e12 + 0..255 and 2e9 + 0..255 together); they are normalised in float64 now."""
+    from ifssnet.io import read_segmentation
+
+    speckle = _speckle()
+    array = {"float64 1e300": speckle * 1e300, "float64 1e-300": speckle * 1e-300,
+             "float64 1e12 + speckle": speckle + 1e12, "int64 2e9 + 1": speckle * 2 + 2_000_000_000}[kind]
+    seeds = _seeds(tmp_path)
+    masks = []
+    for name, volume in (("plain", speckle.astype(np.uint8)), ("wide", array)):
+        code, _, err = run_cli(capsys, "propagate", _write(tmp_path / f"{name}.nrrd", volume), seeds,
+                               "-o", tmp_path / f"{name}.seg.nrrd", "--device", "cpu")
+        assert code == 0, err
+        masks.append(read_segmentation(tmp_path / f"{name}.seg.nrrd").mask("GM"))
+    assert masks[0].sum() > 1000      # the bright voxels of the whole sweep: the normalisation, not the seeds
+    np.testing.assert_array_equal(masks[1], masks[0])
+
+
+def test_int64_values_that_float64_rounds_together_say_so_and_what_to_do(tmp_path, capsys, bright_net):
+    """2**62 + 0..255 is one float64 value: before, "The volume is constant (every voxel has the same value)", which
+    it is not. A volume that is constant still says so."""
+    seeds = _seeds(tmp_path)
+    huge = _write(tmp_path / "huge.nrrd", (_speckle() + 2 ** 62).astype(np.int64))
+    code, _, err = run_cli(capsys, "propagate", huge, seeds, "-o", tmp_path / "out.seg.nrrd", "--device", "cpu")
+    line = error_line(err)
+    assert code == 2 and "values differ by at most 255 around 4.61e+18" in line, line
+    assert "Subtract their common offset" in line and "constant (every voxel" not in line, line
+    flat = _write(tmp_path / "flat.nrrd", np.full((K, J, I), 2 ** 62, np.int64))
+    code, _, err = run_cli(capsys, "propagate", flat, seeds, "-o", tmp_path / "out.seg.nrrd", "--device", "cpu")
+    assert code == 2 and "The volume is constant (every voxel has the same value)" in error_line(err)
+    assert not (tmp_path / "out.seg.nrrd").exists()
+
+
+def test_a_complex_volume_is_called_complex_not_rgb(tmp_path, capsys):
+    """Before: "has 2 components per voxel (RGB or vector) ... Vector to Scalar Volume module"."""
+    from ifssnet.errors import VolumeError
+    from ifssnet.io import read_header
+
+    speckle = _speckle()
+    path = _write(tmp_path / "complex.nrrd", (speckle + 1j * speckle).astype(np.complex64))
+    code, _, err = run_cli(capsys, "propagate", path, _seeds(tmp_path), "-o", tmp_path / "o.seg.nrrd")
+    line = error_line(err)
+    assert code == 2 and "holds complex numbers" in line and "magnitude" in line and "RGB" not in line, line
+    with pytest.raises(VolumeError, match="holds complex numbers"):
+        read_header(path)
+
+
+@pytest.mark.parametrize("kind", ["rgb", "4-D"])
+def test_rgb_and_4d_volumes_keep_their_messages(tmp_path, capsys, kind):
+    """Checked in session 43 (no change): each message says what the volume is and what to do."""
+    import SimpleITK as sitk
+
+    speckle = _speckle().astype(np.uint8)
+    path = tmp_path / f"{kind}.nrrd"
+    if kind == "rgb":
+        _write(path, np.stack([speckle] * 3, -1), vector=True)
+        expected = "has 3 components per voxel (RGB or vector). Convert it to a scalar volume first"
+    else:
+        image = sitk.GetImageFromArray(speckle)
+        sitk.WriteImage(sitk.JoinSeries([image, image]), str(path))
+        expected = "has 4 dimensions; IFSS-Net needs a 3-D scalar volume. Extract one 3-D frame first"
+    code, _, err = run_cli(capsys, "propagate", path, _seeds(tmp_path), "-o", tmp_path / "o.seg.nrrd")
+    assert code == 2 and expected in error_line(err)
+
+
+def test_the_intensity_statistics_of_wide_types_and_bool():
+    """The statistics do not depend on the unit: float64 1e300 and 1e-300 times a volume give its own statistics
+    times that factor; a bool volume is 0 and 1."""
+    from ifssnet.preprocess import intensity_stats
+
+    speckle = _speckle().astype(np.float64)
+    mean, std = intensity_stats(speckle)
+    for factor in (1e300, 1e-300):
+        assert intensity_stats(speckle * factor) == pytest.approx((mean * factor, std * factor), rel=1e-9)
+    assert intensity_stats(speckle > 127) == pytest.approx((0.5, 0.5), abs=0.01)
+
+
+@pytest.mark.slicer
+def test_propagate_in_slicer_on_float64_and_int32_volumes(nodes):
+    """The Segmentation Logic: float64 values about 1e300 and int32 values 2**30 + 0..100 propagate (before: "The
+    volume is constant"); float64 values 1e17 + 0..100, which float64 itself rounds to multiples of 16, say so and
+    leave the segmentation as it was (Slicer holds no int64 volume)."""
+    pytest.importorskip("torch")
+    from slicer_nodes import _assert_same, _ijk_to_ras, _painted_gm, _state
+
+    from ifssnet.errors import VolumeError
+
+    slicer, volumeNode, segNode, truth, arrays, g, a, painted, L = _painted_gm(nodes)
+    voxels = slicer.util.arrayFromVolume(volumeNode)
+    for name, wide in (("US times 1e300", voxels.astype(np.float64) * 1e300),
+                       ("US plus 2**30", voxels.astype(np.int32) + 2 ** 30)):
+        node = slicer.util.addVolumeFromArray(wide, _ijk_to_ras(), name)
+        L.propagate(node, segNode, [a], device="cpu", preset="fast")      # the shipped network
+        out = arrays.segmentToArray(segNode, a, arrays.referenceGeometry(node, segNode))
+        np.testing.assert_array_equal(out[[5, 11, 16]], painted[[5, 11, 16]])
+        assert out.sum() > painted.sum(), name
+    far = slicer.util.addVolumeFromArray(voxels.astype(np.float64) + 1e17, _ijk_to_ras(), "US plus 1e17")
+    before = _state(segNode, far)
+    with pytest.raises(VolumeError, match="values differ by at most .* around 1e\\+17.*Subtract their common offset"):
+        L.propagate(far, segNode, [a], device="cpu", preset="fast")
+    _assert_same(before, _state(segNode, far))
+
+
+def _slicer_available():
+    from slicer_fixture import available
+
+    return available()
+
+
+@pytest.fixture
+def nodes(request):
+    if not _slicer_available():
+        pytest.skip("slicer-core is not installed (pip install slicer-core)")
+    return request.getfixturevalue("scene_nodes")
+
+
+from slicer_nodes import scene_nodes  # noqa: E402,F401  (fixtures; slicer_nodes puts the module folders on sys.path)
+from slicer_fixture import slicer_app, slicer_scene  # noqa: E402,F401

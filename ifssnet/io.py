@@ -554,7 +554,7 @@ def read_volume(path) -> Image:
     except RuntimeError as exc:
         raise InputError(f"Could not read '{path}' as an image.",
                          "Use .nrrd, .nii, .nii.gz, .mha or .mhd, and check that the file is complete.") from exc
-    check_scalar_3d(img.GetDimension(), img.GetNumberOfComponentsPerPixel(), str(path))
+    check_scalar_3d(img.GetDimension(), img.GetNumberOfComponentsPerPixel(), str(path), img.GetPixelIDTypeAsString())
     return Image(sitk.GetArrayFromImage(img), Geometry.from_sitk(img))
 
 
@@ -598,7 +598,7 @@ def read_header(path) -> ImageHeader:
         raise InputError(f"Could not read '{path}' as an image.",
                          "Use .nrrd, .nii, .nii.gz, .mha or .mhd, and check that the file is complete.") from exc
     size, components = reader.GetSize(), reader.GetNumberOfComponents()
-    check_scalar_3d(len(size), components, str(path))
+    check_scalar_3d(len(size), components, str(path), sitk.GetPixelIDValueAsString(reader.GetPixelID()))
     probe = sitk.Image([1, 1, 1], reader.GetPixelID(), max(1, components))
     itemsize = int(sitk.GetArrayViewFromImage(probe).itemsize)
     sx, sy, sz = (float(v) for v in reader.GetSpacing())
@@ -660,14 +660,19 @@ def _nrrd_itemsize(kind: str) -> int:
     return 8
 
 
-def check_scalar_3d(dimension: int, components: int = 1, what: str = "The volume") -> None:
-    """Raise :class:`VolumeError` unless the image is scalar and 3-D."""
+def check_scalar_3d(dimension: int, components: int = 1, what: str = "The volume", pixel: str = "") -> None:
+    """Raise :class:`VolumeError` unless the image is scalar and 3-D. ``pixel``: SimpleITK's name of its voxel type
+    (``"complex of 32-bit float"``: two components that are no colour)."""
     if dimension == 2:
         raise VolumeError(f"{what} is a 2-D image; IFSS-Net propagates through a 3-D sweep.",
                           "Load the reconstructed 3-D ultrasound volume, not a single frame.")
     if dimension != 3:
         raise VolumeError(f"{what} has {dimension} dimensions; IFSS-Net needs a 3-D scalar volume.",
                           "Extract one 3-D frame first (Sequences module, or Volumes > Convert).")
+    if "complex" in pixel:
+        raise VolumeError(f"{what} holds complex numbers ({pixel}); IFSS-Net needs real intensities.",
+                          "Convert it to a real scalar volume first, e.g. its magnitude (SimpleITK's "
+                          "ComplexToModulus, or numpy.abs).")
     if components != 1:
         raise VolumeError(f"{what} has {components} components per voxel (RGB or vector).",
                           "Convert it to a scalar volume first (Vector to Scalar Volume module).")
