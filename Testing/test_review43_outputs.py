@@ -330,6 +330,74 @@ def test_propagate_in_slicer_on_float64_and_int32_volumes(nodes):
     _assert_same(before, _state(segNode, far))
 
 
+# ------------------------------------------------------------------------ IFSSNetConfig.validate's messages
+BAD_CONFIGS = [  # (field, value, what the message says it must be, what the message says sets it)
+    ("arch", "pgnet", "must be 'ifssnet'", "IFSSNetConfig(arch=...)"),
+    ("window", 0, "must be a positive integer", "IFSSNetConfig(window=...)"),
+    ("window", True, "must be a positive integer", "IFSSNetConfig(window=...)"),
+    ("size", 48, "must be a multiple of 32, at least 32", "`ifssnet train --size` (the Training Logic's size)"),
+    ("widths", (1, 2), "must be 5 positive integers", "IFSSNetConfig(widths=...)"),
+    ("widths", ["a"] * 5, "must be 5 positive integers", "IFSSNetConfig(widths=...)"),
+    ("width_mult", 0, "must be a number above 0 and at most 8", "`ifssnet train --width-mult`"),
+    ("width_mult", "x", "must be a number above 0 and at most 8", "`ifssnet train --width-mult`"),
+    ("rates", (), "must be one or more positive integers", "IFSSNetConfig(rates=...)"),
+    ("norm", "batch", "must be one of 'group', 'layer', 'instance', 'none'", "IFSSNetConfig(norm=...)"),
+    ("norm_groups", "8", "must be a positive integer", "IFSSNetConfig(norm_groups=...)"),
+    ("enc_dropout", 1.0, "must be a number from 0 up to (not including) 1", "IFSSNetConfig(enc_dropout=...)"),
+    ("lstm_dropout", "x", "must be a number from 0 up to (not including) 1", "IFSSNetConfig(lstm_dropout=...)"),
+    ("dec_dropout", -0.1, "must be a number from 0 up to (not including) 1", "IFSSNetConfig(dec_dropout=...)"),
+    ("dropout_mode", "x", "must be 'channel' or 'element'", "IFSSNetConfig(dropout_mode=...)"),
+    ("lstm_kernel", 2, "must be an odd positive integer", "IFSSNetConfig(lstm_kernel=...)"),
+    ("lstm_kernel", None, "must be an odd positive integer", "IFSSNetConfig(lstm_kernel=...)"),
+    ("slice_spacing_mm", 0, "must be a positive number of mm, or None", "from the training volumes' slice spacing"),
+    ("image_head", ["A", "A"], "must be a list of distinct segment names", "`ifssnet train --image-aux`"),
+    ("image_head", "GM", "(not one string)", "`ifssnet train --image-aux`"),
+    ("mask_sees_image", "yes", "must be True or False", "`ifssnet train --mask-sees-image`"),
+]
+
+
+@pytest.mark.parametrize("field,value,allowed,where", BAD_CONFIGS, ids=[f"{f}={v!r}" for f, v, *_ in BAD_CONFIGS])
+def test_each_invalid_network_configuration_says_what_is_allowed_and_what_sets_it(field, value, allowed, where):
+    """Before: "Fix the configuration or use a checkpoint made by this version" for every field, which said neither
+    what value would do nor where to give it; a string where a number belongs said "'<' not supported between
+    instances of 'str' and 'int'", widths ['a', ...] and width_mult 'x' were a ValueError (an internal error, read
+    from a model file), window True and image_head 'GM' (segments 'G' and 'M') were taken."""
+    from ifssnet.errors import ModelError
+    from ifssnet.model.config import IFSSNetConfig
+
+    with pytest.raises(ModelError) as err:
+        IFSSNetConfig.from_dict({field: value})
+    message, todo = err.value.what, err.value.todo
+    assert f"Invalid IFSS-Net configuration: {field} is " in message and allowed in message, message
+    assert where in todo and "use another model file" in todo, todo
+
+
+def test_a_damaged_model_file_configuration_is_a_model_error_with_what_to_do(tmp_path, capsys):
+    """A model file whose stored configuration has widths ['a', ...]: before, an internal error (ValueError, exit
+    70); now exit 3 and the message above."""
+    import json
+
+    import torch
+
+    from ifssnet.model import IFSSNet, IFSSNetConfig
+    from ifssnet.model.checkpoint import save_checkpoint
+
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, IFSSNet(IFSSNetConfig(size=32, width_mult=0.25)))
+    obj = torch.load(path, weights_only=True)
+    config = json.loads(obj["config"])
+    config["widths"] = ["a"] * 5
+    obj["config"] = json.dumps(config)
+    torch.save(obj, path)
+    speckle = _speckle().astype(np.uint8)
+    volume = _write(tmp_path / "v.nrrd", speckle)
+    code, _, err = run_cli(capsys, "propagate", volume, _seeds(tmp_path), "-o", tmp_path / "o.seg.nrrd",
+                           "--model", path, "--device", "cpu")
+    line = error_line(err)
+    assert code == 3 and "widths is ('a', 'a', 'a', 'a', 'a'); it must be 5 positive integers" in line, line
+    assert "use another model file" in line
+
+
 def _slicer_available():
     from slicer_fixture import available
 
