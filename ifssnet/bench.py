@@ -427,8 +427,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", type=Path, default=None, metavar="OUT.txt",
                    help="instead of the benchmark: torch.profiler top ops of one IFSS-Net run (first preset of "
                         "--presets, default fast), written here")
-    p.add_argument("--json", type=Path, default=None, dest="json_out", help="write the result as JSON here")
-    p.add_argument("--md", type=Path, default=None, help="write the markdown table here")
+    p.add_argument("--json", type=Path, default=None, dest="json_out", help="write the result as JSON here (replaced if it exists)")
+    p.add_argument("--md", type=Path, default=None, help="write the markdown table here (replaced if it exists)")
 
 
 def cli(args) -> int:
@@ -436,8 +436,13 @@ def cli(args) -> int:
 
     if args.threads:
         torch.set_num_threads(int(args.threads))
+    from .io import check_output_files
     from .progress import TqdmProgress
 
+    # before the minutes of benchmark: a folder or write-protected file, the --model file, two options on one file
+    check_output_files([("--profile", args.profile)] if args.profile else
+                       [("--json", args.json_out), ("--md", args.md)],
+                       inputs=[args.model] if args.model else (), make_folders=True)
     if args.profile:
         preset = args.presets.split(",")[0] if args.presets else "fast"
         text = profile_propagation(args.size, args.device, args.model, preset, args.muscles.split(",")[0].upper(),

@@ -11,8 +11,12 @@ from .progress import TqdmProgress
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("phantom", help="make a synthetic 3-D freehand ultrasound of the lower leg",
-                       description="Write OUTDIR/volume.nrrd (uint8) and OUTDIR/reference.seg.nrrd (GM, GL, SOL).")
+                       description="Write OUTDIR/volume.nrrd (uint8) and OUTDIR/reference.seg.nrrd (GM, GL, SOL). "
+                                   "OUTDIR is made if missing; where it already holds either file, nothing is written "
+                                   "unless --force.")
     p.add_argument("outdir", type=Path)
+    p.add_argument("--force", action="store_true",
+                   help="replace volume.nrrd and reference.seg.nrrd where OUTDIR already holds them")
     p.add_argument("--seed", type=int, default=0, help="subject seed (same seed and shape: same volume)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None,
                    help="slices, depth, width in voxels (default 1400 512 512, the paper's scale)")
@@ -21,7 +25,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--supersample", type=int, default=1, metavar="F",
                    help="render each slice F times finer in-plane and shrink it (block mean): a coarse phantom then "
                         "looks like a 0.277 mm sweep on the network's working grid (e.g. --shape 400 128 128 --supersample 4)")
-    p.add_argument("--montage", type=Path, default=None, help="also write a PNG montage with the reference outlines")
+    p.add_argument("--montage", type=Path, default=None,
+                   help="also write a PNG montage with the reference outlines here (replaced if it exists)")
     p.set_defaults(func=_phantom)
 
     s = sub.add_parser("seeds", help="cut seed annotations (a few slices) out of a reference segmentation")
@@ -33,7 +38,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--every", type=int, default=None, help="repeat a group every N slices (paper protocol: 100)")
     s.add_argument("--ends", action="store_true",
                    help="also mark the first slice past each end of the muscle 'no muscle here' (annotated, empty)")
-    s.add_argument("-o", "--output", type=Path, required=True, help="output .seg.nrrd")
+    s.add_argument("-o", "--output", type=Path, required=True,
+                   help="output .seg.nrrd (replaced if it exists; never the reference)")
     s.set_defaults(func=_seeds)
 
     e = sub.add_parser("evaluate", help="score a segmentation against a reference (Dice, distances, volume)")
@@ -61,8 +67,10 @@ def _check_montage(montage: Path) -> None:
 
 
 def _phantom(args) -> int:
-    from .phantom import save_montage, write_phantom
+    from .io import refuse_replacing
+    from .phantom import PHANTOM_FILES, save_montage, write_phantom
 
+    refuse_replacing(args.outdir, PHANTOM_FILES, args.force, "phantom")
     if args.montage:
         _check_montage(args.montage)
     kwargs = {"seed": args.seed, "supersample": args.supersample}

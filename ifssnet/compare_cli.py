@@ -19,7 +19,7 @@ from .compare import (DEFAULT_METHODS, compare, compare_set, format_failures, fo
 from . import compare as _core
 from .errors import InputError, SeedError
 from .memory import check_reading
-from .io import check_output_file, parse_names, same_file, write_together
+from .io import check_output_files, parse_names, same_file, write_together
 from .seeds import PROTOCOLS
 
 
@@ -93,8 +93,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="methods that can (ifssnet, pgnet) segment all muscles in one run, as Slicer's Propagate "
                         "does; the muscles do not overlap unless --option ifssnet.exclusive=false. fbs always runs "
                         "so, as Slicer's Fill between slices interpolates all visible segments in one run")
-    p.add_argument("--csv", type=Path, default=None, help="write the rows to this CSV file")
-    p.add_argument("--plot", type=Path, default=None, help="write the plot (PNG) to this file")
+    p.add_argument("--csv", type=Path, default=None, help="write the rows to this CSV file (replaced if it exists; never an input)")
+    p.add_argument("--plot", type=Path, default=None, help="write the plot (PNG) to this file (replaced if it exists; never an input)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -176,8 +176,6 @@ def _check_before_work(args, methods: Sequence[str], inputs: Sequence) -> None:
     every --option names a compared method, and the --model file loads (the network read here is the one the
     comparison runs: the file is read once, ``args.loaded_model``), and --model is not given without ifssnet among the
     methods (it is the 'ifssnet' method's checkpoint, which no other method reads)."""
-    import os
-
     if args.model and "ifssnet" not in methods:   # it went to no method: PG-Net's or the U-Net's shipped weights ran
         raise InputError(f"--model gives the checkpoint of the 'ifssnet' method, which is not among the compared "
                          f"methods (--methods {','.join(methods)}); no method would use it.",
@@ -189,14 +187,7 @@ def _check_before_work(args, methods: Sequence[str], inputs: Sequence) -> None:
                          f"(--methods {','.join(methods)}).",
                          "Check the method's name in --option METHOD.KEY=VALUE, or add it to --methods.")
     inputs = list(inputs) + ([args.model] if args.model else [])
-    for path in (args.csv, args.plot):
-        if path is not None:
-            check_output_file(path, inputs)
-    if args.csv is not None and args.plot is not None and (
-            os.path.abspath(args.csv) == os.path.abspath(args.plot)
-            or same_file(args.csv, args.plot)):
-        raise InputError(f"--csv and --plot are one file ({args.csv}): the plot would replace the table.",
-                         "Give them two file names, e.g. out.csv and out.png.")
+    check_output_files([("--csv", args.csv), ("--plot", args.plot)], inputs)
     if args.plot is not None:
         _core._pyplot()  # matplotlib missing: say so now, not after the comparison
         from matplotlib.backend_bases import FigureCanvasBase
@@ -253,8 +244,6 @@ def _cli_compare(args) -> int:
 def _cli_compare_set(args) -> int:
     from .cli import print_json
     from .progress import TqdmProgress
-
-    from .io import same_file
 
     segments = parse_names(args.segment) or None
     methods = _method_list(args.methods)

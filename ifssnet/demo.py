@@ -3,7 +3,8 @@
 Makes a held-out phantom (seed 1000 and up are never trained on), paints 3 slices per muscle where
 its cross-section is largest (the ``3-seeds`` protocol), propagates with the shipped model, and
 prints Dice and volume error per muscle and the wall time. Writes the volume, the reference, the
-seeds, the result (.seg.nrrd), the per-slice confidence (JSON) and a PNG figure to OUTDIR.
+seeds, the result (.seg.nrrd), the per-slice confidence (JSON) and a PNG figure to OUTDIR
+(:data:`DEMO_FILES`); where OUTDIR already holds one of them, ``ifssnet demo`` writes nothing unless ``--force``.
 """
 from __future__ import annotations
 
@@ -11,11 +12,17 @@ import time
 from pathlib import Path
 
 DEMO_SHAPE = (400, 128, 128)
+#: The files the demo writes into its folder, besides the phantom's (:data:`ifssnet.phantom.PHANTOM_FILES`).
+DEMO_FILES = ("seeds.seg.nrrd", "result.seg.nrrd", "result.confidence.json", "demo.png")
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("demo", help="phantom -> 3 painted slices per muscle -> propagate -> Dice and volume")
+    p = sub.add_parser("demo", help="phantom -> 3 painted slices per muscle -> propagate -> Dice and volume",
+                       description="Write OUTDIR/volume.nrrd, reference.seg.nrrd, seeds.seg.nrrd, result.seg.nrrd, "
+                                   "result.confidence.json and demo.png. OUTDIR is made if missing; where it already "
+                                   "holds one of these files, nothing is written unless --force.")
     p.add_argument("outdir", type=Path, nargs="?", default=Path("ifssnet-demo"))
+    p.add_argument("--force", action="store_true", help="replace the demo's files where OUTDIR already holds them")
     p.add_argument("--seed", type=int, default=1000, help="phantom seed (held out from training: >= 1000)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), default=list(DEMO_SHAPE))
     p.add_argument("--model", type=Path, default=None, help="model file (default: the shipped one)")
@@ -39,20 +46,21 @@ def run_demo(outdir: Path, seed: int = 1000, shape=DEMO_SHAPE, model=None, devic
     # or Ctrl-C leaves it empty.
     with folder_kept_only_if_used(Path(outdir)) as outdir:
         ph = write_phantom(outdir, seed=seed, shape=tuple(shape), progress=progress)
+    seeds_file, result_file, confidence_file, figure_file = (outdir / name for name in DEMO_FILES)
     seeds = {name: cut_seeds(m, protocol_slices(m, "3-seeds")) for name, m in ph.labels.items()}
     seg_geometry = ph.geometry
     write_segmentation(segmentation_from_masks({n: s.mask for n, s in seeds.items()}, seg_geometry,
                                                {n: AnnotatedSlices(0, s.slices) for n, s in seeds.items()}),
-                       outdir / "seeds.seg.nrrd")
+                       seeds_file)
     t0 = time.perf_counter()
     result = propagate(ph.volume, seeds, model, device=device, slice_spacing_mm=ph.spacing_kji[0], progress=progress)
     seconds = time.perf_counter() - t0
-    write_segmentation(segmentation_from_masks(result.masks, seg_geometry), outdir / "result.seg.nrrd")
+    write_segmentation(segmentation_from_masks(result.masks, seg_geometry), result_file)
     write_json({n: [round(float(c), 4) for c in v] for n, v in result.confidence.items()},
-               outdir / "result.confidence.json")
+               confidence_file)
     scores = {n: evaluate(result.masks[n], ph.labels[n], ph.spacing_kji, exclude_slices=seeds[n].slices)
               for n in ph.labels}
-    save_figure(ph, result, outdir / "demo.png")
+    save_figure(ph, result, figure_file)
     scores["seconds"] = seconds
     return scores
 
@@ -102,6 +110,11 @@ def _demo(args) -> int:
 
     from .errors import Cancelled
 
+    from .io import refuse_replacing
+    from .phantom import PHANTOM_FILES
+
+    refuse_replacing(args.outdir, PHANTOM_FILES + DEMO_FILES, args.force, "demo",
+                     inputs=[args.model] if args.model else ())
     bar = TqdmProgress()
     try:
         scores = run_demo(args.outdir, args.seed, args.shape, args.model, args.device, progress=bar)
@@ -109,7 +122,7 @@ def _demo(args) -> int:
         if not Path(args.outdir).exists():     # interrupted before the phantom was written: its folder is gone
             raise Cancelled("Interrupted (Ctrl-C).", "Nothing was written.") from None
         raise Cancelled("Interrupted (Ctrl-C).", f"What the demo had written is in {args.outdir}/ (each file "
-                        "whole); run `ifssnet demo` again to make the rest.") from None
+                        "whole); run `ifssnet demo` again with --force to make the rest.") from None
     finally:
         bar.close()
     seconds = scores.pop("seconds")

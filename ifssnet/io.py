@@ -419,6 +419,39 @@ def check_output_file(path, inputs=(), what_it_replaces: str = "it", file_hint: 
     return path
 
 
+def check_output_files(outputs: Sequence[Tuple[str, object]], inputs=(), make_folders: bool = False) -> None:
+    """:func:`check_output_file` for each output asked for, ``[(option, path or None)]`` (``("--csv", path)``), and
+    refuse two options that name one file (the second written would replace the first). An output named on the
+    command line replaces a file of that name, as asked; never one of ``inputs``. ``make_folders``: the command
+    makes a missing folder (nothing in it to check)."""
+    given = [(option, Path(path)) for option, path in outputs if path is not None]
+    for _, path in given:
+        if not make_folders or path.parent.is_dir():
+            check_output_file(path, inputs)
+    for i, (option, path) in enumerate(given):
+        for other, before in given[:i]:
+            if os.path.abspath(path) == os.path.abspath(before) or same_file(path, before):
+                raise InputError(f"{other} and {option} name one file ({path}): one would replace the other.",
+                                 f"Give {other} and {option} a file name each.")
+
+
+def refuse_replacing(folder, names: Sequence[str], force: bool = False, command: str = "", inputs=()) -> None:
+    """Refuse, before any work, a command that writes the files ``names`` into ``folder`` (``ifssnet phantom DIR``,
+    ``ifssnet demo DIR``) where the folder already holds one of them: a user's own ``volume.nrrd`` there would be
+    lost. :class:`InputError` naming them, unless ``force``. Whatever ``force``, each must be writable and none
+    may be one of ``inputs`` (:func:`check_output_file`). A folder that does not exist yet holds nothing."""
+    folder = Path(folder)
+    if not folder.is_dir():     # made by the command; a file of that name is make_folders' error
+        return
+    for name in names:
+        check_output_file(folder / name, inputs)
+    there = [name for name in names if (folder / name).exists()]
+    if there and not force:
+        them = "it" if len(there) == 1 else "them"
+        raise InputError(f"The folder '{folder}' already holds {', '.join(there)}; `ifssnet {command}` would replace "
+                         f"{them}.", f"Give a new or empty folder, or add --force to replace {them}.")
+
+
 def same_file(a, b) -> bool:
     """Whether paths ``a`` and ``b`` are one file (:func:`os.path.samefile`: two spellings of one path, or links to
     it); False where either does not exist."""
@@ -521,7 +554,7 @@ def read_volume(path) -> Image:
     except RuntimeError as exc:
         raise InputError(f"Could not read '{path}' as an image.",
                          "Use .nrrd, .nii, .nii.gz, .mha or .mhd, and check that the file is complete.") from exc
-    check_scalar_3d(img.GetDimension(), img.GetNumberOfComponentsPerPixel(), str(path))
+    check_scalar_3d(img.GetDimension(), img.GetNumberOfComponentsPerPixel(), str(path), img.GetPixelIDTypeAsString())
     return Image(sitk.GetArrayFromImage(img), Geometry.from_sitk(img))
 
 
@@ -565,7 +598,7 @@ def read_header(path) -> ImageHeader:
         raise InputError(f"Could not read '{path}' as an image.",
                          "Use .nrrd, .nii, .nii.gz, .mha or .mhd, and check that the file is complete.") from exc
     size, components = reader.GetSize(), reader.GetNumberOfComponents()
-    check_scalar_3d(len(size), components, str(path))
+    check_scalar_3d(len(size), components, str(path), sitk.GetPixelIDValueAsString(reader.GetPixelID()))
     probe = sitk.Image([1, 1, 1], reader.GetPixelID(), max(1, components))
     itemsize = int(sitk.GetArrayViewFromImage(probe).itemsize)
     sx, sy, sz = (float(v) for v in reader.GetSpacing())
@@ -627,14 +660,19 @@ def _nrrd_itemsize(kind: str) -> int:
     return 8
 
 
-def check_scalar_3d(dimension: int, components: int = 1, what: str = "The volume") -> None:
-    """Raise :class:`VolumeError` unless the image is scalar and 3-D."""
+def check_scalar_3d(dimension: int, components: int = 1, what: str = "The volume", pixel: str = "") -> None:
+    """Raise :class:`VolumeError` unless the image is scalar and 3-D. ``pixel``: SimpleITK's name of its voxel type
+    (``"complex of 32-bit float"``: two components that are no colour)."""
     if dimension == 2:
         raise VolumeError(f"{what} is a 2-D image; IFSS-Net propagates through a 3-D sweep.",
                           "Load the reconstructed 3-D ultrasound volume, not a single frame.")
     if dimension != 3:
         raise VolumeError(f"{what} has {dimension} dimensions; IFSS-Net needs a 3-D scalar volume.",
                           "Extract one 3-D frame first (Sequences module, or Volumes > Convert).")
+    if "complex" in pixel:
+        raise VolumeError(f"{what} holds complex numbers ({pixel}); IFSS-Net needs real intensities.",
+                          "Convert it to a real scalar volume first, e.g. its magnitude (SimpleITK's "
+                          "ComplexToModulus, or numpy.abs).")
     if components != 1:
         raise VolumeError(f"{what} has {components} components per voxel (RGB or vector).",
                           "Convert it to a scalar volume first (Vector to Scalar Volume module).")

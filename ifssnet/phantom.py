@@ -130,6 +130,11 @@ def _shrink(img: np.ndarray, lab: np.ndarray, f: int) -> Tuple[np.ndarray, np.nd
     return np.clip(np.rint(small), 0, 255).astype(np.uint8), counts.argmax(axis=0).astype(np.uint8)
 
 
+#: The files :func:`write_phantom` writes into its folder (``ifssnet phantom DIR`` refuses to replace them without
+#: ``--force``).
+PHANTOM_FILES = ("volume.nrrd", "reference.seg.nrrd")
+
+
 def write_phantom(outdir, seed: int = 0, shape: Sequence[int] = (1400, 512, 512), spacing: Optional[float] = None,
                   progress=None, cancel=None, supersample: int = 1) -> Phantom:
     """Make a phantom and write ``outdir/volume.nrrd`` and ``outdir/reference.seg.nrrd`` (GM, GL, SOL) together
@@ -177,8 +182,9 @@ def _write_phantom(out: Path, seed, shape, spacing, progress, cancel, supersampl
         report(progress, "Writing volume", 1, 1)
 
     reference = segmentation_from_masks(dict(ph.labels), geo)
-    write_together([(out / "volume.nrrd", volume),
-                    (out / "reference.seg.nrrd",
+    volume_name, reference_name = PHANTOM_FILES
+    write_together([(out / volume_name, volume),
+                    (out / reference_name,
                      lambda tmp: write_segmentation(reference, tmp, progress=progress, cancel=cancel))])
     return ph
 

@@ -65,7 +65,8 @@ def intensity_stats(volume: np.ndarray, grid: Optional["InPlaneGrid"] = None,
     non-finite values (they would spread through the filter), which keeps its own voxels' statistics.
     """
     step = max(1, volume.shape[0] // max_slices)
-    sample = np.asarray(volume[::step], dtype=np.float32)
+    work = work_dtype(volume.dtype)
+    sample = np.asarray(volume[::step], dtype=work)
     if grid is not None and np.isfinite(sample).all():
         import torch
 
@@ -75,14 +76,52 @@ def intensity_stats(volume: np.ndarray, grid: Optional["InPlaneGrid"] = None,
         raise VolumeError("The volume has no finite voxel values (all NaN or infinite).", "Check the volume's data.")
     lo, hi = np.percentile(finite, [0.5, 99.5])
     clipped = np.clip(finite, lo, hi)
-    mean, std = float(clipped.mean()), float(clipped.std())
+    scale = max(abs(float(lo)), abs(float(hi)))
+    if scale > 0 and not 1e-6 <= scale <= 1e6:    # squares of values about 1e300 (or 1e20 in float32) overflow, of 1e-20 are 0
+        clipped = clipped / scale
+    else:
+        scale = 1.0
+    mean, std = float(clipped.mean()) * scale, float(clipped.std()) * scale
     if std == 0.0 and hi > lo:      # float32 squares of values below about 1e-19 are 0
-        std = float(clipped.std(dtype=np.float64))
-    # relative to the values' own scale: a volume of values about 1e-9 (another unit) is not constant
-    if std <= 1e-6 * abs(mean) or std == 0.0:
+        std = float(clipped.std(dtype=np.float64)) * scale
+    # relative to the values' own scale: a volume of values about 1e-9 (another unit) is not constant, and one of
+    # values 1e9 apart by 1e-3 cannot be told from one in the working precision
+    if std <= RESOLVED[work] * abs(mean) or std == 0.0:
+        _refuse_unresolved(volume[::step], mean, work)
+    return mean, std
+
+
+#: The smallest standard deviation, relative to the mean, that :func:`intensity_stats` tells from a constant volume
+#: in each working precision (:func:`work_dtype`): float32 holds about 7 significant digits, float64 about 16.
+RESOLVED = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-12}
+
+
+def work_dtype(dtype) -> np.dtype:
+    """The precision the intensities are normalised in: float32 for what it holds exactly (bool, 8- and 16-bit
+    integers, float16 and float32), float64 for wider types (32- and 64-bit integers, float64), whose values
+    float32 would overflow (1e300 is inf) or round together (2e9 + 1 is 2e9)."""
+    dtype = np.dtype(dtype)
+    if dtype == bool or (dtype.kind in "iu" and dtype.itemsize <= 2) or (dtype.kind == "f" and dtype.itemsize <= 4):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def _refuse_unresolved(sample: np.ndarray, mean: float, work: np.dtype) -> None:
+    """The :class:`VolumeError` of a volume whose intensities do not vary, as :func:`intensity_stats` sees them:
+    constant where its ``sample`` slices' finite voxels are all one value (in the file's own type), else values that
+    differ too little against their size to be told apart in the ``work`` precision (e.g. int64 values 2**62 + 0..255,
+    which float64 rounds to one value)."""
+    values = sample[np.isfinite(sample)] if sample.dtype.kind in "fc" else sample
+    low, high = values.min().item(), values.max().item()
+    if low == high:
         raise VolumeError("The volume is constant (every voxel has the same value), so there is nothing to follow.",
                           "Check that the right volume is selected and that it loaded completely.")
-    return mean, std
+    bits = 8 * work.itemsize
+    raise VolumeError(f"The volume's values differ by at most {high - low:.3g} around {mean:.3g}: too little against "
+                      f"their size for IFSS-Net's {bits}-bit arithmetic to tell them apart, so it would see a "
+                      "constant volume.",
+                      "Subtract their common offset first (e.g. the volume's minimum, with Simple Filters > "
+                      "ShiftScaleImageFilter in Slicer, or in Python), so that they vary around 0.")
 
 
 @dataclass(frozen=True)
@@ -156,10 +195,11 @@ def normalized_work_volume(volume: np.ndarray, grid: InPlaneGrid, mean: Optional
     # padding: through the network it would spread over every later window and blank the runs' masks.
     fill = float(np.clip((float(np.nanmin(volume)) - mean) / std, -5, 5))
     work = torch.empty((K, grid.size, grid.size), dtype=torch.float32)
+    precision = work_dtype(volume.dtype)     # float64 for 1e300 or 2e9 + 1: z-scored there, then float32
     for k0 in range(0, K, chunk):
         check_cancel(cancel)
         part = volume[k0:k0 + chunk] if frames is None else volume[np.asarray(frames[k0:k0 + chunk])]
-        sl = torch.from_numpy(np.asarray(part, dtype=np.float32))
-        work[k0:k0 + chunk] = grid.to_work(((sl - mean) / std).nan_to_num_(nan=fill).clamp_(-5, 5), fill=fill)
+        sl = (torch.from_numpy(np.asarray(part, dtype=precision)) - mean) / std
+        work[k0:k0 + chunk] = grid.to_work(sl.float().nan_to_num_(nan=fill).clamp_(-5, 5), fill=fill)
         report(progress, "preparing", min(k0 + chunk, K), K)
     return work

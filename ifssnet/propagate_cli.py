@@ -24,7 +24,9 @@ def add_commands(sub) -> None:
     p = sub.add_parser("propagate", help="propagate painted slices through the whole volume")
     p.add_argument("volume", type=Path)
     p.add_argument("seeds", type=Path, help=".seg.nrrd with the painted slices")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output .seg.nrrd")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output .seg.nrrd, written with OUT.confidence.json beside it; both are replaced if they "
+                        "exist (a previous result), but never the volume or the seeds")
     p.add_argument("--segment", default=None, help="segment name(s), comma-separated (default: all)")
     p.add_argument("--model", type=Path, default=None, help="model file (default: the shipped one)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -208,6 +210,10 @@ def _propagate(args) -> int:
 
     # Everything that can be checked cheaply is checked before the long work starts.
     output = check_output_path(args.output, (args.volume, args.seeds))
+    from .io import check_output_files
+
+    check_output_files([("--output", output), ("its confidence file", sidecar_path(output))],
+                       (args.volume, args.seeds) + ((args.model,) if args.model else ()))
     if args.stop_area is not None and not 0.0 <= args.stop_area < 1.0:
         from .errors import InputError
 

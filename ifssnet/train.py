@@ -891,18 +891,27 @@ def steps_of(meta: dict) -> Optional[Tuple[int, int]]:
         return None
 
 
-def refuse_writing_over_inputs(out_path, inputs: Sequence = (), base_model=None, log=None) -> None:
+def refuse_writing_over_inputs(out_path, inputs: Sequence = (), base_model=None, log=None, resume=None) -> None:
     """Raise :class:`InputError`, before anything is read or written, where a file a run to ``out_path`` writes or
     removes is one of its inputs: ``OUT.pt``, ``OUT.ckpt.pt``, ``OUT.ckpt.best.pt`` and ``OUT.best.pt`` (moved there
     from the run's best file, or removed where the run has no validation: an earlier run's best), and ``log`` (the
     ``--log`` file, appended to). ``base_model``: the ``--from`` model (``--from m.best.pt --out m.pt`` removed the
     base model when the run ended, ``--from m.pt --out m.pt`` replaced it); ``inputs``: the case and validation
-    files. A ``--resume`` checkpoint is not an input here: a run resumed to its own output writes it on purpose."""
+    files. A ``--resume`` checkpoint is not an input here: a run resumed to its own output writes it on purpose; but
+    ``log`` may be none of the files the run writes, nor ``resume`` (a log appended to a checkpoint spoils it)."""
     from .io import same_file
     from .validation import best_model_path
 
     written = [Path(out_path), checkpoint_path(out_path), checkpoint_best_path(out_path), best_model_path(out_path)]
     if log is not None:
+        for target in written:      # the model or a checkpoint saved over the log: every line of it gone
+            if os.path.abspath(target) == os.path.abspath(log) or same_file(target, log):
+                raise InputError(f"--log {log} is {target}, a file the run writes (its model or a checkpoint): "
+                                 "saving it would replace the log.",
+                                 "Give --log a file name of its own, e.g. run.jsonl.")
+        if resume is not None and same_file(resume, log):
+            raise InputError(f"--log {log} is the checkpoint given to --resume: the log's lines appended to it "
+                             "would spoil it.", "Give --log a file name of its own, e.g. run.jsonl.")
         written.append(Path(log))
     given = ([(base_model, "the base model (--from)")] if base_model is not None else []) + [
         (p, "an input file of this run") for p in inputs if p is not None]

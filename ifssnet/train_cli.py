@@ -251,7 +251,7 @@ def _train_cli(args) -> int:
     from .train import refuse_writing_over_inputs
 
     refuse_writing_over_inputs(args.out, [p for pair in _case_paths(args.cases + (args.val or [])) for p in pair],
-                               base_model=None if args.resume else args.base, log=args.log)
+                               base_model=None if args.resume else args.base, log=args.log, resume=args.resume)
     if args.log is not None and Path(args.log).parent.is_dir():
         _check_log(args.log)             # a folder or a write-protected file, before any case is read
     if getattr(args, "arch", "ifssnet") != "ifssnet":

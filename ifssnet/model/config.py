@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -25,6 +27,39 @@ from ..errors import ModelError
 PAPER_WIDTHS = (30, 30, 60, 60, 120)
 PAPER_RATES = (1, 6, 12, 18)
 NORMS = ("group", "layer", "instance", "none")
+
+
+#: How each field of :class:`IFSSNetConfig` that a user sets is set (what :meth:`IFSSNetConfig.validate` says to do);
+#: the others are the paper's architecture, set in Python only.
+SET_BY = {
+    "size": "Set it with `ifssnet train --size` (the Training Logic's size), or IFSSNetConfig(size=...)",
+    "width_mult": "Set it with `ifssnet train --width-mult` (the Training Logic's widthMult), or "
+                  "IFSSNetConfig(width_mult=...)",
+    "mask_sees_image": "Set it with `ifssnet train --mask-sees-image`, or IFSSNetConfig(mask_sees_image=...)",
+    "image_head": "`ifssnet train --image-aux` sets it to the training cases' segment names; in Python, "
+                  "IFSSNetConfig(image_head=[...])",
+    "slice_spacing_mm": "Training sets it from the training volumes' slice spacing; in Python, "
+                        "IFSSNetConfig(slice_spacing_mm=...)",
+}
+
+
+def _integer(v, low: int) -> bool:
+    """Whether ``v`` is an integer (not a bool) of at least ``low``."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low
+
+
+def _number(v) -> bool:
+    """Whether ``v`` is a finite real number (not a bool)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integers(values):
+    """A list or tuple as a tuple, its whole numbers (30.0, numpy integers) as int; anything else is left as it is
+    for :meth:`IFSSNetConfig.validate` to refuse with a message (``int('a')`` raised ValueError, an internal
+    error)."""
+    if not isinstance(values, (list, tuple)):
+        return values
+    return tuple(int(v) if _number(v) and float(v).is_integer() else v for v in values)
 
 
 def _odd_at_least(n: int) -> int:
@@ -87,47 +122,57 @@ class IFSSNetConfig:
     arch: str = field(default="ifssnet")
 
     def __post_init__(self) -> None:
-        self.widths = tuple(int(v) for v in self.widths)
-        self.rates = tuple(int(v) for v in self.rates)
-        self.image_head = tuple(self.image_head)
+        self.widths = _integers(self.widths)
+        self.rates = _integers(self.rates)
+        if isinstance(self.image_head, list):
+            self.image_head = tuple(self.image_head)
         self.validate()
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
-        """Raise :class:`ModelError` if the configuration cannot build a network."""
-        def bad(what: str) -> ModelError:
-            return ModelError(f"Invalid IFSS-Net configuration: {what}.",
-                              "Fix the configuration or use a checkpoint made by this version.")
-        if self.arch != "ifssnet":
-            raise bad(f"arch is {self.arch!r}, expected 'ifssnet'")
-        if not isinstance(self.window, int) or self.window < 1:
-            raise bad(f"window must be a positive integer, got {self.window!r}")
-        if not isinstance(self.size, int) or self.size < 32 or self.size % 32:
-            raise bad(f"size must be a multiple of 32 and >= 32, got {self.size!r}")
-        if len(self.widths) != 5 or min(self.widths) < 1:
-            raise bad(f"widths must be 5 positive integers, got {self.widths!r}")
-        if not (0 < float(self.width_mult) <= 8):
-            raise bad(f"width_mult must be in (0, 8], got {self.width_mult!r}")
-        if not self.rates or min(self.rates) < 1:
-            raise bad(f"rates must be positive integers, got {self.rates!r}")
-        if self.norm not in NORMS:
-            raise bad(f"norm must be one of {NORMS}, got {self.norm!r}")
-        if self.norm_groups < 1:
-            raise bad("norm_groups must be >= 1")
-        for name in ("enc_dropout", "lstm_dropout", "dec_dropout"):
-            p = getattr(self, name)
-            if not (0.0 <= p < 1.0):
-                raise bad(f"{name} must be in [0, 1), got {p!r}")
-        if self.dropout_mode not in ("channel", "element"):
-            raise bad(f"dropout_mode must be 'channel' or 'element', got {self.dropout_mode!r}")
-        if self.lstm_kernel < 1 or self.lstm_kernel % 2 == 0:
-            raise bad(f"lstm_kernel must be odd, got {self.lstm_kernel!r}")
+        """Raise :class:`ModelError` if the configuration cannot build a network: the message names the field, its
+        value and what it must be; what to do says where the field is set (:data:`SET_BY`), and that a checkpoint
+        holding such a value was damaged or edited."""
+        for name, ok, allowed in self._checks():
+            if not ok():
+                where = SET_BY.get(name, f"Set it in Python, IFSSNetConfig({name}=...): it is the paper's "
+                                         "architecture, which no option of ifssnet changes")
+                raise ModelError(f"Invalid IFSS-Net configuration: {name} is {getattr(self, name)!r}; it must be "
+                                 f"{allowed}.",
+                                 f"{where}. Read from a model file, the file is damaged or was edited: use another "
+                                 "model file.")
+
+    def _checks(self):
+        """``[(field, check() -> bool, what the field must be)]``, in the order :meth:`validate` checks them; each
+        check refuses a value of the wrong type (a string, a bool for a number) rather than raise on it."""
+        dropouts = [(n, lambda n=n: _number(getattr(self, n)) and 0.0 <= getattr(self, n) < 1.0,
+                     "a number from 0 up to (not including) 1, a dropout probability") for n in
+                    ("enc_dropout", "lstm_dropout", "dec_dropout")]
         sp = self.slice_spacing_mm
-        if sp is not None and (isinstance(sp, bool) or not isinstance(sp, (int, float)) or not sp > 0):
-            raise bad(f"slice_spacing_mm must be a positive number of mm or None, got {sp!r}")
-        names = self.image_head
-        if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
-            raise bad(f"image_head must be distinct segment names, got {names!r}")
+        head = self.image_head
+        return [
+            ("arch", lambda: self.arch == "ifssnet", "'ifssnet' (this class builds IFSS-Net only)"),
+            ("window", lambda: _integer(self.window, 1), "a positive integer, the slices per window (the paper's 3)"),
+            ("size", lambda: _integer(self.size, 32) and self.size % 32 == 0,
+             "a multiple of 32, at least 32 (the network halves each slice five times; 128 by default)"),
+            ("widths", lambda: isinstance(self.widths, tuple) and len(self.widths) == 5
+             and all(_integer(w, 1) for w in self.widths), f"5 positive integers (the paper's {PAPER_WIDTHS})"),
+            ("width_mult", lambda: _number(self.width_mult) and 0 < self.width_mult <= 8,
+             "a number above 0 and at most 8 (1 by default; the shipped network's is 0.5)"),
+            ("rates", lambda: isinstance(self.rates, tuple) and len(self.rates) > 0
+             and all(_integer(r, 1) for r in self.rates), f"one or more positive integers (the paper's {PAPER_RATES})"),
+            ("norm", lambda: self.norm in NORMS, f"one of {', '.join(map(repr, NORMS))}"),
+            ("norm_groups", lambda: _integer(self.norm_groups, 1), "a positive integer (8 by default)"),
+            *dropouts,
+            ("dropout_mode", lambda: self.dropout_mode in ("channel", "element"), "'channel' or 'element'"),
+            ("lstm_kernel", lambda: _integer(self.lstm_kernel, 1) and self.lstm_kernel % 2 == 1,
+             "an odd positive integer (3 by default)"),
+            ("slice_spacing_mm", lambda: sp is None or (_number(sp) and sp > 0),
+             "a positive number of mm, or None (unknown: every frame is used)"),
+            ("image_head", lambda: isinstance(head, tuple) and all(isinstance(n, str) and n for n in head)
+             and len(set(head)) == len(head), "a list of distinct segment names (not one string), or empty"),
+            ("mask_sees_image", lambda: isinstance(self.mask_sees_image, bool), "True or False"),
+        ]
 
     # ------------------------------------------------------------- derived
     def channels(self) -> list[int]:
