@@ -293,8 +293,9 @@ class IFSSNetSegmentationLogic:
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
         if segment is None:
             raise InputError(f"The segmentation has no segment with ID '{segmentId}'.", "Select an existing segment.")
-        segmentationNode.CreateBinaryLabelmapRepresentation()
         geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
+        arrays.useVolumeGeometry(segmentationNode, volumeNode)
+        segmentationNode.CreateBinaryLabelmapRepresentation()
         mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
         recorded: list = []
         if mask.any() or segmentTag(segment, ANNOTATED_TAG):
@@ -432,7 +433,9 @@ class IFSSNetSegmentationLogic:
     def prepare(self, volumeNode, segmentationNode, segmentIds=None, *, model=None, device="auto",
                 method=DEFAULT_METHOD, preset="balanced", extent="muscle", progress=None,
                 skipEmpty: bool = False, exclusive: bool = True) -> PropagationJob:
-        """Main thread: read the volume and the seeds from MRML. Changes nothing.
+        """Main thread: read the volume and the seeds from MRML. Changes no voxel and no tag (a segmentation imported
+        from a model without a reference geometry is given the volume's, as the Segment Editor gives it:
+        ``mrml_arrays.useVolumeGeometry``).
 
         ``segmentIds=None`` takes every segment that has painted slices (as does ``skipEmpty=True`` for a
         given list, e.g. "all visible segments"); an explicitly chosen empty segment is an error.
@@ -457,8 +460,9 @@ class IFSSNetSegmentationLogic:
             raise SeedError("The segmentation has no segments.", "Add a segment and paint it on at least 3 slices.")
         if extent not in ("muscle", "between"):
             raise InputError(f"Unknown extent '{extent}'.", "Use 'muscle' or 'between'.")
-        segmentationNode.CreateBinaryLabelmapRepresentation()
         geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
+        arrays.useVolumeGeometry(segmentationNode, volumeNode)   # a model imported: its labelmap on these voxels
+        segmentationNode.CreateBinaryLabelmapRepresentation()
         segments = []
         names = [segmentation.GetSegment(sid).GetName() if segmentation.GetSegment(sid) else sid for sid in segmentIds]
         for sid in segmentIds:
