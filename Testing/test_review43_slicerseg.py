@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 # slicer_nodes first: it puts the Slicer module folders on sys.path.
-from slicer_nodes import (_arrays_module, _geometry, _ijk_to_ras, _nearest_seed_method, _paint,  # noqa: F401
+from slicer_nodes import (_arrays_module, _geometry, _nearest_seed_method, _paint,  # noqa: F401
                           scene_nodes)
 from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
 
@@ -62,8 +62,7 @@ def _voxels(segNode, volumeNode):
 def _block(truth):
     """A box inside the scene's ellipsoid, on no slice that the tests paint: where a propagated GM overlaps it."""
     block = np.zeros_like(truth)
-    block[8:14, 10:16, 12:18] = 1
-    block[11] = 0
+    block[[8, 9, 10, 13], 10:16, 12:18] = 1
     return block
 
 
@@ -130,3 +129,170 @@ def test_a_closed_surface_without_reference_geometry_is_propagated_on_the_volume
     assert (summary["voxel_count"], summary["volume_mm3"]) == (core["voxel_count"], core["volume_mm3"])
     assert arrays.referenceGeometry(volumeNode, segNode) is not None
     assert _logic().sameGrid(_logic().referenceImageGrid(segNode), _geometry(volumeNode, segNode))
+
+
+def _expected(painted, slices):
+    """What ``_nearest_seed_method`` makes of ``painted`` (k, j, i) seeded on ``slices`` across k."""
+    from ifssnet.seeds import SeedSet
+
+    return _nearest_seed_method(np.zeros(painted.shape), SeedSet(mask=painted, slices=tuple(slices)), None)
+
+
+@pytest.mark.parametrize("layer", ["shared", "separate"])
+def test_propagating_one_segment_changes_no_other_segment_in_its_layer_or_another(scene_nodes, layer):
+    """GM is propagated over SOL's voxels (SOL overlaps the result), with SOL in GM's layer (Slicer 5's default:
+    one layer, label values 1, 2, 3) or in a layer of its own, and an empty segment beside them. Slicer moves
+    segments to another layer when a write would overlap them; every other segment keeps its voxels, label value,
+    name, colour, terminology and tags, and GM keeps all of those but its voxels and its seed tags."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    arrays = _arrays_module()
+    a, painted = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
+    segmentation = segNode.GetSegmentation()
+    b = segmentation.AddEmptySegment("", "SOL")
+    arrays.writeSegment(segNode, b, _block(truth), _geometry(volumeNode, segNode))
+    if layer == "separate":
+        segmentation.SeparateSegmentLabelmap(b)
+    c = segmentation.AddEmptySegment("", "Empty")
+    for sid in (a, b, c):
+        segmentation.GetSegment(sid).SetTag("Custom.Note", f"note of {sid}")
+    vtkSlicerSegmentationsModuleLogic = slicer.vtkSlicerSegmentationsModuleLogic
+    vtkSlicerSegmentationsModuleLogic.SetSegmentStatus(segmentation.GetSegment(b),
+                                                       vtkSlicerSegmentationsModuleLogic.Completed)
+    assert (segmentation.GetLayerIndex(a) == segmentation.GetLayerIndex(b)) == (layer == "shared")
+    labels = {sid: segmentation.GetSegment(sid).GetLabelValue() for sid in (a, b, c)}
+    assert len(set(labels.values())) == 3 or layer == "separate"
+    before, voxels = _properties(segNode), _voxels(segNode, volumeNode)
+
+    _logic().IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    after, now = _properties(segNode), _voxels(segNode, volumeNode)
+    for sid in (b, c):
+        assert after[sid] == before[sid]
+        np.testing.assert_array_equal(now[sid], voxels[sid])
+    expected = _expected(painted, (5, 11, 16))
+    np.testing.assert_array_equal(now[a], expected)
+    assert (expected & _block(truth)).any()                       # the result does overlap SOL
+    assert after[a][:4] == before[a][:4] and after[a][4]["Custom.Note"] == before[a][4]["Custom.Note"]
+    assert after[a][4]["IFSSNet.AnnotatedSlices"] == "0:5,11,16"
+
+
+def test_cancel_and_undo_across_two_segments_of_one_layer_put_every_voxel_back(scene_nodes):
+    """GM and GL painted in one layer, propagated together by a method that lets them overlap (so Slicer moves one
+    to a layer of its own), beside SOL in that layer. Cancel of the preview (``revert``) puts both back voxel for
+    voxel with their tags, and SOL is untouched; the Segment Editor's Undo (its ``vtkSegmentationHistory``, saved
+    before the write as the effect does) puts back everything, label values and layers too."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    arrays = _arrays_module()
+    L = _logic().IFSSNetSegmentationLogic()
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
+    b, _ = _paint(slicer, volumeNode, segNode, np.roll(truth, 2, axis=2), 0, (6, 12, 15), name="GL")
+    segmentation = segNode.GetSegmentation()
+    c = segmentation.AddEmptySegment("", "SOL")
+    arrays.writeSegment(segNode, c, _block(truth), _geometry(volumeNode, segNode))
+    assert segmentation.GetNumberOfLayers() == 1
+    before, voxels = _properties(segNode), _voxels(segNode, volumeNode)
+
+    job = L.compute(L.prepare(volumeNode, segNode, [a, b], method=_nearest_seed_method))
+    L.apply(job, segNode)                                               # the preview
+    assert (job.segments[0].result & job.segments[1].result).any()
+    shown = _voxels(segNode, volumeNode)
+    assert all(shown[s.segmentId].sum() > voxels[s.segmentId].sum() for s in job.segments)
+    L.revert(job, segNode)                                              # Cancel
+    now = _voxels(segNode, volumeNode)
+    for sid in (a, b, c):
+        np.testing.assert_array_equal(now[sid], voxels[sid])
+    after = _properties(segNode)
+    assert after[c] == before[c]
+    for sid in (a, b):
+        assert (after[sid][0], after[sid][2], after[sid][3], after[sid][4]) == \
+            (before[sid][0], before[sid][2], before[sid][3], before[sid][4])
+
+    history = slicer.vtkSegmentationHistory()
+    history.SetSegmentation(segmentation)
+    undoState = _properties(segNode), _voxels(segNode, volumeNode), segmentation.GetNumberOfLayers()
+    history.SaveState()                                                 # scriptedEffect.saveStateForUndo()
+    L.apply(L.compute(L.prepare(volumeNode, segNode, [a, b], method=_nearest_seed_method)), segNode)
+    assert not np.array_equal(_voxels(segNode, volumeNode)[a], undoState[1][a])
+    assert history.RestorePreviousState()                               # Undo
+    assert _properties(segNode) == undoState[0]
+    assert segmentation.GetNumberOfLayers() == undoState[2]
+    for sid, mask in _voxels(segNode, volumeNode).items():
+        np.testing.assert_array_equal(mask, undoState[1][sid])
+
+
+def _export(slicer, segNode, segmentId, volumeNode):
+    """The segment on the volume's voxels as Slicer exports it (ExportSegmentsToLabelmapNode with the volume as the
+    reference: through the transforms between the two), (k, j, i) 0/1."""
+    import vtk
+
+    labelmapNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segmentId)
+    assert slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(segNode, ids, labelmapNode, volumeNode)
+    out = (slicer.util.arrayFromVolume(labelmapNode) > 0).astype(np.uint8)
+    slicer.mrmlScene.RemoveNode(labelmapNode)
+    return out
+
+
+def _toWorld(node):
+    """The 4 x 4 matrix from a node's frame to world: its parent transforms, each linear, composed."""
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    if node.GetParentTransformNode() is not None:
+        node.GetParentTransformNode().GetMatrixTransformToWorld(matrix)
+    return _arrays_module().matrixArray(matrix)
+
+
+def _volumeGrid(slicer, volumeNode, segNode):
+    """The volume's grid in the segmentation's frame, computed here from the two nodes' transforms to world."""
+    import vtk
+
+    m = np.linalg.inv(_toWorld(segNode)) @ _toWorld(volumeNode) @ _arrays_module().ijkToRasArray(volumeNode)
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, m[r, c])
+    grid = slicer.vtkOrientedImageData()
+    grid.SetImageToWorldMatrix(matrix)
+    grid.SetExtent(volumeNode.GetImageData().GetExtent())
+    return grid
+
+
+@pytest.mark.parametrize("under", ["volume", "segmentation", "both", "each its own"])
+def test_a_transformed_volume_or_segmentation_is_read_and_written_on_the_volumes_voxels(scene_nodes, under):
+    """A linear transform (25 degrees and 14 mm) not hardened, over the volume, the segmentation, both, or each its
+    own: the seeds are read, and the result lands, on the voxels Slicer's own export through the transforms puts
+    them (the same as Grow from seeds and Fill between slices see them through the editor's aligned volume)."""
+    import vtk
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    nodes = []
+    for n, (angle, shift) in enumerate(((25, (7, -4, 11)), (-10, (-3, 5, 2)))):
+        move = vtk.vtkTransform()
+        move.RotateWXYZ(angle, 0.3, 1, 0.2)
+        move.Translate(*shift)
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", f"T{n}")
+        node.SetMatrixTransformToParent(move.GetMatrix())
+        nodes.append(node)
+    if under in ("volume", "both", "each its own"):
+        volumeNode.SetAndObserveTransformNodeID(nodes[0].GetID())
+    if under in ("segmentation", "both"):
+        segNode.SetAndObserveTransformNodeID(nodes[0].GetID())
+    if under == "each its own":
+        segNode.SetAndObserveTransformNodeID(nodes[1].GetID())
+    arrays = _arrays_module()
+    grid = _volumeGrid(slicer, volumeNode, segNode)
+    painted = np.zeros_like(truth)
+    painted[[5, 11, 16]] = truth[[5, 11, 16]]
+    a = segNode.GetSegmentation().AddEmptySegment("", "GM")
+    arrays.writeSegment(segNode, a, painted, grid)              # painted on the volume's slices, where they are
+    exact = under != "each its own"   # there Slicer's export nests transforms and resamples a bounding grid
+    if exact:
+        np.testing.assert_array_equal(_export(slicer, segNode, a, volumeNode), painted)
+    summary = _logic().IFSSNetSegmentationLogic().propagate(volumeNode, segNode, [a], method=_nearest_seed_method)
+    expected = _expected(painted, (5, 11, 16))
+    np.testing.assert_array_equal(arrays.segmentToArray(segNode, a, grid), expected)
+    if exact:
+        np.testing.assert_array_equal(_export(slicer, segNode, a, volumeNode), expected)
+    assert summary["segments"][a]["seed_slices"] == [5, 11, 16]
+    assert summary["segments"][a]["voxel_count"] == int(expected.sum())

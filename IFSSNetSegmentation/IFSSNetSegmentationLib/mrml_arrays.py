@@ -64,18 +64,25 @@ def referenceGeometry(volumeNode, segmentationNode):
         geometry.SetImageToWorldMatrix(matrix)
         geometry.SetExtent(volumeNode.GetImageData().GetExtent())
         return geometry
-    # Different parent transforms: let Slicer map the volume's grid into the segmentation's frame. Through a warping
-    # transform that is a bounding grid of another size, whose voxels are not the volume's: refused.
+    # Different parent transforms: the volume's grid mapped into the segmentation's frame by the matrix between them,
+    # its extent kept (as SetReferenceImageGeometryParameterFromVolumeNode maps it). Not Slicer's
+    # CreateOrientedImageDataFromVolumeNode: where each node has a transform of its own, the transform between them
+    # nests general transforms that its linearity check does not flatten, and it returned a bounding grid of another
+    # size. Through a warping transform there is no such grid whose voxels are the volume's: refused.
+    volumeToSegmentation = vtk.vtkMatrix4x4()
     if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
-            volumeNode.GetParentTransformNode(), segmentationNode.GetParentTransformNode(), vtk.vtkMatrix4x4()):
+            volumeNode.GetParentTransformNode(), segmentationNode.GetParentTransformNode(), volumeToSegmentation):
         raise GeometryError(
             f"The volume '{volumeNode.GetName()}' and the segmentation '{segmentationNode.GetName()}' are under "
             "different transforms, and the transform between them is not linear (a warping transform), so the "
             "segment's voxels are not the volume's. Nothing was changed.",
             "Harden the transform on the node under it (Data module: right-click it > Harden transform), or put "
             "both under the same transform, then try again.")
-    geometry = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(
-        volumeNode, segmentationNode.GetParentTransformNode())
+    matrix = vtk.vtkMatrix4x4()
+    matrix.DeepCopy((matrixArray(volumeToSegmentation) @ ijkToRasArray(volumeNode)).ravel())
+    geometry = slicer.vtkOrientedImageData()
+    geometry.SetImageToWorldMatrix(matrix)
+    geometry.SetExtent(volumeNode.GetImageData().GetExtent())
     return geometry
 
 
