@@ -296,3 +296,89 @@ def test_a_transformed_volume_or_segmentation_is_read_and_written_on_the_volumes
         np.testing.assert_array_equal(_export(slicer, segNode, a, volumeNode), expected)
     assert summary["segments"][a]["seed_slices"] == [5, 11, 16]
     assert summary["segments"][a]["voxel_count"] == int(expected.sum())
+
+
+@pytest.mark.parametrize("scene", ["shared layer", "transformed volume", "imported labelmap"])
+def test_segment_statistics_gives_the_volume_the_core_reports(scene_nodes, scene):
+    """After Propagate, Segment Statistics (its Labelmap plugin's pipeline, on the segmentation's own labelmap) gives
+    the voxel count and mm3 that ``ifssnet.metrics.volume_stats`` gives for the core's result on the volume's grid,
+    and the run's summary gives them too: with another segment overlapping the result in its layer, with the volume
+    under a rotation and a shift (not hardened), and for a segment imported from an int16 labelmap whose label
+    value (300) is not 1 and whose layer holds two other labels (5, 7), which keep their values."""
+    import vtk
+    from ifssnet.metrics import volume_stats
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    arrays = _arrays_module()
+    painted = np.zeros_like(truth)
+    painted[[5, 11, 16]] = truth[[5, 11, 16]]
+    if scene == "imported labelmap":
+        from slicer_nodes import _ijk_to_ras
+
+        labels = np.where(painted > 0, 300, 0).astype(np.int16)
+        labels[2:5, 2:8, 2:8] = 7
+        labels[_block(truth) > 0] = 5
+        labelmapNode = slicer.util.addVolumeFromArray(labels, _ijk_to_ras(), "labels",
+                                                      nodeClassName="vtkMRMLLabelMapVolumeNode")
+        assert slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmapNode, segNode)
+        segmentation = segNode.GetSegmentation()
+        ids = {segmentation.GetSegment(sid).GetLabelValue(): sid for sid in segmentation.GetSegmentIDs()}
+        assert sorted(ids) == [5, 7, 300] and segmentation.GetNumberOfLayers() == 1
+        a = ids[300]
+    else:
+        if scene == "transformed volume":
+            move = vtk.vtkTransform()
+            move.RotateWXYZ(30, 1, 0.2, 0.4)
+            move.Translate(-6, 9, 3)
+            transformNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+            transformNode.SetMatrixTransformToParent(move.GetMatrix())
+            volumeNode.SetAndObserveTransformNodeID(transformNode.GetID())
+        a = segNode.GetSegmentation().AddEmptySegment("", "GM")
+        arrays.writeSegment(segNode, a, painted, _geometry(volumeNode, segNode))
+        if scene == "shared layer":
+            b = segNode.GetSegmentation().AddEmptySegment("", "SOL")
+            arrays.writeSegment(segNode, b, _block(truth), _geometry(volumeNode, segNode))
+    others = {sid: p for sid, p in _properties(segNode).items() if sid != a}
+    L = _logic().IFSSNetSegmentationLogic()
+    job = L.compute(L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method))
+    summary = L.apply(job, segNode)["segments"][a]
+    core = volume_stats(job.segments[0].result, arrays.spacingKji(volumeNode))
+    np.testing.assert_array_equal(job.segments[0].result, _expected(painted, (5, 11, 16)))
+    count, mm3 = _segment_statistics(slicer, segNode, a)
+    assert (summary["voxel_count"], summary["volume_mm3"]) == (count, mm3)
+    # the spacing of a grid rotated into the segmentation's frame is the volume's to the last bits, not the last bit
+    assert count == core["voxel_count"] and mm3 == pytest.approx(core["volume_mm3"], rel=1e-12)
+    assert {sid: p for sid, p in _properties(segNode).items() if sid != a} == others
+
+
+def test_an_empty_segment_is_skipped_or_refused_and_stays_empty_with_its_label(scene_nodes):
+    """An empty segment in the propagated one's layer: 'all segments' (``segmentIds=None``, as 'all visible') skips it
+    and it stays empty with its label value; chosen on its own it is refused with what to do, and nothing changes.
+    The same on a segmentation with no reference geometry at all."""
+    from ifssnet.errors import SeedError
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    L = _logic().IFSSNetSegmentationLogic()
+    a, painted = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
+    segmentation = segNode.GetSegmentation()
+    e = segmentation.AddEmptySegment("", "Empty")
+    assert segmentation.GetLayerIndex(e) == segmentation.GetLayerIndex(a)
+    before, voxels = _properties(segNode), _voxels(segNode, volumeNode)
+    with pytest.raises(SeedError, match="Empty") as err:
+        L.propagate(volumeNode, segNode, [e], method=_nearest_seed_method)
+    assert "Paint" in err.value.todo
+    assert _properties(segNode) == before
+    summary = L.propagate(volumeNode, segNode, None, method=_nearest_seed_method)
+    assert list(summary["segments"]) == [a]
+    assert _properties(segNode)[e] == before[e]
+    assert not _voxels(segNode, volumeNode)[e].any()
+    np.testing.assert_array_equal(_voxels(segNode, volumeNode)[a], _expected(painted, (5, 11, 16)))
+
+    bare = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "No geometry")
+    only = bare.GetSegmentation().AddEmptySegment("", "Empty")
+    assert _logic().referenceImageGrid(bare) is None
+    for segmentIds in ([only], None):
+        with pytest.raises(SeedError):
+            L.propagate(volumeNode, bare, segmentIds, method=_nearest_seed_method)
+    assert L.segmentVolumes(bare)[only]["voxel_count"] == 0
+    assert not _voxels(bare, volumeNode)[only].any()
