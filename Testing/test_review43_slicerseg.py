@@ -382,3 +382,38 @@ def test_an_empty_segment_is_skipped_or_refused_and_stays_empty_with_its_label(s
             L.propagate(volumeNode, bare, segmentIds, method=_nearest_seed_method)
     assert L.segmentVolumes(bare)[only]["voxel_count"] == 0
     assert not _voxels(bare, volumeNode)[only].any()
+
+
+def test_the_effect_asks_to_show_a_hidden_segment_before_writing_it():
+    """Slicer's effects that edit the selected segment (Margin, Smoothing, Islands, Logical, Hollow, Threshold) call
+    ``scriptedEffect.confirmCurrentSegmentVisible()`` first: where it is hidden, 'make it visible?' (Yes shows it,
+    Cancel returns 0 and nothing runs). The IFSS-Net effect propagated a hidden segment without a word: the preview
+    was written where the user could not see it, and Apply kept it unseen. The panel now asks its owner's
+    ``confirmVisible`` before a run of the selected segment (not 'all visible segments', which are visible) and
+    before No muscle here, and returns without a run or a mark when it says no; the effect gives Slicer's."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+
+    def method(tree, cls, name):
+        klass = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+        return next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == name)
+
+    effect = ast.parse((root / "IFSSNetSegmentation/IFSSNetSegmentationLib/SegmentEditorEffect.py").read_text())
+    call = next(n for n in ast.walk(method(effect, "SegmentEditorEffect", "setupOptionsFrame"))
+                if isinstance(n, ast.Call) and ast.unparse(n.func) == "PropagatePanel")
+    keywords = {k.arg: ast.unparse(k.value) for k in call.keywords}
+    assert keywords.get("confirmVisible") == "self.scriptedEffect.confirmCurrentSegmentVisible"
+
+    gui = ast.parse((root / "IFSSNetSegmentation/IFSSNetSegmentationLib/gui.py").read_text())
+    for name, write in (("onPropagateOrCancel", "self.logic.prepare"), ("onNoMuscleHere", "self.logic.markNoMuscle")):
+        body = method(gui, "PropagatePanel", name)
+        asks = [n for n in ast.walk(body) if isinstance(n, ast.If) and "self.confirmVisible()" in ast.unparse(n.test)]
+        writes = [n for n in ast.walk(body) if isinstance(n, ast.Call) and ast.unparse(n.func) == write]
+        assert len(asks) == 1 and writes and asks[0].lineno < writes[0].lineno, name
+        assert isinstance(asks[0].body[0], ast.Return), name          # no: nothing runs
+        assert ast.unparse(asks[0].test).startswith("not "), name
+    run = ast.unparse(next(n for n in ast.walk(method(gui, "PropagatePanel", "onPropagateOrCancel"))
+                           if isinstance(n, ast.If) and "self.confirmVisible()" in ast.unparse(n.test)).test)
+    assert "self.allVisibleCheck.checked" in run                     # all visible: no hidden segment is written
