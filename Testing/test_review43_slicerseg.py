@@ -417,3 +417,34 @@ def test_the_effect_asks_to_show_a_hidden_segment_before_writing_it():
     run = ast.unparse(next(n for n in ast.walk(method(gui, "PropagatePanel", "onPropagateOrCancel"))
                            if isinstance(n, ast.If) and "self.confirmVisible()" in ast.unparse(n.test)).test)
     assert "self.allVisibleCheck.checked" in run                     # all visible: no hidden segment is written
+
+
+def test_cancel_of_a_preview_puts_back_label_values_and_layers_when_nothing_else_changed(scene_nodes):
+    """An int16 labelmap imported as one layer (GM 300, SOL 5, tendon 7): the preview of GM overlaps SOL, so
+    Slicer moves GM to a layer of its own with label value 1. Cancel put GM's voxels back but left it there, label
+    1, two layers: the segmentation saved after Cancel was not the one before the run. Where nothing else was
+    edited while the preview was shown, Cancel now puts the whole segmentation back as it was (label values,
+    layers, tags), as Slicer's own Cancel of a preview leaves it (the preview is in another node there)."""
+    from slicer_nodes import _ijk_to_ras
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    painted = np.zeros_like(truth)
+    painted[[5, 11, 16]] = truth[[5, 11, 16]]
+    labels = np.where(painted > 0, 300, 0).astype(np.int16)
+    labels[2:5, 2:8, 2:8] = 7
+    labels[_block(truth) > 0] = 5
+    labelmapNode = slicer.util.addVolumeFromArray(labels, _ijk_to_ras(), "labels",
+                                                  nodeClassName="vtkMRMLLabelMapVolumeNode")
+    assert slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmapNode, segNode)
+    segmentation = segNode.GetSegmentation()
+    a = next(sid for sid in segmentation.GetSegmentIDs() if segmentation.GetSegment(sid).GetLabelValue() == 300)
+    before, voxels = _properties(segNode), _voxels(segNode, volumeNode)
+    L = _logic().IFSSNetSegmentationLogic()
+    job = L.compute(L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method))
+    L.apply(job, segNode)                                               # the preview
+    assert segmentation.GetNumberOfLayers() == 2 and segmentation.GetSegment(a).GetLabelValue() == 1
+    L.revert(job, segNode)                                              # Cancel
+    assert _properties(segNode) == before
+    assert segmentation.GetNumberOfLayers() == 1
+    for sid, mask in _voxels(segNode, volumeNode).items():
+        np.testing.assert_array_equal(mask, voxels[sid])

@@ -211,6 +211,7 @@ class PropagationJob:
     exclusive: bool = True  # the segments propagated together do not overlap (IFSS-Net; ifssnet.exclusive)
     runTime: float = 0.0
     backup: Any = None  # the segmentation before apply (for Cancel of a preview)
+    written: Any = None  # mrml_arrays.editState of the segmentation as apply left it
 
 
 class IFSSNetSegmentationLogic:
@@ -577,16 +578,24 @@ class IFSSNetSegmentationLogic:
                 self._tagSeedsKeeping(segmentationNode, seg.segmentId, seg.axis, seg.seedSlices, stored, geometry,
                                       seg.recorded)
         report(progress, STAGE_WRITING, total, total)
-        return self._summary(job, segmentationNode)
+        summary = self._summary(job, segmentationNode)
+        job.written = arrays.editState(segmentationNode)
+        return summary
 
     def revert(self, job: PropagationJob, segmentationNode) -> None:
         """Undo ``apply`` (Cancel of a preview): the propagated segments go back to what they were, voxel for voxel,
         with their seed tags; the rest of the segmentation (a segment painted or edited while the preview was
-        shown) stays as it is now."""
-        if job.backup is not None:
+        shown) stays as it is now. Where nothing was edited since ``apply`` (``mrml_arrays.editState``), the whole
+        segmentation goes back as it was: also the label values and layers that Slicer changed where the result
+        overlapped another segment of its layer (it moves one of them to a layer of its own)."""
+        if job.backup is None:
+            return
+        if job.written is not None and arrays.editState(segmentationNode) == job.written:
+            arrays.restoreSegmentation(segmentationNode, job.backup)
+        else:
             arrays.restoreSegments(segmentationNode, job.backup, [seg.segmentId for seg in job.segments],
                                    tags=(ANNOTATED_TAG, RESULT_CRC_TAG, SEED_GRID_TAG))
-            job.backup = None
+        job.backup = job.written = None
 
     # ---- helpers -------------------------------------------------------------------------------
 

@@ -306,6 +306,22 @@ def restoreSegmentation(segmentationNode, backup) -> None:
     segmentationNode.Modified()
 
 
+def editState(segmentationNode) -> tuple:
+    """What tells whether a segmentation was edited since: per segment, in order, its ID, name, colour, label value,
+    terminology, and its binary labelmap's object and modification time (a voxel written bumps it; a layer shared,
+    split or merged is another object). Equal states: nothing was painted, erased, added, removed or renamed between
+    them. Its other representations do not count (a closed surface made for the 3-D view)."""
+    segmentation = segmentationNode.GetSegmentation()
+    state = []
+    for sid in segmentation.GetSegmentIDs():
+        segment = segmentation.GetSegment(sid)
+        stored = segment.GetRepresentation(LABELMAP)
+        state.append((sid, segment.GetName(), tuple(segment.GetColor()), segment.GetLabelValue(),
+                      segment.GetTerminology(), stored.__this__ if stored is not None else None,
+                      stored.GetMTime() if stored is not None else None))
+    return tuple(state)
+
+
 def restoreSegments(segmentationNode, backup, segmentIds, tags=()) -> None:
     """Put the segments ``segmentIds`` back as they are in ``backup`` (a :func:`snapshotSegmentation`): their voxels,
     and the tags named in ``tags`` (removed where the backup has none). The other segments, and segments removed or
