@@ -448,3 +448,62 @@ def test_cancel_of_a_preview_puts_back_label_values_and_layers_when_nothing_else
     assert segmentation.GetNumberOfLayers() == 1
     for sid, mask in _voxels(segNode, volumeNode).items():
         np.testing.assert_array_equal(mask, voxels[sid])
+
+
+def _load(slicer, folder):
+    """A phantom case as Slicer loads it (File > Add data: the storage nodes' readers): its volume, and its
+    reference.seg.nrrd (GM, GL and SOL in one layer, label values 1, 2, 3)."""
+    volumeNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "US")
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(folder / "volume.nrrd"))
+    assert storage.ReadData(volumeNode)
+    segNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "reference")
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(folder / "reference.seg.nrrd"))
+    assert storage.ReadData(segNode)
+    segNode.CreateDefaultDisplayNodes()
+    return volumeNode, segNode
+
+
+def test_a_phantom_case_as_loaded_propagates_gm_and_leaves_gl_and_sol_as_they_were(slicer_scene, tmp_path):
+    """A case as ``ifssnet phantom`` writes it (``volume.nrrd``, ``reference.seg.nrrd``), loaded by Slicer's readers:
+    GL and SOL finished, GM erased but for 3 slices across the sweep, all in the one layer the file holds. Propagating GM changes none of GL's and SOL's voxels, label values, names, colours or terminology;
+    Segment Statistics gives the core's volume for GM; Cancel puts the file's segmentation back exactly."""
+    import slicer
+    from ifssnet.metrics import volume_stats
+
+    from ifssnet.phantom import write_phantom
+
+    write_phantom(tmp_path, seed=3, shape=(60, 64, 64))
+    volumeNode, segNode = _load(slicer, tmp_path)
+    arrays = _arrays_module()
+    segmentation = segNode.GetSegmentation()
+    ids = {segmentation.GetSegment(sid).GetName(): sid for sid in segmentation.GetSegmentIDs()}
+    assert sorted(ids) == ["GL", "GM", "SOL"] and segmentation.GetNumberOfLayers() == 1
+    g = _geometry(volumeNode, segNode)
+    gm = arrays.segmentToArray(segNode, ids["GM"], g)
+    present = np.flatnonzero(gm.any(axis=(1, 2)))
+    slices = [int(present[int(len(present) * f)]) for f in (0.2, 0.5, 0.8)]
+    painted = np.zeros_like(gm)
+    painted[slices] = gm[slices]
+    arrays.writeSegment(segNode, ids["GM"], painted, g)                  # the clinician's 3 slices
+    before, voxels = _properties(segNode), _voxels(segNode, volumeNode)
+    layers = segmentation.GetNumberOfLayers()
+
+    L = _logic().IFSSNetSegmentationLogic()
+    job = L.compute(L.prepare(volumeNode, segNode, [ids["GM"]], method=_nearest_seed_method))
+    summary = L.apply(job, segNode)["segments"][ids["GM"]]
+    assert summary["seed_slices"] == slices and summary["axis"] == 0
+    after, now = _properties(segNode), _voxels(segNode, volumeNode)
+    for name in ("GL", "SOL"):
+        assert after[ids[name]] == before[ids[name]]
+        np.testing.assert_array_equal(now[ids[name]], voxels[ids[name]])
+    np.testing.assert_array_equal(now[ids["GM"]], job.segments[0].result)
+    core = volume_stats(job.segments[0].result, arrays.spacingKji(volumeNode))
+    assert _segment_statistics(slicer, segNode, ids["GM"]) == (core["voxel_count"], core["volume_mm3"])
+    assert summary["volume_mm3"] == core["volume_mm3"]
+
+    L.revert(job, segNode)                                              # Cancel
+    assert _properties(segNode) == before and segmentation.GetNumberOfLayers() == layers
+    for sid, mask in _voxels(segNode, volumeNode).items():
+        np.testing.assert_array_equal(mask, voxels[sid])
