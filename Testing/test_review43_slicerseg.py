@@ -507,3 +507,29 @@ def test_a_phantom_case_as_loaded_propagates_gm_and_leaves_gl_and_sol_as_they_we
     assert _properties(segNode) == before and segmentation.GetNumberOfLayers() == layers
     for sid, mask in _voxels(segNode, volumeNode).items():
         np.testing.assert_array_equal(mask, voxels[sid])
+
+
+def test_show_volume_gives_a_closed_surface_segmentation_its_volumes(scene_nodes):
+    """Segment Statistics' Labelmap plugin returns nothing for a segmentation that holds no binary labelmap
+    (LabelmapSegmentStatisticsPlugin.computeStatistics: ``if not containsLabelmapRepresentation: return {}``), and
+    "Show volume" switches the closed-surface plugin off: for a model imported as a segmentation, not yet propagated,
+    the table had no volume. The panel now converts to a labelmap first (``mrml_arrays.ensureLabelmap``, as
+    ``segmentVolumes`` does), and the plugin's pipeline then gives the module's volumes."""
+    import ast
+    from pathlib import Path
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, range(4, 18), name="GM")
+    _to_closed_surface_source(segNode)
+    assert not segNode.GetSegmentation().ContainsRepresentation(LABELMAP)       # the plugin's 'return {}'
+    _arrays_module().ensureLabelmap(segNode)
+    ours = _logic().IFSSNetSegmentationLogic().segmentVolumes(segNode)[a]
+    assert ours["voxel_count"] > 0
+    assert _segment_statistics(slicer, segNode, a) == (ours["voxel_count"], ours["volume_mm3"])
+
+    tree = ast.parse((Path(__file__).resolve().parent.parent / "IFSSNetSegmentation/IFSSNetSegmentationLib/gui.py")
+                     .read_text())
+    klass = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "PropagatePanel")
+    show = next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == "onShowVolume")
+    calls = {ast.unparse(n.func): n.lineno for n in ast.walk(show) if isinstance(n, ast.Call)}
+    assert "A.ensureLabelmap" in calls and calls["A.ensureLabelmap"] < calls["statsLogic.computeStatistics"]

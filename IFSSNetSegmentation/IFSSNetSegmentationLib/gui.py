@@ -592,6 +592,9 @@ class PropagatePanel:
         tableNode = None
         try:   # a slot's exception reaches only the Python console: say it where the user clicked
             with slicer.util.WaitCursor():
+                # Its Labelmap plugin gives no volume for a segmentation without a binary labelmap (a model imported,
+                # not yet propagated), and the closed-surface plugin is off: convert first, as segmentVolumes does.
+                A.ensureLabelmap(segmentationNode)
                 statsLogic.computeStatistics()
             tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", f"{segmentationNode.GetName()} volumes")
             statsLogic.exportToTable(tableNode)
