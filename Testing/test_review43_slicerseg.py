@@ -101,7 +101,8 @@ def _to_closed_surface_source(segNode, keepReferenceGeometry=True):
     segmentation.SetSourceRepresentationName(SURFACE)
     segmentation.RemoveRepresentation(LABELMAP)
     if not keepReferenceGeometry:
-        segmentation.SetConversionParameter(slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(), "")
+        name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+        segmentation.SetConversionParameter(name, "")
 
 
 def test_a_closed_surface_without_reference_geometry_is_propagated_on_the_volumes_voxels(scene_nodes):
@@ -467,7 +468,8 @@ def _load(slicer, folder):
 
 def test_a_phantom_case_as_loaded_propagates_gm_and_leaves_gl_and_sol_as_they_were(slicer_scene, tmp_path):
     """A case as ``ifssnet phantom`` writes it (``volume.nrrd``, ``reference.seg.nrrd``), loaded by Slicer's readers:
-    GL and SOL finished, GM erased but for 3 slices across the sweep, all in the one layer the file holds. Propagating GM changes none of GL's and SOL's voxels, label values, names, colours or terminology;
+    GL and SOL finished, GM erased but for 3 slices across the sweep, all in the one layer the file holds.
+    Propagating GM changes none of GL's and SOL's voxels, label values, names, colours or terminology;
     Segment Statistics gives the core's volume for GM; Cancel puts the file's segmentation back exactly."""
     import slicer
     from ifssnet.metrics import volume_stats
@@ -533,3 +535,50 @@ def test_show_volume_gives_a_closed_surface_segmentation_its_volumes(scene_nodes
     show = next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == "onShowVolume")
     calls = {ast.unparse(n.func): n.lineno for n in ast.walk(show) if isinstance(n, ast.Call)}
     assert "A.ensureLabelmap" in calls and calls["A.ensureLabelmap"] < calls["statsLogic.computeStatistics"]
+
+
+def test_paint_along_a_segmentation_grid_rotated_against_the_volume_says_to_give_it_the_volumes_geometry(scene_nodes):
+    """A segmentation whose own grid is rotated against the volume's (made on another volume: here an axis-aligned
+    1 mm grid, the volume oblique): the Segment Editor paints on that grid, so three strokes along its slices cross
+    12 of the volume's slices. The refusal said to align the slice views with the volume by the Segment Editor's
+    rotated-view warning button, but that button aligns them with the segmentation's grid (qMRMLSegmentEditorWidget::
+    rotateSliceViewsToSegmentation), where they already were. It now says the segmentation's grid is rotated against
+    the volume and to give it the volume's geometry (Specify geometry), and changes nothing. Strokes off the slices of
+    a segmentation on the volume's own grid keep the advice about the views."""
+    from ifssnet.errors import SeedError
+    from slicer_nodes import SHAPE, _ijk_to_ras
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    arrays = _arrays_module()
+    g = _geometry(volumeNode, segNode)
+    corners = np.array([[i, j, k, 1.0] for i in (0, SHAPE[2] - 1) for j in (0, SHAPE[1] - 1)
+                        for k in (0, SHAPE[0] - 1)]) @ _ijk_to_ras().T
+    lo, hi = corners[:, :3].min(axis=0), corners[:, :3].max(axis=0)
+    m = np.eye(4)
+    m[:3, 3] = lo
+    aligned = slicer.util.addVolumeFromArray(
+        np.zeros(tuple(int(np.ceil(hi[a] - lo[a])) + 1 for a in (2, 1, 0)), np.uint8), m, "made on")
+    segNode.SetReferenceImageGeometryParameterFromVolumeNode(aligned)
+    grid = arrays.referenceGeometry(aligned, segNode)
+    onGrid = slicer.vtkOrientedImageData()
+    slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+        arrays.arrayToOrientedImage(truth, g), grid, onGrid, False, False)
+    truthOnGrid = arrays._voxelArray(onGrid).copy()
+    present = np.flatnonzero(truthOnGrid.any(axis=(1, 2)))
+    strokes = np.zeros_like(truthOnGrid)
+    for f in (0.25, 0.5, 0.75):                                   # three slices of the segmentation's grid
+        k = int(present[int(len(present) * f)])
+        strokes[k] = truthOnGrid[k]
+    a = segNode.GetSegmentation().AddEmptySegment("", "GM")
+    arrays.writeSegment(segNode, a, strokes, grid)
+    assert np.flatnonzero(arrays.segmentToArray(segNode, a, g).any(axis=(1, 2))).size >= 8
+    before, voxels = _properties(segNode), _voxels(segNode, volumeNode)
+    L = _logic().IFSSNetSegmentationLogic()
+    for call in (lambda: L.propagate(volumeNode, segNode, [a], method=_nearest_seed_method),
+                 lambda: L.paintedAxis(volumeNode, segNode, a)):
+        with pytest.raises(SeedError, match="grid is rotated against the volume") as err:
+            call()
+        assert "Specify geometry" in err.value.todo and "US" in err.value.todo
+    assert _properties(segNode) == before
+    for sid, mask in _voxels(segNode, volumeNode).items():
+        np.testing.assert_array_equal(mask, voxels[sid])

@@ -51,7 +51,7 @@ import numpy as np
 import slicer
 import vtk
 
-from ifssnet.errors import IFSSNetError, InputError, ResourceError, SeedError, VolumeError
+from ifssnet.errors import IFSSNetError, InputError, ResourceError, SeedError, StrokesOffSlices, VolumeError
 from ifssnet.io import (ANNOTATED_TAG, RESULT_CRC_TAG, AnnotatedSlices, annotated_on_grid, crcs_from_tag, fresh_seeds,
                         other_grid_note, seed_slices, slice_crcs)
 from ifssnet.progress import check_cancel, report
@@ -267,7 +267,8 @@ class IFSSNetSegmentationLogic:
         mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
         if mask.any() or tag:   # the tag's axis, unless the segment was cleared and painted again (_seedSlices)
             try:
-                return self._seedsOnGrid(segmentationNode, segmentId, geometry, mask)[0]
+                return self._seedsOnGrid(segmentationNode, segmentId, geometry, mask,
+                                         volumeName=volumeNode.GetName())[0]
             except SeedError:   # marks only, on a grid they cannot apply to: no axis; paint that cannot be read: say why
                 if mask.any():
                     raise
@@ -300,7 +301,8 @@ class IFSSNetSegmentationLogic:
         mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
         recorded: list = []
         if mask.any() or segmentTag(segment, ANNOTATED_TAG):
-            paintedAxis, slices = self._seedsOnGrid(segmentationNode, segmentId, geometry, mask, recorded=recorded)
+            paintedAxis, slices = self._seedsOnGrid(segmentationNode, segmentId, geometry, mask, recorded=recorded,
+                                                    volumeName=volumeNode.GetName())
         elif axis is None:
             raise SeedError(f"Segment '{segment.GetName()}' has no painted slices, so the sweep's axis is unknown.",
                             "Paint the muscle on a few slices first, then mark where it ends.")
@@ -475,7 +477,8 @@ class IFSSNetSegmentationLogic:
                 continue
             notes: List[str] = []
             recorded: list = []
-            axis, slices = self._seedsOnGrid(segmentationNode, sid, geometry, painted, notes, recorded)
+            axis, slices = self._seedsOnGrid(segmentationNode, sid, geometry, painted, notes, recorded,
+                                             volumeName=volumeNode.GetName())
             withPaint = painted_count(painted, slices, axis)
             check_slice_count(withPaint, name=segment.GetName(), marks=len(slices) - withPaint)
             name = segment.GetName()
@@ -600,7 +603,31 @@ class IFSSNetSegmentationLogic:
     # ---- helpers -------------------------------------------------------------------------------
 
     def _seedsOnGrid(self, segmentationNode, segmentId: str, geometry, painted: np.ndarray,
-                     notes: Optional[List[str]] = None, recorded: Optional[list] = None) -> Tuple[int, Tuple[int, ...]]:
+                     notes: Optional[List[str]] = None, recorded: Optional[list] = None,
+                     volumeName: str = "") -> Tuple[int, Tuple[int, ...]]:
+        """``_readSeedsOnGrid``, whose refusal of strokes that cross the volume's slices says what to do where the
+        segment is stored on a grid rotated against the volume's (``volumeName``), as when the segmentation was made
+        on another volume: the Segment Editor paints along that grid's slices, and its rotated-view warning button
+        aligns the views with that grid (qMRMLSegmentEditorWidget::rotateSliceViewsToSegmentation), not the volume."""
+        try:
+            return self._readSeedsOnGrid(segmentationNode, segmentId, geometry, painted, notes, recorded)
+        except StrokesOffSlices as err:
+            stored = arrays.segmentGrid(segmentationNode, segmentId)
+            if stored is None or arrays.axesParallel(stored, geometry):
+                raise
+            name = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
+            volume = f"'{volumeName}'" if volumeName else "this volume"
+            raise SeedError(
+                f"The paint of '{name}' crosses several slices of the volume: the segmentation "
+                f"'{segmentationNode.GetName()}' is on a grid of its own, and that grid is rotated against the volume "
+                "(the segmentation was made on another volume). The Segment Editor paints along the slices of the "
+                "segmentation's grid.",
+                f"In the Segment Editor, click Specify geometry (the button right of Source volume), choose {volume} "
+                "as the source geometry and click OK; then erase the strokes and paint the slices again.") from err
+
+    def _readSeedsOnGrid(self, segmentationNode, segmentId: str, geometry, painted: np.ndarray,
+                         notes: Optional[List[str]] = None,
+                         recorded: Optional[list] = None) -> Tuple[int, Tuple[int, ...]]:
         """``_seedSlices`` of a segment read on ``geometry`` (``painted``), its tags written on the grid their
         ``IFSSNet.SeedGrid`` names (``recordedGrid``: else the segmentation's own, a file's). On that grid, or where
         none is known, they are read as they are. On a grid whose

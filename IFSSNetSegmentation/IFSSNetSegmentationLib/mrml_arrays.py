@@ -86,6 +86,20 @@ def referenceGeometry(volumeNode, segmentationNode):
     return geometry
 
 
+def axesParallel(a, b, tolerance: float = 1e-3) -> bool:
+    """Whether the axes of two grids (``vtkOrientedImageData``) are parallel one for one, in any order or sense: the
+    slices of one across some axis are slices of the other."""
+    directions = []
+    for grid in (a, b):
+        matrix = vtk.vtkMatrix4x4()
+        grid.GetImageToWorldMatrix(matrix)
+        columns = matrixArray(matrix)[:3, :3]
+        directions.append(columns / np.linalg.norm(columns, axis=0))
+    cosines = np.abs(directions[0].T @ directions[1])
+    return bool(np.all(cosines.max(axis=1) > 1 - tolerance)
+                and len(set(int(n) for n in cosines.argmax(axis=1))) == 3)
+
+
 def _extentShape(e) -> tuple:
     """The (k, j, i) array shape of a VTK extent ``(i0, i1, j0, j1, k0, k1)``."""
     return (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
