@@ -47,8 +47,9 @@ def _properties(segNode):
         for t in TAGS:
             value = vtk.reference("")
             tags[t] = str(value) if s.GetTag(t, value) else None
-        out[sid] = (s.GetName(), s.GetLabelValue(), tuple(round(c, 6) for c in s.GetColor()), s.GetTerminology(),
-                    tags)
+        terminology = vtk.reference("")
+        s.GetTag(s.GetTerminologyEntryTagName(), terminology)
+        out[sid] = (s.GetName(), s.GetLabelValue(), tuple(round(c, 6) for c in s.GetColor()), str(terminology), tags)
     return out
 
 

@@ -330,8 +330,10 @@ def editState(segmentationNode) -> tuple:
     for sid in segmentation.GetSegmentIDs():
         segment = segmentation.GetSegment(sid)
         stored = segment.GetRepresentation(LABELMAP)
-        state.append((sid, segment.GetName(), tuple(segment.GetColor()), segment.GetLabelValue(),
-                      segment.GetTerminology(), stored.__this__ if stored is not None else None,
+        terminology = vtk.reference("")   # the tag: vtkSegment.GetTerminology is new in Slicer 5.9
+        segment.GetTag(segment.GetTerminologyEntryTagName(), terminology)
+        state.append((sid, segment.GetName(), tuple(segment.GetColor()), segment.GetLabelValue(), str(terminology),
+                      stored.__this__ if stored is not None else None,
                       stored.GetMTime() if stored is not None else None))
     return tuple(state)
 
