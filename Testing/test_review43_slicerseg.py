@@ -583,3 +583,33 @@ def test_paint_along_a_segmentation_grid_rotated_against_the_volume_says_to_give
     assert _properties(segNode) == before
     for sid, mask in _voxels(segNode, volumeNode).items():
         np.testing.assert_array_equal(mask, voxels[sid])
+
+
+def test_a_propagated_segment_not_started_is_marked_in_progress_as_slicers_effects_mark_it(scene_nodes):
+    """Slicer's effects set a segment's status 'Not started' to 'In progress' when they write it
+    (vtkSlicerSegmentEditorLogic::ModifySegmentByLabelmap), and leave any other status; the segments table shows and
+    filters by it. Propagate left seeds read from a file 'Not started'. It now marks them as the effects do (and
+    No muscle here too); a 'Completed' segment stays completed; Cancel of the preview takes the mark back."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    status = slicer.vtkSlicerSegmentationsModuleLogic
+    L = _logic().IFSSNetSegmentationLogic()
+    a, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 11, 16), name="GM")
+    b, _ = _paint(slicer, volumeNode, segNode, np.roll(truth, 2, axis=2), 0, (6, 12, 15), name="GL")
+    segmentation = segNode.GetSegmentation()
+    status.SetSegmentStatus(segmentation.GetSegment(b), status.Completed)
+    assert status.GetSegmentStatus(segmentation.GetSegment(a)) == status.NotStarted
+    job = L.compute(L.prepare(volumeNode, segNode, [a, b], method=_nearest_seed_method))
+    L.apply(job, segNode)
+    assert status.GetSegmentStatus(segmentation.GetSegment(a)) == status.InProgress
+    assert status.GetSegmentStatus(segmentation.GetSegment(b)) == status.Completed
+    L.revert(job, segNode)
+    assert status.GetSegmentStatus(segmentation.GetSegment(a)) == status.NotStarted
+    job = L.compute(L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method))
+    L.apply(job, segNode)
+    segmentation.GetSegment(b).SetName("GL renamed")                   # edited meanwhile: Cancel per segment
+    L.revert(job, segNode)
+    assert status.GetSegmentStatus(segmentation.GetSegment(a)) == status.NotStarted
+    assert segmentation.GetSegment(b).GetName() == "GL renamed"
+    c, _ = _paint(slicer, volumeNode, segNode, np.roll(truth, -2, axis=2), 0, (7, 10, 14), name="SOL")
+    L.markNoMuscle(volumeNode, segNode, c, 18)
+    assert status.GetSegmentStatus(segmentation.GetSegment(c)) == status.InProgress

@@ -333,6 +333,7 @@ class IFSSNetSegmentationLogic:
                 mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
             # slices painted after the mark are still found; seeds outside this volume (a crop) are kept
             self._tagSeedsKeeping(segmentationNode, segmentId, paintedAxis, slices, mask, geometry, recorded)
+            arrays.markInProgress(segmentationNode, segmentId)
         return NoMuscleMark(paintedAxis, slices, k)
 
     def segmentVolumes(self, segmentationNode, segmentIds: Optional[Sequence[str]] = None) -> dict:
@@ -580,6 +581,7 @@ class IFSSNetSegmentationLogic:
                     stored = arrays.segmentToArray(segmentationNode, seg.segmentId, geometry)
                 self._tagSeedsKeeping(segmentationNode, seg.segmentId, seg.axis, seg.seedSlices, stored, geometry,
                                       seg.recorded)
+                arrays.markInProgress(segmentationNode, seg.segmentId)
         report(progress, STAGE_WRITING, total, total)
         summary = self._summary(job, segmentationNode)
         job.written = arrays.editState(segmentationNode)
@@ -597,7 +599,7 @@ class IFSSNetSegmentationLogic:
             arrays.restoreSegmentation(segmentationNode, job.backup)
         else:
             arrays.restoreSegments(segmentationNode, job.backup, [seg.segmentId for seg in job.segments],
-                                   tags=(ANNOTATED_TAG, RESULT_CRC_TAG, SEED_GRID_TAG))
+                                   tags=(ANNOTATED_TAG, RESULT_CRC_TAG, SEED_GRID_TAG, arrays.STATUS_TAG))
         job.backup = job.written = None
 
     # ---- helpers -------------------------------------------------------------------------------

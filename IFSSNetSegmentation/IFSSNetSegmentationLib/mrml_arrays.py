@@ -254,6 +254,18 @@ def writeSegment(segmentationNode, segmentId: str, mask: np.ndarray, geometry) -
     return resampled
 
 
+STATUS_TAG = "Segmentation.Status"   # vtkSlicerSegmentationsModuleLogic.GetStatusTagName()
+
+
+def markInProgress(segmentationNode, segmentId: str) -> None:
+    """Set a segment's status 'Not started' to 'In progress' (tag ``Segmentation.Status``), as Slicer's effects do
+    when they write a segment (vtkSlicerSegmentEditorLogic::ModifySegmentByLabelmap); any other status stays."""
+    statusLogic = slicer.vtkSlicerSegmentationsModuleLogic
+    segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+    if segment is not None and statusLogic.GetSegmentStatus(segment) == statusLogic.NotStarted:
+        statusLogic.SetSegmentStatus(segment, statusLogic.InProgress)
+
+
 def _onSegmentGrid(segmentationNode, segmentId: str, mask: np.ndarray, geometry, grid):
     """``mask`` (on ``geometry``'s grid) resampled onto the segment's stored ``grid`` (nearest neighbour), with the
     segment's current voxels kept where ``geometry``'s grid does not reach."""
