@@ -33,6 +33,11 @@ class SeedError(InputError):
     """The painted slices are unusable (too few, empty, on two axes)."""
 
 
+class StrokesOffSlices(SeedError):
+    """Fresh paint whose strokes lie on no slices of the volume, each crossing several of them
+    (``io.require_strokes_on_slices``)."""
+
+
 class GeometryError(InputError):
     """Spacing, origin or direction cannot be reconciled."""
 

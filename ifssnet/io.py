@@ -31,7 +31,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import GeometryError, InputError, ResourceError, SeedError, VolumeError
+from .errors import GeometryError, InputError, ResourceError, SeedError, StrokesOffSlices, VolumeError
 from .progress import CancelLike, ProgressFn, check_cancel, report
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -265,11 +265,12 @@ def require_strokes_on_slices(painted: np.ndarray, axis: int, slices: Sequence[i
                 overlaps.append(np.logical_and(sa, sb).sum() / smaller)
     if len(overlaps) >= 2 and max(overlaps) < STROKE_OVERLAP:
         names = ("k", "j", "i")
-        raise SeedError(f"The paint of '{name}' does not lie on slices of the volume: each stroke crosses several of "
-                        f"its slices across {names[axis]} ({len(slices)} slices hold a part of one), as when the slice "
-                        "views are rotated against the volume's axes (an oblique volume in the default views).",
-                        "Align the slice views with the volume (the Segment Editor's rotated-view warning button, or "
-                        "the slice view menu: Rotate to volume plane), erase the strokes and paint the slices again.")
+        raise StrokesOffSlices(
+            f"The paint of '{name}' does not lie on slices of the volume: each stroke crosses several of its slices "
+            f"across {names[axis]} ({len(slices)} slices hold a part of one), as when the slice views are rotated "
+            "against the volume's axes (an oblique volume in the default views).",
+            "Align the slice views with the volume (the Segment Editor's rotated-view warning button, or the slice "
+            "view menu: Rotate to volume plane), erase the strokes and paint the slices again.")
 
 
 def fresh_seeds(painted: np.ndarray, name: str = "") -> Tuple[int, Tuple[int, ...]]:

@@ -303,7 +303,8 @@ class IFSSNetComparisonLogic:
                 painted = mrmlArrays.segmentToArray(seedSegmentationNode, sid, geometry)
                 # as Propagate reads them: tags recorded on another grid (IFSSNet.SeedGrid) mapped onto this volume's
                 try:
-                    axis, slices = segLogic._seedsOnGrid(seedSegmentationNode, sid, geometry, painted, notes)
+                    axis, slices = segLogic._seedsOnGrid(seedSegmentationNode, sid, geometry, painted, notes,
+                                                         volumeName=volumeNode.GetName())
                 except SeedError as err:   # Propagate's reading, in the Comparison's words: compare, not propagate
                     raise type(err)(err.what, err.todo.replace("then propagate", "then compare again")) from err
                 self._checkSeeds(name, axis, slices, painted, seedSegmentationNode.GetName())

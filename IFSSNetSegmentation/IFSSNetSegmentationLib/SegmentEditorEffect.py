@@ -54,9 +54,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         # qMRMLSegmentEditorWidget calls setupOptionsFrame and sourceVolumeNodeChanged of every registered effect
         # (notifyEffectsOfSourceVolumeNodeChange), active or not: the estimate (torch, a timed network step) is
         # made only while this effect is the active one; activate() makes it for the volume selected then.
+        # confirmCurrentSegmentVisible: as Slicer's effects (Margin, Smoothing, Islands...) ask before editing a hidden
+        # selected segment: "make it visible?" (Yes shows it, No goes on, Cancel: 0, no run).
         self.panel = PropagatePanel(layout, self._inputs, saveUndo=self._saveUndo,
                                     settings=self._setting, setSetting=self._setSetting,
-                                    estimateAllowed=self.scriptedEffect.active)
+                                    estimateAllowed=self.scriptedEffect.active,
+                                    confirmVisible=self.scriptedEffect.confirmCurrentSegmentVisible)
         self.scriptedEffect.addOptionsWidget(frame)
 
     def activate(self):

@@ -9,7 +9,10 @@ The owner (effect or module widget) gives three callables:
 ``inputs(allVisible: bool) -> (volumeNode, segmentationNode, segmentIds)``, ``saveUndo(segmentationNode)`` (before
 that node is written; the Segment Editor's undo keeps the editor's own segmentation only, so the owner saves where
 the editor edits that node: the user may have switched it while a run went on), and ``settings(name, default)`` /
-``setSetting(name, value)`` to keep the options (effect parameters or parameter node).
+``setSetting(name, value)`` to keep the options (effect parameters or parameter node). The effect also gives
+``confirmVisible() -> bool``, asked before the selected segment is written (Propagate of that one segment, No muscle
+here): its ``scriptedEffect.confirmCurrentSegmentVisible``, by which Slicer's effects ask to show a hidden segment
+before they edit it (Cancel: no run), so a preview is not written into a segment the user cannot see.
 """
 from __future__ import annotations
 
@@ -222,8 +225,9 @@ class PropagatePanel:
     POLL_MS = 100
 
     def __init__(self, parentLayout, inputs, saveUndo=None, settings=None, setSetting=None, showSelectors=False,
-                 estimateAllowed=None):
+                 estimateAllowed=None, confirmVisible=None):
         self.inputs = inputs
+        self.confirmVisible = confirmVisible or (lambda: True)
         # The expected time imports torch and times a network step (about 1 s): the effect allows it only while it
         # is the active effect (Slicer tells every registered effect when the source volume changes).
         self.estimateAllowed = estimateAllowed or (lambda: True)
@@ -428,6 +432,8 @@ class PropagatePanel:
         if self.previewShown:  # a new run starts from the applied state of the previous preview
             self.onApply()
         method = L.DEFAULT_METHOD
+        if not self.allVisibleCheck.checked and not self.confirmVisible():   # a hidden segment: shown, or no run
+            return
         if not ensureTorch():
             return
         try:
@@ -465,6 +471,8 @@ class PropagatePanel:
 
         if self.previewShown:  # the mark applies to the kept result
             self.onApply()
+        if not self.confirmVisible():
+            return
         try:
             volumeNode, segmentationNode, segmentIds = self.inputs(False)
             if volumeNode is None or segmentationNode is None or not segmentIds or len(segmentIds) != 1:
@@ -597,6 +605,9 @@ class PropagatePanel:
         tableNode = None
         try:   # a slot's exception reaches only the Python console: say it where the user clicked
             with slicer.util.WaitCursor():
+                # Its Labelmap plugin gives no volume for a segmentation without a binary labelmap (a model imported,
+                # not yet propagated), and the closed-surface plugin is off: convert first, as segmentVolumes does.
+                A.ensureLabelmap(segmentationNode)
                 statsLogic.computeStatistics()
             tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", f"{segmentationNode.GetName()} volumes")
             statsLogic.exportToTable(tableNode)

@@ -51,7 +51,7 @@ import numpy as np
 import slicer
 import vtk
 
-from ifssnet.errors import IFSSNetError, InputError, ResourceError, SeedError, VolumeError
+from ifssnet.errors import IFSSNetError, InputError, ResourceError, SeedError, StrokesOffSlices, VolumeError
 from ifssnet.io import (ANNOTATED_TAG, RESULT_CRC_TAG, AnnotatedSlices, annotated_on_grid, crcs_from_tag, fresh_seeds,
                         other_grid_note, seed_slices, slice_crcs)
 from ifssnet.progress import check_cancel, report
@@ -211,6 +211,7 @@ class PropagationJob:
     exclusive: bool = True  # the segments propagated together do not overlap (IFSS-Net; ifssnet.exclusive)
     runTime: float = 0.0
     backup: Any = None  # the segmentation before apply (for Cancel of a preview)
+    written: Any = None  # mrml_arrays.editState of the segmentation as apply left it
 
 
 class IFSSNetSegmentationLogic:
@@ -266,7 +267,8 @@ class IFSSNetSegmentationLogic:
         mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
         if mask.any() or tag:   # the tag's axis, unless the segment was cleared and painted again (_seedSlices)
             try:
-                return self._seedsOnGrid(segmentationNode, segmentId, geometry, mask)[0]
+                return self._seedsOnGrid(segmentationNode, segmentId, geometry, mask,
+                                         volumeName=volumeNode.GetName())[0]
             except SeedError:   # marks only, on a grid they cannot apply to: no axis; paint that cannot be read: say why
                 if mask.any():
                     raise
@@ -293,12 +295,14 @@ class IFSSNetSegmentationLogic:
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
         if segment is None:
             raise InputError(f"The segmentation has no segment with ID '{segmentId}'.", "Select an existing segment.")
-        segmentationNode.CreateBinaryLabelmapRepresentation()
         geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
+        arrays.useVolumeGeometry(segmentationNode, volumeNode)
+        segmentationNode.CreateBinaryLabelmapRepresentation()
         mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
         recorded: list = []
         if mask.any() or segmentTag(segment, ANNOTATED_TAG):
-            paintedAxis, slices = self._seedsOnGrid(segmentationNode, segmentId, geometry, mask, recorded=recorded)
+            paintedAxis, slices = self._seedsOnGrid(segmentationNode, segmentId, geometry, mask, recorded=recorded,
+                                                    volumeName=volumeNode.GetName())
         elif axis is None:
             raise SeedError(f"Segment '{segment.GetName()}' has no painted slices, so the sweep's axis is unknown.",
                             "Paint the muscle on a few slices first, then mark where it ends.")
@@ -329,6 +333,7 @@ class IFSSNetSegmentationLogic:
                 mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
             # slices painted after the mark are still found; seeds outside this volume (a crop) are kept
             self._tagSeedsKeeping(segmentationNode, segmentId, paintedAxis, slices, mask, geometry, recorded)
+            arrays.markInProgress(segmentationNode, segmentId)
         return NoMuscleMark(paintedAxis, slices, k)
 
     def segmentVolumes(self, segmentationNode, segmentIds: Optional[Sequence[str]] = None) -> dict:
@@ -432,7 +437,9 @@ class IFSSNetSegmentationLogic:
     def prepare(self, volumeNode, segmentationNode, segmentIds=None, *, model=None, device="auto",
                 method=DEFAULT_METHOD, preset="balanced", extent="muscle", progress=None,
                 skipEmpty: bool = False, exclusive: bool = True) -> PropagationJob:
-        """Main thread: read the volume and the seeds from MRML. Changes nothing.
+        """Main thread: read the volume and the seeds from MRML. Changes no voxel and no tag (a segmentation imported
+        from a model without a reference geometry is given the volume's, as the Segment Editor gives it:
+        ``mrml_arrays.useVolumeGeometry``).
 
         ``segmentIds=None`` takes every segment that has painted slices (as does ``skipEmpty=True`` for a
         given list, e.g. "all visible segments"); an explicitly chosen empty segment is an error.
@@ -457,8 +464,9 @@ class IFSSNetSegmentationLogic:
             raise SeedError("The segmentation has no segments.", "Add a segment and paint it on at least 3 slices.")
         if extent not in ("muscle", "between"):
             raise InputError(f"Unknown extent '{extent}'.", "Use 'muscle' or 'between'.")
-        segmentationNode.CreateBinaryLabelmapRepresentation()
         geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
+        arrays.useVolumeGeometry(segmentationNode, volumeNode)   # a model imported: its labelmap on these voxels
+        segmentationNode.CreateBinaryLabelmapRepresentation()
         segments = []
         names = [segmentation.GetSegment(sid).GetName() if segmentation.GetSegment(sid) else sid for sid in segmentIds]
         for sid in segmentIds:
@@ -470,7 +478,8 @@ class IFSSNetSegmentationLogic:
                 continue
             notes: List[str] = []
             recorded: list = []
-            axis, slices = self._seedsOnGrid(segmentationNode, sid, geometry, painted, notes, recorded)
+            axis, slices = self._seedsOnGrid(segmentationNode, sid, geometry, painted, notes, recorded,
+                                             volumeName=volumeNode.GetName())
             withPaint = painted_count(painted, slices, axis)
             check_slice_count(withPaint, name=segment.GetName(), marks=len(slices) - withPaint)
             name = segment.GetName()
@@ -572,22 +581,55 @@ class IFSSNetSegmentationLogic:
                     stored = arrays.segmentToArray(segmentationNode, seg.segmentId, geometry)
                 self._tagSeedsKeeping(segmentationNode, seg.segmentId, seg.axis, seg.seedSlices, stored, geometry,
                                       seg.recorded)
+                arrays.markInProgress(segmentationNode, seg.segmentId)
         report(progress, STAGE_WRITING, total, total)
-        return self._summary(job, segmentationNode)
+        summary = self._summary(job, segmentationNode)
+        job.written = arrays.editState(segmentationNode)
+        return summary
 
     def revert(self, job: PropagationJob, segmentationNode) -> None:
         """Undo ``apply`` (Cancel of a preview): the propagated segments go back to what they were, voxel for voxel,
         with their seed tags; the rest of the segmentation (a segment painted or edited while the preview was
-        shown) stays as it is now."""
-        if job.backup is not None:
+        shown) stays as it is now. Where nothing was edited since ``apply`` (``mrml_arrays.editState``), the whole
+        segmentation goes back as it was: also the label values and layers that Slicer changed where the result
+        overlapped another segment of its layer (it moves one of them to a layer of its own)."""
+        if job.backup is None:
+            return
+        if job.written is not None and arrays.editState(segmentationNode) == job.written:
+            arrays.restoreSegmentation(segmentationNode, job.backup)
+        else:
             arrays.restoreSegments(segmentationNode, job.backup, [seg.segmentId for seg in job.segments],
-                                   tags=(ANNOTATED_TAG, RESULT_CRC_TAG, SEED_GRID_TAG))
-            job.backup = None
+                                   tags=(ANNOTATED_TAG, RESULT_CRC_TAG, SEED_GRID_TAG, arrays.STATUS_TAG))
+        job.backup = job.written = None
 
     # ---- helpers -------------------------------------------------------------------------------
 
     def _seedsOnGrid(self, segmentationNode, segmentId: str, geometry, painted: np.ndarray,
-                     notes: Optional[List[str]] = None, recorded: Optional[list] = None) -> Tuple[int, Tuple[int, ...]]:
+                     notes: Optional[List[str]] = None, recorded: Optional[list] = None,
+                     volumeName: str = "") -> Tuple[int, Tuple[int, ...]]:
+        """``_readSeedsOnGrid``, whose refusal of strokes that cross the volume's slices says what to do where the
+        segment is stored on a grid rotated against the volume's (``volumeName``), as when the segmentation was made
+        on another volume: the Segment Editor paints along that grid's slices, and its rotated-view warning button
+        aligns the views with that grid (qMRMLSegmentEditorWidget::rotateSliceViewsToSegmentation), not the volume."""
+        try:
+            return self._readSeedsOnGrid(segmentationNode, segmentId, geometry, painted, notes, recorded)
+        except StrokesOffSlices as err:
+            stored = arrays.segmentGrid(segmentationNode, segmentId)
+            if stored is None or arrays.axesParallel(stored, geometry):
+                raise
+            name = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
+            volume = f"'{volumeName}'" if volumeName else "this volume"
+            raise SeedError(
+                f"The paint of '{name}' crosses several slices of the volume: the segmentation "
+                f"'{segmentationNode.GetName()}' is on a grid of its own, and that grid is rotated against the volume "
+                "(the segmentation was made on another volume). The Segment Editor paints along the slices of the "
+                "segmentation's grid.",
+                f"In the Segment Editor, click Specify geometry (the button right of Source volume), choose {volume} "
+                "as the source geometry and click OK; then erase the strokes and paint the slices again.") from err
+
+    def _readSeedsOnGrid(self, segmentationNode, segmentId: str, geometry, painted: np.ndarray,
+                         notes: Optional[List[str]] = None,
+                         recorded: Optional[list] = None) -> Tuple[int, Tuple[int, ...]]:
         """``_seedSlices`` of a segment read on ``geometry`` (``painted``), its tags written on the grid their
         ``IFSSNet.SeedGrid`` names (``recordedGrid``: else the segmentation's own, a file's). On that grid, or where
         none is known, they are read as they are. On a grid whose

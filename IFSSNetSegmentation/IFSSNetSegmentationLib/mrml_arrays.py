@@ -64,19 +64,40 @@ def referenceGeometry(volumeNode, segmentationNode):
         geometry.SetImageToWorldMatrix(matrix)
         geometry.SetExtent(volumeNode.GetImageData().GetExtent())
         return geometry
-    # Different parent transforms: let Slicer map the volume's grid into the segmentation's frame. Through a warping
-    # transform that is a bounding grid of another size, whose voxels are not the volume's: refused.
+    # Different parent transforms: the volume's grid mapped into the segmentation's frame by the matrix between them,
+    # its extent kept (as SetReferenceImageGeometryParameterFromVolumeNode maps it). Not Slicer's
+    # CreateOrientedImageDataFromVolumeNode: where each node has a transform of its own, the transform between them
+    # nests general transforms that its linearity check does not flatten, and it returned a bounding grid of another
+    # size. Through a warping transform there is no such grid whose voxels are the volume's: refused.
+    volumeToSegmentation = vtk.vtkMatrix4x4()
     if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
-            volumeNode.GetParentTransformNode(), segmentationNode.GetParentTransformNode(), vtk.vtkMatrix4x4()):
+            volumeNode.GetParentTransformNode(), segmentationNode.GetParentTransformNode(), volumeToSegmentation):
         raise GeometryError(
             f"The volume '{volumeNode.GetName()}' and the segmentation '{segmentationNode.GetName()}' are under "
             "different transforms, and the transform between them is not linear (a warping transform), so the "
             "segment's voxels are not the volume's. Nothing was changed.",
             "Harden the transform on the node under it (Data module: right-click it > Harden transform), or put "
             "both under the same transform, then try again.")
-    geometry = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(
-        volumeNode, segmentationNode.GetParentTransformNode())
+    matrix = vtk.vtkMatrix4x4()
+    matrix.DeepCopy((matrixArray(volumeToSegmentation) @ ijkToRasArray(volumeNode)).ravel())
+    geometry = slicer.vtkOrientedImageData()
+    geometry.SetImageToWorldMatrix(matrix)
+    geometry.SetExtent(volumeNode.GetImageData().GetExtent())
     return geometry
+
+
+def axesParallel(a, b, tolerance: float = 1e-3) -> bool:
+    """Whether the axes of two grids (``vtkOrientedImageData``) are parallel one for one, in any order or sense: the
+    slices of one across some axis are slices of the other."""
+    directions = []
+    for grid in (a, b):
+        matrix = vtk.vtkMatrix4x4()
+        grid.GetImageToWorldMatrix(matrix)
+        columns = matrixArray(matrix)[:3, :3]
+        directions.append(columns / np.linalg.norm(columns, axis=0))
+    cosines = np.abs(directions[0].T @ directions[1])
+    return bool(np.all(cosines.max(axis=1) > 1 - tolerance)
+                and len(set(int(n) for n in cosines.argmax(axis=1))) == 3)
 
 
 def _extentShape(e) -> tuple:
@@ -129,6 +150,24 @@ def ensureLabelmap(segmentationNode) -> None:
     Statistics and the Segment Editor do. Without it every segment reads as empty."""
     if not segmentationNode.GetSegmentation().ContainsRepresentation(LABELMAP):
         segmentationNode.CreateBinaryLabelmapRepresentation()
+
+
+def useVolumeGeometry(segmentationNode, volumeNode) -> bool:
+    """Give a segmentation whose source is not a binary labelmap (a model or STL imported) and that has no reference
+    image geometry the volume's grid for its labelmap, as the Segment Editor does when a source volume is selected
+    (vtkSlicerSegmentEditorLogic::GetReferenceImageGeometryString). Without it Slicer converts each closed surface
+    onto a grid of its own (about 256^3 voxels over the surface's bounds), where a result written is not on the
+    volume's voxels, and Segment Statistics' volume is not the one propagated. A labelmap already converted (only
+    derived from the source, which stays as it is) is converted again on that grid. Returns True where it did so.
+    Call it after :func:`referenceGeometry` (which refuses a warping transform between the two)."""
+    segmentation = segmentationNode.GetSegmentation()
+    name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    if segmentation.GetSourceRepresentationName() == LABELMAP or segmentation.GetConversionParameter(name):
+        return False
+    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+    if segmentation.ContainsRepresentation(LABELMAP):
+        segmentation.CreateRepresentation(LABELMAP, True)   # always convert: the one there is on the old grids
+    return True
 
 
 def useLabelmapSource(segmentationNode) -> None:
@@ -215,6 +254,18 @@ def writeSegment(segmentationNode, segmentId: str, mask: np.ndarray, geometry) -
     return resampled
 
 
+STATUS_TAG = "Segmentation.Status"   # vtkSlicerSegmentationsModuleLogic.GetStatusTagName()
+
+
+def markInProgress(segmentationNode, segmentId: str) -> None:
+    """Set a segment's status 'Not started' to 'In progress' (tag ``Segmentation.Status``), as Slicer's effects do
+    when they write a segment (vtkSlicerSegmentEditorLogic::ModifySegmentByLabelmap); any other status stays."""
+    statusLogic = slicer.vtkSlicerSegmentationsModuleLogic
+    segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+    if segment is not None and statusLogic.GetSegmentStatus(segment) == statusLogic.NotStarted:
+        statusLogic.SetSegmentStatus(segment, statusLogic.InProgress)
+
+
 def _onSegmentGrid(segmentationNode, segmentId: str, mask: np.ndarray, geometry, grid):
     """``mask`` (on ``geometry``'s grid) resampled onto the segment's stored ``grid`` (nearest neighbour), with the
     segment's current voxels kept where ``geometry``'s grid does not reach."""
@@ -279,6 +330,24 @@ def restoreSegmentation(segmentationNode, backup) -> None:
         segmentationNode.EndModify(wasModifying)
     _setDisplayProperties(segmentationNode, shown)
     segmentationNode.Modified()
+
+
+def editState(segmentationNode) -> tuple:
+    """What tells whether a segmentation was edited since: per segment, in order, its ID, name, colour, label value,
+    terminology, and its binary labelmap's object and modification time (a voxel written bumps it; a layer shared,
+    split or merged is another object). Equal states: nothing was painted, erased, added, removed or renamed between
+    them. Its other representations do not count (a closed surface made for the 3-D view)."""
+    segmentation = segmentationNode.GetSegmentation()
+    state = []
+    for sid in segmentation.GetSegmentIDs():
+        segment = segmentation.GetSegment(sid)
+        stored = segment.GetRepresentation(LABELMAP)
+        terminology = vtk.reference("")   # the tag: vtkSegment.GetTerminology is new in Slicer 5.9
+        segment.GetTag(segment.GetTerminologyEntryTagName(), terminology)
+        state.append((sid, segment.GetName(), tuple(segment.GetColor()), segment.GetLabelValue(), str(terminology),
+                      stored.__this__ if stored is not None else None,
+                      stored.GetMTime() if stored is not None else None))
+    return tuple(state)
 
 
 def restoreSegments(segmentationNode, backup, segmentIds, tags=()) -> None:

@@ -69,7 +69,8 @@ def segmentationFromNodes(volumeNode, segmentationNode, segmentNames: Optional[S
             # were recorded on (IFSSNet.SeedGrid: a crop, a flip, a resampled sweep). The tag alone missed the
             # corrections, and on a cropped volume named slices of the whole one.
             seedReader = seedReader or segmentationLogic.IFSSNetSegmentationLogic()
-            axis, slices = seedReader._seedsOnGrid(segmentationNode, sid, geometry, mask)
+            axis, slices = seedReader._seedsOnGrid(segmentationNode, sid, geometry, mask,
+                                                   volumeName=volumeNode.GetName())
             annotated = AnnotatedSlices(axis, tuple(slices))
         segments.append(Segment(segment.GetName(), mask, tuple(segment.GetColor()), annotated))
     return Segmentation(segments, geometryOf(volumeNode))
