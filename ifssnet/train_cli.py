@@ -219,19 +219,61 @@ def _check_log(path) -> None:
     check_output_file(path, file_hint="Give --log a file name, e.g. run.jsonl.")
 
 
-def _open_log(path):
+def _open_log(path, resumed_step=None):
     """``--log`` opened to append, its folder made where missing, as the model's folder is (``--out``): a missing
-    folder stopped the run with an internal FileNotFoundError once its cases were read."""
+    folder stopped the run with an internal FileNotFoundError once its cases were read. ``resumed_step``: the step
+    of the checkpoint a ``--resume`` continues; the records the stopped run wrote past it are dropped first
+    (:func:`trim_log`), so that the log reads as if the run had never stopped."""
     from .errors import ResourceError
     from .io import make_folders
 
     make_folders(Path(path).parent)
     _check_log(path)
+    if resumed_step is not None:
+        trim_log(path, resumed_step)
     try:
         return open(path, "a")
     except OSError as exc:
         raise ResourceError(f"Could not open the log '{path}': {exc.strerror or exc}.",
                             "Give --log a file in a folder you can write to.") from exc
+
+
+def trim_log(path, step: int) -> int:
+    """Drop the last records of the JSON-lines log ``path`` whose ``step`` is past ``step`` (the checkpoint a
+    ``--resume`` continues): the steps and validations that a run killed or cancelled after that checkpoint logged,
+    and that the resumed run takes and logs again (they were in the log twice). Only the log's tail is read back,
+    up to the last record at or before ``step``, so an earlier run's records above it are kept; a last line cut
+    short by the kill (no newline) is dropped, as a line that does not read as a record is. Written atomically;
+    a log without such records is left as it is. Returns how many lines were dropped."""
+    from .io import atomic_write
+
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.readlines()
+    keep = len(lines)
+    while keep:
+        line = lines[keep - 1]
+        try:
+            past = int(json.loads(line)["step"]) > step
+        except (ValueError, KeyError, TypeError):
+            past = not line.endswith("\n")          # cut short by the kill; other lines are not ours to judge
+        if not past:
+            break
+        keep -= 1
+    kept = lines[:keep]
+    if kept and not kept[-1].endswith("\n"):
+        kept[-1] += "\n"                             # the next record starts a line of its own
+    if kept == lines:
+        return 0
+
+    def write(tmp) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+
+    atomic_write(path, write)
+    return len(lines) - keep
 
 
 def _check_new_network(args) -> None:
@@ -455,11 +497,13 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
                       ema=args.ema, warmup=args.warmup, end_weight=args.end_weight,
                       tversky_beta=args.tversky_beta)
     logs: list = []                        # --log, opened at its first line: a run refused in train() writes none
+    resumed_step = (int((resumed_meta.get("training") or {}).get("step", 0))
+                    if args.resume and resumed_meta else None)   # --resume: the log goes on from its checkpoint
 
     def write_log(record: dict) -> None:
         if args.log and rank == 0:
             if not logs:
-                logs.append(_open_log(args.log))
+                logs.append(_open_log(args.log, resumed_step))
             logs[0].write(json.dumps(record) + "\n")
             logs[0].flush()
 
