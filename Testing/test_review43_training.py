@@ -80,3 +80,74 @@ def test_trim_log_drops_a_line_cut_short_and_keeps_what_is_not_a_record(tmp_path
     before = log.stat().st_mtime_ns
     assert trim_log(log, 2) == 0 and log.stat().st_mtime_ns == before       # nothing past: not rewritten
     assert trim_log(tmp_path / "none.jsonl", 2) == 0 and not (tmp_path / "none.jsonl").exists()
+
+
+# ---- 2. an annotation on another grid than its volume's ------------------------------------------------------------
+
+def _moved_annotation(tmp_path, shift_mm, name="moved.seg.nrrd"):
+    """The annotation of ``_case(tmp_path / 'c')`` saved with its grid moved by ``shift_mm`` (x, y, z mm, LPS):
+    the same shape and spacing, another origin. Returns (volume, annotation)."""
+    from ifssnet.io import Geometry, read_segmentation, write_segmentation
+
+    volume, annotation = (Path(p) for p in _case(tmp_path / "c").split(":"))
+    seg = read_segmentation(annotation)
+    g = seg.geometry
+    seg.geometry = Geometry(g.spacing, tuple(np.add(g.origin, shift_mm)), g.direction)
+    write_segmentation(seg, tmp_path / name)
+    return volume, tmp_path / name
+
+
+def test_reading_an_annotation_moved_by_whole_voxels_is_counted_as_resampled(tmp_path):
+    """case_shape compared the annotation's shape and spacing with the volume's, not its origin: an annotation of the
+    same shape moved by two slices is resampled onto the volume's grid when read (and read there, shifted by those
+    two slices), but the memory estimate counted no resampling."""
+    from ifssnet.dataset import load_case
+    from ifssnet.train_memory import case_shape
+
+    volume, moved = _moved_annotation(tmp_path, (0.0, 0.0, 2.0))          # 2 slices of 1 mm along k
+    assert case_shape(volume, moved).resampled_bytes > 0
+    assert case_shape(volume, volume.parent / "annotation.seg.nrrd").resampled_bytes == 0
+    here, there = (load_case(volume, a, 32) for a in (volume.parent / "annotation.seg.nrrd", moved))
+    assert np.array_equal(there.masks["GM"][2:], here.masks["GM"][:-2]) and not there.masks["GM"][:2].any()
+
+
+def test_a_ras_headers_grid_is_read_as_slicerio_reads_the_file(tmp_path):
+    """read_header's grid of a .seg.nrrd written in RAS (``space: right-anterior-superior``) is the LPS grid that
+    slicerio (read_segmentation) reads from it."""
+    import nrrd
+
+    from ifssnet.io import read_header, read_segmentation
+
+    volume, annotation = (Path(p) for p in _case(tmp_path / "c").split(":"))
+    data, header = nrrd.read(str(annotation))
+    header["space"] = "right-anterior-superior"
+    header["space directions"] = np.asarray(header["space directions"], float) * [-1, -1, 1]
+    header["space origin"] = np.asarray(header["space origin"], float) * [-1, -1, 1]
+    nrrd.write(str(tmp_path / "ras.seg.nrrd"), data, header)
+    lps = read_header(annotation).geometry
+    assert read_header(tmp_path / "ras.seg.nrrd").geometry.same_as(lps)
+    assert read_segmentation(tmp_path / "ras.seg.nrrd").geometry.same_as(lps)
+
+
+def test_an_annotation_outside_its_volume_is_refused_naming_it_before_anything_is_read(tmp_path, capsys):
+    """An annotation whose grid lies wholly outside the volume (another sweep's segmentation, or one moved by a
+    transform) was read onto the volume's grid as empty, and training said its segment was 'empty (no voxel on its
+    annotated slices)'. Now ``ifssnet train`` says the annotation lies outside the volume, with both extents, before
+    any case is read and before anything is written; load_case and the validation cases say the same."""
+    from ifssnet.dataset import load_case
+    from ifssnet.errors import InputError
+    from ifssnet.validation import Validator
+
+    volume, far = _moved_annotation(tmp_path, (0.0, 0.0, 500.0), "far.seg.nrrd")
+    out = tmp_path / "out" / "m.pt"
+    code, _, err = run_cli(capsys, "train", f"{volume}:{far}", "--out", out, "--log", tmp_path / "out" / "log.jsonl",
+                           "--epochs", "1", "--steps", "1", *TINY)
+    line = error_line(err)
+    assert code == 2 and "far.seg.nrrd' lies outside the volume" in line and "Pair the volume" in line, line
+    assert not out.parent.exists()
+    with pytest.raises(InputError, match="lies outside the volume"):
+        load_case(volume, far, 32)
+    with pytest.raises(InputError, match="lies outside the validation volume"):
+        Validator([(volume, far)])
+    near, _ = _moved_annotation(tmp_path, (0.0, 0.0, 5.0), "near.seg.nrrd")   # partly inside: read, not refused
+    assert load_case(volume, tmp_path / "near.seg.nrrd", 32).masks["GM"].any()

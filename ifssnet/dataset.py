@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import InputError
-from .io import Segmentation, read_segmentation, read_volume
+from .io import Segmentation, read_segmentation, read_volume, require_annotation_overlaps
 from .preprocess import InPlaneGrid, check_volume, normalized_work_volume
 
 
@@ -69,6 +69,7 @@ def load_case(volume_path, annotation_path, size: int, segments: Optional[Sequen
     pairs kept in one folder are told apart."""
     img = read_volume(volume_path)
     check_volume(img.array)
+    require_annotation_overlaps(annotation_path, img.geometry, img.array.shape, f"the volume '{volume_path}'")
     seg = read_segmentation(annotation_path, reference=img.geometry, reference_shape=img.array.shape)
     return case_from_arrays(img.array, seg, size, segments, name or case_name(volume_path),
                             slice_spacing_mm=img.geometry.spacing_kji[0])

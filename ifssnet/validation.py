@@ -138,7 +138,7 @@ class Validator:
             where = "in-memory case"
             refs = self._select(case[1], where)
         else:
-            from .io import read_segmentation
+            from .io import read_header, read_segmentation, require_annotation_overlaps
 
             vol, ann = Path(case[0]), Path(case[1])
             for p in (vol, ann):
@@ -146,6 +146,9 @@ class Validator:
                     raise InputError(f"Validation file {p} does not exist.", "Give VOLUME:ANNOTATION pairs or "
                                      "phantom folders (volume.nrrd + reference.seg.nrrd).")
             where = str(ann)
+            head = read_header(vol)
+            if head.geometry is not None:   # every validation would score it 0: said before training starts
+                require_annotation_overlaps(ann, head.geometry, head.shape_kji, f"the validation volume '{vol}'")
             refs = self._select(full_annotation(read_segmentation(ann), where), where)
         _require_painted(refs, where)
         _require_complete(refs, where)
