@@ -151,3 +151,34 @@ def test_an_annotation_outside_its_volume_is_refused_naming_it_before_anything_i
         Validator([(volume, far)])
     near, _ = _moved_annotation(tmp_path, (0.0, 0.0, 5.0), "near.seg.nrrd")   # partly inside: read, not refused
     assert load_case(volume, tmp_path / "near.seg.nrrd", 32).masks["GM"].any()
+
+
+# ---- 3. per-case data keyed by the case's name ---------------------------------------------------------------------
+
+def test_two_cases_of_one_name_keep_their_own_slice_spacing(tmp_path, monkeypatch):
+    """train() kept each case's sweep spacing (for ``--fill-gap``, which counts the sweep's slices) and slice count
+    in dicts keyed by the case's name: two cases of one name, as ``a/leg/volume.nrrd`` and ``b/leg/volume.nrrd``
+    (both 'leg') or two volume nodes named alike in Slicer, took the last one's. Here a 0.25 mm sweep then a 1 mm
+    sweep, both 'leg': the fine sweep's gap of 40 slices was counted as 40 frames (its spacing taken for 1 mm), not
+    the 10 frames those 40 slices of 0.25 mm span. Now keyed by the case's place in the list."""
+    import ifssnet.train as T
+    from ifssnet.dataset import Case
+    from ifssnet.model import IFSSNetConfig
+    from ifssnet.train import TrainConfig, train
+
+    K = 161
+    img = np.random.default_rng(0).normal(size=(K, 32, 32)).astype(np.float16)
+    m = np.zeros((K, 32, 32), np.uint8)
+    m[:, 8:20, 6:22] = 1
+    known = np.isin(np.arange(K), [20, 21, 22, 100, 101, 102])
+    base = train([Case("b", img[:40], {"A": m[:40]}, {"A": np.ones(40, bool)}, 1.0)], tmp_path / "base.pt",
+                 model_config=IFSSNetConfig(size=32, width_mult=0.15),
+                 cfg=TrainConfig(epochs=1, steps_per_epoch=1, run_length=6))
+    asked = []
+    real = T.fill_gaps
+    monkeypatch.setattr(T, "fill_gaps", lambda case, gap: asked.append(gap) or real(case, gap))
+    fine = Case("leg", img, {"A": m * known[:, None, None]}, {"A": known}, 0.25)
+    coarse = Case("leg", img[:40], {"A": m[:40]}, {"A": np.ones(40, bool)}, 1.0)
+    train([fine, coarse], tmp_path / "ft.pt", base_model=base,
+          cfg=TrainConfig(mode="fewshot", epochs=1, steps_per_epoch=1, run_length=8, fill_gap=40))
+    assert len(asked) == 2 and 9 <= asked[0] <= 12 and asked[1] == 40, asked

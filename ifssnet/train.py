@@ -560,19 +560,21 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if trains_head:
         model = with_image_head(model, sorted({n for c in cases for n in c.masks}), cfg.seed)
     model_config = model.config
-    given = {c.name: c.n_slices for c in cases}
-    sweep_mm = {c.name: c.slice_spacing_mm for c in cases}     # --fill-gap counts these slices (added_labels)
+    # Per case by its place in ``cases`` (kept by match_slice_spacing and decremental_cases), not by name: two cases
+    # of one name (a/leg/volume.nrrd and b/leg/volume.nrrd, two volume nodes named alike) took each other's.
+    given = [c.n_slices for c in cases]
+    sweep_mm = [c.slice_spacing_mm for c in cases]             # --fill-gap counts these slices (added_labels)
     cases = match_slice_spacing(cases, model_config)
-    thinned = [f"{c.name} keeps {c.n_slices} of its {given[c.name]} slices ({model_config.slice_spacing_mm:.3g} mm "
-               "apart)" for c in cases if c.n_slices < given.get(c.name, 0)]
+    thinned = [f"{c.name} keeps {c.n_slices} of its {n} slices ({model_config.slice_spacing_mm:.3g} mm apart)"
+               for c, n in zip(cases, given) if c.n_slices < n]
     if max(int(v) for v in cfg.strides) > model_config.window:
         raise InputError(f"A window stride of {max(cfg.strides)} skips slices: the network's window has "
                          f"{model_config.window}.", f"Give --strides between 1 and {model_config.window}.")
     if cfg.mode == "fewshot":
         cases = decremental_cases(cases, cfg)
-    my_cases = [c for i, c in enumerate(cases) if i % world == rank] or list(cases)
-    my_cases = [added_labels(c, cfg, sweep_mm.get(c.name))    # each rank labels the cases it trains on (fewshot)
-                for c in my_cases]
+    mine = [i for i in range(len(cases)) if i % world == rank] or list(range(len(cases)))
+    my_cases = [added_labels(cases[i], cfg, sweep_mm[i])       # each rank labels the cases it trains on (fewshot)
+                for i in mine]
     if not _run_fits(my_cases, cfg.run_length + max(cfg.burn_in, cfg.reach), model_config.window):
         # before anything is written or a fine-tune's step-0 validation (minutes at full size): the first step
         # would find no run either
