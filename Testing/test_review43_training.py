@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# slicer_nodes first: it puts the Slicer module folders on sys.path.
+from slicer_nodes import scene_nodes  # noqa: F401  (a fixture)
+from slicer_fixture import available, slicer_app, slicer_scene  # noqa: F401  (fixtures)
 from cli_output import error_line, run_cli
 from test_train_cli_errors import TINY, _case
 
@@ -182,3 +185,59 @@ def test_two_cases_of_one_name_keep_their_own_slice_spacing(tmp_path, monkeypatc
     train([fine, coarse], tmp_path / "ft.pt", base_model=base,
           cfg=TrainConfig(mode="fewshot", epochs=1, steps_per_epoch=1, run_length=8, fill_gap=40))
     assert len(asked) == 2 and 9 <= asked[0] <= 12 and asked[1] == 40, asked
+
+
+def test_cases_of_one_folder_name_are_told_apart_in_the_model_file_and_a_resume_on_other_cases_is_refused(
+        tmp_path, capsys, monkeypatch):
+    """Two cases ``a/leg`` and ``b/leg`` were both named 'leg': the model file's data description read 'leg, leg'.
+    Now the folders above tell them apart. And ``--resume`` with other cases than its run's (here the same two in
+    the other order, which draws other runs at each step) trained on without a word; now refused, naming both."""
+    from cli_output import interrupting_progress
+    from ifssnet.model.checkpoint import read_meta
+
+    a, b = _case(tmp_path / "a" / "leg"), _case(tmp_path / "b" / "leg")
+    out = tmp_path / "m.pt"
+    argv = ["train", "--out", out, "--epochs", "1", "--steps", "3", "--checkpoint-every", "1", *TINY]
+    monkeypatch.setattr("ifssnet.progress.TqdmProgress", interrupting_progress("training", at=2))
+    code, _, err = run_cli(capsys, *argv[:1], a, b, *argv[1:])
+    assert code == 130, err
+    assert read_meta(tmp_path / "m.ckpt.pt")["data"] == "a/leg, b/leg"
+    monkeypatch.undo()
+    ckpt = (tmp_path / "m.ckpt.pt").read_bytes()
+    code, _, err = run_cli(capsys, *argv[:1], b, a, *argv[1:], "--resume", tmp_path / "m.ckpt.pt")
+    line = error_line(err)
+    assert code == 2 and "trained on a/leg, b/leg; the cases given now are b/leg, a/leg" in line, line
+    assert (tmp_path / "m.ckpt.pt").read_bytes() == ckpt and not out.exists()
+    code, _, err = run_cli(capsys, *argv[:1], a, b, *argv[1:], "--resume", tmp_path / "m.ckpt.pt")
+    assert code == 0, err
+    assert read_meta(out)["data"] == "a/leg, b/leg"
+
+
+def test_case_names_grow_only_where_two_files_share_one():
+    from ifssnet.dataset import case_names
+
+    assert case_names(["/x/a/leg/volume.nrrd", "/x/b/leg/volume.nrrd", "/y/s1/volume.nrrd", "/y/s1/leg2.nrrd",
+                       "/x/a/leg/volume.nrrd"]) == ["a/leg", "b/leg", "s1", "s1/leg2", "a/leg"]
+    assert case_names(["/p/x/c/volume.nrrd", "/q/x/c/volume.nrrd"]) == ["p/x/c", "q/x/c"]
+
+
+@pytest.mark.slicer
+@pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")
+def test_two_volume_nodes_of_one_name_are_two_cases_in_the_model_file(scene_nodes, tmp_path):
+    """The Training Logic named a node pair's case after its volume node: two nodes named alike (two sweeps loaded
+    from s1/volume.nrrd and s2/volume.nrrd are both 'volume') were one name twice in the model file's data
+    description and card. Now the second gets '-1', as exportPairs names its folder."""
+    pytest.importorskip("torch")
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+    from ifssnet.model.checkpoint import read_meta
+    from slicer_nodes import _ijk_to_ras, _reference_segmentation
+
+    slicer, volumeNode, _, truth = scene_nodes
+    other = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(), _ijk_to_ras(), "US")
+    assert other.GetName() == volumeNode.GetName() == "US"
+    pairs = [(node, _reference_segmentation(slicer, node, {"GM": truth}, f"Reference {n}"))
+             for n, node in enumerate((volumeNode, other))]
+    out = IFSSNetTrainingLogic().train(pairs, "full", 1, outputPath=str(tmp_path / "m.pt"), stepsPerEpoch=1,
+                                       runLength=6, size=32, widthMult=0.15)
+    assert read_meta(out)["data"] == "US, US-1"
+    assert "Training cases: US, US-1" in (tmp_path / "m.md").read_text()

@@ -540,6 +540,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if resume is None or Path(resume).resolve() != checkpoint_path(out_path).resolve():
         refuse_replacing_an_unfinished_run(out_path)      # a resumed run writes OUT.ckpt.pt too: not over another run
     if resume is not None:
+        _refuse_other_cases(resume, meta, data_description)
         lineage = meta.get("base")
         resumed = [*(meta.get("resumed") or []), command]
         command = str(meta.get("command") or command)     # the command that started the run reproduces it
@@ -747,6 +748,21 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         # was listed (and recommended) as the new model's best. It goes with the earlier MODEL.pt it belonged to.
         best_model_path(out_path).unlink(missing_ok=True)
     return out_path
+
+
+def _refuse_other_cases(resume, meta: dict, data_description: str) -> None:
+    """Raise :class:`InputError` where ``--resume`` is given other training cases than its run's: the checkpoint
+    records them (its ``data``, the cases' names in order, as ``data_description`` gives them now), and a resume
+    continues the run exactly, each step drawing from the cases by their place. Other cases trained the rest of the
+    run on them without a word, and the model file recorded only them as its data. Nothing to compare where either
+    is not given (a call in code, a file from before the names were recorded)."""
+    recorded = meta.get("data")
+    if not isinstance(recorded, str) or not recorded or not data_description or recorded == data_description:
+        return
+    raise InputError(f"--resume continues the run of {resume}, which trained on {recorded}; the cases given now are "
+                     f"{data_description}.",
+                     "Give the run's cases, in that order, to continue it (in Slicer: the pairs it was started with), "
+                     f"or start a new run from its weights on these cases with --from {resume} (a fine-tune).")
 
 
 def _best_file_of_resumed_run(resume, out_path, best, meta):

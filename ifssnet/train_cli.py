@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Sequence
 
-from .dataset import load_case, require_painted, require_segments
+from .dataset import case_names, load_case, require_painted, require_segments
 from .errors import InputError
 from .io import parse_names, same_file
 from .train import StepLog, TrainConfig, train
@@ -629,10 +629,11 @@ def _read_cases(pairs, size: int, segments, progress) -> list:
     from .progress import report
 
     cases = []
+    names = case_names([volume for volume, _ in pairs])       # a/leg and b/leg, not 'leg' twice
     try:
         for n, (volume, annotation) in enumerate(pairs):
             report(progress, READING_CASES, n, len(pairs))
-            cases.append(load_case(volume, annotation, size, segments))
+            cases.append(load_case(volume, annotation, size, segments, names[n]))
         report(progress, READING_CASES, len(pairs), len(pairs))
     finally:
         progress.close()                      # before any error message, which would share the bar's line

@@ -157,14 +157,14 @@ class IFSSNetTrainingLogic:
                                  segmentNames=segmentNames, validationPairs=validationPairs, valProtocol=valProtocol,
                                  fillGap=fillGap, emptyPastEnds=emptyPastEnds, device=device)
             cases = []
+            names = _caseNames(pairs)
             for n, (volume, annotation) in enumerate(pairs):
                 if isinstance(volume, (str, os.PathLike)):
-                    cases.append(load_case(volume, annotation, size, segmentNames))
+                    cases.append(load_case(volume, annotation, size, segmentNames, names[n]))
                 else:
                     seg = segmentationFromNodes(volume, annotation, segmentNames)
                     cases.append(case_from_arrays(mrmlArrays.volumeToArray(volume), seg, size, segmentNames,
-                                                  volume.GetName() or f"case{n}",
-                                                  slice_spacing_mm=mrmlArrays.spacingKji(volume)[0]))
+                                                  names[n], slice_spacing_mm=mrmlArrays.spacingKji(volume)[0]))
             require_segments(cases, segmentNames)   # a name no pair has; a pair trains the named segments it has
             require_painted(cases)          # before the validation cases are read (train checks them again, cheaply)
             if validationPairs and any(_sameVolume(v, tv) for v, _ in validationPairs for tv, _ in pairs):
@@ -567,6 +567,29 @@ def _networkOf(baseModel, resume, size: int, widthMult: float):
     from ifssnet.model import IFSSNetConfig
 
     return None, IFSSNetConfig(size=size, width_mult=widthMult), None
+
+
+def _caseNames(pairs) -> List[str]:
+    """The name of each pair's case, for messages, the model card and the model file's data description: a file
+    pair's as ``ifssnet train`` names it (:func:`ifssnet.dataset.case_names`: ``a/leg`` and ``b/leg`` where both
+    folders are 'leg'), a node pair's its volume node's name (``caseN`` where it has none); a name that an earlier
+    pair has (two nodes named alike) gets ``-N``, as :meth:`IFSSNetTrainingLogic.exportPairs` names their folders."""
+    from ifssnet.dataset import case_names
+
+    files = [n for n, (volume, _) in enumerate(pairs) if isinstance(volume, (str, os.PathLike))]
+    ofFiles = dict(zip(files, case_names([pairs[n][0] for n in files])))
+    names, used = [], {name.lower() for name in ofFiles.values()}
+    for n, (volume, _) in enumerate(pairs):
+        if n in ofFiles:
+            names.append(ofFiles[n])
+            continue
+        name = base = volume.GetName() or f"case{n}"
+        suffix = n
+        while name.lower() in used:
+            name, suffix = f"{base}-{suffix}", suffix + 1
+        used.add(name.lower())
+        names.append(name)
+    return names
 
 
 def _sameVolume(a, b) -> bool:
