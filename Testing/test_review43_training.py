@@ -241,3 +241,19 @@ def test_two_volume_nodes_of_one_name_are_two_cases_in_the_model_file(scene_node
                                        runLength=6, size=32, widthMult=0.15)
     assert read_meta(out)["data"] == "US, US-1"
     assert "Training cases: US, US-1" in (tmp_path / "m.md").read_text()
+
+
+def test_resuming_a_finished_run_is_refused_and_writes_nothing(tmp_path, capsys):
+    """``ifssnet train --resume OUT.ckpt.pt`` of a run that took all its steps took none, wrote OUT.pt again and
+    recorded one more 'resumed' command in it; the Training module refused it ('nothing to resume'). Now the command
+    line refuses it too, and the model file is as it was."""
+    case = _case(tmp_path / "c")
+    out = tmp_path / "m.pt"
+    argv = ["train", case, "--out", out, "--epochs", "1", "--steps", "2", *TINY]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    model = out.read_bytes()
+    code, _, err = run_cli(capsys, *argv, "--resume", tmp_path / "m.ckpt.pt")
+    line = error_line(err)
+    assert code == 2 and "has finished (step 2 of 2): there is nothing to resume" in line, line
+    assert out.read_bytes() == model

@@ -311,6 +311,7 @@ def _train_cli(args) -> int:
         _, stored, meta = loaded
     if args.resume:
         refuse_changes_on_resume(args, stored, meta)
+        refuse_a_finished_run(args.resume, meta)
     elif args.base:
         refuse_network_changes_on_fine_tune(args, stored)
     else:
@@ -434,6 +435,18 @@ def refuse_changes_on_resume(args, stored, meta) -> None:
                          f"be ignored: {'; '.join(changed)}.",
                          f"Leave them out to continue the run, or start a new run from its weights with --from "
                          f"{args.resume} and these options (a fine-tune).")
+
+
+def refuse_a_finished_run(resume, meta) -> None:
+    """Raise :class:`InputError` where the ``--resume`` checkpoint (metadata ``meta``) holds a run that has taken all
+    its steps: there is nothing to continue, and the run took no step but wrote its model again (recording one more
+    'resumed' command), as the Training module already refuses (IFSSNetTrainingLogic.train)."""
+    from .train import steps_of
+
+    steps = steps_of(meta)
+    if steps is not None and steps[0] >= steps[1]:
+        raise InputError(f"{resume} holds a run that has finished (step {steps[0]} of {steps[1]}): there is nothing "
+                         "to resume.", "Train a new run (leave out --resume), or fine-tune its model with --from.")
 
 
 def refuse_network_changes_on_fine_tune(args, stored) -> None:
