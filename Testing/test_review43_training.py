@@ -257,3 +257,64 @@ def test_resuming_a_finished_run_is_refused_and_writes_nothing(tmp_path, capsys)
     line = error_line(err)
     assert code == 2 and "has finished (step 2 of 2): there is nothing to resume" in line, line
     assert out.read_bytes() == model
+
+
+# ---- 4. the Training panel's reading of a resumed run ---------------------------------------------------------------
+
+@pytest.mark.slicer
+@pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")
+def test_the_verdict_after_a_resumed_run_names_the_best_the_model_file_keeps(slicer_app, tmp_path):
+    """The panel's status line when a run ends (validationVerdict) took the best validation from the process's
+    log, which after Resume holds only the validations since the resume: with the best at step 1 (Dice 0.9) before
+    a cancel and 0.6, 0.7 after the resume, it said the best was 'Dice 0.700 at step 4' while ``<name>.best.pt``
+    held step 1's network. Now the scores are those the model file records, the whole run's."""
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+    from ifssnet.errors import Cancelled
+    from ifssnet.model import IFSSNetConfig
+    from ifssnet.progress import CancelToken
+    from ifssnet.train import TrainConfig, train
+    from ifssnet.validation import ValidationScore, best_model_path, best_score
+    from test_train import _case
+
+    dice = {1: 0.9, 2: 0.5, 3: 0.6, 4: 0.7}
+    records = []
+
+    def validator(model, step, rank=0, world=1, cancel=None):
+        return ValidationScore(step, dice[step], 10.0, 0.0, {"A": dice[step]})
+
+    cfg = TrainConfig(epochs=1, steps_per_epoch=4, run_length=8, checkpoint_every=1, lr=1e-3)
+    out, token = tmp_path / "m.pt", CancelToken()
+    with pytest.raises(Cancelled):
+        train([_case(0)], out, model_config=IFSSNetConfig(size=32, width_mult=0.25), cfg=cfg, validator=validator,
+              val_every=1, cancel=token, progress=lambda stage, done, total: done == 2 and token.cancel())
+    train([_case(0)], out, resume=tmp_path / "m.ckpt.pt", validator=validator,
+          on_validation=lambda score: records.append(score.log_record()))
+    assert [r["step"] for r in records] == [3, 4] and best_score(best_model_path(out)).step == 1
+    verdict = IFSSNetTrainingLogic.validationVerdict(records, str(out))
+    assert "(Dice 0.900 at step 1)" in verdict, verdict
+    assert "(Dice 0.700 at step 4)" in IFSSNetTrainingLogic.validationVerdict(records)   # no model file: the log's
+
+
+@pytest.mark.slicer
+@pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")
+def test_the_progress_of_a_resumed_run_counts_its_own_steps(slicer_app, tmp_path):
+    """Resume runs ``ifssnet train --resume``, which keeps the run's own epochs and steps, but the panel's progress
+    bar counted the panel's epochs x steps: a run of 1 x 4 steps resumed with the panel at 10 x 100 read 'training
+    step 4/1000' at its end. runTotal gives the checkpoint's."""
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+    from ifssnet.errors import Cancelled
+    from ifssnet.model import IFSSNetConfig
+    from ifssnet.progress import CancelToken
+    from ifssnet.train import TrainConfig, train
+    from test_train import _case
+
+    token = CancelToken()
+    with pytest.raises(Cancelled):
+        train([_case(0)], tmp_path / "m.pt", model_config=IFSSNetConfig(size=32, width_mult=0.25),
+              cfg=TrainConfig(epochs=1, steps_per_epoch=4, run_length=8, checkpoint_every=1), cancel=token,
+              progress=lambda stage, done, total: done == 2 and token.cancel())
+    resume = IFSSNetTrainingLogic.resumePath(str(tmp_path / "m.pt"))
+    assert resume and IFSSNetTrainingLogic.runTotal(resume, 10, 100) == 4
+    assert IFSSNetTrainingLogic.runTotal(None, 10, 100) == 1000
+    source = Path(HERE, "..", "IFSSNetTraining", "IFSSNetTraining.py").read_text()
+    assert "self.total = self.logic.runTotal(resumeFrom, p.epochs, p.stepsPerEpoch)" in source

@@ -371,6 +371,16 @@ class IFSSNetTrainingLogic:
         path = str(checkpoint_path(outputPath))
         return path if os.path.exists(path) and _finishedRun(path) is None else None
 
+    @staticmethod
+    def runTotal(resume, epochs: int, stepsPerEpoch: int) -> int:
+        """The steps of the run a training process takes, for the progress bar: a resumed run's own (its checkpoint
+        records them; ``ifssnet train --resume`` keeps the run's epochs and steps whatever the panel now says),
+        else ``epochs`` x ``stepsPerEpoch``."""
+        from ifssnet.train import run_steps
+
+        steps = run_steps(resume) if resume else None
+        return int(steps[1]) if steps is not None else int(epochs) * int(stepsPerEpoch)
+
     @classmethod
     def cancelledText(cls, outputPath: str, startedAt: float, resumed: bool = False) -> str:
         """The status line after Cancel: whether the run that started at ``startedAt`` (``time.time()``) saved a
@@ -480,10 +490,12 @@ class IFSSNetTrainingLogic:
     def validationVerdict(records: Sequence[dict], modelPath: str = "<name>") -> str:
         """What the status line says of validation when training ends ("" without it): the best step and its
         Dice, or, where the starting model (a fine-tune's step 0) stayed the best, that ``<name>.best`` (the
-        name of ``modelPath``, the new model) is that model and should be kept."""
+        name of ``modelPath``, the new model) is that model and should be kept. The scores are those the model file
+        records (the whole run's: a resumed run's log holds only the validations since the resume, and its best,
+        kept as ``<name>.best``, may be from before), else the log's ``records``."""
         from ifssnet.validation import best_of
 
-        scores = IFSSNetTrainingLogic.validationScores(records)
+        scores = _recordedValidations(modelPath) or IFSSNetTrainingLogic.validationScores(records)
         best = best_of(scores)
         if best is None:
             return ""
@@ -590,6 +602,21 @@ def _caseNames(pairs) -> List[str]:
         used.add(name.lower())
         names.append(name)
     return names
+
+
+def _recordedValidations(modelPath) -> list:
+    """The validation history a model file records (:class:`ifssnet.validation.ValidationScore` in step order);
+    [] where there is no such file or it records none."""
+    if not modelPath or not os.path.isfile(str(modelPath)):
+        return []
+    try:
+        from ifssnet.model.checkpoint import read_meta
+        from ifssnet.validation import ValidationScore
+
+        history = read_meta(modelPath)["training"]["validation"]["history"]
+        return [ValidationScore.from_dict(v) for v in history]
+    except Exception:  # a file of another kind, or one without validation: the log's records
+        return []
 
 
 def _sameVolume(a, b) -> bool:
