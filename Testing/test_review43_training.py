@@ -318,3 +318,30 @@ def test_the_progress_of_a_resumed_run_counts_its_own_steps(slicer_app, tmp_path
     assert IFSSNetTrainingLogic.runTotal(None, 10, 100) == 1000
     source = Path(HERE, "..", "IFSSNetTraining", "IFSSNetTraining.py").read_text()
     assert "self.total = self.logic.runTotal(resumeFrom, p.epochs, p.stepsPerEpoch)" in source
+
+
+def test_a_resume_that_would_train_other_segments_is_refused(tmp_path, capsys, monkeypatch):
+    """``--segments`` is not a recipe option, so ``--resume`` took any: a run started on GM alone and resumed without
+    ``--segments`` trained GM and GL for the rest of its steps without a word. The checkpoint now records the
+    segments the run trains, and a resume that would train others is refused, naming both."""
+    from cli_output import interrupting_progress
+    from ifssnet.model.checkpoint import read_meta
+    from test_train_cli_errors import _muscle
+
+    gl = np.zeros_like(_muscle())
+    gl[:, 22:28, 6:22] = 1
+    case = _case(tmp_path / "c", masks={"GM": _muscle(), "GL": gl})
+    out = tmp_path / "m.pt"
+    argv = ["train", case, "--out", out, "--epochs", "1", "--steps", "3", "--checkpoint-every", "1", *TINY]
+    monkeypatch.setattr("ifssnet.progress.TqdmProgress", interrupting_progress("training", at=2))
+    code, _, err = run_cli(capsys, *argv, "--segments", "GM")
+    assert code == 130, err
+    monkeypatch.undo()
+    assert read_meta(tmp_path / "m.ckpt.pt")["training"]["segments"] == ["GM"]
+    code, _, err = run_cli(capsys, *argv, "--resume", tmp_path / "m.ckpt.pt")
+    line = error_line(err)
+    assert code == 2 and "which trained the segments GM; this run would train GL, GM" in line, line
+    assert not out.exists()
+    code, _, err = run_cli(capsys, *argv, "--segments", "GM", "--resume", tmp_path / "m.ckpt.pt")
+    assert code == 0, err
+    assert read_meta(out)["training"]["segments"] == ["GM"]

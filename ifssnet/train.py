@@ -535,12 +535,14 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     require_painted(cases)
     if cfg.mode == "full":
         require_complete(cases, "--mode full", "--mode fewshot")
+    trained_segments = sorted({n for c in cases for n in c.masks})    # recorded in the checkpoint (save)
     out_path = Path(out_path)
     refuse_writing_over_inputs(out_path, base_model=base_model if resume is None else None)
     if resume is None or Path(resume).resolve() != checkpoint_path(out_path).resolve():
         refuse_replacing_an_unfinished_run(out_path)      # a resumed run writes OUT.ckpt.pt too: not over another run
     if resume is not None:
         _refuse_other_cases(resume, meta, data_description)
+        _refuse_other_segments(resume, tr, trained_segments)
         lineage = meta.get("base")
         resumed = [*(meta.get("resumed") or []), command]
         command = str(meta.get("command") or command)     # the command that started the run reproduces it
@@ -604,7 +606,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         if rank != 0:
             return
         training = {"config": asdict(cfg), "step": step, "loss": loss_fn.state_dict(),
-                    "alpha": float(loss_fn.alpha), "beta": float(loss_fn.beta), "val_every": val_every}
+                    "alpha": float(loss_fn.alpha), "beta": float(loss_fn.beta), "val_every": val_every,
+                    "segments": trained_segments}
         if history:
             training["validation"] = {"history": [v.to_dict() for v in history],
                                       "best": best.to_dict() if best is not None else None}
@@ -763,6 +766,20 @@ def _refuse_other_cases(resume, meta: dict, data_description: str) -> None:
                      f"{data_description}.",
                      "Give the run's cases, in that order, to continue it (in Slicer: the pairs it was started with), "
                      f"or start a new run from its weights on these cases with --from {resume} (a fine-tune).")
+
+
+def _refuse_other_segments(resume, training: dict, segments: Sequence[str]) -> None:
+    """Raise :class:`InputError` where ``--resume`` trains other segments than its run did (``--segments``, the
+    Training module's segment names): the checkpoint's ``training`` block records the run's (sorted), and the rest
+    of the run trained the others without a word. Nothing to compare where it records none (a file from before
+    they were recorded)."""
+    recorded = training.get("segments")
+    if not isinstance(recorded, list) or [str(n) for n in recorded] == list(segments):
+        return
+    raise InputError(f"--resume continues the run of {resume}, which trained the segments {', '.join(recorded)}; "
+                     f"this run would train {', '.join(segments)}.",
+                     "Give the run's segments to continue it (--segments, or leave it out if the run trained every "
+                     f"segment), or start a new run from its weights with --from {resume} (a fine-tune).")
 
 
 def _best_file_of_resumed_run(resume, out_path, best, meta):
