@@ -345,3 +345,27 @@ def test_a_resume_that_would_train_other_segments_is_refused(tmp_path, capsys, m
     code, _, err = run_cli(capsys, *argv, "--segments", "GM", "--resume", tmp_path / "m.ckpt.pt")
     assert code == 0, err
     assert read_meta(out)["training"]["segments"] == ["GM"]
+
+
+def test_a_resume_that_would_validate_otherwise_is_refused(tmp_path, capsys, monkeypatch):
+    """The best network of a run is the highest Dice among its validations, but ``--resume`` took any ``--val`` and
+    ``--val-protocol``: a run validated under 3-seeds and resumed under paper chose its best among scores that do not
+    compare. The checkpoint now records the protocols and the validation cases, and such a resume is refused."""
+    from cli_output import interrupting_progress
+    from ifssnet.model.checkpoint import read_meta
+
+    case, held = _case(tmp_path / "c"), _case(tmp_path / "v")
+    out = tmp_path / "m.pt"
+    argv = ["train", case, "--out", out, "--epochs", "1", "--steps", "3", "--checkpoint-every", "1", "--val", held,
+            "--val-every", "1", *TINY]
+    monkeypatch.setattr("ifssnet.progress.TqdmProgress", interrupting_progress("training", at=2))
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 130, err
+    monkeypatch.undo()
+    assert read_meta(tmp_path / "m.ckpt.pt")["training"]["validated_on"] == {"protocols": ["3-seeds"], "cases": ["v"]}
+    code, _, err = run_cli(capsys, *argv, "--val-protocol", "paper", "--resume", tmp_path / "m.ckpt.pt")
+    line = error_line(err)
+    assert code == 2 and "which validated 3-seeds on v; this run would validate paper on v" in line, line
+    assert not out.exists()
+    code, _, err = run_cli(capsys, *argv, "--resume", tmp_path / "m.ckpt.pt")
+    assert code == 0, err

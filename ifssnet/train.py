@@ -536,6 +536,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if cfg.mode == "full":
         require_complete(cases, "--mode full", "--mode fewshot")
     trained_segments = sorted({n for c in cases for n in c.masks})    # recorded in the checkpoint (save)
+    describe = getattr(validator, "description", None)                 # a Validator's protocols and cases
+    validated_on = describe() if callable(describe) else None
     out_path = Path(out_path)
     refuse_writing_over_inputs(out_path, base_model=base_model if resume is None else None)
     if resume is None or Path(resume).resolve() != checkpoint_path(out_path).resolve():
@@ -543,6 +545,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if resume is not None:
         _refuse_other_cases(resume, meta, data_description)
         _refuse_other_segments(resume, tr, trained_segments)
+        _refuse_other_validation(resume, tr, validated_on)
         lineage = meta.get("base")
         resumed = [*(meta.get("resumed") or []), command]
         command = str(meta.get("command") or command)     # the command that started the run reproduces it
@@ -608,6 +611,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         training = {"config": asdict(cfg), "step": step, "loss": loss_fn.state_dict(),
                     "alpha": float(loss_fn.alpha), "beta": float(loss_fn.beta), "val_every": val_every,
                     "segments": trained_segments}
+        if validated_on is not None:
+            training["validated_on"] = validated_on
         if history:
             training["validation"] = {"history": [v.to_dict() for v in history],
                                       "best": best.to_dict() if best is not None else None}
@@ -780,6 +785,33 @@ def _refuse_other_segments(resume, training: dict, segments: Sequence[str]) -> N
                      f"this run would train {', '.join(segments)}.",
                      "Give the run's segments to continue it (--segments, or leave it out if the run trained every "
                      f"segment), or start a new run from its weights with --from {resume} (a fine-tune).")
+
+
+def _refuse_other_validation(resume, training: dict, validated_on: Optional[dict]) -> None:
+    """Raise :class:`InputError` where ``--resume`` validates under other protocols or on other cases than its run
+    did (the checkpoint's ``validated_on``, :meth:`ifssnet.validation.Validator.description`): the run's best network
+    is the one of highest Dice among its scores, and scores of another protocol or other cases do not compare with
+    those before (a network that scored 0.8 under ``3-seeds`` may score 0.6 under ``paper``), so the best kept would
+    have been chosen on a mix. Cases held in memory (None) and a run that records none are not compared."""
+    recorded = training.get("validated_on")
+    if not isinstance(recorded, dict) or validated_on is None:
+        return
+    was, now = recorded.get("protocols"), validated_on.get("protocols")
+    cases = [(a, b) for a, b in zip(recorded.get("cases") or [], validated_on.get("cases") or [])
+             if a is not None and b is not None]
+    if was == now and len(recorded.get("cases") or []) == len(validated_on.get("cases") or []) \
+            and all(a == b for a, b in cases):
+        return
+
+    def said(d: dict) -> str:
+        names = [c if c is not None else "a case in memory" for c in d.get("cases") or []]
+        return f"{'+'.join(d.get('protocols') or [])} on {', '.join(names) or 'no case'}"
+
+    raise InputError(f"--resume continues the run of {resume}, which validated {said(recorded)}; this run would "
+                     f"validate {said(validated_on)}, and the best network would be chosen among scores that do not "
+                     "compare.", "Give the run's validation cases and protocol (--val, --val-protocol; in Slicer, the "
+                     f"held-out pair and protocol it was started with), leave validation out, or start a new run "
+                     f"from its weights with --from {resume}.")
 
 
 def _best_file_of_resumed_run(resume, out_path, best, meta):

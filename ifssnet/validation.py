@@ -129,6 +129,16 @@ class Validator:
         for case in self.cases:
             self._check(case)
 
+    def description(self) -> dict:
+        """What the scores are of, as a checkpoint records it (:func:`ifssnet.train.train`): the protocols and the
+        cases' names (:func:`ifssnet.dataset.case_names` of their volumes; None for a case in memory). Scores of
+        other protocols or cases do not compare, so the best network of a run must be chosen on one."""
+        from .dataset import case_names
+
+        files = [i for i, c in enumerate(self.cases) if self._is_paths(c)]
+        named = dict(zip(files, case_names([self.cases[i][0] for i in files])))
+        return {"protocols": list(self.protocols), "cases": [named.get(i) for i in range(len(self.cases))]}
+
     @staticmethod
     def _is_paths(case) -> bool:
         return len(case) == 2
