@@ -369,3 +369,14 @@ def test_a_resume_that_would_validate_otherwise_is_refused(tmp_path, capsys, mon
     assert not out.exists()
     code, _, err = run_cli(capsys, *argv, "--resume", tmp_path / "m.ckpt.pt")
     assert code == 0, err
+
+
+def test_reading_a_segmentation_outside_the_volume_for_a_comparison_is_not_refused(tmp_path):
+    """The training check of an annotation outside its volume is training's: reading a segmentation onto a volume
+    for a comparison or propagation (ifssnet.memory.check_reading, from the same headers) still counts it."""
+    from ifssnet.memory import check_reading
+    from ifssnet.train_memory import case_shape
+
+    volume, far = _moved_annotation(tmp_path, (0.0, 0.0, 500.0), "far.seg.nrrd")
+    check_reading(volume, [far])
+    assert case_shape(volume, far).resampled_bytes > 0

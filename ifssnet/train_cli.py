@@ -668,11 +668,11 @@ def _check_memory(args, train_pairs, segments, size: int, stored=None, resumed_m
         given = getattr(args, key, None)
         return recipe.get(key, given if given is not None else default)
 
-    cases = [case_shape(v, a, segments) for v, a in train_pairs]
+    cases = [case_shape(v, a, segments, training=True) for v, a in train_pairs]
     held_out = []
     for v, a in _case_paths(getattr(args, "val", None) or []):
         try:
-            held_out.append(case_shape(v, a, segments))
+            held_out.append(case_shape(v, a, segments, training=True))
         except IFSSNetError:
             pass
     mode = option("mode", "full")

@@ -201,17 +201,20 @@ class CaseShape:
         return max(self.segments, self.annotation_segments or 0)
 
 
-def case_shape(volume_path, annotation_path, segments: Optional[Sequence[str]] = None) -> CaseShape:
+def case_shape(volume_path, annotation_path, segments: Optional[Sequence[str]] = None, *,
+               training: bool = False) -> CaseShape:
     """The :class:`CaseShape` of a case on disk from its two files' headers (:func:`ifssnet.io.read_header`);
     ``segments``: the names to train (None: every segment of the annotation). A file that cannot be read raises
-    the error its read would."""
+    the error its read would. ``training``: a training case, whose annotation must lie on its volume
+    (:func:`ifssnet.io.require_annotation_overlaps`: refused here, before any voxel is read); a comparison may
+    score a prediction that lies elsewhere."""
     import numpy as np
 
     from .io import read_header, require_annotation_overlaps
 
     vol = read_header(volume_path)
     ann = read_header(annotation_path)
-    if vol.geometry is not None:         # an annotation outside its volume: said here, before any voxel is read
+    if training and vol.geometry is not None:    # an annotation outside its volume: said before any voxel is read
         require_annotation_overlaps(annotation_path, vol.geometry, vol.shape_kji, f"the volume '{volume_path}'")
     held = ann.segments if ann.segments is not None else LABELMAP_SEGMENTS
     trained = len(segments) if segments else held

@@ -730,7 +730,7 @@ def _checkTrainingMemory(pairs, mode: str, config, recipe: dict, *, segmentNames
 
     def shapeOf(volume, annotation):
         if isinstance(volume, (str, os.PathLike)):
-            return case_shape(volume, annotation, segmentNames)
+            return case_shape(volume, annotation, segmentNames, training=True)
         return _nodeCaseShape(volume, annotation, segmentNames)
 
     cases = [c for c in (shapeOf(v, a) for v, a in pairs) if c is not None]

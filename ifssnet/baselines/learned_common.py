@@ -282,7 +282,7 @@ def check_memory(args, pairs, segments, size: int, stored: Optional[dict] = None
     from ..train_recipe import stored_config
 
     recipe = stored_config(resumed_meta)
-    cases = [case_shape(v, a, segments) for v, a in pairs]
+    cases = [case_shape(v, a, segments, training=True) for v, a in pairs]
     stored = stored or {}
     arch = args.arch
     run_length = int(recipe.get("run_length", args.run_length))
