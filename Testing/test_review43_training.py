@@ -23,15 +23,18 @@ def _records(log):
     return [json.loads(line) for line in Path(log).read_text().splitlines()]
 
 
-def _killed_cli_run(argv, at_step):
+def _killed_cli_run(argv, at_step, loop="ifssnet.train_cli:train"):
     """``ifssnet train`` with ``argv`` in a child process, killed (SIGKILL, as Slicer's Cancel ends its process) just
-    after it logged step ``at_step``: no except or finally clause runs."""
+    after it logged step ``at_step``: no except or finally clause runs. ``loop``: ``module:function`` that the
+    command calls with its ``on_step`` (IFSS-Net's train, or a learned baseline's fit)."""
+    module, function = loop.split(":")
     script = textwrap.dedent(f"""
         import os, signal, sys
         import torch
         torch.set_num_threads(1)
-        import ifssnet.train_cli as C
-        real = C.train
+        import importlib
+        C = importlib.import_module({module!r})
+        real = getattr(C, {function!r})
 
         def killing(*args, on_step=None, **kwargs):
             def step(log):
@@ -40,7 +43,7 @@ def _killed_cli_run(argv, at_step):
                     os.kill(os.getpid(), signal.SIGKILL)
             return real(*args, on_step=step, **kwargs)
 
-        C.train = killing
+        setattr(C, {function!r}, killing)
         from ifssnet.cli import main
         sys.exit(main({[str(a) for a in argv]!r}))
         """)
@@ -68,6 +71,20 @@ def test_a_resumed_runs_log_reads_as_if_the_run_had_never_stopped(tmp_path, caps
     records = _records(log)
     assert [r["step"] for r in records] == [7, 1, 2, 3, 4]
     assert records[0].get("note") == "an earlier run"
+
+
+def test_a_resumed_baselines_log_reads_as_if_the_run_had_never_stopped(tmp_path, capsys):
+    """``ifssnet train --arch pgnet --log LOG --resume`` appended to the log as IFSS-Net's run did: the steps past the
+    checkpoint were logged twice. It now drops them first, as ``ifssnet train`` does."""
+    case = _case(tmp_path / "c")
+    out, log = tmp_path / "m.pt", tmp_path / "log.jsonl"
+    argv = ["train", case, "--arch", "pgnet", "--out", out, "--log", log, "--epochs", "1", "--steps", "4",
+            "--checkpoint-every", "2", "--size", "32", "--width-mult", "0.25", "--run-length", "6"]
+    _killed_cli_run(argv, at_step=3, loop="ifssnet.baselines.pgnet:fit")
+    assert [r["step"] for r in _records(log)] == [1, 2, 3]
+    code, _, err = run_cli(capsys, *argv, "--resume", tmp_path / "m.ckpt.pt")
+    assert code == 0, err
+    assert [r["step"] for r in _records(log)] == [1, 2, 3, 4]
 
 
 def test_trim_log_drops_a_line_cut_short_and_keeps_what_is_not_a_record(tmp_path):
