@@ -87,6 +87,24 @@ def test_a_resumed_baselines_log_reads_as_if_the_run_had_never_stopped(tmp_path,
     assert [r["step"] for r in _records(log)] == [1, 2, 3, 4]
 
 
+def test_a_baselines_resume_on_other_cases_is_refused(tmp_path, capsys, monkeypatch):
+    """``ifssnet train --arch pgnet --resume`` took any cases, as IFSS-Net's resume did: now refused the same way."""
+    from cli_output import interrupting_progress
+
+    a, b = _case(tmp_path / "a" / "leg"), _case(tmp_path / "b" / "leg")
+    out = tmp_path / "m.pt"
+    argv = ["--arch", "pgnet", "--out", out, "--epochs", "1", "--steps", "3", "--checkpoint-every", "1", "--size", "32",
+            "--width-mult", "0.25", "--run-length", "6"]
+    monkeypatch.setattr("ifssnet.progress.TqdmProgress", interrupting_progress("training", at=2))
+    code, _, err = run_cli(capsys, "train", a, b, *argv)
+    assert code == 130, err
+    monkeypatch.undo()
+    code, _, err = run_cli(capsys, "train", b, *argv, "--resume", tmp_path / "m.ckpt.pt")
+    line = error_line(err)
+    assert code == 2 and "trained on a/leg, b/leg; the cases given now are leg." in line, line
+    assert not out.exists()
+
+
 def test_trim_log_drops_a_line_cut_short_and_keeps_what_is_not_a_record(tmp_path):
     """A kill during a write leaves a last line without its newline: it is dropped, not joined to the resumed run's
     first record. A line that is not a record, above the run's records, is not the log's to judge: kept."""

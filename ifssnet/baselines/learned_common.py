@@ -199,6 +199,7 @@ def fit(*, arch: str, build: Callable[[dict], Any], model_config: dict, cfg: Bas
     import torch
 
     from ..model.checkpoint import resume_state
+    from ..train import _refuse_other_cases
 
     cfg.validate()
     out_path = Path(out_path)
@@ -206,6 +207,7 @@ def fit(*, arch: str, build: Callable[[dict], Any], model_config: dict, cfg: Bas
     if resume is not None:
         model, model_config, meta = load_model_file(resume, arch, build)
         tr = resume_state(meta, resume)
+        _refuse_other_cases(resume, meta, data_description)     # as IFSS-Net's resume: the run's own cases
         cfg = type(cfg)(**tr["config"])
         start_step, opt_state = int(tr["step"]), tr["optimizer"]
     elif base_model is not None:
