@@ -278,6 +278,32 @@ def test_two_volume_nodes_of_one_name_are_two_cases_in_the_model_file(scene_node
     assert "Training cases: US, US-1" in (tmp_path / "m.md").read_text()
 
 
+def test_a_resume_given_another_base_model_is_refused(tmp_path, capsys, monkeypatch):
+    """``--from X --resume CKPT`` continued the checkpoint's own network and ignored X without a word (``--from`` is
+    not a recipe option). Now refused where X is not the model the run started from (the checkpoint's ``base``);
+    the command that started a fine-tune, repeated with ``--resume``, is accepted."""
+    import shutil
+
+    from cli_output import interrupting_progress
+
+    case = _case(tmp_path / "c")
+    code, _, err = run_cli(capsys, "train", case, "--out", tmp_path / "base.pt", "--epochs", "1", "--steps", "1",
+                           *TINY)
+    assert code == 0, err
+    shutil.copyfile(tmp_path / "base.pt", tmp_path / "other.pt")
+    argv = ["train", case, "--out", tmp_path / "m.pt", "--epochs", "1", "--steps", "3", "--checkpoint-every", "1",
+            "--run-length", "6"]
+    monkeypatch.setattr("ifssnet.progress.TqdmProgress", interrupting_progress("training", at=2))
+    code, _, err = run_cli(capsys, *argv, "--from", tmp_path / "base.pt")
+    assert code == 130, err
+    monkeypatch.undo()
+    code, _, err = run_cli(capsys, *argv, "--from", tmp_path / "other.pt", "--resume", tmp_path / "m.ckpt.pt")
+    line = error_line(err)
+    assert code == 2 and f"--from {tmp_path / 'other.pt'} (the run's: base.pt)" in line, line
+    code, _, err = run_cli(capsys, *argv, "--from", tmp_path / "base.pt", "--resume", tmp_path / "m.ckpt.pt")
+    assert code == 0, err
+
+
 def test_resuming_a_finished_run_is_refused_and_writes_nothing(tmp_path, capsys):
     """``ifssnet train --resume OUT.ckpt.pt`` of a run that took all its steps took none, wrote OUT.pt again and
     recorded one more 'resumed' command in it; the Training module refused it ('nothing to resume'). Now the command

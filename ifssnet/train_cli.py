@@ -430,6 +430,12 @@ def refuse_changes_on_resume(args, stored, meta) -> None:
             elif dest == "strides":
                 have = cli_value(dest, have)
             changed.append(f"{option} {value} (the run's: {have})")
+    base = getattr(args, "base", None)
+    if base is not None:              # --from: the network the run started from is the checkpoint's own (base_lineage)
+        lineage = meta.get("base") if isinstance(meta.get("base"), dict) else {}
+        was = lineage.get("file")
+        if was != Path(base).name:
+            changed.append(f"--from {base} (the run's: {was or 'a new network'})")
     if changed:
         raise InputError(f"--resume continues {args.resume} exactly as its run was started, so these options would "
                          f"be ignored: {'; '.join(changed)}.",
