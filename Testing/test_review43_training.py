@@ -304,6 +304,29 @@ def test_a_resume_given_another_base_model_is_refused(tmp_path, capsys, monkeypa
     assert code == 0, err
 
 
+def test_train_refuses_a_resume_given_another_base_model(tmp_path):
+    """train(resume=..., base_model=...) (the Training Logic's resume with a base model chosen) went on from the
+    checkpoint's network and ignored the base model given; now refused as the command line refuses it, and the
+    checkpoint is as it was."""
+    from ifssnet.errors import Cancelled, InputError
+    from ifssnet.model import IFSSNetConfig
+    from ifssnet.progress import CancelToken
+    from ifssnet.train import TrainConfig, train
+    from test_train import _case as _array_case
+
+    base = train([_array_case(0)], tmp_path / "base.pt", model_config=IFSSNetConfig(size=32, width_mult=0.25),
+                 cfg=TrainConfig(epochs=1, steps_per_epoch=1, run_length=8))
+    token = CancelToken()
+    with pytest.raises(Cancelled):
+        train([_array_case(0)], tmp_path / "m.pt", model_config=IFSSNetConfig(size=32, width_mult=0.25),
+              cfg=TrainConfig(epochs=1, steps_per_epoch=4, run_length=8, checkpoint_every=1), cancel=token,
+              progress=lambda stage, done, total: done == 2 and token.cancel())
+    ckpt = (tmp_path / "m.ckpt.pt").read_bytes()
+    with pytest.raises(InputError, match="which started from a new network, not from"):
+        train([_array_case(0)], tmp_path / "m.pt", resume=tmp_path / "m.ckpt.pt", base_model=base)
+    assert (tmp_path / "m.ckpt.pt").read_bytes() == ckpt and not (tmp_path / "m.pt").exists()
+
+
 def test_resuming_a_finished_run_is_refused_and_writes_nothing(tmp_path, capsys):
     """``ifssnet train --resume OUT.ckpt.pt`` of a run that took all its steps took none, wrote OUT.pt again and
     recorded one more 'resumed' command in it; the Training module refused it ('nothing to resume'). Now the command

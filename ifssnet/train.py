@@ -544,6 +544,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         refuse_replacing_an_unfinished_run(out_path)      # a resumed run writes OUT.ckpt.pt too: not over another run
     if resume is not None:
         _refuse_other_cases(resume, meta, data_description)
+        _refuse_other_base(resume, meta, base_model)
         _refuse_other_segments(resume, tr, trained_segments)
         _refuse_other_validation(resume, tr, validated_on)
         lineage = meta.get("base")
@@ -771,6 +772,20 @@ def _refuse_other_cases(resume, meta: dict, data_description: str) -> None:
                      f"{data_description}.",
                      "Give the run's cases, in that order, to continue it (in Slicer: the pairs it was started with), "
                      f"or start a new run from its weights on these cases with --from {resume} (a fine-tune).")
+
+
+def _refuse_other_base(resume, meta: dict, base_model) -> None:
+    """Raise :class:`InputError` where a resume is given a base model (``base_model``: ``--from``, the Training
+    Logic's ``baseModel``) other than the one its run started from (the checkpoint's ``base``, by file name; none
+    for a new network): the run goes on from its own network, and the base model given was ignored without a word."""
+    if base_model is None:
+        return
+    lineage = meta.get("base") if isinstance(meta.get("base"), dict) else {}
+    if lineage.get("file") == Path(str(base_model)).name:
+        return
+    raise InputError(f"--resume continues the run of {resume}, which started from "
+                     f"{lineage.get('file') or 'a new network'}, not from {base_model}.",
+                     f"Leave out the base model (--from) to continue the run, or fine-tune {base_model} in a new run.")
 
 
 def _refuse_other_segments(resume, training: dict, segments: Sequence[str]) -> None:
