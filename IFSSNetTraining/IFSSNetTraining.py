@@ -368,7 +368,7 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(f"Could not start training: {exc}")
             return
         self.workDir = workDir
-        self.total = p.epochs * p.stepsPerEpoch
+        self.total = self.logic.runTotal(resumeFrom, p.epochs, p.stepsPerEpoch)   # a resumed run's own steps
         self.progressBar.setRange(0, self.total)
         self.progressBar.setValue(0)
         self.progressBar.setFormat("preparing")

@@ -327,7 +327,7 @@ def test_a_segment_named_twice_is_taken_once_and_a_validation_link_to_a_training
     v, a = _write_case(tmp_path / "c", {"GM": _box(), "SOL": _box(6, 16)})
     seen = []
 
-    def shape(volume, annotation, segments=None):
+    def shape(volume, annotation, segments=None, **options):
         seen.append(segments)
         raise InputError("stop here", "nothing")
 

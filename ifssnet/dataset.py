@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import InputError
-from .io import Segmentation, read_segmentation, read_volume
+from .io import Segmentation, read_segmentation, read_volume, require_annotation_overlaps
 from .preprocess import InPlaneGrid, check_volume, normalized_work_volume
 
 
@@ -69,6 +69,7 @@ def load_case(volume_path, annotation_path, size: int, segments: Optional[Sequen
     pairs kept in one folder are told apart."""
     img = read_volume(volume_path)
     check_volume(img.array)
+    require_annotation_overlaps(annotation_path, img.geometry, img.array.shape, f"the volume '{volume_path}'")
     seg = read_segmentation(annotation_path, reference=img.geometry, reference_shape=img.array.shape)
     return case_from_arrays(img.array, seg, size, segments, name or case_name(volume_path),
                             slice_spacing_mm=img.geometry.spacing_kji[0])
@@ -79,6 +80,30 @@ def case_name(volume_path) -> str:
     path = Path(volume_path)
     stem = path.name.split(".")[0]
     return path.parent.name if stem == "volume" else f"{path.parent.name}/{stem}"
+
+
+def case_names(volume_paths: Sequence) -> List[str]:
+    """:func:`case_name` of each volume, made longer where two would be the same: the folders above are prefixed
+    one at a time until the names differ (``a/leg`` and ``b/leg`` for ``a/leg/volume.nrrd`` and
+    ``b/leg/volume.nrrd``, both 'leg'), so that messages and the model file's data description tell the cases
+    apart. The same file given twice keeps one name."""
+    import os
+
+    paths = [Path(os.path.abspath(p)) for p in volume_paths]
+    names = [case_name(p) for p in paths]
+    above = [0] * len(paths)
+    while True:
+        files = {}                                   # name -> the files of that name
+        for n, p in zip(names, paths):
+            files.setdefault(n, set()).add(p)
+        grow = [i for i, n in enumerate(names)
+                if len(files[n]) > 1 and above[i] < len(paths[i].parent.parent.parts) - 1]
+        if not grow:
+            return names
+        for i in grow:
+            above[i] += 1
+            parts = paths[i].parent.parent.parts[-above[i]:]
+            names[i] = "/".join((*parts, case_name(paths[i])))
 
 
 def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,

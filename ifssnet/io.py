@@ -566,7 +566,8 @@ class ImageHeader:
     ``shape_kji``: (K, J, I) in array order; ``itemsize``: bytes per voxel (per layer); ``spacing_kji``: mm.
     ``layers``: label layers of a .seg.nrrd (Slicer puts overlapping segments on separate layers), else 1.
     ``segments``: how many segments a .seg.nrrd holds; None for a plain labelmap or a volume (a labelmap's
-    labels are known only from its voxels).
+    labels are known only from its voxels). ``geometry``: the file's grid (LPS; its origin and directions as well
+    as the spacing), None where the header does not say.
     """
 
     shape_kji: Tuple[int, int, int]
@@ -574,6 +575,7 @@ class ImageHeader:
     spacing_kji: Tuple[float, float, float]
     layers: int = 1
     segments: Optional[int] = None
+    geometry: Optional[Geometry] = None
 
     @property
     def voxels(self) -> int:
@@ -603,7 +605,46 @@ def read_header(path) -> ImageHeader:
     probe = sitk.Image([1, 1, 1], reader.GetPixelID(), max(1, components))
     itemsize = int(sitk.GetArrayViewFromImage(probe).itemsize)
     sx, sy, sz = (float(v) for v in reader.GetSpacing())
-    return ImageHeader((int(size[2]), int(size[1]), int(size[0])), itemsize, (sz, sy, sx))
+    try:
+        geometry = Geometry(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+    except GeometryError:
+        geometry = None                  # reading the voxels says what is wrong with it
+    return ImageHeader((int(size[2]), int(size[1]), int(size[0])), itemsize, (sz, sy, sx), geometry=geometry)
+
+
+def grids_overlap(geometry: Geometry, shape: Sequence[int], other: Geometry, other_shape: Sequence[int]) -> bool:
+    """Whether the box of ``other``'s grid of ``other_shape`` (K, J, I; voxel edges, not centres) and that of
+    ``geometry``'s grid of ``shape`` share some volume: the box of ``other``'s corners in ``geometry``'s voxel
+    indices meets ``geometry``'s own (a rotated grid may count where only the boxes meet)."""
+    K, J, I = (int(v) for v in other_shape)
+    corners = np.array([[i, j, k, 1.0] for i in (-0.5, I - 0.5) for j in (-0.5, J - 0.5) for k in (-0.5, K - 0.5)]).T
+    ijk = np.linalg.solve(geometry.ijk_to_lps, other.ijk_to_lps @ corners)[:3]
+    size = np.array([int(shape[2]), int(shape[1]), int(shape[0])], dtype=float)
+    return bool(np.all(ijk.min(axis=1) < size - 0.5 - 1e-6) and np.all(ijk.max(axis=1) > -0.5 + 1e-6))
+
+
+def require_annotation_overlaps(annotation_path, volume_geometry: Geometry, volume_shape: Sequence[int],
+                                volume_name: str = "the volume") -> None:
+    """Raise :class:`InputError` where the grid of the annotation file ``annotation_path`` (a .seg.nrrd, also one
+    saved cropped, or a labelmap; from its header, :func:`read_header`) lies wholly outside the volume's grid
+    (``volume_geometry``, ``volume_shape`` (K, J, I)): read onto the volume's grid (:func:`read_segmentation`
+    with ``reference``) every segment came out empty, which training took for a segment painted empty. A header
+    that gives no grid is left to the reader."""
+    head = read_header(annotation_path)
+    if head.geometry is None or grids_overlap(volume_geometry, volume_shape, head.geometry, head.shape_kji):
+        return
+
+    def span(geometry: Geometry, shape: Sequence[int]) -> str:
+        K, J, I = (int(v) for v in shape)
+        corners = np.array([[i, j, k, 1.0] for i in (0, I - 1) for j in (0, J - 1) for k in (0, K - 1)]).T
+        lps = (geometry.ijk_to_lps @ corners)[:3]
+        return " x ".join(f"{lo:.1f}..{hi:.1f}" for lo, hi in zip(lps.min(axis=1), lps.max(axis=1)))
+
+    raise InputError(f"The annotation '{annotation_path}' lies outside {volume_name}: its voxels span "
+                     f"{span(head.geometry, head.shape_kji)} mm (LPS), the volume's {span(volume_geometry, volume_shape)}"
+                     " mm, so no voxel of it falls in the volume.",
+                     "Pair the volume with the segmentation painted on it; in Slicer, check that neither was moved "
+                     "(Transforms module) and save the segmentation again with the volume as its reference geometry.")
 
 
 def is_segmentation_file(path) -> bool:
@@ -647,7 +688,22 @@ def _seg_nrrd_header(path: Path) -> ImageHeader:
     if len(sizes) != 3:
         check_scalar_3d(len(sizes), 1, str(path))
     segments = sum(1 for key in header if re.fullmatch(r"Segment\d+_ID", key))
-    return ImageHeader((sizes[2], sizes[1], sizes[0]), itemsize, (spacing[2], spacing[1], spacing[0]), layers, segments)
+    return ImageHeader((sizes[2], sizes[1], sizes[0]), itemsize, (spacing[2], spacing[1], spacing[0]), layers, segments,
+                       _nrrd_geometry(header, directions))
+
+
+def _nrrd_geometry(header: dict, directions: np.ndarray) -> Optional[Geometry]:
+    """The LPS grid of a NRRD header (its ``space``, ``space origin`` and the image axes' ``space directions``, one
+    row per axis i, j, k), as slicerio reads it; None where the header does not give it."""
+    try:
+        flip = {"left-posterior-superior": 1.0, "right-anterior-superior": -1.0}[str(header.get("space", "")).lower()]
+        ijk_to_lps = np.eye(4)
+        ijk_to_lps[:3, :3] = np.asarray(directions, dtype=float).T
+        ijk_to_lps[:3, 3] = np.asarray(header["space origin"], dtype=float)
+        ijk_to_lps[:2] *= flip               # RAS -> LPS: x and y change sign
+        return Geometry.from_ijk_to_lps(ijk_to_lps)
+    except (KeyError, TypeError, ValueError, GeometryError):
+        return None
 
 
 def _nrrd_itemsize(kind: str) -> int:

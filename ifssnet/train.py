@@ -535,11 +535,18 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     require_painted(cases)
     if cfg.mode == "full":
         require_complete(cases, "--mode full", "--mode fewshot")
+    trained_segments = sorted({n for c in cases for n in c.masks})    # recorded in the checkpoint (save)
+    describe = getattr(validator, "description", None)                 # a Validator's protocols and cases
+    validated_on = describe() if callable(describe) else None
     out_path = Path(out_path)
     refuse_writing_over_inputs(out_path, base_model=base_model if resume is None else None)
     if resume is None or Path(resume).resolve() != checkpoint_path(out_path).resolve():
         refuse_replacing_an_unfinished_run(out_path)      # a resumed run writes OUT.ckpt.pt too: not over another run
     if resume is not None:
+        _refuse_other_cases(resume, meta, data_description)
+        _refuse_other_base(resume, meta, base_model)
+        _refuse_other_segments(resume, tr, trained_segments)
+        _refuse_other_validation(resume, tr, validated_on)
         lineage = meta.get("base")
         resumed = [*(meta.get("resumed") or []), command]
         command = str(meta.get("command") or command)     # the command that started the run reproduces it
@@ -560,19 +567,21 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     if trains_head:
         model = with_image_head(model, sorted({n for c in cases for n in c.masks}), cfg.seed)
     model_config = model.config
-    given = {c.name: c.n_slices for c in cases}
-    sweep_mm = {c.name: c.slice_spacing_mm for c in cases}     # --fill-gap counts these slices (added_labels)
+    # Per case by its place in ``cases`` (kept by match_slice_spacing and decremental_cases), not by name: two cases
+    # of one name (a/leg/volume.nrrd and b/leg/volume.nrrd, two volume nodes named alike) took each other's.
+    given = [c.n_slices for c in cases]
+    sweep_mm = [c.slice_spacing_mm for c in cases]             # --fill-gap counts these slices (added_labels)
     cases = match_slice_spacing(cases, model_config)
-    thinned = [f"{c.name} keeps {c.n_slices} of its {given[c.name]} slices ({model_config.slice_spacing_mm:.3g} mm "
-               "apart)" for c in cases if c.n_slices < given.get(c.name, 0)]
+    thinned = [f"{c.name} keeps {c.n_slices} of its {n} slices ({model_config.slice_spacing_mm:.3g} mm apart)"
+               for c, n in zip(cases, given) if c.n_slices < n]
     if max(int(v) for v in cfg.strides) > model_config.window:
         raise InputError(f"A window stride of {max(cfg.strides)} skips slices: the network's window has "
                          f"{model_config.window}.", f"Give --strides between 1 and {model_config.window}.")
     if cfg.mode == "fewshot":
         cases = decremental_cases(cases, cfg)
-    my_cases = [c for i, c in enumerate(cases) if i % world == rank] or list(cases)
-    my_cases = [added_labels(c, cfg, sweep_mm.get(c.name))    # each rank labels the cases it trains on (fewshot)
-                for c in my_cases]
+    mine = [i for i in range(len(cases)) if i % world == rank] or list(range(len(cases)))
+    my_cases = [added_labels(cases[i], cfg, sweep_mm[i])       # each rank labels the cases it trains on (fewshot)
+                for i in mine]
     if not _run_fits(my_cases, cfg.run_length + max(cfg.burn_in, cfg.reach), model_config.window):
         # before anything is written or a fine-tune's step-0 validation (minutes at full size): the first step
         # would find no run either
@@ -601,7 +610,10 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         if rank != 0:
             return
         training = {"config": asdict(cfg), "step": step, "loss": loss_fn.state_dict(),
-                    "alpha": float(loss_fn.alpha), "beta": float(loss_fn.beta), "val_every": val_every}
+                    "alpha": float(loss_fn.alpha), "beta": float(loss_fn.beta), "val_every": val_every,
+                    "segments": trained_segments}
+        if validated_on is not None:
+            training["validated_on"] = validated_on
         if history:
             training["validation"] = {"history": [v.to_dict() for v in history],
                                       "best": best.to_dict() if best is not None else None}
@@ -745,6 +757,76 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         # was listed (and recommended) as the new model's best. It goes with the earlier MODEL.pt it belonged to.
         best_model_path(out_path).unlink(missing_ok=True)
     return out_path
+
+
+def _refuse_other_cases(resume, meta: dict, data_description: str) -> None:
+    """Raise :class:`InputError` where ``--resume`` is given other training cases than its run's: the checkpoint
+    records them (its ``data``, the cases' names in order, as ``data_description`` gives them now), and a resume
+    continues the run exactly, each step drawing from the cases by their place. Other cases trained the rest of the
+    run on them without a word, and the model file recorded only them as its data. Nothing to compare where either
+    is not given (a call in code, a file from before the names were recorded)."""
+    recorded = meta.get("data")
+    if not isinstance(recorded, str) or not recorded or not data_description or recorded == data_description:
+        return
+    raise InputError(f"--resume continues the run of {resume}, which trained on {recorded}; the cases given now are "
+                     f"{data_description}.",
+                     "Give the run's cases, in that order, to continue it (in Slicer: the pairs it was started with), "
+                     f"or start a new run from its weights on these cases with --from {resume} (a fine-tune).")
+
+
+def _refuse_other_base(resume, meta: dict, base_model) -> None:
+    """Raise :class:`InputError` where a resume is given a base model (``base_model``: ``--from``, the Training
+    Logic's ``baseModel``) other than the one its run started from (the checkpoint's ``base``, by file name; none
+    for a new network): the run goes on from its own network, and the base model given was ignored without a word."""
+    if base_model is None:
+        return
+    lineage = meta.get("base") if isinstance(meta.get("base"), dict) else {}
+    if lineage.get("file") == Path(str(base_model)).name:
+        return
+    raise InputError(f"--resume continues the run of {resume}, which started from "
+                     f"{lineage.get('file') or 'a new network'}, not from {base_model}.",
+                     f"Leave out the base model (--from) to continue the run, or fine-tune {base_model} in a new run.")
+
+
+def _refuse_other_segments(resume, training: dict, segments: Sequence[str]) -> None:
+    """Raise :class:`InputError` where ``--resume`` trains other segments than its run did (``--segments``, the
+    Training module's segment names): the checkpoint's ``training`` block records the run's (sorted), and the rest
+    of the run trained the others without a word. Nothing to compare where it records none (a file from before
+    they were recorded)."""
+    recorded = training.get("segments")
+    if not isinstance(recorded, list) or [str(n) for n in recorded] == list(segments):
+        return
+    raise InputError(f"--resume continues the run of {resume}, which trained the segments {', '.join(recorded)}; "
+                     f"this run would train {', '.join(segments)}.",
+                     "Give the run's segments to continue it (--segments, or leave it out if the run trained every "
+                     f"segment), or start a new run from its weights with --from {resume} (a fine-tune).")
+
+
+def _refuse_other_validation(resume, training: dict, validated_on: Optional[dict]) -> None:
+    """Raise :class:`InputError` where ``--resume`` validates under other protocols or on other cases than its run
+    did (the checkpoint's ``validated_on``, :meth:`ifssnet.validation.Validator.description`): the run's best network
+    is the one of highest Dice among its scores, and scores of another protocol or other cases do not compare with
+    those before (a network that scored 0.8 under ``3-seeds`` may score 0.6 under ``paper``), so the best kept would
+    have been chosen on a mix. Cases held in memory (None) and a run that records none are not compared."""
+    recorded = training.get("validated_on")
+    if not isinstance(recorded, dict) or validated_on is None:
+        return
+    was, now = recorded.get("protocols"), validated_on.get("protocols")
+    cases = [(a, b) for a, b in zip(recorded.get("cases") or [], validated_on.get("cases") or [])
+             if a is not None and b is not None]
+    if was == now and len(recorded.get("cases") or []) == len(validated_on.get("cases") or []) \
+            and all(a == b for a, b in cases):
+        return
+
+    def said(d: dict) -> str:
+        names = [c if c is not None else "a case in memory" for c in d.get("cases") or []]
+        return f"{'+'.join(d.get('protocols') or [])} on {', '.join(names) or 'no case'}"
+
+    raise InputError(f"--resume continues the run of {resume}, which validated {said(recorded)}; this run would "
+                     f"validate {said(validated_on)}, and the best network would be chosen among scores that do not "
+                     "compare.", "Give the run's validation cases and protocol (--val, --val-protocol; in Slicer, the "
+                     f"held-out pair and protocol it was started with), leave validation out, or start a new run "
+                     f"from its weights with --from {resume}.")
 
 
 def _best_file_of_resumed_run(resume, out_path, best, meta):

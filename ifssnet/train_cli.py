@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Sequence
 
-from .dataset import load_case, require_painted, require_segments
+from .dataset import case_names, load_case, require_painted, require_segments
 from .errors import InputError
 from .io import parse_names, same_file
 from .train import StepLog, TrainConfig, train
@@ -219,19 +219,61 @@ def _check_log(path) -> None:
     check_output_file(path, file_hint="Give --log a file name, e.g. run.jsonl.")
 
 
-def _open_log(path):
+def _open_log(path, resumed_step=None):
     """``--log`` opened to append, its folder made where missing, as the model's folder is (``--out``): a missing
-    folder stopped the run with an internal FileNotFoundError once its cases were read."""
+    folder stopped the run with an internal FileNotFoundError once its cases were read. ``resumed_step``: the step
+    of the checkpoint a ``--resume`` continues; the records the stopped run wrote past it are dropped first
+    (:func:`trim_log`), so that the log reads as if the run had never stopped."""
     from .errors import ResourceError
     from .io import make_folders
 
     make_folders(Path(path).parent)
     _check_log(path)
+    if resumed_step is not None:
+        trim_log(path, resumed_step)
     try:
         return open(path, "a")
     except OSError as exc:
         raise ResourceError(f"Could not open the log '{path}': {exc.strerror or exc}.",
                             "Give --log a file in a folder you can write to.") from exc
+
+
+def trim_log(path, step: int) -> int:
+    """Drop the last records of the JSON-lines log ``path`` whose ``step`` is past ``step`` (the checkpoint a
+    ``--resume`` continues): the steps and validations that a run killed or cancelled after that checkpoint logged,
+    and that the resumed run takes and logs again (they were in the log twice). Only the log's tail is read back,
+    up to the last record at or before ``step``, so an earlier run's records above it are kept; a last line cut
+    short by the kill (no newline) is dropped, as a line that does not read as a record is. Written atomically;
+    a log without such records is left as it is. Returns how many lines were dropped."""
+    from .io import atomic_write
+
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.readlines()
+    keep = len(lines)
+    while keep:
+        line = lines[keep - 1]
+        try:
+            past = int(json.loads(line)["step"]) > step
+        except (ValueError, KeyError, TypeError):
+            past = not line.endswith("\n")          # cut short by the kill; other lines are not ours to judge
+        if not past:
+            break
+        keep -= 1
+    kept = lines[:keep]
+    if kept and not kept[-1].endswith("\n"):
+        kept[-1] += "\n"                             # the next record starts a line of its own
+    if kept == lines:
+        return 0
+
+    def write(tmp) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+
+    atomic_write(path, write)
+    return len(lines) - keep
 
 
 def _check_new_network(args) -> None:
@@ -269,6 +311,7 @@ def _train_cli(args) -> int:
         _, stored, meta = loaded
     if args.resume:
         refuse_changes_on_resume(args, stored, meta)
+        refuse_a_finished_run(args.resume, meta)
     elif args.base:
         refuse_network_changes_on_fine_tune(args, stored)
     else:
@@ -387,11 +430,29 @@ def refuse_changes_on_resume(args, stored, meta) -> None:
             elif dest == "strides":
                 have = cli_value(dest, have)
             changed.append(f"{option} {value} (the run's: {have})")
+    base = getattr(args, "base", None)
+    if base is not None:              # --from: the network the run started from is the checkpoint's own (base_lineage)
+        lineage = meta.get("base") if isinstance(meta.get("base"), dict) else {}
+        was = lineage.get("file")
+        if was != Path(base).name:
+            changed.append(f"--from {base} (the run's: {was or 'a new network'})")
     if changed:
         raise InputError(f"--resume continues {args.resume} exactly as its run was started, so these options would "
                          f"be ignored: {'; '.join(changed)}.",
                          f"Leave them out to continue the run, or start a new run from its weights with --from "
                          f"{args.resume} and these options (a fine-tune).")
+
+
+def refuse_a_finished_run(resume, meta) -> None:
+    """Raise :class:`InputError` where the ``--resume`` checkpoint (metadata ``meta``) holds a run that has taken all
+    its steps: there is nothing to continue, and the run took no step but wrote its model again (recording one more
+    'resumed' command), as the Training module already refuses (IFSSNetTrainingLogic.train)."""
+    from .train import steps_of
+
+    steps = steps_of(meta)
+    if steps is not None and steps[0] >= steps[1]:
+        raise InputError(f"{resume} holds a run that has finished (step {steps[0]} of {steps[1]}): there is nothing "
+                         "to resume.", "Train a new run (leave out --resume), or fine-tune its model with --from.")
 
 
 def refuse_network_changes_on_fine_tune(args, stored) -> None:
@@ -455,11 +516,13 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
                       ema=args.ema, warmup=args.warmup, end_weight=args.end_weight,
                       tversky_beta=args.tversky_beta)
     logs: list = []                        # --log, opened at its first line: a run refused in train() writes none
+    resumed_step = (int((resumed_meta.get("training") or {}).get("step", 0))
+                    if args.resume and resumed_meta else None)   # --resume: the log goes on from its checkpoint
 
     def write_log(record: dict) -> None:
         if args.log and rank == 0:
             if not logs:
-                logs.append(_open_log(args.log))
+                logs.append(_open_log(args.log, resumed_step))
             logs[0].write(json.dumps(record) + "\n")
             logs[0].flush()
 
@@ -585,10 +648,11 @@ def _read_cases(pairs, size: int, segments, progress) -> list:
     from .progress import report
 
     cases = []
+    names = case_names([volume for volume, _ in pairs])       # a/leg and b/leg, not 'leg' twice
     try:
         for n, (volume, annotation) in enumerate(pairs):
             report(progress, READING_CASES, n, len(pairs))
-            cases.append(load_case(volume, annotation, size, segments))
+            cases.append(load_case(volume, annotation, size, segments, names[n]))
         report(progress, READING_CASES, len(pairs), len(pairs))
     finally:
         progress.close()                      # before any error message, which would share the bar's line
@@ -610,11 +674,11 @@ def _check_memory(args, train_pairs, segments, size: int, stored=None, resumed_m
         given = getattr(args, key, None)
         return recipe.get(key, given if given is not None else default)
 
-    cases = [case_shape(v, a, segments) for v, a in train_pairs]
+    cases = [case_shape(v, a, segments, training=True) for v, a in train_pairs]
     held_out = []
     for v, a in _case_paths(getattr(args, "val", None) or []):
         try:
-            held_out.append(case_shape(v, a, segments))
+            held_out.append(case_shape(v, a, segments, training=True))
         except IFSSNetError:
             pass
     mode = option("mode", "full")

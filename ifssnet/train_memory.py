@@ -201,16 +201,21 @@ class CaseShape:
         return max(self.segments, self.annotation_segments or 0)
 
 
-def case_shape(volume_path, annotation_path, segments: Optional[Sequence[str]] = None) -> CaseShape:
+def case_shape(volume_path, annotation_path, segments: Optional[Sequence[str]] = None, *,
+               training: bool = False) -> CaseShape:
     """The :class:`CaseShape` of a case on disk from its two files' headers (:func:`ifssnet.io.read_header`);
     ``segments``: the names to train (None: every segment of the annotation). A file that cannot be read raises
-    the error its read would."""
+    the error its read would. ``training``: a training case, whose annotation must lie on its volume
+    (:func:`ifssnet.io.require_annotation_overlaps`: refused here, before any voxel is read); a comparison may
+    score a prediction that lies elsewhere."""
     import numpy as np
 
-    from .io import read_header
+    from .io import read_header, require_annotation_overlaps
 
     vol = read_header(volume_path)
     ann = read_header(annotation_path)
+    if training and vol.geometry is not None:    # an annotation outside its volume: said before any voxel is read
+        require_annotation_overlaps(annotation_path, vol.geometry, vol.shape_kji, f"the volume '{volume_path}'")
     held = ann.segments if ann.segments is not None else LABELMAP_SEGMENTS
     trained = len(segments) if segments else held
     Na = ann.voxels
@@ -219,9 +224,10 @@ def case_shape(volume_path, annotation_path, segments: Optional[Sequence[str]] =
     # the file's grid differs (a .seg.nrrd that Slicer saved cropped, a finer one): besides its masks on its own
     # grid, ifssnet.io.resample_segmentation holds a copy of one of them for SimpleITK, the volume's grid and one
     # segment resampled onto it (the volume's size, however small the file is). Same shape and spacing with
-    # another origin resamples too, unseen here.
+    # another origin or other directions resamples too (read_segmentation compares the whole grid).
     differs = (tuple(ann.shape_kji) != tuple(vol.shape_kji)
-               or not np.allclose(ann.spacing_kji, vol.spacing_kji, rtol=1e-6, atol=0.0))
+               or not np.allclose(ann.spacing_kji, vol.spacing_kji, rtol=1e-6, atol=0.0)
+               or (ann.geometry is not None and vol.geometry is not None and not ann.geometry.same_as(vol.geometry)))
     resampled = (held + 1) * Na + 2 * vol.voxels if differs else 0
     return CaseShape(vol.shape_kji, vol.itemsize, max(1, trained), max(1, held), read, resampled,
                      vol.spacing_kji[0])

@@ -129,6 +129,16 @@ class Validator:
         for case in self.cases:
             self._check(case)
 
+    def description(self) -> dict:
+        """What the scores are of, as a checkpoint records it (:func:`ifssnet.train.train`): the protocols and the
+        cases' names (:func:`ifssnet.dataset.case_names` of their volumes; None for a case in memory). Scores of
+        other protocols or cases do not compare, so the best network of a run must be chosen on one."""
+        from .dataset import case_names
+
+        files = [i for i, c in enumerate(self.cases) if self._is_paths(c)]
+        named = dict(zip(files, case_names([self.cases[i][0] for i in files])))
+        return {"protocols": list(self.protocols), "cases": [named.get(i) for i in range(len(self.cases))]}
+
     @staticmethod
     def _is_paths(case) -> bool:
         return len(case) == 2
@@ -138,7 +148,7 @@ class Validator:
             where = "in-memory case"
             refs = self._select(case[1], where)
         else:
-            from .io import read_segmentation
+            from .io import read_header, read_segmentation, require_annotation_overlaps
 
             vol, ann = Path(case[0]), Path(case[1])
             for p in (vol, ann):
@@ -146,6 +156,9 @@ class Validator:
                     raise InputError(f"Validation file {p} does not exist.", "Give VOLUME:ANNOTATION pairs or "
                                      "phantom folders (volume.nrrd + reference.seg.nrrd).")
             where = str(ann)
+            head = read_header(vol)
+            if head.geometry is not None:   # every validation would score it 0: said before training starts
+                require_annotation_overlaps(ann, head.geometry, head.shape_kji, f"the validation volume '{vol}'")
             refs = self._select(full_annotation(read_segmentation(ann), where), where)
         _require_painted(refs, where)
         _require_complete(refs, where)

@@ -158,14 +158,14 @@ class IFSSNetTrainingLogic:
                                  segmentNames=segmentNames, validationPairs=validationPairs, valProtocol=valProtocol,
                                  fillGap=fillGap, emptyPastEnds=emptyPastEnds, device=device)
             cases = []
+            names = _caseNames(pairs)
             for n, (volume, annotation) in enumerate(pairs):
                 if isinstance(volume, (str, os.PathLike)):
-                    cases.append(load_case(volume, annotation, size, segmentNames))
+                    cases.append(load_case(volume, annotation, size, segmentNames, names[n]))
                 else:
                     seg = segmentationFromNodes(volume, annotation, segmentNames)
                     cases.append(case_from_arrays(mrmlArrays.volumeToArray(volume), seg, size, segmentNames,
-                                                  volume.GetName() or f"case{n}",
-                                                  slice_spacing_mm=mrmlArrays.spacingKji(volume)[0]))
+                                                  names[n], slice_spacing_mm=mrmlArrays.spacingKji(volume)[0]))
             require_segments(cases, segmentNames)   # a name no pair has; a pair trains the named segments it has
             require_painted(cases)          # before the validation cases are read (train checks them again, cheaply)
             if validationPairs and any(_sameVolume(v, tv) for v, _ in validationPairs for tv, _ in pairs):
@@ -372,6 +372,16 @@ class IFSSNetTrainingLogic:
         path = str(checkpoint_path(outputPath))
         return path if os.path.exists(path) and _finishedRun(path) is None else None
 
+    @staticmethod
+    def runTotal(resume, epochs: int, stepsPerEpoch: int) -> int:
+        """The steps of the run a training process takes, for the progress bar: a resumed run's own (its checkpoint
+        records them; ``ifssnet train --resume`` keeps the run's epochs and steps whatever the panel now says),
+        else ``epochs`` x ``stepsPerEpoch``."""
+        from ifssnet.train import run_steps
+
+        steps = run_steps(resume) if resume else None
+        return int(steps[1]) if steps is not None else int(epochs) * int(stepsPerEpoch)
+
     @classmethod
     def cancelledText(cls, outputPath: str, startedAt: float, resumed: bool = False) -> str:
         """The status line after Cancel: whether the run that started at ``startedAt`` (``time.time()``) saved a
@@ -481,10 +491,12 @@ class IFSSNetTrainingLogic:
     def validationVerdict(records: Sequence[dict], modelPath: str = "<name>") -> str:
         """What the status line says of validation when training ends ("" without it): the best step and its
         Dice, or, where the starting model (a fine-tune's step 0) stayed the best, that ``<name>.best`` (the
-        name of ``modelPath``, the new model) is that model and should be kept."""
+        name of ``modelPath``, the new model) is that model and should be kept. The scores are those the model file
+        records (the whole run's: a resumed run's log holds only the validations since the resume, and its best,
+        kept as ``<name>.best``, may be from before), else the log's ``records``."""
         from ifssnet.validation import best_of
 
-        scores = IFSSNetTrainingLogic.validationScores(records)
+        scores = _recordedValidations(modelPath) or IFSSNetTrainingLogic.validationScores(records)
         best = best_of(scores)
         if best is None:
             return ""
@@ -568,6 +580,44 @@ def _networkOf(baseModel, resume, size: int, widthMult: float):
     from ifssnet.model import IFSSNetConfig
 
     return None, IFSSNetConfig(size=size, width_mult=widthMult), None
+
+
+def _caseNames(pairs) -> List[str]:
+    """The name of each pair's case, for messages, the model card and the model file's data description: a file
+    pair's as ``ifssnet train`` names it (:func:`ifssnet.dataset.case_names`: ``a/leg`` and ``b/leg`` where both
+    folders are 'leg'), a node pair's its volume node's name (``caseN`` where it has none); a name that an earlier
+    pair has (two nodes named alike) gets ``-N``, as :meth:`IFSSNetTrainingLogic.exportPairs` names their folders."""
+    from ifssnet.dataset import case_names
+
+    files = [n for n, (volume, _) in enumerate(pairs) if isinstance(volume, (str, os.PathLike))]
+    ofFiles = dict(zip(files, case_names([pairs[n][0] for n in files])))
+    names, used = [], {name.lower() for name in ofFiles.values()}
+    for n, (volume, _) in enumerate(pairs):
+        if n in ofFiles:
+            names.append(ofFiles[n])
+            continue
+        name = base = volume.GetName() or f"case{n}"
+        suffix = n
+        while name.lower() in used:
+            name, suffix = f"{base}-{suffix}", suffix + 1
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+def _recordedValidations(modelPath) -> list:
+    """The validation history a model file records (:class:`ifssnet.validation.ValidationScore` in step order);
+    [] where there is no such file or it records none."""
+    if not modelPath or not os.path.isfile(str(modelPath)):
+        return []
+    try:
+        from ifssnet.model.checkpoint import read_meta
+        from ifssnet.validation import ValidationScore
+
+        history = read_meta(modelPath)["training"]["validation"]["history"]
+        return [ValidationScore.from_dict(v) for v in history]
+    except Exception:  # a file of another kind, or one without validation: the log's records
+        return []
 
 
 def _sameVolume(a, b) -> bool:
@@ -681,7 +731,7 @@ def _checkTrainingMemory(pairs, mode: str, config, recipe: dict, *, segmentNames
 
     def shapeOf(volume, annotation):
         if isinstance(volume, (str, os.PathLike)):
-            return case_shape(volume, annotation, segmentNames)
+            return case_shape(volume, annotation, segmentNames, training=True)
         return _nodeCaseShape(volume, annotation, segmentNames)
 
     cases = [c for c in (shapeOf(v, a) for v, a in pairs) if c is not None]

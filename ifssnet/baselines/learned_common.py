@@ -199,6 +199,7 @@ def fit(*, arch: str, build: Callable[[dict], Any], model_config: dict, cfg: Bas
     import torch
 
     from ..model.checkpoint import resume_state
+    from ..train import _refuse_other_cases
 
     cfg.validate()
     out_path = Path(out_path)
@@ -206,6 +207,7 @@ def fit(*, arch: str, build: Callable[[dict], Any], model_config: dict, cfg: Bas
     if resume is not None:
         model, model_config, meta = load_model_file(resume, arch, build)
         tr = resume_state(meta, resume)
+        _refuse_other_cases(resume, meta, data_description)     # as IFSS-Net's resume: the run's own cases
         cfg = type(cfg)(**tr["config"])
         start_step, opt_state = int(tr["step"]), tr["optimizer"]
     elif base_model is not None:
@@ -282,7 +284,7 @@ def check_memory(args, pairs, segments, size: int, stored: Optional[dict] = None
     from ..train_recipe import stored_config
 
     recipe = stored_config(resumed_meta)
-    cases = [case_shape(v, a, segments) for v, a in pairs]
+    cases = [case_shape(v, a, segments, training=True) for v, a in pairs]
     stored = stored or {}
     arch = args.arch
     run_length = int(recipe.get("run_length", args.run_length))
@@ -333,7 +335,8 @@ def train_cli(args) -> int:
     from ..dataset import load_case
     from ..io import parse_names
     from ..progress import TqdmProgress
-    from ..train_cli import _case_paths
+    from ..dataset import case_names
+    from ..train_cli import _case_paths, _open_log
 
     arch = args.arch
     if arch not in ARCHS:
@@ -363,7 +366,8 @@ def train_cli(args) -> int:
             segments = list(stored["segments"])
     pairs = _case_paths(args.cases)
     check_memory(args, pairs, segments, size, stored, meta if args.resume else None)   # headers only, before any read
-    cases = [load_case(v, a, size, segments) for v, a in pairs]
+    names = case_names([v for v, _ in pairs])           # a/leg and b/leg, not 'leg' twice (as ifssnet train)
+    cases = [load_case(v, a, size, segments, name) for (v, a), name in zip(pairs, names)]
     check_cases(cases, _LABEL[arch])          # before --log is opened (train_fn checks them again, cheaply)
     if stored is not None:     # --from / --resume: the stored network, whatever --size or --width-mult say
         model_config = config_cls.from_dict(stored)
@@ -380,12 +384,15 @@ def train_cli(args) -> int:
                                         patch=(args.run_length, size, size))
         cfg = UNet3DTrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, lr=args.lr, seed=args.seed,
                                 checkpoint_every=args.checkpoint_every)
-    logf = open(args.log, "a") if args.log else None
+    logs: list = []                # --log, opened at its first record (as ifssnet train's): a refused run writes none
+    resumed_step = int((meta.get("training") or {}).get("step", 0)) if args.resume else None
 
     def on_step(log: BaselineStepLog) -> None:
-        if logf:
-            logf.write(json.dumps(asdict(log)) + "\n")
-            logf.flush()
+        if args.log:
+            if not logs:              # --resume: the records past its checkpoint are dropped first (trim_log)
+                logs.append(_open_log(args.log, resumed_step))
+            logs[0].write(json.dumps(asdict(log)) + "\n")
+            logs[0].flush()
 
     bar = TqdmProgress()
     try:
@@ -395,7 +402,7 @@ def train_cli(args) -> int:
                  device=resolve_device(args.device))
     finally:
         bar.close()
-        if logf:
-            logf.close()
+        for f in logs:
+            f.close()
     print(f"wrote {args.out}")
     return 0
