@@ -423,8 +423,9 @@ def make_seed_segmentation(ref_seg, segment_names: Optional[Sequence[str]] = Non
     ``at``, ``at + every``, ... to the end of the volume (these may be empty: "no muscle here").
     ``ends``: also annotate, empty, the first slice past each end of the segment (:func:`end_slices`:
     where a clinician marks that the muscle has ended).
-    Colours and geometry are the reference's. Raises :class:`InputError` for unknown names or a
-    group outside the volume, :class:`SeedError` for an empty segment without ``at``.
+    Colours, Slicer fields (ID, terminology, label value ...) and geometry are the reference's. Raises
+    :class:`InputError` for unknown names or a group outside the volume, :class:`SeedError` for an empty segment
+    without ``at``.
     """
     from .io import AnnotatedSlices, Segment, Segmentation
 
@@ -444,5 +445,5 @@ def make_seed_segmentation(ref_seg, segment_names: Optional[Sequence[str]] = Non
         seeds = cut_seeds(mask, _slices_for(mask, at, count, every))
         if ends:
             seeds = seeds.with_empty(end_slices(mask))
-        out.append(Segment(name, seeds.mask, seg.color, AnnotatedSlices(0, seeds.slices)))
+        out.append(Segment(name, seeds.mask, seg.color, AnnotatedSlices(0, seeds.slices), fields=dict(seg.fields)))
     return Segmentation(out, ref_seg.geometry)

@@ -1,0 +1,216 @@
+"""Review 43 (files and geometry end to end): ``ifssnet propagate | seeds | evaluate`` on the files researchers have:
+volumes as .nrrd, .nii.gz, .mha and .nhdr with oblique, flipped and anisotropic grids, seed files as Slicer 5.x saves
+them (slicer-core's real ``vtkMRMLSegmentationStorageNode``: cropped, several segments, terminology, IDs), and NIfTI
+labelmaps. Propagations run the shipped model on small phantoms (24 x 48 x 48)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+# slicer_nodes first: it puts the Slicer module folders on sys.path.
+from slicer_nodes import _save_segmentation  # noqa: F401
+from slicer_fixture import available, slicer_app  # noqa: E402,F401  (fixture)
+from cli_output import run_cli as _cli  # noqa: E402
+
+from ifssnet import io
+
+needs_slicer = [pytest.mark.slicer,
+                pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
+                pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")]
+
+
+def slicer_test(test):
+    for mark in needs_slicer:
+        test = mark(test)
+    return test
+
+
+SHAPE = (24, 48, 48)      # (k, j, i)
+TERMINOLOGY = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
+               "~SCT^91727004^Muscle~^^~Anatomic codes - DICOM master list~SCT^53840002^Gastrocnemius muscle"
+               "~SCT^24028007^Right")
+
+
+def _rotation():
+    """An oblique direction matrix (about 25 degrees around a tilted axis), with its first axis flipped."""
+    axis = np.array([1.0, -2.0, 0.7]) / np.linalg.norm([1.0, -2.0, 0.7])
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    angle = np.deg2rad(25)
+    return (np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k) @ np.diag([-1.0, 1.0, 1.0])
+
+
+#: an oblique, flipped and anisotropic grid: 0.28 x 0.28 mm in-plane, 1 mm between slices
+GEOMETRY = io.Geometry((0.28, 0.28, 1.0), (12.5, -30.25, 7.0), tuple(_rotation().ravel()))
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    """(volume array (K, J, I), reference :class:`~ifssnet.io.Segmentation` on ``GEOMETRY``)."""
+    from ifssnet.phantom import make_phantom
+
+    ph = make_phantom(shape=SHAPE, seed=5)
+    return ph.volume, io.segmentation_from_masks(dict(ph.labels), GEOMETRY)
+
+
+def _slicer_seeds(slicer, volume, masks, path, slices=(5, 6, 7)):
+    """Save seeds (``masks``: name -> (K, J, I), painted on ``slices`` only) as Slicer 5.x saves a segmentation of the
+    volume: cropped to the minimum extent, IDs Segment_5, Segment_6 ..., red-ish colours and a terminology each, no
+    IFSSNet tags (fresh paint). Returns (path, {name: (ID, colour, label value)} as saved)."""
+    import slicer.util
+
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ GEOMETRY.ijk_to_lps
+    volumeNode = slicer.util.addVolumeFromArray(volume.astype(np.int16), ras, "US")
+    segNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Seeds")
+    segNode.CreateDefaultDisplayNodes()
+    segNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+    keep = np.zeros(SHAPE[0], bool)
+    keep[list(slices)] = True
+    for n, (name, mask) in enumerate(masks.items()):
+        sid = segNode.GetSegmentation().AddEmptySegment(f"Segment_{n + 5}", name, [1.0, 0.1 * n, 0.05])
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask * keep[:, None, None], segNode, sid, volumeNode)
+        segNode.GetSegmentation().GetSegment(sid).SetTag("TerminologyEntry", TERMINOLOGY)
+    _save_segmentation(slicer, segNode, path, crop=True)
+    return path, {s["name"]: (s["id"], s["color"], s["labelValue"]) for s in _slicerio(path)["segments"]}
+
+
+def _slicerio(path):
+    import slicerio
+
+    return slicerio.read_segmentation(str(path))
+
+
+def _slicer_reads(slicer, path):
+    """{name: (ID, colour, terminology, label value, voxel count)} of each segment of ``path`` as Slicer's storage node
+    reads it."""
+    from vtk.util import numpy_support
+
+    segNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    segNode.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(segNode)
+    out = {}
+    segmentation = segNode.GetSegmentation()
+    for n in range(segmentation.GetNumberOfSegments()):
+        sid = segmentation.GetNthSegmentID(n)
+        segment = segmentation.GetSegment(sid)
+        image = slicer.vtkOrientedImageData()
+        segNode.GetBinaryLabelmapRepresentation(sid, image)
+        voxels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+        out[segment.GetName()] = (sid, tuple(round(c, 4) for c in segment.GetColor()),
+                                  segment.GetTerminology() or None,
+                                  segment.GetLabelValue(), int(np.count_nonzero(voxels)))
+    return out
+
+
+def _same_physical_grid(a_path, b_path):
+    """Voxel (i, j, k) of one file is at the physical point (LPS mm) of the same voxel of the other, at every corner."""
+    import SimpleITK as sitk
+
+    a, b = sitk.ReadImage(str(a_path)), sitk.ReadImage(str(b_path))
+    assert a.GetSize()[:3] == b.GetSize()[:3]
+    for corner in np.ndindex(2, 2, 2):
+        ijk = [int(c * (s - 1)) for c, s in zip(corner, a.GetSize()[:3])]
+        np.testing.assert_allclose(a.TransformIndexToPhysicalPoint(ijk), b.TransformIndexToPhysicalPoint(ijk),
+                                   atol=1e-4)
+
+
+@slicer_test
+def test_propagate_keeps_each_seed_segments_id_colour_terminology_and_label_value(slicer_app, phantom, tmp_path,
+                                                                                 capsys):
+    """Seeds painted in Slicer (IDs Segment_5.., red colours, a terminology each, saved cropped) on an oblique,
+    flipped 0.28 x 0.28 x 1 mm .nii.gz volume: the result kept the names but wrote every segment with the default
+    muscle colours, IDs Segment_1.. (by its place) and no terminology, and SOL propagated alone got label value 1
+    (3 in the seeds); anything keyed on them (a colour legend, a script that finds Segment_7, a labelmap export by
+    label value, Slicer's terminology-based display) lost them. Now each keeps its seed's. The result lies on the
+    volume's physical grid, and the volume it prints is its voxel count times the spacing product."""
+    volume, ref = phantom
+    vol_path = io.write_volume(io.Image(volume, GEOMETRY), tmp_path / "us.nii.gz")
+    seeds_path, seeded = _slicer_seeds(slicer_app, volume, {s.name: s.mask for s in ref.segments},
+                                       tmp_path / "seeds.seg.nrrd")
+    assert seeded["SOL"] == ("Segment_7", [1.0, 0.2, 0.05], 3)
+    out_path = tmp_path / "out.seg.nrrd"
+    code, out, err = _cli(capsys, "propagate", vol_path, seeds_path, "-o", out_path, "--segment", "SOL,GM")
+    assert code == 0, err
+
+    written = {s["name"]: s for s in _slicerio(out_path)["segments"]}
+    assert set(written) == {"SOL", "GM"}
+    for name, segment in written.items():
+        assert (segment["id"], segment["color"], segment["labelValue"]) == seeded[name]
+        assert segment["terminology"] == _slicerio(seeds_path)["segments"][0]["terminology"]
+    read = _slicer_reads(slicer_app, out_path)                # and as Slicer reads it
+    result = io.read_segmentation(out_path)
+    for name in ("SOL", "GM"):
+        assert read[name][:4] == (seeded[name][0], tuple(round(c, 4) for c in seeded[name][1]), TERMINOLOGY,
+                                  seeded[name][2])
+        assert read[name][4] == int(result.mask(name).sum()) > 0
+        cm3 = result.mask(name).sum() * np.prod(GEOMETRY.spacing) / 1000
+        assert f"{name}: {int(result.mask(name).sum())} voxels, {cm3:.2f} cm3" in out
+    _same_physical_grid(out_path, vol_path)
+    assert result.geometry.same_as(io.read_volume(vol_path).geometry) and result.shape == SHAPE
+
+
+def test_seeds_cut_from_a_reference_keep_its_segment_ids_terminology_and_label_values(phantom, tmp_path, capsys):
+    """``ifssnet seeds`` kept a reference's names and colours but wrote IDs Segment_1.. by place, no terminology and
+    label values 1.. by place: GL alone (Segment_2, label 2 in the reference) became Segment_1 with label 1."""
+    import slicerio
+
+    _, ref = phantom
+    io.write_segmentation(ref, tmp_path / "plain.seg.nrrd")
+    raw = slicerio.read_segmentation(str(tmp_path / "plain.seg.nrrd"))      # one layer, labels 1, 2, 3
+    voxels = raw["voxels"].copy()
+    for n, s in enumerate(raw["segments"]):
+        voxels[raw["voxels"] == s["labelValue"]] = 10 + n
+        s.update({"id": f"Segment_{n + 5}", "labelValue": 10 + n, "terminology": _slicer_terminology(),
+                  "tags": {"Owner": "me"}})
+    raw["voxels"] = voxels
+    slicerio.write_segmentation(str(tmp_path / "ref.seg.nrrd"), raw)
+    code, out, err = _cli(capsys, "seeds", tmp_path / "ref.seg.nrrd", "--segment", "GL", "-o", tmp_path / "s.seg.nrrd")
+    assert code == 0, err
+    (gl,) = _slicerio(tmp_path / "s.seg.nrrd")["segments"]
+    assert (gl["name"], gl["id"], gl["labelValue"], gl["terminology"]) == ("GL", "Segment_6", 11, _slicer_terminology())
+    assert gl["tags"]["Owner"] == "me" and io.ANNOTATED_TAG in gl["tags"]
+
+
+def _slicer_terminology():
+    import slicerio
+
+    return slicerio.segmentation.terminology_entry_from_string(TERMINOLOGY)
+
+
+def test_propagate_from_a_nifti_labelmap_keeps_its_label_values(phantom, tmp_path, capsys):
+    """Seeds given as a NIfTI labelmap (GM 3, GL 5, SOL 7, on a 2x coarser in-plane grid than the .mha volume, so
+    they are resampled onto it): the segments are Label_3, Label_5, Label_7, but the result stored them with label
+    values 1, 2, 3, so a labelmap exported from it (slicerio, Slicer's Export to labelmap) no longer matched the
+    labelmap the user gave. Now each keeps its label value."""
+    import SimpleITK as sitk
+
+    volume, ref = phantom
+    vol_path = io.write_volume(io.Image(volume, GEOMETRY), tmp_path / "us.mha")
+    labels = np.zeros(SHAPE, np.uint8)
+    for value, s in zip((3, 5, 7), ref.segments):
+        labels[5:8][s.mask[5:8] > 0] = value
+    coarse = io.Geometry((0.56, 0.56, 1.0), GEOMETRY.origin, GEOMETRY.direction)
+    image = sitk.GetImageFromArray(labels)
+    GEOMETRY.apply_to(image)
+    grid = sitk.Image([SHAPE[2] // 2, SHAPE[1] // 2, SHAPE[0]], sitk.sitkUInt8)
+    coarse.apply_to(grid)
+    sitk.WriteImage(sitk.Resample(image, grid, sitk.Transform(), sitk.sitkNearestNeighbor), str(tmp_path / "l.nii.gz"))
+    code, out, err = _cli(capsys, "propagate", vol_path, tmp_path / "l.nii.gz", "-o", tmp_path / "out.seg.nrrd")
+    assert code == 0, err
+    raw = _slicerio(tmp_path / "out.seg.nrrd")
+    assert {s["name"]: s["labelValue"] for s in raw["segments"]} == {"Label_3": 3, "Label_5": 5, "Label_7": 7}
+    _same_physical_grid(tmp_path / "out.seg.nrrd", vol_path)
+    # the file's labelmap (one layer: the segments do not overlap) holds 7 where Label_7 is, as the user's did
+    assert raw["voxels"].ndim == 3
+    result = io.read_segmentation(tmp_path / "out.seg.nrrd")
+    np.testing.assert_array_equal(raw["voxels"].transpose(2, 1, 0) == 7, result.mask("Label_7") > 0)
+
+
+def test_segment_ids_read_twice_or_missing_are_written_unique():
+    """Two segments read with one ID (a file another tool wrote) and one without: every written ID is unique, the
+    one read once is kept."""
+    masks = [np.zeros((2, 3, 4), np.uint8) for _ in range(4)]
+    segs = [io.Segment(name, m, fields=fields) for name, m, fields in
+            zip("ABCD", masks, ({"id": "X"}, {"id": "X"}, {}, {"id": "Segment_1"}))]
+    assert io.segment_ids(segs) == ["Segment_2", "Segment_3", "Segment_4", "Segment_1"]
