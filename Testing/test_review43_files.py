@@ -214,3 +214,40 @@ def test_segment_ids_read_twice_or_missing_are_written_unique():
     segs = [io.Segment(name, m, fields=fields) for name, m, fields in
             zip("ABCD", masks, ({"id": "X"}, {"id": "X"}, {}, {"id": "Segment_1"}))]
     assert io.segment_ids(segs) == ["Segment_2", "Segment_3", "Segment_4", "Segment_1"]
+
+
+def _sweep_along_i(a):
+    """(K, J, I) -> (I, J, K): the sweep's slices lie across i."""
+    return np.ascontiguousarray(np.transpose(a, (2, 1, 0)))
+
+
+@pytest.mark.parametrize("tagged", [True, False])
+def test_compare_runs_along_the_axis_the_seeds_lie_across_as_propagate_does(phantom, tmp_path, capsys, tagged):
+    """A sweep along i (.nhdr + .raw, 1 x 0.28 x 0.28 mm) with seeds painted across i: ``ifssnet propagate`` runs
+    along i, but ``ifssnet compare`` refused tagged seeds ("the comparison propagates along axis 0 ... paint the seeds
+    across the K axis", which is across the sweep's length) and took untagged paint for seeds on every k slice it
+    touched. It now reads the seeds as propagate does and compares along their axis: the same scores as the same sweep
+    stored along k."""
+    import json
+
+    from ifssnet.seeds import make_seed_segmentation
+
+    volume, ref = phantom
+    flat = io.Geometry((0.28, 0.28, 1.0))
+    seeds = make_seed_segmentation(io.Segmentation(ref.segments, flat), ["SOL"], at=8, count=3, every=8)
+    along_i = io.Geometry((1.0, 0.28, 0.28))
+    rows = {}
+    for name, geometry, turn, axis in (("k", flat, lambda a: a, 0), ("i", along_i, _sweep_along_i, 2)):
+        vol = io.write_volume(io.Image(turn(volume), geometry), tmp_path / f"{name}.nhdr")
+        io.write_segmentation(io.Segmentation([io.Segment(s.name, turn(s.mask), s.color) for s in ref.segments],
+                                              geometry), tmp_path / f"{name}_ref.seg.nrrd")
+        io.write_segmentation(io.Segmentation([io.Segment("SOL", turn(seeds.mask("SOL")), annotated=io.AnnotatedSlices(
+            axis, seeds.get("SOL").annotated.slices) if tagged else None)], geometry), tmp_path / f"{name}_s.seg.nrrd")
+        code, out, err = _cli(capsys, "compare", vol, tmp_path / f"{name}_s.seg.nrrd", tmp_path / f"{name}_ref.seg.nrrd",
+                              "--methods", "fbs", "--segment", "SOL", "--json")
+        assert code == 0, err
+        (rows[name],) = json.loads(out)
+    assert rows["i"]["seed_slices"] == rows["k"]["seed_slices"] == [8, 9, 10, 16, 17, 18]
+    assert rows["i"]["dice"] == pytest.approx(rows["k"]["dice"]) and rows["k"]["dice"] > 0.3
+    assert rows["i"]["volume_cm3"] == pytest.approx(rows["k"]["volume_cm3"])
+
