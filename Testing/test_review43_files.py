@@ -251,3 +251,22 @@ def test_compare_runs_along_the_axis_the_seeds_lie_across_as_propagate_does(phan
     assert rows["i"]["dice"] == pytest.approx(rows["k"]["dice"]) and rows["k"]["dice"] > 0.3
     assert rows["i"]["volume_cm3"] == pytest.approx(rows["k"]["volume_cm3"])
 
+
+def test_seeds_are_cut_across_the_axis_given_for_a_sweep_along_i(phantom, tmp_path, capsys):
+    """``ifssnet seeds`` cut slices across k only: on a reference of a sweep along i, its seeds lay across the sweep's
+    length, and ``ifssnet propagate`` then ran along k. ``--axis 2`` cuts them across i (tagged axis 2), the same
+    seeds as on the sweep stored along k; the default stays k."""
+    volume, ref = phantom
+    along_i = io.Geometry((1.0, 0.28, 0.28), GEOMETRY.origin, GEOMETRY.direction)
+    io.write_segmentation(io.Segmentation([io.Segment(s.name, _sweep_along_i(s.mask), s.color) for s in ref.segments],
+                                          along_i), tmp_path / "ref_i.seg.nrrd")
+    io.write_segmentation(ref, tmp_path / "ref_k.seg.nrrd")
+    for name, extra in (("i", ["--axis", "2"]), ("k", [])):
+        code, out, err = _cli(capsys, "seeds", tmp_path / f"ref_{name}.seg.nrrd", "--at", 8, "--every", 8, "--ends",
+                              "-o", tmp_path / f"s_{name}.seg.nrrd", *extra)
+        assert code == 0, err
+    along, across = io.read_segmentation(tmp_path / "s_i.seg.nrrd"), io.read_segmentation(tmp_path / "s_k.seg.nrrd")
+    for s in across.segments:
+        assert along.get(s.name).annotated == io.AnnotatedSlices(2, s.annotated.slices)
+        assert s.annotated.axis == 0 and 8 in s.annotated.slices
+        np.testing.assert_array_equal(along.mask(s.name), _sweep_along_i(s.mask))

@@ -31,6 +31,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="first annotated slice (default: the slices of the largest cross-section)")
     s.add_argument("--count", type=int, default=3, help="consecutive slices per group (default 3)")
     s.add_argument("--every", type=int, default=None, help="repeat a group every N slices (paper protocol: 100)")
+    s.add_argument("--axis", type=int, default=0, choices=[0, 1, 2],
+                   help="array axis (k=0, j=1, i=2) the sweep runs along, across which the slices are cut (default 0; "
+                        "`ifssnet propagate` then runs along it)")
     s.add_argument("--ends", action="store_true",
                    help="also mark the first slice past each end of the muscle 'no muscle here' (annotated, empty)")
     s.add_argument("-o", "--output", type=Path, required=True, help="output .seg.nrrd")
@@ -95,7 +98,8 @@ def _seeds(args) -> int:
         if not ref.segments:
             raise InputError(f"'{args.reference}' holds no segment.", "Give a segmentation with the painted muscles.")
         names = split_names(args.segment, ref.names)
-        seeds = make_seed_segmentation(ref, names, at=args.at, count=args.count, every=args.every, ends=args.ends)
+        seeds = make_seed_segmentation(ref, names, at=args.at, count=args.count, every=args.every, ends=args.ends,
+                                       axis=args.axis)
         write_segmentation(seeds, args.output, progress=bar)
     finally:
         bar.close()
