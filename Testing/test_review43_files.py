@@ -270,3 +270,32 @@ def test_seeds_are_cut_across_the_axis_given_for_a_sweep_along_i(phantom, tmp_pa
         assert along.get(s.name).annotated == io.AnnotatedSlices(2, s.annotated.slices)
         assert s.annotated.axis == 0 and 8 in s.annotated.slices
         np.testing.assert_array_equal(along.mask(s.name), _sweep_along_i(s.mask))
+
+
+@slicer_test
+def test_a_labelmap_saved_as_seg_nrrd_reads_as_slicer_reads_it(slicer_app, phantom, tmp_path, capsys):
+    """A plain labelmap that a script saved with the .seg.nrrd suffix (SimpleITK, ITK: no segment fields) opens in
+    Slicer as one segment per label value (Segment_1, Segment_3 ...), but ``ifssnet`` read no segment: 'holds no
+    segment' from propagate, seeds and evaluate. It is read as Slicer reads it, on its own (oblique) grid."""
+    import SimpleITK as sitk
+
+    _, ref = phantom
+    labels = np.zeros(SHAPE, np.uint8)
+    for value, s in zip((1, 3, 4), ref.segments):
+        labels[s.mask > 0] = value
+    image = sitk.GetImageFromArray(labels)
+    GEOMETRY.apply_to(image)
+    path = tmp_path / "labels.seg.nrrd"
+    sitk.WriteImage(image, str(path), True)
+    slicer_read = _slicer_reads(slicer_app, path)
+    seg = io.read_segmentation(path)
+    assert seg.names == list(slicer_read) == ["Segment_1", "Segment_3", "Segment_4"]
+    assert seg.geometry.same_as(GEOMETRY) and seg.shape == SHAPE
+    for value, name in zip((1, 3, 4), seg.names):
+        assert slicer_read[name][0] == name and slicer_read[name][3] == value
+        assert slicer_read[name][4] == int(seg.mask(name).sum()) == int((labels == value).sum())
+    assert io.read_header(path).segments is None          # known from its voxels only, as a plain labelmap's
+    code, out, err = _cli(capsys, "seeds", path, "--segment", "Segment_3", "-o", tmp_path / "s.seg.nrrd")
+    assert code == 0, err
+    (cut,) = _slicerio(tmp_path / "s.seg.nrrd")["segments"]
+    assert (cut["name"], cut["id"], cut["labelValue"]) == ("Segment_3", "Segment_3", 3)

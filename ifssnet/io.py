@@ -631,7 +631,8 @@ def _seg_nrrd_header(path: Path) -> ImageHeader:
                          "Check that it is a complete .seg.nrrd saved by Slicer or by ifssnet.") from exc
     if len(sizes) != 3:
         check_scalar_3d(len(sizes), 1, str(path))
-    segments = sum(1 for key in header if re.fullmatch(r"Segment\d+_ID", key))
+    # (none: a labelmap saved as .seg.nrrd, whose segments are known only from its voxels, as a plain labelmap's)
+    segments = sum(1 for key in header if re.fullmatch(r"Segment\d+_ID", key)) or None
     return ImageHeader((sizes[2], sizes[1], sizes[0]), itemsize, (spacing[2], spacing[1], spacing[0]), layers, segments)
 
 
@@ -728,6 +729,8 @@ def _read_seg_nrrd(path: Path, progress: Optional[ProgressFn] = None,
                          "Check that it is a complete .seg.nrrd saved by Slicer or by ifssnet.") from exc
     voxels = np.asarray(raw["voxels"])
     geometry = Geometry.from_ijk_to_lps(raw["ijkToLPS"])
+    if not raw.get("segments") and voxels.ndim == 3:    # no segment fields: a labelmap saved as .seg.nrrd
+        return _labels_as_slicer_reads_them(voxels, geometry), None
     # Slicer saved cropped ('crop to minimum extent'): voxel 0 of the file is voxel `offset` (i, j, k) of the grid
     # the segment tags were written on, so a tag's slice s is the file's slice s - offset (maybe outside the file).
     offset_kji = [int(v) for v in (raw.get("referenceImageExtentOffset") or (0, 0, 0))][::-1]
@@ -754,6 +757,16 @@ def _read_seg_nrrd(path: Path, progress: Optional[ProgressFn] = None,
         if segment.annotated is not None:
             _read_seeds(segment, crcs, grid or drawn_on, seg, offset_kji)
     return seg, drawn_on
+
+
+def _labels_as_slicer_reads_them(voxels: np.ndarray, geometry: Geometry) -> Segmentation:
+    """The segments of a .seg.nrrd without segment fields (a plain labelmap that another tool saved as .seg.nrrd),
+    ``voxels`` (i, j, k) on ``geometry``, as Slicer's segmentation reader makes them: one per label value v,
+    ID and name ``Segment_v``; none when every voxel is 0."""
+    labels = [int(v) for v in np.unique(voxels) if v != 0]
+    return Segmentation([Segment(f"Segment_{v}", np.ascontiguousarray((voxels == v).transpose(2, 1, 0)).view(np.uint8),
+                                 _auto_color(n), fields={"id": f"Segment_{v}", "labelValue": v})
+                         for n, v in enumerate(labels)], geometry)
 
 
 def _read_seeds(segment: Segment, crcs: Optional[List[int]], grid: Optional[Tuple[Geometry, Tuple[int, int, int]]],
