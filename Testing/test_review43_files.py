@@ -103,6 +103,42 @@ def _slicer_reads(slicer, path):
     return out
 
 
+def _overlays_in_slicer(slicer, volume_path, seg_path):
+    """Slicer loads the volume (its volume storage node) and the segmentation (its segmentation storage node): every
+    segment's labelmap voxels lie on voxels of the volume, inside it. (Slicer flips a left-handed volume, as
+    ``GEOMETRY`` is, along k when it loads it, the same voxels at the same points: the labelmap's index-to-volume-index
+    map is then a flip, whole voxels and no rotation.)"""
+    import vtk
+
+    def matrix(get):
+        m = vtk.vtkMatrix4x4()
+        get(m)
+        return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+    volumeNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(volume_path))
+    volumeNode.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(volumeNode)
+    segNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(seg_path))
+    segNode.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(segNode)
+    whole = np.array(volumeNode.GetImageData().GetExtent()).reshape(3, 2)
+    for n in range(segNode.GetSegmentation().GetNumberOfSegments()):
+        image = slicer.vtkOrientedImageData()
+        segNode.GetBinaryLabelmapRepresentation(segNode.GetSegmentation().GetNthSegmentID(n), image)
+        to_volume = np.linalg.solve(matrix(volumeNode.GetIJKToRASMatrix), matrix(image.GetImageToWorldMatrix))
+        np.testing.assert_allclose(np.abs(to_volume[:3, :3]) @ np.ones(3), np.ones(3), atol=1e-6)   # a signed
+        np.testing.assert_allclose(to_volume, np.round(to_volume), atol=1e-6)                       # permutation
+        extent = np.array(image.GetExtent()).reshape(3, 2)
+        corners = to_volume @ np.array([[extent[0, a], extent[1, b], extent[2, c], 1.0]
+                                        for a in (0, 1) for b in (0, 1) for c in (0, 1)]).T
+        assert np.all(corners[:3].min(axis=1) >= whole[:, 0] - 1e-6)
+        assert np.all(corners[:3].max(axis=1) <= whole[:, 1] + 1e-6)
+
+
 def _same_physical_grid(a_path, b_path):
     """Voxel (i, j, k) of one file is at the physical point (LPS mm) of the same voxel of the other, at every corner."""
     import SimpleITK as sitk
@@ -148,6 +184,7 @@ def test_propagate_keeps_each_seed_segments_id_colour_terminology_and_label_valu
         assert f"{name}: {int(result.mask(name).sum())} voxels, {cm3:.2f} cm3" in out
     _same_physical_grid(out_path, vol_path)
     assert result.geometry.same_as(io.read_volume(vol_path).geometry) and result.shape == SHAPE
+    _overlays_in_slicer(slicer_app, vol_path, out_path)
 
 
 def test_seeds_cut_from_a_reference_keep_its_segment_ids_terminology_and_label_values(phantom, tmp_path, capsys):
