@@ -336,3 +336,20 @@ def test_a_labelmap_saved_as_seg_nrrd_reads_as_slicer_reads_it(slicer_app, phant
     assert code == 0, err
     (cut,) = _slicerio(tmp_path / "s.seg.nrrd")["segments"]
     assert (cut["name"], cut["id"], cut["labelValue"]) == ("Segment_3", "Segment_3", 3)
+
+
+def test_evaluate_against_a_labelmap_with_no_segment_of_the_same_name_lists_both_files_segments(phantom, tmp_path,
+                                                                                               capsys):
+    """A result (GM, GL, SOL) scored against a NIfTI labelmap reference (labels 1, 2, 3: segments Label_1 ...) said
+    'Segment(s) (none) are not in both files. Both files have: no segment of the same name': neither which names
+    each file has nor what to do. It now lists both and says that segments are matched by name."""
+    _, ref = phantom
+    labels = np.zeros(SHAPE, np.uint8)
+    for value, s in enumerate(ref.segments, start=1):
+        labels[s.mask > 0] = value
+    io.write_volume(io.Image(labels, GEOMETRY), tmp_path / "ref.nii.gz")
+    io.write_segmentation(ref, tmp_path / "pred.seg.nrrd")
+    code, out, err = _cli(capsys, "evaluate", tmp_path / "pred.seg.nrrd", tmp_path / "ref.nii.gz")
+    assert code == 2 and not out
+    assert "has GM, GL, SOL" in err and "has Label_1, Label_2, Label_3" in err and "matched by name" in err
+    assert "(none)" not in err

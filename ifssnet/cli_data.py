@@ -138,6 +138,12 @@ def _evaluate_files(args, progress) -> dict:
     if pred.segments and (pred.shape != ref.shape or not pred.geometry.same_as(ref.geometry)):
         ref = resample_segmentation(ref, pred.geometry, pred.shape, progress=progress)
     shared = [n for n in pred.names if n in ref.names]
+    if not shared and pred.segments:   # (a labelmap's segments are Label_v, a Slicer file's its segment names)
+        raise InputError(f"No segment has the same name in both files: the prediction '{args.pred}' has "
+                         f"{', '.join(pred.names)}; the reference '{args.ref}' has {', '.join(ref.names)}.",
+                         "Segments are matched by name: give both files the same names (in Slicer: double-click a "
+                         "segment's name in Segment Editor, then save); a plain labelmap's label v is segment "
+                         "'Label_v'.")
     names = parse_names(args.segment) if args.segment else shared
     missing = [n for n in names if n not in shared]
     if missing or not names:
