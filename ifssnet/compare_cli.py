@@ -105,6 +105,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("volume", type=Path)
     c.add_argument("seeds", help="seed .seg.nrrd (annotated slices), or '-' to cut them from REF by protocol")
     c.add_argument("ref", type=Path, help="reference .seg.nrrd")
+    c.add_argument("--axis", type=int, default=None, choices=[0, 1, 2],
+                   help="array axis (k=0, j=1, i=2) the sweep runs along: the seeds cut by --protocol are slices across "
+                        "it (default 0; with a seed file, the axis its seeds lie across)")
     _add_common(c)
     c.set_defaults(func=_cli_compare)
 
@@ -231,10 +234,13 @@ def _cli_compare(args) -> int:
         image = read_volume(args.volume)
         ref = read_segmentation(args.ref, reference=image.geometry, reference_shape=image.array.shape, progress=bar)
         names = split_names(args.segment, ref.names)
-        seeds, axis = None, 0
+        seeds, axis = None, args.axis or 0
         if args.seeds != "-":
             seeds, axis = seeds_along_axis(args.seeds, names, image.geometry, image.array.shape, progress=bar,
                                            volume_path=args.volume)
+            if args.axis is not None and args.axis != axis:
+                raise SeedError(f"--axis {args.axis} was given, but the seeds in {args.seeds} lie across axis {axis}.",
+                                f"Leave --axis out, or give --axis {axis}.")
         # along the axis the seeds lie across (a sweep along i or j), as `ifssnet propagate` runs
         spacing = image.geometry.spacing_kji
         rows = compare(np.moveaxis(image.array, axis, 0), {n: np.moveaxis(ref.mask(n), axis, 0) for n in names},
