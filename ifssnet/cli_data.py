@@ -36,6 +36,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="first annotated slice (default: the slices of the largest cross-section)")
     s.add_argument("--count", type=int, default=3, help="consecutive slices per group (default 3)")
     s.add_argument("--every", type=int, default=None, help="repeat a group every N slices (paper protocol: 100)")
+    s.add_argument("--axis", type=int, default=0, choices=[0, 1, 2],
+                   help="array axis (k=0, j=1, i=2) the sweep runs along, across which the slices are cut (default 0; "
+                        "`ifssnet propagate` then runs along it)")
     s.add_argument("--ends", action="store_true",
                    help="also mark the first slice past each end of the muscle 'no muscle here' (annotated, empty)")
     s.add_argument("-o", "--output", type=Path, required=True,
@@ -103,7 +106,8 @@ def _seeds(args) -> int:
         if not ref.segments:
             raise InputError(f"'{args.reference}' holds no segment.", "Give a segmentation with the painted muscles.")
         names = split_names(args.segment, ref.names)
-        seeds = make_seed_segmentation(ref, names, at=args.at, count=args.count, every=args.every, ends=args.ends)
+        seeds = make_seed_segmentation(ref, names, at=args.at, count=args.count, every=args.every, ends=args.ends,
+                                       axis=args.axis)
         write_segmentation(seeds, args.output, progress=bar)
     finally:
         bar.close()
@@ -142,6 +146,12 @@ def _evaluate_files(args, progress) -> dict:
     if pred.segments and (pred.shape != ref.shape or not pred.geometry.same_as(ref.geometry)):
         ref = resample_segmentation(ref, pred.geometry, pred.shape, progress=progress)
     shared = [n for n in pred.names if n in ref.names]
+    if not shared and pred.segments:   # (a labelmap's segments are Label_v, a Slicer file's its segment names)
+        raise InputError(f"No segment has the same name in both files: the prediction '{args.pred}' has "
+                         f"{', '.join(pred.names)}; the reference '{args.ref}' has {', '.join(ref.names)}.",
+                         "Segments are matched by name: give both files the same names (in Slicer: double-click a "
+                         "segment's name in Segment Editor, then save); a plain labelmap's label v is segment "
+                         "'Label_v'.")
     names = parse_names(args.segment) if args.segment else shared
     missing = [n for n in names if n not in shared]
     if missing or not names:

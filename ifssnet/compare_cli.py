@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,11 +31,19 @@ def _method_list(text: Optional[str]) -> List[str]:
 
 def _seed_sets_from_file(path, names: Sequence[str], geometry, shape, progress=None,
                          volume_path="the volume") -> Dict[str, object]:
-    """SeedSets from a seed .seg.nrrd: each segment's annotated slices (its tag, else its non-empty slices).
-    ``volume_path``: the volume's file, named where the seeds' paint lies outside it."""
-    from .io import read_segmentation, require_strokes_on_slices
-    from .propagate_cli import refuse_paint_off_the_volume
-    from .seeds import cut_seeds
+    """The SeedSets of :func:`seeds_along_axis` (masks with the seeds' axis first)."""
+    return seeds_along_axis(path, names, geometry, shape, progress, volume_path)[0]
+
+
+def seeds_along_axis(path, names: Sequence[str], geometry, shape, progress=None,
+                     volume_path="the volume") -> Tuple[Dict[str, object], int]:
+    """``({name: SeedSet}, axis)`` from a seed .seg.nrrd read onto the volume's grid (``geometry``, ``shape``
+    (K, J, I)), as ``ifssnet propagate`` reads it (:func:`~ifssnet.propagate_cli.seeds_from_segmentation`): each
+    segment's seeds (its tags, else its paint), across the axis (0 = k, 1 = j, 2 = i) they lie across, with that
+    axis first in every SeedSet's mask. ``volume_path``: the volume's file, named where the seeds' paint lies outside
+    it."""
+    from .io import read_segmentation
+    from .propagate_cli import refuse_paint_off_the_volume, seeds_from_segmentation
 
     seg = read_segmentation(path, reference=geometry, reference_shape=shape, progress=progress)
     missing = [n for n in names if n not in seg.names]
@@ -47,26 +55,17 @@ def _seed_sets_from_file(path, names: Sequence[str], geometry, shape, progress=N
                          + " its segments as the reference's (in Slicer: double-click the name in Segment Editor), or "
                          "give '-' for SEEDS to cut the seeds from REF by --protocol.")
     refuse_paint_off_the_volume(path, volume_path, seg, names)
-    out = {}
     for name in names:
-        s = seg.get(name)
-        mask = (np.asarray(s.mask) != 0).astype(np.uint8)
-        if s.annotated is not None:
-            if s.annotated.axis != 0:
-                raise SeedError(f"'{name}' is annotated across axis {s.annotated.axis}; the comparison propagates along axis 0.",
-                                "Paint the seeds on slices across the sweep (axis 0, the K axis).")
-            slices = tuple(int(k) for k in s.annotated.slices)
-        else:   # fresh paint, refused where its strokes lie on no slices, as propagate and Slicer refuse it
-            slices = tuple(int(k) for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)))
-            require_strokes_on_slices(mask, 0, slices, name)
-        for note in s.notes:   # slices read otherwise than painted (ifssnet.io.seed_slices), as propagate says
-            print(note, file=sys.stderr)
-        if not slices:
+        tag = seg.get(name).annotated
+        if tag is not None and not tag.slices:
             raise SeedError(f"'{name}' has no annotated slice in {path}.", "Cut seeds with `ifssnet seeds`, or pass '-'.")
-        out[name] = cut_seeds(mask, slices)
+    out, axis = seeds_from_segmentation(seg, names)
+    for name in names:
+        for note in seg.get(name).notes:   # slices read otherwise than painted (ifssnet.io.seed_slices), as propagate says
+            print(note, file=sys.stderr)
         _core.check_seeds(name, out[name], "Paint {name} on at least 3 slices (consecutive or far apart) in "
                           f"{Path(path).name}, then compare again; or give '-' for SEEDS to cut them from REF by --protocol.")
-    return out
+    return out, axis
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -106,6 +105,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("volume", type=Path)
     c.add_argument("seeds", help="seed .seg.nrrd (annotated slices), or '-' to cut them from REF by protocol")
     c.add_argument("ref", type=Path, help="reference .seg.nrrd")
+    c.add_argument("--axis", type=int, default=None, choices=[0, 1, 2],
+                   help="array axis (k=0, j=1, i=2) the sweep runs along: the seeds cut by --protocol are slices across "
+                        "it (default 0; with a seed file, the axis its seeds lie across)")
     _add_common(c)
     c.set_defaults(func=_cli_compare)
 
@@ -220,11 +222,17 @@ def _cli_compare(args) -> int:
         image = read_volume(args.volume)
         ref = read_segmentation(args.ref, reference=image.geometry, reference_shape=image.array.shape, progress=bar)
         names = split_names(args.segment, ref.names)
-        seeds = None
+        seeds, axis = None, args.axis or 0
         if args.seeds != "-":
-            seeds = _seed_sets_from_file(args.seeds, names, image.geometry, image.array.shape, progress=bar,
-                                         volume_path=args.volume)
-        rows = compare(image.array, {n: ref.mask(n) for n in names}, image.geometry.spacing_kji, methods,
+            seeds, axis = seeds_along_axis(args.seeds, names, image.geometry, image.array.shape, progress=bar,
+                                           volume_path=args.volume)
+            if args.axis is not None and args.axis != axis:
+                raise SeedError(f"--axis {args.axis} was given, but the seeds in {args.seeds} lie across axis {axis}.",
+                                f"Leave --axis out, or give --axis {axis}.")
+        # along the axis the seeds lie across (a sweep along i or j), as `ifssnet propagate` runs
+        spacing = image.geometry.spacing_kji
+        rows = compare(np.moveaxis(image.array, axis, 0), {n: np.moveaxis(ref.mask(n), axis, 0) for n in names},
+                       (spacing[axis],) + tuple(s for a, s in enumerate(spacing) if a != axis), methods,
                        args.protocol, progress=bar, seeds=seeds, count=args.count, every=args.every,
                        method_options=_options(args), score_extent=args.score_extent, joint=args.joint)
     finally:

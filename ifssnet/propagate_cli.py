@@ -276,7 +276,8 @@ def _propagate_with(args, output: Path, device: str, net, bar) -> None:
     paint_next = {n: result.paint_next(n) for n in masks}      # each reads a whole mask: once per segment
     # Where each mask starts and ends: where to check that it stops with the muscle (--no-muscle-at if not).
     ends = {n: slice_extent(m, axis) for n, m in masks.items()}
-    _write_outputs(segmentation_from_masks(masks, img.geometry, annotated), output,
+    # each segment keeps its seed's colour, ID, terminology and label value
+    _write_outputs(segmentation_from_masks(masks, img.geometry, annotated, like=seg), output,
                    {"axis": axis,
                     "confidence": {n: [round(float(c), 4) for c in v] for n, v in result.confidence.items()},
                     "least_confident": {n: result.least_confident(n) for n in masks},

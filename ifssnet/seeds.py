@@ -412,19 +412,21 @@ def _slices_for(mask: np.ndarray, at: Optional[int], count: int, every: Optional
 
 
 def make_seed_segmentation(ref_seg, segment_names: Optional[Sequence[str]] = None, at: Optional[int] = None,
-                           count: int = 3, every: Optional[int] = None, ends: bool = False):
+                           count: int = 3, every: Optional[int] = None, ends: bool = False, axis: int = 0):
     """Cut seed annotations out of a reference :class:`ifssnet.io.Segmentation`.
 
-    For each named segment (default: all), the annotated slices (axis 0) keep the reference's labels
-    and every other slice is empty; ``Segment.annotated`` records ``AnnotatedSlices(0, slices)`` so
-    that an empty annotated slice stays distinguishable from an unannotated one on disk.
+    For each named segment (default: all), the annotated slices across ``axis`` (array order: 0 = k, the default;
+    1 = j; 2 = i, a sweep along i) keep the reference's labels and every other slice is empty; ``Segment.annotated``
+    records ``AnnotatedSlices(axis, slices)`` so that an empty annotated slice stays distinguishable from an
+    unannotated one on disk.
     Slices: ``at`` and ``every`` unset -> :func:`largest_slices`; only ``every`` -> the ``"paper"``
     protocol; only ``at`` -> ``count`` slices from ``at``; both -> groups of ``count`` starting at
     ``at``, ``at + every``, ... to the end of the volume (these may be empty: "no muscle here").
     ``ends``: also annotate, empty, the first slice past each end of the segment (:func:`end_slices`:
     where a clinician marks that the muscle has ended).
-    Colours and geometry are the reference's. Raises :class:`InputError` for unknown names or a
-    group outside the volume, :class:`SeedError` for an empty segment without ``at``.
+    Colours, Slicer fields (ID, terminology, label value ...) and geometry are the reference's. Raises
+    :class:`InputError` for unknown names or a group outside the volume, :class:`SeedError` for an empty segment
+    without ``at``.
     """
     from .io import AnnotatedSlices, Segment, Segmentation
 
@@ -433,7 +435,7 @@ def make_seed_segmentation(ref_seg, segment_names: Optional[Sequence[str]] = Non
     out = []
     for name in names:
         seg = ref_seg.get(name)
-        mask = _as_mask3d(seg.mask, f"Segment '{name}'")
+        mask = np.moveaxis(_as_mask3d(seg.mask, f"Segment '{name}'"), axis, 0)
         if at is None and not mask.any():
             raise SeedError(f"Segment '{name}' is empty in the reference: there is nothing to cut seeds from.",
                             "Choose a segment that holds the muscle, or give --at.")
@@ -444,5 +446,6 @@ def make_seed_segmentation(ref_seg, segment_names: Optional[Sequence[str]] = Non
         seeds = cut_seeds(mask, _slices_for(mask, at, count, every))
         if ends:
             seeds = seeds.with_empty(end_slices(mask))
-        out.append(Segment(name, seeds.mask, seg.color, AnnotatedSlices(0, seeds.slices)))
+        out.append(Segment(name, np.ascontiguousarray(np.moveaxis(seeds.mask, 0, axis)), seg.color,
+                           AnnotatedSlices(axis, seeds.slices), fields=dict(seg.fields)))
     return Segmentation(out, ref_seg.geometry)
