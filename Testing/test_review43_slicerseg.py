@@ -370,6 +370,8 @@ def test_an_empty_segment_is_skipped_or_refused_and_stays_empty_with_its_label(s
         L.propagate(volumeNode, segNode, [e], method=_nearest_seed_method)
     assert "Paint" in err.value.todo
     assert _properties(segNode) == before
+    for sid, mask in _voxels(segNode, volumeNode).items():     # the refusal changed no voxel
+        np.testing.assert_array_equal(mask, voxels[sid])
     summary = L.propagate(volumeNode, segNode, None, method=_nearest_seed_method)
     assert list(summary["segments"]) == [a]
     assert _properties(segNode)[e] == before[e]
