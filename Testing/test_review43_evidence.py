@@ -1,0 +1,206 @@
+"""Review 43 (evidence): more of the docs' figures are recomputed from the files they cite.
+
+``test_review42_evidence.py`` recomputes the README's comparison tables and the model cards' scores. This file adds
+the ``ifssnet bench`` tables of docs/performance.md and the README (from the ``bench-*.md`` / ``.json`` each cites),
+the README's tables of the blend rule and of ``--stop-area`` (validation and held-out rows, from their CSVs), the
+timing of a README row taken before it was re-timed (from the CSV's former version in git), and the confidence
+page's tables (from the logs of ``benchmarks/confidence_vs_error.py``). Timings that no stored file backs are to be
+marked as one-off measurements; the last test holds the docs to that. All of it reads text and files only (no run).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from test_review42_evidence import ROOT, RESULTS, _like, _norm, _rows, _summary, _table_rows, _text
+
+# --- ifssnet bench tables ----------------------------------------------------------------------------------
+
+#: A doc's bench-table column -> the column of the bench's markdown (``ifssnet.bench``'s ``--md``).
+BENCH_COLUMNS = {"seeds": "seeds", "time s": "time s", "x FBS": "x FBS time", "x FBS time": "x FBS time",
+                 "peak MB": "peak MB", "peak RSS MB": "peak MB", "windows": "windows", "GFLOP/s": "GFLOP/s",
+                 "Dice vs `accurate`": "Dice vs accurate", "Dice vs accurate": "Dice vs accurate",
+                 "Dice vs truth": "Dice vs reference", "Dice vs reference": "Dice vs reference"}
+
+#: A bench file whose table in the docs gives an earlier run's figure in parentheses: that run's file.
+IN_PARENTHESES = {"bench-full-cpu-2threads-s8.md": "bench-full-cpu-2threads-stop10.md"}
+
+
+#: The bench's markdown column -> its JSON row's key (``ifssnet bench --json``), the unrounded figure.
+JSON_KEYS = {"time s": "time_s", "x FBS time": "time_vs_fbs", "peak MB": "peak_mb", "windows": "windows",
+             "GFLOP/s": "gflops", "Dice vs accurate": "dice_vs_accurate", "Dice vs reference": "dice_vs_reference"}
+
+
+def _bench(name: str) -> dict:
+    """A stored ``ifssnet bench --md`` file: ``{"rows": {(method, preset): {column: text}}, "matmul": text,
+    "expected": {preset: text}}``; where the run's ``--json`` was stored too, its unrounded figures replace the
+    markdown's (a figure of the markdown rounded again to fewer places can be one off: 15.35 for 15.346)."""
+    import json
+
+    text = (RESULTS / name).read_text(encoding="utf-8")
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for ln in lines[2:]:
+        cells = dict(zip(head, (c.strip() for c in ln.strip("|").split("|"))))
+        rows[(cells["method"], cells["preset"])] = cells
+    matmul = re.search(r"matmul in the same run: ([\d.]+) GFLOP/s", text).group(1)
+    expected = dict(re.findall(r"(\w+) ([\d.]+) s\b", text.partition("expected_seconds()")[2].split("\n")[0]))
+    stored = RESULTS / name.replace(".md", ".json")
+    if stored.exists():
+        result = json.loads(stored.read_text())
+        for r in result["rows"]:
+            cells = rows[(r["method"], r["preset"])]
+            cells.update({col: repr(r[key]) for col, key in JSON_KEYS.items() if r.get(key) is not None})
+        matmul = repr(result["matmul_gflops"])
+        expected = {p: repr(v) for p, v in result.get("expected_seconds", {}).items()}
+    return {"rows": rows, "matmul": matmul, "expected": expected}
+
+
+def _agrees(token: str, file_text: str) -> bool:
+    """The doc's ``token`` is the file's figure at the token's precision; a markdown figure that ends in a 5 just
+    past that precision (2.35 for one decimal) may be either neighbour (the unrounded value is not stored)."""
+    from decimal import ROUND_DOWN, ROUND_UP, Decimal
+
+    places = Decimal(1).scaleb(-len(token.partition(".")[2]))
+    value = Decimal(file_text)
+    if value.as_tuple().exponent == places.as_tuple().exponent - 1 and value.as_tuple().digits[-1] == 5:
+        return Decimal(token) in (value.quantize(places, ROUND_DOWN), value.quantize(places, ROUND_UP))
+    return token == _like(token, float(file_text))
+
+
+def _method(cell: str) -> str:
+    return "ifssnet" if cell.startswith("IFSS-Net") else "fbs" if cell.startswith("Fill between slices") else cell
+
+
+def _bench_tables():
+    """Every table of a doc whose header starts ``| method | preset |`` or ``| run | method | preset |``:
+    ``(doc, header line number, header cells, data rows as cell lists, the 8 lines before it)``."""
+    for doc in ("README.md", "docs/performance.md"):
+        lines = _text(doc).splitlines()
+        for i, ln in enumerate(lines):
+            if ln.startswith(("| method | preset |", "| run | method | preset |")):
+                head = [c.strip() for c in ln.strip("|").split("|")]
+                rows = []
+                for row in lines[i + 2:]:
+                    if not row.startswith("|"):
+                        break
+                    rows.append([c.strip() for c in row.strip("|").split("|")])
+                yield doc, i + 1, head, rows, "\n".join(lines[max(0, i - 8):i])
+
+
+#: Tables of session 1 (an untrained network, before the bench wrote files): no stored file, marked in the page as
+#: timings only, with their command, machine and load. Their header line numbers are not stable, so they are known
+#: by the command in the lines before them.
+UNSTORED_BENCH_TABLES = ("nice -n 15 ifssnet bench --size medium --model untrained_w05.pt",
+                         "nice -n 15 ifssnet bench --size small --model untrained_w05.pt --threads 1 --all-muscles",
+                         "Untrained width-0.5 network (`--model untrained_w05.pt`)")
+
+
+def _source(doc: str, context: str, run_cell: str | None) -> str | None:
+    """The bench file a table (or, in the README's table of two runs, a row) is read from."""
+    if run_cell is not None:  # README, "Speed at full size": one row group per session, files named below it
+        session = re.match(r"session (\d+)", run_cell).group(1)
+        return f"bench-full-cpu-1thread-s{session}.md"
+    names = set(re.findall(r"(bench-[\w.+-]+)\.(?:md|json)\b", context))
+    return f"{names.pop()}.md" if len(names) == 1 else None
+
+
+def test_every_bench_table_cites_one_stored_run():
+    """Each bench table of the docs is read from one stored ``bench-*.md`` named just before it, or is one of
+    session 1's (no file, marked as such in the page)."""
+    wrong = []
+    for doc, line, head, rows, context in _bench_tables():
+        run_cells = [r[0] for r in rows if r[0]] if head[0] == "run" else [None]
+        for run in run_cells:
+            name = _source(doc, context, run)
+            if name is None:
+                if not any(cmd in context for cmd in UNSTORED_BENCH_TABLES):
+                    wrong.append(f"{doc}:{line}: no bench file named before the table")
+            elif not (RESULTS / name).exists():
+                wrong.append(f"{doc}:{line}: {name} is not in benchmarks/results")
+    assert not wrong, "\n".join(wrong)
+
+
+def _cell_checks(doc_cell: str, file_cell: str, earlier: str | None):
+    """``(doc's figure, the file's figure)`` for one cell; its parenthesized figure with the earlier run's."""
+    figures = re.findall(r"(?<![\w.])(\d+(?:\.\d+)?)(?![\w.])", doc_cell.replace("session 5:", ""))
+    if not figures or file_cell in ("", "-"):
+        return
+    yield figures[0], file_cell
+    if earlier is not None and len(figures) > 1:
+        yield figures[1], earlier
+
+
+def test_bench_tables_are_their_stored_runs():
+    """Every figure of those tables (time, x FBS, peak MB, windows, GFLOP/s, Dice vs ``accurate`` and vs the truth;
+    in parentheses, the earlier run's) is its bench file's, at the precision the doc prints, and the matmul rate
+    the lines before the table give is the file's."""
+    wrong, checked = [], 0
+    for doc, line, head, rows, context in _bench_tables():
+        run = None
+        for cells in rows:
+            row = dict(zip(head, cells))
+            if head[0] == "run":
+                run = row["run"] or run
+            name = _source(doc, context, run if head[0] == "run" else None)
+            if name is None:
+                continue
+            bench = _bench(name)
+            earlier = _bench(IN_PARENTHESES[name]) if name in IN_PARENTHESES else None
+            key = (_method(row["method"]), row["preset"])
+            assert key in bench["rows"], (doc, line, key, name)
+            for column, text in row.items():
+                if column not in BENCH_COLUMNS or column == "seeds":
+                    continue
+                file_cell = bench["rows"][key][BENCH_COLUMNS[column]]
+                before = earlier["rows"][key][BENCH_COLUMNS[column]] if earlier else None
+                for got, figure in _cell_checks(text, file_cell, before):
+                    checked += 1
+                    if not _agrees(got, figure):
+                        wrong.append(f"{doc}:{line} {key} {column}: doc {got}, file {figure}")
+        name = _source(doc, context, None)
+        m = re.search(r"matmul(?: in the same run)? ([\d.]+) GFLOP/s", context)
+        if name and m:
+            checked += 1
+            if not _agrees(m.group(1), _bench(name)["matmul"]):
+                wrong.append(f"{doc}:{line} matmul: doc {m.group(1)}, {name} {_bench(name)['matmul']}")
+    assert checked > 100, checked
+    assert not wrong, "\n".join(wrong)
+
+
+def test_session_2_expected_seconds_are_the_benchs():
+    """docs/performance.md's session 2: ``expected_seconds()`` predicted 214.7 s and 72.8 s (the bench's JSON), and
+    its measured times, against which "within 2 % and 3 %" is read."""
+    import json
+
+    result = json.loads((RESULTS / "bench-full-cpu.json").read_text())
+    exp = result["expected_seconds"]
+    times = {r["preset"]: r["time_s"] for r in result["rows"] if r["method"] == "ifssnet"}
+    off = {p: round(100 * abs(exp[p] - times[p]) / times[p]) for p in ("accurate", "fast")}
+    page = _norm(_text("docs/performance.md"))
+    assert (f"`expected_seconds()` predicted {exp['accurate']:.1f} s and {exp['fast']:.1f} s for this shape: "
+            f"within {off['accurate']} % and {off['fast']} %") in page
+
+
+def test_stage3_bench_sentence_is_its_file():
+    """docs/performance.md, "One thread, the other core training": each preset's time and x FBS, ``stride2``'s Dice
+    against ``accurate`` and FBS's time are ``bench-full-cpu-stage3.md``'s."""
+    page = _norm(_text("docs/performance.md"))
+    start = page.index("**One thread, the other core training**")
+    sentence = page[start:page.index("Profile of `fast`", start)]
+    rows = _bench("bench-full-cpu-stage3.md")["rows"]
+    got = re.findall(r"(accurate|fast|`stride2`)(?: \([^)]*\))? ([\d.]+) s \(([\d.]+)x", sentence)
+    assert [g[0].strip("`") for g in got] == ["accurate", "fast", "stride2"], got
+    wrong = []
+    for name, t, x in got:
+        row = rows[("ifssnet", name.strip("`"))]
+        if not (_agrees(t, row["time s"]) and _agrees(x, row["x FBS time"])):
+            wrong.append(f"{name}: doc {t} s ({x}x), file {row['time s']} s ({row['x FBS time']}x)")
+    dice = re.search(r"with Dice ([\d.]+) against `accurate`; FBS ([\d.]+) s", sentence)
+    assert dice, sentence
+    assert _agrees(dice.group(1), rows[("ifssnet", "stride2")]["Dice vs accurate"])
+    assert _agrees(dice.group(2), rows[("fbs", "")]["time s"])
+    assert not wrong, "\n".join(wrong)
