@@ -204,3 +204,95 @@ def test_stage3_bench_sentence_is_its_file():
     assert _agrees(dice.group(1), rows[("ifssnet", "stride2")]["Dice vs accurate"])
     assert _agrees(dice.group(2), rows[("fbs", "")]["time s"])
     assert not wrong, "\n".join(wrong)
+
+
+# --- README: the blend rule and --stop-area -----------------------------------------------------------------
+
+def _rows_of(text: str, title: str) -> list:
+    """The cells of each data row of the markdown table that follows ``title`` (rows in order; names may repeat)."""
+    lines = text[text.index(title):].splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    rows = []
+    for ln in lines[first + 2:]:
+        if not ln.startswith("|"):
+            break
+        rows.append([c.strip() for c in ln.strip("|").split("|")])
+    return rows
+
+
+def _signed(spec: str) -> float:
+    """Mean signed volume difference, % (``volume_diff_pct``; ``summarize`` leaves it out)."""
+    rows = _rows(spec)
+    return sum(float(r["volume_diff_pct"]) for r in rows) / len(rows)
+
+
+def _pair_cell(cell: str, spec: str) -> list:
+    """``(doc, CSV)`` figures of a "Dice / vol err % (signed %)" cell, at the cell's precision."""
+    m = re.fullmatch(r"([\d.]+) / ([\d.]+) %(?: \(([+-][\d.]+) %\))?", cell.replace("*", ""))
+    assert m, cell
+    (s,) = _summary(spec)
+    pairs = [(m.group(1), _like(m.group(1), s["dice_mean"])), (m.group(2), _like(m.group(2), s["volume_error_pct_mean"]))]
+    if m.group(3):
+        pairs.append((m.group(3), f"{_signed(spec):+.{len(m.group(3).partition('.')[2])}f}"))
+    return pairs
+
+
+#: README, "Where two runs meet": (cases, seeds) -> (the mean blend's CSV, the max blend's CSV).
+BLEND_ROWS = {
+    ("validation 502-505", "`paper`"): ("val-ifssnet-bt65-paper.csv", "val-ifssnet-bt65-blendmax-paper.csv"),
+    ("validation 502-505", "`3-seeds+ends`, muscles together"): (
+        "val-ifssnet-bt65-blendmean-joint-3-seeds+ends.csv", "val-ifssnet-bt65-blendmax-joint-3-seeds+ends.csv"),
+    ("held out 1000-1004", "`paper`"): ("heldout-ifssnet-bt65-paper.csv", "heldout-ifssnet-bt65-blendmax-paper.csv"),
+    ("held out, 1400 x 128 x 128", "`paper`"): (
+        "heldout-ifssnet-bt65-fine-slices-paper.csv", "heldout-ifssnet-bt65-blendmax-fine-slices-paper.csv"),
+}
+
+
+def test_readme_blend_table_is_the_csvs():
+    """Every row of the table that chose ``blend="max"`` (validation and held out): Dice, volume error and the signed
+    mean, of both blends, and the per-muscle figures of the sentence under it."""
+    rows = _rows_of(_text("README.md"), "| cases | seeds | mean blend: Dice / vol err (signed) | max blend |")
+    assert {(r[0], r[1]) for r in rows} == set(BLEND_ROWS)
+    wrong = []
+    for cases, seeds, mean_cell, max_cell in rows:
+        for cell, spec in zip((mean_cell, max_cell), BLEND_ROWS[(cases, seeds)]):
+            pairs = _pair_cell(cell, spec)
+            if any(a != b for a, b in pairs):
+                wrong.append(f"{cases}, {seeds}: {cell} against {spec}: {[b for _, b in pairs]}")
+    mean, best = (_summary(s, ("method", "muscle")) for s in BLEND_ROWS[("held out 1000-1004", "`paper`")])
+    f = {m["muscle"]: (f"{m['dice_mean']:.3f}", f"{m['volume_error_pct_mean']:.1f}") for m in mean}
+    g = {m["muscle"]: (f"{m['dice_mean']:.3f}", f"{m['volume_error_pct_mean']:.1f}") for m in best}
+    sentence = ("Under `paper` held out, every muscle gains (GM {} / {} % to {} / {} %, GL {} / {} % to {} / {} %, "
+                "SOL {} / {} % to {} / {} %)").format(*f["GM"], *g["GM"], *f["GL"], *g["GL"], *f["SOL"], *g["SOL"])
+    if sentence not in _norm(_text("README.md")):
+        wrong.append(f"not in the README: {sentence}")
+    assert not wrong, "\n".join(wrong)
+
+
+#: README, "Where a run stops": the --stop-area value -> the CSV of each column (None: the cell is empty).
+STOP_AREA = {
+    "0.05": ("val-ifssnet-bt65-maf0.05-3-seeds.csv", None, None, None),
+    "0.1": ("val-ifssnet-bt65-maf0.1-3-seeds.csv", "heldout-ifssnet-bt65-3-seeds.csv",
+            "val-ss-ifssnet-shipped-maf0.1-3-seeds.csv", "heldout-ss-ifssnet-shipped-3-seeds.csv"),
+    "0.2": ("val-ifssnet-bt65-maf0.2-3-seeds.csv", None, None, None),
+    "0.3": ("val-ifssnet-bt65-maf0.3-3-seeds.csv", "heldout-ifssnet-bt65-maf0.3-3-seeds.csv",
+            "val-ss-ifssnet-shipped-maf0.3-3-seeds.csv", "heldout-ss-ifssnet-shipped-maf0.3-3-seeds.csv"),
+}
+
+
+def test_readme_stop_area_table_is_the_csvs():
+    """Every "Dice / volume error" cell of the ``--stop-area`` table (validation 502-505, held out, and the finer
+    look) is its CSV's; an empty cell has no CSV."""
+    rows = _rows_of(_text("README.md"), "| `--stop-area` | validation 502-505 | held out 1000-1004 |")
+    wrong, checked = [], 0
+    for cells in rows:
+        value = re.match(r"[\d.]+", cells[0].strip("*")).group(0)
+        for cell, spec in zip(cells[1:], STOP_AREA[value]):
+            assert bool(cell) == bool(spec), (value, cell, spec)
+            if spec:
+                checked += 1
+                pairs = _pair_cell(cell, spec)
+                if any(a != b for a, b in pairs):
+                    wrong.append(f"--stop-area {value}: {cell} against {spec}: {[b for _, b in pairs]}")
+    assert checked == 10, checked
+    assert not wrong, "\n".join(wrong)
