@@ -296,3 +296,35 @@ def test_readme_stop_area_table_is_the_csvs():
                     wrong.append(f"--stop-area {value}: {cell} against {spec}: {[b for _, b in pairs]}")
     assert checked == 10, checked
     assert not wrong, "\n".join(wrong)
+
+
+# --- a time taken before its row was re-timed: the CSV's former version ------------------------------------
+
+def _former_csv(commit: str, name: str, tmp_path: Path) -> Path:
+    """``benchmarks/results/NAME`` as it was at ``commit`` (``git show``), written under ``tmp_path``."""
+    import subprocess
+
+    out = subprocess.run(["git", "show", f"{commit}:benchmarks/results/{name}"], cwd=ROOT, capture_output=True)
+    if out.returncode:
+        pytest.skip(f"no git history here ({out.stderr.decode().strip()[:80]})")
+    path = tmp_path / name
+    path.write_bytes(out.stdout)
+    return path
+
+
+def test_readme_shipped_paper_row_time_before_its_re_timing_is_the_former_csv(tmp_path):
+    """The README's "(234 s before, with three other propagations ...)" is the time per volume of the shipped row's
+    CSV before f2fd9c0 re-timed it (results_table's three-muscle sum), and "the scores the same to the last digit"
+    holds: every score column of the two versions is equal."""
+    from benchmark_scripts import load_benchmark
+
+    rt = load_benchmark("results_table")
+    name = "heldout-ifssnet-bt65-blendmax-paper.csv"
+    before = _former_csv("f2fd9c0^", name, tmp_path)
+    old_rows, new_rows = rt.read_rows([str(before)]), rt.read_rows([str(RESULTS / name)])
+    ((mean, _),) = rt.volume_times(old_rows).values()
+    readme = _norm(_text("README.md"))
+    assert (f"({mean:.0f} s before, with three other propagations sharing the 2 cores: the CSV as it was before, "
+            f"`git show f2fd9c0^:benchmarks/results/{name}`") in readme
+    scores = ("dice", "iou", "hd", "hd95", "asd", "slice_hd", "slice_asd", "volume_cm3", "volume_error_pct")
+    assert [[r[k] for k in scores] for r in old_rows] == [[r[k] for k in scores] for r in new_rows]
