@@ -361,3 +361,35 @@ def test_unstored_timings_are_marked_one_off(doc):
         if not re.search(r"one-off\s+measurements? of session \d+,? \(?2026-\d\d-\d\d", para) or "not stored" not in para:
             wrong.append(f"{doc}: {figure}: {para[:160]}...")
     assert not wrong, "\n".join(wrong)
+
+
+# --- the demo's example output ------------------------------------------------------------------------------
+
+def _demo_runs(name: str) -> list:
+    """The runs of ``ifssnet demo`` a stored log holds (``uptime`` before and after each): per run,
+    ``{"rows": [muscle line, ...], "seconds": text, "load": (1-minute load before, after)}``."""
+    text = (RESULTS / name).read_text(encoding="utf-8")
+    loads = re.findall(r"load average: ([\d.]+),", text)
+    runs = []
+    for i, block in enumerate(re.findall(r"^muscle .*?\npropagation: [\d.]+ s", text, re.S | re.M)):
+        runs.append({"rows": [re.sub(r"\s+", " ", ln) for ln in block.splitlines()[1:-1]],
+                     "seconds": re.search(r"propagation: ([\d.]+) s", block).group(1),
+                     "load": (loads[i], loads[i + 1])})
+    return runs
+
+
+def test_readme_demo_example_output_is_a_stored_run():
+    """The README's example output of ``ifssnet demo`` is the stored session-41 run it names (torch's default
+    threads, its second run): every muscle's line and the propagation time (which was 41.2 s, from no stored run);
+    the sentence on threads gives both runs' times and the loads, 1-minute load averages before and after."""
+    one, default = _demo_runs("demo-threads-s41.txt")
+    readme = _text("README.md")
+    block = re.search(r"```\n(muscle .*?)```", readme, re.S).group(1).splitlines()
+    assert [re.sub(r"\s+", " ", ln) for ln in block[1:-1]] == default["rows"]
+    assert block[-1].startswith(f"propagation: {default['seconds']} s for 3 muscles")
+    text = _norm(readme)
+    low, high = (f"{float(v):.1f}" for v in (one["load"][0], default["load"][1]))
+    assert f"took {one['seconds']} s against {default['seconds']} s with the default two" in text
+    assert f"at load {low}-{high}" in text
+    first, last = (f"{float(v):.1f}" for v in default["load"])
+    assert f"threads on the 2-core machine at load {first}-{last}: the second run of" in text
