@@ -393,3 +393,39 @@ def test_readme_demo_example_output_is_a_stored_run():
     assert f"at load {low}-{high}" in text
     first, last = (f"{float(v):.1f}" for v in default["load"])
     assert f"threads on the 2-core machine at load {first}-{last}: the second run of" in text
+
+
+# --- docs/confidence.md: the logs of benchmarks/confidence_vs_error.py -------------------------------------
+
+def _confidence_log(name: str) -> dict:
+    """A stored ``confidence_vs_error.py`` log: ``{"scored": n, "wrong": n, signal: (AUROC, within, flagged 5)}``
+    with the log's texts (``signal`` as the log names it: ``1 - confidence``, ``1 - boundary term``, ...)."""
+    text = (RESULTS / name).read_text(encoding="utf-8")
+    m = re.search(r"^(\d+) scored slices, (\d+) with Dice < ", text, re.M)
+    out = {"scored": m.group(1), "wrong": m.group(2)}
+    for sig, a, w, f in re.findall(r"^(1 - [a-z ]+?)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", text, re.M):
+        out[sig] = (a, w, f)
+    return out
+
+
+def _signal(row: str) -> str:
+    """docs/confidence.md's row name -> the log's signal."""
+    for key in ("boundary term", "distance term"):
+        if key in row:
+            return f"1 - {key}"
+    return "1 - confidence"
+
+
+def test_confidence_page_shipped_paper_table_is_its_log():
+    """The shipped weights under ``paper`` (session 41): the counts of scored and wrong slices and every cell of
+    its table are the log's, and review 41b's "from 0.323 to 0.340" is the confidence's AUROC before and after."""
+    page = _text("docs/confidence.md")
+    log = _confidence_log("confidence-vs-error-heldout-paper-s41.txt")
+    before = _confidence_log("confidence-vs-error-heldout-paper-s41-before-10dad94.txt")
+    start = page.index("`benchmarks/results/confidence-vs-error-heldout-paper-s41.txt`)")
+    assert f"{log['scored']} scored slices, {log['wrong']} of them wrong" in _norm(page[start:start + 200])
+    rows = _rows_of(page[start:], "| signal | AUROC | within a muscle | flagged 5 (mean Dice) |")
+    got = {_signal(r[0]): tuple(c.strip("*") for c in r[1:]) for r in rows}
+    assert got == {k: log[k] for k in got} and len(got) == 3, (got, log)
+    assert (f"moved the confidence's AUROC from {before['1 - confidence'][0]} to {log['1 - confidence'][0]}"
+            in _norm(page))
