@@ -429,3 +429,70 @@ def test_confidence_page_shipped_paper_table_is_its_log():
     assert got == {k: log[k] for k in got} and len(got) == 3, (got, log)
     assert (f"moved the confidence's AUROC from {before['1 - confidence'][0]} to {log['1 - confidence'][0]}"
             in _norm(page))
+
+
+# --- the model card: sweeps with finer frames than the training's -------------------------------------------
+
+#: "Sweeps with finer frames than the training's": the rows read from a CSV (validation 500-501 has none stored).
+FINE_FRAMES = [
+    "heldout-ifssnet-fine-slices-every-frame-3-seeds.csv", "heldout-ifssnet-fine-slices-3-seeds.csv",
+    "fullsize-s1000-ifssnet-every-frame-3-seeds.csv", "fullsize-s1000-ifssnet-3-seeds.csv",
+    "heldout-ifssnet-fine-slices-every-frame-paper.csv", "heldout-ifssnet-fine-slices-paper.csv",
+    "heldout-fbs-joint-fine-slices-paper.csv", "heldout-fbs-fine-slices-paper.csv",
+]
+
+
+def test_model_card_finer_frames_table_is_the_csvs():
+    """Each held-out row of the table: Dice (± std), volume error (± std), each muscle's Dice / volume error, the
+    mean time per muscle and the mean peak MB are its CSV's, at the precision the row prints."""
+    import numpy as np
+
+    title = "| cases | frames the network sees | Dice | volume error | per muscle (Dice / vol err) |"
+    rows = _rows_of(_text("Resources/Models/README.md"), title)
+    wrong, checked = [], 0
+    for cells, spec in zip(rows, FINE_FRAMES):
+        cells = [c.replace("*", "") for c in cells]
+        (s,) = _summary(spec)
+        muscles = {m["muscle"]: m for m in _summary(spec, ("method", "muscle"))}
+        got, expected = [], []
+        for cell, key in ((cells[2], "dice"), (cells[3].rstrip(" %"), "volume_error_pct")):
+            m = re.fullmatch(r"([\d.]+)(?: ± ([\d.]+))?(?: %)?", cell)
+            got.append(m.group(1))
+            expected.append(_like(m.group(1), s[f"{key}_mean"]))
+            if m.group(2):
+                got.append(m.group(2))
+                expected.append(_like(m.group(2), s[f"{key}_std"]))
+        for name, d, v in re.findall(r"(GM|GL|SOL) ([\d.]+) / ([\d.]+) %", cells[4]):
+            got += [d, v]
+            expected += [_like(d, muscles[name]["dice_mean"]), _like(v, muscles[name]["volume_error_pct_mean"])]
+        rows_csv = _rows(spec)
+        t, mb = cells[5].rstrip(" s"), cells[6]
+        got += [t, mb]
+        expected += [_like(t, np.mean([float(r["time_s"]) for r in rows_csv])),
+                     _like(mb, np.mean([float(r["peak_mb"]) for r in rows_csv]))]
+        checked += len(got)
+        if got != expected:
+            wrong.append(f"{spec}: card {got}\n    CSV {expected}")
+    assert checked > 80, checked
+    assert not wrong, "\n".join(wrong)
+
+
+def test_model_card_finer_frames_ratios_are_the_csvs():
+    """The bullets under that table: at the paper's scale "Dice rises by 0.11 ... a muscle takes 4.4x less time and
+    2.6x less memory"; under ``paper`` at 1400 slices "3.3x less time"."""
+    import numpy as np
+
+    def mean(spec, key):
+        return np.mean([float(r[key]) for r in _rows(spec)])
+
+    every, thinned = "fullsize-s1000-ifssnet-every-frame-3-seeds.csv", "fullsize-s1000-ifssnet-3-seeds.csv"
+    (a,), (b,) = _summary(every), _summary(thinned)
+    card = _norm(_text("Resources/Models/README.md"))
+    gl = {m["muscle"]: m for m in _summary(every, ("method", "muscle"))}["GL"]
+    assert (f"Dice rises by {b['dice_mean'] - a['dice_mean']:.2f}, GL's volume error falls from "
+            f"{gl['volume_error_pct_mean']:.0f} %") in card
+    assert (f"a muscle takes {mean(every, 'time_s') / mean(thinned, 'time_s'):.1f}x less time and "
+            f"{mean(every, 'peak_mb') / mean(thinned, 'peak_mb'):.1f}x less memory") in card
+    paper = mean("heldout-ifssnet-fine-slices-every-frame-paper.csv", "time_s") / mean(
+        "heldout-ifssnet-fine-slices-paper.csv", "time_s")
+    assert f"{paper:.1f}x less time and half the memory" in card
