@@ -496,3 +496,45 @@ def test_model_card_finer_frames_ratios_are_the_csvs():
     paper = mean("heldout-ifssnet-fine-slices-every-frame-paper.csv", "time_s") / mean(
         "heldout-ifssnet-fine-slices-paper.csv", "time_s")
     assert f"{paper:.1f}x less time and half the memory" in card
+
+
+# --- the phantom's calibration gate -------------------------------------------------------------------------
+
+def _calibration_log(name: str) -> dict:
+    """A stored ``benchmarks/calibrate_phantom.py`` log: ``{seed: {muscle: (Dice, vol err), "mean": (...)}}`` and
+    ``"all": (mean Dice, mean vol err, PASS|FAIL)``, with the log's texts."""
+    text = (RESULTS / name).read_text(encoding="utf-8")
+    out = {}
+    for seed, body in re.findall(r"^seed (\d+):.*?\n(.*?)(?=^seed |^ALL )", text, re.S | re.M):
+        cells = {m: (d, v) for m, d, v in re.findall(r"^\s+(GM|GL|SOL)\s.*?Dice ([\d.]+)\s+vol err\s+([\d.]+) %", body, re.M)}
+        cells["mean"] = re.search(r"mean Dice ([\d.]+)\s+mean vol err ([\d.]+) %", body).groups()
+        out[seed] = cells
+    out["all"] = re.search(r"^ALL .*mean Dice ([\d.]+), mean volume error ([\d.]+) %\s+-> gate (\w+)", text, re.M).groups()
+    return out
+
+
+def test_phantom_calibration_test_scale_rows_are_the_session_42_log():
+    """docs/phantom.md's test-scale rows (each seed's per-muscle Dice / volume error and means, and the gate) and
+    the README's test-scale row are ``calibration-1400x128-s42.txt``'s."""
+    log = _calibration_log("calibration-1400x128-s42.txt")
+    rows = _rows_of(_text("docs/phantom.md"), "| shape (spacing) | seeds | GM | GL | SOL | mean Dice |")
+    start = next(i for i, r in enumerate(rows) if r[0].startswith("1400x128x128"))
+    wrong = []
+    for cells in rows[start:start + 4]:
+        cells = [c.strip("*") for c in cells]
+        seed = cells[1]
+        if seed in log:
+            want = [f"{d} / {v}" for d, v in (log[seed][m] for m in ("GM", "GL", "SOL"))]
+            want += [log[seed]["mean"][0], f"{log[seed]['mean'][1]} %"]
+            if cells[2:7] != want:
+                wrong.append(f"seed {seed}: {cells[2:7]} != {want}")
+        else:
+            d, v, gate = log["all"]
+            if cells[5:8] != [d, f"{v} %", gate.lower()]:
+                wrong.append(f"seeds {seed}: {cells[5:8]} != {[d, v, gate]}")
+    d, v, gate = log["all"]
+    readme = _rows_of(_text("README.md"), "| scale | seeds | GM (Dice / vol err) |")
+    (test_row,) = [r for r in readme if r[0].startswith("1400 x 128 x 128")]
+    if test_row[5:8] != [d, f"{v} %", gate.lower()]:
+        wrong.append(f"README: {test_row[5:8]} != {[d, v, gate]}")
+    assert not wrong, "\n".join(wrong)
