@@ -538,3 +538,30 @@ def test_phantom_calibration_test_scale_rows_are_the_session_42_log():
     if test_row[5:8] != [d, f"{v} %", gate.lower()]:
         wrong.append(f"README: {test_row[5:8]} != {[d, v, gate]}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_session_12_bullets_are_the_bench_files_and_csvs():
+    """docs/performance.md, session 12's bullets: windows 845 -> 349 and peak 1276 MB -> 527 MB (sessions 8 and 12's
+    ``accurate``), ``fast`` against ``accurate`` 0.843 (0.636 on every frame), and the three muscles' Dice, time per
+    muscle and peak MB with and without the thinning (the two full-size CSVs); the estimate of 41.5 s / 15.3 s is
+    kept as a one-off measurement."""
+    import numpy as np
+
+    s8, s12 = (_bench(n)["rows"] for n in ("bench-full-cpu-2threads-s8.md", "bench-full-cpu-1thread-s12.md"))
+    acc8, acc12 = s8[("ifssnet", "accurate")], s12[("ifssnet", "accurate")]
+    page = _norm(_text("docs/performance.md"))
+    windows = f"The windows fall from {acc8['windows']} (session 8, `accurate`) to {acc12['windows']}"
+    peak = f"the peak falls from {float(acc8['peak MB']):.0f} MB to {float(acc12['peak MB']):.0f} MB"
+    fast = (f"`fast` agrees with `accurate` at {float(s12[('ifssnet', 'fast')]['Dice vs accurate']):.3f} "
+            f"({float(s8[('ifssnet', 'fast')]['Dice vs accurate']):.3f} when both ran on every frame)")
+    every, thinned = "fullsize-s1000-ifssnet-every-frame-3-seeds.csv", "fullsize-s1000-ifssnet-3-seeds.csv"
+    (a,), (b,) = _summary(every), _summary(thinned)
+    mean = {spec: {k: np.mean([float(r[k]) for r in _rows(spec)]) for k in ("time_s", "peak_mb")}
+            for spec in (every, thinned)}
+    three = (f"Dice {a['dice_mean']:.3f} -> {b['dice_mean']:.3f}, {mean[every]['time_s']:.1f} s -> "
+             f"{mean[thinned]['time_s']:.1f} s per muscle, {mean[every]['peak_mb']:.0f} MB -> "
+             f"{mean[thinned]['peak_mb']:.0f} MB (`{every}`, `{thinned}`)")
+    missing = [s for s in (windows, peak, fast, three) if s not in page]
+    assert not missing, "\n".join(missing)
+    assert re.search(r"`fast` 15\.3 s on one thread \(a one-off measurement of session 12, 2026-11-28, [^)]*not stored\)",
+                     page)
