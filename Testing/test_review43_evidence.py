@@ -565,3 +565,29 @@ def test_session_12_bullets_are_the_bench_files_and_csvs():
     assert not missing, "\n".join(missing)
     assert re.search(r"`fast` 15\.3 s on one thread \(a one-off measurement of session 12, 2026-11-28, [^)]*not stored\)",
                      page)
+
+
+#: docs/confidence.md's held-out ``3-seeds`` table (session-9 weights): run again in session 43 in the two halves
+#: the page gives ranges over.
+CONFIDENCE_HALVES = ("confidence-vs-error-heldout-3-seeds-s9weights-s43-1000-1002.txt",
+                     "confidence-vs-error-heldout-3-seeds-s9weights-s43-1003-1004.txt")
+
+
+def test_confidence_page_3_seeds_table_is_the_two_halves_logs():
+    """The counts of scored and wrong slices are the two halves' sums, and each cell of the table (AUROC, within a
+    muscle, flagged 5) is the range lo-hi over the two halves' logs."""
+    page = _text("docs/confidence.md")
+    logs = [_confidence_log(n) for n in CONFIDENCE_HALVES]
+    start = page.index(f"`benchmarks/results/{CONFIDENCE_HALVES[0]}`")
+    scored, wrong_n = (sum(int(log[k]) for log in logs) for k in ("scored", "wrong"))
+    assert f"There are {scored} scored slices, and {wrong_n} of them have Dice < 0.5" in _norm(page[start:start + 800])
+    rows = _rows_of(page[start:], "| signal | AUROC | within a muscle | flagged 5 (mean Dice) |")
+    assert len(rows) == 3, rows
+    wrong = []
+    for r in rows:
+        values = [sorted(log[_signal(r[0])][i] for log in logs) for i in range(3)]
+        want = [f"{lo}-{hi}" if lo != hi else lo for lo, hi in values]
+        got = [c.strip("*") for c in r[1:]]
+        if got != want:
+            wrong.append(f"{r[0]}: page {got}, logs {want}")
+    assert not wrong, "\n".join(wrong)
