@@ -591,3 +591,13 @@ def test_confidence_page_3_seeds_table_is_the_two_halves_logs():
         if got != want:
             wrong.append(f"{r[0]}: page {got}, logs {want}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_readme_demo_with_session_9_weights_is_its_stored_run():
+    """The README's "session 9's weights give GM ..., GL ..., SOL ..." after the example output is the stored
+    session-43 run of ``ifssnet demo --model Resources/Models/previous/ifssnet-s9.pt`` (GL was 0.855 / 10.8 %, from
+    session 20's unstored run; today's code gives 0.854 / 11.0 %)."""
+    (run,) = _demo_runs("demo-s9weights-s43.txt")
+    cells = {ln.split()[0]: ln.split() for ln in run["rows"]}
+    want = ", ".join(f"{m} {float(cells[m][1]):.3f} / {float(cells[m][4]):.1f} %" for m in ("GM", "GL", "SOL"))
+    assert f"session 9's weights give {want}: `OMP_NUM_THREADS=1 ifssnet demo --model" in _norm(_text("README.md"))
