@@ -625,3 +625,31 @@ def test_session_2_targets_are_the_benchs():
     ]
     missing = [e for e in expected if e not in page]
     assert not missing, "\n".join(missing)
+
+
+def test_session_4_targets_table_is_the_benchs():
+    """"Where it stands (2026-11-27, session 4)": the target table's measured figures (``fast``'s times, peak, x FBS
+    and Dice against ``accurate``, and ``stride2``'s) and the bullet's FBS time, 4x budget and seconds per window
+    are ``bench-full-cpu-2threads`` (2 threads) and ``bench-full-cpu-stage3`` (1 thread, loaded)."""
+    two, one = (_bench(n)["rows"] for n in ("bench-full-cpu-2threads.md", "bench-full-cpu-stage3.md"))
+    fast2, fast1, fbs2 = two[("ifssnet", "fast")], one[("ifssnet", "fast")], two[("fbs", "")]
+    f = {k: float(v) for k, v in fast2.items() if re.fullmatch(r"[\d.]+", v)}
+    rows = {r[0]: r[1] for r in _rows_of(_text("docs/performance.md"), "| target | measured | |")}
+    expected = {
+        "CPU, one muscle, full size, `fast` <= 120 s":
+            f"{f['time s']:.1f} s (2 threads), {float(fast1['time s']):.1f} s (1 thread, loaded)",
+        "peak RSS <= 4 GB": f"{f['peak MB'] / 1000:.2f} GB above the baseline",
+        "`fast` <= 4x FBS in the same run":
+            f"{f['x FBS time']:.1f}x (2 threads), {float(fast1['x FBS time']):.1f}x (1 thread)",
+        "`fast` Dice within 0.005 of the full-resolution result":
+            f"{f['Dice vs accurate']:.3f} (stride 3), {float(one[('ifssnet', 'stride2')]['Dice vs accurate']):.3f} "
+            "(stride 2)",
+    }
+    wrong = [f"{k}: page {rows.get(k)!r}, files {v!r}" for k, v in expected.items() if rows.get(k) != v]
+    fbs = float(fbs2["time s"])
+    bullet = (f"takes {fbs:.1f} s at full size (the issue quotes 26 s for Slicer's). 4x is {4 * fbs:.0f} s, so "
+              f"`fast`'s {f['windows']:.0f} windows would need {4 * fbs / f['windows']:.2f} s each instead of "
+              f"{f['time s'] / f['windows']:.3f} s (2 threads)")
+    if bullet not in _norm(_text("docs/performance.md")):
+        wrong.append(f"not in the page: {bullet}")
+    assert not wrong, "\n".join(wrong)
