@@ -653,3 +653,35 @@ def test_session_4_targets_table_is_the_benchs():
     if bullet not in _norm(_text("docs/performance.md")):
         wrong.append(f"not in the page: {bullet}")
     assert not wrong, "\n".join(wrong)
+
+
+# --- few-shot fine-tunes: the validation lines the runs printed ---------------------------------------------
+
+def _validation_lines(name: str) -> dict:
+    """A stored log of training runs' printed validation lines: ``{tag: (Dice, volume error %)}`` as floats."""
+    text = (RESULTS / name).read_text(encoding="utf-8")
+    return {tag: (float(d), float(v)) for tag, d, v in
+            re.findall(r"^(\w+)\s+\(.*?\):\s+step \d+: validation Dice ([\d.]+) .*?volume error ([\d.]+) %", text, re.M)}
+
+
+def test_readme_few_shot_fine_tune_figures_are_the_printed_lines():
+    """The README's few-shot bullets (``--reach``: ft23r0 against ft23n0; ``--cycle 1``: cy24ft, cy25ft against
+    ft24d) are the step-50 validation lines stored in the two logs they now cite; a volume error ending in .5 may
+    round either way (302.5 % is printed 302 %)."""
+    lines = {**_validation_lines("val-fewshot-finetune-reach-s23.txt"),
+             **_validation_lines("val-fewshot-finetune-cycle-s24.txt")}
+
+    def pair(tag):
+        d, v = lines[tag]
+        return f"{d:.3f} / {v:.0f} %", f"{d:.3f} / {v + 0.01:.0f} %"
+
+    readme = _norm(_text("README.md"))
+    wrong = []
+    for before, tags, after in (("(validation ", ("ft23r0", "ft23n0"), " without it, `benchmarks/results/val-"),
+                                ("ballooning worse (", ("cy24ft",), ") and helps the Dice loss's"),
+                                ("a little (", ("cy25ft", "ft24d"), "; `val-fewshot-finetune-cycle-s24.txt`")):
+        options = [before + " against ".join(p) + after for p in
+                   ([pair(t)[i] for t in tags] for i in (0, 1))]
+        if not any(o in readme for o in options):
+            wrong.append(options[0])
+    assert not wrong, "\n".join(wrong)
