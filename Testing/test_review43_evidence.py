@@ -685,3 +685,34 @@ def test_readme_few_shot_fine_tune_figures_are_the_printed_lines():
         if not any(o in readme for o in options):
             wrong.append(options[0])
     assert not wrong, "\n".join(wrong)
+
+
+def test_readme_overlap_table_rows_that_name_a_csv_are_it():
+    """"Muscles that do not overlap": a row whose name gives its CSV (the validation rows run again in session 43)
+    is that CSV's, every cell (Dice, volume error, each muscle's Dice / volume error); the rows of 2026-11-28 on
+    validation 500-505 say they are not stored."""
+    rows = _rows_of(_text("README.md"), "| `3-seeds+ends` | Dice | volume error | GM | GL | SOL |")
+    wrong, named = [], 0
+    for name, *cells in rows:
+        m = re.search(r"`([\w.+-]+\.csv)`", name)
+        if "validation" in name and not m:
+            if "not stored" not in name:
+                wrong.append(f"{name}: neither a CSV nor 'not stored'")
+            continue
+        if not m:
+            continue
+        named += 1
+        spec = m.group(1)
+        (s,) = _summary(spec)
+        mus = {x["muscle"]: x for x in _summary(spec, ("method", "muscle"))}
+        cells = [c.strip("* ") for c in cells]
+        got = [cells[0], cells[1].rstrip(" %")]
+        want = [_like(got[0], s["dice_mean"]), _like(got[1], s["volume_error_pct_mean"])]
+        for muscle, cell in zip(("GM", "GL", "SOL"), cells[2:]):
+            d, v = re.fullmatch(r"([\d.]+) / ([\d.]+) %", cell).groups()
+            got += [d, v]
+            want += [_like(d, mus[muscle]["dice_mean"]), _like(v, mus[muscle]["volume_error_pct_mean"])]
+        if got != want:
+            wrong.append(f"{name}: README {got}, CSV {want}")
+    assert named >= 2, named
+    assert not wrong, "\n".join(wrong)
