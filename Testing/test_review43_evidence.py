@@ -716,3 +716,36 @@ def test_readme_overlap_table_rows_that_name_a_csv_are_it():
             wrong.append(f"{name}: README {got}, CSV {want}")
     assert named >= 2, named
     assert not wrong, "\n".join(wrong)
+
+
+def _calibration_rows_wrong(rows: list, log: dict, pct: str) -> list:
+    """A scale's rows of a calibration table (a seed, or the seeds' range with the gate) against its log; the
+    per-muscle cells read "Dice / vol err" + ``pct`` (" %" in the README, "" in docs/phantom.md)."""
+    wrong = []
+    for cells in rows:
+        cells = [c.strip("*") for c in cells]
+        seed = cells[1]
+        if seed in log:
+            want = [f"{d} / {v}{pct}" for d, v in (log[seed][m] for m in ("GM", "GL", "SOL"))]
+            want += [log[seed]["mean"][0], f"{log[seed]['mean'][1]} %"]
+            if cells[2:7] != want:
+                wrong.append(f"seed {seed}: {cells[2:7]} != {want}")
+        else:
+            d, v, gate = log["all"]
+            if cells[5:8] != [d, f"{v} %", gate.lower()]:
+                wrong.append(f"seeds {seed}: {cells[5:8]} != {[d, v, gate]}")
+    return wrong
+
+
+def test_phantom_calibration_paper_scale_rows_are_the_session_43_log():
+    """The paper-scale rows (seeds 0 and 1 at 1400 x 512 x 512) of docs/phantom.md and the README are the session-43
+    rerun's log (``calibration-1400x512-s43.txt``); the page's mean volume error over both seeds was 4.8 % for the
+    log's 4.9 %."""
+    log = _calibration_log("calibration-1400x512-s43.txt")
+    page = _rows_of(_text("docs/phantom.md"), "| shape (spacing) | seeds | GM | GL | SOL | mean Dice |")
+    start = next(i for i, r in enumerate(page) if r[0].startswith("1400x512x512"))
+    readme = _rows_of(_text("README.md"), "| scale | seeds | GM (Dice / vol err) |")
+    first = next(i for i, r in enumerate(readme) if r[0].startswith("1400 x 512 x 512"))
+    wrong = _calibration_rows_wrong(page[start:start + 3], log, "")
+    wrong += [f"README {w}" for w in _calibration_rows_wrong(readme[first:first + 2], log, " %")]
+    assert not wrong, "\n".join(wrong)
