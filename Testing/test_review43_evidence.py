@@ -749,3 +749,16 @@ def test_phantom_calibration_paper_scale_rows_are_the_session_43_log():
     wrong = _calibration_rows_wrong(page[start:start + 3], log, "")
     wrong += [f"README {w}" for w in _calibration_rows_wrong(readme[first:first + 2], log, " %")]
     assert not wrong, "\n".join(wrong)
+
+
+def test_confidence_page_session_9_paper_table_is_its_log():
+    """The session-9 weights under ``paper`` (run again in session 43; session 11's run was not stored and gave
+    other figures): counts and every cell are ``confidence-vs-error-heldout-paper-s9weights-s43.txt``'s."""
+    name = "confidence-vs-error-heldout-paper-s9weights-s43.txt"
+    page = _text("docs/confidence.md")
+    log = _confidence_log(name)
+    start = page.index(f"`benchmarks/results/{name}`)")
+    assert f"{log['scored']} scored slices, {log['wrong']} of them wrong" in _norm(page[start:start + 200])
+    rows = _rows_of(page[start:], "| signal | AUROC | within a muscle | flagged 5 (mean Dice) |")
+    got = {_signal(r[0]): tuple(c.strip("*") for c in r[1:]) for r in rows}
+    assert len(got) == 3 and got == {k: log[k] for k in got}, (got, log)
