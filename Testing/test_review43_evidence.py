@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from test_review42_evidence import ROOT, RESULTS, _like, _norm, _rows, _summary, _table_rows, _text
+from test_review42_evidence import ROOT, RESULTS, _like, _norm, _overall, _rows, _summary, _table_rows, _text
 
 # --- ifssnet bench tables ----------------------------------------------------------------------------------
 
@@ -762,3 +762,14 @@ def test_confidence_page_session_9_paper_table_is_its_log():
     rows = _rows_of(page[start:], "| signal | AUROC | within a muscle | flagged 5 (mean Dice) |")
     got = {_signal(r[0]): tuple(c.strip("*") for c in r[1:]) for r in rows}
     assert len(got) == 3 and got == {k: log[k] for k in got}, (got, log)
+
+
+def test_session_9_weights_validation_score_is_its_csv():
+    """"The session-9 weights 0.730 / 30.8 %" on validation 502-505 (``3-seeds``, what ``ifssnet train --val``
+    scores) had no stored source; session 43's ``compare-set`` run gives it, and each README and card place that
+    quotes it next to the CSV gives the CSV's figures."""
+    d, v = _overall("val-ifssnet-s9-3-seeds.csv")
+    readme, card = _norm(_text("README.md")), _norm(_text("Resources/Models/README.md"))
+    assert readme.count(f"{d} / {v} %, `val-ifssnet-s9-3-seeds.csv`") == 2
+    assert f"which score {d} / {v} % on these validation phantoms: `ifssnet compare-set" in card
+    assert "`benchmarks/results/val-ifssnet-s9-3-seeds.csv`" in card
