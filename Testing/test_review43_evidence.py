@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from test_review42_evidence import ROOT, RESULTS, _like, _norm, _overall, _rows, _summary, _table_rows, _text
+from test_review42_evidence import ROOT, RESULTS, _like, _norm, _overall, _rows, _summary, _text
 
 # --- ifssnet bench tables ----------------------------------------------------------------------------------
 
