@@ -1,11 +1,12 @@
 """Review 43 (evidence): more of the docs' figures are recomputed from the files they cite.
 
 ``test_review42_evidence.py`` recomputes the README's comparison tables and the model cards' scores. This file adds
-the ``ifssnet bench`` tables of docs/performance.md and the README (from the ``bench-*.md`` / ``.json`` each cites),
-the README's tables of the blend rule and of ``--stop-area`` (validation and held-out rows, from their CSVs), the
-timing of a README row taken before it was re-timed (from the CSV's former version in git), and the confidence
-page's tables (from the logs of ``benchmarks/confidence_vs_error.py``). Timings that no stored file backs are to be
-marked as one-off measurements; the last test holds the docs to that. All of it reads text and files only (no run).
+the ``ifssnet bench`` tables and sentences of docs/performance.md and the README (from the ``bench-*.md`` / ``.json``
+each cites), the README's tables of the blend rule, of ``--stop-area`` and of muscles kept apart, the demo's example
+outputs, the few-shot fine-tunes' printed validation lines, the phantom's calibration gate, the model card's table of
+finer frames, the confidence page's tables (from the logs of ``benchmarks/confidence_vs_error.py``), and a time
+taken before its row was re-timed (the CSV's former version in git). Timings that no stored file backs are marked
+as one-off measurements; one test holds the docs to that. All of it reads text and files only (no run).
 """
 from __future__ import annotations
 
