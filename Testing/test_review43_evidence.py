@@ -774,3 +774,25 @@ def test_session_9_weights_validation_score_is_its_csv():
     assert readme.count(f"{d} / {v} %, `val-ifssnet-s9-3-seeds.csv`") == 2
     assert f"which score {d} / {v} % on these validation phantoms: `ifssnet compare-set" in card
     assert "`benchmarks/results/val-ifssnet-s9-3-seeds.csv`" in card
+
+
+def test_fast_preset_figures_with_the_former_stop_are_the_former_csvs(tmp_path):
+    """docs/performance.md's "with the former 2 %: fast ... balanced ..." had no stored source; they are the held-out
+    CSVs as they were before sessions of 2026-11-27 measured them again with the 10 % stop (git history), which the
+    page now names: Dice / volume error of ``fast`` and ``balanced`` under ``3-seeds`` and ``paper``."""
+    from ifssnet.compare import summarize
+
+    def pair(commit, name):
+        (s,) = summarize(_rows_like(_former_csv(commit, name, tmp_path)), ("method",))
+        return f"{s['dice_mean']:.3f} / {s['volume_error_pct_mean']:.0f} %"
+
+    fast = [pair("a290014^", f"heldout-ifssnet-fast-{p}.csv") for p in ("3-seeds", "paper")]
+    balanced = [pair("71147b5^", f"heldout-ifssnet-{p}.csv") for p in ("3-seeds", "paper")]
+    text = f"(with the former 2 %: fast {fast[0]} and {fast[1]}, balanced {balanced[0]} and {balanced[1]}: the CSVs"
+    assert text in _norm(_text("docs/performance.md")), text
+
+
+def _rows_like(path: Path) -> list:
+    from benchmark_scripts import load_benchmark
+
+    return load_benchmark("results_table").read_rows([str(path)])
