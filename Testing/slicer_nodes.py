@@ -7,6 +7,7 @@ fixture by name, next to ``slicer_fixture``'s (``from slicer_nodes import scene_
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -218,3 +219,28 @@ def _reference_segmentation(slicer, volumeNode, masks, name):
         sid = node.GetSegmentation().AddEmptySegment("", segName)
         arrays.writeSegment(node, sid, mask, geometry)
     return node
+
+
+def segment_statistics(slicer, segNode, segmentId):
+    """(voxel count, volume mm3) of a segment as Segment Statistics' Labelmap plugin computes them (its VTK pipeline:
+    LabelmapSegmentStatisticsPlugin.computeStatistics), from the segment's labelmap on the segmentation's grid."""
+    import vtk
+
+    labelmap = slicer.vtkOrientedImageData()
+    segNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
+    thresh = vtk.vtkImageThreshold()
+    thresh.SetInputData(labelmap)
+    thresh.ThresholdByLower(0)
+    thresh.SetInValue(0)
+    thresh.SetOutValue(1)
+    thresh.SetOutputScalarType(vtk.VTK_UNSIGNED_CHAR)
+    thresh.Update()
+    stencil = vtk.vtkImageToImageStencil()
+    stencil.SetInputData(thresh.GetOutput())
+    stencil.ThresholdByUpper(1)
+    stencil.Update()
+    stat = vtk.vtkImageAccumulate()
+    stat.SetInputData(thresh.GetOutput())
+    stat.SetStencilData(stencil.GetOutput())
+    stat.Update()
+    return stat.GetVoxelCount(), stat.GetVoxelCount() * math.prod(labelmap.GetSpacing())

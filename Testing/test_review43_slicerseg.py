@@ -11,14 +11,13 @@
 """
 from __future__ import annotations
 
-from functools import reduce
 
 import numpy as np
 import pytest
 
 # slicer_nodes first: it puts the Slicer module folders on sys.path.
 from slicer_nodes import (_arrays_module, _geometry, _nearest_seed_method, _paint,  # noqa: F401
-                          scene_nodes)
+                          scene_nodes, segment_statistics)
 from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
 
 pytestmark = [pytest.mark.slicer,
@@ -67,31 +66,6 @@ def _block(truth):
     return block
 
 
-def _segment_statistics(slicer, segNode, segmentId):
-    """(voxel count, volume mm3) as Segment Statistics' Labelmap plugin computes them (its VTK pipeline:
-    LabelmapSegmentStatisticsPlugin.computeStatistics), from the segment's labelmap on the segmentation's grid."""
-    import vtk
-
-    labelmap = slicer.vtkOrientedImageData()
-    segNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
-    thresh = vtk.vtkImageThreshold()
-    thresh.SetInputData(labelmap)
-    thresh.ThresholdByLower(0)
-    thresh.SetInValue(0)
-    thresh.SetOutValue(1)
-    thresh.SetOutputScalarType(vtk.VTK_UNSIGNED_CHAR)
-    thresh.Update()
-    stencil = vtk.vtkImageToImageStencil()
-    stencil.SetInputData(thresh.GetOutput())
-    stencil.ThresholdByUpper(1)
-    stencil.Update()
-    stat = vtk.vtkImageAccumulate()
-    stat.SetInputData(thresh.GetOutput())
-    stat.SetStencilData(stencil.GetOutput())
-    stat.Update()
-    return stat.GetVoxelCount(), stat.GetVoxelCount() * reduce(lambda x, y: x * y, labelmap.GetSpacing())
-
-
 def _to_closed_surface_source(segNode, keepReferenceGeometry=True):
     """A segmentation as a model or STL imported leaves it: a closed-surface source, no binary labelmap, and (with
     ``keepReferenceGeometry`` False) no reference image geometry."""
@@ -127,7 +101,7 @@ def test_a_closed_surface_without_reference_geometry_is_propagated_on_the_volume
     segNode.GetBinaryLabelmapRepresentation(a, stored)
     np.testing.assert_allclose(stored.GetSpacing(), volumeNode.GetSpacing())
     core = volume_stats(job.segments[0].result, arrays.spacingKji(volumeNode))
-    assert _segment_statistics(slicer, segNode, a) == (core["voxel_count"], core["volume_mm3"])
+    assert segment_statistics(slicer, segNode, a) == (core["voxel_count"], core["volume_mm3"])
     assert (summary["voxel_count"], summary["volume_mm3"]) == (core["voxel_count"], core["volume_mm3"])
     assert arrays.referenceGeometry(volumeNode, segNode) is not None
     assert _logic().sameGrid(_logic().referenceImageGrid(segNode), _geometry(volumeNode, segNode))
@@ -346,7 +320,7 @@ def test_segment_statistics_gives_the_volume_the_core_reports(scene_nodes, scene
     summary = L.apply(job, segNode)["segments"][a]
     core = volume_stats(job.segments[0].result, arrays.spacingKji(volumeNode))
     np.testing.assert_array_equal(job.segments[0].result, _expected(painted, (5, 11, 16)))
-    count, mm3 = _segment_statistics(slicer, segNode, a)
+    count, mm3 = segment_statistics(slicer, segNode, a)
     assert (summary["voxel_count"], summary["volume_mm3"]) == (count, mm3)
     # the spacing of a grid rotated into the segmentation's frame is the volume's to the last bits, not the last bit
     assert count == core["voxel_count"] and mm3 == pytest.approx(core["volume_mm3"], rel=1e-12)
@@ -505,7 +479,7 @@ def test_a_phantom_case_as_loaded_propagates_gm_and_leaves_gl_and_sol_as_they_we
         np.testing.assert_array_equal(now[ids[name]], voxels[ids[name]])
     np.testing.assert_array_equal(now[ids["GM"]], job.segments[0].result)
     core = volume_stats(job.segments[0].result, arrays.spacingKji(volumeNode))
-    assert _segment_statistics(slicer, segNode, ids["GM"]) == (core["voxel_count"], core["volume_mm3"])
+    assert segment_statistics(slicer, segNode, ids["GM"]) == (core["voxel_count"], core["volume_mm3"])
     assert summary["volume_mm3"] == core["volume_mm3"]
 
     L.revert(job, segNode)                                              # Cancel
@@ -530,7 +504,7 @@ def test_show_volume_gives_a_closed_surface_segmentation_its_volumes(scene_nodes
     _arrays_module().ensureLabelmap(segNode)
     ours = _logic().IFSSNetSegmentationLogic().segmentVolumes(segNode)[a]
     assert ours["voxel_count"] > 0
-    assert _segment_statistics(slicer, segNode, a) == (ours["voxel_count"], ours["volume_mm3"])
+    assert segment_statistics(slicer, segNode, a) == (ours["voxel_count"], ours["volume_mm3"])
 
     tree = ast.parse((Path(__file__).resolve().parent.parent / "IFSSNetSegmentation/IFSSNetSegmentationLib/gui.py")
                      .read_text())

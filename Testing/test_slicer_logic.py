@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from functools import reduce
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ import pytest
 # slicer_nodes first: it puts the Slicer module folders on sys.path.
 from slicer_nodes import (ORIGIN, SHAPE, SPACING, _arrays_module, _assert_same, _dice, _direction,  # noqa: F401
                           _ijk_to_ras, _logic_module, _method, _nearest_seed_method, _paint, _reference_segmentation,
-                          _state, scene_nodes)
+                          _state, scene_nodes, segment_statistics)
 from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
 
 pytestmark = [pytest.mark.slicer,
@@ -196,10 +195,8 @@ def test_slice_index_of_a_slice_view_across_the_painted_axis(scene_nodes):
 
 
 def test_segment_volumes_equal_segment_statistics(scene_nodes):
-    """Reimplements LabelmapSegmentStatisticsPlugin.computeStatistics with its VTK pipeline."""
+    """Against LabelmapSegmentStatisticsPlugin.computeStatistics's VTK pipeline (slicer_nodes.segment_statistics)."""
     slicer, volumeNode, segNode, truth = scene_nodes
-    import vtk
-
     from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
 
     sid1, _ = _paint(slicer, volumeNode, segNode, truth, 0, range(3, 15), "GM")
@@ -207,27 +204,10 @@ def test_segment_volumes_equal_segment_statistics(scene_nodes):
     ours = IFSSNetSegmentationLogic().segmentVolumes(segNode)
     assert set(ours) == {sid1, sid2}
     for sid in (sid1, sid2):
-        labelmap = slicer.vtkOrientedImageData()
-        segNode.GetBinaryLabelmapRepresentation(sid, labelmap)
-        thresh = vtk.vtkImageThreshold()
-        thresh.SetInputData(labelmap)
-        thresh.ThresholdByLower(0)
-        thresh.SetInValue(0)
-        thresh.SetOutValue(1)
-        thresh.SetOutputScalarType(vtk.VTK_UNSIGNED_CHAR)
-        thresh.Update()
-        stencil = vtk.vtkImageToImageStencil()
-        stencil.SetInputData(thresh.GetOutput())
-        stencil.ThresholdByUpper(1)
-        stencil.Update()
-        stat = vtk.vtkImageAccumulate()
-        stat.SetInputData(thresh.GetOutput())
-        stat.SetStencilData(stencil.GetOutput())
-        stat.Update()
-        cubic = reduce(lambda x, y: x * y, labelmap.GetSpacing())
-        assert ours[sid]["voxel_count"] == stat.GetVoxelCount()
-        assert ours[sid]["volume_mm3"] == pytest.approx(stat.GetVoxelCount() * cubic, rel=1e-12)
-        assert ours[sid]["volume_cm3"] == pytest.approx(stat.GetVoxelCount() * cubic * 0.001, rel=1e-12)
+        count, volume_mm3 = segment_statistics(slicer, segNode, sid)
+        assert ours[sid]["voxel_count"] == count
+        assert ours[sid]["volume_mm3"] == pytest.approx(volume_mm3, rel=1e-12)
+        assert ours[sid]["volume_cm3"] == pytest.approx(volume_mm3 * 0.001, rel=1e-12)
         assert ours[sid]["voxel_count"] > 0
     table = IFSSNetSegmentationLogic.volumeTable(ours)
     assert table.GetNumberOfRows() == 2
