@@ -522,19 +522,7 @@ def test_phantom_calibration_test_scale_rows_are_the_session_42_log():
     log = _calibration_log("calibration-1400x128-s42.txt")
     rows = _rows_of(_text("docs/phantom.md"), "| shape (spacing) | seeds | GM | GL | SOL | mean Dice |")
     start = next(i for i, r in enumerate(rows) if r[0].startswith("1400x128x128"))
-    wrong = []
-    for cells in rows[start:start + 4]:
-        cells = [c.strip("*") for c in cells]
-        seed = cells[1]
-        if seed in log:
-            want = [f"{d} / {v}" for d, v in (log[seed][m] for m in ("GM", "GL", "SOL"))]
-            want += [log[seed]["mean"][0], f"{log[seed]['mean'][1]} %"]
-            if cells[2:7] != want:
-                wrong.append(f"seed {seed}: {cells[2:7]} != {want}")
-        else:
-            d, v, gate = log["all"]
-            if cells[5:8] != [d, f"{v} %", gate.lower()]:
-                wrong.append(f"seeds {seed}: {cells[5:8]} != {[d, v, gate]}")
+    wrong = _calibration_rows_wrong(rows[start:start + 4], log, pct="")
     d, v, gate = log["all"]
     readme = _rows_of(_text("README.md"), "| scale | seeds | GM (Dice / vol err) |")
     (test_row,) = [r for r in readme if r[0].startswith("1400 x 128 x 128")]
