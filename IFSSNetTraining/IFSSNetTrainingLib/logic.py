@@ -596,7 +596,7 @@ def _caseNames(pairs) -> List[str]:
         if n in ofFiles:
             names.append(ofFiles[n])
             continue
-        name = base = volume.GetName() or f"case{n}"
+        name = base = (volume.GetName() if volume is not None else "") or f"case{n}"   # no volume: refused later
         suffix = n
         while name.lower() in used:
             name, suffix = f"{base}-{suffix}", suffix + 1
