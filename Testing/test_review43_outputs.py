@@ -49,7 +49,8 @@ def test_phantom_with_force_replaces_its_files_and_keeps_the_others(tmp_path, ca
 
     assert read_volume(tmp_path / "volume.nrrd").array.shape == (24, 32, 32)
     assert (tmp_path / "notes.txt").read_text() == "kept"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "reference.seg.nrrd", "volume.nrrd"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ifssnet-made.json", "notes.txt", "reference.seg.nrrd",
+                                                          "volume.nrrd"]
 
 
 def test_phantom_and_demo_write_into_a_folder_that_holds_other_files(tmp_path, capsys):
@@ -72,7 +73,7 @@ def test_demo_names_every_file_it_would_replace_and_force_replaces_them(tmp_path
     assert (tmp_path / "result.confidence.json").read_text().startswith("{")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["volume.nrrd", "reference.seg.nrrd", "seeds.seg.nrrd", "result.seg.nrrd", "result.confidence.json",
-         "demo.png"])
+         "demo.png", ".ifssnet-made.json"])
 
 
 def test_the_phantom_file_that_is_a_folder_is_refused_before_the_rendering_even_with_force(tmp_path, capsys,
@@ -413,3 +414,19 @@ def nodes(request):
 
 from slicer_nodes import scene_nodes  # noqa: E402,F401  (fixtures; slicer_nodes puts the module folders on sys.path)
 from slicer_fixture import slicer_app, slicer_scene  # noqa: E402,F401
+
+
+def test_phantom_run_again_replaces_its_own_files_but_not_one_changed_since(tmp_path, capsys):
+    """Running ``ifssnet phantom DIR`` (or the README's ``ifssnet demo``) a second time needs no --force: the files it
+    wrote there are recorded (``io.record_made``). A file of those names changed since (the user's own now) is
+    refused as before, and so is a folder where the record's file was replaced."""
+    code, _, err = run_cli(capsys, "phantom", tmp_path, *SHAPE)
+    assert code == 0, err
+    first = (tmp_path / "volume.nrrd").read_bytes()
+    code, _, err = run_cli(capsys, "phantom", tmp_path, *SHAPE, "--seed", "7")
+    assert code == 0, err
+    assert (tmp_path / "volume.nrrd").read_bytes() != first          # replaced: another seed
+    (tmp_path / "reference.seg.nrrd").write_bytes(b"the user's own file")
+    code, _, err = run_cli(capsys, "phantom", tmp_path, *SHAPE)
+    assert code == 2 and "reference.seg.nrrd" in err and "volume.nrrd" not in err.split("would")[0], err
+    assert (tmp_path / "reference.seg.nrrd").read_bytes() == b"the user's own file"

@@ -13,7 +13,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("phantom", help="make a synthetic 3-D freehand ultrasound of the lower leg",
                        description="Write OUTDIR/volume.nrrd (uint8) and OUTDIR/reference.seg.nrrd (GM, GL, SOL). "
                                    "OUTDIR is made if missing; where it already holds either file, nothing is written "
-                                   "unless --force.")
+                                   "unless --force (files an earlier `ifssnet phantom` wrote there, unchanged since, "
+                                   "are replaced).")
     p.add_argument("outdir", type=Path)
     p.add_argument("--force", action="store_true",
                    help="replace volume.nrrd and reference.seg.nrrd where OUTDIR already holds them")
@@ -70,10 +71,13 @@ def _check_montage(montage: Path) -> None:
 
 
 def _phantom(args) -> int:
-    from .io import refuse_replacing
+    import time
+
+    from .io import record_made, refuse_replacing
     from .phantom import PHANTOM_FILES, save_montage, write_phantom
 
     refuse_replacing(args.outdir, PHANTOM_FILES, args.force, "phantom")
+    start_ns = time.time_ns()
     if args.montage:
         _check_montage(args.montage)
     kwargs = {"seed": args.seed, "supersample": args.supersample}
@@ -86,6 +90,7 @@ def _phantom(args) -> int:
         phantom = write_phantom(args.outdir, progress=bar, **kwargs)
     finally:
         bar.close()
+        record_made(args.outdir, PHANTOM_FILES, start_ns)    # the next run replaces them without --force
     if args.montage:
         save_montage(phantom, args.montage)
     print(f"wrote {args.outdir / 'volume.nrrd'} {phantom.volume.shape} and {args.outdir / 'reference.seg.nrrd'}")

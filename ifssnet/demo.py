@@ -4,7 +4,8 @@ Makes a held-out phantom (seed 1000 and up are never trained on), paints 3 slice
 its cross-section is largest (the ``3-seeds`` protocol), propagates with the shipped model, and
 prints Dice and volume error per muscle and the wall time. Writes the volume, the reference, the
 seeds, the result (.seg.nrrd), the per-slice confidence (JSON) and a PNG figure to OUTDIR
-(:data:`DEMO_FILES`); where OUTDIR already holds one of them, ``ifssnet demo`` writes nothing unless ``--force``.
+(:data:`DEMO_FILES`); where OUTDIR already holds one of them, ``ifssnet demo`` writes nothing unless ``--force``,
+but the files an earlier run wrote there, unchanged since, are replaced (:func:`ifssnet.io.record_made`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("demo", help="phantom -> 3 painted slices per muscle -> propagate -> Dice and volume",
                        description="Write OUTDIR/volume.nrrd, reference.seg.nrrd, seeds.seg.nrrd, result.seg.nrrd, "
                                    "result.confidence.json and demo.png. OUTDIR is made if missing; where it already "
-                                   "holds one of these files, nothing is written unless --force.")
+                                   "holds one of these files, nothing is written unless --force (files an earlier "
+                                   "`ifssnet demo` wrote there, unchanged since, are replaced).")
     p.add_argument("outdir", type=Path, nargs="?", default=Path("ifssnet-demo"))
     p.add_argument("--force", action="store_true", help="replace the demo's files where OUTDIR already holds them")
     p.add_argument("--seed", type=int, default=1000, help="phantom seed (held out from training: >= 1000)")
@@ -110,11 +112,14 @@ def _demo(args) -> int:
 
     from .errors import Cancelled
 
-    from .io import refuse_replacing
+    import time
+
+    from .io import record_made, refuse_replacing
     from .phantom import PHANTOM_FILES
 
     refuse_replacing(args.outdir, PHANTOM_FILES + DEMO_FILES, args.force, "demo",
                      inputs=[args.model] if args.model else ())
+    start_ns = time.time_ns()
     bar = TqdmProgress()
     try:
         scores = run_demo(args.outdir, args.seed, args.shape, args.model, args.device, progress=bar)
@@ -122,9 +127,10 @@ def _demo(args) -> int:
         if not Path(args.outdir).exists():     # interrupted before the phantom was written: its folder is gone
             raise Cancelled("Interrupted (Ctrl-C).", "Nothing was written.") from None
         raise Cancelled("Interrupted (Ctrl-C).", f"What the demo had written is in {args.outdir}/ (each file "
-                        "whole); run `ifssnet demo` again with --force to make the rest.") from None
+                        "whole); run `ifssnet demo` again to make the rest.") from None
     finally:
         bar.close()
+        record_made(args.outdir, PHANTOM_FILES + DEMO_FILES, start_ns)   # the next run replaces them without --force
     seconds = scores.pop("seconds")
     print(f"{'muscle':<8}{'Dice':>8}{'volume cm3':>12}{'reference':>11}{'vol err %':>11}")
     for name, m in scores.items():

@@ -22,6 +22,7 @@ Every write goes to a temporary file in the target folder and is renamed into pl
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import zlib
@@ -455,17 +456,62 @@ def check_output_files(outputs: Sequence[Tuple[str, object]], inputs=(), make_fo
                                  f"Give {other} and {option} a file name each.")
 
 
+#: The hidden file in which ``ifssnet phantom DIR`` and ``ifssnet demo DIR`` record the files they wrote there
+#: (:func:`record_made`), so that running them again replaces their own files without ``--force``.
+MADE_RECORD = ".ifssnet-made.json"
+
+
+def _file_stamp(path: Path) -> list:
+    """[size in bytes, modification time in ns] of a file: what tells a file written since from the one recorded."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def record_made(folder, names: Sequence[str], since_ns: int = 0) -> None:
+    """Record in ``folder``'s :data:`MADE_RECORD` that the files ``names`` there, those written at or after
+    ``since_ns`` (``time.time_ns()`` when the command started), are the command's own as they are now;
+    :func:`refuse_replacing` then lets the next run replace them. Best effort: a record that cannot be written only
+    means the next run asks for ``--force``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    record = folder / MADE_RECORD
+    made = _read_made(folder)
+    written = {name: _file_stamp(folder / name) for name in names
+               if (folder / name).is_file() and _file_stamp(folder / name)[1] >= since_ns}
+    if not written:         # nothing of ours there: no record either
+        return
+    made.update(written)
+    try:
+        record.write_text(json.dumps(made, indent=1))
+    except OSError:
+        pass
+
+
+def _read_made(folder: Path) -> dict:
+    """{file name: stamp} of ``folder``'s :data:`MADE_RECORD`; {} where there is none or it does not read."""
+    try:
+        made = json.loads((folder / MADE_RECORD).read_text())
+        return made if isinstance(made, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def refuse_replacing(folder, names: Sequence[str], force: bool = False, command: str = "", inputs=()) -> None:
     """Refuse, before any work, a command that writes the files ``names`` into ``folder`` (``ifssnet phantom DIR``,
     ``ifssnet demo DIR``) where the folder already holds one of them: a user's own ``volume.nrrd`` there would be
-    lost. :class:`InputError` naming them, unless ``force``. Whatever ``force``, each must be writable and none
-    may be one of ``inputs`` (:func:`check_output_file`). A folder that does not exist yet holds nothing."""
+    lost. :class:`InputError` naming them, unless ``force``. Files the command wrote there itself, unchanged since
+    (:func:`record_made`: same size and modification time), are replaced: running the demo twice needs no ``--force``.
+    Whatever ``force``, each must be writable and none may be one of ``inputs`` (:func:`check_output_file`). A
+    folder that does not exist yet holds nothing."""
     folder = Path(folder)
     if not folder.is_dir():     # made by the command; a file of that name is make_folders' error
         return
     for name in names:
         check_output_file(folder / name, inputs)
-    there = [name for name in names if (folder / name).exists()]
+    made = _read_made(folder)
+    there = [name for name in names if (folder / name).exists()
+             and not ((folder / name).is_file() and made.get(name) == _file_stamp(folder / name))]
     if there and not force:
         them = "it" if len(there) == 1 else "them"
         raise InputError(f"The folder '{folder}' already holds {', '.join(there)}; `ifssnet {command}` would replace "
