@@ -208,7 +208,8 @@ def _expand(name: str) -> list:
 
 
 #: Files the docs name as what a command of the reader's writes (examples, not results of this repository).
-EXAMPLE_OUTPUTS = {"result.confidence.json", "cmp.png", "paint-next.json", "profile.txt", "log.csv"}
+EXAMPLE_OUTPUTS = {"result.confidence.json", "cmp.png", "paint-next.json", "profile.txt", "log.csv",
+                   "demo.png", "out.png"}
 
 
 def test_every_results_file_the_docs_cite_exists():
