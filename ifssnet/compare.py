@@ -698,9 +698,11 @@ def load_case(case_dir, progress=None, cancel=None
 
 
 def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, protocol: str = "3-seeds",
-                segments: Optional[Sequence[str]] = None, progress=None, cancel=None, **kwargs) -> dict:
+                segments: Optional[Sequence[str]] = None, progress=None, cancel=None, axis: int = 0, **kwargs) -> dict:
     """Run :func:`compare` on several case directories; ``{"rows": all rows (with "case"),
-    "summary": mean ± std per method, "summary_by_muscle": per method and muscle}``."""
+    "summary": mean ± std per method, "summary_by_muscle": per method and muscle}``. ``axis``: the array axis
+    (0 = k, 1 = j, 2 = i) every case's sweep runs along; the protocol cuts its seeds across it and the methods run
+    along it, as ``ifssnet compare --axis``."""
     if not case_dirs:
         raise InputError("No case directory given.", "Give one or more directories made by `ifssnet phantom`.")
     methods = list(methods)
@@ -738,6 +740,9 @@ def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, p
         check_cancel(cancel)
         report(progress, "Cases", i, len(case_dirs))
         volume, refs, spacing = load_case(case, progress, cancel)
+        if axis:        # the sweep's axis first, as compare() and propagation take it
+            volume, refs = np.moveaxis(volume, axis, 0), {n: np.moveaxis(m, axis, 0) for n, m in refs.items()}
+            spacing = (spacing[axis],) + tuple(s for a, s in enumerate(spacing) if a != axis)
         if segments:
             missing = [s for s in segments if s not in refs]
             if missing:

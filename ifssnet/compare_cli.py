@@ -114,6 +114,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("compare-set", help="compare methods over several phantom cases (mean ± std per method)",
                        description="Each DIR holds volume.nrrd and reference.seg.nrrd (from `ifssnet phantom`).")
     s.add_argument("dirs", nargs="+", type=Path)
+    s.add_argument("--axis", type=int, default=0, choices=[0, 1, 2],
+                   help="array axis (k=0, j=1, i=2) every case's sweep runs along: the seeds cut by --protocol are "
+                        "slices across it, and the methods run along it (default 0)")
     _add_common(s)
     s.set_defaults(func=_cli_compare_set)
 
@@ -268,7 +271,7 @@ def _cli_compare_set(args) -> int:
     try:
         res = compare_set(args.dirs, methods, args.protocol, segments, progress=bar,
                           count=args.count, every=args.every, method_options=_options(args),
-                          score_extent=args.score_extent, joint=args.joint)
+                          score_extent=args.score_extent, joint=args.joint, axis=args.axis)
     finally:
         bar.close()
     if args.json:
