@@ -786,3 +786,20 @@ def _rows_like(path: Path) -> list:
     from benchmark_scripts import load_benchmark
 
     return load_benchmark("results_table").read_rows([str(path)])
+
+
+def test_session_43_fewshot_retrain_rows_are_the_csvs():
+    """The ws card's session-43 table (today's code re-running the shipped few-shot command) and the README's two
+    figures for it are the means of the CSVs they cite."""
+    card = _norm(_text("Resources/Models/README.md"))
+    readme = _norm(_text("README.md"))
+    wrong = []
+    for run in ("ws43", "ws43c"):
+        cells = [" / ".join(_overall(f"heldout-ifssnet-{run}-{p}.csv")) + " %" for p in ("3-seeds", "paper")]
+        row = re.search(rf"\| {run} \([^|]*\) \| [\d.]+ % \| ([^|]*) \| ([^|]*) \|", card)
+        if row is None or [row.group(1).strip(), row.group(2).strip()] != cells:
+            wrong.append(f"card {run}: {row.groups() if row else None} != {cells}")
+    d43, d43c = (_overall(f"heldout-ifssnet-{r}-3-seeds.csv")[0] for r in ("ws43", "ws43c"))
+    if f"collapses to empty masks ({d43} at 3.5 % annotated, {d43c} at the shipped 4.1 %" not in readme:
+        wrong.append(f"README: {d43}, {d43c}")
+    assert not wrong, "\n".join(wrong)
