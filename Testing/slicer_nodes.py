@@ -244,3 +244,13 @@ def segment_statistics(slicer, segNode, segmentId):
     stat.SetStencilData(stencil.GetOutput())
     stat.Update()
     return stat.GetVoxelCount(), stat.GetVoxelCount() * math.prod(labelmap.GetSpacing())
+
+
+@pytest.fixture
+def nodes(request):
+    """``scene_nodes`` for a test module that also runs without slicer-core: skipped there, not an error."""
+    from slicer_fixture import available
+
+    if not available():
+        pytest.skip("slicer-core is not installed (pip install slicer-core)")
+    return request.getfixturevalue("scene_nodes")

@@ -171,20 +171,8 @@ def test_a_volume_of_tiny_values_is_not_taken_for_a_constant_one(scale):
 
 
 # -------------------------------------------------------------------------------------- Slicer Logic classes
-def _slicer_available():
-    from slicer_fixture import available
-
-    return available()
-
-
-@pytest.fixture
-def nodes(request):
-    if not _slicer_available():
-        pytest.skip("slicer-core is not installed (pip install slicer-core)")
-    return request.getfixturevalue("scene_nodes")
-
-
-from slicer_nodes import scene_nodes  # noqa: E402,F401  (fixtures; slicer_nodes puts the module folders on sys.path)
+# fixtures (nodes: scene_nodes, skipped without slicer-core); slicer_nodes puts the module folders on sys.path
+from slicer_nodes import nodes, scene_nodes  # noqa: E402,F401
 from slicer_fixture import slicer_app, slicer_scene  # noqa: E402,F401
 
 

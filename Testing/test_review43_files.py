@@ -8,22 +8,11 @@ import numpy as np
 import pytest
 
 # slicer_nodes first: it puts the Slicer module folders on sys.path.
-from slicer_nodes import _save_segmentation  # noqa: F401
-from slicer_fixture import available, slicer_app  # noqa: E402,F401  (fixture)
+from slicer_nodes import _save_segmentation, slicer_test  # noqa: F401
+from slicer_fixture import slicer_app  # noqa: E402,F401  (fixture)
 from cli_output import run_cli as _cli  # noqa: E402
 
 from ifssnet import io
-
-needs_slicer = [pytest.mark.slicer,
-                pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
-                pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")]
-
-
-def slicer_test(test):
-    for mark in needs_slicer:
-        test = mark(test)
-    return test
-
 
 SHAPE = (24, 48, 48)      # (k, j, i)
 TERMINOLOGY = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
