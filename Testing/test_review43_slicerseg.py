@@ -66,6 +66,23 @@ def _block(truth):
     return block
 
 
+def _import_labelmap(slicer, segNode, truth, painted):
+    """Import into ``segNode`` a labelmap as a clinician's scene holds one: the ``painted`` slices at label 300, a
+    box at 7 and :func:`_block` at 5, all in one layer (Slicer's default). Returns the painted segment's ID."""
+    from slicer_nodes import _ijk_to_ras
+
+    labels = np.where(painted > 0, 300, 0).astype(np.int16)
+    labels[2:5, 2:8, 2:8] = 7
+    labels[_block(truth) > 0] = 5
+    labelmapNode = slicer.util.addVolumeFromArray(labels, _ijk_to_ras(), "labels",
+                                                  nodeClassName="vtkMRMLLabelMapVolumeNode")
+    assert slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmapNode, segNode)
+    segmentation = segNode.GetSegmentation()
+    ids = {segmentation.GetSegment(sid).GetLabelValue(): sid for sid in segmentation.GetSegmentIDs()}
+    assert sorted(ids) == [5, 7, 300] and segmentation.GetNumberOfLayers() == 1
+    return ids[300]
+
+
 def _to_closed_surface_source(segNode, keepReferenceGeometry=True):
     """A segmentation as a model or STL imported leaves it: a closed-surface source, no binary labelmap, and (with
     ``keepReferenceGeometry`` False) no reference image geometry."""
@@ -289,18 +306,7 @@ def test_segment_statistics_gives_the_volume_the_core_reports(scene_nodes, scene
     painted = np.zeros_like(truth)
     painted[[5, 11, 16]] = truth[[5, 11, 16]]
     if scene == "imported labelmap":
-        from slicer_nodes import _ijk_to_ras
-
-        labels = np.where(painted > 0, 300, 0).astype(np.int16)
-        labels[2:5, 2:8, 2:8] = 7
-        labels[_block(truth) > 0] = 5
-        labelmapNode = slicer.util.addVolumeFromArray(labels, _ijk_to_ras(), "labels",
-                                                      nodeClassName="vtkMRMLLabelMapVolumeNode")
-        assert slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmapNode, segNode)
-        segmentation = segNode.GetSegmentation()
-        ids = {segmentation.GetSegment(sid).GetLabelValue(): sid for sid in segmentation.GetSegmentIDs()}
-        assert sorted(ids) == [5, 7, 300] and segmentation.GetNumberOfLayers() == 1
-        a = ids[300]
+        a = _import_labelmap(slicer, segNode, truth, painted)
     else:
         if scene == "transformed volume":
             move = vtk.vtkTransform()
@@ -403,19 +409,11 @@ def test_cancel_of_a_preview_puts_back_label_values_and_layers_when_nothing_else
     1, two layers: the segmentation saved after Cancel was not the one before the run. Where nothing else was
     edited while the preview was shown, Cancel now puts the whole segmentation back as it was (label values,
     layers, tags), as Slicer's own Cancel of a preview leaves it (the preview is in another node there)."""
-    from slicer_nodes import _ijk_to_ras
-
     slicer, volumeNode, segNode, truth = scene_nodes
     painted = np.zeros_like(truth)
     painted[[5, 11, 16]] = truth[[5, 11, 16]]
-    labels = np.where(painted > 0, 300, 0).astype(np.int16)
-    labels[2:5, 2:8, 2:8] = 7
-    labels[_block(truth) > 0] = 5
-    labelmapNode = slicer.util.addVolumeFromArray(labels, _ijk_to_ras(), "labels",
-                                                  nodeClassName="vtkMRMLLabelMapVolumeNode")
-    assert slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmapNode, segNode)
+    a = _import_labelmap(slicer, segNode, truth, painted)
     segmentation = segNode.GetSegmentation()
-    a = next(sid for sid in segmentation.GetSegmentIDs() if segmentation.GetSegment(sid).GetLabelValue() == 300)
     before, voxels = _properties(segNode), _voxels(segNode, volumeNode)
     L = _logic().IFSSNetSegmentationLogic()
     job = L.compute(L.prepare(volumeNode, segNode, [a], method=_nearest_seed_method))
