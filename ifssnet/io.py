@@ -477,8 +477,8 @@ def record_made(folder, names: Sequence[str], since_ns: int = 0) -> None:
         return
     record = folder / MADE_RECORD
     made = _read_made(folder)
-    written = {name: _file_stamp(folder / name) for name in names
-               if (folder / name).is_file() and _file_stamp(folder / name)[1] >= since_ns}
+    stamps = {name: _file_stamp(folder / name) for name in names if (folder / name).is_file()}
+    written = {name: stamp for name, stamp in stamps.items() if stamp[1] >= since_ns}
     if not written:         # nothing of ours there: no record either
         return
     made.update(written)
@@ -677,13 +677,19 @@ def read_header(path) -> ImageHeader:
     return ImageHeader((int(size[2]), int(size[1]), int(size[0])), itemsize, (sz, sy, sx), geometry=geometry)
 
 
+def _grid_corners(shape: Sequence[int], edge: float) -> np.ndarray:
+    """(4, 8) homogeneous (i, j, k, 1) of the 8 corners of a grid of ``shape`` (K, J, I): the voxel centres at the
+    ends of each axis, moved out by ``edge`` voxels (-0.5: the voxels' outer edges, 0: the centres)."""
+    K, J, I = (int(v) for v in shape)
+    return np.array([[i, j, k, 1.0] for i in (edge, I - 1 - edge) for j in (edge, J - 1 - edge)
+                     for k in (edge, K - 1 - edge)]).T
+
+
 def grids_overlap(geometry: Geometry, shape: Sequence[int], other: Geometry, other_shape: Sequence[int]) -> bool:
     """Whether the box of ``other``'s grid of ``other_shape`` (K, J, I; voxel edges, not centres) and that of
     ``geometry``'s grid of ``shape`` share some volume: the box of ``other``'s corners in ``geometry``'s voxel
     indices meets ``geometry``'s own (a rotated grid may count where only the boxes meet)."""
-    K, J, I = (int(v) for v in other_shape)
-    corners = np.array([[i, j, k, 1.0] for i in (-0.5, I - 0.5) for j in (-0.5, J - 0.5) for k in (-0.5, K - 0.5)]).T
-    ijk = np.linalg.solve(geometry.ijk_to_lps, other.ijk_to_lps @ corners)[:3]
+    ijk = np.linalg.solve(geometry.ijk_to_lps, other.ijk_to_lps @ _grid_corners(other_shape, -0.5))[:3]
     size = np.array([int(shape[2]), int(shape[1]), int(shape[0])], dtype=float)
     return bool(np.all(ijk.min(axis=1) < size - 0.5 - 1e-6) and np.all(ijk.max(axis=1) > -0.5 + 1e-6))
 
@@ -700,9 +706,7 @@ def require_annotation_overlaps(annotation_path, volume_geometry: Geometry, volu
         return
 
     def span(geometry: Geometry, shape: Sequence[int]) -> str:
-        K, J, I = (int(v) for v in shape)
-        corners = np.array([[i, j, k, 1.0] for i in (0, I - 1) for j in (0, J - 1) for k in (0, K - 1)]).T
-        lps = (geometry.ijk_to_lps @ corners)[:3]
+        lps = (geometry.ijk_to_lps @ _grid_corners(shape, 0.0))[:3]
         return " x ".join(f"{lo:.1f}..{hi:.1f}" for lo, hi in zip(lps.min(axis=1), lps.max(axis=1)))
 
     raise InputError(f"The annotation '{annotation_path}' lies outside {volume_name}: its voxels span "
