@@ -697,6 +697,16 @@ def load_case(case_dir, progress=None, cancel=None
     return image.array, {s.name: s.mask for s in ref.segments}, tuple(image.geometry.spacing_kji)
 
 
+def sweep_first(volume: np.ndarray, masks: Mapping[str, np.ndarray], spacing_kji: Sequence[float], axis: int):
+    """``(volume, masks, spacing)`` with array axis ``axis`` (0 = k, 1 = j, 2 = i), the one a sweep runs along, first,
+    as :func:`compare` and propagation take them: views of ``volume`` (K, J, I) and each of ``masks``, and the
+    spacing (mm) reordered alike. The inputs themselves where ``axis`` is 0."""
+    if not axis:
+        return volume, dict(masks), tuple(spacing_kji)
+    return (np.moveaxis(volume, axis, 0), {n: np.moveaxis(m, axis, 0) for n, m in masks.items()},
+            (spacing_kji[axis],) + tuple(s for a, s in enumerate(spacing_kji) if a != axis))
+
+
 def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, protocol: str = "3-seeds",
                 segments: Optional[Sequence[str]] = None, progress=None, cancel=None, axis: int = 0, **kwargs) -> dict:
     """Run :func:`compare` on several case directories; ``{"rows": all rows (with "case"),
@@ -740,9 +750,7 @@ def compare_set(case_dirs: Sequence, methods: Iterable[str] = DEFAULT_METHODS, p
         check_cancel(cancel)
         report(progress, "Cases", i, len(case_dirs))
         volume, refs, spacing = load_case(case, progress, cancel)
-        if axis:        # the sweep's axis first, as compare() and propagation take it
-            volume, refs = np.moveaxis(volume, axis, 0), {n: np.moveaxis(m, axis, 0) for n, m in refs.items()}
-            spacing = (spacing[axis],) + tuple(s for a, s in enumerate(spacing) if a != axis)
+        volume, refs, spacing = sweep_first(volume, refs, spacing, axis)
         if segments:
             missing = [s for s in segments if s not in refs]
             if missing:

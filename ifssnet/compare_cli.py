@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .compare import (DEFAULT_METHODS, compare, compare_set, format_failures, format_summary, format_table, plot,
-                      plot_summary, write_csv)
+                      plot_summary, sweep_first, write_csv)
 from . import compare as _core
 from .errors import InputError, SeedError
 from .memory import check_reading
@@ -233,10 +233,9 @@ def _cli_compare(args) -> int:
                 raise SeedError(f"--axis {args.axis} was given, but the seeds in {args.seeds} lie across axis {axis}.",
                                 f"Leave --axis out, or give --axis {axis}.")
         # along the axis the seeds lie across (a sweep along i or j), as `ifssnet propagate` runs
-        spacing = image.geometry.spacing_kji
-        rows = compare(np.moveaxis(image.array, axis, 0), {n: np.moveaxis(ref.mask(n), axis, 0) for n in names},
-                       (spacing[axis],) + tuple(s for a, s in enumerate(spacing) if a != axis), methods,
-                       args.protocol, progress=bar, seeds=seeds, count=args.count, every=args.every,
+        volume, refs, spacing = sweep_first(image.array, {n: ref.mask(n) for n in names},
+                                            image.geometry.spacing_kji, axis)
+        rows = compare(volume, refs, spacing, methods, args.protocol, progress=bar, seeds=seeds, count=args.count, every=args.every,
                        method_options=_options(args), score_extent=args.score_extent, joint=args.joint)
     finally:
         bar.close()
