@@ -296,8 +296,7 @@ class IFSSNetSegmentationLogic:
         if segment is None:
             raise InputError(f"The segmentation has no segment with ID '{segmentId}'.", "Select an existing segment.")
         geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
-        arrays.useVolumeGeometry(segmentationNode, volumeNode)
-        segmentationNode.CreateBinaryLabelmapRepresentation()
+        arrays.labelmapOnVolume(segmentationNode, volumeNode)
         mask = arrays.segmentToArray(segmentationNode, segmentId, geometry)
         recorded: list = []
         if mask.any() or segmentTag(segment, ANNOTATED_TAG):
@@ -439,7 +438,7 @@ class IFSSNetSegmentationLogic:
                 skipEmpty: bool = False, exclusive: bool = True) -> PropagationJob:
         """Main thread: read the volume and the seeds from MRML. Changes no voxel and no tag (a segmentation imported
         from a model without a reference geometry is given the volume's, as the Segment Editor gives it:
-        ``mrml_arrays.useVolumeGeometry``).
+        ``mrml_arrays.labelmapOnVolume``).
 
         ``segmentIds=None`` takes every segment that has painted slices (as does ``skipEmpty=True`` for a
         given list, e.g. "all visible segments"); an explicitly chosen empty segment is an error.
@@ -465,8 +464,7 @@ class IFSSNetSegmentationLogic:
         if extent not in ("muscle", "between"):
             raise InputError(f"Unknown extent '{extent}'.", "Use 'muscle' or 'between'.")
         geometry = arrays.referenceGeometry(volumeNode, segmentationNode)
-        arrays.useVolumeGeometry(segmentationNode, volumeNode)   # a model imported: its labelmap on these voxels
-        segmentationNode.CreateBinaryLabelmapRepresentation()
+        arrays.labelmapOnVolume(segmentationNode, volumeNode)   # a model imported: its labelmap on these voxels
         segments = []
         names = [segmentation.GetSegment(sid).GetName() if segmentation.GetSegment(sid) else sid for sid in segmentIds]
         for sid in segmentIds:

@@ -152,22 +152,22 @@ def ensureLabelmap(segmentationNode) -> None:
         segmentationNode.CreateBinaryLabelmapRepresentation()
 
 
-def useVolumeGeometry(segmentationNode, volumeNode) -> bool:
-    """Give a segmentation whose source is not a binary labelmap (a model or STL imported) and that has no reference
-    image geometry the volume's grid for its labelmap, as the Segment Editor does when a source volume is selected
-    (vtkSlicerSegmentEditorLogic::GetReferenceImageGeometryString). Without it Slicer converts each closed surface
-    onto a grid of its own (about 256^3 voxels over the surface's bounds), where a result written is not on the
-    volume's voxels, and Segment Statistics' volume is not the one propagated. A labelmap already converted (only
-    derived from the source, which stays as it is) is converted again on that grid. Returns True where it did so.
-    Call it after :func:`referenceGeometry` (which refuses a warping transform between the two)."""
+def labelmapOnVolume(segmentationNode, volumeNode) -> None:
+    """Make sure the segmentation has its binary labelmap (``CreateBinaryLabelmapRepresentation``), and where its source
+    is not a binary labelmap (a model or STL imported) and it has no reference image geometry, on the volume's grid,
+    as the Segment Editor does when a source volume is selected (vtkSlicerSegmentEditorLogic::
+    GetReferenceImageGeometryString). Without that, Slicer converts each closed surface onto a grid of its own (about
+    256^3 voxels over the surface's bounds), where a result written is not on the volume's voxels, and Segment
+    Statistics' volume is not the one propagated. A labelmap already converted (only derived from the source, which
+    stays as it is) is converted again on that grid. Call it after :func:`referenceGeometry` (which refuses a warping
+    transform between the two)."""
     segmentation = segmentationNode.GetSegmentation()
     name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
-    if segmentation.GetSourceRepresentationName() == LABELMAP or segmentation.GetConversionParameter(name):
-        return False
-    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-    if segmentation.ContainsRepresentation(LABELMAP):
-        segmentation.CreateRepresentation(LABELMAP, True)   # always convert: the one there is on the old grids
-    return True
+    if segmentation.GetSourceRepresentationName() != LABELMAP and not segmentation.GetConversionParameter(name):
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        if segmentation.ContainsRepresentation(LABELMAP):
+            segmentation.CreateRepresentation(LABELMAP, True)   # always convert: the one there is on the old grids
+    segmentationNode.CreateBinaryLabelmapRepresentation()
 
 
 def useLabelmapSource(segmentationNode) -> None:
