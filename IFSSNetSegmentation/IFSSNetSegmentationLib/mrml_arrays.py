@@ -254,6 +254,69 @@ def writeSegment(segmentationNode, segmentId: str, mask: np.ndarray, geometry) -
     return resampled
 
 
+# The Segment Editor's masking settings (vtkMRMLSegmentEditorNode), as ``editorMasking`` copies them.
+MASKING_SETTINGS = ("MaskMode", "MaskSegmentID", "OverwriteMode", "SourceVolumeIntensityMask",
+                    "SourceVolumeIntensityMaskRange")
+
+
+@contextlib.contextmanager
+def editorMasking(editorNode, segmentationNode, volumeNode):
+    """Yield a ``write(segmentId, mask, geometry)`` that puts ``mask`` (k, j, i on ``geometry``'s grid) into a segment as
+    a Segment Editor effect applies its result: through ``vtkSlicerSegmentEditorLogic.ModifySegmentByLabelmap`` in
+    mode Set, with the editing settings of ``editorNode`` (a ``vtkMRMLSegmentEditorNode``: editable area, editable
+    intensity range of ``volumeNode``, Modify other segments). Inside the editable area the segment becomes ``mask``;
+    outside it, it keeps its voxels (painted slices among them), and other segments lose the voxels ``mask`` holds as
+    the overwrite mode says.
+
+    The settings are copied onto a node of this call's own (hidden, not saved, removed after), on ``segmentationNode``
+    and ``volumeNode``: the editor's node may show another segmentation by now, and the segment written is the one
+    the editable area leaves editable (as the selected segment is when painting), which must not change the editor's
+    selection."""
+    node = slicer.vtkMRMLSegmentEditorNode()
+    node.SetHideFromEditors(True)
+    node.SetSaveWithScene(False)
+    for name in MASKING_SETTINGS:
+        getattr(node, "Set" + name)(getattr(editorNode, "Get" + name)())
+    scene = segmentationNode.GetScene()
+    scene.AddNode(node)
+    editor = slicer.vtkSlicerSegmentEditorLogic()
+    try:
+        editor.SetMRMLScene(scene)
+        editor.SetMaximumNumberOfUndoStates(0)   # the caller saves the undo state (the effect's saveStateForUndo)
+        editor.SetSegmentEditorNode(node)
+        node.SetAndObserveSegmentationNode(segmentationNode)
+        node.SetAndObserveSourceVolumeNode(volumeNode)
+        yield functools.partial(_writeMasked, editor, segmentationNode)
+    finally:
+        editor.SetSegmentEditorNode(None)
+        scene.RemoveNode(node)
+
+
+def _writeMasked(editor, segmentationNode, segmentId: str, mask: np.ndarray, geometry) -> None:
+    """``editorMasking``'s writer. The result goes onto the editor's reference grid (the segmentation's grid, grown to
+    hold every segment), where Slicer takes the source volume's intensities; the segment's voxels that ``geometry``
+    does not reach stay, as :func:`writeSegment` keeps them."""
+    node = editor.GetSegmentEditorNode()
+    node.SetSelectedSegmentID(segmentId)   # the edited segment: inside-all/visible/outside modes leave it editable
+    useLabelmapSource(segmentationNode)
+    image = arrayToOrientedImage(mask, geometry)
+    if not editor.UpdateReferenceGeometryImage():
+        raise IFSSNetError("Slicer could not find the segmentation's geometry to apply the Segment Editor's editable "
+                           "area. Nothing was changed.", "Select the source volume in the Segment Editor and try again.")
+    grid = editor.GetReferenceGeometryImage()
+    if not (slicer.vtkOrientedImageDataResample.DoGeometriesMatch(image, grid)
+            and tuple(grid.GetExtent()) == tuple(image.GetExtent())):
+        image = _onSegmentGrid(segmentationNode, segmentId, mask, geometry, grid)
+    ready = node.GetMaskMode() == slicer.vtkMRMLSegmentationNode.EditAllowedEverywhere or editor.UpdateMaskLabelmap()
+    if ready and node.GetSourceVolumeIntensityMask():   # ModifySegmentByLabelmap writes nothing, and says nothing, else
+        ready = (editor.UpdateAlignedSourceVolume()
+                 and slicer.vtkOrientedImageDataResample.DoGeometriesMatch(image, editor.GetAlignedSourceVolume()))
+    if not ready:
+        raise IFSSNetError("Slicer could not make the Segment Editor's editable area (masking) for the result. "
+                           "Nothing was changed.", "Check the Masking settings in the Segment Editor and try again.")
+    editor.ModifySegmentByLabelmap(segmentationNode, segmentId, image, editor.ModificationModeSet, False, False)
+
+
 STATUS_TAG = "Segmentation.Status"   # vtkSlicerSegmentationsModuleLogic.GetStatusTagName()
 
 

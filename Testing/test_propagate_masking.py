@@ -1,0 +1,185 @@
+"""Propagate from the Segment Editor effect honours the editor's masking settings (real MRML, slicer-core).
+
+The Logic's ``apply(..., editorNode=...)`` writes each result as Slicer's auto-complete effects (Grow from seeds, Fill
+between slices) apply theirs, through ``vtkSlicerSegmentEditorLogic.ModifySegmentByLabelmap`` in mode Set: inside the
+editable area (mask mode, editable intensity range) the segment becomes the result, outside it the segment keeps its
+voxels (the painted slices among them), and "Modify other segments" decides which other segments lose the voxels the
+result takes. ``editorNode=None`` (the module page, the command line) writes the result as it is, and changes no
+other segment. GM is painted across k on slices 5, 11, 16 of ``scene_nodes``' ellipsoid and propagated by
+``_nearest_seed_method`` (every slice between the seeds copies the nearest seed slice), so the result is known.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+# slicer_nodes first: it puts the Slicer module folders on sys.path.
+from slicer_nodes import _arrays_module, _geometry, _nearest_seed_method, _paint, scene_nodes  # noqa: F401
+from slicer_fixture import available, slicer_app, slicer_scene  # noqa: E402,F401,F811  (fixtures)
+
+pytestmark = [pytest.mark.slicer,
+              pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning"),
+              pytest.mark.skipif(not available(), reason="slicer-core is not installed (pip install slicer-core)")]
+
+SEEDS = (5, 11, 16)
+
+
+def _setup(scene_nodes, others=("SOL",)):
+    """GM painted on SEEDS, segments ``others`` each a block over the right half of the volume (i >= 15: GM's result
+    overlaps it), a Segment Editor node on the segmentation and the volume as the effect's, and the job computed.
+    Returns (slicer, volumeNode, segNode, Logic, job, GM's ID, GM as painted, {name: ID}, editor node, geometry)."""
+    from IFSSNetSegmentationLib import logic
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    arrays = _arrays_module()
+    geometry = _geometry(volumeNode, segNode)
+    gm, painted = _paint(slicer, volumeNode, segNode, truth, 0, SEEDS, name="GM")
+    block = np.zeros_like(truth)
+    block[:, :, 15:] = 1
+    ids = {}
+    for name in others:
+        ids[name] = segNode.GetSegmentation().AddEmptySegment("", name)
+        arrays.writeSegment(segNode, ids[name], block, geometry)
+    editor = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    editor.SetAndObserveSegmentationNode(segNode)
+    editor.SetAndObserveSourceVolumeNode(volumeNode)
+    editor.SetSelectedSegmentID(gm)
+    L = logic.IFSSNetSegmentationLogic()
+    job = L.compute(L.prepare(volumeNode, segNode, [gm], method=_nearest_seed_method))
+    return slicer, volumeNode, segNode, L, job, gm, painted, ids, editor, geometry
+
+
+def _read(segNode, sid, geometry):
+    return _arrays_module().segmentToArray(segNode, sid, geometry)
+
+
+def test_without_an_editor_node_the_result_is_written_as_it_is(scene_nodes):
+    """None (the module page, the CLI): GM is its result voxel for voxel, and SOL, which the result overlaps, keeps
+    every voxel (as before masking existed)."""
+    slicer, volumeNode, segNode, L, job, gm, painted, ids, editor, g = _setup(scene_nodes)
+    sol = _read(segNode, ids["SOL"], g)
+    result = job.segments[0].result.copy()
+    assert (result & sol).any()
+    L.apply(job, segNode, editorNode=None)
+    np.testing.assert_array_equal(_read(segNode, gm, g), result)
+    np.testing.assert_array_equal(_read(segNode, ids["SOL"], g), sol)
+
+
+def test_editable_intensity_range_leaves_bright_voxels_out_and_painted_slices_as_painted(scene_nodes):
+    """Editable intensity range 0..80 of the volume (the muscle is 60..100): the result's voxels brighter than 80 are
+    not added; the painted slices come out exactly as painted, their bright voxels too (outside the editable area a
+    segment keeps its voxels)."""
+    slicer, volumeNode, segNode, L, job, gm, painted, ids, editor, g = _setup(scene_nodes, others=())
+    editor.SetSourceVolumeIntensityMask(True)
+    editor.SetSourceVolumeIntensityMaskRange(0, 80)
+    volume = slicer.util.arrayFromVolume(volumeNode)
+    result = job.segments[0].result.copy()
+    editable = (volume >= 0) & (volume <= 80)
+    assert (result.astype(bool) & ~editable).any() and (painted.astype(bool) & ~editable).any()
+    L.apply(job, segNode, editorNode=editor)
+    written = _read(segNode, gm, g)
+    np.testing.assert_array_equal(written, np.where(editable, result, painted))
+    np.testing.assert_array_equal(written[list(SEEDS)], painted[list(SEEDS)])
+    assert not (written & ~editable)[[k for k in range(written.shape[0]) if k not in SEEDS]].any()
+
+
+def test_inside_one_segment_confines_the_result_to_it(scene_nodes):
+    """Editable area "Inside Box" (Allow overlap, so Box itself stays): GM's result is kept inside Box only; outside
+    it GM keeps what it had, its painted slices."""
+    slicer, volumeNode, segNode, L, job, gm, painted, ids, editor, g = _setup(scene_nodes, others=("Box",))
+    editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedInsideSingleSegment)
+    editor.SetMaskSegmentID(ids["Box"])
+    editor.SetOverwriteMode(editor.OverwriteNone)
+    box = _read(segNode, ids["Box"], g)
+    result = job.segments[0].result.copy()
+    assert (result & ~box.astype(bool)).any()
+    L.apply(job, segNode, editorNode=editor)
+    np.testing.assert_array_equal(_read(segNode, gm, g), np.where(box > 0, result, painted))
+    np.testing.assert_array_equal(_read(segNode, ids["Box"], g), box)
+
+
+def test_outside_all_segments_leaves_other_segments_areas_alone(scene_nodes):
+    """Editable area "Outside all segments": GM's result is not added where SOL is; GM keeps its paint there."""
+    slicer, volumeNode, segNode, L, job, gm, painted, ids, editor, g = _setup(scene_nodes)
+    editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedOutsideAllSegments)
+    editor.SetOverwriteMode(editor.OverwriteNone)
+    sol = _read(segNode, ids["SOL"], g)
+    result = job.segments[0].result.copy()
+    L.apply(job, segNode, editorNode=editor)
+    np.testing.assert_array_equal(_read(segNode, gm, g), np.where(sol > 0, painted, result))
+    np.testing.assert_array_equal(_read(segNode, ids["SOL"], g), sol)
+
+
+def test_overwrite_all_removes_the_new_voxels_from_other_segments(scene_nodes):
+    """Modify other segments "Overwrite all" (the editor's default): GM is its result; SOL loses exactly the voxels GM
+    now holds, and keeps the rest."""
+    slicer, volumeNode, segNode, L, job, gm, painted, ids, editor, g = _setup(scene_nodes)
+    editor.SetOverwriteMode(editor.OverwriteAllSegments)
+    sol = _read(segNode, ids["SOL"], g)
+    result = job.segments[0].result.copy()
+    L.apply(job, segNode, editorNode=editor)
+    np.testing.assert_array_equal(_read(segNode, gm, g), result)
+    np.testing.assert_array_equal(_read(segNode, ids["SOL"], g), sol & (1 - result))
+
+
+def test_overwrite_visible_spares_hidden_segments_and_overwrite_none_spares_all(scene_nodes):
+    """"Overwrite visible": SOL (shown) loses GM's new voxels, GL (hidden) keeps them; "Allow overlap" (none): both keep
+    every voxel, and GM is its result."""
+    slicer, volumeNode, segNode, L, job, gm, painted, ids, editor, g = _setup(scene_nodes, others=("SOL", "GL"))
+    segNode.GetDisplayNode().SetSegmentVisibility(ids["GL"], False)
+    editor.SetOverwriteMode(editor.OverwriteVisibleSegments)
+    block = _read(segNode, ids["SOL"], g)
+    result = job.segments[0].result.copy()
+    L.apply(job, segNode, editorNode=editor)
+    np.testing.assert_array_equal(_read(segNode, ids["SOL"], g), block & (1 - result))
+    np.testing.assert_array_equal(_read(segNode, ids["GL"], g), block)
+    L.revert(job, segNode)
+
+    editor.SetOverwriteMode(editor.OverwriteNone)
+    job = L.compute(L.prepare(volumeNode, segNode, [gm], method=_nearest_seed_method))
+    L.apply(job, segNode, editorNode=editor)
+    np.testing.assert_array_equal(_read(segNode, gm, g), result)
+    for name in ("SOL", "GL"):
+        np.testing.assert_array_equal(_read(segNode, ids[name], g), block)
+
+
+def test_masked_slices_are_not_taken_for_corrections_on_the_next_run(scene_nodes):
+    """The seed tags' checksums are of what was written (the masked result), so the next Propagate reads the same
+    painted slices, not every slice the editable area changed as one the user corrected."""
+    slicer, volumeNode, segNode, L, job, gm, painted, ids, editor, g = _setup(scene_nodes, others=())
+    editor.SetSourceVolumeIntensityMask(True)
+    editor.SetSourceVolumeIntensityMaskRange(0, 80)
+    L.apply(job, segNode, editorNode=editor)
+    again = L.prepare(volumeNode, segNode, [gm], method=_nearest_seed_method)
+    assert again.segments[0].seedSlices == SEEDS
+
+
+def test_cancel_and_undo_put_back_the_segments_that_overwrite_changed(scene_nodes):
+    """Cancel of the preview (``revert``) puts GM and SOL (which "Overwrite all" cut) back voxel for voxel, also after
+    the user painted another segment meanwhile (when only the segments written go back); the Segment Editor's Undo
+    (its ``vtkSegmentationHistory``, saved before the write as the effect does) puts every segment back. The node the
+    Logic made for the masking is gone from the scene."""
+    slicer, volumeNode, segNode, L, job, gm, painted, ids, editor, g = _setup(scene_nodes)
+    arrays = _arrays_module()
+    sol = _read(segNode, ids["SOL"], g)
+    editorNodes = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentEditorNode")
+    L.apply(job, segNode, editorNode=editor)
+    assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentEditorNode") == editorNodes
+    assert not np.array_equal(_read(segNode, ids["SOL"], g), sol)
+    other = segNode.GetSegmentation().AddEmptySegment("", "Painted meanwhile")
+    mark = np.zeros_like(sol)
+    mark[0, :3, :3] = 1
+    arrays.writeSegment(segNode, other, mark, g)
+    L.revert(job, segNode)
+    np.testing.assert_array_equal(_read(segNode, gm, g), painted)
+    np.testing.assert_array_equal(_read(segNode, ids["SOL"], g), sol)
+    np.testing.assert_array_equal(_read(segNode, other, g), mark)
+
+    history = slicer.vtkSegmentationHistory()
+    history.SetSegmentation(segNode.GetSegmentation())
+    history.SaveState()                                                 # scriptedEffect.saveStateForUndo()
+    L.apply(L.compute(L.prepare(volumeNode, segNode, [gm], method=_nearest_seed_method)), segNode, editorNode=editor)
+    assert not np.array_equal(_read(segNode, ids["SOL"], g), sol)
+    assert history.RestorePreviousState()                               # Undo
+    np.testing.assert_array_equal(_read(segNode, gm, g), painted)
+    np.testing.assert_array_equal(_read(segNode, ids["SOL"], g), sol)
