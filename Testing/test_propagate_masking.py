@@ -183,3 +183,26 @@ def test_cancel_and_undo_put_back_the_segments_that_overwrite_changed(scene_node
     assert history.RestorePreviousState()                               # Undo
     np.testing.assert_array_equal(_read(segNode, gm, g), painted)
     np.testing.assert_array_equal(_read(segNode, ids["SOL"], g), sol)
+
+
+def test_the_effect_writes_its_preview_with_its_parameter_set_node():
+    """The wiring the Logic tests above cannot reach headless (qt): the effect gives the panel its parameter set node
+    (``editorNode=self.scriptedEffect.parameterSetNode``), the panel hands it to ``Logic.apply`` where the preview is
+    written (read then, as the auto-complete effects read the masking settings when they apply), and the module page
+    gives none (it has no Segment Editor, so it writes the result as it is)."""
+    import ast
+
+    from test_review42_slicerapi import GUI_FILES, ROOT, _dotted, _method
+
+    effect = ast.parse((ROOT / GUI_FILES[1]).read_text())
+    panel = next(n for n in ast.walk(_method(effect, "SegmentEditorEffect", "setupOptionsFrame"))
+                 if isinstance(n, ast.Call) and _dotted(n.func) == "PropagatePanel")
+    assert {k.arg: _dotted(k.value) for k in panel.keywords}.get("editorNode") == "self.scriptedEffect.parameterSetNode"
+    gui = ast.parse((ROOT / GUI_FILES[2]).read_text())
+    apply = [n for n in ast.walk(_method(gui, "PropagatePanel", "_showPreview"))
+             if isinstance(n, ast.Call) and _dotted(n.func) == "self.logic.apply"]
+    assert len(apply) == 1
+    assert {k.arg: ast.unparse(k.value) for k in apply[0].keywords}.get("editorNode") == "self.editorNode()"
+    page = ast.parse((ROOT / GUI_FILES[0]).read_text())
+    pagePanel = [n for n in ast.walk(page) if isinstance(n, ast.Call) and _dotted(n.func) == "PropagatePanel"]
+    assert pagePanel and all("editorNode" not in {k.arg for k in c.keywords} for c in pagePanel)
