@@ -65,10 +65,23 @@ def test_without_an_editor_node_the_result_is_written_as_it_is(scene_nodes):
     np.testing.assert_array_equal(_read(segNode, ids["SOL"], g), sol)
 
 
-def test_editable_intensity_range_leaves_bright_voxels_out_and_painted_slices_as_painted(scene_nodes):
+@pytest.mark.parametrize("moved", [False, True])
+def test_editable_intensity_range_leaves_bright_voxels_out_and_painted_slices_as_painted(scene_nodes, moved):
     """Editable intensity range 0..80 of the volume (the muscle is 60..100): the result's voxels brighter than 80 are
     not added; the painted slices come out exactly as painted, their bright voxels too (outside the editable area a
-    segment keeps its voxels)."""
+    segment keeps its voxels). ``moved``: the volume under a linear transform (not hardened), whose intensities
+    Slicer reads through it (the editor's aligned source volume)."""
+    if moved:
+        import vtk
+
+        slicer, volumeNode = scene_nodes[:2]
+        move = vtk.vtkTransform()
+        move.RotateWXYZ(25, 0.3, 1, 0.2)
+        move.Translate(7, -4, 11)
+        transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+        transform.SetMatrixTransformToParent(move.GetMatrix())
+        volumeNode.SetAndObserveTransformNodeID(transform.GetID())
+        scene_nodes[2].SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)   # the source volume, then paint
     slicer, volumeNode, segNode, L, job, gm, painted, ids, editor, g = _setup(scene_nodes, others=())
     editor.SetSourceVolumeIntensityMask(True)
     editor.SetSourceVolumeIntensityMaskRange(0, 80)
@@ -206,3 +219,37 @@ def test_the_effect_writes_its_preview_with_its_parameter_set_node():
     page = ast.parse((ROOT / GUI_FILES[0]).read_text())
     pagePanel = [n for n in ast.walk(page) if isinstance(n, ast.Call) and _dotted(n.func) == "PropagatePanel"]
     assert pagePanel and all("editorNode" not in {k.arg for k in c.keywords} for c in pagePanel)
+
+
+def test_masking_a_segment_stored_on_another_grid_is_refused_and_changes_nothing(scene_nodes):
+    """The volume moved (a transform, not hardened) after the segmentation took its geometry, and GM written on the
+    volume's voxels (by a script, or the module page): GM's layer is not on the segmentation's grid, where Slicer
+    makes the editable area, and Slicer would drop GM's voxels outside it ("geometry mismatch"). With an editable
+    intensity range the run is refused with what to do, and every segment is as it was; with no masking (and Allow
+    overlap) GM is written voxel for voxel as the module page writes it, on its own grid."""
+    import vtk
+
+    from ifssnet.errors import InputError
+    from slicer_nodes import _assert_same, _state
+
+    slicer, volumeNode = scene_nodes[:2]
+    move = vtk.vtkTransform()
+    move.RotateWXYZ(25, 0.3, 1, 0.2)
+    transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    transform.SetMatrixTransformToParent(move.GetMatrix())
+    volumeNode.SetAndObserveTransformNodeID(transform.GetID())
+    slicer, volumeNode, segNode, L, job, gm, painted, ids, editor, g = _setup(scene_nodes)
+    editor.SetSourceVolumeIntensityMask(True)
+    before = _state(segNode, volumeNode)
+    with pytest.raises(InputError, match="another grid"):
+        L.apply(job, segNode, editorNode=editor)
+    _assert_same(before, _state(segNode, volumeNode))
+    L.apply(job, segNode)
+    asThePageWrites = _read(segNode, gm, g)
+    L.revert(job, segNode)
+    _assert_same(before, _state(segNode, volumeNode))
+    editor.SetSourceVolumeIntensityMask(False)
+    editor.SetOverwriteMode(editor.OverwriteNone)
+    L.apply(job, segNode, editorNode=editor)
+    np.testing.assert_array_equal(_read(segNode, gm, g), asThePageWrites)
+    assert asThePageWrites.sum() > painted.sum()

@@ -293,9 +293,11 @@ def editorMasking(editorNode, segmentationNode, volumeNode):
 
 
 def _writeMasked(editor, segmentationNode, segmentId: str, mask: np.ndarray, geometry) -> None:
-    """``editorMasking``'s writer. The result goes onto the editor's reference grid (the segmentation's grid, grown to
-    hold every segment), where Slicer takes the source volume's intensities; the segment's voxels that ``geometry``
-    does not reach stay, as :func:`writeSegment` keeps them."""
+    """``editorMasking``'s writer. With an editable area or intensity range, the result goes onto the editor's
+    reference grid (the segmentation's grid, grown to hold every segment), where Slicer makes the editable area and
+    takes the source volume's intensities, and a segment stored on another grid is refused (``InputError``); without,
+    onto the segment's own grid, as :func:`writeSegment` writes it. The segment's voxels that ``geometry`` does not
+    reach stay, as :func:`writeSegment` keeps them."""
     node = editor.GetSegmentEditorNode()
     node.SetSelectedSegmentID(segmentId)   # the edited segment: inside-all/visible/outside modes leave it editable
     useLabelmapSource(segmentationNode)
@@ -304,6 +306,20 @@ def _writeMasked(editor, segmentationNode, segmentId: str, mask: np.ndarray, geo
         raise IFSSNetError("Slicer could not find the segmentation's geometry to apply the Segment Editor's editable "
                            "area. Nothing was changed.", "Select the source volume in the Segment Editor and try again.")
     grid = editor.GetReferenceGeometryImage()
+    stored = segmentGrid(segmentationNode, segmentId)
+    masked = (node.GetMaskMode() != slicer.vtkMRMLSegmentationNode.EditAllowedEverywhere
+              or node.GetSourceVolumeIntensityMask())
+    if masked and stored is not None and not slicer.vtkOrientedImageDataResample.DoGeometriesMatch(stored, grid):
+        # Slicer masks on the editor's grid and keeps the segment's voxels outside the editable area only where its
+        # layer lies on that grid: elsewhere they would be lost (ModifyImage: "geometry mismatch")
+        name = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
+        raise InputError(f"Segment '{name}' is stored on another grid than the segmentation's geometry (it was "
+                         "painted on another volume, or the volume was moved since), so the Segment Editor's masking "
+                         "cannot be applied to it. Nothing was changed.",
+                         "Set Masking to Editable area: Everywhere with no intensity range and propagate again, or "
+                         "propagate from the IFSS-Net module page (it ignores masking).")
+    if not masked and stored is not None:   # no editable area to make: on the segment's own grid, as writeSegment does
+        grid = stored
     if not (slicer.vtkOrientedImageDataResample.DoGeometriesMatch(image, grid)
             and tuple(grid.GetExtent()) == tuple(image.GetExtent())):
         image = _onSegmentGrid(segmentationNode, segmentId, mask, geometry, grid)
