@@ -106,9 +106,24 @@ def test_inside_one_segment_confines_the_result_to_it(scene_nodes):
     box = _read(segNode, ids["Box"], g)
     result = job.segments[0].result.copy()
     assert (result & ~box.astype(bool)).any()
-    L.apply(job, segNode, editorNode=editor)
-    np.testing.assert_array_equal(_read(segNode, gm, g), np.where(box > 0, result, painted))
+    summary = L.apply(job, segNode, editorNode=editor)
+    written = np.where(box > 0, result, painted)
+    np.testing.assert_array_equal(_read(segNode, gm, g), written)
     np.testing.assert_array_equal(_read(segNode, ids["Box"], g), box)
+    left = int((result & (1 - written)).sum())                          # the status line says what masking left out
+    assert f"left out {left} of the result's {int(result.sum())} voxels" in L.notesText(summary)
+    assert summary["segments"][gm]["voxel_count"] == int(written.sum())
+
+
+def test_an_editable_area_with_nothing_in_it_leaves_the_segment_as_painted_and_says_so(scene_nodes):
+    """"Inside one segment" with no segment chosen (Slicer: nothing is editable): GM stays as painted, as Grow from
+    seeds would leave it, and the status line says the masking left out the whole result."""
+    slicer, volumeNode, segNode, L, job, gm, painted, ids, editor, g = _setup(scene_nodes, others=())
+    editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedInsideSingleSegment)
+    result = job.segments[0].result.copy()
+    summary = L.apply(job, segNode, editorNode=editor)
+    np.testing.assert_array_equal(_read(segNode, gm, g), painted)
+    assert f"left out {int((result & (1 - painted)).sum())} of the result's" in L.notesText(summary)
 
 
 def test_outside_all_segments_leaves_other_segments_areas_alone(scene_nodes):

@@ -598,6 +598,8 @@ class IFSSNetSegmentationLogic:
             for seg, again in zip(job.segments, readBack):
                 # the checksums are of what the next run reads back: stored on the segmentation's own grid, or masked
                 stored = arrays.segmentToArray(segmentationNode, seg.segmentId, geometry) if again else seg.result
+                if editorNode is not None:
+                    self._noteMasked(seg, stored)
                 self._tagSeedsKeeping(segmentationNode, seg.segmentId, seg.axis, seg.seedSlices, stored, geometry,
                                       seg.recorded)
                 arrays.markInProgress(segmentationNode, seg.segmentId)
@@ -612,6 +614,18 @@ class IFSSNetSegmentationLogic:
         for n, seg in enumerate(job.segments):
             report(progress, STAGE_WRITING, n, len(job.segments))
             yield seg
+
+    @staticmethod
+    def _noteMasked(seg: SegmentJob, stored: np.ndarray) -> None:
+        """After a write with the Segment Editor's masking: a note for the user where it left out voxels of the result
+        (an editable area that excludes all of it leaves the segment as painted, which would otherwise pass unseen),
+        and ``seg.result`` becomes what was written, which the summary's ends and next slice to paint are of."""
+        left = int(np.count_nonzero((seg.result > 0) & (stored == 0)))
+        if left:
+            seg.notes.append(f"'{seg.name}': the Segment Editor's Masking settings (editable area, intensity range, "
+                             f"Modify other segments) left out {left} of the result's "
+                             f"{int(np.count_nonzero(seg.result))} voxels.")
+        seg.result = stored
 
     @staticmethod
     def _overwritable(job: PropagationJob, segmentationNode, editorNode, geometry) -> Dict[str, np.ndarray]:
