@@ -268,3 +268,38 @@ def test_masking_a_segment_stored_on_another_grid_is_refused_and_changes_nothing
     L.apply(job, segNode, editorNode=editor)
     np.testing.assert_array_equal(_read(segNode, gm, g), asThePageWrites)
     assert asThePageWrites.sum() > painted.sum()
+
+
+def test_the_segment_written_is_the_edited_one_and_may_lose_its_old_voxels_in_the_editable_area(scene_nodes):
+    """Propagate again after a painted slice was erased: the result is shorter than the last one. With "Outside all
+    segments", each segment written is the edited segment (as the selected one is when painting: its own voxels do not
+    fence it in), so in the editable area GM becomes the new result and loses the old one's voxels; under SOL it keeps
+    them. The editor's selected segment (SOL here) stays selected."""
+    slicer, volumeNode, segNode, truth = scene_nodes
+    from IFSSNetSegmentationLib import logic
+
+    arrays = _arrays_module()
+    g = _geometry(volumeNode, segNode)
+    gm, _ = _paint(slicer, volumeNode, segNode, truth, 0, (5, 8, 11, 16), name="GM")
+    L = logic.IFSSNetSegmentationLogic()
+    L.propagate(volumeNode, segNode, [gm], method=_nearest_seed_method)
+    old = _read(segNode, gm, g)
+    old[16] = 0                                                         # the user erases painted slice 16
+    arrays.writeSegment(segNode, gm, old, g)
+    sol = segNode.GetSegmentation().AddEmptySegment("", "SOL")
+    block = np.zeros_like(old)
+    block[:, :, 15:] = 1
+    arrays.writeSegment(segNode, sol, block, g)
+    editor = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    editor.SetAndObserveSegmentationNode(segNode)
+    editor.SetAndObserveSourceVolumeNode(volumeNode)
+    editor.SetSelectedSegmentID(sol)
+    editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedOutsideAllSegments)
+    editor.SetOverwriteMode(editor.OverwriteNone)
+    job = L.compute(L.prepare(volumeNode, segNode, [gm], method=_nearest_seed_method))
+    assert job.segments[0].seedSlices == (5, 8, 11)
+    result = job.segments[0].result.copy()
+    assert (old[12:16] & (1 - block[12:16])).any() and not result[12:16].any()
+    L.apply(job, segNode, editorNode=editor)
+    np.testing.assert_array_equal(_read(segNode, gm, g), np.where(block > 0, old, result))
+    assert editor.GetSelectedSegmentID() == sol
