@@ -33,6 +33,12 @@ Safety
     voxel-identical. One propagation runs at a time in Slicer: a second one, on any segmentation (the module
     page's and the Segment Editor effect's share the Logic's slot), is refused with the name of the running one.
 
+Masking
+    From the Segment Editor effect, ``apply`` writes each result with the editor's masking settings (editable area,
+    editable intensity range, Modify other segments) through ``vtkSlicerSegmentEditorLogic``, as Slicer's auto-complete
+    effects apply theirs (``mrml_arrays.editorMasking``); the module page and the command line write the result as it
+    is. A segment keeps its voxels outside the editable area, so painted slices stay as painted.
+
 The work is split so that a GUI can keep MRML access in the main thread (and run ``compute`` on the
 ``worker.BackgroundWorker``):
 ``prepare`` (main thread, MRML -> numpy), ``compute`` (any thread, core only), ``apply`` (main thread,
@@ -629,8 +635,9 @@ class IFSSNetSegmentationLogic:
 
     @staticmethod
     def _overwritable(job: PropagationJob, segmentationNode, editorNode, geometry) -> Dict[str, np.ndarray]:
-        """{segment ID: voxels on ``geometry``} of the segments not propagated that "Modify other segments" of
-        ``editorNode`` lets the results change (none with "Allow overlap"), for ``revert``."""
+        """{segment ID: voxels on ``geometry``} of the segments not propagated, before the write, where "Modify other
+        segments" of ``editorNode`` may let the results cut them (none with "Allow overlap"): those that changed are
+        what ``revert`` puts back besides the propagated ones."""
         if editorNode.GetOverwriteMode() == slicer.vtkMRMLSegmentEditorNode.OverwriteNone:
             return {}
         written = {seg.segmentId for seg in job.segments}
@@ -639,10 +646,12 @@ class IFSSNetSegmentationLogic:
 
     def revert(self, job: PropagationJob, segmentationNode) -> None:
         """Undo ``apply`` (Cancel of a preview): the propagated segments go back to what they were, voxel for voxel,
-        with their seed tags; the rest of the segmentation (a segment painted or edited while the preview was
-        shown) stays as it is now. Where nothing was edited since ``apply`` (``mrml_arrays.editState``), the whole
-        segmentation goes back as it was: also the label values and layers that Slicer changed where the result
-        overlapped another segment of its layer (it moves one of them to a layer of its own)."""
+        with their seed tags, and so do the other segments that the Segment Editor's "Modify other segments" let the
+        result cut (``PropagationJob.overwritten``); the rest of the segmentation (a segment painted or edited while
+        the preview was shown) stays as it is now. Where nothing was edited since ``apply``
+        (``mrml_arrays.editState``), the whole segmentation goes back as it was: also the label values and layers
+        that Slicer changed where the result overlapped another segment of its layer (it moves one of them to a
+        layer of its own)."""
         if job.backup is None:
             return
         if job.written is not None and arrays.editState(segmentationNode) == job.written:

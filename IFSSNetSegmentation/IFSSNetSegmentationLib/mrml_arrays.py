@@ -261,8 +261,8 @@ MASKING_SETTINGS = ("MaskMode", "MaskSegmentID", "OverwriteMode", "SourceVolumeI
 
 @contextlib.contextmanager
 def editorMasking(editorNode, segmentationNode, volumeNode):
-    """Yield a ``write(segmentId, mask, geometry)`` that puts ``mask`` (k, j, i on ``geometry``'s grid) into a segment as
-    a Segment Editor effect applies its result: through ``vtkSlicerSegmentEditorLogic.ModifySegmentByLabelmap`` in
+    """Yield a ``write(segmentId, mask, geometry)`` that puts ``mask`` (k, j, i on ``geometry``'s grid) into a segment
+    as a Segment Editor effect applies its result: through ``vtkSlicerSegmentEditorLogic.ModifySegmentByLabelmap`` in
     mode Set, with the editing settings of ``editorNode`` (a ``vtkMRMLSegmentEditorNode``: editable area, editable
     intensity range of ``volumeNode``, Modify other segments). Inside the editable area the segment becomes ``mask``;
     outside it, it keeps its voxels (painted slices among them), and other segments lose the voxels ``mask`` holds as
@@ -304,7 +304,8 @@ def _writeMasked(editor, segmentationNode, segmentId: str, mask: np.ndarray, geo
     image = arrayToOrientedImage(mask, geometry)
     if not editor.UpdateReferenceGeometryImage():
         raise IFSSNetError("Slicer could not find the segmentation's geometry to apply the Segment Editor's editable "
-                           "area. Nothing was changed.", "Select the source volume in the Segment Editor and try again.")
+                           "area. Nothing was changed.",
+                           "Select the source volume in the Segment Editor and try again.")
     grid = editor.GetReferenceGeometryImage()
     stored = segmentGrid(segmentationNode, segmentId)
     masked = (node.GetMaskMode() != slicer.vtkMRMLSegmentationNode.EditAllowedEverywhere
