@@ -303,3 +303,29 @@ def test_the_segment_written_is_the_edited_one_and_may_lose_its_old_voxels_in_th
     L.apply(job, segNode, editorNode=editor)
     np.testing.assert_array_equal(_read(segNode, gm, g), np.where(block > 0, old, result))
     assert editor.GetSelectedSegmentID() == sol
+
+
+def test_segments_propagated_together_are_tagged_as_they_end_up(scene_nodes):
+    """GM and GL propagated together, allowed to overlap ("Segments do not overlap" off) under "Overwrite all": GL,
+    written after GM, cuts GM where they overlap, as Slicer's effects cut other segments. The seed tags' checksums of
+    GM are taken after every segment is written, so the next run reads the same painted slices for both (taken before
+    GL's write, every slice GL cut read as a correction of GM)."""
+    from IFSSNetSegmentationLib import logic
+
+    slicer, volumeNode, segNode, truth = scene_nodes
+    g = _geometry(volumeNode, segNode)
+    gm, _ = _paint(slicer, volumeNode, segNode, truth, 0, SEEDS, name="GM")
+    gl, _ = _paint(slicer, volumeNode, segNode, np.roll(truth, 3, axis=2), 0, (6, 12, 15), name="GL")
+    editor = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    editor.SetAndObserveSegmentationNode(segNode)
+    editor.SetAndObserveSourceVolumeNode(volumeNode)
+    editor.SetOverwriteMode(editor.OverwriteAllSegments)
+    L = logic.IFSSNetSegmentationLogic()
+    job = L.compute(L.prepare(volumeNode, segNode, [gm, gl], method=_nearest_seed_method, exclusive=False))
+    results = {seg.segmentId: seg.result.copy() for seg in job.segments}
+    assert (results[gm] & results[gl]).any()
+    L.apply(job, segNode, editorNode=editor)
+    np.testing.assert_array_equal(_read(segNode, gl, g), results[gl])
+    np.testing.assert_array_equal(_read(segNode, gm, g), results[gm] & (1 - results[gl]))
+    again = L.prepare(volumeNode, segNode, [gm, gl], method=_nearest_seed_method, exclusive=False)
+    assert {seg.segmentId: seg.seedSlices for seg in again.segments} == {gm: SEEDS, gl: (6, 12, 15)}
