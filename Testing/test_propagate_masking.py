@@ -329,3 +329,18 @@ def test_segments_propagated_together_are_tagged_as_they_end_up(scene_nodes):
     np.testing.assert_array_equal(_read(segNode, gm, g), results[gm] & (1 - results[gl]))
     again = L.prepare(volumeNode, segNode, [gm, gl], method=_nearest_seed_method, exclusive=False)
     assert {seg.segmentId: seg.seedSlices for seg in again.segments} == {gm: SEEDS, gl: (6, 12, 15)}
+
+
+def test_a_slicer_without_the_segment_editor_logic_writes_the_result_as_it_is_and_says_so(scene_nodes, monkeypatch):
+    """A Slicer from before ``vtkSlicerSegmentEditorLogic`` (2025): the effect's Propagate still works, the result is
+    written as the module page writes it (SOL keeps every voxel), and the status line says the masking was not
+    applied."""
+    slicer, volumeNode, segNode, L, job, gm, painted, ids, editor, g = _setup(scene_nodes)
+    editor.SetSourceVolumeIntensityMask(True)
+    sol = _read(segNode, ids["SOL"], g)
+    result = job.segments[0].result.copy()
+    monkeypatch.delattr(slicer, "vtkSlicerSegmentEditorLogic")
+    summary = L.apply(job, segNode, editorNode=editor)
+    np.testing.assert_array_equal(_read(segNode, gm, g), result)
+    np.testing.assert_array_equal(_read(segNode, ids["SOL"], g), sol)
+    assert "without the Segment Editor's Masking settings" in L.notesText(summary)

@@ -588,6 +588,11 @@ class IFSSNetSegmentationLogic:
             raise InputError(f"Segment {', '.join(repr(n) for n in edited)} was edited during the run. Nothing was "
                              "changed.", "Propagate again: the slices you edited are taken as painted.")
         total = len(job.segments)
+        if editorNode is not None and not arrays.editorMaskingAvailable():
+            for seg in job.segments:   # an older Slicer: written as the module page writes, and the status line says so
+                seg.notes.append(f"'{seg.name}' was written without the Segment Editor's Masking settings: this Slicer "
+                                 "has no vtkSlicerSegmentEditorLogic to apply them (a Slicer from 2025 on has).")
+            editorNode = None
         with arrays.allOrNothing(segmentationNode) as job.backup:
             if editorNode is None:
                 readBack = [arrays.writeSegment(segmentationNode, seg.segmentId, seg.result, geometry)

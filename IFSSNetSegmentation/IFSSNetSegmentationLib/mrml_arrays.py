@@ -259,6 +259,12 @@ MASKING_SETTINGS = ("MaskMode", "MaskSegmentID", "OverwriteMode", "SourceVolumeI
                     "SourceVolumeIntensityMaskRange")
 
 
+def editorMaskingAvailable() -> bool:
+    """Whether this Slicer has ``vtkSlicerSegmentEditorLogic`` (the Segment Editor's logic without Qt, added to Slicer
+    in 2025), which :func:`editorMasking` writes through."""
+    return hasattr(slicer, "vtkSlicerSegmentEditorLogic")
+
+
 @contextlib.contextmanager
 def editorMasking(editorNode, segmentationNode, volumeNode):
     """Yield a ``write(segmentId, mask, geometry)`` that puts ``mask`` (k, j, i on ``geometry``'s grid) into a segment
