@@ -59,7 +59,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.panel = PropagatePanel(layout, self._inputs, saveUndo=self._saveUndo,
                                     settings=self._setting, setSetting=self._setSetting,
                                     estimateAllowed=self.scriptedEffect.active,
-                                    confirmVisible=self.scriptedEffect.confirmCurrentSegmentVisible)
+                                    confirmVisible=self.scriptedEffect.confirmCurrentSegmentVisible,
+                                    editorNode=self.scriptedEffect.parameterSetNode)
         self.scriptedEffect.addOptionsWidget(frame)
 
     def activate(self):

@@ -12,7 +12,10 @@ the editor edits that node: the user may have switched it while a run went on), 
 ``setSetting(name, value)`` to keep the options (effect parameters or parameter node). The effect also gives
 ``confirmVisible() -> bool``, asked before the selected segment is written (Propagate of that one segment, No muscle
 here): its ``scriptedEffect.confirmCurrentSegmentVisible``, by which Slicer's effects ask to show a hidden segment
-before they edit it (Cancel: no run), so a preview is not written into a segment the user cannot see.
+before they edit it (Cancel: no run), so a preview is not written into a segment the user cannot see, and
+``editorNode() -> vtkMRMLSegmentEditorNode``: its parameter set node, whose masking settings (editable area, editable
+intensity range, Modify other segments) the preview is written with (``Logic.apply(editorNode=...)``), read when the
+result is written; the module page gives none and writes the result as it is.
 """
 from __future__ import annotations
 
@@ -32,6 +35,10 @@ HELP_TEXT = (
     "Check the preview (repaint a least-confident slice and propagate again if needed), click Apply, and read "
     'the volume with "Show volume". Where a mask runs on past the muscle\'s end, go to the first slice past '
     'the end and click "No muscle here": the next run stops there. '
+    "In the Segment Editor, the result is written with the editor's Masking settings, as Grow from seeds writes its "
+    "result: it changes only the editable area and intensity range, and Modify other segments decides which other "
+    "segments give up the voxels it takes. Painted slices stay as painted, also outside the editable area (masking "
+    "limits what Propagate changes, and never erases what is there). The module page ignores masking. "
     f'<a href="{README_URL}">User guide</a>.'
 )
 
@@ -225,8 +232,9 @@ class PropagatePanel:
     POLL_MS = 100
 
     def __init__(self, parentLayout, inputs, saveUndo=None, settings=None, setSetting=None, showSelectors=False,
-                 estimateAllowed=None, confirmVisible=None):
+                 estimateAllowed=None, confirmVisible=None, editorNode=None):
         self.inputs = inputs
+        self.editorNode = editorNode or (lambda: None)
         self.confirmVisible = confirmVisible or (lambda: True)
         # The expected time imports torch and times a network step (about 1 s): the effect allows it only while it
         # is the active effect (Slicer tells every registered effect when the source volume changes).
@@ -527,7 +535,8 @@ class PropagatePanel:
         self.progressBar.setFormat("writing result")
         try:
             self.saveUndo(segmentationNode)
-            summary = self.logic.apply(self.job, segmentationNode, cancel=self.cancelToken)
+            summary = self.logic.apply(self.job, segmentationNode, cancel=self.cancelToken,
+                                       editorNode=self.editorNode())
         except Exception as exc:
             self._showError(exc)
             self.job = None

@@ -33,6 +33,12 @@ Safety
     voxel-identical. One propagation runs at a time in Slicer: a second one, on any segmentation (the module
     page's and the Segment Editor effect's share the Logic's slot), is refused with the name of the running one.
 
+Masking
+    From the Segment Editor effect, ``apply`` writes each result with the editor's masking settings (editable area,
+    editable intensity range, Modify other segments) through ``vtkSlicerSegmentEditorLogic``, as Slicer's auto-complete
+    effects apply theirs (``mrml_arrays.editorMasking``); the module page and the command line write the result as it
+    is. A segment keeps its voxels outside the editable area, so painted slices stay as painted.
+
 The work is split so that a GUI can keep MRML access in the main thread (and run ``compute`` on the
 ``worker.BackgroundWorker``):
 ``prepare`` (main thread, MRML -> numpy), ``compute`` (any thread, core only), ``apply`` (main thread,
@@ -212,13 +218,17 @@ class PropagationJob:
     runTime: float = 0.0
     backup: Any = None  # the segmentation before apply (for Cancel of a preview)
     written: Any = None  # mrml_arrays.editState of the segmentation as apply left it
+    overwritten: List[str] = dataclasses.field(default_factory=list)  # other segments apply changed (overwrite mode)
 
 
 class IFSSNetSegmentationLogic:
     """Propagate painted slices through the volume, and measure segment volumes.
 
     ``propagate(volumeNode, segmentationNode, segmentIds=None, model=None, device="auto", progress=None,
-    cancel=None, *, method="ifssnet", preset="balanced", extent="muscle", skipEmpty=False, exclusive=True) -> dict``
+    cancel=None, *, method="ifssnet", preset="balanced", extent="muscle", skipEmpty=False, exclusive=True,
+    editorNode=None) -> dict``
+
+    ``editorNode``: a Segment Editor parameter set node whose masking settings the result is written with (``apply``).
 
     ``exclusive`` (default): the segments propagated together do not overlap; a voxel two of them claim
     goes to the one painted nearer to its slice, and a voxel painted for one is not given to another
@@ -244,7 +254,7 @@ class IFSSNetSegmentationLogic:
     def propagate(self, volumeNode, segmentationNode, segmentIds: Optional[Sequence[str]] = None,
                   model=None, device: str = "auto", progress=None, cancel=None, *,
                   method=DEFAULT_METHOD, preset: str = "balanced", extent: str = "muscle",
-                  skipEmpty: bool = False, exclusive: bool = True) -> dict:
+                  skipEmpty: bool = False, exclusive: bool = True, editorNode=None) -> dict:
         job = self.prepare(volumeNode, segmentationNode, segmentIds, model=model, device=device,
                            method=method, preset=preset, extent=extent, progress=progress, skipEmpty=skipEmpty,
                            exclusive=exclusive)
@@ -252,7 +262,7 @@ class IFSSNetSegmentationLogic:
         try:
             self.compute(job, progress=progress, cancel=cancel)
             check_cancel(cancel)
-            return self.apply(job, segmentationNode, progress=progress, cancel=cancel)
+            return self.apply(job, segmentationNode, progress=progress, cancel=cancel, editorNode=editorNode)
         finally:
             self._release(segmentationNode)
 
@@ -540,8 +550,16 @@ class IFSSNetSegmentationLogic:
         return job
 
     @arrays.outOfMemoryAsResourceError("writing the result")
-    def apply(self, job: PropagationJob, segmentationNode, progress=None, cancel=None) -> dict:
-        """Main thread: write the results into the segments. All or nothing."""
+    def apply(self, job: PropagationJob, segmentationNode, progress=None, cancel=None, *, editorNode=None) -> dict:
+        """Main thread: write the results into the segments. All or nothing.
+
+        ``editorNode``: a ``vtkMRMLSegmentEditorNode`` (the Segment Editor effect's parameter set node) whose editing
+        settings the results are written with, as Slicer's auto-complete effects apply theirs
+        (``mrml_arrays.editorMasking``): the editable area and the editable intensity range of the volume confine what
+        changes, and "Modify other segments" says which other segments lose the voxels a result takes. A segment keeps
+        its voxels outside the editable area, so painted slices come out as painted also there: the editable area
+        limits what Propagate changes, as it limits a paint brush, and never erases what is there. None (the module
+        page, the command line): each segment becomes its result, and no other segment changes."""
         if any(seg.result is None for seg in job.segments):
             raise IFSSNetError("There is no result to write.", "Run the propagation first.")
         check_cancel(cancel)
@@ -570,13 +588,29 @@ class IFSSNetSegmentationLogic:
             raise InputError(f"Segment {', '.join(repr(n) for n in edited)} was edited during the run. Nothing was "
                              "changed.", "Propagate again: the slices you edited are taken as painted.")
         total = len(job.segments)
+        if editorNode is not None and not arrays.editorMaskingAvailable():
+            for seg in job.segments:   # an older Slicer: written as the module page writes, and the status line says so
+                seg.notes.append(f"'{seg.name}' was written without the Segment Editor's Masking settings: this Slicer "
+                                 "has no vtkSlicerSegmentEditorLogic to apply them (a Slicer from 2025 on has).")
+            editorNode = None
         with arrays.allOrNothing(segmentationNode) as job.backup:
-            for n, seg in enumerate(job.segments):
-                report(progress, STAGE_WRITING, n, total)
-                stored = seg.result
-                if arrays.writeSegment(segmentationNode, seg.segmentId, seg.result, geometry):
-                    # stored on the segmentation's own grid: the checksums are of what the next run reads back
-                    stored = arrays.segmentToArray(segmentationNode, seg.segmentId, geometry)
+            if editorNode is None:
+                readBack = [arrays.writeSegment(segmentationNode, seg.segmentId, seg.result, geometry)
+                            for seg in self._writing(job, progress)]
+                job.overwritten = []
+            else:
+                others = self._overwritable(job, segmentationNode, editorNode, geometry)
+                with arrays.editorMasking(editorNode, segmentationNode, volumeNode) as write:
+                    for seg in self._writing(job, progress):
+                        write(seg.segmentId, seg.result, geometry)
+                readBack = [True] * total   # what the editable area let through, after every segment is written
+                job.overwritten = [sid for sid, before in others.items() if not np.array_equal(
+                    arrays.segmentToArray(segmentationNode, sid, geometry), before)]
+            for seg, again in zip(job.segments, readBack):
+                # the checksums are of what the next run reads back: stored on the segmentation's own grid, or masked
+                stored = arrays.segmentToArray(segmentationNode, seg.segmentId, geometry) if again else seg.result
+                if editorNode is not None:
+                    self._noteMasked(seg, stored)
                 self._tagSeedsKeeping(segmentationNode, seg.segmentId, seg.axis, seg.seedSlices, stored, geometry,
                                       seg.recorded)
                 arrays.markInProgress(segmentationNode, seg.segmentId)
@@ -585,18 +619,51 @@ class IFSSNetSegmentationLogic:
         job.written = arrays.editState(segmentationNode)
         return summary
 
+    @staticmethod
+    def _writing(job: PropagationJob, progress):
+        """The job's segments, one by one, with the progress of writing them."""
+        for n, seg in enumerate(job.segments):
+            report(progress, STAGE_WRITING, n, len(job.segments))
+            yield seg
+
+    @staticmethod
+    def _noteMasked(seg: SegmentJob, stored: np.ndarray) -> None:
+        """After a write with the Segment Editor's masking: a note for the user where it left out voxels of the result
+        (an editable area that excludes all of it leaves the segment as painted, which would otherwise pass unseen),
+        and ``seg.result`` becomes what was written, which the summary's ends and next slice to paint are of."""
+        left = int(np.count_nonzero((seg.result > 0) & (stored == 0)))
+        if left:
+            seg.notes.append(f"'{seg.name}': the Segment Editor's Masking settings (editable area, intensity range, "
+                             f"Modify other segments) left out {left} of the result's "
+                             f"{int(np.count_nonzero(seg.result))} voxels.")
+        seg.result = stored
+
+    @staticmethod
+    def _overwritable(job: PropagationJob, segmentationNode, editorNode, geometry) -> Dict[str, np.ndarray]:
+        """{segment ID: voxels on ``geometry``} of the segments not propagated, before the write, where "Modify other
+        segments" of ``editorNode`` may let the results cut them (none with "Allow overlap"): those that changed are
+        what ``revert`` puts back besides the propagated ones."""
+        if editorNode.GetOverwriteMode() == slicer.vtkMRMLSegmentEditorNode.OverwriteNone:
+            return {}
+        written = {seg.segmentId for seg in job.segments}
+        return {sid: arrays.segmentToArray(segmentationNode, sid, geometry)
+                for sid in segmentationNode.GetSegmentation().GetSegmentIDs() if sid not in written}
+
     def revert(self, job: PropagationJob, segmentationNode) -> None:
         """Undo ``apply`` (Cancel of a preview): the propagated segments go back to what they were, voxel for voxel,
-        with their seed tags; the rest of the segmentation (a segment painted or edited while the preview was
-        shown) stays as it is now. Where nothing was edited since ``apply`` (``mrml_arrays.editState``), the whole
-        segmentation goes back as it was: also the label values and layers that Slicer changed where the result
-        overlapped another segment of its layer (it moves one of them to a layer of its own)."""
+        with their seed tags, and so do the other segments that the Segment Editor's "Modify other segments" let the
+        result cut (``PropagationJob.overwritten``); the rest of the segmentation (a segment painted or edited while
+        the preview was shown) stays as it is now. Where nothing was edited since ``apply``
+        (``mrml_arrays.editState``), the whole segmentation goes back as it was: also the label values and layers
+        that Slicer changed where the result overlapped another segment of its layer (it moves one of them to a
+        layer of its own)."""
         if job.backup is None:
             return
         if job.written is not None and arrays.editState(segmentationNode) == job.written:
             arrays.restoreSegmentation(segmentationNode, job.backup)
         else:
-            arrays.restoreSegments(segmentationNode, job.backup, [seg.segmentId for seg in job.segments],
+            arrays.restoreSegments(segmentationNode, job.backup,
+                                   [seg.segmentId for seg in job.segments] + list(job.overwritten),
                                    tags=(ANNOTATED_TAG, RESULT_CRC_TAG, SEED_GRID_TAG, arrays.STATUS_TAG))
         job.backup = job.written = None
 

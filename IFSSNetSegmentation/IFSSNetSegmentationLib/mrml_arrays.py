@@ -254,6 +254,92 @@ def writeSegment(segmentationNode, segmentId: str, mask: np.ndarray, geometry) -
     return resampled
 
 
+# The Segment Editor's masking settings (vtkMRMLSegmentEditorNode), as ``editorMasking`` copies them.
+MASKING_SETTINGS = ("MaskMode", "MaskSegmentID", "OverwriteMode", "SourceVolumeIntensityMask",
+                    "SourceVolumeIntensityMaskRange")
+
+
+def editorMaskingAvailable() -> bool:
+    """Whether this Slicer has ``vtkSlicerSegmentEditorLogic`` (the Segment Editor's logic without Qt, added to Slicer
+    in 2025), which :func:`editorMasking` writes through."""
+    return hasattr(slicer, "vtkSlicerSegmentEditorLogic")
+
+
+@contextlib.contextmanager
+def editorMasking(editorNode, segmentationNode, volumeNode):
+    """Yield a ``write(segmentId, mask, geometry)`` that puts ``mask`` (k, j, i on ``geometry``'s grid) into a segment
+    as a Segment Editor effect applies its result: through ``vtkSlicerSegmentEditorLogic.ModifySegmentByLabelmap`` in
+    mode Set, with the editing settings of ``editorNode`` (a ``vtkMRMLSegmentEditorNode``: editable area, editable
+    intensity range of ``volumeNode``, Modify other segments). Inside the editable area the segment becomes ``mask``;
+    outside it, it keeps its voxels (painted slices among them), and other segments lose the voxels ``mask`` holds as
+    the overwrite mode says.
+
+    The settings are copied onto a node of this call's own (hidden, not saved, removed after), on ``segmentationNode``
+    and ``volumeNode``: the editor's node may show another segmentation by now, and the segment written is the one
+    the editable area leaves editable (as the selected segment is when painting), which must not change the editor's
+    selection."""
+    node = slicer.vtkMRMLSegmentEditorNode()
+    node.SetHideFromEditors(True)
+    node.SetSaveWithScene(False)
+    for name in MASKING_SETTINGS:
+        getattr(node, "Set" + name)(getattr(editorNode, "Get" + name)())
+    scene = segmentationNode.GetScene()
+    scene.AddNode(node)
+    editor = slicer.vtkSlicerSegmentEditorLogic()
+    try:
+        editor.SetMRMLScene(scene)
+        editor.SetMaximumNumberOfUndoStates(0)   # the caller saves the undo state (the effect's saveStateForUndo)
+        editor.SetSegmentEditorNode(node)
+        node.SetAndObserveSegmentationNode(segmentationNode)
+        node.SetAndObserveSourceVolumeNode(volumeNode)
+        yield functools.partial(_writeMasked, editor, segmentationNode)
+    finally:
+        editor.SetSegmentEditorNode(None)
+        scene.RemoveNode(node)
+
+
+def _writeMasked(editor, segmentationNode, segmentId: str, mask: np.ndarray, geometry) -> None:
+    """``editorMasking``'s writer. With an editable area or intensity range, the result goes onto the editor's
+    reference grid (the segmentation's grid, grown to hold every segment), where Slicer makes the editable area and
+    takes the source volume's intensities, and a segment stored on another grid is refused (``InputError``); without,
+    onto the segment's own grid, as :func:`writeSegment` writes it. The segment's voxels that ``geometry`` does not
+    reach stay, as :func:`writeSegment` keeps them."""
+    node = editor.GetSegmentEditorNode()
+    node.SetSelectedSegmentID(segmentId)   # the edited segment: inside-all/visible/outside modes leave it editable
+    useLabelmapSource(segmentationNode)
+    image = arrayToOrientedImage(mask, geometry)
+    if not editor.UpdateReferenceGeometryImage():
+        raise IFSSNetError("Slicer could not find the segmentation's geometry to apply the Segment Editor's editable "
+                           "area. Nothing was changed.",
+                           "Select the source volume in the Segment Editor and try again.")
+    grid = editor.GetReferenceGeometryImage()
+    stored = segmentGrid(segmentationNode, segmentId)
+    masked = (node.GetMaskMode() != slicer.vtkMRMLSegmentationNode.EditAllowedEverywhere
+              or node.GetSourceVolumeIntensityMask())
+    if masked and stored is not None and not slicer.vtkOrientedImageDataResample.DoGeometriesMatch(stored, grid):
+        # Slicer masks on the editor's grid and keeps the segment's voxels outside the editable area only where its
+        # layer lies on that grid: elsewhere they would be lost (ModifyImage: "geometry mismatch")
+        name = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
+        raise InputError(f"Segment '{name}' is stored on another grid than the segmentation's geometry (it was "
+                         "painted on another volume, or the volume was moved since), so the Segment Editor's masking "
+                         "cannot be applied to it. Nothing was changed.",
+                         "Set Masking to Editable area: Everywhere with no intensity range and propagate again, or "
+                         "propagate from the IFSS-Net module page (it ignores masking).")
+    if not masked and stored is not None:   # no editable area to make: on the segment's own grid, as writeSegment does
+        grid = stored
+    if not (slicer.vtkOrientedImageDataResample.DoGeometriesMatch(image, grid)
+            and tuple(grid.GetExtent()) == tuple(image.GetExtent())):
+        image = _onSegmentGrid(segmentationNode, segmentId, mask, geometry, grid)
+    ready = node.GetMaskMode() == slicer.vtkMRMLSegmentationNode.EditAllowedEverywhere or editor.UpdateMaskLabelmap()
+    if ready and node.GetSourceVolumeIntensityMask():   # ModifySegmentByLabelmap writes nothing, and says nothing, else
+        ready = (editor.UpdateAlignedSourceVolume()
+                 and slicer.vtkOrientedImageDataResample.DoGeometriesMatch(image, editor.GetAlignedSourceVolume()))
+    if not ready:
+        raise IFSSNetError("Slicer could not make the Segment Editor's editable area (masking) for the result. "
+                           "Nothing was changed.", "Check the Masking settings in the Segment Editor and try again.")
+    editor.ModifySegmentByLabelmap(segmentationNode, segmentId, image, editor.ModificationModeSet, False, False)
+
+
 STATUS_TAG = "Segmentation.Status"   # vtkSlicerSegmentationsModuleLogic.GetStatusTagName()
 
 
