@@ -5,7 +5,7 @@ import re
 
 from test_review43_evidence import _norm, _overall, _text
 
-RUNS = ("ws4786731-train9", "ws4786731-train", "ws43wd", "ws44", "ws44wd")
+RUNS = ("ws4786731-train9", "ws4786731-train", "ws43wd", "ws44", "ws44wd", "ws44c")
 
 
 def test_session_44_fewshot_rows_are_the_csvs():
