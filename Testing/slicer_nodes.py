@@ -254,3 +254,27 @@ def nodes(request):
     if not available():
         pytest.skip("slicer-core is not installed (pip install slicer-core)")
     return request.getfixturevalue("scene_nodes")
+
+
+def slicer_reads(slicer, path):
+    """{name: (ID, colour, terminology, label value, voxel count)} of each segment of ``path`` as Slicer's storage node
+    reads it (the voxel count of the segment's own binary labelmap, which Slicer gives as 0/1)."""
+    from vtk.util import numpy_support
+
+    segNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    segNode.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(segNode)
+    out = {}
+    segmentation = segNode.GetSegmentation()
+    for n in range(segmentation.GetNumberOfSegments()):
+        sid = segmentation.GetNthSegmentID(n)
+        segment = segmentation.GetSegment(sid)
+        image = slicer.vtkOrientedImageData()
+        segNode.GetBinaryLabelmapRepresentation(sid, image)
+        voxels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+        out[segment.GetName()] = (sid, tuple(round(c, 4) for c in segment.GetColor()),
+                                  segment.GetTerminology() or None,
+                                  segment.GetLabelValue(), int(np.count_nonzero(voxels)))
+    return out

@@ -75,21 +75,9 @@ def test_a_seed_file_slicer_saved_cropped_keeps_its_annotated_slices_where_they_
 
 def _slicer_reads(slicer, path):
     """{name: voxel count} of each segment of ``path`` as slicer-core's storage node reads it."""
-    from vtk.util import numpy_support
+    from slicer_nodes import slicer_reads
 
-    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
-    storage.SetFileName(str(path))
-    seg.SetAndObserveStorageNodeID(storage.GetID())
-    assert storage.ReadData(seg)
-    counts = {}
-    for n in range(seg.GetSegmentation().GetNumberOfSegments()):
-        segment = seg.GetSegmentation().GetNthSegment(n)
-        image = slicer.vtkOrientedImageData()
-        seg.GetBinaryLabelmapRepresentation(seg.GetSegmentation().GetNthSegmentID(n), image)
-        voxels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
-        counts[segment.GetName()] = int(np.count_nonzero(voxels == segment.GetLabelValue()))
-    return counts
+    return {name: read[-1] for name, read in slicer_reads(slicer, path).items()}
 
 
 @needs_slicer

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 # slicer_nodes first: it puts the Slicer module folders on sys.path.
-from slicer_nodes import _save_segmentation, slicer_test  # noqa: F401
+from slicer_nodes import _save_segmentation, slicer_reads, slicer_test  # noqa: F401
 from slicer_fixture import slicer_app  # noqa: E402,F401  (fixture)
 from cli_output import run_cli as _cli  # noqa: E402
 
@@ -66,30 +66,6 @@ def _slicerio(path):
     import slicerio
 
     return slicerio.read_segmentation(str(path))
-
-
-def _slicer_reads(slicer, path):
-    """{name: (ID, colour, terminology, label value, voxel count)} of each segment of ``path`` as Slicer's storage node
-    reads it."""
-    from vtk.util import numpy_support
-
-    segNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
-    storage.SetFileName(str(path))
-    segNode.SetAndObserveStorageNodeID(storage.GetID())
-    assert storage.ReadData(segNode)
-    out = {}
-    segmentation = segNode.GetSegmentation()
-    for n in range(segmentation.GetNumberOfSegments()):
-        sid = segmentation.GetNthSegmentID(n)
-        segment = segmentation.GetSegment(sid)
-        image = slicer.vtkOrientedImageData()
-        segNode.GetBinaryLabelmapRepresentation(sid, image)
-        voxels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
-        out[segment.GetName()] = (sid, tuple(round(c, 4) for c in segment.GetColor()),
-                                  segment.GetTerminology() or None,
-                                  segment.GetLabelValue(), int(np.count_nonzero(voxels)))
-    return out
 
 
 def _overlays_in_slicer(slicer, volume_path, seg_path):
@@ -163,7 +139,7 @@ def test_propagate_keeps_each_seed_segments_id_colour_terminology_and_label_valu
     for name, segment in written.items():
         assert (segment["id"], segment["color"], segment["labelValue"]) == seeded[name]
         assert segment["terminology"] == _slicerio(seeds_path)["segments"][0]["terminology"]
-    read = _slicer_reads(slicer_app, out_path)                # and as Slicer reads it
+    read = slicer_reads(slicer_app, out_path)                # and as Slicer reads it
     result = io.read_segmentation(out_path)
     for name in ("SOL", "GM"):
         assert read[name][:4] == (seeded[name][0], tuple(round(c, 4) for c in seeded[name][1]), TERMINOLOGY,
@@ -314,7 +290,7 @@ def test_a_labelmap_saved_as_seg_nrrd_reads_as_slicer_reads_it(slicer_app, phant
     GEOMETRY.apply_to(image)
     path = tmp_path / "labels.seg.nrrd"
     sitk.WriteImage(image, str(path), True)
-    slicer_read = _slicer_reads(slicer_app, path)
+    slicer_read = slicer_reads(slicer_app, path)
     seg = io.read_segmentation(path)
     assert seg.names == list(slicer_read) == ["Segment_1", "Segment_3", "Segment_4"]
     assert seg.geometry.same_as(GEOMETRY) and seg.shape == SHAPE
