@@ -706,7 +706,7 @@ class IFSSNetSegmentationLogic:
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
         old = recordedGrid(segmentationNode, segment)
         if old is None or sameGrid(old, geometry):
-            if not painted.any() and _paintedElsewhere(segmentationNode, segmentId):
+            if not painted.any() and arrays.holdsVoxels(segmentationNode, segmentId):
                 raise SeedError(f"Segment '{segment.GetName()}' is painted, but outside the selected volume: none of "
                                 "its paint lies on the volume's voxels (it was painted on another volume?).",
                                 "Select the volume it was painted on, or paint the muscle on at least 3 slices of "
@@ -963,15 +963,6 @@ class IFSSNetSegmentationLogic:
 
         return importlib.util.find_spec("torch") is not None
 
-
-
-def _paintedElsewhere(segmentationNode, segmentId: str) -> bool:
-    """Whether the segment holds voxels on its own grid (its labelmap as stored): a segment that is empty on the
-    volume's grid but not there was painted outside the volume."""
-    labelmap = slicer.vtkOrientedImageData()
-    segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
-    values = arrays._voxelArray(labelmap)
-    return values is not None and bool(values.any())
 
 
 def _paintedDistanceMm(seg: "SegmentJob", spacingKji) -> np.ndarray:

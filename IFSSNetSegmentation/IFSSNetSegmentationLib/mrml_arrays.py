@@ -198,6 +198,15 @@ def segmentToArray(segmentationNode, segmentId: str, geometry) -> np.ndarray:
     return orientedImageToArray(labelmap, geometry)
 
 
+def holdsVoxels(segmentationNode, segmentId: str) -> bool:
+    """Whether the segment holds voxels on its own grid (its labelmap as stored). A segment that is empty on a
+    volume's grid (:func:`segmentToArray`) but not here was painted outside that volume."""
+    labelmap = slicer.vtkOrientedImageData()
+    segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
+    values = _voxelArray(labelmap)
+    return values is not None and bool(values.any())
+
+
 def arrayToOrientedImage(mask: np.ndarray, geometry):
     """A uint8 ``vtkOrientedImageData`` with ``geometry``'s grid holding ``mask`` (k, j, i)."""
     image = slicer.vtkOrientedImageData()

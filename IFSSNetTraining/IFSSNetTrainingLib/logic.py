@@ -62,6 +62,13 @@ def segmentationFromNodes(volumeNode, segmentationNode, segmentNames: Optional[S
         if segmentNames and segment.GetName() not in segmentNames:
             continue
         mask = mrmlArrays.segmentToArray(segmentationNode, sid, geometry)
+        if not mask.any() and mrmlArrays.holdsVoxels(segmentationNode, sid):
+            # Training would refuse it as "empty (no voxel on its annotated slices)": it is not, it lies elsewhere.
+            raise InputError(f"Segment '{segment.GetName()}' of '{segmentationNode.GetName()}' is painted, but outside "
+                             f"the volume '{volumeNode.GetName()}' it is paired with: none of its paint lies on the "
+                             "volume's voxels (it was painted on another volume?).",
+                             "Pair the segmentation with the volume it was painted on, or paint the muscle on this "
+                             "volume.")
         annotated = None
         if segmentationLogic.segmentTag(segment, ANNOTATED_TAG):
             # Known slices as Propagate reads its seeds (and `ifssnet train` a saved file, ifssnet.io.seed_slices):
