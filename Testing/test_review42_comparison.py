@@ -141,11 +141,11 @@ def test_a_second_comparisons_plot_series_are_told_apart_from_the_firsts(scene_n
     C.compare(volumeNode, None, ref, [nearest], "3-seeds")
     first = [C.lastResult["diceChart"].GetNthPlotSeriesNode(0).GetName(),
              C.lastResult["volumeChart"].GetNthPlotSeriesNode(0).GetName()]
-    assert first == ["Nearest seed slice GM", "volume error"]
+    assert first == ["Nearest seed slice GM", "Nearest seed slice volume error"]
     C.compare(volumeNode, None, ref, [nearest], "3-seeds")
     second = [C.lastResult["diceChart"].GetNthPlotSeriesNode(0).GetName(),
               C.lastResult["volumeChart"].GetNthPlotSeriesNode(0).GetName()]
-    assert second == ["Nearest seed slice GM (2)", "volume error (2)"]
+    assert second == ["Nearest seed slice GM (2)", "Nearest seed slice volume error (2)"]
     series = slicer.mrmlScene.GetNodesByClass("vtkMRMLPlotSeriesNode")
     names = [series.GetItemAsObject(n).GetName() for n in range(series.GetNumberOfItems())]
     assert len(names) == len(set(names)) == 4
@@ -204,10 +204,14 @@ def test_the_volume_error_chart_tells_over_from_under_segmentation(scene_nodes):
     finally:
         registry.unregister("r42grown")
         registry.unregister("r42shrunk")
-    series = C.lastResult["volumeChart"].GetNthPlotSeriesNode(0)
-    table = series.GetTableNode().GetTable()
-    values = {table.GetValueByName(r, "method / segment").ToString():
-              table.GetValueByName(r, series.GetYColumnName()).ToDouble() for r in range(table.GetNumberOfRows())}
+    chart = C.lastResult["volumeChart"]
+    values = {}
+    for n in range(chart.GetNumberOfPlotSeriesNodes()):   # a bar series per method, a row per segment
+        series = chart.GetNthPlotSeriesNode(n)
+        table = series.GetTableNode().GetTable()
+        for r in range(table.GetNumberOfRows()):
+            values[f"{series.GetYColumnName()} {table.GetValueByName(r, 'segment').ToString()}"] = \
+                table.GetValueByName(r, series.GetYColumnName()).ToDouble()
     rows = {r["method"]: r for r in C.lastResult["rows"]}
     assert values["Grown GM"] > 0 > values["Shrunk GM"]
     assert values["Shrunk GM"] == pytest.approx(rows["r42shrunk"]["volume_diff_pct"])

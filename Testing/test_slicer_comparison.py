@@ -54,7 +54,7 @@ def test_compare_builds_table_plots_and_segmentations(scene_nodes, registered_me
         assert table.GetCellText(r, COLUMNS.index("muscle")) == "GM"
         assert float(table.GetCellText(r, dice)) > 0.6, table.GetCellText(r, COLUMNS.index("error"))
     assert L.lastResult["diceChart"].GetNumberOfPlotSeriesNodes() == len(methods)
-    assert L.lastResult["volumeChart"].GetNumberOfPlotSeriesNodes() == 1
+    assert L.lastResult["volumeChart"].GetNumberOfPlotSeriesNodes() == len(methods)   # grouped bars, one series per method
     assert len(L.lastResult["segmentations"]) == len(methods)
     arrays = _arrays_module()
 

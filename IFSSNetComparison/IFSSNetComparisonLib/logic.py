@@ -556,27 +556,41 @@ class IFSSNetComparisonLogic:
         return chart
 
     def _volumeErrorChart(self, rows, created):
+        """The signed volume error (``volume_diff_pct``: + larger, - smaller than the reference) as grouped bars: a
+        row per segment, a column and a bar series per method in the method's colour (``_methodColors``, as its
+        lines in "Dice along the sweep" and its result segmentation), so each bar says whose it is and the legend
+        names the methods. NaN where a method has no row for a segment (VTK leaves that bar out)."""
         tableNode = _newNode("vtkMRMLTableNode", "IFSS-Net volume error")
         created.append(tableNode)
         table = tableNode.GetTable()
-        labels = vtk.vtkStringArray()
-        labels.SetName("method / segment")
-        errors = vtk.vtkDoubleArray()   # signed, as the command line's plot: over- and under-segmentation told apart
-        errors.SetName("volume_diff_pct")
+        muscles = list(dict.fromkeys(r["muscle"] for r in rows))
+        colors = _methodColors(rows)
+        errors = {m: [float("nan")] * len(muscles) for m in colors}
         for row in rows:
-            labels.InsertNextValue(f"{methodLabel(row['method'])} {row['muscle']}")
-            errors.InsertNextValue(float(row.get("volume_diff_pct", float("nan"))))
+            errors[methodLabel(row["method"])][muscles.index(row["muscle"])] = float(
+                row.get("volume_diff_pct", float("nan")))
+        labels = vtk.vtkStringArray()
+        labels.SetName("segment")
+        for muscle in muscles:
+            labels.InsertNextValue(muscle)
         table.AddColumn(labels)
-        table.AddColumn(errors)
-        chart = self._chart("Volume error", "method / segment",
-                            "volume error (%): + larger, - smaller than the reference", created)
-        series = _newNode("vtkMRMLPlotSeriesNode", "volume error")
-        created.append(series)
-        series.SetAndObserveTableNodeID(tableNode.GetID())
-        series.SetLabelColumnName("method / segment")
-        series.SetYColumnName("volume_diff_pct")
-        series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeBar)
-        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+        for method, values in errors.items():
+            column = vtk.vtkDoubleArray()
+            column.SetName(method)
+            for v in values:
+                column.InsertNextValue(v)
+            table.AddColumn(column)
+        chart = self._chart("Volume error", "segment", "volume error (%): + larger, - smaller than the reference",
+                            created)
+        for method, color in colors.items():
+            series = _newNode("vtkMRMLPlotSeriesNode", f"{method} volume error")
+            created.append(series)
+            series.SetAndObserveTableNodeID(tableNode.GetID())
+            series.SetLabelColumnName("segment")
+            series.SetYColumnName(method)
+            series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeBar)
+            series.SetColor(*color)
+            chart.AddAndObservePlotSeriesNodeID(series.GetID())
         return chart
 
     @staticmethod
