@@ -83,6 +83,7 @@ class TrainConfig:
     decay_ratio: float = 0.5           # fewshot: annotated share ratio from one case to the next (1: the same share each)
     paint_group: int = 3               # fewshot: consecutive slices per painted group (sparsify's group)
     curriculum: bool = True            # fewshot: cases join in decremental order (decremental_pool)
+    draw: str = "case"                 # a run's case: "case" (each of the pool alike) | "paint" (by its painted slices)
     seed: int = 0
     checkpoint_every: int = 50
     augment: bool = True
@@ -159,6 +160,8 @@ class TrainConfig:
         if self.empty_past_ends and self.mode != "fewshot":
             raise InputError(f"--empty-past-ends labels the slices past the paint of --mode fewshot; this run is --mode "
                              f"{self.mode}.", "Leave --empty-past-ends out, or train with --mode fewshot.")
+        if self.draw not in DRAWS:
+            raise InputError(f"Unknown draw '{self.draw}'.", f"Use --draw {' or '.join(DRAWS)}.")
         if self.anchor not in ("known", "painted"):
             raise InputError(f"Unknown anchor '{self.anchor}'.", "Use --anchor known or painted.")
         if self.anchor == "painted" and (self.mode != "fewshot" or self.cycle):
@@ -216,10 +219,40 @@ def _seed_everything(cfg: TrainConfig, step: int, rank: int):
     return np.random.default_rng([cfg.seed, step, rank])
 
 
-def _draw_run(cases, pool: int, rng, cfg: TrainConfig, window: int):
-    """One training run from the first ``pool`` cases (a few tries: a case may have no segment that fits)."""
+#: How a step picks the case its run comes from (``TrainConfig.draw``, ``--draw``).
+DRAWS = ("case", "paint")
+
+
+def painted_weights(cases: Sequence[Case]) -> np.ndarray:
+    """Each case's share of the painted slices that hold a muscle, float64 (n_cases,) summing to 1 (uniform where
+    none holds any): ``--draw paint``'s probability of drawing the case. Counted per segment, so a slice painted for
+    two muscles counts twice, as it starts runs of both (:func:`ifssnet.dataset.sample_run`)."""
+    counts = np.array([sum(int((case.known[n] & m.reshape(m.shape[0], -1).any(axis=1)).sum())
+                           for n, m in case.masks.items()) for case in cases], np.float64)
+    return counts / counts.sum() if counts.sum() > 0 else np.full(len(cases), 1.0 / max(1, len(cases)))
+
+
+def _draw_case(pool: int, rng, cfg: TrainConfig, weights: Optional[np.ndarray]) -> int:
+    """The index of the case a run is drawn from, among the first ``pool``: each alike (``draw="case"``, the
+    prototype's), or in proportion to ``weights`` (``draw="paint"``, :func:`painted_weights`).
+
+    Why ``paint``: in few-shot mode a run's windows past its first are scored against the network's own previous
+    predictions wherever no slice is painted, and an empty prediction is its own pseudo-label. Only runs that meet
+    painted slices past their start, in the densely painted cases at the head of the decremental order, teach the
+    network to carry a mask on to the next slice. Drawn uniformly, the 30-odd cases that hold one painted group per
+    muscle outweigh them once they join the pool: the paper's 250-step CPU recipe collapsed to empty masks on 6 of
+    7 runs (model card, "Session 45")."""
+    if cfg.draw == "case" or weights is None:
+        return int(rng.integers(pool))
+    p = weights[:pool] / weights[:pool].sum() if weights[:pool].sum() > 0 else None
+    return int(rng.choice(pool, p=p))
+
+
+def _draw_run(cases, pool: int, rng, cfg: TrainConfig, window: int, weights: Optional[np.ndarray] = None):
+    """One training run from the first ``pool`` cases (a few tries: a case may have no segment that fits); the case
+    is chosen by :func:`_draw_case` (``weights``: :func:`painted_weights` of ``cases``, for ``draw="paint"``)."""
     for _ in range(64):
-        run = sample_run(cases[int(rng.integers(pool))], rng, cfg.run_length + max(cfg.burn_in, cfg.reach),
+        run = sample_run(cases[_draw_case(pool, rng, cfg, weights)], rng, cfg.run_length + max(cfg.burn_in, cfg.reach),
                          window, cfg.augment)
         if run is not None:
             return run
@@ -582,6 +615,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     mine = [i for i in range(len(cases)) if i % world == rank] or list(range(len(cases)))
     my_cases = [added_labels(cases[i], cfg, sweep_mm[i])       # each rank labels the cases it trains on (fewshot)
                 for i in mine]
+    weights = painted_weights(my_cases) if cfg.draw == "paint" else None
     if not _run_fits(my_cases, cfg.run_length + max(cfg.burn_in, cfg.reach), model_config.window):
         # before anything is written or a fine-tune's step-0 validation (minutes at full size): the first step
         # would find no run either
@@ -689,7 +723,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
                 g["lr"] = cfg.lr_at(step) * g.get("lr_mult", 1.0)
             pool = (decremental_pool(len(my_cases), step, total) if cfg.mode == "fewshot" and cfg.curriculum
                     else len(my_cases))
-            runs = [_draw_run(my_cases, pool, rng, cfg, model_config.window) for _ in range(cfg.batch)]
+            runs = [_draw_run(my_cases, pool, rng, cfg, model_config.window, weights) for _ in range(cfg.batch)]
             if cfg.mode == "image":          # windows, not runs: the encoder has no recurrence
                 runs = [_window_of(r, rng, model_config.window) for r in runs]
             # One stride per step; with the default [1] no number is drawn, so earlier runs repeat exactly.

@@ -96,6 +96,10 @@ def add_train_arguments(p) -> None:
                         "head, no mask input; --batch windows per step), before a full run with --image-aux")
     p.add_argument("--no-curriculum", action="store_true",
                    help="fewshot: draw every case from the first step (default: the decremental order)")
+    p.add_argument("--draw", choices=["case", "paint"], default="case",
+                   help="which case each step's run comes from: case (each case of the pool alike, the prototype's) "
+                        "or paint (in proportion to its painted slices, so that the densely painted cases keep "
+                        "teaching few-shot runs once the sparse ones join)")
     p.add_argument("--out", type=Path, required=True, help="output model file (.pt)")
     p.add_argument("--from", dest="base", type=Path, default=None, help="fine-tune from this model")
     p.add_argument("--resume", type=Path, default=None, help="continue a run from its .ckpt.pt")
@@ -507,7 +511,7 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
                       lr=args.lr, lr_final=args.lr_final,
                       seed=args.seed, checkpoint_every=args.checkpoint_every,
                       mask_jitter=args.mask_jitter, bce_weight=args.bce_weight, curriculum=not args.no_curriculum,
-                      strides=strides, jitter_first_only=args.jitter_first_only, batch=args.batch,
+                      draw=args.draw, strides=strides, jitter_first_only=args.jitter_first_only, batch=args.batch,
                       feedback_grad=args.feedback_grad, jitter_shift=args.jitter_shift,
                       jitter_radius=args.jitter_radius, image_aux=args.image_aux, mask_box=args.mask_box,
                       weight_decay=args.weight_decay, learn_tversky=not args.fixed_tversky, burn_in=args.burn_in,
