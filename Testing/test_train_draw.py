@@ -1,8 +1,9 @@
-"""``--draw paint``: a few-shot step draws its run's case in proportion to the case's painted slices.
+"""``--draw paint`` (``auto``'s choice in few-shot mode): a step draws its run's case in proportion to the case's
+painted slices.
 
-Drawn uniformly (``--draw case``, the default and the prototype's), the cases holding a single painted group per muscle
-outweigh the densely painted ones once they join the decremental pool, and the paper's CPU recipe collapsed to empty
-masks on 6 of 7 runs (model card, "Session 45")."""
+Drawn uniformly (``--draw case``, the prototype's, and ``auto``'s in full supervision), the cases holding a single
+painted group per muscle outweigh the densely painted ones once they join the decremental pool, and the paper's CPU
+recipe collapsed to empty masks on 7 of 8 runs (model card, "Session 45")."""
 import numpy as np
 import pytest
 
@@ -51,7 +52,30 @@ def test_paint_draws_in_proportion_within_the_pool_and_case_draws_alike():
 def test_an_unknown_draw_is_refused_with_the_choices():
     with pytest.raises(InputError, match="Unknown draw 'cases'") as err:
         TrainConfig(draw="cases").validate()
-    assert "--draw case or paint" in err.value.todo
+    assert "--draw auto, case or paint" in err.value.todo
+
+
+def test_auto_draws_by_paint_in_fewshot_mode_only():
+    from ifssnet.train import draws_by_paint
+
+    assert TrainConfig().draw == "auto"
+    assert draws_by_paint(TrainConfig(mode="fewshot")) and not draws_by_paint(TrainConfig(mode="full"))
+    assert not draws_by_paint(TrainConfig(mode="fewshot", draw="case")) and draws_by_paint(TrainConfig(draw="paint"))
+
+
+def test_a_checkpoint_from_before_the_option_resumes_drawing_each_case_alike(tmp_path):
+    """Its runs drew each case alike; ``auto`` would now draw by paint, and the resumed run would not be the run."""
+    import torch
+
+    cases = [_case("dense", range(0, 39)), _case("sparse", (20, 21, 22))]
+    cfg = TrainConfig(mode="fewshot", epochs=1, steps_per_epoch=2, run_length=8, checkpoint_every=1, draw="case")
+    train(cases, tmp_path / "f.pt", model_config=IFSSNetConfig(**TINY), cfg=cfg)
+    ckpt = torch.load(tmp_path / "f.ckpt.pt", weights_only=True)
+    del ckpt["extra"]["training"]["config"]["draw"]         # as written before the option
+    ckpt["extra"]["training"]["step"] = 1
+    torch.save(ckpt, tmp_path / "old.ckpt.pt")
+    train(cases, tmp_path / "g.pt", resume=tmp_path / "old.ckpt.pt")
+    assert load_checkpoint(tmp_path / "g.pt")[2]["training"]["config"]["draw"] == "case"
 
 
 def test_a_paint_run_draws_the_densely_painted_case_more_and_records_the_choice(tmp_path, monkeypatch):
@@ -75,6 +99,8 @@ def test_the_command_line_passes_draw_and_resume_refuses_another(tmp_path, capsy
     case = cli_case(tmp_path / "c")
     start = ["train", case, "--mode", "fewshot", "--out", tmp_path / "m.pt", "--epochs", "1", "--steps", "2",
              "--checkpoint-every", "1", *CLI_TINY]
+    assert run_cli(capsys, *start)[0] == 0
+    assert load_checkpoint(tmp_path / "m.pt")[2]["training"]["config"]["draw"] == "auto"
     assert run_cli(capsys, *start, "--draw", "paint")[0] == 0
     assert load_checkpoint(tmp_path / "m.pt")[2]["training"]["config"]["draw"] == "paint"
     code, _, err = run_cli(capsys, *start, "--draw", "case", "--resume", tmp_path / "m.ckpt.pt")

@@ -83,7 +83,7 @@ class TrainConfig:
     decay_ratio: float = 0.5           # fewshot: annotated share ratio from one case to the next (1: the same share each)
     paint_group: int = 3               # fewshot: consecutive slices per painted group (sparsify's group)
     curriculum: bool = True            # fewshot: cases join in decremental order (decremental_pool)
-    draw: str = "case"                 # a run's case: "case" (each of the pool alike) | "paint" (by its painted slices)
+    draw: str = "auto"                 # a run's case: "case" (each alike) | "paint" (by its painted slices) | "auto"
     seed: int = 0
     checkpoint_every: int = 50
     augment: bool = True
@@ -161,7 +161,7 @@ class TrainConfig:
             raise InputError(f"--empty-past-ends labels the slices past the paint of --mode fewshot; this run is --mode "
                              f"{self.mode}.", "Leave --empty-past-ends out, or train with --mode fewshot.")
         if self.draw not in DRAWS:
-            raise InputError(f"Unknown draw '{self.draw}'.", f"Use --draw {' or '.join(DRAWS)}.")
+            raise InputError(f"Unknown draw '{self.draw}'.", f"Use --draw {', '.join(DRAWS[:-1])} or {DRAWS[-1]}.")
         if self.anchor not in ("known", "painted"):
             raise InputError(f"Unknown anchor '{self.anchor}'.", "Use --anchor known or painted.")
         if self.anchor == "painted" and (self.mode != "fewshot" or self.cycle):
@@ -219,8 +219,14 @@ def _seed_everything(cfg: TrainConfig, step: int, rank: int):
     return np.random.default_rng([cfg.seed, step, rank])
 
 
-#: How a step picks the case its run comes from (``TrainConfig.draw``, ``--draw``).
-DRAWS = ("case", "paint")
+#: How a step picks the case its run comes from (``TrainConfig.draw``, ``--draw``); ``auto``: ``paint`` in
+#: ``fewshot`` mode, ``case`` otherwise (full supervision's runs stay as they were drawn before the option).
+DRAWS = ("auto", "case", "paint")
+
+
+def draws_by_paint(cfg: TrainConfig) -> bool:
+    """Whether ``cfg``'s runs draw their case by its painted slices (:func:`_draw_case`)."""
+    return cfg.draw == "paint" or (cfg.draw == "auto" and cfg.mode == "fewshot")
 
 
 def painted_weights(cases: Sequence[Case]) -> np.ndarray:
@@ -234,15 +240,16 @@ def painted_weights(cases: Sequence[Case]) -> np.ndarray:
 
 def _draw_case(pool: int, rng, cfg: TrainConfig, weights: Optional[np.ndarray]) -> int:
     """The index of the case a run is drawn from, among the first ``pool``: each alike (``draw="case"``, the
-    prototype's), or in proportion to ``weights`` (``draw="paint"``, :func:`painted_weights`).
+    prototype's), or in proportion to ``weights`` (``draw="paint"``, and ``"auto"`` in ``fewshot`` mode;
+    :func:`painted_weights`).
 
     Why ``paint``: in few-shot mode a run's windows past its first are scored against the network's own previous
     predictions wherever no slice is painted, and an empty prediction is its own pseudo-label. Only runs that meet
     painted slices past their start, in the densely painted cases at the head of the decremental order, teach the
     network to carry a mask on to the next slice. Drawn uniformly, the 30-odd cases that hold one painted group per
-    muscle outweigh them once they join the pool: the paper's 250-step CPU recipe collapsed to empty masks on 6 of
-    7 runs (model card, "Session 45")."""
-    if cfg.draw == "case" or weights is None:
+    muscle outweigh them once they join the pool: the paper's 250-step CPU recipe collapsed to empty masks on 7 of
+    the 8 runs measured with ``case``, and on neither of 2 with ``paint`` (model card, "Session 45")."""
+    if not draws_by_paint(cfg) or weights is None:
         return int(rng.integers(pool))
     p = weights[:pool] / weights[:pool].sum() if weights[:pool].sum() > 0 else None
     return int(rng.choice(pool, p=p))
@@ -562,7 +569,8 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
         # First: the cases are checked against the resumed run's own config (its mode), not the caller's.
         model, model_config, meta = loaded or load_checkpoint(resume, map_location="cpu")
         tr = resume_state(meta, resume)
-        cfg = TrainConfig(**{"weight_decay": "coupled", **tr["config"]})   # runs before the field were coupled
+        # runs from before a field were coupled, and drew each case alike
+        cfg = TrainConfig(**{"weight_decay": "coupled", "draw": "case", **tr["config"]})
     cfg = cfg or TrainConfig()
     cfg.validate()
     require_painted(cases)
@@ -615,7 +623,7 @@ def train(cases: Sequence[Case], out_path, *, model_config=None, cfg: Optional[T
     mine = [i for i in range(len(cases)) if i % world == rank] or list(range(len(cases)))
     my_cases = [added_labels(cases[i], cfg, sweep_mm[i])       # each rank labels the cases it trains on (fewshot)
                 for i in mine]
-    weights = painted_weights(my_cases) if cfg.draw == "paint" else None
+    weights = painted_weights(my_cases) if draws_by_paint(cfg) else None
     if not _run_fits(my_cases, cfg.run_length + max(cfg.burn_in, cfg.reach), model_config.window):
         # before anything is written or a fine-tune's step-0 validation (minutes at full size): the first step
         # would find no run either

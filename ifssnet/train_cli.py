@@ -96,10 +96,10 @@ def add_train_arguments(p) -> None:
                         "head, no mask input; --batch windows per step), before a full run with --image-aux")
     p.add_argument("--no-curriculum", action="store_true",
                    help="fewshot: draw every case from the first step (default: the decremental order)")
-    p.add_argument("--draw", choices=["case", "paint"], default="case",
-                   help="which case each step's run comes from: case (each case of the pool alike, the prototype's) "
-                        "or paint (in proportion to its painted slices, so that the densely painted cases keep "
-                        "teaching few-shot runs once the sparse ones join)")
+    p.add_argument("--draw", choices=["auto", "case", "paint"], default="auto",
+                   help="which case each step's run comes from: case (each case of the pool alike, the prototype's), "
+                        "paint (in proportion to its painted slices, so that the densely painted cases keep teaching "
+                        "few-shot runs once the sparse ones join), auto (default: paint in --mode fewshot, else case)")
     p.add_argument("--out", type=Path, required=True, help="output model file (.pt)")
     p.add_argument("--from", dest="base", type=Path, default=None, help="fine-tune from this model")
     p.add_argument("--resume", type=Path, default=None, help="continue a run from its .ckpt.pt")
