@@ -246,9 +246,10 @@ def _draw_case(pool: int, rng, cfg: TrainConfig, weights: Optional[np.ndarray]) 
     Why ``paint``: in few-shot mode a run's windows past its first are scored against the network's own previous
     predictions wherever no slice is painted, and an empty prediction is its own pseudo-label. Only runs that meet
     painted slices past their start, in the densely painted cases at the head of the decremental order, teach the
-    network to carry a mask on to the next slice. Drawn uniformly, the 30-odd cases that hold one painted group per
-    muscle outweigh them once they join the pool: the paper's 250-step CPU recipe collapsed to empty masks on 7 of
-    the 8 runs measured with ``case``, and on neither of 2 with ``paint`` (model card, "Session 45")."""
+    network to carry a mask on to the next slice. Drawn uniformly, the many cases with a few painted groups per
+    muscle outweigh them once they join the pool: the paper's 250-step CPU recipe collapsed to (nearly) empty
+    masks on 9 of the 10 runs measured with ``case``, and on neither of 2 with ``paint`` (model card,
+    "Session 45")."""
     if not draws_by_paint(cfg) or weights is None:
         return int(rng.integers(pool))
     p = weights[:pool] / weights[:pool].sum() if weights[:pool].sum() > 0 else None

@@ -73,7 +73,8 @@ done
 # 4786731; about 30 min on one thread. Then its held-out scores. This step does NOT remake the shipped file: on these
 # subjects (9fe2bcf's phantom code) it collapses to empty masks, 0.014 / 96.8 % held out, and on subjects made with
 # 4786731's phantom code it gives 0.621 / 19.8 %; the shipped file's own data were not recorded (model card,
-# "Session 44").
+# "Session 44"). With --seed 1 it collapses on the latter too: drawing each case alike, this recipe collapses on most
+# runs, and today's code draws few-shot runs by painted slices instead (--draw auto; model card, "Session 45").
 at 4786731 train "$W"/train/s* --mode fewshot --out "$W/ifssnet-ws.pt" --size 128 --width-mult 0.5 \
   --epochs 2 --steps 125 --run-length 16 --lr 1e-3 --lr-final 1e-3 --seed 0 --checkpoint-every 25
 spacing "$W/ifssnet-ws.pt"
