@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import re
 from collections import defaultdict
 
 import numpy as np
 
 from test_review42_evidence import RESULTS, ROOT, _norm, _overall, _per_muscle, _text
+from test_review44_evidence import rows_unlike_csvs
 
 RUNS = ("ws4786731-train", "ws4786731-train-seed1", "ws44", "ws45-seed1", "ws45paint", "ws45paint-seed1")
 
@@ -34,12 +34,7 @@ def _diff(base: str, other: str, metric: str = "dice") -> str:
 def test_session_45_rows_are_the_csvs():
     card = _norm(_text("Resources/Models/README.md"))
     section = card[card.index("## Session 45"):card.index("# Model card: `pgnet.pt`")]
-    wrong = []
-    for run in RUNS:
-        want = " / ".join(_overall(f"heldout-ifssnet-{run}-3-seeds.csv")) + " %"
-        row = re.search(rf"\| {re.escape(run)} \|[^|]*\|[^|]*\|[^|]*\|[^|]*\| \**([^|*]*)\** \|", section)
-        if row is None or row.group(1).strip() != want:
-            wrong.append(f"{run}: {row.group(1) if row else None} != {want}")
+    wrong = rows_unlike_csvs(section, RUNS, 4)
     assert not wrong, "\n".join(wrong)
 
 
