@@ -11,7 +11,8 @@ import numpy as np
 from test_review42_evidence import RESULTS, ROOT, _norm, _overall, _per_muscle, _text
 from test_review44_evidence import rows_unlike_csvs
 
-RUNS = ("ws4786731-train", "ws4786731-train-seed1", "ws44", "ws45-seed1", "ws45paint", "ws45paint-seed1")
+RUNS = ("ws4786731-train", "ws4786731-train-seed1", "ws44", "ws45-seed1", "ws45paint", "ws45paint-seed1",
+        "ws45paint-seed2", "ws45paint-train9")
 
 
 def _paired():
@@ -53,6 +54,11 @@ def test_session_45_paired_differences_and_muscles_are_the_csvs():
             _per_muscle("heldout-ifssnet-ws45paint-3-seeds.csv")["SOL"][0],
             _per_muscle("heldout-ifssnet-ws45paint-seed1-3-seeds.csv")["SOL"][0], _per_muscle(shipped)["SOL"][0]),
     ]
+    quoted.append(f"seed 0 trains {' / '.join(_overall('heldout-ifssnet-ws45paint-train9-3-seeds.csv'))} %: "
+                  f"{_diff('heldout-ifssnet-ws43-3-seeds.csv', 'heldout-ifssnet-ws45paint-train9-3-seeds.csv')} Dice "
+                  "against ws43, 5 of 5 cases")
+    quoted.append(f"seed 2 collapsed ({_overall('heldout-ifssnet-ws45paint-seed2-3-seeds.csv')[0]}). Drawn by painted "
+                  "slices, 1 of 4 runs collapsed; drawn alike, 9 of 10")
     missing = [q for q in quoted if q not in section]
     assert not missing, missing
 
@@ -79,6 +85,8 @@ def test_session_45_readme_figures_are_the_csvs():
     assert f"On seed 1 that code collapses too ({seed1})" in readme
     assert f"trains {p0} (seed 0) and {p1} (seed 1) at 3.49 % annotated" in readme
     assert case0 == case1 == "0.000" and "each case alike gave 0.000 on both seeds" in readme
+    seed2 = _overall("heldout-ifssnet-ws45paint-seed2-3-seeds.csv")[0]
+    assert f"seed 2 still ended at {seed2} (1 of 4 runs, against 9 of 10 drawing alike)" in readme
 
 
 def test_nine_of_ten_uniform_draws_collapsed_and_the_shares_are_the_file():

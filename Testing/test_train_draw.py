@@ -3,7 +3,7 @@ painted slices.
 
 Drawn uniformly (``--draw case``, the prototype's, and ``auto``'s in full supervision), the cases holding a single
 painted group per muscle outweigh the densely painted ones once they join the decremental pool, and the paper's CPU
-recipe collapsed to (nearly) empty masks on 9 of 10 runs (model card, "Session 45")."""
+recipe collapsed to (nearly) empty masks on 9 of 10 runs; drawn by paint, on 1 of 4 (model card, "Session 45")."""
 import numpy as np
 import pytest
 

@@ -248,8 +248,8 @@ def _draw_case(pool: int, rng, cfg: TrainConfig, weights: Optional[np.ndarray]) 
     painted slices past their start, in the densely painted cases at the head of the decremental order, teach the
     network to carry a mask on to the next slice. Drawn uniformly, the many cases with a few painted groups per
     muscle outweigh them once they join the pool: the paper's 250-step CPU recipe collapsed to (nearly) empty
-    masks on 9 of the 10 runs measured with ``case``, and on neither of 2 with ``paint`` (model card,
-    "Session 45")."""
+    masks on 9 of the 10 runs measured with ``case``, and on 1 of 4 with ``paint`` (model card, "Session 45"):
+    fewer collapses, not none, so few-shot runs still need validation (``--val``)."""
     if not draws_by_paint(cfg) or weights is None:
         return int(rng.integers(pool))
     p = weights[:pool] / weights[:pool].sum() if weights[:pool].sum() > 0 else None
