@@ -278,3 +278,14 @@ def slicer_reads(slicer, path):
                                   segment.GetTerminology() or None,
                                   segment.GetLabelValue(), int(np.count_nonzero(voxels)))
     return out
+
+
+def far_annotation(slicer, volumeNode, name):
+    """A copy of ``volumeNode`` 500 mm away ("other sweep") and an empty segmentation ``name`` on its grid, to paint
+    on: a segmentation made on another volume, whose paint lies outside ``volumeNode``. Returns (volume, segmentation)."""
+    away = _ijk_to_ras()
+    away[:3, 3] += 500.0
+    other = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(), away, "other sweep")
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(other)
+    return other, seg

@@ -232,17 +232,13 @@ def test_ctrl_c_while_a_phantom_is_made_leaves_no_empty_folder(tmp_path, capsys,
 def test_propagate_in_slicer_from_a_segment_painted_outside_the_volume_says_so(nodes):
     """Before: "Segment 'GM' is empty: no painted slices" for a segment painted on another volume, away from this
     one. A segment that is empty everywhere keeps that message."""
-    from slicer_nodes import _assert_same, _ijk_to_ras, _paint, _state
+    from slicer_nodes import _assert_same, _paint, _state, far_annotation
 
     from ifssnet.errors import SeedError
     from IFSSNetSegmentationLib.logic import IFSSNetSegmentationLogic
 
     slicer, volumeNode, segNode, truth = nodes
-    away = _ijk_to_ras()
-    away[:3, 3] += 500.0
-    other = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(), away, "other sweep")
-    seeds = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Seeds of the other sweep")
-    seeds.SetReferenceImageGeometryParameterFromVolumeNode(other)
+    other, seeds = far_annotation(slicer, volumeNode, "Seeds of the other sweep")
     a, _ = _paint(slicer, other, seeds, truth, 0, (10, 11, 12), name="GM")
     empty = seeds.GetSegmentation().AddEmptySegment("", "SOL")
     before = _state(seeds, other)

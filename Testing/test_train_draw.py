@@ -40,12 +40,11 @@ def test_painted_weights_count_painted_slices_that_hold_a_muscle_per_segment():
 def test_paint_draws_in_proportion_within_the_pool_and_case_draws_alike():
     weights = np.array([0.6, 0.3, 0.1, 0.0])
     rng = np.random.default_rng(0)
-    paint = TrainConfig(mode="fewshot", draw="paint")
-    drawn = np.bincount([_draw_case(4, rng, paint, weights) for _ in range(20000)], minlength=4) / 20000
+    drawn = np.bincount([_draw_case(4, rng, weights) for _ in range(20000)], minlength=4) / 20000
     assert drawn == pytest.approx(weights, abs=0.015) and drawn[3] == 0
-    pooled = np.bincount([_draw_case(2, rng, paint, weights) for _ in range(20000)], minlength=4) / 20000
+    pooled = np.bincount([_draw_case(2, rng, weights) for _ in range(20000)], minlength=4) / 20000
     assert pooled == pytest.approx([2 / 3, 1 / 3, 0, 0], abs=0.015)      # the first 2 cases only, renormalised
-    alike = np.bincount([_draw_case(4, rng, TrainConfig(), weights) for _ in range(20000)], minlength=4) / 20000
+    alike = np.bincount([_draw_case(4, rng, None) for _ in range(20000)], minlength=4) / 20000   # draw="case"
     assert alike == pytest.approx([0.25] * 4, abs=0.015)
 
 

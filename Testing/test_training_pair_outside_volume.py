@@ -10,29 +10,24 @@ from slicer_fixture import slicer_app, slicer_scene  # noqa: F401  (fixtures; sk
 from slicer_nodes import nodes, scene_nodes  # noqa: F401
 
 
-def _far_annotation(slicer, volumeNode, truth, paint):
-    """An annotation painted (``paint(volume, segmentation)``) on a copy of the volume 500 mm away."""
-    from slicer_nodes import _ijk_to_ras
+def _far_annotation(slicer, volumeNode, truth):
+    """An annotation with GM painted on slices 10-12 of a copy of the volume 500 mm away."""
+    from slicer_nodes import _paint, far_annotation
 
-    away = _ijk_to_ras()
-    away[:3, 3] += 500.0
-    other = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volumeNode).copy(), away, "other sweep")
-    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Annotation of the other sweep")
-    seg.SetReferenceImageGeometryParameterFromVolumeNode(other)
-    paint(other, seg)
+    other, seg = far_annotation(slicer, volumeNode, "Annotation of the other sweep")
+    _paint(slicer, other, seg, truth, 0, (10, 11, 12), name="GM")
     return other, seg
 
 
 @pytest.mark.slicer
 def test_a_training_pair_painted_outside_its_volume_says_so_and_writes_nothing(nodes, tmp_path):
-    from slicer_nodes import _assert_same, _paint, _state
+    from slicer_nodes import _assert_same, _state
 
     from ifssnet.errors import InputError
     from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
 
     slicer, volumeNode, segNode, truth = nodes
-    other, far = _far_annotation(slicer, volumeNode, truth,
-                                 lambda v, s: _paint(slicer, v, s, truth, 0, (10, 11, 12), name="GM"))
+    other, far = _far_annotation(slicer, volumeNode, truth)
     before = _state(far, other)
     with pytest.raises(InputError, match="'GM' of 'Annotation of the other sweep' is painted, but outside the volume "
                                          f"'{volumeNode.GetName()}'") as err:
@@ -45,15 +40,12 @@ def test_a_training_pair_painted_outside_its_volume_says_so_and_writes_nothing(n
 
 @pytest.mark.slicer
 def test_the_pair_with_the_volume_it_was_painted_on_is_read_and_an_empty_segment_keeps_its_message(nodes):
-    from slicer_nodes import _paint
-
     from ifssnet.dataset import case_from_arrays, require_painted
     from ifssnet.errors import InputError
     from IFSSNetTrainingLib.logic import segmentationFromNodes
 
     slicer, volumeNode, segNode, truth = nodes
-    other, far = _far_annotation(slicer, volumeNode, truth,
-                                 lambda v, s: _paint(slicer, v, s, truth, 0, (10, 11, 12), name="GM"))
+    other, far = _far_annotation(slicer, volumeNode, truth)
     seg = segmentationFromNodes(other, far)          # its own volume: read as painted
     assert int(seg.get("GM").mask.sum()) == int(truth[[10, 11, 12]].sum()) > 0
     far.GetSegmentation().AddEmptySegment("", "SOL")  # empty everywhere: still "is empty", from the training

@@ -46,6 +46,12 @@ class Case:
         """bool (K,): the painted slices of segment ``name`` (its known ones unless labels were added)."""
         return self.known[name] if self.painted is None else self.painted[name]
 
+    def known_present(self, name: str) -> np.ndarray:
+        """bool (K,): the known slices of segment ``name`` that hold it, where a training run may start
+        (:func:`sample_run`)."""
+        mask = self.masks[name]
+        return self.known[name] & mask.reshape(mask.shape[0], -1).any(axis=1)
+
     def with_labels(self, added: Dict[str, Tuple[np.ndarray, np.ndarray]]) -> "Case":
         """This case with labels added to some segments: ``added`` maps a segment to its new ``(mask, known)``
         (uint8 (K, S, S), bool (K,)); the painted slices stay this case's. Nothing added: the case itself."""
@@ -306,7 +312,7 @@ def sparsifier(case: Case, group: int = 3):
     from .seeds import largest_slices
 
     K = case.n_slices
-    present = {n: mask.reshape(K, -1).any(axis=1) & case.known[n] for n, mask in case.masks.items()}
+    present = {n: case.known_present(n) for n in case.masks}
     largest = {}
 
     def of(fraction: float) -> Case:

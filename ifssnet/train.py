@@ -233,15 +233,14 @@ def painted_weights(cases: Sequence[Case]) -> np.ndarray:
     """Each case's share of the painted slices that hold a muscle, float64 (n_cases,) summing to 1 (uniform where
     none holds any): ``--draw paint``'s probability of drawing the case. Counted per segment, so a slice painted for
     two muscles counts twice, as it starts runs of both (:func:`ifssnet.dataset.sample_run`)."""
-    counts = np.array([sum(int((case.known[n] & m.reshape(m.shape[0], -1).any(axis=1)).sum())
-                           for n, m in case.masks.items()) for case in cases], np.float64)
+    counts = np.array([sum(int(case.known_present(n).sum()) for n in case.masks) for case in cases], np.float64)
     return counts / counts.sum() if counts.sum() > 0 else np.full(len(cases), 1.0 / max(1, len(cases)))
 
 
-def _draw_case(pool: int, rng, cfg: TrainConfig, weights: Optional[np.ndarray]) -> int:
-    """The index of the case a run is drawn from, among the first ``pool``: each alike (``draw="case"``, the
-    prototype's), or in proportion to ``weights`` (``draw="paint"``, and ``"auto"`` in ``fewshot`` mode;
-    :func:`painted_weights`).
+def _draw_case(pool: int, rng, weights: Optional[np.ndarray]) -> int:
+    """The index of the case a run is drawn from, among the first ``pool``: each alike (``weights`` None:
+    ``draw="case"``, the prototype's), or in proportion to ``weights`` (:func:`painted_weights`, for ``draw="paint"``,
+    and ``"auto"`` in ``fewshot`` mode; :func:`draws_by_paint`).
 
     Why ``paint``: in few-shot mode a run's windows past its first are scored against the network's own previous
     predictions wherever no slice is painted, and an empty prediction is its own pseudo-label. Only runs that meet
@@ -250,7 +249,7 @@ def _draw_case(pool: int, rng, cfg: TrainConfig, weights: Optional[np.ndarray]) 
     muscle outweigh them once they join the pool: the paper's 250-step CPU recipe collapsed to (nearly) empty
     masks on 9 of the 10 runs measured with ``case``, and on 1 of 4 with ``paint`` (model card, "Session 45"):
     fewer collapses, not none, so few-shot runs still need validation (``--val``)."""
-    if not draws_by_paint(cfg) or weights is None:
+    if weights is None:
         return int(rng.integers(pool))
     p = weights[:pool] / weights[:pool].sum() if weights[:pool].sum() > 0 else None
     return int(rng.choice(pool, p=p))
@@ -258,9 +257,10 @@ def _draw_case(pool: int, rng, cfg: TrainConfig, weights: Optional[np.ndarray]) 
 
 def _draw_run(cases, pool: int, rng, cfg: TrainConfig, window: int, weights: Optional[np.ndarray] = None):
     """One training run from the first ``pool`` cases (a few tries: a case may have no segment that fits); the case
-    is chosen by :func:`_draw_case` (``weights``: :func:`painted_weights` of ``cases``, for ``draw="paint"``)."""
+    is chosen by :func:`_draw_case` (``weights``: :func:`painted_weights` of ``cases`` where :func:`draws_by_paint`,
+    else None)."""
     for _ in range(64):
-        run = sample_run(cases[_draw_case(pool, rng, cfg, weights)], rng, cfg.run_length + max(cfg.burn_in, cfg.reach),
+        run = sample_run(cases[_draw_case(pool, rng, weights)], rng, cfg.run_length + max(cfg.burn_in, cfg.reach),
                          window, cfg.augment)
         if run is not None:
             return run
@@ -274,8 +274,8 @@ def _run_fits(cases, length: int, window: int) -> bool:
     sweep shorter than that, from its first slice)."""
     for case in cases:
         room = max(0, case.n_slices - length)           # the last start sample_run takes
-        for name, mask in case.masks.items():
-            ok = case.known[name] & mask.reshape(mask.shape[0], -1).any(axis=1)
+        for name in case.masks:
+            ok = case.known_present(name)
             for order in (ok, ok[::-1]):
                 if any(order[p:p + window].all() for p in range(room + 1)):
                     return True
@@ -311,8 +311,8 @@ def _longest_run(cases, window: int) -> int:
     (:func:`ifssnet.dataset.sample_run`)."""
     longest = 0
     for case in cases:
-        for name, mask in case.masks.items():
-            ok = case.known[name] & mask.reshape(mask.shape[0], -1).any(axis=1)
+        for name in case.masks:
+            ok = case.known_present(name)
             for order in (ok, ok[::-1]):
                 starts = [p for p in range(len(order) - window + 1) if order[p:p + window].all()]
                 if starts:

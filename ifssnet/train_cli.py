@@ -20,7 +20,7 @@ from typing import List, Sequence
 from .dataset import case_names, load_case, require_painted, require_segments
 from .errors import InputError
 from .io import parse_names, same_file
-from .train import StepLog, TrainConfig, train
+from .train import DRAWS, StepLog, TrainConfig, train
 from .train_recipe import (FEWSHOT_BETA, FINETUNE_LR, RECIPE, cli_value, inherit_recipe, learning_rates,
                            recipe_options, stored_config, withheld_from_base)
 from .validation import VALIDATION_CHOICES
@@ -96,7 +96,7 @@ def add_train_arguments(p) -> None:
                         "head, no mask input; --batch windows per step), before a full run with --image-aux")
     p.add_argument("--no-curriculum", action="store_true",
                    help="fewshot: draw every case from the first step (default: the decremental order)")
-    p.add_argument("--draw", choices=["auto", "case", "paint"], default="auto",
+    p.add_argument("--draw", choices=DRAWS, default="auto",
                    help="which case each step's run comes from: case (each case of the pool alike, the prototype's), "
                         "paint (in proportion to its painted slices, so that the densely painted cases keep teaching "
                         "few-shot runs once the sparse ones join), auto (default: paint in --mode fewshot, else case)")

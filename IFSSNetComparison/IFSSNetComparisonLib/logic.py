@@ -70,6 +70,16 @@ def _uniqueName(name: str) -> str:
     return unique
 
 
+def _doubleColumn(name: str, values) -> "vtk.vtkDoubleArray":
+    """A table column ``name`` holding ``values`` as doubles (NaN stays NaN: a plot leaves that point out)."""
+    column = vtk.vtkDoubleArray()
+    column.SetName(name)
+    column.SetNumberOfTuples(len(values))
+    for i, v in enumerate(values):
+        column.SetValue(i, float(v))
+    return column
+
+
 def _newNode(className: str, name: str):
     """A new node of ``className`` named ``name``, or ``name (2)``, ``name (3)``... where the scene has a node of that
     name already: a second comparison's table, charts, plot series and result segmentations are told apart from the
@@ -537,12 +547,7 @@ class IFSSNetComparisonLogic:
                                                       for v in sliceDice.values()]
         table = tableNode.GetTable()
         for name, values in zip(["slice"] + list(sliceDice), arrays):
-            column = vtk.vtkDoubleArray()
-            column.SetName(name)
-            column.SetNumberOfTuples(length)
-            for i, v in enumerate(values):
-                column.SetValue(i, float(v))
-            table.AddColumn(column)
+            table.AddColumn(_doubleColumn(name, values))
         chart = self._chart("Dice along the sweep", "slice", "Dice", created)
         for name in sliceDice:   # the series (its legend entry) named as no other node: "IFSS-Net GM (2)" on a rerun
             unique = _uniqueName(name)
@@ -575,11 +580,7 @@ class IFSSNetComparisonLogic:
             labels.InsertNextValue(muscle)
         table.AddColumn(labels)
         for method, values in errors.items():
-            column = vtk.vtkDoubleArray()
-            column.SetName(method)
-            for v in values:
-                column.InsertNextValue(v)
-            table.AddColumn(column)
+            table.AddColumn(_doubleColumn(method, values))
         chart = self._chart("Volume error", "segment", "volume error (%): + larger, - smaller than the reference",
                             created)
         for method, color in colors.items():
