@@ -171,8 +171,9 @@ class IFSSNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         oform.addRow("", self.baseAdviceLabel)
         self.holdOutCheck = qt.QCheckBox("Hold out the last pair for validation")
         self.holdOutCheck.setProperty("SlicerParameterName", "holdOutLast")
-        self.holdOutCheck.toolTip = ("Do not train on the last pair (it must be fully annotated): propagate it from "
-                                     "its seed slices as training goes, and keep the best model as <name>.best.")
+        self.holdOutCheck.toolTip = ("Do not train on the last pair: propagate it from its seed slices as training "
+                                     "goes, and keep the best model as <name>.best. A pair painted on a few groups of "
+                                     "slices is propagated from its largest group and scored on the others.")
         oform.addRow("", self.holdOutCheck)
         self.valProtocolCombo = qt.QComboBox()
         self.valProtocolCombo.addItems(["both", "3-seeds", "paper"])

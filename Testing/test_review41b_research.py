@@ -44,11 +44,14 @@ def _write_case(folder, masks, dtype=np.int16):
     return folder / "volume.nrrd", folder / "annotation.seg.nrrd"
 
 
-def test_a_validation_annotation_painted_on_some_slices_without_a_tag_is_refused(tmp_path):
+def test_a_validation_annotation_painted_on_some_slices_without_a_tag_is_scored_on_its_painted_slices(tmp_path):
     """A segmentation painted on a few slices in Slicer and saved (no painted-slice tag) trains as a sparse
     annotation (``dataset._untagged_annotation``), but as a validation case it was taken for a complete reference:
     every propagated slice between the painted ones was scored against "no muscle", so the validation Dice, and the
-    best network kept as OUT.best.pt, were chosen on wrong scores. It is refused like a tagged sparse one."""
+    best network kept as OUT.best.pt, were chosen on wrong scores. Review 41b refused it; since session 46 it is read
+    as training reads it and scored on its held-out painted groups (:mod:`ifssnet.held_out_groups`), and paint in
+    one group only, which leaves nothing to score, is refused."""
+    from ifssnet.held_out_groups import PROTOCOL
     from ifssnet.validation import Validator
 
     sparse = _box()
@@ -56,14 +59,18 @@ def test_a_validation_annotation_painted_on_some_slices_without_a_tag_is_refused
     keep[[3, 4, 5, 12, 13, 14]] = True
     sparse[~keep] = 0
     case = _write_case(tmp_path / "painted", {"tendon": sparse})
-    with pytest.raises(InputError, match="painted on some slices only") as err:
-        Validator([case])
-    assert "tendon" in str(err.value) and "annotation.seg.nrrd" in str(err.value)
-    with pytest.raises(InputError, match="painted on some slices only"):      # Slicer's nodes, held in memory
-        Validator([(np.zeros((K, J, I), np.int16), {"tendon": sparse}, (2.0, 0.3, 0.3))])
+    assert Validator([case]).description()["protocols"] == ["3-seeds", PROTOCOL]
+    held = Validator([(np.zeros((K, J, I), np.int16), {"tendon": sparse}, (2.0, 0.3, 0.3))])   # Slicer's nodes
+    assert held.description()["protocols"] == ["3-seeds", PROTOCOL]
+    one = _box()
+    one[~np.isin(np.arange(K), [3, 4, 9, 10])] = 0       # all 4 slices needed to seed: none left to score
+    with pytest.raises(InputError, match="'tendon' of validation case .*annotation.seg.nrrd is painted on 4 "
+                                         "slices in 2 groups") as err:
+        Validator([_write_case(tmp_path / "one", {"tendon": one})])
+    assert "one more group" in err.value.todo
     # a complete annotation, and a sparse segment that is not validated, are accepted as before
-    Validator([_write_case(tmp_path / "complete", {"tendon": _box()})])
-    Validator([_write_case(tmp_path / "both", {"tendon": _box(), "notes": sparse})], segments=["tendon"])
+    assert Validator([_write_case(tmp_path / "complete", {"tendon": _box()})]).description()["protocols"] == ["3-seeds"]
+    Validator([_write_case(tmp_path / "both", {"tendon": _box(), "notes": one})], segments=["tendon"])
 
 
 TINY_CLI = ["--size", "32", "--width-mult", "0.15", "--run-length", "6", "--epochs", "1", "--steps", "1"]

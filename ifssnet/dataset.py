@@ -136,29 +136,40 @@ def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
     for n in names:
         s = seg.get(n)
         masks[n] = work_mask(s.mask, grid)
-        k = np.zeros(volume.shape[0], bool)
-        annotated = s.annotated if s.annotated is not None else _untagged_annotation(s.mask)
-        if annotated is None:
-            k[:] = True
-        else:
-            if annotated.axis != 0:
-                raise InputError(
-                    f"Segment '{n}' of case '{name}' is annotated across axis {annotated.axis}; training follows "
-                    "the sweep along the volume's k axis (axis 0).",
-                    "In Slicer, paint the training slices in the slice view whose slider steps through the "
-                    "volume's k index (the Data Probe shows it), and if the sweep runs along another axis, make it "
-                    "the k axis first (Orient Scalar Volume module); on the command line, re-cut the annotation "
-                    "with `ifssnet seeds`.")
-            outside = [int(i) for i in annotated.slices if not 0 <= int(i) < volume.shape[0]]
-            if outside:
-                raise InputError(
-                    f"Segment '{n}' of case '{name}' is marked painted on slices {outside[:5]}"
-                    f"{' ...' if len(outside) > 5 else ''}, outside the volume's {volume.shape[0]} slices.",
-                    "Check that this segmentation belongs to this volume (it may have been painted on a longer or "
-                    "uncropped one); re-cut its seeds with `ifssnet seeds`, or paint the slices again in Slicer.")
-            k[list(annotated.slices)] = True
-        known[n] = k
+        slices = annotated_slices_of(s, volume.shape[0], f"case '{name}'")
+        K = volume.shape[0]
+        known[n] = np.ones(K, bool) if slices is None else np.isin(np.arange(K), slices)
     return Case(name, image, masks, known, slice_spacing_mm, held=tuple(seg.names))
+
+
+def annotated_slices_of(segment, n_slices: int, where: str) -> Optional[Tuple[int, ...]]:
+    """The slices (axis 0, sorted) on which ``segment`` (an :class:`~ifssnet.io.Segment`) is annotated: its
+    ``IFSSNet.AnnotatedSlices`` tag, else the slices it is painted on where that paint lies on some slices of one
+    view with gaps between (:func:`_untagged_annotation`); None for a complete annotation, known on every slice.
+    The one rule by which training (:func:`case_from_arrays`) and validation (:mod:`ifssnet.held_out_groups`) read
+    a sparse annotation. ``n_slices``: the volume's K. Raises :class:`InputError` for slices annotated across
+    another axis than the sweep's (axis 0) or outside the volume; ``where`` names the case in the message
+    (``"case 'leg2'"``)."""
+    annotated = segment.annotated if segment.annotated is not None else _untagged_annotation(segment.mask)
+    if annotated is None:
+        return None
+    n = segment.name
+    if annotated.axis != 0:
+        raise InputError(
+            f"Segment '{n}' of {where} is annotated across axis {annotated.axis}; training follows "
+            "the sweep along the volume's k axis (axis 0).",
+            "In Slicer, paint the training slices in the slice view whose slider steps through the "
+            "volume's k index (the Data Probe shows it), and if the sweep runs along another axis, make it "
+            "the k axis first (Orient Scalar Volume module); on the command line, re-cut the annotation "
+            "with `ifssnet seeds`.")
+    outside = [int(i) for i in annotated.slices if not 0 <= int(i) < n_slices]
+    if outside:
+        raise InputError(
+            f"Segment '{n}' of {where} is marked painted on slices {outside[:5]}"
+            f"{' ...' if len(outside) > 5 else ''}, outside the volume's {n_slices} slices.",
+            "Check that this segmentation belongs to this volume (it may have been painted on a longer or "
+            "uncropped one); re-cut its seeds with `ifssnet seeds`, or paint the slices again in Slicer.")
+    return tuple(sorted({int(i) for i in annotated.slices}))
 
 
 def require_segments(cases: Sequence[Case], segments: Optional[Sequence[str]]) -> List[str]:

@@ -203,8 +203,9 @@ def add_train_arguments(p) -> None:
                    help="stop after this many minutes of training and write the checkpoint and the model there "
                         "(--resume continues); for a machine lent for a fixed time")
     p.add_argument("--val", nargs="+", default=None, metavar="CASE",
-                   help="held-out, fully annotated cases (as CASES) to propagate every --val-every steps; the "
-                        "best network by mean Dice is kept as MODEL.best.pt where the run ends (MODEL.ckpt.best.pt "
+                   help="held-out annotated cases (as CASES) to propagate every --val-every steps; a segment "
+                        "painted on some slices only is propagated from its largest painted group and scored on its "
+                        "other painted slices (held-out groups); the best network by mean Dice is kept as MODEL.best.pt where the run ends (MODEL.ckpt.best.pt "
                         "while it goes; default: no validation)")
     p.add_argument("--val-every", type=int, default=None, metavar="N",
                    help="steps between validations (default: --checkpoint-every)")

@@ -12,9 +12,12 @@ is kept next to the model (``MODEL.best.pt``). Several protocols (``--val-protoc
 case under each, and the means run over all of those rows: a network that stops at a muscle's end but
 shrinks every mask can win under ``3-seeds`` and lose under ``paper`` (model card, session 18).
 
-Validation cases must be fully annotated (no ``IFSSNet.AnnotatedSlices`` tag) and must not be
-training cases. Volumes are read again at each validation, so that a long run does not hold them
-in memory.
+A validation segment painted on some slices only (an ``IFSSNet.AnnotatedSlices`` tag, or paint on some
+slices of one view, read as training reads it) is scored by its held-out groups
+(:mod:`ifssnet.held_out_groups`): propagated from its largest painted group and scored on its other painted
+slices, so that a few-shot run on sparsely painted sweeps can be validated, and a collapse caught, without a fully
+annotated sweep. Its rows carry the protocol ``held-out-groups``. Validation cases must not be training cases.
+Volumes are read again at each validation, so that a long run does not hold them in memory.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import InputError
+from .held_out_groups import PROTOCOL as HELD_OUT, held_out_rows, is_sparse, sparse_references, split_groups
 from .progress import CancelLike, ProgressFn, check_cancel, report
 
 #: The progress stage of a validation, one step per case.
@@ -35,8 +39,9 @@ STAGE = "validating"
 #: paper's, or both (each case under each; the best network by the mean over all of those rows).
 VALIDATION_CHOICES = ("3-seeds", "paper", "both")
 
-#: One validation case: (volume path, annotation path), or (volume (K, J, I), {name: mask (K, J, I)},
-#: spacing (sz, sy, sx) mm) already in memory (Slicer's nodes).
+#: One validation case: (volume path, annotation path), or (volume (K, J, I), {name: mask (K, J, I)} or an
+#: :class:`ifssnet.io.Segmentation` on the volume's grid (whose tags say which slices are painted), spacing
+#: (sz, sy, sx) mm) already in memory (Slicer's nodes).
 ValidationCase = Tuple
 
 
@@ -105,8 +110,10 @@ class Validator:
     segment names to score (default: every segment of each case); a case is scored on those it has, as a training
     case trains them (:func:`ifssnet.dataset.require_segments`), and one with none of them is refused. ``device``:
     where to propagate (default: where the network's weights are, so validation never moves a network being
-    trained). Files are checked here, before any training: a missing file, a sparse annotation, a case with none
-    of the named segments, or an empty segment to score raises :class:`InputError`.
+    trained). A segment painted on some slices only is scored by its held-out groups, whatever ``protocol`` says
+    (:mod:`ifssnet.held_out_groups`). Files are checked here, before any training: a missing file, a case with none
+    of the named segments, an empty segment to score, or a sparse one with no painted group left over to score
+    raises :class:`InputError`.
     """
 
     def __init__(self, cases: Sequence[ValidationCase], protocol="3-seeds",
@@ -126,6 +133,7 @@ class Validator:
         self.count, self.every = int(count), int(every)
         self.segments = list(segments) if segments else None
         self.device = device
+        self.held_out_groups = False      # a case painted on some slices is scored by its held-out groups
         for case in self.cases:
             self._check(case)
 
@@ -137,7 +145,8 @@ class Validator:
 
         files = [i for i, c in enumerate(self.cases) if self._is_paths(c)]
         named = dict(zip(files, case_names([self.cases[i][0] for i in files])))
-        return {"protocols": list(self.protocols), "cases": [named.get(i) for i in range(len(self.cases))]}
+        protocols = list(self.protocols) + ([HELD_OUT] if self.held_out_groups else [])
+        return {"protocols": protocols, "cases": [named.get(i) for i in range(len(self.cases))]}
 
     @staticmethod
     def _is_paths(case) -> bool:
@@ -146,7 +155,7 @@ class Validator:
     def _check(self, case) -> None:
         if not self._is_paths(case):
             where = "in-memory case"
-            refs = self._select(case[1], where)
+            refs = self._references(case[1], np.shape(case[0])[0], where)
         else:
             from .io import read_header, read_segmentation, require_annotation_overlaps
 
@@ -159,9 +168,25 @@ class Validator:
             head = read_header(vol)
             if head.geometry is not None:   # every validation would score it 0: said before training starts
                 require_annotation_overlaps(ann, head.geometry, head.shape_kji, f"the validation volume '{vol}'")
-            refs = self._select(full_annotation(read_segmentation(ann), where), where)
-        _require_painted(refs, where)
-        _require_complete(refs, where)
+            seg = read_segmentation(ann, reference=head.geometry, reference_shape=head.shape_kji) \
+                if head.geometry is not None else read_segmentation(ann)
+            refs = self._references(seg, head.shape_kji[0], where)
+        _require_painted({n: r for n, r in refs.items() if not is_sparse(r)}, where)
+        for name, ref in refs.items():
+            if is_sparse(ref):
+                split_groups(ref, name, where)     # painted slices left over to score, or refused now
+                self.held_out_groups = True
+
+    def _references(self, refs, n_slices: int, where: str) -> dict:
+        """The segments to score of a case's annotation (an :class:`~ifssnet.io.Segmentation`, or ``{name: mask}``
+        held in memory): ``{name: mask}`` for a complete one, ``{name: SparseReference}`` for one painted on some
+        slices (:func:`ifssnet.held_out_groups.sparse_references`)."""
+        from .io import Segment
+
+        segments = refs.segments if hasattr(refs, "segments") else [Segment(n, m) for n, m in dict(refs).items()]
+        chosen = self._select({s.name: s for s in segments}, where)     # the named ones only are read
+        complete, sparse = sparse_references(list(chosen.values()), n_slices, where)
+        return {n: sparse[n] if n in sparse else complete[n] for n in chosen}
 
     def _select(self, refs: dict, where: str) -> dict:
         if not self.segments:
@@ -177,12 +202,13 @@ class Validator:
     def _load(self, case):
         if not self._is_paths(case):
             volume, refs, spacing = case
-            return np.asarray(volume), self._select(dict(refs), "in-memory case"), tuple(spacing)
+            volume = np.asarray(volume)
+            return volume, self._references(refs, volume.shape[0], "in-memory case"), tuple(spacing)
         from .io import read_segmentation, read_volume
 
         image = read_volume(case[0])
         ref = read_segmentation(case[1], reference=image.geometry, reference_shape=image.array.shape)
-        refs = self._select(full_annotation(ref, str(case[1])), str(case[1]))
+        refs = self._references(ref, image.array.shape[0], str(case[1]))
         return image.array, refs, tuple(image.geometry.spacing_kji)
 
     def rows(self, model, cases: Optional[Sequence[ValidationCase]] = None, cancel: CancelLike = None,
@@ -200,10 +226,15 @@ class Validator:
             report(progress, STAGE, n, len(todo))
             check_cancel(cancel)
             volume, refs, spacing = self._load(case)
-            for protocol in self.protocols:
-                rows += compare(volume, refs, spacing, ["ifssnet"], protocol, count=self.count, every=self.every,
+            complete = {n: r for n, r in refs.items() if not is_sparse(r)}
+            for protocol in self.protocols if complete else ():
+                rows += compare(volume, complete, spacing, ["ifssnet"], protocol, count=self.count, every=self.every,
                                 cancel=cancel, method_options={"ifssnet": {"model": model, "device": device}})
-            del volume, refs
+            sparse = {n: r for n, r in refs.items() if is_sparse(r)}
+            if sparse:
+                rows += held_out_rows(volume, sparse, spacing, model, device=device, cancel=cancel,
+                                      where=str(case[1]) if self._is_paths(case) else "in-memory case")
+            del volume, refs, complete, sparse
         report(progress, STAGE, len(todo), len(todo))
         return rows
 
@@ -258,24 +289,6 @@ def _require_painted(refs: Dict[str, np.ndarray], where: str) -> None:
                              "segment out (--segments; in Slicer, delete the empty segment in Segment Editor).")
 
 
-def _require_complete(refs: Dict[str, np.ndarray], where: str) -> None:
-    """Refuse a validation reference whose segment is painted on some slices of one view only, without a
-    painted-slice tag (:func:`ifssnet.seeds.sparse_painted_slices`, the rule training reads such paint by,
-    :func:`ifssnet.dataset.load_case`): scored as complete, every slice between the painted ones would count the
-    propagated muscle as wrong there, and the best network would be chosen on those scores. Checked once, when
-    the :class:`Validator` is made (about 3 s per segment at 1400 x 512 x 512)."""
-    from .seeds import sparse_painted_slices
-
-    for name, mask in refs.items():
-        found = sparse_painted_slices(np.asarray(mask))
-        if found is not None:
-            axis, slices = found
-            raise InputError(f"Segment '{name}' of validation case {where} is painted on some slices only ({len(slices)} "
-                             f"slices across axis {axis}, with gaps between them), so it cannot be scored as a "
-                             "complete reference.", "Validate on a fully annotated volume (the muscle painted on "
-                             "every slice it spans), or train on this one instead of validating on it.")
-
-
 def _row_dice(row: dict) -> float:
     """A row's Dice; a failed or empty propagation counts 0."""
     return 0.0 if row["error"] or math.isnan(row["dice"]) else float(row["dice"])
@@ -293,18 +306,6 @@ def validation_protocols(protocol) -> List[str]:
     if isinstance(protocol, str):
         protocol = ["3-seeds", "paper"] if protocol == "both" else protocol.split(",")
     return [str(p).strip() for p in protocol if str(p).strip()]
-
-
-def full_annotation(seg, where: str) -> Dict[str, np.ndarray]:
-    """``{name: mask (K, J, I)}`` of an :class:`ifssnet.io.Segmentation` that may serve as a validation
-    reference; a sparse one (a segment tagged ``IFSSNet.AnnotatedSlices``) raises :class:`InputError`
-    naming ``where`` (a file, or a Slicer node)."""
-    sparse = [s.name for s in seg.segments if s.annotated is not None]
-    if sparse:
-        raise InputError(f"Validation annotation {where} is sparse (segments {', '.join(sparse)} are annotated "
-                         "on some slices only).",
-                         "Validate on fully annotated volumes: Dice is scored on every slice of the reference.")
-    return {s.name: s.mask for s in seg.segments}
 
 
 def best_of(scores: Sequence[ValidationScore]) -> Optional[ValidationScore]:

@@ -206,8 +206,9 @@ class IFSSNetTrainingLogic:
     def validator(pairs, segmentNames: Optional[Sequence[str]] = None, protocol: str = "3-seeds"):
         """An :class:`ifssnet.validation.Validator` for (volumeNode, segmentationNode) or (volumePath,
         annotationPath) pairs, scoring under ``protocol`` (:data:`ifssnet.validation.VALIDATION_CHOICES`); node
-        pairs are read into memory once. A sparse annotation or an unknown protocol is an error."""
-        from ifssnet.validation import Validator, full_annotation
+        pairs are read into memory once. A segment painted on some slices only is scored by its held-out groups
+        (:mod:`ifssnet.held_out_groups`); an unknown protocol is an error."""
+        from ifssnet.validation import Validator
 
         cases = []
         for volume, annotation in pairs:
@@ -215,8 +216,7 @@ class IFSSNetTrainingLogic:
                 cases.append((str(volume), str(annotation)))
                 continue
             seg = segmentationFromNodes(volume, annotation, segmentNames)
-            cases.append((mrmlArrays.volumeToArray(volume), full_annotation(seg, f"'{annotation.GetName()}'"),
-                          tuple(geometryOf(volume).spacing_kji)))
+            cases.append((mrmlArrays.volumeToArray(volume), seg, tuple(geometryOf(volume).spacing_kji)))
         return Validator(cases, protocol=protocol, segments=segmentNames)
 
     @staticmethod
