@@ -47,3 +47,13 @@ def test_a_sparsely_painted_held_out_pair_validates_a_fewshot_run(scene_nodes, t
     assert [v["step"] for v in L.validations] == [1, 2]
     assert all(0.0 <= v["val_dice"] <= 1.0 and set(v["val_per_segment"]) == {"GM"} for v in L.validations)
     assert np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(node, sid, heldOut), before)
+
+
+def test_the_status_line_says_when_the_last_validation_collapsed(slicer_app):  # noqa: F811
+    from IFSSNetTrainingLib.logic import IFSSNetTrainingLogic
+
+    log = [{"step": 25, "val_dice": 0.25}, {"step": 50, "val_dice": 0.0}]
+    verdict = IFSSNetTrainingLogic.validationVerdict(log, "/models/mine.pt")
+    assert "(Dice 0.250 at step 25) is saved next to it as mine.best." in verdict
+    assert "fell to 0.000 at step 50" in verdict and "Use mine.best (step 25)" in verdict
+    assert "fell to" not in IFSSNetTrainingLogic.validationVerdict(log[:1] + [{"step": 50, "val_dice": 0.2}])

@@ -23,7 +23,7 @@ from .io import parse_names, same_file
 from .train import DRAWS, StepLog, TrainConfig, train
 from .train_recipe import (FEWSHOT_BETA, FINETUNE_LR, RECIPE, cli_value, inherit_recipe, learning_rates,
                            recipe_options, stored_config, withheld_from_base)
-from .validation import VALIDATION_CHOICES
+from .validation import VALIDATION_CHOICES, ValidationScore, best_model_path as _best_path, collapse_note
 
 
 
@@ -524,6 +524,12 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
     resumed_step = (int((resumed_meta.get("training") or {}).get("step", 0))
                     if args.resume and resumed_meta else None)   # --resume: the log goes on from its checkpoint
 
+    # the run's validation scores in step order (a resumed run's from its checkpoint on), for collapse_note
+    validated: list = [ValidationScore.from_dict(v) for v in
+                       ((((resumed_meta or {}).get("training") or {}).get("validation") or {}).get("history") or [])
+                       if args.resume]
+    collapsed: list = []       # [True] while the last validation is a collapse (said once per collapse)
+
     def write_log(record: dict) -> None:
         if args.log and rank == 0:
             if not logs:
@@ -537,6 +543,11 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
     def on_validation(score) -> None:
         write_log(score.log_record())
         print(score.summary(), file=sys.stderr, flush=True)
+        validated.append(score)
+        note = collapse_note(validated, _best_path(args.out).name)
+        if note and rank == 0 and not collapsed:
+            print(f"Warning: {note}", file=sys.stderr, flush=True)
+        collapsed[:] = [True] if note else []
 
     bar = TqdmProgress(disable=rank != 0)
     kept = _FilesKept(args.out, args.resume)

@@ -52,7 +52,8 @@ class ValidationScore:
     ``dice``: mean over (case, segment) of Dice, seed slices excluded (a segment whose propagation
     failed counts 0). ``volume_error_pct``: mean of |V - V_ref| / V_ref x 100 over the same rows.
     ``per_segment``: segment name -> mean Dice. ``seconds``: wall time of the validation.
-    ``per_protocol``: protocol -> (mean Dice, mean volume error %) when more than one was scored.
+    ``per_protocol``: protocol -> (mean Dice, mean volume error %) when more than one was scored, or held-out
+    groups alone (:mod:`ifssnet.held_out_groups`: its error is the area error on the held-out painted slices).
     """
 
     step: int
@@ -94,9 +95,10 @@ class ValidationScore:
 
     def summary(self) -> str:
         parts = ", ".join(f"{n} {d:.3f}" for n, d in self.per_segment.items())
+        error = "area error on the held-out painted slices" if list(self.per_protocol) == [HELD_OUT] else "volume error"
         text = (f"step {self.step}: validation Dice {self.dice:.3f} ({parts}), "
-                f"volume error {self.volume_error_pct:.1f} %")
-        if self.per_protocol:
+                f"{error} {self.volume_error_pct:.1f} %")
+        if len(self.per_protocol) > 1:
             text += "; " + ", ".join(f"{k} {d:.3f} / {v:.1f} %" for k, (d, v) in self.per_protocol.items())
         return text
 
@@ -268,13 +270,14 @@ class Validator:
     @staticmethod
     def score(rows: Sequence[dict], step: int, seconds: float) -> ValidationScore:
         """Mean Dice (a failed or empty row counts 0), mean volume error and Dice per segment of ``rows``;
-        with rows of more than one protocol, each protocol's means too."""
+        with rows of more than one protocol, or of held-out groups alone (whose error is an area error), each
+        protocol's means too."""
         per: Dict[str, List[float]] = {}
         for r in rows:
             per.setdefault(r["muscle"], []).append(_row_dice(r))
         protocols = list(dict.fromkeys(r.get("protocol") for r in rows))
         per_protocol = {p: _means([r for r in rows if r.get("protocol") == p]) for p in protocols} \
-            if len(protocols) > 1 else {}
+            if len(protocols) > 1 or protocols == [HELD_OUT] else {}
         return ValidationScore(int(step), *_means(rows), seconds, {n: float(np.mean(v)) for n, v in per.items()},
                                per_protocol)
 
@@ -316,6 +319,26 @@ def best_of(scores: Sequence[ValidationScore]) -> Optional[ValidationScore]:
         if score.better_than(best):
             best = score
     return best
+
+
+#: Below this validation Dice a network counts as collapsed to empty masks (:func:`collapse_note`).
+COLLAPSED_DICE = 0.01
+
+
+def collapse_note(scores: Sequence[ValidationScore], best_name: str = "MODEL.best.pt") -> str:
+    """What to tell the user where the last of ``scores`` (in step order) shows a collapsed network, Dice below
+    :data:`COLLAPSED_DICE` after an earlier one above it: few-shot runs can end in empty masks past the seed slices,
+    which agree with their own pseudo-labels, and none measured came back (model card, sessions 44-46). ``""``
+    otherwise. ``best_name``: the file that keeps the best network (``MODEL.best.pt``, Slicer's ``<name>.best``)."""
+    if not scores or not scores[-1].dice < COLLAPSED_DICE:
+        return ""
+    best = best_of(scores)
+    if best is None or not best.dice >= COLLAPSED_DICE:
+        return ""
+    last = scores[-1]
+    return (f"Validation Dice fell to {last.dice:.3f} at step {last.step}, from {best.dice:.3f} at step {best.step}: "
+            "the network's masks vanish past the seed slices, a collapse few-shot runs have not come back from. "
+            f"Use {best_name} (step {best.step}), or train again with another --seed.")
 
 
 def best_model_path(out_path) -> Path:

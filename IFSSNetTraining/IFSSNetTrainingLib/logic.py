@@ -498,10 +498,11 @@ class IFSSNetTrainingLogic:
     def validationVerdict(records: Sequence[dict], modelPath: str = "<name>") -> str:
         """What the status line says of validation when training ends ("" without it): the best step and its
         Dice, or, where the starting model (a fine-tune's step 0) stayed the best, that ``<name>.best`` (the
-        name of ``modelPath``, the new model) is that model and should be kept. The scores are those the model file
+        name of ``modelPath``, the new model) is that model and should be kept; where the last validation shows a
+        collapse to empty masks, :func:`ifssnet.validation.collapse_note` too. The scores are those the model file
         records (the whole run's: a resumed run's log holds only the validations since the resume, and its best,
         kept as ``<name>.best``, may be from before), else the log's ``records``."""
-        from ifssnet.validation import best_of
+        from ifssnet.validation import best_of, collapse_note
 
         scores = _recordedValidations(modelPath) or IFSSNetTrainingLogic.validationScores(records)
         best = best_of(scores)
@@ -513,8 +514,9 @@ class IFSSNetTrainingLogic:
                     f"{name}.best is the starting model: keep using it, or train on more (or fully annotated) volumes.")
         start = next((v for v in scores if v.step == 0), None)
         than = f"; the starting model {start.dice:.3f}" if start else ""
+        collapsed = collapse_note(scores, f"{name}.best")
         return (f"The best by validation (Dice {best.dice:.3f} at step {best.step}{than}) is saved "
-                f"next to it as {name}.best.")
+                f"next to it as {name}.best." + (f" {collapsed}" if collapsed else ""))
 
     @staticmethod
     def updateLossPlot(steps: Sequence[dict], tableNode=None, chartNode=None):
