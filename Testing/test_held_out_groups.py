@@ -123,7 +123,7 @@ def test_the_validator_scores_sparse_segments_by_held_out_groups_and_complete_on
     assert Validator([sparse_case], segments=["GL"]).description()["protocols"] == ["3-seeds"]
 
 
-def test_train_validates_on_a_sparse_case_from_the_command_line(tmp_path, sparse_case):
+def test_train_validates_on_a_sparse_case_from_the_command_line(tmp_path, sparse_case, capsys):
     import json
 
     from ifssnet.cli import main
@@ -139,3 +139,5 @@ def test_train_validates_on_a_sparse_case_from_the_command_line(tmp_path, sparse
     validated = [r for r in records if "val_dice" in r]
     assert validated and all(0.0 <= r["val_dice"] <= 1.0 for r in validated)
     assert (tmp_path / "m.best.pt").is_file()
+    out = capsys.readouterr()
+    assert "area error on the held-out painted slices" in out.out and "validation Dice" in out.err

@@ -578,7 +578,7 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
 
             path = best_model_path(args.out)
             score = best_score(path)
-            print(f"best validation Dice {score.dice:.3f} (volume error {score.volume_error_pct:.1f} %) "
+            print(f"best validation Dice {score.dice:.3f} ({score.error_name} {score.volume_error_pct:.1f} %) "
                   f"at step {score.step}: {path}")
             if score.step == 0:                  # only a fine-tune validates at step 0: its starting network
                 base = args.base or "the network it started from"

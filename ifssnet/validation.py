@@ -93,11 +93,16 @@ class ValidationScore:
             record["val_per_protocol"] = {k: list(v) for k, v in self.per_protocol.items()}
         return record
 
+    @property
+    def error_name(self) -> str:
+        """What ``volume_error_pct`` is: the volume error, or, for held-out groups alone, the area error on the
+        held-out painted slices (:mod:`ifssnet.held_out_groups`)."""
+        return "area error on the held-out painted slices" if list(self.per_protocol) == [HELD_OUT] else "volume error"
+
     def summary(self) -> str:
         parts = ", ".join(f"{n} {d:.3f}" for n, d in self.per_segment.items())
-        error = "area error on the held-out painted slices" if list(self.per_protocol) == [HELD_OUT] else "volume error"
         text = (f"step {self.step}: validation Dice {self.dice:.3f} ({parts}), "
-                f"{error} {self.volume_error_pct:.1f} %")
+                f"{self.error_name} {self.volume_error_pct:.1f} %")
         if len(self.per_protocol) > 1:
             text += "; " + ", ".join(f"{k} {d:.3f} / {v:.1f} %" for k, (d, v) in self.per_protocol.items())
         return text
