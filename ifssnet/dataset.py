@@ -136,8 +136,8 @@ def case_from_arrays(volume: np.ndarray, seg: Segmentation, size: int,
     for n in names:
         s = seg.get(n)
         masks[n] = work_mask(s.mask, grid)
-        slices = annotated_slices_of(s, volume.shape[0], f"case '{name}'")
         K = volume.shape[0]
+        slices = annotated_slices_of(s, K, f"case '{name}'")
         known[n] = np.ones(K, bool) if slices is None else np.isin(np.arange(K), slices)
     return Case(name, image, masks, known, slice_spacing_mm, held=tuple(seg.names))
 
@@ -146,7 +146,7 @@ def annotated_slices_of(segment, n_slices: int, where: str) -> Optional[Tuple[in
     """The slices (axis 0, sorted) on which ``segment`` (an :class:`~ifssnet.io.Segment`) is annotated: its
     ``IFSSNet.AnnotatedSlices`` tag, else the slices it is painted on where that paint lies on some slices of one
     view with gaps between (:func:`_untagged_annotation`); None for a complete annotation, known on every slice.
-    The one rule by which training (:func:`case_from_arrays`) and validation (:mod:`ifssnet.held_out_groups`) read
+    The one rule by which training (:func:`case_from_arrays`) and validation (:class:`ifssnet.validation.Validator`) read
     a sparse annotation. ``n_slices``: the volume's K. Raises :class:`InputError` for slices annotated across
     another axis than the sweep's (axis 0) or outside the volume; ``where`` names the case in the message
     (``"case 'leg2'"``)."""

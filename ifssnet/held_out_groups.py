@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from .errors import IFSSNetError, InputError
+from .errors import Cancelled, DependencyError, IFSSNetError, InputError
 from .progress import CancelLike
 from .seeds import seed_groups
 
@@ -81,7 +81,8 @@ def split_groups(ref: SparseReference, name: str, where: str) -> GroupSplit:
         raise InputError(f"Segment '{name}' of validation case {where} is painted on {len(painted)} slices in "
                          f"{len(groups)} groups: propagating from {MIN_SEED_SLICES} of them would leave "
                          f"{'none' if len(seeds) >= MIN_SEED_SLICES else 'too few'} to score.", todo)
-    return GroupSplit(tuple(seeds), tuple(k for k in ref.annotated if k not in set(seeds)))
+    seeded = set(seeds)
+    return GroupSplit(tuple(seeds), tuple(k for k in ref.annotated if k not in seeded))
 
 
 def held_out_scores(pred: np.ndarray, ref: np.ndarray, scored: Sequence[int]) -> Tuple[float, float]:
@@ -102,10 +103,13 @@ def held_out_rows(volume: np.ndarray, refs: Mapping[str, SparseReference], spaci
     seed groups through ``volume`` (K, J, I) and is scored on its other annotated slices (:func:`split_groups`,
     :func:`held_out_scores`). Rows carry ``muscle``, ``protocol`` (:data:`PROTOCOL`), ``dice``,
     ``volume_error_pct`` (the area error), ``seed_slices_n``, ``scored_slices_n``, ``time_s`` and ``error`` (the
-    message of a propagation that failed, whose Dice counts 0). :class:`~ifssnet.errors.Cancelled` propagates."""
-    from .errors import Cancelled
-    from .propagate import propagate
+    message of a propagation that failed, whose Dice counts 0). The network runs as :func:`ifssnet.compare.compare`
+    runs it (the registry's ``ifssnet`` method), and, as there, :class:`~ifssnet.errors.Cancelled` and
+    :class:`~ifssnet.errors.DependencyError` propagate."""
+    from .baselines.registry import get
     from .seeds import cut_seeds
+
+    network = get("ifssnet")
 
     rows: List[dict] = []
     for name, ref in refs.items():
@@ -114,35 +118,16 @@ def held_out_rows(volume: np.ndarray, refs: Mapping[str, SparseReference], spaci
         row = {"muscle": name, "method": "ifssnet", "protocol": PROTOCOL, "seed_slices_n": len(split.seeds),
                "scored_slices_n": len(split.scored), "error": ""}
         try:
-            result = propagate(volume, {name: cut_seeds(ref.mask, split.seeds)}, model, device=device,
-                               slice_spacing_mm=float(spacing_kji[0]) if spacing_kji is not None else None,
-                               cancel=cancel)
-            row["dice"], row["volume_error_pct"] = held_out_scores(result.masks[name], ref.mask, split.scored)
-        except Cancelled:
+            pred = network(volume, cut_seeds(ref.mask, split.seeds), spacing_kji, model=model, device=device,
+                           cancel=cancel)
+            row["dice"], row["volume_error_pct"] = held_out_scores(pred, ref.mask, split.scored)
+        except (Cancelled, DependencyError):
             raise
         except IFSSNetError as exc:
             row.update(dice=float("nan"), volume_error_pct=float("nan"), error=str(exc))
         row["time_s"] = time.perf_counter() - t0
         rows.append(row)
     return rows
-
-
-def sparse_references(segments: Sequence, n_slices: int, where: str) -> Tuple[Dict[str, np.ndarray],
-                                                                               Dict[str, SparseReference]]:
-    """Split :class:`~ifssnet.io.Segment` items into complete references ``{name: mask}`` and sparse ones
-    ``{name: SparseReference}`` by the rule training reads annotations by
-    (:func:`ifssnet.dataset.annotated_slices_of`); ``where`` names the case in messages."""
-    from .dataset import annotated_slices_of
-
-    complete: Dict[str, np.ndarray] = {}
-    sparse: Dict[str, SparseReference] = {}
-    for s in segments:
-        slices = annotated_slices_of(s, n_slices, f"validation case {where}")
-        if slices is None:
-            complete[s.name] = s.mask
-        else:
-            sparse[s.name] = SparseReference(s.mask, slices)
-    return complete, sparse
 
 
 def is_sparse(ref) -> bool:

@@ -23,7 +23,7 @@ from .io import parse_names, same_file
 from .train import DRAWS, StepLog, TrainConfig, train
 from .train_recipe import (FEWSHOT_BETA, FINETUNE_LR, RECIPE, cli_value, inherit_recipe, learning_rates,
                            recipe_options, stored_config, withheld_from_base)
-from .validation import VALIDATION_CHOICES, ValidationScore, best_model_path as _best_path, collapse_note
+from .validation import VALIDATION_CHOICES, best_model_path as _best_path, collapse_note, recorded_history
 
 
 
@@ -205,8 +205,8 @@ def add_train_arguments(p) -> None:
     p.add_argument("--val", nargs="+", default=None, metavar="CASE",
                    help="held-out annotated cases (as CASES) to propagate every --val-every steps; a segment "
                         "painted on some slices only is propagated from its largest painted group and scored on its "
-                        "other painted slices (held-out groups); the best network by mean Dice is kept as MODEL.best.pt where the run ends (MODEL.ckpt.best.pt "
-                        "while it goes; default: no validation)")
+                        "other painted slices (held-out groups); the best network by mean Dice is kept as "
+                        "MODEL.best.pt where the run ends (MODEL.ckpt.best.pt while it goes; default: no validation)")
     p.add_argument("--val-every", type=int, default=None, metavar="N",
                    help="steps between validations (default: --checkpoint-every)")
     p.add_argument("--val-protocol", choices=VALIDATION_CHOICES, default="3-seeds",
@@ -524,11 +524,9 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
     resumed_step = (int((resumed_meta.get("training") or {}).get("step", 0))
                     if args.resume and resumed_meta else None)   # --resume: the log goes on from its checkpoint
 
-    # the run's validation scores in step order (a resumed run's from its checkpoint on), for collapse_note
-    validated: list = [ValidationScore.from_dict(v) for v in
-                       ((((resumed_meta or {}).get("training") or {}).get("validation") or {}).get("history") or [])
-                       if args.resume]
-    collapsed: list = []       # [True] while the last validation is a collapse (said once per collapse)
+    # the run's validation scores in step order (a resumed run's, its checkpoint's first), for collapse_note
+    validated = recorded_history(resumed_meta) if args.resume else []
+    earlier = len(validated)          # validations of an earlier process: this one warns anew at its first
 
     def write_log(record: dict) -> None:
         if args.log and rank == 0:
@@ -545,9 +543,8 @@ def _train_ranked(args, rank: int, world: int, size: int, stored=None, resumed_m
         print(score.summary(), file=sys.stderr, flush=True)
         validated.append(score)
         note = collapse_note(validated, _best_path(args.out).name)
-        if note and rank == 0 and not collapsed:
+        if note and rank == 0 and (len(validated) == earlier + 1 or not collapse_note(validated[:-1])):  # once per fall
             print(f"Warning: {note}", file=sys.stderr, flush=True)
-        collapsed[:] = [True] if note else []
 
     bar = TqdmProgress(disable=rank != 0)
     kept = _FilesKept(args.out, args.resume)

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import InputError
-from .held_out_groups import PROTOCOL as HELD_OUT, held_out_rows, is_sparse, sparse_references, split_groups
+from .held_out_groups import PROTOCOL as HELD_OUT, SparseReference, held_out_rows, is_sparse, split_groups
 from .progress import CancelLike, ProgressFn, check_cancel, report
 
 #: The progress stage of a validation, one step per case.
@@ -140,7 +140,8 @@ class Validator:
         self.count, self.every = int(count), int(every)
         self.segments = list(segments) if segments else None
         self.device = device
-        self.held_out_groups = False      # a case painted on some slices is scored by its held-out groups
+        # id(case) -> {segment: its annotated slices, None where complete}: read once, when the case is checked
+        self._annotated: Dict[int, Dict[str, Optional[Tuple[int, ...]]]] = {}
         for case in self.cases:
             self._check(case)
 
@@ -152,7 +153,8 @@ class Validator:
 
         files = [i for i, c in enumerate(self.cases) if self._is_paths(c)]
         named = dict(zip(files, case_names([self.cases[i][0] for i in files])))
-        protocols = list(self.protocols) + ([HELD_OUT] if self.held_out_groups else [])
+        sparse = any(a is not None for case in self._annotated.values() for a in case.values())
+        protocols = list(self.protocols) + ([HELD_OUT] if sparse else [])
         return {"protocols": protocols, "cases": [named.get(i) for i in range(len(self.cases))]}
 
     @staticmethod
@@ -162,7 +164,7 @@ class Validator:
     def _check(self, case) -> None:
         if not self._is_paths(case):
             where = "in-memory case"
-            refs = self._references(case[1], np.shape(case[0])[0], where)
+            segments, n_slices = self._segments(case[1], where), np.shape(case[0])[0]
         else:
             from .io import read_header, read_segmentation, require_annotation_overlaps
 
@@ -175,25 +177,33 @@ class Validator:
             head = read_header(vol)
             if head.geometry is not None:   # every validation would score it 0: said before training starts
                 require_annotation_overlaps(ann, head.geometry, head.shape_kji, f"the validation volume '{vol}'")
-            seg = read_segmentation(ann, reference=head.geometry, reference_shape=head.shape_kji) \
-                if head.geometry is not None else read_segmentation(ann)
-            refs = self._references(seg, head.shape_kji[0], where)
+            seg = read_segmentation(ann, reference=head.geometry, reference_shape=head.shape_kji)
+            segments, n_slices = self._segments(seg, where), head.shape_kji[0]
+        from .dataset import annotated_slices_of
+
+        self._annotated[id(case)] = {n: annotated_slices_of(s, n_slices, f"validation case {where}")
+                                     for n, s in segments.items()}
+        refs = self._references(segments, case)
         _require_painted({n: r for n, r in refs.items() if not is_sparse(r)}, where)
         for name, ref in refs.items():
             if is_sparse(ref):
                 split_groups(ref, name, where)     # painted slices left over to score, or refused now
-                self.held_out_groups = True
 
-    def _references(self, refs, n_slices: int, where: str) -> dict:
-        """The segments to score of a case's annotation (an :class:`~ifssnet.io.Segmentation`, or ``{name: mask}``
-        held in memory): ``{name: mask}`` for a complete one, ``{name: SparseReference}`` for one painted on some
-        slices (:func:`ifssnet.held_out_groups.sparse_references`)."""
+    def _segments(self, refs, where: str) -> dict:
+        """``{name: Segment}`` of the segments to score (:meth:`_select`) of a case's annotation: an
+        :class:`~ifssnet.io.Segmentation`, or ``{name: mask}`` held in memory."""
         from .io import Segment
 
         segments = refs.segments if hasattr(refs, "segments") else [Segment(n, m) for n, m in dict(refs).items()]
-        chosen = self._select({s.name: s for s in segments}, where)     # the named ones only are read
-        complete, sparse = sparse_references(list(chosen.values()), n_slices, where)
-        return {n: sparse[n] if n in sparse else complete[n] for n in chosen}
+        return self._select({s.name: s for s in segments}, where)
+
+    def _references(self, segments: dict, case) -> dict:
+        """``{name: mask}`` for a complete segment of ``segments`` (:meth:`_segments` of ``case``), ``{name:
+        SparseReference}`` for one painted on some slices, by the slices :meth:`_check` read
+        (:func:`ifssnet.dataset.annotated_slices_of`)."""
+        annotated = self._annotated[id(case)]
+        return {n: s.mask if annotated[n] is None else SparseReference(s.mask, annotated[n])
+                for n, s in segments.items()}
 
     def _select(self, refs: dict, where: str) -> dict:
         if not self.segments:
@@ -209,13 +219,12 @@ class Validator:
     def _load(self, case):
         if not self._is_paths(case):
             volume, refs, spacing = case
-            volume = np.asarray(volume)
-            return volume, self._references(refs, volume.shape[0], "in-memory case"), tuple(spacing)
+            return np.asarray(volume), self._references(self._segments(refs, "in-memory case"), case), tuple(spacing)
         from .io import read_segmentation, read_volume
 
         image = read_volume(case[0])
         ref = read_segmentation(case[1], reference=image.geometry, reference_shape=image.array.shape)
-        refs = self._references(ref, image.array.shape[0], str(case[1]))
+        refs = self._references(self._segments(ref, str(case[1])), case)
         return image.array, refs, tuple(image.geometry.spacing_kji)
 
     def rows(self, model, cases: Optional[Sequence[ValidationCase]] = None, cancel: CancelLike = None,
@@ -357,6 +366,13 @@ def best_score(best_path) -> ValidationScore:
     from .model.checkpoint import read_meta
 
     return recorded_best(read_meta(best_path))
+
+
+def recorded_history(meta: Optional[dict]) -> List[ValidationScore]:
+    """The validation scores, in step order, that a model file's or checkpoint's metadata ``meta`` records; [] where
+    it records none."""
+    history = (((meta or {}).get("training") or {}).get("validation") or {}).get("history") or []
+    return [ValidationScore.from_dict(v) for v in history]
 
 
 def recorded_best(meta: dict) -> ValidationScore:

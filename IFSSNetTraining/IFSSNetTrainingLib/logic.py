@@ -621,10 +621,9 @@ def _recordedValidations(modelPath) -> list:
         return []
     try:
         from ifssnet.model.checkpoint import read_meta
-        from ifssnet.validation import ValidationScore
+        from ifssnet.validation import recorded_history
 
-        history = read_meta(modelPath)["training"]["validation"]["history"]
-        return [ValidationScore.from_dict(v) for v in history]
+        return recorded_history(read_meta(modelPath))
     except Exception:  # a file of another kind, or one without validation: the log's records
         return []
 
